@@ -1,0 +1,102 @@
+// Elementwise binary ops with NumPy broadcasting, comparisons giving masks,
+// and `where`. Operand k is read at sum(c_d * stride_k[d]) over the output
+// coordinate c (stride 0 on broadcast dimensions); mode 0 means every operand
+// is contiguous with the output's shape, so the index is used as is.
+//
+// Bindings: 1 a, 2 b, 3 out (T), 4 mask out (u32), 5 condition (u32).
+
+override OP: u32 = 0u;
+
+struct Params {
+    n: u32,
+    rank: u32,
+    mode: u32,
+    _p: u32,
+    shape: array<vec4<u32>, 2>,
+    sa: array<vec4<u32>, 2>,
+    sb: array<vec4<u32>, 2>,
+    sc: array<vec4<u32>, 2>,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> a: array<T>;
+@group(0) @binding(2) var<storage, read> b: array<T>;
+@group(0) @binding(3) var<storage, read_write> out: array<T>;
+@group(0) @binding(4) var<storage, read_write> mask: array<u32>;
+@group(0) @binding(5) var<storage, read> cond: array<u32>;
+
+// Offsets of element i in a, b and the condition.
+fn offsets(i: u32) -> vec3<u32> {
+    if (p.mode == 0u) {
+        return vec3<u32>(i, i, i);
+    }
+    var rem = i;
+    var o = vec3<u32>(0u, 0u, 0u);
+    for (var k = i32(p.rank) - 1; k >= 0; k--) {
+        let d = u32(k);
+        let dim = at8(p.shape, d);
+        let c = rem % dim;
+        rem = rem / dim;
+        o += c * vec3<u32>(at8(p.sa, d), at8(p.sb, d), at8(p.sc, d));
+    }
+    return o;
+}
+
+fn arith(x: T, y: T) -> T {
+    switch OP {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return t_div(x, y); }
+        case 4u: { return t_pow(x, y); }
+        case 5u: { return max(x, y); }
+        case 6u: { return min(x, y); }
+        case 7u: { return (x - y) * (x - y); }
+        case 8u: { return select(T(0), T(1), x != T(0) && y != T(0)); }
+        case 9u: { return select(T(0), T(1), x != T(0) || y != T(0)); }
+        case 10u: { return select(T(0), T(1), (x != T(0)) != (y != T(0))); }
+        default: { return x; }
+    }
+}
+
+fn compare(x: T, y: T) -> bool {
+    switch OP {
+        case 0u: { return x == y; }
+        case 1u: { return x != y; }
+        case 2u: { return x < y; }
+        case 3u: { return x <= y; }
+        case 4u: { return x > y; }
+        default: { return x >= y; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let o = offsets(i);
+    out[i] = arith(a[o.x], b[o.y]);
+}
+
+@compute @workgroup_size(256)
+fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let o = offsets(i);
+    mask[i] = select(0u, 1u, compare(a[o.x], b[o.y]));
+}
+
+// out = cond ? a : b
+@compute @workgroup_size(256)
+fn where_(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n) {
+        return;
+    }
+    let o = offsets(i);
+    out[i] = select(b[o.y], a[o.x], cond[o.z] != 0u);
+}

@@ -1,0 +1,122 @@
+// 2-D max and average pooling over NHWC, and their gradients. Windows are
+// clipped to the input; average pooling divides by the number of input
+// elements in the window (TF excludes padding). Max pooling's gradient goes
+// to the first maximum of each window in row-major order, as TF's CPU
+// kernel does. Math in f32.
+//
+// Bindings: 1 x, 2 y (output, or dx for the gradient), 3 dy.
+
+override MAX: bool = true;
+
+struct Params {
+    n: u32,
+    h: u32,
+    w: u32,
+    c: u32,
+    oh: u32,
+    ow: u32,
+    kh: u32,
+    kw: u32,
+    sh: u32,
+    sw: u32,
+    pt: u32,
+    pl: u32,
+    total: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read> dy: array<T>;
+
+// Clipped window of output (oh, ow): rows [r.x, r.y), columns [r.z, r.w).
+fn window(oh: u32, ow: u32) -> vec4<i32> {
+    let h0 = i32(oh * p.sh) - i32(p.pt);
+    let w0 = i32(ow * p.sw) - i32(p.pl);
+    return vec4<i32>(max(h0, 0), min(h0 + i32(p.kh), i32(p.h)), max(w0, 0), min(w0 + i32(p.kw), i32(p.w)));
+}
+
+fn at(n: u32, ih: i32, iw: i32, c: u32) -> u32 {
+    return ((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + c;
+}
+
+// First position of the window's maximum, as ih * w + iw.
+fn argmax(n: u32, c: u32, r: vec4<i32>) -> i32 {
+    var best = r.x * i32(p.w) + r.z;
+    var m = f32(x[at(n, r.x, r.z, c)]);
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let v = f32(x[at(n, ih, iw, c)]);
+            if (v > m) {
+                m = v;
+                best = ih * i32(p.w) + iw;
+            }
+        }
+    }
+    return best;
+}
+
+@compute @workgroup_size(256)
+fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let c = i % p.c;
+    let ow = (i / p.c) % p.ow;
+    let oh = (i / (p.c * p.ow)) % p.oh;
+    let n = i / (p.c * p.ow * p.oh);
+    let r = window(oh, ow);
+    var acc = f32(x[at(n, r.x, r.z, c)]);
+    if (!MAX) {
+        acc = 0.0;
+    }
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let v = f32(x[at(n, ih, iw, c)]);
+            acc = select(acc + v, max(acc, v), MAX);
+        }
+    }
+    if (!MAX) {
+        acc = acc / f32((r.y - r.x) * (r.w - r.z));
+    }
+    y[i] = T(acc);
+}
+
+// dx[n, ih, iw, c] = sum over the windows containing (ih, iw).
+@compute @workgroup_size(256)
+fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let c = i % p.c;
+    let iw = i32((i / p.c) % p.w);
+    let ih = i32((i / (p.c * p.w)) % p.h);
+    let n = i / (p.c * p.w * p.h);
+    // Outputs whose window covers ih: oh*sh - pt <= ih < oh*sh - pt + kh.
+    let th = ih + i32(p.pt);
+    let tw = iw + i32(p.pl);
+    let oh_lo = max((th - i32(p.kh) + i32(p.sh)) / i32(p.sh), 0);
+    let oh_hi = min(th / i32(p.sh), i32(p.oh) - 1);
+    let ow_lo = max((tw - i32(p.kw) + i32(p.sw)) / i32(p.sw), 0);
+    let ow_hi = min(tw / i32(p.sw), i32(p.ow) - 1);
+    var acc = 0.0;
+    for (var oh = oh_lo; oh <= oh_hi; oh++) {
+        for (var ow = ow_lo; ow <= ow_hi; ow++) {
+            let r = window(u32(oh), u32(ow));
+            let g = f32(dy[((n * p.oh + u32(oh)) * p.ow + u32(ow)) * p.c + c]);
+            if (MAX) {
+                if (argmax(n, c, r) == ih * i32(p.w) + iw) {
+                    acc += g;
+                }
+            } else {
+                acc += g / f32((r.y - r.x) * (r.w - r.z));
+            }
+        }
+    }
+    y[i] = T(acc);
+}

@@ -1,0 +1,160 @@
+// Softmax and log-softmax of x viewed as [rows, r, inner] along the middle
+// axis (max-subtracted), and sparse softmax cross-entropy from logits [n, c].
+// `*_rows` entries: one workgroup per row (inner == 1); `softmax_cols`: one
+// invocation per (row, inner) pair. Math in f32.
+//
+// Bindings: 1 x, 2 y, 3 labels (i32), 4 device status.
+
+override LOG: bool = false;
+
+struct Params {
+    rows: u32,
+    r: u32,
+    inner: u32,
+    n_out: u32,
+    slot: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<T>;
+@group(0) @binding(2) var<storage, read_write> y: array<T>;
+@group(0) @binding(3) var<storage, read> labels: array<i32>;
+@group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
+
+var<workgroup> red: array<f32, 256>;
+
+// Code 2 in the calling thread's status slot: a label out of range (see GpuDevice::read).
+fn report(value: i32, limit: u32) {
+    let s = p.slot * 4u;
+    if (atomicMax(&status[s], 2u) == 0u) {
+        atomicStore(&status[s + 1u], bitcast<u32>(value));
+        atomicStore(&status[s + 2u], limit);
+    }
+}
+
+fn wg_max(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red[t] = max(red[t], red[t + s]);
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+fn wg_sum(t: u32, v: f32) -> f32 {
+    red[t] = v;
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s) {
+            red[t] = red[t] + red[t + s];
+        }
+        workgroupBarrier();
+    }
+    let r = red[0];
+    workgroupBarrier();
+    return r;
+}
+
+// (max, sum of exp(x - max)) of row `base`, cooperatively. Every partial
+// max starts from the row's first element, so no -inf sentinel is needed.
+fn row_stats(t: u32, base: u32) -> vec2<f32> {
+    var m = f32(x[base]);
+    for (var k = t; k < p.r; k += 256u) {
+        m = max(m, f32(x[base + k]));
+    }
+    m = wg_max(t, m);
+    var s = 0.0;
+    for (var k = t; k < p.r; k += 256u) {
+        s += exp(f32(x[base + k]) - m);
+    }
+    return vec2<f32>(m, wg_sum(t, s));
+}
+
+fn row_of(wid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return wid.x + wid.y * nwg.x;
+}
+
+@compute @workgroup_size(256)
+fn softmax_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = row_of(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.r;
+    let ms = row_stats(lid.x, base);
+    let ls = log(ms.y);
+    for (var k = lid.x; k < p.r; k += 256u) {
+        let z = f32(x[base + k]) - ms.x;
+        y[base + k] = T(select(exp(z) / ms.y, z - ls, LOG));
+    }
+}
+
+@compute @workgroup_size(256)
+fn softmax_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_index(gid, nwg);
+    if (o >= p.n_out) {
+        return;
+    }
+    let b = o % p.inner;
+    let base = (o / p.inner) * p.r * p.inner + b;
+    var m = f32(x[base]);
+    for (var k = 1u; k < p.r; k++) {
+        m = max(m, f32(x[base + k * p.inner]));
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.r; k++) {
+        s += exp(f32(x[base + k * p.inner]) - m);
+    }
+    let ls = log(s);
+    for (var k = 0u; k < p.r; k++) {
+        let z = f32(x[base + k * p.inner]) - m;
+        y[base + k * p.inner] = T(select(exp(z) / s, z - ls, LOG));
+    }
+}
+
+// loss[row] = logsumexp(x[row]) - x[row, label]
+@compute @workgroup_size(256)
+fn xent_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = row_of(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.r;
+    let ms = row_stats(lid.x, base);
+    if (lid.x == 0u) {
+        let label = labels[row];
+        if (label < 0 || u32(label) >= p.r) {
+            report(label, p.r);
+            y[row] = T(0.0);
+        } else {
+            y[row] = T(log(ms.y) + ms.x - f32(x[base + u32(label)]));
+        }
+    }
+}
+
+// grad[row, k] = softmax(x[row])[k] - (k == label)
+@compute @workgroup_size(256)
+fn xent_grad_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = row_of(wid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.r;
+    let ms = row_stats(lid.x, base);
+    let label = labels[row];
+    if (lid.x == 0u && (label < 0 || u32(label) >= p.r)) {
+        report(label, p.r);
+    }
+    for (var k = lid.x; k < p.r; k += 256u) {
+        let sm = exp(f32(x[base + k]) - ms.x) / ms.y;
+        y[base + k] = T(sm - select(0.0, 1.0, i32(k) == label));
+    }
+}

@@ -1,0 +1,17 @@
+// Variant prelude: element type f32.
+alias T = f32;
+// Accumulator type of reductions and dot products.
+alias Acc = f32;
+
+fn t_div(a: T, b: T) -> T {
+    return a / b;
+}
+
+fn t_pow(a: T, b: T) -> T {
+    return pow(a, b);
+}
+
+// Fill values arrive as f32 bits for float types, i32 bits otherwise.
+fn t_from_bits(bits: u32) -> T {
+    return bitcast<f32>(bits);
+}

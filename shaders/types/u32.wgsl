@@ -1,0 +1,24 @@
+// Variant prelude: 32-bit words (booleans, and bit-exact copies of f32/i32).
+alias T = u32;
+// Accumulator type of reductions and dot products.
+alias Acc = u32;
+
+fn t_div(a: T, b: T) -> T {
+    return select(a / max(b, 1u), a, b == 0u);
+}
+
+fn t_pow(a: T, b: T) -> T {
+    var r = 1u;
+    var base = a;
+    var e = b;
+    while (e > 0u) {
+        if ((e & 1u) != 0u) { r = r * base; }
+        base = base * base;
+        e = e >> 1u;
+    }
+    return r;
+}
+
+fn t_from_bits(bits: u32) -> T {
+    return bits;
+}

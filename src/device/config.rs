@@ -1,0 +1,489 @@
+//! `tf.config` for wgflow: physical devices, visible devices, memory growth
+//! and limits, and the runtime that turns them into logical devices.
+//!
+//! Settings come from the environment (`WGFLOW_VISIBLE_DEVICES`,
+//! `WGFLOW_DEVICE`, `WGFLOW_FORCE_GPU_ALLOW_GROWTH`, `WGFLOW_MEMORY_LIMIT_MB`)
+//! and from the `set_*` functions, which win over the environment and must be
+//! called before the runtime initializes (the first device lookup or tensor).
+//! Logical GPUs are created lazily, on first use.
+
+use super::Device;
+use super::gpu::{GpuDevice, GpuOptions};
+use crate::error::{Error, Result};
+use std::fmt;
+use std::sync::{Arc, Mutex, OnceLock};
+
+/// An adapter wgpu found, or the CPU reference device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PhysicalDevice {
+    /// Index among the physical GPUs (what `WGFLOW_VISIBLE_DEVICES` takes);
+    /// `None` for the CPU.
+    pub index: Option<usize>,
+    /// `"GPU"` or `"CPU"`, as in `tf.config.list_physical_devices`.
+    pub device_type: &'static str,
+    pub name: String,
+    /// wgpu's adapter type: DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu, Other.
+    pub adapter_type: String,
+    pub backend: String,
+    pub driver: String,
+    /// The adapter runs compute shaders (every WebGPU adapter does; some GL ones don't).
+    pub compute: bool,
+    pub shader_f16: bool,
+}
+
+impl PhysicalDevice {
+    /// `/physical_device:GPU:0`, as TensorFlow names it.
+    pub fn tf_name(&self) -> String {
+        match self.index {
+            Some(i) => format!("/physical_device:GPU:{i}"),
+            None => "/physical_device:CPU:0".into(),
+        }
+    }
+}
+
+impl fmt::Display for PhysicalDevice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.index {
+            Some(_) => write!(
+                f,
+                "{:<24} {} | {} | {} | driver {}{}{}",
+                self.tf_name(),
+                self.name,
+                self.backend,
+                self.adapter_type,
+                if self.driver.is_empty() {
+                    "?"
+                } else {
+                    &self.driver
+                },
+                if self.shader_f16 { " | shader-f16" } else { "" },
+                if self.compute {
+                    ""
+                } else {
+                    " | NO COMPUTE (unusable)"
+                }
+            ),
+            None => write!(f, "{:<24} {}", self.tf_name(), self.name),
+        }
+    }
+}
+
+struct Physical {
+    adapters: Vec<wgpu::Adapter>,
+    list: Vec<PhysicalDevice>,
+}
+
+fn physical() -> &'static Physical {
+    static P: OnceLock<Physical> = OnceLock::new();
+    P.get_or_init(|| {
+        let backends = wgpu::Backends::VULKAN
+            | wgpu::Backends::METAL
+            | wgpu::Backends::DX12
+            | wgpu::Backends::GL;
+        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+            backends,
+            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        });
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
+        // Real GPUs before software ones, native APIs before GL, so gpu:0 is the best choice.
+        let rank = |a: &wgpu::Adapter| {
+            let i = a.get_info();
+            let t = match i.device_type {
+                wgpu::DeviceType::DiscreteGpu => 0,
+                wgpu::DeviceType::IntegratedGpu => 1,
+                wgpu::DeviceType::VirtualGpu => 2,
+                wgpu::DeviceType::Other => 3,
+                wgpu::DeviceType::Cpu => 4,
+            };
+            let b = match i.backend {
+                wgpu::Backend::Vulkan | wgpu::Backend::Metal | wgpu::Backend::Dx12 => 0,
+                _ => 1,
+            };
+            (t, b)
+        };
+        adapters.sort_by_key(rank);
+        let list = adapters
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let info = a.get_info();
+                PhysicalDevice {
+                    index: Some(i),
+                    device_type: "GPU",
+                    name: info.name,
+                    adapter_type: format!("{:?}", info.device_type),
+                    backend: format!("{:?}", info.backend),
+                    driver: if info.driver.is_empty() {
+                        info.driver_info
+                    } else {
+                        info.driver
+                    },
+                    compute: a
+                        .get_downlevel_capabilities()
+                        .flags
+                        .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS),
+                    shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+                }
+            })
+            .collect();
+        Physical { adapters, list }
+    })
+}
+
+fn cpu_physical() -> PhysicalDevice {
+    PhysicalDevice {
+        index: None,
+        device_type: "CPU",
+        name: "wgflow CPU reference".into(),
+        adapter_type: "Cpu".into(),
+        backend: "native".into(),
+        driver: String::new(),
+        compute: true,
+        shader_f16: false,
+    }
+}
+
+/// Every adapter wgpu finds (in `gpu:N` preference order), then the CPU device.
+/// Does not initialize the runtime.
+pub fn list_physical_devices() -> Vec<PhysicalDevice> {
+    let mut v = physical().list.clone();
+    v.push(cpu_physical());
+    v
+}
+
+/// Settings that shape the runtime; each field is `None` when neither the
+/// environment nor a `set_*` call chose it.
+#[derive(Clone, Debug, Default)]
+pub struct Settings {
+    /// The `WGFLOW_VISIBLE_DEVICES` syntax: comma list of physical indices or
+    /// name substrings; empty hides every GPU.
+    pub visible: Option<String>,
+    /// `gpu:N` or `cpu`.
+    pub default: Option<String>,
+    pub growth: Option<bool>,
+    /// Bytes.
+    pub memory_limit: Option<u64>,
+}
+
+impl Settings {
+    /// Reads the `WGFLOW_*` variables. Malformed values are errors.
+    pub fn from_env() -> Result<Self> {
+        let var = |k: &str| std::env::var(k).ok();
+        let growth = match var("WGFLOW_FORCE_GPU_ALLOW_GROWTH")
+            .as_deref()
+            .map(str::trim)
+        {
+            None => None,
+            Some("true") | Some("1") => Some(true),
+            Some("false") | Some("0") => Some(false),
+            Some(v) => {
+                return Err(Error::selection(
+                    format!("WGFLOW_FORCE_GPU_ALLOW_GROWTH={v:?} is not a boolean"),
+                    vec!["true".into(), "false".into()],
+                ));
+            }
+        };
+        let memory_limit = match var("WGFLOW_MEMORY_LIMIT_MB") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&m| m > 0)
+                    .ok_or_else(|| {
+                        Error::selection(
+                            format!(
+                                "WGFLOW_MEMORY_LIMIT_MB={v:?} is not a positive whole number of MiB"
+                            ),
+                            vec!["e.g. 512".into()],
+                        )
+                    })?
+                    << 20,
+            ),
+        };
+        Ok(Settings {
+            visible: var("WGFLOW_VISIBLE_DEVICES"),
+            default: var("WGFLOW_DEVICE"),
+            growth,
+            memory_limit,
+        })
+    }
+
+    fn overlay(self, over: &Settings) -> Settings {
+        Settings {
+            visible: over.visible.clone().or(self.visible),
+            default: over.default.clone().or(self.default),
+            growth: over.growth.or(self.growth),
+            memory_limit: over.memory_limit.or(self.memory_limit),
+        }
+    }
+}
+
+fn valid_gpus(list: &[PhysicalDevice]) -> Vec<String> {
+    list.iter()
+        .filter(|p| p.index.is_some())
+        .map(|p| format!("{} = {} [{}]", p.index.unwrap(), p.name, p.backend))
+        .collect()
+}
+
+/// Resolves a `WGFLOW_VISIBLE_DEVICES` value against the physical GPUs:
+/// the physical indices that become `gpu:0`, `gpu:1`, ... in that order.
+pub fn resolve_visible(list: &[PhysicalDevice], spec: Option<&str>) -> Result<Vec<usize>> {
+    let gpus: Vec<&PhysicalDevice> = list.iter().filter(|p| p.index.is_some()).collect();
+    let Some(spec) = spec else {
+        return Ok(gpus
+            .iter()
+            .filter(|p| p.compute)
+            .map(|p| p.index.unwrap())
+            .collect());
+    };
+    let mut out = Vec::new();
+    for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let idx = if let Ok(i) = item.parse::<usize>() {
+            if i >= gpus.len() {
+                return Err(Error::selection(
+                    format!(
+                        "WGFLOW_VISIBLE_DEVICES: GPU index {i} is out of range ({} physical GPUs)",
+                        gpus.len()
+                    ),
+                    valid_gpus(list),
+                ));
+            }
+            i
+        } else {
+            let needle = item.to_lowercase();
+            let hits: Vec<usize> = gpus
+                .iter()
+                .filter(|p| {
+                    format!("{} {}", p.name, p.backend)
+                        .to_lowercase()
+                        .contains(&needle)
+                        && p.compute
+                })
+                .map(|p| p.index.unwrap())
+                .filter(|i| !out.contains(i))
+                .collect();
+            match hits.first() {
+                // A name takes the first matching adapter not yet chosen, so
+                // "llvmpipe,llvmpipe" picks two different adapters.
+                Some(&i) => i,
+                None => {
+                    return Err(Error::selection(
+                        format!("WGFLOW_VISIBLE_DEVICES: no unused GPU matches {item:?}"),
+                        valid_gpus(list),
+                    ));
+                }
+            }
+        };
+        if !gpus[idx].compute {
+            return Err(Error::selection(
+                format!("GPU {idx} ({}) cannot run compute shaders", gpus[idx].name),
+                valid_gpus(list),
+            ));
+        }
+        if out.contains(&idx) {
+            return Err(Error::selection(
+                format!("WGFLOW_VISIBLE_DEVICES lists GPU {idx} twice"),
+                valid_gpus(list),
+            ));
+        }
+        out.push(idx);
+    }
+    Ok(out)
+}
+
+/// Resolves `WGFLOW_DEVICE` given how many GPUs are visible: `Some(n)` for
+/// `gpu:n`, `None` for the CPU.
+pub fn resolve_default(spec: Option<&str>, visible: usize) -> Result<Option<usize>> {
+    let valid = || {
+        let mut v: Vec<String> = (0..visible).map(|i| format!("gpu:{i}")).collect();
+        v.push("cpu".into());
+        v
+    };
+    match spec.map(|s| s.trim().to_lowercase()) {
+        None => Ok(if visible > 0 { Some(0) } else { None }),
+        Some(s) if s == "cpu" || s == "cpu:0" => Ok(None),
+        Some(s) => {
+            let n = s
+                .strip_prefix("gpu:")
+                .or_else(|| s.strip_prefix("gpu"))
+                .and_then(|n| {
+                    if n.is_empty() {
+                        Some(0)
+                    } else {
+                        n.parse::<usize>().ok()
+                    }
+                });
+            match n {
+                Some(n) if n < visible => Ok(Some(n)),
+                _ => Err(Error::selection(
+                    format!("WGFLOW_DEVICE={s:?} names no visible device"),
+                    valid(),
+                )),
+            }
+        }
+    }
+}
+
+pub(crate) struct Runtime {
+    /// Physical index of each visible GPU, in `gpu:N` order.
+    visible: Vec<usize>,
+    gpus: Vec<OnceLock<std::result::Result<Arc<GpuDevice>, Error>>>,
+    default: Option<usize>,
+    growth: bool,
+    limit: Option<u64>,
+}
+
+static PENDING: Mutex<Settings> = Mutex::new(Settings {
+    visible: None,
+    default: None,
+    growth: None,
+    memory_limit: None,
+});
+static RUNTIME: OnceLock<std::result::Result<Runtime, Error>> = OnceLock::new();
+
+pub(crate) fn runtime() -> Result<&'static Runtime> {
+    RUNTIME
+        .get_or_init(|| {
+            let over = PENDING.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let s = Settings::from_env()?.overlay(&over);
+            let list = &physical().list;
+            let visible = resolve_visible(list, s.visible.as_deref())?;
+            let default = resolve_default(s.default.as_deref(), visible.len())?;
+            if visible.is_empty() {
+                eprintln!("wgflow: no visible GPU; running on the CPU reference device");
+            }
+            Ok(Runtime {
+                gpus: visible.iter().map(|_| OnceLock::new()).collect(),
+                visible,
+                default,
+                growth: s.growth.unwrap_or(true),
+                limit: s.memory_limit,
+            })
+        })
+        .as_ref()
+        .map_err(|e| e.clone())
+}
+
+fn before_init(setting: &'static str, f: impl FnOnce(&mut Settings)) -> Result<()> {
+    let mut p = PENDING.lock().unwrap_or_else(|p| p.into_inner());
+    if RUNTIME.get().is_some() {
+        return Err(Error::AlreadyInitialized { setting });
+    }
+    f(&mut p);
+    Ok(())
+}
+
+fn gpu_index(setting: &'static str, d: &PhysicalDevice) -> Result<usize> {
+    let list = &physical().list;
+    match d.index {
+        Some(i) if i < list.len() => Ok(i),
+        _ => Err(Error::selection(
+            format!("{setting}: {} is not a physical GPU", d.tf_name()),
+            valid_gpus(list),
+        )),
+    }
+}
+
+/// Chooses and orders the visible GPUs, like `tf.config.set_visible_devices`.
+/// An empty slice hides every GPU.
+pub fn set_visible_devices(devices: &[PhysicalDevice]) -> Result<()> {
+    let mut spec = Vec::new();
+    for d in devices {
+        spec.push(gpu_index("set_visible_devices", d)?.to_string());
+    }
+    resolve_visible(&physical().list, Some(&spec.join(",")))?;
+    before_init("set_visible_devices", |s| s.visible = Some(spec.join(",")))
+}
+
+/// The device ops use when none is given: `gpu:N` or `cpu`.
+pub fn set_default_device(spec: &str) -> Result<()> {
+    before_init("set_default_device", |s| s.default = Some(spec.to_string()))
+}
+
+/// Memory growth on (buffers created on demand) or off (the limit reserved up
+/// front). Applies to every GPU: wgflow has one pool policy per process.
+pub fn set_memory_growth(device: &PhysicalDevice, enable: bool) -> Result<()> {
+    gpu_index("set_memory_growth", device)?;
+    before_init("set_memory_growth", |s| s.growth = Some(enable))
+}
+
+/// Caps the memory a GPU's pool may hold, in MiB (a logical device's `memory_limit`).
+pub fn set_memory_limit(device: &PhysicalDevice, megabytes: u64) -> Result<()> {
+    gpu_index("set_memory_limit", device)?;
+    if megabytes == 0 {
+        return Err(Error::selection(
+            "set_memory_limit: the limit must be positive",
+            vec![],
+        ));
+    }
+    before_init("set_memory_limit", |s| {
+        s.memory_limit = Some(megabytes << 20)
+    })
+}
+
+/// The visible GPUs then the CPU, initializing the runtime.
+pub fn list_logical_devices() -> Result<Vec<Device>> {
+    let rt = runtime()?;
+    let mut v = Vec::new();
+    for i in 0..rt.visible.len() {
+        v.push(gpu(i)?);
+    }
+    v.push(Device::Cpu);
+    Ok(v)
+}
+
+/// Number of visible GPUs (initializes the runtime, creates no device).
+pub fn visible_gpu_count() -> Result<usize> {
+    Ok(runtime()?.visible.len())
+}
+
+/// The physical device behind `gpu:n`.
+pub fn physical_of(n: usize) -> Result<PhysicalDevice> {
+    let rt = runtime()?;
+    rt.visible
+        .get(n)
+        .map(|&i| physical().list[i].clone())
+        .ok_or_else(|| no_gpu(n, rt))
+}
+
+fn no_gpu(n: usize, rt: &Runtime) -> Error {
+    let mut valid: Vec<String> = (0..rt.visible.len()).map(|i| format!("gpu:{i}")).collect();
+    valid.push("cpu".into());
+    Error::selection(format!("gpu:{n} is not a visible device"), valid)
+}
+
+/// The logical device `gpu:n`, created on first use.
+pub fn gpu(n: usize) -> Result<Device> {
+    let rt = runtime()?;
+    let Some(&phys) = rt.visible.get(n) else {
+        return Err(no_gpu(n, rt));
+    };
+    rt.gpus[n]
+        .get_or_init(|| {
+            GpuDevice::new(
+                n,
+                &physical().adapters[phys],
+                GpuOptions {
+                    growth: rt.growth,
+                    limit: rt.limit,
+                },
+            )
+            .map(Arc::new)
+        })
+        .clone()
+        .map(Device::Gpu)
+}
+
+/// The default device: `WGFLOW_DEVICE`, else `gpu:0`, else the CPU.
+pub fn default_device() -> Result<Device> {
+    match runtime()?.default {
+        Some(n) => gpu(n),
+        None => Ok(Device::Cpu),
+    }
+}
+
+/// Whether memory growth is on for the runtime's GPUs.
+pub fn memory_growth() -> Result<bool> {
+    Ok(runtime()?.growth)
+}

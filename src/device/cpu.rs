@@ -1,0 +1,302 @@
+//! Host storage of the CPU reference backend, and the float trait its
+//! kernels are written against (f32 and f64; f16 runs through f32).
+
+use crate::dtype::DType;
+use half::f16;
+use std::fmt::Debug;
+use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum CpuData {
+    F32(Vec<f32>),
+    F16(Vec<f16>),
+    F64(Vec<f64>),
+    I32(Vec<i32>),
+    Bool(Vec<bool>),
+}
+
+/// Applies an expression to the vector inside any variant, rebuilding the
+/// same variant: `map_data!(d, v => v.iter().rev().copied().collect())`.
+#[macro_export]
+#[doc(hidden)]
+macro_rules! map_data {
+    ($d:expr, $v:ident => $e:expr) => {
+        match $d {
+            $crate::device::cpu::CpuData::F32($v) => $crate::device::cpu::CpuData::F32($e),
+            $crate::device::cpu::CpuData::F16($v) => $crate::device::cpu::CpuData::F16($e),
+            $crate::device::cpu::CpuData::F64($v) => $crate::device::cpu::CpuData::F64($e),
+            $crate::device::cpu::CpuData::I32($v) => $crate::device::cpu::CpuData::I32($e),
+            $crate::device::cpu::CpuData::Bool($v) => $crate::device::cpu::CpuData::Bool($e),
+        }
+    };
+}
+
+impl CpuData {
+    pub fn dtype(&self) -> DType {
+        match self {
+            CpuData::F32(_) => DType::F32,
+            CpuData::F16(_) => DType::F16,
+            CpuData::F64(_) => DType::F64,
+            CpuData::I32(_) => DType::I32,
+            CpuData::Bool(_) => DType::Bool,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        match self {
+            CpuData::F32(v) => v.len(),
+            CpuData::F16(v) => v.len(),
+            CpuData::F64(v) => v.len(),
+            CpuData::I32(v) => v.len(),
+            CpuData::Bool(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn zeros(dtype: DType, n: usize) -> CpuData {
+        match dtype {
+            DType::F32 => CpuData::F32(vec![0.0; n]),
+            DType::F16 => CpuData::F16(vec![f16::ZERO; n]),
+            DType::F64 => CpuData::F64(vec![0.0; n]),
+            DType::I32 => CpuData::I32(vec![0; n]),
+            DType::Bool => CpuData::Bool(vec![false; n]),
+        }
+    }
+
+    /// Every element as f64 (for comparisons and printing).
+    pub fn to_f64(&self) -> Vec<f64> {
+        match self {
+            CpuData::F32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+            CpuData::F64(v) => v.clone(),
+            CpuData::I32(v) => v.iter().map(|&x| x as f64).collect(),
+            CpuData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
+        }
+    }
+
+    /// Builds `dtype` data from f64 values (rounding as the dtype does).
+    pub fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
+        match dtype {
+            DType::F32 => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
+            DType::F16 => CpuData::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
+            DType::F64 => CpuData::F64(v.to_vec()),
+            DType::I32 => CpuData::I32(v.iter().map(|&x| x as i32).collect()),
+            DType::Bool => CpuData::Bool(v.iter().map(|&x| x != 0.0).collect()),
+        }
+    }
+
+    /// Device layout: 32-bit words for f32/i32/bool, packed halves for f16.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        match self {
+            CpuData::F32(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuData::F16(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuData::F64(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuData::I32(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
+        }
+    }
+
+    pub fn from_bytes(dtype: DType, n: usize, b: &[u8]) -> CpuData {
+        let b = &b[..n * dtype.size()];
+        match dtype {
+            DType::F32 => CpuData::F32(bytemuck::pod_collect_to_vec(b)),
+            DType::F16 => CpuData::F16(bytemuck::pod_collect_to_vec(b)),
+            DType::F64 => CpuData::F64(bytemuck::pod_collect_to_vec(b)),
+            DType::I32 => CpuData::I32(bytemuck::pod_collect_to_vec(b)),
+            DType::Bool => CpuData::Bool(b.chunks_exact(4).map(|w| w != [0, 0, 0, 0]).collect()),
+        }
+    }
+
+    /// Conversion between dtypes with TensorFlow's rules: float to int
+    /// truncates toward zero (NaN gives 0), anything to bool is `!= 0`.
+    pub fn cast(&self, to: DType) -> CpuData {
+        if self.dtype() == to {
+            return self.clone();
+        }
+        match (self, to) {
+            (CpuData::F16(v), DType::F32) => CpuData::F32(v.iter().map(|x| x.to_f32()).collect()),
+            (CpuData::F32(v), DType::F16) => {
+                CpuData::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
+            }
+            (CpuData::I32(v), DType::F16) => {
+                CpuData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect())
+            }
+            (CpuData::I32(v), DType::F32) => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
+            _ => CpuData::from_f64(to, &self.to_f64()),
+        }
+    }
+}
+
+/// The float operations the CPU kernels need, for f32 and f64.
+pub trait Float:
+    Copy
+    + PartialOrd
+    + Default
+    + Debug
+    + Send
+    + Sync
+    + 'static
+    + Add<Output = Self>
+    + Sub<Output = Self>
+    + Mul<Output = Self>
+    + Div<Output = Self>
+    + Neg<Output = Self>
+    + AddAssign
+{
+    const ZERO: Self;
+    const ONE: Self;
+    const INFINITY: Self;
+    const NEG_INFINITY: Self;
+    fn of(x: f64) -> Self;
+    fn f64(self) -> f64;
+    fn exp(self) -> Self;
+    fn exp_m1(self) -> Self;
+    fn ln(self) -> Self;
+    fn ln_1p(self) -> Self;
+    fn sqrt(self) -> Self;
+    fn tanh(self) -> Self;
+    fn sin(self) -> Self;
+    fn cos(self) -> Self;
+    fn abs(self) -> Self;
+    fn floor(self) -> Self;
+    fn ceil(self) -> Self;
+    fn round_even(self) -> Self;
+    fn powf(self, e: Self) -> Self;
+    fn is_nan(self) -> bool;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+}
+
+macro_rules! float_impl {
+    ($t:ty) => {
+        impl Float for $t {
+            const ZERO: Self = 0.0;
+            const ONE: Self = 1.0;
+            const INFINITY: Self = <$t>::INFINITY;
+            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            fn of(x: f64) -> Self {
+                x as $t
+            }
+            fn f64(self) -> f64 {
+                self as f64
+            }
+            fn exp(self) -> Self {
+                <$t>::exp(self)
+            }
+            fn exp_m1(self) -> Self {
+                <$t>::exp_m1(self)
+            }
+            fn ln(self) -> Self {
+                <$t>::ln(self)
+            }
+            fn ln_1p(self) -> Self {
+                <$t>::ln_1p(self)
+            }
+            fn sqrt(self) -> Self {
+                <$t>::sqrt(self)
+            }
+            fn tanh(self) -> Self {
+                <$t>::tanh(self)
+            }
+            fn sin(self) -> Self {
+                <$t>::sin(self)
+            }
+            fn cos(self) -> Self {
+                <$t>::cos(self)
+            }
+            fn abs(self) -> Self {
+                <$t>::abs(self)
+            }
+            fn floor(self) -> Self {
+                <$t>::floor(self)
+            }
+            fn ceil(self) -> Self {
+                <$t>::ceil(self)
+            }
+            fn round_even(self) -> Self {
+                <$t>::round_ties_even(self)
+            }
+            fn powf(self, e: Self) -> Self {
+                <$t>::powf(self, e)
+            }
+            fn is_nan(self) -> bool {
+                <$t>::is_nan(self)
+            }
+            fn max(self, o: Self) -> Self {
+                <$t>::max(self, o)
+            }
+            fn min(self, o: Self) -> Self {
+                <$t>::min(self, o)
+            }
+        }
+    };
+}
+float_impl!(f32);
+float_impl!(f64);
+
+/// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
+/// strides for every operand (`matrixmultiply`'s interface).
+pub trait Gemm: Float {
+    /// # Safety
+    /// Every element addressed by the dims and strides must lie inside the
+    /// allocations behind the pointers.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    );
+}
+
+impl Gemm for f32 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f32,
+        rsa: isize,
+        csa: isize,
+        b: *const f32,
+        rsb: isize,
+        csb: isize,
+        beta: f32,
+        c: *mut f32,
+        rsc: isize,
+        csc: isize,
+    ) {
+        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+impl Gemm for f64 {
+    unsafe fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const f64,
+        rsa: isize,
+        csa: isize,
+        b: *const f64,
+        rsb: isize,
+        csb: isize,
+        beta: f64,
+        c: *mut f64,
+        rsc: isize,
+        csc: isize,
+    ) {
+        unsafe { matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}

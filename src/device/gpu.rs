@@ -1,0 +1,802 @@
+//! A logical GPU: a wgpu device and queue, its memory pool, its pipeline
+//! cache and the stream of pending work.
+//!
+//! Ops are encoded into one open compute pass; the pass's command buffer is
+//! submitted when a readback needs the results, when the per-batch uniform
+//! arena is full, or on `synchronize()`. Per-dispatch parameters (shapes,
+//! strides, scalars) are collected in a CPU copy of the arena and written with
+//! one `write_buffer` per batch; each dispatch binds its 256-byte window with
+//! a dynamic offset, so parameter upload costs no buffer creation.
+//!
+//! Bind-group layouts are not written by hand: they come from naga's
+//! reflection of the entry point (which globals it uses, uniform or storage,
+//! read-only or not), so a shader and its layout cannot disagree.
+
+use super::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool};
+use crate::error::{Error, Result};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+/// Element type a kernel variant is compiled for; the prelude declares `T`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum KType {
+    F32,
+    F16,
+    I32,
+    U32,
+}
+
+impl KType {
+    pub fn prelude(self) -> &'static str {
+        match self {
+            KType::F32 => include_str!("../../shaders/types/f32.wgsl"),
+            KType::F16 => include_str!("../../shaders/types/f16.wgsl"),
+            KType::I32 => include_str!("../../shaders/types/i32.wgsl"),
+            KType::U32 => include_str!("../../shaders/types/u32.wgsl"),
+        }
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            KType::F32 => "f32",
+            KType::F16 => "f16",
+            KType::I32 => "i32",
+            KType::U32 => "u32",
+        }
+    }
+}
+
+/// A WGSL kernel family: its source files (concatenated after the type
+/// prelude, so a file may call functions another part defines) and the
+/// element types it is built for.
+pub struct Kernel {
+    pub name: &'static str,
+    pub sources: &'static [&'static str],
+    pub types: &'static [KType],
+}
+
+impl Kernel {
+    pub fn source(&self, ty: KType) -> String {
+        let mut s = String::from(ty.prelude());
+        for part in self.sources {
+            s.push('\n');
+            s.push_str(part);
+        }
+        s
+    }
+
+    /// Parses and validates one variant with naga; returns the module and its info.
+    pub fn validate(&self, ty: KType) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
+        let src = self.source(ty);
+        let name = format!("{}<{}>", self.name, ty.name());
+        let module = naga::front::wgsl::parse_str(&src).map_err(|e| Error::ShaderCompilation {
+            kernel: name.clone(),
+            msg: e.emit_to_string(&src),
+        })?;
+        // pack2x16float / unpack2x16float (the f16 cast) need FLOAT16_IN_FLOAT32;
+        // every wgpu backend but some GLES drivers has it.
+        let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
+        if ty == KType::F16 {
+            caps |= naga::valid::Capabilities::SHADER_FLOAT16;
+        }
+        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(&module)
+            .map_err(|e| Error::ShaderCompilation {
+                kernel: name,
+                msg: error_chain(&e, e.emit_to_string(&src)),
+            })?;
+        Ok((module, info))
+    }
+}
+
+/// An error's message followed by its causes.
+fn error_chain(e: &dyn std::error::Error, mut msg: String) -> String {
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        msg += &format!("\n  caused by: {c}");
+        cause = c.source();
+    }
+    msg
+}
+
+/// The description of a wgpu error (its Display is only the kind).
+fn describe(e: &wgpu::Error) -> String {
+    match e {
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
+            description.clone()
+        }
+        e => e.to_string(),
+    }
+}
+
+/// Window of the uniform arena each dispatch gets.
+pub const PARAM_BYTES: u64 = 256;
+/// Dispatches per submitted batch (arena slots).
+const SLOTS: u64 = 512;
+
+#[derive(Clone, Copy, Debug)]
+enum Slot {
+    Params,
+    Storage,
+}
+
+pub(crate) struct Pipeline {
+    pipeline: wgpu::ComputePipeline,
+    layout: wgpu::BindGroupLayout,
+    /// (binding, kind), sorted by binding.
+    slots: Vec<(u32, Slot)>,
+    param_words: usize,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct PipelineKey {
+    kernel: &'static str,
+    entry: &'static str,
+    ty: KType,
+    consts: Vec<(&'static str, u64)>,
+}
+
+/// One kernel launch. `bufs[i]` binds to `@binding(i + 1)`; binding 0 is the
+/// parameter uniform.
+pub(crate) struct Launch<'a> {
+    pub kernel: &'static Kernel,
+    pub entry: &'static str,
+    pub ty: KType,
+    pub consts: &'a [(&'static str, f64)],
+    pub params: &'a [u32],
+    pub bufs: &'a [&'a GpuBuf],
+    pub groups: [u32; 3],
+}
+
+struct Stream {
+    encoder: Option<wgpu::CommandEncoder>,
+    pass: Option<wgpu::ComputePass<'static>>,
+    params: Vec<u8>,
+    slots: u64,
+}
+
+pub struct GpuDevice {
+    pub(crate) label: String,
+    pub(crate) info: wgpu::AdapterInfo,
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    pub(crate) limits: wgpu::Limits,
+    /// `SHADER_F16` is enabled: f16 kernels compute in f16.
+    pub(crate) f16: bool,
+    pool: Arc<Mutex<Pool>>,
+    stream: Mutex<Stream>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    staging: Mutex<Vec<wgpu::Buffer>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    empty: Arc<wgpu::Buffer>,
+    arena: wgpu::Buffer,
+    /// Four words per thread slot in which kernels report bad values (see `status_error`).
+    status: GpuBuf,
+    dispatches: AtomicU64,
+    submits: AtomicU64,
+}
+
+struct Source {
+    device: wgpu::Device,
+    label: String,
+    max: u64,
+}
+
+impl BufferSource for Source {
+    fn create(&self, bytes: u64) -> Result<Option<wgpu::Buffer>> {
+        if bytes > self.max {
+            return Err(Error::TooLargeForBinding {
+                op: "allocate",
+                bytes,
+                limit: self.max,
+            });
+        }
+        let oom = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let val = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgflow pool"),
+            size: bytes,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let v = pollster::block_on(val.pop());
+        let o = pollster::block_on(oom.pop());
+        if let Some(e) = v {
+            return Err(Error::Gpu {
+                device: self.label.clone(),
+                msg: describe(&e),
+            });
+        }
+        Ok(if o.is_some() { None } else { Some(buffer) })
+    }
+}
+
+pub(crate) struct GpuOptions {
+    pub growth: bool,
+    pub limit: Option<u64>,
+}
+
+impl GpuDevice {
+    pub(crate) fn new(ordinal: usize, adapter: &wgpu::Adapter, opts: GpuOptions) -> Result<Self> {
+        let info = adapter.get_info();
+        let label = format!("gpu:{ordinal}");
+        let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let limits = adapter.limits();
+        let desc = wgpu::DeviceDescriptor {
+            label: Some("wgflow"),
+            required_features: if f16 {
+                wgpu::Features::SHADER_F16
+            } else {
+                wgpu::Features::empty()
+            },
+            required_limits: limits.clone(),
+            ..Default::default()
+        };
+        let (device, queue) =
+            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Gpu {
+                device: format!("{label} ({})", info.name),
+                msg: format!("request_device failed: {e}"),
+            })?;
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let errs = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            errs.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(describe(&e));
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let l = lost.clone();
+        device.set_device_lost_callback(move |reason, msg| {
+            if reason != wgpu::DeviceLostReason::Destroyed {
+                *l.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
+            }
+        });
+        let max_bind = limits.max_storage_buffer_binding_size as u64;
+        let max_buf = limits.max_buffer_size.min(max_bind);
+        let source = Arc::new(Source {
+            device: device.clone(),
+            label: label.clone(),
+            max: max_buf,
+        });
+        let align = limits.min_storage_buffer_offset_alignment as u64;
+        let pool = Pool::new(
+            label.clone(),
+            opts.growth,
+            opts.limit,
+            align,
+            max_buf,
+            source,
+        )?;
+        let empty = Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgflow empty"),
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        }));
+        let arena = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgflow params"),
+            size: SLOTS * PARAM_BYTES,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let status = device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgflow status"),
+            size: 16 * STATUS_SLOTS,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        let status = GpuBuf::fixed(Arc::new(status), 16 * STATUS_SLOTS);
+        Ok(GpuDevice {
+            label,
+            info,
+            device,
+            queue,
+            limits,
+            f16,
+            pool: Arc::new(Mutex::new(pool)),
+            stream: Mutex::new(Stream {
+                encoder: None,
+                pass: None,
+                params: Vec::new(),
+                slots: 0,
+            }),
+            pipelines: Mutex::new(HashMap::new()),
+            staging: Mutex::new(Vec::new()),
+            errors,
+            lost,
+            empty,
+            arena,
+            status,
+            dispatches: AtomicU64::new(0),
+            submits: AtomicU64::new(0),
+        })
+    }
+
+    /// The status words kernels report bad values into: per thread slot
+    /// (see `status_slot`), [code, value, limit, 0].
+    pub(crate) fn status(&self) -> &GpuBuf {
+        &self.status
+    }
+
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    pub(crate) fn max_binding(&self) -> u64 {
+        self.limits.max_storage_buffer_binding_size as u64
+    }
+
+    fn check_alive(&self) -> Result<()> {
+        if let Some(reason) = self.lost.lock().unwrap_or_else(|p| p.into_inner()).clone() {
+            return Err(Error::DeviceLost {
+                device: format!("{} ({})", self.label, self.info.name),
+                reason,
+            });
+        }
+        Ok(())
+    }
+
+    fn take_error(&self) -> Result<()> {
+        let mut e = self.errors.lock().unwrap_or_else(|p| p.into_inner());
+        if e.is_empty() {
+            return Ok(());
+        }
+        let msg = e.drain(..).collect::<Vec<_>>().join("; ");
+        Err(Error::Gpu {
+            device: format!("{} ({})", self.label, self.info.name),
+            msg,
+        })
+    }
+
+    pub(crate) fn memory_info(&self) -> MemoryInfo {
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).info()
+    }
+
+    pub(crate) fn reset_peak(&self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .reset_peak()
+    }
+
+    /// (dispatches, submits) since the device was created.
+    pub(crate) fn counters(&self) -> (u64, u64) {
+        (
+            self.dispatches.load(Ordering::Relaxed),
+            self.submits.load(Ordering::Relaxed),
+        )
+    }
+
+    /// Memory for an op's output. `op` names the op in a too-large error.
+    pub(crate) fn alloc(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        Ok(self.alloc_tagged(op, bytes)?.buf)
+    }
+
+    fn alloc_tagged(&self, op: &'static str, bytes: u64) -> Result<Alloc> {
+        self.check_alive()?;
+        if bytes > self.max_binding() {
+            return Err(Error::TooLargeForBinding {
+                op,
+                bytes,
+                limit: self.max_binding(),
+            });
+        }
+        Pool::alloc(&self.pool, bytes, &self.empty).map_err(|e| match e {
+            Error::TooLargeForBinding { bytes, limit, .. } => {
+                Error::TooLargeForBinding { op, bytes, limit }
+            }
+            e => e,
+        })
+    }
+
+    /// Copies host bytes into new device memory.
+    pub(crate) fn upload(&self, op: &'static str, bytes: &[u8]) -> Result<GpuBuf> {
+        let Alloc { buf, freed_in } = self.alloc_tagged(op, bytes.len() as u64)?;
+        if buf.is_empty() {
+            return Ok(buf);
+        }
+        // write_buffer runs before the open batch's commands: memory freed
+        // inside that batch may still be read by them, so submit them first.
+        let open = self.pool.lock().unwrap_or_else(|p| p.into_inner()).batch;
+        if freed_in == Some(open) {
+            self.flush()?;
+        }
+        if bytes.len() % 4 == 0 {
+            self.queue.write_buffer(&buf.buffer, buf.offset, bytes);
+        } else {
+            let mut padded = bytes.to_vec();
+            padded.resize(bytes.len().div_ceil(4) * 4, 0);
+            self.queue.write_buffer(&buf.buffer, buf.offset, &padded);
+        }
+        Ok(buf)
+    }
+
+    fn pipeline(&self, l: &Launch) -> Result<Arc<Pipeline>> {
+        let key = PipelineKey {
+            kernel: l.kernel.name,
+            entry: l.entry,
+            ty: l.ty,
+            consts: l.consts.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
+        };
+        if let Some(p) = self
+            .pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Ok(p.clone());
+        }
+        let p = Arc::new(self.build_pipeline(l)?);
+        self.pipelines
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, p.clone());
+        Ok(p)
+    }
+
+    fn build_pipeline(&self, l: &Launch) -> Result<Pipeline> {
+        let name = format!("{}::{}<{}>", l.kernel.name, l.entry, l.ty.name());
+        let (module, info) = l.kernel.validate(l.ty)?;
+        let ep = module
+            .entry_points
+            .iter()
+            .position(|e| e.name == l.entry)
+            .ok_or_else(|| Error::ShaderCompilation {
+                kernel: name.clone(),
+                msg: "no such entry point".into(),
+            })?;
+        let used = info.get_entry_point(ep);
+        let mut slots = Vec::new();
+        let mut entries = Vec::new();
+        let mut param_words = 0;
+        for (h, g) in module.global_variables.iter() {
+            let Some(b) = &g.binding else { continue };
+            if used[h].is_empty() {
+                continue;
+            }
+            let ty = match g.space {
+                naga::AddressSpace::Uniform => {
+                    let size = module.types[g.ty].inner.size(module.to_ctx()) as u64;
+                    param_words = size as usize / 4;
+                    slots.push((b.binding, Slot::Params));
+                    wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Uniform,
+                        has_dynamic_offset: true,
+                        min_binding_size: std::num::NonZeroU64::new(size),
+                    }
+                }
+                naga::AddressSpace::Storage { access } => {
+                    slots.push((b.binding, Slot::Storage));
+                    wgpu::BindingType::Buffer {
+                        ty: wgpu::BufferBindingType::Storage {
+                            read_only: !access.contains(naga::StorageAccess::STORE),
+                        },
+                        has_dynamic_offset: false,
+                        min_binding_size: None,
+                    }
+                }
+                _ => continue,
+            };
+            entries.push(wgpu::BindGroupLayoutEntry {
+                binding: b.binding,
+                visibility: wgpu::ShaderStages::COMPUTE,
+                ty,
+                count: None,
+            });
+        }
+        slots.sort_by_key(|s| s.0);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let layout = self
+            .device
+            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+                label: Some(&name),
+                entries: &entries,
+            });
+        let pl = self
+            .device
+            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+                label: Some(&name),
+                bind_group_layouts: &[Some(&layout)],
+                immediate_size: 0,
+            });
+        let src = l.kernel.source(l.ty);
+        let sm = self
+            .device
+            .create_shader_module(wgpu::ShaderModuleDescriptor {
+                label: Some(&name),
+                source: wgpu::ShaderSource::Wgsl(src.into()),
+            });
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(&name),
+                layout: Some(&pl),
+                module: &sm,
+                entry_point: Some(l.entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: l.consts,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::ShaderCompilation {
+                kernel: name,
+                msg: describe(&e),
+            });
+        }
+        Ok(Pipeline {
+            pipeline,
+            layout,
+            slots,
+            param_words,
+        })
+    }
+
+    /// Encodes one kernel launch into the open batch.
+    pub(crate) fn launch(&self, l: &Launch) -> Result<()> {
+        self.check_alive()?;
+        if l.groups.contains(&0) {
+            return Ok(());
+        }
+        let max = self.limits.max_compute_workgroups_per_dimension;
+        assert!(
+            l.groups.iter().all(|&g| g <= max),
+            "{}::{}: grid {:?} exceeds {max}",
+            l.kernel.name,
+            l.entry,
+            l.groups
+        );
+        let p = self.pipeline(l)?;
+        assert!(
+            p.param_words == 0 || p.param_words == l.params.len(),
+            "{}::{}: host passes {} parameter words, the shader declares {}",
+            l.kernel.name,
+            l.entry,
+            l.params.len(),
+            p.param_words
+        );
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        if s.slots == SLOTS {
+            self.flush_locked(&mut s)?;
+        }
+        let slot = s.slots;
+        s.slots += 1;
+        let at = (slot * PARAM_BYTES) as usize;
+        s.params.resize(at + PARAM_BYTES as usize, 0);
+        s.params[at..at + l.params.len() * 4].copy_from_slice(bytemuck::cast_slice(l.params));
+        // Storage buffers bind in the order of the bindings the entry uses.
+        let mut bufs = l.bufs.iter();
+        let entries: Vec<wgpu::BindGroupEntry> = p
+            .slots
+            .iter()
+            .map(|&(binding, kind)| wgpu::BindGroupEntry {
+                binding,
+                resource: match kind {
+                    Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                        buffer: &self.arena,
+                        offset: 0,
+                        size: std::num::NonZeroU64::new(PARAM_BYTES),
+                    }),
+                    Slot::Storage => wgpu::BindingResource::Buffer(
+                        bufs.next()
+                            .unwrap_or_else(|| {
+                                panic!(
+                                    "{}::{}: too few buffers for its bindings",
+                                    l.kernel.name, l.entry
+                                )
+                            })
+                            .binding(),
+                    ),
+                },
+            })
+            .collect();
+        assert!(
+            bufs.next().is_none(),
+            "{}::{}: more buffers than bindings",
+            l.kernel.name,
+            l.entry
+        );
+        let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: None,
+            layout: &p.layout,
+            entries: &entries,
+        });
+        let offsets: &[u32] = if p.param_words > 0 { &[at as u32] } else { &[] };
+        let pass = self.open_pass(&mut s);
+        pass.set_pipeline(&p.pipeline);
+        pass.set_bind_group(0, &bg, offsets);
+        pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    fn open_pass<'s>(&self, s: &'s mut Stream) -> &'s mut wgpu::ComputePass<'static> {
+        if s.pass.is_none() {
+            let enc = s.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            let pass = enc
+                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime();
+            s.pass = Some(pass);
+        }
+        s.pass.as_mut().unwrap()
+    }
+
+    fn flush_locked(&self, s: &mut Stream) -> Result<()> {
+        s.pass = None;
+        if let Some(enc) = s.encoder.take() {
+            if s.slots > 0 {
+                self.queue.write_buffer(
+                    &self.arena,
+                    0,
+                    &s.params[..(s.slots * PARAM_BYTES) as usize],
+                );
+            }
+            self.queue.submit([enc.finish()]);
+            self.submits.fetch_add(1, Ordering::Relaxed);
+            s.slots = 0;
+            s.params.clear();
+            self.pool.lock().unwrap_or_else(|p| p.into_inner()).batch += 1;
+        }
+        self.take_error()
+    }
+
+    /// Submits the pending batch without waiting for it.
+    pub(crate) fn flush(&self) -> Result<()> {
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        self.flush_locked(&mut s)
+    }
+
+    /// Submits pending work and waits for the GPU to finish it.
+    pub(crate) fn synchronize(&self) -> Result<()> {
+        self.flush()?;
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                device: self.label.clone(),
+                msg: e.to_string(),
+            })?;
+        self.take_error()
+    }
+
+    /// Reads `buf` back (after everything pending that writes it).
+    pub(crate) fn read(&self, buf: &GpuBuf) -> Result<Vec<u8>> {
+        self.check_alive()?;
+        if buf.size == 0 {
+            return Ok(Vec::new());
+        }
+        // The status words ride along after the data (8-aligned for mapping).
+        let at = buf.size.div_ceil(8) * 8;
+        let total = at + 16;
+        let staging = {
+            let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+            match pool.iter().position(|b| b.size() >= total) {
+                Some(i) => pool.swap_remove(i),
+                None => self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("wgflow readback"),
+                    size: super::memory::size_class(total),
+                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                    mapped_at_creation: false,
+                }),
+            }
+        };
+        {
+            let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            s.pass = None;
+            let enc = s.encoder.get_or_insert_with(|| {
+                self.device
+                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
+            });
+            enc.copy_buffer_to_buffer(&buf.buffer, buf.offset, &staging, 0, buf.size);
+            enc.copy_buffer_to_buffer(
+                &self.status.buffer,
+                status_slot() as u64 * 16,
+                &staging,
+                at,
+                16,
+            );
+            self.flush_locked(&mut s)?;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        staging
+            .slice(..total)
+            .map_async(wgpu::MapMode::Read, move |r| {
+                let _ = tx.send(r);
+            });
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                device: self.label.clone(),
+                msg: e.to_string(),
+            })?;
+        self.check_alive()?;
+        rx.recv()
+            .map_err(|_| Error::Gpu {
+                device: self.label.clone(),
+                msg: "readback callback never ran".into(),
+            })?
+            .map_err(|e| Error::Gpu {
+                device: self.label.clone(),
+                msg: format!("readback failed: {e}"),
+            })?;
+        let (out, status) = {
+            let view = staging
+                .slice(..total)
+                .get_mapped_range()
+                .map_err(|e| Error::Gpu {
+                    device: self.label.clone(),
+                    msg: format!("readback mapping failed: {e}"),
+                })?;
+            let status: [u32; 4] = bytemuck::pod_read_unaligned(&view[at as usize..total as usize]);
+            (view[..buf.size as usize].to_vec(), status)
+        };
+        staging.unmap();
+        let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < 8 {
+            pool.push(staging);
+        }
+        drop(pool);
+        self.take_error()?;
+        if status[0] != 0 {
+            self.queue
+                .write_buffer(&self.status.buffer, status_slot() as u64 * 16, &[0u8; 16]);
+            return Err(status_error(status));
+        }
+        Ok(out)
+    }
+}
+
+impl Drop for GpuDevice {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+/// Threads that share a device report into separate status slots, so that
+/// an error reaches the thread whose op caused it (slots repeat past 64 threads).
+const STATUS_SLOTS: u64 = 64;
+
+pub(crate) fn status_slot() -> u32 {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    thread_local! {
+        static SLOT: u32 = (NEXT.fetch_add(1, Ordering::Relaxed) % STATUS_SLOTS) as u32;
+    }
+    SLOT.with(|s| *s)
+}
+
+/// Kernels cannot fail an op while it runs; they write a code and the bad
+/// value into the status words, and the next readback turns it into the
+/// error the CPU reference gives at once.
+fn status_error(s: [u32; 4]) -> Error {
+    let value = s[1] as i32;
+    match s[0] {
+        1 => crate::ops::layout::index_error(value, s[2]),
+        2 => crate::ops::softmax::label_error(value, s[2]),
+        c => Error::Gpu {
+            device: String::new(),
+            msg: format!("unknown kernel status code {c}"),
+        },
+    }
+}
+
+/// Workgroups for `n` threads in groups of `wg`, folded into y when x would
+/// pass the 65535 limit. Kernels rebuild the linear index with `num_workgroups`.
+pub fn grid(n: usize, wg: u32) -> [u32; 3] {
+    let groups = n.div_ceil(wg as usize);
+    if groups <= 65535 {
+        [groups as u32, 1, 1]
+    } else {
+        let y = groups.div_ceil(65535);
+        [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}

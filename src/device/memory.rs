@@ -1,0 +1,369 @@
+//! The per-GPU memory pool, modelled on TensorFlow's allocator.
+//!
+//! * Growth on (default): buffers are created on demand, rounded up to a size
+//!   class (four classes per power of two, so at most 25% slack), and freed
+//!   buffers wait in per-class free lists for the next request of that class.
+//! * Growth off: the memory limit is reserved up front as a few large slabs and
+//!   tensors are sub-allocated from them (first fit, coalescing free ranges),
+//!   bound with offsets aligned to the adapter's storage offset alignment.
+//!
+//! Past the limit, or when wgpu reports a real out-of-memory, the cached
+//! buffers are released and the request retried once; then the caller gets
+//! `Error::OutOfMemory` and the pool is still usable.
+
+use crate::error::{Error, Result};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+/// Counters reported by `Device::memory_info()`, in bytes unless named otherwise.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryInfo {
+    /// Bytes held by live tensors (rounded to their size class or alignment).
+    pub in_use: u64,
+    /// Highest `in_use` seen since the device was created or `reset_peak`.
+    pub peak: u64,
+    /// Bytes of GPU buffers the pool holds: in use plus cached (or the slabs).
+    pub reserved: u64,
+    /// The limit the pool enforces (`u64::MAX` when none is set).
+    pub limit: u64,
+    /// wgpu buffers created so far.
+    pub buffers_created: u64,
+    /// Requests served from the pool without creating a buffer.
+    pub pool_hits: u64,
+}
+
+/// Default reservation when growth is off and no limit is set: wgpu cannot
+/// report how much memory an adapter has, so we cannot "take it all" as TF does.
+pub const DEFAULT_RESERVATION: u64 = 1 << 30;
+/// Smallest allocation; keeps size classes few and bindings aligned.
+const MIN_CLASS: u64 = 256;
+
+pub(crate) fn size_class(bytes: u64) -> u64 {
+    if bytes <= MIN_CLASS {
+        return MIN_CLASS;
+    }
+    let top = 63 - (bytes - 1).leading_zeros() as u64; // floor(log2(bytes-1))
+    let step = 1u64 << top.saturating_sub(2);
+    bytes.div_ceil(step) * step
+}
+
+/// Creates raw wgpu buffers; the pool calls it, tests can fake it.
+pub(crate) trait BufferSource: Send + Sync {
+    /// Ok(None) means the driver reported out-of-memory.
+    fn create(&self, bytes: u64) -> Result<Option<wgpu::Buffer>>;
+}
+
+/// A piece of GPU memory owned by one tensor; dropping it returns it to the pool.
+pub struct GpuBuf {
+    pub(crate) buffer: Arc<wgpu::Buffer>,
+    pub(crate) offset: u64,
+    /// Bytes the tensor asked for, rounded up to 4 (copy alignment).
+    pub(crate) size: u64,
+    kind: Kind,
+    pool: Option<Arc<Mutex<Pool>>>,
+}
+
+enum Kind {
+    /// A whole buffer of a size class (growth on).
+    Class(u64),
+    /// A range inside slab `n` (growth off).
+    Slab { slab: usize, len: u64 },
+    /// Not from the pool: the shared buffer zero-size tensors bind, the status buffer.
+    Fixed,
+}
+
+impl GpuBuf {
+    pub(crate) fn binding(&self) -> wgpu::BufferBinding<'_> {
+        wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            // vec4 views of a buffer need 16 bytes; every allocation has them.
+            size: std::num::NonZeroU64::new(self.size.max(16)),
+        }
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+
+    /// Wraps a buffer the pool does not own.
+    pub(crate) fn fixed(buffer: Arc<wgpu::Buffer>, size: u64) -> GpuBuf {
+        GpuBuf {
+            buffer,
+            offset: 0,
+            size,
+            kind: Kind::Fixed,
+            pool: None,
+        }
+    }
+}
+
+impl Drop for GpuBuf {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take() {
+            let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+            p.release(&self.buffer, &self.kind, self.offset);
+        }
+    }
+}
+
+struct Slab {
+    buffer: Arc<wgpu::Buffer>,
+    /// offset -> length of free ranges
+    free: BTreeMap<u64, u64>,
+}
+
+pub(crate) struct Pool {
+    device: String,
+    growth: bool,
+    limit: u64,
+    align: u64,
+    source: Arc<dyn BufferSource>,
+    free: HashMap<u64, Vec<(Arc<wgpu::Buffer>, u64)>>,
+    slabs: Vec<Slab>,
+    info: MemoryInfo,
+    /// Batch counter of the device's stream, to tag freed memory.
+    pub(crate) batch: u64,
+    /// Last batch in which any slab range was freed (growth off).
+    slab_freed: Option<u64>,
+}
+
+/// Result of an allocation: the buffer and the batch in which its memory was
+/// last freed (`None` when fresh).
+pub(crate) struct Alloc {
+    pub buf: GpuBuf,
+    pub freed_in: Option<u64>,
+}
+
+impl Pool {
+    pub(crate) fn new(
+        device: String,
+        growth: bool,
+        limit: Option<u64>,
+        align: u64,
+        max_buffer: u64,
+        source: Arc<dyn BufferSource>,
+    ) -> Result<Self> {
+        let mut pool = Pool {
+            device,
+            growth,
+            limit: limit.unwrap_or(if growth {
+                u64::MAX
+            } else {
+                DEFAULT_RESERVATION
+            }),
+            align: align.max(4),
+            source,
+            free: HashMap::new(),
+            slabs: Vec::new(),
+            info: MemoryInfo::default(),
+            batch: 0,
+            slab_freed: None,
+        };
+        pool.info.limit = pool.limit;
+        if !growth {
+            let mut left = pool.limit;
+            while left > 0 {
+                let size = left.min(max_buffer) / 4 * 4;
+                if size == 0 {
+                    break;
+                }
+                let buffer = pool
+                    .source
+                    .create(size)?
+                    .ok_or_else(|| Error::OutOfMemory {
+                        device: pool.device.clone(),
+                        requested: size,
+                        in_use: 0,
+                        limit: pool.limit,
+                    })?;
+                pool.info.buffers_created += 1;
+                pool.info.reserved += size;
+                pool.slabs.push(Slab {
+                    buffer: Arc::new(buffer),
+                    free: BTreeMap::from([(0, size)]),
+                });
+                left -= size;
+            }
+        }
+        Ok(pool)
+    }
+
+    pub(crate) fn info(&self) -> MemoryInfo {
+        self.info
+    }
+
+    pub(crate) fn reset_peak(&mut self) {
+        self.info.peak = self.info.in_use;
+    }
+
+    fn oom(&self, requested: u64) -> Error {
+        Error::OutOfMemory {
+            device: self.device.clone(),
+            requested,
+            in_use: self.info.in_use,
+            limit: self.limit,
+        }
+    }
+
+    fn used(&mut self, bytes: u64) {
+        self.info.in_use += bytes;
+        self.info.peak = self.info.peak.max(self.info.in_use);
+    }
+
+    /// Drops every cached buffer (growth on); returns the bytes released.
+    pub(crate) fn release_cached(&mut self) -> u64 {
+        let mut bytes = 0;
+        for (class, list) in self.free.drain() {
+            bytes += class * list.len() as u64;
+            for (b, _) in list {
+                b.destroy();
+            }
+        }
+        self.info.reserved -= bytes;
+        bytes
+    }
+
+    pub(crate) fn alloc(
+        this: &Arc<Mutex<Pool>>,
+        bytes: u64,
+        empty: &Arc<wgpu::Buffer>,
+    ) -> Result<Alloc> {
+        let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
+        let size = bytes.div_ceil(4) * 4;
+        if size == 0 {
+            return Ok(Alloc {
+                buf: GpuBuf::fixed(empty.clone(), 0),
+                freed_in: None,
+            });
+        }
+        let (buffer, offset, kind, freed_in) = if p.growth {
+            p.alloc_class(size)?
+        } else {
+            p.alloc_slab(size)?
+        };
+        Ok(Alloc {
+            buf: GpuBuf {
+                buffer,
+                offset,
+                size,
+                kind,
+                pool: Some(this.clone()),
+            },
+            freed_in,
+        })
+    }
+
+    fn alloc_class(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
+        let class = size_class(size);
+        if let Some((b, freed)) = self.free.get_mut(&class).and_then(|l| l.pop()) {
+            self.info.pool_hits += 1;
+            self.used(class);
+            return Ok((b, 0, Kind::Class(class), Some(freed)));
+        }
+        if self.info.reserved + class > self.limit {
+            self.release_cached();
+            if self.info.reserved + class > self.limit {
+                return Err(self.oom(size));
+            }
+        }
+        let buffer = match self.source.create(class)? {
+            Some(b) => b,
+            None => {
+                // A real out-of-memory from the driver: give back the cache, retry once.
+                self.release_cached();
+                self.source.create(class)?.ok_or_else(|| self.oom(size))?
+            }
+        };
+        self.info.buffers_created += 1;
+        self.info.reserved += class;
+        self.used(class);
+        Ok((Arc::new(buffer), 0, Kind::Class(class), None))
+    }
+
+    fn alloc_slab(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
+        let len = size.div_ceil(self.align) * self.align;
+        for (i, slab) in self.slabs.iter_mut().enumerate() {
+            let hit = slab
+                .free
+                .iter()
+                .find(|&(_, &l)| l >= len)
+                .map(|(&o, &l)| (o, l));
+            if let Some((off, flen)) = hit {
+                slab.free.remove(&off);
+                if flen > len {
+                    slab.free.insert(off + len, flen - len);
+                }
+                let buffer = slab.buffer.clone();
+                self.info.pool_hits += 1;
+                self.used(len);
+                // Ranges are not tagged one by one: any slab free in the open batch counts.
+                return Ok((buffer, off, Kind::Slab { slab: i, len }, self.slab_freed));
+            }
+        }
+        Err(self.oom(size))
+    }
+
+    fn release(&mut self, buffer: &Arc<wgpu::Buffer>, kind: &Kind, offset: u64) {
+        match *kind {
+            Kind::Class(class) => {
+                self.info.in_use -= class;
+                let batch = self.batch;
+                self.free
+                    .entry(class)
+                    .or_default()
+                    .push((buffer.clone(), batch));
+            }
+            Kind::Slab { slab, len } => {
+                self.info.in_use -= len;
+                self.slab_freed = Some(self.batch);
+                let free = &mut self.slabs[slab].free;
+                let mut off = offset;
+                let mut l = len;
+                if let Some((&po, &pl)) = free.range(..off).next_back() {
+                    if po + pl == off {
+                        free.remove(&po);
+                        off = po;
+                        l += pl;
+                    }
+                }
+                if let Some(&nl) = free.get(&(offset + len)) {
+                    free.remove(&(offset + len));
+                    l += nl;
+                }
+                free.insert(off, l);
+            }
+            Kind::Fixed => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_bound_slack() {
+        for b in [
+            1u64,
+            255,
+            256,
+            257,
+            1000,
+            1024,
+            1025,
+            4097,
+            1 << 20,
+            (1 << 20) + 1,
+            123_456_789,
+        ] {
+            let c = size_class(b);
+            assert!(c >= b, "{b} -> {c}");
+            assert!(
+                c <= MIN_CLASS.max(b + b / 4 + 1),
+                "{b} -> {c} wastes too much"
+            );
+        }
+        assert_eq!(size_class(1024), 1024);
+        assert_eq!(size_class(1025), 1280);
+    }
+}

@@ -1,0 +1,105 @@
+//! Devices: the CPU reference and logical GPUs (see `config` for selection).
+
+pub mod config;
+pub mod cpu;
+pub mod gpu;
+pub mod memory;
+
+pub use memory::MemoryInfo;
+
+use crate::error::Result;
+use std::fmt;
+use std::sync::Arc;
+
+/// Where a tensor lives and its ops run.
+#[derive(Clone)]
+pub enum Device {
+    /// The CPU reference backend: plain Rust, the oracle of the conformance tests.
+    Cpu,
+    Gpu(Arc<gpu::GpuDevice>),
+}
+
+impl Device {
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+    /// `gpu:n` among the visible GPUs.
+    pub fn gpu(n: usize) -> Result<Device> {
+        config::gpu(n)
+    }
+    /// `WGFLOW_DEVICE`, else `gpu:0`, else the CPU.
+    pub fn default_device() -> Result<Device> {
+        config::default_device()
+    }
+    pub fn is_gpu(&self) -> bool {
+        matches!(self, Device::Gpu(_))
+    }
+    /// Adapter name (or "cpu").
+    pub fn name(&self) -> String {
+        match self {
+            Device::Cpu => "wgflow CPU reference".into(),
+            Device::Gpu(g) => format!("{} ({:?})", g.info.name, g.info.backend),
+        }
+    }
+    /// Whether f16 kernels compute in f16 (adapter has `SHADER_F16`) or in f32.
+    pub fn f16_arithmetic(&self) -> bool {
+        match self {
+            Device::Cpu => false,
+            Device::Gpu(g) => g.f16,
+        }
+    }
+    /// Pool statistics; the CPU device reports zeros (it allocates with Rust's allocator).
+    pub fn memory_info(&self) -> MemoryInfo {
+        match self {
+            Device::Cpu => MemoryInfo::default(),
+            Device::Gpu(g) => g.memory_info(),
+        }
+    }
+    pub fn reset_memory_peak(&self) {
+        if let Device::Gpu(g) = self {
+            g.reset_peak()
+        }
+    }
+    /// Submits pending GPU work and waits for it.
+    pub fn synchronize(&self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Gpu(g) => g.synchronize(),
+        }
+    }
+    /// (kernel dispatches, queue submits) so far; zeros on the CPU.
+    pub fn counters(&self) -> (u64, u64) {
+        match self {
+            Device::Cpu => (0, 0),
+            Device::Gpu(g) => g.counters(),
+        }
+    }
+}
+
+impl PartialEq for Device {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (Device::Cpu, Device::Cpu) => true,
+            (Device::Gpu(a), Device::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Gpu(g) => f.write_str(&g.label),
+        }
+    }
+}
+
+impl fmt::Debug for Device {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Device::Cpu => f.write_str("cpu"),
+            Device::Gpu(g) => write!(f, "{} [{}]", g.label, g.info.name),
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! Batched matmul with broadcast batch dimensions and transpose flags
+//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
+//!
+//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
+//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+//! kernel reads both transposes in place; a batch dimension broadcast from 1
+//! is a zero batch stride, and only partial broadcasts (say [2, 1] with
+//! [1, 3]) are materialized first. The CPU reference calls
+//! `matrixmultiply`'s GEMM, which also takes arbitrary strides.
+
+use super::{Op, Tol, exec, layout};
+use crate::device::cpu::{CpuData, Gemm};
+use crate::device::gpu::{GpuDevice, KType, Kernel, Launch};
+use crate::device::memory::GpuBuf;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::shape::{broadcast, broadcast_strides, numel, strides};
+use crate::tensor::Tensor;
+
+pub static MATMUL: Kernel = Kernel {
+    name: "matmul",
+    sources: &[
+        include_str!("../../shaders/gemm.wgsl"),
+        include_str!("../../shaders/matmul.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+/// (M, N, K of a, K of b).
+fn dims(ta: bool, tb: bool, a: &[usize], b: &[usize]) -> (usize, usize, usize, usize) {
+    let (ra, rb) = (a.len(), b.len());
+    let (m, ka) = if ta {
+        (a[ra - 1], a[ra - 2])
+    } else {
+        (a[ra - 2], a[ra - 1])
+    };
+    let (kb, n) = if tb {
+        (b[rb - 1], b[rb - 2])
+    } else {
+        (b[rb - 2], b[rb - 1])
+    };
+    (m, n, ka, kb)
+}
+
+pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!()
+    };
+    let (_, _, k, _) = dims(ta, tb, x[0].shape(), x[1].shape());
+    Tol::new(2e-6 * (k as f64).sqrt().max(1.0), 1e-5)
+}
+
+pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!()
+    };
+    let (a, b) = (x[0], x[1]);
+    if a.dtype() != b.dtype() || !a.dtype().is_float() {
+        return Err(Error::dtype(
+            "matmul",
+            &[a.dtype(), b.dtype()],
+            "needs two float tensors of one dtype",
+        ));
+    }
+    if a.rank() < 2 || b.rank() < 2 {
+        return Err(Error::shape(
+            "matmul",
+            &[a.shape(), b.shape()],
+            "both operands need rank >= 2",
+        ));
+    }
+    let (m, n, ka, kb) = dims(ta, tb, a.shape(), b.shape());
+    if ka != kb {
+        return Err(Error::shape(
+            "matmul",
+            &[a.shape(), b.shape()],
+            format!("inner dimensions differ: {ka} vs {kb} (transpose_a={ta}, transpose_b={tb})"),
+        ));
+    }
+    let mut out = broadcast(
+        "matmul",
+        &a.shape()[..a.rank() - 2],
+        &b.shape()[..b.rank() - 2],
+    )?;
+    out.push(m);
+    out.push(n);
+    Ok((out, a.dtype()))
+}
+
+/// Per-operand batch strides over the output batch, or None when the
+/// broadcast is partial and the operand must be materialized.
+fn batch_stride(batch: &[usize], out_batch: &[usize], mat: usize) -> Option<usize> {
+    if numel(batch) <= 1 {
+        Some(0)
+    } else if numel(batch) == numel(out_batch) {
+        // It broadcasts to out_batch without growing: the same layout.
+        Some(mat)
+    } else {
+        None
+    }
+}
+
+pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!()
+    };
+    let (a, b) = (x[0], x[1]);
+    let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
+    let ob = &out[..out.len() - 2];
+    // Batch offsets through broadcast strides over the output batch.
+    let sa = broadcast_strides(&a.shape()[..a.rank() - 2], ob);
+    let sb = broadcast_strides(&b.shape()[..b.rank() - 2], ob);
+    let (lda, ldb) = (a.shape()[a.rank() - 1], b.shape()[b.rank() - 1]);
+    let (rsa, csa) = if ta { (1, lda) } else { (lda, 1) };
+    let (rsb, csb) = if tb { (1, ldb) } else { (ldb, 1) };
+    let offsets = |st: &[usize], mat: usize| -> Vec<usize> {
+        crate::shape::StridedIter::new(ob, st, 0)
+            .map(|i| i * mat)
+            .collect()
+    };
+    let oa = offsets(&sa, m * k);
+    let obb = offsets(&sb, k * n);
+    fn run<F: Gemm>(
+        av: &[F],
+        bv: &[F],
+        oa: &[usize],
+        ob: &[usize],
+        m: usize,
+        n: usize,
+        k: usize,
+        st: [usize; 4],
+    ) -> Vec<F> {
+        let mut c = vec![F::ZERO; oa.len() * m * n];
+        if m * n == 0 {
+            return c;
+        }
+        for i in 0..oa.len() {
+            // SAFETY: infer checked the operand shapes, so every index a GEMM
+            // with these dims and strides touches lies inside the slices.
+            unsafe {
+                F::gemm(
+                    m,
+                    k,
+                    n,
+                    av.as_ptr().add(oa[i]),
+                    st[0] as isize,
+                    st[1] as isize,
+                    bv.as_ptr().add(ob[i]),
+                    st[2] as isize,
+                    st[3] as isize,
+                    F::ZERO,
+                    c.as_mut_ptr().add(i * m * n),
+                    n as isize,
+                    1,
+                );
+            }
+        }
+        c
+    }
+    let st = [rsa, csa, rsb, csb];
+    Ok(match (a.cpu_data(), b.cpu_data()) {
+        (CpuData::F32(av), CpuData::F32(bv)) => CpuData::F32(run(av, bv, &oa, &obb, m, n, k, st)),
+        (CpuData::F64(av), CpuData::F64(bv)) => CpuData::F64(run(av, bv, &oa, &obb, m, n, k, st)),
+        _ => unreachable!(),
+    })
+}
+
+/// One strided batched GEMM launch description.
+pub(crate) struct GemmLaunch<'a> {
+    pub a: &'a GpuBuf,
+    pub b: &'a GpuBuf,
+    pub c: &'a GpuBuf,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub sa: usize,
+    pub sb: usize,
+    pub sc: usize,
+}
+
+impl GemmLaunch<'_> {
+    pub(crate) fn launch(&self, g: &GpuDevice, dtype: DType) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            return Ok(());
+        }
+        let four = |v: usize| v % 4 == 0;
+        let vec4 = four(self.lda)
+            && four(self.ldb)
+            && four(self.sa)
+            && four(self.sb)
+            && (if self.ta { four(self.m) } else { four(self.k) })
+            && (if self.tb { four(self.k) } else { four(self.n) });
+        let gx = self.n.div_ceil(64) as u32;
+        let gy = self.m.div_ceil(64) as u32;
+        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let mut b0 = 0;
+        while b0 < self.batch {
+            let nz = (self.batch - b0).min(65535);
+            let params = [
+                self.m, self.n, self.k, b0, self.lda, self.ldb, self.ldc, 0, self.sa, self.sb,
+                self.sc, 0,
+            ]
+            .map(|v| v as u32);
+            g.launch(&Launch {
+                kernel: &MATMUL,
+                entry: "gemm",
+                ty: super::ktype(dtype),
+                consts: &[
+                    ("TA", flag(self.ta)),
+                    ("TB", flag(self.tb)),
+                    ("VEC4", flag(vec4)),
+                ],
+                params: &params,
+                bufs: &[self.a, self.b, self.c, self.a, self.b],
+                groups: [gx, gy, nz as u32],
+            })?;
+            b0 += nz;
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn gpu(
+    op: &Op,
+    g: &GpuDevice,
+    x: &[&Tensor],
+    out: &[usize],
+    dtype: DType,
+) -> Result<GpuBuf> {
+    let Op::MatMul { ta, tb } = *op else {
+        unreachable!()
+    };
+    let (a, b) = (x[0], x[1]);
+    let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
+    let ob = out[..out.len() - 2].to_vec();
+    let nb = numel(&ob);
+    if k == 0 {
+        // An empty sum: zeros.
+        return crate::ops::creation::fill_gpu(g, nb * m * n, 0.0, dtype);
+    }
+    let c = g.alloc("matmul", (nb * m * n * dtype.size()) as u64)?;
+    // Operands whose batch only partly broadcasts are materialized.
+    let mut held = Vec::new();
+    let mut operand = |t: &Tensor| -> Result<(usize, usize)> {
+        let r = t.rank();
+        let mat = t.shape()[r - 2] * t.shape()[r - 1];
+        match batch_stride(&t.shape()[..r - 2], &ob, mat) {
+            Some(s) => Ok((s, usize::MAX)),
+            None => {
+                let mut full = ob.clone();
+                full.extend_from_slice(&t.shape()[r - 2..]);
+                let buf = g.alloc("matmul", (numel(&full) * dtype.size()) as u64)?;
+                let st = broadcast_strides(t.shape(), &full);
+                layout::copy(
+                    g,
+                    t.gpu_buf(),
+                    &buf,
+                    dtype,
+                    &full,
+                    &st,
+                    0,
+                    &strides(&full),
+                    0,
+                )?;
+                held.push(buf);
+                Ok((mat, held.len() - 1))
+            }
+        }
+    };
+    let (sa, ia) = operand(a)?;
+    let (sb, ib) = operand(b)?;
+    let abuf = if ia == usize::MAX {
+        a.gpu_buf()
+    } else {
+        &held[ia]
+    };
+    let bbuf = if ib == usize::MAX {
+        b.gpu_buf()
+    } else {
+        &held[ib]
+    };
+    GemmLaunch {
+        a: abuf,
+        b: bbuf,
+        c: &c,
+        m,
+        n,
+        k,
+        batch: nb,
+        ta,
+        tb,
+        lda: a.shape()[a.rank() - 1],
+        ldb: b.shape()[b.rank() - 1],
+        ldc: n,
+        sa,
+        sb,
+        sc: m * n,
+    }
+    .launch(g, dtype)?;
+    Ok(c)
+}
+
+/// `tf.linalg.matmul(a, b, transpose_a, transpose_b)`.
+pub fn matmul_t(a: &Tensor, b: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
+    exec(
+        Op::MatMul {
+            ta: transpose_a,
+            tb: transpose_b,
+        },
+        &[a, b],
+    )
+}
+
+/// `tf.linalg.matmul(a, b)`.
+pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    matmul_t(a, b, false, false)
+}
+
+impl Tensor {
+    pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
+        matmul(self, other)
+    }
+    pub fn matmul_t(&self, other: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
+        matmul_t(self, other, transpose_a, transpose_b)
+    }
+}

@@ -1,0 +1,250 @@
+//! `Tensor`: an immutable, reference-counted n-d array on one device.
+//! Cloning is cheap (it shares storage); `reshape` shares storage too.
+//! Every op producing a tensor goes through `ops::exec`.
+
+use crate::device::Device;
+use crate::device::cpu::CpuData;
+use crate::device::memory::GpuBuf;
+use crate::dtype::{DType, Element};
+use crate::error::{Error, Result};
+use crate::shape::numel;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+#[derive(Clone)]
+pub(crate) enum Storage {
+    Cpu(Arc<CpuData>),
+    Gpu(Arc<GpuBuf>),
+}
+
+pub(crate) struct Inner {
+    pub(crate) id: u64,
+    pub(crate) shape: Vec<usize>,
+    pub(crate) dtype: DType,
+    pub(crate) device: Device,
+    pub(crate) storage: Storage,
+}
+
+#[derive(Clone)]
+pub struct Tensor(pub(crate) Arc<Inner>);
+
+fn next_id() -> u64 {
+    static ID: AtomicU64 = AtomicU64::new(1);
+    ID.fetch_add(1, Ordering::Relaxed)
+}
+
+impl Tensor {
+    pub(crate) fn from_storage(
+        storage: Storage,
+        shape: Vec<usize>,
+        dtype: DType,
+        device: Device,
+    ) -> Tensor {
+        Tensor(Arc::new(Inner {
+            id: next_id(),
+            shape,
+            dtype,
+            device,
+            storage,
+        }))
+    }
+
+    pub(crate) fn from_cpu(data: CpuData, shape: Vec<usize>) -> Tensor {
+        let dtype = data.dtype();
+        debug_assert_eq!(data.len(), numel(&shape));
+        Tensor::from_storage(Storage::Cpu(Arc::new(data)), shape, dtype, Device::Cpu)
+    }
+
+    pub(crate) fn from_gpu(
+        buf: GpuBuf,
+        shape: Vec<usize>,
+        dtype: DType,
+        device: &Device,
+    ) -> Tensor {
+        Tensor::from_storage(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone())
+    }
+
+    /// Host data placed on `device`; `data.len()` must equal the shape's size.
+    pub fn from_data(data: CpuData, shape: &[usize], device: &Device) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return Err(Error::shape(
+                "from_vec",
+                &[&[data.len()], shape],
+                format!("{} values cannot fill shape {shape:?}", data.len()),
+            ));
+        }
+        let t = Tensor::from_cpu(data, shape.to_vec());
+        if device.is_gpu() {
+            t.to_device(device)
+        } else {
+            Ok(t)
+        }
+    }
+
+    /// `tf.constant(data, shape=...)` on `device`.
+    pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_data(crate::ops::creation::to_cpu_data(data), shape, device)
+    }
+
+    pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape, device)
+    }
+
+    /// A rank-0 tensor.
+    pub fn scalar<T: Element>(v: T, device: &Device) -> Result<Tensor> {
+        Tensor::from_vec(vec![v], &[], device)
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    pub fn shape(&self) -> &[usize] {
+        &self.0.shape
+    }
+    pub fn dtype(&self) -> DType {
+        self.0.dtype
+    }
+    pub fn device(&self) -> &Device {
+        &self.0.device
+    }
+    pub fn rank(&self) -> usize {
+        self.0.shape.len()
+    }
+    pub fn numel(&self) -> usize {
+        numel(&self.0.shape)
+    }
+    /// Size of dimension `axis` (negative counts from the end).
+    pub fn dim(&self, axis: isize) -> Result<usize> {
+        Ok(self.0.shape[crate::shape::axis("dim", axis, self.rank())?])
+    }
+
+    pub(crate) fn cpu_data(&self) -> &CpuData {
+        match &self.0.storage {
+            Storage::Cpu(d) => d,
+            Storage::Gpu(_) => unreachable!("cpu_data on a GPU tensor"),
+        }
+    }
+
+    pub(crate) fn gpu_buf(&self) -> &GpuBuf {
+        match &self.0.storage {
+            Storage::Gpu(b) => b,
+            Storage::Cpu(_) => unreachable!("gpu_buf on a CPU tensor"),
+        }
+    }
+
+    /// The host copy of the values (waits for pending GPU work).
+    pub fn to_data(&self) -> Result<CpuData> {
+        crate::ops::creation::read_guard("to_vec")?;
+        match (&self.0.storage, &self.0.device) {
+            (Storage::Cpu(d), _) => Ok((**d).clone()),
+            (Storage::Gpu(b), Device::Gpu(g)) => {
+                let bytes = g.read(b)?;
+                Ok(CpuData::from_bytes(self.dtype(), self.numel(), &bytes))
+            }
+            _ => unreachable!(),
+        }
+    }
+
+    /// The values as a flat row-major `Vec`; `T` must match the dtype.
+    pub fn to_vec<T: Element>(&self) -> Result<Vec<T>> {
+        if T::DTYPE != self.dtype() {
+            return Err(Error::dtype(
+                "to_vec",
+                &[self.dtype()],
+                format!(
+                    "cannot read a {} tensor as {}; cast it first",
+                    self.dtype(),
+                    T::DTYPE
+                ),
+            ));
+        }
+        Ok(crate::ops::creation::from_cpu_data(self.to_data()?))
+    }
+
+    /// Every value converted to f64, whatever the dtype.
+    pub fn to_f64_vec(&self) -> Result<Vec<f64>> {
+        Ok(self.to_data()?.to_f64())
+    }
+
+    /// The single value of a one-element tensor, as f64.
+    pub fn item(&self) -> Result<f64> {
+        if self.numel() != 1 {
+            return Err(Error::shape(
+                "item",
+                &[self.shape()],
+                "item() needs exactly one element",
+            ));
+        }
+        Ok(self.to_f64_vec()?[0])
+    }
+
+    /// A copy on `device` (the same tensor when it is already there).
+    pub fn to_device(&self, device: &Device) -> Result<Tensor> {
+        if self.device() == device {
+            return Ok(self.clone());
+        }
+        let data = self.to_data()?;
+        let storage = match device {
+            Device::Cpu => Storage::Cpu(Arc::new(data)),
+            Device::Gpu(g) => {
+                if self.dtype() == DType::F64 {
+                    return Err(Error::dtype(
+                        "to_device",
+                        &[DType::F64],
+                        "float64 lives only on the CPU device (WGSL has no f64); cast to float32 first",
+                    ));
+                }
+                Storage::Gpu(Arc::new(g.upload("to_device", &data.to_bytes())?))
+            }
+        };
+        Ok(Tensor::from_storage(
+            storage,
+            self.shape().to_vec(),
+            self.dtype(),
+            device.clone(),
+        ))
+    }
+
+    /// Whether two tensors share the same storage.
+    pub fn same_storage(&self, other: &Tensor) -> bool {
+        match (&self.0.storage, &other.0.storage) {
+            (Storage::Cpu(a), Storage::Cpu(b)) => Arc::ptr_eq(a, b),
+            (Storage::Gpu(a), Storage::Gpu(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Tensor(shape={:?}, dtype={}, device={})",
+            self.shape(),
+            self.dtype(),
+            self.device()
+        )
+    }
+}
+
+impl fmt::Display for Tensor {
+    /// Reads the values back; prints at most 20 of them.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.to_f64_vec() {
+            Ok(v) => {
+                let shown: Vec<String> = v.iter().take(20).map(|x| format!("{x:.6}")).collect();
+                let more = if v.len() > 20 { ", ..." } else { "" };
+                write!(
+                    f,
+                    "tf.Tensor([{}{more}], shape={:?}, dtype={}, device={})",
+                    shown.join(", "),
+                    self.shape(),
+                    self.dtype(),
+                    self.device()
+                )
+            }
+            Err(e) => write!(f, "{self:?} <unreadable: {e}>"),
+        }
+    }
+}

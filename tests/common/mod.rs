@@ -1,0 +1,189 @@
+//! Shared test harness: the GPUs to test, seeded inputs, and the
+//! GPU-against-CPU comparison that the conformance suite runs for every op.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use wgflow::ops::{self, Op};
+use wgflow::{DType, Device, Error, Tensor, config};
+
+/// Every visible GPU. Without one the test fails, unless
+/// `WGFLOW_ALLOW_NO_GPU=1`, in which case it says it was skipped.
+pub fn gpus() -> Vec<Device> {
+    let devs: Vec<Device> = config::list_logical_devices()
+        .expect("device runtime")
+        .into_iter()
+        .filter(|d| d.is_gpu())
+        .collect();
+    if devs.is_empty() {
+        if std::env::var("WGFLOW_ALLOW_NO_GPU").as_deref() == Ok("1") {
+            eprintln!("SKIPPED: no GPU adapter found (WGFLOW_ALLOW_NO_GPU=1)");
+        } else {
+            panic!(
+                "no GPU adapter found: install a Vulkan driver (Debian: mesa-vulkan-drivers) \
+                 or set WGFLOW_ALLOW_NO_GPU=1 to skip GPU tests"
+            );
+        }
+    }
+    devs
+}
+
+pub fn cpu() -> Device {
+    Device::Cpu
+}
+
+/// Standard-normal f32 values cast to `dtype`, on the CPU.
+pub fn randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
+    let t = ops::random_normal(shape, 0.0, 1.0, DType::F32, seed, &cpu()).unwrap();
+    if dtype == DType::F32 {
+        t
+    } else {
+        t.cast(dtype).unwrap()
+    }
+}
+
+/// Uniform in [lo, hi) as f32 cast to `dtype`.
+pub fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64, dtype: DType) -> Tensor {
+    let t = ops::random_uniform(shape, lo, hi, DType::F32, seed, &cpu()).unwrap();
+    if dtype == DType::F32 {
+        t
+    } else {
+        t.cast(dtype).unwrap()
+    }
+}
+
+/// Integers in [lo, hi) as int32.
+pub fn randint(shape: &[usize], lo: i32, hi: i32, seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let u = ops::random_uniform(&[n], 0.0, 1.0, DType::F64, seed, &cpu())
+        .unwrap()
+        .to_vec::<f64>()
+        .unwrap();
+    let v: Vec<i32> = u
+        .iter()
+        .map(|x| lo + (x * (hi - lo) as f64).floor() as i32)
+        .collect();
+    Tensor::from_vec(v, shape, &cpu()).unwrap()
+}
+
+pub fn randbool(shape: &[usize], seed: u64) -> Tensor {
+    let n: usize = shape.iter().product();
+    let v: Vec<bool> = randint(&[n], 0, 2, seed)
+        .to_vec::<i32>()
+        .unwrap()
+        .iter()
+        .map(|&x| x == 1)
+        .collect();
+    Tensor::from_vec(v, shape, &cpu()).unwrap()
+}
+
+/// The op named in an error, to check that both devices fail the same way.
+fn err_key(e: &Error) -> String {
+    let op = match e {
+        Error::Shape { op, .. } | Error::DType { op, .. } | Error::InvalidArgument { op, .. } => {
+            op.to_string()
+        }
+        Error::TooLargeForBinding { op, .. } => op.to_string(),
+        _ => String::new(),
+    };
+    format!("{:?}/{op}", std::mem::discriminant(e))
+}
+
+/// Runs ops on the CPU reference and on every GPU and compares them,
+/// counting cases per op; prints the counts when dropped.
+pub struct Suite {
+    pub gpus: Vec<Device>,
+    counts: BTreeMap<&'static str, (usize, usize)>,
+    name: &'static str,
+}
+
+impl Suite {
+    pub fn new(name: &'static str) -> Suite {
+        Suite {
+            gpus: gpus(),
+            counts: BTreeMap::new(),
+            name,
+        }
+    }
+
+    /// `op` on CPU inputs `x` against the same op on each GPU.
+    pub fn check(&mut self, op: Op, x: &[Tensor]) {
+        let refs: Vec<&Tensor> = x.iter().collect();
+        let want = ops::apply(op.clone(), &refs)
+            .unwrap_or_else(|e| panic!("CPU reference of {op:?} failed: {e}"));
+        let want_v = want.to_f64_vec().unwrap();
+        for g in &self.gpus {
+            let gx: Vec<Tensor> = x.iter().map(|t| t.to_device(g).unwrap()).collect();
+            let grefs: Vec<&Tensor> = gx.iter().collect();
+            let got = ops::apply(op.clone(), &grefs).and_then(|t| t.to_f64_vec().map(|v| (t, v)));
+            let (got, got_v) = got.unwrap_or_else(|e| panic!("{} on {g:?} failed: {e}", op.name()));
+            assert_eq!(got.shape(), want.shape(), "{} shape on {g}", op.name());
+            assert_eq!(got.dtype(), want.dtype(), "{} dtype on {g}", op.name());
+            let tol = op.tolerance(&refs, want.dtype());
+            let (max, ok) = tol.check(&got_v, &want_v);
+            if !ok {
+                let bad = got_v
+                    .iter()
+                    .zip(&want_v)
+                    .position(|(a, b)| {
+                        !((a - b).abs() <= tol.atol + tol.rtol * b.abs()
+                            || a.is_nan() && b.is_nan())
+                    })
+                    .unwrap_or(0);
+                panic!(
+                    "{} on {g:?} with inputs {:?} {:?}: max error {max:e} beyond {tol:?}; first bad element {bad}: got {} want {}",
+                    op.name(),
+                    x.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>(),
+                    x.iter().map(|t| t.dtype()).collect::<Vec<_>>(),
+                    got_v.get(bad).copied().unwrap_or(f64::NAN),
+                    want_v.get(bad).copied().unwrap_or(f64::NAN),
+                );
+            }
+        }
+        self.counts.entry(op.name()).or_default().0 += 1;
+    }
+
+    /// `op` must fail on the CPU and on every GPU with the same kind of error
+    /// (a GPU may report it at the readback of the result).
+    pub fn check_err(&mut self, op: Op, x: &[Tensor]) {
+        let refs: Vec<&Tensor> = x.iter().collect();
+        let want = match ops::apply(op.clone(), &refs).and_then(|t| t.to_f64_vec()) {
+            Err(e) => e,
+            Ok(_) => panic!("{} should fail on the CPU for {:?}", op.name(), x),
+        };
+        for g in &self.gpus {
+            let gx: Vec<Tensor> = x.iter().map(|t| t.to_device(g).unwrap()).collect();
+            let grefs: Vec<&Tensor> = gx.iter().collect();
+            match ops::apply(op.clone(), &grefs).and_then(|t| t.to_f64_vec()) {
+                Err(e) => assert_eq!(
+                    err_key(&e),
+                    err_key(&want),
+                    "{}: GPU error {e} vs CPU error {want}",
+                    op.name()
+                ),
+                Ok(_) => panic!("{} should fail on {g:?} as on the CPU ({want})", op.name()),
+            }
+            // The device stays usable after the error.
+            let t = Tensor::from_vec(vec![1.0f32, 2.0], &[2], g).unwrap();
+            assert_eq!(t.add(&t).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+        }
+        self.counts.entry(op.name()).or_default().1 += 1;
+    }
+}
+
+impl Drop for Suite {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            return;
+        }
+        let devs: Vec<String> = self
+            .gpus
+            .iter()
+            .map(|g| format!("{g} = {}", g.name()))
+            .collect();
+        let mut out = format!("conformance [{}] on {}:\n", self.name, devs.join(", "));
+        for (op, (ok, err)) in &self.counts {
+            out += &format!("  {op:<40} {ok:>4} cases, {err:>3} error cases\n");
+        }
+        eprint!("{out}");
+    }
+}
