@@ -1,17 +1,15 @@
-// Elementwise binary ops with NumPy broadcasting, comparisons giving masks,
+// Elementwise binary ops (p.op selects it) with NumPy broadcasting, comparisons giving masks,
 // and `where`. Operand k is read at sum(c_d * stride_k[d]) over the output
 // coordinate c (stride 0 on broadcast dimensions); mode 0 means every operand
 // is contiguous with the output's shape, so the index is used as is.
 //
 // Bindings: 1 a, 2 b, 3 out (T), 4 mask out (u32), 5 condition (u32).
 
-override OP: u32 = 0u;
-
 struct Params {
     n: u32,
     rank: u32,
     mode: u32,
-    _p: u32,
+    op: u32,
     shape: array<vec4<u32>, 2>,
     sa: array<vec4<u32>, 2>,
     sb: array<vec4<u32>, 2>,
@@ -43,7 +41,7 @@ fn offsets(i: u32) -> vec3<u32> {
 }
 
 fn arith(x: T, y: T) -> T {
-    switch OP {
+    switch p.op {
         case 0u: { return x + y; }
         case 1u: { return x - y; }
         case 2u: { return x * y; }
@@ -60,7 +58,7 @@ fn arith(x: T, y: T) -> T {
 }
 
 fn compare(x: T, y: T) -> bool {
-    switch OP {
+    switch p.op {
         case 0u: { return x == y; }
         case 1u: { return x != y; }
         case 2u: { return x < y; }

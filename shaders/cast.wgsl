@@ -1,15 +1,13 @@
 // dtype conversion. Buffers are raw 32-bit words so that f16 data can be
 // read and written as packed pairs on adapters without SHADER_F16; each
-// invocation converts elements 2i and 2i+1. Codes: 0 f32, 1 f16, 2 i32, 3 bool.
-
-override SRC: u32 = 0u;
-override DST: u32 = 0u;
+// invocation converts elements 2i and 2i+1. Codes (p.src, p.dst): 0 f32,
+// 1 f16, 2 i32, 3 bool.
 
 struct Params {
     n: u32,
-    _p0: u32,
-    _p1: u32,
-    _p2: u32,
+    src: u32,
+    dst: u32,
+    _p: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -17,7 +15,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
 fn load(j: u32) -> f32 {
-    switch SRC {
+    switch p.src {
         case 1u: {
             return unpack2x16float(src[j >> 1u])[j & 1u];
         }
@@ -34,7 +32,7 @@ fn load(j: u32) -> f32 {
 }
 
 fn store(j: u32, x: f32) {
-    switch DST {
+    switch p.dst {
         case 2u: {
             // Truncate toward zero, NaN to 0, out-of-range values saturate (as Rust's `as`).
             var v = 0;
@@ -65,7 +63,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (has2) {
         b = load(j + 1u);
     }
-    if (DST == 1u) {
+    if (p.dst == 1u) {
         dst[i] = pack2x16float(vec2<f32>(a, b));
     } else {
         store(j, a);

@@ -2,16 +2,14 @@
 // the tiled core (gemm.wgsl): patches are gathered while loading tiles, so
 // no im2col buffer exists. Batch index b of the core = group * splits + split.
 //
-// MODE 0, forward:      y[(n,oh,ow), o]  = sum_(kh,kw,ci) x-patch * f
-// MODE 1, input grad:   dx[(n,ih,iw), ci] = sum_(kh,kw,o) dy at the output
+// p.mode 0, forward:      y[(n,oh,ow), o]  = sum_(kh,kw,ci) x-patch * f
+// p.mode 1, input grad:   dx[(n,ih,iw), ci] = sum_(kh,kw,o) dy at the output
 //                       positions whose window covers (ih, iw) * f
-// MODE 2, filter grad:  df[(kh,kw,ci), o] = sum_(n,oh,ow) x-patch * dy, with
+// p.mode 2, filter grad:  df[(kh,kw,ci), o] = sum_(n,oh,ow) x-patch * dy, with
 //                       the sum split in `splits` chunks of `kc` written to
 //                       separate slices of c and summed afterwards.
 //
-// Bindings: 1 x (or dy for MODE 1), 2 f (or dy for MODE 2), 3 c.
-
-override MODE: u32 = 0u;
+// Bindings: 1 x (or dy for mode 1), 2 f (or dy for mode 2), 3 c.
 
 struct Params {
     n: u32,
@@ -37,7 +35,7 @@ struct Params {
     gm: u32,
     gn: u32,
     b0: u32,
-    _p: u32,
+    mode: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -93,7 +91,7 @@ fn a_at(b: u32, m: u32, k: u32) -> f32 {
     if (m >= p.gm || k >= p.kc || kg >= p.ktotal) {
         return 0.0;
     }
-    switch MODE {
+    switch p.mode {
         case 1u: { return dy_at(g, m, kg); }
         case 2u: { return x_patch(g, kg, m); }
         default: { return x_patch(g, m, kg); }
@@ -106,7 +104,7 @@ fn b_at(b: u32, k: u32, n: u32) -> f32 {
     if (n >= p.gn || k >= p.kc || kg >= p.ktotal) {
         return 0.0;
     }
-    switch MODE {
+    switch p.mode {
         case 1u: {
             // f[kh, kw, ci = n, g*og + o] with (kh, kw, o) from kg
             let o = kg % p.og;
@@ -116,6 +114,10 @@ fn b_at(b: u32, k: u32, n: u32) -> f32 {
         case 2u: { return f32(wgt[kg * p.o + g * p.og + n]); }
         default: { return f32(wgt[kg * p.o + g * p.og + n]); }
     }
+}
+
+fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32> {
+    return vec4<f32>(b_at(b, k, n), b_at(b, k, n + 1u), b_at(b, k, n + 2u), b_at(b, k, n + 3u));
 }
 
 fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
@@ -133,7 +135,7 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     let g = b / p.splits;
-    switch MODE {
+    switch p.mode {
         case 1u: { dst[m * p.c + g * p.cg + n] = T(v); }
         case 2u: {
             let s = b % p.splits;

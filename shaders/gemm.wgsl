@@ -1,12 +1,23 @@
-// Tiled GEMM core, shared by matmul and the convolutions:
+// GEMM core, shared by matmul and the convolutions:
 //   C[b](m, n) = sum_k A[b](m, k) * B[b](k, n)
-// in 64x64 output tiles, 16x16 invocations, each holding a 4x4 block of
-// accumulators in registers; K advances 16 at a time through workgroup
-// memory laid out [k][m/4] and [k][n/4] as vec4s, so the inner loop is two
-// vec4 loads and four vec4 FMAs.
+// Two entry points over the same operand functions:
 //
-// The including file defines the operands:
+// `gemm` (GPUs): 64x64 output tiles per workgroup of 16x16 invocations, each
+// holding a 4x4 block of accumulators in registers; K advances 16 at a time
+// through workgroup memory laid out [k][m/4] and [k][n/4] as vec4s, so the
+// inner loop is two vec4 loads and four vec4 FMAs.
+//
+// `gemm_reg` (CPU adapters such as llvmpipe, which run invocations as SIMD
+// lanes and pay a bounds-checked scalar load per lane per element): no
+// workgroup memory; a workgroup of 16 lanes shares 4 rows, so the A loads
+// are uniform, and each lane holds a 4x4 block, so every B element a lane
+// loads feeds four FMAs.
+//
+// The including file defines:
 //   fn gemm_dims() -> vec4<u32>   (M, N, K, batch offset)
+//   fn a_at(b: u32, m: u32, k: u32) -> f32   zero outside the matrix
+//   fn b_at(b: u32, k: u32, n: u32) -> f32   zero outside the matrix
+//   fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32>   B(k, n..n+4)
 //   fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32)
 //       fills ta[k * 16 + m / 4][m % 4] and tb[k * 16 + n / 4][n % 4] for
 //       the tile at (m0, n0, k0), zero outside the matrices; t in [0, 256)
@@ -40,16 +51,40 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         }
         workgroupBarrier();
     }
+    store_block(b, m0 + lid.y * 4u, n0 + lid.x * 4u, acc);
+}
+
+fn store_block(b: u32, m: u32, n: u32, acc: array<vec4<f32>, 4>) {
+    let dims = gemm_dims();
     for (var i = 0u; i < 4u; i++) {
-        let m = m0 + lid.y * 4u + i;
-        if (m >= dims.x) {
+        if (m + i >= dims.x) {
             break;
         }
         for (var j = 0u; j < 4u; j++) {
-            let n = n0 + lid.x * 4u + j;
-            if (n < dims.y) {
-                store_c(b, m, n, acc[i][j]);
+            if (n + j < dims.y) {
+                store_c(b, m + i, n + j, acc[i][j]);
             }
         }
     }
+}
+
+// Grid: x = ceil(N / 64), y = ceil(M / 4), z = batches.
+@compute @workgroup_size(16, 1)
+fn gemm_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let dims = gemm_dims();
+    let b = wid.z + dims.w;
+    let m = wid.y * 4u;
+    let n = (wid.x * 16u + lid.x) * 4u;
+    var c0 = vec4<f32>(0.0);
+    var c1 = vec4<f32>(0.0);
+    var c2 = vec4<f32>(0.0);
+    var c3 = vec4<f32>(0.0);
+    for (var k = 0u; k < dims.z; k++) {
+        let v = b4_at(b, k, n);
+        c0 += a_at(b, m, k) * v;
+        c1 += a_at(b, m + 1u, k) * v;
+        c2 += a_at(b, m + 2u, k) * v;
+        c3 += a_at(b, m + 3u, k) * v;
+    }
+    store_block(b, m, n, array<vec4<f32>, 4>(c0, c1, c2, c3));
 }

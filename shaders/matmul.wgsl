@@ -2,15 +2,14 @@
 //   A(m, k) = a[b * sa + m * lda + k]   (TA: a[b * sa + k * lda + m])
 //   B(k, n) = b[b * sb + k * ldb + n]   (TB: b[b * sb + n * ldb + k])
 //   C(m, n) -> c[b * sc + m * ldc + n]
-// VEC4: every row start and K (or M, N along the contiguous axis) is a
-// multiple of 4, so tiles load as vec4s through the a4/b4 views.
+// vec_a / vec_b: every row start and the length of the contiguous axis of
+// that operand are multiples of 4, so it loads as vec4s through the a4 / b4
+// views.
 //
 // Bindings: 1 a, 2 b, 3 c, 4 a as vec4s, 5 b as vec4s.
 
-override TA: bool = false;
-override TB: bool = false;
-override VEC4: bool = false;
-
+// Flags (uniforms, so one pipeline serves every case):
+// ta, tb: the operand is stored transposed; vec_a, vec_b: see above.
 struct Params {
     m: u32,
     n: u32,
@@ -19,11 +18,19 @@ struct Params {
     lda: u32,
     ldb: u32,
     ldc: u32,
-    _p: u32,
+    ta: u32,
     sa: u32,
     sb: u32,
     sc: u32,
-    _q: u32,
+    tb: u32,
+    am: u32,
+    ak: u32,
+    bk: u32,
+    bn: u32,
+    vec_a: u32,
+    vec_b: u32,
+    _p0: u32,
+    _p1: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -37,21 +44,22 @@ fn gemm_dims() -> vec4<u32> {
     return vec4<u32>(p.m, p.n, p.k, p.b0);
 }
 
-fn a_at(base: u32, m: u32, k: u32) -> f32 {
-    if (m >= p.m || k >= p.k) {
-        return 0.0;
+fn a_at(b: u32, m: u32, k: u32) -> f32 {
+    let mm = min(m, p.m - 1u);
+    let kk = min(k, p.k - 1u);
+    var i = b * p.sa + mm * p.lda + kk;
+    if (p.ta != 0u) {
+        i = b * p.sa + kk * p.lda + mm;
     }
-    if (TA) {
-        return f32(a[base + k * p.lda + m]);
-    }
-    return f32(a[base + m * p.lda + k]);
+    return select(0.0, f32(a[i]), m < p.m && k < p.k);
 }
 
-fn b_at(base: u32, k: u32, n: u32) -> f32 {
+fn b_at(b: u32, k: u32, n: u32) -> f32 {
     if (k >= p.k || n >= p.n) {
         return 0.0;
     }
-    if (TB) {
+    let base = b * p.sb;
+    if (p.tb != 0u) {
         return f32(bm[base + n * p.ldb + k]);
     }
     return f32(bm[base + k * p.ldb + n]);
@@ -62,10 +70,10 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
     let bbase = b * p.sb;
     // A tile, 64 (m) x 16 (k): four elements per invocation, along the
     // operand's contiguous axis so neighbours read neighbouring addresses.
-    if (TA) {
+    if (p.ta != 0u) {
         let k = t / 16u;
         let mq = (t % 16u) * 4u;
-        if (VEC4) {
+        if (p.vec_a != 0u) {
             var v = vec4<f32>(0.0);
             if (k0 + k < p.k && m0 + mq < p.m) {
                 v = vec4<f32>(a4[(abase + (k0 + k) * p.lda + m0 + mq) / 4u]);
@@ -73,13 +81,13 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
             ta[k * 16u + mq / 4u] = v;
         } else {
             for (var j = 0u; j < 4u; j++) {
-                ta[k * 16u + (mq + j) / 4u][j] = a_at(abase, m0 + mq + j, k0 + k);
+                ta[k * 16u + (mq + j) / 4u][j] = a_at(b, m0 + mq + j, k0 + k);
             }
         }
     } else {
         let m = t / 4u;
         let kq = (t % 4u) * 4u;
-        if (VEC4) {
+        if (p.vec_a != 0u) {
             var v = vec4<f32>(0.0);
             if (m0 + m < p.m && k0 + kq < p.k) {
                 v = vec4<f32>(a4[(abase + (m0 + m) * p.lda + k0 + kq) / 4u]);
@@ -89,15 +97,15 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
             }
         } else {
             for (var j = 0u; j < 4u; j++) {
-                ta[(kq + j) * 16u + m / 4u][m % 4u] = a_at(abase, m0 + m, k0 + kq + j);
+                ta[(kq + j) * 16u + m / 4u][m % 4u] = a_at(b, m0 + m, k0 + kq + j);
             }
         }
     }
     // B tile, 16 (k) x 64 (n).
-    if (TB) {
+    if (p.tb != 0u) {
         let n = t / 4u;
         let kq = (t % 4u) * 4u;
-        if (VEC4) {
+        if (p.vec_b != 0u) {
             var v = vec4<f32>(0.0);
             if (n0 + n < p.n && k0 + kq < p.k) {
                 v = vec4<f32>(b4[(bbase + (n0 + n) * p.ldb + k0 + kq) / 4u]);
@@ -107,13 +115,13 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
             }
         } else {
             for (var j = 0u; j < 4u; j++) {
-                tb[(kq + j) * 16u + n / 4u][n % 4u] = b_at(bbase, k0 + kq + j, n0 + n);
+                tb[(kq + j) * 16u + n / 4u][n % 4u] = b_at(b, k0 + kq + j, n0 + n);
             }
         }
     } else {
         let k = t / 16u;
         let nq = (t % 16u) * 4u;
-        if (VEC4) {
+        if (p.vec_b != 0u) {
             var v = vec4<f32>(0.0);
             if (k0 + k < p.k && n0 + nq < p.n) {
                 v = vec4<f32>(b4[(bbase + (k0 + k) * p.ldb + n0 + nq) / 4u]);
@@ -121,12 +129,145 @@ fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
             tb[k * 16u + nq / 4u] = v;
         } else {
             for (var j = 0u; j < 4u; j++) {
-                tb[k * 16u + (nq + j) / 4u][j] = b_at(bbase, k0 + k, n0 + nq + j);
+                tb[k * 16u + (nq + j) / 4u][j] = b_at(b, k0 + k, n0 + nq + j);
             }
         }
     }
 }
 
+// B(k, n..n+4), one vec4 load when B's rows are contiguous and aligned.
+fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32> {
+    if (p.vec_b != 0u && p.tb == 0u) {
+        // Branch-free: a CPU adapter runs lanes in SIMD, where a divergent
+        // branch costs more than a clamped load.
+        let i = (b * p.sb + min(k, p.k - 1u) * p.ldb + min(n, p.n - 4u)) / 4u;
+        return select(vec4<f32>(0.0), vec4<f32>(b4[i]), k < p.k && n < p.n);
+    }
+    return vec4<f32>(b_at(b, k, n), b_at(b, k, n + 1u), b_at(b, k, n + 2u), b_at(b, k, n + 3u));
+}
+
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
     c[b * p.sc + m * p.ldc + n] = T(v);
+}
+
+
+// The register-blocked kernel of gemm.wgsl specialized to strided matrices:
+// A(m, k) = a[b*sa + m*am + k*ak], B(k, n) = b[b*sb + k*bk + n*bn]. Each
+// lane holds 4 rows x 16 columns (16 vec4 accumulators): on llvmpipe every
+// load costs a bounds-checked scalar access per lane, so loads per FMA is
+// what counts, and register spills are cheap next to them. Out-of-range
+// rows and columns are clamped (computed, never stored) so that the loop
+// has no branches. One SIMD-8 group per workgroup.
+// Grid: x = ceil(N / 128), y = ceil(M / 4).
+@compute @workgroup_size(8, 1)
+fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let b = wid.z + p.b0;
+    let m = wid.y * 4u;
+    let n = (wid.x * 8u + lid.x) * 16u;
+    let abase = b * p.sa;
+    let bbase = b * p.sb;
+    let r0 = abase + min(m + 0u, p.m - 1u) * p.am;
+    let r1 = abase + min(m + 1u, p.m - 1u) * p.am;
+    let r2 = abase + min(m + 2u, p.m - 1u) * p.am;
+    let r3 = abase + min(m + 3u, p.m - 1u) * p.am;
+    var c00 = vec4<f32>(0.0);
+    var c01 = vec4<f32>(0.0);
+    var c02 = vec4<f32>(0.0);
+    var c03 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0);
+    var c11 = vec4<f32>(0.0);
+    var c12 = vec4<f32>(0.0);
+    var c13 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0);
+    var c21 = vec4<f32>(0.0);
+    var c22 = vec4<f32>(0.0);
+    var c23 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0);
+    var c31 = vec4<f32>(0.0);
+    var c32 = vec4<f32>(0.0);
+    var c33 = vec4<f32>(0.0);
+    if (p.vec_b != 0u && p.tb == 0u) {
+        let step = p.ldb / 4u;
+        let q0 = (bbase + min(n + 0u, p.n - 4u)) / 4u;
+        let q1 = (bbase + min(n + 4u, p.n - 4u)) / 4u;
+        let q2 = (bbase + min(n + 8u, p.n - 4u)) / 4u;
+        let q3 = (bbase + min(n + 12u, p.n - 4u)) / 4u;
+        for (var k = 0u; k < p.k; k++) {
+            let kb = k * step;
+            let v0 = vec4<f32>(b4[q0 + kb]);
+            let v1 = vec4<f32>(b4[q1 + kb]);
+            let v2 = vec4<f32>(b4[q2 + kb]);
+            let v3 = vec4<f32>(b4[q3 + kb]);
+            let ka = k * p.ak;
+            let a0 = f32(a[r0 + ka]);
+            c00 += a0 * v0;
+            c01 += a0 * v1;
+            c02 += a0 * v2;
+            c03 += a0 * v3;
+            let a1 = f32(a[r1 + ka]);
+            c10 += a1 * v0;
+            c11 += a1 * v1;
+            c12 += a1 * v2;
+            c13 += a1 * v3;
+            let a2 = f32(a[r2 + ka]);
+            c20 += a2 * v0;
+            c21 += a2 * v1;
+            c22 += a2 * v2;
+            c23 += a2 * v3;
+            let a3 = f32(a[r3 + ka]);
+            c30 += a3 * v0;
+            c31 += a3 * v1;
+            c32 += a3 * v2;
+            c33 += a3 * v3;
+        }
+    } else {
+        let n0 = bbase + min(n + 0u, p.n - 1u) * p.bn;
+        let n1 = bbase + min(n + 1u, p.n - 1u) * p.bn;
+        let n2 = bbase + min(n + 2u, p.n - 1u) * p.bn;
+        let n3 = bbase + min(n + 3u, p.n - 1u) * p.bn;
+        let n4 = bbase + min(n + 4u, p.n - 1u) * p.bn;
+        let n5 = bbase + min(n + 5u, p.n - 1u) * p.bn;
+        let n6 = bbase + min(n + 6u, p.n - 1u) * p.bn;
+        let n7 = bbase + min(n + 7u, p.n - 1u) * p.bn;
+        let n8 = bbase + min(n + 8u, p.n - 1u) * p.bn;
+        let n9 = bbase + min(n + 9u, p.n - 1u) * p.bn;
+        let n10 = bbase + min(n + 10u, p.n - 1u) * p.bn;
+        let n11 = bbase + min(n + 11u, p.n - 1u) * p.bn;
+        let n12 = bbase + min(n + 12u, p.n - 1u) * p.bn;
+        let n13 = bbase + min(n + 13u, p.n - 1u) * p.bn;
+        let n14 = bbase + min(n + 14u, p.n - 1u) * p.bn;
+        let n15 = bbase + min(n + 15u, p.n - 1u) * p.bn;
+        for (var k = 0u; k < p.k; k++) {
+            let kb = k * p.bk;
+            let v0 = vec4<f32>(f32(bm[n0 + kb]), f32(bm[n1 + kb]), f32(bm[n2 + kb]), f32(bm[n3 + kb]));
+            let v1 = vec4<f32>(f32(bm[n4 + kb]), f32(bm[n5 + kb]), f32(bm[n6 + kb]), f32(bm[n7 + kb]));
+            let v2 = vec4<f32>(f32(bm[n8 + kb]), f32(bm[n9 + kb]), f32(bm[n10 + kb]), f32(bm[n11 + kb]));
+            let v3 = vec4<f32>(f32(bm[n12 + kb]), f32(bm[n13 + kb]), f32(bm[n14 + kb]), f32(bm[n15 + kb]));
+            let ka = k * p.ak;
+            let a0 = f32(a[r0 + ka]);
+            c00 += a0 * v0;
+            c01 += a0 * v1;
+            c02 += a0 * v2;
+            c03 += a0 * v3;
+            let a1 = f32(a[r1 + ka]);
+            c10 += a1 * v0;
+            c11 += a1 * v1;
+            c12 += a1 * v2;
+            c13 += a1 * v3;
+            let a2 = f32(a[r2 + ka]);
+            c20 += a2 * v0;
+            c21 += a2 * v1;
+            c22 += a2 * v2;
+            c23 += a2 * v3;
+            let a3 = f32(a[r3 + ka]);
+            c30 += a3 * v0;
+            c31 += a3 * v1;
+            c32 += a3 * v2;
+            c33 += a3 * v3;
+        }
+    }
+    store_block(b, m, n + 0u, array<vec4<f32>, 4>(c00, c10, c20, c30));
+    store_block(b, m, n + 4u, array<vec4<f32>, 4>(c01, c11, c21, c31));
+    store_block(b, m, n + 8u, array<vec4<f32>, 4>(c02, c12, c22, c32));
+    store_block(b, m, n + 12u, array<vec4<f32>, 4>(c03, c13, c23, c33));
 }

@@ -6,8 +6,6 @@
 //
 // Bindings: 1 x, 2 y (output, or dx for the gradient), 3 dy.
 
-override MAX: bool = true;
-
 struct Params {
     n: u32,
     h: u32,
@@ -22,7 +20,7 @@ struct Params {
     pt: u32,
     pl: u32,
     total: u32,
-    _p0: u32,
+    max: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -71,16 +69,16 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let n = i / (p.c * p.ow * p.oh);
     let r = window(oh, ow);
     var acc = f32(x[at(n, r.x, r.z, c)]);
-    if (!MAX) {
+    if (p.max == 0u) {
         acc = 0.0;
     }
     for (var ih = r.x; ih < r.y; ih++) {
         for (var iw = r.z; iw < r.w; iw++) {
             let v = f32(x[at(n, ih, iw, c)]);
-            acc = select(acc + v, max(acc, v), MAX);
+            acc = select(acc + v, max(acc, v), p.max != 0u);
         }
     }
-    if (!MAX) {
+    if (p.max == 0u) {
         acc = acc / f32((r.y - r.x) * (r.w - r.z));
     }
     y[i] = T(acc);
@@ -109,7 +107,7 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         for (var ow = ow_lo; ow <= ow_hi; ow++) {
             let r = window(u32(oh), u32(ow));
             let g = f32(dy[((n * p.oh + u32(oh)) * p.ow + u32(ow)) * p.c + c]);
-            if (MAX) {
+            if (p.max != 0u) {
                 if (argmax(n, c, r) == ih * i32(p.w) + iw) {
                     acc += g;
                 }

@@ -5,16 +5,18 @@
 // partial result carries a flag saying whether it saw any element, and the
 // host handles r == 0.
 //
-// OP: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 argmax, 6 argmin.
+// p.op: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 argmax, 6 argmin.
 // Bindings: 1 x, 2 y (T), 3 y (i32, for arg ops).
-
-override OP: u32 = 0u;
 
 struct Params {
     rows: u32,
     r: u32,
     inner: u32,
     n_out: u32,
+    op: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -29,14 +31,14 @@ var<workgroup> sh: array<u32, 256>;
 // Whether (v, i) replaces the current (a, j) for arg ops: strictly better,
 // or equal with a smaller index (first occurrence wins).
 fn wins(v: Acc, i: u32, a: Acc, j: u32) -> bool {
-    if (OP == 5u) {
+    if (p.op == 5u) {
         return v > a || (v == a && i < j);
     }
     return v < a || (v == a && i < j);
 }
 
 fn combine(a: Acc, v: Acc) -> Acc {
-    switch OP {
+    switch p.op {
         case 2u: { return max(a, v); }
         case 3u: { return min(a, v); }
         case 4u: { return a * v; }
@@ -45,9 +47,9 @@ fn combine(a: Acc, v: Acc) -> Acc {
 }
 
 fn store(o: u32, a: Acc, i: u32) {
-    if (OP >= 5u) {
+    if (p.op >= 5u) {
         yi[o] = i32(i);
-    } else if (OP == 1u) {
+    } else if (p.op == 1u) {
         y[o] = T(a / Acc(p.r));
     } else {
         y[o] = T(a);
@@ -71,7 +73,7 @@ fn rows_main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
             acc = v;
             idx = k;
             has = true;
-        } else if (OP >= 5u) {
+        } else if (p.op >= 5u) {
             if (wins(v, k, acc, idx)) {
                 acc = v;
                 idx = k;
@@ -92,7 +94,7 @@ fn rows_main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
                 sv[t] = v;
                 si[t] = k;
                 sh[t] = 1u;
-            } else if (OP >= 5u) {
+            } else if (p.op >= 5u) {
                 if (wins(v, k, sv[t], si[t])) {
                     sv[t] = v;
                     si[t] = k;
@@ -120,7 +122,7 @@ fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     var idx = 0u;
     for (var k = 1u; k < p.r; k++) {
         let v = Acc(x[base + k * p.inner]);
-        if (OP >= 5u) {
+        if (p.op >= 5u) {
             if (wins(v, k, acc, idx)) {
                 acc = v;
                 idx = k;

@@ -5,15 +5,13 @@
 //
 // Bindings: 1 x, 2 y, 3 labels (i32), 4 device status.
 
-override LOG: bool = false;
-
 struct Params {
     rows: u32,
     r: u32,
     inner: u32,
     n_out: u32,
     slot: u32,
-    _p0: u32,
+    log: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -93,7 +91,7 @@ fn softmax_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup
     let ls = log(ms.y);
     for (var k = lid.x; k < p.r; k += 256u) {
         let z = f32(x[base + k]) - ms.x;
-        y[base + k] = T(select(exp(z) / ms.y, z - ls, LOG));
+        y[base + k] = T(select(exp(z) / ms.y, z - ls, p.log != 0u));
     }
 }
 
@@ -116,7 +114,7 @@ fn softmax_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let ls = log(s);
     for (var k = 0u; k < p.r; k++) {
         let z = f32(x[base + k * p.inner]) - m;
-        y[base + k * p.inner] = T(select(exp(z) / s, z - ls, LOG));
+        y[base + k * p.inner] = T(select(exp(z) / s, z - ls, p.log != 0u));
     }
 }
 

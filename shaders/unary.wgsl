@@ -1,14 +1,13 @@
-// Elementwise unary math, y = f(x). OP selects f (codes in ops/unary.rs).
+// Elementwise unary math, y = f(x). p.op selects f (codes in ops/unary.rs);
+// it is a uniform, not an override, so one pipeline serves every op.
 // Storage is T; the math runs in f32, as Eigen does for half transcendental
 // functions, and rounds once on store.
-
-override OP: u32 = 0u;
 
 struct Params {
     n: u32,
     alpha: f32,
-    _p0: u32,
-    _p1: u32,
+    op: u32,
+    _p: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -32,7 +31,7 @@ fn sigmoid(v: f32) -> f32 {
 }
 
 fn f(v: f32) -> f32 {
-    switch OP {
+    switch p.op {
         case 0u: { return -v; }
         case 1u: { return abs(v); }
         case 2u: { return sign(v); }

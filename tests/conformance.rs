@@ -8,6 +8,7 @@
 
 mod common;
 use common::*;
+use wgflow::device::gpu::{GemmVariant, force_gemm_variant};
 use wgflow::ops::Op;
 use wgflow::ops::binary::{BinaryOp, CmpOp};
 use wgflow::ops::conv::Conv2d;
@@ -471,7 +472,19 @@ fn softmax() {
 
 #[test]
 fn matmul() {
-    let mut s = Suite::new("matmul");
+    // Both GEMM kernels on every adapter: the tiled one GPUs use and the
+    // register-blocked one CPU adapters use.
+    for v in [GemmVariant::Tiled, GemmVariant::Register] {
+        force_gemm_variant(v);
+        matmul_cases(&mut Suite::new(if v == GemmVariant::Tiled {
+            "matmul, tiled kernel"
+        } else {
+            "matmul, register kernel"
+        }));
+    }
+}
+
+fn matmul_cases(s: &mut Suite) {
     let dims = [
         (1, 1, 1),
         (2, 3, 4),
@@ -576,7 +589,17 @@ fn conv(strides: [usize; 2], padding: Padding, dilations: [usize; 2], groups: us
 
 #[test]
 fn conv2d() {
-    let mut s = Suite::new("conv2d");
+    for v in [GemmVariant::Tiled, GemmVariant::Register] {
+        force_gemm_variant(v);
+        conv2d_cases(&mut Suite::new(if v == GemmVariant::Tiled {
+            "conv2d, tiled kernel"
+        } else {
+            "conv2d, register kernel"
+        }));
+    }
+}
+
+fn conv2d_cases(s: &mut Suite) {
     let ex = Padding::Explicit {
         top: 1,
         bottom: 2,

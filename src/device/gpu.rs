@@ -109,6 +109,27 @@ fn describe(e: &wgpu::Error) -> String {
     }
 }
 
+/// Which GEMM kernel matmul and convolutions use (see shaders/gemm.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmVariant {
+    /// `Register` on CPU adapters (llvmpipe, SwiftShader, WARP), `Tiled` elsewhere.
+    Auto,
+    /// Workgroup-memory tiles: the kernel for GPUs.
+    Tiled,
+    /// Register blocks without workgroup memory: the kernel for CPU adapters.
+    Register,
+}
+
+thread_local! {
+    static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
+}
+
+/// Forces a GEMM kernel for ops launched from this thread (tests and
+/// benchmarks use it to run both kernels on one adapter).
+pub fn force_gemm_variant(v: GemmVariant) {
+    GEMM_OVERRIDE.with(|c| c.set(v));
+}
+
 /// Window of the uniform arena each dispatch gets.
 pub const PARAM_BYTES: u64 = 256;
 /// Dispatches per submitted batch (arena slots).
@@ -327,6 +348,14 @@ impl GpuDevice {
 
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// Whether GEMMs launched now use the register-blocked kernel.
+    pub(crate) fn gemm_register(&self) -> bool {
+        match GEMM_OVERRIDE.with(|c| c.get()) {
+            GemmVariant::Auto => self.info.device_type == wgpu::DeviceType::Cpu,
+            v => v == GemmVariant::Register,
+        }
     }
 
     pub(crate) fn max_binding(&self) -> u64 {

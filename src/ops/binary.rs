@@ -23,7 +23,7 @@ pub static BINARY: Kernel = Kernel {
     types: &[KType::F32, KType::F16, KType::I32, KType::U32],
 };
 
-/// Arithmetic and logical ops; the discriminant is the shader's `OP` code.
+/// Arithmetic and logical ops; the discriminant is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
     Add,
@@ -347,7 +347,12 @@ pub(crate) fn gpu(
             "broadcasting over more than 8 non-contiguous dimensions",
         ));
     }
-    let mut params = vec![n as u32, sh.len() as u32, mode, 0];
+    let code = match op {
+        Op::Binary(b) => *b as u32,
+        Op::Compare(c) => *c as u32,
+        _ => 0,
+    };
+    let mut params = vec![n as u32, sh.len() as u32, mode, code];
     for v in [&sh, &st[0], &st[1], &st[2]] {
         let mut w = [0u32; 8];
         for (i, &d) in v.iter().enumerate() {
@@ -356,22 +361,19 @@ pub(crate) fn gpu(
         params.extend_from_slice(&w);
     }
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    let (entry, code, ty, bufs): (&'static str, u32, KType, Vec<&GpuBuf>) = match op {
-        Op::Binary(b) => (
+    let (entry, ty, bufs): (&'static str, KType, Vec<&GpuBuf>) = match op {
+        Op::Binary(_) => (
             "binary",
-            *b as u32,
             super::ktype(dtype),
             vec![x[0].gpu_buf(), x[1].gpu_buf(), &y],
         ),
-        Op::Compare(c) => (
+        Op::Compare(_) => (
             "cmp",
-            *c as u32,
             super::ktype(x[0].dtype()),
             vec![x[0].gpu_buf(), x[1].gpu_buf(), &y],
         ),
         Op::Where => (
             "where_",
-            0,
             super::ktype(dtype),
             vec![x[1].gpu_buf(), x[2].gpu_buf(), &y, x[0].gpu_buf()],
         ),
@@ -381,7 +383,7 @@ pub(crate) fn gpu(
         kernel: &BINARY,
         entry,
         ty,
-        consts: &[("OP", code as f64)],
+        consts: &[],
         params: &params,
         bufs: &bufs,
         groups: grid(n, 256),

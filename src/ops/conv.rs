@@ -466,17 +466,18 @@ pub(crate) fn gpu(
         let nz = (batches - b0).min(65535);
         let params = [
             g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.cg, g.og, splits, g.sh, g.sw, g.dh,
-            g.dw, g.pt, g.pl, kc, ktotal, gm, gn, b0, 0,
+            g.dw, g.pt, g.pl, kc, ktotal, gm, gn, b0, mode,
         ]
         .map(|v| v as u32);
+        let (entry, groups) = super::matmul::gemm_grid(gd, gm, gn, nz);
         gd.launch(&Launch {
             kernel: &CONV,
-            entry: "gemm",
+            entry,
             ty: super::ktype(dtype),
-            consts: &[("MODE", mode as f64)],
+            consts: &[],
             params: &params,
             bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
-            groups: [gn.div_ceil(64) as u32, gm.div_ceil(64) as u32, nz as u32],
+            groups,
         })?;
         b0 += nz;
     }

@@ -334,12 +334,12 @@ fn fill_bits(v: f64, dtype: DType) -> u32 {
     }
 }
 
-fn cast_code(d: DType) -> f64 {
+fn cast_code(d: DType) -> u32 {
     match d {
-        DType::F32 => 0.0,
-        DType::F16 => 1.0,
-        DType::I32 => 2.0,
-        DType::Bool => 3.0,
+        DType::F32 => 0,
+        DType::F16 => 1,
+        DType::I32 => 2,
+        DType::Bool => 3,
         DType::F64 => unreachable!("float64 never reaches a GPU kernel"),
     }
 }
@@ -360,8 +360,8 @@ pub(crate) fn gpu(
                 kernel: &CAST,
                 entry: "main",
                 ty: KType::U32,
-                consts: &[("SRC", cast_code(a.dtype())), ("DST", cast_code(*to))],
-                params: &[n as u32, 0, 0, 0],
+                consts: &[],
+                params: &[n as u32, cast_code(a.dtype()), cast_code(*to), 0],
                 bufs: &[a.gpu_buf(), &dst],
                 groups: grid(n.div_ceil(2), 256),
             })?;

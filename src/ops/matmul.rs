@@ -190,39 +190,84 @@ impl GemmLaunch<'_> {
             return Ok(());
         }
         let four = |v: usize| v % 4 == 0;
-        let vec4 = four(self.lda)
-            && four(self.ldb)
-            && four(self.sa)
-            && four(self.sb)
-            && (if self.ta { four(self.m) } else { four(self.k) })
-            && (if self.tb { four(self.k) } else { four(self.n) });
-        let gx = self.n.div_ceil(64) as u32;
-        let gy = self.m.div_ceil(64) as u32;
-        let flag = |b: bool| if b { 1.0 } else { 0.0 };
+        let vec_a =
+            four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
+        let vec_b =
+            four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
         let mut b0 = 0;
         while b0 < self.batch {
             let nz = (self.batch - b0).min(65535);
+            let (am, ak) = if self.ta {
+                (1, self.lda)
+            } else {
+                (self.lda, 1)
+            };
+            let (bk, bn) = if self.tb {
+                (1, self.ldb)
+            } else {
+                (self.ldb, 1)
+            };
             let params = [
-                self.m, self.n, self.k, b0, self.lda, self.ldb, self.ldc, 0, self.sa, self.sb,
-                self.sc, 0,
+                self.m,
+                self.n,
+                self.k,
+                b0,
+                self.lda,
+                self.ldb,
+                self.ldc,
+                self.ta as usize,
+                self.sa,
+                self.sb,
+                self.sc,
+                self.tb as usize,
+                am,
+                ak,
+                bk,
+                bn,
+                vec_a as usize,
+                vec_b as usize,
+                0,
+                0,
             ]
             .map(|v| v as u32);
+            let (mut entry, mut groups) = gemm_grid(g, self.m, self.n, nz);
+            if entry == "gemm_reg" {
+                entry = "matmul_reg";
+                groups[0] = self.n.div_ceil(128) as u32;
+            }
+            // The register kernel reads A as scalars: no a4 view.
+            let bufs: Vec<&GpuBuf> = if entry == "matmul_reg" {
+                vec![self.a, self.b, self.c, self.b]
+            } else {
+                vec![self.a, self.b, self.c, self.a, self.b]
+            };
             g.launch(&Launch {
                 kernel: &MATMUL,
-                entry: "gemm",
+                entry,
                 ty: super::ktype(dtype),
-                consts: &[
-                    ("TA", flag(self.ta)),
-                    ("TB", flag(self.tb)),
-                    ("VEC4", flag(vec4)),
-                ],
+                consts: &[],
                 params: &params,
-                bufs: &[self.a, self.b, self.c, self.a, self.b],
-                groups: [gx, gy, nz as u32],
+                bufs: &bufs,
+                groups,
             })?;
             b0 += nz;
         }
         Ok(())
+    }
+}
+
+/// Entry point and grid of a GEMM of m x n outputs over `nz` batches.
+pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
+    if g.gemm_register() {
+        (
+            "gemm_reg",
+            [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32],
+        )
+    } else {
+        (
+            "gemm",
+            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, nz as u32],
+        )
     }
 }
 

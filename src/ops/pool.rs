@@ -103,7 +103,7 @@ impl Pool2d {
             pt,
             pl,
             total,
-            0,
+            self.max as usize,
             0,
             0,
         ]
@@ -222,7 +222,7 @@ pub(crate) fn gpu(
         kernel: &POOL,
         entry,
         ty: super::ktype(dtype),
-        consts: &[("MAX", if p.max { 1.0 } else { 0.0 })],
+        consts: &[],
         params: &params,
         bufs: &bufs,
         groups: grid(n, 256),

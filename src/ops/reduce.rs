@@ -24,7 +24,7 @@ pub static REDUCE: Kernel = Kernel {
     types: &[KType::F32, KType::F16, KType::I32],
 };
 
-/// The discriminant is the shader's `OP` code.
+/// The discriminant is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
     Sum,
@@ -284,7 +284,16 @@ pub(crate) fn gpu(
         }
         _ => unreachable!(),
     };
-    let params = [rows as u32, r as u32, inner as u32, n_out as u32];
+    let params = [
+        rows as u32,
+        r as u32,
+        inner as u32,
+        n_out as u32,
+        code,
+        0,
+        0,
+        0,
+    ];
     let (entry, groups) = if inner == 1 {
         ("rows_main", fold(rows))
     } else {
@@ -294,7 +303,7 @@ pub(crate) fn gpu(
         kernel: &REDUCE,
         entry,
         ty: super::ktype(a.dtype()),
-        consts: &[("OP", code as f64)],
+        consts: &[],
         params: &params,
         // `store` names both outputs, so both bindings exist; y serves as either.
         bufs: &[src, &y, &y],
@@ -386,8 +395,17 @@ pub(crate) fn sum_slices(
         kernel: &REDUCE,
         entry: "cols_main",
         ty: super::ktype(dtype),
-        consts: &[("OP", ReduceOp::Sum as u32 as f64)],
-        params: &[1, slices as u32, n as u32, n as u32],
+        consts: &[],
+        params: &[
+            1,
+            slices as u32,
+            n as u32,
+            n as u32,
+            ReduceOp::Sum as u32,
+            0,
+            0,
+            0,
+        ],
         bufs: &[src, dst, dst],
         groups: grid(n, 256),
     })

@@ -17,7 +17,7 @@ pub static UNARY: Kernel = Kernel {
     types: &[KType::F32, KType::F16],
 };
 
-/// The op; its position in this list is the shader's `OP` code.
+/// The op; its position in this list is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
     Neg,
@@ -281,8 +281,8 @@ pub(crate) fn gpu(
         kernel: &UNARY,
         entry: "main",
         ty: super::ktype(dtype),
-        consts: &[("OP", u.code() as f64)],
-        params: &[n as u32, alpha.to_bits(), 0, 0],
+        consts: &[],
+        params: &[n as u32, alpha.to_bits(), u.code(), 0],
         bufs: &[x[0].gpu_buf(), &y],
         groups: grid(n, 256),
     })?;
