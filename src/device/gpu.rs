@@ -68,24 +68,28 @@ impl Kernel {
     /// Parses and validates one variant with naga; returns the module and its info.
     pub fn validate(&self, ty: KType) -> Result<(naga::Module, naga::valid::ModuleInfo)> {
         let src = self.source(ty);
-        let name = format!("{}<{}>", self.name, ty.name());
         let module = naga::front::wgsl::parse_str(&src).map_err(|e| Error::ShaderCompilation {
-            kernel: name.clone(),
+            kernel: format!("{}<{}>", self.name, ty.name()),
             msg: e.emit_to_string(&src),
         })?;
+        let info = self.revalidate(ty, &module)?;
+        Ok((module, info))
+    }
+
+    /// Validates a (possibly transformed) module of this kernel.
+    pub fn revalidate(&self, ty: KType, module: &naga::Module) -> Result<naga::valid::ModuleInfo> {
         // pack2x16float / unpack2x16float (the f16 cast) need FLOAT16_IN_FLOAT32;
         // every wgpu backend but some GLES drivers has it.
         let mut caps = naga::valid::Capabilities::SHADER_FLOAT16_IN_FLOAT32;
         if ty == KType::F16 {
             caps |= naga::valid::Capabilities::SHADER_FLOAT16;
         }
-        let info = naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
-            .validate(&module)
+        naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .validate(module)
             .map_err(|e| Error::ShaderCompilation {
-                kernel: name,
-                msg: error_chain(&e, e.emit_to_string(&src)),
-            })?;
-        Ok((module, info))
+                kernel: format!("{}<{}>", self.name, ty.name()),
+                msg: error_chain(&e, e.emit_to_string(&self.source(ty))),
+            })
     }
 }
 
@@ -184,6 +188,8 @@ pub struct GpuDevice {
     pub(crate) limits: wgpu::Limits,
     /// `SHADER_F16` is enabled: f16 kernels compute in f16.
     pub(crate) f16: bool,
+    /// Memory growth is off: tensors are sub-allocated from shared slabs.
+    slabs: bool,
     pool: Arc<Mutex<Pool>>,
     stream: Mutex<Stream>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
@@ -315,6 +321,7 @@ impl GpuDevice {
         });
         let status = GpuBuf::fixed(Arc::new(status), 16 * STATUS_SLOTS);
         Ok(GpuDevice {
+            slabs: !opts.growth,
             label,
             info,
             device,
@@ -472,7 +479,20 @@ impl GpuDevice {
 
     fn build_pipeline(&self, l: &Launch) -> Result<Pipeline> {
         let name = format!("{}::{}<{}>", l.kernel.name, l.entry, l.ty.name());
-        let (module, info) = l.kernel.validate(l.ty)?;
+        let (mut module, mut info) = l.kernel.validate(l.ty)?;
+        if self.slabs {
+            // Tensors carved from one slab share a wgpu buffer, and WebGPU
+            // forbids a read-only and a writable binding of one buffer in a
+            // dispatch, while writable bindings may repeat. So with slabs every
+            // storage variable is made writable in the IR (the kernel still
+            // only reads it), and the module validated again.
+            for (_, g) in module.global_variables.iter_mut() {
+                if let naga::AddressSpace::Storage { access } = &mut g.space {
+                    *access |= naga::StorageAccess::LOAD | naga::StorageAccess::STORE;
+                }
+            }
+            info = l.kernel.revalidate(l.ty, &module)?;
+        }
         let ep = module
             .entry_points
             .iter()
@@ -535,12 +555,12 @@ impl GpuDevice {
                 bind_group_layouts: &[Some(&layout)],
                 immediate_size: 0,
             });
-        let src = l.kernel.source(l.ty);
+        // The module naga already parsed and validated goes to wgpu as IR.
         let sm = self
             .device
             .create_shader_module(wgpu::ShaderModuleDescriptor {
                 label: Some(&name),
-                source: wgpu::ShaderSource::Wgsl(src.into()),
+                source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(module)),
             });
         let pipeline = self
             .device

@@ -340,6 +340,92 @@ impl Pool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// Creates real buffers, but reports out-of-memory `fail` times first.
+    struct Flaky {
+        device: wgpu::Device,
+        fail: AtomicUsize,
+    }
+
+    impl BufferSource for Flaky {
+        fn create(&self, bytes: u64) -> Result<Option<wgpu::Buffer>> {
+            if self.fail.load(Ordering::SeqCst) > 0 {
+                self.fail.fetch_sub(1, Ordering::SeqCst);
+                return Ok(None);
+            }
+            Ok(Some(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: None,
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE,
+                mapped_at_creation: false,
+            })))
+        }
+    }
+
+    fn device() -> Option<wgpu::Device> {
+        let inst = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+        let adapters = pollster::block_on(inst.enumerate_adapters(wgpu::Backends::all()));
+        let Some(a) = adapters.first() else {
+            assert_eq!(
+                std::env::var("WGFLOW_ALLOW_NO_GPU").as_deref(),
+                Ok("1"),
+                "no GPU adapter; set WGFLOW_ALLOW_NO_GPU=1 to skip"
+            );
+            eprintln!("SKIPPED: no GPU adapter (WGFLOW_ALLOW_NO_GPU=1)");
+            return None;
+        };
+        Some(
+            pollster::block_on(a.request_device(&wgpu::DeviceDescriptor::default()))
+                .unwrap()
+                .0,
+        )
+    }
+
+    #[test]
+    fn driver_oom_releases_the_cache_and_retries_once() {
+        let Some(dev) = device() else { return };
+        let src = Arc::new(Flaky {
+            device: dev.clone(),
+            fail: AtomicUsize::new(0),
+        });
+        let pool = Arc::new(Mutex::new(
+            Pool::new("test".into(), true, None, 256, 1 << 30, src.clone()).unwrap(),
+        ));
+        let empty = Arc::new(dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
+        let a = Pool::alloc(&pool, 4096, &empty).unwrap().buf;
+        drop(a);
+        assert_eq!(
+            pool.lock().unwrap().info().reserved,
+            4096,
+            "the freed buffer stays cached"
+        );
+        // One failure: the cache is released and the retry succeeds.
+        src.fail.store(1, Ordering::SeqCst);
+        let b = Pool::alloc(&pool, 8192, &empty).unwrap().buf;
+        let info = pool.lock().unwrap().info();
+        assert_eq!(info.reserved, 8192, "the cached 4096 bytes were released");
+        assert_eq!(info.in_use, 8192);
+        // Two failures: a typed error, and the pool still works afterwards.
+        src.fail.store(2, Ordering::SeqCst);
+        match Pool::alloc(&pool, 1 << 20, &empty) {
+            Err(Error::OutOfMemory {
+                requested, in_use, ..
+            }) => {
+                assert_eq!(requested, 1 << 20);
+                assert_eq!(in_use, 8192);
+            }
+            Err(e) => panic!("wrong error {e}"),
+            Ok(_) => panic!("should fail"),
+        }
+        drop(b);
+        assert!(Pool::alloc(&pool, 1 << 20, &empty).is_ok());
+    }
 
     #[test]
     fn classes_bound_slack() {

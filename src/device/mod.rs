@@ -48,6 +48,14 @@ impl Device {
             Device::Gpu(g) => g.f16,
         }
     }
+    /// The largest tensor, in bytes, a kernel can bind on this device
+    /// (the adapter's `max_storage_buffer_binding_size`; unbounded on the CPU).
+    pub fn max_tensor_bytes(&self) -> u64 {
+        match self {
+            Device::Cpu => u64::MAX,
+            Device::Gpu(g) => g.max_binding(),
+        }
+    }
     /// Pool statistics; the CPU device reports zeros (it allocates with Rust's allocator).
     pub fn memory_info(&self) -> MemoryInfo {
         match self {

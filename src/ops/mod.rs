@@ -22,7 +22,7 @@ pub mod softmax;
 pub mod unary;
 
 use crate::device::Device;
-use crate::device::gpu::KType;
+use crate::device::gpu::{KType, Kernel};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
@@ -387,6 +387,21 @@ pub(crate) fn cast_raw(t: &Tensor, to: DType) -> Result<Tensor> {
         return Ok(t.clone());
     }
     Op::Cast(to).run_native(&[t], t.shape(), to, t.device())
+}
+
+/// Every WGSL kernel family, for validation and tooling.
+pub fn kernels() -> [&'static Kernel; 9] {
+    [
+        &unary::UNARY,
+        &binary::BINARY,
+        &layout::LAYOUT,
+        &layout::CAST,
+        &matmul::MATMUL,
+        &conv::CONV,
+        &pool::POOL,
+        &reduce::REDUCE,
+        &softmax::SOFTMAX,
+    ]
 }
 
 /// Kernel element type for arithmetic on `dtype` (booleans are 0/1 words).

@@ -187,3 +187,40 @@ impl Drop for Suite {
         eprint!("{out}");
     }
 }
+
+/// Runs the ignored test `name` of this test binary in a fresh process with
+/// `env` (and no other WGFLOW_* variables), so each gets its own runtime.
+/// Returns (success, stdout, stderr).
+pub fn run_child(name: &str, env: &[(&str, &str)]) -> (bool, String, String) {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args([
+        "--exact",
+        name,
+        "--ignored",
+        "--nocapture",
+        "--test-threads=1",
+    ]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WGFLOW_") && k != "WGFLOW_ALLOW_NO_GPU" {
+            cmd.env_remove(k);
+        }
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("spawn the test binary");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What follows `TAG ` on the lines of `out` that have it (libtest may put
+/// "test name ... " before a child's first line).
+pub fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
+    let key = format!("{tag} ");
+    out.lines()
+        .filter_map(|l| l.find(&key).map(|i| l[i + key.len()..].trim()))
+        .collect()
+}

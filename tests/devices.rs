@@ -1,0 +1,232 @@
+//! Device selection for real: each configuration runs in its own process
+//! (the runtime initializes once per process), against the adapters this
+//! machine has (lavapipe's Vulkan device, llvmpipe through GL where wgpu
+//! finds it) and the CPU device.
+
+mod common;
+use common::*;
+use wgflow::config::{self, list_physical_devices, resolve_default, resolve_visible};
+use wgflow::{Device, Error, Tensor};
+
+fn physical_gpus() -> Vec<config::PhysicalDevice> {
+    list_physical_devices()
+        .into_iter()
+        .filter(|p| p.device_type == "GPU")
+        .collect()
+}
+
+/// Child: prints the runtime's view of the devices, one tagged line each.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_probe() {
+    match config::list_logical_devices() {
+        Err(e) => println!("ERROR {e}"),
+        Ok(devs) => {
+            for d in devs.iter().filter(|d| d.is_gpu()) {
+                let n: usize = d.to_string()[4..].parse().unwrap();
+                let p = config::physical_of(n).unwrap();
+                println!("LOGICAL {d} {} {}", p.index.unwrap(), p.backend);
+            }
+            match config::default_device() {
+                Err(e) => println!("ERROR {e}"),
+                Ok(d) => {
+                    let t = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap();
+                    assert_eq!(t.add(&t).unwrap().to_vec::<f32>().unwrap(), vec![2.0, 4.0]);
+                    println!("DEFAULT {d}");
+                }
+            }
+        }
+    }
+}
+
+fn probe(env: &[(&str, &str)]) -> (Vec<String>, Option<String>, Option<String>, String) {
+    let (ok, out, err) = run_child("child_probe", env);
+    assert!(ok, "child failed for {env:?}: {out}\n{err}");
+    let logical = tagged(&out, "LOGICAL")
+        .into_iter()
+        .map(String::from)
+        .collect();
+    let default = tagged(&out, "DEFAULT").first().map(|s| s.to_string());
+    let error = tagged(&out, "ERROR").first().map(|s| s.to_string());
+    (logical, default, error, err)
+}
+
+#[test]
+fn default_selection_shows_every_usable_adapter_in_order() {
+    let gpus = physical_gpus();
+    let usable: Vec<_> = gpus.iter().filter(|p| p.compute).collect();
+    if usable.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    let (logical, default, error, _) = probe(&[]);
+    assert_eq!(error, None);
+    assert_eq!(logical.len(), usable.len());
+    for (i, (l, p)) in logical.iter().zip(&usable).enumerate() {
+        assert_eq!(l, &format!("gpu:{i} {} {}", p.index.unwrap(), p.backend));
+    }
+    assert_eq!(default.as_deref(), Some("gpu:0"));
+}
+
+/// Fails without a GPU unless WGFLOW_ALLOW_NO_GPU=1 (then it says it skipped).
+fn gpus_or_skip() {
+    assert!(gpus().is_empty());
+}
+
+#[test]
+fn visible_devices_by_index_choose_and_order() {
+    let gpus = physical_gpus();
+    if gpus.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    let last = gpus.len() - 1;
+    let (logical, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &last.to_string())]);
+    assert_eq!(
+        logical,
+        vec![format!("gpu:0 {last} {}", gpus[last].backend)]
+    );
+    assert_eq!(default.as_deref(), Some("gpu:0"));
+    if gpus.len() >= 2 {
+        let (logical, _, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "1,0")]);
+        assert_eq!(
+            logical,
+            vec![
+                format!("gpu:0 1 {}", gpus[1].backend),
+                format!("gpu:1 0 {}", gpus[0].backend)
+            ]
+        );
+        let (_, default, _, _) = probe(&[
+            ("WGFLOW_VISIBLE_DEVICES", "1,0"),
+            ("WGFLOW_DEVICE", "gpu:1"),
+        ]);
+        assert_eq!(default.as_deref(), Some("gpu:1"));
+    }
+}
+
+#[test]
+fn visible_devices_by_name() {
+    let gpus = physical_gpus();
+    if gpus.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    // The backend name picks one adapter even when several share a device name.
+    let p = &gpus[gpus.len() - 1];
+    let (logical, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &p.backend.to_lowercase())]);
+    assert_eq!(error, None);
+    assert_eq!(
+        logical[0],
+        format!("gpu:0 {} {}", p.index.unwrap(), p.backend)
+    );
+    let (_, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "no-such-adapter")]);
+    let e = error.expect("an unknown name is an error");
+    assert!(
+        e.contains("no-such-adapter") && e.contains("valid devices"),
+        "{e}"
+    );
+}
+
+#[test]
+fn bad_selections_are_errors_listing_the_valid_devices() {
+    let n = physical_gpus().len();
+    let (_, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &(n + 3).to_string())]);
+    let e = error.expect("out of range");
+    assert!(
+        e.contains("out of range") && e.contains("valid devices"),
+        "{e}"
+    );
+    let (_, _, error, _) = probe(&[("WGFLOW_DEVICE", "gpu:9")]);
+    let e = error.expect("gpu:9");
+    assert!(e.contains("gpu:9") && e.contains("cpu"), "{e}");
+    let (_, _, error, _) = probe(&[("WGFLOW_DEVICE", "tpu")]);
+    assert!(error.is_some());
+    let (_, _, error, _) = probe(&[("WGFLOW_FORCE_GPU_ALLOW_GROWTH", "sometimes")]);
+    assert!(error.expect("bad boolean").contains("true"));
+    let (_, _, error, _) = probe(&[("WGFLOW_MEMORY_LIMIT_MB", "-5")]);
+    assert!(error.expect("bad limit").contains("WGFLOW_MEMORY_LIMIT_MB"));
+}
+
+#[test]
+fn no_visible_gpu_falls_back_to_the_cpu_with_a_notice() {
+    let (logical, default, error, stderr) = probe(&[("WGFLOW_VISIBLE_DEVICES", "")]);
+    assert_eq!(error, None);
+    assert!(logical.is_empty());
+    assert_eq!(default.as_deref(), Some("cpu"));
+    let notices: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("wgflow:"))
+        .collect();
+    assert_eq!(notices.len(), 1, "one notice line: {stderr}");
+    assert!(notices[0].contains("CPU"));
+    let (_, default, _, _) = probe(&[("WGFLOW_DEVICE", "cpu")]);
+    assert_eq!(default.as_deref(), Some("cpu"));
+}
+
+/// Child: `set_visible_devices` before initialization picks the last GPU.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_set_visible() {
+    let gpus = physical_gpus();
+    let last = gpus.last().unwrap().clone();
+    config::set_visible_devices(&[last.clone()]).unwrap();
+    config::set_memory_limit(&last, 64).unwrap();
+    let d = Device::gpu(0).unwrap();
+    println!("PHYS {}", config::physical_of(0).unwrap().index.unwrap());
+    println!("LIMIT {}", d.memory_info().limit);
+    assert!(Device::gpu(1).is_err());
+    // After initialization every setter is refused.
+    let e = config::set_visible_devices(&gpus).unwrap_err();
+    assert!(matches!(e, Error::AlreadyInitialized { .. }), "{e}");
+    assert!(config::set_memory_growth(&last, false).is_err());
+    println!("DONE ok");
+}
+
+#[test]
+fn set_visible_devices_before_init_and_refused_after() {
+    let gpus = physical_gpus();
+    if gpus.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    let (ok, out, err) = run_child("child_set_visible", &[]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(tagged(&out, "PHYS"), vec![(gpus.len() - 1).to_string()]);
+    assert_eq!(tagged(&out, "LIMIT"), vec![(64u64 << 20).to_string()]);
+    assert_eq!(tagged(&out, "DONE").len(), 1);
+}
+
+#[test]
+fn selection_logic_against_this_machine() {
+    let list = list_physical_devices();
+    assert_eq!(
+        list.last().unwrap().device_type,
+        "CPU",
+        "the CPU device is always listed, last"
+    );
+    let n = list.len() - 1;
+    let all: Vec<usize> = (0..n).filter(|&i| list[i].compute).collect();
+    assert_eq!(resolve_visible(&list, None).unwrap(), all);
+    assert_eq!(
+        resolve_visible(&list, Some("")).unwrap(),
+        Vec::<usize>::new()
+    );
+    assert!(matches!(
+        resolve_visible(&list, Some(&n.to_string())),
+        Err(Error::DeviceSelection { .. })
+    ));
+    assert!(resolve_visible(&list, Some("x,y")).is_err());
+    if n >= 2 {
+        assert_eq!(resolve_visible(&list, Some(" 1 , 0 ")).unwrap(), vec![1, 0]);
+        assert!(resolve_visible(&list, Some("0,0")).is_err());
+    }
+    assert_eq!(resolve_default(None, 2).unwrap(), Some(0));
+    assert_eq!(resolve_default(None, 0).unwrap(), None);
+    assert_eq!(resolve_default(Some("gpu:1"), 2).unwrap(), Some(1));
+    assert_eq!(resolve_default(Some("CPU"), 2).unwrap(), None);
+    assert!(resolve_default(Some("gpu:2"), 2).is_err());
+    assert!(resolve_default(Some("gpu:0"), 0).is_err());
+    // A CPU "physical device" cannot be made visible as a GPU.
+    let cpu = list.last().unwrap().clone();
+    assert!(config::set_visible_devices(&[cpu]).is_err());
+}
