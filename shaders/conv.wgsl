@@ -144,3 +144,54 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
         default: { dst[m * p.o + g * p.og + n] = T(v); }
     }
 }
+
+// Explicit patch matrices, for adapters where the GEMM kernel wants plain
+// strided operands (gemm_reg): cols[g][(n, oh, ow)][(kh, kw, ci)].
+@compute @workgroup_size(256)
+fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    let kg = p.kh * p.kw * p.cg;
+    let pixels = p.n * p.oh * p.ow;
+    if (i >= kg * pixels * (p.c / p.cg)) {
+        return;
+    }
+    let tap = i % kg;
+    let pix = (i / kg) % pixels;
+    let g = i / (kg * pixels);
+    dst[i] = T(x_patch(g, pix, tap));
+}
+
+// dx[n, ih, iw, g*cg + ci] = sum over the taps whose window covers (ih, iw)
+// of cols[g][(n, oh, ow)][(kh, kw, ci)]: the adjoint of im2col.
+@compute @workgroup_size(256)
+fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.n * p.h * p.w * p.c) {
+        return;
+    }
+    let c = i % p.c;
+    let iw = (i / p.c) % p.w;
+    let ih = (i / (p.c * p.w)) % p.h;
+    let n = i / (p.c * p.w * p.h);
+    let g = c / p.cg;
+    let ci = c % p.cg;
+    let kg = p.kh * p.kw * p.cg;
+    let pixels = p.n * p.oh * p.ow;
+    var acc = 0.0;
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let th = i32(ih + p.pt) - i32(kh * p.dh);
+        if (th < 0 || u32(th) % p.sh != 0u || u32(th) / p.sh >= p.oh) {
+            continue;
+        }
+        let oh = u32(th) / p.sh;
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let tw = i32(iw + p.pl) - i32(kw * p.dw);
+            if (tw < 0 || u32(tw) % p.sw != 0u || u32(tw) / p.sw >= p.ow) {
+                continue;
+            }
+            let pix = (n * p.oh + oh) * p.ow + u32(tw) / p.sw;
+            acc += f32(src[(g * pixels + pix) * kg + (kh * p.kw + kw) * p.cg + ci]);
+        }
+    }
+    dst[i] = T(acc);
+}

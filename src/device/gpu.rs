@@ -357,10 +357,17 @@ impl GpuDevice {
         &self.info.name
     }
 
+    /// A software adapter (llvmpipe, SwiftShader, WARP): it runs invocations
+    /// as SIMD lanes of CPU threads, where barriers and divergent branches
+    /// are dear, so kernels with workgroup cooperation have simpler variants.
+    pub(crate) fn cpu_adapter(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
     /// Whether GEMMs launched now use the register-blocked kernel.
     pub(crate) fn gemm_register(&self) -> bool {
         match GEMM_OVERRIDE.with(|c| c.get()) {
-            GemmVariant::Auto => self.info.device_type == wgpu::DeviceType::Cpu,
+            GemmVariant::Auto => self.cpu_adapter(),
             v => v == GemmVariant::Register,
         }
     }

@@ -220,10 +220,18 @@ fn zip<A: Copy, O>(
     shape: &[usize],
     f: impl Fn(A, A) -> O,
 ) -> Vec<O> {
-    StridedIter::new(shape, sa, 0)
-        .zip(StridedIter::new(shape, sb, 0))
-        .map(|(i, j)| f(a[i], b[j]))
-        .collect()
+    // An operand with as many elements as the output cannot be broadcast:
+    // it is laid out like the output, so the common cases need no indexing.
+    let n = numel(shape);
+    match (a.len() == n, b.len() == n) {
+        (true, true) => a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect(),
+        (true, false) if b.len() == 1 => a.iter().map(|&p| f(p, b[0])).collect(),
+        (false, true) if a.len() == 1 => b.iter().map(|&q| f(a[0], q)).collect(),
+        _ => StridedIter::new(shape, sa, 0)
+            .zip(StridedIter::new(shape, sb, 0))
+            .map(|(i, j)| f(a[i], b[j]))
+            .collect(),
+    }
 }
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {

@@ -413,3 +413,52 @@ pub(crate) fn ktype(dtype: DType) -> KType {
         DType::Bool => KType::U32,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::binary::BinaryOp;
+
+    #[test]
+    fn cross_check_names_the_op_and_shapes() {
+        let Ok(d) = crate::config::gpu(0) else {
+            assert_eq!(
+                std::env::var("WGFLOW_ALLOW_NO_GPU").as_deref(),
+                Ok("1"),
+                "no GPU adapter"
+            );
+            eprintln!("SKIPPED: no GPU adapter (WGFLOW_ALLOW_NO_GPU=1)");
+            return;
+        };
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+        let right = a.add(&a).unwrap();
+        assert!(cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &right).is_ok());
+        let wrong = Tensor::from_vec(vec![2.0f32, 4.0, 7.0], &[3], &d).unwrap();
+        match cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &wrong) {
+            Err(Error::CrossCheck {
+                op,
+                shapes,
+                max_abs_err,
+                ..
+            }) => {
+                assert_eq!(op, "add");
+                assert_eq!(shapes, vec![vec![3], vec![3]]);
+                assert_eq!(max_abs_err, 1.0);
+            }
+            other => panic!("expected a cross-check error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn tolerance_checks_nan_and_infinity() {
+        let t = Tol::new(1e-6, 1e-6);
+        assert!(
+            t.check(&[f64::NAN, f64::INFINITY], &[f64::NAN, f64::INFINITY])
+                .1
+        );
+        assert!(!t.check(&[1.0], &[f64::NAN]).1);
+        assert!(!t.check(&[f64::NEG_INFINITY], &[f64::INFINITY]).1);
+        assert!(!t.check(&[1.0], &[1.0, 2.0]).1);
+        assert!(t.check(&[1.0 + 1e-7], &[1.0]).1);
+    }
+}

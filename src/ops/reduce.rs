@@ -294,7 +294,8 @@ pub(crate) fn gpu(
         0,
         0,
     ];
-    let (entry, groups) = if inner == 1 {
+    // A workgroup per row needs barriers, which CPU adapters pay dearly for.
+    let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
         ("rows_main", fold(rows))
     } else {
         ("cols_main", grid(n_out, 256))

@@ -145,7 +145,7 @@ pub(crate) fn gpu(
     match op {
         Op::Softmax { axis, log } => {
             let (rows, r, inner) = view(x[0].shape(), *axis);
-            let (entry, groups) = if inner == 1 {
+            let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
                 ("softmax_rows", super::reduce::fold(rows))
             } else {
                 ("softmax_cols", grid(rows * inner, 256))

@@ -1,0 +1,201 @@
+//! Kernel throughput on every visible device and the CPU reference:
+//! matmul (256..2048, f32 and f16), conv2d, an elementwise chain,
+//! reductions and softmax. Prints GFLOP/s or GB/s with the adapter name.
+//!
+//!     cargo bench --bench kernels              # everything
+//!     cargo bench --bench kernels -- matmul    # names containing "matmul"
+//!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
+//!
+//! Each case runs once to warm up (pipeline compilation), then repeats until
+//! a second has passed (at least 3 runs); the median run is reported. GPU
+//! timings include submission and the wait for completion.
+
+use std::time::{Duration, Instant};
+use wgflow::ops::{self, conv, softmax};
+use wgflow::{DType, Device, Padding, Tensor, config};
+
+fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
+    f();
+    dev.synchronize().unwrap();
+    let mut runs = Vec::new();
+    let start = Instant::now();
+    while runs.len() < 3 || (start.elapsed() < Duration::from_secs(1) && runs.len() < 50) {
+        let t = Instant::now();
+        f();
+        dev.synchronize().unwrap();
+        runs.push(t.elapsed().as_secs_f64());
+    }
+    runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    runs[runs.len() / 2]
+}
+
+fn rand(shape: &[usize], dt: DType, seed: u64, d: &Device) -> Tensor {
+    ops::random_normal(shape, 0.0, 1.0, dt, seed, d).unwrap()
+}
+
+struct Bench {
+    filter: Option<String>,
+    quick: bool,
+}
+
+impl Bench {
+    fn run(&self, name: &str, dev: &Device, work: f64, unit: &str, f: impl FnMut()) {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|p| !name.contains(p.as_str()))
+        {
+            return;
+        }
+        let s = median_secs(f, dev);
+        let rate = work / s / 1e9;
+        println!(
+            "{:<8} {:<44} {:>10.3} ms {:>9.2} {unit}",
+            dev.to_string(),
+            name,
+            s * 1e3,
+            rate
+        );
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with("--"))
+        .collect();
+    let b = Bench {
+        filter: args.first().cloned(),
+        quick: std::env::var("WGFLOW_BENCH_QUICK").is_ok(),
+    };
+    let devices = config::list_logical_devices().expect("devices");
+    println!("wgflow kernel benchmarks");
+    for d in &devices {
+        println!("  {d:<6} {}", d.name());
+    }
+    println!();
+    let sizes: &[usize] = if b.quick {
+        &[256, 512]
+    } else {
+        &[256, 512, 1024, 2048]
+    };
+    for d in &devices {
+        for &n in sizes {
+            for dt in [DType::F32, DType::F16] {
+                let x = rand(&[n, n], dt, 1, d);
+                let y = rand(&[n, n], dt, 2, d);
+                let name = format!("matmul {n}x{n}x{n} {dt}");
+                b.run(&name, d, 2.0 * (n as f64).powi(3), "GFLOP/s", || {
+                    x.matmul(&y).unwrap();
+                });
+            }
+        }
+        // A CNN layer as the MNIST example has it, and a wider one.
+        for (nb, h, c, o) in [(128usize, 14usize, 32usize, 64usize), (32, 32, 64, 64)] {
+            let x = rand(&[nb, h, h, c], DType::F32, 3, d);
+            let f = rand(&[3, 3, c, o], DType::F32, 4, d);
+            let flops = 2.0 * (nb * h * h * o * 9 * c) as f64;
+            b.run(
+                &format!("conv2d {nb}x{h}x{h}x{c} 3x3x{o} same"),
+                d,
+                flops,
+                "GFLOP/s",
+                || {
+                    conv::conv2d(&x, &f, [1, 1], Padding::Same, [1, 1]).unwrap();
+                },
+            );
+            let dy = rand(&[nb, h, h, o], DType::F32, 5, d);
+            b.run(
+                &format!("conv2d filter grad {nb}x{h}x{h}x{c}"),
+                d,
+                flops,
+                "GFLOP/s",
+                || {
+                    conv::conv2d_backprop_filter(
+                        &x,
+                        &[3, 3, c, o],
+                        &dy,
+                        [1, 1],
+                        Padding::Same,
+                        [1, 1],
+                    )
+                    .unwrap();
+                },
+            );
+            b.run(
+                &format!("conv2d input grad {nb}x{h}x{h}x{c}"),
+                d,
+                flops,
+                "GFLOP/s",
+                || {
+                    conv::conv2d_backprop_input(
+                        &[nb, h, h, c],
+                        &f,
+                        &dy,
+                        [1, 1],
+                        Padding::Same,
+                        [1, 1],
+                    )
+                    .unwrap();
+                },
+            );
+        }
+        let n = if b.quick { 1 << 20 } else { 1 << 22 };
+        let x = rand(&[n], DType::F32, 6, d);
+        let y = rand(&[n], DType::F32, 7, d);
+        // gelu(x * y + x) - y: four kernels, each reading and writing n floats.
+        b.run(
+            &format!("elementwise chain (4 ops) {n}"),
+            d,
+            (4 * 3 * 4 * n) as f64,
+            "GB/s",
+            || {
+                x.mul(&y)
+                    .unwrap()
+                    .add(&x)
+                    .unwrap()
+                    .gelu()
+                    .unwrap()
+                    .sub(&y)
+                    .unwrap();
+            },
+        );
+        let m = rand(&[n / 1024, 1024], DType::F32, 8, d);
+        b.run(
+            &format!("reduce_sum rows {}x1024", n / 1024),
+            d,
+            (4 * n) as f64,
+            "GB/s",
+            || {
+                m.sum(Some(&[1]), false).unwrap();
+            },
+        );
+        b.run(
+            &format!("reduce_sum columns {}x1024", n / 1024),
+            d,
+            (4 * n) as f64,
+            "GB/s",
+            || {
+                m.sum(Some(&[0]), false).unwrap();
+            },
+        );
+        b.run(
+            &format!("reduce_max all {n}"),
+            d,
+            (4 * n) as f64,
+            "GB/s",
+            || {
+                m.max(None, false).unwrap();
+            },
+        );
+        b.run(
+            &format!("softmax {}x1024", n / 1024),
+            d,
+            (8 * n) as f64,
+            "GB/s",
+            || {
+                softmax::softmax(&m, -1).unwrap();
+            },
+        );
+    }
+}
