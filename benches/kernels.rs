@@ -40,11 +40,7 @@ struct Bench {
 
 impl Bench {
     fn run(&self, name: &str, dev: &Device, work: f64, unit: &str, f: impl FnMut()) {
-        if self
-            .filter
-            .as_ref()
-            .is_some_and(|p| !name.contains(p.as_str()))
-        {
+        if self.filter.as_ref().is_some_and(|p| !name.contains(p.as_str())) {
             return;
         }
         let s = median_secs(f, dev);
@@ -60,10 +56,7 @@ impl Bench {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args()
-        .skip(1)
-        .filter(|a| !a.starts_with("--"))
-        .collect();
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with("--")).collect();
     let b = Bench {
         filter: args.first().cloned(),
         quick: std::env::var("WGFLOW_BENCH_QUICK").is_ok(),
@@ -74,11 +67,7 @@ fn main() {
         println!("  {d:<6} {}", d.name());
     }
     println!();
-    let sizes: &[usize] = if b.quick {
-        &[256, 512]
-    } else {
-        &[256, 512, 1024, 2048]
-    };
+    let sizes: &[usize] = if b.quick { &[256, 512] } else { &[256, 512, 1024, 2048] };
     for d in &devices {
         for &n in sizes {
             for dt in [DType::F32, DType::F16] {
@@ -111,15 +100,7 @@ fn main() {
                 flops,
                 "GFLOP/s",
                 || {
-                    conv::conv2d_backprop_filter(
-                        &x,
-                        &[3, 3, c, o],
-                        &dy,
-                        [1, 1],
-                        Padding::Same,
-                        [1, 1],
-                    )
-                    .unwrap();
+                    conv::conv2d_backprop_filter(&x, &[3, 3, c, o], &dy, [1, 1], Padding::Same, [1, 1]).unwrap();
                 },
             );
             b.run(
@@ -128,15 +109,7 @@ fn main() {
                 flops,
                 "GFLOP/s",
                 || {
-                    conv::conv2d_backprop_input(
-                        &[nb, h, h, c],
-                        &f,
-                        &dy,
-                        [1, 1],
-                        Padding::Same,
-                        [1, 1],
-                    )
-                    .unwrap();
+                    conv::conv2d_backprop_input(&[nb, h, h, c], &f, &dy, [1, 1], Padding::Same, [1, 1]).unwrap();
                 },
             );
         }
@@ -150,14 +123,7 @@ fn main() {
             (4 * 3 * 4 * n) as f64,
             "GB/s",
             || {
-                x.mul(&y)
-                    .unwrap()
-                    .add(&x)
-                    .unwrap()
-                    .gelu()
-                    .unwrap()
-                    .sub(&y)
-                    .unwrap();
+                x.mul(&y).unwrap().add(&x).unwrap().gelu().unwrap().sub(&y).unwrap();
             },
         );
         let m = rand(&[n / 1024, 1024], DType::F32, 8, d);
@@ -179,23 +145,11 @@ fn main() {
                 m.sum(Some(&[0]), false).unwrap();
             },
         );
-        b.run(
-            &format!("reduce_max all {n}"),
-            d,
-            (4 * n) as f64,
-            "GB/s",
-            || {
-                m.max(None, false).unwrap();
-            },
-        );
-        b.run(
-            &format!("softmax {}x1024", n / 1024),
-            d,
-            (8 * n) as f64,
-            "GB/s",
-            || {
-                softmax::softmax(&m, -1).unwrap();
-            },
-        );
+        b.run(&format!("reduce_max all {n}"), d, (4 * n) as f64, "GB/s", || {
+            m.max(None, false).unwrap();
+        });
+        b.run(&format!("softmax {}x1024", n / 1024), d, (8 * n) as f64, "GB/s", || {
+            softmax::softmax(&m, -1).unwrap();
+        });
     }
 }

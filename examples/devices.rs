@@ -33,8 +33,7 @@ fn main() {
     });
     println!("Default device: {default} ({})", default.name());
     // A small op on the default device proves it runs.
-    let x =
-        Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], &default).and_then(|x| x.matmul(&x));
+    let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], &default).and_then(|x| x.matmul(&x));
     match x.and_then(|y| y.to_vec::<f32>()) {
         Ok(v) => println!("[[1,2],[3,4]]^2 on {default} = {v:?}"),
         Err(e) => {

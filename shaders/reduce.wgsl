@@ -14,7 +14,7 @@ struct Params {
     inner: u32,
     n_out: u32,
     op: u32,
-    _p0: u32,
+    dim: u32,
     _p1: u32,
     _p2: u32,
 }
@@ -23,6 +23,7 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 @group(0) @binding(3) var<storage, read_write> yi: array<i32>;
+@group(0) @binding(4) var<storage, read> idx: array<i32>;
 
 var<workgroup> sv: array<Acc, 256>;
 var<workgroup> si: array<u32, 256>;
@@ -132,4 +133,25 @@ fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
         }
     }
     store(o, acc, idx);
+}
+
+// Gather's gradient, a segment sum: x is dy viewed [rows, r, inner] with r
+// the number of indices; y[o, d, b] = sum of x[o, j, b] over j with
+// idx[j] == d, for d < dim.
+@compute @workgroup_size(256)
+fn gather_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_index(gid, nwg);
+    if (o >= p.n_out) {
+        return;
+    }
+    let b = o % p.inner;
+    let d = (o / p.inner) % p.dim;
+    let row = o / (p.inner * p.dim);
+    var acc = Acc(0);
+    for (var j = 0u; j < p.r; j++) {
+        if (idx[j] == i32(d)) {
+            acc += Acc(x[(row * p.r + j) * p.inner + b]);
+        }
+    }
+    y[o] = T(acc);
 }

@@ -74,3 +74,57 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         y[i] = T(f(f32(x[i])));
     }
 }
+
+// Gradient: dx = dy * f'(x), with y = f(x) at hand where f' is cheaper
+// through it. Bindings 1 x, 2 dx (out), 3 y, 4 dy.
+@group(0) @binding(3) var<storage, read> fy: array<T>;
+@group(0) @binding(4) var<storage, read> dy: array<T>;
+
+fn df(v: f32, r: f32) -> f32 {
+    switch p.op {
+        case 0u: { return -1.0; }
+        case 1u: { return sign(v); }
+        case 3u: { return r; }
+        case 4u: { return r + 1.0; }
+        case 5u: { return 1.0 / v; }
+        case 6u: { return 1.0 / (1.0 + v); }
+        case 7u: { return 0.5 / r; }
+        case 8u: { return -0.5 * r * r * r; }
+        case 9u: { return 2.0 * v; }
+        case 10u: { return -r * r; }
+        case 11u: { return cos(v); }
+        case 12u: { return -sin(v); }
+        case 13u: { return 1.0 - r * r; }
+        case 14u: { return r * (1.0 - r); }
+        case 15u: { return select(0.0, 1.0, v > 0.0); }
+        case 16u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
+        case 17u: { return select(r + 1.0, 1.0, v > 0.0); }
+        case 18u: { return select(r + 1.0507009873554805 * 1.6732632423543772, 1.0507009873554805, v > 0.0); }
+        case 19u: { return sigmoid(v); }
+        case 20u: { return 1.0 / ((1.0 + abs(v)) * (1.0 + abs(v))); }
+        case 21u: {
+            return 0.5 * (1.0 + erf_approx(v * 0.7071067811865476)) + v * 0.3989422804014327 * exp(-0.5 * v * v);
+        }
+        case 22u: {
+            let c = 0.7978845608028654;
+            let t = tanh_safe(c * (v + 0.044715 * v * v * v));
+            return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 0.134145 * v * v);
+        }
+        case 23u: {
+            let s = sigmoid(v);
+            return s + v * s * (1.0 - s);
+        }
+        case 27u: { return 1.1283791670955126 * exp(-v * v); }
+        case 28u: { return select(p.alpha, 1.0, v > 0.0); }
+        // sign, floor, ceil, round: zero almost everywhere
+        default: { return 0.0; }
+    }
+}
+
+@compute @workgroup_size(256)
+fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i < p.n) {
+        y[i] = T(f32(dy[i]) * df(f32(x[i]), f32(fy[i])));
+    }
+}

@@ -68,5 +68,4 @@ element!(f32, DType::F32, |x: f32| x as f64, |v: f64| v as f32);
 element!(f64, DType::F64, |x: f64| x, |v: f64| v);
 element!(f16, DType::F16, |x: f16| x.to_f64(), f16::from_f64);
 element!(i32, DType::I32, |x: i32| x as f64, |v: f64| v as i32);
-element!(bool, DType::Bool, |x: bool| x as u8 as f64, |v: f64| v
-    != 0.0);
+element!(bool, DType::Bool, |x: bool| x as u8 as f64, |v: f64| v != 0.0);

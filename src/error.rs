@@ -22,10 +22,7 @@ pub enum Error {
         msg: String,
     },
     /// Operands live on different devices.
-    DeviceMismatch {
-        op: &'static str,
-        devices: Vec<String>,
-    },
+    DeviceMismatch { op: &'static str, devices: Vec<String> },
     /// A value argument (axis, padding, index, label...) is out of range.
     InvalidArgument { op: &'static str, msg: String },
     /// The memory pool cannot serve the request, even after releasing its cache.
@@ -36,11 +33,7 @@ pub enum Error {
         limit: u64,
     },
     /// One tensor is larger than the adapter lets a shader bind.
-    TooLargeForBinding {
-        op: &'static str,
-        bytes: u64,
-        limit: u64,
-    },
+    TooLargeForBinding { op: &'static str, bytes: u64, limit: u64 },
     /// The GPU device was lost (driver reset, removal); it cannot be used again.
     DeviceLost { device: String, reason: String },
     /// `WGFLOW_VISIBLE_DEVICES`, `WGFLOW_DEVICE` or a `config::set_*` call is wrong.
@@ -80,25 +73,15 @@ impl Error {
         }
     }
     pub(crate) fn arg(op: &'static str, msg: impl Into<String>) -> Self {
-        Error::InvalidArgument {
-            op,
-            msg: msg.into(),
-        }
+        Error::InvalidArgument { op, msg: msg.into() }
     }
     pub(crate) fn selection(msg: impl Into<String>, valid: Vec<String>) -> Self {
-        Error::DeviceSelection {
-            msg: msg.into(),
-            valid,
-        }
+        Error::DeviceSelection { msg: msg.into(), valid }
     }
 }
 
 fn shapes_str(shapes: &[Vec<usize>]) -> String {
-    shapes
-        .iter()
-        .map(|s| format!("{s:?}"))
-        .collect::<Vec<_>>()
-        .join(", ")
+    shapes.iter().map(|s| format!("{s:?}")).collect::<Vec<_>>().join(", ")
 }
 
 impl fmt::Display for Error {

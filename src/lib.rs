@@ -11,6 +11,7 @@ pub mod dtype;
 pub mod error;
 pub mod ops;
 pub mod shape;
+pub mod tape;
 pub mod tensor;
 
 pub use device::config;
@@ -18,4 +19,5 @@ pub use device::{Device, MemoryInfo};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use ops::conv::Padding;
-pub use tensor::Tensor;
+pub use tape::{GradientTape, stop_gradient};
+pub use tensor::{Tensor, Variable};

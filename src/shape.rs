@@ -21,16 +21,8 @@ pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
     for i in 0..r {
-        let da = if i + a.len() >= r {
-            a[i + a.len() - r]
-        } else {
-            1
-        };
-        let db = if i + b.len() >= r {
-            b[i + b.len() - r]
-        } else {
-            1
-        };
+        let da = if i + a.len() >= r { a[i + a.len() - r] } else { 1 };
+        let db = if i + b.len() >= r { b[i + b.len() - r] } else { 1 };
         out[i] = match (da, db) {
             _ if da == db => da,
             (1, d) | (d, 1) => d,
@@ -71,11 +63,7 @@ pub fn axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
             format!("axis {axis} is out of range for a tensor of rank {rank}"),
         ));
     }
-    Ok(if axis < 0 {
-        (axis + r) as usize
-    } else {
-        axis as usize
-    })
+    Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
 }
 
 /// Normalized, sorted, de-duplicated axes; `None` means every axis.

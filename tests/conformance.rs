@@ -29,9 +29,7 @@ fn unary() {
                 let seed = (i * 100 + j) as u64;
                 // Keep each op inside its domain and away from its poles.
                 let x = match op {
-                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt => {
-                        uniform(sh, 0.1, 4.0, seed, dt)
-                    }
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt => uniform(sh, 0.1, 4.0, seed, dt),
                     UnaryOp::Log1p => uniform(sh, -0.9, 4.0, seed, dt),
                     UnaryOp::Reciprocal => uniform(sh, 0.25, 4.0, seed, dt),
                     UnaryOp::Exp | UnaryOp::Expm1 => uniform(sh, -5.0, 5.0, seed, dt),
@@ -53,8 +51,7 @@ fn unary() {
     ] {
         s.check(Op::Unary(op), &[big.clone()]);
     }
-    let tiny =
-        Tensor::from_vec(vec![-1e-5f32, -1e-4, 0.0, 1e-6, 5e-4, 2e-3], &[6], &cpu()).unwrap();
+    let tiny = Tensor::from_vec(vec![-1e-5f32, -1e-4, 0.0, 1e-6, 5e-4, 2e-3], &[6], &cpu()).unwrap();
     for op in [UnaryOp::Expm1, UnaryOp::Log1p, UnaryOp::Erf, UnaryOp::Gelu] {
         s.check(Op::Unary(op), &[tiny.clone()]);
     }
@@ -90,21 +87,14 @@ fn binary() {
             let seed = (i * 100 + j) as u64;
             for dt in FLOATS {
                 let (x, y) = match op {
-                    BinaryOp::Pow => (
-                        uniform(a, 0.5, 2.0, seed, dt),
-                        uniform(b, -2.0, 2.0, seed + 1, dt),
-                    ),
+                    BinaryOp::Pow => (uniform(a, 0.5, 2.0, seed, dt), uniform(b, -2.0, 2.0, seed + 1, dt)),
                     BinaryOp::Div => (randn(a, seed, dt), uniform(b, 0.5, 2.0, seed + 1, dt)),
                     _ => (randn(a, seed, dt), randn(b, seed + 1, dt)),
                 };
                 s.check(Op::Binary(*op), &[x, y]);
             }
             // int32, with zero divisors (x / 0 = x) and negative exponents.
-            let (lo, hi) = if *op == BinaryOp::Pow {
-                (-3, 6)
-            } else {
-                (-50, 50)
-            };
+            let (lo, hi) = if *op == BinaryOp::Pow { (-3, 6) } else { (-50, 50) };
             s.check(
                 Op::Binary(*op),
                 &[randint(a, -9, 10, seed), randint(b, lo, hi, seed + 2)],
@@ -114,22 +104,12 @@ fn binary() {
             Op::Binary(*op),
             &[randn(&[3, 4], 1, DType::F32), randn(&[3, 5], 2, DType::F32)],
         );
-        s.check_err(
-            Op::Binary(*op),
-            &[randn(&[3], 1, DType::F32), randint(&[3], 0, 4, 2)],
-        );
+        s.check_err(Op::Binary(*op), &[randn(&[3], 1, DType::F32), randint(&[3], 0, 4, 2)]);
         s.check_err(Op::Binary(*op), &[randbool(&[3], 1), randbool(&[3], 2)]);
     }
-    for op in [
-        BinaryOp::LogicalAnd,
-        BinaryOp::LogicalOr,
-        BinaryOp::LogicalXor,
-    ] {
+    for op in [BinaryOp::LogicalAnd, BinaryOp::LogicalOr, BinaryOp::LogicalXor] {
         for (j, (a, b)) in SHAPE_PAIRS.iter().enumerate() {
-            s.check(
-                Op::Binary(op),
-                &[randbool(a, j as u64), randbool(b, j as u64 + 7)],
-            );
+            s.check(Op::Binary(op), &[randbool(a, j as u64), randbool(b, j as u64 + 7)]);
         }
         s.check_err(
             Op::Binary(op),
@@ -153,10 +133,7 @@ fn binary() {
                 let y = randint(b, -2, 3, seed + 1).cast(dt).unwrap();
                 s.check(Op::Compare(op), &[x, y]);
             }
-            s.check(
-                Op::Compare(op),
-                &[randint(a, -2, 3, seed), randint(b, -2, 3, seed + 1)],
-            );
+            s.check(Op::Compare(op), &[randint(a, -2, 3, seed), randint(b, -2, 3, seed + 1)]);
             s.check(Op::Compare(op), &[randbool(a, seed), randbool(b, seed + 1)]);
         }
         s.check_err(
@@ -196,11 +173,7 @@ fn binary() {
     );
     s.check_err(
         Op::Where,
-        &[
-            randbool(&[2], 1),
-            randn(&[2], 1, DType::F32),
-            randint(&[2], 1, 2, 1),
-        ],
+        &[randbool(&[2], 1), randn(&[2], 1, DType::F32), randint(&[2], 1, 2, 1)],
     );
 }
 
@@ -255,22 +228,13 @@ fn layout() {
                 make(&[2, 0, 4], dt, 6),
             ],
         );
-        s.check(
-            Op::Concat { axis: 0 },
-            &[make(&[1], dt, 4), make(&[6], dt, 5)],
-        );
+        s.check(Op::Concat { axis: 0 }, &[make(&[1], dt, 4), make(&[6], dt, 5)]);
         s.check(Op::Gather { axis: 1 }, &[x.clone(), randint(&[4], 0, 3, 7)]);
-        s.check(
-            Op::Gather { axis: 0 },
-            &[x.clone(), randint(&[2, 3], 0, 2, 7)],
-        );
+        s.check(Op::Gather { axis: 0 }, &[x.clone(), randint(&[2, 3], 0, 2, 7)]);
         s.check(Op::Gather { axis: 2 }, &[x.clone(), randint(&[0], 0, 5, 7)]);
         s.check_err(
             Op::Gather { axis: 1 },
-            &[
-                x.clone(),
-                Tensor::from_vec(vec![0, 3], &[2], &cpu()).unwrap(),
-            ],
+            &[x.clone(), Tensor::from_vec(vec![0, 3], &[2], &cpu()).unwrap()],
         );
         s.check_err(
             Op::Gather { axis: 0 },
@@ -317,18 +281,9 @@ fn layout() {
         },
         &[x.clone()],
     );
-    s.check_err(
-        Op::Concat { axis: 0 },
-        &[x.clone(), randn(&[2, 4], 1, DType::F32)],
-    );
-    s.check_err(
-        Op::Concat { axis: 0 },
-        &[x.clone(), randint(&[2, 3], 0, 1, 1)],
-    );
-    s.check_err(
-        Op::Gather { axis: 0 },
-        &[x.clone(), randn(&[2], 1, DType::F32)],
-    );
+    s.check_err(Op::Concat { axis: 0 }, &[x.clone(), randn(&[2, 4], 1, DType::F32)]);
+    s.check_err(Op::Concat { axis: 0 }, &[x.clone(), randint(&[2, 3], 0, 1, 1)]);
+    s.check_err(Op::Gather { axis: 0 }, &[x.clone(), randn(&[2], 1, DType::F32)]);
     s.check_err(
         Op::OneHot {
             depth: 2,
@@ -366,9 +321,7 @@ fn reduce() {
         ReduceOp::Prod,
     ];
     for (i, (sh, axes)) in cases.iter().enumerate() {
-        let axes: Vec<usize> = axes
-            .map(|a| a.to_vec())
-            .unwrap_or_else(|| (0..sh.len()).collect());
+        let axes: Vec<usize> = axes.map(|a| a.to_vec()).unwrap_or_else(|| (0..sh.len()).collect());
         for op in ops {
             for keepdims in [false, true] {
                 for dt in [DType::F32, DType::F16, DType::I32] {
@@ -392,24 +345,15 @@ fn reduce() {
         if !sh.contains(&0) {
             for axis in 0..sh.len() {
                 for max in [true, false] {
-                    s.check(
-                        Op::ArgReduce { max, axis },
-                        &[randn(sh, i as u64, DType::F32)],
-                    );
-                    s.check(
-                        Op::ArgReduce { max, axis },
-                        &[randn(sh, i as u64, DType::F16)],
-                    );
+                    s.check(Op::ArgReduce { max, axis }, &[randn(sh, i as u64, DType::F32)]);
+                    s.check(Op::ArgReduce { max, axis }, &[randn(sh, i as u64, DType::F16)]);
                     // Ties: the first index wins on both devices.
                     s.check(Op::ArgReduce { max, axis }, &[randint(sh, 0, 3, i as u64)]);
                 }
             }
         }
     }
-    s.check_err(
-        Op::ArgReduce { max: true, axis: 1 },
-        &[randn(&[2, 0], 1, DType::F32)],
-    );
+    s.check_err(Op::ArgReduce { max: true, axis: 1 }, &[randn(&[2, 0], 1, DType::F32)]);
     s.check_err(
         Op::Reduce {
             op: ReduceOp::Sum,
@@ -439,10 +383,7 @@ fn softmax() {
             }
         }
     }
-    for (i, (n, c)) in [(1usize, 1usize), (4, 10), (7, 3), (3, 300), (0, 5)]
-        .iter()
-        .enumerate()
-    {
+    for (i, (n, c)) in [(1usize, 1usize), (4, 10), (7, 3), (3, 300), (0, 5)].iter().enumerate() {
         for dt in FLOATS {
             let logits = randn(&[*n, *c], i as u64, dt).mul_scalar(3.0).unwrap();
             let labels = randint(&[*n], 0, *c as i32, i as u64);
@@ -457,17 +398,8 @@ fn softmax() {
         s.check_err(Op::SparseXentGrad, &[logits.clone(), labels]);
     }
     s.check_err(Op::SparseXent, &[logits.clone(), randint(&[2], 0, 3, 1)]);
-    s.check_err(
-        Op::SparseXent,
-        &[logits.clone(), randn(&[3], 1, DType::F32)],
-    );
-    s.check_err(
-        Op::Softmax {
-            axis: 0,
-            log: false,
-        },
-        &[randint(&[3], 0, 3, 1)],
-    );
+    s.check_err(Op::SparseXent, &[logits.clone(), randn(&[3], 1, DType::F32)]);
+    s.check_err(Op::Softmax { axis: 0, log: false }, &[randint(&[3], 0, 3, 1)]);
 }
 
 #[test]
@@ -523,57 +455,33 @@ fn matmul_cases(s: &mut Suite) {
     for (i, (a, b)) in batched.iter().enumerate() {
         for dt in FLOATS {
             s.check(
-                Op::MatMul {
-                    ta: false,
-                    tb: false,
-                },
+                Op::MatMul { ta: false, tb: false },
                 &[randn(a, i as u64, dt), randn(b, i as u64 + 50, dt)],
             );
         }
     }
     s.check(
         Op::MatMul { ta: true, tb: true },
-        &[
-            randn(&[4, 7, 5], 1, DType::F32),
-            randn(&[4, 3, 7], 2, DType::F32),
-        ],
+        &[randn(&[4, 7, 5], 1, DType::F32), randn(&[4, 3, 7], 2, DType::F32)],
     );
     s.check_err(
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
+        Op::MatMul { ta: false, tb: false },
         &[randn(&[2, 3], 1, DType::F32), randn(&[4, 5], 2, DType::F32)],
     );
     s.check_err(
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
+        Op::MatMul { ta: false, tb: false },
         &[randn(&[3], 1, DType::F32), randn(&[3, 5], 2, DType::F32)],
     );
     s.check_err(
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
-        &[
-            randn(&[2, 2, 3], 1, DType::F32),
-            randn(&[3, 3, 5], 2, DType::F32),
-        ],
+        Op::MatMul { ta: false, tb: false },
+        &[randn(&[2, 2, 3], 1, DType::F32), randn(&[3, 3, 5], 2, DType::F32)],
     );
     s.check_err(
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
+        Op::MatMul { ta: false, tb: false },
         &[randint(&[2, 2], 0, 3, 1), randint(&[2, 2], 0, 3, 1)],
     );
     s.check_err(
-        Op::MatMul {
-            ta: false,
-            tb: false,
-        },
+        Op::MatMul { ta: false, tb: false },
         &[randn(&[2, 2], 1, DType::F32), randn(&[2, 2], 1, DType::F16)],
     );
 }
@@ -608,85 +516,20 @@ fn conv2d_cases(s: &mut Suite) {
     };
     // (input [n,h,w,c], kernel [kh,kw], out channels, attributes)
     let cases = [
-        (
-            [1, 5, 5, 1],
-            [3, 3],
-            1,
-            conv([1, 1], Padding::Same, [1, 1], 1),
-        ),
-        (
-            [2, 7, 6, 3],
-            [3, 2],
-            5,
-            conv([1, 1], Padding::Valid, [1, 1], 1),
-        ),
-        (
-            [2, 9, 11, 4],
-            [3, 3],
-            6,
-            conv([2, 2], Padding::Same, [1, 1], 1),
-        ),
-        (
-            [1, 13, 7, 2],
-            [5, 3],
-            3,
-            conv([3, 2], Padding::Valid, [1, 1], 1),
-        ),
-        (
-            [2, 8, 8, 3],
-            [3, 3],
-            4,
-            conv([1, 1], Padding::Same, [2, 2], 1),
-        ),
+        ([1, 5, 5, 1], [3, 3], 1, conv([1, 1], Padding::Same, [1, 1], 1)),
+        ([2, 7, 6, 3], [3, 2], 5, conv([1, 1], Padding::Valid, [1, 1], 1)),
+        ([2, 9, 11, 4], [3, 3], 6, conv([2, 2], Padding::Same, [1, 1], 1)),
+        ([1, 13, 7, 2], [5, 3], 3, conv([3, 2], Padding::Valid, [1, 1], 1)),
+        ([2, 8, 8, 3], [3, 3], 4, conv([1, 1], Padding::Same, [2, 2], 1)),
         ([1, 6, 7, 2], [2, 3], 3, conv([2, 1], ex, [1, 2], 1)),
-        (
-            [2, 6, 6, 4],
-            [3, 3],
-            6,
-            conv([1, 1], Padding::Same, [1, 1], 2),
-        ),
-        (
-            [2, 7, 5, 3],
-            [3, 3],
-            6,
-            conv([2, 2], Padding::Same, [1, 1], 3),
-        ),
-        (
-            [3, 5, 5, 5],
-            [1, 1],
-            5,
-            conv([1, 1], Padding::Valid, [1, 1], 5),
-        ),
-        (
-            [1, 28, 28, 1],
-            [3, 3],
-            8,
-            conv([1, 1], Padding::Same, [1, 1], 1),
-        ),
-        (
-            [4, 14, 14, 8],
-            [3, 3],
-            16,
-            conv([1, 1], Padding::Same, [1, 1], 1),
-        ),
-        (
-            [1, 1, 1, 3],
-            [1, 1],
-            2,
-            conv([1, 1], Padding::Valid, [1, 1], 1),
-        ),
-        (
-            [0, 4, 4, 2],
-            [3, 3],
-            2,
-            conv([1, 1], Padding::Same, [1, 1], 1),
-        ),
-        (
-            [1, 3, 3, 2],
-            [3, 3],
-            0,
-            conv([1, 1], Padding::Same, [1, 1], 1),
-        ),
+        ([2, 6, 6, 4], [3, 3], 6, conv([1, 1], Padding::Same, [1, 1], 2)),
+        ([2, 7, 5, 3], [3, 3], 6, conv([2, 2], Padding::Same, [1, 1], 3)),
+        ([3, 5, 5, 5], [1, 1], 5, conv([1, 1], Padding::Valid, [1, 1], 5)),
+        ([1, 28, 28, 1], [3, 3], 8, conv([1, 1], Padding::Same, [1, 1], 1)),
+        ([4, 14, 14, 8], [3, 3], 16, conv([1, 1], Padding::Same, [1, 1], 1)),
+        ([1, 1, 1, 3], [1, 1], 2, conv([1, 1], Padding::Valid, [1, 1], 1)),
+        ([0, 4, 4, 2], [3, 3], 2, conv([1, 1], Padding::Same, [1, 1], 1)),
+        ([1, 3, 3, 2], [3, 3], 0, conv([1, 1], Padding::Same, [1, 1], 1)),
     ];
     for (i, (xs, k, o, a)) in cases.iter().enumerate() {
         let fs = [k[0], k[1], xs[3] / a.groups, *o];
@@ -697,10 +540,7 @@ fn conv2d_cases(s: &mut Suite) {
             let y = wgflow::ops::apply(Op::Conv2d(a.clone()), &[&x, &f]).unwrap();
             let dy = randn(y.shape(), seed + 2, dt);
             s.check(Op::Conv2d(a.clone()), &[x.clone(), f.clone()]);
-            s.check(
-                Op::Conv2dInputGrad(a.clone(), xs.to_vec()),
-                &[dy.clone(), f],
-            );
+            s.check(Op::Conv2dInputGrad(a.clone(), xs.to_vec()), &[dy.clone(), f]);
             s.check(Op::Conv2dFilterGrad(a.clone(), fs.to_vec()), &[x, dy]);
         }
     }
@@ -712,16 +552,10 @@ fn conv2d_cases(s: &mut Suite) {
         &[x, randn(&[64, 12, 12, 4], 6, DType::F32)],
     );
     let x = randn(&[1, 5, 5, 3], 1, DType::F32);
+    s.check_err(Op::Conv2d(a.clone()), &[x.clone(), randn(&[3, 3, 2, 4], 2, DType::F32)]);
     s.check_err(
         Op::Conv2d(a.clone()),
-        &[x.clone(), randn(&[3, 3, 2, 4], 2, DType::F32)],
-    );
-    s.check_err(
-        Op::Conv2d(a.clone()),
-        &[
-            randn(&[5, 5, 3], 1, DType::F32),
-            randn(&[3, 3, 3, 4], 2, DType::F32),
-        ],
+        &[randn(&[5, 5, 3], 1, DType::F32), randn(&[3, 3, 3, 4], 2, DType::F32)],
     );
     s.check_err(
         Op::Conv2d(conv([1, 1], Padding::Valid, [1, 1], 1)),
@@ -733,10 +567,7 @@ fn conv2d_cases(s: &mut Suite) {
     );
     s.check_err(
         Op::Conv2dInputGrad(a.clone(), vec![1, 5, 5, 3]),
-        &[
-            randn(&[1, 4, 5, 4], 1, DType::F32),
-            randn(&[3, 3, 3, 4], 2, DType::F32),
-        ],
+        &[randn(&[1, 4, 5, 4], 1, DType::F32), randn(&[3, 3, 3, 4], 2, DType::F32)],
     );
     s.check_err(
         Op::Conv2dFilterGrad(a, vec![3, 3, 3, 4]),
@@ -775,10 +606,7 @@ fn pool() {
                 let x = randn(xs, i as u64, dt);
                 let y = wgflow::ops::apply(Op::Pool(p.clone()), &[&x]).unwrap();
                 s.check(Op::Pool(p.clone()), &[x.clone()]);
-                s.check(
-                    Op::PoolGrad(p.clone()),
-                    &[x, randn(y.shape(), i as u64 + 1, dt)],
-                );
+                s.check(Op::PoolGrad(p.clone()), &[x, randn(y.shape(), i as u64 + 1, dt)]);
             }
         }
     }
@@ -790,10 +618,7 @@ fn pool() {
         padding: Padding::Valid,
     };
     let x = randint(&[1, 5, 5, 2], 0, 2, 3).cast(DType::F32).unwrap();
-    s.check(
-        Op::PoolGrad(p.clone()),
-        &[x, randn(&[1, 4, 4, 2], 4, DType::F32)],
-    );
+    s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 4, 4, 2], 4, DType::F32)]);
     let x = randn(&[1, 4, 4, 1], 1, DType::F32);
     s.check_err(Op::Pool(p.clone()), &[randn(&[4, 4, 1], 1, DType::F32)]);
     s.check_err(
@@ -815,8 +640,138 @@ fn pool() {
         }),
         &[x.clone()],
     );
-    s.check_err(
-        Op::PoolGrad(p),
-        &[x.clone(), randn(&[1, 2, 2, 1], 1, DType::F32)],
-    );
+    s.check_err(Op::PoolGrad(p), &[x.clone(), randn(&[1, 2, 2, 1], 1, DType::F32)]);
+}
+
+#[test]
+fn gradient_kernels() {
+    let mut s = Suite::new("gradient kernels");
+    for (i, op) in UnaryOp::ALL.iter().enumerate() {
+        for sh in [&[] as &[usize], &[1], &[9], &[4, 33]] {
+            for dt in FLOATS {
+                let seed = i as u64 * 10;
+                let x = match op {
+                    UnaryOp::Log | UnaryOp::Sqrt | UnaryOp::Rsqrt | UnaryOp::Reciprocal | UnaryOp::Log1p => {
+                        uniform(sh, 0.2, 3.0, seed, dt)
+                    }
+                    _ => randn(sh, seed, dt).mul_scalar(2.0).unwrap(),
+                };
+                let y = wgflow::ops::apply(Op::Unary(*op), &[&x]).unwrap();
+                s.check(Op::UnaryGrad(*op), &[x, y, randn(sh, seed + 1, dt)]);
+            }
+        }
+        s.check_err(
+            Op::UnaryGrad(*op),
+            &[
+                randn(&[3], 1, DType::F32),
+                randn(&[3], 1, DType::F32),
+                randn(&[4], 1, DType::F32),
+            ],
+        );
+    }
+    for dt in [DType::F32, DType::F16, DType::I32] {
+        let x = if dt == DType::I32 {
+            randint(&[2, 3], -5, 5, 1)
+        } else {
+            randn(&[2, 3], 1, dt)
+        };
+        s.check(
+            Op::Pad {
+                before: vec![1, 2],
+                shape: vec![4, 6],
+            },
+            &[x.clone()],
+        );
+        s.check(
+            Op::Pad {
+                before: vec![0, 0],
+                shape: vec![2, 3],
+            },
+            &[x.clone()],
+        );
+        s.check_err(
+            Op::Pad {
+                before: vec![3, 0],
+                shape: vec![4, 6],
+            },
+            &[x],
+        );
+    }
+    for dt in FLOATS {
+        let idx = Tensor::from_vec(vec![2, 0, 2, 1, 7, -1], &[6], &cpu()).unwrap();
+        s.check(
+            Op::GatherGrad { axis: 1, dim: 5 },
+            &[idx.clone(), randn(&[3, 6, 2], 2, dt)],
+        );
+        s.check(Op::GatherGrad { axis: 0, dim: 8 }, &[idx, randn(&[6], 3, dt)]);
+        let idx2 = randint(&[2, 3], 0, 4, 4);
+        s.check(Op::GatherGrad { axis: 0, dim: 4 }, &[idx2, randn(&[2, 3, 5], 5, dt)]);
+    }
+}
+
+#[test]
+fn optimizer_kernels() {
+    use wgflow::ops::optim::{Rule, Update};
+    let mut s = Suite::new("optimizers");
+    let rules = [
+        Rule::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+        },
+        Rule::Sgd {
+            momentum: 0.9,
+            nesterov: false,
+        },
+        Rule::Sgd {
+            momentum: 0.9,
+            nesterov: true,
+        },
+        Rule::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            alpha: 3e-4,
+            weight_decay: 0.0,
+        },
+        Rule::Adam {
+            beta1: 0.8,
+            beta2: 0.99,
+            eps: 1e-6,
+            alpha: 1e-3,
+            weight_decay: 0.004,
+        },
+        Rule::RmsProp {
+            rho: 0.9,
+            momentum: 0.0,
+            eps: 1e-7,
+        },
+        Rule::RmsProp {
+            rho: 0.8,
+            momentum: 0.5,
+            eps: 1e-7,
+        },
+    ];
+    for (i, rule) in rules.into_iter().enumerate() {
+        for clip in [None, Some(0.5f32)] {
+            let u = Update { rule, lr: 0.01, clip };
+            for sh in [&[1usize] as &[usize], &[7], &[3, 129]] {
+                for dt in FLOATS {
+                    let seed = i as u64 * 10;
+                    let mut x = vec![randn(sh, seed, dt), randn(sh, seed + 1, dt)];
+                    for k in 0..u.slots() {
+                        // Second moments are non-negative.
+                        x.push(uniform(sh, 0.0, 0.5, seed + 2 + k as u64, dt));
+                    }
+                    if clip.is_some() {
+                        x.push(Tensor::from_vec(vec![1.5f32], &[], &cpu()).unwrap());
+                    }
+                    s.check(Op::Optimizer(u), &x);
+                }
+            }
+            s.check_err(
+                Op::Optimizer(u),
+                &[randn(&[3], 1, DType::F32), randn(&[4], 1, DType::F32)],
+            );
+        }
+    }
 }

@@ -42,10 +42,7 @@ fn child_probe() {
 fn probe(env: &[(&str, &str)]) -> (Vec<String>, Option<String>, Option<String>, String) {
     let (ok, out, err) = run_child("child_probe", env);
     assert!(ok, "child failed for {env:?}: {out}\n{err}");
-    let logical = tagged(&out, "LOGICAL")
-        .into_iter()
-        .map(String::from)
-        .collect();
+    let logical = tagged(&out, "LOGICAL").into_iter().map(String::from).collect();
     let default = tagged(&out, "DEFAULT").first().map(|s| s.to_string());
     let error = tagged(&out, "ERROR").first().map(|s| s.to_string());
     (logical, default, error, err)
@@ -82,10 +79,7 @@ fn visible_devices_by_index_choose_and_order() {
     }
     let last = gpus.len() - 1;
     let (logical, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &last.to_string())]);
-    assert_eq!(
-        logical,
-        vec![format!("gpu:0 {last} {}", gpus[last].backend)]
-    );
+    assert_eq!(logical, vec![format!("gpu:0 {last} {}", gpus[last].backend)]);
     assert_eq!(default.as_deref(), Some("gpu:0"));
     if gpus.len() >= 2 {
         let (logical, _, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "1,0")]);
@@ -96,10 +90,7 @@ fn visible_devices_by_index_choose_and_order() {
                 format!("gpu:1 0 {}", gpus[0].backend)
             ]
         );
-        let (_, default, _, _) = probe(&[
-            ("WGFLOW_VISIBLE_DEVICES", "1,0"),
-            ("WGFLOW_DEVICE", "gpu:1"),
-        ]);
+        let (_, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "1,0"), ("WGFLOW_DEVICE", "gpu:1")]);
         assert_eq!(default.as_deref(), Some("gpu:1"));
     }
 }
@@ -115,16 +106,10 @@ fn visible_devices_by_name() {
     let p = &gpus[gpus.len() - 1];
     let (logical, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &p.backend.to_lowercase())]);
     assert_eq!(error, None);
-    assert_eq!(
-        logical[0],
-        format!("gpu:0 {} {}", p.index.unwrap(), p.backend)
-    );
+    assert_eq!(logical[0], format!("gpu:0 {} {}", p.index.unwrap(), p.backend));
     let (_, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "no-such-adapter")]);
     let e = error.expect("an unknown name is an error");
-    assert!(
-        e.contains("no-such-adapter") && e.contains("valid devices"),
-        "{e}"
-    );
+    assert!(e.contains("no-such-adapter") && e.contains("valid devices"), "{e}");
 }
 
 #[test]
@@ -132,10 +117,7 @@ fn bad_selections_are_errors_listing_the_valid_devices() {
     let n = physical_gpus().len();
     let (_, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &(n + 3).to_string())]);
     let e = error.expect("out of range");
-    assert!(
-        e.contains("out of range") && e.contains("valid devices"),
-        "{e}"
-    );
+    assert!(e.contains("out of range") && e.contains("valid devices"), "{e}");
     let (_, _, error, _) = probe(&[("WGFLOW_DEVICE", "gpu:9")]);
     let e = error.expect("gpu:9");
     assert!(e.contains("gpu:9") && e.contains("cpu"), "{e}");
@@ -153,10 +135,7 @@ fn no_visible_gpu_falls_back_to_the_cpu_with_a_notice() {
     assert_eq!(error, None);
     assert!(logical.is_empty());
     assert_eq!(default.as_deref(), Some("cpu"));
-    let notices: Vec<&str> = stderr
-        .lines()
-        .filter(|l| l.starts_with("wgflow:"))
-        .collect();
+    let notices: Vec<&str> = stderr.lines().filter(|l| l.starts_with("wgflow:")).collect();
     assert_eq!(notices.len(), 1, "one notice line: {stderr}");
     assert!(notices[0].contains("CPU"));
     let (_, default, _, _) = probe(&[("WGFLOW_DEVICE", "cpu")]);
@@ -207,10 +186,7 @@ fn selection_logic_against_this_machine() {
     let n = list.len() - 1;
     let all: Vec<usize> = (0..n).filter(|&i| list[i].compute).collect();
     assert_eq!(resolve_visible(&list, None).unwrap(), all);
-    assert_eq!(
-        resolve_visible(&list, Some("")).unwrap(),
-        Vec::<usize>::new()
-    );
+    assert_eq!(resolve_visible(&list, Some("")).unwrap(), Vec::<usize>::new());
     assert!(matches!(
         resolve_visible(&list, Some(&n.to_string())),
         Err(Error::DeviceSelection { .. })

@@ -26,10 +26,7 @@ fn child_reuse() {
     let second = step();
     let after = d.memory_info();
     assert_eq!(first, second);
-    println!(
-        "CREATED {} {}",
-        before.buffers_created, after.buffers_created
-    );
+    println!("CREATED {} {}", before.buffers_created, after.buffers_created);
     println!("HITS {} {}", before.pool_hits, after.pool_hits);
     let in_use = d.memory_info().in_use;
     let big = Tensor::zeros(&[1 << 20], DType::F32, &d).unwrap();
@@ -51,10 +48,7 @@ fn the_same_op_twice_creates_no_buffer_and_drops_return_memory() {
         .map(|v| v.parse().unwrap())
         .collect();
     assert_eq!(created[0], created[1], "the second run created buffers");
-    let hits: Vec<u64> = tagged(&out, "HITS")[0]
-        .split(' ')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let hits: Vec<u64> = tagged(&out, "HITS")[0].split(' ').map(|v| v.parse().unwrap()).collect();
     assert!(
         hits[1] >= hits[0] + 3,
         "the second run took its buffers from the pool: {hits:?}"
@@ -88,10 +82,7 @@ fn child_limit() {
     }
     // A smaller request succeeds and the device keeps working.
     let b = mb(8).unwrap();
-    assert_eq!(
-        b.add(&b).unwrap().sum(None, false).unwrap().item().unwrap(),
-        0.0
-    );
+    assert_eq!(b.add(&b).unwrap().sum(None, false).unwrap().item().unwrap(), 0.0);
     drop(a);
     // The freed 40 MiB are cached; a request of another size releases them.
     let c = mb(48).unwrap();
@@ -107,18 +98,12 @@ fn over_the_limit_is_out_of_memory_and_smaller_requests_still_succeed() {
     }
     let (ok, out, err) = run_child("child_limit", &[("WGFLOW_MEMORY_LIMIT_MB", "64")]);
     assert!(ok, "{out}\n{err}");
-    let oom: Vec<u64> = tagged(&out, "OOM")[0]
-        .split(' ')
-        .map(|v| v.parse().unwrap())
-        .collect();
+    let oom: Vec<u64> = tagged(&out, "OOM")[0].split(' ').map(|v| v.parse().unwrap()).collect();
     assert_eq!(oom[0], 40 << 20);
     assert!(oom[1] >= 40 << 20);
     assert_eq!(oom[2], 64 << 20);
     let reserved: u64 = tagged(&out, "AFTER")[0].parse().unwrap();
-    assert!(
-        reserved <= 64 << 20,
-        "the pool holds {reserved} bytes over its limit"
-    );
+    assert!(reserved <= 64 << 20, "the pool holds {reserved} bytes over its limit");
     assert_eq!(tagged(&out, "DONE"), vec!["ok"]);
 }
 
@@ -143,10 +128,7 @@ fn child_no_growth() {
     let big = mb(30).unwrap();
     // Sub-allocated tensors compute correctly (offset bindings).
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
-    assert_eq!(
-        x.mul(&x).unwrap().to_vec::<f32>().unwrap(),
-        vec![1.0, 4.0, 9.0]
-    );
+    assert_eq!(x.mul(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
     drop(big);
     println!("DONE ok");
 }
@@ -189,11 +171,9 @@ fn tensors_larger_than_a_binding_are_refused_with_a_typed_error() {
         // An op whose output would be too large names the op.
         let one = Tensor::from_vec(vec![1.0f32], &[1], &d).unwrap();
         match one.broadcast_to(&[n]) {
-            Err(
-                e @ Error::TooLargeForBinding {
-                    op: "broadcast_to", ..
-                },
-            ) => assert!(e.to_string().contains("broadcast_to")),
+            Err(e @ Error::TooLargeForBinding { op: "broadcast_to", .. }) => {
+                assert!(e.to_string().contains("broadcast_to"))
+            }
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("too large"),
         }

@@ -22,15 +22,12 @@ fn wgsl_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 #[test]
 fn every_shader_file_is_used() {
     let mut files = Vec::new();
-    wgsl_files(
-        &Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"),
-        &mut files,
-    );
+    wgsl_files(&Path::new(env!("CARGO_MANIFEST_DIR")).join("shaders"), &mut files);
     assert!(files.len() >= 10, "found only {} shader files", files.len());
     for f in files {
         let text = std::fs::read_to_string(&f).unwrap();
-        let used = kernels().iter().any(|k| k.sources.contains(&text.as_str()))
-            || TYPES.iter().any(|t| t.prelude() == text);
+        let used =
+            kernels().iter().any(|k| k.sources.contains(&text.as_str())) || TYPES.iter().any(|t| t.prelude() == text);
         assert!(
             used,
             "{} is not part of any kernel in wgflow::ops::kernels()",

@@ -51,17 +51,9 @@ impl fmt::Display for PhysicalDevice {
                 self.name,
                 self.backend,
                 self.adapter_type,
-                if self.driver.is_empty() {
-                    "?"
-                } else {
-                    &self.driver
-                },
+                if self.driver.is_empty() { "?" } else { &self.driver },
                 if self.shader_f16 { " | shader-f16" } else { "" },
-                if self.compute {
-                    ""
-                } else {
-                    " | NO COMPUTE (unusable)"
-                }
+                if self.compute { "" } else { " | NO COMPUTE (unusable)" }
             ),
             None => write!(f, "{:<24} {}", self.tf_name(), self.name),
         }
@@ -76,10 +68,7 @@ struct Physical {
 fn physical() -> &'static Physical {
     static P: OnceLock<Physical> = OnceLock::new();
     P.get_or_init(|| {
-        let backends = wgpu::Backends::VULKAN
-            | wgpu::Backends::METAL
-            | wgpu::Backends::DX12
-            | wgpu::Backends::GL;
+        let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL;
         let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
             backends,
             ..wgpu::InstanceDescriptor::new_without_display_handle()
@@ -169,10 +158,7 @@ impl Settings {
     /// Reads the `WGFLOW_*` variables. Malformed values are errors.
     pub fn from_env() -> Result<Self> {
         let var = |k: &str| std::env::var(k).ok();
-        let growth = match var("WGFLOW_FORCE_GPU_ALLOW_GROWTH")
-            .as_deref()
-            .map(str::trim)
-        {
+        let growth = match var("WGFLOW_FORCE_GPU_ALLOW_GROWTH").as_deref().map(str::trim) {
             None => None,
             Some("true") | Some("1") => Some(true),
             Some("false") | Some("0") => Some(false),
@@ -186,19 +172,12 @@ impl Settings {
         let memory_limit = match var("WGFLOW_MEMORY_LIMIT_MB") {
             None => None,
             Some(v) => Some(
-                v.trim()
-                    .parse::<u64>()
-                    .ok()
-                    .filter(|&m| m > 0)
-                    .ok_or_else(|| {
-                        Error::selection(
-                            format!(
-                                "WGFLOW_MEMORY_LIMIT_MB={v:?} is not a positive whole number of MiB"
-                            ),
-                            vec!["e.g. 512".into()],
-                        )
-                    })?
-                    << 20,
+                v.trim().parse::<u64>().ok().filter(|&m| m > 0).ok_or_else(|| {
+                    Error::selection(
+                        format!("WGFLOW_MEMORY_LIMIT_MB={v:?} is not a positive whole number of MiB"),
+                        vec!["e.g. 512".into()],
+                    )
+                })? << 20,
             ),
         };
         Ok(Settings {
@@ -231,11 +210,7 @@ fn valid_gpus(list: &[PhysicalDevice]) -> Vec<String> {
 pub fn resolve_visible(list: &[PhysicalDevice], spec: Option<&str>) -> Result<Vec<usize>> {
     let gpus: Vec<&PhysicalDevice> = list.iter().filter(|p| p.index.is_some()).collect();
     let Some(spec) = spec else {
-        return Ok(gpus
-            .iter()
-            .filter(|p| p.compute)
-            .map(|p| p.index.unwrap())
-            .collect());
+        return Ok(gpus.iter().filter(|p| p.compute).map(|p| p.index.unwrap()).collect());
     };
     let mut out = Vec::new();
     for item in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -254,12 +229,7 @@ pub fn resolve_visible(list: &[PhysicalDevice], spec: Option<&str>) -> Result<Ve
             let needle = item.to_lowercase();
             let hits: Vec<usize> = gpus
                 .iter()
-                .filter(|p| {
-                    format!("{} {}", p.name, p.backend)
-                        .to_lowercase()
-                        .contains(&needle)
-                        && p.compute
-                })
+                .filter(|p| format!("{} {}", p.name, p.backend).to_lowercase().contains(&needle) && p.compute)
                 .map(|p| p.index.unwrap())
                 .filter(|i| !out.contains(i))
                 .collect();
@@ -307,13 +277,7 @@ pub fn resolve_default(spec: Option<&str>, visible: usize) -> Result<Option<usiz
             let n = s
                 .strip_prefix("gpu:")
                 .or_else(|| s.strip_prefix("gpu"))
-                .and_then(|n| {
-                    if n.is_empty() {
-                        Some(0)
-                    } else {
-                        n.parse::<usize>().ok()
-                    }
-                });
+                .and_then(|n| if n.is_empty() { Some(0) } else { n.parse::<usize>().ok() });
             match n {
                 Some(n) if n < visible => Ok(Some(n)),
                 _ => Err(Error::selection(
@@ -412,14 +376,9 @@ pub fn set_memory_growth(device: &PhysicalDevice, enable: bool) -> Result<()> {
 pub fn set_memory_limit(device: &PhysicalDevice, megabytes: u64) -> Result<()> {
     gpu_index("set_memory_limit", device)?;
     if megabytes == 0 {
-        return Err(Error::selection(
-            "set_memory_limit: the limit must be positive",
-            vec![],
-        ));
+        return Err(Error::selection("set_memory_limit: the limit must be positive", vec![]));
     }
-    before_init("set_memory_limit", |s| {
-        s.memory_limit = Some(megabytes << 20)
-    })
+    before_init("set_memory_limit", |s| s.memory_limit = Some(megabytes << 20))
 }
 
 /// The visible GPUs then the CPU, initializing the runtime.

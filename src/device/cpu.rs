@@ -118,12 +118,8 @@ impl CpuData {
         }
         match (self, to) {
             (CpuData::F16(v), DType::F32) => CpuData::F32(v.iter().map(|x| x.to_f32()).collect()),
-            (CpuData::F32(v), DType::F16) => {
-                CpuData::F16(v.iter().map(|&x| f16::from_f32(x)).collect())
-            }
-            (CpuData::I32(v), DType::F16) => {
-                CpuData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect())
-            }
+            (CpuData::F32(v), DType::F16) => CpuData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
+            (CpuData::I32(v), DType::F16) => CpuData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect()),
             (CpuData::I32(v), DType::F32) => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
             _ => CpuData::from_f64(to, &self.to_f64()),
         }

@@ -106,9 +106,7 @@ fn error_chain(e: &dyn std::error::Error, mut msg: String) -> String {
 /// The description of a wgpu error (its Display is only the kind).
 fn describe(e: &wgpu::Error) -> String {
     match e {
-        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => {
-            description.clone()
-        }
+        wgpu::Error::Validation { description, .. } | wgpu::Error::Internal { description, .. } => description.clone(),
         e => e.to_string(),
     }
 }
@@ -224,9 +222,7 @@ impl BufferSource for Source {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgflow pool"),
             size: bytes,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let v = pollster::block_on(val.pop());
@@ -262,17 +258,14 @@ impl GpuDevice {
             required_limits: limits.clone(),
             ..Default::default()
         };
-        let (device, queue) =
-            pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Gpu {
-                device: format!("{label} ({})", info.name),
-                msg: format!("request_device failed: {e}"),
-            })?;
+        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Gpu {
+            device: format!("{label} ({})", info.name),
+            msg: format!("request_device failed: {e}"),
+        })?;
         let errors = Arc::new(Mutex::new(Vec::new()));
         let errs = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
-            errs.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(describe(&e));
+            errs.lock().unwrap_or_else(|p| p.into_inner()).push(describe(&e));
         }));
         let lost = Arc::new(Mutex::new(None));
         let l = lost.clone();
@@ -289,20 +282,11 @@ impl GpuDevice {
             max: max_buf,
         });
         let align = limits.min_storage_buffer_offset_alignment as u64;
-        let pool = Pool::new(
-            label.clone(),
-            opts.growth,
-            opts.limit,
-            align,
-            max_buf,
-            source,
-        )?;
+        let pool = Pool::new(label.clone(), opts.growth, opts.limit, align, max_buf, source)?;
         let empty = Arc::new(device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgflow empty"),
             size: 16,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         }));
         let arena = device.create_buffer(&wgpu::BufferDescriptor {
@@ -314,9 +298,7 @@ impl GpuDevice {
         let status = device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgflow status"),
             size: 16 * STATUS_SLOTS,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         let status = GpuBuf::fixed(Arc::new(status), 16 * STATUS_SLOTS);
@@ -403,10 +385,7 @@ impl GpuDevice {
     }
 
     pub(crate) fn reset_peak(&self) {
-        self.pool
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .reset_peak()
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).reset_peak()
     }
 
     /// (dispatches, submits) since the device was created.
@@ -432,9 +411,7 @@ impl GpuDevice {
             });
         }
         Pool::alloc(&self.pool, bytes, &self.empty).map_err(|e| match e {
-            Error::TooLargeForBinding { bytes, limit, .. } => {
-                Error::TooLargeForBinding { op, bytes, limit }
-            }
+            Error::TooLargeForBinding { bytes, limit, .. } => Error::TooLargeForBinding { op, bytes, limit },
             e => e,
         })
     }
@@ -468,12 +445,7 @@ impl GpuDevice {
             ty: l.ty,
             consts: l.consts.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
         };
-        if let Some(p) = self
-            .pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&key)
-        {
+        if let Some(p) = self.pipelines.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
             return Ok(p.clone());
         }
         let p = Arc::new(self.build_pipeline(l)?);
@@ -549,39 +521,31 @@ impl GpuDevice {
         }
         slots.sort_by_key(|s| s.0);
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let layout = self
-            .device
-            .create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
-                label: Some(&name),
-                entries: &entries,
-            });
-        let pl = self
-            .device
-            .create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
-                label: Some(&name),
-                bind_group_layouts: &[Some(&layout)],
-                immediate_size: 0,
-            });
+        let layout = self.device.create_bind_group_layout(&wgpu::BindGroupLayoutDescriptor {
+            label: Some(&name),
+            entries: &entries,
+        });
+        let pl = self.device.create_pipeline_layout(&wgpu::PipelineLayoutDescriptor {
+            label: Some(&name),
+            bind_group_layouts: &[Some(&layout)],
+            immediate_size: 0,
+        });
         // The module naga already parsed and validated goes to wgpu as IR.
-        let sm = self
-            .device
-            .create_shader_module(wgpu::ShaderModuleDescriptor {
-                label: Some(&name),
-                source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(module)),
-            });
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(&name),
-                layout: Some(&pl),
-                module: &sm,
-                entry_point: Some(l.entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: l.consts,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let sm = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(&name),
+            source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(module)),
+        });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(&name),
+            layout: Some(&pl),
+            module: &sm,
+            entry_point: Some(l.entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: l.consts,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::ShaderCompilation {
                 kernel: name,
@@ -644,10 +608,7 @@ impl GpuDevice {
                     Slot::Storage => wgpu::BindingResource::Buffer(
                         bufs.next()
                             .unwrap_or_else(|| {
-                                panic!(
-                                    "{}::{}: too few buffers for its bindings",
-                                    l.kernel.name, l.entry
-                                )
+                                panic!("{}::{}: too few buffers for its bindings", l.kernel.name, l.entry)
                             })
                             .binding(),
                     ),
@@ -692,11 +653,8 @@ impl GpuDevice {
         s.pass = None;
         if let Some(enc) = s.encoder.take() {
             if s.slots > 0 {
-                self.queue.write_buffer(
-                    &self.arena,
-                    0,
-                    &s.params[..(s.slots * PARAM_BYTES) as usize],
-                );
+                self.queue
+                    .write_buffer(&self.arena, 0, &s.params[..(s.slots * PARAM_BYTES) as usize]);
             }
             self.queue.submit([enc.finish()]);
             self.submits.fetch_add(1, Ordering::Relaxed);
@@ -754,21 +712,13 @@ impl GpuDevice {
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
             enc.copy_buffer_to_buffer(&buf.buffer, buf.offset, &staging, 0, buf.size);
-            enc.copy_buffer_to_buffer(
-                &self.status.buffer,
-                status_slot() as u64 * 16,
-                &staging,
-                at,
-                16,
-            );
+            enc.copy_buffer_to_buffer(&self.status.buffer, status_slot() as u64 * 16, &staging, at, 16);
             self.flush_locked(&mut s)?;
         }
         let (tx, rx) = std::sync::mpsc::channel();
-        staging
-            .slice(..total)
-            .map_async(wgpu::MapMode::Read, move |r| {
-                let _ = tx.send(r);
-            });
+        staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu {
@@ -786,13 +736,10 @@ impl GpuDevice {
                 msg: format!("readback failed: {e}"),
             })?;
         let (out, status) = {
-            let view = staging
-                .slice(..total)
-                .get_mapped_range()
-                .map_err(|e| Error::Gpu {
-                    device: self.label.clone(),
-                    msg: format!("readback mapping failed: {e}"),
-                })?;
+            let view = staging.slice(..total).get_mapped_range().map_err(|e| Error::Gpu {
+                device: self.label.clone(),
+                msg: format!("readback mapping failed: {e}"),
+            })?;
             let status: [u32; 4] = bytemuck::pod_read_unaligned(&view[at as usize..total as usize]);
             (view[..buf.size as usize].to_vec(), status)
         };

@@ -146,11 +146,7 @@ impl Pool {
         let mut pool = Pool {
             device,
             growth,
-            limit: limit.unwrap_or(if growth {
-                u64::MAX
-            } else {
-                DEFAULT_RESERVATION
-            }),
+            limit: limit.unwrap_or(if growth { u64::MAX } else { DEFAULT_RESERVATION }),
             align: align.max(4),
             source,
             free: HashMap::new(),
@@ -167,15 +163,12 @@ impl Pool {
                 if size == 0 {
                     break;
                 }
-                let buffer = pool
-                    .source
-                    .create(size)?
-                    .ok_or_else(|| Error::OutOfMemory {
-                        device: pool.device.clone(),
-                        requested: size,
-                        in_use: 0,
-                        limit: pool.limit,
-                    })?;
+                let buffer = pool.source.create(size)?.ok_or_else(|| Error::OutOfMemory {
+                    device: pool.device.clone(),
+                    requested: size,
+                    in_use: 0,
+                    limit: pool.limit,
+                })?;
                 pool.info.buffers_created += 1;
                 pool.info.reserved += size;
                 pool.slabs.push(Slab {
@@ -223,11 +216,7 @@ impl Pool {
         bytes
     }
 
-    pub(crate) fn alloc(
-        this: &Arc<Mutex<Pool>>,
-        bytes: u64,
-        empty: &Arc<wgpu::Buffer>,
-    ) -> Result<Alloc> {
+    pub(crate) fn alloc(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>) -> Result<Alloc> {
         let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
         let size = bytes.div_ceil(4) * 4;
         if size == 0 {
@@ -283,11 +272,7 @@ impl Pool {
     fn alloc_slab(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
         let len = size.div_ceil(self.align) * self.align;
         for (i, slab) in self.slabs.iter_mut().enumerate() {
-            let hit = slab
-                .free
-                .iter()
-                .find(|&(_, &l)| l >= len)
-                .map(|(&o, &l)| (o, l));
+            let hit = slab.free.iter().find(|&(_, &l)| l >= len).map(|(&o, &l)| (o, l));
             if let Some((off, flen)) = hit {
                 slab.free.remove(&off);
                 if flen > len {
@@ -308,10 +293,7 @@ impl Pool {
             Kind::Class(class) => {
                 self.info.in_use -= class;
                 let batch = self.batch;
-                self.free
-                    .entry(class)
-                    .or_default()
-                    .push((buffer.clone(), batch));
+                self.free.entry(class).or_default().push((buffer.clone(), batch));
             }
             Kind::Slab { slab, len } => {
                 self.info.in_use -= len;
@@ -414,9 +396,7 @@ mod tests {
         // Two failures: a typed error, and the pool still works afterwards.
         src.fail.store(2, Ordering::SeqCst);
         match Pool::alloc(&pool, 1 << 20, &empty) {
-            Err(Error::OutOfMemory {
-                requested, in_use, ..
-            }) => {
+            Err(Error::OutOfMemory { requested, in_use, .. }) => {
                 assert_eq!(requested, 1 << 20);
                 assert_eq!(in_use, 8192);
             }
@@ -444,10 +424,7 @@ mod tests {
         ] {
             let c = size_class(b);
             assert!(c >= b, "{b} -> {c}");
-            assert!(
-                c <= MIN_CLASS.max(b + b / 4 + 1),
-                "{b} -> {c} wastes too much"
-            );
+            assert!(c <= MIN_CLASS.max(b + b / 4 + 1), "{b} -> {c} wastes too much");
         }
         assert_eq!(size_class(1024), 1024);
         assert_eq!(size_class(1025), 1280);

@@ -56,10 +56,7 @@ impl BinaryOp {
         }
     }
     fn logical(self) -> bool {
-        matches!(
-            self,
-            BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor
-        )
+        matches!(self, BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor)
     }
     fn float<F: Float>(self, x: F, y: F) -> F {
         match self {
@@ -186,11 +183,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let dt = a.dtype();
     match op {
         Op::Binary(b) if b.logical() && dt != DType::Bool => {
-            return Err(Error::dtype(
-                name,
-                &dtypes,
-                "logical ops need bool operands",
-            ));
+            return Err(Error::dtype(name, &dtypes, "logical ops need bool operands"));
         }
         Op::Binary(b) if !b.logical() && dt == DType::Bool => {
             return Err(Error::dtype(
@@ -212,14 +205,62 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     Ok((shape, out))
 }
 
-fn zip<A: Copy, O>(
-    a: &[A],
-    b: &[A],
-    sa: &[usize],
-    sb: &[usize],
-    shape: &[usize],
-    f: impl Fn(A, A) -> O,
-) -> Vec<O> {
+/// Gradients of a, b (and the condition for `where`), reduced back over
+/// broadcast dimensions. Integer and boolean operands get none.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    use super::sum_to;
+    let to = |g: Tensor, t: &Tensor| sum_to(&g, t.shape()).map(Some);
+    match op {
+        Op::Compare(_) => Ok(vec![None, None]),
+        Op::Where => {
+            let z = dy.zeros_like()?;
+            Ok(vec![
+                None,
+                to(where_(x[0], dy, &z)?, x[1])?,
+                to(where_(x[0], &z, dy)?, x[2])?,
+            ])
+        }
+        Op::Binary(b) => {
+            let (a, c) = (x[0], x[1]);
+            if !a.dtype().is_float() {
+                return Ok(vec![None, None]);
+            }
+            let (ga, gc) = match b {
+                BinaryOp::Add => (dy.clone(), dy.clone()),
+                BinaryOp::Sub => (dy.clone(), super::unary::neg(dy)?),
+                BinaryOp::Mul => (mul(dy, c)?, mul(dy, a)?),
+                BinaryOp::Div => (div(dy, c)?, super::unary::neg(&div(&mul(dy, y)?, c)?)?),
+                BinaryOp::Pow => {
+                    // d/da = b a^(b-1) = b y / a; d/db = y log a, taken as 0 where a <= 0.
+                    let ga = mul(dy, &mul(c, &pow(a, &c.sub_scalar(1.0)?)?)?)?;
+                    let pos = greater(a, &a.zeros_like()?)?;
+                    let safe = where_(&pos, a, &a.ones_like()?)?;
+                    let gc = mul(dy, &mul(y, &where_(&pos, &safe.log()?, &a.zeros_like()?)?)?)?;
+                    (ga, gc)
+                }
+                BinaryOp::Maximum | BinaryOp::Minimum => {
+                    // Ties go to the first operand, as in TensorFlow.
+                    let m = if *b == BinaryOp::Maximum {
+                        greater_equal(a, c)?
+                    } else {
+                        less_equal(a, c)?
+                    };
+                    let z = dy.zeros_like()?;
+                    (where_(&m, dy, &z)?, where_(&m, &z, dy)?)
+                }
+                BinaryOp::SquaredDifference => {
+                    let d = mul(&sub(a, c)?, dy)?.mul_scalar(2.0)?;
+                    (d.clone(), super::unary::neg(&d)?)
+                }
+                _ => return Ok(vec![None, None]),
+            };
+            Ok(vec![to(ga, a)?, to(gc, c)?])
+        }
+        _ => unreachable!(),
+    }
+}
+
+fn zip<A: Copy, O>(a: &[A], b: &[A], sa: &[usize], sb: &[usize], shape: &[usize], f: impl Fn(A, A) -> O) -> Vec<O> {
     // An operand with as many elements as the output cannot be broadcast:
     // it is laid out like the output, so the common cases need no indexing.
     let n = numel(shape);
@@ -235,10 +276,7 @@ fn zip<A: Copy, O>(
 }
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {
-    let st: Vec<Vec<usize>> = x
-        .iter()
-        .map(|t| broadcast_strides(t.shape(), out))
-        .collect();
+    let st: Vec<Vec<usize>> = x.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
     let data: Vec<&CpuData> = x.iter().map(|t| t.cpu_data()).collect();
     Ok(match op {
         Op::Binary(o) => {
@@ -250,9 +288,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Resul
                 (CpuData::F64(a), CpuData::F64(b)) => {
                     CpuData::F64(zip(a, b, &st[0], &st[1], out, |p, q| o.float(p, q)))
                 }
-                (CpuData::I32(a), CpuData::I32(b)) => {
-                    CpuData::I32(zip(a, b, &st[0], &st[1], out, |p, q| o.int(p, q)))
-                }
+                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(zip(a, b, &st[0], &st[1], out, |p, q| o.int(p, q))),
                 (CpuData::Bool(a), CpuData::Bool(b)) => {
                     CpuData::Bool(zip(a, b, &st[0], &st[1], out, |p, q| o.bool(p, q)))
                 }
@@ -262,39 +298,21 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Resul
         Op::Compare(c) => {
             let c = *c;
             CpuData::Bool(match (data[0], data[1]) {
-                (CpuData::F32(a), CpuData::F32(b)) => {
-                    zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q))
-                }
-                (CpuData::F64(a), CpuData::F64(b)) => {
-                    zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q))
-                }
-                (CpuData::I32(a), CpuData::I32(b)) => {
-                    zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q))
-                }
-                (CpuData::Bool(a), CpuData::Bool(b)) => {
-                    zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q))
-                }
+                (CpuData::F32(a), CpuData::F32(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
+                (CpuData::F64(a), CpuData::F64(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
+                (CpuData::I32(a), CpuData::I32(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
+                (CpuData::Bool(a), CpuData::Bool(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
                 _ => unreachable!(),
             })
         }
         Op::Where => {
-            let CpuData::Bool(m) = data[0] else {
-                unreachable!()
-            };
+            let CpuData::Bool(m) = data[0] else { unreachable!() };
             let ci: Vec<bool> = StridedIter::new(out, &st[0], 0).map(|i| m[i]).collect();
             match (data[1], data[2]) {
-                (CpuData::F32(a), CpuData::F32(b)) => {
-                    CpuData::F32(sel_vec(&ci, a, b, &st[1], &st[2], out))
-                }
-                (CpuData::F64(a), CpuData::F64(b)) => {
-                    CpuData::F64(sel_vec(&ci, a, b, &st[1], &st[2], out))
-                }
-                (CpuData::I32(a), CpuData::I32(b)) => {
-                    CpuData::I32(sel_vec(&ci, a, b, &st[1], &st[2], out))
-                }
-                (CpuData::Bool(a), CpuData::Bool(b)) => {
-                    CpuData::Bool(sel_vec(&ci, a, b, &st[1], &st[2], out))
-                }
+                (CpuData::F32(a), CpuData::F32(b)) => CpuData::F32(sel_vec(&ci, a, b, &st[1], &st[2], out)),
+                (CpuData::F64(a), CpuData::F64(b)) => CpuData::F64(sel_vec(&ci, a, b, &st[1], &st[2], out)),
+                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(sel_vec(&ci, a, b, &st[1], &st[2], out)),
+                (CpuData::Bool(a), CpuData::Bool(b)) => CpuData::Bool(sel_vec(&ci, a, b, &st[1], &st[2], out)),
                 _ => unreachable!(),
             }
         }
@@ -302,14 +320,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Resul
     })
 }
 
-fn sel_vec<T: Copy>(
-    c: &[bool],
-    a: &[T],
-    b: &[T],
-    sa: &[usize],
-    sb: &[usize],
-    out: &[usize],
-) -> Vec<T> {
+fn sel_vec<T: Copy>(c: &[bool], a: &[T], b: &[T], sa: &[usize], sb: &[usize], out: &[usize]) -> Vec<T> {
     StridedIter::new(out, sa, 0)
         .zip(StridedIter::new(out, sb, 0))
         .zip(c)
@@ -317,13 +328,7 @@ fn sel_vec<T: Copy>(
         .collect()
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
     let contiguous = strides(out);
     // Operand strides over the output in the kernel's order: a, b, condition.
@@ -331,10 +336,7 @@ pub(crate) fn gpu(
         Op::Where => vec![x[1], x[2], x[0]],
         _ => vec![x[0], x[1]],
     };
-    let mut st: Vec<Vec<usize>> = ops
-        .iter()
-        .map(|t| broadcast_strides(t.shape(), out))
-        .collect();
+    let mut st: Vec<Vec<usize>> = ops.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
     let mode = if st.iter().all(|s| {
         out.iter()
             .zip(s.iter().zip(&contiguous))
@@ -370,11 +372,7 @@ pub(crate) fn gpu(
     }
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     let (entry, ty, bufs): (&'static str, KType, Vec<&GpuBuf>) = match op {
-        Op::Binary(_) => (
-            "binary",
-            super::ktype(dtype),
-            vec![x[0].gpu_buf(), x[1].gpu_buf(), &y],
-        ),
+        Op::Binary(_) => ("binary", super::ktype(dtype), vec![x[0].gpu_buf(), x[1].gpu_buf(), &y]),
         Op::Compare(_) => (
             "cmp",
             super::ktype(x[0].dtype()),
@@ -442,11 +440,7 @@ binary_fns!(CmpOp, compare: equal => Equal, not_equal => NotEqual, less => Less,
 /// `tf.logical_not`.
 pub fn logical_not(x: &Tensor) -> Result<Tensor> {
     if x.dtype() != DType::Bool {
-        return Err(Error::dtype(
-            "logical_not",
-            &[x.dtype()],
-            "needs a bool tensor",
-        ));
+        return Err(Error::dtype("logical_not", &[x.dtype()], "needs a bool tensor"));
     }
     equal(x, &x.zeros_like()?)
 }

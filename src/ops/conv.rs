@@ -95,14 +95,7 @@ pub fn out_dim(
 
 impl Conv2d {
     /// (height, width) output dims for an input of [h, w] and a [kh, kw] window.
-    pub fn dims(
-        &self,
-        op: &'static str,
-        h: usize,
-        w: usize,
-        kh: usize,
-        kw: usize,
-    ) -> Result<(Dim, Dim)> {
+    pub fn dims(&self, op: &'static str, h: usize, w: usize, kh: usize, kw: usize) -> Result<(Dim, Dim)> {
         let (ph, pw) = match self.padding {
             Padding::Explicit {
                 top,
@@ -411,6 +404,29 @@ fn conv_cpu<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F]) -> Vec<F> {
     }
 }
 
+/// Gradient rules. The two backprop ops are linear in each operand, so their
+/// own gradients are convolutions again.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let run = |o: Op, a: &Tensor, b: &Tensor| exec(o, &[a, b]).map(Some);
+    Ok(match op {
+        Op::Conv2d(a) => vec![
+            run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, x[1])?,
+            run(Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), x[0], dy)?,
+        ],
+        // z = dx(g, f): <dz, z> = <conv(dz, f), g> = <df(dz, g), f>
+        Op::Conv2dInputGrad(a, _) => vec![
+            run(Op::Conv2d(a.clone()), dy, x[1])?,
+            run(Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), dy, x[0])?,
+        ],
+        // z = df(x, g): <dz, z> = <dx(g, dz), x> = <conv(x, dz), g>
+        Op::Conv2dFilterGrad(a, _) => vec![
+            run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), x[1], dy)?,
+            run(Op::Conv2d(a.clone()), x[0], dy)?,
+        ],
+        _ => unreachable!(),
+    })
+}
+
 fn geom_of(op: &Op, x: &[&Tensor]) -> Result<Geom> {
     let name = op.name();
     match op {
@@ -441,19 +457,13 @@ fn params(
     mode: usize,
 ) -> [u32; 24] {
     [
-        g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.cg, g.og, splits, g.sh, g.sw, g.dh,
-        g.dw, g.pt, g.pl, kc, ktotal, gm, gn, b0, mode,
+        g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.cg, g.og, splits, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, kc,
+        ktotal, gm, gn, b0, mode,
     ]
     .map(|v| v as u32)
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    gd: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, gd: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let g = geom_of(op, x)?;
     let n_out = numel(out);
     let pix = g.n * g.oh * g.ow;
@@ -510,14 +520,7 @@ pub(crate) fn gpu(
 /// Convolutions as explicit patch matrices and strided GEMMs, one batch
 /// entry per group: the plan for CPU adapters, whose GEMM kernel is fastest
 /// on plain strided operands.
-fn gpu_im2col(
-    op: &Op,
-    gd: &GpuDevice,
-    x: &[&Tensor],
-    g: &Geom,
-    n_out: usize,
-    dtype: DType,
-) -> Result<GpuBuf> {
+fn gpu_im2col(op: &Op, gd: &GpuDevice, x: &[&Tensor], g: &Geom, n_out: usize, dtype: DType) -> Result<GpuBuf> {
     let pix = g.n * g.oh * g.ow;
     let kg = g.kh * g.kw * g.cg;
     let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;

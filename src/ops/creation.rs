@@ -57,11 +57,7 @@ pub(crate) fn read_guard(_op: &'static str) -> Result<()> {
 
 fn check_gpu_dtype(op: &'static str, dtype: DType, device: &Device) -> Result<()> {
     if dtype == DType::F64 && device.is_gpu() {
-        return Err(Error::dtype(
-            op,
-            &[dtype],
-            "float64 exists only on the CPU device",
-        ));
+        return Err(Error::dtype(op, &[dtype], "float64 exists only on the CPU device"));
     }
     Ok(())
 }
@@ -88,10 +84,7 @@ pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Resul
 pub(crate) fn fill_gpu(g: &GpuDevice, n: usize, value: f64, dtype: DType) -> Result<GpuBuf> {
     if dtype == DType::F16 && !g.f16 {
         // Packed halves cannot be written one by one without f16 support.
-        return g.upload(
-            "fill",
-            &CpuData::from_f64(dtype, &vec![value; n]).to_bytes(),
-        );
+        return g.upload("fill", &CpuData::from_f64(dtype, &vec![value; n]).to_bytes());
     }
     let out = g.alloc("fill", (n * dtype.size()) as u64)?;
     let bits = match dtype {
@@ -155,11 +148,7 @@ pub fn random_uniform(
     device: &Device,
 ) -> Result<Tensor> {
     if !dtype.is_float() {
-        return Err(Error::dtype(
-            "random_uniform",
-            &[dtype],
-            "needs a float dtype",
-        ));
+        return Err(Error::dtype("random_uniform", &[dtype], "needs a float dtype"));
     }
     let v: Vec<f64> = (0..numel(shape) as u64)
         .map(|i| minval + (maxval - minval) * unit(seed, i))
@@ -184,11 +173,7 @@ pub fn random_normal(
     device: &Device,
 ) -> Result<Tensor> {
     if !dtype.is_float() {
-        return Err(Error::dtype(
-            "random_normal",
-            &[dtype],
-            "needs a float dtype",
-        ));
+        return Err(Error::dtype("random_normal", &[dtype], "needs a float dtype"));
     }
     let v: Vec<f64> = (0..numel(shape) as u64)
         .map(|i| mean + stddev * normal_at(seed, i))
@@ -206,11 +191,7 @@ pub fn truncated_normal(
     device: &Device,
 ) -> Result<Tensor> {
     if !dtype.is_float() {
-        return Err(Error::dtype(
-            "truncated_normal",
-            &[dtype],
-            "needs a float dtype",
-        ));
+        return Err(Error::dtype("truncated_normal", &[dtype], "needs a float dtype"));
     }
     let n = numel(shape) as u64;
     let v: Vec<f64> = (0..n)

@@ -34,11 +34,7 @@ pub static CAST: Kernel = Kernel {
 
 /// Layout kernels move f32, i32 and bool as 32-bit words, f16 as halves.
 pub(crate) fn wtype(dtype: DType) -> KType {
-    if dtype == DType::F16 {
-        KType::F16
-    } else {
-        KType::U32
-    }
+    if dtype == DType::F16 { KType::F16 } else { KType::U32 }
 }
 
 /// Kernels index at most 8 dimensions after merging contiguous ones.
@@ -68,10 +64,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             {
                 return Err(Error::arg(
                     name,
-                    format!(
-                        "{p:?} is not a permutation of the {} axes of {sh:?}",
-                        sh.len()
-                    ),
+                    format!("{p:?} is not a permutation of the {} axes of {sh:?}", sh.len()),
                 ));
             }
             Ok((p.iter().map(|&d| sh[d]).collect(), a.dtype()))
@@ -101,9 +94,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
                 if begin[d] + size[d] > sh[d] {
                     return Err(Error::arg(
                         name,
-                        format!(
-                            "begin {begin:?} + size {size:?} runs past shape {sh:?} in dimension {d}"
-                        ),
+                        format!("begin {begin:?} + size {size:?} runs past shape {sh:?} in dimension {d}"),
                     ));
                 }
             }
@@ -142,11 +133,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
         Op::Gather { axis } => {
             let idx = x[1];
             if idx.dtype() != DType::I32 {
-                return Err(Error::dtype(
-                    name,
-                    &[a.dtype(), idx.dtype()],
-                    "indices must be int32",
-                ));
+                return Err(Error::dtype(name, &[a.dtype(), idx.dtype()], "indices must be int32"));
             }
             if *axis >= sh.len() {
                 return Err(Error::arg(
@@ -158,6 +145,34 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             out.extend_from_slice(idx.shape());
             out.extend_from_slice(&sh[axis + 1..]);
             Ok((out, a.dtype()))
+        }
+        Op::Pad { before, shape } => {
+            if before.len() != sh.len()
+                || shape.len() != sh.len()
+                || (0..sh.len()).any(|d| before[d] + sh[d] > shape[d])
+            {
+                return Err(Error::shape(
+                    name,
+                    &[sh, shape],
+                    format!("cannot place it at {before:?} inside {shape:?}"),
+                ));
+            }
+            Ok((shape.clone(), a.dtype()))
+        }
+        Op::GatherGrad { axis, dim } => {
+            let dy = x[1];
+            let k = a.rank();
+            if a.dtype() != DType::I32 || !dy.dtype().is_float() || dy.rank() < axis + k {
+                return Err(Error::shape(
+                    name,
+                    &[a.shape(), dy.shape()],
+                    "needs int32 indices and a float gradient",
+                ));
+            }
+            let mut out = dy.shape()[..*axis].to_vec();
+            out.push(*dim);
+            out.extend_from_slice(&dy.shape()[axis + k..]);
+            Ok((out, dy.dtype()))
         }
         Op::OneHot { depth, dtype, .. } => {
             if a.dtype() != DType::I32 {
@@ -173,9 +188,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 
 /// Copies `src` viewed with `strides` from `off` into a new contiguous vector.
 fn gather_strided<T: Copy>(src: &[T], shape: &[usize], strides: &[usize], off: usize) -> Vec<T> {
-    shape::StridedIter::new(shape, strides, off)
-        .map(|i| src[i])
-        .collect()
+    shape::StridedIter::new(shape, strides, off).map(|i| src[i]).collect()
 }
 
 /// (strides over the output shape, offset) for reading `x` as this op's output.
@@ -269,16 +282,102 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
             }
             Ok(CpuData::from_f64(dtype, &v))
         }
+        Op::Pad { before, shape } => {
+            let mut v = vec![0.0; numel(shape)];
+            let st = strides(shape);
+            let off: usize = before.iter().zip(&st).map(|(b, s)| b * s).sum();
+            let src = a.cpu_data().to_f64();
+            for (k, i) in shape::StridedIter::new(a.shape(), &st, off).enumerate() {
+                v[i] = src[k];
+            }
+            Ok(CpuData::from_f64(dtype, &v))
+        }
+        Op::GatherGrad { axis, dim } => {
+            let CpuData::I32(idx) = a.cpu_data() else {
+                unreachable!()
+            };
+            let dy = x[1].cpu_data().to_f64();
+            let outer: usize = out[..*axis].iter().product();
+            let inner: usize = out[axis + 1..].iter().product();
+            let j = idx.len();
+            let mut v = vec![0.0; numel(out)];
+            for o in 0..outer {
+                for (jj, &k) in idx.iter().enumerate() {
+                    if k >= 0 && (k as usize) < *dim {
+                        for b in 0..inner {
+                            v[(o * dim + k as usize) * inner + b] += dy[(o * j + jj) * inner + b];
+                        }
+                    }
+                }
+            }
+            Ok(CpuData::from_f64(dtype, &v))
+        }
         _ => unreachable!(),
     }
 }
 
+/// Gradient rules: data movement moves gradients back the other way.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let a = x[0];
+    let dims = |s: &[usize]| s.iter().map(|&d| d as isize).collect::<Vec<_>>();
+    Ok(match op {
+        Op::Cast(_) => {
+            if a.dtype().is_float() && dy.dtype().is_float() {
+                vec![Some(cast(dy, a.dtype())?)]
+            } else {
+                vec![None]
+            }
+        }
+        Op::Reshape(_) => vec![Some(reshape(dy, &dims(a.shape()))?)],
+        Op::Permute(p) => {
+            let mut inv = vec![0; p.len()];
+            for (i, &d) in p.iter().enumerate() {
+                inv[d] = i;
+            }
+            vec![Some(transpose(dy, &inv)?)]
+        }
+        Op::BroadcastTo(_) => vec![Some(super::sum_to(dy, a.shape())?)],
+        Op::Slice { begin, .. } => vec![Some(exec(
+            Op::Pad {
+                before: begin.clone(),
+                shape: a.shape().to_vec(),
+            },
+            &[dy],
+        )?)],
+        Op::Pad { before, .. } => vec![Some(slice(dy, before, a.shape())?)],
+        Op::Concat { axis } => {
+            let mut at = 0;
+            let mut gs = Vec::new();
+            for t in x {
+                let mut begin = vec![0; dy.rank()];
+                begin[*axis] = at;
+                gs.push(Some(slice(dy, &begin, t.shape())?));
+                at += t.shape()[*axis];
+            }
+            gs
+        }
+        Op::Gather { axis } => {
+            if !a.dtype().is_float() {
+                return Ok(vec![None, None]);
+            }
+            let g = exec(
+                Op::GatherGrad {
+                    axis: *axis,
+                    dim: a.shape()[*axis],
+                },
+                &[x[1], dy],
+            )?;
+            vec![Some(g), None]
+        }
+        Op::GatherGrad { axis, .. } => vec![None, Some(gather(dy, a, *axis as isize)?)],
+        Op::OneHot { .. } => vec![None],
+        _ => unreachable!(),
+    })
+}
+
 /// The error a bad gather index gives on either device.
 pub(crate) fn index_error(value: i32, limit: u32) -> Error {
-    Error::arg(
-        "gather",
-        format!("index {value} is out of range [0, {limit})"),
-    )
+    Error::arg("gather", format!("index {value} is out of range [0, {limit})"))
 }
 
 /// Strided copy on the GPU: dst[dst_off + c·dst_st] = src[src_off + c·src_st]
@@ -344,15 +443,16 @@ fn cast_code(d: DType) -> u32 {
     }
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let a = x[0];
     let n = numel(out);
+    if let Op::Pad { before, shape } = op {
+        let z = crate::ops::creation::fill_gpu(g, n, 0.0, dtype)?;
+        let st = strides(shape);
+        let off: usize = before.iter().zip(&st).map(|(b, s)| b * s).sum();
+        copy(g, a.gpu_buf(), &z, dtype, a.shape(), &strides(a.shape()), 0, &st, off)?;
+        return Ok(z);
+    }
     let dst = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     match op {
         Op::Cast(to) => {
@@ -375,17 +475,7 @@ pub(crate) fn gpu(
             let mut at = 0;
             for t in x {
                 let s = t.shape();
-                copy(
-                    g,
-                    t.gpu_buf(),
-                    &dst,
-                    dtype,
-                    s,
-                    &strides(s),
-                    0,
-                    &ost,
-                    at * ost[*axis],
-                )?;
+                copy(g, t.gpu_buf(), &dst, dtype, s, &strides(s), 0, &ost, at * ost[*axis])?;
                 at += s[*axis];
             }
         }
@@ -412,13 +502,31 @@ pub(crate) fn gpu(
                 groups: grid(n, 256),
             })?;
         }
-        Op::OneHot { depth, on, off, .. } => {
+        Op::GatherGrad { axis, dim } => {
+            let inner: usize = out[axis + 1..].iter().product();
+            let outer: usize = out[..*axis].iter().product();
             let params = [
+                outer as u32,
+                a.numel() as u32,
+                inner as u32,
                 n as u32,
-                *depth as u32,
-                fill_bits(*on, dtype),
-                fill_bits(*off, dtype),
+                0,
+                *dim as u32,
+                0,
+                0,
             ];
+            g.launch(&Launch {
+                kernel: &super::reduce::REDUCE,
+                entry: "gather_grad",
+                ty: super::ktype(dtype),
+                consts: &[],
+                params: &params,
+                bufs: &[x[1].gpu_buf(), &dst, a.gpu_buf()],
+                groups: grid(n, 256),
+            })?;
+        }
+        Op::OneHot { depth, on, off, .. } => {
+            let params = [n as u32, *depth as u32, fill_bits(*on, dtype), fill_bits(*off, dtype)];
             g.launch(&Launch {
                 kernel: &LAYOUT,
                 entry: "one_hot",
@@ -446,20 +554,12 @@ pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
 
 /// `tf.reshape`; one entry may be -1 and is inferred.
 pub fn reshape(x: &Tensor, shape: &[isize]) -> Result<Tensor> {
-    let known: usize = shape
-        .iter()
-        .filter(|&&d| d >= 0)
-        .map(|&d| d as usize)
-        .product();
+    let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
     let holes = shape.iter().filter(|&&d| d < 0).count();
     let bad = || {
         Error::arg(
             "reshape",
-            format!(
-                "cannot reshape {:?} ({} elements) into {shape:?}",
-                x.shape(),
-                x.numel()
-            ),
+            format!("cannot reshape {:?} ({} elements) into {shape:?}", x.shape(), x.numel()),
         )
     };
     if holes > 1 || shape.iter().any(|&d| d < -1) {
@@ -526,10 +626,7 @@ pub fn stack(xs: &[&Tensor], axis: isize) -> Result<Tensor> {
             format!("axis {axis} out of range for rank {r} inputs"),
         ));
     }
-    let e: Vec<Tensor> = xs
-        .iter()
-        .map(|t| expand_dims(t, ax))
-        .collect::<Result<_>>()?;
+    let e: Vec<Tensor> = xs.iter().map(|t| expand_dims(t, ax)).collect::<Result<_>>()?;
     concat(&e.iter().collect::<Vec<_>>(), ax)
 }
 
@@ -541,15 +638,7 @@ pub fn gather(x: &Tensor, indices: &Tensor, axis: isize) -> Result<Tensor> {
 
 /// `tf.one_hot(indices, depth, on_value, off_value, dtype=...)`.
 pub fn one_hot(indices: &Tensor, depth: usize, on: f64, off: f64, dtype: DType) -> Result<Tensor> {
-    exec(
-        Op::OneHot {
-            depth,
-            on,
-            off,
-            dtype,
-        },
-        &[indices],
-    )
+    exec(Op::OneHot { depth, on, off, dtype }, &[indices])
 }
 
 /// `tf.expand_dims`.
@@ -572,11 +661,7 @@ pub fn squeeze(x: &Tensor, axes: Option<&[isize]>) -> Result<Tensor> {
     let ax = shape::axes("squeeze", axes, x.rank())?;
     let sh = x.shape();
     if let Some(&d) = ax.iter().find(|&&d| axes.is_some() && sh[d] != 1) {
-        return Err(Error::shape(
-            "squeeze",
-            &[sh],
-            format!("dimension {d} is not 1"),
-        ));
+        return Err(Error::shape("squeeze", &[sh], format!("dimension {d} is not 1")));
     }
     let s: Vec<usize> = (0..sh.len())
         .filter(|d| !(ax.contains(d) && sh[*d] == 1))

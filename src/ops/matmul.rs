@@ -45,17 +45,13 @@ fn dims(ta: bool, tb: bool, a: &[usize], b: &[usize]) -> (usize, usize, usize, u
 /// f32 sums of k products: rounding grows like sqrt(k) per partial sum of
 /// size ~sqrt(k), so up to ~k ulps of the operands' scale in a long sum.
 pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
-    let Op::MatMul { ta, tb } = *op else {
-        unreachable!()
-    };
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
     let (_, _, k, _) = dims(ta, tb, x[0].shape(), x[1].shape());
     Tol::new(2e-6 * (k as f64).sqrt().max(1.0) + 2e-7 * k as f64, 1e-5)
 }
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
-    let Op::MatMul { ta, tb } = *op else {
-        unreachable!()
-    };
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
     let (a, b) = (x[0], x[1]);
     if a.dtype() != b.dtype() || !a.dtype().is_float() {
         return Err(Error::dtype(
@@ -79,11 +75,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             format!("inner dimensions differ: {ka} vs {kb} (transpose_a={ta}, transpose_b={tb})"),
         ));
     }
-    let mut out = broadcast(
-        "matmul",
-        &a.shape()[..a.rank() - 2],
-        &b.shape()[..b.rank() - 2],
-    )?;
+    let mut out = broadcast("matmul", &a.shape()[..a.rank() - 2], &b.shape()[..b.rank() - 2])?;
     out.push(m);
     out.push(n);
     Ok((out, a.dtype()))
@@ -103,9 +95,7 @@ fn batch_stride(batch: &[usize], out_batch: &[usize], mat: usize) -> Option<usiz
 }
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {
-    let Op::MatMul { ta, tb } = *op else {
-        unreachable!()
-    };
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
     let (a, b) = (x[0], x[1]);
     let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
     let ob = &out[..out.len() - 2];
@@ -116,9 +106,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Resul
     let (rsa, csa) = if ta { (1, lda) } else { (lda, 1) };
     let (rsb, csb) = if tb { (1, ldb) } else { (ldb, 1) };
     let offsets = |st: &[usize], mat: usize| -> Vec<usize> {
-        crate::shape::StridedIter::new(ob, st, 0)
-            .map(|i| i * mat)
-            .collect()
+        crate::shape::StridedIter::new(ob, st, 0).map(|i| i * mat).collect()
     };
     let oa = offsets(&sa, m * k);
     let obb = offsets(&sb, k * n);
@@ -192,23 +180,13 @@ impl GemmLaunch<'_> {
             return Ok(());
         }
         let four = |v: usize| v % 4 == 0;
-        let vec_a =
-            four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
-        let vec_b =
-            four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
+        let vec_a = four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
+        let vec_b = four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
         let mut b0 = 0;
         while b0 < self.batch {
             let nz = (self.batch - b0).min(65535);
-            let (am, ak) = if self.ta {
-                (1, self.lda)
-            } else {
-                (self.lda, 1)
-            };
-            let (bk, bn) = if self.tb {
-                (1, self.ldb)
-            } else {
-                (self.ldb, 1)
-            };
+            let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
+            let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
             let params = [
                 self.m,
                 self.n,
@@ -261,28 +239,14 @@ impl GemmLaunch<'_> {
 /// Entry point and grid of a GEMM of m x n outputs over `nz` batches.
 pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
     if g.gemm_register() {
-        (
-            "gemm_reg",
-            [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32],
-        )
+        ("gemm_reg", [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32])
     } else {
-        (
-            "gemm",
-            [n.div_ceil(64) as u32, m.div_ceil(64) as u32, nz as u32],
-        )
+        ("gemm", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, nz as u32])
     }
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
-    let Op::MatMul { ta, tb } = *op else {
-        unreachable!()
-    };
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
     let (a, b) = (x[0], x[1]);
     let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
     let ob = out[..out.len() - 2].to_vec();
@@ -304,17 +268,7 @@ pub(crate) fn gpu(
                 full.extend_from_slice(&t.shape()[r - 2..]);
                 let buf = g.alloc("matmul", (numel(&full) * dtype.size()) as u64)?;
                 let st = broadcast_strides(t.shape(), &full);
-                layout::copy(
-                    g,
-                    t.gpu_buf(),
-                    &buf,
-                    dtype,
-                    &full,
-                    &st,
-                    0,
-                    &strides(&full),
-                    0,
-                )?;
+                layout::copy(g, t.gpu_buf(), &buf, dtype, &full, &st, 0, &strides(&full), 0)?;
                 held.push(buf);
                 Ok((mat, held.len() - 1))
             }
@@ -322,16 +276,8 @@ pub(crate) fn gpu(
     };
     let (sa, ia) = operand(a)?;
     let (sb, ib) = operand(b)?;
-    let abuf = if ia == usize::MAX {
-        a.gpu_buf()
-    } else {
-        &held[ia]
-    };
-    let bbuf = if ib == usize::MAX {
-        b.gpu_buf()
-    } else {
-        &held[ib]
-    };
+    let abuf = if ia == usize::MAX { a.gpu_buf() } else { &held[ia] };
+    let bbuf = if ib == usize::MAX { b.gpu_buf() } else { &held[ib] };
     GemmLaunch {
         a: abuf,
         b: bbuf,
@@ -351,6 +297,23 @@ pub(crate) fn gpu(
     }
     .launch(g, dtype)?;
     Ok(c)
+}
+
+/// TensorFlow's MatMulGrad for the four transpose cases, summed back over
+/// broadcast batch dimensions.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let (a, b) = (x[0], x[1]);
+    let (da, db) = match (ta, tb) {
+        (false, false) => (matmul_t(dy, b, false, true)?, matmul_t(a, dy, true, false)?),
+        (false, true) => (matmul_t(dy, b, false, false)?, matmul_t(dy, a, true, false)?),
+        (true, false) => (matmul_t(b, dy, false, true)?, matmul_t(a, dy, false, false)?),
+        (true, true) => (matmul_t(b, dy, true, true)?, matmul_t(dy, a, true, true)?),
+    };
+    Ok(vec![
+        Some(super::sum_to(&da, a.shape())?),
+        Some(super::sum_to(&db, b.shape())?),
+    ])
 }
 
 /// `tf.linalg.matmul(a, b, transpose_a, transpose_b)`.

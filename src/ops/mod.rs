@@ -5,7 +5,8 @@
 //! tracing record ops.
 //!
 //! One file per family holds the shape rule (`infer`), the CPU reference
-//! (`cpu`), the GPU dispatch (`gpu`) and the tolerance of GPU against CPU.
+//! (`cpu`), the GPU dispatch (`gpu`), the gradient rule (`grad`) and the
+//! tolerance of GPU against CPU.
 //!
 //! f16: the CPU reference computes f16 ops in f32 and rounds the result; a
 //! GPU without `SHADER_F16` does the same with GPU casts, so f16 tensors work
@@ -16,6 +17,7 @@ pub mod conv;
 pub mod creation;
 pub mod layout;
 pub mod matmul;
+pub mod optim;
 pub mod pool;
 pub mod reduce;
 pub mod softmax;
@@ -33,6 +35,8 @@ pub use creation::{arange, full, ones, random_normal, random_uniform, truncated_
 #[derive(Clone, Debug, PartialEq)]
 pub enum Op {
     Unary(unary::UnaryOp),
+    /// Inputs (x, y = f(x), dy): dy * f'(x).
+    UnaryGrad(unary::UnaryOp),
     Binary(binary::BinaryOp),
     Compare(binary::CmpOp),
     Where,
@@ -55,6 +59,17 @@ pub enum Op {
         on: f64,
         off: f64,
         dtype: DType,
+    },
+    /// Zeros of `shape` with the input placed at offsets `before` (slice's gradient).
+    Pad {
+        before: Vec<usize>,
+        shape: Vec<usize>,
+    },
+    /// Inputs (indices, dy): gather's gradient, summing dy rows into the
+    /// gathered positions of an axis of size `dim`.
+    GatherGrad {
+        axis: usize,
+        dim: usize,
     },
     MatMul {
         ta: bool,
@@ -85,12 +100,16 @@ pub enum Op {
     SparseXent,
     /// Same inputs: d loss / d logits = softmax(logits) - one_hot(labels).
     SparseXentGrad,
+    /// A fused optimizer step: inputs (variable, gradient, slots...), outputs
+    /// (new variable, new slots...).
+    Optimizer(optim::Update),
 }
 
 impl Op {
     pub fn name(&self) -> &'static str {
         match self {
             Op::Unary(u) => u.name(),
+            Op::UnaryGrad(u) => u.grad_name(),
             Op::Binary(b) => b.name(),
             Op::Compare(c) => c.name(),
             Op::Where => "where",
@@ -102,6 +121,8 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Gather { .. } => "gather",
             Op::OneHot { .. } => "one_hot",
+            Op::Pad { .. } => "pad",
+            Op::GatherGrad { .. } => "gather_grad",
             Op::MatMul { .. } => "matmul",
             Op::Conv2d(_) => "conv2d",
             Op::Conv2dInputGrad(..) => "conv2d_backprop_input",
@@ -125,12 +146,13 @@ impl Op {
             }
             Op::SparseXent => "sparse_softmax_cross_entropy_with_logits",
             Op::SparseXentGrad => "sparse_softmax_cross_entropy_grad",
+            Op::Optimizer(u) => u.name(),
         }
     }
 
     fn family(&self) -> Family {
         match self {
-            Op::Unary(_) => Family::Unary,
+            Op::Unary(_) | Op::UnaryGrad(_) => Family::Unary,
             Op::Binary(_) | Op::Compare(_) | Op::Where => Family::Binary,
             Op::Cast(_)
             | Op::Reshape(_)
@@ -139,12 +161,15 @@ impl Op {
             | Op::Slice { .. }
             | Op::Concat { .. }
             | Op::Gather { .. }
-            | Op::OneHot { .. } => Family::Layout,
+            | Op::OneHot { .. }
+            | Op::Pad { .. }
+            | Op::GatherGrad { .. } => Family::Layout,
             Op::MatMul { .. } => Family::MatMul,
             Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => Family::Conv,
             Op::Pool(_) | Op::PoolGrad(_) => Family::Pool,
             Op::Reduce { .. } | Op::ArgReduce { .. } => Family::Reduce,
             Op::Softmax { .. } | Op::SparseXent | Op::SparseXentGrad => Family::Softmax,
+            Op::Optimizer(_) => Family::Optim,
         }
     }
 
@@ -159,23 +184,40 @@ impl Op {
             Family::Pool => pool::infer(self, x),
             Family::Reduce => reduce::infer(self, x),
             Family::Softmax => softmax::infer(self, x),
+            Family::Optim => optim::infer(self, x),
         }
     }
 
-    fn run_native(
-        &self,
-        x: &[&Tensor],
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-    ) -> Result<Tensor> {
+    /// Gradients of the inputs from the gradients of the outputs (`None`:
+    /// no gradient flows, as for comparisons, indices and labels).
+    pub(crate) fn grad(&self, x: &[&Tensor], y: &[Tensor], dy: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+        let Some(g) = &dy[0] else {
+            return Ok(vec![None; x.len()]);
+        };
+        match self.family() {
+            Family::Unary => unary::grad(self, x, &y[0], g),
+            Family::Binary => binary::grad(self, x, &y[0], g),
+            Family::Layout => layout::grad(self, x, &y[0], g),
+            Family::MatMul => matmul::grad(self, x, &y[0], g),
+            Family::Conv => conv::grad(self, x, &y[0], g),
+            Family::Pool => pool::grad(self, x, &y[0], g),
+            Family::Reduce => reduce::grad(self, x, &y[0], g),
+            Family::Softmax => softmax::grad(self, x, &y[0], g),
+            Family::Optim => Ok(vec![None; x.len()]),
+        }
+    }
+
+    fn run_native(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
         if let Op::Reshape(_) = self {
-            return Ok(Tensor::from_storage(
+            return Ok(vec![Tensor::from_storage(
                 x[0].0.storage.clone(),
                 shape.to_vec(),
                 dtype,
                 device.clone(),
-            ));
+            )]);
+        }
+        if let Family::Optim = self.family() {
+            return optim::run(self, x, device);
         }
         match device {
             Device::Cpu => {
@@ -188,8 +230,9 @@ impl Op {
                     Family::Pool => pool::cpu(self, x, shape, dtype),
                     Family::Reduce => reduce::cpu(self, x, shape, dtype),
                     Family::Softmax => softmax::cpu(self, x, shape, dtype),
+                    Family::Optim => unreachable!(),
                 }?;
-                Ok(Tensor::from_cpu(data, shape.to_vec()))
+                Ok(vec![Tensor::from_cpu(data, shape.to_vec())])
             }
             Device::Gpu(g) => {
                 let buf = match self.family() {
@@ -201,17 +244,17 @@ impl Op {
                     Family::Pool => pool::gpu(self, g, x, shape, dtype),
                     Family::Reduce => reduce::gpu(self, g, x, shape, dtype),
                     Family::Softmax => softmax::gpu(self, g, x, shape, dtype),
+                    Family::Optim => unreachable!(),
                 }?;
-                Ok(Tensor::from_gpu(buf, shape.to_vec(), dtype, device))
+                Ok(vec![Tensor::from_gpu(buf, shape.to_vec(), dtype, device)])
             }
         }
     }
 
     /// Runs the op, computing f16 in f32 where the device has no f16 arithmetic.
-    fn run(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+    fn run(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
         let has_f16 = dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16);
-        let native =
-            matches!(self, Op::Cast(_) | Op::Reshape(_)) || !has_f16 || device.f16_arithmetic();
+        let native = matches!(self, Op::Cast(_) | Op::Reshape(_)) || !has_f16 || device.f16_arithmetic();
         if native {
             return self.run_native(x, shape, dtype, device);
         }
@@ -226,17 +269,12 @@ impl Op {
             })
             .collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = up.iter().collect();
-        let out_dtype = if dtype == DType::F16 {
-            DType::F32
-        } else {
-            dtype
-        };
+        let out_dtype = if dtype == DType::F16 { DType::F32 } else { dtype };
         let out = self.run_native(&refs, shape, out_dtype, device)?;
-        if dtype == DType::F16 {
-            cast_raw(&out, DType::F16)
-        } else {
-            Ok(out)
+        if dtype != DType::F16 {
+            return Ok(out);
         }
+        out.iter().map(|t| cast_raw(t, DType::F16)).collect()
     }
 
     /// How far the GPU result may be from the CPU reference for these inputs.
@@ -244,12 +282,15 @@ impl Op {
         let t = match self.family() {
             Family::Unary => unary::tolerance(self),
             Family::Binary => binary::TOL,
+            // Gather's gradient sums in f32; the rest only moves data.
+            Family::Layout if matches!(self, Op::GatherGrad { .. }) => Tol::new(1e-6, 1e-5),
             Family::Layout => Tol::EXACT,
             Family::MatMul => matmul::tolerance(self, x),
             Family::Conv => conv::tolerance(self, x),
             Family::Pool => pool::TOL,
             Family::Reduce => reduce::tolerance(self, x),
             Family::Softmax => softmax::TOL,
+            Family::Optim => optim::TOL,
         };
         if dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16) {
             t.f16()
@@ -269,6 +310,7 @@ enum Family {
     Pool,
     Reduce,
     Softmax,
+    Optim,
 }
 
 /// |gpu - cpu| <= atol + rtol * |cpu| element by element.
@@ -279,10 +321,7 @@ pub struct Tol {
 }
 
 impl Tol {
-    pub const EXACT: Tol = Tol {
-        atol: 0.0,
-        rtol: 0.0,
-    };
+    pub const EXACT: Tol = Tol { atol: 0.0, rtol: 0.0 };
     pub const fn new(atol: f64, rtol: f64) -> Tol {
         Tol { atol, rtol }
     }
@@ -331,11 +370,7 @@ fn same_device(op: &'static str, x: &[&Tensor]) -> Result<Device> {
     }
     if d.is_gpu() {
         if let Some(t) = x.iter().find(|t| t.dtype() == DType::F64) {
-            return Err(Error::dtype(
-                op,
-                &[t.dtype()],
-                "float64 exists only on the CPU device",
-            ));
+            return Err(Error::dtype(op, &[t.dtype()], "float64 exists only on the CPU device"));
         }
     }
     Ok(d.clone())
@@ -349,36 +384,57 @@ pub fn apply(op: Op, x: &[&Tensor]) -> Result<Tensor> {
 
 /// The single entry point of every op (see the module docs).
 pub(crate) fn exec(op: Op, x: &[&Tensor]) -> Result<Tensor> {
+    Ok(exec_multi(op, x)?.swap_remove(0))
+}
+
+/// `exec` for ops with several outputs (the fused optimizer steps).
+pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
     let device = same_device(op.name(), x)?;
     let (shape, dtype) = op.infer(x)?;
     let out = op.run(x, &shape, dtype, &device)?;
     if device.is_gpu() && cross_check_enabled() {
         cross_check(&op, x, &out)?;
     }
+    crate::tape::record(&op, x, &out);
     Ok(out)
 }
 
-fn cross_check(op: &Op, x: &[&Tensor], out: &Tensor) -> Result<()> {
-    let host: Vec<Tensor> = x
-        .iter()
-        .map(|t| t.to_device(&Device::Cpu))
-        .collect::<Result<_>>()?;
+fn cross_check(op: &Op, x: &[&Tensor], out: &[Tensor]) -> Result<()> {
+    let host: Vec<Tensor> = x.iter().map(|t| t.to_device(&Device::Cpu)).collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = host.iter().collect();
-    let want = op
-        .run(&refs, out.shape(), out.dtype(), &Device::Cpu)?
-        .to_f64_vec()?;
-    let got = out.to_f64_vec()?;
-    let tol = op.tolerance(x, out.dtype());
-    let (max, ok) = tol.check(&got, &want);
-    if !ok {
-        return Err(Error::CrossCheck {
-            op: op.name().to_string(),
-            shapes: x.iter().map(|t| t.shape().to_vec()).collect(),
-            max_abs_err: max,
-            tolerance: format!("atol {:e} + rtol {:e}", tol.atol, tol.rtol),
-        });
+    let want = op.run(&refs, out[0].shape(), out[0].dtype(), &Device::Cpu)?;
+    for (w, o) in want.iter().zip(out) {
+        let (max, ok) = op.tolerance(x, o.dtype()).check(&o.to_f64_vec()?, &w.to_f64_vec()?);
+        if !ok {
+            let tol = op.tolerance(x, o.dtype());
+            return Err(Error::CrossCheck {
+                op: op.name().to_string(),
+                shapes: x.iter().map(|t| t.shape().to_vec()).collect(),
+                max_abs_err: max,
+                tolerance: format!("atol {:e} + rtol {:e}", tol.atol, tol.rtol),
+            });
+        }
     }
     Ok(())
+}
+
+/// Sums `g` over the dimensions that broadcasting added or stretched, so
+/// that it has `shape` again: the gradient rule of every broadcast.
+pub(crate) fn sum_to(g: &Tensor, shape: &[usize]) -> Result<Tensor> {
+    if g.shape() == shape {
+        return Ok(g.clone());
+    }
+    let lead = g.rank() - shape.len();
+    let axes: Vec<isize> = (0..g.rank())
+        .filter(|&d| d < lead || (shape[d - lead] == 1 && g.shape()[d] != 1))
+        .map(|d| d as isize)
+        .collect();
+    let s = if axes.is_empty() {
+        g.clone()
+    } else {
+        reduce::reduce_sum(g, Some(&axes), true)?
+    };
+    layout::reshape(&s, &shape.iter().map(|&d| d as isize).collect::<Vec<_>>())
 }
 
 /// A cast that bypasses recording (used inside other ops).
@@ -386,12 +442,13 @@ pub(crate) fn cast_raw(t: &Tensor, to: DType) -> Result<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
     }
-    Op::Cast(to).run_native(&[t], t.shape(), to, t.device())
+    Ok(Op::Cast(to).run_native(&[t], t.shape(), to, t.device())?.swap_remove(0))
 }
 
 /// Every WGSL kernel family, for validation and tooling.
-pub fn kernels() -> [&'static Kernel; 9] {
+pub fn kernels() -> [&'static Kernel; 10] {
     [
+        &optim::OPTIM,
         &unary::UNARY,
         &binary::BINARY,
         &layout::LAYOUT,
@@ -432,9 +489,9 @@ mod tests {
         };
         let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
         let right = a.add(&a).unwrap();
-        assert!(cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &right).is_ok());
+        assert!(cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &[right]).is_ok());
         let wrong = Tensor::from_vec(vec![2.0f32, 4.0, 7.0], &[3], &d).unwrap();
-        match cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &wrong) {
+        match cross_check(&Op::Binary(BinaryOp::Add), &[&a, &a], &[wrong]) {
             Err(Error::CrossCheck {
                 op,
                 shapes,
@@ -452,10 +509,7 @@ mod tests {
     #[test]
     fn tolerance_checks_nan_and_infinity() {
         let t = Tol::new(1e-6, 1e-6);
-        assert!(
-            t.check(&[f64::NAN, f64::INFINITY], &[f64::NAN, f64::INFINITY])
-                .1
-        );
+        assert!(t.check(&[f64::NAN, f64::INFINITY], &[f64::NAN, f64::INFINITY]).1);
         assert!(!t.check(&[1.0], &[f64::NAN]).1);
         assert!(!t.check(&[f64::NEG_INFINITY], &[f64::INFINITY]).1);
         assert!(!t.check(&[1.0], &[1.0, 2.0]).1);

@@ -35,30 +35,19 @@ impl Pool2d {
         if self.max { "max_pool2d" } else { "avg_pool2d" }
     }
     pub fn grad_name(&self) -> &'static str {
-        if self.max {
-            "max_pool2d_grad"
-        } else {
-            "avg_pool2d_grad"
-        }
+        if self.max { "max_pool2d_grad" } else { "avg_pool2d_grad" }
     }
 
     /// [oh, ow, pad_top, pad_left] for an input [n, h, w, c].
     fn geom(&self, x: &[usize]) -> Result<[usize; 4]> {
         let op = self.name();
         if x.len() != 4 {
-            return Err(Error::shape(
-                op,
-                &[x],
-                "needs input [batch, height, width, channels]",
-            ));
+            return Err(Error::shape(op, &[x], "needs input [batch, height, width, channels]"));
         }
         if self.ksize.contains(&0) || self.strides.contains(&0) {
             return Err(Error::arg(
                 op,
-                format!(
-                    "ksize {:?} and strides {:?} must be positive",
-                    self.ksize, self.strides
-                ),
+                format!("ksize {:?} and strides {:?} must be positive", self.ksize, self.strides),
             ));
         }
         let (ph, pw) = match self.padding {
@@ -148,10 +137,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
     let xv = x[0].cpu_data().to_f64();
     let win = |o: usize, k: usize, st: usize, pad: usize, lim: usize| {
         let s0 = (o * st) as isize - pad as isize;
-        (
-            s0.max(0) as usize,
-            ((s0 + k as isize).min(lim as isize)) as usize,
-        )
+        (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
     let at = |b: usize, i: usize, j: usize, ch: usize| ((b * h + i) * w + j) * c + ch;
     let mut y = vec![0.0; numel(out)];
@@ -201,13 +187,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
     Ok(CpuData::from_f64(dtype, &y))
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
         unreachable!()
     };
@@ -230,13 +210,21 @@ pub(crate) fn gpu(
     Ok(y)
 }
 
+/// Gradient rules: a pooling's gradient is its `PoolGrad`; an average
+/// pool's gradient is linear in dy, so its own gradient is the pool again.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    match op {
+        Op::Pool(p) => Ok(vec![Some(exec(Op::PoolGrad(p.clone()), &[x[0], dy])?)]),
+        Op::PoolGrad(p) if !p.max => Ok(vec![None, Some(exec(Op::Pool(p.clone()), &[dy])?)]),
+        _ => Err(Error::arg(
+            op.name(),
+            "the second derivative of max pooling is not implemented",
+        )),
+    }
+}
+
 /// `tf.nn.max_pool2d(input, ksize, strides, padding)`.
-pub fn max_pool2d(
-    x: &Tensor,
-    ksize: [usize; 2],
-    strides: [usize; 2],
-    padding: Padding,
-) -> Result<Tensor> {
+pub fn max_pool2d(x: &Tensor, ksize: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     exec(
         Op::Pool(Pool2d {
             max: true,
@@ -249,12 +237,7 @@ pub fn max_pool2d(
 }
 
 /// `tf.nn.avg_pool2d(input, ksize, strides, padding)`.
-pub fn avg_pool2d(
-    x: &Tensor,
-    ksize: [usize; 2],
-    strides: [usize; 2],
-    padding: Padding,
-) -> Result<Tensor> {
+pub fn avg_pool2d(x: &Tensor, ksize: [usize; 2], strides: [usize; 2], padding: Padding) -> Result<Tensor> {
     exec(
         Op::Pool(Pool2d {
             max: false,

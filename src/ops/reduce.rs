@@ -89,9 +89,7 @@ pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
             op: ReduceOp::Sum | ReduceOp::Mean,
             ..
         } => Tol::new(2e-6 * r.sqrt().max(1.0), 1e-5),
-        Op::Reduce {
-            op: ReduceOp::Prod, ..
-        } => Tol::new(1e-6, 2e-6 * r.max(1.0)),
+        Op::Reduce { op: ReduceOp::Prod, .. } => Tol::new(1e-6, 2e-6 * r.max(1.0)),
         _ => Tol::EXACT,
     }
 }
@@ -100,11 +98,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let a = x[0];
     let sh = a.shape();
     if a.dtype() == DType::Bool {
-        return Err(Error::dtype(
-            op.name(),
-            &[a.dtype()],
-            "cast bool to int32 first",
-        ));
+        return Err(Error::dtype(op.name(), &[a.dtype()], "cast bool to int32 first"));
     }
     match op {
         Op::Reduce { axes, keepdims, .. } => {
@@ -123,10 +117,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
         }
         Op::ArgReduce { axis, .. } => {
             if sh[*axis] == 0 {
-                return Err(Error::arg(
-                    op.name(),
-                    format!("axis {axis} of shape {sh:?} is empty"),
-                ));
+                return Err(Error::arg(op.name(), format!("axis {axis} of shape {sh:?} is empty")));
             }
             let mut out = sh.to_vec();
             out.remove(*axis);
@@ -189,9 +180,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], dtype: DType) -> Resul
     let pshape: Vec<usize> = perm.iter().map(|&d| a.shape()[d]).collect();
     let pst: Vec<usize> = perm.iter().map(|&d| st[d]).collect();
     let all = a.cpu_data().to_f64();
-    let v: Vec<f64> = shape::StridedIter::new(&pshape, &pst, 0)
-        .map(|i| all[i])
-        .collect();
+    let v: Vec<f64> = shape::StridedIter::new(&pshape, &pst, 0).map(|i| all[i]).collect();
     if r == 0 {
         if let Op::Reduce { op: o, .. } = op {
             return Ok(CpuData::from_f64(dtype, &vec![o.empty_value(dtype); rows]));
@@ -211,10 +200,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], dtype: DType) -> Resul
                     match o {
                         ReduceOp::Prod => row.iter().fold(1i32, |p, &e| p.wrapping_mul(e)),
                         ReduceOp::Sum => row.iter().fold(0i32, |p, &e| p.wrapping_add(e)),
-                        _ => row
-                            .iter()
-                            .fold(0i32, |p, &e| p.wrapping_add(e))
-                            .wrapping_div(r as i32),
+                        _ => row.iter().fold(0i32, |p, &e| p.wrapping_add(e)).wrapping_div(r as i32),
                     }
                 })
                 .collect();
@@ -224,22 +210,14 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], dtype: DType) -> Resul
     Ok(CpuData::from_f64(dtype, &rows_f64(&v, rows, r, op)))
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let a = x[0];
     let sh = a.shape();
     let axes = axes_of(op);
     let n_out = numel(out);
     let (rows, r, perm) = plan(sh, &axes);
     if r == 0 {
-        let Op::Reduce { op: o, .. } = op else {
-            unreachable!()
-        };
+        let Op::Reduce { op: o, .. } = op else { unreachable!() };
         return crate::ops::creation::fill_gpu(g, n_out, o.empty_value(dtype), dtype);
     }
     let y = g.alloc(op.name(), (n_out * dtype.size()) as u64)?;
@@ -284,16 +262,7 @@ pub(crate) fn gpu(
         }
         _ => unreachable!(),
     };
-    let params = [
-        rows as u32,
-        r as u32,
-        inner as u32,
-        n_out as u32,
-        code,
-        0,
-        0,
-        0,
-    ];
+    let params = [rows as u32, r as u32, inner as u32, n_out as u32, code, 0, 0, 0];
     // A workgroup per row needs barriers, which CPU adapters pay dearly for.
     let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
         ("rows_main", fold(rows))
@@ -311,6 +280,36 @@ pub(crate) fn gpu(
         groups,
     })?;
     Ok(y)
+}
+
+/// Gradient rules. Sum and mean spread dy back over the reduced axes; max
+/// and min share it equally among the elements equal to the result (as TF);
+/// prod uses y / x, so it is undefined where an input is zero.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    let a = x[0];
+    let Op::Reduce { op: r, axes, .. } = op else {
+        return Ok(vec![None]);
+    };
+    if !a.dtype().is_float() {
+        return Ok(vec![None]);
+    }
+    // Shape of the result with the reduced axes kept as 1.
+    let kept: Vec<isize> = (0..a.rank())
+        .map(|d| if axes.contains(&d) { 1 } else { a.shape()[d] as isize })
+        .collect();
+    let up = |t: &Tensor| -> Result<Tensor> { t.reshape(&kept)?.broadcast_to(a.shape()) };
+    let g = up(dy)?;
+    let dx = match r {
+        ReduceOp::Sum => g,
+        ReduceOp::Mean => g.div_scalar(reduced_len(op, a).max(1) as f64)?,
+        ReduceOp::Max | ReduceOp::Min => {
+            let mask = super::binary::equal(a, &up(y)?)?.cast(a.dtype())?;
+            let count = mask.sum(Some(&axes.iter().map(|&d| d as isize).collect::<Vec<_>>()), true)?;
+            g.mul(&mask)?.div(&count.broadcast_to(a.shape())?)?
+        }
+        ReduceOp::Prod => g.mul(&up(y)?)?.div(a)?,
+    };
+    Ok(vec![Some(dx)])
 }
 
 /// One workgroup per item, folded into y past 65535.
@@ -397,16 +396,7 @@ pub(crate) fn sum_slices(
         entry: "cols_main",
         ty: super::ktype(dtype),
         consts: &[],
-        params: &[
-            1,
-            slices as u32,
-            n as u32,
-            n as u32,
-            ReduceOp::Sum as u32,
-            0,
-            0,
-            0,
-        ],
+        params: &[1, slices as u32, n as u32, n as u32, ReduceOp::Sum as u32, 0, 0, 0],
         bufs: &[src, dst, dst],
         groups: grid(n, 256),
     })

@@ -40,11 +40,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
         _ => {
             let l = x[1];
             if l.dtype() != DType::I32 {
-                return Err(Error::dtype(
-                    name,
-                    &[a.dtype(), l.dtype()],
-                    "labels must be int32",
-                ));
+                return Err(Error::dtype(name, &[a.dtype(), l.dtype()], "labels must be int32"));
             }
             if a.rank() != 2 || l.rank() != 1 || l.shape()[0] != a.shape()[0] {
                 return Err(Error::shape(
@@ -54,11 +50,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
                 ));
             }
             if a.shape()[1] == 0 && a.shape()[0] > 0 {
-                return Err(Error::shape(
-                    name,
-                    &[a.shape(), l.shape()],
-                    "needs at least one class",
-                ));
+                return Err(Error::shape(name, &[a.shape(), l.shape()], "needs at least one class"));
             }
             let out = if let Op::SparseXent = op {
                 vec![a.shape()[0]]
@@ -72,11 +64,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 
 /// [rows, r, inner] view of a softmax along `axis`.
 fn view(sh: &[usize], axis: usize) -> (usize, usize, usize) {
-    (
-        sh[..axis].iter().product(),
-        sh[axis],
-        sh[axis + 1..].iter().product(),
-    )
+    (sh[..axis].iter().product(), sh[axis], sh[axis + 1..].iter().product())
 }
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<CpuData> {
@@ -86,9 +74,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
         _ => (x[0].shape()[0], x[0].shape()[1], 1),
     };
     let stats = |base: usize| {
-        let m = (0..r)
-            .map(|k| v[base + k * inner])
-            .fold(f64::NEG_INFINITY, f64::max);
+        let m = (0..r).map(|k| v[base + k * inner]).fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = (0..r).map(|k| (v[base + k * inner] - m).exp()).sum();
         (m, s)
     };
@@ -129,13 +115,7 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
     Ok(CpuData::from_f64(dtype, &y))
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     if n == 0 {
@@ -180,22 +160,37 @@ pub(crate) fn gpu(
                 },
                 ty,
                 consts: &[],
-                params: &[
-                    rows as u32,
-                    r as u32,
-                    1,
-                    rows as u32,
-                    status_slot(),
-                    0,
-                    0,
-                    0,
-                ],
+                params: &[rows as u32, r as u32, 1, rows as u32, status_slot(), 0, 0, 0],
                 bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), g.status()],
                 groups: super::reduce::fold(rows),
             })?;
         }
     }
     Ok(y)
+}
+
+/// Gradient rules: softmax dx = y (dy - sum(dy y)), log-softmax
+/// dx = dy - exp(y) sum(dy), cross-entropy d logits = (softmax - onehot) dy.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    match op {
+        Op::Softmax { axis, log } => {
+            let ax = [*axis as isize];
+            let dx = if *log {
+                dy.sub(&y.exp()?.mul(&dy.sum(Some(&ax), true)?)?)?
+            } else {
+                y.mul(&dy.sub(&dy.mul(y)?.sum(Some(&ax), true)?)?)?
+            };
+            Ok(vec![Some(dx)])
+        }
+        Op::SparseXent => {
+            let g = exec(Op::SparseXentGrad, &[x[0], x[1]])?;
+            Ok(vec![Some(g.mul(&dy.expand_dims(-1)?)?), None])
+        }
+        _ => Err(Error::arg(
+            op.name(),
+            "the second derivative of the cross-entropy is not implemented",
+        )),
+    }
 }
 
 // ---- public API ----------------------------------------------------------
@@ -215,10 +210,7 @@ pub fn log_softmax(x: &Tensor, axis: isize) -> Result<Tensor> {
 /// `tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)`: the loss
 /// of each example. Labels outside [0, classes) are an error on every device
 /// (on a GPU, reported by the next readback).
-pub fn sparse_softmax_cross_entropy_with_logits(
-    labels: &Tensor,
-    logits: &Tensor,
-) -> Result<Tensor> {
+pub fn sparse_softmax_cross_entropy_with_logits(labels: &Tensor, logits: &Tensor) -> Result<Tensor> {
     exec(Op::SparseXent, &[logits, labels])
 }
 

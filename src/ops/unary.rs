@@ -129,6 +129,104 @@ impl UnaryOp {
         }
     }
 
+    pub fn grad_name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg_grad",
+            UnaryOp::Abs => "abs_grad",
+            UnaryOp::Sign => "sign_grad",
+            UnaryOp::Exp => "exp_grad",
+            UnaryOp::Expm1 => "expm1_grad",
+            UnaryOp::Log => "log_grad",
+            UnaryOp::Log1p => "log1p_grad",
+            UnaryOp::Sqrt => "sqrt_grad",
+            UnaryOp::Rsqrt => "rsqrt_grad",
+            UnaryOp::Square => "square_grad",
+            UnaryOp::Reciprocal => "reciprocal_grad",
+            UnaryOp::Sin => "sin_grad",
+            UnaryOp::Cos => "cos_grad",
+            UnaryOp::Tanh => "tanh_grad",
+            UnaryOp::Sigmoid => "sigmoid_grad",
+            UnaryOp::Relu => "relu_grad",
+            UnaryOp::Relu6 => "relu6_grad",
+            UnaryOp::Elu => "elu_grad",
+            UnaryOp::Selu => "selu_grad",
+            UnaryOp::Softplus => "softplus_grad",
+            UnaryOp::Softsign => "softsign_grad",
+            UnaryOp::Gelu => "gelu_grad",
+            UnaryOp::GeluTanh => "gelu_tanh_grad",
+            UnaryOp::Silu => "silu_grad",
+            UnaryOp::Floor => "floor_grad",
+            UnaryOp::Ceil => "ceil_grad",
+            UnaryOp::Round => "round_grad",
+            UnaryOp::Erf => "erf_grad",
+            UnaryOp::LeakyRelu(_) => "leaky_relu_grad",
+        }
+    }
+
+    /// f'(v) given r = f(v): the CPU reference of the gradient rule.
+    pub fn derivative<F: Float>(self, v: F, r: F) -> F {
+        let one = F::ONE;
+        let zero = F::ZERO;
+        let sigmoid = |v: F| one / (one + (-v).exp());
+        let step = |c: bool| if c { one } else { zero };
+        match self {
+            UnaryOp::Neg => -one,
+            UnaryOp::Abs => UnaryOp::Sign.apply(v),
+            UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => zero,
+            UnaryOp::Exp => r,
+            UnaryOp::Expm1 => r + one,
+            UnaryOp::Log => one / v,
+            UnaryOp::Log1p => one / (one + v),
+            UnaryOp::Sqrt => F::of(0.5) / r,
+            UnaryOp::Rsqrt => F::of(-0.5) * r * r * r,
+            UnaryOp::Square => F::of(2.0) * v,
+            UnaryOp::Reciprocal => -r * r,
+            UnaryOp::Sin => v.cos(),
+            UnaryOp::Cos => -v.sin(),
+            UnaryOp::Tanh => one - r * r,
+            UnaryOp::Sigmoid => r * (one - r),
+            UnaryOp::Relu => step(v > zero),
+            UnaryOp::Relu6 => step(v > zero && v < F::of(6.0)),
+            UnaryOp::Elu => {
+                if v > zero {
+                    one
+                } else {
+                    r + one
+                }
+            }
+            UnaryOp::Selu => {
+                let s = F::of(1.0507009873554805);
+                if v > zero { s } else { r + s * F::of(1.6732632423543772) }
+            }
+            UnaryOp::Softplus => sigmoid(v),
+            UnaryOp::Softsign => one / ((one + v.abs()) * (one + v.abs())),
+            UnaryOp::Gelu => {
+                let x = v.f64();
+                F::of(
+                    0.5 * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
+                        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+                )
+            }
+            UnaryOp::GeluTanh => {
+                let c = F::of(0.7978845608028654);
+                let t = (c * (v + F::of(0.044715) * v * v * v)).tanh();
+                F::of(0.5) * (one + t) + F::of(0.5) * v * (one - t * t) * c * (one + F::of(0.134145) * v * v)
+            }
+            UnaryOp::Silu => {
+                let s = sigmoid(v);
+                s + v * s * (one - s)
+            }
+            UnaryOp::Erf => F::of(2.0 / std::f64::consts::PI.sqrt()) * (-v * v).exp(),
+            UnaryOp::LeakyRelu(a) => {
+                if v > zero {
+                    one
+                } else {
+                    F::of(a as f64)
+                }
+            }
+        }
+    }
+
     /// The CPU reference of one element.
     pub fn apply<F: Float>(self, v: F) -> F {
         let one = F::ONE;
@@ -177,9 +275,7 @@ impl UnaryOp {
             }
             UnaryOp::Softplus => v.max(zero) + (-v.abs()).exp().ln_1p(),
             UnaryOp::Softsign => v / (one + v.abs()),
-            UnaryOp::Gelu => {
-                F::of(0.5) * v * (one + F::of(erf_f64(v.f64() * std::f64::consts::FRAC_1_SQRT_2)))
-            }
+            UnaryOp::Gelu => F::of(0.5) * v * (one + F::of(erf_f64(v.f64() * std::f64::consts::FRAC_1_SQRT_2))),
             UnaryOp::GeluTanh => {
                 let c = F::of(0.7978845608028654);
                 F::of(0.5) * v * (one + (c * (v + F::of(0.044715) * v * v * v)).tanh())
@@ -244,46 +340,71 @@ pub fn erf_f64(x: f64) -> f64 {
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let a = x[0];
     if !a.dtype().is_float() {
-        return Err(Error::dtype(
-            op.name(),
-            &[a.dtype()],
-            "needs a float tensor",
-        ));
+        return Err(Error::dtype(op.name(), &[a.dtype()], "needs a float tensor"));
+    }
+    if let Op::UnaryGrad(_) = op {
+        if x.iter().any(|t| t.shape() != a.shape() || t.dtype() != a.dtype()) {
+            let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape()).collect();
+            return Err(Error::shape(
+                op.name(),
+                &shapes,
+                "x, f(x) and dy must have one shape and dtype",
+            ));
+        }
     }
     Ok((a.shape().to_vec(), a.dtype()))
 }
 
+/// dx = dy * f'(x), one fused kernel.
+pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+    match op {
+        Op::Unary(u) => Ok(vec![Some(exec(Op::UnaryGrad(*u), &[x[0], y, dy])?)]),
+        // The rule's own gradient would need f''; it is not provided.
+        _ => Err(Error::arg(
+            op.name(),
+            "second derivatives of elementwise ops are not implemented",
+        )),
+    }
+}
+
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], _dtype: DType) -> Result<CpuData> {
-    let Op::Unary(u) = *op else { unreachable!() };
-    Ok(match x[0].cpu_data() {
-        CpuData::F32(v) => CpuData::F32(v.iter().map(|&e| u.apply(e)).collect()),
-        CpuData::F64(v) => CpuData::F64(v.iter().map(|&e| u.apply(e)).collect()),
+    fn grad<F: Float>(u: UnaryOp, x: &[F], y: &[F], dy: &[F]) -> Vec<F> {
+        x.iter()
+            .zip(y)
+            .zip(dy)
+            .map(|((&v, &r), &g)| g * u.derivative(v, r))
+            .collect()
+    }
+    Ok(match (op, x[0].cpu_data()) {
+        (Op::Unary(u), CpuData::F32(v)) => CpuData::F32(v.iter().map(|&e| u.apply(e)).collect()),
+        (Op::Unary(u), CpuData::F64(v)) => CpuData::F64(v.iter().map(|&e| u.apply(e)).collect()),
+        (Op::UnaryGrad(u), d) => match (d, x[1].cpu_data(), x[2].cpu_data()) {
+            (CpuData::F32(a), CpuData::F32(b), CpuData::F32(c)) => CpuData::F32(grad(*u, a, b, c)),
+            (CpuData::F64(a), CpuData::F64(b), CpuData::F64(c)) => CpuData::F64(grad(*u, a, b, c)),
+            _ => unreachable!(),
+        },
         _ => unreachable!("f16 runs through f32; ints are rejected by infer"),
     })
 }
 
-pub(crate) fn gpu(
-    op: &Op,
-    g: &GpuDevice,
-    x: &[&Tensor],
-    out: &[usize],
-    dtype: DType,
-) -> Result<GpuBuf> {
-    let Op::Unary(u) = *op else { unreachable!() };
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let (Op::Unary(u) | Op::UnaryGrad(u)) = *op else {
+        unreachable!()
+    };
     let n = crate::shape::numel(out);
     let y = g.alloc(u.name(), (n * dtype.size()) as u64)?;
-    let alpha = if let UnaryOp::LeakyRelu(a) = u {
-        a
-    } else {
-        0.0
+    let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
+    let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
+        Op::Unary(_) => ("main", vec![x[0].gpu_buf(), &y]),
+        _ => ("grad", vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()]),
     };
     g.launch(&Launch {
         kernel: &UNARY,
-        entry: "main",
+        entry,
         ty: super::ktype(dtype),
         consts: &[],
         params: &[n as u32, alpha.to_bits(), u.code(), 0],
-        bufs: &[x[0].gpu_buf(), &y],
+        bufs: &bufs,
         groups: grid(n, 256),
     })?;
     Ok(y)
@@ -335,11 +456,7 @@ pub fn leaky_relu(x: &Tensor, alpha: f32) -> Result<Tensor> {
 
 /// Integer tensors take neg, abs, sign and square through binary ops.
 fn int_or(x: &Tensor, op: UnaryOp, int: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    if x.dtype() == DType::I32 {
-        int(x)
-    } else {
-        unary(x, op)
-    }
+    if x.dtype() == DType::I32 { int(x) } else { unary(x, op) }
 }
 
 /// `tf.negative` (float or int32).

@@ -34,21 +34,13 @@ pub fn cpu() -> Device {
 /// Standard-normal f32 values cast to `dtype`, on the CPU.
 pub fn randn(shape: &[usize], seed: u64, dtype: DType) -> Tensor {
     let t = ops::random_normal(shape, 0.0, 1.0, DType::F32, seed, &cpu()).unwrap();
-    if dtype == DType::F32 {
-        t
-    } else {
-        t.cast(dtype).unwrap()
-    }
+    if dtype == DType::F32 { t } else { t.cast(dtype).unwrap() }
 }
 
 /// Uniform in [lo, hi) as f32 cast to `dtype`.
 pub fn uniform(shape: &[usize], lo: f64, hi: f64, seed: u64, dtype: DType) -> Tensor {
     let t = ops::random_uniform(shape, lo, hi, DType::F32, seed, &cpu()).unwrap();
-    if dtype == DType::F32 {
-        t
-    } else {
-        t.cast(dtype).unwrap()
-    }
+    if dtype == DType::F32 { t } else { t.cast(dtype).unwrap() }
 }
 
 /// Integers in [lo, hi) as int32.
@@ -58,10 +50,7 @@ pub fn randint(shape: &[usize], lo: i32, hi: i32, seed: u64) -> Tensor {
         .unwrap()
         .to_vec::<f64>()
         .unwrap();
-    let v: Vec<i32> = u
-        .iter()
-        .map(|x| lo + (x * (hi - lo) as f64).floor() as i32)
-        .collect();
+    let v: Vec<i32> = u.iter().map(|x| lo + (x * (hi - lo) as f64).floor() as i32).collect();
     Tensor::from_vec(v, shape, &cpu()).unwrap()
 }
 
@@ -79,9 +68,7 @@ pub fn randbool(shape: &[usize], seed: u64) -> Tensor {
 /// The op named in an error, to check that both devices fail the same way.
 fn err_key(e: &Error) -> String {
     let op = match e {
-        Error::Shape { op, .. } | Error::DType { op, .. } | Error::InvalidArgument { op, .. } => {
-            op.to_string()
-        }
+        Error::Shape { op, .. } | Error::DType { op, .. } | Error::InvalidArgument { op, .. } => op.to_string(),
         Error::TooLargeForBinding { op, .. } => op.to_string(),
         _ => String::new(),
     };
@@ -108,8 +95,7 @@ impl Suite {
     /// `op` on CPU inputs `x` against the same op on each GPU.
     pub fn check(&mut self, op: Op, x: &[Tensor]) {
         let refs: Vec<&Tensor> = x.iter().collect();
-        let want = ops::apply(op.clone(), &refs)
-            .unwrap_or_else(|e| panic!("CPU reference of {op:?} failed: {e}"));
+        let want = ops::apply(op.clone(), &refs).unwrap_or_else(|e| panic!("CPU reference of {op:?} failed: {e}"));
         let want_v = want.to_f64_vec().unwrap();
         for g in &self.gpus {
             let gx: Vec<Tensor> = x.iter().map(|t| t.to_device(g).unwrap()).collect();
@@ -124,10 +110,7 @@ impl Suite {
                 let bad = got_v
                     .iter()
                     .zip(&want_v)
-                    .position(|(a, b)| {
-                        !((a - b).abs() <= tol.atol + tol.rtol * b.abs()
-                            || a.is_nan() && b.is_nan())
-                    })
+                    .position(|(a, b)| !((a - b).abs() <= tol.atol + tol.rtol * b.abs() || a.is_nan() && b.is_nan()))
                     .unwrap_or(0);
                 panic!(
                     "{} on {g:?} with inputs {:?} {:?}: max error {max:e} beyond {tol:?}; first bad element {bad}: got {} want {}",
@@ -175,11 +158,7 @@ impl Drop for Suite {
         if std::thread::panicking() {
             return;
         }
-        let devs: Vec<String> = self
-            .gpus
-            .iter()
-            .map(|g| format!("{g} = {}", g.name()))
-            .collect();
+        let devs: Vec<String> = self.gpus.iter().map(|g| format!("{g} = {}", g.name())).collect();
         let mut out = format!("conformance [{}] on {}:\n", self.name, devs.join(", "));
         for (op, (ok, err)) in &self.counts {
             out += &format!("  {op:<40} {ok:>4} cases, {err:>3} error cases\n");
@@ -193,13 +172,7 @@ impl Drop for Suite {
 /// Returns (success, stdout, stderr).
 pub fn run_child(name: &str, env: &[(&str, &str)]) -> (bool, String, String) {
     let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-    cmd.args([
-        "--exact",
-        name,
-        "--ignored",
-        "--nocapture",
-        "--test-threads=1",
-    ]);
+    cmd.args(["--exact", name, "--ignored", "--nocapture", "--test-threads=1"]);
     for (k, _) in std::env::vars() {
         if k.starts_with("WGFLOW_") && k != "WGFLOW_ALLOW_NO_GPU" {
             cmd.env_remove(k);

@@ -2,6 +2,9 @@
 //! Cloning is cheap (it shares storage); `reshape` shares storage too.
 //! Every op producing a tensor goes through `ops::exec`.
 
+mod variable;
+pub use variable::Variable;
+
 use crate::device::Device;
 use crate::device::cpu::CpuData;
 use crate::device::memory::GpuBuf;
@@ -35,12 +38,7 @@ fn next_id() -> u64 {
 }
 
 impl Tensor {
-    pub(crate) fn from_storage(
-        storage: Storage,
-        shape: Vec<usize>,
-        dtype: DType,
-        device: Device,
-    ) -> Tensor {
+    pub(crate) fn from_storage(storage: Storage, shape: Vec<usize>, dtype: DType, device: Device) -> Tensor {
         Tensor(Arc::new(Inner {
             id: next_id(),
             shape,
@@ -56,12 +54,7 @@ impl Tensor {
         Tensor::from_storage(Storage::Cpu(Arc::new(data)), shape, dtype, Device::Cpu)
     }
 
-    pub(crate) fn from_gpu(
-        buf: GpuBuf,
-        shape: Vec<usize>,
-        dtype: DType,
-        device: &Device,
-    ) -> Tensor {
+    pub(crate) fn from_gpu(buf: GpuBuf, shape: Vec<usize>, dtype: DType, device: &Device) -> Tensor {
         Tensor::from_storage(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone())
     }
 
@@ -75,11 +68,7 @@ impl Tensor {
             ));
         }
         let t = Tensor::from_cpu(data, shape.to_vec());
-        if device.is_gpu() {
-            t.to_device(device)
-        } else {
-            Ok(t)
-        }
+        if device.is_gpu() { t.to_device(device) } else { Ok(t) }
     }
 
     /// `tf.constant(data, shape=...)` on `device`.
@@ -152,11 +141,7 @@ impl Tensor {
             return Err(Error::dtype(
                 "to_vec",
                 &[self.dtype()],
-                format!(
-                    "cannot read a {} tensor as {}; cast it first",
-                    self.dtype(),
-                    T::DTYPE
-                ),
+                format!("cannot read a {} tensor as {}; cast it first", self.dtype(), T::DTYPE),
             ));
         }
         Ok(crate::ops::creation::from_cpu_data(self.to_data()?))

@@ -1,0 +1,248 @@
+//! Fused optimizer steps (kernel: shaders/optimizer.wgsl): one kernel per
+//! variable reads the variable, gradient and slots and writes their new
+//! values, as new tensors (the optimizer assigns them). `nn::optimizers`
+//! builds the `Update`s; this file holds their math.
+
+use super::{Op, Tol};
+use crate::device::Device;
+use crate::device::cpu::CpuData;
+use crate::device::gpu::{KType, Kernel, Launch, grid};
+use crate::device::memory::GpuBuf;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+
+pub static OPTIM: Kernel = Kernel {
+    name: "optimizer",
+    sources: &[
+        include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/optimizer.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+pub(crate) const TOL: Tol = Tol::new(1e-6, 1e-5);
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Rule {
+    /// Inputs (var, grad[, momentum]); outputs (var[, momentum]).
+    Sgd { momentum: f32, nesterov: bool },
+    /// Inputs (var, grad, m, v); outputs (var, m, v). `alpha` is the
+    /// bias-corrected learning rate of this step.
+    Adam {
+        beta1: f32,
+        beta2: f32,
+        eps: f32,
+        alpha: f32,
+        weight_decay: f32,
+    },
+    /// Inputs (var, grad, ms[, mom]); outputs (var, ms[, mom]).
+    RmsProp { rho: f32, momentum: f32, eps: f32 },
+}
+
+/// One step of an optimizer for one variable. With `clip`, the last input
+/// is the gradient's L2 norm (a scalar f32) and the gradient is scaled by
+/// min(1, clip / norm) (Keras' `clipnorm`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Update {
+    pub rule: Rule,
+    pub lr: f32,
+    pub clip: Option<f32>,
+}
+
+impl Update {
+    pub fn name(&self) -> &'static str {
+        match self.rule {
+            Rule::Sgd { .. } => "sgd_update",
+            Rule::Adam { .. } => "adam_update",
+            Rule::RmsProp { .. } => "rmsprop_update",
+        }
+    }
+
+    /// Number of slot tensors the rule reads and writes.
+    pub fn slots(&self) -> usize {
+        match self.rule {
+            Rule::Sgd { momentum, .. } => (momentum != 0.0) as usize,
+            Rule::Adam { .. } => 2,
+            Rule::RmsProp { momentum, .. } => 1 + (momentum != 0.0) as usize,
+        }
+    }
+
+    /// The reference step for one element: (var, [slots]) from (var, grad, [slots]).
+    fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64) -> (f64, [f64; 2]) {
+        let lr = self.lr as f64;
+        let g = match self.clip {
+            Some(c) if norm > c as f64 => g * c as f64 / norm,
+            _ => g,
+        };
+        match self.rule {
+            Rule::Sgd { momentum, nesterov } => {
+                let mo = momentum as f64;
+                if mo == 0.0 {
+                    return (w - lr * g, s);
+                }
+                let m = mo * s[0] - lr * g;
+                (w + if nesterov { mo * m - lr * g } else { m }, [m, 0.0])
+            }
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                alpha,
+                weight_decay,
+            } => {
+                let w = w - w * weight_decay as f64 * lr;
+                let m = s[0] + (g - s[0]) * (1.0 - beta1 as f64);
+                let v = s[1] + (g * g - s[1]) * (1.0 - beta2 as f64);
+                (w - alpha as f64 * m / (v.sqrt() + eps as f64), [m, v])
+            }
+            Rule::RmsProp { rho, momentum, eps } => {
+                let ms = rho as f64 * s[0] + (1.0 - rho as f64) * g * g;
+                let inc = lr * g / (ms + eps as f64).sqrt();
+                if momentum == 0.0 {
+                    (w - inc, [ms, 0.0])
+                } else {
+                    let mom = momentum as f64 * s[1] + inc;
+                    (w - mom, [ms, mom])
+                }
+            }
+        }
+    }
+
+    fn params(&self, n: usize) -> [u32; 12] {
+        let (c1, c2, eps, alpha, wd, flags2) = match self.rule {
+            Rule::Sgd { momentum, nesterov } => (momentum, 0.0, 0.0, 0.0, 0.0, if nesterov { 2 } else { 0 }),
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                alpha,
+                weight_decay,
+            } => (beta1, beta2, eps, alpha, weight_decay, 0),
+            Rule::RmsProp { rho, momentum, eps } => (rho, momentum, eps, 0.0, 0.0, 0),
+        };
+        let flags = flags2 | self.clip.is_some() as u32;
+        let f = |x: f32| x.to_bits();
+        [
+            n as u32,
+            flags,
+            0,
+            0,
+            f(self.lr),
+            f(c1),
+            f(c2),
+            f(eps),
+            f(alpha),
+            f(wd),
+            f(self.clip.unwrap_or(0.0)),
+            0,
+        ]
+    }
+
+    fn entry(&self) -> &'static str {
+        match self.rule {
+            Rule::Sgd { momentum, .. } if momentum == 0.0 => "sgd",
+            Rule::Sgd { .. } => "sgd_momentum",
+            Rule::Adam { .. } => "adam",
+            Rule::RmsProp { momentum, .. } if momentum == 0.0 => "rmsprop",
+            Rule::RmsProp { .. } => "rmsprop_momentum",
+        }
+    }
+}
+
+pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
+    let Op::Optimizer(u) = op else { unreachable!() };
+    let want = 2 + u.slots() + u.clip.is_some() as usize;
+    let var = x[0];
+    if x.len() != want {
+        return Err(Error::arg(u.name(), format!("takes {want} inputs, got {}", x.len())));
+    }
+    if !var.dtype().is_float() {
+        return Err(Error::dtype(u.name(), &[var.dtype()], "variables must be float"));
+    }
+    for t in &x[1..2 + u.slots()] {
+        if t.shape() != var.shape() || t.dtype() != var.dtype() {
+            return Err(Error::shape(
+                u.name(),
+                &[var.shape(), t.shape()],
+                format!(
+                    "the gradient and slots must match the variable ({} {:?})",
+                    var.dtype(),
+                    var.shape()
+                ),
+            ));
+        }
+    }
+    if u.clip.is_some() {
+        let n = x[want - 1];
+        if n.numel() != 1 || n.dtype() != DType::F32 {
+            return Err(Error::shape(
+                u.name(),
+                &[n.shape()],
+                "the gradient norm must be one float32",
+            ));
+        }
+    }
+    Ok((var.shape().to_vec(), var.dtype()))
+}
+
+pub(crate) fn run(op: &Op, x: &[&Tensor], device: &Device) -> Result<Vec<Tensor>> {
+    let Op::Optimizer(u) = op else { unreachable!() };
+    let var = x[0];
+    let (shape, dtype, n) = (var.shape().to_vec(), var.dtype(), var.numel());
+    let k = u.slots();
+    match device {
+        Device::Cpu => {
+            let w = var.cpu_data().to_f64();
+            let g = x[1].cpu_data().to_f64();
+            let s: Vec<Vec<f64>> = (0..k).map(|i| x[2 + i].cpu_data().to_f64()).collect();
+            let norm = if u.clip.is_some() {
+                x[2 + k].cpu_data().to_f64()[0]
+            } else {
+                0.0
+            };
+            let mut ow = vec![0.0; n];
+            let mut os = vec![vec![0.0; n]; k];
+            for i in 0..n {
+                let si = [s.first().map_or(0.0, |v| v[i]), s.get(1).map_or(0.0, |v| v[i])];
+                let (nw, ns) = u.step(w[i], g[i], si, norm);
+                ow[i] = nw;
+                for j in 0..k {
+                    os[j][i] = ns[j];
+                }
+            }
+            let mut out = vec![Tensor::from_cpu(CpuData::from_f64(dtype, &ow), shape.clone())];
+            for v in os {
+                out.push(Tensor::from_cpu(CpuData::from_f64(dtype, &v), shape.clone()));
+            }
+            Ok(out)
+        }
+        Device::Gpu(g) => {
+            let bytes = (n * dtype.size()) as u64;
+            let outs: Vec<GpuBuf> = (0..=k).map(|_| g.alloc(u.name(), bytes)).collect::<Result<_>>()?;
+            // Bindings: var, grad, slots read, norm, var out, slots out.
+            let mut bufs: Vec<&GpuBuf> = vec![var.gpu_buf(), x[1].gpu_buf()];
+            bufs.extend((0..k).map(|i| x[2 + i].gpu_buf()));
+            // Without clipping the norm binding still exists; the gradient stands in.
+            bufs.push(if u.clip.is_some() {
+                x[2 + k].gpu_buf()
+            } else {
+                x[1].gpu_buf()
+            });
+            bufs.extend(outs.iter());
+            g.launch(&Launch {
+                kernel: &OPTIM,
+                entry: u.entry(),
+                ty: super::ktype(dtype),
+                consts: &[],
+                params: &u.params(n),
+                bufs: &bufs,
+                groups: grid(n, 256),
+            })?;
+            Ok(outs
+                .into_iter()
+                .map(|b| Tensor::from_gpu(b, shape.clone(), dtype, device))
+                .collect())
+        }
+    }
+}

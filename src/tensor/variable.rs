@@ -1,0 +1,130 @@
+//! `Variable`: a named, mutable slot holding a tensor, as `tf.Variable`.
+//! Reading a trainable variable inside a `GradientTape` makes the tape
+//! watch it; assignments replace the tensor (the old one stays valid for
+//! whoever still holds it) and are never recorded.
+
+use crate::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+
+struct Inner {
+    id: u64,
+    name: String,
+    trainable: bool,
+    value: RwLock<Tensor>,
+}
+
+#[derive(Clone)]
+pub struct Variable(Arc<Inner>);
+
+impl Variable {
+    /// A trainable variable holding `value`.
+    pub fn new(value: Tensor, name: &str) -> Variable {
+        Variable::with_trainable(value, name, true)
+    }
+
+    pub fn with_trainable(value: Tensor, name: &str, trainable: bool) -> Variable {
+        static ID: AtomicU64 = AtomicU64::new(1);
+        Variable(Arc::new(Inner {
+            id: ID.fetch_add(1, Ordering::Relaxed),
+            name: name.to_string(),
+            trainable,
+            value: RwLock::new(crate::tape::detach(&value)),
+        }))
+    }
+
+    pub fn id(&self) -> u64 {
+        self.0.id
+    }
+    pub fn name(&self) -> &str {
+        &self.0.name
+    }
+    pub fn trainable(&self) -> bool {
+        self.0.trainable
+    }
+
+    /// The current value (`read_value`); active tapes watch it when the
+    /// variable is trainable.
+    pub fn value(&self) -> Tensor {
+        let t = self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone();
+        if self.0.trainable {
+            crate::tape::on_variable_read(self.0.id, &t);
+        }
+        t
+    }
+
+    /// The current value without notifying tapes.
+    pub(crate) fn peek(&self) -> Tensor {
+        self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub fn shape(&self) -> Vec<usize> {
+        self.peek().shape().to_vec()
+    }
+    pub fn dtype(&self) -> DType {
+        self.peek().dtype()
+    }
+    pub fn device(&self) -> Device {
+        self.peek().device().clone()
+    }
+    pub fn numel(&self) -> usize {
+        self.peek().numel()
+    }
+
+    /// Replaces the value; shape, dtype and device must match.
+    pub fn assign(&self, t: &Tensor) -> Result<()> {
+        let cur = self.peek();
+        if t.shape() != cur.shape() || t.dtype() != cur.dtype() {
+            return Err(Error::shape(
+                "assign",
+                &[cur.shape(), t.shape()],
+                format!(
+                    "variable {} holds {} {:?}, not {} {:?}",
+                    self.name(),
+                    cur.dtype(),
+                    cur.shape(),
+                    t.dtype(),
+                    t.shape()
+                ),
+            ));
+        }
+        if t.device() != cur.device() {
+            return Err(Error::DeviceMismatch {
+                op: "assign",
+                devices: vec![cur.device().to_string(), t.device().to_string()],
+            });
+        }
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = crate::tape::detach(t);
+        Ok(())
+    }
+
+    /// `v += t` (not recorded by tapes).
+    pub fn assign_add(&self, t: &Tensor) -> Result<()> {
+        let v = crate::tape::without_recording(|| self.peek().add(t))?;
+        self.assign(&v)
+    }
+
+    /// `v -= t` (not recorded by tapes).
+    pub fn assign_sub(&self, t: &Tensor) -> Result<()> {
+        let v = crate::tape::without_recording(|| self.peek().sub(t))?;
+        self.assign(&v)
+    }
+}
+
+impl fmt::Debug for Variable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let t = self.peek();
+        write!(
+            f,
+            "Variable('{}', shape={:?}, dtype={}, device={})",
+            self.name(),
+            t.shape(),
+            t.dtype(),
+            t.device()
+        )
+    }
+}
