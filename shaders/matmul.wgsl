@@ -29,8 +29,12 @@ struct Params {
     bn: u32,
     vec_a: u32,
     vec_b: u32,
-    _p0: u32,
-    _p1: u32,
+    // C is stored transposed: C(m, n) at c[n * ldc + m] (the host computes
+    // C^T = B^T A^T when that shape suits the kernel better).
+    tc: u32,
+    // matmul_reg split-K: batch entry z sums k in [z kc, (z + 1) kc) of a
+    // single matrix product into slice z of c; 0 when not split.
+    kc: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -147,7 +151,11 @@ fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32> {
 }
 
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
-    c[b * p.sc + m * p.ldc + n] = T(v);
+    if (p.tc != 0u) {
+        c[b * p.sc + n * p.ldc + m] = T(v);
+    } else {
+        c[b * p.sc + m * p.ldc + n] = T(v);
+    }
 }
 
 
@@ -164,8 +172,16 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let b = wid.z + p.b0;
     let m = wid.y * 4u;
     let n = (wid.x * 8u + lid.x) * 16u;
-    let abase = b * p.sa;
-    let bbase = b * p.sb;
+    var abase = b * p.sa;
+    var bbase = b * p.sb;
+    var k0 = 0u;
+    var k1 = p.k;
+    if (p.kc != 0u) {
+        abase = 0u;
+        bbase = 0u;
+        k0 = b * p.kc;
+        k1 = min(p.k, k0 + p.kc);
+    }
     let r0 = abase + min(m + 0u, p.m - 1u) * p.am;
     let r1 = abase + min(m + 1u, p.m - 1u) * p.am;
     let r2 = abase + min(m + 2u, p.m - 1u) * p.am;
@@ -192,7 +208,7 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         let q1 = (bbase + min(n + 4u, p.n - 4u)) / 4u;
         let q2 = (bbase + min(n + 8u, p.n - 4u)) / 4u;
         let q3 = (bbase + min(n + 12u, p.n - 4u)) / 4u;
-        for (var k = 0u; k < p.k; k++) {
+        for (var k = k0; k < k1; k++) {
             let kb = k * step;
             let v0 = vec4<f32>(b4[q0 + kb]);
             let v1 = vec4<f32>(b4[q1 + kb]);
@@ -237,7 +253,7 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
         let n13 = bbase + min(n + 13u, p.n - 1u) * p.bn;
         let n14 = bbase + min(n + 14u, p.n - 1u) * p.bn;
         let n15 = bbase + min(n + 15u, p.n - 1u) * p.bn;
-        for (var k = 0u; k < p.k; k++) {
+        for (var k = k0; k < k1; k++) {
             let kb = k * p.bk;
             let v0 = vec4<f32>(f32(bm[n0 + kb]), f32(bm[n1 + kb]), f32(bm[n2 + kb]), f32(bm[n3 + kb]));
             let v1 = vec4<f32>(f32(bm[n4 + kb]), f32(bm[n5 + kb]), f32(bm[n6 + kb]), f32(bm[n7 + kb]));

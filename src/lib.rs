@@ -6,9 +6,12 @@
 //! README for the environment variables that select devices and memory
 //! behaviour, and `ops` for the op families.
 
+pub mod data;
 pub mod device;
 pub mod dtype;
 pub mod error;
+pub mod io;
+pub mod nn;
 pub mod ops;
 pub mod shape;
 pub mod tape;

@@ -179,14 +179,73 @@ impl GemmLaunch<'_> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
+        if !g.gemm_register() {
+            return self.dispatch(g, dtype, "gemm", false, 0);
+        }
+        // The register kernel spreads columns over SIMD lanes, 128 per
+        // workgroup: for a narrow C it computes C^T = B^T A^T instead.
+        let flip = self.n < 64 && self.m > self.n;
+        let t = if flip { self.transposed() } else { self.clone_plan() };
+        // A small C with a long sum runs on too few workgroups: split the
+        // sum over batch entries and add the slices (single products only).
+        let groups = t.n.div_ceil(128) * t.m.div_ceil(4);
+        let contiguous = if flip { self.ldc == self.n } else { t.ldc == t.n };
+        if self.batch == 1 && groups < 32 && t.k >= 4096 && contiguous {
+            let splits = t.k.div_ceil(2048).min(64);
+            let kc = t.k.div_ceil(splits);
+            let part = g.alloc("matmul", (splits * self.m * self.n * dtype.size()) as u64)?;
+            let plan = GemmLaunch {
+                c: &part,
+                batch: splits,
+                sc: self.m * self.n,
+                ..t
+            };
+            plan.dispatch(g, dtype, "matmul_reg", flip, kc)?;
+            return super::reduce::sum_slices(g, &part, self.c, splits, self.m * self.n, dtype);
+        }
+        t.dispatch(g, dtype, "matmul_reg", flip, 0)
+    }
+
+    fn clone_plan(&self) -> GemmLaunch<'_> {
+        GemmLaunch { ..*self }
+    }
+
+    /// The plan for C^T = B^T A^T (same C buffer, stored transposed).
+    fn transposed(&self) -> GemmLaunch<'_> {
+        GemmLaunch {
+            a: self.b,
+            b: self.a,
+            c: self.c,
+            m: self.n,
+            n: self.m,
+            k: self.k,
+            batch: self.batch,
+            ta: !self.tb,
+            tb: !self.ta,
+            lda: self.ldb,
+            ldb: self.lda,
+            ldc: self.ldc,
+            sa: self.sb,
+            sb: self.sa,
+            sc: self.sc,
+        }
+    }
+
+    fn dispatch(&self, g: &GpuDevice, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
         let four = |v: usize| v % 4 == 0;
         let vec_a = four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
         let vec_b = four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
+        let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
+        let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
+        // The register kernel reads A as scalars: no a4 view.
+        let bufs: Vec<&GpuBuf> = if entry == "matmul_reg" {
+            vec![self.a, self.b, self.c, self.b]
+        } else {
+            vec![self.a, self.b, self.c, self.a, self.b]
+        };
         let mut b0 = 0;
         while b0 < self.batch {
             let nz = (self.batch - b0).min(65535);
-            let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
-            let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
             let params = [
                 self.m,
                 self.n,
@@ -206,20 +265,14 @@ impl GemmLaunch<'_> {
                 bn,
                 vec_a as usize,
                 vec_b as usize,
-                0,
-                0,
+                tc as usize,
+                kc,
             ]
             .map(|v| v as u32);
-            let (mut entry, mut groups) = gemm_grid(g, self.m, self.n, nz);
-            if entry == "gemm_reg" {
-                entry = "matmul_reg";
-                groups[0] = self.n.div_ceil(128) as u32;
-            }
-            // The register kernel reads A as scalars: no a4 view.
-            let bufs: Vec<&GpuBuf> = if entry == "matmul_reg" {
-                vec![self.a, self.b, self.c, self.b]
+            let groups = if entry == "matmul_reg" {
+                [self.n.div_ceil(128) as u32, self.m.div_ceil(4) as u32, nz as u32]
             } else {
-                vec![self.a, self.b, self.c, self.a, self.b]
+                [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, nz as u32]
             };
             g.launch(&Launch {
                 kernel: &MATMUL,

@@ -19,6 +19,7 @@ pub mod layout;
 pub mod matmul;
 pub mod optim;
 pub mod pool;
+pub mod profile;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;
@@ -391,7 +392,11 @@ pub(crate) fn exec(op: Op, x: &[&Tensor]) -> Result<Tensor> {
 pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
     let device = same_device(op.name(), x)?;
     let (shape, dtype) = op.infer(x)?;
-    let out = op.run(x, &shape, dtype, &device)?;
+    let out = if profile::enabled() {
+        profile::time(op.name(), &device, || op.run(x, &shape, dtype, &device))?
+    } else {
+        op.run(x, &shape, dtype, &device)?
+    };
     if device.is_gpu() && cross_check_enabled() {
         cross_check(&op, x, &out)?;
     }

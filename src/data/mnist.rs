@@ -1,0 +1,127 @@
+//! MNIST in its IDX files, raw or gzip-compressed: `train-images-idx3-ubyte`,
+//! `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`
+//! (each optionally with `.gz`). Images become f32 in [0, 1] shaped
+//! [n, 28, 28, 1]; labels int32 [n].
+
+use crate::device::cpu::CpuData;
+use crate::error::{Error, Result};
+use crate::tensor::Tensor;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+fn io_err(path: &Path, msg: impl Into<String>) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        msg: msg.into(),
+    }
+}
+
+/// Reads a whole IDX file (ubyte data only); returns (dims, bytes).
+pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
+    let raw = std::fs::read(path).map_err(|e| io_err(path, e.to_string()))?;
+    let data = if raw.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::GzDecoder::new(&raw[..])
+            .read_to_end(&mut out)
+            .map_err(|e| io_err(path, format!("bad gzip data: {e}")))?;
+        out
+    } else {
+        raw
+    };
+    if data.len() < 4 || data[0] != 0 || data[1] != 0 {
+        return Err(io_err(path, "not an IDX file (bad magic number)"));
+    }
+    if data[2] != 0x08 {
+        return Err(io_err(
+            path,
+            format!("IDX type 0x{:02x} is not unsigned bytes (0x08)", data[2]),
+        ));
+    }
+    let rank = data[3] as usize;
+    let head = 4 + 4 * rank;
+    if rank == 0 || data.len() < head {
+        return Err(io_err(path, format!("truncated IDX header (rank {rank})")));
+    }
+    let dims: Vec<usize> = (0..rank)
+        .map(|i| u32::from_be_bytes(data[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .collect();
+    let n: usize = dims.iter().product();
+    if data.len() - head != n {
+        return Err(io_err(
+            path,
+            format!(
+                "header promises {dims:?} = {n} bytes but the file holds {}",
+                data.len() - head
+            ),
+        ));
+    }
+    Ok((dims, data[head..].to_vec()))
+}
+
+fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
+    for name in [stem.to_string(), format!("{stem}.gz")] {
+        let p = dir.join(&name);
+        if p.exists() {
+            return Ok(p);
+        }
+    }
+    Err(io_err(&dir.join(stem), "missing (looked for the raw and .gz file)"))
+}
+
+/// Images [n, 28, 28, 1] in [0, 1] and labels [n] from an images/labels pair.
+pub fn read_pair(images: &Path, labels: &Path) -> Result<(Tensor, Tensor)> {
+    let (idims, ibytes) = read_idx(images)?;
+    let (ldims, lbytes) = read_idx(labels)?;
+    if idims.len() != 3 {
+        return Err(io_err(
+            images,
+            format!("image file has dims {idims:?}, not [n, rows, cols]"),
+        ));
+    }
+    if ldims.len() != 1 || ldims[0] != idims[0] {
+        return Err(io_err(
+            labels,
+            format!("label file has dims {ldims:?} for {} images", idims[0]),
+        ));
+    }
+    if let Some(&l) = lbytes.iter().find(|&&l| l > 9) {
+        return Err(io_err(labels, format!("label {l} is not a digit")));
+    }
+    let x = CpuData::F32(ibytes.iter().map(|&b| b as f32 / 255.0).collect());
+    let y = CpuData::I32(lbytes.iter().map(|&b| b as i32).collect());
+    Ok((
+        Tensor::from_data(x, &[idims[0], idims[1], idims[2], 1], &crate::Device::Cpu)?,
+        Tensor::from_data(y, &[ldims[0]], &crate::Device::Cpu)?,
+    ))
+}
+
+/// (train_x, train_y, test_x, test_y) from a directory of the four files.
+pub fn load(dir: &Path) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
+    let (tx, ty) = read_pair(
+        &find(dir, "train-images-idx3-ubyte")?,
+        &find(dir, "train-labels-idx1-ubyte")?,
+    )?;
+    let (vx, vy) = read_pair(
+        &find(dir, "t10k-images-idx3-ubyte")?,
+        &find(dir, "t10k-labels-idx1-ubyte")?,
+    )?;
+    Ok((tx, ty, vx, vy))
+}
+
+/// Writes an IDX ubyte file (used by tests and to export the synthetic set).
+pub fn write_idx(path: &Path, dims: &[usize], data: &[u8], gzip: bool) -> Result<()> {
+    let mut bytes = vec![0, 0, 0x08, dims.len() as u8];
+    for &d in dims {
+        bytes.extend_from_slice(&(d as u32).to_be_bytes());
+    }
+    bytes.extend_from_slice(data);
+    let out = if gzip {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(&bytes).map_err(|e| io_err(path, e.to_string()))?;
+        enc.finish().map_err(|e| io_err(path, e.to_string()))?
+    } else {
+        bytes
+    };
+    std::fs::write(path, out).map_err(|e| io_err(path, e.to_string()))
+}

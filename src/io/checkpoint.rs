@@ -1,0 +1,319 @@
+//! Checkpoints: named variables (and an optimizer's step count and slots)
+//! in a safetensors file, with JSON metadata holding the format, the step
+//! and a CRC32C of every tensor. Saving writes a temporary file and renames
+//! it; restoring checks everything (every name present and expected, shapes,
+//! dtypes, CRCs) before it assigns anything, so a bad file leaves the
+//! variables as they were.
+//!
+//! Names are structural paths ("model/layers/0/kernel"), not Keras layer
+//! names, so a model built again in another process restores by position;
+//! optimizer slots are "optimizer/<variable path>/<slot>".
+
+use super::{io_err, write_atomic};
+use crate::device::cpu::CpuData;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::nn::optimizers::Optimizer;
+use crate::tensor::{Tensor, Variable};
+use safetensors::tensor::{Dtype, SafeTensors, TensorView};
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+
+const FORMAT: &str = "wgflow-checkpoint-1";
+
+/// A set of named variables to save and restore together (`tf.train.Checkpoint`).
+#[derive(Clone, Default)]
+pub struct Checkpoint {
+    vars: Vec<(String, Variable)>,
+}
+
+fn st_dtype(d: DType) -> Dtype {
+    match d {
+        DType::F32 => Dtype::F32,
+        DType::F16 => Dtype::F16,
+        DType::F64 => Dtype::F64,
+        DType::I32 => Dtype::I32,
+        DType::Bool => Dtype::BOOL,
+    }
+}
+
+fn host_bytes(t: &Tensor) -> Result<Vec<u8>> {
+    Ok(match t.to_data()? {
+        CpuData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
+        d => d.to_bytes(),
+    })
+}
+
+fn from_bytes(dtype: DType, shape: &[usize], b: &[u8]) -> CpuData {
+    let n: usize = shape.iter().product();
+    match dtype {
+        DType::Bool => CpuData::Bool(b.iter().map(|&x| x != 0).collect()),
+        _ => CpuData::from_bytes(dtype, n, b),
+    }
+}
+
+/// What a checkpoint file holds besides the tensors.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Meta {
+    pub step: u64,
+    pub optimizer_iterations: Option<u64>,
+}
+
+impl Checkpoint {
+    pub fn new() -> Checkpoint {
+        Checkpoint::default()
+    }
+
+    /// Tracks variables under `prefix` ("model" gives "model/<path>").
+    pub fn track(mut self, prefix: &str, vars: Vec<(String, Variable)>) -> Checkpoint {
+        for (n, v) in vars {
+            self.vars.push((format!("{prefix}/{n}"), v));
+        }
+        self
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.vars.iter().map(|(n, _)| n.as_str()).collect()
+    }
+
+    /// Writes the variables (and the optimizer's iterations and slots) to `path`.
+    pub fn save(&self, path: &Path, step: u64, optimizer: Option<&Optimizer>) -> Result<()> {
+        let mut items: Vec<(String, Tensor)> = self.vars.iter().map(|(n, v)| (n.clone(), v.peek())).collect();
+        let mut meta: HashMap<String, String> = HashMap::new();
+        meta.insert("format".into(), FORMAT.into());
+        meta.insert("step".into(), step.to_string());
+        if let Some(opt) = optimizer {
+            meta.insert("optimizer_iterations".into(), opt.iterations().to_string());
+            for (n, v) in &self.vars {
+                if let Some(slots) = opt.existing_slots(v) {
+                    for (s, name) in slots.iter().zip(opt.slot_names()) {
+                        items.push((format!("optimizer/{n}/{name}"), s.peek()));
+                    }
+                }
+            }
+        }
+        let mut data: Vec<(String, Vec<u8>, Vec<usize>, DType)> = Vec::new();
+        for (n, t) in &items {
+            let b = host_bytes(t)?;
+            meta.insert(format!("crc32c/{n}"), format!("{:08x}", crc32c::crc32c(&b)));
+            data.push((n.clone(), b, t.shape().to_vec(), t.dtype()));
+        }
+        let views: Vec<(String, TensorView)> = data
+            .iter()
+            .map(|(n, b, s, d)| {
+                Ok((
+                    n.clone(),
+                    TensorView::new(st_dtype(*d), s.clone(), b).map_err(|e| io_err(path, e))?,
+                ))
+            })
+            .collect::<Result<_>>()?;
+        let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| io_err(path, e))?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+        }
+        write_atomic(path, &bytes)
+    }
+
+    /// Reads and checks `path`, then assigns every variable (and the
+    /// optimizer's state). On any error nothing is assigned.
+    pub fn restore(&self, path: &Path, optimizer: Option<&mut Optimizer>) -> Result<Meta> {
+        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
+        let bad = |msg: String| Error::Io {
+            path: path.display().to_string(),
+            msg,
+        };
+        let (_, header) =
+            SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        if meta.get("format").map(String::as_str) != Some(FORMAT) {
+            return Err(bad(format!(
+                "not a wgflow checkpoint (format {:?})",
+                meta.get("format")
+            )));
+        }
+        let num = |k: &str| -> Result<Option<u64>> {
+            meta.get(k)
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|_| bad(format!("metadata {k}={v:?} is not a number")))
+                })
+                .transpose()
+        };
+        let info = Meta {
+            step: num("step")?.unwrap_or(0),
+            optimizer_iterations: num("optimizer_iterations")?,
+        };
+        // Check every tensor of the file against its CRC first.
+        let mut found: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+        for (name, view) in st.tensors() {
+            let want = meta
+                .get(&format!("crc32c/{name}"))
+                .ok_or_else(|| bad(format!("tensor {name} has no CRC")))?;
+            let got = format!("{:08x}", crc32c::crc32c(view.data()));
+            if &got != want {
+                return Err(bad(format!("tensor {name} is corrupt (CRC32C {got}, expected {want})")));
+            }
+            let dtype = match view.dtype() {
+                Dtype::F32 => DType::F32,
+                Dtype::F16 => DType::F16,
+                Dtype::F64 => DType::F64,
+                Dtype::I32 => DType::I32,
+                Dtype::BOOL => DType::Bool,
+                d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),
+            };
+            found.insert(name, (dtype, view.shape().to_vec(), view.data().to_vec()));
+        }
+        // Then that it holds exactly what this checkpoint tracks.
+        let mut plan: Vec<(&Variable, Tensor)> = Vec::new();
+        for (n, v) in &self.vars {
+            let Some((dt, shape, data)) = found.get(n) else {
+                return Err(bad(format!(
+                    "variable {n} is missing: the checkpoint is from another model"
+                )));
+            };
+            if *dt != v.dtype() || *shape != v.shape() {
+                return Err(bad(format!(
+                    "variable {n} is {dt} {shape:?} in the file but {} {:?} in the model",
+                    v.dtype(),
+                    v.shape()
+                )));
+            }
+            plan.push((v, Tensor::from_data(from_bytes(*dt, shape, data), shape, &v.device())?));
+        }
+        let known: Vec<&String> = self.vars.iter().map(|(n, _)| n).collect();
+        if let Some(extra) = found
+            .keys()
+            .find(|k| !k.starts_with("optimizer/") && !known.contains(k))
+        {
+            return Err(bad(format!(
+                "the file has variable {extra} that this model lacks: the checkpoint is from another model"
+            )));
+        }
+        let mut slot_plan: Vec<(Variable, Vec<Tensor>)> = Vec::new();
+        if let Some(opt) = optimizer.as_deref() {
+            for (n, v) in &self.vars {
+                let mut ts = Vec::new();
+                for s in opt.slot_names() {
+                    if let Some((dt, shape, data)) = found.get(&format!("optimizer/{n}/{s}")) {
+                        if *shape != v.shape() {
+                            return Err(bad(format!(
+                                "optimizer slot {n}/{s} has shape {shape:?}, not {:?}",
+                                v.shape()
+                            )));
+                        }
+                        ts.push(Tensor::from_data(from_bytes(*dt, shape, data), shape, &v.device())?.cast(v.dtype())?);
+                    }
+                }
+                if !ts.is_empty() {
+                    slot_plan.push((v.clone(), ts));
+                }
+            }
+        }
+        // Everything checked: assign.
+        for (v, t) in plan {
+            v.assign(&t)?;
+        }
+        if let Some(opt) = optimizer {
+            for (v, ts) in slot_plan {
+                let slots = opt.slots_of(&v)?;
+                for (s, t) in slots.iter().zip(ts) {
+                    s.assign(&t)?;
+                }
+            }
+            if let Some(it) = info.optimizer_iterations {
+                opt.set_iterations(it);
+            }
+        }
+        Ok(info)
+    }
+}
+
+/// Keeps the last `max_to_keep` checkpoints `ckpt-<n>.safetensors` in a
+/// directory, with TensorFlow's `checkpoint` index file naming the latest.
+pub struct CheckpointManager {
+    pub directory: PathBuf,
+    pub max_to_keep: usize,
+    checkpoint: Checkpoint,
+}
+
+impl CheckpointManager {
+    pub fn new(checkpoint: Checkpoint, directory: impl AsRef<Path>, max_to_keep: usize) -> CheckpointManager {
+        CheckpointManager {
+            directory: directory.as_ref().to_path_buf(),
+            max_to_keep: max_to_keep.max(1),
+            checkpoint,
+        }
+    }
+
+    pub fn checkpoint(&self) -> &Checkpoint {
+        &self.checkpoint
+    }
+
+    /// Every checkpoint in the directory, oldest first.
+    pub fn checkpoints(&self) -> Vec<PathBuf> {
+        list(&self.directory).into_iter().map(|(_, p)| p).collect()
+    }
+
+    pub fn latest_checkpoint(&self) -> Option<PathBuf> {
+        latest_checkpoint(&self.directory)
+    }
+
+    /// Saves the next numbered checkpoint and prunes old ones; returns its path.
+    pub fn save(&self, step: u64, optimizer: Option<&Optimizer>) -> Result<PathBuf> {
+        let n = list(&self.directory).last().map_or(1, |(n, _)| n + 1);
+        let path = self.directory.join(format!("ckpt-{n}.safetensors"));
+        self.checkpoint.save(&path, step, optimizer)?;
+        let all = list(&self.directory);
+        let keep = &all[all.len().saturating_sub(self.max_to_keep)..];
+        for (_, p) in &all[..all.len() - keep.len()] {
+            std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
+        }
+        let mut index = format!("model_checkpoint_path: \"ckpt-{n}.safetensors\"\n");
+        for (k, _) in keep {
+            index += &format!("all_model_checkpoint_paths: \"ckpt-{k}.safetensors\"\n");
+        }
+        write_atomic(&self.directory.join("checkpoint"), index.as_bytes())?;
+        Ok(path)
+    }
+
+    /// Restores the latest checkpoint if there is one; returns its metadata.
+    pub fn restore_latest(&self, optimizer: Option<&mut Optimizer>) -> Result<Option<Meta>> {
+        match self.latest_checkpoint() {
+            Some(p) => self.checkpoint.restore(&p, optimizer).map(Some),
+            None => Ok(None),
+        }
+    }
+}
+
+fn list(dir: &Path) -> Vec<(u64, PathBuf)> {
+    let mut v: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let n = name.strip_prefix("ckpt-")?.strip_suffix(".safetensors")?.parse().ok()?;
+            Some((n, e.path()))
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+/// `tf.train.latest_checkpoint(dir)`: the file the index names, or else the
+/// highest-numbered checkpoint present.
+pub fn latest_checkpoint(dir: impl AsRef<Path>) -> Option<PathBuf> {
+    let dir = dir.as_ref();
+    if let Ok(index) = std::fs::read_to_string(dir.join("checkpoint")) {
+        let named = index.lines().find_map(|l| {
+            l.strip_prefix("model_checkpoint_path: \"")?
+                .strip_suffix('"')
+                .map(String::from)
+        });
+        if let Some(p) = named.map(|n| dir.join(n)).filter(|p| p.exists()) {
+            return Some(p);
+        }
+    }
+    list(dir).pop().map(|(_, p)| p)
+}

@@ -1,0 +1,36 @@
+//! Files other tools read: checkpoints (safetensors) and TensorBoard event
+//! files. Every writer goes through a temporary file and a rename, so a
+//! crash never leaves a half-written file under the final name.
+
+pub mod checkpoint;
+pub mod summary;
+
+use crate::error::{Error, Result};
+use std::io::Write;
+use std::path::Path;
+
+pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Io {
+        path: path.display().to_string(),
+        msg: e.to_string(),
+    }
+}
+
+/// Writes `bytes` to `path` through `path.tmp-<pid>`, fsynced, then renamed.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let tmp = path.with_file_name(format!(
+        "{}.tmp-{}",
+        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
+        std::process::id()
+    ));
+    let write = || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    };
+    write().map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        io_err(path, e)
+    })
+}

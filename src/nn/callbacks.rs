@@ -1,0 +1,270 @@
+//! Keras callbacks: `TensorBoard`, `ModelCheckpoint`, `EarlyStopping`.
+
+use super::model::Logs;
+use super::optimizers::Optimizer;
+use crate::error::{Error, Result};
+use crate::io::checkpoint::{Checkpoint, CheckpointManager};
+use crate::io::summary::{SummaryWriter, create_file_writer};
+use crate::tensor::{Tensor, Variable};
+use std::path::PathBuf;
+
+/// Shared state of one `fit` run.
+#[derive(Default)]
+pub struct TrainContext {
+    /// Set by a callback to end training after this epoch.
+    pub stop_training: bool,
+}
+
+pub trait Callback {
+    fn on_train_begin(&mut self, _vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        Ok(())
+    }
+    /// After each step; `loss` is still on the device (reading it syncs).
+    fn on_train_batch_end(&mut self, _step: u64, _loss: &Tensor, _ctx: &mut TrainContext) -> Result<()> {
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        _epoch: usize,
+        _logs: &Logs,
+        _optimizer: Option<&Optimizer>,
+        _step: u64,
+        _ctx: &mut TrainContext,
+    ) -> Result<()> {
+        Ok(())
+    }
+    fn on_train_end(&mut self, _ctx: &mut TrainContext) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// `keras.callbacks.TensorBoard(log_dir)`: epoch metrics as scalars
+/// ("epoch_loss", ...) in `log_dir/train` and `log_dir/validation`, and
+/// weight histograms every `histogram_freq` epochs (0: never).
+pub struct TensorBoard {
+    pub log_dir: PathBuf,
+    pub histogram_freq: usize,
+    train: Option<SummaryWriter>,
+    val: Option<SummaryWriter>,
+    vars: Vec<(String, Variable)>,
+}
+
+impl TensorBoard {
+    pub fn new(log_dir: impl Into<PathBuf>) -> TensorBoard {
+        TensorBoard {
+            log_dir: log_dir.into(),
+            histogram_freq: 0,
+            train: None,
+            val: None,
+            vars: Vec::new(),
+        }
+    }
+    pub fn histogram_freq(mut self, n: usize) -> Self {
+        self.histogram_freq = n;
+        self
+    }
+}
+
+impl Callback for TensorBoard {
+    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        self.train = Some(create_file_writer(self.log_dir.join("train"))?);
+        self.val = Some(create_file_writer(self.log_dir.join("validation"))?);
+        self.vars = vars;
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        _o: Option<&Optimizer>,
+        _s: u64,
+        _c: &mut TrainContext,
+    ) -> Result<()> {
+        let e = epoch as i64;
+        for (k, v) in logs {
+            match k.strip_prefix("val_") {
+                Some(k) => self.val.as_mut().unwrap().scalar(&format!("epoch_{k}"), *v, e)?,
+                None => self.train.as_mut().unwrap().scalar(&format!("epoch_{k}"), *v, e)?,
+            }
+        }
+        if self.histogram_freq > 0 && epoch % self.histogram_freq == 0 {
+            let w = self.train.as_mut().unwrap();
+            for (n, v) in &self.vars {
+                w.histogram(n, &v.peek(), e, 30)?;
+            }
+        }
+        self.train.as_mut().unwrap().flush()?;
+        self.val.as_mut().unwrap().flush()
+    }
+}
+
+/// `keras.callbacks.ModelCheckpoint`: saves the model's weights and the
+/// optimizer's state at the end of every epoch (or, with `save_best_only`,
+/// when `monitor` improves), keeping the last `max_to_keep`.
+pub struct ModelCheckpoint {
+    pub directory: PathBuf,
+    pub max_to_keep: usize,
+    pub monitor: String,
+    pub save_best_only: bool,
+    best: Option<f64>,
+    manager: Option<CheckpointManager>,
+}
+
+impl ModelCheckpoint {
+    pub fn new(directory: impl Into<PathBuf>) -> ModelCheckpoint {
+        ModelCheckpoint {
+            directory: directory.into(),
+            max_to_keep: 5,
+            monitor: "val_loss".into(),
+            save_best_only: false,
+            best: None,
+            manager: None,
+        }
+    }
+    pub fn max_to_keep(mut self, n: usize) -> Self {
+        self.max_to_keep = n;
+        self
+    }
+    pub fn save_best_only(mut self, monitor: &str) -> Self {
+        self.save_best_only = true;
+        self.monitor = monitor.into();
+        self
+    }
+}
+
+fn lower_is_better(monitor: &str) -> bool {
+    !(monitor.contains("acc") || monitor.contains("auc"))
+}
+
+fn metric(logs: &Logs, name: &str) -> Result<f64> {
+    logs.iter().find(|(k, _)| k == name).map(|(_, v)| *v).ok_or_else(|| {
+        Error::arg(
+            "callback",
+            format!(
+                "monitored metric {name:?} is not in the logs ({})",
+                logs.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        )
+    })
+}
+
+impl Callback for ModelCheckpoint {
+    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        let ckpt = Checkpoint::new().track("model", vars);
+        self.manager = Some(CheckpointManager::new(ckpt, &self.directory, self.max_to_keep));
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        _e: usize,
+        logs: &Logs,
+        opt: Option<&Optimizer>,
+        step: u64,
+        _c: &mut TrainContext,
+    ) -> Result<()> {
+        if self.save_best_only {
+            let v = metric(logs, &self.monitor)?;
+            let better = match self.best {
+                None => true,
+                Some(b) => {
+                    if lower_is_better(&self.monitor) {
+                        v < b
+                    } else {
+                        v > b
+                    }
+                }
+            };
+            if !better {
+                return Ok(());
+            }
+            self.best = Some(v);
+        }
+        self.manager.as_ref().unwrap().save(step, opt)?;
+        Ok(())
+    }
+}
+
+/// `keras.callbacks.EarlyStopping(monitor, min_delta, patience, restore_best_weights)`.
+pub struct EarlyStopping {
+    pub monitor: String,
+    pub min_delta: f64,
+    pub patience: usize,
+    pub restore_best_weights: bool,
+    best: Option<f64>,
+    wait: usize,
+    best_weights: Vec<Tensor>,
+    vars: Vec<Variable>,
+    /// The epoch at which training stopped, if it did.
+    pub stopped_epoch: Option<usize>,
+}
+
+impl EarlyStopping {
+    pub fn new(monitor: &str, patience: usize) -> EarlyStopping {
+        EarlyStopping {
+            monitor: monitor.into(),
+            min_delta: 0.0,
+            patience,
+            restore_best_weights: false,
+            best: None,
+            wait: 0,
+            best_weights: Vec::new(),
+            vars: Vec::new(),
+            stopped_epoch: None,
+        }
+    }
+    pub fn min_delta(mut self, d: f64) -> Self {
+        self.min_delta = d;
+        self
+    }
+    pub fn restore_best_weights(mut self, on: bool) -> Self {
+        self.restore_best_weights = on;
+        self
+    }
+}
+
+impl Callback for EarlyStopping {
+    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        self.vars = vars.into_iter().map(|(_, v)| v).collect();
+        Ok(())
+    }
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        logs: &Logs,
+        _o: Option<&Optimizer>,
+        _s: u64,
+        ctx: &mut TrainContext,
+    ) -> Result<()> {
+        let v = metric(logs, &self.monitor)?;
+        let improved = match self.best {
+            None => true,
+            Some(b) => {
+                if lower_is_better(&self.monitor) {
+                    v < b - self.min_delta
+                } else {
+                    v > b + self.min_delta
+                }
+            }
+        };
+        if improved {
+            self.best = Some(v);
+            self.wait = 0;
+            if self.restore_best_weights {
+                // Tensors are immutable: holding them is the snapshot.
+                self.best_weights = self.vars.iter().map(|v| v.peek()).collect();
+            }
+            return Ok(());
+        }
+        self.wait += 1;
+        if self.wait >= self.patience {
+            ctx.stop_training = true;
+            self.stopped_epoch = Some(epoch);
+            if self.restore_best_weights && !self.best_weights.is_empty() {
+                for (var, t) in self.vars.iter().zip(&self.best_weights) {
+                    var.assign(t)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}

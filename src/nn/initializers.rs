@@ -1,0 +1,79 @@
+//! Weight initializers with Keras' names and formulas. Each call draws a
+//! new seed from a process-wide counter started by `set_random_seed`, so a
+//! program that seeds once builds the same weights on every run and device.
+
+use crate::Device;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::ops;
+use crate::tensor::Tensor;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+static SEED: AtomicU64 = AtomicU64::new(0x5EED);
+
+/// `keras.utils.set_random_seed`: restarts the seed sequence of initializers and dropout.
+pub fn set_random_seed(seed: u64) {
+    SEED.store(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED, Ordering::SeqCst);
+}
+
+/// The next seed of the sequence.
+pub fn next_seed() -> u64 {
+    SEED.fetch_add(1, Ordering::SeqCst)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Initializer {
+    /// U(-l, l), l = sqrt(6 / (fan_in + fan_out)): Keras' default for kernels.
+    GlorotUniform,
+    /// N(0, 2 / fan_in) truncated at two standard deviations.
+    HeNormal,
+    Zeros,
+    Ones,
+    Constant(f64),
+    RandomNormal {
+        mean: f64,
+        stddev: f64,
+    },
+    RandomUniform {
+        minval: f64,
+        maxval: f64,
+    },
+}
+
+/// (fan_in, fan_out) of a kernel shape: [in, out] for dense, [kh, kw, in, out] for conv.
+pub fn fans(shape: &[usize]) -> (usize, usize) {
+    match shape.len() {
+        0 => (1, 1),
+        1 => (shape[0], shape[0]),
+        _ => {
+            let receptive: usize = shape[..shape.len() - 2].iter().product();
+            (shape[shape.len() - 2] * receptive, shape[shape.len() - 1] * receptive)
+        }
+    }
+}
+
+impl Initializer {
+    pub fn init(&self, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
+        let (fan_in, fan_out) = fans(shape);
+        match *self {
+            Initializer::GlorotUniform => {
+                let l = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+                ops::random_uniform(shape, -l, l, dtype, next_seed(), device)
+            }
+            Initializer::HeNormal => {
+                // Keras divides by .87962566 so the truncated normal keeps variance 2 / fan_in.
+                let std = (2.0 / fan_in.max(1) as f64).sqrt() / 0.879_625_660_575_294_5;
+                ops::truncated_normal(shape, 0.0, std, dtype, next_seed(), device)
+            }
+            Initializer::Zeros => ops::zeros(shape, dtype, device),
+            Initializer::Ones => ops::ones(shape, dtype, device),
+            Initializer::Constant(v) => ops::full(shape, v, dtype, device),
+            Initializer::RandomNormal { mean, stddev } => {
+                ops::random_normal(shape, mean, stddev, dtype, next_seed(), device)
+            }
+            Initializer::RandomUniform { minval, maxval } => {
+                ops::random_uniform(shape, minval, maxval, dtype, next_seed(), device)
+            }
+        }
+    }
+}

@@ -1,0 +1,764 @@
+//! Keras layers. A layer creates its weights on the first call (or
+//! `build`), from the shape of one example (the batch dimension excluded),
+//! on the device of its input.
+
+use super::activations::Activation;
+use super::initializers::{Initializer, next_seed};
+use crate::Device;
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::conv::Padding;
+use crate::ops::{self, conv, pool};
+use crate::tensor::{Tensor, Variable};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+/// Keras-style unique names: "dense", "dense_1", ...
+pub fn unique_name(base: &str) -> String {
+    static COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+    let mut g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
+    let n = g.get_or_insert_with(HashMap::new).entry(base.to_string()).or_insert(0);
+    let name = if *n == 0 {
+        base.to_string()
+    } else {
+        format!("{base}_{n}")
+    };
+    *n += 1;
+    name
+}
+
+pub trait Layer: Send {
+    fn name(&self) -> &str;
+    /// The Keras class name, for `summary()`.
+    fn kind(&self) -> &'static str;
+    /// Creates the weights for examples of `input_shape` (batch excluded).
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()>;
+    fn built(&self) -> bool;
+    /// Output shape of one example for an example of `input_shape`.
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>>;
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor>;
+    /// Weights with their short names ("kernel", "bias", "moving_mean", ...).
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        Vec::new()
+    }
+}
+
+/// Builds the layer from its first input if needed, checking the rank.
+fn ensure_built(layer: &mut dyn Layer, x: &Tensor, min_rank: usize) -> Result<()> {
+    if x.rank() < min_rank {
+        return Err(Error::shape(
+            "Layer",
+            &[x.shape()],
+            format!(
+                "layer {} ({}) expects inputs of rank >= {min_rank} (batch first)",
+                layer.name(),
+                layer.kind()
+            ),
+        ));
+    }
+    if !layer.built() {
+        layer.build(&x.shape()[1..], x.device())?;
+    }
+    Ok(())
+}
+
+fn param_count(w: &[(&'static str, Variable)]) -> usize {
+    w.iter().map(|(_, v)| v.numel()).sum()
+}
+
+/// Parameters of a layer (all of its weights).
+pub fn count_params(layer: &dyn Layer) -> usize {
+    param_count(&layer.weights())
+}
+
+// ---- Dense ---------------------------------------------------------------
+
+/// `keras.layers.Dense`: `activation(x @ kernel + bias)` over the last axis.
+pub struct Dense {
+    name: String,
+    pub units: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub kernel_initializer: Initializer,
+    pub bias_initializer: Initializer,
+    kernel: Option<Variable>,
+    bias: Option<Variable>,
+}
+
+impl Dense {
+    pub fn new(units: usize) -> Dense {
+        Dense {
+            name: unique_name("dense"),
+            units,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel: None,
+            bias: None,
+        }
+    }
+    pub fn activation(mut self, a: Activation) -> Dense {
+        self.activation = a;
+        self
+    }
+    pub fn use_bias(mut self, b: bool) -> Dense {
+        self.use_bias = b;
+        self
+    }
+    pub fn kernel_initializer(mut self, i: Initializer) -> Dense {
+        self.kernel_initializer = i;
+        self
+    }
+    pub fn kernel(&self) -> Option<&Variable> {
+        self.kernel.as_ref()
+    }
+    pub fn bias(&self) -> Option<&Variable> {
+        self.bias.as_ref()
+    }
+}
+
+impl Layer for Dense {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Dense"
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        let Some(&inp) = input_shape.last() else {
+            return Err(Error::shape(
+                "Dense",
+                &[input_shape],
+                "needs inputs with a feature axis: [batch, ..., features]",
+            ));
+        };
+        let k = self.kernel_initializer.init(&[inp, self.units], DType::F32, device)?;
+        self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
+        if self.use_bias {
+            let b = self.bias_initializer.init(&[self.units], DType::F32, device)?;
+            self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.kernel.is_some()
+    }
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        let mut s = input_shape.to_vec();
+        match s.last_mut() {
+            Some(l) => *l = self.units,
+            None => return Err(Error::shape("Dense", &[input_shape], "needs a feature axis")),
+        }
+        Ok(s)
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        ensure_built(self, x, 2)?;
+        let k = self.kernel.as_ref().unwrap().value();
+        let inp = k.shape()[0];
+        if x.shape()[x.rank() - 1] != inp {
+            return Err(Error::shape(
+                "Dense",
+                &[x.shape(), k.shape()],
+                format!("layer {} was built for {inp} input features", self.name),
+            ));
+        }
+        let lead: Vec<isize> = x.shape()[..x.rank() - 1].iter().map(|&d| d as isize).collect();
+        let flat = if x.rank() == 2 {
+            x.clone()
+        } else {
+            x.reshape(&[-1, inp as isize])?
+        };
+        let mut y = flat.matmul(&k)?;
+        if let Some(b) = &self.bias {
+            y = y.add(&b.value())?;
+        }
+        if x.rank() != 2 {
+            let mut s = lead;
+            s.push(self.units as isize);
+            y = y.reshape(&s)?;
+        }
+        self.activation.apply(&y)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        if let Some(k) = &self.kernel {
+            w.push(("kernel", k.clone()));
+        }
+        if let Some(b) = &self.bias {
+            w.push(("bias", b.clone()));
+        }
+        w
+    }
+}
+
+// ---- Conv2D --------------------------------------------------------------
+
+fn padding_of(name: &str) -> Result<Padding> {
+    match name {
+        "same" => Ok(Padding::Same),
+        "valid" => Ok(Padding::Valid),
+        _ => Err(Error::arg("padding", format!("{name:?} is not \"same\" or \"valid\""))),
+    }
+}
+
+/// `keras.layers.Conv2D` over NHWC inputs (padding "valid" by default, as Keras).
+pub struct Conv2D {
+    name: String,
+    pub filters: usize,
+    pub kernel_size: [usize; 2],
+    pub strides: [usize; 2],
+    pub padding: Padding,
+    pub dilation_rate: [usize; 2],
+    pub groups: usize,
+    pub activation: Activation,
+    pub use_bias: bool,
+    pub kernel_initializer: Initializer,
+    pub bias_initializer: Initializer,
+    kernel: Option<Variable>,
+    bias: Option<Variable>,
+}
+
+impl Conv2D {
+    pub fn new(filters: usize, kernel_size: [usize; 2]) -> Conv2D {
+        Conv2D {
+            name: unique_name("conv2d"),
+            filters,
+            kernel_size,
+            strides: [1, 1],
+            padding: Padding::Valid,
+            dilation_rate: [1, 1],
+            groups: 1,
+            activation: Activation::Linear,
+            use_bias: true,
+            kernel_initializer: Initializer::GlorotUniform,
+            bias_initializer: Initializer::Zeros,
+            kernel: None,
+            bias: None,
+        }
+    }
+    pub fn strides(mut self, s: [usize; 2]) -> Conv2D {
+        self.strides = s;
+        self
+    }
+    /// "same" or "valid".
+    pub fn padding(mut self, p: &str) -> Result<Conv2D> {
+        self.padding = padding_of(p)?;
+        Ok(self)
+    }
+    pub fn dilation_rate(mut self, d: [usize; 2]) -> Conv2D {
+        self.dilation_rate = d;
+        self
+    }
+    pub fn groups(mut self, g: usize) -> Conv2D {
+        self.groups = g;
+        self
+    }
+    pub fn activation(mut self, a: Activation) -> Conv2D {
+        self.activation = a;
+        self
+    }
+    pub fn use_bias(mut self, b: bool) -> Conv2D {
+        self.use_bias = b;
+        self
+    }
+    pub fn kernel_initializer(mut self, i: Initializer) -> Conv2D {
+        self.kernel_initializer = i;
+        self
+    }
+}
+
+impl Layer for Conv2D {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Conv2D"
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        if input_shape.len() != 3 {
+            return Err(Error::shape(
+                "Conv2D",
+                &[input_shape],
+                "expects examples [height, width, channels]",
+            ));
+        }
+        let c = input_shape[2];
+        if self.groups == 0 || c % self.groups != 0 || self.filters % self.groups != 0 {
+            return Err(Error::shape(
+                "Conv2D",
+                &[input_shape],
+                format!(
+                    "{c} channels and {} filters must both divide into {} groups",
+                    self.filters, self.groups
+                ),
+            ));
+        }
+        let ks = [self.kernel_size[0], self.kernel_size[1], c / self.groups, self.filters];
+        let k = self.kernel_initializer.init(&ks, DType::F32, device)?;
+        self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
+        if self.use_bias {
+            let b = self.bias_initializer.init(&[self.filters], DType::F32, device)?;
+            self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.kernel.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        if s.len() != 3 {
+            return Err(Error::shape(
+                "Conv2D",
+                &[s],
+                "expects examples [height, width, channels]",
+            ));
+        }
+        let a = conv::Conv2d {
+            strides: self.strides,
+            padding: self.padding,
+            dilations: self.dilation_rate,
+            groups: self.groups,
+        };
+        let (h, w) = a.dims("Conv2D", s[0], s[1], self.kernel_size[0], self.kernel_size[1])?;
+        Ok(vec![h.out, w.out, self.filters])
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "Conv2D",
+                &[x.shape()],
+                format!("layer {} expects inputs [batch, height, width, channels]", self.name),
+            ));
+        }
+        ensure_built(self, x, 4)?;
+        let k = self.kernel.as_ref().unwrap().value();
+        let mut y = conv::conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
+        if let Some(b) = &self.bias {
+            y = y.add(&b.value())?;
+        }
+        self.activation.apply(&y)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        if let Some(k) = &self.kernel {
+            w.push(("kernel", k.clone()));
+        }
+        if let Some(b) = &self.bias {
+            w.push(("bias", b.clone()));
+        }
+        w
+    }
+}
+
+// ---- pooling ---------------------------------------------------------------
+
+/// `keras.layers.MaxPooling2D` / `AveragePooling2D` (strides default to the pool size).
+pub struct Pooling2D {
+    name: String,
+    max: bool,
+    pub pool_size: [usize; 2],
+    pub strides: [usize; 2],
+    pub padding: Padding,
+}
+
+impl Pooling2D {
+    fn new(max: bool, pool_size: [usize; 2]) -> Pooling2D {
+        Pooling2D {
+            name: unique_name(if max { "max_pooling2d" } else { "average_pooling2d" }),
+            max,
+            pool_size,
+            strides: pool_size,
+            padding: Padding::Valid,
+        }
+    }
+    pub fn strides(mut self, s: [usize; 2]) -> Pooling2D {
+        self.strides = s;
+        self
+    }
+    pub fn padding(mut self, p: &str) -> Result<Pooling2D> {
+        self.padding = padding_of(p)?;
+        Ok(self)
+    }
+    fn pool(&self) -> pool::Pool2d {
+        pool::Pool2d {
+            max: self.max,
+            ksize: self.pool_size,
+            strides: self.strides,
+            padding: self.padding,
+        }
+    }
+}
+
+#[allow(non_snake_case)]
+pub fn MaxPooling2D(pool_size: [usize; 2]) -> Pooling2D {
+    Pooling2D::new(true, pool_size)
+}
+
+#[allow(non_snake_case)]
+pub fn AveragePooling2D(pool_size: [usize; 2]) -> Pooling2D {
+    Pooling2D::new(false, pool_size)
+}
+
+impl Layer for Pooling2D {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        if self.max { "MaxPooling2D" } else { "AveragePooling2D" }
+    }
+    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        true
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        if s.len() != 3 {
+            return Err(Error::shape(
+                self.kind(),
+                &[s],
+                "expects examples [height, width, channels]",
+            ));
+        }
+        let a = conv::Conv2d {
+            strides: self.strides,
+            padding: self.padding,
+            dilations: [1, 1],
+            groups: 1,
+        };
+        let (h, w) = a.dims(self.pool().name(), s[0], s[1], self.pool_size[0], self.pool_size[1])?;
+        Ok(vec![h.out, w.out, s[2]])
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        ops::apply(ops::Op::Pool(self.pool()), &[x]).map_err(|e| match e {
+            Error::Shape { op, shapes, msg } => Error::Shape {
+                op,
+                shapes,
+                msg: format!("{msg} (layer {})", self.name),
+            },
+            e => e,
+        })
+    }
+}
+
+/// `keras.layers.GlobalAveragePooling2D`: mean over height and width.
+pub struct GlobalAveragePooling2D {
+    name: String,
+}
+
+impl GlobalAveragePooling2D {
+    pub fn new() -> Self {
+        GlobalAveragePooling2D {
+            name: unique_name("global_average_pooling2d"),
+        }
+    }
+}
+
+impl Default for GlobalAveragePooling2D {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for GlobalAveragePooling2D {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "GlobalAveragePooling2D"
+    }
+    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        true
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        if s.len() != 3 {
+            return Err(Error::shape(
+                "GlobalAveragePooling2D",
+                &[s],
+                "expects examples [height, width, channels]",
+            ));
+        }
+        Ok(vec![s[2]])
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "GlobalAveragePooling2D",
+                &[x.shape()],
+                "expects [batch, height, width, channels]",
+            ));
+        }
+        x.mean(Some(&[1, 2]), false)
+    }
+}
+
+/// `keras.layers.Flatten`: [batch, ...] to [batch, features].
+pub struct Flatten {
+    name: String,
+}
+
+impl Flatten {
+    pub fn new() -> Self {
+        Flatten {
+            name: unique_name("flatten"),
+        }
+    }
+}
+
+impl Default for Flatten {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for Flatten {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Flatten"
+    }
+    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        true
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(vec![s.iter().product()])
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() < 1 {
+            return Err(Error::shape("Flatten", &[x.shape()], "needs a batch axis"));
+        }
+        x.reshape(&[x.shape()[0] as isize, x.shape()[1..].iter().product::<usize>() as isize])
+    }
+}
+
+/// `keras.layers.Dropout`: zeroes a fraction `rate` of the inputs in
+/// training and scales the rest by 1 / (1 - rate); identity in inference.
+pub struct Dropout {
+    name: String,
+    pub rate: f64,
+}
+
+impl Dropout {
+    pub fn new(rate: f64) -> Dropout {
+        Dropout {
+            name: unique_name("dropout"),
+            rate,
+        }
+    }
+}
+
+impl Layer for Dropout {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Dropout"
+    }
+    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
+        if !(0.0..1.0).contains(&self.rate) {
+            return Err(Error::arg("Dropout", format!("rate {} must be in [0, 1)", self.rate)));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        true
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(s.to_vec())
+    }
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
+        self.build(&[], x.device())?;
+        if !training || self.rate == 0.0 {
+            return Ok(x.clone());
+        }
+        let u = ops::random_uniform(x.shape(), 0.0, 1.0, x.dtype(), next_seed(), x.device())?;
+        let keep = u.greater_equal(&u.scalar_like(self.rate)?)?.cast(x.dtype())?;
+        x.mul(&keep)?.div_scalar(1.0 - self.rate)
+    }
+}
+
+/// `keras.layers.BatchNormalization` over the last axis: batch statistics in
+/// training (updating the moving averages), moving statistics in inference.
+pub struct BatchNormalization {
+    name: String,
+    pub momentum: f64,
+    pub epsilon: f64,
+    pub center: bool,
+    pub scale: bool,
+    gamma: Option<Variable>,
+    beta: Option<Variable>,
+    moving_mean: Option<Variable>,
+    moving_variance: Option<Variable>,
+}
+
+impl BatchNormalization {
+    pub fn new() -> Self {
+        BatchNormalization {
+            name: unique_name("batch_normalization"),
+            momentum: 0.99,
+            epsilon: 1e-3,
+            center: true,
+            scale: true,
+            gamma: None,
+            beta: None,
+            moving_mean: None,
+            moving_variance: None,
+        }
+    }
+    pub fn momentum(mut self, m: f64) -> Self {
+        self.momentum = m;
+        self
+    }
+    pub fn epsilon(mut self, e: f64) -> Self {
+        self.epsilon = e;
+        self
+    }
+    pub fn moving_mean(&self) -> Option<&Variable> {
+        self.moving_mean.as_ref()
+    }
+    pub fn moving_variance(&self) -> Option<&Variable> {
+        self.moving_variance.as_ref()
+    }
+}
+
+impl Default for BatchNormalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for BatchNormalization {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "BatchNormalization"
+    }
+    fn build(&mut self, s: &[usize], device: &Device) -> Result<()> {
+        let Some(&c) = s.last() else {
+            return Err(Error::shape("BatchNormalization", &[s], "needs a channel axis"));
+        };
+        let n = &self.name;
+        let var = |init: Initializer, w: &str, trainable: bool| -> Result<Variable> {
+            Ok(Variable::with_trainable(
+                init.init(&[c], DType::F32, device)?,
+                &format!("{n}/{w}"),
+                trainable,
+            ))
+        };
+        if self.scale {
+            self.gamma = Some(var(Initializer::Ones, "gamma", true)?);
+        }
+        if self.center {
+            self.beta = Some(var(Initializer::Zeros, "beta", true)?);
+        }
+        self.moving_mean = Some(var(Initializer::Zeros, "moving_mean", false)?);
+        self.moving_variance = Some(var(Initializer::Ones, "moving_variance", false)?);
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.moving_mean.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(s.to_vec())
+    }
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
+        ensure_built(self, x, 2)?;
+        let c = self.moving_mean.as_ref().unwrap().numel();
+        if x.shape()[x.rank() - 1] != c {
+            return Err(Error::shape(
+                "BatchNormalization",
+                &[x.shape()],
+                format!("layer {} was built for {c} channels", self.name),
+            ));
+        }
+        let axes: Vec<isize> = (0..x.rank() as isize - 1).collect();
+        let (mean, var) = if training {
+            let mean = x.mean(Some(&axes), false)?;
+            let var = x.sub(&mean)?.square()?.mean(Some(&axes), false)?;
+            // Moving averages are state, not part of the computation being differentiated.
+            crate::tape::without_recording(|| -> Result<()> {
+                let m = self.momentum;
+                for (mv, batch) in [
+                    (self.moving_mean.as_ref().unwrap(), &mean),
+                    (self.moving_variance.as_ref().unwrap(), &var),
+                ] {
+                    let next = mv.value().mul_scalar(m)?.add(&batch.mul_scalar(1.0 - m)?)?;
+                    mv.assign(&crate::tape::stop_gradient(&next))?;
+                }
+                Ok(())
+            })?;
+            (mean, var)
+        } else {
+            (
+                self.moving_mean.as_ref().unwrap().value(),
+                self.moving_variance.as_ref().unwrap().value(),
+            )
+        };
+        let mut y = x.sub(&mean)?.mul(&var.add_scalar(self.epsilon)?.rsqrt()?)?;
+        if let Some(g) = &self.gamma {
+            y = y.mul(&g.value())?;
+        }
+        if let Some(b) = &self.beta {
+            y = y.add(&b.value())?;
+        }
+        Ok(y)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        for (n, v) in [
+            ("gamma", &self.gamma),
+            ("beta", &self.beta),
+            ("moving_mean", &self.moving_mean),
+            ("moving_variance", &self.moving_variance),
+        ] {
+            if let Some(v) = v {
+                w.push((n, v.clone()));
+            }
+        }
+        w
+    }
+}
+
+/// `keras.layers.Activation`.
+pub struct ActivationLayer {
+    name: String,
+    pub activation: Activation,
+}
+
+#[allow(non_snake_case)]
+pub fn Activation(a: Activation) -> ActivationLayer {
+    ActivationLayer {
+        name: unique_name("activation"),
+        activation: a,
+    }
+}
+
+impl Layer for ActivationLayer {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Activation"
+    }
+    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        true
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(s.to_vec())
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        self.activation.apply(x)
+    }
+}

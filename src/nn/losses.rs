@@ -1,0 +1,171 @@
+//! Keras losses. Each returns the mean over the batch (Keras'
+//! `sum_over_batch_size` reduction) as a scalar tensor.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::softmax;
+use crate::tensor::Tensor;
+
+pub trait Loss: Send {
+    fn name(&self) -> &'static str;
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor>;
+}
+
+/// Probabilities are clipped to [EPS, 1 - EPS] before logarithms, as Keras does.
+const EPS: f64 = 1e-7;
+
+fn same_shape(name: &'static str, t: &Tensor, p: &Tensor) -> Result<()> {
+    if t.shape() != p.shape() {
+        return Err(Error::shape(
+            name,
+            &[t.shape(), p.shape()],
+            "y_true and y_pred must have the same shape",
+        ));
+    }
+    Ok(())
+}
+
+fn as_pred_dtype(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    y_true.to_device(y_pred.device())?.cast(y_pred.dtype())
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeanSquaredError;
+
+impl Loss for MeanSquaredError {
+    fn name(&self) -> &'static str {
+        "mean_squared_error"
+    }
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        same_shape(self.name(), y_true, y_pred)?;
+        as_pred_dtype(y_true, y_pred)?
+            .squared_difference(y_pred)?
+            .mean(None, false)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MeanAbsoluteError;
+
+impl Loss for MeanAbsoluteError {
+    fn name(&self) -> &'static str {
+        "mean_absolute_error"
+    }
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        same_shape(self.name(), y_true, y_pred)?;
+        as_pred_dtype(y_true, y_pred)?.sub(y_pred)?.abs()?.mean(None, false)
+    }
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BinaryCrossentropy {
+    pub from_logits: bool,
+}
+
+impl BinaryCrossentropy {
+    pub fn new(from_logits: bool) -> Self {
+        BinaryCrossentropy { from_logits }
+    }
+}
+
+impl Loss for BinaryCrossentropy {
+    fn name(&self) -> &'static str {
+        "binary_crossentropy"
+    }
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        same_shape(self.name(), y_true, y_pred)?;
+        let z = as_pred_dtype(y_true, y_pred)?;
+        let l = if self.from_logits {
+            // max(x, 0) - x z + log(1 + exp(-|x|)), stable for any x
+            let x = y_pred;
+            x.relu()?.sub(&x.mul(&z)?)?.add(&x.abs()?.neg()?.exp()?.log1p()?)?
+        } else {
+            let p = clip(y_pred)?;
+            let one = p.ones_like()?;
+            z.mul(&p.log()?)?.add(&one.sub(&z)?.mul(&one.sub(&p)?.log()?)?)?.neg()?
+        };
+        l.mean(None, false)
+    }
+}
+
+fn clip(p: &Tensor) -> Result<Tensor> {
+    p.maximum(&p.scalar_like(EPS)?)?.minimum(&p.scalar_like(1.0 - EPS)?)
+}
+
+#[derive(Clone, Copy, Debug, Default)]
+pub struct CategoricalCrossentropy {
+    pub from_logits: bool,
+}
+
+impl CategoricalCrossentropy {
+    pub fn new(from_logits: bool) -> Self {
+        CategoricalCrossentropy { from_logits }
+    }
+}
+
+impl Loss for CategoricalCrossentropy {
+    fn name(&self) -> &'static str {
+        "categorical_crossentropy"
+    }
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        same_shape(self.name(), y_true, y_pred)?;
+        let z = as_pred_dtype(y_true, y_pred)?;
+        let logp = if self.from_logits {
+            softmax::log_softmax(y_pred, -1)?
+        } else {
+            // Keras normalizes the probabilities before clipping.
+            let p = y_pred.div(&y_pred.sum(Some(&[-1]), true)?)?;
+            clip(&p)?.log()?
+        };
+        z.mul(&logp)?.sum(Some(&[-1]), false)?.neg()?.mean(None, false)
+    }
+}
+
+/// Integer labels [batch] against scores [batch, classes]. Labels outside
+/// [0, classes) are an error (on a GPU, at the next readback).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SparseCategoricalCrossentropy {
+    pub from_logits: bool,
+}
+
+impl SparseCategoricalCrossentropy {
+    pub fn new(from_logits: bool) -> Self {
+        SparseCategoricalCrossentropy { from_logits }
+    }
+}
+
+impl Loss for SparseCategoricalCrossentropy {
+    fn name(&self) -> &'static str {
+        "sparse_categorical_crossentropy"
+    }
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        if y_pred.rank() != 2 || (y_true.rank() != 1 && !(y_true.rank() == 2 && y_true.shape()[1] == 1)) {
+            return Err(Error::shape(
+                self.name(),
+                &[y_true.shape(), y_pred.shape()],
+                "needs labels [batch] and scores [batch, classes]",
+            ));
+        }
+        if y_true.shape()[0] != y_pred.shape()[0] {
+            return Err(Error::shape(
+                self.name(),
+                &[y_true.shape(), y_pred.shape()],
+                "labels and scores differ in batch size",
+            ));
+        }
+        let labels = y_true.to_device(y_pred.device())?.reshape(&[-1])?;
+        let labels = if labels.dtype() == DType::I32 {
+            labels
+        } else {
+            labels.cast(DType::I32)?
+        };
+        // From probabilities TF takes log(clip(p)) as logits; softmax then
+        // renormalizes them.
+        let logits = if self.from_logits {
+            y_pred.clone()
+        } else {
+            clip(y_pred)?.log()?
+        };
+        softmax::sparse_softmax_cross_entropy_with_logits(&labels, &logits)?.mean(None, false)
+    }
+}

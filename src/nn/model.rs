@@ -1,0 +1,453 @@
+//! Models: the `Model` trait (forward pass and weights) with Keras'
+//! `compile` / `fit` / `evaluate` / `predict` / `summary` on top, and
+//! `Sequential`.
+
+use super::callbacks::{Callback, TrainContext};
+use super::layers::{Layer, count_params, unique_name};
+use super::losses::Loss;
+use super::metrics::{Mean, Metric};
+use super::optimizers::Optimizer;
+use super::progress::Progress;
+use crate::Device;
+use crate::data::Dataset;
+use crate::error::{Error, Result};
+use crate::ops::layout;
+use crate::tape::{GradientTape, without_recording};
+use crate::tensor::{Tensor, Variable};
+
+/// What `compile` sets.
+pub struct Compiled {
+    pub optimizer: Optimizer,
+    pub loss: Box<dyn Loss>,
+    pub metrics: Vec<Box<dyn Metric>>,
+}
+
+/// Metric names and values, in display order.
+pub type Logs = Vec<(String, f64)>;
+
+/// `keras.callbacks.History`: every epoch's logs.
+#[derive(Clone, Debug, Default)]
+pub struct History {
+    pub history: Vec<(String, Vec<f64>)>,
+    pub epochs: Vec<usize>,
+}
+
+impl History {
+    fn push(&mut self, epoch: usize, logs: &Logs) {
+        self.epochs.push(epoch);
+        for (k, v) in logs {
+            match self.history.iter_mut().find(|(n, _)| n == k) {
+                Some((_, vs)) => vs.push(*v),
+                None => self.history.push((k.clone(), vec![*v])),
+            }
+        }
+    }
+    /// The values of one metric over the epochs.
+    pub fn get(&self, name: &str) -> Option<&[f64]> {
+        self.history.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+    }
+}
+
+/// Options of `fit` (Keras' keyword arguments and defaults).
+pub struct FitArgs {
+    pub batch_size: usize,
+    pub epochs: usize,
+    pub initial_epoch: usize,
+    /// (x, y) evaluated at the end of every epoch ("val_" metrics).
+    pub validation_data: Option<(Tensor, Tensor)>,
+    pub shuffle: bool,
+    pub seed: u64,
+    pub callbacks: Vec<Box<dyn Callback>>,
+    pub verbose: bool,
+    /// Where to train; the default device when `None`.
+    pub device: Option<Device>,
+}
+
+impl Default for FitArgs {
+    fn default() -> Self {
+        FitArgs {
+            batch_size: 32,
+            epochs: 1,
+            initial_epoch: 0,
+            validation_data: None,
+            shuffle: true,
+            seed: 0,
+            callbacks: Vec::new(),
+            verbose: true,
+            device: None,
+        }
+    }
+}
+
+fn device_of(d: &Option<Device>) -> Result<Device> {
+    match d {
+        Some(d) => Ok(d.clone()),
+        None => crate::config::default_device(),
+    }
+}
+
+/// A model: a forward pass over its weights. `compile`, `fit`, `evaluate`,
+/// `predict` and `summary` come with the trait; a custom model implements
+/// `call`, `named_variables` and `compiled` (a field holding
+/// `Option<Compiled>`).
+pub trait Model {
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor>;
+    /// Every weight with a path unique in the model (checkpoint names).
+    fn named_variables(&self) -> Vec<(String, Variable)>;
+    fn compiled(&mut self) -> &mut Option<Compiled>;
+    fn name(&self) -> String {
+        "model".into()
+    }
+    /// Layers and per-example input shape, for `summary`.
+    fn summary_layers(&self) -> (Vec<&dyn Layer>, Option<Vec<usize>>) {
+        (Vec::new(), None)
+    }
+
+    fn variables(&self) -> Vec<Variable> {
+        self.named_variables().into_iter().map(|(_, v)| v).collect()
+    }
+
+    fn trainable_variables(&self) -> Vec<Variable> {
+        self.variables().into_iter().filter(|v| v.trainable()).collect()
+    }
+
+    /// `model.compile(optimizer, loss, metrics)`.
+    fn compile(&mut self, optimizer: Optimizer, loss: impl Loss + 'static, metrics: Vec<Box<dyn Metric>>)
+    where
+        Self: Sized,
+    {
+        *self.compiled() = Some(Compiled {
+            optimizer,
+            loss: Box::new(loss),
+            metrics,
+        });
+    }
+
+    /// One optimization step on a batch; returns the loss (on the device).
+    fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor>
+    where
+        Self: Sized,
+    {
+        let mut c = self.compiled().take().ok_or_else(not_compiled)?;
+        let r = (|| {
+            let tape = GradientTape::new();
+            let pred = self.call(x, true)?;
+            let loss = c.loss.call(y, &pred)?;
+            let vars = self.trainable_variables();
+            let refs: Vec<&Variable> = vars.iter().collect();
+            let grads = tape.gradient(&loss, &refs)?;
+            drop(tape);
+            c.optimizer.apply_gradients(&grads, &vars)?;
+            without_recording(|| -> Result<()> {
+                for m in c.metrics.iter_mut() {
+                    m.update_state(y, &pred)?;
+                }
+                Ok(())
+            })?;
+            Ok(loss)
+        })();
+        *self.compiled() = Some(c);
+        r
+    }
+
+    /// `model.fit(x, y, batch_size, epochs, validation_data, shuffle, callbacks)`.
+    fn fit(&mut self, x: &Tensor, y: &Tensor, args: FitArgs) -> Result<History>
+    where
+        Self: Sized,
+    {
+        let n = x.shape().first().copied().unwrap_or(0);
+        let mut ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?;
+        if args.shuffle {
+            ds = ds.shuffle(n.max(1), args.seed);
+        }
+        let ds = ds.batch(args.batch_size, false)?;
+        self.fit_dataset(&ds, args)
+    }
+
+    /// `model.fit(dataset, ...)`: the dataset yields (x, y) batches.
+    fn fit_dataset(&mut self, ds: &Dataset, mut args: FitArgs) -> Result<History>
+    where
+        Self: Sized,
+    {
+        if self.compiled().is_none() {
+            return Err(not_compiled());
+        }
+        let device = device_of(&args.device)?;
+        let dev = device.clone();
+        let ds = ds
+            .clone()
+            .map(move |e| e.iter().map(|t| t.to_device(&dev)).collect())
+            .prefetch(2);
+        let mut history = History::default();
+        let mut callbacks = std::mem::take(&mut args.callbacks);
+        let mut ctx = TrainContext::default();
+        for cb in callbacks.iter_mut() {
+            cb.on_train_begin(self.named_variables(), &mut ctx)?;
+        }
+        let total = ds.cardinality();
+        let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
+        for epoch in args.initial_epoch..args.epochs {
+            if args.verbose {
+                println!("Epoch {}/{}", epoch + 1, args.epochs);
+            }
+            let mut loss_metric = Mean::new("loss");
+            for m in self.compiled().as_mut().unwrap().metrics.iter_mut() {
+                m.reset_state();
+            }
+            let mut progress = Progress::new(total, args.verbose);
+            let mut steps = 0;
+            for batch in ds.iter()? {
+                let batch = batch?;
+                if batch.len() != 2 {
+                    return Err(Error::arg(
+                        "fit",
+                        format!("dataset elements need (x, y), got {} tensors", batch.len()),
+                    ));
+                }
+                let loss = self.train_step(&batch[0], &batch[1])?;
+                loss_metric.update(&loss)?;
+                steps += 1;
+                step += 1;
+                if progress.due() {
+                    let logs = self.current_logs(&loss_metric)?;
+                    progress.update(steps, &logs);
+                }
+                for cb in callbacks.iter_mut() {
+                    cb.on_train_batch_end(step, &loss, &mut ctx)?;
+                }
+            }
+            let mut logs = self.current_logs(&loss_metric)?;
+            if let Some((vx, vy)) = &args.validation_data {
+                let val = self.evaluate_on(vx, vy, args.batch_size, &device)?;
+                logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
+            }
+            progress.finish(steps, &logs);
+            history.push(epoch, &logs);
+            let c = self.compiled().take();
+            let r = callbacks
+                .iter_mut()
+                .try_for_each(|cb| cb.on_epoch_end(epoch, &logs, c.as_ref().map(|c| &c.optimizer), step, &mut ctx));
+            *self.compiled() = c;
+            r?;
+            if ctx.stop_training {
+                break;
+            }
+        }
+        for cb in callbacks.iter_mut() {
+            cb.on_train_end(&mut ctx)?;
+        }
+        Ok(history)
+    }
+
+    /// The loss and metrics accumulated so far in this epoch.
+    fn current_logs(&mut self, loss: &Mean) -> Result<Logs>
+    where
+        Self: Sized,
+    {
+        let mut logs = vec![("loss".to_string(), loss.result()?)];
+        for m in &self.compiled().as_ref().unwrap().metrics {
+            logs.push((m.name().to_string(), m.result()?));
+        }
+        Ok(logs)
+    }
+
+    /// `model.evaluate(x, y, batch_size)`: loss and metrics in inference mode.
+    fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs>
+    where
+        Self: Sized,
+    {
+        let d = crate::config::default_device()?;
+        self.evaluate_on(x, y, batch_size, &d)
+    }
+
+    fn evaluate_on(&mut self, x: &Tensor, y: &Tensor, batch_size: usize, device: &Device) -> Result<Logs>
+    where
+        Self: Sized,
+    {
+        let mut c = self.compiled().take().ok_or_else(not_compiled)?;
+        let r = (|| {
+            let mut loss = Mean::new("loss");
+            let mut metrics = std::mem::take(&mut c.metrics);
+            for m in metrics.iter_mut() {
+                m.reset_state();
+            }
+            let ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?.batch(batch_size, false)?;
+            let res = (|| -> Result<Logs> {
+                for b in ds.iter()? {
+                    let b = b?;
+                    let (bx, by) = (b[0].to_device(device)?, b[1].to_device(device)?);
+                    let pred = without_recording(|| self.call(&bx, false))?;
+                    let l = without_recording(|| c.loss.call(&by, &pred))?;
+                    // The batch mean weighted by the batch size.
+                    loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
+                    for m in metrics.iter_mut() {
+                        m.update_state(&by, &pred)?;
+                    }
+                }
+                let mut logs = vec![("loss".to_string(), loss.result()?)];
+                for m in &metrics {
+                    logs.push((m.name().to_string(), m.result()?));
+                }
+                Ok(logs)
+            })();
+            c.metrics = metrics;
+            res
+        })();
+        *self.compiled() = Some(c);
+        r
+    }
+
+    /// `model.predict(x, batch_size)`: outputs in inference mode, concatenated.
+    fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor>
+    where
+        Self: Sized,
+    {
+        let device = crate::config::default_device()?;
+        let ds = Dataset::from_tensor_slices(std::slice::from_ref(x))?.batch(batch_size, false)?;
+        let mut outs = Vec::new();
+        for b in ds.iter()? {
+            let bx = b?[0].to_device(&device)?;
+            outs.push(without_recording(|| self.call(&bx, false))?);
+        }
+        if outs.is_empty() {
+            return Err(Error::arg("predict", "no input rows"));
+        }
+        layout::concat(&outs.iter().collect::<Vec<_>>(), 0)
+    }
+
+    /// Keras' `summary()` table: layers, output shapes, parameter counts.
+    fn summary(&self) -> String {
+        let (layers, input) = self.summary_layers();
+        let mut out = format!("Model: \"{}\"\n", self.name());
+        let line = "_".repeat(65);
+        let dline = "=".repeat(65);
+        out += &format!(
+            "{line}\n {:<28}{:<26}{:<10}\n{dline}\n",
+            "Layer (type)", "Output Shape", "Param #"
+        );
+        let mut shape = input;
+        for l in &layers {
+            let next = shape.as_ref().and_then(|s| l.output_shape(s).ok());
+            let shown = match &next {
+                Some(s) => format!(
+                    "(None, {})",
+                    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                ),
+                None => "?".into(),
+            };
+            let name = format!("{} ({})", l.name(), l.kind());
+            out += &format!(" {name:<28}{shown:<26}{:<10}\n", with_commas(count_params(*l)));
+            shape = next;
+        }
+        let all: usize = self.variables().iter().map(|v| v.numel()).sum();
+        let trainable: usize = self.trainable_variables().iter().map(|v| v.numel()).sum();
+        out += &format!(
+            "{dline}\nTotal params: {}\nTrainable params: {}\nNon-trainable params: {}\n{line}\n",
+            with_commas(all),
+            with_commas(trainable),
+            with_commas(all - trainable)
+        );
+        out
+    }
+}
+
+fn with_commas(n: usize) -> String {
+    let s = n.to_string();
+    let mut out = String::new();
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn not_compiled() -> Error {
+    Error::arg(
+        "fit",
+        "the model must be compiled first: call model.compile(optimizer, loss, metrics)",
+    )
+}
+
+/// `keras.Sequential`: layers applied in order.
+pub struct Sequential {
+    name: String,
+    layers: Vec<Box<dyn Layer>>,
+    input_shape: Option<Vec<usize>>,
+    compiled: Option<Compiled>,
+}
+
+impl Sequential {
+    pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
+        Sequential {
+            name: unique_name("sequential"),
+            layers,
+            input_shape: None,
+            compiled: None,
+        }
+    }
+
+    pub fn add(&mut self, layer: Box<dyn Layer>) {
+        self.layers.push(layer);
+    }
+
+    pub fn layers(&self) -> &[Box<dyn Layer>] {
+        &self.layers
+    }
+
+    pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer>] {
+        &mut self.layers
+    }
+
+    /// Creates every weight for examples of `input_shape` (batch excluded) on `device`.
+    pub fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        let mut s = input_shape.to_vec();
+        for l in self.layers.iter_mut() {
+            if !l.built() {
+                l.build(&s, device)?;
+            }
+            s = l.output_shape(&s)?;
+        }
+        self.input_shape = Some(input_shape.to_vec());
+        Ok(())
+    }
+}
+
+impl Model for Sequential {
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if self.input_shape.is_none() && x.rank() >= 1 {
+            self.input_shape = Some(x.shape()[1..].to_vec());
+        }
+        let mut h = x.clone();
+        for l in self.layers.iter_mut() {
+            h = l.call(&h, training)?;
+        }
+        Ok(h)
+    }
+
+    fn named_variables(&self) -> Vec<(String, Variable)> {
+        let mut v = Vec::new();
+        for (i, l) in self.layers.iter().enumerate() {
+            for (n, var) in l.weights() {
+                v.push((format!("layers/{i}/{n}"), var));
+            }
+        }
+        v
+    }
+
+    fn compiled(&mut self) -> &mut Option<Compiled> {
+        &mut self.compiled
+    }
+
+    fn name(&self) -> String {
+        self.name.clone()
+    }
+
+    fn summary_layers(&self) -> (Vec<&dyn Layer>, Option<Vec<usize>>) {
+        (
+            self.layers.iter().map(|l| l.as_ref()).collect(),
+            self.input_shape.clone(),
+        )
+    }
+}

@@ -1,0 +1,358 @@
+//! Keras optimizers (SGD with momentum and Nesterov, Adam, AdamW, RMSprop),
+//! learning-rate schedules and `clipnorm`. Each variable's step is one fused
+//! kernel (`ops::optim`); slots are created on first use, zero-initialized.
+
+use crate::dtype::DType;
+use crate::error::{Error, Result};
+use crate::ops::optim::{Rule, Update};
+use crate::ops::{self, Op, exec_multi};
+use crate::tensor::{Tensor, Variable};
+use std::collections::HashMap;
+
+/// A learning rate that depends on the step.
+pub trait LearningRateSchedule: Send + Sync {
+    fn lr(&self, step: u64) -> f64;
+}
+
+/// `keras.optimizers.schedules.ExponentialDecay`:
+/// lr0 * rate^(step / decay_steps), the exponent floored with `staircase`.
+#[derive(Clone, Debug)]
+pub struct ExponentialDecay {
+    pub initial_learning_rate: f64,
+    pub decay_steps: u64,
+    pub decay_rate: f64,
+    pub staircase: bool,
+}
+
+impl LearningRateSchedule for ExponentialDecay {
+    fn lr(&self, step: u64) -> f64 {
+        let mut p = step as f64 / self.decay_steps.max(1) as f64;
+        if self.staircase {
+            p = p.floor();
+        }
+        self.initial_learning_rate * self.decay_rate.powf(p)
+    }
+}
+
+/// `keras.optimizers.schedules.CosineDecay` (no warmup):
+/// lr0 * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, n) / n)) + alpha).
+#[derive(Clone, Debug)]
+pub struct CosineDecay {
+    pub initial_learning_rate: f64,
+    pub decay_steps: u64,
+    pub alpha: f64,
+}
+
+impl LearningRateSchedule for CosineDecay {
+    fn lr(&self, step: u64) -> f64 {
+        let n = self.decay_steps.max(1) as f64;
+        let t = (step as f64).min(n) / n;
+        let cos = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
+        self.initial_learning_rate * ((1.0 - self.alpha) * cos + self.alpha)
+    }
+}
+
+pub enum LearningRate {
+    Constant(f64),
+    Schedule(Box<dyn LearningRateSchedule>),
+}
+
+impl From<f64> for LearningRate {
+    fn from(v: f64) -> Self {
+        LearningRate::Constant(v)
+    }
+}
+
+impl<S: LearningRateSchedule + 'static> From<S> for LearningRate {
+    fn from(s: S) -> Self {
+        LearningRate::Schedule(Box::new(s))
+    }
+}
+
+impl LearningRate {
+    pub fn at(&self, step: u64) -> f64 {
+        match self {
+            LearningRate::Constant(v) => *v,
+            LearningRate::Schedule(s) => s.lr(step),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sgd {
+        momentum: f64,
+        nesterov: bool,
+    },
+    Adam {
+        beta1: f64,
+        beta2: f64,
+        eps: f64,
+        weight_decay: f64,
+    },
+    RmsProp {
+        rho: f64,
+        momentum: f64,
+        eps: f64,
+    },
+}
+
+/// One optimizer; build it with [`SGD`], [`Adam`], [`AdamW`] or [`RMSprop`].
+pub struct Optimizer {
+    name: &'static str,
+    kind: Kind,
+    learning_rate: LearningRate,
+    clipnorm: Option<f64>,
+    iterations: u64,
+    /// variable id -> slot variables
+    slots: HashMap<u64, Vec<Variable>>,
+}
+
+/// `keras.optimizers.SGD(learning_rate=0.01, momentum=0.0, nesterov=False)`.
+#[allow(non_snake_case)]
+pub fn SGD(learning_rate: impl Into<LearningRate>) -> Optimizer {
+    Optimizer::new(
+        "SGD",
+        Kind::Sgd {
+            momentum: 0.0,
+            nesterov: false,
+        },
+        learning_rate.into(),
+    )
+}
+
+/// `keras.optimizers.Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)`.
+#[allow(non_snake_case)]
+pub fn Adam(learning_rate: impl Into<LearningRate>) -> Optimizer {
+    Optimizer::new(
+        "Adam",
+        Kind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.0,
+        },
+        learning_rate.into(),
+    )
+}
+
+/// `keras.optimizers.AdamW(learning_rate=0.001, weight_decay=0.004, ...)`.
+#[allow(non_snake_case)]
+pub fn AdamW(learning_rate: impl Into<LearningRate>) -> Optimizer {
+    Optimizer::new(
+        "AdamW",
+        Kind::Adam {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-7,
+            weight_decay: 0.004,
+        },
+        learning_rate.into(),
+    )
+}
+
+/// `keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7)`.
+#[allow(non_snake_case)]
+pub fn RMSprop(learning_rate: impl Into<LearningRate>) -> Optimizer {
+    Optimizer::new(
+        "RMSprop",
+        Kind::RmsProp {
+            rho: 0.9,
+            momentum: 0.0,
+            eps: 1e-7,
+        },
+        learning_rate.into(),
+    )
+}
+
+impl Optimizer {
+    fn new(name: &'static str, kind: Kind, learning_rate: LearningRate) -> Optimizer {
+        Optimizer {
+            name,
+            kind,
+            learning_rate,
+            clipnorm: None,
+            iterations: 0,
+            slots: HashMap::new(),
+        }
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// SGD and RMSprop momentum.
+    pub fn momentum(mut self, m: f64) -> Self {
+        match &mut self.kind {
+            Kind::Sgd { momentum, .. } | Kind::RmsProp { momentum, .. } => *momentum = m,
+            Kind::Adam { .. } => {}
+        }
+        self
+    }
+    pub fn nesterov(mut self, on: bool) -> Self {
+        if let Kind::Sgd { nesterov, .. } = &mut self.kind {
+            *nesterov = on;
+        }
+        self
+    }
+    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
+        if let Kind::Adam { beta1, beta2, .. } = &mut self.kind {
+            (*beta1, *beta2) = (b1, b2);
+        }
+        self
+    }
+    pub fn epsilon(mut self, e: f64) -> Self {
+        match &mut self.kind {
+            Kind::Adam { eps, .. } | Kind::RmsProp { eps, .. } => *eps = e,
+            Kind::Sgd { .. } => {}
+        }
+        self
+    }
+    pub fn rho(mut self, r: f64) -> Self {
+        if let Kind::RmsProp { rho, .. } = &mut self.kind {
+            *rho = r;
+        }
+        self
+    }
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        if let Kind::Adam { weight_decay, .. } = &mut self.kind {
+            *weight_decay = wd;
+        }
+        self
+    }
+    /// Scales each gradient so its L2 norm is at most `c`.
+    pub fn clipnorm(mut self, c: f64) -> Self {
+        self.clipnorm = Some(c);
+        self
+    }
+
+    /// Steps taken so far.
+    pub fn iterations(&self) -> u64 {
+        self.iterations
+    }
+    pub fn set_iterations(&mut self, n: u64) {
+        self.iterations = n;
+    }
+    /// The learning rate of the next step.
+    pub fn learning_rate(&self) -> f64 {
+        self.learning_rate.at(self.iterations)
+    }
+
+    fn slot_count(&self) -> usize {
+        match self.kind {
+            Kind::Sgd { momentum, .. } => (momentum != 0.0) as usize,
+            Kind::Adam { .. } => 2,
+            Kind::RmsProp { momentum, .. } => 1 + (momentum != 0.0) as usize,
+        }
+    }
+
+    /// Slot names, in the order the fused kernel takes them.
+    pub fn slot_names(&self) -> &'static [&'static str] {
+        match self.kind {
+            Kind::Sgd { .. } => &["momentum"],
+            Kind::Adam { .. } => &["m", "v"],
+            Kind::RmsProp { .. } => &["velocity", "momentum"],
+        }
+    }
+
+    /// The slots of `var` (created zero if missing).
+    pub fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>> {
+        let k = self.slot_count();
+        if let Some(s) = self.slots.get(&var.id()) {
+            return Ok(s.clone());
+        }
+        let names = self.slot_names();
+        let mut s = Vec::new();
+        for name in names.iter().take(k) {
+            let z = ops::zeros(&var.shape(), var.dtype(), &var.device())?;
+            s.push(Variable::with_trainable(z, &format!("{}/{}", var.name(), name), false));
+        }
+        self.slots.insert(var.id(), s.clone());
+        Ok(s)
+    }
+
+    /// Existing slots of `var`, if the optimizer has stepped it.
+    pub fn existing_slots(&self, var: &Variable) -> Option<&[Variable]> {
+        self.slots.get(&var.id()).map(|v| v.as_slice())
+    }
+
+    fn rule(&self, step: u64) -> Rule {
+        let f = |x: f64| x as f32;
+        match self.kind {
+            Kind::Sgd { momentum, nesterov } => Rule::Sgd {
+                momentum: f(momentum),
+                nesterov,
+            },
+            Kind::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                let t = (step + 1) as f64;
+                let alpha = self.learning_rate.at(step) * (1.0 - beta2.powf(t)).sqrt() / (1.0 - beta1.powf(t));
+                Rule::Adam {
+                    beta1: f(beta1),
+                    beta2: f(beta2),
+                    eps: f(eps),
+                    alpha: f(alpha),
+                    weight_decay: f(weight_decay),
+                }
+            }
+            Kind::RmsProp { rho, momentum, eps } => Rule::RmsProp {
+                rho: f(rho),
+                momentum: f(momentum),
+                eps: f(eps),
+            },
+        }
+    }
+
+    /// One step for every (gradient, variable) pair; `None` gradients are
+    /// skipped, as Keras does. Never recorded by tapes.
+    pub fn apply_gradients(&mut self, grads: &[Option<Tensor>], vars: &[Variable]) -> Result<()> {
+        if grads.len() != vars.len() {
+            return Err(Error::arg(
+                "apply_gradients",
+                format!("{} gradients for {} variables", grads.len(), vars.len()),
+            ));
+        }
+        let step = self.iterations;
+        let update = Update {
+            rule: self.rule(step),
+            lr: self.learning_rate.at(step) as f32,
+            clip: self.clipnorm.map(|c| c as f32),
+        };
+        crate::tape::without_recording(|| -> Result<()> {
+            for (g, v) in grads.iter().zip(vars) {
+                let Some(g) = g else { continue };
+                if g.shape() != v.shape().as_slice() {
+                    return Err(Error::shape(
+                        "apply_gradients",
+                        &[g.shape(), &v.shape()],
+                        format!("gradient does not match variable {}", v.name()),
+                    ));
+                }
+                let g = if g.dtype() == v.dtype() {
+                    g.clone()
+                } else {
+                    g.cast(v.dtype())?
+                };
+                let slots = self.slots_of(v)?;
+                let mut inputs: Vec<Tensor> = vec![v.peek(), g.clone()];
+                inputs.extend(slots.iter().map(|s| s.peek()));
+                if update.clip.is_some() {
+                    inputs.push(g.cast(DType::F32)?.square()?.sum(None, false)?.sqrt()?);
+                }
+                let refs: Vec<&Tensor> = inputs.iter().collect();
+                let out = exec_multi(Op::Optimizer(update), &refs)?;
+                v.assign(&out[0])?;
+                for (s, t) in slots.iter().zip(&out[1..]) {
+                    s.assign(t)?;
+                }
+            }
+            Ok(())
+        })?;
+        self.iterations += 1;
+        Ok(())
+    }
+}
