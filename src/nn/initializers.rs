@@ -1,24 +1,33 @@
 //! Weight initializers with Keras' names and formulas. Each call draws a
-//! new seed from a process-wide counter started by `set_random_seed`, so a
-//! program that seeds once builds the same weights on every run and device.
+//! new seed from a counter started by `set_random_seed`, so a program that
+//! seeds once builds the same weights on every run and device. The counter
+//! belongs to the calling thread, so models built on different threads do
+//! not perturb each other's sequences.
 
 use crate::Device;
 use crate::dtype::DType;
 use crate::error::Result;
 use crate::ops;
 use crate::tensor::Tensor;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
 
-static SEED: AtomicU64 = AtomicU64::new(0x5EED);
+thread_local! {
+    static SEED: Cell<u64> = const { Cell::new(0x5EED) };
+}
 
-/// `keras.utils.set_random_seed`: restarts the seed sequence of initializers and dropout.
+/// `keras.utils.set_random_seed`: restarts this thread's seed sequence of
+/// initializers and dropout.
 pub fn set_random_seed(seed: u64) {
-    SEED.store(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED, Ordering::SeqCst);
+    SEED.with(|s| s.set(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED));
 }
 
 /// The next seed of the sequence.
 pub fn next_seed() -> u64 {
-    SEED.fetch_add(1, Ordering::SeqCst)
+    SEED.with(|s| {
+        let v = s.get();
+        s.set(v.wrapping_add(1));
+        v
+    })
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]

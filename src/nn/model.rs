@@ -107,6 +107,14 @@ pub trait Model {
         self.named_variables().into_iter().map(|(_, v)| v).collect()
     }
 
+    /// Where the weights live (the default device before they exist).
+    fn device(&self) -> Result<Device> {
+        match self.named_variables().first() {
+            Some((_, v)) => Ok(v.device()),
+            None => crate::config::default_device(),
+        }
+    }
+
     fn trainable_variables(&self) -> Vec<Variable> {
         self.variables().into_iter().filter(|v| v.trainable()).collect()
     }
@@ -256,7 +264,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let d = crate::config::default_device()?;
+        let d = self.device()?;
         self.evaluate_on(x, y, batch_size, &d)
     }
 
@@ -302,7 +310,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let device = crate::config::default_device()?;
+        let device = self.device()?;
         let ds = Dataset::from_tensor_slices(std::slice::from_ref(x))?.batch(batch_size, false)?;
         let mut outs = Vec::new();
         for b in ds.iter()? {

@@ -1,0 +1,635 @@
+//! The training stack: tape semantics, layers, losses, optimizers, metrics,
+//! fit on every device, GPU and CPU reaching the same weights, the pool
+//! serving every step after the first, callbacks, and typed errors.
+
+mod common;
+use common::*;
+use wgflow::nn::callbacks::{EarlyStopping, TensorBoard};
+use wgflow::nn::layers::{
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, Layer, MaxPooling2D,
+};
+use wgflow::nn::losses::{
+    BinaryCrossentropy, CategoricalCrossentropy, Loss, MeanAbsoluteError, MeanSquaredError,
+    SparseCategoricalCrossentropy,
+};
+use wgflow::nn::metrics::{Accuracy, Mean, Metric, SparseCategoricalAccuracy};
+use wgflow::nn::optimizers::{Adam, AdamW, CosineDecay, ExponentialDecay, LearningRateSchedule, RMSprop, SGD};
+use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
+use wgflow::{DType, Device, Error, GradientTape, Tensor, Variable, ops, stop_gradient};
+
+fn t(v: &[f32], shape: &[usize]) -> Tensor {
+    Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+}
+
+fn close(a: &[f32], b: &[f32], tol: f32) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() <= tol * (1.0 + y.abs()))
+}
+
+#[test]
+fn tape_watches_trainable_variables_only() {
+    let w = Variable::new(t(&[2.0, 3.0], &[2]), "w");
+    let frozen = Variable::with_trainable(t(&[1.0, 1.0], &[2]), "frozen", false);
+    let x = t(&[5.0, 7.0], &[2]);
+    let tape = GradientTape::new();
+    let y = w
+        .value()
+        .mul(&x)
+        .unwrap()
+        .add(&frozen.value())
+        .unwrap()
+        .sum(None, false)
+        .unwrap();
+    let g = tape.gradient(&y, &[&w, &frozen]).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().to_vec::<f32>().unwrap(), vec![5.0, 7.0]);
+    assert!(g[1].is_none(), "non-trainable variables are not watched");
+    // A non-persistent tape computes once.
+    assert!(matches!(tape.gradient(&y, &[&w]), Err(Error::InvalidArgument { .. })));
+}
+
+#[test]
+fn persistent_tapes_stop_gradient_and_unconnected_sources() {
+    let x = t(&[3.0], &[1]);
+    let tape = GradientTape::persistent();
+    tape.watch(&x);
+    let y = x.mul(&x).unwrap();
+    let z = y.mul(&x).unwrap();
+    assert_eq!(
+        tape.gradient_wrt(&y, &[&x]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .item()
+            .unwrap(),
+        6.0
+    );
+    assert_eq!(
+        tape.gradient_wrt(&z, &[&x]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .item()
+            .unwrap(),
+        27.0
+    );
+    // stop_gradient blocks the path through y.
+    let s = stop_gradient(&y).mul(&x).unwrap();
+    assert_eq!(
+        tape.gradient_wrt(&s, &[&x]).unwrap()[0]
+            .as_ref()
+            .unwrap()
+            .item()
+            .unwrap(),
+        9.0
+    );
+    let other = t(&[1.0], &[1]);
+    assert!(tape.gradient_wrt(&z, &[&other]).unwrap()[0].is_none());
+    // Ops after the tape is dropped are not recorded anywhere.
+    drop(tape);
+    let _ = x.mul(&x).unwrap();
+    // stop_recording pauses one tape.
+    let tape = GradientTape::new();
+    tape.watch(&x);
+    let a = tape.stop_recording(|| x.mul(&x).unwrap());
+    assert!(tape.gradient_wrt(&a, &[&x]).unwrap()[0].is_none());
+}
+
+#[test]
+fn variables_assign_and_check_shapes() {
+    let v = Variable::new(t(&[1.0, 2.0], &[2]), "v");
+    v.assign_add(&t(&[1.0, 1.0], &[2])).unwrap();
+    assert_eq!(v.value().to_vec::<f32>().unwrap(), vec![2.0, 3.0]);
+    v.assign_sub(&t(&[2.0, 2.0], &[2])).unwrap();
+    assert_eq!(v.value().to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+    assert!(matches!(
+        v.assign(&t(&[1.0], &[1])),
+        Err(Error::Shape { op: "assign", .. })
+    ));
+    assert!(
+        v.assign(&Tensor::from_vec(vec![1, 2], &[2], &Device::Cpu).unwrap())
+            .is_err()
+    );
+    // A value read before an assignment keeps its values.
+    let before = v.value();
+    v.assign(&t(&[9.0, 9.0], &[2])).unwrap();
+    assert_eq!(before.to_vec::<f32>().unwrap(), vec![0.0, 1.0]);
+}
+
+#[test]
+fn layers_compute_and_reject_wrong_inputs() {
+    let d = Device::Cpu;
+    set_random_seed(3);
+    let mut dense = Dense::new(4).activation(Activation::Relu);
+    let x = ops::random_normal(&[2, 3], 0.0, 1.0, DType::F32, 1, &d).unwrap();
+    let y = dense.call(&x, false).unwrap();
+    assert_eq!(y.shape(), &[2, 4]);
+    let k = dense.kernel().unwrap().value();
+    let b = dense.bias().unwrap().value();
+    let want = x.matmul(&k).unwrap().add(&b).unwrap().relu().unwrap();
+    assert_eq!(y.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    // Glorot uniform: |w| <= sqrt(6 / (3 + 4)); bias zero.
+    assert!(
+        k.to_vec::<f32>()
+            .unwrap()
+            .iter()
+            .all(|w| w.abs() <= (6.0f32 / 7.0).sqrt())
+    );
+    assert!(b.to_vec::<f32>().unwrap().iter().all(|&v| v == 0.0));
+    // Dense over a rank-3 input works on the last axis; a wrong width errors.
+    assert_eq!(
+        dense
+            .call(&ops::zeros(&[2, 5, 3], DType::F32, &d).unwrap(), false)
+            .unwrap()
+            .shape(),
+        &[2, 5, 4]
+    );
+    assert!(matches!(
+        dense.call(&ops::zeros(&[2, 5], DType::F32, &d).unwrap(), false),
+        Err(Error::Shape { op: "Dense", .. })
+    ));
+    assert!(matches!(
+        Dense::new(2).call(&ops::zeros(&[3], DType::F32, &d).unwrap(), false),
+        Err(Error::Shape { .. })
+    ));
+    let mut conv = Conv2D::new(6, [3, 3]).padding("same").unwrap();
+    let img = ops::random_normal(&[2, 5, 5, 2], 0.0, 1.0, DType::F32, 2, &d).unwrap();
+    assert_eq!(conv.call(&img, false).unwrap().shape(), &[2, 5, 5, 6]);
+    match conv.call(&ops::zeros(&[5, 5, 2], DType::F32, &d).unwrap(), false) {
+        Err(e @ Error::Shape { op: "Conv2D", .. }) => {
+            assert!(e.to_string().contains("[batch, height, width, channels]"))
+        }
+        other => panic!("wrong result {other:?}"),
+    }
+    assert!(Conv2D::new(2, [3, 3]).padding("full").is_err());
+    assert_eq!(MaxPooling2D([2, 2]).call(&img, false).unwrap().shape(), &[2, 2, 2, 2]);
+    assert_eq!(
+        AveragePooling2D([2, 2])
+            .padding("same")
+            .unwrap()
+            .call(&img, false)
+            .unwrap()
+            .shape(),
+        &[2, 3, 3, 2]
+    );
+    assert_eq!(
+        GlobalAveragePooling2D::new().call(&img, false).unwrap().shape(),
+        &[2, 2]
+    );
+    assert_eq!(Flatten::new().call(&img, false).unwrap().shape(), &[2, 50]);
+    // Dropout: identity in inference; in training zeros about `rate` and rescales.
+    let mut drop = Dropout::new(0.5);
+    let ones = ops::ones(&[1000], DType::F32, &d).unwrap();
+    assert_eq!(
+        drop.call(&ones, false).unwrap().to_vec::<f32>().unwrap(),
+        vec![1.0; 1000]
+    );
+    let out = drop.call(&ones, true).unwrap().to_vec::<f32>().unwrap();
+    let kept = out.iter().filter(|&&v| v == 2.0).count();
+    assert!(out.iter().all(|&v| v == 0.0 || v == 2.0));
+    assert!((400..600).contains(&kept), "{kept}");
+    assert!(Dropout::new(1.5).call(&ones, true).is_err());
+}
+
+#[test]
+fn batch_normalization_modes() {
+    let d = Device::Cpu;
+    let mut bn = BatchNormalization::new().momentum(0.5);
+    let x = t(&[1.0, 10.0, 3.0, 20.0, 5.0, 30.0], &[3, 2]);
+    let y = bn.call(&x, true).unwrap().to_vec::<f32>().unwrap();
+    // Each column normalized with its batch mean and (biased) variance.
+    let col0 = [1.0f32, 3.0, 5.0];
+    let var0 = 8.0f32 / 3.0;
+    for (i, v) in col0.iter().enumerate() {
+        assert!((y[2 * i] - (v - 3.0) / (var0 + 1e-3).sqrt()).abs() < 1e-5);
+    }
+    let mm = bn.moving_mean().unwrap().value().to_vec::<f32>().unwrap();
+    assert!(close(&mm, &[1.5, 10.0], 1e-6), "{mm:?}");
+    let mv = bn.moving_variance().unwrap().value().to_vec::<f32>().unwrap();
+    assert!(close(&mv, &[0.5 + 0.5 * var0, 0.5 + 0.5 * 200.0 / 3.0], 1e-5), "{mv:?}");
+    // Inference uses the moving statistics.
+    let z = bn.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+    assert!((z[0] - (1.0 - 1.5) / (mv[0] + 1e-3).sqrt()).abs() < 1e-5);
+    assert_eq!(bn.weights().len(), 4);
+    assert!(!bn.moving_mean().unwrap().trainable());
+    assert!(bn.call(&ops::zeros(&[2, 3], DType::F32, &d).unwrap(), false).is_err());
+}
+
+#[test]
+fn losses_match_their_formulas() {
+    let y = t(&[1.0, 0.0, 0.0, 1.0], &[2, 2]);
+    let p = t(&[0.8, 0.2, 0.4, 0.6], &[2, 2]);
+    let mse = MeanSquaredError.call(&y, &p).unwrap().item().unwrap();
+    assert!((mse - (0.04 + 0.04 + 0.16 + 0.16) / 4.0).abs() < 1e-6);
+    let mae = MeanAbsoluteError.call(&y, &p).unwrap().item().unwrap();
+    assert!((mae - 0.3).abs() < 1e-6);
+    let bce = BinaryCrossentropy::new(false).call(&y, &p).unwrap().item().unwrap();
+    let want = -((0.8f64).ln() + (0.8f64).ln() + (0.6f64).ln() + (0.6f64).ln()) / 4.0;
+    assert!((bce - want).abs() < 1e-5, "{bce} {want}");
+    let logits = t(&[1.0, -1.0, 0.5, 2.0], &[2, 2]);
+    let bce_l = BinaryCrossentropy::new(true).call(&y, &logits).unwrap().item().unwrap();
+    let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
+    let want = -((sig(1.0)).ln() + (1.0 - sig(-1.0)).ln() + (1.0 - sig(0.5)).ln() + sig(2.0).ln()) / 4.0;
+    assert!((bce_l - want).abs() < 1e-5);
+    let cce = CategoricalCrossentropy::new(false)
+        .call(&y, &p)
+        .unwrap()
+        .item()
+        .unwrap();
+    assert!((cce - -((0.8f64).ln() + (0.6f64).ln()) / 2.0).abs() < 1e-5);
+    let cce_l = CategoricalCrossentropy::new(true)
+        .call(&y, &logits)
+        .unwrap()
+        .item()
+        .unwrap();
+    let lse = |a: f64, b: f64| (a.exp() + b.exp()).ln();
+    let want = ((lse(1.0, -1.0) - 1.0) + (lse(0.5, 2.0) - 2.0)) / 2.0;
+    assert!((cce_l - want).abs() < 1e-5);
+    let labels = Tensor::from_vec(vec![0, 1], &[2], &Device::Cpu).unwrap();
+    let scce = SparseCategoricalCrossentropy::new(true)
+        .call(&labels, &logits)
+        .unwrap()
+        .item()
+        .unwrap();
+    assert!((scce - want).abs() < 1e-5);
+    let scce_p = SparseCategoricalCrossentropy::new(false)
+        .call(&labels, &p)
+        .unwrap()
+        .item()
+        .unwrap();
+    assert!((scce_p - cce).abs() < 1e-5);
+    // Errors: shapes, and labels out of range on every device.
+    assert!(matches!(
+        MeanSquaredError.call(&y, &t(&[1.0], &[1])),
+        Err(Error::Shape { .. })
+    ));
+    let bad = Tensor::from_vec(vec![0, 2], &[2], &Device::Cpu).unwrap();
+    let e = SparseCategoricalCrossentropy::new(true)
+        .call(&bad, &logits)
+        .unwrap_err();
+    assert!(e.to_string().contains("label 2 is out of range [0, 2)"), "{e}");
+    for g in gpus() {
+        let r = SparseCategoricalCrossentropy::new(true)
+            .call(&bad.to_device(&g).unwrap(), &logits.to_device(&g).unwrap())
+            .and_then(|l| l.item());
+        assert!(matches!(r, Err(Error::InvalidArgument { .. })), "{g}: {r:?}");
+    }
+}
+
+#[test]
+fn optimizers_follow_keras_formulas() {
+    let g = t(&[0.5, -1.0], &[2]);
+    let step = |opt: &mut wgflow::nn::optimizers::Optimizer, v: &Variable, n: usize| {
+        for _ in 0..n {
+            opt.apply_gradients(&[Some(g.clone())], std::slice::from_ref(v))
+                .unwrap();
+        }
+        v.value().to_vec::<f32>().unwrap()
+    };
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    assert!(close(&step(&mut SGD(0.1), &v, 1), &[0.95, 1.1], 1e-6));
+    // Momentum: m1 = -lr g, m2 = 0.9 m1 - lr g = -1.9 lr g; w = w0 + m1 + m2.
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    let w = step(&mut SGD(0.1).momentum(0.9), &v, 2);
+    assert!(close(&w, &[1.0 - 0.29 * 0.5, 1.0 + 0.29], 1e-6), "{w:?}");
+    // Adam's first step moves each weight by about lr, against the gradient sign.
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    let w = step(&mut Adam(0.01), &v, 1);
+    assert!(close(&w, &[0.99, 1.01], 1e-4), "{w:?}");
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    let w = step(&mut AdamW(0.01).weight_decay(0.5), &v, 1);
+    assert!(close(&w, &[1.0 - 0.005 - 0.01, 1.0 - 0.005 + 0.01], 1e-4), "{w:?}");
+    // RMSprop: ms = 0.1 g^2, step = lr g / sqrt(ms + eps).
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    let w = step(&mut RMSprop(0.01), &v, 1);
+    assert!(
+        close(&w, &[1.0 - 0.01 / 0.1f32.sqrt(), 1.0 + 0.01 / 0.1f32.sqrt()], 1e-4),
+        "{w:?}"
+    );
+    // clipnorm rescales the gradient to norm 0.5.
+    let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
+    let n = (0.25f32 + 1.0).sqrt();
+    let w = step(&mut SGD(1.0).clipnorm(0.5), &v, 1);
+    assert!(close(&w, &[1.0 - 0.25 / n, 1.0 + 0.5 / n], 1e-5), "{w:?}");
+    let mut opt = SGD(0.1);
+    assert!(opt.apply_gradients(&[Some(t(&[1.0], &[1]))], &[v.clone()]).is_err());
+    assert_eq!(opt.iterations(), 0);
+    let s = ExponentialDecay {
+        initial_learning_rate: 0.1,
+        decay_steps: 10,
+        decay_rate: 0.5,
+        staircase: false,
+    };
+    assert!((s.lr(10) - 0.05).abs() < 1e-12 && (s.lr(5) - 0.1 * 0.5f64.sqrt()).abs() < 1e-12);
+    let s = ExponentialDecay { staircase: true, ..s };
+    assert_eq!(s.lr(15), 0.05);
+    let c = CosineDecay {
+        initial_learning_rate: 1.0,
+        decay_steps: 100,
+        alpha: 0.1,
+    };
+    assert!((c.lr(0) - 1.0).abs() < 1e-12 && (c.lr(50) - 0.55).abs() < 1e-12 && (c.lr(500) - 0.1).abs() < 1e-12);
+    let mut sched = SGD(ExponentialDecay {
+        initial_learning_rate: 1.0,
+        decay_steps: 1,
+        decay_rate: 0.5,
+        staircase: true,
+    });
+    let v = Variable::new(t(&[0.0, 0.0], &[2]), "v");
+    let w = step(&mut sched, &v, 2);
+    assert!(close(&w, &[-0.75, 1.5], 1e-6), "{w:?}");
+}
+
+#[test]
+fn metrics_accumulate_and_reset() {
+    let mut m = Mean::new("m");
+    m.update(&t(&[1.0, 2.0], &[2])).unwrap();
+    m.update(&t(&[6.0], &[1])).unwrap();
+    assert_eq!(m.result().unwrap(), 3.0);
+    m.reset_state();
+    assert_eq!(m.result().unwrap(), 0.0);
+    let mut a = SparseCategoricalAccuracy();
+    let scores = t(&[0.1, 0.9, 0.8, 0.2, 0.3, 0.7], &[3, 2]);
+    a.update_state(&Tensor::from_vec(vec![1, 0, 0], &[3], &Device::Cpu).unwrap(), &scores)
+        .unwrap();
+    assert!((a.result().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    let mut b = Accuracy::binary(0.5);
+    b.update_state(&t(&[1.0, 0.0, 1.0, 0.0], &[4]), &t(&[0.9, 0.6, 0.4, 0.1], &[4]))
+        .unwrap();
+    assert_eq!(b.result().unwrap(), 0.5);
+    let mut e = Accuracy::exact();
+    e.update_state(&t(&[1.0, 2.0], &[2]), &t(&[1.0, 3.0], &[2])).unwrap();
+    assert_eq!(e.result().unwrap(), 0.5);
+}
+
+/// A learnable toy task: the class is which of 4 features is largest.
+fn toy(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let x = ops::random_normal(&[n, 4], 0.0, 1.0, DType::F32, seed, &Device::Cpu).unwrap();
+    let y = x.argmax(-1).unwrap();
+    (x, y)
+}
+
+fn mlp(seed: u64, device: &Device) -> Sequential {
+    set_random_seed(seed);
+    let mut m = Sequential::new(vec![
+        Box::new(Dense::new(16).activation(Activation::Relu)),
+        Box::new(Dense::new(4)),
+    ]);
+    m.build(&[4], device).unwrap();
+    m
+}
+
+#[test]
+fn fit_converges_on_every_device() {
+    let (x, y) = toy(512, 1);
+    let (vx, vy) = toy(256, 2);
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for d in devices {
+        let mut m = mlp(5, &d);
+        m.compile(
+            Adam(0.02),
+            SparseCategoricalCrossentropy::new(true),
+            vec![Box::new(SparseCategoricalAccuracy())],
+        );
+        let h = m
+            .fit(
+                &x,
+                &y,
+                FitArgs {
+                    batch_size: 64,
+                    epochs: 12,
+                    validation_data: Some((vx.clone(), vy.clone())),
+                    device: Some(d.clone()),
+                    verbose: false,
+                    ..FitArgs::default()
+                },
+            )
+            .unwrap();
+        let loss = h.get("loss").unwrap();
+        assert_eq!(loss.len(), 12);
+        assert!(loss[11] < loss[0] * 0.5, "{d}: loss {loss:?}");
+        let acc = *h.get("val_sparse_categorical_accuracy").unwrap().last().unwrap();
+        assert!(acc > 0.85, "{d}: validation accuracy {acc}");
+        let logs = m.evaluate(&vx, &vy, 100).unwrap();
+        assert_eq!(logs[0].0, "loss");
+        let p = m.predict(&vx, 100).unwrap();
+        assert_eq!(p.shape(), &[256, 4]);
+    }
+}
+
+#[test]
+fn gpu_and_cpu_training_reach_the_same_weights() {
+    let (x, y) = toy(96, 3);
+    let cpu = {
+        let mut m = mlp(11, &Device::Cpu);
+        m.compile(SGD(0.1).momentum(0.9), SparseCategoricalCrossentropy::new(true), vec![]);
+        for i in 0..20 {
+            let s = (i % 3) * 32;
+            m.train_step(&x.slice(&[s, 0], &[32, 4]).unwrap(), &y.slice(&[s], &[32]).unwrap())
+                .unwrap();
+        }
+        m.variables()
+            .iter()
+            .map(|v| v.value().to_vec::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    for g in gpus() {
+        let mut m = mlp(11, &g);
+        m.compile(SGD(0.1).momentum(0.9), SparseCategoricalCrossentropy::new(true), vec![]);
+        for i in 0..20 {
+            let s = (i % 3) * 32;
+            let bx = x.slice(&[s, 0], &[32, 4]).unwrap().to_device(&g).unwrap();
+            let by = y.slice(&[s], &[32]).unwrap().to_device(&g).unwrap();
+            m.train_step(&bx, &by).unwrap();
+        }
+        for (v, want) in m.variables().iter().zip(&cpu) {
+            let got = v.value().to_vec::<f32>().unwrap();
+            assert!(
+                close(&got, want, 1e-3),
+                "{g}: {} differs: {got:?} vs {want:?}",
+                v.name()
+            );
+        }
+    }
+}
+
+/// Child: a CNN's training steps after the first create no GPU buffer.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_steps_reuse_buffers() {
+    let d = Device::gpu(0).unwrap();
+    set_random_seed(1);
+    let mut m = Sequential::new(vec![
+        Box::new(Conv2D::new(4, [3, 3]).activation(Activation::Relu)),
+        Box::new(MaxPooling2D([2, 2])),
+        Box::new(BatchNormalization::new()),
+        Box::new(Flatten::new()),
+        Box::new(Dropout::new(0.2)),
+        Box::new(Dense::new(3)),
+    ]);
+    m.build(&[8, 8, 1], &d).unwrap();
+    m.compile(
+        Adam(1e-3),
+        SparseCategoricalCrossentropy::new(true),
+        vec![Box::new(SparseCategoricalAccuracy())],
+    );
+    let x = ops::random_normal(&[6, 8, 8, 1], 0.0, 1.0, DType::F32, 1, &Device::Cpu).unwrap();
+    let y = Tensor::from_vec(vec![0, 1, 2, 0, 1, 2], &[6], &Device::Cpu).unwrap();
+    let step = |m: &mut Sequential| {
+        let bx = x.to_device(&d).unwrap();
+        let by = y.to_device(&d).unwrap();
+        m.train_step(&bx, &by).unwrap().item().unwrap()
+    };
+    step(&mut m);
+    step(&mut m);
+    let before = d.memory_info().buffers_created;
+    for _ in 0..5 {
+        step(&mut m);
+    }
+    println!("CREATED {before} {}", d.memory_info().buffers_created);
+}
+
+#[test]
+fn training_steps_after_the_first_are_served_by_the_pool() {
+    if gpus().is_empty() {
+        return;
+    }
+    let (ok, out, err) = run_child("child_steps_reuse_buffers", &[]);
+    assert!(ok, "{out}\n{err}");
+    let v: Vec<u64> = tagged(&out, "CREATED")[0]
+        .split(' ')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(v[0], v[1], "training steps created new buffers");
+}
+
+#[test]
+fn early_stopping_and_tensorboard_callbacks() {
+    let (x, y) = toy(64, 4);
+    let mut m = mlp(2, &Device::Cpu);
+    // A zero learning rate never improves the monitored loss.
+    m.compile(SGD(0.0), SparseCategoricalCrossentropy::new(true), vec![]);
+    let logdir = std::env::temp_dir().join(format!("wgflow-fit-tb-{}", std::process::id()));
+    let h = m
+        .fit(
+            &x,
+            &y,
+            FitArgs {
+                epochs: 20,
+                validation_data: Some((x.clone(), y.clone())),
+                callbacks: vec![
+                    Box::new(EarlyStopping::new("val_loss", 2)),
+                    Box::new(TensorBoard::new(&logdir)),
+                ],
+                device: Some(Device::Cpu),
+                verbose: false,
+                ..FitArgs::default()
+            },
+        )
+        .unwrap();
+    assert_eq!(h.epochs.len(), 3, "stopped after patience ran out: {:?}", h.epochs);
+    for sub in ["train", "validation"] {
+        let files: Vec<_> = std::fs::read_dir(logdir.join(sub)).unwrap().collect();
+        assert_eq!(files.len(), 1);
+    }
+    // A bad monitor name is a clear error.
+    let r = m.fit(
+        &x,
+        &y,
+        FitArgs {
+            callbacks: vec![Box::new(EarlyStopping::new("val_nothing", 1))],
+            device: Some(Device::Cpu),
+            verbose: false,
+            ..FitArgs::default()
+        },
+    );
+    assert!(r.unwrap_err().to_string().contains("val_nothing"));
+}
+
+#[test]
+fn summary_matches_keras() {
+    set_random_seed(0);
+    let mut m = Sequential::new(vec![
+        Box::new(Conv2D::new(8, [3, 3])),
+        Box::new(MaxPooling2D([2, 2])),
+        Box::new(Flatten::new()),
+        Box::new(Dense::new(10)),
+    ]);
+    m.build(&[28, 28, 1], &Device::Cpu).unwrap();
+    let s = m.summary();
+    assert!(
+        s.contains("(None, 26, 26, 8)")
+            && s.contains("(None, 13, 13, 8)")
+            && s.contains("(None, 1352)")
+            && s.contains("(None, 10)"),
+        "{s}"
+    );
+    assert!(s.contains("Total params: 13,610"), "{s}");
+    assert!(s.contains("Trainable params: 13,610") && s.contains("Non-trainable params: 0"));
+}
+
+#[test]
+fn uncompiled_and_malformed_training_inputs_are_errors() {
+    let (x, y) = toy(8, 5);
+    let mut m = mlp(1, &Device::Cpu);
+    assert!(
+        m.fit(
+            &x,
+            &y,
+            FitArgs {
+                device: Some(Device::Cpu),
+                verbose: false,
+                ..FitArgs::default()
+            }
+        )
+        .unwrap_err()
+        .to_string()
+        .contains("compile")
+    );
+    m.compile(SGD(0.1), SparseCategoricalCrossentropy::new(true), vec![]);
+    let short = y.slice(&[0], &[5]).unwrap();
+    let e = m
+        .fit(
+            &x,
+            &short,
+            FitArgs {
+                device: Some(Device::Cpu),
+                verbose: false,
+                ..FitArgs::default()
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            Error::Shape {
+                op: "from_tensor_slices",
+                ..
+            }
+        ),
+        "{e}"
+    );
+    let bad_labels = Tensor::from_vec(vec![0, 1, 2, 3, 4, 5, 6, 7], &[8], &Device::Cpu).unwrap();
+    let e = m
+        .fit(
+            &x,
+            &bad_labels,
+            FitArgs {
+                device: Some(Device::Cpu),
+                verbose: false,
+                ..FitArgs::default()
+            },
+        )
+        .unwrap_err();
+    assert!(e.to_string().contains("out of range"), "{e}");
+    let wide = ops::zeros(&[8, 7], DType::F32, &Device::Cpu).unwrap();
+    assert!(
+        m.fit(
+            &wide,
+            &y,
+            FitArgs {
+                device: Some(Device::Cpu),
+                verbose: false,
+                ..FitArgs::default()
+            }
+        )
+        .is_err()
+    );
+}
