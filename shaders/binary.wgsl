@@ -1,7 +1,8 @@
 // Elementwise binary ops (p.op selects it) with NumPy broadcasting, comparisons giving masks,
 // and `where`. Operand k is read at sum(c_d * stride_k[d]) over the output
-// coordinate c (stride 0 on broadcast dimensions); mode 0 means every operand
-// is contiguous with the output's shape, so the index is used as is.
+// coordinate c (stride 0 on broadcast dimensions). Fast modes skip the
+// index math: 0, every operand is laid out like the output; 2, a is and b
+// repeats with period `period` (a bias); 3, the same with a and b swapped.
 //
 // Bindings: 1 a, 2 b, 3 out (T), 4 mask out (u32), 5 condition (u32).
 
@@ -10,6 +11,10 @@ struct Params {
     rank: u32,
     mode: u32,
     op: u32,
+    period: u32,
+    _p0: u32,
+    _p1: u32,
+    _p2: u32,
     shape: array<vec4<u32>, 2>,
     sa: array<vec4<u32>, 2>,
     sb: array<vec4<u32>, 2>,
@@ -25,8 +30,17 @@ struct Params {
 
 // Offsets of element i in a, b and the condition.
 fn offsets(i: u32) -> vec3<u32> {
-    if (p.mode == 0u) {
-        return vec3<u32>(i, i, i);
+    switch p.mode {
+        case 0u: {
+            return vec3<u32>(i, i, i);
+        }
+        case 2u: {
+            return vec3<u32>(i, i % p.period, 0u);
+        }
+        case 3u: {
+            return vec3<u32>(i % p.period, i, 0u);
+        }
+        default: {}
     }
     var rem = i;
     var o = vec3<u32>(0u, 0u, 0u);

@@ -13,6 +13,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::{StridedIter, broadcast, broadcast_strides, collapse, numel, strides};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub static BINARY: Kernel = Kernel {
     name: "binary",
@@ -260,19 +261,58 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
     }
 }
 
-fn zip<A: Copy, O>(a: &[A], b: &[A], sa: &[usize], sb: &[usize], shape: &[usize], f: impl Fn(A, A) -> O) -> Vec<O> {
-    // An operand with as many elements as the output cannot be broadcast:
-    // it is laid out like the output, so the common cases need no indexing.
+/// The shape without its leading 1s.
+fn core(s: &[usize]) -> &[usize] {
+    let lead = s.iter().take_while(|&&d| d == 1).count();
+    &s[lead..]
+}
+
+/// Arrays above this size are processed on all cores.
+const PAR: usize = 1 << 16;
+
+fn zip<A: Copy + Send + Sync, O: Send>(
+    a: &[A],
+    b: &[A],
+    (ash, bsh): (&[usize], &[usize]),
+    (sa, sb): (&[usize], &[usize]),
+    shape: &[usize],
+    f: impl Fn(A, A) -> O + Send + Sync,
+) -> Vec<O> {
+    // An operand with as many elements as the output cannot be broadcast, so
+    // it is laid out like the output; one whose shape ends the output's
+    // repeats with its own length. Those common cases need no index math.
     let n = numel(shape);
-    match (a.len() == n, b.len() == n) {
-        (true, true) => a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect(),
-        (true, false) if b.len() == 1 => a.iter().map(|&p| f(p, b[0])).collect(),
-        (false, true) if a.len() == 1 => b.iter().map(|&q| f(a[0], q)).collect(),
-        _ => StridedIter::new(shape, sa, 0)
-            .zip(StridedIter::new(shape, sb, 0))
-            .map(|(i, j)| f(a[i], b[j]))
-            .collect(),
+    let (fa, fb) = (a.len() == n, b.len() == n);
+    if fa && fb {
+        return if n > PAR {
+            a.par_iter().zip(b.par_iter()).map(|(&p, &q)| f(p, q)).collect()
+        } else {
+            a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect()
+        };
     }
+    if fa && !b.is_empty() && shape.ends_with(core(bsh)) {
+        let k = b.len();
+        return if n > PAR {
+            a.par_chunks(k)
+                .flat_map_iter(|c| c.iter().zip(b).map(|(&p, &q)| f(p, q)))
+                .collect()
+        } else {
+            a.chunks(k)
+                .flat_map(|c| c.iter().zip(b).map(|(&p, &q)| f(p, q)))
+                .collect()
+        };
+    }
+    if fb && !a.is_empty() && shape.ends_with(core(ash)) {
+        let k = a.len();
+        return b
+            .chunks(k)
+            .flat_map(|c| a.iter().zip(c).map(|(&p, &q)| f(p, q)))
+            .collect();
+    }
+    StridedIter::new(shape, sa, 0)
+        .zip(StridedIter::new(shape, sb, 0))
+        .map(|(i, j)| f(a[i], b[j]))
+        .collect()
 }
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {
@@ -282,26 +322,64 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Resul
         Op::Binary(o) => {
             let o = *o;
             match (data[0], data[1]) {
-                (CpuData::F32(a), CpuData::F32(b)) => {
-                    CpuData::F32(zip(a, b, &st[0], &st[1], out, |p, q| o.float(p, q)))
-                }
-                (CpuData::F64(a), CpuData::F64(b)) => {
-                    CpuData::F64(zip(a, b, &st[0], &st[1], out, |p, q| o.float(p, q)))
-                }
-                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(zip(a, b, &st[0], &st[1], out, |p, q| o.int(p, q))),
-                (CpuData::Bool(a), CpuData::Bool(b)) => {
-                    CpuData::Bool(zip(a, b, &st[0], &st[1], out, |p, q| o.bool(p, q)))
-                }
+                (CpuData::F32(a), CpuData::F32(b)) => CpuData::F32(zip(
+                    a,
+                    b,
+                    (x[0].shape(), x[1].shape()),
+                    (&st[0], &st[1]),
+                    out,
+                    |p, q| o.float(p, q),
+                )),
+                (CpuData::F64(a), CpuData::F64(b)) => CpuData::F64(zip(
+                    a,
+                    b,
+                    (x[0].shape(), x[1].shape()),
+                    (&st[0], &st[1]),
+                    out,
+                    |p, q| o.float(p, q),
+                )),
+                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(zip(
+                    a,
+                    b,
+                    (x[0].shape(), x[1].shape()),
+                    (&st[0], &st[1]),
+                    out,
+                    |p, q| o.int(p, q),
+                )),
+                (CpuData::Bool(a), CpuData::Bool(b)) => CpuData::Bool(zip(
+                    a,
+                    b,
+                    (x[0].shape(), x[1].shape()),
+                    (&st[0], &st[1]),
+                    out,
+                    |p, q| o.bool(p, q),
+                )),
                 _ => unreachable!(),
             }
         }
         Op::Compare(c) => {
             let c = *c;
             CpuData::Bool(match (data[0], data[1]) {
-                (CpuData::F32(a), CpuData::F32(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
-                (CpuData::F64(a), CpuData::F64(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
-                (CpuData::I32(a), CpuData::I32(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
-                (CpuData::Bool(a), CpuData::Bool(b)) => zip(a, b, &st[0], &st[1], out, |p, q| c.apply(p, q)),
+                (CpuData::F32(a), CpuData::F32(b)) => {
+                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
+                        c.apply(p, q)
+                    })
+                }
+                (CpuData::F64(a), CpuData::F64(b)) => {
+                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
+                        c.apply(p, q)
+                    })
+                }
+                (CpuData::I32(a), CpuData::I32(b)) => {
+                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
+                        c.apply(p, q)
+                    })
+                }
+                (CpuData::Bool(a), CpuData::Bool(b)) => {
+                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
+                        c.apply(p, q)
+                    })
+                }
                 _ => unreachable!(),
             })
         }
@@ -337,14 +415,27 @@ pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: D
         _ => vec![x[0], x[1]],
     };
     let mut st: Vec<Vec<usize>> = ops.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
+    // A full operand is laid out like the output; one whose shape ends the
+    // output's repeats with its own length (see the shader's fast modes).
+    let suffix = |t: &Tensor| !t.shape().is_empty() && out.ends_with(core(t.shape()));
+    let full = |t: &Tensor| t.numel() == n;
     let mode = if st.iter().all(|s| {
         out.iter()
             .zip(s.iter().zip(&contiguous))
             .all(|(&d, (a, b))| d == 1 || a == b)
     }) {
         0
+    } else if ops.len() == 2 && full(ops[0]) && suffix(ops[1]) {
+        2
+    } else if ops.len() == 2 && full(ops[1]) && suffix(ops[0]) {
+        3
     } else {
         1
+    };
+    let period = match mode {
+        2 => ops[1].numel(),
+        3 => ops[0].numel(),
+        _ => 0,
     };
     while st.len() < 3 {
         st.push(vec![0; out.len()]);
@@ -362,7 +453,7 @@ pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: D
         Op::Compare(c) => *c as u32,
         _ => 0,
     };
-    let mut params = vec![n as u32, sh.len() as u32, mode, code];
+    let mut params = vec![n as u32, sh.len() as u32, mode, code, period as u32, 0, 0, 0];
     for v in [&sh, &st[0], &st[1], &st[2]] {
         let mut w = [0u32; 8];
         for (i, &d) in v.iter().enumerate() {

@@ -3,7 +3,7 @@
 
 use super::conv::{Padding, out_dim};
 use super::{Op, Tol, exec};
-use crate::device::cpu::CpuData;
+use crate::device::cpu::{CpuData, Float};
 use crate::device::gpu::{GpuDevice, KType, Kernel, Launch, grid};
 use crate::device::memory::GpuBuf;
 use crate::dtype::DType;
@@ -127,55 +127,60 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     }
 }
 
-pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<CpuData> {
-    let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
-        unreachable!()
-    };
-    let s = x[0].shape();
+/// The pooling (dy = None) or its gradient, on typed data.
+fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: Option<&[F]>, n_out: usize) -> Vec<F> {
     let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
-    let [oh, ow, pt, pl] = p.geom(s)?;
-    let xv = x[0].cpu_data().to_f64();
+    let [oh, ow, pt, pl] = geom;
     let win = |o: usize, k: usize, st: usize, pad: usize, lim: usize| {
         let s0 = (o * st) as isize - pad as isize;
         (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
-    let at = |b: usize, i: usize, j: usize, ch: usize| ((b * h + i) * w + j) * c + ch;
-    let mut y = vec![0.0; numel(out)];
-    let dyv = if let Op::PoolGrad(_) = op {
-        x[1].cpu_data().to_f64()
-    } else {
-        Vec::new()
-    };
+    let mut y = vec![F::ZERO; n_out];
+    let mut best = vec![0usize; c];
+    let mut acc = vec![F::ZERO; c];
     for b in 0..n {
         for i in 0..oh {
             let (h0, h1) = win(i, p.ksize[0], p.strides[0], pt, h);
             for j in 0..ow {
                 let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
-                let count = ((h1 - h0) * (w1 - w0)) as f64;
+                let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
+                let first = ((b * h + h0) * w + w0) * c;
                 for ch in 0..c {
-                    let o = ((b * oh + i) * ow + j) * c + ch;
-                    // First maximum in row-major window order.
-                    let mut best = at(b, h0, w0, ch);
-                    let mut sum = 0.0;
-                    for ih in h0..h1 {
-                        for iw in w0..w1 {
-                            let k = at(b, ih, iw, ch);
-                            sum += xv[k];
-                            if xv[k] > xv[best] {
-                                best = k;
+                    best[ch] = first + ch;
+                    acc[ch] = F::ZERO;
+                }
+                // Channels innermost: contiguous loads; the first maximum in
+                // row-major window order wins.
+                for ih in h0..h1 {
+                    for iw in w0..w1 {
+                        let base = ((b * h + ih) * w + iw) * c;
+                        for ch in 0..c {
+                            let e = xv[base + ch];
+                            acc[ch] += e;
+                            if e > xv[best[ch]] {
+                                best[ch] = base + ch;
                             }
                         }
                     }
-                    match op {
-                        Op::Pool(_) => y[o] = if p.max { xv[best] } else { sum / count },
-                        _ => {
-                            if p.max {
-                                y[best] += dyv[o];
-                            } else {
-                                for ih in h0..h1 {
-                                    for iw in w0..w1 {
-                                        y[at(b, ih, iw, ch)] += dyv[o] / count;
-                                    }
+                }
+                let o = ((b * oh + i) * ow + j) * c;
+                match dy {
+                    None => {
+                        for ch in 0..c {
+                            y[o + ch] = if p.max { xv[best[ch]] } else { acc[ch] / count };
+                        }
+                    }
+                    Some(g) if p.max => {
+                        for ch in 0..c {
+                            y[best[ch]] += g[o + ch];
+                        }
+                    }
+                    Some(g) => {
+                        for ih in h0..h1 {
+                            for iw in w0..w1 {
+                                let base = ((b * h + ih) * w + iw) * c;
+                                for ch in 0..c {
+                                    y[base + ch] += g[o + ch] / count;
                                 }
                             }
                         }
@@ -184,7 +189,28 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
             }
         }
     }
-    Ok(CpuData::from_f64(dtype, &y))
+    y
+}
+
+pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], _dtype: DType) -> Result<CpuData> {
+    let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
+        unreachable!()
+    };
+    let s = x[0].shape();
+    let geom = p.geom(s)?;
+    let n = numel(out);
+    let dy = if let Op::PoolGrad(_) = op {
+        Some(x[1].cpu_data())
+    } else {
+        None
+    };
+    Ok(match (x[0].cpu_data(), dy) {
+        (CpuData::F32(v), None) => CpuData::F32(pool_cpu(p, s, geom, v, None, n)),
+        (CpuData::F32(v), Some(CpuData::F32(g))) => CpuData::F32(pool_cpu(p, s, geom, v, Some(g), n)),
+        (CpuData::F64(v), None) => CpuData::F64(pool_cpu(p, s, geom, v, None, n)),
+        (CpuData::F64(v), Some(CpuData::F64(g))) => CpuData::F64(pool_cpu(p, s, geom, v, Some(g), n)),
+        _ => unreachable!("f16 runs through f32; dtypes checked by infer"),
+    })
 }
 
 pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {

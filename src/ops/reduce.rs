@@ -173,8 +173,55 @@ fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
         .collect()
 }
 
+/// Float reductions over one contiguous block of axes, [outer, r, inner],
+/// straight from the data (no transposed copy); accumulates in f64.
+fn contiguous_block<F: crate::device::cpu::Float>(
+    v: &[F],
+    op: ReduceOp,
+    outer: usize,
+    r: usize,
+    inner: usize,
+) -> Vec<f64> {
+    let mut out = vec![0.0f64; outer * inner];
+    for o in 0..outer {
+        let acc = &mut out[o * inner..(o + 1) * inner];
+        for k in 0..r {
+            let row = &v[(o * r + k) * inner..(o * r + k + 1) * inner];
+            for (a, &e) in acc.iter_mut().zip(row) {
+                let e = e.f64();
+                *a = match op {
+                    _ if k == 0 => e,
+                    ReduceOp::Sum | ReduceOp::Mean => *a + e,
+                    ReduceOp::Max => a.max(e),
+                    ReduceOp::Min => a.min(e),
+                    ReduceOp::Prod => *a * e,
+                };
+            }
+        }
+        if op == ReduceOp::Mean {
+            acc.iter_mut().for_each(|a| *a /= r as f64);
+        }
+    }
+    out
+}
+
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], dtype: DType) -> Result<CpuData> {
     let a = x[0];
+    if let Op::Reduce { op: o, axes, .. } = op {
+        let sh = a.shape();
+        let block = !axes.is_empty() && axes.windows(2).all(|w| w[1] == w[0] + 1);
+        let r: usize = axes.iter().map(|&d| sh[d]).product();
+        if block && r > 0 {
+            let (lo, hi) = (axes[0], *axes.last().unwrap());
+            let outer: usize = sh[..lo].iter().product();
+            let inner: usize = sh[hi + 1..].iter().product();
+            match a.cpu_data() {
+                CpuData::F32(v) => return Ok(CpuData::from_f64(dtype, &contiguous_block(v, *o, outer, r, inner))),
+                CpuData::F64(v) => return Ok(CpuData::from_f64(dtype, &contiguous_block(v, *o, outer, r, inner))),
+                _ => {}
+            }
+        }
+    }
     let (rows, r, perm) = plan(a.shape(), &axes_of(op));
     let st = strides(a.shape());
     let pshape: Vec<usize> = perm.iter().map(|&d| a.shape()[d]).collect();

@@ -7,6 +7,7 @@ use crate::device::memory::GpuBuf;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub static UNARY: Kernel = Kernel {
     name: "unary",
@@ -369,15 +370,31 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
 
 pub(crate) fn cpu(op: &Op, x: &[&Tensor], _out: &[usize], _dtype: DType) -> Result<CpuData> {
     fn grad<F: Float>(u: UnaryOp, x: &[F], y: &[F], dy: &[F]) -> Vec<F> {
+        if x.len() > 1 << 16 {
+            return x
+                .par_iter()
+                .zip(y)
+                .zip(dy)
+                .map(|((&v, &r), &g)| g * u.derivative(v, r))
+                .collect();
+        }
         x.iter()
             .zip(y)
             .zip(dy)
             .map(|((&v, &r), &g)| g * u.derivative(v, r))
             .collect()
     }
+    /// Large arrays use every core.
+    fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
+        if v.len() > 1 << 16 {
+            v.par_iter().map(|&e| f(e)).collect()
+        } else {
+            v.iter().map(|&e| f(e)).collect()
+        }
+    }
     Ok(match (op, x[0].cpu_data()) {
-        (Op::Unary(u), CpuData::F32(v)) => CpuData::F32(v.iter().map(|&e| u.apply(e)).collect()),
-        (Op::Unary(u), CpuData::F64(v)) => CpuData::F64(v.iter().map(|&e| u.apply(e)).collect()),
+        (Op::Unary(u), CpuData::F32(v)) => CpuData::F32(map(v, |e| u.apply(e))),
+        (Op::Unary(u), CpuData::F64(v)) => CpuData::F64(map(v, |e| u.apply(e))),
         (Op::UnaryGrad(u), d) => match (d, x[1].cpu_data(), x[2].cpu_data()) {
             (CpuData::F32(a), CpuData::F32(b), CpuData::F32(c)) => CpuData::F32(grad(*u, a, b, c)),
             (CpuData::F64(a), CpuData::F64(b), CpuData::F64(c)) => CpuData::F64(grad(*u, a, b, c)),
