@@ -54,34 +54,6 @@ fn offsets(i: u32) -> vec3<u32> {
     return o;
 }
 
-fn arith(x: T, y: T) -> T {
-    switch p.op {
-        case 0u: { return x + y; }
-        case 1u: { return x - y; }
-        case 2u: { return x * y; }
-        case 3u: { return t_div(x, y); }
-        case 4u: { return t_pow(x, y); }
-        case 5u: { return max(x, y); }
-        case 6u: { return min(x, y); }
-        case 7u: { return (x - y) * (x - y); }
-        case 8u: { return select(T(0), T(1), x != T(0) && y != T(0)); }
-        case 9u: { return select(T(0), T(1), x != T(0) || y != T(0)); }
-        case 10u: { return select(T(0), T(1), (x != T(0)) != (y != T(0))); }
-        default: { return x; }
-    }
-}
-
-fn compare(x: T, y: T) -> bool {
-    switch p.op {
-        case 0u: { return x == y; }
-        case 1u: { return x != y; }
-        case 2u: { return x < y; }
-        case 3u: { return x <= y; }
-        case 4u: { return x > y; }
-        default: { return x >= y; }
-    }
-}
-
 @compute @workgroup_size(256)
 fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
@@ -89,7 +61,7 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let o = offsets(i);
-    out[i] = arith(a[o.x], b[o.y]);
+    out[i] = binary_apply(p.op, a[o.x], b[o.y]);
 }
 
 @compute @workgroup_size(256)
@@ -99,7 +71,7 @@ fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     let o = offsets(i);
-    mask[i] = select(0u, 1u, compare(a[o.x], b[o.y]));
+    mask[i] = select(0u, 1u, compare_apply(p.op, a[o.x], b[o.y]));
 }
 
 // out = cond ? a : b

@@ -2,24 +2,25 @@
 // variable, its gradient and slots, and writes the new variable and slots
 // (to new buffers). The gradient is first scaled by min(1, clip / norm)
 // when clipping is on (flags bit 0); norm[0] holds the gradient's L2 norm.
-// Formulas follow Keras 3.
+// Formulas follow Keras 3. The learning rate and Adam's bias-corrected
+// rate come from a buffer, not the uniform, because they change every step
+// and a traced graph replays the same launch.
 //
 // Bindings: 1 var, 2 grad, 3 slot a, 4 slot b, 5 norm, 6 var out,
-// 7 slot a out, 8 slot b out.
+// 7 slot a out, 8 slot b out, 9 hyper = [lr, alpha].
 
 struct Params {
     n: u32,
     flags: u32,
     _p0: u32,
     _p1: u32,
-    lr: f32,
+    _lr: f32,
     // sgd: momentum; adam: beta1; rmsprop: rho
     c1: f32,
     // adam: beta2; rmsprop: momentum
     c2: f32,
     eps: f32,
-    // adam: lr * sqrt(1 - beta2^t) / (1 - beta1^t)
-    alpha: f32,
+    _alpha: f32,
     weight_decay: f32,
     clip: f32,
     _p2: u32,
@@ -34,6 +35,16 @@ struct Params {
 @group(0) @binding(6) var<storage, read_write> var_out: array<T>;
 @group(0) @binding(7) var<storage, read_write> a_out: array<T>;
 @group(0) @binding(8) var<storage, read_write> b_out: array<T>;
+@group(0) @binding(9) var<storage, read> hyper: array<f32>;
+
+fn lr() -> f32 {
+    return hyper[0];
+}
+
+// Adam: lr * sqrt(1 - beta2^t) / (1 - beta1^t)
+fn alpha() -> f32 {
+    return hyper[1];
+}
 
 fn g_at(i: u32) -> f32 {
     var g = f32(grad[i]);
@@ -49,7 +60,7 @@ fn g_at(i: u32) -> f32 {
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        var_out[i] = T(f32(var_in[i]) - p.lr * g_at(i));
+        var_out[i] = T(f32(var_in[i]) - lr() * g_at(i));
     }
 }
 
@@ -59,9 +70,9 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let i = linear_index(gid, nwg);
     if (i < p.n) {
         let g = g_at(i);
-        let m = p.c1 * f32(a_in[i]) - p.lr * g;
+        let m = p.c1 * f32(a_in[i]) - lr() * g;
         a_out[i] = T(m);
-        let step = select(m, p.c1 * m - p.lr * g, (p.flags & 2u) != 0u);
+        let step = select(m, p.c1 * m - lr() * g, (p.flags & 2u) != 0u);
         var_out[i] = T(f32(var_in[i]) + step);
     }
 }
@@ -74,14 +85,14 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (i < p.n) {
         let g = g_at(i);
         var w = f32(var_in[i]);
-        w -= w * p.weight_decay * p.lr;
+        w -= w * p.weight_decay * lr();
         var m = f32(a_in[i]);
         var v = f32(b_in[i]);
         m += (g - m) * (1.0 - p.c1);
         v += (g * g - v) * (1.0 - p.c2);
         a_out[i] = T(m);
         b_out[i] = T(v);
-        var_out[i] = T(w - p.alpha * m / (sqrt(v) + p.eps));
+        var_out[i] = T(w - alpha() * m / (sqrt(v) + p.eps));
     }
 }
 
@@ -93,7 +104,7 @@ fn rmsprop(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         let g = g_at(i);
         let ms = p.c1 * f32(a_in[i]) + (1.0 - p.c1) * g * g;
         a_out[i] = T(ms);
-        var_out[i] = T(f32(var_in[i]) - p.lr * g / sqrt(ms + p.eps));
+        var_out[i] = T(f32(var_in[i]) - lr() * g / sqrt(ms + p.eps));
     }
 }
 
@@ -104,7 +115,7 @@ fn rmsprop_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (i < p.n) {
         let g = g_at(i);
         let ms = p.c1 * f32(a_in[i]) + (1.0 - p.c1) * g * g;
-        let mom = p.c2 * f32(b_in[i]) + p.lr * g / sqrt(ms + p.eps);
+        let mom = p.c2 * f32(b_in[i]) + lr() * g / sqrt(ms + p.eps);
         a_out[i] = T(ms);
         b_out[i] = T(mom);
         var_out[i] = T(f32(var_in[i]) - mom);

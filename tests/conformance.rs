@@ -734,14 +734,12 @@ fn optimizer_kernels() {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-7,
-            alpha: 3e-4,
             weight_decay: 0.0,
         },
         Rule::Adam {
             beta1: 0.8,
             beta2: 0.99,
             eps: 1e-6,
-            alpha: 1e-3,
             weight_decay: 0.004,
         },
         Rule::RmsProp {
@@ -757,7 +755,7 @@ fn optimizer_kernels() {
     ];
     for (i, rule) in rules.into_iter().enumerate() {
         for clip in [None, Some(0.5f32)] {
-            let u = Update { rule, lr: 0.01, clip };
+            let u = Update { rule, clip };
             for sh in [&[1usize] as &[usize], &[7], &[3, 129]] {
                 for dt in FLOATS {
                     let seed = i as u64 * 10;
@@ -766,6 +764,8 @@ fn optimizer_kernels() {
                         // Second moments are non-negative.
                         x.push(uniform(sh, 0.0, 0.5, seed + 2 + k as u64, dt));
                     }
+                    // [learning rate, Adam's bias-corrected rate]
+                    x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
                     if clip.is_some() {
                         x.push(Tensor::from_vec(vec![1.5f32], &[], &cpu()).unwrap());
                     }

@@ -2,12 +2,16 @@
 //! learning-rate schedules and `clipnorm`. Each variable's step is one fused
 //! kernel (`ops::optim`); slots are created on first use, zero-initialized.
 
+use crate::device::cpu::CpuData;
 use crate::dtype::DType;
 use crate::error::{Error, Result};
+use crate::function::host_input;
 use crate::ops::optim::{Rule, Update};
 use crate::ops::{self, Op, exec_multi};
 use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// A learning rate that depends on the step.
 pub trait LearningRateSchedule: Send + Sync {
@@ -54,7 +58,7 @@ impl LearningRateSchedule for CosineDecay {
 
 pub enum LearningRate {
     Constant(f64),
-    Schedule(Box<dyn LearningRateSchedule>),
+    Schedule(Arc<dyn LearningRateSchedule>),
 }
 
 impl From<f64> for LearningRate {
@@ -65,7 +69,7 @@ impl From<f64> for LearningRate {
 
 impl<S: LearningRateSchedule + 'static> From<S> for LearningRate {
     fn from(s: S) -> Self {
-        LearningRate::Schedule(Box::new(s))
+        LearningRate::Schedule(Arc::new(s))
     }
 }
 
@@ -101,9 +105,10 @@ enum Kind {
 pub struct Optimizer {
     name: &'static str,
     kind: Kind,
-    learning_rate: LearningRate,
+    learning_rate: Arc<LearningRate>,
     clipnorm: Option<f64>,
-    iterations: u64,
+    /// Shared with the host inputs of traced steps, which advance it on replay.
+    iterations: Arc<AtomicU64>,
     /// variable id -> slot variables
     slots: HashMap<u64, Vec<Variable>>,
 }
@@ -170,9 +175,9 @@ impl Optimizer {
         Optimizer {
             name,
             kind,
-            learning_rate,
+            learning_rate: Arc::new(learning_rate),
             clipnorm: None,
-            iterations: 0,
+            iterations: Arc::new(AtomicU64::new(0)),
             slots: HashMap::new(),
         }
     }
@@ -228,14 +233,14 @@ impl Optimizer {
 
     /// Steps taken so far.
     pub fn iterations(&self) -> u64 {
-        self.iterations
+        self.iterations.load(Ordering::SeqCst)
     }
     pub fn set_iterations(&mut self, n: u64) {
-        self.iterations = n;
+        self.iterations.store(n, Ordering::SeqCst);
     }
     /// The learning rate of the next step.
     pub fn learning_rate(&self) -> f64 {
-        self.learning_rate.at(self.iterations)
+        self.learning_rate.at(self.iterations())
     }
 
     fn slot_count(&self) -> usize {
@@ -276,7 +281,7 @@ impl Optimizer {
         self.slots.get(&var.id()).map(|v| v.as_slice())
     }
 
-    fn rule(&self, step: u64) -> Rule {
+    fn rule(&self) -> Rule {
         let f = |x: f64| x as f32;
         match self.kind {
             Kind::Sgd { momentum, nesterov } => Rule::Sgd {
@@ -288,23 +293,41 @@ impl Optimizer {
                 beta2,
                 eps,
                 weight_decay,
-            } => {
-                let t = (step + 1) as f64;
-                let alpha = self.learning_rate.at(step) * (1.0 - beta2.powf(t)).sqrt() / (1.0 - beta1.powf(t));
-                Rule::Adam {
-                    beta1: f(beta1),
-                    beta2: f(beta2),
-                    eps: f(eps),
-                    alpha: f(alpha),
-                    weight_decay: f(weight_decay),
-                }
-            }
+            } => Rule::Adam {
+                beta1: f(beta1),
+                beta2: f(beta2),
+                eps: f(eps),
+                weight_decay: f(weight_decay),
+            },
             Kind::RmsProp { rho, momentum, eps } => Rule::RmsProp {
                 rho: f(rho),
                 momentum: f(momentum),
                 eps: f(eps),
             },
         }
+    }
+
+    /// [lr, Adam's bias-corrected lr] of the next step, taking the step: a
+    /// host input, so that a traced step recomputes it on every replay.
+    fn hyper(&self, device: &crate::Device) -> Result<Tensor> {
+        let iters = self.iterations.clone();
+        let lr = self.learning_rate.clone();
+        let betas = match self.kind {
+            Kind::Adam { beta1, beta2, .. } => Some((beta1, beta2)),
+            _ => None,
+        };
+        host_input(&[2], device, move || {
+            let step = iters.fetch_add(1, Ordering::SeqCst);
+            let rate = lr.at(step);
+            let alpha = match betas {
+                Some((b1, b2)) => {
+                    let t = (step + 1) as f64;
+                    rate * (1.0 - b2.powf(t)).sqrt() / (1.0 - b1.powf(t))
+                }
+                None => rate,
+            };
+            CpuData::F32(vec![rate as f32, alpha as f32])
+        })
     }
 
     /// One step for every (gradient, variable) pair; `None` gradients are
@@ -316,15 +339,28 @@ impl Optimizer {
                 format!("{} gradients for {} variables", grads.len(), vars.len()),
             ));
         }
-        let step = self.iterations;
         let update = Update {
-            rule: self.rule(step),
-            lr: self.learning_rate.at(step) as f32,
+            rule: self.rule(),
             clip: self.clipnorm.map(|c| c as f32),
         };
-        crate::tape::without_recording(|| -> Result<()> {
-            for (g, v) in grads.iter().zip(vars) {
-                let Some(g) = g else { continue };
+        let live: Vec<&Variable> = grads
+            .iter()
+            .zip(vars)
+            .filter(|(g, _)| g.is_some())
+            .map(|(_, v)| v)
+            .collect();
+        let Some(first) = live.first() else {
+            return Ok(());
+        };
+        let device = first.device();
+        if let Some(v) = live.iter().find(|v| v.device() != device) {
+            return Err(Error::DeviceMismatch {
+                op: "apply_gradients",
+                devices: vec![device.to_string(), v.device().to_string()],
+            });
+        }
+        for (g, v) in grads.iter().zip(vars) {
+            if let Some(g) = g {
                 if g.shape() != v.shape().as_slice() {
                     return Err(Error::shape(
                         "apply_gradients",
@@ -332,6 +368,12 @@ impl Optimizer {
                         format!("gradient does not match variable {}", v.name()),
                     ));
                 }
+            }
+        }
+        crate::tape::without_recording(|| -> Result<()> {
+            let hyper = self.hyper(&device)?;
+            for (g, v) in grads.iter().zip(vars) {
+                let Some(g) = g else { continue };
                 let g = if g.dtype() == v.dtype() {
                     g.clone()
                 } else {
@@ -340,6 +382,7 @@ impl Optimizer {
                 let slots = self.slots_of(v)?;
                 let mut inputs: Vec<Tensor> = vec![v.peek(), g.clone()];
                 inputs.extend(slots.iter().map(|s| s.peek()));
+                inputs.push(hyper.clone());
                 if update.clip.is_some() {
                     inputs.push(g.cast(DType::F32)?.square()?.sum(None, false)?.sqrt()?);
                 }
@@ -351,8 +394,6 @@ impl Optimizer {
                 }
             }
             Ok(())
-        })?;
-        self.iterations += 1;
-        Ok(())
+        })
     }
 }

@@ -19,6 +19,7 @@ pub static BINARY: Kernel = Kernel {
     name: "binary",
     sources: &[
         include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/elementwise.wgsl"),
         include_str!("../../shaders/binary.wgsl"),
     ],
     types: &[KType::F32, KType::F16, KType::I32, KType::U32],
@@ -58,6 +59,10 @@ impl BinaryOp {
     }
     fn logical(self) -> bool {
         matches!(self, BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor)
+    }
+    /// The CPU reference of a float op (the fused kernels' CPU path uses it too).
+    pub(crate) fn float_op<F: Float>(self, x: F, y: F) -> F {
+        self.float(x, y)
     }
     fn float<F: Float>(self, x: F, y: F) -> F {
         match self {

@@ -10,6 +10,7 @@ use crate::device::memory::GpuBuf;
 use crate::dtype::{DType, Element};
 use crate::error::{Error, Result};
 use crate::ops::layout::{LAYOUT, wtype};
+use crate::ops::{Op, exec_on};
 use crate::shape::numel;
 use crate::tensor::Tensor;
 use half::f16;
@@ -50,11 +51,6 @@ pub(crate) fn from_cpu_data<T: Element>(d: CpuData) -> Vec<T> {
     *b.downcast::<Vec<T>>().expect("dtype checked by the caller")
 }
 
-/// Hook for traced functions: reading values while tracing is refused there.
-pub(crate) fn read_guard(_op: &'static str) -> Result<()> {
-    Ok(())
-}
-
 fn check_gpu_dtype(op: &'static str, dtype: DType, device: &Device) -> Result<()> {
     if dtype == DType::F64 && device.is_gpu() {
         return Err(Error::dtype(op, &[dtype], "float64 exists only on the CPU device"));
@@ -65,19 +61,14 @@ fn check_gpu_dtype(op: &'static str, dtype: DType, device: &Device) -> Result<()
 /// `tf.fill(shape, value)` with the given dtype; on a GPU, filled by a kernel.
 pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
     check_gpu_dtype("fill", dtype, device)?;
-    let n = numel(shape);
-    match device {
-        Device::Cpu => Ok(Tensor::from_cpu(
-            CpuData::from_f64(dtype, &vec![value; n]),
-            shape.to_vec(),
-        )),
-        Device::Gpu(g) => Ok(Tensor::from_gpu(
-            fill_gpu(g, n, value, dtype)?,
-            shape.to_vec(),
+    exec_on(
+        Op::Fill {
+            shape: shape.to_vec(),
+            value,
             dtype,
-            device,
-        )),
-    }
+        },
+        device,
+    )
 }
 
 /// `n` copies of `value` in new GPU memory.
@@ -138,6 +129,96 @@ fn unit(seed: u64, i: u64) -> f64 {
     (splitmix(seed, i) >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
 }
 
+/// Standard normal value `i` of the stream `seed` (Box–Muller).
+pub(crate) fn normal_at(seed: u64, i: u64) -> f64 {
+    let u1 = unit(seed, 2 * i).max(f64::MIN_POSITIVE);
+    let u2 = unit(seed, 2 * i + 1);
+    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Distribution {
+    Uniform {
+        minval: f64,
+        maxval: f64,
+    },
+    Normal {
+        mean: f64,
+        stddev: f64,
+    },
+    /// Normal values beyond two standard deviations redrawn.
+    TruncatedNormal {
+        mean: f64,
+        stddev: f64,
+    },
+}
+
+/// A random tensor: the values are a pure function of (seed, index), drawn
+/// on the host, so a seed gives the same tensor on every device. A traced
+/// graph reseeds it on every call (`reseeded`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Random {
+    pub shape: Vec<usize>,
+    pub dtype: DType,
+    pub dist: Distribution,
+    pub seed: u64,
+}
+
+impl Random {
+    pub(crate) fn reseeded(&self, call: u64) -> Random {
+        Random {
+            seed: splitmix(self.seed, call),
+            ..self.clone()
+        }
+    }
+
+    fn values(&self) -> Vec<f64> {
+        let n = numel(&self.shape) as u64;
+        let seed = self.seed;
+        match self.dist {
+            Distribution::Uniform { minval, maxval } => {
+                (0..n).map(|i| minval + (maxval - minval) * unit(seed, i)).collect()
+            }
+            Distribution::Normal { mean, stddev } => (0..n).map(|i| mean + stddev * normal_at(seed, i)).collect(),
+            Distribution::TruncatedNormal { mean, stddev } => (0..n)
+                .map(|i| {
+                    let mut k = i;
+                    loop {
+                        let z = normal_at(seed, k);
+                        if z.abs() <= 2.0 {
+                            return mean + stddev * z;
+                        }
+                        k += n.max(1);
+                    }
+                })
+                .collect(),
+        }
+    }
+}
+
+fn random(
+    name: &'static str,
+    shape: &[usize],
+    dist: Distribution,
+    dtype: DType,
+    seed: u64,
+    device: &Device,
+) -> Result<Tensor> {
+    if !dtype.is_float() {
+        return Err(Error::dtype(name, &[dtype], "needs a float dtype"));
+    }
+    check_gpu_dtype(name, dtype, device)?;
+    exec_on(
+        Op::Random(Random {
+            shape: shape.to_vec(),
+            dtype,
+            dist,
+            seed,
+        }),
+        device,
+    )
+}
+
 /// `tf.random.uniform(shape, minval, maxval, seed=seed)`.
 pub fn random_uniform(
     shape: &[usize],
@@ -147,20 +228,14 @@ pub fn random_uniform(
     seed: u64,
     device: &Device,
 ) -> Result<Tensor> {
-    if !dtype.is_float() {
-        return Err(Error::dtype("random_uniform", &[dtype], "needs a float dtype"));
-    }
-    let v: Vec<f64> = (0..numel(shape) as u64)
-        .map(|i| minval + (maxval - minval) * unit(seed, i))
-        .collect();
-    Tensor::from_data(CpuData::from_f64(dtype, &v), shape, device)
-}
-
-/// Standard normal value `i` of the stream `seed` (Box–Muller).
-pub(crate) fn normal_at(seed: u64, i: u64) -> f64 {
-    let u1 = unit(seed, 2 * i).max(f64::MIN_POSITIVE);
-    let u2 = unit(seed, 2 * i + 1);
-    (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
+    random(
+        "random_uniform",
+        shape,
+        Distribution::Uniform { minval, maxval },
+        dtype,
+        seed,
+        device,
+    )
 }
 
 /// `tf.random.normal(shape, mean, stddev, seed=seed)`.
@@ -172,13 +247,14 @@ pub fn random_normal(
     seed: u64,
     device: &Device,
 ) -> Result<Tensor> {
-    if !dtype.is_float() {
-        return Err(Error::dtype("random_normal", &[dtype], "needs a float dtype"));
-    }
-    let v: Vec<f64> = (0..numel(shape) as u64)
-        .map(|i| mean + stddev * normal_at(seed, i))
-        .collect();
-    Tensor::from_data(CpuData::from_f64(dtype, &v), shape, device)
+    random(
+        "random_normal",
+        shape,
+        Distribution::Normal { mean, stddev },
+        dtype,
+        seed,
+        device,
+    )
 }
 
 /// `tf.random.truncated_normal`: values beyond two standard deviations are redrawn.
@@ -190,23 +266,40 @@ pub fn truncated_normal(
     seed: u64,
     device: &Device,
 ) -> Result<Tensor> {
-    if !dtype.is_float() {
-        return Err(Error::dtype("truncated_normal", &[dtype], "needs a float dtype"));
+    random(
+        "truncated_normal",
+        shape,
+        Distribution::TruncatedNormal { mean, stddev },
+        dtype,
+        seed,
+        device,
+    )
+}
+
+/// Output of the creation ops, which have no inputs.
+pub(crate) fn infer(op: &Op) -> Result<(Vec<usize>, DType)> {
+    match op {
+        Op::Fill { shape, dtype, .. } => Ok((shape.clone(), *dtype)),
+        Op::Random(r) => Ok((r.shape.clone(), r.dtype)),
+        _ => unreachable!(),
     }
-    let n = numel(shape) as u64;
-    let v: Vec<f64> = (0..n)
-        .map(|i| {
-            let mut k = i;
-            loop {
-                let z = normal_at(seed, k);
-                if z.abs() <= 2.0 {
-                    return mean + stddev * z;
-                }
-                k += n.max(1);
-            }
-        })
-        .collect();
-    Tensor::from_data(CpuData::from_f64(dtype, &v), shape, device)
+}
+
+pub(crate) fn run(op: &Op, device: &Device) -> Result<Tensor> {
+    match (op, device) {
+        (Op::Fill { shape, value, dtype }, Device::Cpu) => Ok(Tensor::from_cpu(
+            CpuData::from_f64(*dtype, &vec![*value; numel(shape)]),
+            shape.clone(),
+        )),
+        (Op::Fill { shape, value, dtype }, Device::Gpu(g)) => Ok(Tensor::from_gpu(
+            fill_gpu(g, numel(shape), *value, *dtype)?,
+            shape.clone(),
+            *dtype,
+            device,
+        )),
+        (Op::Random(r), _) => Tensor::from_data(CpuData::from_f64(r.dtype, &r.values()), &r.shape, device),
+        _ => unreachable!(),
+    }
 }
 
 impl Tensor {

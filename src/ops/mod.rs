@@ -104,6 +104,14 @@ pub enum Op {
     /// A fused optimizer step: inputs (variable, gradient, slots...), outputs
     /// (new variable, new slots...).
     Optimizer(optim::Update),
+    /// No inputs: `shape` filled with `value`.
+    Fill {
+        shape: Vec<usize>,
+        value: f64,
+        dtype: DType,
+    },
+    /// No inputs: seeded random values.
+    Random(creation::Random),
 }
 
 impl Op {
@@ -148,6 +156,8 @@ impl Op {
             Op::SparseXent => "sparse_softmax_cross_entropy_with_logits",
             Op::SparseXentGrad => "sparse_softmax_cross_entropy_grad",
             Op::Optimizer(u) => u.name(),
+            Op::Fill { .. } => "fill",
+            Op::Random(_) => "random",
         }
     }
 
@@ -171,6 +181,7 @@ impl Op {
             Op::Reduce { .. } | Op::ArgReduce { .. } => Family::Reduce,
             Op::Softmax { .. } | Op::SparseXent | Op::SparseXentGrad => Family::Softmax,
             Op::Optimizer(_) => Family::Optim,
+            Op::Fill { .. } | Op::Random(_) => Family::Creation,
         }
     }
 
@@ -186,6 +197,7 @@ impl Op {
             Family::Reduce => reduce::infer(self, x),
             Family::Softmax => softmax::infer(self, x),
             Family::Optim => optim::infer(self, x),
+            Family::Creation => creation::infer(self),
         }
     }
 
@@ -204,7 +216,7 @@ impl Op {
             Family::Pool => pool::grad(self, x, &y[0], g),
             Family::Reduce => reduce::grad(self, x, &y[0], g),
             Family::Softmax => softmax::grad(self, x, &y[0], g),
-            Family::Optim => Ok(vec![None; x.len()]),
+            Family::Optim | Family::Creation => Ok(vec![None; x.len()]),
         }
     }
 
@@ -217,8 +229,10 @@ impl Op {
                 device.clone(),
             )]);
         }
-        if let Family::Optim = self.family() {
-            return optim::run(self, x, device);
+        match self.family() {
+            Family::Optim => return optim::run(self, x, device),
+            Family::Creation => return Ok(vec![creation::run(self, device)?]),
+            _ => {}
         }
         match device {
             Device::Cpu => {
@@ -231,7 +245,7 @@ impl Op {
                     Family::Pool => pool::cpu(self, x, shape, dtype),
                     Family::Reduce => reduce::cpu(self, x, shape, dtype),
                     Family::Softmax => softmax::cpu(self, x, shape, dtype),
-                    Family::Optim => unreachable!(),
+                    Family::Optim | Family::Creation => unreachable!(),
                 }?;
                 Ok(vec![Tensor::from_cpu(data, shape.to_vec())])
             }
@@ -245,7 +259,7 @@ impl Op {
                     Family::Pool => pool::gpu(self, g, x, shape, dtype),
                     Family::Reduce => reduce::gpu(self, g, x, shape, dtype),
                     Family::Softmax => softmax::gpu(self, g, x, shape, dtype),
-                    Family::Optim => unreachable!(),
+                    Family::Optim | Family::Creation => unreachable!(),
                 }?;
                 Ok(vec![Tensor::from_gpu(buf, shape.to_vec(), dtype, device)])
             }
@@ -253,6 +267,11 @@ impl Op {
     }
 
     /// Runs the op, computing f16 in f32 where the device has no f16 arithmetic.
+    /// Runs a recorded op again (a graph replay): the shape rule already ran.
+    pub(crate) fn replay(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
+        self.run(x, shape, dtype, device)
+    }
+
     fn run(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
         let has_f16 = dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16);
         let native = matches!(self, Op::Cast(_) | Op::Reshape(_)) || !has_f16 || device.f16_arithmetic();
@@ -292,6 +311,7 @@ impl Op {
             Family::Reduce => reduce::tolerance(self, x),
             Family::Softmax => softmax::TOL,
             Family::Optim => optim::TOL,
+            Family::Creation => Tol::EXACT,
         };
         if dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16) {
             t.f16()
@@ -312,6 +332,7 @@ enum Family {
     Reduce,
     Softmax,
     Optim,
+    Creation,
 }
 
 /// |gpu - cpu| <= atol + rtol * |cpu| element by element.
@@ -388,6 +409,16 @@ pub(crate) fn exec(op: Op, x: &[&Tensor]) -> Result<Tensor> {
     Ok(exec_multi(op, x)?.swap_remove(0))
 }
 
+/// `exec` for ops without inputs (creation), on `device`.
+pub(crate) fn exec_on(op: Op, device: &Device) -> Result<Tensor> {
+    let (shape, dtype) = op.infer(&[])?;
+    let out = op.run(&[], &shape, dtype, device)?;
+    if crate::function::trace::active() {
+        crate::function::trace::record_op(&op, &[], &out);
+    }
+    Ok(out.into_iter().next().unwrap())
+}
+
 /// `exec` for ops with several outputs (the fused optimizer steps).
 pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
     let device = same_device(op.name(), x)?;
@@ -401,6 +432,9 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
         cross_check(&op, x, &out)?;
     }
     crate::tape::record(&op, x, &out);
+    if crate::function::trace::active() {
+        crate::function::trace::record_op(&op, x, &out);
+    }
     Ok(out)
 }
 

@@ -27,26 +27,25 @@ pub(crate) const TOL: Tol = Tol::new(1e-6, 1e-5);
 pub enum Rule {
     /// Inputs (var, grad[, momentum]); outputs (var[, momentum]).
     Sgd { momentum: f32, nesterov: bool },
-    /// Inputs (var, grad, m, v); outputs (var, m, v). `alpha` is the
-    /// bias-corrected learning rate of this step.
+    /// Inputs (var, grad, m, v); outputs (var, m, v). The bias-corrected
+    /// learning rate of the step comes with the hyper-parameter input.
     Adam {
         beta1: f32,
         beta2: f32,
         eps: f32,
-        alpha: f32,
         weight_decay: f32,
     },
     /// Inputs (var, grad, ms[, mom]); outputs (var, ms[, mom]).
     RmsProp { rho: f32, momentum: f32, eps: f32 },
 }
 
-/// One step of an optimizer for one variable. With `clip`, the last input
-/// is the gradient's L2 norm (a scalar f32) and the gradient is scaled by
-/// min(1, clip / norm) (Keras' `clipnorm`).
+/// One step of an optimizer for one variable. Inputs: variable, gradient,
+/// slots, then `hyper` = [learning rate, Adam's bias-corrected rate] (f32,
+/// it changes every step), then with `clip` the gradient's L2 norm (a scalar
+/// f32): the gradient is scaled by min(1, clip / norm) (Keras' `clipnorm`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Update {
     pub rule: Rule,
-    pub lr: f32,
     pub clip: Option<f32>,
 }
 
@@ -69,8 +68,8 @@ impl Update {
     }
 
     /// The reference step for one element: (var, [slots]) from (var, grad, [slots]).
-    fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64) -> (f64, [f64; 2]) {
-        let lr = self.lr as f64;
+    fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64, hyper: [f64; 2]) -> (f64, [f64; 2]) {
+        let [lr, alpha] = hyper;
         let g = match self.clip {
             Some(c) if norm > c as f64 => g * c as f64 / norm,
             _ => g,
@@ -88,13 +87,12 @@ impl Update {
                 beta1,
                 beta2,
                 eps,
-                alpha,
                 weight_decay,
             } => {
                 let w = w - w * weight_decay as f64 * lr;
                 let m = s[0] + (g - s[0]) * (1.0 - beta1 as f64);
                 let v = s[1] + (g * g - s[1]) * (1.0 - beta2 as f64);
-                (w - alpha as f64 * m / (v.sqrt() + eps as f64), [m, v])
+                (w - alpha * m / (v.sqrt() + eps as f64), [m, v])
             }
             Rule::RmsProp { rho, momentum, eps } => {
                 let ms = rho as f64 * s[0] + (1.0 - rho as f64) * g * g;
@@ -110,16 +108,15 @@ impl Update {
     }
 
     fn params(&self, n: usize) -> [u32; 12] {
-        let (c1, c2, eps, alpha, wd, flags2) = match self.rule {
-            Rule::Sgd { momentum, nesterov } => (momentum, 0.0, 0.0, 0.0, 0.0, if nesterov { 2 } else { 0 }),
+        let (c1, c2, eps, wd, flags2) = match self.rule {
+            Rule::Sgd { momentum, nesterov } => (momentum, 0.0, 0.0, 0.0, if nesterov { 2 } else { 0 }),
             Rule::Adam {
                 beta1,
                 beta2,
                 eps,
-                alpha,
                 weight_decay,
-            } => (beta1, beta2, eps, alpha, weight_decay, 0),
-            Rule::RmsProp { rho, momentum, eps } => (rho, momentum, eps, 0.0, 0.0, 0),
+            } => (beta1, beta2, eps, weight_decay, 0),
+            Rule::RmsProp { rho, momentum, eps } => (rho, momentum, eps, 0.0, 0),
         };
         let flags = flags2 | self.clip.is_some() as u32;
         let f = |x: f32| x.to_bits();
@@ -128,11 +125,11 @@ impl Update {
             flags,
             0,
             0,
-            f(self.lr),
+            0,
             f(c1),
             f(c2),
             f(eps),
-            f(alpha),
+            0,
             f(wd),
             f(self.clip.unwrap_or(0.0)),
             0,
@@ -152,7 +149,7 @@ impl Update {
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let Op::Optimizer(u) = op else { unreachable!() };
-    let want = 2 + u.slots() + u.clip.is_some() as usize;
+    let want = 3 + u.slots() + u.clip.is_some() as usize;
     let var = x[0];
     if x.len() != want {
         return Err(Error::arg(u.name(), format!("takes {want} inputs, got {}", x.len())));
@@ -172,6 +169,14 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
                 ),
             ));
         }
+    }
+    let h = x[2 + u.slots()];
+    if h.numel() != 2 || h.dtype() != DType::F32 {
+        return Err(Error::shape(
+            u.name(),
+            &[h.shape()],
+            "the hyper-parameters must be two float32 (learning rate, Adam's rate)",
+        ));
     }
     if u.clip.is_some() {
         let n = x[want - 1];
@@ -196,8 +201,10 @@ pub(crate) fn run(op: &Op, x: &[&Tensor], device: &Device) -> Result<Vec<Tensor>
             let w = var.cpu_data().to_f64();
             let g = x[1].cpu_data().to_f64();
             let s: Vec<Vec<f64>> = (0..k).map(|i| x[2 + i].cpu_data().to_f64()).collect();
+            let h = x[2 + k].cpu_data().to_f64();
+            let hyper = [h[0], h[1]];
             let norm = if u.clip.is_some() {
-                x[2 + k].cpu_data().to_f64()[0]
+                x[3 + k].cpu_data().to_f64()[0]
             } else {
                 0.0
             };
@@ -205,7 +212,7 @@ pub(crate) fn run(op: &Op, x: &[&Tensor], device: &Device) -> Result<Vec<Tensor>
             let mut os = vec![vec![0.0; n]; k];
             for i in 0..n {
                 let si = [s.first().map_or(0.0, |v| v[i]), s.get(1).map_or(0.0, |v| v[i])];
-                let (nw, ns) = u.step(w[i], g[i], si, norm);
+                let (nw, ns) = u.step(w[i], g[i], si, norm, hyper);
                 ow[i] = nw;
                 for j in 0..k {
                     os[j][i] = ns[j];
@@ -220,16 +227,17 @@ pub(crate) fn run(op: &Op, x: &[&Tensor], device: &Device) -> Result<Vec<Tensor>
         Device::Gpu(g) => {
             let bytes = (n * dtype.size()) as u64;
             let outs: Vec<GpuBuf> = (0..=k).map(|_| g.alloc(u.name(), bytes)).collect::<Result<_>>()?;
-            // Bindings: var, grad, slots read, norm, var out, slots out.
+            // Bindings: var, grad, slots read, norm, var out, slots out, hyper.
             let mut bufs: Vec<&GpuBuf> = vec![var.gpu_buf(), x[1].gpu_buf()];
             bufs.extend((0..k).map(|i| x[2 + i].gpu_buf()));
             // Without clipping the norm binding still exists; the gradient stands in.
             bufs.push(if u.clip.is_some() {
-                x[2 + k].gpu_buf()
+                x[3 + k].gpu_buf()
             } else {
                 x[1].gpu_buf()
             });
             bufs.extend(outs.iter());
+            bufs.push(x[2 + k].gpu_buf());
             g.launch(&Launch {
                 kernel: &OPTIM,
                 entry: u.entry(),

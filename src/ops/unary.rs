@@ -13,6 +13,7 @@ pub static UNARY: Kernel = Kernel {
     name: "unary",
     sources: &[
         include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/elementwise.wgsl"),
         include_str!("../../shaders/unary.wgsl"),
     ],
     types: &[KType::F32, KType::F16],

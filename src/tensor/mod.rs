@@ -124,7 +124,7 @@ impl Tensor {
 
     /// The host copy of the values (waits for pending GPU work).
     pub fn to_data(&self) -> Result<CpuData> {
-        crate::ops::creation::read_guard("to_vec")?;
+        crate::function::trace::check_read(self)?;
         match (&self.0.storage, &self.0.device) {
             (Storage::Cpu(d), _) => Ok((**d).clone()),
             (Storage::Gpu(b), Device::Gpu(g)) => {

@@ -50,16 +50,30 @@ impl Variable {
     /// The current value (`read_value`); active tapes watch it when the
     /// variable is trainable.
     pub fn value(&self) -> Tensor {
-        let t = self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let t = self.peek();
         if self.0.trainable {
             crate::tape::on_variable_read(self.0.id, &t);
         }
         t
     }
 
-    /// The current value without notifying tapes.
+    /// The current value without notifying tapes (a trace still records the read).
     pub(crate) fn peek(&self) -> Tensor {
+        let t = self.peek_raw();
+        if crate::function::trace::active() {
+            crate::function::trace::on_read(self, &t);
+        }
+        t
+    }
+
+    /// The current value, reported to nothing (graph replays).
+    pub(crate) fn peek_raw(&self) -> Tensor {
         self.0.value.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the value without checks or reports (graph replays).
+    pub(crate) fn assign_raw(&self, t: Tensor) {
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
     pub fn shape(&self) -> Vec<usize> {
@@ -98,7 +112,11 @@ impl Variable {
                 devices: vec![cur.device().to_string(), t.device().to_string()],
             });
         }
-        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = crate::tape::detach(t);
+        let held = crate::tape::detach(t);
+        if crate::function::trace::active() {
+            crate::function::trace::on_assign(self, t, &held);
+        }
+        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = held;
         Ok(())
     }
 

@@ -1,0 +1,127 @@
+// The elementwise math every kernel that applies ops by code shares: the
+// unary, binary and comparison kernels (code from a uniform) and the fused
+// kernels a compiled graph generates (codes as literals, which the compiler
+// folds). Codes are the op enums' positions in ops/unary.rs and
+// ops/binary.rs. Unary math runs in f32; binary ops in T.
+
+// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7.
+fn erf_approx(v: f32) -> f32 {
+    let t = 1.0 / (1.0 + 0.3275911 * abs(v));
+    let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
+    return sign(v) * (1.0 - poly * exp(-v * v));
+}
+
+// Some drivers compute tanh through exp and return NaN for large |v|.
+fn tanh_safe(v: f32) -> f32 {
+    return select(tanh(v), sign(v), abs(v) > 10.0);
+}
+
+fn sigmoid(v: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-v));
+}
+
+fn unary_apply(op: u32, v: f32, alpha: f32) -> f32 {
+    switch op {
+        case 0u: { return -v; }
+        case 1u: { return abs(v); }
+        case 2u: { return sign(v); }
+        case 3u: { return exp(v); }
+        // expm1 and log1p: the plain formulas lose digits near 0, so use the
+        // first terms of the series there.
+        case 4u: { return select(exp(v) - 1.0, v + 0.5 * v * v + v * v * v / 6.0, abs(v) < 1e-3); }
+        case 5u: { return log(v); }
+        case 6u: { return select(log(1.0 + v), v - 0.5 * v * v + v * v * v / 3.0, abs(v) < 1e-3); }
+        case 7u: { return sqrt(v); }
+        case 8u: { return inverseSqrt(v); }
+        case 9u: { return v * v; }
+        case 10u: { return 1.0 / v; }
+        case 11u: { return sin(v); }
+        case 12u: { return cos(v); }
+        case 13u: { return tanh_safe(v); }
+        case 14u: { return sigmoid(v); }
+        case 15u: { return max(v, 0.0); }
+        case 16u: { return clamp(v, 0.0, 6.0); }
+        case 17u: { return select(exp(v) - 1.0, v, v > 0.0); }
+        case 18u: { return 1.0507009873554805 * select(1.6732632423543772 * (exp(v) - 1.0), v, v > 0.0); }
+        case 19u: { return max(v, 0.0) + log(1.0 + exp(-abs(v))); }
+        case 20u: { return v / (1.0 + abs(v)); }
+        case 21u: { return 0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476)); }
+        case 22u: { return 0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
+        case 23u: { return v * sigmoid(v); }
+        case 24u: { return floor(v); }
+        case 25u: { return ceil(v); }
+        case 26u: { return round(v); }
+        case 27u: { return erf_approx(v); }
+        case 28u: { return select(alpha * v, v, v > 0.0); }
+        default: { return v; }
+    }
+}
+
+fn unary_deriv(op: u32, v: f32, r: f32, alpha: f32) -> f32 {
+    switch op {
+        case 0u: { return -1.0; }
+        case 1u: { return sign(v); }
+        case 3u: { return r; }
+        case 4u: { return r + 1.0; }
+        case 5u: { return 1.0 / v; }
+        case 6u: { return 1.0 / (1.0 + v); }
+        case 7u: { return 0.5 / r; }
+        case 8u: { return -0.5 * r * r * r; }
+        case 9u: { return 2.0 * v; }
+        case 10u: { return -r * r; }
+        case 11u: { return cos(v); }
+        case 12u: { return -sin(v); }
+        case 13u: { return 1.0 - r * r; }
+        case 14u: { return r * (1.0 - r); }
+        case 15u: { return select(0.0, 1.0, v > 0.0); }
+        case 16u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
+        case 17u: { return select(r + 1.0, 1.0, v > 0.0); }
+        case 18u: { return select(r + 1.0507009873554805 * 1.6732632423543772, 1.0507009873554805, v > 0.0); }
+        case 19u: { return sigmoid(v); }
+        case 20u: { return 1.0 / ((1.0 + abs(v)) * (1.0 + abs(v))); }
+        case 21u: {
+            return 0.5 * (1.0 + erf_approx(v * 0.7071067811865476)) + v * 0.3989422804014327 * exp(-0.5 * v * v);
+        }
+        case 22u: {
+            let c = 0.7978845608028654;
+            let t = tanh_safe(c * (v + 0.044715 * v * v * v));
+            return 0.5 * (1.0 + t) + 0.5 * v * (1.0 - t * t) * c * (1.0 + 0.134145 * v * v);
+        }
+        case 23u: {
+            let s = sigmoid(v);
+            return s + v * s * (1.0 - s);
+        }
+        case 27u: { return 1.1283791670955126 * exp(-v * v); }
+        case 28u: { return select(alpha, 1.0, v > 0.0); }
+        // sign, floor, ceil, round: zero almost everywhere
+        default: { return 0.0; }
+    }
+}
+
+fn binary_apply(op: u32, x: T, y: T) -> T {
+    switch op {
+        case 0u: { return x + y; }
+        case 1u: { return x - y; }
+        case 2u: { return x * y; }
+        case 3u: { return t_div(x, y); }
+        case 4u: { return t_pow(x, y); }
+        case 5u: { return max(x, y); }
+        case 6u: { return min(x, y); }
+        case 7u: { return (x - y) * (x - y); }
+        case 8u: { return select(T(0), T(1), x != T(0) && y != T(0)); }
+        case 9u: { return select(T(0), T(1), x != T(0) || y != T(0)); }
+        case 10u: { return select(T(0), T(1), (x != T(0)) != (y != T(0))); }
+        default: { return x; }
+    }
+}
+
+fn compare_apply(op: u32, x: T, y: T) -> bool {
+    switch op {
+        case 0u: { return x == y; }
+        case 1u: { return x != y; }
+        case 2u: { return x < y; }
+        case 3u: { return x <= y; }
+        case 4u: { return x > y; }
+        default: { return x >= y; }
+    }
+}
