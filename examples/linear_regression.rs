@@ -3,28 +3,35 @@
 //! learning rate 5e-4 on the loss 0.5 * sum((a X + b - y)^2), with a
 //! `GradientTape`. Prints a, b, the time and the steps per second.
 //!
-//!     cargo run --release --example linear_regression [-- --steps N]
+//! `--mode eager` runs the step's ops one by one; `--mode function` (the
+//! default) traces the step once with `wgflow::function` and replays the
+//! compiled graph, as `@tf.function` does.
+//!
+//!     cargo run --release --example linear_regression [-- --mode eager|function] [--steps N]
 //!     WGFLOW_DEVICE=cpu cargo run --release --example linear_regression
 
 use std::time::Instant;
 use wgflow::nn::optimizers::SGD;
-use wgflow::{DType, GradientTape, Tensor, Variable, config, ops};
+use wgflow::{DType, GradientTape, Tensor, Variable, config, function, ops};
+
+fn usage() -> ! {
+    eprintln!("usage: linear_regression [--mode eager|function] [--steps N]");
+    std::process::exit(2);
+}
 
 fn main() -> wgflow::Result<()> {
     let mut steps = 10_000usize;
+    let mut traced = true;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
-            "--steps" => {
-                steps = args
-                    .next()
-                    .and_then(|v| v.parse().ok())
-                    .expect("--steps takes a number")
-            }
-            _ => {
-                eprintln!("usage: linear_regression [--steps N]");
-                std::process::exit(2);
-            }
+            "--steps" => steps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
+            "--mode" => match args.next().as_deref() {
+                Some("eager") => traced = false,
+                Some("function") => traced = true,
+                _ => usage(),
+            },
+            _ => usage(),
         }
     }
     let device = config::default_device()?;
@@ -47,16 +54,41 @@ fn main() -> wgflow::Result<()> {
     let vars = [a.clone(), b.clone()];
     let mut optimizer = SGD(5e-4);
 
-    let start = Instant::now();
-    for _ in 0..steps {
+    let mut step = |args: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+        let (x, y) = (&args[0], &args[1]);
         let tape = GradientTape::new();
-        let y_pred = a.value().mul(&x)?.add(&b.value())?;
-        let loss = y_pred.sub(&y)?.square()?.sum(None, false)?.mul_scalar(0.5)?;
+        let y_pred = a.value().mul(x)?.add(&b.value())?;
+        let loss = y_pred.sub(y)?.square()?.sum(None, false)?.mul_scalar(0.5)?;
         let grads = tape.gradient(&loss, &[&a, &b])?;
         optimizer.apply_gradients(&grads, &vars)?;
+        Ok(vec![loss])
+    };
+    let args = [x, y];
+    let start = Instant::now();
+    let mut stats = None;
+    if traced {
+        let mut f = function(&mut step).named("train_step");
+        for _ in 0..steps {
+            f.call(&args)?;
+        }
+        stats = f.graph(&args).map(|g| g.stats());
+        if std::env::var("SHOW_GRAPH").is_ok() {
+            print!("{}", f.graph(&args).unwrap().describe());
+        }
+    } else {
+        for _ in 0..steps {
+            step(&args)?;
+        }
     }
     let (av, bv) = (a.value().item()?, b.value().item()?);
     let secs = start.elapsed().as_secs_f64();
+    println!("Mode: {}", if traced { "function" } else { "eager" });
+    if let Some(s) = stats {
+        println!(
+            "Traced once: {} ops compiled to {} ({} fused kernels covering {} ops)",
+            s.traced_ops, s.ops, s.fused_kernels, s.fused_ops
+        );
+    }
     println!("a = {av:.6}, b = {bv:.6}");
     println!("{steps} steps in {secs:.3} s: {:.0} steps/s", steps as f64 / secs);
     Ok(())

@@ -191,6 +191,9 @@ pub struct GpuDevice {
     pool: Arc<Mutex<Pool>>,
     stream: Mutex<Stream>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    /// (pool generation, bind groups by pipeline and bound buffer ranges)
+    #[allow(clippy::type_complexity)]
+    bind_groups: Mutex<(u64, HashMap<Vec<(usize, u64, u64)>, wgpu::BindGroup>)>,
     staging: Mutex<Vec<wgpu::Buffer>>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
@@ -318,6 +321,7 @@ impl GpuDevice {
                 slots: 0,
             }),
             pipelines: Mutex::new(HashMap::new()),
+            bind_groups: Mutex::new((0, HashMap::new())),
             staging: Mutex::new(Vec::new()),
             errors,
             lost,
@@ -592,6 +596,39 @@ impl GpuDevice {
         let at = (slot * PARAM_BYTES) as usize;
         s.params.resize(at + PARAM_BYTES as usize, 0);
         s.params[at..at + l.params.len() * 4].copy_from_slice(bytemuck::cast_slice(l.params));
+        let bg = self.bind_group(l, &p)?;
+        let offsets: &[u32] = if p.param_words > 0 { &[at as u32] } else { &[] };
+        let pass = self.open_pass(&mut s);
+        pass.set_pipeline(&p.pipeline);
+        pass.set_bind_group(0, &bg, offsets);
+        pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
+        self.dispatches.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The bind group of a launch, from the cache when the same buffers were
+    /// bound to the same pipeline before: creating one costs a descriptor
+    /// allocation, which on some drivers (lavapipe) maps memory each time.
+    fn bind_group(&self, l: &Launch, p: &Arc<Pipeline>) -> Result<wgpu::BindGroup> {
+        let key: Vec<(usize, u64, u64)> = std::iter::once((Arc::as_ptr(p) as usize, 0, 0))
+            .chain(
+                l.bufs
+                    .iter()
+                    .map(|b| (Arc::as_ptr(&b.buffer) as usize, b.offset, b.size)),
+            )
+            .collect();
+        let generation = self.pool.lock().unwrap_or_else(|p| p.into_inner()).generation;
+        {
+            let mut c = self.bind_groups.lock().unwrap_or_else(|p| p.into_inner());
+            // Buffers were destroyed since: the cached groups may name them.
+            if c.0 != generation || c.1.len() > 8192 {
+                c.1.clear();
+                c.0 = generation;
+            }
+            if let Some(bg) = c.1.get(&key) {
+                return Ok(bg.clone());
+            }
+        }
         // Storage buffers bind in the order of the bindings the entry uses.
         let mut bufs = l.bufs.iter();
         let entries: Vec<wgpu::BindGroupEntry> = p
@@ -626,13 +663,12 @@ impl GpuDevice {
             layout: &p.layout,
             entries: &entries,
         });
-        let offsets: &[u32] = if p.param_words > 0 { &[at as u32] } else { &[] };
-        let pass = self.open_pass(&mut s);
-        pass.set_pipeline(&p.pipeline);
-        pass.set_bind_group(0, &bg, offsets);
-        pass.dispatch_workgroups(l.groups[0], l.groups[1], l.groups[2]);
-        self.dispatches.fetch_add(1, Ordering::Relaxed);
-        Ok(())
+        self.bind_groups
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .insert(key, bg.clone());
+        Ok(bg)
     }
 
     fn open_pass<'s>(&self, s: &'s mut Stream) -> &'s mut wgpu::ComputePass<'static> {

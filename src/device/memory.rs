@@ -125,6 +125,8 @@ pub(crate) struct Pool {
     pub(crate) batch: u64,
     /// Last batch in which any slab range was freed (growth off).
     slab_freed: Option<u64>,
+    /// Bumped whenever buffers are destroyed (bind groups naming them go stale).
+    pub(crate) generation: u64,
 }
 
 /// Result of an allocation: the buffer and the batch in which its memory was
@@ -154,6 +156,7 @@ impl Pool {
             info: MemoryInfo::default(),
             batch: 0,
             slab_freed: None,
+            generation: 0,
         };
         pool.info.limit = pool.limit;
         if !growth {
@@ -205,6 +208,7 @@ impl Pool {
 
     /// Drops every cached buffer (growth on); returns the bytes released.
     pub(crate) fn release_cached(&mut self) -> u64 {
+        self.generation += 1;
         let mut bytes = 0;
         for (class, list) in self.free.drain() {
             bytes += class * list.len() as u64;

@@ -56,6 +56,13 @@ impl Device {
             Device::Gpu(g) => g.max_binding(),
         }
     }
+    /// Storage buffers one kernel may bind (`None` on the CPU).
+    pub(crate) fn max_storage_buffers(&self) -> Option<usize> {
+        match self {
+            Device::Cpu => None,
+            Device::Gpu(g) => Some(g.limits.max_storage_buffers_per_shader_stage as usize),
+        }
+    }
     /// Pool statistics; the CPU device reports zeros (it allocates with Rust's allocator).
     pub fn memory_info(&self) -> MemoryInfo {
         match self {

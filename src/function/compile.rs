@@ -63,6 +63,7 @@ pub(crate) enum Arg {
 
 #[derive(Clone, Debug, PartialEq)]
 pub(crate) enum FOp {
+    Const(f32),
     Unary(UnaryOp, Arg),
     UnaryGrad(UnaryOp, Arg, Arg, Arg),
     Binary(BinaryOp, Arg, Arg),
@@ -82,15 +83,58 @@ impl Fused {
     pub(crate) fn len(&self) -> usize {
         self.ops.len() + self.reduce.is_some() as usize
     }
+
+    /// The ops covered, in order ("mul add ... | reduce_sum").
+    pub(crate) fn describe(&self) -> String {
+        let mut names: Vec<String> = self
+            .ops
+            .iter()
+            .map(|o| match o {
+                FOp::Const(c) => format!("{c}"),
+                FOp::Unary(u, _) => u.name().into(),
+                FOp::UnaryGrad(u, ..) => u.grad_name().into(),
+                FOp::Binary(b, ..) => b.name().into(),
+            })
+            .collect();
+        if let Some((r, ..)) = self.reduce {
+            names.push(format!("| {}", r.name()));
+        }
+        names.join(" ")
+    }
 }
 
 fn fusible(op: &Op) -> bool {
     match op {
-        Op::Unary(u) => !matches!(u, UnaryOp::LeakyRelu(_)),
-        Op::UnaryGrad(u) => !matches!(u, UnaryOp::LeakyRelu(_)),
+        Op::Unary(u) | Op::UnaryGrad(u) => !matches!(u, UnaryOp::LeakyRelu(_)),
         Op::Binary(b) => !matches!(b, BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor),
-        Op::BroadcastTo(_) => true,
+        Op::BroadcastTo(_) | Op::Fill { .. } => true,
         _ => false,
+    }
+}
+
+/// The shape without leading 1s: shapes with the same core broadcast alike.
+fn core(s: &[usize]) -> &[usize] {
+    &s[s.iter().take_while(|&&d| d == 1).count()..]
+}
+
+/// Whether node `n` may join a fused group: an f32 elementwise op, or a
+/// reshape that only adds or drops leading 1s (or of a single element).
+fn eligible(g: &Graph, n: &Node) -> bool {
+    let Node::Op { op, inputs, outputs } = n else {
+        return false;
+    };
+    let f32s = outputs.len() == 1
+        && g.values[outputs[0]].dtype == DType::F32
+        && inputs.iter().all(|&v| g.values[v].dtype == DType::F32);
+    if !f32s {
+        return false;
+    }
+    match op {
+        Op::Reshape(to) => {
+            let from = &g.values[inputs[0]].shape;
+            numel(from) == 1 || core(from) == core(to)
+        }
+        op => fusible(op),
     }
 }
 
@@ -105,12 +149,25 @@ fn fusible_reduce(op: &Op) -> Option<(ReduceOp, &[usize])> {
     }
 }
 
+/// Fuses elementwise ops. Roots are the results that must exist as tensors
+/// (outputs, assigned values, inputs of other ops) and the reductions fed
+/// by elementwise ops; each root's group takes in every elementwise op it
+/// depends on, up to results that are roots themselves. An op used by
+/// several groups is computed in each (cheap next to a launch and a round
+/// trip through memory), and disappears when every use is inside fused
+/// groups.
 fn fuse(g: &mut Graph) -> Result<()> {
-    let is_f32 = |v: usize| g.values[v].dtype == DType::F32;
-    // Consumers of every value; outputs and assignments count as outside uses.
+    let n = g.nodes.len();
+    let ok: Vec<bool> = g.nodes.iter().map(|node| eligible(g, node)).collect();
+    let prod: HashMap<usize, usize> = g
+        .nodes
+        .iter()
+        .enumerate()
+        .flat_map(|(i, node)| node.outputs().into_iter().map(move |o| (o, i)))
+        .collect();
     let mut consumers: HashMap<usize, Vec<usize>> = HashMap::new();
-    for (i, n) in g.nodes.iter().enumerate() {
-        for &v in n.inputs() {
+    for (i, node) in g.nodes.iter().enumerate() {
+        for &v in node.inputs() {
             consumers.entry(v).or_default().push(i);
         }
     }
@@ -120,92 +177,84 @@ fn fuse(g: &mut Graph) -> Result<()> {
         .copied()
         .chain(g.assigns.iter().map(|(_, v)| *v))
         .collect();
-    let eligible: Vec<bool> = g
-        .nodes
-        .iter()
-        .map(|n| match n {
-            Node::Op { op, inputs, outputs } => {
-                fusible(op) && outputs.len() == 1 && is_f32(outputs[0]) && inputs.iter().all(|&v| is_f32(v))
-            }
-            _ => false,
-        })
-        .collect();
-    let mut group_of: Vec<Option<usize>> = vec![None; g.nodes.len()];
-    let mut groups: Vec<Vec<usize>> = Vec::new();
-    // Grow groups from their last op backwards.
-    for root in (0..g.nodes.len()).rev() {
-        if !eligible[root] || group_of[root].is_some() {
+    let reduce_of = |i: usize| -> Option<(ReduceOp, usize, usize)> {
+        let Node::Op { op, inputs, outputs } = &g.nodes[i] else {
+            return None;
+        };
+        let (r, axes) = fusible_reduce(op)?;
+        let src = *prod.get(&inputs[0])?;
+        (ok[src] && g.values[outputs[0]].dtype == DType::F32 && numel(&g.values[inputs[0]].shape) > 0)
+            .then(|| (r, axes[0], *axes.last().unwrap()))
+    };
+    // Results that must be materialized.
+    let mut root = vec![false; n];
+    for i in 0..n {
+        if !ok[i] {
             continue;
         }
-        let gi = groups.len();
-        group_of[root] = Some(gi);
-        let mut members = vec![root];
-        let mut stack = vec![root];
-        while let Some(n) = stack.pop() {
-            for &v in g.nodes[n].inputs() {
-                let Some(p) = producer(&g.nodes, v) else { continue };
-                if !eligible[p] || group_of[p].is_some() || exported.contains(&v) {
-                    continue;
-                }
-                // Every use of the producer's value must be inside the group.
-                if consumers[&v].iter().all(|c| group_of[*c] == Some(gi)) {
-                    group_of[p] = Some(gi);
-                    members.push(p);
-                    stack.push(p);
+        let out = g.nodes[i].outputs()[0];
+        let outside = consumers
+            .get(&out)
+            .is_some_and(|cs| cs.iter().any(|&c| !ok[c] && reduce_of(c).is_none()));
+        root[i] = exported.contains(&out) || outside;
+    }
+    let max_leaves = g
+        .values
+        .first()
+        .and_then(|v| v.device.max_storage_buffers())
+        .map_or(7, |m| m.saturating_sub(1).clamp(2, 15));
+    let mut fused_at: HashMap<usize, Node> = HashMap::new();
+    let mut absorbed: HashSet<usize> = HashSet::new();
+    for i in 0..n {
+        let reduce = if root[i] { None } else { reduce_of(i) };
+        if !root[i] && reduce.is_none() {
+            continue;
+        }
+        // The elementwise root: the node itself, or the reduction's input.
+        let top = match reduce {
+            Some(_) => {
+                let Node::Op { inputs, .. } = &g.nodes[i] else {
+                    unreachable!()
+                };
+                prod[&inputs[0]]
+            }
+            None => i,
+        };
+        if reduce.is_some() && root[top] {
+            // The input is materialized anyway: a plain reduction reads it.
+            continue;
+        }
+        // Collect the group: `top` and every non-root elementwise producer.
+        let mut members = vec![top];
+        let mut seen: HashSet<usize> = HashSet::from([top]);
+        let mut stack = vec![top];
+        while let Some(m) = stack.pop() {
+            for &v in g.nodes[m].inputs() {
+                if let Some(&p) = prod.get(&v) {
+                    if ok[p] && !root[p] && seen.insert(p) {
+                        members.push(p);
+                        stack.push(p);
+                    }
                 }
             }
         }
         members.sort_unstable();
-        groups.push(members);
-    }
-    // Build fused nodes; a group replaces its root, a trailing reduction
-    // replaces the reduce node.
-    let mut replace: HashMap<usize, Node> = HashMap::new();
-    let mut removed: HashSet<usize> = HashSet::new();
-    for members in groups {
-        let root = *members.last().unwrap();
-        let root_out = g.nodes[root].outputs()[0];
-        let mut reduce_at = None;
-        if let Some(uses) = consumers.get(&root_out) {
-            if uses.len() == 1 && !exported.contains(&root_out) {
-                if let Node::Op { op, outputs, .. } = &g.nodes[uses[0]] {
-                    if let Some((r, axes)) = fusible_reduce(op) {
-                        if is_f32(outputs[0]) {
-                            reduce_at = Some((uses[0], r, axes[0], *axes.last().unwrap(), outputs[0]));
-                        }
-                    }
-                }
-            }
-        }
-        let ops_in_group = members
-            .iter()
-            .filter(|&&m| {
-                !matches!(
-                    g.nodes[m],
-                    Node::Op {
-                        op: Op::BroadcastTo(_),
-                        ..
-                    }
-                )
-            })
-            .count();
-        if ops_in_group + (reduce_at.is_some() as usize) < 2 {
+        // Worth a generated kernel only when it replaces more than one launch.
+        if members.len() + (reduce.is_some() as usize) < 2 {
             continue;
         }
-        let (fused, leaves) = build(g, &members, reduce_at.map(|(_, r, lo, hi, _)| (r, lo, hi)))?;
-        for &m in &members {
-            removed.insert(m);
+        let (fused, leaves) = build(g, &members, reduce)?;
+        if fused.ops.is_empty() || leaves.len() > max_leaves || numel(&fused.shape) == 0 {
+            continue;
         }
-        let (at, output) = match reduce_at {
-            Some((node, _, _, _, out)) => {
-                removed.insert(node);
-                (node, out)
+        let output = g.nodes[i].outputs()[0];
+        for &m in &members {
+            if m != i {
+                absorbed.insert(m);
             }
-            None => (root, root_out),
-        };
-        removed.remove(&at);
-        replace.insert(
-            at,
+        }
+        fused_at.insert(
+            i,
             Node::Fused {
                 kernel: fused,
                 inputs: leaves,
@@ -213,19 +262,30 @@ fn fuse(g: &mut Graph) -> Result<()> {
             },
         );
     }
+    // A node disappears when each of its consumers is fused (it is computed
+    // inside that group) or has disappeared itself.
+    let mut removed: HashSet<usize> = HashSet::new();
+    for m in (0..n).rev() {
+        if !absorbed.contains(&m) || root[m] {
+            continue;
+        }
+        let out = g.nodes[m].outputs()[0];
+        let covered = consumers
+            .get(&out)
+            .is_some_and(|cs| cs.iter().all(|c| removed.contains(c) || fused_at.contains_key(c)));
+        if covered && !exported.contains(&out) {
+            removed.insert(m);
+        }
+    }
     let old = std::mem::take(&mut g.nodes);
-    for (i, n) in old.into_iter().enumerate() {
-        if let Some(f) = replace.remove(&i) {
+    for (i, node) in old.into_iter().enumerate() {
+        if let Some(f) = fused_at.remove(&i) {
             g.nodes.push(f);
         } else if !removed.contains(&i) {
-            g.nodes.push(n);
+            g.nodes.push(node);
         }
     }
     Ok(())
-}
-
-fn producer(nodes: &[Node], v: usize) -> Option<usize> {
-    nodes.iter().position(|n| n.outputs().contains(&v))
 }
 
 /// The expression of a group (members in graph order) and its leaf values.
@@ -254,7 +314,12 @@ fn build(g: &Graph, members: &[usize], reduce: Option<(ReduceOp, usize, usize)>)
         let a: Vec<Arg> = inputs.iter().map(|&v| arg(v, &mut leaves, &tmp_of)).collect();
         let res = match op {
             // A broadcast is a view: its value at a coordinate is its input's.
-            Op::BroadcastTo(_) => a[0],
+            // Views: the value at a coordinate is the input's.
+            Op::BroadcastTo(_) | Op::Reshape(_) => a[0],
+            Op::Fill { value, .. } => {
+                ops.push(FOp::Const(*value as f32));
+                Arg::Tmp(ops.len() - 1)
+            }
             Op::Unary(u) => {
                 ops.push(FOp::Unary(*u, a[0]));
                 Arg::Tmp(ops.len() - 1)
@@ -287,6 +352,11 @@ fn build(g: &Graph, members: &[usize], reduce: Option<(ReduceOp, usize, usize)>)
         },
         leaves,
     ))
+}
+
+/// A bit-exact f32 literal.
+fn wgsl_f32(c: f32) -> String {
+    format!("bitcast<f32>({}u)", c.to_bits())
 }
 
 fn unary_code(u: UnaryOp) -> u32 {
@@ -354,6 +424,7 @@ impl Fused {
         let loads: Vec<String> = (0..self.leaves.len()).map(|k| self.load(k)).collect();
         for (t, op) in self.ops.iter().enumerate() {
             let e = match op {
+                FOp::Const(c) => wgsl_f32(*c),
                 FOp::Unary(u, a) => format!("unary_apply({}u, {}, 0.0)", unary_code(*u), arg(a, &loads)),
                 FOp::UnaryGrad(u, x, y, dy) => format!(
                     "{} * unary_deriv({}u, {}, {}, 0.0)",
@@ -486,6 +557,7 @@ impl Fused {
                     Arg::Tmp(j) => tmp[*j],
                 };
                 tmp[t] = match op {
+                    FOp::Const(c) => *c,
                     FOp::Unary(u, a) => u.apply(get(a, &tmp)),
                     FOp::UnaryGrad(u, xa, ya, da) => get(da, &tmp) * u.derivative(get(xa, &tmp), get(ya, &tmp)),
                     FOp::Binary(b, p, q) => b.float_op(get(p, &tmp), get(q, &tmp)),

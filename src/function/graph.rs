@@ -138,6 +138,25 @@ impl Graph {
         self.stats
     }
 
+    /// One line per node of the compiled graph: its op (or the ops a fused
+    /// kernel covers) and output shapes.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        for (i, n) in self.nodes.iter().enumerate() {
+            let shapes: Vec<String> = n
+                .outputs()
+                .iter()
+                .map(|&o| format!("{:?}", self.values[o].shape))
+                .collect();
+            let what = match n {
+                Node::Op { op, .. } => op.name().to_string(),
+                Node::Fused { kernel, .. } => format!("fused[{}]", kernel.describe()),
+            };
+            out += &format!("{i:>3} {what} -> {}\n", shapes.join(", "));
+        }
+        out
+    }
+
     /// Replays the graph on `args`: binds the sources, runs every node,
     /// assigns the variables, returns the outputs.
     pub fn run(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
