@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --example train_mnist -- [--data-dir DIR] [--epochs N]
 //!         [--batch-size N] [--logdir DIR] [--checkpoint-dir DIR] [--resume]
-//!         [--train-size N]
+//!         [--train-size N] [--run-eagerly]
 //!
 //! Without `--data-dir` it trains on a synthetic handwritten-digit set
 //! generated in code (`--train-size` examples, 10000 by default), so it runs
@@ -29,6 +29,7 @@ struct Args {
     checkpoint_dir: PathBuf,
     resume: bool,
     train_size: usize,
+    run_eagerly: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -40,6 +41,7 @@ fn parse() -> Result<Args, String> {
         checkpoint_dir: "checkpoints/mnist".into(),
         resume: false,
         train_size: 10000,
+        run_eagerly: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -52,6 +54,7 @@ fn parse() -> Result<Args, String> {
             "--checkpoint-dir" => a.checkpoint_dir = value()?.into(),
             "--train-size" => a.train_size = value()?.parse().map_err(|_| "--train-size takes a number")?,
             "--resume" => a.resume = true,
+            "--run-eagerly" => a.run_eagerly = true,
             "--help" | "-h" => return Err(String::new()),
             _ => return Err(format!("unknown argument {flag}")),
         }
@@ -116,6 +119,8 @@ fn run(args: Args) -> wgflow::Result<()> {
         SparseCategoricalCrossentropy::new(true),
         vec![Box::new(SparseCategoricalAccuracy())],
     );
+    // fit traces its step once and replays it; --run-eagerly runs op by op.
+    model.set_run_eagerly(args.run_eagerly)?;
 
     let steps_per_epoch = x_train.shape()[0].div_ceil(args.batch_size) as u64;
     let mut initial_epoch = 0;

@@ -1,6 +1,6 @@
-// Fused optimizer steps, one invocation per element: each reads the
-// variable, its gradient and slots, and writes the new variable and slots
-// (to new buffers). The gradient is first scaled by min(1, clip / norm)
+// Optimizer steps, one invocation per element: each reads the variable,
+// its gradient and slots, and writes the new variable and slots (to new
+// buffers), with the rules of optimizer_rules.wgsl. The gradient is first scaled by min(1, clip / norm)
 // when clipping is on (flags bit 0); norm[0] holds the gradient's L2 norm.
 // Formulas follow Keras 3. The learning rate and Adam's bias-corrected
 // rate come from a buffer, not the uniform, because they change every step
@@ -47,77 +47,62 @@ fn alpha() -> f32 {
 }
 
 fn g_at(i: u32) -> f32 {
-    var g = f32(grad[i]);
+    let g = f32(grad[i]);
     if ((p.flags & 1u) != 0u) {
-        let n = norm[0];
-        g = select(g, g * p.clip / n, n > p.clip);
+        return clip_grad(g, norm[0], p.clip);
     }
     return g;
 }
 
-// var -= lr * g
 @compute @workgroup_size(256)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        var_out[i] = T(f32(var_in[i]) - lr() * g_at(i));
+        var_out[i] = T(sgd_step(f32(var_in[i]), g_at(i), lr()).w);
     }
 }
 
-// m = momentum m - lr g; var += m, or momentum m - lr g with Nesterov (flags bit 1)
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        let g = g_at(i);
-        let m = p.c1 * f32(a_in[i]) - lr() * g;
-        a_out[i] = T(m);
-        let step = select(m, p.c1 * m - lr() * g, (p.flags & 2u) != 0u);
-        var_out[i] = T(f32(var_in[i]) + step);
+        let s = sgd_momentum_step(f32(var_in[i]), g_at(i), f32(a_in[i]), lr(), p.c1, (p.flags & 2u) != 0u);
+        a_out[i] = T(s.a);
+        var_out[i] = T(s.w);
     }
 }
 
-// Decoupled weight decay (AdamW), then m += (g - m)(1 - b1),
-// v += (g^2 - v)(1 - b2), var -= alpha m / (sqrt(v) + eps).
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        let g = g_at(i);
-        var w = f32(var_in[i]);
-        w -= w * p.weight_decay * lr();
-        var m = f32(a_in[i]);
-        var v = f32(b_in[i]);
-        m += (g - m) * (1.0 - p.c1);
-        v += (g * g - v) * (1.0 - p.c2);
-        a_out[i] = T(m);
-        b_out[i] = T(v);
-        var_out[i] = T(w - alpha() * m / (sqrt(v) + p.eps));
+        let s = adam_step(
+            f32(var_in[i]), g_at(i), f32(a_in[i]), f32(b_in[i]),
+            lr(), alpha(), p.c1, p.c2, p.eps, p.weight_decay,
+        );
+        a_out[i] = T(s.a);
+        b_out[i] = T(s.b);
+        var_out[i] = T(s.w);
     }
 }
 
-// ms = rho ms + (1 - rho) g^2; var -= lr g / sqrt(ms + eps)
 @compute @workgroup_size(256)
 fn rmsprop(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        let g = g_at(i);
-        let ms = p.c1 * f32(a_in[i]) + (1.0 - p.c1) * g * g;
-        a_out[i] = T(ms);
-        var_out[i] = T(f32(var_in[i]) - lr() * g / sqrt(ms + p.eps));
+        let s = rmsprop_step(f32(var_in[i]), g_at(i), f32(a_in[i]), lr(), p.c1, p.eps);
+        a_out[i] = T(s.a);
+        var_out[i] = T(s.w);
     }
 }
 
-// With momentum: mom = momentum mom + lr g / sqrt(ms + eps); var -= mom
 @compute @workgroup_size(256)
 fn rmsprop_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        let g = g_at(i);
-        let ms = p.c1 * f32(a_in[i]) + (1.0 - p.c1) * g * g;
-        let mom = p.c2 * f32(b_in[i]) + lr() * g / sqrt(ms + p.eps);
-        a_out[i] = T(ms);
-        b_out[i] = T(mom);
-        var_out[i] = T(f32(var_in[i]) - mom);
+        let s = rmsprop_momentum_step(f32(var_in[i]), g_at(i), f32(a_in[i]), f32(b_in[i]), lr(), p.c1, p.c2, p.eps);
+        a_out[i] = T(s.a);
+        b_out[i] = T(s.b);
+        var_out[i] = T(s.w);
     }
 }

@@ -1,37 +1,44 @@
-//! Graph compilation: dead-op elimination, then fusion of elementwise ops.
+//! Graph compilation: dead-op elimination, then fusion into generated
+//! kernels (see [`super::fused`] for what one kernel can do).
 //!
-//! Fusion: a group is a set of f32 elementwise ops (unary, their gradients,
-//! binary arithmetic, `broadcast_to`) whose intermediate results are used
-//! only inside the group. Every op of a group is evaluated at each
-//! coordinate of the group's output (broadcasting commutes with elementwise
-//! math), reading the group's inputs ("leaves") through their broadcast
-//! strides, which are known at compile time and written into the kernel as
-//! constants. A sum, mean, max or min over a contiguous block of axes that
-//! consumes the group's result joins it too, so `0.5 * sum((a x + b - y)^2)`
-//! is one kernel. The kernel's WGSL entry point is generated from the group's
-//! expression (it calls the shared op library, shaders/elementwise.wgsl) and
-//! validated by naga before use; the CPU runs the same expression with the
-//! CPU reference's op functions.
+//! Grouping, in graph order:
+//! 1. Every f32 sum, mean, max or min over contiguous axes starts a group
+//!    with the elementwise ops it reads (pulled back to results that must
+//!    exist anyway). Reductions over the same shape and axes that do not
+//!    depend on one another share one group: one pass over the data.
+//! 2. Elementwise ops and optimizer updates on a group's reduced values join
+//!    it as its epilogue when they produce values laid out like the reduced
+//!    ones (`0.5 * sum(..)`, `var - lr * sum(..)`).
+//! 3. Every remaining elementwise result that must exist as a tensor (an
+//!    output, an assigned value, an input of a non-elementwise op) starts a
+//!    group with the elementwise ops it reads; results of the same shape share
+//!    a kernel when independent.
+//!
+//! An elementwise op used by several groups is computed in each (cheap next
+//! to a launch and a round trip through memory) and disappears when nothing
+//! else needs its result. Groups that would replace a single op are left as
+//! that op. The compiled nodes are ordered topologically, so a kernel runs
+//! once everything it reads exists.
 
+use super::fused::{Arg, FOp, Fused, Reduce};
 use super::graph::{Graph, Node, Source};
-use crate::Device;
-use crate::device::cpu::CpuData;
-use crate::device::gpu::{KType, Kernel, Launch, grid};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::ops::binary::BinaryOp;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
-use crate::shape::{broadcast_strides, numel, strides};
-use crate::tensor::Tensor;
-use std::collections::{HashMap, HashSet};
-use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use crate::shape::numel;
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
 pub(crate) fn compile(g: &mut Graph) -> Result<()> {
     eliminate_dead(g);
-    fuse(g)
+    // A bug in the fuser must not cost the user their step: run unfused.
+    if let Err(e) = plan(g).and_then(|p| apply(g, p)) {
+        eprintln!("wgflow: graph fusion failed ({e}); running the graph unfused");
+    }
+    Ok(())
 }
 
 /// Drops ops whose results reach no output and no assignment.
@@ -52,55 +59,6 @@ fn eliminate_dead(g: &mut Graph) {
     });
     g.sources
         .retain(|(v, s)| live.contains(v) || matches!(s, Source::Arg(_) | Source::Host(_)));
-}
-
-/// A reference to a fused op's operand.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub(crate) enum Arg {
-    Leaf(usize),
-    Tmp(usize),
-}
-
-#[derive(Clone, Debug, PartialEq)]
-pub(crate) enum FOp {
-    Const(f32),
-    Unary(UnaryOp, Arg),
-    UnaryGrad(UnaryOp, Arg, Arg, Arg),
-    Binary(BinaryOp, Arg, Arg),
-}
-
-/// One fused kernel: the expression, its leaves' shapes, the elementwise
-/// shape and an optional trailing reduction over axes [lo, hi].
-pub(crate) struct Fused {
-    ops: Vec<FOp>,
-    leaves: Vec<Vec<usize>>,
-    shape: Vec<usize>,
-    reduce: Option<(ReduceOp, usize, usize)>,
-    kernel: OnceLock<&'static Kernel>,
-}
-
-impl Fused {
-    pub(crate) fn len(&self) -> usize {
-        self.ops.len() + self.reduce.is_some() as usize
-    }
-
-    /// The ops covered, in order ("mul add ... | reduce_sum").
-    pub(crate) fn describe(&self) -> String {
-        let mut names: Vec<String> = self
-            .ops
-            .iter()
-            .map(|o| match o {
-                FOp::Const(c) => format!("{c}"),
-                FOp::Unary(u, _) => u.name().into(),
-                FOp::UnaryGrad(u, ..) => u.grad_name().into(),
-                FOp::Binary(b, ..) => b.name().into(),
-            })
-            .collect();
-        if let Some((r, ..)) = self.reduce {
-            names.push(format!("| {}", r.name()));
-        }
-        names.join(" ")
-    }
 }
 
 fn fusible(op: &Op) -> bool {
@@ -149,14 +107,284 @@ fn fusible_reduce(op: &Op) -> Option<(ReduceOp, &[usize])> {
     }
 }
 
-/// Fuses elementwise ops. Roots are the results that must exist as tensors
-/// (outputs, assigned values, inputs of other ops) and the reductions fed
-/// by elementwise ops; each root's group takes in every elementwise op it
-/// depends on, up to results that are roots themselves. An op used by
-/// several groups is computed in each (cheap next to a launch and a round
-/// trip through memory), and disappears when every use is inside fused
-/// groups.
-fn fuse(g: &mut Graph) -> Result<()> {
+/// An f32 optimizer update (its hyper-parameter input aside).
+fn update_f32(g: &Graph, n: &Node) -> bool {
+    let Node::Op {
+        op: Op::Optimizer(_),
+        inputs,
+        outputs,
+    } = n
+    else {
+        return false;
+    };
+    outputs.iter().chain(inputs).all(|&v| g.values[v].dtype == DType::F32)
+}
+
+/// A kernel in the making.
+struct Group {
+    domain: Vec<usize>,
+    /// The reduced axes [lo, hi], for a reduction group.
+    axes: Option<(usize, usize)>,
+    /// Nodes whose results it produces: reductions, or elementwise roots.
+    roots: Vec<usize>,
+    /// Elementwise nodes evaluated over the domain (roots of an elementwise
+    /// group included); other groups may evaluate them too.
+    members: BTreeSet<usize>,
+    /// Nodes applied to the reduced values, in graph order.
+    post: Vec<usize>,
+    /// Constants (`fill`s) the epilogue reads, inlined.
+    consts: BTreeSet<usize>,
+}
+
+impl Group {
+    fn nodes(&self) -> impl Iterator<Item = usize> + Clone + '_ {
+        self.members
+            .iter()
+            .copied()
+            .chain(self.roots.iter().copied())
+            .chain(self.post.iter().copied())
+            .chain(self.consts.iter().copied())
+    }
+}
+
+struct Planner<'g> {
+    g: &'g Graph,
+    ok: Vec<bool>,
+    prod: HashMap<usize, usize>,
+    exported: HashSet<usize>,
+    root: Vec<bool>,
+    /// The group that produces a node's results (its roots and epilogues).
+    owner: HashMap<usize, usize>,
+    groups: Vec<Group>,
+    /// Buffers one kernel may bind.
+    limit: usize,
+}
+
+impl Planner<'_> {
+    fn out_shape(&self, v: usize) -> &[usize] {
+        &self.g.values[v].shape
+    }
+
+    /// Elementwise producers of `tops` (and `tops`), back to roots and to
+    /// results other groups produce.
+    fn pull(&self, tops: &[usize]) -> BTreeSet<usize> {
+        let mut seen: BTreeSet<usize> = tops.iter().copied().collect();
+        let mut stack: Vec<usize> = tops.to_vec();
+        while let Some(m) = stack.pop() {
+            for &v in self.g.nodes[m].inputs() {
+                if let Some(&p) = self.prod.get(&v) {
+                    if self.ok[p] && !self.root[p] && !self.owner.contains_key(&p) && seen.insert(p) {
+                        stack.push(p);
+                    }
+                }
+            }
+        }
+        seen
+    }
+
+    /// Values a set of nodes reads and does not compute.
+    fn leaves_of(&self, nodes: impl Iterator<Item = usize> + Clone) -> BTreeSet<usize> {
+        let made: HashSet<usize> = nodes.clone().flat_map(|n| self.g.nodes[n].outputs()).collect();
+        nodes
+            .flat_map(|n| self.g.nodes[n].inputs().to_vec())
+            .filter(|v| !made.contains(v))
+            .collect()
+    }
+
+    fn leaves(&self, gi: usize) -> BTreeSet<usize> {
+        self.leaves_of(self.groups[gi].nodes())
+    }
+
+    /// Buffers a group would bind at most: its leaves and everything its
+    /// roots and epilogue could write.
+    fn bindings(&self, grp: &Group) -> usize {
+        let writes: usize = grp
+            .roots
+            .iter()
+            .chain(&grp.post)
+            .map(|&n| self.g.nodes[n].outputs().len())
+            .sum();
+        self.leaves_of(grp.nodes()).len() + writes
+    }
+
+    /// Whether any of `values` depends on a node of `target`. A node a group
+    /// produces stands for the whole group (a kernel runs after all it reads).
+    fn depends(&self, values: &BTreeSet<usize>, target: &HashSet<usize>) -> bool {
+        let mut stack: Vec<usize> = values.iter().copied().collect();
+        let mut seen: HashSet<usize> = HashSet::new();
+        let mut groups_seen: HashSet<usize> = HashSet::new();
+        while let Some(v) = stack.pop() {
+            if !seen.insert(v) {
+                continue;
+            }
+            let Some(&p) = self.prod.get(&v) else { continue };
+            if target.contains(&p) {
+                return true;
+            }
+            match self.owner.get(&p) {
+                Some(&h) => {
+                    if groups_seen.insert(h) {
+                        for n in self.groups[h].nodes() {
+                            if target.contains(&n) {
+                                return true;
+                            }
+                            stack.extend(self.g.nodes[n].inputs());
+                        }
+                    }
+                }
+                None => stack.extend(self.g.nodes[p].inputs()),
+            }
+        }
+        false
+    }
+
+    fn produced(&self, grp: &Group) -> HashSet<usize> {
+        grp.roots.iter().chain(&grp.post).copied().collect()
+    }
+
+    /// Adds `grp` to an existing group of the same kind and shape when the
+    /// two are independent and the kernel stays within the binding limit;
+    /// else makes it a group of its own.
+    fn place(&mut self, grp: Group) {
+        let mine = self.leaves_of(grp.nodes());
+        let mine_made = self.produced(&grp);
+        for h in 0..self.groups.len() {
+            let other = &self.groups[h];
+            if other.domain != grp.domain || other.axes != grp.axes {
+                continue;
+            }
+            if self.depends(&mine, &self.produced(other)) || self.depends(&self.leaves(h), &mine_made) {
+                continue;
+            }
+            let merged = Group {
+                domain: grp.domain.clone(),
+                axes: grp.axes,
+                roots: other.roots.iter().chain(&grp.roots).copied().collect(),
+                members: other.members.union(&grp.members).copied().collect(),
+                post: Vec::new(),
+                consts: BTreeSet::new(),
+            };
+            if self.bindings(&merged) > self.limit {
+                continue;
+            }
+            for &r in &grp.roots {
+                self.owner.insert(r, h);
+            }
+            self.groups[h] = merged;
+            return;
+        }
+        let h = self.groups.len();
+        for &r in &grp.roots {
+            self.owner.insert(r, h);
+        }
+        self.groups.push(grp);
+    }
+
+    /// Elements of a reduction group's outputs, and their shape without 1s.
+    fn out_space(&self, h: usize) -> (usize, Vec<usize>) {
+        let grp = &self.groups[h];
+        let (lo, hi) = grp.axes.unwrap();
+        let kept: Vec<usize> = grp
+            .domain
+            .iter()
+            .enumerate()
+            .filter(|&(d, &n)| (d < lo || d > hi) && n != 1)
+            .map(|(_, &n)| n)
+            .collect();
+        (kept.iter().product(), kept)
+    }
+
+    /// Whether a value of `shape` is laid out like group h's outputs.
+    fn fits(&self, h: usize, shape: &[usize]) -> bool {
+        let (n, squeezed) = self.out_space(h);
+        numel(shape) == n && shape.iter().copied().filter(|&d| d != 1).eq(squeezed)
+    }
+
+    /// Tries to make node i part of a reduction group's epilogue.
+    fn absorb(&mut self, i: usize) -> bool {
+        let node = &self.g.nodes[i];
+        let Node::Op { op, inputs, outputs } = node else {
+            return false;
+        };
+        let is_update = update_f32(self.g, node);
+        if !(self.ok[i] || is_update) || matches!(op, Op::Fill { .. }) {
+            return false;
+        }
+        // Inputs from one reduction group; constants join along.
+        let mut from: Option<usize> = None;
+        for &v in inputs {
+            if let Some(&h) = self.prod.get(&v).and_then(|p| self.owner.get(p)) {
+                if self.groups[h].axes.is_none() || from.is_some_and(|f| f != h) {
+                    return false;
+                }
+                from = Some(h);
+            }
+        }
+        let Some(h) = from else { return false };
+        if !outputs.iter().all(|&o| self.fits(h, self.out_shape(o))) {
+            return false;
+        }
+        let hyper = match op {
+            Op::Optimizer(u) => Some(inputs[2 + u.slots()]),
+            _ => None,
+        };
+        let mut fills = Vec::new();
+        let mut leaves = BTreeSet::new();
+        for &v in inputs {
+            let p = self.prod.get(&v).copied();
+            if p.is_some_and(|p| self.owner.get(&p) == Some(&h)) {
+                continue;
+            }
+            if let Some(p) = p.filter(|&p| {
+                matches!(
+                    self.g.nodes[p],
+                    Node::Op {
+                        op: Op::Fill { .. },
+                        ..
+                    }
+                )
+            }) {
+                if self.ok[p] && Some(v) != hyper {
+                    fills.push(p);
+                    continue;
+                }
+            }
+            let shape = self.out_shape(v);
+            if Some(v) != hyper && numel(shape) != 1 && !self.fits(h, shape) {
+                return false;
+            }
+            leaves.insert(v);
+        }
+        if self.depends(&leaves, &self.produced(&self.groups[h])) {
+            return false;
+        }
+        let mut grown = Group {
+            domain: self.groups[h].domain.clone(),
+            axes: self.groups[h].axes,
+            roots: self.groups[h].roots.clone(),
+            members: self.groups[h].members.clone(),
+            post: self.groups[h].post.clone(),
+            consts: self.groups[h].consts.clone(),
+        };
+        grown.consts.extend(fills);
+        grown.post.push(i);
+        if self.bindings(&grown) > self.limit {
+            return false;
+        }
+        self.owner.insert(i, h);
+        self.groups[h] = grown;
+        true
+    }
+}
+
+/// What fusion decided: the groups kept, and for each the values it writes.
+struct Plan {
+    groups: Vec<(Group, Vec<usize>)>,
+    /// Nodes that stay as they are.
+    standalone: Vec<usize>,
+}
+
+fn plan(g: &Graph) -> Result<Plan> {
     let n = g.nodes.len();
     let ok: Vec<bool> = g.nodes.iter().map(|node| eligible(g, node)).collect();
     let prod: HashMap<usize, usize> = g
@@ -182,411 +410,342 @@ fn fuse(g: &mut Graph) -> Result<()> {
             return None;
         };
         let (r, axes) = fusible_reduce(op)?;
-        let src = *prod.get(&inputs[0])?;
-        (ok[src] && g.values[outputs[0]].dtype == DType::F32 && numel(&g.values[inputs[0]].shape) > 0)
+        let x = &g.values[inputs[0]];
+        (x.dtype == DType::F32 && g.values[outputs[0]].dtype == DType::F32 && numel(&x.shape) > 0)
             .then(|| (r, axes[0], *axes.last().unwrap()))
     };
-    // Results that must be materialized.
+    // Elementwise results that must exist as tensors.
     let mut root = vec![false; n];
     for i in 0..n {
-        if !ok[i] {
-            continue;
+        if ok[i] {
+            let out = g.nodes[i].outputs()[0];
+            let outside = consumers
+                .get(&out)
+                .is_some_and(|cs| cs.iter().any(|&c| !ok[c] && reduce_of(c).is_none()));
+            root[i] = exported.contains(&out) || outside;
         }
-        let out = g.nodes[i].outputs()[0];
-        let outside = consumers
-            .get(&out)
-            .is_some_and(|cs| cs.iter().any(|&c| !ok[c] && reduce_of(c).is_none()));
-        root[i] = exported.contains(&out) || outside;
     }
-    let max_leaves = g
+    let limit = g
         .values
         .first()
         .and_then(|v| v.device.max_storage_buffers())
-        .map_or(7, |m| m.saturating_sub(1).clamp(2, 15));
-    let mut fused_at: HashMap<usize, Node> = HashMap::new();
-    let mut absorbed: HashSet<usize> = HashSet::new();
+        .map_or(16, |m| m.clamp(4, 30));
+    let mut p = Planner {
+        g,
+        ok,
+        prod,
+        exported,
+        root,
+        owner: HashMap::new(),
+        groups: Vec::new(),
+        limit,
+    };
+    // 1. Reductions.
     for i in 0..n {
-        let reduce = if root[i] { None } else { reduce_of(i) };
-        if !root[i] && reduce.is_none() {
-            continue;
-        }
-        // The elementwise root: the node itself, or the reduction's input.
-        let top = match reduce {
-            Some(_) => {
-                let Node::Op { inputs, .. } = &g.nodes[i] else {
-                    unreachable!()
-                };
-                prod[&inputs[0]]
-            }
-            None => i,
+        let Some((_, lo, hi)) = reduce_of(i) else { continue };
+        let x = g.nodes[i].inputs()[0];
+        let members = match p.prod.get(&x) {
+            Some(&q) if p.ok[q] && !p.root[q] && !p.owner.contains_key(&q) => p.pull(&[q]),
+            _ => BTreeSet::new(),
         };
-        if reduce.is_some() && root[top] {
-            // The input is materialized anyway: a plain reduction reads it.
-            continue;
-        }
-        // Collect the group: `top` and every non-root elementwise producer.
-        let mut members = vec![top];
-        let mut seen: HashSet<usize> = HashSet::from([top]);
-        let mut stack = vec![top];
-        while let Some(m) = stack.pop() {
-            for &v in g.nodes[m].inputs() {
-                if let Some(&p) = prod.get(&v) {
-                    if ok[p] && !root[p] && seen.insert(p) {
-                        members.push(p);
-                        stack.push(p);
-                    }
-                }
-            }
-        }
-        members.sort_unstable();
-        // Worth a generated kernel only when it replaces more than one launch.
-        if members.len() + (reduce.is_some() as usize) < 2 {
-            continue;
-        }
-        let (fused, leaves) = build(g, &members, reduce)?;
-        if fused.ops.is_empty() || leaves.len() > max_leaves || numel(&fused.shape) == 0 {
-            continue;
-        }
-        let output = g.nodes[i].outputs()[0];
-        for &m in &members {
-            if m != i {
-                absorbed.insert(m);
-            }
-        }
-        fused_at.insert(
-            i,
-            Node::Fused {
-                kernel: fused,
-                inputs: leaves,
-                output,
-            },
-        );
-    }
-    // A node disappears when each of its consumers is fused (it is computed
-    // inside that group) or has disappeared itself.
-    let mut removed: HashSet<usize> = HashSet::new();
-    for m in (0..n).rev() {
-        if !absorbed.contains(&m) || root[m] {
-            continue;
-        }
-        let out = g.nodes[m].outputs()[0];
-        let covered = consumers
-            .get(&out)
-            .is_some_and(|cs| cs.iter().all(|c| removed.contains(c) || fused_at.contains_key(c)));
-        if covered && !exported.contains(&out) {
-            removed.insert(m);
+        let grp = Group {
+            domain: g.values[x].shape.clone(),
+            axes: Some((lo, hi)),
+            roots: vec![i],
+            members,
+            post: Vec::new(),
+            consts: BTreeSet::new(),
+        };
+        if p.bindings(&grp) <= p.limit {
+            p.place(grp);
         }
     }
-    let old = std::mem::take(&mut g.nodes);
-    for (i, node) in old.into_iter().enumerate() {
-        if let Some(f) = fused_at.remove(&i) {
-            g.nodes.push(f);
-        } else if !removed.contains(&i) {
-            g.nodes.push(node);
+    // 2. Epilogues.
+    for i in 0..n {
+        if !p.owner.contains_key(&i) {
+            p.absorb(i);
         }
     }
-    Ok(())
-}
-
-/// The expression of a group (members in graph order) and its leaf values.
-fn build(g: &Graph, members: &[usize], reduce: Option<(ReduceOp, usize, usize)>) -> Result<(Fused, Vec<usize>)> {
-    let mut leaves: Vec<usize> = Vec::new();
-    let mut tmp_of: HashMap<usize, Arg> = HashMap::new();
-    let mut ops = Vec::new();
-    let root_out = g.nodes[*members.last().unwrap()].outputs()[0];
-    let shape = g.values[root_out].shape.clone();
-    let arg = |v: usize, leaves: &mut Vec<usize>, tmp_of: &HashMap<usize, Arg>| -> Arg {
-        if let Some(a) = tmp_of.get(&v) {
-            return *a;
+    // A lone reduction of a materialized tensor stays the reduce op.
+    for h in 0..p.groups.len() {
+        let grp = &p.groups[h];
+        if grp.roots.len() == 1 && grp.post.is_empty() && grp.members.iter().all(|&m| is_view(g, m)) {
+            let r = grp.roots[0];
+            p.owner.remove(&r);
+            p.groups[h].roots.clear();
         }
-        match leaves.iter().position(|&l| l == v) {
-            Some(i) => Arg::Leaf(i),
-            None => {
-                leaves.push(v);
-                Arg::Leaf(leaves.len() - 1)
+    }
+    // 3. Elementwise results.
+    for i in 0..n {
+        if p.ok[i] && p.root[i] && !p.owner.contains_key(&i) {
+            let grp = Group {
+                domain: g.values[g.nodes[i].outputs()[0]].shape.clone(),
+                axes: None,
+                roots: vec![i],
+                members: p.pull(&[i]),
+                post: Vec::new(),
+                consts: BTreeSet::new(),
+            };
+            if numel(&grp.domain) > 0 && p.bindings(&grp) <= p.limit {
+                p.place(grp);
             }
+        }
+    }
+    // Keep the groups that replace more than one launch.
+    let worth = |grp: &Group| {
+        let ops = grp.members.iter().filter(|&&m| !is_view(g, m)).count();
+        match grp.axes {
+            Some(_) => !grp.roots.is_empty() && (grp.roots.len() > 1 || !grp.post.is_empty() || ops > 0),
+            None => grp.roots.len() > 1 || ops > 1,
         }
     };
-    for &m in members {
+    let kept: Vec<usize> = (0..p.groups.len()).filter(|&h| worth(&p.groups[h])).collect();
+    let mut owner: HashMap<usize, usize> = HashMap::new();
+    let mut member_of: HashSet<usize> = HashSet::new();
+    let mut group_leaves: HashSet<usize> = HashSet::new();
+    for &h in &kept {
+        for n in p.groups[h].roots.iter().chain(&p.groups[h].post) {
+            owner.insert(*n, h);
+        }
+        member_of.extend(p.groups[h].members.iter().chain(&p.groups[h].consts).copied());
+        group_leaves.extend(p.leaves(h));
+    }
+    // Which results must be written, and which nodes must still run: a
+    // result is needed when exported, read by a kernel as a leaf, or read by
+    // a node that runs; an elementwise node other kernels evaluate runs only
+    // when its result is needed.
+    let mut needed: HashSet<usize> = HashSet::new();
+    let mut runs = vec![false; n];
+    for i in (0..n).rev() {
+        let outs = g.nodes[i].outputs();
+        let need = |v: &usize| {
+            p.exported.contains(v)
+                || group_leaves.contains(v)
+                || consumers.get(v).is_some_and(|cs| cs.iter().any(|&c| runs[c]))
+        };
+        for v in outs.iter().filter(|v| need(v)) {
+            needed.insert(*v);
+        }
+        runs[i] = !owner.contains_key(&i) && (!member_of.contains(&i) || outs.iter().any(|v| needed.contains(v)));
+    }
+    let mut groups = Vec::new();
+    for &h in &kept {
+        let grp = std::mem::replace(
+            &mut p.groups[h],
+            Group {
+                domain: Vec::new(),
+                axes: None,
+                roots: Vec::new(),
+                members: BTreeSet::new(),
+                post: Vec::new(),
+                consts: BTreeSet::new(),
+            },
+        );
+        let mut made: Vec<usize> = grp.roots.iter().chain(&grp.post).copied().collect();
+        made.sort_unstable();
+        let writes: Vec<usize> = made
+            .iter()
+            .flat_map(|&m| g.nodes[m].outputs())
+            .filter(|v| needed.contains(v))
+            .collect();
+        if !writes.is_empty() {
+            groups.push((grp, writes));
+        }
+    }
+    let standalone = (0..n).filter(|&i| runs[i]).collect();
+    Ok(Plan { groups, standalone })
+}
+
+/// Views and constants: no arithmetic of their own.
+fn is_view(g: &Graph, i: usize) -> bool {
+    matches!(
+        g.nodes[i],
+        Node::Op {
+            op: Op::Reshape(_) | Op::BroadcastTo(_) | Op::Fill { .. },
+            ..
+        }
+    )
+}
+
+/// The kernel of a group: its expression, leaves and written values.
+fn build(g: &Graph, grp: &Group, writes: &[usize]) -> Result<(Fused, Vec<usize>)> {
+    let mut leaves: Vec<usize> = Vec::new();
+    let mut val: HashMap<usize, Arg> = HashMap::new();
+    let leaf = |v: usize, leaves: &mut Vec<usize>| -> Arg {
+        Arg::Leaf(leaves.iter().position(|&l| l == v).unwrap_or_else(|| {
+            leaves.push(v);
+            leaves.len() - 1
+        }))
+    };
+    // One elementwise node as an op of `ops` (a view forwards its input).
+    fn lower(op: &Op, a: &[Arg], ops: &mut Vec<FOp>, tag: fn(usize) -> Arg) -> Result<Arg> {
+        let push = |ops: &mut Vec<FOp>, f: FOp| {
+            ops.push(f);
+            tag(ops.len() - 1)
+        };
+        Ok(match op {
+            Op::BroadcastTo(_) | Op::Reshape(_) => a[0],
+            Op::Fill { value, .. } => push(ops, FOp::Const(*value as f32)),
+            Op::Unary(u) => push(ops, FOp::Unary(*u, a[0])),
+            Op::UnaryGrad(u) => push(ops, FOp::UnaryGrad(*u, a[0], a[1], a[2])),
+            Op::Binary(b) => push(ops, FOp::Binary(*b, a[0], a[1])),
+            _ => {
+                return Err(Error::arg(
+                    "function",
+                    format!("internal: {} in a fused kernel", op.name()),
+                ));
+            }
+        })
+    }
+    let mut pre = Vec::new();
+    for &m in &grp.members {
         let Node::Op { op, inputs, outputs } = &g.nodes[m] else {
             unreachable!()
         };
-        let a: Vec<Arg> = inputs.iter().map(|&v| arg(v, &mut leaves, &tmp_of)).collect();
-        let res = match op {
-            // A broadcast is a view: its value at a coordinate is its input's.
-            // Views: the value at a coordinate is the input's.
-            Op::BroadcastTo(_) | Op::Reshape(_) => a[0],
-            Op::Fill { value, .. } => {
-                ops.push(FOp::Const(*value as f32));
-                Arg::Tmp(ops.len() - 1)
-            }
-            Op::Unary(u) => {
-                ops.push(FOp::Unary(*u, a[0]));
-                Arg::Tmp(ops.len() - 1)
-            }
-            Op::UnaryGrad(u) => {
-                ops.push(FOp::UnaryGrad(*u, a[0], a[1], a[2]));
-                Arg::Tmp(ops.len() - 1)
-            }
-            Op::Binary(b) => {
-                ops.push(FOp::Binary(*b, a[0], a[1]));
-                Arg::Tmp(ops.len() - 1)
-            }
-            _ => unreachable!("only fusible ops join groups"),
-        };
-        tmp_of.insert(outputs[0], res);
+        let a: Vec<Arg> = inputs
+            .iter()
+            .map(|&v| val.get(&v).copied().unwrap_or_else(|| leaf(v, &mut leaves)))
+            .collect();
+        val.insert(outputs[0], lower(op, &a, &mut pre, Arg::Pre)?);
     }
-    // The result: the last op, or a leaf when the group only forwards one.
-    let result = tmp_of[&root_out];
-    if let Arg::Leaf(_) = result {
-        return Err(Error::arg("function", "internal: a fused group without an op"));
+    let mut reduce = None;
+    let mut post = Vec::new();
+    if let Some((lo, hi)) = grp.axes {
+        let mut reds = Vec::new();
+        let mut roots = grp.roots.clone();
+        roots.sort_unstable();
+        for &r in &roots {
+            let Node::Op { op, inputs, outputs } = &g.nodes[r] else {
+                unreachable!()
+            };
+            let (rop, _) = fusible_reduce(op).expect("reduction groups hold reductions");
+            let x = val
+                .get(&inputs[0])
+                .copied()
+                .unwrap_or_else(|| leaf(inputs[0], &mut leaves));
+            reds.push((rop, x));
+            val.insert(outputs[0], Arg::Red(reds.len() - 1));
+        }
+        reduce = Some(Reduce { lo, hi, reds });
+        // Post ops see reduced values, constants and their own leaves.
+        let mut pval: HashMap<usize, Arg> = HashMap::new();
+        for &r in &roots {
+            let o = g.nodes[r].outputs()[0];
+            pval.insert(o, val[&o]);
+        }
+        for &c in &grp.consts {
+            let Node::Op { op, outputs, .. } = &g.nodes[c] else {
+                unreachable!()
+            };
+            pval.insert(outputs[0], lower(op, &[], &mut post, Arg::Post)?);
+        }
+        for &m in &grp.post {
+            let Node::Op { op, inputs, outputs } = &g.nodes[m] else {
+                unreachable!()
+            };
+            let a: Vec<Arg> = inputs
+                .iter()
+                .map(|&v| pval.get(&v).copied().unwrap_or_else(|| leaf(v, &mut leaves)))
+                .collect();
+            if let Op::Optimizer(u) = op {
+                let Arg::Leaf(hyper) = a[2 + u.slots()] else {
+                    return Err(Error::arg("function", "internal: fused optimizer hyper-parameters"));
+                };
+                let mut args = a[..2 + u.slots()].to_vec();
+                if u.clip.is_some() {
+                    args.push(a[3 + u.slots()]);
+                }
+                post.push(FOp::Update { u: *u, args, hyper });
+                let t = post.len() - 1;
+                for (f, &o) in outputs.iter().enumerate() {
+                    pval.insert(o, Arg::Field(t, f as u8));
+                }
+            } else {
+                pval.insert(outputs[0], lower(op, &a, &mut post, Arg::Post)?);
+            }
+        }
+        val = pval;
+    }
+    let outs: Vec<Arg> = writes.iter().map(|v| val[v]).collect();
+    if outs.iter().any(|a| matches!(a, Arg::Leaf(_))) {
+        return Err(Error::arg(
+            "function",
+            "internal: a fused kernel that only forwards an input",
+        ));
     }
     let leaf_shapes = leaves.iter().map(|&v| g.values[v].shape.clone()).collect();
+    let covered: BTreeSet<usize> = grp.nodes().collect();
     Ok((
-        Fused {
-            ops,
-            leaves: leaf_shapes,
-            shape,
-            reduce,
-            kernel: OnceLock::new(),
-        },
+        Fused::new(grp.domain.clone(), leaf_shapes, pre, reduce, post, outs, covered.len()),
         leaves,
     ))
 }
 
-/// A bit-exact f32 literal.
-fn wgsl_f32(c: f32) -> String {
-    format!("bitcast<f32>({}u)", c.to_bits())
-}
-
-fn unary_code(u: UnaryOp) -> u32 {
-    UnaryOp::ALL
+/// Rebuilds the node list: kernels and the nodes that still run, in an
+/// order where everything runs after what it reads. Leaves `g` untouched
+/// when it fails.
+fn apply(g: &mut Graph, plan: Plan) -> Result<()> {
+    let mut kernels: Vec<(usize, Node)> = Vec::new();
+    for (grp, writes) in &plan.groups {
+        let (kernel, inputs) = build(g, grp, writes)?;
+        let at = grp.roots.iter().chain(&grp.post).min().copied().unwrap_or(0);
+        let node = Node::Fused {
+            kernel,
+            inputs,
+            outputs: writes.clone(),
+        };
+        kernels.push((at, node));
+    }
+    // Items: kernels first, then the nodes that still run (by position).
+    let items: Vec<(usize, &Node)> = kernels
         .iter()
-        .position(|o| std::mem::discriminant(o) == std::mem::discriminant(&u))
-        .unwrap() as u32
-}
-
-impl Fused {
-    /// (outer, r, inner) of the trailing reduction over the elementwise shape.
-    fn block(&self) -> Option<(ReduceOp, usize, usize, usize)> {
-        self.reduce.map(|(r, lo, hi)| {
-            let s = &self.shape;
-            (
-                r,
-                s[..lo].iter().product(),
-                s[lo..=hi].iter().product(),
-                s[hi + 1..].iter().product(),
-            )
+        .map(|(at, node)| (*at, node))
+        .chain(plan.standalone.iter().map(|&i| (i, &g.nodes[i])))
+        .collect();
+    // Kahn's algorithm, earliest original position first.
+    let made: HashMap<usize, usize> = items
+        .iter()
+        .enumerate()
+        .flat_map(|(k, (_, node))| node.outputs().into_iter().map(move |v| (v, k)))
+        .collect();
+    let mut waiting: Vec<usize> = vec![0; items.len()];
+    let mut next: Vec<Vec<usize>> = vec![Vec::new(); items.len()];
+    for (k, (_, node)) in items.iter().enumerate() {
+        let deps: HashSet<usize> = node.inputs().iter().filter_map(|v| made.get(v).copied()).collect();
+        waiting[k] = deps.len();
+        for d in deps {
+            next[d].push(k);
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<(usize, usize)>> = (0..items.len())
+        .filter(|&k| waiting[k] == 0)
+        .map(|k| Reverse((items[k].0, k)))
+        .collect();
+    let mut order = Vec::with_capacity(items.len());
+    while let Some(Reverse((_, k))) = ready.pop() {
+        order.push(k);
+        for &c in &next[k] {
+            waiting[c] -= 1;
+            if waiting[c] == 0 {
+                ready.push(Reverse((items[c].0, c)));
+            }
+        }
+    }
+    if order.len() != items.len() {
+        return Err(Error::arg(
+            "function",
+            "internal: fused kernels depend on each other in a cycle",
+        ));
+    }
+    let nk = kernels.len();
+    let mut slots: Vec<Option<Node>> = kernels.into_iter().map(|(_, n)| Some(n)).collect();
+    let mut old: Vec<Option<Node>> = std::mem::take(&mut g.nodes).into_iter().map(Some).collect();
+    g.nodes = order
+        .into_iter()
+        .map(|k| match k < nk {
+            true => slots[k].take().unwrap(),
+            false => old[plan.standalone[k - nk]].take().unwrap(),
         })
-    }
-
-    /// WGSL expression reading leaf `k` at linear index `i` of the elementwise shape.
-    fn load(&self, k: usize) -> String {
-        let ls = &self.leaves[k];
-        let n = numel(&self.shape);
-        if numel(ls) == n {
-            return format!("f32(l{k}[i])");
-        }
-        if numel(ls) == 1 {
-            return format!("f32(l{k}[0])");
-        }
-        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
-        if self.shape.ends_with(&core) {
-            return format!("f32(l{k}[i % {}u])", numel(&core));
-        }
-        let bs = broadcast_strides(ls, &self.shape);
-        let os = strides(&self.shape);
-        let mut idx = String::from("0u");
-        for d in 0..self.shape.len() {
-            if bs[d] != 0 {
-                let _ = write!(idx, " + ((i / {}u) % {}u) * {}u", os[d], self.shape[d], bs[d]);
-            }
-        }
-        format!("f32(l{k}[{idx}])")
-    }
-
-    fn source(&self) -> String {
-        let mut s = String::new();
-        let _ = writeln!(s, "// Generated by a compiled graph: {} fused ops.", self.len());
-        for k in 0..self.leaves.len() {
-            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<T>;", k + 1);
-        }
-        let _ = writeln!(
-            s,
-            "@group(0) @binding({}) var<storage, read_write> out: array<T>;",
-            self.leaves.len() + 1
-        );
-        let _ = writeln!(s, "\nfn expr(i: u32) -> f32 {{");
-        let arg = |a: &Arg, loads: &[String]| match a {
-            Arg::Leaf(k) => loads[*k].clone(),
-            Arg::Tmp(t) => format!("t{t}"),
-        };
-        let loads: Vec<String> = (0..self.leaves.len()).map(|k| self.load(k)).collect();
-        for (t, op) in self.ops.iter().enumerate() {
-            let e = match op {
-                FOp::Const(c) => wgsl_f32(*c),
-                FOp::Unary(u, a) => format!("unary_apply({}u, {}, 0.0)", unary_code(*u), arg(a, &loads)),
-                FOp::UnaryGrad(u, x, y, dy) => format!(
-                    "{} * unary_deriv({}u, {}, {}, 0.0)",
-                    arg(dy, &loads),
-                    unary_code(*u),
-                    arg(x, &loads),
-                    arg(y, &loads)
-                ),
-                FOp::Binary(b, x, y) => format!("binary_apply({}u, {}, {})", *b as u32, arg(x, &loads), arg(y, &loads)),
-            };
-            let _ = writeln!(s, "    let t{t} = {e};");
-        }
-        let _ = writeln!(s, "    return t{};\n}}\n", self.ops.len() - 1);
-        match self.block() {
-            None => {
-                let n = numel(&self.shape);
-                let _ = writeln!(
-                    s,
-                    "@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let i = linear_index(gid, nwg);\n    if (i < {n}u) {{\n        out[i] = T(expr(i));\n    }}\n}}"
-                );
-            }
-            Some((r, outer, len, inner)) => {
-                let (init, comb, fin) = match r {
-                    ReduceOp::Sum => ("expr(base)", "acc + v", "acc".to_string()),
-                    ReduceOp::Mean => ("expr(base)", "acc + v", format!("acc / {len}.0")),
-                    ReduceOp::Max => ("expr(base)", "max(acc, v)", "acc".to_string()),
-                    _ => ("expr(base)", "min(acc, v)", "acc".to_string()),
-                };
-                let _ = writeln!(
-                    s,
-                    "@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let o = linear_index(gid, nwg);\n    if (o >= {}u) {{\n        return;\n    }}\n    let base = (o / {inner}u) * {}u + o % {inner}u;\n    var acc = {init};\n    for (var k = 1u; k < {len}u; k++) {{\n        let v = expr(base + k * {inner}u);\n        acc = {comb};\n    }}\n    out[o] = T({fin});\n}}",
-                    outer * inner,
-                    len * inner
-                );
-            }
-        }
-        s
-    }
-
-    /// The generated kernel (built once; identical sources share one).
-    fn kernel(&self) -> Result<&'static Kernel> {
-        if let Some(k) = self.kernel.get() {
-            return Ok(k);
-        }
-        static CACHE: Mutex<Option<HashMap<String, &'static Kernel>>> = Mutex::new(None);
-        let src = self.source();
-        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        let map = cache.get_or_insert_with(HashMap::new);
-        let k = match map.get(&src) {
-            Some(k) => *k,
-            None => {
-                // Kernels live as long as the pipelines cached for them: for the process.
-                let name: &'static str = Box::leak(format!("fused_{}", map.len()).into_boxed_str());
-                let body: &'static str = Box::leak(src.clone().into_boxed_str());
-                let sources: &'static [&'static str] = Box::leak(
-                    vec![
-                        include_str!("../../shaders/common.wgsl"),
-                        include_str!("../../shaders/elementwise.wgsl"),
-                        body,
-                    ]
-                    .into_boxed_slice(),
-                );
-                let k: &'static Kernel = Box::leak(Box::new(Kernel {
-                    name,
-                    sources,
-                    types: &[KType::F32],
-                }));
-                // Checked by naga now, so a bad generated kernel is an error here.
-                k.validate(KType::F32)?;
-                map.insert(src, k);
-                k
-            }
-        };
-        let _ = self.kernel.set(k);
-        Ok(k)
-    }
-
-    /// Runs the fused kernel on its leaves.
-    pub(crate) fn run(&self, x: &[Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
-        let n_out = numel(shape);
-        match device {
-            Device::Cpu => Ok(Tensor::from_cpu(CpuData::F32(self.cpu(x)), shape.to_vec())),
-            Device::Gpu(g) => {
-                let k = self.kernel()?;
-                let y = g.alloc("fused", (n_out * dtype.size()) as u64)?;
-                let mut bufs: Vec<&crate::device::memory::GpuBuf> = x.iter().map(|t| t.gpu_buf()).collect();
-                bufs.push(&y);
-                g.launch(&Launch {
-                    kernel: k,
-                    entry: "main",
-                    ty: KType::F32,
-                    consts: &[],
-                    params: &[],
-                    bufs: &bufs,
-                    groups: grid(n_out, 256),
-                })?;
-                Ok(Tensor::from_gpu(y, shape.to_vec(), dtype, device))
-            }
-        }
-    }
-
-    /// The CPU reference of the fused expression: the same ops, in f32.
-    fn cpu(&self, x: &[Tensor]) -> Vec<f32> {
-        let data: Vec<&[f32]> = x
-            .iter()
-            .map(|t| match t.cpu_data() {
-                CpuData::F32(v) => v.as_slice(),
-                _ => unreachable!("fused groups are f32"),
-            })
-            .collect();
-        let n = numel(&self.shape);
-        let os = strides(&self.shape);
-        let bst: Vec<Vec<usize>> = self.leaves.iter().map(|l| broadcast_strides(l, &self.shape)).collect();
-        let at = |k: usize, i: usize| -> f32 {
-            let v = data[k];
-            if v.len() == n {
-                return v[i];
-            }
-            let mut off = 0;
-            for d in 0..self.shape.len() {
-                off += ((i / os[d]) % self.shape[d]) * bst[k][d];
-            }
-            v[off]
-        };
-        let mut tmp = vec![0f32; self.ops.len()];
-        let mut expr = |i: usize| -> f32 {
-            for (t, op) in self.ops.iter().enumerate() {
-                let get = |a: &Arg, tmp: &[f32]| match a {
-                    Arg::Leaf(k) => at(*k, i),
-                    Arg::Tmp(j) => tmp[*j],
-                };
-                tmp[t] = match op {
-                    FOp::Const(c) => *c,
-                    FOp::Unary(u, a) => u.apply(get(a, &tmp)),
-                    FOp::UnaryGrad(u, xa, ya, da) => get(da, &tmp) * u.derivative(get(xa, &tmp), get(ya, &tmp)),
-                    FOp::Binary(b, p, q) => b.float_op(get(p, &tmp), get(q, &tmp)),
-                };
-            }
-            tmp[self.ops.len() - 1]
-        };
-        match self.block() {
-            None => (0..n).map(expr).collect(),
-            Some((r, outer, len, inner)) => {
-                let mut out = Vec::with_capacity(outer * inner);
-                for o in 0..outer * inner {
-                    let base = (o / inner) * len * inner + o % inner;
-                    let mut acc = expr(base) as f64;
-                    for k in 1..len {
-                        let v = expr(base + k * inner) as f64;
-                        acc = match r {
-                            ReduceOp::Sum | ReduceOp::Mean => acc + v,
-                            ReduceOp::Max => acc.max(v),
-                            _ => acc.min(v),
-                        };
-                    }
-                    if r == ReduceOp::Mean {
-                        acc /= len as f64;
-                    }
-                    out.push(acc as f32);
-                }
-                out
-            }
-        }
-    }
+        .collect();
+    Ok(())
 }

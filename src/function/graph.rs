@@ -1,7 +1,8 @@
 //! A traced graph and its replay.
 
 use super::Signature;
-use super::compile::{self, Fused};
+use super::compile;
+use super::fused::Fused;
 use super::trace::{Builder, into_parts};
 use crate::Device;
 use crate::device::cpu::CpuData;
@@ -38,11 +39,11 @@ pub(crate) enum Node {
         inputs: Vec<usize>,
         outputs: Vec<usize>,
     },
-    /// Several elementwise ops in one generated kernel.
+    /// Several ops in one generated kernel.
     Fused {
         kernel: Fused,
         inputs: Vec<usize>,
-        output: usize,
+        outputs: Vec<usize>,
     },
 }
 
@@ -54,8 +55,7 @@ impl Node {
     }
     pub(crate) fn outputs(&self) -> Vec<usize> {
         match self {
-            Node::Op { outputs, .. } => outputs.clone(),
-            Node::Fused { output, .. } => vec![*output],
+            Node::Op { outputs, .. } | Node::Fused { outputs, .. } => outputs.clone(),
         }
     }
 }
@@ -124,7 +124,7 @@ impl Graph {
                 .iter()
                 .map(|n| {
                     if let Node::Fused { kernel, .. } = n {
-                        kernel.len()
+                        kernel.covered
                     } else {
                         0
                     }
@@ -199,10 +199,17 @@ impl Graph {
                         vals[*o] = Some(t);
                     }
                 }
-                Node::Fused { kernel, inputs, output } => {
+                Node::Fused {
+                    kernel,
+                    inputs,
+                    outputs,
+                } => {
                     let x: Vec<Tensor> = inputs.iter().map(take).collect();
-                    let info = &self.values[*output];
-                    vals[*output] = Some(kernel.run(&x, &info.shape, info.dtype, &info.device)?);
+                    let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();
+                    let device = &self.values[outputs[0]].device;
+                    for (o, t) in outputs.iter().zip(kernel.run(&x, &shapes, device)?) {
+                        vals[*o] = Some(t);
+                    }
                 }
             }
         }

@@ -16,6 +16,7 @@
 //! kernels.
 
 pub(crate) mod compile;
+pub(crate) mod fused;
 mod graph;
 pub(crate) mod trace;
 
@@ -44,53 +45,32 @@ impl Signature {
 /// Retraces beyond this many signatures print a warning, as TF does.
 const RETRACE_WARNING: usize = 5;
 
-/// A traced function (`tf.function`).
-pub struct Function<F> {
-    f: F,
+/// The graphs of one step, one per argument signature: what a [`Function`]
+/// keeps, for callers that cannot hand their closure over for good (Keras'
+/// `fit` traces `Model::train_step`, which borrows the model).
+pub struct Traced {
     name: String,
     graphs: HashMap<Signature, Graph>,
     traces: usize,
     warned: bool,
 }
 
-/// Wraps `f` as a traced function (`@tf.function`).
-pub fn function<F>(f: F) -> Function<F>
-where
-    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
-{
-    Function {
-        f,
-        name: "function".into(),
-        graphs: HashMap::new(),
-        traces: 0,
-        warned: false,
-    }
-}
-
-impl<F> Function<F>
-where
-    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
-{
-    /// Names the function in warnings and errors.
-    pub fn named(mut self, name: &str) -> Self {
-        self.name = name.into();
-        self
+impl Traced {
+    pub fn new(name: &str) -> Traced {
+        Traced {
+            name: name.into(),
+            graphs: HashMap::new(),
+            traces: 0,
+            warned: false,
+        }
     }
 
-    /// Times the closure has been traced (once per new signature).
-    pub fn trace_count(&self) -> usize {
-        self.traces
-    }
-
-    /// The graph traced for `args`' signature, if any.
-    pub fn graph(&self, args: &[Tensor]) -> Option<&Graph> {
-        self.graphs.get(&Signature::of(args))
-    }
-
-    pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
-        // Inside another trace, this function's ops belong to the outer graph.
+    /// Replays the graph of `args`' signature, or traces `f` on `args` to
+    /// make it (running `f` once, eagerly, while recording).
+    pub fn call(&mut self, args: &[Tensor], f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>) -> Result<Vec<Tensor>> {
+        // Inside another trace, the ops belong to the outer graph.
         if trace::active() {
-            return (self.f)(args);
+            return f(args);
         }
         let sig = Signature::of(args);
         if let Some(g) = self.graphs.get_mut(&sig) {
@@ -105,9 +85,64 @@ where
                 self.name, self.traces
             );
         }
-        let (out, graph) = trace::trace(args, |a| (self.f)(a))?;
+        let (out, graph) = trace::trace(args, f)?;
         self.graphs.insert(sig, graph);
         Ok(out)
+    }
+
+    /// Times a step has been traced (once per new signature).
+    pub fn trace_count(&self) -> usize {
+        self.traces
+    }
+
+    /// The graph traced for `args`' signature, if any.
+    pub fn graph(&self, args: &[Tensor]) -> Option<&Graph> {
+        self.graphs.get(&Signature::of(args))
+    }
+}
+
+/// A traced function (`tf.function`).
+pub struct Function<F> {
+    f: F,
+    traced: Traced,
+}
+
+/// Wraps `f` as a traced function (`@tf.function`).
+pub fn function<F>(f: F) -> Function<F>
+where
+    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    Function {
+        f,
+        traced: Traced::new("function"),
+    }
+}
+
+impl<F> Function<F>
+where
+    F: FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+{
+    /// Names the function in warnings and errors.
+    pub fn named(mut self, name: &str) -> Self {
+        self.traced.name = name.into();
+        self
+    }
+
+    /// Times the closure has been traced (once per new signature).
+    pub fn trace_count(&self) -> usize {
+        self.traced.trace_count()
+    }
+
+    /// The graph traced for `args`' signature, if any.
+    pub fn graph(&self, args: &[Tensor]) -> Option<&Graph> {
+        self.traced.graph(args)
+    }
+
+    /// Runs the function: replays the graph of `args`' signature, tracing
+    /// the closure first when the signature is new.
+    pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
+        let f = &mut self.f;
+        self.traced.call(args, |a| f(a))
     }
 }
 

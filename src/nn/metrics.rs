@@ -4,7 +4,7 @@
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, Variable};
 
 pub trait Metric: Send {
     fn name(&self) -> &str;
@@ -13,29 +13,53 @@ pub trait Metric: Send {
     fn reset_state(&mut self);
 }
 
-/// Running sum and count of per-example values.
+/// Running sum and count of per-example values, as two f32 variables (as
+/// Keras keeps them): updates are assignments, so a traced step that updates
+/// a metric keeps updating it on every replay. Created on the first update,
+/// on the device of the values.
 #[derive(Default)]
 struct Totals {
-    total: Option<Tensor>,
-    count: f64,
+    state: Option<(Variable, Variable)>,
 }
 
 impl Totals {
     fn add(&mut self, values: &Tensor) -> Result<()> {
         let v = values.cast(DType::F32)?;
         let s = v.sum(None, false)?;
-        self.total = Some(match self.total.take() {
-            Some(t) if t.device() == s.device() => t.add(&s)?,
-            Some(t) => t.to_device(s.device())?.add(&s)?,
-            None => s,
-        });
-        self.count += v.numel() as f64;
-        Ok(())
+        let n = ops::full(&[], v.numel() as f64, DType::F32, s.device())?;
+        let (total, count) = match &self.state {
+            Some(st) => st,
+            None => {
+                let zero = || ops::zeros(&[], DType::F32, s.device());
+                let st = (
+                    Variable::with_trainable(zero()?, "total", false),
+                    Variable::with_trainable(zero()?, "count", false),
+                );
+                self.state.insert(st)
+            }
+        };
+        let dev = total.device();
+        total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
+        count.assign(&count.value().add(&n.to_device(&dev)?)?)
     }
     fn mean(&self) -> Result<f64> {
-        match &self.total {
-            Some(t) if self.count > 0.0 => Ok(t.item()? / self.count),
-            _ => Ok(0.0),
+        match &self.state {
+            Some((total, count)) => {
+                let c = count.value().item()?;
+                Ok(if c > 0.0 { total.value().item()? / c } else { 0.0 })
+            }
+            None => Ok(0.0),
+        }
+    }
+    /// Zeroes the state in place: traced steps keep the same variables.
+    fn reset(&mut self) {
+        if let Some((total, count)) = &self.state {
+            for v in [total, count] {
+                let zero = ops::zeros(&[], DType::F32, &v.device());
+                if let Ok(z) = zero {
+                    let _ = v.assign(&z);
+                }
+            }
         }
     }
 }
@@ -71,7 +95,7 @@ impl Metric for Mean {
         self.totals.mean()
     }
     fn reset_state(&mut self) {
-        self.totals = Totals::default();
+        self.totals.reset();
     }
 }
 
@@ -167,6 +191,6 @@ impl Metric for Accuracy {
         self.totals.mean()
     }
     fn reset_state(&mut self) {
-        self.totals = Totals::default();
+        self.totals.reset();
     }
 }

@@ -11,6 +11,7 @@ use super::progress::Progress;
 use crate::Device;
 use crate::data::Dataset;
 use crate::error::{Error, Result};
+use crate::function::Traced;
 use crate::ops::layout;
 use crate::tape::{GradientTape, without_recording};
 use crate::tensor::{Tensor, Variable};
@@ -20,6 +21,11 @@ pub struct Compiled {
     pub optimizer: Optimizer,
     pub loss: Box<dyn Loss>,
     pub metrics: Vec<Box<dyn Metric>>,
+    /// Keras' `run_eagerly`: `fit`, `evaluate` and `predict` run their steps
+    /// op by op instead of tracing them once and replaying the graph.
+    pub run_eagerly: bool,
+    /// The mean training loss of the epoch (`train_step` updates it).
+    pub loss_tracker: Mean,
 }
 
 /// Metric names and values, in display order.
@@ -128,10 +134,28 @@ pub trait Model {
             optimizer,
             loss: Box::new(loss),
             metrics,
+            run_eagerly: false,
+            loss_tracker: Mean::new("loss"),
         });
     }
 
-    /// One optimization step on a batch; returns the loss (on the device).
+    /// `model.run_eagerly = on`: with `true`, `fit`, `evaluate` and `predict`
+    /// run every op eagerly (easier to debug, slower); by default they trace
+    /// their step once per batch shape and replay the compiled graph.
+    fn set_run_eagerly(&mut self, on: bool) -> Result<()> {
+        self.compiled().as_mut().ok_or_else(not_compiled)?.run_eagerly = on;
+        Ok(())
+    }
+
+    /// Whether steps run eagerly (`set_run_eagerly`; off by default).
+    fn run_eagerly(&mut self) -> bool {
+        self.compiled().as_ref().is_some_and(|c| c.run_eagerly)
+    }
+
+    /// One optimization step on a batch: forward pass, loss, gradients,
+    /// optimizer update, loss tracker and metrics; returns the loss (on the
+    /// device). `fit` traces it (see `run_eagerly`), so an override must do
+    /// all its work with tensor ops and variables.
     fn train_step(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor>
     where
         Self: Sized,
@@ -147,6 +171,7 @@ pub trait Model {
             drop(tape);
             c.optimizer.apply_gradients(&grads, &vars)?;
             without_recording(|| -> Result<()> {
+                c.loss_tracker.update(&loss)?;
                 for m in c.metrics.iter_mut() {
                     m.update_state(y, &pred)?;
                 }
@@ -194,12 +219,14 @@ pub trait Model {
         }
         let total = ds.cardinality();
         let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
+        let mut traced = Traced::new("train_step");
         for epoch in args.initial_epoch..args.epochs {
             if args.verbose {
                 println!("Epoch {}/{}", epoch + 1, args.epochs);
             }
-            let mut loss_metric = Mean::new("loss");
-            for m in self.compiled().as_mut().unwrap().metrics.iter_mut() {
+            let c = self.compiled().as_mut().unwrap();
+            c.loss_tracker.reset_state();
+            for m in c.metrics.iter_mut() {
                 m.reset_state();
             }
             let mut progress = Progress::new(total, args.verbose);
@@ -212,19 +239,24 @@ pub trait Model {
                         format!("dataset elements need (x, y), got {} tensors", batch.len()),
                     ));
                 }
-                let loss = self.train_step(&batch[0], &batch[1])?;
-                loss_metric.update(&loss)?;
+                let loss = if self.run_eagerly() {
+                    self.train_step(&batch[0], &batch[1])?
+                } else {
+                    traced
+                        .call(&batch, |b| Ok(vec![self.train_step(&b[0], &b[1])?]))?
+                        .remove(0)
+                };
                 steps += 1;
                 step += 1;
                 if progress.due() {
-                    let logs = self.current_logs(&loss_metric)?;
+                    let logs = self.current_logs()?;
                     progress.update(steps, &logs);
                 }
                 for cb in callbacks.iter_mut() {
                     cb.on_train_batch_end(step, &loss, &mut ctx)?;
                 }
             }
-            let mut logs = self.current_logs(&loss_metric)?;
+            let mut logs = self.current_logs()?;
             if let Some((vx, vy)) = &args.validation_data {
                 let val = self.evaluate_on(vx, vy, args.batch_size, &device)?;
                 logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
@@ -248,12 +280,13 @@ pub trait Model {
     }
 
     /// The loss and metrics accumulated so far in this epoch.
-    fn current_logs(&mut self, loss: &Mean) -> Result<Logs>
+    fn current_logs(&mut self) -> Result<Logs>
     where
         Self: Sized,
     {
-        let mut logs = vec![("loss".to_string(), loss.result()?)];
-        for m in &self.compiled().as_ref().unwrap().metrics {
+        let c = self.compiled().as_ref().ok_or_else(not_compiled)?;
+        let mut logs = vec![("loss".to_string(), c.loss_tracker.result()?)];
+        for m in &c.metrics {
             logs.push((m.name().to_string(), m.result()?));
         }
         Ok(logs)
@@ -272,6 +305,7 @@ pub trait Model {
     where
         Self: Sized,
     {
+        let eager = self.run_eagerly();
         let mut c = self.compiled().take().ok_or_else(not_compiled)?;
         let r = (|| {
             let mut loss = Mean::new("loss");
@@ -280,16 +314,28 @@ pub trait Model {
                 m.reset_state();
             }
             let ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?.batch(batch_size, false)?;
+            let mut traced = Traced::new("test_step");
             let res = (|| -> Result<Logs> {
                 for b in ds.iter()? {
                     let b = b?;
-                    let (bx, by) = (b[0].to_device(device)?, b[1].to_device(device)?);
-                    let pred = without_recording(|| self.call(&bx, false))?;
-                    let l = without_recording(|| c.loss.call(&by, &pred))?;
-                    // The batch mean weighted by the batch size.
-                    loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
-                    for m in metrics.iter_mut() {
-                        m.update_state(&by, &pred)?;
+                    let args = [b[0].to_device(device)?, b[1].to_device(device)?];
+                    let mut step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+                        without_recording(|| {
+                            let (bx, by) = (&a[0], &a[1]);
+                            let pred = self.call(bx, false)?;
+                            let l = c.loss.call(by, &pred)?;
+                            // The batch mean weighted by the batch size.
+                            loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
+                            for m in metrics.iter_mut() {
+                                m.update_state(by, &pred)?;
+                            }
+                            Ok(Vec::new())
+                        })
+                    };
+                    if eager {
+                        step(&args)?;
+                    } else {
+                        traced.call(&args, step)?;
                     }
                 }
                 let mut logs = vec![("loss".to_string(), loss.result()?)];
@@ -311,11 +357,20 @@ pub trait Model {
         Self: Sized,
     {
         let device = self.device()?;
+        let eager = self.run_eagerly();
         let ds = Dataset::from_tensor_slices(std::slice::from_ref(x))?.batch(batch_size, false)?;
+        let mut traced = Traced::new("predict_step");
         let mut outs = Vec::new();
         for b in ds.iter()? {
             let bx = b?[0].to_device(&device)?;
-            outs.push(without_recording(|| self.call(&bx, false))?);
+            let mut step =
+                |a: &[Tensor]| -> Result<Vec<Tensor>> { without_recording(|| Ok(vec![self.call(&a[0], false)?])) };
+            let y = if eager {
+                step(std::slice::from_ref(&bx))?
+            } else {
+                traced.call(std::slice::from_ref(&bx), step)?
+            };
+            outs.extend(y);
         }
         if outs.is_empty() {
             return Err(Error::arg("predict", "no input rows"));

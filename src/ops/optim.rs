@@ -16,6 +16,7 @@ pub static OPTIM: Kernel = Kernel {
     name: "optimizer",
     sources: &[
         include_str!("../../shaders/common.wgsl"),
+        include_str!("../../shaders/optimizer_rules.wgsl"),
         include_str!("../../shaders/optimizer.wgsl"),
     ],
     types: &[KType::F32, KType::F16],
@@ -68,7 +69,7 @@ impl Update {
     }
 
     /// The reference step for one element: (var, [slots]) from (var, grad, [slots]).
-    fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64, hyper: [f64; 2]) -> (f64, [f64; 2]) {
+    pub(crate) fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64, hyper: [f64; 2]) -> (f64, [f64; 2]) {
         let [lr, alpha] = hyper;
         let g = match self.clip {
             Some(c) if norm > c as f64 => g * c as f64 / norm,
@@ -104,6 +105,46 @@ impl Update {
                     (w - mom, [ms, mom])
                 }
             }
+        }
+    }
+
+    /// The rule applied to WGSL expressions (a call into
+    /// shaders/optimizer_rules.wgsl, which returns a `Step`): variable,
+    /// gradient, slots, gradient norm (read with clipping), learning rate,
+    /// Adam's rate. Hyper-parameters become exact literals.
+    pub(crate) fn wgsl(&self, w: &str, g: &str, s: [&str; 2], norm: &str, lr: &str, alpha: &str) -> String {
+        let lit = |x: f32| format!("bitcast<f32>({}u)", x.to_bits());
+        let g = match self.clip {
+            Some(c) => format!("clip_grad({g}, {norm}, {})", lit(c)),
+            None => g.to_string(),
+        };
+        let [a, b] = s;
+        match self.rule {
+            Rule::Sgd { momentum, .. } if momentum == 0.0 => format!("sgd_step({w}, {g}, {lr})"),
+            Rule::Sgd { momentum, nesterov } => {
+                format!("sgd_momentum_step({w}, {g}, {a}, {lr}, {}, {nesterov})", lit(momentum))
+            }
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => format!(
+                "adam_step({w}, {g}, {a}, {b}, {lr}, {alpha}, {}, {}, {}, {})",
+                lit(beta1),
+                lit(beta2),
+                lit(eps),
+                lit(weight_decay)
+            ),
+            Rule::RmsProp { rho, momentum, eps } if momentum == 0.0 => {
+                format!("rmsprop_step({w}, {g}, {a}, {lr}, {}, {})", lit(rho), lit(eps))
+            }
+            Rule::RmsProp { rho, momentum, eps } => format!(
+                "rmsprop_momentum_step({w}, {g}, {a}, {b}, {lr}, {}, {}, {})",
+                lit(rho),
+                lit(momentum),
+                lit(eps)
+            ),
         }
     }
 

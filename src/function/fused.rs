@@ -1,0 +1,703 @@
+//! A fused kernel of a compiled graph: one generated WGSL entry point (and
+//! its CPU twin) that evaluates several graph ops and writes one or more of
+//! their results.
+//!
+//! Three stages, each optional but the first:
+//! - `pre`: elementwise ops evaluated at every coordinate of the kernel's
+//!   shape (the "domain"); leaves are read through their broadcast strides.
+//! - `reduce`: sums, means, maxima or minima of `pre` values over one block
+//!   of contiguous axes of the domain, all over the same axes (sibling
+//!   reductions share one pass over the data).
+//! - `post`: elementwise ops and optimizer updates on the reduced values,
+//!   one per output element, so `0.5 * sum(..)` or `var - lr * sum(..)` is
+//!   computed where the sum is.
+//!
+//! Without a reduction every output has the domain's shape; with one, every
+//! output has the reduced shape (the domain with the reduced axes dropped).
+//! The GPU reduces a block with one invocation per output when outputs are
+//! many and blocks short, and with one workgroup per output (a tree in
+//! workgroup memory) otherwise.
+
+use crate::Device;
+use crate::device::cpu::CpuData;
+use crate::device::gpu::{KType, Kernel, Launch, grid};
+use crate::device::memory::GpuBuf;
+use crate::dtype::DType;
+use crate::error::Result;
+use crate::ops::binary::BinaryOp;
+use crate::ops::optim::Update;
+use crate::ops::reduce::ReduceOp;
+use crate::ops::unary::UnaryOp;
+use crate::shape::{broadcast_strides, numel, strides};
+use crate::tensor::Tensor;
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::fmt::Write;
+use std::sync::{Mutex, OnceLock};
+
+/// An operand inside a fused kernel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) enum Arg {
+    /// Input buffer k, read at the current coordinate.
+    Leaf(usize),
+    /// Result of pre op t.
+    Pre(usize),
+    /// Result of reduction r.
+    Red(usize),
+    /// Result of post op t.
+    Post(usize),
+    /// Field f (0 variable, 1 and 2 slots) of post op t, an optimizer update.
+    Field(usize, u8),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum FOp {
+    Const(f32),
+    Unary(UnaryOp, Arg),
+    /// dy * f'(x, y): (op, x, y, dy).
+    UnaryGrad(UnaryOp, Arg, Arg, Arg),
+    Binary(BinaryOp, Arg, Arg),
+    /// One optimizer step: variable, gradient, slots, gradient norm (only
+    /// with clipping); `hyper` is the leaf holding [learning rate, Adam's rate].
+    Update {
+        u: Update,
+        args: Vec<Arg>,
+        hyper: usize,
+    },
+}
+
+impl FOp {
+    fn args(&self) -> Vec<&Arg> {
+        match self {
+            FOp::Const(_) => Vec::new(),
+            FOp::Unary(_, a) => vec![a],
+            FOp::UnaryGrad(_, x, y, d) => vec![x, y, d],
+            FOp::Binary(_, x, y) => vec![x, y],
+            FOp::Update { args, .. } => args.iter().collect(),
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            FOp::Const(c) => format!("{c}"),
+            FOp::Unary(u, _) => u.name().into(),
+            FOp::UnaryGrad(u, ..) => u.grad_name().into(),
+            FOp::Binary(b, ..) => b.name().into(),
+            FOp::Update { u, .. } => u.name().into(),
+        }
+    }
+}
+
+/// The block of axes [lo, hi] of the domain that every reduction reduces.
+pub(crate) struct Reduce {
+    pub lo: usize,
+    pub hi: usize,
+    pub reds: Vec<(ReduceOp, Arg)>,
+}
+
+pub(crate) struct Fused {
+    pub shape: Vec<usize>,
+    pub leaves: Vec<Vec<usize>>,
+    pub pre: Vec<FOp>,
+    pub reduce: Option<Reduce>,
+    pub post: Vec<FOp>,
+    /// The values written, one buffer each.
+    pub outs: Vec<Arg>,
+    /// Graph ops this kernel replaces.
+    pub covered: usize,
+    kernel: OnceLock<&'static Kernel>,
+}
+
+/// A bit-exact f32 literal.
+fn lit(c: f32) -> String {
+    format!("bitcast<f32>({}u)", c.to_bits())
+}
+
+fn unary_code(u: UnaryOp) -> u32 {
+    UnaryOp::ALL
+        .iter()
+        .position(|o| std::mem::discriminant(o) == std::mem::discriminant(&u))
+        .unwrap() as u32
+}
+
+/// Reductions with fewer outputs than this, over blocks at least `WG_MIN_LEN`
+/// long, use a workgroup per output.
+const WG_MAX_OUTPUTS: usize = 4096;
+const WG_MIN_LEN: usize = 64;
+const WG: usize = 256;
+/// Domain elements the CPU evaluates per chunk.
+const CHUNK: usize = 4096;
+
+impl Fused {
+    pub(crate) fn new(
+        shape: Vec<usize>,
+        leaves: Vec<Vec<usize>>,
+        pre: Vec<FOp>,
+        reduce: Option<Reduce>,
+        post: Vec<FOp>,
+        outs: Vec<Arg>,
+        covered: usize,
+    ) -> Fused {
+        Fused {
+            shape,
+            leaves,
+            pre,
+            reduce,
+            post,
+            outs,
+            covered,
+            kernel: OnceLock::new(),
+        }
+    }
+
+    /// The ops covered, in order ("mul add ... | reduce_sum | mul").
+    pub(crate) fn describe(&self) -> String {
+        let mut parts: Vec<String> = self.pre.iter().map(FOp::name).collect();
+        if let Some(r) = &self.reduce {
+            let reds: Vec<&str> = r.reds.iter().map(|(op, _)| op.name()).collect();
+            parts.push(format!("| {} |", reds.join(" ")));
+            parts.extend(self.post.iter().map(FOp::name));
+        }
+        format!("{} -> {} outputs", parts.join(" "), self.outs.len())
+    }
+
+    /// Elements of every output.
+    pub(crate) fn out_len(&self) -> usize {
+        match self.block() {
+            Some((outer, _, inner)) => outer * inner,
+            None => numel(&self.shape),
+        }
+    }
+
+    /// (outer, len, inner) of the reduced block.
+    fn block(&self) -> Option<(usize, usize, usize)> {
+        self.reduce.as_ref().map(|r| {
+            let s = &self.shape;
+            (
+                s[..r.lo].iter().product(),
+                s[r.lo..=r.hi].iter().product(),
+                s[r.hi + 1..].iter().product(),
+            )
+        })
+    }
+
+    fn per_workgroup(&self) -> bool {
+        self.block()
+            .is_some_and(|(outer, len, inner)| outer * inner <= WG_MAX_OUTPUTS && len >= WG_MIN_LEN)
+    }
+
+    /// WGSL expression of leaf `k` in the domain, at linear index `i`.
+    fn load_pre(&self, k: usize) -> String {
+        let ls = &self.leaves[k];
+        let n = numel(&self.shape);
+        if numel(ls) == n {
+            return format!("f32(l{k}[i])");
+        }
+        if numel(ls) == 1 {
+            return format!("f32(l{k}[0])");
+        }
+        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
+        if self.shape.ends_with(&core) {
+            return format!("f32(l{k}[i % {}u])", numel(&core));
+        }
+        let bs = broadcast_strides(ls, &self.shape);
+        let os = strides(&self.shape);
+        let mut idx = String::from("0u");
+        for d in 0..self.shape.len() {
+            if bs[d] != 0 {
+                let _ = write!(idx, " + ((i / {}u) % {}u) * {}u", os[d], self.shape[d], bs[d]);
+            }
+        }
+        format!("f32(l{k}[{idx}])")
+    }
+
+    /// WGSL expression of leaf `k` in the output space, at index `o`: a
+    /// scalar or a tensor laid out as the outputs (the compiler checks).
+    fn load_post(&self, k: usize) -> String {
+        if numel(&self.leaves[k]) == 1 {
+            format!("f32(l{k}[0])")
+        } else {
+            format!("f32(l{k}[o])")
+        }
+    }
+
+    fn expr(&self, a: &Arg, post: bool) -> String {
+        match *a {
+            Arg::Leaf(k) if post => self.load_post(k),
+            Arg::Leaf(k) => self.load_pre(k),
+            Arg::Pre(t) => format!("t{t}"),
+            Arg::Red(r) => format!("r{r}"),
+            Arg::Post(t) => format!("q{t}"),
+            Arg::Field(t, f) => format!("q{t}.{}", ["w", "a", "b"][f as usize]),
+        }
+    }
+
+    /// `let` lines evaluating `ops` (prefix t for pre, q for post).
+    fn lines(&self, ops: &[FOp], post: bool, s: &mut String) {
+        let e = |a: &Arg| self.expr(a, post);
+        let p = if post { "q" } else { "t" };
+        for (t, op) in ops.iter().enumerate() {
+            let rhs = match op {
+                FOp::Const(c) => lit(*c),
+                FOp::Unary(u, a) => format!("unary_apply({}u, {}, 0.0)", unary_code(*u), e(a)),
+                FOp::UnaryGrad(u, x, y, dy) => {
+                    format!("{} * unary_deriv({}u, {}, {}, 0.0)", e(dy), unary_code(*u), e(x), e(y))
+                }
+                FOp::Binary(b, x, y) => format!("binary_apply({}u, {}, {})", *b as u32, e(x), e(y)),
+                FOp::Update { u, args, hyper } => {
+                    let k = u.slots();
+                    let slot = |j: usize| if j < k { e(&args[2 + j]) } else { "0.0".into() };
+                    let norm = if u.clip.is_some() {
+                        e(&args[2 + k])
+                    } else {
+                        "0.0".into()
+                    };
+                    u.wgsl(
+                        &e(&args[0]),
+                        &e(&args[1]),
+                        [&slot(0), &slot(1)],
+                        &norm,
+                        &format!("f32(l{hyper}[0])"),
+                        &format!("f32(l{hyper}[1])"),
+                    )
+                }
+            };
+            let _ = writeln!(s, "    let {p}{t} = {rhs};");
+        }
+    }
+
+    pub(crate) fn source(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(s, "// Generated by a compiled graph: {}.", self.describe());
+        let nl = self.leaves.len();
+        for k in 0..nl {
+            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<T>;", k + 1);
+        }
+        for j in 0..self.outs.len() {
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({}) var<storage, read_write> o{j}: array<T>;",
+                nl + 1 + j
+            );
+        }
+        let head = "@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
+                    @builtin(num_workgroups) nwg: vec3<u32>) {";
+        let Some(r) = &self.reduce else {
+            let _ = writeln!(s, "\n{head}\n    let i = linear_index(gid, nwg);");
+            let _ = writeln!(s, "    if (i >= {}u) {{\n        return;\n    }}", numel(&self.shape));
+            self.lines(&self.pre, false, &mut s);
+            for (j, a) in self.outs.iter().enumerate() {
+                let _ = writeln!(s, "    o{j}[i] = T({});", self.expr(a, false));
+            }
+            s.push_str("}\n");
+            return s;
+        };
+        let (_, len, inner) = self.block().unwrap();
+        let nr = r.reds.len();
+        // pre(i): the values to reduce at domain index i.
+        let fields: Vec<String> = (0..nr).map(|j| format!("v{j}: f32")).collect();
+        let _ = writeln!(s, "\nstruct Pre {{\n    {},\n}}\n", fields.join(",\n    "));
+        let _ = writeln!(s, "fn pre(i: u32) -> Pre {{");
+        self.lines(&self.pre, false, &mut s);
+        let vals: Vec<String> = r.reds.iter().map(|(_, a)| self.expr(a, false)).collect();
+        let _ = writeln!(s, "    return Pre({});\n}}\n", vals.join(", "));
+        // post(o, r...): finish output element o.
+        let rs: Vec<String> = (0..nr).map(|j| format!("r{j}: f32")).collect();
+        let _ = writeln!(s, "fn post(o: u32, {}) {{", rs.join(", "));
+        self.lines(&self.post, true, &mut s);
+        for (j, a) in self.outs.iter().enumerate() {
+            let _ = writeln!(s, "    o{j}[o] = T({});", self.expr(a, true));
+        }
+        s.push_str("}\n\n");
+        let comb = |j: usize, a: &str, b: &str| match r.reds[j].0 {
+            ReduceOp::Max => format!("max({a}, {b})"),
+            ReduceOp::Min => format!("min({a}, {b})"),
+            _ => format!("{a} + {b}"),
+        };
+        let fin = |j: usize, a: &str| match r.reds[j].0 {
+            ReduceOp::Mean => format!("{a} / {}", lit(len as f32)),
+            _ => a.to_string(),
+        };
+        let finals: Vec<String> = (0..nr).map(|j| fin(j, &format!("a{j}"))).collect();
+        let out_n = self.out_len();
+        if !self.per_workgroup() {
+            let _ = writeln!(s, "{head}\n    let o = linear_index(gid, nwg);");
+            let _ = writeln!(s, "    if (o >= {out_n}u) {{\n        return;\n    }}");
+            let _ = writeln!(s, "    let base = (o / {inner}u) * {}u + o % {inner}u;", len * inner);
+            let _ = writeln!(s, "    let v = pre(base);");
+            for j in 0..nr {
+                let _ = writeln!(s, "    var a{j} = v.v{j};");
+            }
+            let _ = writeln!(s, "    for (var k = 1u; k < {len}u; k++) {{");
+            let _ = writeln!(s, "        let v = pre(base + k * {inner}u);");
+            for j in 0..nr {
+                let _ = writeln!(s, "        a{j} = {};", comb(j, &format!("a{j}"), &format!("v.v{j}")));
+            }
+            let _ = writeln!(s, "    }}\n    post(o, {});\n}}", finals.join(", "));
+            return s;
+        }
+        // One workgroup per output: strided partial results, then a tree.
+        for j in 0..nr {
+            let _ = writeln!(s, "var<workgroup> s{j}: array<f32, {WG}>;");
+        }
+        let _ = writeln!(
+            s,
+            "\n@compute @workgroup_size({WG})\nfn main(@builtin(workgroup_id) wid: vec3<u32>, \
+             @builtin(local_invocation_index) lid: u32, @builtin(num_workgroups) nwg: vec3<u32>) {{"
+        );
+        let _ = writeln!(s, "    let o = wid.x + wid.y * nwg.x;");
+        let _ = writeln!(s, "    if (o >= {out_n}u) {{\n        return;\n    }}");
+        let _ = writeln!(s, "    let base = (o / {inner}u) * {}u + o % {inner}u;", len * inner);
+        for j in 0..nr {
+            // The identity of each reduction (a true infinity, not a sentinel).
+            let id = match r.reds[j].0 {
+                ReduceOp::Max => lit(f32::NEG_INFINITY),
+                ReduceOp::Min => lit(f32::INFINITY),
+                _ => "0.0".into(),
+            };
+            let _ = writeln!(s, "    var a{j} = {id};");
+        }
+        let _ = writeln!(s, "    for (var k = lid; k < {len}u; k += {WG}u) {{");
+        let _ = writeln!(s, "        let v = pre(base + k * {inner}u);");
+        for j in 0..nr {
+            let _ = writeln!(s, "        a{j} = {};", comb(j, &format!("a{j}"), &format!("v.v{j}")));
+        }
+        let _ = writeln!(s, "    }}");
+        for j in 0..nr {
+            let _ = writeln!(s, "    s{j}[lid] = a{j};");
+        }
+        let _ = writeln!(s, "    workgroupBarrier();");
+        let _ = writeln!(
+            s,
+            "    for (var h = {}u; h > 0u; h >>= 1u) {{\n        if (lid < h) {{",
+            WG / 2
+        );
+        for j in 0..nr {
+            let _ = writeln!(
+                s,
+                "            s{j}[lid] = {};",
+                comb(j, &format!("s{j}[lid]"), &format!("s{j}[lid + h]"))
+            );
+        }
+        let _ = writeln!(s, "        }}\n        workgroupBarrier();\n    }}");
+        let fin_s: Vec<String> = (0..nr).map(|j| fin(j, &format!("s{j}[0]"))).collect();
+        let _ = writeln!(
+            s,
+            "    if (lid == 0u) {{\n        post(o, {});\n    }}\n}}",
+            fin_s.join(", ")
+        );
+        s
+    }
+
+    /// The generated kernel (built once; identical sources share one).
+    fn kernel(&self) -> Result<&'static Kernel> {
+        if let Some(k) = self.kernel.get() {
+            return Ok(k);
+        }
+        static CACHE: Mutex<Option<HashMap<String, &'static Kernel>>> = Mutex::new(None);
+        let src = self.source();
+        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
+        let map = cache.get_or_insert_with(HashMap::new);
+        let k = match map.get(&src) {
+            Some(k) => *k,
+            None => {
+                // Kernels live as long as the pipelines cached for them: for the process.
+                let name: &'static str = Box::leak(format!("fused_{}", map.len()).into_boxed_str());
+                let body: &'static str = Box::leak(src.clone().into_boxed_str());
+                let sources: &'static [&'static str] = Box::leak(
+                    vec![
+                        include_str!("../../shaders/common.wgsl"),
+                        include_str!("../../shaders/elementwise.wgsl"),
+                        include_str!("../../shaders/optimizer_rules.wgsl"),
+                        body,
+                    ]
+                    .into_boxed_slice(),
+                );
+                let k: &'static Kernel = Box::leak(Box::new(Kernel {
+                    name,
+                    sources,
+                    types: &[KType::F32],
+                }));
+                // Checked by naga now, so a bad generated kernel is an error here.
+                k.validate(KType::F32)?;
+                map.insert(src, k);
+                k
+            }
+        };
+        let _ = self.kernel.set(k);
+        Ok(k)
+    }
+
+    /// Runs the kernel on its leaves; returns one tensor per output, with
+    /// the given shapes (each of `out_len` elements).
+    pub(crate) fn run(&self, x: &[Tensor], shapes: &[Vec<usize>], device: &Device) -> Result<Vec<Tensor>> {
+        let n = self.out_len();
+        match device {
+            Device::Cpu => Ok(self
+                .cpu(x)
+                .into_iter()
+                .zip(shapes)
+                .map(|(v, s)| Tensor::from_cpu(CpuData::F32(v), s.clone()))
+                .collect()),
+            Device::Gpu(g) => {
+                let k = self.kernel()?;
+                let ys: Vec<GpuBuf> = shapes
+                    .iter()
+                    .map(|_| g.alloc("fused", (n * DType::F32.size()) as u64))
+                    .collect::<Result<_>>()?;
+                let mut bufs: Vec<&GpuBuf> = x.iter().map(|t| t.gpu_buf()).collect();
+                bufs.extend(ys.iter());
+                let groups = if self.per_workgroup() {
+                    [n as u32, 1, 1]
+                } else {
+                    grid(n, WG as u32)
+                };
+                g.launch(&Launch {
+                    kernel: k,
+                    entry: "main",
+                    ty: KType::F32,
+                    consts: &[],
+                    params: &[],
+                    bufs: &bufs,
+                    groups,
+                })?;
+                Ok(ys
+                    .into_iter()
+                    .zip(shapes)
+                    .map(|(b, s)| Tensor::from_gpu(b, s.clone(), DType::F32, device))
+                    .collect())
+            }
+        }
+    }
+
+    /// The CPU twin: the same ops in f32, evaluated a chunk of the domain
+    /// at a time (op by op over the chunk, chunks in parallel); reductions
+    /// accumulate in f64; optimizer updates use the reference rule.
+    pub(crate) fn cpu(&self, x: &[Tensor]) -> Vec<Vec<f32>> {
+        let data: Vec<&[f32]> = x
+            .iter()
+            .map(|t| match t.cpu_data() {
+                CpuData::F32(v) => v.as_slice(),
+                _ => unreachable!("fused kernels read f32"),
+            })
+            .collect();
+        let n = numel(&self.shape);
+        let chunks = n.div_ceil(CHUNK);
+        let Some(r) = &self.reduce else {
+            let part = |c: usize| -> Vec<Vec<f32>> {
+                let (start, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
+                let (leaves, pre) = self.pre_chunk(&data, start, len);
+                self.outs.iter().map(|a| pick(a, &leaves, &pre).to_vec()).collect()
+            };
+            let parts: Vec<Vec<Vec<f32>>> = if chunks > 1 {
+                (0..chunks).into_par_iter().map(part).collect()
+            } else {
+                (0..chunks).map(part).collect()
+            };
+            let mut outs = vec![Vec::with_capacity(n); self.outs.len()];
+            for part in parts {
+                for (o, v) in outs.iter_mut().zip(part) {
+                    o.extend(v);
+                }
+            }
+            return outs;
+        };
+        let (outer, len, inner) = self.block().unwrap();
+        let m = outer * inner;
+        let ident = |op: ReduceOp| match op {
+            ReduceOp::Max => f64::NEG_INFINITY,
+            ReduceOp::Min => f64::INFINITY,
+            _ => 0.0,
+        };
+        let comb = |op: ReduceOp, a: f64, b: f64| match op {
+            ReduceOp::Max => a.max(b),
+            ReduceOp::Min => a.min(b),
+            _ => a + b,
+        };
+        // Partial results per group of chunks, then combined.
+        let groups = chunks.min(rayon::current_num_threads() * 4).max(1);
+        let per = chunks.div_ceil(groups);
+        let run_group = |gi: usize| -> Vec<Vec<f64>> {
+            let mut acc: Vec<Vec<f64>> = r.reds.iter().map(|(op, _)| vec![ident(*op); m]).collect();
+            for c in gi * per..((gi + 1) * per).min(chunks) {
+                let (start, cl) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
+                let (leaves, pre) = self.pre_chunk(&data, start, cl);
+                for (j, (op, a)) in r.reds.iter().enumerate() {
+                    let vals = pick(a, &leaves, &pre);
+                    let acc = &mut acc[j];
+                    // Output index of domain index i: (i / (len inner)) inner + i % inner.
+                    let (mut q, mut rem) = (start / (len * inner), start % (len * inner));
+                    for &v in vals {
+                        let o = q * inner + rem % inner;
+                        acc[o] = comb(*op, acc[o], v as f64);
+                        rem += 1;
+                        if rem == len * inner {
+                            rem = 0;
+                            q += 1;
+                        }
+                    }
+                }
+            }
+            acc
+        };
+        let partial: Vec<Vec<Vec<f64>>> = if groups > 1 {
+            (0..groups).into_par_iter().map(run_group).collect()
+        } else {
+            vec![run_group(0)]
+        };
+        let mut red: Vec<Vec<f64>> = r.reds.iter().map(|(op, _)| vec![ident(*op); m]).collect();
+        for part in partial {
+            for (j, (op, _)) in r.reds.iter().enumerate() {
+                for (a, b) in red[j].iter_mut().zip(&part[j]) {
+                    *a = comb(*op, *a, *b);
+                }
+            }
+        }
+        let red: Vec<Vec<f32>> = r
+            .reds
+            .iter()
+            .zip(red)
+            .map(|((op, _), v)| {
+                v.into_iter()
+                    .map(|a| {
+                        if *op == ReduceOp::Mean {
+                            (a / len as f64) as f32
+                        } else {
+                            a as f32
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
+        self.post_cpu(&data, &red, m)
+    }
+
+    /// Leaf values and pre-op values over domain indices [start, start + n).
+    fn pre_chunk(&self, data: &[&[f32]], start: usize, n: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        // Leaves the domain reads (the epilogue's are laid out otherwise).
+        let mut used = vec![false; self.leaves.len()];
+        let reds = self.reduce.iter().flat_map(|r| r.reds.iter().map(|(_, a)| a));
+        for a in self.pre.iter().flat_map(FOp::args).chain(reds).chain(&self.outs) {
+            if let Arg::Leaf(k) = a {
+                used[*k] = true;
+            }
+        }
+        let leaves: Vec<Vec<f32>> = (0..self.leaves.len())
+            .map(|k| {
+                if used[k] {
+                    self.leaf_chunk(data[k], k, start, n)
+                } else {
+                    Vec::new()
+                }
+            })
+            .collect();
+        let mut pre: Vec<Vec<f32>> = Vec::with_capacity(self.pre.len());
+        for op in &self.pre {
+            let v = {
+                let get = |a: &Arg| pick(a, &leaves, &pre);
+                match op {
+                    FOp::Const(c) => vec![*c; n],
+                    FOp::Unary(u, a) => get(a).iter().map(|&v| u.apply(v)).collect(),
+                    FOp::UnaryGrad(u, xa, ya, da) => {
+                        let (xs, ys, ds) = (get(xa), get(ya), get(da));
+                        (0..n).map(|j| ds[j] * u.derivative(xs[j], ys[j])).collect()
+                    }
+                    FOp::Binary(b, p, q) => {
+                        let (ps, qs) = (get(p), get(q));
+                        ps.iter().zip(qs).map(|(&p, &q)| b.float_op(p, q)).collect()
+                    }
+                    FOp::Update { .. } => unreachable!("updates are post ops"),
+                }
+            };
+            pre.push(v);
+        }
+        (leaves, pre)
+    }
+
+    /// Leaf k's values at domain indices [start, start + n), broadcast.
+    fn leaf_chunk(&self, v: &[f32], k: usize, start: usize, n: usize) -> Vec<f32> {
+        let shape = &self.shape;
+        if v.len() == numel(shape) {
+            return v[start..start + n].to_vec();
+        }
+        if v.len() == 1 {
+            return vec![v[0]; n];
+        }
+        let ls = &self.leaves[k];
+        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
+        if shape.ends_with(&core) {
+            let m = v.len();
+            return (start..start + n).map(|i| v[i % m]).collect();
+        }
+        // A counter over the domain's multi-index, moving the leaf offset.
+        let bs = broadcast_strides(ls, shape);
+        let os = strides(shape);
+        let mut idx: Vec<usize> = (0..shape.len()).map(|d| (start / os[d]) % shape[d]).collect();
+        let mut off: usize = idx.iter().zip(&bs).map(|(i, b)| i * b).sum();
+        let mut out = Vec::with_capacity(n);
+        for _ in 0..n {
+            out.push(v[off]);
+            for d in (0..shape.len()).rev() {
+                idx[d] += 1;
+                off += bs[d];
+                if idx[d] < shape[d] {
+                    break;
+                }
+                off -= bs[d] * shape[d];
+                idx[d] = 0;
+            }
+        }
+        out
+    }
+
+    /// The epilogue, one output element at a time.
+    fn post_cpu(&self, data: &[&[f32]], red: &[Vec<f32>], m: usize) -> Vec<Vec<f32>> {
+        let at_post = |k: usize, o: usize| -> f32 {
+            let v = data[k];
+            if v.len() == 1 { v[0] } else { v[o] }
+        };
+        let mut outs = vec![Vec::with_capacity(m); self.outs.len()];
+        let mut post = vec![[0f32; 3]; self.post.len()];
+        for o in 0..m {
+            let get = |a: &Arg, post: &[[f32; 3]]| match *a {
+                Arg::Leaf(k) => at_post(k, o),
+                Arg::Red(j) => red[j][o],
+                Arg::Post(t) => post[t][0],
+                Arg::Field(t, f) => post[t][f as usize],
+                Arg::Pre(_) => unreachable!("post ops read reduced values"),
+            };
+            for t in 0..self.post.len() {
+                post[t] = match &self.post[t] {
+                    FOp::Const(c) => [*c, 0.0, 0.0],
+                    FOp::Unary(u, a) => [u.apply(get(a, &post)), 0.0, 0.0],
+                    FOp::UnaryGrad(u, xa, ya, da) => {
+                        [get(da, &post) * u.derivative(get(xa, &post), get(ya, &post)), 0.0, 0.0]
+                    }
+                    FOp::Binary(b, p, q) => [b.float_op(get(p, &post), get(q, &post)), 0.0, 0.0],
+                    FOp::Update { u, args, hyper } => {
+                        let k = u.slots();
+                        let f = |j: usize| get(&args[j], &post) as f64;
+                        let s = [if k > 0 { f(2) } else { 0.0 }, if k > 1 { f(3) } else { 0.0 }];
+                        let norm = if u.clip.is_some() { f(2 + k) } else { 0.0 };
+                        let h = [data[*hyper][0] as f64, data[*hyper][1] as f64];
+                        let (w, s) = u.step(f(0), f(1), s, norm, h);
+                        [w as f32, s[0] as f32, s[1] as f32]
+                    }
+                };
+            }
+            for (j, a) in self.outs.iter().enumerate() {
+                outs[j].push(get(a, &post));
+            }
+        }
+        outs
+    }
+}
+
+/// The values of a leaf or pre operand over a chunk.
+fn pick<'a>(a: &Arg, leaves: &'a [Vec<f32>], pre: &'a [Vec<f32>]) -> &'a [f32] {
+    match *a {
+        Arg::Leaf(k) => &leaves[k],
+        Arg::Pre(t) => &pre[t],
+        _ => unreachable!("pre ops read leaves and pre ops"),
+    }
+}
