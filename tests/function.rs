@@ -1,0 +1,497 @@
+//! `wgflow::function`: tracing, retracing, replay semantics (arguments,
+//! variables, random ops, side effects), dead-op elimination, the fused
+//! kernels a compiled graph generates (checked against the CPU reference on
+//! awkward shapes, on every device), and training steps traced versus
+//! eager, by hand and through Keras' `fit`, `evaluate` and `predict`.
+
+mod common;
+use common::*;
+use std::cell::Cell;
+use wgflow::function::{Traced, function};
+use wgflow::nn::layers::Dense;
+use wgflow::nn::losses::SparseCategoricalCrossentropy;
+use wgflow::nn::metrics::SparseCategoricalAccuracy;
+use wgflow::nn::optimizers::{Adam, Optimizer, RMSprop, SGD};
+use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
+use wgflow::{DType, Device, Error, GradientTape, Result, Tensor, Variable, ops};
+
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpus());
+    d
+}
+
+fn on(x: &[Tensor], d: &Device) -> Vec<Tensor> {
+    x.iter().map(|t| t.to_device(d).unwrap()).collect()
+}
+
+/// |a - b| <= tol (1 + |b|) everywhere.
+fn assert_close(got: &Tensor, want: &Tensor, tol: f64, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}: shape");
+    let (g, w) = (got.to_f64_vec().unwrap(), want.to_f64_vec().unwrap());
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        assert!(
+            (a - b).abs() <= tol * (1.0 + b.abs()),
+            "{what}: element {i} is {a}, want {b} (tolerance {tol})"
+        );
+    }
+}
+
+type Body = fn(&[Tensor]) -> Result<Vec<Tensor>>;
+
+/// Expressions whose compiled graphs use generated kernels: pre ops with
+/// broadcasting, sibling reductions, epilogues, both reduction strategies,
+/// dependent reductions, gradients. (name, input shapes, body, fused kernels
+/// expected at least).
+fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Body, usize)> {
+    vec![
+        (
+            "broadcast chain [3,1] [1,5] [5]",
+            vec![vec![3, 1], vec![1, 5], vec![5]],
+            |x| Ok(vec![x[0].mul(&x[1])?.add(&x[2])?.tanh()?.sub(&x[0])?.square()?]),
+            1,
+        ),
+        (
+            "prime shapes [7,13] [13]",
+            vec![vec![7, 13], vec![13]],
+            |x| {
+                let a = x[0].sub(&x[1])?.relu()?.mul_scalar(0.5)?;
+                Ok(vec![a.add(&x[0].abs()?.sqrt()?)?, a.sigmoid()?])
+            },
+            1,
+        ),
+        (
+            "size one [1] []",
+            vec![vec![1], vec![]],
+            |x| Ok(vec![x[0].mul(&x[1])?.add_scalar(1.0)?.exp()?]),
+            1,
+        ),
+        (
+            "sum and mean over middle axes, epilogue",
+            vec![vec![3, 4, 5, 2]],
+            |x| {
+                let sq = x[0].square()?;
+                Ok(vec![
+                    sq.sum(Some(&[1, 2]), false)?.mul_scalar(2.0)?,
+                    x[0].mean(Some(&[1, 2]), false)?,
+                ])
+            },
+            1,
+        ),
+        (
+            "sibling max min mean [6,11]",
+            vec![vec![6, 11]],
+            |x| {
+                let e = x[0].exp()?;
+                Ok(vec![
+                    e.max(Some(&[1]), false)?,
+                    x[0].min(Some(&[1]), false)?,
+                    e.mean(Some(&[1]), true)?.add_scalar(1.0)?,
+                ])
+            },
+            1,
+        ),
+        (
+            "long rows: workgroup reductions [3,1000] [2000]",
+            vec![vec![3, 1000], vec![2000]],
+            |x| {
+                Ok(vec![
+                    x[0].square()?.sum(Some(&[1]), false)?,
+                    x[1].mul_scalar(0.5)?.exp()?.mean(None, false)?.mul_scalar(3.0)?,
+                    // All negative: the maximum's identity must not leak in.
+                    x[0].sub_scalar(10.0)?.abs()?.neg()?.max(Some(&[1]), false)?,
+                    x[0].add_scalar(10.0)?.abs()?.min(Some(&[1]), true)?,
+                ])
+            },
+            2,
+        ),
+        (
+            "inner axis kept [4,9,3]",
+            vec![vec![4, 9, 3]],
+            |x| {
+                let s = x[0].abs()?.sum(Some(&[1]), true)?;
+                Ok(vec![s.mul_scalar(2.0)?, x[0].div(&s.add_scalar(1.0)?)?])
+            },
+            1,
+        ),
+        (
+            "softmax from parts [5,37]",
+            vec![vec![5, 37]],
+            |x| {
+                let m = x[0].max(Some(&[1]), true)?;
+                let e = x[0].sub(&m)?.exp()?;
+                let s = e.sum(Some(&[1]), true)?;
+                Ok(vec![e.div(&s)?])
+            },
+            2,
+        ),
+        (
+            "gradient through a tape [4,3]",
+            vec![vec![4, 3]],
+            |x| {
+                let tape = GradientTape::new();
+                tape.watch(&x[0]);
+                let y = x[0].sigmoid()?.mul(&x[0])?.add(&x[0].tanh()?)?.sum(None, false)?;
+                let g = tape.gradient_wrt(&y, &[&x[0]])?;
+                Ok(vec![y, g[0].clone().unwrap()])
+            },
+            1,
+        ),
+        (
+            "zero-size [0,4] [4]",
+            vec![vec![0, 4], vec![4]],
+            |x| {
+                let a = x[0].add(&x[1])?.square()?;
+                Ok(vec![a.clone(), a.sum(Some(&[0]), false)?])
+            },
+            0,
+        ),
+    ]
+}
+
+#[test]
+fn fused_kernels_match_the_cpu_reference() {
+    for (ci, (name, shapes, body, min_fused)) in cases().into_iter().enumerate() {
+        let inputs = |seed: u64| -> Vec<Tensor> {
+            shapes
+                .iter()
+                .enumerate()
+                .map(|(k, s)| randn(s, seed * 10 + k as u64, DType::F32))
+                .collect()
+        };
+        for d in devices() {
+            let mut traced = Traced::new(name);
+            for call in 0..3u64 {
+                let x = inputs(ci as u64 * 100 + call);
+                let want = body(&x).unwrap();
+                let got = traced.call(&on(&x, &d), body).unwrap();
+                assert_eq!(got.len(), want.len(), "{name} on {d}: outputs");
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    assert_close(g, w, 1e-4, &format!("{name} on {d}, call {call}, output {k}"));
+                }
+            }
+            assert_eq!(traced.trace_count(), 1, "{name} on {d}: one trace");
+            let stats = traced.graph(&on(&inputs(0), &d)).unwrap().stats();
+            assert!(
+                stats.fused_kernels >= min_fused,
+                "{name} on {d}: {stats:?}, want at least {min_fused} fused kernels"
+            );
+        }
+    }
+}
+
+#[test]
+fn new_signatures_retrace_and_side_effects_happen_while_tracing() {
+    let traces = Cell::new(0);
+    let mut f = function(|x: &[Tensor]| {
+        traces.set(traces.get() + 1);
+        Ok(vec![x[0].mul_scalar(2.0)?])
+    });
+    let d = Device::Cpu;
+    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+    let b = Tensor::from_vec(vec![4.0f32, 5.0, 6.0], &[3], &d).unwrap();
+    assert_eq!(
+        f.call(&[a.clone()]).unwrap()[0].to_vec::<f32>().unwrap(),
+        vec![2.0, 4.0, 6.0]
+    );
+    assert_eq!(f.call(&[b]).unwrap()[0].to_vec::<f32>().unwrap(), vec![8.0, 10.0, 12.0]);
+    assert_eq!((f.trace_count(), traces.get()), (1, 1), "same signature: replayed");
+    let longer = Tensor::from_vec(vec![1.0f32; 4], &[4], &d).unwrap();
+    f.call(&[longer]).unwrap();
+    let f64s = a.cast(DType::F64).unwrap();
+    assert_eq!(f.call(&[f64s]).unwrap()[0].dtype(), DType::F64);
+    let matrix = Tensor::from_vec(vec![1.0f32; 4], &[2, 2], &d).unwrap();
+    assert_eq!(f.call(&[matrix]).unwrap()[0].shape(), &[2, 2]);
+    assert_eq!((f.trace_count(), traces.get()), (4, 4), "shape, dtype and rank retrace");
+    assert!(f.graph(&[a]).is_some());
+}
+
+#[test]
+fn a_graph_rejects_arguments_it_was_not_traced_for() {
+    let d = Device::Cpu;
+    let a = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap();
+    let scope = wgflow::function::TraceScope::begin(std::slice::from_ref(&a)).unwrap();
+    let y = a.mul(&a).unwrap();
+    let mut graph = scope.finish(std::slice::from_ref(&a), &[y]).unwrap();
+    let other = Tensor::from_vec(vec![1i32, 2], &[2], &d).unwrap();
+    match graph.run(&[other]) {
+        Err(Error::InvalidArgument { op, msg }) => {
+            assert_eq!(op, "function");
+            assert!(msg.contains("traced for") && msg.contains("I32"), "{msg}");
+        }
+        r => panic!("expected an error naming the signatures, got {:?}", r.map(|_| ())),
+    }
+    let b = Tensor::from_vec(vec![3.0f32, 4.0], &[2], &d).unwrap();
+    assert_eq!(graph.run(&[b]).unwrap()[0].to_vec::<f32>().unwrap(), vec![9.0, 16.0]);
+}
+
+#[test]
+fn reading_a_traced_value_is_an_error_that_explains_why() {
+    for d in devices() {
+        let mut f = function(|x: &[Tensor]| {
+            let s = x[0].sum(None, false)?;
+            // Control flow on a value the trace computes: refused.
+            if s.item()? > 0.0 {
+                Ok(vec![x[0].clone()])
+            } else {
+                Ok(vec![x[0].neg()?])
+            }
+        });
+        let x = Tensor::from_vec(vec![1.0f32, -3.0], &[2], &d).unwrap();
+        match f.call(std::slice::from_ref(&x)) {
+            Err(e @ Error::ReadInTrace { .. }) => {
+                let msg = e.to_string();
+                assert!(msg.contains("tracing") && msg.contains("where_"), "{msg}");
+            }
+            r => panic!("{d}: expected ReadInTrace, got {:?}", r.map(|_| ())),
+        }
+        // The failed trace leaves nothing recording: eager code and new traces work.
+        assert_eq!(x.sum(None, false).unwrap().item().unwrap(), -2.0);
+        let mut g = function(|x: &[Tensor]| Ok(vec![x[0].abs()?]));
+        assert_eq!(g.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap(), vec![1.0, 3.0]);
+    }
+}
+
+#[test]
+fn variables_are_read_and_assigned_on_every_call() {
+    for d in devices() {
+        let v = Variable::new(ops::zeros(&[2], DType::F32, &d).unwrap(), "acc");
+        let mut f = function(|x: &[Tensor]| {
+            v.assign(&v.value().add(&x[0])?)?;
+            // A read after the assignment sees the new value.
+            Ok(vec![v.value().mul_scalar(10.0)?])
+        });
+        let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap();
+        for k in 1..=4 {
+            let out = f.call(std::slice::from_ref(&x)).unwrap();
+            let want = vec![k as f32, 2.0 * k as f32];
+            assert_eq!(v.value().to_vec::<f32>().unwrap(), want, "{d}: after call {k}");
+            let scaled: Vec<f32> = want.iter().map(|w| w * 10.0).collect();
+            assert_eq!(out[0].to_vec::<f32>().unwrap(), scaled);
+        }
+        // An assignment outside is seen by the next replay.
+        v.assign(&Tensor::from_vec(vec![100.0f32, 0.0], &[2], &d).unwrap())
+            .unwrap();
+        f.call(&[x]).unwrap();
+        assert_eq!(v.value().to_vec::<f32>().unwrap(), vec![101.0, 2.0]);
+        assert_eq!(f.trace_count(), 1);
+    }
+}
+
+#[test]
+fn random_ops_draw_new_numbers_on_every_call() {
+    for d in devices() {
+        let dev = d.clone();
+        let mut f = function(move |x: &[Tensor]| {
+            let r = ops::random_normal(&[64], 0.0, 1.0, DType::F32, 7, &dev)?;
+            Ok(vec![r.add(&x[0])?])
+        });
+        let x = ops::zeros(&[64], DType::F32, &d).unwrap();
+        let a = f.call(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f32>().unwrap();
+        let b = f.call(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f32>().unwrap();
+        let c = f.call(&[x]).unwrap()[0].to_vec::<f32>().unwrap();
+        assert!(a != b && b != c && a != c, "{d}: every call draws anew");
+        let mean = c.iter().sum::<f32>() / 64.0;
+        assert!(mean.abs() < 0.5, "{d}: still standard normal (mean {mean})");
+    }
+}
+
+#[test]
+fn dead_ops_are_dropped_and_elementwise_chains_fuse() {
+    for d in devices() {
+        let mut f = function(|x: &[Tensor]| {
+            let _unused = x[0].exp()?.matmul(&x[0].transpose(&[1, 0])?)?;
+            Ok(vec![x[0].mul_scalar(2.0)?.add_scalar(1.0)?.relu()?])
+        });
+        let x = randn(&[4, 4], 3, DType::F32).to_device(&d).unwrap();
+        f.call(std::slice::from_ref(&x)).unwrap();
+        let s = f.graph(&[x]).unwrap().stats();
+        assert!(s.traced_ops >= 7, "{d}: {s:?}");
+        assert_eq!((s.ops, s.fused_kernels), (1, 1), "{d}: one kernel, no matmul: {s:?}");
+    }
+}
+
+/// The seed document's linear regression: the whole step (forward, loss,
+/// gradients, both updates) compiles to one kernel and matches eager.
+#[test]
+fn linear_regression_step_is_one_kernel_and_matches_eager() {
+    for d in devices() {
+        let x = Tensor::from_vec(vec![0.0f32, 0.25, 0.5, 0.75, 1.0], &[5], &d).unwrap();
+        let y = Tensor::from_vec(vec![0.0f32, 0.36, 0.55, 0.82, 1.0], &[5], &d).unwrap();
+        let run = |traced: bool| -> (f64, f64, Option<wgflow::function::GraphStats>) {
+            let a = Variable::new(ops::zeros(&[], DType::F32, &d).unwrap(), "a");
+            let b = Variable::new(ops::zeros(&[], DType::F32, &d).unwrap(), "b");
+            let vars = [a.clone(), b.clone()];
+            let mut opt = SGD(5e-2);
+            let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
+                let tape = GradientTape::new();
+                let pred = a.value().mul(&args[0])?.add(&b.value())?;
+                let loss = pred.sub(&args[1])?.square()?.sum(None, false)?.mul_scalar(0.5)?;
+                let grads = tape.gradient(&loss, &[&a, &b])?;
+                opt.apply_gradients(&grads, &vars)?;
+                Ok(vec![loss])
+            };
+            let args = [x.clone(), y.clone()];
+            let mut stats = None;
+            if traced {
+                let mut f = function(&mut step);
+                for _ in 0..200 {
+                    f.call(&args).unwrap();
+                }
+                stats = Some(f.graph(&args).unwrap().stats());
+            } else {
+                for _ in 0..200 {
+                    step(&args).unwrap();
+                }
+            }
+            (a.value().item().unwrap(), b.value().item().unwrap(), stats)
+        };
+        let (ea, eb, _) = run(false);
+        let (ta, tb, stats) = run(true);
+        assert!(
+            (ea - ta).abs() < 1e-5 && (eb - tb).abs() < 1e-5,
+            "{d}: eager ({ea}, {eb}) traced ({ta}, {tb})"
+        );
+        assert!(ea > 0.5, "{d}: trained ({ea})");
+        let s = stats.unwrap();
+        assert_eq!((s.ops, s.fused_kernels), (1, 1), "{d}: {s:?}");
+    }
+}
+
+fn toy(n: usize, seed: u64) -> (Tensor, Tensor) {
+    let x = ops::random_normal(&[n, 4], 0.0, 1.0, DType::F32, seed, &Device::Cpu).unwrap();
+    let y = x.argmax(-1).unwrap();
+    (x, y)
+}
+
+fn mlp(device: &Device) -> Sequential {
+    set_random_seed(21);
+    let mut m = Sequential::new(vec![
+        Box::new(Dense::new(16).activation(Activation::Tanh)),
+        Box::new(Dense::new(8).activation(Activation::Relu)),
+        Box::new(Dense::new(4)),
+    ]);
+    m.build(&[4], device).unwrap();
+    m
+}
+
+fn weights(m: &Sequential) -> Vec<Tensor> {
+    m.variables()
+        .iter()
+        .map(|v| v.value().to_device(&Device::Cpu).unwrap())
+        .collect()
+}
+
+/// Many training steps eagerly and traced, with every optimizer rule: the
+/// same weights on every device (and traced GPU = eager CPU).
+#[test]
+fn traced_training_steps_match_eager_ones() {
+    let (x, y) = toy(96, 4);
+    let optimizers: Vec<(&str, fn() -> Optimizer)> = vec![
+        ("sgd momentum", || SGD(0.1).momentum(0.9)),
+        ("sgd nesterov clipnorm", || {
+            SGD(0.1).momentum(0.5).nesterov(true).clipnorm(0.5)
+        }),
+        ("adam", || Adam(0.01)),
+        ("rmsprop momentum", || RMSprop(0.01).momentum(0.5)),
+    ];
+    for (name, make) in optimizers {
+        let batches: Vec<(Tensor, Tensor)> = (0..3)
+            .map(|i| {
+                (
+                    x.slice(&[i * 32, 0], &[32, 4]).unwrap(),
+                    y.slice(&[i * 32], &[32]).unwrap(),
+                )
+            })
+            .collect();
+        let train = |d: &Device, traced: bool| -> (Vec<Tensor>, Option<String>) {
+            let mut m = mlp(d);
+            m.compile(make(), SparseCategoricalCrossentropy::new(true), vec![]);
+            let mut t = Traced::new("train_step");
+            for s in 0..24 {
+                let (bx, by) = &batches[s % 3];
+                let args = on(&[bx.clone(), by.clone()], d);
+                if traced {
+                    t.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?])).unwrap();
+                } else {
+                    m.train_step(&args[0], &args[1]).unwrap();
+                }
+            }
+            let graph = t
+                .graph(&on(&[batches[0].0.clone(), batches[0].1.clone()], d))
+                .map(|g| g.describe());
+            (weights(&m), graph)
+        };
+        let (reference, _) = train(&Device::Cpu, false);
+        for d in devices() {
+            let (eager, _) = train(&d, false);
+            let (traced, graph) = train(&d, true);
+            let graph = graph.unwrap();
+            assert!(
+                graph.contains("update") && graph.contains("fused["),
+                "{name} on {d}:\n{graph}"
+            );
+            for (k, ((t, e), r)) in traced.iter().zip(&eager).zip(&reference).enumerate() {
+                assert_close(t, e, 2e-4, &format!("{name} on {d}: traced vs eager, weight {k}"));
+                assert_close(t, r, 2e-3, &format!("{name} on {d}: traced vs CPU eager, weight {k}"));
+            }
+        }
+    }
+}
+
+/// Keras: `fit`, `evaluate` and `predict` trace by default and agree with
+/// `run_eagerly`.
+#[test]
+fn keras_traced_steps_agree_with_run_eagerly() {
+    let (x, y) = toy(200, 8);
+    let (vx, vy) = toy(70, 9);
+    for d in devices() {
+        let run = |eager: bool| {
+            let mut m = mlp(&d);
+            m.compile(
+                Adam(0.01),
+                SparseCategoricalCrossentropy::new(true),
+                vec![Box::new(SparseCategoricalAccuracy())],
+            );
+            m.set_run_eagerly(eager).unwrap();
+            let h = m
+                .fit(
+                    &x,
+                    &y,
+                    FitArgs {
+                        // 200 = 6 x 32 + 8: the last batch has its own graph.
+                        batch_size: 32,
+                        epochs: 3,
+                        verbose: false,
+                        device: Some(d.clone()),
+                        ..Default::default()
+                    },
+                )
+                .unwrap();
+            let eval = m
+                .evaluate(&vx.to_device(&d).unwrap(), &vy.to_device(&d).unwrap(), 32)
+                .unwrap();
+            let pred = m.predict(&vx.to_device(&d).unwrap(), 32).unwrap();
+            (h, eval, pred, weights(&m))
+        };
+        let (he, ee, pe, we) = run(true);
+        let (ht, et, pt, wt) = run(false);
+        for key in ["loss", "sparse_categorical_accuracy"] {
+            let (a, b) = (ht.get(key).unwrap(), he.get(key).unwrap());
+            assert_eq!(a.len(), 3);
+            for (p, q) in a.iter().zip(b) {
+                assert!((p - q).abs() < 1e-4, "{d}: {key} traced {a:?} vs eager {b:?}");
+            }
+        }
+        let loss = ht.get("loss").unwrap();
+        assert!(loss[2] < loss[0], "{d}: training lowers the loss: {loss:?}");
+        for ((k, a), (_, b)) in et.iter().zip(&ee) {
+            assert!((a - b).abs() < 1e-4, "{d}: evaluate {k}: traced {a} vs eager {b}");
+        }
+        assert_close(&pt, &pe, 1e-4, &format!("{d}: predict"));
+        assert_eq!(pt.shape(), &[70, 4]);
+        for (k, (a, b)) in wt.iter().zip(&we).enumerate() {
+            assert_close(a, b, 2e-4, &format!("{d}: weight {k} after fit"));
+        }
+    }
+}
