@@ -19,7 +19,7 @@ pub mod tape;
 pub mod tensor;
 
 pub use device::config;
-pub use device::{Device, MemoryInfo};
+pub use device::{Counters, Device, MemoryInfo};
 pub use dtype::DType;
 pub use error::{Error, Result};
 pub use function::function;

@@ -123,6 +123,29 @@ pub enum GemmVariant {
 }
 
 thread_local! {
+    /// Output buffers a compiled graph's memory plan assigned to the node
+    /// running on this thread; `alloc` serves requests of their exact size.
+    static PLANNED: std::cell::RefCell<Vec<GpuBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `f` with `bufs` offered to its allocations (each taken at most once,
+/// by the first request of its size); unused ones are dropped after.
+pub(crate) fn with_planned<T>(bufs: Vec<GpuBuf>, f: impl FnOnce() -> T) -> T {
+    PLANNED.with(|p| *p.borrow_mut() = bufs);
+    let out = f();
+    PLANNED.with(|p| p.borrow_mut().clear());
+    out
+}
+
+fn take_planned(size: u64) -> Option<GpuBuf> {
+    PLANNED.with(|p| {
+        let mut p = p.borrow_mut();
+        let i = p.iter().position(|b| b.size == size)?;
+        Some(p.remove(i))
+    })
+}
+
+thread_local! {
     static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
 }
 
@@ -203,6 +226,7 @@ pub struct GpuDevice {
     status: GpuBuf,
     dispatches: AtomicU64,
     submits: AtomicU64,
+    bind_groups_made: AtomicU64,
 }
 
 struct Source {
@@ -330,6 +354,7 @@ impl GpuDevice {
             status,
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
+            bind_groups_made: AtomicU64::new(0),
         })
     }
 
@@ -392,16 +417,21 @@ impl GpuDevice {
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).reset_peak()
     }
 
-    /// (dispatches, submits) since the device was created.
-    pub(crate) fn counters(&self) -> (u64, u64) {
-        (
-            self.dispatches.load(Ordering::Relaxed),
-            self.submits.load(Ordering::Relaxed),
-        )
+    pub(crate) fn counters(&self) -> super::Counters {
+        super::Counters {
+            dispatches: self.dispatches.load(Ordering::Relaxed),
+            submits: self.submits.load(Ordering::Relaxed),
+            bind_groups: self.bind_groups_made.load(Ordering::Relaxed),
+        }
     }
 
     /// Memory for an op's output. `op` names the op in a too-large error.
     pub(crate) fn alloc(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        if bytes > 0 {
+            if let Some(b) = take_planned(bytes.div_ceil(4) * 4) {
+                return Ok(b);
+            }
+        }
         Ok(self.alloc_tagged(op, bytes)?.buf)
     }
 
@@ -658,6 +688,7 @@ impl GpuDevice {
             l.kernel.name,
             l.entry
         );
+        self.bind_groups_made.fetch_add(1, Ordering::Relaxed);
         let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
             layout: &p.layout,

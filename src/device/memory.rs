@@ -85,6 +85,20 @@ impl GpuBuf {
         self.size == 0
     }
 
+    /// The first `size` bytes of this allocation, as a handle that does not
+    /// own them (dropping it frees nothing): a compiled graph's memory plan
+    /// hands these out while it keeps the allocation.
+    pub(crate) fn view(&self, size: u64) -> GpuBuf {
+        debug_assert!(size <= self.size);
+        GpuBuf {
+            buffer: self.buffer.clone(),
+            offset: self.offset,
+            size,
+            kind: Kind::Fixed,
+            pool: None,
+        }
+    }
+
     /// Wraps a buffer the pool does not own.
     pub(crate) fn fixed(buffer: Arc<wgpu::Buffer>, size: u64) -> GpuBuf {
         GpuBuf {

@@ -82,13 +82,24 @@ impl Device {
             Device::Gpu(g) => g.synchronize(),
         }
     }
-    /// (kernel dispatches, queue submits) so far; zeros on the CPU.
-    pub fn counters(&self) -> (u64, u64) {
+    /// Work counters since the device was created; zeros on the CPU.
+    pub fn counters(&self) -> Counters {
         match self {
-            Device::Cpu => (0, 0),
+            Device::Cpu => Counters::default(),
             Device::Gpu(g) => g.counters(),
         }
     }
+}
+
+/// What a GPU device has done so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Kernel launches.
+    pub dispatches: u64,
+    /// Queue submissions.
+    pub submits: u64,
+    /// Bind groups created (launches that found none cached for their buffers).
+    pub bind_groups: u64,
 }
 
 impl PartialEq for Device {

@@ -430,7 +430,15 @@ impl Fused {
 
     /// Runs the kernel on its leaves; returns one tensor per output, with
     /// the given shapes (each of `out_len` elements).
-    pub(crate) fn run(&self, x: &[Tensor], shapes: &[Vec<usize>], device: &Device) -> Result<Vec<Tensor>> {
+    /// `planned` holds the buffers a memory plan assigned to outputs
+    /// (the others come from the pool).
+    pub(crate) fn run(
+        &self,
+        x: &[Tensor],
+        shapes: &[Vec<usize>],
+        device: &Device,
+        planned: Vec<Option<GpuBuf>>,
+    ) -> Result<Vec<Tensor>> {
         let n = self.out_len();
         match device {
             Device::Cpu => Ok(self
@@ -441,9 +449,13 @@ impl Fused {
                 .collect()),
             Device::Gpu(g) => {
                 let k = self.kernel()?;
+                let mut planned = planned.into_iter();
                 let ys: Vec<GpuBuf> = shapes
                     .iter()
-                    .map(|_| g.alloc("fused", (n * DType::F32.size()) as u64))
+                    .map(|_| match planned.next().flatten() {
+                        Some(b) => Ok(b),
+                        None => g.alloc("fused", (n * DType::F32.size()) as u64),
+                    })
                     .collect::<Result<_>>()?;
                 let mut bufs: Vec<&GpuBuf> = x.iter().map(|t| t.gpu_buf()).collect();
                 bufs.extend(ys.iter());

@@ -6,9 +6,12 @@ use super::fused::Fused;
 use super::trace::{Builder, into_parts};
 use crate::Device;
 use crate::device::cpu::CpuData;
+use crate::device::gpu::with_planned;
+use crate::device::memory::{GpuBuf, size_class};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Op;
+use crate::shape::numel;
 use crate::tensor::{Tensor, Variable};
 
 pub(crate) type HostFn = Box<dyn FnMut() -> CpuData + Send>;
@@ -79,6 +82,41 @@ pub struct Graph {
     pub(crate) outputs: Vec<usize>,
     stats: GraphStats,
     runs: u64,
+    /// Per value: the last node that reads it (`usize::MAX` when it leaves
+    /// the graph as an output or an assignment).
+    last_use: Vec<usize>,
+    plan: MemPlan,
+}
+
+/// Where a GPU graph's intermediate results live across replays.
+enum MemPlan {
+    /// The next replay records which results share storage (views), then
+    /// the plan is made.
+    Unobserved,
+    /// CPU graphs, and graphs spanning devices: every result from the pool.
+    Off,
+    On(Slots),
+}
+
+/// Buffers assigned by liveness: results whose lifetimes do not overlap
+/// share a buffer of their size class; the buffers stay with the graph.
+struct Slots {
+    slot_of: Vec<Option<usize>>,
+    sizes: Vec<u64>,
+    bufs: Vec<GpuBuf>,
+}
+
+/// The memory plan of a compiled GPU graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanStats {
+    /// Intermediate results written into planned buffers.
+    pub values: usize,
+    /// Buffers they share.
+    pub buffers: usize,
+    /// Bytes of those buffers.
+    pub bytes: u64,
+    /// Bytes the same results would hold if none shared a buffer.
+    pub unshared_bytes: u64,
 }
 
 impl Graph {
@@ -113,8 +151,23 @@ impl Graph {
             outputs,
             stats: GraphStats::default(),
             runs: 0,
+            last_use: Vec::new(),
+            plan: MemPlan::Unobserved,
         };
         compile::compile(&mut g)?;
+        g.last_use = vec![0; g.values.len()];
+        for (i, n) in g.nodes.iter().enumerate() {
+            for v in n.inputs().iter().copied().chain(n.outputs()) {
+                g.last_use[v] = g.last_use[v].max(i);
+            }
+        }
+        for &v in g.outputs.iter().chain(g.assigns.iter().map(|(_, v)| v)) {
+            g.last_use[v] = usize::MAX;
+        }
+        let devices: Vec<&Device> = g.values.iter().map(|v| &v.device).collect();
+        if devices.iter().any(|d| !d.is_gpu() || *d != devices[0]) {
+            g.plan = MemPlan::Off;
+        }
         g.stats = GraphStats {
             traced_ops,
             ops: g.nodes.len(),
@@ -157,8 +210,28 @@ impl Graph {
         out
     }
 
+    /// The memory plan, once a replay has made it.
+    pub fn memory_plan(&self) -> Option<PlanStats> {
+        let MemPlan::On(p) = &self.plan else { return None };
+        let bytes_of = |v: usize| {
+            let info = &self.values[v];
+            size_class((numel(&info.shape) * info.dtype.size()) as u64)
+        };
+        Some(PlanStats {
+            values: p.slot_of.iter().flatten().count(),
+            buffers: p.sizes.len(),
+            bytes: p.sizes.iter().sum(),
+            unshared_bytes: (0..self.values.len())
+                .filter(|&v| p.slot_of[v].is_some())
+                .map(bytes_of)
+                .sum(),
+        })
+    }
+
     /// Replays the graph on `args`: binds the sources, runs every node,
-    /// assigns the variables, returns the outputs.
+    /// assigns the variables, returns the outputs. Results are dropped after
+    /// their last use; with a memory plan, intermediates go to the graph's
+    /// own buffers.
     pub fn run(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
         super::check_args("function", &self.sig, args)?;
         self.runs += 1;
@@ -181,12 +254,20 @@ impl Graph {
                 Source::Host(f) => Tensor::from_data(f(), &info.shape, &info.device)?,
             });
         }
+        let observe = matches!(self.plan, MemPlan::Unobserved);
+        // Which value's storage each result shares (itself unless a view).
+        let mut root: Vec<usize> = (0..self.values.len()).collect();
         let runs = self.runs;
-        for node in &self.nodes {
-            let take = |i: &usize| vals[*i].clone().expect("graph values are computed before use");
-            match node {
-                Node::Op { op, inputs, outputs } => {
-                    let x: Vec<Tensor> = inputs.iter().map(take).collect();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let take = |v: &usize| vals[*v].clone().expect("graph values are computed before use");
+            let x: Vec<Tensor> = node.inputs().iter().map(take).collect();
+            let outputs = node.outputs();
+            let planned = |o: usize| match &self.plan {
+                MemPlan::On(p) => p.slot_of[o].map(|s| p.bufs[s].view(self.bytes(o))),
+                _ => None,
+            };
+            let out = match node {
+                Node::Op { op, .. } => {
                     let refs: Vec<&Tensor> = x.iter().collect();
                     let first = &self.values[outputs[0]];
                     let op = match op {
@@ -194,32 +275,87 @@ impl Graph {
                         Op::Random(r) => Op::Random(r.reseeded(runs)),
                         op => op.clone(),
                     };
-                    let out = op.replay(&refs, &first.shape, first.dtype, &first.device)?;
-                    for (o, t) in outputs.iter().zip(out) {
-                        vals[*o] = Some(t);
+                    let views: Vec<GpuBuf> = outputs.iter().filter_map(|&o| planned(o)).collect();
+                    with_planned(views, || op.replay(&refs, &first.shape, first.dtype, &first.device))?
+                }
+                Node::Fused { kernel, .. } => {
+                    let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();
+                    let views = outputs.iter().map(|&o| planned(o)).collect();
+                    kernel.run(&x, &shapes, &self.values[outputs[0]].device, views)?
+                }
+            };
+            for (&o, t) in outputs.iter().zip(out) {
+                if observe {
+                    if let Some(k) = x.iter().position(|a| a.same_storage(&t)) {
+                        root[o] = root[node.inputs()[k]];
                     }
                 }
-                Node::Fused {
-                    kernel,
-                    inputs,
-                    outputs,
-                } => {
-                    let x: Vec<Tensor> = inputs.iter().map(take).collect();
-                    let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();
-                    let device = &self.values[outputs[0]].device;
-                    for (o, t) in outputs.iter().zip(kernel.run(&x, &shapes, device)?) {
-                        vals[*o] = Some(t);
-                    }
+                vals[o] = Some(t);
+            }
+            for &v in node.inputs() {
+                if self.last_use[v] == i {
+                    vals[v] = None;
                 }
             }
         }
         for (var, v) in &self.assigns {
             var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
         }
-        Ok(self
+        let out = self
             .outputs
             .iter()
             .map(|v| vals[*v].clone().expect("outputs are computed"))
-            .collect())
+            .collect();
+        if observe {
+            // Without a plan (say, out of memory for it) replays use the pool.
+            self.plan = self.make_plan(&root).unwrap_or(MemPlan::Off);
+        }
+        Ok(out)
+    }
+
+    /// Bytes of value `v` as a buffer holds them.
+    fn bytes(&self, v: usize) -> u64 {
+        let info = &self.values[v];
+        ((numel(&info.shape) * info.dtype.size()) as u64).div_ceil(4) * 4
+    }
+
+    /// Assigns buffers to intermediates by liveness (greedy, in node order,
+    /// one free list per size class) and allocates them.
+    fn make_plan(&self, root: &[usize]) -> Result<MemPlan> {
+        let nv = self.values.len();
+        // A result leaves the graph when any view of its storage does.
+        let mut end: Vec<usize> = vec![0; nv];
+        for v in 0..nv {
+            end[root[v]] = end[root[v]].max(self.last_use[v]);
+        }
+        let mut slot_of: Vec<Option<usize>> = vec![None; nv];
+        let mut sizes: Vec<u64> = Vec::new();
+        let mut busy_until: Vec<usize> = Vec::new();
+        for (i, node) in self.nodes.iter().enumerate() {
+            let outputs = node.outputs();
+            for &o in &outputs {
+                let bytes = self.bytes(o);
+                // An op's outputs are told apart by size when it allocates them.
+                let distinct = matches!(node, Node::Fused { .. })
+                    || outputs.iter().filter(|&&p| self.bytes(p) == bytes).count() == 1;
+                if root[o] != o || end[o] == usize::MAX || bytes == 0 || !distinct {
+                    continue;
+                }
+                let class = size_class(bytes);
+                let free = (0..sizes.len()).find(|&s| sizes[s] == class && busy_until[s] < i);
+                let s = free.unwrap_or_else(|| {
+                    sizes.push(class);
+                    busy_until.push(0);
+                    sizes.len() - 1
+                });
+                busy_until[s] = end[o];
+                slot_of[o] = Some(s);
+            }
+        }
+        let Device::Gpu(g) = &self.values[0].device else {
+            return Ok(MemPlan::Off);
+        };
+        let bufs = sizes.iter().map(|&b| g.alloc("graph", b)).collect::<Result<Vec<_>>>()?;
+        Ok(MemPlan::On(Slots { slot_of, sizes, bufs }))
     }
 }

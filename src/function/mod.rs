@@ -20,7 +20,7 @@ pub(crate) mod fused;
 mod graph;
 pub(crate) mod trace;
 
-pub use graph::{Graph, GraphStats};
+pub use graph::{Graph, GraphStats, PlanStats};
 pub use trace::{TraceScope, host_input};
 
 use crate::dtype::DType;
