@@ -1,5 +1,6 @@
 //! Kernel throughput on every visible device and the CPU reference:
-//! matmul (256..2048, f32 and f16), conv2d, an elementwise chain,
+//! matmul (256..2048, f32 and f16), conv2d, an elementwise chain (eager
+//! and traced into one fused kernel),
 //! reductions and softmax. Prints GFLOP/s or GB/s with the adapter name.
 //!
 //!     cargo bench --bench kernels              # everything
@@ -124,6 +125,19 @@ fn main() {
             "GB/s",
             || {
                 x.mul(&y).unwrap().add(&x).unwrap().gelu().unwrap().sub(&y).unwrap();
+            },
+        );
+        // The same chain traced: one generated kernel reading x and y once.
+        // Counted with the eager chain's bytes, so the two rates compare.
+        let mut chain = wgflow::function(|a: &[Tensor]| Ok(vec![a[0].mul(&a[1])?.add(&a[0])?.gelu()?.sub(&a[1])?]));
+        let args = [x.clone(), y.clone()];
+        b.run(
+            &format!("elementwise chain, traced (fused) {n}"),
+            d,
+            (4 * 3 * 4 * n) as f64,
+            "GB/s",
+            || {
+                chain.call(&args).unwrap();
             },
         );
         let m = rand(&[n / 1024, 1024], DType::F32, 8, d);

@@ -1,14 +1,16 @@
 //! Training throughput (samples/s) of the MNIST example's CNN and of an
-//! MLP (784-256-10, batch 128), one `train_step` at a time, on every
-//! visible device and the CPU reference.
+//! MLP (784-256-10, batch 128), eager `train_step`s and the traced step
+//! `fit` replays, side by side, on every visible device and the CPU
+//! reference.
 //!
 //!     cargo bench --bench training [-- cnn|mlp]
 //!
-//! Each model takes 3 warm-up steps (pipeline compilation, pool warm-up),
-//! then is timed over at least 10 steps and 2 seconds; a step ends when the
-//! device has finished it.
+//! Each run takes 3 warm-up steps (tracing, pipeline compilation, pool
+//! warm-up), then is timed over at least 10 steps and 2 seconds; a step
+//! ends when the device has finished it.
 
 use std::time::{Duration, Instant};
+use wgflow::function::Traced;
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -36,9 +38,15 @@ fn mlp() -> Vec<Box<dyn Layer>> {
     ]
 }
 
-fn bench(name: &str, layers: Vec<Box<dyn Layer>>, d: &Device, batch: usize) -> wgflow::Result<f64> {
+fn bench(
+    name: &str,
+    layers: fn() -> Vec<Box<dyn Layer>>,
+    d: &Device,
+    batch: usize,
+    traced: bool,
+) -> wgflow::Result<f64> {
     set_random_seed(1);
-    let mut m = Sequential::new(layers);
+    let mut m = Sequential::new(layers());
     m.build(&[28, 28, 1], d)?;
     m.compile(
         Adam(1e-3),
@@ -48,23 +56,34 @@ fn bench(name: &str, layers: Vec<Box<dyn Layer>>, d: &Device, batch: usize) -> w
     let x = ops::random_uniform(&[batch, 28, 28, 1], 0.0, 1.0, DType::F32, 1, d)?;
     let labels: Vec<i32> = (0..batch as i32).map(|i| i % 10).collect();
     let y = Tensor::from_vec(labels, &[batch], d)?;
+    let mut graph = Traced::new("train_step");
+    let args = [x, y];
+    let mut step = |m: &mut Sequential| -> wgflow::Result<()> {
+        if traced {
+            graph.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?]))?;
+        } else {
+            m.train_step(&args[0], &args[1])?;
+        }
+        Ok(())
+    };
     for _ in 0..3 {
-        m.train_step(&x, &y)?;
+        step(&mut m)?;
     }
     d.synchronize()?;
     wgflow::ops::profile::reset();
     let start = Instant::now();
     let mut steps = 0;
     while steps < 10 || start.elapsed() < Duration::from_secs(2) {
-        m.train_step(&x, &y)?;
+        step(&mut m)?;
         steps += 1;
     }
     d.synchronize()?;
     let s = start.elapsed().as_secs_f64();
     let rate = (steps * batch) as f64 / s;
     println!(
-        "{:<6} {name:<28} {:>9.1} samples/s {:>9.2} ms/step",
+        "{:<6} {name:<28} {:<8} {:>9.1} samples/s {:>9.2} ms/step",
         d.to_string(),
+        if traced { "traced" } else { "eager" },
         rate,
         s * 1e3 / steps as f64
     );
@@ -83,11 +102,16 @@ fn main() -> wgflow::Result<()> {
     }
     println!();
     for d in &devices {
-        if filter.as_deref().is_none_or(|f| "cnn".contains(f)) {
-            bench("CNN (MNIST example), b=128", cnn(), d, 128)?;
-        }
-        if filter.as_deref().is_none_or(|f| "mlp".contains(f)) {
-            bench("MLP 784-256-10, b=128", mlp(), d, 128)?;
+        let models: [(&str, &str, fn() -> Vec<Box<dyn Layer>>); 2] = [
+            ("cnn", "CNN (MNIST example), b=128", cnn),
+            ("mlp", "MLP 784-256-10, b=128", mlp),
+        ];
+        for (key, name, layers) in models {
+            if filter.as_deref().is_none_or(|f| key.contains(f)) {
+                let eager = bench(name, layers, d, 128, false)?;
+                let traced = bench(name, layers, d, 128, true)?;
+                println!("{:<6} {name:<28} traced/eager {:.2}x", d.to_string(), traced / eager);
+            }
         }
     }
     Ok(())

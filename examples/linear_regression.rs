@@ -91,5 +91,12 @@ fn main() -> wgflow::Result<()> {
     }
     println!("a = {av:.6}, b = {bv:.6}");
     println!("{steps} steps in {secs:.3} s: {:.0} steps/s", steps as f64 / secs);
+    let c = device.counters();
+    if device.is_gpu() {
+        println!(
+            "GPU work: {} kernel launches, {} queue submits",
+            c.dispatches, c.submits
+        );
+    }
     Ok(())
 }

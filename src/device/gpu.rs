@@ -452,7 +452,16 @@ impl GpuDevice {
 
     /// Copies host bytes into new device memory.
     pub(crate) fn upload(&self, op: &'static str, bytes: &[u8]) -> Result<GpuBuf> {
-        let Alloc { buf, freed_in } = self.alloc_tagged(op, bytes.len() as u64)?;
+        self.check_alive()?;
+        let n = bytes.len() as u64;
+        if n > self.max_binding() {
+            return Err(Error::TooLargeForBinding {
+                op,
+                bytes: n,
+                limit: self.max_binding(),
+            });
+        }
+        let Alloc { buf, freed_in } = Pool::alloc_upload(&self.pool, n, &self.empty)?;
         if buf.is_empty() {
             return Ok(buf);
         }

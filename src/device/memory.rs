@@ -37,6 +37,8 @@ pub struct MemoryInfo {
 pub const DEFAULT_RESERVATION: u64 = 1 << 30;
 /// Smallest allocation; keeps size classes few and bindings aligned.
 const MIN_CLASS: u64 = 256;
+/// Uploads up to this size never wait for the open batch (see `alloc_upload`).
+const SMALL_UPLOAD: u64 = 64 << 10;
 
 pub(crate) fn size_class(bytes: u64) -> u64 {
     if bytes <= MIN_CLASS {
@@ -235,6 +237,18 @@ impl Pool {
     }
 
     pub(crate) fn alloc(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>) -> Result<Alloc> {
+        Pool::alloc_with(this, bytes, empty, false)
+    }
+
+    /// Memory for a host upload. Uploads are written before the open batch
+    /// runs, so memory freed in that batch would force a submit first; small
+    /// uploads (a learning rate, a step count) take memory freed earlier, or
+    /// new memory, instead.
+    pub(crate) fn alloc_upload(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>) -> Result<Alloc> {
+        Pool::alloc_with(this, bytes, empty, true)
+    }
+
+    fn alloc_with(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>, upload: bool) -> Result<Alloc> {
         let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
         let size = bytes.div_ceil(4) * 4;
         if size == 0 {
@@ -243,10 +257,12 @@ impl Pool {
                 freed_in: None,
             });
         }
-        let (buffer, offset, kind, freed_in) = if p.growth {
-            p.alloc_class(size)?
-        } else {
-            p.alloc_slab(size)?
+        let small = upload && p.growth && size_class(size) <= SMALL_UPLOAD;
+        let settled = if small { p.alloc_settled(size)? } else { None };
+        let (buffer, offset, kind, freed_in) = match settled {
+            Some(a) => a,
+            None if p.growth => p.alloc_class(size)?,
+            None => p.alloc_slab(size)?,
         };
         Ok(Alloc {
             buf: GpuBuf {
@@ -258,6 +274,32 @@ impl Pool {
             },
             freed_in,
         })
+    }
+
+    /// A buffer of `size`'s class not freed in the open batch: from the free
+    /// list, or new while under the limit; `None` otherwise.
+    #[allow(clippy::type_complexity)]
+    fn alloc_settled(&mut self, size: u64) -> Result<Option<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)>> {
+        let class = size_class(size);
+        let open = self.batch;
+        if let Some(list) = self.free.get_mut(&class) {
+            if let Some(i) = list.iter().rposition(|&(_, freed)| freed != open) {
+                let (b, freed) = list.swap_remove(i);
+                self.info.pool_hits += 1;
+                self.used(class);
+                return Ok(Some((b, 0, Kind::Class(class), Some(freed))));
+            }
+        }
+        if self.info.reserved + class > self.limit {
+            return Ok(None);
+        }
+        let Some(buffer) = self.source.create(class)? else {
+            return Ok(None);
+        };
+        self.info.buffers_created += 1;
+        self.info.reserved += class;
+        self.used(class);
+        Ok(Some((Arc::new(buffer), 0, Kind::Class(class), None)))
     }
 
     fn alloc_class(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
@@ -380,6 +422,39 @@ mod tests {
                 .unwrap()
                 .0,
         )
+    }
+
+    #[test]
+    fn small_uploads_skip_memory_freed_in_the_open_batch() {
+        let Some(dev) = device() else { return };
+        let src = Arc::new(Flaky {
+            device: dev.clone(),
+            fail: AtomicUsize::new(0),
+        });
+        let pool = Arc::new(Mutex::new(
+            Pool::new("test".into(), true, None, 256, 1 << 30, src).unwrap(),
+        ));
+        let empty = Arc::new(dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
+        // Freed in the open batch: an upload takes new memory, a kernel output reuses it.
+        drop(Pool::alloc(&pool, 8, &empty).unwrap().buf);
+        let up = Pool::alloc_upload(&pool, 8, &empty).unwrap();
+        assert_eq!((up.freed_in, pool.lock().unwrap().info().buffers_created), (None, 2));
+        let out = Pool::alloc(&pool, 8, &empty).unwrap();
+        assert_eq!(out.freed_in, Some(0));
+        drop((up, out));
+        // After the batch is submitted, uploads reuse what was freed before.
+        pool.lock().unwrap().batch += 1;
+        let up = Pool::alloc_upload(&pool, 8, &empty).unwrap();
+        assert_eq!((up.freed_in, pool.lock().unwrap().info().buffers_created), (Some(0), 2));
+        // Large uploads never take new memory for this: they use the plain path.
+        drop(Pool::alloc(&pool, 1 << 20, &empty).unwrap().buf);
+        let big = Pool::alloc_upload(&pool, 1 << 20, &empty).unwrap();
+        assert_eq!(big.freed_in, Some(1));
     }
 
     #[test]
