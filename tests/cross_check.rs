@@ -1,5 +1,6 @@
 //! `WGFLOW_CROSS_CHECK=1` runs every GPU op on the CPU reference as well;
-//! a small network's forward and backward ops pass it on every adapter.
+//! a small network's forward and backward ops, and a traced training step's
+//! fused kernels, pass it on every adapter.
 
 mod common;
 use common::*;
@@ -31,6 +32,22 @@ fn child_network() {
         let l = loss.mean(None, false).unwrap().item().unwrap();
         assert!(l.is_finite());
         assert_eq!(gw.shape(), &[80, 10]);
+        // A traced step: its fused kernels (forward chain, sibling
+        // reductions, an SGD update in the epilogue) are cross-checked too.
+        let v = wgflow::Variable::new(ops::zeros(&[10], DType::F32, &d).unwrap(), "bias");
+        let mut step = wgflow::function(|a: &[Tensor]| {
+            let tape = wgflow::GradientTape::new();
+            let z = a[0].add(&v.value())?.tanh()?;
+            let loss = z.square()?.mean(None, false)?;
+            let g = tape.gradient(&loss, &[&v])?;
+            v.assign(&v.value().sub(&g[0].clone().unwrap().mul_scalar(0.1)?)?)?;
+            Ok(vec![loss, z.max(Some(&[0]), false)?])
+        });
+        for _ in 0..3 {
+            step.call(std::slice::from_ref(&logits)).unwrap();
+        }
+        let stats = step.graph(std::slice::from_ref(&logits)).unwrap().stats();
+        assert!(stats.fused_kernels >= 1, "{stats:?}");
         println!("CHECKED {d} {l:.4}");
     }
 }

@@ -473,13 +473,49 @@ impl Fused {
                     bufs: &bufs,
                     groups,
                 })?;
-                Ok(ys
+                let out: Vec<Tensor> = ys
                     .into_iter()
                     .zip(shapes)
                     .map(|(b, s)| Tensor::from_gpu(b, s.clone(), DType::F32, device))
-                    .collect())
+                    .collect();
+                if crate::ops::cross_check_enabled() {
+                    super::trace::internal_reads(|| self.cross_check(x, &out))?;
+                }
+                Ok(out)
             }
         }
+    }
+
+    /// `WGFLOW_CROSS_CHECK=1`: the GPU's results against the CPU twin's.
+    /// Reductions get sqrt(length) times the elementwise tolerance.
+    fn cross_check(&self, x: &[Tensor], out: &[Tensor]) -> Result<()> {
+        let host: Vec<Tensor> = x.iter().map(|t| t.to_device(&Device::Cpu)).collect::<Result<_>>()?;
+        let want = self.cpu(&host);
+        let len = self.block().map_or(1, |(_, len, _)| len) as f64;
+        let (atol, rtol) = (1e-5 * len.sqrt().max(1.0), 1e-4);
+        for (o, w) in out.iter().zip(&want) {
+            let got = o.to_f64_vec()?;
+            let mut max = 0f64;
+            let mut ok = true;
+            for (g, &w) in got.iter().zip(w) {
+                let w = w as f64;
+                if g.is_nan() && w.is_nan() {
+                    continue;
+                }
+                let e = (g - w).abs();
+                max = max.max(e);
+                ok &= e <= atol + rtol * w.abs();
+            }
+            if !ok {
+                return Err(crate::error::Error::CrossCheck {
+                    op: format!("fused[{}]", self.describe()),
+                    shapes: x.iter().map(|t| t.shape().to_vec()).collect(),
+                    max_abs_err: max,
+                    tolerance: format!("atol {atol:e} + rtol {rtol:e}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The CPU twin: the same ops in f32, evaluated a chunk of the domain

@@ -49,6 +49,17 @@ impl Builder {
 
 thread_local! {
     static STATE: RefCell<Option<Builder>> = const { RefCell::new(None) };
+    /// Set while wgflow itself reads values during a trace (cross-checks).
+    static INTERNAL_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, in which wgflow's own reads of traced values are allowed
+/// (`WGFLOW_CROSS_CHECK` compares results while a step is being traced).
+pub(crate) fn internal_reads<T>(f: impl FnOnce() -> T) -> T {
+    let before = INTERNAL_READ.with(|r| r.replace(true));
+    let out = f();
+    INTERNAL_READ.with(|r| r.set(before));
+    out
 }
 
 /// Whether a trace is recording on this thread.
@@ -93,6 +104,9 @@ pub(crate) fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
 
 /// Refuses to read the value of a tensor the trace computes.
 pub(crate) fn check_read(t: &Tensor) -> Result<()> {
+    if INTERNAL_READ.with(|r| r.get()) {
+        return Ok(());
+    }
     let traced = with(|b| b.ids.contains_key(&t.id())).unwrap_or(false);
     if traced {
         return Err(Error::ReadInTrace {

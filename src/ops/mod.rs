@@ -377,7 +377,7 @@ impl Tol {
     }
 }
 
-fn cross_check_enabled() -> bool {
+pub(crate) fn cross_check_enabled() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("WGFLOW_CROSS_CHECK").is_ok_and(|v| v == "1"))
 }
@@ -429,7 +429,7 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
         op.run(x, &shape, dtype, &device)?
     };
     if device.is_gpu() && cross_check_enabled() {
-        cross_check(&op, x, &out)?;
+        crate::function::trace::internal_reads(|| cross_check(&op, x, &out))?;
     }
     crate::tape::record(&op, x, &out);
     if crate::function::trace::active() {
