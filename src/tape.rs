@@ -100,8 +100,13 @@ pub(crate) fn detach(t: &Tensor) -> Tensor {
 }
 
 /// `tf.stop_gradient`: the same values, through which no gradient flows.
+/// A trace sees the same value (only tapes lose track of it).
 pub fn stop_gradient(t: &Tensor) -> Tensor {
-    detach(t)
+    let d = detach(t);
+    if crate::function::trace::active() {
+        crate::function::trace::on_alias(t, &d);
+    }
+    d
 }
 
 /// `tf.GradientTape`. Recording starts at creation and stops when the tape

@@ -570,3 +570,69 @@ fn child_memory_plan() {
         assert!(plan.bytes < plan.unshared_bytes, "{d}: {plan:?}");
     }
 }
+
+/// Convolution, batch normalization (its moving statistics are variables
+/// the step assigns), pooling: traced steps match eager ones; with dropout
+/// the traced step trains too (its masks differ from eager ones by design).
+#[test]
+fn traced_cnn_with_batch_norm_matches_eager() {
+    use wgflow::nn::layers::{BatchNormalization, Conv2D, Dropout, Flatten, Layer, MaxPooling2D};
+    let x = ops::random_normal(&[24, 6, 6, 2], 0.0, 1.0, DType::F32, 31, &Device::Cpu).unwrap();
+    let y = x
+        .sum(Some(&[1, 2, 3]), false)
+        .unwrap()
+        .greater(&ops::zeros(&[], DType::F32, &Device::Cpu).unwrap())
+        .unwrap()
+        .cast(DType::I32)
+        .unwrap();
+    let build = |d: &Device, dropout: bool| {
+        set_random_seed(5);
+        let mut layers: Vec<Box<dyn Layer>> = vec![
+            Box::new(Conv2D::new(4, [3, 3]).activation(Activation::Relu)),
+            Box::new(BatchNormalization::new()),
+            Box::new(MaxPooling2D([2, 2])),
+            Box::new(Flatten::new()),
+        ];
+        if dropout {
+            layers.push(Box::new(Dropout::new(0.3)));
+        }
+        layers.push(Box::new(Dense::new(2)));
+        let mut m = Sequential::new(layers);
+        m.build(&[6, 6, 2], d).unwrap();
+        m.compile(
+            SGD(0.05).momentum(0.9),
+            SparseCategoricalCrossentropy::new(true),
+            vec![],
+        );
+        m
+    };
+    for d in devices() {
+        let (bx, by) = (x.to_device(&d).unwrap(), y.to_device(&d).unwrap());
+        let args = [bx, by];
+        let mut eager = build(&d, false);
+        let mut traced = build(&d, false);
+        let mut t = Traced::new("cnn");
+        for _ in 0..8 {
+            eager.train_step(&args[0], &args[1]).unwrap();
+            t.call(&args, |a| Ok(vec![traced.train_step(&a[0], &a[1])?])).unwrap();
+        }
+        let names: Vec<String> = traced.named_variables().into_iter().map(|(n, _)| n).collect();
+        assert!(names.iter().any(|n| n.contains("moving_mean")), "{names:?}");
+        for (k, (a, b)) in weights(&traced).iter().zip(&weights(&eager)).enumerate() {
+            assert_close(a, b, 5e-4, &format!("{d}: {} after 8 steps", names[k]));
+        }
+        let mut m = build(&d, true);
+        let mut t = Traced::new("cnn dropout");
+        let losses: Vec<f64> = (0..8)
+            .map(|_| {
+                t.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?])).unwrap()[0]
+                    .item()
+                    .unwrap()
+            })
+            .collect();
+        assert!(
+            losses.iter().all(|l| l.is_finite()) && losses[7] < losses[0],
+            "{d}: {losses:?}"
+        );
+    }
+}

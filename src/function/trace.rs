@@ -92,6 +92,14 @@ pub(crate) fn on_read(var: &Variable, t: &Tensor) {
     });
 }
 
+/// `alias` is another handle of `t`'s value (`stop_gradient`).
+pub(crate) fn on_alias(t: &Tensor, alias: &Tensor) {
+    with(|b| {
+        let v = b.value_of(t, true);
+        b.ids.insert(alias.id(), v);
+    });
+}
+
 /// `var` now holds `held`, a detached copy of `t`'s handle: later reads in
 /// the trace see the same graph value.
 pub(crate) fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
