@@ -636,3 +636,24 @@ fn traced_cnn_with_batch_norm_matches_eager() {
         );
     }
 }
+
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_retraces() {
+    let mut f = function(|x: &[Tensor]| Ok(vec![x[0].add_scalar(1.0)?])).named("grows");
+    for n in 1..=7 {
+        f.call(&[ops::zeros(&[n], DType::F32, &Device::Cpu).unwrap()]).unwrap();
+    }
+    println!("TRACES {}", f.trace_count());
+}
+
+/// Many signatures: one warning, as TensorFlow gives, naming the function.
+#[test]
+fn many_retraces_warn_once() {
+    let (ok, out, err) = run_child("child_retraces", &[]);
+    assert!(ok, "{out}\n{err}");
+    assert_eq!(tagged(&out, "TRACES"), vec!["7"]);
+    let warnings: Vec<&str> = err.lines().filter(|l| l.contains("was traced")).collect();
+    assert_eq!(warnings.len(), 1, "{err}");
+    assert!(warnings[0].contains("grows was traced 6 times"), "{err}");
+}
