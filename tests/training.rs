@@ -484,6 +484,23 @@ fn child_steps_reuse_buffers() {
         step(&mut m);
     }
     println!("CREATED {before} {}", d.memory_info().buffers_created);
+    // The traced step `fit` runs, without a readback per step: small host
+    // uploads (learning rate, step) take memory not freed in the open batch,
+    // so a handful of buffers appear until two batches have been submitted;
+    // then none.
+    let (bx, by) = (x.to_device(&d).unwrap(), y.to_device(&d).unwrap());
+    let args = [bx, by];
+    let mut traced = wgflow::function::Traced::new("train_step");
+    for _ in 0..40 {
+        traced.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?])).unwrap();
+    }
+    let before = d.memory_info().buffers_created;
+    let submits = d.counters().submits;
+    for _ in 0..60 {
+        traced.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?])).unwrap();
+    }
+    assert!(d.counters().submits > submits + 2, "the steps span submissions");
+    println!("TRACED {before} {}", d.memory_info().buffers_created);
 }
 
 #[test]
@@ -498,6 +515,11 @@ fn training_steps_after_the_first_are_served_by_the_pool() {
         .map(|s| s.parse().unwrap())
         .collect();
     assert_eq!(v[0], v[1], "training steps created new buffers");
+    let t: Vec<u64> = tagged(&out, "TRACED")[0]
+        .split(' ')
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert_eq!(t[0], t[1], "traced training steps created new buffers");
 }
 
 #[test]

@@ -741,6 +741,17 @@ impl GpuDevice {
         self.take_error()
     }
 
+    /// Makes room for `launches` more launches in the open batch, submitting
+    /// it first if they would not fit: a graph replay then never straddles two
+    /// submissions, and every batch holds the same whole replays.
+    pub(crate) fn reserve(&self, launches: usize) -> Result<()> {
+        let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+        if launches as u64 <= SLOTS as u64 && (s.slots as u64) + launches as u64 > SLOTS as u64 {
+            self.flush_locked(&mut s)?;
+        }
+        Ok(())
+    }
+
     /// Submits the pending batch without waiting for it.
     pub(crate) fn flush(&self) -> Result<()> {
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());

@@ -86,6 +86,8 @@ pub struct Graph {
     /// the graph as an output or an assignment).
     last_use: Vec<usize>,
     plan: MemPlan,
+    /// Kernel launches of one replay (counted on the first).
+    launches: u64,
 }
 
 /// Where a GPU graph's intermediate results live across replays.
@@ -153,6 +155,7 @@ impl Graph {
             runs: 0,
             last_use: Vec::new(),
             plan: MemPlan::Unobserved,
+            launches: 0,
         };
         compile::compile(&mut g)?;
         g.last_use = vec![0; g.values.len()];
@@ -255,6 +258,13 @@ impl Graph {
             });
         }
         let observe = matches!(self.plan, MemPlan::Unobserved);
+        let device = self.values.first().map(|v| v.device.clone());
+        let launched = device.as_ref().map_or(0, |d| d.counters().dispatches);
+        if let Some(Device::Gpu(g)) = &device {
+            if self.launches > 0 {
+                g.reserve(self.launches as usize)?;
+            }
+        }
         // Which value's storage each result shares (itself unless a view).
         let mut root: Vec<usize> = (0..self.values.len()).collect();
         let runs = self.runs;
@@ -307,6 +317,7 @@ impl Graph {
             .map(|v| vals[*v].clone().expect("outputs are computed"))
             .collect();
         if observe {
+            self.launches = device.map_or(0, |d| d.counters().dispatches - launched);
             // Without a plan (say, out of memory for it) replays use the pool.
             self.plan = self.make_plan(&root).unwrap_or(MemPlan::Off);
         }
