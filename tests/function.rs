@@ -498,7 +498,8 @@ fn keras_traced_steps_agree_with_run_eagerly() {
 
 /// A GPU graph's intermediates share buffers by liveness, and once the plan
 /// exists (and a variable's buffers have rotated once) a replay creates no
-/// buffer and no bind group; the numbers stay those of eager steps.
+/// buffer and no bind group and copies no uniform parameters; the numbers
+/// stay those of eager steps.
 #[test]
 fn memory_plan_shares_buffers_and_replays_create_nothing() {
     // In its own process: the device counters are shared with concurrent tests.
@@ -554,6 +555,10 @@ fn child_memory_plan() {
             "{d}: replays create no buffer"
         );
         assert_eq!(work2.bind_groups, work.bind_groups, "{d}: replays create no bind group");
+        assert_eq!(
+            work2.params_copied, work.params_copied,
+            "{d}: replays bind parameters written once"
+        );
         assert!(
             work2.dispatches >= work.dispatches + 4 * 7,
             "{d}: {work:?} -> {work2:?}"

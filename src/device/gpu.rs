@@ -145,6 +145,69 @@ fn take_planned(size: u64) -> Option<GpuBuf> {
     })
 }
 
+/// The uniform parameters of a compiled graph's launches, in launch order,
+/// written once into a buffer the graph keeps: replays bind them there
+/// instead of copying them into the batch's arena.
+pub(crate) struct GraphParams {
+    buf: Arc<wgpu::Buffer>,
+    words: Vec<Vec<u32>>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl Drop for GraphParams {
+    fn drop(&mut self) {
+        // Bind groups are cached by buffer address; forget the ones naming this.
+        self.pool.lock().unwrap_or_else(|p| p.into_inner()).generation += 1;
+    }
+}
+
+enum ParamMode {
+    Off,
+    Record(Vec<Vec<u32>>),
+    Replay(Arc<GraphParams>, usize),
+}
+
+thread_local! {
+    static PARAM_MODE: std::cell::RefCell<ParamMode> = const { std::cell::RefCell::new(ParamMode::Off) };
+}
+
+/// Runs `f`, recording the parameters of every launch it makes.
+pub(crate) fn record_params<T>(f: impl FnOnce() -> T) -> (T, Vec<Vec<u32>>) {
+    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Record(Vec::new()));
+    let out = f();
+    let words = PARAM_MODE.with(|m| match std::mem::replace(&mut *m.borrow_mut(), ParamMode::Off) {
+        ParamMode::Record(w) => w,
+        _ => Vec::new(),
+    });
+    (out, words)
+}
+
+/// Runs `f`, whose launches bind `params` where theirs are the recorded ones
+/// (the n-th launch against the n-th record; any other goes to the arena).
+pub(crate) fn replay_params<T>(params: &Arc<GraphParams>, f: impl FnOnce() -> T) -> T {
+    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Replay(params.clone(), 0));
+    let out = f();
+    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Off);
+    out
+}
+
+/// Where the parameters of a launch with `params` come from: the graph's
+/// buffer and offset, when replaying a recorded launch.
+fn graph_params_for(params: &[u32]) -> Option<(Arc<GraphParams>, u32)> {
+    PARAM_MODE.with(|m| match &mut *m.borrow_mut() {
+        ParamMode::Off => None,
+        ParamMode::Record(w) => {
+            w.push(params.to_vec());
+            None
+        }
+        ParamMode::Replay(g, next) => {
+            let i = *next;
+            *next += 1;
+            (g.words.get(i).map(Vec::as_slice) == Some(params)).then(|| (g.clone(), (i as u64 * PARAM_BYTES) as u32))
+        }
+    })
+}
+
 thread_local! {
     static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
 }
@@ -227,6 +290,7 @@ pub struct GpuDevice {
     dispatches: AtomicU64,
     submits: AtomicU64,
     bind_groups_made: AtomicU64,
+    params_copied: AtomicU64,
 }
 
 struct Source {
@@ -355,6 +419,7 @@ impl GpuDevice {
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
             bind_groups_made: AtomicU64::new(0),
+            params_copied: AtomicU64::new(0),
         })
     }
 
@@ -422,6 +487,7 @@ impl GpuDevice {
             dispatches: self.dispatches.load(Ordering::Relaxed),
             submits: self.submits.load(Ordering::Relaxed),
             bind_groups: self.bind_groups_made.load(Ordering::Relaxed),
+            params_copied: self.params_copied.load(Ordering::Relaxed),
         }
     }
 
@@ -626,6 +692,7 @@ impl GpuDevice {
             l.params.len(),
             p.param_words
         );
+        let graph = graph_params_for(l.params);
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         if s.slots == SLOTS {
             self.flush_locked(&mut s)?;
@@ -634,9 +701,18 @@ impl GpuDevice {
         s.slots += 1;
         let at = (slot * PARAM_BYTES) as usize;
         s.params.resize(at + PARAM_BYTES as usize, 0);
-        s.params[at..at + l.params.len() * 4].copy_from_slice(bytemuck::cast_slice(l.params));
-        let bg = self.bind_group(l, &p)?;
-        let offsets: &[u32] = if p.param_words > 0 { &[at as u32] } else { &[] };
+        let (params_buf, offset) = match &graph {
+            Some((g, off)) if p.param_words > 0 => (&*g.buf, *off),
+            _ => {
+                if p.param_words > 0 {
+                    self.params_copied.fetch_add(1, Ordering::Relaxed);
+                }
+                s.params[at..at + l.params.len() * 4].copy_from_slice(bytemuck::cast_slice(l.params));
+                (&self.arena, at as u32)
+            }
+        };
+        let bg = self.bind_group(l, &p, params_buf)?;
+        let offsets: &[u32] = if p.param_words > 0 { &[offset] } else { &[] };
         let pass = self.open_pass(&mut s);
         pass.set_pipeline(&p.pipeline);
         pass.set_bind_group(0, &bg, offsets);
@@ -648,8 +724,13 @@ impl GpuDevice {
     /// The bind group of a launch, from the cache when the same buffers were
     /// bound to the same pipeline before: creating one costs a descriptor
     /// allocation, which on some drivers (lavapipe) maps memory each time.
-    fn bind_group(&self, l: &Launch, p: &Arc<Pipeline>) -> Result<wgpu::BindGroup> {
-        let key: Vec<(usize, u64, u64)> = std::iter::once((Arc::as_ptr(p) as usize, 0, 0))
+    fn bind_group(&self, l: &Launch, p: &Arc<Pipeline>, params: &wgpu::Buffer) -> Result<wgpu::BindGroup> {
+        let uniform = if p.param_words > 0 {
+            params as *const wgpu::Buffer as u64
+        } else {
+            0
+        };
+        let key: Vec<(usize, u64, u64)> = std::iter::once((Arc::as_ptr(p) as usize, uniform, 0))
             .chain(
                 l.bufs
                     .iter()
@@ -677,7 +758,7 @@ impl GpuDevice {
                 binding,
                 resource: match kind {
                     Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: &self.arena,
+                        buffer: params,
                         offset: 0,
                         size: std::num::NonZeroU64::new(PARAM_BYTES),
                     }),
@@ -739,6 +820,28 @@ impl GpuDevice {
             self.pool.lock().unwrap_or_else(|p| p.into_inner()).batch += 1;
         }
         self.take_error()
+    }
+
+    /// Writes a graph's recorded launch parameters into a buffer of its own.
+    pub(crate) fn graph_params(&self, words: Vec<Vec<u32>>) -> GraphParams {
+        let mut data = vec![0u8; words.len().max(1) * PARAM_BYTES as usize];
+        for (i, w) in words.iter().enumerate() {
+            let at = i * PARAM_BYTES as usize;
+            data[at..at + w.len() * 4].copy_from_slice(bytemuck::cast_slice(w));
+        }
+        let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("wgflow graph parameters"),
+            size: data.len() as u64,
+            usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        // A new buffer no pending command reads: no ordering to keep.
+        self.queue.write_buffer(&buf, 0, &data);
+        GraphParams {
+            buf: Arc::new(buf),
+            words,
+            pool: self.pool.clone(),
+        }
     }
 
     /// Makes room for `launches` more launches in the open batch, submitting

@@ -100,6 +100,9 @@ pub struct Counters {
     pub submits: u64,
     /// Bind groups created (launches that found none cached for their buffers).
     pub bind_groups: u64,
+    /// Launches whose uniform parameters were copied into the batch's arena
+    /// (a compiled graph's replays bind parameters written once instead).
+    pub params_copied: u64,
 }
 
 impl PartialEq for Device {

@@ -6,13 +6,14 @@ use super::fused::Fused;
 use super::trace::{Builder, into_parts};
 use crate::Device;
 use crate::device::cpu::CpuData;
-use crate::device::gpu::with_planned;
+use crate::device::gpu::{GraphParams, record_params, replay_params, with_planned};
 use crate::device::memory::{GpuBuf, size_class};
 use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::ops::Op;
 use crate::shape::numel;
 use crate::tensor::{Tensor, Variable};
+use std::sync::Arc;
 
 pub(crate) type HostFn = Box<dyn FnMut() -> CpuData + Send>;
 
@@ -106,6 +107,8 @@ struct Slots {
     slot_of: Vec<Option<usize>>,
     sizes: Vec<u64>,
     bufs: Vec<GpuBuf>,
+    /// The launches' uniform parameters, written once.
+    params: Option<Arc<GraphParams>>,
 }
 
 /// The memory plan of a compiled GPU graph.
@@ -267,6 +270,37 @@ impl Graph {
         }
         // Which value's storage each result shares (itself unless a view).
         let mut root: Vec<usize> = (0..self.values.len()).collect();
+        let mut recorded = Vec::new();
+        match &self.plan {
+            MemPlan::On(p) if p.params.is_some() => replay_params(p.params.as_ref().unwrap(), || {
+                self.run_nodes(&mut vals, &mut root, false)
+            })?,
+            _ if observe => {
+                let (r, words) = record_params(|| self.run_nodes(&mut vals, &mut root, true));
+                r?;
+                recorded = words;
+            }
+            _ => self.run_nodes(&mut vals, &mut root, false)?,
+        }
+        for (var, v) in &self.assigns {
+            var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
+        }
+        let out = self
+            .outputs
+            .iter()
+            .map(|v| vals[*v].clone().expect("outputs are computed"))
+            .collect();
+        if observe {
+            self.launches = device.map_or(0, |d| d.counters().dispatches - launched);
+            // Without a plan (say, out of memory for it) replays use the pool.
+            self.plan = self.make_plan(&root, recorded).unwrap_or(MemPlan::Off);
+        }
+        Ok(out)
+    }
+
+    /// Runs every node on `vals` (sources filled in), dropping results
+    /// after their last use; with `observe`, notes which results are views.
+    fn run_nodes(&self, vals: &mut [Option<Tensor>], root: &mut [usize], observe: bool) -> Result<()> {
         let runs = self.runs;
         for (i, node) in self.nodes.iter().enumerate() {
             let take = |v: &usize| vals[*v].clone().expect("graph values are computed before use");
@@ -308,20 +342,7 @@ impl Graph {
                 }
             }
         }
-        for (var, v) in &self.assigns {
-            var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
-        }
-        let out = self
-            .outputs
-            .iter()
-            .map(|v| vals[*v].clone().expect("outputs are computed"))
-            .collect();
-        if observe {
-            self.launches = device.map_or(0, |d| d.counters().dispatches - launched);
-            // Without a plan (say, out of memory for it) replays use the pool.
-            self.plan = self.make_plan(&root).unwrap_or(MemPlan::Off);
-        }
-        Ok(out)
+        Ok(())
     }
 
     /// Bytes of value `v` as a buffer holds them.
@@ -332,7 +353,7 @@ impl Graph {
 
     /// Assigns buffers to intermediates by liveness (greedy, in node order,
     /// one free list per size class) and allocates them.
-    fn make_plan(&self, root: &[usize]) -> Result<MemPlan> {
+    fn make_plan(&self, root: &[usize], params: Vec<Vec<u32>>) -> Result<MemPlan> {
         let nv = self.values.len();
         // A result leaves the graph when any view of its storage does.
         let mut end: Vec<usize> = vec![0; nv];
@@ -367,6 +388,14 @@ impl Graph {
             return Ok(MemPlan::Off);
         };
         let bufs = sizes.iter().map(|&b| g.alloc("graph", b)).collect::<Result<Vec<_>>>()?;
-        Ok(MemPlan::On(Slots { slot_of, sizes, bufs }))
+        // Launch parameters are fixed too, but for ops that draw new random
+        // numbers (their seed changes per call): those use the arena.
+        let params = (!params.is_empty()).then(|| Arc::new(g.graph_params(params)));
+        Ok(MemPlan::On(Slots {
+            slot_of,
+            sizes,
+            bufs,
+            params,
+        }))
     }
 }
