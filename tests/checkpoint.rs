@@ -3,7 +3,8 @@
 //! the manager's pruning and index, and readability by a plain safetensors
 //! parser.
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, latest_checkpoint};
 use wgflow::nn::layers::Dense;
 use wgflow::nn::losses::MeanSquaredError;
@@ -11,11 +12,8 @@ use wgflow::nn::optimizers::Adam;
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor, ops};
 
-fn dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgflow-ckpt-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn dir(name: &str) -> TempDir {
+    TempDir::new(&format!("ckpt-{name}"))
 }
 
 fn model(seed: u64) -> Sequential {

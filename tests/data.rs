@@ -1,7 +1,8 @@
 //! tf.data: order, seeds, remainders, repeat/take, map, prefetch; MNIST IDX
 //! (raw and gzip) and CSV readers with their malformed-file errors.
 
-use std::path::PathBuf;
+mod common;
+use common::TempDir;
 use wgflow::data::{Dataset, csv, mnist, synthetic};
 use wgflow::{Device, Error, Tensor};
 
@@ -18,10 +19,8 @@ fn firsts(ds: &Dataset) -> Vec<i32> {
         .collect()
 }
 
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("wgflow-data-{}-{name}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
+fn tmp(name: &str) -> TempDir {
+    TempDir::new(&format!("data-{name}"))
 }
 
 #[test]

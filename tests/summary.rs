@@ -2,6 +2,8 @@
 //! the formats' definitions (TFRecord framing with masked CRC32C computed
 //! bit by bit, protobuf wire format), independent of the writer's code.
 
+mod common;
+use common::TempDir;
 use std::path::PathBuf;
 use wgflow::io::summary::create_file_writer;
 use wgflow::{Device, Tensor};
@@ -132,7 +134,7 @@ fn events(path: &PathBuf) -> Vec<(String, i64, Vec<(u32, F)>)> {
 
 #[test]
 fn scalars_histograms_and_images_decode() {
-    let dir = std::env::temp_dir().join(format!("wgflow-tb-{}", std::process::id()));
+    let dir = TempDir::new("tb");
     let mut w = create_file_writer(&dir).unwrap();
     for step in 0..3 {
         w.scalar("loss", 1.0 / (step as f64 + 1.0), step).unwrap();
@@ -194,7 +196,7 @@ fn scalars_histograms_and_images_decode() {
 
 #[test]
 fn bad_image_shapes_are_errors() {
-    let dir = std::env::temp_dir().join(format!("wgflow-tb-bad-{}", std::process::id()));
+    let dir = TempDir::new("tb-bad");
     let mut w = create_file_writer(&dir).unwrap();
     let t = Tensor::from_vec(vec![0.0f32; 6], &[2, 3], &Device::Cpu).unwrap();
     assert!(w.image("x", &t, 0).is_err());

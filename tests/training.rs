@@ -528,7 +528,7 @@ fn early_stopping_and_tensorboard_callbacks() {
     let mut m = mlp(2, &Device::Cpu);
     // A zero learning rate never improves the monitored loss.
     m.compile(SGD(0.0), SparseCategoricalCrossentropy::new(true), vec![]);
-    let logdir = std::env::temp_dir().join(format!("wgflow-fit-tb-{}", std::process::id()));
+    let logdir = TempDir::new("fit-tb");
     let h = m
         .fit(
             &x,
@@ -538,7 +538,7 @@ fn early_stopping_and_tensorboard_callbacks() {
                 validation_data: Some((x.clone(), y.clone())),
                 callbacks: vec![
                     Box::new(EarlyStopping::new("val_loss", 2)),
-                    Box::new(TensorBoard::new(&logdir)),
+                    Box::new(TensorBoard::new(logdir.to_path_buf())),
                 ],
                 device: Some(Device::Cpu),
                 verbose: false,

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use wgflow::ops::{self, Op};
 use wgflow::{DType, Device, Error, Tensor, config};
 
@@ -196,4 +197,36 @@ pub fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
     out.lines()
         .filter_map(|l| l.find(&key).map(|i| l[i + key.len()..].trim()))
         .collect()
+}
+
+/// A fresh directory under the system's temp dir, removed when dropped, so
+/// tests leave nothing behind even when they fail.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> TempDir {
+        let d = std::env::temp_dir().join(format!("wgflow-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        TempDir(d)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl AsRef<Path> for TempDir {
+    fn as_ref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
