@@ -6,6 +6,8 @@
 //!     cargo bench --bench kernels              # everything
 //!     cargo bench --bench kernels -- matmul    # names containing "matmul"
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
+//!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
+//!                                              # matmul sizes to run
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until
 //! a second has passed (at least 3 runs); the median run is reported. GPU
@@ -68,9 +70,16 @@ fn main() {
         println!("  {d:<6} {}", d.name());
     }
     println!();
-    let sizes: &[usize] = if b.quick { &[256, 512] } else { &[256, 512, 1024, 2048] };
+    let sizes: Vec<usize> = match std::env::var("WGFLOW_BENCH_SIZES") {
+        Ok(v) => v
+            .split(',')
+            .map(|s| s.trim().parse().expect("WGFLOW_BENCH_SIZES: comma-separated integers"))
+            .collect(),
+        Err(_) if b.quick => vec![256, 512],
+        Err(_) => vec![256, 512, 1024, 2048],
+    };
     for d in &devices {
-        for &n in sizes {
+        for &n in &sizes {
             for dt in [DType::F32, DType::F16] {
                 let x = rand(&[n, n], dt, 1, d);
                 let y = rand(&[n, n], dt, 2, d);
