@@ -1,12 +1,16 @@
 // Reductions of x viewed as [rows, r, inner] over the middle axis, giving
 // [rows, inner]. `rows_main`: inner == 1, one workgroup per row with a tree
 // in workgroup memory. `cols_main`: inner > 1, one invocation per output.
-// Accumulation is in Acc (f32 for f16 data). No identity sentinels: each
-// partial result carries a flag saying whether it saw any element, and the
-// host handles r == 0.
+// When those leave the device idle (few outputs, a long reduced axis), the
+// host splits r into `parts` chunks of `chunk` elements: `rows_part` /
+// `cols_part` reduce each chunk into the partials pv (value) and pi (index
+// within r), and `rows_final` / `cols_final` reduce the partials of each
+// output. Accumulation is in Acc (f32 for f16 data). No identity sentinels:
+// a partial result carries a flag saying whether it saw any element, chunks
+// are never empty, and the host handles r == 0.
 //
 // p.op: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 argmax, 6 argmin.
-// Bindings: 1 x, 2 y (T), 3 y (i32, for arg ops).
+// Bindings: 1 x, 2 y (T), 3 y (i32, for arg ops), 5 pv, 6 pi.
 
 struct Params {
     rows: u32,
@@ -15,8 +19,8 @@ struct Params {
     n_out: u32,
     op: u32,
     dim: u32,
-    _p1: u32,
-    _p2: u32,
+    chunk: u32,
+    parts: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -24,6 +28,8 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 @group(0) @binding(3) var<storage, read_write> yi: array<i32>;
 @group(0) @binding(4) var<storage, read> idx: array<i32>;
+@group(0) @binding(5) var<storage, read_write> pv: array<Acc>;
+@group(0) @binding(6) var<storage, read_write> pi: array<u32>;
 
 var<workgroup> sv: array<Acc, 256>;
 var<workgroup> si: array<u32, 256>;
@@ -47,14 +53,66 @@ fn combine(a: Acc, v: Acc) -> Acc {
     }
 }
 
-fn store(o: u32, a: Acc, i: u32) {
-    if (p.op >= 5u) {
-        yi[o] = i32(i);
-    } else if (p.op == 1u) {
-        y[o] = T(a / Acc(p.r));
-    } else {
-        y[o] = T(a);
+// A running result: value, index of the element it came from (arg ops),
+// and whether it saw any element.
+struct Part {
+    v: Acc,
+    i: u32,
+    has: bool,
+}
+
+fn none() -> Part {
+    return Part(Acc(0), 0u, false);
+}
+
+fn add(a: Part, v: Acc, k: u32) -> Part {
+    if (!a.has) {
+        return Part(v, k, true);
     }
+    if (p.op >= 5u) {
+        if (wins(v, k, a.v, a.i)) {
+            return Part(v, k, true);
+        }
+        return a;
+    }
+    return Part(combine(a.v, v), a.i, true);
+}
+
+// Tree over the workgroup's parts; every invocation gets the result.
+fn tree(t: u32, a: Part) -> Part {
+    sv[t] = a.v;
+    si[t] = a.i;
+    sh[t] = select(0u, 1u, a.has);
+    workgroupBarrier();
+    for (var s = 128u; s > 0u; s >>= 1u) {
+        if (t < s && sh[t + s] != 0u) {
+            let m = add(Part(sv[t], si[t], sh[t] != 0u), sv[t + s], si[t + s]);
+            sv[t] = m.v;
+            si[t] = m.i;
+            sh[t] = 1u;
+        }
+        workgroupBarrier();
+    }
+    return Part(sv[0], si[0], sh[0] != 0u);
+}
+
+fn store(o: u32, a: Part) {
+    if (p.op >= 5u) {
+        yi[o] = i32(a.i);
+    } else if (p.op == 1u) {
+        y[o] = T(a.v / Acc(p.r));
+    } else {
+        y[o] = T(a.v);
+    }
+}
+
+// This invocation's share of x[base + lo .. base + hi].
+fn strided(t: u32, base: u32, lo: u32, hi: u32) -> Part {
+    var a = none();
+    for (var k = lo + t; k < hi; k += 256u) {
+        a = add(a, Acc(x[base + k]), k);
+    }
+    return a;
 }
 
 @compute @workgroup_size(256)
@@ -63,51 +121,41 @@ fn rows_main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id
     if (row >= p.rows) {
         return;
     }
-    let base = row * p.r;
-    let t = lid.x;
-    var acc: Acc;
-    var idx = 0u;
-    var has = false;
-    for (var k = t; k < p.r; k += 256u) {
-        let v = Acc(x[base + k]);
-        if (!has) {
-            acc = v;
-            idx = k;
-            has = true;
-        } else if (p.op >= 5u) {
-            if (wins(v, k, acc, idx)) {
-                acc = v;
-                idx = k;
-            }
-        } else {
-            acc = combine(acc, v);
-        }
+    let a = tree(lid.x, strided(lid.x, row * p.r, 0u, p.r));
+    if (lid.x == 0u) {
+        store(row, a);
     }
-    sv[t] = acc;
-    si[t] = idx;
-    sh[t] = select(0u, 1u, has);
-    workgroupBarrier();
-    for (var s = 128u; s > 0u; s >>= 1u) {
-        if (t < s && sh[t + s] != 0u) {
-            let v = sv[t + s];
-            let k = si[t + s];
-            if (sh[t] == 0u) {
-                sv[t] = v;
-                si[t] = k;
-                sh[t] = 1u;
-            } else if (p.op >= 5u) {
-                if (wins(v, k, sv[t], si[t])) {
-                    sv[t] = v;
-                    si[t] = k;
-                }
-            } else {
-                sv[t] = combine(sv[t], v);
-            }
-        }
-        workgroupBarrier();
+}
+
+// One workgroup per (row, chunk).
+@compute @workgroup_size(256)
+fn rows_part(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let w = wid.x + wid.y * nwg.x;
+    if (w >= p.rows * p.parts) {
+        return;
     }
-    if (t == 0u) {
-        store(row, sv[0], si[0]);
+    let lo = (w % p.parts) * p.chunk;
+    let a = tree(lid.x, strided(lid.x, (w / p.parts) * p.r, lo, min(p.r, lo + p.chunk)));
+    if (lid.x == 0u) {
+        pv[w] = a.v;
+        pi[w] = a.i;
+    }
+}
+
+// One workgroup per row, over its parts.
+@compute @workgroup_size(256)
+fn rows_final(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = wid.x + wid.y * nwg.x;
+    if (row >= p.rows) {
+        return;
+    }
+    var a = none();
+    for (var k = lid.x; k < p.parts; k += 256u) {
+        a = add(a, pv[row * p.parts + k], pi[row * p.parts + k]);
+    }
+    a = tree(lid.x, a);
+    if (lid.x == 0u) {
+        store(row, a);
     }
 }
 
@@ -119,20 +167,46 @@ fn cols_main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     let b = o % p.inner;
     let base = (o / p.inner) * p.r * p.inner + b;
-    var acc = Acc(x[base]);
-    var idx = 0u;
+    var a = Part(Acc(x[base]), 0u, true);
     for (var k = 1u; k < p.r; k++) {
-        let v = Acc(x[base + k * p.inner]);
-        if (p.op >= 5u) {
-            if (wins(v, k, acc, idx)) {
-                acc = v;
-                idx = k;
-            }
-        } else {
-            acc = combine(acc, v);
-        }
+        a = add(a, Acc(x[base + k * p.inner]), k);
     }
-    store(o, acc, idx);
+    store(o, a);
+}
+
+// One invocation per (row, chunk, column); partials laid out the same way.
+@compute @workgroup_size(256)
+fn cols_part(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_index(gid, nwg);
+    if (o >= p.rows * p.parts * p.inner) {
+        return;
+    }
+    let b = o % p.inner;
+    let lo = ((o / p.inner) % p.parts) * p.chunk;
+    let hi = min(p.r, lo + p.chunk);
+    let base = (o / (p.inner * p.parts)) * p.r * p.inner + b;
+    var a = none();
+    for (var k = lo; k < hi; k++) {
+        a = add(a, Acc(x[base + k * p.inner]), k);
+    }
+    pv[o] = a.v;
+    pi[o] = a.i;
+}
+
+// One invocation per output, over its parts.
+@compute @workgroup_size(256)
+fn cols_final(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let o = linear_index(gid, nwg);
+    if (o >= p.n_out) {
+        return;
+    }
+    let b = o % p.inner;
+    let base = (o / p.inner) * p.parts * p.inner + b;
+    var a = none();
+    for (var s = 0u; s < p.parts; s++) {
+        a = add(a, pv[base + s * p.inner], pi[base + s * p.inner]);
+    }
+    store(o, a);
 }
 
 // Gather's gradient, a segment sum: x is dy viewed [rows, r, inner] with r

@@ -8,7 +8,7 @@
 
 mod common;
 use common::*;
-use wgflow::device::gpu::{GemmVariant, force_gemm_variant};
+use wgflow::device::gpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant};
 use wgflow::ops::Op;
 use wgflow::ops::binary::{BinaryOp, CmpOp};
 use wgflow::ops::conv::Conv2d;
@@ -300,8 +300,22 @@ fn layout() {
 
 #[test]
 fn reduce() {
-    let mut s = Suite::new("reduce");
-    let cases: [(&[usize], Option<&[usize]>); 12] = [
+    // Both kernel families on every adapter: a workgroup tree per row (GPUs)
+    // and an invocation per output (CPU adapters), each with its split form.
+    for cpu_style in [false, true] {
+        force_cpu_style_kernels(Some(cpu_style));
+        reduce_cases(&mut Suite::new(if cpu_style {
+            "reduce, CPU-adapter kernels"
+        } else {
+            "reduce, GPU kernels"
+        }));
+    }
+}
+
+fn reduce_cases(s: &mut Suite) {
+    // The last four split the reduced axis into chunks on GPUs (few
+    // outputs, a long axis), ties across chunks included.
+    let cases: [(&[usize], Option<&[usize]>); 16] = [
         (&[5], None),
         (&[1], Some(&[0])),
         (&[3, 4], Some(&[0])),
@@ -314,6 +328,10 @@ fn reduce() {
         (&[17, 33], None),
         (&[3, 1000], Some(&[1])),
         (&[2, 3, 4, 5], Some(&[0, 3])),
+        (&[3, 4099], Some(&[1])),
+        (&[4099, 3], Some(&[0])),
+        (&[5000], None),
+        (&[2, 700, 3], Some(&[1])),
     ];
     let ops = [
         ReduceOp::Sum,

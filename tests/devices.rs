@@ -51,18 +51,55 @@ fn probe(env: &[(&str, &str)]) -> (Vec<String>, Option<String>, Option<String>, 
 #[test]
 fn default_selection_shows_every_usable_adapter_in_order() {
     let gpus = physical_gpus();
-    let usable: Vec<_> = gpus.iter().filter(|p| p.compute).collect();
-    if usable.is_empty() {
+    let compute: Vec<_> = gpus.iter().filter(|p| p.compute).collect();
+    if compute.is_empty() {
         gpus_or_skip();
         return;
     }
-    let (logical, default, error, _) = probe(&[]);
+    // Every compute adapter is a logical GPU, in order, unless it could not
+    // open a device, and then a notice names it.
+    let (logical, default, error, stderr) = probe(&[]);
     assert_eq!(error, None);
-    assert_eq!(logical.len(), usable.len());
-    for (i, (l, p)) in logical.iter().zip(&usable).enumerate() {
+    let left_out = |p: &config::PhysicalDevice| stderr.contains(&format!("wgflow: leaving out {} ", p.tf_name()));
+    let kept: Vec<_> = compute.iter().filter(|p| !left_out(p)).collect();
+    assert_eq!(logical.len(), kept.len(), "{stderr}");
+    for (i, (l, p)) in logical.iter().zip(&kept).enumerate() {
         assert_eq!(l, &format!("gpu:{i} {} {}", p.index.unwrap(), p.backend));
     }
-    assert_eq!(default.as_deref(), Some("gpu:0"));
+    assert_eq!(default.as_deref(), Some(if kept.is_empty() { "cpu" } else { "gpu:0" }));
+
+    // A broken adapter (simulated) is left out with one notice naming it;
+    // the others keep their order and the default device still works.
+    let broken = kept[0];
+    let (logical, default, error, stderr) = probe(&[("WGFLOW_TEST_BROKEN_ADAPTERS", &broken.backend)]);
+    assert_eq!(error, None);
+    let rest: Vec<_> = kept.iter().filter(|p| p.backend != broken.backend).collect();
+    assert_eq!(logical.len(), rest.len(), "{stderr}");
+    for (i, (l, p)) in logical.iter().zip(&rest).enumerate() {
+        assert_eq!(l, &format!("gpu:{i} {} {}", p.index.unwrap(), p.backend));
+    }
+    let notice = format!(
+        "wgflow: leaving out {} ({}, {}): ",
+        broken.tf_name(),
+        broken.name,
+        broken.backend
+    );
+    assert!(stderr.lines().any(|l| l.starts_with(&notice)), "{stderr}");
+    assert_eq!(default.as_deref(), Some(if rest.is_empty() { "cpu" } else { "gpu:0" }));
+    // Chosen explicitly, the broken adapter is an error naming it.
+    let (_, _, error, _) = probe(&[
+        ("WGFLOW_TEST_BROKEN_ADAPTERS", &broken.backend),
+        ("WGFLOW_VISIBLE_DEVICES", &broken.index.unwrap().to_string()),
+    ]);
+    let e = error.expect("an explicitly chosen broken adapter is an error");
+    assert!(e.contains("request_device failed") && e.contains(&broken.name), "{e}");
+}
+
+/// The GPUs the default selection keeps (adapters that opened a device), in
+/// physical order.
+fn usable_gpus() -> Vec<config::PhysicalDevice> {
+    let n = config::visible_gpu_count().unwrap();
+    (0..n).map(|i| config::physical_of(i).unwrap()).collect()
 }
 
 /// Fails without a GPU unless WGFLOW_ALLOW_NO_GPU=1 (then it says it skipped).
@@ -72,38 +109,45 @@ fn gpus_or_skip() {
 
 #[test]
 fn visible_devices_by_index_choose_and_order() {
-    let gpus = physical_gpus();
+    let gpus = usable_gpus();
     if gpus.is_empty() {
         gpus_or_skip();
         return;
     }
-    let last = gpus.len() - 1;
-    let (logical, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &last.to_string())]);
-    assert_eq!(logical, vec![format!("gpu:0 {last} {}", gpus[last].backend)]);
+    let last = gpus.last().unwrap();
+    let li = last.index.unwrap();
+    let (logical, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &li.to_string())]);
+    assert_eq!(logical, vec![format!("gpu:0 {li} {}", last.backend)]);
     assert_eq!(default.as_deref(), Some("gpu:0"));
     if gpus.len() >= 2 {
-        let (logical, _, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "1,0")]);
+        let (a, b) = (&gpus[0], &gpus[1]);
+        let (ai, bi) = (a.index.unwrap(), b.index.unwrap());
+        let order = format!("{bi},{ai}");
+        let (logical, _, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &order)]);
         assert_eq!(
             logical,
-            vec![
-                format!("gpu:0 1 {}", gpus[1].backend),
-                format!("gpu:1 0 {}", gpus[0].backend)
-            ]
+            vec![format!("gpu:0 {bi} {}", b.backend), format!("gpu:1 {ai} {}", a.backend)]
         );
-        let (_, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", "1,0"), ("WGFLOW_DEVICE", "gpu:1")]);
+        let (_, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &order), ("WGFLOW_DEVICE", "gpu:1")]);
         assert_eq!(default.as_deref(), Some("gpu:1"));
     }
 }
 
 #[test]
 fn visible_devices_by_name() {
-    let gpus = physical_gpus();
-    if gpus.is_empty() {
+    let all = physical_gpus();
+    // A usable adapter that its backend's name selects: the first compute
+    // adapter of that backend.
+    let first_of = |b: &str| all.iter().find(|q| q.compute && q.backend == b).and_then(|q| q.index);
+    let Some(p) = usable_gpus()
+        .into_iter()
+        .rev()
+        .find(|p| first_of(&p.backend) == p.index)
+    else {
         gpus_or_skip();
         return;
-    }
+    };
     // The backend name picks one adapter even when several share a device name.
-    let p = &gpus[gpus.len() - 1];
     let (logical, _, error, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &p.backend.to_lowercase())]);
     assert_eq!(error, None);
     assert_eq!(logical[0], format!("gpu:0 {} {}", p.index.unwrap(), p.backend));
@@ -142,12 +186,14 @@ fn no_visible_gpu_falls_back_to_the_cpu_with_a_notice() {
     assert_eq!(default.as_deref(), Some("cpu"));
 }
 
-/// Child: `set_visible_devices` before initialization picks the last GPU.
+/// Child: `set_visible_devices` before initialization picks the GPU whose
+/// physical index is in `WGFLOW_TEST_PHYS`.
 #[test]
 #[ignore = "run by the other tests in a child process"]
 fn child_set_visible() {
     let gpus = physical_gpus();
-    let last = gpus.last().unwrap().clone();
+    let phys: usize = std::env::var("WGFLOW_TEST_PHYS").unwrap().parse().unwrap();
+    let last = gpus[phys].clone();
     config::set_visible_devices(&[last.clone()]).unwrap();
     config::set_memory_limit(&last, 64).unwrap();
     let d = Device::gpu(0).unwrap();
@@ -163,14 +209,14 @@ fn child_set_visible() {
 
 #[test]
 fn set_visible_devices_before_init_and_refused_after() {
-    let gpus = physical_gpus();
-    if gpus.is_empty() {
+    let Some(last) = usable_gpus().pop() else {
         gpus_or_skip();
         return;
-    }
-    let (ok, out, err) = run_child("child_set_visible", &[]);
+    };
+    let phys = last.index.unwrap().to_string();
+    let (ok, out, err) = run_child("child_set_visible", &[("WGFLOW_TEST_PHYS", &phys)]);
     assert!(ok, "{out}\n{err}");
-    assert_eq!(tagged(&out, "PHYS"), vec![(gpus.len() - 1).to_string()]);
+    assert_eq!(tagged(&out, "PHYS"), vec![phys]);
     assert_eq!(tagged(&out, "LIMIT"), vec![(64u64 << 20).to_string()]);
     assert_eq!(tagged(&out, "DONE").len(), 1);
 }

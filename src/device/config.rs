@@ -5,7 +5,12 @@
 //! `WGFLOW_DEVICE`, `WGFLOW_FORCE_GPU_ALLOW_GROWTH`, `WGFLOW_MEMORY_LIMIT_MB`)
 //! and from the `set_*` functions, which win over the environment and must be
 //! called before the runtime initializes (the first device lookup or tensor).
-//! Logical GPUs are created lazily, on first use.
+//! With the default selection every usable adapter's logical GPU is created
+//! when the runtime initializes, as TensorFlow does, so that an adapter that
+//! lists compute support but cannot open a device (NVIDIA's GL through
+//! headless EGL, for one) is left out with a notice instead of breaking every
+//! device lookup. GPUs chosen explicitly are created on first use, and one
+//! that cannot open reports its error there.
 
 use super::Device;
 use super::gpu::{GpuDevice, GpuOptions};
@@ -312,21 +317,67 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
             let over = PENDING.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let s = Settings::from_env()?.overlay(&over);
             let list = &physical().list;
-            let visible = resolve_visible(list, s.visible.as_deref())?;
+            let mut visible = resolve_visible(list, s.visible.as_deref())?;
+            let (growth, limit) = (s.growth.unwrap_or(true), s.memory_limit);
+            let mut gpus: Vec<OnceLock<_>> = Vec::new();
+            if s.visible.is_some() {
+                gpus = visible.iter().map(|_| OnceLock::new()).collect();
+            } else {
+                let mut usable = Vec::new();
+                for &phys in &visible {
+                    let opts = GpuOptions { growth, limit };
+                    match open_gpu(usable.len(), phys, opts) {
+                        Ok(d) => {
+                            usable.push(phys);
+                            gpus.push(OnceLock::from(Ok(Arc::new(d))));
+                        }
+                        Err(e) => {
+                            let p = &list[phys];
+                            let why = match e {
+                                Error::Gpu { msg, .. } => msg,
+                                e => e.to_string(),
+                            };
+                            eprintln!("wgflow: leaving out {} ({}, {}): {why}", p.tf_name(), p.name, p.backend);
+                        }
+                    }
+                }
+                visible = usable;
+            }
             let default = resolve_default(s.default.as_deref(), visible.len())?;
             if visible.is_empty() {
                 eprintln!("wgflow: no visible GPU; running on the CPU reference device");
             }
             Ok(Runtime {
-                gpus: visible.iter().map(|_| OnceLock::new()).collect(),
+                gpus,
                 visible,
                 default,
-                growth: s.growth.unwrap_or(true),
-                limit: s.memory_limit,
+                growth,
+                limit,
             })
         })
         .as_ref()
         .map_err(|e| e.clone())
+}
+
+/// Opens adapter `phys` as `gpu:ordinal`. `WGFLOW_TEST_BROKEN_ADAPTERS`
+/// (name or backend substrings, comma-separated) makes the matching
+/// adapters fail here, so the tests can check how a broken adapter is left out
+/// on machines where every adapter works.
+fn open_gpu(ordinal: usize, phys: usize, opts: GpuOptions) -> Result<GpuDevice> {
+    let p = &physical().list[phys];
+    if let Ok(broken) = std::env::var("WGFLOW_TEST_BROKEN_ADAPTERS") {
+        let id = format!("{} {}", p.name, p.backend).to_lowercase();
+        if broken
+            .split(',')
+            .any(|b| !b.trim().is_empty() && id.contains(&b.trim().to_lowercase()))
+        {
+            return Err(Error::Gpu {
+                device: format!("gpu:{ordinal} ({})", p.name),
+                msg: "request_device failed: WGFLOW_TEST_BROKEN_ADAPTERS".into(),
+            });
+        }
+    }
+    GpuDevice::new(ordinal, &physical().adapters[phys], opts)
 }
 
 fn before_init(setting: &'static str, f: impl FnOnce(&mut Settings)) -> Result<()> {
@@ -412,7 +463,8 @@ fn no_gpu(n: usize, rt: &Runtime) -> Error {
     Error::selection(format!("gpu:{n} is not a visible device"), valid)
 }
 
-/// The logical device `gpu:n`, created on first use.
+/// The logical device `gpu:n` (created at initialization, or on first use
+/// when the visible GPUs were chosen explicitly).
 pub fn gpu(n: usize) -> Result<Device> {
     let rt = runtime()?;
     let Some(&phys) = rt.visible.get(n) else {
@@ -420,9 +472,9 @@ pub fn gpu(n: usize) -> Result<Device> {
     };
     rt.gpus[n]
         .get_or_init(|| {
-            GpuDevice::new(
+            open_gpu(
                 n,
-                &physical().adapters[phys],
+                phys,
                 GpuOptions {
                     growth: rt.growth,
                     limit: rt.limit,

@@ -210,6 +210,15 @@ fn graph_params_for(params: &[u32]) -> Option<(Arc<GraphParams>, u32)> {
 
 thread_local! {
     static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
+    static STYLE_OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+}
+
+/// Forces the kernels that have a GPU variant (workgroup cooperation) and a
+/// CPU-adapter variant to pick one for ops launched from this thread:
+/// `Some(true)` the CPU-adapter ones, `Some(false)` the GPU ones, `None` by
+/// adapter. Tests use it to run both on one adapter. (GEMMs: `force_gemm_variant`.)
+pub fn force_cpu_style_kernels(v: Option<bool>) {
+    STYLE_OVERRIDE.with(|c| c.set(v));
 }
 
 /// Forces a GEMM kernel for ops launched from this thread (tests and
@@ -438,6 +447,11 @@ impl GpuDevice {
     /// are dear, so kernels with workgroup cooperation have simpler variants.
     pub(crate) fn cpu_adapter(&self) -> bool {
         self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// Whether kernels launched now take their CPU-adapter variant.
+    pub(crate) fn cpu_style(&self) -> bool {
+        STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
     }
 
     /// Whether GEMMs launched now use the register-blocked kernel.

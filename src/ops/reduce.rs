@@ -309,24 +309,72 @@ pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: D
         }
         _ => unreachable!(),
     };
-    let params = [rows as u32, r as u32, inner as u32, n_out as u32, code, 0, 0, 0];
-    // A workgroup per row needs barriers, which CPU adapters pay dearly for.
-    let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
-        ("rows_main", fold(rows))
-    } else {
-        ("cols_main", grid(n_out, 256))
+    let ty = super::ktype(a.dtype());
+    let launch = |entry, params: &[u32], bufs: &[&GpuBuf], groups| {
+        g.launch(&Launch {
+            kernel: &REDUCE,
+            entry,
+            ty,
+            consts: &[],
+            params,
+            bufs,
+            groups,
+        })
     };
-    g.launch(&Launch {
-        kernel: &REDUCE,
-        entry,
-        ty: super::ktype(a.dtype()),
-        consts: &[],
-        params: &params,
+    // A workgroup per row needs barriers, which CPU adapters pay dearly for.
+    let by_rows = inner == 1 && !g.cpu_style();
+    let split = if by_rows {
+        split(rows, r, 1024, 2048)
+    } else if g.cpu_style() {
+        split(n_out, r, 2048, 256)
+    } else {
+        split(n_out, r, 65536, 32)
+    };
+    let Some((chunk, parts)) = split else {
+        let params = [rows as u32, r as u32, inner as u32, n_out as u32, code, 0, 0, 0];
         // `store` names both outputs, so both bindings exist; y serves as either.
-        bufs: &[src, &y, &y],
-        groups,
-    })?;
+        if by_rows {
+            launch("rows_main", &params, &[src, &y, &y], fold(rows))?;
+        } else {
+            launch("cols_main", &params, &[src, &y, &y], grid(n_out, 256))?;
+        }
+        return Ok(y);
+    };
+    let params = [
+        rows as u32,
+        r as u32,
+        inner as u32,
+        n_out as u32,
+        code,
+        0,
+        chunk as u32,
+        parts as u32,
+    ];
+    let n_part = n_out * parts;
+    let pv = g.alloc(op.name(), (n_part * 4) as u64)?;
+    let pi = g.alloc(op.name(), (n_part * 4) as u64)?;
+    if by_rows {
+        launch("rows_part", &params, &[src, &pv, &pi], fold(n_part))?;
+        launch("rows_final", &params, &[&y, &y, &pv, &pi], fold(rows))?;
+    } else {
+        launch("cols_part", &params, &[src, &pv, &pi], grid(n_part, 256))?;
+        launch("cols_final", &params, &[&y, &y, &pv, &pi], grid(n_out, 256))?;
+    }
     Ok(y)
+}
+
+/// How to split a reduction of length `r` into chunks when its `n` outputs
+/// alone would give the device fewer than `want` workgroups or invocations:
+/// `Some((chunk, parts))`, with chunks of at least `min_chunk` elements and
+/// none empty; `None` when one pass is enough.
+fn split(n: usize, r: usize, want: usize, min_chunk: usize) -> Option<(usize, usize)> {
+    if n >= want || r < 2 * min_chunk {
+        return None;
+    }
+    let parts = want.div_ceil(n).min(r / min_chunk);
+    let chunk = r.div_ceil(parts);
+    let parts = r.div_ceil(chunk);
+    (parts > 1).then_some((chunk, parts))
 }
 
 /// Gradient rules. Sum and mean spread dy back over the reduced axes; max
