@@ -8,6 +8,7 @@
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
 //!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
 //!                                              # matmul sizes to run
+//!     WGFLOW_BENCH_GEMM=tiled|wide|register ... # force a GEMM kernel
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until
 //! a second has passed (at least 3 runs); the median run is reported. GPU
@@ -64,6 +65,15 @@ fn main() {
         filter: args.first().cloned(),
         quick: std::env::var("WGFLOW_BENCH_QUICK").is_ok(),
     };
+    if let Ok(v) = std::env::var("WGFLOW_BENCH_GEMM") {
+        use wgflow::device::gpu::{GemmVariant, force_gemm_variant};
+        force_gemm_variant(match v.as_str() {
+            "tiled" => GemmVariant::Tiled,
+            "wide" => GemmVariant::Wide,
+            "register" => GemmVariant::Register,
+            _ => panic!("WGFLOW_BENCH_GEMM: tiled, wide or register"),
+        });
+    }
     let devices = config::list_logical_devices().expect("devices");
     println!("wgflow kernel benchmarks");
     for d in &devices {

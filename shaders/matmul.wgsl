@@ -287,3 +287,116 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     store_block(b, m, n + 8u, array<vec4<f32>, 4>(c02, c12, c22, c32));
     store_block(b, m, n + 12u, array<vec4<f32>, 4>(c03, c13, c23, c33));
 }
+
+// The wide tile for large products on GPUs: 128x128 outputs per workgroup of
+// 16x16 invocations, K advancing 8 at a time through ta / tb laid out
+// [k][m/4] and [k][n/4] (32 vec4s per k). Each invocation holds four 4x4
+// blocks 64 rows and 64 columns apart, so a step of k is four vec4 loads
+// from workgroup memory for 64 FMAs (the 64x64 kernel does two for 16), and
+// neighbouring invocations read neighbouring vec4s.
+// Grid: x = ceil(N / 128), y = ceil(M / 128), z = batches.
+fn load_wide(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
+    let abase = b * p.sa;
+    let bbase = b * p.sb;
+    // A tile, 128 (m) x 8 (k): one vec4 along the operand's contiguous axis.
+    if (p.ta != 0u) {
+        let k = t / 32u;
+        let mq = (t % 32u) * 4u;
+        var v = vec4<f32>(0.0);
+        if (p.vec_a != 0u) {
+            if (k0 + k < p.k && m0 + mq < p.m) {
+                v = vec4<f32>(a4[(abase + (k0 + k) * p.lda + m0 + mq) / 4u]);
+            }
+        } else {
+            v = vec4<f32>(a_at(b, m0 + mq, k0 + k), a_at(b, m0 + mq + 1u, k0 + k), a_at(b, m0 + mq + 2u, k0 + k), a_at(b, m0 + mq + 3u, k0 + k));
+        }
+        ta[k * 32u + mq / 4u] = v;
+    } else {
+        let m = t / 2u;
+        let kq = (t % 2u) * 4u;
+        var v = vec4<f32>(0.0);
+        if (p.vec_a != 0u) {
+            if (m0 + m < p.m && k0 + kq < p.k) {
+                v = vec4<f32>(a4[(abase + (m0 + m) * p.lda + k0 + kq) / 4u]);
+            }
+        } else {
+            v = vec4<f32>(a_at(b, m0 + m, k0 + kq), a_at(b, m0 + m, k0 + kq + 1u), a_at(b, m0 + m, k0 + kq + 2u), a_at(b, m0 + m, k0 + kq + 3u));
+        }
+        for (var j = 0u; j < 4u; j++) {
+            ta[(kq + j) * 32u + m / 4u][m % 4u] = v[j];
+        }
+    }
+    // B tile, 8 (k) x 128 (n).
+    if (p.tb != 0u) {
+        let n = t / 2u;
+        let kq = (t % 2u) * 4u;
+        var v = vec4<f32>(0.0);
+        if (p.vec_b != 0u) {
+            if (n0 + n < p.n && k0 + kq < p.k) {
+                v = vec4<f32>(b4[(bbase + (n0 + n) * p.ldb + k0 + kq) / 4u]);
+            }
+        } else {
+            v = vec4<f32>(b_at(b, k0 + kq, n0 + n), b_at(b, k0 + kq + 1u, n0 + n), b_at(b, k0 + kq + 2u, n0 + n), b_at(b, k0 + kq + 3u, n0 + n));
+        }
+        for (var j = 0u; j < 4u; j++) {
+            tb[(kq + j) * 32u + n / 4u][n % 4u] = v[j];
+        }
+    } else {
+        let k = t / 32u;
+        let nq = (t % 32u) * 4u;
+        var v = vec4<f32>(0.0);
+        if (p.vec_b != 0u) {
+            if (k0 + k < p.k && n0 + nq < p.n) {
+                v = vec4<f32>(b4[(bbase + (k0 + k) * p.ldb + n0 + nq) / 4u]);
+            }
+        } else {
+            v = vec4<f32>(b_at(b, k0 + k, n0 + nq), b_at(b, k0 + k, n0 + nq + 1u), b_at(b, k0 + k, n0 + nq + 2u), b_at(b, k0 + k, n0 + nq + 3u));
+        }
+        tb[k * 32u + nq / 4u] = v;
+    }
+}
+
+@compute @workgroup_size(16, 16)
+fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    let b = wid.z + p.b0;
+    let m0 = wid.y * 128u;
+    let n0 = wid.x * 128u;
+    let t = lid.y * 16u + lid.x;
+    var c00: array<vec4<f32>, 4>;
+    var c01: array<vec4<f32>, 4>;
+    var c10: array<vec4<f32>, 4>;
+    var c11: array<vec4<f32>, 4>;
+    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
+        load_wide(b, m0, n0, k0, t);
+        workgroupBarrier();
+        for (var k = 0u; k < 8u; k++) {
+            let a0 = ta[k * 32u + lid.y];
+            let a1 = ta[k * 32u + 16u + lid.y];
+            let v0 = tb[k * 32u + lid.x];
+            let v1 = tb[k * 32u + 16u + lid.x];
+            c00[0] += a0.x * v0;
+            c00[1] += a0.y * v0;
+            c00[2] += a0.z * v0;
+            c00[3] += a0.w * v0;
+            c01[0] += a0.x * v1;
+            c01[1] += a0.y * v1;
+            c01[2] += a0.z * v1;
+            c01[3] += a0.w * v1;
+            c10[0] += a1.x * v0;
+            c10[1] += a1.y * v0;
+            c10[2] += a1.z * v0;
+            c10[3] += a1.w * v0;
+            c11[0] += a1.x * v1;
+            c11[1] += a1.y * v1;
+            c11[2] += a1.z * v1;
+            c11[3] += a1.w * v1;
+        }
+        workgroupBarrier();
+    }
+    let m = m0 + lid.y * 4u;
+    let n = n0 + lid.x * 4u;
+    store_block(b, m, n, c00);
+    store_block(b, m, n + 64u, c01);
+    store_block(b, m + 64u, n, c10);
+    store_block(b, m + 64u, n + 64u, c11);
+}

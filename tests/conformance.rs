@@ -426,12 +426,12 @@ fn softmax() {
 fn matmul() {
     // Both GEMM kernels on every adapter: the tiled one GPUs use and the
     // register-blocked one CPU adapters use.
-    for v in [GemmVariant::Tiled, GemmVariant::Register] {
+    for v in [GemmVariant::Tiled, GemmVariant::Wide, GemmVariant::Register] {
         force_gemm_variant(v);
-        matmul_cases(&mut Suite::new(if v == GemmVariant::Tiled {
-            "matmul, tiled kernel"
-        } else {
-            "matmul, register kernel"
+        matmul_cases(&mut Suite::new(match v {
+            GemmVariant::Tiled => "matmul, tiled kernel",
+            GemmVariant::Wide => "matmul, wide tiled kernel",
+            _ => "matmul, register kernel",
         }));
     }
 }
@@ -447,6 +447,9 @@ fn matmul_cases(s: &mut Suite) {
         (1, 77, 5),
         (128, 4, 128),
         (16, 20, 12),
+        // Several 128x128 tiles with ragged edges, scalar and vec4 loads.
+        (131, 257, 19),
+        (132, 260, 20),
         // Long sums into a small C: the register kernel splits them.
         (6, 9, 5003),
         (0, 3, 4),

@@ -120,6 +120,9 @@ pub enum GemmVariant {
     Tiled,
     /// Register blocks without workgroup memory: the kernel for CPU adapters.
     Register,
+    /// 128x128 workgroup-memory tiles (matmul only; convolutions use `Tiled`):
+    /// what GPUs use for products with enough tiles to fill them.
+    Wide,
 }
 
 thread_local! {
@@ -459,6 +462,15 @@ impl GpuDevice {
         match GEMM_OVERRIDE.with(|c| c.get()) {
             GemmVariant::Auto => self.cpu_adapter(),
             v => v == GemmVariant::Register,
+        }
+    }
+
+    /// Whether a tiled matmul of `tiles` 128x128 output tiles uses the wide kernel.
+    pub(crate) fn gemm_wide(&self, tiles: usize) -> bool {
+        match GEMM_OVERRIDE.with(|c| c.get()) {
+            // Fewer tiles than that would leave a large GPU's cores idle.
+            GemmVariant::Auto => tiles >= 256,
+            v => v == GemmVariant::Wide,
         }
     }
 

@@ -180,7 +180,9 @@ impl GemmLaunch<'_> {
             return Ok(());
         }
         if !g.gemm_register() {
-            return self.dispatch(g, dtype, "gemm", false, 0);
+            let tiles = self.m.div_ceil(128) * self.n.div_ceil(128) * self.batch;
+            let entry = if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" };
+            return self.dispatch(g, dtype, entry, false, 0);
         }
         // The register kernel spreads columns over SIMD lanes, 128 per
         // workgroup: for a narrow C it computes C^T = B^T A^T instead.
@@ -271,6 +273,8 @@ impl GemmLaunch<'_> {
             .map(|v| v as u32);
             let groups = if entry == "matmul_reg" {
                 [self.n.div_ceil(128) as u32, self.m.div_ceil(4) as u32, nz as u32]
+            } else if entry == "matmul_wide" {
+                [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, nz as u32]
             } else {
                 [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, nz as u32]
             };
