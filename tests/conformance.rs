@@ -424,15 +424,33 @@ fn softmax() {
 
 #[test]
 fn matmul() {
-    // Both GEMM kernels on every adapter: the tiled one GPUs use and the
-    // register-blocked one CPU adapters use.
-    for v in [GemmVariant::Tiled, GemmVariant::Wide, GemmVariant::Register] {
+    // Every GEMM kernel on every adapter that can run it: the tiled ones
+    // GPUs use and the register-blocked ones CPU adapters use.
+    for v in [
+        GemmVariant::Tiled,
+        GemmVariant::Wide,
+        GemmVariant::Register,
+        GemmVariant::Subgroup,
+    ] {
         force_gemm_variant(v);
-        matmul_cases(&mut Suite::new(match v {
+        let mut s = Suite::new(match v {
             GemmVariant::Tiled => "matmul, tiled kernel",
             GemmVariant::Wide => "matmul, wide tiled kernel",
-            _ => "matmul, register kernel",
-        }));
+            GemmVariant::Register => "matmul, register kernel",
+            _ => "matmul, subgroup kernel",
+        });
+        // Forced on an adapter without 8-lane subgroups it is an error, so
+        // these cases prove the kernel on every adapter that has them.
+        if v == GemmVariant::Subgroup {
+            s.gpus = subgroup8_gpus();
+        }
+        matmul_cases(&mut s);
+    }
+    let with = subgroup8_gpus();
+    for d in gpus().into_iter().filter(|d| !with.contains(d)) {
+        let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
+        let e = a.matmul(&a).unwrap_err();
+        assert!(e.to_string().contains("no 8-lane subgroups"), "{d}: {e}");
     }
 }
 
@@ -522,13 +540,18 @@ fn conv(strides: [usize; 2], padding: Padding, dilations: [usize; 2], groups: us
 
 #[test]
 fn conv2d() {
-    for v in [GemmVariant::Tiled, GemmVariant::Register] {
+    // Patch matrices through the register and subgroup matmuls on CPU-style paths.
+    for v in [GemmVariant::Tiled, GemmVariant::Register, GemmVariant::Subgroup] {
         force_gemm_variant(v);
-        conv2d_cases(&mut Suite::new(if v == GemmVariant::Tiled {
-            "conv2d, tiled kernel"
-        } else {
-            "conv2d, register kernel"
-        }));
+        let mut s = Suite::new(match v {
+            GemmVariant::Tiled => "conv2d, tiled kernel",
+            GemmVariant::Register => "conv2d, register kernel",
+            _ => "conv2d, subgroup kernel",
+        });
+        if v == GemmVariant::Subgroup {
+            s.gpus = subgroup8_gpus();
+        }
+        conv2d_cases(&mut s);
     }
 }
 

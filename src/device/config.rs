@@ -34,6 +34,9 @@ pub struct PhysicalDevice {
     /// The adapter runs compute shaders (every WebGPU adapter does; some GL ones don't).
     pub compute: bool,
     pub shader_f16: bool,
+    /// Invocations per subgroup, when the adapter has subgroup operations
+    /// with one fixed size (wgflow then uses kernels that need them).
+    pub subgroup_size: Option<u32>,
 }
 
 impl PhysicalDevice {
@@ -51,13 +54,17 @@ impl fmt::Display for PhysicalDevice {
         match self.index {
             Some(_) => write!(
                 f,
-                "{:<24} {} | {} | {} | driver {}{}{}",
+                "{:<24} {} | {} | {} | driver {}{}{}{}",
                 self.tf_name(),
                 self.name,
                 self.backend,
                 self.adapter_type,
                 if self.driver.is_empty() { "?" } else { &self.driver },
                 if self.shader_f16 { " | shader-f16" } else { "" },
+                match self.subgroup_size {
+                    Some(n) => format!(" | subgroups of {n}"),
+                    None => String::new(),
+                },
                 if self.compute { "" } else { " | NO COMPUTE (unusable)" }
             ),
             None => write!(f, "{:<24} {}", self.tf_name(), self.name),
@@ -117,6 +124,9 @@ fn physical() -> &'static Physical {
                         .flags
                         .contains(wgpu::DownlevelFlags::COMPUTE_SHADERS),
                     shader_f16: a.features().contains(wgpu::Features::SHADER_F16),
+                    subgroup_size: (a.features().contains(wgpu::Features::SUBGROUP)
+                        && info.subgroup_min_size == info.subgroup_max_size)
+                        .then_some(info.subgroup_min_size),
                 }
             })
             .collect();
@@ -134,6 +144,7 @@ fn cpu_physical() -> PhysicalDevice {
         driver: String::new(),
         compute: true,
         shader_f16: false,
+        subgroup_size: None,
     }
 }
 

@@ -84,7 +84,12 @@ impl Kernel {
         if ty == KType::F16 {
             caps |= naga::valid::Capabilities::SHADER_FLOAT16;
         }
+        // Subgroup operations validate everywhere; only adapters with
+        // `Features::SUBGROUP` are given the kernels that use them.
+        caps |= naga::valid::Capabilities::SUBGROUP;
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
+            .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
+            .subgroup_operations(naga::valid::SubgroupOperationSet::all())
             .validate(module)
             .map_err(|e| Error::ShaderCompilation {
                 kernel: format!("{}<{}>", self.name, ty.name()),
@@ -120,6 +125,9 @@ pub enum GemmVariant {
     Tiled,
     /// Register blocks without workgroup memory: the kernel for CPU adapters.
     Register,
+    /// `Register`'s layout sharing A through subgroup broadcasts: the matmul
+    /// kernel for CPU adapters with 8-lane subgroups (others use `Register`).
+    Subgroup,
     /// 128x128 workgroup-memory tiles (matmul only; convolutions use `Tiled`):
     /// what GPUs use for products with enough tiles to fill them.
     Wide,
@@ -284,6 +292,8 @@ pub struct GpuDevice {
     pub(crate) limits: wgpu::Limits,
     /// `SHADER_F16` is enabled: f16 kernels compute in f16.
     pub(crate) f16: bool,
+    /// `SUBGROUP` is enabled and every subgroup has 8 invocations.
+    pub(crate) subgroup8: bool,
     /// Memory growth is off: tensors are sub-allocated from shared slabs.
     slabs: bool,
     pool: Arc<Mutex<Pool>>,
@@ -350,14 +360,12 @@ impl GpuDevice {
         let info = adapter.get_info();
         let label = format!("gpu:{ordinal}");
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
+        let subgroup8 = subgroups && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
         let limits = adapter.limits();
         let desc = wgpu::DeviceDescriptor {
             label: Some("wgflow"),
-            required_features: if f16 {
-                wgpu::Features::SHADER_F16
-            } else {
-                wgpu::Features::empty()
-            },
+            required_features: adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP),
             required_limits: limits.clone(),
             ..Default::default()
         };
@@ -413,6 +421,7 @@ impl GpuDevice {
             queue,
             limits,
             f16,
+            subgroup8,
             pool: Arc::new(Mutex::new(pool)),
             stream: Mutex::new(Stream {
                 encoder: None,
@@ -461,7 +470,22 @@ impl GpuDevice {
     pub(crate) fn gemm_register(&self) -> bool {
         match GEMM_OVERRIDE.with(|c| c.get()) {
             GemmVariant::Auto => self.cpu_adapter(),
-            v => v == GemmVariant::Register,
+            v => v == GemmVariant::Register || v == GemmVariant::Subgroup,
+        }
+    }
+
+    /// Whether a register-path matmul uses the subgroup kernel; forcing it
+    /// on an adapter without 8-lane subgroups is an error, not a fallback.
+    pub(crate) fn gemm_subgroup(&self) -> Result<bool> {
+        match GEMM_OVERRIDE.with(|c| c.get()) {
+            GemmVariant::Subgroup if !self.subgroup8 => Err(Error::InvalidArgument {
+                op: "matmul",
+                msg: format!(
+                    "GemmVariant::Subgroup forced on {}, which has no 8-lane subgroups",
+                    self.label
+                ),
+            }),
+            v => Ok(self.subgroup8 && matches!(v, GemmVariant::Auto | GemmVariant::Subgroup)),
         }
     }
 

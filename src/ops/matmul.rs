@@ -26,6 +26,18 @@ pub static MATMUL: Kernel = Kernel {
     types: &[KType::F32, KType::F16],
 };
 
+/// MATMUL plus `matmul_sg`, which needs `Features::SUBGROUP`: a module of
+/// its own so that adapters without subgroups never compile it.
+pub static MATMUL_SG: Kernel = Kernel {
+    name: "matmul_subgroup",
+    sources: &[
+        include_str!("../../shaders/gemm.wgsl"),
+        include_str!("../../shaders/matmul.wgsl"),
+        include_str!("../../shaders/matmul_subgroup.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
 /// (M, N, K of a, K of b).
 fn dims(ta: bool, tb: bool, a: &[usize], b: &[usize]) -> (usize, usize, usize, usize) {
     let (ra, rb) = (a.len(), b.len());
@@ -184,13 +196,14 @@ impl GemmLaunch<'_> {
             let entry = if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" };
             return self.dispatch(g, dtype, entry, false, 0);
         }
-        // The register kernel spreads columns over SIMD lanes, 128 per
-        // workgroup: for a narrow C it computes C^T = B^T A^T instead.
+        let entry = if g.gemm_subgroup()? { "matmul_sg" } else { "matmul_reg" };
+        // The register kernels spread columns over SIMD lanes, 64 or 128 per
+        // workgroup: for a narrow C they compute C^T = B^T A^T instead.
         let flip = self.n < 64 && self.m > self.n;
         let t = if flip { self.transposed() } else { self.clone_plan() };
         // A small C with a long sum runs on too few workgroups: split the
         // sum over batch entries and add the slices (single products only).
-        let groups = t.n.div_ceil(128) * t.m.div_ceil(4);
+        let groups = reg_grid(entry, t.m, t.n).iter().product::<u32>() as usize;
         let contiguous = if flip { self.ldc == self.n } else { t.ldc == t.n };
         if self.batch == 1 && groups < 32 && t.k >= 4096 && contiguous {
             let splits = t.k.div_ceil(2048).min(64);
@@ -202,10 +215,10 @@ impl GemmLaunch<'_> {
                 sc: self.m * self.n,
                 ..t
             };
-            plan.dispatch(g, dtype, "matmul_reg", flip, kc)?;
+            plan.dispatch(g, dtype, entry, flip, kc)?;
             return super::reduce::sum_slices(g, &part, self.c, splits, self.m * self.n, dtype);
         }
-        t.dispatch(g, dtype, "matmul_reg", flip, 0)
+        t.dispatch(g, dtype, entry, flip, 0)
     }
 
     fn clone_plan(&self) -> GemmLaunch<'_> {
@@ -240,7 +253,8 @@ impl GemmLaunch<'_> {
         let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
         // The register kernel reads A as scalars: no a4 view.
-        let bufs: Vec<&GpuBuf> = if entry == "matmul_reg" {
+        let register = entry == "matmul_reg" || entry == "matmul_sg";
+        let bufs: Vec<&GpuBuf> = if register {
             vec![self.a, self.b, self.c, self.b]
         } else {
             vec![self.a, self.b, self.c, self.a, self.b]
@@ -271,15 +285,16 @@ impl GemmLaunch<'_> {
                 kc,
             ]
             .map(|v| v as u32);
-            let groups = if entry == "matmul_reg" {
-                [self.n.div_ceil(128) as u32, self.m.div_ceil(4) as u32, nz as u32]
+            let groups = if register {
+                let [x, y] = reg_grid(entry, self.m, self.n);
+                [x, y, nz as u32]
             } else if entry == "matmul_wide" {
                 [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, nz as u32]
             } else {
                 [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, nz as u32]
             };
             g.launch(&Launch {
-                kernel: &MATMUL,
+                kernel: if entry == "matmul_sg" { &MATMUL_SG } else { &MATMUL },
                 entry,
                 ty: super::ktype(dtype),
                 consts: &[],
@@ -290,6 +305,15 @@ impl GemmLaunch<'_> {
             b0 += nz;
         }
         Ok(())
+    }
+}
+
+/// Workgroups along n and m of a register-path matmul kernel.
+fn reg_grid(entry: &str, m: usize, n: usize) -> [u32; 2] {
+    if entry == "matmul_sg" {
+        [n.div_ceil(64) as u32, m.div_ceil(16) as u32]
+    } else {
+        [n.div_ceil(128) as u32, m.div_ceil(4) as u32]
     }
 }
 

@@ -485,7 +485,7 @@ pub(crate) fn cast_raw(t: &Tensor, to: DType) -> Result<Tensor> {
 }
 
 /// Every WGSL kernel family, for validation and tooling.
-pub fn kernels() -> [&'static Kernel; 10] {
+pub fn kernels() -> [&'static Kernel; 11] {
     [
         &optim::OPTIM,
         &unary::UNARY,
@@ -493,6 +493,7 @@ pub fn kernels() -> [&'static Kernel; 10] {
         &layout::LAYOUT,
         &layout::CAST,
         &matmul::MATMUL,
+        &matmul::MATMUL_SG,
         &conv::CONV,
         &pool::POOL,
         &reduce::REDUCE,

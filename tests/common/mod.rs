@@ -199,6 +199,18 @@ pub fn tagged<'a>(out: &'a str, tag: &str) -> Vec<&'a str> {
         .collect()
 }
 
+/// The visible GPUs whose adapters have subgroups of 8 invocations (the
+/// ones that run the subgroup matmul kernel).
+pub fn subgroup8_gpus() -> Vec<Device> {
+    gpus()
+        .into_iter()
+        .filter(|d| {
+            let n: usize = d.to_string()["gpu:".len()..].parse().unwrap();
+            config::physical_of(n).unwrap().subgroup_size == Some(8)
+        })
+        .collect()
+}
+
 /// A fresh directory under the system's temp dir, removed when dropped, so
 /// tests leave nothing behind even when they fail.
 pub struct TempDir(PathBuf);
