@@ -10,6 +10,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::numel;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub static POOL: Kernel = Kernel {
     name: "pool",
@@ -127,24 +128,29 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     }
 }
 
-/// The pooling (dy = None) or its gradient, on typed data.
+/// The pooling (dy = None) or its gradient, on typed data; batch entries in
+/// parallel (each writes its own block of y).
 fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: Option<&[F]>, n_out: usize) -> Vec<F> {
     let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
     let [oh, ow, pt, pl] = geom;
+    let mut y = vec![F::ZERO; n_out];
+    if n_out == 0 {
+        return y;
+    }
     let win = |o: usize, k: usize, st: usize, pad: usize, lim: usize| {
         let s0 = (o * st) as isize - pad as isize;
         (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
-    let mut y = vec![F::ZERO; n_out];
-    let mut best = vec![0usize; c];
-    let mut acc = vec![F::ZERO; c];
-    for b in 0..n {
+    y.par_chunks_mut(n_out / n).enumerate().for_each(|(b, yb)| {
+        let xb = &xv[b * h * w * c..(b + 1) * h * w * c];
+        let mut best = vec![0usize; c];
+        let mut acc = vec![F::ZERO; c];
         for i in 0..oh {
             let (h0, h1) = win(i, p.ksize[0], p.strides[0], pt, h);
             for j in 0..ow {
                 let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
                 let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
-                let first = ((b * h + h0) * w + w0) * c;
+                let first = (h0 * w + w0) * c;
                 for ch in 0..c {
                     best[ch] = first + ch;
                     acc[ch] = F::ZERO;
@@ -153,34 +159,36 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
                 // row-major window order wins.
                 for ih in h0..h1 {
                     for iw in w0..w1 {
-                        let base = ((b * h + ih) * w + iw) * c;
+                        let base = (ih * w + iw) * c;
                         for ch in 0..c {
-                            let e = xv[base + ch];
+                            let e = xb[base + ch];
                             acc[ch] += e;
-                            if e > xv[best[ch]] {
+                            if e > xb[best[ch]] {
                                 best[ch] = base + ch;
                             }
                         }
                     }
                 }
+                // dy is indexed over the whole batch.
                 let o = ((b * oh + i) * ow + j) * c;
                 match dy {
                     None => {
+                        let o = (i * ow + j) * c;
                         for ch in 0..c {
-                            y[o + ch] = if p.max { xv[best[ch]] } else { acc[ch] / count };
+                            yb[o + ch] = if p.max { xb[best[ch]] } else { acc[ch] / count };
                         }
                     }
                     Some(g) if p.max => {
                         for ch in 0..c {
-                            y[best[ch]] += g[o + ch];
+                            yb[best[ch]] += g[o + ch];
                         }
                     }
                     Some(g) => {
                         for ih in h0..h1 {
                             for iw in w0..w1 {
-                                let base = ((b * h + ih) * w + iw) * c;
+                                let base = (ih * w + iw) * c;
                                 for ch in 0..c {
-                                    y[base + ch] += g[o + ch] / count;
+                                    yb[base + ch] += g[o + ch] / count;
                                 }
                             }
                         }
@@ -188,7 +196,7 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
                 }
             }
         }
-    }
+    });
     y
 }
 

@@ -9,6 +9,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::{self, numel};
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub static SOFTMAX: Kernel = Kernel {
     name: "softmax",
@@ -81,16 +82,20 @@ pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result
     let mut y = vec![0.0; numel(out)];
     match op {
         Op::Softmax { log, .. } => {
-            for row in 0..rows {
+            if y.is_empty() {
+                return Ok(CpuData::from_f64(dtype, &y));
+            }
+            // Rows in parallel: each owns a block of r * inner outputs.
+            y.par_chunks_mut(r * inner).enumerate().for_each(|(row, yr)| {
                 for b in 0..inner {
                     let base = row * r * inner + b;
                     let (m, s) = stats(base);
                     for k in 0..r {
                         let z = v[base + k * inner] - m;
-                        y[base + k * inner] = if *log { z - s.ln() } else { z.exp() / s };
+                        yr[b + k * inner] = if *log { z - s.ln() } else { z.exp() / s };
                     }
                 }
-            }
+            });
         }
         _ => {
             let CpuData::I32(labels) = x[1].cpu_data() else {
