@@ -23,7 +23,7 @@ fn main() {
     for d in &logical {
         let phys = match d {
             wgflow::Device::Cpu => "CPU reference".to_string(),
-            _ => format!("{}", d.name()),
+            _ => d.name().to_string(),
         };
         println!("  {d:<6} {phys}");
     }

@@ -385,7 +385,7 @@ impl GpuDevice {
                 *l.lock().unwrap_or_else(|p| p.into_inner()) = Some(format!("{reason:?}: {msg}"));
             }
         });
-        let max_bind = limits.max_storage_buffer_binding_size as u64;
+        let max_bind = limits.max_storage_buffer_binding_size;
         let max_buf = limits.max_buffer_size.min(max_bind);
         let source = Arc::new(Source {
             device: device.clone(),
@@ -499,7 +499,7 @@ impl GpuDevice {
     }
 
     pub(crate) fn max_binding(&self) -> u64 {
-        self.limits.max_storage_buffer_binding_size as u64
+        self.limits.max_storage_buffer_binding_size
     }
 
     fn check_alive(&self) -> Result<()> {
@@ -899,7 +899,7 @@ impl GpuDevice {
     /// submissions, and every batch holds the same whole replays.
     pub(crate) fn reserve(&self, launches: usize) -> Result<()> {
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-        if launches as u64 <= SLOTS as u64 && (s.slots as u64) + launches as u64 > SLOTS as u64 {
+        if launches as u64 <= SLOTS && s.slots + launches as u64 > SLOTS {
             self.flush_locked(&mut s)?;
         }
         Ok(())
