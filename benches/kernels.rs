@@ -8,7 +8,7 @@
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
 //!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
 //!                                              # matmul sizes to run
-//!     WGFLOW_BENCH_GEMM=tiled|wide|register ... # force a GEMM kernel
+//!     WGFLOW_BENCH_GEMM=tiled|wide|register|subgroup ... # force a GEMM kernel
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until
 //! a second has passed (at least 3 runs); the median run is reported. GPU
@@ -71,7 +71,8 @@ fn main() {
             "tiled" => GemmVariant::Tiled,
             "wide" => GemmVariant::Wide,
             "register" => GemmVariant::Register,
-            _ => panic!("WGFLOW_BENCH_GEMM: tiled, wide or register"),
+            "subgroup" => GemmVariant::Subgroup,
+            _ => panic!("WGFLOW_BENCH_GEMM: tiled, wide, register or subgroup"),
         });
     }
     let devices = config::list_logical_devices().expect("devices");
