@@ -289,70 +289,98 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
 }
 
 // The wide tile for large products on GPUs: 128x128 outputs per workgroup of
-// 16x16 invocations, K advancing 8 at a time through ta / tb laid out
+// 16x16 invocations, K advancing 16 at a time through wa / wb laid out
 // [k][m/4] and [k][n/4] (32 vec4s per k). Each invocation holds four 4x4
 // blocks 64 rows and 64 columns apart, so a step of k is four vec4 loads
-// from workgroup memory for 64 FMAs (the 64x64 kernel does two for 16), and
-// neighbouring invocations read neighbouring vec4s.
+// from workgroup memory for 64 FMAs, and neighbouring invocations read
+// neighbouring vec4s. The next tile's global loads are issued into
+// registers before the current tile is multiplied, so their latency
+// overlaps the arithmetic.
 // Grid: x = ceil(N / 128), y = ceil(M / 128), z = batches.
-fn load_wide(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
-    let abase = b * p.sa;
-    let bbase = b * p.sb;
-    // A tile, 128 (m) x 8 (k): one vec4 along the operand's contiguous axis.
+var<workgroup> wa: array<vec4<f32>, 512>;
+var<workgroup> wb: array<vec4<f32>, 512>;
+
+// A tile of 128 (m) x 16 (k), B tile of 16 (k) x 128 (n): 512 vec4s each,
+// two per invocation (i = 0, 1), read along each operand's contiguous axis.
+struct WideLoad {
+    a0: vec4<f32>,
+    a1: vec4<f32>,
+    b0: vec4<f32>,
+    b1: vec4<f32>,
+}
+
+fn wide_a(b: u32, m0: u32, k0: u32, idx: u32) -> vec4<f32> {
     if (p.ta != 0u) {
-        let k = t / 32u;
-        let mq = (t % 32u) * 4u;
-        var v = vec4<f32>(0.0);
+        let k = k0 + idx / 32u;
+        let m = m0 + (idx % 32u) * 4u;
         if (p.vec_a != 0u) {
-            if (k0 + k < p.k && m0 + mq < p.m) {
-                v = vec4<f32>(a4[(abase + (k0 + k) * p.lda + m0 + mq) / 4u]);
+            if (k < p.k && m < p.m) {
+                return vec4<f32>(a4[(b * p.sa + k * p.lda + m) / 4u]);
             }
-        } else {
-            v = vec4<f32>(a_at(b, m0 + mq, k0 + k), a_at(b, m0 + mq + 1u, k0 + k), a_at(b, m0 + mq + 2u, k0 + k), a_at(b, m0 + mq + 3u, k0 + k));
+            return vec4<f32>(0.0);
         }
-        ta[k * 32u + mq / 4u] = v;
+        return vec4<f32>(a_at(b, m, k), a_at(b, m + 1u, k), a_at(b, m + 2u, k), a_at(b, m + 3u, k));
+    }
+    let m = m0 + idx / 4u;
+    let k = k0 + (idx % 4u) * 4u;
+    if (p.vec_a != 0u) {
+        if (m < p.m && k < p.k) {
+            return vec4<f32>(a4[(b * p.sa + m * p.lda + k) / 4u]);
+        }
+        return vec4<f32>(0.0);
+    }
+    return vec4<f32>(a_at(b, m, k), a_at(b, m, k + 1u), a_at(b, m, k + 2u), a_at(b, m, k + 3u));
+}
+
+fn wide_b(b: u32, n0: u32, k0: u32, idx: u32) -> vec4<f32> {
+    if (p.tb != 0u) {
+        let n = n0 + idx / 4u;
+        let k = k0 + (idx % 4u) * 4u;
+        if (p.vec_b != 0u) {
+            if (n < p.n && k < p.k) {
+                return vec4<f32>(b4[(b * p.sb + n * p.ldb + k) / 4u]);
+            }
+            return vec4<f32>(0.0);
+        }
+        return vec4<f32>(b_at(b, k, n), b_at(b, k + 1u, n), b_at(b, k + 2u, n), b_at(b, k + 3u, n));
+    }
+    let k = k0 + idx / 32u;
+    let n = n0 + (idx % 32u) * 4u;
+    if (p.vec_b != 0u) {
+        if (k < p.k && n < p.n) {
+            return vec4<f32>(b4[(b * p.sb + k * p.ldb + n) / 4u]);
+        }
+        return vec4<f32>(0.0);
+    }
+    return vec4<f32>(b_at(b, k, n), b_at(b, k, n + 1u), b_at(b, k, n + 2u), b_at(b, k, n + 3u));
+}
+
+fn wide_load(b: u32, m0: u32, n0: u32, k0: u32, t: u32) -> WideLoad {
+    return WideLoad(wide_a(b, m0, k0, t), wide_a(b, m0, k0, t + 256u), wide_b(b, n0, k0, t), wide_b(b, n0, k0, t + 256u));
+}
+
+// Writes a vec4 loaded by wide_a / wide_b into the [k][m/4] layout.
+fn wide_put_a(idx: u32, v: vec4<f32>) {
+    if (p.ta != 0u) {
+        wa[idx] = v;
     } else {
-        let m = t / 2u;
-        let kq = (t % 2u) * 4u;
-        var v = vec4<f32>(0.0);
-        if (p.vec_a != 0u) {
-            if (m0 + m < p.m && k0 + kq < p.k) {
-                v = vec4<f32>(a4[(abase + (m0 + m) * p.lda + k0 + kq) / 4u]);
-            }
-        } else {
-            v = vec4<f32>(a_at(b, m0 + m, k0 + kq), a_at(b, m0 + m, k0 + kq + 1u), a_at(b, m0 + m, k0 + kq + 2u), a_at(b, m0 + m, k0 + kq + 3u));
-        }
+        let m = idx / 4u;
+        let k = (idx % 4u) * 4u;
         for (var j = 0u; j < 4u; j++) {
-            ta[(kq + j) * 32u + m / 4u][m % 4u] = v[j];
+            wa[(k + j) * 32u + m / 4u][m % 4u] = v[j];
         }
     }
-    // B tile, 8 (k) x 128 (n).
+}
+
+fn wide_put_b(idx: u32, v: vec4<f32>) {
     if (p.tb != 0u) {
-        let n = t / 2u;
-        let kq = (t % 2u) * 4u;
-        var v = vec4<f32>(0.0);
-        if (p.vec_b != 0u) {
-            if (n0 + n < p.n && k0 + kq < p.k) {
-                v = vec4<f32>(b4[(bbase + (n0 + n) * p.ldb + k0 + kq) / 4u]);
-            }
-        } else {
-            v = vec4<f32>(b_at(b, k0 + kq, n0 + n), b_at(b, k0 + kq + 1u, n0 + n), b_at(b, k0 + kq + 2u, n0 + n), b_at(b, k0 + kq + 3u, n0 + n));
-        }
+        let n = idx / 4u;
+        let k = (idx % 4u) * 4u;
         for (var j = 0u; j < 4u; j++) {
-            tb[(kq + j) * 32u + n / 4u][n % 4u] = v[j];
+            wb[(k + j) * 32u + n / 4u][n % 4u] = v[j];
         }
     } else {
-        let k = t / 32u;
-        let nq = (t % 32u) * 4u;
-        var v = vec4<f32>(0.0);
-        if (p.vec_b != 0u) {
-            if (k0 + k < p.k && n0 + nq < p.n) {
-                v = vec4<f32>(b4[(bbase + (k0 + k) * p.ldb + n0 + nq) / 4u]);
-            }
-        } else {
-            v = vec4<f32>(b_at(b, k0 + k, n0 + nq), b_at(b, k0 + k, n0 + nq + 1u), b_at(b, k0 + k, n0 + nq + 2u), b_at(b, k0 + k, n0 + nq + 3u));
-        }
-        tb[k * 32u + nq / 4u] = v;
+        wb[idx] = v;
     }
 }
 
@@ -366,14 +394,21 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
     var c01: array<vec4<f32>, 4>;
     var c10: array<vec4<f32>, 4>;
     var c11: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += 8u) {
-        load_wide(b, m0, n0, k0, t);
+    var next = wide_load(b, m0, n0, 0u, t);
+    for (var k0 = 0u; k0 < p.k; k0 += 16u) {
+        wide_put_a(t, next.a0);
+        wide_put_a(t + 256u, next.a1);
+        wide_put_b(t, next.b0);
+        wide_put_b(t + 256u, next.b1);
         workgroupBarrier();
-        for (var k = 0u; k < 8u; k++) {
-            let a0 = ta[k * 32u + lid.y];
-            let a1 = ta[k * 32u + 16u + lid.y];
-            let v0 = tb[k * 32u + lid.x];
-            let v1 = tb[k * 32u + 16u + lid.x];
+        if (k0 + 16u < p.k) {
+            next = wide_load(b, m0, n0, k0 + 16u, t);
+        }
+        for (var k = 0u; k < 16u; k++) {
+            let a0 = wa[k * 32u + lid.y];
+            let a1 = wa[k * 32u + 16u + lid.y];
+            let v0 = wb[k * 32u + lid.x];
+            let v1 = wb[k * 32u + 16u + lid.x];
             c00[0] += a0.x * v0;
             c00[1] += a0.y * v0;
             c00[2] += a0.z * v0;
