@@ -119,7 +119,9 @@ fn describe(e: &wgpu::Error) -> String {
 /// Which GEMM kernel matmul and convolutions use (see shaders/gemm.wgsl).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum GemmVariant {
-    /// `Register` on CPU adapters (llvmpipe, SwiftShader, WARP), `Tiled` elsewhere.
+    /// On CPU adapters (llvmpipe, SwiftShader, WARP) `Subgroup` for matmuls
+    /// where the adapter has 8-lane subgroups, else `Register`; elsewhere
+    /// `Wide` for matmuls of at least 256 128x128 tiles, else `Tiled`.
     Auto,
     /// Workgroup-memory tiles: the kernel for GPUs.
     Tiled,
