@@ -26,6 +26,13 @@ pub struct Compiled {
     pub run_eagerly: bool,
     /// The mean training loss of the epoch (`train_step` updates it).
     pub loss_tracker: Mean,
+    /// Keras' `train_function` and `test_function`: the traced steps `fit`
+    /// and `evaluate` replay, kept across calls (and epochs) until the next
+    /// `compile`.
+    pub(crate) train_function: Traced,
+    pub(crate) test_function: Traced,
+    /// The loss mean `evaluate` accumulates (the test step updates it).
+    pub(crate) test_loss: Mean,
 }
 
 /// Metric names and values, in display order.
@@ -136,6 +143,9 @@ pub trait Model {
             metrics,
             run_eagerly: false,
             loss_tracker: Mean::new("loss"),
+            train_function: Traced::new("train_step"),
+            test_function: Traced::new("test_step"),
+            test_loss: Mean::new("loss"),
         });
     }
 
@@ -219,7 +229,10 @@ pub trait Model {
         }
         let total = ds.cardinality();
         let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
-        let mut traced = Traced::new("train_step");
+        let mut traced = std::mem::replace(
+            &mut self.compiled().as_mut().unwrap().train_function,
+            Traced::new("train_step"),
+        );
         for epoch in args.initial_epoch..args.epochs {
             if args.verbose {
                 println!("Epoch {}/{}", epoch + 1, args.epochs);
@@ -273,6 +286,9 @@ pub trait Model {
                 break;
             }
         }
+        if let Some(c) = self.compiled().as_mut() {
+            c.train_function = traced;
+        }
         for cb in callbacks.iter_mut() {
             cb.on_train_end(&mut ctx)?;
         }
@@ -308,14 +324,19 @@ pub trait Model {
         let eager = self.run_eagerly();
         let mut c = self.compiled().take().ok_or_else(not_compiled)?;
         let r = (|| {
-            let mut loss = Mean::new("loss");
-            let mut metrics = std::mem::take(&mut c.metrics);
+            let Compiled {
+                loss: loss_fn,
+                metrics,
+                test_function: traced,
+                test_loss: loss,
+                ..
+            } = &mut c;
+            loss.reset_state();
             for m in metrics.iter_mut() {
                 m.reset_state();
             }
             let ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?.batch(batch_size, false)?;
-            let mut traced = Traced::new("test_step");
-            let res = (|| -> Result<Logs> {
+            (|| -> Result<Logs> {
                 for b in ds.iter()? {
                     let b = b?;
                     let args = [b[0].to_device(device)?, b[1].to_device(device)?];
@@ -323,7 +344,7 @@ pub trait Model {
                         without_recording(|| {
                             let (bx, by) = (&a[0], &a[1]);
                             let pred = self.call(bx, false)?;
-                            let l = c.loss.call(by, &pred)?;
+                            let l = loss_fn.call(by, &pred)?;
                             // The batch mean weighted by the batch size.
                             loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
                             for m in metrics.iter_mut() {
@@ -339,13 +360,11 @@ pub trait Model {
                     }
                 }
                 let mut logs = vec![("loss".to_string(), loss.result()?)];
-                for m in &metrics {
+                for m in metrics.iter() {
                     logs.push((m.name().to_string(), m.result()?));
                 }
                 Ok(logs)
-            })();
-            c.metrics = metrics;
-            res
+            })()
         })();
         *self.compiled() = Some(c);
         r
@@ -512,5 +531,51 @@ impl Model for Sequential {
             self.layers.iter().map(|l| l.as_ref()).collect(),
             self.input_shape.clone(),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nn::layers::Dense;
+    use crate::nn::losses::SparseCategoricalCrossentropy;
+    use crate::nn::metrics::SparseCategoricalAccuracy;
+    use crate::nn::optimizers::SGD;
+    use crate::{DType, ops};
+
+    /// Like Keras' `train_function` / `test_function`: `fit` and `evaluate`
+    /// trace their step once per input signature, not once per call or epoch.
+    #[test]
+    fn fit_and_evaluate_keep_their_traced_steps() {
+        let d = Device::Cpu;
+        let x = ops::random_normal(&[32, 4], 0.0, 1.0, DType::F32, 1, &d).unwrap();
+        let y = x.argmax(-1).unwrap();
+        let mut m = Sequential::new(vec![Box::new(Dense::new(4))]);
+        m.build(&[4], &d).unwrap();
+        m.compile(
+            SGD(0.1),
+            SparseCategoricalCrossentropy::new(true),
+            vec![Box::new(SparseCategoricalAccuracy())],
+        );
+        let args = |batch_size| FitArgs {
+            epochs: 3,
+            batch_size,
+            validation_data: Some((x.clone(), y.clone())),
+            verbose: false,
+            device: Some(Device::Cpu),
+            ..FitArgs::default()
+        };
+        // 32 rows: batches of 8 have one signature, batches of 5 two (5, 2).
+        m.fit(&x, &y, args(8)).unwrap();
+        m.fit(&x, &y, args(5)).unwrap();
+        m.fit(&x, &y, args(8)).unwrap();
+        let first = m.evaluate(&x, &y, 8).unwrap();
+        m.evaluate(&x, &y, 5).unwrap();
+        let again = m.evaluate(&x, &y, 8).unwrap();
+        assert_eq!(first, again, "evaluate resets its loss and metrics");
+        let c = m.compiled().as_ref().unwrap();
+        assert_eq!(c.train_function.trace_count(), 3);
+        // fit's validation (batches of 8 and 5) and evaluate share it.
+        assert_eq!(c.test_function.trace_count(), 3);
     }
 }
