@@ -31,6 +31,9 @@ pub struct Compiled {
     /// `compile`.
     pub(crate) train_function: Traced,
     pub(crate) test_function: Traced,
+    /// Keras' `predict_function` (a model that was never compiled traces
+    /// `predict` once per call).
+    pub(crate) predict_function: Traced,
     /// The loss mean `evaluate` accumulates (the test step updates it).
     pub(crate) test_loss: Mean,
 }
@@ -145,6 +148,7 @@ pub trait Model {
             loss_tracker: Mean::new("loss"),
             train_function: Traced::new("train_step"),
             test_function: Traced::new("test_step"),
+            predict_function: Traced::new("predict_step"),
             test_loss: Mean::new("loss"),
         });
     }
@@ -378,19 +382,29 @@ pub trait Model {
         let device = self.device()?;
         let eager = self.run_eagerly();
         let ds = Dataset::from_tensor_slices(std::slice::from_ref(x))?.batch(batch_size, false)?;
-        let mut traced = Traced::new("predict_step");
+        let mut traced = match self.compiled().as_mut() {
+            Some(c) => std::mem::replace(&mut c.predict_function, Traced::new("predict_step")),
+            None => Traced::new("predict_step"),
+        };
         let mut outs = Vec::new();
-        for b in ds.iter()? {
-            let bx = b?[0].to_device(&device)?;
-            let mut step =
-                |a: &[Tensor]| -> Result<Vec<Tensor>> { without_recording(|| Ok(vec![self.call(&a[0], false)?])) };
-            let y = if eager {
-                step(std::slice::from_ref(&bx))?
-            } else {
-                traced.call(std::slice::from_ref(&bx), step)?
-            };
-            outs.extend(y);
+        let r = (|| -> Result<()> {
+            for b in ds.iter()? {
+                let bx = b?[0].to_device(&device)?;
+                let mut step =
+                    |a: &[Tensor]| -> Result<Vec<Tensor>> { without_recording(|| Ok(vec![self.call(&a[0], false)?])) };
+                let y = if eager {
+                    step(std::slice::from_ref(&bx))?
+                } else {
+                    traced.call(std::slice::from_ref(&bx), step)?
+                };
+                outs.extend(y);
+            }
+            Ok(())
+        })();
+        if let Some(c) = self.compiled().as_mut() {
+            c.predict_function = traced;
         }
+        r?;
         if outs.is_empty() {
             return Err(Error::arg("predict", "no input rows"));
         }
@@ -543,8 +557,9 @@ mod tests {
     use crate::nn::optimizers::SGD;
     use crate::{DType, ops};
 
-    /// Like Keras' `train_function` / `test_function`: `fit` and `evaluate`
-    /// trace their step once per input signature, not once per call or epoch.
+    /// Like Keras' `train_function` / `test_function` / `predict_function`:
+    /// `fit`, `evaluate` and `predict` trace their step once per input
+    /// signature, not once per call or epoch.
     #[test]
     fn fit_and_evaluate_keep_their_traced_steps() {
         let d = Device::Cpu;
@@ -573,7 +588,11 @@ mod tests {
         m.evaluate(&x, &y, 5).unwrap();
         let again = m.evaluate(&x, &y, 8).unwrap();
         assert_eq!(first, again, "evaluate resets its loss and metrics");
+        m.predict(&x, 8).unwrap();
+        m.predict(&x, 5).unwrap();
+        m.predict(&x, 8).unwrap();
         let c = m.compiled().as_ref().unwrap();
+        assert_eq!(c.predict_function.trace_count(), 3);
         assert_eq!(c.train_function.trace_count(), 3);
         // fit's validation (batches of 8 and 5) and evaluate share it.
         assert_eq!(c.test_function.trace_count(), 3);
