@@ -19,6 +19,7 @@ use crate::dtype::DType;
 use crate::error::{Error, Result};
 use crate::shape::numel;
 use crate::tensor::Tensor;
+use rayon::prelude::*;
 
 pub static CONV: Kernel = Kernel {
     name: "conv",
@@ -257,13 +258,18 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 }
 
 /// Patch matrix of group `gi`: rows (n, oh, ow), columns (kh, kw, ci).
+/// Batch entries in parallel, each filling its own rows.
 fn im2col<F: Gemm>(x: &[F], g: &Geom, gi: usize) -> Vec<F> {
     let k = g.kh * g.kw * g.cg;
-    let mut cols = vec![F::ZERO; g.n * g.oh * g.ow * k];
-    for n in 0..g.n {
+    let per = g.oh * g.ow * k;
+    let mut cols = vec![F::ZERO; g.n * per];
+    if per == 0 {
+        return cols;
+    }
+    cols.par_chunks_mut(per).enumerate().for_each(|(n, cn)| {
         for oh in 0..g.oh {
             for ow in 0..g.ow {
-                let row = ((n * g.oh + oh) * g.ow + ow) * k;
+                let row = (oh * g.ow + ow) * k;
                 for kh in 0..g.kh {
                     let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
                     if ih < 0 || ih as usize >= g.h {
@@ -276,19 +282,24 @@ fn im2col<F: Gemm>(x: &[F], g: &Geom, gi: usize) -> Vec<F> {
                         }
                         let src = ((n * g.h + ih as usize) * g.w + iw as usize) * g.c + gi * g.cg;
                         let dst = row + (kh * g.kw + kw) * g.cg;
-                        cols[dst..dst + g.cg].copy_from_slice(&x[src..src + g.cg]);
+                        cn[dst..dst + g.cg].copy_from_slice(&x[src..src + g.cg]);
                     }
                 }
             }
         }
-    }
+    });
     cols
 }
 
-/// Adds a patch-matrix gradient back onto the input gradient of group `gi`.
+/// Adds a patch-matrix gradient back onto the input gradient of group `gi`;
+/// batch entries in parallel, each adding into its own block of dx.
 fn col2im<F: Gemm>(cols: &[F], dx: &mut [F], g: &Geom, gi: usize) {
     let k = g.kh * g.kw * g.cg;
-    for n in 0..g.n {
+    let per = g.h * g.w * g.c;
+    if per == 0 {
+        return;
+    }
+    dx.par_chunks_mut(per).enumerate().for_each(|(n, dn)| {
         for oh in 0..g.oh {
             for ow in 0..g.ow {
                 let row = ((n * g.oh + oh) * g.ow + ow) * k;
@@ -302,16 +313,16 @@ fn col2im<F: Gemm>(cols: &[F], dx: &mut [F], g: &Geom, gi: usize) {
                         if iw < 0 || iw as usize >= g.w {
                             continue;
                         }
-                        let d = ((n * g.h + ih as usize) * g.w + iw as usize) * g.c + gi * g.cg;
+                        let d = (ih as usize * g.w + iw as usize) * g.c + gi * g.cg;
                         let s = row + (kh * g.kw + kw) * g.cg;
                         for c in 0..g.cg {
-                            dx[d + c] += cols[s + c];
+                            dn[d + c] += cols[s + c];
                         }
                     }
                 }
             }
         }
-    }
+    });
 }
 
 fn conv_cpu<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F]) -> Vec<F> {
