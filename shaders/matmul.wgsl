@@ -159,6 +159,23 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 }
 
 
+// Where batch entry b of a register-path kernel reads: the operands' base
+// offsets and its range of k (split-K: slice b of one product's sum).
+struct RegRange {
+    abase: u32,
+    bbase: u32,
+    k0: u32,
+    k1: u32,
+}
+
+fn reg_range(b: u32) -> RegRange {
+    if (p.kc != 0u) {
+        let k0 = b * p.kc;
+        return RegRange(0u, 0u, k0, min(p.k, k0 + p.kc));
+    }
+    return RegRange(b * p.sa, b * p.sb, 0u, p.k);
+}
+
 // The register-blocked kernel of gemm.wgsl specialized to strided matrices:
 // A(m, k) = a[b*sa + m*am + k*ak], B(k, n) = b[b*sb + k*bk + n*bn]. Each
 // lane holds 4 rows x 16 columns (16 vec4 accumulators): on llvmpipe every
@@ -172,16 +189,11 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let b = wid.z + p.b0;
     let m = wid.y * 4u;
     let n = (wid.x * 8u + lid.x) * 16u;
-    var abase = b * p.sa;
-    var bbase = b * p.sb;
-    var k0 = 0u;
-    var k1 = p.k;
-    if (p.kc != 0u) {
-        abase = 0u;
-        bbase = 0u;
-        k0 = b * p.kc;
-        k1 = min(p.k, k0 + p.kc);
-    }
+    let rg = reg_range(b);
+    let abase = rg.abase;
+    let bbase = rg.bbase;
+    let k0 = rg.k0;
+    let k1 = rg.k1;
     let r0 = abase + min(m + 0u, p.m - 1u) * p.am;
     let r1 = abase + min(m + 1u, p.m - 1u) * p.am;
     let r2 = abase + min(m + 2u, p.m - 1u) * p.am;
