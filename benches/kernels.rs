@@ -66,7 +66,7 @@ fn main() {
         quick: std::env::var("WGFLOW_BENCH_QUICK").is_ok(),
     };
     if let Ok(v) = std::env::var("WGFLOW_BENCH_GEMM") {
-        use wgflow::device::gpu::{GemmVariant, force_gemm_variant};
+        use wgflow::runtime::wgpu::{GemmVariant, force_gemm_variant};
         force_gemm_variant(match v.as_str() {
             "tiled" => GemmVariant::Tiled,
             "wide" => GemmVariant::Wide,

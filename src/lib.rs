@@ -5,24 +5,35 @@
 //! encoded into a pending batch and submitted when a value is read. See the
 //! README for the environment variables that select devices and memory
 //! behaviour, and `ops` for the op families.
+//!
+//! The modules are layers; each imports only from the layers below it
+//! (`tests/layering.rs` enforces it):
+//!
+//! | layer | what it is |
+//! |---|---|
+//! | [`nn`] | Keras: layers, models, losses, optimizers, metrics, `fit`, callbacks |
+//! | [`io`], [`data`] | checkpoints and TensorBoard summaries; `tf.data` |
+//! | [`autodiff`], [`function`] | `GradientTape` and `tf.function`, observers of every op |
+//! | [`ops`] | shape and gradient rules, the public op functions, `exec` |
+//! | [`tensor`] | `Tensor` and `Variable` |
+//! | [`runtime`] | devices: the CPU reference and wgpu GPUs, their kernels and memory |
+//! | [`core`] | dtypes, shapes, errors, the `Op` enum |
 
+pub mod autodiff;
+pub mod core;
 pub mod data;
-pub mod device;
-pub mod dtype;
-pub mod error;
 pub mod function;
 pub mod io;
 pub mod nn;
 pub mod ops;
-pub mod shape;
-pub mod tape;
+pub mod runtime;
 pub mod tensor;
 
-pub use device::config;
-pub use device::{Counters, Device, MemoryInfo};
-pub use dtype::DType;
-pub use error::{Error, Result};
+pub use crate::core::dtype::DType;
+pub use crate::core::error::{Error, Result};
+pub use autodiff::{GradientTape, stop_gradient};
 pub use function::function;
 pub use ops::conv::Padding;
-pub use tape::{GradientTape, stop_gradient};
+pub use runtime::config;
+pub use runtime::{Counters, Device, MemoryInfo};
 pub use tensor::{Tensor, Variable};

@@ -8,13 +8,13 @@
 
 mod common;
 use common::*;
-use wgflow::device::gpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant};
 use wgflow::ops::Op;
 use wgflow::ops::binary::{BinaryOp, CmpOp};
 use wgflow::ops::conv::Conv2d;
 use wgflow::ops::pool::Pool2d;
 use wgflow::ops::reduce::ReduceOp;
 use wgflow::ops::unary::UnaryOp;
+use wgflow::runtime::wgpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant};
 use wgflow::{DType, Padding, Tensor};
 
 const FLOATS: [DType; 2] = [DType::F32, DType::F16];

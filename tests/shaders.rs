@@ -3,8 +3,8 @@
 //! without any GPU.
 
 use std::path::Path;
-use wgflow::device::gpu::KType;
 use wgflow::ops::kernels;
+use wgflow::runtime::wgpu::KType;
 
 const TYPES: [KType; 4] = [KType::F32, KType::F16, KType::I32, KType::U32];
 
@@ -67,7 +67,7 @@ fn every_kernel_variant_validates() {
 
 #[test]
 fn validation_reports_errors_with_the_kernel_name() {
-    let bad = wgflow::device::gpu::Kernel {
+    let bad = wgflow::runtime::wgpu::Kernel {
         name: "broken",
         sources: &["fn f() -> f32 { return 1u; }"],
         types: &[KType::F32],

@@ -1,8 +1,8 @@
 //! Numeric CSV files: one record per line, comma-separated, an optional
 //! header line. Every field must parse as a number.
 
-use crate::device::cpu::CpuData;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
+use crate::runtime::cpu::CpuData;
 use crate::tensor::Tensor;
 use std::path::Path;
 
@@ -53,6 +53,6 @@ pub fn read_csv(path: &Path, header: bool) -> Result<(Vec<String>, Tensor)> {
     }
     Ok((
         names,
-        Tensor::from_data(CpuData::F32(values), &[rows, c], &crate::Device::Cpu)?,
+        Tensor::from_data(CpuData::F32(values), &[rows, c], &crate::runtime::Device::Cpu)?,
     ))
 }

@@ -3,8 +3,8 @@
 //! (each optionally with `.gz`). Images become f32 in [0, 1] shaped
 //! [n, 28, 28, 1]; labels int32 [n].
 
-use crate::device::cpu::CpuData;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
+use crate::runtime::cpu::CpuData;
 use crate::tensor::Tensor;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -90,8 +90,8 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<(Tensor, Tensor)> {
     let x = CpuData::F32(ibytes.iter().map(|&b| b as f32 / 255.0).collect());
     let y = CpuData::I32(lbytes.iter().map(|&b| b as i32).collect());
     Ok((
-        Tensor::from_data(x, &[idims[0], idims[1], idims[2], 1], &crate::Device::Cpu)?,
-        Tensor::from_data(y, &[ldims[0]], &crate::Device::Cpu)?,
+        Tensor::from_data(x, &[idims[0], idims[1], idims[2], 1], &crate::runtime::Device::Cpu)?,
+        Tensor::from_data(y, &[ldims[0]], &crate::runtime::Device::Cpu)?,
     ))
 }
 

@@ -9,7 +9,7 @@ pub mod csv;
 pub mod mnist;
 pub mod synthetic;
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use crate::ops::layout;
 use crate::tensor::Tensor;
 use std::sync::Arc;
@@ -55,7 +55,7 @@ impl Dataset {
         // Slicing happens on the host, whatever device the tensors are on.
         let host: Vec<Tensor> = tensors
             .iter()
-            .map(|t| t.to_device(&crate::Device::Cpu))
+            .map(|t| t.to_device(&crate::runtime::Device::Cpu))
             .collect::<Result<_>>()?;
         let host = Arc::new(host);
         Ok(Dataset::new(Some(n), move || {

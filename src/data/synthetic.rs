@@ -5,8 +5,8 @@
 //! (f32 [n, 28, 28, 1] in [0, 1], int32 labels [n]).
 
 use super::Rng;
-use crate::device::cpu::CpuData;
-use crate::error::Result;
+use crate::core::error::Result;
+use crate::runtime::cpu::CpuData;
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 
@@ -170,7 +170,7 @@ pub fn digits(n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
         })
         .collect();
     Ok((
-        Tensor::from_data(CpuData::F32(pixels), &[n, 28, 28, 1], &crate::Device::Cpu)?,
-        Tensor::from_data(CpuData::I32(labels), &[n], &crate::Device::Cpu)?,
+        Tensor::from_data(CpuData::F32(pixels), &[n, 28, 28, 1], &crate::runtime::Device::Cpu)?,
+        Tensor::from_data(CpuData::I32(labels), &[n], &crate::runtime::Device::Cpu)?,
     ))
 }

@@ -22,13 +22,13 @@
 
 use super::fused::{Arg, FOp, Fused, Reduce};
 use super::graph::{Graph, Node, Source};
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::shape::numel;
 use crate::ops::Op;
 use crate::ops::binary::BinaryOp;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
-use crate::shape::numel;
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
@@ -88,6 +88,7 @@ fn eligible(g: &Graph, n: &Node) -> bool {
         return false;
     }
     match op {
+        Op::StopGradient => true,
         Op::Reshape(to) => {
             let from = &g.values[inputs[0]].shape;
             numel(from) == 1 || core(from) == core(to)
@@ -561,7 +562,7 @@ fn is_view(g: &Graph, i: usize) -> bool {
     matches!(
         g.nodes[i],
         Node::Op {
-            op: Op::Reshape(_) | Op::BroadcastTo(_) | Op::Fill { .. },
+            op: Op::Reshape(_) | Op::StopGradient | Op::BroadcastTo(_) | Op::Fill { .. },
             ..
         }
     )
@@ -584,7 +585,7 @@ fn build(g: &Graph, grp: &Group, writes: &[usize]) -> Result<(Fused, Vec<usize>)
             tag(ops.len() - 1)
         };
         Ok(match op {
-            Op::BroadcastTo(_) | Op::Reshape(_) => a[0],
+            Op::BroadcastTo(_) | Op::Reshape(_) | Op::StopGradient => a[0],
             Op::Fill { value, .. } => push(ops, FOp::Const(*value as f32)),
             Op::Unary(u) => push(ops, FOp::Unary(*u, a[0])),
             Op::UnaryGrad(u) => push(ops, FOp::UnaryGrad(*u, a[0], a[1], a[2])),

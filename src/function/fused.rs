@@ -18,17 +18,17 @@
 //! many and blocks short, and with one workgroup per output (a tree in
 //! workgroup memory) otherwise.
 
-use crate::Device;
-use crate::device::cpu::CpuData;
-use crate::device::gpu::{KType, Kernel, Launch, grid};
-use crate::device::memory::GpuBuf;
-use crate::dtype::DType;
-use crate::error::Result;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::shape::{broadcast_strides, numel, strides};
 use crate::ops::binary::BinaryOp;
 use crate::ops::optim::Update;
 use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
-use crate::shape::{broadcast_strides, numel, strides};
+use crate::runtime::Device;
+use crate::runtime::cpu::CpuData;
+use crate::runtime::wgpu::memory::GpuBuf;
+use crate::runtime::wgpu::{KType, Kernel, Launch, grid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -479,7 +479,7 @@ impl Fused {
                     .map(|(b, s)| Tensor::from_gpu(b, s.clone(), DType::F32, device))
                     .collect();
                 if crate::ops::cross_check_enabled() {
-                    super::trace::internal_reads(|| self.cross_check(x, &out))?;
+                    crate::tensor::observe::internal_reads(|| self.cross_check(x, &out))?;
                 }
                 Ok(out)
             }
@@ -507,7 +507,7 @@ impl Fused {
                 ok &= e <= atol + rtol * w.abs();
             }
             if !ok {
-                return Err(crate::error::Error::CrossCheck {
+                return Err(crate::core::error::Error::CrossCheck {
                     op: format!("fused[{}]", self.describe()),
                     shapes: x.iter().map(|t| t.shape().to_vec()).collect(),
                     max_abs_err: max,

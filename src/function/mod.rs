@@ -23,8 +23,8 @@ pub(crate) mod trace;
 pub use graph::{Graph, GraphStats, PlanStats};
 pub use trace::{TraceScope, host_input};
 
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::collections::HashMap;
 

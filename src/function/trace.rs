@@ -1,17 +1,20 @@
-//! Recording a trace. `ops::exec` calls [`record_op`] for every op; variable
-//! reads and assignments and [`host_input`] report here too. Tensors that
+//! Recording a trace. While a [`TraceScope`] is open, a tracer observes
+//! (`tensor::observe`) every op, variable read and assignment on its thread;
+//! [`host_input`] reports here too. Tensors that
 //! reach an op without being produced inside the trace (weights created
 //! outside, tensors built from host data) become captured constants.
 
 use super::Signature;
 use super::graph::{Graph, HostFn, Node, Source, Value};
-use crate::Device;
-use crate::device::cpu::CpuData;
-use crate::error::{Error, Result};
-use crate::ops::Op;
+use crate::core::error::{Error, Result};
+use crate::core::op::Op;
+use crate::runtime::Device;
+use crate::runtime::cpu::CpuData;
+use crate::tensor::observe::{self, Observer, Read, Registration};
 use crate::tensor::{Tensor, Variable};
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::rc::Rc;
 
 #[derive(Default)]
 pub(crate) struct Builder {
@@ -49,17 +52,24 @@ impl Builder {
 
 thread_local! {
     static STATE: RefCell<Option<Builder>> = const { RefCell::new(None) };
-    /// Set while wgflow itself reads values during a trace (cross-checks).
-    static INTERNAL_READ: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
-/// Runs `f`, in which wgflow's own reads of traced values are allowed
-/// (`WGFLOW_CROSS_CHECK` compares results while a step is being traced).
-pub(crate) fn internal_reads<T>(f: impl FnOnce() -> T) -> T {
-    let before = INTERNAL_READ.with(|r| r.replace(true));
-    let out = f();
-    INTERNAL_READ.with(|r| r.set(before));
-    out
+/// The tracer: an observer of ops and variables while a trace records.
+struct Tracer;
+
+impl Observer for Tracer {
+    fn op(&self, op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
+        record_op(op, inputs, outputs);
+    }
+    fn read(&self, var: &Variable, value: &Tensor, _how: Read) {
+        on_read(var, value);
+    }
+    fn assign(&self, var: &Variable, value: &Tensor, held: &Tensor) {
+        on_assign(var, value, held);
+    }
+    fn check_read(&self, t: &Tensor) -> Result<()> {
+        check_read(t)
+    }
 }
 
 /// Whether a trace is recording on this thread.
@@ -71,7 +81,7 @@ fn with<T>(f: impl FnOnce(&mut Builder) -> T) -> Option<T> {
     STATE.with(|s| s.borrow_mut().as_mut().map(f))
 }
 
-pub(crate) fn record_op(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
+fn record_op(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
     with(|b| {
         let ins: Vec<usize> = inputs.iter().map(|t| b.value_of(t, true)).collect();
         let outs: Vec<usize> = outputs.iter().map(|t| b.new_value(t)).collect();
@@ -83,7 +93,7 @@ pub(crate) fn record_op(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
     });
 }
 
-pub(crate) fn on_read(var: &Variable, t: &Tensor) {
+fn on_read(var: &Variable, t: &Tensor) {
     with(|b| {
         if !b.ids.contains_key(&t.id()) {
             let v = b.new_value(t);
@@ -92,17 +102,9 @@ pub(crate) fn on_read(var: &Variable, t: &Tensor) {
     });
 }
 
-/// `alias` is another handle of `t`'s value (`stop_gradient`).
-pub(crate) fn on_alias(t: &Tensor, alias: &Tensor) {
-    with(|b| {
-        let v = b.value_of(t, true);
-        b.ids.insert(alias.id(), v);
-    });
-}
-
 /// `var` now holds `held`, a detached copy of `t`'s handle: later reads in
 /// the trace see the same graph value.
-pub(crate) fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
+fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
     with(|b| {
         let v = b.value_of(t, true);
         b.ids.insert(held.id(), v);
@@ -111,10 +113,7 @@ pub(crate) fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
 }
 
 /// Refuses to read the value of a tensor the trace computes.
-pub(crate) fn check_read(t: &Tensor) -> Result<()> {
-    if INTERNAL_READ.with(|r| r.get()) {
-        return Ok(());
-    }
+fn check_read(t: &Tensor) -> Result<()> {
     let traced = with(|b| b.ids.contains_key(&t.id())).unwrap_or(false);
     if traced {
         return Err(Error::ReadInTrace {
@@ -159,6 +158,7 @@ pub(crate) fn trace(args: &[Tensor], f: impl FnOnce(&[Tensor]) -> Result<Vec<Ten
 /// An open recording; `end` closes it (dropping it discards the recording).
 pub struct TraceScope {
     open: bool,
+    _registration: Registration,
 }
 
 impl TraceScope {
@@ -179,7 +179,10 @@ impl TraceScope {
             b.sources.push((v, Source::Arg(i)));
         }
         STATE.with(|s| *s.borrow_mut() = Some(b));
-        Ok(TraceScope { open: true })
+        Ok(TraceScope {
+            open: true,
+            _registration: observe::register(Rc::new(Tracer)),
+        })
     }
 
     pub(crate) fn end(mut self) -> Builder {

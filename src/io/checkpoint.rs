@@ -10,10 +10,10 @@
 //! optimizer slots are "optimizer/<variable path>/<slot>".
 
 use super::{io_err, write_atomic};
-use crate::device::cpu::CpuData;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::nn::optimizers::Optimizer;
+use crate::runtime::cpu::CpuData;
 use crate::tensor::{Tensor, Variable};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
 use std::collections::{BTreeMap, HashMap};

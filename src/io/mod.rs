@@ -5,7 +5,7 @@
 pub mod checkpoint;
 pub mod summary;
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 

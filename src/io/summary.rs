@@ -6,7 +6,7 @@
 //! messages are small enough to encode by hand.
 
 use super::io_err;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use crate::tensor::Tensor;
 use std::fs::File;
 use std::io::{BufWriter, Write};

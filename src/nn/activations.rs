@@ -1,6 +1,6 @@
 //! Activation functions by Keras name.
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 

@@ -2,7 +2,7 @@
 
 use super::model::Logs;
 use super::optimizers::Optimizer;
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use crate::io::checkpoint::{Checkpoint, CheckpointManager};
 use crate::io::summary::{SummaryWriter, create_file_writer};
 use crate::tensor::{Tensor, Variable};

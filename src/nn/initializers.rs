@@ -4,10 +4,10 @@
 //! belongs to the calling thread, so models built on different threads do
 //! not perturb each other's sequences.
 
-use crate::Device;
-use crate::dtype::DType;
-use crate::error::Result;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
 use crate::ops;
+use crate::runtime::Device;
 use crate::tensor::Tensor;
 use std::cell::Cell;
 

@@ -4,11 +4,11 @@
 
 use super::activations::Activation;
 use super::initializers::{Initializer, next_seed};
-use crate::Device;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::ops::conv::Padding;
 use crate::ops::{self, conv, pool};
+use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -685,14 +685,14 @@ impl Layer for BatchNormalization {
             let mean = x.mean(Some(&axes), false)?;
             let var = x.sub(&mean)?.square()?.mean(Some(&axes), false)?;
             // Moving averages are state, not part of the computation being differentiated.
-            crate::tape::without_recording(|| -> Result<()> {
+            crate::autodiff::without_recording(|| -> Result<()> {
                 let m = self.momentum;
                 for (mv, batch) in [
                     (self.moving_mean.as_ref().unwrap(), &mean),
                     (self.moving_variance.as_ref().unwrap(), &var),
                 ] {
                     let next = mv.value().mul_scalar(m)?.add(&batch.mul_scalar(1.0 - m)?)?;
-                    mv.assign(&crate::tape::stop_gradient(&next))?;
+                    mv.assign(&crate::autodiff::stop_gradient(&next))?;
                 }
                 Ok(())
             })?;

@@ -1,8 +1,8 @@
 //! Keras losses. Each returns the mean over the batch (Keras'
 //! `sum_over_batch_size` reduction) as a scalar tensor.
 
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 

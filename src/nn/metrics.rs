@@ -1,8 +1,8 @@
 //! Stateful Keras metrics. State accumulates on the device of the values
 //! (no readback per batch); `result` reads it back.
 
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::ops;
 use crate::tensor::{Tensor, Variable};
 
@@ -79,7 +79,7 @@ impl Mean {
     }
     /// Adds values (any shape).
     pub fn update(&mut self, values: &Tensor) -> Result<()> {
-        crate::tape::without_recording(|| self.totals.add(values))
+        crate::autodiff::without_recording(|| self.totals.add(values))
     }
 }
 
@@ -159,7 +159,7 @@ impl Metric for Accuracy {
         &self.name
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
-        crate::tape::without_recording(|| {
+        crate::autodiff::without_recording(|| {
             let t = y_true.to_device(y_pred.device())?;
             let hits = match self.kind {
                 Kind::Exact => t.cast(y_pred.dtype())?.equal(y_pred)?,

@@ -8,12 +8,12 @@ use super::losses::Loss;
 use super::metrics::{Mean, Metric};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
-use crate::Device;
+use crate::autodiff::{GradientTape, without_recording};
+use crate::core::error::{Error, Result};
 use crate::data::Dataset;
-use crate::error::{Error, Result};
 use crate::function::Traced;
 use crate::ops::layout;
-use crate::tape::{GradientTape, without_recording};
+use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
 
 /// What `compile` sets.
@@ -98,7 +98,7 @@ impl Default for FitArgs {
 fn device_of(d: &Option<Device>) -> Result<Device> {
     match d {
         Some(d) => Ok(d.clone()),
-        None => crate::config::default_device(),
+        None => crate::runtime::config::default_device(),
     }
 }
 
@@ -127,7 +127,7 @@ pub trait Model {
     fn device(&self) -> Result<Device> {
         match self.named_variables().first() {
             Some((_, v)) => Ok(v.device()),
-            None => crate::config::default_device(),
+            None => crate::runtime::config::default_device(),
         }
     }
 

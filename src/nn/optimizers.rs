@@ -2,12 +2,12 @@
 //! learning-rate schedules and `clipnorm`. Each variable's step is one fused
 //! kernel (`ops::optim`); slots are created on first use, zero-initialized.
 
-use crate::device::cpu::CpuData;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
 use crate::function::host_input;
 use crate::ops::optim::{Rule, Update};
 use crate::ops::{self, Op, exec_multi};
+use crate::runtime::cpu::CpuData;
 use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -309,7 +309,7 @@ impl Optimizer {
 
     /// [lr, Adam's bias-corrected lr] of the next step, taking the step: a
     /// host input, so that a traced step recomputes it on every replay.
-    fn hyper(&self, device: &crate::Device) -> Result<Tensor> {
+    fn hyper(&self, device: &crate::runtime::Device) -> Result<Tensor> {
         let iters = self.iterations.clone();
         let lr = self.learning_rate.clone();
         let betas = match self.kind {
@@ -370,7 +370,7 @@ impl Optimizer {
                 }
             }
         }
-        crate::tape::without_recording(|| -> Result<()> {
+        crate::autodiff::without_recording(|| -> Result<()> {
             let hyper = self.hyper(&device)?;
             for (g, v) in grads.iter().zip(vars) {
                 let Some(g) = g else { continue };

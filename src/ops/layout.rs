@@ -5,40 +5,10 @@
 //! TensorFlow's kernels do; reshape shares storage.
 
 use super::{Op, exec};
-use crate::device::cpu::CpuData;
-use crate::device::gpu::{GpuDevice, KType, Kernel, Launch, grid, status_slot};
-use crate::device::memory::GpuBuf;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::map_data;
-use crate::shape::{self, collapse, numel, strides};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::shape::{self, numel};
 use crate::tensor::Tensor;
-
-pub static LAYOUT: Kernel = Kernel {
-    name: "layout",
-    sources: &[
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/layout.wgsl"),
-    ],
-    types: &[KType::U32, KType::F16],
-};
-
-pub static CAST: Kernel = Kernel {
-    name: "cast",
-    sources: &[
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/cast.wgsl"),
-    ],
-    types: &[KType::U32],
-};
-
-/// Layout kernels move f32, i32 and bool as 32-bit words, f16 as halves.
-pub(crate) fn wtype(dtype: DType) -> KType {
-    if dtype == DType::F16 { KType::F16 } else { KType::U32 }
-}
-
-/// Kernels index at most 8 dimensions after merging contiguous ones.
-const MAX_RANK: usize = 8;
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let name = op.name();
@@ -46,6 +16,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let sh = a.shape();
     match op {
         Op::Cast(to) => Ok((sh.to_vec(), *to)),
+        Op::StopGradient => Ok((sh.to_vec(), a.dtype())),
         Op::Reshape(s) => {
             if numel(s) != a.numel() {
                 return Err(Error::shape(
@@ -186,136 +157,6 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     }
 }
 
-/// Copies `src` viewed with `strides` from `off` into a new contiguous vector.
-fn gather_strided<T: Copy>(src: &[T], shape: &[usize], strides: &[usize], off: usize) -> Vec<T> {
-    shape::StridedIter::new(shape, strides, off).map(|i| src[i]).collect()
-}
-
-/// (strides over the output shape, offset) for reading `x` as this op's output.
-fn view(op: &Op, sh: &[usize], out: &[usize]) -> (Vec<usize>, usize) {
-    let st = strides(sh);
-    match op {
-        Op::Permute(p) => (p.iter().map(|&d| st[d]).collect(), 0),
-        Op::BroadcastTo(to) => (shape::broadcast_strides(sh, to), 0),
-        Op::Slice { begin, .. } => (st.clone(), begin.iter().zip(&st).map(|(b, s)| b * s).sum()),
-        _ => (strides(out), 0),
-    }
-}
-
-pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<CpuData> {
-    let a = x[0];
-    match op {
-        Op::Cast(to) => Ok(a.cpu_data().cast(*to)),
-        Op::Permute(_) | Op::BroadcastTo(_) | Op::Slice { .. } => {
-            let (st, off) = view(op, a.shape(), out);
-            Ok(map_data!(a.cpu_data(), v => gather_strided(v, out, &st, off)))
-        }
-        Op::Concat { axis } => {
-            let outer: usize = out[..*axis].iter().product();
-            let inner: usize = out[axis + 1..].iter().product();
-            let mut parts: Vec<CpuData> = Vec::new();
-            for o in 0..outer {
-                for t in x {
-                    let w = t.shape()[*axis] * inner;
-                    parts.push(map_data!(t.cpu_data(), v => v[o * w..(o + 1) * w].to_vec()));
-                }
-            }
-            let mut acc = CpuData::zeros(dtype, 0);
-            for p in parts {
-                acc = match (acc, p) {
-                    (CpuData::F32(mut a), CpuData::F32(b)) => {
-                        a.extend(b);
-                        CpuData::F32(a)
-                    }
-                    (CpuData::F16(mut a), CpuData::F16(b)) => {
-                        a.extend(b);
-                        CpuData::F16(a)
-                    }
-                    (CpuData::F64(mut a), CpuData::F64(b)) => {
-                        a.extend(b);
-                        CpuData::F64(a)
-                    }
-                    (CpuData::I32(mut a), CpuData::I32(b)) => {
-                        a.extend(b);
-                        CpuData::I32(a)
-                    }
-                    (CpuData::Bool(mut a), CpuData::Bool(b)) => {
-                        a.extend(b);
-                        CpuData::Bool(a)
-                    }
-                    _ => unreachable!("dtypes checked in infer"),
-                };
-            }
-            Ok(acc)
-        }
-        Op::Gather { axis } => {
-            let sh = a.shape();
-            let d = sh[*axis];
-            let outer: usize = sh[..*axis].iter().product();
-            let inner: usize = sh[axis + 1..].iter().product();
-            let CpuData::I32(idx) = x[1].cpu_data() else {
-                unreachable!()
-            };
-            if let Some(&bad) = idx.iter().find(|&&k| k < 0 || k as usize >= d) {
-                return Err(index_error(bad, d as u32));
-            }
-            Ok(map_data!(a.cpu_data(), v => {
-                let mut o = Vec::with_capacity(outer * idx.len() * inner);
-                for r in 0..outer {
-                    for &k in idx {
-                        let base = (r * d + k as usize) * inner;
-                        o.extend_from_slice(&v[base..base + inner]);
-                    }
-                }
-                o
-            }))
-        }
-        Op::OneHot { depth, on, off, .. } => {
-            let CpuData::I32(idx) = a.cpu_data() else {
-                unreachable!()
-            };
-            let mut v = Vec::with_capacity(idx.len() * depth);
-            for &k in idx {
-                for j in 0..*depth {
-                    v.push(if k >= 0 && k as usize == j { *on } else { *off });
-                }
-            }
-            Ok(CpuData::from_f64(dtype, &v))
-        }
-        Op::Pad { before, shape } => {
-            let mut v = vec![0.0; numel(shape)];
-            let st = strides(shape);
-            let off: usize = before.iter().zip(&st).map(|(b, s)| b * s).sum();
-            let src = a.cpu_data().to_f64();
-            for (k, i) in shape::StridedIter::new(a.shape(), &st, off).enumerate() {
-                v[i] = src[k];
-            }
-            Ok(CpuData::from_f64(dtype, &v))
-        }
-        Op::GatherGrad { axis, dim } => {
-            let CpuData::I32(idx) = a.cpu_data() else {
-                unreachable!()
-            };
-            let dy = x[1].cpu_data().to_f64();
-            let outer: usize = out[..*axis].iter().product();
-            let inner: usize = out[axis + 1..].iter().product();
-            let j = idx.len();
-            let mut v = vec![0.0; numel(out)];
-            for o in 0..outer {
-                for (jj, &k) in idx.iter().enumerate() {
-                    if k >= 0 && (k as usize) < *dim {
-                        for b in 0..inner {
-                            v[(o * dim + k as usize) * inner + b] += dy[(o * j + jj) * inner + b];
-                        }
-                    }
-                }
-            }
-            Ok(CpuData::from_f64(dtype, &v))
-        }
-        _ => unreachable!(),
-    }
-}
-
 /// Gradient rules: data movement moves gradients back the other way.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
     let a = x[0];
@@ -329,6 +170,7 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
             }
         }
         Op::Reshape(_) => vec![Some(reshape(dy, &dims(a.shape()))?)],
+        Op::StopGradient => vec![None],
         Op::Permute(p) => {
             let mut inv = vec![0; p.len()];
             for (i, &d) in p.iter().enumerate() {
@@ -373,173 +215,6 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
         Op::OneHot { .. } => vec![None],
         _ => unreachable!(),
     })
-}
-
-/// The error a bad gather index gives on either device.
-pub(crate) fn index_error(value: i32, limit: u32) -> Error {
-    Error::arg("gather", format!("index {value} is out of range [0, {limit})"))
-}
-
-/// Strided copy on the GPU: dst[dst_off + c·dst_st] = src[src_off + c·src_st]
-/// for every coordinate c of `shape`.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn copy(
-    g: &GpuDevice,
-    src: &GpuBuf,
-    dst: &GpuBuf,
-    dtype: DType,
-    shape: &[usize],
-    src_st: &[usize],
-    src_off: usize,
-    dst_st: &[usize],
-    dst_off: usize,
-) -> Result<()> {
-    let n = numel(shape);
-    if n == 0 {
-        return Ok(());
-    }
-    let (sh, st) = collapse(shape, &[src_st.to_vec(), dst_st.to_vec()]);
-    if sh.len() > MAX_RANK {
-        return Err(Error::shape(
-            "copy",
-            &[shape],
-            format!("GPU kernels index at most {MAX_RANK} non-contiguous dimensions"),
-        ));
-    }
-    let mut params = vec![n as u32, sh.len() as u32, src_off as u32, dst_off as u32];
-    for v in [&sh, &st[0], &st[1]] {
-        let mut w = [0u32; MAX_RANK];
-        for (i, &d) in v.iter().enumerate() {
-            w[i] = d as u32;
-        }
-        params.extend_from_slice(&w);
-    }
-    g.launch(&Launch {
-        kernel: &LAYOUT,
-        entry: "copy",
-        ty: wtype(dtype),
-        consts: &[],
-        params: &params,
-        bufs: &[src, dst],
-        groups: grid(n, 256),
-    })
-}
-
-fn fill_bits(v: f64, dtype: DType) -> u32 {
-    match dtype {
-        DType::I32 => v as i32 as u32,
-        DType::Bool => (v != 0.0) as u32,
-        _ => (v as f32).to_bits(),
-    }
-}
-
-fn cast_code(d: DType) -> u32 {
-    match d {
-        DType::F32 => 0,
-        DType::F16 => 1,
-        DType::I32 => 2,
-        DType::Bool => 3,
-        DType::F64 => unreachable!("float64 never reaches a GPU kernel"),
-    }
-}
-
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
-    let a = x[0];
-    let n = numel(out);
-    if let Op::Pad { before, shape } = op {
-        let z = crate::ops::creation::fill_gpu(g, n, 0.0, dtype)?;
-        let st = strides(shape);
-        let off: usize = before.iter().zip(&st).map(|(b, s)| b * s).sum();
-        copy(g, a.gpu_buf(), &z, dtype, a.shape(), &strides(a.shape()), 0, &st, off)?;
-        return Ok(z);
-    }
-    let dst = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    match op {
-        Op::Cast(to) => {
-            g.launch(&Launch {
-                kernel: &CAST,
-                entry: "main",
-                ty: KType::U32,
-                consts: &[],
-                params: &[n as u32, cast_code(a.dtype()), cast_code(*to), 0],
-                bufs: &[a.gpu_buf(), &dst],
-                groups: grid(n.div_ceil(2), 256),
-            })?;
-        }
-        Op::Permute(_) | Op::BroadcastTo(_) | Op::Slice { .. } => {
-            let (st, off) = view(op, a.shape(), out);
-            copy(g, a.gpu_buf(), &dst, dtype, out, &st, off, &strides(out), 0)?;
-        }
-        Op::Concat { axis } => {
-            let ost = strides(out);
-            let mut at = 0;
-            for t in x {
-                let s = t.shape();
-                copy(g, t.gpu_buf(), &dst, dtype, s, &strides(s), 0, &ost, at * ost[*axis])?;
-                at += s[*axis];
-            }
-        }
-        Op::Gather { axis } => {
-            let sh = a.shape();
-            let inner: usize = sh[axis + 1..].iter().product();
-            let params = [
-                n as u32,
-                sh[*axis] as u32,
-                x[1].numel() as u32,
-                inner as u32,
-                status_slot(),
-                0,
-                0,
-                0,
-            ];
-            g.launch(&Launch {
-                kernel: &LAYOUT,
-                entry: "gather",
-                ty: wtype(dtype),
-                consts: &[],
-                params: &params,
-                bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf(), g.status()],
-                groups: grid(n, 256),
-            })?;
-        }
-        Op::GatherGrad { axis, dim } => {
-            let inner: usize = out[axis + 1..].iter().product();
-            let outer: usize = out[..*axis].iter().product();
-            let params = [
-                outer as u32,
-                a.numel() as u32,
-                inner as u32,
-                n as u32,
-                0,
-                *dim as u32,
-                0,
-                0,
-            ];
-            g.launch(&Launch {
-                kernel: &super::reduce::REDUCE,
-                entry: "gather_grad",
-                ty: super::ktype(dtype),
-                consts: &[],
-                params: &params,
-                bufs: &[x[1].gpu_buf(), &dst, a.gpu_buf()],
-                groups: grid(n, 256),
-            })?;
-        }
-        Op::OneHot { depth, on, off, .. } => {
-            let params = [n as u32, *depth as u32, fill_bits(*on, dtype), fill_bits(*off, dtype)];
-            g.launch(&Launch {
-                kernel: &LAYOUT,
-                entry: "one_hot",
-                ty: wtype(dtype),
-                consts: &[],
-                params: &params,
-                bufs: &[&dst, a.gpu_buf()],
-                groups: grid(n, 256),
-            })?;
-        }
-        _ => unreachable!(),
-    }
-    Ok(dst)
 }
 
 // ---- public API ----------------------------------------------------------
@@ -712,4 +387,13 @@ impl Tensor {
     pub fn flatten(&self) -> Result<Tensor> {
         reshape(self, &[-1])
     }
+}
+
+/// `tf.stop_gradient`: the same values (sharing storage), through which no
+/// gradient flows. A trace records it as an op, so the graph keeps the value.
+pub fn stop_gradient(x: &Tensor) -> Tensor {
+    // An alias cannot fail: no shape rule, kernel or transfer is involved.
+    let out = x.detached();
+    crate::tensor::observe::op(&Op::StopGradient, &[x], std::slice::from_ref(&out));
+    out
 }

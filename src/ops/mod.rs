@@ -23,168 +23,19 @@ pub mod profile;
 pub mod reduce;
 pub mod softmax;
 pub mod unary;
+mod variable;
 
-use crate::device::Device;
-use crate::device::gpu::{KType, Kernel};
-use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+pub use crate::core::op::{Family, Op};
+pub use crate::runtime::wgpu::kernels;
+
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::runtime::{Device, Operand};
+use crate::tensor::{Tensor, observe};
 
 pub use creation::{arange, full, ones, random_normal, random_uniform, truncated_normal, zeros};
 
-/// An op and its attributes: what the tape records and a trace replays.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Op {
-    Unary(unary::UnaryOp),
-    /// Inputs (x, y = f(x), dy): dy * f'(x).
-    UnaryGrad(unary::UnaryOp),
-    Binary(binary::BinaryOp),
-    Compare(binary::CmpOp),
-    Where,
-    Cast(DType),
-    Reshape(Vec<usize>),
-    Permute(Vec<usize>),
-    BroadcastTo(Vec<usize>),
-    Slice {
-        begin: Vec<usize>,
-        size: Vec<usize>,
-    },
-    Concat {
-        axis: usize,
-    },
-    Gather {
-        axis: usize,
-    },
-    OneHot {
-        depth: usize,
-        on: f64,
-        off: f64,
-        dtype: DType,
-    },
-    /// Zeros of `shape` with the input placed at offsets `before` (slice's gradient).
-    Pad {
-        before: Vec<usize>,
-        shape: Vec<usize>,
-    },
-    /// Inputs (indices, dy): gather's gradient, summing dy rows into the
-    /// gathered positions of an axis of size `dim`.
-    GatherGrad {
-        axis: usize,
-        dim: usize,
-    },
-    MatMul {
-        ta: bool,
-        tb: bool,
-    },
-    Conv2d(conv::Conv2d),
-    /// Gradient of conv2d with respect to its input, of the given shape.
-    Conv2dInputGrad(conv::Conv2d, Vec<usize>),
-    /// Gradient of conv2d with respect to its filter, of the given shape.
-    Conv2dFilterGrad(conv::Conv2d, Vec<usize>),
-    Pool(pool::Pool2d),
-    /// Inputs (x, dy): gradient of the pool with respect to x.
-    PoolGrad(pool::Pool2d),
-    Reduce {
-        op: reduce::ReduceOp,
-        axes: Vec<usize>,
-        keepdims: bool,
-    },
-    ArgReduce {
-        max: bool,
-        axis: usize,
-    },
-    Softmax {
-        axis: usize,
-        log: bool,
-    },
-    /// Inputs (logits [N, C], labels [N] int32): per-example loss [N].
-    SparseXent,
-    /// Same inputs: d loss / d logits = softmax(logits) - one_hot(labels).
-    SparseXentGrad,
-    /// A fused optimizer step: inputs (variable, gradient, slots...), outputs
-    /// (new variable, new slots...).
-    Optimizer(optim::Update),
-    /// No inputs: `shape` filled with `value`.
-    Fill {
-        shape: Vec<usize>,
-        value: f64,
-        dtype: DType,
-    },
-    /// No inputs: seeded random values.
-    Random(creation::Random),
-}
-
 impl Op {
-    pub fn name(&self) -> &'static str {
-        match self {
-            Op::Unary(u) => u.name(),
-            Op::UnaryGrad(u) => u.grad_name(),
-            Op::Binary(b) => b.name(),
-            Op::Compare(c) => c.name(),
-            Op::Where => "where",
-            Op::Cast(_) => "cast",
-            Op::Reshape(_) => "reshape",
-            Op::Permute(_) => "transpose",
-            Op::BroadcastTo(_) => "broadcast_to",
-            Op::Slice { .. } => "slice",
-            Op::Concat { .. } => "concat",
-            Op::Gather { .. } => "gather",
-            Op::OneHot { .. } => "one_hot",
-            Op::Pad { .. } => "pad",
-            Op::GatherGrad { .. } => "gather_grad",
-            Op::MatMul { .. } => "matmul",
-            Op::Conv2d(_) => "conv2d",
-            Op::Conv2dInputGrad(..) => "conv2d_backprop_input",
-            Op::Conv2dFilterGrad(..) => "conv2d_backprop_filter",
-            Op::Pool(p) => p.name(),
-            Op::PoolGrad(p) => p.grad_name(),
-            Op::Reduce { op, .. } => op.name(),
-            Op::ArgReduce { max, .. } => {
-                if *max {
-                    "argmax"
-                } else {
-                    "argmin"
-                }
-            }
-            Op::Softmax { log, .. } => {
-                if *log {
-                    "log_softmax"
-                } else {
-                    "softmax"
-                }
-            }
-            Op::SparseXent => "sparse_softmax_cross_entropy_with_logits",
-            Op::SparseXentGrad => "sparse_softmax_cross_entropy_grad",
-            Op::Optimizer(u) => u.name(),
-            Op::Fill { .. } => "fill",
-            Op::Random(_) => "random",
-        }
-    }
-
-    fn family(&self) -> Family {
-        match self {
-            Op::Unary(_) | Op::UnaryGrad(_) => Family::Unary,
-            Op::Binary(_) | Op::Compare(_) | Op::Where => Family::Binary,
-            Op::Cast(_)
-            | Op::Reshape(_)
-            | Op::Permute(_)
-            | Op::BroadcastTo(_)
-            | Op::Slice { .. }
-            | Op::Concat { .. }
-            | Op::Gather { .. }
-            | Op::OneHot { .. }
-            | Op::Pad { .. }
-            | Op::GatherGrad { .. } => Family::Layout,
-            Op::MatMul { .. } => Family::MatMul,
-            Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => Family::Conv,
-            Op::Pool(_) | Op::PoolGrad(_) => Family::Pool,
-            Op::Reduce { .. } | Op::ArgReduce { .. } => Family::Reduce,
-            Op::Softmax { .. } | Op::SparseXent | Op::SparseXentGrad => Family::Softmax,
-            Op::Optimizer(_) => Family::Optim,
-            Op::Fill { .. } | Op::Random(_) => Family::Creation,
-        }
-    }
-
     /// Output shape and dtype, or the error for these operands.
     pub(crate) fn infer(&self, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
         match self.family() {
@@ -221,7 +72,7 @@ impl Op {
     }
 
     fn run_native(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
-        if let Op::Reshape(_) = self {
+        if let Op::Reshape(_) | Op::StopGradient = self {
             return Ok(vec![Tensor::from_storage(
                 x[0].0.storage.clone(),
                 shape.to_vec(),
@@ -229,41 +80,12 @@ impl Op {
                 device.clone(),
             )]);
         }
-        match self.family() {
-            Family::Optim => return optim::run(self, x, device),
-            Family::Creation => return Ok(vec![creation::run(self, device)?]),
-            _ => {}
-        }
-        match device {
-            Device::Cpu => {
-                let data = match self.family() {
-                    Family::Unary => unary::cpu(self, x, shape, dtype),
-                    Family::Binary => binary::cpu(self, x, shape, dtype),
-                    Family::Layout => layout::cpu(self, x, shape, dtype),
-                    Family::MatMul => matmul::cpu(self, x, shape, dtype),
-                    Family::Conv => conv::cpu(self, x, shape, dtype),
-                    Family::Pool => pool::cpu(self, x, shape, dtype),
-                    Family::Reduce => reduce::cpu(self, x, shape, dtype),
-                    Family::Softmax => softmax::cpu(self, x, shape, dtype),
-                    Family::Optim | Family::Creation => unreachable!(),
-                }?;
-                Ok(vec![Tensor::from_cpu(data, shape.to_vec())])
-            }
-            Device::Gpu(g) => {
-                let buf = match self.family() {
-                    Family::Unary => unary::gpu(self, g, x, shape, dtype),
-                    Family::Binary => binary::gpu(self, g, x, shape, dtype),
-                    Family::Layout => layout::gpu(self, g, x, shape, dtype),
-                    Family::MatMul => matmul::gpu(self, g, x, shape, dtype),
-                    Family::Conv => conv::gpu(self, g, x, shape, dtype),
-                    Family::Pool => pool::gpu(self, g, x, shape, dtype),
-                    Family::Reduce => reduce::gpu(self, g, x, shape, dtype),
-                    Family::Softmax => softmax::gpu(self, g, x, shape, dtype),
-                    Family::Optim | Family::Creation => unreachable!(),
-                }?;
-                Ok(vec![Tensor::from_gpu(buf, shape.to_vec(), dtype, device)])
-            }
-        }
+        let operands: Vec<Operand> = x.iter().map(|t| t.operand()).collect();
+        let out = device.run(self, &operands, shape, dtype)?;
+        Ok(out
+            .into_iter()
+            .map(|s| Tensor::from_storage(s, shape.to_vec(), dtype, device.clone()))
+            .collect())
     }
 
     /// Runs the op, computing f16 in f32 where the device has no f16 arithmetic.
@@ -274,7 +96,8 @@ impl Op {
 
     fn run(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
         let has_f16 = dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16);
-        let native = matches!(self, Op::Cast(_) | Op::Reshape(_)) || !has_f16 || device.f16_arithmetic();
+        let native =
+            matches!(self, Op::Cast(_) | Op::Reshape(_) | Op::StopGradient) || !has_f16 || device.f16_arithmetic();
         if native {
             return self.run_native(x, shape, dtype, device);
         }
@@ -319,20 +142,6 @@ impl Op {
             t
         }
     }
-}
-
-#[derive(Clone, Copy)]
-enum Family {
-    Unary,
-    Binary,
-    Layout,
-    MatMul,
-    Conv,
-    Pool,
-    Reduce,
-    Softmax,
-    Optim,
-    Creation,
 }
 
 /// |gpu - cpu| <= atol + rtol * |cpu| element by element.
@@ -413,9 +222,7 @@ pub(crate) fn exec(op: Op, x: &[&Tensor]) -> Result<Tensor> {
 pub(crate) fn exec_on(op: Op, device: &Device) -> Result<Tensor> {
     let (shape, dtype) = op.infer(&[])?;
     let out = op.run(&[], &shape, dtype, device)?;
-    if crate::function::trace::active() {
-        crate::function::trace::record_op(&op, &[], &out);
-    }
+    observe::op(&op, &[], &out);
     Ok(out.into_iter().next().unwrap())
 }
 
@@ -429,12 +236,9 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
         op.run(x, &shape, dtype, &device)?
     };
     if device.is_gpu() && cross_check_enabled() {
-        crate::function::trace::internal_reads(|| cross_check(&op, x, &out))?;
+        observe::internal_reads(|| cross_check(&op, x, &out))?;
     }
-    crate::tape::record(&op, x, &out);
-    if crate::function::trace::active() {
-        crate::function::trace::record_op(&op, x, &out);
-    }
+    observe::op(&op, x, &out);
     Ok(out)
 }
 
@@ -484,33 +288,6 @@ pub(crate) fn cast_raw(t: &Tensor, to: DType) -> Result<Tensor> {
     Ok(Op::Cast(to).run_native(&[t], t.shape(), to, t.device())?.swap_remove(0))
 }
 
-/// Every WGSL kernel family, for validation and tooling.
-pub fn kernels() -> [&'static Kernel; 11] {
-    [
-        &optim::OPTIM,
-        &unary::UNARY,
-        &binary::BINARY,
-        &layout::LAYOUT,
-        &layout::CAST,
-        &matmul::MATMUL,
-        &matmul::MATMUL_SG,
-        &conv::CONV,
-        &pool::POOL,
-        &reduce::REDUCE,
-        &softmax::SOFTMAX,
-    ]
-}
-
-/// Kernel element type for arithmetic on `dtype` (booleans are 0/1 words).
-pub(crate) fn ktype(dtype: DType) -> KType {
-    match dtype {
-        DType::F32 | DType::F64 => KType::F32,
-        DType::F16 => KType::F16,
-        DType::I32 => KType::I32,
-        DType::Bool => KType::U32,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -518,7 +295,7 @@ mod tests {
 
     #[test]
     fn cross_check_names_the_op_and_shapes() {
-        let Ok(d) = crate::config::gpu(0) else {
+        let Ok(d) = crate::runtime::config::gpu(0) else {
             assert_eq!(
                 std::env::var("WGFLOW_ALLOW_NO_GPU").as_deref(),
                 Ok("1"),

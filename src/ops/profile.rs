@@ -2,8 +2,8 @@
 //! device to finish it, so the times are real but the run is slower than an
 //! unprofiled one; use it to find which ops dominate.
 
-use crate::device::Device;
-use crate::error::Result;
+use crate::core::error::Result;
+use crate::runtime::Device;
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;

@@ -2,33 +2,12 @@
 //! (kernel: shaders/softmax.wgsl).
 
 use super::{Op, Tol, exec};
-use crate::device::cpu::CpuData;
-use crate::device::gpu::{GpuDevice, KType, Kernel, Launch, grid, status_slot};
-use crate::device::memory::GpuBuf;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::shape::{self, numel};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::shape::{self};
 use crate::tensor::Tensor;
-use rayon::prelude::*;
-
-pub static SOFTMAX: Kernel = Kernel {
-    name: "softmax",
-    sources: &[
-        include_str!("../../shaders/common.wgsl"),
-        include_str!("../../shaders/softmax.wgsl"),
-    ],
-    types: &[KType::F32, KType::F16],
-};
 
 pub(crate) const TOL: Tol = Tol::new(2e-6, 2e-5);
-
-/// The error an out-of-range label gives on either device.
-pub(crate) fn label_error(value: i32, classes: u32) -> Error {
-    Error::arg(
-        "sparse_softmax_cross_entropy_with_logits",
-        format!("label {value} is out of range [0, {classes})"),
-    )
-}
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let name = op.name();
@@ -61,117 +40,6 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             Ok((out, a.dtype()))
         }
     }
-}
-
-/// [rows, r, inner] view of a softmax along `axis`.
-fn view(sh: &[usize], axis: usize) -> (usize, usize, usize) {
-    (sh[..axis].iter().product(), sh[axis], sh[axis + 1..].iter().product())
-}
-
-pub(crate) fn cpu(op: &Op, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<CpuData> {
-    let v = x[0].cpu_data().to_f64();
-    let (rows, r, inner) = match op {
-        Op::Softmax { axis, .. } => view(x[0].shape(), *axis),
-        _ => (x[0].shape()[0], x[0].shape()[1], 1),
-    };
-    let stats = |base: usize| {
-        let m = (0..r).map(|k| v[base + k * inner]).fold(f64::NEG_INFINITY, f64::max);
-        let s: f64 = (0..r).map(|k| (v[base + k * inner] - m).exp()).sum();
-        (m, s)
-    };
-    let mut y = vec![0.0; numel(out)];
-    match op {
-        Op::Softmax { log, .. } => {
-            if y.is_empty() {
-                return Ok(CpuData::from_f64(dtype, &y));
-            }
-            // Rows in parallel: each owns a block of r * inner outputs.
-            y.par_chunks_mut(r * inner).enumerate().for_each(|(row, yr)| {
-                for b in 0..inner {
-                    let base = row * r * inner + b;
-                    let (m, s) = stats(base);
-                    for k in 0..r {
-                        let z = v[base + k * inner] - m;
-                        yr[b + k * inner] = if *log { z - s.ln() } else { z.exp() / s };
-                    }
-                }
-            });
-        }
-        _ => {
-            let CpuData::I32(labels) = x[1].cpu_data() else {
-                unreachable!()
-            };
-            if let Some(&bad) = labels.iter().find(|&&l| l < 0 || l as usize >= r) {
-                return Err(label_error(bad, r as u32));
-            }
-            for row in 0..rows {
-                let (m, s) = stats(row * r);
-                let l = labels[row] as usize;
-                if let Op::SparseXent = op {
-                    y[row] = s.ln() + m - v[row * r + l];
-                } else {
-                    for k in 0..r {
-                        y[row * r + k] = (v[row * r + k] - m).exp() / s - (k == l) as u8 as f64;
-                    }
-                }
-            }
-        }
-    }
-    Ok(CpuData::from_f64(dtype, &y))
-}
-
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[&Tensor], out: &[usize], dtype: DType) -> Result<GpuBuf> {
-    let n = numel(out);
-    let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    if n == 0 {
-        return Ok(y);
-    }
-    let ty = super::ktype(dtype);
-    match op {
-        Op::Softmax { axis, log } => {
-            let (rows, r, inner) = view(x[0].shape(), *axis);
-            let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
-                ("softmax_rows", super::reduce::fold(rows))
-            } else {
-                ("softmax_cols", grid(rows * inner, 256))
-            };
-            g.launch(&Launch {
-                kernel: &SOFTMAX,
-                entry,
-                ty,
-                consts: &[],
-                params: &[
-                    rows as u32,
-                    r as u32,
-                    inner as u32,
-                    (rows * inner) as u32,
-                    0,
-                    *log as u32,
-                    0,
-                    0,
-                ],
-                bufs: &[x[0].gpu_buf(), &y],
-                groups,
-            })?;
-        }
-        _ => {
-            let (rows, r) = (x[0].shape()[0], x[0].shape()[1]);
-            g.launch(&Launch {
-                kernel: &SOFTMAX,
-                entry: if let Op::SparseXent = op {
-                    "xent_rows"
-                } else {
-                    "xent_grad_rows"
-                },
-                ty,
-                consts: &[],
-                params: &[rows as u32, r as u32, 1, rows as u32, status_slot(), 0, 0, 0],
-                bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), g.status()],
-                groups: super::reduce::fold(rows),
-            })?;
-        }
-    }
-    Ok(y)
 }
 
 /// Gradient rules: softmax dx = y (dy - sum(dy y)), log-softmax

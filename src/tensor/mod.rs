@@ -2,24 +2,19 @@
 //! Cloning is cheap (it shares storage); `reshape` shares storage too.
 //! Every op producing a tensor goes through `ops::exec`.
 
+pub mod observe;
 mod variable;
 pub use variable::Variable;
 
-use crate::device::Device;
-use crate::device::cpu::CpuData;
-use crate::device::memory::GpuBuf;
-use crate::dtype::{DType, Element};
-use crate::error::{Error, Result};
-use crate::shape::numel;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::{Error, Result};
+use crate::core::shape::numel;
+use crate::runtime::cpu::CpuData;
+use crate::runtime::wgpu::memory::GpuBuf;
+use crate::runtime::{Device, Operand, Storage};
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-
-#[derive(Clone)]
-pub(crate) enum Storage {
-    Cpu(Arc<CpuData>),
-    Gpu(Arc<GpuBuf>),
-}
 
 pub(crate) struct Inner {
     pub(crate) id: u64,
@@ -73,7 +68,7 @@ impl Tensor {
 
     /// `tf.constant(data, shape=...)` on `device`.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
-        Tensor::from_data(crate::ops::creation::to_cpu_data(data), shape, device)
+        Tensor::from_data(crate::runtime::cpu::to_cpu_data(data), shape, device)
     }
 
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
@@ -105,7 +100,16 @@ impl Tensor {
     }
     /// Size of dimension `axis` (negative counts from the end).
     pub fn dim(&self, axis: isize) -> Result<usize> {
-        Ok(self.0.shape[crate::shape::axis("dim", axis, self.rank())?])
+        Ok(self.0.shape[crate::core::shape::axis("dim", axis, self.rank())?])
+    }
+
+    /// What a kernel sees of this tensor.
+    pub(crate) fn operand(&self) -> Operand<'_> {
+        Operand {
+            storage: &self.0.storage,
+            shape: &self.0.shape,
+            dtype: self.0.dtype,
+        }
     }
 
     pub(crate) fn cpu_data(&self) -> &CpuData {
@@ -122,9 +126,20 @@ impl Tensor {
         }
     }
 
+    /// A new tensor sharing this one's storage, with an identity of its own
+    /// (what a variable holds, and `stop_gradient`'s result).
+    pub(crate) fn detached(&self) -> Tensor {
+        Tensor::from_storage(
+            self.0.storage.clone(),
+            self.shape().to_vec(),
+            self.dtype(),
+            self.device().clone(),
+        )
+    }
+
     /// The host copy of the values (waits for pending GPU work).
     pub fn to_data(&self) -> Result<CpuData> {
-        crate::function::trace::check_read(self)?;
+        observe::check_read(self)?;
         match (&self.0.storage, &self.0.device) {
             (Storage::Cpu(d), _) => Ok((**d).clone()),
             (Storage::Gpu(b), Device::Gpu(g)) => {
@@ -144,7 +159,7 @@ impl Tensor {
                 format!("cannot read a {} tensor as {}; cast it first", self.dtype(), T::DTYPE),
             ));
         }
-        Ok(crate::ops::creation::from_cpu_data(self.to_data()?))
+        Ok(crate::runtime::cpu::from_cpu_data(self.to_data()?))
     }
 
     /// Every value converted to f64, whatever the dtype.

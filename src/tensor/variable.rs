@@ -3,10 +3,11 @@
 //! watch it; assignments replace the tensor (the old one stays valid for
 //! whoever still holds it) and are never recorded.
 
-use crate::Device;
-use crate::dtype::DType;
-use crate::error::{Error, Result};
-use crate::tensor::Tensor;
+use super::Tensor;
+use super::observe::{self, Read};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::runtime::Device;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
@@ -33,7 +34,7 @@ impl Variable {
             id: ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),
             trainable,
-            value: RwLock::new(crate::tape::detach(&value)),
+            value: RwLock::new(value.detached()),
         }))
     }
 
@@ -50,19 +51,15 @@ impl Variable {
     /// The current value (`read_value`); active tapes watch it when the
     /// variable is trainable.
     pub fn value(&self) -> Tensor {
-        let t = self.peek();
-        if self.0.trainable {
-            crate::tape::on_variable_read(self.0.id, &t);
-        }
+        let t = self.peek_raw();
+        observe::read(self, &t, Read::Value);
         t
     }
 
     /// The current value without notifying tapes (a trace still records the read).
     pub(crate) fn peek(&self) -> Tensor {
         let t = self.peek_raw();
-        if crate::function::trace::active() {
-            crate::function::trace::on_read(self, &t);
-        }
+        observe::read(self, &t, Read::Peek);
         t
     }
 
@@ -112,24 +109,10 @@ impl Variable {
                 devices: vec![cur.device().to_string(), t.device().to_string()],
             });
         }
-        let held = crate::tape::detach(t);
-        if crate::function::trace::active() {
-            crate::function::trace::on_assign(self, t, &held);
-        }
+        let held = t.detached();
+        observe::assign(self, t, &held);
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = held;
         Ok(())
-    }
-
-    /// `v += t` (not recorded by tapes).
-    pub fn assign_add(&self, t: &Tensor) -> Result<()> {
-        let v = crate::tape::without_recording(|| self.peek().add(t))?;
-        self.assign(&v)
-    }
-
-    /// `v -= t` (not recorded by tapes).
-    pub fn assign_sub(&self, t: &Tensor) -> Result<()> {
-        let v = crate::tape::without_recording(|| self.peek().sub(t))?;
-        self.assign(&v)
     }
 }
 

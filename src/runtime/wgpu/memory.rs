@@ -11,7 +11,7 @@
 //! buffers are released and the request retried once; then the caller gets
 //! `Error::OutOfMemory` and the pool is still usable.
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 

@@ -1,7 +1,7 @@
 //! Shape arithmetic shared by every op: element counts, row-major strides,
 //! NumPy broadcasting, axis normalization.
 
-use crate::error::{Error, Result};
+use crate::core::error::{Error, Result};
 
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()

@@ -1,10 +1,53 @@
-//! Host storage of the CPU reference backend, and the float trait its
-//! kernels are written against (f32 and f64; f16 runs through f32).
+//! The CPU device: host storage ([`CpuData`]) and the reference kernel of
+//! every op, one file per op family. They are plain Rust, simple and
+//! obviously correct where speed would cost clarity (the oracle of the
+//! conformance suite and `WGFLOW_CROSS_CHECK`), threaded with rayon and
+//! cache-blocked (matrixmultiply) where the CPU device needs speed.
+//! f16 ops compute in f32 (the caller casts around them).
 
-use crate::dtype::DType;
+mod binary;
+mod conv;
+mod creation;
+mod layout;
+mod matmul;
+mod optim;
+mod pool;
+mod reduce;
+mod softmax;
+mod unary;
+
+pub(crate) use creation::{from_cpu_data, to_cpu_data};
+
+use super::{Operand, Storage};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::float::Float;
+use crate::core::op::{Family, Op};
 use half::f16;
-use std::fmt::Debug;
-use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
+use std::sync::Arc;
+
+/// Runs the reference kernel of `op` (see `Backend::run`).
+pub(crate) fn run(op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
+    let one = |d: CpuData| Ok(vec![Storage::Cpu(Arc::new(d))]);
+    match op.family() {
+        Family::Unary => one(unary::cpu(op, x, shape, dtype)?),
+        Family::Binary => one(binary::cpu(op, x, shape, dtype)?),
+        Family::Layout => one(layout::cpu(op, x, shape, dtype)?),
+        Family::MatMul => one(matmul::cpu(op, x, shape, dtype)?),
+        Family::Conv => one(conv::cpu(op, x, shape, dtype)?),
+        Family::Pool => one(pool::cpu(op, x, shape, dtype)?),
+        Family::Reduce => one(reduce::cpu(op, x, shape, dtype)?),
+        Family::Softmax => one(softmax::cpu(op, x, shape, dtype)?),
+        Family::Creation => one(creation::cpu(op)),
+        Family::Optim => {
+            let Op::Optimizer(u) = op else { unreachable!() };
+            Ok(optim::cpu(u, x, dtype)
+                .into_iter()
+                .map(|d| Storage::Cpu(Arc::new(d)))
+                .collect())
+        }
+    }
+}
 
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuData {
@@ -16,17 +59,17 @@ pub enum CpuData {
 }
 
 /// Applies an expression to the vector inside any variant, rebuilding the
-/// same variant: `map_data!(d, v => v.iter().rev().copied().collect())`.
+/// same variant: `crate::map_data!(d, v => v.iter().rev().copied().collect())`.
 #[macro_export]
 #[doc(hidden)]
 macro_rules! map_data {
     ($d:expr, $v:ident => $e:expr) => {
         match $d {
-            $crate::device::cpu::CpuData::F32($v) => $crate::device::cpu::CpuData::F32($e),
-            $crate::device::cpu::CpuData::F16($v) => $crate::device::cpu::CpuData::F16($e),
-            $crate::device::cpu::CpuData::F64($v) => $crate::device::cpu::CpuData::F64($e),
-            $crate::device::cpu::CpuData::I32($v) => $crate::device::cpu::CpuData::I32($e),
-            $crate::device::cpu::CpuData::Bool($v) => $crate::device::cpu::CpuData::Bool($e),
+            $crate::runtime::cpu::CpuData::F32($v) => $crate::runtime::cpu::CpuData::F32($e),
+            $crate::runtime::cpu::CpuData::F16($v) => $crate::runtime::cpu::CpuData::F16($e),
+            $crate::runtime::cpu::CpuData::F64($v) => $crate::runtime::cpu::CpuData::F64($e),
+            $crate::runtime::cpu::CpuData::I32($v) => $crate::runtime::cpu::CpuData::I32($e),
+            $crate::runtime::cpu::CpuData::Bool($v) => $crate::runtime::cpu::CpuData::Bool($e),
         }
     };
 }
@@ -125,113 +168,6 @@ impl CpuData {
         }
     }
 }
-
-/// The float operations the CPU kernels need, for f32 and f64.
-pub trait Float:
-    Copy
-    + PartialOrd
-    + Default
-    + Debug
-    + Send
-    + Sync
-    + 'static
-    + Add<Output = Self>
-    + Sub<Output = Self>
-    + Mul<Output = Self>
-    + Div<Output = Self>
-    + Neg<Output = Self>
-    + AddAssign
-{
-    const ZERO: Self;
-    const ONE: Self;
-    const INFINITY: Self;
-    const NEG_INFINITY: Self;
-    fn of(x: f64) -> Self;
-    fn f64(self) -> f64;
-    fn exp(self) -> Self;
-    fn exp_m1(self) -> Self;
-    fn ln(self) -> Self;
-    fn ln_1p(self) -> Self;
-    fn sqrt(self) -> Self;
-    fn tanh(self) -> Self;
-    fn sin(self) -> Self;
-    fn cos(self) -> Self;
-    fn abs(self) -> Self;
-    fn floor(self) -> Self;
-    fn ceil(self) -> Self;
-    fn round_even(self) -> Self;
-    fn powf(self, e: Self) -> Self;
-    fn is_nan(self) -> bool;
-    fn max(self, o: Self) -> Self;
-    fn min(self, o: Self) -> Self;
-}
-
-macro_rules! float_impl {
-    ($t:ty) => {
-        impl Float for $t {
-            const ZERO: Self = 0.0;
-            const ONE: Self = 1.0;
-            const INFINITY: Self = <$t>::INFINITY;
-            const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
-            fn of(x: f64) -> Self {
-                x as $t
-            }
-            fn f64(self) -> f64 {
-                self as f64
-            }
-            fn exp(self) -> Self {
-                <$t>::exp(self)
-            }
-            fn exp_m1(self) -> Self {
-                <$t>::exp_m1(self)
-            }
-            fn ln(self) -> Self {
-                <$t>::ln(self)
-            }
-            fn ln_1p(self) -> Self {
-                <$t>::ln_1p(self)
-            }
-            fn sqrt(self) -> Self {
-                <$t>::sqrt(self)
-            }
-            fn tanh(self) -> Self {
-                <$t>::tanh(self)
-            }
-            fn sin(self) -> Self {
-                <$t>::sin(self)
-            }
-            fn cos(self) -> Self {
-                <$t>::cos(self)
-            }
-            fn abs(self) -> Self {
-                <$t>::abs(self)
-            }
-            fn floor(self) -> Self {
-                <$t>::floor(self)
-            }
-            fn ceil(self) -> Self {
-                <$t>::ceil(self)
-            }
-            fn round_even(self) -> Self {
-                <$t>::round_ties_even(self)
-            }
-            fn powf(self, e: Self) -> Self {
-                <$t>::powf(self, e)
-            }
-            fn is_nan(self) -> bool {
-                <$t>::is_nan(self)
-            }
-            fn max(self, o: Self) -> Self {
-                <$t>::max(self, o)
-            }
-            fn min(self, o: Self) -> Self {
-                <$t>::min(self, o)
-            }
-        }
-    };
-}
-float_impl!(f32);
-float_impl!(f64);
 
 /// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
 /// strides for every operand (`matrixmultiply`'s interface).

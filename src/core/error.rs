@@ -2,7 +2,7 @@
 //! setting) and the shapes or values involved, so a message alone is enough
 //! to find the call that failed.
 
-use crate::dtype::DType;
+use crate::core::dtype::DType;
 use std::fmt;
 
 pub type Result<T> = std::result::Result<T, Error>;

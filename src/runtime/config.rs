@@ -13,8 +13,8 @@
 //! that cannot open reports its error there.
 
 use super::Device;
-use super::gpu::{GpuDevice, GpuOptions};
-use crate::error::{Error, Result};
+use super::wgpu::{GpuDevice, GpuOptions};
+use crate::core::error::{Error, Result};
 use std::fmt;
 use std::sync::{Arc, Mutex, OnceLock};
 

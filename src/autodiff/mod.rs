@@ -1,16 +1,17 @@
 //! `GradientTape`: records ops on watched tensors and replays their gradient
 //! rules backwards.
 //!
-//! Tapes live on a thread-local stack. `ops::exec` calls [`record`] for
-//! every op; a tape keeps an entry when one of the op's inputs is tracked
-//! (watched, read from a trainable variable, or computed from tracked
-//! tensors). `gradient` walks the entries in reverse, calling each op's
+//! A tape is an observer (`tensor::observe`) registered on its thread while
+//! it lives: `ops::exec` reports every op, and the tape keeps an entry when
+//! one of the op's inputs is tracked (watched, read from a trainable
+//! variable, or computed from tracked tensors). `gradient` walks the entries in reverse, calling each op's
 //! gradient rule; those rules are ordinary ops, so outer tapes record them
 //! (higher-order gradients) while the tape computing them is paused. A traced
-//! function records through the same `record` call.
+//! function's tracer is another observer of the same events.
 
-use crate::error::{Error, Result};
-use crate::ops::Op;
+use crate::core::error::{Error, Result};
+use crate::core::op::Op;
+use crate::tensor::observe::{self, Observer, Read, Registration};
 use crate::tensor::{Tensor, Variable};
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -33,48 +34,37 @@ struct State {
     used: Cell<bool>,
 }
 
-thread_local! {
-    static TAPES: RefCell<Vec<Rc<State>>> = const { RefCell::new(Vec::new()) };
-    static PAUSED: Cell<u32> = const { Cell::new(0) };
-}
-
-fn active() -> Vec<Rc<State>> {
-    if PAUSED.with(|p| p.get()) > 0 {
-        return Vec::new();
+impl Observer for State {
+    fn records_gradients(&self) -> bool {
+        true
     }
-    TAPES.with(|t| t.borrow().iter().filter(|s| s.recording.get()).cloned().collect())
-}
 
-/// Called by `ops::exec` after every op.
-pub(crate) fn record(op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
-    if TAPES.with(|t| t.borrow().is_empty()) {
-        return;
-    }
-    for s in active() {
-        let hit = inputs.iter().any(|t| s.tracked.borrow().contains(&t.id()));
-        if hit {
-            let mut tr = s.tracked.borrow_mut();
+    fn op(&self, op: &Op, inputs: &[&Tensor], outputs: &[Tensor]) {
+        // No gradient flows through stop_gradient: its output stays untracked.
+        if !self.recording.get() || matches!(op, Op::StopGradient) {
+            return;
+        }
+        if inputs.iter().any(|t| self.tracked.borrow().contains(&t.id())) {
+            let mut tr = self.tracked.borrow_mut();
             for o in outputs {
                 tr.insert(o.id());
             }
-            s.entries.borrow_mut().push(Entry {
+            self.entries.borrow_mut().push(Entry {
                 op: op.clone(),
                 inputs: inputs.iter().map(|t| (*t).clone()).collect(),
                 outputs: outputs.to_vec(),
             });
         }
     }
-}
 
-/// Called when a trainable variable is read.
-pub(crate) fn on_variable_read(var: u64, t: &Tensor) {
-    if TAPES.with(|t| t.borrow().is_empty()) {
-        return;
-    }
-    for s in active() {
-        s.tracked.borrow_mut().insert(t.id());
-        let mut reads = s.reads.borrow_mut();
-        let ids = reads.entry(var).or_default();
+    /// Reads of trainable variables through `Variable::value` are watched.
+    fn read(&self, var: &Variable, t: &Tensor, how: Read) {
+        if !self.recording.get() || how != Read::Value || !var.trainable() {
+            return;
+        }
+        self.tracked.borrow_mut().insert(t.id());
+        let mut reads = self.reads.borrow_mut();
+        let ids = reads.entry(var.id()).or_default();
         if !ids.contains(&t.id()) {
             ids.push(t.id());
         }
@@ -83,36 +73,16 @@ pub(crate) fn on_variable_read(var: u64, t: &Tensor) {
 
 /// Runs `f` with every tape on this thread paused.
 pub fn without_recording<T>(f: impl FnOnce() -> T) -> T {
-    PAUSED.with(|p| p.set(p.get() + 1));
-    struct Resume;
-    impl Drop for Resume {
-        fn drop(&mut self) {
-            PAUSED.with(|p| p.set(p.get() - 1));
-        }
-    }
-    let _r = Resume;
-    f()
+    observe::without_gradients(f)
 }
 
-/// A new tensor sharing `t`'s storage that no tape tracks.
-pub(crate) fn detach(t: &Tensor) -> Tensor {
-    Tensor::from_storage(t.0.storage.clone(), t.shape().to_vec(), t.dtype(), t.device().clone())
-}
-
-/// `tf.stop_gradient`: the same values, through which no gradient flows.
-/// A trace sees the same value (only tapes lose track of it).
-pub fn stop_gradient(t: &Tensor) -> Tensor {
-    let d = detach(t);
-    if crate::function::trace::active() {
-        crate::function::trace::on_alias(t, &d);
-    }
-    d
-}
+pub use crate::ops::layout::stop_gradient;
 
 /// `tf.GradientTape`. Recording starts at creation and stops when the tape
 /// is dropped; a non-persistent tape can compute gradients once.
 pub struct GradientTape {
     state: Rc<State>,
+    _registration: Registration,
 }
 
 impl GradientTape {
@@ -131,8 +101,8 @@ impl GradientTape {
             ..State::default()
         });
         state.recording.set(true);
-        TAPES.with(|t| t.borrow_mut().push(state.clone()));
-        GradientTape { state }
+        let _registration = observe::register(state.clone());
+        GradientTape { state, _registration }
     }
 
     /// Tracks a tensor that is not a trainable variable (`tape.watch`).
@@ -249,11 +219,5 @@ impl GradientTape {
 impl Default for GradientTape {
     fn default() -> Self {
         GradientTape::new()
-    }
-}
-
-impl Drop for GradientTape {
-    fn drop(&mut self) {
-        TAPES.with(|t| t.borrow_mut().retain(|s| !Rc::ptr_eq(s, &self.state)));
     }
 }

@@ -12,8 +12,25 @@
 //! reflection of the entry point (which globals it uses, uniform or storage,
 //! read-only or not), so a shader and its layout cannot disagree.
 
-use super::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool};
-use crate::error::{Error, Result};
+pub mod memory;
+
+mod binary;
+mod conv;
+mod creation;
+mod layout;
+mod matmul;
+mod optim;
+mod pool;
+mod reduce;
+mod softmax;
+mod unary;
+
+use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool};
+use super::cpu::CpuData;
+use super::{Backend, Operand, Storage};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::core::op::{Family, Op};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,10 +47,10 @@ pub enum KType {
 impl KType {
     pub fn prelude(self) -> &'static str {
         match self {
-            KType::F32 => include_str!("../../shaders/types/f32.wgsl"),
-            KType::F16 => include_str!("../../shaders/types/f16.wgsl"),
-            KType::I32 => include_str!("../../shaders/types/i32.wgsl"),
-            KType::U32 => include_str!("../../shaders/types/u32.wgsl"),
+            KType::F32 => include_str!("../../../shaders/types/f32.wgsl"),
+            KType::F16 => include_str!("../../../shaders/types/f16.wgsl"),
+            KType::I32 => include_str!("../../../shaders/types/i32.wgsl"),
+            KType::U32 => include_str!("../../../shaders/types/u32.wgsl"),
         }
     }
     pub fn name(self) -> &'static str {
@@ -940,7 +957,7 @@ impl GpuDevice {
                 Some(i) => pool.swap_remove(i),
                 None => self.device.create_buffer(&wgpu::BufferDescriptor {
                     label: Some("wgflow readback"),
-                    size: super::memory::size_class(total),
+                    size: self::memory::size_class(total),
                     usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                     mapped_at_creation: false,
                 }),
@@ -1025,8 +1042,8 @@ pub(crate) fn status_slot() -> u32 {
 fn status_error(s: [u32; 4]) -> Error {
     let value = s[1] as i32;
     match s[0] {
-        1 => crate::ops::layout::index_error(value, s[2]),
-        2 => crate::ops::softmax::label_error(value, s[2]),
+        1 => crate::core::op::layout::index_error(value, s[2]),
+        2 => crate::core::op::softmax::label_error(value, s[2]),
         c => Error::Gpu {
             device: String::new(),
             msg: format!("unknown kernel status code {c}"),
@@ -1043,5 +1060,72 @@ pub fn grid(n: usize, wg: u32) -> [u32; 3] {
     } else {
         let y = groups.div_ceil(65535);
         [groups.div_ceil(y) as u32, y as u32, 1]
+    }
+}
+
+/// Every WGSL kernel family, for validation and tooling.
+pub fn kernels() -> [&'static Kernel; 11] {
+    [
+        &optim::OPTIM,
+        &unary::UNARY,
+        &binary::BINARY,
+        &layout::LAYOUT,
+        &layout::CAST,
+        &matmul::MATMUL,
+        &matmul::MATMUL_SG,
+        &conv::CONV,
+        &pool::POOL,
+        &reduce::REDUCE,
+        &softmax::SOFTMAX,
+    ]
+}
+
+/// Kernel element type for arithmetic on `dtype` (booleans are 0/1 words).
+pub(crate) fn ktype(dtype: DType) -> KType {
+    match dtype {
+        DType::F32 | DType::F64 => KType::F32,
+        DType::F16 => KType::F16,
+        DType::I32 => KType::I32,
+        DType::Bool => KType::U32,
+    }
+}
+
+impl Backend for GpuDevice {
+    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
+        let g = self;
+        let buf = match op.family() {
+            Family::Unary => unary::gpu(op, g, x, shape, dtype),
+            Family::Binary => binary::gpu(op, g, x, shape, dtype),
+            Family::Layout => layout::gpu(op, g, x, shape, dtype),
+            Family::MatMul => matmul::gpu(op, g, x, shape, dtype),
+            Family::Conv => conv::gpu(op, g, x, shape, dtype),
+            Family::Pool => pool::gpu(op, g, x, shape, dtype),
+            Family::Reduce => reduce::gpu(op, g, x, shape, dtype),
+            Family::Softmax => softmax::gpu(op, g, x, shape, dtype),
+            Family::Creation => match op {
+                Op::Fill { shape, value, dtype } => {
+                    creation::fill_gpu(g, crate::core::shape::numel(shape), *value, *dtype)
+                }
+                Op::Random(r) => g.upload("random", &CpuData::from_f64(r.dtype, &r.values()).to_bytes()),
+                _ => unreachable!("not a creation op"),
+            },
+            Family::Optim => {
+                let Op::Optimizer(u) = op else { unreachable!() };
+                let outs = optim::gpu(u, g, x, dtype)?;
+                return Ok(outs.into_iter().map(|b| Storage::Gpu(Arc::new(b))).collect());
+            }
+        }?;
+        Ok(vec![Storage::Gpu(Arc::new(buf))])
+    }
+
+    fn upload(&self, op: &'static str, data: &CpuData) -> Result<Storage> {
+        Ok(Storage::Gpu(Arc::new(GpuDevice::upload(self, op, &data.to_bytes())?)))
+    }
+
+    fn read(&self, s: &Storage, dtype: DType, n: usize) -> Result<CpuData> {
+        match s {
+            Storage::Gpu(b) => Ok(CpuData::from_bytes(dtype, n, &GpuDevice::read(self, b)?)),
+            Storage::Cpu(_) => Err(Error::arg("read", "host storage read through a GPU backend")),
+        }
     }
 }

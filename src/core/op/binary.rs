@@ -1,0 +1,154 @@
+//! Elementwise binary ops with NumPy broadcasting, comparisons and `where`
+//! (kernel: shaders/binary.wgsl).
+//!
+//! Operands must share a dtype, as in TensorFlow (no implicit promotion).
+//! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
+
+use crate::core::float::Float;
+
+/// Arithmetic and logical ops; the discriminant is the shader's op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BinaryOp {
+    Add,
+    Sub,
+    Mul,
+    Div,
+    Pow,
+    Maximum,
+    Minimum,
+    SquaredDifference,
+    LogicalAnd,
+    LogicalOr,
+    LogicalXor,
+}
+
+/// A shape without its leading 1s: an operand whose shape ends the output's
+/// shape this way repeats along the output with its own length.
+pub(crate) fn without_leading_ones(s: &[usize]) -> &[usize] {
+    let lead = s.iter().take_while(|&&d| d == 1).count();
+    &s[lead..]
+}
+
+impl BinaryOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            BinaryOp::Add => "add",
+            BinaryOp::Sub => "sub",
+            BinaryOp::Mul => "mul",
+            BinaryOp::Div => "div",
+            BinaryOp::Pow => "pow",
+            BinaryOp::Maximum => "maximum",
+            BinaryOp::Minimum => "minimum",
+            BinaryOp::SquaredDifference => "squared_difference",
+            BinaryOp::LogicalAnd => "logical_and",
+            BinaryOp::LogicalOr => "logical_or",
+            BinaryOp::LogicalXor => "logical_xor",
+        }
+    }
+    pub(crate) fn logical(self) -> bool {
+        matches!(self, BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor)
+    }
+    /// The CPU reference of a float op (the fused kernels' CPU path uses it too).
+    pub(crate) fn float_op<F: Float>(self, x: F, y: F) -> F {
+        self.float(x, y)
+    }
+    pub(crate) fn float<F: Float>(self, x: F, y: F) -> F {
+        match self {
+            BinaryOp::Add => x + y,
+            BinaryOp::Sub => x - y,
+            BinaryOp::Mul => x * y,
+            BinaryOp::Div => x / y,
+            BinaryOp::Pow => x.powf(y),
+            BinaryOp::Maximum => x.max(y),
+            BinaryOp::Minimum => x.min(y),
+            BinaryOp::SquaredDifference => (x - y) * (x - y),
+            _ => unreachable!(),
+        }
+    }
+    pub(crate) fn int(self, x: i32, y: i32) -> i32 {
+        match self {
+            BinaryOp::Add => x.wrapping_add(y),
+            BinaryOp::Sub => x.wrapping_sub(y),
+            BinaryOp::Mul => x.wrapping_mul(y),
+            BinaryOp::Div => {
+                if y == 0 {
+                    x
+                } else {
+                    x.wrapping_div(y)
+                }
+            }
+            BinaryOp::Pow => ipow(x, y),
+            BinaryOp::Maximum => x.max(y),
+            BinaryOp::Minimum => x.min(y),
+            BinaryOp::SquaredDifference => x.wrapping_sub(y).wrapping_mul(x.wrapping_sub(y)),
+            _ => unreachable!(),
+        }
+    }
+    pub(crate) fn bool(self, x: bool, y: bool) -> bool {
+        match self {
+            BinaryOp::LogicalAnd => x && y,
+            BinaryOp::LogicalOr => x || y,
+            BinaryOp::LogicalXor => x != y,
+            _ => unreachable!(),
+        }
+    }
+}
+
+/// Integer power as the i32 shader prelude computes it.
+pub(crate) fn ipow(a: i32, b: i32) -> i32 {
+    if b < 0 {
+        return match a {
+            1 => 1,
+            -1 => {
+                if b & 1 != 0 {
+                    -1
+                } else {
+                    1
+                }
+            }
+            _ => 0,
+        };
+    }
+    let (mut r, mut base, mut e) = (1i32, a, b);
+    while e > 0 {
+        if e & 1 != 0 {
+            r = r.wrapping_mul(base);
+        }
+        base = base.wrapping_mul(base);
+        e >>= 1;
+    }
+    r
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CmpOp {
+    Equal,
+    NotEqual,
+    Less,
+    LessEqual,
+    Greater,
+    GreaterEqual,
+}
+
+impl CmpOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            CmpOp::Equal => "equal",
+            CmpOp::NotEqual => "not_equal",
+            CmpOp::Less => "less",
+            CmpOp::LessEqual => "less_equal",
+            CmpOp::Greater => "greater",
+            CmpOp::GreaterEqual => "greater_equal",
+        }
+    }
+    pub(crate) fn apply<T: PartialOrd>(self, x: T, y: T) -> bool {
+        match self {
+            CmpOp::Equal => x == y,
+            CmpOp::NotEqual => x != y,
+            CmpOp::Less => x < y,
+            CmpOp::LessEqual => x <= y,
+            CmpOp::Greater => x > y,
+            CmpOp::GreaterEqual => x >= y,
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Max and average pooling 2-D over NHWC, and their gradients
+//! (kernel: shaders/pool.wgsl).
+
+use super::conv::{Padding, out_dim};
+use crate::core::error::{Error, Result};
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pool2d {
+    pub max: bool,
+    pub ksize: [usize; 2],
+    pub strides: [usize; 2],
+    pub padding: Padding,
+}
+
+impl Pool2d {
+    pub fn name(&self) -> &'static str {
+        if self.max { "max_pool2d" } else { "avg_pool2d" }
+    }
+    pub fn grad_name(&self) -> &'static str {
+        if self.max { "max_pool2d_grad" } else { "avg_pool2d_grad" }
+    }
+
+    /// [oh, ow, pad_top, pad_left] for an input [n, h, w, c].
+    pub(crate) fn geom(&self, x: &[usize]) -> Result<[usize; 4]> {
+        let op = self.name();
+        if x.len() != 4 {
+            return Err(Error::shape(op, &[x], "needs input [batch, height, width, channels]"));
+        }
+        if self.ksize.contains(&0) || self.strides.contains(&0) {
+            return Err(Error::arg(
+                op,
+                format!("ksize {:?} and strides {:?} must be positive", self.ksize, self.strides),
+            ));
+        }
+        let (ph, pw) = match self.padding {
+            Padding::Explicit {
+                top,
+                bottom,
+                left,
+                right,
+            } => {
+                if top.max(bottom) >= self.ksize[0] || left.max(right) >= self.ksize[1] {
+                    return Err(Error::arg(
+                        op,
+                        format!(
+                            "padding {:?} must be smaller than the window {:?}",
+                            self.padding, self.ksize
+                        ),
+                    ));
+                }
+                (Some((top, bottom)), Some((left, right)))
+            }
+            _ => (None, None),
+        };
+        let same = self.padding == Padding::Same;
+        let h = out_dim(op, x[1], self.ksize[0], self.strides[0], 1, ph, same)?;
+        let w = out_dim(op, x[2], self.ksize[1], self.strides[1], 1, pw, same)?;
+        Ok([h.out, w.out, h.pad_before, w.pad_before])
+    }
+
+    pub(crate) fn params(&self, x: &[usize], total: usize) -> Result<[u32; 16]> {
+        let [oh, ow, pt, pl] = self.geom(x)?;
+        Ok([
+            x[0],
+            x[1],
+            x[2],
+            x[3],
+            oh,
+            ow,
+            self.ksize[0],
+            self.ksize[1],
+            self.strides[0],
+            self.strides[1],
+            pt,
+            pl,
+            total,
+            self.max as usize,
+            0,
+            0,
+        ]
+        .map(|v| v as u32))
+    }
+}

@@ -1,0 +1,77 @@
+//! Reductions along any axes with keepdims: sum, mean, max, min, prod, and
+//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl).
+//!
+//! The GPU views the input as [rows, r, inner] when the reduced axes are one
+//! contiguous block, and otherwise first moves them last with a copy. Empty
+
+use super::Op;
+use crate::core::dtype::DType;
+
+/// The discriminant is the shader's op code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    Mean,
+    Max,
+    Min,
+    Prod,
+}
+
+impl ReduceOp {
+    pub fn name(self) -> &'static str {
+        match self {
+            ReduceOp::Sum => "reduce_sum",
+            ReduceOp::Mean => "reduce_mean",
+            ReduceOp::Max => "reduce_max",
+            ReduceOp::Min => "reduce_min",
+            ReduceOp::Prod => "reduce_prod",
+        }
+    }
+    pub(crate) fn empty_value(self, dtype: DType) -> f64 {
+        let int = dtype == DType::I32;
+        match self {
+            ReduceOp::Sum => 0.0,
+            ReduceOp::Prod => 1.0,
+            ReduceOp::Mean => {
+                if int {
+                    0.0
+                } else {
+                    f64::NAN
+                }
+            }
+            ReduceOp::Max => {
+                if int {
+                    i32::MIN as f64
+                } else {
+                    f64::NEG_INFINITY
+                }
+            }
+            ReduceOp::Min => {
+                if int {
+                    i32::MAX as f64
+                } else {
+                    f64::INFINITY
+                }
+            }
+        }
+    }
+}
+
+/// The reduced axes of the op (one for arg ops).
+pub(crate) fn axes_of(op: &Op) -> Vec<usize> {
+    match op {
+        Op::Reduce { axes, .. } => axes.clone(),
+        Op::ArgReduce { axis, .. } => vec![*axis],
+        _ => unreachable!(),
+    }
+}
+
+/// (kept-axes size, reduced size) after moving the reduced axes last, and the permutation.
+pub(crate) fn plan(sh: &[usize], axes: &[usize]) -> (usize, usize, Vec<usize>) {
+    let kept: Vec<usize> = (0..sh.len()).filter(|d| !axes.contains(d)).collect();
+    let rows = kept.iter().map(|&d| sh[d]).product();
+    let r = axes.iter().map(|&d| sh[d]).product();
+    let mut perm = kept;
+    perm.extend_from_slice(axes);
+    (rows, r, perm)
+}

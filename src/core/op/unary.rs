@@ -1,0 +1,323 @@
+//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+
+use crate::core::float::Float;
+
+/// The op; its position in this list is the shader's op code.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum UnaryOp {
+    Neg,
+    Abs,
+    Sign,
+    Exp,
+    Expm1,
+    Log,
+    Log1p,
+    Sqrt,
+    Rsqrt,
+    Square,
+    Reciprocal,
+    Sin,
+    Cos,
+    Tanh,
+    Sigmoid,
+    Relu,
+    Relu6,
+    Elu,
+    Selu,
+    Softplus,
+    Softsign,
+    /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (Keras' default).
+    Gelu,
+    /// GELU's tanh approximation (`approximate=True`).
+    GeluTanh,
+    /// `x * sigmoid(x)`, also called swish.
+    Silu,
+    Floor,
+    Ceil,
+    /// Half to even, as `tf.round`.
+    Round,
+    Erf,
+    LeakyRelu(f32),
+}
+
+impl UnaryOp {
+    pub const ALL: [UnaryOp; 29] = [
+        UnaryOp::Neg,
+        UnaryOp::Abs,
+        UnaryOp::Sign,
+        UnaryOp::Exp,
+        UnaryOp::Expm1,
+        UnaryOp::Log,
+        UnaryOp::Log1p,
+        UnaryOp::Sqrt,
+        UnaryOp::Rsqrt,
+        UnaryOp::Square,
+        UnaryOp::Reciprocal,
+        UnaryOp::Sin,
+        UnaryOp::Cos,
+        UnaryOp::Tanh,
+        UnaryOp::Sigmoid,
+        UnaryOp::Relu,
+        UnaryOp::Relu6,
+        UnaryOp::Elu,
+        UnaryOp::Selu,
+        UnaryOp::Softplus,
+        UnaryOp::Softsign,
+        UnaryOp::Gelu,
+        UnaryOp::GeluTanh,
+        UnaryOp::Silu,
+        UnaryOp::Floor,
+        UnaryOp::Ceil,
+        UnaryOp::Round,
+        UnaryOp::Erf,
+        UnaryOp::LeakyRelu(0.2),
+    ];
+
+    pub(crate) fn code(self) -> u32 {
+        UnaryOp::ALL
+            .iter()
+            .position(|o| std::mem::discriminant(o) == std::mem::discriminant(&self))
+            .unwrap() as u32
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg",
+            UnaryOp::Abs => "abs",
+            UnaryOp::Sign => "sign",
+            UnaryOp::Exp => "exp",
+            UnaryOp::Expm1 => "expm1",
+            UnaryOp::Log => "log",
+            UnaryOp::Log1p => "log1p",
+            UnaryOp::Sqrt => "sqrt",
+            UnaryOp::Rsqrt => "rsqrt",
+            UnaryOp::Square => "square",
+            UnaryOp::Reciprocal => "reciprocal",
+            UnaryOp::Sin => "sin",
+            UnaryOp::Cos => "cos",
+            UnaryOp::Tanh => "tanh",
+            UnaryOp::Sigmoid => "sigmoid",
+            UnaryOp::Relu => "relu",
+            UnaryOp::Relu6 => "relu6",
+            UnaryOp::Elu => "elu",
+            UnaryOp::Selu => "selu",
+            UnaryOp::Softplus => "softplus",
+            UnaryOp::Softsign => "softsign",
+            UnaryOp::Gelu => "gelu",
+            UnaryOp::GeluTanh => "gelu_tanh",
+            UnaryOp::Silu => "silu",
+            UnaryOp::Floor => "floor",
+            UnaryOp::Ceil => "ceil",
+            UnaryOp::Round => "round",
+            UnaryOp::Erf => "erf",
+            UnaryOp::LeakyRelu(_) => "leaky_relu",
+        }
+    }
+
+    pub fn grad_name(self) -> &'static str {
+        match self {
+            UnaryOp::Neg => "neg_grad",
+            UnaryOp::Abs => "abs_grad",
+            UnaryOp::Sign => "sign_grad",
+            UnaryOp::Exp => "exp_grad",
+            UnaryOp::Expm1 => "expm1_grad",
+            UnaryOp::Log => "log_grad",
+            UnaryOp::Log1p => "log1p_grad",
+            UnaryOp::Sqrt => "sqrt_grad",
+            UnaryOp::Rsqrt => "rsqrt_grad",
+            UnaryOp::Square => "square_grad",
+            UnaryOp::Reciprocal => "reciprocal_grad",
+            UnaryOp::Sin => "sin_grad",
+            UnaryOp::Cos => "cos_grad",
+            UnaryOp::Tanh => "tanh_grad",
+            UnaryOp::Sigmoid => "sigmoid_grad",
+            UnaryOp::Relu => "relu_grad",
+            UnaryOp::Relu6 => "relu6_grad",
+            UnaryOp::Elu => "elu_grad",
+            UnaryOp::Selu => "selu_grad",
+            UnaryOp::Softplus => "softplus_grad",
+            UnaryOp::Softsign => "softsign_grad",
+            UnaryOp::Gelu => "gelu_grad",
+            UnaryOp::GeluTanh => "gelu_tanh_grad",
+            UnaryOp::Silu => "silu_grad",
+            UnaryOp::Floor => "floor_grad",
+            UnaryOp::Ceil => "ceil_grad",
+            UnaryOp::Round => "round_grad",
+            UnaryOp::Erf => "erf_grad",
+            UnaryOp::LeakyRelu(_) => "leaky_relu_grad",
+        }
+    }
+
+    /// f'(v) given r = f(v): the CPU reference of the gradient rule.
+    pub fn derivative<F: Float>(self, v: F, r: F) -> F {
+        let one = F::ONE;
+        let zero = F::ZERO;
+        let sigmoid = |v: F| one / (one + (-v).exp());
+        let step = |c: bool| if c { one } else { zero };
+        match self {
+            UnaryOp::Neg => -one,
+            UnaryOp::Abs => UnaryOp::Sign.apply(v),
+            UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round => zero,
+            UnaryOp::Exp => r,
+            UnaryOp::Expm1 => r + one,
+            UnaryOp::Log => one / v,
+            UnaryOp::Log1p => one / (one + v),
+            UnaryOp::Sqrt => F::of(0.5) / r,
+            UnaryOp::Rsqrt => F::of(-0.5) * r * r * r,
+            UnaryOp::Square => F::of(2.0) * v,
+            UnaryOp::Reciprocal => -r * r,
+            UnaryOp::Sin => v.cos(),
+            UnaryOp::Cos => -v.sin(),
+            UnaryOp::Tanh => one - r * r,
+            UnaryOp::Sigmoid => r * (one - r),
+            UnaryOp::Relu => step(v > zero),
+            UnaryOp::Relu6 => step(v > zero && v < F::of(6.0)),
+            UnaryOp::Elu => {
+                if v > zero {
+                    one
+                } else {
+                    r + one
+                }
+            }
+            UnaryOp::Selu => {
+                let s = F::of(1.0507009873554805);
+                if v > zero { s } else { r + s * F::of(1.6732632423543772) }
+            }
+            UnaryOp::Softplus => sigmoid(v),
+            UnaryOp::Softsign => one / ((one + v.abs()) * (one + v.abs())),
+            UnaryOp::Gelu => {
+                let x = v.f64();
+                F::of(
+                    0.5 * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
+                        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
+                )
+            }
+            UnaryOp::GeluTanh => {
+                let c = F::of(0.7978845608028654);
+                let t = (c * (v + F::of(0.044715) * v * v * v)).tanh();
+                F::of(0.5) * (one + t) + F::of(0.5) * v * (one - t * t) * c * (one + F::of(0.134145) * v * v)
+            }
+            UnaryOp::Silu => {
+                let s = sigmoid(v);
+                s + v * s * (one - s)
+            }
+            UnaryOp::Erf => F::of(2.0 / std::f64::consts::PI.sqrt()) * (-v * v).exp(),
+            UnaryOp::LeakyRelu(a) => {
+                if v > zero {
+                    one
+                } else {
+                    F::of(a as f64)
+                }
+            }
+        }
+    }
+
+    /// The CPU reference of one element.
+    pub fn apply<F: Float>(self, v: F) -> F {
+        let one = F::ONE;
+        let zero = F::ZERO;
+        let sigmoid = |v: F| one / (one + (-v).exp());
+        match self {
+            UnaryOp::Neg => -v,
+            UnaryOp::Abs => v.abs(),
+            UnaryOp::Sign => {
+                if v > zero {
+                    one
+                } else if v < zero {
+                    -one
+                } else {
+                    v
+                }
+            }
+            UnaryOp::Exp => v.exp(),
+            UnaryOp::Expm1 => v.exp_m1(),
+            UnaryOp::Log => v.ln(),
+            UnaryOp::Log1p => v.ln_1p(),
+            UnaryOp::Sqrt => v.sqrt(),
+            UnaryOp::Rsqrt => one / v.sqrt(),
+            UnaryOp::Square => v * v,
+            UnaryOp::Reciprocal => one / v,
+            UnaryOp::Sin => v.sin(),
+            UnaryOp::Cos => v.cos(),
+            UnaryOp::Tanh => v.tanh(),
+            UnaryOp::Sigmoid => sigmoid(v),
+            UnaryOp::Relu => v.max(zero),
+            UnaryOp::Relu6 => v.max(zero).min(F::of(6.0)),
+            UnaryOp::Elu => {
+                if v > zero {
+                    v
+                } else {
+                    v.exp_m1()
+                }
+            }
+            UnaryOp::Selu => {
+                let s = F::of(1.0507009873554805);
+                if v > zero {
+                    s * v
+                } else {
+                    s * F::of(1.6732632423543772) * v.exp_m1()
+                }
+            }
+            UnaryOp::Softplus => v.max(zero) + (-v.abs()).exp().ln_1p(),
+            UnaryOp::Softsign => v / (one + v.abs()),
+            UnaryOp::Gelu => F::of(0.5) * v * (one + F::of(erf_f64(v.f64() * std::f64::consts::FRAC_1_SQRT_2))),
+            UnaryOp::GeluTanh => {
+                let c = F::of(0.7978845608028654);
+                F::of(0.5) * v * (one + (c * (v + F::of(0.044715) * v * v * v)).tanh())
+            }
+            UnaryOp::Silu => v * sigmoid(v),
+            UnaryOp::Floor => v.floor(),
+            UnaryOp::Ceil => v.ceil(),
+            UnaryOp::Round => v.round_even(),
+            UnaryOp::Erf => F::of(erf_f64(v.f64())),
+            UnaryOp::LeakyRelu(a) => {
+                if v > zero {
+                    v
+                } else {
+                    F::of(a as f64) * v
+                }
+            }
+        }
+    }
+}
+
+/// erf to about 1e-15: Taylor series near 0, Lentz's continued fraction for erfc beyond.
+pub fn erf_f64(x: f64) -> f64 {
+    if x.is_nan() {
+        return x;
+    }
+    let a = x.abs();
+    let r = if a < 2.5 {
+        let mut term = a;
+        let mut sum = a;
+        let x2 = a * a;
+        let mut n = 0.0;
+        while term.abs() > 1e-17 * sum.abs() {
+            n += 1.0;
+            term *= -x2 / n;
+            sum += term / (2.0 * n + 1.0);
+        }
+        sum * 2.0 / std::f64::consts::PI.sqrt()
+    } else {
+        // erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + ...))))
+        let mut f = a;
+        let tiny = 1e-300;
+        let mut c = a;
+        let mut d = 0.0;
+        for k in 1..200 {
+            let ak = k as f64 / 2.0;
+            d = a + ak * d;
+            d = if d.abs() < tiny { tiny } else { d };
+            c = a + ak / c;
+            c = if c.abs() < tiny { tiny } else { c };
+            d = 1.0 / d;
+            let delta = c * d;
+            f *= delta;
+            if (delta - 1.0).abs() < 1e-16 {
+                break;
+            }
+        }
+        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
+    };
+    if x < 0.0 { -r } else { r }
+}

@@ -1,0 +1,105 @@
+//! Max and average pooling 2-D over NHWC, and their gradients
+//! (kernel: shaders/pool.wgsl).
+
+use super::CpuData;
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::float::Float;
+use crate::core::op::pool::*;
+use crate::core::op::*;
+use crate::core::shape::*;
+use crate::runtime::Operand;
+use rayon::prelude::*;
+
+/// The pooling (dy = None) or its gradient, on typed data; batch entries in
+/// parallel (each writes its own block of y).
+fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: Option<&[F]>, n_out: usize) -> Vec<F> {
+    let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
+    let [oh, ow, pt, pl] = geom;
+    let mut y = vec![F::ZERO; n_out];
+    if n_out == 0 {
+        return y;
+    }
+    let win = |o: usize, k: usize, st: usize, pad: usize, lim: usize| {
+        let s0 = (o * st) as isize - pad as isize;
+        (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
+    };
+    y.par_chunks_mut(n_out / n).enumerate().for_each(|(b, yb)| {
+        let xb = &xv[b * h * w * c..(b + 1) * h * w * c];
+        let mut best = vec![0usize; c];
+        let mut acc = vec![F::ZERO; c];
+        for i in 0..oh {
+            let (h0, h1) = win(i, p.ksize[0], p.strides[0], pt, h);
+            for j in 0..ow {
+                let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
+                let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
+                let first = (h0 * w + w0) * c;
+                for ch in 0..c {
+                    best[ch] = first + ch;
+                    acc[ch] = F::ZERO;
+                }
+                // Channels innermost: contiguous loads; the first maximum in
+                // row-major window order wins.
+                for ih in h0..h1 {
+                    for iw in w0..w1 {
+                        let base = (ih * w + iw) * c;
+                        for ch in 0..c {
+                            let e = xb[base + ch];
+                            acc[ch] += e;
+                            if e > xb[best[ch]] {
+                                best[ch] = base + ch;
+                            }
+                        }
+                    }
+                }
+                // dy is indexed over the whole batch.
+                let o = ((b * oh + i) * ow + j) * c;
+                match dy {
+                    None => {
+                        let o = (i * ow + j) * c;
+                        for ch in 0..c {
+                            yb[o + ch] = if p.max { xb[best[ch]] } else { acc[ch] / count };
+                        }
+                    }
+                    Some(g) if p.max => {
+                        for ch in 0..c {
+                            yb[best[ch]] += g[o + ch];
+                        }
+                    }
+                    Some(g) => {
+                        for ih in h0..h1 {
+                            for iw in w0..w1 {
+                                let base = (ih * w + iw) * c;
+                                for ch in 0..c {
+                                    yb[base + ch] += g[o + ch] / count;
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    });
+    y
+}
+
+pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Result<CpuData> {
+    let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
+        unreachable!()
+    };
+    let s = x[0].shape();
+    let geom = p.geom(s)?;
+    let n = numel(out);
+    let dy = if let Op::PoolGrad(_) = op {
+        Some(x[1].cpu_data())
+    } else {
+        None
+    };
+    Ok(match (x[0].cpu_data(), dy) {
+        (CpuData::F32(v), None) => CpuData::F32(pool_cpu(p, s, geom, v, None, n)),
+        (CpuData::F32(v), Some(CpuData::F32(g))) => CpuData::F32(pool_cpu(p, s, geom, v, Some(g), n)),
+        (CpuData::F64(v), None) => CpuData::F64(pool_cpu(p, s, geom, v, None, n)),
+        (CpuData::F64(v), Some(CpuData::F64(g))) => CpuData::F64(pool_cpu(p, s, geom, v, Some(g), n)),
+        _ => unreachable!("f16 runs through f32; dtypes checked by infer"),
+    })
+}

@@ -1,0 +1,187 @@
+//! 2-D convolution, NHWC activations with HWIO filters, and its two
+//! gradients (kernel: shaders/conv.wgsl over the GEMM core).
+//!
+//! Groups follow TensorFlow: they are implied by `C / filter_in_channels`;
+//! a depthwise convolution is the case groups == C. Padding is `Same`
+
+use super::memory::GpuBuf;
+use super::{GpuDevice, KType, Kernel, Launch, ktype};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::op::conv::*;
+use crate::core::op::*;
+use crate::core::shape::*;
+use crate::runtime::Operand;
+
+pub static CONV: Kernel = Kernel {
+    name: "conv",
+    sources: &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/conv.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+fn params(
+    g: &Geom,
+    splits: usize,
+    kc: usize,
+    ktotal: usize,
+    gm: usize,
+    gn: usize,
+    b0: usize,
+    mode: usize,
+) -> [u32; 24] {
+    [
+        g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.cg, g.og, splits, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, kc,
+        ktotal, gm, gn, b0, mode,
+    ]
+    .map(|v| v as u32)
+}
+
+pub(crate) fn gpu(op: &Op, gd: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let g = geom_of(op, &[x[0].shape(), x[1].shape()])?;
+    let n_out = numel(out);
+    let pix = g.n * g.oh * g.ow;
+    let kg = g.kh * g.kw * g.cg;
+    if n_out == 0 || pix == 0 || kg == 0 {
+        return super::creation::fill_gpu(gd, n_out, 0.0, dtype);
+    }
+    let cols_bytes = (g.g * pix * kg * dtype.size()) as u64;
+    if gd.gemm_register() && cols_bytes <= gd.max_binding() {
+        return gpu_im2col(op, gd, x, &g, n_out, dtype);
+    }
+    let (mode, gm, gn, ktotal) = match op {
+        Op::Conv2d(_) => (0, pix, g.og, kg),
+        Op::Conv2dInputGrad(..) => (1, g.n * g.h * g.w, g.cg, g.kh * g.kw * g.og),
+        _ => (2, kg, g.og, pix),
+    };
+    // Split long reductions so that enough workgroups run.
+    let tiles = gm.div_ceil(64) * gn.div_ceil(64) * g.g;
+    let splits = if mode == 2 {
+        ktotal.div_ceil(512).min((256 / tiles).max(1)).max(1)
+    } else {
+        1
+    };
+    let kc = ktotal.div_ceil(splits);
+    let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
+    let partial = if splits > 1 {
+        Some(gd.alloc(op.name(), (splits * n_out * dtype.size()) as u64)?)
+    } else {
+        None
+    };
+    let dst = partial.as_ref().unwrap_or(&y);
+    let batches = g.g * splits;
+    let mut b0 = 0;
+    while b0 < batches {
+        let nz = (batches - b0).min(65535);
+        let (entry, groups) = super::matmul::gemm_grid(gd, gm, gn, nz);
+        gd.launch(&Launch {
+            kernel: &CONV,
+            entry,
+            ty: ktype(dtype),
+            consts: &[],
+            params: &params(&g, splits, kc, ktotal, gm, gn, b0, mode),
+            bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
+            groups,
+        })?;
+        b0 += nz;
+    }
+    if let Some(p) = &partial {
+        super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
+    }
+    Ok(y)
+}
+
+/// Convolutions as explicit patch matrices and strided GEMMs, one batch
+/// entry per group: the plan for CPU adapters, whose GEMM kernel is fastest
+/// on plain strided operands.
+fn gpu_im2col(op: &Op, gd: &GpuDevice, x: &[Operand], g: &Geom, n_out: usize, dtype: DType) -> Result<GpuBuf> {
+    let pix = g.n * g.oh * g.ow;
+    let kg = g.kh * g.kw * g.cg;
+    let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;
+    let p = params(g, 1, 0, 0, 0, 0, 0, 0);
+    let launch = |entry: &'static str, n: usize, bufs: &[&GpuBuf]| {
+        gd.launch(&Launch {
+            kernel: &CONV,
+            entry,
+            ty: ktype(dtype),
+            consts: &[],
+            params: &p,
+            bufs,
+            groups: crate::runtime::wgpu::grid(n, 256),
+        })
+    };
+    let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
+    // One GEMM per group: C_g = A_g x B_g with the given strides.
+    #[allow(clippy::too_many_arguments)]
+    let gemm = |a: &GpuBuf,
+                b: &GpuBuf,
+                c: &GpuBuf,
+                (m, n, k): (usize, usize, usize),
+                (ta, tb): (bool, bool),
+                (lda, ldb, ldc): (usize, usize, usize),
+                (sa, sb, sc): (usize, usize, usize)| {
+        super::matmul::GemmLaunch {
+            a,
+            b,
+            c,
+            m,
+            n,
+            k,
+            batch: g.g,
+            ta,
+            tb,
+            lda,
+            ldb,
+            ldc,
+            sa,
+            sb,
+            sc,
+        }
+        .launch(gd, dtype)
+    };
+    match op {
+        Op::Conv2d(_) => {
+            // y[pix, g*og + o] = cols_g [pix, kg] x f[kg, g*og + o]
+            launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
+            gemm(
+                &cols,
+                x[1].gpu_buf(),
+                &y,
+                (pix, g.og, kg),
+                (false, false),
+                (kg, g.o, g.o),
+                (pix * kg, g.og, g.og),
+            )?;
+        }
+        Op::Conv2dInputGrad(..) => {
+            // cols_g [pix, kg] = dy[pix, g*og..] x f_g^T, then summed back onto dx.
+            gemm(
+                x[0].gpu_buf(),
+                x[1].gpu_buf(),
+                &cols,
+                (pix, kg, g.og),
+                (false, true),
+                (g.o, g.o, kg),
+                (g.og, g.og, pix * kg),
+            )?;
+            launch("col2im", n_out, &[&cols, &y])?;
+        }
+        _ => {
+            // df[kg, g*og + o] = cols_g^T [kg, pix] x dy[pix, g*og + o]
+            launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
+            gemm(
+                &cols,
+                x[1].gpu_buf(),
+                &y,
+                (kg, g.og, pix),
+                (true, false),
+                (kg, g.o, g.o),
+                (pix * kg, g.og, g.og),
+            )?;
+        }
+    }
+    Ok(y)
+}

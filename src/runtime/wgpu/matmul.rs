@@ -1,0 +1,248 @@
+//! Batched matmul with broadcast batch dimensions and transpose flags
+//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
+//!
+//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
+//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+
+use super::memory::GpuBuf;
+use super::{GpuDevice, KType, Kernel, Launch, ktype};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::op::matmul::*;
+use crate::core::op::*;
+use crate::core::shape::*;
+use crate::runtime::Operand;
+
+pub static MATMUL: Kernel = Kernel {
+    name: "matmul",
+    sources: &[
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/matmul.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+/// MATMUL plus `matmul_sg`, which needs `Features::SUBGROUP`: a module of
+/// its own so that adapters without subgroups never compile it.
+pub static MATMUL_SG: Kernel = Kernel {
+    name: "matmul_subgroup",
+    sources: &[
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/matmul.wgsl"),
+        include_str!("../../../shaders/matmul_subgroup.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+/// One strided batched GEMM launch description.
+pub(crate) struct GemmLaunch<'a> {
+    pub a: &'a GpuBuf,
+    pub b: &'a GpuBuf,
+    pub c: &'a GpuBuf,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub ta: bool,
+    pub tb: bool,
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    pub sa: usize,
+    pub sb: usize,
+    pub sc: usize,
+}
+
+impl GemmLaunch<'_> {
+    pub(crate) fn launch(&self, g: &GpuDevice, dtype: DType) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            return Ok(());
+        }
+        if !g.gemm_register() {
+            let tiles = self.m.div_ceil(128) * self.n.div_ceil(128) * self.batch;
+            let entry = if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" };
+            return self.dispatch(g, dtype, entry, false, 0);
+        }
+        let entry = if g.gemm_subgroup()? { "matmul_sg" } else { "matmul_reg" };
+        // The register kernels spread columns over SIMD lanes, 64 or 128 per
+        // workgroup: for a narrow C they compute C^T = B^T A^T instead.
+        let flip = self.n < 64 && self.m > self.n;
+        let t = if flip { self.transposed() } else { self.clone_plan() };
+        // A small C with a long sum runs on too few workgroups: split the
+        // sum over batch entries and add the slices (single products only).
+        let groups = reg_grid(entry, t.m, t.n).iter().product::<u32>() as usize;
+        let contiguous = if flip { self.ldc == self.n } else { t.ldc == t.n };
+        if self.batch == 1 && groups < 32 && t.k >= 4096 && contiguous {
+            let splits = t.k.div_ceil(2048).min(64);
+            let kc = t.k.div_ceil(splits);
+            let part = g.alloc("matmul", (splits * self.m * self.n * dtype.size()) as u64)?;
+            let plan = GemmLaunch {
+                c: &part,
+                batch: splits,
+                sc: self.m * self.n,
+                ..t
+            };
+            plan.dispatch(g, dtype, entry, flip, kc)?;
+            return super::reduce::sum_slices(g, &part, self.c, splits, self.m * self.n, dtype);
+        }
+        t.dispatch(g, dtype, entry, flip, 0)
+    }
+
+    fn clone_plan(&self) -> GemmLaunch<'_> {
+        GemmLaunch { ..*self }
+    }
+
+    /// The plan for C^T = B^T A^T (same C buffer, stored transposed).
+    fn transposed(&self) -> GemmLaunch<'_> {
+        GemmLaunch {
+            a: self.b,
+            b: self.a,
+            c: self.c,
+            m: self.n,
+            n: self.m,
+            k: self.k,
+            batch: self.batch,
+            ta: !self.tb,
+            tb: !self.ta,
+            lda: self.ldb,
+            ldb: self.lda,
+            ldc: self.ldc,
+            sa: self.sb,
+            sb: self.sa,
+            sc: self.sc,
+        }
+    }
+
+    fn dispatch(&self, g: &GpuDevice, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
+        let four = |v: usize| v % 4 == 0;
+        let vec_a = four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
+        let vec_b = four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
+        let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
+        let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
+        // The register kernel reads A as scalars: no a4 view.
+        let register = entry == "matmul_reg" || entry == "matmul_sg";
+        let bufs: Vec<&GpuBuf> = if register {
+            vec![self.a, self.b, self.c, self.b]
+        } else {
+            vec![self.a, self.b, self.c, self.a, self.b]
+        };
+        let mut b0 = 0;
+        while b0 < self.batch {
+            let nz = (self.batch - b0).min(65535);
+            let params = [
+                self.m,
+                self.n,
+                self.k,
+                b0,
+                self.lda,
+                self.ldb,
+                self.ldc,
+                self.ta as usize,
+                self.sa,
+                self.sb,
+                self.sc,
+                self.tb as usize,
+                am,
+                ak,
+                bk,
+                bn,
+                vec_a as usize,
+                vec_b as usize,
+                tc as usize,
+                kc,
+            ]
+            .map(|v| v as u32);
+            let groups = if register {
+                let [x, y] = reg_grid(entry, self.m, self.n);
+                [x, y, nz as u32]
+            } else if entry == "matmul_wide" {
+                [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, nz as u32]
+            } else {
+                [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, nz as u32]
+            };
+            g.launch(&Launch {
+                kernel: if entry == "matmul_sg" { &MATMUL_SG } else { &MATMUL },
+                entry,
+                ty: ktype(dtype),
+                consts: &[],
+                params: &params,
+                bufs: &bufs,
+                groups,
+            })?;
+            b0 += nz;
+        }
+        Ok(())
+    }
+}
+
+/// Workgroups along n and m of a register-path matmul kernel.
+fn reg_grid(entry: &str, m: usize, n: usize) -> [u32; 2] {
+    if entry == "matmul_sg" {
+        [n.div_ceil(64) as u32, m.div_ceil(16) as u32]
+    } else {
+        [n.div_ceil(128) as u32, m.div_ceil(4) as u32]
+    }
+}
+
+/// Entry point and grid of a GEMM of m x n outputs over `nz` batches.
+pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
+    if g.gemm_register() {
+        ("gemm_reg", [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32])
+    } else {
+        ("gemm", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, nz as u32])
+    }
+}
+
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let (a, b) = (x[0], x[1]);
+    let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
+    let ob = out[..out.len() - 2].to_vec();
+    let nb = numel(&ob);
+    if k == 0 {
+        // An empty sum: zeros.
+        return super::creation::fill_gpu(g, nb * m * n, 0.0, dtype);
+    }
+    let c = g.alloc("matmul", (nb * m * n * dtype.size()) as u64)?;
+    // Operands whose batch only partly broadcasts are materialized.
+    let mut held = Vec::new();
+    let mut operand = |t: &Operand| -> Result<(usize, usize)> {
+        let r = t.rank();
+        let mat = t.shape()[r - 2] * t.shape()[r - 1];
+        match batch_stride(&t.shape()[..r - 2], &ob, mat) {
+            Some(s) => Ok((s, usize::MAX)),
+            None => {
+                let mut full = ob.clone();
+                full.extend_from_slice(&t.shape()[r - 2..]);
+                let buf = g.alloc("matmul", (numel(&full) * dtype.size()) as u64)?;
+                let st = broadcast_strides(t.shape(), &full);
+                super::layout::copy(g, t.gpu_buf(), &buf, dtype, &full, &st, 0, &strides(&full), 0)?;
+                held.push(buf);
+                Ok((mat, held.len() - 1))
+            }
+        }
+    };
+    let (sa, ia) = operand(&a)?;
+    let (sb, ib) = operand(&b)?;
+    let abuf = if ia == usize::MAX { a.gpu_buf() } else { &held[ia] };
+    let bbuf = if ib == usize::MAX { b.gpu_buf() } else { &held[ib] };
+    GemmLaunch {
+        a: abuf,
+        b: bbuf,
+        c: &c,
+        m,
+        n,
+        k,
+        batch: nb,
+        ta,
+        tb,
+        lda: a.shape()[a.rank() - 1],
+        ldb: b.shape()[b.rank() - 1],
+        ldc: n,
+        sa,
+        sb,
+        sc: m * n,
+    }
+    .launch(g, dtype)?;
+    Ok(c)
+}

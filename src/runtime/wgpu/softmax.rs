@@ -1,0 +1,74 @@
+//! Softmax, log-softmax and sparse softmax cross-entropy from logits
+//! (kernel: shaders/softmax.wgsl).
+
+use super::memory::GpuBuf;
+use super::{GpuDevice, KType, Kernel, Launch, grid, ktype, status_slot};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::op::softmax::*;
+use crate::core::op::*;
+use crate::core::shape::*;
+use crate::runtime::Operand;
+
+pub static SOFTMAX: Kernel = Kernel {
+    name: "softmax",
+    sources: &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/softmax.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let n = numel(out);
+    let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    let ty = ktype(dtype);
+    match op {
+        Op::Softmax { axis, log } => {
+            let (rows, r, inner) = view(x[0].shape(), *axis);
+            let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
+                ("softmax_rows", super::reduce::fold(rows))
+            } else {
+                ("softmax_cols", grid(rows * inner, 256))
+            };
+            g.launch(&Launch {
+                kernel: &SOFTMAX,
+                entry,
+                ty,
+                consts: &[],
+                params: &[
+                    rows as u32,
+                    r as u32,
+                    inner as u32,
+                    (rows * inner) as u32,
+                    0,
+                    *log as u32,
+                    0,
+                    0,
+                ],
+                bufs: &[x[0].gpu_buf(), &y],
+                groups,
+            })?;
+        }
+        _ => {
+            let (rows, r) = (x[0].shape()[0], x[0].shape()[1]);
+            g.launch(&Launch {
+                kernel: &SOFTMAX,
+                entry: if let Op::SparseXent = op {
+                    "xent_rows"
+                } else {
+                    "xent_grad_rows"
+                },
+                ty,
+                consts: &[],
+                params: &[rows as u32, r as u32, 1, rows as u32, status_slot(), 0, 0, 0],
+                bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), g.status()],
+                groups: super::reduce::fold(rows),
+            })?;
+        }
+    }
+    Ok(y)
+}

@@ -1,0 +1,42 @@
+//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+
+use super::memory::GpuBuf;
+use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::op::unary::*;
+use crate::core::op::*;
+use crate::runtime::Operand;
+
+pub static UNARY: Kernel = Kernel {
+    name: "unary",
+    sources: &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/elementwise.wgsl"),
+        include_str!("../../../shaders/unary.wgsl"),
+    ],
+    types: &[KType::F32, KType::F16],
+};
+
+pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let (Op::Unary(u) | Op::UnaryGrad(u)) = *op else {
+        unreachable!()
+    };
+    let n = crate::core::shape::numel(out);
+    let y = g.alloc(u.name(), (n * dtype.size()) as u64)?;
+    let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
+    let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
+        Op::Unary(_) => ("main", vec![x[0].gpu_buf(), &y]),
+        _ => ("grad", vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()]),
+    };
+    g.launch(&Launch {
+        kernel: &UNARY,
+        entry,
+        ty: ktype(dtype),
+        consts: &[],
+        params: &[n as u32, alpha.to_bits(), u.code(), 0],
+        bufs: &bufs,
+        groups: grid(n, 256),
+    })?;
+    Ok(y)
+}
