@@ -12,7 +12,7 @@
 
 use std::path::PathBuf;
 use wgflow::data::{mnist, synthetic};
-use wgflow::io::checkpoint::{Checkpoint, CheckpointManager};
+use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, OptimizerState};
 use wgflow::nn::callbacks::{ModelCheckpoint, TensorBoard};
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
@@ -130,7 +130,10 @@ fn run(args: Args) -> wgflow::Result<()> {
             &args.checkpoint_dir,
             5,
         );
-        let opt = model.compiled().as_mut().map(|c| &mut c.optimizer);
+        let opt = model
+            .compiled()
+            .as_mut()
+            .map(|c| &mut c.optimizer as &mut dyn OptimizerState);
         match manager.restore_latest(opt)? {
             Some(meta) => {
                 initial_epoch = (meta.step / steps_per_epoch) as usize;

@@ -5,7 +5,7 @@
 
 mod common;
 use common::TempDir;
-use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, latest_checkpoint};
+use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, OptimizerState, latest_checkpoint};
 use wgflow::nn::layers::Dense;
 use wgflow::nn::losses::MeanSquaredError;
 use wgflow::nn::optimizers::Adam;
@@ -174,7 +174,7 @@ fn manager_keeps_the_last_n_and_survives_a_crashed_save() {
     assert_eq!(manager.latest_checkpoint(), None);
     for step in 1..=4 {
         train_a_bit(&mut m, 1);
-        let opt = m.compiled().as_ref().map(|c| &c.optimizer);
+        let opt = m.compiled().as_ref().map(|c| &c.optimizer as &dyn OptimizerState);
         let p = manager.save(step, opt).unwrap();
         assert!(p.ends_with(format!("ckpt-{step}.safetensors")));
     }
@@ -199,7 +199,10 @@ fn manager_keeps_the_last_n_and_survives_a_crashed_save() {
     let meta = names
         .restore(
             &latest_checkpoint(&d).unwrap(),
-            fresh.compiled().as_mut().map(|c| &mut c.optimizer),
+            fresh
+                .compiled()
+                .as_mut()
+                .map(|c| &mut c.optimizer as &mut dyn OptimizerState),
         )
         .unwrap();
     assert_eq!(meta.step, 4);

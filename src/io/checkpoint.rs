@@ -12,7 +12,6 @@
 use super::{io_err, write_atomic};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::nn::optimizers::Optimizer;
 use crate::runtime::cpu::CpuData;
 use crate::tensor::{Tensor, Variable};
 use safetensors::tensor::{Dtype, SafeTensors, TensorView};
@@ -77,7 +76,7 @@ impl Checkpoint {
     }
 
     /// Writes the variables (and the optimizer's iterations and slots) to `path`.
-    pub fn save(&self, path: &Path, step: u64, optimizer: Option<&Optimizer>) -> Result<()> {
+    pub fn save(&self, path: &Path, step: u64, optimizer: Option<&dyn OptimizerState>) -> Result<()> {
         let mut items: Vec<(String, Tensor)> = self.vars.iter().map(|(n, v)| (n.clone(), v.peek())).collect();
         let mut meta: HashMap<String, String> = HashMap::new();
         meta.insert("format".into(), FORMAT.into());
@@ -116,7 +115,7 @@ impl Checkpoint {
 
     /// Reads and checks `path`, then assigns every variable (and the
     /// optimizer's state). On any error nothing is assigned.
-    pub fn restore(&self, path: &Path, optimizer: Option<&mut Optimizer>) -> Result<Meta> {
+    pub fn restore(&self, path: &Path, optimizer: Option<&mut dyn OptimizerState>) -> Result<Meta> {
         let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
         let bad = |msg: String| Error::Io {
             path: path.display().to_string(),
@@ -229,6 +228,21 @@ impl Checkpoint {
     }
 }
 
+/// What a checkpoint saves of an optimizer beside the variables: its step
+/// count and its slots (`nn::optimizers::Optimizer` implements it).
+pub trait OptimizerState {
+    /// Steps taken so far.
+    fn iterations(&self) -> u64;
+    /// Sets the step count (a restore).
+    fn set_iterations(&mut self, n: u64);
+    /// Slot names, in the order `slots_of` returns them.
+    fn slot_names(&self) -> &'static [&'static str];
+    /// Existing slots of `var`, if the optimizer has stepped it.
+    fn existing_slots(&self, var: &Variable) -> Option<&[Variable]>;
+    /// The slots of `var` (created zero if missing).
+    fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>>;
+}
+
 /// Keeps the last `max_to_keep` checkpoints `ckpt-<n>.safetensors` in a
 /// directory, with TensorFlow's `checkpoint` index file naming the latest.
 pub struct CheckpointManager {
@@ -260,7 +274,7 @@ impl CheckpointManager {
     }
 
     /// Saves the next numbered checkpoint and prunes old ones; returns its path.
-    pub fn save(&self, step: u64, optimizer: Option<&Optimizer>) -> Result<PathBuf> {
+    pub fn save(&self, step: u64, optimizer: Option<&dyn OptimizerState>) -> Result<PathBuf> {
         let n = list(&self.directory).last().map_or(1, |(n, _)| n + 1);
         let path = self.directory.join(format!("ckpt-{n}.safetensors"));
         self.checkpoint.save(&path, step, optimizer)?;
@@ -278,7 +292,7 @@ impl CheckpointManager {
     }
 
     /// Restores the latest checkpoint if there is one; returns its metadata.
-    pub fn restore_latest(&self, optimizer: Option<&mut Optimizer>) -> Result<Option<Meta>> {
+    pub fn restore_latest(&self, optimizer: Option<&mut dyn OptimizerState>) -> Result<Option<Meta>> {
         match self.latest_checkpoint() {
             Some(p) => self.checkpoint.restore(&p, optimizer).map(Some),
             None => Ok(None),

@@ -179,7 +179,10 @@ impl Callback for ModelCheckpoint {
             }
             self.best = Some(v);
         }
-        self.manager.as_ref().unwrap().save(step, opt)?;
+        self.manager
+            .as_ref()
+            .unwrap()
+            .save(step, opt.map(|o| o as &dyn crate::io::checkpoint::OptimizerState))?;
         Ok(())
     }
 }

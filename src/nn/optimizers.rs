@@ -397,3 +397,21 @@ impl Optimizer {
         })
     }
 }
+
+impl crate::io::checkpoint::OptimizerState for Optimizer {
+    fn iterations(&self) -> u64 {
+        Optimizer::iterations(self)
+    }
+    fn set_iterations(&mut self, n: u64) {
+        Optimizer::set_iterations(self, n)
+    }
+    fn slot_names(&self) -> &'static [&'static str] {
+        Optimizer::slot_names(self)
+    }
+    fn existing_slots(&self, var: &Variable) -> Option<&[Variable]> {
+        Optimizer::existing_slots(self, var)
+    }
+    fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>> {
+        Optimizer::slots_of(self, var)
+    }
+}

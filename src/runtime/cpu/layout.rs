@@ -25,7 +25,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
         Op::Cast(to) => Ok(a.cpu_data().cast(*to)),
         Op::Permute(_) | Op::BroadcastTo(_) | Op::Slice { .. } => {
             let (st, off) = view(op, a.shape(), out);
-            Ok(crate::map_data!(a.cpu_data(), v => gather_strided(v, out, &st, off)))
+            Ok(super::map_data!(a.cpu_data(), v => gather_strided(v, out, &st, off)))
         }
         Op::Concat { axis } => {
             let outer: usize = out[..*axis].iter().product();
@@ -34,7 +34,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
             for o in 0..outer {
                 for t in x {
                     let w = t.shape()[*axis] * inner;
-                    parts.push(crate::map_data!(t.cpu_data(), v => v[o * w..(o + 1) * w].to_vec()));
+                    parts.push(super::map_data!(t.cpu_data(), v => v[o * w..(o + 1) * w].to_vec()));
                 }
             }
             let mut acc = CpuData::zeros(dtype, 0);
@@ -76,7 +76,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
             if let Some(&bad) = idx.iter().find(|&&k| k < 0 || k as usize >= d) {
                 return Err(index_error(bad, d as u32));
             }
-            Ok(crate::map_data!(a.cpu_data(), v => {
+            Ok(super::map_data!(a.cpu_data(), v => {
                 let mut o = Vec::with_capacity(outer * idx.len() * inner);
                 for r in 0..outer {
                     for &k in idx {

@@ -59,9 +59,7 @@ pub enum CpuData {
 }
 
 /// Applies an expression to the vector inside any variant, rebuilding the
-/// same variant: `crate::map_data!(d, v => v.iter().rev().copied().collect())`.
-#[macro_export]
-#[doc(hidden)]
+/// same variant: `map_data!(d, v => v.iter().rev().copied().collect())`.
 macro_rules! map_data {
     ($d:expr, $v:ident => $e:expr) => {
         match $d {
@@ -73,6 +71,7 @@ macro_rules! map_data {
         }
     };
 }
+pub(crate) use map_data;
 
 impl CpuData {
     pub fn dtype(&self) -> DType {
