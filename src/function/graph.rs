@@ -9,9 +9,10 @@ use crate::core::error::{Error, Result};
 use crate::core::shape::numel;
 use crate::ops::Op;
 use crate::runtime::Device;
+use crate::runtime::ExecContext;
 use crate::runtime::cpu::CpuData;
+use crate::runtime::wgpu::GraphParams;
 use crate::runtime::wgpu::memory::{GpuBuf, size_class};
-use crate::runtime::wgpu::{GraphParams, record_params, replay_params, with_planned};
 use crate::tensor::{Tensor, Variable};
 use std::sync::Arc;
 
@@ -270,18 +271,13 @@ impl Graph {
         }
         // Which value's storage each result shares (itself unless a view).
         let mut root: Vec<usize> = (0..self.values.len()).collect();
-        let mut recorded = Vec::new();
-        match &self.plan {
-            MemPlan::On(p) if p.params.is_some() => replay_params(p.params.as_ref().unwrap(), || {
-                self.run_nodes(&mut vals, &mut root, false)
-            })?,
-            _ if observe => {
-                let (r, words) = record_params(|| self.run_nodes(&mut vals, &mut root, true));
-                r?;
-                recorded = words;
-            }
-            _ => self.run_nodes(&mut vals, &mut root, false)?,
-        }
+        let ctx = match &self.plan {
+            MemPlan::On(Slots { params: Some(p), .. }) => ExecContext::replaying(p.clone()),
+            _ if observe => ExecContext::recording(),
+            _ => ExecContext::eager(),
+        };
+        self.run_nodes(&mut vals, &mut root, observe, &ctx)?;
+        let recorded = ctx.recorded();
         for (var, v) in &self.assigns {
             var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
         }
@@ -300,7 +296,13 @@ impl Graph {
 
     /// Runs every node on `vals` (sources filled in), dropping results
     /// after their last use; with `observe`, notes which results are views.
-    fn run_nodes(&self, vals: &mut [Option<Tensor>], root: &mut [usize], observe: bool) -> Result<()> {
+    fn run_nodes(
+        &self,
+        vals: &mut [Option<Tensor>],
+        root: &mut [usize],
+        observe: bool,
+        ctx: &ExecContext,
+    ) -> Result<()> {
         let runs = self.runs;
         for (i, node) in self.nodes.iter().enumerate() {
             let take = |v: &usize| vals[*v].clone().expect("graph values are computed before use");
@@ -320,7 +322,8 @@ impl Graph {
                         op => op.clone(),
                     };
                     let views: Vec<GpuBuf> = outputs.iter().filter_map(|&o| planned(o)).collect();
-                    with_planned(views, || op.replay(&refs, &first.shape, first.dtype, &first.device))?
+                    ctx.offer(views);
+                    op.replay(&refs, &first.shape, first.dtype, &first.device, ctx)?
                 }
                 Node::Fused { kernel, .. } => {
                     let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();

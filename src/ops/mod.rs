@@ -30,7 +30,7 @@ pub use crate::runtime::wgpu::kernels;
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
-use crate::runtime::{Device, Operand};
+use crate::runtime::{Device, ExecContext, Operand};
 use crate::tensor::{Tensor, observe};
 
 pub use creation::{arange, full, ones, random_normal, random_uniform, truncated_normal, zeros};
@@ -71,7 +71,14 @@ impl Op {
         }
     }
 
-    fn run_native(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
+    fn run_native(
+        &self,
+        x: &[&Tensor],
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+        ctx: &ExecContext,
+    ) -> Result<Vec<Tensor>> {
         if let Op::Reshape(_) | Op::StopGradient = self {
             return Ok(vec![Tensor::from_storage(
                 x[0].0.storage.clone(),
@@ -81,7 +88,7 @@ impl Op {
             )]);
         }
         let operands: Vec<Operand> = x.iter().map(|t| t.operand()).collect();
-        let out = device.run(self, &operands, shape, dtype)?;
+        let out = device.run(self, &operands, shape, dtype, ctx)?;
         Ok(out
             .into_iter()
             .map(|s| Tensor::from_storage(s, shape.to_vec(), dtype, device.clone()))
@@ -90,16 +97,31 @@ impl Op {
 
     /// Runs the op, computing f16 in f32 where the device has no f16 arithmetic.
     /// Runs a recorded op again (a graph replay): the shape rule already ran.
-    pub(crate) fn replay(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
-        self.run(x, shape, dtype, device)
+    /// `ctx` carries the graph's planned buffers and launch parameters.
+    pub(crate) fn replay(
+        &self,
+        x: &[&Tensor],
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+        ctx: &ExecContext,
+    ) -> Result<Vec<Tensor>> {
+        self.run(x, shape, dtype, device, ctx)
     }
 
-    fn run(&self, x: &[&Tensor], shape: &[usize], dtype: DType, device: &Device) -> Result<Vec<Tensor>> {
+    fn run(
+        &self,
+        x: &[&Tensor],
+        shape: &[usize],
+        dtype: DType,
+        device: &Device,
+        ctx: &ExecContext,
+    ) -> Result<Vec<Tensor>> {
         let has_f16 = dtype == DType::F16 || x.iter().any(|t| t.dtype() == DType::F16);
         let native =
             matches!(self, Op::Cast(_) | Op::Reshape(_) | Op::StopGradient) || !has_f16 || device.f16_arithmetic();
         if native {
-            return self.run_native(x, shape, dtype, device);
+            return self.run_native(x, shape, dtype, device, ctx);
         }
         let up: Vec<Tensor> = x
             .iter()
@@ -113,7 +135,7 @@ impl Op {
             .collect::<Result<_>>()?;
         let refs: Vec<&Tensor> = up.iter().collect();
         let out_dtype = if dtype == DType::F16 { DType::F32 } else { dtype };
-        let out = self.run_native(&refs, shape, out_dtype, device)?;
+        let out = self.run_native(&refs, shape, out_dtype, device, ctx)?;
         if dtype != DType::F16 {
             return Ok(out);
         }
@@ -221,7 +243,7 @@ pub(crate) fn exec(op: Op, x: &[&Tensor]) -> Result<Tensor> {
 /// `exec` for ops without inputs (creation), on `device`.
 pub(crate) fn exec_on(op: Op, device: &Device) -> Result<Tensor> {
     let (shape, dtype) = op.infer(&[])?;
-    let out = op.run(&[], &shape, dtype, device)?;
+    let out = op.run(&[], &shape, dtype, device, &ExecContext::eager())?;
     observe::op(&op, &[], &out);
     Ok(out.into_iter().next().unwrap())
 }
@@ -231,9 +253,11 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
     let device = same_device(op.name(), x)?;
     let (shape, dtype) = op.infer(x)?;
     let out = if profile::enabled() {
-        profile::time(op.name(), &device, || op.run(x, &shape, dtype, &device))?
+        profile::time(op.name(), &device, || {
+            op.run(x, &shape, dtype, &device, &ExecContext::eager())
+        })?
     } else {
-        op.run(x, &shape, dtype, &device)?
+        op.run(x, &shape, dtype, &device, &ExecContext::eager())?
     };
     if device.is_gpu() && cross_check_enabled() {
         observe::internal_reads(|| cross_check(&op, x, &out))?;
@@ -245,7 +269,13 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
 fn cross_check(op: &Op, x: &[&Tensor], out: &[Tensor]) -> Result<()> {
     let host: Vec<Tensor> = x.iter().map(|t| t.to_device(&Device::Cpu)).collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = host.iter().collect();
-    let want = op.run(&refs, out[0].shape(), out[0].dtype(), &Device::Cpu)?;
+    let want = op.run(
+        &refs,
+        out[0].shape(),
+        out[0].dtype(),
+        &Device::Cpu,
+        &ExecContext::eager(),
+    )?;
     for (w, o) in want.iter().zip(out) {
         let (max, ok) = op.tolerance(x, o.dtype()).check(&o.to_f64_vec()?, &w.to_f64_vec()?);
         if !ok {
@@ -285,7 +315,9 @@ pub(crate) fn cast_raw(t: &Tensor, to: DType) -> Result<Tensor> {
     if t.dtype() == to {
         return Ok(t.clone());
     }
-    Ok(Op::Cast(to).run_native(&[t], t.shape(), to, t.device())?.swap_remove(0))
+    Ok(Op::Cast(to)
+        .run_native(&[t], t.shape(), to, t.device(), &ExecContext::eager())?
+        .swap_remove(0))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod config;
 pub mod cpu;
 pub mod wgpu;
 
+pub use self::wgpu::ExecContext;
 pub use self::wgpu::memory::MemoryInfo;
 
 use self::cpu::CpuData;
@@ -86,7 +87,7 @@ impl<'a> Operand<'a> {
 pub trait Backend {
     /// Runs `op` on operands that live on this backend; the shape rule has
     /// already produced the output `shape` and `dtype`. One storage per output.
-    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>>;
+    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, ctx: &ExecContext) -> Result<Vec<Storage>>;
     /// Host values placed on this backend (`op` names the caller in errors).
     fn upload(&self, op: &'static str, data: &CpuData) -> Result<Storage>;
     /// The host copy of `n` values of `dtype` held in `s` (waits for pending work).
@@ -97,7 +98,7 @@ pub trait Backend {
 pub struct CpuBackend;
 
 impl Backend for CpuBackend {
-    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
+    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, _ctx: &ExecContext) -> Result<Vec<Storage>> {
         cpu::run(op, x, shape, dtype)
     }
     fn upload(&self, _op: &'static str, data: &CpuData) -> Result<Storage> {
@@ -129,8 +130,15 @@ impl Device {
         }
     }
     /// Runs `op`'s kernel on this device (see [`Backend::run`]).
-    pub fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
-        self.backend().run(op, x, shape, dtype)
+    pub fn run(
+        &self,
+        op: &Op,
+        x: &[Operand],
+        shape: &[usize],
+        dtype: DType,
+        ctx: &ExecContext,
+    ) -> Result<Vec<Storage>> {
+        self.backend().run(op, x, shape, dtype, ctx)
     }
 
     pub fn cpu() -> Device {

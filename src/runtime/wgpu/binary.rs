@@ -5,7 +5,7 @@
 //! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::binary::*;
@@ -23,7 +23,7 @@ pub static BINARY: Kernel = Kernel {
     types: &[KType::F32, KType::F16, KType::I32, KType::U32],
 };
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
     let contiguous = strides(out);
     // Operand strides over the output in the kernel's order: a, b, condition.

@@ -5,7 +5,7 @@
 //! a depthwise convolution is the case groups == C. Padding is `Same`
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, ktype};
+use super::{Gpu, KType, Kernel, Launch, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::conv::*;
@@ -40,7 +40,7 @@ fn params(
     .map(|v| v as u32)
 }
 
-pub(crate) fn gpu(op: &Op, gd: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let g = geom_of(op, &[x[0].shape(), x[1].shape()])?;
     let n_out = numel(out);
     let pix = g.n * g.oh * g.ow;
@@ -97,7 +97,7 @@ pub(crate) fn gpu(op: &Op, gd: &GpuDevice, x: &[Operand], out: &[usize], dtype: 
 /// Convolutions as explicit patch matrices and strided GEMMs, one batch
 /// entry per group: the plan for CPU adapters, whose GEMM kernel is fastest
 /// on plain strided operands.
-fn gpu_im2col(op: &Op, gd: &GpuDevice, x: &[Operand], g: &Geom, n_out: usize, dtype: DType) -> Result<GpuBuf> {
+fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: DType) -> Result<GpuBuf> {
     let pix = g.n * g.oh * g.ow;
     let kg = g.kh * g.kw * g.cg;
     let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;

@@ -5,13 +5,13 @@
 
 use super::layout::{LAYOUT, wtype};
 use super::memory::GpuBuf;
-use super::{GpuDevice, Launch, grid};
+use super::{Gpu, Launch, grid};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::runtime::cpu::CpuData;
 
 /// `n` copies of `value` in new GPU memory.
-pub(crate) fn fill_gpu(g: &GpuDevice, n: usize, value: f64, dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn fill_gpu(g: &Gpu, n: usize, value: f64, dtype: DType) -> Result<GpuBuf> {
     if dtype == DType::F16 && !g.f16 {
         // Packed halves cannot be written one by one without f16 support.
         return g.upload("fill", &CpuData::from_f64(dtype, &vec![value; n]).to_bytes());

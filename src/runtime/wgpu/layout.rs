@@ -5,7 +5,7 @@
 //! TensorFlow's kernels do; reshape shares storage.
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype, status_slot};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype, status_slot};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::layout::*;
@@ -40,7 +40,7 @@ pub(crate) fn wtype(dtype: DType) -> KType {
 /// for every coordinate c of `shape`.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn copy(
-    g: &GpuDevice,
+    g: &Gpu,
     src: &GpuBuf,
     dst: &GpuBuf,
     dtype: DType,
@@ -99,7 +99,7 @@ fn cast_code(d: DType) -> u32 {
     }
 }
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let a = x[0];
     let n = numel(out);
     if let Op::Pad { before, shape } = op {

@@ -5,7 +5,7 @@
 //! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, ktype};
+use super::{Gpu, KType, Kernel, Launch, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -54,7 +54,7 @@ pub(crate) struct GemmLaunch<'a> {
 }
 
 impl GemmLaunch<'_> {
-    pub(crate) fn launch(&self, g: &GpuDevice, dtype: DType) -> Result<()> {
+    pub(crate) fn launch(&self, g: &Gpu, dtype: DType) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
@@ -113,7 +113,7 @@ impl GemmLaunch<'_> {
         }
     }
 
-    fn dispatch(&self, g: &GpuDevice, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
+    fn dispatch(&self, g: &Gpu, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
         let four = |v: usize| v % 4 == 0;
         let vec_a = four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
         let vec_b = four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
@@ -185,7 +185,7 @@ fn reg_grid(entry: &str, m: usize, n: usize) -> [u32; 2] {
 }
 
 /// Entry point and grid of a GEMM of m x n outputs over `nz` batches.
-pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
+pub(crate) fn gemm_grid(g: &Gpu, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
     if g.gemm_register() {
         ("gemm_reg", [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32])
     } else {
@@ -193,7 +193,7 @@ pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'stat
     }
 }
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let Op::MatMul { ta, tb } = *op else { unreachable!() };
     let (a, b) = (x[0], x[1]);
     let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());

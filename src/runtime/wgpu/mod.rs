@@ -31,6 +31,7 @@ use super::{Backend, Operand, Storage};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::{Family, Op};
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,29 +153,6 @@ pub enum GemmVariant {
     Wide,
 }
 
-thread_local! {
-    /// Output buffers a compiled graph's memory plan assigned to the node
-    /// running on this thread; `alloc` serves requests of their exact size.
-    static PLANNED: std::cell::RefCell<Vec<GpuBuf>> = const { std::cell::RefCell::new(Vec::new()) };
-}
-
-/// Runs `f` with `bufs` offered to its allocations (each taken at most once,
-/// by the first request of its size); unused ones are dropped after.
-pub(crate) fn with_planned<T>(bufs: Vec<GpuBuf>, f: impl FnOnce() -> T) -> T {
-    PLANNED.with(|p| *p.borrow_mut() = bufs);
-    let out = f();
-    PLANNED.with(|p| p.borrow_mut().clear());
-    out
-}
-
-fn take_planned(size: u64) -> Option<GpuBuf> {
-    PLANNED.with(|p| {
-        let mut p = p.borrow_mut();
-        let i = p.iter().position(|b| b.size == size)?;
-        Some(p.remove(i))
-    })
-}
-
 /// The uniform parameters of a compiled graph's launches, in launch order,
 /// written once into a buffer the graph keeps: replays bind them there
 /// instead of copying them into the batch's arena.
@@ -197,45 +175,114 @@ enum ParamMode {
     Replay(Arc<GraphParams>, usize),
 }
 
-thread_local! {
-    static PARAM_MODE: std::cell::RefCell<ParamMode> = const { std::cell::RefCell::new(ParamMode::Off) };
+/// How one call into the runtime executes, passed explicitly down to the
+/// kernels' launches: eagerly (pool memory, parameters copied into the
+/// batch's arena), or as part of a compiled graph's run, which offers the
+/// output buffers its memory plan assigned and records or replays the
+/// uniform parameters of its launches.
+pub struct ExecContext {
+    planned: RefCell<Vec<GpuBuf>>,
+    params: RefCell<ParamMode>,
 }
 
-/// Runs `f`, recording the parameters of every launch it makes.
-pub(crate) fn record_params<T>(f: impl FnOnce() -> T) -> (T, Vec<Vec<u32>>) {
-    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Record(Vec::new()));
-    let out = f();
-    let words = PARAM_MODE.with(|m| match std::mem::replace(&mut *m.borrow_mut(), ParamMode::Off) {
-        ParamMode::Record(w) => w,
-        _ => Vec::new(),
-    });
-    (out, words)
-}
-
-/// Runs `f`, whose launches bind `params` where theirs are the recorded ones
-/// (the n-th launch against the n-th record; any other goes to the arena).
-pub(crate) fn replay_params<T>(params: &Arc<GraphParams>, f: impl FnOnce() -> T) -> T {
-    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Replay(params.clone(), 0));
-    let out = f();
-    PARAM_MODE.with(|m| *m.borrow_mut() = ParamMode::Off);
-    out
-}
-
-/// Where the parameters of a launch with `params` come from: the graph's
-/// buffer and offset, when replaying a recorded launch.
-fn graph_params_for(params: &[u32]) -> Option<(Arc<GraphParams>, u32)> {
-    PARAM_MODE.with(|m| match &mut *m.borrow_mut() {
-        ParamMode::Off => None,
-        ParamMode::Record(w) => {
-            w.push(params.to_vec());
-            None
+impl ExecContext {
+    /// An eager op: nothing planned.
+    pub fn eager() -> ExecContext {
+        ExecContext {
+            planned: RefCell::new(Vec::new()),
+            params: RefCell::new(ParamMode::Off),
         }
-        ParamMode::Replay(g, next) => {
-            let i = *next;
-            *next += 1;
-            (g.words.get(i).map(Vec::as_slice) == Some(params)).then(|| (g.clone(), (i as u64 * PARAM_BYTES) as u32))
+    }
+
+    /// A graph run that records the parameters of every launch (the first run).
+    pub(crate) fn recording() -> ExecContext {
+        ExecContext {
+            params: RefCell::new(ParamMode::Record(Vec::new())),
+            ..ExecContext::eager()
         }
-    })
+    }
+
+    /// A graph run whose launches bind `params` where theirs are the
+    /// recorded ones (the n-th launch against the n-th record; any other
+    /// goes to the arena).
+    pub(crate) fn replaying(params: Arc<GraphParams>) -> ExecContext {
+        ExecContext {
+            params: RefCell::new(ParamMode::Replay(params, 0)),
+            ..ExecContext::eager()
+        }
+    }
+
+    /// Offers `bufs` to the next op's allocations (each taken at most once,
+    /// by the first request of its size); the ones it leaves are dropped by
+    /// the next offer.
+    pub(crate) fn offer(&self, bufs: Vec<GpuBuf>) {
+        *self.planned.borrow_mut() = bufs;
+    }
+
+    /// The parameters recorded so far (a recording run).
+    pub(crate) fn recorded(self) -> Vec<Vec<u32>> {
+        match self.params.into_inner() {
+            ParamMode::Record(w) => w,
+            _ => Vec::new(),
+        }
+    }
+
+    fn take_planned(&self, size: u64) -> Option<GpuBuf> {
+        let mut p = self.planned.borrow_mut();
+        let i = p.iter().position(|b| b.size == size)?;
+        Some(p.remove(i))
+    }
+
+    /// Where the parameters of a launch with `params` come from: the graph's
+    /// buffer and offset, when replaying a recorded launch.
+    fn params_for(&self, params: &[u32]) -> Option<(Arc<GraphParams>, u32)> {
+        match &mut *self.params.borrow_mut() {
+            ParamMode::Off => None,
+            ParamMode::Record(w) => {
+                w.push(params.to_vec());
+                None
+            }
+            ParamMode::Replay(g, next) => {
+                let i = *next;
+                *next += 1;
+                (g.words.get(i).map(Vec::as_slice) == Some(params))
+                    .then(|| (g.clone(), (i as u64 * PARAM_BYTES) as u32))
+            }
+        }
+    }
+}
+
+/// A GPU as one call's kernels see it: the device and the call's
+/// [`ExecContext`]. Allocations take planned buffers first; launches bind
+/// a graph's parameters where it has them.
+pub(crate) struct Gpu<'a> {
+    dev: &'a GpuDevice,
+    ctx: &'a ExecContext,
+}
+
+impl std::ops::Deref for Gpu<'_> {
+    type Target = GpuDevice;
+    fn deref(&self) -> &GpuDevice {
+        self.dev
+    }
+}
+
+impl Gpu<'_> {
+    /// Memory for an op's output (a planned buffer of this size, else the pool's).
+    pub(crate) fn alloc(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
+        if bytes > 0 {
+            if let Some(b) = self.ctx.take_planned(bytes.div_ceil(4) * 4) {
+                return Ok(b);
+            }
+        }
+        self.dev.alloc(op, bytes)
+    }
+
+    /// Encodes a launch into the pending pass, binding the graph's
+    /// parameters where the context has them.
+    pub(crate) fn launch(&self, l: &Launch) -> Result<()> {
+        self.dev.launch_with(l, self.ctx.params_for(l.params))
+    }
 }
 
 thread_local! {
@@ -562,11 +609,6 @@ impl GpuDevice {
 
     /// Memory for an op's output. `op` names the op in a too-large error.
     pub(crate) fn alloc(&self, op: &'static str, bytes: u64) -> Result<GpuBuf> {
-        if bytes > 0 {
-            if let Some(b) = take_planned(bytes.div_ceil(4) * 4) {
-                return Ok(b);
-            }
-        }
         Ok(self.alloc_tagged(op, bytes)?.buf)
     }
 
@@ -740,6 +782,11 @@ impl GpuDevice {
 
     /// Encodes one kernel launch into the open batch.
     pub(crate) fn launch(&self, l: &Launch) -> Result<()> {
+        self.launch_with(l, None)
+    }
+
+    /// A launch whose parameters are bound from `graph` (buffer, offset) when given.
+    fn launch_with(&self, l: &Launch, graph: Option<(Arc<GraphParams>, u32)>) -> Result<()> {
         self.check_alive()?;
         if l.groups.contains(&0) {
             return Ok(());
@@ -761,7 +808,6 @@ impl GpuDevice {
             l.params.len(),
             p.param_words
         );
-        let graph = graph_params_for(l.params);
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         if s.slots == SLOTS {
             self.flush_locked(&mut s)?;
@@ -1091,8 +1137,8 @@ pub(crate) fn ktype(dtype: DType) -> KType {
 }
 
 impl Backend for GpuDevice {
-    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
-        let g = self;
+    fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, ctx: &ExecContext) -> Result<Vec<Storage>> {
+        let g = &Gpu { dev: self, ctx };
         let buf = match op.family() {
             Family::Unary => unary::gpu(op, g, x, shape, dtype),
             Family::Binary => binary::gpu(op, g, x, shape, dtype),

@@ -4,7 +4,7 @@
 //! builds the `Update`s; this file holds their math.
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::optim::*;
@@ -21,7 +21,7 @@ pub static OPTIM: Kernel = Kernel {
 };
 
 /// (new variable, new slots...) from (variable, gradient, slots..., hyper, [norm]).
-pub(crate) fn gpu(u: &Update, g: &GpuDevice, x: &[Operand], dtype: DType) -> Result<Vec<GpuBuf>> {
+pub(crate) fn gpu(u: &Update, g: &Gpu, x: &[Operand], dtype: DType) -> Result<Vec<GpuBuf>> {
     let n = x[0].numel();
     let k = u.slots();
     let bytes = (n * dtype.size()) as u64;

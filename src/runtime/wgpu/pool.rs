@@ -2,7 +2,7 @@
 //! (kernel: shaders/pool.wgsl).
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::*;
@@ -18,7 +18,7 @@ pub static POOL: Kernel = Kernel {
     types: &[KType::F32, KType::F16],
 };
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
         unreachable!()
     };

@@ -5,7 +5,7 @@
 //! contiguous block, and otherwise first moves them last with a copy. Empty
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::reduce::*;
@@ -22,7 +22,7 @@ pub static REDUCE: Kernel = Kernel {
     types: &[KType::F32, KType::F16, KType::I32],
 };
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let a = x[0];
     let sh = a.shape();
     let axes = axes_of(op);
@@ -153,14 +153,7 @@ pub(crate) fn fold(n: usize) -> [u32; 3] {
 }
 
 /// dst[i] = sum_s src[s * n + i] for s < slices (partial sums of split GEMMs).
-pub(crate) fn sum_slices(
-    g: &GpuDevice,
-    src: &GpuBuf,
-    dst: &GpuBuf,
-    slices: usize,
-    n: usize,
-    dtype: DType,
-) -> Result<()> {
+pub(crate) fn sum_slices(g: &Gpu, src: &GpuBuf, dst: &GpuBuf, slices: usize, n: usize, dtype: DType) -> Result<()> {
     g.launch(&Launch {
         kernel: &REDUCE,
         entry: "cols_main",

@@ -2,7 +2,7 @@
 //! (kernel: shaders/softmax.wgsl).
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype, status_slot};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype, status_slot};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::softmax::*;
@@ -19,7 +19,7 @@ pub static SOFTMAX: Kernel = Kernel {
     types: &[KType::F32, KType::F16],
 };
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     if n == 0 {

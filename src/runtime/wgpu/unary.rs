@@ -1,7 +1,7 @@
 //! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
 
 use super::memory::GpuBuf;
-use super::{GpuDevice, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::unary::*;
@@ -18,7 +18,7 @@ pub static UNARY: Kernel = Kernel {
     types: &[KType::F32, KType::F16],
 };
 
-pub(crate) fn gpu(op: &Op, g: &GpuDevice, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let (Op::Unary(u) | Op::UnaryGrad(u)) = *op else {
         unreachable!()
     };
