@@ -311,6 +311,68 @@ fn dead_ops_are_dropped_and_elementwise_chains_fuse() {
     }
 }
 
+/// A trace's GraphDef is plain data (no device, buffer or closure): ops with
+/// their attributes, variables by name, the optimizer's learning rate and
+/// step as host inputs, a captured tensor as a capture; and the executable
+/// compiled from it drops the dead op the def keeps.
+#[test]
+fn the_graph_def_is_plain_data_with_variables_by_name_and_host_inputs() {
+    fn plain<T: Send + Sync + Clone + PartialEq + std::fmt::Debug + 'static>() {}
+    plain::<wgflow::function::GraphDef>();
+    use wgflow::function::Feed;
+    for d in devices() {
+        let w = Variable::new(ops::ones(&[3], DType::F32, &d).unwrap(), "dense/kernel");
+        let scale = Tensor::from_vec(vec![2.0f32, 3.0, 4.0], &[3], &d).unwrap();
+        let mut opt = SGD(0.1);
+        let vars = [w.clone()];
+        let mut f = function(|x: &[Tensor]| {
+            let tape = GradientTape::new();
+            let _dead = x[0].exp()?;
+            let loss = w.value().mul(&x[0])?.mul(&scale)?.sum(None, false)?;
+            let grads = tape.gradient(&loss, &[&w])?;
+            opt.apply_gradients(&grads, &vars)?;
+            Ok(vec![loss])
+        });
+        let x = Tensor::from_vec(vec![1.0f32, 1.0, 1.0], &[3], &d).unwrap();
+        let first = f.call(std::slice::from_ref(&x)).unwrap()[0].item().unwrap();
+        let second = f.call(std::slice::from_ref(&x)).unwrap()[0].item().unwrap();
+        assert_eq!(first, 9.0, "{d}");
+        // w -= 0.1 * x * scale: 9 - 0.1 * (4 + 9 + 16)
+        assert!((second - (9.0 - 0.1 * 29.0)).abs() < 1e-5, "{d}: {second}");
+        let g = f.graph(&[x]).unwrap();
+        let def = g.def().clone();
+        assert_eq!(def.variables.len(), 1, "{d}: {:?}", def.variables);
+        assert_eq!(def.variables[0].name, "dense/kernel");
+        assert!(def.variables[0].trainable);
+        assert_eq!(def.assigns.len(), 1, "{d}: the update assigns the variable");
+        assert_eq!(def.arguments().len(), 1);
+        let hosts = def.feeds.iter().filter(|(_, f)| matches!(f, Feed::Host(_))).count();
+        assert!(hosts >= 1, "{d}: the learning rate is a host input: {:?}", def.feeds);
+        assert_eq!(hosts, def.host_inputs.len());
+        assert!(
+            def.feeds.iter().any(|(_, f)| matches!(f, Feed::Capture(_))),
+            "{d}: `scale` is captured: {:?}",
+            def.feeds
+        );
+        assert!(
+            def.nodes.iter().any(|n| n.op.name() == "exp"),
+            "{d}: the def keeps what was traced"
+        );
+        assert!(def.nodes.iter().all(|n| n.device == d.to_string()), "{d}");
+        for n in &def.nodes {
+            for &v in n.inputs.iter().chain(&n.outputs) {
+                assert!(def.values[v].concrete().is_some());
+            }
+        }
+        assert!(
+            g.stats().ops < def.nodes.len(),
+            "{d}: compiled {:?} from {} nodes",
+            g.stats(),
+            def.nodes.len()
+        );
+    }
+}
+
 /// The seed document's linear regression: the whole step (forward, loss,
 /// gradients, both updates) compiles to one kernel and matches eager.
 #[test]

@@ -2,6 +2,7 @@
 
 use super::Signature;
 use super::compile;
+use super::def::{Bindings, Feed, GraphDef, NodeDef, ValueDef, VariableDef};
 use super::fused::Fused;
 use super::trace::{Builder, into_parts};
 use crate::core::dtype::DType;
@@ -76,6 +77,7 @@ pub struct GraphStats {
 
 /// A traced and compiled step.
 pub struct Graph {
+    def: GraphDef,
     sig: Signature,
     pub(crate) values: Vec<Value>,
     pub(crate) nodes: Vec<Node>,
@@ -126,29 +128,69 @@ pub struct PlanStats {
 }
 
 impl Graph {
+    /// The graph a trace recorded: its [`GraphDef`], compiled.
     pub(crate) fn build(b: Builder, sig: Signature, _args: &[Tensor], out: &[Tensor]) -> Result<Graph> {
-        let (values, nodes, ids, sources, assigns) = into_parts(b);
-        let mut sources = sources;
-        let mut values = values;
-        let mut outputs = Vec::new();
-        for t in out {
-            match ids.get(&t.id()) {
-                Some(&v) => outputs.push(v),
-                None => {
-                    // An output the trace never touched: a constant of the graph.
-                    let v = values.len();
-                    values.push(Value {
-                        shape: t.shape().to_vec(),
-                        dtype: t.dtype(),
-                        device: t.device().clone(),
-                    });
-                    sources.push((v, Source::Constant(t.clone())));
-                    outputs.push(v);
-                }
-            }
+        let (def, bindings) = split(b, out);
+        Graph::from_def(def, bindings, sig)
+    }
+
+    /// The executable of `def` with `bindings`: values, nodes and sources
+    /// bound, then compiled (dead ops dropped, kernels fused).
+    pub(crate) fn from_def(def: GraphDef, mut b: Bindings, sig: Signature) -> Result<Graph> {
+        let mut values = Vec::with_capacity(def.values.len());
+        for (i, v) in def.values.iter().enumerate() {
+            let shape = v
+                .concrete()
+                .ok_or_else(|| Error::arg("function", format!("value {i} has unknown dimensions {:?}", v.shape)))?;
+            let device = b
+                .devices
+                .get(i)
+                .cloned()
+                .ok_or_else(|| Error::arg("function", format!("value {i} has no device binding")))?;
+            values.push(Value {
+                shape,
+                dtype: v.dtype,
+                device,
+            });
         }
+        let missing = |what: &str, i: usize| Error::arg("function", format!("the graph's {what} {i} is not bound"));
+        let mut sources = Vec::with_capacity(def.feeds.len());
+        for (v, f) in &def.feeds {
+            let src = match f {
+                Feed::Arg(i) => Source::Arg(*i),
+                Feed::Variable(i) => Source::Read(b.variables.get(*i).cloned().ok_or_else(|| missing("variable", *i))?),
+                Feed::Capture(i) => {
+                    Source::Constant(b.captures.get(*i).cloned().ok_or_else(|| missing("capture", *i))?)
+                }
+                Feed::Host(i) => Source::Host(
+                    b.hosts
+                        .get_mut(*i)
+                        .and_then(Option::take)
+                        .ok_or_else(|| missing("host input", *i))?,
+                ),
+            };
+            sources.push((*v, src));
+        }
+        let mut assigns = Vec::with_capacity(def.assigns.len());
+        for &(var, v) in &def.assigns {
+            assigns.push((
+                b.variables.get(var).cloned().ok_or_else(|| missing("variable", var))?,
+                v,
+            ));
+        }
+        let nodes: Vec<Node> = def
+            .nodes
+            .iter()
+            .map(|n| Node::Op {
+                op: n.op.clone(),
+                inputs: n.inputs.clone(),
+                outputs: n.outputs.clone(),
+            })
+            .collect();
+        let outputs = def.outputs.clone();
         let traced_ops = nodes.len();
         let mut g = Graph {
+            def,
             sig,
             values,
             nodes,
@@ -192,6 +234,12 @@ impl Graph {
                 .sum(),
         };
         Ok(g)
+    }
+
+    /// The serializable graph this executable was compiled from (as traced,
+    /// before dead ops were dropped and kernels fused).
+    pub fn def(&self) -> &GraphDef {
+        &self.def
     }
 
     pub fn stats(&self) -> GraphStats {
@@ -401,4 +449,82 @@ impl Graph {
             params,
         }))
     }
+}
+
+/// A trace's recording as a [`GraphDef`] and what it refers to here.
+fn split(b: Builder, out: &[Tensor]) -> (GraphDef, Bindings) {
+    let (values, nodes, ids, sources, assigns) = into_parts(b);
+    let mut def = GraphDef {
+        values: values.iter().map(|v| ValueDef::known(&v.shape, v.dtype)).collect(),
+        ..GraphDef::default()
+    };
+    let mut bind = Bindings {
+        variables: Vec::new(),
+        captures: Vec::new(),
+        hosts: Vec::new(),
+        devices: values.iter().map(|v| v.device.clone()).collect(),
+    };
+    let variable = |def: &mut GraphDef, bind: &mut Bindings, var: &Variable| -> usize {
+        if let Some(i) = bind.variables.iter().position(|x| x.id() == var.id()) {
+            return i;
+        }
+        let t = var.peek_raw();
+        def.variables.push(VariableDef {
+            name: var.name().to_string(),
+            value: ValueDef::known(t.shape(), t.dtype()),
+            trainable: var.trainable(),
+        });
+        bind.variables.push(var.clone());
+        bind.variables.len() - 1
+    };
+    let capture = |def: &mut GraphDef, bind: &mut Bindings, t: &Tensor| -> usize {
+        def.captures.push(ValueDef::known(t.shape(), t.dtype()));
+        bind.captures.push(t.clone());
+        bind.captures.len() - 1
+    };
+    for (v, src) in sources {
+        let feed = match src {
+            Source::Arg(i) => Feed::Arg(i),
+            Source::Read(var) => Feed::Variable(variable(&mut def, &mut bind, &var)),
+            Source::Constant(t) => Feed::Capture(capture(&mut def, &mut bind, &t)),
+            Source::Host(f) => {
+                def.host_inputs.push(def.values[v].clone());
+                bind.hosts.push(Some(f));
+                Feed::Host(bind.hosts.len() - 1)
+            }
+        };
+        def.feeds.push((v, feed));
+    }
+    for (var, v) in &assigns {
+        let i = variable(&mut def, &mut bind, var);
+        def.assigns.push((i, *v));
+    }
+    for n in nodes {
+        if let Node::Op { op, inputs, outputs } = n {
+            let device = outputs
+                .first()
+                .map_or_else(String::new, |&o| bind.devices[o].to_string());
+            def.nodes.push(NodeDef {
+                op,
+                inputs,
+                outputs,
+                device,
+            });
+        }
+    }
+    for t in out {
+        match ids.get(&t.id()) {
+            Some(&v) => def.outputs.push(v),
+            None => {
+                // An output the trace never touched: a captured constant.
+                let v = def.values.len();
+                def.values.push(ValueDef::known(t.shape(), t.dtype()));
+                bind.devices.push(t.device().clone());
+                let c = capture(&mut def, &mut bind, t);
+                def.feeds.push((v, Feed::Capture(c)));
+                def.outputs.push(v);
+            }
+        }
+    }
+    (def, bind)
 }

@@ -16,10 +16,12 @@
 //! kernels.
 
 pub(crate) mod compile;
+mod def;
 pub(crate) mod fused;
 mod graph;
 pub(crate) mod trace;
 
+pub use def::{Feed, GraphDef, NodeDef, ValueDef, VariableDef};
 pub use graph::{Graph, GraphStats, PlanStats};
 pub use trace::{TraceScope, host_input};
 
