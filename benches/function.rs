@@ -26,7 +26,7 @@ fn run(d: &Device, traced: bool, steps: Option<usize>) -> Result<(f64, usize, f6
     let a = Variable::new(ops::zeros(&[], DType::F32, d)?, "a");
     let b = Variable::new(ops::zeros(&[], DType::F32, d)?, "b");
     let vars = [a.clone(), b.clone()];
-    let mut opt = SGD(5e-4);
+    let mut opt = SGD::new(5e-4);
     let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
         let tape = GradientTape::new();
         let pred = a.value().mul(&args[0])?.add(&b.value())?;

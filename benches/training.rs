@@ -21,9 +21,9 @@ use wgflow::{DType, Device, Tensor, config, ops};
 fn cnn() -> Vec<Box<dyn Layer>> {
     vec![
         Box::new(Conv2D::new(16, [3, 3]).activation(Activation::Relu)),
-        Box::new(MaxPooling2D([2, 2])),
+        Box::new(MaxPooling2D::new([2, 2])),
         Box::new(Conv2D::new(32, [3, 3]).activation(Activation::Relu)),
-        Box::new(MaxPooling2D([2, 2])),
+        Box::new(MaxPooling2D::new([2, 2])),
         Box::new(Flatten::new()),
         Box::new(Dropout::new(0.25)),
         Box::new(Dense::new(10)),
@@ -46,12 +46,12 @@ fn bench(
     traced: bool,
 ) -> wgflow::Result<f64> {
     set_random_seed(1);
-    let mut m = Sequential::new(layers());
+    let mut m = Sequential::from_layers(layers());
     m.build(&[28, 28, 1], d)?;
     m.compile(
-        Adam(1e-3),
+        Adam::new(1e-3),
         SparseCategoricalCrossentropy::new(true),
-        vec![Box::new(SparseCategoricalAccuracy())],
+        SparseCategoricalAccuracy::new(),
     );
     let x = ops::random_uniform(&[batch, 28, 28, 1], 0.0, 1.0, DType::F32, 1, d)?;
     let labels: Vec<i32> = (0..batch as i32).map(|i| i % 10).collect();

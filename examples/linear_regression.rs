@@ -52,7 +52,7 @@ fn main() -> wgflow::Result<()> {
     let a = Variable::new(ops::zeros(&[], DType::F32, &device)?, "a");
     let b = Variable::new(ops::zeros(&[], DType::F32, &device)?, "b");
     let vars = [a.clone(), b.clone()];
-    let mut optimizer = SGD(5e-4);
+    let mut optimizer = SGD::new(5e-4);
 
     let mut step = |args: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
         let (x, y) = (&args[0], &args[1]);

@@ -103,21 +103,20 @@ fn run(args: Args) -> wgflow::Result<()> {
         }
     };
 
-    let mut model = Sequential::new(vec![
-        Box::new(Conv2D::new(16, [3, 3]).activation(Activation::Relu)),
-        Box::new(MaxPooling2D([2, 2])),
-        Box::new(Conv2D::new(32, [3, 3]).activation(Activation::Relu)),
-        Box::new(MaxPooling2D([2, 2])),
-        Box::new(Flatten::new()),
-        Box::new(Dropout::new(0.25)),
-        Box::new(Dense::new(10)),
-    ]);
+    let mut model = Sequential::new()
+        .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Conv2D::new(32, [3, 3]).activation(Activation::Relu))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Flatten::new())
+        .add(Dropout::new(0.25))
+        .add(Dense::new(10));
     model.build(&[28, 28, 1], &device)?;
     print!("{}", model.summary());
     model.compile(
-        Adam(1e-3),
+        Adam::new(1e-3),
         SparseCategoricalCrossentropy::new(true),
-        vec![Box::new(SparseCategoricalAccuracy())],
+        SparseCategoricalAccuracy::new(),
     );
     // fit traces its step once and replays it; --run-eagerly runs op by op.
     model.set_run_eagerly(args.run_eagerly)?;

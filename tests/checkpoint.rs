@@ -18,12 +18,11 @@ fn dir(name: &str) -> TempDir {
 
 fn model(seed: u64) -> Sequential {
     set_random_seed(seed);
-    let mut m = Sequential::new(vec![
-        Box::new(Dense::new(5).activation(Activation::Tanh)),
-        Box::new(Dense::new(2)),
-    ]);
+    let mut m = Sequential::new()
+        .add(Dense::new(5).activation(Activation::Tanh))
+        .add(Dense::new(2));
     m.build(&[3], &Device::Cpu).unwrap();
-    m.compile(Adam(0.01), MeanSquaredError, vec![]);
+    m.compile(Adam::new(0.01), MeanSquaredError, vec![]);
     m
 }
 
@@ -137,7 +136,7 @@ fn corrupt_files_are_typed_errors_and_change_nothing() {
     expect_io_error(ckpt(&b).restore(&bad, None), "missing");
     // A misshapen tensor: another architecture under the same names.
     set_random_seed(6);
-    let mut other = Sequential::new(vec![Box::new(Dense::new(4)), Box::new(Dense::new(2))]);
+    let mut other = Sequential::new().add(Dense::new(4)).add(Dense::new(2));
     other.build(&[3], &Device::Cpu).unwrap();
     Checkpoint::new()
         .track("model", other.named_variables())
@@ -145,11 +144,10 @@ fn corrupt_files_are_typed_errors_and_change_nothing() {
         .unwrap();
     expect_io_error(ckpt(&b).restore(&bad, None), "in the file but");
     // A checkpoint of a bigger model.
-    let mut bigger = Sequential::new(vec![
-        Box::new(Dense::new(5)),
-        Box::new(Dense::new(2)),
-        Box::new(Dense::new(1)),
-    ]);
+    let mut bigger = Sequential::new()
+        .add(Dense::new(5))
+        .add(Dense::new(2))
+        .add(Dense::new(1));
     bigger.build(&[3], &Device::Cpu).unwrap();
     Checkpoint::new()
         .track("model", bigger.named_variables())
@@ -220,10 +218,9 @@ fn restore_onto_a_gpu_model() {
     let path = d.join("w.safetensors");
     ckpt(&a).save(&path, 0, None).unwrap();
     set_random_seed(10);
-    let mut b = Sequential::new(vec![
-        Box::new(Dense::new(5).activation(Activation::Tanh)),
-        Box::new(Dense::new(2)),
-    ]);
+    let mut b = Sequential::new()
+        .add(Dense::new(5).activation(Activation::Tanh))
+        .add(Dense::new(2));
     b.build(&[3], &g).unwrap();
     ckpt(&b).restore(&path, None).unwrap();
     for v in b.variables() {

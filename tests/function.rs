@@ -323,7 +323,7 @@ fn the_graph_def_is_plain_data_with_variables_by_name_and_host_inputs() {
     for d in devices() {
         let w = Variable::new(ops::ones(&[3], DType::F32, &d).unwrap(), "dense/kernel");
         let scale = Tensor::from_vec(vec![2.0f32, 3.0, 4.0], &[3], &d).unwrap();
-        let mut opt = SGD(0.1);
+        let mut opt = SGD::new(0.1);
         let vars = [w.clone()];
         let mut f = function(|x: &[Tensor]| {
             let tape = GradientTape::new();
@@ -384,7 +384,7 @@ fn linear_regression_step_is_one_kernel_and_matches_eager() {
             let a = Variable::new(ops::zeros(&[], DType::F32, &d).unwrap(), "a");
             let b = Variable::new(ops::zeros(&[], DType::F32, &d).unwrap(), "b");
             let vars = [a.clone(), b.clone()];
-            let mut opt = SGD(5e-2);
+            let mut opt = SGD::new(5e-2);
             let mut step = |args: &[Tensor]| -> Result<Vec<Tensor>> {
                 let tape = GradientTape::new();
                 let pred = a.value().mul(&args[0])?.add(&b.value())?;
@@ -428,11 +428,10 @@ fn toy(n: usize, seed: u64) -> (Tensor, Tensor) {
 
 fn mlp(device: &Device) -> Sequential {
     set_random_seed(21);
-    let mut m = Sequential::new(vec![
-        Box::new(Dense::new(16).activation(Activation::Tanh)),
-        Box::new(Dense::new(8).activation(Activation::Relu)),
-        Box::new(Dense::new(4)),
-    ]);
+    let mut m = Sequential::new()
+        .add(Dense::new(16).activation(Activation::Tanh))
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(Dense::new(4));
     m.build(&[4], device).unwrap();
     m
 }
@@ -450,12 +449,12 @@ fn weights(m: &Sequential) -> Vec<Tensor> {
 fn traced_training_steps_match_eager_ones() {
     let (x, y) = toy(96, 4);
     let optimizers: Vec<(&str, fn() -> Optimizer)> = vec![
-        ("sgd momentum", || SGD(0.1).momentum(0.9)),
+        ("sgd momentum", || SGD::new(0.1).momentum(0.9).into()),
         ("sgd nesterov clipnorm", || {
-            SGD(0.1).momentum(0.5).nesterov(true).clipnorm(0.5)
+            SGD::new(0.1).momentum(0.5).nesterov(true).clipnorm(0.5).into()
         }),
-        ("adam", || Adam(0.01)),
-        ("rmsprop momentum", || RMSprop(0.01).momentum(0.5)),
+        ("adam", || Adam::new(0.01).into()),
+        ("rmsprop momentum", || RMSprop::new(0.01).momentum(0.5).into()),
     ];
     for (name, make) in optimizers {
         let batches: Vec<(Tensor, Tensor)> = (0..3)
@@ -511,9 +510,9 @@ fn keras_traced_steps_agree_with_run_eagerly() {
         let run = |eager: bool| {
             let mut m = mlp(&d);
             m.compile(
-                Adam(0.01),
+                Adam::new(0.01),
                 SparseCategoricalCrossentropy::new(true),
-                vec![Box::new(SparseCategoricalAccuracy())],
+                SparseCategoricalAccuracy::new(),
             );
             m.set_run_eagerly(eager).unwrap();
             let h = m
@@ -657,17 +656,17 @@ fn traced_cnn_with_batch_norm_matches_eager() {
         let mut layers: Vec<Box<dyn Layer>> = vec![
             Box::new(Conv2D::new(4, [3, 3]).activation(Activation::Relu)),
             Box::new(BatchNormalization::new()),
-            Box::new(MaxPooling2D([2, 2])),
+            Box::new(MaxPooling2D::new([2, 2])),
             Box::new(Flatten::new()),
         ];
         if dropout {
             layers.push(Box::new(Dropout::new(0.3)));
         }
         layers.push(Box::new(Dense::new(2)));
-        let mut m = Sequential::new(layers);
+        let mut m = Sequential::from_layers(layers);
         m.build(&[6, 6, 2], d).unwrap();
         m.compile(
-            SGD(0.05).momentum(0.9),
+            SGD::new(0.05).momentum(0.9),
             SparseCategoricalCrossentropy::new(true),
             vec![],
         );

@@ -158,9 +158,12 @@ fn layers_compute_and_reject_wrong_inputs() {
         other => panic!("wrong result {other:?}"),
     }
     assert!(Conv2D::new(2, [3, 3]).padding("full").is_err());
-    assert_eq!(MaxPooling2D([2, 2]).call(&img, false).unwrap().shape(), &[2, 2, 2, 2]);
     assert_eq!(
-        AveragePooling2D([2, 2])
+        MaxPooling2D::new([2, 2]).call(&img, false).unwrap().shape(),
+        &[2, 2, 2, 2]
+    );
+    assert_eq!(
+        AveragePooling2D::new([2, 2])
             .padding("same")
             .unwrap()
             .call(&img, false)
@@ -283,21 +286,21 @@ fn optimizers_follow_keras_formulas() {
         v.value().to_vec::<f32>().unwrap()
     };
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
-    assert!(close(&step(&mut SGD(0.1), &v, 1), &[0.95, 1.1], 1e-6));
+    assert!(close(&step(&mut SGD::new(0.1), &v, 1), &[0.95, 1.1], 1e-6));
     // Momentum: m1 = -lr g, m2 = 0.9 m1 - lr g = -1.9 lr g; w = w0 + m1 + m2.
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
-    let w = step(&mut SGD(0.1).momentum(0.9), &v, 2);
+    let w = step(&mut SGD::new(0.1).momentum(0.9), &v, 2);
     assert!(close(&w, &[1.0 - 0.29 * 0.5, 1.0 + 0.29], 1e-6), "{w:?}");
     // Adam's first step moves each weight by about lr, against the gradient sign.
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
-    let w = step(&mut Adam(0.01), &v, 1);
+    let w = step(&mut Adam::new(0.01), &v, 1);
     assert!(close(&w, &[0.99, 1.01], 1e-4), "{w:?}");
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
-    let w = step(&mut AdamW(0.01).weight_decay(0.5), &v, 1);
+    let w = step(&mut AdamW::new(0.01).weight_decay(0.5), &v, 1);
     assert!(close(&w, &[1.0 - 0.005 - 0.01, 1.0 - 0.005 + 0.01], 1e-4), "{w:?}");
     // RMSprop: ms = 0.1 g^2, step = lr g / sqrt(ms + eps).
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
-    let w = step(&mut RMSprop(0.01), &v, 1);
+    let w = step(&mut RMSprop::new(0.01), &v, 1);
     assert!(
         close(&w, &[1.0 - 0.01 / 0.1f32.sqrt(), 1.0 + 0.01 / 0.1f32.sqrt()], 1e-4),
         "{w:?}"
@@ -305,9 +308,9 @@ fn optimizers_follow_keras_formulas() {
     // clipnorm rescales the gradient to norm 0.5.
     let v = Variable::new(t(&[1.0, 1.0], &[2]), "v");
     let n = (0.25f32 + 1.0).sqrt();
-    let w = step(&mut SGD(1.0).clipnorm(0.5), &v, 1);
+    let w = step(&mut SGD::new(1.0).clipnorm(0.5), &v, 1);
     assert!(close(&w, &[1.0 - 0.25 / n, 1.0 + 0.5 / n], 1e-5), "{w:?}");
-    let mut opt = SGD(0.1);
+    let mut opt = SGD::new(0.1);
     assert!(opt.apply_gradients(&[Some(t(&[1.0], &[1]))], &[v.clone()]).is_err());
     assert_eq!(opt.iterations(), 0);
     let s = ExponentialDecay {
@@ -325,7 +328,7 @@ fn optimizers_follow_keras_formulas() {
         alpha: 0.1,
     };
     assert!((c.lr(0) - 1.0).abs() < 1e-12 && (c.lr(50) - 0.55).abs() < 1e-12 && (c.lr(500) - 0.1).abs() < 1e-12);
-    let mut sched = SGD(ExponentialDecay {
+    let mut sched = SGD::new(ExponentialDecay {
         initial_learning_rate: 1.0,
         decay_steps: 1,
         decay_rate: 0.5,
@@ -344,7 +347,7 @@ fn metrics_accumulate_and_reset() {
     assert_eq!(m.result().unwrap(), 3.0);
     m.reset_state();
     assert_eq!(m.result().unwrap(), 0.0);
-    let mut a = SparseCategoricalAccuracy();
+    let mut a = SparseCategoricalAccuracy::new();
     let scores = t(&[0.1, 0.9, 0.8, 0.2, 0.3, 0.7], &[3, 2]);
     a.update_state(&Tensor::from_vec(vec![1, 0, 0], &[3], &Device::Cpu).unwrap(), &scores)
         .unwrap();
@@ -367,10 +370,9 @@ fn toy(n: usize, seed: u64) -> (Tensor, Tensor) {
 
 fn mlp(seed: u64, device: &Device) -> Sequential {
     set_random_seed(seed);
-    let mut m = Sequential::new(vec![
-        Box::new(Dense::new(16).activation(Activation::Relu)),
-        Box::new(Dense::new(4)),
-    ]);
+    let mut m = Sequential::new()
+        .add(Dense::new(16).activation(Activation::Relu))
+        .add(Dense::new(4));
     m.build(&[4], device).unwrap();
     m
 }
@@ -384,9 +386,9 @@ fn fit_converges_on_every_device() {
     for d in devices {
         let mut m = mlp(5, &d);
         m.compile(
-            Adam(0.02),
+            Adam::new(0.02),
             SparseCategoricalCrossentropy::new(true),
-            vec![Box::new(SparseCategoricalAccuracy())],
+            SparseCategoricalAccuracy::new(),
         );
         let h = m
             .fit(
@@ -419,7 +421,11 @@ fn gpu_and_cpu_training_reach_the_same_weights() {
     let (x, y) = toy(96, 3);
     let cpu = {
         let mut m = mlp(11, &Device::Cpu);
-        m.compile(SGD(0.1).momentum(0.9), SparseCategoricalCrossentropy::new(true), vec![]);
+        m.compile(
+            SGD::new(0.1).momentum(0.9),
+            SparseCategoricalCrossentropy::new(true),
+            vec![],
+        );
         for i in 0..20 {
             let s = (i % 3) * 32;
             m.train_step(&x.slice(&[s, 0], &[32, 4]).unwrap(), &y.slice(&[s], &[32]).unwrap())
@@ -432,7 +438,11 @@ fn gpu_and_cpu_training_reach_the_same_weights() {
     };
     for g in gpus() {
         let mut m = mlp(11, &g);
-        m.compile(SGD(0.1).momentum(0.9), SparseCategoricalCrossentropy::new(true), vec![]);
+        m.compile(
+            SGD::new(0.1).momentum(0.9),
+            SparseCategoricalCrossentropy::new(true),
+            vec![],
+        );
         for i in 0..20 {
             let s = (i % 3) * 32;
             let bx = x.slice(&[s, 0], &[32, 4]).unwrap().to_device(&g).unwrap();
@@ -456,19 +466,18 @@ fn gpu_and_cpu_training_reach_the_same_weights() {
 fn child_steps_reuse_buffers() {
     let d = Device::gpu(0).unwrap();
     set_random_seed(1);
-    let mut m = Sequential::new(vec![
-        Box::new(Conv2D::new(4, [3, 3]).activation(Activation::Relu)),
-        Box::new(MaxPooling2D([2, 2])),
-        Box::new(BatchNormalization::new()),
-        Box::new(Flatten::new()),
-        Box::new(Dropout::new(0.2)),
-        Box::new(Dense::new(3)),
-    ]);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(BatchNormalization::new())
+        .add(Flatten::new())
+        .add(Dropout::new(0.2))
+        .add(Dense::new(3));
     m.build(&[8, 8, 1], &d).unwrap();
     m.compile(
-        Adam(1e-3),
+        Adam::new(1e-3),
         SparseCategoricalCrossentropy::new(true),
-        vec![Box::new(SparseCategoricalAccuracy())],
+        SparseCategoricalAccuracy::new(),
     );
     let x = ops::random_normal(&[6, 8, 8, 1], 0.0, 1.0, DType::F32, 1, &Device::Cpu).unwrap();
     let y = Tensor::from_vec(vec![0, 1, 2, 0, 1, 2], &[6], &Device::Cpu).unwrap();
@@ -527,7 +536,7 @@ fn early_stopping_and_tensorboard_callbacks() {
     let (x, y) = toy(64, 4);
     let mut m = mlp(2, &Device::Cpu);
     // A zero learning rate never improves the monitored loss.
-    m.compile(SGD(0.0), SparseCategoricalCrossentropy::new(true), vec![]);
+    m.compile(SGD::new(0.0), SparseCategoricalCrossentropy::new(true), vec![]);
     let logdir = TempDir::new("fit-tb");
     let h = m
         .fit(
@@ -568,12 +577,11 @@ fn early_stopping_and_tensorboard_callbacks() {
 #[test]
 fn summary_matches_keras() {
     set_random_seed(0);
-    let mut m = Sequential::new(vec![
-        Box::new(Conv2D::new(8, [3, 3])),
-        Box::new(MaxPooling2D([2, 2])),
-        Box::new(Flatten::new()),
-        Box::new(Dense::new(10)),
-    ]);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(8, [3, 3]))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
     m.build(&[28, 28, 1], &Device::Cpu).unwrap();
     let s = m.summary();
     assert!(
@@ -605,7 +613,7 @@ fn uncompiled_and_malformed_training_inputs_are_errors() {
         .to_string()
         .contains("compile")
     );
-    m.compile(SGD(0.1), SparseCategoricalCrossentropy::new(true), vec![]);
+    m.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), vec![]);
     let short = y.slice(&[0], &[5]).unwrap();
     let e = m
         .fit(

@@ -353,8 +353,10 @@ impl Layer for Conv2D {
 
 // ---- pooling ---------------------------------------------------------------
 
-/// `keras.layers.MaxPooling2D` / `AveragePooling2D` (strides default to the pool size).
-pub struct Pooling2D {
+/// `keras.layers.MaxPooling2D` (`MAX = true`) and `AveragePooling2D`
+/// (strides default to the pool size); use the aliases [`MaxPooling2D`] and
+/// [`AveragePooling2D`].
+pub struct Pooling2D<const MAX: bool> {
     name: String,
     max: bool,
     pub pool_size: [usize; 2],
@@ -362,21 +364,29 @@ pub struct Pooling2D {
     pub padding: Padding,
 }
 
-impl Pooling2D {
-    fn new(max: bool, pool_size: [usize; 2]) -> Pooling2D {
+/// `keras.layers.MaxPooling2D`.
+pub type MaxPooling2D = Pooling2D<true>;
+/// `keras.layers.AveragePooling2D`.
+pub type AveragePooling2D = Pooling2D<false>;
+
+impl<const MAX: bool> Pooling2D<MAX> {
+    /// A pooling layer over `pool_size` windows, strides equal to the window, valid padding.
+    pub fn new(pool_size: [usize; 2]) -> Self {
         Pooling2D {
-            name: unique_name(if max { "max_pooling2d" } else { "average_pooling2d" }),
-            max,
+            name: unique_name(if MAX { "max_pooling2d" } else { "average_pooling2d" }),
+            max: MAX,
             pool_size,
             strides: pool_size,
             padding: Padding::Valid,
         }
     }
-    pub fn strides(mut self, s: [usize; 2]) -> Pooling2D {
+    /// Window strides.
+    pub fn strides(mut self, s: [usize; 2]) -> Self {
         self.strides = s;
         self
     }
-    pub fn padding(mut self, p: &str) -> Result<Pooling2D> {
+    /// `"valid"` or `"same"`.
+    pub fn padding(mut self, p: &str) -> Result<Self> {
         self.padding = padding_of(p)?;
         Ok(self)
     }
@@ -390,17 +400,7 @@ impl Pooling2D {
     }
 }
 
-#[allow(non_snake_case)]
-pub fn MaxPooling2D(pool_size: [usize; 2]) -> Pooling2D {
-    Pooling2D::new(true, pool_size)
-}
-
-#[allow(non_snake_case)]
-pub fn AveragePooling2D(pool_size: [usize; 2]) -> Pooling2D {
-    Pooling2D::new(false, pool_size)
-}
-
-impl Layer for Pooling2D {
+impl<const MAX: bool> Layer for Pooling2D<MAX> {
     fn name(&self) -> &str {
         &self.name
     }
@@ -734,11 +734,13 @@ pub struct ActivationLayer {
     pub activation: Activation,
 }
 
-#[allow(non_snake_case)]
-pub fn Activation(a: Activation) -> ActivationLayer {
-    ActivationLayer {
-        name: unique_name("activation"),
-        activation: a,
+impl ActivationLayer {
+    /// A layer applying `a` elementwise.
+    pub fn new(a: Activation) -> ActivationLayer {
+        ActivationLayer {
+            name: unique_name("activation"),
+            activation: a,
+        }
     }
 }
 

@@ -145,14 +145,94 @@ impl Accuracy {
     }
 }
 
-#[allow(non_snake_case)]
-pub fn SparseCategoricalAccuracy() -> Accuracy {
-    Accuracy::sparse_categorical()
+/// Defines a Keras accuracy class as a named [`Accuracy`].
+macro_rules! accuracy_type {
+    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) => $make:expr) => {
+        $(#[$doc])*
+        pub struct $name(Accuracy);
+
+        impl $name {
+            /// The metric with Keras' defaults.
+            pub fn new($($arg: $t),*) -> $name {
+                $name($make)
+            }
+            /// Renames the metric (how it shows in logs and History).
+            pub fn named(self, name: &str) -> $name {
+                $name(self.0.named(name))
+            }
+        }
+
+        impl Metric for $name {
+            fn name(&self) -> &str {
+                self.0.name()
+            }
+            fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+                self.0.update_state(y_true, y_pred)
+            }
+            fn result(&self) -> Result<f64> {
+                self.0.result()
+            }
+            fn reset_state(&mut self) {
+                self.0.reset_state()
+            }
+        }
+    };
 }
-#[allow(non_snake_case)]
-pub fn BinaryAccuracy() -> Accuracy {
-    Accuracy::binary(0.5)
+
+accuracy_type!(
+    /// `keras.metrics.SparseCategoricalAccuracy`: argmax(y_pred) == label.
+    SparseCategoricalAccuracy() => Accuracy::sparse_categorical()
+);
+accuracy_type!(
+    /// `keras.metrics.CategoricalAccuracy`: argmax(y_pred) == argmax(y_true).
+    CategoricalAccuracy() => Accuracy::categorical()
+);
+accuracy_type!(
+    /// `keras.metrics.BinaryAccuracy(threshold=0.5)`: (y_pred > threshold) == y_true.
+    BinaryAccuracy() => Accuracy::binary(0.5)
+);
+
+/// The metrics `Model::compile` takes: none (`()`), one metric, a tuple of
+/// up to four, an array of one kind, or a `Vec<Box<dyn Metric>>`.
+pub struct Metrics(pub Vec<Box<dyn Metric>>);
+
+impl From<()> for Metrics {
+    fn from(_: ()) -> Metrics {
+        Metrics(Vec::new())
+    }
 }
+
+impl From<Vec<Box<dyn Metric>>> for Metrics {
+    fn from(v: Vec<Box<dyn Metric>>) -> Metrics {
+        Metrics(v)
+    }
+}
+
+impl<M: Metric + 'static> From<M> for Metrics {
+    fn from(m: M) -> Metrics {
+        Metrics(vec![Box::new(m)])
+    }
+}
+
+impl<M: Metric + 'static, const N: usize> From<[M; N]> for Metrics {
+    fn from(a: [M; N]) -> Metrics {
+        Metrics(a.into_iter().map(|m| Box::new(m) as Box<dyn Metric>).collect())
+    }
+}
+
+macro_rules! metrics_tuple {
+    ($($m:ident),+) => {
+        impl<$($m: Metric + 'static),+> From<($($m,)+)> for Metrics {
+            #[allow(non_snake_case)]
+            fn from(($($m,)+): ($($m,)+)) -> Metrics {
+                Metrics(vec![$(Box::new($m) as Box<dyn Metric>),+])
+            }
+        }
+    };
+}
+metrics_tuple!(A, B);
+metrics_tuple!(A, B, C);
+metrics_tuple!(A, B, C, D);
 
 impl Metric for Accuracy {
     fn name(&self) -> &str {

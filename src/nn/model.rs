@@ -5,7 +5,7 @@
 use super::callbacks::{Callback, TrainContext};
 use super::layers::{Layer, count_params, unique_name};
 use super::losses::Loss;
-use super::metrics::{Mean, Metric};
+use super::metrics::{Mean, Metric, Metrics};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
 use crate::autodiff::{GradientTape, without_recording};
@@ -136,14 +136,14 @@ pub trait Model {
     }
 
     /// `model.compile(optimizer, loss, metrics)`.
-    fn compile(&mut self, optimizer: Optimizer, loss: impl Loss + 'static, metrics: Vec<Box<dyn Metric>>)
+    fn compile(&mut self, optimizer: impl Into<Optimizer>, loss: impl Loss + 'static, metrics: impl Into<Metrics>)
     where
         Self: Sized,
     {
         *self.compiled() = Some(Compiled {
-            optimizer,
+            optimizer: optimizer.into(),
             loss: Box::new(loss),
-            metrics,
+            metrics: metrics.into().0,
             run_eagerly: false,
             loss_tracker: Mean::new("loss"),
             train_function: Traced::new("train_step"),
@@ -475,7 +475,13 @@ pub struct Sequential {
 }
 
 impl Sequential {
-    pub fn new(layers: Vec<Box<dyn Layer>>) -> Sequential {
+    /// An empty model; add layers with [`Sequential::add`].
+    pub fn new() -> Sequential {
+        Sequential::from_layers(Vec::new())
+    }
+
+    /// A model of `layers`, in order (`keras.Sequential([...])`).
+    pub fn from_layers(layers: Vec<Box<dyn Layer>>) -> Sequential {
         Sequential {
             name: unique_name("sequential"),
             layers,
@@ -484,8 +490,15 @@ impl Sequential {
         }
     }
 
-    pub fn add(&mut self, layer: Box<dyn Layer>) {
-        self.layers.push(layer);
+    /// The model with `layer` appended: `Sequential::new().add(Dense::new(10))`.
+    pub fn add(mut self, layer: impl Layer + 'static) -> Sequential {
+        self.layers.push(Box::new(layer));
+        self
+    }
+
+    /// Appends `layer` (`model.add(layer)` on a model held by reference).
+    pub fn push(&mut self, layer: impl Layer + 'static) {
+        self.layers.push(Box::new(layer));
     }
 
     pub fn layers(&self) -> &[Box<dyn Layer>] {
@@ -507,6 +520,12 @@ impl Sequential {
         }
         self.input_shape = Some(input_shape.to_vec());
         Ok(())
+    }
+}
+
+impl Default for Sequential {
+    fn default() -> Self {
+        Sequential::new()
     }
 }
 
@@ -565,12 +584,12 @@ mod tests {
         let d = Device::Cpu;
         let x = ops::random_normal(&[32, 4], 0.0, 1.0, DType::F32, 1, &d).unwrap();
         let y = x.argmax(-1).unwrap();
-        let mut m = Sequential::new(vec![Box::new(Dense::new(4))]);
+        let mut m = Sequential::new().add(Dense::new(4));
         m.build(&[4], &d).unwrap();
         m.compile(
-            SGD(0.1),
+            SGD::new(0.1),
             SparseCategoricalCrossentropy::new(true),
-            vec![Box::new(SparseCategoricalAccuracy())],
+            SparseCategoricalAccuracy::new(),
         );
         let args = |batch_size| FitArgs {
             epochs: 3,

@@ -101,7 +101,8 @@ enum Kind {
     },
 }
 
-/// One optimizer; build it with [`SGD`], [`Adam`], [`AdamW`] or [`RMSprop`].
+/// An optimizer of any algorithm: what [`SGD`], [`Adam`], [`AdamW`] and
+/// [`RMSprop`] build and `Model::compile` takes.
 pub struct Optimizer {
     name: &'static str,
     kind: Kind,
@@ -113,61 +114,196 @@ pub struct Optimizer {
     slots: HashMap<u64, Vec<Variable>>,
 }
 
-/// `keras.optimizers.SGD(learning_rate=0.01, momentum=0.0, nesterov=False)`.
-#[allow(non_snake_case)]
-pub fn SGD(learning_rate: impl Into<LearningRate>) -> Optimizer {
-    Optimizer::new(
-        "SGD",
-        Kind::Sgd {
-            momentum: 0.0,
-            nesterov: false,
-        },
-        learning_rate.into(),
-    )
+/// Defines an optimizer type: a thin owner of an [`Optimizer`] that has
+/// only the options of its own algorithm (an option of another one is a
+/// compile error), and turns into an `Optimizer` for `Model::compile`.
+macro_rules! optimizer_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        pub struct $name(Optimizer);
+
+        impl std::ops::Deref for $name {
+            type Target = Optimizer;
+            fn deref(&self) -> &Optimizer {
+                &self.0
+            }
+        }
+
+        impl std::ops::DerefMut for $name {
+            fn deref_mut(&mut self) -> &mut Optimizer {
+                &mut self.0
+            }
+        }
+
+        impl From<$name> for Optimizer {
+            fn from(o: $name) -> Optimizer {
+                o.0
+            }
+        }
+
+        impl $name {
+            /// Scales each gradient so its L2 norm is at most `c` (`clipnorm`).
+            pub fn clipnorm(mut self, c: f64) -> Self {
+                self.0.clipnorm = Some(c);
+                self
+            }
+        }
+    };
 }
 
-/// `keras.optimizers.Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)`.
-#[allow(non_snake_case)]
-pub fn Adam(learning_rate: impl Into<LearningRate>) -> Optimizer {
+optimizer_type!(
+    /// `keras.optimizers.SGD(learning_rate=0.01, momentum=0.0, nesterov=False)`.
+    SGD
+);
+optimizer_type!(
+    /// `keras.optimizers.Adam(learning_rate=0.001, beta_1=0.9, beta_2=0.999, epsilon=1e-7)`.
+    ///
+    /// Options of other algorithms do not exist on it:
+    ///
+    /// ```compile_fail
+    /// let adam = wgflow::nn::optimizers::Adam::new(1e-3).momentum(0.9);
+    /// ```
+    ///
+    /// ```
+    /// let adam = wgflow::nn::optimizers::Adam::new(1e-3).betas(0.9, 0.99).clipnorm(1.0);
+    /// ```
+    Adam
+);
+optimizer_type!(
+    /// `keras.optimizers.AdamW(learning_rate=0.001, weight_decay=0.004, beta_1=0.9, beta_2=0.999, epsilon=1e-7)`.
+    AdamW
+);
+optimizer_type!(
+    /// `keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7)`.
+    RMSprop
+);
+
+impl SGD {
+    /// Plain gradient descent at `learning_rate` (a rate or a schedule).
+    pub fn new(learning_rate: impl Into<LearningRate>) -> SGD {
+        SGD(Optimizer::new(
+            "SGD",
+            Kind::Sgd {
+                momentum: 0.0,
+                nesterov: false,
+            },
+            learning_rate.into(),
+        ))
+    }
+    /// Momentum (0 turns it off).
+    pub fn momentum(mut self, m: f64) -> Self {
+        if let Kind::Sgd { momentum, .. } = &mut self.0.kind {
+            *momentum = m;
+        }
+        self
+    }
+    /// Nesterov momentum.
+    pub fn nesterov(mut self, on: bool) -> Self {
+        if let Kind::Sgd { nesterov, .. } = &mut self.0.kind {
+            *nesterov = on;
+        }
+        self
+    }
+}
+
+fn adam(name: &'static str, learning_rate: LearningRate, weight_decay: f64) -> Optimizer {
     Optimizer::new(
-        "Adam",
+        name,
         Kind::Adam {
             beta1: 0.9,
             beta2: 0.999,
             eps: 1e-7,
-            weight_decay: 0.0,
+            weight_decay,
         },
-        learning_rate.into(),
+        learning_rate,
     )
 }
 
-/// `keras.optimizers.AdamW(learning_rate=0.001, weight_decay=0.004, ...)`.
-#[allow(non_snake_case)]
-pub fn AdamW(learning_rate: impl Into<LearningRate>) -> Optimizer {
-    Optimizer::new(
-        "AdamW",
-        Kind::Adam {
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-7,
-            weight_decay: 0.004,
-        },
-        learning_rate.into(),
-    )
+fn set_adam(o: &mut Optimizer, f: impl FnOnce(&mut f64, &mut f64, &mut f64, &mut f64)) {
+    if let Kind::Adam {
+        beta1,
+        beta2,
+        eps,
+        weight_decay,
+    } = &mut o.kind
+    {
+        f(beta1, beta2, eps, weight_decay);
+    }
 }
 
-/// `keras.optimizers.RMSprop(learning_rate=0.001, rho=0.9, momentum=0.0, epsilon=1e-7)`.
-#[allow(non_snake_case)]
-pub fn RMSprop(learning_rate: impl Into<LearningRate>) -> Optimizer {
-    Optimizer::new(
-        "RMSprop",
-        Kind::RmsProp {
-            rho: 0.9,
-            momentum: 0.0,
-            eps: 1e-7,
-        },
-        learning_rate.into(),
-    )
+impl Adam {
+    /// Adam at `learning_rate` (a rate or a schedule).
+    pub fn new(learning_rate: impl Into<LearningRate>) -> Adam {
+        Adam(adam("Adam", learning_rate.into(), 0.0))
+    }
+    /// `beta_1` and `beta_2`.
+    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
+        set_adam(&mut self.0, |beta1, beta2, _, _| (*beta1, *beta2) = (b1, b2));
+        self
+    }
+    /// `epsilon`.
+    pub fn epsilon(mut self, e: f64) -> Self {
+        set_adam(&mut self.0, |_, _, eps, _| *eps = e);
+        self
+    }
+}
+
+impl AdamW {
+    /// AdamW at `learning_rate` (a rate or a schedule), weight decay 0.004.
+    pub fn new(learning_rate: impl Into<LearningRate>) -> AdamW {
+        AdamW(adam("AdamW", learning_rate.into(), 0.004))
+    }
+    /// `beta_1` and `beta_2`.
+    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
+        set_adam(&mut self.0, |beta1, beta2, _, _| (*beta1, *beta2) = (b1, b2));
+        self
+    }
+    /// `epsilon`.
+    pub fn epsilon(mut self, e: f64) -> Self {
+        set_adam(&mut self.0, |_, _, eps, _| *eps = e);
+        self
+    }
+    /// Decoupled weight decay.
+    pub fn weight_decay(mut self, wd: f64) -> Self {
+        set_adam(&mut self.0, |_, _, _, w| *w = wd);
+        self
+    }
+}
+
+impl RMSprop {
+    /// RMSprop at `learning_rate` (a rate or a schedule).
+    pub fn new(learning_rate: impl Into<LearningRate>) -> RMSprop {
+        RMSprop(Optimizer::new(
+            "RMSprop",
+            Kind::RmsProp {
+                rho: 0.9,
+                momentum: 0.0,
+                eps: 1e-7,
+            },
+            learning_rate.into(),
+        ))
+    }
+    /// Discounting factor of the squared-gradient average.
+    pub fn rho(mut self, r: f64) -> Self {
+        if let Kind::RmsProp { rho, .. } = &mut self.0.kind {
+            *rho = r;
+        }
+        self
+    }
+    /// Momentum (0 turns it off).
+    pub fn momentum(mut self, m: f64) -> Self {
+        if let Kind::RmsProp { momentum, .. } = &mut self.0.kind {
+            *momentum = m;
+        }
+        self
+    }
+    /// `epsilon`.
+    pub fn epsilon(mut self, e: f64) -> Self {
+        if let Kind::RmsProp { eps, .. } = &mut self.0.kind {
+            *eps = e;
+        }
+        self
+    }
 }
 
 impl Optimizer {
@@ -184,51 +320,6 @@ impl Optimizer {
 
     pub fn name(&self) -> &'static str {
         self.name
-    }
-
-    /// SGD and RMSprop momentum.
-    pub fn momentum(mut self, m: f64) -> Self {
-        match &mut self.kind {
-            Kind::Sgd { momentum, .. } | Kind::RmsProp { momentum, .. } => *momentum = m,
-            Kind::Adam { .. } => {}
-        }
-        self
-    }
-    pub fn nesterov(mut self, on: bool) -> Self {
-        if let Kind::Sgd { nesterov, .. } = &mut self.kind {
-            *nesterov = on;
-        }
-        self
-    }
-    pub fn betas(mut self, b1: f64, b2: f64) -> Self {
-        if let Kind::Adam { beta1, beta2, .. } = &mut self.kind {
-            (*beta1, *beta2) = (b1, b2);
-        }
-        self
-    }
-    pub fn epsilon(mut self, e: f64) -> Self {
-        match &mut self.kind {
-            Kind::Adam { eps, .. } | Kind::RmsProp { eps, .. } => *eps = e,
-            Kind::Sgd { .. } => {}
-        }
-        self
-    }
-    pub fn rho(mut self, r: f64) -> Self {
-        if let Kind::RmsProp { rho, .. } = &mut self.kind {
-            *rho = r;
-        }
-        self
-    }
-    pub fn weight_decay(mut self, wd: f64) -> Self {
-        if let Kind::Adam { weight_decay, .. } = &mut self.kind {
-            *weight_decay = wd;
-        }
-        self
-    }
-    /// Scales each gradient so its L2 norm is at most `c`.
-    pub fn clipnorm(mut self, c: f64) -> Self {
-        self.clipnorm = Some(c);
-        self
     }
 
     /// Steps taken so far.
