@@ -1,0 +1,114 @@
+//! The README's Rust snippets, compiled with the examples (so they cannot
+//! rot) and run on small synthetic data: `cargo run --example readme`.
+//! `tests/readme.rs` checks that every Rust block of README.md stands here
+//! verbatim.
+#![allow(unused_variables, clippy::needless_return)]
+
+use wgflow::nn::layers::Dense;
+use wgflow::nn::optimizers::Adam;
+use wgflow::nn::{Model, Sequential};
+use wgflow::{DType, Tensor, config, ops};
+
+/// "Keras in Rust".
+fn keras(x_train: &Tensor, y_train: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
+    use wgflow::nn::{Activation, FitArgs, Model, Sequential};
+    use wgflow::nn::{losses::SparseCategoricalCrossentropy, metrics::SparseCategoricalAccuracy, optimizers::Adam};
+
+    let mut model = Sequential::new()
+        .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    model.compile(
+        Adam::new(1e-3),
+        SparseCategoricalCrossentropy::new(true),
+        SparseCategoricalAccuracy::new(),
+    );
+    let history = model.fit(
+        &x_train,
+        &y_train,
+        FitArgs {
+            epochs: 3,
+            batch_size: 128,
+            ..FitArgs::default()
+        },
+    )?;
+    Ok(())
+}
+
+/// "A custom training step with a tape".
+fn custom_step(model: &mut Sequential, optimizer: &mut Adam, x: &Tensor, y: &Tensor) -> wgflow::Result<()> {
+    let tape = wgflow::GradientTape::new();
+    let loss = model.call(&x, true)?.sub(&y)?.square()?.mean(None, false)?;
+    let vars = model.trainable_variables();
+    let grads = tape.gradient(&loss, &vars.iter().collect::<Vec<_>>())?;
+    optimizer.apply_gradients(&grads, &vars)?;
+    Ok(())
+}
+
+/// "Tensors and ops".
+mod tensors_and_ops {
+    use wgflow::{DType, config, ops};
+
+    fn main() -> wgflow::Result<()> {
+        let dev = config::default_device()?; // gpu:0, or the CPU
+        let x = ops::random_normal(&[64, 784], 0.0, 1.0, DType::F32, 42, &dev)?;
+        let w = ops::random_normal(&[784, 10], 0.0, 0.05, DType::F32, 7, &dev)?;
+        let logits = x.matmul(&w)?;
+        let probs = logits.softmax(-1)?;
+        println!("{}", probs.sum(Some(&[1]), false)?); // readback flushes the GPU
+        Ok(())
+    }
+
+    pub fn run() -> wgflow::Result<()> {
+        main()
+    }
+}
+
+/// "Traced functions".
+fn traced(
+    model: &mut Sequential,
+    vars: Vec<wgflow::Variable>,
+    optimizer: &mut Adam,
+    batches: Vec<(Tensor, Tensor)>,
+) -> wgflow::Result<()> {
+    use wgflow::{GradientTape, Tensor, function};
+
+    let mut train_step = function(|args: &[Tensor]| {
+        let (x, y) = (&args[0], &args[1]);
+        let tape = GradientTape::new();
+        let loss = model.call(x, true)?.sub(y)?.square()?.mean(None, false)?;
+        let grads = tape.gradient(&loss, &vars.iter().collect::<Vec<_>>())?;
+        optimizer.apply_gradients(&grads, &vars)?;
+        Ok(vec![loss])
+    });
+    for (x, y) in batches {
+        let loss = train_step.call(&[x, y])?.remove(0); // traced once, then replayed
+    }
+    Ok(())
+}
+
+fn main() -> wgflow::Result<()> {
+    let dev = config::default_device()?;
+    // 28x28 images and labels for the Keras snippet.
+    let x = ops::random_normal(&[16, 28, 28, 1], 0.0, 1.0, DType::F32, 1, &dev)?;
+    let labels: Vec<i32> = (0..16).map(|i| i % 10).collect();
+    let y = Tensor::from_vec(labels, &[16], &dev)?;
+    keras(&x, &y)?;
+
+    let mut model = Sequential::new().add(Dense::new(4));
+    let mut optimizer = Adam::new(1e-2);
+    let xs = ops::random_normal(&[8, 3], 0.0, 1.0, DType::F32, 2, &dev)?;
+    let ys = ops::random_normal(&[8, 4], 0.0, 1.0, DType::F32, 3, &dev)?;
+    model.call(&xs, false)?;
+    custom_step(&mut model, &mut optimizer, &xs, &ys)?;
+
+    tensors_and_ops::run()?;
+
+    let vars = model.trainable_variables();
+    let batches = vec![(xs.clone(), ys.clone()), (xs, ys)];
+    traced(&mut model, vars, &mut optimizer, batches)?;
+    println!("every README snippet ran on {dev}");
+    Ok(())
+}
