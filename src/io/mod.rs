@@ -9,11 +9,10 @@ use crate::core::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// A format problem in `path` that a library reported (no OS error behind
+/// it); OS errors go through `Error::io`, which keeps them as the source.
 pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    Error::format(path, e.to_string())
 }
 
 /// Writes `bytes` to `path` through `path.tmp-<pid>`, fsynced, then renamed.
@@ -31,6 +30,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
+        Error::io(path, e)
     })
 }
