@@ -82,7 +82,8 @@ impl Traced {
             log::warn!(
                 "{} was traced {} times, once per new argument signature; \
                  retracing is expensive, so pass arguments of stable shapes (pad or drop the last batch)",
-                self.name, self.traces
+                self.name,
+                self.traces
             );
         }
         let (out, graph) = trace::trace(args, f)?;

@@ -1,6 +1,7 @@
 //! Files other tools read: checkpoints (safetensors) and TensorBoard event
-//! files. Every writer goes through a temporary file and a rename, so a
-//! crash never leaves a half-written file under the final name.
+//! files. Checkpoint writers go through a temporary file and a rename, so a
+//! crash never leaves a half-written file under the final name; event files
+//! are appended to, record by record, in a file created exclusively.
 
 pub mod checkpoint;
 pub mod summary;

@@ -78,7 +78,7 @@ pub mod proto {
                 #[prost(message, tag = "4")]
                 Image(super::Image),
                 #[prost(message, tag = "5")]
-                Histo(super::super::HistogramProto),
+                Histo(crate::io::summary::proto::HistogramProto),
             }
         }
 
