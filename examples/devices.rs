@@ -5,9 +5,12 @@
 //!     WGFLOW_VISIBLE_DEVICES=1 cargo run --example devices
 //!     WGFLOW_DEVICE=cpu cargo run --example devices
 
+mod common;
+
 use wgflow::{Tensor, config};
 
 fn main() {
+    common::init_logging();
     println!("Physical devices:");
     for d in config::list_physical_devices() {
         println!("  {d}");

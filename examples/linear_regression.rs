@@ -10,30 +10,36 @@
 //!     cargo run --release --example linear_regression [-- --mode eager|function] [--steps N]
 //!     WGFLOW_DEVICE=cpu cargo run --release --example linear_regression
 
+mod common;
+
+use clap::{Parser, ValueEnum};
 use std::time::Instant;
 use wgflow::nn::optimizers::SGD;
 use wgflow::{DType, GradientTape, Tensor, Variable, config, function, ops};
 
-fn usage() -> ! {
-    eprintln!("usage: linear_regression [--mode eager|function] [--steps N]");
-    std::process::exit(2);
+/// The TF2 handbook's linear regression with a GradientTape, eager or traced.
+#[derive(Parser)]
+struct Args {
+    /// How the training step runs.
+    #[arg(long, value_enum, default_value_t = Mode::Function)]
+    mode: Mode,
+    /// SGD steps.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    steps: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, ValueEnum)]
+enum Mode {
+    /// Every op of the step runs eagerly, one by one.
+    Eager,
+    /// The step is traced once and its compiled graph replayed (`@tf.function`).
+    Function,
 }
 
 fn main() -> wgflow::Result<()> {
-    let mut steps = 10_000usize;
-    let mut traced = true;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match a.as_str() {
-            "--steps" => steps = args.next().and_then(|v| v.parse().ok()).unwrap_or_else(|| usage()),
-            "--mode" => match args.next().as_deref() {
-                Some("eager") => traced = false,
-                Some("function") => traced = true,
-                _ => usage(),
-            },
-            _ => usage(),
-        }
-    }
+    common::init_logging();
+    let Args { mode, steps } = Args::parse();
+    let traced = mode == Mode::Function;
     let device = config::default_device()?;
     println!("Device: {device} ({})", device.name());
 

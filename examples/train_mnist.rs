@@ -10,6 +10,9 @@
 //! logs/mnist) and checkpoints to `--checkpoint-dir` (default
 //! checkpoints/mnist); `--resume` continues from the latest checkpoint.
 
+mod common;
+
+use clap::Parser;
 use std::path::PathBuf;
 use wgflow::data::{mnist, synthetic};
 use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, OptimizerState};
@@ -21,61 +24,39 @@ use wgflow::nn::optimizers::Adam;
 use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
 use wgflow::{Tensor, config};
 
+/// Trains a small CNN on MNIST (or synthetic digits) with `fit`, writing
+/// TensorBoard logs and checkpoints.
+#[derive(Parser)]
 struct Args {
+    /// The MNIST IDX files (raw or .gz); without it, synthetic digits.
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// Epochs to train (after the resumed ones with --resume).
+    #[arg(long, value_name = "N", default_value_t = 3)]
     epochs: usize,
+    /// Examples per training step.
+    #[arg(long, value_name = "N", default_value_t = 128)]
     batch_size: usize,
+    /// TensorBoard logs (train/ and validation/ runs).
+    #[arg(long, value_name = "DIR", default_value = "logs/mnist")]
     logdir: PathBuf,
+    /// Checkpoints, one per epoch (the last 3 kept).
+    #[arg(long, value_name = "DIR", default_value = "checkpoints/mnist")]
     checkpoint_dir: PathBuf,
+    /// Continue from the latest checkpoint in --checkpoint-dir.
+    #[arg(long)]
     resume: bool,
+    /// Synthetic training examples (without --data-dir).
+    #[arg(long, value_name = "N", default_value_t = 10000)]
     train_size: usize,
+    /// Run every op eagerly instead of a traced training step.
+    #[arg(long)]
     run_eagerly: bool,
 }
 
-fn parse() -> Result<Args, String> {
-    let mut a = Args {
-        data_dir: None,
-        epochs: 3,
-        batch_size: 128,
-        logdir: "logs/mnist".into(),
-        checkpoint_dir: "checkpoints/mnist".into(),
-        resume: false,
-        train_size: 10000,
-        run_eagerly: false,
-    };
-    let mut it = std::env::args().skip(1);
-    while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or(format!("{flag} needs a value"));
-        match flag.as_str() {
-            "--data-dir" => a.data_dir = Some(value()?.into()),
-            "--epochs" => a.epochs = value()?.parse().map_err(|_| "--epochs takes a number")?,
-            "--batch-size" => a.batch_size = value()?.parse().map_err(|_| "--batch-size takes a number")?,
-            "--logdir" => a.logdir = value()?.into(),
-            "--checkpoint-dir" => a.checkpoint_dir = value()?.into(),
-            "--train-size" => a.train_size = value()?.parse().map_err(|_| "--train-size takes a number")?,
-            "--resume" => a.resume = true,
-            "--run-eagerly" => a.run_eagerly = true,
-            "--help" | "-h" => return Err(String::new()),
-            _ => return Err(format!("unknown argument {flag}")),
-        }
-    }
-    Ok(a)
-}
-
 fn main() {
-    let args = match parse() {
-        Ok(a) => a,
-        Err(e) => {
-            if !e.is_empty() {
-                eprintln!("error: {e}");
-            }
-            eprintln!(
-                "usage: train_mnist [--data-dir DIR] [--epochs N] [--batch-size N] [--logdir DIR] \
-                 [--checkpoint-dir DIR] [--resume] [--train-size N]"
-            );
-            std::process::exit(2);
-        }
-    };
+    common::init_logging();
+    let args = Args::parse();
     if let Err(e) = run(args) {
         eprintln!("error: {e}");
         std::process::exit(1);

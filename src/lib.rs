@@ -18,6 +18,11 @@
 //! | [`tensor`] | `Tensor` and `Variable` |
 //! | [`runtime`] | devices: the CPU reference and wgpu GPUs, their kernels and memory |
 //! | [`core`] | dtypes, shapes, errors, the `Op` enum |
+//!
+//! Notices (a GPU left out, the CPU fallback, a function retraced too often,
+//! graph fusion given up) are records of the `log` crate under the `wgflow`
+//! target, warnings and infos; they show with whatever logger the
+//! application installs (the examples use `env_logger`).
 
 pub mod autodiff;
 pub mod core;

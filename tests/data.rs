@@ -196,7 +196,7 @@ fn malformed_mnist_files_name_the_file_and_the_problem() {
     for (bytes, want) in cases {
         std::fs::write(&images, &bytes).unwrap();
         match mnist::read_pair(&images, &labels) {
-            Err(Error::Io { path, msg }) => {
+            Err(Error::Io { path, msg, .. }) => {
                 assert!(path.ends_with("imgs"), "{path}");
                 assert!(msg.contains(want), "{msg} (wanted {want})");
             }

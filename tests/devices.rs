@@ -19,6 +19,7 @@ fn physical_gpus() -> Vec<config::PhysicalDevice> {
 #[test]
 #[ignore = "run by the other tests in a child process"]
 fn child_probe() {
+    log_notices();
     match config::list_logical_devices() {
         Err(e) => println!("ERROR {e}"),
         Ok(devs) => {

@@ -706,6 +706,7 @@ fn traced_cnn_with_batch_norm_matches_eager() {
 #[test]
 #[ignore = "run by the other tests in a child process"]
 fn child_retraces() {
+    log_notices();
     let mut f = function(|x: &[Tensor]| Ok(vec![x[0].add_scalar(1.0)?])).named("grows");
     for n in 1..=7 {
         f.call(&[ops::zeros(&[n], DType::F32, &Device::Cpu).unwrap()]).unwrap();

@@ -1,12 +1,13 @@
 //! TensorBoard event files, read back through a decoder written here from
 //! the formats' definitions (TFRecord framing with masked CRC32C computed
-//! bit by bit, protobuf wire format), independent of the writer's code.
+//! bit by bit, protobuf wire format, TensorFlow's field numbers),
+//! independent of the writer's code and its prost messages.
 
 mod common;
 use common::TempDir;
 use std::path::PathBuf;
-use wgflow::io::summary::create_file_writer;
-use wgflow::{Device, Tensor};
+use wgflow::io::summary::{create_file_writer, proto};
+use wgflow::{Device, Error, Tensor};
 
 /// CRC32C (Castagnoli, reflected polynomial 0x82F63B78), bit by bit.
 fn crc32c(data: &[u8]) -> u32 {
@@ -102,9 +103,11 @@ fn bytes(f: Option<F>) -> Vec<u8> {
         other => panic!("expected bytes, got {other:?}"),
     }
 }
+/// A double field; an absent one is 0.0 (proto3 leaves default values out).
 fn double(f: Option<F>) -> f64 {
     match f {
         Some(F::Fixed64(b)) => f64::from_le_bytes(b),
+        None => 0.0,
         other => panic!("expected a double, got {other:?}"),
     }
 }
@@ -200,4 +203,96 @@ fn bad_image_shapes_are_errors() {
     let mut w = create_file_writer(&dir).unwrap();
     let t = Tensor::from_vec(vec![0.0f32; 6], &[2, 3], &Device::Cpu).unwrap();
     assert!(w.image("x", &t, 0).is_err());
+}
+
+#[test]
+fn empty_images_are_shape_errors_naming_the_op() {
+    let dir = TempDir::new("tb-empty");
+    let mut w = create_file_writer(&dir).unwrap();
+    for shape in [[1, 3, 0, 1], [1, 0, 4, 3], [2, 0, 0, 4]] {
+        let t = Tensor::from_vec(Vec::<f32>::new(), &shape, &Device::Cpu).unwrap();
+        match w.image("empty", &t, 0) {
+            Err(Error::Shape { op, shapes, msg }) => {
+                assert_eq!(op, "summary.image");
+                assert_eq!(shapes, vec![shape.to_vec()]);
+                assert!(msg.contains("height and width"), "{msg}");
+            }
+            other => panic!("{shape:?}: expected a shape error, got {other:?}"),
+        }
+    }
+    // The writer is still usable and wrote nothing for them.
+    w.scalar("after", 0.0, 1).unwrap();
+    w.flush().unwrap();
+    let ev = events(&w.path().to_path_buf());
+    assert_eq!(ev.len(), 1);
+    let (tag, step, value) = &ev[0];
+    assert_eq!((tag.as_str(), *step), ("after", 1));
+    // A scalar 0.0 is still written (simple_value is a oneof member).
+    assert!(matches!(get(value, 2), Some(F::Fixed32(b)) if f32::from_le_bytes(b) == 0.0));
+}
+
+#[test]
+fn two_writers_in_one_dir_keep_their_own_files() {
+    use prost::Message;
+    let dir = TempDir::new("tb-two");
+    let mut a = create_file_writer(&dir).unwrap();
+    let mut b = create_file_writer(&dir).unwrap();
+    assert_ne!(a.path(), b.path());
+    a.scalar("a", 1.0, 1).unwrap();
+    b.scalar("b", 2.0, 2).unwrap();
+    a.flush().unwrap();
+    b.flush().unwrap();
+    drop((a, b));
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    let mut tags = Vec::new();
+    for f in &files {
+        let name = f.file_name().unwrap().to_str().unwrap();
+        // events.out.tfevents.<seconds>.<host>.<pid>.<n>.v2
+        assert!(
+            name.starts_with("events.out.tfevents.") && name.ends_with(".v2"),
+            "{name}"
+        );
+        assert!(name.contains(&format!(".{}.", std::process::id())), "{name}");
+        // Decoded with the writer's own prost messages too.
+        let recs = records(&std::fs::read(f).unwrap());
+        assert_eq!(recs.len(), 2, "{name}");
+        let first = proto::Event::decode(&recs[0][..]).unwrap();
+        assert_eq!(
+            first.what,
+            Some(proto::event::What::FileVersion("brain.Event:2".into()))
+        );
+        let ev = proto::Event::decode(&recs[1][..]).unwrap();
+        let Some(proto::event::What::Summary(s)) = ev.what else {
+            panic!("{name}: no summary")
+        };
+        tags.push((s.value[0].tag.clone(), ev.step, s.value[0].value.clone()));
+    }
+    tags.sort_by(|x, y| x.0.cmp(&y.0));
+    use proto::summary::value::Value;
+    assert_eq!(
+        tags,
+        vec![
+            ("a".to_string(), 1, Some(Value::SimpleValue(1.0))),
+            ("b".to_string(), 2, Some(Value::SimpleValue(2.0))),
+        ]
+    );
+}
+
+#[test]
+fn io_errors_keep_the_os_error_as_their_source() {
+    let dir = TempDir::new("tb-io");
+    let file = dir.join("not-a-dir");
+    std::fs::write(&file, b"x").unwrap();
+    let err = match create_file_writer(file.join("logs")) {
+        Err(e) => e,
+        Ok(_) => panic!("a log dir under a file must fail"),
+    };
+    assert!(
+        matches!(&err, Error::Io { path, .. } if path.contains("not-a-dir")),
+        "{err}"
+    );
+    let source = std::error::Error::source(&err).expect("an io error as source");
+    assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
 }

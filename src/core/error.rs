@@ -4,10 +4,13 @@
 
 use crate::core::dtype::DType;
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 
 pub type Result<T> = std::result::Result<T, Error>;
 
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Error {
     /// Operand shapes do not fit the op's shape rule.
     Shape {
@@ -54,7 +57,39 @@ pub enum Error {
     /// Reading a tensor's value where that is not allowed (inside a trace).
     ReadInTrace { op: &'static str, msg: String },
     /// File or data-format problems (checkpoints, datasets, event files).
-    Io { path: String, msg: String },
+    /// Where the operating system reported the failure, `source` holds its
+    /// `std::io::Error` (also returned by `std::error::Error::source`);
+    /// `msg` repeats its text, so the message alone still says what failed.
+    Io {
+        path: String,
+        msg: String,
+        source: Option<IoSource>,
+    },
+}
+
+/// The `std::io::Error` behind an [`Error::Io`], shared so that `Error`
+/// stays `Clone`. Two are equal when they are the same error or of the same
+/// kind with the same message.
+#[derive(Debug, Clone)]
+pub struct IoSource(pub Arc<std::io::Error>);
+
+impl IoSource {
+    pub fn new(e: std::io::Error) -> Self {
+        IoSource(Arc::new(e))
+    }
+}
+
+impl std::ops::Deref for IoSource {
+    type Target = std::io::Error;
+    fn deref(&self) -> &std::io::Error {
+        &self.0
+    }
+}
+
+impl PartialEq for IoSource {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || (self.0.kind() == other.0.kind() && self.0.to_string() == other.0.to_string())
+    }
 }
 
 impl Error {
@@ -74,6 +109,22 @@ impl Error {
     }
     pub(crate) fn arg(op: &'static str, msg: impl Into<String>) -> Self {
         Error::InvalidArgument { op, msg: msg.into() }
+    }
+    /// A file operation on `path` failed; the OS error is kept as the source.
+    pub(crate) fn io(path: &Path, e: std::io::Error) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            msg: e.to_string(),
+            source: Some(IoSource::new(e)),
+        }
+    }
+    /// The contents of `path` are wrong (a format problem, no OS error).
+    pub(crate) fn format(path: &Path, msg: impl Into<String>) -> Self {
+        Error::Io {
+            path: path.display().to_string(),
+            msg: msg.into(),
+            source: None,
+        }
     }
     pub(crate) fn selection(msg: impl Into<String>, valid: Vec<String>) -> Self {
         Error::DeviceSelection { msg: msg.into(), valid }
@@ -133,9 +184,16 @@ impl fmt::Display for Error {
                 shapes_str(shapes)
             ),
             Error::ReadInTrace { op, msg } => write!(f, "{op}: {msg}"),
-            Error::Io { path, msg } => write!(f, "{path}: {msg}"),
+            Error::Io { path, msg, .. } => write!(f, "{path}: {msg}"),
         }
     }
 }
 
-impl std::error::Error for Error {}
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source: Some(e), .. } => Some(&*e.0),
+            _ => None,
+        }
+    }
+}

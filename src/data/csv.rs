@@ -9,14 +9,8 @@ use std::path::Path;
 /// (column names, values [rows, cols] as f32). With `header = false` the
 /// names are "c0", "c1", ...
 pub fn read_csv(path: &Path, header: bool) -> Result<(Vec<String>, Tensor)> {
-    let err = |line: usize, msg: String| Error::Io {
-        path: path.display().to_string(),
-        msg: format!("line {line}: {msg}"),
-    };
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Io {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    })?;
+    let err = |line: usize, msg: String| Error::format(path, format!("line {line}: {msg}"));
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut names: Vec<String> = Vec::new();
     let mut values: Vec<f32> = Vec::new();
     let mut cols: Option<usize> = None;

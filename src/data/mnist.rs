@@ -3,27 +3,28 @@
 //! (each optionally with `.gz`). Images become f32 in [0, 1] shaped
 //! [n, 28, 28, 1]; labels int32 [n].
 
-use crate::core::error::{Error, Result};
+use crate::core::error::{Error, IoSource, Result};
 use crate::runtime::cpu::CpuData;
 use crate::tensor::Tensor;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
 fn io_err(path: &Path, msg: impl Into<String>) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        msg: msg.into(),
-    }
+    Error::format(path, msg)
 }
 
 /// Reads a whole IDX file (ubyte data only); returns (dims, bytes).
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
-    let raw = std::fs::read(path).map_err(|e| io_err(path, e.to_string()))?;
+    let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let data = if raw.starts_with(&[0x1f, 0x8b]) {
         let mut out = Vec::new();
         flate2::read::GzDecoder::new(&raw[..])
             .read_to_end(&mut out)
-            .map_err(|e| io_err(path, format!("bad gzip data: {e}")))?;
+            .map_err(|e| Error::Io {
+                path: path.display().to_string(),
+                msg: format!("bad gzip data: {e}"),
+                source: Some(IoSource::new(e)),
+            })?;
         out
     } else {
         raw
@@ -118,10 +119,10 @@ pub fn write_idx(path: &Path, dims: &[usize], data: &[u8], gzip: bool) -> Result
     let out = if gzip {
         use std::io::Write;
         let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&bytes).map_err(|e| io_err(path, e.to_string()))?;
-        enc.finish().map_err(|e| io_err(path, e.to_string()))?
+        enc.write_all(&bytes).map_err(|e| Error::io(path, e))?;
+        enc.finish().map_err(|e| Error::io(path, e))?
     } else {
         bytes
     };
-    std::fs::write(path, out).map_err(|e| io_err(path, e.to_string()))
+    std::fs::write(path, out).map_err(|e| Error::io(path, e))
 }

@@ -36,7 +36,7 @@ pub(crate) fn compile(g: &mut Graph) -> Result<()> {
     eliminate_dead(g);
     // A bug in the fuser must not cost the user their step: run unfused.
     if let Err(e) = plan(g).and_then(|p| apply(g, p)) {
-        eprintln!("wgflow: graph fusion failed ({e}); running the graph unfused");
+        log::warn!("graph fusion failed ({e}); running the graph unfused");
     }
     Ok(())
 }

@@ -81,10 +81,11 @@ impl Traced {
         self.traces += 1;
         if self.traces > RETRACE_WARNING && !self.warned {
             self.warned = true;
-            eprintln!(
-                "wgflow: {} was traced {} times, once per new argument signature; \
+            log::warn!(
+                "{} was traced {} times, once per new argument signature; \
                  retracing is expensive, so pass arguments of stable shapes (pad or drop the last batch)",
-                self.name, self.traces
+                self.name,
+                self.traces
             );
         }
         let (out, graph) = trace::trace(args, f)?;

@@ -108,7 +108,7 @@ impl Checkpoint {
             .collect::<Result<_>>()?;
         let bytes = safetensors::tensor::serialize(views, Some(meta)).map_err(|e| io_err(path, e))?;
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| io_err(dir, e))?;
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         write_atomic(path, &bytes)
     }
@@ -116,11 +116,8 @@ impl Checkpoint {
     /// Reads and checks `path`, then assigns every variable (and the
     /// optimizer's state). On any error nothing is assigned.
     pub fn restore(&self, path: &Path, optimizer: Option<&mut dyn OptimizerState>) -> Result<Meta> {
-        let bytes = std::fs::read(path).map_err(|e| io_err(path, e))?;
-        let bad = |msg: String| Error::Io {
-            path: path.display().to_string(),
-            msg,
-        };
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |msg: String| Error::format(path, msg);
         let (_, header) =
             SafeTensors::read_metadata(&bytes).map_err(|e| bad(format!("not a readable safetensors file: {e}")))?;
         let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(format!("corrupt safetensors data: {e}")))?;
@@ -281,7 +278,7 @@ impl CheckpointManager {
         let all = list(&self.directory);
         let keep = &all[all.len().saturating_sub(self.max_to_keep)..];
         for (_, p) in &all[..all.len() - keep.len()] {
-            std::fs::remove_file(p).map_err(|e| io_err(p, e))?;
+            std::fs::remove_file(p).map_err(|e| Error::io(p, e))?;
         }
         let mut index = format!("model_checkpoint_path: \"ckpt-{n}.safetensors\"\n");
         for (k, _) in keep {

@@ -1,6 +1,7 @@
 //! Files other tools read: checkpoints (safetensors) and TensorBoard event
-//! files. Every writer goes through a temporary file and a rename, so a
-//! crash never leaves a half-written file under the final name.
+//! files. Checkpoint writers go through a temporary file and a rename, so a
+//! crash never leaves a half-written file under the final name; event files
+//! are appended to, record by record, in a file created exclusively.
 
 pub mod checkpoint;
 pub mod summary;
@@ -9,11 +10,10 @@ use crate::core::error::{Error, Result};
 use std::io::Write;
 use std::path::Path;
 
+/// A format problem in `path` that a library reported (no OS error behind
+/// it); OS errors go through `Error::io`, which keeps them as the source.
 pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
-    Error::Io {
-        path: path.display().to_string(),
-        msg: e.to_string(),
-    }
+    Error::format(path, e.to_string())
 }
 
 /// Writes `bytes` to `path` through `path.tmp-<pid>`, fsynced, then renamed.
@@ -31,6 +31,6 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     };
     write().map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        io_err(path, e)
+        Error::io(path, e)
     })
 }

@@ -2,65 +2,126 @@
 //! (length, masked CRC32C of the length, data, masked CRC32C of the data),
 //! each an `Event` protobuf; the first carries the file version, the others
 //! a `Summary` with scalars (`simple_value`), histograms (`HistogramProto`)
-//! or images (PNG). `tensorboard --logdir <dir>` reads them. The protobuf
-//! messages are small enough to encode by hand.
+//! or images (PNG). `tensorboard --logdir <dir>` reads them.
+//!
+//! The messages are the parts of TensorFlow's `event.proto` and
+//! `summary.proto` that the writer uses, declared in [`proto`] with their
+//! field numbers and encoded by `prost` (no protoc at build time). Images
+//! are encoded by the `png` crate.
+//!
+//! File names follow TensorFlow 2:
+//! `events.out.tfevents.<seconds>.<hostname>.<pid>.<n>.v2`, where `n` counts
+//! the writers this process has opened; the file is created exclusively, so
+//! two writers in one log directory never share (or truncate) a file.
 
-use super::io_err;
 use crate::core::error::{Error, Result};
 use crate::tensor::Tensor;
-use std::fs::File;
+use prost::Message;
+use proto::summary::value::Value;
+use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// The messages of TensorFlow's `tensorflow/core/util/event.proto` and
+/// `tensorflow/core/framework/summary.proto` that event files here hold,
+/// with TensorFlow's field numbers (fields the writer never sets are left
+/// out; protobuf readers skip what they do not know, and so do these).
+pub mod proto {
+    /// `tensorflow.Event`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Event {
+        #[prost(double, tag = "1")]
+        pub wall_time: f64,
+        #[prost(int64, tag = "2")]
+        pub step: i64,
+        #[prost(oneof = "event::What", tags = "3, 5")]
+        pub what: Option<event::What>,
+    }
+
+    pub mod event {
+        /// `oneof what` of `tensorflow.Event`.
+        #[derive(Clone, PartialEq, prost::Oneof)]
+        pub enum What {
+            /// "brain.Event:2" in the first record of a file.
+            #[prost(string, tag = "3")]
+            FileVersion(String),
+            #[prost(message, tag = "5")]
+            Summary(super::Summary),
+        }
+    }
+
+    /// `tensorflow.Summary`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct Summary {
+        #[prost(message, repeated, tag = "1")]
+        pub value: Vec<summary::Value>,
+    }
+
+    pub mod summary {
+        /// `tensorflow.Summary.Value`.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Value {
+            #[prost(string, tag = "1")]
+            pub tag: String,
+            #[prost(oneof = "value::Value", tags = "2, 4, 5")]
+            pub value: Option<value::Value>,
+        }
+
+        pub mod value {
+            /// `oneof value` of `tensorflow.Summary.Value` (a oneof member is
+            /// written even when it is zero, so a scalar 0.0 is kept).
+            #[derive(Clone, PartialEq, prost::Oneof)]
+            pub enum Value {
+                #[prost(float, tag = "2")]
+                SimpleValue(f32),
+                #[prost(message, tag = "4")]
+                Image(super::Image),
+                #[prost(message, tag = "5")]
+                Histo(crate::io::summary::proto::HistogramProto),
+            }
+        }
+
+        /// `tensorflow.Summary.Image`: an encoded (PNG) image.
+        #[derive(Clone, PartialEq, prost::Message)]
+        pub struct Image {
+            #[prost(int32, tag = "1")]
+            pub height: i32,
+            #[prost(int32, tag = "2")]
+            pub width: i32,
+            /// 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+            #[prost(int32, tag = "3")]
+            pub colorspace: i32,
+            #[prost(bytes = "vec", tag = "4")]
+            pub encoded_image_string: Vec<u8>,
+        }
+    }
+
+    /// `tensorflow.HistogramProto`: `bucket[i]` is the count of bucket `i`,
+    /// whose upper edge is `bucket_limit[i]`.
+    #[derive(Clone, PartialEq, prost::Message)]
+    pub struct HistogramProto {
+        #[prost(double, tag = "1")]
+        pub min: f64,
+        #[prost(double, tag = "2")]
+        pub max: f64,
+        #[prost(double, tag = "3")]
+        pub num: f64,
+        #[prost(double, tag = "4")]
+        pub sum: f64,
+        #[prost(double, tag = "5")]
+        pub sum_squares: f64,
+        #[prost(double, repeated, packed = "true", tag = "6")]
+        pub bucket_limit: Vec<f64>,
+        #[prost(double, repeated, packed = "true", tag = "7")]
+        pub bucket: Vec<f64>,
+    }
+}
 
 /// TFRecord's CRC mask.
 pub fn masked_crc32c(data: &[u8]) -> u32 {
     let c = crc32c::crc32c(data);
     c.rotate_right(15).wrapping_add(0xa282_ead8)
-}
-
-/// Protobuf wire encoding.
-#[derive(Default)]
-struct Pb(Vec<u8>);
-
-impl Pb {
-    fn varint(&mut self, mut v: u64) {
-        while v >= 0x80 {
-            self.0.push((v as u8) | 0x80);
-            v >>= 7;
-        }
-        self.0.push(v as u8);
-    }
-    fn key(&mut self, field: u32, wire: u32) {
-        self.varint(((field << 3) | wire) as u64);
-    }
-    fn double(&mut self, field: u32, v: f64) {
-        self.key(field, 1);
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn float(&mut self, field: u32, v: f32) {
-        self.key(field, 5);
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn int(&mut self, field: u32, v: i64) {
-        self.key(field, 0);
-        self.varint(v as u64);
-    }
-    fn bytes(&mut self, field: u32, b: &[u8]) {
-        self.key(field, 2);
-        self.varint(b.len() as u64);
-        self.0.extend_from_slice(b);
-    }
-    fn packed_doubles(&mut self, field: u32, v: &[f64]) {
-        let b: Vec<u8> = v.iter().flat_map(|x| x.to_le_bytes()).collect();
-        self.bytes(field, &b);
-    }
-}
-
-/// One `Summary.Value`.
-enum Value {
-    Scalar(f32),
-    Histo(Vec<u8>),
-    Image(Vec<u8>),
 }
 
 /// `tf.summary.create_file_writer(logdir)`.
@@ -82,23 +143,49 @@ fn now() -> f64 {
         .unwrap_or(0.0)
 }
 
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .or_else(|| std::env::var("COMPUTERNAME").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && !h.contains(['/', '\\']))
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// The writers this process has opened: the last part of each file name.
+static WRITERS: AtomicU64 = AtomicU64::new(0);
+
+/// Creates a new event file in `logdir`, never one that exists: a name
+/// already taken (by another process, or a clock that stepped back) is
+/// retried with the next number.
+fn create_event_file(logdir: &Path) -> Result<(PathBuf, File)> {
+    let (secs, host, pid) = (now() as u64, hostname(), std::process::id());
+    let mut tries = 0;
+    loop {
+        let n = WRITERS.fetch_add(1, Ordering::Relaxed);
+        let path = logdir.join(format!("events.out.tfevents.{secs:010}.{host}.{pid}.{n}.v2"));
+        match OpenOptions::new().write(true).create_new(true).open(&path) {
+            Ok(f) => return Ok((path, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && tries < 1000 => tries += 1,
+            Err(e) => return Err(Error::io(&path, e)),
+        }
+    }
+}
+
 impl SummaryWriter {
     fn new(logdir: &Path) -> Result<SummaryWriter> {
-        std::fs::create_dir_all(logdir).map_err(|e| io_err(logdir, e))?;
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_else(|_| "localhost".into());
-        let name = format!("events.out.tfevents.{}.{host}.{}.v2", now() as u64, std::process::id());
-        let path = logdir.join(name);
-        let f = File::create(&path).map_err(|e| io_err(&path, e))?;
+        std::fs::create_dir_all(logdir).map_err(|e| Error::io(logdir, e))?;
+        let (path, f) = create_event_file(logdir)?;
         let mut w = SummaryWriter {
             path,
             out: BufWriter::new(f),
         };
-        let mut ev = Pb::default();
-        ev.double(1, now());
-        ev.bytes(3, b"brain.Event:2");
-        w.record(&ev.0)?;
+        w.write_event(proto::Event {
+            wall_time: now(),
+            step: 0,
+            what: Some(proto::event::What::FileVersion("brain.Event:2".into())),
+        })?;
         w.flush()?;
         Ok(w)
     }
@@ -108,6 +195,7 @@ impl SummaryWriter {
         &self.path
     }
 
+    /// One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data.
     fn record(&mut self, data: &[u8]) -> Result<()> {
         let len = (data.len() as u64).to_le_bytes();
         let mut rec = Vec::with_capacity(data.len() + 16);
@@ -115,29 +203,30 @@ impl SummaryWriter {
         rec.extend_from_slice(&masked_crc32c(&len).to_le_bytes());
         rec.extend_from_slice(data);
         rec.extend_from_slice(&masked_crc32c(data).to_le_bytes());
-        self.out.write_all(&rec).map_err(|e| io_err(&self.path, e))
+        self.out.write_all(&rec).map_err(|e| Error::io(&self.path, e))
+    }
+
+    fn write_event(&mut self, event: proto::Event) -> Result<()> {
+        self.record(&event.encode_to_vec())
     }
 
     fn event(&mut self, tag: &str, step: i64, value: Value) -> Result<()> {
-        let mut v = Pb::default();
-        v.bytes(1, tag.as_bytes());
-        match value {
-            Value::Scalar(x) => v.float(2, x),
-            Value::Image(img) => v.bytes(4, &img),
-            Value::Histo(h) => v.bytes(5, &h),
-        }
-        let mut summary = Pb::default();
-        summary.bytes(1, &v.0);
-        let mut ev = Pb::default();
-        ev.double(1, now());
-        ev.int(2, step);
-        ev.bytes(5, &summary.0);
-        self.record(&ev.0)
+        let summary = proto::Summary {
+            value: vec![proto::summary::Value {
+                tag: tag.to_string(),
+                value: Some(value),
+            }],
+        };
+        self.write_event(proto::Event {
+            wall_time: now(),
+            step,
+            what: Some(proto::event::What::Summary(summary)),
+        })
     }
 
     /// `tf.summary.scalar(name, value, step)`.
     pub fn scalar(&mut self, tag: &str, value: f64, step: i64) -> Result<()> {
-        self.event(tag, step, Value::Scalar(value as f32))
+        self.event(tag, step, Value::SimpleValue(value as f32))
     }
 
     /// `tf.summary.histogram(name, data, step)` with `buckets` equal-width buckets.
@@ -147,7 +236,8 @@ impl SummaryWriter {
     }
 
     /// `tf.summary.image(name, data, step)`: data [k, h, w, c] in [0, 1],
-    /// c = 1 (gray), 3 (RGB) or 4 (RGBA); one value per image ("tag/image/i").
+    /// c = 1 (gray), 3 (RGB) or 4 (RGBA), h and w at least 1; one value per
+    /// image ("tag/image", or "tag/image/i" for several).
     pub fn image(&mut self, tag: &str, data: &Tensor, step: i64) -> Result<()> {
         let s = data.shape().to_vec();
         if s.len() != 4 || ![1, 3, 4].contains(&s[3]) {
@@ -157,6 +247,7 @@ impl SummaryWriter {
                 "needs images [k, height, width, channels] with 1, 3 or 4 channels",
             ));
         }
+        check_image_size("summary.image", &s, s[1], s[2])?;
         let v = data.to_f64_vec()?;
         let per = s[1] * s[2] * s[3];
         for k in 0..s[0] {
@@ -164,25 +255,25 @@ impl SummaryWriter {
                 .iter()
                 .map(|&x| (x.clamp(0.0, 1.0) * 255.0).round() as u8)
                 .collect();
-            let png = encode_png(s[2], s[1], s[3], &px).map_err(|e| io_err(&self.path, e))?;
-            let mut img = Pb::default();
-            img.int(1, s[1] as i64);
-            img.int(2, s[2] as i64);
-            img.int(3, s[3] as i64);
-            img.bytes(4, &png);
+            let image = proto::summary::Image {
+                height: s[1] as i32,
+                width: s[2] as i32,
+                colorspace: s[3] as i32,
+                encoded_image_string: encode_png(s[2], s[1], s[3], &px)?,
+            };
             let name = if s[0] == 1 {
                 format!("{tag}/image")
             } else {
                 format!("{tag}/image/{k}")
             };
-            self.event(&name, step, Value::Image(img.0))?;
+            self.event(&name, step, Value::Image(image))?;
         }
         Ok(())
     }
 
     pub fn flush(&mut self) -> Result<()> {
-        self.out.flush().map_err(|e| io_err(&self.path, e))?;
-        self.out.get_ref().sync_data().map_err(|e| io_err(&self.path, e))
+        self.out.flush().map_err(|e| Error::io(&self.path, e))?;
+        self.out.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))
     }
 }
 
@@ -192,7 +283,7 @@ impl Drop for SummaryWriter {
     }
 }
 
-fn histogram_proto(v: &[f64], buckets: usize) -> Vec<u8> {
+fn histogram_proto(v: &[f64], buckets: usize) -> proto::HistogramProto {
     let finite: Vec<f64> = v.iter().copied().filter(|x| x.is_finite()).collect();
     let (lo, hi) = finite
         .iter()
@@ -213,48 +304,57 @@ fn histogram_proto(v: &[f64], buckets: usize) -> Vec<u8> {
             }
         })
         .collect();
-    let mut h = Pb::default();
-    h.double(1, lo);
-    h.double(2, hi);
-    h.double(3, finite.len() as f64);
-    h.double(4, finite.iter().sum());
-    h.double(5, finite.iter().map(|x| x * x).sum());
-    h.packed_doubles(6, &limits);
-    h.packed_doubles(7, &counts);
-    h.0
+    proto::HistogramProto {
+        min: lo,
+        max: hi,
+        num: finite.len() as f64,
+        sum: finite.iter().sum(),
+        sum_squares: finite.iter().map(|x| x * x).sum(),
+        bucket_limit: limits,
+        bucket: counts,
+    }
 }
 
-/// A PNG with 8-bit samples (gray, RGB or RGBA), zlib-compressed.
-pub fn encode_png(width: usize, height: usize, channels: usize, px: &[u8]) -> std::io::Result<Vec<u8>> {
-    let color = match channels {
-        1 => 0u8,
-        3 => 2,
-        _ => 6,
-    };
-    let mut raw = Vec::with_capacity(height * (1 + width * channels));
-    for row in px.chunks(width * channels) {
-        raw.push(0); // filter: none
-        raw.extend_from_slice(row);
+/// Height and width of an image: at least 1, and within PNG's and
+/// `Summary.Image`'s 31-bit sizes.
+fn check_image_size(op: &'static str, shape: &[usize], height: usize, width: usize) -> Result<()> {
+    const MAX: usize = i32::MAX as usize;
+    if height == 0 || width == 0 || height > MAX || width > MAX {
+        return Err(Error::shape(
+            op,
+            &[shape],
+            format!("image height and width must be between 1 and {MAX}, got {height} x {width}"),
+        ));
     }
-    let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    z.write_all(&raw)?;
-    let idat = z.finish()?;
-    let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-    let mut chunk = |kind: &[u8; 4], data: &[u8]| {
-        out.extend_from_slice(&(data.len() as u32).to_be_bytes());
-        let mut h = crc32fast::Hasher::new();
-        h.update(kind);
-        h.update(data);
-        out.extend_from_slice(kind);
-        out.extend_from_slice(data);
-        out.extend_from_slice(&h.finalize().to_be_bytes());
+    Ok(())
+}
+
+/// A PNG with 8-bit samples: `channels` 1 (gray), 2 (gray + alpha), 3 (RGB)
+/// or 4 (RGBA); `px` holds `height` rows of `width * channels` bytes.
+pub fn encode_png(width: usize, height: usize, channels: usize, px: &[u8]) -> Result<Vec<u8>> {
+    let shape = [height, width, channels];
+    let color = match channels {
+        1 => png::ColorType::Grayscale,
+        2 => png::ColorType::GrayscaleAlpha,
+        3 => png::ColorType::Rgb,
+        4 => png::ColorType::Rgba,
+        _ => return Err(Error::shape("encode_png", &[&shape], "needs 1, 2, 3 or 4 channels")),
     };
-    let mut ihdr = Vec::new();
-    ihdr.extend_from_slice(&(width as u32).to_be_bytes());
-    ihdr.extend_from_slice(&(height as u32).to_be_bytes());
-    ihdr.extend_from_slice(&[8, color, 0, 0, 0]);
-    chunk(b"IHDR", &ihdr);
-    chunk(b"IDAT", &idat);
-    chunk(b"IEND", &[]);
+    check_image_size("encode_png", &shape, height, width)?;
+    if px.len() != height * width * channels {
+        return Err(Error::shape(
+            "encode_png",
+            &[&shape, &[px.len()]],
+            format!("needs {} bytes of pixels", height * width * channels),
+        ));
+    }
+    let failed = |e: png::EncodingError| Error::arg("encode_png", format!("PNG encoding failed: {e}"));
+    let mut out = Vec::new();
+    let mut enc = png::Encoder::new(&mut out, width as u32, height as u32);
+    enc.set_color(color);
+    enc.set_depth(png::BitDepth::Eight);
+    let mut w = enc.write_header().map_err(failed)?;
+    w.write_image_data(px).map_err(failed)?;
+    w.finish().map_err(failed)?;
     Ok(out)
 }

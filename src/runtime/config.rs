@@ -348,7 +348,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
                                 Error::Gpu { msg, .. } => msg,
                                 e => e.to_string(),
                             };
-                            eprintln!("wgflow: leaving out {} ({}, {}): {why}", p.tf_name(), p.name, p.backend);
+                            log::warn!("leaving out {} ({}, {}): {why}", p.tf_name(), p.name, p.backend);
                         }
                     }
                 }
@@ -356,7 +356,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
             }
             let default = resolve_default(s.default.as_deref(), visible.len())?;
             if visible.is_empty() {
-                eprintln!("wgflow: no visible GPU; running on the CPU reference device");
+                log::info!("no visible GPU; running on the CPU reference device");
             }
             Ok(Runtime {
                 gpus,

@@ -168,6 +168,19 @@ impl Drop for Suite {
     }
 }
 
+/// Installs a logger that prints wgflow's notices (`log` records of the
+/// `wgflow` target, info and up) to stderr as `wgflow: <message>`, one line
+/// each, as the examples do; other crates' records are left out. For child
+/// tests whose parent reads the notices from their stderr.
+pub fn log_notices() {
+    use std::io::Write;
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Off)
+        .filter_module("wgflow", log::LevelFilter::Info)
+        .format(|buf, r| writeln!(buf, "wgflow: {}", r.args()))
+        .try_init();
+}
+
 /// Runs the ignored test `name` of this test binary in a fresh process with
 /// `env` (and no other WGFLOW_* variables), so each gets its own runtime.
 /// Returns (success, stdout, stderr).
