@@ -10,34 +10,24 @@ use wgflow::nn::{Model, Sequential};
 use wgflow::{DType, Tensor, config, ops};
 
 /// "Keras in Rust".
+#[rustfmt::skip]
 fn keras(x_train: &Tensor, y_train: &Tensor) -> wgflow::Result<()> {
     use wgflow::nn::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
-    use wgflow::nn::{Activation, FitArgs, Model, Sequential};
     use wgflow::nn::{losses::SparseCategoricalCrossentropy, metrics::SparseCategoricalAccuracy, optimizers::Adam};
+    use wgflow::nn::{Activation, FitArgs, Model, Sequential};
 
     let mut model = Sequential::new()
         .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
         .add(MaxPooling2D::new([2, 2]))
         .add(Flatten::new())
         .add(Dense::new(10));
-    model.compile(
-        Adam::new(1e-3),
-        SparseCategoricalCrossentropy::new(true),
-        SparseCategoricalAccuracy::new(),
-    );
-    let history = model.fit(
-        &x_train,
-        &y_train,
-        FitArgs {
-            epochs: 3,
-            batch_size: 128,
-            ..FitArgs::default()
-        },
-    )?;
+    model.compile(Adam::new(1e-3), SparseCategoricalCrossentropy::new(true), SparseCategoricalAccuracy::new());
+    let history = model.fit(&x_train, &y_train, FitArgs { epochs: 3, batch_size: 128, ..FitArgs::default() })?;
     Ok(())
 }
 
 /// "A custom training step with a tape".
+#[rustfmt::skip]
 fn custom_step(model: &mut Sequential, optimizer: &mut Adam, x: &Tensor, y: &Tensor) -> wgflow::Result<()> {
     let tape = wgflow::GradientTape::new();
     let loss = model.call(&x, true)?.sub(&y)?.square()?.mean(None, false)?;
@@ -48,16 +38,17 @@ fn custom_step(model: &mut Sequential, optimizer: &mut Adam, x: &Tensor, y: &Ten
 }
 
 /// "Tensors and ops".
+#[rustfmt::skip]
 mod tensors_and_ops {
-    use wgflow::{DType, config, ops};
+    use wgflow::{config, ops, DType};
 
     fn main() -> wgflow::Result<()> {
-        let dev = config::default_device()?; // gpu:0, or the CPU
+        let dev = config::default_device()?;           // gpu:0, or the CPU
         let x = ops::random_normal(&[64, 784], 0.0, 1.0, DType::F32, 42, &dev)?;
         let w = ops::random_normal(&[784, 10], 0.0, 0.05, DType::F32, 7, &dev)?;
         let logits = x.matmul(&w)?;
         let probs = logits.softmax(-1)?;
-        println!("{}", probs.sum(Some(&[1]), false)?); // readback flushes the GPU
+        println!("{}", probs.sum(Some(&[1]), false)?);  // readback flushes the GPU
         Ok(())
     }
 
@@ -67,13 +58,14 @@ mod tensors_and_ops {
 }
 
 /// "Traced functions".
+#[rustfmt::skip]
 fn traced(
     model: &mut Sequential,
     vars: Vec<wgflow::Variable>,
     optimizer: &mut Adam,
     batches: Vec<(Tensor, Tensor)>,
 ) -> wgflow::Result<()> {
-    use wgflow::{GradientTape, Tensor, function};
+    use wgflow::{function, GradientTape, Tensor};
 
     let mut train_step = function(|args: &[Tensor]| {
         let (x, y) = (&args[0], &args[1]);
@@ -84,7 +76,7 @@ fn traced(
         Ok(vec![loss])
     });
     for (x, y) in batches {
-        let loss = train_step.call(&[x, y])?.remove(0); // traced once, then replayed
+        let loss = train_step.call(&[x, y])?.remove(0);   // traced once, then replayed
     }
     Ok(())
 }
