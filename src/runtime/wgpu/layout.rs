@@ -18,6 +18,7 @@ pub static LAYOUT: Kernel = Kernel::new(
     "layout",
     &[
         include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/status.wgsl"),
         include_str!("../../../shaders/layout.wgsl"),
     ],
     &[KType::U32, KType::F16],

@@ -14,6 +14,7 @@ pub static SOFTMAX: Kernel = Kernel::new(
     "softmax",
     &[
         include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/status.wgsl"),
         include_str!("../../../shaders/softmax.wgsl"),
     ],
     &[KType::F32, KType::F16],
