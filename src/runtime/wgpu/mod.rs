@@ -1100,13 +1100,19 @@ impl GpuDevice {
     /// Submits pending work and waits for the GPU to finish it.
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.flush()?;
+        self.wait()?;
+        self.take_error()
+    }
+
+    /// Waits for the GPU to finish the submitted work.
+    fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
             .map_err(|e| Error::Gpu {
                 device: self.label.clone(),
                 msg: e.to_string(),
-            })?;
-        self.take_error()
+            })
     }
 
     /// Reads `buf` back (after everything pending that writes it).
@@ -1145,12 +1151,7 @@ impl GpuDevice {
         staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                device: self.label.clone(),
-                msg: e.to_string(),
-            })?;
+        self.wait()?;
         self.check_alive()?;
         rx.recv()
             .map_err(|_| Error::Gpu {

@@ -110,15 +110,15 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     } else {
         split(n_out, r, 65536, 32)
     };
+    let params = ReduceParams {
+        rows: rows as u32,
+        r: r as u32,
+        inner: inner as u32,
+        n_out: n_out as u32,
+        op: code,
+        ..ReduceParams::default()
+    };
     let Some((chunk, parts)) = split else {
-        let params = ReduceParams {
-            rows: rows as u32,
-            r: r as u32,
-            inner: inner as u32,
-            n_out: n_out as u32,
-            op: code,
-            ..ReduceParams::default()
-        };
         // `store` names both outputs, so both bindings exist; y serves as either.
         if by_rows {
             launch("rows_main", &params, &[src, &y, &y], fold(rows))?;
@@ -128,14 +128,9 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         return Ok(y);
     };
     let params = ReduceParams {
-        rows: rows as u32,
-        r: r as u32,
-        inner: inner as u32,
-        n_out: n_out as u32,
-        op: code,
-        dim: 0,
         chunk: chunk as u32,
         parts: parts as u32,
+        ..params
     };
     let n_part = n_out * parts;
     let pv = g.alloc(op.name(), (n_part * 4) as u64)?;
