@@ -779,3 +779,25 @@ fn pick<'a>(a: &Arg, leaves: &'a [Vec<f32>], pre: &'a [Vec<f32>]) -> &'a [f32] {
         _ => unreachable!("pre ops read leaves and pre ops"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_kernels_are_cached_and_bounded() {
+        let src = |i: usize| format!("@compute @workgroup_size(1)\nfn main() {{\n    let x = {i}u;\n}}\n");
+        let first = generated_kernel(src(1_000_000)).unwrap();
+        assert!(Arc::ptr_eq(&first, &generated_kernel(src(1_000_000)).unwrap()));
+        let mut names = std::collections::HashSet::new();
+        for i in 0..KERNEL_CACHE + 20 {
+            let k = generated_kernel(src(i)).unwrap();
+            assert!(names.insert(k.name.to_string()), "name {} reused", k.name);
+        }
+        assert!(KERNELS.lock().unwrap().kernels.len() <= KERNEL_CACHE);
+        // Evicted, but alive while held, and a new one for its source gets a new name.
+        assert!(first.validate(KType::F32).is_ok());
+        let again = generated_kernel(src(1_000_000)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &again) && again.name != first.name);
+    }
+}
