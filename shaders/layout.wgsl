@@ -2,7 +2,7 @@
 // gather along an axis, one-hot. Element type T; f32, i32 and bool are all
 // moved as 32-bit words (the u32 variant), f16 as halves.
 //
-// Bindings: 1 src, 2 dst, 3 indices (i32), 4 device status (error reporting).
+// Bindings: 1 src, 2 dst, 3 indices (i32), 4 device status (status.wgsl).
 
 struct Copy {
     n: u32,
@@ -38,15 +38,6 @@ struct Gather {
 @group(0) @binding(1) var<storage, read> src: array<T>;
 @group(0) @binding(2) var<storage, read_write> dst: array<T>;
 @group(0) @binding(3) var<storage, read> idx: array<i32>;
-@group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
-
-// Code 1 in the calling thread's status slot: an index out of range (see GpuDevice::read).
-fn report(slot: u32, value: i32, limit: u32) {
-    if (atomicMax(&status[slot * 4u], 1u) == 0u) {
-        atomicStore(&status[slot * 4u + 1u], bitcast<u32>(value));
-        atomicStore(&status[slot * 4u + 2u], limit);
-    }
-}
 
 // dst[dst_off + sum(c_d * dst_stride_d)] = src[src_off + sum(c_d * src_stride_d)]
 // over every coordinate c of `shape`.
@@ -91,7 +82,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let o = i / (gp.inner * gp.j);
     let k = idx[j];
     if (k < 0 || u32(k) >= gp.d) {
-        report(gp.slot, k, gp.d);
+        report_status(gp.slot, 1u, k, gp.d);
         dst[i] = T(0);
         return;
     }

@@ -176,6 +176,39 @@ fn reg_range(b: u32) -> RegRange {
     return RegRange(b * p.sa, b * p.sb, 0u, p.k);
 }
 
+// Offsets of the 4 columns n .. n + 4 of B from bbase, clamped to the last
+// column (computed, never stored), for the register-path kernels.
+fn reg_cols(bbase: u32, n: u32) -> vec4<u32> {
+    return bbase + min(vec4<u32>(n) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.n - 1u)) * p.bn;
+}
+
+// B(k, ·) at the 4 columns `cols` (from reg_cols), kb = k * bk.
+fn reg_b(cols: vec4<u32>, kb: u32) -> vec4<f32> {
+    return vec4<f32>(f32(bm[cols.x + kb]), f32(bm[cols.y + kb]), f32(bm[cols.z + kb]), f32(bm[cols.w + kb]));
+}
+
+// One step of k in matmul_reg: x holds A(m + i, k) for the block's rows i,
+// v0..v3 the 16 values B(k, n .. n + 16); c[4 i + j] accumulates row i,
+// columns 4 j .. 4 j + 4. (Constant indices only, so c stays in registers.)
+fn reg_step(c: ptr<function, array<vec4<f32>, 16>>, x: vec4<f32>, v0: vec4<f32>, v1: vec4<f32>, v2: vec4<f32>, v3: vec4<f32>) {
+    (*c)[0] += x.x * v0;
+    (*c)[1] += x.x * v1;
+    (*c)[2] += x.x * v2;
+    (*c)[3] += x.x * v3;
+    (*c)[4] += x.y * v0;
+    (*c)[5] += x.y * v1;
+    (*c)[6] += x.y * v2;
+    (*c)[7] += x.y * v3;
+    (*c)[8] += x.z * v0;
+    (*c)[9] += x.z * v1;
+    (*c)[10] += x.z * v2;
+    (*c)[11] += x.z * v3;
+    (*c)[12] += x.w * v0;
+    (*c)[13] += x.w * v1;
+    (*c)[14] += x.w * v2;
+    (*c)[15] += x.w * v3;
+}
+
 // The register-blocked kernel of gemm.wgsl specialized to strided matrices:
 // A(m, k) = a[b*sa + m*am + k*ak], B(k, n) = b[b*sb + k*bk + n*bn]. Each
 // lane holds 4 rows x 16 columns (16 vec4 accumulators): on llvmpipe every
@@ -190,114 +223,34 @@ fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_i
     let m = wid.y * 4u;
     let n = (wid.x * 8u + lid.x) * 16u;
     let rg = reg_range(b);
-    let abase = rg.abase;
-    let bbase = rg.bbase;
-    let k0 = rg.k0;
-    let k1 = rg.k1;
-    let r0 = abase + min(m + 0u, p.m - 1u) * p.am;
-    let r1 = abase + min(m + 1u, p.m - 1u) * p.am;
-    let r2 = abase + min(m + 2u, p.m - 1u) * p.am;
-    let r3 = abase + min(m + 3u, p.m - 1u) * p.am;
-    var c00 = vec4<f32>(0.0);
-    var c01 = vec4<f32>(0.0);
-    var c02 = vec4<f32>(0.0);
-    var c03 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0);
-    var c11 = vec4<f32>(0.0);
-    var c12 = vec4<f32>(0.0);
-    var c13 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0);
-    var c21 = vec4<f32>(0.0);
-    var c22 = vec4<f32>(0.0);
-    var c23 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0);
-    var c31 = vec4<f32>(0.0);
-    var c32 = vec4<f32>(0.0);
-    var c33 = vec4<f32>(0.0);
+    // Row offsets of A(m + i, ·), i < 4.
+    let r = rg.abase + min(vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.am;
+    var c: array<vec4<f32>, 16>;
     if (p.vec_b != 0u && p.tb == 0u) {
         let step = p.ldb / 4u;
-        let q0 = (bbase + min(n + 0u, p.n - 4u)) / 4u;
-        let q1 = (bbase + min(n + 4u, p.n - 4u)) / 4u;
-        let q2 = (bbase + min(n + 8u, p.n - 4u)) / 4u;
-        let q3 = (bbase + min(n + 12u, p.n - 4u)) / 4u;
-        for (var k = k0; k < k1; k++) {
+        let q = (rg.bbase + min(vec4<u32>(n) + vec4<u32>(0u, 4u, 8u, 12u), vec4<u32>(p.n - 4u))) / 4u;
+        for (var k = rg.k0; k < rg.k1; k++) {
             let kb = k * step;
-            let v0 = vec4<f32>(b4[q0 + kb]);
-            let v1 = vec4<f32>(b4[q1 + kb]);
-            let v2 = vec4<f32>(b4[q2 + kb]);
-            let v3 = vec4<f32>(b4[q3 + kb]);
             let ka = k * p.ak;
-            let a0 = f32(a[r0 + ka]);
-            c00 += a0 * v0;
-            c01 += a0 * v1;
-            c02 += a0 * v2;
-            c03 += a0 * v3;
-            let a1 = f32(a[r1 + ka]);
-            c10 += a1 * v0;
-            c11 += a1 * v1;
-            c12 += a1 * v2;
-            c13 += a1 * v3;
-            let a2 = f32(a[r2 + ka]);
-            c20 += a2 * v0;
-            c21 += a2 * v1;
-            c22 += a2 * v2;
-            c23 += a2 * v3;
-            let a3 = f32(a[r3 + ka]);
-            c30 += a3 * v0;
-            c31 += a3 * v1;
-            c32 += a3 * v2;
-            c33 += a3 * v3;
+            let x = vec4<f32>(f32(a[r.x + ka]), f32(a[r.y + ka]), f32(a[r.z + ka]), f32(a[r.w + ka]));
+            reg_step(&c, x, vec4<f32>(b4[q.x + kb]), vec4<f32>(b4[q.y + kb]), vec4<f32>(b4[q.z + kb]), vec4<f32>(b4[q.w + kb]));
         }
     } else {
-        let n0 = bbase + min(n + 0u, p.n - 1u) * p.bn;
-        let n1 = bbase + min(n + 1u, p.n - 1u) * p.bn;
-        let n2 = bbase + min(n + 2u, p.n - 1u) * p.bn;
-        let n3 = bbase + min(n + 3u, p.n - 1u) * p.bn;
-        let n4 = bbase + min(n + 4u, p.n - 1u) * p.bn;
-        let n5 = bbase + min(n + 5u, p.n - 1u) * p.bn;
-        let n6 = bbase + min(n + 6u, p.n - 1u) * p.bn;
-        let n7 = bbase + min(n + 7u, p.n - 1u) * p.bn;
-        let n8 = bbase + min(n + 8u, p.n - 1u) * p.bn;
-        let n9 = bbase + min(n + 9u, p.n - 1u) * p.bn;
-        let n10 = bbase + min(n + 10u, p.n - 1u) * p.bn;
-        let n11 = bbase + min(n + 11u, p.n - 1u) * p.bn;
-        let n12 = bbase + min(n + 12u, p.n - 1u) * p.bn;
-        let n13 = bbase + min(n + 13u, p.n - 1u) * p.bn;
-        let n14 = bbase + min(n + 14u, p.n - 1u) * p.bn;
-        let n15 = bbase + min(n + 15u, p.n - 1u) * p.bn;
-        for (var k = k0; k < k1; k++) {
+        let n0 = reg_cols(rg.bbase, n);
+        let n1 = reg_cols(rg.bbase, n + 4u);
+        let n2 = reg_cols(rg.bbase, n + 8u);
+        let n3 = reg_cols(rg.bbase, n + 12u);
+        for (var k = rg.k0; k < rg.k1; k++) {
             let kb = k * p.bk;
-            let v0 = vec4<f32>(f32(bm[n0 + kb]), f32(bm[n1 + kb]), f32(bm[n2 + kb]), f32(bm[n3 + kb]));
-            let v1 = vec4<f32>(f32(bm[n4 + kb]), f32(bm[n5 + kb]), f32(bm[n6 + kb]), f32(bm[n7 + kb]));
-            let v2 = vec4<f32>(f32(bm[n8 + kb]), f32(bm[n9 + kb]), f32(bm[n10 + kb]), f32(bm[n11 + kb]));
-            let v3 = vec4<f32>(f32(bm[n12 + kb]), f32(bm[n13 + kb]), f32(bm[n14 + kb]), f32(bm[n15 + kb]));
             let ka = k * p.ak;
-            let a0 = f32(a[r0 + ka]);
-            c00 += a0 * v0;
-            c01 += a0 * v1;
-            c02 += a0 * v2;
-            c03 += a0 * v3;
-            let a1 = f32(a[r1 + ka]);
-            c10 += a1 * v0;
-            c11 += a1 * v1;
-            c12 += a1 * v2;
-            c13 += a1 * v3;
-            let a2 = f32(a[r2 + ka]);
-            c20 += a2 * v0;
-            c21 += a2 * v1;
-            c22 += a2 * v2;
-            c23 += a2 * v3;
-            let a3 = f32(a[r3 + ka]);
-            c30 += a3 * v0;
-            c31 += a3 * v1;
-            c32 += a3 * v2;
-            c33 += a3 * v3;
+            let x = vec4<f32>(f32(a[r.x + ka]), f32(a[r.y + ka]), f32(a[r.z + ka]), f32(a[r.w + ka]));
+            reg_step(&c, x, reg_b(n0, kb), reg_b(n1, kb), reg_b(n2, kb), reg_b(n3, kb));
         }
     }
-    store_block(b, m, n + 0u, array<vec4<f32>, 4>(c00, c10, c20, c30));
-    store_block(b, m, n + 4u, array<vec4<f32>, 4>(c01, c11, c21, c31));
-    store_block(b, m, n + 8u, array<vec4<f32>, 4>(c02, c12, c22, c32));
-    store_block(b, m, n + 12u, array<vec4<f32>, 4>(c03, c13, c23, c33));
+    store_block(b, m, n + 0u, array<vec4<f32>, 4>(c[0], c[4], c[8], c[12]));
+    store_block(b, m, n + 4u, array<vec4<f32>, 4>(c[1], c[5], c[9], c[13]));
+    store_block(b, m, n + 8u, array<vec4<f32>, 4>(c[2], c[6], c[10], c[14]));
+    store_block(b, m, n + 12u, array<vec4<f32>, 4>(c[3], c[7], c[11], c[15]));
 }
 
 // The wide tile for large products on GPUs: 128x128 outputs per workgroup of

@@ -88,20 +88,12 @@ fn matmul_sg(
             sg_step(&c, f32(a[ra + ka]), f32(a[rb + ka]), vec4<f32>(b4[q0 + k * step]), vec4<f32>(b4[q1 + k * step]));
         }
     } else {
-        let n0 = rg.bbase + min(n + 0u, p.n - 1u) * p.bn;
-        let n1 = rg.bbase + min(n + 1u, p.n - 1u) * p.bn;
-        let n2 = rg.bbase + min(n + 2u, p.n - 1u) * p.bn;
-        let n3 = rg.bbase + min(n + 3u, p.n - 1u) * p.bn;
-        let n4 = rg.bbase + min(n + 4u, p.n - 1u) * p.bn;
-        let n5 = rg.bbase + min(n + 5u, p.n - 1u) * p.bn;
-        let n6 = rg.bbase + min(n + 6u, p.n - 1u) * p.bn;
-        let n7 = rg.bbase + min(n + 7u, p.n - 1u) * p.bn;
+        let n0 = reg_cols(rg.bbase, n);
+        let n1 = reg_cols(rg.bbase, n + 4u);
         for (var k = rg.k0; k < rg.k1; k++) {
             let ka = k * p.ak;
             let kb = k * p.bk;
-            let v0 = vec4<f32>(f32(bm[n0 + kb]), f32(bm[n1 + kb]), f32(bm[n2 + kb]), f32(bm[n3 + kb]));
-            let v1 = vec4<f32>(f32(bm[n4 + kb]), f32(bm[n5 + kb]), f32(bm[n6 + kb]), f32(bm[n7 + kb]));
-            sg_step(&c, f32(a[ra + ka]), f32(a[rb + ka]), v0, v1);
+            sg_step(&c, f32(a[ra + ka]), f32(a[rb + ka]), reg_b(n0, kb), reg_b(n1, kb));
         }
     }
     store_block(b, m + 0u, n + 0u, array<vec4<f32>, 4>(c[0], c[2], c[4], c[6]));

@@ -3,7 +3,7 @@
 // `*_rows` entries: one workgroup per row (inner == 1); `softmax_cols`: one
 // invocation per (row, inner) pair. Math in f32.
 //
-// Bindings: 1 x, 2 y, 3 labels (i32), 4 device status.
+// Bindings: 1 x, 2 y, 3 labels (i32), 4 device status (status.wgsl).
 
 struct Params {
     rows: u32,
@@ -20,17 +20,12 @@ struct Params {
 @group(0) @binding(1) var<storage, read> x: array<T>;
 @group(0) @binding(2) var<storage, read_write> y: array<T>;
 @group(0) @binding(3) var<storage, read> labels: array<i32>;
-@group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
 
 var<workgroup> red: array<f32, 256>;
 
-// Code 2 in the calling thread's status slot: a label out of range (see GpuDevice::read).
+// Code 2: a label out of range.
 fn report(value: i32, limit: u32) {
-    let s = p.slot * 4u;
-    if (atomicMax(&status[s], 2u) == 0u) {
-        atomicStore(&status[s + 1u], bitcast<u32>(value));
-        atomicStore(&status[s + 2u], limit);
-    }
+    report_status(p.slot, 2u, value, limit);
 }
 
 fn wg_max(t: u32, v: f32) -> f32 {

@@ -1,10 +1,11 @@
-//! CPU-only: every file in shaders/ is part of a kernel, and every kernel
-//! variant (kernel x element type) parses and validates with naga. Runs
-//! without any GPU.
+//! CPU-only: every file in shaders/ is part of a kernel, every kernel
+//! variant (kernel x element type) parses and validates with naga, and
+//! every kernel's host parameter structs match naga's layout of its uniform
+//! structs. Runs without any GPU.
 
 use std::path::Path;
 use wgflow::ops::kernels;
-use wgflow::runtime::wgpu::KType;
+use wgflow::runtime::wgpu::{KType, Kernel, ParamsLayout};
 
 const TYPES: [KType; 4] = [KType::F32, KType::F16, KType::I32, KType::U32];
 
@@ -67,11 +68,113 @@ fn every_kernel_variant_validates() {
 
 #[test]
 fn validation_reports_errors_with_the_kernel_name() {
-    let bad = wgflow::runtime::wgpu::Kernel {
-        name: "broken",
-        sources: &["fn f() -> f32 { return 1u; }"],
-        types: &[KType::F32],
-    };
+    let bad = wgflow::runtime::wgpu::Kernel::new("broken", &["fn f() -> f32 { return 1u; }"], &[KType::F32], &[]);
     let e = bad.validate(KType::F32).unwrap_err().to_string();
     assert!(e.contains("broken<f32>"), "{e}");
+}
+
+/// Differences between the host twins of `k`'s uniform structs and naga's
+/// layout of them in `module`, one line each naming kernel, struct and field.
+fn layout_mismatches(k: &Kernel, t: KType, module: &naga::Module) -> Vec<String> {
+    let kernel = format!("{}<{}>", k.name, t.name());
+    let mut errs = Vec::new();
+    let mut used = vec![false; k.params.len()];
+    for (_, g) in module.global_variables.iter() {
+        if g.space != naga::AddressSpace::Uniform {
+            continue;
+        }
+        let ty = &module.types[g.ty];
+        let name = ty.name.as_deref().unwrap_or("?");
+        let naga::TypeInner::Struct { members, span } = &ty.inner else {
+            errs.push(format!("{kernel}: uniform {name} is not a struct"));
+            continue;
+        };
+        let Some(i) = k.params.iter().position(|p| p.wgsl == name) else {
+            errs.push(format!(
+                "{kernel}: struct {name} has no host twin in the kernel's params"
+            ));
+            continue;
+        };
+        used[i] = true;
+        let host: &ParamsLayout = &k.params[i];
+        let at = format!("{kernel}: struct {name} (host {})", host.rust);
+        if host.size != *span as usize {
+            errs.push(format!("{at}: size {} on the host, {span} in WGSL", host.size));
+        }
+        for (j, m) in members.iter().enumerate() {
+            let field = m.name.as_deref().unwrap_or("?");
+            match host.fields.get(j) {
+                None => errs.push(format!("{at}: field {field} missing on the host")),
+                Some(&(hf, _)) if hf != field => {
+                    errs.push(format!("{at}: field {j} is {field} in WGSL, {hf} on the host"))
+                }
+                Some(&(_, off)) if off != m.offset as usize => errs.push(format!(
+                    "{at}: field {field} at offset {off} on the host, {} in WGSL",
+                    m.offset
+                )),
+                Some(_) => {}
+            }
+        }
+        for &(hf, _) in host.fields.iter().skip(members.len()) {
+            errs.push(format!("{at}: field {hf} is not in WGSL"));
+        }
+    }
+    for (p, u) in k.params.iter().zip(used) {
+        if !u {
+            errs.push(format!(
+                "{kernel}: host struct {} ({}) is no uniform of the shader",
+                p.rust, p.wgsl
+            ));
+        }
+    }
+    errs
+}
+
+#[test]
+fn host_params_match_the_shaders_uniform_structs() {
+    let mut errs = Vec::new();
+    let mut n = 0;
+    for k in kernels() {
+        for &t in k.types {
+            let (module, _) = k.validate(t).unwrap_or_else(|e| panic!("{e}"));
+            errs.extend(layout_mismatches(k, t, &module));
+            n += k.params.len();
+        }
+    }
+    assert!(
+        errs.is_empty(),
+        "host parameter structs differ from the shaders:\n{}",
+        errs.join("\n")
+    );
+    eprintln!("checked {n} parameter structs");
+}
+
+#[test]
+fn params_layout_mismatch_names_kernel_struct_and_field() {
+    #[repr(C)]
+    #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+    struct Host {
+        n: u32,
+        beta: f32,
+    }
+    impl wgflow::runtime::wgpu::Params for Host {
+        const NAME: &'static str = "Host";
+        const WGSL: &'static str = "P";
+        const FIELDS: &'static [(&'static str, usize)] = &[("n", 0), ("beta", 4)];
+    }
+    static PARAMS: [ParamsLayout; 1] = [ParamsLayout::of::<Host>()];
+    let k = Kernel::new(
+        "probe",
+        &[
+            "struct P { n: u32, alpha: f32 }\n@group(0) @binding(0) var<uniform> p: P;\n@compute @workgroup_size(1) fn main() { _ = p.n; }",
+        ],
+        &[KType::F32],
+        &PARAMS,
+    );
+    let (module, _) = k.validate(KType::F32).unwrap_or_else(|e| panic!("{e}"));
+    let errs = layout_mismatches(&k, KType::F32, &module).join("\n");
+    assert!(
+        errs.contains("probe<f32>") && errs.contains("struct P") && errs.contains("alpha"),
+        "{errs}"
+    );
 }

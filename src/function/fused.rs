@@ -28,12 +28,13 @@ use crate::ops::unary::UnaryOp;
 use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
 use crate::runtime::wgpu::memory::GpuBuf;
-use crate::runtime::wgpu::{KType, Kernel, Launch, grid};
+use crate::runtime::wgpu::{KType, Kernel, Launch, ParamBlock, grid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 /// An operand inside a fused kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -105,7 +106,7 @@ pub(crate) struct Fused {
     pub outs: Vec<Arg>,
     /// Graph ops this kernel replaces.
     pub covered: usize,
-    kernel: OnceLock<&'static Kernel>,
+    kernel: OnceLock<Arc<Kernel>>,
 }
 
 /// A bit-exact f32 literal.
@@ -127,6 +128,63 @@ const WG_MIN_LEN: usize = 64;
 const WG: usize = 256;
 /// Domain elements the CPU evaluates per chunk.
 const CHUNK: usize = 4096;
+/// Generated kernels kept for reuse by later graphs with the same source.
+const KERNEL_CACHE: usize = 256;
+
+/// The generated kernels by source, with the tick of their last use.
+/// Past [`KERNEL_CACHE`] entries the least recently used one is dropped;
+/// graphs that hold it keep it alive, and the devices drop its pipelines
+/// once no one does. Names are never reused.
+struct KernelCache {
+    kernels: HashMap<String, (Arc<Kernel>, u64)>,
+    tick: u64,
+    made: u64,
+}
+
+static KERNELS: LazyLock<Mutex<KernelCache>> = LazyLock::new(|| {
+    Mutex::new(KernelCache {
+        kernels: HashMap::new(),
+        tick: 0,
+        made: 0,
+    })
+});
+
+/// The kernel of generated source `src`, from the cache or new (checked by
+/// naga now, so a bad generated kernel is an error here).
+fn generated_kernel(src: String) -> Result<Arc<Kernel>> {
+    let mut cache = KERNELS.lock().unwrap_or_else(|p| p.into_inner());
+    cache.tick += 1;
+    let tick = cache.tick;
+    if let Some((k, used)) = cache.kernels.get_mut(&src) {
+        *used = tick;
+        return Ok(k.clone());
+    }
+    let k = Arc::new(Kernel {
+        name: Cow::Owned(format!("fused_{}", cache.made)),
+        sources: &[
+            include_str!("../../shaders/common.wgsl"),
+            include_str!("../../shaders/elementwise.wgsl"),
+            include_str!("../../shaders/optimizer_rules.wgsl"),
+        ],
+        generated: Some(Arc::from(src.as_str())),
+        types: &[KType::F32],
+        params: &[],
+    });
+    k.validate(KType::F32)?;
+    cache.made += 1;
+    if cache.kernels.len() >= KERNEL_CACHE {
+        let oldest = cache
+            .kernels
+            .iter()
+            .min_by_key(|(_, (_, used))| *used)
+            .map(|(s, _)| s.clone());
+        if let Some(s) = oldest {
+            cache.kernels.remove(&s);
+        }
+    }
+    cache.kernels.insert(src, (k.clone(), tick));
+    Ok(k)
+}
 
 impl Fused {
     pub(crate) fn new(
@@ -389,42 +447,14 @@ impl Fused {
         s
     }
 
-    /// The generated kernel (built once; identical sources share one).
-    fn kernel(&self) -> Result<&'static Kernel> {
+    /// The generated kernel (built once; identical sources share one
+    /// while it stays in the cache of generated kernels).
+    fn kernel(&self) -> Result<Arc<Kernel>> {
         if let Some(k) = self.kernel.get() {
-            return Ok(k);
+            return Ok(k.clone());
         }
-        static CACHE: Mutex<Option<HashMap<String, &'static Kernel>>> = Mutex::new(None);
-        let src = self.source();
-        let mut cache = CACHE.lock().unwrap_or_else(|p| p.into_inner());
-        let map = cache.get_or_insert_with(HashMap::new);
-        let k = match map.get(&src) {
-            Some(k) => *k,
-            None => {
-                // Kernels live as long as the pipelines cached for them: for the process.
-                let name: &'static str = Box::leak(format!("fused_{}", map.len()).into_boxed_str());
-                let body: &'static str = Box::leak(src.clone().into_boxed_str());
-                let sources: &'static [&'static str] = Box::leak(
-                    vec![
-                        include_str!("../../shaders/common.wgsl"),
-                        include_str!("../../shaders/elementwise.wgsl"),
-                        include_str!("../../shaders/optimizer_rules.wgsl"),
-                        body,
-                    ]
-                    .into_boxed_slice(),
-                );
-                let k: &'static Kernel = Box::leak(Box::new(Kernel {
-                    name,
-                    sources,
-                    types: &[KType::F32],
-                }));
-                // Checked by naga now, so a bad generated kernel is an error here.
-                k.validate(KType::F32)?;
-                map.insert(src, k);
-                k
-            }
-        };
-        let _ = self.kernel.set(k);
+        let k = generated_kernel(self.source())?;
+        let _ = self.kernel.set(k.clone());
         Ok(k)
     }
 
@@ -465,11 +495,11 @@ impl Fused {
                     grid(n, WG as u32)
                 };
                 g.launch(&Launch {
-                    kernel: k,
+                    kernel: &k,
                     entry: "main",
                     ty: KType::F32,
                     consts: &[],
-                    params: &[],
+                    params: ParamBlock::NONE,
                     bufs: &bufs,
                     groups,
                 })?;
@@ -747,5 +777,27 @@ fn pick<'a>(a: &Arg, leaves: &'a [Vec<f32>], pre: &'a [Vec<f32>]) -> &'a [f32] {
         Arg::Leaf(k) => &leaves[k],
         Arg::Pre(t) => &pre[t],
         _ => unreachable!("pre ops read leaves and pre ops"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_kernels_are_cached_and_bounded() {
+        let src = |i: usize| format!("@compute @workgroup_size(1)\nfn main() {{\n    let x = {i}u;\n}}\n");
+        let first = generated_kernel(src(1_000_000)).unwrap();
+        assert!(Arc::ptr_eq(&first, &generated_kernel(src(1_000_000)).unwrap()));
+        let mut names = std::collections::HashSet::new();
+        for i in 0..KERNEL_CACHE + 20 {
+            let k = generated_kernel(src(i)).unwrap();
+            assert!(names.insert(k.name.to_string()), "name {} reused", k.name);
+        }
+        assert!(KERNELS.lock().unwrap().kernels.len() <= KERNEL_CACHE);
+        // Evicted, but alive while held, and a new one for its source gets a new name.
+        assert!(first.validate(KType::F32).is_ok());
+        let again = generated_kernel(src(1_000_000)).unwrap();
+        assert!(!Arc::ptr_eq(&first, &again) && again.name != first.name);
     }
 }

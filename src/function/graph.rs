@@ -404,7 +404,7 @@ impl Graph {
 
     /// Assigns buffers to intermediates by liveness (greedy, in node order,
     /// one free list per size class) and allocates them.
-    fn make_plan(&self, root: &[usize], params: Vec<Vec<u32>>) -> Result<MemPlan> {
+    fn make_plan(&self, root: &[usize], params: Vec<Vec<u8>>) -> Result<MemPlan> {
         let nv = self.values.len();
         // A result leaves the graph when any view of its storage does.
         let mut end: Vec<usize> = vec![0; nv];

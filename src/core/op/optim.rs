@@ -127,35 +127,6 @@ impl Update {
         }
     }
 
-    pub(crate) fn params(&self, n: usize) -> [u32; 12] {
-        let (c1, c2, eps, wd, flags2) = match self.rule {
-            Rule::Sgd { momentum, nesterov } => (momentum, 0.0, 0.0, 0.0, if nesterov { 2 } else { 0 }),
-            Rule::Adam {
-                beta1,
-                beta2,
-                eps,
-                weight_decay,
-            } => (beta1, beta2, eps, weight_decay, 0),
-            Rule::RmsProp { rho, momentum, eps } => (rho, momentum, eps, 0.0, 0),
-        };
-        let flags = flags2 | self.clip.is_some() as u32;
-        let f = |x: f32| x.to_bits();
-        [
-            n as u32,
-            flags,
-            0,
-            0,
-            0,
-            f(c1),
-            f(c2),
-            f(eps),
-            0,
-            f(wd),
-            f(self.clip.unwrap_or(0.0)),
-            0,
-        ]
-    }
-
     pub(crate) fn entry(&self) -> &'static str {
         match self.rule {
             Rule::Sgd { momentum, .. } if momentum == 0.0 => "sgd",

@@ -57,27 +57,4 @@ impl Pool2d {
         let w = out_dim(op, x[2], self.ksize[1], self.strides[1], 1, pw, same)?;
         Ok([h.out, w.out, h.pad_before, w.pad_before])
     }
-
-    pub(crate) fn params(&self, x: &[usize], total: usize) -> Result<[u32; 16]> {
-        let [oh, ow, pt, pl] = self.geom(x)?;
-        Ok([
-            x[0],
-            x[1],
-            x[2],
-            x[3],
-            oh,
-            ow,
-            self.ksize[0],
-            self.ksize[1],
-            self.strides[0],
-            self.strides[1],
-            pt,
-            pl,
-            total,
-            self.max as usize,
-            0,
-            0,
-        ]
-        .map(|v| v as u32))
-    }
 }

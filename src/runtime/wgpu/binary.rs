@@ -5,7 +5,7 @@
 //! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, dims8, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::binary::*;
@@ -13,15 +13,35 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static BINARY: Kernel = Kernel {
-    name: "binary",
-    sources: &[
+pub static BINARY: Kernel = Kernel::new(
+    "binary",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/elementwise.wgsl"),
         include_str!("../../../shaders/binary.wgsl"),
     ],
-    types: &[KType::F32, KType::F16, KType::I32, KType::U32],
-};
+    &[KType::F32, KType::F16, KType::I32, KType::U32],
+    &[ParamsLayout::of::<BinaryParams>()],
+);
+
+params! {
+    /// shaders/binary.wgsl's `Params`; shape and strides as WGSL's
+    /// `array<vec4<u32>, 2>` (rank <= 8).
+    pub struct BinaryParams = "Params" {
+        n: u32,
+        rank: u32,
+        mode: u32,
+        op: u32,
+        period: u32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+        shape: [u32; 8],
+        sa: [u32; 8],
+        sb: [u32; 8],
+        sc: [u32; 8],
+    }
+}
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
@@ -70,14 +90,18 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Compare(c) => *c as u32,
         _ => 0,
     };
-    let mut params = vec![n as u32, sh.len() as u32, mode, code, period as u32, 0, 0, 0];
-    for v in [&sh, &st[0], &st[1], &st[2]] {
-        let mut w = [0u32; 8];
-        for (i, &d) in v.iter().enumerate() {
-            w[i] = d as u32;
-        }
-        params.extend_from_slice(&w);
-    }
+    let params = BinaryParams {
+        n: n as u32,
+        rank: sh.len() as u32,
+        mode,
+        op: code,
+        period: period as u32,
+        shape: dims8(&sh),
+        sa: dims8(&st[0]),
+        sb: dims8(&st[1]),
+        sc: dims8(&st[2]),
+        ..BinaryParams::default()
+    };
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     let (entry, ty, bufs): (&'static str, KType, Vec<&GpuBuf>) = match op {
         Op::Binary(_) => ("binary", ktype(dtype), vec![x[0].gpu_buf(), x[1].gpu_buf(), &y]),
@@ -94,7 +118,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         entry,
         ty,
         consts: &[],
-        params: &params,
+        params: ParamBlock::of(&params),
         bufs: &bufs,
         groups: grid(n, 256),
     })?;

@@ -5,7 +5,7 @@
 //! a depthwise convolution is the case groups == C. Padding is `Same`
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, ktype};
+use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::conv::*;
@@ -13,31 +13,73 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static CONV: Kernel = Kernel {
-    name: "conv",
-    sources: &[
+pub static CONV: Kernel = Kernel::new(
+    "conv",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/gemm.wgsl"),
         include_str!("../../../shaders/conv.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<ConvParams>()],
+);
 
-fn params(
-    g: &Geom,
-    splits: usize,
-    kc: usize,
-    ktotal: usize,
-    gm: usize,
-    gn: usize,
-    b0: usize,
-    mode: usize,
-) -> [u32; 24] {
-    [
-        g.n, g.h, g.w, g.c, g.oh, g.ow, g.o, g.kh, g.kw, g.cg, g.og, splits, g.sh, g.sw, g.dh, g.dw, g.pt, g.pl, kc,
-        ktotal, gm, gn, b0, mode,
-    ]
-    .map(|v| v as u32)
+params! {
+    /// shaders/conv.wgsl's `Params`.
+    pub struct ConvParams = "Params" {
+        n: u32,
+        h: u32,
+        w: u32,
+        c: u32,
+        oh: u32,
+        ow: u32,
+        o: u32,
+        kh: u32,
+        kw: u32,
+        cg: u32,
+        og: u32,
+        splits: u32,
+        sh: u32,
+        sw: u32,
+        dh: u32,
+        dw: u32,
+        pt: u32,
+        pl: u32,
+        kc: u32,
+        ktotal: u32,
+        gm: u32,
+        gn: u32,
+        b0: u32,
+        mode: u32,
+    }
+}
+
+impl ConvParams {
+    /// The geometry of `g`; the GEMM fields (splits on) are zero.
+    fn of(g: &Geom) -> ConvParams {
+        let u = |v: usize| v as u32;
+        ConvParams {
+            n: u(g.n),
+            h: u(g.h),
+            w: u(g.w),
+            c: u(g.c),
+            oh: u(g.oh),
+            ow: u(g.ow),
+            o: u(g.o),
+            kh: u(g.kh),
+            kw: u(g.kw),
+            cg: u(g.cg),
+            og: u(g.og),
+            splits: 1,
+            sh: u(g.sh),
+            sw: u(g.sw),
+            dh: u(g.dh),
+            dw: u(g.dw),
+            pt: u(g.pt),
+            pl: u(g.pl),
+            ..ConvParams::default()
+        }
+    }
 }
 
 pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
@@ -75,14 +117,24 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     let batches = g.g * splits;
     let mut b0 = 0;
     while b0 < batches {
-        let nz = (batches - b0).min(65535);
+        let nz = (batches - b0).min(MAX_GROUPS);
         let (entry, groups) = super::matmul::gemm_grid(gd, gm, gn, nz);
+        let u = |v: usize| v as u32;
         gd.launch(&Launch {
             kernel: &CONV,
             entry,
             ty: ktype(dtype),
             consts: &[],
-            params: &params(&g, splits, kc, ktotal, gm, gn, b0, mode),
+            params: ParamBlock::of(&ConvParams {
+                splits: u(splits),
+                kc: u(kc),
+                ktotal: u(ktotal),
+                gm: u(gm),
+                gn: u(gn),
+                b0: u(b0),
+                mode: u(mode),
+                ..ConvParams::of(&g)
+            }),
             bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
             groups,
         })?;
@@ -101,16 +153,16 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
     let pix = g.n * g.oh * g.ow;
     let kg = g.kh * g.kw * g.cg;
     let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;
-    let p = params(g, 1, 0, 0, 0, 0, 0, 0);
+    let p = ConvParams::of(g);
     let launch = |entry: &'static str, n: usize, bufs: &[&GpuBuf]| {
         gd.launch(&Launch {
             kernel: &CONV,
             entry,
             ty: ktype(dtype),
             consts: &[],
-            params: &p,
+            params: ParamBlock::of(&p),
             bufs,
-            groups: crate::runtime::wgpu::grid(n, 256),
+            groups: grid(n, 256),
         })
     };
     let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;

@@ -3,9 +3,9 @@
 //! Random values are generated on the host with a counter-based generator
 //! (SplitMix64), so a seed gives the same tensor on every device.
 
-use super::layout::{LAYOUT, wtype};
+use super::layout::{LAYOUT, SmallParams, fill_bits, wtype};
 use super::memory::GpuBuf;
-use super::{Gpu, Launch, grid};
+use super::{Gpu, Launch, ParamBlock, grid};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::runtime::cpu::CpuData;
@@ -17,17 +17,17 @@ pub(crate) fn fill_gpu(g: &Gpu, n: usize, value: f64, dtype: DType) -> Result<Gp
         return g.upload("fill", &CpuData::from_f64(dtype, &vec![value; n]).to_bytes());
     }
     let out = g.alloc("fill", (n * dtype.size()) as u64)?;
-    let bits = match dtype {
-        DType::I32 => (value as i32) as u32,
-        DType::Bool => (value != 0.0) as u32,
-        _ => (value as f32).to_bits(),
-    };
     g.launch(&Launch {
         kernel: &LAYOUT,
         entry: "fill",
         ty: wtype(dtype),
         consts: &[],
-        params: &[n as u32, bits, 0, 0],
+        params: ParamBlock::of(&SmallParams {
+            a: n as u32,
+            b: fill_bits(value, dtype),
+            c: 0,
+            d: 0,
+        }),
         bufs: &[&out],
         groups: grid(n, 256),
     })?;

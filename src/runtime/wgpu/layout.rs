@@ -5,7 +5,8 @@
 //! TensorFlow's kernels do; reshape shares storage.
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype, status_slot};
+use super::reduce::ReduceParams;
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, dims8, grid, ktype, status_slot};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::layout::*;
@@ -13,23 +14,78 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static LAYOUT: Kernel = Kernel {
-    name: "layout",
-    sources: &[
+pub static LAYOUT: Kernel = Kernel::new(
+    "layout",
+    &[
         include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/status.wgsl"),
         include_str!("../../../shaders/layout.wgsl"),
     ],
-    types: &[KType::U32, KType::F16],
-};
+    &[KType::U32, KType::F16],
+    &[
+        ParamsLayout::of::<CopyParams>(),
+        ParamsLayout::of::<SmallParams>(),
+        ParamsLayout::of::<GatherParams>(),
+    ],
+);
 
-pub static CAST: Kernel = Kernel {
-    name: "cast",
-    sources: &[
+pub static CAST: Kernel = Kernel::new(
+    "cast",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/cast.wgsl"),
     ],
-    types: &[KType::U32],
-};
+    &[KType::U32],
+    &[ParamsLayout::of::<CastParams>()],
+);
+
+params! {
+    /// shaders/layout.wgsl's `Copy` (strided copy); shape and strides as
+    /// WGSL's `array<vec4<u32>, 2>`.
+    pub struct CopyParams = "Copy" {
+        n: u32,
+        rank: u32,
+        src_off: u32,
+        dst_off: u32,
+        shape: [u32; MAX_RANK],
+        src_strides: [u32; MAX_RANK],
+        dst_strides: [u32; MAX_RANK],
+    }
+}
+
+params! {
+    /// shaders/layout.wgsl's `Small` (fill, one_hot).
+    pub struct SmallParams = "Small" {
+        a: u32,
+        b: u32,
+        c: u32,
+        d: u32,
+    }
+}
+
+params! {
+    /// shaders/layout.wgsl's `Gather`.
+    pub struct GatherParams = "Gather" {
+        n: u32,
+        d: u32,
+        j: u32,
+        inner: u32,
+        slot: u32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
+
+params! {
+    /// shaders/cast.wgsl's `Params`.
+    pub struct CastParams = "Params" {
+        n: u32,
+        src: u32,
+        dst: u32,
+        _p: u32,
+    }
+}
 
 /// Layout kernels move f32, i32 and bool as 32-bit words, f16 as halves.
 pub(crate) fn wtype(dtype: DType) -> KType {
@@ -62,26 +118,28 @@ pub(crate) fn copy(
             format!("GPU kernels index at most {MAX_RANK} non-contiguous dimensions"),
         ));
     }
-    let mut params = vec![n as u32, sh.len() as u32, src_off as u32, dst_off as u32];
-    for v in [&sh, &st[0], &st[1]] {
-        let mut w = [0u32; MAX_RANK];
-        for (i, &d) in v.iter().enumerate() {
-            w[i] = d as u32;
-        }
-        params.extend_from_slice(&w);
-    }
+    let params = CopyParams {
+        n: n as u32,
+        rank: sh.len() as u32,
+        src_off: src_off as u32,
+        dst_off: dst_off as u32,
+        shape: dims8(&sh),
+        src_strides: dims8(&st[0]),
+        dst_strides: dims8(&st[1]),
+    };
     g.launch(&Launch {
         kernel: &LAYOUT,
         entry: "copy",
         ty: wtype(dtype),
         consts: &[],
-        params: &params,
+        params: ParamBlock::of(&params),
         bufs: &[src, dst],
         groups: grid(n, 256),
     })
 }
 
-fn fill_bits(v: f64, dtype: DType) -> u32 {
+/// A fill value's bits as the layout kernels store it.
+pub(crate) fn fill_bits(v: f64, dtype: DType) -> u32 {
     match dtype {
         DType::I32 => v as i32 as u32,
         DType::Bool => (v != 0.0) as u32,
@@ -117,7 +175,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 entry: "main",
                 ty: KType::U32,
                 consts: &[],
-                params: &[n as u32, cast_code(a.dtype()), cast_code(*to), 0],
+                params: ParamBlock::of(&CastParams {
+                    n: n as u32,
+                    src: cast_code(a.dtype()),
+                    dst: cast_code(*to),
+                    _p: 0,
+                }),
                 bufs: &[a.gpu_buf(), &dst],
                 groups: grid(n.div_ceil(2), 256),
             })?;
@@ -138,22 +201,20 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Gather { axis } => {
             let sh = a.shape();
             let inner: usize = sh[axis + 1..].iter().product();
-            let params = [
-                n as u32,
-                sh[*axis] as u32,
-                x[1].numel() as u32,
-                inner as u32,
-                status_slot(),
-                0,
-                0,
-                0,
-            ];
+            let params = GatherParams {
+                n: n as u32,
+                d: sh[*axis] as u32,
+                j: x[1].numel() as u32,
+                inner: inner as u32,
+                slot: status_slot(),
+                ..GatherParams::default()
+            };
             g.launch(&Launch {
                 kernel: &LAYOUT,
                 entry: "gather",
                 ty: wtype(dtype),
                 consts: &[],
-                params: &params,
+                params: ParamBlock::of(&params),
                 bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf(), g.status()],
                 groups: grid(n, 256),
             })?;
@@ -161,34 +222,37 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::GatherGrad { axis, dim } => {
             let inner: usize = out[axis + 1..].iter().product();
             let outer: usize = out[..*axis].iter().product();
-            let params = [
-                outer as u32,
-                a.numel() as u32,
-                inner as u32,
-                n as u32,
-                0,
-                *dim as u32,
-                0,
-                0,
-            ];
+            let params = ReduceParams {
+                rows: outer as u32,
+                r: a.numel() as u32,
+                inner: inner as u32,
+                n_out: n as u32,
+                dim: *dim as u32,
+                ..ReduceParams::default()
+            };
             g.launch(&Launch {
                 kernel: &super::reduce::REDUCE,
                 entry: "gather_grad",
                 ty: ktype(dtype),
                 consts: &[],
-                params: &params,
+                params: ParamBlock::of(&params),
                 bufs: &[x[1].gpu_buf(), &dst, a.gpu_buf()],
                 groups: grid(n, 256),
             })?;
         }
         Op::OneHot { depth, on, off, .. } => {
-            let params = [n as u32, *depth as u32, fill_bits(*on, dtype), fill_bits(*off, dtype)];
+            let params = SmallParams {
+                a: n as u32,
+                b: *depth as u32,
+                c: fill_bits(*on, dtype),
+                d: fill_bits(*off, dtype),
+            };
             g.launch(&Launch {
                 kernel: &LAYOUT,
                 entry: "one_hot",
                 ty: wtype(dtype),
                 consts: &[],
-                params: &params,
+                params: ParamBlock::of(&params),
                 bufs: &[&dst, a.gpu_buf()],
                 groups: grid(n, 256),
             })?;

@@ -5,7 +5,7 @@
 //! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, ktype};
+use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -13,26 +13,54 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static MATMUL: Kernel = Kernel {
-    name: "matmul",
-    sources: &[
+pub static MATMUL: Kernel = Kernel::new(
+    "matmul",
+    &[
         include_str!("../../../shaders/gemm.wgsl"),
         include_str!("../../../shaders/matmul.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<MatmulParams>()],
+);
 
 /// MATMUL plus `matmul_sg`, which needs `Features::SUBGROUP`: a module of
 /// its own so that adapters without subgroups never compile it.
-pub static MATMUL_SG: Kernel = Kernel {
-    name: "matmul_subgroup",
-    sources: &[
+pub static MATMUL_SG: Kernel = Kernel::new(
+    "matmul_subgroup",
+    &[
         include_str!("../../../shaders/gemm.wgsl"),
         include_str!("../../../shaders/matmul.wgsl"),
         include_str!("../../../shaders/matmul_subgroup.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<MatmulParams>()],
+);
+
+params! {
+    /// shaders/matmul.wgsl's `Params` (flags are 0 / 1).
+    pub struct MatmulParams = "Params" {
+        m: u32,
+        n: u32,
+        k: u32,
+        b0: u32,
+        lda: u32,
+        ldb: u32,
+        ldc: u32,
+        ta: u32,
+        sa: u32,
+        sb: u32,
+        sc: u32,
+        tb: u32,
+        am: u32,
+        ak: u32,
+        bk: u32,
+        bn: u32,
+        vec_a: u32,
+        vec_b: u32,
+        tc: u32,
+        kc: u32,
+    }
+}
 
 /// One strided batched GEMM launch description.
 pub(crate) struct GemmLaunch<'a> {
@@ -128,30 +156,30 @@ impl GemmLaunch<'_> {
         };
         let mut b0 = 0;
         while b0 < self.batch {
-            let nz = (self.batch - b0).min(65535);
-            let params = [
-                self.m,
-                self.n,
-                self.k,
-                b0,
-                self.lda,
-                self.ldb,
-                self.ldc,
-                self.ta as usize,
-                self.sa,
-                self.sb,
-                self.sc,
-                self.tb as usize,
-                am,
-                ak,
-                bk,
-                bn,
-                vec_a as usize,
-                vec_b as usize,
-                tc as usize,
-                kc,
-            ]
-            .map(|v| v as u32);
+            let nz = (self.batch - b0).min(MAX_GROUPS);
+            let u = |v: usize| v as u32;
+            let params = MatmulParams {
+                m: u(self.m),
+                n: u(self.n),
+                k: u(self.k),
+                b0: u(b0),
+                lda: u(self.lda),
+                ldb: u(self.ldb),
+                ldc: u(self.ldc),
+                ta: self.ta as u32,
+                sa: u(self.sa),
+                sb: u(self.sb),
+                sc: u(self.sc),
+                tb: self.tb as u32,
+                am: u(am),
+                ak: u(ak),
+                bk: u(bk),
+                bn: u(bn),
+                vec_a: vec_a as u32,
+                vec_b: vec_b as u32,
+                tc: tc as u32,
+                kc: u(kc),
+            };
             let groups = if register {
                 let [x, y] = reg_grid(entry, self.m, self.n);
                 [x, y, nz as u32]
@@ -165,7 +193,7 @@ impl GemmLaunch<'_> {
                 entry,
                 ty: ktype(dtype),
                 consts: &[],
-                params: &params,
+                params: ParamBlock::of(&params),
                 bufs: &bufs,
                 groups,
             })?;

@@ -11,6 +11,34 @@
 //! Bind-group layouts are not written by hand: they come from naga's
 //! reflection of the entry point (which globals it uses, uniform or storage,
 //! read-only or not), so a shader and its layout cannot disagree.
+//!
+//! Each WGSL uniform struct has a `#[repr(C)]` twin on the host, declared
+//! with [`params!`] next to its kernel: same field names, same types. A
+//! kernel lists its twins ([`Kernel::params`]); `tests/shaders.rs` checks
+//! every twin's name, fields, offsets and size against naga's layout of the
+//! shader's struct, and a launch whose parameter block is not the entry
+//! point's struct is an error when its pipeline is bound.
+
+/// Declares the host twin of a WGSL uniform struct: `#[repr(C)]`, `Pod`,
+/// with its WGSL name and field offsets for the layout test.
+macro_rules! params {
+    ($(#[$m:meta])* $vis:vis struct $name:ident = $wgsl:literal {
+        $($(#[$fm:meta])* $f:ident: $t:ty),* $(,)?
+    }) => {
+        $(#[$m])*
+        #[repr(C)]
+        #[derive(Clone, Copy, Debug, Default, bytemuck::Pod, bytemuck::Zeroable)]
+        $vis struct $name {
+            $($(#[$fm])* pub $f: $t),*
+        }
+        impl $crate::runtime::wgpu::Params for $name {
+            const NAME: &'static str = stringify!($name);
+            const WGSL: &'static str = $wgsl;
+            const FIELDS: &'static [(&'static str, usize)] =
+                &[$((stringify!($f), std::mem::offset_of!($name, $f))),*];
+        }
+    };
+}
 
 pub mod memory;
 
@@ -31,10 +59,11 @@ use super::{Backend, Operand, Storage};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::{Family, Op};
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 
 /// Element type a kernel variant is compiled for; the prelude declares `T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,19 +93,94 @@ impl KType {
     }
 }
 
+/// A kernel's uniform parameter block on the host: the `#[repr(C)]` twin
+/// of the WGSL struct named `WGSL` (declare one with `params!`).
+pub trait Params: bytemuck::Pod {
+    /// The host type's name.
+    const NAME: &'static str;
+    /// The WGSL struct's name.
+    const WGSL: &'static str;
+    /// (field name, byte offset) in declaration order.
+    const FIELDS: &'static [(&'static str, usize)];
+}
+
+/// What the layout test and the launch check know of a [`Params`] type.
+#[derive(Clone, Copy, Debug)]
+pub struct ParamsLayout {
+    /// The host type's name.
+    pub rust: &'static str,
+    /// The WGSL struct's name.
+    pub wgsl: &'static str,
+    pub size: usize,
+    pub fields: &'static [(&'static str, usize)],
+}
+
+impl ParamsLayout {
+    pub const fn of<P: Params>() -> ParamsLayout {
+        ParamsLayout {
+            rust: P::NAME,
+            wgsl: P::WGSL,
+            size: std::mem::size_of::<P>(),
+            fields: P::FIELDS,
+        }
+    }
+}
+
+/// A launch's parameter bytes and the WGSL struct they fill.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ParamBlock<'a> {
+    pub bytes: &'a [u8],
+    pub wgsl: &'static str,
+}
+
+impl<'a> ParamBlock<'a> {
+    /// No parameters (a kernel without a uniform).
+    pub const NONE: ParamBlock<'static> = ParamBlock { bytes: &[], wgsl: "" };
+
+    pub fn of<P: Params>(p: &'a P) -> ParamBlock<'a> {
+        ParamBlock {
+            bytes: bytemuck::bytes_of(p),
+            wgsl: P::WGSL,
+        }
+    }
+}
+
 /// A WGSL kernel family: its source files (concatenated after the type
-/// prelude, so a file may call functions another part defines) and the
-/// element types it is built for.
+/// prelude, so a file may call functions another part defines), the
+/// element types it is built for and the host twins of its uniform structs.
+///
+/// Generated kernels (a compiled graph's fused kernels) own their last
+/// source part (`generated`); the pipelines built for one are dropped once
+/// the kernel is (see `GpuDevice::pipeline`), so names must not repeat.
 pub struct Kernel {
-    pub name: &'static str,
+    pub name: Cow<'static, str>,
     pub sources: &'static [&'static str],
+    /// Source generated at run time, appended after `sources`.
+    pub generated: Option<Arc<str>>,
     pub types: &'static [KType],
+    pub params: &'static [ParamsLayout],
 }
 
 impl Kernel {
+    /// A kernel of fixed sources.
+    pub const fn new(
+        name: &'static str,
+        sources: &'static [&'static str],
+        types: &'static [KType],
+        params: &'static [ParamsLayout],
+    ) -> Kernel {
+        Kernel {
+            name: Cow::Borrowed(name),
+            sources,
+            generated: None,
+            types,
+            params,
+        }
+    }
+
     pub fn source(&self, ty: KType) -> String {
         let mut s = String::from(ty.prelude());
-        for part in self.sources {
+        for part in self.sources.iter().copied().chain(self.generated.as_deref()) {
             s.push('\n');
             s.push_str(part);
         }
@@ -158,7 +262,7 @@ pub enum GemmVariant {
 /// instead of copying them into the batch's arena.
 pub(crate) struct GraphParams {
     buf: Arc<wgpu::Buffer>,
-    words: Vec<Vec<u32>>,
+    blocks: Vec<Vec<u8>>,
     pool: Arc<Mutex<Pool>>,
 }
 
@@ -171,7 +275,7 @@ impl Drop for GraphParams {
 
 enum ParamMode {
     Off,
-    Record(Vec<Vec<u32>>),
+    Record(Vec<Vec<u8>>),
     Replay(Arc<GraphParams>, usize),
 }
 
@@ -220,7 +324,7 @@ impl ExecContext {
     }
 
     /// The parameters recorded so far (a recording run).
-    pub(crate) fn recorded(self) -> Vec<Vec<u32>> {
+    pub(crate) fn recorded(self) -> Vec<Vec<u8>> {
         match self.params.into_inner() {
             ParamMode::Record(w) => w,
             _ => Vec::new(),
@@ -235,7 +339,7 @@ impl ExecContext {
 
     /// Where the parameters of a launch with `params` come from: the graph's
     /// buffer and offset, when replaying a recorded launch.
-    fn params_for(&self, params: &[u32]) -> Option<(Arc<GraphParams>, u32)> {
+    fn params_for(&self, params: &[u8]) -> Option<(Arc<GraphParams>, u32)> {
         match &mut *self.params.borrow_mut() {
             ParamMode::Off => None,
             ParamMode::Record(w) => {
@@ -245,7 +349,7 @@ impl ExecContext {
             ParamMode::Replay(g, next) => {
                 let i = *next;
                 *next += 1;
-                (g.words.get(i).map(Vec::as_slice) == Some(params))
+                (g.blocks.get(i).map(Vec::as_slice) == Some(params))
                     .then(|| (g.clone(), (i as u64 * PARAM_BYTES) as u32))
             }
         }
@@ -281,7 +385,7 @@ impl Gpu<'_> {
     /// Encodes a launch into the pending pass, binding the graph's
     /// parameters where the context has them.
     pub(crate) fn launch(&self, l: &Launch) -> Result<()> {
-        self.dev.launch_with(l, self.ctx.params_for(l.params))
+        self.dev.launch_with(l, self.ctx.params_for(l.params.bytes))
     }
 }
 
@@ -320,12 +424,21 @@ pub(crate) struct Pipeline {
     layout: wgpu::BindGroupLayout,
     /// (binding, kind), sorted by binding.
     slots: Vec<(u32, Slot)>,
-    param_words: usize,
+    /// The entry point's uniform struct: name and size in bytes.
+    params: Option<(String, usize)>,
+    /// A generated kernel's source, while the kernel lives.
+    alive: Option<Weak<str>>,
+}
+
+impl Pipeline {
+    fn param_bytes(&self) -> usize {
+        self.params.as_ref().map_or(0, |p| p.1)
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Hash)]
 struct PipelineKey {
-    kernel: &'static str,
+    kernel: Cow<'static, str>,
     entry: &'static str,
     ty: KType,
     consts: Vec<(&'static str, u64)>,
@@ -334,11 +447,11 @@ struct PipelineKey {
 /// One kernel launch. `bufs[i]` binds to `@binding(i + 1)`; binding 0 is the
 /// parameter uniform.
 pub(crate) struct Launch<'a> {
-    pub kernel: &'static Kernel,
+    pub kernel: &'a Kernel,
     pub entry: &'static str,
     pub ty: KType,
     pub consts: &'a [(&'static str, f64)],
-    pub params: &'a [u32],
+    pub params: ParamBlock<'a>,
     pub bufs: &'a [&'a GpuBuf],
     pub groups: [u32; 3],
 }
@@ -660,7 +773,7 @@ impl GpuDevice {
 
     fn pipeline(&self, l: &Launch) -> Result<Arc<Pipeline>> {
         let key = PipelineKey {
-            kernel: l.kernel.name,
+            kernel: l.kernel.name.clone(),
             entry: l.entry,
             ty: l.ty,
             consts: l.consts.iter().map(|&(k, v)| (k, v.to_bits())).collect(),
@@ -669,10 +782,16 @@ impl GpuDevice {
             return Ok(p.clone());
         }
         let p = Arc::new(self.build_pipeline(l)?);
-        self.pipelines
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(key, p.clone());
+        let mut pipelines = self.pipelines.lock().unwrap_or_else(|p| p.into_inner());
+        // Generated kernels come and go (a bounded cache owns them): drop
+        // the pipelines of those gone, and with them the cached bind groups,
+        // which are keyed by pipeline address.
+        let before = pipelines.len();
+        pipelines.retain(|_, p| p.alive.as_ref().is_none_or(|w| w.strong_count() > 0));
+        if pipelines.len() < before {
+            self.bind_groups.lock().unwrap_or_else(|p| p.into_inner()).1.clear();
+        }
+        pipelines.insert(key, p.clone());
         Ok(p)
     }
 
@@ -703,7 +822,7 @@ impl GpuDevice {
         let used = info.get_entry_point(ep);
         let mut slots = Vec::new();
         let mut entries = Vec::new();
-        let mut param_words = 0;
+        let mut params = None;
         for (h, g) in module.global_variables.iter() {
             let Some(b) = &g.binding else { continue };
             if used[h].is_empty() {
@@ -711,8 +830,9 @@ impl GpuDevice {
             }
             let ty = match g.space {
                 naga::AddressSpace::Uniform => {
-                    let size = module.types[g.ty].inner.size(module.to_ctx()) as u64;
-                    param_words = size as usize / 4;
+                    let ty = &module.types[g.ty];
+                    let size = ty.inner.size(module.to_ctx()) as u64;
+                    params = Some((ty.name.clone().unwrap_or_default(), size as usize));
                     slots.push((b.binding, Slot::Params));
                     wgpu::BindingType::Buffer {
                         ty: wgpu::BufferBindingType::Uniform,
@@ -776,7 +896,8 @@ impl GpuDevice {
             pipeline,
             layout,
             slots,
-            param_words,
+            params,
+            alive: l.kernel.generated.as_ref().map(Arc::downgrade),
         })
     }
 
@@ -792,22 +913,25 @@ impl GpuDevice {
             return Ok(());
         }
         let max = self.limits.max_compute_workgroups_per_dimension;
-        assert!(
-            l.groups.iter().all(|&g| g <= max),
-            "{}::{}: grid {:?} exceeds {max}",
-            l.kernel.name,
-            l.entry,
-            l.groups
-        );
+        if l.groups.iter().any(|&g| g > max) {
+            return Err(Error::Gpu {
+                device: self.label.clone(),
+                msg: format!("{}::{}: grid {:?} exceeds {max}", l.kernel.name, l.entry, l.groups),
+            });
+        }
         let p = self.pipeline(l)?;
-        assert!(
-            p.param_words == 0 || p.param_words == l.params.len(),
-            "{}::{}: host passes {} parameter words, the shader declares {}",
-            l.kernel.name,
-            l.entry,
-            l.params.len(),
-            p.param_words
-        );
+        if let Some((wgsl, size)) = &p.params {
+            if l.params.bytes.len() != *size || l.params.wgsl != wgsl {
+                return Err(Error::ShaderCompilation {
+                    kernel: format!("{}::{}<{}>", l.kernel.name, l.entry, l.ty.name()),
+                    msg: format!(
+                        "the host passes parameters for struct {:?} ({} bytes), the shader declares {wgsl} ({size} bytes)",
+                        l.params.wgsl,
+                        l.params.bytes.len()
+                    ),
+                });
+            }
+        }
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         if s.slots == SLOTS {
             self.flush_locked(&mut s)?;
@@ -816,18 +940,19 @@ impl GpuDevice {
         s.slots += 1;
         let at = (slot * PARAM_BYTES) as usize;
         s.params.resize(at + PARAM_BYTES as usize, 0);
+        let uniform = p.params.is_some();
         let (params_buf, offset) = match &graph {
-            Some((g, off)) if p.param_words > 0 => (&*g.buf, *off),
+            Some((g, off)) if uniform => (&*g.buf, *off),
             _ => {
-                if p.param_words > 0 {
+                if uniform {
                     self.params_copied.fetch_add(1, Ordering::Relaxed);
+                    s.params[at..at + p.param_bytes()].copy_from_slice(l.params.bytes);
                 }
-                s.params[at..at + l.params.len() * 4].copy_from_slice(bytemuck::cast_slice(l.params));
                 (&self.arena, at as u32)
             }
         };
         let bg = self.bind_group(l, &p, params_buf)?;
-        let offsets: &[u32] = if p.param_words > 0 { &[offset] } else { &[] };
+        let offsets: &[u32] = if uniform { &[offset] } else { &[] };
         let pass = self.open_pass(&mut s);
         pass.set_pipeline(&p.pipeline);
         pass.set_bind_group(0, &bg, offsets);
@@ -840,7 +965,7 @@ impl GpuDevice {
     /// bound to the same pipeline before: creating one costs a descriptor
     /// allocation, which on some drivers (lavapipe) maps memory each time.
     fn bind_group(&self, l: &Launch, p: &Arc<Pipeline>, params: &wgpu::Buffer) -> Result<wgpu::BindGroup> {
-        let uniform = if p.param_words > 0 {
+        let uniform = if p.params.is_some() {
             params as *const wgpu::Buffer as u64
         } else {
             0
@@ -866,33 +991,29 @@ impl GpuDevice {
         }
         // Storage buffers bind in the order of the bindings the entry uses.
         let mut bufs = l.bufs.iter();
-        let entries: Vec<wgpu::BindGroupEntry> = p
-            .slots
-            .iter()
-            .map(|&(binding, kind)| wgpu::BindGroupEntry {
-                binding,
-                resource: match kind {
-                    Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                        buffer: params,
-                        offset: 0,
-                        size: std::num::NonZeroU64::new(PARAM_BYTES),
-                    }),
-                    Slot::Storage => wgpu::BindingResource::Buffer(
-                        bufs.next()
-                            .unwrap_or_else(|| {
-                                panic!("{}::{}: too few buffers for its bindings", l.kernel.name, l.entry)
-                            })
-                            .binding(),
-                    ),
-                },
-            })
-            .collect();
-        assert!(
-            bufs.next().is_none(),
-            "{}::{}: more buffers than bindings",
-            l.kernel.name,
-            l.entry
-        );
+        let mismatch = |what: &str| Error::Gpu {
+            device: self.label.clone(),
+            msg: format!("{}::{}: {what}", l.kernel.name, l.entry),
+        };
+        let mut entries = Vec::with_capacity(p.slots.len());
+        for &(binding, kind) in &p.slots {
+            let resource = match kind {
+                Slot::Params => wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: params,
+                    offset: 0,
+                    size: std::num::NonZeroU64::new(PARAM_BYTES),
+                }),
+                Slot::Storage => wgpu::BindingResource::Buffer(
+                    bufs.next()
+                        .ok_or_else(|| mismatch("too few buffers for its bindings"))?
+                        .binding(),
+                ),
+            };
+            entries.push(wgpu::BindGroupEntry { binding, resource });
+        }
+        if bufs.next().is_some() {
+            return Err(mismatch("more buffers than bindings"));
+        }
         self.bind_groups_made.fetch_add(1, Ordering::Relaxed);
         let bg = self.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: None,
@@ -938,11 +1059,11 @@ impl GpuDevice {
     }
 
     /// Writes a graph's recorded launch parameters into a buffer of its own.
-    pub(crate) fn graph_params(&self, words: Vec<Vec<u32>>) -> GraphParams {
-        let mut data = vec![0u8; words.len().max(1) * PARAM_BYTES as usize];
-        for (i, w) in words.iter().enumerate() {
+    pub(crate) fn graph_params(&self, blocks: Vec<Vec<u8>>) -> GraphParams {
+        let mut data = vec![0u8; blocks.len().max(1) * PARAM_BYTES as usize];
+        for (i, b) in blocks.iter().enumerate() {
             let at = i * PARAM_BYTES as usize;
-            data[at..at + w.len() * 4].copy_from_slice(bytemuck::cast_slice(w));
+            data[at..at + b.len()].copy_from_slice(b);
         }
         let buf = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some("wgflow graph parameters"),
@@ -954,7 +1075,7 @@ impl GpuDevice {
         self.queue.write_buffer(&buf, 0, &data);
         GraphParams {
             buf: Arc::new(buf),
-            words,
+            blocks,
             pool: self.pool.clone(),
         }
     }
@@ -979,13 +1100,19 @@ impl GpuDevice {
     /// Submits pending work and waits for the GPU to finish it.
     pub(crate) fn synchronize(&self) -> Result<()> {
         self.flush()?;
+        self.wait()?;
+        self.take_error()
+    }
+
+    /// Waits for the GPU to finish the submitted work.
+    fn wait(&self) -> Result<()> {
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
             .map_err(|e| Error::Gpu {
                 device: self.label.clone(),
                 msg: e.to_string(),
-            })?;
-        self.take_error()
+            })
     }
 
     /// Reads `buf` back (after everything pending that writes it).
@@ -1024,12 +1151,7 @@ impl GpuDevice {
         staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
             let _ = tx.send(r);
         });
-        self.device
-            .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                device: self.label.clone(),
-                msg: e.to_string(),
-            })?;
+        self.wait()?;
         self.check_alive()?;
         rx.recv()
             .map_err(|_| Error::Gpu {
@@ -1097,16 +1219,34 @@ fn status_error(s: [u32; 4]) -> Error {
     }
 }
 
-/// Workgroups for `n` threads in groups of `wg`, folded into y when x would
-/// pass the 65535 limit. Kernels rebuild the linear index with `num_workgroups`.
-pub fn grid(n: usize, wg: u32) -> [u32; 3] {
-    let groups = n.div_ceil(wg as usize);
-    if groups <= 65535 {
+/// A shape or stride list of rank <= 8 as the kernels' `array<vec4<u32>, 2>`
+/// (read with common.wgsl's `at8`), zero-padded.
+pub(crate) fn dims8(v: &[usize]) -> [u32; 8] {
+    let mut w = [0u32; 8];
+    for (w, &d) in w.iter_mut().zip(v) {
+        *w = d as u32;
+    }
+    w
+}
+
+/// Workgroups per grid dimension that every adapter allows (WebGPU's
+/// default `max_compute_workgroups_per_dimension`).
+pub(crate) const MAX_GROUPS: usize = 65535;
+
+/// `groups` workgroups, folded into y when x would pass [`MAX_GROUPS`].
+/// Kernels rebuild the linear index with `num_workgroups`.
+pub(crate) fn fold(groups: usize) -> [u32; 3] {
+    if groups <= MAX_GROUPS {
         [groups as u32, 1, 1]
     } else {
-        let y = groups.div_ceil(65535);
+        let y = groups.div_ceil(MAX_GROUPS);
         [groups.div_ceil(y) as u32, y as u32, 1]
     }
+}
+
+/// Workgroups for `n` threads in groups of `wg` (see [`fold`]).
+pub fn grid(n: usize, wg: u32) -> [u32; 3] {
+    fold(n.div_ceil(wg as usize))
 }
 
 /// Every WGSL kernel family, for validation and tooling.

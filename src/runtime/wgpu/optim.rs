@@ -4,21 +4,68 @@
 //! builds the `Update`s; this file holds their math.
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::optim::*;
 use crate::runtime::Operand;
 
-pub static OPTIM: Kernel = Kernel {
-    name: "optimizer",
-    sources: &[
+pub static OPTIM: Kernel = Kernel::new(
+    "optimizer",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/optimizer_rules.wgsl"),
         include_str!("../../../shaders/optimizer.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<OptimParams>()],
+);
+
+params! {
+    /// shaders/optimizer.wgsl's `Params`.
+    pub struct OptimParams = "Params" {
+        n: u32,
+        /// bit 0: clipping; bit 1: Nesterov momentum
+        flags: u32,
+        _p0: u32,
+        _p1: u32,
+        _lr: f32,
+        /// sgd: momentum; adam: beta1; rmsprop: rho
+        c1: f32,
+        /// adam: beta2; rmsprop: momentum
+        c2: f32,
+        eps: f32,
+        _alpha: f32,
+        weight_decay: f32,
+        clip: f32,
+        _p2: u32,
+    }
+}
+
+impl OptimParams {
+    fn of(u: &Update, n: usize) -> OptimParams {
+        let (c1, c2, eps, weight_decay, nesterov) = match u.rule {
+            Rule::Sgd { momentum, nesterov } => (momentum, 0.0, 0.0, 0.0, nesterov),
+            Rule::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => (beta1, beta2, eps, weight_decay, false),
+            Rule::RmsProp { rho, momentum, eps } => (rho, momentum, eps, 0.0, false),
+        };
+        OptimParams {
+            n: n as u32,
+            flags: (nesterov as u32) << 1 | u.clip.is_some() as u32,
+            c1,
+            c2,
+            eps,
+            weight_decay,
+            clip: u.clip.unwrap_or(0.0),
+            ..OptimParams::default()
+        }
+    }
+}
 
 /// (new variable, new slots...) from (variable, gradient, slots..., hyper, [norm]).
 pub(crate) fn gpu(u: &Update, g: &Gpu, x: &[Operand], dtype: DType) -> Result<Vec<GpuBuf>> {
@@ -42,7 +89,7 @@ pub(crate) fn gpu(u: &Update, g: &Gpu, x: &[Operand], dtype: DType) -> Result<Ve
         entry: u.entry(),
         ty: ktype(dtype),
         consts: &[],
-        params: &u.params(n),
+        params: ParamBlock::of(&OptimParams::of(u, n)),
         bufs: &bufs,
         groups: grid(n, 256),
     })?;

@@ -2,21 +2,69 @@
 //! (kernel: shaders/pool.wgsl).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static POOL: Kernel = Kernel {
-    name: "pool",
-    sources: &[
+pub static POOL: Kernel = Kernel::new(
+    "pool",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/pool.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<PoolParams>()],
+);
+
+params! {
+    /// shaders/pool.wgsl's `Params`.
+    pub struct PoolParams = "Params" {
+        n: u32,
+        h: u32,
+        w: u32,
+        c: u32,
+        oh: u32,
+        ow: u32,
+        kh: u32,
+        kw: u32,
+        sh: u32,
+        sw: u32,
+        pt: u32,
+        pl: u32,
+        total: u32,
+        max: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
+
+impl PoolParams {
+    /// Pooling `p` over input `x` (NHWC) into `total` outputs.
+    fn of(p: &Pool2d, x: &[usize], total: usize) -> Result<PoolParams> {
+        let [oh, ow, pt, pl] = p.geom(x)?;
+        let u = |v: usize| v as u32;
+        Ok(PoolParams {
+            n: u(x[0]),
+            h: u(x[1]),
+            w: u(x[2]),
+            c: u(x[3]),
+            oh: u(oh),
+            ow: u(ow),
+            kh: u(p.ksize[0]),
+            kw: u(p.ksize[1]),
+            sh: u(p.strides[0]),
+            sw: u(p.strides[1]),
+            pt: u(pt),
+            pl: u(pl),
+            total: u(total),
+            max: p.max as u32,
+            ..PoolParams::default()
+        })
+    }
+}
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let (Op::Pool(p) | Op::PoolGrad(p)) = op else {
@@ -24,7 +72,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     };
     let n = numel(out);
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    let params = p.params(x[0].shape(), n)?;
+    let params = PoolParams::of(p, x[0].shape(), n)?;
     let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
         Op::Pool(_) => ("forward", vec![x[0].gpu_buf(), &y]),
         _ => ("backward", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()]),
@@ -34,7 +82,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         entry,
         ty: ktype(dtype),
         consts: &[],
-        params: &params,
+        params: ParamBlock::of(&params),
         bufs: &bufs,
         groups: grid(n, 256),
     })?;

@@ -5,7 +5,7 @@
 //! contiguous block, and otherwise first moves them last with a copy. Empty
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::reduce::*;
@@ -13,14 +13,29 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static REDUCE: Kernel = Kernel {
-    name: "reduce",
-    sources: &[
+pub static REDUCE: Kernel = Kernel::new(
+    "reduce",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/reduce.wgsl"),
     ],
-    types: &[KType::F32, KType::F16, KType::I32],
-};
+    &[KType::F32, KType::F16, KType::I32],
+    &[ParamsLayout::of::<ReduceParams>()],
+);
+
+params! {
+    /// shaders/reduce.wgsl's `Params`.
+    pub struct ReduceParams = "Params" {
+        rows: u32,
+        r: u32,
+        inner: u32,
+        n_out: u32,
+        op: u32,
+        dim: u32,
+        chunk: u32,
+        parts: u32,
+    }
+}
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let a = x[0];
@@ -75,13 +90,13 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         _ => unreachable!(),
     };
     let ty = ktype(a.dtype());
-    let launch = |entry, params: &[u32], bufs: &[&GpuBuf], groups| {
+    let launch = |entry, params: &ReduceParams, bufs: &[&GpuBuf], groups| {
         g.launch(&Launch {
             kernel: &REDUCE,
             entry,
             ty,
             consts: &[],
-            params,
+            params: ParamBlock::of(params),
             bufs,
             groups,
         })
@@ -95,8 +110,15 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     } else {
         split(n_out, r, 65536, 32)
     };
+    let params = ReduceParams {
+        rows: rows as u32,
+        r: r as u32,
+        inner: inner as u32,
+        n_out: n_out as u32,
+        op: code,
+        ..ReduceParams::default()
+    };
     let Some((chunk, parts)) = split else {
-        let params = [rows as u32, r as u32, inner as u32, n_out as u32, code, 0, 0, 0];
         // `store` names both outputs, so both bindings exist; y serves as either.
         if by_rows {
             launch("rows_main", &params, &[src, &y, &y], fold(rows))?;
@@ -105,16 +127,11 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         }
         return Ok(y);
     };
-    let params = [
-        rows as u32,
-        r as u32,
-        inner as u32,
-        n_out as u32,
-        code,
-        0,
-        chunk as u32,
-        parts as u32,
-    ];
+    let params = ReduceParams {
+        chunk: chunk as u32,
+        parts: parts as u32,
+        ..params
+    };
     let n_part = n_out * parts;
     let pv = g.alloc(op.name(), (n_part * 4) as u64)?;
     let pi = g.alloc(op.name(), (n_part * 4) as u64)?;
@@ -142,16 +159,6 @@ fn split(n: usize, r: usize, want: usize, min_chunk: usize) -> Option<(usize, us
     (parts > 1).then_some((chunk, parts))
 }
 
-/// One workgroup per item, folded into y past 65535.
-pub(crate) fn fold(n: usize) -> [u32; 3] {
-    if n <= 65535 {
-        [n as u32, 1, 1]
-    } else {
-        let y = n.div_ceil(65535);
-        [n.div_ceil(y) as u32, y as u32, 1]
-    }
-}
-
 /// dst[i] = sum_s src[s * n + i] for s < slices (partial sums of split GEMMs).
 pub(crate) fn sum_slices(g: &Gpu, src: &GpuBuf, dst: &GpuBuf, slices: usize, n: usize, dtype: DType) -> Result<()> {
     g.launch(&Launch {
@@ -159,7 +166,14 @@ pub(crate) fn sum_slices(g: &Gpu, src: &GpuBuf, dst: &GpuBuf, slices: usize, n: 
         entry: "cols_main",
         ty: ktype(dtype),
         consts: &[],
-        params: &[1, slices as u32, n as u32, n as u32, ReduceOp::Sum as u32, 0, 0, 0],
+        params: ParamBlock::of(&ReduceParams {
+            rows: 1,
+            r: slices as u32,
+            inner: n as u32,
+            n_out: n as u32,
+            op: ReduceOp::Sum as u32,
+            ..ReduceParams::default()
+        }),
         bufs: &[src, dst, dst],
         groups: grid(n, 256),
     })

@@ -2,7 +2,7 @@
 //! (kernel: shaders/softmax.wgsl).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype, status_slot};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype, status_slot};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::softmax::*;
@@ -10,14 +10,30 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static SOFTMAX: Kernel = Kernel {
-    name: "softmax",
-    sources: &[
+pub static SOFTMAX: Kernel = Kernel::new(
+    "softmax",
+    &[
         include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/status.wgsl"),
         include_str!("../../../shaders/softmax.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<SoftmaxParams>()],
+);
+
+params! {
+    /// shaders/softmax.wgsl's `Params`.
+    pub struct SoftmaxParams = "Params" {
+        rows: u32,
+        r: u32,
+        inner: u32,
+        n_out: u32,
+        slot: u32,
+        log: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
@@ -30,7 +46,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Softmax { axis, log } => {
             let (rows, r, inner) = view(x[0].shape(), *axis);
             let (entry, groups) = if inner == 1 && !g.cpu_adapter() {
-                ("softmax_rows", super::reduce::fold(rows))
+                ("softmax_rows", fold(rows))
             } else {
                 ("softmax_cols", grid(rows * inner, 256))
             };
@@ -39,16 +55,14 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 entry,
                 ty,
                 consts: &[],
-                params: &[
-                    rows as u32,
-                    r as u32,
-                    inner as u32,
-                    (rows * inner) as u32,
-                    0,
-                    *log as u32,
-                    0,
-                    0,
-                ],
+                params: ParamBlock::of(&SoftmaxParams {
+                    rows: rows as u32,
+                    r: r as u32,
+                    inner: inner as u32,
+                    n_out: (rows * inner) as u32,
+                    log: *log as u32,
+                    ..SoftmaxParams::default()
+                }),
                 bufs: &[x[0].gpu_buf(), &y],
                 groups,
             })?;
@@ -64,9 +78,16 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 },
                 ty,
                 consts: &[],
-                params: &[rows as u32, r as u32, 1, rows as u32, status_slot(), 0, 0, 0],
+                params: ParamBlock::of(&SoftmaxParams {
+                    rows: rows as u32,
+                    r: r as u32,
+                    inner: 1,
+                    n_out: rows as u32,
+                    slot: status_slot(),
+                    ..SoftmaxParams::default()
+                }),
                 bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), g.status()],
-                groups: super::reduce::fold(rows),
+                groups: fold(rows),
             })?;
         }
     }

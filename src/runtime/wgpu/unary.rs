@@ -1,22 +1,33 @@
 //! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::unary::*;
 use crate::core::op::*;
 use crate::runtime::Operand;
 
-pub static UNARY: Kernel = Kernel {
-    name: "unary",
-    sources: &[
+pub static UNARY: Kernel = Kernel::new(
+    "unary",
+    &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/elementwise.wgsl"),
         include_str!("../../../shaders/unary.wgsl"),
     ],
-    types: &[KType::F32, KType::F16],
-};
+    &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<UnaryParams>()],
+);
+
+params! {
+    /// shaders/unary.wgsl's `Params`.
+    pub struct UnaryParams = "Params" {
+        n: u32,
+        alpha: f32,
+        op: u32,
+        _p: u32,
+    }
+}
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let (Op::Unary(u) | Op::UnaryGrad(u)) = *op else {
@@ -34,7 +45,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         entry,
         ty: ktype(dtype),
         consts: &[],
-        params: &[n as u32, alpha.to_bits(), u.code(), 0],
+        params: ParamBlock::of(&UnaryParams {
+            n: n as u32,
+            alpha,
+            op: u.code(),
+            _p: 0,
+        }),
         bufs: &bufs,
         groups: grid(n, 256),
     })?;

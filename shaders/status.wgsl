@@ -1,0 +1,14 @@
+// The device status words in which kernels report a bad value (see
+// GpuDevice::read): four words per calling thread's slot, [code, value,
+// limit, 0]. The first report in a slot wins. Codes: 1 an index out of
+// range (gather), 2 a label out of range (sparse cross-entropy).
+
+@group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
+
+fn report_status(slot: u32, code: u32, value: i32, limit: u32) {
+    let s = slot * 4u;
+    if (atomicMax(&status[s], code) == 0u) {
+        atomicStore(&status[s + 1u], bitcast<u32>(value));
+        atomicStore(&status[s + 2u], limit);
+    }
+}
