@@ -1,13 +1,20 @@
 //! Numeric CSV files: one record per line, comma-separated, an optional
-//! header line. Every field must parse as a number.
+//! header line. Every field must parse as a number. The values come back as
+//! one host tensor, ready for [`crate::data::Dataset::from_tensor_slices`].
+//! See [`crate::data::mnist`] for image files.
 
 use crate::core::error::{Error, Result};
 use crate::runtime::cpu::CpuData;
 use crate::tensor::Tensor;
 use std::path::Path;
 
-/// (column names, values [rows, cols] as f32). With `header = false` the
-/// names are "c0", "c1", ...
+/// Reads `path` into (column names, values `[rows, cols]` as f32 on the CPU).
+/// With `header = false` the names are "c0", "c1", ... Blank lines are
+/// skipped; fields are trimmed.
+///
+/// Returns [`Error::Io`] naming the line for an unreadable file, a record
+/// with the wrong number of fields, a field that is not a number, or a file
+/// without records.
 pub fn read_csv(path: &Path, header: bool) -> Result<(Vec<String>, Tensor)> {
     let err = |line: usize, msg: String| Error::format(path, format!("line {line}: {msg}"));
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;

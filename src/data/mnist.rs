@@ -1,7 +1,10 @@
 //! MNIST in its IDX files, raw or gzip-compressed: `train-images-idx3-ubyte`,
 //! `train-labels-idx1-ubyte`, `t10k-images-idx3-ubyte`, `t10k-labels-idx1-ubyte`
-//! (each optionally with `.gz`). Images become f32 in [0, 1] shaped
-//! [n, 28, 28, 1]; labels int32 [n].
+//! (each optionally with `.gz`). Images become f32 in \[0, 1\] shaped
+//! `[n, 28, 28, 1]` (NHWC, as `keras.datasets.mnist` plus a channel axis);
+//! labels int32 `[n]`. Everything is read on the CPU; feed it to
+//! [`crate::data::Dataset`] or [`crate::nn::model::Model::fit`]. Without the
+//! files, [`crate::data::synthetic`] generates look-alike digits.
 
 use crate::core::error::{Error, IoSource, Result};
 use crate::runtime::cpu::CpuData;
@@ -13,7 +16,10 @@ fn io_err(path: &Path, msg: impl Into<String>) -> Error {
     Error::format(path, msg)
 }
 
-/// Reads a whole IDX file (ubyte data only); returns (dims, bytes).
+/// Reads a whole IDX file, raw or gzip (ubyte data only); returns (dims, bytes).
+///
+/// Returns [`Error::Io`] for an unreadable file, bad gzip data, a bad magic
+/// number, a non-ubyte type, or a size that does not match the header.
 pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let raw = std::fs::read(path).map_err(|e| Error::io(path, e))?;
     let data = if raw.starts_with(&[0x1f, 0x8b]) {
@@ -69,7 +75,11 @@ fn find(dir: &Path, stem: &str) -> Result<PathBuf> {
     Err(io_err(&dir.join(stem), "missing (looked for the raw and .gz file)"))
 }
 
-/// Images [n, 28, 28, 1] in [0, 1] and labels [n] from an images/labels pair.
+/// Images `[n, rows, cols, 1]` in \[0, 1\] and labels `[n]` from an
+/// images/labels pair of IDX files.
+///
+/// Returns [`Error::Io`] when either file is unreadable, the counts differ,
+/// or a label is not a digit 0–9.
 pub fn read_pair(images: &Path, labels: &Path) -> Result<(Tensor, Tensor)> {
     let (idims, ibytes) = read_idx(images)?;
     let (ldims, lbytes) = read_idx(labels)?;
@@ -96,7 +106,10 @@ pub fn read_pair(images: &Path, labels: &Path) -> Result<(Tensor, Tensor)> {
     ))
 }
 
-/// (train_x, train_y, test_x, test_y) from a directory of the four files.
+/// `keras.datasets.mnist.load_data()` from a local directory: (train_x,
+/// train_y, test_x, test_y), 60 000 and 10 000 examples for the real set.
+///
+/// Returns [`Error::Io`] naming the first file missing (raw or `.gz`) or bad.
 pub fn load(dir: &Path) -> Result<(Tensor, Tensor, Tensor, Tensor)> {
     let (tx, ty) = read_pair(
         &find(dir, "train-images-idx3-ubyte")?,

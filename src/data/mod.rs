@@ -1,9 +1,14 @@
-//! `tf.data` for wgflow: a `Dataset` is a recipe for an iterator of
+//! `tf.data` for wgflow: a [`Dataset`] is a recipe for an iterator of
 //! elements (tuples of tensors), so it can be iterated once per epoch.
 //! Transformations chain as in TensorFlow: `from_tensor_slices`, `shuffle`,
 //! `batch`, `map`, `repeat`, `take`, `prefetch`. Elements usually live on the
 //! CPU; `map` may move them to a device (on the prefetch thread, the copy
 //! overlaps with the work of the training step).
+//!
+//! Sources beside in-memory tensors: [`csv`], [`mnist`] and the generated
+//! [`synthetic`] digits. [`crate::nn::model::Model::fit_dataset`] consumes a
+//! dataset of `(x, y)` batches; files of variables rather than examples are
+//! [`crate::io`]'s business.
 
 pub mod csv;
 pub mod mnist;
@@ -17,9 +22,14 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// One element: a tuple of tensors, such as (features, label).
 pub type Element = Vec<Tensor>;
+/// The iterator [`Dataset::iter`] returns; an `Err` item ends an epoch with
+/// that error (a failed `map`, a batch of mismatched elements).
 pub type ElementIter = Box<dyn Iterator<Item = Result<Element>> + Send>;
 type Source = Arc<dyn Fn() -> Result<ElementIter> + Send + Sync>;
 
+/// `tf.data.Dataset`: a re-iterable, lazily evaluated sequence of
+/// [`Element`]s. Cloning is cheap and shares the source; each
+/// [`Dataset::iter`] starts a new pass.
 #[derive(Clone)]
 pub struct Dataset {
     make: Source,
@@ -83,8 +93,10 @@ impl Dataset {
         (self.make)()
     }
 
-    /// Randomly shuffles with a buffer of `buffer_size` elements, as TF does;
-    /// each iteration (epoch) uses a new order derived from `seed`.
+    /// `Dataset.shuffle(buffer_size, seed)`: samples uniformly from a buffer
+    /// of `buffer_size` elements (a buffer as large as the dataset gives a
+    /// full shuffle); each iteration (epoch) uses a new order derived from
+    /// `seed`, as TF's `reshuffle_each_iteration=True`.
     pub fn shuffle(self, buffer_size: usize, seed: u64) -> Dataset {
         let epoch = Arc::new(AtomicU64::new(0));
         let up = self.make.clone();
@@ -109,8 +121,12 @@ impl Dataset {
         })
     }
 
-    /// Stacks `n` consecutive elements into one; the last, smaller batch is
-    /// kept unless `drop_remainder`.
+    /// `Dataset.batch(n, drop_remainder)`: stacks `n` consecutive elements
+    /// along a new first axis; the last, smaller batch is kept unless
+    /// `drop_remainder`.
+    ///
+    /// Returns [`Error::InvalidArgument`] for `n == 0`; elements whose
+    /// components differ in count or shape fail when the batch is produced.
     pub fn batch(self, n: usize, drop_remainder: bool) -> Result<Dataset> {
         if n == 0 {
             return Err(Error::arg("batch", "batch size must be positive"));
@@ -136,7 +152,8 @@ impl Dataset {
         }))
     }
 
-    /// Applies `f` to every element.
+    /// `Dataset.map(f)`: applies `f` to every element, lazily, on the thread
+    /// that iterates (the prefetch thread after [`Dataset::prefetch`]).
     pub fn map(self, f: impl Fn(Element) -> Result<Element> + Send + Sync + 'static) -> Dataset {
         let f = Arc::new(f);
         let up = self.make.clone();
@@ -146,7 +163,8 @@ impl Dataset {
         })
     }
 
-    /// Repeats the dataset `count` times, or forever with `None`.
+    /// `Dataset.repeat(count)`: `count` passes, or forever with `None`
+    /// (TF's `count=-1`); repeating an empty dataset stays empty.
     pub fn repeat(self, count: Option<usize>) -> Dataset {
         let up = self.make.clone();
         let len = match (self.len, count) {
@@ -186,13 +204,16 @@ impl Dataset {
         })
     }
 
-    /// The first `n` elements.
+    /// `Dataset.take(n)`: the first `n` elements (fewer if the dataset is shorter).
     pub fn take(self, n: usize) -> Dataset {
         let up = self.make.clone();
         Dataset::new(self.len.map(|l| l.min(n)), move || Ok(Box::new(up()?.take(n))))
     }
 
-    /// Prepares up to `n` elements ahead on a background thread.
+    /// `Dataset.prefetch(n)`: produces up to `n` elements ahead on a
+    /// background thread, so the upstream work overlaps the consumer's.
+    /// Each iteration starts its own thread; an error fails the iteration if
+    /// the thread cannot start.
     pub fn prefetch(self, n: usize) -> Dataset {
         let up = self.make.clone();
         Dataset::new(self.len, move || {
@@ -241,13 +262,17 @@ fn stack_elements(items: &[Element]) -> Result<Element> {
         .collect()
 }
 
-/// A small seeded generator (xorshift64*), for shuffling.
+/// A small seeded generator (xorshift64*), for shuffling and the synthetic
+/// set: fast and reproducible across platforms, not for cryptography.
 pub struct Rng(u64);
 
 impl Rng {
+    /// A generator for `seed`; the low bit of the state is forced on, so
+    /// every seed (0 included) avoids xorshift's stuck all-zero state.
     pub fn new(seed: u64) -> Rng {
         Rng(seed ^ 0x9E37_79B9_7F4A_7C15 | 1)
     }
+    /// The next 64 random bits.
     pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -2,7 +2,8 @@
 //! example runs on a machine without the MNIST files: each digit is a few
 //! pen strokes, drawn at 28x28 with a random slant, scale, shift, stroke
 //! width and noise. Deterministic for a seed; shaped like MNIST
-//! (f32 [n, 28, 28, 1] in [0, 1], int32 labels [n]).
+//! (f32 `[n, 28, 28, 1]` in \[0, 1\], int32 labels `[n]`), so it is a
+//! drop-in for [`crate::data::mnist::load`]'s tensors.
 
 use super::Rng;
 use crate::core::error::Result;
@@ -153,7 +154,9 @@ fn draw(d: usize, rng: &mut Rng) -> Vec<f32> {
     img
 }
 
-/// `n` images [n, 28, 28, 1] and labels [n] (classes balanced, order mixed).
+/// `n` images `[n, 28, 28, 1]` and labels `[n]`, each label drawn uniformly
+/// from 0–9; the same `seed` gives the same set on every machine (images are
+/// drawn in parallel, each from its own seed).
 pub fn digits(n: usize, seed: u64) -> Result<(Tensor, Tensor)> {
     let labels: Vec<i32> = {
         let mut rng = Rng::new(seed);

@@ -7,7 +7,12 @@
 //!
 //! Names are structural paths ("model/layers/0/kernel"), not Keras layer
 //! names, so a model built again in another process restores by position;
-//! optimizer slots are "optimizer/<variable path>/<slot>".
+//! optimizer slots are "optimizer/`<variable path>`/`<slot>`".
+//!
+//! [`CheckpointManager`] numbers and prunes the files of one directory the
+//! way `tf.train.CheckpointManager` does; [`crate::nn::callbacks::ModelCheckpoint`]
+//! uses it from `fit`, and [`crate::nn::optimizers::Optimizer`] implements
+//! [`OptimizerState`]. TensorBoard files are in [`crate::io::summary`].
 
 use super::{io_err, write_atomic};
 use crate::core::dtype::DType;
@@ -51,19 +56,26 @@ fn from_bytes(dtype: DType, shape: &[usize], b: &[u8]) -> CpuData {
     }
 }
 
-/// What a checkpoint file holds besides the tensors.
+/// What a checkpoint file holds besides the tensors, as
+/// [`Checkpoint::restore`] returns it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Meta {
+    /// The `step` passed to [`Checkpoint::save`] (0 in a file without one).
     pub step: u64,
+    /// The optimizer's step count, `None` when saved without an optimizer.
     pub optimizer_iterations: Option<u64>,
 }
 
 impl Checkpoint {
+    /// An empty checkpoint; add variables with [`Checkpoint::track`].
     pub fn new() -> Checkpoint {
         Checkpoint::default()
     }
 
-    /// Tracks variables under `prefix` ("model" gives "model/<path>").
+    /// Tracks `vars` (path, variable) under `prefix`: "model" with
+    /// `Model::named_variables` gives "model/layers/0/kernel", ... The
+    /// variables are shared, not copied: a restore assigns the caller's
+    /// variables.
     pub fn track(mut self, prefix: &str, vars: Vec<(String, Variable)>) -> Checkpoint {
         for (n, v) in vars {
             self.vars.push((format!("{prefix}/{n}"), v));
@@ -71,11 +83,18 @@ impl Checkpoint {
         self
     }
 
+    /// The tracked names, in tracking order: the tensor names a saved file
+    /// holds besides optimizer slots.
     pub fn names(&self) -> Vec<&str> {
         self.vars.iter().map(|(n, _)| n.as_str()).collect()
     }
 
-    /// Writes the variables (and the optimizer's iterations and slots) to `path`.
+    /// `checkpoint.write(path)`: writes the variables (and, with `optimizer`,
+    /// its iterations and the slots it has created) to `path`, creating the
+    /// parent directory; `step` is stored in the metadata.
+    ///
+    /// Returns [`Error::Io`] when the file cannot be written; the previous
+    /// file at `path`, if any, is then left intact.
     pub fn save(&self, path: &Path, step: u64, optimizer: Option<&dyn OptimizerState>) -> Result<()> {
         let mut items: Vec<(String, Tensor)> = self.vars.iter().map(|(n, v)| (n.clone(), v.peek())).collect();
         let mut meta: HashMap<String, String> = HashMap::new();
@@ -113,8 +132,14 @@ impl Checkpoint {
         write_atomic(path, &bytes)
     }
 
-    /// Reads and checks `path`, then assigns every variable (and the
-    /// optimizer's state). On any error nothing is assigned.
+    /// `checkpoint.read(path)`: reads and checks `path`, then assigns every
+    /// variable (and, with `optimizer`, its slots and iterations) on the
+    /// variables' own devices. Slots absent from the file are left as they
+    /// are.
+    ///
+    /// Returns [`Error::Io`] for an unreadable or non-wgflow file, a CRC
+    /// mismatch, a missing or extra variable, or a dtype or shape that
+    /// differs from the model's. On any error nothing is assigned.
     pub fn restore(&self, path: &Path, optimizer: Option<&mut dyn OptimizerState>) -> Result<Meta> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |msg: String| Error::format(path, msg);
@@ -240,15 +265,21 @@ pub trait OptimizerState {
     fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>>;
 }
 
-/// Keeps the last `max_to_keep` checkpoints `ckpt-<n>.safetensors` in a
-/// directory, with TensorFlow's `checkpoint` index file naming the latest.
+/// `tf.train.CheckpointManager`: keeps the last `max_to_keep` checkpoints
+/// `ckpt-N.safetensors` (N counting up from 1) in a directory, with
+/// TensorFlow's `checkpoint` index file naming the latest.
 pub struct CheckpointManager {
+    /// Where the checkpoints and the index file are written.
     pub directory: PathBuf,
+    /// How many files `save` keeps; older ones are deleted (at least 1).
     pub max_to_keep: usize,
     checkpoint: Checkpoint,
 }
 
 impl CheckpointManager {
+    /// `tf.train.CheckpointManager(checkpoint, directory, max_to_keep)`;
+    /// `max_to_keep` 0 is taken as 1 (TF's `None`, keep all, has no
+    /// equivalent). Touches no file until the first `save`.
     pub fn new(checkpoint: Checkpoint, directory: impl AsRef<Path>, max_to_keep: usize) -> CheckpointManager {
         CheckpointManager {
             directory: directory.as_ref().to_path_buf(),
@@ -257,6 +288,7 @@ impl CheckpointManager {
         }
     }
 
+    /// The checkpoint this manager saves and restores.
     pub fn checkpoint(&self) -> &Checkpoint {
         &self.checkpoint
     }
@@ -266,11 +298,16 @@ impl CheckpointManager {
         list(&self.directory).into_iter().map(|(_, p)| p).collect()
     }
 
+    /// `manager.latest_checkpoint`: see [`latest_checkpoint`].
     pub fn latest_checkpoint(&self) -> Option<PathBuf> {
         latest_checkpoint(&self.directory)
     }
 
-    /// Saves the next numbered checkpoint and prunes old ones; returns its path.
+    /// `manager.save()`: saves the next numbered checkpoint (the number
+    /// counts files, independent of `step`), prunes the oldest beyond
+    /// `max_to_keep` and rewrites the index; returns the new file's path.
+    ///
+    /// Returns [`Error::Io`] if a file cannot be written or deleted.
     pub fn save(&self, step: u64, optimizer: Option<&dyn OptimizerState>) -> Result<PathBuf> {
         let n = list(&self.directory).last().map_or(1, |(n, _)| n + 1);
         let path = self.directory.join(format!("ckpt-{n}.safetensors"));
@@ -288,7 +325,11 @@ impl CheckpointManager {
         Ok(path)
     }
 
-    /// Restores the latest checkpoint if there is one; returns its metadata.
+    /// `checkpoint.restore(manager.latest_checkpoint)`: restores the latest
+    /// checkpoint if there is one and returns its metadata; `Ok(None)` for a
+    /// fresh directory, so training starts from scratch.
+    ///
+    /// Errors are those of [`Checkpoint::restore`].
     pub fn restore_latest(&self, optimizer: Option<&mut dyn OptimizerState>) -> Result<Option<Meta>> {
         match self.latest_checkpoint() {
             Some(p) => self.checkpoint.restore(&p, optimizer).map(Some),

@@ -1,7 +1,15 @@
-//! Files other tools read: checkpoints (safetensors) and TensorBoard event
-//! files. Checkpoint writers go through a temporary file and a rename, so a
-//! crash never leaves a half-written file under the final name; event files
-//! are appended to, record by record, in a file created exclusively.
+//! Files other tools read: [`checkpoint`]s (safetensors, as
+//! `tf.train.Checkpoint`) and TensorBoard event files ([`summary`], as
+//! `tf.summary`). Checkpoint writers go through a temporary file and a
+//! rename, so a crash never leaves a half-written file under the final
+//! name; event files are appended to, record by record, in a file created
+//! exclusively.
+//!
+//! This layer works with tensors and variables only: it knows nothing of
+//! Keras, so an optimizer reaches a checkpoint through the
+//! [`checkpoint::OptimizerState`] trait. Keras' callbacks in
+//! [`crate::nn::callbacks`] drive both writers during `fit`; examples are
+//! read by [`crate::data`], its sibling layer.
 
 pub mod checkpoint;
 pub mod summary;

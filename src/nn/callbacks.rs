@@ -1,4 +1,9 @@
-//! Keras callbacks: `TensorBoard`, `ModelCheckpoint`, `EarlyStopping`.
+//! Keras callbacks (`keras.callbacks`): [`TensorBoard`], [`ModelCheckpoint`],
+//! [`EarlyStopping`], and the [`Callback`] trait for your own.
+//!
+//! [`crate::nn::model::Model::fit`] calls them with the epoch's logs (the
+//! loss and [`crate::nn::metrics`], "val_" ones included). They write through
+//! [`crate::io::summary`] and [`crate::io::checkpoint`].
 
 use super::model::Logs;
 use super::optimizers::Optimizer;
@@ -15,7 +20,11 @@ pub struct TrainContext {
     pub stop_training: bool,
 }
 
+/// `keras.callbacks.Callback`: hooks `fit` calls. Every hook defaults to
+/// doing nothing; an error from a hook ends `fit` with that error.
 pub trait Callback {
+    /// Before the first epoch, with the model's named variables (what a
+    /// callback that saves or restores weights needs to keep).
     fn on_train_begin(&mut self, _vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())
     }
@@ -23,6 +32,9 @@ pub trait Callback {
     fn on_train_batch_end(&mut self, _step: u64, _loss: &Tensor, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())
     }
+    /// After each epoch's validation, with its 0-based index, its logs, the
+    /// compiled optimizer and the global step. Set `ctx.stop_training` to
+    /// end training after this epoch.
     fn on_epoch_end(
         &mut self,
         _epoch: usize,
@@ -33,6 +45,7 @@ pub trait Callback {
     ) -> Result<()> {
         Ok(())
     }
+    /// After the last epoch, including one ended by `stop_training`.
     fn on_train_end(&mut self, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())
     }
@@ -42,7 +55,9 @@ pub trait Callback {
 /// ("epoch_loss", ...) in `log_dir/train` and `log_dir/validation`, and
 /// weight histograms every `histogram_freq` epochs (0: never).
 pub struct TensorBoard {
+    /// Root of the event files; the writers are created at train begin.
     pub log_dir: PathBuf,
+    /// Epochs between weight histograms (0, Keras' default: none).
     pub histogram_freq: usize,
     train: Option<SummaryWriter>,
     val: Option<SummaryWriter>,
@@ -50,6 +65,7 @@ pub struct TensorBoard {
 }
 
 impl TensorBoard {
+    /// `TensorBoard(log_dir)`, without histograms.
     pub fn new(log_dir: impl Into<PathBuf>) -> TensorBoard {
         TensorBoard {
             log_dir: log_dir.into(),
@@ -59,6 +75,7 @@ impl TensorBoard {
             vars: Vec::new(),
         }
     }
+    /// Writes a histogram of every weight every `n` epochs (from the first).
     pub fn histogram_freq(mut self, n: usize) -> Self {
         self.histogram_freq = n;
         self
@@ -101,16 +118,28 @@ impl Callback for TensorBoard {
 /// `keras.callbacks.ModelCheckpoint`: saves the model's weights and the
 /// optimizer's state at the end of every epoch (or, with `save_best_only`,
 /// when `monitor` improves), keeping the last `max_to_keep`.
+///
+/// Files are `ckpt-N.safetensors` managed by a [`CheckpointManager`], with
+/// the variables tracked under "model"; to resume, build a manager over
+/// `Checkpoint::new().track("model", model.named_variables())` and call
+/// [`CheckpointManager::restore_latest`] with the optimizer.
 pub struct ModelCheckpoint {
+    /// Where the checkpoints and their index file go.
     pub directory: PathBuf,
+    /// How many checkpoints are kept (5); older files are deleted, as by
+    /// `tf.train.CheckpointManager(max_to_keep=5)`.
     pub max_to_keep: usize,
+    /// The logged metric `save_best_only` compares ("val_loss"); lower is
+    /// better unless its name contains "acc" or "auc" (Keras' `mode="auto"`).
     pub monitor: String,
+    /// Save only when `monitor` improves (false: every epoch).
     pub save_best_only: bool,
     best: Option<f64>,
     manager: Option<CheckpointManager>,
 }
 
 impl ModelCheckpoint {
+    /// `ModelCheckpoint(directory)`: saves every epoch, keeping 5.
     pub fn new(directory: impl Into<PathBuf>) -> ModelCheckpoint {
         ModelCheckpoint {
             directory: directory.into(),
@@ -121,10 +150,15 @@ impl ModelCheckpoint {
             manager: None,
         }
     }
+    /// Keeps the last `n` checkpoints (at least 1).
     pub fn max_to_keep(mut self, n: usize) -> Self {
         self.max_to_keep = n;
         self
     }
+    /// `save_best_only=True, monitor=monitor`: saves only epochs that improve
+    /// `monitor` (the first always does). `fit` fails with
+    /// [`Error::InvalidArgument`] if the metric is not in the logs (a "val_"
+    /// metric needs `validation_data`).
     pub fn save_best_only(mut self, monitor: &str) -> Self {
         self.save_best_only = true;
         self.monitor = monitor.into();
@@ -187,11 +221,17 @@ impl Callback for ModelCheckpoint {
     }
 }
 
-/// `keras.callbacks.EarlyStopping(monitor, min_delta, patience, restore_best_weights)`.
+/// `keras.callbacks.EarlyStopping(monitor, min_delta, patience, restore_best_weights)`:
+/// stops `fit` once `monitor` has not improved for `patience` epochs.
 pub struct EarlyStopping {
+    /// The logged metric to watch; lower is better unless its name contains
+    /// "acc" or "auc" (Keras' `mode="auto"`).
     pub monitor: String,
+    /// The least change that counts as an improvement (0).
     pub min_delta: f64,
+    /// Epochs without improvement before stopping.
     pub patience: usize,
+    /// On stopping, assign the weights of the best epoch back (false).
     pub restore_best_weights: bool,
     best: Option<f64>,
     wait: usize,
@@ -202,6 +242,9 @@ pub struct EarlyStopping {
 }
 
 impl EarlyStopping {
+    /// `EarlyStopping(monitor=monitor, patience=patience)`; Keras' defaults
+    /// are "val_loss" and 0. `fit` fails with [`Error::InvalidArgument`] if
+    /// `monitor` is not in the logs.
     pub fn new(monitor: &str, patience: usize) -> EarlyStopping {
         EarlyStopping {
             monitor: monitor.into(),
@@ -215,10 +258,13 @@ impl EarlyStopping {
             stopped_epoch: None,
         }
     }
+    /// `min_delta`: smaller improvements count as none.
     pub fn min_delta(mut self, d: f64) -> Self {
         self.min_delta = d;
         self
     }
+    /// `restore_best_weights`: when stopping, restore the best epoch's
+    /// weights instead of keeping the last ones.
     pub fn restore_best_weights(mut self, on: bool) -> Self {
         self.restore_best_weights = on;
         self

@@ -3,6 +3,10 @@
 //! seeds once builds the same weights on every run and device. The counter
 //! belongs to the calling thread, so models built on different threads do
 //! not perturb each other's sequences.
+//!
+//! Layers in [`crate::nn::layers`] take an [`Initializer`] for their
+//! kernels and biases; the draws are the seeded random ops of [`crate::ops`]
+//! (`random_uniform`, `truncated_normal`, ...), run on the layer's device.
 
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -21,7 +25,9 @@ pub fn set_random_seed(seed: u64) {
     SEED.with(|s| s.set(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ 0x5EED));
 }
 
-/// The next seed of the sequence.
+/// The next seed of this thread's sequence, advancing it: what every
+/// random initializer and `Dropout` call uses, so a layer that draws
+/// randomness stays reproducible under [`set_random_seed`].
 pub fn next_seed() -> u64 {
     SEED.with(|s| {
         let v = s.get();
@@ -30,26 +36,40 @@ pub fn next_seed() -> u64 {
     })
 }
 
+/// `keras.initializers`: how a weight's initial value is drawn from its
+/// shape. Fans come from [`fans`].
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Initializer {
     /// U(-l, l), l = sqrt(6 / (fan_in + fan_out)): Keras' default for kernels.
     GlorotUniform,
     /// N(0, 2 / fan_in) truncated at two standard deviations.
     HeNormal,
+    /// `zeros`: Keras' default for biases.
     Zeros,
+    /// `ones`: batch normalization's `gamma` and moving variance.
     Ones,
+    /// `Constant(value)`.
     Constant(f64),
+    /// `RandomNormal(mean, stddev)`; Keras' defaults are 0.0 and 0.05.
     RandomNormal {
+        /// Mean of the normal distribution.
         mean: f64,
+        /// Standard deviation of the normal distribution.
         stddev: f64,
     },
+    /// `RandomUniform(minval, maxval)`; Keras' defaults are -0.05 and 0.05.
     RandomUniform {
+        /// Lower bound, inclusive.
         minval: f64,
+        /// Upper bound, exclusive.
         maxval: f64,
     },
 }
 
-/// (fan_in, fan_out) of a kernel shape: [in, out] for dense, [kh, kw, in, out] for conv.
+/// (fan_in, fan_out) of a kernel shape, as Keras computes them: `[in, out]`
+/// for dense, `[kh, kw, in, out]` (HWIO) for conv, where both fans are
+/// multiplied by the receptive field `kh * kw`. A vector counts as its own
+/// length for both; a scalar as 1.
 pub fn fans(shape: &[usize]) -> (usize, usize) {
     match shape.len() {
         0 => (1, 1),
@@ -62,6 +82,11 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
 }
 
 impl Initializer {
+    /// A tensor of `shape` and `dtype` on `device`, drawn with the next seed
+    /// of this thread (constant initializers draw none).
+    ///
+    /// Errors are those of the creation ops (an unsupported dtype, device
+    /// memory).
     pub fn init(&self, shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         let (fan_in, fan_out) = fans(shape);
         match *self {

@@ -1,6 +1,16 @@
-//! Keras layers. A layer creates its weights on the first call (or
-//! `build`), from the shape of one example (the batch dimension excluded),
-//! on the device of its input.
+//! Keras layers (`keras.layers`). A layer creates its weights on the first
+//! call (or `build`), from the shape of one example (the batch dimension
+//! excluded), on the device of its input. Images are NHWC and convolution
+//! kernels HWIO, TF's `channels_last` defaults.
+//!
+//! Layers are stacked by [`crate::nn::model::Sequential`] or called from a
+//! custom [`crate::nn::model::Model`]; weights start from
+//! [`crate::nn::initializers`] and pass through
+//! [`crate::nn::activations`]. Their forward passes are ops of
+//! [`crate::ops`] (e.g. [`crate::ops::conv::conv2d`]), so gradients come from
+//! [`crate::autodiff`] without a per-layer backward pass. Weight names
+//! ("dense/kernel") are Keras-style; checkpoints ([`crate::io::checkpoint`])
+//! use the model's structural paths instead.
 
 use super::activations::Activation;
 use super::initializers::{Initializer, next_seed};
@@ -13,7 +23,8 @@ use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Keras-style unique names: "dense", "dense_1", ...
+/// Keras-style unique names: "dense", "dense_1", ... Counted per base name
+/// for the whole process, as Keras' global name scope.
 pub fn unique_name(base: &str) -> String {
     static COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
     let mut g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
@@ -27,15 +38,27 @@ pub fn unique_name(base: &str) -> String {
     name
 }
 
+/// `keras.layers.Layer`: a callable with lazily created weights. Implement
+/// it to write a custom layer; `Send` so a model can move between threads.
 pub trait Layer: Send {
+    /// The unique instance name ("dense_1"), the prefix of its weights' names.
     fn name(&self) -> &str;
     /// The Keras class name, for `summary()`.
     fn kind(&self) -> &'static str;
     /// Creates the weights for examples of `input_shape` (batch excluded).
+    ///
+    /// Returns [`Error::Shape`] when the layer cannot take such examples.
     fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()>;
+    /// Whether the weights exist (always true for a layer without weights).
     fn built(&self) -> bool;
     /// Output shape of one example for an example of `input_shape`.
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>>;
+    /// The forward pass on a batch `x` (batch first), building the layer
+    /// from it first if needed. `training` is Keras' `training=` argument:
+    /// it switches dropout on and batch normalization to batch statistics.
+    ///
+    /// Returns [`Error::Shape`] when `x` does not fit the layer (or no
+    /// longer fits the shape it was built for).
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor>;
     /// Weights with their short names ("kernel", "bias", "moving_mean", ...).
     fn weights(&self) -> Vec<(&'static str, Variable)> {
@@ -66,7 +89,8 @@ fn param_count(w: &[(&'static str, Variable)]) -> usize {
     w.iter().map(|(_, v)| v.numel()).sum()
 }
 
-/// Parameters of a layer (all of its weights).
+/// `layer.count_params()`: the number of scalars in all of the layer's
+/// weights, trainable or not (0 before it is built).
 pub fn count_params(layer: &dyn Layer) -> usize {
     param_count(&layer.weights())
 }
@@ -74,18 +98,28 @@ pub fn count_params(layer: &dyn Layer) -> usize {
 // ---- Dense ---------------------------------------------------------------
 
 /// `keras.layers.Dense`: `activation(x @ kernel + bias)` over the last axis.
+///
+/// Inputs `[batch, ..., in]` give `[batch, ..., units]`; the kernel is
+/// `[in, units]`. Options set after the layer is built have no effect on
+/// its weights.
 pub struct Dense {
     name: String,
+    /// Output features.
     pub units: usize,
+    /// Applied to the output (`Linear`, Keras' `None`, by default).
     pub activation: Activation,
+    /// Whether a bias is added (true).
     pub use_bias: bool,
+    /// Initializer of the kernel (`GlorotUniform`).
     pub kernel_initializer: Initializer,
+    /// Initializer of the bias (`Zeros`).
     pub bias_initializer: Initializer,
     kernel: Option<Variable>,
     bias: Option<Variable>,
 }
 
 impl Dense {
+    /// `Dense(units)` with Keras' defaults.
     pub fn new(units: usize) -> Dense {
         Dense {
             name: unique_name("dense"),
@@ -98,21 +132,26 @@ impl Dense {
             bias: None,
         }
     }
+    /// `activation=`.
     pub fn activation(mut self, a: Activation) -> Dense {
         self.activation = a;
         self
     }
+    /// `use_bias=`.
     pub fn use_bias(mut self, b: bool) -> Dense {
         self.use_bias = b;
         self
     }
+    /// `kernel_initializer=`.
     pub fn kernel_initializer(mut self, i: Initializer) -> Dense {
         self.kernel_initializer = i;
         self
     }
+    /// The kernel `[in, units]`, once built.
     pub fn kernel(&self) -> Option<&Variable> {
         self.kernel.as_ref()
     }
+    /// The bias `[units]`, once built with `use_bias`.
     pub fn bias(&self) -> Option<&Variable> {
         self.bias.as_ref()
     }
@@ -203,23 +242,39 @@ fn padding_of(name: &str) -> Result<Padding> {
 }
 
 /// `keras.layers.Conv2D` over NHWC inputs (padding "valid" by default, as Keras).
+///
+/// Inputs `[batch, height, width, channels]` give `[batch, out_height,
+/// out_width, filters]`; the kernel is HWIO, `[kh, kw, channels / groups,
+/// filters]`. Options set after the layer is built have no effect on its
+/// weights.
 pub struct Conv2D {
     name: String,
+    /// Output channels.
     pub filters: usize,
+    /// Window `[height, width]`.
     pub kernel_size: [usize; 2],
+    /// Step of the window `[height, width]` (`[1, 1]`).
     pub strides: [usize; 2],
+    /// `Valid` (no padding, the default) or `Same` (output size `ceil(in / stride)`).
     pub padding: Padding,
+    /// Spacing of the kernel taps `[height, width]` (`[1, 1]`).
     pub dilation_rate: [usize; 2],
+    /// Channel groups (1); channels and filters must both divide by it.
     pub groups: usize,
+    /// Applied to the output (`Linear`, Keras' `None`, by default).
     pub activation: Activation,
+    /// Whether a bias `[filters]` is added (true).
     pub use_bias: bool,
+    /// Initializer of the kernel (`GlorotUniform`).
     pub kernel_initializer: Initializer,
+    /// Initializer of the bias (`Zeros`).
     pub bias_initializer: Initializer,
     kernel: Option<Variable>,
     bias: Option<Variable>,
 }
 
 impl Conv2D {
+    /// `Conv2D(filters, kernel_size)` with Keras' defaults.
     pub fn new(filters: usize, kernel_size: [usize; 2]) -> Conv2D {
         Conv2D {
             name: unique_name("conv2d"),
@@ -237,31 +292,39 @@ impl Conv2D {
             bias: None,
         }
     }
+    /// `strides=`.
     pub fn strides(mut self, s: [usize; 2]) -> Conv2D {
         self.strides = s;
         self
     }
-    /// "same" or "valid".
+    /// `padding=`: "same" or "valid".
+    ///
+    /// Returns [`Error::InvalidArgument`] for any other string.
     pub fn padding(mut self, p: &str) -> Result<Conv2D> {
         self.padding = padding_of(p)?;
         Ok(self)
     }
+    /// `dilation_rate=`.
     pub fn dilation_rate(mut self, d: [usize; 2]) -> Conv2D {
         self.dilation_rate = d;
         self
     }
+    /// `groups=`: grouped convolution; `groups == channels` is depthwise.
     pub fn groups(mut self, g: usize) -> Conv2D {
         self.groups = g;
         self
     }
+    /// `activation=`.
     pub fn activation(mut self, a: Activation) -> Conv2D {
         self.activation = a;
         self
     }
+    /// `use_bias=`.
     pub fn use_bias(mut self, b: bool) -> Conv2D {
         self.use_bias = b;
         self
     }
+    /// `kernel_initializer=`.
     pub fn kernel_initializer(mut self, i: Initializer) -> Conv2D {
         self.kernel_initializer = i;
         self
@@ -359,8 +422,11 @@ impl Layer for Conv2D {
 pub struct Pooling2D<const MAX: bool> {
     name: String,
     max: bool,
+    /// Window `[height, width]`.
     pub pool_size: [usize; 2],
+    /// Step of the window (`pool_size` by default, as Keras' `strides=None`).
     pub strides: [usize; 2],
+    /// `Valid` (the default) or `Same`.
     pub padding: Padding,
 }
 
@@ -370,7 +436,8 @@ pub type MaxPooling2D = Pooling2D<true>;
 pub type AveragePooling2D = Pooling2D<false>;
 
 impl<const MAX: bool> Pooling2D<MAX> {
-    /// A pooling layer over `pool_size` windows, strides equal to the window, valid padding.
+    /// `MaxPooling2D(pool_size)` / `AveragePooling2D(pool_size)`: strides equal
+    /// to the window, valid padding. Keras' default `pool_size` is `[2, 2]`.
     pub fn new(pool_size: [usize; 2]) -> Self {
         Pooling2D {
             name: unique_name(if MAX { "max_pooling2d" } else { "average_pooling2d" }),
@@ -380,12 +447,14 @@ impl<const MAX: bool> Pooling2D<MAX> {
             padding: Padding::Valid,
         }
     }
-    /// Window strides.
+    /// `strides=`.
     pub fn strides(mut self, s: [usize; 2]) -> Self {
         self.strides = s;
         self
     }
-    /// `"valid"` or `"same"`.
+    /// `padding=`: `"valid"` or `"same"`.
+    ///
+    /// Returns [`Error::InvalidArgument`] for any other string.
     pub fn padding(mut self, p: &str) -> Result<Self> {
         self.padding = padding_of(p)?;
         Ok(self)
@@ -448,6 +517,8 @@ pub struct GlobalAveragePooling2D {
 }
 
 impl GlobalAveragePooling2D {
+    /// `GlobalAveragePooling2D()`: `[batch, h, w, c]` to `[batch, c]`
+    /// (Keras' `keepdims=False`).
     pub fn new() -> Self {
         GlobalAveragePooling2D {
             name: unique_name("global_average_pooling2d"),
@@ -496,12 +567,14 @@ impl Layer for GlobalAveragePooling2D {
     }
 }
 
-/// `keras.layers.Flatten`: [batch, ...] to [batch, features].
+/// `keras.layers.Flatten`: `[batch, ...]` to `[batch, features]` in
+/// row-major (NHWC) order, so a following `Dense` sees TF's feature order.
 pub struct Flatten {
     name: String,
 }
 
 impl Flatten {
+    /// `Flatten()`.
     pub fn new() -> Self {
         Flatten {
             name: unique_name("flatten"),
@@ -541,12 +614,18 @@ impl Layer for Flatten {
 
 /// `keras.layers.Dropout`: zeroes a fraction `rate` of the inputs in
 /// training and scales the rest by 1 / (1 - rate); identity in inference.
+///
+/// The mask is drawn with the thread's seed sequence
+/// ([`crate::nn::set_random_seed`]).
 pub struct Dropout {
     name: String,
+    /// Fraction of the inputs to drop, in `[0, 1)`.
     pub rate: f64,
 }
 
 impl Dropout {
+    /// `Dropout(rate)`. A rate outside `[0, 1)` is reported by `build` and
+    /// every call, as [`Error::InvalidArgument`].
     pub fn new(rate: f64) -> Dropout {
         Dropout {
             name: unique_name("dropout"),
@@ -587,11 +666,18 @@ impl Layer for Dropout {
 
 /// `keras.layers.BatchNormalization` over the last axis: batch statistics in
 /// training (updating the moving averages), moving statistics in inference.
+///
+/// Weights, all `[channels]`: `gamma` and `beta` (trainable), `moving_mean`
+/// and `moving_variance` (not trainable, updated by training calls).
 pub struct BatchNormalization {
     name: String,
+    /// Weight of the old value in the moving averages (0.99).
     pub momentum: f64,
+    /// Added to the variance before the square root (1e-3).
     pub epsilon: f64,
+    /// Whether the learned offset `beta` is added (true); set before building.
     pub center: bool,
+    /// Whether the learned scale `gamma` multiplies (true); set before building.
     pub scale: bool,
     gamma: Option<Variable>,
     beta: Option<Variable>,
@@ -600,6 +686,7 @@ pub struct BatchNormalization {
 }
 
 impl BatchNormalization {
+    /// `BatchNormalization()` with Keras' defaults (`axis=-1`).
     pub fn new() -> Self {
         BatchNormalization {
             name: unique_name("batch_normalization"),
@@ -613,17 +700,21 @@ impl BatchNormalization {
             moving_variance: None,
         }
     }
+    /// `momentum=`.
     pub fn momentum(mut self, m: f64) -> Self {
         self.momentum = m;
         self
     }
+    /// `epsilon=`.
     pub fn epsilon(mut self, e: f64) -> Self {
         self.epsilon = e;
         self
     }
+    /// The moving mean `[channels]` used in inference, once built.
     pub fn moving_mean(&self) -> Option<&Variable> {
         self.moving_mean.as_ref()
     }
+    /// The moving (biased) variance `[channels]` used in inference, once built.
     pub fn moving_variance(&self) -> Option<&Variable> {
         self.moving_variance.as_ref()
     }
@@ -728,9 +819,11 @@ impl Layer for BatchNormalization {
     }
 }
 
-/// `keras.layers.Activation`.
+/// `keras.layers.Activation`: an activation as a layer of its own (named
+/// `ActivationLayer` because [`Activation`] is the function).
 pub struct ActivationLayer {
     name: String,
+    /// The function applied elementwise.
     pub activation: Activation,
 }
 

@@ -1,13 +1,28 @@
-//! Keras losses. Each returns the mean over the batch (Keras'
-//! `sum_over_batch_size` reduction) as a scalar tensor.
+//! Keras losses (`keras.losses`). Each returns the mean over the batch
+//! (Keras' `sum_over_batch_size` reduction) as a scalar tensor, built from
+//! differentiable ops ([`crate::ops`]) so a
+//! [`GradientTape`](crate::autodiff::GradientTape) can take its gradient.
+//!
+//! [`crate::nn::model::Model::compile`] takes one; the matching accuracy is
+//! in [`crate::nn::metrics`]. With `from_logits = true` the model's last
+//! layer should have no activation ([`crate::nn::activations::Activation::Linear`]),
+//! which is also the numerically stable choice.
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 
+/// `keras.losses.Loss`: a scalar to minimize from labels and predictions.
+/// Implement it for a custom loss; `Send` so a compiled model can move
+/// between threads.
 pub trait Loss: Send {
+    /// The Keras function name ("mean_squared_error", ...).
     fn name(&self) -> &'static str;
+    /// `loss(y_true, y_pred)`: the batch mean as a scalar on `y_pred`'s
+    /// device (`y_true` is moved there and cast to its dtype).
+    ///
+    /// Returns [`Error::Shape`] when the two do not fit together.
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor>;
 }
 
@@ -29,6 +44,8 @@ fn as_pred_dtype(y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
     y_true.to_device(y_pred.device())?.cast(y_pred.dtype())
 }
 
+/// `keras.losses.MeanSquaredError`: `mean((y_true - y_pred)^2)` over every
+/// element; `y_true` and `y_pred` have the same shape.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MeanSquaredError;
 
@@ -44,6 +61,8 @@ impl Loss for MeanSquaredError {
     }
 }
 
+/// `keras.losses.MeanAbsoluteError`: `mean(|y_true - y_pred|)` over every
+/// element; `y_true` and `y_pred` have the same shape.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MeanAbsoluteError;
 
@@ -57,12 +76,17 @@ impl Loss for MeanAbsoluteError {
     }
 }
 
+/// `keras.losses.BinaryCrossentropy`: targets in \[0, 1\] against
+/// predictions of the same shape (one independent yes/no per element).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct BinaryCrossentropy {
+    /// `y_pred` are logits (Keras' default is false: probabilities, clipped
+    /// to \[1e-7, 1 - 1e-7\] before the logarithm).
     pub from_logits: bool,
 }
 
 impl BinaryCrossentropy {
+    /// `BinaryCrossentropy(from_logits=...)`.
     pub fn new(from_logits: bool) -> Self {
         BinaryCrossentropy { from_logits }
     }
@@ -92,12 +116,17 @@ fn clip(p: &Tensor) -> Result<Tensor> {
     p.maximum(&p.scalar_like(EPS)?)?.minimum(&p.scalar_like(1.0 - EPS)?)
 }
 
+/// `keras.losses.CategoricalCrossentropy`: one-hot (or soft) targets
+/// `[batch, classes]` against scores of the same shape, over the last axis.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CategoricalCrossentropy {
+    /// `y_pred` are logits (Keras' default is false: probabilities, which
+    /// are renormalized to sum to 1 and clipped, as Keras does).
     pub from_logits: bool,
 }
 
 impl CategoricalCrossentropy {
+    /// `CategoricalCrossentropy(from_logits=...)`.
     pub fn new(from_logits: bool) -> Self {
         CategoricalCrossentropy { from_logits }
     }
@@ -121,14 +150,18 @@ impl Loss for CategoricalCrossentropy {
     }
 }
 
-/// Integer labels [batch] against scores [batch, classes]. Labels outside
-/// [0, classes) are an error (on a GPU, at the next readback).
+/// `keras.losses.SparseCategoricalCrossentropy`: integer labels `[batch]`
+/// (or `[batch, 1]`) against scores `[batch, classes]`. Labels outside
+/// `[0, classes)` are an error (on a GPU, at the next readback).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SparseCategoricalCrossentropy {
+    /// `y_pred` are logits (Keras' default is false: probabilities, whose
+    /// clipped logarithms are then used as logits, as TF does).
     pub from_logits: bool,
 }
 
 impl SparseCategoricalCrossentropy {
+    /// `SparseCategoricalCrossentropy(from_logits=...)`.
     pub fn new(from_logits: bool) -> Self {
         SparseCategoricalCrossentropy { from_logits }
     }

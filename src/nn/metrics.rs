@@ -1,15 +1,31 @@
-//! Stateful Keras metrics. State accumulates on the device of the values
-//! (no readback per batch); `result` reads it back.
+//! Stateful Keras metrics (`keras.metrics`). State accumulates on the device
+//! of the values (no readback per batch); `result` reads it back. Totals
+//! are non-trainable variables updated by assignment, so a step traced by
+//! [`mod@crate::function`] keeps updating them on every replay.
+//!
+//! [`crate::nn::model::Model::compile`] takes them as [`Metrics`]; `fit`
+//! reports them after the loss of [`crate::nn::losses`] and hands them to
+//! [`crate::nn::callbacks`].
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::ops;
 use crate::tensor::{Tensor, Variable};
 
+/// `keras.metrics.Metric`: a value accumulated over batches. Implement it
+/// for a custom metric; keep the state in variables updated with tensor
+/// ops, so that traced steps update it too.
 pub trait Metric: Send {
+    /// The key in logs and [`History`](crate::nn::History) ("accuracy", ...).
     fn name(&self) -> &str;
+    /// Accumulates one batch, without reading anything back.
+    ///
+    /// Returns [`Error::Shape`] when `y_true` and `y_pred` do not fit together.
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()>;
+    /// The value so far (0 before any update); reads the state back, which
+    /// waits for the device.
     fn result(&self) -> Result<f64>;
+    /// Starts over (at the beginning of each epoch and `evaluate`).
     fn reset_state(&mut self);
 }
 
@@ -71,6 +87,7 @@ pub struct Mean {
 }
 
 impl Mean {
+    /// `keras.metrics.Mean(name)`.
     pub fn new(name: &str) -> Mean {
         Mean {
             name: name.into(),

@@ -1,5 +1,23 @@
 //! Keras for wgflow: layers, models (`Sequential` and custom), losses,
-//! optimizers, metrics, callbacks, `fit`. Names and defaults follow Keras.
+//! optimizers, metrics, callbacks, `fit`. Names and defaults follow Keras;
+//! layouts follow TF's `channels_last` (NHWC activations, HWIO kernels).
+//!
+//! This is the top library layer. A training step is built from the layers
+//! below: tensor ops ([`crate::ops`]) recorded by a
+//! [`GradientTape`](crate::autodiff::GradientTape), traced and replayed as a
+//! graph by [`mod@crate::function`], fed by [`crate::data::Dataset`], and
+//! saved through [`crate::io::checkpoint`] and [`crate::io::summary`].
+//!
+//! ```
+//! use wgflow::nn::layers::{Dense, Flatten};
+//! use wgflow::nn::{Activation, Sequential};
+//!
+//! let model = Sequential::new()
+//!     .add(Flatten::new())
+//!     .add(Dense::new(128).activation(Activation::Relu))
+//!     .add(Dense::new(10));
+//! assert_eq!(model.layers().len(), 3);
+//! ```
 
 pub mod activations;
 pub mod callbacks;

@@ -1,6 +1,13 @@
-//! Models: the `Model` trait (forward pass and weights) with Keras'
+//! Models: the [`Model`] trait (forward pass and weights) with Keras'
 //! `compile` / `fit` / `evaluate` / `predict` / `summary` on top, and
-//! `Sequential`.
+//! [`Sequential`].
+//!
+//! A model is built from [`crate::nn::layers`] and trained against a loss
+//! from [`crate::nn::losses`] with an optimizer from
+//! [`crate::nn::optimizers`], reporting [`crate::nn::metrics`] and calling
+//! [`crate::nn::callbacks`]. Unless `run_eagerly` is set, each step is
+//! traced once per input signature and replayed as a graph
+//! ([`mod@crate::function`]), as Keras wraps its steps in `tf.function`.
 
 use super::callbacks::{Callback, TrainContext};
 use super::layers::{Layer, count_params, unique_name};
@@ -16,10 +23,15 @@ use crate::ops::layout;
 use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
 
-/// What `compile` sets.
+/// What [`Model::compile`] sets: the training configuration and the state
+/// that lives as long as it (metric totals, traced steps). A custom model
+/// stores it in a field returned by [`Model::compiled`].
 pub struct Compiled {
+    /// The optimizer `train_step` applies; it owns the slots and step count.
     pub optimizer: Optimizer,
+    /// The loss `train_step` minimizes and `evaluate` reports as "loss".
     pub loss: Box<dyn Loss>,
+    /// Metrics reported after "loss", in the order given to `compile`.
     pub metrics: Vec<Box<dyn Metric>>,
     /// Keras' `run_eagerly`: `fit`, `evaluate` and `predict` run their steps
     /// op by op instead of tracing them once and replaying the graph.
@@ -38,13 +50,16 @@ pub struct Compiled {
     pub(crate) test_loss: Mean,
 }
 
-/// Metric names and values, in display order.
+/// Metric names and values, in display order ("loss" first, then the
+/// compiled metrics, then the "val_" ones): Keras' `logs` dict.
 pub type Logs = Vec<(String, f64)>;
 
-/// `keras.callbacks.History`: every epoch's logs.
+/// `keras.callbacks.History`: every epoch's logs, as [`Model::fit`] returns it.
 #[derive(Clone, Debug, Default)]
 pub struct History {
+    /// `History.history`: each metric with one value per epoch, in first-seen order.
     pub history: Vec<(String, Vec<f64>)>,
+    /// `History.epoch`: the 0-based index of each recorded epoch.
     pub epochs: Vec<usize>,
 }
 
@@ -64,16 +79,28 @@ impl History {
     }
 }
 
-/// Options of `fit` (Keras' keyword arguments and defaults).
+/// Options of [`Model::fit`]: Keras' keyword arguments, with Keras' defaults
+/// in [`FitArgs::default`] (`batch_size=32`, `epochs=1`, `shuffle=True`,
+/// `verbose` on); set the ones you need and take the rest with
+/// `..FitArgs::default()`.
 pub struct FitArgs {
+    /// Examples per step (32); the last batch of an epoch may be smaller.
+    /// Ignored by [`Model::fit_dataset`], whose dataset is already batched.
     pub batch_size: usize,
+    /// The index of the epoch to stop before (1), not a count: training runs
+    /// epochs `initial_epoch..epochs`, as in Keras.
     pub epochs: usize,
+    /// The epoch to start at (0), to resume a previous run.
     pub initial_epoch: usize,
     /// (x, y) evaluated at the end of every epoch ("val_" metrics).
     pub validation_data: Option<(Tensor, Tensor)>,
+    /// Reshuffle the examples every epoch (true). [`Model::fit`] only.
     pub shuffle: bool,
+    /// Seed of the shuffle order (0), so that runs repeat exactly.
     pub seed: u64,
+    /// Called at the begin and end of training, after every batch and epoch.
     pub callbacks: Vec<Box<dyn Callback>>,
+    /// Print "Epoch i/n" and a progress bar per epoch (true): Keras' `verbose=1`.
     pub verbose: bool,
     /// Where to train; the default device when `None`.
     pub device: Option<Device>,
@@ -102,15 +129,41 @@ fn device_of(d: &Option<Device>) -> Result<Device> {
     }
 }
 
-/// A model: a forward pass over its weights. `compile`, `fit`, `evaluate`,
-/// `predict` and `summary` come with the trait; a custom model implements
-/// `call`, `named_variables` and `compiled` (a field holding
-/// `Option<Compiled>`).
+/// `keras.Model`: a forward pass over its weights. `compile`, `fit`,
+/// `evaluate`, `predict` and `summary` come with the trait; a custom model
+/// (Keras' subclassed model) implements `call`, `named_variables` and
+/// `compiled` (a field holding `Option<Compiled>`), and may override
+/// `train_step`.
+///
+/// ```
+/// use wgflow::nn::layers::Dense;
+/// use wgflow::nn::losses::SparseCategoricalCrossentropy;
+/// use wgflow::nn::metrics::SparseCategoricalAccuracy;
+/// use wgflow::nn::optimizers::Adam;
+/// use wgflow::nn::{FitArgs, Model, Sequential};
+/// use wgflow::{DType, Device};
+///
+/// let x = wgflow::ops::random_normal(&[64, 4], 0.0, 1.0, DType::F32, 1, &Device::Cpu)?;
+/// let y = x.argmax(-1)?;
+/// let mut model = Sequential::new().add(Dense::new(4));
+/// model.compile(Adam::new(0.01), SparseCategoricalCrossentropy::new(true), SparseCategoricalAccuracy::new());
+/// let args = FitArgs { epochs: 2, verbose: false, device: Some(Device::Cpu), ..FitArgs::default() };
+/// let history = model.fit(&x, &y, args)?;
+/// assert_eq!(history.get("loss").unwrap().len(), 2);
+/// # Ok::<(), wgflow::Error>(())
+/// ```
 pub trait Model {
+    /// The forward pass on a batch `x` (batch first). `training` selects
+    /// training behaviour, as Keras' `training=` argument: dropout active,
+    /// batch normalization on batch statistics.
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor>;
     /// Every weight with a path unique in the model (checkpoint names).
     fn named_variables(&self) -> Vec<(String, Variable)>;
+    /// The storage of the compiled configuration: `None` until
+    /// [`Model::compile`]. The provided methods take it out and put it back
+    /// around each step.
     fn compiled(&mut self) -> &mut Option<Compiled>;
+    /// The name `summary` prints (Keras' `model.name`); "model" by default.
     fn name(&self) -> String {
         "model".into()
     }
@@ -119,6 +172,8 @@ pub trait Model {
         (Vec::new(), None)
     }
 
+    /// `model.variables` (Keras' `weights`): every variable, trainable or not,
+    /// in the order of `named_variables`.
     fn variables(&self) -> Vec<Variable> {
         self.named_variables().into_iter().map(|(_, v)| v).collect()
     }
@@ -131,11 +186,17 @@ pub trait Model {
         }
     }
 
+    /// `model.trainable_variables`: the ones the optimizer updates (not, for
+    /// example, batch normalization's moving statistics).
     fn trainable_variables(&self) -> Vec<Variable> {
         self.variables().into_iter().filter(|v| v.trainable()).collect()
     }
 
-    /// `model.compile(optimizer, loss, metrics)`.
+    /// `model.compile(optimizer, loss, metrics)`. `optimizer` is any
+    /// optimizer type of [`crate::nn::optimizers`]; `metrics` is `()`, one
+    /// metric, a tuple or array of metrics, or a `Vec<Box<dyn Metric>>` (see
+    /// [`Metrics`]). Compiling again replaces the optimizer (and its state),
+    /// resets the metrics and drops the traced steps.
     fn compile(&mut self, optimizer: impl Into<Optimizer>, loss: impl Loss + 'static, metrics: impl Into<Metrics>)
     where
         Self: Sized,
@@ -197,7 +258,13 @@ pub trait Model {
         r
     }
 
-    /// `model.fit(x, y, batch_size, epochs, validation_data, shuffle, callbacks)`.
+    /// `model.fit(x, y, batch_size, epochs, validation_data, shuffle, callbacks)`:
+    /// trains on `x` and `y` (matching first dimensions) and returns the
+    /// per-epoch logs.
+    ///
+    /// Returns [`Error::InvalidArgument`] if the model is not compiled, and
+    /// the errors of the step (shape mismatches with the layers or the loss),
+    /// of the callbacks and of the device.
     fn fit(&mut self, x: &Tensor, y: &Tensor, args: FitArgs) -> Result<History>
     where
         Self: Sized,
@@ -211,7 +278,12 @@ pub trait Model {
         self.fit_dataset(&ds, args)
     }
 
-    /// `model.fit(dataset, ...)`: the dataset yields (x, y) batches.
+    /// `model.fit(dataset, ...)`: the dataset yields (x, y) batches, moved to
+    /// `args.device` on a prefetch thread; `batch_size` and `shuffle` in
+    /// `args` are ignored.
+    ///
+    /// Returns [`Error::InvalidArgument`] if the model is not compiled or an
+    /// element is not a pair, and the errors of [`Model::fit`].
     fn fit_dataset(&mut self, ds: &Dataset, mut args: FitArgs) -> Result<History>
     where
         Self: Sized,
@@ -312,7 +384,12 @@ pub trait Model {
         Ok(logs)
     }
 
-    /// `model.evaluate(x, y, batch_size)`: loss and metrics in inference mode.
+    /// `model.evaluate(x, y, batch_size)`: loss and metrics in inference mode
+    /// on the model's device (Keras' default `batch_size` is 32). The loss is
+    /// the example-weighted mean over all batches.
+    ///
+    /// Returns [`Error::InvalidArgument`] if the model is not compiled or
+    /// `batch_size` is 0.
     fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs>
     where
         Self: Sized,
@@ -321,6 +398,8 @@ pub trait Model {
         self.evaluate_on(x, y, batch_size, &d)
     }
 
+    /// [`Model::evaluate`] with each batch moved to `device` (how `fit`
+    /// evaluates `validation_data` on its training device).
     fn evaluate_on(&mut self, x: &Tensor, y: &Tensor, batch_size: usize, device: &Device) -> Result<Logs>
     where
         Self: Sized,
@@ -374,7 +453,11 @@ pub trait Model {
         r
     }
 
-    /// `model.predict(x, batch_size)`: outputs in inference mode, concatenated.
+    /// `model.predict(x, batch_size)`: outputs in inference mode, batch by
+    /// batch, concatenated along the first axis. Needs no `compile`.
+    ///
+    /// Returns [`Error::InvalidArgument`] if `x` has no rows or `batch_size`
+    /// is 0.
     fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor>
     where
         Self: Sized,
@@ -501,10 +584,13 @@ impl Sequential {
         self.layers.push(Box::new(layer));
     }
 
+    /// `model.layers`, in call order.
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
     }
 
+    /// The layers, mutably: to build or call one layer on its own, as with
+    /// Keras' `model.layers[i]`.
     pub fn layers_mut(&mut self) -> &mut [Box<dyn Layer>] {
         &mut self.layers
     }

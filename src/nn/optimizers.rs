@@ -1,6 +1,13 @@
 //! Keras optimizers (SGD with momentum and Nesterov, Adam, AdamW, RMSprop),
 //! learning-rate schedules and `clipnorm`. Each variable's step is one fused
-//! kernel (`ops::optim`); slots are created on first use, zero-initialized.
+//! kernel ([`crate::ops::optim`]); slots are created on first use,
+//! zero-initialized.
+//!
+//! [`crate::nn::model::Model::compile`] takes any of [`SGD`], [`Adam`],
+//! [`AdamW`], [`RMSprop`] (each turns into an [`Optimizer`]); a custom loop
+//! calls [`Optimizer::apply_gradients`] with gradients from a
+//! [`GradientTape`](crate::autodiff::GradientTape). The step count and slots
+//! are saved with the variables by [`crate::io::checkpoint`].
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -13,8 +20,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A learning rate that depends on the step.
+/// `keras.optimizers.schedules.LearningRateSchedule`: a learning rate that
+/// depends on the step. Evaluated on the host once per step, also when the
+/// step is replayed from a traced graph.
 pub trait LearningRateSchedule: Send + Sync {
+    /// The rate for `step` (0-based: the optimizer's `iterations` before the update).
     fn lr(&self, step: u64) -> f64;
 }
 
@@ -22,9 +32,13 @@ pub trait LearningRateSchedule: Send + Sync {
 /// lr0 * rate^(step / decay_steps), the exponent floored with `staircase`.
 #[derive(Clone, Debug)]
 pub struct ExponentialDecay {
+    /// The rate at step 0.
     pub initial_learning_rate: f64,
+    /// Steps over which the rate is multiplied by `decay_rate` once.
     pub decay_steps: u64,
+    /// Factor applied per `decay_steps`.
     pub decay_rate: f64,
+    /// Decay in discrete jumps every `decay_steps` (Keras' default: false).
     pub staircase: bool,
 }
 
@@ -42,8 +56,11 @@ impl LearningRateSchedule for ExponentialDecay {
 /// lr0 * ((1 - alpha) * 0.5 * (1 + cos(pi * min(step, n) / n)) + alpha).
 #[derive(Clone, Debug)]
 pub struct CosineDecay {
+    /// The rate at step 0.
     pub initial_learning_rate: f64,
+    /// Steps to decay over; the rate stays at the minimum afterwards.
     pub decay_steps: u64,
+    /// The minimum rate as a fraction of `initial_learning_rate` (Keras: 0.0).
     pub alpha: f64,
 }
 
@@ -56,8 +73,13 @@ impl LearningRateSchedule for CosineDecay {
     }
 }
 
+/// An optimizer's `learning_rate` argument: a number or a schedule, as
+/// Keras accepts either; `From` makes both `0.01` and
+/// `ExponentialDecay { .. }` work where it is expected.
 pub enum LearningRate {
+    /// The same rate at every step.
     Constant(f64),
+    /// A rate computed from the step.
     Schedule(Arc<dyn LearningRateSchedule>),
 }
 
@@ -74,6 +96,7 @@ impl<S: LearningRateSchedule + 'static> From<S> for LearningRate {
 }
 
 impl LearningRate {
+    /// The rate at `step`.
     pub fn at(&self, step: u64) -> f64 {
         match self {
             LearningRate::Constant(v) => *v,
@@ -318,6 +341,7 @@ impl Optimizer {
         }
     }
 
+    /// The Keras class name ("SGD", "Adam", "AdamW", "RMSprop").
     pub fn name(&self) -> &'static str {
         self.name
     }
@@ -326,6 +350,8 @@ impl Optimizer {
     pub fn iterations(&self) -> u64 {
         self.iterations.load(Ordering::SeqCst)
     }
+    /// Sets the step count (a checkpoint restore); schedules and Adam's bias
+    /// correction continue from it.
     pub fn set_iterations(&mut self, n: u64) {
         self.iterations.store(n, Ordering::SeqCst);
     }

@@ -3,10 +3,15 @@
 //! On a terminal the line redraws in place (at most a few times a second,
 //! since each redraw reads the metrics back from the device); otherwise only
 //! the final line of each epoch is printed.
+//!
+//! [`crate::nn::model::Model::fit`] draws it when `FitArgs::verbose` is set,
+//! from the same logs it hands to [`crate::nn::callbacks`].
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
+/// `keras.utils.Progbar` for one epoch of `total` steps (unknown for a
+/// dataset without cardinality).
 pub struct Progress {
     total: Option<usize>,
     start: Instant,
@@ -31,6 +36,8 @@ fn bar(step: usize, total: usize) -> String {
 }
 
 impl Progress {
+    /// Starts the epoch's clock. With `verbose` off nothing is printed; with
+    /// it on, the bar redraws live only when stdout is a terminal.
     pub fn new(total: Option<usize>, verbose: bool) -> Progress {
         let now = Instant::now();
         Progress {
@@ -47,6 +54,8 @@ impl Progress {
         self.live && self.last.elapsed() >= Duration::from_millis(250)
     }
 
+    /// Redraws the live line at `step` with an ETA and `logs`; a no-op when
+    /// not drawing live.
     pub fn update(&mut self, step: usize, logs: &[(String, f64)]) {
         if !self.live {
             return;
@@ -64,6 +73,8 @@ impl Progress {
         let _ = std::io::stdout().flush();
     }
 
+    /// Prints the epoch's final line: `steps`, total time, time per step and
+    /// the epoch's `logs` (validation included).
     pub fn finish(&mut self, steps: usize, logs: &[(String, f64)]) {
         if !self.verbose {
             return;
