@@ -279,6 +279,60 @@ fn variables_are_read_and_assigned_on_every_call() {
 }
 
 #[test]
+fn a_call_that_fails_while_tracing_leaves_variables_untouched() {
+    for d in devices() {
+        let v = Variable::new(ops::ones(&[3], DType::F32, &d).unwrap(), "v");
+        let w = Variable::new(ops::ones(&[2], DType::F32, &d).unwrap(), "w");
+        let mut f = function(|x: &[Tensor]| {
+            v.assign(&v.value().add(&x[0])?)?;
+            w.assign(&w.value().mul_scalar(5.0)?)?;
+            v.assign(&v.value().add(&x[0])?)?;
+            // [3] x [3] is no matrix product: the trace fails here.
+            Ok(vec![x[0].matmul(&x[0])?])
+        });
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+        let err = f.call(std::slice::from_ref(&x)).unwrap_err();
+        assert!(matches!(err, Error::Shape { .. }), "{d}: {err:?}");
+        assert_eq!(
+            v.value().to_vec::<f32>().unwrap(),
+            vec![1.0, 1.0, 1.0],
+            "{d}: v untouched"
+        );
+        assert_eq!(w.value().to_vec::<f32>().unwrap(), vec![1.0, 1.0], "{d}: w untouched");
+        // A scope dropped before its end puts assigned variables back too.
+        let scope = wgflow::function::TraceScope::begin(std::slice::from_ref(&x)).unwrap();
+        v.assign(&x).unwrap();
+        drop(scope);
+        assert_eq!(
+            v.value().to_vec::<f32>().unwrap(),
+            vec![1.0, 1.0, 1.0],
+            "{d}: scope dropped"
+        );
+    }
+}
+
+#[test]
+fn one_tensor_passed_for_two_arguments_is_two_inputs() {
+    for d in devices() {
+        let mut f = function(|a: &[Tensor]| Ok(vec![a[0].sub(&a[1])?.mul(&a[0])?]));
+        let x = Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap();
+        let y = Tensor::from_vec(vec![5.0f32, 7.0], &[2], &d).unwrap();
+        // An autoencoder's step: the input is also the target.
+        let same = f.call(&[x.clone(), x.clone()]).unwrap();
+        assert_eq!(same[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0], "{d}");
+        let diff = f.call(&[x.clone(), y.clone()]).unwrap();
+        assert_eq!(
+            diff[0].to_vec::<f32>().unwrap(),
+            vec![-4.0, -10.0],
+            "{d}: the replay keeps them apart"
+        );
+        let again = f.call(&[y.clone(), y]).unwrap();
+        assert_eq!(again[0].to_vec::<f32>().unwrap(), vec![0.0, 0.0], "{d}");
+        assert_eq!(f.trace_count(), 1, "{d}");
+    }
+}
+
+#[test]
 fn random_ops_draw_new_numbers_on_every_call() {
     for d in devices() {
         let dev = d.clone();

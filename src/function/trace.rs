@@ -24,6 +24,10 @@ pub(crate) struct Builder {
     ids: HashMap<u64, usize>,
     sources: Vec<(usize, Source)>,
     assigns: Vec<(Variable, usize)>,
+    /// Each variable the trace assigned, with its value before the first
+    /// assignment: a trace that fails puts them back, so that a failed call
+    /// leaves every variable as it was (a graph assigns when a call ends).
+    before: Vec<(Variable, Tensor)>,
 }
 
 impl Builder {
@@ -106,6 +110,10 @@ fn on_read(var: &Variable, t: &Tensor) {
 /// the trace see the same graph value.
 fn on_assign(var: &Variable, t: &Tensor, held: &Tensor) {
     with(|b| {
+        if !b.before.iter().any(|(x, _)| x.id() == var.id()) {
+            // Observers hear of an assignment before it happens.
+            b.before.push((var.clone(), var.peek_raw()));
+        }
         let v = b.value_of(t, true);
         b.ids.insert(held.id(), v);
         b.assigns.push((var.clone(), v));
@@ -146,13 +154,31 @@ pub fn host_input(shape: &[usize], device: &Device, mut f: impl FnMut() -> CpuDa
 }
 
 /// Runs `f` on `args` while recording; returns its outputs and the graph.
+/// `f` sees a placeholder of each argument (the same values under another
+/// identity), so one tensor passed twice, `f(x, x)`, becomes two inputs
+/// of the graph, as in TensorFlow. When `f` or the graph's construction
+/// fails, the variables `f` assigned get their old values back.
 pub(crate) fn trace(args: &[Tensor], f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>) -> Result<(Vec<Tensor>, Graph)> {
-    let scope = TraceScope::begin(args)?;
-    let out = f(args);
-    let builder = scope.end();
-    let out = out?;
-    let graph = Graph::build(builder, Signature::of(args), args, &out)?;
-    Ok((out, graph))
+    let inputs: Vec<Tensor> = args.iter().map(Tensor::detached).collect();
+    let scope = TraceScope::begin(&inputs)?;
+    let out = f(&inputs);
+    let mut builder = scope.end();
+    let before = std::mem::take(&mut builder.before);
+    let built = out.and_then(|out| {
+        let graph = Graph::build(builder, Signature::of(args), args, &out)?;
+        Ok((out, graph))
+    });
+    if built.is_err() {
+        restore(before);
+    }
+    built
+}
+
+/// Puts back the values assigned variables had before a trace.
+fn restore(before: Vec<(Variable, Tensor)>) {
+    for (var, t) in before.into_iter().rev() {
+        var.assign_raw(t);
+    }
 }
 
 /// An open recording; `end` closes it (dropping it discards the recording).
@@ -198,9 +224,13 @@ impl TraceScope {
 }
 
 impl Drop for TraceScope {
+    /// A recording dropped before its end is discarded, and the variables
+    /// it assigned get their old values back.
     fn drop(&mut self) {
         if self.open {
-            STATE.with(|s| s.borrow_mut().take());
+            if let Some(b) = STATE.with(|s| s.borrow_mut().take()) {
+                restore(b.before);
+            }
         }
     }
 }
