@@ -90,7 +90,9 @@ impl Tensor {
         if device.is_gpu() { t.to_device(device) } else { Ok(t) }
     }
 
-    /// `tf.constant(data, shape=...)` on `device`.
+    /// `tf.constant(data, shape=...)` on `device`; the dtype follows `T`
+    /// (see [`Element`]). [`Error::Shape`] when `data.len()` is not the
+    /// shape's size; [`Error::DType`] for f64 data on a GPU.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
         Tensor::from_data(crate::runtime::cpu::to_cpu_data(data), shape, device)
     }
