@@ -1,13 +1,15 @@
 //! `GradientTape`: records ops on watched tensors and replays their gradient
-//! rules backwards.
+//! rules backwards (`tf.GradientTape`).
 //!
-//! A tape is an observer (`tensor::observe`) registered on its thread while
+//! A tape is an observer ([`crate::tensor::observe`]) registered on its thread while
 //! it lives: `ops::exec` reports every op, and the tape keeps an entry when
 //! one of the op's inputs is tracked (watched, read from a trainable
 //! variable, or computed from tracked tensors). `gradient` walks the entries in reverse, calling each op's
 //! gradient rule; those rules are ordinary ops, so outer tapes record them
 //! (higher-order gradients) while the tape computing them is paused. A traced
-//! function's tracer is another observer of the same events.
+//! function's tracer ([`mod@crate::function`]) is another observer of the
+//! same events. The gradient rules themselves live with each op family in
+//! [`crate::ops`]; Keras' `fit` ([`crate::nn`]) drives a tape per step.
 
 use crate::core::error::{Error, Result};
 use crate::core::op::Op;
@@ -80,12 +82,29 @@ pub use crate::ops::layout::stop_gradient;
 
 /// `tf.GradientTape`. Recording starts at creation and stops when the tape
 /// is dropped; a non-persistent tape can compute gradients once.
+///
+/// Tapes are per thread. Trainable variables read with
+/// [`Variable::value`] inside the tape's life are watched automatically;
+/// other tensors need [`watch`](GradientTape::watch).
+///
+/// ```
+/// use wgflow::{Device, GradientTape, Tensor, Variable};
+/// let cpu = Device::cpu();
+/// let w = Variable::new(Tensor::from_vec(vec![3.0f32], &[1], &cpu)?, "w");
+/// let tape = GradientTape::new();
+/// let y = w.value().square()?; // y = w²
+/// let g = tape.gradient(&y, &[&w])?;
+/// assert_eq!(g[0].as_ref().unwrap().to_vec::<f32>()?, vec![6.0]);
+/// # Ok::<(), wgflow::Error>(())
+/// ```
 pub struct GradientTape {
     state: Rc<State>,
     _registration: Registration,
 }
 
 impl GradientTape {
+    /// A tape that records from now until it is dropped, and computes
+    /// gradients once.
     pub fn new() -> GradientTape {
         GradientTape::create(false)
     }
@@ -126,7 +145,8 @@ impl GradientTape {
     }
 
     /// d target / d variables; `None` where a variable does not affect the
-    /// target. A non-scalar target is summed, as in TensorFlow.
+    /// target. A non-scalar target is summed, as in TensorFlow. A second
+    /// call on a non-persistent tape is [`Error::InvalidArgument`].
     pub fn gradient(&self, target: &Tensor, sources: &[&Variable]) -> Result<Vec<Option<Tensor>>> {
         let ids: Vec<Vec<u64>> = {
             let reads = self.state.reads.borrow();

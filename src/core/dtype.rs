@@ -1,21 +1,35 @@
-//! Element types. GPU storage: f32, i32 and masks as 32-bit words, f16 as
-//! 16-bit halves; f64 exists only on the CPU reference (it is what
-//! finite-difference gradient checks run in).
+//! Element types (`tf.dtypes`). GPU storage: f32, i32 and masks as 32-bit
+//! words, f16 as 16-bit halves; f64 exists only on the CPU reference (it is
+//! what finite-difference gradient checks run in).
+//!
+//! Part of [`crate::core`]. Every [`crate::Tensor`] has one [`DType`]; the
+//! [`Element`] trait maps Rust scalars onto them for
+//! [`Tensor::from_vec`](crate::Tensor::from_vec) and
+//! [`Tensor::to_vec`](crate::Tensor::to_vec). Ops never promote: operands of
+//! a binary op must share a dtype, and [`crate::ops::layout::cast`] converts.
 
 use half::f16;
 use std::fmt;
 
+/// The element type of a tensor, as `tf.DType`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum DType {
+    /// `tf.float32`: the default for activations and weights on every device.
     F32,
+    /// `tf.float16`: stored as halves; computed in f16 where the adapter has
+    /// `SHADER_F16`, otherwise in f32 and rounded.
     F16,
+    /// `tf.float64`: CPU device only (WGSL has no f64).
     F64,
+    /// `tf.int32`: indices, labels and integer arithmetic (wrapping).
     I32,
     /// Boolean mask; comparisons produce it, `where_` consumes it.
     Bool,
 }
 
 impl DType {
+    /// TensorFlow's name: `"float32"`, `"float16"`, `"float64"`, `"int32"`,
+    /// `"bool"` (also what `Display` prints).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "float32",
@@ -25,6 +39,8 @@ impl DType {
             DType::Bool => "bool",
         }
     }
+    /// Whether this is F32, F16 or F64: the dtypes that carry gradients and
+    /// that math ops such as `exp` accept.
     pub fn is_float(self) -> bool {
         matches!(self, DType::F32 | DType::F16 | DType::F64)
     }
@@ -45,9 +61,15 @@ impl fmt::Display for DType {
 }
 
 /// Rust types a tensor can be built from and read back into.
+///
+/// Implemented for `f32`, `half::f16`, `f64`, `i32` and `bool`.
 pub trait Element: Copy + Send + Sync + 'static + fmt::Debug {
+    /// The dtype of a tensor holding this type.
     const DTYPE: DType;
+    /// Widens to f64 (exact for every implementor; `true` is 1.0).
     fn to_f64(self) -> f64;
+    /// Narrows from f64: floats round to nearest, `i32` truncates toward
+    /// zero (saturating), `bool` is `v != 0`.
     fn from_f64(v: f64) -> Self;
 }
 

@@ -1,5 +1,10 @@
 //! The float trait the reference kernels are written against (f32 and f64;
 //! f16 computes through f32).
+//!
+//! Part of [`crate::core`]: the per-element semantics in [`crate::core::op`]
+//! (`UnaryOp::apply`, `UnaryOp::derivative`) and the CPU kernels of
+//! [`crate::runtime::cpu`] are generic over [`Float`], so one definition
+//! serves both precisions.
 
 use std::fmt::Debug;
 use std::ops::{Add, AddAssign, Div, Mul, Neg, Sub};
@@ -20,27 +25,49 @@ pub trait Float:
     + Neg<Output = Self>
     + AddAssign
 {
+    /// 0.0
     const ZERO: Self;
+    /// 1.0
     const ONE: Self;
+    /// +∞: the identity of `min` reductions.
     const INFINITY: Self;
+    /// -∞: the identity of `max` reductions.
     const NEG_INFINITY: Self;
+    /// Converts a constant from f64, rounding to nearest.
     fn of(x: f64) -> Self;
+    /// Widens to f64 (exact).
     fn f64(self) -> f64;
+    /// eˣ
     fn exp(self) -> Self;
+    /// eˣ - 1, accurate near 0.
     fn exp_m1(self) -> Self;
+    /// Natural logarithm; `-inf` at 0, NaN below.
     fn ln(self) -> Self;
+    /// ln(1 + x), accurate near 0.
     fn ln_1p(self) -> Self;
+    /// Square root; NaN below 0.
     fn sqrt(self) -> Self;
+    /// Hyperbolic tangent.
     fn tanh(self) -> Self;
+    /// Sine (radians).
     fn sin(self) -> Self;
+    /// Cosine (radians).
     fn cos(self) -> Self;
+    /// Absolute value.
     fn abs(self) -> Self;
+    /// Largest integer not above `self`.
     fn floor(self) -> Self;
+    /// Smallest integer not below `self`.
     fn ceil(self) -> Self;
+    /// Rounds half to even, as `tf.round` (2.5 → 2, 3.5 → 4).
     fn round_even(self) -> Self;
+    /// `self` raised to `e`; NaN for a negative base and non-integer `e`.
     fn powf(self, e: Self) -> Self;
+    /// Whether `self` is NaN.
     fn is_nan(self) -> bool;
+    /// The larger value; a NaN operand yields the other one (IEEE `maxNum`).
     fn max(self, o: Self) -> Self;
+    /// The smaller value; a NaN operand yields the other one (IEEE `minNum`).
     fn min(self, o: Self) -> Self;
 }
 

@@ -1,8 +1,15 @@
 //! Shape arithmetic shared by every op: element counts, row-major strides,
 //! NumPy broadcasting, axis normalization.
+//!
+//! Part of [`crate::core`]. Shapes are plain `&[usize]`, row-major, with
+//! `[]` for a scalar. The shape rules of [`crate::ops`] and the kernels of
+//! [`crate::runtime`] both use these helpers, so an axis or a broadcast means
+//! the same thing at every layer. Errors name the op passed in as `op`.
 
 use crate::core::error::{Error, Result};
 
+/// Number of elements: the product of the dimensions (1 for a scalar, 0 if
+/// any dimension is 0).
 pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
@@ -16,7 +23,9 @@ pub fn strides(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// NumPy broadcasting of two shapes.
+/// The shape `a` and `b` broadcast to under NumPy's rules (trailing
+/// dimensions aligned, 1 stretches). [`Error::Shape`] when two dimensions
+/// differ and neither is 1.
 pub fn broadcast(op: &'static str, a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     let r = a.len().max(b.len());
     let mut out = vec![0; r];
@@ -54,7 +63,8 @@ pub fn broadcast_strides(shape: &[usize], out: &[usize]) -> Vec<usize> {
         .collect()
 }
 
-/// Accepts negative axes as Python does.
+/// Normalizes an axis of a rank-`rank` tensor: negative axes count from the
+/// end, as in Python. [`Error::InvalidArgument`] outside `[-rank, rank)`.
 pub fn axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
     let r = rank as isize;
     if axis < -r || axis >= r {
@@ -66,7 +76,8 @@ pub fn axis(op: &'static str, axis: isize, rank: usize) -> Result<usize> {
     Ok(if axis < 0 { (axis + r) as usize } else { axis as usize })
 }
 
-/// Normalized, sorted, de-duplicated axes; `None` means every axis.
+/// Normalized, sorted axes; `None` means every axis. A repeated axis, an
+/// axis out of range, or any axis of a scalar is [`Error::InvalidArgument`].
 pub fn axes(op: &'static str, axes: Option<&[isize]>, rank: usize) -> Result<Vec<usize>> {
     let mut v = match axes {
         None => (0..rank).collect(),
@@ -131,6 +142,8 @@ pub struct StridedIter<'a> {
 }
 
 impl<'a> StridedIter<'a> {
+    /// Iterates `shape`'s elements with `strides` (one per dimension, in
+    /// elements) from offset `start`.
     pub fn new(shape: &'a [usize], strides: &'a [usize], start: usize) -> Self {
         StridedIter {
             shape,

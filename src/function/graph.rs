@@ -69,9 +69,13 @@ impl Node {
 /// Sizes of a graph before and after compilation.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct GraphStats {
+    /// Ops recorded by the trace.
     pub traced_ops: usize,
+    /// Nodes left after compilation (a fused kernel counts once).
     pub ops: usize,
+    /// Generated kernels that each replace a chain of elementwise ops.
     pub fused_kernels: usize,
+    /// Traced ops those fused kernels cover.
     pub fused_ops: usize,
 }
 
@@ -242,6 +246,7 @@ impl Graph {
         &self.def
     }
 
+    /// How much compilation shrank the graph.
     pub fn stats(&self) -> GraphStats {
         self.stats
     }

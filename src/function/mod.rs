@@ -1,4 +1,5 @@
-//! `wgflow::function`: trace a step once, replay it as a graph.
+//! `wgflow::function`: trace a step once, replay it as a graph
+//! (`tf.function`).
 //!
 //! The first call with an input signature (shapes, dtypes and devices of
 //! the arguments) runs the closure eagerly while recording every op it runs
@@ -11,9 +12,14 @@
 //! and reading a tensor's value while tracing is an error, because a branch
 //! on it would be frozen into the graph.
 //!
-//! Graphs are compiled before their first replay (see [`compile`]): dead ops
-//! are dropped and chains of elementwise ops are fused into generated
-//! kernels.
+//! Graphs are compiled before their first replay: dead ops are dropped and
+//! chains of elementwise ops are fused into generated kernels. The traced
+//! form stays available as a serializable [`GraphDef`] ([`Graph::def`]).
+//!
+//! The tracer is an observer of [`crate::tensor::observe`], beside
+//! [`crate::autodiff`]'s tapes; replays run each recorded
+//! [`crate::ops::Op`] on its device's [`crate::runtime::Backend`]. Keras'
+//! `fit` ([`crate::nn`]) traces its train step through [`Traced`].
 
 pub(crate) mod compile;
 mod def;
@@ -35,6 +41,7 @@ use std::collections::HashMap;
 pub struct Signature(Vec<(Vec<usize>, DType, String)>);
 
 impl Signature {
+    /// The signature of `args`: what picks (or triggers tracing of) a graph.
     pub fn of(args: &[Tensor]) -> Signature {
         Signature(
             args.iter()
@@ -58,6 +65,8 @@ pub struct Traced {
 }
 
 impl Traced {
+    /// No graphs yet; `name` identifies the step in retracing warnings and
+    /// errors.
     pub fn new(name: &str) -> Traced {
         Traced {
             name: name.into(),

@@ -1,8 +1,17 @@
 //! Elementwise binary ops with NumPy broadcasting, comparisons and `where`
-//! (kernel: shaders/binary.wgsl).
+//! (kernel: shaders/binary.wgsl): `tf.math.add`, `tf.math.equal`,
+//! `tf.where`… as functions and as [`Tensor`] methods, with `+ - * /`
+//! operators that panic on error.
 //!
-//! Operands must share a dtype, as in TensorFlow (no implicit promotion).
-//! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
+//! Operands must share a dtype, as in TensorFlow (no implicit promotion):
+//! arithmetic takes float or int32, logical ops bool, comparisons any
+//! dtype and return bool. Integer arithmetic wraps on overflow and
+//! `x / 0` gives `x`, which is what WGSL defines; integer division truncates
+//! toward zero. Gradients are summed back over broadcast dimensions; int32
+//! and bool operands get none.
+//!
+//! The op attributes and their element semantics are in
+//! [`crate::core::op::binary`] (re-exported here).
 
 pub use crate::core::op::binary::*;
 
@@ -115,10 +124,15 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
 
 // ---- public API ----------------------------------------------------------
 
+/// Applies `op` elementwise with broadcasting; the named functions (`add`,
+/// `pow`, …) call this. [`Error::DType`] when the dtypes differ or do not
+/// suit the op, [`Error::Shape`] when the shapes do not broadcast.
 pub fn binary(a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<Tensor> {
     exec(Op::Binary(op), &[a, b])
 }
 
+/// Compares elementwise with broadcasting; a bool tensor. Errors as
+/// [`binary`].
 pub fn compare(a: &Tensor, b: &Tensor, op: CmpOp) -> Result<Tensor> {
     exec(Op::Compare(op), &[a, b])
 }
@@ -128,17 +142,19 @@ pub fn where_(cond: &Tensor, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     exec(Op::Where, &[cond, a, b])
 }
 
+/// Defines `fn $f(a, b)` and `Tensor::$f(&self, other)` for each op,
+/// documented with its TensorFlow name and meaning.
 macro_rules! binary_fns {
-    ($kind:ident, $fn:ident: $($f:ident => $v:ident),* $(,)?) => {
+    ($kind:ident, $fn:ident: $($f:ident => $v:ident: $doc:literal),* $(,)?) => {
         $(
-            #[doc = concat!("`tf.math.", stringify!($f), "` with broadcasting.")]
+            #[doc = concat!($doc, " Broadcasts; both operands share a dtype.")]
             pub fn $f(a: &Tensor, b: &Tensor) -> Result<Tensor> {
                 $fn(a, b, $kind::$v)
             }
         )*
         impl Tensor {
             $(
-                #[doc = concat!("`tf.math.", stringify!($f), "` with broadcasting.")]
+                #[doc = concat!($doc, " Broadcasts; both operands share a dtype.")]
                 pub fn $f(&self, other: &Tensor) -> Result<Tensor> {
                     $fn(self, other, $kind::$v)
                 }
@@ -147,12 +163,26 @@ macro_rules! binary_fns {
     };
 }
 
-binary_fns!(BinaryOp, binary: add => Add, sub => Sub, mul => Mul, div => Div, pow => Pow,
-    maximum => Maximum, minimum => Minimum, squared_difference => SquaredDifference,
-    logical_and => LogicalAnd, logical_or => LogicalOr, logical_xor => LogicalXor);
+binary_fns!(BinaryOp, binary:
+    add => Add: "`tf.math.add`: `a + b`.",
+    sub => Sub: "`tf.math.subtract`: `a - b`.",
+    mul => Mul: "`tf.math.multiply`: `a * b`.",
+    div => Div: "`tf.math.divide`: `a / b`; int32 truncates, and `a / 0` gives `a`.",
+    pow => Pow: "`tf.math.pow`: `a^b`; int32 negative exponents give 0 unless `|a| = 1`.",
+    maximum => Maximum: "`tf.math.maximum`; its gradient goes to `a` on ties.",
+    minimum => Minimum: "`tf.math.minimum`; its gradient goes to `a` on ties.",
+    squared_difference => SquaredDifference: "`tf.math.squared_difference`: `(a - b)^2`.",
+    logical_and => LogicalAnd: "`tf.math.logical_and` of bool tensors.",
+    logical_or => LogicalOr: "`tf.math.logical_or` of bool tensors.",
+    logical_xor => LogicalXor: "`tf.math.logical_xor` of bool tensors.");
 
-binary_fns!(CmpOp, compare: equal => Equal, not_equal => NotEqual, less => Less,
-    less_equal => LessEqual, greater => Greater, greater_equal => GreaterEqual);
+binary_fns!(CmpOp, compare:
+    equal => Equal: "`tf.math.equal`: a bool tensor.",
+    not_equal => NotEqual: "`tf.math.not_equal`: a bool tensor.",
+    less => Less: "`tf.math.less`: a bool tensor.",
+    less_equal => LessEqual: "`tf.math.less_equal`: a bool tensor.",
+    greater => Greater: "`tf.math.greater`: a bool tensor.",
+    greater_equal => GreaterEqual: "`tf.math.greater_equal`: a bool tensor.");
 
 /// `tf.logical_not`.
 pub fn logical_not(x: &Tensor) -> Result<Tensor> {
@@ -167,24 +197,31 @@ impl Tensor {
     pub fn scalar_like(&self, v: f64) -> Result<Tensor> {
         crate::ops::creation::full(&[], v, self.dtype(), self.device())
     }
+    /// `self + v`, with `v` converted to this tensor's dtype.
     pub fn add_scalar(&self, v: f64) -> Result<Tensor> {
         add(self, &self.scalar_like(v)?)
     }
+    /// `self - v`, with `v` converted to this tensor's dtype.
     pub fn sub_scalar(&self, v: f64) -> Result<Tensor> {
         sub(self, &self.scalar_like(v)?)
     }
+    /// `self * v`, with `v` converted to this tensor's dtype.
     pub fn mul_scalar(&self, v: f64) -> Result<Tensor> {
         mul(self, &self.scalar_like(v)?)
     }
+    /// `self / v`, with `v` converted to this tensor's dtype.
     pub fn div_scalar(&self, v: f64) -> Result<Tensor> {
         div(self, &self.scalar_like(v)?)
     }
+    /// `self ^ v`, with `v` converted to this tensor's dtype.
     pub fn pow_scalar(&self, v: f64) -> Result<Tensor> {
         pow(self, &self.scalar_like(v)?)
     }
+    /// `tf.where(self, a, b)`: `self` is the bool condition.
     pub fn where_(&self, a: &Tensor, b: &Tensor) -> Result<Tensor> {
         where_(self, a, b)
     }
+    /// `tf.logical_not`; bool tensors only.
     pub fn logical_not(&self) -> Result<Tensor> {
         logical_not(self)
     }

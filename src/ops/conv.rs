@@ -1,8 +1,17 @@
 //! 2-D convolution, NHWC activations with HWIO filters, and its two
-//! gradients (kernel: shaders/conv.wgsl over the GEMM core).
+//! gradients (kernel: shaders/conv.wgsl over the GEMM core):
+//! `tf.nn.conv2d`, `tf.nn.depthwise_conv2d` and the two backprops.
 //!
 //! Groups follow TensorFlow: they are implied by `C / filter_in_channels`;
-//! a depthwise convolution is the case groups == C. Padding is `Same`
+//! a depthwise convolution is the case groups == C. Padding is `Same`,
+//! `Valid` or explicit per side ([`Padding`]). Operands are float of one
+//! dtype; mismatched channels or ranks are [`Error::Shape`], non-positive
+//! strides or dilations and windows larger than the padded input
+//! [`Error::InvalidArgument`].
+//!
+//! The attributes and output-size arithmetic are in
+//! [`crate::core::op::conv`] (re-exported here); Keras' `Conv2D` layer in
+//! [`crate::nn`] builds on these.
 
 pub use crate::core::op::conv::*;
 

@@ -1,7 +1,11 @@
-//! Tensor creation: constants, fills, ranges and seeded random values.
+//! Tensor creation: fills (`tf.zeros`, `tf.ones`, `tf.fill`), ranges
+//! (`tf.range`) and seeded random values (`tf.random.*`), on a given
+//! [`Device`]. Constants from host data are [`Tensor::from_vec`].
 //!
 //! Random values are generated on the host with a counter-based generator
-//! (SplitMix64), so a seed gives the same tensor on every device.
+//! (SplitMix64), so a seed gives the same tensor on every device; the
+//! distributions are [`crate::core::op::creation`]'s. float64 is refused on
+//! a GPU ([`Error::DType`]).
 
 pub use crate::core::op::creation::*;
 
@@ -32,15 +36,19 @@ pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Resul
     )
 }
 
+/// `tf.zeros(shape, dtype)` on `device`.
 pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
     full(shape, 0.0, dtype, device)
 }
 
+/// `tf.ones(shape, dtype)` on `device`.
 pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
     full(shape, 1.0, dtype, device)
 }
 
-/// `tf.range(start, limit, delta)`.
+/// `tf.range(start, limit, delta)`: `ceil((limit - start) / delta)` values
+/// (none when that is negative), built on the host. A zero or non-finite
+/// `delta` is [`Error::InvalidArgument`].
 pub fn arange(start: f64, limit: f64, delta: f64, dtype: DType, device: &Device) -> Result<Tensor> {
     if delta == 0.0 || !delta.is_finite() {
         return Err(Error::arg(
@@ -143,12 +151,15 @@ pub(crate) fn infer(op: &Op) -> Result<(Vec<usize>, DType)> {
 }
 
 impl Tensor {
+    /// [`zeros`]: `tf.zeros(shape, dtype)` on `device`.
     pub fn zeros(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         zeros(shape, dtype, device)
     }
+    /// [`ones`]: `tf.ones(shape, dtype)` on `device`.
     pub fn ones(shape: &[usize], dtype: DType, device: &Device) -> Result<Tensor> {
         ones(shape, dtype, device)
     }
+    /// [`full`]: `tf.fill(shape, value)` with `dtype` on `device`.
     pub fn full(shape: &[usize], value: f64, dtype: DType, device: &Device) -> Result<Tensor> {
         full(shape, value, dtype, device)
     }
@@ -156,6 +167,7 @@ impl Tensor {
     pub fn zeros_like(&self) -> Result<Tensor> {
         zeros(self.shape(), self.dtype(), self.device())
     }
+    /// Ones with this tensor's shape, dtype and device (`tf.ones_like`).
     pub fn ones_like(&self) -> Result<Tensor> {
         ones(self.shape(), self.dtype(), self.device())
     }

@@ -1,8 +1,15 @@
 //! Data movement and dtype conversion: cast, reshape, transpose, broadcast_to,
-//! slice, concat, gather, one_hot (kernels: shaders/layout.wgsl, shaders/cast.wgsl).
+//! slice, concat, stack, gather, one_hot, expand_dims, squeeze and
+//! stop_gradient (kernels: shaders/layout.wgsl, shaders/cast.wgsl), as
+//! functions named after TensorFlow's and as [`Tensor`] methods.
 //!
 //! Results are always contiguous: transpose, slice and broadcast copy, as
-//! TensorFlow's kernels do; reshape shares storage.
+//! TensorFlow's kernels do; reshape, expand_dims, squeeze and stop_gradient
+//! share storage. Gradients move back the other way (slice's is a pad,
+//! gather's a scatter-add); indices and casts to non-float get none.
+//!
+//! The strided views shared with the kernels are in
+//! [`crate::core::op::layout`].
 
 use super::{Op, exec};
 use crate::core::dtype::DType;
@@ -219,7 +226,9 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
 
 // ---- public API ----------------------------------------------------------
 
-/// `tf.cast`.
+/// `tf.cast`: float to int32 truncates toward zero (NaN gives 0), anything
+/// to bool is `x != 0`, bool to a number is 0 or 1. The gradient flows only
+/// between float dtypes.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());
@@ -305,7 +314,10 @@ pub fn stack(xs: &[&Tensor], axis: isize) -> Result<Tensor> {
     concat(&e.iter().collect::<Vec<_>>(), ax)
 }
 
-/// `tf.gather(params, indices, axis)`; indices are int32.
+/// `tf.gather(params, indices, axis)`; indices are int32, and the output is
+/// `params.shape[..axis] + indices.shape + params.shape[axis + 1..]`. An
+/// index outside `[0, dim)` is [`Error::InvalidArgument`] on every device
+/// (on a GPU, reported by the next readback).
 pub fn gather(x: &Tensor, indices: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("gather", axis, x.rank())?;
     exec(Op::Gather { axis }, &[x, indices])
@@ -346,12 +358,15 @@ pub fn squeeze(x: &Tensor, axes: Option<&[isize]>) -> Result<Tensor> {
 }
 
 impl Tensor {
+    /// [`cast`] to `dtype` (this tensor itself when it already has it).
     pub fn cast(&self, dtype: DType) -> Result<Tensor> {
         cast(self, dtype)
     }
+    /// [`reshape`]; one entry may be -1. Shares storage.
     pub fn reshape(&self, shape: &[isize]) -> Result<Tensor> {
         reshape(self, shape)
     }
+    /// [`transpose`] by `perm`: output axis `i` is input axis `perm[i]`.
     pub fn transpose(&self, perm: &[usize]) -> Result<Tensor> {
         transpose(self, perm)
     }
@@ -365,12 +380,15 @@ impl Tensor {
         p.swap(r - 2, r - 1);
         transpose(self, &p)
     }
+    /// [`broadcast_to`] `shape`.
     pub fn broadcast_to(&self, shape: &[usize]) -> Result<Tensor> {
         broadcast_to(self, shape)
     }
+    /// [`slice()`]: the block of extents `size` starting at `begin`.
     pub fn slice(&self, begin: &[usize], size: &[usize]) -> Result<Tensor> {
         slice(self, begin, size)
     }
+    /// [`gather`] rows along `axis` by int32 `indices`.
     pub fn gather(&self, indices: &Tensor, axis: isize) -> Result<Tensor> {
         gather(self, indices, axis)
     }
@@ -378,12 +396,15 @@ impl Tensor {
     pub fn index_select(&self, axis: isize, indices: &Tensor) -> Result<Tensor> {
         gather(self, indices, axis)
     }
+    /// [`expand_dims`]: a size-1 axis inserted at `axis`.
     pub fn expand_dims(&self, axis: isize) -> Result<Tensor> {
         expand_dims(self, axis)
     }
+    /// [`squeeze`]: the given size-1 axes removed, or all of them.
     pub fn squeeze(&self, axes: Option<&[isize]>) -> Result<Tensor> {
         squeeze(self, axes)
     }
+    /// The values as one axis (`tf.reshape(x, [-1])`); shares storage.
     pub fn flatten(&self) -> Result<Tensor> {
         reshape(self, &[-1])
     }

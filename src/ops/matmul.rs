@@ -1,8 +1,15 @@
 //! Batched matmul with broadcast batch dimensions and transpose flags
-//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
+//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl):
+//! `tf.linalg.matmul`.
 //!
-//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
-//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+//! a: `[..., M, K]` (or `[..., K, M]` with `transpose_a`), b: `[..., K, N]`
+//! (or `[..., N, K]` with `transpose_b`); the batch dimensions broadcast and
+//! the result is `[batch..., M, N]`. Both operands are float of one dtype
+//! and of rank 2 or more; anything else is [`Error::DType`] or
+//! [`Error::Shape`]. The transpose flags cost no copy on either device.
+//!
+//! The dimension arithmetic shared with the kernels is in
+//! [`crate::core::op::matmul`].
 
 use crate::core::op::matmul::*;
 
@@ -85,9 +92,12 @@ pub fn matmul(a: &Tensor, b: &Tensor) -> Result<Tensor> {
 }
 
 impl Tensor {
+    /// [`matmul`]: `self @ other`.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         matmul(self, other)
     }
+    /// [`matmul_t`]: `self @ other` with either operand's last two axes
+    /// transposed.
     pub fn matmul_t(&self, other: &Tensor, transpose_a: bool, transpose_b: bool) -> Result<Tensor> {
         matmul_t(self, other, transpose_a, transpose_b)
     }

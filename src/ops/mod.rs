@@ -1,12 +1,19 @@
-//! Ops. Every op that produces a tensor from tensors passes through
-//! [`exec`]: it checks devices, applies the op family's shape rule, runs the
-//! CPU reference or the GPU kernel, optionally cross-checks the GPU against
-//! the CPU (`WGFLOW_CROSS_CHECK=1`), and is the one place where autodiff and
-//! tracing record ops.
+//! The ops layer: the public op functions (`tf.math`, `tf.nn`, `tf.linalg`
+//! equivalents, also as methods on [`Tensor`]), their shape and gradient
+//! rules, and `exec`.
 //!
-//! One file per family holds the shape rule (`infer`), the CPU reference
-//! (`cpu`), the GPU dispatch (`gpu`), the gradient rule (`grad`) and the
-//! tolerance of GPU against CPU.
+//! Every op that produces a tensor from tensors passes through the crate's
+//! internal `exec` (public as [`apply`]): it checks devices, applies the op
+//! family's shape rule, runs the kernel on the operands' [`Device`] (the
+//! [`crate::runtime::Backend`]), optionally cross-checks the GPU against the
+//! CPU (`WGFLOW_CROSS_CHECK=1`), and reports the op to the observers of
+//! [`crate::tensor::observe`], the one place where [`crate::autodiff`] and
+//! [`mod@crate::function`] record ops.
+//!
+//! One file per family holds the shape rule (`infer`), the gradient rule
+//! (`grad`), the tolerance of GPU against CPU and the public functions; the
+//! op's attributes and element semantics are in [`crate::core::op`], its
+//! kernels in [`crate::runtime::cpu`] and [`crate::runtime::wgpu`].
 //!
 //! f16: the CPU reference computes f16 ops in f32 and rounds the result; a
 //! GPU without `SHADER_F16` does the same with GPU casts, so f16 tensors work
@@ -166,15 +173,21 @@ impl Op {
     }
 }
 
-/// |gpu - cpu| <= atol + rtol * |cpu| element by element.
+/// How close a GPU result must be to the CPU reference:
+/// `|gpu - cpu| <= atol + rtol * |cpu|` element by element (`np.allclose`'s
+/// rule), used by `WGFLOW_CROSS_CHECK` and the conformance suite.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tol {
+    /// Absolute tolerance.
     pub atol: f64,
+    /// Tolerance relative to the reference value.
     pub rtol: f64,
 }
 
 impl Tol {
+    /// Bit-for-bit agreement (data movement, fills).
     pub const EXACT: Tol = Tol { atol: 0.0, rtol: 0.0 };
+    /// A tolerance of `atol + rtol * |cpu|`.
     pub const fn new(atol: f64, rtol: f64) -> Tol {
         Tol { atol, rtol }
     }

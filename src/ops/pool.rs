@@ -1,5 +1,12 @@
 //! Max and average pooling 2-D over NHWC, and their gradients
-//! (kernel: shaders/pool.wgsl).
+//! (kernel: shaders/pool.wgsl): `tf.nn.max_pool2d` and `tf.nn.avg_pool2d`.
+//!
+//! Inputs are float `[batch, height, width, channels]`; output sizes follow
+//! [`Padding`] as for convolutions. Average pooling divides by the number of
+//! input pixels in each window (padding excluded, as TensorFlow). The second
+//! derivative of max pooling is not implemented.
+//!
+//! The attributes are in [`crate::core::op::pool`] (re-exported here).
 
 pub use crate::core::op::pool::*;
 

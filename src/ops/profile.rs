@@ -1,6 +1,9 @@
 //! `WGFLOW_PROFILE=1`: time every op by name. Each op then waits for the
 //! device to finish it, so the times are real but the run is slower than an
 //! unprofiled one; use it to find which ops dominate.
+//!
+//! Timing wraps the eager ops of [`crate::ops`]; replays of a compiled
+//! [`crate::function::Graph`] are not broken down.
 
 use crate::core::error::Result;
 use crate::runtime::Device;
@@ -10,6 +13,7 @@ use std::time::Instant;
 
 static TABLE: Mutex<Option<HashMap<&'static str, (u64, f64)>>> = Mutex::new(None);
 
+/// Whether `WGFLOW_PROFILE=1` was set (read once, at the first op).
 pub fn enabled() -> bool {
     static ON: OnceLock<bool> = OnceLock::new();
     *ON.get_or_init(|| std::env::var("WGFLOW_PROFILE").is_ok_and(|v| v == "1"))

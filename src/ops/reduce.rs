@@ -1,8 +1,16 @@
 //! Reductions along any axes with keepdims: sum, mean, max, min, prod, and
-//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl).
+//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl), as
+//! functions (`tf.reduce_sum`, `tf.argmax`…) and [`Tensor`] methods.
 //!
-//! The GPU views the input as [rows, r, inner] when the reduced axes are one
-//! contiguous block, and otherwise first moves them last with a copy. Empty
+//! Axes are `isize` and may be negative; `None` reduces every axis; a
+//! repeated or out-of-range axis is [`Error::InvalidArgument`]. Float and
+//! int32 inputs keep their dtype (bool is [`Error::DType`]: cast it first).
+//! Empty reductions give the identity, as TensorFlow: 0 for sum, 1 for prod,
+//! `-inf` / `+inf` for max / min (the int32 extremes for int32), NaN for a
+//! float mean.
+//!
+//! The attribute and the row planning shared with the kernels are in
+//! [`crate::core::op::reduce`] (re-exported here).
 
 pub use crate::core::op::reduce::*;
 
@@ -107,53 +115,70 @@ pub fn reduce_sum(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<
     reduce(x, ReduceOp::Sum, axes, keepdims)
 }
 
+/// `tf.reduce_mean(x, axis, keepdims)`; `None` reduces every axis. An int32
+/// mean truncates toward zero.
 pub fn reduce_mean(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Mean, axes, keepdims)
 }
 
+/// `tf.reduce_max(x, axis, keepdims)`; `None` reduces every axis. The
+/// gradient is shared equally among tied maxima, as TensorFlow.
 pub fn reduce_max(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Max, axes, keepdims)
 }
 
+/// `tf.reduce_min(x, axis, keepdims)`; `None` reduces every axis. The
+/// gradient is shared equally among tied minima, as TensorFlow.
 pub fn reduce_min(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Min, axes, keepdims)
 }
 
+/// `tf.reduce_prod(x, axis, keepdims)`; `None` reduces every axis. The
+/// gradient is `y / x`, so it is not finite where an input is 0.
 pub fn reduce_prod(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Prod, axes, keepdims)
 }
 
-/// `tf.argmax(x, axis)` as int32.
+/// `tf.argmax(x, axis)` as int32: the first index of the largest value.
+/// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmax", axis, x.rank())?;
     exec(Op::ArgReduce { max: true, axis }, &[x])
 }
 
-/// `tf.argmin(x, axis)` as int32.
+/// `tf.argmin(x, axis)` as int32: the first index of the smallest value.
+/// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmin(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmin", axis, x.rank())?;
     exec(Op::ArgReduce { max: false, axis }, &[x])
 }
 
 impl Tensor {
+    /// [`reduce_sum`] of this tensor.
     pub fn sum(&self, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
         reduce_sum(self, axes, keepdims)
     }
+    /// [`reduce_mean`] of this tensor.
     pub fn mean(&self, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
         reduce_mean(self, axes, keepdims)
     }
+    /// [`reduce_max`] of this tensor.
     pub fn max(&self, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
         reduce_max(self, axes, keepdims)
     }
+    /// [`reduce_min`] of this tensor.
     pub fn min(&self, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
         reduce_min(self, axes, keepdims)
     }
+    /// [`reduce_prod`] of this tensor.
     pub fn prod(&self, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
         reduce_prod(self, axes, keepdims)
     }
+    /// [`argmax`] of this tensor (int32 indices).
     pub fn argmax(&self, axis: isize) -> Result<Tensor> {
         argmax(self, axis)
     }
+    /// [`argmin`] of this tensor (int32 indices).
     pub fn argmin(&self, axis: isize) -> Result<Tensor> {
         argmin(self, axis)
     }

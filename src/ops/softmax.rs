@@ -1,5 +1,11 @@
 //! Softmax, log-softmax and sparse softmax cross-entropy from logits
-//! (kernel: shaders/softmax.wgsl).
+//! (kernel: shaders/softmax.wgsl): `tf.nn.softmax`, `tf.nn.log_softmax`,
+//! `tf.nn.sparse_softmax_cross_entropy_with_logits`. Logits are float; rows
+//! are shifted by their maximum first, so large logits do not overflow.
+//!
+//! The row view and label error shared with the kernels are in
+//! [`crate::core::op::softmax`]; Keras' losses in [`crate::nn::losses`]
+//! build on these.
 
 use super::{Op, Tol, exec};
 use crate::core::dtype::DType;
@@ -93,9 +99,11 @@ pub fn sparse_softmax_cross_entropy_grad(labels: &Tensor, logits: &Tensor) -> Re
 }
 
 impl Tensor {
+    /// [`softmax`] along `axis` (negative counts from the end).
     pub fn softmax(&self, axis: isize) -> Result<Tensor> {
         softmax(self, axis)
     }
+    /// [`log_softmax`] along `axis` (negative counts from the end).
     pub fn log_softmax(&self, axis: isize) -> Result<Tensor> {
         log_softmax(self, axis)
     }

@@ -1,4 +1,11 @@
-//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl):
+//! `tf.math.exp`, `tf.nn.relu`, `tf.nn.gelu`… as functions and as [`Tensor`]
+//! methods. They take f32, f16 or f64 and keep the dtype; an int32 or bool
+//! input is [`Error::DType`], except for `neg`, `abs`, `square` and `sign`,
+//! which also take int32. Each gradient is one fused `dy * f'(x)` kernel.
+//!
+//! The op codes and element semantics are in [`crate::core::op::unary`]
+//! (re-exported here).
 
 pub use crate::core::op::unary::*;
 
@@ -50,17 +57,19 @@ pub fn unary(x: &Tensor, op: UnaryOp) -> Result<Tensor> {
     exec(Op::Unary(op), &[x])
 }
 
+/// Defines `fn $f(x)` and `Tensor::$f(&self)` for each unary op, documented
+/// with its TensorFlow name and meaning.
 macro_rules! unary_fns {
-    ($($f:ident => $v:ident),* $(,)?) => {
+    ($($f:ident => $v:ident: $doc:literal),* $(,)?) => {
         $(
-            #[doc = concat!("`tf.math.", stringify!($f), "`, elementwise.")]
+            #[doc = $doc]
             pub fn $f(x: &Tensor) -> Result<Tensor> {
                 unary(x, UnaryOp::$v)
             }
         )*
         impl Tensor {
             $(
-                #[doc = concat!("`tf.math.", stringify!($f), "`, elementwise.")]
+                #[doc = $doc]
                 pub fn $f(&self) -> Result<Tensor> {
                     $f(self)
                 }
@@ -70,10 +79,30 @@ macro_rules! unary_fns {
 }
 
 unary_fns! {
-    exp => Exp, expm1 => Expm1, log => Log, log1p => Log1p, sqrt => Sqrt, rsqrt => Rsqrt,
-    reciprocal => Reciprocal, sin => Sin, cos => Cos, tanh => Tanh, sigmoid => Sigmoid, relu => Relu,
-    relu6 => Relu6, elu => Elu, selu => Selu, softplus => Softplus, softsign => Softsign, gelu => Gelu,
-    gelu_tanh => GeluTanh, silu => Silu, floor => Floor, ceil => Ceil, round => Round, erf => Erf,
+    exp => Exp: "`tf.math.exp`: `e^x` elementwise.",
+    expm1 => Expm1: "`tf.math.expm1`: `e^x - 1`, accurate near 0.",
+    log => Log: "`tf.math.log`: natural log; `-inf` at 0, NaN below 0.",
+    log1p => Log1p: "`tf.math.log1p`: `ln(1 + x)`, accurate near 0.",
+    sqrt => Sqrt: "`tf.math.sqrt`; NaN below 0.",
+    rsqrt => Rsqrt: "`tf.math.rsqrt`: `1 / sqrt(x)`; `inf` at 0.",
+    reciprocal => Reciprocal: "`tf.math.reciprocal`: `1 / x`; `±inf` at ±0.",
+    sin => Sin: "`tf.math.sin` (radians).",
+    cos => Cos: "`tf.math.cos` (radians).",
+    tanh => Tanh: "`tf.math.tanh`.",
+    sigmoid => Sigmoid: "`tf.math.sigmoid`: `1 / (1 + e^-x)`.",
+    relu => Relu: "`tf.nn.relu`: `max(x, 0)`.",
+    relu6 => Relu6: "`tf.nn.relu6`: `min(max(x, 0), 6)`.",
+    elu => Elu: "`tf.nn.elu`: `x` above 0, `e^x - 1` below.",
+    selu => Selu: "`tf.nn.selu`: scaled ELU with the self-normalizing constants.",
+    softplus => Softplus: "`tf.math.softplus`: `ln(1 + e^x)`, without overflow.",
+    softsign => Softsign: "`tf.nn.softsign`: `x / (1 + |x|)`.",
+    gelu => Gelu: "`tf.nn.gelu` (exact, `approximate=False`): `0.5 x (1 + erf(x / sqrt 2))`.",
+    gelu_tanh => GeluTanh: "`tf.nn.gelu(x, approximate=True)`: GELU's tanh approximation.",
+    silu => Silu: "`tf.nn.silu` (swish): `x * sigmoid(x)`.",
+    floor => Floor: "`tf.math.floor`; its gradient is 0.",
+    ceil => Ceil: "`tf.math.ceil`; its gradient is 0.",
+    round => Round: "`tf.math.round`: half to even (2.5 → 2); its gradient is 0.",
+    erf => Erf: "`tf.math.erf`: the Gauss error function.",
 }
 
 /// `tf.nn.leaky_relu(x, alpha)`.
@@ -112,18 +141,23 @@ pub fn sign(x: &Tensor) -> Result<Tensor> {
 }
 
 impl Tensor {
+    /// `tf.negative` (float or int32); also the `-` operator.
     pub fn neg(&self) -> Result<Tensor> {
         neg(self)
     }
+    /// `tf.abs` (float or int32).
     pub fn abs(&self) -> Result<Tensor> {
         abs(self)
     }
+    /// `tf.square` (float or int32).
     pub fn square(&self) -> Result<Tensor> {
         square(self)
     }
+    /// `tf.sign` (float or int32): -1, 0 or 1.
     pub fn sign(&self) -> Result<Tensor> {
         sign(self)
     }
+    /// `tf.nn.leaky_relu(x, alpha)`: `x` above 0, `alpha * x` below.
     pub fn leaky_relu(&self, alpha: f32) -> Result<Tensor> {
         leaky_relu(self, alpha)
     }

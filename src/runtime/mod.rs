@@ -1,6 +1,8 @@
-//! The runtime layer: devices and their kernels. It sits on `core` and knows
-//! nothing of tensors, tapes, graphs or files: a kernel takes [`Operand`]s
-//! (storage, shape, dtype) and returns new [`Storage`].
+//! The runtime layer: devices and their kernels. It sits on [`crate::core`]
+//! and knows nothing of tensors, tapes, graphs or files: a kernel takes
+//! [`Operand`]s (storage, shape, dtype) and returns new [`Storage`]. Every
+//! device implements the [`Backend`] trait; [`Device`] is the handle users
+//! pass around (`tf.device`).
 //!
 //! - [`cpu`]: the CPU device, the reference implementation of every op
 //!   (the oracle of the conformance tests and `WGFLOW_CROSS_CHECK`);
@@ -10,8 +12,8 @@
 //! - [`config`]: which adapters exist, which are visible, memory settings
 //!   (`tf.config`).
 //!
-//! The layer above, `tensor`, wraps storage into tensors; `ops` checks
-//! shapes and calls [`Device::run`].
+//! The layer above, [`crate::tensor`], wraps storage into tensors;
+//! [`crate::ops`] checks shapes and calls [`Device::run`].
 
 pub mod config;
 pub mod cpu;
@@ -141,6 +143,7 @@ impl Device {
         self.backend().run(op, x, shape, dtype, ctx)
     }
 
+    /// The CPU device (`/CPU:0`): always present, the only one with f64.
     pub fn cpu() -> Device {
         Device::Cpu
     }
@@ -152,6 +155,7 @@ impl Device {
     pub fn default_device() -> Result<Device> {
         config::default_device()
     }
+    /// Whether this is a logical GPU (then f64 tensors are refused).
     pub fn is_gpu(&self) -> bool {
         matches!(self, Device::Gpu(_))
     }
@@ -191,6 +195,8 @@ impl Device {
             Device::Gpu(g) => g.memory_info(),
         }
     }
+    /// Restarts [`MemoryInfo::peak`] from the current in-use bytes
+    /// (`tf.config.experimental.reset_memory_stats`); no-op on the CPU.
     pub fn reset_memory_peak(&self) {
         if let Device::Gpu(g) = self {
             g.reset_peak()

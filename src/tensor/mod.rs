@@ -1,6 +1,14 @@
-//! `Tensor`: an immutable, reference-counted n-d array on one device.
-//! Cloning is cheap (it shares storage); `reshape` shares storage too.
-//! Every op producing a tensor goes through `ops::exec`.
+//! The tensor layer: [`Tensor`], an immutable, reference-counted n-d array
+//! on one [`Device`], and [`Variable`], the mutable slot that holds one
+//! (`tf.Variable`). Cloning is cheap (it shares storage); `reshape` shares
+//! storage too.
+//!
+//! It wraps the [`crate::runtime`]'s storage with a shape and dtype; the
+//! op methods on `Tensor` (`add`, `matmul`, `sum`, …) are defined by the
+//! families of [`crate::ops`], through which every op producing a tensor
+//! passes. [`observe`] lets the layers above ([`crate::autodiff`],
+//! [`mod@crate::function`]) watch ops and variables without this layer
+//! knowing them.
 
 pub mod observe;
 mod variable;
@@ -24,6 +32,22 @@ pub(crate) struct Inner {
     pub(crate) storage: Storage,
 }
 
+/// An immutable n-d array of one [`DType`] on one [`Device`], as
+/// `tf.Tensor` (an `EagerTensor`).
+///
+/// Ops return new tensors; cloning shares the storage. On a GPU, values are
+/// computed asynchronously: reading them ([`to_vec`](Tensor::to_vec),
+/// [`item`](Tensor::item), `Display`) waits for the pending work.
+///
+/// ```
+/// use wgflow::{Device, Tensor};
+/// let cpu = Device::cpu();
+/// let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], &cpu)?;
+/// let y = x.matmul(&x)?.add_scalar(1.0)?;
+/// assert_eq!(y.shape(), &[2, 2]);
+/// assert_eq!(y.to_vec::<f32>()?, vec![8.0, 11.0, 16.0, 23.0]);
+/// # Ok::<(), wgflow::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Tensor(pub(crate) Arc<Inner>);
 
@@ -66,11 +90,14 @@ impl Tensor {
         if device.is_gpu() { t.to_device(device) } else { Ok(t) }
     }
 
-    /// `tf.constant(data, shape=...)` on `device`.
+    /// `tf.constant(data, shape=...)` on `device`; the dtype follows `T`
+    /// (see [`Element`]). [`Error::Shape`] when `data.len()` is not the
+    /// shape's size; [`Error::DType`] for f64 data on a GPU.
     pub fn from_vec<T: Element>(data: Vec<T>, shape: &[usize], device: &Device) -> Result<Tensor> {
         Tensor::from_data(crate::runtime::cpu::to_cpu_data(data), shape, device)
     }
 
+    /// [`from_vec`](Tensor::from_vec) from a borrowed slice (copies it).
     pub fn from_slice<T: Element>(data: &[T], shape: &[usize], device: &Device) -> Result<Tensor> {
         Tensor::from_vec(data.to_vec(), shape, device)
     }
@@ -80,21 +107,29 @@ impl Tensor {
         Tensor::from_vec(vec![v], &[], device)
     }
 
+    /// A process-unique identity: clones share it, every op result (even a
+    /// `reshape` or `stop_gradient` sharing storage) gets a new one. Tapes
+    /// and traces key tensors by it.
     pub fn id(&self) -> u64 {
         self.0.id
     }
+    /// Row-major dimensions; `[]` for a scalar.
     pub fn shape(&self) -> &[usize] {
         &self.0.shape
     }
+    /// Element type.
     pub fn dtype(&self) -> DType {
         self.0.dtype
     }
+    /// The device holding the values, where ops on this tensor run.
     pub fn device(&self) -> &Device {
         &self.0.device
     }
+    /// Number of dimensions (`tf.rank`); 0 for a scalar.
     pub fn rank(&self) -> usize {
         self.0.shape.len()
     }
+    /// Number of elements (`tf.size`): the product of the shape, 1 for a scalar.
     pub fn numel(&self) -> usize {
         numel(&self.0.shape)
     }

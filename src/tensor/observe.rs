@@ -1,9 +1,10 @@
 //! Observers: how the layers above the tensors watch them without being
-//! called from below. `ops::exec` reports every op it ran, [`Variable`]
-//! reports its reads and assignments, and a readback asks whether it is
-//! allowed. `GradientTape` (in `autodiff`) and the tracer of
-//! `wgflow::function` register themselves here for as long as they record;
-//! nothing in `tensor` or `ops` knows what they do with the events.
+//! called from below. [`crate::ops`] reports every op it ran (through
+//! [`op`]), [`Variable`] reports its reads and assignments, and a readback
+//! asks whether it is allowed. [`crate::GradientTape`] (in
+//! [`crate::autodiff`]) and the tracer of [`mod@crate::function`] register
+//! themselves here for as long as they record; nothing in `tensor` or `ops`
+//! knows what they do with the events.
 //!
 //! Observers are per thread, like TensorFlow's tapes and its function
 //! tracing.

@@ -1,7 +1,11 @@
 //! `Variable`: a named, mutable slot holding a tensor, as `tf.Variable`.
-//! Reading a trainable variable inside a `GradientTape` makes the tape
-//! watch it; assignments replace the tensor (the old one stays valid for
-//! whoever still holds it) and are never recorded.
+//! Reading a trainable variable inside a [`crate::GradientTape`] makes the
+//! tape watch it; assignments replace the tensor (the old one stays valid
+//! for whoever still holds it) and are never recorded.
+//!
+//! Reads and assignments are reported through [`super::observe`], which is
+//! how tapes and the tracer of [`mod@crate::function`] see them;
+//! `assign_add` / `assign_sub` live with the ops in [`crate::ops`].
 
 use super::Tensor;
 use super::observe::{self, Read};
@@ -19,6 +23,11 @@ struct Inner {
     value: RwLock<Tensor>,
 }
 
+/// A named, mutable holder of a [`Tensor`] (`tf.Variable`): model weights,
+/// optimizer slots, metric state.
+///
+/// Clones are handles to the same variable. The shape, dtype and device are
+/// fixed at creation: [`assign`](Variable::assign) checks them.
 #[derive(Clone)]
 pub struct Variable(Arc<Inner>);
 
@@ -28,6 +37,9 @@ impl Variable {
         Variable::with_trainable(value, name, true)
     }
 
+    /// A variable holding `value`; `trainable: false` (`tf.Variable(...,
+    /// trainable=False)`) keeps tapes from watching it unless asked
+    /// ([`GradientTape::watch_variable`](crate::GradientTape::watch_variable)).
     pub fn with_trainable(value: Tensor, name: &str, trainable: bool) -> Variable {
         static ID: AtomicU64 = AtomicU64::new(1);
         Variable(Arc::new(Inner {
@@ -38,12 +50,16 @@ impl Variable {
         }))
     }
 
+    /// A process-unique identity, shared by clones of this handle.
     pub fn id(&self) -> u64 {
         self.0.id
     }
+    /// The name given at creation; wgflow does not make names unique.
     pub fn name(&self) -> &str {
         &self.0.name
     }
+    /// Whether tapes watch the variable when it is read with
+    /// [`value`](Variable::value).
     pub fn trainable(&self) -> bool {
         self.0.trainable
     }
@@ -73,15 +89,19 @@ impl Variable {
         *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t;
     }
 
+    /// Shape of the held value (fixed for the variable's life).
     pub fn shape(&self) -> Vec<usize> {
         self.peek().shape().to_vec()
     }
+    /// Dtype of the held value.
     pub fn dtype(&self) -> DType {
         self.peek().dtype()
     }
+    /// Device of the held value.
     pub fn device(&self) -> Device {
         self.peek().device().clone()
     }
+    /// Number of elements of the held value.
     pub fn numel(&self) -> usize {
         self.peek().numel()
     }

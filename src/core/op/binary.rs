@@ -1,24 +1,40 @@
 //! Elementwise binary ops with NumPy broadcasting, comparisons and `where`
-//! (kernel: shaders/binary.wgsl).
+//! (kernel: shaders/binary.wgsl): the [`BinaryOp`] and [`CmpOp`] attributes
+//! and their per-element reference semantics.
 //!
 //! Operands must share a dtype, as in TensorFlow (no implicit promotion).
 //! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
+//! WGSL defines; integer division truncates toward zero.
+//!
+//! Part of [`crate::core::op`]; the public functions (`add`, `equal`, …) and
+//! the gradient rules are in [`crate::ops::binary`].
 
 use crate::core::float::Float;
 
 /// Arithmetic and logical ops; the discriminant is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum BinaryOp {
+    /// `a + b`.
     Add,
+    /// `a - b`.
     Sub,
+    /// `a * b`.
     Mul,
+    /// `a / b`: IEEE for floats; for int32, truncating, with `a / 0 = a`.
     Div,
+    /// `a^b`; for int32, a negative exponent gives 0 unless `|a| = 1`.
     Pow,
+    /// The larger element.
     Maximum,
+    /// The smaller element.
     Minimum,
+    /// `(a - b)^2`.
     SquaredDifference,
+    /// `a && b` (bool operands only).
     LogicalAnd,
+    /// `a || b` (bool operands only).
     LogicalOr,
+    /// `a != b` (bool operands only).
     LogicalXor,
 }
 
@@ -30,6 +46,7 @@ pub(crate) fn without_leading_ones(s: &[usize]) -> &[usize] {
 }
 
 impl BinaryOp {
+    /// The TensorFlow-style name (`"add"`, `"squared_difference"`).
     pub fn name(self) -> &'static str {
         match self {
             BinaryOp::Add => "add",
@@ -120,17 +137,26 @@ pub(crate) fn ipow(a: i32, b: i32) -> i32 {
     r
 }
 
+/// Elementwise comparisons; the result is bool. Any comparison with a NaN is
+/// false except `NotEqual`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CmpOp {
+    /// `a == b`.
     Equal,
+    /// `a != b`.
     NotEqual,
+    /// `a < b`.
     Less,
+    /// `a <= b`.
     LessEqual,
+    /// `a > b`.
     Greater,
+    /// `a >= b`.
     GreaterEqual,
 }
 
 impl CmpOp {
+    /// The TensorFlow-style name (`"equal"`, `"less_equal"`).
     pub fn name(self) -> &'static str {
         match self {
             CmpOp::Equal => "equal",

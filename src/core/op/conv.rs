@@ -1,20 +1,38 @@
 //! 2-D convolution, NHWC activations with HWIO filters, and its two
-//! gradients (kernel: shaders/conv.wgsl over the GEMM core).
+//! gradients (kernel: shaders/conv.wgsl over the GEMM core): the [`Conv2d`]
+//! and [`Padding`] attributes and TensorFlow's output-size arithmetic.
 //!
 //! Groups follow TensorFlow: they are implied by `C / filter_in_channels`;
 //! a depthwise convolution is the case groups == C. Padding is `Same`
+//! (output `ceil(in / stride)`, the odd pixel of padding at the bottom and
+//! right, as TensorFlow), `Valid` (no padding) or explicit per side.
+//!
+//! Part of [`crate::core::op`]; the public functions (`conv2d`,
+//! `depthwise_conv2d`, the backprops) and the gradient rules are in
+//! [`crate::ops::conv`]. Pooling ([`super::pool`]) shares [`Padding`] and
+//! [`out_dim`].
 
 use super::Op;
 use crate::core::error::{Error, Result};
 
+/// Spatial padding of a convolution or pooling, as TensorFlow's `padding`
+/// argument.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Padding {
+    /// `"SAME"`: output size `ceil(in / stride)`, zero padding split evenly
+    /// with any odd pixel at the bottom / right.
     Same,
+    /// `"VALID"`: no padding; only windows that fit entirely.
     Valid,
+    /// Explicit zero padding per side, in pixels (TensorFlow's list form).
     Explicit {
+        /// Rows above.
         top: usize,
+        /// Rows below.
         bottom: usize,
+        /// Columns on the left.
         left: usize,
+        /// Columns on the right.
         right: usize,
     },
 }
@@ -22,20 +40,32 @@ pub enum Padding {
 /// The attributes of a convolution.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Conv2d {
+    /// (height, width) step of the window; positive.
     pub strides: [usize; 2],
+    /// How the input is padded.
     pub padding: Padding,
+    /// (height, width) spacing between filter taps (atrous convolution);
+    /// 1 for a dense filter.
     pub dilations: [usize; 2],
+    /// Channel groups: input channels = filter in-channels × groups, and
+    /// out-channels divide by it. 1 for an ordinary convolution.
     pub groups: usize,
 }
 
 /// Output size and padding of one spatial dimension.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Dim {
+    /// Output size.
     pub out: usize,
+    /// Padding before the first input pixel (top or left).
     pub pad_before: usize,
 }
 
-/// TensorFlow's output size and leading padding for one spatial dimension.
+/// TensorFlow's output size and leading padding for one spatial dimension:
+/// an input of `input` pixels, a window of `k` taps, `stride`, `dilation`,
+/// explicit `(before, after)` padding or `same`. With `same`, `pad` is
+/// ignored. [`Error::InvalidArgument`] when the dilated window is larger
+/// than the padded input.
 pub fn out_dim(
     op: &'static str,
     input: usize,
@@ -71,7 +101,8 @@ pub fn out_dim(
 }
 
 impl Conv2d {
-    /// (height, width) output dims for an input of [h, w] and a [kh, kw] window.
+    /// (height, width) output dims for an input of `[h, w]` and a `[kh, kw]`
+    /// window; `op` names the caller in errors.
     pub fn dims(&self, op: &'static str, h: usize, w: usize, kh: usize, kw: usize) -> Result<(Dim, Dim)> {
         let (ph, pw) = match self.padding {
             Padding::Explicit {

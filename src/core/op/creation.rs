@@ -1,7 +1,11 @@
-//! Tensor creation: constants, fills, ranges and seeded random values.
+//! Attributes of the creation ops: seeded random tensors ([`Random`],
+//! [`Distribution`]) and the generator behind them.
 //!
 //! Random values are generated on the host with a counter-based generator
 //! (SplitMix64), so a seed gives the same tensor on every device.
+//!
+//! Part of [`crate::core::op`]; the public functions (`zeros`, `full`,
+//! `random_normal`, …) are in [`crate::ops::creation`].
 
 use crate::core::dtype::DType;
 use crate::core::shape::numel;
@@ -26,19 +30,29 @@ pub(crate) fn normal_at(seed: u64, i: u64) -> f64 {
     (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
 }
 
+/// The distribution a [`Random`] tensor is drawn from.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Distribution {
+    /// Uniform in `[minval, maxval)` (`tf.random.uniform`).
     Uniform {
+        /// Inclusive lower bound.
         minval: f64,
+        /// Exclusive upper bound.
         maxval: f64,
     },
+    /// Gaussian (`tf.random.normal`).
     Normal {
+        /// Mean.
         mean: f64,
+        /// Standard deviation.
         stddev: f64,
     },
-    /// Normal values beyond two standard deviations redrawn.
+    /// Normal values beyond two standard deviations redrawn
+    /// (`tf.random.truncated_normal`).
     TruncatedNormal {
+        /// Mean of the untruncated normal.
         mean: f64,
+        /// Standard deviation of the untruncated normal.
         stddev: f64,
     },
 }
@@ -48,9 +62,13 @@ pub enum Distribution {
 /// graph reseeds it on every call (`reseeded`).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Random {
+    /// Output shape.
     pub shape: Vec<usize>,
+    /// Output dtype; a float type.
     pub dtype: DType,
+    /// What the values are drawn from.
     pub dist: Distribution,
+    /// The stream: equal seeds give equal tensors.
     pub seed: u64,
 }
 

@@ -1,8 +1,13 @@
 //! Data movement and dtype conversion: cast, reshape, transpose, broadcast_to,
 //! slice, concat, gather, one_hot (kernels: shaders/layout.wgsl, shaders/cast.wgsl).
+//! Their attributes are fields of [`Op`]; this file holds the
+//! strided views the kernels read them through.
 //!
 //! Results are always contiguous: transpose, slice and broadcast copy, as
 //! TensorFlow's kernels do; reshape shares storage.
+//!
+//! Part of [`crate::core::op`]; the public functions are in
+//! [`crate::ops::layout`].
 
 use super::Op;
 use crate::core::error::Error;

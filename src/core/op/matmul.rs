@@ -1,8 +1,16 @@
 //! Batched matmul with broadcast batch dimensions and transpose flags
-//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
+//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl):
+//! the dimension arithmetic the kernels share; the attributes are
+//! [`Op::MatMul`](super::Op::MatMul)'s flags.
 //!
-//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
-//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+//! a: `[..., M, K]` (or `[..., K, M]` with `transpose_a`), b: `[..., K, N]`
+//! (or `[..., N, K]` with `transpose_b`); the batch dimensions broadcast. The
+//! GPU runs one strided batched GEMM when each operand's batch is either
+//! absent or the whole output batch, and materializes a partial broadcast
+//! first otherwise.
+//!
+//! Part of [`crate::core::op`]; `matmul` and its gradient rule are in
+//! [`crate::ops::matmul`].
 
 use crate::core::shape::numel;
 

@@ -1,7 +1,13 @@
-//! The `Op` enum: every operation wgflow runs, with its attributes. This is
-//! the vocabulary shared by every layer above: `ops` gives each op its shape
-//! rule and gradient, the runtimes (`runtime::cpu`, `runtime::wgpu`) their
-//! kernels, the tape and the tracer record it, and a graph serializes it.
+//! The [`Op`] enum: every operation wgflow runs, with its attributes. This
+//! is the vocabulary shared by every layer above: [`crate::ops`] gives each
+//! op its shape rule and gradient, the runtimes ([`crate::runtime::cpu`],
+//! [`crate::runtime::wgpu`]) their kernels, the [`crate::GradientTape`] and
+//! the tracer of [`mod@crate::function`] record it, and a
+//! [`crate::function::GraphDef`] serializes it.
+//!
+//! Most users never build an `Op`: the functions of [`crate::ops`] do. It is
+//! public for [`crate::ops::apply`] (TensorFlow's `tf.raw_ops`) and for
+//! reading graphs.
 //!
 //! Each family's attribute types sit in a file of their own, together with
 //! the per-element reference semantics (the CPU reference and the fused
@@ -32,69 +38,112 @@ use crate::core::dtype::DType;
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum Op {
+    /// Elementwise float math on one input.
     Unary(unary::UnaryOp),
     /// Inputs (x, y = f(x), dy): dy * f'(x).
     UnaryGrad(unary::UnaryOp),
+    /// Inputs (a, b) of one dtype, broadcast against each other.
     Binary(binary::BinaryOp),
+    /// Inputs (a, b) of one dtype, broadcast; a bool result.
     Compare(binary::CmpOp),
+    /// Inputs (cond bool, a, b), all three broadcast: `a` where `cond`, else `b`.
     Where,
+    /// Conversion to the dtype (`tf.cast` semantics: float to int truncates).
     Cast(DType),
+    /// The same elements in a new shape of equal size; shares storage.
     Reshape(Vec<usize>),
+    /// Transpose: output dimension `i` is input dimension `perm[i]`.
     Permute(Vec<usize>),
+    /// Broadcast to the given shape (a copy).
     BroadcastTo(Vec<usize>),
+    /// The block at offsets `begin` of extents `size`, one entry per dimension.
     Slice {
+        /// First index in each dimension.
         begin: Vec<usize>,
+        /// Extent in each dimension; `begin + size` must not pass the shape.
         size: Vec<usize>,
     },
+    /// All inputs joined along `axis`; the other dimensions must agree.
     Concat {
+        /// The (normalized) axis to join along.
         axis: usize,
     },
+    /// Inputs (params, indices int32): rows of `params` along `axis`; the
+    /// output shape is `params[..axis] + indices + params[axis + 1..]`.
     Gather {
+        /// The (normalized) axis of `params` that indices select along.
         axis: usize,
     },
+    /// Input int32 indices of shape `s`: output `s + [depth]`, `on` at each
+    /// index and `off` elsewhere (an index outside `[0, depth)` gives a row
+    /// of `off`).
     OneHot {
+        /// Length of the new last axis.
         depth: usize,
+        /// Value at the index.
         on: f64,
+        /// Value everywhere else.
         off: f64,
+        /// Output dtype.
         dtype: DType,
     },
     /// Zeros of `shape` with the input placed at offsets `before` (slice's gradient).
     Pad {
+        /// Offset of the input inside the output, per dimension.
         before: Vec<usize>,
+        /// Output shape.
         shape: Vec<usize>,
     },
     /// Inputs (indices, dy): gather's gradient, summing dy rows into the
     /// gathered positions of an axis of size `dim`.
     GatherGrad {
+        /// The gather's axis.
         axis: usize,
+        /// Size of that axis in the gather's `params`.
         dim: usize,
     },
+    /// Inputs (a, b): batched matrix product with broadcast batch dimensions.
     MatMul {
+        /// Use `a`'s last two axes transposed (`transpose_a`).
         ta: bool,
+        /// Use `b`'s last two axes transposed (`transpose_b`).
         tb: bool,
     },
+    /// Inputs (x NHWC, filter HWIO): 2-D convolution.
     Conv2d(conv::Conv2d),
     /// Gradient of conv2d with respect to its input, of the given shape.
     Conv2dInputGrad(conv::Conv2d, Vec<usize>),
     /// Gradient of conv2d with respect to its filter, of the given shape.
     Conv2dFilterGrad(conv::Conv2d, Vec<usize>),
+    /// Input x NHWC: max or average pooling over 2-D windows.
     Pool(pool::Pool2d),
     /// Inputs (x, dy): gradient of the pool with respect to x.
     PoolGrad(pool::Pool2d),
+    /// A reduction over `axes` (sum, mean, max, min, prod).
     Reduce {
+        /// Which reduction.
         op: reduce::ReduceOp,
+        /// Normalized, sorted axes to reduce.
         axes: Vec<usize>,
+        /// Keep the reduced axes as size 1 instead of dropping them.
         keepdims: bool,
     },
+    /// Int32 index of the largest (or smallest) element along `axis`; the
+    /// first one on ties.
     ArgReduce {
+        /// `true` for argmax, `false` for argmin.
         max: bool,
+        /// The (normalized) axis, which must not be empty.
         axis: usize,
     },
+    /// Softmax or log-softmax along `axis`.
     Softmax {
+        /// The (normalized) axis the probabilities sum to 1 along.
         axis: usize,
+        /// Log-softmax instead of softmax.
         log: bool,
     },
-    /// Inputs (logits [N, C], labels [N] int32): per-example loss [N].
+    /// Inputs (logits `[N, C]`, labels `[N]` int32): per-example loss `[N]`.
     SparseXent,
     /// Same inputs: d loss / d logits = softmax(logits) - one_hot(labels).
     SparseXentGrad,
@@ -103,8 +152,11 @@ pub enum Op {
     Optimizer(optim::Update),
     /// No inputs: `shape` filled with `value`.
     Fill {
+        /// Output shape.
         shape: Vec<usize>,
+        /// Every element's value, converted to `dtype`.
         value: f64,
+        /// Output dtype.
         dtype: DType,
     },
     /// No inputs: seeded random values.
@@ -114,6 +166,8 @@ pub enum Op {
 }
 
 impl Op {
+    /// The op's TensorFlow-style name (`"add"`, `"conv2d_backprop_input"`,
+    /// `"reduce_sum"`): what errors, profiles and graph dumps print.
     pub fn name(&self) -> &'static str {
         match self {
             Op::Unary(u) => u.name(),
@@ -191,14 +245,24 @@ impl Op {
 /// The op families: one file each in `ops`, `runtime::cpu` and `runtime::wgpu`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
+    /// Elementwise float math and its gradients.
     Unary,
+    /// Broadcast arithmetic, comparisons and `where`.
     Binary,
+    /// Data movement and casts: reshape, transpose, slice, concat, gather…
     Layout,
+    /// Batched matrix products.
     MatMul,
+    /// 2-D convolution and its gradients.
     Conv,
+    /// 2-D pooling and its gradients.
     Pool,
+    /// Reductions and arg-reductions.
     Reduce,
+    /// Softmax, log-softmax and sparse cross-entropy.
     Softmax,
+    /// Fused optimizer steps.
     Optim,
+    /// Fills and seeded random values (no inputs).
     Creation,
 }

@@ -1,22 +1,43 @@
 //! Fused optimizer steps (kernel: shaders/optimizer.wgsl): one kernel per
 //! variable reads the variable, gradient and slots and writes their new
-//! values, as new tensors (the optimizer assigns them). `nn::optimizers`
-//! builds the `Update`s; this file holds their math.
+//! values, as new tensors (the optimizer assigns them).
+//! [`crate::nn::optimizers`] builds the [`Update`]s; this file holds their
+//! math, with Keras' update formulas.
+//!
+//! Part of [`crate::core::op`]; the shape rule is in [`crate::ops::optim`].
 
+/// The update formula and its constant hyper-parameters (the learning rate,
+/// which may change every step, is an input instead).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Rule {
     /// Inputs (var, grad[, momentum]); outputs (var[, momentum]).
-    Sgd { momentum: f32, nesterov: bool },
+    Sgd {
+        /// Velocity decay; 0 for plain SGD (no slot).
+        momentum: f32,
+        /// Nesterov momentum (Keras' `nesterov=True`).
+        nesterov: bool,
+    },
     /// Inputs (var, grad, m, v); outputs (var, m, v). The bias-corrected
     /// learning rate of the step comes with the hyper-parameter input.
     Adam {
+        /// Decay of the first-moment estimate (`beta_1`).
         beta1: f32,
+        /// Decay of the second-moment estimate (`beta_2`).
         beta2: f32,
+        /// Added to the root of the second moment (`epsilon`).
         eps: f32,
+        /// Decoupled weight decay (AdamW); 0 for Adam.
         weight_decay: f32,
     },
     /// Inputs (var, grad, ms[, mom]); outputs (var, ms[, mom]).
-    RmsProp { rho: f32, momentum: f32, eps: f32 },
+    RmsProp {
+        /// Decay of the mean square (`rho`).
+        rho: f32,
+        /// Momentum; 0 for none (no `mom` slot).
+        momentum: f32,
+        /// Added to the mean square under the root (`epsilon`).
+        eps: f32,
+    },
 }
 
 /// One step of an optimizer for one variable. Inputs: variable, gradient,
@@ -25,11 +46,15 @@ pub enum Rule {
 /// f32): the gradient is scaled by min(1, clip / norm) (Keras' `clipnorm`).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Update {
+    /// The formula.
     pub rule: Rule,
+    /// Keras' `clipnorm`: the largest L2 norm the gradient keeps; `None`
+    /// for no clipping (and no norm input).
     pub clip: Option<f32>,
 }
 
 impl Update {
+    /// `"sgd_update"`, `"adam_update"` or `"rmsprop_update"`.
     pub fn name(&self) -> &'static str {
         match self.rule {
             Rule::Sgd { .. } => "sgd_update",

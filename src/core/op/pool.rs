@@ -1,21 +1,34 @@
 //! Max and average pooling 2-D over NHWC, and their gradients
-//! (kernel: shaders/pool.wgsl).
+//! (kernel: shaders/pool.wgsl): the [`Pool2d`] attributes and their window
+//! geometry.
+//!
+//! Part of [`crate::core::op`]; output sizes follow [`super::conv::out_dim`]
+//! (TensorFlow's), and the public functions are in [`crate::ops::pool`].
 
 use super::conv::{Padding, out_dim};
 use crate::core::error::{Error, Result};
 
+/// The attributes of a 2-D pooling over NHWC input.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Pool2d {
+    /// Max pooling; `false` for average pooling, whose average counts only
+    /// the input pixels in the window (padding excluded, as TensorFlow).
     pub max: bool,
+    /// (height, width) of the window; positive.
     pub ksize: [usize; 2],
+    /// (height, width) step of the window; positive.
     pub strides: [usize; 2],
+    /// How the input is padded; explicit padding must be smaller than the
+    /// window.
     pub padding: Padding,
 }
 
 impl Pool2d {
+    /// `"max_pool2d"` or `"avg_pool2d"`.
     pub fn name(&self) -> &'static str {
         if self.max { "max_pool2d" } else { "avg_pool2d" }
     }
+    /// `"max_pool2d_grad"` or `"avg_pool2d_grad"`.
     pub fn grad_name(&self) -> &'static str {
         if self.max { "max_pool2d_grad" } else { "avg_pool2d_grad" }
     }

@@ -1,8 +1,15 @@
 //! Reductions along any axes with keepdims: sum, mean, max, min, prod, and
-//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl).
+//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl): the
+//! [`ReduceOp`] attribute and the row planning the kernels share.
 //!
-//! The GPU views the input as [rows, r, inner] when the reduced axes are one
-//! contiguous block, and otherwise first moves them last with a copy. Empty
+//! The GPU views the input as `[rows, r, inner]` when the reduced axes are
+//! one contiguous block, and otherwise first moves them last with a copy.
+//! Empty reductions give the identity, as TensorFlow: 0 for sum, 1 for
+//! prod, `-inf` / `+inf` for max / min (`i32::MIN` / `i32::MAX` for int32),
+//! NaN for a float mean and 0 for an int32 mean.
+//!
+//! Part of [`crate::core::op`]; the public functions (`reduce_sum`,
+//! `argmax`, …) and gradient rules are in [`crate::ops::reduce`].
 
 use super::Op;
 use crate::core::dtype::DType;
@@ -10,14 +17,20 @@ use crate::core::dtype::DType;
 /// The discriminant is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ReduceOp {
+    /// `tf.reduce_sum`.
     Sum,
+    /// `tf.reduce_mean`; int32 means truncate.
     Mean,
+    /// `tf.reduce_max`.
     Max,
+    /// `tf.reduce_min`.
     Min,
+    /// `tf.reduce_prod`.
     Prod,
 }
 
 impl ReduceOp {
+    /// `"reduce_sum"`, `"reduce_mean"`, …: the TensorFlow op name.
     pub fn name(self) -> &'static str {
         match self {
             ReduceOp::Sum => "reduce_sum",

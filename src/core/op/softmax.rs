@@ -1,5 +1,10 @@
 //! Softmax, log-softmax and sparse softmax cross-entropy from logits
-//! (kernel: shaders/softmax.wgsl).
+//! (kernel: shaders/softmax.wgsl). Their attributes are fields of
+//! [`Op::Softmax`](super::Op::Softmax); this file holds the row view and the
+//! label error both devices give.
+//!
+//! Part of [`crate::core::op`]; the public functions and gradient rules are
+//! in [`crate::ops::softmax`].
 
 use crate::core::error::Error;
 

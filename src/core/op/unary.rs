@@ -1,30 +1,57 @@
-//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl):
+//! the [`UnaryOp`] attribute and its per-element reference semantics
+//! ([`UnaryOp::apply`], [`UnaryOp::derivative`]).
+//!
+//! Part of [`crate::core::op`]. The public functions (`exp`, `relu`, …) and
+//! the shape and gradient rules are in [`crate::ops::unary`]; the CPU
+//! kernels in [`crate::runtime::cpu`] call `apply` element by element.
 
 use crate::core::float::Float;
 
 /// The op; its position in this list is the shader's op code.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum UnaryOp {
+    /// `-x` (`tf.math.negative`).
     Neg,
+    /// `|x|`.
     Abs,
+    /// -1, 0 or 1; NaN stays NaN and -0 stays -0.
     Sign,
+    /// `e^x`.
     Exp,
+    /// `e^x - 1`, accurate near 0.
     Expm1,
+    /// Natural log; `-inf` at 0, NaN below 0.
     Log,
+    /// `ln(1 + x)`, accurate near 0.
     Log1p,
+    /// Square root; NaN below 0.
     Sqrt,
+    /// `1 / sqrt(x)`; `inf` at 0.
     Rsqrt,
+    /// `x * x`.
     Square,
+    /// `1 / x`; `±inf` at ±0.
     Reciprocal,
+    /// Sine (radians).
     Sin,
+    /// Cosine (radians).
     Cos,
+    /// Hyperbolic tangent.
     Tanh,
+    /// `1 / (1 + e^-x)`.
     Sigmoid,
+    /// `max(x, 0)`.
     Relu,
+    /// `min(max(x, 0), 6)`.
     Relu6,
+    /// `x` for `x > 0`, else `e^x - 1`.
     Elu,
+    /// `scale * elu(x, alpha)` with Klambauer et al.'s fixed constants.
     Selu,
+    /// `ln(1 + e^x)`, computed without overflow.
     Softplus,
+    /// `x / (1 + |x|)`.
     Softsign,
     /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (Keras' default).
     Gelu,
@@ -32,15 +59,21 @@ pub enum UnaryOp {
     GeluTanh,
     /// `x * sigmoid(x)`, also called swish.
     Silu,
+    /// Round toward -inf.
     Floor,
+    /// Round toward +inf.
     Ceil,
     /// Half to even, as `tf.round`.
     Round,
+    /// The Gauss error function.
     Erf,
+    /// `x` for `x > 0`, else `alpha * x` (`tf.nn.leaky_relu`).
     LeakyRelu(f32),
 }
 
 impl UnaryOp {
+    /// Every op once, in shader op-code order (`LeakyRelu` with a
+    /// placeholder alpha): what the conformance suite iterates.
     pub const ALL: [UnaryOp; 29] = [
         UnaryOp::Neg,
         UnaryOp::Abs,
@@ -80,6 +113,7 @@ impl UnaryOp {
             .unwrap() as u32
     }
 
+    /// The TensorFlow-style name (`"exp"`, `"leaky_relu"`), used in errors.
     pub fn name(self) -> &'static str {
         match self {
             UnaryOp::Neg => "neg",
@@ -114,6 +148,7 @@ impl UnaryOp {
         }
     }
 
+    /// The name of the op's gradient kernel ([`Op::UnaryGrad`](super::Op::UnaryGrad)): `name` + `"_grad"`.
     pub fn grad_name(self) -> &'static str {
         match self {
             UnaryOp::Neg => "neg_grad",

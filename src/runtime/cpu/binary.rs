@@ -1,8 +1,7 @@
-//! Elementwise binary ops with NumPy broadcasting, comparisons and `where`
-//! (kernel: shaders/binary.wgsl).
-//!
-//! Operands must share a dtype, as in TensorFlow (no implicit promotion).
-//! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
+//! CPU reference kernels of the binary family: broadcast arithmetic,
+//! comparisons and `where`, with the element semantics of
+//! [`crate::core::op::binary`] (int32 arithmetic wraps; `x / 0` gives `x`, as
+//! WGSL defines). Large arrays are split across cores.
 
 use super::CpuData;
 use crate::core::dtype::DType;

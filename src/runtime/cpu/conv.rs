@@ -1,8 +1,7 @@
-//! 2-D convolution, NHWC activations with HWIO filters, and its two
-//! gradients (kernel: shaders/conv.wgsl over the GEMM core).
-//!
-//! Groups follow TensorFlow: they are implied by `C / filter_in_channels`;
-//! a depthwise convolution is the case groups == C. Padding is `Same`
+//! CPU reference kernels of 2-D convolution and its two gradients (NHWC
+//! activations, HWIO filters, groups): im2col / col2im around a strided GEMM
+//! ([`super::Gemm`]), batch entries in parallel. The geometry (padding,
+//! dilation, groups) is [`crate::core::op::conv`]'s.
 
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;

@@ -1,7 +1,6 @@
-//! Tensor creation: constants, fills, ranges and seeded random values.
-//!
-//! Random values are generated on the host with a counter-based generator
-//! (SplitMix64), so a seed gives the same tensor on every device.
+//! CPU kernels of the creation ops (fills and seeded random values, drawn
+//! by [`crate::core::op::creation`]'s generator so every device agrees), and
+//! the conversions between Rust vectors and [`super::CpuData`].
 
 use super::CpuData;
 use crate::core::dtype::Element;

@@ -1,8 +1,7 @@
-//! Data movement and dtype conversion: cast, reshape, transpose, broadcast_to,
-//! slice, concat, gather, one_hot (kernels: shaders/layout.wgsl, shaders/cast.wgsl).
-//!
-//! Results are always contiguous: transpose, slice and broadcast copy, as
-//! TensorFlow's kernels do; reshape shares storage.
+//! CPU reference kernels of the layout family: cast, transpose,
+//! broadcast_to, slice, concat, gather, one_hot, pad and gather's gradient.
+//! Results are contiguous copies read through the strided views of
+//! [`crate::core::op::layout`]; reshape never reaches here (it shares storage).
 
 use super::CpuData;
 use crate::core::dtype::DType;

@@ -1,8 +1,6 @@
-//! Batched matmul with broadcast batch dimensions and transpose flags
-//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
-//!
-//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
-//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+//! CPU reference kernel of batched matmul with broadcast batch dimensions
+//! and transpose flags: each batch entry is one strided GEMM
+//! ([`super::Gemm`], `matrixmultiply`), so transposes cost no copy.
 
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;

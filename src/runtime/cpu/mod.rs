@@ -4,6 +4,11 @@
 //! conformance suite and `WGFLOW_CROSS_CHECK`), threaded with rayon and
 //! cache-blocked (matrixmultiply) where the CPU device needs speed.
 //! f16 ops compute in f32 (the caller casts around them).
+//!
+//! Part of [`crate::runtime`]: [`crate::runtime::CpuBackend`] implements
+//! [`crate::runtime::Backend`] with these kernels, each of which follows the
+//! per-element semantics in [`crate::core::op`]. Its GPU counterpart is
+//! [`crate::runtime::wgpu`].
 
 mod binary;
 mod conv;
@@ -49,12 +54,21 @@ pub(crate) fn run(op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Resu
     }
 }
 
+/// A flat, row-major host vector of one dtype: the CPU device's storage, and
+/// how values enter and leave any device
+/// ([`Tensor::from_data`](crate::Tensor::from_data),
+/// [`Tensor::to_data`](crate::Tensor::to_data)).
 #[derive(Clone, Debug, PartialEq)]
 pub enum CpuData {
+    /// [`DType::F32`] values.
     F32(Vec<f32>),
+    /// [`DType::F16`] values.
     F16(Vec<f16>),
+    /// [`DType::F64`] values.
     F64(Vec<f64>),
+    /// [`DType::I32`] values.
     I32(Vec<i32>),
+    /// [`DType::Bool`] values.
     Bool(Vec<bool>),
 }
 
@@ -74,6 +88,7 @@ macro_rules! map_data {
 pub(crate) use map_data;
 
 impl CpuData {
+    /// The dtype of the variant.
     pub fn dtype(&self) -> DType {
         match self {
             CpuData::F32(_) => DType::F32,
@@ -84,6 +99,7 @@ impl CpuData {
         }
     }
 
+    /// Number of elements.
     pub fn len(&self) -> usize {
         match self {
             CpuData::F32(v) => v.len(),
@@ -94,10 +110,12 @@ impl CpuData {
         }
     }
 
+    /// Whether there are no elements.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// `n` zeros (`false` for bool) of `dtype`.
     pub fn zeros(dtype: DType, n: usize) -> CpuData {
         match dtype {
             DType::F32 => CpuData::F32(vec![0.0; n]),
@@ -141,6 +159,9 @@ impl CpuData {
         }
     }
 
+    /// The inverse of [`to_bytes`](Self::to_bytes): `n` values of `dtype`
+    /// from the first `n * dtype.size()` bytes of `b` (bool: any non-zero
+    /// 32-bit word is `true`). Panics if `b` is shorter.
     pub fn from_bytes(dtype: DType, n: usize, b: &[u8]) -> CpuData {
         let b = &b[..n * dtype.size()];
         match dtype {

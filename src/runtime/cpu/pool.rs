@@ -1,5 +1,7 @@
-//! Max and average pooling 2-D over NHWC, and their gradients
-//! (kernel: shaders/pool.wgsl).
+//! CPU reference kernels of max and average 2-D pooling over NHWC and
+//! their gradients; window geometry from [`crate::core::op::pool`], batch
+//! entries in parallel. Max pooling routes the gradient to the first maximum of
+//! each window.
 
 use super::CpuData;
 use crate::core::dtype::DType;

@@ -1,8 +1,8 @@
-//! Reductions along any axes with keepdims: sum, mean, max, min, prod, and
-//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl).
-//!
-//! The GPU views the input as [rows, r, inner] when the reduced axes are one
-//! contiguous block, and otherwise first moves them last with a copy. Empty
+//! CPU reference kernels of the reductions (sum, mean, max, min, prod over
+//! any axes) and argmax / argmin, accumulating in f64. A contiguous block of
+//! reduced axes of f32 or f64 data is read in place; otherwise the reduced
+//! axes are first moved last. Empty
+//! reductions give the identities of [`crate::core::op::reduce`].
 
 use super::CpuData;
 use crate::core::dtype::DType;

@@ -1,5 +1,7 @@
-//! Softmax, log-softmax and sparse softmax cross-entropy from logits
-//! (kernel: shaders/softmax.wgsl).
+//! CPU reference kernels of softmax, log-softmax and the sparse softmax
+//! cross-entropy and its gradient, numerically stable (the row maximum is
+//! subtracted first). Out-of-range labels are the error of
+//! [`crate::core::op::softmax`].
 
 use super::CpuData;
 use crate::core::dtype::DType;

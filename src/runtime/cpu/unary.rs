@@ -1,4 +1,5 @@
-//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+//! CPU reference kernel of the unary family: [`UnaryOp::apply`] and
+//! [`UnaryOp::derivative`] (for `UnaryGrad`) element by element.
 
 use super::CpuData;
 use crate::core::dtype::DType;
