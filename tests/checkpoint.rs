@@ -238,3 +238,35 @@ fn restore_onto_a_gpu_model() {
         assert!((p - q).abs() < 1e-5);
     }
 }
+
+/// Saves racing on one path (threads of one process) never share a
+/// temporary file: each succeeds, the file left is one of theirs, whole,
+/// and no temporary file stays behind.
+#[test]
+fn concurrent_saves_to_one_path_all_succeed_and_never_tear_the_file() {
+    let d = dir("concurrent");
+    let path = d.join("race.safetensors");
+    let models: Vec<Sequential> = (0..6).map(|i| model(20 + i)).collect();
+    let expected: Vec<Vec<Vec<f32>>> = models.iter().map(values).collect();
+    let ckpts: Vec<Checkpoint> = models.iter().map(ckpt).collect();
+    std::thread::scope(|s| {
+        for c in &ckpts {
+            let path = &path;
+            s.spawn(move || {
+                for step in 0..5 {
+                    c.save(path, step, None).unwrap();
+                }
+            });
+        }
+    });
+    let fresh = model(99);
+    ckpt(&fresh).restore(&path, None).unwrap();
+    let got = values(&fresh);
+    assert!(expected.contains(&got), "the file holds one writer's whole checkpoint");
+    let left: Vec<String> = std::fs::read_dir(&*d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temporary files left: {left:?}");
+}

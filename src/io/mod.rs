@@ -24,15 +24,25 @@ pub(crate) fn io_err(path: &Path, e: impl std::fmt::Display) -> Error {
     Error::format(path, e.to_string())
 }
 
-/// Writes `bytes` to `path` through `path.tmp-<pid>`, fsynced, then renamed.
+/// Writes `bytes` to `path` through a temporary file of its own in the same
+/// directory (`<name>.tmp-<pid>-<n>`, created exclusively), fsynced, then
+/// renamed over `path`: readers see the old file or the new one, never a
+/// torn one, and concurrent writers of one path (threads or processes)
+/// never share a temporary file; the last rename wins.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = path.with_file_name(format!(
-        "{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
-        std::process::id()
-    ));
-    let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let (tmp, mut f) = loop {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tmp = path.with_file_name(format!("{name}.tmp-{}-{n}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp) {
+            Ok(f) => break (tmp, f),
+            // Left by a crashed writer whose pid we now have: take the next number.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(path, e)),
+        }
+    };
+    let mut write = || -> std::io::Result<()> {
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
