@@ -33,6 +33,7 @@ pub mod unary;
 mod variable;
 
 pub use crate::core::op::{Family, Op};
+#[cfg(feature = "testing")]
 pub use crate::runtime::wgpu::kernels;
 
 use crate::core::dtype::DType;

@@ -398,18 +398,20 @@ thread_local! {
 /// CPU-adapter variant to pick one for ops launched from this thread:
 /// `Some(true)` the CPU-adapter ones, `Some(false)` the GPU ones, `None` by
 /// adapter. Tests use it to run both on one adapter. (GEMMs: `force_gemm_variant`.)
+#[cfg(feature = "testing")]
 pub fn force_cpu_style_kernels(v: Option<bool>) {
     STYLE_OVERRIDE.with(|c| c.set(v));
 }
 
 /// Forces a GEMM kernel for ops launched from this thread (tests and
 /// benchmarks use it to run both kernels on one adapter).
+#[cfg(feature = "testing")]
 pub fn force_gemm_variant(v: GemmVariant) {
     GEMM_OVERRIDE.with(|c| c.set(v));
 }
 
 /// Window of the uniform arena each dispatch gets.
-pub const PARAM_BYTES: u64 = 256;
+pub(crate) const PARAM_BYTES: u64 = 256;
 /// Dispatches per submitted batch (arena slots).
 const SLOTS: u64 = 512;
 
@@ -1250,6 +1252,7 @@ pub fn grid(n: usize, wg: u32) -> [u32; 3] {
 }
 
 /// Every WGSL kernel family, for validation and tooling.
+#[cfg(feature = "testing")]
 pub fn kernels() -> [&'static Kernel; 11] {
     [
         &optim::OPTIM,
