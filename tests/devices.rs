@@ -49,6 +49,33 @@ fn probe(env: &[(&str, &str)]) -> (Vec<String>, Option<String>, Option<String>, 
     (logical, default, error, err)
 }
 
+/// A headless start (no XDG_RUNTIME_DIR, as on a server or in CI) says
+/// nothing on stderr: libwayland's "error: XDG_RUNTIME_DIR is invalid" from
+/// the drivers' probe is kept out, and every adapter is still found.
+#[test]
+fn a_headless_start_is_quiet() {
+    let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "child_probe", "--ignored", "--nocapture", "--test-threads=1"]);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("WGFLOW_") && k != "WGFLOW_ALLOW_NO_GPU" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env_remove("XDG_RUNTIME_DIR");
+    let out = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{err}");
+    assert!(!err.contains("XDG_RUNTIME_DIR"), "stderr: {err}");
+    assert!(!err.to_lowercase().contains("error"), "stderr: {err}");
+    let found = tagged(&stdout, "LOGICAL").len();
+    let usable = physical_gpus().iter().filter(|p| p.compute).count();
+    assert!(
+        found >= usable.min(1),
+        "adapters found: {found}, usable: {usable}\n{stdout}"
+    );
+}
+
 #[test]
 fn default_selection_shows_every_usable_adapter_in_order() {
     let gpus = physical_gpus();

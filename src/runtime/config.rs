@@ -81,11 +81,13 @@ fn physical() -> &'static Physical {
     static P: OnceLock<Physical> = OnceLock::new();
     P.get_or_init(|| {
         let backends = wgpu::Backends::VULKAN | wgpu::Backends::METAL | wgpu::Backends::DX12 | wgpu::Backends::GL;
-        let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
-            backends,
-            ..wgpu::InstanceDescriptor::new_without_display_handle()
+        let mut adapters = super::quiet::probe(|| {
+            let instance = wgpu::Instance::new(wgpu::InstanceDescriptor {
+                backends,
+                ..wgpu::InstanceDescriptor::new_without_display_handle()
+            });
+            pollster::block_on(instance.enumerate_adapters(backends))
         });
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(backends));
         // Real GPUs before software ones, native APIs before GL, so gpu:0 is the best choice.
         let rank = |a: &wgpu::Adapter| {
             let i = a.get_info();

@@ -17,6 +17,7 @@
 
 pub mod config;
 pub mod cpu;
+mod quiet;
 pub mod wgpu;
 
 pub use self::wgpu::ExecContext;
