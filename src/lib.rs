@@ -13,7 +13,7 @@
 //! |---|---|
 //! | [`nn`] | Keras: layers, models, losses, optimizers, metrics, `fit`, callbacks |
 //! | [`io`], [`data`] | checkpoints and TensorBoard summaries; `tf.data` |
-//! | [`autodiff`], [`function`] | `GradientTape` and `tf.function`, observers of every op |
+//! | [`autodiff`], [`function`](mod@function) | `GradientTape` and `tf.function`, observers of every op |
 //! | [`ops`] | shape and gradient rules, the public op functions, `exec` |
 //! | [`tensor`] | `Tensor` and `Variable` |
 //! | [`runtime`] | devices: the CPU reference and wgpu GPUs, their kernels and memory |

@@ -7,62 +7,156 @@ use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+/// The result of every fallible wgflow call.
 pub type Result<T> = std::result::Result<T, Error>;
 
+/// Why a wgflow call failed.
+///
+/// Each variant notes the TensorFlow status it corresponds to where one
+/// fits. The `Display` text starts with the op (or device, or path) and holds
+/// the shapes or values involved. The enum is `#[non_exhaustive]`: match it
+/// with a `_` arm.
 #[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub enum Error {
-    /// Operand shapes do not fit the op's shape rule.
+    /// Operand shapes do not fit the op's shape rule (TF's
+    /// `InvalidArgumentError` for incompatible shapes).
     Shape {
+        /// The op or function (`"matmul"`, `"conv2d"`, `"summary.image"`).
         op: &'static str,
+        /// The operands' shapes, in argument order.
         shapes: Vec<Vec<usize>>,
+        /// Which part of the rule they break.
         msg: String,
     },
-    /// An operand has a dtype the op does not accept.
+    /// An operand has a dtype the op does not accept, or two operands that
+    /// must agree do not (TF's `InvalidArgumentError`; wgflow never casts
+    /// implicitly).
     DType {
+        /// The op's name.
         op: &'static str,
+        /// The operands' dtypes, in argument order.
         got: Vec<DType>,
+        /// The dtypes the op accepts, or the rule broken.
         msg: String,
     },
-    /// Operands live on different devices.
-    DeviceMismatch { op: &'static str, devices: Vec<String> },
-    /// A value argument (axis, padding, index, label...) is out of range.
-    InvalidArgument { op: &'static str, msg: String },
-    /// The memory pool cannot serve the request, even after releasing its cache.
+    /// Operands live on different devices. wgflow does not copy between
+    /// devices implicitly: move them with `Tensor::to_device` first.
+    DeviceMismatch {
+        /// The op's name.
+        op: &'static str,
+        /// The operands' devices (`"gpu:0"`, `"cpu"`), in argument order.
+        devices: Vec<String>,
+    },
+    /// A value argument (axis, padding, index, label...) is out of range
+    /// (TF's `InvalidArgumentError`).
+    InvalidArgument {
+        /// The op or function's name.
+        op: &'static str,
+        /// The argument, its value and the valid range.
+        msg: String,
+    },
+    /// The memory pool cannot serve the request, even after releasing its
+    /// cached buffers and retrying (TF's `ResourceExhaustedError`). The device
+    /// stays usable: drop tensors and try again.
     OutOfMemory {
+        /// The logical device (`"gpu:0"`).
         device: String,
+        /// Bytes asked for.
         requested: u64,
+        /// Bytes held by live tensors when the request failed.
         in_use: u64,
+        /// The pool's limit in bytes: the one set with
+        /// `WGFLOW_MEMORY_LIMIT_MB` or `config::set_memory_limit`, else the
+        /// 1 GiB reserved with growth off, `u64::MAX` with growth on.
         limit: u64,
     },
-    /// One tensor is larger than the adapter lets a shader bind.
-    TooLargeForBinding { op: &'static str, bytes: u64, limit: u64 },
-    /// The GPU device was lost (driver reset, removal); it cannot be used again.
-    DeviceLost { device: String, reason: String },
-    /// `WGFLOW_VISIBLE_DEVICES`, `WGFLOW_DEVICE` or a `config::set_*` call is wrong.
-    DeviceSelection { msg: String, valid: Vec<String> },
-    /// A `config::set_*` call came after the runtime initialized its devices.
-    AlreadyInitialized { setting: &'static str },
-    /// A WGSL kernel failed naga's or the driver's validation.
-    ShaderCompilation { kernel: String, msg: String },
-    /// wgpu reported an error that is not one of the above.
-    Gpu { device: String, msg: String },
+    /// One tensor is larger than the adapter lets a shader bind, so no kernel
+    /// could read it whatever memory is free (TF's `ResourceExhaustedError`).
+    TooLargeForBinding {
+        /// The op whose operand or output it is (`"allocate"` for the pool's
+        /// own reservations).
+        op: &'static str,
+        /// The tensor's size in bytes.
+        bytes: u64,
+        /// The adapter's `max_storage_buffer_binding_size`.
+        limit: u64,
+    },
+    /// The GPU device was lost (driver reset, removal); it cannot be used
+    /// again, and every later call on it returns this error (TF's
+    /// `InternalError`).
+    DeviceLost {
+        /// The logical device and its adapter (`"gpu:0 (llvmpipe)"`).
+        device: String,
+        /// wgpu's reason and message.
+        reason: String,
+    },
+    /// `WGFLOW_VISIBLE_DEVICES`, `WGFLOW_DEVICE`, another `WGFLOW_*` setting
+    /// or a `config::set_*` call names no valid choice, or a device that is
+    /// not visible is asked for. Never a silent fallback.
+    DeviceSelection {
+        /// The setting, its value and why it is wrong.
+        msg: String,
+        /// The valid choices (`"gpu:0"`, `"cpu"`, the physical GPUs), or
+        /// empty where there is no list to choose from (a zero memory limit).
+        valid: Vec<String>,
+    },
+    /// A `config::set_*` call came after the runtime initialized its devices
+    /// (the first tensor or device lookup), as TF's `RuntimeError` for
+    /// `set_visible_devices` after initialization.
+    AlreadyInitialized {
+        /// The function called too late (`"set_memory_growth"`).
+        setting: &'static str,
+    },
+    /// A WGSL kernel failed naga's or the driver's validation, or a
+    /// specialization it needs is missing: a bug in wgflow or an adapter
+    /// limit, not in the caller's arguments (TF's `InternalError`).
+    ShaderCompilation {
+        /// The kernel and its element type (`"matmul<f16>"`).
+        kernel: String,
+        /// naga's diagnostic with the source span, or the driver's message.
+        msg: String,
+    },
+    /// wgpu reported an error that is not one of the above: a validation
+    /// error caught by an error scope or the uncaptured-error handler, a
+    /// failed `request_device` or buffer mapping (TF's `InternalError`).
+    Gpu {
+        /// The logical device and its adapter (`"gpu:0 (llvmpipe)"`).
+        device: String,
+        /// wgpu's messages, joined with `; ` when several were collected.
+        msg: String,
+    },
     /// `WGFLOW_CROSS_CHECK=1`: the GPU result of an op differs from the CPU reference.
+    /// Reported by the op that differs, instead of its result.
     CrossCheck {
+        /// The op's name, or `fused[...]` for a fused graph region.
         op: String,
+        /// The inputs' shapes, in argument order.
         shapes: Vec<Vec<usize>>,
+        /// The largest `|gpu - cpu|` over the output's elements.
         max_abs_err: f64,
+        /// The tolerance that was exceeded, as `atol … + rtol …`.
         tolerance: String,
     },
-    /// Reading a tensor's value where that is not allowed (inside a trace).
-    ReadInTrace { op: &'static str, msg: String },
+    /// Reading a tensor's value where that is not allowed: a tensor computed
+    /// inside a `function` trace has no value yet, and a branch on it would
+    /// be frozen into the graph (TF raises `OperatorNotAllowedInGraphError`).
+    ReadInTrace {
+        /// The read that was refused (`"to_vec"`).
+        op: &'static str,
+        /// What was read and how to express it with tensor ops instead.
+        msg: String,
+    },
     /// File or data-format problems (checkpoints, datasets, event files).
     /// Where the operating system reported the failure, `source` holds its
     /// `std::io::Error` (also returned by `std::error::Error::source`);
     /// `msg` repeats its text, so the message alone still says what failed.
     Io {
+        /// The file or directory involved.
         path: String,
+        /// What failed: the OS error's text, or the format problem.
         msg: String,
+        /// The OS error, `None` for a format problem.
         source: Option<IoSource>,
     },
 }
@@ -74,6 +168,7 @@ pub enum Error {
 pub struct IoSource(pub Arc<std::io::Error>);
 
 impl IoSource {
+    /// Wraps an OS error for [`Error::Io`].
     pub fn new(e: std::io::Error) -> Self {
         IoSource(Arc::new(e))
     }

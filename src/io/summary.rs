@@ -31,21 +31,30 @@ pub mod proto {
     /// `tensorflow.Event`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Event {
+        /// `wall_time` (1): seconds since the Unix epoch when the event was
+        /// written; TensorBoard's "relative" and "wall" axes use it.
         #[prost(double, tag = "1")]
         pub wall_time: f64,
+        /// `step` (2): the global step the values belong to, TensorBoard's
+        /// x axis.
         #[prost(int64, tag = "2")]
         pub step: i64,
+        /// `oneof what`: of its members the writer uses `file_version` (3)
+        /// and `summary` (5), not `graph_def` (4) or the others.
         #[prost(oneof = "event::What", tags = "3, 5")]
         pub what: Option<event::What>,
     }
 
+    /// The nested types of `tensorflow.Event`.
     pub mod event {
         /// `oneof what` of `tensorflow.Event`.
         #[derive(Clone, PartialEq, prost::Oneof)]
         pub enum What {
-            /// "brain.Event:2" in the first record of a file.
+            /// `file_version` (3): "brain.Event:2" in the first record of a
+            /// file, which tells readers the format version.
             #[prost(string, tag = "3")]
             FileVersion(String),
+            /// `summary` (5): the values logged at this step.
             #[prost(message, tag = "5")]
             Summary(super::Summary),
         }
@@ -54,29 +63,38 @@ pub mod proto {
     /// `tensorflow.Summary`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct Summary {
+        /// `value` (1): one entry per tag; the writer puts one in each event.
         #[prost(message, repeated, tag = "1")]
         pub value: Vec<summary::Value>,
     }
 
+    /// The nested types of `tensorflow.Summary`.
     pub mod summary {
         /// `tensorflow.Summary.Value`.
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct Value {
+            /// `tag` (1): the series name TensorBoard groups and plots by.
             #[prost(string, tag = "1")]
             pub tag: String,
+            /// `oneof value`: `simple_value` (2), `image` (4) or `histo` (5);
+            /// `audio`, `tensor` and `metadata` are not written.
             #[prost(oneof = "value::Value", tags = "2, 4, 5")]
             pub value: Option<value::Value>,
         }
 
+        /// The nested types of `tensorflow.Summary.Value`.
         pub mod value {
             /// `oneof value` of `tensorflow.Summary.Value` (a oneof member is
             /// written even when it is zero, so a scalar 0.0 is kept).
             #[derive(Clone, PartialEq, prost::Oneof)]
             pub enum Value {
+                /// `simple_value` (2): a scalar, shown in the Scalars tab.
                 #[prost(float, tag = "2")]
                 SimpleValue(f32),
+                /// `image` (4): shown in the Images tab.
                 #[prost(message, tag = "4")]
                 Image(super::Image),
+                /// `histo` (5): shown in the Histograms and Distributions tabs.
                 #[prost(message, tag = "5")]
                 Histo(crate::io::summary::proto::HistogramProto),
             }
@@ -85,13 +103,16 @@ pub mod proto {
         /// `tensorflow.Summary.Image`: an encoded (PNG) image.
         #[derive(Clone, PartialEq, prost::Message)]
         pub struct Image {
+            /// `height` (1), in pixels.
             #[prost(int32, tag = "1")]
             pub height: i32,
+            /// `width` (2), in pixels.
             #[prost(int32, tag = "2")]
             pub width: i32,
-            /// 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
+            /// `colorspace` (3): 1 gray, 2 gray + alpha, 3 RGB, 4 RGBA.
             #[prost(int32, tag = "3")]
             pub colorspace: i32,
+            /// `encoded_image_string` (4): the PNG file's bytes.
             #[prost(bytes = "vec", tag = "4")]
             pub encoded_image_string: Vec<u8>,
         }
@@ -101,18 +122,26 @@ pub mod proto {
     /// whose upper edge is `bucket_limit[i]`.
     #[derive(Clone, PartialEq, prost::Message)]
     pub struct HistogramProto {
+        /// `min` (1): the smallest value.
         #[prost(double, tag = "1")]
         pub min: f64,
+        /// `max` (2): the largest value.
         #[prost(double, tag = "2")]
         pub max: f64,
+        /// `num` (3): how many values were counted (the writer leaves
+        /// NaN and infinities out of every field).
         #[prost(double, tag = "3")]
         pub num: f64,
+        /// `sum` (4): their sum.
         #[prost(double, tag = "4")]
         pub sum: f64,
+        /// `sum_squares` (5): the sum of their squares, for the variance.
         #[prost(double, tag = "5")]
         pub sum_squares: f64,
+        /// `bucket_limit` (6): each bucket's upper edge, ascending.
         #[prost(double, repeated, packed = "true", tag = "6")]
         pub bucket_limit: Vec<f64>,
+        /// `bucket` (7): each bucket's count.
         #[prost(double, repeated, packed = "true", tag = "7")]
         pub bucket: Vec<f64>,
     }
@@ -271,6 +300,8 @@ impl SummaryWriter {
         Ok(())
     }
 
+    /// `tf.summary.SummaryWriter.flush`: writes the buffered records and
+    /// syncs the file, so a running TensorBoard sees them.
     pub fn flush(&mut self) -> Result<()> {
         self.out.flush().map_err(|e| Error::io(&self.path, e))?;
         self.out.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))

@@ -26,13 +26,21 @@ pub struct PhysicalDevice {
     pub index: Option<usize>,
     /// `"GPU"` or `"CPU"`, as in `tf.config.list_physical_devices`.
     pub device_type: &'static str,
+    /// The adapter's name as the driver reports it; what name substrings in
+    /// `WGFLOW_VISIBLE_DEVICES` match against (with the backend).
     pub name: String,
     /// wgpu's adapter type: DiscreteGpu, IntegratedGpu, VirtualGpu, Cpu, Other.
     pub adapter_type: String,
+    /// The graphics API wgpu drives it through: Vulkan, Metal, Dx12 or Gl
+    /// (`native` for the CPU).
     pub backend: String,
+    /// Driver name, or its version string where the name is empty; may be
+    /// empty.
     pub driver: String,
     /// The adapter runs compute shaders (every WebGPU adapter does; some GL ones don't).
     pub compute: bool,
+    /// The adapter has `SHADER_F16`: f16 tensors compute in f16 (otherwise
+    /// they compute in f32, cast around the f32 kernels).
     pub shader_f16: bool,
     /// Invocations per subgroup, when the adapter has subgroup operations
     /// with one fixed size (wgflow then uses kernels that need them).
@@ -167,6 +175,7 @@ pub struct Settings {
     pub visible: Option<String>,
     /// `gpu:N` or `cpu`.
     pub default: Option<String>,
+    /// Memory growth (`WGFLOW_FORCE_GPU_ALLOW_GROWTH`); on when unset.
     pub growth: Option<bool>,
     /// Bytes.
     pub memory_limit: Option<u64>,

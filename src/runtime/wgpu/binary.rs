@@ -1,8 +1,24 @@
-//! Elementwise binary ops with NumPy broadcasting, comparisons and `where`
-//! (kernel: shaders/binary.wgsl).
+//! Launch code of the elementwise binary family: arithmetic with NumPy
+//! broadcasting, comparisons and `where` (`Op::Binary`, `Op::Compare`,
+//! `Op::Where`).
 //!
-//! Operands must share a dtype, as in TensorFlow (no implicit promotion).
-//! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
+//! One kernel, `binary` (shaders/common.wgsl, elementwise.wgsl and
+//! binary.wgsl, built for f32, f16, i32 and u32), with three entry points:
+//! `binary` (the op code selects the arithmetic), `cmp` (compiled for the
+//! operands' type, writes a u32 mask) and `where_` (the condition is bound
+//! last). One invocation per output element, 256 per workgroup.
+//!
+//! Each operand's strides over the output (0 on broadcast dimensions) are
+//! computed here and adjacent dimensions collapsed, so that at most 8
+//! non-contiguous dimensions reach the shader; more is a shape error. The
+//! `mode` field lets the kernel skip index math: 0 when every operand is laid
+//! out like the output, 2 / 3 when one is and the other repeats with period
+//! `period` (a bias over the last dimensions), 1 otherwise. The same plan
+//! serves every adapter.
+//!
+//! Shape and dtype rules are in [`crate::ops::binary`], the op codes in
+//! [`crate::core::op::binary`], the reference kernels in
+//! [`crate::runtime::cpu`] (`cpu/binary.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, dims8, grid, ktype};

@@ -1,8 +1,32 @@
-//! 2-D convolution, NHWC activations with HWIO filters, and its two
-//! gradients (kernel: shaders/conv.wgsl over the GEMM core).
+//! Launch code of the convolution family: 2-D convolution of NHWC
+//! activations with HWIO filters (`Op::Conv2d`) and its input and filter
+//! gradients (`Op::Conv2dInputGrad`, `Op::Conv2dFilterGrad`), grouped and
+//! depthwise included.
 //!
-//! Groups follow TensorFlow: they are implied by `C / filter_in_channels`;
-//! a depthwise convolution is the case groups == C. Padding is `Same`
+//! One kernel, `conv` (shaders/common.wgsl, gemm.wgsl and conv.wgsl, built
+//! for f32 and f16), with two plans:
+//! * implicit GEMM (GPUs): the tiled GEMM core of gemm.wgsl (entry `gemm`,
+//!   64x64 output tiles, or `gemm_reg` where the register path is on) with
+//!   conv.wgsl's loaders, which gather patches while loading tiles, so no
+//!   patch matrix is ever stored. `mode` selects the product: 0 forward,
+//!   1 input gradient, 2 filter gradient. Groups are batch entries of the
+//!   grid's z dimension, launched in chunks of at most 65535. The filter
+//!   gradient's long sum over `N*OH*OW` is split into `splits` slices
+//!   (enough for about 256 tiles) added afterwards by
+//!   `reduce::sum_slices`.
+//! * im2col (CPU adapters such as llvmpipe, or wherever
+//!   [`GemmVariant`](super::GemmVariant) selects the register path): entry
+//!   `im2col` writes the patch matrix, then one strided batched GEMM per
+//!   group runs through `matmul.rs`'s `GemmLaunch`; the input gradient is a
+//!   GEMM into patches summed back by `col2im`. Used only while the patch
+//!   matrix fits in one binding; otherwise the implicit plan runs.
+//!
+//! Empty inputs, outputs or windows give zeros with a fill.
+//!
+//! Geometry (output size, padding, groups) comes from
+//! [`crate::core::op::conv`]; shape and gradient rules are in
+//! [`crate::ops::conv`], the reference kernels in [`crate::runtime::cpu`]
+//! (`cpu/conv.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, grid, ktype};

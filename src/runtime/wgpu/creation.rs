@@ -1,7 +1,18 @@
-//! Tensor creation: constants, fills, ranges and seeded random values.
+//! Launch code of the creation family's fills (`Op::Fill`, and the zeros,
+//! identities and padding other families start from).
 //!
-//! Random values are generated on the host with a counter-based generator
-//! (SplitMix64), so a seed gives the same tensor on every device.
+//! A fill is the `fill` entry of the layout kernel (shaders/layout.wgsl),
+//! one invocation per element, 256 per workgroup, writing the value's bits
+//! as 32-bit words or, for f16, halves. On adapters without `SHADER_F16`
+//! packed halves cannot be written one by one, so an f16 fill is built on
+//! the host and uploaded instead.
+//!
+//! Random tensors (`Op::Random`) run no kernel: their values come from the
+//! host's counter-based generator in [`crate::core::op::creation`], so a
+//! seed gives the same tensor on every device, and are uploaded by
+//! `GpuDevice`'s backend. Shape rules and the public functions are in
+//! [`crate::ops::creation`], the reference kernels in
+//! [`crate::runtime::cpu`] (`cpu/creation.rs`).
 
 use super::layout::{LAYOUT, SmallParams, fill_bits, wtype};
 use super::memory::GpuBuf;

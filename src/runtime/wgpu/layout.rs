@@ -1,8 +1,30 @@
-//! Data movement and dtype conversion: cast, reshape, transpose, broadcast_to,
-//! slice, concat, gather, one_hot (kernels: shaders/layout.wgsl, shaders/cast.wgsl).
+//! Launch code of the layout family: data movement and dtype conversion
+//! (`Op::Cast`, `Permute`, `BroadcastTo`, `Slice`, `Concat`, `Pad`,
+//! `Gather`, `GatherGrad`, `OneHot`), and the strided `copy` every other
+//! family uses to move operands into place. `Reshape` and `StopGradient`
+//! share storage and never reach a kernel.
 //!
-//! Results are always contiguous: transpose, slice and broadcast copy, as
-//! TensorFlow's kernels do; reshape shares storage.
+//! Two kernels:
+//! * `layout` (shaders/common.wgsl, status.wgsl and layout.wgsl), built
+//!   only for u32 and f16: f32, i32 and bool move as 32-bit words, f16 as
+//!   halves, so one pipeline serves three dtypes. Entry `copy` does
+//!   transpose, broadcast, slice, each part of a concat and the body of a
+//!   pad (after a zero fill); `fill` and `one_hot` write values; `gather`
+//!   reports an index out of range to the device's status words (this
+//!   thread's slot), which the next readback turns into the
+//!   `InvalidArgument` the CPU reference gives at once.
+//! * `cast` (common.wgsl and cast.wgsl), u32 only: buffers are read as raw
+//!   words so that f16 is converted as packed pairs even on adapters
+//!   without `SHADER_F16`; one invocation per two elements.
+//!
+//! `GatherGrad` runs the `reduce` kernel's `gather_grad` entry. Strides are
+//! collapsed before launch; more than 8 non-contiguous dimensions is a
+//! shape error. Every launch is one invocation per output element (two for
+//! `cast`), 256 per workgroup, the same on every adapter.
+//!
+//! Shape and gradient rules are in [`crate::ops::layout`], the strided
+//! views in [`crate::core::op::layout`], the reference kernels in
+//! [`crate::runtime::cpu`] (`cpu/layout.rs`).
 
 use super::memory::GpuBuf;
 use super::reduce::ReduceParams;

@@ -1,8 +1,34 @@
-//! Batched matmul with broadcast batch dimensions and transpose flags
-//! (kernels: shaders/gemm.wgsl, the tiled core, with shaders/matmul.wgsl).
+//! Launch code of the matmul family (`Op::MatMul`): batched `a @ b` with
+//! broadcast batch dimensions and transpose flags, and the strided batched
+//! GEMM (`GemmLaunch`) that `conv.rs` reuses.
 //!
-//! a: [..., M, K] (or [..., K, M] with `transpose_a`), b: [..., K, N] (or
-//! [..., N, K] with `transpose_b`); the batch dimensions broadcast. The GPU
+//! Two kernels: `matmul` (shaders/gemm.wgsl and matmul.wgsl) and
+//! `matmul_subgroup` (the same plus matmul_subgroup.wgsl), a module of its
+//! own so that adapters without `Features::SUBGROUP` never compile it; both
+//! are built for f32 and f16 and accumulate in f32. The entry point follows
+//! [`GemmVariant`](super::GemmVariant) (see
+//! [`force_gemm_variant`](super::force_gemm_variant)):
+//! * GPUs: `gemm`, 64x64 output tiles through workgroup memory, or
+//!   `matmul_wide`, 128x128 tiles, once a product has at least 256 of them;
+//! * CPU adapters such as llvmpipe: the register kernels, which spread
+//!   columns over SIMD lanes and keep the sums in registers:
+//!   `matmul_sg` (16x64 blocks) where subgroups have 8 lanes, else
+//!   `matmul_reg` (4x128 blocks). For a narrow output (fewer than 64
+//!   columns and more rows than columns) they compute `C^T = B^T A^T`
+//!   instead, and a single product whose grid would be under 32 workgroups
+//!   with `K >= 4096` splits the sum into up to 64 slices added by
+//!   `reduce::sum_slices`.
+//!
+//! Batch entries are the grid's z dimension, launched in chunks of at most
+//! 65535. A single matrix is shared by every batch entry (batch stride 0)
+//! and a full batch is read in place; an operand whose batch dimensions
+//! only partly broadcast is first materialized with the layout family's
+//! strided copy. Operands are loaded as `vec4` where their strides allow.
+//! `K == 0` gives zeros with a fill.
+//!
+//! Shape and gradient rules are in [`crate::ops::matmul`], the dimension
+//! rules in [`crate::core::op::matmul`], the reference kernels
+//! (`matrixmultiply`) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, ktype};

@@ -13,7 +13,7 @@
 //! read-only or not), so a shader and its layout cannot disagree.
 //!
 //! Each WGSL uniform struct has a `#[repr(C)]` twin on the host, declared
-//! with [`params!`] next to its kernel: same field names, same types. A
+//! with `params!` next to its kernel: same field names, same types. A
 //! kernel lists its twins ([`Kernel::params`]); `tests/shaders.rs` checks
 //! every twin's name, fields, offsets and size against naga's layout of the
 //! shader's struct, and a launch whose parameter block is not the entry
@@ -68,13 +68,19 @@ use std::sync::{Arc, Mutex, Weak};
 /// Element type a kernel variant is compiled for; the prelude declares `T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KType {
+    /// `f32` tensors (float64 never reaches a GPU kernel).
     F32,
+    /// `f16` tensors on adapters with `SHADER_F16`; accumulates in f32.
     F16,
+    /// `i32` tensors.
     I32,
+    /// 32-bit words: booleans (0/1), and bit-exact copies of any 32-bit dtype.
     U32,
 }
 
 impl KType {
+    /// The WGSL prepended to a kernel's sources (`shaders/types/*.wgsl`):
+    /// the aliases `T` and `Acc` and the helpers whose body differs by type.
     pub fn prelude(self) -> &'static str {
         match self {
             KType::F32 => include_str!("../../../shaders/types/f32.wgsl"),
@@ -83,6 +89,8 @@ impl KType {
             KType::U32 => include_str!("../../../shaders/types/u32.wgsl"),
         }
     }
+    /// The WGSL type name, also the suffix of pipeline and error labels
+    /// (`matmul<f16>`).
     pub fn name(self) -> &'static str {
         match self {
             KType::F32 => "f32",
@@ -111,11 +119,14 @@ pub struct ParamsLayout {
     pub rust: &'static str,
     /// The WGSL struct's name.
     pub wgsl: &'static str,
+    /// `size_of` the host type, which must equal the WGSL struct's size.
     pub size: usize,
+    /// (field name, byte offset) in declaration order.
     pub fields: &'static [(&'static str, usize)],
 }
 
 impl ParamsLayout {
+    /// The layout of `P`, usable in a `const` kernel table.
     pub const fn of<P: Params>() -> ParamsLayout {
         ParamsLayout {
             rust: P::NAME,
@@ -153,11 +164,16 @@ impl<'a> ParamBlock<'a> {
 /// source part (`generated`); the pipelines built for one are dropped once
 /// the kernel is (see `GpuDevice::pipeline`), so names must not repeat.
 pub struct Kernel {
+    /// Unique name; pipelines are cached under it and errors cite it.
     pub name: Cow<'static, str>,
+    /// WGSL files (`include_str!` of `shaders/*.wgsl`), in concatenation order.
     pub sources: &'static [&'static str],
     /// Source generated at run time, appended after `sources`.
     pub generated: Option<Arc<str>>,
+    /// The element types a variant is built and validated for.
     pub types: &'static [KType],
+    /// The host twins of the uniform structs its entry points take,
+    /// checked against naga's layout by `tests/shaders.rs`.
     pub params: &'static [ParamsLayout],
 }
 
@@ -178,6 +194,8 @@ impl Kernel {
         }
     }
 
+    /// The full WGSL of the `ty` variant: the type prelude, then `sources`,
+    /// then `generated`.
     pub fn source(&self, ty: KType) -> String {
         let mut s = String::from(ty.prelude());
         for part in self.sources.iter().copied().chain(self.generated.as_deref()) {
@@ -465,6 +483,10 @@ struct Stream {
     slots: u64,
 }
 
+/// A logical GPU (`gpu:N`): one wgpu device and queue opened on an adapter,
+/// with its memory pool, pipeline and bind-group caches, and the open batch
+/// of encoded work. Reached through [`Device::Gpu`](crate::runtime::Device::Gpu);
+/// created by [`config`](crate::runtime::config) when the runtime initializes.
 pub struct GpuDevice {
     pub(crate) label: String,
     pub(crate) info: wgpu::AdapterInfo,
@@ -631,6 +653,7 @@ impl GpuDevice {
         &self.status
     }
 
+    /// The adapter's name as wgpu reports it (`"llvmpipe (LLVM 17.0.6, 256 bits)"`).
     pub fn name(&self) -> &str {
         &self.info.name
     }
@@ -1246,7 +1269,8 @@ pub(crate) fn fold(groups: usize) -> [u32; 3] {
     }
 }
 
-/// Workgroups for `n` threads in groups of `wg` (see [`fold`]).
+/// Workgroups for `n` threads in groups of `wg`, folded into y when x would
+/// pass 65535 (WebGPU's default `max_compute_workgroups_per_dimension`).
 pub fn grid(n: usize, wg: u32) -> [u32; 3] {
     fold(n.div_ceil(wg as usize))
 }

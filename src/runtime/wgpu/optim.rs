@@ -1,7 +1,24 @@
-//! Fused optimizer steps (kernel: shaders/optimizer.wgsl): one kernel per
-//! variable reads the variable, gradient and slots and writes their new
-//! values, as new tensors (the optimizer assigns them). `nn::optimizers`
-//! builds the `Update`s; this file holds their math.
+//! Launch code of the fused optimizer steps (`Op::Optimizer`): one launch
+//! per variable reads the variable, its gradient and slots and writes the
+//! new variable and slots into new buffers, which the optimizer then
+//! assigns.
+//!
+//! One kernel, `optimizer` (shaders/common.wgsl, optimizer_rules.wgsl and
+//! optimizer.wgsl, built for f32 and f16), one entry per rule: `sgd`,
+//! `sgd_momentum`, `adam`, `rmsprop`, `rmsprop_momentum` (the momentum-free
+//! entries bind no velocity slot). The constants (momentum, betas, rho,
+//! epsilon, weight decay, clip norm) are uniforms; the learning rate and
+//! Adam's bias-corrected rate come from a small tensor instead, because
+//! they change every step and a traced graph replays the same launch. With
+//! clipping on (Keras' `clipnorm`), the gradient's L2 norm is bound too and
+//! the gradient is scaled by `min(1, clip / norm)`; without it the gradient
+//! stands in for that binding. One invocation per element, 256 per
+//! workgroup, on every adapter.
+//!
+//! [`crate::nn::optimizers`] builds the `Update`s; the rules' attributes and
+//! Keras' formulas are in [`crate::core::op::optim`], the op in
+//! [`crate::ops::optim`], the reference kernels in [`crate::runtime::cpu`]
+//! (`cpu/optim.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};
@@ -67,7 +84,8 @@ impl OptimParams {
     }
 }
 
-/// (new variable, new slots...) from (variable, gradient, slots..., hyper, [norm]).
+/// (new variable, new slots...) from (variable, gradient, slots..., hyper,
+/// and the gradient norm with clipping).
 pub(crate) fn gpu(u: &Update, g: &Gpu, x: &[Operand], dtype: DType) -> Result<Vec<GpuBuf>> {
     let n = x[0].numel();
     let k = u.slots();

@@ -1,5 +1,18 @@
-//! Max and average pooling 2-D over NHWC, and their gradients
-//! (kernel: shaders/pool.wgsl).
+//! Launch code of the pooling family: 2-D max and average pooling over NHWC
+//! (`Op::Pool`) and their gradients (`Op::PoolGrad`).
+//!
+//! One kernel, `pool` (shaders/common.wgsl and pool.wgsl, built for f32 and
+//! f16). Entry `forward` computes one output element per invocation;
+//! `backward` one input-gradient element per invocation, gathering from the
+//! output windows that cover it (no atomics, so the result does not depend
+//! on scheduling). Max pooling's gradient goes to the first maximum of each
+//! window, as TensorFlow's. Output size and padding come from
+//! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
+//! adapter.
+//!
+//! Shape and gradient rules are in [`crate::ops::pool`], the `Pool2d`
+//! attribute in [`crate::core::op::pool`], the reference kernels in
+//! [`crate::runtime::cpu`] (`cpu/pool.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};

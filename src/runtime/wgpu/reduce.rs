@@ -1,8 +1,32 @@
-//! Reductions along any axes with keepdims: sum, mean, max, min, prod, and
-//! argmax / argmin along one axis (kernel: shaders/reduce.wgsl).
+//! Launch code of the reduction family: sum, mean, max, min, prod over any
+//! axes (`Op::Reduce`) and argmax / argmin along one axis
+//! (`Op::ArgReduce`); also the helpers other families reuse, `sum_slices`
+//! (adding the partial products of split GEMMs) and the REDUCE kernel's
+//! `gather_grad` entry, launched by `layout.rs`.
 //!
-//! The GPU views the input as [rows, r, inner] when the reduced axes are one
-//! contiguous block, and otherwise first moves them last with a copy. Empty
+//! One kernel, `reduce` (shaders/common.wgsl and reduce.wgsl, built for
+//! f32, f16 and i32; f16 accumulates in f32). The input is viewed as
+//! `[rows, r, inner]` without a copy when the reduced axes are one
+//! contiguous block; otherwise they are first moved last with the layout
+//! family's strided copy. An empty reduction is a fill with the op's
+//! identity.
+//!
+//! Two plans, chosen per launch:
+//! * rows (`inner == 1` on a GPU): a workgroup of 256 per row, combined
+//!   with a workgroup tree (`rows_main`);
+//! * columns (reduced axes followed by kept ones, `inner > 1`, and every
+//!   reduction on CPU adapters such as llvmpipe, where barriers are dear):
+//!   one invocation per output (`cols_main`).
+//!
+//! When the outputs alone would leave the device idle (fewer than 1024
+//! rows, or 65536 outputs on a GPU, 2048 on a CPU adapter), the reduced
+//! axis is split into chunks: `*_part` writes one partial value and index
+//! per chunk, `*_final` combines them. `force_cpu_style_kernels` overrides
+//! the adapter's choice for tests.
+//!
+//! Axis rules and gradients are in [`crate::ops::reduce`], the `ReduceOp`
+//! codes and identities in [`crate::core::op::reduce`], the reference
+//! kernels in [`crate::runtime::cpu`] (`cpu/reduce.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype};
@@ -159,7 +183,8 @@ fn split(n: usize, r: usize, want: usize, min_chunk: usize) -> Option<(usize, us
     (parts > 1).then_some((chunk, parts))
 }
 
-/// dst[i] = sum_s src[s * n + i] for s < slices (partial sums of split GEMMs).
+/// `dst[i] = sum_s src[s * n + i]` for `s < slices` (partial sums of split
+/// GEMMs).
 pub(crate) fn sum_slices(g: &Gpu, src: &GpuBuf, dst: &GpuBuf, slices: usize, n: usize, dtype: DType) -> Result<()> {
     g.launch(&Launch {
         kernel: &REDUCE,

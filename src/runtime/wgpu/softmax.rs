@@ -1,5 +1,25 @@
-//! Softmax, log-softmax and sparse softmax cross-entropy from logits
-//! (kernel: shaders/softmax.wgsl).
+//! Launch code of the softmax family: softmax and log-softmax along an axis
+//! (`Op::Softmax`) and sparse softmax cross-entropy from logits with its
+//! gradient (`Op::SparseXent`, `Op::SparseXentGrad`).
+//!
+//! One kernel, `softmax` (shaders/common.wgsl, status.wgsl and
+//! softmax.wgsl, built for f32 and f16; max and sum are taken in f32). The
+//! input is viewed as `[rows, r, inner]` around the axis. On a GPU a
+//! softmax over the last axis runs a workgroup of 256 per row
+//! (`softmax_rows`, a workgroup tree for the max and the sum); on CPU
+//! adapters such as llvmpipe, and for any other axis, one invocation per
+//! `(row, inner)` pair (`softmax_cols`): barriers cost a CPU adapter more
+//! than the serial loop. The cross-entropy entries (`xent_rows`,
+//! `xent_grad_rows`) always run a workgroup per row of `[batch, classes]`
+//! logits.
+//!
+//! A label outside `[0, classes)` cannot fail the launch: the kernel writes
+//! it to the device's status words (this thread's slot), and the next
+//! readback returns the `InvalidArgument` the CPU reference gives at once.
+//!
+//! Shape and gradient rules are in [`crate::ops::softmax`], the row view and
+//! the label error in [`crate::core::op::softmax`], the reference kernels
+//! in [`crate::runtime::cpu`] (`cpu/softmax.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype, status_slot};

@@ -1,4 +1,17 @@
-//! Elementwise unary math on float tensors (kernel: shaders/unary.wgsl).
+//! Launch code of the elementwise unary family (`Op::Unary`) and of its
+//! gradients (`Op::UnaryGrad`).
+//!
+//! One kernel, `unary` (shaders/common.wgsl, elementwise.wgsl and
+//! unary.wgsl, built for f32 and f16; the math runs in f32 and rounds once
+//! on store). Entry `main` computes `y = f(x)`; entry `grad` computes
+//! `dx = dy * f'(x)` and is also given `y = f(x)`, through which some
+//! derivatives are cheaper. The op code and `leaky_relu`'s `alpha` are
+//! uniforms, not overrides, so one pipeline per dtype serves every op. One
+//! invocation per element, 256 per workgroup, the same on every adapter.
+//!
+//! Shape and gradient rules are in [`crate::ops::unary`], the op codes and
+//! element semantics in [`crate::core::op::unary`], the reference kernels in
+//! [`crate::runtime::cpu`] (`cpu/unary.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, grid, ktype};
