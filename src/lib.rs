@@ -25,6 +25,8 @@
 //! application installs (the examples use `env_logger`).
 
 pub mod autodiff;
+#![warn(missing_docs)]
+
 pub mod core;
 pub mod data;
 pub mod function;
