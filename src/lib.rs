@@ -24,9 +24,9 @@
 //! target, warnings and infos; they show with whatever logger the
 //! application installs (the examples use `env_logger`).
 
-pub mod autodiff;
 #![warn(missing_docs)]
 
+pub mod autodiff;
 pub mod core;
 pub mod data;
 pub mod function;
