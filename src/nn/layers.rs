@@ -45,12 +45,17 @@ pub trait Layer: Send {
     fn name(&self) -> &str;
     /// The Keras class name, for `summary()`.
     fn kind(&self) -> &'static str;
-    /// Creates the weights for examples of `input_shape` (batch excluded).
+    /// Creates the weights for examples of `input_shape` (batch excluded);
+    /// a layer without weights has nothing to build.
     ///
     /// Returns [`Error::Shape`] when the layer cannot take such examples.
-    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()>;
+    fn build(&mut self, _input_shape: &[usize], _device: &Device) -> Result<()> {
+        Ok(())
+    }
     /// Whether the weights exist (always true for a layer without weights).
-    fn built(&self) -> bool;
+    fn built(&self) -> bool {
+        true
+    }
     /// Output shape of one example for an example of `input_shape`.
     fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>>;
     /// The forward pass on a batch `x` (batch first), building the layer
@@ -476,12 +481,6 @@ impl<const MAX: bool> Layer for Pooling2D<MAX> {
     fn kind(&self) -> &'static str {
         if self.max { "MaxPooling2D" } else { "AveragePooling2D" }
     }
-    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
-        Ok(())
-    }
-    fn built(&self) -> bool {
-        true
-    }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         if s.len() != 3 {
             return Err(Error::shape(
@@ -539,12 +538,6 @@ impl Layer for GlobalAveragePooling2D {
     fn kind(&self) -> &'static str {
         "GlobalAveragePooling2D"
     }
-    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
-        Ok(())
-    }
-    fn built(&self) -> bool {
-        true
-    }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         if s.len() != 3 {
             return Err(Error::shape(
@@ -594,12 +587,6 @@ impl Layer for Flatten {
     }
     fn kind(&self) -> &'static str {
         "Flatten"
-    }
-    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
-        Ok(())
-    }
-    fn built(&self) -> bool {
-        true
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         Ok(vec![s.iter().product()])
@@ -843,12 +830,6 @@ impl Layer for ActivationLayer {
     }
     fn kind(&self) -> &'static str {
         "Activation"
-    }
-    fn build(&mut self, _s: &[usize], _d: &Device) -> Result<()> {
-        Ok(())
-    }
-    fn built(&self) -> bool {
-        true
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         Ok(s.to_vec())
