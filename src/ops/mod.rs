@@ -227,6 +227,35 @@ pub(crate) fn cross_check_enabled() -> bool {
     *ON.get_or_init(|| std::env::var("WGFLOW_CROSS_CHECK").is_ok_and(|v| v == "1"))
 }
 
+/// An op given the wrong number of inputs (possible through [`apply`]) is an
+/// error naming the op and the shapes it got.
+fn check_arity(op: &Op, x: &[&Tensor]) -> Result<()> {
+    let want = op.arity();
+    if x.is_empty() {
+        return Err(Error::arg(
+            op.name(),
+            "an op needs input tensors to run on their device; ops without inputs \
+             (fill, random) run through ops::full, ops::random_normal, ...",
+        ));
+    }
+    if want.contains(&x.len()) {
+        return Ok(());
+    }
+    let shapes: Vec<&[usize]> = x.iter().map(|t| t.shape()).collect();
+    let n = if want.end() == &usize::MAX {
+        format!("at least {}", want.start())
+    } else if want.start() == want.end() {
+        want.start().to_string()
+    } else {
+        format!("{} to {}", want.start(), want.end())
+    };
+    Err(Error::shape(
+        op.name(),
+        &shapes,
+        format!("takes {n} inputs, got {}", x.len()),
+    ))
+}
+
 fn same_device(op: &'static str, x: &[&Tensor]) -> Result<Device> {
     let d = x[0].device();
     if x.iter().any(|t| t.device() != d) {
@@ -259,11 +288,14 @@ pub(crate) fn exec_on(op: Op, device: &Device) -> Result<Tensor> {
     let (shape, dtype) = op.infer(&[])?;
     let out = op.run(&[], &shape, dtype, device, &ExecContext::eager())?;
     observe::op(&op, &[], &out);
-    Ok(out.into_iter().next().unwrap())
+    out.into_iter()
+        .next()
+        .ok_or_else(|| Error::arg(op.name(), "the kernel returned no output"))
 }
 
 /// `exec` for ops with several outputs (the fused optimizer steps).
 pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
+    check_arity(&op, x)?;
     let device = same_device(op.name(), x)?;
     let (shape, dtype) = op.infer(x)?;
     let out = if profile::enabled() {

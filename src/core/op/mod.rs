@@ -215,6 +215,41 @@ impl Op {
         }
     }
 
+    /// How many inputs the op takes (a fused optimizer step's exact count
+    /// depends on its rule and is checked by its shape rule).
+    pub fn arity(&self) -> std::ops::RangeInclusive<usize> {
+        match self {
+            Op::Fill { .. } | Op::Random(_) => 0..=0,
+            Op::Unary(_)
+            | Op::Cast(_)
+            | Op::Reshape(_)
+            | Op::Permute(_)
+            | Op::BroadcastTo(_)
+            | Op::Slice { .. }
+            | Op::OneHot { .. }
+            | Op::Pad { .. }
+            | Op::Pool(_)
+            | Op::Reduce { .. }
+            | Op::ArgReduce { .. }
+            | Op::Softmax { .. }
+            | Op::StopGradient => 1..=1,
+            Op::Binary(_)
+            | Op::Compare(_)
+            | Op::Gather { .. }
+            | Op::GatherGrad { .. }
+            | Op::MatMul { .. }
+            | Op::Conv2d(_)
+            | Op::Conv2dInputGrad(..)
+            | Op::Conv2dFilterGrad(..)
+            | Op::PoolGrad(_)
+            | Op::SparseXent
+            | Op::SparseXentGrad => 2..=2,
+            Op::UnaryGrad(_) | Op::Where => 3..=3,
+            Op::Concat { .. } => 1..=usize::MAX,
+            Op::Optimizer(_) => 3..=6,
+        }
+    }
+
     /// The family whose files define this op.
     pub fn family(&self) -> Family {
         match self {
