@@ -98,20 +98,25 @@ impl Callback for TensorBoard {
         _c: &mut TrainContext,
     ) -> Result<()> {
         let e = epoch as i64;
+        let (Some(train), Some(val)) = (self.train.as_mut(), self.val.as_mut()) else {
+            return Err(Error::arg(
+                "TensorBoard",
+                "on_epoch_end before on_train_begin: no writers are open",
+            ));
+        };
         for (k, v) in logs {
             match k.strip_prefix("val_") {
-                Some(k) => self.val.as_mut().unwrap().scalar(&format!("epoch_{k}"), *v, e)?,
-                None => self.train.as_mut().unwrap().scalar(&format!("epoch_{k}"), *v, e)?,
+                Some(k) => val.scalar(&format!("epoch_{k}"), *v, e)?,
+                None => train.scalar(&format!("epoch_{k}"), *v, e)?,
             }
         }
         if self.histogram_freq > 0 && epoch % self.histogram_freq == 0 {
-            let w = self.train.as_mut().unwrap();
             for (n, v) in &self.vars {
-                w.histogram(n, &v.peek(), e, 30)?;
+                train.histogram(n, &v.peek(), e, 30)?;
             }
         }
-        self.train.as_mut().unwrap().flush()?;
-        self.val.as_mut().unwrap().flush()
+        train.flush()?;
+        val.flush()
     }
 }
 
@@ -213,10 +218,13 @@ impl Callback for ModelCheckpoint {
             }
             self.best = Some(v);
         }
-        self.manager
-            .as_ref()
-            .unwrap()
-            .save(step, opt.map(|o| o as &dyn crate::io::checkpoint::OptimizerState))?;
+        let Some(manager) = self.manager.as_ref() else {
+            return Err(Error::arg(
+                "ModelCheckpoint",
+                "on_epoch_end before on_train_begin: no directory is open",
+            ));
+        };
+        manager.save(step, opt.map(|o| o as &dyn crate::io::checkpoint::OptimizerState))?;
         Ok(())
     }
 }

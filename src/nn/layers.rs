@@ -94,6 +94,12 @@ fn param_count(w: &[(&'static str, Variable)]) -> usize {
     w.iter().map(|(_, v)| v.numel()).sum()
 }
 
+/// A weight that `build` creates, or the error of a layer used unbuilt.
+fn weight<'a>(w: &'a Option<Variable>, layer: &str, name: &str) -> Result<&'a Variable> {
+    w.as_ref()
+        .ok_or_else(|| Error::arg("Layer", format!("layer {layer} has no {name}: it was not built")))
+}
+
 /// `layer.count_params()`: the number of scalars in all of the layer's
 /// weights, trainable or not (0 before it is built).
 pub fn count_params(layer: &dyn Layer) -> usize {
@@ -198,7 +204,7 @@ impl Layer for Dense {
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         ensure_built(self, x, 2)?;
-        let k = self.kernel.as_ref().unwrap().value();
+        let k = weight(&self.kernel, &self.name, "kernel")?.value();
         let inp = k.shape()[0];
         if x.shape()[x.rank() - 1] != inp {
             return Err(Error::shape(
@@ -400,7 +406,7 @@ impl Layer for Conv2D {
             ));
         }
         ensure_built(self, x, 4)?;
-        let k = self.kernel.as_ref().unwrap().value();
+        let k = weight(&self.kernel, &self.name, "kernel")?.value();
         let mut y = conv::conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
         if let Some(b) = &self.bias {
             y = y.add(&b.value())?;
@@ -750,7 +756,7 @@ impl Layer for BatchNormalization {
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         ensure_built(self, x, 2)?;
-        let c = self.moving_mean.as_ref().unwrap().numel();
+        let c = weight(&self.moving_mean, &self.name, "moving_mean")?.numel();
         if x.shape()[x.rank() - 1] != c {
             return Err(Error::shape(
                 "BatchNormalization",
@@ -766,8 +772,8 @@ impl Layer for BatchNormalization {
             crate::autodiff::without_recording(|| -> Result<()> {
                 let m = self.momentum;
                 for (mv, batch) in [
-                    (self.moving_mean.as_ref().unwrap(), &mean),
-                    (self.moving_variance.as_ref().unwrap(), &var),
+                    (weight(&self.moving_mean, &self.name, "moving_mean")?, &mean),
+                    (weight(&self.moving_variance, &self.name, "moving_variance")?, &var),
                 ] {
                     let next = mv.value().mul_scalar(m)?.add(&batch.mul_scalar(1.0 - m)?)?;
                     mv.assign(&crate::autodiff::stop_gradient(&next))?;
@@ -777,8 +783,8 @@ impl Layer for BatchNormalization {
             (mean, var)
         } else {
             (
-                self.moving_mean.as_ref().unwrap().value(),
-                self.moving_variance.as_ref().unwrap().value(),
+                weight(&self.moving_mean, &self.name, "moving_mean")?.value(),
+                weight(&self.moving_variance, &self.name, "moving_variance")?.value(),
             )
         };
         let mut y = x.sub(&mean)?.mul(&var.add_scalar(self.epsilon)?.rsqrt()?)?;

@@ -306,14 +306,14 @@ pub trait Model {
         let total = ds.cardinality();
         let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
         let mut traced = std::mem::replace(
-            &mut self.compiled().as_mut().unwrap().train_function,
+            &mut self.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
             Traced::new("train_step"),
         );
         for epoch in args.initial_epoch..args.epochs {
             if args.verbose {
                 println!("Epoch {}/{}", epoch + 1, args.epochs);
             }
-            let c = self.compiled().as_mut().unwrap();
+            let c = self.compiled().as_mut().ok_or_else(not_compiled)?;
             c.loss_tracker.reset_state();
             for m in c.metrics.iter_mut() {
                 m.reset_state();

@@ -37,7 +37,7 @@ pub fn report() -> String {
     let g = TABLE.lock().unwrap_or_else(|p| p.into_inner());
     let Some(t) = g.as_ref() else { return String::new() };
     let mut rows: Vec<_> = t.iter().collect();
-    rows.sort_by(|a, b| b.1.1.partial_cmp(&a.1.1).unwrap());
+    rows.sort_by(|a, b| b.1.1.total_cmp(&a.1.1));
     let total: f64 = rows.iter().map(|r| r.1.1).sum();
     let mut out = format!("{:<40} {:>8} {:>12} {:>6}\n", "op", "calls", "total ms", "%");
     for (name, (n, s)) in rows {
