@@ -52,7 +52,9 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(data[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
+    let Some(n) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
+        return Err(io_err(path, format!("header dims {dims:?} overflow the element count")));
+    };
     if data.len() - head != n {
         return Err(io_err(
             path,

@@ -68,6 +68,17 @@ impl Pool2d {
         let same = self.padding == Padding::Same;
         let h = out_dim(op, x[1], self.ksize[0], self.strides[0], 1, ph, same)?;
         let w = out_dim(op, x[2], self.ksize[1], self.strides[1], 1, pw, same)?;
+        // Explicit padding can give windows over an empty input: nothing to pool.
+        if (x[1] == 0 || x[2] == 0) && h.out * w.out > 0 {
+            return Err(Error::shape(
+                op,
+                &[x],
+                format!(
+                    "an input of height or width 0 has no pixel for the {}x{} output windows of padding {:?}",
+                    h.out, w.out, self.padding
+                ),
+            ));
+        }
         Ok([h.out, w.out, h.pad_before, w.pad_before])
     }
 }
