@@ -265,3 +265,117 @@ fn fused_kernels_past_the_limit() {
         close(&got[0], &want[0], 1e-5, &format!("fused row reduction on {d}"));
     }
 }
+
+/// The op named in an error.
+fn op_of(e: &Error) -> &'static str {
+    match e {
+        Error::Shape { op, .. } | Error::InvalidArgument { op, .. } | Error::DType { op, .. } => op,
+        _ => "",
+    }
+}
+
+/// Element counts that overflow `usize` are shape errors, on every device.
+#[test]
+fn shapes_whose_element_count_overflows_are_errors() {
+    let mut devices = vec![cpu()];
+    devices.extend(gpus());
+    for d in &devices {
+        for shape in [vec![1 << 32, 1 << 32], vec![usize::MAX, 2], vec![1 << 62, 3, 0]] {
+            let zero = shape.contains(&0);
+            match ops::zeros(&shape, DType::F32, d) {
+                Err(e @ Error::Shape { .. }) if !zero => assert_eq!(op_of(&e), "fill", "{e}"),
+                Ok(t) if zero => assert_eq!(t.shape(), &shape[..]),
+                other => panic!("zeros({shape:?}) on {d}: {other:?}"),
+            }
+        }
+        let e = ops::random_normal(&[1 << 40, 1 << 40], 0.0, 1.0, DType::F32, 1, d).unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Shape {
+                    op: "random_normal",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        let x = ops::ones(&[1 << 16, 1], DType::F32, d).unwrap();
+        let e = x.broadcast_to(&[1 << 16, 1 << 48]).unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e:?}");
+    }
+}
+
+/// `slice` with a begin near usize::MAX: an argument error, not an overflow.
+#[test]
+fn slice_past_usize_max_is_an_error() {
+    let mut devices = vec![cpu()];
+    devices.extend(gpus());
+    for d in &devices {
+        let x = ops::ones(&[4, 3], DType::F32, d).unwrap();
+        for (begin, size) in [
+            ([usize::MAX, 0], [2, 3]),
+            ([1, usize::MAX - 1], [1, 2]),
+            ([0, 0], [usize::MAX, 1]),
+        ] {
+            let e = x.slice(&begin, &size).unwrap_err();
+            assert!(matches!(e, Error::InvalidArgument { op: "slice", .. }), "{e:?}");
+        }
+    }
+}
+
+/// `range` with a count beyond memory: an argument error, before allocating.
+#[test]
+fn range_with_a_huge_count_is_an_error() {
+    for (start, limit, delta) in [(0.0, 1e30, 1.0), (0.0, f64::INFINITY, 1.0), (0.0, 1.0, 1e-300)] {
+        let e = ops::arange(start, limit, delta, DType::F32, &cpu()).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { op: "range", .. }), "{e:?}");
+    }
+    assert_eq!(
+        ops::arange(0.0, 5.0, 2.0, DType::F32, &cpu())
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap(),
+        [0.0, 2.0, 4.0]
+    );
+}
+
+/// An IDX header whose dimensions multiply past usize: an Io error.
+#[test]
+fn idx_header_whose_dimensions_overflow_is_an_error() {
+    let dir = std::env::temp_dir().join(format!("wgflow-limits-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("huge.idx");
+    let mut bytes = vec![0, 0, 0x08, 3];
+    for d in [u32::MAX, u32::MAX, u32::MAX] {
+        bytes.extend_from_slice(&d.to_be_bytes());
+    }
+    bytes.extend_from_slice(&[1, 2, 3]);
+    std::fs::write(&path, &bytes).unwrap();
+    let e = wgflow::data::mnist::read_idx(&path).unwrap_err();
+    assert!(matches!(e, Error::Io { .. }), "{e:?}");
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+/// A memory limit whose bytes overflow u64: a selection error.
+#[test]
+fn memory_limit_that_overflows_is_an_error() {
+    for d in wgflow::config::list_physical_devices()
+        .iter()
+        .filter(|d| d.device_type != "CPU")
+    {
+        let e = wgflow::config::set_memory_limit(d, u64::MAX >> 10).unwrap_err();
+        assert!(matches!(e, Error::DeviceSelection { .. }), "{e:?}");
+    }
+}
+
+/// A CPU-device tensor larger than the machine: OutOfMemory, no abort.
+#[test]
+fn cpu_allocation_larger_than_the_machine_is_out_of_memory() {
+    for shape in [vec![1usize << 42], vec![1 << 21, 1 << 21]] {
+        let e = ops::zeros(&shape, DType::F32, &cpu()).unwrap_err();
+        assert!(matches!(e, Error::OutOfMemory { .. }), "{e:?}");
+    }
+    let x = ops::ones(&[1 << 21, 1], DType::F32, &cpu()).unwrap();
+    let e = x.broadcast_to(&[1 << 21, 1 << 21]).unwrap_err();
+    assert!(matches!(e, Error::OutOfMemory { .. }), "{e:?}");
+}

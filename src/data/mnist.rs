@@ -52,8 +52,9 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
     let dims: Vec<usize> = (0..rank)
         .map(|i| u32::from_be_bytes(data[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
         .collect();
-    let n: usize = dims.iter().product();
-    if data.len() - head != n {
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if n != Some(data.len() - head) {
+        let n = n.map_or("more than fit in memory".to_string(), |n| n.to_string());
         return Err(io_err(
             path,
             format!(
