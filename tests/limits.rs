@@ -289,16 +289,7 @@ fn shapes_whose_element_count_overflows_are_errors() {
             }
         }
         let e = ops::random_normal(&[1 << 40, 1 << 40], 0.0, 1.0, DType::F32, 1, d).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                Error::Shape {
-                    op: "random_normal",
-                    ..
-                }
-            ),
-            "{e:?}"
-        );
+        assert!(matches!(e, Error::Shape { op: "random", .. }), "{e:?}");
         let x = ops::ones(&[1 << 16, 1], DType::F32, d).unwrap();
         let e = x.broadcast_to(&[1 << 16, 1 << 48]).unwrap_err();
         assert!(matches!(e, Error::Shape { .. }), "{e:?}");
