@@ -36,6 +36,9 @@ struct Params {
     gn: u32,
     b0: u32,
     mode: u32,
+    // First tile along n and m of this launch (grids split by the limit).
+    tx0: u32,
+    ty0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -45,6 +48,10 @@ struct Params {
 
 fn gemm_dims() -> vec4<u32> {
     return vec4<u32>(p.gm, p.gn, p.kc, p.b0);
+}
+
+fn gemm_tile0() -> vec2<u32> {
+    return vec2<u32>(p.tx0, p.ty0);
 }
 
 // x[n, oh*sh + kh*dh - pt, ow*sw + kw*dw - pl, g*cg + ci], zero in the padding.

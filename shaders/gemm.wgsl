@@ -15,6 +15,8 @@
 //
 // The including file defines:
 //   fn gemm_dims() -> vec4<u32>   (M, N, K, batch offset)
+//   fn gemm_tile0() -> vec2<u32>  first tile along N and M of this launch (the
+//       host splits grids past the workgroup limit into several launches)
 //   fn a_at(b: u32, m: u32, k: u32) -> f32   zero outside the matrix
 //   fn b_at(b: u32, k: u32, n: u32) -> f32   zero outside the matrix
 //   fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32>   B(k, n..n+4)
@@ -34,8 +36,9 @@ var<workgroup> tb: array<vec4<f32>, 256>;
 fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let dims = gemm_dims();
     let b = wid.z + dims.w;
-    let m0 = wid.y * TM;
-    let n0 = wid.x * TN;
+    let t0 = gemm_tile0();
+    let m0 = (wid.y + t0.y) * TM;
+    let n0 = (wid.x + t0.x) * TN;
     let t = lid.y * 16u + lid.x;
     var acc: array<vec4<f32>, 4>;
     for (var k0 = 0u; k0 < dims.z; k0 += TK) {
@@ -73,8 +76,9 @@ fn store_block(b: u32, m: u32, n: u32, acc: array<vec4<f32>, 4>) {
 fn gemm_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let dims = gemm_dims();
     let b = wid.z + dims.w;
-    let m = wid.y * 4u;
-    let n = (wid.x * 16u + lid.x) * 4u;
+    let t0 = gemm_tile0();
+    let m = (wid.y + t0.y) * 4u;
+    let n = ((wid.x + t0.x) * 16u + lid.x) * 4u;
     var c0 = vec4<f32>(0.0);
     var c1 = vec4<f32>(0.0);
     var c2 = vec4<f32>(0.0);

@@ -35,6 +35,10 @@ struct Params {
     // matmul_reg split-K: batch entry z sums k in [z kc, (z + 1) kc) of a
     // single matrix product into slice z of c; 0 when not split.
     kc: u32,
+    // The first tile (workgroup) along n and m of this launch: the host
+    // splits grids past the workgroup limit per dimension into launches.
+    tx0: u32,
+    ty0: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -46,6 +50,10 @@ struct Params {
 
 fn gemm_dims() -> vec4<u32> {
     return vec4<u32>(p.m, p.n, p.k, p.b0);
+}
+
+fn gemm_tile0() -> vec2<u32> {
+    return vec2<u32>(p.tx0, p.ty0);
 }
 
 fn a_at(b: u32, m: u32, k: u32) -> f32 {
@@ -220,8 +228,8 @@ fn reg_step(c: ptr<function, array<vec4<f32>, 16>>, x: vec4<f32>, v0: vec4<f32>,
 @compute @workgroup_size(8, 1)
 fn matmul_reg(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.z + p.b0;
-    let m = wid.y * 4u;
-    let n = (wid.x * 8u + lid.x) * 16u;
+    let m = (wid.y + p.ty0) * 4u;
+    let n = ((wid.x + p.tx0) * 8u + lid.x) * 16u;
     let rg = reg_range(b);
     // Row offsets of A(m + i, ·), i < 4.
     let r = rg.abase + min(vec4<u32>(m) + vec4<u32>(0u, 1u, 2u, 3u), vec4<u32>(p.m - 1u)) * p.am;
@@ -352,8 +360,8 @@ fn wide_put_b(idx: u32, v: vec4<f32>) {
 @compute @workgroup_size(16, 16)
 fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.z + p.b0;
-    let m0 = wid.y * 128u;
-    let n0 = wid.x * 128u;
+    let m0 = (wid.y + p.ty0) * 128u;
+    let n0 = (wid.x + p.tx0) * 128u;
     let t = lid.y * 16u + lid.x;
     var c00: array<vec4<f32>, 4>;
     var c01: array<vec4<f32>, 4>;

@@ -72,8 +72,8 @@ fn matmul_sg(
     @builtin(subgroup_invocation_id) sid: u32,
 ) {
     let b = wid.z + p.b0;
-    let m = wid.y * 16u;
-    let n = (wid.x * 8u + lid.x) * 8u;
+    let m = (wid.y + p.ty0) * 16u;
+    let n = ((wid.x + p.tx0) * 8u + lid.x) * 8u;
     let rg = reg_range(b);
     // This lane's rows of A: m + sid and m + 8 + sid.
     let ra = rg.abase + min(m + sid, p.m - 1u) * p.am;

@@ -14,6 +14,25 @@ pub fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+/// The element count of `shape`, or a shape error for `op` when it does not
+/// fit in `usize` (nor, at `elem_bytes` each, its size in bytes).
+pub fn checked_numel(op: &'static str, shape: &[usize], elem_bytes: usize) -> Result<usize> {
+    let n = shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    match n {
+        Some(n)
+            if n.checked_mul(elem_bytes.max(1))
+                .is_some_and(|b| b <= isize::MAX as usize) =>
+        {
+            Ok(n)
+        }
+        _ => Err(Error::shape(
+            op,
+            &[shape],
+            format!("{shape:?} has more elements than fit in memory ({elem_bytes} bytes each)"),
+        )),
+    }
+}
+
 /// Row-major strides in elements.
 pub fn strides(shape: &[usize]) -> Vec<usize> {
     let mut s = vec![1; shape.len()];

@@ -50,12 +50,11 @@ pub fn read_idx(path: &Path) -> Result<(Vec<usize>, Vec<u8>)> {
         return Err(io_err(path, format!("truncated IDX header (rank {rank})")));
     }
     let dims: Vec<usize> = (0..rank)
-        .map(|i| u32::from_be_bytes(data[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
+        .map(|i| u32::from_be_bytes([data[4 + 4 * i], data[5 + 4 * i], data[6 + 4 * i], data[7 + 4 * i]]) as usize)
         .collect();
-    let Some(n) = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d)) else {
-        return Err(io_err(path, format!("header dims {dims:?} overflow the element count")));
-    };
-    if data.len() - head != n {
+    let n = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
+    if n != Some(data.len() - head) {
+        let n = n.map_or("more than fit in memory".to_string(), |n| n.to_string());
         return Err(io_err(
             path,
             format!(

@@ -28,7 +28,7 @@ use crate::ops::unary::UnaryOp;
 use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
 use crate::runtime::wgpu::memory::GpuBuf;
-use crate::runtime::wgpu::{KType, Kernel, Launch, ParamBlock, grid};
+use crate::runtime::wgpu::{KType, Kernel, Launch, ParamBlock, fold, grid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
@@ -490,7 +490,7 @@ impl Fused {
                 let mut bufs: Vec<&GpuBuf> = x.iter().map(|t| t.gpu_buf()).collect();
                 bufs.extend(ys.iter());
                 let groups = if self.per_workgroup() {
-                    [n as u32, 1, 1]
+                    fold(n)
                 } else {
                     grid(n, WG as u32)
                 };

@@ -56,8 +56,17 @@ pub fn arange(start: f64, limit: f64, delta: f64, dtype: DType, device: &Device)
             format!("delta must be finite and non-zero, got {delta}"),
         ));
     }
-    let n = ((limit - start) / delta).ceil().max(0.0) as usize;
-    let v: Vec<f64> = (0..n).map(|i| start + i as f64 * delta).collect();
+    let count = ((limit - start) / delta).ceil().max(0.0);
+    if !count.is_finite() || count >= (isize::MAX as usize / 8) as f64 {
+        return Err(Error::arg(
+            "range",
+            format!("range({start}, {limit}, {delta}) has {count} elements, more than fit in memory"),
+        ));
+    }
+    let n = count as usize;
+    let mut v: Vec<f64> = Vec::new();
+    crate::runtime::cpu::reserve(&mut v, n, "range")?;
+    v.extend((0..n).map(|i| start + i as f64 * delta));
     Tensor::from_data(CpuData::from_f64(dtype, &v), &[n], device)
 }
 

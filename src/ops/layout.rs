@@ -69,7 +69,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
                 ));
             }
             for d in 0..sh.len() {
-                if begin[d] + size[d] > sh[d] {
+                if begin[d].checked_add(size[d]).is_none_or(|end| end > sh[d]) {
                     return Err(Error::arg(
                         name,
                         format!("begin {begin:?} + size {size:?} runs past shape {sh:?} in dimension {d}"),

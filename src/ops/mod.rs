@@ -46,6 +46,12 @@ pub use creation::{arange, full, ones, random_normal, random_uniform, truncated_
 impl Op {
     /// Output shape and dtype, or the error for these operands.
     pub(crate) fn infer(&self, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
+        let (shape, dtype) = self.infer_rule(x)?;
+        crate::core::shape::checked_numel(self.name(), &shape, dtype.size())?;
+        Ok((shape, dtype))
+    }
+
+    fn infer_rule(&self, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
         match self.family() {
             Family::Unary => unary::infer(self, x),
             Family::Binary => binary::infer(self, x),

@@ -199,12 +199,23 @@ impl Settings {
         let memory_limit = match var("WGFLOW_MEMORY_LIMIT_MB") {
             None => None,
             Some(v) => Some(
-                v.trim().parse::<u64>().ok().filter(|&m| m > 0).ok_or_else(|| {
-                    Error::selection(
-                        format!("WGFLOW_MEMORY_LIMIT_MB={v:?} is not a positive whole number of MiB"),
-                        vec!["e.g. 512".into()],
-                    )
-                })? << 20,
+                v.trim()
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|&m| m > 0)
+                    .ok_or_else(|| {
+                        Error::selection(
+                            format!("WGFLOW_MEMORY_LIMIT_MB={v:?} is not a positive whole number of MiB"),
+                            vec!["e.g. 512".into()],
+                        )
+                    })?
+                    .checked_mul(1 << 20)
+                    .ok_or_else(|| {
+                        Error::selection(
+                            format!("WGFLOW_MEMORY_LIMIT_MB={v:?} is more bytes than a u64 holds"),
+                            vec!["e.g. 512".into()],
+                        )
+                    })?,
             ),
         };
         Ok(Settings {
@@ -451,7 +462,13 @@ pub fn set_memory_limit(device: &PhysicalDevice, megabytes: u64) -> Result<()> {
     if megabytes == 0 {
         return Err(Error::selection("set_memory_limit: the limit must be positive", vec![]));
     }
-    before_init("set_memory_limit", |s| s.memory_limit = Some(megabytes << 20))
+    let Some(bytes) = megabytes.checked_mul(1 << 20) else {
+        return Err(Error::selection(
+            format!("set_memory_limit: {megabytes} MiB is more bytes than a u64 holds"),
+            vec![],
+        ));
+    };
+    before_init("set_memory_limit", |s| s.memory_limit = Some(bytes))
 }
 
 /// The visible GPUs then the CPU, initializing the runtime.

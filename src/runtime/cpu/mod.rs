@@ -28,11 +28,41 @@ use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::core::op::{Family, Op};
+use crate::core::shape::numel;
 use half::f16;
 use std::sync::Arc;
 
+/// Reserves room for `n` more elements in `v`, or `Error::OutOfMemory` on
+/// the CPU device (instead of the allocator aborting the process).
+pub(crate) fn reserve<T>(v: &mut Vec<T>, n: usize, op: &'static str) -> Result<()> {
+    v.try_reserve_exact(n)
+        .map_err(|_| out_of_memory(n.saturating_mul(size_of::<T>()), op))
+}
+
+fn out_of_memory(bytes: usize, op: &'static str) -> crate::core::error::Error {
+    log::debug!("{op}: {bytes} bytes do not fit on the CPU device");
+    crate::core::error::Error::OutOfMemory {
+        device: format!("cpu ({op})"),
+        requested: bytes as u64,
+        in_use: 0,
+        limit: 0,
+    }
+}
+
+/// Whether the host can allocate an output of `n` elements (computed in f64
+/// by the reference kernels, so 8 bytes each): the probe memory is returned
+/// at once, untouched. `Error::OutOfMemory` where it cannot.
+pub(crate) fn probe(n: usize, op: &'static str) -> Result<()> {
+    let bytes = n.saturating_mul(8);
+    let mut v: Vec<u8> = Vec::new();
+    v.try_reserve_exact(bytes).map_err(|_| out_of_memory(bytes, op))
+}
+
 /// Runs the reference kernel of `op` (see `Backend::run`).
 pub(crate) fn run(op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Result<Vec<Storage>> {
+    if numel(shape) > 1 << 24 {
+        probe(numel(shape), op.name())?;
+    }
     let one = |d: CpuData| Ok(vec![Storage::Cpu(Arc::new(d))]);
     match op.family() {
         Family::Unary => one(unary::cpu(op, x, shape, dtype)?),

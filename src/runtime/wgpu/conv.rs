@@ -29,7 +29,7 @@
 //! (`cpu/conv.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, grid, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::conv::*;
@@ -75,6 +75,8 @@ params! {
         gn: u32,
         b0: u32,
         mode: u32,
+        tx0: u32,
+        ty0: u32,
     }
 }
 
@@ -139,10 +141,8 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let mut b0 = 0;
-    while b0 < batches {
-        let nz = (batches - b0).min(MAX_GROUPS);
-        let (entry, groups) = super::matmul::gemm_grid(gd, gm, gn, nz);
+    let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
+    for ([x0, y0, b0], groups) in chunks(tiles) {
         let u = |v: usize| v as u32;
         gd.launch(&Launch {
             kernel: &CONV,
@@ -157,12 +157,13 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
                 gn: u(gn),
                 b0: u(b0),
                 mode: u(mode),
+                tx0: u(x0),
+                ty0: u(y0),
                 ..ConvParams::of(&g)
             }),
             bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
             groups,
         })?;
-        b0 += nz;
     }
     if let Some(p) = &partial {
         super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;

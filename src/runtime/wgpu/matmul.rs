@@ -31,7 +31,7 @@
 //! (`matrixmultiply`) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, MAX_GROUPS, ParamBlock, ParamsLayout, ktype};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -85,6 +85,8 @@ params! {
         vec_b: u32,
         tc: u32,
         kc: u32,
+        tx0: u32,
+        ty0: u32,
     }
 }
 
@@ -124,7 +126,7 @@ impl GemmLaunch<'_> {
         let t = if flip { self.transposed() } else { self.clone_plan() };
         // A small C with a long sum runs on too few workgroups: split the
         // sum over batch entries and add the slices (single products only).
-        let groups = reg_grid(entry, t.m, t.n).iter().product::<u32>() as usize;
+        let groups = reg_grid(entry, t.m, t.n).iter().product::<usize>();
         let contiguous = if flip { self.ldc == self.n } else { t.ldc == t.n };
         if self.batch == 1 && groups < 32 && t.k >= 4096 && contiguous {
             let splits = t.k.div_ceil(2048).min(64);
@@ -180,9 +182,17 @@ impl GemmLaunch<'_> {
         } else {
             vec![self.a, self.b, self.c, self.a, self.b]
         };
-        let mut b0 = 0;
-        while b0 < self.batch {
-            let nz = (self.batch - b0).min(MAX_GROUPS);
+        // Tiles along n and m: the grid, split into launches that stay
+        // within the workgroup limit per dimension (the kernels add the
+        // piece's first tile, and the batch offset, to `workgroup_id`).
+        let tiles = if register {
+            reg_grid(entry, self.m, self.n)
+        } else if entry == "matmul_wide" {
+            [self.n.div_ceil(128), self.m.div_ceil(128)]
+        } else {
+            [self.n.div_ceil(64), self.m.div_ceil(64)]
+        };
+        for ([x0, y0, b0], groups) in chunks([tiles[0], tiles[1], self.batch]) {
             let u = |v: usize| v as u32;
             let params = MatmulParams {
                 m: u(self.m),
@@ -205,14 +215,8 @@ impl GemmLaunch<'_> {
                 vec_b: vec_b as u32,
                 tc: tc as u32,
                 kc: u(kc),
-            };
-            let groups = if register {
-                let [x, y] = reg_grid(entry, self.m, self.n);
-                [x, y, nz as u32]
-            } else if entry == "matmul_wide" {
-                [self.n.div_ceil(128) as u32, self.m.div_ceil(128) as u32, nz as u32]
-            } else {
-                [self.n.div_ceil(64) as u32, self.m.div_ceil(64) as u32, nz as u32]
+                tx0: u(x0),
+                ty0: u(y0),
             };
             g.launch(&Launch {
                 kernel: if entry == "matmul_sg" { &MATMUL_SG } else { &MATMUL },
@@ -223,27 +227,27 @@ impl GemmLaunch<'_> {
                 bufs: &bufs,
                 groups,
             })?;
-            b0 += nz;
         }
         Ok(())
     }
 }
 
 /// Workgroups along n and m of a register-path matmul kernel.
-fn reg_grid(entry: &str, m: usize, n: usize) -> [u32; 2] {
+fn reg_grid(entry: &str, m: usize, n: usize) -> [usize; 2] {
     if entry == "matmul_sg" {
-        [n.div_ceil(64) as u32, m.div_ceil(16) as u32]
+        [n.div_ceil(64), m.div_ceil(16)]
     } else {
-        [n.div_ceil(128) as u32, m.div_ceil(4) as u32]
+        [n.div_ceil(128), m.div_ceil(4)]
     }
 }
 
-/// Entry point and grid of a GEMM of m x n outputs over `nz` batches.
-pub(crate) fn gemm_grid(g: &Gpu, m: usize, n: usize, nz: usize) -> (&'static str, [u32; 3]) {
+/// Entry point and grid (tiles along n, m, batch) of a GEMM of m x n
+/// outputs over `nz` batches, before splitting by the workgroup limit.
+pub(crate) fn gemm_grid(g: &Gpu, m: usize, n: usize, nz: usize) -> (&'static str, [usize; 3]) {
     if g.gemm_register() {
-        ("gemm_reg", [n.div_ceil(64) as u32, m.div_ceil(4) as u32, nz as u32])
+        ("gemm_reg", [n.div_ceil(64), m.div_ceil(4), nz])
     } else {
-        ("gemm", [n.div_ceil(64) as u32, m.div_ceil(64) as u32, nz as u32])
+        ("gemm", [n.div_ceil(64), m.div_ceil(64), nz])
     }
 }
 

@@ -1275,6 +1275,21 @@ pub fn grid(n: usize, wg: u32) -> [u32; 3] {
     fold(n.div_ceil(wg as usize))
 }
 
+/// A grid of `groups` workgroups per dimension (tile kernels that read
+/// `workgroup_id` as coordinates) split into launches of at most
+/// [`MAX_GROUPS`] per dimension: each piece's first workgroup per dimension
+/// (the kernel adds it to `workgroup_id`) and its size.
+pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u32; 3])> {
+    let split = |n: usize| {
+        (0..n)
+            .step_by(MAX_GROUPS)
+            .map(move |o| (o, (n - o).min(MAX_GROUPS) as u32))
+    };
+    split(groups[2]).flat_map(move |(z0, nz)| {
+        split(groups[1]).flat_map(move |(y0, ny)| split(groups[0]).map(move |(x0, nx)| ([x0, y0, z0], [nx, ny, nz])))
+    })
+}
+
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
 pub fn kernels() -> [&'static Kernel; 11] {
