@@ -1124,6 +1124,46 @@ fn special_values() {
         for log in [false, true] {
             s.check(Op::Softmax { axis: 1, log }, &[rows.clone()]);
         }
+        // Layout ops move special values bit for bit.
+        let x = special(dt, true);
+        s.check(Op::Concat { axis: 0 }, &[x.clone(), x.neg().unwrap()]);
+        s.check(Op::Gather { axis: 0 }, &[x.clone(), randint(&[9], 0, 17, 5)]);
+        s.check(Op::Permute(vec![1, 0]), &[rows.clone()]);
+        s.check(
+            Op::Pad {
+                before: vec![1, 0],
+                shape: vec![9, 5],
+            },
+            &[rows.clone()],
+        );
+        // Cross-entropy with infinite and NaN logits.
+        let labels = Tensor::from_vec(vec![0, 1, 2, 3, 0, 1, 2], &[7], &cpu()).unwrap();
+        s.check(Op::SparseXent, &[rows.clone(), labels.clone()]);
+        s.check(Op::SparseXentGrad, &[rows.clone(), labels]);
+        // Optimizer steps with special gradients.
+        for rule in [
+            wgflow::ops::optim::Rule::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            wgflow::ops::optim::Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+                weight_decay: 0.0,
+            },
+        ] {
+            let u = wgflow::ops::optim::Update { rule, clip: None };
+            // (Not the large values: the CPU reference steps in f64, where
+            // g * g does not overflow as it does in f32.)
+            let n = 15;
+            let mut x = vec![randn(&[n], 1, dt), special(dt, false)];
+            for k in 0..u.slots() {
+                x.push(uniform(&[n], 0.0, 0.5, 2 + k as u64, dt));
+            }
+            x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
+            s.check(Op::Optimizer(u), &x);
+        }
         // Products with NaN and infinities.
         let w = Tensor::from_vec(vec![1.0f32, 0.5, -1.0, 2.0, 0.0, 1.0, 1.0, -2.0], &[4, 2], &cpu())
             .unwrap()
@@ -1373,5 +1413,32 @@ fn tensorflow_special_values() {
                 }
             }
         }
+    }
+}
+
+/// Issue 9's repro: `x.pow_scalar(2.0)` of a negative base, eagerly and
+/// traced (a fused kernel with the exponent as a scalar leaf).
+#[test]
+fn pow_scalar_of_negative_bases() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpus());
+    for d in devs {
+        let x = Tensor::from_vec(vec![-2.0f32, -0.5, 0.0, 3.0], &[4], &d).unwrap();
+        let want = vec![4.0f32, 0.25, 0.0, 9.0];
+        assert_eq!(
+            x.pow_scalar(2.0).unwrap().to_vec::<f32>().unwrap(),
+            want,
+            "eager on {d}"
+        );
+        let cube = x.pow_scalar(3.0).unwrap().to_vec::<f32>().unwrap();
+        assert!(
+            (cube[0] + 8.0).abs() < 1e-5 && (cube[1] + 0.125).abs() < 1e-6,
+            "{d}: {cube:?}"
+        );
+        let mut f = wgflow::function::function(|a: &[Tensor]| Ok(vec![a[0].pow_scalar(2.0)?.add_scalar(1.0)?]));
+        f.call(&[x.clone()]).unwrap();
+        let got = f.call(&[x.clone()]).unwrap()[0].to_vec::<f32>().unwrap();
+        assert_eq!(got, vec![5.0, 1.25, 1.0, 10.0], "traced on {d}");
+        assert!(f.graph(&[x.clone()]).unwrap().stats().fused_kernels >= 1, "{d}: fused");
     }
 }

@@ -111,10 +111,12 @@ pub fn reduce_mean(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result
     reduce(x, ReduceOp::Mean, axes, keepdims)
 }
 
+/// `tf.reduce_max`: NaN if the slice holds one, as in TensorFlow.
 pub fn reduce_max(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Max, axes, keepdims)
 }
 
+/// `tf.reduce_min`: NaN if the slice holds one, as in TensorFlow.
 pub fn reduce_min(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Min, axes, keepdims)
 }
@@ -123,13 +125,16 @@ pub fn reduce_prod(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result
     reduce(x, ReduceOp::Prod, axes, keepdims)
 }
 
-/// `tf.argmax(x, axis)` as int32.
+/// `tf.argmax(x, axis)` as int32. Ties give the first index; a slice with
+/// NaN gives the index of its first NaN (NumPy's rule, on every device;
+/// `reduce_max` gives NaN for the same slice).
 pub fn argmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmax", axis, x.rank())?;
     exec(Op::ArgReduce { max: true, axis }, &[x])
 }
 
-/// `tf.argmin(x, axis)` as int32.
+/// `tf.argmin(x, axis)` as int32; a slice with NaN gives the index of its
+/// first NaN, as [`argmax`] does.
 pub fn argmin(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmin", axis, x.rank())?;
     exec(Op::ArgReduce { max: false, axis }, &[x])
