@@ -31,18 +31,36 @@ fn load(j: u32) -> f32 {
     }
 }
 
+// x rounded to f16, as bits: pack2x16float leaves values outside f16's
+// finite range (infinities included) and NaN indeterminate.
+fn f16_bits(x: f32) -> u32 {
+    let s = (bitcast<u32>(x) >> 16u) & 0x8000u;
+    if (f32_is_nan(x)) {
+        return s | 0x7e00u;
+    }
+    if (abs(x) >= 65520.0) {
+        return s | 0x7c00u;
+    }
+    return pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
+}
+
 fn store(j: u32, x: f32) {
     switch p.dst {
         case 2u: {
-            // Truncate toward zero, NaN to 0, out-of-range values saturate (as Rust's `as`).
+            // Truncate toward zero, NaN to 0, out-of-range values and
+            // infinities saturate (as Rust's `as`, the CPU reference's).
             var v = 0;
-            if (x == x) {
-                v = i32(clamp(trunc(x), -2147483648.0, 2147483520.0));
+            if (!f32_is_nan(x)) {
+                v = i32(max(trunc(x), -2147483648.0));
+                if (x >= 2147483648.0) {
+                    v = 2147483647;
+                }
             }
             dst[j] = bitcast<u32>(v);
         }
         case 3u: {
-            dst[j] = select(0u, 1u, x != 0.0);
+            // Nonzero is true, NaN included (NaN != 0); -0 is false.
+            dst[j] = select(0u, 1u, (bitcast<u32>(x) & 0x7fffffffu) != 0u);
         }
         default: {
             dst[j] = bitcast<u32>(x);
@@ -64,7 +82,7 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         b = load(j + 1u);
     }
     if (p.dst == 1u) {
-        dst[i] = pack2x16float(vec2<f32>(a, b));
+        dst[i] = f16_bits(a) | (f16_bits(b) << 16u);
     } else {
         store(j, a);
         if (has2) {

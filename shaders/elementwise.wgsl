@@ -4,50 +4,79 @@
 // folds). Codes are the op enums' positions in ops/unary.rs and
 // ops/binary.rs. Unary math runs in f32; binary ops in T.
 
-// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7.
+// Abramowitz & Stegun 7.1.26: |error| < 1.5e-7; the series near 0 (which
+// keeps erf(-0) = -0 and the relative error small).
 fn erf_approx(v: f32) -> f32 {
     let t = 1.0 / (1.0 + 0.3275911 * abs(v));
     let poly = ((((1.061405429 * t - 1.453152027) * t + 1.421413741) * t - 0.284496736) * t + 0.254829592) * t;
-    return sign(v) * (1.0 - poly * exp(-v * v));
+    let e = sign(v) * (1.0 - poly * f32_exp(-v * v));
+    return select(e, 1.1283791670955126 * v * (1.0 - v * v / 3.0), abs(v) < 1e-3);
 }
 
-// Some drivers compute tanh through exp and return NaN for large |v|.
+// Special values spelled out (TensorFlow's, which are C's): exp(+-inf) is
+// inf and 0, log(0) = -inf, log(x < 0) = NaN.
+fn f32_exp(v: f32) -> f32 {
+    return select(exp(v), select(0.0, v, v > 0.0), f32_is_inf(v));
+}
+
+fn f32_log(v: f32) -> f32 {
+    var r = select(log(v), v, f32_is_inf(v));
+    r = select(r, f32_inf(-1.0), v == 0.0);
+    return select(r, f32_nan(v), v < 0.0);
+}
+
+// Some drivers compute tanh through exp and return NaN for large |v|
+// (and lose the digits and the sign of zero near 0: the series there).
 fn tanh_safe(v: f32) -> f32 {
-    return select(tanh(v), sign(v), abs(v) > 10.0);
+    let t = select(tanh(v), sign(v), abs(v) > 10.0);
+    return select(t, v * (1.0 - v * v / 3.0), abs(v) < 1e-3);
 }
 
 fn sigmoid(v: f32) -> f32 {
-    return 1.0 / (1.0 + exp(-v));
+    return 1.0 / (1.0 + f32_exp(-v));
 }
 
+// NaN in gives NaN out for every op (relu and sign included, as in
+// TensorFlow); the other special values are handled per op.
 fn unary_apply(op: u32, v: f32, alpha: f32) -> f32 {
+    return select(unary_finite(op, v, alpha), v, f32_is_nan(v));
+}
+
+fn unary_finite(op: u32, v: f32, alpha: f32) -> f32 {
+    // -inf, where x * f(x) -> 0 (gelu, its tanh form, silu): their limit.
+    let neg_inf = f32_is_inf(v) && v < 0.0;
     switch op {
         case 0u: { return -v; }
         case 1u: { return abs(v); }
-        case 2u: { return sign(v); }
-        case 3u: { return exp(v); }
+        case 2u: { return select(select(v, -1.0, v < 0.0), 1.0, v > 0.0); }
+        case 3u: { return f32_exp(v); }
         // expm1 and log1p: the plain formulas lose digits near 0, so use the
-        // first terms of the series there.
-        case 4u: { return select(exp(v) - 1.0, v + 0.5 * v * v + v * v * v / 6.0, abs(v) < 1e-3); }
-        case 5u: { return log(v); }
-        case 6u: { return select(log(1.0 + v), v - 0.5 * v * v + v * v * v / 3.0, abs(v) < 1e-3); }
-        case 7u: { return sqrt(v); }
-        case 8u: { return inverseSqrt(v); }
+        // first terms of the series there (factored, so that -0 stays -0).
+        case 4u: { return select(f32_exp(v) - 1.0, v * (1.0 + v * (0.5 + v / 6.0)), abs(v) < 1e-3); }
+        case 5u: { return f32_log(v); }
+        case 6u: { return select(f32_log(1.0 + v), v * (1.0 - v * (0.5 - v / 3.0)), abs(v) < 1e-3); }
+        case 7u: { return select(select(sqrt(v), f32_nan(v), v < 0.0), v, v == 0.0 || (f32_is_inf(v) && v > 0.0)); }
+        case 8u: {
+            let r = select(select(inverseSqrt(v), f32_nan(v), v < 0.0), 0.0, f32_is_inf(v) && v > 0.0);
+            return select(r, f32_inf(v), v == 0.0);
+        }
         case 9u: { return v * v; }
-        case 10u: { return 1.0 / v; }
-        case 11u: { return sin(v); }
-        case 12u: { return cos(v); }
+        case 10u: { return select(1.0 / v, f32_inf(v), v == 0.0); }
+        case 11u: { return select(sin(v), f32_nan(v), f32_is_inf(v)); }
+        case 12u: { return select(cos(v), f32_nan(v), f32_is_inf(v)); }
         case 13u: { return tanh_safe(v); }
         case 14u: { return sigmoid(v); }
         case 15u: { return max(v, 0.0); }
         case 16u: { return clamp(v, 0.0, 6.0); }
-        case 17u: { return select(exp(v) - 1.0, v, v > 0.0); }
-        case 18u: { return 1.0507009873554805 * select(1.6732632423543772 * (exp(v) - 1.0), v, v > 0.0); }
-        case 19u: { return max(v, 0.0) + log(1.0 + exp(-abs(v))); }
-        case 20u: { return v / (1.0 + abs(v)); }
-        case 21u: { return 0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476)); }
-        case 22u: { return 0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v))); }
-        case 23u: { return v * sigmoid(v); }
+        case 17u: { return select(f32_exp(v) - 1.0, v, v > 0.0); }
+        case 18u: { return 1.0507009873554805 * select(1.6732632423543772 * (f32_exp(v) - 1.0), v, v > 0.0); }
+        case 19u: { return max(v, 0.0) + log(1.0 + f32_exp(-abs(v))); }
+        case 20u: { return select(v / (1.0 + abs(v)), sign(v), f32_is_inf(v)); }
+        case 21u: { return select(0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476)), 0.0, neg_inf); }
+        case 22u: {
+            return select(0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v))), 0.0, neg_inf);
+        }
+        case 23u: { return select(v * sigmoid(v), 0.0, neg_inf); }
         case 24u: { return floor(v); }
         case 25u: { return ceil(v); }
         case 26u: { return round(v); }
@@ -105,8 +134,8 @@ fn binary_apply(op: u32, x: T, y: T) -> T {
         case 2u: { return x * y; }
         case 3u: { return t_div(x, y); }
         case 4u: { return t_pow(x, y); }
-        case 5u: { return max(x, y); }
-        case 6u: { return min(x, y); }
+        case 5u: { return t_max(x, y); }
+        case 6u: { return t_min(x, y); }
         case 7u: { return (x - y) * (x - y); }
         case 8u: { return select(T(0), T(1), x != T(0) && y != T(0)); }
         case 9u: { return select(T(0), T(1), x != T(0) || y != T(0)); }
@@ -115,13 +144,24 @@ fn binary_apply(op: u32, x: T, y: T) -> T {
     }
 }
 
+// maximum and minimum propagate NaN, as in TensorFlow.
+fn t_max(x: T, y: T) -> T {
+    return select(select(max(x, y), y, t_is_nan(y)), x, t_is_nan(x));
+}
+
+fn t_min(x: T, y: T) -> T {
+    return select(select(min(x, y), y, t_is_nan(y)), x, t_is_nan(x));
+}
+
+// IEEE comparisons: with a NaN operand only not_equal is true.
 fn compare_apply(op: u32, x: T, y: T) -> bool {
+    let nan = t_is_nan(x) || t_is_nan(y);
     switch op {
-        case 0u: { return x == y; }
-        case 1u: { return x != y; }
-        case 2u: { return x < y; }
-        case 3u: { return x <= y; }
-        case 4u: { return x > y; }
-        default: { return x >= y; }
+        case 0u: { return x == y && !nan; }
+        case 1u: { return !(x == y) || nan; }
+        case 2u: { return x < y && !nan; }
+        case 3u: { return x <= y && !nan; }
+        case 4u: { return x > y && !nan; }
+        default: { return x >= y && !nan; }
     }
 }

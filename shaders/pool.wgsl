@@ -2,7 +2,8 @@
 // clipped to the input; average pooling divides by the number of input
 // elements in the window (TF excludes padding). Max pooling's gradient goes
 // to the first maximum of each window in row-major order, as TF's CPU
-// kernel does. Math in f32.
+// kernel does. A NaN in a window is its maximum (the first NaN), so max
+// pooling propagates NaN as TF's does. Math in f32.
 //
 // Bindings: 1 x, 2 y (output, or dx for the gradient), 3 dy.
 
@@ -48,7 +49,7 @@ fn argmax(n: u32, c: u32, r: vec4<i32>) -> i32 {
     for (var ih = r.x; ih < r.y; ih++) {
         for (var iw = r.z; iw < r.w; iw++) {
             let v = f32(x[at(n, ih, iw, c)]);
-            if (v > m) {
+            if (!f32_is_nan(m) && (v > m || f32_is_nan(v))) {
                 m = v;
                 best = ih * i32(p.w) + iw;
             }
@@ -75,7 +76,7 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     for (var ih = r.x; ih < r.y; ih++) {
         for (var iw = r.z; iw < r.w; iw++) {
             let v = f32(x[at(n, ih, iw, c)]);
-            acc = select(acc + v, max(acc, v), p.max != 0u);
+            acc = select(acc + v, f32_max_nan(acc, v), p.max != 0u);
         }
     }
     if (p.max == 0u) {

@@ -36,8 +36,15 @@ var<workgroup> si: array<u32, 256>;
 var<workgroup> sh: array<u32, 256>;
 
 // Whether (v, i) replaces the current (a, j) for arg ops: strictly better,
-// or equal with a smaller index (first occurrence wins).
+// or equal with a smaller index (first occurrence wins). NaN is better
+// than any number, for argmax and argmin alike (as NumPy's; reduce_max and
+// reduce_min give NaN for the same rows).
 fn wins(v: Acc, i: u32, a: Acc, j: u32) -> bool {
+    let vn = acc_is_nan(v);
+    let an = acc_is_nan(a);
+    if (vn || an) {
+        return vn && (!an || i < j);
+    }
     if (p.op == 5u) {
         return v > a || (v == a && i < j);
     }
@@ -46,8 +53,9 @@ fn wins(v: Acc, i: u32, a: Acc, j: u32) -> bool {
 
 fn combine(a: Acc, v: Acc) -> Acc {
     switch p.op {
-        case 2u: { return max(a, v); }
-        case 3u: { return min(a, v); }
+        // NaN propagates (TensorFlow's reduce_max and reduce_min).
+        case 2u: { return select(select(max(a, v), v, acc_is_nan(v)), a, acc_is_nan(a)); }
+        case 3u: { return select(select(min(a, v), v, acc_is_nan(v)), a, acc_is_nan(a)); }
         case 4u: { return a * v; }
         default: { return a + v; }
     }

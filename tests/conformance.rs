@@ -823,3 +823,622 @@ fn optimizer_kernels() {
         }
     }
 }
+
+// Special values: NaN, +-inf, +-0, negative numbers, 1, small and large
+// values through every op family, eagerly and (for the ops a compiled graph
+// fuses) in generated kernels, GPU against the CPU reference with NaN ==
+// NaN, exact infinities and, where the result's zero has a defined sign,
+// the same sign. `tensorflow_special_values` pins the CPU reference itself
+// to TensorFlow's values.
+
+const NAN: f32 = f32::NAN;
+const INF: f32 = f32::INFINITY;
+
+/// The table: specials, negatives, 1, small values; `large` adds two
+/// values near the top of the dtype's range.
+fn special(dt: DType, large: bool) -> Tensor {
+    let mut v = vec![
+        NAN, INF, -INF, 0.0, -0.0, -2.5, -1.0, -0.5, 1.0, 0.5, 3.0, 1e-3, -1e-3, 60.0, -60.0,
+    ];
+    if large {
+        let l = if dt == DType::F16 { 6e4 } else { 1e20 };
+        v.extend([l, -l]);
+    }
+    let n = v.len();
+    Tensor::from_vec(v, &[n], &cpu()).unwrap().cast(dt).unwrap()
+}
+
+/// Operands for binary ops: every pair of these, through broadcasting.
+const PAIRS: [f32; 16] = [
+    NAN,
+    INF,
+    -INF,
+    0.0,
+    -0.0,
+    -8.0,
+    -2.0,
+    -1.0,
+    -0.5,
+    0.5,
+    1.0,
+    2.0,
+    3.0,
+    1.0 / 3.0,
+    -3.0,
+    1e20,
+];
+
+fn pairs(dt: DType) -> [Tensor; 2] {
+    let n = PAIRS.len();
+    let f = |sh: &[usize]| Tensor::from_vec(PAIRS.to_vec(), sh, &cpu()).unwrap().cast(dt).unwrap();
+    [f(&[n, 1]), f(&[1, n])]
+}
+
+/// Ops whose zero results have a sign TensorFlow (IEEE 754) defines for
+/// these inputs: sqrt(-0) = -0, -0 * 3 = -0, floor(-0) = -0 ...
+fn signed_zeros(op: &Op) -> bool {
+    match op {
+        Op::Unary(u) => matches!(
+            u,
+            UnaryOp::Neg
+                | UnaryOp::Abs
+                | UnaryOp::Sign
+                | UnaryOp::Expm1
+                | UnaryOp::Log1p
+                | UnaryOp::Sqrt
+                | UnaryOp::Square
+                | UnaryOp::Sin
+                | UnaryOp::Tanh
+                | UnaryOp::Softsign
+                | UnaryOp::Floor
+                | UnaryOp::Ceil
+                | UnaryOp::Round
+                | UnaryOp::Erf
+                | UnaryOp::LeakyRelu(_)
+        ),
+        Op::Binary(b) => matches!(b, BinaryOp::Mul | BinaryOp::Div | BinaryOp::Pow),
+        Op::Cast(_) => true,
+        _ => false,
+    }
+}
+
+/// The first element where one of `got` and `want` is zero and they differ
+/// in sign.
+fn zero_sign_mismatch(got: &[f64], want: &[f64]) -> Option<usize> {
+    got.iter()
+        .zip(want)
+        .position(|(g, w)| (*g == 0.0 || *w == 0.0) && g.to_bits() != w.to_bits() && g == w)
+}
+
+/// `s.check`, and the signs of zeros where `signed_zeros(op)`.
+fn check_special(s: &mut Suite, op: Op, x: &[Tensor]) {
+    s.check(op.clone(), x);
+    if !signed_zeros(&op) {
+        return;
+    }
+    let refs: Vec<&Tensor> = x.iter().collect();
+    let want = wgflow::ops::apply(op.clone(), &refs).unwrap().to_f64_vec().unwrap();
+    for g in &s.gpus {
+        let gx: Vec<Tensor> = x.iter().map(|t| t.to_device(g).unwrap()).collect();
+        let grefs: Vec<&Tensor> = gx.iter().collect();
+        let got = wgflow::ops::apply(op.clone(), &grefs).unwrap().to_f64_vec().unwrap();
+        if let Some(i) = zero_sign_mismatch(&got, &want) {
+            panic!(
+                "{} on {g}: element {i} is {} want {} (inputs {:?})",
+                op.name(),
+                got[i],
+                want[i],
+                x.iter().map(|t| t.to_f64_vec().unwrap()).collect::<Vec<_>>()
+            );
+        }
+    }
+}
+
+/// `op` traced inside `wgflow::function` between two multiplications by 1
+/// (so that it is fused into a generated kernel), replayed on the CPU and
+/// every GPU, against the eager CPU reference.
+fn check_fused(op: Op, x: &[Tensor]) {
+    let refs: Vec<&Tensor> = x.iter().collect();
+    let want = wgflow::ops::apply(op.clone(), &refs).unwrap();
+    let want_v = want.to_f64_vec().unwrap();
+    let tol = op.tolerance(&refs, want.dtype());
+    let mut devs = vec![cpu()];
+    devs.extend(gpus());
+    for d in devs {
+        let dx: Vec<Tensor> = x.iter().map(|t| t.to_device(&d).unwrap()).collect();
+        let mut traced = wgflow::function::Traced::new(op.name());
+        let body = |a: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+            let ones: Vec<Tensor> = a.iter().map(|t| t.mul_scalar(1.0)).collect::<wgflow::Result<_>>()?;
+            let r: Vec<&Tensor> = ones.iter().collect();
+            Ok(vec![wgflow::ops::apply(op.clone(), &r)?.mul_scalar(1.0)?])
+        };
+        traced.call(&dx, body).unwrap();
+        // The trace ran eagerly; the replay runs the compiled graph.
+        let got = traced.call(&dx, body).unwrap()[0].to_f64_vec().unwrap();
+        let stats = traced.graph(&dx).unwrap().stats();
+        assert!(stats.fused_kernels >= 1, "{} on {d}: not fused: {stats:?}", op.name());
+        let (max, ok) = tol.check(&got, &want_v);
+        let bad = got
+            .iter()
+            .zip(&want_v)
+            .position(|(g, w)| !tol.check(&[*g], &[*w]).1)
+            .unwrap_or(0);
+        assert!(
+            ok,
+            "fused {} on {d}: max error {max:e} beyond {tol:?}; element {bad} is {} want {} (inputs {:?})",
+            op.name(),
+            got[bad],
+            want_v[bad],
+            x.iter().map(|t| t.to_f64_vec().unwrap()).collect::<Vec<_>>()
+        );
+        if signed_zeros(&op) {
+            if let Some(i) = zero_sign_mismatch(&got, &want_v) {
+                panic!(
+                    "fused {} on {d}: element {i} is {} want {}",
+                    op.name(),
+                    got[i],
+                    want_v[i]
+                );
+            }
+        }
+    }
+}
+
+const ARITH: [BinaryOp; 8] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Div,
+    BinaryOp::Pow,
+    BinaryOp::Maximum,
+    BinaryOp::Minimum,
+    BinaryOp::SquaredDifference,
+];
+
+#[test]
+fn special_values() {
+    let mut s = Suite::new("special values");
+    for op in UnaryOp::ALL {
+        // sin and cos of huge arguments are range-reduction tests, not special values.
+        let large = !matches!(op, UnaryOp::Sin | UnaryOp::Cos);
+        for dt in FLOATS {
+            check_special(&mut s, Op::Unary(op), &[special(dt, large)]);
+        }
+        let x = special(DType::F32, large);
+        let y = wgflow::ops::apply(Op::Unary(op), &[&x]).unwrap();
+        s.check(
+            Op::UnaryGrad(op),
+            &[x.clone(), y, special(DType::F32, large).abs().unwrap()],
+        );
+    }
+    for dt in FLOATS {
+        let [a, b] = pairs(dt);
+        for op in ARITH {
+            check_special(&mut s, Op::Binary(op), &[a.clone(), b.clone()]);
+        }
+        for op in [
+            CmpOp::Equal,
+            CmpOp::NotEqual,
+            CmpOp::Less,
+            CmpOp::LessEqual,
+            CmpOp::Greater,
+            CmpOp::GreaterEqual,
+        ] {
+            s.check(Op::Compare(op), &[a.clone(), b.clone()]);
+        }
+        let c = a.not_equal(&b).unwrap();
+        s.check(Op::Where, &[c, a.clone(), b.clone()]);
+        // Casts, with values past int32's and f16's ranges.
+        let x = Tensor::from_vec(
+            vec![
+                NAN,
+                INF,
+                -INF,
+                0.0,
+                -0.0,
+                -2.7,
+                2.7,
+                3e9,
+                -3e9,
+                2147483520.0,
+                1e5,
+                -1e5,
+                65504.0,
+                65520.0,
+            ],
+            &[14],
+            &cpu(),
+        )
+        .unwrap()
+        .cast(dt)
+        .unwrap();
+        for to in [DType::F32, DType::F16, DType::I32, DType::Bool] {
+            check_special(&mut s, Op::Cast(to), &[x.clone()]);
+        }
+        // Reductions: rows with NaN, infinities of both signs, zeros of
+        // both signs; a long row (tree and split kernels) with one NaN.
+        let rows = Tensor::from_vec(
+            vec![
+                1.0, NAN, 3.0, -1.0, //
+                INF, -INF, 0.0, 1.0, //
+                -INF, -INF, -INF, -INF, //
+                NAN, NAN, 1.0, INF, //
+                -0.0, 0.0, -0.0, -0.0, //
+                INF, 1.0, 2.0, INF, //
+                0.0, INF, -1.0, 2.0, //
+            ],
+            &[7, 4],
+            &cpu(),
+        )
+        .unwrap()
+        .cast(dt)
+        .unwrap();
+        let mut long = vec![0.5f32; 3000];
+        long[1777] = NAN;
+        long[5] = INF;
+        long[2500] = -INF;
+        let long = Tensor::from_vec(long, &[1, 3000], &cpu()).unwrap().cast(dt).unwrap();
+        for cpu_style in [false, true] {
+            force_cpu_style_kernels(Some(cpu_style));
+            for x in [&rows, &long] {
+                for op in [
+                    ReduceOp::Sum,
+                    ReduceOp::Mean,
+                    ReduceOp::Max,
+                    ReduceOp::Min,
+                    ReduceOp::Prod,
+                ] {
+                    for axis in [0, 1] {
+                        s.check(
+                            Op::Reduce {
+                                op,
+                                axes: vec![axis],
+                                keepdims: false,
+                            },
+                            &[x.clone()],
+                        );
+                    }
+                }
+                for max in [true, false] {
+                    for axis in [0, 1] {
+                        s.check(Op::ArgReduce { max, axis }, &[x.clone()]);
+                    }
+                }
+            }
+        }
+        force_cpu_style_kernels(None);
+        // Pooling: NaN and infinities inside windows.
+        let x = rows.reshape(&[1, 7, 4, 1]).unwrap();
+        for max in [true, false] {
+            let p = Pool2d {
+                max,
+                ksize: [2, 2],
+                strides: [1, 1],
+                padding: Padding::Same,
+            };
+            s.check(Op::Pool(p.clone()), &[x.clone()]);
+            let dy = randn(&[1, 7, 4, 1], 3, dt);
+            s.check(Op::PoolGrad(p), &[x.clone(), dy]);
+        }
+        // Softmax with infinities and NaN in rows.
+        for log in [false, true] {
+            s.check(Op::Softmax { axis: 1, log }, &[rows.clone()]);
+        }
+        // Layout ops move special values bit for bit.
+        let x = special(dt, true);
+        s.check(Op::Concat { axis: 0 }, &[x.clone(), x.neg().unwrap()]);
+        s.check(Op::Gather { axis: 0 }, &[x.clone(), randint(&[9], 0, 17, 5)]);
+        s.check(Op::Permute(vec![1, 0]), &[rows.clone()]);
+        s.check(
+            Op::Pad {
+                before: vec![1, 0],
+                shape: vec![9, 5],
+            },
+            &[rows.clone()],
+        );
+        // Cross-entropy with infinite and NaN logits.
+        let labels = Tensor::from_vec(vec![0, 1, 2, 3, 0, 1, 2], &[7], &cpu()).unwrap();
+        s.check(Op::SparseXent, &[rows.clone(), labels.clone()]);
+        s.check(Op::SparseXentGrad, &[rows.clone(), labels]);
+        // Optimizer steps with special gradients.
+        for rule in [
+            wgflow::ops::optim::Rule::Sgd {
+                momentum: 0.9,
+                nesterov: false,
+            },
+            wgflow::ops::optim::Rule::Adam {
+                beta1: 0.9,
+                beta2: 0.999,
+                eps: 1e-7,
+                weight_decay: 0.0,
+            },
+        ] {
+            let u = wgflow::ops::optim::Update { rule, clip: None };
+            // (Not the large values: the CPU reference steps in f64, where
+            // g * g does not overflow as it does in f32.)
+            let n = 15;
+            let mut x = vec![randn(&[n], 1, dt), special(dt, false)];
+            for k in 0..u.slots() {
+                x.push(uniform(&[n], 0.0, 0.5, 2 + k as u64, dt));
+            }
+            x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
+            s.check(Op::Optimizer(u), &x);
+        }
+        // Products with NaN and infinities.
+        let w = Tensor::from_vec(vec![1.0f32, 0.5, -1.0, 2.0, 0.0, 1.0, 1.0, -2.0], &[4, 2], &cpu())
+            .unwrap()
+            .cast(dt)
+            .unwrap();
+        s.check(Op::MatMul { ta: false, tb: false }, &[rows.clone(), w]);
+        let f = Tensor::from_vec(vec![1.0f32, -1.0, 0.5, 2.0], &[2, 2, 1, 1], &cpu())
+            .unwrap()
+            .cast(dt)
+            .unwrap();
+        s.check(
+            Op::Conv2d(conv([1, 1], Padding::Valid, [1, 1], 1)),
+            &[rows.reshape(&[1, 7, 4, 1]).unwrap(), f],
+        );
+    }
+}
+
+#[test]
+fn special_values_fused() {
+    // leaky_relu's slope is a parameter fused kernels do not take.
+    for op in UnaryOp::ALL.into_iter().filter(|u| !matches!(u, UnaryOp::LeakyRelu(_))) {
+        let large = !matches!(op, UnaryOp::Sin | UnaryOp::Cos);
+        check_fused(Op::Unary(op), &[special(DType::F32, large)]);
+    }
+    let [a, b] = pairs(DType::F32);
+    for op in ARITH {
+        check_fused(Op::Binary(op), &[a.clone(), b.clone()]);
+    }
+    let mut long = vec![0.5f32; 3000];
+    long[1777] = NAN;
+    long[5] = INF;
+    let long = Tensor::from_vec(long, &[1, 3000], &cpu()).unwrap();
+    let rows = a.add(&b).unwrap();
+    for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max, ReduceOp::Min] {
+        for x in [&rows, &long] {
+            for axis in [0, 1] {
+                check_fused(
+                    Op::Reduce {
+                        op,
+                        axes: vec![axis],
+                        keepdims: false,
+                    },
+                    &[x.clone()],
+                );
+            }
+        }
+    }
+}
+
+/// Values TensorFlow 2 gives (C's, IEEE 754's), on the CPU and every GPU,
+/// in f32 and f16, eagerly and (where the op fuses) in a generated kernel.
+/// Choices TensorFlow leaves open, pinned here as documented: NaN -> int32
+/// is 0 and out-of-range values saturate (Rust's `as`; TF's x86 kernel
+/// gives INT_MIN, C leaves it undefined); argmax and argmin return the
+/// first NaN (NumPy's rule); gelu, gelu_tanh and silu at -inf give their
+/// limit 0 (TF computes -inf * 0 = NaN there).
+#[test]
+fn tensorflow_special_values() {
+    let u = |op: UnaryOp, x: &[f32], want: &[f64]| (Op::Unary(op), vec![x.to_vec()], want.to_vec());
+    let b = |op: BinaryOp, x: &[f32], y: &[f32], want: &[f64]| {
+        (Op::Binary(op), vec![x.to_vec(), y.to_vec()], want.to_vec())
+    };
+    let (nan, inf) = (f64::NAN, f64::INFINITY);
+    let cases: Vec<(Op, Vec<Vec<f32>>, Vec<f64>)> = vec![
+        b(
+            BinaryOp::Pow,
+            &[-2.0, 0.0, -8.0, -2.0, NAN, 1.0, -0.0, 0.0, -INF, -1.0, -2.0, 2.0, -0.0],
+            &[2.0, 0.0, 1.0 / 3.0, 3.0, 0.0, NAN, -1.0, -2.0, 3.0, INF, -1.0, 0.5, 3.0],
+            &[
+                4.0,
+                1.0,
+                nan,
+                -8.0,
+                1.0,
+                1.0,
+                -inf,
+                inf,
+                -inf,
+                1.0,
+                -0.5,
+                std::f64::consts::SQRT_2,
+                -0.0,
+            ],
+        ),
+        b(BinaryOp::Maximum, &[NAN, 1.0, -INF], &[1.0, NAN, 2.0], &[nan, nan, 2.0]),
+        b(BinaryOp::Minimum, &[NAN, 1.0, INF], &[1.0, NAN, 2.0], &[nan, nan, 2.0]),
+        b(
+            BinaryOp::Div,
+            &[1.0, -1.0, 0.0, -0.0],
+            &[0.0, 0.0, 0.0, 2.0],
+            &[inf, -inf, nan, -0.0],
+        ),
+        (
+            Op::Compare(CmpOp::NotEqual),
+            vec![vec![NAN, NAN, 1.0], vec![NAN, 1.0, 1.0]],
+            vec![1.0, 1.0, 0.0],
+        ),
+        (
+            Op::Compare(CmpOp::Equal),
+            vec![vec![NAN, 0.0, INF], vec![NAN, -0.0, INF]],
+            vec![0.0, 1.0, 1.0],
+        ),
+        (
+            Op::Compare(CmpOp::LessEqual),
+            vec![vec![NAN, 1.0, -INF], vec![1.0, NAN, -INF]],
+            vec![0.0, 0.0, 1.0],
+        ),
+        u(UnaryOp::Sign, &[NAN, -3.0, 2.0, -INF], &[nan, -1.0, 1.0, -1.0]),
+        u(UnaryOp::Relu, &[NAN, -INF, INF], &[nan, 0.0, inf]),
+        u(UnaryOp::Relu6, &[NAN, -INF, INF], &[nan, 0.0, 6.0]),
+        u(UnaryOp::Erf, &[INF, -INF, -0.0, NAN], &[1.0, -1.0, -0.0, nan]),
+        u(UnaryOp::Gelu, &[INF, -INF, NAN], &[inf, 0.0, nan]),
+        u(UnaryOp::GeluTanh, &[INF, -INF], &[inf, 0.0]),
+        u(UnaryOp::Silu, &[INF, -INF], &[inf, 0.0]),
+        u(UnaryOp::Softplus, &[INF, -INF, NAN], &[inf, 0.0, nan]),
+        u(UnaryOp::Sigmoid, &[INF, -INF, NAN], &[1.0, 0.0, nan]),
+        u(UnaryOp::Tanh, &[INF, -INF, -0.0, NAN], &[1.0, -1.0, -0.0, nan]),
+        u(UnaryOp::Exp, &[INF, -INF, NAN], &[inf, 0.0, nan]),
+        u(UnaryOp::Expm1, &[INF, -INF, -0.0], &[inf, -1.0, -0.0]),
+        u(
+            UnaryOp::Log,
+            &[0.0, -0.0, -1.0, INF, -INF, NAN],
+            &[-inf, -inf, nan, inf, nan, nan],
+        ),
+        u(UnaryOp::Log1p, &[-1.0, -2.0, INF, -0.0], &[-inf, nan, inf, -0.0]),
+        u(UnaryOp::Sqrt, &[-0.0, -1.0, INF, -INF], &[-0.0, nan, inf, nan]),
+        u(UnaryOp::Rsqrt, &[0.0, -0.0, INF, -1.0], &[inf, -inf, 0.0, nan]),
+        u(UnaryOp::Reciprocal, &[-0.0, 0.0, INF, -INF], &[-inf, inf, 0.0, -0.0]),
+        u(UnaryOp::Elu, &[-INF, INF], &[-1.0, inf]),
+        u(UnaryOp::Selu, &[-INF, INF], &[-1.7580993408473766, inf]),
+        u(UnaryOp::Softsign, &[INF, -INF, -0.0], &[1.0, -1.0, -0.0]),
+        u(UnaryOp::Floor, &[INF, -INF, -0.0, NAN], &[inf, -inf, -0.0, nan]),
+        u(UnaryOp::Ceil, &[INF, -INF, -0.5], &[inf, -inf, -0.0]),
+        u(UnaryOp::Round, &[INF, -INF, -0.5, 2.5], &[inf, -inf, -0.0, 2.0]),
+        u(UnaryOp::Sin, &[INF, -0.0], &[nan, -0.0]),
+        u(UnaryOp::Cos, &[-INF], &[nan]),
+        u(UnaryOp::Abs, &[-INF, -0.0], &[inf, 0.0]),
+        u(UnaryOp::Neg, &[0.0, NAN], &[-0.0, nan]),
+        (
+            Op::Cast(DType::Bool),
+            vec![vec![NAN, -0.0, 0.0, INF, 0.5]],
+            vec![1.0, 0.0, 0.0, 1.0, 1.0],
+        ),
+        (
+            Op::Cast(DType::I32),
+            vec![vec![NAN, INF, -INF, 3e9, -3e9, -2.7, 2.7]],
+            vec![0.0, 2147483647.0, -2147483648.0, 2147483647.0, -2147483648.0, -2.0, 2.0],
+        ),
+        (
+            Op::Reduce {
+                op: ReduceOp::Max,
+                axes: vec![0],
+                keepdims: false,
+            },
+            vec![vec![1.0, NAN, 3.0]],
+            vec![nan],
+        ),
+        (
+            Op::Reduce {
+                op: ReduceOp::Min,
+                axes: vec![0],
+                keepdims: false,
+            },
+            vec![vec![1.0, NAN, -3.0]],
+            vec![nan],
+        ),
+        (
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![0],
+                keepdims: false,
+            },
+            vec![vec![INF, -INF]],
+            vec![nan],
+        ),
+        (
+            Op::ArgReduce { max: true, axis: 0 },
+            vec![vec![1.0, NAN, 3.0, NAN]],
+            vec![1.0],
+        ),
+        (
+            Op::ArgReduce { max: false, axis: 0 },
+            vec![vec![1.0, -3.0, NAN]],
+            vec![2.0],
+        ),
+        (
+            Op::Pool(Pool2d {
+                max: true,
+                ksize: [2, 2],
+                strides: [2, 2],
+                padding: Padding::Valid,
+            }),
+            vec![vec![1.0, NAN, 3.0, 2.0, -1.0, -2.0, -3.0, -4.0]],
+            vec![nan, 3.0],
+        ),
+    ];
+    let mut devs = vec![cpu()];
+    devs.extend(gpus());
+    for (op, xs, want) in cases {
+        let fused = matches!(op, Op::Unary(u) if !matches!(u, UnaryOp::LeakyRelu(_))) || matches!(op, Op::Binary(_));
+        for dt in FLOATS {
+            let x: Vec<Tensor> = xs
+                .iter()
+                .map(|v| {
+                    // Pooling reads [1, 2, 4, 1]: windows [1 nan; -1 -2] and [3 2; -3 -4].
+                    let sh: &[usize] = if matches!(op, Op::Pool(_)) {
+                        &[1, 2, 4, 1]
+                    } else {
+                        &[v.len()]
+                    };
+                    Tensor::from_vec(v.clone(), sh, &cpu()).unwrap().cast(dt).unwrap()
+                })
+                .collect();
+            let rtol = if dt == DType::F16 { 2e-3 } else { 1e-6 };
+            for d in &devs {
+                let dx: Vec<Tensor> = x.iter().map(|t| t.to_device(d).unwrap()).collect();
+                let refs: Vec<&Tensor> = dx.iter().collect();
+                let mut runs = vec![("eager", wgflow::ops::apply(op.clone(), &refs).unwrap())];
+                if fused && dt == DType::F32 {
+                    let mut traced = wgflow::function::Traced::new("special");
+                    let body = |a: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+                        let ones: Vec<Tensor> = a.iter().map(|t| t.mul_scalar(1.0)).collect::<wgflow::Result<_>>()?;
+                        let r: Vec<&Tensor> = ones.iter().collect();
+                        Ok(vec![wgflow::ops::apply(op.clone(), &r)?.mul_scalar(1.0)?])
+                    };
+                    traced.call(&dx, body).unwrap();
+                    runs.push(("fused", traced.call(&dx, body).unwrap().remove(0)));
+                }
+                for (how, t) in runs {
+                    let got = t.to_f64_vec().unwrap();
+                    assert_eq!(got.len(), want.len(), "{} {how} on {d}", op.name());
+                    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let ok = if w.is_nan() {
+                            g.is_nan()
+                        } else if w.is_infinite() || *w == 0.0 {
+                            g.to_bits() == w.to_bits()
+                        } else {
+                            (g - w).abs() <= rtol * w.abs()
+                        };
+                        assert!(
+                            ok,
+                            "{} {how} on {d} in {dt:?}: element {i} of {:?} is {g}, TensorFlow gives {w}",
+                            op.name(),
+                            xs
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Issue 9's repro: `x.pow_scalar(2.0)` of a negative base, eagerly and
+/// traced (a fused kernel with the exponent as a scalar leaf).
+#[test]
+fn pow_scalar_of_negative_bases() {
+    let mut devs = vec![cpu()];
+    devs.extend(gpus());
+    for d in devs {
+        let x = Tensor::from_vec(vec![-2.0f32, -0.5, 0.0, 3.0], &[4], &d).unwrap();
+        let want = vec![4.0f32, 0.25, 0.0, 9.0];
+        assert_eq!(
+            x.pow_scalar(2.0).unwrap().to_vec::<f32>().unwrap(),
+            want,
+            "eager on {d}"
+        );
+        let cube = x.pow_scalar(3.0).unwrap().to_vec::<f32>().unwrap();
+        assert!(
+            (cube[0] + 8.0).abs() < 1e-5 && (cube[1] + 0.125).abs() < 1e-6,
+            "{d}: {cube:?}"
+        );
+        let mut f = wgflow::function::function(|a: &[Tensor]| Ok(vec![a[0].pow_scalar(2.0)?.add_scalar(1.0)?]));
+        f.call(&[x.clone()]).unwrap();
+        let got = f.call(&[x.clone()]).unwrap()[0].to_vec::<f32>().unwrap();
+        assert_eq!(got, vec![5.0, 1.25, 1.0, 10.0], "traced on {d}");
+        assert!(f.graph(&[x.clone()]).unwrap().stats().fused_kernels >= 1, "{d}: fused");
+    }
+}

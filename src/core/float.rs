@@ -137,3 +137,26 @@ macro_rules! float_impl {
 }
 float_impl!(f32);
 float_impl!(f64);
+
+/// The larger of `a` and `b`, NaN if either is (TensorFlow's `maximum`,
+/// `reduce_max` and `max_pool`; `f32::max` drops a NaN instead).
+pub fn max_nan<F: Float>(a: F, b: F) -> F {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        a.max(b)
+    }
+}
+
+/// The smaller of `a` and `b`, NaN if either is.
+pub fn min_nan<F: Float>(a: F, b: F) -> F {
+    if a.is_nan() {
+        a
+    } else if b.is_nan() {
+        b
+    } else {
+        a.min(b)
+    }
+}

@@ -368,8 +368,8 @@ impl Fused {
         }
         s.push_str("}\n\n");
         let comb = |j: usize, a: &str, b: &str| match r.reds[j].0 {
-            ReduceOp::Max => format!("max({a}, {b})"),
-            ReduceOp::Min => format!("min({a}, {b})"),
+            ReduceOp::Max => format!("f32_max_nan({a}, {b})"),
+            ReduceOp::Min => format!("f32_min_nan({a}, {b})"),
             _ => format!("{a} + {b}"),
         };
         let fin = |j: usize, a: &str| match r.reds[j].0 {
@@ -532,6 +532,11 @@ impl Fused {
                 if g.is_nan() && w.is_nan() {
                     continue;
                 }
+                // Infinities must match exactly (inf - inf is NaN).
+                if g.is_infinite() || w.is_infinite() {
+                    ok &= *g == w;
+                    continue;
+                }
                 let e = (g - w).abs();
                 max = max.max(e);
                 ok &= e <= atol + rtol * w.abs();
@@ -588,8 +593,8 @@ impl Fused {
             _ => 0.0,
         };
         let comb = |op: ReduceOp, a: f64, b: f64| match op {
-            ReduceOp::Max => a.max(b),
-            ReduceOp::Min => a.min(b),
+            ReduceOp::Max => crate::core::float::max_nan(a, b),
+            ReduceOp::Min => crate::core::float::min_nan(a, b),
             _ => a + b,
         };
         // Partial results per group of chunks, then combined.

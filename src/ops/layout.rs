@@ -226,9 +226,12 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
 
 // ---- public API ----------------------------------------------------------
 
-/// `tf.cast`: float to int32 truncates toward zero (NaN gives 0), anything
-/// to bool is `x != 0`, bool to a number is 0 or 1. The gradient flows only
-/// between float dtypes.
+/// `tf.cast`. Floats to int32 truncate toward zero; NaN gives 0 and values
+/// beyond int32's range (infinities included) saturate to `i32::MIN` or
+/// `i32::MAX`, on every device (TensorFlow leaves these to C's undefined
+/// conversion; its x86 kernel gives `i32::MIN`). Floats to bool: nonzero
+/// is true, NaN included. Floats to float16 round to nearest even, past
+/// its range to infinity.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {
     if x.dtype() == dtype {
         return Ok(x.clone());

@@ -121,14 +121,16 @@ pub fn reduce_mean(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result
     reduce(x, ReduceOp::Mean, axes, keepdims)
 }
 
-/// `tf.reduce_max(x, axis, keepdims)`; `None` reduces every axis. The
-/// gradient is shared equally among tied maxima, as TensorFlow.
+/// `tf.reduce_max(x, axis, keepdims)`; `None` reduces every axis. NaN if
+/// the slice holds one, as in TensorFlow. The gradient is shared equally
+/// among tied maxima, as TensorFlow.
 pub fn reduce_max(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Max, axes, keepdims)
 }
 
-/// `tf.reduce_min(x, axis, keepdims)`; `None` reduces every axis. The
-/// gradient is shared equally among tied minima, as TensorFlow.
+/// `tf.reduce_min(x, axis, keepdims)`; `None` reduces every axis. NaN if
+/// the slice holds one, as in TensorFlow. The gradient is shared equally
+/// among tied minima, as TensorFlow.
 pub fn reduce_min(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result<Tensor> {
     reduce(x, ReduceOp::Min, axes, keepdims)
 }
@@ -139,14 +141,17 @@ pub fn reduce_prod(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result
     reduce(x, ReduceOp::Prod, axes, keepdims)
 }
 
-/// `tf.argmax(x, axis)` as int32: the first index of the largest value.
+/// `tf.argmax(x, axis)` as int32. Ties give the first index; a slice with
+/// NaN gives the index of its first NaN (NumPy's rule, on every device;
+/// `reduce_max` gives NaN for the same slice).
 /// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmax", axis, x.rank())?;
     exec(Op::ArgReduce { max: true, axis }, &[x])
 }
 
-/// `tf.argmin(x, axis)` as int32: the first index of the smallest value.
+/// `tf.argmin(x, axis)` as int32; a slice with NaN gives the index of its
+/// first NaN, as [`argmax`] does.
 /// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmin(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmin", axis, x.rank())?;

@@ -76,8 +76,8 @@ impl BinaryOp {
             BinaryOp::Mul => x * y,
             BinaryOp::Div => x / y,
             BinaryOp::Pow => x.powf(y),
-            BinaryOp::Maximum => x.max(y),
-            BinaryOp::Minimum => x.min(y),
+            BinaryOp::Maximum => crate::core::float::max_nan(x, y),
+            BinaryOp::Minimum => crate::core::float::min_nan(x, y),
             BinaryOp::SquaredDifference => (x - y) * (x - y),
             _ => unreachable!(),
         }

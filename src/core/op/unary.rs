@@ -247,11 +247,21 @@ impl UnaryOp {
         }
     }
 
-    /// The CPU reference of one element.
+    /// The CPU reference of one element: TensorFlow's values, special
+    /// ones included. NaN gives NaN for every op (relu and sign too);
+    /// x f(x) forms at -inf (gelu, gelu_tanh, silu) give their limit 0
+    /// rather than -inf * 0.
     pub fn apply<F: Float>(self, v: F) -> F {
         let one = F::ONE;
         let zero = F::ZERO;
         let sigmoid = |v: F| one / (one + (-v).exp());
+        if v.is_nan() {
+            return v;
+        }
+        let neg_inf = v == F::NEG_INFINITY;
+        if neg_inf && matches!(self, UnaryOp::Gelu | UnaryOp::GeluTanh | UnaryOp::Silu) {
+            return zero;
+        }
         match self {
             UnaryOp::Neg => -v,
             UnaryOp::Abs => v.abs(),
@@ -294,7 +304,15 @@ impl UnaryOp {
                 }
             }
             UnaryOp::Softplus => v.max(zero) + (-v.abs()).exp().ln_1p(),
-            UnaryOp::Softsign => v / (one + v.abs()),
+            UnaryOp::Softsign => {
+                if v == F::INFINITY {
+                    one
+                } else if v == F::NEG_INFINITY {
+                    -one
+                } else {
+                    v / (one + v.abs())
+                }
+            }
             UnaryOp::Gelu => F::of(0.5) * v * (one + F::of(erf_f64(v.f64() * std::f64::consts::FRAC_1_SQRT_2))),
             UnaryOp::GeluTanh => {
                 let c = F::of(0.7978845608028654);
@@ -320,6 +338,9 @@ impl UnaryOp {
 pub fn erf_f64(x: f64) -> f64 {
     if x.is_nan() {
         return x;
+    }
+    if x.is_infinite() {
+        return x.signum();
     }
     let a = x.abs();
     let r = if a < 2.5 {
@@ -354,5 +375,5 @@ pub fn erf_f64(x: f64) -> f64 {
         }
         1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
     };
-    if x < 0.0 { -r } else { r }
+    if x.is_sign_negative() { -r } else { r }
 }

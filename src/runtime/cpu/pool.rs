@@ -48,7 +48,9 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
                         for ch in 0..c {
                             let e = xb[base + ch];
                             acc[ch] += e;
-                            if e > xb[best[ch]] {
+                            // The first NaN is the maximum (TF propagates NaN).
+                            let b = xb[best[ch]];
+                            if !b.is_nan() && (e > b || e.is_nan()) {
                                 best[ch] = base + ch;
                             }
                         }

@@ -7,6 +7,7 @@
 use super::CpuData;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
+use crate::core::float::{max_nan, min_nan};
 use crate::core::op::reduce::*;
 use crate::core::op::*;
 use crate::core::shape::*;
@@ -20,14 +21,16 @@ fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
                 Op::Reduce { op, .. } => match op {
                     ReduceOp::Sum => row.iter().sum(),
                     ReduceOp::Mean => row.iter().sum::<f64>() / r as f64,
-                    ReduceOp::Max => row.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    ReduceOp::Min => row.iter().copied().fold(f64::INFINITY, f64::min),
+                    ReduceOp::Max => row.iter().copied().fold(f64::NEG_INFINITY, max_nan),
+                    ReduceOp::Min => row.iter().copied().fold(f64::INFINITY, min_nan),
                     ReduceOp::Prod => row.iter().product(),
                 },
+                // The first NaN wins, for argmax and argmin alike (as NumPy's).
                 Op::ArgReduce { max, .. } => {
                     let mut best = 0;
                     for (k, &e) in row.iter().enumerate() {
-                        if (*max && e > row[best]) || (!*max && e < row[best]) {
+                        let b = row[best];
+                        if !b.is_nan() && (e.is_nan() || (*max && e > b) || (!*max && e < b)) {
                             best = k;
                         }
                     }
@@ -58,8 +61,8 @@ fn contiguous_block<F: crate::runtime::cpu::Float>(
                 *a = match op {
                     _ if k == 0 => e,
                     ReduceOp::Sum | ReduceOp::Mean => *a + e,
-                    ReduceOp::Max => a.max(e),
-                    ReduceOp::Min => a.min(e),
+                    ReduceOp::Max => max_nan(*a, e),
+                    ReduceOp::Min => min_nan(*a, e),
                     ReduceOp::Prod => *a * e,
                 };
             }
