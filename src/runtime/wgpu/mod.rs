@@ -734,7 +734,7 @@ impl GpuDevice {
                 limit: self.max_binding(),
             });
         }
-        Pool::alloc(&self.pool, bytes, &self.empty).map_err(|e| match e {
+        Pool::alloc_with(&self.pool, bytes, &self.empty, false, &|| self.settle()).map_err(|e| match e {
             Error::TooLargeForBinding { bytes, limit, .. } => Error::TooLargeForBinding { op, bytes, limit },
             e => e,
         })
@@ -751,7 +751,7 @@ impl GpuDevice {
                 limit: self.max_binding(),
             });
         }
-        let Alloc { buf, freed_in } = Pool::alloc_upload(&self.pool, n, &self.empty)?;
+        let Alloc { buf, freed_in } = Pool::alloc_with(&self.pool, n, &self.empty, true, &|| self.settle())?;
         if buf.is_empty() {
             return Ok(buf);
         }
@@ -1043,8 +1043,15 @@ impl GpuDevice {
     }
 
     fn flush_locked(&self, s: &mut Stream) -> Result<()> {
+        self.submit_locked(s, false);
+        self.take_error()
+    }
+
+    /// Submits the open batch, if any (or, with `boundary`, always starts a
+    /// new batch number); returns the batch number now open.
+    fn submit_locked(&self, s: &mut Stream, boundary: bool) -> u64 {
         s.pass = None;
-        if let Some(enc) = s.encoder.take() {
+        let submitted = if let Some(enc) = s.encoder.take() {
             if s.slots > 0 {
                 self.queue
                     .write_buffer(&self.arena, 0, &s.params[..(s.slots * PARAM_BYTES) as usize]);
@@ -1053,9 +1060,28 @@ impl GpuDevice {
             self.submits.fetch_add(1, Ordering::Relaxed);
             s.slots = 0;
             s.params.clear();
-            self.pool.lock().unwrap_or_else(|p| p.into_inner()).batch += 1;
+            true
+        } else {
+            false
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if submitted || boundary {
+            pool.batch += 1;
         }
-        self.take_error()
+        pool.batch
+    }
+
+    /// The pool is out of room: submits the open batch and waits for the
+    /// GPU to finish all submitted work; returns the batch number below
+    /// which every batch is done (memory freed in those batches can be
+    /// destroyed). Errors of the work stay for the readbacks to report.
+    fn settle(&self) -> Result<u64> {
+        let done = {
+            let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            self.submit_locked(&mut s, true)
+        };
+        self.wait()?;
+        Ok(done)
     }
 
     /// Writes a graph's recorded launch parameters into a buffer of its own.
