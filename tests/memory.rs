@@ -308,3 +308,125 @@ fn freed_memory_is_not_reused_before_queued_reads_growth_off() {
         assert_eq!(tagged(&out, "DONE"), vec!["ok"], "gpu:{g}");
     }
 }
+
+/// `r` is the InvalidArgument of `op` naming `what`.
+fn assert_arg_error<T: std::fmt::Debug>(r: wgflow::Result<T>, op: &str, what: &str, ctx: &str) {
+    match r {
+        Err(e @ Error::InvalidArgument { .. }) => {
+            let Error::InvalidArgument { op: got, .. } = &e else {
+                unreachable!()
+            };
+            assert_eq!(*got, op, "{ctx}: {e}");
+            assert!(e.to_string().contains(what), "{ctx}: {e}");
+        }
+        other => panic!("{ctx}: expected {op}'s error naming {what:?}, got {other:?}"),
+    }
+}
+
+#[test]
+fn a_kernel_error_belongs_to_the_tensors_that_depend_on_it_on_any_thread() {
+    for d in gpus() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+        let bad_idx = Tensor::from_vec(vec![0i32, 7], &[2], &d).unwrap();
+        let (bad, derived, good) = std::thread::scope(|s| {
+            s.spawn(|| {
+                // The GPU finds the bad index later: the op returns a tensor.
+                let bad = x.gather(&bad_idx, 0).unwrap();
+                let derived = bad.mul_scalar(2.0).unwrap().sum(None, false).unwrap();
+                // Work on this thread after the bad launch is not blamed for it.
+                let good = x.add_scalar(1.0).unwrap();
+                assert_eq!(good.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 4.0], "{d}: thread A");
+                (bad, derived, good)
+            })
+            .join()
+            .unwrap()
+        });
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let unrelated = x.mul_scalar(3.0).unwrap();
+                assert_eq!(unrelated.to_vec::<f32>().unwrap(), vec![3.0, 6.0, 9.0], "{d}");
+                assert_arg_error(
+                    bad.to_vec::<f32>(),
+                    "gather",
+                    "index 7 is out of range [0, 3)",
+                    "thread B",
+                );
+                assert_arg_error(derived.item(), "gather", "index 7", "a value computed from it");
+                // Every read of it errors, not just the first.
+                assert_arg_error(bad.to_vec::<f32>(), "gather", "index 7", "second read");
+                assert_eq!(good.to_vec::<f32>().unwrap(), vec![2.0, 3.0, 4.0], "{d}: thread B");
+                assert_eq!(unrelated.sum(None, false).unwrap().item().unwrap(), 18.0);
+            });
+        });
+        // Back on this thread: still the error; other values fine.
+        assert_arg_error(bad.to_vec::<f32>(), "gather", "index 7", "main thread");
+        let ok = x
+            .gather(&Tensor::from_vec(vec![2i32, 0], &[2], &d).unwrap(), 0)
+            .unwrap();
+        assert_eq!(ok.to_vec::<f32>().unwrap(), vec![3.0, 1.0], "{d}");
+    }
+}
+
+#[test]
+fn a_bad_label_is_reported_on_the_loss_on_another_thread_only() {
+    for d in gpus() {
+        let logits = Tensor::from_vec(vec![0.5f32, 1.0, -1.0, 2.0], &[2, 2], &d).unwrap();
+        let bad = Tensor::from_vec(vec![0i32, 5], &[2], &d).unwrap();
+        let good = Tensor::from_vec(vec![1i32, 0], &[2], &d).unwrap();
+        let loss = std::thread::spawn({
+            let (logits, bad) = (logits.clone(), bad.clone());
+            move || {
+                ops::softmax::sparse_softmax_cross_entropy_with_logits(&bad, &logits)
+                    .unwrap()
+                    .mean(None, false)
+                    .unwrap()
+            }
+        })
+        .join()
+        .unwrap();
+        let fine = ops::softmax::sparse_softmax_cross_entropy_with_logits(&good, &logits).unwrap();
+        let other = std::thread::spawn(move || fine.to_vec::<f32>()).join().unwrap();
+        assert!(other.is_ok(), "{d}: {other:?}");
+        let r = std::thread::spawn(move || loss.item()).join().unwrap();
+        assert_arg_error(
+            r,
+            "sparse_softmax_cross_entropy_with_logits",
+            "label 5 is out of range [0, 2)",
+            "loss",
+        );
+    }
+}
+
+#[test]
+fn many_checked_launches_and_recycled_status_records_report_only_their_own_errors() {
+    for d in gpus() {
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
+        let idx = |v: i32| Tensor::from_vec(vec![v], &[1], &d).unwrap();
+        // A value that depends on 40 checked launches (more than are kept
+        // unread), one of them bad.
+        let mut acc = ops::zeros(&[1], DType::F32, &d).unwrap();
+        let mut before = None;
+        for i in 0..40 {
+            let k = if i == 25 { -1 } else { i % 3 };
+            if i == 25 {
+                before = Some(acc.clone());
+            }
+            acc = acc.add(&x.gather(&idx(k), 0).unwrap()).unwrap();
+        }
+        assert_arg_error(acc.to_vec::<f32>(), "gather", "index -1", "the sum");
+        let before = before.unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(before, vec![(0..25).map(|i| (i % 3 + 1) as f32).sum::<f32>()], "{d}");
+        drop(acc);
+        // Failed records, read or not, are recycled clean.
+        for round in 0..4 {
+            let bad = x.gather(&idx(9), 0).unwrap();
+            if round % 2 == 0 {
+                assert!(bad.to_vec::<f32>().is_err());
+            }
+            drop(bad);
+            x.sum(None, false).unwrap().item().unwrap();
+            let good = x.gather(&idx(1), 0).unwrap();
+            assert_eq!(good.to_vec::<f32>().unwrap(), vec![2.0], "{d}: round {round}");
+        }
+    }
+}

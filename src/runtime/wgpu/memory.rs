@@ -72,6 +72,10 @@ pub struct GpuBuf {
     pub(crate) size: u64,
     kind: Kind,
     pool: Option<Arc<Mutex<Pool>>>,
+    /// The status records of the launches whose bad values make these
+    /// values wrong: this op's own (a gather's index check) and those its
+    /// inputs carried, less the ones known clean. A readback reports them.
+    pub(crate) status: Vec<Arc<StatusRecord>>,
 }
 
 enum Kind {
@@ -107,6 +111,7 @@ impl GpuBuf {
             size,
             kind: Kind::Fixed,
             pool: None,
+            status: Vec::new(),
         }
     }
 
@@ -118,7 +123,126 @@ impl GpuBuf {
             size,
             kind: Kind::Fixed,
             pool: None,
+            status: Vec::new(),
         }
+    }
+
+    /// Makes these values depend on status record `r` (unless it is known
+    /// clean, already here, or a second failure: one is enough to report).
+    pub(crate) fn depend_on(&mut self, r: &Arc<StatusRecord>) {
+        let state = r.state();
+        if state == Status::Clean || self.status.iter().any(|s| Arc::ptr_eq(s, r)) {
+            return;
+        }
+        if matches!(state, Status::Failed(_)) && self.status.iter().any(|s| matches!(s.state(), Status::Failed(_))) {
+            return;
+        }
+        self.status.push(r.clone());
+    }
+
+    /// Drops the records known clean, and failures past the first.
+    pub(crate) fn prune_status(&mut self) {
+        let mut failed = false;
+        self.status.retain(|r| match r.state() {
+            Status::Clean => false,
+            Status::Failed(_) => !std::mem::replace(&mut failed, true),
+            Status::Pending => true,
+        });
+    }
+
+    /// How many of the records have not been read back yet.
+    pub(crate) fn pending_status(&self) -> usize {
+        self.status.iter().filter(|r| r.state() == Status::Pending).count()
+    }
+}
+
+/// Records per status chunk (16 bytes each).
+pub(crate) const STATUS_RECORDS: u32 = 1024;
+
+/// What a status record says once read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Not read back since its launch.
+    Pending,
+    /// Its launch found no bad value.
+    Clean,
+    /// [code, value, limit, 0] as the kernel reported it (see status.wgsl).
+    Failed([u32; 4]),
+}
+
+/// Four status words owned by one launch that can find a bad value (a
+/// gather's index, a cross-entropy's label): the kernel reports into them,
+/// the launch's output (and everything computed from it) carries the
+/// record, and a readback of any of those reads it, on any thread. Records
+/// are recycled through the pool: one freed in the open batch waits for
+/// that batch to be submitted, and a reused one is zeroed first.
+pub(crate) struct StatusRecord {
+    /// The whole chunk, to bind (the kernel indexes it with `index`).
+    pub(crate) buf: GpuBuf,
+    pub(crate) index: u32,
+    chunk: usize,
+    state: Mutex<Status>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl StatusRecord {
+    pub(crate) fn state(&self) -> Status {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the state read back (the first read wins; the words never change after).
+    pub(crate) fn resolve(&self, words: [u32; 4]) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == Status::Pending {
+            *s = if words[0] == 0 {
+                Status::Clean
+            } else {
+                Status::Failed(words)
+            };
+        }
+    }
+
+    /// Byte offset of the record in its chunk.
+    pub(crate) fn offset(&self) -> u64 {
+        self.index as u64 * 16
+    }
+
+    /// A new record (`true`: it must be zeroed before its launch).
+    pub(crate) fn new(pool: &Arc<Mutex<Pool>>) -> Result<(Arc<StatusRecord>, bool)> {
+        let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+        let open = p.batch;
+        let (chunk, index, zero) = if let Some(i) = p.status_free.iter().rposition(|e| e.2 < open) {
+            let (chunk, index, _, clean) = p.status_free.swap_remove(i);
+            (chunk, index, !clean)
+        } else if p.status_next < STATUS_RECORDS && !p.status_chunks.is_empty() {
+            p.status_next += 1;
+            (p.status_chunks.len() - 1, p.status_next - 1, false)
+        } else {
+            let bytes = STATUS_RECORDS as u64 * 16;
+            let buffer = p.source.create(bytes)?.ok_or_else(|| p.oom(bytes))?;
+            p.status_chunks.push(Arc::new(buffer));
+            p.status_next = 1;
+            (p.status_chunks.len() - 1, 0, false)
+        };
+        let buffer = p.status_chunks[chunk].clone();
+        drop(p);
+        let rec = StatusRecord {
+            buf: GpuBuf::fixed(buffer, STATUS_RECORDS as u64 * 16),
+            index,
+            chunk,
+            state: Mutex::new(Status::Pending),
+            pool: pool.clone(),
+        };
+        Ok((Arc::new(rec), zero))
+    }
+}
+
+impl Drop for StatusRecord {
+    fn drop(&mut self) {
+        let clean = self.state() == Status::Clean;
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = p.batch;
+        p.status_free.push((self.chunk, self.index, batch, clean));
     }
 }
 
@@ -152,6 +276,12 @@ pub(crate) struct Pool {
     slab_freed: Option<u64>,
     /// Bumped whenever buffers are destroyed (bind groups naming them go stale).
     pub(crate) generation: u64,
+    /// Buffers of status records (see `StatusRecord`).
+    status_chunks: Vec<Arc<wgpu::Buffer>>,
+    /// Records handed out of the last chunk.
+    status_next: u32,
+    /// Free records: (chunk, index, batch freed in, known zero).
+    status_free: Vec<(usize, u32, u64, bool)>,
 }
 
 /// Why the pool could not serve a request at once.
@@ -190,6 +320,9 @@ impl Pool {
             batch: 0,
             slab_freed: None,
             generation: 0,
+            status_chunks: Vec::new(),
+            status_next: 0,
+            status_free: Vec::new(),
         };
         pool.info.limit = pool.limit;
         if !growth {
@@ -321,6 +454,7 @@ impl Pool {
                             size,
                             kind,
                             pool: Some(this.clone()),
+                            status: Vec::new(),
                         },
                         freed_in,
                     });
