@@ -1042,17 +1042,15 @@ impl GpuDevice {
     }
 
     fn open_pass<'s>(&self, s: &'s mut Stream) -> &'s mut wgpu::ComputePass<'static> {
-        if s.pass.is_none() {
-            let enc = s.encoder.get_or_insert_with(|| {
+        let Stream { encoder, pass, .. } = s;
+        pass.get_or_insert_with(|| {
+            let enc = encoder.get_or_insert_with(|| {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
-            let pass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                .forget_lifetime();
-            s.pass = Some(pass);
-        }
-        s.pass.as_mut().unwrap()
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        })
     }
 
     fn flush_locked(&self, s: &mut Stream) -> Result<()> {
