@@ -1,7 +1,8 @@
-// The device status words in which kernels report a bad value (see
-// GpuDevice::read): four words per calling thread's slot, [code, value,
-// limit, 0]. The first report in a slot wins. Codes: 1 an index out of
-// range (gather), 2 a label out of range (sparse cross-entropy).
+// The status words in which a kernel reports a bad value (see
+// StatusRecord in src/runtime/wgpu/memory.rs): four words per launch's
+// record, [code, value, limit, 0], `slot` the record's index in the bound
+// chunk. The first report in a record wins. Codes: 1 an index out of range
+// (gather), 2 a label out of range (sparse cross-entropy).
 
 @group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
 

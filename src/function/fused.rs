@@ -480,7 +480,7 @@ impl Fused {
             Device::Gpu(g) => {
                 let k = self.kernel()?;
                 let mut planned = planned.into_iter();
-                let ys: Vec<GpuBuf> = shapes
+                let mut ys: Vec<GpuBuf> = shapes
                     .iter()
                     .map(|_| match planned.next().flatten() {
                         Some(b) => Ok(b),
@@ -503,6 +503,9 @@ impl Fused {
                     bufs: &bufs,
                     groups,
                 })?;
+                for y in &mut ys {
+                    g.depend(y, x.iter().map(|t| t.gpu_buf()))?;
+                }
                 let out: Vec<Tensor> = ys
                     .into_iter()
                     .zip(shapes)

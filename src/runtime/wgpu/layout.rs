@@ -28,7 +28,7 @@
 
 use super::memory::GpuBuf;
 use super::reduce::ReduceParams;
-use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, dims8, grid, ktype, status_slot};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, dims8, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::layout::*;
@@ -189,7 +189,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         copy(g, a.gpu_buf(), &z, dtype, a.shape(), &strides(a.shape()), 0, &st, off)?;
         return Ok(z);
     }
-    let dst = g.alloc(op.name(), (n * dtype.size()) as u64)?;
+    let mut dst = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     match op {
         Op::Cast(to) => {
             g.launch(&Launch {
@@ -221,6 +221,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
             }
         }
         Op::Gather { axis } => {
+            let rec = g.status_record()?;
             let sh = a.shape();
             let inner: usize = sh[axis + 1..].iter().product();
             let params = GatherParams {
@@ -228,7 +229,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 d: sh[*axis] as u32,
                 j: x[1].numel() as u32,
                 inner: inner as u32,
-                slot: status_slot(),
+                slot: rec.index,
                 ..GatherParams::default()
             };
             g.launch(&Launch {
@@ -237,9 +238,10 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 ty: wtype(dtype),
                 consts: &[],
                 params: ParamBlock::of(&params),
-                bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf(), g.status()],
+                bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf(), &rec.buf],
                 groups: grid(n, 256),
             })?;
+            dst.depend_on(&rec);
         }
         Op::GatherGrad { axis, dim } => {
             let inner: usize = out[axis + 1..].iter().product();

@@ -7,9 +7,18 @@
 //!   tensors are sub-allocated from them (first fit, coalescing free ranges),
 //!   bound with offsets aligned to the adapter's storage offset alignment.
 //!
-//! Past the limit, or when wgpu reports a real out-of-memory, the cached
-//! buffers are released and the request retried once; then the caller gets
-//! `Error::OutOfMemory` and the pool is still usable.
+//! Past the limit, or when wgpu reports a real out-of-memory, the pending
+//! work is submitted and waited for (`settle`), the cached buffers that no
+//! queued command can still read are destroyed and the request retried once;
+//! then the caller gets `Error::OutOfMemory` and the pool and every live
+//! tensor are still usable.
+//!
+//! Ordering: a freed buffer may go to the next kernel output at once (WebGPU
+//! runs the dispatches of a pass, and the submissions of a queue, in order),
+//! but a host upload is written before the open batch runs (see
+//! `alloc_upload`), and a buffer is destroyed only once every batch that
+//! named it has finished: `Buffer::destroy` while a command that reads it is
+//! unsubmitted makes the whole submission fail.
 
 use crate::core::error::{Error, Result};
 use std::collections::{BTreeMap, HashMap};
@@ -63,6 +72,10 @@ pub struct GpuBuf {
     pub(crate) size: u64,
     kind: Kind,
     pool: Option<Arc<Mutex<Pool>>>,
+    /// The status records of the launches whose bad values make these
+    /// values wrong: this op's own (a gather's index check) and those its
+    /// inputs carried, less the ones known clean. A readback reports them.
+    pub(crate) status: Vec<Arc<StatusRecord>>,
 }
 
 enum Kind {
@@ -98,6 +111,7 @@ impl GpuBuf {
             size,
             kind: Kind::Fixed,
             pool: None,
+            status: Vec::new(),
         }
     }
 
@@ -109,7 +123,126 @@ impl GpuBuf {
             size,
             kind: Kind::Fixed,
             pool: None,
+            status: Vec::new(),
         }
+    }
+
+    /// Makes these values depend on status record `r` (unless it is known
+    /// clean, already here, or a second failure: one is enough to report).
+    pub(crate) fn depend_on(&mut self, r: &Arc<StatusRecord>) {
+        let state = r.state();
+        if state == Status::Clean || self.status.iter().any(|s| Arc::ptr_eq(s, r)) {
+            return;
+        }
+        if matches!(state, Status::Failed(_)) && self.status.iter().any(|s| matches!(s.state(), Status::Failed(_))) {
+            return;
+        }
+        self.status.push(r.clone());
+    }
+
+    /// Drops the records known clean, and failures past the first.
+    pub(crate) fn prune_status(&mut self) {
+        let mut failed = false;
+        self.status.retain(|r| match r.state() {
+            Status::Clean => false,
+            Status::Failed(_) => !std::mem::replace(&mut failed, true),
+            Status::Pending => true,
+        });
+    }
+
+    /// How many of the records have not been read back yet.
+    pub(crate) fn pending_status(&self) -> usize {
+        self.status.iter().filter(|r| r.state() == Status::Pending).count()
+    }
+}
+
+/// Records per status chunk (16 bytes each).
+pub(crate) const STATUS_RECORDS: u32 = 1024;
+
+/// What a status record says once read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Status {
+    /// Not read back since its launch.
+    Pending,
+    /// Its launch found no bad value.
+    Clean,
+    /// [code, value, limit, 0] as the kernel reported it (see status.wgsl).
+    Failed([u32; 4]),
+}
+
+/// Four status words owned by one launch that can find a bad value (a
+/// gather's index, a cross-entropy's label): the kernel reports into them,
+/// the launch's output (and everything computed from it) carries the
+/// record, and a readback of any of those reads it, on any thread. Records
+/// are recycled through the pool: one freed in the open batch waits for
+/// that batch to be submitted, and a reused one is zeroed first.
+pub(crate) struct StatusRecord {
+    /// The whole chunk, to bind (the kernel indexes it with `index`).
+    pub(crate) buf: GpuBuf,
+    pub(crate) index: u32,
+    chunk: usize,
+    state: Mutex<Status>,
+    pool: Arc<Mutex<Pool>>,
+}
+
+impl StatusRecord {
+    pub(crate) fn state(&self) -> Status {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Sets the state read back (the first read wins; the words never change after).
+    pub(crate) fn resolve(&self, words: [u32; 4]) {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s == Status::Pending {
+            *s = if words[0] == 0 {
+                Status::Clean
+            } else {
+                Status::Failed(words)
+            };
+        }
+    }
+
+    /// Byte offset of the record in its chunk.
+    pub(crate) fn offset(&self) -> u64 {
+        self.index as u64 * 16
+    }
+
+    /// A new record (`true`: it must be zeroed before its launch).
+    pub(crate) fn new(pool: &Arc<Mutex<Pool>>) -> Result<(Arc<StatusRecord>, bool)> {
+        let mut p = pool.lock().unwrap_or_else(|e| e.into_inner());
+        let open = p.batch;
+        let (chunk, index, zero) = if let Some(i) = p.status_free.iter().rposition(|e| e.2 < open) {
+            let (chunk, index, _, clean) = p.status_free.swap_remove(i);
+            (chunk, index, !clean)
+        } else if p.status_next < STATUS_RECORDS && !p.status_chunks.is_empty() {
+            p.status_next += 1;
+            (p.status_chunks.len() - 1, p.status_next - 1, false)
+        } else {
+            let bytes = STATUS_RECORDS as u64 * 16;
+            let buffer = p.source.create(bytes)?.ok_or_else(|| p.oom(bytes))?;
+            p.status_chunks.push(Arc::new(buffer));
+            p.status_next = 1;
+            (p.status_chunks.len() - 1, 0, false)
+        };
+        let buffer = p.status_chunks[chunk].clone();
+        drop(p);
+        let rec = StatusRecord {
+            buf: GpuBuf::fixed(buffer, STATUS_RECORDS as u64 * 16),
+            index,
+            chunk,
+            state: Mutex::new(Status::Pending),
+            pool: pool.clone(),
+        };
+        Ok((Arc::new(rec), zero))
+    }
+}
+
+impl Drop for StatusRecord {
+    fn drop(&mut self) {
+        let clean = self.state() == Status::Clean;
+        let mut p = self.pool.lock().unwrap_or_else(|e| e.into_inner());
+        let batch = p.batch;
+        p.status_free.push((self.chunk, self.index, batch, clean));
     }
 }
 
@@ -143,6 +276,20 @@ pub(crate) struct Pool {
     slab_freed: Option<u64>,
     /// Bumped whenever buffers are destroyed (bind groups naming them go stale).
     pub(crate) generation: u64,
+    /// Buffers of status records (see `StatusRecord`).
+    status_chunks: Vec<Arc<wgpu::Buffer>>,
+    /// Records handed out of the last chunk.
+    status_next: u32,
+    /// Free records: (chunk, index, batch freed in, known zero).
+    status_free: Vec<(usize, u32, u64, bool)>,
+}
+
+/// Why the pool could not serve a request at once.
+enum Full {
+    /// The limit: cached buffers may make room.
+    Limit,
+    /// The driver reported out-of-memory.
+    Driver,
 }
 
 /// Result of an allocation: the buffer and the batch in which its memory was
@@ -173,6 +320,9 @@ impl Pool {
             batch: 0,
             slab_freed: None,
             generation: 0,
+            status_chunks: Vec::new(),
+            status_next: 0,
+            status_free: Vec::new(),
         };
         pool.info.limit = pool.limit;
         if !growth {
@@ -222,34 +372,62 @@ impl Pool {
         self.info.peak = self.info.peak.max(self.info.in_use);
     }
 
-    /// Drops every cached buffer (growth on); returns the bytes released.
-    pub(crate) fn release_cached(&mut self) -> u64 {
-        self.generation += 1;
+    /// Destroys the cached buffers (growth on) freed in batches below
+    /// `done`, all of whose work has finished; returns the bytes released.
+    /// Buffers freed later stay cached: a queued command may still read them.
+    pub(crate) fn release_cached(&mut self, done: u64) -> u64 {
         let mut bytes = 0;
-        for (class, list) in self.free.drain() {
-            bytes += class * list.len() as u64;
-            for (b, _) in list {
-                b.destroy();
-            }
+        let mut destroyed = false;
+        for (class, list) in self.free.iter_mut() {
+            list.retain(|(b, freed)| {
+                if *freed < done {
+                    bytes += *class;
+                    b.destroy();
+                    destroyed = true;
+                    false
+                } else {
+                    true
+                }
+            });
+        }
+        self.free.retain(|_, l| !l.is_empty());
+        if destroyed {
+            // Bind groups are cached by buffer address: forget the ones naming these.
+            self.generation += 1;
         }
         self.info.reserved -= bytes;
         bytes
     }
 
+    /// Memory of `bytes`, with no queued GPU work to wait for (a pool used
+    /// on its own, as the unit tests do).
+    #[cfg(test)]
     pub(crate) fn alloc(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>) -> Result<Alloc> {
-        Pool::alloc_with(this, bytes, empty, false)
+        Pool::alloc_with(this, bytes, empty, false, &|| Ok(u64::MAX))
     }
 
     /// Memory for a host upload. Uploads are written before the open batch
     /// runs, so memory freed in that batch would force a submit first; small
     /// uploads (a learning rate, a step count) take memory freed earlier, or
     /// new memory, instead.
+    #[cfg(test)]
     pub(crate) fn alloc_upload(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>) -> Result<Alloc> {
-        Pool::alloc_with(this, bytes, empty, true)
+        Pool::alloc_with(this, bytes, empty, true, &|| Ok(u64::MAX))
     }
 
-    fn alloc_with(this: &Arc<Mutex<Pool>>, bytes: u64, empty: &Arc<wgpu::Buffer>, upload: bool) -> Result<Alloc> {
-        let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
+    /// Memory of `bytes` (for a host upload when `upload`; see
+    /// `alloc_upload`). When the pool has no room, `settle` is called, with
+    /// the pool unlocked: it submits the open batch, waits for the GPU to
+    /// finish everything submitted, and returns the batch number below which
+    /// all work is done; the cached buffers freed before it are destroyed
+    /// and the request retried once.
+    pub(crate) fn alloc_with(
+        this: &Arc<Mutex<Pool>>,
+        bytes: u64,
+        empty: &Arc<wgpu::Buffer>,
+        upload: bool,
+        settle: &dyn Fn() -> Result<u64>,
+    ) -> Result<Alloc> {
         let size = bytes.div_ceil(4) * 4;
         if size == 0 {
             return Ok(Alloc {
@@ -257,23 +435,42 @@ impl Pool {
                 freed_in: None,
             });
         }
-        let small = upload && p.growth && size_class(size) <= SMALL_UPLOAD;
-        let settled = if small { p.alloc_settled(size)? } else { None };
-        let (buffer, offset, kind, freed_in) = match settled {
-            Some(a) => a,
-            None if p.growth => p.alloc_class(size)?,
-            None => p.alloc_slab(size)?,
-        };
-        Ok(Alloc {
-            buf: GpuBuf {
-                buffer,
-                offset,
-                size,
-                kind,
-                pool: Some(this.clone()),
-            },
-            freed_in,
-        })
+        let mut settled = false;
+        loop {
+            let mut p = this.lock().unwrap_or_else(|e| e.into_inner());
+            let small = upload && p.growth && size_class(size) <= SMALL_UPLOAD;
+            let settled_alloc = if small { p.alloc_settled(size)? } else { None };
+            let got = match settled_alloc {
+                Some(a) => Ok(a),
+                None if p.growth => p.alloc_class(size)?,
+                None => Ok(p.alloc_slab(size)?),
+            };
+            let full = match got {
+                Ok((buffer, offset, kind, freed_in)) => {
+                    return Ok(Alloc {
+                        buf: GpuBuf {
+                            buffer,
+                            offset,
+                            size,
+                            kind,
+                            pool: Some(this.clone()),
+                            status: Vec::new(),
+                        },
+                        freed_in,
+                    });
+                }
+                Err(full) => full,
+            };
+            // Past the limit with too little cached to make room: no use waiting.
+            let hopeless = matches!(full, Full::Limit) && p.info.in_use.saturating_add(size_class(size)) > p.limit;
+            if settled || hopeless {
+                return Err(p.oom(size));
+            }
+            drop(p);
+            let done = settle()?;
+            this.lock().unwrap_or_else(|e| e.into_inner()).release_cached(done);
+            settled = true;
+        }
     }
 
     /// A buffer of `size`'s class not freed in the open batch: from the free
@@ -290,7 +487,7 @@ impl Pool {
                 return Ok(Some((b, 0, Kind::Class(class), Some(freed))));
             }
         }
-        if self.info.reserved + class > self.limit {
+        if self.info.reserved.saturating_add(class) > self.limit {
             return Ok(None);
         }
         let Some(buffer) = self.source.create(class)? else {
@@ -302,31 +499,30 @@ impl Pool {
         Ok(Some((Arc::new(buffer), 0, Kind::Class(class), None)))
     }
 
-    fn alloc_class(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
+    /// A buffer of `size`'s class from the free list, or a new one; `Full`
+    /// when the limit or the driver refuses (nothing is released here).
+    #[allow(clippy::type_complexity)]
+    fn alloc_class(
+        &mut self,
+        size: u64,
+    ) -> Result<std::result::Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>), Full>> {
         let class = size_class(size);
         if let Some((b, freed)) = self.free.get_mut(&class).and_then(|l| l.pop()) {
             self.info.pool_hits += 1;
             self.used(class);
-            return Ok((b, 0, Kind::Class(class), Some(freed)));
+            return Ok(Ok((b, 0, Kind::Class(class), Some(freed))));
         }
-        if self.info.reserved + class > self.limit {
-            self.release_cached();
-            if self.info.reserved + class > self.limit {
-                return Err(self.oom(size));
-            }
+        if self.info.reserved.saturating_add(class) > self.limit {
+            return Ok(Err(Full::Limit));
         }
-        let buffer = match self.source.create(class)? {
-            Some(b) => b,
-            None => {
-                // A real out-of-memory from the driver: give back the cache, retry once.
-                self.release_cached();
-                self.source.create(class)?.ok_or_else(|| self.oom(size))?
-            }
+        // A real out-of-memory from the driver: the caller settles, releases the cache, retries once.
+        let Some(buffer) = self.source.create(class)? else {
+            return Ok(Err(Full::Driver));
         };
         self.info.buffers_created += 1;
         self.info.reserved += class;
         self.used(class);
-        Ok((Arc::new(buffer), 0, Kind::Class(class), None))
+        Ok(Ok((Arc::new(buffer), 0, Kind::Class(class), None)))
     }
 
     fn alloc_slab(&mut self, size: u64) -> Result<(Arc<wgpu::Buffer>, u64, Kind, Option<u64>)> {
@@ -498,6 +694,52 @@ mod tests {
         }
         drop(b);
         assert!(Pool::alloc(&pool, 1 << 20, &empty).is_ok());
+    }
+
+    #[test]
+    fn making_room_destroys_only_buffers_whose_work_is_done() {
+        let Some(dev) = device() else { return };
+        let src = Arc::new(Flaky {
+            device: dev.clone(),
+            fail: AtomicUsize::new(0),
+        });
+        let pool = Arc::new(Mutex::new(
+            Pool::new("test".into(), true, Some(8192), 256, 1 << 30, src).unwrap(),
+        ));
+        let empty = Arc::new(dev.create_buffer(&wgpu::BufferDescriptor {
+            label: None,
+            size: 16,
+            usage: wgpu::BufferUsages::STORAGE,
+            mapped_at_creation: false,
+        }));
+        let settles = AtomicUsize::new(0);
+        // Freed in batch 0, which (says the settle) has not finished: kept, so out of memory.
+        drop(Pool::alloc(&pool, 4096, &empty).unwrap().buf);
+        let not_done = || {
+            settles.fetch_add(1, Ordering::SeqCst);
+            Ok(0)
+        };
+        let r = Pool::alloc_with(&pool, 8192, &empty, false, &not_done);
+        assert!(matches!(r, Err(Error::OutOfMemory { .. })));
+        assert_eq!(settles.load(Ordering::SeqCst), 1, "settled once, then gave up");
+        assert_eq!(
+            pool.lock().unwrap().info().reserved,
+            4096,
+            "the buffer was not destroyed"
+        );
+        // Batch 0 done: the buffer is destroyed and the request served.
+        let done = || {
+            settles.fetch_add(1, Ordering::SeqCst);
+            Ok(1)
+        };
+        let b = Pool::alloc_with(&pool, 8192, &empty, false, &done).unwrap();
+        assert_eq!(settles.load(Ordering::SeqCst), 2);
+        assert_eq!(pool.lock().unwrap().info().reserved, 8192);
+        // Past the limit by live tensors alone: no settle, a typed error at once.
+        let r = Pool::alloc_with(&pool, 256, &empty, false, &done);
+        assert!(matches!(r, Err(Error::OutOfMemory { .. })));
+        assert_eq!(settles.load(Ordering::SeqCst), 2);
+        drop(b);
     }
 
     #[test]

@@ -53,7 +53,7 @@ mod reduce;
 mod softmax;
 mod unary;
 
-use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool};
+use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool, Status, StatusRecord};
 use super::cpu::CpuData;
 use super::{Backend, Operand, Storage};
 use crate::core::dtype::DType;
@@ -510,8 +510,6 @@ pub struct GpuDevice {
     lost: Arc<Mutex<Option<String>>>,
     empty: Arc<wgpu::Buffer>,
     arena: wgpu::Buffer,
-    /// Four words per thread slot in which kernels report bad values (see `status_error`).
-    status: GpuBuf,
     dispatches: AtomicU64,
     submits: AtomicU64,
     bind_groups_made: AtomicU64,
@@ -609,13 +607,6 @@ impl GpuDevice {
             usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        let status = device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("wgflow status"),
-            size: 16 * STATUS_SLOTS,
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        let status = GpuBuf::fixed(Arc::new(status), 16 * STATUS_SLOTS);
         Ok(GpuDevice {
             slabs: !opts.growth,
             label,
@@ -639,7 +630,6 @@ impl GpuDevice {
             lost,
             empty,
             arena,
-            status,
             dispatches: AtomicU64::new(0),
             submits: AtomicU64::new(0),
             bind_groups_made: AtomicU64::new(0),
@@ -647,10 +637,33 @@ impl GpuDevice {
         })
     }
 
-    /// The status words kernels report bad values into: per thread slot
-    /// (see `status_slot`), [code, value, limit, 0].
-    pub(crate) fn status(&self) -> &GpuBuf {
-        &self.status
+    /// A status record for one launch that can find a bad value: bind
+    /// `rec.buf`, pass `rec.index` as the kernel's slot, and make the
+    /// launch's output depend on it (`GpuBuf::depend_on`).
+    pub(crate) fn status_record(&self) -> Result<Arc<StatusRecord>> {
+        let (rec, zero) = StatusRecord::new(&self.pool)?;
+        if zero {
+            // Freed before the open batch: every command naming it is submitted,
+            // and this write lands before the open batch runs.
+            self.queue.write_buffer(&rec.buf.buffer, rec.offset(), &[0u8; 16]);
+        }
+        Ok(rec)
+    }
+
+    /// Makes `out` depend on the status records its inputs carry. Past
+    /// [`MAX_PENDING_STATUS`] unread records (work that is never read back),
+    /// reads them back now so that the lists stay short.
+    pub(crate) fn depend<'a>(&self, out: &mut GpuBuf, inputs: impl IntoIterator<Item = &'a GpuBuf>) -> Result<()> {
+        for b in inputs {
+            for r in &b.status {
+                out.depend_on(r);
+            }
+        }
+        if out.pending_status() > MAX_PENDING_STATUS {
+            self.readback(None, &out.status)?;
+        }
+        out.prune_status();
+        Ok(())
     }
 
     /// The adapter's name as wgpu reports it (`"llvmpipe (LLVM 17.0.6, 256 bits)"`).
@@ -759,7 +772,7 @@ impl GpuDevice {
                 limit: self.max_binding(),
             });
         }
-        Pool::alloc(&self.pool, bytes, &self.empty).map_err(|e| match e {
+        Pool::alloc_with(&self.pool, bytes, &self.empty, false, &|| self.settle()).map_err(|e| match e {
             Error::TooLargeForBinding { bytes, limit, .. } => Error::TooLargeForBinding { op, bytes, limit },
             e => e,
         })
@@ -776,7 +789,7 @@ impl GpuDevice {
                 limit: self.max_binding(),
             });
         }
-        let Alloc { buf, freed_in } = Pool::alloc_upload(&self.pool, n, &self.empty)?;
+        let Alloc { buf, freed_in } = Pool::alloc_with(&self.pool, n, &self.empty, true, &|| self.settle())?;
         if buf.is_empty() {
             return Ok(buf);
         }
@@ -1054,22 +1067,27 @@ impl GpuDevice {
     }
 
     fn open_pass<'s>(&self, s: &'s mut Stream) -> &'s mut wgpu::ComputePass<'static> {
-        if s.pass.is_none() {
-            let enc = s.encoder.get_or_insert_with(|| {
+        let Stream { encoder, pass, .. } = s;
+        pass.get_or_insert_with(|| {
+            let enc = encoder.get_or_insert_with(|| {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
-            let pass = enc
-                .begin_compute_pass(&wgpu::ComputePassDescriptor::default())
-                .forget_lifetime();
-            s.pass = Some(pass);
-        }
-        s.pass.as_mut().unwrap()
+            enc.begin_compute_pass(&wgpu::ComputePassDescriptor::default())
+                .forget_lifetime()
+        })
     }
 
     fn flush_locked(&self, s: &mut Stream) -> Result<()> {
+        self.submit_locked(s, false);
+        self.take_error()
+    }
+
+    /// Submits the open batch, if any (or, with `boundary`, always starts a
+    /// new batch number); returns the batch number now open.
+    fn submit_locked(&self, s: &mut Stream, boundary: bool) -> u64 {
         s.pass = None;
-        if let Some(enc) = s.encoder.take() {
+        let submitted = if let Some(enc) = s.encoder.take() {
             if s.slots > 0 {
                 self.queue
                     .write_buffer(&self.arena, 0, &s.params[..(s.slots * PARAM_BYTES) as usize]);
@@ -1078,9 +1096,28 @@ impl GpuDevice {
             self.submits.fetch_add(1, Ordering::Relaxed);
             s.slots = 0;
             s.params.clear();
-            self.pool.lock().unwrap_or_else(|p| p.into_inner()).batch += 1;
+            true
+        } else {
+            false
+        };
+        let mut pool = self.pool.lock().unwrap_or_else(|p| p.into_inner());
+        if submitted || boundary {
+            pool.batch += 1;
         }
-        self.take_error()
+        pool.batch
+    }
+
+    /// The pool is out of room: submits the open batch and waits for the
+    /// GPU to finish all submitted work; returns the batch number below
+    /// which every batch is done (memory freed in those batches can be
+    /// destroyed). Errors of the work stay for the readbacks to report.
+    fn settle(&self) -> Result<u64> {
+        let done = {
+            let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
+            self.submit_locked(&mut s, true)
+        };
+        self.wait()?;
+        Ok(done)
     }
 
     /// Writes a graph's recorded launch parameters into a buffer of its own.
@@ -1140,15 +1177,36 @@ impl GpuDevice {
             })
     }
 
-    /// Reads `buf` back (after everything pending that writes it).
+    /// Reads `buf` back (after everything pending that writes it). A bad
+    /// value found by a launch it depends on (see `StatusRecord`) is the
+    /// error, on every read, from any thread.
     pub(crate) fn read(&self, buf: &GpuBuf) -> Result<Vec<u8>> {
         self.check_alive()?;
-        if buf.size == 0 {
+        let out = self.readback(Some(buf), &buf.status)?;
+        for r in &buf.status {
+            if let Status::Failed(words) = r.state() {
+                return Err(status_error(words));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Copies `data` (if any) and the unread records of `status` to the
+    /// host in one submission, and records what those say.
+    fn readback(&self, data: Option<&GpuBuf>, status: &[Arc<StatusRecord>]) -> Result<Vec<u8>> {
+        self.check_alive()?;
+        let pending: Vec<&StatusRecord> = status
+            .iter()
+            .filter(|r| r.state() == Status::Pending)
+            .map(|r| &**r)
+            .collect();
+        let size = data.map_or(0, |b| b.size);
+        if size == 0 && pending.is_empty() {
             return Ok(Vec::new());
         }
         // The status words ride along after the data (8-aligned for mapping).
-        let at = buf.size.div_ceil(8) * 8;
-        let total = at + 16;
+        let at = size.div_ceil(8) * 8;
+        let total = at + 16 * pending.len() as u64;
         let staging = {
             let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
             match pool.iter().position(|b| b.size() >= total) {
@@ -1168,8 +1226,12 @@ impl GpuDevice {
                 self.device
                     .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
             });
-            enc.copy_buffer_to_buffer(&buf.buffer, buf.offset, &staging, 0, buf.size);
-            enc.copy_buffer_to_buffer(&self.status.buffer, status_slot() as u64 * 16, &staging, at, 16);
+            if let Some(buf) = data.filter(|b| b.size > 0) {
+                enc.copy_buffer_to_buffer(&buf.buffer, buf.offset, &staging, 0, buf.size);
+            }
+            for (k, r) in pending.iter().enumerate() {
+                enc.copy_buffer_to_buffer(&r.buf.buffer, r.offset(), &staging, at + 16 * k as u64, 16);
+            }
             self.flush_locked(&mut s)?;
         }
         let (tx, rx) = std::sync::mpsc::channel();
@@ -1187,13 +1249,16 @@ impl GpuDevice {
                 device: self.label.clone(),
                 msg: format!("readback failed: {e}"),
             })?;
-        let (out, status) = {
+        let out = {
             let view = staging.slice(..total).get_mapped_range().map_err(|e| Error::Gpu {
                 device: self.label.clone(),
                 msg: format!("readback mapping failed: {e}"),
             })?;
-            let status: [u32; 4] = bytemuck::pod_read_unaligned(&view[at as usize..total as usize]);
-            (view[..buf.size as usize].to_vec(), status)
+            for (k, r) in pending.iter().enumerate() {
+                let from = (at + 16 * k as u64) as usize;
+                r.resolve(bytemuck::pod_read_unaligned(&view[from..from + 16]));
+            }
+            view[..size as usize].to_vec()
         };
         staging.unmap();
         let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
@@ -1202,11 +1267,6 @@ impl GpuDevice {
         }
         drop(pool);
         self.take_error()?;
-        if status[0] != 0 {
-            self.queue
-                .write_buffer(&self.status.buffer, status_slot() as u64 * 16, &[0u8; 16]);
-            return Err(status_error(status));
-        }
         Ok(out)
     }
 }
@@ -1217,21 +1277,13 @@ impl Drop for GpuDevice {
     }
 }
 
-/// Threads that share a device report into separate status slots, so that
-/// an error reaches the thread whose op caused it (slots repeat past 64 threads).
-const STATUS_SLOTS: u64 = 64;
-
-pub(crate) fn status_slot() -> u32 {
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    thread_local! {
-        static SLOT: u32 = (NEXT.fetch_add(1, Ordering::Relaxed) % STATUS_SLOTS) as u32;
-    }
-    SLOT.with(|s| *s)
-}
+/// Unread status records a value may carry before they are read back
+/// without waiting for a readback of the value (see `GpuDevice::depend`).
+const MAX_PENDING_STATUS: usize = 16;
 
 /// Kernels cannot fail an op while it runs; they write a code and the bad
-/// value into the status words, and the next readback turns it into the
-/// error the CPU reference gives at once.
+/// value into their launch's status record, and a readback of a value that
+/// depends on it turns it into the error the CPU reference gives at once.
 fn status_error(s: [u32; 4]) -> Error {
     let value = s[1] as i32;
     match s[0] {
@@ -1321,7 +1373,13 @@ pub(crate) fn ktype(dtype: DType) -> KType {
 impl Backend for GpuDevice {
     fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, ctx: &ExecContext) -> Result<Vec<Storage>> {
         let g = &Gpu { dev: self, ctx };
-        let buf = match op.family() {
+        let inputs = || {
+            x.iter().filter_map(|o| match o.storage {
+                Storage::Gpu(b) => Some(&**b),
+                Storage::Cpu(_) => None,
+            })
+        };
+        let mut buf = match op.family() {
             Family::Unary => unary::gpu(op, g, x, shape, dtype),
             Family::Binary => binary::gpu(op, g, x, shape, dtype),
             Family::Layout => layout::gpu(op, g, x, shape, dtype),
@@ -1339,10 +1397,14 @@ impl Backend for GpuDevice {
             },
             Family::Optim => {
                 let Op::Optimizer(u) = op else { unreachable!() };
-                let outs = optim::gpu(u, g, x, dtype)?;
+                let mut outs = optim::gpu(u, g, x, dtype)?;
+                for b in &mut outs {
+                    self.depend(b, inputs())?;
+                }
                 return Ok(outs.into_iter().map(|b| Storage::Gpu(Arc::new(b))).collect());
             }
         }?;
+        self.depend(&mut buf, inputs())?;
         Ok(vec![Storage::Gpu(Arc::new(buf))])
     }
 

@@ -22,7 +22,7 @@
 //! in [`crate::runtime::cpu`] (`cpu/softmax.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype, status_slot};
+use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, fold, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::softmax::*;
@@ -57,7 +57,7 @@ params! {
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     let n = numel(out);
-    let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
+    let mut y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     if n == 0 {
         return Ok(y);
     }
@@ -88,6 +88,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
             })?;
         }
         _ => {
+            let rec = g.status_record()?;
             let (rows, r) = (x[0].shape()[0], x[0].shape()[1]);
             g.launch(&Launch {
                 kernel: &SOFTMAX,
@@ -103,12 +104,13 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                     r: r as u32,
                     inner: 1,
                     n_out: rows as u32,
-                    slot: status_slot(),
+                    slot: rec.index,
                     ..SoftmaxParams::default()
                 }),
-                bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), g.status()],
+                bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf(), &rec.buf],
                 groups: fold(rows),
             })?;
+            y.depend_on(&rec);
         }
     }
     Ok(y)
