@@ -9,6 +9,16 @@ use wgflow::nn::optimizers::{Adam, SGD};
 use wgflow::runtime::wgpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant};
 use wgflow::{DType, Device, Error, Padding, Result, Tensor, Variable, function, ops};
 
+/// The grid tests run one at a time: each keeps the adapters busy for
+/// seconds, and wgpu's GL backend panics when a thread waits more than six
+/// seconds for its context (a limitation of wgpu's GLES backend, named in
+/// the README), so concurrent giant launches on the GL adapter would fail
+/// for a reason that is not wgflow's.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 /// Workgroups per dimension every adapter allows.
 const LIMIT: usize = 65_535;
 /// Elements of a 1-D grid of 256-wide workgroups exactly at the limit, and one past.
@@ -56,6 +66,7 @@ fn small(shape: &[usize]) -> Tensor {
 /// Rows of 64 or 128 (the variant's tile) times 65,535, plus 3, pass the limit.
 #[test]
 fn matmul_of_a_tall_column_on_every_gemm_variant() {
+    let _serial = serial();
     let b = Tensor::from_vec(vec![2.0f32], &[1, 1], &cpu()).unwrap();
     for (tile, variants) in [
         (64, [GemmVariant::Tiled, GemmVariant::Subgroup]),
@@ -84,6 +95,7 @@ fn matmul_of_a_tall_column_on_every_gemm_variant() {
 /// (on every adapter, the GL one included).
 #[test]
 fn matmul_shapes_from_the_report() {
+    let _serial = serial();
     for d in gpus() {
         let a = ops::ones(&[4_200_000, 1], DType::F32, &d).unwrap();
         let b = ops::ones(&[1, 1], DType::F32, &d).unwrap();
@@ -105,6 +117,7 @@ fn matmul_shapes_from_the_report() {
 /// 64 columns so nothing is flipped; batched too (z).
 #[test]
 fn matmul_rows_past_the_limit_and_batched() {
+    let _serial = serial();
     let m = 4 * LIMIT + 7;
     let a = iota(&[m, 1]);
     let b = Tensor::from_vec((0..64).map(|i| (i % 5) as f32).collect::<Vec<f32>>(), &[1, 64], &cpu()).unwrap();
@@ -124,6 +137,7 @@ fn matmul_rows_past_the_limit_and_batched() {
 /// output rows, all 72), and a cheaper one per GEMM variant against the CPU.
 #[test]
 fn conv2d_with_many_output_pixels() {
+    let _serial = serial();
     for d in gpus() {
         let x = ops::ones(&[1, 700, 700, 8], DType::F32, &d).unwrap();
         let f = ops::ones(&[3, 3, 8, 1], DType::F32, &d).unwrap();
@@ -152,6 +166,7 @@ fn conv2d_with_many_output_pixels() {
 /// One workgroup per row (reductions, softmax, cross-entropy): 4 * 65,536 + 3 rows.
 #[test]
 fn row_kernels_with_more_rows_than_the_limit() {
+    let _serial = serial();
     let rows = 65_536 * 4 + 3;
     let x = small(&[rows, 3]);
     for style in [Some(false), Some(true)] {
@@ -185,6 +200,7 @@ fn row_kernels_with_more_rows_than_the_limit() {
 /// one element past.
 #[test]
 fn elementwise_at_and_past_the_limit() {
+    let _serial = serial();
     for n in [AT, PAST] {
         let x = small(&[n]);
         same_as_cpu(&format!("relu(x) + 1 [{n}]"), &[x.clone()], 0.0, |x| {
@@ -204,6 +220,7 @@ fn elementwise_at_and_past_the_limit() {
 /// Pooling, gather, one-hot and transposes over more than 65,535 * 256 outputs.
 #[test]
 fn layout_and_pooling_past_the_limit() {
+    let _serial = serial();
     let x = small(&[1, PAST, 1, 1]);
     same_as_cpu("max_pool2d", &[x.clone()], 0.0, |x| {
         ops::pool::max_pool2d(&x[0], [1, 1], [1, 1], Padding::Valid)
@@ -223,6 +240,7 @@ fn layout_and_pooling_past_the_limit() {
 /// Optimizer updates of a variable with more than 65,535 * 256 elements.
 #[test]
 fn optimizer_updates_past_the_limit() {
+    let _serial = serial();
     let x = small(&[PAST]);
     let g = small(&[PAST]).mul_scalar(0.5).unwrap();
     let step = |d: &Device, adam: bool| -> Tensor {
@@ -250,6 +268,7 @@ fn optimizer_updates_past_the_limit() {
 /// output row of a reduction.
 #[test]
 fn fused_kernels_past_the_limit() {
+    let _serial = serial();
     let x = small(&[PAST]);
     let body = |x: &[Tensor]| -> Result<Vec<Tensor>> { Ok(vec![x[0].relu()?.mul_scalar(2.0)?.add_scalar(1.0)?]) };
     let rows = small(&[65_536 * 4 + 3, 40]);
