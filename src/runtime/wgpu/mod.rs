@@ -65,6 +65,10 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
+/// IEEE 754 helpers on f32 (NaN and infinity tests by bits, NaN-propagating
+/// max and min, C's pow, division by zero) that every kernel may call.
+const IEEE: &str = include_str!("../../../shaders/types/ieee.wgsl");
+
 /// Element type a kernel variant is compiled for; the prelude declares `T`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum KType {
@@ -198,6 +202,8 @@ impl Kernel {
     /// then `generated`.
     pub fn source(&self, ty: KType) -> String {
         let mut s = String::from(ty.prelude());
+        s.push('\n');
+        s.push_str(IEEE);
         for part in self.sources.iter().copied().chain(self.generated.as_deref()) {
             s.push('\n');
             s.push_str(part);
