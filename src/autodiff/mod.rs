@@ -7,9 +7,9 @@
 //! variable, or computed from tracked tensors). `gradient` walks the entries in reverse, calling each op's
 //! gradient rule; those rules are ordinary ops, so outer tapes record them
 //! (higher-order gradients) while the tape computing them is paused. A traced
-//! function's tracer ([`mod@crate::function`]) is another observer of the
+//! function's tracer (`function`) is another observer of the
 //! same events. The gradient rules themselves live with each op family in
-//! [`crate::ops`]; Keras' `fit` ([`crate::nn`]) drives a tape per step.
+//! [`crate::ops`]; Keras' `fit` (`nn`) drives a tape per step.
 
 use crate::core::error::{Error, Result};
 use crate::core::op::Op;

@@ -6,7 +6,7 @@
 //! [`Element`] trait maps Rust scalars onto them for
 //! [`Tensor::from_vec`](crate::Tensor::from_vec) and
 //! [`Tensor::to_vec`](crate::Tensor::to_vec). Ops never promote: operands of
-//! a binary op must share a dtype, and [`crate::ops::layout::cast`] converts.
+//! a binary op must share a dtype, and `ops::layout::cast` converts.
 
 use half::f16;
 use std::fmt;

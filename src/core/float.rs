@@ -3,7 +3,7 @@
 //!
 //! Part of [`crate::core`]: the per-element semantics in [`crate::core::op`]
 //! (`UnaryOp::apply`, `UnaryOp::derivative`) and the CPU kernels of
-//! [`crate::runtime::cpu`] are generic over [`Float`], so one definition
+//! `runtime::cpu` are generic over [`Float`], so one definition
 //! serves both precisions.
 
 use std::fmt::Debug;

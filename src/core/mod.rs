@@ -3,8 +3,8 @@
 //! attributes and per-element semantics ([`op`], [`float`]).
 //!
 //! Everything else in wgflow builds on these; nothing here knows about
-//! devices, tensors or files. The layer above is [`crate::runtime`], whose
-//! kernels implement each [`op::Op`]; [`crate::ops`] gives the ops their
+//! devices, tensors or files. The layer above is `runtime`, whose
+//! kernels implement each [`op::Op`]; `ops` gives the ops their
 //! shape and gradient rules.
 
 pub mod dtype;

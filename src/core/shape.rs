@@ -2,8 +2,8 @@
 //! NumPy broadcasting, axis normalization.
 //!
 //! Part of [`crate::core`]. Shapes are plain `&[usize]`, row-major, with
-//! `[]` for a scalar. The shape rules of [`crate::ops`] and the kernels of
-//! [`crate::runtime`] both use these helpers, so an axis or a broadcast means
+//! `[]` for a scalar. The shape rules of `ops` and the kernels of
+//! `runtime` both use these helpers, so an axis or a broadcast means
 //! the same thing at every layer. Errors name the op passed in as `op`.
 
 use crate::core::error::{Error, Result};

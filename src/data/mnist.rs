@@ -3,7 +3,7 @@
 //! (each optionally with `.gz`). Images become f32 in \[0, 1\] shaped
 //! `[n, 28, 28, 1]` (NHWC, as `keras.datasets.mnist` plus a channel axis);
 //! labels int32 `[n]`. Everything is read on the CPU; feed it to
-//! [`crate::data::Dataset`] or [`crate::nn::model::Model::fit`]. Without the
+//! [`crate::data::Dataset`] or `nn::model::Model::fit`. Without the
 //! files, [`crate::data::synthetic`] generates look-alike digits.
 
 use crate::core::error::{Error, IoSource, Result};

@@ -6,9 +6,9 @@
 //! overlaps with the work of the training step).
 //!
 //! Sources beside in-memory tensors: [`csv`], [`mnist`] and the generated
-//! [`synthetic`] digits. [`crate::nn::model::Model::fit_dataset`] consumes a
+//! [`synthetic`] digits. `nn::model::Model::fit_dataset` consumes a
 //! dataset of `(x, y)` batches; files of variables rather than examples are
-//! [`crate::io`]'s business.
+//! `io`'s business.
 
 pub mod csv;
 pub mod mnist;

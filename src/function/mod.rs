@@ -17,9 +17,9 @@
 //! form stays available as a serializable [`GraphDef`] ([`Graph::def`]).
 //!
 //! The tracer is an observer of [`crate::tensor::observe`], beside
-//! [`crate::autodiff`]'s tapes; replays run each recorded
+//! `autodiff`'s tapes; replays run each recorded
 //! [`crate::ops::Op`] on its device's [`crate::runtime::Backend`]. Keras'
-//! `fit` ([`crate::nn`]) traces its train step through [`Traced`].
+//! `fit` (`nn`) traces its train step through [`Traced`].
 
 pub(crate) mod compile;
 mod def;

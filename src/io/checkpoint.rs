@@ -10,8 +10,8 @@
 //! optimizer slots are "optimizer/`<variable path>`/`<slot>`".
 //!
 //! [`CheckpointManager`] numbers and prunes the files of one directory the
-//! way `tf.train.CheckpointManager` does; [`crate::nn::callbacks::ModelCheckpoint`]
-//! uses it from `fit`, and [`crate::nn::optimizers::Optimizer`] implements
+//! way `tf.train.CheckpointManager` does; `nn::callbacks::ModelCheckpoint`
+//! uses it from `fit`, and `nn::optimizers::Optimizer` implements
 //! [`OptimizerState`]. TensorBoard files are in [`crate::io::summary`].
 
 use super::{io_err, write_atomic};

@@ -8,8 +8,8 @@
 //! This layer works with tensors and variables only: it knows nothing of
 //! Keras, so an optimizer reaches a checkpoint through the
 //! [`checkpoint::OptimizerState`] trait. Keras' callbacks in
-//! [`crate::nn::callbacks`] drive both writers during `fit`; examples are
-//! read by [`crate::data`], its sibling layer.
+//! `nn::callbacks` drive both writers during `fit`; examples are
+//! read by `data`, its sibling layer.
 
 pub mod checkpoint;
 pub mod summary;

@@ -11,7 +11,7 @@
 //!
 //! The attributes and output-size arithmetic are in
 //! [`crate::core::op::conv`] (re-exported here); Keras' `Conv2D` layer in
-//! [`crate::nn`] builds on these.
+//! `nn` builds on these.
 
 pub use crate::core::op::conv::*;
 

@@ -7,8 +7,8 @@
 //! family's shape rule, runs the kernel on the operands' [`Device`] (the
 //! [`crate::runtime::Backend`]), optionally cross-checks the GPU against the
 //! CPU (`WGFLOW_CROSS_CHECK=1`), and reports the op to the observers of
-//! [`crate::tensor::observe`], the one place where [`crate::autodiff`] and
-//! [`mod@crate::function`] record ops.
+//! [`crate::tensor::observe`], the one place where `autodiff` and
+//! `function` record ops.
 //!
 //! One file per family holds the shape rule (`infer`), the gradient rule
 //! (`grad`), the tolerance of GPU against CPU and the public functions; the

@@ -1,7 +1,7 @@
 //! Fused optimizer steps (kernel: shaders/optimizer.wgsl): one kernel per
 //! variable reads the variable, gradient and slots and writes their new
 //! values, as new tensors (the optimizer assigns them).
-//! [`crate::nn::optimizers`] builds the [`Update`]s and runs them as
+//! `nn::optimizers` builds the [`Update`]s and runs them as
 //! multi-output ops; this file holds their shape rule, and
 //! [`crate::core::op::optim`] (re-exported here) their math.
 

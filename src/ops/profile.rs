@@ -3,7 +3,7 @@
 //! unprofiled one; use it to find which ops dominate.
 //!
 //! Timing wraps the eager ops of [`crate::ops`]; replays of a compiled
-//! [`crate::function::Graph`] are not broken down.
+//! `function::Graph` are not broken down.
 
 use crate::core::error::Result;
 use crate::runtime::Device;

@@ -4,7 +4,7 @@
 //! are shifted by their maximum first, so large logits do not overflow.
 //!
 //! The row view and label error shared with the kernels are in
-//! [`crate::core::op::softmax`]; Keras' losses in [`crate::nn::losses`]
+//! [`crate::core::op::softmax`]; Keras' losses in `nn::losses`
 //! build on these.
 
 use super::{Op, Tol, exec};

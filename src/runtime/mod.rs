@@ -12,8 +12,8 @@
 //! - [`config`]: which adapters exist, which are visible, memory settings
 //!   (`tf.config`).
 //!
-//! The layer above, [`crate::tensor`], wraps storage into tensors;
-//! [`crate::ops`] checks shapes and calls [`Device::run`].
+//! The layer above, `tensor`, wraps storage into tensors;
+//! `ops` checks shapes and calls [`Device::run`].
 
 pub mod config;
 pub mod cpu;

@@ -5,9 +5,9 @@
 //!
 //! It wraps the [`crate::runtime`]'s storage with a shape and dtype; the
 //! op methods on `Tensor` (`add`, `matmul`, `sum`, …) are defined by the
-//! families of [`crate::ops`], through which every op producing a tensor
-//! passes. [`observe`] lets the layers above ([`crate::autodiff`],
-//! [`mod@crate::function`]) watch ops and variables without this layer
+//! families of `ops`, through which every op producing a tensor
+//! passes. [`observe`] lets the layers above (`autodiff`,
+//! `function`) watch ops and variables without this layer
 //! knowing them.
 
 pub mod observe;

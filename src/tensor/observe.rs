@@ -1,8 +1,8 @@
 //! Observers: how the layers above the tensors watch them without being
-//! called from below. [`crate::ops`] reports every op it ran (through
+//! called from below. `ops` reports every op it ran (through
 //! [`op`]), [`Variable`] reports its reads and assignments, and a readback
 //! asks whether it is allowed. [`crate::GradientTape`] (in
-//! [`crate::autodiff`]) and the tracer of [`mod@crate::function`] register
+//! `autodiff`) and the tracer of `function` register
 //! themselves here for as long as they record; nothing in `tensor` or `ops`
 //! knows what they do with the events.
 //!

@@ -4,8 +4,8 @@
 //! for whoever still holds it) and are never recorded.
 //!
 //! Reads and assignments are reported through [`super::observe`], which is
-//! how tapes and the tracer of [`mod@crate::function`] see them;
-//! `assign_add` / `assign_sub` live with the ops in [`crate::ops`].
+//! how tapes and the tracer of `function` see them;
+//! `assign_add` / `assign_sub` live with the ops in `ops`.
 
 use super::Tensor;
 use super::observe::{self, Read};

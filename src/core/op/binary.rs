@@ -7,7 +7,7 @@
 //! WGSL defines; integer division truncates toward zero.
 //!
 //! Part of [`crate::core::op`]; the public functions (`add`, `equal`, …) and
-//! the gradient rules are in [`crate::ops::binary`].
+//! the gradient rules are in `ops::binary`.
 
 use crate::core::float::Float;
 

@@ -9,7 +9,7 @@
 //!
 //! Part of [`crate::core::op`]; the public functions (`conv2d`,
 //! `depthwise_conv2d`, the backprops) and the gradient rules are in
-//! [`crate::ops::conv`]. Pooling ([`super::pool`]) shares [`Padding`] and
+//! `ops::conv`. Pooling ([`super::pool`]) shares [`Padding`] and
 //! [`out_dim`].
 
 use super::Op;

@@ -5,7 +5,7 @@
 //! (SplitMix64), so a seed gives the same tensor on every device.
 //!
 //! Part of [`crate::core::op`]; the public functions (`zeros`, `full`,
-//! `random_normal`, …) are in [`crate::ops::creation`].
+//! `random_normal`, …) are in `ops::creation`.
 
 use crate::core::dtype::DType;
 use crate::core::shape::numel;

@@ -7,7 +7,7 @@
 //! TensorFlow's kernels do; reshape shares storage.
 //!
 //! Part of [`crate::core::op`]; the public functions are in
-//! [`crate::ops::layout`].
+//! `ops::layout`.
 
 use super::Op;
 use crate::core::error::Error;

@@ -10,7 +10,7 @@
 //! first otherwise.
 //!
 //! Part of [`crate::core::op`]; `matmul` and its gradient rule are in
-//! [`crate::ops::matmul`].
+//! `ops::matmul`.
 
 use crate::core::shape::numel;
 

@@ -1,12 +1,12 @@
 //! The [`Op`] enum: every operation wgflow runs, with its attributes. This
-//! is the vocabulary shared by every layer above: [`crate::ops`] gives each
-//! op its shape rule and gradient, the runtimes ([`crate::runtime::cpu`],
-//! [`crate::runtime::wgpu`]) their kernels, the [`crate::GradientTape`] and
-//! the tracer of [`mod@crate::function`] record it, and a
-//! [`crate::function::GraphDef`] serializes it.
+//! is the vocabulary shared by every layer above: `ops` gives each
+//! op its shape rule and gradient, the runtimes (`runtime::cpu`,
+//! `runtime::wgpu`) their kernels, the [`crate::GradientTape`] and
+//! the tracer of `function` record it, and a
+//! `function::GraphDef` serializes it.
 //!
-//! Most users never build an `Op`: the functions of [`crate::ops`] do. It is
-//! public for [`crate::ops::apply`] (TensorFlow's `tf.raw_ops`) and for
+//! Most users never build an `Op`: the functions of `ops` do. It is
+//! public for `ops::apply` (TensorFlow's `tf.raw_ops`) and for
 //! reading graphs.
 //!
 //! Each family's attribute types sit in a file of their own, together with

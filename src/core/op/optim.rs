@@ -1,10 +1,10 @@
 //! Fused optimizer steps (kernel: shaders/optimizer.wgsl): one kernel per
 //! variable reads the variable, gradient and slots and writes their new
 //! values, as new tensors (the optimizer assigns them).
-//! [`crate::nn::optimizers`] builds the [`Update`]s; this file holds their
+//! `nn::optimizers` builds the [`Update`]s; this file holds their
 //! math, with Keras' update formulas.
 //!
-//! Part of [`crate::core::op`]; the shape rule is in [`crate::ops::optim`].
+//! Part of [`crate::core::op`]; the shape rule is in `ops::optim`.
 
 /// The update formula and its constant hyper-parameters (the learning rate,
 /// which may change every step, is an input instead).

@@ -3,7 +3,7 @@
 //! geometry.
 //!
 //! Part of [`crate::core::op`]; output sizes follow [`super::conv::out_dim`]
-//! (TensorFlow's), and the public functions are in [`crate::ops::pool`].
+//! (TensorFlow's), and the public functions are in `ops::pool`.
 
 use super::conv::{Padding, out_dim};
 use crate::core::error::{Error, Result};

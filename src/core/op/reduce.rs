@@ -9,7 +9,7 @@
 //! NaN for a float mean and 0 for an int32 mean.
 //!
 //! Part of [`crate::core::op`]; the public functions (`reduce_sum`,
-//! `argmax`, …) and gradient rules are in [`crate::ops::reduce`].
+//! `argmax`, …) and gradient rules are in `ops::reduce`.
 
 use super::Op;
 use crate::core::dtype::DType;

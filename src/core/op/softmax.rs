@@ -4,7 +4,7 @@
 //! label error both devices give.
 //!
 //! Part of [`crate::core::op`]; the public functions and gradient rules are
-//! in [`crate::ops::softmax`].
+//! in `ops::softmax`.
 
 use crate::core::error::Error;
 

@@ -3,8 +3,8 @@
 //! ([`UnaryOp::apply`], [`UnaryOp::derivative`]).
 //!
 //! Part of [`crate::core::op`]. The public functions (`exp`, `relu`, …) and
-//! the shape and gradient rules are in [`crate::ops::unary`]; the CPU
-//! kernels in [`crate::runtime::cpu`] call `apply` element by element.
+//! the shape and gradient rules are in `ops::unary`; the CPU
+//! kernels in `runtime::cpu` call `apply` element by element.
 
 use crate::core::float::Float;
 

@@ -16,7 +16,7 @@
 //! `period` (a bias over the last dimensions), 1 otherwise. The same plan
 //! serves every adapter.
 //!
-//! Shape and dtype rules are in [`crate::ops::binary`], the op codes in
+//! Shape and dtype rules are in `ops::binary`, the op codes in
 //! [`crate::core::op::binary`], the reference kernels in
 //! [`crate::runtime::cpu`] (`cpu/binary.rs`).
 

@@ -25,7 +25,7 @@
 //!
 //! Geometry (output size, padding, groups) comes from
 //! [`crate::core::op::conv`]; shape and gradient rules are in
-//! [`crate::ops::conv`], the reference kernels in [`crate::runtime::cpu`]
+//! `ops::conv`, the reference kernels in [`crate::runtime::cpu`]
 //! (`cpu/conv.rs`).
 
 use super::memory::GpuBuf;

@@ -11,7 +11,7 @@
 //! host's counter-based generator in [`crate::core::op::creation`], so a
 //! seed gives the same tensor on every device, and are uploaded by
 //! `GpuDevice`'s backend. Shape rules and the public functions are in
-//! [`crate::ops::creation`], the reference kernels in
+//! `ops::creation`, the reference kernels in
 //! [`crate::runtime::cpu`] (`cpu/creation.rs`).
 
 use super::layout::{LAYOUT, SmallParams, fill_bits, wtype};

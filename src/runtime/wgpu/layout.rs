@@ -22,7 +22,7 @@
 //! shape error. Every launch is one invocation per output element (two for
 //! `cast`), 256 per workgroup, the same on every adapter.
 //!
-//! Shape and gradient rules are in [`crate::ops::layout`], the strided
+//! Shape and gradient rules are in `ops::layout`, the strided
 //! views in [`crate::core::op::layout`], the reference kernels in
 //! [`crate::runtime::cpu`] (`cpu/layout.rs`).
 

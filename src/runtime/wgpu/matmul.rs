@@ -26,7 +26,7 @@
 //! strided copy. Operands are loaded as `vec4` where their strides allow.
 //! `K == 0` gives zeros with a fill.
 //!
-//! Shape and gradient rules are in [`crate::ops::matmul`], the dimension
+//! Shape and gradient rules are in `ops::matmul`, the dimension
 //! rules in [`crate::core::op::matmul`], the reference kernels
 //! (`matrixmultiply`) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 

@@ -15,9 +15,9 @@
 //! stands in for that binding. One invocation per element, 256 per
 //! workgroup, on every adapter.
 //!
-//! [`crate::nn::optimizers`] builds the `Update`s; the rules' attributes and
+//! `nn::optimizers` builds the `Update`s; the rules' attributes and
 //! Keras' formulas are in [`crate::core::op::optim`], the op in
-//! [`crate::ops::optim`], the reference kernels in [`crate::runtime::cpu`]
+//! `ops::optim`, the reference kernels in [`crate::runtime::cpu`]
 //! (`cpu/optim.rs`).
 
 use super::memory::GpuBuf;

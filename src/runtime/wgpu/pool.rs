@@ -10,7 +10,7 @@
 //! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
 //! adapter.
 //!
-//! Shape and gradient rules are in [`crate::ops::pool`], the `Pool2d`
+//! Shape and gradient rules are in `ops::pool`, the `Pool2d`
 //! attribute in [`crate::core::op::pool`], the reference kernels in
 //! [`crate::runtime::cpu`] (`cpu/pool.rs`).
 

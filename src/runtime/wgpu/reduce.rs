@@ -24,7 +24,7 @@
 //! per chunk, `*_final` combines them. `force_cpu_style_kernels` overrides
 //! the adapter's choice for tests.
 //!
-//! Axis rules and gradients are in [`crate::ops::reduce`], the `ReduceOp`
+//! Axis rules and gradients are in `ops::reduce`, the `ReduceOp`
 //! codes and identities in [`crate::core::op::reduce`], the reference
 //! kernels in [`crate::runtime::cpu`] (`cpu/reduce.rs`).
 

@@ -17,7 +17,7 @@
 //! it to the device's status words (this thread's slot), and the next
 //! readback returns the `InvalidArgument` the CPU reference gives at once.
 //!
-//! Shape and gradient rules are in [`crate::ops::softmax`], the row view and
+//! Shape and gradient rules are in `ops::softmax`, the row view and
 //! the label error in [`crate::core::op::softmax`], the reference kernels
 //! in [`crate::runtime::cpu`] (`cpu/softmax.rs`).
 

@@ -9,7 +9,7 @@
 //! uniforms, not overrides, so one pipeline per dtype serves every op. One
 //! invocation per element, 256 per workgroup, the same on every adapter.
 //!
-//! Shape and gradient rules are in [`crate::ops::unary`], the op codes and
+//! Shape and gradient rules are in `ops::unary`, the op codes and
 //! element semantics in [`crate::core::op::unary`], the reference kernels in
 //! [`crate::runtime::cpu`] (`cpu/unary.rs`).
 
