@@ -9,7 +9,11 @@
 // a partial result carries a flag saying whether it saw any element, chunks
 // are never empty, and the host handles r == 0.
 //
-// p.op: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 argmax, 6 argmin.
+// OP: 0 sum, 1 mean, 2 max, 3 min, 4 prod, 5 argmax, 6 argmin. An override
+// constant rather than a uniform: compiled per op, the inner loop holds only
+// its own combine step (a CPU adapter flattens a switch on a uniform into
+// every case for every element). The uniform `op` field is kept for the
+// host's parameter layout but not read.
 // Bindings: 1 x, 2 y (T), 3 y (i32, for arg ops), 5 pv, 6 pi.
 
 struct Params {
@@ -22,6 +26,8 @@ struct Params {
     chunk: u32,
     parts: u32,
 }
+
+override OP: u32 = 0u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> x: array<T>;
@@ -45,14 +51,14 @@ fn wins(v: Acc, i: u32, a: Acc, j: u32) -> bool {
     if (vn || an) {
         return vn && (!an || i < j);
     }
-    if (p.op == 5u) {
+    if (OP == 5u) {
         return v > a || (v == a && i < j);
     }
     return v < a || (v == a && i < j);
 }
 
 fn combine(a: Acc, v: Acc) -> Acc {
-    switch p.op {
+    switch OP {
         // NaN propagates (TensorFlow's reduce_max and reduce_min).
         case 2u: { return select(select(max(a, v), v, acc_is_nan(v)), a, acc_is_nan(a)); }
         case 3u: { return select(select(min(a, v), v, acc_is_nan(v)), a, acc_is_nan(a)); }
@@ -77,7 +83,7 @@ fn add(a: Part, v: Acc, k: u32) -> Part {
     if (!a.has) {
         return Part(v, k, true);
     }
-    if (p.op >= 5u) {
+    if (OP >= 5u) {
         if (wins(v, k, a.v, a.i)) {
             return Part(v, k, true);
         }
@@ -105,9 +111,9 @@ fn tree(t: u32, a: Part) -> Part {
 }
 
 fn store(o: u32, a: Part) {
-    if (p.op >= 5u) {
+    if (OP >= 5u) {
         yi[o] = i32(a.i);
-    } else if (p.op == 1u) {
+    } else if (OP == 1u) {
         y[o] = T(a.v / Acc(p.r));
     } else {
         y[o] = T(a.v);

@@ -119,7 +119,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
             kernel: &REDUCE,
             entry,
             ty,
-            consts: &[],
+            consts: &[("OP", code as f64)],
             params: ParamBlock::of(params),
             bufs,
             groups,
