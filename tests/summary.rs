@@ -296,3 +296,17 @@ fn io_errors_keep_the_os_error_as_their_source() {
     let source = std::error::Error::source(&err).expect("an io error as source");
     assert!(source.downcast_ref::<std::io::Error>().is_some(), "{source:?}");
 }
+
+/// A histogram with an absurd bucket count is a typed error, not an
+/// allocation that aborts the process.
+#[test]
+fn a_histogram_with_too_many_buckets_is_an_error() {
+    let d = TempDir::new("summary-buckets");
+    let mut w = create_file_writer(&d).unwrap();
+    let t = wgflow::Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &wgflow::Device::Cpu).unwrap();
+    match w.histogram("h", &t, 0, usize::MAX) {
+        Err(wgflow::Error::InvalidArgument { op, .. }) => assert_eq!(op, "summary.histogram"),
+        other => panic!("{other:?}"),
+    }
+    w.histogram("h", &t, 0, 30).unwrap();
+}

@@ -260,6 +260,15 @@ impl SummaryWriter {
 
     /// `tf.summary.histogram(name, data, step)` with `buckets` equal-width buckets.
     pub fn histogram(&mut self, tag: &str, data: &Tensor, step: i64, buckets: usize) -> Result<()> {
+        // TensorBoard draws tens of buckets (TF's default is 30); a count
+        // beyond this is a mistake that would only allocate memory.
+        const MAX_BUCKETS: usize = 1 << 16;
+        if buckets > MAX_BUCKETS {
+            return Err(Error::arg(
+                "summary.histogram",
+                format!("{buckets} buckets; at most {MAX_BUCKETS} (TensorBoard's default is 30)"),
+            ));
+        }
         let v = data.to_f64_vec()?;
         self.event(tag, step, Value::Histo(histogram_proto(&v, buckets.max(1))))
     }
