@@ -220,6 +220,18 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 at += s[*axis];
             }
         }
+        Op::Gather { axis } if n == 0 && x[1].numel() > 0 => {
+            // No element is gathered, so no kernel reads the indices to check
+            // them; the CPU reference (and TensorFlow) still reject a bad one.
+            let d = a.shape()[*axis];
+            let bytes = g.read(x[1].gpu_buf())?;
+            for c in bytes.chunks_exact(4) {
+                let i = i32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+                if i < 0 || i as usize >= d {
+                    return Err(index_error(i, d as u32));
+                }
+            }
+        }
         Op::Gather { axis } => {
             let rec = g.status_record()?;
             let sh = a.shape();
