@@ -376,7 +376,7 @@ impl Graph {
                     };
                     let views: Vec<GpuBuf> = outputs.iter().filter_map(|&o| planned(o)).collect();
                     ctx.offer(views);
-                    op.replay(&refs, &first.shape, first.dtype, &first.device, ctx)?
+                    op.run(&refs, &first.shape, first.dtype, &first.device, ctx)?
                 }
                 Node::Fused { kernel, .. } => {
                     let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();

@@ -109,21 +109,11 @@ impl Op {
             .collect())
     }
 
-    /// Runs the op, computing f16 in f32 where the device has no f16 arithmetic.
-    /// Runs a recorded op again (a graph replay): the shape rule already ran.
-    /// `ctx` carries the graph's planned buffers and launch parameters.
-    pub(crate) fn replay(
-        &self,
-        x: &[&Tensor],
-        shape: &[usize],
-        dtype: DType,
-        device: &Device,
-        ctx: &ExecContext,
-    ) -> Result<Vec<Tensor>> {
-        self.run(x, shape, dtype, device, ctx)
-    }
-
-    fn run(
+    /// Runs the op (the shape rule has already run), computing f16 in f32
+    /// where the device has no f16 arithmetic. `ctx` carries a graph
+    /// replay's planned buffers and launch parameters (eager ops pass
+    /// `ExecContext::eager()`).
+    pub(crate) fn run(
         &self,
         x: &[&Tensor],
         shape: &[usize],
