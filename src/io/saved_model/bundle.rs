@@ -1,0 +1,1 @@
+//! TensorFlow's tensor bundle (`variables/variables.index` + `.data-*`).
