@@ -778,3 +778,49 @@ fn many_retraces_warn_once() {
     assert_eq!(warnings.len(), 1, "{err}");
     assert!(warnings[0].contains("grows was traced 6 times"), "{err}");
 }
+
+/// `input_signature` with an unknown batch: one trace serves every batch
+/// size (reshape's target and a fill's shape follow the batch), results
+/// equal the eager computation, and inputs that do not fit are typed errors.
+#[test]
+fn input_signature_with_unknown_batch_serves_every_size() {
+    use wgflow::function::{Dim, TensorSpec};
+    for d in devices() {
+        let w = Variable::new(randn(&[6, 3], 7, DType::F32).to_device(&d).unwrap(), "w");
+        let body = |x: &[Tensor]| -> Result<Vec<Tensor>> {
+            let n = x[0].shape()[0] as isize;
+            let h = x[0].reshape(&[n, 6])?.matmul(&w.value())?;
+            let ones = ops::ones(&[x[0].shape()[0], 3], DType::F32, x[0].device())?;
+            Ok(vec![h.add(&ones)?.softmax(-1)?])
+        };
+        let traces = Cell::new(0);
+        let mut f = function(|x: &[Tensor]| {
+            traces.set(traces.get() + 1);
+            body(x)
+        })
+        .input_signature(vec![TensorSpec::new(&[None, Some(2), Some(3)], DType::F32)]);
+        for (i, b) in [1usize, 7, 64, 1].into_iter().enumerate() {
+            let x = randn(&[b, 2, 3], i as u64, DType::F32).to_device(&d).unwrap();
+            let got = f.call(std::slice::from_ref(&x)).unwrap();
+            let want = body(std::slice::from_ref(&x)).unwrap();
+            assert_close(&got[0], &want[0], 1e-5, &format!("{d} batch {b}"));
+        }
+        assert_eq!(traces.get(), 2, "two stand-in traces, none per batch size");
+        assert_eq!(f.trace_count(), 1);
+        let c = f.concrete_function(&d).unwrap().unwrap();
+        assert_eq!(c.compiled_shapes(), 3);
+        let reshape = c.def().nodes.iter().find(|n| n.op.name() == "reshape").unwrap();
+        assert_eq!(reshape.dims, Some(vec![Dim::Arg { arg: 0, axis: 0 }, Dim::Known(6)]));
+        assert_eq!(c.def().values[c.def().outputs[0]].shape, vec![None, Some(3)]);
+        // Wrong inner shape, rank and dtype: typed errors naming the spec.
+        let bad = [
+            randn(&[4, 3, 2], 1, DType::F32),
+            randn(&[4, 6], 1, DType::F32),
+            randn(&[4, 2, 3], 1, DType::F16),
+        ];
+        for x in bad {
+            let e = f.call(&[x.to_device(&d).unwrap()]).unwrap_err();
+            assert!(e.to_string().contains("float32[?, 2, 3]"), "{e}");
+        }
+    }
+}

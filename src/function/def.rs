@@ -55,6 +55,27 @@ pub struct NodeDef {
     pub outputs: Vec<usize>,
     /// Where it ran when traced (`cpu`, `gpu:0`, ...), as TensorFlow's `NodeDef.device`.
     pub device: String,
+    /// The op's shape attribute (reshape's target, broadcast_to's and fill's
+    /// shape, slice's size, pad's output shape) where it depends on a
+    /// dimension unknown until a call; `None` where `op` holds it fully.
+    pub dims: Option<Vec<Dim>>,
+}
+
+/// One entry of a shape attribute in a graph that serves several shapes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dim {
+    /// The same at every call.
+    Known(usize),
+    /// What the element count leaves (reshape's `-1`).
+    Infer,
+    /// The size of dimension `axis` of argument `arg` at the call
+    /// (TensorFlow's `tf.shape(x)[axis]`).
+    Arg {
+        /// The argument.
+        arg: usize,
+        /// Its dimension.
+        axis: usize,
+    },
 }
 
 /// Where a value that no op computes comes from at each call.

@@ -457,7 +457,7 @@ impl Graph {
 }
 
 /// A trace's recording as a [`GraphDef`] and what it refers to here.
-fn split(b: Builder, out: &[Tensor]) -> (GraphDef, Bindings) {
+pub(crate) fn split(b: Builder, out: &[Tensor]) -> (GraphDef, Bindings) {
     let (values, nodes, ids, sources, assigns) = into_parts(b);
     let mut def = GraphDef {
         values: values.iter().map(|v| ValueDef::known(&v.shape, v.dtype)).collect(),
@@ -514,6 +514,7 @@ fn split(b: Builder, out: &[Tensor]) -> (GraphDef, Bindings) {
                 inputs,
                 outputs,
                 device,
+                dims: None,
             });
         }
     }

@@ -23,11 +23,13 @@
 
 pub(crate) mod compile;
 mod def;
+mod symbolic;
 pub(crate) mod fused;
 mod graph;
 pub(crate) mod trace;
 
-pub use def::{Feed, GraphDef, NodeDef, ValueDef, VariableDef};
+pub use def::{Dim, Feed, GraphDef, NodeDef, ValueDef, VariableDef};
+pub use symbolic::{ConcreteFunction, TensorSpec};
 pub use graph::{Graph, GraphStats, PlanStats};
 pub use trace::{TraceScope, host_input};
 
@@ -62,6 +64,9 @@ pub struct Traced {
     graphs: HashMap<Signature, Graph>,
     traces: usize,
     warned: bool,
+    /// With a capacity: the signatures, least recently used first; the
+    /// oldest graph is dropped when a new one would pass the capacity.
+    lru: Option<(usize, std::collections::VecDeque<Signature>)>,
 }
 
 impl Traced {
@@ -73,7 +78,18 @@ impl Traced {
             graphs: HashMap::new(),
             traces: 0,
             warned: false,
+            lru: None,
         }
+    }
+
+    /// Keeps at most `capacity` graphs, dropping the least recently used
+    /// (for graphs that serve every shape, where a new shape is expected
+    /// and is no reason to warn).
+    pub(crate) fn bounded(name: &str, capacity: usize) -> Traced {
+        let mut t = Traced::new(name);
+        t.lru = Some((capacity.max(1), std::collections::VecDeque::new()));
+        t.warned = true;
+        t
     }
 
     /// Replays the graph of `args`' signature, or traces `f` on `args` to
@@ -84,6 +100,13 @@ impl Traced {
             return f(args);
         }
         let sig = Signature::of(args);
+        if let Some((_, order)) = &mut self.lru {
+            if let Some(i) = order.iter().position(|s| s == &sig) {
+                if let Some(s) = order.remove(i) {
+                    order.push_back(s);
+                }
+            }
+        }
         if let Some(g) = self.graphs.get_mut(&sig) {
             return g.run(args);
         }
@@ -98,6 +121,17 @@ impl Traced {
             );
         }
         let (out, graph) = trace::trace(args, f)?;
+        if let Some((cap, order)) = &mut self.lru {
+            while order.len() >= *cap {
+                match order.pop_front() {
+                    Some(old) => {
+                        self.graphs.remove(&old);
+                    }
+                    None => break,
+                }
+            }
+            order.push_back(sig.clone());
+        }
         self.graphs.insert(sig, graph);
         Ok(out)
     }
@@ -117,6 +151,8 @@ impl Traced {
 pub struct Function<F> {
     f: F,
     traced: Traced,
+    signature: Option<Vec<TensorSpec>>,
+    concrete: Option<ConcreteFunction>,
 }
 
 /// Wraps `f` as a traced function (`@tf.function`).
@@ -127,6 +163,8 @@ where
     Function {
         f,
         traced: Traced::new("function"),
+        signature: None,
+        concrete: None,
     }
 }
 
@@ -140,7 +178,31 @@ where
         self
     }
 
-    /// Times the closure has been traced (once per new signature).
+    /// Fixes the arguments' specs (`tf.function(input_signature=...)`):
+    /// dimensions left `None` are unknown, and one graph serves every size
+    /// of them without tracing again (see [`ConcreteFunction`]). Calls with
+    /// arguments that do not fit the specs are errors.
+    pub fn input_signature(mut self, specs: Vec<TensorSpec>) -> Self {
+        self.signature = Some(specs);
+        self.concrete = None;
+        self
+    }
+
+    /// The graph for the input signature, traced on `device` the first
+    /// time (`tf.function.get_concrete_function()`); `None` without a
+    /// signature.
+    pub fn concrete_function(&mut self, device: &crate::runtime::Device) -> Result<Option<&mut ConcreteFunction>> {
+        let Some(specs) = &self.signature else { return Ok(None) };
+        if self.concrete.is_none() {
+            let f = &mut self.f;
+            self.traced.traces += 1;
+            self.concrete = Some(ConcreteFunction::trace(&self.traced.name, specs, device, |a| f(a))?);
+        }
+        Ok(self.concrete.as_mut())
+    }
+
+    /// Times the closure has been traced (once per new signature; once in
+    /// all with an input signature).
     pub fn trace_count(&self) -> usize {
         self.traced.trace_count()
     }
@@ -153,6 +215,25 @@ where
     /// Runs the function: replays the graph of `args`' signature, tracing
     /// the closure first when the signature is new.
     pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
+        if let Some(specs) = &self.signature {
+            if args.len() != specs.len() {
+                return Err(Error::arg(
+                    "function",
+                    format!("{} takes {} arguments, got {}", self.traced.name, specs.len(), args.len()),
+                ));
+            }
+            for (i, (s, a)) in specs.iter().zip(args).enumerate() {
+                s.check("function", &format!("{} argument {i}", self.traced.name), a)?;
+            }
+            let device = match args.first() {
+                Some(a) => a.device().clone(),
+                None => crate::runtime::config::default_device()?,
+            };
+            let Some(c) = self.concrete_function(&device)? else {
+                return Err(Error::arg("function", "no input signature"));
+            };
+            return c.call(args);
+        }
         let f = &mut self.f;
         self.traced.call(args, |a| f(a))
     }

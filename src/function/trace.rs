@@ -174,6 +174,24 @@ pub(crate) fn trace(args: &[Tensor], f: impl FnOnce(&[Tensor]) -> Result<Vec<Ten
     built
 }
 
+/// Runs `f` on `args` while recording and returns the recording as a
+/// [`GraphDef`](super::GraphDef) with its bindings, without compiling it.
+/// Every variable `f` assigned gets its old value back: this trace only
+/// looks at what `f` does.
+pub(crate) fn trace_def(
+    args: &[Tensor],
+    f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<(super::GraphDef, super::def::Bindings)> {
+    let inputs: Vec<Tensor> = args.iter().map(Tensor::detached).collect();
+    let scope = TraceScope::begin(&inputs)?;
+    let out = f(&inputs);
+    let mut builder = scope.end();
+    let before = std::mem::take(&mut builder.before);
+    restore(before);
+    let out = out?;
+    Ok(super::graph::split(builder, &out))
+}
+
 /// Puts back the values assigned variables had before a trace.
 fn restore(before: Vec<(Variable, Tensor)>) {
     for (var, t) in before.into_iter().rev() {

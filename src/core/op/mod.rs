@@ -250,6 +250,36 @@ impl Op {
         }
     }
 
+    /// The op's shape attribute, where it has one: reshape's target,
+    /// broadcast_to's and fill's shape, slice's size, pad's output shape,
+    /// the convolution gradients' output shape. A graph that serves several
+    /// input shapes re-derives it per call (see `function::Dim`).
+    pub fn shape_attr(&self) -> Option<&[usize]> {
+        match self {
+            Op::Reshape(s) | Op::BroadcastTo(s) => Some(s),
+            Op::Fill { shape, .. } | Op::Pad { shape, .. } => Some(shape),
+            Op::Slice { size, .. } => Some(size),
+            Op::Conv2dInputGrad(_, s) | Op::Conv2dFilterGrad(_, s) => Some(s),
+            Op::Random(r) => Some(&r.shape),
+            _ => None,
+        }
+    }
+
+    /// The op with its shape attribute replaced by `dims` (`None` for an op
+    /// without one).
+    pub fn with_shape_attr(&self, dims: Vec<usize>) -> Option<Op> {
+        let mut op = self.clone();
+        match &mut op {
+            Op::Reshape(s) | Op::BroadcastTo(s) => *s = dims,
+            Op::Fill { shape, .. } | Op::Pad { shape, .. } => *shape = dims,
+            Op::Slice { size, .. } => *size = dims,
+            Op::Conv2dInputGrad(_, s) | Op::Conv2dFilterGrad(_, s) => *s = dims,
+            Op::Random(r) => r.shape = dims,
+            _ => return None,
+        }
+        Some(op)
+    }
+
     /// The family whose files define this op.
     pub fn family(&self) -> Family {
         match self {
