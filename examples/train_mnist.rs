@@ -22,7 +22,7 @@ use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
 use wgflow::nn::optimizers::Adam;
 use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
-use wgflow::{Tensor, config};
+use wgflow::{Tensor, config, saved_model};
 
 /// Trains a small CNN on MNIST (or synthetic digits) with `fit`, writing
 /// TensorBoard logs and checkpoints.
@@ -52,6 +52,10 @@ struct Args {
     /// Run every op eagerly instead of a traced training step.
     #[arg(long)]
     run_eagerly: bool,
+    /// Export the trained model as a TensorFlow SavedModel to DIR/<version>
+    /// (version 1, or the next free number), as TF Serving expects.
+    #[arg(long, value_name = "DIR")]
+    export_dir: Option<PathBuf>,
 }
 
 fn main() {
@@ -157,5 +161,13 @@ fn run(args: Args) -> wgflow::Result<()> {
     }
     println!("TensorBoard logs: tensorboard --logdir {}", args.logdir.display());
     println!("Checkpoints: {}", args.checkpoint_dir.display());
+    if let Some(base) = &args.export_dir {
+        let dir = base.join(saved_model::next_version(base)?.to_string());
+        model.export(&dir)?;
+        println!(
+            "SavedModel: {} (signature serving_default, input 'inputs')",
+            dir.display()
+        );
+    }
     Ok(())
 }

@@ -159,6 +159,15 @@ pub enum Error {
         /// The OS error, `None` for a format problem.
         source: Option<IoSource>,
     },
+    /// A valid request that wgflow does not implement: a TensorFlow op in a
+    /// SavedModel that wgflow has no kernel for, a wgflow op that has no
+    /// TensorFlow form to export (TF's `UnimplementedError`).
+    Unimplemented {
+        /// What is missing (`"op 'Einsum'"`).
+        what: String,
+        /// Where it was met (the node, the file) and what is supported.
+        msg: String,
+    },
 }
 
 /// The `std::io::Error` behind an [`Error::Io`], shared so that `Error`
@@ -280,6 +289,7 @@ impl fmt::Display for Error {
             ),
             Error::ReadInTrace { op, msg } => write!(f, "{op}: {msg}"),
             Error::Io { path, msg, .. } => write!(f, "{path}: {msg}"),
+            Error::Unimplemented { what, msg } => write!(f, "{what} is not supported: {msg}"),
         }
     }
 }

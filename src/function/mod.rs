@@ -23,14 +23,14 @@
 
 pub(crate) mod compile;
 mod def;
-mod symbolic;
 pub(crate) mod fused;
 mod graph;
+mod symbolic;
 pub(crate) mod trace;
 
 pub use def::{Dim, Feed, GraphDef, NodeDef, ValueDef, VariableDef};
-pub use symbolic::{ConcreteFunction, TensorSpec};
 pub use graph::{Graph, GraphStats, PlanStats};
+pub use symbolic::{ConcreteFunction, TensorSpec};
 pub use trace::{TraceScope, host_input};
 
 use crate::core::dtype::DType;
@@ -219,7 +219,12 @@ where
             if args.len() != specs.len() {
                 return Err(Error::arg(
                     "function",
-                    format!("{} takes {} arguments, got {}", self.traced.name, specs.len(), args.len()),
+                    format!(
+                        "{} takes {} arguments, got {}",
+                        self.traced.name,
+                        specs.len(),
+                        args.len()
+                    ),
                 ));
             }
             for (i, (s, a)) in specs.iter().zip(args).enumerate() {

@@ -145,7 +145,13 @@ impl ConcreteFunction {
         let unknown: Vec<(usize, usize)> = inputs
             .iter()
             .enumerate()
-            .flat_map(|(i, s)| s.shape.iter().enumerate().filter(|(_, d)| d.is_none()).map(move |(a, _)| (i, a)))
+            .flat_map(|(i, s)| {
+                s.shape
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, d)| d.is_none())
+                    .map(move |(a, _)| (i, a))
+            })
             .collect();
         // Two stand-in sizes per unknown dimension, distinct from each other
         // and from every other unknown's, so that an attribute that follows
@@ -155,7 +161,11 @@ impl ConcreteFunction {
         if unknown.len() > A.len() {
             return Err(Error::arg(
                 "function",
-                format!("{name}: at most {} unknown dimensions are supported, got {}", A.len(), unknown.len()),
+                format!(
+                    "{name}: at most {} unknown dimensions are supported, got {}",
+                    A.len(),
+                    unknown.len()
+                ),
             ));
         }
         let sizes = |table: &[usize; 8]| -> Vec<Vec<usize>> {
@@ -213,7 +223,10 @@ impl ConcreteFunction {
         device: &Device,
     ) -> Result<ConcreteFunction> {
         if !def.host_inputs.is_empty() {
-            return Err(Error::arg("function", format!("{name}: host inputs cannot be bound from a GraphDef")));
+            return Err(Error::arg(
+                "function",
+                format!("{name}: host inputs cannot be bound from a GraphDef"),
+            ));
         }
         ConcreteFunction::build(name, def, &inputs, outputs, variables, captures, Vec::new(), device)
     }
@@ -238,7 +251,11 @@ impl ConcreteFunction {
             )));
         }
         if outputs.len() != def.outputs.len() {
-            return Err(bad(format!("{} output names for {} outputs", outputs.len(), def.outputs.len())));
+            return Err(bad(format!(
+                "{} output names for {} outputs",
+                outputs.len(),
+                def.outputs.len()
+            )));
         }
         if variables.len() != def.variables.len() || captures.len() != def.captures.len() {
             return Err(bad("the variables or captures do not match the graph".into()));
@@ -270,7 +287,12 @@ impl ConcreteFunction {
         if names.len() != self.outputs.len() {
             return Err(Error::arg(
                 "function",
-                format!("{}: {} output names for {} outputs", self.name, names.len(), self.outputs.len()),
+                format!(
+                    "{}: {} output names for {} outputs",
+                    self.name,
+                    names.len(),
+                    self.outputs.len()
+                ),
             ));
         }
         self.outputs = names.iter().map(|s| s.to_string()).collect();
@@ -336,7 +358,12 @@ impl ConcreteFunction {
         if args.len() != self.inputs.len() {
             return Err(Error::arg(
                 "function",
-                format!("{} takes {} arguments, got {}", self.name, self.inputs.len(), args.len()),
+                format!(
+                    "{} takes {} arguments, got {}",
+                    self.name,
+                    self.inputs.len(),
+                    args.len()
+                ),
             ));
         }
         let mut moved = Vec::with_capacity(args.len());
@@ -350,7 +377,8 @@ impl ConcreteFunction {
             });
         }
         let (def, vars, caps, hosts, device) = (&self.def, &self.variables, &self.captures, &self.hosts, &self.device);
-        self.graphs.call(&moved, |a| interpret(def, vars, caps, hosts, device, a))
+        self.graphs
+            .call(&moved, |a| interpret(def, vars, caps, hosts, device, a))
     }
 }
 
@@ -385,11 +413,18 @@ fn check_def(name: &str, def: &GraphDef) -> Result<()> {
     for (i, node) in def.nodes.iter().enumerate() {
         for &v in &node.inputs {
             if !defined.get(v).copied().unwrap_or(false) {
-                return Err(bad(format!("node {i} ({}) reads value {v} before it is defined", node.op.name())));
+                return Err(bad(format!(
+                    "node {i} ({}) reads value {v} before it is defined",
+                    node.op.name()
+                )));
             }
         }
         if !node.op.arity().contains(&node.inputs.len()) {
-            return Err(bad(format!("node {i} ({}) has {} inputs", node.op.name(), node.inputs.len())));
+            return Err(bad(format!(
+                "node {i} ({}) has {} inputs",
+                node.op.name(),
+                node.inputs.len()
+            )));
         }
         if node.outputs.is_empty() {
             return Err(bad(format!("node {i} ({}) has no outputs", node.op.name())));
@@ -528,7 +563,11 @@ fn generalize(name: &str, mut a: GraphDef, b: &GraphDef, sa: &[Vec<usize>], sb: 
         )
     };
     if a.nodes.len() != b.nodes.len() {
-        return Err(differ(format!("{} ops at one size, {} at another", a.nodes.len(), b.nodes.len())));
+        return Err(differ(format!(
+            "{} ops at one size, {} at another",
+            a.nodes.len(),
+            b.nodes.len()
+        )));
     }
     if a.feeds != b.feeds || a.variables != b.variables || a.assigns != b.assigns || a.outputs != b.outputs {
         return Err(differ("its inputs, variables or outputs".into()));

@@ -12,6 +12,7 @@
 //! read by `data`, its sibling layer.
 
 pub mod checkpoint;
+pub mod npy;
 pub mod saved_model;
 pub mod summary;
 

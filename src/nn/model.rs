@@ -18,7 +18,7 @@ use super::progress::Progress;
 use crate::autodiff::{GradientTape, without_recording};
 use crate::core::error::{Error, Result};
 use crate::data::Dataset;
-use crate::function::Traced;
+use crate::function::{ConcreteFunction, TensorSpec, Traced};
 use crate::ops::layout;
 use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
@@ -170,6 +170,66 @@ pub trait Model {
     /// Layers and per-example input shape, for `summary`.
     fn summary_layers(&self) -> (Vec<&dyn Layer>, Option<Vec<usize>>) {
         (Vec::new(), None)
+    }
+
+    /// The inference pass (`training=false`) as a function of one input
+    /// `inputs` whose batch dimension is unknown, its output `output_0`:
+    /// what [`Model::export`] writes as the `serving_default` signature.
+    /// The model must be built (or called once) so its input shape is known.
+    fn serving_function(&mut self) -> Result<ConcreteFunction>
+    where
+        Self: Sized,
+    {
+        let (_, input) = self.summary_layers();
+        let input = input.ok_or_else(|| {
+            Error::arg(
+                "Model.export",
+                "the model's input shape is unknown: build it (model.build) or call it once first",
+            )
+        })?;
+        let mut shape = vec![None];
+        shape.extend(input.iter().map(|&d| Some(d)));
+        let spec = TensorSpec::new(&shape, crate::DType::F32).named("inputs");
+        let device = self.device()?;
+        let name = self.name();
+        ConcreteFunction::trace(&name, &[spec], &device, |x| Ok(vec![self.call(&x[0], false)?]))
+    }
+
+    /// Keras' `model.export(dir)`: the model's inference pass as a
+    /// TensorFlow SavedModel in `dir` (signature `serving_default`, input
+    /// `inputs` of shape `[-1, ...]`, output `output_0`), loadable by
+    /// `tf.saved_model.load`, TF Serving and
+    /// [`crate::io::saved_model::load`]. Variables are named
+    /// `<layer>/<weight>` in the bundle.
+    fn export(&mut self, dir: impl AsRef<std::path::Path>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let f = self.serving_function()?;
+        let names = self.export_names();
+        crate::io::saved_model::save_named(
+            dir,
+            &[(crate::io::saved_model::DEFAULT_SIGNATURE, &f)],
+            &names,
+            &crate::io::saved_model::SaveOptions::default(),
+        )
+    }
+
+    /// Bundle names of the weights: `<layer name>/<weight>` (`dense/kernel`).
+    fn export_names(&self) -> Vec<(String, Variable)> {
+        let (layers, _) = self.summary_layers();
+        if layers.is_empty() {
+            return self.named_variables();
+        }
+        layers
+            .iter()
+            .flat_map(|l| {
+                l.weights()
+                    .into_iter()
+                    .map(|(w, v)| (format!("{}/{w}", l.name()), v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// `model.variables` (Keras' `weights`): every variable, trainable or not,

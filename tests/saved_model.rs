@@ -1,0 +1,434 @@
+//! SavedModel export and loading: round trips in wgflow on every device,
+//! checks with the real TensorFlow 2.21 and Keras 3 (the Python venv that
+//! `.ci/run` creates; `WGFLOW_PYTHON` names its interpreter), the
+//! `wgflow_saved_model_cli` binary, and corrupt files.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use wgflow::io::npy::{self, NpyArray, NpyData};
+use wgflow::io::saved_model::{self, SaveOptions};
+use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
+use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
+use wgflow::{DType, Device, Error, Tensor};
+
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpus());
+    d
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgflow-sm-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The interpreter of the venv with TensorFlow, or `None` (outside CI only:
+/// in CI a missing venv fails the test).
+fn python() -> Option<PathBuf> {
+    match std::env::var_os("WGFLOW_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("WGFLOW_PYTHON is not set: .ci/run creates the venv with tensorflow-cpu==2.21.0 and sets it")
+        }
+        None => {
+            eprintln!("SKIPPED: WGFLOW_PYTHON is not set (a Python with tensorflow-cpu 2.21; .ci/run makes one)");
+            None
+        }
+    }
+}
+
+fn py(python: &Path, script: &str, args: &[&Path]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+fn cnn(device: &Device) -> Sequential {
+    set_random_seed(3);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu))
+        .add(BatchNormalization::new())
+        .add(MaxPooling2D::new([2, 2]))
+        .add(
+            Conv2D::new(6, [3, 3])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Gelu),
+        )
+        .add(Flatten::new())
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax));
+    m.build(&[28, 28, 1], device).unwrap();
+    // Moving statistics that are not the initial ones.
+    for (n, v) in m.named_variables() {
+        if n.ends_with("moving_mean") || n.ends_with("moving_variance") {
+            let t = uniform(&v.shape(), 0.2, 1.5, 9, DType::F32).to_device(device).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+    m
+}
+
+fn mlp(device: &Device) -> Sequential {
+    set_random_seed(4);
+    let mut m = Sequential::new()
+        .add(Flatten::new())
+        .add(Dense::new(32).activation(Activation::Relu))
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], device).unwrap();
+    m
+}
+
+fn images(n: usize, seed: u64) -> Tensor {
+    uniform(&[n, 28, 28, 1], 0.0, 1.0, seed, DType::F32)
+}
+
+fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol, "{what}: element {i} is {a}, want {b}");
+    }
+}
+
+fn save_npy(path: &Path, t: &Tensor) {
+    npy::write(
+        path,
+        &NpyArray {
+            shape: t.shape().to_vec(),
+            data: NpyData::F32(t.to_vec::<f32>().unwrap()),
+        },
+    )
+    .unwrap();
+}
+
+fn load_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::read(path).unwrap();
+    match a.data {
+        NpyData::F32(v) => (a.shape, v),
+        other => panic!("{}: not float32: {other:?}", path.display()),
+    }
+}
+
+/// Export, load in wgflow (a fresh load, no model code), and compare with
+/// the model's own inference on batches of 1, 7 and 64, on every device.
+#[test]
+fn export_and_load_round_trip_on_every_device() {
+    for d in devices() {
+        for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+            let dir = tmp(&format!("rt-{name}-{}", d.to_string().replace(':', "")));
+            model.export(&dir).unwrap();
+            assert!(dir.join("saved_model.pb").is_file());
+            assert!(dir.join("variables/variables.index").is_file());
+            let mut loaded = saved_model::load_with(&dir, &["serve"], &d).unwrap();
+            assert_eq!(loaded.signature_keys(), vec!["serving_default"]);
+            for (i, b) in [1usize, 7, 64].into_iter().enumerate() {
+                let x = images(b, i as u64).to_device(&d).unwrap();
+                let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+                let out = loaded.call("serving_default", &[("inputs", x.clone())]).unwrap();
+                assert_eq!(out[0].0, "output_0");
+                assert_eq!(out[0].1.shape(), &[b, 10]);
+                assert_close(
+                    &out[0].1.to_vec::<f32>().unwrap(),
+                    &want,
+                    1e-4,
+                    &format!("{name} on {d}, batch {b}"),
+                );
+            }
+            assert_eq!(loaded.signature("serving_default").unwrap().compiled_shapes(), 3);
+            // A frozen export computes the same.
+            let frozen = tmp(&format!("frozen-{name}-{}", d.to_string().replace(':', "")));
+            let f = model.serving_function().unwrap();
+            saved_model::save_functions(&frozen, &[("serving_default", &f)], &SaveOptions { freeze: true }).unwrap();
+            assert!(!frozen.join("variables/variables.index").exists());
+            let mut lf = saved_model::load_with(&frozen, &["serve"], &d).unwrap();
+            let x = images(3, 5).to_device(&d).unwrap();
+            let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+            let got = lf.call("serving_default", &[("inputs", x)]).unwrap();
+            assert_close(
+                &got[0].1.to_vec::<f32>().unwrap(),
+                &want,
+                1e-4,
+                &format!("frozen {name} on {d}"),
+            );
+        }
+    }
+}
+
+/// Inputs that do not fit the signature are typed errors naming the input.
+#[test]
+fn loaded_signature_rejects_bad_inputs() {
+    let d = Device::Cpu;
+    let dir = tmp("bad-inputs");
+    mlp(&d).export(&dir).unwrap();
+    let mut l = saved_model::load_with(&dir, &["serve"], &d).unwrap();
+    let cases = [
+        (
+            "inputs",
+            uniform(&[2, 28, 28], 0.0, 1.0, 1, DType::F32),
+            "float32[?, 28, 28, 1]",
+        ),
+        (
+            "inputs",
+            uniform(&[2, 28, 27, 1], 0.0, 1.0, 1, DType::F32),
+            "float32[?, 28, 28, 1]",
+        ),
+        ("inputs", randint(&[2, 28, 28, 1], 0, 3, 1), "float32[?, 28, 28, 1]"),
+        ("x", images(2, 1), "no input 'x'"),
+    ];
+    for (name, x, want) in cases {
+        let e = l.call("serving_default", &[(name, x)]).unwrap_err();
+        assert!(e.to_string().contains(want), "{e}");
+        assert!(e.to_string().contains("inputs"), "{e}");
+    }
+    let e = l.signature("serve").unwrap_err();
+    assert!(e.to_string().contains("serving_default"), "{e}");
+    let e = saved_model::load_with(&dir, &["train"], &d).unwrap_err();
+    assert!(e.to_string().contains("available tag-sets: [{serve}]"), "{e}");
+}
+
+/// TensorFlow 2.21 loads wgflow's exports: `tf.saved_model.load(D)
+/// .signatures["serving_default"]` computes what wgflow's predict does,
+/// `saved_model_cli show --all` lists the signature, and
+/// `tf.train.list_variables` reads the bundle.
+#[test]
+fn tensorflow_loads_wgflow_exports() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+        let dir = tmp(&format!("tf-{name}"));
+        let export = dir.join("model");
+        model.export(&export).unwrap();
+        for (i, b) in [1usize, 7, 64].into_iter().enumerate() {
+            let x = images(b, 10 + i as u64);
+            save_npy(&dir.join(format!("x{b}.npy")), &x);
+            save_npy(&dir.join(format!("want{b}.npy")), &model.call(&x, false).unwrap());
+        }
+        let out = py(&python, "check_wgflow_export.py", &[&export, &dir]);
+        for b in [1, 7, 64] {
+            let (shape, got) = load_npy(&dir.join(format!("tf{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("want{b}.npy")));
+            assert_eq!(shape, vec![b, 10]);
+            assert_close(&got, &want, 1e-4, &format!("TensorFlow on wgflow's {name}, batch {b}"));
+        }
+        assert!(out.contains("shape: (-1, 28, 28, 1)"), "{out}");
+        assert!(out.contains("Method name is: tensorflow/serving/predict"), "{out}");
+        assert!(out.contains("signature_def['serving_default']"), "{out}");
+        for (n, _) in model.export_names() {
+            assert!(
+                out.contains(&format!("VARIABLE {n} ")),
+                "{n} missing from list_variables:\n{out}"
+            );
+        }
+    }
+}
+
+/// Keras 3's `model.export` of a CNN with batch normalization, trained a
+/// few steps in Python, loads in wgflow and predicts what Keras predicts,
+/// on the CPU device and on every GPU; so does a `tf.Module` saved with
+/// `tf.saved_model.save` (TF Serving's half_plus_two).
+#[test]
+fn wgflow_loads_keras_and_tensorflow_exports() {
+    let Some(python) = python() else { return };
+    let dir = tmp("keras");
+    py(&python, "make_keras_export.py", &[&dir]);
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("keras_cnn"), &["serve"], &d).unwrap();
+        let key = l.signature("serving_default").unwrap().inputs()[0]
+            .name
+            .clone()
+            .unwrap();
+        for b in [1, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras{b}.npy")));
+            let x = Tensor::from_vec(x, &shape, &d).unwrap();
+            let out = l.call("serving_default", &[(&key, x)]).unwrap();
+            assert_close(
+                &out[0].1.to_vec::<f32>().unwrap(),
+                &want,
+                1e-4,
+                &format!("Keras CNN on {d}, batch {b}"),
+            );
+        }
+        let mut h = saved_model::load_with(dir.join("half_plus_two"), &["serve"], &d).unwrap();
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 5.0], &[3], &d).unwrap();
+        let out = h.call("serving_default", &[("x", x)]).unwrap();
+        assert_eq!(out[0].0, "y");
+        assert_eq!(out[0].1.to_vec::<f32>().unwrap(), vec![2.5, 3.0, 4.5]);
+    }
+}
+
+/// `wgflow_saved_model_cli run` on an export gives the outputs the model
+/// gave in the process that trained it, for batches of 1, 7 and 64;
+/// `show` prints TensorFlow's wording.
+#[test]
+fn saved_model_cli_runs_and_shows() {
+    let d = Device::Cpu;
+    let dir = tmp("cli");
+    let export = dir.join("1");
+    let mut model = cnn(&d);
+    model.export(&export).unwrap();
+    let cli = env!("CARGO_BIN_EXE_wgflow_saved_model_cli");
+    for b in [1usize, 7, 64] {
+        let x = images(b, 20 + b as u64);
+        let xin = dir.join(format!("in{b}.npy"));
+        save_npy(&xin, &x);
+        let outdir = dir.join(format!("out{b}"));
+        let out = Command::new(cli)
+            .args(["run", "--dir"])
+            .arg(&export)
+            .args(["--tag_set", "serve", "--signature_def", "serving_default", "--inputs"])
+            .arg(format!("inputs={}", xin.display()))
+            .arg("--outdir")
+            .arg(&outdir)
+            .env("WGFLOW_DEVICE", "cpu")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let (shape, got) = load_npy(&outdir.join("output_0.npy"));
+        assert_eq!(shape, vec![b, 10]);
+        let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+        assert_close(&got, &want, 1e-4, &format!("saved_model_cli run, batch {b}"));
+    }
+    let show = Command::new(cli)
+        .args(["show", "--all", "--dir"])
+        .arg(&export)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&show.stdout);
+    for want in [
+        "MetaGraphDef with tag-set: 'serve' contains the following SignatureDefs:",
+        "signature_def['serving_default']:",
+        "    inputs['inputs'] tensor_info:",
+        "        dtype: DT_FLOAT",
+        "        shape: (-1, 28, 28, 1)",
+        "  Method name is: tensorflow/serving/predict",
+    ] {
+        assert!(text.contains(want), "missing {want:?} in:\n{text}");
+    }
+    let bad = Command::new(cli)
+        .args(["show", "--dir"])
+        .arg(&export)
+        .args(["--tag_set", "serve", "--signature_def", "nope"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("serving_default"));
+}
+
+/// Missing, truncated and corrupt files: typed errors naming the file, no
+/// panic on any truncation or bit flip of `saved_model.pb` and the bundle.
+#[test]
+fn corrupt_saved_models_are_errors_not_panics() {
+    let d = Device::Cpu;
+    let dir = tmp("corrupt");
+    let good = dir.join("good");
+    mlp(&d).export(&good).unwrap();
+    let e = saved_model::load_with(dir.join("missing"), &["serve"], &d).unwrap_err();
+    assert!(e.to_string().contains("does not exist"), "{e}");
+    std::fs::create_dir_all(dir.join("empty")).unwrap();
+    let e = saved_model::load_with(dir.join("empty"), &["serve"], &d).unwrap_err();
+    assert!(e.to_string().contains("no saved_model.pb"), "{e}");
+
+    let copy = |name: &str| -> PathBuf {
+        let to = dir.join(name);
+        let _ = std::fs::remove_dir_all(&to);
+        std::fs::create_dir_all(to.join("variables")).unwrap();
+        for f in [
+            "saved_model.pb",
+            "variables/variables.index",
+            "variables/variables.data-00000-of-00001",
+        ] {
+            std::fs::copy(good.join(f), to.join(f)).unwrap();
+        }
+        to
+    };
+    let pb = std::fs::read(good.join("saved_model.pb")).unwrap();
+    let work = copy("work");
+    let step = (pb.len() / 97).max(1);
+    for cut in (0..pb.len()).step_by(step) {
+        std::fs::write(work.join("saved_model.pb"), &pb[..cut]).unwrap();
+        let _ = saved_model::load_with(&work, &["serve"], &d);
+    }
+    let mut rng = 0x9e3779b97f4a7c15u64;
+    for _ in 0..150 {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        let mut bytes = pb.clone();
+        let i = (rng as usize) % bytes.len();
+        bytes[i] ^= 1 << ((rng >> 32) % 8);
+        std::fs::write(work.join("saved_model.pb"), &bytes).unwrap();
+        let _ = saved_model::load_with(&work, &["serve"], &d);
+    }
+    std::fs::write(work.join("saved_model.pb"), b"\x0a\xff\xff\xff\xff\x0f").unwrap();
+    let e = saved_model::load_with(&work, &["serve"], &d).unwrap_err();
+    assert!(e.to_string().contains("saved_model.pb"), "{e}");
+
+    // A flipped byte in the weights: the CRC names the variable and the file.
+    let work = copy("crc");
+    let data = work.join("variables/variables.data-00000-of-00001");
+    let mut bytes = std::fs::read(&data).unwrap();
+    bytes[10] ^= 0x40;
+    std::fs::write(&data, &bytes).unwrap();
+    let e = saved_model::load_with(&work, &["serve"], &d).unwrap_err();
+    assert!(e.to_string().to_lowercase().contains("crc"), "{e}");
+    // Truncated and missing shards.
+    std::fs::write(&data, &bytes[..bytes.len() / 2]).unwrap();
+    assert!(saved_model::load_with(&work, &["serve"], &d).is_err());
+    std::fs::remove_file(&data).unwrap();
+    let e = saved_model::load_with(&work, &["serve"], &d).unwrap_err();
+    assert!(e.to_string().contains("variables"), "{e}");
+    // Every truncation of the index.
+    let work = copy("index");
+    let index = std::fs::read(good.join("variables/variables.index")).unwrap();
+    for cut in 0..index.len() {
+        std::fs::write(work.join("variables/variables.index"), &index[..cut]).unwrap();
+        assert!(
+            saved_model::load_with(&work, &["serve"], &d).is_err(),
+            "index cut at {cut}"
+        );
+    }
+}
+
+/// Exports replace an existing directory as a whole and leave no temporary
+/// directories behind; a failing export leaves the old one untouched.
+#[test]
+fn export_is_atomic() {
+    let d = Device::Cpu;
+    let dir = tmp("atomic");
+    let target = dir.join("m");
+    mlp(&d).export(&target).unwrap();
+    let before = std::fs::read(target.join("saved_model.pb")).unwrap();
+    cnn(&d).export(&target).unwrap();
+    let after = std::fs::read(target.join("saved_model.pb")).unwrap();
+    assert_ne!(before, after);
+    let names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, vec!["m".to_string()], "leftovers: {names:?}");
+    // A model that was never built cannot be exported; the old export stays.
+    let mut unbuilt = Sequential::new().add(Dense::new(3));
+    let e = unbuilt.export(&target).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e}");
+    assert_eq!(std::fs::read(target.join("saved_model.pb")).unwrap(), after);
+    assert_eq!(saved_model::next_version(&dir).unwrap(), 1);
+    std::fs::create_dir_all(dir.join("3")).unwrap();
+    assert_eq!(saved_model::next_version(&dir).unwrap(), 4);
+}
