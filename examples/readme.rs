@@ -81,6 +81,31 @@ fn traced(
     Ok(())
 }
 
+/// "SavedModel: to and from TensorFlow".
+#[rustfmt::skip]
+fn saved_model_round_trip(model: &mut Sequential, images: &Tensor) -> wgflow::Result<()> {
+    use wgflow::saved_model;
+
+    model.export("models/mnist/1")?;                        // Keras' model.export
+    let mut loaded = saved_model::load("models/mnist/1")?;  // tf.saved_model.load
+    let out = loaded.call("serving_default", &[("inputs", images.clone())])?;
+    println!("{} {:?}", out[0].0, out[0].1.shape());        // output_0 [batch, 10]
+    Ok(())
+}
+
+/// "Input signatures".
+#[rustfmt::skip]
+fn input_signature(a: &Tensor, b: &Tensor) -> wgflow::Result<()> {
+    use wgflow::{DType, function, function::TensorSpec};
+
+    // One graph for every batch size: no retracing.
+    let mut f = function(|x: &[Tensor]| Ok(vec![x[0].relu()?.sum(Some(&[-1]), false)?]))
+        .input_signature(vec![TensorSpec::new(&[None, Some(4)], DType::F32)]);
+    let (ya, yb) = (f.call(&[a.clone()])?, f.call(&[b.clone()])?);
+    assert_eq!(f.trace_count(), 1);
+    Ok(())
+}
+
 fn main() -> wgflow::Result<()> {
     let dev = config::default_device()?;
     // 28x28 images and labels for the Keras snippet.
@@ -101,6 +126,14 @@ fn main() -> wgflow::Result<()> {
     let vars = model.trainable_variables();
     let batches = vec![(xs.clone(), ys.clone()), (xs, ys)];
     traced(&mut model, vars, &mut optimizer, batches)?;
+    let mut cnn = Sequential::new()
+        .add(wgflow::nn::layers::Flatten::new())
+        .add(Dense::new(10));
+    cnn.build(&[28, 28, 1], &dev)?;
+    saved_model_round_trip(&mut cnn, &x)?;
+    let a = ops::random_normal(&[3, 4], 0.0, 1.0, DType::F32, 4, &dev)?;
+    let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
+    input_signature(&a, &b)?;
     println!("every README snippet ran on {dev}");
     Ok(())
 }

@@ -189,7 +189,7 @@ pub trait Model {
         })?;
         let mut shape = vec![None];
         shape.extend(input.iter().map(|&d| Some(d)));
-        let spec = TensorSpec::new(&shape, crate::DType::F32).named("inputs");
+        let spec = TensorSpec::new(&shape, crate::core::dtype::DType::F32).named("inputs");
         let device = self.device()?;
         let name = self.name();
         ConcreteFunction::trace(&name, &[spec], &device, |x| Ok(vec![self.call(&x[0], false)?]))
