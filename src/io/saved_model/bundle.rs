@@ -6,7 +6,7 @@
 //! holds a [`BundleHeaderProto`], every other key a tensor's
 //! [`BundleEntryProto`] (dtype, shape, shard, offset, size, masked CRC32C).
 //! `<prefix>.data-<shard>-of-<num_shards>` (`%05d`) holds the tensors' bytes,
-//! little-endian, unaligned, at their entries' offsets. [`write`] writes one
+//! little-endian, unaligned, at their entries' offsets. [`write()`] writes one
 //! shard; [`BundleReader`] reads any number, and big-endian bundles too.
 //!
 //! A `DT_STRING` tensor of `n` elements is stored as `n` varint64 lengths,
@@ -36,7 +36,7 @@ use std::path::{Path, PathBuf};
 /// The bundle format version wgflow writes and reads (`kTensorBundleVersion`).
 const VERSION: i32 = 1;
 
-/// One tensor of a bundle: TensorFlow dtype code ([`dt`](super::proto::dt)),
+/// One tensor of a bundle: TensorFlow dtype code ([`dt`]),
 /// shape, and raw little-endian bytes in C order (for `DT_STRING`, the
 /// encoded region described in the [module docs](self)).
 #[derive(Clone, Debug, PartialEq)]
