@@ -1,6 +1,8 @@
 //! Files other tools read: [`checkpoint`]s (safetensors, as
-//! `tf.train.Checkpoint`) and TensorBoard event files ([`summary`], as
-//! `tf.summary`). Checkpoint writers go through a temporary file and a
+//! `tf.train.Checkpoint`), TensorBoard event files ([`summary`], as
+//! `tf.summary`), NumPy arrays ([`npy`], as `np.save` and `np.load`) and
+//! TensorFlow SavedModels ([`saved_model`]). Checkpoint and `.npy` writers
+//! go through a temporary file and a
 //! rename, so a crash never leaves a half-written file under the final
 //! name; event files are appended to, record by record, in a file created
 //! exclusively.

@@ -312,7 +312,8 @@ fn parse_block(
                 "the entry at block offset {entry_start} runs past the end of the block"
             )));
         };
-        let new_len = shared + unshared; // both bounded by the block's length
+        // `shared` is at most the previous key's length, `unshared` the block's.
+        let new_len = shared.saturating_add(unshared);
         budget.left = budget.left.checked_sub(new_len).ok_or_else(|| {
             bad("keys decode to far more bytes than the file holds (corrupt shared-prefix lengths)".into())
         })?;
