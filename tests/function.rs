@@ -824,3 +824,19 @@ fn input_signature_with_unknown_batch_serves_every_size() {
         }
     }
 }
+
+/// A graph that depends on an unknown dimension beyond shapes (a constant
+/// built on the host from the batch size) cannot serve every size: a typed
+/// error at the first call, which names what differs.
+#[test]
+fn input_signature_refuses_host_values_that_follow_the_batch() {
+    use wgflow::function::TensorSpec;
+    let mut f = function(|x: &[Tensor]| {
+        let n = x[0].shape()[0];
+        let w = Tensor::from_vec(vec![1.0f32; n], &[n, 1], x[0].device())?;
+        Ok(vec![x[0].mul(&w)?])
+    })
+    .input_signature(vec![TensorSpec::new(&[None, Some(2)], DType::F32)]);
+    let e = f.call(&[randn(&[4, 2], 1, DType::F32)]).unwrap_err();
+    assert!(e.to_string().contains("captured constant"), "{e}");
+}

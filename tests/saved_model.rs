@@ -432,3 +432,257 @@ fn export_is_atomic() {
     std::fs::create_dir_all(dir.join("3")).unwrap();
     assert_eq!(saved_model::next_version(&dir).unwrap(), 4);
 }
+
+/// Hand-made graphs a hostile or unusual file may hold: each is a typed
+/// error at load time (naming the op and the node where one is missing),
+/// never a panic, an abort or a hang.
+#[test]
+fn hostile_graphs_are_typed_errors() {
+    use prost::Message;
+    use std::collections::HashMap;
+    use wgflow::io::saved_model::proto::{self, AttrValue, NodeDef, attr_value::Value, dt};
+
+    let attr = |v: Value| AttrValue { value: Some(v) };
+    let node = |name: &str, op: &str, inputs: &[&str], attrs: Vec<(&str, Value)>| NodeDef {
+        name: name.into(),
+        op: op.into(),
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        device: String::new(),
+        attr: attrs.into_iter().map(|(k, v)| (k.to_string(), attr(v))).collect(),
+    };
+    let shape = |dims: &[i64]| proto::TensorShapeProto {
+        dim: dims
+            .iter()
+            .map(|&size| proto::tensor_shape_proto::Dim {
+                size,
+                name: String::new(),
+            })
+            .collect(),
+        unknown_rank: false,
+    };
+    let placeholder = node(
+        "x",
+        "Placeholder",
+        &[],
+        vec![
+            ("dtype", Value::Type(dt::FLOAT)),
+            ("shape", Value::Shape(shape(&[-1, 3]))),
+        ],
+    );
+    let int_const = |name: &str, v: &[i32]| {
+        node(
+            name,
+            "Const",
+            &[],
+            vec![
+                ("dtype", Value::Type(dt::INT32)),
+                (
+                    "value",
+                    Value::Tensor(proto::TensorProto {
+                        dtype: dt::INT32,
+                        tensor_shape: Some(shape(&[v.len() as i64])),
+                        int_val: v.to_vec(),
+                        ..Default::default()
+                    }),
+                ),
+            ],
+        )
+    };
+    let write = |name: &str, nodes: Vec<NodeDef>, library: Vec<proto::FunctionDef>, out: &str| -> PathBuf {
+        let dir = tmp(&format!("hostile-{name}"));
+        let tensor = |n: &str| proto::TensorInfo {
+            name: n.into(),
+            dtype: dt::FLOAT,
+            tensor_shape: Some(shape(&[-1, 3])),
+        };
+        let meta = proto::MetaGraphDef {
+            meta_info_def: Some(proto::MetaInfoDef {
+                tags: vec!["serve".into()],
+                ..Default::default()
+            }),
+            graph_def: Some(proto::GraphDef {
+                node: nodes,
+                library: Some(proto::FunctionDefLibrary { function: library }),
+                versions: None,
+            }),
+            signature_def: HashMap::from([(
+                "serving_default".to_string(),
+                proto::SignatureDef {
+                    inputs: HashMap::from([("x".to_string(), tensor("x:0"))]),
+                    outputs: HashMap::from([("y".to_string(), tensor(out))]),
+                    method_name: "tensorflow/serving/predict".into(),
+                },
+            )]),
+            ..Default::default()
+        };
+        let sm = proto::SavedModel {
+            saved_model_schema_version: 1,
+            meta_graphs: vec![meta],
+        };
+        std::fs::write(dir.join("saved_model.pb"), sm.encode_to_vec()).unwrap();
+        dir
+    };
+    let d = Device::Cpu;
+    let load = |dir: &Path| saved_model::load_with(dir, &["serve"], &d);
+
+    // An op wgflow lacks: Unimplemented, naming the op and the node.
+    let dir = write(
+        "cumsum",
+        vec![
+            placeholder.clone(),
+            int_const("axis", &[0]),
+            node(
+                "running/total",
+                "Cumsum",
+                &["x", "axis"],
+                vec![("T", Value::Type(dt::FLOAT))],
+            ),
+        ],
+        vec![],
+        "running/total:0",
+    );
+    match load(&dir).unwrap_err() {
+        Error::Unimplemented { what, msg } => {
+            assert!(what.contains("Cumsum"), "{what}");
+            assert!(msg.contains("running/total"), "{msg}");
+        }
+        e => panic!("expected Unimplemented, got {e}"),
+    }
+    // A constant of 2^40 elements from one stored value.
+    let huge = node(
+        "big",
+        "Const",
+        &[],
+        vec![
+            ("dtype", Value::Type(dt::FLOAT)),
+            (
+                "value",
+                Value::Tensor(proto::TensorProto {
+                    dtype: dt::FLOAT,
+                    tensor_shape: Some(shape(&[1 << 20, 1 << 20])),
+                    float_val: vec![1.0],
+                    ..Default::default()
+                }),
+            ),
+        ],
+    );
+    let dir = write(
+        "huge-const",
+        vec![placeholder.clone(), huge, node("y", "AddV2", &["x", "big"], vec![])],
+        vec![],
+        "y:0",
+    );
+    assert!(load(&dir).unwrap_err().to_string().contains("big"));
+    // A Fill of 2^40 elements.
+    let dir = write(
+        "huge-fill",
+        vec![
+            placeholder.clone(),
+            int_const("dims", &[1 << 20, 1 << 20]),
+            node(
+                "v",
+                "Const",
+                &[],
+                vec![
+                    ("dtype", Value::Type(dt::FLOAT)),
+                    (
+                        "value",
+                        Value::Tensor(proto::TensorProto {
+                            dtype: dt::FLOAT,
+                            tensor_shape: Some(shape(&[])),
+                            float_val: vec![0.0],
+                            ..Default::default()
+                        }),
+                    ),
+                ],
+            ),
+            node("f", "Fill", &["dims", "v"], vec![]),
+        ],
+        vec![],
+        "f:0",
+    );
+    assert!(load(&dir).is_err());
+    // A cycle, a dangling input, a missing output node.
+    let cyc = write(
+        "cycle",
+        vec![
+            placeholder.clone(),
+            node("a", "AddV2", &["x", "b"], vec![]),
+            node("b", "Relu", &["a"], vec![]),
+        ],
+        vec![],
+        "b:0",
+    );
+    assert!(load(&cyc).unwrap_err().to_string().contains("cycle"));
+    let dangling = write(
+        "dangling",
+        vec![placeholder.clone(), node("a", "Relu", &["nowhere:0"], vec![])],
+        vec![],
+        "a:0",
+    );
+    assert!(load(&dangling).unwrap_err().to_string().contains("nowhere"));
+    let missing = write("missing-output", vec![placeholder.clone()], vec![], "gone:0");
+    assert!(load(&missing).unwrap_err().to_string().contains("gone"));
+    // A function that calls itself.
+    let f = proto::FunctionDef {
+        signature: Some(proto::OpDef {
+            name: "loop".into(),
+            input_arg: vec![proto::ArgDef {
+                name: "a".into(),
+                r#type: dt::FLOAT,
+            }],
+            output_arg: vec![proto::ArgDef {
+                name: "out".into(),
+                r#type: dt::FLOAT,
+            }],
+        }),
+        node_def: vec![node(
+            "again",
+            "PartitionedCall",
+            &["a"],
+            vec![(
+                "f",
+                Value::Func(proto::NameAttrList {
+                    name: "loop".into(),
+                    attr: HashMap::new(),
+                }),
+            )],
+        )],
+        ret: HashMap::from([("out".to_string(), "again:output:0".to_string())]),
+    };
+    let call = node(
+        "call",
+        "PartitionedCall",
+        &["x"],
+        vec![(
+            "f",
+            Value::Func(proto::NameAttrList {
+                name: "loop".into(),
+                attr: HashMap::new(),
+            }),
+        )],
+    );
+    let dir = write("recursion", vec![placeholder.clone(), call], vec![f], "call:0");
+    assert!(load(&dir).unwrap_err().to_string().contains("nest deeper"));
+    // Shape arithmetic with a broadcast empty operand and an absurd stride.
+    let dir = write(
+        "shape-math",
+        vec![
+            placeholder.clone(),
+            int_const("empty", &[]),
+            int_const("one", &[1]),
+            node("m", "Mul", &["empty", "one"], vec![]),
+            node("s", "Shape", &["x"], vec![]),
+            int_const("b", &[0]),
+            int_const("e", &[2]),
+            int_const("st", &[i32::MAX]),
+            node("ss", "StridedSlice", &["s", "b", "e", "st"], vec![]),
+            node("r", "Reshape", &["x", "ss"], vec![]),
+            node("y", "Identity", &["r"], vec![("T", Value::Type(dt::FLOAT))]),
+        ],
+        vec![],
+        "y:0",
+    );
+    // Reshape [b, 3] to [b]: an error about the shapes, not a crash.
+    assert!(load(&dir).is_err());
+}

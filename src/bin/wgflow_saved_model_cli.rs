@@ -203,42 +203,61 @@ fn parse_inputs(s: &str) -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// The array converted to the input's dtype, as TensorFlow converts a
+/// NumPy feed (integers must fit int32).
 fn to_tensor(a: &NpyArray, want: DType, device: &wgflow::Device, path: &Path) -> Result<Tensor> {
-    let f64s = |v: Vec<f64>| -> CpuData {
-        match want {
-            DType::F32 => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
-            DType::F16 => CpuData::F16(v.iter().map(|&x| half::f16::from_f64(x)).collect()),
-            DType::F64 => CpuData::F64(v),
-            DType::I32 => CpuData::I32(v.iter().map(|&x| x as i32).collect()),
-            DType::Bool => CpuData::Bool(v.iter().map(|&x| x != 0.0).collect()),
-        }
+    let exact = match (&a.data, want) {
+        (NpyData::F32(v), DType::F32) => Some(CpuData::F32(v.clone())),
+        (NpyData::F16(v), DType::F16) => Some(CpuData::F16(v.clone())),
+        (NpyData::F64(v), DType::F64) => Some(CpuData::F64(v.clone())),
+        (NpyData::I32(v), DType::I32) => Some(CpuData::I32(v.clone())),
+        (NpyData::Bool(v), DType::Bool) => Some(CpuData::Bool(v.clone())),
+        _ => None,
     };
-    let data = match (&a.data, want) {
-        (NpyData::F32(v), DType::F32) => CpuData::F32(v.clone()),
-        (NpyData::I32(v), DType::I32) => CpuData::I32(v.clone()),
-        (NpyData::Bool(v), DType::Bool) => CpuData::Bool(v.clone()),
-        (NpyData::F16(v), DType::F16) => CpuData::F16(v.clone()),
-        (NpyData::F32(v), _) => f64s(v.iter().map(|&x| x as f64).collect()),
-        (NpyData::F64(v), _) => f64s(v.clone()),
-        (NpyData::F16(v), _) => f64s(v.iter().map(|x| x.to_f64()).collect()),
-        (NpyData::I32(v), _) => f64s(v.iter().map(|&x| x as f64).collect()),
-        (NpyData::I64(v), _) => {
-            if want == DType::I32 && v.iter().any(|&x| i32::try_from(x).is_err()) {
+    if let Some(data) = exact {
+        return Tensor::from_data(data, &a.shape, device);
+    }
+    let ints: Option<Vec<i128>> = match &a.data {
+        NpyData::I8(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::I16(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::I32(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::I64(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::U8(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::U16(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::U32(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::U64(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        NpyData::Bool(v) => Some(v.iter().map(|&x| x as i128).collect()),
+        _ => None,
+    };
+    let floats: Vec<f64> = match (&a.data, &ints) {
+        (_, Some(i)) => i.iter().map(|&x| x as f64).collect(),
+        (NpyData::F16(v), _) => v.iter().map(|x| x.to_f64()).collect(),
+        (NpyData::F32(v), _) => v.iter().map(|&x| x as f64).collect(),
+        (NpyData::F64(v), _) => v.clone(),
+        _ => Vec::new(),
+    };
+    let data = match want {
+        DType::F32 => CpuData::F32(floats.iter().map(|&x| x as f32).collect()),
+        DType::F16 => CpuData::F16(floats.iter().map(|&x| half::f16::from_f64(x)).collect()),
+        DType::F64 => CpuData::F64(floats),
+        DType::Bool => CpuData::Bool(floats.iter().map(|&x| x != 0.0).collect()),
+        DType::I32 => {
+            let Some(ints) = ints else {
                 return Err(Error::InvalidArgument {
                     op: "saved_model_cli",
-                    msg: format!("{}: int64 values outside int32", path.display()),
+                    msg: format!("{}: floating-point values for an int32 input", path.display()),
                 });
-            }
-            f64s(v.iter().map(|&x| x as f64).collect())
-        }
-        (NpyData::U8(v), _) => f64s(v.iter().map(|&x| x as f64).collect()),
-        (NpyData::Bool(v), _) => f64s(v.iter().map(|&x| x as u8 as f64).collect()),
-        #[allow(unreachable_patterns)]
-        _ => {
-            return Err(Error::InvalidArgument {
-                op: "saved_model_cli",
-                msg: format!("{}: unsupported array dtype", path.display()),
-            });
+            };
+            CpuData::I32(
+                ints.iter()
+                    .map(|&x| {
+                        i32::try_from(x).map_err(|_| Error::InvalidArgument {
+                            op: "saved_model_cli",
+                            msg: format!("{}: the value {x} does not fit the int32 input", path.display()),
+                        })
+                    })
+                    .collect::<Result<_>>()?,
+            )
         }
     };
     Tensor::from_data(data, &a.shape, device)
@@ -252,10 +271,7 @@ fn to_npy(t: &Tensor) -> Result<NpyArray> {
         CpuData::I32(v) => NpyData::I32(v),
         CpuData::Bool(v) => NpyData::Bool(v),
     };
-    Ok(NpyArray {
-        shape: t.shape().to_vec(),
-        data,
-    })
+    NpyArray::new(t.shape().to_vec(), data)
 }
 
 /// NumPy-like nested-list text of `t`.

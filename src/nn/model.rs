@@ -205,14 +205,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let f = self.serving_function()?;
-        let names = self.export_names();
-        crate::io::saved_model::save_named(
-            dir,
-            &[(crate::io::saved_model::DEFAULT_SIGNATURE, &f)],
-            &names,
-            &crate::io::saved_model::SaveOptions::default(),
-        )
+        crate::io::saved_model::save(self, dir, &crate::io::saved_model::SaveOptions::default())
     }
 
     /// Bundle names of the weights: `<layer name>/<weight>` (`dense/kernel`).
@@ -666,6 +659,18 @@ impl Sequential {
         }
         self.input_shape = Some(input_shape.to_vec());
         Ok(())
+    }
+}
+
+/// Every model exports its inference pass (`Model::serving_function`) as
+/// `serving_default`, its weights named `<layer>/<weight>`.
+impl<M: Model> crate::io::saved_model::Exportable for M {
+    fn signatures(&mut self) -> Result<Vec<(String, ConcreteFunction)>> {
+        let f = self.serving_function()?;
+        Ok(vec![(crate::io::saved_model::DEFAULT_SIGNATURE.to_string(), f)])
+    }
+    fn variable_names(&self) -> Vec<(String, Variable)> {
+        self.export_names()
     }
 }
 

@@ -363,6 +363,13 @@ impl Host {
                     format!("node '{node}': {} values for {n} elements", v.len()),
                 ));
             }
+            // A few bytes of file must not become gigabytes of memory.
+            if n > MAX_REPEATED_FILL {
+                return Err(Error::arg(
+                    OP,
+                    format!("node '{node}': a constant of {n} elements given by {} values", v.len()),
+                ));
+            }
             let last = v.last().copied().unwrap_or(0.0);
             v.resize(n, last);
             Ok(v)
@@ -550,6 +557,10 @@ struct Scope<'a> {
 }
 
 const MAX_CALL_DEPTH: usize = 64;
+
+/// Elements a constant may expand to from fewer stored values (TF repeats
+/// the last one); larger constants must store every value.
+const MAX_REPEATED_FILL: usize = 1 << 26;
 
 impl<'a> Ctx<'a> {
     fn bundle(&mut self) -> Result<&BundleReader> {
@@ -1193,11 +1204,14 @@ fn host_binary(op: &str, a: &Host, b: &Host, node: &NodeDef) -> Result<Option<Ho
     let (HostData::I(x), HostData::I(y)) = (&a.data, &b.data) else {
         return Ok(None);
     };
-    let n = x.len().max(y.len());
-    if !(x.len() == y.len() || x.len() == 1 || y.len() == 1) {
-        return Ok(None);
-    }
-    let get = |v: &Vec<i64>, i: usize| if v.len() == 1 { v[0] } else { v[i] };
+    // Same lengths, or one side a single value broadcast over the other.
+    let n = match (x.len(), y.len()) {
+        (p, q) if p == q => p,
+        (1, q) => q,
+        (p, 1) => p,
+        _ => return Ok(None),
+    };
+    let get = |v: &[i64], i: usize| v.get(if v.len() == 1 { 0 } else { i }).copied().unwrap_or(0);
     let f = |p: i64, q: i64| -> Option<i64> {
         match op {
             "Add" | "AddV2" => p.checked_add(q),
@@ -1270,7 +1284,10 @@ fn host_strided_slice(h: &Host, begin: &[i64], end: &[i64], strides: &[i64], nod
         let mut i = b;
         while (stride > 0 && i < e) || (stride < 0 && i > e) {
             v.push(i as usize);
-            i += stride;
+            match i.checked_add(stride) {
+                Some(next) => i = next,
+                None => break,
+            }
         }
         v
     };

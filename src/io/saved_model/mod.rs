@@ -49,8 +49,9 @@ pub struct SaveOptions {
     pub freeze: bool,
 }
 
-/// What can be exported: a model, or functions by signature key. Models of
-/// `nn` implement it (Keras' `model.export`).
+/// What [`save`] exports: its functions by signature key. Every model of
+/// `nn` implements it (its inference pass as `serving_default`, as Keras'
+/// `model.export`); functions already at hand go to [`save_functions`].
 pub trait Exportable {
     /// The functions to export, by signature key (`serving_default` first).
     fn signatures(&mut self) -> Result<Vec<(String, ConcreteFunction)>>;
@@ -58,15 +59,6 @@ pub trait Exportable {
     /// not listed keep their own names (made unique).
     fn variable_names(&self) -> Vec<(String, Variable)> {
         Vec::new()
-    }
-}
-
-impl Exportable for ConcreteFunction {
-    fn signatures(&mut self) -> Result<Vec<(String, ConcreteFunction)>> {
-        Err(Error::arg(
-            "saved_model.save",
-            "a ConcreteFunction is exported with save_functions (it is not copied)",
-        ))
     }
 }
 
@@ -87,17 +79,6 @@ pub fn save_functions(
     options: &SaveOptions,
 ) -> Result<()> {
     write(dir.as_ref(), signatures, &[], options)
-}
-
-/// [`save_functions`] with bundle names for the variables (checkpoint
-/// keys); variables not listed keep their own names, made unique.
-pub fn save_named(
-    dir: impl AsRef<Path>,
-    signatures: &[(&str, &ConcreteFunction)],
-    names: &[(String, Variable)],
-    options: &SaveOptions,
-) -> Result<()> {
-    write(dir.as_ref(), signatures, names, options)
 }
 
 fn write(
@@ -171,8 +152,8 @@ pub(crate) fn write_dir_atomic(dir: &Path, fill: impl FnOnce(&Path) -> Result<()
         sync_tree(&tmp).map_err(|e| Error::io(&tmp, e))?;
         if dir.exists() {
             if exchange(&tmp, dir).is_ok() {
-                // `tmp` now holds the old export.
-                let _ = std::fs::remove_dir_all(&tmp);
+                // `tmp` now holds what was at `dir` (an old export, or a file).
+                let _ = std::fs::remove_dir_all(&tmp).or_else(|_| std::fs::remove_file(&tmp));
                 return Ok(());
             }
             std::fs::rename(dir, &old).map_err(|e| Error::io(dir, e))?;
