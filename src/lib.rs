@@ -11,6 +11,7 @@
 //!
 //! | layer | what it is |
 //! |---|---|
+//! | [`serving`] | `wgflow_model_server`: TF Serving's REST and gRPC APIs (feature `server`) |
 //! | [`nn`] | Keras: layers, models, losses, optimizers, metrics, `fit`, callbacks |
 //! | [`io`], [`data`] | checkpoints and TensorBoard summaries; `tf.data` |
 //! | [`autodiff`], [`function`](mod@function) | `GradientTape` and `tf.function`, observers of every op |
@@ -25,6 +26,8 @@
 //! application installs (the examples use `env_logger`).
 
 #![warn(missing_docs)]
+// The Send/Sync proofs of the server's shared state walk wgpu's deep types.
+#![recursion_limit = "256"]
 
 pub mod autodiff;
 pub mod core;
@@ -34,6 +37,8 @@ pub mod io;
 pub mod nn;
 pub mod ops;
 pub mod runtime;
+#[cfg(feature = "server")]
+pub mod serving;
 pub mod tensor;
 
 pub use crate::core::dtype::DType;

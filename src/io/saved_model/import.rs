@@ -31,6 +31,7 @@ use crate::tensor::{Tensor, Variable};
 use prost::Message;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 const OP: &str = "saved_model.load";
 
@@ -38,6 +39,11 @@ const OP: &str = "saved_model.load";
 pub struct Loaded {
     dir: PathBuf,
     signatures: BTreeMap<String, ConcreteFunction>,
+    unavailable: BTreeMap<String, Error>,
+    /// Signatures with inputs of unknown rank, traced per input ranks.
+    deferred: BTreeMap<String, BTreeMap<Vec<usize>, ConcreteFunction>>,
+    /// The SavedModel and tags, kept to trace the deferred signatures.
+    source: Option<Arc<(proto::SavedModel, Vec<String>)>>,
     variables: Vec<(String, Variable)>,
     device: Device,
 }
@@ -55,11 +61,66 @@ impl std::fmt::Debug for Loaded {
 impl Loaded {
     /// The signature keys (`serving_default`, ...), sorted.
     pub fn signature_keys(&self) -> Vec<&str> {
-        self.signatures.keys().map(String::as_str).collect()
+        let mut k: Vec<&str> = self
+            .signatures
+            .keys()
+            .chain(self.deferred.keys())
+            .map(String::as_str)
+            .collect();
+        k.sort_unstable();
+        k
+    }
+
+    /// The function of deferred signature `key` for inputs of these ranks
+    /// (inputs sorted by name), traced on first use.
+    fn deferred(&mut self, key: &str, ranks: Vec<usize>) -> Result<&mut ConcreteFunction> {
+        let traced = self.deferred.get(key).map(|m| (m.contains_key(&ranks), m.len()));
+        match traced {
+            None => return Err(Error::arg(OP, format!("no signature '{key}'"))),
+            Some((true, _)) => {}
+            Some((false, n)) => {
+                if n >= MAX_RANK_TRACES {
+                    return Err(Error::arg(
+                        OP,
+                        format!("signature '{key}' was already traced for {n} combinations of input ranks"),
+                    ));
+                }
+                let src = self
+                    .source
+                    .clone()
+                    .ok_or_else(|| Error::arg(OP, format!("signature '{key}': the SavedModel is gone")))?;
+                let tags: Vec<&str> = src.1.iter().map(String::as_str).collect();
+                let meta = meta_graph(&src.0, &self.dir, &tags)?;
+                let sig = meta
+                    .signature_def
+                    .get(key)
+                    .ok_or_else(|| Error::arg(OP, format!("no signature '{key}'")))?;
+                let mut ctx = new_ctx(&self.dir, meta, &self.device)?;
+                // The variables read so far are shared, not read again.
+                ctx.vars = self.variables.iter().cloned().collect();
+                let f = trace_sig(&mut ctx, key, sig, Some(&ranks))?;
+                self.variables = ctx.vars.into_iter().collect();
+                if let Some(m) = self.deferred.get_mut(key) {
+                    m.insert(ranks.clone(), f);
+                }
+            }
+        }
+        self.deferred
+            .get_mut(key)
+            .and_then(|m| m.get_mut(&ranks))
+            .ok_or_else(|| Error::arg(OP, format!("no signature '{key}'")))
+    }
+
+    /// The signatures [`load_serving`] left out, with why.
+    pub fn unavailable(&self) -> &BTreeMap<String, Error> {
+        &self.unavailable
     }
 
     /// The signature `key` (`loaded.signatures["serving_default"]`).
     pub fn signature(&mut self, key: &str) -> Result<&mut ConcreteFunction> {
+        if let Some(e) = self.unavailable.get(key) {
+            return Err(e.clone());
+        }
         let keys: Vec<String> = self.signatures.keys().cloned().collect();
         self.signatures.get_mut(key).ok_or_else(|| {
             Error::arg(
@@ -77,7 +138,14 @@ impl Loaded {
     /// (sorted), as TensorFlow's signature functions take and return dicts.
     /// A missing or unknown input name is an error naming the expected ones.
     pub fn call(&mut self, key: &str, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>> {
-        let f = self.signature(key)?;
+        let f = if self.deferred.contains_key(key) {
+            let mut sorted: Vec<&(&str, Tensor)> = inputs.iter().collect();
+            sorted.sort_by(|a, b| a.0.cmp(b.0));
+            let ranks = sorted.iter().map(|(_, t)| t.rank()).collect();
+            self.deferred(key, ranks)?
+        } else {
+            self.signature(key)?
+        };
         let names: Vec<String> = f.inputs().iter().map(|s| s.name.clone().unwrap_or_default()).collect();
         for (n, _) in inputs {
             if !names.iter().any(|m| m == n) {
@@ -172,9 +240,19 @@ pub fn meta_graph<'a>(model: &'a proto::SavedModel, dir: &Path, tags: &[&str]) -
 
 /// `load` with a tag set and a device.
 pub fn load_with(dir: impl AsRef<Path>, tags: &[&str], device: &Device) -> Result<Loaded> {
-    let dir = dir.as_ref();
-    let model = read_saved_model(dir)?;
-    let meta = meta_graph(&model, dir, tags)?;
+    load_impl(dir.as_ref(), tags, device, false)
+}
+
+/// [`load_with`] for a server: a signature that needs what wgflow lacks
+/// (an op, a string dtype, an input of unknown rank: TF Serving's
+/// `classify`/`regress` signatures over `tf.Example`) is left out and
+/// listed by [`Loaded::unavailable`] instead of failing the load, as long
+/// as one signature loads.
+pub fn load_serving(dir: impl AsRef<Path>, tags: &[&str], device: &Device) -> Result<Loaded> {
+    load_impl(dir.as_ref(), tags, device, true)
+}
+
+fn new_ctx<'a>(dir: &Path, meta: &'a MetaGraphDef, device: &Device) -> Result<Ctx<'a>> {
     let graph = meta
         .graph_def
         .as_ref()
@@ -195,7 +273,74 @@ pub fn load_with(dir: impl AsRef<Path>, tags: &[&str], device: &Device) -> Resul
         device: device.clone(),
     };
     ctx.map_variables(meta)?;
+    Ok(ctx)
+}
+
+/// Whether a signature has an input of unknown rank: it is traced when
+/// called, once per combination of input ranks.
+fn has_unknown_rank(sig: &proto::SignatureDef) -> bool {
+    sig.inputs
+        .values()
+        .any(|i| i.tensor_shape.as_ref().and_then(|s| s.dims()).is_none())
+}
+
+/// Most input-rank combinations traced for one unknown-rank signature.
+const MAX_RANK_TRACES: usize = 8;
+
+/// Traces signature `key`; `ranks` (inputs sorted by name) stand in for
+/// inputs of unknown rank.
+fn trace_sig(ctx: &mut Ctx, key: &str, sig: &proto::SignatureDef, ranks: Option<&[usize]>) -> Result<ConcreteFunction> {
+    let dir = ctx.dir.clone();
+    let device = ctx.device.clone();
+    let mut ins: Vec<(&String, &proto::TensorInfo)> = sig.inputs.iter().collect();
+    ins.sort_by(|a, b| a.0.cmp(b.0));
+    let mut outs: Vec<(&String, &proto::TensorInfo)> = sig.outputs.iter().collect();
+    outs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut specs = Vec::new();
+    let mut placeholders = Vec::new();
+    for (i, (name, info)) in ins.iter().enumerate() {
+        let dtype = wg_dtype(info.dtype).ok_or_else(|| Error::Unimplemented {
+            what: format!("input dtype {}", dt::name(info.dtype)),
+            msg: format!("signature '{key}' input '{name}'"),
+        })?;
+        let shape = match (
+            info.tensor_shape.as_ref().and_then(|s| s.dims()),
+            ranks.and_then(|r| r.get(i)),
+        ) {
+            (Some(d), _) => d,
+            (None, Some(&r)) => vec![None; r],
+            (None, None) => {
+                return Err(Error::Unimplemented {
+                    what: "an input of unknown rank".into(),
+                    msg: format!("signature '{key}' input '{name}'"),
+                });
+            }
+        };
+        specs.push(TensorSpec::new(&shape, dtype).named(name));
+        placeholders.push(parse_ref(&info.name, false)?.0.to_string());
+    }
+    let out_refs: Vec<String> = outs.iter().map(|(_, i)| i.name.clone()).collect();
+    let out_names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
+    ConcreteFunction::trace(key, &specs, &device, |args| {
+        ctx.run_signature(&placeholders, args, &out_refs)
+    })
+    .map_err(|e| match e {
+        Error::Unimplemented { what, msg } => Error::Unimplemented {
+            what,
+            msg: format!("{msg} (signature '{key}' of {})", dir.display()),
+        },
+        e => e,
+    })?
+    .with_output_names(&out_names)
+}
+
+fn load_impl(dir: &Path, tags: &[&str], device: &Device, partial: bool) -> Result<Loaded> {
+    let model = read_saved_model(dir)?;
+    let meta = meta_graph(&model, dir, tags)?;
+    let mut ctx = new_ctx(dir, meta, device)?;
     let mut signatures = BTreeMap::new();
+    let mut unavailable = BTreeMap::new();
+    let mut deferred = BTreeMap::new();
     let mut keys: Vec<&String> = meta.signature_def.keys().collect();
     keys.sort();
     for key in keys {
@@ -204,47 +349,48 @@ pub fn load_with(dir: impl AsRef<Path>, tags: &[&str], device: &Device) -> Resul
         if key.starts_with("__saved_model") || sig.outputs.values().any(|o| o.dtype == dt::INVALID) {
             continue;
         }
-        let mut ins: Vec<(&String, &proto::TensorInfo)> = sig.inputs.iter().collect();
-        ins.sort_by(|a, b| a.0.cmp(b.0));
-        let mut outs: Vec<(&String, &proto::TensorInfo)> = sig.outputs.iter().collect();
-        outs.sort_by(|a, b| a.0.cmp(b.0));
-        let mut specs = Vec::new();
-        let mut placeholders = Vec::new();
-        for (name, info) in &ins {
-            let dtype = wg_dtype(info.dtype).ok_or_else(|| Error::Unimplemented {
-                what: format!("input dtype {}", dt::name(info.dtype)),
-                msg: format!("signature '{key}' input '{name}'"),
-            })?;
-            let shape = info
-                .tensor_shape
-                .as_ref()
-                .and_then(|s| s.dims())
-                .ok_or_else(|| Error::Unimplemented {
-                    what: "an input of unknown rank".into(),
-                    msg: format!("signature '{key}' input '{name}'"),
-                })?;
-            specs.push(TensorSpec::new(&shape, dtype).named(name));
-            placeholders.push(parse_ref(&info.name, false)?.0.to_string());
+        let unsupported = sig.inputs.values().find(|i| wg_dtype(i.dtype).is_none());
+        if has_unknown_rank(sig) && unsupported.is_none() {
+            deferred.insert(key.clone(), BTreeMap::new());
+            continue;
         }
-        let out_refs: Vec<String> = outs.iter().map(|(_, i)| i.name.clone()).collect();
-        let out_names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
-        let f = ConcreteFunction::trace(key, &specs, device, |args| {
-            ctx.run_signature(&placeholders, args, &out_refs)
-        })
-        .map_err(|e| match e {
-            Error::Unimplemented { what, msg } => Error::Unimplemented {
-                what,
-                msg: format!("{msg} (signature '{key}' of {})", dir.display()),
-            },
-            e => e,
-        })?
-        .with_output_names(&out_names)?;
-        signatures.insert(key.clone(), f);
+        match trace_sig(&mut ctx, key, sig, None) {
+            Ok(f) => {
+                signatures.insert(key.clone(), f);
+            }
+            Err(e @ Error::Unimplemented { .. }) if partial => {
+                unavailable.insert(key.clone(), e);
+            }
+            Err(e) => return Err(e),
+        }
     }
+    if signatures.is_empty() && deferred.is_empty() {
+        if unavailable.len() == 1 {
+            if let Some(e) = unavailable.values().next() {
+                return Err(e.clone());
+            }
+        }
+        if !unavailable.is_empty() {
+            let all: Vec<String> = unavailable.iter().map(|(k, e)| format!("'{k}': {e}")).collect();
+            return Err(Error::Unimplemented {
+                what: "every signature of this SavedModel".into(),
+                msg: all.join("; "),
+            });
+        }
+    }
+    let variables = ctx.vars.into_iter().collect();
+    let source = if deferred.is_empty() {
+        None
+    } else {
+        Some(Arc::new((model.clone(), tags.iter().map(|t| t.to_string()).collect())))
+    };
     Ok(Loaded {
         dir: dir.to_path_buf(),
         signatures,
-        variables: ctx.vars.into_iter().collect(),
+        unavailable,
+        deferred,
+        source,
+        variables,
         device: device.clone(),
     })
 }

@@ -28,7 +28,7 @@ mod import;
 pub mod proto;
 mod table;
 
-pub use import::{Loaded, load, load_with, meta_graph, read_saved_model};
+pub use import::{Loaded, load, load_serving, load_with, meta_graph, read_saved_model};
 
 use crate::core::error::{Error, Result};
 use crate::function::ConcreteFunction;

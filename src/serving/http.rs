@@ -1,0 +1,170 @@
+//! The REST API on a socket (hyper, HTTP/1.1): body size and time limits,
+//! CORS, the Prometheus page, graceful shutdown. The API itself is
+//! `rest::handle`, run on the blocking pool so that a long model call
+//! never stalls the connections.
+
+use super::metrics;
+use super::rest::{self, Reply};
+use super::status::{Code, Status};
+use super::{App, Shutdown};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+fn respond(r: &Reply, cors: bool) -> Response<Full<Bytes>> {
+    let mut b = Response::builder()
+        .status(r.status)
+        .header("Content-Type", r.content_type);
+    if cors {
+        b = b.header("Access-Control-Allow-Origin", "*");
+    }
+    b.body(Full::new(Bytes::from(r.body.clone())))
+        .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
+}
+
+async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<Bytes>>, Infallible> {
+    let t0 = Instant::now();
+    let cors = app.options.rest_api_enable_cors_support;
+    let method = req.method().as_str().to_string();
+    let path = req.uri().path().to_string();
+    if cors && method == "OPTIONS" {
+        let r = Response::builder()
+            .status(204)
+            .header("Access-Control-Allow-Origin", "*")
+            .header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+            .header("Access-Control-Allow-Headers", "Content-Type")
+            .header("Access-Control-Max-Age", "86400")
+            .body(Full::new(Bytes::new()))
+            .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
+        return Ok(r);
+    }
+    if let Some(m) = &app.monitoring {
+        if m.prometheus_enable && method == "GET" && path == m.prometheus_path {
+            let r = Reply {
+                status: 200,
+                content_type: "text/plain; version=0.0.4",
+                body: metrics::global().prometheus(),
+                model: String::new(),
+                api: "metrics",
+                code: "OK",
+            };
+            return Ok(respond(&r, cors));
+        }
+    }
+    let timeout = Duration::from_millis(app.options.rest_api_timeout_in_ms.max(1));
+    let max = app.options.max_request_bytes;
+    let declared = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    let too_big = || {
+        rest::error(
+            &Status::new(
+                Code::ResourceExhausted,
+                format!("Request body is larger than the limit of {max} bytes (--rest_api_max_request_bytes)"),
+            ),
+            "",
+            "unknown",
+        )
+    };
+    let reply = if declared.is_some_and(|n| n > max as u64) {
+        let mut r = too_big();
+        r.status = 413;
+        r
+    } else {
+        match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
+            Err(_) => rest::error(
+                &Status::new(
+                    Code::DeadlineExceeded,
+                    format!("Timed out after {} ms reading the request body", timeout.as_millis()),
+                ),
+                "",
+                "unknown",
+            ),
+            Ok(Err(e)) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                    let mut r = too_big();
+                    r.status = 413;
+                    r
+                } else {
+                    rest::error(
+                        &Status::invalid(format!("Error reading the request body: {e}")),
+                        "",
+                        "unknown",
+                    )
+                }
+            }
+            Ok(Ok(body)) => {
+                let body = body.to_bytes();
+                let a = Arc::clone(&app);
+                let (m, p) = (method.clone(), path.clone());
+                let work = tokio::task::spawn_blocking(move || rest::handle(&a.manager, &m, &p, &body));
+                let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+                match tokio::time::timeout(left, work).await {
+                    Err(_) => rest::error(
+                        &Status::new(
+                            Code::DeadlineExceeded,
+                            format!(
+                                "Deadline exceeded: the request took longer than {} ms",
+                                timeout.as_millis()
+                            ),
+                        ),
+                        "",
+                        "unknown",
+                    ),
+                    Ok(Err(e)) => rest::error(
+                        &Status::new(Code::Internal, format!("the request failed: {e}")),
+                        "",
+                        "unknown",
+                    ),
+                    Ok(Ok(r)) => r,
+                }
+            }
+        }
+    };
+    metrics::global().request(
+        &reply.model,
+        reply.api,
+        "REST",
+        reply.code,
+        t0.elapsed().as_secs_f64() * 1e6,
+    );
+    Ok(respond(&reply, cors))
+}
+
+/// Serves the REST API on `listener` until `shutdown`, then lets the open
+/// requests finish (up to the request timeout).
+pub async fn run(listener: TcpListener, app: Arc<App>, mut shutdown: Shutdown) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            conn = listener.accept() => {
+                let Ok((stream, _)) = conn else { continue };
+                let _ = stream.set_nodelay(true);
+                let a = Arc::clone(&app);
+                let conn = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(Duration::from_millis(a.options.rest_api_timeout_in_ms.max(1)))
+                    .serve_connection(
+                        TokioIo::new(stream),
+                        hyper::service::service_fn(move |req| serve(Arc::clone(&a), req)),
+                    );
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    let grace = Duration::from_millis(app.options.rest_api_timeout_in_ms.max(1000));
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        log::warn!("REST: requests still open after {} ms; closing", grace.as_millis());
+    }
+}
