@@ -16,12 +16,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 
+/// TF Serving's CORS headers (`AddCORSHeaders`).
+const CORS: [(&str, &str); 3] = [
+    ("Access-Control-Allow-Origin", "*"),
+    ("Access-Control-Allow-Methods", "POST, GET"),
+    ("Access-Control-Allow-Headers", "Content-Type"),
+];
+
 fn respond(r: &Reply, cors: bool) -> Response<Full<Bytes>> {
     let mut b = Response::builder()
         .status(r.status)
         .header("Content-Type", r.content_type);
     if cors {
-        b = b.header("Access-Control-Allow-Origin", "*");
+        for (k, v) in CORS {
+            b = b.header(k, v);
+        }
     }
     b.body(Full::new(Bytes::from(r.body.clone())))
         .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())))
@@ -32,13 +41,14 @@ async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<By
     let cors = app.options.rest_api_enable_cors_support;
     let method = req.method().as_str().to_string();
     let path = req.uri().path().to_string();
-    if cors && method == "OPTIONS" {
-        let r = Response::builder()
-            .status(204)
-            .header("Access-Control-Allow-Origin", "*")
-            .header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
-            .header("Access-Control-Allow-Headers", "Content-Type")
-            .header("Access-Control-Max-Age", "86400")
+    // A browser's preflight: answered before the API, as TF Serving does.
+    let origin = req.headers().get("Origin").and_then(|o| o.to_str().ok()).unwrap_or("");
+    if cors && method == "OPTIONS" && (origin.starts_with("http://") || origin.starts_with("https://")) {
+        let mut b = Response::builder().status(200);
+        for (k, v) in CORS {
+            b = b.header(k, v);
+        }
+        let r = b
             .body(Full::new(Bytes::new()))
             .unwrap_or_else(|_| Response::new(Full::new(Bytes::new())));
         return Ok(r);
