@@ -52,6 +52,7 @@ MNIST_BASE = os.path.join(WORK, MNIST)
 STAGING = os.path.join(WORK, "tmp")  # outside every base path
 
 SERVERS = []
+BUILDERS = []  # model-building subprocesses
 FAILURES = []
 
 
@@ -139,6 +140,9 @@ class Server:
 
 
 def kill_servers():
+    for p in BUILDERS:
+        if p.poll() is None:
+            p.kill()
     for s in SERVERS:
         try:
             s.kill()
@@ -147,6 +151,17 @@ def kill_servers():
 
 
 atexit.register(kill_servers)
+
+
+def _on_signal(signum, _frame):
+    # SIGTERM / SIGINT (a test harness' timeout, ^C): exit through atexit,
+    # which kills the servers.
+    print(f"check_model_server.py: signal {signum}; stopping the servers", file=sys.stderr, flush=True)
+    sys.exit(128 + signum)
+
+
+signal.signal(signal.SIGTERM, _on_signal)
+signal.signal(signal.SIGINT, _on_signal)
 
 
 def dump_logs():
@@ -253,7 +268,8 @@ def main():
     # built while the Keras model is built here.
     make = os.path.join(HERE, "make_half_plus_two.py")
     env = dict(os.environ, CUDA_VISIBLE_DEVICES="")
-    builders = [
+    builders = BUILDERS
+    builders += [
         subprocess.Popen([PY, make, HPT_BASE, "123"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env),
         subprocess.Popen([PY, make, STAGING, "124", "1.0", "2.0"], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, env=env),
@@ -450,7 +466,8 @@ def main():
         expect(len(p) == 4 and p[0] != p[0] and p[1] == float("inf") and p[2] == float("-inf")
                and close(p[3], 2.0005), f"NaN/Infinity: {r}, expected [NaN, Infinity, -Infinity, 2.0005]")
         r = predict_ok(A, pred, {"signature_name": "regress_x2_to_y3", "instances": [1.0, 2.0]}, "regress_x2_to_y3")
-        expect(r == {"predictions": [3.5, 4.0]}, f"regress_x2_to_y3 (y3 = 0.5 x2 + 3): {r}, expected [3.5, 4.0]")
+        expect(r == {"predictions": [3.5, 4.0]},
+               f"regress_x2_to_y3 (y3 = 0.5 x2 + 3): {r}, expected {{'predictions': [3.5, 4.0]}}")
         r = predict_ok(A, pred, {"signature_name": "serving_default", "instances": [2.0]}, "explicit default")
         expect(r == {"predictions": [3.0]}, f"signature_name serving_default: {r}")
         r = predict_ok(A, f"/v1/models/{HPT}/versions/123:predict", {"instances": [2.0]}, "versions/123")
@@ -878,3 +895,5 @@ if __name__ == "__main__":
         print(f"FAIL: {e}", flush=True)
         dump_logs()
         sys.exit(1)
+    finally:
+        kill_servers()
