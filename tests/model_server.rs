@@ -69,6 +69,11 @@ impl Server {
     /// Starts the binary with `args` (ports added) and waits until `model`
     /// (if any) has an AVAILABLE version.
     fn start(name: &str, args: &[String], model: Option<&str>) -> Server {
+        Server::start_on("cpu", name, args, model)
+    }
+
+    /// [`Server::start`] on `device` (`WGFLOW_DEVICE`).
+    fn start_on(device: &str, name: &str, args: &[String], model: Option<&str>) -> Server {
         let (rest, grpc) = (free_port(), free_port());
         let log = std::env::temp_dir().join(format!("wgflow-ms-{}-{name}.log", std::process::id()));
         let child = Command::new(env!("CARGO_BIN_EXE_wgflow_model_server"))
@@ -548,10 +553,18 @@ fn hot_swap_loses_no_request() {
 }
 
 /// The same 1,000 concurrent requests with batching on and off: the same
-/// answers, byte for byte.
+/// answers, byte for byte, on the CPU device and every GPU.
 #[test]
 fn batching_gives_the_answers_of_unbatched_runs() {
-    let base = tmp("batch");
+    let mut devices = vec!["cpu".to_string()];
+    devices.extend(gpus().iter().map(|d| d.to_string()));
+    for d in devices {
+        batching_matches_on(&d);
+    }
+}
+
+fn batching_matches_on(device: &str) {
+    let base = tmp(&format!("batch-{}", device.replace(':', "")));
     let mut model = cnn();
     model.export(base.join("1")).unwrap();
     let params = base.join("batching.config");
@@ -565,14 +578,14 @@ fn batching_gives_the_answers_of_unbatched_runs() {
         "--model_name=mnist".to_string(),
         format!("--model_base_path={}", base.display()),
     ];
-    let plain = Server::start("plain", &common, Some("mnist"));
+    let plain = Server::start_on(device, "plain", &common, Some("mnist"));
     let mut args = common.to_vec();
     args.push("--enable_batching".into());
     args.push(format!("--batching_parameters_file={}", params.display()));
     let monitoring = base.join("monitoring.config");
     std::fs::write(&monitoring, "prometheus_config { enable: true, path: \"/metrics\" }").unwrap();
     args.push(format!("--monitoring_config_file={}", monitoring.display()));
-    let batched = Server::start("batched", &args, Some("mnist"));
+    let batched = Server::start_on(device, "batched", &args, Some("mnist"));
     let n = 1000;
     let bodies: Arc<Vec<String>> = Arc::new(
         (0..n)
@@ -611,7 +624,7 @@ fn batching_gives_the_answers_of_unbatched_runs() {
     let a = run(plain.rest);
     let b = run(batched.rest);
     for i in 0..n {
-        assert_eq!(a[i], b[i], "request {i}");
+        assert_eq!(a[i], b[i], "request {i} on {device}");
     }
     // Batches really formed (more than one row per batch on average).
     let (c, m) = batched.http("GET", "/metrics", "");
@@ -631,7 +644,7 @@ fn batching_gives_the_answers_of_unbatched_runs() {
     let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
     let got = floats(parse(&a[0]).get("outputs").unwrap());
     for (g, w) in got.iter().zip(&want) {
-        assert!((*g as f32 - w).abs() <= 1e-5);
+        assert!((*g as f32 - w).abs() <= 1e-5, "{device}: {g} vs {w}");
     }
 }
 
