@@ -80,10 +80,7 @@ impl Server {
             .arg(format!("--port={grpc}"))
             .arg(format!("--rest_api_port={rest}"))
             .args(args)
-            .env(
-                "WGFLOW_DEVICE",
-                std::env::var("WGFLOW_SERVER_DEVICE").unwrap_or_else(|_| "cpu".into()),
-            )
+            .env("WGFLOW_DEVICE", device)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -318,8 +318,9 @@ impl Manager {
                     let us = t0.elapsed().as_micros() as u64;
                     super::metrics::global().load(&c.name, v, us);
                     log::info!(
-                        "Successfully loaded servable version {{name: {} version: {v}}} on {} in {:.1} s",
+                        "Successfully loaded servable version {{name: {} version: {v}}} on {} ({}) in {:.1} s",
                         c.name,
+                        self.device,
                         self.device.name(),
                         us as f64 / 1e6
                     );
