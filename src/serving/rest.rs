@@ -488,6 +488,25 @@ pub fn parse_predict(
     Ok((s, key, inputs, rows))
 }
 
+/// One output's value alone, several as an object by name (TF Serving's
+/// rule for both forms).
+fn write_outputs(out: &mut String, outputs: &Named, value: impl Fn(&mut String, &str, &HostTensor)) {
+    if let [(name, t)] = outputs.as_slice() {
+        value(out, name, t);
+        return;
+    }
+    out.push('{');
+    for (i, (name, t)) in outputs.iter().enumerate() {
+        if i > 0 {
+            out.push_str(", ");
+        }
+        json::write_str(out, name);
+        out.push_str(": ");
+        value(out, name, t);
+    }
+    out.push('}');
+}
+
 /// Formats predict outputs: `predictions` (row) or `outputs` (columnar).
 pub fn format_predict(outputs: &Named, rows: bool) -> Result<String, Status> {
     if outputs.is_empty() {
@@ -520,38 +539,12 @@ pub fn format_predict(outputs: &Named, rows: bool) -> Result<String, Status> {
             if r > 0 {
                 out.push_str(", ");
             }
-            if let [(name, t)] = outputs.as_slice() {
-                t.write_row_json(&mut out, r, name);
-            } else {
-                out.push('{');
-                for (i, (name, t)) in outputs.iter().enumerate() {
-                    if i > 0 {
-                        out.push_str(", ");
-                    }
-                    json::write_str(&mut out, name);
-                    out.push_str(": ");
-                    t.write_row_json(&mut out, r, name);
-                }
-                out.push('}');
-            }
+            write_outputs(&mut out, outputs, |out, name, t| t.write_row_json(out, r, name));
         }
         out.push_str("\n    ]\n}");
     } else {
         out.push_str("{\n    \"outputs\": ");
-        if let [(name, t)] = outputs.as_slice() {
-            t.write_json(&mut out, name);
-        } else {
-            out.push('{');
-            for (i, (name, t)) in outputs.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                json::write_str(&mut out, name);
-                out.push_str(": ");
-                t.write_json(&mut out, name);
-            }
-            out.push('}');
-        }
+        write_outputs(&mut out, outputs, |out, name, t| t.write_json(out, name));
         out.push_str("\n}");
     }
     Ok(out)
@@ -602,5 +595,51 @@ mod tests {
         assert_eq!(p("POST", "/v1/models/m/metadata"), None);
         assert!(parse_target("GET", "/v1/models").is_err());
         assert!(parse_target("GET", "/v1/models/m/versions/99999999999999999999999").is_err());
+    }
+
+    #[test]
+    fn several_outputs_are_objects_by_name() {
+        use super::super::tensor::HostData;
+        let a = HostTensor {
+            dtype: dt::FLOAT,
+            shape: vec![2, 1],
+            data: HostData::F32(vec![1.0, 2.5]),
+        };
+        let b = HostTensor {
+            dtype: dt::INT64,
+            shape: vec![2],
+            data: HostData::I64(vec![3, -4]),
+        };
+        let two = vec![("a".to_string(), a.clone()), ("b".to_string(), b)];
+        let rows = json::parse(format_predict(&two, true).unwrap().as_bytes()).unwrap();
+        let mut compact = String::new();
+        json::write(&mut compact, &rows);
+        assert_eq!(compact, r#"{"predictions":[{"a":[1.0],"b":3},{"a":[2.5],"b":-4}]}"#);
+        let cols = json::parse(format_predict(&two, false).unwrap().as_bytes()).unwrap();
+        let mut compact = String::new();
+        json::write(&mut compact, &cols);
+        assert_eq!(compact, r#"{"outputs":{"a":[[1.0],[2.5]],"b":[3,-4]}}"#);
+        let one = vec![("a".to_string(), a.clone())];
+        let mut compact = String::new();
+        json::write(
+            &mut compact,
+            &json::parse(format_predict(&one, true).unwrap().as_bytes()).unwrap(),
+        );
+        assert_eq!(compact, r#"{"predictions":[[1.0],[2.5]]}"#);
+        let bad = vec![
+            ("a".to_string(), a),
+            (
+                "c".to_string(),
+                HostTensor {
+                    dtype: dt::FLOAT,
+                    shape: vec![3],
+                    data: HostData::F32(vec![0.0; 3]),
+                },
+            ),
+        ];
+        assert_eq!(
+            format_predict(&bad, true).unwrap_err().message,
+            "Tensor name: c has inconsistent batch size: 3 expecting: 2"
+        );
     }
 }
