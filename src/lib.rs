@@ -11,6 +11,7 @@
 //!
 //! | layer | what it is |
 //! |---|---|
+//! | [`distribute`] | `MirroredStrategy`: data parallelism over several devices |
 //! | [`serving`] | `wgflow_model_server`: TF Serving's REST and gRPC APIs (feature `server`) |
 //! | [`nn`] | Keras: layers, models, losses, optimizers, metrics, `fit`, callbacks |
 //! | [`io`], [`data`] | checkpoints and TensorBoard summaries; `tf.data` |
@@ -32,6 +33,7 @@
 pub mod autodiff;
 pub mod core;
 pub mod data;
+pub mod distribute;
 pub mod function;
 pub mod io;
 pub mod nn;

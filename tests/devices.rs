@@ -281,3 +281,101 @@ fn selection_logic_against_this_machine() {
     let cpu = list.last().unwrap().clone();
     assert!(config::set_visible_devices(&[cpu]).is_err());
 }
+
+/// Child: the logical GPUs that `WGFLOW_LOGICAL_DEVICES` (or, with
+/// `WGFLOW_TEST_LOGICAL_API`, `set_logical_device_configuration`) makes:
+/// each its own device with its own pool and limit.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_logical() {
+    use wgflow::config::LogicalDeviceConfiguration;
+    if std::env::var("WGFLOW_TEST_LOGICAL_API").is_ok() {
+        let gpu0 = list_physical_devices()
+            .into_iter()
+            .find(|p| p.index == Some(0))
+            .unwrap();
+        let cfg = [
+            LogicalDeviceConfiguration { memory_limit_mb: 64 },
+            LogicalDeviceConfiguration { memory_limit_mb: 32 },
+        ];
+        config::set_logical_device_configuration(&gpu0, &cfg).unwrap();
+        assert_eq!(
+            config::get_logical_device_configuration(&gpu0).unwrap(),
+            Some(cfg.to_vec())
+        );
+    }
+    let devs = match config::list_logical_devices() {
+        Err(e) => {
+            println!("ERROR {e}");
+            return;
+        }
+        Ok(d) => d,
+    };
+    for d in devs.iter().filter(|d| d.is_gpu()) {
+        let n: usize = d.to_string()[4..].parse().unwrap();
+        let p = config::physical_of(n).unwrap();
+        println!("LOGICAL {d} {} {}", p.index.unwrap(), d.memory_info().limit >> 20);
+    }
+    let (g0, g1) = (config::gpu(0).unwrap(), config::gpu(1).unwrap());
+    // Separate devices: no implicit mixing, explicit copies work.
+    let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &g0).unwrap();
+    let b = a.to_device(&g1).unwrap();
+    assert!(matches!(a.add(&b), Err(Error::DeviceMismatch { .. })));
+    assert_eq!(b.mul(&b).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
+    // Separate pools: 48 MiB fits gpu:0's 64, not gpu:1's 32; gpu:1 still works.
+    let n = 12 << 20;
+    let big0 = wgflow::ops::zeros(&[n], wgflow::DType::F32, &g0).unwrap();
+    big0.to_vec::<f32>().unwrap();
+    match wgflow::ops::zeros(&[n], wgflow::DType::F32, &g1).and_then(|t| t.to_vec::<f32>().map(|_| t)) {
+        Err(Error::OutOfMemory { limit, .. }) => println!("OOM gpu:1 {}", limit >> 20),
+        other => println!("NO-OOM {:?}", other.map(|t| t.shape().to_vec())),
+    }
+    assert_eq!(b.sum(None, false).unwrap().item().unwrap(), 6.0);
+    println!("DONE ok");
+}
+
+#[test]
+fn logical_devices_split_one_adapter() {
+    if physical_gpus().is_empty() {
+        assert!(std::env::var("WGFLOW_ALLOW_NO_GPU").is_ok(), "no GPU adapter");
+        println!("SKIPPED: no GPU adapter");
+        return;
+    }
+    for env in [
+        vec![("WGFLOW_LOGICAL_DEVICES", "0:64,32")],
+        vec![("WGFLOW_TEST_LOGICAL_API", "1")],
+    ] {
+        let (ok, out, err) = run_child("child_logical", &env);
+        assert!(ok, "{env:?}: {out}\n{err}");
+        let logical = tagged(&out, "LOGICAL");
+        assert!(logical.len() >= 2, "{out}");
+        assert_eq!(logical[0], "gpu:0 0 64", "{out}");
+        assert_eq!(logical[1], "gpu:1 0 32", "{out}");
+        // The next physical GPU, if any, follows as one logical GPU.
+        if let Some(l) = logical.get(2) {
+            assert!(l.starts_with("gpu:2 1 "), "{out}");
+        }
+        assert_eq!(tagged(&out, "OOM"), vec!["gpu:1 32"], "{out}");
+        assert_eq!(tagged(&out, "DONE").len(), 1, "{out}");
+    }
+    for (spec, part) in [
+        ("0:abc", "is not a positive number of MiB"),
+        ("0:0", "is not a positive number of MiB"),
+        ("64", "has no ':'"),
+        ("0:64;0:32", "configured twice"),
+        ("99:64", "not visible"),
+    ] {
+        let (ok, out, err) = run_child("child_logical", &[("WGFLOW_LOGICAL_DEVICES", spec)]);
+        assert!(ok, "{spec}: {out}\n{err}");
+        let e = tagged(&out, "ERROR");
+        assert!(e.first().is_some_and(|e| e.contains(part)), "{spec}: {out}");
+    }
+    // After the runtime starts, as in TF: an error.
+    let gpu0 = physical_gpus().remove(0);
+    config::list_logical_devices().unwrap();
+    let cfg = [config::LogicalDeviceConfiguration { memory_limit_mb: 8 }];
+    assert!(matches!(
+        config::set_logical_device_configuration(&gpu0, &cfg),
+        Err(Error::AlreadyInitialized { .. })
+    ));
+}

@@ -18,6 +18,7 @@ const LAYERS: &[(&str, u32)] = &[
     ("data", 5),
     ("nn", 6),
     ("serving", 7),
+    ("distribute", 7),
     ("bin", 8),
 ];
 

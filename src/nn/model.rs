@@ -64,7 +64,7 @@ pub struct History {
 }
 
 impl History {
-    fn push(&mut self, epoch: usize, logs: &Logs) {
+    pub(crate) fn push(&mut self, epoch: usize, logs: &Logs) {
         self.epochs.push(epoch);
         for (k, v) in logs {
             match self.history.iter_mut().find(|(n, _)| n == k) {

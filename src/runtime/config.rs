@@ -2,7 +2,8 @@
 //! and limits, and the runtime that turns them into logical devices.
 //!
 //! Settings come from the environment (`WGFLOW_VISIBLE_DEVICES`,
-//! `WGFLOW_DEVICE`, `WGFLOW_FORCE_GPU_ALLOW_GROWTH`, `WGFLOW_MEMORY_LIMIT_MB`)
+//! `WGFLOW_DEVICE`, `WGFLOW_FORCE_GPU_ALLOW_GROWTH`, `WGFLOW_MEMORY_LIMIT_MB`,
+//! `WGFLOW_LOGICAL_DEVICES`)
 //! and from the `set_*` functions, which win over the environment and must be
 //! called before the runtime initializes (the first device lookup or tensor).
 //! With the default selection every usable adapter's logical GPU is created
@@ -179,6 +180,55 @@ pub struct Settings {
     pub growth: Option<bool>,
     /// Bytes.
     pub memory_limit: Option<u64>,
+    /// Logical GPUs carved out of physical ones: (physical index, the
+    /// memory limit of each logical GPU in MiB), as
+    /// `WGFLOW_LOGICAL_DEVICES=0:512,512;1:1024` writes it.
+    pub logical: Option<Vec<(usize, Vec<u64>)>>,
+}
+
+/// One logical GPU of a physical one (`tf.config.LogicalDeviceConfiguration`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LogicalDeviceConfiguration {
+    /// The memory its pool may hold, in MiB.
+    pub memory_limit_mb: u64,
+}
+
+/// Parses `WGFLOW_LOGICAL_DEVICES`: `P:MB[,MB...]` per physical GPU `P`,
+/// separated by `;`.
+pub fn parse_logical(spec: &str) -> Result<Vec<(usize, Vec<u64>)>> {
+    let bad = |why: String| {
+        Error::selection(
+            format!("WGFLOW_LOGICAL_DEVICES={spec:?}: {why}"),
+            vec!["P:MB[,MB...][;P:MB...], e.g. 0:512,512 for two 512 MiB logical GPUs on GPU 0".into()],
+        )
+    };
+    let mut out: Vec<(usize, Vec<u64>)> = Vec::new();
+    for part in spec.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let (p, mbs) = part
+            .split_once(':')
+            .ok_or_else(|| bad(format!("{part:?} has no ':' between the GPU and its limits")))?;
+        let p: usize = p
+            .trim()
+            .parse()
+            .map_err(|_| bad(format!("{p:?} is not a physical GPU index")))?;
+        if out.iter().any(|(q, _)| *q == p) {
+            return Err(bad(format!("GPU {p} is configured twice")));
+        }
+        let mut limits = Vec::new();
+        for m in mbs.split(',').map(str::trim) {
+            let mb: u64 = m
+                .parse()
+                .ok()
+                .filter(|&m| m > 0 && m <= u64::MAX >> 20)
+                .ok_or_else(|| bad(format!("{m:?} is not a positive number of MiB")))?;
+            limits.push(mb);
+        }
+        out.push((p, limits));
+    }
+    if out.is_empty() {
+        return Err(bad("no GPU configured".into()));
+    }
+    Ok(out)
 }
 
 impl Settings {
@@ -218,11 +268,16 @@ impl Settings {
                     })?,
             ),
         };
+        let logical = match var("WGFLOW_LOGICAL_DEVICES") {
+            None => None,
+            Some(v) => Some(parse_logical(&v)?),
+        };
         Ok(Settings {
             visible: var("WGFLOW_VISIBLE_DEVICES"),
             default: var("WGFLOW_DEVICE"),
             growth,
             memory_limit,
+            logical,
         })
     }
 
@@ -232,6 +287,7 @@ impl Settings {
             default: over.default.clone().or(self.default),
             growth: over.growth.or(self.growth),
             memory_limit: over.memory_limit.or(self.memory_limit),
+            logical: over.logical.clone().or(self.logical),
         }
     }
 }
@@ -328,8 +384,11 @@ pub fn resolve_default(spec: Option<&str>, visible: usize) -> Result<Option<usiz
 }
 
 pub(crate) struct Runtime {
-    /// Physical index of each visible GPU, in `gpu:N` order.
+    /// Physical index of each logical GPU, in `gpu:N` order (repeated for
+    /// the logical GPUs of one physical GPU).
     visible: Vec<usize>,
+    /// Each logical GPU's own memory limit (bytes), where configured.
+    limits: Vec<Option<u64>>,
     gpus: Vec<OnceLock<std::result::Result<Arc<GpuDevice>, Error>>>,
     default: Option<usize>,
     growth: bool,
@@ -341,7 +400,33 @@ static PENDING: Mutex<Settings> = Mutex::new(Settings {
     default: None,
     growth: None,
     memory_limit: None,
+    logical: None,
 });
+
+/// The logical GPUs of the visible physical ones: (physical index, limit).
+fn expand(
+    visible: &[usize],
+    logical: Option<&[(usize, Vec<u64>)]>,
+    limit: Option<u64>,
+) -> Result<Vec<(usize, Option<u64>)>> {
+    if let Some(l) = logical {
+        if let Some((p, _)) = l.iter().find(|(p, _)| !visible.contains(p)) {
+            let valid: Vec<String> = visible.iter().map(|v| format!("physical GPU {v}")).collect();
+            return Err(Error::selection(
+                format!("logical devices configured for physical GPU {p}, which is not visible"),
+                valid,
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for &phys in visible {
+        match logical.and_then(|l| l.iter().find(|(p, _)| *p == phys)) {
+            Some((_, mbs)) => out.extend(mbs.iter().map(|mb| (phys, Some(mb << 20)))),
+            None => out.push((phys, limit)),
+        }
+    }
+    Ok(out)
+}
 static RUNTIME: OnceLock<std::result::Result<Runtime, Error>> = OnceLock::new();
 
 pub(crate) fn runtime() -> Result<&'static Runtime> {
@@ -350,21 +435,38 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
             let over = PENDING.lock().unwrap_or_else(|p| p.into_inner()).clone();
             let s = Settings::from_env()?.overlay(&over);
             let list = &physical().list;
-            let mut visible = resolve_visible(list, s.visible.as_deref())?;
             let (growth, limit) = (s.growth.unwrap_or(true), s.memory_limit);
+            let logical = expand(
+                &resolve_visible(list, s.visible.as_deref())?,
+                s.logical.as_deref(),
+                limit,
+            )?;
             let mut gpus: Vec<OnceLock<_>> = Vec::new();
+            let (mut visible, mut limits) = (Vec::new(), Vec::new());
             if s.visible.is_some() {
-                gpus = visible.iter().map(|_| OnceLock::new()).collect();
+                gpus = logical.iter().map(|_| OnceLock::new()).collect();
+                (visible, limits) = logical.into_iter().unzip();
             } else {
-                let mut usable = Vec::new();
-                for &phys in &visible {
+                let mut broken: Vec<usize> = Vec::new();
+                for (phys, limit) in logical {
+                    if broken.contains(&phys) {
+                        continue;
+                    }
                     let opts = GpuOptions { growth, limit };
-                    match open_gpu(usable.len(), phys, opts) {
+                    match open_gpu(visible.len(), phys, opts) {
                         Ok(d) => {
-                            usable.push(phys);
+                            visible.push(phys);
+                            limits.push(limit);
                             gpus.push(OnceLock::from(Ok(Arc::new(d))));
                         }
                         Err(e) => {
+                            // Its other logical GPUs go too.
+                            broken.push(phys);
+                            while visible.last() == Some(&phys) {
+                                visible.pop();
+                                limits.pop();
+                                gpus.pop();
+                            }
                             let p = &list[phys];
                             let why = match e {
                                 Error::Gpu { msg, .. } => msg,
@@ -374,7 +476,6 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
                         }
                     }
                 }
-                visible = usable;
             }
             let default = resolve_default(s.default.as_deref(), visible.len())?;
             if visible.is_empty() {
@@ -383,6 +484,7 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
             Ok(Runtime {
                 gpus,
                 visible,
+                limits,
                 default,
                 growth,
                 limit,
@@ -471,6 +573,53 @@ pub fn set_memory_limit(device: &PhysicalDevice, megabytes: u64) -> Result<()> {
     before_init("set_memory_limit", |s| s.memory_limit = Some(bytes))
 }
 
+/// Splits a physical GPU into logical GPUs, each with its own memory limit
+/// and pool (`tf.config.set_logical_device_configuration`); they take
+/// consecutive `gpu:N` numbers. Before the runtime initializes; the
+/// environment form is `WGFLOW_LOGICAL_DEVICES=0:512,512`.
+pub fn set_logical_device_configuration(device: &PhysicalDevice, configs: &[LogicalDeviceConfiguration]) -> Result<()> {
+    let p = gpu_index("set_logical_device_configuration", device)?;
+    if configs.is_empty() {
+        return Err(Error::selection(
+            "set_logical_device_configuration: give at least one LogicalDeviceConfiguration",
+            vec!["LogicalDeviceConfiguration { memory_limit_mb: 512 }".into()],
+        ));
+    }
+    if let Some(c) = configs
+        .iter()
+        .find(|c| c.memory_limit_mb == 0 || c.memory_limit_mb > u64::MAX >> 20)
+    {
+        return Err(Error::selection(
+            format!(
+                "set_logical_device_configuration: memory_limit_mb {} is not a positive number of MiB",
+                c.memory_limit_mb
+            ),
+            vec!["e.g. 512".into()],
+        ));
+    }
+    let mbs: Vec<u64> = configs.iter().map(|c| c.memory_limit_mb).collect();
+    before_init("set_logical_device_configuration", |s| {
+        let mut l = s.logical.take().unwrap_or_default();
+        l.retain(|(q, _)| *q != p);
+        l.push((p, mbs));
+        s.logical = Some(l);
+    })
+}
+
+/// The logical GPUs configured for a physical GPU (`None`: one, the whole GPU).
+pub fn get_logical_device_configuration(device: &PhysicalDevice) -> Result<Option<Vec<LogicalDeviceConfiguration>>> {
+    let p = gpu_index("get_logical_device_configuration", device)?;
+    let pending = PENDING.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let s = Settings::from_env()?.overlay(&pending);
+    Ok(s.logical.and_then(|l| {
+        l.into_iter().find(|(q, _)| *q == p).map(|(_, mbs)| {
+            mbs.into_iter()
+                .map(|memory_limit_mb| LogicalDeviceConfiguration { memory_limit_mb })
+                .collect()
+        })
+    }))
+}
+
 /// The visible GPUs then the CPU, initializing the runtime.
 pub fn list_logical_devices() -> Result<Vec<Device>> {
     let rt = runtime()?;
@@ -516,7 +665,7 @@ pub fn gpu(n: usize) -> Result<Device> {
                 phys,
                 GpuOptions {
                     growth: rt.growth,
-                    limit: rt.limit,
+                    limit: rt.limits.get(n).copied().flatten().or(rt.limit),
                 },
             )
             .map(Arc::new)
