@@ -2,7 +2,14 @@
 //!
 //!     cargo run --release --example train_mnist -- [--data-dir DIR] [--epochs N]
 //!         [--batch-size N] [--logdir DIR] [--checkpoint-dir DIR] [--resume]
-//!         [--train-size N] [--run-eagerly]
+//!         [--train-size N] [--run-eagerly] [--export-dir DIR]
+//!         [--strategy one|mirrored] [--devices gpu:0,gpu:1] [--seed N]
+//!         [--dropout RATE] [--optimizer adam|sgd] [--learning-rate X]
+//!         [--steps-per-epoch N]
+//!
+//! `--strategy mirrored` trains one replica per device of `--devices`
+//! (default: every visible GPU, else the CPU) with `MirroredStrategy`;
+//! `--batch-size` is then the global batch, split across the replicas.
 //!
 //! Without `--data-dir` it trains on a synthetic handwritten-digit set
 //! generated in code (`--train-size` examples, 10000 by default), so it runs
@@ -15,14 +22,15 @@ mod common;
 use clap::Parser;
 use std::path::PathBuf;
 use wgflow::data::{mnist, synthetic};
+use wgflow::distribute::{Mirrored, MirroredStrategy};
 use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, OptimizerState};
 use wgflow::nn::callbacks::{ModelCheckpoint, TensorBoard};
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
-use wgflow::nn::optimizers::Adam;
-use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
-use wgflow::{Tensor, config, saved_model};
+use wgflow::nn::optimizers::{Adam, Optimizer, SGD};
+use wgflow::nn::{Activation, FitArgs, History, Logs, Model, Sequential, set_random_seed};
+use wgflow::{Device, Tensor, config, saved_model};
 
 /// Trains a small CNN on MNIST (or synthetic digits) with `fit`, writing
 /// TensorBoard logs and checkpoints.
@@ -56,6 +64,71 @@ struct Args {
     /// (version 1, or the next free number), as TF Serving expects.
     #[arg(long, value_name = "DIR")]
     export_dir: Option<PathBuf>,
+    /// One device, or MirroredStrategy over --devices (multi-worker needs
+    /// MPI, which is not built yet).
+    #[arg(long, value_enum, default_value_t = Strategy::One)]
+    strategy: Strategy,
+    /// The replica devices of --strategy mirrored (default: every visible
+    /// GPU, else the CPU).
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    devices: Vec<String>,
+    /// Seed of the weights' initialization and of the shuffle order.
+    #[arg(long, value_name = "N", default_value_t = 42)]
+    seed: u64,
+    /// Dropout rate before the classifier (0 turns it off).
+    #[arg(long, value_name = "RATE", default_value_t = 0.25)]
+    dropout: f64,
+    /// The optimizer.
+    #[arg(long, value_enum, default_value_t = Opt::Adam)]
+    optimizer: Opt,
+    /// Learning rate (default 0.001 for Adam, 0.01 for SGD).
+    #[arg(long, value_name = "X")]
+    learning_rate: Option<f64>,
+    /// Keras' steps_per_epoch: batches per epoch (default: the whole set).
+    #[arg(long, value_name = "N")]
+    steps_per_epoch: Option<usize>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Strategy {
+    One,
+    Mirrored,
+    MultiWorker,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Opt {
+    Adam,
+    Sgd,
+}
+
+/// The model on one device, or mirrored over several.
+enum Trainer {
+    One(Sequential),
+    Mirrored(Mirrored<Sequential>),
+}
+
+impl Trainer {
+    fn first(&mut self) -> &mut Sequential {
+        match self {
+            Trainer::One(m) => m,
+            Trainer::Mirrored(m) => &mut m.replicas_mut()[0],
+        }
+    }
+
+    fn fit(&mut self, x: &Tensor, y: &Tensor, args: FitArgs) -> wgflow::Result<History> {
+        match self {
+            Trainer::One(m) => m.fit(x, y, args),
+            Trainer::Mirrored(m) => m.fit(x, y, args),
+        }
+    }
+
+    fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch: usize) -> wgflow::Result<Logs> {
+        match self {
+            Trainer::One(m) => m.evaluate(x, y, batch),
+            Trainer::Mirrored(m) => m.evaluate(x, y, batch),
+        }
+    }
 }
 
 fn main() {
@@ -69,8 +142,33 @@ fn main() {
 
 fn run(args: Args) -> wgflow::Result<()> {
     let device = config::default_device()?;
-    println!("Training on {device} ({})", device.name());
-    set_random_seed(42);
+    let strategy = match args.strategy {
+        Strategy::One => None,
+        Strategy::Mirrored if args.devices.is_empty() => Some(MirroredStrategy::default()?),
+        Strategy::Mirrored => {
+            let names: Vec<&str> = args.devices.iter().map(String::as_str).collect();
+            Some(MirroredStrategy::new(&names)?)
+        }
+        Strategy::MultiWorker => {
+            return Err(wgflow::Error::Unimplemented {
+                what: "--strategy multi-worker".into(),
+                msg: "MultiWorkerMirroredStrategy (MPI) is not built yet; use --strategy mirrored".into(),
+            });
+        }
+    };
+    let device = strategy.as_ref().map_or(device, |s| s.devices()[0].clone());
+    match &strategy {
+        None => println!("Training on {device} ({})", device.name()),
+        Some(s) => println!(
+            "Training with MirroredStrategy on {} replicas: {}",
+            s.num_replicas_in_sync(),
+            s.devices()
+                .iter()
+                .map(|d| format!("{d} ({})", d.name()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    }
 
     let (x_train, y_train, x_test, y_test): (Tensor, Tensor, Tensor, Tensor) = match &args.data_dir {
         Some(dir) => {
@@ -88,33 +186,58 @@ fn run(args: Args) -> wgflow::Result<()> {
         }
     };
 
-    let mut model = Sequential::new()
-        .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
-        .add(MaxPooling2D::new([2, 2]))
-        .add(Conv2D::new(32, [3, 3]).activation(Activation::Relu))
-        .add(MaxPooling2D::new([2, 2]))
-        .add(Flatten::new())
-        .add(Dropout::new(0.25))
-        .add(Dense::new(10));
-    model.build(&[28, 28, 1], &device)?;
-    print!("{}", model.summary());
-    model.compile(
-        Adam::new(1e-3),
-        SparseCategoricalCrossentropy::new(true),
-        SparseCategoricalAccuracy::new(),
-    );
-    // fit traces its step once and replays it; --run-eagerly runs op by op.
-    model.set_run_eagerly(args.run_eagerly)?;
+    let (seed, dropout) = (args.seed, args.dropout);
+    let build = |d: &Device| -> wgflow::Result<Sequential> {
+        set_random_seed(seed);
+        let mut m = Sequential::new()
+            .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
+            .add(MaxPooling2D::new([2, 2]))
+            .add(Conv2D::new(32, [3, 3]).activation(Activation::Relu))
+            .add(MaxPooling2D::new([2, 2]))
+            .add(Flatten::new());
+        if dropout > 0.0 {
+            m = m.add(Dropout::new(dropout));
+        }
+        m = m.add(Dense::new(10));
+        m.build(&[28, 28, 1], d)?;
+        Ok(m)
+    };
+    let optimizer = || -> Optimizer {
+        match args.optimizer {
+            Opt::Adam => Adam::new(args.learning_rate.unwrap_or(1e-3)).into(),
+            Opt::Sgd => SGD::new(args.learning_rate.unwrap_or(1e-2)).into(),
+        }
+    };
+    let loss = SparseCategoricalCrossentropy::new(true);
+    let mut model = match &strategy {
+        None => {
+            let mut m = build(&device)?;
+            m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
+            // fit traces its step once and replays it; --run-eagerly runs op by op.
+            m.set_run_eagerly(args.run_eagerly)?;
+            Trainer::One(m)
+        }
+        Some(s) => {
+            let mut m = s.scope(build)?;
+            m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
+            m.set_run_eagerly(args.run_eagerly);
+            Trainer::Mirrored(m)
+        }
+    };
+    print!("{}", model.first().summary());
 
-    let steps_per_epoch = x_train.shape()[0].div_ceil(args.batch_size) as u64;
+    let steps_per_epoch = args
+        .steps_per_epoch
+        .unwrap_or(x_train.shape()[0].div_ceil(args.batch_size.max(1))) as u64;
     let mut initial_epoch = 0;
     if args.resume {
         let manager = CheckpointManager::new(
-            Checkpoint::new().track("model", model.named_variables()),
+            Checkpoint::new().track("model", model.first().named_variables()),
             &args.checkpoint_dir,
             5,
         );
         let opt = model
+            .first()
             .compiled()
             .as_mut()
             .map(|c| &mut c.optimizer as &mut dyn OptimizerState);
@@ -128,6 +251,9 @@ fn run(args: Args) -> wgflow::Result<()> {
                 );
             }
             None => println!("No checkpoint in {}: starting fresh", args.checkpoint_dir.display()),
+        }
+        if let Trainer::Mirrored(m) = &mut model {
+            m.copy_first_to_all()?;
         }
     }
 
@@ -144,6 +270,8 @@ fn run(args: Args) -> wgflow::Result<()> {
                 Box::new(ModelCheckpoint::new(&args.checkpoint_dir).max_to_keep(3)),
             ],
             device: Some(device.clone()),
+            seed: args.seed,
+            steps_per_epoch: args.steps_per_epoch,
             ..FitArgs::default()
         },
     )?;
@@ -163,7 +291,10 @@ fn run(args: Args) -> wgflow::Result<()> {
     println!("Checkpoints: {}", args.checkpoint_dir.display());
     if let Some(base) = &args.export_dir {
         let dir = base.join(saved_model::next_version(base)?.to_string());
-        model.export(&dir)?;
+        if let Trainer::Mirrored(m) = &mut model {
+            m.sync_on_read()?;
+        }
+        model.first().export(&dir)?;
         println!(
             "SavedModel: {} (signature serving_default, input 'inputs')",
             dir.display()

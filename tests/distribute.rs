@@ -205,7 +205,7 @@ fn bad_strategies_are_typed_errors() {
             s.reduce(ReduceOp::Mean, &per).unwrap().to_vec::<f32>().unwrap(),
             vec![1.5; 3]
         );
-        let ds = wgflow::data::Dataset::from_tensor_slices(&[x.clone()])
+        let ds = wgflow::data::Dataset::from_tensor_slices(std::slice::from_ref(&x))
             .unwrap()
             .batch(5, false)
             .unwrap();
@@ -220,5 +220,41 @@ fn bad_strategies_are_typed_errors() {
         assert_eq!(parts[0][1].device(), &Device::Cpu);
         assert_eq!(parts[1][0].shape()[0], 2);
         let _ = config::list_logical_devices().unwrap();
+    }
+}
+
+/// Keras' `steps_per_epoch`: each epoch ends after that many batches, on
+/// one device and mirrored.
+#[test]
+fn steps_per_epoch_ends_each_epoch() {
+    let (x, y) = data(5 * 2 * B);
+    let mut a = args(2 * B);
+    a.steps_per_epoch = Some(2);
+    a.epochs = 3;
+    let mut single = mlp(&Device::Cpu).unwrap();
+    single.compile(
+        SGD::new(0.1),
+        SparseCategoricalCrossentropy::new(true),
+        SparseCategoricalAccuracy::new(),
+    );
+    single.fit(&x, &y, a).unwrap();
+    assert_eq!(single.compiled().as_ref().unwrap().optimizer.iterations(), 6);
+    if let Some(g) = gpus().first() {
+        let g = g.to_string();
+        let s = MirroredStrategy::new(&[&g, "cpu"]).unwrap();
+        let mut m = s.scope(mlp).unwrap();
+        m.compile(
+            SGD::new(0.1),
+            SparseCategoricalCrossentropy::new(true),
+            SparseCategoricalAccuracy::new(),
+        );
+        let mut a = args(2 * B);
+        a.steps_per_epoch = Some(2);
+        a.epochs = 3;
+        m.fit(&x, &y, a).unwrap();
+        assert_eq!(
+            m.replicas_mut()[0].compiled().as_ref().unwrap().optimizer.iterations(),
+            6
+        );
     }
 }

@@ -343,6 +343,12 @@ impl<M: Model> Mirrored<M> {
         self.run_eagerly = on;
     }
 
+    /// Copies every variable of replica 0 to the other replicas (after
+    /// restoring a checkpoint into replica 0, for one).
+    pub fn copy_first_to_all(&mut self) -> Result<()> {
+        self.broadcast(false)
+    }
+
     /// Copies replica 0's trainable variables (all variables when
     /// `trainable_only` is false) to every other replica, one flat transfer
     /// per replica.
@@ -500,7 +506,10 @@ impl<M: Model> Mirrored<M> {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self.replicas[0].named_variables(), &mut ctx)?;
         }
-        let total = ds.cardinality();
+        let total = match (ds.cardinality(), args.steps_per_epoch) {
+            (Some(n), Some(s)) => Some(n.min(s)),
+            (n, s) => s.or(n),
+        };
         let mut step = self.replicas[0]
             .compiled()
             .as_ref()
@@ -518,6 +527,9 @@ impl<M: Model> Mirrored<M> {
             let mut progress = crate::nn::progress::Progress::new(total, args.verbose);
             let mut steps = 0;
             for batch in ds.iter()? {
+                if args.steps_per_epoch.is_some_and(|s| steps >= s) {
+                    break;
+                }
                 let batch = batch?;
                 let loss = self.train_batch(&batch[0], &batch[1])?;
                 steps += 1;

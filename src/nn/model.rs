@@ -104,6 +104,9 @@ pub struct FitArgs {
     pub verbose: bool,
     /// Where to train; the default device when `None`.
     pub device: Option<Device>,
+    /// Keras' `steps_per_epoch`: end each epoch after this many batches
+    /// (`None`: when the data runs out).
+    pub steps_per_epoch: Option<usize>,
 }
 
 impl Default for FitArgs {
@@ -118,6 +121,7 @@ impl Default for FitArgs {
             callbacks: Vec::new(),
             verbose: true,
             device: None,
+            steps_per_epoch: None,
         }
     }
 }
@@ -356,7 +360,10 @@ pub trait Model {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self.named_variables(), &mut ctx)?;
         }
-        let total = ds.cardinality();
+        let total = match (ds.cardinality(), args.steps_per_epoch) {
+            (Some(n), Some(s)) => Some(n.min(s)),
+            (n, s) => s.or(n),
+        };
         let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
         let mut traced = std::mem::replace(
             &mut self.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
@@ -374,6 +381,9 @@ pub trait Model {
             let mut progress = Progress::new(total, args.verbose);
             let mut steps = 0;
             for batch in ds.iter()? {
+                if args.steps_per_epoch.is_some_and(|s| steps >= s) {
+                    break;
+                }
                 let batch = batch?;
                 if batch.len() != 2 {
                     return Err(Error::arg(
