@@ -102,7 +102,7 @@ pub struct FitArgs {
     pub callbacks: Vec<Box<dyn Callback>>,
     /// Print "Epoch i/n" and a progress bar per epoch (true): Keras' `verbose=1`.
     pub verbose: bool,
-    /// Where to train; the default device when `None`.
+    /// Where to train; the model's device (where its weights are) when `None`.
     pub device: Option<Device>,
     /// Keras' `steps_per_epoch`: end each epoch after this many batches
     /// (`None`: when the data runs out).
@@ -123,13 +123,6 @@ impl Default for FitArgs {
             device: None,
             steps_per_epoch: None,
         }
-    }
-}
-
-fn device_of(d: &Option<Device>) -> Result<Device> {
-    match d {
-        Some(d) => Ok(d.clone()),
-        None => crate::runtime::config::default_device(),
     }
 }
 
@@ -348,7 +341,11 @@ pub trait Model {
         if self.compiled().is_none() {
             return Err(not_compiled());
         }
-        let device = device_of(&args.device)?;
+        // Where the weights are, unless told otherwise.
+        let device = match &args.device {
+            Some(d) => d.clone(),
+            None => self.device()?,
+        };
         let dev = device.clone();
         let ds = ds
             .clone()
