@@ -106,6 +106,31 @@ fn input_signature(a: &Tensor, b: &Tensor) -> wgflow::Result<()> {
     Ok(())
 }
 
+/// "Distribution".
+#[rustfmt::skip]
+fn mirrored(images: &Tensor, labels: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::layers::Flatten;
+    use wgflow::nn::losses::SparseCategoricalCrossentropy;
+    use wgflow::nn::metrics::SparseCategoricalAccuracy;
+    use wgflow::nn::optimizers::SGD;
+    use wgflow::nn::FitArgs;
+    if config::visible_gpu_count()? == 0 {
+        return Ok(());
+    }
+    use wgflow::distribute::MirroredStrategy;
+
+    let strategy = MirroredStrategy::new(&["gpu:0", "cpu"])?;
+    let mut replicated = strategy.scope(|device| {
+        let mut m = Sequential::new().add(Flatten::new()).add(Dense::new(10));
+        m.build(&[28, 28, 1], device)?;
+        Ok(m)
+    })?;
+    replicated.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), SparseCategoricalAccuracy::new());
+    replicated.fit(&images, &labels, FitArgs { batch_size: 64, verbose: false, ..FitArgs::default() })?;
+    println!("{} replicas in sync", strategy.num_replicas_in_sync());
+    Ok(())
+}
+
 fn main() -> wgflow::Result<()> {
     let dev = config::default_device()?;
     // 28x28 images and labels for the Keras snippet.
@@ -134,6 +159,7 @@ fn main() -> wgflow::Result<()> {
     let a = ops::random_normal(&[3, 4], 0.0, 1.0, DType::F32, 4, &dev)?;
     let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
     input_signature(&a, &b)?;
+    mirrored(&x, &y)?;
     println!("every README snippet ran on {dev}");
     Ok(())
 }

@@ -239,12 +239,32 @@ fn rows(t: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
 
 /// One flat f32 vector of `ts` (each read back once, as one buffer).
 fn flat_host(ts: &[Tensor]) -> Result<Vec<f32>> {
-    if ts.is_empty() {
-        return Ok(Vec::new());
+    match ts {
+        [] => return Ok(Vec::new()),
+        [t] => return t.to_vec::<f32>(),
+        _ => {}
     }
     let parts: Vec<Tensor> = ts.iter().map(|t| t.reshape(&[-1])).collect::<Result<_>>()?;
     let refs: Vec<&Tensor> = parts.iter().collect();
     crate::ops::layout::concat(&refs, 0)?.to_vec::<f32>()
+}
+
+/// Reads each replica's tensors back as one flat vector, all replicas at
+/// once (each device waits for its own queue, so the waits overlap).
+fn read_back_all(per_replica: Vec<Vec<Tensor>>) -> Result<Vec<Vec<f32>>> {
+    if per_replica.len() < 2 {
+        return per_replica.iter().map(|ts| flat_host(ts)).collect();
+    }
+    std::thread::scope(|s| {
+        let handles: Vec<_> = per_replica.iter().map(|ts| s.spawn(move || flat_host(ts))).collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err(Error::arg(OP, "a read-back thread panicked")))
+            })
+            .collect()
+    })
 }
 
 /// Splits a flat host vector back into tensors shaped like `like`, on `device`.
@@ -266,19 +286,14 @@ pub fn all_reduce_sum(per_replica: &[Tensor], to: &Device) -> Result<Tensor> {
         .first()
         .ok_or_else(|| Error::arg(OP, "all-reduce of no tensors"))?;
     let shape = first.shape().to_vec();
-    let hosts: Vec<Vec<f32>> = per_replica
-        .iter()
-        .map(|t| {
-            if t.shape() != shape.as_slice() {
-                return Err(Error::shape(
-                    "all_reduce",
-                    &[&shape, t.shape()],
-                    "every replica's value must have the same shape",
-                ));
-            }
-            t.to_vec::<f32>()
-        })
-        .collect::<Result<_>>()?;
+    if let Some(t) = per_replica.iter().find(|t| t.shape() != shape.as_slice()) {
+        return Err(Error::shape(
+            "all_reduce",
+            &[&shape, t.shape()],
+            "every replica's value must have the same shape",
+        ));
+    }
+    let hosts = read_back_all(per_replica.iter().map(|t| vec![t.clone()]).collect())?;
     let sum = host_sum(&hosts);
     Tensor::from_vec(sum, &shape, to)
 }
@@ -414,7 +429,7 @@ impl<M: Model> Mirrored<M> {
         let result = (|| -> Result<Tensor> {
             let mut losses = Vec::new();
             let mut preds = Vec::new();
-            let mut flats: Vec<Vec<f32>> = Vec::new();
+            let mut per_grads: Vec<Vec<Tensor>> = Vec::new();
             let vars0 = self.replicas[0].trainable_variables();
             let shapes: Vec<Vec<usize>> = vars0.iter().map(|v| v.shape()).collect();
             for i in 0..r {
@@ -452,11 +467,17 @@ impl<M: Model> Mirrored<M> {
                     self.grad_steps[i].call(&args, |b| step(b))?
                 };
                 let grads = out.split_off(2);
-                preds.push(out[1].to_device(&self.devices[0])?);
+                preds.push(out[1].clone());
                 losses.push(out[0].clone());
-                flats.push(flat_host(&grads)?);
+                per_grads.push(grads);
             }
+            // Every replica's step is queued before the first read-back.
+            let flats = read_back_all(per_grads)?;
             let sum = host_sum(&flats);
+            let preds: Vec<Tensor> = preds
+                .iter()
+                .map(|p| p.to_device(&self.devices[0]))
+                .collect::<Result<_>>()?;
             let grads: Vec<Option<Tensor>> = unflat(&sum, &shapes, &self.devices[0])?.into_iter().map(Some).collect();
             c.optimizer.apply_gradients(&grads, &vars0)?;
             let loss = all_reduce_sum(&losses, &self.devices[0])?;
