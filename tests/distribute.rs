@@ -258,3 +258,121 @@ fn steps_per_epoch_ends_each_epoch() {
         );
     }
 }
+
+/// Fails `fit` at the end of epoch `at` (a job killed mid-run).
+struct Crash {
+    at: usize,
+}
+
+impl wgflow::nn::callbacks::Callback for Crash {
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        _logs: &wgflow::nn::Logs,
+        _opt: Option<&wgflow::nn::optimizers::Optimizer>,
+        _step: u64,
+        _ctx: &mut wgflow::nn::callbacks::TrainContext,
+    ) -> wgflow::Result<()> {
+        if epoch == self.at {
+            return Err(Error::Unimplemented {
+                what: "a crash".into(),
+                msg: format!("after epoch {epoch}"),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// `BackupAndRestore`: a run that dies after epoch 2 is resumed by the next
+/// `fit` at epoch 3 and ends where an uninterrupted run ends; a finished
+/// run deletes its backup. On one device and mirrored.
+#[test]
+fn backup_and_restore_resumes_after_the_last_finished_epoch() {
+    use wgflow::nn::callbacks::BackupAndRestore;
+    let (x, y) = data(4 * 2 * B);
+    let dir = std::env::temp_dir().join(format!("wgflow-bnr-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let run = |epochs: usize,
+               callbacks: Vec<Box<dyn wgflow::nn::callbacks::Callback>>,
+               m: &mut dyn FnMut(FitArgs) -> wgflow::Result<wgflow::nn::History>| {
+        let mut a = args(2 * B);
+        a.epochs = epochs;
+        a.callbacks = callbacks;
+        m(a)
+    };
+    let mut devices = vec![vec!["cpu".to_string()]];
+    if let Some(g) = gpus().first() {
+        devices.push(vec![g.to_string(), "cpu".to_string()]);
+    }
+    for devs in devices {
+        let refs: Vec<&str> = devs.iter().map(String::as_str).collect();
+        let s = MirroredStrategy::new(&refs).unwrap();
+        let compile = |m: &mut wgflow::distribute::Mirrored<Sequential>| {
+            m.compile(
+                Adam::new(0.01),
+                SparseCategoricalCrossentropy::new(true),
+                SparseCategoricalAccuracy::new(),
+            )
+        };
+        // Uninterrupted: 4 epochs.
+        let mut whole = s.scope(mlp).unwrap();
+        compile(&mut whole);
+        run(4, vec![], &mut |a| whole.fit(&x, &y, a)).unwrap();
+        // Killed after epoch index 1 (two finished), then restarted from scratch.
+        let mut first = s.scope(mlp).unwrap();
+        compile(&mut first);
+        let e = run(
+            4,
+            vec![Box::new(BackupAndRestore::new(&dir)), Box::new(Crash { at: 1 })],
+            &mut |a| first.fit(&x, &y, a),
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("crash"), "{e}");
+        assert!(dir.exists());
+        let mut second = s.scope(mlp).unwrap();
+        compile(&mut second);
+        let h = run(4, vec![Box::new(BackupAndRestore::new(&dir))], &mut |a| {
+            second.fit(&x, &y, a)
+        })
+        .unwrap();
+        assert_eq!(h.epochs, vec![2, 3], "{devs:?}: resumed at the third epoch");
+        assert!(!dir.exists(), "a finished run deletes its backup");
+        let (a, b) = (weights(&whole.replicas()[0]), weights(&second.replicas()[0]));
+        for (p, q) in a.iter().flatten().zip(b.iter().flatten()) {
+            assert!((p - q).abs() <= 1e-5 + 1e-4 * q.abs(), "{devs:?}: {p} vs {q}");
+        }
+        for r in second.replicas().iter().skip(1) {
+            assert_eq!(weights(r), b);
+        }
+    }
+    // A plain model's fit resumes the same way.
+    let plain = || {
+        let mut m = mlp(&Device::Cpu).unwrap();
+        m.compile(
+            Adam::new(0.01),
+            SparseCategoricalCrossentropy::new(true),
+            SparseCategoricalAccuracy::new(),
+        );
+        m
+    };
+    let mut whole = plain();
+    run(4, vec![], &mut |a| whole.fit(&x, &y, a)).unwrap();
+    let mut first = plain();
+    assert!(
+        run(
+            4,
+            vec![Box::new(BackupAndRestore::new(&dir)), Box::new(Crash { at: 2 })],
+            &mut |a| first.fit(&x, &y, a)
+        )
+        .is_err()
+    );
+    let mut second = plain();
+    let h = run(4, vec![Box::new(BackupAndRestore::new(&dir))], &mut |a| {
+        second.fit(&x, &y, a)
+    })
+    .unwrap();
+    assert_eq!(h.epochs, vec![3]);
+    for (p, q) in weights(&whole).iter().flatten().zip(weights(&second).iter().flatten()) {
+        assert!((p - q).abs() <= 1e-5 + 1e-4 * q.abs(), "{p} vs {q}");
+    }
+}

@@ -527,6 +527,16 @@ impl<M: Model> Mirrored<M> {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self.replicas[0].named_variables(), &mut ctx)?;
         }
+        for cb in callbacks.iter_mut() {
+            let opt = self.replicas[0].compiled().as_mut().map(|c| &mut c.optimizer);
+            cb.on_restore(opt, &mut ctx)?;
+        }
+        if ctx.initial_epoch.is_some() {
+            self.copy_first_to_all()?;
+        }
+        let first_epoch = ctx
+            .initial_epoch
+            .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
         let total = match (ds.cardinality(), args.steps_per_epoch) {
             (Some(n), Some(s)) => Some(n.min(s)),
             (n, s) => s.or(n),
@@ -535,7 +545,7 @@ impl<M: Model> Mirrored<M> {
             .compiled()
             .as_ref()
             .map_or(0, |c| c.optimizer.iterations());
-        for epoch in args.initial_epoch..args.epochs {
+        for epoch in first_epoch..args.epochs {
             if args.verbose {
                 println!("Epoch {}/{}", epoch + 1, args.epochs);
             }

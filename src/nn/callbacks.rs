@@ -1,5 +1,6 @@
 //! Keras callbacks (`keras.callbacks`): [`TensorBoard`], [`ModelCheckpoint`],
-//! [`EarlyStopping`], and the [`Callback`] trait for your own.
+//! [`EarlyStopping`], [`BackupAndRestore`], and the [`Callback`] trait for
+//! your own.
 //!
 //! [`crate::nn::model::Model::fit`] calls them with the epoch's logs (the
 //! loss and [`crate::nn::metrics`], "val_" ones included). They write through
@@ -18,6 +19,9 @@ use std::path::PathBuf;
 pub struct TrainContext {
     /// Set by a callback to end training after this epoch.
     pub stop_training: bool,
+    /// Set by a callback that restored a run ([`BackupAndRestore`]): the
+    /// epoch `fit` starts at (when later than its `initial_epoch`).
+    pub initial_epoch: Option<usize>,
 }
 
 /// `keras.callbacks.Callback`: hooks `fit` calls. Every hook defaults to
@@ -26,6 +30,12 @@ pub trait Callback {
     /// Before the first epoch, with the model's named variables (what a
     /// callback that saves or restores weights needs to keep).
     fn on_train_begin(&mut self, _vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        Ok(())
+    }
+    /// Right after `on_train_begin`, with the compiled optimizer: where a
+    /// callback restores a previous run's state (and may set
+    /// `ctx.initial_epoch`).
+    fn on_restore(&mut self, _optimizer: Option<&mut Optimizer>, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())
     }
     /// After each step; `loss` is still on the device (reading it syncs).
@@ -225,6 +235,81 @@ impl Callback for ModelCheckpoint {
             ));
         };
         manager.save(step, opt.map(|o| o as &dyn crate::io::checkpoint::OptimizerState))?;
+        Ok(())
+    }
+}
+
+/// `keras.callbacks.BackupAndRestore(backup_dir)`: saves the weights, the
+/// optimizer state and the epoch at the end of every epoch; a `fit` that
+/// starts while a backup exists (the previous run was interrupted) restores
+/// it and resumes at the epoch after the last finished one. A run that
+/// completes deletes its backup, as Keras does.
+pub struct BackupAndRestore {
+    /// Where the backup lives.
+    pub backup_dir: PathBuf,
+    /// Keep the backup after training ends (Keras' `delete_checkpoint=False`).
+    pub keep: bool,
+    manager: Option<CheckpointManager>,
+}
+
+impl BackupAndRestore {
+    /// `BackupAndRestore(backup_dir)`.
+    pub fn new(backup_dir: impl Into<PathBuf>) -> BackupAndRestore {
+        BackupAndRestore {
+            backup_dir: backup_dir.into(),
+            keep: false,
+            manager: None,
+        }
+    }
+}
+
+impl Callback for BackupAndRestore {
+    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+        let ckpt = Checkpoint::new().track("model", vars);
+        self.manager = Some(CheckpointManager::new(ckpt, &self.backup_dir, 1));
+        Ok(())
+    }
+
+    fn on_restore(&mut self, optimizer: Option<&mut Optimizer>, ctx: &mut TrainContext) -> Result<()> {
+        let Some(m) = self.manager.as_ref() else {
+            return Ok(());
+        };
+        let opt = optimizer.map(|o| o as &mut dyn crate::io::checkpoint::OptimizerState);
+        if let Some(meta) = m.restore_latest(opt)? {
+            // The backup's step is the number of finished epochs.
+            let epoch = usize::try_from(meta.step).map_err(|_| Error::arg("BackupAndRestore", "a corrupt epoch"))?;
+            log::info!(
+                "BackupAndRestore: resuming from {} at epoch {}",
+                self.backup_dir.display(),
+                epoch + 1
+            );
+            ctx.initial_epoch = Some(epoch);
+        }
+        Ok(())
+    }
+
+    fn on_epoch_end(
+        &mut self,
+        epoch: usize,
+        _logs: &Logs,
+        opt: Option<&Optimizer>,
+        _step: u64,
+        _ctx: &mut TrainContext,
+    ) -> Result<()> {
+        let Some(m) = self.manager.as_ref() else {
+            return Err(Error::arg("BackupAndRestore", "on_epoch_end before on_train_begin"));
+        };
+        m.save(
+            epoch as u64 + 1,
+            opt.map(|o| o as &dyn crate::io::checkpoint::OptimizerState),
+        )?;
+        Ok(())
+    }
+
+    fn on_train_end(&mut self, _ctx: &mut TrainContext) -> Result<()> {
+        if !self.keep && self.backup_dir.exists() {
+            std::fs::remove_dir_all(&self.backup_dir).map_err(|e| Error::io(&self.backup_dir, e))?;
+        }
         Ok(())
     }
 }

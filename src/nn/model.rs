@@ -357,6 +357,13 @@ pub trait Model {
         for cb in callbacks.iter_mut() {
             cb.on_train_begin(self.named_variables(), &mut ctx)?;
         }
+        for cb in callbacks.iter_mut() {
+            let opt = self.compiled().as_mut().map(|c| &mut c.optimizer);
+            cb.on_restore(opt, &mut ctx)?;
+        }
+        let first_epoch = ctx
+            .initial_epoch
+            .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
         let total = match (ds.cardinality(), args.steps_per_epoch) {
             (Some(n), Some(s)) => Some(n.min(s)),
             (n, s) => s.or(n),
@@ -366,7 +373,7 @@ pub trait Model {
             &mut self.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
             Traced::new("train_step"),
         );
-        for epoch in args.initial_epoch..args.epochs {
+        for epoch in first_epoch..args.epochs {
             if args.verbose {
                 println!("Epoch {}/{}", epoch + 1, args.epochs);
             }
