@@ -294,14 +294,23 @@ pub fn all_reduce_sum(per_replica: &[Tensor], to: &Device) -> Result<Tensor> {
         ));
     }
     let hosts = read_back_all(per_replica.iter().map(|t| vec![t.clone()]).collect())?;
-    let sum = host_sum(&hosts);
+    let sum = host_sum(&hosts)?;
     Tensor::from_vec(sum, &shape, to)
 }
 
 /// The element-wise sum of equal-length vectors, in parallel chunks.
-fn host_sum(parts: &[Vec<f32>]) -> Vec<f32> {
+fn host_sum(parts: &[Vec<f32>]) -> Result<Vec<f32>> {
     use rayon::prelude::*;
     let n = parts.first().map_or(0, |p| p.len());
+    if let Some(p) = parts.iter().find(|p| p.len() != n) {
+        return Err(Error::arg(
+            OP,
+            format!(
+                "replicas disagree: {} values against {n} (were a replica's variables changed?)",
+                p.len()
+            ),
+        ));
+    }
     let mut out = vec![0.0f32; n];
     out.par_chunks_mut(1 << 16).enumerate().for_each(|(c, chunk)| {
         let lo = c << 16;
@@ -312,7 +321,7 @@ fn host_sum(parts: &[Vec<f32>]) -> Vec<f32> {
             }
         }
     });
-    out
+    Ok(out)
 }
 
 /// A model mirrored over a [`MirroredStrategy`]'s devices.
@@ -473,7 +482,7 @@ impl<M: Model> Mirrored<M> {
             }
             // Every replica's step is queued before the first read-back.
             let flats = read_back_all(per_grads)?;
-            let sum = host_sum(&flats);
+            let sum = host_sum(&flats)?;
             let preds: Vec<Tensor> = preds
                 .iter()
                 .map(|p| p.to_device(&self.devices[0]))
