@@ -193,6 +193,13 @@ fn bad_strategies_are_typed_errors() {
         );
         let e = m.fit(&x, &y, args(1)).unwrap_err();
         assert!(e.to_string().contains("smaller than the 2 replicas"), "{e}");
+        // A replica swapped for a different model after the scope: a typed
+        // error at the all-reduce, not a panic.
+        let mut other = Sequential::new().add(Flatten::new()).add(Dense::new(10));
+        other.build(&[6, 6, 1], &Device::Cpu).unwrap();
+        m.replicas_mut()[1] = other;
+        let e = m.fit(&x, &y, args(4)).unwrap_err();
+        assert!(e.to_string().contains("replicas disagree"), "{e}");
         // run / reduce / distribute a dataset.
         let per = s
             .run(|i, d| Tensor::from_vec(vec![i as f32 + 1.0; 3], &[3], d))

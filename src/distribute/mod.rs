@@ -25,8 +25,7 @@ use crate::autodiff::{GradientTape, without_recording};
 use crate::core::error::{Error, Result};
 use crate::data::Dataset;
 use crate::function::Traced;
-use crate::nn::metrics::Metric;
-use crate::nn::model::{FitArgs, History, Logs, Model};
+use crate::nn::model::{FitArgs, History, Logs, Model, fit_loop};
 use crate::runtime::Device;
 use crate::runtime::config;
 use crate::tensor::{Tensor, Variable};
@@ -48,19 +47,6 @@ pub struct MirroredStrategy {
     devices: Vec<Device>,
 }
 
-fn parse_device(spec: &str) -> Result<Device> {
-    let s = spec.trim().to_lowercase();
-    let s = s.strip_prefix("/device:").unwrap_or(&s).to_string();
-    if s == "cpu" || s == "cpu:0" {
-        return Ok(Device::Cpu);
-    }
-    let n = s
-        .strip_prefix("gpu:")
-        .and_then(|n| n.parse::<usize>().ok())
-        .ok_or_else(|| Error::arg(OP, format!("'{spec}' is not a device name; use gpu:N or cpu")))?;
-    config::gpu(n)
-}
-
 impl MirroredStrategy {
     /// Replicas on these devices (`"gpu:0"`, `"gpu:1"`, `"cpu"`): each must
     /// exist and appear once.
@@ -70,7 +56,7 @@ impl MirroredStrategy {
         }
         let mut out: Vec<Device> = Vec::new();
         for d in devices {
-            let dev = parse_device(d)?;
+            let dev = config::device(d)?;
             if out.contains(&dev) {
                 return Err(Error::arg(OP, format!("device {dev} is listed twice")));
             }
@@ -415,9 +401,11 @@ impl<M: Model> Mirrored<M> {
             .collect();
         for j in 0..per[0].len() {
             let vals: Vec<Tensor> = per.iter().map(|vs| vs[j].value()).collect();
+            let shape = vals[0].shape().to_vec();
+            let mut mean = host_sum(&read_back_all(vals.into_iter().map(|v| vec![v]).collect())?)?;
+            mean.iter_mut().for_each(|v| *v /= n as f32);
             for (i, vs) in per.iter().enumerate() {
-                let mean = all_reduce_sum(&vals, &self.devices[i])?.mul_scalar(1.0 / n as f64)?;
-                vs[j].assign(&mean)?;
+                vs[j].assign(&Tensor::from_slice(&mean, &shape, &self.devices[i])?)?;
             }
         }
         Ok(())
@@ -510,7 +498,7 @@ impl<M: Model> Mirrored<M> {
 
     /// `model.fit(x, y, ...)` with each global batch of `args.batch_size`
     /// split across the replicas.
-    pub fn fit(&mut self, x: &Tensor, y: &Tensor, mut args: FitArgs) -> Result<History> {
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, args: FitArgs) -> Result<History> {
         if args.batch_size < self.replicas.len() {
             return Err(Error::arg(
                 OP,
@@ -530,79 +518,25 @@ impl<M: Model> Mirrored<M> {
             ds = ds.shuffle(n.max(1), args.seed);
         }
         let ds = ds.batch(args.batch_size, false)?;
-        let mut history = History::default();
-        let mut callbacks = std::mem::take(&mut args.callbacks);
-        let mut ctx = crate::nn::callbacks::TrainContext::default();
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(self.replicas[0].named_variables(), &mut ctx)?;
-        }
-        for cb in callbacks.iter_mut() {
-            let opt = self.replicas[0].compiled().as_mut().map(|c| &mut c.optimizer);
-            cb.on_restore(opt, &mut ctx)?;
-        }
-        if ctx.initial_epoch.is_some() {
-            self.copy_first_to_all()?;
-        }
-        let first_epoch = ctx
-            .initial_epoch
-            .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
-        let total = match (ds.cardinality(), args.steps_per_epoch) {
-            (Some(n), Some(s)) => Some(n.min(s)),
-            (n, s) => s.or(n),
-        };
-        let mut step = self.replicas[0]
-            .compiled()
-            .as_ref()
-            .map_or(0, |c| c.optimizer.iterations());
-        for epoch in first_epoch..args.epochs {
-            if args.verbose {
-                println!("Epoch {}/{}", epoch + 1, args.epochs);
-            }
-            if let Some(c) = self.replicas[0].compiled().as_mut() {
-                c.loss_tracker.reset_state();
-                for m in c.metrics.iter_mut() {
-                    m.reset_state();
-                }
-            }
-            let mut progress = crate::nn::progress::Progress::new(total, args.verbose);
-            let mut steps = 0;
-            for batch in ds.iter()? {
-                if args.steps_per_epoch.is_some_and(|s| steps >= s) {
-                    break;
-                }
-                let batch = batch?;
-                let loss = self.train_batch(&batch[0], &batch[1])?;
-                steps += 1;
-                step += 1;
-                if progress.due() {
-                    let logs = self.replicas[0].current_logs()?;
-                    progress.update(steps, &logs);
-                }
-                for cb in callbacks.iter_mut() {
-                    cb.on_train_batch_end(step, &loss, &mut ctx)?;
-                }
-            }
-            let mut logs = self.replicas[0].current_logs()?;
-            if let Some((vx, vy)) = &args.validation_data {
-                let val = self.evaluate(vx, vy, args.batch_size)?;
-                logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
-            }
-            progress.finish(steps, &logs);
-            history.push(epoch, &logs);
-            let c = self.replicas[0].compiled().take();
-            let r = callbacks
-                .iter_mut()
-                .try_for_each(|cb| cb.on_epoch_end(epoch, &logs, c.as_ref().map(|c| &c.optimizer), step, &mut ctx));
-            *self.replicas[0].compiled() = c;
-            r?;
-            if ctx.stop_training {
-                break;
-            }
-        }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(&mut ctx)?;
-        }
-        Ok(history)
+        let vars = self.replicas[0].named_variables();
+        let batch_size = args.batch_size;
+        fit_loop(
+            self,
+            &ds,
+            args,
+            vars,
+            |m: &mut Self| m.replicas[0].compiled(),
+            |m: &mut Self, batch: Vec<Tensor>| match batch.as_slice() {
+                [x, y] => m.train_batch(x, y),
+                _ => Err(Error::arg(
+                    OP,
+                    format!("dataset elements need (x, y), got {} tensors", batch.len()),
+                )),
+            },
+            |m: &mut Self, vx: &Tensor, vy: &Tensor| m.evaluate(vx, vy, batch_size),
+            // A restored replica 0 is copied to the others.
+            |m: &mut Self| m.copy_first_to_all(),
+        )
     }
 
     /// `model.evaluate(x, y, batch_size)` on replica 0 after averaging the

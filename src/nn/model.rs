@@ -64,7 +64,7 @@ pub struct History {
 }
 
 impl History {
-    pub(crate) fn push(&mut self, epoch: usize, logs: &Logs) {
+    fn push(&mut self, epoch: usize, logs: &Logs) {
         self.epochs.push(epoch);
         for (k, v) in logs {
             match self.history.iter_mut().find(|(n, _)| n == k) {
@@ -334,7 +334,7 @@ pub trait Model {
     ///
     /// Returns [`Error::InvalidArgument`] if the model is not compiled or an
     /// element is not a pair, and the errors of [`Model::fit`].
-    fn fit_dataset(&mut self, ds: &Dataset, mut args: FitArgs) -> Result<History>
+    fn fit_dataset(&mut self, ds: &Dataset, args: FitArgs) -> Result<History>
     where
         Self: Sized,
     {
@@ -351,91 +351,40 @@ pub trait Model {
             .clone()
             .map(move |e| e.iter().map(|t| t.to_device(&dev)).collect())
             .prefetch(2);
-        let mut history = History::default();
-        let mut callbacks = std::mem::take(&mut args.callbacks);
-        let mut ctx = TrainContext::default();
-        for cb in callbacks.iter_mut() {
-            cb.on_train_begin(self.named_variables(), &mut ctx)?;
-        }
-        for cb in callbacks.iter_mut() {
-            let opt = self.compiled().as_mut().map(|c| &mut c.optimizer);
-            cb.on_restore(opt, &mut ctx)?;
-        }
-        let first_epoch = ctx
-            .initial_epoch
-            .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
-        let total = match (ds.cardinality(), args.steps_per_epoch) {
-            (Some(n), Some(s)) => Some(n.min(s)),
-            (n, s) => s.or(n),
-        };
-        let mut step = self.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
         let mut traced = std::mem::replace(
             &mut self.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
             Traced::new("train_step"),
         );
-        for epoch in first_epoch..args.epochs {
-            if args.verbose {
-                println!("Epoch {}/{}", epoch + 1, args.epochs);
-            }
-            let c = self.compiled().as_mut().ok_or_else(not_compiled)?;
-            c.loss_tracker.reset_state();
-            for m in c.metrics.iter_mut() {
-                m.reset_state();
-            }
-            let mut progress = Progress::new(total, args.verbose);
-            let mut steps = 0;
-            for batch in ds.iter()? {
-                if args.steps_per_epoch.is_some_and(|s| steps >= s) {
-                    break;
-                }
-                let batch = batch?;
+        let vars = self.named_variables();
+        let batch_size = args.batch_size;
+        let history = fit_loop(
+            self,
+            &ds,
+            args,
+            vars,
+            |m: &mut Self| m.compiled(),
+            |m: &mut Self, batch: Vec<Tensor>| {
                 if batch.len() != 2 {
                     return Err(Error::arg(
                         "fit",
                         format!("dataset elements need (x, y), got {} tensors", batch.len()),
                     ));
                 }
-                let loss = if self.run_eagerly() {
-                    self.train_step(&batch[0], &batch[1])?
+                if m.run_eagerly() {
+                    m.train_step(&batch[0], &batch[1])
                 } else {
-                    traced
-                        .call(&batch, |b| Ok(vec![self.train_step(&b[0], &b[1])?]))?
-                        .remove(0)
-                };
-                steps += 1;
-                step += 1;
-                if progress.due() {
-                    let logs = self.current_logs()?;
-                    progress.update(steps, &logs);
+                    Ok(traced
+                        .call(&batch, |b| Ok(vec![m.train_step(&b[0], &b[1])?]))?
+                        .remove(0))
                 }
-                for cb in callbacks.iter_mut() {
-                    cb.on_train_batch_end(step, &loss, &mut ctx)?;
-                }
-            }
-            let mut logs = self.current_logs()?;
-            if let Some((vx, vy)) = &args.validation_data {
-                let val = self.evaluate_on(vx, vy, args.batch_size, &device)?;
-                logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
-            }
-            progress.finish(steps, &logs);
-            history.push(epoch, &logs);
-            let c = self.compiled().take();
-            let r = callbacks
-                .iter_mut()
-                .try_for_each(|cb| cb.on_epoch_end(epoch, &logs, c.as_ref().map(|c| &c.optimizer), step, &mut ctx));
-            *self.compiled() = c;
-            r?;
-            if ctx.stop_training {
-                break;
-            }
-        }
+            },
+            |m: &mut Self, vx: &Tensor, vy: &Tensor| m.evaluate_on(vx, vy, batch_size, &device),
+            |_: &mut Self| Ok(()),
+        );
         if let Some(c) = self.compiled().as_mut() {
             c.train_function = traced;
         }
-        for cb in callbacks.iter_mut() {
-            cb.on_train_end(&mut ctx)?;
-        }
-        Ok(history)
+        history
     }
 
     /// The loss and metrics accumulated so far in this epoch.
@@ -443,12 +392,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let c = self.compiled().as_ref().ok_or_else(not_compiled)?;
-        let mut logs = vec![("loss".to_string(), c.loss_tracker.result()?)];
-        for m in &c.metrics {
-            logs.push((m.name().to_string(), m.result()?));
-        }
-        Ok(logs)
+        logs_of(self.compiled())
     }
 
     /// `model.evaluate(x, y, batch_size)`: loss and metrics in inference mode
@@ -607,6 +551,103 @@ fn with_commas(n: usize) -> String {
         out.push(c);
     }
     out
+}
+
+/// The loss and metrics `c` has accumulated.
+fn logs_of(c: &Option<Compiled>) -> Result<Logs> {
+    let c = c.as_ref().ok_or_else(not_compiled)?;
+    let mut logs = vec![("loss".to_string(), c.loss_tracker.result()?)];
+    for m in &c.metrics {
+        logs.push((m.name().to_string(), m.result()?));
+    }
+    Ok(logs)
+}
+
+/// The epochs of `fit` around a step, for one model ([`Model::fit_dataset`])
+/// or a mirrored one (`distribute::Mirrored::fit`): the callbacks (begin,
+/// restore, batch end, epoch end, end), the epoch range and
+/// `steps_per_epoch`, metric resets, the progress bar, validation and the
+/// history. `compiled` gives the `Compiled` whose optimizer and metrics are
+/// reported; `restored` runs after a callback restored a previous run.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn fit_loop<T>(
+    target: &mut T,
+    ds: &Dataset,
+    mut args: FitArgs,
+    vars: Vec<(String, Variable)>,
+    compiled: impl Fn(&mut T) -> &mut Option<Compiled>,
+    mut step_fn: impl FnMut(&mut T, Vec<Tensor>) -> Result<Tensor>,
+    mut validate: impl FnMut(&mut T, &Tensor, &Tensor) -> Result<Logs>,
+    mut restored: impl FnMut(&mut T) -> Result<()>,
+) -> Result<History> {
+    let mut history = History::default();
+    let mut callbacks = std::mem::take(&mut args.callbacks);
+    let mut ctx = TrainContext::default();
+    for cb in callbacks.iter_mut() {
+        cb.on_train_begin(vars.clone(), &mut ctx)?;
+    }
+    for cb in callbacks.iter_mut() {
+        let opt = compiled(target).as_mut().map(|c| &mut c.optimizer);
+        cb.on_restore(opt, &mut ctx)?;
+    }
+    if ctx.initial_epoch.is_some() {
+        restored(target)?;
+    }
+    let first_epoch = ctx
+        .initial_epoch
+        .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
+    let total = match (ds.cardinality(), args.steps_per_epoch) {
+        (Some(n), Some(s)) => Some(n.min(s)),
+        (n, s) => s.or(n),
+    };
+    let mut step = compiled(target).as_ref().map_or(0, |c| c.optimizer.iterations());
+    for epoch in first_epoch..args.epochs {
+        if args.verbose {
+            println!("Epoch {}/{}", epoch + 1, args.epochs);
+        }
+        let c = compiled(target).as_mut().ok_or_else(not_compiled)?;
+        c.loss_tracker.reset_state();
+        for m in c.metrics.iter_mut() {
+            m.reset_state();
+        }
+        let mut progress = Progress::new(total, args.verbose);
+        let mut steps = 0;
+        for batch in ds.iter()? {
+            if args.steps_per_epoch.is_some_and(|s| steps >= s) {
+                break;
+            }
+            let loss = step_fn(target, batch?)?;
+            steps += 1;
+            step += 1;
+            if progress.due() {
+                let logs = logs_of(compiled(target))?;
+                progress.update(steps, &logs);
+            }
+            for cb in callbacks.iter_mut() {
+                cb.on_train_batch_end(step, &loss, &mut ctx)?;
+            }
+        }
+        let mut logs = logs_of(compiled(target))?;
+        if let Some((vx, vy)) = &args.validation_data {
+            let val = validate(target, vx, vy)?;
+            logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
+        }
+        progress.finish(steps, &logs);
+        history.push(epoch, &logs);
+        let c = compiled(target).take();
+        let r = callbacks
+            .iter_mut()
+            .try_for_each(|cb| cb.on_epoch_end(epoch, &logs, c.as_ref().map(|c| &c.optimizer), step, &mut ctx));
+        *compiled(target) = c;
+        r?;
+        if ctx.stop_training {
+            break;
+        }
+    }
+    for cb in callbacks.iter_mut() {
+        cb.on_train_end(&mut ctx)?;
+    }
+    Ok(history)
 }
 
 fn not_compiled() -> Error {

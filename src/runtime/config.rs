@@ -364,22 +364,41 @@ pub fn resolve_default(spec: Option<&str>, visible: usize) -> Result<Option<usiz
         v.push("cpu".into());
         v
     };
-    match spec.map(|s| s.trim().to_lowercase()) {
+    match spec {
         None => Ok(if visible > 0 { Some(0) } else { None }),
-        Some(s) if s == "cpu" || s == "cpu:0" => Ok(None),
-        Some(s) => {
-            let n = s
-                .strip_prefix("gpu:")
-                .or_else(|| s.strip_prefix("gpu"))
-                .and_then(|n| if n.is_empty() { Some(0) } else { n.parse::<usize>().ok() });
-            match n {
-                Some(n) if n < visible => Ok(Some(n)),
-                _ => Err(Error::selection(
-                    format!("WGFLOW_DEVICE={s:?} names no visible device"),
-                    valid(),
-                )),
-            }
-        }
+        Some(s) => match parse_spec(s) {
+            Some(None) => Ok(None),
+            Some(Some(n)) if n < visible => Ok(Some(n)),
+            _ => Err(Error::selection(
+                format!("WGFLOW_DEVICE={:?} names no visible device", s.trim().to_lowercase()),
+                valid(),
+            )),
+        },
+    }
+}
+
+/// `cpu` / `cpu:0` -> `Some(None)`, `gpu:N` (or `gpuN`, `gpu`) ->
+/// `Some(Some(N))`, anything else `None`.
+fn parse_spec(spec: &str) -> Option<Option<usize>> {
+    let s = spec.trim().to_lowercase();
+    if s == "cpu" || s == "cpu:0" {
+        return Some(None);
+    }
+    s.strip_prefix("gpu:")
+        .or_else(|| s.strip_prefix("gpu"))
+        .and_then(|n| if n.is_empty() { Some(0) } else { n.parse::<usize>().ok() })
+        .map(Some)
+}
+
+/// The device a name gives: `gpu:N` (a visible logical GPU) or `cpu`.
+pub fn device(spec: &str) -> Result<Device> {
+    match parse_spec(spec) {
+        Some(None) => Ok(Device::Cpu),
+        Some(Some(n)) => gpu(n),
+        None => Err(Error::selection(
+            format!("{spec:?} is not a device name"),
+            vec!["gpu:N".into(), "cpu".into()],
+        )),
     }
 }
 

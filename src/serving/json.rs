@@ -35,18 +35,6 @@ impl Json {
             _ => None,
         }
     }
-
-    /// RapidJSON's type names, as TF Serving's messages use them.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Json::Null => "null",
-            Json::Bool(_) => "bool",
-            Json::Num(..) => "number",
-            Json::Str(_) => "string",
-            Json::Arr(_) => "array",
-            Json::Obj(_) => "object",
-        }
-    }
 }
 
 /// A parse failure: RapidJSON's message and the byte offset.

@@ -154,11 +154,6 @@ impl Manager {
         }
     }
 
-    /// The device models run on.
-    pub fn device(&self) -> &Device {
-        &self.device
-    }
-
     fn read(&self) -> std::sync::RwLockReadGuard<'_, BTreeMap<String, Model>> {
         self.models.read().unwrap_or_else(|e| e.into_inner())
     }
@@ -234,11 +229,6 @@ impl Manager {
             )));
         }
         Ok(all)
-    }
-
-    /// The model names configured.
-    pub fn names(&self) -> Vec<String> {
-        self.read().keys().cloned().collect()
     }
 
     /// One pass over every model's base path.

@@ -81,11 +81,6 @@ impl Servable {
             None => self.core.run(key, inputs, filter),
         }
     }
-
-    /// Runs signature `key` now, with no batching (the batch threads' call).
-    pub fn run_direct(&self, key: &str, inputs: Named, filter: &[String]) -> Result<Named, Status> {
-        self.core.run(key, inputs, filter)
-    }
 }
 
 impl Core {
