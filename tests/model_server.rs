@@ -897,3 +897,67 @@ fn python() -> Option<PathBuf> {
         }
     }
 }
+
+/// The batch queue's limits: a request with more rows than
+/// `max_batch_size` is 400, and requests past `max_enqueued_batches` get
+/// TF Serving's 503 while the others are answered.
+#[test]
+fn batch_queue_limits() {
+    let base = tmp("queue");
+    let mut model = cnn();
+    model.export(base.join("1")).unwrap();
+    let params = base.join("batching.config");
+    std::fs::write(
+        &params,
+        "max_batch_size { value: 1 }\nbatch_timeout_micros { value: 0 }\nnum_batch_threads { value: 1 }\n\
+         max_enqueued_batches { value: 1 }\n",
+    )
+    .unwrap();
+    let s = Server::start(
+        "queue",
+        &[
+            "--model_name=m".into(),
+            format!("--model_base_path={}", base.display()),
+            "--enable_batching".into(),
+            format!("--batching_parameters_file={}", params.display()),
+        ],
+        Some("m"),
+    );
+    let img = image_json(&[0.25; 784]);
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/m:predict",
+        &format!("{{\"instances\": [{img},{img}]}}"),
+    );
+    assert_eq!(
+        (c, error_of(&b).as_str()),
+        (400, "Task size 2 is larger than maximum input batch size 1")
+    );
+    let body = Arc::new(format!("{{\"instances\": [{img}]}}"));
+    let port = s.rest;
+    let threads: Vec<_> = (0..32)
+        .map(|_| {
+            let body = body.clone();
+            std::thread::spawn(move || {
+                (0..8)
+                    .map(|_| try_http(port, "POST", "/v1/models/m:predict", body.as_bytes()).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let answers: Vec<(u16, String)> = threads.into_iter().flat_map(|t| t.join().unwrap()).collect();
+    let full = answers.iter().filter(|(c, _)| *c == 503).count();
+    let ok = answers.iter().filter(|(c, _)| *c == 200).count();
+    assert_eq!(
+        full + ok,
+        answers.len(),
+        "only 200 and 503: {:?}",
+        answers.iter().find(|(c, _)| *c != 200 && *c != 503)
+    );
+    assert!(ok > 0 && full > 0, "{ok} answered, {full} refused");
+    let (_, refused) = answers.iter().find(|(c, _)| *c == 503).unwrap();
+    assert_eq!(
+        error_of(refused),
+        "The batch scheduling queue to which this task was submitted is full"
+    );
+}
