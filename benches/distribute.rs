@@ -9,19 +9,15 @@
 //!
 //!     cargo bench --bench distribute
 
+mod common;
+use common::{median, mnist_cnn};
 use std::time::Instant;
 use wgflow::distribute::{MirroredStrategy, all_reduce_sum};
-use wgflow::nn::layers::{Conv2D, Dense, Flatten, MaxPooling2D};
+use wgflow::nn::FitArgs;
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
 use wgflow::nn::optimizers::Adam;
-use wgflow::nn::{Activation, FitArgs, Sequential, set_random_seed};
 use wgflow::{DType, Device, Result, Tensor, config, ops};
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
 
 fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
     f()?;
@@ -32,19 +28,6 @@ fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
         t.push(s.elapsed().as_secs_f64());
     }
     Ok(median(t))
-}
-
-fn cnn(d: &Device) -> Result<Sequential> {
-    set_random_seed(1);
-    let mut m = Sequential::new()
-        .add(Conv2D::new(16, [3, 3]).activation(Activation::Relu))
-        .add(MaxPooling2D::new([2, 2]))
-        .add(Conv2D::new(32, [3, 3]).activation(Activation::Relu))
-        .add(MaxPooling2D::new([2, 2]))
-        .add(Flatten::new())
-        .add(Dense::new(10));
-    m.build(&[28, 28, 1], d)?;
-    Ok(m)
 }
 
 fn main() -> Result<()> {
@@ -137,7 +120,7 @@ fn main() -> Result<()> {
         let names: Vec<String> = devs.iter().map(|d| d.to_string()).collect();
         let refs: Vec<&str> = names.iter().map(String::as_str).collect();
         let s = MirroredStrategy::new(&refs)?;
-        let mut m = s.scope(cnn)?;
+        let mut m = s.scope(mnist_cnn)?;
         m.compile(
             Adam::new(1e-3),
             SparseCategoricalCrossentropy::new(true),

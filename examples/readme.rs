@@ -131,6 +131,31 @@ fn mirrored(images: &Tensor, labels: &Tensor) -> wgflow::Result<()> {
     Ok(())
 }
 
+/// "Several processes and hosts" (one worker unless launched by mpirun).
+#[rustfmt::skip]
+fn multi_worker(images: &Tensor, labels: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::layers::Flatten;
+    use wgflow::nn::losses::SparseCategoricalCrossentropy;
+    use wgflow::nn::metrics::SparseCategoricalAccuracy;
+    use wgflow::nn::optimizers::SGD;
+    use wgflow::nn::FitArgs;
+    if !cfg!(feature = "mpi") {
+        return Ok(());
+    }
+    let build = |device: &wgflow::Device| -> wgflow::Result<Sequential> {
+        let mut m = Sequential::new().add(Flatten::new()).add(Dense::new(10));
+        m.build(&[28, 28, 1], device)?;
+        Ok(m)
+    };
+    use wgflow::distribute::MultiWorkerMirroredStrategy;
+
+    let strategy = MultiWorkerMirroredStrategy::default()?; // this worker's GPUs, else its CPU
+    let mut model = strategy.scope(build)?; // worker 0's weights on every worker
+    model.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), SparseCategoricalAccuracy::new());
+    model.fit(&images, &labels, FitArgs { batch_size: 256, ..FitArgs::default() })?;
+    Ok(())
+}
+
 fn main() -> wgflow::Result<()> {
     let dev = config::default_device()?;
     // 28x28 images and labels for the Keras snippet.
@@ -160,6 +185,7 @@ fn main() -> wgflow::Result<()> {
     let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
     input_signature(&a, &b)?;
     mirrored(&x, &y)?;
+    multi_worker(&x, &y)?;
     println!("every README snippet ran on {dev}");
     Ok(())
 }

@@ -3,13 +3,21 @@
 //!     cargo run --release --example train_mnist -- [--data-dir DIR] [--epochs N]
 //!         [--batch-size N] [--logdir DIR] [--checkpoint-dir DIR] [--resume]
 //!         [--train-size N] [--run-eagerly] [--export-dir DIR]
-//!         [--strategy one|mirrored] [--devices gpu:0,gpu:1] [--seed N]
+//!         [--strategy one|mirrored|multi-worker] [--devices gpu:0,gpu:1] [--seed N]
 //!         [--dropout RATE] [--optimizer adam|sgd] [--learning-rate X]
-//!         [--steps-per-epoch N]
+//!         [--steps-per-epoch N] [--backup-dir DIR]
 //!
 //! `--strategy mirrored` trains one replica per device of `--devices`
 //! (default: every visible GPU, else the CPU) with `MirroredStrategy`;
 //! `--batch-size` is then the global batch, split across the replicas.
+//! `--strategy multi-worker` (cargo feature `mpi`) is one worker of an MPI
+//! job with `MultiWorkerMirroredStrategy`:
+//!
+//!     cargo build --release --features mpi --example train_mnist
+//!     mpirun -np 2 target/release/examples/train_mnist --strategy multi-worker
+//!
+//! Worker 0 alone prints the progress and writes logs, checkpoints and the
+//! export; every worker prints its weights' fingerprint at the end.
 //!
 //! Without `--data-dir` it trains on a synthetic handwritten-digit set
 //! generated in code (`--train-size` examples, 10000 by default), so it runs
@@ -22,9 +30,9 @@ mod common;
 use clap::Parser;
 use std::path::PathBuf;
 use wgflow::data::{mnist, synthetic};
-use wgflow::distribute::{Mirrored, MirroredStrategy};
+use wgflow::distribute::{Mirrored, MirroredStrategy, MultiWorkerMirroredStrategy};
 use wgflow::io::checkpoint::{Checkpoint, CheckpointManager, OptimizerState};
-use wgflow::nn::callbacks::{ModelCheckpoint, TensorBoard};
+use wgflow::nn::callbacks::{BackupAndRestore, Callback, ModelCheckpoint, TensorBoard};
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -64,12 +72,13 @@ struct Args {
     /// (version 1, or the next free number), as TF Serving expects.
     #[arg(long, value_name = "DIR")]
     export_dir: Option<PathBuf>,
-    /// One device, or MirroredStrategy over --devices (multi-worker needs
-    /// MPI, which is not built yet).
+    /// One device, MirroredStrategy over --devices, or one worker of an MPI
+    /// job (multi-worker: launch with mpirun; needs the `mpi` feature).
     #[arg(long, value_enum, default_value_t = Strategy::One)]
     strategy: Strategy,
-    /// The replica devices of --strategy mirrored (default: every visible
-    /// GPU, else the CPU).
+    /// The device of --strategy one (default: the default device), the
+    /// replica devices of --strategy mirrored, or of each worker with
+    /// multi-worker (default: every visible GPU, else the CPU).
     #[arg(long, value_name = "LIST", value_delimiter = ',')]
     devices: Vec<String>,
     /// Seed of the weights' initialization and of the shuffle order.
@@ -87,6 +96,10 @@ struct Args {
     /// Keras' steps_per_epoch: batches per epoch (default: the whole set).
     #[arg(long, value_name = "N")]
     steps_per_epoch: Option<usize>,
+    /// Keras' BackupAndRestore: back up after every epoch to DIR, and resume
+    /// an interrupted run from it (deleted when training completes).
+    #[arg(long, value_name = "DIR")]
+    backup_dir: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -140,43 +153,74 @@ fn main() {
     }
 }
 
+/// The strategy of --strategy: none, one process's, or an MPI job's.
+enum Dist {
+    One,
+    Mirrored(MirroredStrategy),
+    MultiWorker(MultiWorkerMirroredStrategy),
+}
+
 fn run(args: Args) -> wgflow::Result<()> {
-    let device = config::default_device()?;
-    let strategy = match args.strategy {
-        Strategy::One => None,
-        Strategy::Mirrored if args.devices.is_empty() => Some(MirroredStrategy::default()?),
-        Strategy::Mirrored => {
-            let names: Vec<&str> = args.devices.iter().map(String::as_str).collect();
-            Some(MirroredStrategy::new(&names)?)
-        }
-        Strategy::MultiWorker => {
-            return Err(wgflow::Error::Unimplemented {
-                what: "--strategy multi-worker".into(),
-                msg: "MultiWorkerMirroredStrategy (MPI) is not built yet; use --strategy mirrored".into(),
-            });
-        }
+    let names: Vec<&str> = args.devices.iter().map(String::as_str).collect();
+    let dist = match args.strategy {
+        Strategy::One => Dist::One,
+        Strategy::Mirrored if names.is_empty() => Dist::Mirrored(MirroredStrategy::default()?),
+        Strategy::Mirrored => Dist::Mirrored(MirroredStrategy::new(&names)?),
+        Strategy::MultiWorker if names.is_empty() => Dist::MultiWorker(MultiWorkerMirroredStrategy::default()?),
+        Strategy::MultiWorker => Dist::MultiWorker(MultiWorkerMirroredStrategy::new(&names)?),
     };
-    let device = strategy.as_ref().map_or(device, |s| s.devices()[0].clone());
-    match &strategy {
-        None => println!("Training on {device} ({})", device.name()),
-        Some(s) => println!(
+    // Worker 0 alone prints (and writes files); the others train quietly.
+    let chief = match &dist {
+        Dist::MultiWorker(s) => s.is_chief(),
+        _ => true,
+    };
+    macro_rules! say {
+        ($($t:tt)*) => { if chief { println!($($t)*) } };
+    }
+    let list = |ds: &[Device]| {
+        ds.iter()
+            .map(|d| format!("{d} ({})", d.name()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let device = match &dist {
+        Dist::One => match names.as_slice() {
+            [] => config::default_device()?,
+            [one] => config::device(one)?,
+            _ => {
+                return Err(wgflow::Error::Unimplemented {
+                    what: "several --devices with --strategy one".into(),
+                    msg: "give one device, or use --strategy mirrored".into(),
+                });
+            }
+        },
+        Dist::Mirrored(s) => s.devices()[0].clone(),
+        Dist::MultiWorker(s) => s.devices()[0].clone(),
+    };
+    match &dist {
+        Dist::One => say!("Training on {device} ({})", device.name()),
+        Dist::Mirrored(s) => say!(
             "Training with MirroredStrategy on {} replicas: {}",
             s.num_replicas_in_sync(),
-            s.devices()
-                .iter()
-                .map(|d| format!("{d} ({})", d.name()))
-                .collect::<Vec<_>>()
-                .join(", ")
+            list(s.devices())
+        ),
+        Dist::MultiWorker(s) => println!(
+            "Worker {} of {} (pid {}; MultiWorkerMirroredStrategy, {} replicas in sync): {}",
+            s.worker(),
+            s.num_workers(),
+            std::process::id(),
+            s.num_replicas_in_sync(),
+            list(s.devices())
         ),
     }
 
     let (x_train, y_train, x_test, y_test): (Tensor, Tensor, Tensor, Tensor) = match &args.data_dir {
         Some(dir) => {
-            println!("Reading MNIST from {}", dir.display());
+            say!("Reading MNIST from {}", dir.display());
             mnist::load(dir)?
         }
         None => {
-            println!(
+            say!(
                 "No --data-dir: using {} synthetic handwritten digits (and 2000 for testing)",
                 args.train_size
             );
@@ -209,22 +253,30 @@ fn run(args: Args) -> wgflow::Result<()> {
         }
     };
     let loss = SparseCategoricalCrossentropy::new(true);
-    let mut model = match &strategy {
-        None => {
+    let mut model = match &dist {
+        Dist::One => {
             let mut m = build(&device)?;
             m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
             // fit traces its step once and replays it; --run-eagerly runs op by op.
             m.set_run_eagerly(args.run_eagerly)?;
             Trainer::One(m)
         }
-        Some(s) => {
+        Dist::Mirrored(s) => {
+            let mut m = s.scope(build)?;
+            m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
+            m.set_run_eagerly(args.run_eagerly);
+            Trainer::Mirrored(m)
+        }
+        Dist::MultiWorker(s) => {
             let mut m = s.scope(build)?;
             m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
             m.set_run_eagerly(args.run_eagerly);
             Trainer::Mirrored(m)
         }
     };
-    print!("{}", model.first().summary());
+    if chief {
+        print!("{}", model.first().summary());
+    }
 
     let steps_per_epoch = args
         .steps_per_epoch
@@ -244,19 +296,26 @@ fn run(args: Args) -> wgflow::Result<()> {
         match manager.restore_latest(opt)? {
             Some(meta) => {
                 initial_epoch = (meta.step / steps_per_epoch) as usize;
-                println!(
+                say!(
                     "Resumed from {} (step {}, epoch {initial_epoch})",
                     manager.latest_checkpoint().unwrap().display(),
                     meta.step
                 );
             }
-            None => println!("No checkpoint in {}: starting fresh", args.checkpoint_dir.display()),
+            None => say!("No checkpoint in {}: starting fresh", args.checkpoint_dir.display()),
         }
         if let Trainer::Mirrored(m) = &mut model {
             m.copy_first_to_all()?;
         }
     }
 
+    let mut callbacks: Vec<Box<dyn Callback>> = vec![
+        Box::new(TensorBoard::new(&args.logdir)),
+        Box::new(ModelCheckpoint::new(&args.checkpoint_dir).max_to_keep(3)),
+    ];
+    if let Some(dir) = &args.backup_dir {
+        callbacks.push(Box::new(BackupAndRestore::new(dir)));
+    }
     let history = model.fit(
         &x_train,
         &y_train,
@@ -265,10 +324,7 @@ fn run(args: Args) -> wgflow::Result<()> {
             epochs: initial_epoch + args.epochs,
             initial_epoch,
             validation_data: Some((x_test.clone(), y_test.clone())),
-            callbacks: vec![
-                Box::new(TensorBoard::new(&args.logdir)),
-                Box::new(ModelCheckpoint::new(&args.checkpoint_dir).max_to_keep(3)),
-            ],
+            callbacks,
             device: Some(device.clone()),
             seed: args.seed,
             steps_per_epoch: args.steps_per_epoch,
@@ -280,16 +336,22 @@ fn run(args: Args) -> wgflow::Result<()> {
         .iter()
         .find(|(k, _)| k == "sparse_categorical_accuracy")
         .map_or(0.0, |(_, v)| *v);
-    println!("Final test loss {:.4}, test accuracy {:.4}", test[0].1, acc);
+    say!("Final test loss {:.4}, test accuracy {:.4}", test[0].1, acc);
     if let Some(l) = history.get("loss") {
-        println!(
+        say!(
             "Training loss per epoch: {:?}",
             l.iter().map(|v| (v * 1e4).round() / 1e4).collect::<Vec<_>>()
         );
     }
-    println!("TensorBoard logs: tensorboard --logdir {}", args.logdir.display());
-    println!("Checkpoints: {}", args.checkpoint_dir.display());
-    if let Some(base) = &args.export_dir {
+    say!("TensorBoard logs: tensorboard --logdir {}", args.logdir.display());
+    say!("Checkpoints: {}", args.checkpoint_dir.display());
+    // Equal on every replica and worker: compare runs and workers by it.
+    let fingerprint = fingerprint(model.first())?;
+    match &dist {
+        Dist::MultiWorker(s) => println!("Worker {}: weights fingerprint {fingerprint:016x}", s.worker()),
+        _ => println!("Weights fingerprint {fingerprint:016x}"),
+    }
+    if let (Some(base), true) = (&args.export_dir, chief) {
         let dir = base.join(saved_model::next_version(base)?.to_string());
         if let Trainer::Mirrored(m) = &mut model {
             m.sync_on_read()?;
@@ -301,4 +363,17 @@ fn run(args: Args) -> wgflow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// FNV-1a over the bits of every trainable weight.
+fn fingerprint(m: &Sequential) -> wgflow::Result<u64> {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for v in m.trainable_variables() {
+        for x in v.value().to_vec::<f32>()? {
+            for b in x.to_bits().to_le_bytes() {
+                h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+    }
+    Ok(h)
 }

@@ -11,7 +11,7 @@
 //!
 //! | layer | what it is |
 //! |---|---|
-//! | [`distribute`] | `MirroredStrategy`: data parallelism over several devices |
+//! | [`distribute`] | `MirroredStrategy`, `MultiWorkerMirroredStrategy`: data parallelism over devices and MPI workers |
 //! | [`serving`] | `wgflow_model_server`: TF Serving's REST and gRPC APIs (feature `server`) |
 //! | [`nn`] | Keras: layers, models, losses, optimizers, metrics, `fit`, callbacks |
 //! | [`io`], [`data`] | checkpoints and TensorBoard summaries; `tf.data` |

@@ -305,6 +305,9 @@ fn backup_and_restore_resumes_after_the_last_finished_epoch() {
         let mut a = args(2 * B);
         a.epochs = epochs;
         a.callbacks = callbacks;
+        // A resumed run draws each epoch's shuffle order as an uninterrupted one.
+        a.shuffle = true;
+        a.seed = 9;
         m(a)
     };
     let mut devices = vec![vec!["cpu".to_string()]];

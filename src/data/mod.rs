@@ -98,10 +98,24 @@ impl Dataset {
     /// full shuffle); each iteration (epoch) uses a new order derived from
     /// `seed`, as TF's `reshuffle_each_iteration=True`.
     pub fn shuffle(self, buffer_size: usize, seed: u64) -> Dataset {
-        let epoch = Arc::new(AtomicU64::new(0));
+        self.shuffle_counted(buffer_size, seed, Arc::new(AtomicU64::new(0)), true)
+    }
+
+    /// `shuffle` whose order for an iteration is the one of iteration
+    /// `epoch` (set by the caller before each iteration), so that a run
+    /// resumed at epoch e draws the orders an uninterrupted run draws.
+    pub(crate) fn shuffle_for_epoch(self, buffer_size: usize, seed: u64, epoch: Arc<AtomicU64>) -> Dataset {
+        self.shuffle_counted(buffer_size, seed, epoch, false)
+    }
+
+    fn shuffle_counted(self, buffer_size: usize, seed: u64, epoch: Arc<AtomicU64>, count: bool) -> Dataset {
         let up = self.make.clone();
         Dataset::new(self.len, move || {
-            let e = epoch.fetch_add(1, Ordering::Relaxed);
+            let e = if count {
+                epoch.fetch_add(1, Ordering::Relaxed)
+            } else {
+                epoch.load(Ordering::Relaxed)
+            };
             let mut rng = Rng::new(seed ^ e.wrapping_mul(0xA076_1D64_78BD_642F));
             let mut inner = up()?;
             let mut buf: Vec<Result<Element>> = Vec::with_capacity(buffer_size.max(1));

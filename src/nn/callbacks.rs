@@ -22,6 +22,16 @@ pub struct TrainContext {
     /// Set by a callback that restored a run ([`BackupAndRestore`]): the
     /// epoch `fit` starts at (when later than its `initial_epoch`).
     pub initial_epoch: Option<usize>,
+    /// This worker's index in a multi-worker job (0 otherwise). Worker 0,
+    /// the chief, alone writes files: checkpoints, backups and summaries.
+    pub worker: usize,
+}
+
+impl TrainContext {
+    /// Whether this is the worker that writes files (`task_id == 0`).
+    pub fn is_chief(&self) -> bool {
+        self.worker == 0
+    }
 }
 
 /// `keras.callbacks.Callback`: hooks `fit` calls. Every hook defaults to
@@ -93,7 +103,10 @@ impl TensorBoard {
 }
 
 impl Callback for TensorBoard {
-    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, _ctx: &mut TrainContext) -> Result<()> {
+    fn on_train_begin(&mut self, vars: Vec<(String, Variable)>, ctx: &mut TrainContext) -> Result<()> {
+        if !ctx.is_chief() {
+            return Ok(());
+        }
         self.train = Some(create_file_writer(self.log_dir.join("train"))?);
         self.val = Some(create_file_writer(self.log_dir.join("validation"))?);
         self.vars = vars;
@@ -105,8 +118,11 @@ impl Callback for TensorBoard {
         logs: &Logs,
         _o: Option<&Optimizer>,
         _s: u64,
-        _c: &mut TrainContext,
+        ctx: &mut TrainContext,
     ) -> Result<()> {
+        if !ctx.is_chief() {
+            return Ok(());
+        }
         let e = epoch as i64;
         let (Some(train), Some(val)) = (self.train.as_mut(), self.val.as_mut()) else {
             return Err(Error::arg(
@@ -209,8 +225,11 @@ impl Callback for ModelCheckpoint {
         logs: &Logs,
         opt: Option<&Optimizer>,
         step: u64,
-        _c: &mut TrainContext,
+        ctx: &mut TrainContext,
     ) -> Result<()> {
+        if !ctx.is_chief() {
+            return Ok(());
+        }
         if self.save_best_only {
             let v = metric(logs, &self.monitor)?;
             let better = match self.best {
@@ -294,8 +313,11 @@ impl Callback for BackupAndRestore {
         _logs: &Logs,
         opt: Option<&Optimizer>,
         _step: u64,
-        _ctx: &mut TrainContext,
+        ctx: &mut TrainContext,
     ) -> Result<()> {
+        if !ctx.is_chief() {
+            return Ok(());
+        }
         let Some(m) = self.manager.as_ref() else {
             return Err(Error::arg("BackupAndRestore", "on_epoch_end before on_train_begin"));
         };
@@ -306,8 +328,8 @@ impl Callback for BackupAndRestore {
         Ok(())
     }
 
-    fn on_train_end(&mut self, _ctx: &mut TrainContext) -> Result<()> {
-        if !self.keep && self.backup_dir.exists() {
+    fn on_train_end(&mut self, ctx: &mut TrainContext) -> Result<()> {
+        if ctx.is_chief() && !self.keep && self.backup_dir.exists() {
             std::fs::remove_dir_all(&self.backup_dir).map_err(|e| Error::io(&self.backup_dir, e))?;
         }
         Ok(())

@@ -22,6 +22,8 @@ use crate::function::{ConcreteFunction, TensorSpec, Traced};
 use crate::ops::layout;
 use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// What [`Model::compile`] sets: the training configuration and the state
 /// that lives as long as it (metric totals, traced steps). A custom model
@@ -319,13 +321,8 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let n = x.shape().first().copied().unwrap_or(0);
-        let mut ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?;
-        if args.shuffle {
-            ds = ds.shuffle(n.max(1), args.seed);
-        }
-        let ds = ds.batch(args.batch_size, false)?;
-        self.fit_dataset(&ds, args)
+        let (ds, epoch) = epoch_batches(x, y, &args)?;
+        fit_model(self, &ds, args, Some(epoch))
     }
 
     /// `model.fit(dataset, ...)`: the dataset yields (x, y) batches, moved to
@@ -338,53 +335,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        if self.compiled().is_none() {
-            return Err(not_compiled());
-        }
-        // Where the weights are, unless told otherwise.
-        let device = match &args.device {
-            Some(d) => d.clone(),
-            None => self.device()?,
-        };
-        let dev = device.clone();
-        let ds = ds
-            .clone()
-            .map(move |e| e.iter().map(|t| t.to_device(&dev)).collect())
-            .prefetch(2);
-        let mut traced = std::mem::replace(
-            &mut self.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
-            Traced::new("train_step"),
-        );
-        let vars = self.named_variables();
-        let batch_size = args.batch_size;
-        let history = fit_loop(
-            self,
-            &ds,
-            args,
-            vars,
-            |m: &mut Self| m.compiled(),
-            |m: &mut Self, batch: Vec<Tensor>| {
-                if batch.len() != 2 {
-                    return Err(Error::arg(
-                        "fit",
-                        format!("dataset elements need (x, y), got {} tensors", batch.len()),
-                    ));
-                }
-                if m.run_eagerly() {
-                    m.train_step(&batch[0], &batch[1])
-                } else {
-                    Ok(traced
-                        .call(&batch, |b| Ok(vec![m.train_step(&b[0], &b[1])?]))?
-                        .remove(0))
-                }
-            },
-            |m: &mut Self, vx: &Tensor, vy: &Tensor| m.evaluate_on(vx, vy, batch_size, &device),
-            |_: &mut Self| Ok(()),
-        );
-        if let Some(c) = self.compiled().as_mut() {
-            c.train_function = traced;
-        }
-        history
+        fit_model(self, ds, args, None)
     }
 
     /// The loss and metrics accumulated so far in this epoch.
@@ -563,36 +514,148 @@ fn logs_of(c: &Option<Compiled>) -> Result<Logs> {
     Ok(logs)
 }
 
-/// The epochs of `fit` around a step, for one model ([`Model::fit_dataset`])
-/// or a mirrored one (`distribute::Mirrored::fit`): the callbacks (begin,
-/// restore, batch end, epoch end, end), the epoch range and
-/// `steps_per_epoch`, metric resets, the progress bar, validation and the
-/// history. `compiled` gives the `Compiled` whose optimizer and metrics are
-/// reported; `restored` runs after a callback restored a previous run.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn fit_loop<T>(
+/// `x` and `y` in batches of `args.batch_size`, shuffled (with
+/// `args.shuffle`) in the order of the epoch the returned counter holds:
+/// what `fit(x, y)` iterates.
+pub(crate) fn epoch_batches(x: &Tensor, y: &Tensor, args: &FitArgs) -> Result<(Dataset, Arc<AtomicU64>)> {
+    let n = x.shape().first().copied().unwrap_or(0);
+    let epoch = Arc::new(AtomicU64::new(0));
+    let mut ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?;
+    if args.shuffle {
+        ds = ds.shuffle_for_epoch(n.max(1), args.seed, epoch.clone());
+    }
+    Ok((ds.batch(args.batch_size, false)?, epoch))
+}
+
+/// [`Model::fit_dataset`], with the epoch counter of [`epoch_batches`] when
+/// the data is `fit`'s own.
+fn fit_model<M: Model>(m: &mut M, ds: &Dataset, args: FitArgs, epoch: Option<Arc<AtomicU64>>) -> Result<History> {
+    if m.compiled().is_none() {
+        return Err(not_compiled());
+    }
+    // Where the weights are, unless told otherwise.
+    let device = match &args.device {
+        Some(d) => d.clone(),
+        None => m.device()?,
+    };
+    let dev = device.clone();
+    let ds = ds
+        .clone()
+        .map(move |e| e.iter().map(|t| t.to_device(&dev)).collect())
+        .prefetch(2);
+    let mut traced = std::mem::replace(
+        &mut m.compiled().as_mut().ok_or_else(not_compiled)?.train_function,
+        Traced::new("train_step"),
+    );
+    let vars = m.named_variables();
+    let mut target = One {
+        model: &mut *m,
+        traced: &mut traced,
+        device,
+        batch_size: args.batch_size,
+        epoch,
+    };
+    let history = fit_loop(&mut target, &ds, args, vars);
+    if let Some(c) = m.compiled().as_mut() {
+        c.train_function = traced;
+    }
+    history
+}
+
+/// What [`fit_loop`] trains: one model ([`Model::fit_dataset`]) or a
+/// mirrored one (`distribute::Mirrored::fit`), on one worker or one of
+/// several.
+pub(crate) trait FitTarget {
+    /// The `Compiled` whose optimizer and metrics are reported.
+    fn compiled(&mut self) -> &mut Option<Compiled>;
+    /// One training step on a dataset element; returns the loss.
+    fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor>;
+    /// The validation logs of one epoch.
+    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs>;
+    /// After the restore callbacks, with the epoch they resume at (every
+    /// worker calls it, restored or not).
+    fn restored(&mut self, _initial_epoch: Option<usize>) -> Result<()> {
+        Ok(())
+    }
+    /// At each epoch's end, with this worker's wish to stop: whether
+    /// training stops (every worker must decide alike).
+    fn stop(&mut self, stop: bool) -> Result<bool> {
+        Ok(stop)
+    }
+    /// This worker's index; 0, the chief, alone prints and writes files.
+    fn worker(&self) -> usize {
+        0
+    }
+    /// Before each epoch's first batch, with its index.
+    fn begin_epoch(&mut self, _epoch: usize) {}
+}
+
+/// One model on one device, its traced step kept across epochs.
+struct One<'a, M: Model> {
+    model: &'a mut M,
+    traced: &'a mut Traced,
+    device: Device,
+    batch_size: usize,
+    /// The shuffle's epoch, when the data is `fit`'s own.
+    epoch: Option<Arc<AtomicU64>>,
+}
+
+impl<M: Model> FitTarget for One<'_, M> {
+    fn begin_epoch(&mut self, epoch: usize) {
+        if let Some(e) = &self.epoch {
+            e.store(epoch as u64, Ordering::Relaxed);
+        }
+    }
+    fn compiled(&mut self) -> &mut Option<Compiled> {
+        self.model.compiled()
+    }
+    fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
+        if batch.len() != 2 {
+            return Err(Error::arg(
+                "fit",
+                format!("dataset elements need (x, y), got {} tensors", batch.len()),
+            ));
+        }
+        let m = &mut *self.model;
+        if m.run_eagerly() {
+            m.train_step(&batch[0], &batch[1])
+        } else {
+            Ok(self
+                .traced
+                .call(&batch, |b| Ok(vec![m.train_step(&b[0], &b[1])?]))?
+                .remove(0))
+        }
+    }
+    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
+        self.model.evaluate_on(x, y, self.batch_size, &self.device)
+    }
+}
+
+/// The epochs of `fit` around a step: the callbacks (begin, restore, batch
+/// end, epoch end, end), the epoch range and `steps_per_epoch`, metric
+/// resets, the progress bar, validation and the history.
+pub(crate) fn fit_loop<T: FitTarget>(
     target: &mut T,
     ds: &Dataset,
     mut args: FitArgs,
     vars: Vec<(String, Variable)>,
-    compiled: impl Fn(&mut T) -> &mut Option<Compiled>,
-    mut step_fn: impl FnMut(&mut T, Vec<Tensor>) -> Result<Tensor>,
-    mut validate: impl FnMut(&mut T, &Tensor, &Tensor) -> Result<Logs>,
-    mut restored: impl FnMut(&mut T) -> Result<()>,
 ) -> Result<History> {
     let mut history = History::default();
     let mut callbacks = std::mem::take(&mut args.callbacks);
-    let mut ctx = TrainContext::default();
+    let mut ctx = TrainContext {
+        worker: target.worker(),
+        ..TrainContext::default()
+    };
+    // Only the chief prints.
+    let verbose = args.verbose && ctx.is_chief();
     for cb in callbacks.iter_mut() {
         cb.on_train_begin(vars.clone(), &mut ctx)?;
     }
     for cb in callbacks.iter_mut() {
-        let opt = compiled(target).as_mut().map(|c| &mut c.optimizer);
+        let opt = target.compiled().as_mut().map(|c| &mut c.optimizer);
         cb.on_restore(opt, &mut ctx)?;
     }
-    if ctx.initial_epoch.is_some() {
-        restored(target)?;
-    }
+    target.restored(ctx.initial_epoch)?;
     let first_epoch = ctx
         .initial_epoch
         .map_or(args.initial_epoch, |e| e.max(args.initial_epoch));
@@ -600,46 +663,48 @@ pub(crate) fn fit_loop<T>(
         (Some(n), Some(s)) => Some(n.min(s)),
         (n, s) => s.or(n),
     };
-    let mut step = compiled(target).as_ref().map_or(0, |c| c.optimizer.iterations());
+    let mut step = target.compiled().as_ref().map_or(0, |c| c.optimizer.iterations());
     for epoch in first_epoch..args.epochs {
-        if args.verbose {
+        if verbose {
             println!("Epoch {}/{}", epoch + 1, args.epochs);
         }
-        let c = compiled(target).as_mut().ok_or_else(not_compiled)?;
+        let c = target.compiled().as_mut().ok_or_else(not_compiled)?;
         c.loss_tracker.reset_state();
         for m in c.metrics.iter_mut() {
             m.reset_state();
         }
-        let mut progress = Progress::new(total, args.verbose);
+        let mut progress = Progress::new(total, verbose);
         let mut steps = 0;
+        target.begin_epoch(epoch);
         for batch in ds.iter()? {
             if args.steps_per_epoch.is_some_and(|s| steps >= s) {
                 break;
             }
-            let loss = step_fn(target, batch?)?;
+            let loss = target.step(batch?)?;
             steps += 1;
             step += 1;
             if progress.due() {
-                let logs = logs_of(compiled(target))?;
+                let logs = logs_of(target.compiled())?;
                 progress.update(steps, &logs);
             }
             for cb in callbacks.iter_mut() {
                 cb.on_train_batch_end(step, &loss, &mut ctx)?;
             }
         }
-        let mut logs = logs_of(compiled(target))?;
+        let mut logs = logs_of(target.compiled())?;
         if let Some((vx, vy)) = &args.validation_data {
-            let val = validate(target, vx, vy)?;
+            let val = target.validate(vx, vy)?;
             logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
         }
         progress.finish(steps, &logs);
         history.push(epoch, &logs);
-        let c = compiled(target).take();
+        let c = target.compiled().take();
         let r = callbacks
             .iter_mut()
             .try_for_each(|cb| cb.on_epoch_end(epoch, &logs, c.as_ref().map(|c| &c.optimizer), step, &mut ctx));
-        *compiled(target) = c;
+        *target.compiled() = c;
         r?;
+        ctx.stop_training = target.stop(ctx.stop_training)?;
         if ctx.stop_training {
             break;
         }

@@ -1,0 +1,636 @@
+//! A model mirrored over a strategy's replicas: the training step, the
+//! broadcasts that keep the replicas equal, and `fit` / `evaluate` /
+//! `predict`.
+
+use super::cluster::Cluster;
+use super::{OP, flat_host, host_sum, read_back_all, rows, split_range, unflat};
+use crate::autodiff::{GradientTape, without_recording};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::function::Traced;
+use crate::nn::model::{Compiled, FitArgs, FitTarget, History, Logs, Model, epoch_batches, fit_loop};
+use crate::runtime::Device;
+use crate::tensor::{Tensor, Variable};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A model mirrored over a [`super::MirroredStrategy`]'s (or a
+/// [`super::MultiWorkerMirroredStrategy`]'s) devices.
+pub struct Mirrored<M: Model> {
+    replicas: Vec<M>,
+    devices: Vec<Device>,
+    grad_steps: Vec<Traced>,
+    run_eagerly: bool,
+    cluster: Option<Cluster>,
+    /// One example's prediction shape, agreed on at the first step.
+    pred_shape: Option<Vec<usize>>,
+    /// The last error was returned on every worker alike, so no worker is
+    /// left waiting for another.
+    agreed_error: bool,
+}
+
+/// One replica's step read back: rows `lo..hi` of the global batch and
+/// `[gradients | loss | predictions]`.
+struct Part {
+    lo: usize,
+    hi: usize,
+    pred_shape: Vec<usize>,
+    host: Vec<f32>,
+}
+
+impl<M: Model> Mirrored<M> {
+    /// The replicas of a strategy's scope, started from replica 0's values
+    /// (worker 0's, with the model's shapes compared on every worker first).
+    pub(super) fn start(replicas: Vec<M>, devices: Vec<Device>, cluster: Option<Cluster>) -> Result<Mirrored<M>> {
+        let n = replicas.len();
+        let mut m = Mirrored {
+            replicas,
+            devices,
+            grad_steps: (0..n).map(|_| Traced::new("replica_grad_step")).collect(),
+            run_eagerly: false,
+            cluster,
+            pred_shape: None,
+            agreed_error: false,
+        };
+        m.check_same_model()?;
+        m.broadcast(false, true)?;
+        Ok(m)
+    }
+
+    /// The replicas of this process, in replica order.
+    pub fn replicas(&self) -> &[M] {
+        &self.replicas
+    }
+
+    /// The replicas, mutably (custom loops).
+    pub fn replicas_mut(&mut self) -> &mut [M] {
+        &mut self.replicas
+    }
+
+    /// The replica devices of this process.
+    pub fn devices(&self) -> &[Device] {
+        &self.devices
+    }
+
+    /// `model.compile(...)`: the optimizer, loss and metrics (kept by
+    /// replica 0, which applies every update).
+    pub fn compile(
+        &mut self,
+        optimizer: impl Into<crate::nn::optimizers::Optimizer>,
+        loss: impl crate::nn::losses::Loss + 'static,
+        metrics: impl Into<crate::nn::metrics::Metrics>,
+    ) {
+        self.replicas[0].compile(optimizer, loss, metrics);
+        for g in &mut self.grad_steps {
+            *g = Traced::new("replica_grad_step");
+        }
+    }
+
+    /// Keras' `run_eagerly`: run the replica steps op by op.
+    pub fn set_run_eagerly(&mut self, on: bool) {
+        self.run_eagerly = on;
+    }
+
+    /// The other workers, when there are any.
+    fn others(&self) -> Option<&Cluster> {
+        self.cluster.as_ref().filter(|c| c.comm.size() > 1)
+    }
+
+    /// This process's first replica among all workers' and the job's
+    /// replica count.
+    fn span(&self) -> (usize, usize) {
+        self.cluster
+            .as_ref()
+            .map_or((0, self.replicas.len()), |c| (c.offset, c.total))
+    }
+
+    /// Copies every variable of replica 0 (worker 0's, across workers) to
+    /// every other replica (after restoring a checkpoint into replica 0,
+    /// for one). Across workers every worker must call it.
+    pub fn copy_first_to_all(&mut self) -> Result<()> {
+        self.broadcast(false, true)
+    }
+
+    /// Copies replica 0's trainable variables (all variables when
+    /// `trainable_only` is false) to the other replicas, one flat transfer
+    /// per replica; with `across`, worker 0's replica 0 to every replica of
+    /// every worker.
+    fn broadcast(&mut self, trainable_only: bool, across: bool) -> Result<()> {
+        let pick = |m: &M| -> Vec<Variable> {
+            if trainable_only {
+                m.trainable_variables()
+            } else {
+                m.variables()
+            }
+        };
+        let cross = if across { self.others().cloned() } else { None };
+        let src = pick(&self.replicas[0]);
+        if (self.replicas.len() < 2 && cross.is_none()) || src.is_empty() {
+            return Ok(());
+        }
+        let shapes: Vec<Vec<usize>> = src.iter().map(|v| v.shape()).collect();
+        let receiving = cross.as_ref().is_some_and(|c| c.comm.rank() != 0);
+        let mut flat = if receiving {
+            vec![0.0f32; shapes.iter().map(|s| s.iter().product::<usize>()).sum()]
+        } else {
+            let values: Vec<Tensor> = src.iter().map(|v| v.value()).collect();
+            without_recording(|| flat_host(&values))?
+        };
+        if let Some(c) = &cross {
+            c.comm.broadcast_f32(&mut flat)?;
+        }
+        for i in usize::from(!receiving)..self.replicas.len() {
+            let dst = pick(&self.replicas[i]);
+            let ts = unflat(&flat, &shapes, &self.devices[i])?;
+            for (v, t) in dst.iter().zip(&ts) {
+                v.assign(t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Across workers: every worker's model has worker 0's variable shapes,
+    /// or every worker returns the same error naming the first worker and
+    /// variable that differ.
+    fn check_same_model(&mut self) -> Result<()> {
+        let Some(c) = self.others().cloned() else {
+            return Ok(());
+        };
+        let vars = self.replicas[0].named_variables();
+        let mine: Vec<Vec<usize>> = vars.iter().map(|(_, v)| v.shape()).collect();
+        let mut desc = vec![mine.len() as u64];
+        for s in &mine {
+            desc.push(s.len() as u64);
+            desc.extend(s.iter().map(|&d| d as u64));
+        }
+        let mut len = [desc.len() as u64];
+        c.comm.broadcast_u64(&mut len)?;
+        let len = usize::try_from(len[0]).map_err(|_| Error::arg(OP, "a model description past usize"))?;
+        let mut theirs = if c.comm.rank() == 0 { desc } else { vec![0; len] };
+        c.comm.broadcast_u64(&mut theirs)?;
+        let first = parse_shapes(&theirs);
+        let differ = (0..mine.len().max(first.len()))
+            .find(|&i| mine.get(i) != first.get(i))
+            .map_or(u64::MAX, |i| i as u64);
+        let codes = c.comm.gather_u64(differ)?;
+        let Some((w, &i)) = codes.iter().enumerate().find(|(_, v)| **v != u64::MAX) else {
+            return Ok(());
+        };
+        let i = usize::try_from(i).unwrap_or(usize::MAX);
+        let name = vars
+            .get(i)
+            .map_or_else(|| format!("#{i}"), |(n, _)| format!("#{i} ({n})"));
+        let theirs = first
+            .get(i)
+            .map_or_else(|| "does not exist".to_string(), |s| format!("is {s:?}"));
+        let own = if w == c.comm.rank() {
+            mine.get(i).map_or_else(
+                || ", and this worker has no such variable".to_string(),
+                |s| format!(", this worker's is {s:?}"),
+            )
+        } else {
+            String::new()
+        };
+        Err(Error::arg(
+            OP,
+            format!(
+                "worker {w}'s model differs from worker 0's: on worker 0 variable {name} {theirs}{own} (worker 0 has {} variables, worker {w} disagrees); every worker must build the same model",
+                first.len()
+            ),
+        ))
+    }
+
+    /// Averages the non-trainable variables (BatchNormalization's moving
+    /// statistics) over every replica (of every worker) into every replica:
+    /// what a read sees. Across workers every worker must call it.
+    pub fn sync_on_read(&mut self) -> Result<()> {
+        let cross = self.others().cloned();
+        if self.replicas.len() < 2 && cross.is_none() {
+            return Ok(());
+        }
+        let per: Vec<Vec<Variable>> = self
+            .replicas
+            .iter()
+            .map(|m| m.variables().into_iter().filter(|v| !v.trainable()).collect())
+            .collect();
+        if per[0].is_empty() {
+            return Ok(());
+        }
+        let shapes: Vec<Vec<usize>> = per[0].iter().map(|v| v.shape()).collect();
+        let flats = read_back_all(per.iter().map(|vs| vs.iter().map(|v| v.value()).collect()).collect())?;
+        let parts: Vec<&[f32]> = flats.iter().map(Vec::as_slice).collect();
+        let mut mean = host_sum(&parts)?;
+        if let Some(c) = &cross {
+            let mine = std::mem::take(&mut mean);
+            mean = vec![0.0; mine.len()];
+            c.comm.sum_f32(&mine, &mut mean)?;
+        }
+        let total = self.span().1 as f32;
+        mean.iter_mut().for_each(|v| *v /= total);
+        for (i, vs) in per.iter().enumerate() {
+            for (v, t) in vs.iter().zip(unflat(&mean, &shapes, &self.devices[i])?) {
+                v.assign(&t)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Each local replica's gradient step on its rows of the global batch
+    /// of `n`, queued on every device before the first read-back.
+    #[allow(clippy::too_many_arguments)]
+    fn local_parts(&mut self, c: &Compiled, x: &Tensor, y: &Tensor, n: usize, g: usize) -> Result<Vec<Part>> {
+        let (offset, total) = self.span();
+        let mut outs = Vec::new();
+        let mut spans = Vec::new();
+        for i in 0..self.replicas.len() {
+            let (lo, hi) = split_range(n, total, offset + i);
+            if hi == lo {
+                continue;
+            }
+            let vars = self.replicas[i].trainable_variables();
+            let numel: usize = vars.iter().map(|v| v.shape().iter().product::<usize>()).sum();
+            if numel != g {
+                return Err(Error::arg(
+                    OP,
+                    format!(
+                        "replicas disagree: replica {i} has {numel} trainable values, replica 0 {g} (were a replica's variables changed?)"
+                    ),
+                ));
+            }
+            let d = &self.devices[i];
+            let xi = rows(x, lo, hi)?.to_device(d)?;
+            let yi = rows(y, lo, hi)?.to_device(d)?;
+            let scale = Tensor::scalar((hi - lo) as f32 / n as f32, d)?;
+            let model = &mut self.replicas[i];
+            let loss_fn = &c.loss;
+            let mut step = |b: &[Tensor]| -> Result<Vec<Tensor>> {
+                let tape = GradientTape::new();
+                let pred = model.call(&b[0], true)?;
+                let loss = loss_fn.call(&b[1], &pred)?.mul(&b[2])?;
+                let vars = model.trainable_variables();
+                let refs: Vec<&Variable> = vars.iter().collect();
+                let grads = tape.gradient(&loss, &refs)?;
+                drop(tape);
+                let mut out = vec![loss, pred];
+                for (g, v) in grads.into_iter().zip(&vars) {
+                    out.push(match g {
+                        Some(g) => g,
+                        None => crate::ops::zeros(&v.shape(), v.dtype(), &v.device())?,
+                    });
+                }
+                Ok(out)
+            };
+            let args = [xi, yi, scale];
+            let mut out = if self.run_eagerly {
+                step(&args)?
+            } else {
+                self.grad_steps[i].call(&args, |b| step(b))?
+            };
+            let mut ts = out.split_off(2);
+            let mut pred = out
+                .pop()
+                .ok_or_else(|| Error::arg(OP, "the step lost its prediction"))?;
+            let loss = out.pop().ok_or_else(|| Error::arg(OP, "the step lost its loss"))?;
+            if pred.dtype() != DType::F32 {
+                pred = pred.cast(DType::F32)?;
+            }
+            spans.push((lo, hi, pred.shape().get(1..).unwrap_or(&[]).to_vec()));
+            ts.push(loss);
+            ts.push(pred);
+            outs.push(ts);
+        }
+        // Every replica's step is queued before the first read-back.
+        let flats = read_back_all(outs)?;
+        Ok(spans
+            .into_iter()
+            .zip(flats)
+            .map(|((lo, hi, pred_shape), host)| Part {
+                lo,
+                hi,
+                pred_shape,
+                host,
+            })
+            .collect())
+    }
+
+    /// One example's prediction shape: worker 0's (its replica 0 always has
+    /// rows), sent to every worker at the first step. `None` when worker 0
+    /// has none (its step failed).
+    fn agree_pred_shape(&mut self, local: &Result<Vec<Part>>) -> Result<Option<Vec<usize>>> {
+        if let Some(s) = &self.pred_shape {
+            return Ok(Some(s.clone()));
+        }
+        let mine = local
+            .as_ref()
+            .ok()
+            .and_then(|p| p.first())
+            .map(|p| p.pred_shape.clone());
+        let shape = match self.others().cloned() {
+            None => mine,
+            Some(c) => {
+                const MAX_RANK: usize = 8;
+                let mut msg = [0u64; MAX_RANK + 2];
+                if let Some(s) = mine.as_ref().filter(|s| s.len() <= MAX_RANK && c.comm.rank() == 0) {
+                    msg[0] = 1;
+                    msg[1] = s.len() as u64;
+                    for (m, &d) in msg[2..].iter_mut().zip(s) {
+                        *m = d as u64;
+                    }
+                }
+                c.comm.broadcast_u64(&mut msg)?;
+                if msg[0] != 1 {
+                    None
+                } else {
+                    let rank = usize::try_from(msg[1]).unwrap_or(0).min(MAX_RANK);
+                    Some(msg[2..2 + rank].iter().map(|&d| d as usize).collect())
+                }
+            }
+        };
+        self.pred_shape.clone_from(&shape);
+        Ok(shape)
+    }
+
+    /// One global batch: per-replica gradients, the host sum (and the sum
+    /// across workers), one update on replica 0, weights copied to the
+    /// other local replicas. Returns the global loss (on replica 0's device).
+    fn train_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+        let n = x.shape().first().copied().unwrap_or(0);
+        if n == 0 {
+            return Err(Error::arg(OP, "an empty batch"));
+        }
+        let mut c = self.replicas[0]
+            .compiled()
+            .take()
+            .ok_or_else(|| Error::arg(OP, "compile the mirrored model before fit"))?;
+        let result = self.step_with(&mut c, x, y, n);
+        *self.replicas[0].compiled() = Some(c);
+        let loss = result?;
+        self.broadcast(true, false)?;
+        Ok(loss)
+    }
+
+    fn step_with(&mut self, c: &mut Compiled, x: &Tensor, y: &Tensor, n: usize) -> Result<Tensor> {
+        let vars0 = self.replicas[0].trainable_variables();
+        let shapes: Vec<Vec<usize>> = vars0.iter().map(|v| v.shape()).collect();
+        let g: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
+        let local = self.local_parts(c, x, y, n, g);
+        let cross = self.others().cloned();
+        let Some(pred_shape) = self.agree_pred_shape(&local)? else {
+            self.agreed_error = cross.is_some();
+            return Err(local
+                .err()
+                .unwrap_or_else(|| Error::arg(OP, "worker 0's first training step failed (its log says why)")));
+        };
+        let width: usize = pred_shape.iter().product();
+        let preds_len = n
+            .checked_mul(width)
+            .ok_or_else(|| Error::arg(OP, "the batch's predictions overflow usize"))?;
+        // [summed gradients | summed loss | failure flag | predictions]
+        let mut buf = vec![0.0f32; g + 2 + preds_len];
+        let local = local.and_then(|parts| fill(&mut buf, &parts, g, width));
+        let failed = local.err();
+        if failed.is_some() {
+            buf.fill(0.0);
+            buf[g + 1] = 1.0;
+        }
+        match &cross {
+            None => {
+                if let Some(e) = failed {
+                    return Err(e);
+                }
+            }
+            Some(cl) => {
+                let mut all = vec![0.0f32; buf.len()];
+                cl.comm.sum_f32(&buf, &mut all)?;
+                buf = all;
+                if buf[g + 1] != 0.0 {
+                    self.agreed_error = true;
+                    return Err(failed.unwrap_or_else(|| {
+                        Error::arg(OP, "a training step failed on another worker (its log says why)")
+                    }));
+                }
+            }
+        }
+        let d0 = &self.devices[0];
+        let grads: Vec<Option<Tensor>> = unflat(&buf[..g], &shapes, d0)?.into_iter().map(Some).collect();
+        c.optimizer.apply_gradients(&grads, &vars0)?;
+        let loss = Tensor::scalar(buf[g], d0)?;
+        let mut pshape = vec![n];
+        pshape.extend(&pred_shape);
+        let pred = Tensor::from_slice(&buf[g + 2..], &pshape, d0)?;
+        let y0 = y.to_device(d0)?;
+        without_recording(|| -> Result<()> {
+            c.loss_tracker.update(&loss)?;
+            for m in c.metrics.iter_mut() {
+                m.update_state(&y0, &pred)?;
+            }
+            Ok(())
+        })?;
+        Ok(loss)
+    }
+
+    /// `model.fit(x, y, ...)` with each global batch of `args.batch_size`
+    /// split across the replicas of every worker. Across workers every
+    /// worker passes the same data, arguments and seed; worker 0 alone
+    /// prints and writes files. An error on one worker that the others
+    /// cannot see (a checkpoint that failed to write, a lost device) ends
+    /// the whole job with MPI's abort: the others would wait for it forever.
+    pub fn fit(&mut self, x: &Tensor, y: &Tensor, args: FitArgs) -> Result<History> {
+        let total = self.span().1;
+        if args.batch_size < total {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the global batch size {} is smaller than the {total} replicas",
+                    args.batch_size
+                ),
+            ));
+        }
+        if self.replicas[0].compiled().is_none() {
+            return Err(Error::arg(OP, "compile the mirrored model before fit"));
+        }
+        let (ds, epoch) = epoch_batches(x, y, &args)?;
+        let vars = self.replicas[0].named_variables();
+        self.agreed_error = false;
+        let batch_size = args.batch_size;
+        let r = fit_loop(
+            &mut Fitting {
+                m: self,
+                batch_size,
+                epoch,
+            },
+            &ds,
+            args,
+            vars,
+        );
+        if let Err(e) = &r {
+            self.abort_unless_agreed(e);
+        }
+        r
+    }
+
+    /// Ends the job when `e` happened on this worker alone.
+    fn abort_unless_agreed(&self, e: &Error) {
+        if let Some(c) = self.others() {
+            if !self.agreed_error {
+                eprintln!(
+                    "wgflow: worker {}: {e}; ending the job (the other workers would wait for this one forever)",
+                    c.comm.rank()
+                );
+                c.comm.abort(1);
+            }
+        }
+    }
+
+    /// `model.evaluate(x, y, batch_size)` on replica 0 after averaging the
+    /// replicas' non-trainable statistics. Across workers every worker
+    /// evaluates all of `x` (and gets the same logs).
+    pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
+        self.sync_on_read()?;
+        self.replicas[0].evaluate(x, y, batch_size)
+    }
+
+    /// `model.predict(x, batch_size)`: each batch split across this
+    /// process's replicas, the parts concatenated on replica 0's device.
+    pub fn predict(&mut self, x: &Tensor, batch_size: usize) -> Result<Tensor> {
+        self.sync_on_read()?;
+        let n = x.shape().first().copied().unwrap_or(0);
+        let r = self.replicas.len();
+        let mut parts = Vec::new();
+        let mut lo = 0;
+        while lo < n {
+            let hi = (lo + batch_size.max(1)).min(n);
+            let b = rows(x, lo, hi)?;
+            for i in 0..r {
+                let (a, z) = split_range(hi - lo, r, i);
+                if a == z {
+                    continue;
+                }
+                let xi = rows(&b, a, z)?.to_device(&self.devices[i])?;
+                let yi = without_recording(|| self.replicas[i].call(&xi, false))?;
+                parts.push(yi.to_device(&self.devices[0])?);
+            }
+            lo = hi;
+        }
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        crate::ops::layout::concat(&refs, 0)
+    }
+}
+
+/// Sums the parts' `[gradients | loss]` into `buf` and puts each part's
+/// predictions at its rows.
+fn fill(buf: &mut [f32], parts: &[Part], g: usize, width: usize) -> Result<()> {
+    let heads: Vec<&[f32]> = parts.iter().map(|p| p.host.get(..g + 1).unwrap_or(&[])).collect();
+    if !heads.is_empty() {
+        let sum = host_sum(&heads)?;
+        if sum.len() != g + 1 {
+            return Err(Error::arg(
+                OP,
+                "replicas disagree: a replica returned too few gradients",
+            ));
+        }
+        buf[..g + 1].copy_from_slice(&sum);
+    }
+    for p in parts {
+        let pred = &p.host[g + 1..];
+        let want = (p.hi - p.lo) * width;
+        if pred.len() != want {
+            return Err(Error::shape(
+                "MirroredStrategy.fit",
+                &[&p.pred_shape],
+                format!("a replica's predictions hold {} values, {want} expected", pred.len()),
+            ));
+        }
+        let at = g + 2 + p.lo * width;
+        buf[at..at + want].copy_from_slice(pred);
+    }
+    Ok(())
+}
+
+/// Parses `[count, (rank, dims...)...]` into shapes (a short or broken
+/// description ends the list).
+fn parse_shapes(desc: &[u64]) -> Vec<Vec<usize>> {
+    let mut out = Vec::new();
+    let count = desc.first().copied().unwrap_or(0);
+    let mut at = 1;
+    for _ in 0..count {
+        let Some(&rank) = desc.get(at) else { break };
+        let rank = rank as usize;
+        let Some(dims) = desc.get(at + 1..at + 1 + rank) else {
+            break;
+        };
+        out.push(dims.iter().map(|&d| d as usize).collect());
+        at += 1 + rank;
+    }
+    out
+}
+
+/// A mirrored model inside `fit`.
+struct Fitting<'a, M: Model> {
+    m: &'a mut Mirrored<M>,
+    batch_size: usize,
+    /// The shuffle's epoch.
+    epoch: Arc<AtomicU64>,
+}
+
+impl<M: Model> FitTarget for Fitting<'_, M> {
+    fn begin_epoch(&mut self, epoch: usize) {
+        self.epoch.store(epoch as u64, Ordering::Relaxed);
+    }
+    fn compiled(&mut self) -> &mut Option<Compiled> {
+        self.m.replicas[0].compiled()
+    }
+    fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
+        match batch.as_slice() {
+            [x, y] => self.m.train_batch(x, y),
+            _ => Err(Error::arg(
+                OP,
+                format!("dataset elements need (x, y), got {} tensors", batch.len()),
+            )),
+        }
+    }
+    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
+        self.m.evaluate(x, y, self.batch_size)
+    }
+    fn restored(&mut self, initial_epoch: Option<usize>) -> Result<()> {
+        if let Some(c) = self.m.others().cloned() {
+            let all = c.comm.gather_u64(initial_epoch.map_or(u64::MAX, |e| e as u64))?;
+            if all.iter().any(|&e| e != all[0]) {
+                self.m.agreed_error = true;
+                let what: Vec<String> = all
+                    .iter()
+                    .enumerate()
+                    .map(|(w, &e)| match e {
+                        u64::MAX => format!("worker {w} found no backup"),
+                        e => format!("worker {w} resumes at epoch {}", e + 1),
+                    })
+                    .collect();
+                return Err(Error::arg(
+                    OP,
+                    format!(
+                        "the workers disagree on where to resume ({}): BackupAndRestore's backup_dir must be one directory that every worker reads",
+                        what.join(", ")
+                    ),
+                ));
+            }
+        }
+        if initial_epoch.is_some() {
+            // A restored replica 0 (worker 0's) is copied to the others.
+            self.m.copy_first_to_all()?;
+        }
+        Ok(())
+    }
+    fn stop(&mut self, stop: bool) -> Result<bool> {
+        match self.m.others() {
+            None => Ok(stop),
+            Some(c) => {
+                let mut v = [u64::from(stop)];
+                c.comm.max_u64(&mut v)?;
+                Ok(v[0] != 0)
+            }
+        }
+    }
+    fn worker(&self) -> usize {
+        self.m.cluster.as_ref().map_or(0, |c| c.comm.rank())
+    }
+}
