@@ -147,6 +147,63 @@ fn main() {
                 x.mul(&y).unwrap().add(&x).unwrap().gelu().unwrap().sub(&y).unwrap();
             },
         );
+        // Eager binary ops against `exp` on the same tensor: each reads what
+        // it must and writes n floats, so on a memory-bound device each
+        // should take about as long as `exp` (ratios printed).
+        if b.filter.as_ref().is_none_or(|p| "eager".contains(p.as_str())) {
+            let rows = n / 1024;
+            let m = rand(&[rows, 1024], DType::F32, 11, d);
+            let row = rand(&[1024], DType::F32, 12, d);
+            let col = rand(&[rows, 1], DType::F32, 13, d);
+            let half = x.scalar_like(0.5).unwrap();
+            let exp = median_secs(
+                || {
+                    x.exp().unwrap();
+                },
+                d,
+            );
+            println!(
+                "{:<8} {:<44} {:>10.3} ms",
+                d.to_string(),
+                format!("eager exp {n}"),
+                exp * 1e3
+            );
+            type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+            let cases: Vec<Case> = vec![
+                ("eager mul, same shape", Box::new(|| drop(x.mul(&y).unwrap()))),
+                ("eager mul, scalar", Box::new(|| drop(x.mul(&half).unwrap()))),
+                ("eager maximum, scalar", Box::new(|| drop(x.maximum(&half).unwrap()))),
+                ("eager add, row broadcast", Box::new(|| drop(m.add(&row).unwrap()))),
+                ("eager add, column broadcast", Box::new(|| drop(m.add(&col).unwrap()))),
+                (
+                    "eager chain mul add exp max min (5 ops)",
+                    Box::new(|| {
+                        drop(
+                            x.mul(&y)
+                                .unwrap()
+                                .add(&x)
+                                .unwrap()
+                                .exp()
+                                .unwrap()
+                                .maximum(&half)
+                                .unwrap()
+                                .minimum(&x.scalar_like(2.0).unwrap())
+                                .unwrap(),
+                        )
+                    }),
+                ),
+            ];
+            for (name, f) in cases {
+                let t = median_secs(&f, d);
+                println!(
+                    "{:<8} {:<44} {:>10.3} ms {:>8.2}x exp",
+                    d.to_string(),
+                    name,
+                    t * 1e3,
+                    t / exp
+                );
+            }
+        }
         // The same chain traced: one generated kernel reading x and y once.
         // Counted with the eager chain's bytes, so the two rates compare.
         let mut chain = wgflow::function(|a: &[Tensor]| Ok(vec![a[0].mul(&a[1])?.add(&a[0])?.gelu()?.sub(&a[1])?]));

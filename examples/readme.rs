@@ -43,7 +43,7 @@ mod tensors_and_ops {
     use wgflow::{config, ops, DType};
 
     fn main() -> wgflow::Result<()> {
-        let dev = config::default_device()?;           // gpu:0, or the CPU
+        let dev = config::default_device()?;           // the first real GPU, or the CPU
         let x = ops::random_normal(&[64, 784], 0.0, 1.0, DType::F32, 42, &dev)?;
         let w = ops::random_normal(&[784, 10], 0.0, 0.05, DType::F32, 7, &dev)?;
         let logits = x.matmul(&w)?;
@@ -186,6 +186,25 @@ fn main() -> wgflow::Result<()> {
     input_signature(&a, &b)?;
     mirrored(&x, &y)?;
     multi_worker(&x, &y)?;
+    mixed(&dev)?;
     println!("every README snippet ran on {dev}");
+    Ok(())
+}
+
+/// "Mixed precision".
+#[rustfmt::skip]
+fn mixed(dev: &wgflow::Device) -> wgflow::Result<()> {
+    use wgflow::nn::losses::SparseCategoricalCrossentropy;
+    use wgflow::nn::Activation;
+    use wgflow::nn::mixed_precision::{self, Policy};
+
+    mixed_precision::set_global_policy("mixed_float16")?;
+    let mut model = Sequential::new()
+        .add(Dense::new(64).activation(Activation::Relu)) // computes in f16, f32 variables
+        .add(Dense::new(10).dtype(Policy::float32()));    // a layer kept in f32
+    model.build(&[784], &dev)?;
+    model.compile(Adam::new(1e-3), SparseCategoricalCrossentropy::new(true), ()); // wrapped in LossScaleOptimizer
+    mixed_precision::set_global_policy("float32")?;
+    assert!(model.compiled().as_ref().is_some_and(|c| c.optimizer.is_loss_scaled()));
     Ok(())
 }

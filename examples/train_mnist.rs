@@ -5,7 +5,7 @@
 //!         [--train-size N] [--run-eagerly] [--export-dir DIR]
 //!         [--strategy one|mirrored|multi-worker] [--devices gpu:0,gpu:1] [--seed N]
 //!         [--dropout RATE] [--optimizer adam|sgd] [--learning-rate X]
-//!         [--steps-per-epoch N] [--backup-dir DIR]
+//!         [--steps-per-epoch N] [--backup-dir DIR] [--mixed-precision]
 //!
 //! `--strategy mirrored` trains one replica per device of `--devices`
 //! (default: every visible GPU, else the CPU) with `MirroredStrategy`;
@@ -96,6 +96,10 @@ struct Args {
     /// Keras' steps_per_epoch: batches per epoch (default: the whole set).
     #[arg(long, value_name = "N")]
     steps_per_epoch: Option<usize>,
+    /// Keras mixed precision: the "mixed_float16" policy (layers compute in
+    /// f16, variables stay f32, dynamic loss scaling).
+    #[arg(long)]
+    mixed_precision: bool,
     /// Keras' BackupAndRestore: back up after every epoch to DIR, and resume
     /// an interrupted run from it (deleted when training completes).
     #[arg(long, value_name = "DIR")]
@@ -161,6 +165,9 @@ enum Dist {
 }
 
 fn run(args: Args) -> wgflow::Result<()> {
+    if args.mixed_precision {
+        wgflow::nn::mixed_precision::set_global_policy("mixed_float16")?;
+    }
     let names: Vec<&str> = args.devices.iter().map(String::as_str).collect();
     let dist = match args.strategy {
         Strategy::One => Dist::One,
@@ -198,7 +205,11 @@ fn run(args: Args) -> wgflow::Result<()> {
         Dist::MultiWorker(s) => s.devices()[0].clone(),
     };
     match &dist {
-        Dist::One => say!("Training on {device} ({})", device.name()),
+        Dist::One => say!(
+            "Training on {device} ({}){}",
+            device.name(),
+            if args.mixed_precision { ", mixed_float16" } else { "" }
+        ),
         Dist::Mirrored(s) => say!(
             "Training with MirroredStrategy on {} replicas: {}",
             s.num_replicas_in_sync(),

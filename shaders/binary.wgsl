@@ -1,20 +1,31 @@
-// Elementwise binary ops (p.op selects it) with NumPy broadcasting, comparisons giving masks,
+// Elementwise binary ops with NumPy broadcasting, comparisons giving masks,
 // and `where`. Operand k is read at sum(c_d * stride_k[d]) over the output
-// coordinate c (stride 0 on broadcast dimensions). Fast modes skip the
-// index math: 0, every operand is laid out like the output; 2, a is and b
-// repeats with period `period` (a bias); 3, the same with a and b swapped.
+// coordinate c (stride 0 on broadcast dimensions). Fast modes (MODE) skip
+// the index math: 0, every operand is laid out like the output; 2, a is and
+// b repeats with period `period` (a row broadcast, a bias); 3, the same with
+// a and b swapped; 4, a is and each element of b repeats `period` times in a
+// row (a column broadcast); 5, the same swapped; 6, b is a single value; 7,
+// a is; 1, the general strided walk.
+//
+// OP and MODE are override constants, so every (op, mode) pair is its own
+// pipeline and the compiler sees straight-line code: llvmpipe runs a switch
+// on a uniform through every case, which made a `mul` 3-6x slower than an
+// `exp` on the same tensor.
 //
 // Bindings: 1 a, 2 b, 3 out (T), 4 mask out (u32), 5 condition (u32).
+
+override OP: u32 = 0u;
+override MODE: u32 = 1u;
 
 struct Params {
     n: u32,
     rank: u32,
-    mode: u32,
-    op: u32,
     period: u32,
     _p0: u32,
     _p1: u32,
     _p2: u32,
+    _p3: u32,
+    _p4: u32,
     shape: array<vec4<u32>, 2>,
     sa: array<vec4<u32>, 2>,
     sb: array<vec4<u32>, 2>,
@@ -30,7 +41,7 @@ struct Params {
 
 // Offsets of element i in a, b and the condition.
 fn offsets(i: u32) -> vec3<u32> {
-    switch p.mode {
+    switch MODE {
         case 0u: {
             return vec3<u32>(i, i, i);
         }
@@ -39,6 +50,18 @@ fn offsets(i: u32) -> vec3<u32> {
         }
         case 3u: {
             return vec3<u32>(i % p.period, i, 0u);
+        }
+        case 4u: {
+            return vec3<u32>(i, i / p.period, 0u);
+        }
+        case 5u: {
+            return vec3<u32>(i / p.period, i, 0u);
+        }
+        case 6u: {
+            return vec3<u32>(i, 0u, 0u);
+        }
+        case 7u: {
+            return vec3<u32>(0u, i, 0u);
         }
         default: {}
     }
@@ -61,7 +84,7 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let o = offsets(i);
-    out[i] = binary_apply(p.op, a[o.x], b[o.y]);
+    out[i] = binary_apply(OP, a[o.x], b[o.y]);
 }
 
 @compute @workgroup_size(256)
@@ -71,7 +94,7 @@ fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
         return;
     }
     let o = offsets(i);
-    mask[i] = select(0u, 1u, compare_apply(p.op, a[o.x], b[o.y]));
+    mask[i] = select(0u, 1u, compare_apply(OP, a[o.x], b[o.y]));
 }
 
 // out = cond ? a : b

@@ -1,7 +1,14 @@
-// Elementwise unary math, y = f(x). p.op selects f (codes in ops/unary.rs);
-// it is a uniform, not an override, so one pipeline serves every op.
+// Elementwise unary math, y = f(x). OP selects f (codes in ops/unary.rs);
+// it is an override constant, so each op is its own pipeline and the
+// compiler sees straight-line code (llvmpipe runs a switch on a uniform
+// through every case, a few times slower). The gradient entry takes the op
+// as the uniform p.op instead: with a constant derivative in sight (sign's
+// 0) llvmpipe folds dy * 0 to 0, where IEEE (and TensorFlow) give NaN for a
+// NaN or infinite dy.
 // Storage is T; the math runs in f32, as Eigen does for half transcendental
 // functions, and rounds once on store.
+
+override OP: u32 = 0u;
 
 struct Params {
     n: u32,
@@ -18,7 +25,7 @@ struct Params {
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        y[i] = T(unary_apply(p.op, f32(x[i]), p.alpha));
+        y[i] = T(unary_apply(OP, f32(x[i]), p.alpha));
     }
 }
 

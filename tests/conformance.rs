@@ -57,7 +57,7 @@ fn unary() {
     }
 }
 
-const SHAPE_PAIRS: [(&[usize], &[usize]); 11] = [
+const SHAPE_PAIRS: [(&[usize], &[usize]); 17] = [
     (&[5], &[2, 3, 5]),
     (&[1, 4], &[3, 4]),
     (&[3, 4], &[3, 4]),
@@ -69,6 +69,15 @@ const SHAPE_PAIRS: [(&[usize], &[usize]); 11] = [
     (&[7], &[1]),
     (&[1031], &[1031]),
     (&[2, 3, 1, 5, 1, 2], &[3, 1, 1, 2]),
+    // The kernel's fast modes: a column (each value repeated over the
+    // trailing dimensions) on either side, a single value, and a shape that
+    // is neither a row nor a column.
+    (&[3, 4], &[3, 1]),
+    (&[2, 1, 1], &[2, 3, 5]),
+    (&[6, 7, 1], &[6, 7, 3]),
+    (&[2, 3, 5], &[1]),
+    (&[1, 3, 1], &[2, 3, 4]),
+    (&[3, 0], &[3, 1]),
 ];
 
 #[test]

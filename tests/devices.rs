@@ -8,6 +8,14 @@ use common::*;
 use wgflow::config::{self, list_physical_devices, resolve_default, resolve_visible};
 use wgflow::{Device, Error, Tensor};
 
+/// The default device over these GPUs: the first that is not a software
+/// adapter, else the CPU.
+fn expected_default(gpus: &[&config::PhysicalDevice]) -> String {
+    gpus.iter()
+        .position(|p| p.adapter_type != "Cpu")
+        .map_or("cpu".to_string(), |i| format!("gpu:{i}"))
+}
+
 fn physical_gpus() -> Vec<config::PhysicalDevice> {
     list_physical_devices()
         .into_iter()
@@ -94,7 +102,21 @@ fn default_selection_shows_every_usable_adapter_in_order() {
     for (i, (l, p)) in logical.iter().zip(&kept).enumerate() {
         assert_eq!(l, &format!("gpu:{i} {} {}", p.index.unwrap(), p.backend));
     }
-    assert_eq!(default.as_deref(), Some(if kept.is_empty() { "cpu" } else { "gpu:0" }));
+    let kept_refs: Vec<&config::PhysicalDevice> = kept.iter().map(|p| **p).collect();
+    assert_eq!(default, Some(expected_default(&kept_refs)));
+    // Only software adapters: the CPU device is the default, with a notice
+    // naming the adapter and how to choose it.
+    if kept.first().is_some_and(|p| p.adapter_type == "Cpu") && default.as_deref() == Some("cpu") {
+        let notice = format!(
+            "wgflow: gpu:0 is {} ({}), a software adapter on the CPU",
+            kept[0].name, kept[0].backend
+        );
+        assert!(stderr.contains(&notice), "{stderr}");
+        assert!(stderr.contains("WGFLOW_DEVICE=gpu:0"), "{stderr}");
+        let (_, chosen, _, stderr) = probe(&[("WGFLOW_DEVICE", "gpu:0")]);
+        assert_eq!(chosen.as_deref(), Some("gpu:0"));
+        assert!(!stderr.contains("software adapter"), "{stderr}");
+    }
 
     // A broken adapter (simulated) is left out with one notice naming it;
     // the others keep their order and the default device still works.
@@ -114,7 +136,8 @@ fn default_selection_shows_every_usable_adapter_in_order() {
         broken.backend
     );
     assert!(stderr.lines().any(|l| l.starts_with(&notice)), "{stderr}");
-    assert_eq!(default.as_deref(), Some(if rest.is_empty() { "cpu" } else { "gpu:0" }));
+    let rest_refs: Vec<&config::PhysicalDevice> = rest.iter().map(|p| ***p).collect();
+    assert_eq!(default, Some(expected_default(&rest_refs)));
     // Chosen explicitly, the broken adapter is an error naming it.
     let (_, _, error, _) = probe(&[
         ("WGFLOW_TEST_BROKEN_ADAPTERS", &broken.backend),
@@ -147,7 +170,7 @@ fn visible_devices_by_index_choose_and_order() {
     let li = last.index.unwrap();
     let (logical, default, _, _) = probe(&[("WGFLOW_VISIBLE_DEVICES", &li.to_string())]);
     assert_eq!(logical, vec![format!("gpu:0 {li} {}", last.backend)]);
-    assert_eq!(default.as_deref(), Some("gpu:0"));
+    assert_eq!(default, Some(expected_default(&[last])));
     if gpus.len() >= 2 {
         let (a, b) = (&gpus[0], &gpus[1]);
         let (ai, bi) = (a.index.unwrap(), b.index.unwrap());
@@ -271,12 +294,16 @@ fn selection_logic_against_this_machine() {
         assert_eq!(resolve_visible(&list, Some(" 1 , 0 ")).unwrap(), vec![1, 0]);
         assert!(resolve_visible(&list, Some("0,0")).is_err());
     }
-    assert_eq!(resolve_default(None, 2).unwrap(), Some(0));
-    assert_eq!(resolve_default(None, 0).unwrap(), None);
-    assert_eq!(resolve_default(Some("gpu:1"), 2).unwrap(), Some(1));
-    assert_eq!(resolve_default(Some("CPU"), 2).unwrap(), None);
-    assert!(resolve_default(Some("gpu:2"), 2).is_err());
-    assert!(resolve_default(Some("gpu:0"), 0).is_err());
+    // Unset: the first real GPU, else the CPU; software adapters only when chosen.
+    assert_eq!(resolve_default(None, &[false, false]).unwrap(), Some(0));
+    assert_eq!(resolve_default(None, &[true, false]).unwrap(), Some(1));
+    assert_eq!(resolve_default(None, &[true, true]).unwrap(), None);
+    assert_eq!(resolve_default(None, &[]).unwrap(), None);
+    assert_eq!(resolve_default(Some("gpu:1"), &[false, false]).unwrap(), Some(1));
+    assert_eq!(resolve_default(Some("gpu:0"), &[true]).unwrap(), Some(0));
+    assert_eq!(resolve_default(Some("CPU"), &[false, false]).unwrap(), None);
+    assert!(resolve_default(Some("gpu:2"), &[false, false]).is_err());
+    assert!(resolve_default(Some("gpu:0"), &[]).is_err());
     // A CPU "physical device" cannot be made visible as a GPU.
     let cpu = list.last().unwrap().clone();
     assert!(config::set_visible_devices(&[cpu]).is_err());

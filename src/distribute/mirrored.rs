@@ -446,8 +446,15 @@ impl<M: Model> Mirrored<M> {
                 ),
             ));
         }
-        if self.replicas[0].compiled().is_none() {
-            return Err(Error::arg(OP, "compile the mirrored model before fit"));
+        match self.replicas[0].compiled() {
+            None => return Err(Error::arg(OP, "compile the mirrored model before fit")),
+            Some(c) if c.optimizer.is_loss_scaled() => {
+                return Err(Error::Unimplemented {
+                    what: "LossScaleOptimizer (mixed_float16) with a distribution strategy".into(),
+                    msg: "train mirrored models in float32 (mixed precision runs on one device for now)".into(),
+                });
+            }
+            Some(_) => {}
         }
         let (ds, epoch) = epoch_batches(x, y, &args)?;
         let vars = self.replicas[0].named_variables();

@@ -14,6 +14,7 @@
 
 use super::activations::Activation;
 use super::initializers::{Initializer, next_seed};
+use super::mixed_precision::{Policy, global_policy};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::ops::conv::Padding;
@@ -90,6 +91,12 @@ fn ensure_built(layer: &mut dyn Layer, x: &Tensor, min_rank: usize) -> Result<()
     Ok(())
 }
 
+/// `t` in `dt` (cast when it differs; the cast's gradient goes back in
+/// `t`'s dtype).
+fn in_dtype(t: Tensor, dt: DType) -> Result<Tensor> {
+    if t.dtype() == dt { Ok(t) } else { t.cast(dt) }
+}
+
 fn param_count(w: &[(&'static str, Variable)]) -> usize {
     w.iter().map(|(_, v)| v.numel()).sum()
 }
@@ -125,6 +132,8 @@ pub struct Dense {
     pub kernel_initializer: Initializer,
     /// Initializer of the bias (`Zeros`).
     pub bias_initializer: Initializer,
+    /// The dtype policy (the global one when the layer was created).
+    pub policy: Policy,
     kernel: Option<Variable>,
     bias: Option<Variable>,
 }
@@ -139,9 +148,16 @@ impl Dense {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
+            policy: global_policy(),
             kernel: None,
             bias: None,
         }
+    }
+    /// `dtype=`: the layer's dtype policy (`Policy::float32()` keeps a
+    /// layer in f32 under a mixed global policy).
+    pub fn dtype(mut self, p: Policy) -> Dense {
+        self.policy = p;
+        self
     }
     /// `activation=`.
     pub fn activation(mut self, a: Activation) -> Dense {
@@ -183,10 +199,11 @@ impl Layer for Dense {
                 "needs inputs with a feature axis: [batch, ..., features]",
             ));
         };
-        let k = self.kernel_initializer.init(&[inp, self.units], DType::F32, device)?;
+        let vt = self.policy.variable_dtype();
+        let k = self.kernel_initializer.init(&[inp, self.units], vt, device)?;
         self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
         if self.use_bias {
-            let b = self.bias_initializer.init(&[self.units], DType::F32, device)?;
+            let b = self.bias_initializer.init(&[self.units], vt, device)?;
             self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
         }
         Ok(())
@@ -204,7 +221,9 @@ impl Layer for Dense {
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         ensure_built(self, x, 2)?;
-        let k = weight(&self.kernel, &self.name, "kernel")?.value();
+        let dt = self.policy.compute_dtype();
+        let x = &self.policy.autocast(x, &self.name)?;
+        let k = in_dtype(weight(&self.kernel, &self.name, "kernel")?.value(), dt)?;
         let inp = k.shape()[0];
         if x.shape()[x.rank() - 1] != inp {
             return Err(Error::shape(
@@ -221,7 +240,7 @@ impl Layer for Dense {
         };
         let mut y = flat.matmul(&k)?;
         if let Some(b) = &self.bias {
-            y = y.add(&b.value())?;
+            y = y.add(&in_dtype(b.value(), dt)?)?;
         }
         if x.rank() != 2 {
             let mut s = lead;
@@ -280,6 +299,8 @@ pub struct Conv2D {
     pub kernel_initializer: Initializer,
     /// Initializer of the bias (`Zeros`).
     pub bias_initializer: Initializer,
+    /// The dtype policy (the global one when the layer was created).
+    pub policy: Policy,
     kernel: Option<Variable>,
     bias: Option<Variable>,
 }
@@ -299,9 +320,15 @@ impl Conv2D {
             use_bias: true,
             kernel_initializer: Initializer::GlorotUniform,
             bias_initializer: Initializer::Zeros,
+            policy: global_policy(),
             kernel: None,
             bias: None,
         }
+    }
+    /// `dtype=`: the layer's dtype policy.
+    pub fn dtype(mut self, p: Policy) -> Conv2D {
+        self.policy = p;
+        self
     }
     /// `strides=`.
     pub fn strides(mut self, s: [usize; 2]) -> Conv2D {
@@ -369,10 +396,11 @@ impl Layer for Conv2D {
             ));
         }
         let ks = [self.kernel_size[0], self.kernel_size[1], c / self.groups, self.filters];
-        let k = self.kernel_initializer.init(&ks, DType::F32, device)?;
+        let vt = self.policy.variable_dtype();
+        let k = self.kernel_initializer.init(&ks, vt, device)?;
         self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
         if self.use_bias {
-            let b = self.bias_initializer.init(&[self.filters], DType::F32, device)?;
+            let b = self.bias_initializer.init(&[self.filters], vt, device)?;
             self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
         }
         Ok(())
@@ -406,10 +434,12 @@ impl Layer for Conv2D {
             ));
         }
         ensure_built(self, x, 4)?;
-        let k = weight(&self.kernel, &self.name, "kernel")?.value();
+        let dt = self.policy.compute_dtype();
+        let x = &self.policy.autocast(x, &self.name)?;
+        let k = in_dtype(weight(&self.kernel, &self.name, "kernel")?.value(), dt)?;
         let mut y = conv::conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
         if let Some(b) = &self.bias {
-            y = y.add(&b.value())?;
+            y = y.add(&in_dtype(b.value(), dt)?)?;
         }
         self.activation.apply(&y)
     }
@@ -756,6 +786,9 @@ impl Layer for BatchNormalization {
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         ensure_built(self, x, 2)?;
+        // f16 inputs are normalized in f32 (as Keras does) and returned as f16.
+        let input_dtype = x.dtype();
+        let x = &in_dtype(x.clone(), DType::F32)?;
         let c = weight(&self.moving_mean, &self.name, "moving_mean")?.numel();
         if x.shape()[x.rank() - 1] != c {
             return Err(Error::shape(
@@ -794,7 +827,7 @@ impl Layer for BatchNormalization {
         if let Some(b) = &self.beta {
             y = y.add(&b.value())?;
         }
-        Ok(y)
+        in_dtype(y, input_dtype)
     }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
         let mut w = Vec::new();

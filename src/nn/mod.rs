@@ -25,6 +25,7 @@ pub mod initializers;
 pub mod layers;
 pub mod losses;
 pub mod metrics;
+pub mod mixed_precision;
 pub mod model;
 pub mod optimizers;
 pub mod progress;

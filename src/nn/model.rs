@@ -16,6 +16,7 @@ use super::metrics::{Mean, Metric, Metrics};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
 use crate::autodiff::{GradientTape, without_recording};
+use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::data::Dataset;
 use crate::function::{ConcreteFunction, TensorSpec, Traced};
@@ -253,8 +254,15 @@ pub trait Model {
     where
         Self: Sized,
     {
+        let mut optimizer: Optimizer = optimizer.into();
+        // Keras' auto_scale_loss: mixed float16 trains with loss scaling.
+        if super::mixed_precision::global_policy() == super::mixed_precision::Policy::mixed_float16()
+            && !optimizer.is_loss_scaled()
+        {
+            optimizer = super::optimizers::LossScaleOptimizer::new(optimizer).into();
+        }
         *self.compiled() = Some(Compiled {
-            optimizer: optimizer.into(),
+            optimizer,
             loss: Box::new(loss),
             metrics: metrics.into().0,
             run_eagerly: false,
@@ -292,9 +300,10 @@ pub trait Model {
             let tape = GradientTape::new();
             let pred = self.call(x, true)?;
             let loss = c.loss.call(y, &pred)?;
+            let scaled = c.optimizer.scale_loss(&loss)?;
             let vars = self.trainable_variables();
             let refs: Vec<&Variable> = vars.iter().collect();
-            let grads = tape.gradient(&loss, &refs)?;
+            let grads = tape.gradient(&scaled, &refs)?;
             drop(tape);
             c.optimizer.apply_gradients(&grads, &vars)?;
             without_recording(|| -> Result<()> {
@@ -808,6 +817,11 @@ impl Model for Sequential {
         let mut h = x.clone();
         for l in self.layers.iter_mut() {
             h = l.call(&h, training)?;
+        }
+        // Under a float16 policy the last layer computes in f16; the model's
+        // output (and so the loss) is f32.
+        if h.dtype() == DType::F16 {
+            h = h.cast(DType::F32)?;
         }
         Ok(h)
     }

@@ -135,6 +135,96 @@ pub struct Optimizer {
     iterations: Arc<AtomicU64>,
     /// variable id -> slot variables
     slots: HashMap<u64, Vec<Variable>>,
+    /// Dynamic loss scaling ([`LossScaleOptimizer`]).
+    loss_scale: Option<LossScale>,
+}
+
+/// Dynamic loss scaling: the scale and the count of finite steps since it
+/// last changed, as device scalars so that a traced step updates them.
+struct LossScale {
+    initial: f64,
+    growth_steps: u64,
+    scale: Option<Variable>,
+    good: Option<Variable>,
+}
+
+impl LossScale {
+    /// The scale and good-step variables, created on `device` on first use.
+    fn vars(&mut self, device: &crate::runtime::Device) -> Result<(Variable, Variable)> {
+        if self.scale.is_none() {
+            let s = Tensor::scalar(self.initial as f32, device)?;
+            self.scale = Some(Variable::with_trainable(s, "loss_scale/current_loss_scale", false));
+            let g = Tensor::scalar(0.0f32, device)?;
+            self.good = Some(Variable::with_trainable(g, "loss_scale/step_counter", false));
+        }
+        match (&self.scale, &self.good) {
+            (Some(s), Some(g)) => Ok((s.clone(), g.clone())),
+            _ => Err(Error::arg("LossScaleOptimizer", "the loss scale was not created")),
+        }
+    }
+}
+
+/// `keras.optimizers.LossScaleOptimizer(inner)`: dynamic loss scaling for
+/// mixed precision. [`Optimizer::scale_loss`] multiplies the loss by the
+/// scale (2^15 at first) before the gradient is taken, so small f16
+/// gradients do not flush to zero; [`Optimizer::apply_gradients`] divides
+/// the gradients by it and, when any of them is not finite, skips the
+/// update (variables and slots keep their values) and halves the scale;
+/// after `dynamic_growth_steps` (2,000) finite steps in a row it doubles.
+/// Both happen on the device, in eager and traced steps alike; a skipped
+/// step still counts in `iterations` (Keras does not count it), which only
+/// shifts Adam's bias correction by the few steps skipped while the scale
+/// settles. `Model::compile` wraps the optimizer in one under the
+/// `"mixed_float16"` policy.
+pub struct LossScaleOptimizer(Optimizer);
+
+impl LossScaleOptimizer {
+    /// Dynamic loss scaling around `inner`, Keras' defaults.
+    pub fn new(inner: impl Into<Optimizer>) -> LossScaleOptimizer {
+        let mut o = inner.into();
+        if o.loss_scale.is_none() {
+            o.loss_scale = Some(LossScale {
+                initial: 32768.0,
+                growth_steps: 2000,
+                scale: None,
+                good: None,
+            });
+        }
+        LossScaleOptimizer(o)
+    }
+    /// `initial_scale=` (2^15).
+    pub fn initial_scale(mut self, s: f64) -> Self {
+        if let Some(ls) = &mut self.0.loss_scale {
+            ls.initial = s;
+        }
+        self
+    }
+    /// `dynamic_growth_steps=` (2,000): finite steps before the scale doubles.
+    pub fn dynamic_growth_steps(mut self, n: u64) -> Self {
+        if let Some(ls) = &mut self.0.loss_scale {
+            ls.growth_steps = n.max(1);
+        }
+        self
+    }
+}
+
+impl std::ops::Deref for LossScaleOptimizer {
+    type Target = Optimizer;
+    fn deref(&self) -> &Optimizer {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for LossScaleOptimizer {
+    fn deref_mut(&mut self) -> &mut Optimizer {
+        &mut self.0
+    }
+}
+
+impl From<LossScaleOptimizer> for Optimizer {
+    fn from(o: LossScaleOptimizer) -> Optimizer {
+        o.0
+    }
 }
 
 /// Defines an optimizer type: a thin owner of an [`Optimizer`] that has
@@ -338,6 +428,43 @@ impl Optimizer {
             clipnorm: None,
             iterations: Arc::new(AtomicU64::new(0)),
             slots: HashMap::new(),
+            loss_scale: None,
+        }
+    }
+
+    /// Whether this is a [`LossScaleOptimizer`].
+    pub fn is_loss_scaled(&self) -> bool {
+        self.loss_scale.is_some()
+    }
+
+    /// Keras' `optimizer.scale_loss(loss)`: the loss times the current loss
+    /// scale, what to take gradients of (the loss itself without loss
+    /// scaling); [`Optimizer::apply_gradients`] unscales them.
+    pub fn scale_loss(&mut self, loss: &Tensor) -> Result<Tensor> {
+        let Some(ls) = &mut self.loss_scale else {
+            return Ok(loss.clone());
+        };
+        let (scale, _) = ls.vars(loss.device())?;
+        let s = scale.value();
+        let s = if loss.dtype() == s.dtype() {
+            s
+        } else {
+            s.cast(loss.dtype())?
+        };
+        loss.mul(&s)
+    }
+
+    /// The current loss scale (read back from the device), or `None`
+    /// without loss scaling.
+    pub fn loss_scale(&self) -> Result<Option<f64>> {
+        match &self.loss_scale {
+            None => Ok(None),
+            Some(ls) => match &ls.scale {
+                None => Ok(Some(ls.initial)),
+                Some(v) => Ok(Some(f64::from(
+                    v.peek().to_vec::<f32>()?.first().copied().unwrap_or(0.0),
+                ))),
+            },
         }
     }
 
@@ -488,6 +615,39 @@ impl Optimizer {
             }
         }
         crate::autodiff::without_recording(|| -> Result<()> {
+            // With loss scaling: the gradients unscaled, and whether all are finite.
+            let scaled = match &mut self.loss_scale {
+                None => None,
+                Some(ls) => {
+                    let (scale, good) = ls.vars(&device)?;
+                    let inv = scale.peek().scalar_like(1.0)?.div(&scale.peek())?;
+                    let mut probe = inv.scalar_like(0.0)?;
+                    let mut unscaled = Vec::with_capacity(grads.len());
+                    for g in grads {
+                        unscaled.push(match g {
+                            None => None,
+                            Some(g) => {
+                                let g = g.cast(DType::F32)?.mul(&inv)?;
+                                // 0 * g is 0 unless g is NaN or infinite.
+                                probe = probe.add(&g.mul_scalar(0.0)?.sum(None, false)?)?;
+                                Some(g)
+                            }
+                        });
+                    }
+                    let finite = probe.equal(&probe.scalar_like(0.0)?)?;
+                    Some((unscaled, finite, scale, good, ls.growth_steps))
+                }
+            };
+            let grads = match &scaled {
+                Some((unscaled, ..)) => unscaled.as_slice(),
+                None => grads,
+            };
+            let keep = |new: &Tensor, old: Tensor| -> Result<Tensor> {
+                match &scaled {
+                    Some((_, finite, ..)) => finite.where_(new, &old),
+                    None => Ok(new.clone()),
+                }
+            };
             let hyper = self.hyper(&device)?;
             for (g, v) in grads.iter().zip(vars) {
                 let Some(g) = g else { continue };
@@ -505,10 +665,21 @@ impl Optimizer {
                 }
                 let refs: Vec<&Tensor> = inputs.iter().collect();
                 let out = exec_multi(Op::Optimizer(update), &refs)?;
-                v.assign(&out[0])?;
+                v.assign(&keep(&out[0], v.peek())?)?;
                 for (s, t) in slots.iter().zip(&out[1..]) {
-                    s.assign(t)?;
+                    s.assign(&keep(t, s.peek())?)?;
                 }
+            }
+            // Keras' dynamic loss scale: halve on a non-finite step, double
+            // after `growth` finite ones in a row.
+            if let Some((_, finite, scale, good, growth)) = &scaled {
+                let (s, n) = (scale.peek(), good.peek());
+                let zero = n.scalar_like(0.0)?;
+                let counted = finite.where_(&n.add_scalar(1.0)?, &zero)?;
+                let grow = counted.greater_equal(&n.scalar_like(*growth as f64)?)?;
+                let next = finite.where_(&grow.where_(&s.mul_scalar(2.0)?, &s)?, &s.mul_scalar(0.5)?)?;
+                scale.assign(&next)?;
+                good.assign(&grow.where_(&zero, &counted)?)?;
             }
             Ok(())
         })

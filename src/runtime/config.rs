@@ -356,16 +356,21 @@ pub fn resolve_visible(list: &[PhysicalDevice], spec: Option<&str>) -> Result<Ve
     Ok(out)
 }
 
-/// Resolves `WGFLOW_DEVICE` given how many GPUs are visible: `Some(n)` for
-/// `gpu:n`, `None` for the CPU.
-pub fn resolve_default(spec: Option<&str>, visible: usize) -> Result<Option<usize>> {
+/// Resolves `WGFLOW_DEVICE` over the visible GPUs (`software[i]`: whether
+/// `gpu:i` is a software adapter, wgpu's `DeviceType::Cpu`: llvmpipe,
+/// SwiftShader, WARP): `Some(n)` for `gpu:n`, `None` for the CPU. Unset, it
+/// is the first real GPU, else the CPU device: a software rasterizer is
+/// slower than the CPU device on the same cores, so it is used only when
+/// chosen.
+pub fn resolve_default(spec: Option<&str>, software: &[bool]) -> Result<Option<usize>> {
+    let visible = software.len();
     let valid = || {
         let mut v: Vec<String> = (0..visible).map(|i| format!("gpu:{i}")).collect();
         v.push("cpu".into());
         v
     };
     match spec {
-        None => Ok(if visible > 0 { Some(0) } else { None }),
+        None => Ok(software.iter().position(|&soft| !soft)),
         Some(s) => match parse_spec(s) {
             Some(None) => Ok(None),
             Some(Some(n)) if n < visible => Ok(Some(n)),
@@ -496,9 +501,17 @@ pub(crate) fn runtime() -> Result<&'static Runtime> {
                     }
                 }
             }
-            let default = resolve_default(s.default.as_deref(), visible.len())?;
+            let software: Vec<bool> = visible.iter().map(|&p| list[p].adapter_type == "Cpu").collect();
+            let default = resolve_default(s.default.as_deref(), &software)?;
             if visible.is_empty() {
                 log::info!("no visible GPU; running on the CPU reference device");
+            } else if default.is_none() && s.default.is_none() {
+                let p = &list[visible[0]];
+                log::info!(
+                    "gpu:0 is {} ({}), a software adapter on the CPU: the default device is the CPU device; choose the adapter with WGFLOW_DEVICE=gpu:0",
+                    p.name,
+                    p.backend
+                );
             }
             Ok(Runtime {
                 gpus,

@@ -45,6 +45,37 @@ pub(crate) fn without_leading_ones(s: &[usize]) -> &[usize] {
     &s[lead..]
 }
 
+/// Whether an operand of shape `sh` broadcast to `out` is a column: `out`'s
+/// leading dimensions, then 1s, so each of its values repeats over a run of
+/// the output (a single value is one).
+pub(crate) fn is_column(sh: &[usize], out: &[usize]) -> bool {
+    let Some(pad) = out.len().checked_sub(sh.len()) else {
+        return false;
+    };
+    // Padded with leading 1s, it must equal `out` up to its last non-1.
+    let k = sh.iter().rposition(|&d| d != 1).map_or(0, |i| pad + i + 1);
+    (0..k).all(|d| out[d] == if d < pad { 1 } else { sh[d - pad] })
+}
+
+#[cfg(test)]
+mod column_tests {
+    use super::is_column;
+
+    #[test]
+    fn columns() {
+        assert!(is_column(&[3, 1], &[3, 4]));
+        assert!(is_column(&[2, 1, 1], &[2, 3, 5]));
+        assert!(is_column(&[1], &[2, 3]));
+        assert!(is_column(&[], &[2, 3]));
+        assert!(is_column(&[2, 3], &[2, 3]));
+        assert!(is_column(&[3, 1], &[1, 3, 4]));
+        assert!(!is_column(&[1, 3, 1], &[2, 3, 4]));
+        assert!(!is_column(&[1, 4], &[3, 4]));
+        assert!(!is_column(&[3, 1], &[2, 3, 4]));
+        assert!(!is_column(&[2, 3, 4], &[3, 4]));
+    }
+}
+
 impl BinaryOp {
     /// The TensorFlow-style name (`"add"`, `"squared_difference"`).
     pub fn name(self) -> &'static str {

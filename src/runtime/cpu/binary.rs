@@ -12,10 +12,58 @@ use crate::core::shape::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
 
-/// The shape without its leading 1s.
-
 /// Arrays above this size are processed on all cores.
 const PAR: usize = 1 << 16;
+
+/// How [`repeat`]'s small operand repeats over the full one.
+#[derive(Clone, Copy)]
+enum Repeat {
+    /// The whole operand, again and again (a bias).
+    Row,
+    /// Each value over a run of `full.len() / small.len()` (a column).
+    Column,
+}
+
+/// `g(full[i], small[..])` for every i of `full`, laid out like the output,
+/// with `small` repeating as `how` says (non-empty, dividing `full`).
+fn repeat<A: Copy + Send + Sync, O: Send>(
+    full: &[A],
+    small: &[A],
+    how: Repeat,
+    g: impl Fn(A, A) -> O + Send + Sync,
+) -> Vec<O> {
+    let n = full.len();
+    match how {
+        Repeat::Row => {
+            let k = small.len();
+            if n > PAR {
+                full.par_chunks(k)
+                    .flat_map_iter(|c| c.iter().zip(small).map(|(&p, &q)| g(p, q)))
+                    .collect()
+            } else {
+                full.chunks(k)
+                    .flat_map(|c| c.iter().zip(small).map(|(&p, &q)| g(p, q)))
+                    .collect()
+            }
+        }
+        Repeat::Column => {
+            let k = n / small.len();
+            if n > PAR {
+                full.par_chunks(k)
+                    .zip(small.par_iter())
+                    .flat_map_iter(|(c, &q)| c.iter().map(move |&p| (p, q)))
+                    .map(|(p, q)| g(p, q))
+                    .collect()
+            } else {
+                full.chunks(k)
+                    .zip(small)
+                    .flat_map(|(c, &q)| c.iter().map(move |&p| (p, q)))
+                    .map(|(p, q)| g(p, q))
+                    .collect()
+            }
+        }
+    }
+}
 
 fn zip<A: Copy + Send + Sync, O: Send>(
     a: &[A],
@@ -37,24 +85,21 @@ fn zip<A: Copy + Send + Sync, O: Send>(
             a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect()
         };
     }
-    if fa && !b.is_empty() && shape.ends_with(without_leading_ones(bsh)) {
-        let k = b.len();
-        return if n > PAR {
-            a.par_chunks(k)
-                .flat_map_iter(|c| c.iter().zip(b).map(|(&p, &q)| f(p, q)))
-                .collect()
-        } else {
-            a.chunks(k)
-                .flat_map(|c| c.iter().zip(b).map(|(&p, &q)| f(p, q)))
-                .collect()
-        };
+    // The other operand repeats: as a row (its shape ends the output's) or
+    // as a column (each value over a run; a single value is a column of one).
+    let row = |sh: &[usize], t: &[A]| !t.is_empty() && shape.ends_with(without_leading_ones(sh));
+    let column = |sh: &[usize], t: &[A]| n > 0 && !t.is_empty() && is_column(sh, shape);
+    if fa && row(bsh, b) {
+        return repeat(a, b, Repeat::Row, |p, q| f(p, q));
     }
-    if fb && !a.is_empty() && shape.ends_with(without_leading_ones(ash)) {
-        let k = a.len();
-        return b
-            .chunks(k)
-            .flat_map(|c| a.iter().zip(c).map(|(&p, &q)| f(p, q)))
-            .collect();
+    if fb && row(ash, a) {
+        return repeat(b, a, Repeat::Row, |q, p| f(p, q));
+    }
+    if fa && column(bsh, b) {
+        return repeat(a, b, Repeat::Column, |p, q| f(p, q));
+    }
+    if fb && column(ash, a) {
+        return repeat(b, a, Repeat::Column, |q, p| f(p, q));
     }
     StridedIter::new(shape, sa, 0)
         .zip(StridedIter::new(shape, sb, 0))

@@ -46,12 +46,12 @@ params! {
     pub struct BinaryParams = "Params" {
         n: u32,
         rank: u32,
-        mode: u32,
-        op: u32,
         period: u32,
         _p0: u32,
         _p1: u32,
         _p2: u32,
+        _p3: u32,
+        _p4: u32,
         shape: [u32; 8],
         sa: [u32; 8],
         sb: [u32; 8],
@@ -68,26 +68,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         _ => vec![x[0], x[1]],
     };
     let mut st: Vec<Vec<usize>> = ops.iter().map(|t| broadcast_strides(t.shape(), out)).collect();
-    // A full operand is laid out like the output; one whose shape ends the
-    // output's repeats with its own length (see the shader's fast modes).
-    let suffix = |t: &Operand| !t.shape().is_empty() && out.ends_with(without_leading_ones(t.shape()));
-    let full = |t: &Operand| t.numel() == n;
-    let mode = if st.iter().all(|s| {
-        out.iter()
-            .zip(s.iter().zip(&contiguous))
-            .all(|(&d, (a, b))| d == 1 || a == b)
-    }) {
-        0
-    } else if ops.len() == 2 && full(&ops[0]) && suffix(&ops[1]) {
-        2
-    } else if ops.len() == 2 && full(&ops[1]) && suffix(&ops[0]) {
-        3
-    } else {
-        1
-    };
+    let mode = mode_of(&ops, &st, out, &contiguous);
     let period = match mode {
         2 => ops[1].numel(),
         3 => ops[0].numel(),
+        4 => n / ops[1].numel().max(1),
+        5 => n / ops[0].numel().max(1),
         _ => 0,
     };
     while st.len() < 3 {
@@ -109,8 +95,6 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     let params = BinaryParams {
         n: n as u32,
         rank: sh.len() as u32,
-        mode,
-        op: code,
         period: period as u32,
         shape: dims8(&sh),
         sa: dims8(&st[0]),
@@ -133,10 +117,46 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         kernel: &BINARY,
         entry,
         ty,
-        consts: &[],
+        consts: &[("OP", code as f64), ("MODE", mode as f64)],
         params: ParamBlock::of(&params),
         bufs: &bufs,
         groups: grid(n, 256),
     })?;
     Ok(y)
+}
+
+/// The shader's fast mode for operands with strides `st` over `out` (see
+/// shaders/binary.wgsl): 0 all laid out like the output; with two operands
+/// where one is laid out like the output, 6/7 the other is one value, 2/3 it
+/// repeats over the leading dimensions (a row, a bias), 4/5 each of its
+/// values repeats over the trailing dimensions (a column); 1 otherwise.
+fn mode_of(ops: &[Operand], st: &[Vec<usize>], out: &[usize], contiguous: &[usize]) -> u32 {
+    let n = numel(out);
+    let like_out = |s: &Vec<usize>| {
+        out.iter()
+            .zip(s.iter().zip(contiguous))
+            .all(|(&d, (a, b))| d == 1 || a == b)
+    };
+    if st.iter().all(like_out) {
+        return 0;
+    }
+    let [a, b] = ops else {
+        return 1;
+    };
+    if n == 0 {
+        return 1;
+    }
+    // Its shape ends the output's: it repeats with its own length.
+    let row = |t: &Operand| !t.shape().is_empty() && out.ends_with(without_leading_ones(t.shape()));
+    let column = |t: &Operand| is_column(t.shape(), out);
+    let full = |t: &Operand| t.numel() == n;
+    match (full(a), full(b)) {
+        (true, _) if b.numel() == 1 => 6,
+        (_, true) if a.numel() == 1 => 7,
+        (true, _) if row(b) => 2,
+        (_, true) if row(a) => 3,
+        (true, _) if column(b) && b.numel() > 0 => 4,
+        (_, true) if column(a) && a.numel() > 0 => 5,
+        _ => 1,
+    }
 }

@@ -5,9 +5,11 @@
 //! unary.wgsl, built for f32 and f16; the math runs in f32 and rounds once
 //! on store). Entry `main` computes `y = f(x)`; entry `grad` computes
 //! `dx = dy * f'(x)` and is also given `y = f(x)`, through which some
-//! derivatives are cheaper. The op code and `leaky_relu`'s `alpha` are
-//! uniforms, not overrides, so one pipeline per dtype serves every op. One
-//! invocation per element, 256 per workgroup, the same on every adapter.
+//! derivatives are cheaper. `main`'s op code is an override constant (a
+//! pipeline per op: llvmpipe runs a switch on a uniform through every case);
+//! `grad`'s is a uniform (see shaders/unary.wgsl for why), as is
+//! `leaky_relu`'s `alpha`. One invocation per element, 256 per
+//! workgroup, the same on every adapter.
 //!
 //! Shape and gradient rules are in `ops::unary`, the op codes and
 //! element semantics in [`crate::core::op::unary`], the reference kernels in
@@ -53,11 +55,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Unary(_) => ("main", vec![x[0].gpu_buf(), &y]),
         _ => ("grad", vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()]),
     };
+    let op_const = [("OP", u.code() as f64)];
     g.launch(&Launch {
         kernel: &UNARY,
         entry,
         ty: ktype(dtype),
-        consts: &[],
+        consts: if entry == "main" { &op_const } else { &[] },
         params: ParamBlock::of(&UnaryParams {
             n: n as u32,
             alpha,
