@@ -121,7 +121,7 @@ enum Opt {
 
 /// The model on one device, or mirrored over several.
 enum Trainer {
-    One(Sequential),
+    One(Box<Sequential>),
     Mirrored(Mirrored<Sequential>),
 }
 
@@ -270,7 +270,7 @@ fn run(args: Args) -> wgflow::Result<()> {
             m.compile(optimizer(), loss, SparseCategoricalAccuracy::new());
             // fit traces its step once and replays it; --run-eagerly runs op by op.
             m.set_run_eagerly(args.run_eagerly)?;
-            Trainer::One(m)
+            Trainer::One(Box::new(m))
         }
         Dist::Mirrored(s) => {
             let mut m = s.scope(build)?;

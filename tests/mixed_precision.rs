@@ -250,3 +250,47 @@ fn child_fit_mixed() {
     }
     println!("DONE ok");
 }
+
+/// A checkpoint keeps the loss scale and its step count: a fresh
+/// LossScaleOptimizer restored from it (before or after its first step)
+/// continues with them.
+#[test]
+fn checkpoints_keep_the_loss_scale() {
+    use wgflow::io::checkpoint::{Checkpoint, OptimizerState};
+    let d = Device::Cpu;
+    let w = Variable::new(Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap(), "w");
+    let ckpt = Checkpoint::new().track("model", vec![("w".to_string(), w.clone())]);
+    let step = |opt: &mut Optimizer| {
+        let tape = GradientTape::new();
+        let loss = opt
+            .scale_loss(&w.value().square().unwrap().sum(None, false).unwrap())
+            .unwrap();
+        let g = tape.gradient(&loss, &[&w]).unwrap();
+        opt.apply_gradients(&g, std::slice::from_ref(&w)).unwrap();
+    };
+    let mut opt: Optimizer = LossScaleOptimizer::new(SGD::new(0.01)).dynamic_growth_steps(2).into();
+    for _ in 0..3 {
+        step(&mut opt);
+    }
+    // Two finite steps doubled it; the third counts one.
+    assert_eq!(opt.loss_scale().unwrap(), Some(65536.0));
+    assert_eq!(opt.loss_scale_state().unwrap(), Some((65536.0, 1)));
+    let dir = std::env::temp_dir().join(format!("wgflow-ls-{}", std::process::id()));
+    let path = dir.join("ckpt.safetensors");
+    ckpt.save(&path, 3, Some(&opt as &dyn OptimizerState)).unwrap();
+    for used in [false, true] {
+        let mut fresh: Optimizer = LossScaleOptimizer::new(SGD::new(0.01)).dynamic_growth_steps(2).into();
+        if used {
+            fresh.scale_loss(&w.value()).unwrap();
+        }
+        let meta = ckpt
+            .restore(&path, Some(&mut fresh as &mut dyn OptimizerState))
+            .unwrap();
+        assert_eq!(meta.loss_scale, Some((65536.0, 1)));
+        assert_eq!(fresh.loss_scale_state().unwrap(), Some((65536.0, 1)), "used={used}");
+        // One more finite step completes the pair: the scale doubles.
+        step(&mut fresh);
+        assert_eq!(fresh.loss_scale().unwrap(), Some(131072.0), "used={used}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -58,12 +58,14 @@ fn from_bytes(dtype: DType, shape: &[usize], b: &[u8]) -> CpuData {
 
 /// What a checkpoint file holds besides the tensors, as
 /// [`Checkpoint::restore`] returns it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Meta {
     /// The `step` passed to [`Checkpoint::save`] (0 in a file without one).
     pub step: u64,
     /// The optimizer's step count, `None` when saved without an optimizer.
     pub optimizer_iterations: Option<u64>,
+    /// A `LossScaleOptimizer`'s scale and finite steps since it changed.
+    pub loss_scale: Option<(f64, u64)>,
 }
 
 impl Checkpoint {
@@ -102,6 +104,10 @@ impl Checkpoint {
         meta.insert("step".into(), step.to_string());
         if let Some(opt) = optimizer {
             meta.insert("optimizer_iterations".into(), opt.iterations().to_string());
+            if let Some((scale, good)) = opt.loss_scale_state()? {
+                meta.insert("optimizer_loss_scale".into(), scale.to_string());
+                meta.insert("optimizer_loss_scale_steps".into(), good.to_string());
+            }
             for (n, v) in &self.vars {
                 if let Some(slots) = opt.existing_slots(v) {
                     for (s, name) in slots.iter().zip(opt.slot_names()) {
@@ -161,9 +167,21 @@ impl Checkpoint {
                 })
                 .transpose()
         };
+        let loss_scale = match meta.get("optimizer_loss_scale") {
+            None => None,
+            Some(v) => {
+                let scale = v
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|s| s.is_finite() && *s > 0.0)
+                    .ok_or_else(|| bad(format!("metadata optimizer_loss_scale={v:?} is not a positive number")))?;
+                Some((scale, num("optimizer_loss_scale_steps")?.unwrap_or(0)))
+            }
+        };
         let info = Meta {
             step: num("step")?.unwrap_or(0),
             optimizer_iterations: num("optimizer_iterations")?,
+            loss_scale,
         };
         // Check every tensor of the file against its CRC first.
         let mut found: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
@@ -245,6 +263,9 @@ impl Checkpoint {
             if let Some(it) = info.optimizer_iterations {
                 opt.set_iterations(it);
             }
+            if let Some((scale, good)) = info.loss_scale {
+                opt.set_loss_scale_state(scale, good)?;
+            }
         }
         Ok(info)
     }
@@ -263,6 +284,15 @@ pub trait OptimizerState {
     fn existing_slots(&self, var: &Variable) -> Option<&[Variable]>;
     /// The slots of `var` (created zero if missing).
     fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>>;
+    /// Dynamic loss scaling's state, the scale and the finite steps since it
+    /// last changed (`None` without loss scaling).
+    fn loss_scale_state(&self) -> Result<Option<(f64, u64)>> {
+        Ok(None)
+    }
+    /// Restores [`OptimizerState::loss_scale_state`].
+    fn set_loss_scale_state(&mut self, _scale: f64, _good_steps: u64) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// `tf.train.CheckpointManager`: keeps the last `max_to_keep` checkpoints

@@ -143,6 +143,8 @@ pub struct Optimizer {
 /// last changed, as device scalars so that a traced step updates them.
 struct LossScale {
     initial: f64,
+    /// The good-step count the counter starts from (a restore).
+    pending_good: u64,
     growth_steps: u64,
     scale: Option<Variable>,
     good: Option<Variable>,
@@ -154,7 +156,7 @@ impl LossScale {
         if self.scale.is_none() {
             let s = Tensor::scalar(self.initial as f32, device)?;
             self.scale = Some(Variable::with_trainable(s, "loss_scale/current_loss_scale", false));
-            let g = Tensor::scalar(0.0f32, device)?;
+            let g = Tensor::scalar(self.pending_good as f32, device)?;
             self.good = Some(Variable::with_trainable(g, "loss_scale/step_counter", false));
         }
         match (&self.scale, &self.good) {
@@ -185,6 +187,7 @@ impl LossScaleOptimizer {
         if o.loss_scale.is_none() {
             o.loss_scale = Some(LossScale {
                 initial: 32768.0,
+                pending_good: 0,
                 growth_steps: 2000,
                 scale: None,
                 good: None,
@@ -701,5 +704,35 @@ impl crate::io::checkpoint::OptimizerState for Optimizer {
     }
     fn slots_of(&mut self, var: &Variable) -> Result<Vec<Variable>> {
         Optimizer::slots_of(self, var)
+    }
+    fn loss_scale_state(&self) -> Result<Option<(f64, u64)>> {
+        let Some(ls) = &self.loss_scale else {
+            return Ok(None);
+        };
+        let read = |v: &Option<Variable>| -> Result<Option<f32>> {
+            v.as_ref()
+                .map(|v| Ok(v.peek().to_vec::<f32>()?.first().copied().unwrap_or(0.0)))
+                .transpose()
+        };
+        let scale = read(&ls.scale)?.map_or(ls.initial, f64::from);
+        let good = read(&ls.good)?.map_or(ls.pending_good, |g| g as u64);
+        Ok(Some((scale, good)))
+    }
+    fn set_loss_scale_state(&mut self, scale: f64, good_steps: u64) -> Result<()> {
+        let Some(ls) = &mut self.loss_scale else {
+            return Ok(());
+        };
+        match (&ls.scale, &ls.good) {
+            (Some(s), Some(g)) => {
+                s.assign(&s.peek().scalar_like(scale)?)?;
+                g.assign(&g.peek().scalar_like(good_steps as f64)?)?;
+            }
+            // Created on first use, from these.
+            _ => {
+                ls.initial = scale;
+                ls.pending_good = good_steps;
+            }
+        }
+        Ok(())
     }
 }
