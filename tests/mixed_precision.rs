@@ -294,3 +294,64 @@ fn checkpoints_keep_the_loss_scale() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A traced `fit` step whose scaled gradients overflow to infinity is
+/// skipped on every device: the weights stay as they were and the scale
+/// halves (the finiteness check must survive the fused kernels' constant
+/// folding, where `x * 0` may fold to 0).
+#[test]
+fn an_overflowing_traced_step_is_skipped() {
+    let x = uniform(&[16, 8, 8, 1], 0.0, 1.0, 9, DType::F32);
+    let y = randint(&[16], 0, 10, 10);
+    for d in devices() {
+        for eager in [false, true] {
+            let mut m = cnn(&d, &Policy::float32());
+            let before = values(&m);
+            m.compile(
+                LossScaleOptimizer::new(SGD::new(0.1)).initial_scale(1e38),
+                SparseCategoricalCrossentropy::new(true),
+                (),
+            );
+            m.set_run_eagerly(eager).unwrap();
+            let args = || FitArgs {
+                batch_size: 16,
+                epochs: 1,
+                verbose: false,
+                shuffle: false,
+                device: Some(d.clone()),
+                ..FitArgs::default()
+            };
+            m.fit(&x, &y, args()).unwrap();
+            // BatchNormalization's moving statistics move in a skipped step too
+            // (they are not the optimizer's); the trainable weights do not.
+            let after = values(&m);
+            for (i, v) in m.variables().iter().enumerate() {
+                if v.trainable() {
+                    assert_eq!(
+                        after[i],
+                        before[i],
+                        "{d} eager={eager}: {} changed in a skipped step",
+                        v.name()
+                    );
+                }
+            }
+            let scale = m.compiled().as_ref().unwrap().optimizer.loss_scale().unwrap().unwrap();
+            assert_eq!(scale, 5e37f32 as f64, "{d} eager={eager}");
+            // The next steps, at lower scales, are skipped until finite ones train.
+            for _ in 0..200 {
+                m.fit(&x, &y, args()).unwrap();
+                if values(&m).iter().zip(&before).any(|(a, b)| a != b)
+                    && m.compiled().as_ref().unwrap().optimizer.loss_scale().unwrap().unwrap() < 1e30
+                {
+                    break;
+                }
+            }
+            assert!(
+                m.variables()
+                    .iter()
+                    .all(|v| v.value().to_vec::<f32>().unwrap().iter().all(|x| x.is_finite())),
+                "{d}"
+            );
+        }
+    }
+}

@@ -148,6 +148,10 @@ struct LossScale {
     growth_steps: u64,
     scale: Option<Variable>,
     good: Option<Variable>,
+    /// A zero read from memory: the finiteness probe multiplies by it. A
+    /// literal 0 would let a fused kernel's compiler fold `g * 0` to 0 under
+    /// fast math, and every gradient would look finite.
+    zero: Option<Variable>,
 }
 
 impl LossScale {
@@ -158,11 +162,21 @@ impl LossScale {
             self.scale = Some(Variable::with_trainable(s, "loss_scale/current_loss_scale", false));
             let g = Tensor::scalar(self.pending_good as f32, device)?;
             self.good = Some(Variable::with_trainable(g, "loss_scale/step_counter", false));
+            let z = Tensor::scalar(0.0f32, device)?;
+            self.zero = Some(Variable::with_trainable(z, "loss_scale/zero", false));
         }
         match (&self.scale, &self.good) {
             (Some(s), Some(g)) => Ok((s.clone(), g.clone())),
             _ => Err(Error::arg("LossScaleOptimizer", "the loss scale was not created")),
         }
+    }
+
+    /// The zero of the finiteness probe (created with the scale).
+    fn zero(&self) -> Result<Tensor> {
+        self.zero
+            .as_ref()
+            .map(|z| z.value())
+            .ok_or_else(|| Error::arg("LossScaleOptimizer", "the loss scale was not created"))
     }
 }
 
@@ -191,6 +205,7 @@ impl LossScaleOptimizer {
                 growth_steps: 2000,
                 scale: None,
                 good: None,
+                zero: None,
             });
         }
         LossScaleOptimizer(o)
@@ -624,7 +639,8 @@ impl Optimizer {
                 Some(ls) => {
                     let (scale, good) = ls.vars(&device)?;
                     let inv = scale.peek().scalar_like(1.0)?.div(&scale.peek())?;
-                    let mut probe = inv.scalar_like(0.0)?;
+                    let zero = ls.zero()?;
+                    let mut probe = zero.clone();
                     let mut unscaled = Vec::with_capacity(grads.len());
                     for g in grads {
                         unscaled.push(match g {
@@ -632,12 +648,12 @@ impl Optimizer {
                             Some(g) => {
                                 let g = g.cast(DType::F32)?.mul(&inv)?;
                                 // 0 * g is 0 unless g is NaN or infinite.
-                                probe = probe.add(&g.mul_scalar(0.0)?.sum(None, false)?)?;
+                                probe = probe.add(&g.mul(&zero)?.sum(None, false)?)?;
                                 Some(g)
                             }
                         });
                     }
-                    let finite = probe.equal(&probe.scalar_like(0.0)?)?;
+                    let finite = probe.equal(&zero)?;
                     Some((unscaled, finite, scale, good, ls.growth_steps))
                 }
             };
