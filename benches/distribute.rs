@@ -5,18 +5,22 @@
 //!   with nccl-tests' algorithm and bus bandwidth (algbw = bytes / time,
 //!   busbw = algbw x 2(n-1)/n), against its parts measured alone: the
 //!   slowest read-back, the host sum, the slowest upload;
-//! - the MNIST example CNN's training samples/s with 1 and 2 replicas.
+//! - uploads through the device's staging ring against wgpu's
+//!   `write_buffer`, alternating in one run;
+//! - the MNIST example CNN's training samples/s with 1 and 2 replicas, and
+//!   with 2 replicas for several gradient pack sizes (one pack read after
+//!   the backward pass, against packs started during it).
 //!
 //!     cargo bench --bench distribute
 
 mod common;
 use common::{median, mnist_cnn};
 use std::time::Instant;
-use wgflow::distribute::{MirroredStrategy, all_reduce_sum};
-use wgflow::nn::FitArgs;
+use wgflow::distribute::{CommunicationOptions, MirroredStrategy, all_reduce_sum};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
 use wgflow::nn::optimizers::Adam;
+use wgflow::nn::{FitArgs, Model};
 use wgflow::{DType, Device, Result, Tensor, config, ops};
 
 fn time(reps: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -102,6 +106,38 @@ fn main() -> Result<()> {
         }
     }
     println!();
+    println!("| device | upload size | uploads | staging ring ms | write_buffer ms | ring / write_buffer |");
+    println!("|---|---|---|---|---|---|");
+    for d in gpus.iter().take(1) {
+        for (kib, count) in [(64usize, 400usize), (256, 200), (1024, 100), (8192, 20)] {
+            let host = vec![0.5f32; kib << 8];
+            let upload = || -> Result<()> {
+                let ts: Vec<Tensor> = (0..count)
+                    .map(|_| Tensor::from_slice(&host, &[host.len()], d))
+                    .collect::<Result<_>>()?;
+                d.synchronize()?;
+                drop(ts);
+                Ok(())
+            };
+            let (mut ring, mut plain) = (Vec::new(), Vec::new());
+            for _ in 0..5 {
+                for on in [true, false] {
+                    wgflow::runtime::wgpu::force_upload_ring(on);
+                    let t = time(1, upload)?;
+                    if on { ring.push(t) } else { plain.push(t) }
+                }
+            }
+            wgflow::runtime::wgpu::force_upload_ring(true);
+            let (r, p) = (median(ring), median(plain));
+            println!(
+                "| {d} | {kib} KiB | {count} | {:.1} | {:.1} | {:.2}x |",
+                r * 1e3,
+                p * 1e3,
+                r / p
+            );
+        }
+    }
+    println!();
     println!("| replicas | global batch | samples/s |");
     println!("|---|---|---|");
     let x = ops::random_uniform(&[2048, 28, 28, 1], 0.0, 1.0, DType::F32, 7, &Device::Cpu)?;
@@ -133,6 +169,50 @@ fn main() -> Result<()> {
         m.fit(&x, &y, args())?;
         let sps = 2048.0 / t.elapsed().as_secs_f64();
         println!("| {} | 128 | {sps:.0} |", names.join(" + "));
+    }
+    if let Some(devs) = groups.first() {
+        println!();
+        println!("| replicas | bytes per pack | packs per step | samples/s |");
+        println!("|---|---|---|---|");
+        let names: Vec<String> = devs.iter().map(|d| d.to_string()).collect();
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut rows = Vec::new();
+        // Alternating runs, each pack size's median reported.
+        for round in 0..3 {
+            for (k, pack) in [usize::MAX, 256 << 10, 32 << 10].into_iter().enumerate() {
+                let s = MirroredStrategy::new(&refs)?
+                    .with_communication_options(CommunicationOptions { bytes_per_pack: pack });
+                let mut m = s.scope(mnist_cnn)?;
+                m.compile(
+                    Adam::new(1e-3),
+                    SparseCategoricalCrossentropy::new(true),
+                    SparseCategoricalAccuracy::new(),
+                );
+                let grads: usize = m.replicas()[0]
+                    .trainable_variables()
+                    .iter()
+                    .map(|v| v.shape().iter().product::<usize>() * 4)
+                    .sum();
+                let warm = x.slice(&[0, 0, 0, 0], &[256, 28, 28, 1])?;
+                let wy = y.slice(&[0], &[256])?;
+                m.fit(&warm, &wy, args())?;
+                let t = Instant::now();
+                m.fit(&x, &y, args())?;
+                let sps = 2048.0 / t.elapsed().as_secs_f64();
+                if round == 0 {
+                    rows.push((pack, grads.div_ceil(pack.min(grads)), Vec::new()));
+                }
+                rows[k].2.push(sps);
+            }
+        }
+        for (pack, packs, sps) in rows {
+            let label = if pack == usize::MAX {
+                "one pack".to_string()
+            } else {
+                format!("{} KiB", pack >> 10)
+            };
+            println!("| {} | {label} | ~{packs} | {:.0} |", names.join(" + "), median(sps));
+        }
     }
     Ok(())
 }

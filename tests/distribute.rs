@@ -386,3 +386,88 @@ fn backup_and_restore_resumes_after_the_last_finished_epoch() {
         assert!((p - q).abs() <= 1e-5 + 1e-4 * q.abs(), "{p} vs {q}");
     }
 }
+
+/// Gradients travel back in packs: a strategy whose packs hold one
+/// gradient each trains to bit-identical weights as one pack, and starts
+/// more reads (more submissions) per step.
+#[test]
+fn packs_of_any_size_train_alike() {
+    let pairs = pairs();
+    if pairs.is_empty() {
+        println!("SKIPPED: no GPU (WGFLOW_ALLOW_NO_GPU)");
+        return;
+    }
+    use wgflow::distribute::CommunicationOptions;
+    let devs: Vec<&str> = pairs[0].iter().map(String::as_str).collect();
+    let (x, y) = data(6 * 2 * B);
+    let run = |pack: usize| {
+        let strategy = MirroredStrategy::new(&devs)
+            .unwrap()
+            .with_communication_options(CommunicationOptions { bytes_per_pack: pack });
+        let mut m = strategy.scope(mlp).unwrap();
+        m.compile(
+            Adam::new(0.01),
+            SparseCategoricalCrossentropy::new(true),
+            SparseCategoricalAccuracy::new(),
+        );
+        let d0 = strategy.devices()[0].clone();
+        m.fit(&x, &y, args(2 * B)).unwrap(); // traces
+        let before = d0.counters().submits;
+        let h = m.fit(&x, &y, args(2 * B)).unwrap();
+        (
+            weights(&m.replicas()[0]),
+            h.get("loss").unwrap()[0],
+            d0.counters().submits - before,
+        )
+    };
+    let (w_one, l_one, s_one) = run(0);
+    let (w_many, l_many, s_many) = run(4);
+    assert_eq!(w_many, w_one, "{devs:?}: packs of 4 bytes changed the weights");
+    assert_eq!(l_many, l_one);
+    // 4 gradients: 3 more packs per step, 6 steps.
+    assert!(
+        s_many >= s_one + 6 * 3,
+        "{devs:?}: {s_many} submissions with a pack per gradient, {s_one} with one pack"
+    );
+}
+
+/// A replayed graph reports each output as soon as the node computing it
+/// is queued, before the rest of the graph: the first matmul's result is
+/// ready after one launch, the last one's after all of them.
+#[test]
+fn outputs_are_ready_as_the_graph_computes_them() {
+    let gpus = gpus();
+    if gpus.is_empty() {
+        println!("SKIPPED: no GPU (WGFLOW_ALLOW_NO_GPU)");
+        return;
+    }
+    for d in gpus {
+        let x = randn(&[8, 8], 3, DType::F32).to_device(&d).unwrap();
+        let body = |b: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+            let first = b[0].matmul(&b[0])?;
+            let mut last = first.clone();
+            for _ in 0..4 {
+                last = last.matmul(&b[0])?;
+            }
+            Ok(vec![last, first])
+        };
+        let mut f = wgflow::function::Traced::new("chain");
+        let traced = f.call(std::slice::from_ref(&x), body).unwrap();
+        let mut seen: Vec<(usize, u64)> = Vec::new();
+        let out = f
+            .call_observed(std::slice::from_ref(&x), body, &mut |i, _| {
+                seen.push((i, d.counters().dispatches));
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(
+            seen.iter().map(|s| s.0).collect::<Vec<_>>(),
+            vec![1, 0],
+            "{d}: {seen:?}"
+        );
+        assert!(seen[1].1 >= seen[0].1 + 4, "{d}: {seen:?}");
+        for (a, b) in out.iter().zip(&traced) {
+            assert_eq!(a.to_vec::<f32>().unwrap(), b.to_vec::<f32>().unwrap());
+        }
+    }
+}

@@ -430,3 +430,49 @@ fn many_checked_launches_and_recycled_status_records_report_only_their_own_error
         }
     }
 }
+
+/// Uploads go through the device's staging ring, copied in the command
+/// stream: an upload into memory freed by a queued op's input keeps the
+/// op's values, sizes of every kind round-trip, and more uploads than the
+/// ring holds (nothing read back in between) fall back to wgpu's staging
+/// with the right values.
+#[test]
+fn uploads_keep_values_and_order_through_the_staging_ring() {
+    let gpus = gpus();
+    if gpus.is_empty() {
+        println!("SKIPPED: no GPU (WGFLOW_ALLOW_NO_GPU)");
+        return;
+    }
+    let values =
+        |n: usize, seed: usize| -> Vec<f32> { (0..n).map(|i| ((i * 31 + seed * 7) % 1009) as f32 - 500.0).collect() };
+    for d in gpus {
+        let two = Tensor::scalar(2.0f32, &d).unwrap();
+        let mut queued = Vec::new();
+        for (k, &n) in [1usize, 3, 17, 1000, 65_537, 300_001, 0, 5, 40_000, 262_144]
+            .iter()
+            .cycle()
+            .take(120)
+            .enumerate()
+        {
+            let t = Tensor::from_vec(values(n, k), &[n], &d).unwrap();
+            // Queued, not run: the next upload may land in `t`'s memory.
+            queued.push((n, k, t.mul(&two).unwrap()));
+        }
+        for (n, k, u) in queued {
+            let want: Vec<f32> = values(n, k).iter().map(|v| v * 2.0).collect();
+            assert_eq!(u.to_vec::<f32>().unwrap(), want, "{d}: upload {k} of {n} values");
+        }
+        let ints = Tensor::from_vec(vec![7i32, -3, 11], &[3], &d).unwrap();
+        assert_eq!(ints.to_vec::<i32>().unwrap(), vec![7, -3, 11]);
+        let flags = Tensor::from_vec(vec![true, false, true], &[3], &d).unwrap();
+        assert_eq!(flags.to_vec::<bool>().unwrap(), vec![true, false, true]);
+        // 24 x 12 MiB: past the ring's 64 MiB with nothing read back.
+        let n = 3 << 20;
+        let big: Vec<Tensor> = (0..24)
+            .map(|k| Tensor::from_vec(values(n, k), &[n], &d).unwrap())
+            .collect();
+        for (k, t) in big.iter().enumerate().rev() {
+            assert_eq!(t.to_vec::<f32>().unwrap(), values(n, k), "{d}: large upload {k}");
+        }
+    }
+}

@@ -885,19 +885,6 @@ fn tensorflow_serving_clients_work_unchanged() {
     assert!(stdout.contains("ok: "), "{stdout}");
 }
 
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("WGFLOW_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("WGFLOW_PYTHON is not set: .ci/run creates the venv with tensorflow-serving-api and sets it")
-        }
-        None => {
-            eprintln!("SKIPPED: WGFLOW_PYTHON is not set (a Python with tensorflow-serving-api; .ci/run makes one)");
-            None
-        }
-    }
-}
-
 /// The batch queue's limits: a request with more rows than
 /// `max_batch_size` is 400, and requests past `max_enqueued_batches` get
 /// TF Serving's 503 while the others are answered.

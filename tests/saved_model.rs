@@ -7,7 +7,6 @@ mod common;
 use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use wgflow::io::npy::{self, NpyArray, NpyData};
 use wgflow::io::saved_model::{self, SaveOptions};
 use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
@@ -24,39 +23,6 @@ fn tmp(name: &str) -> PathBuf {
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
-}
-
-/// The interpreter of the venv with TensorFlow, or `None` (outside CI only:
-/// in CI a missing venv fails the test).
-fn python() -> Option<PathBuf> {
-    match std::env::var_os("WGFLOW_PYTHON") {
-        Some(p) => Some(PathBuf::from(p)),
-        None if std::env::var_os("CI").is_some() => {
-            panic!("WGFLOW_PYTHON is not set: .ci/run creates the venv with tensorflow-cpu==2.21.0 and sets it")
-        }
-        None => {
-            eprintln!("SKIPPED: WGFLOW_PYTHON is not set (a Python with tensorflow-cpu 2.21; .ci/run makes one)");
-            None
-        }
-    }
-}
-
-fn py(python: &Path, script: &str, args: &[&Path]) -> String {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
-    let out = Command::new(python)
-        .arg(&path)
-        .args(args)
-        .env("TF_CPP_MIN_LOG_LEVEL", "3")
-        .env("CUDA_VISIBLE_DEVICES", "")
-        .output()
-        .expect("run python");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "{script} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
 }
 
 fn cnn(device: &Device) -> Sequential {
@@ -97,32 +63,6 @@ fn mlp(device: &Device) -> Sequential {
 
 fn images(n: usize, seed: u64) -> Tensor {
     uniform(&[n, 28, 28, 1], 0.0, 1.0, seed, DType::F32)
-}
-
-fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
-    assert_eq!(got.len(), want.len(), "{what}: length");
-    for (i, (a, b)) in got.iter().zip(want).enumerate() {
-        assert!((a - b).abs() <= tol, "{what}: element {i} is {a}, want {b}");
-    }
-}
-
-fn save_npy(path: &Path, t: &Tensor) {
-    npy::write(
-        path,
-        &NpyArray {
-            shape: t.shape().to_vec(),
-            data: NpyData::F32(t.to_vec::<f32>().unwrap()),
-        },
-    )
-    .unwrap();
-}
-
-fn load_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
-    let a = npy::read(path).unwrap();
-    match a.data {
-        NpyData::F32(v) => (a.shape, v),
-        other => panic!("{}: not float32: {other:?}", path.display()),
-    }
 }
 
 /// Export, load in wgflow (a fresh load, no model code), and compare with

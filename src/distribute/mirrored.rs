@@ -3,9 +3,10 @@
 //! `predict`.
 
 use super::cluster::Cluster;
+use super::strategy::CommunicationOptions;
+use super::transfer::{BUCKET_BYTES, Buckets, Reading, add_into};
 use super::{OP, flat_host, host_sum, read_back_all, rows, split_range, unflat};
 use crate::autodiff::{GradientTape, without_recording};
-use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::function::Traced;
 use crate::nn::model::{Compiled, FitArgs, FitTarget, History, Logs, Model, epoch_batches, fit_loop};
@@ -27,21 +28,28 @@ pub struct Mirrored<M: Model> {
     /// The last error was returned on every worker alike, so no worker is
     /// left waiting for another.
     agreed_error: bool,
+    /// Bytes per read-back bucket.
+    pack: usize,
 }
 
-/// One replica's step read back: rows `lo..hi` of the global batch and
-/// `[gradients | loss | predictions]`.
+/// One replica's step on rows `lo..hi` of the global batch, its outputs
+/// `[loss, predictions, gradients...]` on their way back in buckets.
 struct Part {
     lo: usize,
     hi: usize,
     pred_shape: Vec<usize>,
-    host: Vec<f32>,
+    buckets: std::collections::VecDeque<(Vec<usize>, Reading)>,
 }
 
 impl<M: Model> Mirrored<M> {
     /// The replicas of a strategy's scope, started from replica 0's values
     /// (worker 0's, with the model's shapes compared on every worker first).
-    pub(super) fn start(replicas: Vec<M>, devices: Vec<Device>, cluster: Option<Cluster>) -> Result<Mirrored<M>> {
+    pub(super) fn start(
+        replicas: Vec<M>,
+        devices: Vec<Device>,
+        cluster: Option<Cluster>,
+        options: CommunicationOptions,
+    ) -> Result<Mirrored<M>> {
         let n = replicas.len();
         let mut m = Mirrored {
             replicas,
@@ -51,6 +59,10 @@ impl<M: Model> Mirrored<M> {
             cluster,
             pred_shape: None,
             agreed_error: false,
+            pack: match options.bytes_per_pack {
+                0 => BUCKET_BYTES,
+                n => n,
+            },
         };
         m.check_same_model()?;
         m.broadcast(false, true)?;
@@ -236,12 +248,12 @@ impl<M: Model> Mirrored<M> {
     }
 
     /// Each local replica's gradient step on its rows of the global batch
-    /// of `n`, queued on every device before the first read-back.
-    #[allow(clippy::too_many_arguments)]
+    /// of `n`, queued on every device before the first wait; each
+    /// replica's gradients start back to the host in buckets as soon as
+    /// the step has computed them.
     fn local_parts(&mut self, c: &Compiled, x: &Tensor, y: &Tensor, n: usize, g: usize) -> Result<Vec<Part>> {
         let (offset, total) = self.span();
-        let mut outs = Vec::new();
-        let mut spans = Vec::new();
+        let mut parts = Vec::new();
         for i in 0..self.replicas.len() {
             let (lo, hi) = split_range(n, total, offset + i);
             if hi == lo {
@@ -281,36 +293,36 @@ impl<M: Model> Mirrored<M> {
                 Ok(out)
             };
             let args = [xi, yi, scale];
+            // Outputs 2.. are the gradients.
+            let mut buckets = Buckets::new(self.pack);
+            let mut ready = |k: usize, t: &Tensor| if k >= 2 { buckets.ready(k, t) } else { Ok(()) };
             let mut out = if self.run_eagerly {
-                step(&args)?
+                let out = step(&args)?;
+                for (k, t) in out.iter().enumerate() {
+                    ready(k, t)?;
+                }
+                out
             } else {
-                self.grad_steps[i].call(&args, |b| step(b))?
+                self.grad_steps[i].call_observed(&args, |b| step(b), &mut ready)?
             };
-            let mut ts = out.split_off(2);
-            let mut pred = out
+            if out.len() != vars.len() + 2 {
+                return Err(Error::arg(OP, "the step lost its outputs"));
+            }
+            out.truncate(2);
+            let pred = out
                 .pop()
                 .ok_or_else(|| Error::arg(OP, "the step lost its prediction"))?;
             let loss = out.pop().ok_or_else(|| Error::arg(OP, "the step lost its loss"))?;
-            if pred.dtype() != DType::F32 {
-                pred = pred.cast(DType::F32)?;
-            }
-            spans.push((lo, hi, pred.shape().get(1..).unwrap_or(&[]).to_vec()));
-            ts.push(loss);
-            ts.push(pred);
-            outs.push(ts);
-        }
-        // Every replica's step is queued before the first read-back.
-        let flats = read_back_all(outs)?;
-        Ok(spans
-            .into_iter()
-            .zip(flats)
-            .map(|((lo, hi, pred_shape), host)| Part {
+            buckets.ready(0, &loss)?;
+            buckets.ready(1, &pred)?;
+            parts.push(Part {
                 lo,
                 hi,
-                pred_shape,
-                host,
-            })
-            .collect())
+                pred_shape: pred.shape().get(1..).unwrap_or(&[]).to_vec(),
+                buckets: buckets.finish()?.into(),
+            });
+        }
+        Ok(parts)
     }
 
     /// One example's prediction shape: worker 0's (its replica 0 always has
@@ -387,7 +399,14 @@ impl<M: Model> Mirrored<M> {
             .ok_or_else(|| Error::arg(OP, "the batch's predictions overflow usize"))?;
         // [summed gradients | summed loss | failure flag | predictions]
         let mut buf = vec![0.0f32; g + 2 + preds_len];
-        let local = local.and_then(|parts| fill(&mut buf, &parts, g, width));
+        let mut offsets = Vec::with_capacity(shapes.len());
+        let mut at = 0;
+        for s in &shapes {
+            let n = s.iter().product::<usize>();
+            offsets.push((at, n));
+            at += n;
+        }
+        let local = local.and_then(|parts| fill(&mut buf, parts, &offsets, width));
         let failed = local.err();
         if failed.is_some() {
             buf.fill(0.0);
@@ -480,10 +499,13 @@ impl<M: Model> Mirrored<M> {
     fn abort_unless_agreed(&self, e: &Error) {
         if let Some(c) = self.others() {
             if !self.agreed_error {
-                eprintln!(
-                    "wgflow: worker {}: {e}; ending the job (the other workers would wait for this one forever)",
+                // One write: mpirun forwards stderr in the pieces it reads,
+                // and its own abort notice would land inside a split line.
+                let line = format!(
+                    "wgflow: worker {}: {e}; ending the job (the other workers would wait for this one forever)\n",
                     c.comm.rank()
                 );
+                let _ = std::io::Write::write_all(&mut std::io::stderr().lock(), line.as_bytes());
                 c.comm.abort(1);
             }
         }
@@ -524,34 +546,55 @@ impl<M: Model> Mirrored<M> {
     }
 }
 
-/// Sums the parts' `[gradients | loss]` into `buf` and puts each part's
-/// predictions at its rows.
-fn fill(buf: &mut [f32], parts: &[Part], g: usize, width: usize) -> Result<()> {
-    let heads: Vec<&[f32]> = parts.iter().map(|p| p.host.get(..g + 1).unwrap_or(&[])).collect();
-    if !heads.is_empty() {
-        let sum = host_sum(&heads)?;
-        if sum.len() != g + 1 {
-            return Err(Error::arg(
-                OP,
-                "replicas disagree: a replica returned too few gradients",
-            ));
+/// Sums the parts' gradients and losses into `buf`'s
+/// `[gradients (at `offsets`) | loss]` and puts each part's predictions at
+/// its rows, bucket by bucket as their reads finish (every replica's
+/// bucket k before any bucket k+1, each element summed in replica order).
+fn fill(buf: &mut [f32], mut parts: Vec<Part>, offsets: &[(usize, usize)], width: usize) -> Result<()> {
+    let g = offsets.last().map_or(0, |&(at, n)| at + n);
+    loop {
+        let mut any = false;
+        for Part {
+            lo,
+            hi,
+            pred_shape,
+            buckets,
+        } in parts.iter_mut()
+        {
+            let Some((outputs, reading)) = buckets.pop_front() else {
+                continue;
+            };
+            any = true;
+            for (k, v) in outputs.into_iter().zip(reading.finish()?) {
+                let (at, want, add) = match k {
+                    0 => (g, 1, true),
+                    1 => (g + 2 + *lo * width, (*hi - *lo) * width, false),
+                    k => {
+                        let &(at, n) = offsets.get(k - 2).ok_or_else(|| {
+                            Error::arg(OP, "replicas disagree: a replica returned too many gradients")
+                        })?;
+                        (at, n, true)
+                    }
+                };
+                if v.len() != want {
+                    return Err(Error::shape(
+                        "MirroredStrategy.fit",
+                        &[pred_shape],
+                        format!("a replica's output {k} holds {} values, {want} expected", v.len()),
+                    ));
+                }
+                let dst = &mut buf[at..at + want];
+                if add {
+                    add_into(dst, &v);
+                } else {
+                    dst.copy_from_slice(&v);
+                }
+            }
         }
-        buf[..g + 1].copy_from_slice(&sum);
-    }
-    for p in parts {
-        let pred = &p.host[g + 1..];
-        let want = (p.hi - p.lo) * width;
-        if pred.len() != want {
-            return Err(Error::shape(
-                "MirroredStrategy.fit",
-                &[&p.pred_shape],
-                format!("a replica's predictions hold {} values, {want} expected", pred.len()),
-            ));
+        if !any {
+            return Ok(());
         }
-        let at = g + 2 + p.lo * width;
-        buf[at..at + want].copy_from_slice(pred);
     }
-    Ok(())
 }
 
 /// Parses `[count, (rank, dims...)...]` into shapes (a short or broken

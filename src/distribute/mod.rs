@@ -33,10 +33,11 @@ mod mirrored;
 mod mpi;
 mod multi_worker;
 mod strategy;
+mod transfer;
 
 pub use mirrored::Mirrored;
 pub use multi_worker::MultiWorkerMirroredStrategy;
-pub use strategy::MirroredStrategy;
+pub use strategy::{CommunicationOptions, MirroredStrategy};
 
 use crate::core::error::{Error, Result};
 use crate::runtime::Device;
@@ -73,34 +74,30 @@ fn rows(t: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
     t.slice(&begin, &size)
 }
 
-/// One flat f32 vector of `ts` (each read back once, as one buffer).
-fn flat_host(ts: &[Tensor]) -> Result<Vec<f32>> {
-    match ts {
-        [] => return Ok(Vec::new()),
-        [t] => return t.to_vec::<f32>(),
-        _ => {}
-    }
-    let parts: Vec<Tensor> = ts.iter().map(|t| t.reshape(&[-1])).collect::<Result<_>>()?;
-    let refs: Vec<&Tensor> = parts.iter().collect();
-    crate::ops::layout::concat(&refs, 0)?.to_vec::<f32>()
+/// Reads each replica's tensors back as one flat vector: every replica's
+/// copies are submitted before the first wait (one transfer per replica,
+/// straight from the tensors' buffers), so the devices' waits overlap.
+fn read_back_all(per_replica: Vec<Vec<Tensor>>) -> Result<Vec<Vec<f32>>> {
+    let reads: Vec<transfer::Reading> = per_replica
+        .iter()
+        .map(|ts| transfer::Reading::start(ts))
+        .collect::<Result<_>>()?;
+    reads
+        .into_iter()
+        .map(|r| {
+            let mut v = r.finish()?;
+            Ok(if v.len() == 1 {
+                v.pop().unwrap_or_default()
+            } else {
+                v.concat()
+            })
+        })
+        .collect()
 }
 
-/// Reads each replica's tensors back as one flat vector, all replicas at
-/// once (each device waits for its own queue, so the waits overlap).
-fn read_back_all(per_replica: Vec<Vec<Tensor>>) -> Result<Vec<Vec<f32>>> {
-    if per_replica.len() < 2 {
-        return per_replica.iter().map(|ts| flat_host(ts)).collect();
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = per_replica.iter().map(|ts| s.spawn(move || flat_host(ts))).collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| Err(Error::arg(OP, "a read-back thread panicked")))
-            })
-            .collect()
-    })
+/// One flat f32 vector of `ts` (read back in one transfer).
+fn flat_host(ts: &[Tensor]) -> Result<Vec<f32>> {
+    Ok(read_back_all(vec![ts.to_vec()])?.pop().unwrap_or_default())
 }
 
 /// Splits a flat host vector back into tensors shaped like `like`, on `device`.

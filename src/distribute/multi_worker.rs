@@ -4,7 +4,7 @@
 use super::ReduceOp;
 use super::cluster::{launched_size, mpirun_command, tf_config_workers};
 use super::mirrored::Mirrored;
-use super::strategy::MirroredStrategy;
+use super::strategy::{CommunicationOptions, MirroredStrategy};
 use crate::core::error::{Error, Result};
 use crate::data::Dataset;
 use crate::nn::model::Model;
@@ -84,6 +84,12 @@ impl MultiWorkerMirroredStrategy {
     /// This worker's replica devices.
     pub fn devices(&self) -> &[Device] {
         self.inner.devices()
+    }
+
+    /// `MultiWorkerMirroredStrategy(communication_options=...)`.
+    pub fn with_communication_options(mut self, options: CommunicationOptions) -> MultiWorkerMirroredStrategy {
+        self.inner = self.inner.with_communication_options(options);
+        self
     }
 
     /// `num_replicas_in_sync`: the replicas of every worker.

@@ -17,6 +17,17 @@ pub struct MirroredStrategy {
     devices: Vec<Device>,
     /// The other workers, for a multi-worker strategy.
     pub(super) cluster: Option<Cluster>,
+    options: CommunicationOptions,
+}
+
+/// `tf.distribute.experimental.CommunicationOptions`: how the gradient
+/// all-reduce moves data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CommunicationOptions {
+    /// Each replica's gradients travel to the host in packs of about this
+    /// many bytes, each started as soon as the backward pass has computed
+    /// its gradients; 0 picks 25 MiB.
+    pub bytes_per_pack: usize,
 }
 
 impl MirroredStrategy {
@@ -37,6 +48,7 @@ impl MirroredStrategy {
         Ok(MirroredStrategy {
             devices: out,
             cluster: None,
+            options: CommunicationOptions::default(),
         })
     }
 
@@ -50,12 +62,28 @@ impl MirroredStrategy {
         if devices.is_empty() {
             devices.push(Device::Cpu);
         }
-        Ok(MirroredStrategy { devices, cluster: None })
+        Ok(MirroredStrategy {
+            devices,
+            cluster: None,
+            options: CommunicationOptions::default(),
+        })
     }
 
     /// The replica devices of this process, in replica order.
     pub fn devices(&self) -> &[Device] {
         &self.devices
+    }
+
+    /// The strategy with these communication options (models built in its
+    /// scope use them).
+    pub fn with_communication_options(mut self, options: CommunicationOptions) -> MirroredStrategy {
+        self.options = options;
+        self
+    }
+
+    /// The communication options.
+    pub fn communication_options(&self) -> CommunicationOptions {
+        self.options
     }
 
     /// `strategy.num_replicas_in_sync`: the replicas of every worker.
@@ -126,7 +154,7 @@ impl MirroredStrategy {
                 }
             }
         }
-        Mirrored::start(replicas, self.devices.clone(), self.cluster.clone())
+        Mirrored::start(replicas, self.devices.clone(), self.cluster.clone(), self.options)
     }
 
     /// `strategy.run(fn)`: calls `f(replica, device)` for each replica of

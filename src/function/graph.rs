@@ -293,6 +293,18 @@ impl Graph {
     /// their last use; with a memory plan, intermediates go to the graph's
     /// own buffers.
     pub fn run(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {
+        self.run_observed(args, &mut |_, _| Ok(()))
+    }
+
+    /// [`Graph::run`], calling `ready(i, value)` as soon as output `i` is
+    /// computed (queued), in the order the graph computes them: a caller
+    /// can start reading the first gradients back while the device still
+    /// runs the rest of the backward pass.
+    pub fn run_observed(
+        &mut self,
+        args: &[Tensor],
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
         super::check_args("function", &self.sig, args)?;
         self.runs += 1;
         let mut vals: Vec<Option<Tensor>> = vec![None; self.values.len()];
@@ -329,7 +341,18 @@ impl Graph {
             _ if observe => ExecContext::recording(),
             _ => ExecContext::eager(),
         };
-        self.run_nodes(&mut vals, &mut root, observe, &ctx)?;
+        let mut out_at: Vec<Vec<usize>> = vec![Vec::new(); self.values.len()];
+        for (i, &v) in self.outputs.iter().enumerate() {
+            out_at[v].push(i);
+        }
+        for (v, _) in &self.sources {
+            for &i in &out_at[*v] {
+                if let Some(t) = &vals[*v] {
+                    ready(i, t)?;
+                }
+            }
+        }
+        self.run_nodes(&mut vals, &mut root, observe, &ctx, &out_at, ready)?;
         let recorded = ctx.recorded();
         for (var, v) in &self.assigns {
             var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
@@ -355,6 +378,8 @@ impl Graph {
         root: &mut [usize],
         observe: bool,
         ctx: &ExecContext,
+        out_at: &[Vec<usize>],
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
     ) -> Result<()> {
         let runs = self.runs;
         for (i, node) in self.nodes.iter().enumerate() {
@@ -389,6 +414,9 @@ impl Graph {
                     if let Some(k) = x.iter().position(|a| a.same_storage(&t)) {
                         root[o] = root[node.inputs()[k]];
                     }
+                }
+                for &k in &out_at[o] {
+                    ready(k, &t)?;
                 }
                 vals[o] = Some(t);
             }

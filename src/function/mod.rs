@@ -95,9 +95,27 @@ impl Traced {
     /// Replays the graph of `args`' signature, or traces `f` on `args` to
     /// make it (running `f` once, eagerly, while recording).
     pub fn call(&mut self, args: &[Tensor], f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>) -> Result<Vec<Tensor>> {
+        self.call_observed(args, f, &mut |_, _| Ok(()))
+    }
+
+    /// [`Traced::call`], calling `ready(i, value)` when output `i` is
+    /// computed: during a replay in the graph's order (see
+    /// [`Graph::run_observed`]), after a trace for every output in turn.
+    pub fn call_observed(
+        &mut self,
+        args: &[Tensor],
+        f: impl FnOnce(&[Tensor]) -> Result<Vec<Tensor>>,
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        let all = |out: Vec<Tensor>, ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>| {
+            for (i, t) in out.iter().enumerate() {
+                ready(i, t)?;
+            }
+            Ok(out)
+        };
         // Inside another trace, the ops belong to the outer graph.
         if trace::active() {
-            return f(args);
+            return all(f(args)?, ready);
         }
         let sig = Signature::of(args);
         if let Some((_, order)) = &mut self.lru {
@@ -108,7 +126,7 @@ impl Traced {
             }
         }
         if let Some(g) = self.graphs.get_mut(&sig) {
-            return g.run(args);
+            return g.run_observed(args, ready);
         }
         self.traces += 1;
         if self.traces > RETRACE_WARNING && !self.warned {
@@ -133,7 +151,7 @@ impl Traced {
             order.push_back(sig.clone());
         }
         self.graphs.insert(sig, graph);
-        Ok(out)
+        all(out, ready)
     }
 
     /// Times a step has been traced (once per new signature).

@@ -15,6 +15,7 @@
 
 pub mod checkpoint;
 pub mod npy;
+pub mod onnx;
 pub mod saved_model;
 pub mod summary;
 

@@ -4,6 +4,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::process::Command;
+use wgflow::io::npy::{self, NpyArray, NpyData};
 use wgflow::ops::{self, Op};
 use wgflow::{DType, Device, Error, Tensor, config};
 
@@ -253,5 +255,64 @@ impl AsRef<Path> for TempDir {
 impl Drop for TempDir {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// The interpreter of the venv with TensorFlow, or `None` (outside CI only:
+/// in CI a missing venv fails the test).
+pub fn python() -> Option<PathBuf> {
+    match std::env::var_os("WGFLOW_PYTHON") {
+        Some(p) => Some(PathBuf::from(p)),
+        None if std::env::var_os("CI").is_some() => {
+            panic!("WGFLOW_PYTHON is not set: .ci/run creates the venv (tensorflow-cpu 2.21, keras, onnx, onnxruntime, tensorflow-serving-api) and sets it")
+        }
+        None => {
+            eprintln!("SKIPPED: WGFLOW_PYTHON is not set (a Python with tensorflow-cpu 2.21; .ci/run makes one)");
+            None
+        }
+    }
+}
+
+pub fn py(python: &Path, script: &str, args: &[&Path]) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/python").join(script);
+    let out = Command::new(python)
+        .arg(&path)
+        .args(args)
+        .env("TF_CPP_MIN_LOG_LEVEL", "3")
+        .env("CUDA_VISIBLE_DEVICES", "")
+        .output()
+        .expect("run python");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+pub fn assert_close(got: &[f32], want: &[f32], tol: f32, what: &str) {
+    assert_eq!(got.len(), want.len(), "{what}: length");
+    for (i, (a, b)) in got.iter().zip(want).enumerate() {
+        assert!((a - b).abs() <= tol, "{what}: element {i} is {a}, want {b}");
+    }
+}
+
+pub fn save_npy(path: &Path, t: &Tensor) {
+    npy::write(
+        path,
+        &NpyArray {
+            shape: t.shape().to_vec(),
+            data: NpyData::F32(t.to_vec::<f32>().unwrap()),
+        },
+    )
+    .unwrap();
+}
+
+pub fn load_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
+    let a = npy::read(path).unwrap();
+    match a.data {
+        NpyData::F32(v) => (a.shape, v),
+        other => panic!("{}: not float32: {other:?}", path.display()),
     }
 }

@@ -23,7 +23,7 @@
 //! model's code (see `import`).
 
 pub mod bundle;
-mod export;
+pub(crate) mod export;
 mod import;
 pub mod proto;
 mod table;

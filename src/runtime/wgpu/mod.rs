@@ -51,9 +51,10 @@ mod optim;
 mod pool;
 mod reduce;
 mod softmax;
+pub(crate) mod transfer;
 mod unary;
 
-use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool, Status, StatusRecord};
+use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool, StatusRecord};
 use super::cpu::CpuData;
 use super::{Backend, Operand, Storage};
 use crate::core::dtype::DType;
@@ -434,6 +435,14 @@ pub fn force_gemm_variant(v: GemmVariant) {
     GEMM_OVERRIDE.with(|c| c.set(v));
 }
 
+/// Turns the upload staging ring off (`false`: every upload goes through
+/// wgpu's `write_buffer`) or back on, for the whole process: benchmarks
+/// compare the two in one run.
+#[cfg(feature = "testing")]
+pub fn force_upload_ring(on: bool) {
+    transfer::RING_ON.store(on, Ordering::Relaxed);
+}
+
 /// Window of the uniform arena each dispatch gets.
 pub(crate) const PARAM_BYTES: u64 = 256;
 /// Dispatches per submitted batch (arena slots).
@@ -487,6 +496,10 @@ struct Stream {
     pass: Option<wgpu::ComputePass<'static>>,
     params: Vec<u8>,
     slots: u64,
+    /// Upload ring buffers the open batch copies from.
+    staged: Vec<transfer::Stage>,
+    /// The last submission (reads wait for theirs alone).
+    last: Option<wgpu::SubmissionIndex>,
 }
 
 /// A logical GPU (`gpu:N`): one wgpu device and queue opened on an adapter,
@@ -512,6 +525,8 @@ pub struct GpuDevice {
     #[allow(clippy::type_complexity)]
     bind_groups: Mutex<(u64, HashMap<Vec<(usize, u64, u64)>, wgpu::BindGroup>)>,
     staging: Mutex<Vec<wgpu::Buffer>>,
+    /// The upload ring (see `transfer`).
+    uploads: Mutex<Vec<transfer::Stage>>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
     empty: Arc<wgpu::Buffer>,
@@ -628,10 +643,13 @@ impl GpuDevice {
                 pass: None,
                 params: Vec::new(),
                 slots: 0,
+                staged: Vec::new(),
+                last: None,
             }),
             pipelines: Mutex::new(HashMap::new()),
             bind_groups: Mutex::new((0, HashMap::new())),
             staging: Mutex::new(Vec::new()),
+            uploads: Mutex::new(Vec::new()),
             errors,
             lost,
             empty,
@@ -797,6 +815,9 @@ impl GpuDevice {
         }
         let Alloc { buf, freed_in } = Pool::alloc_with(&self.pool, n, &self.empty, true, &|| self.settle())?;
         if buf.is_empty() {
+            return Ok(buf);
+        }
+        if self.upload_staged(&buf, bytes)? {
             return Ok(buf);
         }
         // write_buffer runs before the open batch's commands: memory freed
@@ -1098,7 +1119,9 @@ impl GpuDevice {
                 self.queue
                     .write_buffer(&self.arena, 0, &s.params[..(s.slots * PARAM_BYTES) as usize]);
             }
-            self.queue.submit([enc.finish()]);
+            Self::unmap_stages(s);
+            s.last = Some(self.queue.submit([enc.finish()]));
+            self.recycle_stages(s);
             self.submits.fetch_add(1, Ordering::Relaxed);
             s.slots = 0;
             s.params.clear();
@@ -1187,93 +1210,15 @@ impl GpuDevice {
     /// value found by a launch it depends on (see `StatusRecord`) is the
     /// error, on every read, from any thread.
     pub(crate) fn read(&self, buf: &GpuBuf) -> Result<Vec<u8>> {
-        self.check_alive()?;
-        let out = self.readback(Some(buf), &buf.status)?;
-        for r in &buf.status {
-            if let Status::Failed(words) = r.state() {
-                return Err(status_error(words));
-            }
-        }
-        Ok(out)
+        self.readback(Some(buf), &[])
     }
 
     /// Copies `data` (if any) and the unread records of `status` to the
     /// host in one submission, and records what those say.
     fn readback(&self, data: Option<&GpuBuf>, status: &[Arc<StatusRecord>]) -> Result<Vec<u8>> {
-        self.check_alive()?;
-        let pending: Vec<&StatusRecord> = status
-            .iter()
-            .filter(|r| r.state() == Status::Pending)
-            .map(|r| &**r)
-            .collect();
-        let size = data.map_or(0, |b| b.size);
-        if size == 0 && pending.is_empty() {
-            return Ok(Vec::new());
-        }
-        // The status words ride along after the data (8-aligned for mapping).
-        let at = size.div_ceil(8) * 8;
-        let total = at + 16 * pending.len() as u64;
-        let staging = {
-            let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-            match pool.iter().position(|b| b.size() >= total) {
-                Some(i) => pool.swap_remove(i),
-                None => self.device.create_buffer(&wgpu::BufferDescriptor {
-                    label: Some("wgflow readback"),
-                    size: self::memory::size_class(total),
-                    usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-                    mapped_at_creation: false,
-                }),
-            }
-        };
-        {
-            let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
-            s.pass = None;
-            let enc = s.encoder.get_or_insert_with(|| {
-                self.device
-                    .create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None })
-            });
-            if let Some(buf) = data.filter(|b| b.size > 0) {
-                enc.copy_buffer_to_buffer(&buf.buffer, buf.offset, &staging, 0, buf.size);
-            }
-            for (k, r) in pending.iter().enumerate() {
-                enc.copy_buffer_to_buffer(&r.buf.buffer, r.offset(), &staging, at + 16 * k as u64, 16);
-            }
-            self.flush_locked(&mut s)?;
-        }
-        let (tx, rx) = std::sync::mpsc::channel();
-        staging.slice(..total).map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
-        self.wait()?;
-        self.check_alive()?;
-        rx.recv()
-            .map_err(|_| Error::Gpu {
-                device: self.label.clone(),
-                msg: "readback callback never ran".into(),
-            })?
-            .map_err(|e| Error::Gpu {
-                device: self.label.clone(),
-                msg: format!("readback failed: {e}"),
-            })?;
-        let out = {
-            let view = staging.slice(..total).get_mapped_range().map_err(|e| Error::Gpu {
-                device: self.label.clone(),
-                msg: format!("readback mapping failed: {e}"),
-            })?;
-            for (k, r) in pending.iter().enumerate() {
-                let from = (at + 16 * k as u64) as usize;
-                r.resolve(bytemuck::pod_read_unaligned(&view[from..from + 16]));
-            }
-            view[..size as usize].to_vec()
-        };
-        staging.unmap();
-        let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
-        if pool.len() < 8 {
-            pool.push(staging);
-        }
-        drop(pool);
-        self.take_error()?;
-        Ok(out)
+        let bufs: Vec<&GpuBuf> = data.into_iter().collect();
+        let read = self.start_read(&bufs, status)?;
+        Ok(self.finish_read(read)?.pop().unwrap_or_default())
     }
 }
 

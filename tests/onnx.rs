@@ -1,0 +1,141 @@
+//! ONNX export checked with the real tools (the Python venv `.ci/run`
+//! creates; `WGFLOW_PYTHON` names its interpreter): `onnx.checker` with
+//! `full_check=True` accepts the files, and ONNX Runtime computes what
+//! wgflow predicts within 1e-4 for batches 1, 7 and 64, at opsets 13 and
+//! 17; unsupported ops and opsets are typed errors.
+
+mod common;
+use common::*;
+use std::path::PathBuf;
+use wgflow::function::{ConcreteFunction, TensorSpec};
+use wgflow::nn::layers::{
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
+};
+use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
+use wgflow::{DType, Device, Error, ops};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgflow-onnx-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Every layer kind the exporter maps, with batch statistics that are not
+/// the identity.
+fn cnn(d: &Device) -> Sequential {
+    set_random_seed(7);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu))
+        .add(BatchNormalization::new())
+        .add(MaxPooling2D::new([2, 2]))
+        .add(
+            Conv2D::new(6, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Gelu),
+        )
+        .add(AveragePooling2D::new([2, 2]).padding("same").unwrap())
+        .add(Conv2D::new(8, [1, 1]).activation(Activation::Swish))
+        .add(GlobalAveragePooling2D::new())
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax));
+    m.build(&[28, 28, 1], d).unwrap();
+    for (n, v) in m.named_variables() {
+        if n.ends_with("moving_mean") || n.ends_with("moving_variance") {
+            let t = uniform(&v.shape(), 0.2, 1.5, 9, DType::F32).to_device(d).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+    m
+}
+
+fn mlp(d: &Device) -> Sequential {
+    set_random_seed(8);
+    let mut m = Sequential::new()
+        .add(Flatten::new())
+        .add(Dense::new(32).activation(Activation::Tanh))
+        .add(Dense::new(16).activation(Activation::Elu))
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
+#[test]
+fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+        for opset in [13, 17] {
+            let dir = tmp(&format!("{name}-{opset}"));
+            let file = dir.join("model.onnx");
+            wgflow::onnx::export(&mut model, &file, opset).unwrap();
+            let batches = [1usize, 7, 64];
+            for (i, &b) in batches.iter().enumerate() {
+                let x = uniform(&[b, 28, 28, 1], 0.0, 1.0, 20 + i as u64, DType::F32);
+                save_npy(&dir.join(format!("x{b}.npy")), &x);
+                save_npy(&dir.join(format!("want{b}.npy")), &model.call(&x, false).unwrap());
+            }
+            let bs: Vec<String> = batches.iter().map(|b| b.to_string()).collect();
+            let mut args: Vec<&std::path::Path> = vec![&file, &dir];
+            let bps: Vec<PathBuf> = bs.iter().map(PathBuf::from).collect();
+            args.extend(bps.iter().map(PathBuf::as_path));
+            let out = py(&python, "check_onnx.py", &args);
+            assert!(out.contains("OK"), "{out}");
+            let ir = if opset == 13 { 7 } else { 8 };
+            assert!(out.contains(&format!("opset {opset} ir {ir}")), "{out}");
+            assert!(out.contains("input inputs ['batch', 28, 28, 1]"), "{out}");
+            let ops = if name == "cnn" {
+                vec![
+                    "'Conv'",
+                    "'MaxPool'",
+                    "'AveragePool'",
+                    "'GlobalAveragePool'",
+                    "'Transpose'",
+                    "'Erf'",
+                    "'Softmax'",
+                    "'Gemm'",
+                ]
+            } else {
+                vec!["'Gemm'", "'Reshape'", "'Tanh'", "'Elu'"]
+            };
+            for op in ops {
+                assert!(out.contains(op), "{name} opset {opset}: no {op} in {out}");
+            }
+            for b in batches {
+                let (shape, got) = load_npy(&dir.join(format!("ort{b}.npy")));
+                let (_, want) = load_npy(&dir.join(format!("want{b}.npy")));
+                assert_eq!(shape, vec![b, 10]);
+                assert_close(
+                    &got,
+                    &want,
+                    1e-4,
+                    &format!("ONNX Runtime on {name} opset {opset}, batch {b}"),
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn unsupported_ops_and_opsets_are_typed_errors() {
+    let d = Device::Cpu;
+    let mut m = mlp(&d);
+    let dir = tmp("bad");
+    for opset in [12, 18] {
+        let e = wgflow::onnx::export(&mut m, dir.join("m.onnx"), opset).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+        assert!(e.to_string().contains(&format!("opset {opset}")), "{e}");
+    }
+    let spec = TensorSpec::new(&[None, Some(3)], DType::F32).named("x");
+    let f = ConcreteFunction::trace("noisy", &[spec], &d, |x| {
+        let n = ops::random_normal(&[3], 0.0, 1.0, DType::F32, 1, &d)?;
+        Ok(vec![x[0].add(&n)?])
+    })
+    .unwrap();
+    let e = wgflow::onnx::export_function(&f, dir.join("noisy.onnx"), 17).unwrap_err();
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e:?}");
+    assert!(e.to_string().contains("random"), "{e}");
+    assert!(!dir.join("noisy.onnx").exists(), "a failed export left a file");
+}
