@@ -2,7 +2,7 @@
 //!
 //!     cargo run --release --example train_mnist -- [--data-dir DIR] [--epochs N]
 //!         [--batch-size N] [--logdir DIR] [--checkpoint-dir DIR] [--resume]
-//!         [--train-size N] [--run-eagerly] [--export-dir DIR]
+//!         [--train-size N] [--run-eagerly] [--export-dir DIR] [--save-keras FILE.keras]
 //!         [--strategy one|mirrored|multi-worker] [--devices gpu:0,gpu:1] [--seed N]
 //!         [--dropout RATE] [--optimizer adam|sgd] [--learning-rate X]
 //!         [--steps-per-epoch N] [--backup-dir DIR] [--mixed-precision]
@@ -72,6 +72,10 @@ struct Args {
     /// (version 1, or the next free number), as TF Serving expects.
     #[arg(long, value_name = "DIR")]
     export_dir: Option<PathBuf>,
+    /// Save the trained model in Keras 3's format (FILE.keras), loadable by
+    /// `keras.models.load_model` and `wgflow::nn::load_model`.
+    #[arg(long, value_name = "FILE")]
+    save_keras: Option<PathBuf>,
     /// One device, MirroredStrategy over --devices, or one worker of an MPI
     /// job (multi-worker: launch with mpirun; needs the `mpi` feature).
     #[arg(long, value_enum, default_value_t = Strategy::One)]
@@ -361,6 +365,13 @@ fn run(args: Args) -> wgflow::Result<()> {
     match &dist {
         Dist::MultiWorker(s) => println!("Worker {}: weights fingerprint {fingerprint:016x}", s.worker()),
         _ => println!("Weights fingerprint {fingerprint:016x}"),
+    }
+    if let (Some(file), true) = (&args.save_keras, chief) {
+        if let Trainer::Mirrored(m) = &mut model {
+            m.sync_on_read()?;
+        }
+        model.first().save(file)?;
+        println!("Keras model: {}", file.display());
     }
     if let (Some(base), true) = (&args.export_dir, chief) {
         let dir = base.join(saved_model::next_version(base)?.to_string());

@@ -70,6 +70,61 @@ pub trait Layer: Send {
     fn weights(&self) -> Vec<(&'static str, Variable)> {
         Vec::new()
     }
+    /// Keras' `layer.get_config()` (the options, not the weights), for Keras
+    /// model files; the class name is [`Layer::kind`]. Layers Keras has no
+    /// class for (custom ones) are an `Unimplemented` error.
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        Err(Error::Unimplemented {
+            what: format!("layer {} ({}) in a Keras file", self.name(), self.kind()),
+            msg: "the layer has no Keras config".into(),
+        })
+    }
+}
+
+/// The config entries every Keras layer has.
+fn base_config(name: &str, dtype: &str) -> serde_json::Map<String, serde_json::Value> {
+    let mut m = serde_json::Map::new();
+    m.insert("name".into(), name.into());
+    m.insert("trainable".into(), true.into());
+    m.insert(
+        "dtype".into(),
+        serde_json::json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": dtype}, "registered_name": null}),
+    );
+    m
+}
+
+fn padding_name(p: Padding, layer: &str) -> Result<&'static str> {
+    match p {
+        Padding::Same => Ok("same"),
+        Padding::Valid => Ok("valid"),
+        Padding::Explicit { .. } => Err(Error::Unimplemented {
+            what: format!("explicit padding of layer {layer} in a Keras file"),
+            msg: "Keras layers take \"same\" or \"valid\"".into(),
+        }),
+    }
+}
+
+fn initializer_config(i: &Initializer) -> serde_json::Value {
+    let (class, config) = match i {
+        Initializer::GlorotUniform => ("GlorotUniform", serde_json::json!({"seed": null})),
+        Initializer::HeNormal => ("HeNormal", serde_json::json!({"seed": null})),
+        Initializer::Zeros => ("Zeros", serde_json::json!({})),
+        Initializer::Ones => ("Ones", serde_json::json!({})),
+        Initializer::Constant(v) => ("Constant", serde_json::json!({"value": v})),
+        Initializer::RandomNormal { mean, stddev } => (
+            "RandomNormal",
+            serde_json::json!({"mean": mean, "stddev": stddev, "seed": null}),
+        ),
+        Initializer::RandomUniform { minval, maxval } => (
+            "RandomUniform",
+            serde_json::json!({"minval": minval, "maxval": maxval, "seed": null}),
+        ),
+    };
+    serde_json::json!({"module": "keras.initializers", "class_name": class, "config": config, "registered_name": null})
+}
+
+fn policy_name(p: &Policy) -> String {
+    p.name().to_string()
 }
 
 /// Builds the layer from its first input if needed, checking the rank.
@@ -185,6 +240,26 @@ impl Dense {
 }
 
 impl Layer for Dense {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, &policy_name(&self.policy));
+        m.insert("units".into(), self.units.into());
+        m.insert("activation".into(), self.activation.name().into());
+        m.insert("use_bias".into(), self.use_bias.into());
+        m.insert(
+            "kernel_initializer".into(),
+            initializer_config(&self.kernel_initializer),
+        );
+        m.insert("bias_initializer".into(), initializer_config(&self.bias_initializer));
+        for k in [
+            "kernel_regularizer",
+            "bias_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+        ] {
+            m.insert(k.into(), serde_json::Value::Null);
+        }
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -370,6 +445,33 @@ impl Conv2D {
 }
 
 impl Layer for Conv2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, &policy_name(&self.policy));
+        m.insert("filters".into(), self.filters.into());
+        m.insert("kernel_size".into(), serde_json::json!(self.kernel_size));
+        m.insert("strides".into(), serde_json::json!(self.strides));
+        m.insert("padding".into(), padding_name(self.padding, &self.name)?.into());
+        m.insert("data_format".into(), "channels_last".into());
+        m.insert("dilation_rate".into(), serde_json::json!(self.dilation_rate));
+        m.insert("groups".into(), self.groups.into());
+        m.insert("activation".into(), self.activation.name().into());
+        m.insert("use_bias".into(), self.use_bias.into());
+        m.insert(
+            "kernel_initializer".into(),
+            initializer_config(&self.kernel_initializer),
+        );
+        m.insert("bias_initializer".into(), initializer_config(&self.bias_initializer));
+        for k in [
+            "kernel_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "kernel_constraint",
+            "bias_constraint",
+        ] {
+            m.insert(k.into(), serde_json::Value::Null);
+        }
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -511,6 +613,14 @@ impl<const MAX: bool> Pooling2D<MAX> {
 }
 
 impl<const MAX: bool> Layer for Pooling2D<MAX> {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("pool_size".into(), serde_json::json!(self.pool_size));
+        m.insert("padding".into(), padding_name(self.padding, &self.name)?.into());
+        m.insert("strides".into(), serde_json::json!(self.strides));
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -568,6 +678,12 @@ impl Default for GlobalAveragePooling2D {
 }
 
 impl Layer for GlobalAveragePooling2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("data_format".into(), "channels_last".into());
+        m.insert("keepdims".into(), false.into());
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -618,6 +734,11 @@ impl Default for Flatten {
 }
 
 impl Layer for Flatten {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -658,6 +779,13 @@ impl Dropout {
 }
 
 impl Layer for Dropout {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("rate".into(), self.rate.into());
+        m.insert("seed".into(), serde_json::Value::Null);
+        m.insert("noise_shape".into(), serde_json::Value::Null);
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -750,6 +878,15 @@ impl Default for BatchNormalization {
 }
 
 impl Layer for BatchNormalization {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("axis".into(), (-1).into());
+        m.insert("momentum".into(), self.momentum.into());
+        m.insert("epsilon".into(), self.epsilon.into());
+        m.insert("center".into(), self.center.into());
+        m.insert("scale".into(), self.scale.into());
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }
@@ -864,6 +1001,11 @@ impl ActivationLayer {
 }
 
 impl Layer for ActivationLayer {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("activation".into(), self.activation.name().into());
+        Ok(m.into())
+    }
     fn name(&self) -> &str {
         &self.name
     }

@@ -22,6 +22,7 @@
 pub mod activations;
 pub mod callbacks;
 pub mod initializers;
+pub mod keras;
 pub mod layers;
 pub mod losses;
 pub mod metrics;
@@ -32,5 +33,6 @@ pub mod progress;
 
 pub use activations::Activation;
 pub use initializers::{Initializer, set_random_seed};
+pub use keras::{load_model, load_model_on};
 pub use layers::Layer;
 pub use model::{Compiled, FitArgs, History, Logs, Model, Sequential};

@@ -789,6 +789,23 @@ impl Sequential {
         self.input_shape = Some(input_shape.to_vec());
         Ok(())
     }
+
+    /// The per-example input shape the model was built for, if built.
+    pub fn input_shape(&self) -> Option<&[usize]> {
+        self.input_shape.as_deref()
+    }
+
+    /// The model's name (`sequential`, ...).
+    pub fn model_name(&self) -> &str {
+        &self.name
+    }
+
+    /// Keras' `model.save("m.keras")`: the config and weights as a Keras 3
+    /// file that `keras.models.load_model` and [`crate::nn::load_model`]
+    /// read (see [`crate::nn::keras`]).
+    pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
+        super::keras::save(self, path)
+    }
 }
 
 /// Every model exports its inference pass (`Model::serving_function`) as

@@ -264,7 +264,9 @@ pub fn python() -> Option<PathBuf> {
     match std::env::var_os("WGFLOW_PYTHON") {
         Some(p) => Some(PathBuf::from(p)),
         None if std::env::var_os("CI").is_some() => {
-            panic!("WGFLOW_PYTHON is not set: .ci/run creates the venv (tensorflow-cpu 2.21, keras, onnx, onnxruntime, tensorflow-serving-api) and sets it")
+            panic!(
+                "WGFLOW_PYTHON is not set: .ci/run creates the venv (tensorflow-cpu 2.21, keras, onnx, onnxruntime, tensorflow-serving-api) and sets it"
+            )
         }
         None => {
             eprintln!("SKIPPED: WGFLOW_PYTHON is not set (a Python with tensorflow-cpu 2.21; .ci/run makes one)");

@@ -1,0 +1,569 @@
+//! Keras model files: Keras 3's `.keras` format, both ways.
+//!
+//! A `.keras` file is a zip of `metadata.json`, `config.json` (the model's
+//! class and each layer's `get_config()`) and `model.weights.h5` (HDF5:
+//! each layer's weights at `layers/<key>/vars/<i>`, where `<key>` is the
+//! snake-case class name numbered per model, `dense`, `dense_1`, ..., and
+//! `<i>` Keras' weight order: kernel, bias; gamma, beta, moving mean,
+//! moving variance). [`save`] writes what `keras.models.load_model` reads;
+//! [`load_model`] reads what Keras' `model.save("m.keras")` writes, as a
+//! [`Sequential`] with the same weights, ready to `predict` or `compile`
+//! and `fit`. HDF5 through `hdf5-pure` and the zip through `zip`: no C
+//! library to install.
+//!
+//! Every Keras option of a layer wgflow has is read; an unknown layer
+//! class, or an option wgflow does not implement set to anything but its
+//! default (a regularizer, `channels_first`, ...), is a typed error naming
+//! the layer and the option, never a silently different model.
+
+use super::activations::Activation;
+use super::layers::{
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+    Layer, MaxPooling2D,
+};
+use super::mixed_precision::Policy;
+use super::model::Sequential;
+use crate::core::error::{Error, Result};
+use crate::runtime::Device;
+use crate::tensor::Tensor;
+use serde_json::{Value, json};
+use std::io::{Read, Write};
+use std::path::Path;
+
+const OP: &str = "keras";
+
+fn bad(path: &Path, msg: impl std::fmt::Display) -> Error {
+    Error::arg(OP, format!("{}: {msg}", path.display()))
+}
+
+fn h5_err(path: &Path, e: impl std::fmt::Display) -> Error {
+    bad(path, format!("model.weights.h5: {e}"))
+}
+
+/// Keras' `to_snake_case` of a class name (`BatchNormalization` ->
+/// `batch_normalization`, `Conv2D` -> `conv2d`).
+fn snake(class: &str) -> String {
+    let c: Vec<char> = class.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect();
+    let mut out = String::new();
+    for (i, &ch) in c.iter().enumerate() {
+        let word_start = ch.is_uppercase() && c.get(i + 1).is_some_and(|n| n.is_lowercase());
+        let after_lower = i > 0 && ch.is_uppercase() && c[i - 1].is_lowercase();
+        if i > 0 && (word_start || after_lower) && !out.ends_with('_') {
+            out.push('_');
+        }
+        out.extend(ch.to_lowercase());
+    }
+    out
+}
+
+/// The weight-group keys of a model's layers, in order (`dense`, `dense_1`, ...).
+fn keys(classes: &[&str]) -> Vec<String> {
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    classes
+        .iter()
+        .map(|c| {
+            let base = snake(c);
+            let n = seen.entry(base.clone()).or_insert(0);
+            let key = if *n == 0 { base.clone() } else { format!("{base}_{n}") };
+            *n += 1;
+            key
+        })
+        .collect()
+}
+
+fn batch_shape(shape: &[usize]) -> Value {
+    let mut v = vec![Value::Null];
+    v.extend(shape.iter().map(|&d| Value::from(d)));
+    Value::Array(v)
+}
+
+/// `model.save("m.keras")`: the model's config and weights as a Keras 3
+/// file (written whole to a temporary file, then renamed).
+pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
+    let path = path.as_ref();
+    if path.extension().and_then(|e| e.to_str()) != Some("keras") {
+        return Err(bad(path, "a Keras model file name ends in .keras"));
+    }
+    let input = model
+        .input_shape()
+        .ok_or_else(|| bad(path, "the model's input shape is unknown: build it (model.build) first"))?
+        .to_vec();
+    let mut layers = vec![json!({
+        "module": "keras.layers", "class_name": "InputLayer", "registered_name": null,
+        "config": {"batch_shape": batch_shape(&input), "dtype": "float32", "sparse": false,
+                   "ragged": false, "name": "input_layer", "optional": false}
+    })];
+    let mut shape = input.clone();
+    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    let mut weights = hdf5_pure::FileBuilder::new();
+    let mut group = weights.create_group("layers");
+    for ((layer, key), class) in model.layers().iter().zip(keys(&classes)).zip(&classes) {
+        let mut entry = json!({
+            "module": "keras.layers", "class_name": class, "registered_name": null,
+            "config": layer.keras_config()?,
+        });
+        let ws = layer.weights();
+        if !ws.is_empty() || *class == "Flatten" {
+            entry["build_config"] = json!({"input_shape": batch_shape(&shape)});
+        }
+        layers.push(entry);
+        shape = layer.output_shape(&shape)?;
+        let mut lg = group.create_group(&key);
+        let mut vars = lg.create_group("vars");
+        vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(layer.name().to_string()));
+        for (i, (_, v)) in ws.iter().enumerate() {
+            let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
+            let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+            vars.create_dataset(&i.to_string())
+                .with_f32_data(&data)
+                .with_shape(&dims);
+        }
+        lg.add_group(vars.finish());
+        group.add_group(lg.finish());
+    }
+    weights.add_group(group.finish());
+    let mut root_vars = weights.create_group("vars");
+    root_vars.set_attr(
+        "name",
+        hdf5_pure::AttrValue::VarLenString(model.model_name().to_string()),
+    );
+    weights.add_group(root_vars.finish());
+    let h5 = weights.finish().map_err(|e| h5_err(path, e))?;
+    let config = json!({
+        "module": "keras", "class_name": "Sequential", "registered_name": null,
+        "config": {
+            "name": model.model_name(), "trainable": true,
+            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null},
+            "layers": layers, "build_input_shape": batch_shape(&input),
+        },
+        "build_config": {"input_shape": batch_shape(&input)},
+    });
+    let metadata = json!({"keras_version": "3.15.1", "wgflow_version": env!("CARGO_PKG_VERSION")});
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let zerr = |e: zip::result::ZipError| bad(path, e);
+    for (name, bytes) in [
+        ("metadata.json", metadata.to_string().into_bytes()),
+        ("config.json", config.to_string().into_bytes()),
+        ("model.weights.h5", h5),
+    ] {
+        zip.start_file(name, opts).map_err(zerr)?;
+        zip.write_all(&bytes).map_err(|e| bad(path, e))?;
+    }
+    let bytes = zip.finish().map_err(zerr)?.into_inner();
+    crate::io::write_atomic(path, &bytes)
+}
+
+/// `keras.models.load_model("m.keras")` on the default device.
+pub fn load_model(path: impl AsRef<Path>) -> Result<Sequential> {
+    load_model_on(path, &crate::runtime::config::default_device()?)
+}
+
+/// [`load_model`] with the weights on `device`.
+pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequential> {
+    let path = path.as_ref();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("keras") => {}
+        Some("h5") | Some("hdf5") => {
+            return Err(Error::Unimplemented {
+                what: "legacy Keras .h5 files".into(),
+                msg: format!(
+                    "{}: save the model as .keras in Keras (model.save(\"m.keras\"))",
+                    path.display()
+                ),
+            });
+        }
+        _ => return Err(bad(path, "not a Keras model file (.keras)")),
+    }
+    let file = std::fs::File::open(path).map_err(|e| crate::io::io_err(path, e))?;
+    let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(path, format!("not a Keras zip archive: {e}")))?;
+    let mut entry = |name: &str| -> Result<Vec<u8>> {
+        let mut f = zip
+            .by_name(name)
+            .map_err(|e| bad(path, format!("no {name} in the archive ({e})")))?;
+        let mut out = Vec::new();
+        f.read_to_end(&mut out)
+            .map_err(|e| bad(path, format!("{name} cannot be read: {e}")))?;
+        Ok(out)
+    };
+    let config: Value = serde_json::from_slice(&entry("config.json")?)
+        .map_err(|e| bad(path, format!("config.json is not JSON: {e}")))?;
+    let h5 = entry("model.weights.h5")?;
+    let class = config["class_name"].as_str().unwrap_or_default();
+    if class != "Sequential" {
+        return Err(Error::Unimplemented {
+            what: format!("Keras model class {class:?}"),
+            msg: format!("{}: wgflow loads Sequential models", path.display()),
+        });
+    }
+    let cfg = &config["config"];
+    let layer_cfgs = cfg["layers"]
+        .as_array()
+        .ok_or_else(|| bad(path, "config.json has no layer list"))?;
+    let mut input: Option<Vec<usize>> = None;
+    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    let mut classes: Vec<String> = Vec::new();
+    for lc in layer_cfgs {
+        let class = lc["class_name"]
+            .as_str()
+            .ok_or_else(|| bad(path, "a layer without a class_name"))?;
+        let c = &lc["config"];
+        if class == "InputLayer" {
+            input = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
+                .or_else(|| shape_of(c.get("shape"), false));
+            continue;
+        }
+        layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
+        classes.push(class.to_string());
+    }
+    let input = input
+        .or_else(|| shape_of(cfg.get("build_input_shape"), true))
+        .or_else(|| shape_of(config["build_config"].get("input_shape"), true))
+        .ok_or_else(|| {
+            bad(
+                path,
+                "config.json gives no input shape (no InputLayer, no build_input_shape)",
+            )
+        })?;
+    let mut model = Sequential::from_layers(layers);
+    model.build(&input, device)?;
+    let file = hdf5_pure::File::from_bytes(h5).map_err(|e| h5_err(path, e))?;
+    let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
+    for (layer, key) in model.layers().iter().zip(keys(&class_refs)) {
+        let ws = layer.weights();
+        if ws.is_empty() {
+            continue;
+        }
+        let group = format!("layers/{key}/vars");
+        let vars = file
+            .group(&group)
+            .map_err(|_| h5_err(path, format!("no {group} for layer {}", layer.name())))?;
+        let stored = vars.datasets().map_err(|e| h5_err(path, e))?.len();
+        if stored != ws.len() {
+            return Err(h5_err(
+                path,
+                format!(
+                    "layer {} ({group}) has {stored} weights, the config makes {}",
+                    layer.name(),
+                    ws.len()
+                ),
+            ));
+        }
+        for (i, (wname, var)) in ws.iter().enumerate() {
+            let ds = vars
+                .dataset(&i.to_string())
+                .map_err(|_| h5_err(path, format!("no {group}/{i} ({wname} of layer {})", layer.name())))?;
+            let dims: Vec<usize> = ds
+                .shape()
+                .map_err(|e| h5_err(path, e))?
+                .into_iter()
+                .map(|d| d as usize)
+                .collect();
+            if dims != var.shape() {
+                return Err(Error::shape(
+                    "keras.load_model",
+                    &[&dims, &var.shape()],
+                    format!(
+                        "{}: {group}/{i}, the {wname} of layer {}, has the wrong shape for the config",
+                        path.display(),
+                        layer.name()
+                    ),
+                ));
+            }
+            let data = read_floats(&ds).map_err(|e| h5_err(path, format!("{group}/{i}: {e}")))?;
+            let t = Tensor::from_vec(data, &dims, device)?.cast(var.dtype())?;
+            var.assign(&t)?;
+        }
+    }
+    Ok(model)
+}
+
+/// A float dataset as f32 (f16 decoded by hand: hdf5-pure reads 4- and
+/// 8-byte floats only).
+fn read_floats(ds: &hdf5_pure::Dataset) -> std::result::Result<Vec<f32>, String> {
+    if let Ok(hdf5_pure::Datatype::FloatingPoint { size: 2, .. }) = ds.datatype() {
+        let raw = ds.read_raw().map_err(|e| e.to_string())?;
+        return Ok(raw
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect());
+    }
+    ds.read_f32().map_err(|e| e.to_string())
+}
+
+/// A shape list (`[null, 28, 28, 1]`); `batch`: the first entry is the
+/// batch and is dropped.
+fn shape_of(v: Option<&Value>, batch: bool) -> Option<Vec<usize>> {
+    let a = v?.as_array()?;
+    let dims = if batch { a.get(1..)? } else { a.as_slice() };
+    dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()
+}
+
+/// A layer's options, read with the keys it knows; unknown options set to
+/// anything but `null` are errors.
+struct Opts<'a> {
+    class: &'a str,
+    c: &'a Value,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Opts<'a> {
+    fn new(class: &'a str, c: &'a Value) -> Opts<'a> {
+        Opts {
+            class,
+            c,
+            known: vec!["name", "trainable", "dtype", "module", "registered_name"],
+        }
+    }
+
+    fn err(&self, key: &str, msg: impl std::fmt::Display) -> String {
+        let name = self.c["name"].as_str().unwrap_or("?");
+        format!("layer {name} ({}): option {key}: {msg}", self.class)
+    }
+
+    fn get(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.c.get(key).filter(|v| !v.is_null())
+    }
+
+    /// Options wgflow reads as always their default: an error otherwise.
+    fn fixed(&mut self, key: &'static str, default: Value) -> std::result::Result<(), String> {
+        match self.get(key) {
+            Some(v) if *v != default => Err(self.err(key, format!("{v} is not supported (only {default})"))),
+            _ => Ok(()),
+        }
+    }
+
+    fn usize(&mut self, key: &'static str, default: Option<usize>) -> std::result::Result<usize, String> {
+        match self.get(key) {
+            Some(v) => v
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| self.err(key, format!("{v} is not a count"))),
+            None => default.ok_or_else(|| self.err(key, "missing")),
+        }
+    }
+
+    fn pair(&mut self, key: &'static str, default: Option<[usize; 2]>) -> std::result::Result<[usize; 2], String> {
+        match self.get(key) {
+            Some(Value::Number(n)) => {
+                let n = n.as_u64().ok_or_else(|| self.err(key, "not a count"))? as usize;
+                Ok([n, n])
+            }
+            Some(Value::Array(a)) if a.len() == 2 => {
+                let f = |v: &Value| v.as_u64().map(|v| v as usize);
+                match (f(&a[0]), f(&a[1])) {
+                    (Some(x), Some(y)) => Ok([x, y]),
+                    _ => Err(self.err(key, "not two counts")),
+                }
+            }
+            Some(v) => Err(self.err(key, format!("{v} is not a count or a pair"))),
+            None => default.ok_or_else(|| self.err(key, "missing")),
+        }
+    }
+
+    fn f64(&mut self, key: &'static str, default: f64) -> std::result::Result<f64, String> {
+        match self.get(key) {
+            Some(v) => v.as_f64().ok_or_else(|| self.err(key, format!("{v} is not a number"))),
+            None => Ok(default),
+        }
+    }
+
+    fn bool(&mut self, key: &'static str, default: bool) -> std::result::Result<bool, String> {
+        match self.get(key) {
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| self.err(key, format!("{v} is not true or false"))),
+            None => Ok(default),
+        }
+    }
+
+    fn str(&mut self, key: &'static str, default: &'static str) -> std::result::Result<&'a str, String> {
+        match self.get(key) {
+            Some(v) => v.as_str().ok_or_else(|| self.err(key, format!("{v} is not a string"))),
+            None => Ok(default),
+        }
+    }
+
+    fn activation(&mut self) -> std::result::Result<Activation, String> {
+        let name = self.str("activation", "linear")?;
+        Activation::from_name(name)
+            .map_err(|_| self.err("activation", format!("{name:?} is not an activation wgflow has")))
+    }
+
+    fn padding(&mut self) -> std::result::Result<&'a str, String> {
+        let p = self.str("padding", "valid")?;
+        match p {
+            "same" | "valid" => Ok(p),
+            _ => Err(self.err("padding", format!("{p:?} is not supported"))),
+        }
+    }
+
+    fn policy(&mut self) -> std::result::Result<Policy, String> {
+        let name = match self.c.get("dtype") {
+            Some(Value::String(s)) => s.as_str(),
+            Some(Value::Object(o)) => o
+                .get("config")
+                .and_then(|c| c.get("name"))
+                .and_then(Value::as_str)
+                .unwrap_or("float32"),
+            _ => "float32",
+        };
+        Policy::new(name).map_err(|e| self.err("dtype", e))
+    }
+
+    /// Ignores initializers (the weights come from the file) and checks that
+    /// nothing unknown is set.
+    fn finish(mut self) -> std::result::Result<(), String> {
+        for k in [
+            "kernel_initializer",
+            "bias_initializer",
+            "beta_initializer",
+            "gamma_initializer",
+            "moving_mean_initializer",
+            "moving_variance_initializer",
+            "seed",
+        ] {
+            self.known.push(k);
+        }
+        let Some(map) = self.c.as_object() else {
+            return Err(format!("layer of class {}: its config is not an object", self.class));
+        };
+        for (k, v) in map {
+            if !v.is_null() && !self.known.contains(&k.as_str()) {
+                return Err(self.err(k, format!("{v} is not supported by wgflow's {}", self.class)));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A wgflow layer from a Keras class name and config.
+fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Layer>, String> {
+    let mut o = Opts::new(class, c);
+    let layer: Box<dyn Layer> = match class {
+        "Dense" => {
+            let l = Dense::new(o.usize("units", None)?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            o.fixed("quantization_config", Value::Null)?;
+            o.fixed("lora_rank", Value::Null)?;
+            Box::new(l)
+        }
+        "Conv2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let padding = o.padding()?;
+            let l = Conv2D::new(o.usize("filters", None)?, o.pair("kernel_size", None)?)
+                .strides(o.pair("strides", Some([1, 1]))?)
+                .padding(padding)
+                .map_err(|e| e.to_string())?
+                .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
+                .groups(o.usize("groups", Some(1))?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            o.fixed("lora_rank", Value::Null)?;
+            Box::new(l)
+        }
+        "MaxPooling2D" | "AveragePooling2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let size = o.pair("pool_size", Some([2, 2]))?;
+            let strides = o.pair("strides", Some(size))?;
+            let padding = o.padding()?;
+            if class == "MaxPooling2D" {
+                Box::new(
+                    MaxPooling2D::new(size)
+                        .strides(strides)
+                        .padding(padding)
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                Box::new(
+                    AveragePooling2D::new(size)
+                        .strides(strides)
+                        .padding(padding)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
+        }
+        "GlobalAveragePooling2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.fixed("keepdims", json!(false))?;
+            Box::new(GlobalAveragePooling2D::new())
+        }
+        "Flatten" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            Box::new(Flatten::new())
+        }
+        "Dropout" => {
+            o.fixed("noise_shape", Value::Null)?;
+            Box::new(Dropout::new(o.f64("rate", 0.5)?))
+        }
+        "BatchNormalization" => {
+            match o.get("axis") {
+                None => {}
+                Some(v) if *v == json!(-1) || *v == json!([-1]) || *v == json!(3) || *v == json!([3]) => {}
+                Some(v) => return Err(o.err("axis", format!("{v}: wgflow normalizes the last axis"))),
+            }
+            let mut l = BatchNormalization::new()
+                .momentum(o.f64("momentum", 0.99)?)
+                .epsilon(o.f64("epsilon", 1e-3)?);
+            l.center = o.bool("center", true)?;
+            l.scale = o.bool("scale", true)?;
+            for k in ["synchronized", "renorm"] {
+                o.fixed(k, json!(false))?;
+            }
+            o.known.extend(["renorm_clipping", "renorm_momentum"]);
+            Box::new(l)
+        }
+        "Activation" => Box::new(ActivationLayer::new(o.activation()?)),
+        "ReLU" => {
+            o.fixed("max_value", Value::Null)?;
+            o.fixed("negative_slope", json!(0.0))?;
+            o.fixed("threshold", json!(0.0))?;
+            Box::new(ActivationLayer::new(Activation::Relu))
+        }
+        "Softmax" => {
+            o.fixed("axis", json!(-1))?;
+            Box::new(ActivationLayer::new(Activation::Softmax))
+        }
+        _ => return Err(format!("layer class {class:?} has no wgflow layer")),
+    };
+    for k in [
+        "kernel_regularizer",
+        "bias_regularizer",
+        "activity_regularizer",
+        "kernel_constraint",
+        "bias_constraint",
+        "beta_regularizer",
+        "gamma_regularizer",
+        "beta_constraint",
+        "gamma_constraint",
+    ] {
+        o.fixed(k, Value::Null)?;
+    }
+    o.finish()?;
+    Ok(layer)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn snake_case_matches_keras() {
+        for (c, s) in [
+            ("Conv2D", "conv2d"),
+            ("BatchNormalization", "batch_normalization"),
+            ("MaxPooling2D", "max_pooling2d"),
+            ("GlobalAveragePooling2D", "global_average_pooling2d"),
+            ("Dense", "dense"),
+            ("ReLU", "re_lu"),
+        ] {
+            assert_eq!(super::snake(c), s);
+        }
+        assert_eq!(
+            super::keys(&["Dense", "Flatten", "Dense", "Dense"]),
+            ["dense", "flatten", "dense_1", "dense_2"]
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Keras 3 `.keras` files both ways, checked with the real Keras (the
+//! Python venv `.ci/run` creates; `WGFLOW_PYTHON` names its interpreter):
+//! Keras-trained models load in wgflow and predict what Keras predicts;
+//! wgflow's files load in Keras and predict what wgflow predicts; training
+//! goes on after a load; broken files are typed errors.
+
+mod common;
+use common::*;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use wgflow::nn::layers::{
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
+};
+use wgflow::nn::losses::SparseCategoricalCrossentropy;
+use wgflow::nn::metrics::SparseCategoricalAccuracy;
+use wgflow::nn::optimizers::Adam;
+use wgflow::nn::{Activation, FitArgs, Model, Sequential, load_model_on, set_random_seed};
+use wgflow::{DType, Device, Error, Tensor};
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("wgflow-keras-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpus());
+    d
+}
+
+fn cnn(d: &Device) -> Sequential {
+    set_random_seed(11);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu))
+        .add(BatchNormalization::new())
+        .add(MaxPooling2D::new([2, 2]))
+        .add(
+            Conv2D::new(6, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Gelu),
+        )
+        .add(AveragePooling2D::new([2, 2]).padding("same").unwrap())
+        .add(GlobalAveragePooling2D::new())
+        .add(Dropout::new(0.5))
+        .add(Dense::new(10).activation(Activation::Softmax));
+    m.build(&[28, 28, 1], d).unwrap();
+    for (n, v) in m.named_variables() {
+        if n.ends_with("moving_mean") || n.ends_with("moving_variance") {
+            let t = uniform(&v.shape(), 0.2, 1.5, 9, DType::F32).to_device(d).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+    m
+}
+
+fn mlp(d: &Device) -> Sequential {
+    set_random_seed(12);
+    let mut m = Sequential::new()
+        .add(Flatten::new())
+        .add(Dense::new(32).activation(Activation::Relu))
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
+fn run(python: &Path, args: &[&str]) -> String {
+    let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
+    let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
+    py(python, "keras_files.py", &refs)
+}
+
+#[test]
+fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
+    let Some(python) = python() else { return };
+    let dir = tmp("from-keras");
+    let out = run(&python, &["make", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    for d in devices() {
+        for name in ["cnn", "mlp"] {
+            let mut m = load_model_on(dir.join(format!("{name}.keras")), &d).unwrap();
+            // 1e-5 on the CPU device; GPUs compute GELU and sums their own way.
+            let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+            for b in [1usize, 7, 64] {
+                let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let (_, want) = load_npy(&dir.join(format!("keras_{name}_{b}.npy")));
+                let x = Tensor::from_vec(x, &shape, &d).unwrap();
+                let got = m.predict(&x, 32).unwrap();
+                assert_eq!(got.shape(), &[b, 10]);
+                assert_close(
+                    &got.to_vec::<f32>().unwrap(),
+                    &want,
+                    tol,
+                    &format!("{name} on {d}, batch {b}"),
+                );
+            }
+            if name == "cnn" && !d.is_gpu() {
+                // Training goes on from the loaded weights.
+                m.compile(
+                    Adam::new(1e-2),
+                    SparseCategoricalCrossentropy::new(false),
+                    SparseCategoricalAccuracy::new(),
+                );
+                let x = uniform(&[64, 28, 28, 1], 0.0, 1.0, 3, DType::F32);
+                let y = randint(&[64], 0, 10, 4);
+                let args = FitArgs {
+                    batch_size: 16,
+                    epochs: 5,
+                    verbose: false,
+                    ..FitArgs::default()
+                };
+                let h = m.fit(&x, &y, args).unwrap();
+                let loss = h.get("loss").unwrap();
+                assert!(loss[4] < loss[0], "the loss does not fall after a load: {loss:?}");
+            }
+        }
+    }
+}
+
+#[test]
+fn wgflow_models_load_in_keras_and_predict_the_same() {
+    let Some(python) = python() else { return };
+    let dir = tmp("to-keras");
+    let d = Device::Cpu;
+    let mut wants = Vec::new();
+    for (name, m) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+        m.save(dir.join(format!("{name}.keras"))).unwrap();
+        for (i, b) in [1usize, 7, 64].into_iter().enumerate() {
+            let x = uniform(&[b, 28, 28, 1], 0.0, 1.0, 30 + i as u64, DType::F32);
+            if name == "cnn" {
+                save_npy(&dir.join(format!("x{b}.npy")), &x);
+            }
+            let x = x.to_device(&d).unwrap();
+            let mut m2 = m_clone(&dir, name, &d);
+            wants.push((name, b, m2.predict(&x, 64).unwrap().to_vec::<f32>().unwrap()));
+        }
+    }
+    let out = run(&python, &["load", dir.to_str().unwrap(), "cnn", "mlp"]);
+    assert!(out.contains("OK"), "{out}");
+    assert!(out.contains("cnn ['Conv2D', 'BatchNormalization', 'MaxPooling2D', 'Conv2D', 'AveragePooling2D', 'GlobalAveragePooling2D', 'Dropout', 'Dense']"), "{out}");
+    for (name, b, want) in wants {
+        let (_, got) = load_npy(&dir.join(format!("kload_{name}_{b}.npy")));
+        assert_close(&got, &want, 1e-5, &format!("Keras on wgflow's {name}, batch {b}"));
+    }
+}
+
+/// The model as wgflow reads it back from its own file (a round trip).
+fn m_clone(dir: &Path, name: &str, d: &Device) -> Sequential {
+    load_model_on(dir.join(format!("{name}.keras")), d).unwrap()
+}
+
+#[test]
+fn round_trip_in_wgflow_keeps_every_weight() {
+    let d = Device::Cpu;
+    let dir = tmp("round-trip");
+    let m = cnn(&d);
+    m.save(dir.join("m.keras")).unwrap();
+    let back = load_model_on(dir.join("m.keras"), &d).unwrap();
+    let a: Vec<Vec<f32>> = m
+        .layers()
+        .iter()
+        .flat_map(|l| l.weights())
+        .map(|(_, v)| v.value().to_vec::<f32>().unwrap())
+        .collect();
+    let b: Vec<Vec<f32>> = back
+        .layers()
+        .iter()
+        .flat_map(|l| l.weights())
+        .map(|(_, v)| v.value().to_vec::<f32>().unwrap())
+        .collect();
+    assert_eq!(a.len(), 10);
+    assert_eq!(a, b);
+    let kinds: Vec<&str> = back.layers().iter().map(|l| l.kind()).collect();
+    assert_eq!(kinds, m.layers().iter().map(|l| l.kind()).collect::<Vec<_>>());
+}
+
+fn load_err(p: &Path, d: &Device) -> Error {
+    match load_model_on(p, d) {
+        Ok(_) => panic!("{} loaded", p.display()),
+        Err(e) => e,
+    }
+}
+
+/// Rewrites one entry of a `.keras` zip.
+fn rezip(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>) {
+    let mut zin = zip::ZipArchive::new(std::fs::File::open(from).unwrap()).unwrap();
+    let mut zout = zip::ZipWriter::new(std::fs::File::create(to).unwrap());
+    for i in 0..zin.len() {
+        let mut f = zin.by_index(i).unwrap();
+        let name = f.name().unwrap().to_string();
+        let mut bytes = Vec::new();
+        f.read_to_end(&mut bytes).unwrap();
+        if let Some(bytes) = edit(&name, bytes) {
+            zout.start_file(name.as_str(), zip::write::SimpleFileOptions::default())
+                .unwrap();
+            zout.write_all(&bytes).unwrap();
+        }
+    }
+    zout.finish().unwrap();
+}
+
+#[test]
+fn broken_files_are_typed_errors() {
+    let d = Device::Cpu;
+    let dir = tmp("broken");
+    let good = dir.join("good.keras");
+    mlp(&d).save(&good).unwrap();
+    let bytes = std::fs::read(&good).unwrap();
+    // Truncated anywhere: an error, never a panic.
+    for cut in [0, 10, bytes.len() / 3, bytes.len() / 2, bytes.len() - 30] {
+        let p = dir.join(format!("cut{cut}.keras"));
+        std::fs::write(&p, &bytes[..cut]).unwrap();
+        let e = load_err(&p, &d);
+        assert!(e.to_string().contains(&format!("cut{cut}.keras")), "{e}");
+    }
+    type Edit = Box<dyn Fn(&mut serde_json::Value)>;
+    let cases: Vec<(&str, Edit, &str)> = vec![
+        (
+            "unknown",
+            Box::new(|v| v["config"]["layers"][2]["class_name"] = "LSTM".into()),
+            "\"LSTM\"",
+        ),
+        (
+            "option",
+            Box::new(|v| {
+                v["config"]["layers"][2]["config"]["kernel_regularizer"] = serde_json::json!({"class_name": "L2"})
+            }),
+            "kernel_regularizer",
+        ),
+        (
+            "shape",
+            Box::new(|v| v["config"]["layers"][2]["config"]["units"] = 31.into()),
+            "wrong shape",
+        ),
+        (
+            "channels_first",
+            Box::new(|v| v["config"]["layers"][1]["config"]["data_format"] = "channels_first".into()),
+            "data_format",
+        ),
+    ];
+    for (tag, f, want) in cases {
+        let p = dir.join(format!("{tag}.keras"));
+        rezip(&good, &p, |name, b| {
+            if name != "config.json" {
+                return Some(b);
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            f(&mut v);
+            Some(v.to_string().into_bytes())
+        });
+        let e = load_err(&p, &d);
+        assert!(e.to_string().contains(want), "{tag}: {e}");
+    }
+    let p = dir.join("no-weights.keras");
+    rezip(&good, &p, |name, b| (name != "model.weights.h5").then_some(b));
+    let e = load_err(&p, &d);
+    assert!(e.to_string().contains("model.weights.h5"), "{e}");
+    // An unbuilt model or another extension: errors, and no file.
+    let e = Sequential::new()
+        .add(Dense::new(3))
+        .save(dir.join("unbuilt.keras"))
+        .unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument { .. }), "{e:?}");
+    assert!(!dir.join("unbuilt.keras").exists());
+    assert!(mlp(&d).save(dir.join("m.h5")).is_err());
+    assert!(matches!(
+        load_model_on(dir.join("m.h5"), &d),
+        Err(Error::Unimplemented { .. })
+    ));
+}
+
+/// `wgflow_convert`: a Keras-trained file to ONNX (checked in ONNX Runtime
+/// against Keras' predictions), to a SavedModel (loaded in wgflow), and a
+/// SavedModel to ONNX; outputs not built yet fail with a message.
+#[test]
+fn wgflow_convert_turns_keras_files_into_onnx_and_saved_models() {
+    let Some(python) = python() else { return };
+    let dir = tmp("convert");
+    run(&python, &["make", dir.to_str().unwrap()]);
+    let convert = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_wgflow_convert"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let keras = dir.join("cnn.keras");
+    let onnx = dir.join("cnn.onnx");
+    let sm = dir.join("cnn_sm");
+    let onnx2 = dir.join("cnn_from_sm.onnx");
+    for (inp, flag, out) in [
+        (&keras, "--keras_model_file", &onnx),
+        (&keras, "--keras_model_file", &sm),
+        (&sm, "--saved_model_dir", &onnx2),
+    ] {
+        let o = convert(&[flag, inp.to_str().unwrap(), "--output_file", out.to_str().unwrap()]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    for (file, tag) in [(&onnx, "keras"), (&onnx2, "sm")] {
+        let sub = dir.join(tag);
+        std::fs::create_dir_all(&sub).unwrap();
+        for b in [1, 7, 64] {
+            std::fs::copy(dir.join(format!("x{b}.npy")), sub.join(format!("x{b}.npy"))).unwrap();
+        }
+        let out = py(
+            &python,
+            "check_onnx.py",
+            &[file, &sub, Path::new("1"), Path::new("7"), Path::new("64")],
+        );
+        assert!(out.contains("OK"), "{out}");
+        for b in [1, 7, 64] {
+            let (_, got) = load_npy(&sub.join(format!("ort{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_cnn_{b}.npy")));
+            assert_close(
+                &got,
+                &want,
+                1e-4,
+                &format!("ONNX Runtime on the converted cnn ({tag}), batch {b}"),
+            );
+        }
+    }
+    let mut loaded = wgflow::saved_model::load_with(&sm, &["serve"], &Device::Cpu).unwrap();
+    let (shape, x) = load_npy(&dir.join("x7.npy"));
+    let x = Tensor::from_vec(x, &shape, &Device::Cpu).unwrap();
+    let got = loaded.call("serving_default", &[("inputs", x)]).unwrap();
+    let (_, want) = load_npy(&dir.join("keras_cnn_7.npy"));
+    assert_close(
+        &got[0].1.to_vec::<f32>().unwrap(),
+        &want,
+        1e-4,
+        "the converted SavedModel",
+    );
+    let o = convert(&[
+        "--keras_model_file",
+        keras.to_str().unwrap(),
+        "--output_file",
+        dir.join("m.tflite").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("TensorFlow Lite"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!dir.join("m.tflite").exists());
+}

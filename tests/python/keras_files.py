@@ -1,0 +1,64 @@
+"""Keras 3 files for tests/keras.rs.
+
+    python keras_files.py make DIR    # Keras-trained CNN and MLP as DIR/{cnn,mlp}.keras,
+                                      # inputs DIR/x{1,7,64}.npy, predictions DIR/keras_{name}_{b}.npy
+    python keras_files.py load DIR NAME...  # keras.models.load_model(DIR/NAME.keras) on x{b}.npy
+                                            # -> DIR/kload_{NAME}_{b}.npy
+"""
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+import keras
+import numpy as np
+from keras import layers
+
+BATCHES = [1, 7, 64]
+mode, out = sys.argv[1], sys.argv[2]
+
+if mode == "make":
+    keras.utils.set_random_seed(0)
+    models = {
+        "cnn": keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(4, 3, activation="relu"),
+                layers.BatchNormalization(),
+                layers.MaxPooling2D(2),
+                layers.Conv2D(6, 3, padding="same", strides=2, activation="gelu"),
+                layers.AveragePooling2D(2, padding="same"),
+                layers.GlobalAveragePooling2D(),
+                layers.Dropout(0.5),
+                layers.Dense(10, activation="softmax"),
+            ]
+        ),
+        "mlp": keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Flatten(),
+                layers.Dense(32, activation="relu"),
+                layers.Dense(10),
+            ]
+        ),
+    }
+    rng = np.random.default_rng(0)
+    xs = {b: rng.random((b, 28, 28, 1), dtype=np.float32) for b in BATCHES}
+    for b, x in xs.items():
+        np.save(f"{out}/x{b}.npy", x)
+    x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, (64,))
+    for name, m in models.items():
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        m.save(f"{out}/{name}.keras")
+        for b, xb in xs.items():
+            np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
+    print("OK")
+elif mode == "load":
+    for name in sys.argv[3:]:
+        m = keras.models.load_model(f"{out}/{name}.keras")
+        print(name, [type(l).__name__ for l in m.layers])
+        for b in BATCHES:
+            x = np.load(f"{out}/x{b}.npy")
+            np.save(f"{out}/kload_{name}_{b}.npy", m.predict(x, verbose=0))
+    print("OK")
