@@ -2,14 +2,14 @@
 //! `tflite_convert`'s flags.
 //!
 //! ```text
-//! wgflow_convert (--keras_model_file m.keras | --saved_model_dir D) --output_file OUT [--opset 17]
+//! wgflow_convert (--keras_model_file m.keras|m.h5 | --saved_model_dir D) --output_file OUT [--opset 17]
 //! ```
 //!
 //! What `--output_file` names decides the format: `*.onnx` (ONNX, opset
-//! `--opset`), `*.keras` (Keras 3), a path without one of these extensions
-//! a SavedModel directory. A SavedModel holds functions, not layers, so it
-//! converts to ONNX and SavedModel only. Not built yet: `*.tflite`, `*.h5`
-//! (legacy Keras) and the optimization flags (`--optimizations`,
+//! `--opset`), `*.keras` (Keras 3), `*.h5` (legacy Keras), a path without
+//! one of these extensions a SavedModel directory. A SavedModel holds
+//! functions, not layers, so it converts to ONNX and SavedModel only. Not
+//! built yet: `*.tflite` and the optimization flags (`--optimizations`,
 //! `--representative_data`, `--precision`), which are errors that say so.
 
 use clap::Parser;
@@ -22,10 +22,10 @@ use wgflow::{Error, Result};
 #[derive(Parser)]
 #[command(
     name = "wgflow_convert",
-    about = "Converts Keras files and SavedModels to ONNX, Keras and SavedModel (tflite_convert's flags)"
+    about = "Converts Keras files and SavedModels to ONNX, Keras (.keras, .h5) and SavedModel (tflite_convert's flags)"
 )]
 struct Cli {
-    /// A Keras 3 model file (.keras).
+    /// A Keras model file (.keras, or the legacy .h5).
     #[arg(
         long = "keras_model_file",
         alias = "keras-model-file",
@@ -36,7 +36,7 @@ struct Cli {
     /// A SavedModel directory (its serve tag-set).
     #[arg(long = "saved_model_dir", alias = "saved-model-dir", value_name = "DIR")]
     saved_model_dir: Option<PathBuf>,
-    /// The output: *.onnx, *.keras, or a SavedModel directory.
+    /// The output: *.onnx, *.keras, *.h5, or a SavedModel directory.
     #[arg(long = "output_file", alias = "output-file", value_name = "PATH")]
     output_file: PathBuf,
     /// The ONNX opset (13 to 17).
@@ -66,16 +66,14 @@ fn run(cli: &Cli) -> Result<String> {
     }
     let out = &cli.output_file;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    match ext {
-        "tflite" => return Err(not_built("TensorFlow Lite output")),
-        "h5" | "hdf5" => return Err(not_built("legacy Keras .h5 output")),
-        _ => {}
+    if ext == "tflite" {
+        return Err(not_built("TensorFlow Lite output"));
     }
     if let Some(file) = &cli.keras_model_file {
         let mut model = wgflow::nn::load_model(file)?;
         match ext {
             "onnx" => wgflow::onnx::export(&mut model, out, cli.opset)?,
-            "keras" => model.save(out)?,
+            "keras" | "h5" | "hdf5" => model.save(out)?,
             _ => model.export(out)?,
         }
         return Ok(format!("{} -> {}", file.display(), out.display()));
@@ -92,7 +90,7 @@ fn run(cli: &Cli) -> Result<String> {
             let f = loaded.signature(saved_model::DEFAULT_SIGNATURE)?;
             wgflow::onnx::export_function(f, out, cli.opset)?;
         }
-        "keras" => {
+        "keras" | "h5" | "hdf5" => {
             return Err(Error::Unimplemented {
                 what: "a SavedModel as a Keras file".into(),
                 msg: format!(

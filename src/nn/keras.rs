@@ -1,4 +1,6 @@
-//! Keras model files: Keras 3's `.keras` format, both ways.
+//! Keras model files both ways: Keras 3's `.keras` format and the legacy
+//! single-file `.h5` (`model_config` and `training_config` attributes,
+//! weights under `model_weights/<layer>/` as `weight_names` lists them).
 //!
 //! A `.keras` file is a zip of `metadata.json`, `config.json` (the model's
 //! class and each layer's `get_config()`) and `model.weights.h5` (HDF5:
@@ -8,8 +10,11 @@
 //! moving variance). [`save`] writes what `keras.models.load_model` reads;
 //! [`load_model`] reads what Keras' `model.save("m.keras")` writes, as a
 //! [`Sequential`] with the same weights, ready to `predict` or `compile`
-//! and `fit`. HDF5 through `hdf5-pure` and the zip through `zip`: no C
-//! library to install.
+//! and `fit` (a `compile_config` / `training_config` in the file compiles
+//! it: optimizer, loss, accuracy metrics). HDF5 through `hdf5-pure` and the
+//! zip through `zip`: no C library to install. Optimizer slot variables are
+//! not saved or read (Keras warns and starts a fresh optimizer, as wgflow
+//! does).
 //!
 //! Every Keras option of a layer wgflow has is read; an unknown layer
 //! class, or an option wgflow does not implement set to anything but its
@@ -81,13 +86,20 @@ fn batch_shape(shape: &[usize]) -> Value {
 /// file (written whole to a temporary file, then renamed).
 pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     let path = path.as_ref();
-    if path.extension().and_then(|e| e.to_str()) != Some("keras") {
-        return Err(bad(path, "a Keras model file name ends in .keras"));
-    }
     let input = model
         .input_shape()
         .ok_or_else(|| bad(path, "the model's input shape is unknown: build it (model.build) first"))?
         .to_vec();
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("keras") => {}
+        Some("h5") | Some("hdf5") => return save_h5(model, path, &input),
+        _ => {
+            return Err(bad(
+                path,
+                "a Keras model file name ends in .keras (or .h5, the legacy format)",
+            ));
+        }
+    }
     let mut layers = vec![json!({
         "module": "keras.layers", "class_name": "InputLayer", "registered_name": null,
         "config": {"batch_shape": batch_shape(&input), "dtype": "float32", "sparse": false,
@@ -138,6 +150,10 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
         },
         "build_config": {"input_shape": batch_shape(&input)},
     });
+    let mut config = config;
+    if let Some(c) = model.compiled_ref() {
+        config["compile_config"] = compile_config(c);
+    }
     let metadata = json!({"keras_version": "3.15.1", "wgflow_version": env!("CARGO_PKG_VERSION")});
     let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
     let opts = zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
@@ -164,16 +180,8 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     let path = path.as_ref();
     match path.extension().and_then(|e| e.to_str()) {
         Some("keras") => {}
-        Some("h5") | Some("hdf5") => {
-            return Err(Error::Unimplemented {
-                what: "legacy Keras .h5 files".into(),
-                msg: format!(
-                    "{}: save the model as .keras in Keras (model.save(\"m.keras\"))",
-                    path.display()
-                ),
-            });
-        }
-        _ => return Err(bad(path, "not a Keras model file (.keras)")),
+        Some("h5") | Some("hdf5") => return load_h5(path, device),
+        _ => return Err(bad(path, "not a Keras model file (.keras or .h5)")),
     }
     let file = std::fs::File::open(path).map_err(|e| crate::io::io_err(path, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(path, format!("not a Keras zip archive: {e}")))?;
@@ -189,45 +197,11 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     let config: Value = serde_json::from_slice(&entry("config.json")?)
         .map_err(|e| bad(path, format!("config.json is not JSON: {e}")))?;
     let h5 = entry("model.weights.h5")?;
-    let class = config["class_name"].as_str().unwrap_or_default();
-    if class != "Sequential" {
-        return Err(Error::Unimplemented {
-            what: format!("Keras model class {class:?}"),
-            msg: format!("{}: wgflow loads Sequential models", path.display()),
-        });
+    let (mut model, classes) = model_from_config(path, &config, device)?;
+    if let Some(c) = config.get("compile_config").filter(|c| !c.is_null()) {
+        compile_from(&mut model, &c["optimizer"], &c["loss"], &c["metrics"]).map_err(|e| bad(path, e))?;
     }
-    let cfg = &config["config"];
-    let layer_cfgs = cfg["layers"]
-        .as_array()
-        .ok_or_else(|| bad(path, "config.json has no layer list"))?;
-    let mut input: Option<Vec<usize>> = None;
-    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
-    let mut classes: Vec<String> = Vec::new();
-    for lc in layer_cfgs {
-        let class = lc["class_name"]
-            .as_str()
-            .ok_or_else(|| bad(path, "a layer without a class_name"))?;
-        let c = &lc["config"];
-        if class == "InputLayer" {
-            input = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
-                .or_else(|| shape_of(c.get("shape"), false));
-            continue;
-        }
-        layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
-        classes.push(class.to_string());
-    }
-    let input = input
-        .or_else(|| shape_of(cfg.get("build_input_shape"), true))
-        .or_else(|| shape_of(config["build_config"].get("input_shape"), true))
-        .ok_or_else(|| {
-            bad(
-                path,
-                "config.json gives no input shape (no InputLayer, no build_input_shape)",
-            )
-        })?;
-    let mut model = Sequential::from_layers(layers);
-    model.build(&input, device)?;
-    let file = hdf5_pure::File::from_bytes(h5).map_err(|e| h5_err(path, e))?;
+    let file = open_h5(h5).map_err(|e| h5_err(path, e))?;
     let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
     for (layer, key) in model.layers().iter().zip(keys(&class_refs)) {
         let ws = layer.weights();
@@ -250,32 +224,312 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
             ));
         }
         for (i, (wname, var)) in ws.iter().enumerate() {
+            let what = format!("{group}/{i} (the {wname} of layer {})", layer.name());
             let ds = vars
                 .dataset(&i.to_string())
-                .map_err(|_| h5_err(path, format!("no {group}/{i} ({wname} of layer {})", layer.name())))?;
-            let dims: Vec<usize> = ds
-                .shape()
-                .map_err(|e| h5_err(path, e))?
-                .into_iter()
-                .map(|d| d as usize)
-                .collect();
-            if dims != var.shape() {
-                return Err(Error::shape(
-                    "keras.load_model",
-                    &[&dims, &var.shape()],
-                    format!(
-                        "{}: {group}/{i}, the {wname} of layer {}, has the wrong shape for the config",
-                        path.display(),
-                        layer.name()
-                    ),
-                ));
-            }
-            let data = read_floats(&ds).map_err(|e| h5_err(path, format!("{group}/{i}: {e}")))?;
-            let t = Tensor::from_vec(data, &dims, device)?.cast(var.dtype())?;
-            var.assign(&t)?;
+                .map_err(|_| h5_err(path, format!("no {what}")))?;
+            assign(path, &ds, var, &what, device)?;
         }
     }
     Ok(model)
+}
+
+/// The Sequential model a Keras config describes, built on `device`, and
+/// its layers' class names (without the InputLayer).
+fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Sequential, Vec<String>)> {
+    let class = config["class_name"].as_str().unwrap_or_default();
+    if class != "Sequential" {
+        return Err(Error::Unimplemented {
+            what: format!("Keras model class {class:?}"),
+            msg: format!("{}: wgflow loads Sequential models", path.display()),
+        });
+    }
+    let cfg = &config["config"];
+    let layer_cfgs = cfg["layers"]
+        .as_array()
+        .ok_or_else(|| bad(path, "the model config has no layer list"))?;
+    let mut input: Option<Vec<usize>> = None;
+    let mut layers: Vec<Box<dyn Layer>> = Vec::new();
+    let mut classes: Vec<String> = Vec::new();
+    for lc in layer_cfgs {
+        let class = lc["class_name"]
+            .as_str()
+            .ok_or_else(|| bad(path, "a layer without a class_name"))?;
+        let c = &lc["config"];
+        if class == "InputLayer" {
+            input = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
+                .or_else(|| shape_of(c.get("shape"), false));
+            continue;
+        }
+        // Keras 2 puts the input shape on the first layer.
+        if input.is_none() {
+            input = shape_of(c.get("batch_input_shape"), true);
+        }
+        layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
+        classes.push(class.to_string());
+    }
+    let input = input
+        .or_else(|| shape_of(cfg.get("build_input_shape"), true))
+        .or_else(|| shape_of(config["build_config"].get("input_shape"), true))
+        .ok_or_else(|| {
+            bad(
+                path,
+                "the model config gives no input shape (no InputLayer, no build_input_shape)",
+            )
+        })?;
+    let mut model = Sequential::from_layers(layers);
+    model.build(&input, device)?;
+    Ok((model, classes))
+}
+
+/// Copies a stored weight into `var`, checking its shape.
+fn assign(
+    path: &Path,
+    ds: &hdf5_pure::Dataset,
+    var: &crate::tensor::Variable,
+    what: &str,
+    device: &Device,
+) -> Result<()> {
+    let dims: Vec<usize> = ds
+        .shape()
+        .map_err(|e| h5_err(path, e))?
+        .into_iter()
+        .map(|d| d as usize)
+        .collect();
+    if dims != var.shape() {
+        return Err(Error::shape(
+            "keras.load_model",
+            &[&dims, &var.shape()],
+            format!("{}: {what} has the wrong shape for the config", path.display()),
+        ));
+    }
+    let data = read_floats(ds).map_err(|e| h5_err(path, format!("{what}: {e}")))?;
+    let t = Tensor::from_vec(data, &dims, device)?.cast(var.dtype())?;
+    var.assign(&t)
+}
+
+/// A legacy Keras `.h5` file: the config in the root's `model_config`
+/// attribute, the weights under `model_weights/<layer>/` as its
+/// `weight_names` attribute lists them (layers matched in order).
+fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
+    let bytes = std::fs::read(path).map_err(|e| crate::io::io_err(path, e))?;
+    let file = open_h5(bytes).map_err(|e| bad(path, format!("not a readable HDF5 file: {e}")))?;
+    let root = file.root().attrs().map_err(|e| bad(path, e))?;
+    let config = root
+        .get("model_config")
+        .and_then(|a| a.as_str())
+        .ok_or_else(|| bad(path, "no model_config attribute (a weights-only file?)"))?;
+    let config: Value =
+        serde_json::from_str(config).map_err(|e| bad(path, format!("model_config is not JSON: {e}")))?;
+    let (mut model, _) = model_from_config(path, &config, device)?;
+    if let Some(t) = root.get("training_config").and_then(|a| a.as_str()) {
+        let t: Value = serde_json::from_str(t).map_err(|e| bad(path, format!("training_config is not JSON: {e}")))?;
+        compile_from(&mut model, &t["optimizer_config"], &t["loss"], &t["metrics"]).map_err(|e| bad(path, e))?;
+    }
+    let weights = file
+        .group("model_weights")
+        .map_err(|_| bad(path, "no model_weights group"))?;
+    let names: Vec<String> = weights
+        .attrs()
+        .map_err(|e| bad(path, e))?
+        .get("layer_names")
+        .and_then(|a| a.as_strings().map(<[String]>::to_vec))
+        .ok_or_else(|| bad(path, "model_weights has no layer_names"))?;
+    let mut stored = Vec::new();
+    for name in &names {
+        let g = weights
+            .group(name)
+            .map_err(|_| bad(path, format!("no model_weights/{name}")))?;
+        let wn: Vec<String> = g
+            .attrs()
+            .map_err(|e| bad(path, e))?
+            .get("weight_names")
+            .and_then(|a| a.as_strings().map(<[String]>::to_vec))
+            .unwrap_or_default();
+        if !wn.is_empty() {
+            stored.push((name.clone(), g, wn));
+        }
+    }
+    let with_weights: Vec<&dyn Layer> = model
+        .layers()
+        .iter()
+        .map(|l| &**l)
+        .filter(|l| !l.weights().is_empty())
+        .collect();
+    if stored.len() != with_weights.len() {
+        return Err(bad(
+            path,
+            format!(
+                "the file has weights for {} layers, the config makes {} layers with weights",
+                stored.len(),
+                with_weights.len()
+            ),
+        ));
+    }
+    for (layer, (name, g, wn)) in with_weights.into_iter().zip(&stored) {
+        let ws = layer.weights();
+        if wn.len() != ws.len() {
+            return Err(bad(
+                path,
+                format!(
+                    "model_weights/{name} has {} weights, layer {} has {}",
+                    wn.len(),
+                    layer.name(),
+                    ws.len()
+                ),
+            ));
+        }
+        for (w, (short, var)) in wn.iter().zip(&ws) {
+            let what = format!("model_weights/{name}/{w} (the {short} of layer {})", layer.name());
+            let ds = g.dataset(w).map_err(|_| bad(path, format!("no {what}")))?;
+            assign(path, &ds, var, &what, device)?;
+        }
+    }
+    Ok(model)
+}
+
+/// A legacy Keras `.h5` file of the model (the layout Keras 3's
+/// `model.save("m.h5")` writes; layers without weights are left out of
+/// `layer_names`, as Keras' reader allows).
+fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
+    let mut layers = vec![json!({"class_name": "InputLayer",
+        "config": {"batch_shape": batch_shape(input), "dtype": "float32", "sparse": false, "ragged": false, "name": "input_layer"}})];
+    for l in model.layers() {
+        layers.push(json!({"class_name": l.kind(), "config": l.keras_config()?}));
+    }
+    let name = model.model_name();
+    let config = json!({"class_name": "Sequential", "config": {"name": name, "trainable": true, "layers": layers,
+        "build_input_shape": batch_shape(input)}});
+    use hdf5_pure::AttrValue as A;
+    let mut f = hdf5_pure::FileBuilder::new();
+    f.set_attr("model_config", A::VarLenAsciiString(config.to_string()));
+    f.set_attr("keras_version", A::VarLenAsciiString("3.15.1".into()));
+    f.set_attr("backend", A::VarLenAsciiString("tensorflow".into()));
+    if let Some(c) = model.compiled_ref() {
+        let mut t = compile_config(c);
+        t["optimizer_config"] = t["optimizer"].take();
+        if let Some(o) = t.as_object_mut() {
+            o.remove("optimizer");
+        }
+        f.set_attr("training_config", A::VarLenAsciiString(t.to_string()));
+    }
+    let mut mw = f.create_group("model_weights");
+    let mut names = Vec::new();
+    for l in model.layers() {
+        let ws = l.weights();
+        if ws.is_empty() {
+            continue;
+        }
+        names.push(l.name().to_string());
+        let mut lg = mw.create_group(l.name());
+        let wn: Vec<String> = ws.iter().map(|(w, _)| format!("{name}/{}/{w}", l.name())).collect();
+        lg.set_attr("weight_names", A::VarLenAsciiStringArray(wn));
+        let mut outer = lg.create_group(name);
+        let mut inner = outer.create_group(l.name());
+        for (w, v) in &ws {
+            let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
+            let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+            inner.create_dataset(w).with_f32_data(&data).with_shape(&dims);
+        }
+        outer.add_group(inner.finish());
+        lg.add_group(outer.finish());
+        mw.add_group(lg.finish());
+    }
+    mw.set_attr("layer_names", A::VarLenAsciiStringArray(names));
+    mw.set_attr("keras_version", A::VarLenAsciiString("3.15.1".into()));
+    mw.set_attr("backend", A::VarLenAsciiString("tensorflow".into()));
+    f.add_group(mw.finish());
+    let bytes = f.finish().map_err(|e| bad(path, e))?;
+    crate::io::write_atomic(path, &bytes)
+}
+
+/// Keras' `compile_config`: optimizer, loss and the metrics Keras knows
+/// by name.
+fn compile_config(c: &super::model::Compiled) -> Value {
+    let metrics: Vec<Value> = c
+        .metrics
+        .iter()
+        .map(|m| m.name().to_string())
+        .filter(|n| KNOWN_METRICS.contains(&n.as_str()))
+        .map(Value::from)
+        .collect();
+    json!({"optimizer": c.optimizer.keras_config(), "loss": c.loss.keras_config(), "loss_weights": null,
+        "metrics": metrics, "weighted_metrics": null, "run_eagerly": c.run_eagerly, "steps_per_execution": 1,
+        "jit_compile": false})
+}
+
+const KNOWN_METRICS: [&str; 5] = [
+    "accuracy",
+    "acc",
+    "sparse_categorical_accuracy",
+    "categorical_accuracy",
+    "binary_accuracy",
+];
+
+/// Compiles `model` as a Keras `compile_config` says: the optimizer (class
+/// and options), the loss (a name or `{class_name, config: {from_logits}}`)
+/// and the accuracy metrics (others are skipped with a notice: they change
+/// no weight).
+fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Value) -> std::result::Result<(), String> {
+    use super::losses::{
+        BinaryCrossentropy, CategoricalCrossentropy, MeanAbsoluteError, MeanSquaredError, SparseCategoricalCrossentropy,
+    };
+    use super::metrics::{BinaryAccuracy, CategoricalAccuracy, Metric, SparseCategoricalAccuracy};
+    use super::model::Model;
+    let optimizer = super::optimizers::Optimizer::from_keras_config(opt).map_err(|e| e.to_string())?;
+    let (name, from_logits) = match loss {
+        Value::String(s) => (s.clone(), false),
+        Value::Object(o) => (
+            snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
+            loss["config"]["from_logits"].as_bool().unwrap_or(false),
+        ),
+        v => return Err(format!("compile_config: loss {v} is not supported")),
+    };
+    let kind = match name.as_str() {
+        "sparse_categorical_crossentropy" => 's',
+        "categorical_crossentropy" => 'c',
+        "binary_crossentropy" => 'b',
+        _ => 'o',
+    };
+    let mut ms: Vec<Box<dyn Metric>> = Vec::new();
+    for m in metrics.as_array().map(Vec::as_slice).unwrap_or_default() {
+        let n = match m {
+            Value::String(s) => s.clone(),
+            Value::Object(o) => snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
+            _ => String::new(),
+        };
+        match (n.as_str(), kind) {
+            ("accuracy" | "acc", 's') | ("sparse_categorical_accuracy", _) => {
+                ms.push(Box::new(SparseCategoricalAccuracy::new()))
+            }
+            ("accuracy" | "acc", 'c') | ("categorical_accuracy", _) => ms.push(Box::new(CategoricalAccuracy::new())),
+            ("accuracy" | "acc", 'b') | ("binary_accuracy", _) => ms.push(Box::new(BinaryAccuracy::new())),
+            _ => log::warn!("Keras metric {n:?} has no wgflow metric; compiled without it"),
+        }
+    }
+    match name.as_str() {
+        "sparse_categorical_crossentropy" => {
+            model.compile(optimizer, SparseCategoricalCrossentropy::new(from_logits), ms)
+        }
+        "categorical_crossentropy" => model.compile(optimizer, CategoricalCrossentropy::new(from_logits), ms),
+        "binary_crossentropy" => model.compile(optimizer, BinaryCrossentropy::new(from_logits), ms),
+        "mean_squared_error" | "mse" => model.compile(optimizer, MeanSquaredError, ms),
+        "mean_absolute_error" | "mae" => model.compile(optimizer, MeanAbsoluteError, ms),
+        other => return Err(format!("compile_config: loss {other:?} has no wgflow loss")),
+    }
+    Ok(())
+}
+
+/// Opens HDF5 bytes, refusing a file shorter than its superblock says (a
+/// truncated file, as HDF5's own library does): its end may hold weights.
+fn open_h5(bytes: Vec<u8>) -> std::result::Result<hdf5_pure::File, String> {
+    let len = bytes.len() as u64;
+    let file = hdf5_pure::File::from_bytes(bytes).map_err(|e| e.to_string())?;
+    let eof = file.superblock().eof_address;
+    if len < eof {
+        return Err(format!("truncated: {len} bytes, the file says {eof}"));
+    }
+    Ok(file)
 }
 
 /// A float dataset as f32 (f16 decoded by hand: hdf5-pure reads 4- and

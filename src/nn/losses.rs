@@ -24,6 +24,21 @@ pub trait Loss: Send {
     ///
     /// Returns [`Error::Shape`] when the two do not fit together.
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor>;
+    /// The loss as a Keras `compile_config` entry: its name, or an object
+    /// where an option (`from_logits`) differs from the name's default.
+    fn keras_config(&self) -> serde_json::Value {
+        self.name().into()
+    }
+}
+
+/// A cross-entropy's Keras config: the name when `from_logits` is false.
+fn xent_config(class: &str, name: &str, from_logits: bool) -> serde_json::Value {
+    if from_logits {
+        serde_json::json!({"module": "keras.losses", "class_name": class,
+            "config": {"name": name, "from_logits": true, "reduction": "sum_over_batch_size"}, "registered_name": null})
+    } else {
+        name.into()
+    }
 }
 
 /// Probabilities are clipped to [EPS, 1 - EPS] before logarithms, as Keras does.
@@ -96,6 +111,9 @@ impl Loss for BinaryCrossentropy {
     fn name(&self) -> &'static str {
         "binary_crossentropy"
     }
+    fn keras_config(&self) -> serde_json::Value {
+        xent_config("BinaryCrossentropy", "binary_crossentropy", self.from_logits)
+    }
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         same_shape(self.name(), y_true, y_pred)?;
         let z = as_pred_dtype(y_true, y_pred)?;
@@ -136,6 +154,9 @@ impl Loss for CategoricalCrossentropy {
     fn name(&self) -> &'static str {
         "categorical_crossentropy"
     }
+    fn keras_config(&self) -> serde_json::Value {
+        xent_config("CategoricalCrossentropy", "categorical_crossentropy", self.from_logits)
+    }
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         same_shape(self.name(), y_true, y_pred)?;
         let z = as_pred_dtype(y_true, y_pred)?;
@@ -170,6 +191,13 @@ impl SparseCategoricalCrossentropy {
 impl Loss for SparseCategoricalCrossentropy {
     fn name(&self) -> &'static str {
         "sparse_categorical_crossentropy"
+    }
+    fn keras_config(&self) -> serde_json::Value {
+        xent_config(
+            "SparseCategoricalCrossentropy",
+            "sparse_categorical_crossentropy",
+            self.from_logits,
+        )
     }
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         if y_pred.rank() != 2 || (y_true.rank() != 1 && !(y_true.rank() == 2 && y_true.shape()[1] == 1)) {

@@ -795,6 +795,11 @@ impl Sequential {
         self.input_shape.as_deref()
     }
 
+    /// What `compile` set, if compiled.
+    pub fn compiled_ref(&self) -> Option<&Compiled> {
+        self.compiled.as_ref()
+    }
+
     /// The model's name (`sequential`, ...).
     pub fn model_name(&self) -> &str {
         &self.name

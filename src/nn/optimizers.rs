@@ -491,6 +491,76 @@ impl Optimizer {
         self.name
     }
 
+    /// The optimizer as a Keras `compile_config` entry (class and options;
+    /// the learning rate is the current one).
+    pub fn keras_config(&self) -> serde_json::Value {
+        let mut c = serde_json::json!({"name": self.name.to_lowercase(), "learning_rate": self.learning_rate(),
+            "clipnorm": self.clipnorm});
+        match self.kind {
+            Kind::Sgd { momentum, nesterov } => {
+                c["momentum"] = momentum.into();
+                c["nesterov"] = nesterov.into();
+            }
+            Kind::Adam {
+                beta1,
+                beta2,
+                eps,
+                weight_decay,
+            } => {
+                c["beta_1"] = beta1.into();
+                c["beta_2"] = beta2.into();
+                c["epsilon"] = eps.into();
+                if self.name == "AdamW" {
+                    c["weight_decay"] = weight_decay.into();
+                }
+            }
+            Kind::RmsProp { rho, momentum, eps } => {
+                c["rho"] = rho.into();
+                c["momentum"] = momentum.into();
+                c["epsilon"] = eps.into();
+            }
+        }
+        serde_json::json!({"module": "keras.optimizers", "class_name": self.name, "config": c, "registered_name": null})
+    }
+
+    /// An optimizer from a Keras `compile_config` entry: a name (`"adam"`)
+    /// or `{class_name, config}`; unknown classes are an error.
+    pub fn from_keras_config(v: &serde_json::Value) -> Result<Optimizer> {
+        let (class, c) = match v {
+            serde_json::Value::String(s) => (s.as_str(), serde_json::Value::Null),
+            v => (v["class_name"].as_str().unwrap_or_default(), v["config"].clone()),
+        };
+        let f = |k: &str, d: f64| c.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
+        let lr = f("learning_rate", 0.001);
+        let opt: Optimizer = match class.to_lowercase().as_str() {
+            "sgd" => SGD::new(f("learning_rate", 0.01))
+                .momentum(f("momentum", 0.0))
+                .nesterov(c.get("nesterov").and_then(serde_json::Value::as_bool).unwrap_or(false))
+                .into(),
+            "adam" => Adam::new(lr)
+                .betas(f("beta_1", 0.9), f("beta_2", 0.999))
+                .epsilon(f("epsilon", 1e-7))
+                .into(),
+            "adamw" => AdamW::new(lr)
+                .betas(f("beta_1", 0.9), f("beta_2", 0.999))
+                .epsilon(f("epsilon", 1e-7))
+                .weight_decay(f("weight_decay", 0.004))
+                .into(),
+            "rmsprop" => RMSprop::new(lr)
+                .rho(f("rho", 0.9))
+                .momentum(f("momentum", 0.0))
+                .epsilon(f("epsilon", 1e-7))
+                .into(),
+            other => {
+                return Err(Error::Unimplemented {
+                    what: format!("Keras optimizer {other:?}"),
+                    msg: "wgflow has SGD, Adam, AdamW and RMSprop".into(),
+                });
+            }
+        };
+        Ok(opt)
+    }
+
     /// Steps taken so far.
     pub fn iterations(&self) -> u64 {
         self.iterations.load(Ordering::SeqCst)

@@ -1,9 +1,9 @@
 """Keras 3 files for tests/keras.rs.
 
-    python keras_files.py make DIR    # Keras-trained CNN and MLP as DIR/{cnn,mlp}.keras,
+    python keras_files.py make DIR    # Keras-trained CNN and MLP as DIR/{cnn,mlp}.{keras,h5},
                                       # inputs DIR/x{1,7,64}.npy, predictions DIR/keras_{name}_{b}.npy
-    python keras_files.py load DIR NAME...  # keras.models.load_model(DIR/NAME.keras) on x{b}.npy
-                                            # -> DIR/kload_{NAME}_{b}.npy
+    python keras_files.py load DIR FILE...  # keras.models.load_model(DIR/FILE) on x{b}.npy
+                                            # -> DIR/kload_{FILE with . as _}_{b}.npy
 """
 import os
 import sys
@@ -51,14 +51,18 @@ if mode == "make":
         m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
         m.fit(x, y, batch_size=16, epochs=2, verbose=0)
         m.save(f"{out}/{name}.keras")
+        m.save(f"{out}/{name}.h5")
         for b, xb in xs.items():
             np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
     print("OK")
 elif mode == "load":
-    for name in sys.argv[3:]:
-        m = keras.models.load_model(f"{out}/{name}.keras")
-        print(name, [type(l).__name__ for l in m.layers])
+    for file in sys.argv[3:]:
+        m = keras.models.load_model(f"{out}/{file}")
+        print(file, [type(l).__name__ for l in m.layers])
+        opt = getattr(m, "optimizer", None)
+        print(file, "compiled", type(opt).__name__ if opt is not None else None, getattr(m, "loss", None))
+        tag = file.replace(".", "_")
         for b in BATCHES:
             x = np.load(f"{out}/x{b}.npy")
-            np.save(f"{out}/kload_{name}_{b}.npy", m.predict(x, verbose=0))
+            np.save(f"{out}/kload_{tag}_{b}.npy", m.predict(x, verbose=0))
     print("OK")
