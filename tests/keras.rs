@@ -100,6 +100,10 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
             }
             // Keras' compile_config comes back: fit goes on without compile.
             assert_eq!(m.compiled_ref().map(|c| c.optimizer.name()), Some("Adam"), "{file}");
+            if file.ends_with(".keras") {
+                // 2 epochs of 4 steps in Keras; the slots come back too.
+                assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8), "{file}");
+            }
             if file == "cnn.h5" && !d.is_gpu() {
                 let x = uniform(&[64, 28, 28, 1], 0.0, 1.0, 3, DType::F32);
                 let y = randint(&[64], 0, 10, 4);
@@ -153,6 +157,16 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
                 SparseCategoricalCrossentropy::new(false),
                 SparseCategoricalAccuracy::new(),
             );
+            // Three steps: Keras reads the step count and the Adam slots.
+            let x = uniform(&[48, 28, 28, 1], 0.0, 1.0, 40, DType::F32);
+            let y = randint(&[48], 0, 10, 41);
+            let args = FitArgs {
+                batch_size: 16,
+                epochs: 1,
+                verbose: false,
+                ..FitArgs::default()
+            };
+            m.fit(&x, &y, args).unwrap();
         }
         m.save(dir.join(format!("{name}.keras"))).unwrap();
         m.save(dir.join(format!("{name}.h5"))).unwrap();
@@ -182,6 +196,7 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
     );
     assert!(out.contains("cnn.h5 compiled Adam"), "{out}");
     assert!(out.contains("mlp.keras compiled None"), "{out}");
+    assert!(out.contains("cnn.keras iterations 3"), "{out}");
     for file in ["cnn.keras", "cnn.h5"] {
         let layers = "['Conv2D', 'BatchNormalization', 'MaxPooling2D', 'Conv2D', 'AveragePooling2D', 'GlobalAveragePooling2D', 'Dropout', 'Dense']";
         assert!(out.contains(&format!("{file} {layers}")), "{out}");

@@ -12,9 +12,10 @@
 //! [`Sequential`] with the same weights, ready to `predict` or `compile`
 //! and `fit` (a `compile_config` / `training_config` in the file compiles
 //! it: optimizer, loss, accuracy metrics). HDF5 through `hdf5-pure` and the
-//! zip through `zip`: no C library to install. Optimizer slot variables are
-//! not saved or read (Keras warns and starts a fresh optimizer, as wgflow
-//! does).
+//! zip through `zip`: no C library to install. A `.keras` file also
+//! carries the optimizer's step count and, for Adam, AdamW and SGD, its
+//! slots (`optimizer/vars`), both ways; elsewhere a loaded model starts a
+//! fresh optimizer, as Keras does when they are missing.
 //!
 //! Every Keras option of a layer wgflow has is read; an unknown layer
 //! class, or an option wgflow does not implement set to anything but its
@@ -134,6 +135,11 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
         group.add_group(lg.finish());
     }
     weights.add_group(group.finish());
+    if let Some(c) = model.compiled_ref() {
+        if let Some(og) = optimizer_group(model, c, &mut weights)? {
+            weights.add_group(og);
+        }
+    }
     let mut root_vars = weights.create_group("vars");
     root_vars.set_attr(
         "name",
@@ -231,7 +237,113 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
             assign(path, &ds, var, &what, device)?;
         }
     }
+    restore_optimizer(&mut model, &file);
     Ok(model)
+}
+
+/// Keras' optimizer variables (`optimizer/vars`: the step count, the
+/// learning rate, then each trainable variable's slots in turn) for Adam,
+/// AdamW and SGD; other optimizers are left out (Keras then starts a fresh
+/// one, with a warning).
+fn optimizer_group(
+    model: &Sequential,
+    c: &super::model::Compiled,
+    file: &mut hdf5_pure::FileBuilder,
+) -> Result<Option<hdf5_pure::FinishedGroup>> {
+    let opt = &c.optimizer;
+    if !matches!(opt.name(), "Adam" | "AdamW" | "SGD") || opt.is_loss_scaled() {
+        return Ok(None);
+    }
+    let mut g = file.create_group("optimizer");
+    let mut vars = g.create_group("vars");
+    vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(opt.name().to_lowercase()));
+    vars.create_dataset("0")
+        .with_i64_data(&[opt.iterations() as i64])
+        .with_shape(&[]);
+    vars.create_dataset("1")
+        .with_f32_data(&[opt.learning_rate() as f32])
+        .with_shape(&[]);
+    let mut i = 2;
+    let per = opt.slot_count();
+    for (_, v) in model
+        .layers()
+        .iter()
+        .flat_map(|l| l.weights())
+        .filter(|(_, v)| v.trainable())
+    {
+        let slots: Vec<Vec<f32>> = match opt.existing_slots(&v) {
+            Some(s) => s
+                .iter()
+                .map(|s| s.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>())
+                .collect::<Result<_>>()?,
+            None => vec![vec![0.0; v.numel()]; per],
+        };
+        let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+        for s in slots {
+            vars.create_dataset(&i.to_string()).with_f32_data(&s).with_shape(&dims);
+            i += 1;
+        }
+    }
+    g.add_group(vars.finish());
+    Ok(Some(g.finish()))
+}
+
+/// Restores the step count and slots a Keras file holds into the model's
+/// optimizer, when they fit it (else a notice: a fresh optimizer, as Keras).
+fn restore_optimizer(model: &mut Sequential, file: &hdf5_pure::File) {
+    use super::model::Model;
+    let Ok(vars) = file.group("optimizer/vars") else { return };
+    let trainable = model.trainable_variables();
+    let Some(c) = model.compiled().as_mut() else { return };
+    let opt = &mut c.optimizer;
+    let result = (|| -> std::result::Result<(), String> {
+        let n = vars.datasets().map_err(|e| e.to_string())?.len();
+        let mut per = None;
+        for v in &trainable {
+            per = Some(opt.slots_of(v).map_err(|e| e.to_string())?.len());
+        }
+        let per = per.unwrap_or(0);
+        if n != 2 + per * trainable.len() {
+            return Err(format!(
+                "{n} optimizer variables, {} expected for {} and {} trainable variables",
+                2 + per * trainable.len(),
+                opt.name(),
+                trainable.len()
+            ));
+        }
+        let step = vars
+            .dataset("0")
+            .and_then(|d| d.read_i64())
+            .map_err(|e| e.to_string())?;
+        let mut at = 2;
+        for v in &trainable {
+            for s in opt.slots_of(v).map_err(|e| e.to_string())? {
+                let d = vars.dataset(&at.to_string()).map_err(|e| e.to_string())?;
+                let dims: Vec<usize> = d
+                    .shape()
+                    .map_err(|e| e.to_string())?
+                    .into_iter()
+                    .map(|x| x as usize)
+                    .collect();
+                if dims != v.shape() {
+                    return Err(format!(
+                        "optimizer variable {at} has shape {dims:?}, {:?} expected",
+                        v.shape()
+                    ));
+                }
+                let data = read_floats(&d)?;
+                let t = Tensor::from_vec(data, &dims, &v.device()).map_err(|e| e.to_string())?;
+                s.assign(&t.cast(s.dtype()).map_err(|e| e.to_string())?)
+                    .map_err(|e| e.to_string())?;
+                at += 1;
+            }
+        }
+        opt.set_iterations(step.first().copied().unwrap_or(0).max(0) as u64);
+        Ok(())
+    })();
+    if let Err(e) = result {
+        log::warn!("Keras file: the optimizer's state does not fit ({e}); training starts a fresh optimizer");
+    }
 }
 
 /// The Sequential model a Keras config describes, built on `device`, and

@@ -575,7 +575,7 @@ impl Optimizer {
         self.learning_rate.at(self.iterations())
     }
 
-    fn slot_count(&self) -> usize {
+    pub(crate) fn slot_count(&self) -> usize {
         match self.kind {
             Kind::Sgd { momentum, .. } => (momentum != 0.0) as usize,
             Kind::Adam { .. } => 2,

@@ -61,6 +61,8 @@ elif mode == "load":
         print(file, [type(l).__name__ for l in m.layers])
         opt = getattr(m, "optimizer", None)
         print(file, "compiled", type(opt).__name__ if opt is not None else None, getattr(m, "loss", None))
+        if opt is not None:
+            print(file, "iterations", int(opt.iterations.numpy()))
         tag = file.replace(".", "_")
         for b in BATCHES:
             x = np.load(f"{out}/x{b}.npy")
