@@ -79,9 +79,13 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
     let dir = tmp("from-keras");
     let out = run(&python, &["make", dir.to_str().unwrap()]);
     assert!(out.contains("OK"), "{out}");
+    // A functional model that is not a chain: a typed error naming the layer.
+    let e = load_err(&dir.join("residual.keras"), &Device::Cpu);
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e:?}");
+    assert!(e.to_string().contains("not only the layer before it"), "{e}");
     for d in devices() {
-        for file in ["cnn.keras", "mlp.keras", "cnn.h5", "mlp.h5"] {
-            let name = &file[..3];
+        for file in ["cnn.keras", "mlp.keras", "cnn.h5", "mlp.h5", "fcnn.keras", "fcnn.h5"] {
+            let name = file.split('.').next().unwrap();
             let mut m = load_model_on(dir.join(file), &d).unwrap();
             // 1e-5 on the CPU device; GPUs compute GELU and sums their own way.
             let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };

@@ -9,7 +9,8 @@
 //! `<i>` Keras' weight order: kernel, bias; gamma, beta, moving mean,
 //! moving variance). [`save`] writes what `keras.models.load_model` reads;
 //! [`load_model`] reads what Keras' `model.save("m.keras")` writes, as a
-//! [`Sequential`] with the same weights, ready to `predict` or `compile`
+//! [`Sequential`] (from a Sequential model or a functional chain) with the
+//! same weights, ready to `predict` or `compile`
 //! and `fit` (a `compile_config` / `training_config` in the file compiles
 //! it: optimizer, loss, accuracy metrics). HDF5 through `hdf5-pure` and the
 //! zip through `zip`: no C library to install. A `.keras` file also
@@ -350,13 +351,23 @@ fn restore_optimizer(model: &mut Sequential, file: &hdf5_pure::File) {
 /// its layers' class names (without the InputLayer).
 fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Sequential, Vec<String>)> {
     let class = config["class_name"].as_str().unwrap_or_default();
-    if class != "Sequential" {
-        return Err(Error::Unimplemented {
-            what: format!("Keras model class {class:?}"),
-            msg: format!("{}: wgflow loads Sequential models", path.display()),
-        });
-    }
     let cfg = &config["config"];
+    match class {
+        "Sequential" => {}
+        "Functional" | "Model" => check_chain(cfg).map_err(|msg| Error::Unimplemented {
+            what: "a functional Keras model that is not a chain of layers".into(),
+            msg: format!("{}: {msg}", path.display()),
+        })?,
+        _ => {
+            return Err(Error::Unimplemented {
+                what: format!("Keras model class {class:?}"),
+                msg: format!(
+                    "{}: wgflow loads Sequential models and functional chains",
+                    path.display()
+                ),
+            });
+        }
+    }
     let layer_cfgs = cfg["layers"]
         .as_array()
         .ok_or_else(|| bad(path, "the model config has no layer list"))?;
@@ -392,6 +403,34 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
     let mut model = Sequential::from_layers(layers);
     model.build(&input, device)?;
     Ok((model, classes))
+}
+
+/// A functional model's layers each take the one before (one input, one
+/// output, no shared or merged layers): a chain wgflow runs as Sequential.
+fn check_chain(cfg: &Value) -> std::result::Result<(), String> {
+    let layers = cfg["layers"].as_array().ok_or("no layer list")?;
+    let mut prev: Option<&str> = None;
+    for l in layers {
+        let name = l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or("?");
+        let nodes = l["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+        let from: Vec<&str> = nodes
+            .iter()
+            .flat_map(|n| {
+                let args = n["args"].as_array().map(Vec::as_slice).unwrap_or_default();
+                args.iter()
+                    .map(|a| a["config"]["keras_history"][0].as_str().unwrap_or("?"))
+            })
+            .collect();
+        let ok = match prev {
+            None => from.is_empty(),
+            Some(p) => nodes.len() == 1 && from == [p],
+        };
+        if !ok {
+            return Err(format!("layer {name} takes {from:?}, not only the layer before it"));
+        }
+        prev = Some(name);
+    }
+    Ok(())
 }
 
 /// Copies a stored weight into `var`, checking its shape.

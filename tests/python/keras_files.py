@@ -41,6 +41,15 @@ if mode == "make":
             ]
         ),
     }
+    inp = keras.Input((28, 28, 1))
+    h = layers.Conv2D(4, 3, activation="relu")(inp)
+    h = layers.MaxPooling2D(2)(h)
+    h = layers.Flatten()(h)
+    models["fcnn"] = keras.Model(inp, layers.Dense(10, activation="softmax")(h))
+    inp = keras.Input((28, 28, 1))
+    h = layers.Flatten()(inp)
+    a = layers.Dense(16)(h)
+    keras.Model(inp, layers.Add()([a, layers.Dense(16)(h)])).save(f"{out}/residual.keras")
     rng = np.random.default_rng(0)
     xs = {b: rng.random((b, 28, 28, 1), dtype=np.float32) for b in BATCHES}
     for b, x in xs.items():
