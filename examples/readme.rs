@@ -93,6 +93,17 @@ fn saved_model_round_trip(model: &mut Sequential, images: &Tensor) -> wgflow::Re
     Ok(())
 }
 
+/// "Keras files".
+#[rustfmt::skip]
+fn keras_files(model: &Sequential, images: &Tensor) -> wgflow::Result<()> {
+model.save("mnist.keras")?;                               // Keras' model.save
+let mut back = wgflow::nn::load_model("mnist.keras")?;    // keras.models.load_model
+let probs = back.predict(images, 32)?;                    // the same as model.predict
+wgflow::onnx::export(&mut back, "mnist.onnx", 17)?;       // for ONNX Runtime
+    println!("{:?}", probs.shape());
+    Ok(())
+}
+
 /// "Input signatures".
 #[rustfmt::skip]
 fn input_signature(a: &Tensor, b: &Tensor) -> wgflow::Result<()> {
@@ -181,6 +192,7 @@ fn main() -> wgflow::Result<()> {
         .add(Dense::new(10));
     cnn.build(&[28, 28, 1], &dev)?;
     saved_model_round_trip(&mut cnn, &x)?;
+    keras_files(&cnn, &x)?;
     let a = ops::random_normal(&[3, 4], 0.0, 1.0, DType::F32, 4, &dev)?;
     let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
     input_signature(&a, &b)?;

@@ -89,6 +89,7 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
             let ops = if name == "cnn" {
                 vec![
                     "'Conv'",
+                    "'BatchNormalization'",
                     "'MaxPool'",
                     "'AveragePool'",
                     "'GlobalAveragePool'",

@@ -7,7 +7,9 @@
 //! `Gemm` (2-D) or `MatMul`, convolutions and pooling `Conv` / `MaxPool` /
 //! `AveragePool` between `Transpose`s from the graph's NHWC to ONNX's NCHW
 //! and back (the HWIO kernel transposed to OIHW, Keras' `same` padding as
-//! `SAME_UPPER`), a spatial mean `GlobalAveragePool`, activations their
+//! `SAME_UPPER`), a spatial mean `GlobalAveragePool`, inference-mode batch
+//! normalization (`(x - mean) * rsqrt(var + eps) * gamma + beta` on
+//! variables) one `BatchNormalization` with its epsilon, activations their
 //! ONNX ops or short compositions (`Gelu` through `Erf`). Variables are
 //! frozen into initializers; unknown dimensions of the inputs (the batch)
 //! stay symbolic, and shapes that follow them are computed with `Shape`.
@@ -21,6 +23,7 @@
 //! # Ok(()) }
 //! ```
 
+mod fuse;
 mod proto;
 
 use self::proto::{
@@ -270,7 +273,26 @@ fn model(f: &ConcreteFunction, opset: i64) -> Result<ModelProto> {
             *slot = Some(name);
         }
     }
-    for node in &def.nodes {
+    let norms = fuse::batch_norms(def);
+    let mut skip = vec![false; def.nodes.len()];
+    let mut fused_at: std::collections::HashMap<usize, usize> = std::collections::HashMap::new();
+    for (k, bn) in norms.iter().enumerate() {
+        for &n in &bn.nodes {
+            skip[n] = true;
+        }
+        fused_at.insert(bn.last, k);
+    }
+    for (i, node) in def.nodes.iter().enumerate() {
+        if let Some(&k) = fused_at.get(&i) {
+            let out = batch_norm(&mut b, &norms[k], &vals, def)?;
+            if let Some(&o) = node.outputs.first() {
+                vals[o] = Some(out);
+            }
+            continue;
+        }
+        if skip[i] {
+            continue;
+        }
         let x: Vec<String> = node
             .inputs
             .iter()
@@ -321,6 +343,41 @@ fn model(f: &ConcreteFunction, opset: i64) -> Result<ModelProto> {
         }],
         ..Default::default()
     })
+}
+
+/// One ONNX `BatchNormalization` (between NHWC/NCHW transposes for
+/// images) for a matched batch normalization.
+fn batch_norm(b: &mut Builder, bn: &fuse::BatchNorm, vals: &[Option<String>], def: &GraphDef) -> Result<String> {
+    let name = |v: usize| {
+        vals.get(v)
+            .cloned()
+            .flatten()
+            .ok_or_else(|| Error::arg(OP, "malformed graph: a value used before it is computed"))
+    };
+    let c = def.values[bn.mean].shape.first().copied().flatten().unwrap_or(0);
+    let filled = |b: &mut Builder, v: f32| {
+        let raw = std::iter::repeat_n(v.to_le_bytes(), c).flatten().collect();
+        b.init("bn_const", &[c], elem::FLOAT, raw)
+    };
+    let scale = match bn.gamma {
+        Some(g) => name(g)?,
+        None => filled(b, 1.0),
+    };
+    let bias = match bn.beta {
+        Some(v) => name(v)?,
+        None => filled(b, 0.0),
+    };
+    let image = def.values[bn.x].shape.len() == 4;
+    let mut x = name(bn.x)?;
+    if image {
+        x = b.transpose(x, &TO_NCHW);
+    }
+    let y = b.node(
+        "BatchNormalization",
+        vec![x, scale, bias, name(bn.mean)?, name(bn.var)?],
+        vec![af("epsilon", bn.eps as f32)],
+    );
+    Ok(if image { b.transpose(y, &TO_NHWC) } else { y })
 }
 
 /// A shape attribute as an int64 tensor: a constant, or, where entries
