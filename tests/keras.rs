@@ -48,12 +48,7 @@ fn cnn(d: &Device) -> Sequential {
         .add(Dropout::new(0.5))
         .add(Dense::new(10).activation(Activation::Softmax));
     m.build(&[28, 28, 1], d).unwrap();
-    for (n, v) in m.named_variables() {
-        if n.ends_with("moving_mean") || n.ends_with("moving_variance") {
-            let t = uniform(&v.shape(), 0.2, 1.5, 9, DType::F32).to_device(d).unwrap();
-            v.assign(&t).unwrap();
-        }
-    }
+    randomize_moving_stats(&m, d);
     m
 }
 

@@ -123,6 +123,28 @@ fn initializer_config(i: &Initializer) -> serde_json::Value {
     serde_json::json!({"module": "keras.initializers", "class_name": class, "config": config, "registered_name": null})
 }
 
+/// The config entries of a layer with a kernel and a bias (Dense, Conv2D).
+fn kernel_config(
+    m: &mut serde_json::Map<String, serde_json::Value>,
+    activation: Activation,
+    use_bias: bool,
+    kernel: &Initializer,
+    bias: &Initializer,
+) {
+    m.insert("activation".into(), activation.name().into());
+    m.insert("use_bias".into(), use_bias.into());
+    m.insert("kernel_initializer".into(), initializer_config(kernel));
+    m.insert("bias_initializer".into(), initializer_config(bias));
+    for k in [
+        "kernel_regularizer",
+        "bias_regularizer",
+        "kernel_constraint",
+        "bias_constraint",
+    ] {
+        m.insert(k.into(), serde_json::Value::Null);
+    }
+}
+
 fn policy_name(p: &Policy) -> String {
     p.name().to_string()
 }
@@ -243,21 +265,13 @@ impl Layer for Dense {
     fn keras_config(&self) -> Result<serde_json::Value> {
         let mut m = base_config(&self.name, &policy_name(&self.policy));
         m.insert("units".into(), self.units.into());
-        m.insert("activation".into(), self.activation.name().into());
-        m.insert("use_bias".into(), self.use_bias.into());
-        m.insert(
-            "kernel_initializer".into(),
-            initializer_config(&self.kernel_initializer),
+        kernel_config(
+            &mut m,
+            self.activation,
+            self.use_bias,
+            &self.kernel_initializer,
+            &self.bias_initializer,
         );
-        m.insert("bias_initializer".into(), initializer_config(&self.bias_initializer));
-        for k in [
-            "kernel_regularizer",
-            "bias_regularizer",
-            "kernel_constraint",
-            "bias_constraint",
-        ] {
-            m.insert(k.into(), serde_json::Value::Null);
-        }
         Ok(m.into())
     }
     fn name(&self) -> &str {
@@ -454,22 +468,14 @@ impl Layer for Conv2D {
         m.insert("data_format".into(), "channels_last".into());
         m.insert("dilation_rate".into(), serde_json::json!(self.dilation_rate));
         m.insert("groups".into(), self.groups.into());
-        m.insert("activation".into(), self.activation.name().into());
-        m.insert("use_bias".into(), self.use_bias.into());
-        m.insert(
-            "kernel_initializer".into(),
-            initializer_config(&self.kernel_initializer),
+        kernel_config(
+            &mut m,
+            self.activation,
+            self.use_bias,
+            &self.kernel_initializer,
+            &self.bias_initializer,
         );
-        m.insert("bias_initializer".into(), initializer_config(&self.bias_initializer));
-        for k in [
-            "kernel_regularizer",
-            "bias_regularizer",
-            "activity_regularizer",
-            "kernel_constraint",
-            "bias_constraint",
-        ] {
-            m.insert(k.into(), serde_json::Value::Null);
-        }
+        m.insert("activity_regularizer".into(), serde_json::Value::Null);
         Ok(m.into())
     }
     fn name(&self) -> &str {

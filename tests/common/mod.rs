@@ -318,3 +318,15 @@ pub fn load_npy(path: &Path) -> (Vec<usize>, Vec<f32>) {
         other => panic!("{}: not float32: {other:?}", path.display()),
     }
 }
+
+/// Gives a model's BatchNormalization layers moving statistics that are not
+/// the initial ones (so an export that ignored them would be caught).
+pub fn randomize_moving_stats(m: &wgflow::nn::Sequential, device: &Device) {
+    use wgflow::nn::Model;
+    for (n, v) in m.named_variables() {
+        if n.ends_with("moving_mean") || n.ends_with("moving_variance") {
+            let t = uniform(&v.shape(), 0.2, 1.5, 9, DType::F32).to_device(device).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+}
