@@ -62,7 +62,7 @@ pub(super) fn batch_norms(def: &GraphDef) -> Vec<BatchNorm> {
             let b = node_of(b_out, &|op| matches!(op, Op::Unary(UnaryOp::Rsqrt)))?;
             let a_out = *def.nodes[b].inputs.first()?;
             let a = node_of(a_out, &binary(BinaryOp::Add))?;
-            let (x, mean) = (def.nodes[c].inputs[0], *def.nodes[c].inputs.get(1)?);
+            let (x, mean) = (*def.nodes[c].inputs.first()?, *def.nodes[c].inputs.get(1)?);
             let ai = &def.nodes[a].inputs;
             let (var, e) = if is_var(*ai.first()?) {
                 (ai[0], *ai.get(1)?)
@@ -94,7 +94,8 @@ pub(super) fn batch_norms(def: &GraphDef) -> Vec<BatchNorm> {
         }
         nodes.push(d);
         let mut last = d;
-        let mut cur = node.outputs[0];
+        let Some(&out0) = node.outputs.first() else { continue };
+        let mut cur = out0;
         // Then `* gamma` and `+ beta`, each a variable of shape [C].
         let follow = |op: BinaryOp, cur: &mut usize, last: &mut usize, nodes: &mut Vec<usize>| -> Option<usize> {
             if uses(*cur) != 1 || outputs.contains(cur) {
