@@ -104,6 +104,15 @@ wgflow::onnx::export(&mut back, "mnist.onnx", 17)?;       // for ONNX Runtime
     Ok(())
 }
 
+/// "TensorFlow Lite".
+#[rustfmt::skip]
+fn tflite(mut model: Sequential) -> wgflow::Result<()> {
+let mut c = wgflow::lite::Converter::from_keras_model(&mut model)?;
+c.optimizations = vec![wgflow::lite::Optimize::Default];  // int8 weights
+c.convert_to("mnist.tflite")?;
+    Ok(())
+}
+
 /// "Input signatures".
 #[rustfmt::skip]
 fn input_signature(a: &Tensor, b: &Tensor) -> wgflow::Result<()> {
@@ -193,6 +202,11 @@ fn main() -> wgflow::Result<()> {
     cnn.build(&[28, 28, 1], &dev)?;
     saved_model_round_trip(&mut cnn, &x)?;
     keras_files(&cnn, &x)?;
+    let mut small = Sequential::new()
+        .add(wgflow::nn::layers::Flatten::new())
+        .add(Dense::new(10));
+    small.build(&[28, 28, 1], &dev)?;
+    tflite(small)?;
     let a = ops::random_normal(&[3, 4], 0.0, 1.0, DType::F32, 4, &dev)?;
     let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
     input_signature(&a, &b)?;

@@ -47,7 +47,7 @@ pub use crate::core::dtype::DType;
 pub use crate::core::error::{Error, Result};
 pub use autodiff::{GradientTape, stop_gradient};
 pub use function::function;
-pub use io::{onnx, saved_model};
+pub use io::{onnx, saved_model, tflite as lite};
 pub use ops::conv::Padding;
 pub use runtime::config;
 pub use runtime::{Counters, Device, MemoryInfo};

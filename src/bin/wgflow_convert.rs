@@ -2,22 +2,27 @@
 //! `tflite_convert`'s flags.
 //!
 //! ```text
-//! wgflow_convert (--keras_model_file m.keras|m.h5 | --saved_model_dir D) --output_file OUT [--opset 17]
+//! wgflow_convert (--keras_model_file m.keras|m.h5 | --saved_model_dir D) --output_file OUT
+//!                [--opset 17] [--optimizations default|float16|int8 [--representative_data X.npy]]
 //! ```
 //!
-//! What `--output_file` names decides the format: `*.onnx` (ONNX, opset
-//! `--opset`), `*.keras` (Keras 3), `*.h5` (legacy Keras), a path without
-//! one of these extensions a SavedModel directory. A SavedModel holds
-//! functions, not layers, so it converts to ONNX and SavedModel only. Not
-//! built yet: `*.tflite` and the optimization flags (`--optimizations`,
-//! `--representative_data`, `--precision`), which are errors that say so.
+//! What `--output_file` names decides the format: `*.tflite` (TensorFlow
+//! Lite; `--optimizations` picks dynamic-range int8 weights, float16
+//! weights, or full int8 calibrated on `--representative_data`, samples
+//! along axis 0), `*.onnx` (ONNX, opset `--opset`), `*.keras` (Keras 3),
+//! `*.h5` (legacy Keras), a path without one of these extensions a
+//! SavedModel directory. A SavedModel holds functions, not layers, so it
+//! converts to TFLite, ONNX and SavedModel only. `--precision fp16` (TF-TRT's
+//! FP16 mode) on a `.tflite` output writes float16 weights; for a
+//! SavedModel output it is not built yet and says so.
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wgflow::io::saved_model;
+use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::Model;
-use wgflow::{Error, Result};
+use wgflow::{DType, Error, Result};
 
 #[derive(Parser)]
 #[command(
@@ -42,14 +47,16 @@ struct Cli {
     /// The ONNX opset (13 to 17).
     #[arg(long, default_value_t = 17)]
     opset: i64,
-    /// Post-training optimizations (not built yet).
-    #[arg(long, value_name = "KIND")]
+    /// Post-training optimization of a .tflite output: default (int8
+    /// weights, dynamic range), float16 (f16 weights), int8 (int8 weights
+    /// and activations; needs --representative_data).
+    #[arg(long, value_name = "default|float16|int8")]
     optimizations: Option<String>,
-    /// Representative data for int8 quantization (not built yet).
+    /// Samples to calibrate int8 activations on: an .npy array, samples along axis 0.
     #[arg(long = "representative_data", alias = "representative-data", value_name = "X.npy")]
     representative_data: Option<PathBuf>,
-    /// Compute precision (not built yet).
-    #[arg(long, value_name = "fp16")]
+    /// Compute precision: fp16 (f16 weights in a .tflite output).
+    #[arg(long, value_name = "fp16|fp32")]
     precision: Option<String>,
 }
 
@@ -60,14 +67,93 @@ fn not_built(what: &str) -> Error {
     }
 }
 
-fn run(cli: &Cli) -> Result<String> {
-    if cli.optimizations.is_some() || cli.representative_data.is_some() || cli.precision.is_some() {
-        return Err(not_built("--optimizations / --representative_data / --precision"));
+fn arg(msg: String) -> Error {
+    Error::InvalidArgument {
+        op: "wgflow_convert",
+        msg,
     }
+}
+
+/// The converter settings the flags ask for.
+fn tflite_settings(cli: &Cli, c: &mut Converter) -> Result<()> {
+    let precision = cli.precision.as_deref().map(str::to_ascii_lowercase);
+    let opt = cli.optimizations.as_deref().map(str::to_ascii_lowercase);
+    match precision.as_deref() {
+        None | Some("fp32") => {}
+        Some("fp16") => {
+            if opt.as_deref().is_some_and(|o| o != "float16") {
+                return Err(arg(
+                    "--precision fp16 writes float16 weights; it cannot be combined with another --optimizations"
+                        .into(),
+                ));
+            }
+            c.optimizations = vec![Optimize::Default];
+            c.target_spec.supported_types = vec![DType::F16];
+        }
+        Some(p) => return Err(arg(format!("--precision {p}: the choices are fp16, fp32"))),
+    }
+    match opt.as_deref() {
+        None => {}
+        Some("default") => c.optimizations = vec![Optimize::Default],
+        Some("float16") => {
+            c.optimizations = vec![Optimize::Default];
+            c.target_spec.supported_types = vec![DType::F16];
+        }
+        Some("int8") => {
+            c.optimizations = vec![Optimize::Default];
+            c.target_spec.supported_ops = vec![OpsSet::TfliteBuiltinsInt8];
+        }
+        Some(o) => {
+            return Err(arg(format!(
+                "--optimizations {o}: the choices are default, float16, int8"
+            )));
+        }
+    }
+    match (&cli.representative_data, opt.as_deref()) {
+        (Some(p), Some("int8" | "default")) => {
+            let a = wgflow::io::npy::read(p)?;
+            c.representative_dataset = Some(wgflow::lite::representative_from_npy(&a, 64)?);
+        }
+        (Some(_), _) => {
+            return Err(arg(
+                "--representative_data calibrates int8: use it with --optimizations int8".into(),
+            ));
+        }
+        (None, Some("int8")) => {
+            return Err(arg(
+                "--optimizations int8 needs --representative_data X.npy to calibrate the activations".into(),
+            ));
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+fn run(cli: &Cli) -> Result<String> {
     let out = &cli.output_file;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext != "tflite" && (cli.optimizations.is_some() || cli.representative_data.is_some()) {
+        return Err(arg(
+            "--optimizations and --representative_data apply to a .tflite --output_file".into(),
+        ));
+    }
+    if ext != "tflite" && cli.precision.is_some() {
+        return Err(not_built(
+            "--precision fp16 for a SavedModel output (TF-TRT's FP16 mode)",
+        ));
+    }
     if ext == "tflite" {
-        return Err(not_built("TensorFlow Lite output"));
+        let (mut c, from) = match (&cli.keras_model_file, &cli.saved_model_dir) {
+            (Some(file), _) => {
+                let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
+                (Converter::from_keras_model(&mut model)?, file)
+            }
+            (None, Some(dir)) => (Converter::from_saved_model(dir)?, dir),
+            (None, None) => return Err(arg("give --keras_model_file or --saved_model_dir".into())),
+        };
+        tflite_settings(cli, &mut c)?;
+        c.convert_to(out)?;
+        return Ok(format!("{} -> {}", from.display(), out.display()));
     }
     if let Some(file) = &cli.keras_model_file {
         let mut model = wgflow::nn::load_model(file)?;

@@ -18,6 +18,7 @@ pub mod npy;
 pub mod onnx;
 pub mod saved_model;
 pub mod summary;
+pub mod tflite;
 
 use crate::core::error::{Error, Result};
 use std::io::Write;
