@@ -113,6 +113,21 @@ c.convert_to("mnist.tflite")?;
     Ok(())
 }
 
+/// "Pruning".
+#[rustfmt::skip]
+fn pruning(model: Sequential, x: &Tensor, y: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::losses::SparseCategoricalCrossentropy;
+    use wgflow::nn::metrics::SparseCategoricalAccuracy;
+    use wgflow::nn::FitArgs;
+use wgflow::nn::pruning::{PolynomialDecay, UpdatePruningStep, prune_low_magnitude, strip_pruning};
+let mut pruned = prune_low_magnitude(model, PolynomialDecay::new(0.0, 0.5, 0, 200))?;
+pruned.compile(Adam::new(1e-3), SparseCategoricalCrossentropy::new(true), SparseCategoricalAccuracy::new());
+pruned.fit(&x, &y, FitArgs { callbacks: vec![Box::new(UpdatePruningStep::new())], ..FitArgs::default() })?;
+let model = strip_pruning(pruned)?;                        // zeros in the kernels
+    println!("{} layers", model.layers().len());
+    Ok(())
+}
+
 /// "Input signatures".
 #[rustfmt::skip]
 fn input_signature(a: &Tensor, b: &Tensor) -> wgflow::Result<()> {
@@ -207,6 +222,11 @@ fn main() -> wgflow::Result<()> {
         .add(Dense::new(10));
     small.build(&[28, 28, 1], &dev)?;
     tflite(small)?;
+    let mut to_prune = Sequential::new()
+        .add(wgflow::nn::layers::Flatten::new())
+        .add(Dense::new(10));
+    to_prune.build(&[28, 28, 1], &dev)?;
+    pruning(to_prune, &x, &y)?;
     let a = ops::random_normal(&[3, 4], 0.0, 1.0, DType::F32, 4, &dev)?;
     let b = ops::random_normal(&[9, 4], 0.0, 1.0, DType::F32, 5, &dev)?;
     input_signature(&a, &b)?;

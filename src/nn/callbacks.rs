@@ -48,6 +48,11 @@ pub trait Callback {
     fn on_restore(&mut self, _optimizer: Option<&mut Optimizer>, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())
     }
+    /// Before each step, with the global step it runs (the optimizer's
+    /// iterations before it).
+    fn on_train_batch_begin(&mut self, _step: u64, _ctx: &mut TrainContext) -> Result<()> {
+        Ok(())
+    }
     /// After each step; `loss` is still on the device (reading it syncs).
     fn on_train_batch_end(&mut self, _step: u64, _loss: &Tensor, _ctx: &mut TrainContext) -> Result<()> {
         Ok(())

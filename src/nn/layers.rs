@@ -79,6 +79,12 @@ pub trait Layer: Send {
             msg: "the layer has no Keras config".into(),
         })
     }
+    /// For a wrapper layer ([`crate::nn::pruning::PruneLowMagnitude`]): the
+    /// layer it wraps, taken out (what `strip_pruning` puts in its place);
+    /// `None` for every other layer.
+    fn take_wrapped(&mut self) -> Option<Box<dyn Layer>> {
+        None
+    }
 }
 
 /// The config entries every Keras layer has.

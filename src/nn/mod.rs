@@ -30,6 +30,7 @@ pub mod mixed_precision;
 pub mod model;
 pub mod optimizers;
 pub mod progress;
+pub mod pruning;
 
 pub use activations::Activation;
 pub use initializers::{Initializer, set_random_seed};

@@ -689,7 +689,11 @@ pub(crate) fn fit_loop<T: FitTarget>(
             if args.steps_per_epoch.is_some_and(|s| steps >= s) {
                 break;
             }
-            let loss = target.step(batch?)?;
+            let batch = batch?;
+            for cb in callbacks.iter_mut() {
+                cb.on_train_batch_begin(step, &mut ctx)?;
+            }
+            let loss = target.step(batch)?;
             steps += 1;
             step += 1;
             if progress.due() {
@@ -769,6 +773,17 @@ impl Sequential {
     /// `model.layers`, in call order.
     pub fn layers(&self) -> &[Box<dyn Layer>] {
         &self.layers
+    }
+
+    /// Takes the layers out (what pruning wraps); the model is left
+    /// uncompiled, as a model whose layers change must be compiled again.
+    pub(crate) fn take_layers(&mut self) -> Vec<Box<dyn Layer>> {
+        self.compiled = None;
+        std::mem::take(&mut self.layers)
+    }
+
+    pub(crate) fn set_layers(&mut self, layers: Vec<Box<dyn Layer>>) {
+        self.layers = layers;
     }
 
     /// The layers, mutably: to build or call one layer on its own, as with
