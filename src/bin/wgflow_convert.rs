@@ -13,8 +13,8 @@
 //! `*.h5` (legacy Keras), a path without one of these extensions a
 //! SavedModel directory. A SavedModel holds functions, not layers, so it
 //! converts to TFLite, ONNX and SavedModel only. `--precision fp16` (TF-TRT's
-//! FP16 mode) on a `.tflite` output writes float16 weights; for a
-//! SavedModel output it is not built yet and says so.
+//! FP16 mode) writes a SavedModel that computes in f16 (inputs and outputs
+//! stay f32), or, for a `.tflite` output, float16 weights.
 
 use clap::Parser;
 use std::path::{Path, PathBuf};
@@ -55,16 +55,9 @@ struct Cli {
     /// Samples to calibrate int8 activations on: an .npy array, samples along axis 0.
     #[arg(long = "representative_data", alias = "representative-data", value_name = "X.npy")]
     representative_data: Option<PathBuf>,
-    /// Compute precision: fp16 (f16 weights in a .tflite output).
+    /// Compute precision: fp16 (a SavedModel computing in f16; f16 weights in a .tflite output).
     #[arg(long, value_name = "fp16|fp32")]
     precision: Option<String>,
-}
-
-fn not_built(what: &str) -> Error {
-    Error::Unimplemented {
-        what: what.into(),
-        msg: "wgflow_convert does not build it yet (see the README's status)".into(),
-    }
 }
 
 fn arg(msg: String) -> Error {
@@ -138,9 +131,7 @@ fn run(cli: &Cli) -> Result<String> {
         ));
     }
     if ext != "tflite" && cli.precision.is_some() {
-        return Err(not_built(
-            "--precision fp16 for a SavedModel output (TF-TRT's FP16 mode)",
-        ));
+        return fp16_saved_model(cli, ext);
     }
     if ext == "tflite" {
         let (mut c, from) = match (&cli.keras_model_file, &cli.saved_model_dir) {
@@ -189,6 +180,53 @@ fn run(cli: &Cli) -> Result<String> {
         _ => copy_dir(dir, out)?,
     }
     Ok(format!("{} -> {}", dir.display(), out.display()))
+}
+
+/// `--precision fp16|fp32` to a SavedModel (TF-TRT's precision mode).
+fn fp16_saved_model(cli: &Cli, ext: &str) -> Result<String> {
+    let out = &cli.output_file;
+    let dtype = match cli.precision.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        Some("fp16") => DType::F16,
+        Some("fp32") | None => DType::F32,
+        Some(p) => return Err(arg(format!("--precision {p}: the choices are fp16, fp32"))),
+    };
+    if !ext.is_empty() {
+        return Err(arg(format!(
+            "--precision applies to a SavedModel or .tflite --output_file, not *.{ext}"
+        )));
+    }
+    let from = match (&cli.keras_model_file, &cli.saved_model_dir) {
+        (Some(file), _) => {
+            let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
+            let sigs = saved_model::Exportable::signatures(&mut model)?;
+            let mut converted = Vec::with_capacity(sigs.len());
+            for (k, f) in &sigs {
+                converted.push((k.clone(), f.with_compute_dtype(dtype)?));
+            }
+            let refs: Vec<(&str, &wgflow::function::ConcreteFunction)> =
+                converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
+            saved_model::save_functions(out, &refs, &saved_model::SaveOptions::default())?;
+            file
+        }
+        (None, Some(dir)) => {
+            saved_model::convert_precision(dir, out, dtype)?;
+            dir
+        }
+        (None, None) => return Err(arg("give --keras_model_file or --saved_model_dir".into())),
+    };
+    if dtype == DType::F16
+        && let Ok(d) = wgflow::config::default_device()
+        && !d.f16_arithmetic()
+    {
+        eprintln!(
+            "wgflow_convert: {d} has no SHADER_F16: the model's f16 ops compute in f32 there (rounded to f16); adapters with it compute in f16"
+        );
+    }
+    Ok(format!(
+        "{} -> {} (computing in {dtype})",
+        from.display(),
+        out.display()
+    ))
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -25,6 +25,7 @@ pub(crate) mod compile;
 mod def;
 pub(crate) mod fused;
 mod graph;
+mod precision;
 mod symbolic;
 pub(crate) mod trace;
 

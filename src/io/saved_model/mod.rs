@@ -81,6 +81,21 @@ pub fn save_functions(
     write(dir.as_ref(), signatures, &[], options)
 }
 
+/// TF-TRT's `TrtGraphConverterV2(precision_mode=...)`: the SavedModel in
+/// `input_dir` rewritten to `output_dir` with every signature computing in
+/// `dtype` (`DType::F16`: FP16 mode), its inputs and outputs unchanged (see
+/// [`ConcreteFunction::with_compute_dtype`]).
+pub fn convert_precision(input_dir: impl AsRef<Path>, output_dir: impl AsRef<Path>, dtype: crate::DType) -> Result<()> {
+    let mut loaded = load_with(input_dir, &[SERVE_TAG], &crate::runtime::Device::cpu())?;
+    let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
+    let mut converted = Vec::with_capacity(keys.len());
+    for k in &keys {
+        converted.push((k.clone(), loaded.signature(k)?.with_compute_dtype(dtype)?));
+    }
+    let refs: Vec<(&str, &ConcreteFunction)> = converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
+    save_functions(output_dir, &refs, &SaveOptions::default())
+}
+
 fn write(
     dir: &Path,
     signatures: &[(&str, &ConcreteFunction)],
