@@ -308,6 +308,41 @@ fn layout() {
 }
 
 #[test]
+fn dequantize_int8() {
+    let mut s = Suite::new("dequantize_int8");
+    // Every byte value, rows of 1, 5 (a partial last word), 8 and 13 columns, no rows.
+    for (rows, cols, seed) in [
+        (3usize, 1usize, 1u64),
+        (7, 5, 2),
+        (2, 8, 3),
+        (11, 13, 4),
+        (0, 6, 5),
+        (4, 0, 6),
+    ] {
+        let words = randint(&[rows, cols.div_ceil(4)], -1_000_000_000, 1_000_000_000, seed);
+        let scales = randn(&[rows], seed, DType::F32);
+        s.check(Op::DequantizeInt8 { cols }, &[words, scales]);
+    }
+    // Packing and dequantizing gives back q * scale.
+    let q: Vec<i8> = vec![-128, -1, 0, 1, 127, 5, -7];
+    let packed = wgflow::ops::layout::pack_int8(&q, 1, 7);
+    let w = Tensor::from_vec(packed, &[1, 2], &cpu()).unwrap();
+    let sc = Tensor::from_vec(vec![0.5f32], &[1], &cpu()).unwrap();
+    let got = wgflow::ops::layout::dequantize_int8(&w, &sc, 7)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(got, q.iter().map(|&v| f32::from(v) * 0.5).collect::<Vec<_>>());
+    let x = randint(&[2, 2], 0, 9, 1);
+    s.check_err(Op::DequantizeInt8 { cols: 9 }, &[x.clone(), randn(&[2], 1, DType::F32)]);
+    s.check_err(Op::DequantizeInt8 { cols: 8 }, &[x.clone(), randn(&[3], 1, DType::F32)]);
+    s.check_err(
+        Op::DequantizeInt8 { cols: 8 },
+        &[randn(&[2, 2], 1, DType::F32), randn(&[2], 1, DType::F32)],
+    );
+}
+
+#[test]
 fn reduce() {
     // Both kernel families on every adapter: a workgroup tree per row (GPUs)
     // and an invocation per output (CPU adapters), each with its split form.

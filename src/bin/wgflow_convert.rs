@@ -125,10 +125,11 @@ fn tflite_settings(cli: &Cli, c: &mut Converter) -> Result<()> {
 fn run(cli: &Cli) -> Result<String> {
     let out = &cli.output_file;
     let ext = out.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext != "tflite" && (cli.optimizations.is_some() || cli.representative_data.is_some()) {
-        return Err(arg(
-            "--optimizations and --representative_data apply to a .tflite --output_file".into(),
-        ));
+    if ext != "tflite" && cli.representative_data.is_some() {
+        return Err(arg("--representative_data applies to a .tflite --output_file".into()));
+    }
+    if ext != "tflite" && cli.optimizations.is_some() {
+        return optimized_saved_model(cli, ext);
     }
     if ext != "tflite" && cli.precision.is_some() {
         return fp16_saved_model(cli, ext);
@@ -180,6 +181,59 @@ fn run(cli: &Cli) -> Result<String> {
         _ => copy_dir(dir, out)?,
     }
     Ok(format!("{} -> {}", dir.display(), out.display()))
+}
+
+/// `--optimizations` to a SavedModel: wgflow's own variants (int8 weights
+/// dequantized on the device; f16 compute).
+fn optimized_saved_model(cli: &Cli, ext: &str) -> Result<String> {
+    if !ext.is_empty() {
+        return Err(arg(format!(
+            "--optimizations applies to a .tflite or SavedModel --output_file, not *.{ext}"
+        )));
+    }
+    let opt = cli
+        .optimizations
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .unwrap_or_default();
+    let convert = |f: &wgflow::function::ConcreteFunction| -> Result<wgflow::function::ConcreteFunction> {
+        match opt.as_str() {
+            "default" => f.with_int8_weights(1024),
+            "float16" => f.with_compute_dtype(DType::F16),
+            "int8" => Err(arg(
+                "--optimizations int8 (int8 activations) is a TFLite form: write a .tflite, or use --optimizations default for a SavedModel with int8 weights".into(),
+            )),
+            o => Err(arg(format!("--optimizations {o}: the choices are default, float16, int8"))),
+        }
+    };
+    let out = &cli.output_file;
+    let mut converted = Vec::new();
+    let from = match (&cli.keras_model_file, &cli.saved_model_dir) {
+        (Some(file), _) => {
+            let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
+            for (k, f) in &saved_model::Exportable::signatures(&mut model)? {
+                converted.push((k.clone(), convert(f)?));
+            }
+            file
+        }
+        (None, Some(dir)) => {
+            let mut loaded = saved_model::load_with(dir, &[saved_model::SERVE_TAG], &wgflow::Device::cpu())?;
+            let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
+            for k in &keys {
+                converted.push((k.clone(), convert(loaded.signature(k)?)?));
+            }
+            dir
+        }
+        (None, None) => return Err(arg("give --keras_model_file or --saved_model_dir".into())),
+    };
+    let refs: Vec<(&str, &wgflow::function::ConcreteFunction)> =
+        converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
+    saved_model::save_functions(out, &refs, &saved_model::SaveOptions::default())?;
+    Ok(format!(
+        "{} -> {} (wgflow SavedModel, --optimizations {opt})",
+        from.display(),
+        out.display()
+    ))
 }
 
 /// `--precision fp16|fp32` to a SavedModel (TF-TRT's precision mode).

@@ -118,3 +118,184 @@ fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
     def.outputs = outputs;
     Ok(def)
 }
+
+impl ConcreteFunction {
+    /// The function with the weights of its matmuls and convolutions of at
+    /// least `min_elements` values stored as int8 (symmetric per output
+    /// channel, scale max|w|/127, packed four to an i32 word) and
+    /// dequantized where they are read (`Op::DequantizeInt8`): the
+    /// weights' memory drops about 4x. Weights read by anything else stay
+    /// f32.
+    pub fn with_int8_weights(&self, min_elements: usize) -> Result<ConcreteFunction> {
+        let src = self.def();
+        if !src.assigns.is_empty() {
+            return Err(Error::arg(
+                "with_int8_weights",
+                format!(
+                    "{} assigns variables: only inference functions are quantized",
+                    self.name()
+                ),
+            ));
+        }
+        let mut uses = vec![0usize; src.values.len()];
+        for n in &src.nodes {
+            for &v in &n.inputs {
+                if let Some(u) = uses.get_mut(v) {
+                    *u += 1;
+                }
+            }
+        }
+        for &v in &src.outputs {
+            if let Some(u) = uses.get_mut(v) {
+                *u += 1;
+            }
+        }
+        let var_of = |v: usize| {
+            src.feeds.iter().find_map(|(fv, f)| match f {
+                Feed::Variable(i) if *fv == v => Some(*i),
+                _ => None,
+            })
+        };
+        let mut def = src.clone();
+        let mut variables = self.variables().to_vec();
+        let mut removed = vec![false; variables.len()];
+        let mut pre = Vec::new();
+        for (k, n) in src.nodes.iter().enumerate() {
+            let conv = matches!(n.op, Op::Conv2d(_));
+            let tb = match n.op {
+                Op::MatMul { ta: false, tb } => tb,
+                Op::Conv2d(_) => false,
+                _ => continue,
+            };
+            let Some(&w) = n.inputs.get(1) else { continue };
+            let Some(vi) = var_of(w) else { continue };
+            let shape = src.values[w].shape.clone();
+            let dims: Option<Vec<usize>> = shape.iter().copied().collect();
+            let Some(dims) = dims else { continue };
+            let numel: usize = dims.iter().product();
+            let rank_ok = if conv { dims.len() == 4 } else { dims.len() == 2 };
+            if !rank_ok
+                || numel < min_elements.max(1)
+                || uses[w] != 1
+                || removed[vi]
+                || src.values[w].dtype != DType::F32
+            {
+                continue;
+            }
+            let var = &variables[vi];
+            // Rows are output channels: [N, K] for matmuls, [O, H*W*I] for HWIO filters.
+            let t = var.value();
+            let rows_t = if conv {
+                t.transpose(&[3, 0, 1, 2])?
+            } else if tb {
+                t
+            } else {
+                t.transpose(&[1, 0])?
+            };
+            let (rows, cols) = (rows_t.shape()[0], numel / rows_t.shape()[0].max(1));
+            let data = rows_t.to_f64_vec()?;
+            let mut q = Vec::with_capacity(data.len());
+            let mut scales = Vec::with_capacity(rows);
+            for r in data.chunks(cols.max(1)) {
+                let max = r.iter().fold(0.0f64, |m, &x| m.max(x.abs()));
+                let s = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
+                scales.push(s as f32);
+                q.extend(r.iter().map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8));
+            }
+            let device = var.device();
+            let packed = crate::ops::layout::pack_int8(&q, rows, cols);
+            let packed = crate::tensor::Tensor::from_vec(packed, &[rows, cols.div_ceil(4)], &device)?;
+            let scales = crate::tensor::Tensor::from_vec(scales, &[rows], &device)?;
+            let base = var.name().to_string();
+            removed[vi] = true;
+            let mut feed = |t: crate::tensor::Tensor, name: String, def: &mut GraphDef| -> usize {
+                let value = ValueDef {
+                    shape: t.shape().iter().map(|&d| Some(d)).collect(),
+                    dtype: t.dtype(),
+                };
+                let v = def.values.len();
+                def.values.push(value.clone());
+                def.feeds.push((v, Feed::Variable(def.variables.len())));
+                def.variables.push(super::def::VariableDef {
+                    name: name.clone(),
+                    value,
+                    trainable: false,
+                });
+                variables.push(crate::tensor::Variable::with_trainable(t, &name, false));
+                v
+            };
+            let pv = feed(packed, format!("{base}/int8"), &mut def);
+            let sv = feed(scales, format!("{base}/scale"), &mut def);
+            let node = |op: Op, inputs: Vec<usize>, out: usize| NodeDef {
+                op,
+                inputs,
+                outputs: vec![out],
+                device: n.device.clone(),
+                dims: None,
+            };
+            let fresh = |shape: Vec<usize>, def: &mut GraphDef| -> usize {
+                def.values.push(ValueDef {
+                    shape: shape.into_iter().map(Some).collect(),
+                    dtype: DType::F32,
+                });
+                def.values.len() - 1
+            };
+            if conv {
+                let d = fresh(vec![rows, cols], &mut def);
+                pre.push(node(Op::DequantizeInt8 { cols }, vec![pv, sv], d));
+                let o = [dims[3], dims[0], dims[1], dims[2]];
+                let r = fresh(o.to_vec(), &mut def);
+                pre.push(node(Op::Reshape(o.to_vec()), vec![d], r));
+                pre.push(node(Op::Permute(vec![1, 2, 3, 0]), vec![r], w));
+            } else {
+                def.values[w].shape = vec![Some(rows), Some(cols)];
+                pre.push(node(Op::DequantizeInt8 { cols }, vec![pv, sv], w));
+                if let Op::MatMul { tb, .. } = &mut def.nodes[k].op {
+                    *tb = true;
+                }
+            }
+        }
+        if pre.is_empty() {
+            return ConcreteFunction::from_def(
+                self.name(),
+                def,
+                self.inputs().to_vec(),
+                self.output_names().to_vec(),
+                variables,
+                self.captures().to_vec(),
+                self.device(),
+            );
+        }
+        // Drop the f32 variables that were replaced, renumbering the feeds.
+        let mut index = vec![None; def.variables.len()];
+        let mut kept_defs = Vec::new();
+        let mut kept_vars = Vec::new();
+        for (i, (vd, v)) in def.variables.iter().zip(&variables).enumerate() {
+            if removed.get(i).copied().unwrap_or(false) {
+                continue;
+            }
+            index[i] = Some(kept_defs.len());
+            kept_defs.push(vd.clone());
+            kept_vars.push(v.clone());
+        }
+        def.feeds
+            .retain(|(_, f)| !matches!(f, Feed::Variable(i) if removed.get(*i).copied().unwrap_or(false)));
+        for (_, f) in def.feeds.iter_mut() {
+            if let Feed::Variable(i) = f {
+                *i = index[*i].unwrap_or(*i);
+            }
+        }
+        def.variables = kept_defs;
+        pre.append(&mut def.nodes);
+        def.nodes = pre;
+        ConcreteFunction::from_def(
+            self.name(),
+            def,
+            self.inputs().to_vec(),
+            self.output_names().to_vec(),
+            kept_vars,
+            self.captures().to_vec(),
+            self.device(),
+        )
+    }
+}

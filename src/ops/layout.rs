@@ -152,6 +152,23 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             out.extend_from_slice(&dy.shape()[axis + k..]);
             Ok((out, dy.dtype()))
         }
+        Op::DequantizeInt8 { cols } => {
+            let s = x[1];
+            let rows = sh.first().copied().unwrap_or(0);
+            let ok = a.dtype() == DType::I32
+                && s.dtype() == DType::F32
+                && sh.len() == 2
+                && sh[1] == cols.div_ceil(4)
+                && s.shape() == [rows];
+            if !ok {
+                return Err(Error::shape(
+                    name,
+                    &[sh, s.shape()],
+                    format!("needs int32 words [rows, ceil({cols} / 4)] and f32 scales [rows]"),
+                ));
+            }
+            Ok((vec![rows, *cols], DType::F32))
+        }
         Op::OneHot { depth, dtype, .. } => {
             if a.dtype() != DType::I32 {
                 return Err(Error::dtype(name, &[a.dtype()], "indices must be int32"));
@@ -220,11 +237,32 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
         }
         Op::GatherGrad { axis, .. } => vec![None, Some(gather(dy, a, *axis as isize)?)],
         Op::OneHot { .. } => vec![None],
+        Op::DequantizeInt8 { .. } => vec![None, None],
         _ => unreachable!(),
     })
 }
 
 // ---- public API ----------------------------------------------------------
+
+/// Symmetric int8 weights per row, `w[r, j] = q[r, j] * scales[r]`, from
+/// `packed` (`[rows, ceil(cols / 4)]` i32, four int8 per word, low byte
+/// first; see [`pack_int8`]) and `scales` (`[rows]` f32).
+pub fn dequantize_int8(packed: &Tensor, scales: &Tensor, cols: usize) -> Result<Tensor> {
+    exec(Op::DequantizeInt8 { cols }, &[packed, scales])
+}
+
+/// Packs int8 values `q` (`rows * cols`, row-major) four to an i32 word,
+/// low byte first, each row padded with zeros to whole words.
+pub fn pack_int8(q: &[i8], rows: usize, cols: usize) -> Vec<i32> {
+    let words = cols.div_ceil(4);
+    let mut out = vec![0i32; rows * words];
+    for (i, &v) in q.iter().take(rows * cols).enumerate() {
+        let (r, j) = (i / cols.max(1), i % cols.max(1));
+        let w = &mut out[r * words + j / 4];
+        *w |= i32::from(v as u8) << (8 * (j % 4));
+    }
+    out
+}
 
 /// `tf.cast`. Floats to int32 truncate toward zero; NaN gives 0 and values
 /// beyond int32's range (infinities included) saturate to `i32::MIN` or

@@ -74,6 +74,14 @@ pub enum Op {
         /// The (normalized) axis of `params` that indices select along.
         axis: usize,
     },
+    /// int8 weights, four to an i32 word (low byte first), times a scale
+    /// per row: inputs packed `[rows, ceil(cols / 4)]` i32 and scales
+    /// `[rows]` f32; output `[rows, cols]` f32. What a SavedModel with int8
+    /// weights reads its kernels through.
+    DequantizeInt8 {
+        /// Values per row.
+        cols: usize,
+    },
     /// Input int32 indices of shape `s`: output `s + [depth]`, `on` at each
     /// index and `off` elsewhere (an index outside `[0, depth)` gives a row
     /// of `off`).
@@ -183,6 +191,7 @@ impl Op {
             Op::Concat { .. } => "concat",
             Op::Gather { .. } => "gather",
             Op::OneHot { .. } => "one_hot",
+            Op::DequantizeInt8 { .. } => "dequantize_int8",
             Op::Pad { .. } => "pad",
             Op::GatherGrad { .. } => "gather_grad",
             Op::MatMul { .. } => "matmul",
@@ -237,6 +246,7 @@ impl Op {
             | Op::Compare(_)
             | Op::Gather { .. }
             | Op::GatherGrad { .. }
+            | Op::DequantizeInt8 { .. }
             | Op::MatMul { .. }
             | Op::Conv2d(_)
             | Op::Conv2dInputGrad(..)
@@ -295,6 +305,7 @@ impl Op {
             | Op::OneHot { .. }
             | Op::Pad { .. }
             | Op::GatherGrad { .. }
+            | Op::DequantizeInt8 { .. }
             | Op::StopGradient => Family::Layout,
             Op::MatMul { .. } => Family::MatMul,
             Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => Family::Conv,

@@ -869,6 +869,8 @@ fn convert(
                 ],
             )
         }
+        // wgflow's own op: a SavedModel with int8 weights loads in wgflow only.
+        Op::DequantizeInt8 { cols } => simple(b, "WgflowDequantizeInt8", x.to_vec(), vec![("cols", a_i(*cols as i64))]),
         Op::OneHot { depth, on, off, dtype } => {
             let d = b.const_i32(&format!("{base}/depth"), &[*depth as i32], &[]);
             let on = b.const_scalar(&format!("{base}/on_value"), *on, *dtype);

@@ -1644,6 +1644,12 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             }
             one(Val::T(acc))
         }
+        "WgflowDequantizeInt8" => {
+            let cols = attr_i(node, "cols")
+                .and_then(|c| usize::try_from(c).ok())
+                .ok_or_else(|| unimpl("WgflowDequantizeInt8 without a valid 'cols'".into()))?;
+            one(apply(Op::DequantizeInt8 { cols }, &[&t(0)?, &t(1)?])?)
+        }
         "MatMul" => {
             let (a, b) = (t(0)?, t(1)?);
             let ta = attr_b(node, "transpose_a").unwrap_or(false);

@@ -86,6 +86,20 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
                 o
             }))
         }
+        Op::DequantizeInt8 { cols } => {
+            let (CpuData::I32(words), CpuData::F32(scales)) = (a.cpu_data(), x[1].cpu_data()) else {
+                unreachable!()
+            };
+            let per = cols.div_ceil(4);
+            let mut v = Vec::with_capacity(scales.len() * cols);
+            for (r, &s) in scales.iter().enumerate() {
+                for j in 0..*cols {
+                    let byte = (words[r * per + j / 4] >> (8 * (j % 4))) as i8;
+                    v.push(f32::from(byte) * s);
+                }
+            }
+            Ok(CpuData::F32(v))
+        }
         Op::OneHot { depth, on, off, .. } => {
             let CpuData::I32(idx) = a.cpu_data() else {
                 unreachable!()

@@ -276,6 +276,23 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 groups: grid(n, 256),
             })?;
         }
+        Op::DequantizeInt8 { cols } => {
+            let params = SmallParams {
+                a: n as u32,
+                b: (*cols).max(1) as u32,
+                c: cols.div_ceil(4) as u32,
+                d: 0,
+            };
+            g.launch(&Launch {
+                kernel: &LAYOUT,
+                entry: "dequantize_int8",
+                ty: KType::U32,
+                consts: &[],
+                params: ParamBlock::of(&params),
+                bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf()],
+                groups: grid(n, 256),
+            })?;
+        }
         Op::OneHot { depth, on, off, .. } => {
             let params = SmallParams {
                 a: n as u32,
