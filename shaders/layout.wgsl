@@ -102,18 +102,3 @@ fn one_hot(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     dst[i] = select(t_from_bits(sp.d), t_from_bits(sp.c), idx[r] == i32(j));
 }
 
-// dst[r, j] = int8 j of row r of src times scale r (a = n, b = cols,
-// c = words per row): src holds four int8 per word, low byte first; the
-// scales' f32 bits arrive through idx. Launched for the 32-bit variant.
-@compute @workgroup_size(256)
-fn dequantize_int8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if (i >= sp.a) {
-        return;
-    }
-    let r = i / sp.b;
-    let j = i % sp.b;
-    let w = bitcast<i32>(src[r * sp.c + j / 4u]);
-    let q = (w << (24u - 8u * (j % 4u))) >> 24u;
-    dst[i] = t_from_bits(bitcast<u32>(f32(q) * bitcast<f32>(idx[r])));
-}

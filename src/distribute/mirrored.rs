@@ -251,7 +251,19 @@ impl<M: Model> Mirrored<M> {
     /// of `n`, queued on every device before the first wait; each
     /// replica's gradients start back to the host in buckets as soon as
     /// the step has computed them.
-    fn local_parts(&mut self, c: &Compiled, x: &Tensor, y: &Tensor, n: usize, g: usize) -> Result<Vec<Part>> {
+    /// Each replica's step; `loss_scale` multiplies every replica's loss
+    /// before its gradient (a LossScaleOptimizer's current scale, 1 without
+    /// one), so the summed gradients arrive scaled, as its
+    /// `apply_gradients` expects.
+    fn local_parts(
+        &mut self,
+        c: &Compiled,
+        x: &Tensor,
+        y: &Tensor,
+        n: usize,
+        g: usize,
+        loss_scale: f32,
+    ) -> Result<Vec<Part>> {
         let (offset, total) = self.span();
         let mut parts = Vec::new();
         for i in 0..self.replicas.len() {
@@ -272,7 +284,7 @@ impl<M: Model> Mirrored<M> {
             let d = &self.devices[i];
             let xi = rows(x, lo, hi)?.to_device(d)?;
             let yi = rows(y, lo, hi)?.to_device(d)?;
-            let scale = Tensor::scalar((hi - lo) as f32 / n as f32, d)?;
+            let scale = Tensor::scalar((hi - lo) as f32 / n as f32 * loss_scale, d)?;
             let model = &mut self.replicas[i];
             let loss_fn = &c.loss;
             let mut step = |b: &[Tensor]| -> Result<Vec<Tensor>> {
@@ -385,7 +397,10 @@ impl<M: Model> Mirrored<M> {
         let vars0 = self.replicas[0].trainable_variables();
         let shapes: Vec<Vec<usize>> = vars0.iter().map(|v| v.shape()).collect();
         let g: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
-        let local = self.local_parts(c, x, y, n, g);
+        // One scale for every replica and worker: each worker's optimizer
+        // sees the same summed gradients, so their scales move together.
+        let loss_scale = c.optimizer.loss_scale()?.unwrap_or(1.0) as f32;
+        let local = self.local_parts(c, x, y, n, g, loss_scale);
         let cross = self.others().cloned();
         let Some(pred_shape) = self.agree_pred_shape(&local)? else {
             self.agreed_error = cross.is_some();
@@ -433,7 +448,7 @@ impl<M: Model> Mirrored<M> {
         let d0 = &self.devices[0];
         let grads: Vec<Option<Tensor>> = unflat(&buf[..g], &shapes, d0)?.into_iter().map(Some).collect();
         c.optimizer.apply_gradients(&grads, &vars0)?;
-        let loss = Tensor::scalar(buf[g], d0)?;
+        let loss = Tensor::scalar(buf[g] / loss_scale, d0)?;
         let mut pshape = vec![n];
         pshape.extend(&pred_shape);
         let pred = Tensor::from_slice(&buf[g + 2..], &pshape, d0)?;
@@ -467,12 +482,6 @@ impl<M: Model> Mirrored<M> {
         }
         match self.replicas[0].compiled() {
             None => return Err(Error::arg(OP, "compile the mirrored model before fit")),
-            Some(c) if c.optimizer.is_loss_scaled() => {
-                return Err(Error::Unimplemented {
-                    what: "LossScaleOptimizer (mixed_float16) with a distribution strategy".into(),
-                    msg: "train mirrored models in float32 (mixed precision runs on one device for now)".into(),
-                });
-            }
             Some(_) => {}
         }
         let (ds, epoch) = epoch_batches(x, y, &args)?;

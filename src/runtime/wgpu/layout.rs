@@ -51,6 +51,26 @@ pub static LAYOUT: Kernel = Kernel::new(
     ],
 );
 
+pub static DEQUANT: Kernel = Kernel::new(
+    "dequantize",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/dequantize.wgsl"),
+    ],
+    &[KType::F32],
+    &[ParamsLayout::of::<DequantParams>()],
+);
+
+params! {
+    /// shaders/dequantize.wgsl's `Dequant`.
+    pub struct DequantParams = "Dequant" {
+        n: u32,
+        cols: u32,
+        words: u32,
+        _p: u32,
+    }
+}
+
 pub static CAST: Kernel = Kernel::new(
     "cast",
     &[
@@ -277,16 +297,16 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
             })?;
         }
         Op::DequantizeInt8 { cols } => {
-            let params = SmallParams {
-                a: n as u32,
-                b: (*cols).max(1) as u32,
-                c: cols.div_ceil(4) as u32,
-                d: 0,
+            let params = DequantParams {
+                n: n as u32,
+                cols: (*cols).max(1) as u32,
+                words: cols.div_ceil(4) as u32,
+                _p: 0,
             };
             g.launch(&Launch {
-                kernel: &LAYOUT,
+                kernel: &DEQUANT,
                 entry: "dequantize_int8",
-                ty: KType::U32,
+                ty: KType::F32,
                 consts: &[],
                 params: ParamBlock::of(&params),
                 bufs: &[a.gpu_buf(), &dst, x[1].gpu_buf()],

@@ -1295,13 +1295,14 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 11] {
+pub fn kernels() -> [&'static Kernel; 12] {
     [
         &optim::OPTIM,
         &unary::UNARY,
         &binary::BINARY,
         &layout::LAYOUT,
         &layout::CAST,
+        &layout::DEQUANT,
         &matmul::MATMUL,
         &matmul::MATMUL_SG,
         &conv::CONV,
