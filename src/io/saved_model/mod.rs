@@ -85,7 +85,11 @@ pub fn save_functions(
 /// `input_dir` rewritten to `output_dir` with every signature computing in
 /// `dtype` (`DType::F16`: FP16 mode), its inputs and outputs unchanged (see
 /// [`ConcreteFunction::with_compute_dtype`]).
-pub fn convert_precision(input_dir: impl AsRef<Path>, output_dir: impl AsRef<Path>, dtype: crate::DType) -> Result<()> {
+pub fn convert_precision(
+    input_dir: impl AsRef<Path>,
+    output_dir: impl AsRef<Path>,
+    dtype: crate::core::dtype::DType,
+) -> Result<()> {
     let mut loaded = load_with(input_dir, &[SERVE_TAG], &crate::runtime::Device::cpu())?;
     let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
     let mut converted = Vec::with_capacity(keys.len());
