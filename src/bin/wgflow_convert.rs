@@ -19,6 +19,7 @@
 use clap::Parser;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use wgflow::function::ConcreteFunction;
 use wgflow::io::saved_model;
 use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::Model;
@@ -186,17 +187,12 @@ fn run(cli: &Cli) -> Result<String> {
 /// `--optimizations` to a SavedModel: wgflow's own variants (int8 weights
 /// dequantized on the device; f16 compute).
 fn optimized_saved_model(cli: &Cli, ext: &str) -> Result<String> {
-    if !ext.is_empty() {
-        return Err(arg(format!(
-            "--optimizations applies to a .tflite or SavedModel --output_file, not *.{ext}"
-        )));
-    }
     let opt = cli
         .optimizations
         .as_deref()
         .map(str::to_ascii_lowercase)
         .unwrap_or_default();
-    let convert = |f: &wgflow::function::ConcreteFunction| -> Result<wgflow::function::ConcreteFunction> {
+    let convert = |f: &ConcreteFunction| -> Result<ConcreteFunction> {
         match opt.as_str() {
             "default" => f.with_int8_weights(1024),
             "float16" => f.with_compute_dtype(DType::F16),
@@ -206,68 +202,21 @@ fn optimized_saved_model(cli: &Cli, ext: &str) -> Result<String> {
             o => Err(arg(format!("--optimizations {o}: the choices are default, float16, int8"))),
         }
     };
-    let out = &cli.output_file;
-    let mut converted = Vec::new();
-    let from = match (&cli.keras_model_file, &cli.saved_model_dir) {
-        (Some(file), _) => {
-            let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
-            for (k, f) in &saved_model::Exportable::signatures(&mut model)? {
-                converted.push((k.clone(), convert(f)?));
-            }
-            file
-        }
-        (None, Some(dir)) => {
-            let mut loaded = saved_model::load_with(dir, &[saved_model::SERVE_TAG], &wgflow::Device::cpu())?;
-            let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
-            for k in &keys {
-                converted.push((k.clone(), convert(loaded.signature(k)?)?));
-            }
-            dir
-        }
-        (None, None) => return Err(arg("give --keras_model_file or --saved_model_dir".into())),
-    };
-    let refs: Vec<(&str, &wgflow::function::ConcreteFunction)> =
-        converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
-    saved_model::save_functions(out, &refs, &saved_model::SaveOptions::default())?;
+    let from = rewrite_saved_model(cli, ext, "--optimizations", convert)?;
     Ok(format!(
-        "{} -> {} (wgflow SavedModel, --optimizations {opt})",
-        from.display(),
-        out.display()
+        "{from} -> {} (wgflow SavedModel, --optimizations {opt})",
+        cli.output_file.display()
     ))
 }
 
 /// `--precision fp16|fp32` to a SavedModel (TF-TRT's precision mode).
 fn fp16_saved_model(cli: &Cli, ext: &str) -> Result<String> {
-    let out = &cli.output_file;
     let dtype = match cli.precision.as_deref().map(str::to_ascii_lowercase).as_deref() {
         Some("fp16") => DType::F16,
         Some("fp32") | None => DType::F32,
         Some(p) => return Err(arg(format!("--precision {p}: the choices are fp16, fp32"))),
     };
-    if !ext.is_empty() {
-        return Err(arg(format!(
-            "--precision applies to a SavedModel or .tflite --output_file, not *.{ext}"
-        )));
-    }
-    let from = match (&cli.keras_model_file, &cli.saved_model_dir) {
-        (Some(file), _) => {
-            let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
-            let sigs = saved_model::Exportable::signatures(&mut model)?;
-            let mut converted = Vec::with_capacity(sigs.len());
-            for (k, f) in &sigs {
-                converted.push((k.clone(), f.with_compute_dtype(dtype)?));
-            }
-            let refs: Vec<(&str, &wgflow::function::ConcreteFunction)> =
-                converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
-            saved_model::save_functions(out, &refs, &saved_model::SaveOptions::default())?;
-            file
-        }
-        (None, Some(dir)) => {
-            saved_model::convert_precision(dir, out, dtype)?;
-            dir
-        }
-        (None, None) => return Err(arg("give --keras_model_file or --saved_model_dir".into())),
-    };
+    let from = rewrite_saved_model(cli, ext, "--precision", |f| f.with_compute_dtype(dtype))?;
     if dtype == DType::F16
         && let Ok(d) = wgflow::config::default_device()
         && !d.f16_arithmetic()
@@ -277,10 +226,42 @@ fn fp16_saved_model(cli: &Cli, ext: &str) -> Result<String> {
         );
     }
     Ok(format!(
-        "{} -> {} (computing in {dtype})",
-        from.display(),
-        out.display()
+        "{from} -> {} (computing in {dtype})",
+        cli.output_file.display()
     ))
+}
+
+/// The input's signatures, each through `convert`, written as a SavedModel
+/// to `--output_file`; returns the input's name.
+fn rewrite_saved_model(
+    cli: &Cli,
+    ext: &str,
+    flag: &str,
+    convert: impl Fn(&ConcreteFunction) -> Result<ConcreteFunction>,
+) -> Result<String> {
+    if !ext.is_empty() {
+        return Err(arg(format!(
+            "{flag} applies to a .tflite or SavedModel --output_file, not *.{ext}"
+        )));
+    }
+    let out = &cli.output_file;
+    match (&cli.keras_model_file, &cli.saved_model_dir) {
+        (Some(file), _) => {
+            let mut model = wgflow::nn::load_model_on(file, &wgflow::Device::cpu())?;
+            let mut converted = Vec::new();
+            for (k, f) in &saved_model::Exportable::signatures(&mut model)? {
+                converted.push((k.clone(), convert(f)?));
+            }
+            let refs: Vec<(&str, &ConcreteFunction)> = converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
+            saved_model::save_functions(out, &refs, &saved_model::SaveOptions::default())?;
+            Ok(file.display().to_string())
+        }
+        (None, Some(dir)) => {
+            saved_model::transform(dir, out, convert)?;
+            Ok(dir.display().to_string())
+        }
+        (None, None) => Err(arg("give --keras_model_file or --saved_model_dir".into())),
+    }
 }
 
 fn copy_dir(from: &Path, to: &Path) -> Result<()> {

@@ -90,14 +90,7 @@ pub fn convert_precision(
     output_dir: impl AsRef<Path>,
     dtype: crate::core::dtype::DType,
 ) -> Result<()> {
-    let mut loaded = load_with(input_dir, &[SERVE_TAG], &crate::runtime::Device::cpu())?;
-    let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
-    let mut converted = Vec::with_capacity(keys.len());
-    for k in &keys {
-        converted.push((k.clone(), loaded.signature(k)?.with_compute_dtype(dtype)?));
-    }
-    let refs: Vec<(&str, &ConcreteFunction)> = converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
-    save_functions(output_dir, &refs, &SaveOptions::default())
+    transform(input_dir, output_dir, |f| f.with_compute_dtype(dtype))
 }
 
 /// The SavedModel in `input_dir` rewritten to `output_dir` with int8
@@ -109,11 +102,21 @@ pub fn convert_precision(
 /// less space on disk and in device memory. The file uses wgflow's own
 /// `WgflowDequantizeInt8` op: wgflow loads it, TensorFlow does not.
 pub fn quantize_weights(input_dir: impl AsRef<Path>, output_dir: impl AsRef<Path>) -> Result<()> {
+    transform(input_dir, output_dir, |f| f.with_int8_weights(1024))
+}
+
+/// The SavedModel in `input_dir` (loaded on the CPU device) written to
+/// `output_dir` with `f` applied to every signature.
+pub fn transform(
+    input_dir: impl AsRef<Path>,
+    output_dir: impl AsRef<Path>,
+    f: impl Fn(&ConcreteFunction) -> Result<ConcreteFunction>,
+) -> Result<()> {
     let mut loaded = load_with(input_dir, &[SERVE_TAG], &crate::runtime::Device::cpu())?;
     let keys: Vec<String> = loaded.signature_keys().into_iter().map(String::from).collect();
     let mut converted = Vec::with_capacity(keys.len());
     for k in &keys {
-        converted.push((k.clone(), loaded.signature(k)?.with_int8_weights(1024)?));
+        converted.push((k.clone(), f(loaded.signature(k)?)?));
     }
     let refs: Vec<(&str, &ConcreteFunction)> = converted.iter().map(|(k, f)| (k.as_str(), f)).collect();
     save_functions(output_dir, &refs, &SaveOptions::default())
