@@ -325,7 +325,15 @@ fn dequantize_int8() {
     }
     // Packing and dequantizing gives back q * scale.
     let q: Vec<i8> = vec![-128, -1, 0, 1, 127, 5, -7];
-    let packed = wgflow::ops::layout::pack_int8(&q, 1, 7);
+    let packed = wgflow::ops::layout::pack_int8(&q, 1, 7).unwrap();
+    assert!(wgflow::ops::layout::pack_int8(&q, 2, 7).is_err());
+    assert!(wgflow::ops::layout::pack_int8(&q, usize::MAX, 7).is_err());
+    // Special scales: NaN and inf propagate as on the CPU (0 * inf is NaN).
+    let special = Tensor::from_vec(vec![f32::NAN, f32::INFINITY, -0.0, f32::NEG_INFINITY], &[4], &cpu()).unwrap();
+    s.check(
+        Op::DequantizeInt8 { cols: 7 },
+        &[randint(&[4, 2], -1_000_000_000, 1_000_000_000, 7), special],
+    );
     let w = Tensor::from_vec(packed, &[1, 2], &cpu()).unwrap();
     let sc = Tensor::from_vec(vec![0.5f32], &[1], &cpu()).unwrap();
     let got = wgflow::ops::layout::dequantize_int8(&w, &sc, 7)

@@ -125,12 +125,7 @@ fn the_command_line_writes_the_int8_variant() {
     model.export(&sm).unwrap();
     let keras = tmp.join("m.keras");
     model.save(&keras).unwrap();
-    let bin = env!("CARGO_BIN_EXE_wgflow_convert");
-    let run = |args: &[&str]| {
-        let o = std::process::Command::new(bin).args(args).output().unwrap();
-        assert_ne!(o.status.code(), Some(101));
-        (o.status.success(), String::from_utf8_lossy(&o.stderr).into_owned())
-    };
+    let run = wgflow_convert;
     for (flag, src, out) in [
         ("--saved_model_dir", &sm, tmp.join("a")),
         ("--keras_model_file", &keras, tmp.join("b")),

@@ -11,7 +11,6 @@ mod common;
 use common::*;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::layers::{
@@ -21,20 +20,6 @@ use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor};
 
 const KINDS: [&str; 4] = ["none", "default", "float16", "int8"];
-
-fn convert_cli(args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_wgflow_convert"))
-        .args(args)
-        .output()
-        .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_ne!(out.status.code(), Some(101), "wgflow_convert panicked: {text}");
-    (out.status.success(), text)
-}
 
 fn flags(kind: &str, rep: &Path) -> Vec<String> {
     match kind {
@@ -76,14 +61,14 @@ fn keras_digits_models_convert_to_every_tflite_variant() {
             args.extend(["--output_file".to_string(), out.display().to_string()]);
             args.extend(flags(kind, &rep));
             let refs: Vec<&str> = args.iter().map(String::as_str).collect();
-            let (ok, text) = convert_cli(&refs);
+            let (ok, text) = wgflow_convert(&refs);
             assert!(ok, "{name} {kind}: {text}");
             ours.push(out);
         }
         // The SavedModel Keras exported converts too.
         let from_sm = dir.join(format!("wg_{name}_sm.tflite"));
         let sm = dir.join(format!("{name}_sm"));
-        let (ok, text) = convert_cli(&[
+        let (ok, text) = wgflow_convert(&[
             "--saved_model_dir",
             sm.to_str().unwrap(),
             "--output_file",
@@ -300,15 +285,15 @@ fn the_command_line_refuses_bad_flags_and_files() {
     let k = keras.to_str().unwrap();
     let out = dir.join("m.tflite");
     let o = out.to_str().unwrap();
-    let (ok, text) = convert_cli(&["--keras_model_file", k, "--output_file", o, "--optimizations", "int8"]);
+    let (ok, text) = wgflow_convert(&["--keras_model_file", k, "--output_file", o, "--optimizations", "int8"]);
     assert!(!ok && text.contains("--representative_data"), "{text}");
-    let (ok, text) = convert_cli(&["--keras_model_file", k, "--output_file", o, "--optimizations", "bogus"]);
+    let (ok, text) = wgflow_convert(&["--keras_model_file", k, "--output_file", o, "--optimizations", "bogus"]);
     assert!(!ok && text.contains("default, float16, int8"), "{text}");
-    let (ok, text) = convert_cli(&["--keras_model_file", k, "--output_file", o, "--precision", "fp8"]);
+    let (ok, text) = wgflow_convert(&["--keras_model_file", k, "--output_file", o, "--precision", "fp8"]);
     assert!(!ok && text.contains("fp16"), "{text}");
     let bad = dir.join("bad.npy");
     std::fs::write(&bad, b"\x93NUMPY\x01\x00garbage").unwrap();
-    let (ok, text) = convert_cli(&[
+    let (ok, text) = wgflow_convert(&[
         "--keras_model_file",
         k,
         "--output_file",
@@ -323,9 +308,9 @@ fn the_command_line_refuses_bad_flags_and_files() {
     let broken = dir.join("broken");
     std::fs::create_dir_all(&broken).unwrap();
     std::fs::write(broken.join("saved_model.pb"), b"\x0a\xff\xff\xff").unwrap();
-    let (ok, text) = convert_cli(&["--saved_model_dir", broken.to_str().unwrap(), "--output_file", o]);
+    let (ok, text) = wgflow_convert(&["--saved_model_dir", broken.to_str().unwrap(), "--output_file", o]);
     assert!(!ok, "{text}");
-    let (ok, text) = convert_cli(&["--keras_model_file", k, "--output_file", o, "--precision", "fp16"]);
+    let (ok, text) = wgflow_convert(&["--keras_model_file", k, "--output_file", o, "--precision", "fp16"]);
     assert!(ok, "{text}");
     assert!(out.exists());
 }

@@ -203,7 +203,7 @@ impl ConcreteFunction {
                 q.extend(r.iter().map(|&x| (x / s).round().clamp(-127.0, 127.0) as i8));
             }
             let device = var.device();
-            let packed = crate::ops::layout::pack_int8(&q, rows, cols);
+            let packed = crate::ops::layout::pack_int8(&q, rows, cols)?;
             let packed = crate::tensor::Tensor::from_vec(packed, &[rows, cols.div_ceil(4)], &device)?;
             let scales = crate::tensor::Tensor::from_vec(scales, &[rows], &device)?;
             let base = var.name().to_string();

@@ -495,15 +495,16 @@ impl Callback for UpdatePruningStep {
                 "UpdatePruningStep: the model has no pruned layers (wrap it with prune_low_magnitude)".into(),
             ));
         }
-        Ok(())
+        // Weights changed since the last fit (a restore) are masked again;
+        // from here on each step's end keeps them masked.
+        self.states.iter().try_for_each(|s| lock(s).apply())
     }
     fn on_train_batch_begin(&mut self, step: u64, _ctx: &mut TrainContext) -> Result<()> {
         for s in &self.states {
             let mut s = lock(s);
             s.step = step as i64;
-            match s.schedule.prune_at(step as i64) {
-                Some(sparsity) => s.update_mask(sparsity)?,
-                None => s.apply()?,
+            if let Some(sparsity) = s.schedule.prune_at(step as i64) {
+                s.update_mask(sparsity)?;
             }
         }
         Ok(())

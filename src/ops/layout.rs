@@ -253,15 +253,27 @@ pub fn dequantize_int8(packed: &Tensor, scales: &Tensor, cols: usize) -> Result<
 
 /// Packs int8 values `q` (`rows * cols`, row-major) four to an i32 word,
 /// low byte first, each row padded with zeros to whole words.
-pub fn pack_int8(q: &[i8], rows: usize, cols: usize) -> Vec<i32> {
+/// `q` must hold `rows * cols` values.
+pub fn pack_int8(q: &[i8], rows: usize, cols: usize) -> Result<Vec<i32>> {
     let words = cols.div_ceil(4);
-    let mut out = vec![0i32; rows * words];
-    for (i, &v) in q.iter().take(rows * cols).enumerate() {
+    let (n, total) = rows
+        .checked_mul(cols)
+        .zip(rows.checked_mul(words))
+        .ok_or_else(|| Error::shape("pack_int8", &[&[rows, cols]], "the size overflows usize"))?;
+    if q.len() != n {
+        return Err(Error::shape(
+            "pack_int8",
+            &[&[q.len()], &[rows, cols]],
+            format!("{} values for {rows} rows of {cols}", q.len()),
+        ));
+    }
+    let mut out = vec![0i32; total];
+    for (i, &v) in q.iter().enumerate() {
         let (r, j) = (i / cols.max(1), i % cols.max(1));
         let w = &mut out[r * words + j / 4];
         *w |= i32::from(v as u8) << (8 * (j % 4));
     }
-    out
+    Ok(out)
 }
 
 /// `tf.cast`. Floats to int32 truncate toward zero; NaN gives 0 and values

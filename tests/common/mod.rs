@@ -330,3 +330,19 @@ pub fn randomize_moving_stats(m: &wgflow::nn::Sequential, device: &Device) {
         }
     }
 }
+
+/// Runs the `wgflow_convert` binary; (success, stdout and stderr). A panic
+/// (exit code 101) fails the test.
+pub fn wgflow_convert(args: &[&str]) -> (bool, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_wgflow_convert"))
+        .args(args)
+        .output()
+        .expect("run wgflow_convert");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_ne!(out.status.code(), Some(101), "wgflow_convert panicked: {text}");
+    (out.status.success(), text)
+}

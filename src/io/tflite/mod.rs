@@ -179,8 +179,9 @@ impl Converter {
             (Some(data), Mode::Int8) => Some(Ranges::calibrate(&net, data)?),
             _ => None,
         };
+        fits_i32(&net)?;
         let model = build(&net, mode, ranges.as_ref())?;
-        Ok(write::to_bytes(&model))
+        write::to_bytes(&model)
     }
 
     /// Converts and writes the file whole (a temporary file, renamed).
@@ -199,6 +200,37 @@ struct Builder<'a> {
     /// A value's tensor, once written (its f32 form for constants; its
     /// int8 form for activations in `Int8` mode).
     tensor: Vec<Option<i32>>,
+}
+
+/// TFLite stores sizes, strides and shapes as int32: larger ones are an
+/// error here, so the casts below are exact.
+fn fits_i32(net: &Net) -> Result<()> {
+    let big = |d: usize| i32::try_from(d).is_err();
+    let too_big = |what: &str, name: &str| {
+        Err(unsupported(
+            "size",
+            &format!("{what} of '{name}' does not fit TFLite's int32 sizes"),
+        ))
+    };
+    for v in &net.values {
+        if v.shape.iter().flatten().any(|&d| big(d)) {
+            return too_big("a dimension", &v.name);
+        }
+    }
+    for n in &net.nodes {
+        let name = &net.values[n.out].name;
+        let attrs: Vec<usize> = match &n.kind {
+            Kind::Conv { stride, dil, .. } => [stride.as_slice(), dil].concat(),
+            Kind::Depthwise { stride, dil, mult, .. } => [stride.as_slice(), dil, &[*mult]].concat(),
+            Kind::Pool { stride, size, .. } => [stride.as_slice(), size].concat(),
+            Kind::Reshape(d) => d.iter().map(|&x| x.unsigned_abs() as usize).collect(),
+            _ => Vec::new(),
+        };
+        if attrs.into_iter().any(big) {
+            return too_big("a stride, window or shape", name);
+        }
+    }
+    Ok(())
 }
 
 fn dims(shape: &[Option<usize>]) -> (Vec<i32>, Option<Vec<i32>>) {

@@ -3,6 +3,7 @@
 //! Tables are written through `flatbuffers`' raw builder: a field's slot is
 //! `4 + 2 * id`, its id the one `schema.fbs` gives it.
 
+use crate::core::error::{Error, Result};
 use flatbuffers::{FlatBufferBuilder, TableFinishedWIPOffset, WIPOffset};
 
 /// `schema.fbs`' `TensorType`.
@@ -200,9 +201,19 @@ fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
     Some((ty, b.end_table(t)))
 }
 
+/// Room left under FlatBuffers' 2 GiB for everything but the weights.
+const TABLES_MARGIN: usize = 64 << 20;
+
 /// The `.tflite` bytes of `m`.
-pub(crate) fn to_bytes(m: &FModel) -> Vec<u8> {
-    let mut b = FlatBufferBuilder::with_capacity(m.buffers.iter().map(Vec::len).sum::<usize>() + 4096);
+pub(crate) fn to_bytes(m: &FModel) -> Result<Vec<u8>> {
+    let data: usize = m.buffers.iter().map(Vec::len).sum();
+    if data > (i32::MAX as usize).saturating_sub(TABLES_MARGIN) {
+        return Err(Error::Unimplemented {
+            what: format!("a TensorFlow Lite file with {data} bytes of weights"),
+            msg: "a FlatBuffer holds under 2 GiB; wgflow does not write TFLite's external buffers".into(),
+        });
+    }
+    let mut b = FlatBufferBuilder::with_capacity(data + 4096);
 
     // Operator codes, one per (op, version).
     let mut codes: Vec<(i32, i32)> = Vec::new();
@@ -326,7 +337,7 @@ pub(crate) fn to_bytes(m: &FModel) -> Vec<u8> {
     b.push_slot_always(slot(7), sigs);
     let model = b.end_table(mt);
     b.finish(model, Some("TFL3"));
-    b.finished_data().to_vec()
+    Ok(b.finished_data().to_vec())
 }
 
 fn tensor_maps<'f>(
