@@ -24,8 +24,5 @@ fn dequantize_int8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
     }
     let r = i / p.cols;
     let j = i % p.cols;
-    let w = packed[r * p.words + j / 4u];
-    // Arithmetic shifts sign-extend byte j % 4.
-    let q = (w << (24u - 8u * (j % 4u))) >> 24u;
-    dst[i] = f32(q) * scales[r];
+    dst[i] = int8_at(packed[r * p.words + j / 4u], j) * scales[r];
 }

@@ -350,6 +350,130 @@ fn dequantize_int8() {
     );
 }
 
+/// Random int8 weights: `rows` rows of `cols` values as packed words, and
+/// scales of up to about 1/127, so the weights are of unit scale as
+/// quantization makes them (the tolerances assume operands of that scale).
+fn int8_weights(rows: usize, cols: usize, seed: u64) -> (Tensor, Tensor) {
+    let words = randint(&[rows, cols.div_ceil(4)], -1_000_000_000, 1_000_000_000, seed);
+    let s: Vec<f32> = randn(&[rows], seed + 1, DType::F32)
+        .to_vec::<f32>()
+        .unwrap()
+        .iter()
+        .map(|v| v.abs() / 127.0)
+        .collect();
+    (words, Tensor::from_vec(s, &[rows], &cpu()).unwrap())
+}
+
+#[test]
+fn int8_products() {
+    // The int8 weights expanded inside the GEMM core, on the GPUs' tiled
+    // path and the CPU adapters' register path (whose convolutions run on
+    // patch matrices).
+    for v in [GemmVariant::Tiled, GemmVariant::Register] {
+        force_gemm_variant(v);
+        let mut s = Suite::new(if v == GemmVariant::Tiled {
+            "int8 products, tiled kernel"
+        } else {
+            "int8 products, register kernel"
+        });
+        let shapes: [(&[usize], usize); 11] = [
+            (&[1, 1], 1),
+            (&[3, 5], 7),
+            (&[7, 4], 3),
+            (&[2, 3, 13], 5),
+            (&[65, 17], 63),
+            (&[1, 129], 70),
+            (&[64, 64], 64),
+            (&[2, 2, 2, 9], 11),
+            (&[0, 6], 4),
+            (&[4, 6], 0),
+            (&[4, 0], 3),
+        ];
+        for (i, (a, n)) in shapes.iter().enumerate() {
+            let k = a[a.len() - 1];
+            let (w, sc) = int8_weights(*n, k, i as u64 * 3);
+            s.check(Op::MatMulInt8, &[randn(a, i as u64, DType::F32), w, sc]);
+        }
+        // Special values: NaN and inf in the input, inf and 0 scales.
+        let x = Tensor::from_vec(
+            vec![f32::NAN, 1.0, -2.0, f32::INFINITY, 0.5, -0.0, 3.0, f32::NEG_INFINITY],
+            &[2, 4],
+            &cpu(),
+        )
+        .unwrap();
+        let (w, _) = int8_weights(3, 4, 40);
+        let sc = Tensor::from_vec(vec![f32::INFINITY, 0.0, 1.5], &[3], &cpu()).unwrap();
+        s.check(Op::MatMulInt8, &[x, w, sc]);
+        let ex = Padding::Explicit {
+            top: 1,
+            bottom: 0,
+            left: 2,
+            right: 1,
+        };
+        let cases = [
+            ([1, 5, 5, 1], [3, 3], 1, conv([1, 1], Padding::Same, [1, 1], 1)),
+            ([2, 7, 6, 3], [3, 2], 5, conv([1, 1], Padding::Valid, [1, 1], 1)),
+            ([2, 9, 11, 4], [3, 3], 6, conv([2, 2], Padding::Same, [1, 1], 1)),
+            ([2, 8, 8, 3], [3, 3], 4, conv([1, 1], Padding::Same, [2, 2], 1)),
+            ([1, 6, 7, 2], [2, 3], 3, conv([2, 1], ex, [1, 2], 1)),
+            ([2, 7, 5, 6], [3, 3], 9, conv([2, 2], Padding::Same, [1, 1], 3)),
+            ([3, 5, 5, 5], [1, 1], 5, conv([1, 1], Padding::Valid, [1, 1], 5)),
+            ([4, 14, 14, 8], [3, 3], 67, conv([1, 1], Padding::Same, [1, 1], 1)),
+            ([0, 4, 4, 2], [3, 3], 2, conv([1, 1], Padding::Same, [1, 1], 1)),
+            ([1, 3, 3, 2], [3, 3], 0, conv([1, 1], Padding::Same, [1, 1], 1)),
+        ];
+        for (i, (xs, k, o, a)) in cases.iter().enumerate() {
+            let fs = vec![k[0], k[1], xs[3] / a.groups, *o];
+            let (w, sc) = int8_weights(*o, fs[0] * fs[1] * fs[2], 100 + i as u64);
+            let x = randn(xs, 200 + i as u64, DType::F32);
+            s.check(Op::Conv2dInt8(a.clone(), fs), &[x, w, sc]);
+        }
+        // The fused ops equal the float ops on the dequantized weights.
+        let (w, sc) = int8_weights(6, 18, 7);
+        let x = randn(&[2, 5, 5, 2], 8, DType::F32);
+        let a = conv([1, 1], Padding::Same, [1, 1], 1);
+        for d in std::iter::once(cpu()).chain(gpus()) {
+            let (x, w, sc) = (
+                x.to_device(&d).unwrap(),
+                w.to_device(&d).unwrap(),
+                sc.to_device(&d).unwrap(),
+            );
+            let deq = wgflow::ops::layout::dequantize_int8(&w, &sc, 18).unwrap();
+            let f = deq.reshape(&[6, 3, 3, 2]).unwrap().transpose(&[1, 2, 3, 0]).unwrap();
+            let want = wgflow::ops::apply(Op::Conv2d(a.clone()), &[&x, &f]).unwrap();
+            let got = wgflow::ops::apply(Op::Conv2dInt8(a.clone(), vec![3, 3, 2, 6]), &[&x, &w, &sc]).unwrap();
+            let v = |t: Tensor| t.to_vec::<f32>().unwrap();
+            assert_close(&v(got), &v(want), 1e-5, &format!("conv2d_int8 on {d}"));
+            let rows = randn(&[5, 18], 9, DType::F32).to_device(&d).unwrap();
+            let want = rows.matmul_t(&deq, false, true).unwrap();
+            let got = wgflow::ops::apply(Op::MatMulInt8, &[&rows, &w, &sc]).unwrap();
+            assert_close(&v(got), &v(want), 1e-5, &format!("matmul_int8 on {d}"));
+        }
+        // Bad operands are shape errors naming the op.
+        let (w, sc) = int8_weights(4, 8, 9);
+        s.check_err(Op::MatMulInt8, &[randn(&[2, 9], 1, DType::F32), w.clone(), sc.clone()]);
+        s.check_err(Op::MatMulInt8, &[randn(&[8], 1, DType::F32), w.clone(), sc.clone()]);
+        s.check_err(Op::MatMulInt8, &[randn(&[2, 8], 1, DType::F16), w.clone(), sc.clone()]);
+        s.check_err(
+            Op::MatMulInt8,
+            &[randn(&[2, 8], 1, DType::F32), w.clone(), randn(&[3], 1, DType::F32)],
+        );
+        s.check_err(Op::MatMulInt8, &[randn(&[2, 8], 1, DType::F32), sc.clone(), w.clone()]);
+        let a = conv([1, 1], Padding::Same, [1, 1], 1);
+        let x = randn(&[1, 4, 4, 2], 1, DType::F32);
+        s.check_err(
+            Op::Conv2dInt8(a.clone(), vec![2, 2, 2, 5]),
+            &[x.clone(), w.clone(), sc.clone()],
+        );
+        s.check_err(
+            Op::Conv2dInt8(a.clone(), vec![2, 2, 3, 4]),
+            &[x.clone(), w.clone(), sc.clone()],
+        );
+        s.check_err(Op::Conv2dInt8(a.clone(), vec![8, 4]), &[x, w, sc]);
+    }
+    force_gemm_variant(GemmVariant::Auto);
+}
+
 #[test]
 fn reduce() {
     // Both kernel families on every adapter: a workgroup tree per row (GPUs)

@@ -100,6 +100,26 @@ fn int8_weights_predict_the_same_classes_with_a_quarter_of_the_memory() {
         );
         let same = cw.iter().zip(&cg).filter(|(a, b)| a == b).count();
         assert!(same >= 392, "{d}: {same} of 400 classes agree");
+        // The weights are expanded inside the product kernels: no f32 copy
+        // of them is computed.
+        let xd = x.to_device(d).unwrap();
+        let plan = q.signature("serving_default").unwrap().graph(&[xd]).unwrap().describe();
+        assert_eq!(plan.matches("conv2d_int8").count(), 1, "{d}:\n{plan}");
+        assert_eq!(plan.matches("matmul_int8").count(), 1, "{d}:\n{plan}");
+        assert!(!plan.contains("dequantize_int8"), "{d}:\n{plan}");
+        if d.is_gpu() {
+            // Nor does the step hold one: its intermediate buffers are the
+            // float model's.
+            predict(&mut f, &x, d);
+            predict(&mut q, &x, d);
+            let xd = x.to_device(d).unwrap();
+            let bytes = |m: &mut saved_model::Loaded| {
+                let g = m.signature("serving_default").unwrap().graph(&[xd.clone()]).unwrap();
+                g.memory_plan().expect("a memory plan after three calls").bytes
+            };
+            let (fb, qb) = (bytes(&mut f), bytes(&mut q));
+            assert!(qb <= fb, "{d}: int8 step buffers {qb} bytes, float {fb}");
+        }
         if d.is_gpu() {
             // The packed weights are what the device holds: a quarter of the bytes.
             let words: usize = q

@@ -1,4 +1,5 @@
-//! Graph compilation: dead-op elimination, then fusion into generated
+//! Graph compilation: dead-op elimination, int8 weights fused into the
+//! products that read them (`fuse_int8`), then fusion into generated
 //! kernels (see [`super::fused`] for what one kernel can do).
 //!
 //! Grouping, in graph order:
@@ -34,6 +35,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet};
 
 pub(crate) fn compile(g: &mut Graph) -> Result<()> {
     eliminate_dead(g);
+    fuse_int8(g);
     // A bug in the fuser must not cost the user their step: run unfused.
     if let Err(e) = plan(g).and_then(|p| apply(g, p)) {
         log::warn!("graph fusion failed ({e}); running the graph unfused");
@@ -59,6 +61,110 @@ fn eliminate_dead(g: &mut Graph) {
     });
     g.sources
         .retain(|(v, s)| live.contains(v) || matches!(s, Source::Arg(_) | Source::Host(_)));
+}
+
+/// Int8 weights go into the kernels that read them: `dequantize_int8`
+/// feeding a matmul's transposed `b` becomes `matmul_int8`, and
+/// `dequantize_int8 -> reshape [O, KH, KW, CG] -> transpose [1, 2, 3, 0]`
+/// feeding a convolution's filter becomes `conv2d_int8` (the shapes
+/// `ConcreteFunction::with_int8_weights` writes), when nothing else reads
+/// the intermediate values. The f32 weights then never exist on the device.
+fn fuse_int8(g: &mut Graph) {
+    let mut uses = vec![0usize; g.values.len()];
+    let reads = g.nodes.iter().flat_map(|n| n.inputs().to_vec());
+    for v in reads
+        .chain(g.outputs.iter().copied())
+        .chain(g.assigns.iter().map(|(_, v)| *v))
+    {
+        if let Some(u) = uses.get_mut(v) {
+            *u += 1;
+        }
+    }
+    // The node producing each value.
+    let mut producer = HashMap::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        for o in n.outputs() {
+            producer.insert(o, i);
+        }
+    }
+    let single = |v: usize| uses.get(v) == Some(&1);
+    let op_of = |i: usize| match &g.nodes[i] {
+        Node::Op { op, inputs, .. } => Some((op, inputs.as_slice())),
+        Node::Fused { .. } => None,
+    };
+    // The dequantize node whose output is `v`, read once, and its inputs.
+    let dequant = |v: usize| -> Option<(usize, Vec<usize>, usize)> {
+        let i = *producer.get(&v)?;
+        match op_of(i)? {
+            (Op::DequantizeInt8 { cols }, x) if single(v) => Some((i, x.to_vec(), *cols)),
+            _ => None,
+        }
+    };
+    let f32_on = |v: usize, dev: &crate::runtime::Device| {
+        g.values
+            .get(v)
+            .is_some_and(|x| x.dtype == DType::F32 && &x.device == dev)
+    };
+    let mut rewrites: Vec<(usize, Op, Vec<usize>, Vec<usize>)> = Vec::new();
+    for (i, n) in g.nodes.iter().enumerate() {
+        let Node::Op { op, inputs, outputs } = n else { continue };
+        let (Some(&a), Some(&w), Some(&out)) = (inputs.first(), inputs.get(1), outputs.first()) else {
+            continue;
+        };
+        let dev = &g.values[out].device;
+        let fused = match op {
+            Op::MatMul { ta: false, tb: true } => dequant(w).and_then(|(d, x, cols)| {
+                let wshape = &g.values[w].shape;
+                let k = g.values[a].shape.last().copied();
+                (wshape.len() == 2 && k == Some(cols) && f32_on(a, dev)).then(|| (Op::MatMulInt8, x, vec![d]))
+            }),
+            Op::Conv2d(attrs) => (|| {
+                let (ri, rx) = op_of(*producer.get(&w)?)?;
+                let (Op::Permute(perm), &[r]) = (ri, rx) else {
+                    return None;
+                };
+                let (ro, rin) = op_of(*producer.get(&r)?)?;
+                let (Op::Reshape(o4), &[dv]) = (ro, rin) else {
+                    return None;
+                };
+                let (d, x, cols) = dequant(dv)?;
+                let fs = g.values[w].shape.clone();
+                let ok = perm.as_slice() == [1, 2, 3, 0]
+                    && single(w)
+                    && single(r)
+                    && o4.len() == 4
+                    && fs.len() == 4
+                    && o4.as_slice() == [fs[3], fs[0], fs[1], fs[2]]
+                    && cols == fs[0] * fs[1] * fs[2]
+                    && f32_on(a, dev);
+                let drop = vec![d, producer[&r], producer[&w]];
+                ok.then(|| (Op::Conv2dInt8(attrs.clone(), fs), x, drop))
+            })(),
+            _ => None,
+        };
+        if let Some((op, x, drop)) = fused {
+            let all_on = x.iter().all(|&v| g.values.get(v).is_some_and(|x| &x.device == dev));
+            if all_on && x.len() == 2 {
+                rewrites.push((i, op, vec![a, x[0], x[1]], drop));
+            }
+        }
+    }
+    if rewrites.is_empty() {
+        return;
+    }
+    let mut dropped = vec![false; g.nodes.len()];
+    for (i, op, inputs, drop) in rewrites {
+        let outputs = g.nodes[i].outputs();
+        g.nodes[i] = Node::Op { op, inputs, outputs };
+        for d in drop {
+            dropped[d] = true;
+        }
+    }
+    let mut i = 0;
+    g.nodes.retain(|_| {
+        i += 1;
+        !dropped[i - 1]
+    });
 }
 
 fn fusible(op: &Op) -> bool {

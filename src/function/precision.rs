@@ -125,7 +125,9 @@ impl ConcreteFunction {
     /// channel, scale max|w|/127, packed four to an i32 word) and
     /// dequantized where they are read (`Op::DequantizeInt8`): the
     /// weights' memory drops about 4x. Weights read by anything else stay
-    /// f32.
+    /// f32. Compiling the function fuses each dequantization into the
+    /// matmul or convolution reading it (`Op::MatMulInt8`,
+    /// `Op::Conv2dInt8`), so the f32 weights never exist on the device.
     pub fn with_int8_weights(&self, min_elements: usize) -> Result<ConcreteFunction> {
         let src = self.def();
         if !src.assigns.is_empty() {

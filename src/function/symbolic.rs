@@ -352,6 +352,12 @@ impl ConcreteFunction {
         self.graphs.graphs.len()
     }
 
+    /// The graph compiled for `args`' shapes, once a call has compiled
+    /// one ([`Graph::describe`](super::Graph::describe) lists its kernels).
+    pub fn graph(&self, args: &[Tensor]) -> Option<&super::Graph> {
+        self.graphs.graph(args)
+    }
+
     /// Runs the function on `args`, which must fit the input signature; an
     /// argument on another device is copied to the function's.
     pub fn call(&mut self, args: &[Tensor]) -> Result<Vec<Tensor>> {

@@ -26,6 +26,7 @@ use crate::tensor::Tensor;
 pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
     let k = match op {
         Op::Conv2d(_) => numel(&x[1].shape()[..3]),
+        Op::Conv2dInt8(_, fs) => numel(&fs[..3.min(fs.len())]),
         Op::Conv2dInputGrad(_, _) => x[1].shape()[0] * x[1].shape()[1] * x[1].shape()[3],
         _ => numel(&x[1].shape()[..3]),
     };
@@ -34,6 +35,18 @@ pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     let name = op.name();
+    if let Op::Conv2dInt8(a, fs) = op {
+        if x[0].dtype() != DType::F32 || fs.len() != 4 {
+            return Err(Error::shape(
+                name,
+                &[x[0].shape(), fs],
+                "needs an f32 input and a filter shape [KH, KW, CG, O]",
+            ));
+        }
+        let g = check_pair(name, a, x[0].shape(), fs)?;
+        super::layout::check_int8(name, x[1], x[2], Some(fs[3]), numel(&fs[..3]))?;
+        return Ok((vec![g.n, g.oh, g.ow, g.o], DType::F32));
+    }
     if x[0].dtype() != x[1].dtype() || !x[0].dtype().is_float() {
         return Err(Error::dtype(
             name,
@@ -84,6 +97,16 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
             run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, x[1])?,
             run(Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), x[0], dy)?,
         ],
+        // The int8 weights are constants: only the input gets a gradient.
+        Op::Conv2dInt8(a, fs) => {
+            let w = super::layout::dequantize_int8(x[1], x[2], numel(&fs[..3]))?;
+            let f = exec(Op::Reshape(vec![fs[3], fs[0], fs[1], fs[2]]), &[&w])?.transpose(&[1, 2, 3, 0])?;
+            vec![
+                run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, &f)?,
+                None,
+                None,
+            ]
+        }
         // z = dx(g, f): <dz, z> = <conv(dz, f), g> = <df(dz, g), f>
         Op::Conv2dInputGrad(a, _) => vec![
             run(Op::Conv2d(a.clone()), dy, x[1])?,

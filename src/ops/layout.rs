@@ -153,20 +153,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
             Ok((out, dy.dtype()))
         }
         Op::DequantizeInt8 { cols } => {
-            let s = x[1];
-            let rows = sh.first().copied().unwrap_or(0);
-            let ok = a.dtype() == DType::I32
-                && s.dtype() == DType::F32
-                && sh.len() == 2
-                && sh[1] == cols.div_ceil(4)
-                && s.shape() == [rows];
-            if !ok {
-                return Err(Error::shape(
-                    name,
-                    &[sh, s.shape()],
-                    format!("needs int32 words [rows, ceil({cols} / 4)] and f32 scales [rows]"),
-                ));
-            }
+            let rows = check_int8(name, a, x[1], None, *cols)?;
             Ok((vec![rows, *cols], DType::F32))
         }
         Op::OneHot { depth, dtype, .. } => {
@@ -240,6 +227,35 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<V
         Op::DequantizeInt8 { .. } => vec![None, None],
         _ => unreachable!(),
     })
+}
+
+/// Checks int8 weights as [`Op::DequantizeInt8`] and the fused int8 ops
+/// read them: int32 words `[rows, ceil(cols / 4)]` and f32 scales
+/// `[rows]`, with `rows` as given; returns the rows.
+pub(crate) fn check_int8(
+    name: &'static str,
+    packed: &Tensor,
+    scales: &Tensor,
+    rows: Option<usize>,
+    cols: usize,
+) -> Result<usize> {
+    let sh = packed.shape();
+    let r = sh.first().copied().unwrap_or(0);
+    let ok = packed.dtype() == DType::I32
+        && scales.dtype() == DType::F32
+        && sh.len() == 2
+        && sh[1] == cols.div_ceil(4)
+        && scales.shape() == [r]
+        && rows.is_none_or(|want| want == r);
+    if !ok {
+        let rows = rows.map_or("rows".to_string(), |r| r.to_string());
+        return Err(Error::shape(
+            name,
+            &[sh, scales.shape()],
+            format!("needs int32 words [{rows}, ceil({cols} / 4)] and f32 scales [{rows}]"),
+        ));
+    }
+    Ok(r)
 }
 
 // ---- public API ----------------------------------------------------------

@@ -22,13 +22,17 @@ use crate::tensor::Tensor;
 /// f32 sums of k products: rounding grows like sqrt(k) per partial sum of
 /// size ~sqrt(k), so up to ~k ulps of the operands' scale in a long sum.
 pub(crate) fn tolerance(op: &Op, x: &[&Tensor]) -> Tol {
-    let Op::MatMul { ta, tb } = *op else { unreachable!() };
-    let (_, _, k, _) = dims(ta, tb, x[0].shape(), x[1].shape());
+    let k = match *op {
+        Op::MatMul { ta, tb } => dims(ta, tb, x[0].shape(), x[1].shape()).2,
+        _ => x[0].shape().last().copied().unwrap_or(0),
+    };
     Tol::new(2e-6 * (k as f64).sqrt().max(1.0) + 2e-7 * k as f64, 1e-5)
 }
 
 pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
-    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let Op::MatMul { ta, tb } = *op else {
+        return infer_int8(x);
+    };
     let (a, b) = (x[0], x[1]);
     if a.dtype() != b.dtype() || !a.dtype().is_float() {
         return Err(Error::dtype(
@@ -58,10 +62,32 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
     Ok((out, a.dtype()))
 }
 
+/// `a [..., M, K]` f32 with int8 weights `[N, ceil(K / 4)]` and scales `[N]`.
+fn infer_int8(x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
+    let a = x[0];
+    if a.dtype() != DType::F32 || a.rank() < 2 {
+        return Err(Error::shape(
+            "matmul_int8",
+            &[a.shape(), x[1].shape(), x[2].shape()],
+            "needs an f32 operand of rank >= 2",
+        ));
+    }
+    let k = a.shape()[a.rank() - 1];
+    let n = super::layout::check_int8("matmul_int8", x[1], x[2], None, k)?;
+    let mut out = a.shape().to_vec();
+    *out.last_mut().unwrap_or(&mut 0) = n;
+    Ok((out, DType::F32))
+}
+
 /// TensorFlow's MatMulGrad for the four transpose cases, summed back over
-/// broadcast batch dimensions.
+/// broadcast batch dimensions. The int8 weights of `matmul_int8` are
+/// constants: only its input gets a gradient.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
-    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let Op::MatMul { ta, tb } = *op else {
+        let k = x[0].shape().last().copied().unwrap_or(0);
+        let w = super::layout::dequantize_int8(x[1], x[2], k)?;
+        return Ok(vec![Some(matmul(dy, &w)?), None, None]);
+    };
     let (a, b) = (x[0], x[1]);
     let (da, db) = match (ta, tb) {
         (false, false) => (matmul_t(dy, b, false, true)?, matmul_t(a, dy, true, false)?),

@@ -215,6 +215,7 @@ pub(crate) fn geom_of(op: &Op, x: &[&[usize]]) -> Result<Geom> {
     let name = op.name();
     match op {
         Op::Conv2d(a) => geom(name, a, x[0], x[1]),
+        Op::Conv2dInt8(a, fs) => geom(name, a, x[0], fs),
         Op::Conv2dInputGrad(a, xs) => geom(name, a, xs, x[1]),
         Op::Conv2dFilterGrad(a, fs) => geom(name, a, x[0], fs),
         _ => unreachable!(),

@@ -117,8 +117,20 @@ pub enum Op {
         /// Use `b`'s last two axes transposed (`transpose_b`).
         tb: bool,
     },
+    /// Inputs (a `[..., M, K]` f32, packed `[N, ceil(K / 4)]` i32, scales
+    /// `[N]` f32): `a @ w^T` with `w = dequantize_int8(packed, scales, K)`,
+    /// the weights expanded inside the GEMM kernel, never stored as f32.
+    /// Compiled functions read int8 weights through it (see
+    /// [`Op::DequantizeInt8`]).
+    MatMulInt8,
     /// Inputs (x NHWC, filter HWIO): 2-D convolution.
     Conv2d(conv::Conv2d),
+    /// Inputs (x NHWC, packed `[O, ceil(KH * KW * CG / 4)]` i32, scales `[O]`
+    /// f32): `conv2d` with the HWIO filter of the given shape `[KH, KW, CG,
+    /// O]` whose output channel `o` is row `o` of
+    /// `dequantize_int8(packed, scales, KH * KW * CG)`, expanded inside the
+    /// convolution kernel.
+    Conv2dInt8(conv::Conv2d, Vec<usize>),
     /// Gradient of conv2d with respect to its input, of the given shape.
     Conv2dInputGrad(conv::Conv2d, Vec<usize>),
     /// Gradient of conv2d with respect to its filter, of the given shape.
@@ -195,7 +207,9 @@ impl Op {
             Op::Pad { .. } => "pad",
             Op::GatherGrad { .. } => "gather_grad",
             Op::MatMul { .. } => "matmul",
+            Op::MatMulInt8 => "matmul_int8",
             Op::Conv2d(_) => "conv2d",
+            Op::Conv2dInt8(..) => "conv2d_int8",
             Op::Conv2dInputGrad(..) => "conv2d_backprop_input",
             Op::Conv2dFilterGrad(..) => "conv2d_backprop_filter",
             Op::Pool(p) => p.name(),
@@ -254,7 +268,7 @@ impl Op {
             | Op::PoolGrad(_)
             | Op::SparseXent
             | Op::SparseXentGrad => 2..=2,
-            Op::UnaryGrad(_) | Op::Where => 3..=3,
+            Op::UnaryGrad(_) | Op::Where | Op::MatMulInt8 | Op::Conv2dInt8(..) => 3..=3,
             Op::Concat { .. } => 1..=usize::MAX,
             Op::Optimizer(_) => 3..=6,
         }
@@ -307,8 +321,8 @@ impl Op {
             | Op::GatherGrad { .. }
             | Op::DequantizeInt8 { .. }
             | Op::StopGradient => Family::Layout,
-            Op::MatMul { .. } => Family::MatMul,
-            Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => Family::Conv,
+            Op::MatMul { .. } | Op::MatMulInt8 => Family::MatMul,
+            Op::Conv2d(_) | Op::Conv2dInt8(..) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => Family::Conv,
             Op::Pool(_) | Op::PoolGrad(_) => Family::Pool,
             Op::Reduce { .. } | Op::ArgReduce { .. } => Family::Reduce,
             Op::Softmax { .. } | Op::SparseXent | Op::SparseXentGrad => Family::Softmax,

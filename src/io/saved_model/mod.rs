@@ -97,8 +97,8 @@ pub fn convert_precision(
 /// weights (`Optimize.DEFAULT`'s dynamic-range quantization, as wgflow
 /// runs it): every matmul or convolution weight of 1,024 values or more is
 /// stored as int8 per output channel (scale max|w|/127), four to an i32
-/// word, and dequantized on the device where it is read (see
-/// [`ConcreteFunction::with_int8_weights`]). The weights take about 4x
+/// word, and expanded inside the matmul and convolution kernels that read
+/// it (see [`ConcreteFunction::with_int8_weights`]). The weights take about 4x
 /// less space on disk and in device memory. The file uses wgflow's own
 /// `WgflowDequantizeInt8` op: wgflow loads it, TensorFlow does not.
 pub fn quantize_weights(input_dir: impl AsRef<Path>, output_dir: impl AsRef<Path>) -> Result<()> {

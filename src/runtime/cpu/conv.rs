@@ -170,6 +170,22 @@ fn conv_cpu<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F]) -> Vec<F> {
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
+    if let Op::Conv2dInt8(a, fs) = op {
+        // The filter dequantized ([O, KH*KW*CG]) and laid out HWIO.
+        let g = geom_of(op, &[x[0].shape(), fs])?;
+        let kg = crate::core::shape::numel(&fs[..3]);
+        let rows = super::layout::dequantize(&x[1], &x[2], kg);
+        let mut f = vec![0.0f32; rows.len()];
+        for (o, row) in rows.chunks(kg.max(1)).enumerate() {
+            for (j, &v) in row.iter().enumerate() {
+                f[j * fs[3] + o] = v;
+            }
+        }
+        let CpuData::F32(p) = x[0].cpu_data() else {
+            unreachable!()
+        };
+        return Ok(CpuData::F32(conv_cpu(&Op::Conv2d(a.clone()), &g, p, &f)));
+    }
     let g = geom_of(op, &[x[0].shape(), x[1].shape()])?;
     Ok(match (x[0].cpu_data(), x[1].cpu_data()) {
         (CpuData::F32(p), CpuData::F32(q)) => CpuData::F32(conv_cpu(op, &g, p, q)),

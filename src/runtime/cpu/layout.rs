@@ -11,6 +11,24 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
+/// `[rows, cols]` f32 from int8 weights (words `[rows, ceil(cols / 4)]`,
+/// low byte first) and scales `[rows]`: `Op::DequantizeInt8`, and the
+/// weights of the fused int8 ops' reference kernels.
+pub(crate) fn dequantize(words: &Operand, scales: &Operand, cols: usize) -> Vec<f32> {
+    let (CpuData::I32(words), CpuData::F32(scales)) = (words.cpu_data(), scales.cpu_data()) else {
+        unreachable!()
+    };
+    let per = cols.div_ceil(4);
+    let mut v = Vec::with_capacity(scales.len() * cols);
+    for (r, &s) in scales.iter().enumerate() {
+        for j in 0..cols {
+            let byte = (words[r * per + j / 4] >> (8 * (j % 4))) as i8;
+            v.push(f32::from(byte) * s);
+        }
+    }
+    v
+}
+
 /// Copies `src` viewed with `strides` from `off` into a new contiguous vector.
 fn gather_strided<T: Copy>(src: &[T], shape: &[usize], strides: &[usize], off: usize) -> Vec<T> {
     crate::core::shape::StridedIter::new(shape, strides, off)
@@ -86,20 +104,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
                 o
             }))
         }
-        Op::DequantizeInt8 { cols } => {
-            let (CpuData::I32(words), CpuData::F32(scales)) = (a.cpu_data(), x[1].cpu_data()) else {
-                unreachable!()
-            };
-            let per = cols.div_ceil(4);
-            let mut v = Vec::with_capacity(scales.len() * cols);
-            for (r, &s) in scales.iter().enumerate() {
-                for j in 0..*cols {
-                    let byte = (words[r * per + j / 4] >> (8 * (j % 4))) as i8;
-                    v.push(f32::from(byte) * s);
-                }
-            }
-            Ok(CpuData::F32(v))
-        }
+        Op::DequantizeInt8 { cols } => Ok(CpuData::F32(dequantize(&a, &x[1], *cols))),
         Op::OneHot { depth, on, off, .. } => {
             let CpuData::I32(idx) = a.cpu_data() else {
                 unreachable!()

@@ -11,7 +11,9 @@ use crate::core::shape::*;
 use crate::runtime::Operand;
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Result<CpuData> {
-    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let Op::MatMul { ta, tb } = *op else {
+        return Ok(CpuData::F32(int8(x, out)));
+    };
     let (a, b) = (x[0], x[1]);
     let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
     let ob = &out[..out.len() - 2];
@@ -71,4 +73,39 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
         (CpuData::F64(av), CpuData::F64(bv)) => CpuData::F64(run(av, bv, &oa, &obb, m, n, k, st)),
         _ => unreachable!(),
     })
+}
+
+/// `matmul_int8`: the weights dequantized (`[N, K]`), then one GEMM over
+/// every row of `a` against their transpose.
+fn int8(x: &[Operand], out: &[usize]) -> Vec<f32> {
+    let k = x[0].shape().last().copied().unwrap_or(0);
+    let n = out.last().copied().unwrap_or(0);
+    let rows = numel(&out[..out.len() - 1]);
+    let w = super::layout::dequantize(&x[1], &x[2], k);
+    let CpuData::F32(a) = x[0].cpu_data() else {
+        unreachable!()
+    };
+    let mut c = vec![0.0f32; rows * n];
+    if rows * n == 0 {
+        return c;
+    }
+    // SAFETY: a is [rows, k], w is [n, k] read as its transpose, c is [rows, n].
+    unsafe {
+        f32::gemm(
+            rows,
+            k,
+            n,
+            a.as_ptr(),
+            k as isize,
+            1,
+            w.as_ptr(),
+            1,
+            k as isize,
+            0.0,
+            c.as_mut_ptr(),
+            n as isize,
+            1,
+        );
+    }
+    c
 }

@@ -42,9 +42,28 @@ pub static CONV: Kernel = Kernel::new(
     &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/gemm_scalar.wgsl"),
+        include_str!("../../../shaders/conv_patch.wgsl"),
         include_str!("../../../shaders/conv.wgsl"),
     ],
     &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<ConvParams>()],
+);
+
+/// The forward convolution with an int8 filter (`Op::Conv2dInt8`) as an
+/// implicit GEMM: conv.wgsl's patches with conv_int8.wgsl's filter, whose
+/// values are expanded while tiles load.
+pub static CONV_INT8: Kernel = Kernel::new(
+    "conv_int8",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/int8.wgsl"),
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/gemm_scalar.wgsl"),
+        include_str!("../../../shaders/conv_patch.wgsl"),
+        include_str!("../../../shaders/conv_int8.wgsl"),
+    ],
+    &[KType::F32],
     &[ParamsLayout::of::<ConvParams>()],
 );
 
@@ -77,6 +96,8 @@ params! {
         mode: u32,
         tx0: u32,
         ty0: u32,
+        words: u32,
+        _pad: u32,
     }
 }
 
@@ -109,6 +130,9 @@ impl ConvParams {
 }
 
 pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    if let Op::Conv2dInt8(_, fs) = op {
+        return gpu_int8(op, gd, x, fs, out);
+    }
     let g = geom_of(op, &[x[0].shape(), x[1].shape()])?;
     let n_out = numel(out);
     let pix = g.n * g.oh * g.ow;
@@ -259,6 +283,77 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
                 (pix * kg, g.og, g.og),
             )?;
         }
+    }
+    Ok(y)
+}
+
+/// `conv2d_int8`: on register-path adapters (while the patch matrix fits
+/// one binding) the patch matrix times the int8 rows through
+/// `matmul.rs`'s [`Int8Gemm`](super::matmul::Int8Gemm), one batch entry per
+/// group; elsewhere one implicit GEMM (`CONV_INT8`).
+fn gpu_int8(op: &Op, gd: &Gpu, x: &[Operand], fs: &[usize], out: &[usize]) -> Result<GpuBuf> {
+    let g = geom_of(op, &[x[0].shape(), fs])?;
+    let n_out = numel(out);
+    let pix = g.n * g.oh * g.ow;
+    let kg = g.kh * g.kw * g.cg;
+    let f32s = DType::F32.size();
+    if n_out == 0 || pix == 0 || kg == 0 {
+        return super::creation::fill_gpu(gd, n_out, 0.0, DType::F32);
+    }
+    let y = gd.alloc(op.name(), (n_out * f32s) as u64)?;
+    let (wq, scales) = (x[1].gpu_buf(), x[2].gpu_buf());
+    let cols_bytes = (g.g * pix * kg * f32s) as u64;
+    if gd.gemm_register() && cols_bytes <= gd.max_binding() {
+        let cols = gd.alloc(op.name(), cols_bytes)?;
+        gd.launch(&Launch {
+            kernel: &CONV,
+            entry: "im2col",
+            ty: KType::F32,
+            consts: &[],
+            params: ParamBlock::of(&ConvParams::of(&g)),
+            bufs: &[x[0].gpu_buf(), &cols],
+            groups: grid(g.g * pix * kg, 256),
+        })?;
+        super::matmul::Int8Gemm {
+            a: &cols,
+            wq,
+            scales,
+            c: &y,
+            m: pix,
+            n: g.og,
+            k: kg,
+            batch: g.g,
+            lda: kg,
+            ldc: g.o,
+            sa: pix * kg,
+            sc: g.og,
+            rows: g.og,
+        }
+        .launch(gd)?;
+        return Ok(y);
+    }
+    let (entry, tiles) = super::matmul::gemm_grid(gd, pix, g.og, g.g);
+    for ([x0, y0, b0], groups) in chunks(tiles) {
+        let u = |v: usize| v as u32;
+        gd.launch(&Launch {
+            kernel: &CONV_INT8,
+            entry,
+            ty: KType::F32,
+            consts: &[],
+            params: ParamBlock::of(&ConvParams {
+                kc: u(kg),
+                ktotal: u(kg),
+                gm: u(pix),
+                gn: u(g.og),
+                b0: u(b0),
+                tx0: u(x0),
+                ty0: u(y0),
+                words: u(kg.div_ceil(4)),
+                ..ConvParams::of(&g)
+            }),
+            bufs: &[x[0].gpu_buf(), wq, &y, scales],
+            groups,
+        })?;
     }
     Ok(y)
 }

@@ -55,6 +55,7 @@ pub static DEQUANT: Kernel = Kernel::new(
     "dequantize",
     &[
         include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/int8.wgsl"),
         include_str!("../../../shaders/dequantize.wgsl"),
     ],
     &[KType::F32],

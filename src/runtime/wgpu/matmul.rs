@@ -62,6 +62,96 @@ pub static MATMUL_SG: Kernel = Kernel::new(
     &[ParamsLayout::of::<MatmulParams>()],
 );
 
+/// Products with int8 weights (`Op::MatMulInt8`, and `Op::Conv2dInt8`'s
+/// patch matrices): the GEMM core's `gemm` with matmul_int8.wgsl's
+/// loaders, which expand the weights while loading tiles, or on CPU
+/// adapters its `gemm_reg_int8`, which reads them a word at a time.
+pub static MATMUL_INT8: Kernel = Kernel::new(
+    "matmul_int8",
+    &[
+        include_str!("../../../shaders/int8.wgsl"),
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/gemm_scalar.wgsl"),
+        include_str!("../../../shaders/matmul_int8.wgsl"),
+    ],
+    &[KType::F32],
+    &[ParamsLayout::of::<Int8Params>()],
+);
+
+params! {
+    /// shaders/matmul_int8.wgsl's `Params`.
+    pub struct Int8Params = "Params" {
+        m: u32,
+        n: u32,
+        k: u32,
+        b0: u32,
+        lda: u32,
+        ldc: u32,
+        sa: u32,
+        sc: u32,
+        rows: u32,
+        words: u32,
+        tx0: u32,
+        ty0: u32,
+    }
+}
+
+/// One batched product `C[b] = A[b] W_b^T` with int8 weight rows: `A[b]`
+/// is `[m, k]` at `b * sa` (row stride `lda`), `W_b` the `n` rows from row
+/// `b * rows` of `wq` / `scales`, `C[b]` at `b * sc` (row stride `ldc`).
+pub(crate) struct Int8Gemm<'a> {
+    pub a: &'a GpuBuf,
+    pub wq: &'a GpuBuf,
+    pub scales: &'a GpuBuf,
+    pub c: &'a GpuBuf,
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub batch: usize,
+    pub lda: usize,
+    pub ldc: usize,
+    pub sa: usize,
+    pub sc: usize,
+    pub rows: usize,
+}
+
+impl Int8Gemm<'_> {
+    pub(crate) fn launch(&self, g: &Gpu) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.batch == 0 {
+            return Ok(());
+        }
+        let (entry, tiles) = gemm_grid(g, self.m, self.n, self.batch);
+        let entry = if entry == "gemm_reg" { "gemm_reg_int8" } else { entry };
+        for ([x0, y0, b0], groups) in chunks(tiles) {
+            let u = |v: usize| v as u32;
+            let params = Int8Params {
+                m: u(self.m),
+                n: u(self.n),
+                k: u(self.k),
+                b0: u(b0),
+                lda: u(self.lda),
+                ldc: u(self.ldc),
+                sa: u(self.sa),
+                sc: u(self.sc),
+                rows: u(self.rows),
+                words: u(self.k.div_ceil(4)),
+                tx0: u(x0),
+                ty0: u(y0),
+            };
+            g.launch(&Launch {
+                kernel: &MATMUL_INT8,
+                entry,
+                ty: KType::F32,
+                consts: &[],
+                params: ParamBlock::of(&params),
+                bufs: &[self.a, self.wq, self.c, self.scales],
+                groups,
+            })?;
+        }
+        Ok(())
+    }
+}
+
 params! {
     /// shaders/matmul.wgsl's `Params` (flags are 0 / 1).
     pub struct MatmulParams = "Params" {
@@ -252,7 +342,9 @@ pub(crate) fn gemm_grid(g: &Gpu, m: usize, n: usize, nz: usize) -> (&'static str
 }
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
-    let Op::MatMul { ta, tb } = *op else { unreachable!() };
+    let Op::MatMul { ta, tb } = *op else {
+        return gpu_int8(g, x, out);
+    };
     let (a, b) = (x[0], x[1]);
     let (m, n, k, _) = dims(ta, tb, a.shape(), b.shape());
     let ob = out[..out.len() - 2].to_vec();
@@ -302,5 +394,34 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         sc: m * n,
     }
     .launch(g, dtype)?;
+    Ok(c)
+}
+
+/// `matmul_int8`: every row of `a` (its leading dimensions flattened) times
+/// the transposed int8 weights, in one launch.
+fn gpu_int8(g: &Gpu, x: &[Operand], out: &[usize]) -> Result<GpuBuf> {
+    let k = x[0].shape().last().copied().unwrap_or(0);
+    let n = out.last().copied().unwrap_or(0);
+    let m = numel(&out[..out.len() - 1]);
+    if k == 0 {
+        return super::creation::fill_gpu(g, m * n, 0.0, DType::F32);
+    }
+    let c = g.alloc("matmul_int8", (m * n * DType::F32.size()) as u64)?;
+    Int8Gemm {
+        a: x[0].gpu_buf(),
+        wq: x[1].gpu_buf(),
+        scales: x[2].gpu_buf(),
+        c: &c,
+        m,
+        n,
+        k,
+        batch: 1,
+        lda: k,
+        ldc: n,
+        sa: 0,
+        sc: 0,
+        rows: 0,
+    }
+    .launch(g)?;
     Ok(c)
 }

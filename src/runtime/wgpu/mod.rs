@@ -1295,7 +1295,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 12] {
+pub fn kernels() -> [&'static Kernel; 14] {
     [
         &optim::OPTIM,
         &unary::UNARY,
@@ -1305,7 +1305,9 @@ pub fn kernels() -> [&'static Kernel; 12] {
         &layout::DEQUANT,
         &matmul::MATMUL,
         &matmul::MATMUL_SG,
+        &matmul::MATMUL_INT8,
         &conv::CONV,
+        &conv::CONV_INT8,
         &pool::POOL,
         &reduce::REDUCE,
         &softmax::SOFTMAX,
