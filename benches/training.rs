@@ -3,7 +3,13 @@
 //! `fit` replays, side by side, on every visible device and the CPU
 //! reference.
 //!
-//!     cargo bench --bench training [-- cnn|mlp]
+//!     cargo bench --bench training [-- cnn|mlp] [--tf]
+//!
+//! With `--tf`, TensorFlow's Keras trains the same models on the CPU
+//! (`train_on_batch`, benches/tf_training.py) in the same run, and the
+//! CPU device's samples/s are printed as ratios to it. The Python is
+//! `WGFLOW_PYTHON`, else the venv `.ci/run` creates
+//! (`~/.cache/wgflow-venv`).
 //!
 //! Each run takes 3 warm-up steps (tracing, pipeline compilation, pool
 //! warm-up), then is timed over at least 10 steps and 2 seconds; a step
@@ -93,24 +99,86 @@ fn bench(
     Ok(rate)
 }
 
+/// The Python with TensorFlow: `WGFLOW_PYTHON`, else `.ci/run`'s venv.
+fn python() -> Option<std::path::PathBuf> {
+    if let Some(p) = std::env::var_os("WGFLOW_PYTHON") {
+        return Some(p.into());
+    }
+    let cache = std::env::var_os("XDG_CACHE_HOME")
+        .map(std::path::PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".cache")))?;
+    let p = cache.join("wgflow-venv/bin/python");
+    p.exists().then_some(p)
+}
+
+/// TensorFlow's samples/s per model key, from benches/tf_training.py.
+fn tensorflow(keys: &[&str]) -> Vec<(String, f64)> {
+    let Some(py) = python() else {
+        println!("(TensorFlow not measured: set WGFLOW_PYTHON to a Python with tensorflow-cpu, or run .ci/run once)");
+        return Vec::new();
+    };
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/benches/tf_training.py");
+    let out = std::process::Command::new(&py).arg(script).args(keys).output();
+    match out {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (k, v) = l.split_once(' ')?;
+                Some((k.to_string(), v.trim().parse().ok()?))
+            })
+            .collect(),
+        Ok(o) => {
+            println!("(TensorFlow failed: {})", String::from_utf8_lossy(&o.stderr).trim());
+            Vec::new()
+        }
+        Err(e) => {
+            println!("(TensorFlow not measured: {}: {e})", py.display());
+            Vec::new()
+        }
+    }
+}
+
 fn main() -> wgflow::Result<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let with_tf = std::env::args().any(|a| a == "--tf");
     let devices = config::list_logical_devices()?;
     println!("wgflow training throughput");
     for d in &devices {
         println!("  {d:<6} {}", d.name());
     }
     println!();
+    let models: [(&str, &str, fn() -> Vec<Box<dyn Layer>>); 2] = [
+        ("cnn", "CNN (MNIST example), b=128", cnn),
+        ("mlp", "MLP 784-256-10, b=128", mlp),
+    ];
+    let keys: Vec<&str> = models
+        .iter()
+        .map(|m| m.0)
+        .filter(|k| filter.as_deref().is_none_or(|f| k.contains(f)))
+        .collect();
+    let mut cpu = Vec::new();
     for d in &devices {
-        let models: [(&str, &str, fn() -> Vec<Box<dyn Layer>>); 2] = [
-            ("cnn", "CNN (MNIST example), b=128", cnn),
-            ("mlp", "MLP 784-256-10, b=128", mlp),
-        ];
         for (key, name, layers) in models {
-            if filter.as_deref().is_none_or(|f| key.contains(f)) {
+            if keys.contains(&key) {
                 let eager = bench(name, layers, d, 128, false)?;
                 let traced = bench(name, layers, d, 128, true)?;
                 println!("{:<6} {name:<28} traced/eager {:.2}x", d.to_string(), traced / eager);
+                if *d == Device::Cpu {
+                    cpu.push((key, name, eager, traced));
+                }
+            }
+        }
+    }
+    if with_tf {
+        println!();
+        let tf = tensorflow(&keys);
+        for (key, name, eager, traced) in cpu {
+            if let Some((_, t)) = tf.iter().find(|(k, _)| k == key) {
+                println!(
+                    "cpu    {name:<28} TensorFlow {t:>9.1} samples/s; wgflow eager {:.2}x, traced {:.2}x of it",
+                    eager / t,
+                    traced / t
+                );
             }
         }
     }

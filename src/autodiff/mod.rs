@@ -205,7 +205,8 @@ impl GradientTape {
                 continue;
             }
             let x: Vec<&Tensor> = e.inputs.iter().collect();
-            let dx = e.op.grad(&x, &e.outputs, &dy)?;
+            let need: Vec<bool> = e.inputs.iter().map(|t| needed.contains(&t.id())).collect();
+            let dx = e.op.grad(&x, &e.outputs, &dy, &need)?;
             for (t, g) in e.inputs.iter().zip(dx) {
                 let Some(g) = g else { continue };
                 if !needed.contains(&t.id()) {

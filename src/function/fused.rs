@@ -20,6 +20,8 @@
 
 use crate::core::dtype::DType;
 use crate::core::error::Result;
+use crate::core::op::binary::with_binary;
+use crate::core::op::unary::with_unary;
 use crate::core::shape::{broadcast_strides, numel, strides};
 use crate::ops::binary::BinaryOp;
 use crate::ops::optim::Update;
@@ -683,14 +685,19 @@ impl Fused {
                 let get = |a: &Arg| pick(a, &leaves, &pre);
                 match op {
                     FOp::Const(c) => vec![*c; n],
-                    FOp::Unary(u, a) => get(a).iter().map(|&v| u.apply(v)).collect(),
+                    FOp::Unary(u, a) => with_unary!(*u, |k| get(a).iter().map(|&v| k.apply(v)).collect()),
                     FOp::UnaryGrad(u, xa, ya, da) => {
                         let (xs, ys, ds) = (get(xa), get(ya), get(da));
-                        (0..n).map(|j| ds[j] * u.derivative(xs[j], ys[j])).collect()
+                        with_unary!(*u, |k| xs
+                            .iter()
+                            .zip(ys)
+                            .zip(ds)
+                            .map(|((&x, &y), &d)| d * k.derivative(x, y))
+                            .collect())
                     }
                     FOp::Binary(b, p, q) => {
                         let (ps, qs) = (get(p), get(q));
-                        ps.iter().zip(qs).map(|(&p, &q)| b.float_op(p, q)).collect()
+                        with_binary!(*b, |k| ps.iter().zip(qs).map(|(&p, &q)| k.float_op(p, q)).collect())
                     }
                     FOp::Update { .. } => unreachable!("updates are post ops"),
                 }

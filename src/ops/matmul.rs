@@ -82,22 +82,40 @@ fn infer_int8(x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 /// TensorFlow's MatMulGrad for the four transpose cases, summed back over
 /// broadcast batch dimensions. The int8 weights of `matmul_int8` are
 /// constants: only its input gets a gradient.
-pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
+pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>> {
+    let wants = |i: usize| need.get(i).copied().unwrap_or(true);
     let Op::MatMul { ta, tb } = *op else {
+        if !wants(0) {
+            return Ok(vec![None, None, None]);
+        }
         let k = x[0].shape().last().copied().unwrap_or(0);
         let w = super::layout::dequantize_int8(x[1], x[2], k)?;
         return Ok(vec![Some(matmul(dy, &w)?), None, None]);
     };
     let (a, b) = (x[0], x[1]);
-    let (da, db) = match (ta, tb) {
-        (false, false) => (matmul_t(dy, b, false, true)?, matmul_t(a, dy, true, false)?),
-        (false, true) => (matmul_t(dy, b, false, false)?, matmul_t(dy, a, true, false)?),
-        (true, false) => (matmul_t(b, dy, false, true)?, matmul_t(a, dy, false, false)?),
-        (true, true) => (matmul_t(b, dy, true, true)?, matmul_t(dy, a, true, true)?),
+    let da = || match (ta, tb) {
+        (false, false) => matmul_t(dy, b, false, true),
+        (false, true) => matmul_t(dy, b, false, false),
+        (true, false) => matmul_t(b, dy, false, true),
+        (true, true) => matmul_t(b, dy, true, true),
+    };
+    let db = || match (ta, tb) {
+        (false, false) => matmul_t(a, dy, true, false),
+        (false, true) => matmul_t(dy, a, true, false),
+        (true, false) => matmul_t(a, dy, false, false),
+        (true, true) => matmul_t(dy, a, true, true),
     };
     Ok(vec![
-        Some(super::sum_to(&da, a.shape())?),
-        Some(super::sum_to(&db, b.shape())?),
+        if wants(0) {
+            Some(super::sum_to(&da()?, a.shape())?)
+        } else {
+            None
+        },
+        if wants(1) {
+            Some(super::sum_to(&db()?, b.shape())?)
+        } else {
+            None
+        },
     ])
 }
 

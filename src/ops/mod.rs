@@ -67,8 +67,17 @@ impl Op {
     }
 
     /// Gradients of the inputs from the gradients of the outputs (`None`:
-    /// no gradient flows, as for comparisons, indices and labels).
-    pub(crate) fn grad(&self, x: &[&Tensor], y: &[Tensor], dy: &[Option<Tensor>]) -> Result<Vec<Option<Tensor>>> {
+    /// no gradient flows, as for comparisons, indices and labels). `need[i]`
+    /// false: input `i`'s gradient is not wanted, and the products and
+    /// convolutions skip computing it (the first convolution's input
+    /// gradient, a model's largest, is never used).
+    pub(crate) fn grad(
+        &self,
+        x: &[&Tensor],
+        y: &[Tensor],
+        dy: &[Option<Tensor>],
+        need: &[bool],
+    ) -> Result<Vec<Option<Tensor>>> {
         let Some(g) = &dy[0] else {
             return Ok(vec![None; x.len()]);
         };
@@ -76,8 +85,8 @@ impl Op {
             Family::Unary => unary::grad(self, x, &y[0], g),
             Family::Binary => binary::grad(self, x, &y[0], g),
             Family::Layout => layout::grad(self, x, &y[0], g),
-            Family::MatMul => matmul::grad(self, x, &y[0], g),
-            Family::Conv => conv::grad(self, x, &y[0], g),
+            Family::MatMul => matmul::grad(self, x, &y[0], g, need),
+            Family::Conv => conv::grad(self, x, &y[0], g, need),
             Family::Pool => pool::grad(self, x, &y[0], g),
             Family::Reduce => reduce::grad(self, x, &y[0], g),
             Family::Softmax => softmax::grad(self, x, &y[0], g),

@@ -97,9 +97,11 @@ impl BinaryOp {
         matches!(self, BinaryOp::LogicalAnd | BinaryOp::LogicalOr | BinaryOp::LogicalXor)
     }
     /// The CPU reference of a float op (the fused kernels' CPU path uses it too).
+    #[inline]
     pub(crate) fn float_op<F: Float>(self, x: F, y: F) -> F {
         self.float(x, y)
     }
+    #[inline]
     pub(crate) fn float<F: Float>(self, x: F, y: F) -> F {
         match self {
             BinaryOp::Add => x + y,
@@ -209,3 +211,46 @@ impl CmpOp {
         }
     }
 }
+
+/// Evaluates `$body` with `$k` bound to `$b` as a constant (a `const`,
+/// which closures do not capture, so it survives rayon's layers) variant for the
+/// arithmetic ops, so that the per-element `match` in [`BinaryOp::float`]
+/// folds away and the loop vectorizes; the rest keep the runtime dispatch.
+macro_rules! with_binary {
+    ($b:expr, |$k:ident| $body:expr) => {
+        match $b {
+            BinaryOp::Add => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Add;
+                $body
+            }
+            BinaryOp::Sub => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Sub;
+                $body
+            }
+            BinaryOp::Mul => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Mul;
+                $body
+            }
+            BinaryOp::Div => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Div;
+                $body
+            }
+            BinaryOp::Maximum => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Maximum;
+                $body
+            }
+            BinaryOp::Minimum => {
+                #[allow(non_upper_case_globals)]
+                const $k: BinaryOp = BinaryOp::Minimum;
+                $body
+            }
+            $k => $body,
+        }
+    };
+}
+pub(crate) use with_binary;

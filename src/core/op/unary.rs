@@ -184,6 +184,9 @@ impl UnaryOp {
     }
 
     /// f'(v) given r = f(v): the CPU reference of the gradient rule.
+    // Always inlined: with a constant op (`with_unary!`) the match folds
+    // and the CPU kernels' loops vectorize.
+    #[inline(always)]
     pub fn derivative<F: Float>(self, v: F, r: F) -> F {
         let one = F::ONE;
         let zero = F::ZERO;
@@ -251,6 +254,7 @@ impl UnaryOp {
     /// ones included. NaN gives NaN for every op (relu and sign too);
     /// x f(x) forms at -inf (gelu, gelu_tanh, silu) give their limit 0
     /// rather than -inf * 0.
+    #[inline(always)]
     pub fn apply<F: Float>(self, v: F) -> F {
         let one = F::ONE;
         let zero = F::ZERO;
@@ -377,3 +381,47 @@ pub fn erf_f64(x: f64) -> f64 {
     };
     if x.is_sign_negative() { -r } else { r }
 }
+
+/// Evaluates `$body` with `$k` bound to `$u` as a constant (a `const`,
+/// which closures do not capture, so it survives rayon's layers) variant for the
+/// ops training runs most, so that the per-element `match` in
+/// [`UnaryOp::apply`] / [`UnaryOp::derivative`] folds away and the loop vectorizes;
+/// the rest keep the runtime dispatch.
+macro_rules! with_unary {
+    ($u:expr, |$k:ident| $body:expr) => {
+        match $u {
+            UnaryOp::Relu => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Relu;
+                $body
+            }
+            UnaryOp::Neg => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Neg;
+                $body
+            }
+            UnaryOp::Square => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Square;
+                $body
+            }
+            UnaryOp::Exp => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Exp;
+                $body
+            }
+            UnaryOp::Sqrt => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Sqrt;
+                $body
+            }
+            UnaryOp::Abs => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Abs;
+                $body
+            }
+            $k => $body,
+        }
+    };
+}
+pub(crate) use with_unary;

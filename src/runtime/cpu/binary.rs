@@ -26,46 +26,45 @@ enum Repeat {
 
 /// `g(full[i], small[..])` for every i of `full`, laid out like the output,
 /// with `small` repeating as `how` says (non-empty, dividing `full`).
-fn repeat<A: Copy + Send + Sync, O: Send>(
+fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     full: &[A],
     small: &[A],
     how: Repeat,
     g: impl Fn(A, A) -> O + Send + Sync,
 ) -> Vec<O> {
     let n = full.len();
-    match how {
+    // Written in place, runs of `k` at a time (no per-run vectors to join).
+    let mut out = vec![O::default(); n];
+    let k = match how {
+        Repeat::Row => small.len(),
+        Repeat::Column => n / small.len(),
+    };
+    let run = |(i, (o, c)): (usize, (&mut [O], &[A]))| match how {
         Repeat::Row => {
-            let k = small.len();
-            if n > PAR {
-                full.par_chunks(k)
-                    .flat_map_iter(|c| c.iter().zip(small).map(|(&p, &q)| g(p, q)))
-                    .collect()
-            } else {
-                full.chunks(k)
-                    .flat_map(|c| c.iter().zip(small).map(|(&p, &q)| g(p, q)))
-                    .collect()
+            for ((o, &p), &q) in o.iter_mut().zip(c).zip(small) {
+                *o = g(p, q);
             }
         }
         Repeat::Column => {
-            let k = n / small.len();
-            if n > PAR {
-                full.par_chunks(k)
-                    .zip(small.par_iter())
-                    .flat_map_iter(|(c, &q)| c.iter().map(move |&p| (p, q)))
-                    .map(|(p, q)| g(p, q))
-                    .collect()
-            } else {
-                full.chunks(k)
-                    .zip(small)
-                    .flat_map(|(c, &q)| c.iter().map(move |&p| (p, q)))
-                    .map(|(p, q)| g(p, q))
-                    .collect()
+            let q = small[i];
+            for (o, &p) in o.iter_mut().zip(c) {
+                *o = g(p, q);
             }
         }
+    };
+    if n > PAR {
+        out.par_chunks_mut(k)
+            .zip(full.par_chunks(k))
+            .enumerate()
+            .with_min_len((PAR / k).max(1))
+            .for_each(run);
+    } else {
+        out.chunks_mut(k).zip(full.chunks(k)).enumerate().for_each(run);
     }
+    out
 }
 
-fn zip<A: Copy + Send + Sync, O: Send>(
+fn zip<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     a: &[A],
     b: &[A],
     (ash, bsh): (&[usize], &[usize]),
@@ -114,14 +113,16 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
         Op::Binary(o) => {
             let o = *o;
             match (data[0], data[1]) {
-                (CpuData::F32(a), CpuData::F32(b)) => CpuData::F32(zip(
-                    a,
-                    b,
-                    (x[0].shape(), x[1].shape()),
-                    (&st[0], &st[1]),
-                    out,
-                    |p, q| o.float(p, q),
-                )),
+                (CpuData::F32(a), CpuData::F32(b)) => crate::core::op::binary::with_binary!(o, |k| {
+                    CpuData::F32(zip(
+                        a,
+                        b,
+                        (x[0].shape(), x[1].shape()),
+                        (&st[0], &st[1]),
+                        out,
+                        |p, q| k.float(p, q),
+                    ))
+                }),
                 (CpuData::F64(a), CpuData::F64(b)) => CpuData::F64(zip(
                     a,
                     b,

@@ -16,6 +16,24 @@ use rayon::prelude::*;
 /// The pooling (dy = None) or its gradient, on typed data; batch entries in
 /// parallel (each writes its own block of y).
 fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: Option<&[F]>, n_out: usize) -> Vec<F> {
+    // The mode as constants, so that each variant's channel loops are
+    // branch-free.
+    match (p.max, dy.is_some()) {
+        (true, true) => pool_impl::<F, true, true>(p, s, geom, xv, dy, n_out),
+        (true, false) => pool_impl::<F, true, false>(p, s, geom, xv, dy, n_out),
+        (false, true) => pool_impl::<F, false, true>(p, s, geom, xv, dy, n_out),
+        (false, false) => pool_impl::<F, false, false>(p, s, geom, xv, dy, n_out),
+    }
+}
+
+fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
+    p: &Pool2d,
+    s: &[usize],
+    geom: [usize; 4],
+    xv: &[F],
+    dy: Option<&[F]>,
+    n_out: usize,
+) -> Vec<F> {
     let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
     let [oh, ow, pt, pl] = geom;
     let mut y = vec![F::ZERO; n_out];
@@ -26,8 +44,12 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
         let s0 = (o * st) as isize - pad as isize;
         (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
+    let (max, grad) = (MAX, GRAD);
     y.par_chunks_mut(n_out / n).enumerate().for_each(|(b, yb)| {
         let xb = &xv[b * h * w * c..(b + 1) * h * w * c];
+        // Per channel: the running maximum (or sum) and, for max pooling's
+        // gradient, where it is. Kept as values, not looked up through the
+        // index, so that the channel loops vectorize.
         let mut best = vec![0usize; c];
         let mut acc = vec![F::ZERO; c];
         for i in 0..oh {
@@ -36,22 +58,37 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
                 let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
                 let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
                 let first = (h0 * w + w0) * c;
-                for ch in 0..c {
-                    best[ch] = first + ch;
-                    acc[ch] = F::ZERO;
+                if max {
+                    acc.copy_from_slice(&xb[first..first + c]);
+                    if grad {
+                        for (ch, b) in best.iter_mut().enumerate() {
+                            *b = first + ch;
+                        }
+                    }
+                } else {
+                    acc.fill(F::ZERO);
                 }
                 // Channels innermost: contiguous loads; the first maximum in
                 // row-major window order wins.
                 for ih in h0..h1 {
                     for iw in w0..w1 {
                         let base = (ih * w + iw) * c;
-                        for ch in 0..c {
-                            let e = xb[base + ch];
-                            acc[ch] += e;
-                            // The first NaN is the maximum (TF propagates NaN).
-                            let b = xb[best[ch]];
-                            if !b.is_nan() && (e > b || e.is_nan()) {
-                                best[ch] = base + ch;
+                        let row = &xb[base..base + c];
+                        if !max {
+                            for (a, &e) in acc.iter_mut().zip(row) {
+                                *a += e;
+                            }
+                        } else if grad {
+                            for (ch, (a, &e)) in acc.iter_mut().zip(row).enumerate() {
+                                // The first NaN is the maximum (TF propagates NaN).
+                                let take = !a.is_nan() && (e > *a || e.is_nan());
+                                *a = if take { e } else { *a };
+                                best[ch] = if take { base + ch } else { best[ch] };
+                            }
+                        } else {
+                            for (a, &e) in acc.iter_mut().zip(row) {
+                                let take = !a.is_nan() && (e > *a || e.is_nan());
+                                *a = if take { e } else { *a };
                             }
                         }
                     }
@@ -61,11 +98,11 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
                 match dy {
                     None => {
                         let o = (i * ow + j) * c;
-                        for ch in 0..c {
-                            yb[o + ch] = if p.max { xb[best[ch]] } else { acc[ch] / count };
+                        for (ch, out) in yb[o..o + c].iter_mut().enumerate() {
+                            *out = if max { acc[ch] } else { acc[ch] / count };
                         }
                     }
-                    Some(g) if p.max => {
+                    Some(g) if max => {
                         for ch in 0..c {
                             yb[best[ch]] += g[o + ch];
                         }

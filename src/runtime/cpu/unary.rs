@@ -5,28 +5,22 @@ use super::CpuData;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
+use crate::core::op::unary::with_unary;
 use crate::core::op::unary::*;
 use crate::core::op::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
-    fn grad<F: Float>(u: UnaryOp, x: &[F], y: &[F], dy: &[F]) -> Vec<F> {
+    #[inline(always)]
+    fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
         if x.len() > 1 << 16 {
-            return x
-                .par_iter()
-                .zip(y)
-                .zip(dy)
-                .map(|((&v, &r), &g)| g * u.derivative(v, r))
-                .collect();
+            return x.par_iter().zip(y).zip(dy).map(|((&v, &r), &g)| g * d(v, r)).collect();
         }
-        x.iter()
-            .zip(y)
-            .zip(dy)
-            .map(|((&v, &r), &g)| g * u.derivative(v, r))
-            .collect()
+        x.iter().zip(y).zip(dy).map(|((&v, &r), &g)| g * d(v, r)).collect()
     }
     /// Large arrays use every core.
+    #[inline(always)]
     fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
         if v.len() > 1 << 16 {
             v.par_iter().map(|&e| f(e)).collect()
@@ -35,11 +29,15 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Resu
         }
     }
     Ok(match (op, x[0].cpu_data()) {
-        (Op::Unary(u), CpuData::F32(v)) => CpuData::F32(map(v, |e| u.apply(e))),
+        (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(v, |e| k.apply(e)))),
         (Op::Unary(u), CpuData::F64(v)) => CpuData::F64(map(v, |e| u.apply(e))),
         (Op::UnaryGrad(u), d) => match (d, x[1].cpu_data(), x[2].cpu_data()) {
-            (CpuData::F32(a), CpuData::F32(b), CpuData::F32(c)) => CpuData::F32(grad(*u, a, b, c)),
-            (CpuData::F64(a), CpuData::F64(b), CpuData::F64(c)) => CpuData::F64(grad(*u, a, b, c)),
+            (CpuData::F32(a), CpuData::F32(b), CpuData::F32(c)) => {
+                with_unary!(*u, |k| CpuData::F32(grad(a, b, c, |v, r| k.derivative(v, r))))
+            }
+            (CpuData::F64(a), CpuData::F64(b), CpuData::F64(c)) => {
+                CpuData::F64(grad(a, b, c, |v, r| u.derivative(v, r)))
+            }
             _ => unreachable!(),
         },
         _ => unreachable!("f16 runs through f32; ints are rejected by infer"),
