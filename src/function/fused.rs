@@ -572,21 +572,24 @@ impl Fused {
         let n = numel(&self.shape);
         let chunks = n.div_ceil(CHUNK);
         let Some(r) = &self.reduce else {
-            let part = |c: usize| -> Vec<Vec<f32>> {
-                let (start, len) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
-                let (leaves, pre) = self.pre_chunk(&data, start, len);
-                self.outs.iter().map(|a| pick(a, &leaves, &pre).to_vec()).collect()
-            };
-            let parts: Vec<Vec<Vec<f32>>> = if chunks > 1 {
-                (0..chunks).into_par_iter().map(part).collect()
-            } else {
-                (0..chunks).map(part).collect()
-            };
-            let mut outs = vec![Vec::with_capacity(n); self.outs.len()];
-            for part in parts {
-                for (o, v) in outs.iter_mut().zip(part) {
-                    o.extend(v);
+            // Each chunk writes its piece of every output in place.
+            let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| vec![0.0; n]).collect();
+            let mut pieces: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::new()).collect();
+            for o in outs.iter_mut() {
+                for (c, piece) in o.chunks_mut(CHUNK).enumerate() {
+                    pieces[c].push(piece);
                 }
+            }
+            let part = |(c, dst): (usize, Vec<&mut [f32]>)| {
+                let (leaves, pre) = self.pre_chunk(&data, c * CHUNK, CHUNK.min(n - c * CHUNK));
+                for (a, d) in self.outs.iter().zip(dst) {
+                    d.copy_from_slice(pick(a, &leaves, &pre));
+                }
+            };
+            if chunks > 1 {
+                pieces.into_par_iter().enumerate().for_each(part);
+            } else {
+                pieces.into_iter().enumerate().for_each(part);
             }
             return outs;
         };
