@@ -79,15 +79,17 @@ fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
                                 *a += e;
                             }
                         } else if grad {
-                            for (ch, (a, &e)) in acc.iter_mut().zip(row).enumerate() {
-                                // The first NaN is the maximum (TF propagates NaN).
-                                let take = !a.is_nan() && (e > *a || e.is_nan());
+                            for ((a, &e), (b, i)) in acc.iter_mut().zip(row).zip(best.iter_mut().zip(base..)) {
+                                // The first NaN is the maximum (TF propagates
+                                // NaN). `&` and `|`, not `&&` and `||`: no
+                                // branches, so the loop vectorizes.
+                                let take = !a.is_nan() & ((e > *a) | e.is_nan());
                                 *a = if take { e } else { *a };
-                                best[ch] = if take { base + ch } else { best[ch] };
+                                *b = if take { i } else { *b };
                             }
                         } else {
                             for (a, &e) in acc.iter_mut().zip(row) {
-                                let take = !a.is_nan() && (e > *a || e.is_nan());
+                                let take = !a.is_nan() & ((e > *a) | e.is_nan());
                                 *a = if take { e } else { *a };
                             }
                         }
