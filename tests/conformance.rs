@@ -448,6 +448,32 @@ fn int8_products() {
             let want = rows.matmul_t(&deq, false, true).unwrap();
             let got = wgflow::ops::apply(Op::MatMulInt8, &[&rows, &w, &sc]).unwrap();
             assert_close(&v(got), &v(want), 1e-5, &format!("matmul_int8 on {d}"));
+            // Their input gradients are the float ops' (the weights get none).
+            for (fused, float) in [
+                (
+                    (Op::Conv2dInt8(a.clone(), vec![3, 3, 2, 6]), vec![&x, &w, &sc]),
+                    (Op::Conv2d(a.clone()), vec![&x, &f]),
+                ),
+                (
+                    (Op::MatMulInt8, vec![&rows, &w, &sc]),
+                    (Op::MatMul { ta: false, tb: true }, vec![&rows, &deq]),
+                ),
+            ] {
+                let grads = |(op, args): (Op, Vec<&Tensor>)| {
+                    let tape = wgflow::GradientTape::new();
+                    tape.watch(args[0]);
+                    let y = wgflow::ops::apply(op, &args).unwrap().sum(None, false).unwrap();
+                    let all: Vec<&Tensor> = args.clone();
+                    tape.gradient_wrt(&y, &all).unwrap()
+                };
+                let (gf, gw) = (grads(fused), grads(float));
+                let (gf0, gw0) = (gf[0].clone().unwrap(), gw[0].clone().unwrap());
+                assert_close(&v(gf0), &v(gw0), 1e-4, &format!("int8 input gradient on {d}"));
+                assert!(
+                    gf[1..].iter().all(Option::is_none),
+                    "int8 weights got a gradient on {d}"
+                );
+            }
         }
         // Bad operands are shape errors naming the op.
         let (w, sc) = int8_weights(4, 8, 9);

@@ -91,41 +91,36 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 /// Gradient rules. The two backprop ops are linear in each operand, so their
 /// own gradients are convolutions again.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], _y: &Tensor, dy: &Tensor, need: &[bool]) -> Result<Vec<Option<Tensor>>> {
-    // Each gradient is computed only where it is wanted: `i` is the input.
-    let mut i = 0;
-    let mut run = |o: Op, a: &Tensor, b: &Tensor| {
-        i += 1;
-        if need.get(i - 1).copied().unwrap_or(true) {
-            exec(o, &[a, b]).map(Some)
-        } else {
-            Ok(None)
-        }
+    // Input `i`'s gradient, computed only where it is wanted.
+    let wants = |i: usize| need.get(i).copied().unwrap_or(true);
+    let run = |i: usize, o: Op, a: &Tensor, b: &Tensor| {
+        if wants(i) { exec(o, &[a, b]).map(Some) } else { Ok(None) }
     };
     Ok(match op {
         Op::Conv2d(a) => vec![
-            run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, x[1])?,
-            run(Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), x[0], dy)?,
+            run(0, Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, x[1])?,
+            run(1, Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), x[0], dy)?,
         ],
         // The int8 weights are constants: only the input gets a gradient.
-        Op::Conv2dInt8(_, _) if !need.first().copied().unwrap_or(true) => vec![None, None, None],
+        Op::Conv2dInt8(_, _) if !wants(0) => vec![None, None, None],
         Op::Conv2dInt8(a, fs) => {
             let w = super::layout::dequantize_int8(x[1], x[2], numel(&fs[..3]))?;
             let f = exec(Op::Reshape(vec![fs[3], fs[0], fs[1], fs[2]]), &[&w])?.transpose(&[1, 2, 3, 0])?;
             vec![
-                run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, &f)?,
+                run(0, Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), dy, &f)?,
                 None,
                 None,
             ]
         }
         // z = dx(g, f): <dz, z> = <conv(dz, f), g> = <df(dz, g), f>
         Op::Conv2dInputGrad(a, _) => vec![
-            run(Op::Conv2d(a.clone()), dy, x[1])?,
-            run(Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), dy, x[0])?,
+            run(0, Op::Conv2d(a.clone()), dy, x[1])?,
+            run(1, Op::Conv2dFilterGrad(a.clone(), x[1].shape().to_vec()), dy, x[0])?,
         ],
         // z = df(x, g): <dz, z> = <dx(g, dz), x> = <conv(x, dz), g>
         Op::Conv2dFilterGrad(a, _) => vec![
-            run(Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), x[1], dy)?,
-            run(Op::Conv2d(a.clone()), x[0], dy)?,
+            run(0, Op::Conv2dInputGrad(a.clone(), x[0].shape().to_vec()), x[1], dy)?,
+            run(1, Op::Conv2d(a.clone()), x[0], dy)?,
         ],
         _ => unreachable!(),
     })
