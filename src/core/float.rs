@@ -69,74 +69,101 @@ pub trait Float:
     fn max(self, o: Self) -> Self;
     /// The smaller value; a NaN operand yields the other one (IEEE `minNum`).
     fn min(self, o: Self) -> Self;
+    /// `if c { a } else { b }` through bit masks: where the data decides
+    /// `c`, a branch mispredicts about every other element, which costs far
+    /// more than the masking.
+    fn select(c: bool, a: Self, b: Self) -> Self;
 }
 
 macro_rules! float_impl {
-    ($t:ty) => {
+    ($t:ty, $bits:ty) => {
         impl Float for $t {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const INFINITY: Self = <$t>::INFINITY;
             const NEG_INFINITY: Self = <$t>::NEG_INFINITY;
+            #[inline]
             fn of(x: f64) -> Self {
                 x as $t
             }
+            #[inline]
             fn f64(self) -> f64 {
                 self as f64
             }
+            #[inline]
             fn exp(self) -> Self {
                 <$t>::exp(self)
             }
+            #[inline]
             fn exp_m1(self) -> Self {
                 <$t>::exp_m1(self)
             }
+            #[inline]
             fn ln(self) -> Self {
                 <$t>::ln(self)
             }
+            #[inline]
             fn ln_1p(self) -> Self {
                 <$t>::ln_1p(self)
             }
+            #[inline]
             fn sqrt(self) -> Self {
                 <$t>::sqrt(self)
             }
+            #[inline]
             fn tanh(self) -> Self {
                 <$t>::tanh(self)
             }
+            #[inline]
             fn sin(self) -> Self {
                 <$t>::sin(self)
             }
+            #[inline]
             fn cos(self) -> Self {
                 <$t>::cos(self)
             }
+            #[inline]
             fn abs(self) -> Self {
                 <$t>::abs(self)
             }
+            #[inline]
             fn floor(self) -> Self {
                 <$t>::floor(self)
             }
+            #[inline]
             fn ceil(self) -> Self {
                 <$t>::ceil(self)
             }
+            #[inline]
             fn round_even(self) -> Self {
                 <$t>::round_ties_even(self)
             }
+            #[inline]
             fn powf(self, e: Self) -> Self {
                 <$t>::powf(self, e)
             }
+            #[inline]
+            fn select(c: bool, a: Self, b: Self) -> Self {
+                let m = (c as $bits).wrapping_neg();
+                <$t>::from_bits((a.to_bits() & m) | (b.to_bits() & !m))
+            }
+            #[inline]
             fn is_nan(self) -> bool {
                 <$t>::is_nan(self)
             }
+            #[inline]
             fn max(self, o: Self) -> Self {
                 <$t>::max(self, o)
             }
+            #[inline]
             fn min(self, o: Self) -> Self {
                 <$t>::min(self, o)
             }
         }
     };
 }
-float_impl!(f32);
-float_impl!(f64);
+float_impl!(f32, u32);
+float_impl!(f64, u64);
 
 /// The larger of `a` and `b`, NaN if either is (TensorFlow's `maximum`,
 /// `reduce_max` and `max_pool`; `f32::max` drops a NaN instead).

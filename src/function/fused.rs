@@ -600,9 +600,10 @@ impl Fused {
             ReduceOp::Min => f64::INFINITY,
             _ => 0.0,
         };
+        use crate::core::float::{max_nan, min_nan};
         let comb = |op: ReduceOp, a: f64, b: f64| match op {
-            ReduceOp::Max => crate::core::float::max_nan(a, b),
-            ReduceOp::Min => crate::core::float::min_nan(a, b),
+            ReduceOp::Max => max_nan(a, b),
+            ReduceOp::Min => min_nan(a, b),
             _ => a + b,
         };
         // Partial results per group of chunks, then combined.
@@ -616,16 +617,34 @@ impl Fused {
                 for (j, (op, a)) in r.reds.iter().enumerate() {
                     let vals = pick(a, &leaves, &pre);
                     let acc = &mut acc[j];
-                    // Output index of domain index i: (i / (len inner)) inner + i % inner.
-                    let (mut q, mut rem) = (start / (len * inner), start % (len * inner));
-                    for &v in vals {
-                        let o = q * inner + rem % inner;
-                        acc[o] = comb(*op, acc[o], v as f64);
-                        rem += 1;
-                        if rem == len * inner {
-                            rem = 0;
-                            q += 1;
+                    // Output index of domain index i: (i / (len inner)) inner
+                    // + i % inner. Taken in segments: a run of the inner
+                    // axis (consecutive outputs) or, with no inner axis, a
+                    // run of the reduced axis (one output), so that the
+                    // loops below have no index arithmetic per element.
+                    let mut i = 0;
+                    while i < vals.len() {
+                        let at = start + i;
+                        let (q, rem) = (at / (len * inner), at % (len * inner));
+                        let seg = if inner == 1 { len - rem } else { inner - rem % inner }.min(vals.len() - i);
+                        let v = &vals[i..i + seg];
+                        if inner == 1 {
+                            let a = &mut acc[q];
+                            *a = match op {
+                                ReduceOp::Max => v.iter().fold(*a, |a, &v| max_nan(a, v as f64)),
+                                ReduceOp::Min => v.iter().fold(*a, |a, &v| min_nan(a, v as f64)),
+                                _ => v.iter().fold(*a, |a, &v| a + v as f64),
+                            };
+                        } else {
+                            let o = q * inner + rem % inner;
+                            let a = &mut acc[o..o + seg];
+                            match op {
+                                ReduceOp::Max => a.iter_mut().zip(v).for_each(|(a, &v)| *a = max_nan(*a, v as f64)),
+                                ReduceOp::Min => a.iter_mut().zip(v).for_each(|(a, &v)| *a = min_nan(*a, v as f64)),
+                                _ => a.iter_mut().zip(v).for_each(|(a, &v)| *a += v as f64),
+                            }
                         }
+                        i += seg;
                     }
                 }
             }

@@ -73,6 +73,7 @@ impl Update {
     }
 
     /// The reference step for one element: (var, [slots]) from (var, grad, [slots]).
+    #[inline]
     pub(crate) fn step(&self, w: f64, g: f64, s: [f64; 2], norm: f64, hyper: [f64; 2]) -> (f64, [f64; 2]) {
         let [lr, alpha] = hyper;
         let g = match self.clip {

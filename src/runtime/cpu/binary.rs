@@ -26,40 +26,54 @@ enum Repeat {
 
 /// `g(full[i], small[..])` for every i of `full`, laid out like the output,
 /// with `small` repeating as `how` says (non-empty, dividing `full`).
+/// Written in place, in tasks of fixed size (a scalar or a short row must
+/// not make a task per repetition); within a task, segments over which
+/// the small operand's index moves with the output's, or stays put.
 fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     full: &[A],
     small: &[A],
     how: Repeat,
     g: impl Fn(A, A) -> O + Send + Sync,
 ) -> Vec<O> {
+    const TASK: usize = 1 << 15;
     let n = full.len();
-    // Written in place, runs of `k` at a time (no per-run vectors to join).
     let mut out = vec![O::default(); n];
+    // A single value is a column of one: one segment per task.
+    let how = if small.len() == 1 { Repeat::Column } else { how };
     let k = match how {
         Repeat::Row => small.len(),
         Repeat::Column => n / small.len(),
     };
-    let run = |(i, (o, c)): (usize, (&mut [O], &[A]))| match how {
-        Repeat::Row => {
-            for ((o, &p), &q) in o.iter_mut().zip(c).zip(small) {
-                *o = g(p, q);
+    let run = |(t, (o, c)): (usize, (&mut [O], &[A]))| {
+        let start = t * TASK;
+        let mut i = 0;
+        while i < o.len() {
+            let at = start + i;
+            let end = ((at / k + 1) * k - start).min(o.len());
+            let (o, c) = (&mut o[i..end], &c[i..end]);
+            match how {
+                Repeat::Row => {
+                    for ((o, &p), &q) in o.iter_mut().zip(c).zip(&small[at % k..]) {
+                        *o = g(p, q);
+                    }
+                }
+                Repeat::Column => {
+                    let q = small[at / k];
+                    for (o, &p) in o.iter_mut().zip(c) {
+                        *o = g(p, q);
+                    }
+                }
             }
-        }
-        Repeat::Column => {
-            let q = small[i];
-            for (o, &p) in o.iter_mut().zip(c) {
-                *o = g(p, q);
-            }
+            i = end;
         }
     };
     if n > PAR {
-        out.par_chunks_mut(k)
-            .zip(full.par_chunks(k))
+        out.par_chunks_mut(TASK)
+            .zip(full.par_chunks(TASK))
             .enumerate()
-            .with_min_len((PAR / k).max(1))
             .for_each(run);
     } else {
-        out.chunks_mut(k).zip(full.chunks(k)).enumerate().for_each(run);
+        out.chunks_mut(TASK).zip(full.chunks(TASK)).enumerate().for_each(run);
     }
     out
 }

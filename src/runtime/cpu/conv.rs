@@ -11,19 +11,38 @@ use crate::core::op::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
 
-/// Patch matrix of group `gi`: rows (n, oh, ow), columns (kh, kw, ci).
-/// Batch entries in parallel, each filling its own rows.
-fn im2col<F: Gemm>(x: &[F], g: &Geom, gi: usize) -> Vec<F> {
-    let k = g.kh * g.kw * g.cg;
-    let per = g.oh * g.ow * k;
-    let mut cols = vec![F::ZERO; g.n * per];
-    if per == 0 {
-        return cols;
-    }
-    cols.par_chunks_mut(per).enumerate().for_each(|(n, cn)| {
+/// Batch entries per block: each block's patch matrix fills about 1 MiB
+/// (it stays in cache between im2col and the GEMM), and the blocks come in
+/// a multiple of the thread count, of even sizes (a filter gradient's GEMM
+/// has a tiny output, so the batch is the only dimension to split).
+fn block<F>(g: &Geom) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    let bytes = g.n * g.oh * g.ow * g.kh * g.kw * g.cg * size_of::<F>();
+    let blocks = bytes.div_ceil(1 << 20).max(1).next_multiple_of(threads);
+    g.n.div_ceil(blocks).max(1)
+}
+
+/// Whether some tap of some output position falls in the padding.
+fn padded(g: &Geom) -> bool {
+    let reach = |o: usize, s: usize, k: usize, d: usize| (o.max(1) - 1) * s + (k.max(1) - 1) * d;
+    g.pt > 0 || g.pl > 0 || reach(g.oh, g.sh, g.kh, g.dh) >= g.h + g.pt || reach(g.ow, g.sw, g.kw, g.dw) >= g.w + g.pl
+}
+
+/// Patches this short (taps times channels) make a GEMM mostly packing
+/// overhead: the convolution and its filter gradient then loop directly
+/// over taps, vectorized along the output channels.
+const DIRECT: usize = 32;
+
+/// Calls `f(row, tap, src)` for every output position of batch entries
+/// `n0..n0 + nb` (`row` counts from the block's start) and every tap inside
+/// the input, `tap` indexing (kh, kw) and `src` the input offset of its
+/// first channel of group `gi`.
+#[inline(always)]
+fn taps(g: &Geom, gi: usize, n0: usize, nb: usize, mut f: impl FnMut(usize, usize, usize)) {
+    for n in 0..nb {
         for oh in 0..g.oh {
             for ow in 0..g.ow {
-                let row = (oh * g.ow + ow) * k;
+                let row = (n * g.oh + oh) * g.ow + ow;
                 for kh in 0..g.kh {
                     let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
                     if ih < 0 || ih as usize >= g.h {
@@ -34,133 +53,267 @@ fn im2col<F: Gemm>(x: &[F], g: &Geom, gi: usize) -> Vec<F> {
                         if iw < 0 || iw as usize >= g.w {
                             continue;
                         }
-                        let src = ((n * g.h + ih as usize) * g.w + iw as usize) * g.c + gi * g.cg;
-                        let dst = row + (kh * g.kw + kw) * g.cg;
-                        cn[dst..dst + g.cg].copy_from_slice(&x[src..src + g.cg]);
+                        let src = (((n0 + n) * g.h + ih as usize) * g.w + iw as usize) * g.c + gi * g.cg;
+                        f(row, kh * g.kw + kw, src);
                     }
                 }
             }
         }
-    });
-    cols
-}
-
-/// Adds a patch-matrix gradient back onto the input gradient of group `gi`;
-/// batch entries in parallel, each adding into its own block of dx.
-fn col2im<F: Gemm>(cols: &[F], dx: &mut [F], g: &Geom, gi: usize) {
-    let k = g.kh * g.kw * g.cg;
-    let per = g.h * g.w * g.c;
-    if per == 0 {
-        return;
     }
-    dx.par_chunks_mut(per).enumerate().for_each(|(n, dn)| {
+}
+
+/// Patch matrix of group `gi` for batch entries `n0..n0 + nb`, into `cols`:
+/// rows (n, oh, ow), columns (kh, kw, ci); taps in the padding stay zero.
+fn im2col<F: Gemm>(x: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, cols: &mut [F]) {
+    let k = g.kh * g.kw * g.cg;
+    if padded(g) {
+        cols.fill(F::ZERO);
+    }
+    taps(g, gi, n0, nb, |row, tap, src| {
+        let dst = row * k + tap * g.cg;
+        // An element loop: with a few channels per tap a memcpy call costs
+        // more than the copy.
+        for (d, &v) in cols[dst..dst + g.cg].iter_mut().zip(&x[src..src + g.cg]) {
+            *d = v;
+        }
+    });
+}
+
+/// Adds a block's patch-matrix gradient back onto its input gradient
+/// (`dx` holds the block's `nb` batch entries) for group `gi`.
+fn col2im<F: Gemm>(cols: &[F], dx: &mut [F], g: &Geom, gi: usize, nb: usize) {
+    let k = g.kh * g.kw * g.cg;
+    taps(g, gi, 0, nb, |row, tap, d| {
+        let s = row * k + tap * g.cg;
+        for (o, &v) in dx[d..d + g.cg].iter_mut().zip(&cols[s..s + g.cg]) {
+            *o += v;
+        }
+    });
+}
+
+/// The output columns `lo..hi` whose input column for horizontal tap `kw`
+/// lies inside the input.
+fn inside(g: &Geom, kw: usize) -> (usize, usize) {
+    let off = kw * g.dw;
+    let lo = if g.pl > off { (g.pl - off).div_ceil(g.sw) } else { 0 };
+    let hi = if g.w + g.pl > off {
+        ((g.w + g.pl - off - 1) / g.sw + 1).min(g.ow)
+    } else {
+        0
+    };
+    (lo.min(hi), hi)
+}
+
+/// Calls `f(row, xrow, tap, lo, hi)` for every output row (n, oh) of batch
+/// entries `n0..n0 + nb` (`row` counts output rows from the block's start)
+/// and every tap (kh, kw) whose input row is inside: `xrow` is the input
+/// row's offset, and output columns `lo..hi` read inside it. Bounds are
+/// worked out per row and tap, not per element.
+#[inline(always)]
+fn rows(g: &Geom, n0: usize, nb: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+    let cols: Vec<(usize, usize)> = (0..g.kw).map(|kw| inside(g, kw)).collect();
+    for n in 0..nb {
         for oh in 0..g.oh {
-            for ow in 0..g.ow {
-                let row = ((n * g.oh + oh) * g.ow + ow) * k;
-                for kh in 0..g.kh {
-                    let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
-                    if ih < 0 || ih as usize >= g.h {
-                        continue;
-                    }
-                    for kw in 0..g.kw {
-                        let iw = (ow * g.sw + kw * g.dw) as isize - g.pl as isize;
-                        if iw < 0 || iw as usize >= g.w {
-                            continue;
-                        }
-                        let d = (ih as usize * g.w + iw as usize) * g.c + gi * g.cg;
-                        let s = row + (kh * g.kw + kw) * g.cg;
-                        for c in 0..g.cg {
-                            dn[d + c] += cols[s + c];
-                        }
-                    }
+            for kh in 0..g.kh {
+                let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
+                if ih < 0 || ih as usize >= g.h {
+                    continue;
+                }
+                let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c;
+                for (kw, &(lo, hi)) in cols.iter().enumerate() {
+                    f(n * g.oh + oh, xrow, kh * g.kw + kw, lo, hi);
+                }
+            }
+        }
+    }
+}
+
+/// Input offset of output column `ow`'s tap `kw` in an input row (channel
+/// 0 of group `gi`); only for columns [`inside`] says are inside.
+#[inline(always)]
+fn at(g: &Geom, gi: usize, ow: usize, tap: usize) -> usize {
+    (ow * g.sw + (tap % g.kw) * g.dw - g.pl) * g.c + gi * g.cg
+}
+
+/// Direct convolution of a block (`y` holds its rows, zeroed) for group
+/// `gi`: each tap's input values scale a filter row into output pixels.
+fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+    let (cg, og, o) = (g.cg, g.og, g.o);
+    rows(g, n0, nb, |row, xrow, tap, lo, hi| {
+        let yrow = &mut y[row * g.ow * o..(row + 1) * g.ow * o];
+        for c in 0..cg {
+            let w = &f[(tap * cg + c) * o + gi * og..][..og];
+            for ow in lo..hi {
+                let v = x[xrow + at(g, gi, ow, tap) + c];
+                for (a, &w) in yrow[ow * o + gi * og..][..og].iter_mut().zip(w) {
+                    *a += v * w;
                 }
             }
         }
     });
 }
 
+/// Direct filter gradient of a block for group `gi`, added into `df`
+/// ([k, o]): each tap's input values scale output-gradient pixels into a
+/// filter row.
+fn direct_filter<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
+    let (cg, og, o) = (g.cg, g.og, g.o);
+    rows(g, n0, nb, |row, xrow, tap, lo, hi| {
+        let dyrow = &dy[row * g.ow * o..(row + 1) * g.ow * o];
+        for c in 0..cg {
+            let acc = &mut df[(tap * cg + c) * o + gi * og..][..og];
+            for ow in lo..hi {
+                let v = x[xrow + at(g, gi, ow, tap) + c];
+                for (a, &d) in acc.iter_mut().zip(&dyrow[ow * o + gi * og..][..og]) {
+                    *a += v * d;
+                }
+            }
+        }
+    });
+}
+
+/// The three convolutions as GEMMs over blocks of batch entries, blocks in
+/// parallel: each block builds its patch matrix, runs its GEMM and writes
+/// its own rows of the output (the filter gradient sums per-block partial
+/// results in block order, so the result does not depend on scheduling).
 fn conv_cpu<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F]) -> Vec<F> {
-    let m = g.n * g.oh * g.ow;
+    conv_with(op, g, p, q, DIRECT)
+}
+
+/// [`conv_cpu`] with the longest patch that runs direct (tests force each
+/// path with it).
+fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) -> Vec<F> {
     let k = g.kh * g.kw * g.cg;
     let o = g.o as isize;
+    let nb = block::<F>(g);
+    let rows = nb * g.oh * g.ow;
     match op {
         Op::Conv2d(_) => {
-            let mut y = vec![F::ZERO; m * g.o];
-            for gi in 0..g.g {
-                let cols = im2col(p, g, gi);
-                // SAFETY: cols is [m, k], f is [k, o] read at column offset
-                // gi*og, y is [m, o] written at the same offset.
-                unsafe {
-                    F::gemm(
-                        m,
-                        k,
-                        g.og,
-                        cols.as_ptr(),
-                        k as isize,
-                        1,
-                        q.as_ptr().add(gi * g.og),
-                        o,
-                        1,
-                        F::ZERO,
-                        y.as_mut_ptr().add(gi * g.og),
-                        o,
-                        1,
-                    );
-                }
+            let mut y = vec![F::ZERO; g.n * g.oh * g.ow * g.o];
+            if y.is_empty() {
+                return y;
             }
+            y.par_chunks_mut(rows * g.o).enumerate().for_each(|(b, yb)| {
+                let m = yb.len() / g.o;
+                if k <= direct_max {
+                    for gi in 0..g.g {
+                        direct(p, q, g, gi, b * nb, m / (g.oh * g.ow), yb);
+                    }
+                    return;
+                }
+                let mut cols = vec![F::ZERO; m * k];
+                for gi in 0..g.g {
+                    im2col(p, g, gi, b * nb, m / (g.oh * g.ow), &mut cols);
+                    // SAFETY: cols is [m, k], f is [k, o] read at column
+                    // offset gi*og, yb is [m, o] written at the same offset.
+                    unsafe {
+                        F::gemm(
+                            m,
+                            k,
+                            g.og,
+                            cols.as_ptr(),
+                            k as isize,
+                            1,
+                            q.as_ptr().add(gi * g.og),
+                            o,
+                            1,
+                            F::ZERO,
+                            yb.as_mut_ptr().add(gi * g.og),
+                            o,
+                            1,
+                        );
+                    }
+                }
+            });
             y
         }
         Op::Conv2dInputGrad(..) => {
-            // p = dy [m, o], q = f [k, o]
-            let mut dx = vec![F::ZERO; g.n * g.h * g.w * g.c];
-            let mut cols = vec![F::ZERO; m * k];
-            for gi in 0..g.g {
-                // SAFETY: dy is [m, o] read at column offset gi*og; f read as
-                // its transpose [og, k] at the same offset; cols is [m, k].
-                unsafe {
-                    F::gemm(
-                        m,
-                        g.og,
-                        k,
-                        p.as_ptr().add(gi * g.og),
-                        o,
-                        1,
-                        q.as_ptr().add(gi * g.og),
-                        1,
-                        o,
-                        F::ZERO,
-                        cols.as_mut_ptr(),
-                        k as isize,
-                        1,
-                    );
-                }
-                col2im(&cols, &mut dx, g, gi);
+            // p = dy [n*oh*ow, o], q = f [k, o]
+            let per = g.h * g.w * g.c;
+            let mut dx = vec![F::ZERO; g.n * per];
+            if dx.is_empty() || g.oh * g.ow == 0 {
+                return dx;
             }
+            dx.par_chunks_mut(nb * per).enumerate().for_each(|(b, dxb)| {
+                let n = dxb.len() / per;
+                let m = n * g.oh * g.ow;
+                let dy = &p[b * rows * g.o..];
+                let mut cols = vec![F::ZERO; m * k];
+                for gi in 0..g.g {
+                    // SAFETY: dy is [m, o] read at column offset gi*og; f
+                    // read as its transpose [og, k] at the same offset;
+                    // cols is [m, k].
+                    unsafe {
+                        F::gemm(
+                            m,
+                            g.og,
+                            k,
+                            dy.as_ptr().add(gi * g.og),
+                            o,
+                            1,
+                            q.as_ptr().add(gi * g.og),
+                            1,
+                            o,
+                            F::ZERO,
+                            cols.as_mut_ptr(),
+                            k as isize,
+                            1,
+                        );
+                    }
+                    col2im(&cols, dxb, g, gi, n);
+                }
+            });
             dx
         }
         Op::Conv2dFilterGrad(..) => {
-            // p = x, q = dy [m, o]
-            let mut df = vec![F::ZERO; k * g.o];
-            for gi in 0..g.g {
-                let cols = im2col(p, g, gi);
-                // SAFETY: cols read as its transpose [k, m]; dy [m, o] and
-                // df [k, o] at column offset gi*og.
-                unsafe {
-                    F::gemm(
-                        k,
-                        m,
-                        g.og,
-                        cols.as_ptr(),
-                        1,
-                        k as isize,
-                        q.as_ptr().add(gi * g.og),
-                        o,
-                        1,
-                        F::ZERO,
-                        df.as_mut_ptr().add(gi * g.og),
-                        o,
-                        1,
-                    );
+            // p = x, q = dy [n*oh*ow, o]
+            let size = k * g.o;
+            if size == 0 || g.n * g.oh * g.ow == 0 {
+                return vec![F::ZERO; size];
+            }
+            let partial: Vec<Vec<F>> = (0..g.n.div_ceil(nb))
+                .into_par_iter()
+                .map(|b| {
+                    let n = nb.min(g.n - b * nb);
+                    let m = n * g.oh * g.ow;
+                    let dy = &q[b * rows * g.o..];
+                    let mut df = vec![F::ZERO; size];
+                    if k <= direct_max {
+                        for gi in 0..g.g {
+                            direct_filter(p, dy, g, gi, b * nb, n, &mut df);
+                        }
+                        return df;
+                    }
+                    let mut cols = vec![F::ZERO; m * k];
+                    for gi in 0..g.g {
+                        im2col(p, g, gi, b * nb, n, &mut cols);
+                        // SAFETY: cols read as its transpose [k, m]; dy
+                        // [m, o] and df [k, o] at column offset gi*og.
+                        unsafe {
+                            F::gemm(
+                                k,
+                                m,
+                                g.og,
+                                cols.as_ptr(),
+                                1,
+                                k as isize,
+                                dy.as_ptr().add(gi * g.og),
+                                o,
+                                1,
+                                F::ZERO,
+                                df.as_mut_ptr().add(gi * g.og),
+                                o,
+                                1,
+                            );
+                        }
+                    }
+                    df
+                })
+                .collect();
+            let mut df = vec![F::ZERO; size];
+            for part in &partial {
+                for (d, &v) in df.iter_mut().zip(part) {
+                    *d = *d + v;
                 }
             }
             df
@@ -192,4 +345,69 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Resu
         (CpuData::F64(p), CpuData::F64(q)) => CpuData::F64(conv_cpu(op, &g, p, q)),
         _ => unreachable!(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The direct loops and the im2col GEMMs agree on awkward geometry:
+    /// padding on every side, strides, dilation, groups, size-1 and prime
+    /// sizes.
+    #[test]
+    fn direct_and_gemm_paths_agree() {
+        let mut seed = 7u64;
+        let mut rand = |n: usize| -> Vec<f64> {
+            (0..n)
+                .map(|_| {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (seed >> 40) as f64 / (1u64 << 23) as f64 - 1.0
+                })
+                .collect()
+        };
+        let cases: [([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2]); 6] = [
+            ([3, 7, 5, 1], [3, 3, 1, 4], [1, 1], Padding::Valid, [1, 1]),
+            ([2, 6, 9, 2], [2, 3, 2, 3], [2, 1], Padding::Same, [1, 1]),
+            (
+                [1, 11, 7, 3],
+                [3, 2, 3, 5],
+                [1, 2],
+                Padding::Explicit {
+                    top: 2,
+                    bottom: 1,
+                    left: 0,
+                    right: 3,
+                },
+                [2, 1],
+            ),
+            ([5, 1, 1, 4], [1, 1, 2, 6], [1, 1], Padding::Valid, [1, 1]),
+            ([2, 5, 5, 4], [3, 3, 2, 4], [1, 1], Padding::Same, [1, 2]),
+            ([3, 13, 3, 1], [5, 1, 1, 1], [3, 1], Padding::Same, [1, 1]),
+        ];
+        for (xs, fs, strides, padding, dilations) in cases {
+            let a = Conv2d {
+                strides,
+                padding,
+                dilations,
+                groups: xs[3] / fs[2],
+            };
+            let g = geom("conv2d", &a, &xs, &fs).unwrap();
+            let x = rand(xs.iter().product());
+            let f = rand(fs.iter().product());
+            let dy = rand(g.n * g.oh * g.ow * g.o);
+            for (op, p, q) in [
+                (Op::Conv2d(a.clone()), &x, &f),
+                (Op::Conv2dFilterGrad(a.clone(), fs.to_vec()), &x, &dy),
+            ] {
+                let (direct, gemm) = (conv_with(&op, &g, p, q, usize::MAX), conv_with(&op, &g, p, q, 0));
+                assert_eq!(direct.len(), gemm.len());
+                for (i, (d, m)) in direct.iter().zip(&gemm).enumerate() {
+                    assert!(
+                        (d - m).abs() <= 1e-9 * (1.0 + m.abs()),
+                        "{op:?} {xs:?} {fs:?} at {i}: {d} vs {m}"
+                    );
+                }
+            }
+        }
+    }
 }

@@ -48,7 +48,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
             // SAFETY: infer checked the operand shapes, so every index a GEMM
             // with these dims and strides touches lies inside the slices.
             unsafe {
-                F::gemm(
+                F::par_gemm(
                     m,
                     k,
                     n,
@@ -91,7 +91,7 @@ fn int8(x: &[Operand], out: &[usize]) -> Vec<f32> {
     }
     // SAFETY: a is [rows, k], w is [n, k] read as its transpose, c is [rows, n].
     unsafe {
-        f32::gemm(
+        f32::par_gemm(
             rows,
             k,
             n,

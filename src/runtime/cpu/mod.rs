@@ -266,6 +266,94 @@ pub trait Gemm: Float {
         rsc: isize,
         csc: isize,
     );
+
+    /// [`Gemm::gemm`] split over rayon's threads: blocks of C's rows, or of
+    /// its columns where C is wider than tall, each a single-threaded GEMM
+    /// writing its own block. Small products stay on the calling thread.
+    /// One thread pool for every CPU kernel: nested pools only spin against
+    /// each other on a machine with few cores.
+    ///
+    /// # Safety
+    /// As [`Gemm::gemm`].
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn par_gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        a: *const Self,
+        rsa: isize,
+        csa: isize,
+        b: *const Self,
+        rsb: isize,
+        csb: isize,
+        beta: Self,
+        c: *mut Self,
+        rsc: isize,
+        csc: isize,
+    ) {
+        use rayon::prelude::*;
+        let threads = rayon::current_num_threads();
+        let work = m.saturating_mul(n).saturating_mul(k);
+        if threads <= 1 || work < 1 << 18 {
+            return unsafe { Self::gemm(m, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) };
+        }
+        // Whole register tiles per block, and the pointers as addresses so
+        // the closure is Send; blocks of C are disjoint.
+        let (a, b, c) = (a as usize, b as usize, c as usize);
+        let size = size_of::<Self>() as isize;
+        let split = |len: usize| len.div_ceil(threads).next_multiple_of(16);
+        if m >= n {
+            let bm = split(m);
+            (0..m.div_ceil(bm)).into_par_iter().for_each(|i| {
+                let (r0, rows) = (i * bm, bm.min(m - i * bm));
+                let (ao, co) = (r0 as isize * rsa * size, r0 as isize * rsc * size);
+                // SAFETY: rows r0..r0+rows of A and C lie inside the
+                // caller's allocations, and no other block writes them.
+                unsafe {
+                    Self::gemm(
+                        rows,
+                        k,
+                        n,
+                        (a as isize + ao) as *const Self,
+                        rsa,
+                        csa,
+                        b as *const Self,
+                        rsb,
+                        csb,
+                        beta,
+                        (c as isize + co) as *mut Self,
+                        rsc,
+                        csc,
+                    )
+                }
+            });
+        } else {
+            let bn = split(n);
+            (0..n.div_ceil(bn)).into_par_iter().for_each(|j| {
+                let (c0, cols) = (j * bn, bn.min(n - j * bn));
+                let (bo, co) = (c0 as isize * csb * size, c0 as isize * csc * size);
+                // SAFETY: columns c0..c0+cols of B and C lie inside the
+                // caller's allocations, and no other block writes them.
+                unsafe {
+                    Self::gemm(
+                        m,
+                        k,
+                        cols,
+                        a as *const Self,
+                        rsa,
+                        csa,
+                        (b as isize + bo) as *const Self,
+                        rsb,
+                        csb,
+                        beta,
+                        (c as isize + co) as *mut Self,
+                        rsc,
+                        csc,
+                    )
+                }
+            });
+        }
+    }
 }
 
 impl Gemm for f32 {

@@ -16,17 +16,16 @@ use rayon::prelude::*;
 /// The pooling (dy = None) or its gradient, on typed data; batch entries in
 /// parallel (each writes its own block of y).
 fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: Option<&[F]>, n_out: usize) -> Vec<F> {
-    // The mode as constants, so that each variant's channel loops are
+    // The mode as a constant, so that each variant's channel loops are
     // branch-free.
-    match (p.max, dy.is_some()) {
-        (true, true) => pool_impl::<F, true, true>(p, s, geom, xv, dy, n_out),
-        (true, false) => pool_impl::<F, true, false>(p, s, geom, xv, dy, n_out),
-        (false, true) => pool_impl::<F, false, true>(p, s, geom, xv, dy, n_out),
-        (false, false) => pool_impl::<F, false, false>(p, s, geom, xv, dy, n_out),
+    if p.max {
+        pool_impl::<F, true>(p, s, geom, xv, dy, n_out)
+    } else {
+        pool_impl::<F, false>(p, s, geom, xv, dy, n_out)
     }
 }
 
-fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
+fn pool_impl<F: Float, const MAX: bool>(
     p: &Pool2d,
     s: &[usize],
     geom: [usize; 4],
@@ -44,27 +43,24 @@ fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
         let s0 = (o * st) as isize - pad as isize;
         (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
-    let (max, grad) = (MAX, GRAD);
+    let max = MAX;
     y.par_chunks_mut(n_out / n).enumerate().for_each(|(b, yb)| {
         let xb = &xv[b * h * w * c..(b + 1) * h * w * c];
         // Per channel: the running maximum (or sum) and, for max pooling's
-        // gradient, where it is. Kept as values, not looked up through the
-        // index, so that the channel loops vectorize.
-        let mut best = vec![0usize; c];
+        // gradient, its position in the window.
         let mut acc = vec![F::ZERO; c];
+        let mut arg = vec![F::ZERO; c];
         for i in 0..oh {
             let (h0, h1) = win(i, p.ksize[0], p.strides[0], pt, h);
             for j in 0..ow {
                 let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
                 let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
                 let first = (h0 * w + w0) * c;
+                // Window positions count from 0 in row-major order.
+                let mut pos = F::ZERO;
                 if max {
                     acc.copy_from_slice(&xb[first..first + c]);
-                    if grad {
-                        for (ch, b) in best.iter_mut().enumerate() {
-                            *b = first + ch;
-                        }
-                    }
+                    arg.fill(F::ZERO);
                 } else {
                     acc.fill(F::ZERO);
                 }
@@ -78,21 +74,24 @@ fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
                             for (a, &e) in acc.iter_mut().zip(row) {
                                 *a += e;
                             }
-                        } else if grad {
-                            for ((a, &e), (b, i)) in acc.iter_mut().zip(row).zip(best.iter_mut().zip(base..)) {
+                        } else if dy.is_none() {
+                            for (a, &e) in acc.iter_mut().zip(row) {
                                 // The first NaN is the maximum (TF propagates
                                 // NaN). `&` and `|`, not `&&` and `||`: no
                                 // branches, so the loop vectorizes.
                                 let take = !a.is_nan() & ((e > *a) | e.is_nan());
-                                *a = if take { e } else { *a };
-                                *b = if take { i } else { *b };
+                                *a = F::select(take, e, *a);
                             }
                         } else {
-                            for (a, &e) in acc.iter_mut().zip(row) {
+                            // The gradient also keeps the maximum's window
+                            // position, as a float: every lane the same width.
+                            for ((a, &e), at) in acc.iter_mut().zip(row).zip(arg.iter_mut()) {
                                 let take = !a.is_nan() & ((e > *a) | e.is_nan());
-                                *a = if take { e } else { *a };
+                                *a = F::select(take, e, *a);
+                                *at = F::select(take, pos, *at);
                             }
                         }
+                        pos = pos + F::ONE;
                     }
                 }
                 // dy is indexed over the whole batch.
@@ -105,8 +104,19 @@ fn pool_impl<F: Float, const MAX: bool, const GRAD: bool>(
                         }
                     }
                     Some(g) if max => {
-                        for ch in 0..c {
-                            yb[best[ch]] += g[o + ch];
+                        // A second pass adds dy where the window position
+                        // is the maximum's: lane-wise selects, no scatter.
+                        let g = &g[o..o + c];
+                        let mut pos = F::ZERO;
+                        for ih in h0..h1 {
+                            for iw in w0..w1 {
+                                let base = (ih * w + iw) * c;
+                                let out = &mut yb[base..base + c];
+                                for ((out, &at), &g) in out.iter_mut().zip(&arg[..c]).zip(g) {
+                                    *out = *out + F::select(at == pos, g, F::ZERO);
+                                }
+                                pos = pos + F::ONE;
+                            }
                         }
                     }
                     Some(g) => {

@@ -43,7 +43,10 @@ fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
 }
 
 /// Float reductions over one contiguous block of axes, [outer, r, inner],
-/// straight from the data (no transposed copy); accumulates in f64.
+/// straight from the data (no transposed copy); accumulates in f64. Large
+/// blocks split across cores: over `outer` where it is wide enough, else
+/// over runs of the reduced rows, whose partial results are combined in
+/// order (the result does not depend on scheduling).
 fn contiguous_block<F: crate::runtime::cpu::Float>(
     v: &[F],
     op: ReduceOp,
@@ -51,25 +54,72 @@ fn contiguous_block<F: crate::runtime::cpu::Float>(
     r: usize,
     inner: usize,
 ) -> Vec<f64> {
-    let mut out = vec![0.0f64; outer * inner];
-    for o in 0..outer {
-        let acc = &mut out[o * inner..(o + 1) * inner];
-        for k in 0..r {
-            let row = &v[(o * r + k) * inner..(o * r + k + 1) * inner];
-            for (a, &e) in acc.iter_mut().zip(row) {
-                let e = e.f64();
-                *a = match op {
-                    _ if k == 0 => e,
-                    ReduceOp::Sum | ReduceOp::Mean => *a + e,
-                    ReduceOp::Max => max_nan(*a, e),
-                    ReduceOp::Min => min_nan(*a, e),
-                    ReduceOp::Prod => *a * e,
-                };
+    use rayon::prelude::*;
+    // Rows k0..k1 of slab o folded into acc (which holds row k0's values
+    // already when `first` is false).
+    #[inline(always)]
+    fn fold<F: crate::runtime::cpu::Float>(
+        v: &[F],
+        acc: &mut [f64],
+        (o, r, inner): (usize, usize, usize),
+        (k0, k1): (usize, usize),
+        f: impl Fn(f64, f64) -> f64,
+    ) {
+        let row = |k: usize| &v[(o * r + k) * inner..(o * r + k + 1) * inner];
+        for (a, &e) in acc.iter_mut().zip(row(k0)) {
+            *a = e.f64();
+        }
+        for k in k0 + 1..k1 {
+            for (a, &e) in acc.iter_mut().zip(row(k)) {
+                *a = f(*a, e.f64());
             }
         }
-        if op == ReduceOp::Mean {
-            acc.iter_mut().for_each(|a| *a /= r as f64);
+    }
+    let combine = |a: f64, e: f64| match op {
+        ReduceOp::Sum | ReduceOp::Mean => a + e,
+        ReduceOp::Max => max_nan(a, e),
+        ReduceOp::Min => min_nan(a, e),
+        ReduceOp::Prod => a * e,
+    };
+    // Each arm names its combine rule, so the inner loops see a constant op.
+    let run = |acc: &mut [f64], o: usize, ks: (usize, usize)| match op {
+        ReduceOp::Sum | ReduceOp::Mean => fold(v, acc, (o, r, inner), ks, |a, e| a + e),
+        ReduceOp::Max => fold(v, acc, (o, r, inner), ks, max_nan),
+        ReduceOp::Min => fold(v, acc, (o, r, inner), ks, min_nan),
+        ReduceOp::Prod => fold(v, acc, (o, r, inner), ks, |a, e| a * e),
+    };
+    let mut out = vec![0.0f64; outer * inner];
+    let threads = rayon::current_num_threads();
+    let big = outer * r * inner > 1 << 16 && inner > 0;
+    if big && outer >= threads {
+        out.par_chunks_mut(inner)
+            .enumerate()
+            .for_each(|(o, acc)| run(acc, o, (0, r)));
+    } else if big {
+        let per = r.div_ceil(threads * 4);
+        for (o, acc) in out.chunks_mut(inner.max(1)).enumerate() {
+            let parts: Vec<Vec<f64>> = (0..r.div_ceil(per))
+                .into_par_iter()
+                .map(|p| {
+                    let mut part = vec![0.0; inner];
+                    run(&mut part, o, (p * per, ((p + 1) * per).min(r)));
+                    part
+                })
+                .collect();
+            acc.copy_from_slice(&parts[0]);
+            for part in &parts[1..] {
+                for (a, &e) in acc.iter_mut().zip(part) {
+                    *a = combine(*a, e);
+                }
+            }
         }
+    } else if inner > 0 {
+        for (o, acc) in out.chunks_mut(inner).enumerate() {
+            run(acc, o, (0, r));
+        }
+    }
+    if op == ReduceOp::Mean {
+        out.iter_mut().for_each(|a| *a /= r as f64);
     }
     out
 }
