@@ -683,7 +683,7 @@ impl Fused {
     }
 
     /// Leaf values and pre-op values over domain indices [start, start + n).
-    fn pre_chunk(&self, data: &[&[f32]], start: usize, n: usize) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    fn pre_chunk<'a>(&self, data: &[&'a [f32]], start: usize, n: usize) -> (Vec<Cow<'a, [f32]>>, Vec<Vec<f32>>) {
         // Leaves the domain reads (the epilogue's are laid out otherwise).
         let mut used = vec![false; self.leaves.len()];
         let reds = self.reduce.iter().flat_map(|r| r.reds.iter().map(|(_, a)| a));
@@ -692,12 +692,12 @@ impl Fused {
                 used[*k] = true;
             }
         }
-        let leaves: Vec<Vec<f32>> = (0..self.leaves.len())
+        let leaves: Vec<Cow<[f32]>> = (0..self.leaves.len())
             .map(|k| {
                 if used[k] {
                     self.leaf_chunk(data[k], k, start, n)
                 } else {
-                    Vec::new()
+                    Cow::Borrowed(&[][..])
                 }
             })
             .collect();
@@ -729,20 +729,29 @@ impl Fused {
         (leaves, pre)
     }
 
-    /// Leaf k's values at domain indices [start, start + n), broadcast.
-    fn leaf_chunk(&self, v: &[f32], k: usize, start: usize, n: usize) -> Vec<f32> {
+    /// Leaf k's values at domain indices [start, start + n), broadcast; a
+    /// leaf laid out like the domain is read in place.
+    fn leaf_chunk<'a>(&self, v: &'a [f32], k: usize, start: usize, n: usize) -> Cow<'a, [f32]> {
         let shape = &self.shape;
         if v.len() == numel(shape) {
-            return v[start..start + n].to_vec();
+            return Cow::Borrowed(&v[start..start + n]);
         }
         if v.len() == 1 {
-            return vec![v[0]; n];
+            return Cow::Owned(vec![v[0]; n]);
         }
         let ls = &self.leaves[k];
         let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
         if shape.ends_with(&core) {
+            // A row repeating: whole copies of it, no index per element.
             let m = v.len();
-            return (start..start + n).map(|i| v[i % m]).collect();
+            let mut out = Vec::with_capacity(n);
+            let mut at = start % m;
+            while out.len() < n {
+                let take = (m - at).min(n - out.len());
+                out.extend_from_slice(&v[at..at + take]);
+                at = 0;
+            }
+            return Cow::Owned(out);
         }
         // A counter over the domain's multi-index, moving the leaf offset.
         let bs = broadcast_strides(ls, shape);
@@ -762,7 +771,7 @@ impl Fused {
                 idx[d] = 0;
             }
         }
-        out
+        Cow::Owned(out)
     }
 
     /// The epilogue, one output element at a time.
@@ -809,7 +818,7 @@ impl Fused {
 }
 
 /// The values of a leaf or pre operand over a chunk.
-fn pick<'a>(a: &Arg, leaves: &'a [Vec<f32>], pre: &'a [Vec<f32>]) -> &'a [f32] {
+fn pick<'a>(a: &Arg, leaves: &'a [Cow<[f32]>], pre: &'a [Vec<f32>]) -> &'a [f32] {
     match *a {
         Arg::Leaf(k) => &leaves[k],
         Arg::Pre(t) => &pre[t],

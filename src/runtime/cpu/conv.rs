@@ -104,16 +104,42 @@ fn inside(g: &Geom, kw: usize) -> (usize, usize) {
     (lo.min(hi), hi)
 }
 
-/// Calls `f(row, xrow, tap, lo, hi)` for every output row (n, oh) of batch
-/// entries `n0..n0 + nb` (`row` counts output rows from the block's start)
-/// and every tap (kh, kw) whose input row is inside: `xrow` is the input
-/// row's offset, and output columns `lo..hi` read inside it. Bounds are
-/// worked out per row and tap, not per element.
+/// Input offset of output column `ow`'s tap `kw` in an input row (channel
+/// 0 of group `gi`); only for columns [`inside`] says are inside.
 #[inline(always)]
-fn rows(g: &Geom, n0: usize, nb: usize, mut f: impl FnMut(usize, usize, usize, usize, usize)) {
+fn at(g: &Geom, gi: usize, ow: usize, kw: usize) -> usize {
+    (ow * g.sw + kw * g.dw - g.pl) * g.c + gi * g.cg
+}
+
+/// Output channels per accumulator block of the direct loops: a fixed
+/// count, so the accumulators live in registers across all taps.
+const LANES: usize = 16;
+
+/// `acc[..l] += v * w[..l]`, with the full-width case unrolled.
+#[inline(always)]
+fn axpy<F: Gemm>(acc: &mut [F; LANES], v: F, w: &[F], l: usize) {
+    if l == LANES {
+        let w = &w[..LANES];
+        for t in 0..LANES {
+            acc[t] += v * w[t];
+        }
+    } else {
+        for (a, &w) in acc.iter_mut().zip(&w[..l]) {
+            *a += v * w;
+        }
+    }
+}
+
+/// Direct convolution of a block (`y` holds its rows, zeroed) for group
+/// `gi`: per output row and tap, each input value scales a filter row into
+/// an output pixel, over the run of output columns the tap reads inside
+/// the input (bounds worked out per row and tap, not per element).
+fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+    let (cg, og, o) = (g.cg, g.og, g.o);
     let cols: Vec<(usize, usize)> = (0..g.kw).map(|kw| inside(g, kw)).collect();
     for n in 0..nb {
         for oh in 0..g.oh {
+            let yrow = &mut y[(n * g.oh + oh) * g.ow * o..][..g.ow * o];
             for kh in 0..g.kh {
                 let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
                 if ih < 0 || ih as usize >= g.h {
@@ -121,55 +147,58 @@ fn rows(g: &Geom, n0: usize, nb: usize, mut f: impl FnMut(usize, usize, usize, u
                 }
                 let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c;
                 for (kw, &(lo, hi)) in cols.iter().enumerate() {
-                    f(n * g.oh + oh, xrow, kh * g.kw + kw, lo, hi);
+                    let tap = kh * g.kw + kw;
+                    for c in 0..cg {
+                        let w = &f[(tap * cg + c) * o + gi * og..][..og];
+                        for ow in lo..hi {
+                            let v = x[xrow + at(g, gi, ow, kw) + c];
+                            for (a, &w) in yrow[ow * o + gi * og..][..og].iter_mut().zip(w) {
+                                *a += v * w;
+                            }
+                        }
+                    }
                 }
             }
         }
     }
 }
 
-/// Input offset of output column `ow`'s tap `kw` in an input row (channel
-/// 0 of group `gi`); only for columns [`inside`] says are inside.
-#[inline(always)]
-fn at(g: &Geom, gi: usize, ow: usize, tap: usize) -> usize {
-    (ow * g.sw + (tap % g.kw) * g.dw - g.pl) * g.c + gi * g.cg
-}
-
-/// Direct convolution of a block (`y` holds its rows, zeroed) for group
-/// `gi`: each tap's input values scale a filter row into output pixels.
-fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
-    let (cg, og, o) = (g.cg, g.og, g.o);
-    rows(g, n0, nb, |row, xrow, tap, lo, hi| {
-        let yrow = &mut y[row * g.ow * o..(row + 1) * g.ow * o];
-        for c in 0..cg {
-            let w = &f[(tap * cg + c) * o + gi * og..][..og];
-            for ow in lo..hi {
-                let v = x[xrow + at(g, gi, ow, tap) + c];
-                for (a, &w) in yrow[ow * o + gi * og..][..og].iter_mut().zip(w) {
-                    *a += v * w;
-                }
-            }
-        }
-    });
-}
-
 /// Direct filter gradient of a block for group `gi`, added into `df`
-/// ([k, o]): each tap's input values scale output-gradient pixels into a
-/// filter row.
+/// ([k, o]): per filter row (tap, channel) and block of [`LANES`] output
+/// channels, the input values at that tap scale output-gradient pixels
+/// into accumulators, added once.
 fn direct_filter<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
     let (cg, og, o) = (g.cg, g.og, g.o);
-    rows(g, n0, nb, |row, xrow, tap, lo, hi| {
-        let dyrow = &dy[row * g.ow * o..(row + 1) * g.ow * o];
-        for c in 0..cg {
-            let acc = &mut df[(tap * cg + c) * o + gi * og..][..og];
-            for ow in lo..hi {
-                let v = x[xrow + at(g, gi, ow, tap) + c];
-                for (a, &d) in acc.iter_mut().zip(&dyrow[ow * o + gi * og..][..og]) {
-                    *a += v * d;
+    for kh in 0..g.kh {
+        for kw in 0..g.kw {
+            let (lo, hi) = inside(g, kw);
+            let tap = kh * g.kw + kw;
+            for c in 0..cg {
+                for j0 in (0..og).step_by(LANES) {
+                    let l = LANES.min(og - j0);
+                    let mut acc = [F::ZERO; LANES];
+                    for n in 0..nb {
+                        for oh in 0..g.oh {
+                            let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
+                            if ih < 0 || ih as usize >= g.h {
+                                continue;
+                            }
+                            let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c + c;
+                            let row = (n * g.oh + oh) * g.ow;
+                            for ow in lo..hi {
+                                let v = x[xrow + at(g, gi, ow, kw)];
+                                axpy(&mut acc, v, &dy[(row + ow) * o + gi * og + j0..], l);
+                            }
+                        }
+                    }
+                    let d = &mut df[(tap * cg + c) * o + gi * og + j0..][..l];
+                    for (d, &a) in d.iter_mut().zip(&acc[..l]) {
+                        *d += a;
+                    }
                 }
             }
         }
-    });
+    }
 }
 
 /// The three convolutions as GEMMs over blocks of batch entries, blocks in
