@@ -1,6 +1,6 @@
 //! CPU reference kernel of batched matmul with broadcast batch dimensions
 //! and transpose flags: each batch entry is one strided GEMM
-//! ([`super::Gemm`], `matrixmultiply`), so transposes cost no copy.
+//! ([`super::Gemm`], the `gemm` crate), so transposes cost no copy.
 
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;

@@ -2,7 +2,7 @@
 //! every op, one file per op family. They are plain Rust, simple and
 //! obviously correct where speed would cost clarity (the oracle of the
 //! conformance suite and `WGFLOW_CROSS_CHECK`), threaded with rayon and
-//! cache-blocked (matrixmultiply) where the CPU device needs speed.
+//! cache-blocked (the `gemm` crate) where the CPU device needs speed.
 //! f16 ops compute in f32 (the caller casts around them).
 //!
 //! Part of [`crate::runtime`]: [`crate::runtime::CpuBackend`] implements
@@ -245,7 +245,7 @@ impl CpuData {
 }
 
 /// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
-/// strides for every operand (`matrixmultiply`'s interface).
+/// strides for every operand.
 pub trait Gemm: Float {
     /// # Safety
     /// Every element addressed by the dims and strides must lie inside the
@@ -356,6 +356,111 @@ pub trait Gemm: Float {
     }
 }
 
+/// C = A·B + beta·C through the `gemm` crate (runtime-detected AVX2 /
+/// AVX-512 / NEON kernels), on the calling thread: [`Gemm::par_gemm`]
+/// does the splitting. beta is 0 or 1 in every caller; with 0, C is not
+/// read (it may hold anything, NaN included).
+///
+/// # Safety
+/// As [`Gemm::gemm`].
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_crate<T: Gemm + 'static>(
+    m: usize,
+    k: usize,
+    n: usize,
+    a: *const T,
+    rsa: isize,
+    csa: isize,
+    b: *const T,
+    rsb: isize,
+    csb: isize,
+    beta: T,
+    c: *mut T,
+    rsc: isize,
+    csc: isize,
+) {
+    // gemm computes dst = alpha·dst + beta·lhs·rhs, column stride first.
+    let read = beta != T::ZERO;
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        // An empty sum: C = beta·C, written here rather than trusting the
+        // kernel's empty case.
+        if !read {
+            for i in 0..m as isize {
+                for j in 0..n as isize {
+                    // SAFETY: (i, j) lies inside C, as the caller promises.
+                    unsafe { *c.offset(i * rsc + j * csc) = T::ZERO };
+                }
+            }
+        }
+        return;
+    }
+    if m == 1 && n > 1 {
+        // The crate takes a matrix-vector path for a single row, which sums
+        // in another order than its matrix kernels: a request served alone
+        // would then differ in the last bits from the same request served
+        // in a batch. Two rows (the second zero) take the matrix path.
+        let mut a2 = vec![T::ZERO; 2 * k];
+        let mut c2 = vec![T::ZERO; 2 * n];
+        for j in 0..k {
+            // SAFETY: row 0 of A, inside the caller's allocation.
+            a2[j] = unsafe { *a.offset(j as isize * csa) };
+        }
+        for j in 0..n {
+            // SAFETY: row 0 of C, inside the caller's allocation.
+            c2[j] = unsafe { *c.offset(j as isize * csc) };
+        }
+        // SAFETY: a2 is [2, k], c2 is [2, n], both row-major; B as given.
+        unsafe {
+            gemm_crate(
+                2,
+                k,
+                n,
+                a2.as_ptr(),
+                k as isize,
+                1,
+                b,
+                rsb,
+                csb,
+                beta,
+                c2.as_mut_ptr(),
+                n as isize,
+                1,
+            )
+        };
+        for (j, &v) in c2[..n].iter().enumerate() {
+            // SAFETY: row 0 of C, as above.
+            unsafe { *c.offset(j as isize * csc) = v };
+        }
+        return;
+    }
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            csc,
+            rsc,
+            read,
+            a,
+            csa,
+            rsa,
+            b,
+            csb,
+            rsb,
+            beta,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
+}
+
 impl Gemm for f32 {
     unsafe fn gemm(
         m: usize,
@@ -372,7 +477,7 @@ impl Gemm for f32 {
         rsc: isize,
         csc: isize,
     ) {
-        unsafe { matrixmultiply::sgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+        unsafe { gemm_crate(m, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
     }
 }
 
@@ -392,6 +497,57 @@ impl Gemm for f64 {
         rsc: isize,
         csc: isize,
     ) {
-        unsafe { matrixmultiply::dgemm(m, k, n, 1.0, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+        unsafe { gemm_crate(m, k, n, a, rsa, csa, b, rsb, csb, beta, c, rsc, csc) }
+    }
+}
+
+#[cfg(test)]
+mod gemm_tests {
+    use super::Gemm;
+
+    /// A row's result does not depend on how many rows share the call, so
+    /// a request served alone and the same request in a batch agree to the
+    /// bit (the model server's batching promises it).
+    #[test]
+    fn rows_do_not_depend_on_the_batch() {
+        let mut seed = 3u64;
+        let mut rand = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            (seed >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        };
+        for (k, n) in [(800, 10), (784, 256), (144, 32), (9, 16), (100, 1), (1, 7)] {
+            let rows = 70;
+            let a: Vec<f32> = (0..rows * k).map(|_| rand()).collect();
+            let b: Vec<f32> = (0..k * n).map(|_| rand()).collect();
+            let run = |m: usize| {
+                let mut c = vec![f32::NAN; m * n];
+                // SAFETY: a is [rows >= m, k], b is [k, n], c is [m, n].
+                unsafe {
+                    f32::par_gemm(
+                        m,
+                        k,
+                        n,
+                        a.as_ptr(),
+                        k as isize,
+                        1,
+                        b.as_ptr(),
+                        n as isize,
+                        1,
+                        0.0,
+                        c.as_mut_ptr(),
+                        n as isize,
+                        1,
+                    )
+                };
+                c
+            };
+            let all = run(rows);
+            for m in [1, 2, 3, 16, 17, 33, 69] {
+                let c = run(m);
+                for (i, (x, y)) in c.iter().zip(&all).enumerate() {
+                    assert_eq!(x.to_bits(), y.to_bits(), "k={k} n={n} m={m} element {i}: {x} vs {y}");
+                }
+            }
+        }
     }
 }

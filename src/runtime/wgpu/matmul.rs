@@ -28,7 +28,7 @@
 //!
 //! Shape and gradient rules are in `ops::matmul`, the dimension
 //! rules in [`crate::core::op::matmul`], the reference kernels
-//! (`matrixmultiply`) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
+//! (the `gemm` crate) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
 use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
