@@ -17,7 +17,9 @@ use rayon::prelude::*;
 /// has a tiny output, so the batch is the only dimension to split).
 fn block<F>(g: &Geom) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    let bytes = g.n * g.oh * g.ow * g.kh * g.kw * g.cg * size_of::<F>();
+    let bytes = [g.n, g.oh, g.ow, g.kh, g.kw, g.cg, size_of::<F>()]
+        .into_iter()
+        .fold(1usize, usize::saturating_mul);
     let blocks = bytes.div_ceil(1 << 20).max(1).next_multiple_of(threads);
     g.n.div_ceil(blocks).max(1)
 }

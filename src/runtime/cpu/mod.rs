@@ -301,58 +301,42 @@ pub trait Gemm: Float {
         // the closure is Send; blocks of C are disjoint.
         let (a, b, c) = (a as usize, b as usize, c as usize);
         let size = size_of::<Self>() as isize;
-        let split = |len: usize| len.div_ceil(threads).next_multiple_of(16);
-        if m >= n {
-            let bm = split(m);
-            (0..m.div_ceil(bm)).into_par_iter().for_each(|i| {
-                let (r0, rows) = (i * bm, bm.min(m - i * bm));
-                let (ao, co) = (r0 as isize * rsa * size, r0 as isize * rsc * size);
-                // SAFETY: rows r0..r0+rows of A and C lie inside the
-                // caller's allocations, and no other block writes them.
-                unsafe {
-                    Self::gemm(
-                        rows,
-                        k,
-                        n,
-                        (a as isize + ao) as *const Self,
-                        rsa,
-                        csa,
-                        b as *const Self,
-                        rsb,
-                        csb,
-                        beta,
-                        (c as isize + co) as *mut Self,
-                        rsc,
-                        csc,
-                    )
-                }
-            });
-        } else {
-            let bn = split(n);
-            (0..n.div_ceil(bn)).into_par_iter().for_each(|j| {
-                let (c0, cols) = (j * bn, bn.min(n - j * bn));
-                let (bo, co) = (c0 as isize * csb * size, c0 as isize * csc * size);
-                // SAFETY: columns c0..c0+cols of B and C lie inside the
-                // caller's allocations, and no other block writes them.
-                unsafe {
-                    Self::gemm(
-                        m,
-                        k,
-                        cols,
-                        a as *const Self,
-                        rsa,
-                        csa,
-                        (b as isize + bo) as *const Self,
-                        rsb,
-                        csb,
-                        beta,
-                        (c as isize + co) as *mut Self,
-                        rsc,
-                        csc,
-                    )
-                }
-            });
-        }
+        // Split the longer of C's rows and columns: a block of rows moves A
+        // and C along their row strides, one of columns B and C along
+        // their column strides.
+        let rows = m >= n;
+        let len = if rows { m } else { n };
+        let bl = len.div_ceil(threads).next_multiple_of(16);
+        (0..len.div_ceil(bl)).into_par_iter().for_each(|i| {
+            let (s0, cnt) = (i * bl, bl.min(len - i * bl));
+            let s0 = s0 as isize * size;
+            let (ao, bo, co) = if rows {
+                (s0 * rsa, 0, s0 * rsc)
+            } else {
+                (0, s0 * csb, s0 * csc)
+            };
+            let (bm, bn) = if rows { (cnt, n) } else { (m, cnt) };
+            // SAFETY: the block's rows (or columns) of A (or B) and C lie
+            // inside the caller's allocations, and no other block writes
+            // them.
+            unsafe {
+                Self::gemm(
+                    bm,
+                    k,
+                    bn,
+                    (a as isize + ao) as *const Self,
+                    rsa,
+                    csa,
+                    (b as isize + bo) as *const Self,
+                    rsb,
+                    csb,
+                    beta,
+                    (c as isize + co) as *mut Self,
+                    rsc,
+                    csc,
+                )
+            }
+        });
     }
 }
 

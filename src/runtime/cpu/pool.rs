@@ -148,6 +148,17 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
     } else {
         None
     };
+    // The max gradient keeps the argmax's window position in the value
+    // type, exact in f32 only up to 2^24 positions: larger windows pool in
+    // f64 (the maximum itself is exact either way).
+    let positions = p.ksize[0].min(s[1]).saturating_mul(p.ksize[1].min(s[2]));
+    if p.max && positions > 1 << 24 {
+        if let (CpuData::F32(v), Some(CpuData::F32(g))) = (x[0].cpu_data(), dy) {
+            let wide = |v: &[f32]| v.iter().map(|&e| e as f64).collect::<Vec<f64>>();
+            let d = pool_cpu(p, s, geom, &wide(v), Some(&wide(g)), n);
+            return Ok(CpuData::F32(d.into_iter().map(|e| e as f32).collect()));
+        }
+    }
     Ok(match (x[0].cpu_data(), dy) {
         (CpuData::F32(v), None) => CpuData::F32(pool_cpu(p, s, geom, v, None, n)),
         (CpuData::F32(v), Some(CpuData::F32(g))) => CpuData::F32(pool_cpu(p, s, geom, v, Some(g), n)),
@@ -155,4 +166,35 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
         (CpuData::F64(v), Some(CpuData::F64(g))) => CpuData::F64(pool_cpu(p, s, geom, v, Some(g), n)),
         _ => unreachable!("f16 runs through f32; dtypes checked by infer"),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::core::op::Pool2d;
+    use crate::ops::conv::Padding;
+    use crate::{Device, Tensor};
+
+    /// A window of more than 2^24 positions (past f32's exact integers)
+    /// still routes the gradient to the one maximum.
+    #[test]
+    fn max_gradient_of_a_huge_window_goes_to_one_element() {
+        let side = 4097; // 4097^2 > 2^24
+        let mut v = vec![0.0f32; side * side];
+        let last = v.len() - 1;
+        v[last] = 1.0;
+        let x = Tensor::from_vec(v, &[1, side, side, 1], &Device::Cpu).unwrap();
+        let dy = Tensor::from_vec(vec![1.0f32], &[1, 1, 1, 1], &Device::Cpu).unwrap();
+        let p = Pool2d {
+            max: true,
+            ksize: [side, side],
+            strides: [1, 1],
+            padding: Padding::Valid,
+        };
+        let dx = crate::ops::pool::pool2d_grad(&x, &dy, &p)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_eq!(dx[last], 1.0);
+        assert_eq!(dx.iter().sum::<f32>(), 1.0);
+    }
 }
