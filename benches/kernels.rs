@@ -8,7 +8,7 @@
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
 //!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
 //!                                              # matmul sizes to run
-//!     WGFLOW_BENCH_GEMM=tiled|wide|register|subgroup ... # force a GEMM kernel
+//!     WGFLOW_BENCH_GEMM=tiled|wide|register|subgroup|cooperative ... # force a GEMM kernel (as WGFLOW_GEMM)
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until
 //! a second has passed (at least 3 runs); the median run is reported. GPU
@@ -67,13 +67,10 @@ fn main() {
     };
     if let Ok(v) = std::env::var("WGFLOW_BENCH_GEMM") {
         use wgflow::runtime::wgpu::{GemmVariant, force_gemm_variant};
-        force_gemm_variant(match v.as_str() {
-            "tiled" => GemmVariant::Tiled,
-            "wide" => GemmVariant::Wide,
-            "register" => GemmVariant::Register,
-            "subgroup" => GemmVariant::Subgroup,
-            _ => panic!("WGFLOW_BENCH_GEMM: tiled, wide, register or subgroup"),
-        });
+        let Some(g) = GemmVariant::parse(&v) else {
+            panic!("WGFLOW_BENCH_GEMM: auto, tiled, wide, register, subgroup or cooperative")
+        };
+        force_gemm_variant(g);
     }
     let devices = config::list_logical_devices().expect("devices");
     println!("wgflow kernel benchmarks");

@@ -4,6 +4,7 @@
 //!     cargo run --example devices
 //!     WGFLOW_VISIBLE_DEVICES=1 cargo run --example devices
 //!     WGFLOW_DEVICE=cpu cargo run --example devices
+//!     WGFLOW_GEMM=cooperative cargo run --example devices   (an error without tensor cores)
 
 mod common;
 
@@ -14,6 +15,8 @@ fn main() {
     println!("Physical devices:");
     for d in config::list_physical_devices() {
         println!("  {d}");
+        // Which GEMM kernels matmul and the convolutions use there.
+        println!("      GEMM: {}", d.gemm_kernels());
     }
     let logical = match config::list_logical_devices() {
         Ok(l) => l,

@@ -633,30 +633,56 @@ fn matmul() {
         GemmVariant::Wide,
         GemmVariant::Register,
         GemmVariant::Subgroup,
+        GemmVariant::Cooperative,
     ] {
-        force_gemm_variant(v);
-        let mut s = Suite::new(match v {
-            GemmVariant::Tiled => "matmul, tiled kernel",
-            GemmVariant::Wide => "matmul, wide tiled kernel",
-            GemmVariant::Register => "matmul, register kernel",
-            _ => "matmul, subgroup kernel",
-        });
-        // Forced on an adapter without 8-lane subgroups it is an error, so
-        // these cases prove the kernel on every adapter that has them.
-        if v == GemmVariant::Subgroup {
-            s.gpus = subgroup8_gpus();
-        }
-        matmul_cases(&mut s);
+        let (mut s, dts) = forced_gemm("matmul", v);
+        matmul_cases(&mut s, dts);
     }
     let with = subgroup8_gpus();
+    force_gemm_variant(GemmVariant::Subgroup);
     for d in gpus().into_iter().filter(|d| !with.contains(d)) {
         let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
         let e = a.matmul(&a).unwrap_err();
         assert!(e.to_string().contains("no 8-lane subgroups"), "{d}: {e}");
     }
+    // Cooperative matrices forced where they cannot run: an error naming
+    // what is missing (the feature, or f16 operands).
+    force_gemm_variant(GemmVariant::Cooperative);
+    let with = coop_gpus();
+    for d in gpus() {
+        let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
+        let e = a.matmul(&a).unwrap_err().to_string();
+        let why = if with.contains(&d) { "f16 operands" } else { "lacks" };
+        assert!(e.contains("Cooperative") && e.contains(why), "{d}: {e}");
+        if !with.contains(&d) {
+            let h = a.cast(DType::F16).unwrap();
+            let e = h.matmul(&h).unwrap_err().to_string();
+            assert!(e.contains("lacks"), "{d}: {e}");
+        }
+    }
+    force_gemm_variant(GemmVariant::Auto);
 }
 
-fn matmul_cases(s: &mut Suite) {
+/// Forces GEMM kernel `v` for `op`'s cases: the suite and the dtypes to
+/// check. Forced on an adapter without 8-lane subgroups (cooperative
+/// matrices) a kernel is an error, so those cases prove it on every
+/// adapter that has them; cooperative matrices take f16 alone.
+fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
+    force_gemm_variant(v);
+    let mut s = Suite::new(format!("{op}, {v:?} kernel"));
+    let mut dts: &[DType] = &FLOATS;
+    match v {
+        GemmVariant::Subgroup => s.gpus = subgroup8_gpus(),
+        GemmVariant::Cooperative => {
+            s.gpus = coop_gpus();
+            dts = &[DType::F16];
+        }
+        _ => {}
+    }
+    (s, dts)
+}
+
+fn matmul_cases(s: &mut Suite, dts: &[DType]) {
     let dims = [
         (1, 1, 1),
         (2, 3, 4),
@@ -680,7 +706,7 @@ fn matmul_cases(s: &mut Suite) {
     for &(m, n, k) in &dims {
         for ta in [false, true] {
             for tb in [false, true] {
-                for dt in FLOATS {
+                for &dt in dts {
                     seed += 1;
                     let a = randn(&if ta { [k, m] } else { [m, k] }, seed, dt);
                     let b = randn(&if tb { [n, k] } else { [k, n] }, seed + 1000, dt);
@@ -698,17 +724,19 @@ fn matmul_cases(s: &mut Suite) {
         (&[2, 3, 9, 12], &[2, 3, 12, 16]),
     ];
     for (i, (a, b)) in batched.iter().enumerate() {
-        for dt in FLOATS {
+        for &dt in dts {
             s.check(
                 Op::MatMul { ta: false, tb: false },
                 &[randn(a, i as u64, dt), randn(b, i as u64 + 50, dt)],
             );
         }
     }
-    s.check(
-        Op::MatMul { ta: true, tb: true },
-        &[randn(&[4, 7, 5], 1, DType::F32), randn(&[4, 3, 7], 2, DType::F32)],
-    );
+    for &dt in dts {
+        s.check(
+            Op::MatMul { ta: true, tb: true },
+            &[randn(&[4, 7, 5], 1, dt), randn(&[4, 3, 7], 2, dt)],
+        );
+    }
     s.check_err(
         Op::MatMul { ta: false, tb: false },
         &[randn(&[2, 3], 1, DType::F32), randn(&[4, 5], 2, DType::F32)],
@@ -743,21 +771,19 @@ fn conv(strides: [usize; 2], padding: Padding, dilations: [usize; 2], groups: us
 #[test]
 fn conv2d() {
     // Patch matrices through the register and subgroup matmuls on CPU-style paths.
-    for v in [GemmVariant::Tiled, GemmVariant::Register, GemmVariant::Subgroup] {
-        force_gemm_variant(v);
-        let mut s = Suite::new(match v {
-            GemmVariant::Tiled => "conv2d, tiled kernel",
-            GemmVariant::Register => "conv2d, register kernel",
-            _ => "conv2d, subgroup kernel",
-        });
-        if v == GemmVariant::Subgroup {
-            s.gpus = subgroup8_gpus();
-        }
-        conv2d_cases(&mut s);
+    for v in [
+        GemmVariant::Tiled,
+        GemmVariant::Register,
+        GemmVariant::Subgroup,
+        GemmVariant::Cooperative,
+    ] {
+        let (mut s, dts) = forced_gemm("conv2d", v);
+        conv2d_cases(&mut s, dts);
     }
+    force_gemm_variant(GemmVariant::Auto);
 }
 
-fn conv2d_cases(s: &mut Suite) {
+fn conv2d_cases(s: &mut Suite, dts: &[DType]) {
     let ex = Padding::Explicit {
         top: 1,
         bottom: 2,
@@ -777,13 +803,16 @@ fn conv2d_cases(s: &mut Suite) {
         ([3, 5, 5, 5], [1, 1], 5, conv([1, 1], Padding::Valid, [1, 1], 5)),
         ([1, 28, 28, 1], [3, 3], 8, conv([1, 1], Padding::Same, [1, 1], 1)),
         ([4, 14, 14, 8], [3, 3], 16, conv([1, 1], Padding::Same, [1, 1], 1)),
+        // Short patches (direct loops on the CPU device) with output
+        // channels in blocks of 16, 4 and 1.
+        ([2, 9, 8, 2], [3, 3], 21, conv([1, 1], Padding::Same, [1, 1], 1)),
         ([1, 1, 1, 3], [1, 1], 2, conv([1, 1], Padding::Valid, [1, 1], 1)),
         ([0, 4, 4, 2], [3, 3], 2, conv([1, 1], Padding::Same, [1, 1], 1)),
         ([1, 3, 3, 2], [3, 3], 0, conv([1, 1], Padding::Same, [1, 1], 1)),
     ];
     for (i, (xs, k, o, a)) in cases.iter().enumerate() {
         let fs = [k[0], k[1], xs[3] / a.groups, *o];
-        for dt in FLOATS {
+        for &dt in dts {
             let seed = i as u64 * 10;
             let x = randn(xs, seed, dt);
             let f = randn(&fs, seed + 1, dt);
@@ -796,11 +825,13 @@ fn conv2d_cases(s: &mut Suite) {
     }
     // A filter gradient whose reduction (64 * 12 * 12 pixels) gets split.
     let a = conv([1, 1], Padding::Same, [1, 1], 1);
-    let x = randn(&[64, 12, 12, 2], 5, DType::F32);
-    s.check(
-        Op::Conv2dFilterGrad(a.clone(), vec![3, 3, 2, 4]),
-        &[x, randn(&[64, 12, 12, 4], 6, DType::F32)],
-    );
+    for &dt in dts {
+        let x = randn(&[64, 12, 12, 2], 5, dt);
+        s.check(
+            Op::Conv2dFilterGrad(a.clone(), vec![3, 3, 2, 4]),
+            &[x, randn(&[64, 12, 12, 4], 6, dt)],
+        );
+    }
     let x = randn(&[1, 5, 5, 3], 1, DType::F32);
     s.check_err(Op::Conv2d(a.clone()), &[x.clone(), randn(&[3, 3, 2, 4], 2, DType::F32)]);
     s.check_err(
@@ -842,6 +873,8 @@ fn pool() {
         ([1, 6, 6, 2], [3, 3], [3, 1], ex),
         ([3, 1, 1, 5], [1, 1], [1, 1], Padding::Same),
         ([1, 28, 28, 8], [2, 2], [2, 2], Padding::Valid),
+        // Channels in blocks of 16, 4 and 1 on the CPU device.
+        ([2, 5, 6, 21], [2, 3], [2, 1], Padding::Same),
         ([0, 4, 4, 2], [2, 2], [2, 2], Padding::Same),
     ];
     for (i, (xs, k, st, pad)) in cases.iter().enumerate() {

@@ -389,9 +389,22 @@ fn backup_and_restore_resumes_after_the_last_finished_epoch() {
 
 /// Gradients travel back in packs: a strategy whose packs hold one
 /// gradient each trains to bit-identical weights as one pack, and starts
-/// more reads (more submissions) per step.
+/// more reads per step.
 #[test]
 fn packs_of_any_size_train_alike() {
+    // In its own process: the device counters are shared with concurrent
+    // tests.
+    let (ok, out, err) = run_child("child_packs", &[]);
+    assert!(ok, "child failed:\n{out}\n{err}");
+    assert!(
+        out.contains("test child_packs ... ok") || out.contains("SKIPPED"),
+        "{out}\n{err}"
+    );
+}
+
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_packs() {
     let pairs = pairs();
     if pairs.is_empty() {
         println!("SKIPPED: no GPU (WGFLOW_ALLOW_NO_GPU)");
@@ -412,22 +425,26 @@ fn packs_of_any_size_train_alike() {
         );
         let d0 = strategy.devices()[0].clone();
         m.fit(&x, &y, args(2 * B)).unwrap(); // traces
-        let before = d0.counters().submits;
+        let before = d0.counters().reads;
         let h = m.fit(&x, &y, args(2 * B)).unwrap();
         (
             weights(&m.replicas()[0]),
             h.get("loss").unwrap()[0],
-            d0.counters().submits - before,
+            d0.counters().reads - before,
         )
     };
-    let (w_one, l_one, s_one) = run(0);
-    let (w_many, l_many, s_many) = run(4);
+    let (w_one, l_one, r_one) = run(0);
+    let (w_many, l_many, r_many) = run(4);
     assert_eq!(w_many, w_one, "{devs:?}: packs of 4 bytes changed the weights");
     assert_eq!(l_many, l_one);
-    // 4 gradients: 3 more packs per step, 6 steps.
-    assert!(
-        s_many >= s_one + 6 * 3,
-        "{devs:?}: {s_many} submissions with a pack per gradient, {s_one} with one pack"
+    // 4 gradients, the loss and the predictions: one read-back each per
+    // step instead of one for all, 6 steps. Counted as reads, not
+    // submissions: other submissions (the pool waiting for buffers) depend
+    // on timing.
+    assert_eq!(
+        r_many,
+        r_one + 6 * 5,
+        "{devs:?}: {r_many} read-backs with a pack per output, {r_one} with one pack"
     );
 }
 

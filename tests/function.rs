@@ -546,6 +546,8 @@ fn traced_training_steps_match_eager_ones() {
                 graph.contains("update") && graph.contains("fused["),
                 "{name} on {d}:\n{graph}"
             );
+            // On a GPU the plan names the GEMM kernel each matmul runs on.
+            assert_eq!(graph.contains("matmul [matmul"), d.is_gpu(), "{name} on {d}:\n{graph}");
             for (k, ((t, e), r)) in traced.iter().zip(&eager).zip(&reference).enumerate() {
                 assert_close(t, e, 2e-4, &format!("{name} on {d}: traced vs eager, weight {k}"));
                 assert_close(t, r, 2e-3, &format!("{name} on {d}: traced vs CPU eager, weight {k}"));

@@ -182,3 +182,47 @@ fn params_layout_mismatch_names_kernel_struct_and_field() {
         "{errs}"
     );
 }
+
+/// Every kernel variant without pipeline overrides (those need their
+/// values first) translates to SPIR-V, as wgpu's Vulkan backend translates
+/// it: the cooperative-matrix kernels included, which only adapters with
+/// `EXPERIMENTAL_COOPERATIVE_MATRIX` ever run, so this is their one check
+/// on machines without such an adapter.
+#[test]
+fn every_kernel_variant_translates_to_spirv() {
+    let (mut coop, mut n) = (0, 0);
+    for k in kernels() {
+        for &t in k.types {
+            let (module, info) = k.validate(t).unwrap_or_else(|e| panic!("{e}"));
+            if !module.overrides.is_empty() {
+                continue;
+            }
+            n += 1;
+            let options = naga::back::spv::Options {
+                lang_version: (1, 3),
+                ..Default::default()
+            };
+            let words = naga::back::spv::write_vec(&module, &info, &options, None)
+                .unwrap_or_else(|e| panic!("{}<{}> to SPIR-V: {e}", k.name, t.name()));
+            assert_eq!(
+                words.first(),
+                Some(&0x0723_0203),
+                "{}<{}>: not SPIR-V",
+                k.name,
+                t.name()
+            );
+            // Walk the instructions (after the 5-word header): the low half
+            // of each one's first word is its opcode, the high half its
+            // length. OpCooperativeMatrixMulAddKHR is opcode 4459.
+            let mut at = 5;
+            let mut mul_add = false;
+            while let Some(&w) = words.get(at) {
+                mul_add |= w & 0xffff == 4459;
+                at += ((w >> 16) as usize).max(1);
+            }
+            coop += mul_add as usize;
+        }
+    }
+    assert_eq!(coop, 2, "matmul_coop and conv_coop multiply cooperative matrices");
+    eprintln!("translated {n} kernel variants");
+}

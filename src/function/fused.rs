@@ -130,6 +130,14 @@ const WG_MIN_LEN: usize = 64;
 const WG: usize = 256;
 /// Domain elements the CPU evaluates per chunk.
 const CHUNK: usize = 4096;
+
+/// What the CPU twin's chunks share: per leaf, whether the domain reads
+/// it, and a scalar's or repeating row's values tiled (with the row's
+/// length) to at least a chunk and a row.
+struct Tiles {
+    used: Vec<bool>,
+    rows: Vec<Option<(Vec<f32>, usize)>>,
+}
 /// Generated kernels kept for reuse by later graphs with the same source.
 const KERNEL_CACHE: usize = 256;
 
@@ -171,6 +179,7 @@ fn generated_kernel(src: String) -> Result<Arc<Kernel>> {
         generated: Some(Arc::from(src.as_str())),
         types: &[KType::F32],
         params: &[],
+        enables: &[],
     });
     k.validate(KType::F32)?;
     cache.made += 1;
@@ -571,6 +580,7 @@ impl Fused {
             .collect();
         let n = numel(&self.shape);
         let chunks = n.div_ceil(CHUNK);
+        let tiles = self.tiles(&data);
         let Some(r) = &self.reduce else {
             // Each chunk writes its piece of every output in place.
             let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| vec![0.0; n]).collect();
@@ -581,7 +591,7 @@ impl Fused {
                 }
             }
             let part = |(c, dst): (usize, Vec<&mut [f32]>)| {
-                let (leaves, pre) = self.pre_chunk(&data, c * CHUNK, CHUNK.min(n - c * CHUNK));
+                let (leaves, pre) = self.pre_chunk(&data, &tiles, c * CHUNK, CHUNK.min(n - c * CHUNK));
                 for (a, d) in self.outs.iter().zip(dst) {
                     d.copy_from_slice(pick(a, &leaves, &pre));
                 }
@@ -613,7 +623,7 @@ impl Fused {
             let mut acc: Vec<Vec<f64>> = r.reds.iter().map(|(op, _)| vec![ident(*op); m]).collect();
             for c in gi * per..((gi + 1) * per).min(chunks) {
                 let (start, cl) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
-                let (leaves, pre) = self.pre_chunk(&data, start, cl);
+                let (leaves, pre) = self.pre_chunk(&data, &tiles, start, cl);
                 for (j, (op, a)) in r.reds.iter().enumerate() {
                     let vals = pick(a, &leaves, &pre);
                     let acc = &mut acc[j];
@@ -682,9 +692,10 @@ impl Fused {
         self.post_cpu(&data, &red, m)
     }
 
-    /// Leaf values and pre-op values over domain indices [start, start + n).
-    fn pre_chunk<'a>(&self, data: &[&'a [f32]], start: usize, n: usize) -> (Vec<Cow<'a, [f32]>>, Vec<Vec<f32>>) {
-        // Leaves the domain reads (the epilogue's are laid out otherwise).
+    /// Which leaves the domain reads (the epilogue's are laid out
+    /// otherwise), and the scalars and repeating rows among them tiled to
+    /// a chunk and a row, so that each chunk borrows its piece.
+    fn tiles(&self, data: &[&[f32]]) -> Tiles {
         let mut used = vec![false; self.leaves.len()];
         let reds = self.reduce.iter().flat_map(|r| r.reds.iter().map(|(_, a)| a));
         for a in self.pre.iter().flat_map(FOp::args).chain(reds).chain(&self.outs) {
@@ -692,10 +703,35 @@ impl Fused {
                 used[*k] = true;
             }
         }
+        let n = numel(&self.shape);
+        let rows = data
+            .iter()
+            .zip(&self.leaves)
+            .zip(&used)
+            .map(|((v, ls), &u)| {
+                let m = v.len();
+                let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
+                (u && m > 0 && m != n && self.shape.ends_with(&core)).then(|| {
+                    let len = m.saturating_mul(CHUNK.div_ceil(m) + 1);
+                    (v.iter().copied().cycle().take(len).collect(), m)
+                })
+            })
+            .collect();
+        Tiles { used, rows }
+    }
+
+    /// Leaf values and pre-op values over domain indices [start, start + n).
+    fn pre_chunk<'a>(
+        &self,
+        data: &[&'a [f32]],
+        tiles: &'a Tiles,
+        start: usize,
+        n: usize,
+    ) -> (Vec<Cow<'a, [f32]>>, Vec<Vec<f32>>) {
         let leaves: Vec<Cow<[f32]>> = (0..self.leaves.len())
             .map(|k| {
-                if used[k] {
-                    self.leaf_chunk(data[k], k, start, n)
+                if tiles.used[k] {
+                    self.leaf_chunk(data[k], k, tiles, start, n)
                 } else {
                     Cow::Borrowed(&[][..])
                 }
@@ -731,28 +767,16 @@ impl Fused {
 
     /// Leaf k's values at domain indices [start, start + n), broadcast; a
     /// leaf laid out like the domain is read in place.
-    fn leaf_chunk<'a>(&self, v: &'a [f32], k: usize, start: usize, n: usize) -> Cow<'a, [f32]> {
+    fn leaf_chunk<'a>(&self, v: &'a [f32], k: usize, tiles: &'a Tiles, start: usize, n: usize) -> Cow<'a, [f32]> {
         let shape = &self.shape;
         if v.len() == numel(shape) {
             return Cow::Borrowed(&v[start..start + n]);
         }
-        if v.len() == 1 {
-            return Cow::Owned(vec![v[0]; n]);
+        if let Some((tile, m)) = &tiles.rows[k] {
+            // A scalar or a row repeating: a piece of its tile.
+            return Cow::Borrowed(&tile[start % m..][..n]);
         }
         let ls = &self.leaves[k];
-        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
-        if shape.ends_with(&core) {
-            // A row repeating: whole copies of it, no index per element.
-            let m = v.len();
-            let mut out = Vec::with_capacity(n);
-            let mut at = start % m;
-            while out.len() < n {
-                let take = (m - at).min(n - out.len());
-                out.extend_from_slice(&v[at..at + take]);
-                at = 0;
-            }
-            return Cow::Owned(out);
-        }
         // A counter over the domain's multi-index, moving the leaf offset.
         let bs = broadcast_strides(ls, shape);
         let os = strides(shape);

@@ -252,7 +252,8 @@ impl Graph {
     }
 
     /// One line per node of the compiled graph: its op (or the ops a fused
-    /// kernel covers) and output shapes.
+    /// kernel covers; for GEMMs on a GPU, the kernel the adapter runs them
+    /// on, `matmul [matmul::gemm]`) and output shapes.
     pub fn describe(&self) -> String {
         let mut out = String::new();
         for (i, n) in self.nodes.iter().enumerate() {
@@ -262,7 +263,23 @@ impl Graph {
                 .map(|&o| format!("{:?}", self.values[o].shape))
                 .collect();
             let what = match n {
-                Node::Op { op, .. } => op.name().to_string(),
+                Node::Op { op, inputs, .. } => {
+                    let mut what = op.name().to_string();
+                    // GEMMs name the kernel they run on this adapter.
+                    let first = inputs.first().map(|&i| &self.values[i]);
+                    if let Some(Value {
+                        device: Device::Gpu(g),
+                        dtype,
+                        ..
+                    }) = first
+                    {
+                        let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.values[i].shape.as_slice()).collect();
+                        if let Some(k) = g.gemm_kernel(op, &shapes, *dtype) {
+                            what += &format!(" [{k}]");
+                        }
+                    }
+                    what
+                }
                 Node::Fused { kernel, .. } => format!("fused[{}]", kernel.describe()),
             };
             out += &format!("{i:>3} {what} -> {}\n", shapes.join(", "));

@@ -46,9 +46,38 @@ pub struct PhysicalDevice {
     /// Invocations per subgroup, when the adapter has subgroup operations
     /// with one fixed size (wgflow then uses kernels that need them).
     pub subgroup_size: Option<u32>,
+    /// f16 GEMMs (matmul and the convolutions') run on cooperative matrices
+    /// (tensor cores: `Features::EXPERIMENTAL_COOPERATIVE_MATRIX`).
+    pub cooperative_matrix: bool,
 }
 
 impl PhysicalDevice {
+    /// Which GEMM kernels matmul and the convolutions use on this device
+    /// by default (`WGFLOW_GEMM` overrides), and why not cooperative
+    /// matrices where they are not used.
+    pub fn gemm_kernels(&self) -> String {
+        let Some(i) = self.index else {
+            return "the gemm crate (AVX2/AVX-512/NEON kernels chosen at run time)".into();
+        };
+        let base = if self.adapter_type == "Cpu" {
+            if self.subgroup_size == Some(8) {
+                "matmul_sg: register blocks sharing A through subgroups (matmul, convolutions' patch matrices)"
+            } else {
+                "matmul_reg: register blocks (matmul, convolutions' patch matrices)"
+            }
+        } else {
+            "gemm: 64x64 tiles; matmul_wide: 128x128 tiles for matmuls of >= 256 tiles"
+        };
+        match physical()
+            .adapters
+            .get(i)
+            .and_then(|a| crate::runtime::wgpu::coop_missing(a, &a.get_info()))
+        {
+            None => format!("f16: gemm_coop (cooperative matrices, 16x16x16 f16 x f16 + f32); f32: {base}"),
+            Some(m) => format!("{base}; no cooperative matrices (needs {m})"),
+        }
+    }
+
     /// `/physical_device:GPU:0`, as TensorFlow names it.
     pub fn tf_name(&self) -> String {
         match self.index {
@@ -63,7 +92,7 @@ impl fmt::Display for PhysicalDevice {
         match self.index {
             Some(_) => write!(
                 f,
-                "{:<24} {} | {} | {} | driver {}{}{}{}",
+                "{:<24} {} | {} | {} | driver {}{}{}{}{}",
                 self.tf_name(),
                 self.name,
                 self.backend,
@@ -73,6 +102,11 @@ impl fmt::Display for PhysicalDevice {
                 match self.subgroup_size {
                     Some(n) => format!(" | subgroups of {n}"),
                     None => String::new(),
+                },
+                if self.cooperative_matrix {
+                    " | cooperative matrices"
+                } else {
+                    ""
                 },
                 if self.compute { "" } else { " | NO COMPUTE (unusable)" }
             ),
@@ -119,6 +153,7 @@ fn physical() -> &'static Physical {
             .enumerate()
             .map(|(i, a)| {
                 let info = a.get_info();
+                let cooperative_matrix = crate::runtime::wgpu::coop_missing(a, &info).is_none();
                 PhysicalDevice {
                     index: Some(i),
                     device_type: "GPU",
@@ -138,6 +173,7 @@ fn physical() -> &'static Physical {
                     subgroup_size: (a.features().contains(wgpu::Features::SUBGROUP)
                         && info.subgroup_min_size == info.subgroup_max_size)
                         .then_some(info.subgroup_min_size),
+                    cooperative_matrix,
                 }
             })
             .collect();
@@ -156,6 +192,7 @@ fn cpu_physical() -> PhysicalDevice {
         compute: true,
         shader_f16: false,
         subgroup_size: None,
+        cooperative_matrix: false,
     }
 }
 

@@ -231,6 +231,9 @@ pub struct Counters {
     /// Launches whose uniform parameters were copied into the batch's arena
     /// (a compiled graph's replays bind parameters written once instead).
     pub params_copied: u64,
+    /// Read-backs started (each copies one or more tensors to the host in
+    /// one transfer).
+    pub reads: u64,
 }
 
 impl PartialEq for Device {

@@ -83,15 +83,15 @@ fn err_key(e: &Error) -> String {
 pub struct Suite {
     pub gpus: Vec<Device>,
     counts: BTreeMap<&'static str, (usize, usize)>,
-    name: &'static str,
+    name: String,
 }
 
 impl Suite {
-    pub fn new(name: &'static str) -> Suite {
+    pub fn new(name: impl Into<String>) -> Suite {
         Suite {
             gpus: gpus(),
             counts: BTreeMap::new(),
-            name,
+            name: name.into(),
         }
     }
 
@@ -222,6 +222,18 @@ pub fn subgroup8_gpus() -> Vec<Device> {
         .filter(|d| {
             let n: usize = d.to_string()["gpu:".len()..].parse().unwrap();
             config::physical_of(n).unwrap().subgroup_size == Some(8)
+        })
+        .collect()
+}
+
+/// The visible GPUs whose adapters run the cooperative-matrix GEMM
+/// (`EXPERIMENTAL_COOPERATIVE_MATRIX` with 16x16x16 f16 configurations).
+pub fn coop_gpus() -> Vec<Device> {
+    gpus()
+        .into_iter()
+        .filter(|d| {
+            let n: usize = d.to_string()["gpu:".len()..].parse().unwrap();
+            config::physical_of(n).unwrap().cooperative_matrix
         })
         .collect()
 }

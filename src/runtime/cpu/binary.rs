@@ -44,27 +44,42 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
         Repeat::Row => small.len(),
         Repeat::Column => n / small.len(),
     };
+    // A short row is tiled to about 1024 values, so that a segment is a
+    // long loop however short the row.
+    let tile: Vec<A> = match how {
+        Repeat::Row => small
+            .iter()
+            .copied()
+            .cycle()
+            .take(k * (1024usize.div_ceil(k) + 1))
+            .collect(),
+        Repeat::Column => Vec::new(),
+    };
     let run = |(t, (o, c)): (usize, (&mut [O], &[A]))| {
         let start = t * TASK;
         let mut i = 0;
         while i < o.len() {
             let at = start + i;
-            let end = ((at / k + 1) * k - start).min(o.len());
-            let (o, c) = (&mut o[i..end], &c[i..end]);
             match how {
                 Repeat::Row => {
-                    for ((o, &p), &q) in o.iter_mut().zip(c).zip(&small[at % k..]) {
+                    let off = at % k;
+                    let end = (i + tile.len() - k).min(o.len());
+                    let (o, c) = (&mut o[i..end], &c[i..end]);
+                    for ((o, &p), &q) in o.iter_mut().zip(c).zip(&tile[off..]) {
                         *o = g(p, q);
                     }
+                    i = end;
                 }
                 Repeat::Column => {
+                    let end = ((at / k + 1) * k - start).min(o.len());
+                    let (o, c) = (&mut o[i..end], &c[i..end]);
                     let q = small[at / k];
                     for (o, &p) in o.iter_mut().zip(c) {
                         *o = g(p, q);
                     }
+                    i = end;
                 }
             }
-            i = end;
         }
     };
     if n > PAR {

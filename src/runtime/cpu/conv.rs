@@ -117,89 +117,257 @@ fn at(g: &Geom, gi: usize, ow: usize, kw: usize) -> usize {
 /// count, so the accumulators live in registers across all taps.
 const LANES: usize = 16;
 
-/// `acc[..l] += v * w[..l]`, with the full-width case unrolled.
-#[inline(always)]
-fn axpy<F: Gemm>(acc: &mut [F; LANES], v: F, w: &[F], l: usize) {
-    if l == LANES {
-        let w = &w[..LANES];
-        for t in 0..LANES {
-            acc[t] += v * w[t];
-        }
-    } else {
-        for (a, &w) in acc.iter_mut().zip(&w[..l]) {
-            *a += v * w;
-        }
+/// Direct convolution of a block (`y` holds its rows) for group `gi`: per
+/// output pixel and block of [`LANES`] output channels, every tap inside
+/// the input scales filter rows into register accumulators, stored once
+/// (tap bounds worked out per row and column, not per element).
+fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { direct_avx2(x, f, g, gi, n0, nb, y) };
     }
+    direct_body(x, f, g, gi, n0, nb, y)
 }
 
-/// Direct convolution of a block (`y` holds its rows, zeroed) for group
-/// `gi`: per output row and tap, each input value scales a filter row into
-/// an output pixel, over the run of output columns the tap reads inside
-/// the input (bounds worked out per row and tap, not per element).
-fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
-    let (cg, og, o) = (g.cg, g.og, g.o);
+/// [`direct_body`] compiled for AVX2: its accumulators then fill two
+/// 8-lane registers instead of four SSE ones.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn direct_avx2<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+    direct_body(x, f, g, gi, n0, nb, y)
+}
+
+#[inline(always)]
+fn direct_body<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+    let (og, o) = (g.og, g.o);
     let cols: Vec<(usize, usize)> = (0..g.kw).map(|kw| inside(g, kw)).collect();
+    // (first filter row of the tap row, input row offset) of the taps rows
+    // inside the input, for the current output row.
+    let mut rows: Vec<(usize, usize)> = Vec::with_capacity(g.kh);
     for n in 0..nb {
         for oh in 0..g.oh {
-            let yrow = &mut y[(n * g.oh + oh) * g.ow * o..][..g.ow * o];
+            rows.clear();
             for kh in 0..g.kh {
                 let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
-                if ih < 0 || ih as usize >= g.h {
-                    continue;
+                if ih >= 0 && (ih as usize) < g.h {
+                    rows.push((kh * g.kw, ((n0 + n) * g.h + ih as usize) * g.w * g.c));
                 }
-                let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c;
-                for (kw, &(lo, hi)) in cols.iter().enumerate() {
-                    let tap = kh * g.kw + kw;
-                    for c in 0..cg {
-                        let w = &f[(tap * cg + c) * o + gi * og..][..og];
-                        for ow in lo..hi {
-                            let v = x[xrow + at(g, gi, ow, kw) + c];
-                            for (a, &w) in yrow[ow * o + gi * og..][..og].iter_mut().zip(w) {
-                                *a += v * w;
-                            }
-                        }
-                    }
-                }
+            }
+            let yrow = &mut y[(n * g.oh + oh) * g.ow * o..][..g.ow * o];
+            // Output channels in fixed-width blocks: every inner loop has a
+            // constant trip count and the sums stay in registers.
+            let mut j0 = 0;
+            while j0 < og {
+                let r = Row {
+                    x,
+                    f,
+                    g,
+                    gi,
+                    fcol: gi * og + j0,
+                    rows: &rows,
+                    cols: &cols,
+                };
+                j0 += match og - j0 {
+                    l if l >= LANES => r.pixels::<LANES>(yrow),
+                    l if l >= 4 => r.pixels::<4>(yrow),
+                    _ => r.pixels::<1>(yrow),
+                };
             }
         }
     }
 }
 
+/// One output row of a direct convolution, for the output channels from
+/// `fcol`.
+struct Row<'a, F> {
+    x: &'a [F],
+    f: &'a [F],
+    g: &'a Geom,
+    gi: usize,
+    fcol: usize,
+    /// (first tap, input row offset) of the tap rows inside the input.
+    rows: &'a [(usize, usize)],
+    /// Per horizontal tap, the output columns that read inside the input.
+    cols: &'a [(usize, usize)],
+}
+
+impl<F: Gemm> Row<'_, F> {
+    /// Output channels `fcol..fcol + L` of every pixel of the row into
+    /// `yrow`; returns `L`.
+    #[inline(always)]
+    fn pixels<const L: usize>(&self, yrow: &mut [F]) -> usize {
+        let g = self.g;
+        // Columns whose every tap is inside the input go [`PIXELS`] at a
+        // time: independent sums, so the adds do not wait on each other.
+        let lo = self.cols.iter().map(|c| c.0).max().unwrap_or(0);
+        let hi = self.cols.iter().map(|c| c.1).min().unwrap_or(0);
+        let mut ow = 0;
+        while ow < g.ow {
+            if ow >= lo && ow + PIXELS <= hi {
+                let acc = self.sums::<L, PIXELS>(ow, false);
+                for (p, acc) in acc.iter().enumerate() {
+                    self.store(yrow, ow + p, acc);
+                }
+                ow += PIXELS;
+            } else {
+                let [acc] = self.sums::<L, 1>(ow, true);
+                self.store(yrow, ow, &acc);
+                ow += 1;
+            }
+        }
+        L
+    }
+
+    /// The sums of pixels `ow..ow + P` (`edge`: skipping taps outside the
+    /// input, else all taps are inside).
+    #[inline(always)]
+    fn sums<const L: usize, const P: usize>(&self, ow: usize, edge: bool) -> [[F; L]; P] {
+        let (g, cg, o) = (self.g, self.g.cg, self.g.o);
+        let step = g.sw * g.c;
+        let mut acc = [[F::ZERO; L]; P];
+        for &(tap0, xrow) in self.rows {
+            for (kw, &(lo, hi)) in self.cols.iter().enumerate() {
+                if edge && (ow < lo || ow >= hi) {
+                    continue;
+                }
+                let src = xrow + at(g, self.gi, ow, kw);
+                let w0 = (tap0 + kw) * cg * o + self.fcol;
+                for c in 0..cg {
+                    let w = &self.f[w0 + c * o..][..L];
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let v = self.x[src + p * step + c];
+                        for t in 0..L {
+                            acc[t] += v * w[t];
+                        }
+                    }
+                }
+            }
+        }
+        acc
+    }
+
+    #[inline(always)]
+    fn store<const L: usize>(&self, yrow: &mut [F], ow: usize, acc: &[F; L]) {
+        if let Ok(out) = <&mut [F; L]>::try_from(&mut yrow[ow * self.g.o + self.fcol..][..L]) {
+            *out = *acc;
+        }
+    }
+}
+
+/// Output pixels per block of the direct convolution's interior.
+const PIXELS: usize = 4;
+
 /// Direct filter gradient of a block for group `gi`, added into `df`
-/// ([k, o]): per filter row (tap, channel) and block of [`LANES`] output
-/// channels, the input values at that tap scale output-gradient pixels
-/// into accumulators, added once.
+/// ([k, o]): per filter row (tap, channel) and block of output channels,
+/// the input values at that tap scale output-gradient pixels into
+/// accumulators, added once.
 fn direct_filter<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx2") {
+        // SAFETY: the CPU has AVX2 (checked just above).
+        return unsafe { direct_filter_avx2(x, dy, g, gi, n0, nb, df) };
+    }
+    direct_filter_body(x, dy, g, gi, n0, nb, df)
+}
+
+/// [`direct_filter_body`] compiled for AVX2.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn direct_filter_avx2<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
+    direct_filter_body(x, dy, g, gi, n0, nb, df)
+}
+
+#[inline(always)]
+fn direct_filter_body<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
     let (cg, og, o) = (g.cg, g.og, g.o);
     for kh in 0..g.kh {
         for kw in 0..g.kw {
-            let (lo, hi) = inside(g, kw);
             let tap = kh * g.kw + kw;
             for c in 0..cg {
-                for j0 in (0..og).step_by(LANES) {
-                    let l = LANES.min(og - j0);
-                    let mut acc = [F::ZERO; LANES];
-                    for n in 0..nb {
-                        for oh in 0..g.oh {
-                            let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
-                            if ih < 0 || ih as usize >= g.h {
-                                continue;
-                            }
-                            let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c + c;
-                            let row = (n * g.oh + oh) * g.ow;
-                            for ow in lo..hi {
-                                let v = x[xrow + at(g, gi, ow, kw)];
-                                axpy(&mut acc, v, &dy[(row + ow) * o + gi * og + j0..], l);
-                            }
+                let t = FilterTap {
+                    x,
+                    dy,
+                    g,
+                    gi,
+                    n0,
+                    nb,
+                    kh,
+                    kw,
+                    c,
+                };
+                let mut j0 = 0;
+                while j0 < og {
+                    let d = &mut df[(tap * cg + c) * o + gi * og + j0..];
+                    j0 += match og - j0 {
+                        l if l >= LANES => t.sums::<LANES>(gi * og + j0, d),
+                        l if l >= 4 => t.sums::<4>(gi * og + j0, d),
+                        _ => t.sums::<1>(gi * og + j0, d),
+                    };
+                }
+            }
+        }
+    }
+}
+
+/// One filter row (tap `kh, kw`, input channel `c`) of a block's direct
+/// filter gradient.
+struct FilterTap<'a, F> {
+    x: &'a [F],
+    dy: &'a [F],
+    g: &'a Geom,
+    gi: usize,
+    n0: usize,
+    nb: usize,
+    kh: usize,
+    kw: usize,
+    c: usize,
+}
+
+impl<F: Gemm> FilterTap<'_, F> {
+    /// Output channels `j..j + L`, added into `d[..L]`; returns `L`.
+    #[inline(always)]
+    fn sums<const L: usize>(&self, j: usize, d: &mut [F]) -> usize {
+        let (g, o) = (self.g, self.g.o);
+        let (lo, hi) = inside(g, self.kw);
+        // [`PIXELS`] sums over alternating columns, so the adds do not
+        // wait on each other; combined in a fixed order at the end.
+        let mut acc = [[F::ZERO; L]; PIXELS];
+        for n in 0..self.nb {
+            for oh in 0..g.oh {
+                let ih = (oh * g.sh + self.kh * g.dh) as isize - g.pt as isize;
+                if ih < 0 || ih as usize >= g.h {
+                    continue;
+                }
+                let xrow = ((self.n0 + n) * g.h + ih as usize) * g.w * g.c + self.c;
+                let row = (n * g.oh + oh) * g.ow;
+                let mut ow = lo;
+                while ow + PIXELS <= hi {
+                    for (p, acc) in acc.iter_mut().enumerate() {
+                        let v = self.x[xrow + at(g, self.gi, ow + p, self.kw)];
+                        let e = &self.dy[(row + ow + p) * o + j..][..L];
+                        for t in 0..L {
+                            acc[t] += v * e[t];
                         }
                     }
-                    let d = &mut df[(tap * cg + c) * o + gi * og + j0..][..l];
-                    for (d, &a) in d.iter_mut().zip(&acc[..l]) {
-                        *d += a;
+                    ow += PIXELS;
+                }
+                for (p, ow) in (ow..hi).enumerate() {
+                    let v = self.x[xrow + at(g, self.gi, ow, self.kw)];
+                    let e = &self.dy[(row + ow) * o + j..][..L];
+                    for t in 0..L {
+                        acc[p][t] += v * e[t];
                     }
                 }
             }
         }
+        let d = &mut d[..L];
+        for acc in &acc {
+            for t in 0..L {
+                d[t] += acc[t];
+            }
+        }
+        L
     }
 }
 
@@ -396,7 +564,7 @@ mod tests {
                 })
                 .collect()
         };
-        let cases: [([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2]); 6] = [
+        let cases: [([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2]); 7] = [
             ([3, 7, 5, 1], [3, 3, 1, 4], [1, 1], Padding::Valid, [1, 1]),
             ([2, 6, 9, 2], [2, 3, 2, 3], [2, 1], Padding::Same, [1, 1]),
             (
@@ -414,6 +582,8 @@ mod tests {
             ([5, 1, 1, 4], [1, 1, 2, 6], [1, 1], Padding::Valid, [1, 1]),
             ([2, 5, 5, 4], [3, 3, 2, 4], [1, 1], Padding::Same, [1, 2]),
             ([3, 13, 3, 1], [5, 1, 1, 1], [3, 1], Padding::Same, [1, 1]),
+            // More output channels than one accumulator block holds.
+            ([2, 6, 5, 2], [3, 3, 2, 37], [1, 1], Padding::Same, [1, 1]),
         ];
         for (xs, fs, strides, padding, dilations) in cases {
             let a = Conv2d {

@@ -43,97 +43,125 @@ fn pool_impl<F: Float, const MAX: bool>(
         let s0 = (o * st) as isize - pad as isize;
         (s0.max(0) as usize, ((s0 + k as isize).min(lim as isize)) as usize)
     };
-    let max = MAX;
     y.par_chunks_mut(n_out / n).enumerate().for_each(|(b, yb)| {
         let xb = &xv[b * h * w * c..(b + 1) * h * w * c];
-        // Per channel: the running maximum (or sum) and, for max pooling's
-        // gradient, its position in the window.
-        let mut acc = vec![F::ZERO; c];
-        let mut arg = vec![F::ZERO; c];
         for i in 0..oh {
-            let (h0, h1) = win(i, p.ksize[0], p.strides[0], pt, h);
+            let rows = win(i, p.ksize[0], p.strides[0], pt, h);
             for j in 0..ow {
-                let (w0, w1) = win(j, p.ksize[1], p.strides[1], pl, w);
-                let count = F::of(((h1 - h0) * (w1 - w0)) as f64);
-                let first = (h0 * w + w0) * c;
-                // Window positions count from 0 in row-major order.
-                let mut pos = F::ZERO;
-                if max {
-                    acc.copy_from_slice(&xb[first..first + c]);
-                    arg.fill(F::ZERO);
-                } else {
-                    acc.fill(F::ZERO);
-                }
-                // Channels innermost: contiguous loads; the first maximum in
-                // row-major window order wins.
-                for ih in h0..h1 {
-                    for iw in w0..w1 {
-                        let base = (ih * w + iw) * c;
-                        let row = &xb[base..base + c];
-                        if !max {
-                            for (a, &e) in acc.iter_mut().zip(row) {
-                                *a += e;
-                            }
-                        } else if dy.is_none() {
-                            for (a, &e) in acc.iter_mut().zip(row) {
-                                // The first NaN is the maximum (TF propagates
-                                // NaN). `&` and `|`, not `&&` and `||`: no
-                                // branches, so the loop vectorizes.
-                                let take = !a.is_nan() & ((e > *a) | e.is_nan());
-                                *a = F::select(take, e, *a);
-                            }
-                        } else {
-                            // The gradient also keeps the maximum's window
-                            // position, as a float: every lane the same width.
-                            for ((a, &e), at) in acc.iter_mut().zip(row).zip(arg.iter_mut()) {
-                                let take = !a.is_nan() & ((e > *a) | e.is_nan());
-                                *a = F::select(take, e, *a);
-                                *at = F::select(take, pos, *at);
-                            }
-                        }
-                        pos = pos + F::ONE;
-                    }
-                }
-                // dy is indexed over the whole batch.
-                let o = ((b * oh + i) * ow + j) * c;
-                match dy {
-                    None => {
-                        let o = (i * ow + j) * c;
-                        for (ch, out) in yb[o..o + c].iter_mut().enumerate() {
-                            *out = if max { acc[ch] } else { acc[ch] / count };
-                        }
-                    }
-                    Some(g) if max => {
-                        // A second pass adds dy where the window position
-                        // is the maximum's: lane-wise selects, no scatter.
-                        let g = &g[o..o + c];
-                        let mut pos = F::ZERO;
-                        for ih in h0..h1 {
-                            for iw in w0..w1 {
-                                let base = (ih * w + iw) * c;
-                                let out = &mut yb[base..base + c];
-                                for ((out, &at), &g) in out.iter_mut().zip(&arg[..c]).zip(g) {
-                                    *out = *out + F::select(at == pos, g, F::ZERO);
-                                }
-                                pos = pos + F::ONE;
-                            }
-                        }
-                    }
-                    Some(g) => {
-                        for ih in h0..h1 {
-                            for iw in w0..w1 {
-                                let base = (ih * w + iw) * c;
-                                for ch in 0..c {
-                                    yb[base + ch] += g[o + ch] / count;
-                                }
-                            }
-                        }
-                    }
+                let cols = win(j, p.ksize[1], p.strides[1], pl, w);
+                let v = Window {
+                    x: xb,
+                    w,
+                    c,
+                    rows,
+                    cols,
+                    count: F::of(((rows.1 - rows.0) * (cols.1 - cols.0)) as f64),
+                };
+                // dy is indexed over the whole batch, y per batch entry.
+                let (o, out) = match dy {
+                    None => ((i * ow + j) * c, None),
+                    Some(g) => (0, Some(&g[((b * oh + i) * ow + j) * c..][..c])),
+                };
+                // Channels in fixed-width blocks: the accumulators stay in
+                // registers and every loop has a constant trip count.
+                let mut c0 = 0;
+                while c0 < c {
+                    c0 = match c - c0 {
+                        r if r >= 16 => v.block::<MAX, 16>(c0, out, o, yb),
+                        r if r >= 4 => v.block::<MAX, 4>(c0, out, o, yb),
+                        _ => v.block::<MAX, 1>(c0, out, o, yb),
+                    };
                 }
             }
         }
     });
     y
+}
+
+/// One pooling window of one batch entry's input `x` ([h, w, c]).
+struct Window<'a, F> {
+    x: &'a [F],
+    w: usize,
+    c: usize,
+    rows: (usize, usize),
+    cols: (usize, usize),
+    /// The positions in the window.
+    count: F,
+}
+
+impl<F: Float> Window<'_, F> {
+    /// Channels `c0..c0 + L` of the window: the pooled values into
+    /// `y[o + c0..]` (`dy` None), or the gradient `dy` (this window's
+    /// channels) added onto `y` at the inputs it came from. Returns the
+    /// next channel.
+    #[inline(always)]
+    fn block<const MAX: bool, const L: usize>(&self, c0: usize, dy: Option<&[F]>, o: usize, y: &mut [F]) -> usize {
+        let at = |ih: usize, iw: usize| (ih * self.w + iw) * self.c + c0;
+        let lane = |s: &[F]| -> [F; L] {
+            let mut a = [F::ZERO; L];
+            a.copy_from_slice(&s[..L]);
+            a
+        };
+        // The running maximum (or sum) and, for max pooling's gradient, its
+        // position in the window (as a float: every lane the same width);
+        // positions count from 0 in row-major order.
+        let mut acc = if MAX {
+            lane(&self.x[at(self.rows.0, self.cols.0)..])
+        } else {
+            [F::ZERO; L]
+        };
+        let mut arg = [F::ZERO; L];
+        let mut pos = F::ZERO;
+        for ih in self.rows.0..self.rows.1 {
+            for iw in self.cols.0..self.cols.1 {
+                let e = lane(&self.x[at(ih, iw)..]);
+                for t in 0..L {
+                    if !MAX {
+                        acc[t] += e[t];
+                    } else {
+                        // The first NaN is the maximum (TF propagates NaN),
+                        // else the first maximum in window order. `&` and
+                        // `|`, not `&&` and `||`: no branches, so the loop
+                        // vectorizes.
+                        let take = !acc[t].is_nan() & ((e[t] > acc[t]) | e[t].is_nan());
+                        acc[t] = F::select(take, e[t], acc[t]);
+                        if dy.is_some() {
+                            arg[t] = F::select(take, pos, arg[t]);
+                        }
+                    }
+                }
+                pos = pos + F::ONE;
+            }
+        }
+        match dy {
+            None => {
+                let out = &mut y[o + c0..][..L];
+                for t in 0..L {
+                    out[t] = if MAX { acc[t] } else { acc[t] / self.count };
+                }
+            }
+            Some(g) => {
+                let g = lane(&g[c0..]);
+                // A second pass adds dy where the window position is the
+                // maximum's: lane-wise selects, no scatter.
+                let mut pos = F::ZERO;
+                for ih in self.rows.0..self.rows.1 {
+                    for iw in self.cols.0..self.cols.1 {
+                        let out = &mut y[at(ih, iw)..][..L];
+                        for t in 0..L {
+                            out[t] += if MAX {
+                                F::select(arg[t] == pos, g[t], F::ZERO)
+                            } else {
+                                g[t] / self.count
+                            };
+                        }
+                        pos = pos + F::ONE;
+                    }
+                }
+            }
+        }
+        c0 + L
+    }
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Result<CpuData> {

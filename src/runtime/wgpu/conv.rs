@@ -21,6 +21,11 @@
 //!   GEMM into patches summed back by `col2im`. Used only while the patch
 //!   matrix fits in one binding; otherwise the implicit plan runs.
 //!
+//! Where cooperative matrices are on (f16 on adapters that have them, see
+//! [`GemmVariant::Cooperative`](super::GemmVariant::Cooperative)), the
+//! implicit plan runs gemm_coop.wgsl's `gemm_coop` over the same loaders
+//! (kernel `conv_coop`) and the im2col plan's GEMMs take it too.
+//!
 //! Empty inputs, outputs or windows give zeros with a fill.
 //!
 //! Geometry (output size, padding, groups) comes from
@@ -48,6 +53,23 @@ pub static CONV: Kernel = Kernel::new(
     ],
     &[KType::F32, KType::F16],
     &[ParamsLayout::of::<ConvParams>()],
+);
+
+/// CONV's implicit GEMM on cooperative matrices: entry `gemm_coop`
+/// (shaders/gemm_coop.wgsl), f16 only, for adapters that have them.
+pub static CONV_COOP: Kernel = Kernel::enabling(
+    "conv_coop",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/gemm_scalar.wgsl"),
+        include_str!("../../../shaders/conv_patch.wgsl"),
+        include_str!("../../../shaders/conv.wgsl"),
+        include_str!("../../../shaders/gemm_coop.wgsl"),
+    ],
+    &[KType::F16],
+    &[ParamsLayout::of::<ConvParams>()],
+    &["wgpu_cooperative_matrix"],
 );
 
 /// The forward convolution with an int8 filter (`Op::Conv2dInt8`) as an
@@ -165,11 +187,17 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
+    let (kernel, entry, tiles) = if gd.gemm_coop(dtype)? {
+        // 64x64 tiles, like gemm's.
+        (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
+    } else {
+        let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
+        (&CONV, entry, tiles)
+    };
     for ([x0, y0, b0], groups) in chunks(tiles) {
         let u = |v: usize| v as u32;
         gd.launch(&Launch {
-            kernel: &CONV,
+            kernel,
             entry,
             ty: ktype(dtype),
             consts: &[],

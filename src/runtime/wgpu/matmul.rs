@@ -31,7 +31,7 @@
 //! (the `gemm` crate) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
+use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -60,6 +60,21 @@ pub static MATMUL_SG: Kernel = Kernel::new(
     ],
     &[KType::F32, KType::F16],
     &[ParamsLayout::of::<MatmulParams>()],
+);
+
+/// MATMUL's operand functions with the tensor-core entry point `gemm_coop`
+/// (f16 only): a module of its own so that adapters without
+/// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` never compile it.
+pub static MATMUL_COOP: Kernel = Kernel::enabling(
+    "matmul_coop",
+    &[
+        include_str!("../../../shaders/gemm.wgsl"),
+        include_str!("../../../shaders/matmul.wgsl"),
+        include_str!("../../../shaders/gemm_coop.wgsl"),
+    ],
+    &[KType::F16],
+    &[ParamsLayout::of::<MatmulParams>()],
+    &["wgpu_cooperative_matrix"],
 );
 
 /// Products with int8 weights (`Op::MatMulInt8`, and `Op::Conv2dInt8`'s
@@ -204,12 +219,10 @@ impl GemmLaunch<'_> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
-        if !g.gemm_register() {
-            let tiles = self.m.div_ceil(128) * self.n.div_ceil(128) * self.batch;
-            let entry = if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" };
+        let entry = gemm_entry(g, self.m, self.n, self.batch, dtype)?;
+        if !matches!(entry, "matmul_sg" | "matmul_reg") {
             return self.dispatch(g, dtype, entry, false, 0);
         }
-        let entry = if g.gemm_subgroup()? { "matmul_sg" } else { "matmul_reg" };
         // The register kernels spread columns over SIMD lanes, 64 or 128 per
         // workgroup: for a narrow C they compute C^T = B^T A^T instead.
         let flip = self.n < 64 && self.m > self.n;
@@ -267,6 +280,7 @@ impl GemmLaunch<'_> {
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
         // The register kernel reads A as scalars: no a4 view.
         let register = entry == "matmul_reg" || entry == "matmul_sg";
+        // Unused bindings are left out of each entry point's layout.
         let bufs: Vec<&GpuBuf> = if register {
             vec![self.a, self.b, self.c, self.b]
         } else {
@@ -280,6 +294,7 @@ impl GemmLaunch<'_> {
         } else if entry == "matmul_wide" {
             [self.n.div_ceil(128), self.m.div_ceil(128)]
         } else {
+            // gemm and gemm_coop: 64x64 tiles.
             [self.n.div_ceil(64), self.m.div_ceil(64)]
         };
         for ([x0, y0, b0], groups) in chunks([tiles[0], tiles[1], self.batch]) {
@@ -309,7 +324,11 @@ impl GemmLaunch<'_> {
                 ty0: u(y0),
             };
             g.launch(&Launch {
-                kernel: if entry == "matmul_sg" { &MATMUL_SG } else { &MATMUL },
+                kernel: match entry {
+                    "matmul_sg" => &MATMUL_SG,
+                    "gemm_coop" => &MATMUL_COOP,
+                    _ => &MATMUL,
+                },
                 entry,
                 ty: ktype(dtype),
                 consts: &[],
@@ -319,6 +338,58 @@ impl GemmLaunch<'_> {
             })?;
         }
         Ok(())
+    }
+}
+
+/// The entry point a strided GEMM of `m x n` outputs over `batch` entries
+/// of `dtype` runs on `g` now: `gemm_coop` (cooperative matrices), `gemm`
+/// or `matmul_wide` (tiled, GPUs), `matmul_sg` or `matmul_reg` (register
+/// blocks, CPU adapters). Forcing a kernel the adapter lacks is an error.
+pub(crate) fn gemm_entry(g: &GpuDevice, m: usize, n: usize, batch: usize, dtype: DType) -> Result<&'static str> {
+    if g.gemm_coop(dtype)? {
+        return Ok("gemm_coop");
+    }
+    if !g.gemm_register() {
+        let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
+        return Ok(if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" });
+    }
+    Ok(if g.gemm_subgroup()? { "matmul_sg" } else { "matmul_reg" })
+}
+
+/// The GEMM kernel `op` (a matmul or a float convolution) with inputs of
+/// these shapes runs on `g` now, as `kernel::entry` (`Graph::describe`
+/// shows it); `None` for other ops.
+pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DType) -> Option<String> {
+    let describe = |r: Result<&'static str>| r.unwrap_or("error: forced kernel unavailable");
+    match op {
+        Op::MatMul { ta, tb } => {
+            let (a, b) = (shapes.first()?, shapes.get(1)?);
+            if a.len() < 2 || b.len() < 2 {
+                return None;
+            }
+            let (m, n, _, _) = dims(*ta, *tb, a, b);
+            let batch = numel(&a[..a.len() - 2]).max(numel(&b[..b.len() - 2]));
+            let entry = gemm_entry(g, m, n, batch, dtype);
+            let kernel = match entry {
+                Ok("gemm_coop") => "matmul_coop",
+                Ok("matmul_sg") => "matmul_subgroup",
+                _ => "matmul",
+            };
+            Some(format!("{kernel}::{}", describe(entry)))
+        }
+        Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => {
+            // Register-path adapters: patch matrices and strided GEMMs;
+            // elsewhere the implicit GEMM.
+            Some(match g.gemm_coop(dtype) {
+                Err(_) => "error: forced kernel unavailable".to_string(),
+                Ok(_) if g.gemm_register() => {
+                    format!("conv::im2col + matmul::{}", describe(gemm_entry(g, 64, 64, 1, dtype)))
+                }
+                Ok(true) => "conv_coop::gemm_coop".to_string(),
+                Ok(false) => "conv::gemm".to_string(),
+            })
+        }
+        _ => None,
     }
 }
 

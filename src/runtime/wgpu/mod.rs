@@ -180,6 +180,9 @@ pub struct Kernel {
     /// The host twins of the uniform structs its entry points take,
     /// checked against naga's layout by `tests/shaders.rs`.
     pub params: &'static [ParamsLayout],
+    /// WGSL `enable` directives beyond the type prelude's (they must come
+    /// before every declaration): `"wgpu_cooperative_matrix"`.
+    pub enables: &'static [&'static str],
 }
 
 impl Kernel {
@@ -190,19 +193,36 @@ impl Kernel {
         types: &'static [KType],
         params: &'static [ParamsLayout],
     ) -> Kernel {
+        Kernel::enabling(name, sources, types, params, &[])
+    }
+
+    /// A kernel of fixed sources that needs `enable` directives beyond
+    /// its type prelude's.
+    pub const fn enabling(
+        name: &'static str,
+        sources: &'static [&'static str],
+        types: &'static [KType],
+        params: &'static [ParamsLayout],
+        enables: &'static [&'static str],
+    ) -> Kernel {
         Kernel {
             name: Cow::Borrowed(name),
             sources,
             generated: None,
             types,
             params,
+            enables,
         }
     }
 
-    /// The full WGSL of the `ty` variant: the type prelude, then `sources`,
-    /// then `generated`.
+    /// The full WGSL of the `ty` variant: the `enables`, the type prelude,
+    /// then `sources`, then `generated`.
     pub fn source(&self, ty: KType) -> String {
-        let mut s = String::from(ty.prelude());
+        let mut s = String::new();
+        for e in self.enables {
+            s.push_str(&format!("enable {e};\n"));
+        }
+        s.push_str(ty.prelude());
         s.push('\n');
         s.push_str(IEEE);
         for part in self.sources.iter().copied().chain(self.generated.as_deref()) {
@@ -231,9 +251,10 @@ impl Kernel {
         if ty == KType::F16 {
             caps |= naga::valid::Capabilities::SHADER_FLOAT16;
         }
-        // Subgroup operations validate everywhere; only adapters with
-        // `Features::SUBGROUP` are given the kernels that use them.
-        caps |= naga::valid::Capabilities::SUBGROUP;
+        // Subgroup operations and cooperative matrices validate everywhere;
+        // only adapters with `Features::SUBGROUP` (and
+        // `EXPERIMENTAL_COOPERATIVE_MATRIX`) are given the kernels that use them.
+        caps |= naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::COOPERATIVE_MATRIX;
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
@@ -280,6 +301,29 @@ pub enum GemmVariant {
     /// 128x128 workgroup-memory tiles (matmul only; convolutions use `Tiled`):
     /// what GPUs use for products with enough tiles to fill them.
     Wide,
+    /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl): f16
+    /// operands with f32 sums, on adapters with
+    /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing 16x16x16 f16 x f16
+    /// + f32 and 32-invocation subgroups. `Auto` picks it for f16 products
+    /// (matmul and the convolutions' GEMMs) there; forcing it elsewhere, or
+    /// for another dtype, is an error naming what is missing.
+    Cooperative,
+}
+
+impl GemmVariant {
+    /// Parses `WGFLOW_GEMM`'s values: `auto`, `tiled`, `register`,
+    /// `subgroup`, `wide`, `cooperative`.
+    pub fn parse(s: &str) -> Option<GemmVariant> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => GemmVariant::Auto,
+            "tiled" => GemmVariant::Tiled,
+            "register" => GemmVariant::Register,
+            "subgroup" => GemmVariant::Subgroup,
+            "wide" => GemmVariant::Wide,
+            "cooperative" | "coop" => GemmVariant::Cooperative,
+            _ => return None,
+        })
+    }
 }
 
 /// The uniform parameters of a compiled graph's launches, in launch order,
@@ -428,6 +472,23 @@ pub fn force_cpu_style_kernels(v: Option<bool>) {
     STYLE_OVERRIDE.with(|c| c.set(v));
 }
 
+/// The GEMM kernel forced for this thread, else by `WGFLOW_GEMM`, else `Auto`.
+fn gemm_override() -> GemmVariant {
+    match GEMM_OVERRIDE.with(|c| c.get()) {
+        GemmVariant::Auto => *GEMM_ENV,
+        v => v,
+    }
+}
+
+/// `WGFLOW_GEMM` (read once; an unknown value is a warning and `auto`).
+static GEMM_ENV: std::sync::LazyLock<GemmVariant> = std::sync::LazyLock::new(|| {
+    let v = std::env::var("WGFLOW_GEMM").unwrap_or_default();
+    GemmVariant::parse(&v).unwrap_or_else(|| {
+        log::warn!("WGFLOW_GEMM={v:?} is not one of auto, tiled, register, subgroup, wide, cooperative: using auto");
+        GemmVariant::Auto
+    })
+});
+
 /// Forces a GEMM kernel for ops launched from this thread (tests and
 /// benchmarks use it to run both kernels on one adapter).
 #[cfg(feature = "testing")]
@@ -516,6 +577,8 @@ pub struct GpuDevice {
     pub(crate) f16: bool,
     /// `SUBGROUP` is enabled and every subgroup has 8 invocations.
     pub(crate) subgroup8: bool,
+    /// Why `gemm_coop` cannot run here (`None`: it can).
+    pub(crate) coop_missing: Option<String>,
     /// Memory growth is off: tensors are sub-allocated from shared slabs.
     slabs: bool,
     pool: Arc<Mutex<Pool>>,
@@ -535,6 +598,7 @@ pub struct GpuDevice {
     submits: AtomicU64,
     bind_groups_made: AtomicU64,
     params_copied: AtomicU64,
+    pub(crate) reads: AtomicU64,
 }
 
 struct Source {
@@ -577,6 +641,34 @@ pub(crate) struct GpuOptions {
     pub limit: Option<u64>,
 }
 
+/// Why an adapter cannot run `gemm_coop`, or `None` when it can: it
+/// needs `EXPERIMENTAL_COOPERATIVE_MATRIX` with a 16x16x16 f16 x f16 + f32
+/// configuration, `SHADER_F16`, and `SUBGROUP` with 32 invocations per
+/// subgroup (the kernel gives each of its four subgroups a quadrant).
+pub(crate) fn coop_missing(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> Option<String> {
+    use wgpu::{CooperativeScalarType as S, Features as F};
+    let f = adapter.features();
+    if !f.contains(F::EXPERIMENTAL_COOPERATIVE_MATRIX) {
+        return Some("Features::EXPERIMENTAL_COOPERATIVE_MATRIX".into());
+    }
+    if !f.contains(F::SHADER_F16) {
+        return Some("Features::SHADER_F16".into());
+    }
+    if !f.contains(F::SUBGROUP) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
+        return Some(format!(
+            "Features::SUBGROUP with 32-invocation subgroups (it has {}..={})",
+            info.subgroup_min_size, info.subgroup_max_size
+        ));
+    }
+    let fits = |p: &wgpu::CooperativeMatrixProperties| {
+        (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == S::F16 && p.cr_type == S::F32
+    };
+    if !adapter.cooperative_matrix_properties().iter().any(fits) {
+        return Some("a 16x16x16 f16 x f16 + f32 cooperative-matrix configuration".into());
+    }
+    None
+}
+
 impl GpuDevice {
     pub(crate) fn new(ordinal: usize, adapter: &wgpu::Adapter, opts: GpuOptions) -> Result<Self> {
         let info = adapter.get_info();
@@ -584,14 +676,44 @@ impl GpuDevice {
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
         let subgroup8 = subgroups && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+        let mut coop_missing = coop_missing(adapter, &info);
         let limits = adapter.limits();
-        let desc = wgpu::DeviceDescriptor {
-            label: Some("wgflow"),
-            required_features: adapter.features() & (wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP),
-            required_limits: limits.clone(),
-            ..Default::default()
+        let open = |coop: bool| {
+            let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+            if coop {
+                wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+            }
+            let desc = wgpu::DeviceDescriptor {
+                label: Some("wgflow"),
+                required_features: adapter.features() & wanted,
+                required_limits: limits.clone(),
+                // SAFETY: the one experimental feature requested is
+                // cooperative matrices, used only by gemm_coop, which the
+                // conformance suite checks against the CPU device on
+                // adapters that have it.
+                experimental_features: if coop {
+                    unsafe { wgpu::ExperimentalFeatures::enabled() }
+                } else {
+                    wgpu::ExperimentalFeatures::disabled()
+                },
+                ..Default::default()
+            };
+            pollster::block_on(adapter.request_device(&desc))
         };
-        let (device, queue) = pollster::block_on(adapter.request_device(&desc)).map_err(|e| Error::Gpu {
+        let opened = match open(coop_missing.is_none()) {
+            // An adapter that lists cooperative matrices but refuses a
+            // device with them still serves without them.
+            Err(e) if coop_missing.is_none() => {
+                log::warn!(
+                    "{label} ({}): no device with cooperative matrices ({e}); opening one without",
+                    info.name
+                );
+                coop_missing = Some(format!("a device with cooperative matrices (request_device: {e})"));
+                open(false)
+            }
+            r => r,
+        };
+        let (device, queue) = opened.map_err(|e| Error::Gpu {
             device: format!("{label} ({})", info.name),
             msg: format!("request_device failed: {e}"),
         })?;
@@ -637,6 +759,7 @@ impl GpuDevice {
             limits,
             f16,
             subgroup8,
+            coop_missing,
             pool: Arc::new(Mutex::new(pool)),
             stream: Mutex::new(Stream {
                 encoder: None,
@@ -658,6 +781,7 @@ impl GpuDevice {
             submits: AtomicU64::new(0),
             bind_groups_made: AtomicU64::new(0),
             params_copied: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         })
     }
 
@@ -707,9 +831,40 @@ impl GpuDevice {
         STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
     }
 
+    /// Whether a GEMM of `dtype` launched now uses `gemm_coop`: by
+    /// default for f16 where the adapter can; forcing it where it cannot is
+    /// an error naming what is missing.
+    pub(crate) fn gemm_coop(&self, dtype: DType) -> Result<bool> {
+        let forced = gemm_override() == GemmVariant::Cooperative;
+        let missing = match (&self.coop_missing, dtype) {
+            (Some(m), _) => Some(format!("{} lacks {m}", self.label_name())),
+            (None, DType::F16) => None,
+            (None, d) => Some(format!("it takes f16 operands, not {d:?}")),
+        };
+        match missing {
+            Some(m) if forced => Err(Error::InvalidArgument {
+                op: "matmul",
+                msg: format!("GemmVariant::Cooperative forced, but {m}"),
+            }),
+            Some(_) => Ok(false),
+            None => Ok(matches!(gemm_override(), GemmVariant::Auto | GemmVariant::Cooperative)),
+        }
+    }
+
+    /// The GEMM kernel (`kernel::entry`) a matmul or float convolution with
+    /// inputs of these shapes runs here now; `None` for other ops.
+    pub(crate) fn gemm_kernel(&self, op: &Op, shapes: &[&[usize]], dtype: DType) -> Option<String> {
+        matmul::gemm_kernel(self, op, shapes, dtype)
+    }
+
+    /// `gpu:N (adapter name)`.
+    fn label_name(&self) -> String {
+        format!("{} ({})", self.label, self.info.name)
+    }
+
     /// Whether GEMMs launched now use the register-blocked kernel.
     pub(crate) fn gemm_register(&self) -> bool {
-        match GEMM_OVERRIDE.with(|c| c.get()) {
+        match gemm_override() {
             GemmVariant::Auto => self.cpu_adapter(),
             v => v == GemmVariant::Register || v == GemmVariant::Subgroup,
         }
@@ -718,7 +873,7 @@ impl GpuDevice {
     /// Whether a register-path matmul uses the subgroup kernel; forcing it
     /// on an adapter without 8-lane subgroups is an error, not a fallback.
     pub(crate) fn gemm_subgroup(&self) -> Result<bool> {
-        match GEMM_OVERRIDE.with(|c| c.get()) {
+        match gemm_override() {
             GemmVariant::Subgroup if !self.subgroup8 => Err(Error::InvalidArgument {
                 op: "matmul",
                 msg: format!(
@@ -732,7 +887,7 @@ impl GpuDevice {
 
     /// Whether a tiled matmul of `tiles` 128x128 output tiles uses the wide kernel.
     pub(crate) fn gemm_wide(&self, tiles: usize) -> bool {
-        match GEMM_OVERRIDE.with(|c| c.get()) {
+        match gemm_override() {
             // Fewer tiles than that would leave a large GPU's cores idle.
             GemmVariant::Auto => tiles >= 256,
             v => v == GemmVariant::Wide,
@@ -779,6 +934,7 @@ impl GpuDevice {
             submits: self.submits.load(Ordering::Relaxed),
             bind_groups: self.bind_groups_made.load(Ordering::Relaxed),
             params_copied: self.params_copied.load(Ordering::Relaxed),
+            reads: self.reads.load(Ordering::Relaxed),
         }
     }
 
@@ -1295,7 +1451,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 14] {
+pub fn kernels() -> [&'static Kernel; 16] {
     [
         &optim::OPTIM,
         &unary::UNARY,
@@ -1305,6 +1461,8 @@ pub fn kernels() -> [&'static Kernel; 14] {
         &layout::DEQUANT,
         &matmul::MATMUL,
         &matmul::MATMUL_SG,
+        &matmul::MATMUL_COOP,
+        &conv::CONV_COOP,
         &matmul::MATMUL_INT8,
         &conv::CONV,
         &conv::CONV_INT8,

@@ -207,6 +207,7 @@ impl GpuDevice {
         if total == 0 {
             return Ok(read);
         }
+        self.reads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let staging = {
             let mut pool = self.staging.lock().unwrap_or_else(|p| p.into_inner());
             match pool.iter().position(|b| b.size() >= total) {
