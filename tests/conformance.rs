@@ -646,18 +646,20 @@ fn matmul() {
         assert!(e.to_string().contains("no 8-lane subgroups"), "{d}: {e}");
     }
     // Cooperative matrices forced where they cannot run: an error naming
-    // what is missing (the feature, or f16 operands).
+    // what is missing, for every dtype; where they can, f32 products take
+    // the tiled kernel.
     force_gemm_variant(GemmVariant::Cooperative);
     let with = coop_gpus();
     for d in gpus() {
         let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
-        let e = a.matmul(&a).unwrap_err().to_string();
-        let why = if with.contains(&d) { "f16 operands" } else { "lacks" };
-        assert!(e.contains("Cooperative") && e.contains(why), "{d}: {e}");
-        if !with.contains(&d) {
-            let h = a.cast(DType::F16).unwrap();
-            let e = h.matmul(&h).unwrap_err().to_string();
-            assert!(e.contains("lacks"), "{d}: {e}");
+        for x in [a.clone(), a.cast(DType::F16).unwrap()] {
+            let r = x.matmul(&x);
+            if with.contains(&d) {
+                r.unwrap();
+            } else {
+                let e = r.unwrap_err().to_string();
+                assert!(e.contains("Cooperative") && e.contains("lacks"), "{d}: {e}");
+            }
         }
     }
     force_gemm_variant(GemmVariant::Auto);

@@ -711,7 +711,9 @@ impl Fused {
             .map(|((v, ls), &u)| {
                 let m = v.len();
                 let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
-                (u && m > 0 && m != n && self.shape.ends_with(&core)).then(|| {
+                // Rows of a chunk or more are copied per chunk instead (a
+                // few copies each): a tile would double them in memory.
+                (u && m > 0 && m < CHUNK && m != n && self.shape.ends_with(&core)).then(|| {
                     let len = m.saturating_mul(CHUNK.div_ceil(m) + 1);
                     (v.iter().copied().cycle().take(len).collect(), m)
                 })
@@ -777,6 +779,19 @@ impl Fused {
             return Cow::Borrowed(&tile[start % m..][..n]);
         }
         let ls = &self.leaves[k];
+        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
+        if shape.ends_with(&core) {
+            // A long row repeating: whole copies of it.
+            let m = v.len();
+            let mut out = Vec::with_capacity(n);
+            let mut at = start % m;
+            while out.len() < n {
+                let take = (m - at).min(n - out.len());
+                out.extend_from_slice(&v[at..at + take]);
+                at = 0;
+            }
+            return Cow::Owned(out);
+        }
         // A counter over the domain's multi-index, moving the leaf offset.
         let bs = broadcast_strides(ls, shape);
         let os = strides(shape);

@@ -231,10 +231,7 @@ pub fn subgroup8_gpus() -> Vec<Device> {
 pub fn coop_gpus() -> Vec<Device> {
     gpus()
         .into_iter()
-        .filter(|d| {
-            let n: usize = d.to_string()["gpu:".len()..].parse().unwrap();
-            config::physical_of(n).unwrap().cooperative_matrix
-        })
+        .filter(|d| matches!(d, Device::Gpu(g) if g.cooperative_matrix()))
         .collect()
 }
 

@@ -44,17 +44,14 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
         Repeat::Row => small.len(),
         Repeat::Column => n / small.len(),
     };
-    // A short row is tiled to about 1024 values, so that a segment is a
-    // long loop however short the row.
-    let tile: Vec<A> = match how {
-        Repeat::Row => small
-            .iter()
-            .copied()
-            .cycle()
-            .take(k * (1024usize.div_ceil(k) + 1))
-            .collect(),
-        Repeat::Column => Vec::new(),
+    // A short row is tiled to over 1024 values (whole rows), so that a
+    // segment is a long loop however short the row; a long one repeats as
+    // it is.
+    let tiled: Vec<A> = match how {
+        Repeat::Row if k < 1024 => small.iter().copied().cycle().take(k * (1024 / k + 1)).collect(),
+        _ => Vec::new(),
     };
+    let rep: &[A] = if tiled.is_empty() { small } else { &tiled };
     let run = |(t, (o, c)): (usize, (&mut [O], &[A]))| {
         let start = t * TASK;
         let mut i = 0;
@@ -63,9 +60,9 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
             match how {
                 Repeat::Row => {
                     let off = at % k;
-                    let end = (i + tile.len() - k).min(o.len());
+                    let end = (i + rep.len() - off).min(o.len());
                     let (o, c) = (&mut o[i..end], &c[i..end]);
-                    for ((o, &p), &q) in o.iter_mut().zip(c).zip(&tile[off..]) {
+                    for ((o, &p), &q) in o.iter_mut().zip(c).zip(&rep[off..]) {
                         *o = g(p, q);
                     }
                     i = end;

@@ -187,7 +187,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let (kernel, entry, tiles) = if gd.gemm_coop(dtype)? {
+    let (kernel, entry, tiles) = if gd.gemm_coop(dtype, op.name())? {
         // 64x64 tiles, like gemm's.
         (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
     } else {

@@ -280,12 +280,7 @@ impl GemmLaunch<'_> {
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
         // The register kernel reads A as scalars: no a4 view.
         let register = entry == "matmul_reg" || entry == "matmul_sg";
-        // Unused bindings are left out of each entry point's layout.
-        let bufs: Vec<&GpuBuf> = if register {
-            vec![self.a, self.b, self.c, self.b]
-        } else {
-            vec![self.a, self.b, self.c, self.a, self.b]
-        };
+        let bufs = bound(entry, self.a, self.b, self.c);
         // Tiles along n and m: the grid, split into launches that stay
         // within the workgroup limit per dimension (the kernels add the
         // piece's first tile, and the batch offset, to `workgroup_id`).
@@ -346,7 +341,7 @@ impl GemmLaunch<'_> {
 /// or `matmul_wide` (tiled, GPUs), `matmul_sg` or `matmul_reg` (register
 /// blocks, CPU adapters). Forcing a kernel the adapter lacks is an error.
 pub(crate) fn gemm_entry(g: &GpuDevice, m: usize, n: usize, batch: usize, dtype: DType) -> Result<&'static str> {
-    if g.gemm_coop(dtype)? {
+    if g.gemm_coop(dtype, "matmul")? {
         return Ok("gemm_coop");
     }
     if !g.gemm_register() {
@@ -380,7 +375,7 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
         Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => {
             // Register-path adapters: patch matrices and strided GEMMs;
             // elsewhere the implicit GEMM.
-            Some(match g.gemm_coop(dtype) {
+            Some(match g.gemm_coop(dtype, "conv2d") {
                 Err(_) => "error: forced kernel unavailable".to_string(),
                 Ok(_) if g.gemm_register() => {
                     format!("conv::im2col + matmul::{}", describe(gemm_entry(g, 64, 64, 1, dtype)))
@@ -390,6 +385,18 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             })
         }
         _ => None,
+    }
+}
+
+/// The buffers `entry` binds, in binding order: each entry point's layout
+/// holds only the bindings it uses (matmul.wgsl's 1 a, 2 b, 3 c, 4 a as
+/// vec4s, 5 b as vec4s; the register kernels' 4 is B again).
+fn bound<T: Copy>(entry: &str, a: T, b: T, c: T) -> Vec<T> {
+    match entry {
+        "matmul_reg" | "matmul_sg" => vec![a, b, c, b],
+        // gemm_coop reads through a_at / b_at only.
+        "gemm_coop" => vec![a, b, c],
+        _ => vec![a, b, c, a, b],
     }
 }
 
@@ -495,4 +502,38 @@ fn gpu_int8(g: &Gpu, x: &[Operand], out: &[usize]) -> Result<GpuBuf> {
     }
     .launch(g)?;
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every entry point the host dispatches gets as many buffers as its
+    /// layout has storage bindings (a mismatch fails every launch, and
+    /// only a device that runs the kernel would show it).
+    #[test]
+    fn each_entry_gets_its_bindings() {
+        let kernels: [(&Kernel, KType, &[&str]); 3] = [
+            (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
+            (&MATMUL_SG, KType::F32, &["matmul_sg"]),
+            (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
+        ];
+        for (k, t, entries) in kernels {
+            let (module, info) = k.validate(t).unwrap();
+            for &e in entries {
+                let ep = module.entry_points.iter().position(|p| p.name == e).unwrap();
+                let used = info.get_entry_point(ep);
+                let storage = module
+                    .global_variables
+                    .iter()
+                    .filter(|(h, g)| {
+                        g.binding.is_some()
+                            && matches!(g.space, naga::AddressSpace::Storage { .. })
+                            && !used[*h].is_empty()
+                    })
+                    .count();
+                assert_eq!(bound(e, 1, 2, 3).len(), storage, "{}::{e}", k.name);
+            }
+        }
+    }
 }

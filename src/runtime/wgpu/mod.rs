@@ -305,8 +305,9 @@ pub enum GemmVariant {
     /// operands with f32 sums, on adapters with
     /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing 16x16x16 f16 x f16
     /// + f32 and 32-invocation subgroups. `Auto` picks it for f16 products
-    /// (matmul and the convolutions' GEMMs) there; forcing it elsewhere, or
-    /// for another dtype, is an error naming what is missing.
+    /// (matmul and the convolutions' GEMMs) there. Forced, other dtypes
+    /// take `Tiled`; on an adapter without them it is an error naming what
+    /// is missing.
     Cooperative,
 }
 
@@ -831,24 +832,27 @@ impl GpuDevice {
         STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
     }
 
-    /// Whether a GEMM of `dtype` launched now uses `gemm_coop`: by
-    /// default for f16 where the adapter can; forcing it where it cannot is
-    /// an error naming what is missing.
-    pub(crate) fn gemm_coop(&self, dtype: DType) -> Result<bool> {
+    /// Whether a GEMM of `dtype` for `op` launched now uses `gemm_coop`:
+    /// by default for f16 where the adapter can. Forced where the adapter
+    /// cannot, it is an error naming what is missing; forced for another
+    /// dtype, that GEMM takes the tiled kernel.
+    pub(crate) fn gemm_coop(&self, dtype: DType, op: &'static str) -> Result<bool> {
         let forced = gemm_override() == GemmVariant::Cooperative;
-        let missing = match (&self.coop_missing, dtype) {
-            (Some(m), _) => Some(format!("{} lacks {m}", self.label_name())),
-            (None, DType::F16) => None,
-            (None, d) => Some(format!("it takes f16 operands, not {d:?}")),
-        };
-        match missing {
+        match &self.coop_missing {
             Some(m) if forced => Err(Error::InvalidArgument {
-                op: "matmul",
-                msg: format!("GemmVariant::Cooperative forced, but {m}"),
+                op,
+                msg: format!("GemmVariant::Cooperative forced, but {} lacks {m}", self.label_name()),
             }),
             Some(_) => Ok(false),
-            None => Ok(matches!(gemm_override(), GemmVariant::Auto | GemmVariant::Cooperative)),
+            None => Ok(dtype == DType::F16 && matches!(gemm_override(), GemmVariant::Auto | GemmVariant::Cooperative)),
         }
+    }
+
+    /// Whether f16 GEMMs run on cooperative matrices (tensor cores) here
+    /// by default: the adapter lists them (see [`GemmVariant::Cooperative`])
+    /// and the device was opened with them.
+    pub fn cooperative_matrix(&self) -> bool {
+        self.coop_missing.is_none()
     }
 
     /// The GEMM kernel (`kernel::entry`) a matmul or float convolution with
