@@ -6,7 +6,7 @@
 mod common;
 use common::*;
 use wgflow::config::{self, list_physical_devices, resolve_default, resolve_visible};
-use wgflow::{Device, Error, Tensor};
+use wgflow::{DType, Device, Error, Tensor};
 
 /// The default device over these GPUs: the first that is not a software
 /// adapter, else the CPU.
@@ -223,6 +223,49 @@ fn bad_selections_are_errors_listing_the_valid_devices() {
     assert!(error.expect("bad boolean").contains("true"));
     let (_, _, error, _) = probe(&[("WGFLOW_MEMORY_LIMIT_MB", "-5")]);
     assert!(error.expect("bad limit").contains("WGFLOW_MEMORY_LIMIT_MB"));
+    let (_, _, error, _) = probe(&[("WGFLOW_GEMM", "fastest")]);
+    let e = error.expect("bad GEMM kernel");
+    assert!(e.contains("WGFLOW_GEMM") && e.contains("cooperative"), "{e}");
+}
+
+/// Child: an f16 matmul on every GPU, one tagged line each.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_gemm() {
+    for d in config::list_logical_devices().unwrap().iter().filter(|d| d.is_gpu()) {
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[2, 2], d)
+            .and_then(|a| a.cast(DType::F16))
+            .unwrap();
+        match a.matmul(&a).and_then(|c| c.cast(DType::F32)?.to_vec::<f32>()) {
+            Ok(v) => println!("GEMM {d} {v:?}"),
+            Err(e) => println!("GEMM {d} ERROR {e}"),
+        }
+    }
+}
+
+/// `WGFLOW_GEMM=cooperative` runs f16 products on cooperative matrices
+/// where the adapter has them and is an error naming what is missing
+/// elsewhere.
+#[test]
+fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
+    let gpus = usable_gpus();
+    if gpus.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    for (kernel, lacked) in [("cooperative", "EXPERIMENTAL_COOPERATIVE_MATRIX"), ("tiled", "")] {
+        let (ok, out, err) = run_child("child_gemm", &[("WGFLOW_GEMM", kernel)]);
+        assert!(ok, "{out}\n{err}");
+        let lines = tagged(&out, "GEMM");
+        assert_eq!(lines.len(), gpus.len(), "{out}");
+        for (line, p) in lines.iter().zip(&gpus) {
+            if lacked.is_empty() || p.cooperative_matrix {
+                assert!(line.ends_with("[7.0, 10.0, 15.0, 22.0]"), "{kernel}: {line}");
+            } else {
+                assert!(line.contains("ERROR") && line.contains(lacked), "{kernel}: {line}");
+            }
+        }
+    }
 }
 
 #[test]

@@ -3,6 +3,7 @@
 //!
 //! Settings come from the environment (`WGFLOW_VISIBLE_DEVICES`,
 //! `WGFLOW_DEVICE`, `WGFLOW_FORCE_GPU_ALLOW_GROWTH`, `WGFLOW_MEMORY_LIMIT_MB`,
+//! `WGFLOW_GEMM` (checked here, read by the GEMM launches),
 //! `WGFLOW_LOGICAL_DEVICES`)
 //! and from the `set_*` functions, which win over the environment and must be
 //! called before the runtime initializes (the first device lookup or tensor).
@@ -309,6 +310,16 @@ impl Settings {
             None => None,
             Some(v) => Some(parse_logical(&v)?),
         };
+        // Read where GEMMs launch; checked here so that a typo fails the
+        // first device lookup instead of passing unnoticed.
+        if let Some(v) = var("WGFLOW_GEMM").filter(|v| super::wgpu::GemmVariant::parse(v).is_none()) {
+            return Err(Error::arg(
+                "WGFLOW_GEMM",
+                format!(
+                    "{v:?} is not a GEMM kernel; valid values: [auto, tiled, wide, register, subgroup, cooperative]"
+                ),
+            ));
+        }
         Ok(Settings {
             visible: var("WGFLOW_VISIBLE_DEVICES"),
             default: var("WGFLOW_DEVICE"),
