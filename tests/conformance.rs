@@ -14,7 +14,7 @@ use wgflow::ops::conv::Conv2d;
 use wgflow::ops::pool::Pool2d;
 use wgflow::ops::reduce::ReduceOp;
 use wgflow::ops::unary::UnaryOp;
-use wgflow::runtime::wgpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant};
+use wgflow::runtime::wgpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant, pretend_cooperative_matrix};
 use wgflow::{DType, Padding, Tensor};
 
 const FLOATS: [DType; 2] = [DType::F32, DType::F16];
@@ -682,6 +682,41 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
         _ => {}
     }
     (s, dts)
+}
+
+/// A cooperative-matrix kernel the device refuses to build (pretended on
+/// adapters without them, whose devices reject its shader) is dropped on
+/// that device and f16 products and convolutions run on the other kernels;
+/// forced afterwards, it is an error saying it did not build.
+#[test]
+fn a_cooperative_kernel_that_fails_to_build_falls_back() {
+    let with = coop_gpus();
+    let read = |t: wgflow::Result<Tensor>| t.and_then(|t| t.cast(DType::F32)?.to_vec::<f32>()).unwrap();
+    let close = |g: &[f32], w: &[f32]| g.iter().zip(w).all(|(g, w)| (g - w).abs() <= 0.05 + 0.01 * w.abs());
+    let a = randn(&[37, 19], 1, DType::F16);
+    let b = randn(&[19, 11], 2, DType::F16);
+    let x = randn(&[2, 7, 6, 3], 3, DType::F16);
+    let f = randn(&[3, 3, 3, 5], 4, DType::F16);
+    let conv = Op::Conv2d(conv([1, 1], Padding::Same, [1, 1], 1));
+    let want = read(a.matmul(&b));
+    let want_conv = read(wgflow::ops::apply(conv.clone(), &[&x, &f]));
+    pretend_cooperative_matrix(true);
+    for d in gpus().into_iter().filter(|d| !with.contains(d)) {
+        let on = |t: &Tensor| t.to_device(&d).unwrap();
+        let got = read(on(&a).matmul(&on(&b)));
+        assert!(close(&got, &want), "{d}: {got:?} vs {want:?}");
+        let got = read(wgflow::ops::apply(conv.clone(), &[&on(&x), &on(&f)]));
+        assert!(close(&got, &want_conv), "{d}: conv {got:?} vs {want_conv:?}");
+        force_gemm_variant(GemmVariant::Cooperative);
+        let r = on(&a).matmul(&on(&b));
+        force_gemm_variant(GemmVariant::Auto);
+        if d.f16_arithmetic() {
+            // It was tried, failed to build and is remembered.
+            let e = r.unwrap_err().to_string();
+            assert!(e.contains("gemm_coop that builds"), "{d}: {e}");
+        }
+    }
+    pretend_cooperative_matrix(false);
 }
 
 fn matmul_cases(s: &mut Suite, dts: &[DType]) {

@@ -187,36 +187,39 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let (kernel, entry, tiles) = if gd.gemm_coop(dtype, op.name())? {
-        // 64x64 tiles, like gemm's.
-        (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
-    } else {
-        let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
-        (&CONV, entry, tiles)
-    };
-    for ([x0, y0, b0], groups) in chunks(tiles) {
-        let u = |v: usize| v as u32;
-        gd.launch(&Launch {
-            kernel,
-            entry,
-            ty: ktype(dtype),
-            consts: &[],
-            params: ParamBlock::of(&ConvParams {
-                splits: u(splits),
-                kc: u(kc),
-                ktotal: u(ktotal),
-                gm: u(gm),
-                gn: u(gn),
-                b0: u(b0),
-                mode: u(mode),
-                tx0: u(x0),
-                ty0: u(y0),
-                ..ConvParams::of(&g)
-            }),
-            bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
-            groups,
-        })?;
-    }
+    gd.with_coop(dtype, op.name(), |coop| {
+        let (kernel, entry, tiles) = if coop {
+            // 64x64 tiles, like gemm's.
+            (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
+        } else {
+            let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
+            (&CONV, entry, tiles)
+        };
+        for ([x0, y0, b0], groups) in chunks(tiles) {
+            let u = |v: usize| v as u32;
+            gd.launch(&Launch {
+                kernel,
+                entry,
+                ty: ktype(dtype),
+                consts: &[],
+                params: ParamBlock::of(&ConvParams {
+                    splits: u(splits),
+                    kc: u(kc),
+                    ktotal: u(ktotal),
+                    gm: u(gm),
+                    gn: u(gn),
+                    b0: u(b0),
+                    mode: u(mode),
+                    tx0: u(x0),
+                    ty0: u(y0),
+                    ..ConvParams::of(&g)
+                }),
+                bufs: &[x[0].gpu_buf(), x[1].gpu_buf(), dst],
+                groups,
+            })?;
+        }
+        Ok(())
+    })?;
     if let Some(p) = &partial {
         super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
     }

@@ -219,7 +219,18 @@ impl GemmLaunch<'_> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
-        let entry = gemm_entry(g, self.m, self.n, self.batch, dtype)?;
+        g.with_coop(dtype, "matmul", |coop| {
+            if coop {
+                self.dispatch(g, dtype, "gemm_coop", false, 0)
+            } else {
+                self.launch_plain(g, dtype)
+            }
+        })
+    }
+
+    /// [`GemmLaunch::launch`] on the kernels without cooperative matrices.
+    fn launch_plain(&self, g: &Gpu, dtype: DType) -> Result<()> {
+        let entry = plain_entry(g, self.m, self.n, self.batch)?;
         if !matches!(entry, "matmul_sg" | "matmul_reg") {
             return self.dispatch(g, dtype, entry, false, 0);
         }
@@ -344,6 +355,11 @@ pub(crate) fn gemm_entry(g: &GpuDevice, m: usize, n: usize, batch: usize, dtype:
     if g.gemm_coop(dtype, "matmul")? {
         return Ok("gemm_coop");
     }
+    plain_entry(g, m, n, batch)
+}
+
+/// [`gemm_entry`] among the kernels without cooperative matrices.
+fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'static str> {
     if !g.gemm_register() {
         let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
         return Ok(if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" });

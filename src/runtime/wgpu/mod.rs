@@ -462,6 +462,15 @@ impl Gpu<'_> {
 thread_local! {
     static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
     static STYLE_OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
+    static PRETEND_COOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Makes GEMMs launched from this thread take `gemm_coop` as if every
+/// adapter had cooperative matrices (`true`), so that a test can see a
+/// device that cannot build it fall back.
+#[cfg(feature = "testing")]
+pub fn pretend_cooperative_matrix(on: bool) {
+    PRETEND_COOP.with(|c| c.set(on));
 }
 
 /// Forces the kernels that have a GPU variant (workgroup cooperation) and a
@@ -580,6 +589,8 @@ pub struct GpuDevice {
     pub(crate) subgroup8: bool,
     /// Why `gemm_coop` cannot run here (`None`: it can).
     pub(crate) coop_missing: Option<String>,
+    /// Why `gemm_coop` failed to build here, once it has.
+    coop_failed: Mutex<Option<String>>,
     /// Memory growth is off: tensors are sub-allocated from shared slabs.
     slabs: bool,
     pool: Arc<Mutex<Pool>>,
@@ -761,6 +772,7 @@ impl GpuDevice {
             f16,
             subgroup8,
             coop_missing,
+            coop_failed: Mutex::new(None),
             pool: Arc::new(Mutex::new(pool)),
             stream: Mutex::new(Stream {
                 encoder: None,
@@ -838,7 +850,9 @@ impl GpuDevice {
     /// dtype, that GEMM takes the tiled kernel.
     pub(crate) fn gemm_coop(&self, dtype: DType, op: &'static str) -> Result<bool> {
         let forced = gemm_override() == GemmVariant::Cooperative;
-        match &self.coop_missing {
+        let failed = self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let missing = self.coop_missing.as_ref().filter(|_| !PRETEND_COOP.with(|c| c.get()));
+        match missing.or(failed.as_ref()) {
             Some(m) if forced => Err(Error::InvalidArgument {
                 op,
                 msg: format!("GemmVariant::Cooperative forced, but {} lacks {m}", self.label_name()),
@@ -848,11 +862,38 @@ impl GpuDevice {
         }
     }
 
+    /// Runs a GEMM plan: `launch(true)` where [`GpuDevice::gemm_coop`]
+    /// chooses `gemm_coop`, else `launch(false)`. Chosen by default and
+    /// failing to build (a driver refusing the kernel), it is dropped on
+    /// this device for good, with a warning, and the plan runs without it.
+    pub(crate) fn with_coop(
+        &self,
+        dtype: DType,
+        op: &'static str,
+        mut launch: impl FnMut(bool) -> Result<()>,
+    ) -> Result<()> {
+        if !self.gemm_coop(dtype, op)? {
+            return launch(false);
+        }
+        match launch(true) {
+            Err(Error::ShaderCompilation { kernel, msg }) if gemm_override() != GemmVariant::Cooperative => {
+                log::warn!(
+                    "{}: {kernel} failed to build ({msg}); f16 GEMMs use the kernels without cooperative matrices",
+                    self.label_name()
+                );
+                *self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+                    Some(format!("a gemm_coop that builds ({kernel}: {msg})"));
+                launch(false)
+            }
+            r => r,
+        }
+    }
+
     /// Whether f16 GEMMs run on cooperative matrices (tensor cores) here
     /// by default: the adapter lists them (see [`GemmVariant::Cooperative`])
     /// and the device was opened with them.
     pub fn cooperative_matrix(&self) -> bool {
-        self.coop_missing.is_none()
+        self.coop_missing.is_none() && self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
 
     /// The GEMM kernel (`kernel::entry`) a matmul or float convolution with
