@@ -842,3 +842,26 @@ fn input_signature_refuses_host_values_that_follow_the_batch() {
     let e = f.call(&[randn(&[4, 2], 1, DType::F32)]).unwrap_err();
     assert!(e.to_string().contains("captured constant"), "{e}");
 }
+
+/// A compiled graph's plan names the GEMM kernel each matmul and
+/// convolution runs on a GPU, the same one its launches use.
+#[test]
+fn the_plan_names_each_gemm_kernel() {
+    let x = randn(&[2, 9, 9, 3], 1, DType::F32);
+    let f = randn(&[3, 3, 3, 4], 2, DType::F32);
+    let w = randn(&[4, 5], 3, DType::F32);
+    for d in devices() {
+        let on = |t: &Tensor| t.to_device(&d).unwrap();
+        let mut t = Traced::new("conv_dense");
+        let args = [on(&x), on(&f), on(&w)];
+        let body = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+            let y = ops::conv::conv2d(&a[0], &a[1], [1, 1], ops::conv::Padding::Same, [1, 1])?;
+            Ok(vec![y.reshape(&[162, 4])?.matmul(&a[2])?])
+        };
+        t.call(&args, body).unwrap();
+        let plan = t.graph(&args).unwrap().describe();
+        let named = plan.contains("conv2d [conv") && plan.contains("matmul [matmul");
+        assert_eq!(named, d.is_gpu(), "{d}:\n{plan}");
+        eprintln!("{d}:\n{plan}");
+    }
+}

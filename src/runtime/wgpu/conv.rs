@@ -34,7 +34,7 @@
 //! (`cpu/conv.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, grid, ktype};
+use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::conv::*;
@@ -151,6 +151,16 @@ impl ConvParams {
     }
 }
 
+/// Whether a float convolution of geometry `g` runs as explicit patch
+/// matrices and strided GEMMs (register-path adapters, while the patch
+/// matrix fits one binding) rather than as an implicit GEMM.
+pub(crate) fn im2col_plan(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
+    let cols_bytes = [g.g, g.n, g.oh, g.ow, g.kh, g.kw, g.cg, dtype.size()]
+        .into_iter()
+        .fold(1u64, |a, v| a.saturating_mul(v as u64));
+    gd.gemm_register() && cols_bytes <= gd.max_binding()
+}
+
 pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
     if let Op::Conv2dInt8(_, fs) = op {
         return gpu_int8(op, gd, x, fs, out);
@@ -162,8 +172,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     if n_out == 0 || pix == 0 || kg == 0 {
         return super::creation::fill_gpu(gd, n_out, 0.0, dtype);
     }
-    let cols_bytes = (g.g * pix * kg * dtype.size()) as u64;
-    if gd.gemm_register() && cols_bytes <= gd.max_binding() {
+    if im2col_plan(gd, &g, dtype) {
         return gpu_im2col(op, gd, x, &g, n_out, dtype);
     }
     let (mode, gm, gn, ktotal) = match op {

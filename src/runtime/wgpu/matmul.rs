@@ -389,15 +389,16 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             Some(format!("{kernel}::{}", describe(entry)))
         }
         Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => {
-            // Register-path adapters: patch matrices and strided GEMMs;
-            // elsewhere the implicit GEMM.
-            Some(match g.gemm_coop(dtype, "conv2d") {
-                Err(_) => "error: forced kernel unavailable".to_string(),
-                Ok(_) if g.gemm_register() => {
-                    format!("conv::im2col + matmul::{}", describe(gemm_entry(g, 64, 64, 1, dtype)))
+            let geom = crate::core::op::conv::geom_of(op, &[shapes.first()?, shapes.get(1)?]).ok()?;
+            Some(if super::conv::im2col_plan(g, &geom, dtype) {
+                // Patch matrices and strided GEMMs.
+                format!("conv::im2col + matmul::{}", describe(gemm_entry(g, 64, 64, 1, dtype)))
+            } else {
+                match g.gemm_coop(dtype, "conv2d") {
+                    Err(_) => "error: forced kernel unavailable".to_string(),
+                    Ok(true) => "conv_coop::gemm_coop".to_string(),
+                    Ok(false) => format!("conv::{}", gemm_grid(g, 64, 64, 1).0),
                 }
-                Ok(true) => "conv_coop::gemm_coop".to_string(),
-                Ok(false) => "conv::gemm".to_string(),
             })
         }
         _ => None,
@@ -427,7 +428,7 @@ fn reg_grid(entry: &str, m: usize, n: usize) -> [usize; 2] {
 
 /// Entry point and grid (tiles along n, m, batch) of a GEMM of m x n
 /// outputs over `nz` batches, before splitting by the workgroup limit.
-pub(crate) fn gemm_grid(g: &Gpu, m: usize, n: usize, nz: usize) -> (&'static str, [usize; 3]) {
+pub(crate) fn gemm_grid(g: &GpuDevice, m: usize, n: usize, nz: usize) -> (&'static str, [usize; 3]) {
     if g.gemm_register() {
         ("gemm_reg", [n.div_ceil(64), m.div_ceil(4), nz])
     } else {
