@@ -68,7 +68,7 @@ fn main() {
     if let Ok(v) = std::env::var("WGFLOW_BENCH_GEMM") {
         use wgflow::runtime::wgpu::{GemmVariant, force_gemm_variant};
         let Some(g) = GemmVariant::parse(&v) else {
-            panic!("WGFLOW_BENCH_GEMM: auto, tiled, wide, register, subgroup or cooperative")
+            panic!("WGFLOW_BENCH_GEMM: one of {}", GemmVariant::NAMES)
         };
         force_gemm_variant(g);
     }

@@ -316,7 +316,8 @@ impl Settings {
             return Err(Error::arg(
                 "WGFLOW_GEMM",
                 format!(
-                    "{v:?} is not a GEMM kernel; valid values: [auto, tiled, wide, register, subgroup, cooperative]"
+                    "{v:?} is not a GEMM kernel; valid values: [{}]",
+                    super::wgpu::GemmVariant::NAMES
                 ),
             ));
         }

@@ -312,8 +312,10 @@ pub enum GemmVariant {
 }
 
 impl GemmVariant {
-    /// Parses `WGFLOW_GEMM`'s values: `auto`, `tiled`, `register`,
-    /// `subgroup`, `wide`, `cooperative`.
+    /// The values [`GemmVariant::parse`] takes, for messages.
+    pub const NAMES: &'static str = "auto, tiled, wide, register, subgroup, cooperative";
+
+    /// Parses `WGFLOW_GEMM`'s values (see [`GemmVariant::NAMES`]).
     pub fn parse(s: &str) -> Option<GemmVariant> {
         Some(match s.trim().to_ascii_lowercase().as_str() {
             "" | "auto" => GemmVariant::Auto,
@@ -490,13 +492,10 @@ fn gemm_override() -> GemmVariant {
     }
 }
 
-/// `WGFLOW_GEMM` (read once; an unknown value is a warning and `auto`).
+/// `WGFLOW_GEMM`, read once (`config` turns an unknown value into an error
+/// at the first device lookup, before any GEMM launches).
 static GEMM_ENV: std::sync::LazyLock<GemmVariant> = std::sync::LazyLock::new(|| {
-    let v = std::env::var("WGFLOW_GEMM").unwrap_or_default();
-    GemmVariant::parse(&v).unwrap_or_else(|| {
-        log::warn!("WGFLOW_GEMM={v:?} is not one of auto, tiled, register, subgroup, wide, cooperative: using auto");
-        GemmVariant::Auto
-    })
+    GemmVariant::parse(&std::env::var("WGFLOW_GEMM").unwrap_or_default()).unwrap_or(GemmVariant::Auto)
 });
 
 /// Forces a GEMM kernel for ops launched from this thread (tests and
