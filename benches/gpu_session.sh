@@ -24,11 +24,12 @@ prepare)
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
     rm -rf .gpu && mkdir -p .gpu/bin
     cargo build --release --example devices
-    cargo test --release --test conformance --no-run
+    cargo test --release --test conformance --test devices --no-run
     cargo bench --bench kernels --bench training --no-run
     newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -1; }
     cp target/release/examples/devices .gpu/bin/devices
     cp "$(newest conformance)" .gpu/bin/conformance
+    cp "$(newest devices)" .gpu/bin/devices_test
     cp "$(newest kernels)" .gpu/bin/kernels
     cp "$(newest training)" .gpu/bin/training
     strip .gpu/bin/*
@@ -59,6 +60,9 @@ run)
         step nvidia-smi --query-gpu=name,driver_version --format=csv
         step .gpu/bin/devices
         step .gpu/bin/conformance --test-threads=4
+        step .gpu/bin/devices_test --test-threads=2
+        # The autotuner's choices and times for a matmul and a convolution.
+        step .gpu/bin/devices_test --exact child_autotune --ignored --nocapture
         step env WGFLOW_BENCH_SIZES=2048,4096 .gpu/bin/kernels matmul
         step env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=tiled .gpu/bin/kernels matmul
         step .gpu/bin/training

@@ -268,6 +268,135 @@ fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
     }
 }
 
+/// Child: a traced 512^3 matmul (2^28 flops, the smallest product that
+/// is autotuned) on every GPU: its plan, and whether the traced, eager and
+/// CPU results agree (`WGFLOW_TEST_CALL_DETERMINISM=1` first calls
+/// `config::enable_op_determinism`).
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_autotune() {
+    if std::env::var("WGFLOW_TEST_CALL_DETERMINISM").as_deref() == Ok("1") {
+        config::enable_op_determinism();
+    }
+    println!("DETERMINISM {}", config::is_op_determinism_enabled());
+    let a = randn(&[512, 512], 1, DType::F32);
+    let b = randn(&[512, 512], 2, DType::F32);
+    // A convolution whose patch-matrix GEMM is 8192 x 64 x 288 (2^28.2 flops).
+    let x = randn(&[8, 32, 32, 32], 3, DType::F32);
+    let f = randn(&[3, 3, 32, 64], 4, DType::F32);
+    let body = |x: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+        let y = wgflow::ops::conv::conv2d(&x[2], &x[3], [1, 1], wgflow::Padding::Same, [1, 1])?;
+        Ok(vec![x[0].matmul(&x[1])?, y])
+    };
+    let read = |r: Vec<Tensor>| r.iter().map(|t| t.to_vec::<f32>().unwrap()).collect::<Vec<_>>();
+    let want = read(body(&[a.clone(), b.clone(), x.clone(), f.clone()]).unwrap());
+    for d in config::list_logical_devices().unwrap().iter().filter(|d| d.is_gpu()) {
+        let args: Vec<Tensor> = [&a, &b, &x, &f].iter().map(|t| t.to_device(d).unwrap()).collect();
+        let mut t = wgflow::function::Traced::new("product");
+        let traced = read(t.call(&args, body).unwrap());
+        let eager = read(body(&args).unwrap());
+        let plan = t.graph(&args).unwrap().describe();
+        for op in ["matmul [", "conv2d ["] {
+            println!(
+                "PLAN {d} {}",
+                plan.lines().find(|l| l.contains(op)).unwrap_or("missing")
+            );
+        }
+        let close = traced
+            .iter()
+            .flatten()
+            .zip(want.iter().flatten())
+            .all(|(x, y)| (x - y).abs() <= 1e-3 * (1.0 + y.abs()));
+        println!("SAME {d} {} {close}", traced == eager);
+    }
+}
+
+/// GEMMs are autotuned per shape class on first use where an adapter has
+/// more than one kernel for them (the plan shows each candidate's time);
+/// op determinism (by call or variable) and a forced kernel turn tuning
+/// off; every choice gives the CPU's result, and eager and traced products
+/// of one class agree bitwise.
+#[test]
+fn gemms_are_autotuned_unless_forced_or_deterministic() {
+    let gpus = usable_gpus();
+    if gpus.is_empty() {
+        gpus_or_skip();
+        return;
+    }
+    let runs: [(&[(&str, &str)], bool); 4] = [
+        (&[], true),
+        (&[("WGFLOW_DETERMINISTIC_OPS", "1")], false),
+        (&[("WGFLOW_TEST_CALL_DETERMINISM", "1")], false),
+        (&[("WGFLOW_GEMM", "register")], false),
+    ];
+    for (env, tunes) in runs {
+        let (ok, out, err) = run_child("child_autotune", env);
+        assert!(ok, "{env:?}: {out}\n{err}");
+        let deterministic = env.iter().any(|(k, _)| k.contains("DETERMINIS"));
+        assert_eq!(tagged(&out, "DETERMINISM"), [deterministic.to_string()], "{out}");
+        let plans = tagged(&out, "PLAN");
+        assert_eq!(plans.len(), 2 * gpus.len(), "{out}");
+        let each = gpus.iter().flat_map(|p| [(p, "matmul"), (p, "conv2d")]);
+        for (plan, (p, op)) in plans.iter().zip(each) {
+            // A CPU adapter without 8-lane subgroups has one kernel: nothing
+            // to tune; a GPU has one for f32 convolutions (implicit GEMM).
+            let sg = p.subgroup_size == Some(8);
+            let choice = if p.adapter_type == "Cpu" { sg } else { op == "matmul" };
+            assert!(plan.contains(op), "{plan}");
+            let tuned = plan.contains("(autotuned: ");
+            assert_eq!(tuned, tunes && choice, "{env:?}: {plan}");
+            if tuned {
+                assert_eq!(plan.matches(" ms").count(), 2, "{plan}");
+            }
+            assert!(!plan.contains("on first run"), "{plan}");
+        }
+        for same in tagged(&out, "SAME") {
+            assert!(same.ends_with("true true"), "{env:?}: {same}");
+        }
+    }
+}
+
+/// Child: as if every adapter had cooperative matrices, an autotuned f16
+/// matmul on every GPU with f16 arithmetic: llvmpipe cannot build
+/// `gemm_coop`, so tuning leaves it out and drops it on the device.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_coop_tuning() {
+    wgflow::runtime::wgpu::pretend_cooperative_matrix(true);
+    let a = randn(&[512, 512], 1, DType::F16);
+    let b = randn(&[512, 512], 2, DType::F16);
+    let read = |t: wgflow::Result<Tensor>| t.and_then(|t| t.cast(DType::F32)?.to_vec::<f32>()).unwrap();
+    let want = read(a.matmul(&b));
+    for d in config::list_logical_devices()
+        .unwrap()
+        .iter()
+        .filter(|d| d.is_gpu() && d.f16_arithmetic())
+    {
+        let got = read(a.to_device(d).unwrap().matmul(&b.to_device(d).unwrap()));
+        let close = got
+            .iter()
+            .zip(&want)
+            .all(|(g, w)| (g - w).abs() <= 0.25 + 0.01 * w.abs());
+        // Forced now, gemm_coop is an error saying why it is gone.
+        wgflow::runtime::wgpu::force_gemm_variant(wgflow::runtime::wgpu::GemmVariant::Cooperative);
+        let forced = a.to_device(d).unwrap().matmul(&b.to_device(d).unwrap());
+        wgflow::runtime::wgpu::force_gemm_variant(wgflow::runtime::wgpu::GemmVariant::Auto);
+        let dropped = forced.is_err_and(|e| e.to_string().contains("gemm_coop that builds"));
+        println!("COOP {d} {close} {dropped} {}", d.cooperative_matrix());
+    }
+}
+
+/// Tuning survives a cooperative-matrix kernel that fails to build: the
+/// product runs on the other candidates and the device stops offering it.
+#[test]
+fn tuning_drops_a_cooperative_kernel_that_fails_to_build() {
+    let (ok, out, err) = run_child("child_coop_tuning", &[]);
+    assert!(ok, "{out}\n{err}");
+    for line in tagged(&out, "COOP") {
+        assert!(line.ends_with("true true false"), "{line}\n{err}");
+    }
+}
+
 #[test]
 fn no_visible_gpu_falls_back_to_the_cpu_with_a_notice() {
     let (logical, default, error, stderr) = probe(&[("WGFLOW_VISIBLE_DEVICES", "")]);
@@ -289,7 +418,7 @@ fn child_set_visible() {
     let gpus = physical_gpus();
     let phys: usize = std::env::var("WGFLOW_TEST_PHYS").unwrap().parse().unwrap();
     let last = gpus[phys].clone();
-    config::set_visible_devices(&[last.clone()]).unwrap();
+    config::set_visible_devices(std::slice::from_ref(&last)).unwrap();
     config::set_memory_limit(&last, 64).unwrap();
     let d = Device::gpu(0).unwrap();
     println!("PHYS {}", config::physical_of(0).unwrap().index.unwrap());

@@ -62,19 +62,22 @@ impl PhysicalDevice {
         };
         let base = if self.adapter_type == "Cpu" {
             if self.subgroup_size == Some(8) {
-                "matmul_sg: register blocks sharing A through subgroups (matmul, convolutions' patch matrices)"
+                "matmul_sg: register blocks sharing A through subgroups, or matmul_reg: register blocks, \
+                 autotuned (matmul, convolutions' patch matrices)"
             } else {
                 "matmul_reg: register blocks (matmul, convolutions' patch matrices)"
             }
         } else {
-            "gemm: 64x64 tiles; matmul_wide: 128x128 tiles for matmuls of >= 256 tiles"
+            "gemm: 64x64 tiles, or matmul_wide: 128x128 tiles (untuned: for matmuls of >= 256 tiles), autotuned"
         };
         match physical()
             .adapters
             .get(i)
             .and_then(|a| crate::runtime::wgpu::coop_missing(a, &a.get_info()))
         {
-            None => format!("f16: gemm_coop (cooperative matrices, 16x16x16 f16 x f16 + f32); f32: {base}"),
+            None => format!(
+                "f16: gemm_coop (cooperative matrices, 16x16x16 f16 x f16 + f32), autotuned against the others; f32: {base}"
+            ),
             Some(m) => format!("{base}; no cooperative matrices (needs {m})"),
         }
     }
@@ -310,6 +313,12 @@ impl Settings {
             None => None,
             Some(v) => Some(parse_logical(&v)?),
         };
+        if let Some(v) = var("WGFLOW_DETERMINISTIC_OPS").filter(|v| super::wgpu::tune::parse_flag(v).is_none()) {
+            return Err(Error::arg(
+                "WGFLOW_DETERMINISTIC_OPS",
+                format!("{v:?} is not a boolean; valid values: [1, true, 0, false]"),
+            ));
+        }
         // Read where GEMMs launch; checked here so that a typo fails the
         // first device lookup instead of passing unnoticed.
         if let Some(v) = var("WGFLOW_GEMM").filter(|v| super::wgpu::GemmVariant::parse(v).is_none()) {
@@ -346,6 +355,22 @@ fn valid_gpus(list: &[PhysicalDevice]) -> Vec<String> {
         .filter(|p| p.index.is_some())
         .map(|p| format!("{} = {} [{}]", p.index.unwrap(), p.name, p.backend))
         .collect()
+}
+
+/// Makes every op give bitwise the same result from run to run and
+/// process to process on the same device (`tf.config.experimental.enable_op_determinism`):
+/// GEMM kernels are then chosen by shape alone instead of being autotuned
+/// (timed per shape class on first use). There is no way back; the
+/// environment variable `WGFLOW_DETERMINISTIC_OPS=1` does the same from
+/// the start. wgflow's kernels are otherwise deterministic (no atomic sums).
+pub fn enable_op_determinism() {
+    super::wgpu::tune::enable_determinism();
+}
+
+/// Whether op determinism is on ([`enable_op_determinism`] or
+/// `WGFLOW_DETERMINISTIC_OPS=1`).
+pub fn is_op_determinism_enabled() -> bool {
+    super::wgpu::tune::determinism()
 }
 
 /// Resolves a `WGFLOW_VISIBLE_DEVICES` value against the physical GPUs:

@@ -174,6 +174,14 @@ impl Device {
             Device::Gpu(g) => g.f16,
         }
     }
+    /// Whether f16 GEMMs may run on cooperative matrices (tensor cores)
+    /// here: the adapter has them and its driver built the kernel.
+    pub fn cooperative_matrix(&self) -> bool {
+        match self {
+            Device::Cpu => false,
+            Device::Gpu(g) => g.cooperative_matrix(),
+        }
+    }
     /// The largest tensor, in bytes, a kernel can bind on this device
     /// (the adapter's `max_storage_buffer_binding_size`; unbounded on the CPU).
     pub fn max_tensor_bytes(&self) -> u64 {

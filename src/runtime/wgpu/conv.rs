@@ -175,18 +175,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     if im2col_plan(gd, &g, dtype) {
         return gpu_im2col(op, gd, x, &g, n_out, dtype);
     }
-    let (mode, gm, gn, ktotal) = match op {
-        Op::Conv2d(_) => (0, pix, g.og, kg),
-        Op::Conv2dInputGrad(..) => (1, g.n * g.h * g.w, g.cg, g.kh * g.kw * g.og),
-        _ => (2, kg, g.og, pix),
-    };
-    // Split long reductions so that enough workgroups run.
-    let tiles = gm.div_ceil(64) * gn.div_ceil(64) * g.g;
-    let splits = if mode == 2 {
-        ktotal.div_ceil(512).min((256 / tiles).max(1)).max(1)
-    } else {
-        1
-    };
+    let (mode, [gm, gn, ktotal], splits) = implicit_gemm(op, &g);
     let kc = ktotal.div_ceil(splits);
     let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
     let partial = if splits > 1 {
@@ -196,7 +185,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    gd.with_coop(dtype, op.name(), |coop| {
+    let run = |gd: &Gpu, coop: bool| -> Result<()> {
         let (kernel, entry, tiles) = if coop {
             // 64x64 tiles, like gemm's.
             (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
@@ -228,11 +217,46 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
             })?;
         }
         Ok(())
-    })?;
+    };
+    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], |e, eager| {
+        run(eager, e == "gemm_coop")
+    })? {
+        Some(entry) => run(gd, entry == "gemm_coop")?,
+        None => gd.with_coop(dtype, op.name(), |coop| run(gd, coop))?,
+    }
     if let Some(p) = &partial {
         super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
     }
     Ok(y)
+}
+
+/// The autotuned kernel (`gemm_coop` or the tiled one) of an implicit
+/// GEMM of `dims` (m, n, k, batch), where there is a choice to tune (see
+/// `tune`); `run(entry, eager)` launches it on the eager `Gpu` it is given.
+fn tuned(
+    gd: &Gpu,
+    op: &'static str,
+    dtype: DType,
+    dims: [usize; 4],
+    run: impl Fn(&'static str, &Gpu) -> Result<()>,
+) -> Result<Option<&'static str>> {
+    let mut candidates = Vec::new();
+    if gd.gemm_coop(dtype, op)? {
+        candidates.push("gemm_coop");
+    }
+    candidates.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
+    if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims), &candidates) {
+        return Ok(None);
+    }
+    let class = implicit_class(op, dtype, dims);
+    let ctx = super::ExecContext::eager();
+    let eager = Gpu { dev: gd.dev, ctx: &ctx };
+    Ok(super::tune::pick(gd, class, &candidates, |e| run(e, &eager))?.map(|t| t.entry))
+}
+
+/// The shape class of an implicit GEMM of `dims` (m, n, k, batch).
+pub(crate) fn implicit_class(op: &'static str, dtype: DType, dims: [usize; 4]) -> super::tune::GemmClass {
+    super::tune::GemmClass::new(op, dtype, dims, (false, false), (false, false))
 }
 
 /// Convolutions as explicit patch matrices and strided GEMMs, one batch
@@ -255,15 +279,10 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
         })
     };
     let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
+    let plan = im2col_gemm(op, g);
     // One GEMM per group: C_g = A_g x B_g with the given strides.
-    #[allow(clippy::too_many_arguments)]
-    let gemm = |a: &GpuBuf,
-                b: &GpuBuf,
-                c: &GpuBuf,
-                (m, n, k): (usize, usize, usize),
-                (ta, tb): (bool, bool),
-                (lda, ldb, ldc): (usize, usize, usize),
-                (sa, sb, sc): (usize, usize, usize)| {
+    let gemm = |a: &GpuBuf, b: &GpuBuf, c: &GpuBuf| {
+        let ([m, n, k], (ta, tb), [lda, ldb, ldc], [sa, sb, sc]) = plan;
         super::matmul::GemmLaunch {
             a,
             b,
@@ -285,46 +304,55 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
     };
     match op {
         Op::Conv2d(_) => {
-            // y[pix, g*og + o] = cols_g [pix, kg] x f[kg, g*og + o]
             launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
-            gemm(
-                &cols,
-                x[1].gpu_buf(),
-                &y,
-                (pix, g.og, kg),
-                (false, false),
-                (kg, g.o, g.o),
-                (pix * kg, g.og, g.og),
-            )?;
+            gemm(&cols, x[1].gpu_buf(), &y)?;
         }
         Op::Conv2dInputGrad(..) => {
-            // cols_g [pix, kg] = dy[pix, g*og..] x f_g^T, then summed back onto dx.
-            gemm(
-                x[0].gpu_buf(),
-                x[1].gpu_buf(),
-                &cols,
-                (pix, kg, g.og),
-                (false, true),
-                (g.o, g.o, kg),
-                (g.og, g.og, pix * kg),
-            )?;
+            gemm(x[0].gpu_buf(), x[1].gpu_buf(), &cols)?;
             launch("col2im", n_out, &[&cols, &y])?;
         }
         _ => {
-            // df[kg, g*og + o] = cols_g^T [kg, pix] x dy[pix, g*og + o]
             launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
-            gemm(
-                &cols,
-                x[1].gpu_buf(),
-                &y,
-                (kg, g.og, pix),
-                (true, false),
-                (kg, g.o, g.o),
-                (pix * kg, g.og, g.og),
-            )?;
+            gemm(&cols, x[1].gpu_buf(), &y)?;
         }
     }
     Ok(y)
+}
+
+/// The strided GEMM per group of an im2col plan: (m, n, k), transposes,
+/// leading dimensions and batch strides of A, B and C.
+#[allow(clippy::type_complexity)]
+pub(crate) fn im2col_gemm(op: &Op, g: &Geom) -> ([usize; 3], (bool, bool), [usize; 3], [usize; 3]) {
+    let pix = g.n * g.oh * g.ow;
+    let kg = g.kh * g.kw * g.cg;
+    match op {
+        // y[pix, g*og + o] = cols_g [pix, kg] x f[kg, g*og + o]
+        Op::Conv2d(_) => ([pix, g.og, kg], (false, false), [kg, g.o, g.o], [pix * kg, g.og, g.og]),
+        // cols_g [pix, kg] = dy[pix, g*og..] x f_g^T, then summed back onto dx.
+        Op::Conv2dInputGrad(..) => ([pix, kg, g.og], (false, true), [g.o, g.o, kg], [g.og, g.og, pix * kg]),
+        // df[kg, g*og + o] = cols_g^T [kg, pix] x dy[pix, g*og + o]
+        _ => ([kg, g.og, pix], (true, false), [kg, g.o, g.o], [pix * kg, g.og, g.og]),
+    }
+}
+
+/// An implicit-GEMM convolution's mode (0 forward, 1 input gradient, 2
+/// filter gradient), m, n, k and the slices its sum is split into.
+pub(crate) fn implicit_gemm(op: &Op, g: &Geom) -> (usize, [usize; 3], usize) {
+    let pix = g.n * g.oh * g.ow;
+    let kg = g.kh * g.kw * g.cg;
+    let (mode, gm, gn, ktotal) = match op {
+        Op::Conv2d(_) => (0, pix, g.og, kg),
+        Op::Conv2dInputGrad(..) => (1, g.n * g.h * g.w, g.cg, g.kh * g.kw * g.og),
+        _ => (2, kg, g.og, pix),
+    };
+    // Split long reductions so that enough workgroups run.
+    let tiles = gm.div_ceil(64) * gn.div_ceil(64) * g.g;
+    let splits = if mode == 2 {
+        ktotal.div_ceil(512).min((256 / tiles).max(1)).max(1)
+    } else {
+        1
+    };
+    (mode, [gm, gn, ktotal], splits)
 }
 
 /// `conv2d_int8`: on register-path adapters (while the patch matrix fits

@@ -19,6 +19,10 @@
 //!   with `K >= 4096` splits the sum into up to 64 slices added by
 //!   `reduce::sum_slices`.
 //!
+//! Under `Auto`, products of at least `tune::MIN_FLOPS` where the device
+//! has more than one kernel ([`candidates`]) take the one `tune` timed
+//! fastest for their shape class instead.
+//!
 //! Batch entries are the grid's z dimension, launched in chunks of at most
 //! 65535. A single matrix is shared by every batch entry (batch stride 0)
 //! and a full batch is read in place; an operand whose batch dimensions
@@ -31,7 +35,8 @@
 //! (the `gemm` crate) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
-use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
+use super::tune::{self, GemmClass, Tuned};
+use super::{ExecContext, Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -219,18 +224,38 @@ impl GemmLaunch<'_> {
         if self.m == 0 || self.n == 0 || self.batch == 0 {
             return Ok(());
         }
+        if let Some(t) = self.tuned(g, dtype)? {
+            return self.run(g, dtype, t.entry);
+        }
         g.with_coop(dtype, "matmul", |coop| {
             if coop {
-                self.dispatch(g, dtype, "gemm_coop", false, 0)
+                self.run(g, dtype, "gemm_coop")
             } else {
-                self.launch_plain(g, dtype)
+                self.run(g, dtype, plain_entry(g, self.m, self.n, self.batch)?)
             }
         })
     }
 
-    /// [`GemmLaunch::launch`] on the kernels without cooperative matrices.
-    fn launch_plain(&self, g: &Gpu, dtype: DType) -> Result<()> {
-        let entry = plain_entry(g, self.m, self.n, self.batch)?;
+    /// The autotuned kernel for this product, where it is tuned (see `tune`).
+    fn tuned(&self, g: &Gpu, dtype: DType) -> Result<Option<std::sync::Arc<Tuned>>> {
+        let candidates = candidates(g, dtype)?;
+        if !tune::tunable(
+            g.gemm_forced(),
+            tune::flops([self.m, self.n, self.k, self.batch]),
+            &candidates,
+        ) {
+            return Ok(None);
+        }
+        let class = self.class(dtype);
+        // Timed outside the caller's graph recording: its launches stay as
+        // they would be untuned.
+        let ctx = ExecContext::eager();
+        let eager = Gpu { dev: g.dev, ctx: &ctx };
+        tune::pick(g, class, &candidates, |e| self.run(&eager, dtype, e))
+    }
+
+    /// Runs the product on `entry`'s kernel.
+    fn run(&self, g: &Gpu, dtype: DType, entry: &'static str) -> Result<()> {
         if !matches!(entry, "matmul_sg" | "matmul_reg") {
             return self.dispatch(g, dtype, entry, false, 0);
         }
@@ -256,6 +281,26 @@ impl GemmLaunch<'_> {
             return super::reduce::sum_slices(g, &part, self.c, splits, self.m * self.n, dtype);
         }
         t.dispatch(g, dtype, entry, flip, 0)
+    }
+
+    /// Whether A and B load as `vec4`s.
+    fn vec_flags(&self) -> (bool, bool) {
+        vec_flags(
+            [self.m, self.n, self.k],
+            (self.ta, self.tb),
+            [self.lda, self.ldb],
+            [self.sa, self.sb],
+        )
+    }
+
+    fn class(&self, dtype: DType) -> GemmClass {
+        GemmClass::new(
+            "matmul",
+            dtype,
+            [self.m, self.n, self.k, self.batch],
+            (self.ta, self.tb),
+            self.vec_flags(),
+        )
     }
 
     fn clone_plan(&self) -> GemmLaunch<'_> {
@@ -284,9 +329,7 @@ impl GemmLaunch<'_> {
     }
 
     fn dispatch(&self, g: &Gpu, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
-        let four = |v: usize| v % 4 == 0;
-        let vec_a = four(self.lda) && four(self.sa) && (if self.ta { four(self.m) } else { four(self.k) });
-        let vec_b = four(self.ldb) && four(self.sb) && (if self.tb { four(self.k) } else { four(self.n) });
+        let (vec_a, vec_b) = self.vec_flags();
         let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
         // The register kernel reads A as scalars: no a4 view.
@@ -367,42 +410,110 @@ fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'stat
     Ok(if g.gemm_subgroup()? { "matmul_sg" } else { "matmul_reg" })
 }
 
+/// The kernels a strided GEMM of `dtype` can run on `g`, for autotuning:
+/// `gemm_coop` where it would run by default, then the tiled kernels on
+/// GPUs or the register kernels on CPU adapters.
+pub(crate) fn candidates(g: &GpuDevice, dtype: DType) -> Result<Vec<&'static str>> {
+    let mut c = Vec::new();
+    if g.gemm_coop(dtype, "matmul")? {
+        c.push("gemm_coop");
+    }
+    if !g.cpu_adapter() {
+        c.extend(["gemm", "matmul_wide"]);
+    } else if g.subgroup8 {
+        c.extend(["matmul_sg", "matmul_reg"]);
+    } else {
+        c.push("matmul_reg");
+    }
+    Ok(c)
+}
+
 /// The GEMM kernel `op` (a matmul or a float convolution) with inputs of
 /// these shapes runs on `g` now, as `kernel::entry` (`Graph::describe`
 /// shows it); `None` for other ops.
 pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DType) -> Option<String> {
-    let describe = |r: Result<&'static str>| r.unwrap_or("error: forced kernel unavailable");
+    // A strided GEMM's (kernel, entry): the tuned choice with its times,
+    // else the heuristic's, marked where the first run will tune it.
+    #[allow(clippy::type_complexity)]
+    let strided = |[m, n, k, batch]: [usize; 4], t: (bool, bool), ld: [usize; 2], s: [usize; 2]| {
+        let class = GemmClass::new("matmul", dtype, [m, n, k, batch], t, vec_flags([m, n, k], t, ld, s));
+        let (entry, detail) = match g.tuner.get(&class) {
+            Some(tuned) => (Some(tuned.entry), tuned.describe()),
+            None => {
+                let entry = gemm_entry(g, m, n, batch, dtype).ok();
+                let pending = match candidates(g, dtype) {
+                    Ok(c) if tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch]), &c) => {
+                        " (autotuned on first run)"
+                    }
+                    _ => "",
+                };
+                (
+                    entry,
+                    format!("{}{pending}", entry.unwrap_or("error: forced kernel unavailable")),
+                )
+            }
+        };
+        let kernel = match entry {
+            Some("gemm_coop") => "matmul_coop",
+            Some("matmul_sg") => "matmul_subgroup",
+            _ => "matmul",
+        };
+        (kernel, detail)
+    };
     match op {
         Op::MatMul { ta, tb } => {
             let (a, b) = (shapes.first()?, shapes.get(1)?);
             if a.len() < 2 || b.len() < 2 {
                 return None;
             }
-            let (m, n, _, _) = dims(*ta, *tb, a, b);
+            let (m, n, k, _) = dims(*ta, *tb, a, b);
             let batch = numel(&a[..a.len() - 2]).max(numel(&b[..b.len() - 2]));
-            let entry = gemm_entry(g, m, n, batch, dtype);
-            let kernel = match entry {
-                Ok("gemm_coop") => "matmul_coop",
-                Ok("matmul_sg") => "matmul_subgroup",
-                _ => "matmul",
-            };
-            Some(format!("{kernel}::{}", describe(entry)))
+            // As `gpu` lays operands out: rows of their last dimension,
+            // whole matrices per batch entry.
+            let (kernel, detail) = strided(
+                [m, n, k, batch],
+                (*ta, *tb),
+                [a[a.len() - 1], b[b.len() - 1]],
+                [m * k, k * n],
+            );
+            Some(format!("{kernel}::{detail}"))
         }
         Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => {
             let geom = crate::core::op::conv::geom_of(op, &[shapes.first()?, shapes.get(1)?]).ok()?;
-            Some(if super::conv::im2col_plan(g, &geom, dtype) {
+            if super::conv::im2col_plan(g, &geom, dtype) {
                 // Patch matrices and strided GEMMs.
-                format!("conv::im2col + matmul::{}", describe(gemm_entry(g, 64, 64, 1, dtype)))
-            } else {
-                match g.gemm_coop(dtype, "conv2d") {
-                    Err(_) => "error: forced kernel unavailable".to_string(),
-                    Ok(true) => "conv_coop::gemm_coop".to_string(),
-                    Ok(false) => format!("conv::{}", gemm_grid(g, 64, 64, 1).0),
-                }
+                let ([m, n, k], t, [lda, ldb, _], [sa, sb, _]) = super::conv::im2col_gemm(op, &geom);
+                let (_, detail) = strided([m, n, k, geom.g], t, [lda, ldb], [sa, sb]);
+                return Some(format!("conv::im2col + matmul::{detail}"));
+            }
+            let (_, [gm, gn, k], splits) = super::conv::implicit_gemm(op, &geom);
+            let class = super::conv::implicit_class(op.name(), dtype, [gm, gn, k, geom.g * splits]);
+            if let Some(t) = g.tuner.get(&class) {
+                let kernel = if t.entry == "gemm_coop" { "conv_coop" } else { "conv" };
+                return Some(format!("{kernel}::{}", t.describe()));
+            }
+            Some(match g.gemm_coop(dtype, op.name()) {
+                Err(_) => "error: forced kernel unavailable".to_string(),
+                Ok(true) => "conv_coop::gemm_coop".to_string(),
+                Ok(false) => format!("conv::{}", gemm_grid(g, 64, 64, 1).0),
             })
         }
         _ => None,
     }
+}
+
+/// Whether A and B of a GEMM of `(m, n, k)` with these transposes, leading
+/// dimensions and batch strides load as `vec4`s.
+fn vec_flags(
+    [m, n, k]: [usize; 3],
+    (ta, tb): (bool, bool),
+    [lda, ldb]: [usize; 2],
+    [sa, sb]: [usize; 2],
+) -> (bool, bool) {
+    let four = |v: usize| v % 4 == 0;
+    let vec_a = four(lda) && four(sa) && (if ta { four(m) } else { four(k) });
+    let vec_b = four(ldb) && four(sb) && (if tb { four(k) } else { four(n) });
+    (vec_a, vec_b)
 }
 
 /// The buffers `entry` binds, in binding order: each entry point's layout

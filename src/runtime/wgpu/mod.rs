@@ -52,6 +52,7 @@ mod pool;
 mod reduce;
 mod softmax;
 pub(crate) mod transfer;
+pub(crate) mod tune;
 mod unary;
 
 use self::memory::{Alloc, BufferSource, GpuBuf, MemoryInfo, Pool, StatusRecord};
@@ -290,6 +291,9 @@ pub enum GemmVariant {
     /// On CPU adapters (llvmpipe, SwiftShader, WARP) `Subgroup` for matmuls
     /// where the adapter has 8-lane subgroups, else `Register`; elsewhere
     /// `Wide` for matmuls of at least 256 128x128 tiles, else `Tiled`.
+    /// Products of at least 2^28 flops where there is a choice take the
+    /// kernel timed fastest for their shape class on first use, unless
+    /// op determinism is on (`config::enable_op_determinism`).
     Auto,
     /// Workgroup-memory tiles: the kernel for GPUs.
     Tiled,
@@ -303,9 +307,11 @@ pub enum GemmVariant {
     Wide,
     /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl): f16
     /// operands with f32 sums, on adapters with
-    /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing 16x16x16 f16 x f16
-    /// + f32 and 32-invocation subgroups. `Auto` picks it for f16 products
-    /// (matmul and the convolutions' GEMMs) there. Forced, other dtypes
+    /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing a 16x16x16
+    /// configuration of f16 operands with f32 sums, and 32-invocation
+    /// subgroups. `Auto` picks it for f16 products (matmul and the
+    /// convolutions' GEMMs) there, autotuned against the others for
+    /// large ones. Forced, other dtypes
     /// take `Tiled`; on an adapter without them it is an error naming what
     /// is missing.
     Cooperative,
@@ -590,6 +596,8 @@ pub struct GpuDevice {
     pub(crate) coop_missing: Option<String>,
     /// Why `gemm_coop` failed to build here, once it has.
     coop_failed: Mutex<Option<String>>,
+    /// The GEMM kernels autotuned per shape class.
+    pub(crate) tuner: tune::Tuner,
     /// Memory growth is off: tensors are sub-allocated from shared slabs.
     slabs: bool,
     pool: Arc<Mutex<Pool>>,
@@ -772,6 +780,7 @@ impl GpuDevice {
             subgroup8,
             coop_missing,
             coop_failed: Mutex::new(None),
+            tuner: tune::Tuner::default(),
             pool: Arc::new(Mutex::new(pool)),
             stream: Mutex::new(Stream {
                 encoder: None,
@@ -876,16 +885,28 @@ impl GpuDevice {
         }
         match launch(true) {
             Err(Error::ShaderCompilation { kernel, msg }) if gemm_override() != GemmVariant::Cooperative => {
-                log::warn!(
-                    "{}: {kernel} failed to build ({msg}); f16 GEMMs use the kernels without cooperative matrices",
-                    self.label_name()
-                );
-                *self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()) =
-                    Some(format!("a gemm_coop that builds ({kernel}: {msg})"));
+                self.drop_coop(&kernel, &msg);
                 launch(false)
             }
             r => r,
         }
+    }
+
+    /// Drops `gemm_coop` on this device for good, with a warning: `kernel`
+    /// failed to build with `msg`.
+    pub(crate) fn drop_coop(&self, kernel: &str, msg: &str) {
+        log::warn!(
+            "{}: {kernel} failed to build ({msg}); f16 GEMMs use the kernels without cooperative matrices",
+            self.label_name()
+        );
+        *self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("a gemm_coop that builds ({kernel}: {msg})"));
+    }
+
+    /// Whether a GEMM kernel is forced (by `WGFLOW_GEMM` or for this thread):
+    /// then nothing is autotuned.
+    pub(crate) fn gemm_forced(&self) -> bool {
+        gemm_override() != GemmVariant::Auto
     }
 
     /// Whether f16 GEMMs run on cooperative matrices (tensor cores) here
