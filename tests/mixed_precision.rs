@@ -178,6 +178,71 @@ fn loss_scaling_unscales_skips_and_grows() {
     }
 }
 
+/// As in Keras, a skipped step is no step: `iterations` leaves it out, and
+/// so does Adam's bias correction, so Adam under loss scaling with an
+/// overflow between finite steps ends where plain Adam ends after the
+/// finite steps alone. Eager and traced, on every device.
+#[test]
+fn skipped_steps_do_not_count() {
+    for d in devices() {
+        for traced in [false, true] {
+            let on = |v: Vec<f32>| Tensor::from_vec(v, &[3], &d).unwrap();
+            let w = Variable::new(on(vec![1.0, -2.0, 3.0]), "w");
+            let w_plain = Variable::new(w.value(), "w_plain");
+            let mut opt: Optimizer = LossScaleOptimizer::new(Adam::new(0.1)).into();
+            let mut plain: Optimizer = Adam::new(0.1).into();
+            let g = [0.5f32, -1.0, 2.0];
+            let mut f = wgflow::function::Traced::new("step");
+            let mut step = |opt: &mut Optimizer, w: &Variable, g: Tensor| {
+                if traced {
+                    f.call(&[g], |a| {
+                        opt.apply_gradients(&[Some(a[0].clone())], std::slice::from_ref(w))?;
+                        Ok(vec![])
+                    })
+                    .unwrap();
+                } else {
+                    opt.apply_gradients(&[Some(g)], std::slice::from_ref(w)).unwrap();
+                }
+            };
+            // Scaled gradients (the scale is a power of two: exact).
+            let scaled = |opt: &Optimizer, bad: bool| {
+                let k = opt.loss_scale().unwrap().unwrap() as f32;
+                on(g.iter().map(|v| if bad { f32::INFINITY } else { v * k }).collect())
+            };
+            for bad in [false, true, false, false] {
+                let x = scaled(&opt, bad);
+                step(&mut opt, &w, x);
+            }
+            let mut f = wgflow::function::Traced::new("plain");
+            for _ in 0..3 {
+                if traced {
+                    f.call(&[on(g.to_vec())], |a| {
+                        plain.apply_gradients(&[Some(a[0].clone())], std::slice::from_ref(&w_plain))?;
+                        Ok(vec![])
+                    })
+                    .unwrap();
+                } else {
+                    plain
+                        .apply_gradients(&[Some(on(g.to_vec()))], std::slice::from_ref(&w_plain))
+                        .unwrap();
+                }
+            }
+            assert_eq!(opt.loss_scale().unwrap(), Some(16384.0), "{d}");
+            assert_eq!((opt.iterations(), plain.iterations()), (3, 3), "{d} traced={traced}");
+            let (a, b) = (
+                w.value().to_vec::<f32>().unwrap(),
+                w_plain.value().to_vec::<f32>().unwrap(),
+            );
+            for (p, q) in a.iter().zip(&b) {
+                assert!((p - q).abs() <= 1e-5, "{d} traced={traced}: {a:?} vs {b:?}");
+            }
+            // A restore sets the count of steps taken.
+            opt.set_iterations(10);
+            assert_eq!(opt.iterations(), 10);
+        }
+    }
+}
+
 /// `fit` under a mixed policy, traced and eager, on every device: the loss
 /// falls, the variables stay f32 and finite, and compile wrapped the
 /// optimizer in a LossScaleOptimizer. A mirrored model with loss scaling

@@ -148,6 +148,9 @@ struct LossScale {
     growth_steps: u64,
     scale: Option<Variable>,
     good: Option<Variable>,
+    /// Steps skipped for non-finite gradients: they do not count in
+    /// `iterations` (nor in Adam's bias correction), as in Keras.
+    skipped: Option<Variable>,
     /// A zero read from memory: the finiteness probe multiplies by it. A
     /// literal 0 would let a fused kernel's compiler fold `g * 0` to 0 under
     /// fast math, and every gradient would look finite.
@@ -155,8 +158,9 @@ struct LossScale {
 }
 
 impl LossScale {
-    /// The scale and good-step variables, created on `device` on first use.
-    fn vars(&mut self, device: &crate::runtime::Device) -> Result<(Variable, Variable)> {
+    /// The scale, good-step and skipped-step variables, created on `device`
+    /// on first use.
+    fn vars(&mut self, device: &crate::runtime::Device) -> Result<(Variable, Variable, Variable)> {
         if self.scale.is_none() {
             let s = Tensor::scalar(self.initial as f32, device)?;
             self.scale = Some(Variable::with_trainable(s, "loss_scale/current_loss_scale", false));
@@ -164,11 +168,19 @@ impl LossScale {
             self.good = Some(Variable::with_trainable(g, "loss_scale/step_counter", false));
             let z = Tensor::scalar(0.0f32, device)?;
             self.zero = Some(Variable::with_trainable(z, "loss_scale/zero", false));
+            let k = Tensor::scalar(0.0f32, device)?;
+            self.skipped = Some(Variable::with_trainable(k, "loss_scale/skipped_steps", false));
         }
-        match (&self.scale, &self.good) {
-            (Some(s), Some(g)) => Ok((s.clone(), g.clone())),
+        match (&self.scale, &self.good, &self.skipped) {
+            (Some(s), Some(g), Some(k)) => Ok((s.clone(), g.clone(), k.clone())),
             _ => Err(Error::arg("LossScaleOptimizer", "the loss scale was not created")),
         }
+    }
+
+    /// Steps skipped so far (a read from the device).
+    fn skipped_steps(&self) -> u64 {
+        let read = |v: &Variable| v.value().to_vec::<f32>().ok()?.first().copied();
+        self.skipped.as_ref().and_then(read).map_or(0, |k| k.max(0.0) as u64)
     }
 
     /// The zero of the finiteness probe (created with the scale).
@@ -187,10 +199,12 @@ impl LossScale {
 /// the gradients by it and, when any of them is not finite, skips the
 /// update (variables and slots keep their values) and halves the scale;
 /// after `dynamic_growth_steps` (2,000) finite steps in a row it doubles.
-/// Both happen on the device, in eager and traced steps alike; a skipped
-/// step still counts in `iterations` (Keras does not count it), which only
-/// shifts Adam's bias correction by the few steps skipped while the scale
-/// settles. `Model::compile` wraps the optimizer in one under the
+/// Both happen on the device, in eager and traced steps alike. As in
+/// Keras, a skipped step does not count in `iterations` nor in Adam's bias
+/// correction (both follow a device counter of skipped steps); a learning
+/// rate *schedule* is still evaluated at the count of all steps, skipped
+/// ones included (they are few: the scale settles in the first steps).
+/// `Model::compile` wraps the optimizer in one under the
 /// `"mixed_float16"` policy.
 pub struct LossScaleOptimizer(Optimizer);
 
@@ -205,6 +219,7 @@ impl LossScaleOptimizer {
                 growth_steps: 2000,
                 scale: None,
                 good: None,
+                skipped: None,
                 zero: None,
             });
         }
@@ -462,7 +477,7 @@ impl Optimizer {
         let Some(ls) = &mut self.loss_scale else {
             return Ok(loss.clone());
         };
-        let (scale, _) = ls.vars(loss.device())?;
+        let (scale, ..) = ls.vars(loss.device())?;
         let s = scale.value();
         let s = if loss.dtype() == s.dtype() {
             s
@@ -561,14 +576,18 @@ impl Optimizer {
         Ok(opt)
     }
 
-    /// Steps taken so far.
+    /// Steps taken so far (with loss scaling, skipped steps left out: a
+    /// read from the device).
     pub fn iterations(&self) -> u64 {
-        self.iterations.load(Ordering::SeqCst)
+        let all = self.iterations.load(Ordering::SeqCst);
+        all.saturating_sub(self.loss_scale.as_ref().map_or(0, LossScale::skipped_steps))
     }
     /// Sets the step count (a checkpoint restore); schedules and Adam's bias
     /// correction continue from it.
     pub fn set_iterations(&mut self, n: u64) {
-        self.iterations.store(n, Ordering::SeqCst);
+        // The host counts every step; the skipped ones are subtracted.
+        let skipped = self.loss_scale.as_ref().map_or(0, LossScale::skipped_steps);
+        self.iterations.store(n.saturating_add(skipped), Ordering::SeqCst);
     }
     /// The learning rate of the next step.
     pub fn learning_rate(&self) -> f64 {
@@ -662,6 +681,28 @@ impl Optimizer {
         })
     }
 
+    /// [`Optimizer::hyper`] for a loss-scaled step: Adam's bias correction
+    /// at the count of steps not `skipped` (a device scalar), computed on
+    /// the device as Keras does; the rate from the host's count.
+    fn scaled_hyper(&self, device: &crate::runtime::Device, skipped: &Variable) -> Result<Tensor> {
+        let iters = self.iterations.clone();
+        let lr = self.learning_rate.clone();
+        // [rate, the 1-based step counting skipped ones]
+        let host = host_input(&[2], device, move || {
+            let step = iters.fetch_add(1, Ordering::SeqCst);
+            CpuData::F32(vec![lr.at(step) as f32, (step + 1) as f32])
+        })?;
+        let rate = host.slice(&[0], &[1])?;
+        let Kind::Adam { beta1, beta2, .. } = self.kind else {
+            return ops::layout::concat(&[&rate, &rate], 0);
+        };
+        let t = host.slice(&[1], &[1])?.sub(&skipped.peek())?;
+        // 1 - beta^t, with beta^t = exp(t ln beta).
+        let less = |beta: f64| -> Result<Tensor> { t.mul_scalar(beta.ln())?.exp()?.neg()?.add_scalar(1.0) };
+        let alpha = rate.mul(&less(beta2)?.sqrt()?)?.div(&less(beta1)?)?;
+        ops::layout::concat(&[&rate, &alpha], 0)
+    }
+
     /// One step for every (gradient, variable) pair; `None` gradients are
     /// skipped, as Keras does. Never recorded by tapes.
     pub fn apply_gradients(&mut self, grads: &[Option<Tensor>], vars: &[Variable]) -> Result<()> {
@@ -707,7 +748,7 @@ impl Optimizer {
             let scaled = match &mut self.loss_scale {
                 None => None,
                 Some(ls) => {
-                    let (scale, good) = ls.vars(&device)?;
+                    let (scale, good, skipped) = ls.vars(&device)?;
                     let inv = scale.peek().scalar_like(1.0)?.div(&scale.peek())?;
                     let zero = ls.zero()?;
                     let mut probe = zero.clone();
@@ -724,7 +765,7 @@ impl Optimizer {
                         });
                     }
                     let finite = probe.equal(&zero)?;
-                    Some((unscaled, finite, scale, good, ls.growth_steps))
+                    Some((unscaled, finite, scale, good, skipped, ls.growth_steps))
                 }
             };
             let grads = match &scaled {
@@ -737,7 +778,10 @@ impl Optimizer {
                     None => Ok(new.clone()),
                 }
             };
-            let hyper = self.hyper(&device)?;
+            let hyper = match &scaled {
+                Some((.., skipped, _)) => self.scaled_hyper(&device, skipped)?,
+                None => self.hyper(&device)?,
+            };
             for (g, v) in grads.iter().zip(vars) {
                 let Some(g) = g else { continue };
                 let g = if g.dtype() == v.dtype() {
@@ -761,7 +805,9 @@ impl Optimizer {
             }
             // Keras' dynamic loss scale: halve on a non-finite step, double
             // after `growth` finite ones in a row.
-            if let Some((_, finite, scale, good, growth)) = &scaled {
+            if let Some((_, finite, scale, good, skipped, growth)) = &scaled {
+                let k = skipped.peek();
+                skipped.assign(&finite.where_(&k, &k.add_scalar(1.0)?)?)?;
                 let (s, n) = (scale.peek(), good.peek());
                 let zero = n.scalar_like(0.0)?;
                 let counted = finite.where_(&n.add_scalar(1.0)?, &zero)?;
