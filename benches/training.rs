@@ -11,11 +11,13 @@
 //! `WGFLOW_PYTHON`, else the venv `.ci/run` creates
 //! (`~/.cache/wgflow-venv`).
 //!
-//! Each run takes 3 warm-up steps (tracing, pipeline compilation, pool
-//! warm-up), then is timed over at least 10 steps and 2 seconds; a step
-//! ends when the device has finished it.
+//! Each mode takes 3 warm-up steps (tracing, pipeline compilation, pool
+//! warm-up); then eager and traced are timed in 5 alternating rounds of at
+//! least 5 steps and 0.5 s each, and each mode's median round is reported
+//! (the ratio between them is then robust to the machine's speed drifting);
+//! a step ends when the device has finished it.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use wgflow::function::Traced;
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
@@ -44,62 +46,97 @@ fn mlp() -> Vec<Box<dyn Layer>> {
     ]
 }
 
-fn bench(
-    name: &str,
-    layers: fn() -> Vec<Box<dyn Layer>>,
-    d: &Device,
-    batch: usize,
+/// One model's training step on `d`, eager or traced.
+struct Run {
+    m: Sequential,
+    graph: Traced,
+    args: [Tensor; 2],
     traced: bool,
-) -> wgflow::Result<f64> {
-    set_random_seed(1);
-    let mut m = Sequential::from_layers(layers());
-    m.build(&[28, 28, 1], d)?;
-    m.compile(
-        Adam::new(1e-3),
-        SparseCategoricalCrossentropy::new(true),
-        SparseCategoricalAccuracy::new(),
-    );
-    let x = ops::random_uniform(&[batch, 28, 28, 1], 0.0, 1.0, DType::F32, 1, d)?;
-    let labels: Vec<i32> = (0..batch as i32).map(|i| i % 10).collect();
-    let y = Tensor::from_vec(labels, &[batch], d)?;
-    let mut graph = Traced::new("train_step");
-    let args = [x, y];
-    let mut step = |m: &mut Sequential| -> wgflow::Result<()> {
-        if traced {
-            graph.call(&args, |a| Ok(vec![m.train_step(&a[0], &a[1])?]))?;
+}
+
+impl Run {
+    fn new(layers: fn() -> Vec<Box<dyn Layer>>, d: &Device, batch: usize, traced: bool) -> wgflow::Result<Run> {
+        set_random_seed(1);
+        let mut m = Sequential::from_layers(layers());
+        m.build(&[28, 28, 1], d)?;
+        m.compile(
+            Adam::new(1e-3),
+            SparseCategoricalCrossentropy::new(true),
+            SparseCategoricalAccuracy::new(),
+        );
+        let x = ops::random_uniform(&[batch, 28, 28, 1], 0.0, 1.0, DType::F32, 1, d)?;
+        let labels: Vec<i32> = (0..batch as i32).map(|i| i % 10).collect();
+        let y = Tensor::from_vec(labels, &[batch], d)?;
+        Ok(Run {
+            m,
+            graph: Traced::new("train_step"),
+            args: [x, y],
+            traced,
+        })
+    }
+
+    fn step(&mut self) -> wgflow::Result<()> {
+        let Run { m, graph, args, traced } = self;
+        if *traced {
+            graph.call(args, |a| Ok(vec![m.train_step(&a[0], &a[1])?]))?;
         } else {
             m.train_step(&args[0], &args[1])?;
         }
         Ok(())
-    };
-    for _ in 0..3 {
-        step(&mut m)?;
     }
-    d.synchronize()?;
+
+    /// Seconds per step over at least 5 steps and `secs` seconds.
+    fn time(&mut self, d: &Device, secs: f64) -> wgflow::Result<f64> {
+        d.synchronize()?;
+        let start = Instant::now();
+        let mut steps = 0;
+        while steps < 5 || start.elapsed().as_secs_f64() < secs {
+            self.step()?;
+            steps += 1;
+        }
+        d.synchronize()?;
+        Ok(start.elapsed().as_secs_f64() / steps as f64)
+    }
+}
+
+/// Eager and traced samples/s of one model on `d`: both warmed up, then
+/// timed in alternating rounds (this machine's speed drifts), each mode's
+/// median round counting.
+fn bench(name: &str, layers: fn() -> Vec<Box<dyn Layer>>, d: &Device, batch: usize) -> wgflow::Result<(f64, f64)> {
+    let mut runs = [Run::new(layers, d, batch, false)?, Run::new(layers, d, batch, true)?];
+    for r in runs.iter_mut() {
+        for _ in 0..3 {
+            r.step()?;
+        }
+    }
     wgflow::ops::profile::reset();
-    let start = Instant::now();
-    let mut steps = 0;
-    while steps < 10 || start.elapsed() < Duration::from_secs(2) {
-        step(&mut m)?;
-        steps += 1;
+    let mut times = [Vec::new(), Vec::new()];
+    for _ in 0..ROUNDS {
+        for (r, t) in runs.iter_mut().zip(times.iter_mut()) {
+            t.push(r.time(d, 0.5)?);
+        }
     }
-    d.synchronize()?;
-    let s = start.elapsed().as_secs_f64();
-    let rate = (steps * batch) as f64 / s;
-    println!(
-        "{:<6} {name:<28} {:<8} {:>9.1} samples/s {:>9.2} ms/step",
-        d.to_string(),
-        if traced { "traced" } else { "eager" },
-        rate,
-        s * 1e3 / steps as f64
-    );
+    let mut rates = [0.0; 2];
+    for ((t, rate), mode) in times.iter_mut().zip(rates.iter_mut()).zip(["eager", "traced"]) {
+        t.sort_by(f64::total_cmp);
+        let s = t[t.len() / 2];
+        *rate = batch as f64 / s;
+        println!(
+            "{:<6} {name:<28} {mode:<8} {:>9.1} samples/s {:>9.2} ms/step",
+            d.to_string(),
+            *rate,
+            s * 1e3
+        );
+    }
     if wgflow::ops::profile::enabled() {
         print!("{}", wgflow::ops::profile::report());
     }
-    Ok(rate)
+    Ok((rates[0], rates[1]))
 }
 
-/// The Python with TensorFlow: `WGFLOW_PYTHON`, else `.ci/run`'s venv.
+/// Alternating timed rounds per mode.
+const ROUNDS: usize = 5;
+
 fn python() -> Option<std::path::PathBuf> {
     if let Some(p) = std::env::var_os("WGFLOW_PYTHON") {
         return Some(p.into());
@@ -160,8 +197,7 @@ fn main() -> wgflow::Result<()> {
     for d in &devices {
         for (key, name, layers) in models {
             if keys.contains(&key) {
-                let eager = bench(name, layers, d, 128, false)?;
-                let traced = bench(name, layers, d, 128, true)?;
+                let (eager, traced) = bench(name, layers, d, 128)?;
                 println!("{:<6} {name:<28} traced/eager {:.2}x", d.to_string(), traced / eager);
                 if *d == Device::Cpu {
                     cpu.push((key, name, eager, traced));

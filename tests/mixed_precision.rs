@@ -48,6 +48,9 @@ fn policies_by_name() {
     let e = Policy::new("mixed_bfloat17").unwrap_err();
     assert!(e.to_string().contains("mixed_float16"), "{e}");
     assert!(set_global_policy("nope").is_err());
+    // A Keras policy not built here says so.
+    let e = Policy::new("mixed_bfloat16").unwrap_err().to_string();
+    assert!(e.contains("no bfloat16") && e.contains("mixed_float16"), "{e}");
     assert_eq!(global_policy(), Policy::float32());
 }
 

@@ -36,6 +36,7 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
+use std::mem::MaybeUninit;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 /// An operand inside a fused kernel.
@@ -582,24 +583,39 @@ impl Fused {
         let chunks = n.div_ceil(CHUNK);
         let tiles = self.tiles(&data);
         let Some(r) = &self.reduce else {
-            // Each chunk writes its piece of every output in place.
-            let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| vec![0.0; n]).collect();
-            let mut pieces: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::new()).collect();
+            // Each chunk writes its piece of every output in place, into
+            // memory not zeroed first (zeroing cost as much as the arithmetic).
+            let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| Vec::with_capacity(n)).collect();
+            let mut pieces: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..chunks).map(|_| Vec::new()).collect();
             for o in outs.iter_mut() {
-                for (c, piece) in o.chunks_mut(CHUNK).enumerate() {
+                for (c, piece) in o.spare_capacity_mut()[..n].chunks_mut(CHUNK).enumerate() {
                     pieces[c].push(piece);
                 }
             }
-            let part = |(c, dst): (usize, Vec<&mut [f32]>)| {
+            let part = |(c, dst): (usize, Vec<&mut [MaybeUninit<f32>]>)| {
                 let (leaves, pre) = self.pre_chunk(&data, &tiles, c * CHUNK, CHUNK.min(n - c * CHUNK));
                 for (a, d) in self.outs.iter().zip(dst) {
-                    d.copy_from_slice(pick(a, &leaves, &pre));
+                    let src = pick(a, &leaves, &pre);
+                    let (head, tail) = d.split_at_mut(src.len().min(d.len()));
+                    for (d, &v) in head.iter_mut().zip(src) {
+                        d.write(v);
+                    }
+                    // Never taken (a piece is as long as its chunk's values),
+                    // but it keeps every element written whatever they are.
+                    for d in tail {
+                        d.write(f32::NAN);
+                    }
                 }
             };
             if chunks > 1 {
                 pieces.into_par_iter().enumerate().for_each(part);
             } else {
                 pieces.into_iter().enumerate().for_each(part);
+            }
+            for o in outs.iter_mut() {
+                // SAFETY: the pieces above cover [0, n) of every output, and
+                // each chunk wrote every element of its pieces.
+                unsafe { o.set_len(n) };
             }
             return outs;
         };

@@ -36,6 +36,13 @@ impl Policy {
                 variable: DType::F16,
             }),
             "mixed_float16" => Ok(Policy::mixed_float16()),
+            "mixed_bfloat16" | "bfloat16" => Err(Error::arg(
+                "mixed_precision.Policy",
+                format!(
+                    "policy {name:?} is not supported: wgflow has no bfloat16 dtype yet; \
+                     use \"mixed_float16\" (f16 compute, f32 variables) instead"
+                ),
+            )),
             _ => Err(Error::arg(
                 "mixed_precision.Policy",
                 format!("unknown policy {name:?}: use \"float32\", \"float16\" or \"mixed_float16\""),
