@@ -207,26 +207,29 @@ fn skipped_steps_do_not_count() {
                     opt.apply_gradients(&[Some(g)], std::slice::from_ref(w)).unwrap();
                 }
             };
-            // Scaled gradients (the scale is a power of two: exact).
-            let scaled = |opt: &Optimizer, bad: bool| {
+            // Gradients that change between steps (so that the bias
+            // correction shows), scaled (the scale is a power of two: exact).
+            let grads = [1.0f32, -0.5, 2.0];
+            let scaled = |opt: &Optimizer, c: Option<f32>| {
                 let k = opt.loss_scale().unwrap().unwrap() as f32;
-                on(g.iter().map(|v| if bad { f32::INFINITY } else { v * k }).collect())
+                on(g.iter().map(|v| c.map_or(f32::INFINITY, |c| v * (c * k))).collect())
             };
-            for bad in [false, true, false, false] {
-                let x = scaled(&opt, bad);
+            for c in [Some(grads[0]), None, Some(grads[1]), Some(grads[2])] {
+                let x = scaled(&opt, c);
                 step(&mut opt, &w, x);
             }
             let mut f = wgflow::function::Traced::new("plain");
-            for _ in 0..3 {
+            for c in grads {
+                let x = on(g.iter().map(|v| v * c).collect());
                 if traced {
-                    f.call(&[on(g.to_vec())], |a| {
+                    f.call(&[x], |a| {
                         plain.apply_gradients(&[Some(a[0].clone())], std::slice::from_ref(&w_plain))?;
                         Ok(vec![])
                     })
                     .unwrap();
                 } else {
                     plain
-                        .apply_gradients(&[Some(on(g.to_vec()))], std::slice::from_ref(&w_plain))
+                        .apply_gradients(&[Some(x)], std::slice::from_ref(&w_plain))
                         .unwrap();
                 }
             }
@@ -242,6 +245,50 @@ fn skipped_steps_do_not_count() {
             // A restore sets the count of steps taken.
             opt.set_iterations(10);
             assert_eq!(opt.iterations(), 10);
+        }
+    }
+}
+
+/// Keras 3's own LossScaleOptimizer (tests/python/loss_scale.py) and
+/// wgflow's take the same steps: Adam(0.1) with `dynamic_growth_steps=2`
+/// over scaled gradients that change from step to step (so Adam's bias
+/// correction, and the count of steps it sees, shows in the variable),
+/// one of them non-finite; after each, the same scale, `iterations` and
+/// variable. On every device.
+#[test]
+fn loss_scaling_steps_as_keras_does() {
+    let Some(python) = python() else { return };
+    let out = py(&python, "loss_scale.py", &[]);
+    let keras: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(keras.len(), 6, "{out}");
+    for d in devices() {
+        let on = |v: Vec<f32>| Tensor::from_vec(v, &[3], &d).unwrap();
+        let w = Variable::new(on(vec![1.0, -2.0, 3.0]), "w");
+        let mut opt: Optimizer = LossScaleOptimizer::new(Adam::new(0.1)).dynamic_growth_steps(2).into();
+        let g = [0.5f32, -1.0, 2.0];
+        let steps = [Some(1.0f32), Some(-0.5), None, Some(2.0), Some(0.25), Some(-1.5)];
+        for (c, want) in steps.into_iter().zip(&keras) {
+            let k = opt.loss_scale().unwrap().unwrap() as f32;
+            let grad = on(g.iter().map(|v| c.map_or(f32::INFINITY, |c| v * (c * k))).collect());
+            opt.apply_gradients(&[Some(grad)], std::slice::from_ref(&w)).unwrap();
+            assert_eq!(opt.loss_scale().unwrap(), want["scale"].as_f64(), "{d}: {want}");
+            assert_eq!(Some(opt.iterations()), want["iterations"].as_u64(), "{d}: {want}");
+            let kw: Vec<f32> = want["w"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap() as f32)
+                .collect();
+            assert_close(
+                &w.value().to_vec::<f32>().unwrap(),
+                &kw,
+                1e-4,
+                &format!("{d}: w after {want}"),
+            );
         }
     }
 }

@@ -1,0 +1,26 @@
+"""Keras 3's LossScaleOptimizer(Adam(0.1), dynamic_growth_steps=2) on
+w = [1, -2, 3] with scaled gradients c g * scale (c changing per step), one
+non-finite step among finite ones. Prints, per step, the scale after it, `iterations` and w, as
+JSON lines, for tests/mixed_precision.rs to compare with wgflow."""
+import json
+import os
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import keras
+import numpy as np
+
+g = np.array([0.5, -1.0, 2.0], dtype=np.float32)
+w = keras.Variable(np.array([1.0, -2.0, 3.0], dtype=np.float32))
+opt = keras.optimizers.LossScaleOptimizer(keras.optimizers.Adam(0.1), dynamic_growth_steps=2)
+opt.build([w])
+# Gradients that change between steps, so that Adam's bias correction
+# (and so the count of steps taken) shows in the variable.
+for c in [1.0, -0.5, None, 2.0, 0.25, -1.5]:
+    scale = float(opt.dynamic_scale.numpy())
+    grad = np.full(3, np.inf, dtype=np.float32) if c is None else g * np.float32(c * scale)
+    opt.apply([keras.ops.convert_to_tensor(grad)], [w])
+    print(json.dumps({
+        "scale": float(opt.dynamic_scale.numpy()),
+        "iterations": int(opt.iterations.numpy()),
+        "w": [float(v) for v in w.numpy()],
+    }))
