@@ -226,6 +226,11 @@ fn bad_selections_are_errors_listing_the_valid_devices() {
     let (_, _, error, _) = probe(&[("WGFLOW_GEMM", "fastest")]);
     let e = error.expect("bad GEMM kernel");
     assert!(e.contains("WGFLOW_GEMM") && e.contains("cooperative"), "{e}");
+    let (_, _, error, _) = probe(&[("WGFLOW_DETERMINISTIC_OPS", "yes")]);
+    let e = error.expect("bad determinism flag");
+    assert!(e.contains("WGFLOW_DETERMINISTIC_OPS") && e.contains("true"), "{e}");
+    let (_, _, error, _) = probe(&[("WGFLOW_DETERMINISTIC_OPS", "true")]);
+    assert_eq!(error, None);
 }
 
 /// Child: an f16 matmul on every GPU, one tagged line each.
