@@ -240,18 +240,16 @@ fn tuned(
     dims: [usize; 4],
     run: impl Fn(&'static str, &Gpu) -> Result<()>,
 ) -> Result<Option<&'static str>> {
+    if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims)) {
+        return Ok(None);
+    }
     let mut candidates = Vec::new();
     if gd.gemm_coop(dtype, op)? {
         candidates.push("gemm_coop");
     }
     candidates.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
-    if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims), &candidates) {
-        return Ok(None);
-    }
     let class = implicit_class(op, dtype, dims);
-    let ctx = super::ExecContext::eager();
-    let eager = Gpu { dev: gd.dev, ctx: &ctx };
-    Ok(super::tune::pick(gd, class, &candidates, |e| run(e, &eager))?.map(|t| t.entry))
+    Ok(super::tune::pick(gd, class, &candidates, run)?.map(|t| t.entry))
 }
 
 /// The shape class of an implicit GEMM of `dims` (m, n, k, batch).

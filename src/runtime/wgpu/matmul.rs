@@ -36,7 +36,7 @@
 
 use super::memory::GpuBuf;
 use super::tune::{self, GemmClass, Tuned};
-use super::{ExecContext, Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
+use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -238,20 +238,11 @@ impl GemmLaunch<'_> {
 
     /// The autotuned kernel for this product, where it is tuned (see `tune`).
     fn tuned(&self, g: &Gpu, dtype: DType) -> Result<Option<std::sync::Arc<Tuned>>> {
-        let candidates = candidates(g, dtype)?;
-        if !tune::tunable(
-            g.gemm_forced(),
-            tune::flops([self.m, self.n, self.k, self.batch]),
-            &candidates,
-        ) {
+        if !tune::tunable(g.gemm_forced(), tune::flops([self.m, self.n, self.k, self.batch])) {
             return Ok(None);
         }
-        let class = self.class(dtype);
-        // Timed outside the caller's graph recording: its launches stay as
-        // they would be untuned.
-        let ctx = ExecContext::eager();
-        let eager = Gpu { dev: g.dev, ctx: &ctx };
-        tune::pick(g, class, &candidates, |e| self.run(&eager, dtype, e))
+        let run = |e, eager: &Gpu| self.run(eager, dtype, e);
+        tune::pick(g, self.class(dtype), &candidates(g, dtype)?, run)
     }
 
     /// Runs the product on `entry`'s kernel.
@@ -442,7 +433,7 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             None => {
                 let entry = gemm_entry(g, m, n, batch, dtype).ok();
                 let pending = match candidates(g, dtype) {
-                    Ok(c) if tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch]), &c) => {
+                    Ok(c) if c.len() > 1 && tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch])) => {
                         " (autotuned on first run)"
                     }
                     _ => "",

@@ -18,7 +18,7 @@
 //! a run repeating the launch until it lasts about 2 ms (so that on a fast
 //! GPU the kernels, not the submission, decide).
 
-use super::GpuDevice;
+use super::{ExecContext, Gpu, GpuDevice};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use std::collections::HashMap;
@@ -150,26 +150,37 @@ pub(crate) fn flops(dims: [usize; 4]) -> u64 {
     dims.into_iter().fold(2u64, |a, v| a.saturating_mul(v as u64))
 }
 
-/// Whether a product of `flops` with these `candidates` is tuned at all.
-pub(crate) fn tunable(forced: bool, flops: u64, candidates: &[&'static str]) -> bool {
-    !forced && !determinism() && flops >= MIN_FLOPS && candidates.len() > 1
+/// Whether a product of `flops` may be tuned (checked before its
+/// candidates are listed: most launches stop here); it is, where it has
+/// more than one candidate.
+pub(crate) fn tunable(forced: bool, flops: u64) -> bool {
+    !forced && !determinism() && flops >= MIN_FLOPS
 }
 
-/// The kernel for `class` on `dev`: the cached choice, else each candidate
-/// timed through `run` (which launches it eagerly on the product's own
-/// buffers). A candidate that fails to build or run is left out, and a
+/// The kernel for `class` on `g`: the cached choice, else each candidate
+/// timed through `run(entry, eager)`, which launches it on the product's
+/// own buffers through `eager`, a `Gpu` outside the caller's graph
+/// recording (whose launches then stay as they would be untuned); `None`
+/// with fewer than two candidates. A candidate that fails to build or run is left out, and a
 /// cooperative-matrix kernel that fails to build is dropped on the device
 /// (as [`GpuDevice::with_coop`] does); `None` when none runs, so that the
 /// heuristic's kernel reports the error.
 pub(crate) fn pick(
-    dev: &GpuDevice,
+    g: &Gpu,
     class: GemmClass,
     candidates: &[&'static str],
-    mut run: impl FnMut(&'static str) -> Result<()>,
+    run: impl Fn(&'static str, &Gpu) -> Result<()>,
 ) -> Result<Option<Arc<Tuned>>> {
+    if candidates.len() < 2 {
+        return Ok(None);
+    }
+    let dev: &GpuDevice = g;
     if let Some(t) = dev.tuner.get(&class) {
         return Ok(Some(t));
     }
+    let ctx = ExecContext::eager();
+    let eager = Gpu { dev, ctx: &ctx };
+    let run = |e| run(e, &eager);
     // Earlier work stays out of the timings.
     dev.synchronize()?;
     let mut alive = Vec::new();
@@ -189,7 +200,7 @@ pub(crate) fn pick(
     // A run of a fast product on a fast GPU is mostly submission and the
     // wait: time several launches in one submission so that the kernels
     // decide (as many as make the fastest candidate's run about 2 ms).
-    let mut time = |e: &'static str, reps: usize| -> Result<f64> {
+    let time = |e: &'static str, reps: usize| -> Result<f64> {
         let t0 = Instant::now();
         for _ in 0..reps {
             run(e)?;
