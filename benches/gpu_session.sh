@@ -4,18 +4,22 @@
 #
 # Here (the development machine), once:
 #     benches/gpu_session.sh prepare
-# builds the release test and bench binaries the checks run, strips them
-# into .gpu/ (ignored by git through .git/info/exclude) with the Vulkan
-# loader's Debian packages, and prints their size (the device tool carries
-# at most 64 MiB).
+# builds the release test, example and bench binaries the checks run,
+# strips and packs them into .gpu/bin.tar.xz (ignored by git through
+# .git/info/exclude) beside the Vulkan loader's Debian packages, and prints
+# their size (the device tool carries at most 64 MiB).
 #
 # There, with `carry: [".gpu"]` and a timeout that leaves room for a rerun:
 #     bash benches/gpu_session.sh run
-# unpacks the loader, then prints the adapters and GEMM kernels, runs the
-# conformance suite (every kernel against the CPU device, gemm_coop forced
-# where the adapter has cooperative matrices), the matmul and training
-# benches, and PyTorch's side (benches/torch_matmul.py,
-# benches/torch_training.py). Everything also goes to $OUT/gpu.log.
+# unpacks the loader and the binaries, then, most wanted first, each step
+# cut to what is left of a time budget (WGFLOW_GPU_BUDGET seconds, 540 by
+# default): the adapters and GEMM kernels, the matmul bench (each kernel
+# forced at 4096^3 too) and PyTorch's (benches/torch_matmul.py), the
+# conformance suite (every kernel against the CPU device, the cooperative
+# ones forced where the adapter has them), the training bench in f32 and
+# mixed precision and PyTorch's (benches/torch_training.py), the MNIST
+# example in f32 and mixed precision, and the other GPU test suites.
+# Everything also goes to $OUT/gpu.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,16 +27,34 @@ case "${1:-}" in
 prepare)
     grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
     rm -rf .gpu && mkdir -p .gpu/bin
-    cargo build --release --example devices
-    cargo test --release --test conformance --test devices --no-run
-    cargo bench --bench kernels --bench training --no-run
-    newest() { ls -t target/release/deps/"$1"-* | grep -v '\.d$' | head -1; }
-    cp target/release/examples/devices .gpu/bin/devices
-    cp "$(newest conformance)" .gpu/bin/conformance
-    cp "$(newest devices)" .gpu/bin/devices_test
-    cp "$(newest kernels)" .gpu/bin/kernels
-    cp "$(newest training)" .gpu/bin/training
+    # "name kind path" of each executable cargo builds.
+    exes() {
+        cargo "$@" --message-format=json | python3 -c '
+import json, sys
+for m in map(json.loads, sys.stdin):
+    if m.get("reason") == "compiler-artifact" and m.get("executable"):
+        print(m["target"]["name"], m["target"]["kind"][0], m["executable"])'
+    }
+    {
+        exes build --release --example devices --example train_mnist
+        exes test --release --no-run --test conformance --test devices --test gradients \
+            --test function --test training --test memory --test cross_check
+        exes bench --no-run --bench kernels --bench training
+    } >.gpu/exes
+    while read -r name kind path; do
+        case "$kind:$name" in
+        example:devices) cp "$path" .gpu/bin/devices ;;
+        test:devices) cp "$path" .gpu/bin/devices_test ;;
+        test:training) cp "$path" .gpu/bin/training_test ;;
+        bin:*) ;;
+        *) cp "$path" ".gpu/bin/$name" ;;
+        esac
+    done <.gpu/exes
+    rm .gpu/exes
+    ls .gpu/bin
     strip .gpu/bin/*
+    tar -C .gpu -cf - bin | xz -T2 -6 >.gpu/bin.tar.xz
+    rm -rf .gpu/bin
     o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
     mkdir -p /tmp/amd64/partial
     # shellcheck disable=SC2086
@@ -42,32 +64,62 @@ prepare)
     du -sh .gpu
     ;;
 run)
+    start=$SECONDS
+    # Everything ends by this many seconds from here (the device tool's
+    # call limit leaves time to read the results): each step gets what is
+    # left, so the later ones are the ones cut.
+    budget=${WGFLOW_GPU_BUDGET:-540}
     for f in .gpu/*.deb; do dpkg -x "$f" /; done
     ldconfig
+    python3 -c "import tarfile; tarfile.open('.gpu/bin.tar.xz').extractall('.gpu', filter='fully_trusted')"
     if [ -d /usr/local/nvidia/share/vulkan/icd.d ]; then
         export VK_DRIVER_FILES=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
         export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
     fi
     log="${OUT:-/tmp}/gpu.log"
-    export PYTHONUNBUFFERED=1
-    # Each step runs whatever the one before did.
+    export PYTHONUNBUFFERED=1 RUST_LOG=${RUST_LOG:-warn} WGFLOW_BENCH_DEVICES=gpu:0
+    # step LIMIT CMD...: runs CMD for at most LIMIT seconds or what is
+    # left of the budget; each step runs whatever the one before did.
     step() {
-        echo "== $*"
-        "$@" || echo "== FAILED (exit $?): $*"
+        local limit=$1
+        shift
+        local left=$((budget - (SECONDS - start)))
+        [ "$left" -lt "$limit" ] && limit=$left
+        if [ "$limit" -le 5 ]; then
+            echo "== SKIPPED (out of time): $*"
+            return
+        fi
+        echo "== [$((SECONDS - start)) s] $*"
+        timeout "$limit" "$@" || echo "== FAILED (exit $?): $*"
     }
+    b=.gpu/bin
     {
         date -u
-        step nvidia-smi --query-gpu=name,driver_version --format=csv
-        step .gpu/bin/devices
-        step .gpu/bin/conformance --test-threads=4
-        step .gpu/bin/devices_test --test-threads=2
+        step 20 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
+        step 30 $b/devices
+        # Matmul: the default choice (autotuned) for f32 and f16, then each
+        # kernel forced at 4096^3 for the side-by-side ratios.
+        step 60 env WGFLOW_BENCH_SIZES=1024,2048,4096 $b/kernels matmul
+        for v in tiled wide cooperative cooperative_wide; do
+            step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v $b/kernels matmul
+        done
+        step 40 python3 benches/torch_matmul.py
+        # The GEMM kernels' conformance first, the rest of it later.
+        step 90 $b/conformance matmul conv cooperative --test-threads=8
+        step 60 $b/training
+        step 60 $b/training --mixed
+        step 200 python3 benches/torch_training.py
+        step 40 $b/train_mnist --epochs 3 --logdir /tmp/l1 --checkpoint-dir /tmp/c1
+        step 40 $b/train_mnist --epochs 3 --mixed-precision --logdir /tmp/l2 --checkpoint-dir /tmp/c2
+        step 120 $b/conformance --skip matmul --skip conv --skip cooperative --test-threads=8
+        step 60 $b/devices_test --test-threads=4
         # The autotuner's choices and times for a matmul and a convolution.
-        step .gpu/bin/devices_test --exact child_autotune --ignored --nocapture
-        step env WGFLOW_BENCH_SIZES=2048,4096 .gpu/bin/kernels matmul
-        step env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=tiled .gpu/bin/kernels matmul
-        step .gpu/bin/training
-        step python3 benches/torch_matmul.py
-        step python3 benches/torch_training.py
+        step 20 $b/devices_test --exact child_autotune --ignored --nocapture
+        for t in gradients function training_test memory cross_check; do
+            step 60 $b/$t --test-threads=8
+        done
+        step 20 $b/kernels
+        echo "== [$((SECONDS - start)) s] done"
     } 2>&1 | tee "$log"
     ;;
 *)

@@ -8,7 +8,8 @@
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
 //!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
 //!                                              # matmul sizes to run
-//!     WGFLOW_BENCH_GEMM=tiled|wide|register|subgroup|cooperative ... # force a GEMM kernel (as WGFLOW_GEMM)
+//!     WGFLOW_BENCH_GEMM=tiled|wide|...|cooperative_wide ... # force a GEMM kernel (as WGFLOW_GEMM)
+//!     WGFLOW_BENCH_DEVICES=gpu:0 cargo bench ... # only these devices
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until
 //! a second has passed (at least 3 runs); the median run is reported. GPU
@@ -31,6 +32,33 @@ fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
     }
     runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     runs[runs.len() / 2]
+}
+
+/// Every logical device, or those `WGFLOW_BENCH_DEVICES` names
+/// (comma-separated, e.g. `gpu:0,cpu`).
+fn bench_devices() -> Vec<Device> {
+    let all = config::list_logical_devices().expect("devices");
+    match std::env::var("WGFLOW_BENCH_DEVICES") {
+        Ok(v) => all
+            .into_iter()
+            .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
+            .collect(),
+        Err(_) => all,
+    }
+}
+
+/// The kernel `x @ y` ran on (after the autotuner's choice, with its
+/// candidates' times), as `Graph::describe` names it.
+fn kernel_of(x: &Tensor, y: &Tensor) -> String {
+    let mut t = wgflow::function::Traced::new("matmul");
+    let args = [x.clone(), y.clone()];
+    if let Err(e) = t.call(&args, |a| Ok(vec![a[0].matmul(&a[1])?])) {
+        return e.to_string();
+    }
+    let plan = t.graph(&args).map(|g| g.describe()).unwrap_or_default();
+    let line = plan.lines().find(|l| l.contains("matmul [")).unwrap_or("?");
+    let kernel = line.split_once(" [").map_or(line, |(_, k)| k);
+    kernel.rsplit_once("] ->").map_or(kernel, |(k, _)| k).to_string()
 }
 
 fn rand(shape: &[usize], dt: DType, seed: u64, d: &Device) -> Tensor {
@@ -72,7 +100,7 @@ fn main() {
         };
         force_gemm_variant(g);
     }
-    let devices = config::list_logical_devices().expect("devices");
+    let devices = bench_devices();
     println!("wgflow kernel benchmarks");
     for d in &devices {
         println!("  {d:<6} {}", d.name());
@@ -95,6 +123,9 @@ fn main() {
                 b.run(&name, d, 2.0 * (n as f64).powi(3), "GFLOP/s", || {
                     x.matmul(&y).unwrap();
                 });
+                if d.is_gpu() && b.filter.as_ref().is_none_or(|p| name.contains(p.as_str())) {
+                    println!("         {:<44} {}", "", kernel_of(&x, &y));
+                }
             }
         }
         // A CNN layer as the MNIST example has it, and a wider one.

@@ -3,7 +3,12 @@
 //! `fit` replays, side by side, on every visible device and the CPU
 //! reference.
 //!
-//!     cargo bench --bench training [-- cnn|mlp] [--tf]
+//!     cargo bench --bench training [-- cnn|mlp] [--tf] [--mixed]
+//!
+//! `WGFLOW_BENCH_DEVICES=gpu:0,cpu` limits the run to those devices.
+//!
+//! With `--mixed`, the models train under Keras' "mixed_float16" policy
+//! (f16 compute, f32 variables, dynamic loss scaling).
 //!
 //! With `--tf`, TensorFlow's Keras trains the same models on the CPU
 //! (`train_on_batch`, benches/tf_training.py) in the same run, and the
@@ -178,8 +183,21 @@ fn tensorflow(keys: &[&str]) -> Vec<(String, f64)> {
 fn main() -> wgflow::Result<()> {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let with_tf = std::env::args().any(|a| a == "--tf");
-    let devices = config::list_logical_devices()?;
-    println!("wgflow training throughput");
+    let mixed = std::env::args().any(|a| a == "--mixed");
+    if mixed {
+        wgflow::nn::mixed_precision::set_global_policy("mixed_float16")?;
+    }
+    let devices: Vec<Device> = match std::env::var("WGFLOW_BENCH_DEVICES") {
+        Ok(v) => config::list_logical_devices()?
+            .into_iter()
+            .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
+            .collect(),
+        Err(_) => config::list_logical_devices()?,
+    };
+    println!(
+        "wgflow training throughput{}",
+        if mixed { " (mixed_float16)" } else { "" }
+    );
     for d in &devices {
         println!("  {d:<6} {}", d.name());
     }

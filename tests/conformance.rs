@@ -634,6 +634,7 @@ fn matmul() {
         GemmVariant::Register,
         GemmVariant::Subgroup,
         GemmVariant::Cooperative,
+        GemmVariant::CooperativeWide,
     ] {
         let (mut s, dts) = forced_gemm("matmul", v);
         matmul_cases(&mut s, dts);
@@ -675,7 +676,7 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
     let mut dts: &[DType] = &FLOATS;
     match v {
         GemmVariant::Subgroup => s.gpus = subgroup8_gpus(),
-        GemmVariant::Cooperative => {
+        GemmVariant::Cooperative | GemmVariant::CooperativeWide => {
             s.gpus = coop_gpus();
             dts = &[DType::F16];
         }
@@ -733,6 +734,13 @@ fn matmul_cases(s: &mut Suite, dts: &[DType]) {
         // Several 128x128 tiles with ragged edges, scalar and vec4 loads.
         (131, 257, 19),
         (132, 260, 20),
+        // Several steps of k (32 for the cooperative kernels), the last partial.
+        (256, 136, 72),
+        // Tiles the 128x128 cooperative kernel loads straight from the
+        // operands (k a multiple of 16, aligned rows) beside edge tiles.
+        (256, 136, 48),
+        // Every tile inside: gemm_coop_wide runs as gemm_coop_direct.
+        (128, 256, 64),
         // Long sums into a small C: the register kernel splits them.
         (6, 9, 5003),
         (0, 3, 4),
@@ -753,12 +761,13 @@ fn matmul_cases(s: &mut Suite, dts: &[DType]) {
         }
     }
     // Batches: equal, broadcast from 1, partial broadcast, rank 4.
-    let batched: [(&[usize], &[usize]); 5] = [
+    let batched: [(&[usize], &[usize]); 6] = [
         (&[3, 5, 7], &[3, 7, 4]),
         (&[5, 8], &[2, 8, 6]),
         (&[2, 1, 5, 4], &[3, 4, 6]),
         (&[1, 4, 4], &[6, 4, 4]),
         (&[2, 3, 9, 12], &[2, 3, 12, 16]),
+        (&[2, 128, 32], &[2, 32, 128]),
     ];
     for (i, (a, b)) in batched.iter().enumerate() {
         for &dt in dts {

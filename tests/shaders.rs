@@ -223,6 +223,9 @@ fn every_kernel_variant_translates_to_spirv() {
             coop += mul_add as usize;
         }
     }
-    assert_eq!(coop, 2, "matmul_coop and conv_coop multiply cooperative matrices");
+    assert_eq!(
+        coop, 3,
+        "matmul_coop, matmul_coop_wide and conv_coop multiply cooperative matrices"
+    );
     eprintln!("translated {n} kernel variants");
 }

@@ -76,7 +76,8 @@ impl PhysicalDevice {
             .and_then(|a| crate::runtime::wgpu::coop_missing(a, &a.get_info()))
         {
             None => format!(
-                "f16: gemm_coop (cooperative matrices, 16x16x16 f16 x f16 + f32), autotuned against the others; f32: {base}"
+                "f16: cooperative matrices (16x16x16 f16 x f16 + f32): matmuls gemm_coop_wide (128x128 tiles; \
+                 gemm_coop where workgroups are smaller), convolutions gemm_coop, autotuned against the others; f32: {base}"
             ),
             Some(m) => format!("{base}; no cooperative matrices (needs {m})"),
         }

@@ -305,21 +305,26 @@ pub enum GemmVariant {
     /// 128x128 workgroup-memory tiles (matmul only; convolutions use `Tiled`):
     /// what GPUs use for products with enough tiles to fill them.
     Wide,
-    /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl): f16
-    /// operands with f32 sums, on adapters with
+    /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl, 64x64
+    /// tiles): f16 operands with f32 sums, on adapters with
     /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing a 16x16x16
     /// configuration of f16 operands with f32 sums, and 32-invocation
-    /// subgroups. `Auto` picks it for f16 products (matmul and the
-    /// convolutions' GEMMs) there, autotuned against the others for
-    /// large ones. Forced, other dtypes
-    /// take `Tiled`; on an adapter without them it is an error naming what
-    /// is missing.
+    /// subgroups. `Auto` picks it for f16 convolutions there (and for f16
+    /// matmuls where `CooperativeWide` cannot run), autotuned against the
+    /// others for large ones. Forced, other dtypes take `Tiled`; on an
+    /// adapter without them it is an error naming what is missing.
     Cooperative,
+    /// `Cooperative` with 128x128 tiles (shaders/gemm_coop_wide.wgsl;
+    /// matmul only, convolutions use `Cooperative`), for adapters that also
+    /// hold 256 invocations and 28 KiB of workgroup memory per workgroup:
+    /// what `Auto` picks for f16 matmuls there, autotuned against the
+    /// others for large ones.
+    CooperativeWide,
 }
 
 impl GemmVariant {
     /// The values [`GemmVariant::parse`] takes, for messages.
-    pub const NAMES: &'static str = "auto, tiled, wide, register, subgroup, cooperative";
+    pub const NAMES: &'static str = "auto, tiled, wide, register, subgroup, cooperative, cooperative_wide";
 
     /// Parses `WGFLOW_GEMM`'s values (see [`GemmVariant::NAMES`]).
     pub fn parse(s: &str) -> Option<GemmVariant> {
@@ -330,6 +335,7 @@ impl GemmVariant {
             "subgroup" => GemmVariant::Subgroup,
             "wide" => GemmVariant::Wide,
             "cooperative" | "coop" => GemmVariant::Cooperative,
+            "cooperative_wide" | "coop_wide" => GemmVariant::CooperativeWide,
             _ => return None,
         })
     }
@@ -496,6 +502,11 @@ fn gemm_override() -> GemmVariant {
         GemmVariant::Auto => *GEMM_ENV,
         v => v,
     }
+}
+
+/// Whether a cooperative-matrix GEMM kernel is forced.
+fn coop_forced() -> bool {
+    matches!(gemm_override(), GemmVariant::Cooperative | GemmVariant::CooperativeWide)
 }
 
 /// `WGFLOW_GEMM`, read once (`config` turns an unknown value into an error
@@ -852,22 +863,47 @@ impl GpuDevice {
         STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
     }
 
-    /// Whether a GEMM of `dtype` for `op` launched now uses `gemm_coop`:
-    /// by default for f16 where the adapter can. Forced where the adapter
+    /// Whether a GEMM of `dtype` for `op` launched now uses cooperative
+    /// matrices (`gemm_coop`, or for matmuls `gemm_coop_wide`): by default
+    /// for f16 where the adapter can. Forced where the adapter
     /// cannot, it is an error naming what is missing; forced for another
     /// dtype, that GEMM takes the tiled kernel.
     pub(crate) fn gemm_coop(&self, dtype: DType, op: &'static str) -> Result<bool> {
-        let forced = gemm_override() == GemmVariant::Cooperative;
+        let forced = coop_forced();
         let failed = self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let missing = self.coop_missing.as_ref().filter(|_| !PRETEND_COOP.with(|c| c.get()));
         match missing.or(failed.as_ref()) {
             Some(m) if forced => Err(Error::InvalidArgument {
                 op,
-                msg: format!("GemmVariant::Cooperative forced, but {} lacks {m}", self.label_name()),
+                msg: format!(
+                    "GemmVariant::{:?} forced, but {} lacks {m}",
+                    gemm_override(),
+                    self.label_name()
+                ),
             }),
             Some(_) => Ok(false),
-            None => Ok(dtype == DType::F16 && matches!(gemm_override(), GemmVariant::Auto | GemmVariant::Cooperative)),
+            None => Ok(dtype == DType::F16 && (forced || gemm_override() == GemmVariant::Auto)),
         }
+    }
+
+    /// Whether `gemm_coop_wide` can run where `gemm_coop` does: workgroups
+    /// of 256 invocations with 28 KiB of workgroup memory. Forced where it
+    /// cannot, it is an error.
+    pub(crate) fn gemm_coop_wide(&self) -> Result<bool> {
+        let l = &self.limits;
+        let fits = l.max_compute_invocations_per_workgroup >= 256
+            && l.max_compute_workgroup_size_x >= 256
+            && l.max_compute_workgroup_storage_size >= 28 << 10;
+        if !fits && gemm_override() == GemmVariant::CooperativeWide {
+            return Err(Error::InvalidArgument {
+                op: "matmul",
+                msg: format!(
+                    "GemmVariant::CooperativeWide forced, but {} lacks workgroups of 256 invocations with 28 KiB of workgroup memory",
+                    self.label_name()
+                ),
+            });
+        }
+        Ok(fits)
     }
 
     /// Runs a GEMM plan: `launch(true)` where [`GpuDevice::gemm_coop`]
@@ -884,7 +920,7 @@ impl GpuDevice {
             return launch(false);
         }
         match launch(true) {
-            Err(Error::ShaderCompilation { kernel, msg }) if gemm_override() != GemmVariant::Cooperative => {
+            Err(Error::ShaderCompilation { kernel, msg }) if !coop_forced() => {
                 self.drop_coop(&kernel, &msg);
                 launch(false)
             }
@@ -1516,7 +1552,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 16] {
+pub fn kernels() -> [&'static Kernel; 17] {
     [
         &optim::OPTIM,
         &unary::UNARY,
@@ -1527,6 +1563,7 @@ pub fn kernels() -> [&'static Kernel; 16] {
         &matmul::MATMUL,
         &matmul::MATMUL_SG,
         &matmul::MATMUL_COOP,
+        &matmul::MATMUL_COOP_WIDE,
         &conv::CONV_COOP,
         &matmul::MATMUL_INT8,
         &conv::CONV,
