@@ -38,13 +38,19 @@ fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
 /// (comma-separated, e.g. `gpu:0,cpu`).
 fn bench_devices() -> Vec<Device> {
     let all = config::list_logical_devices().expect("devices");
-    match std::env::var("WGFLOW_BENCH_DEVICES") {
-        Ok(v) => all
-            .into_iter()
-            .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
-            .collect(),
-        Err(_) => all,
+    let Ok(v) = std::env::var("WGFLOW_BENCH_DEVICES") else {
+        return all;
+    };
+    let names: Vec<String> = all.iter().map(|d| d.to_string()).collect();
+    let chosen: Vec<Device> = all
+        .into_iter()
+        .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
+        .collect();
+    if chosen.is_empty() {
+        eprintln!("WGFLOW_BENCH_DEVICES={v} names none of {}", names.join(", "));
+        std::process::exit(2);
     }
+    chosen
 }
 
 /// The kernel `x @ y` ran on (after the autotuner's choice, with its

@@ -187,13 +187,15 @@ fn main() -> wgflow::Result<()> {
     if mixed {
         wgflow::nn::mixed_precision::set_global_policy("mixed_float16")?;
     }
-    let devices: Vec<Device> = match std::env::var("WGFLOW_BENCH_DEVICES") {
-        Ok(v) => config::list_logical_devices()?
-            .into_iter()
-            .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
-            .collect(),
-        Err(_) => config::list_logical_devices()?,
-    };
+    let mut devices = config::list_logical_devices()?;
+    if let Ok(v) = std::env::var("WGFLOW_BENCH_DEVICES") {
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        devices.retain(|d| v.split(',').any(|n| n.trim() == d.to_string()));
+        if devices.is_empty() {
+            eprintln!("WGFLOW_BENCH_DEVICES={v} names none of {}", names.join(", "));
+            std::process::exit(2);
+        }
+    }
     println!(
         "wgflow training throughput{}",
         if mixed { " (mixed_float16)" } else { "" }

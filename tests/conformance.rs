@@ -649,17 +649,19 @@ fn matmul() {
     // Cooperative matrices forced where they cannot run: an error naming
     // what is missing, for every dtype; where they can, f32 products take
     // the tiled kernel.
-    force_gemm_variant(GemmVariant::Cooperative);
     let with = coop_gpus();
-    for d in gpus() {
-        let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
-        for x in [a.clone(), a.cast(DType::F16).unwrap()] {
-            let r = x.matmul(&x);
-            if with.contains(&d) {
-                r.unwrap();
-            } else {
-                let e = r.unwrap_err().to_string();
-                assert!(e.contains("Cooperative") && e.contains("lacks"), "{d}: {e}");
+    for v in [GemmVariant::Cooperative, GemmVariant::CooperativeWide] {
+        force_gemm_variant(v);
+        for d in gpus() {
+            let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
+            for x in [a.clone(), a.cast(DType::F16).unwrap()] {
+                let r = x.matmul(&x);
+                if with.contains(&d) {
+                    r.unwrap();
+                } else {
+                    let e = r.unwrap_err().to_string();
+                    assert!(e.contains(&format!("{v:?} forced")) && e.contains("lacks"), "{d}: {e}");
+                }
             }
         }
     }

@@ -258,7 +258,11 @@ fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
         gpus_or_skip();
         return;
     }
-    for (kernel, lacked) in [("cooperative", "EXPERIMENTAL_COOPERATIVE_MATRIX"), ("tiled", "")] {
+    for (kernel, lacked) in [
+        ("cooperative", "EXPERIMENTAL_COOPERATIVE_MATRIX"),
+        ("cooperative_wide", "EXPERIMENTAL_COOPERATIVE_MATRIX"),
+        ("tiled", ""),
+    ] {
         let (ok, out, err) = run_child("child_gemm", &[("WGFLOW_GEMM", kernel)]);
         assert!(ok, "{out}\n{err}");
         let lines = tagged(&out, "GEMM");
