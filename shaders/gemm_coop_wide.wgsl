@@ -10,7 +10,8 @@
 // A workgroup of 256 invocations (eight subgroups of 32) owns a 128x128
 // tile of C; subgroup s holds rows (s / 2) * 32 .. + 32 and columns
 // (s % 2) * 64 .. + 64 as eight 16x16 f32 accumulators. K advances 32 at a
-// time. The accumulators go back through workgroup memory 16 rows at a
+// time through workgroup memory, or 16 at a time for tiles that load
+// their fragments directly. The accumulators go back through workgroup memory 16 rows at a
 // time, so that only elements inside C are written.
 
 const XM = 128u;

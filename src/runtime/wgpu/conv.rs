@@ -24,7 +24,8 @@
 //! Where cooperative matrices are on (f16 on adapters that have them, see
 //! [`GemmVariant::Cooperative`](super::GemmVariant::Cooperative)), the
 //! implicit plan runs gemm_coop.wgsl's `gemm_coop` over the same loaders
-//! (kernel `conv_coop`) and the im2col plan's GEMMs take it too.
+//! (kernel `conv_coop`), and the im2col plan's GEMMs take the matmul's
+//! cooperative kernels (`gemm_coop_wide` where it runs).
 //!
 //! Empty inputs, outputs or windows give zeros with a fill.
 //!

@@ -249,7 +249,7 @@ impl GemmLaunch<'_> {
         }
         g.with_coop(dtype, "matmul", |coop| {
             if coop {
-                self.run(g, dtype, coop_entry(g)?)
+                self.run(g, dtype, coop_entry(g, self.direct())?)
             } else {
                 self.run(g, dtype, plain_entry(g, self.m, self.n, self.batch)?)
             }
@@ -262,7 +262,7 @@ impl GemmLaunch<'_> {
             return Ok(None);
         }
         let run = |e, eager: &Gpu| self.run(eager, dtype, e);
-        tune::pick(g, self.class(dtype), &candidates(g, dtype)?, run)
+        tune::pick(g, self.class(dtype), &candidates(g, dtype, self.direct())?, run)
     }
 
     /// Runs the product on `entry`'s kernel.
@@ -294,18 +294,14 @@ impl GemmLaunch<'_> {
         t.dispatch(g, dtype, entry, flip, 0)
     }
 
-    /// Whether `gemm_coop_wide` runs as `gemm_coop_direct`: every 128x128
-    /// tile inside C, row-major operands with rows and batch strides
-    /// 16-byte aligned (8 f16s) and k a multiple of 16, so that fragments
-    /// load straight from the operands.
+    /// Whether this product can run `gemm_coop_direct` (see [`direct`]).
     fn direct(&self) -> bool {
-        let eight = |v: usize| v % 8 == 0;
-        !self.ta
-            && !self.tb
-            && self.m % 128 == 0
-            && self.n % 128 == 0
-            && self.k % 16 == 0
-            && [self.lda, self.ldb, self.sa, self.sb].into_iter().all(eight)
+        direct(
+            [self.m, self.n, self.k],
+            (self.ta, self.tb),
+            [self.lda, self.ldb],
+            [self.sa, self.sb],
+        )
     }
 
     /// Whether A and B load as `vec4`s.
@@ -320,7 +316,7 @@ impl GemmLaunch<'_> {
 
     fn class(&self, dtype: DType) -> GemmClass {
         GemmClass::new(
-            "matmul",
+            class_op(dtype, self.direct()),
             dtype,
             [self.m, self.n, self.k, self.batch],
             (self.ta, self.tb),
@@ -354,8 +350,10 @@ impl GemmLaunch<'_> {
     }
 
     fn dispatch(&self, g: &Gpu, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
-        let entry = if entry == "gemm_coop_wide" && self.direct() {
-            "gemm_coop_direct"
+        // Shape classes keep direct and other products apart, so this is
+        // only a guard: gemm_coop_direct reads every tile unchecked.
+        let entry = if entry == "gemm_coop_direct" && !self.direct() {
+            "gemm_coop_wide"
         } else {
             entry
         };
@@ -422,25 +420,47 @@ impl GemmLaunch<'_> {
 }
 
 /// The entry point a strided GEMM of `m x n` outputs over `batch` entries
-/// of `dtype` runs on `g` now: `gemm_coop` (cooperative matrices), `gemm`
-/// or `matmul_wide` (tiled, GPUs), `matmul_sg` or `matmul_reg` (register
-/// blocks, CPU adapters). Forcing a kernel the adapter lacks is an error.
-pub(crate) fn gemm_entry(g: &GpuDevice, m: usize, n: usize, batch: usize, dtype: DType) -> Result<&'static str> {
+/// of `dtype` runs on `g` now: on cooperative matrices `gemm_coop_wide`,
+/// its `gemm_coop_direct` (`direct`: see [`direct`]) or `gemm_coop`; else
+/// `gemm` or `matmul_wide` (tiled, GPUs), `matmul_sg` or `matmul_reg`
+/// (register blocks, CPU adapters). Forcing a kernel the adapter lacks is
+/// an error.
+pub(crate) fn gemm_entry(g: &GpuDevice, [m, n, batch]: [usize; 3], direct: bool, dtype: DType) -> Result<&'static str> {
     if g.gemm_coop(dtype, "matmul")? {
-        return coop_entry(g);
+        return coop_entry(g, direct);
     }
     plain_entry(g, m, n, batch)
 }
 
 /// The cooperative-matrix entry point where one runs: `gemm_coop` where
-/// forced (`GemmVariant::Cooperative`) or where the adapter's workgroups
-/// are too small for `gemm_coop_wide`, else the wide one (on the H200 it
-/// beat `gemm_coop` 2.5x to 5x from 1024^3 up).
-fn coop_entry(g: &GpuDevice) -> Result<&'static str> {
+/// forced (`GemmVariant::Cooperative`) or where `gemm_coop_wide` cannot
+/// run, else the wide one, as `gemm_coop_direct` for `direct` products (on
+/// the H200 they beat `gemm_coop` 2.5x to 7x from 1024^3 up).
+fn coop_entry(g: &GpuDevice, direct: bool) -> Result<&'static str> {
     if super::gemm_override() != super::GemmVariant::Cooperative && g.gemm_coop_wide()? {
-        return Ok("gemm_coop_wide");
+        return Ok(if direct { "gemm_coop_direct" } else { "gemm_coop_wide" });
     }
     Ok("gemm_coop")
+}
+
+/// Whether a product can run `gemm_coop_direct`: every 128x128 tile
+/// inside C, row-major operands whose rows and batch strides are 16-byte
+/// aligned (8 f16s) and k a multiple of 16, so that fragments load
+/// straight from the operands.
+fn direct([m, n, k]: [usize; 3], (ta, tb): (bool, bool), [lda, ldb]: [usize; 2], [sa, sb]: [usize; 2]) -> bool {
+    let eight = |v: usize| v % 8 == 0;
+    !ta && !tb && m % 128 == 0 && n % 128 == 0 && k % 16 == 0 && [lda, ldb, sa, sb].into_iter().all(eight)
+}
+
+/// The op of a matmul's shape class: f16 products that can run
+/// `gemm_coop_direct` are tuned apart from those that cannot, so that
+/// each class's choice runs every product of it.
+fn class_op(dtype: DType, direct: bool) -> &'static str {
+    if dtype == DType::F16 && direct {
+        "matmul (direct tiles)"
+    } else {
+        "matmul"
+    }
 }
 
 /// [`gemm_entry`] among the kernels without cooperative matrices.
@@ -455,12 +475,12 @@ fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'stat
 /// The kernels a strided GEMM of `dtype` can run on `g`, for autotuning:
 /// `gemm_coop` where it would run by default, then the tiled kernels on
 /// GPUs or the register kernels on CPU adapters.
-pub(crate) fn candidates(g: &GpuDevice, dtype: DType) -> Result<Vec<&'static str>> {
+pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Vec<&'static str>> {
     let mut c = Vec::new();
     if g.gemm_coop(dtype, "matmul")? {
         c.push("gemm_coop");
         if g.gemm_coop_wide()? {
-            c.push("gemm_coop_wide");
+            c.push(if direct { "gemm_coop_direct" } else { "gemm_coop_wide" });
         }
     }
     if !g.cpu_adapter() {
@@ -481,12 +501,19 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
     // else the heuristic's, marked where the first run will tune it.
     #[allow(clippy::type_complexity)]
     let strided = |[m, n, k, batch]: [usize; 4], t: (bool, bool), ld: [usize; 2], s: [usize; 2]| {
-        let class = GemmClass::new("matmul", dtype, [m, n, k, batch], t, vec_flags([m, n, k], t, ld, s));
+        let direct = direct([m, n, k], t, ld, s);
+        let class = GemmClass::new(
+            class_op(dtype, direct),
+            dtype,
+            [m, n, k, batch],
+            t,
+            vec_flags([m, n, k], t, ld, s),
+        );
         let (entry, detail) = match g.tuner.get(&class) {
             Some(tuned) => (Some(tuned.entry), tuned.describe()),
             None => {
-                let entry = gemm_entry(g, m, n, batch, dtype).ok();
-                let pending = match candidates(g, dtype) {
+                let entry = gemm_entry(g, [m, n, batch], direct, dtype).ok();
+                let pending = match candidates(g, dtype, direct) {
                     Ok(c) if c.len() > 1 && tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch])) => {
                         " (autotuned on first run)"
                     }
@@ -500,7 +527,7 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
         };
         let kernel = match entry {
             Some("gemm_coop") => "matmul_coop",
-            Some("gemm_coop_wide") => "matmul_coop_wide",
+            Some("gemm_coop_wide" | "gemm_coop_direct") => "matmul_coop_wide",
             Some("matmul_sg") => "matmul_subgroup",
             _ => "matmul",
         };
@@ -682,6 +709,24 @@ fn gpu_int8(g: &Gpu, x: &[Operand], out: &[usize]) -> Result<GpuBuf> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// gemm_coop_direct reads every tile unchecked: only products it can
+    /// run qualify, and they are tuned apart from those that cannot.
+    #[test]
+    fn direct_products_are_a_class_of_their_own() {
+        let ok = |m, n, k, t, ld, s| direct([m, n, k], t, ld, s);
+        assert!(ok(128, 256, 64, (false, false), [64, 256], [0, 0]));
+        assert!(ok(4096, 4096, 4096, (false, false), [4096, 4096], [4096 * 4096, 0]));
+        assert!(!ok(128, 256, 72, (false, false), [72, 256], [0, 0]), "k % 16");
+        assert!(!ok(128, 136, 64, (false, false), [64, 136], [0, 0]), "n % 128");
+        assert!(!ok(130, 256, 64, (false, false), [64, 256], [0, 0]), "m % 128");
+        assert!(!ok(128, 256, 64, (true, false), [128, 256], [0, 0]), "transposed A");
+        assert!(!ok(128, 256, 64, (false, true), [64, 64], [0, 0]), "transposed B");
+        assert!(!ok(128, 256, 64, (false, false), [68, 256], [0, 0]), "lda % 8");
+        assert!(!ok(128, 256, 64, (false, false), [64, 256], [4, 0]), "sa % 8");
+        assert_ne!(class_op(DType::F16, true), class_op(DType::F16, false));
+        assert_eq!(class_op(DType::F32, true), class_op(DType::F32, false));
+    }
 
     /// Every entry point the host dispatches gets as many buffers as its
     /// layout has storage bindings (a mismatch fails every launch, and

@@ -607,6 +607,9 @@ pub struct GpuDevice {
     pub(crate) coop_missing: Option<String>,
     /// Why `gemm_coop` failed to build here, once it has.
     coop_failed: Mutex<Option<String>>,
+    /// Why `gemm_coop_wide` failed to build here, once it has (matmuls
+    /// then take `gemm_coop`).
+    coop_wide_failed: Mutex<Option<String>>,
     /// The GEMM kernels autotuned per shape class.
     pub(crate) tuner: tune::Tuner,
     /// Memory growth is off: tensors are sub-allocated from shared slabs.
@@ -791,6 +794,7 @@ impl GpuDevice {
             subgroup8,
             coop_missing,
             coop_failed: Mutex::new(None),
+            coop_wide_failed: Mutex::new(None),
             tuner: tune::Tuner::default(),
             pool: Arc::new(Mutex::new(pool)),
             stream: Mutex::new(Stream {
@@ -891,19 +895,36 @@ impl GpuDevice {
     /// cannot, it is an error.
     pub(crate) fn gemm_coop_wide(&self) -> Result<bool> {
         let l = &self.limits;
-        let fits = l.max_compute_invocations_per_workgroup >= 256
-            && l.max_compute_workgroup_size_x >= 256
-            && l.max_compute_workgroup_storage_size >= 28 << 10;
-        if !fits && gemm_override() == GemmVariant::CooperativeWide {
-            return Err(Error::InvalidArgument {
+        let missing = if l.max_compute_invocations_per_workgroup < 256
+            || l.max_compute_workgroup_size_x < 256
+            || l.max_compute_workgroup_storage_size < 28 << 10
+        {
+            Some("workgroups of 256 invocations with 28 KiB of workgroup memory".to_string())
+        } else {
+            self.coop_wide_failed.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        };
+        match missing {
+            Some(m) if gemm_override() == GemmVariant::CooperativeWide => Err(Error::InvalidArgument {
                 op: "matmul",
                 msg: format!(
-                    "GemmVariant::CooperativeWide forced, but {} lacks workgroups of 256 invocations with 28 KiB of workgroup memory",
+                    "GemmVariant::CooperativeWide forced, but {} lacks {m}",
                     self.label_name()
                 ),
-            });
+            }),
+            Some(_) => Ok(false),
+            None => Ok(true),
         }
-        Ok(fits)
+    }
+
+    /// Drops `gemm_coop_wide` on this device for good, with a warning:
+    /// `kernel` failed to build with `msg`. Matmuls take `gemm_coop`.
+    pub(crate) fn drop_coop_wide(&self, kernel: &str, msg: &str) {
+        log::warn!(
+            "{}: {kernel} failed to build ({msg}); f16 matmuls use gemm_coop",
+            self.label_name()
+        );
+        *self.coop_wide_failed.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some(format!("a gemm_coop_wide that builds ({kernel}: {msg})"));
     }
 
     /// Runs a GEMM plan: `launch(true)` where [`GpuDevice::gemm_coop`]
@@ -920,6 +941,13 @@ impl GpuDevice {
             return launch(false);
         }
         match launch(true) {
+            // The wide kernel alone failed: matmuls go on with gemm_coop.
+            Err(Error::ShaderCompilation { kernel, msg })
+                if kernel.starts_with(&*matmul::MATMUL_COOP_WIDE.name) && gemm_override() == GemmVariant::Auto =>
+            {
+                self.drop_coop_wide(&kernel, &msg);
+                self.with_coop(dtype, op, launch)
+            }
             Err(Error::ShaderCompilation { kernel, msg }) if !coop_forced() => {
                 self.drop_coop(&kernel, &msg);
                 launch(false)

@@ -191,6 +191,9 @@ pub(crate) fn pick(
             Err(Error::ShaderCompilation { kernel, msg }) if e == "gemm_coop" => {
                 dev.drop_coop(&kernel, &msg);
             }
+            Err(Error::ShaderCompilation { kernel, msg }) if matches!(e, "gemm_coop_wide" | "gemm_coop_direct") => {
+                dev.drop_coop_wide(&kernel, &msg);
+            }
             Err(err) => log::debug!("{}: {e} left out of tuning {class:?}: {err}", dev.label),
         }
     }
