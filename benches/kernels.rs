@@ -15,9 +15,11 @@
 //! a second has passed (at least 3 runs); the median run is reported. GPU
 //! timings include submission and the wait for completion.
 
+mod common;
+
 use std::time::{Duration, Instant};
 use wgflow::ops::{self, conv, softmax};
-use wgflow::{DType, Device, Padding, Tensor, config};
+use wgflow::{DType, Device, Padding, Tensor};
 
 fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
     f();
@@ -32,25 +34,6 @@ fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
     }
     runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     runs[runs.len() / 2]
-}
-
-/// Every logical device, or those `WGFLOW_BENCH_DEVICES` names
-/// (comma-separated, e.g. `gpu:0,cpu`).
-fn bench_devices() -> Vec<Device> {
-    let all = config::list_logical_devices().expect("devices");
-    let Ok(v) = std::env::var("WGFLOW_BENCH_DEVICES") else {
-        return all;
-    };
-    let names: Vec<String> = all.iter().map(|d| d.to_string()).collect();
-    let chosen: Vec<Device> = all
-        .into_iter()
-        .filter(|d| v.split(',').any(|n| n.trim() == d.to_string()))
-        .collect();
-    if chosen.is_empty() {
-        eprintln!("WGFLOW_BENCH_DEVICES={v} names none of {}", names.join(", "));
-        std::process::exit(2);
-    }
-    chosen
 }
 
 /// The kernel `x @ y` ran on (after the autotuner's choice, with its
@@ -106,7 +89,7 @@ fn main() {
         };
         force_gemm_variant(g);
     }
-    let devices = bench_devices();
+    let devices = common::bench_devices().expect("devices");
     println!("wgflow kernel benchmarks");
     for d in &devices {
         println!("  {d:<6} {}", d.name());

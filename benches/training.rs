@@ -22,6 +22,8 @@
 //! (the ratio between them is then robust to the machine's speed drifting);
 //! a step ends when the device has finished it.
 
+mod common;
+
 use std::time::Instant;
 use wgflow::function::Traced;
 use wgflow::nn::layers::{Conv2D, Dense, Dropout, Flatten, Layer, MaxPooling2D};
@@ -29,7 +31,7 @@ use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
 use wgflow::nn::optimizers::Adam;
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
-use wgflow::{DType, Device, Tensor, config, ops};
+use wgflow::{DType, Device, Tensor, ops};
 
 fn cnn() -> Vec<Box<dyn Layer>> {
     vec![
@@ -187,15 +189,7 @@ fn main() -> wgflow::Result<()> {
     if mixed {
         wgflow::nn::mixed_precision::set_global_policy("mixed_float16")?;
     }
-    let mut devices = config::list_logical_devices()?;
-    if let Ok(v) = std::env::var("WGFLOW_BENCH_DEVICES") {
-        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
-        devices.retain(|d| v.split(',').any(|n| n.trim() == d.to_string()));
-        if devices.is_empty() {
-            eprintln!("WGFLOW_BENCH_DEVICES={v} names none of {}", names.join(", "));
-            std::process::exit(2);
-        }
-    }
+    let devices = common::bench_devices()?;
     println!(
         "wgflow training throughput{}",
         if mixed { " (mixed_float16)" } else { "" }

@@ -24,3 +24,19 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
 }
+
+/// Every logical device, or those `WGFLOW_BENCH_DEVICES` names
+/// (comma-separated, e.g. `gpu:0,cpu`); naming none of them exits with a
+/// message listing them.
+pub fn bench_devices() -> Result<Vec<Device>> {
+    let mut devices = wgflow::config::list_logical_devices()?;
+    if let Ok(v) = std::env::var("WGFLOW_BENCH_DEVICES") {
+        let names: Vec<String> = devices.iter().map(|d| d.to_string()).collect();
+        devices.retain(|d| v.split(',').any(|n| n.trim() == d.to_string()));
+        if devices.is_empty() {
+            eprintln!("WGFLOW_BENCH_DEVICES={v} names none of {}", names.join(", "));
+            std::process::exit(2);
+        }
+    }
+    Ok(devices)
+}
