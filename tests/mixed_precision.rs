@@ -9,7 +9,9 @@ use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
 use wgflow::nn::mixed_precision::{Policy, global_policy, set_global_policy};
-use wgflow::nn::optimizers::{Adam, LossScaleOptimizer, Optimizer, SGD};
+use wgflow::nn::optimizers::{
+    Adam, CosineDecay, ExponentialDecay, LearningRate, LearningRateSchedule, LossScaleOptimizer, Optimizer, SGD,
+};
 use wgflow::nn::{Activation, FitArgs, Layer, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, GradientTape, Tensor, Variable};
 
@@ -250,11 +252,13 @@ fn skipped_steps_do_not_count() {
 }
 
 /// Keras 3's own LossScaleOptimizer (tests/python/loss_scale.py) and
-/// wgflow's take the same steps: Adam(0.1) with `dynamic_growth_steps=2`
-/// over scaled gradients that change from step to step (so Adam's bias
-/// correction, and the count of steps it sees, shows in the variable),
-/// one of them non-finite; after each, the same scale, `iterations` and
-/// variable. On every device.
+/// wgflow's take the same steps: Adam with `dynamic_growth_steps=2` over
+/// scaled gradients that change from step to step (so Adam's bias
+/// correction, and the count of steps it sees, shows in the variable), one
+/// of them non-finite; after each, the same scale, `iterations` and
+/// variable. With a constant rate and with ExponentialDecay and CosineDecay
+/// schedules (a skipped step does not advance them either), eager and
+/// traced, on every device.
 #[test]
 fn loss_scaling_steps_as_keras_does() {
     let Some(python) = python() else { return };
@@ -264,33 +268,86 @@ fn loss_scaling_steps_as_keras_does() {
         .filter(|l| l.starts_with('{'))
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(keras.len(), 6, "{out}");
+    assert_eq!(keras.len(), 18, "{out}");
+    let rate = |kind: &str| -> LearningRate {
+        match kind {
+            "constant" => 0.1.into(),
+            "exponential" => ExponentialDecay {
+                initial_learning_rate: 0.1,
+                decay_steps: 2,
+                decay_rate: 0.5,
+                staircase: false,
+            }
+            .into(),
+            _ => CosineDecay {
+                initial_learning_rate: 0.1,
+                decay_steps: 4,
+                alpha: 0.1,
+            }
+            .into(),
+        }
+    };
     for d in devices() {
-        let on = |v: Vec<f32>| Tensor::from_vec(v, &[3], &d).unwrap();
-        let w = Variable::new(on(vec![1.0, -2.0, 3.0]), "w");
-        let mut opt: Optimizer = LossScaleOptimizer::new(Adam::new(0.1)).dynamic_growth_steps(2).into();
-        let g = [0.5f32, -1.0, 2.0];
-        let steps = [Some(1.0f32), Some(-0.5), None, Some(2.0), Some(0.25), Some(-1.5)];
-        for (c, want) in steps.into_iter().zip(&keras) {
-            let k = opt.loss_scale().unwrap().unwrap() as f32;
-            let grad = on(g.iter().map(|v| c.map_or(f32::INFINITY, |c| v * (c * k))).collect());
-            opt.apply_gradients(&[Some(grad)], std::slice::from_ref(&w)).unwrap();
-            assert_eq!(opt.loss_scale().unwrap(), want["scale"].as_f64(), "{d}: {want}");
-            assert_eq!(Some(opt.iterations()), want["iterations"].as_u64(), "{d}: {want}");
-            let kw: Vec<f32> = want["w"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|v| v.as_f64().unwrap() as f32)
-                .collect();
-            assert_close(
-                &w.value().to_vec::<f32>().unwrap(),
-                &kw,
-                1e-4,
-                &format!("{d}: w after {want}"),
-            );
+        for kind in ["constant", "exponential", "cosine"] {
+            for traced in [false, true] {
+                let on = |v: Vec<f32>| Tensor::from_vec(v, &[3], &d).unwrap();
+                let w = Variable::new(on(vec![1.0, -2.0, 3.0]), "w");
+                let mut opt: Optimizer = LossScaleOptimizer::new(Adam::new(rate(kind)))
+                    .dynamic_growth_steps(2)
+                    .into();
+                let mut f = wgflow::function::Traced::new("step");
+                let g = [0.5f32, -1.0, 2.0];
+                let steps = [Some(1.0f32), Some(-0.5), None, Some(2.0), Some(0.25), Some(-1.5)];
+                let want = keras.iter().filter(|k| k["kind"] == kind);
+                for (c, want) in steps.into_iter().zip(want) {
+                    let k = opt.loss_scale().unwrap().unwrap() as f32;
+                    let grad = on(g.iter().map(|v| c.map_or(f32::INFINITY, |c| v * (c * k))).collect());
+                    if traced {
+                        f.call(&[grad], |a| {
+                            opt.apply_gradients(&[Some(a[0].clone())], std::slice::from_ref(&w))?;
+                            Ok(vec![])
+                        })
+                        .unwrap();
+                    } else {
+                        opt.apply_gradients(&[Some(grad)], std::slice::from_ref(&w)).unwrap();
+                    }
+                    let at = format!("{d} {kind} traced={traced}: {want}");
+                    assert_eq!(opt.loss_scale().unwrap(), want["scale"].as_f64(), "{at}");
+                    assert_eq!(Some(opt.iterations()), want["iterations"].as_u64(), "{at}");
+                    let kw: Vec<f32> = want["w"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|v| v.as_f64().unwrap() as f32)
+                        .collect();
+                    assert_close(&w.value().to_vec::<f32>().unwrap(), &kw, 1e-4, &at);
+                }
+            }
         }
     }
+}
+
+/// A schedule of one's own that evaluates on the device must give an f32
+/// `[1]` tensor; anything else is a typed error naming the method, not a
+/// broadcast into the optimizer's hyperparameters.
+#[test]
+fn a_device_schedule_of_the_wrong_shape_is_an_error() {
+    struct Wide;
+    impl LearningRateSchedule for Wide {
+        fn lr(&self, _: u64) -> f64 {
+            0.1
+        }
+        fn lr_on_device(&self, step: &Tensor) -> Option<wgflow::Result<Tensor>> {
+            Some(wgflow::ops::layout::concat(&[step, step], 0))
+        }
+    }
+    let d = Device::Cpu;
+    let w = Variable::new(Tensor::from_vec(vec![1.0f32, 2.0], &[2], &d).unwrap(), "w");
+    let mut opt: Optimizer = LossScaleOptimizer::new(SGD::new(Wide)).into();
+    let g = Tensor::from_vec(vec![1.0f32, 1.0], &[2], &d).unwrap();
+    let e = opt.apply_gradients(&[Some(g)], std::slice::from_ref(&w)).unwrap_err();
+    assert!(e.to_string().contains("lr_on_device"), "{e}");
+    assert_eq!(w.value().to_vec::<f32>().unwrap(), vec![1.0, 2.0]);
 }
 
 /// `fit` under a mixed policy, traced and eager, on every device: the loss

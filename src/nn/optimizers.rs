@@ -26,6 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub trait LearningRateSchedule: Send + Sync {
     /// The rate for `step` (0-based: the optimizer's `iterations` before the update).
     fn lr(&self, step: u64) -> f64;
+    /// The rate for `step`, an f32 tensor of shape `[1]` on a device, as
+    /// an f32 tensor of the same shape: a [`LossScaleOptimizer`] counts its
+    /// steps on the device (a skipped step is no step, as in Keras) and
+    /// evaluates the schedule there. `None` (the default) evaluates
+    /// [`LearningRateSchedule::lr`] on the host at the count of all steps,
+    /// skipped ones included.
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        let _ = step;
+        None
+    }
 }
 
 /// `keras.optimizers.schedules.ExponentialDecay`:
@@ -50,6 +60,20 @@ impl LearningRateSchedule for ExponentialDecay {
         }
         self.initial_learning_rate * self.decay_rate.powf(p)
     }
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        let rate = || -> Result<Tensor> {
+            let mut p = step.div_scalar(self.decay_steps.max(1) as f64)?;
+            if self.staircase {
+                p = p.floor()?;
+            }
+            // rate^p = exp(p ln rate); a rate of 0 gives exp(-inf) = 0.
+            p.mul_scalar(self.decay_rate.ln())?
+                .exp()?
+                .mul_scalar(self.initial_learning_rate)
+        };
+        // ln of a negative rate is NaN: such a schedule stays on the host.
+        (self.decay_rate >= 0.0).then(rate)
+    }
 }
 
 /// `keras.optimizers.schedules.CosineDecay` (no warmup):
@@ -70,6 +94,21 @@ impl LearningRateSchedule for CosineDecay {
         let t = (step as f64).min(n) / n;
         let cos = 0.5 * (1.0 + (std::f64::consts::PI * t).cos());
         self.initial_learning_rate * ((1.0 - self.alpha) * cos + self.alpha)
+    }
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        let rate = || -> Result<Tensor> {
+            let n = self.decay_steps.max(1) as f64;
+            let t = step.minimum(&step.scalar_like(n)?)?.div_scalar(n)?;
+            let cos = t
+                .mul_scalar(std::f64::consts::PI)?
+                .cos()?
+                .add_scalar(1.0)?
+                .mul_scalar(0.5)?;
+            cos.mul_scalar(1.0 - self.alpha)?
+                .add_scalar(self.alpha)?
+                .mul_scalar(self.initial_learning_rate)
+        };
+        Some(rate())
     }
 }
 
@@ -200,10 +239,11 @@ impl LossScale {
 /// update (variables and slots keep their values) and halves the scale;
 /// after `dynamic_growth_steps` (2,000) finite steps in a row it doubles.
 /// Both happen on the device, in eager and traced steps alike. As in
-/// Keras, a skipped step does not count in `iterations` nor in Adam's bias
-/// correction (both follow a device counter of skipped steps); a learning
-/// rate *schedule* is still evaluated at the count of all steps, skipped
-/// ones included (they are few: the scale settles in the first steps).
+/// Keras, a skipped step does not count in `iterations`, in Adam's bias
+/// correction nor in a learning-rate schedule: all three follow a device
+/// counter of skipped steps. (A schedule of your own without
+/// [`LearningRateSchedule::lr_on_device`] is evaluated on the host at the
+/// count of all steps, skipped ones included.)
 /// `Model::compile` wraps the optimizer in one under the
 /// `"mixed_float16"` policy.
 pub struct LossScaleOptimizer(Optimizer);
@@ -681,22 +721,36 @@ impl Optimizer {
         })
     }
 
-    /// [`Optimizer::hyper`] for a loss-scaled step: Adam's bias correction
-    /// at the count of steps not `skipped` (a device scalar), computed on
-    /// the device as Keras does; the rate from the host's count.
+    /// [`Optimizer::hyper`] for a loss-scaled step: the schedule's rate and
+    /// Adam's bias correction at the count of steps not `skipped` (a device
+    /// scalar), computed on the device as Keras does.
     fn scaled_hyper(&self, device: &crate::runtime::Device, skipped: &Variable) -> Result<Tensor> {
         let iters = self.iterations.clone();
         let lr = self.learning_rate.clone();
-        // [rate, the 1-based step counting skipped ones]
+        // [rate from the host's count, the 1-based step counting skipped ones]
         let host = host_input(&[2], device, move || {
             let step = iters.fetch_add(1, Ordering::SeqCst);
             CpuData::F32(vec![lr.at(step) as f32, (step + 1) as f32])
         })?;
-        let rate = host.slice(&[0], &[1])?;
+        let t = host.slice(&[1], &[1])?.sub(&skipped.peek())?;
+        let on_device: Option<Tensor> = match &*self.learning_rate {
+            LearningRate::Schedule(s) => s.lr_on_device(&t.sub_scalar(1.0)?).transpose()?,
+            LearningRate::Constant(_) => None,
+        };
+        let rate = match on_device {
+            Some(r) if r.shape() == [1] && r.dtype() == DType::F32 => r,
+            Some(r) => {
+                return Err(Error::shape(
+                    "LearningRateSchedule::lr_on_device",
+                    &[r.shape(), &[1]],
+                    format!("gave a {} tensor where an f32 tensor of shape [1] is needed", r.dtype()),
+                ));
+            }
+            None => host.slice(&[0], &[1])?,
+        };
         let Kind::Adam { beta1, beta2, .. } = self.kind else {
             return ops::layout::concat(&[&rate, &rate], 0);
         };
-        let t = host.slice(&[1], &[1])?.sub(&skipped.peek())?;
         // 1 - beta^t, with beta^t = exp(t ln beta).
         let less = |beta: f64| -> Result<Tensor> { t.mul_scalar(beta.ln())?.exp()?.neg()?.add_scalar(1.0) };
         let alpha = rate.mul(&less(beta2)?.sqrt()?)?.div(&less(beta1)?)?;
