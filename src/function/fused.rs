@@ -29,6 +29,7 @@ use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
 use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
+use crate::runtime::cpu::arena::{output, with_scratch_unzeroed};
 use crate::runtime::wgpu::memory::GpuBuf;
 use crate::runtime::wgpu::{KType, Kernel, Launch, ParamBlock, fold, grid};
 use crate::tensor::Tensor;
@@ -36,7 +37,6 @@ use rayon::prelude::*;
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::fmt::Write;
-use std::mem::MaybeUninit;
 use std::sync::{Arc, LazyLock, Mutex, OnceLock};
 
 /// An operand inside a fused kernel.
@@ -138,6 +138,15 @@ const CHUNK: usize = 4096;
 struct Tiles {
     used: Vec<bool>,
     rows: Vec<Option<(Vec<f32>, usize)>>,
+}
+
+impl Drop for Tiles {
+    /// The tiles go back to the graph's arena for the next call.
+    fn drop(&mut self) {
+        for (tile, _) in self.rows.drain(..).flatten() {
+            crate::runtime::cpu::arena::recycle(CpuData::F32(tile));
+        }
+    }
 }
 /// Generated kernels kept for reuse by later graphs with the same source.
 const KERNEL_CACHE: usize = 256;
@@ -583,39 +592,33 @@ impl Fused {
         let chunks = n.div_ceil(CHUNK);
         let tiles = self.tiles(&data);
         let Some(r) = &self.reduce else {
-            // Each chunk writes its piece of every output in place, into
-            // memory not zeroed first (zeroing cost as much as the arithmetic).
-            let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| Vec::with_capacity(n)).collect();
-            let mut pieces: Vec<Vec<&mut [MaybeUninit<f32>]>> = (0..chunks).map(|_| Vec::new()).collect();
+            // Each chunk writes its piece of every output in place, into a
+            // buffer of the graph's arena (or new memory on the first replay).
+            let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| output::<f32>(n)).collect();
+            let mut pieces: Vec<Vec<&mut [f32]>> = (0..chunks).map(|_| Vec::new()).collect();
             for o in outs.iter_mut() {
-                for (c, piece) in o.spare_capacity_mut()[..n].chunks_mut(CHUNK).enumerate() {
+                for (c, piece) in o.chunks_mut(CHUNK).enumerate() {
                     pieces[c].push(piece);
                 }
             }
-            let part = |(c, dst): (usize, Vec<&mut [MaybeUninit<f32>]>)| {
-                let (leaves, pre) = self.pre_chunk(&data, &tiles, c * CHUNK, CHUNK.min(n - c * CHUNK));
-                for (a, d) in self.outs.iter().zip(dst) {
-                    let src = pick(a, &leaves, &pre);
-                    let (head, tail) = d.split_at_mut(src.len().min(d.len()));
-                    for (d, &v) in head.iter_mut().zip(src) {
-                        d.write(v);
+            let part = |(c, dst): (usize, Vec<&mut [f32]>)| {
+                let cl = CHUNK.min(n - c * CHUNK);
+                with_scratch_unzeroed(self.pre.len() * cl, |pre: &mut [f32]| {
+                    let leaves = self.pre_chunk(&data, &tiles, c * CHUNK, cl, pre);
+                    for (a, d) in self.outs.iter().zip(dst) {
+                        let src = pick(a, &leaves, pre, cl);
+                        let (head, tail) = d.split_at_mut(src.len().min(d.len()));
+                        head.copy_from_slice(&src[..head.len()]);
+                        // Never taken (a piece is as long as its chunk's values),
+                        // but it keeps every element written whatever they are.
+                        tail.fill(f32::NAN);
                     }
-                    // Never taken (a piece is as long as its chunk's values),
-                    // but it keeps every element written whatever they are.
-                    for d in tail {
-                        d.write(f32::NAN);
-                    }
-                }
+                });
             };
             if chunks > 1 {
                 pieces.into_par_iter().enumerate().for_each(part);
             } else {
                 pieces.into_iter().enumerate().for_each(part);
-            }
-            for o in outs.iter_mut() {
-                // SAFETY: the pieces above cover [0, n) of every output, and
-                // each chunk wrote every element of its pieces.
-                unsafe { o.set_len(n) };
             }
             return outs;
         };
@@ -639,40 +642,42 @@ impl Fused {
             let mut acc: Vec<Vec<f64>> = r.reds.iter().map(|(op, _)| vec![ident(*op); m]).collect();
             for c in gi * per..((gi + 1) * per).min(chunks) {
                 let (start, cl) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
-                let (leaves, pre) = self.pre_chunk(&data, &tiles, start, cl);
-                for (j, (op, a)) in r.reds.iter().enumerate() {
-                    let vals = pick(a, &leaves, &pre);
-                    let acc = &mut acc[j];
-                    // Output index of domain index i: (i / (len inner)) inner
-                    // + i % inner. Taken in segments: a run of the inner
-                    // axis (consecutive outputs) or, with no inner axis, a
-                    // run of the reduced axis (one output), so that the
-                    // loops below have no index arithmetic per element.
-                    let mut i = 0;
-                    while i < vals.len() {
-                        let at = start + i;
-                        let (q, rem) = (at / (len * inner), at % (len * inner));
-                        let seg = if inner == 1 { len - rem } else { inner - rem % inner }.min(vals.len() - i);
-                        let v = &vals[i..i + seg];
-                        if inner == 1 {
-                            let a = &mut acc[q];
-                            *a = match op {
-                                ReduceOp::Max => v.iter().fold(*a, |a, &v| max_nan(a, v as f64)),
-                                ReduceOp::Min => v.iter().fold(*a, |a, &v| min_nan(a, v as f64)),
-                                _ => v.iter().fold(*a, |a, &v| a + v as f64),
-                            };
-                        } else {
-                            let o = q * inner + rem % inner;
-                            let a = &mut acc[o..o + seg];
-                            match op {
-                                ReduceOp::Max => a.iter_mut().zip(v).for_each(|(a, &v)| *a = max_nan(*a, v as f64)),
-                                ReduceOp::Min => a.iter_mut().zip(v).for_each(|(a, &v)| *a = min_nan(*a, v as f64)),
-                                _ => a.iter_mut().zip(v).for_each(|(a, &v)| *a += v as f64),
+                with_scratch_unzeroed(self.pre.len() * cl, |pre: &mut [f32]| {
+                    let leaves = self.pre_chunk(&data, &tiles, start, cl, pre);
+                    for (j, (op, a)) in r.reds.iter().enumerate() {
+                        let vals = pick(a, &leaves, pre, cl);
+                        let acc = &mut acc[j];
+                        // Output index of domain index i: (i / (len inner)) inner
+                        // + i % inner. Taken in segments: a run of the inner
+                        // axis (consecutive outputs) or, with no inner axis, a
+                        // run of the reduced axis (one output), so that the
+                        // loops below have no index arithmetic per element.
+                        let mut i = 0;
+                        while i < vals.len() {
+                            let at = start + i;
+                            let (q, rem) = (at / (len * inner), at % (len * inner));
+                            let seg = if inner == 1 { len - rem } else { inner - rem % inner }.min(vals.len() - i);
+                            let v = &vals[i..i + seg];
+                            if inner == 1 {
+                                let a = &mut acc[q];
+                                *a = match op {
+                                    ReduceOp::Max => v.iter().fold(*a, |a, &v| max_nan(a, v as f64)),
+                                    ReduceOp::Min => v.iter().fold(*a, |a, &v| min_nan(a, v as f64)),
+                                    _ => v.iter().fold(*a, |a, &v| a + v as f64),
+                                };
+                            } else {
+                                let o = q * inner + rem % inner;
+                                let a = &mut acc[o..o + seg];
+                                match op {
+                                    ReduceOp::Max => a.iter_mut().zip(v).for_each(|(a, &v)| *a = max_nan(*a, v as f64)),
+                                    ReduceOp::Min => a.iter_mut().zip(v).for_each(|(a, &v)| *a = min_nan(*a, v as f64)),
+                                    _ => a.iter_mut().zip(v).for_each(|(a, &v)| *a += v as f64),
+                                }
                             }
+                            i += seg;
                         }
-                        i += seg;
                     }
-                }
+                });
             }
             acc
         };
@@ -731,21 +736,27 @@ impl Fused {
                 // few copies each): a tile would double them in memory.
                 (u && m > 0 && m < CHUNK && m != n && self.shape.ends_with(&core)).then(|| {
                     let len = m.saturating_mul(CHUNK.div_ceil(m) + 1);
-                    (v.iter().copied().cycle().take(len).collect(), m)
+                    let mut tile = output::<f32>(len);
+                    for (t, &e) in tile.iter_mut().zip(v.iter().cycle()) {
+                        *t = e;
+                    }
+                    (tile, m)
                 })
             })
             .collect();
         Tiles { used, rows }
     }
 
-    /// Leaf values and pre-op values over domain indices [start, start + n).
+    /// Leaf values over domain indices [start, start + n), and the pre ops'
+    /// values there into `pre` (op t at `[t n, (t + 1) n)`).
     fn pre_chunk<'a>(
         &self,
         data: &[&'a [f32]],
         tiles: &'a Tiles,
         start: usize,
         n: usize,
-    ) -> (Vec<Cow<'a, [f32]>>, Vec<Vec<f32>>) {
+        pre: &mut [f32],
+    ) -> Vec<Cow<'a, [f32]>> {
         let leaves: Vec<Cow<[f32]>> = (0..self.leaves.len())
             .map(|k| {
                 if tiles.used[k] {
@@ -755,32 +766,32 @@ impl Fused {
                 }
             })
             .collect();
-        let mut pre: Vec<Vec<f32>> = Vec::with_capacity(self.pre.len());
-        for op in &self.pre {
-            let v = {
-                let get = |a: &Arg| pick(a, &leaves, &pre);
-                match op {
-                    FOp::Const(c) => vec![*c; n],
-                    FOp::Unary(u, a) => with_unary!(*u, |k| get(a).iter().map(|&v| k.apply(v)).collect()),
-                    FOp::UnaryGrad(u, xa, ya, da) => {
-                        let (xs, ys, ds) = (get(xa), get(ya), get(da));
-                        with_unary!(*u, |k| xs
-                            .iter()
-                            .zip(ys)
-                            .zip(ds)
-                            .map(|((&x, &y), &d)| d * k.derivative(x, y))
-                            .collect())
-                    }
-                    FOp::Binary(b, p, q) => {
-                        let (ps, qs) = (get(p), get(q));
-                        with_binary!(*b, |k| ps.iter().zip(qs).map(|(&p, &q)| k.float_op(p, q)).collect())
-                    }
-                    FOp::Update { .. } => unreachable!("updates are post ops"),
+        for (t, op) in self.pre.iter().enumerate() {
+            // Op t reads leaves and the ops before it, and writes its own piece.
+            let (done, rest) = pre.split_at_mut(t * n);
+            let out = &mut rest[..n];
+            let get = |a: &Arg| pick(a, &leaves, done, n);
+            match op {
+                FOp::Const(c) => out.fill(*c),
+                FOp::Unary(u, a) => with_unary!(*u, |k| out.iter_mut().zip(get(a)).for_each(|(o, &v)| *o = k.apply(v))),
+                FOp::UnaryGrad(u, xa, ya, da) => {
+                    let (xs, ys, ds) = (get(xa), get(ya), get(da));
+                    with_unary!(*u, |k| out
+                        .iter_mut()
+                        .zip(xs.iter().zip(ys).zip(ds))
+                        .for_each(|(o, ((&x, &y), &d))| *o = d * k.derivative(x, y)))
                 }
-            };
-            pre.push(v);
+                FOp::Binary(b, p, q) => {
+                    let (ps, qs) = (get(p), get(q));
+                    with_binary!(*b, |k| out
+                        .iter_mut()
+                        .zip(ps.iter().zip(qs))
+                        .for_each(|(o, (&p, &q))| *o = k.float_op(p, q)))
+                }
+                FOp::Update { .. } => unreachable!("updates are post ops"),
+            }
         }
-        (leaves, pre)
+        leaves
     }
 
     /// Leaf k's values at domain indices [start, start + n), broadcast; a
@@ -835,7 +846,7 @@ impl Fused {
             let v = data[k];
             if v.len() == 1 { v[0] } else { v[o] }
         };
-        let mut outs = vec![Vec::with_capacity(m); self.outs.len()];
+        let mut outs: Vec<Vec<f32>> = self.outs.iter().map(|_| output::<f32>(m)).collect();
         let mut post = vec![[0f32; 3]; self.post.len()];
         for o in 0..m {
             let get = |a: &Arg, post: &[[f32; 3]]| match *a {
@@ -865,18 +876,19 @@ impl Fused {
                 };
             }
             for (j, a) in self.outs.iter().enumerate() {
-                outs[j].push(get(a, &post));
+                outs[j][o] = get(a, &post);
             }
         }
         outs
     }
 }
 
-/// The values of a leaf or pre operand over a chunk.
-fn pick<'a>(a: &Arg, leaves: &'a [Cow<[f32]>], pre: &'a [Vec<f32>]) -> &'a [f32] {
+/// The values of a leaf or pre operand over a chunk of `n` (pre op t's at
+/// `[t n, (t + 1) n)` of `pre`).
+fn pick<'a>(a: &Arg, leaves: &'a [Cow<[f32]>], pre: &'a [f32], n: usize) -> &'a [f32] {
     match *a {
         Arg::Leaf(k) => &leaves[k],
-        Arg::Pre(t) => &pre[t],
+        Arg::Pre(t) => &pre[t * n..(t + 1) * n],
         _ => unreachable!("pre ops read leaves and pre ops"),
     }
 }

@@ -12,6 +12,7 @@ use crate::ops::Op;
 use crate::runtime::Device;
 use crate::runtime::ExecContext;
 use crate::runtime::cpu::CpuData;
+use crate::runtime::cpu::arena::Arena;
 use crate::runtime::wgpu::GraphParams;
 use crate::runtime::wgpu::memory::{GpuBuf, size_class};
 use crate::tensor::{Tensor, Variable};
@@ -94,6 +95,9 @@ pub struct Graph {
     /// the graph as an output or an assignment).
     last_use: Vec<usize>,
     plan: MemPlan,
+    /// A graph on the CPU device: its recycled host buffers (the CPU's
+    /// memory plan, made by the replays themselves).
+    arena: Option<Arena>,
     /// Kernel launches of one replay (counted on the first).
     launches: u64,
 }
@@ -205,6 +209,7 @@ impl Graph {
             runs: 0,
             last_use: Vec::new(),
             plan: MemPlan::Unobserved,
+            arena: None,
             launches: 0,
         };
         compile::compile(&mut g)?;
@@ -220,6 +225,9 @@ impl Graph {
         let devices: Vec<&Device> = g.values.iter().map(|v| &v.device).collect();
         if devices.iter().any(|d| !d.is_gpu() || *d != devices[0]) {
             g.plan = MemPlan::Off;
+        }
+        if devices.iter().all(|d| **d == Device::Cpu) {
+            g.arena = Some(Arena::default());
         }
         g.stats = GraphStats {
             traced_ops,
@@ -287,8 +295,21 @@ impl Graph {
         out
     }
 
-    /// The memory plan, once a replay has made it.
+    /// The memory plan, once a replay has made it. On a GPU, results share
+    /// buffers by liveness. On the CPU device, a result's buffer goes back
+    /// to the graph when it dies and serves the next result of its dtype
+    /// and length; there `values` counts the results of the last replay
+    /// that reused a buffer, `buffers` and `bytes` what the graph keeps
+    /// between replays, and `unshared_bytes` every result of that replay.
     pub fn memory_plan(&self) -> Option<PlanStats> {
+        if let Some(a) = &self.arena {
+            return (self.runs > 0).then(|| PlanStats {
+                values: a.reused,
+                buffers: a.buffers(),
+                bytes: a.bytes(),
+                unshared_bytes: a.served_bytes,
+            });
+        }
         let MemPlan::On(p) = &self.plan else { return None };
         let bytes_of = |v: usize| {
             let info = &self.values[v];
@@ -369,20 +390,48 @@ impl Graph {
                 }
             }
         }
-        self.run_nodes(&mut vals, &mut root, observe, &ctx, &out_at, ready)?;
+        let mut arena = self.arena.take();
+        let ran = match &mut arena {
+            Some(a) => {
+                a.reset_counts();
+                a.serve(|| self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready))
+            }
+            None => self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready),
+        };
+        self.arena = arena;
+        let out = ran?;
         let recorded = ctx.recorded();
+        if observe {
+            self.launches = device.map_or(0, |d| d.counters().dispatches - launched);
+            // Without a plan (say, out of memory for it) replays use the pool.
+            self.plan = self.make_plan(&root, recorded).unwrap_or(MemPlan::Off);
+        }
+        Ok(out)
+    }
+
+    /// Runs the nodes, assigns the variables and gives the outputs; every
+    /// other result, and a variable's old value, is released (on the CPU
+    /// device, to the graph's arena).
+    fn finish(
+        &self,
+        vals: &mut [Option<Tensor>],
+        root: &mut [usize],
+        observe: bool,
+        ctx: &ExecContext,
+        out_at: &[Vec<usize>],
+        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
+    ) -> Result<Vec<Tensor>> {
+        self.run_nodes(vals, root, observe, ctx, out_at, ready)?;
         for (var, v) in &self.assigns {
-            var.assign_raw(vals[*v].clone().expect("assigned values are computed"));
+            release(var.replace_raw(vals[*v].clone().expect("assigned values are computed")));
         }
         let out = self
             .outputs
             .iter()
             .map(|v| vals[*v].clone().expect("outputs are computed"))
             .collect();
-        if observe {
-            self.launches = device.map_or(0, |d| d.counters().dispatches - launched);
-            // Without a plan (say, out of memory for it) replays use the pool.
-            self.plan = self.make_plan(&root, recorded).unwrap_or(MemPlan::Off);
+        for t in vals.iter_mut().filter_map(Option::take) {
+            release(t);
         }
         Ok(out)
     }
@@ -437,9 +486,13 @@ impl Graph {
                 }
                 vals[o] = Some(t);
             }
-            for &v in node.inputs() {
+            // The inputs' last handles may now be in `vals`: dead ones recycle.
+            drop(x);
+            for &v in node.inputs().iter().chain(&outputs) {
                 if self.last_use[v] == i {
-                    vals[v] = None;
+                    if let Some(t) = vals[v].take() {
+                        release(t);
+                    }
                 }
             }
         }
@@ -498,6 +551,14 @@ impl Graph {
             bufs,
             params,
         }))
+    }
+}
+
+/// Drops a result; on the CPU device its buffer, when nothing else holds
+/// it, goes to the arena of the graph running on this thread.
+fn release(t: Tensor) {
+    if let Some(d) = t.into_host_data() {
+        crate::runtime::cpu::arena::recycle(d);
     }
 }
 

@@ -77,6 +77,16 @@ impl Tensor {
         Tensor::from_storage(Storage::Gpu(Arc::new(buf)), shape, dtype, device.clone())
     }
 
+    /// The host values, when this is the last handle to them (a graph's
+    /// arena recycles them); `None` on a GPU or while they are shared.
+    pub(crate) fn into_host_data(self) -> Option<CpuData> {
+        let inner = Arc::try_unwrap(self.0).ok()?;
+        match inner.storage {
+            Storage::Cpu(d) => Arc::try_unwrap(d).ok(),
+            Storage::Gpu(_) => None,
+        }
+    }
+
     /// Host data placed on `device`; `data.len()` must equal the shape's size.
     pub fn from_data(data: CpuData, shape: &[usize], device: &Device) -> Result<Tensor> {
         if data.len() != numel(shape) {

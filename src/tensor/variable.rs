@@ -86,7 +86,12 @@ impl Variable {
 
     /// Replaces the value without checks or reports (graph replays).
     pub(crate) fn assign_raw(&self, t: Tensor) {
-        *self.0.value.write().unwrap_or_else(|p| p.into_inner()) = t;
+        self.replace_raw(t);
+    }
+
+    /// [`Variable::assign_raw`], giving back the old value.
+    pub(crate) fn replace_raw(&self, t: Tensor) -> Tensor {
+        std::mem::replace(&mut *self.0.value.write().unwrap_or_else(|p| p.into_inner()), t)
     }
 
     /// Shape of the held value (fixed for the variable's life).

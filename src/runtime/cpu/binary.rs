@@ -4,6 +4,7 @@
 //! WGSL defines). Large arrays are split across cores.
 
 use super::CpuData;
+use super::arena::{give_back, output};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::binary::*;
@@ -29,7 +30,7 @@ enum Repeat {
 /// Written in place, in tasks of fixed size (a scalar or a short row must
 /// not make a task per repetition); within a task, segments over which
 /// the small operand's index moves with the output's, or stays put.
-fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
+fn repeat<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + Sync + 'static>(
     full: &[A],
     small: &[A],
     how: Repeat,
@@ -37,7 +38,7 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
 ) -> Vec<O> {
     const TASK: usize = 1 << 15;
     let n = full.len();
-    let mut out = vec![O::default(); n];
+    let mut out = output::<O>(n);
     // A single value is a column of one: one segment per task.
     let how = if small.len() == 1 { Repeat::Column } else { how };
     let k = match how {
@@ -48,7 +49,13 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     // segment is a long loop however short the row; a long one repeats as
     // it is.
     let tiled: Vec<A> = match how {
-        Repeat::Row if k < 1024 => small.iter().copied().cycle().take(k * (1024 / k + 1)).collect(),
+        Repeat::Row if k < 1024 => {
+            let mut t = output::<A>(k * (1024 / k + 1));
+            for (t, &e) in t.iter_mut().zip(small.iter().cycle()) {
+                *t = e;
+            }
+            t
+        }
         _ => Vec::new(),
     };
     let rep: &[A] = if tiled.is_empty() { small } else { &tiled };
@@ -87,10 +94,11 @@ fn repeat<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     } else {
         out.chunks_mut(TASK).zip(full.chunks(TASK)).enumerate().for_each(run);
     }
+    give_back(tiled);
     out
 }
 
-fn zip<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
+fn zip<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + Sync + 'static>(
     a: &[A],
     b: &[A],
     (ash, bsh): (&[usize], &[usize]),
@@ -104,11 +112,17 @@ fn zip<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     let n = numel(shape);
     let (fa, fb) = (a.len() == n, b.len() == n);
     if fa && fb {
-        return if n > PAR {
-            a.par_iter().zip(b.par_iter()).map(|(&p, &q)| f(p, q)).collect()
+        let mut out = output::<O>(n);
+        if n > PAR {
+            out.par_iter_mut()
+                .zip(a.par_iter().zip(b))
+                .for_each(|(o, (&p, &q))| *o = f(p, q));
         } else {
-            a.iter().zip(b).map(|(&p, &q)| f(p, q)).collect()
-        };
+            out.iter_mut()
+                .zip(a.iter().zip(b))
+                .for_each(|(o, (&p, &q))| *o = f(p, q));
+        }
+        return out;
     }
     // The other operand repeats: as a row (its shape ends the output's) or
     // as a column (each value over a run; a single value is a column of one).
@@ -126,10 +140,12 @@ fn zip<A: Copy + Send + Sync, O: Copy + Default + Send + Sync>(
     if fb && column(ash, a) {
         return repeat(b, a, Repeat::Column, |q, p| f(p, q));
     }
-    StridedIter::new(shape, sa, 0)
-        .zip(StridedIter::new(shape, sb, 0))
-        .map(|(i, j)| f(a[i], b[j]))
-        .collect()
+    let mut out = output::<O>(n);
+    let at = StridedIter::new(shape, sa, 0).zip(StridedIter::new(shape, sb, 0));
+    for (o, (i, j)) in out.iter_mut().zip(at) {
+        *o = f(a[i], b[j]);
+    }
+    out
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Result<CpuData> {
@@ -204,12 +220,12 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
         }
         Op::Where => {
             let CpuData::Bool(m) = data[0] else { unreachable!() };
-            let ci: Vec<bool> = StridedIter::new(out, &st[0], 0).map(|i| m[i]).collect();
+            let st = (&st[0][..], &st[1][..], &st[2][..]);
             match (data[1], data[2]) {
-                (CpuData::F32(a), CpuData::F32(b)) => CpuData::F32(sel_vec(&ci, a, b, &st[1], &st[2], out)),
-                (CpuData::F64(a), CpuData::F64(b)) => CpuData::F64(sel_vec(&ci, a, b, &st[1], &st[2], out)),
-                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(sel_vec(&ci, a, b, &st[1], &st[2], out)),
-                (CpuData::Bool(a), CpuData::Bool(b)) => CpuData::Bool(sel_vec(&ci, a, b, &st[1], &st[2], out)),
+                (CpuData::F32(a), CpuData::F32(b)) => CpuData::F32(sel_vec(m, a, b, st, out)),
+                (CpuData::F64(a), CpuData::F64(b)) => CpuData::F64(sel_vec(m, a, b, st, out)),
+                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(sel_vec(m, a, b, st, out)),
+                (CpuData::Bool(a), CpuData::Bool(b)) => CpuData::Bool(sel_vec(m, a, b, st, out)),
                 _ => unreachable!(),
             }
         }
@@ -217,10 +233,20 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
     })
 }
 
-fn sel_vec<T: Copy>(c: &[bool], a: &[T], b: &[T], sa: &[usize], sb: &[usize], out: &[usize]) -> Vec<T> {
-    StridedIter::new(out, sa, 0)
-        .zip(StridedIter::new(out, sb, 0))
-        .zip(c)
-        .map(|((i, j), &k)| if k { a[i] } else { b[j] })
-        .collect()
+/// `where(c, a, b)` with each operand broadcast by its strides.
+fn sel_vec<T: Copy + Default + 'static>(
+    c: &[bool],
+    a: &[T],
+    b: &[T],
+    (sc, sa, sb): (&[usize], &[usize], &[usize]),
+    out: &[usize],
+) -> Vec<T> {
+    let mut o = output::<T>(numel(out));
+    let at = StridedIter::new(out, sc, 0)
+        .zip(StridedIter::new(out, sa, 0))
+        .zip(StridedIter::new(out, sb, 0));
+    for (o, ((k, i), j)) in o.iter_mut().zip(at) {
+        *o = if c[k] { a[i] } else { b[j] };
+    }
+    o
 }

@@ -3,6 +3,7 @@
 //! ([`super::Gemm`]), batch entries in parallel. The geometry (padding,
 //! dilation, groups) is [`crate::core::op::conv`]'s.
 
+use super::arena::{give_back, with_scratch_unzeroed, zeros};
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -388,7 +389,7 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
     let rows = nb * g.oh * g.ow;
     match op {
         Op::Conv2d(_) => {
-            let mut y = vec![F::ZERO; g.n * g.oh * g.ow * g.o];
+            let mut y = zeros::<F>(g.n * g.oh * g.ow * g.o);
             if y.is_empty() {
                 return y;
             }
@@ -400,36 +401,37 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
                     }
                     return;
                 }
-                let mut cols = vec![F::ZERO; m * k];
-                for gi in 0..g.g {
-                    im2col(p, g, gi, b * nb, m / (g.oh * g.ow), &mut cols);
-                    // SAFETY: cols is [m, k], f is [k, o] read at column
-                    // offset gi*og, yb is [m, o] written at the same offset.
-                    unsafe {
-                        F::gemm(
-                            m,
-                            k,
-                            g.og,
-                            cols.as_ptr(),
-                            k as isize,
-                            1,
-                            q.as_ptr().add(gi * g.og),
-                            o,
-                            1,
-                            F::ZERO,
-                            yb.as_mut_ptr().add(gi * g.og),
-                            o,
-                            1,
-                        );
+                with_scratch_unzeroed(m * k, |cols: &mut [F]| {
+                    for gi in 0..g.g {
+                        im2col(p, g, gi, b * nb, m / (g.oh * g.ow), cols);
+                        // SAFETY: cols is [m, k], f is [k, o] read at column
+                        // offset gi*og, yb is [m, o] written at the same offset.
+                        unsafe {
+                            F::gemm(
+                                m,
+                                k,
+                                g.og,
+                                cols.as_ptr(),
+                                k as isize,
+                                1,
+                                q.as_ptr().add(gi * g.og),
+                                o,
+                                1,
+                                F::ZERO,
+                                yb.as_mut_ptr().add(gi * g.og),
+                                o,
+                                1,
+                            );
+                        }
                     }
-                }
+                });
             });
             y
         }
         Op::Conv2dInputGrad(..) => {
             // p = dy [n*oh*ow, o], q = f [k, o]
             let per = g.h * g.w * g.c;
-            let mut dx = vec![F::ZERO; g.n * per];
+            let mut dx = zeros::<F>(g.n * per);
             if dx.is_empty() || g.oh * g.ow == 0 {
                 return dx;
             }
@@ -437,30 +439,31 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
                 let n = dxb.len() / per;
                 let m = n * g.oh * g.ow;
                 let dy = &p[b * rows * g.o..];
-                let mut cols = vec![F::ZERO; m * k];
-                for gi in 0..g.g {
-                    // SAFETY: dy is [m, o] read at column offset gi*og; f
-                    // read as its transpose [og, k] at the same offset;
-                    // cols is [m, k].
-                    unsafe {
-                        F::gemm(
-                            m,
-                            g.og,
-                            k,
-                            dy.as_ptr().add(gi * g.og),
-                            o,
-                            1,
-                            q.as_ptr().add(gi * g.og),
-                            1,
-                            o,
-                            F::ZERO,
-                            cols.as_mut_ptr(),
-                            k as isize,
-                            1,
-                        );
+                with_scratch_unzeroed(m * k, |cols: &mut [F]| {
+                    for gi in 0..g.g {
+                        // SAFETY: dy is [m, o] read at column offset gi*og; f
+                        // read as its transpose [og, k] at the same offset;
+                        // cols is [m, k].
+                        unsafe {
+                            F::gemm(
+                                m,
+                                g.og,
+                                k,
+                                dy.as_ptr().add(gi * g.og),
+                                o,
+                                1,
+                                q.as_ptr().add(gi * g.og),
+                                1,
+                                o,
+                                F::ZERO,
+                                cols.as_mut_ptr(),
+                                k as isize,
+                                1,
+                            );
+                        }
+                        col2im(cols, dxb, g, gi, n);
                     }
-                    col2im(&cols, dxb, g, gi, n);
-                }
+                });
             });
             dx
         }
@@ -468,24 +471,22 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
             // p = x, q = dy [n*oh*ow, o]
             let size = k * g.o;
             if size == 0 || g.n * g.oh * g.ow == 0 {
-                return vec![F::ZERO; size];
+                return zeros::<F>(size);
             }
-            let partial: Vec<Vec<F>> = (0..g.n.div_ceil(nb))
-                .into_par_iter()
-                .map(|b| {
-                    let n = nb.min(g.n - b * nb);
-                    let m = n * g.oh * g.ow;
-                    let dy = &q[b * rows * g.o..];
-                    let mut df = vec![F::ZERO; size];
-                    if k <= direct_max {
-                        for gi in 0..g.g {
-                            direct_filter(p, dy, g, gi, b * nb, n, &mut df);
-                        }
-                        return df;
-                    }
-                    let mut cols = vec![F::ZERO; m * k];
+            let mut partial = zeros::<F>(g.n.div_ceil(nb) * size);
+            partial.par_chunks_mut(size).enumerate().for_each(|(b, df)| {
+                let n = nb.min(g.n - b * nb);
+                let m = n * g.oh * g.ow;
+                let dy = &q[b * rows * g.o..];
+                if k <= direct_max {
                     for gi in 0..g.g {
-                        im2col(p, g, gi, b * nb, n, &mut cols);
+                        direct_filter(p, dy, g, gi, b * nb, n, df);
+                    }
+                    return;
+                }
+                with_scratch_unzeroed(m * k, |cols: &mut [F]| {
+                    for gi in 0..g.g {
+                        im2col(p, g, gi, b * nb, n, cols);
                         // SAFETY: cols read as its transpose [k, m]; dy
                         // [m, o] and df [k, o] at column offset gi*og.
                         unsafe {
@@ -506,15 +507,15 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
                             );
                         }
                     }
-                    df
-                })
-                .collect();
-            let mut df = vec![F::ZERO; size];
-            for part in &partial {
+                });
+            });
+            let mut df = zeros::<F>(size);
+            for part in partial.chunks(size) {
                 for (d, &v) in df.iter_mut().zip(part) {
                     *d = *d + v;
                 }
             }
+            give_back(partial);
             df
         }
         _ => unreachable!(),

@@ -4,6 +4,7 @@
 //! [`crate::core::op::layout`]; reshape never reaches here (it shares storage).
 
 use super::CpuData;
+use super::arena::{from_f64, output, with_scratch};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::layout::*;
@@ -30,16 +31,21 @@ pub(crate) fn dequantize(words: &Operand, scales: &Operand, cols: usize) -> Vec<
 }
 
 /// Copies `src` viewed with `strides` from `off` into a new contiguous vector.
-fn gather_strided<T: Copy>(src: &[T], shape: &[usize], strides: &[usize], off: usize) -> Vec<T> {
-    crate::core::shape::StridedIter::new(shape, strides, off)
-        .map(|i| src[i])
-        .collect()
+fn gather_strided<T: Copy + Default + 'static>(src: &[T], shape: &[usize], strides: &[usize], off: usize) -> Vec<T> {
+    let mut o = output::<T>(numel(shape));
+    for (o, i) in o
+        .iter_mut()
+        .zip(crate::core::shape::StridedIter::new(shape, strides, off))
+    {
+        *o = src[i];
+    }
+    o
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result<CpuData> {
     let a = x[0];
     match op {
-        Op::Cast(to) => Ok(a.cpu_data().cast(*to)),
+        Op::Cast(to) => Ok(super::arena::cast(a.cpu_data(), *to)),
         Op::Permute(_) | Op::BroadcastTo(_) | Op::Slice { .. } => {
             let (st, off) = view(op, a.shape(), out);
             Ok(super::map_data!(a.cpu_data(), v => gather_strided(v, out, &st, off)))
@@ -47,40 +53,39 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
         Op::Concat { axis } => {
             let outer: usize = out[..*axis].iter().product();
             let inner: usize = out[axis + 1..].iter().product();
-            let mut parts: Vec<CpuData> = Vec::new();
-            for o in 0..outer {
-                for t in x {
-                    let w = t.shape()[*axis] * inner;
-                    parts.push(super::map_data!(t.cpu_data(), v => v[o * w..(o + 1) * w].to_vec()));
+            // Each operand's rows of `w` values in turn, for every outer index.
+            fn join<T: Copy + Default + 'static>(parts: &[(&[T], usize)], outer: usize, n: usize) -> Vec<T> {
+                let mut o = output::<T>(n);
+                let mut at = 0;
+                for r in 0..outer {
+                    for &(v, w) in parts {
+                        o[at..at + w].copy_from_slice(&v[r * w..(r + 1) * w]);
+                        at += w;
+                    }
                 }
+                o
             }
-            let mut acc = CpuData::zeros(dtype, 0);
-            for p in parts {
-                acc = match (acc, p) {
-                    (CpuData::F32(mut a), CpuData::F32(b)) => {
-                        a.extend(b);
-                        CpuData::F32(a)
-                    }
-                    (CpuData::F16(mut a), CpuData::F16(b)) => {
-                        a.extend(b);
-                        CpuData::F16(a)
-                    }
-                    (CpuData::F64(mut a), CpuData::F64(b)) => {
-                        a.extend(b);
-                        CpuData::F64(a)
-                    }
-                    (CpuData::I32(mut a), CpuData::I32(b)) => {
-                        a.extend(b);
-                        CpuData::I32(a)
-                    }
-                    (CpuData::Bool(mut a), CpuData::Bool(b)) => {
-                        a.extend(b);
-                        CpuData::Bool(a)
-                    }
-                    _ => unreachable!("dtypes checked in infer"),
-                };
+            let n = numel(out);
+            let w = |t: &Operand| t.shape()[*axis] * inner;
+            macro_rules! joined {
+                ($variant:ident) => {{
+                    let parts: Vec<(&[_], usize)> = x
+                        .iter()
+                        .map(|t| match t.cpu_data() {
+                            CpuData::$variant(v) => (v.as_slice(), w(t)),
+                            _ => unreachable!("dtypes checked in infer"),
+                        })
+                        .collect();
+                    CpuData::$variant(join(&parts, outer, n))
+                }};
             }
-            Ok(acc)
+            Ok(match dtype {
+                DType::F32 => joined!(F32),
+                DType::F16 => joined!(F16),
+                DType::F64 => joined!(F64),
+                DType::I32 => joined!(I32),
+                DType::Bool => joined!(Bool),
+            })
         }
         Op::Gather { axis } => {
             let sh = a.shape();
@@ -94,11 +99,13 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
                 return Err(index_error(bad, d as u32));
             }
             Ok(super::map_data!(a.cpu_data(), v => {
-                let mut o = Vec::with_capacity(outer * idx.len() * inner);
+                let mut o = output(outer * idx.len() * inner);
+                let mut at = 0;
                 for r in 0..outer {
                     for &k in idx {
                         let base = (r * d + k as usize) * inner;
-                        o.extend_from_slice(&v[base..base + inner]);
+                        o[at..at + inner].copy_from_slice(&v[base..base + inner]);
+                        at += inner;
                     }
                 }
                 o
@@ -109,23 +116,25 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
             let CpuData::I32(idx) = a.cpu_data() else {
                 unreachable!()
             };
-            let mut v = Vec::with_capacity(idx.len() * depth);
-            for &k in idx {
-                for j in 0..*depth {
-                    v.push(if k >= 0 && k as usize == j { *on } else { *off });
+            Ok(with_scratch(idx.len() * depth, |v: &mut [f64]| {
+                for (row, &k) in v.chunks_mut((*depth).max(1)).zip(idx) {
+                    for (j, e) in row.iter_mut().enumerate() {
+                        *e = if k >= 0 && k as usize == j { *on } else { *off };
+                    }
                 }
-            }
-            Ok(CpuData::from_f64(dtype, &v))
+                from_f64(dtype, v)
+            }))
         }
         Op::Pad { before, shape } => {
-            let mut v = vec![0.0; numel(shape)];
             let st = strides(shape);
             let off: usize = before.iter().zip(&st).map(|(b, s)| b * s).sum();
             let src = a.cpu_data().to_f64();
-            for (k, i) in crate::core::shape::StridedIter::new(a.shape(), &st, off).enumerate() {
-                v[i] = src[k];
-            }
-            Ok(CpuData::from_f64(dtype, &v))
+            Ok(with_scratch(numel(shape), |v: &mut [f64]| {
+                for (k, i) in crate::core::shape::StridedIter::new(a.shape(), &st, off).enumerate() {
+                    v[i] = src[k];
+                }
+                from_f64(dtype, v)
+            }))
         }
         Op::GatherGrad { axis, dim } => {
             let CpuData::I32(idx) = a.cpu_data() else {
@@ -135,17 +144,18 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
             let outer: usize = out[..*axis].iter().product();
             let inner: usize = out[axis + 1..].iter().product();
             let j = idx.len();
-            let mut v = vec![0.0; numel(out)];
-            for o in 0..outer {
-                for (jj, &k) in idx.iter().enumerate() {
-                    if k >= 0 && (k as usize) < *dim {
-                        for b in 0..inner {
-                            v[(o * dim + k as usize) * inner + b] += dy[(o * j + jj) * inner + b];
+            Ok(with_scratch(numel(out), |v: &mut [f64]| {
+                for o in 0..outer {
+                    for (jj, &k) in idx.iter().enumerate() {
+                        if k >= 0 && (k as usize) < *dim {
+                            for b in 0..inner {
+                                v[(o * dim + k as usize) * inner + b] += dy[(o * j + jj) * inner + b];
+                            }
                         }
                     }
                 }
-            }
-            Ok(CpuData::from_f64(dtype, &v))
+                from_f64(dtype, v)
+            }))
         }
         _ => unreachable!(),
     }

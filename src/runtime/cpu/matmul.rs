@@ -2,6 +2,7 @@
 //! and transpose flags: each batch entry is one strided GEMM
 //! ([`super::Gemm`], the `gemm` crate), so transposes cost no copy.
 
+use super::arena::output;
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -40,7 +41,8 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
         k: usize,
         st: [usize; 4],
     ) -> Vec<F> {
-        let mut c = vec![F::ZERO; oa.len() * m * n];
+        // Every element is written: the GEMMs run with beta = 0.
+        let mut c = output::<F>(oa.len() * m * n);
         if m * n == 0 {
             return c;
         }
@@ -85,7 +87,7 @@ fn int8(x: &[Operand], out: &[usize]) -> Vec<f32> {
     let CpuData::F32(a) = x[0].cpu_data() else {
         unreachable!()
     };
-    let mut c = vec![0.0f32; rows * n];
+    let mut c = output::<f32>(rows * n);
     if rows * n == 0 {
         return c;
     }

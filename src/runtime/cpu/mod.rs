@@ -10,6 +10,7 @@
 //! per-element semantics in [`crate::core::op`]. Its GPU counterpart is
 //! [`crate::runtime::wgpu`].
 
+pub(crate) mod arena;
 mod binary;
 mod conv;
 mod creation;
@@ -192,15 +193,25 @@ impl CpuData {
         }
     }
 
+    /// Every element as f64 into `out` (as long as this).
+    pub(crate) fn write_f64(&self, out: &mut [f64]) {
+        fn each<A: Copy>(v: &[A], out: &mut [f64], f: impl Fn(A) -> f64) {
+            for (o, &x) in out.iter_mut().zip(v) {
+                *o = f(x);
+            }
+        }
+        match self {
+            CpuData::F32(v) => each(v, out, |x| x as f64),
+            CpuData::F16(v) => each(v, out, |x| x.to_f64()),
+            CpuData::F64(v) => each(v, out, |x| x),
+            CpuData::I32(v) => each(v, out, |x| x as f64),
+            CpuData::Bool(v) => each(v, out, |x| x as u8 as f64),
+        }
+    }
+
     /// Builds `dtype` data from f64 values (rounding as the dtype does).
     pub fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
-        match dtype {
-            DType::F32 => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
-            DType::F16 => CpuData::F16(v.iter().map(|&x| f16::from_f64(x)).collect()),
-            DType::F64 => CpuData::F64(v.to_vec()),
-            DType::I32 => CpuData::I32(v.iter().map(|&x| x as i32).collect()),
-            DType::Bool => CpuData::Bool(v.iter().map(|&x| x != 0.0).collect()),
-        }
+        arena::from_f64(dtype, v)
     }
 
     /// Device layout: 32-bit words for f32/i32/bool, packed halves for f16.
@@ -234,14 +245,30 @@ impl CpuData {
         if self.dtype() == to {
             return self.clone();
         }
-        match (self, to) {
-            (CpuData::F16(v), DType::F32) => CpuData::F32(v.iter().map(|x| x.to_f32()).collect()),
-            (CpuData::F32(v), DType::F16) => CpuData::F16(v.iter().map(|&x| f16::from_f32(x)).collect()),
-            (CpuData::I32(v), DType::F16) => CpuData::F16(v.iter().map(|&x| f16::from_f32(x as f32)).collect()),
-            (CpuData::I32(v), DType::F32) => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
-            _ => CpuData::from_f64(to, &self.to_f64()),
-        }
+        arena::cast(self, to)
     }
+}
+
+thread_local! {
+    static IN_GEMM_CRATE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Clears [`IN_GEMM_CRATE`] when the call returns or unwinds.
+struct Unset;
+
+impl Drop for Unset {
+    fn drop(&mut self) {
+        IN_GEMM_CRATE.with(|f| f.set(false));
+    }
+}
+
+/// Whether this thread is inside a call of the `gemm` crate, which
+/// allocates its packing buffers per call. For tests that count the
+/// allocations of a traced step on the CPU device (safe to call from a
+/// global allocator: it neither allocates nor blocks).
+#[doc(hidden)]
+pub fn in_gemm_crate() -> bool {
+    IN_GEMM_CRATE.with(|f| f.get())
 }
 
 /// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
@@ -420,6 +447,11 @@ unsafe fn gemm_crate<T: Gemm + 'static>(
         }
         return;
     }
+    // The crate packs its operands into memory it allocates per call (it
+    // takes no workspace from its caller); the flag lets an allocation
+    // count tell those allocations from ours.
+    IN_GEMM_CRATE.with(|f| f.set(true));
+    let _unset = Unset;
     unsafe {
         gemm::gemm(
             m,

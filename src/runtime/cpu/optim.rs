@@ -2,6 +2,7 @@
 //! over every element, computed in f64 and rounded to the variable's dtype.
 
 use super::CpuData;
+use super::arena::output;
 use crate::core::dtype::DType;
 use crate::core::op::{Rule, Update};
 use crate::runtime::Operand;
@@ -54,8 +55,9 @@ fn f32_step(u: &Update, x: &[Operand], k: usize, norm: f64, hyper: [f64; 2]) -> 
     let (w, g) = (f32s(0)?, f32s(1)?);
     let s: Vec<&[f32]> = (0..k).map(|i| f32s(2 + i)).collect::<Option<_>>()?;
     let n = w.len();
-    let mut ow = vec![0.0f32; n];
-    let mut os = vec![vec![0.0f32; n]; k];
+    // Every element of each is written by its chunk's task.
+    let mut ow = output::<f32>(n);
+    let mut os: Vec<Vec<f32>> = (0..k).map(|_| output::<f32>(n)).collect();
     // One task per chunk: the variable's slice and each slot's.
     let mut tasks: Vec<(usize, &mut [f32], Vec<&mut [f32]>)> = ow
         .chunks_mut(CHUNK)

@@ -4,6 +4,7 @@
 //! each window.
 
 use super::CpuData;
+use super::arena::zeros;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
@@ -35,7 +36,7 @@ fn pool_impl<F: Float, const MAX: bool>(
 ) -> Vec<F> {
     let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
     let [oh, ow, pt, pl] = geom;
-    let mut y = vec![F::ZERO; n_out];
+    let mut y = zeros::<F>(n_out);
     if n_out == 0 {
         return y;
     }

@@ -5,6 +5,7 @@
 //! reductions give the identities of [`crate::core::op::reduce`].
 
 use super::CpuData;
+use super::arena::{from_f64, with_scratch, with_scratch_unzeroed};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::{max_nan, min_nan};
@@ -50,10 +51,9 @@ fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
 fn contiguous_block<F: crate::runtime::cpu::Float>(
     v: &[F],
     op: ReduceOp,
-    outer: usize,
-    r: usize,
-    inner: usize,
-) -> Vec<f64> {
+    (outer, r, inner): (usize, usize, usize),
+    out: &mut [f64],
+) {
     use rayon::prelude::*;
     // Rows k0..k1 of slab o folded into acc (which holds row k0's values
     // already when `first` is false).
@@ -88,7 +88,6 @@ fn contiguous_block<F: crate::runtime::cpu::Float>(
         ReduceOp::Min => fold(v, acc, (o, r, inner), ks, min_nan),
         ReduceOp::Prod => fold(v, acc, (o, r, inner), ks, |a, e| a * e),
     };
-    let mut out = vec![0.0f64; outer * inner];
     let threads = rayon::current_num_threads();
     let big = outer * r * inner > 1 << 16 && inner > 0;
     if big && outer >= threads {
@@ -121,7 +120,6 @@ fn contiguous_block<F: crate::runtime::cpu::Float>(
     if op == ReduceOp::Mean {
         out.iter_mut().for_each(|a| *a /= r as f64);
     }
-    out
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], dtype: DType) -> Result<CpuData> {
@@ -134,10 +132,18 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], dtype: DType) -> Resul
             let (lo, hi) = (axes[0], *axes.last().unwrap());
             let outer: usize = sh[..lo].iter().product();
             let inner: usize = sh[hi + 1..].iter().product();
-            match a.cpu_data() {
-                CpuData::F32(v) => return Ok(CpuData::from_f64(dtype, &contiguous_block(v, *o, outer, r, inner))),
-                CpuData::F64(v) => return Ok(CpuData::from_f64(dtype, &contiguous_block(v, *o, outer, r, inner))),
-                _ => {}
+            // Accumulated in this thread's f64 scratch, then rounded once.
+            let block = |out: &mut [f64]| {
+                match a.cpu_data() {
+                    CpuData::F32(v) => contiguous_block(v, *o, (outer, r, inner), out),
+                    CpuData::F64(v) => contiguous_block(v, *o, (outer, r, inner), out),
+                    _ => return None,
+                }
+                Some(from_f64(dtype, out))
+            };
+            let done = with_scratch(outer * inner, block);
+            if let Some(d) = done {
+                return Ok(d);
             }
         }
     }
@@ -145,17 +151,28 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], dtype: DType) -> Resul
     let st = strides(a.shape());
     let pshape: Vec<usize> = perm.iter().map(|&d| a.shape()[d]).collect();
     let pst: Vec<usize> = perm.iter().map(|&d| st[d]).collect();
-    let all = a.cpu_data().to_f64();
-    let v: Vec<f64> = crate::core::shape::StridedIter::new(&pshape, &pst, 0)
-        .map(|i| all[i])
-        .collect();
+    // The reduced axes moved last, widened to f64, in this thread's scratch.
+    let n = a.numel();
+    Ok(with_scratch_unzeroed(n, |all: &mut [f64]| {
+        a.cpu_data().write_f64(all);
+        with_scratch_unzeroed(n, |v: &mut [f64]| {
+            for (o, i) in v.iter_mut().zip(crate::core::shape::StridedIter::new(&pshape, &pst, 0)) {
+                *o = all[i];
+            }
+            rows_of(op, a.dtype(), dtype, v, (rows, r))
+        })
+    }))
+}
+
+/// `op` over each run of `r` values of `v` (the reduced axes last).
+fn rows_of(op: &Op, from: DType, dtype: DType, v: &[f64], (rows, r): (usize, usize)) -> CpuData {
     if r == 0 {
         if let Op::Reduce { op: o, .. } = op {
-            return Ok(CpuData::from_f64(dtype, &vec![o.empty_value(dtype); rows]));
+            return CpuData::from_f64(dtype, &vec![o.empty_value(dtype); rows]);
         }
     }
     // Integer sums and products wrap in i32 as the kernel's do.
-    if a.dtype() == DType::I32 {
+    if from == DType::I32 {
         if let Op::Reduce {
             op: o @ (ReduceOp::Sum | ReduceOp::Mean | ReduceOp::Prod),
             ..
@@ -172,8 +189,8 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], dtype: DType) -> Resul
                     }
                 })
                 .collect();
-            return Ok(CpuData::I32(res));
+            return CpuData::I32(res);
         }
     }
-    Ok(CpuData::from_f64(dtype, &rows_f64(&v, rows, r, op)))
+    CpuData::from_f64(dtype, &rows_f64(v, rows, r, op))
 }

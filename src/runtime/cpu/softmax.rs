@@ -4,6 +4,7 @@
 //! [`crate::core::op::softmax`].
 
 use super::CpuData;
+use super::arena::{from_f64, with_scratch};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::softmax::*;
@@ -13,21 +14,29 @@ use crate::runtime::Operand;
 use rayon::prelude::*;
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result<CpuData> {
-    let v = x[0].cpu_data().to_f64();
     let (rows, r, inner) = match op {
         Op::Softmax { axis, .. } => view(x[0].shape(), *axis),
         _ => (x[0].shape()[0], x[0].shape()[1], 1),
     };
+    with_scratch(x[0].numel(), |v: &mut [f64]| {
+        x[0].cpu_data().write_f64(v);
+        with_scratch(numel(out), |y: &mut [f64]| {
+            fill(op, x, v, (rows, r, inner), y).map(|()| from_f64(dtype, y))
+        })
+    })
+}
+
+/// The f64 results of `op` over `v` (x[0] widened) into `y`.
+fn fill(op: &Op, x: &[Operand], v: &[f64], (rows, r, inner): (usize, usize, usize), y: &mut [f64]) -> Result<()> {
     let stats = |base: usize| {
         let m = (0..r).map(|k| v[base + k * inner]).fold(f64::NEG_INFINITY, f64::max);
         let s: f64 = (0..r).map(|k| (v[base + k * inner] - m).exp()).sum();
         (m, s)
     };
-    let mut y = vec![0.0; numel(out)];
     match op {
         Op::Softmax { log, .. } => {
             if y.is_empty() {
-                return Ok(CpuData::from_f64(dtype, &y));
+                return Ok(());
             }
             // Rows in parallel: each owns a block of r * inner outputs.
             y.par_chunks_mut(r * inner).enumerate().for_each(|(row, yr)| {
@@ -61,5 +70,5 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
             }
         }
     }
-    Ok(CpuData::from_f64(dtype, &y))
+    Ok(())
 }

@@ -2,6 +2,7 @@
 //! [`UnaryOp::derivative`] (for `UnaryGrad`) element by element.
 
 use super::CpuData;
+use super::arena::output;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
@@ -14,19 +15,25 @@ use rayon::prelude::*;
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
     #[inline(always)]
     fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
+        let mut out = output(x.len());
+        let each = |(o, ((&v, &r), &g)): (&mut F, ((&F, &F), &F))| *o = g * d(v, r);
         if x.len() > 1 << 16 {
-            return x.par_iter().zip(y).zip(dy).map(|((&v, &r), &g)| g * d(v, r)).collect();
+            out.par_iter_mut().zip(x.par_iter().zip(y).zip(dy)).for_each(each);
+        } else {
+            out.iter_mut().zip(x.iter().zip(y).zip(dy)).for_each(each);
         }
-        x.iter().zip(y).zip(dy).map(|((&v, &r), &g)| g * d(v, r)).collect()
+        out
     }
     /// Large arrays use every core.
     #[inline(always)]
     fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
+        let mut out = output(v.len());
         if v.len() > 1 << 16 {
-            v.par_iter().map(|&e| f(e)).collect()
+            out.par_iter_mut().zip(v).for_each(|(o, &e)| *o = f(e));
         } else {
-            v.iter().map(|&e| f(e)).collect()
+            out.iter_mut().zip(v).for_each(|(o, &e)| *o = f(e));
         }
+        out
     }
     Ok(match (op, x[0].cpu_data()) {
         (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(v, |e| k.apply(e)))),
