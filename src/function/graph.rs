@@ -394,7 +394,9 @@ impl Graph {
         let ran = match &mut arena {
             Some(a) => {
                 a.reset_counts();
-                a.serve(|| self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready))
+                let ran = a.serve(|| self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready));
+                a.trim();
+                ran
             }
             None => self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready),
         };

@@ -19,12 +19,16 @@ use half::f16;
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
+use std::mem::MaybeUninit;
 
 /// Host buffers a graph keeps between its ops and replays, by dtype and
 /// length, with counts of how its kernels' outputs were served.
 #[derive(Default)]
 pub(crate) struct Arena {
     free: HashMap<(DType, usize), Vec<CpuData>>,
+    /// Outputs asked for per dtype and length since the last reset: what
+    /// [`Arena::trim`] keeps.
+    demand: HashMap<(DType, usize), usize>,
     /// Outputs served from recycled buffers since the last [`Arena::reset_counts`].
     pub(crate) reused: usize,
     /// Outputs that needed new memory since then.
@@ -75,11 +79,25 @@ impl Arena {
     /// Starts the counts of a new replay.
     pub(crate) fn reset_counts(&mut self) {
         (self.reused, self.fresh, self.served_bytes) = (0, 0, 0);
+        self.demand.clear();
+    }
+
+    /// Keeps, of each dtype and length, at most as many buffers as the
+    /// replay just run asked for: what the next one will ask for again.
+    /// Buffers nothing asks for (a host input's, released every replay)
+    /// are freed, so the arena does not grow from replay to replay.
+    pub(crate) fn trim(&mut self) {
+        let demand = &self.demand;
+        self.free.retain(|k, v| {
+            v.truncate(demand.get(k).copied().unwrap_or(0));
+            !v.is_empty()
+        });
     }
 
     fn take<T: 'static>(&mut self, n: usize) -> Option<Vec<T>> {
         let dtype = dtype_of::<T>()?;
         self.served_bytes += (n * dtype.size()) as u64;
+        *self.demand.entry((dtype, n)).or_default() += 1;
         let got = self
             .free
             .get_mut(&(dtype, n))
@@ -123,6 +141,34 @@ pub(crate) fn output<T: Copy + Default + 'static>(n: usize) -> Vec<T> {
     got.unwrap_or_else(|| vec![T::default(); n])
 }
 
+/// [`output`] for a kernel that fills it through `fill`, so that new memory
+/// (outside a replay) is not zeroed first: an eager elementwise op would
+/// write its output twice, and at memory speed that is twice the time.
+///
+/// # Safety
+/// `fill` must write every element of the slice it is given.
+pub(crate) unsafe fn output_filled<T: Copy + Default + 'static>(
+    n: usize,
+    fill: impl FnOnce(&mut [MaybeUninit<T>]),
+) -> Vec<T> {
+    match CURRENT.with(|c| c.borrow_mut().as_mut().and_then(|a| a.take::<T>(n))) {
+        Some(mut v) => {
+            // SAFETY: MaybeUninit<T> has T's layout, and v's n elements are
+            // initialized; `fill` writes initialized values over them.
+            let s = unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast::<MaybeUninit<T>>(), v.len()) };
+            fill(s);
+            v
+        }
+        None => {
+            let mut v = Vec::with_capacity(n);
+            fill(&mut v.spare_capacity_mut()[..n]);
+            // SAFETY: `fill` wrote all n elements (the caller's promise).
+            unsafe { v.set_len(n) };
+            v
+        }
+    }
+}
+
 /// `n` zeros (`T::default()`) for a kernel that accumulates into them.
 pub(crate) fn zeros<T: Copy + Default + 'static>(n: usize) -> Vec<T> {
     let got = CURRENT.with(|c| c.borrow_mut().as_mut().and_then(|a| a.take::<T>(n)));
@@ -138,11 +184,14 @@ pub(crate) fn zeros<T: Copy + Default + 'static>(n: usize) -> Vec<T> {
 /// `v` rounded to `dtype` ([`CpuData::from_f64`]) in an [`output`] buffer.
 pub(crate) fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
     fn each<T: Copy + Default + 'static>(v: &[f64], f: impl Fn(f64) -> T) -> Vec<T> {
-        let mut o = output::<T>(v.len());
-        for (o, &x) in o.iter_mut().zip(v) {
-            *o = f(x);
+        // SAFETY: the loop writes all v.len() elements.
+        unsafe {
+            output_filled(v.len(), |o| {
+                for (o, &x) in o.iter_mut().zip(v) {
+                    o.write(f(x));
+                }
+            })
         }
-        o
     }
     match dtype {
         DType::F32 => CpuData::F32(each(v, |x| x as f32)),
@@ -202,11 +251,14 @@ fn scratch<T: Copy + Default + 'static, R>(n: usize, zero: bool, f: impl FnOnce(
 /// `d` as `to` ([`CpuData::cast`]) in an [`output`] buffer.
 pub(crate) fn cast(d: &CpuData, to: DType) -> CpuData {
     fn each<A: Copy, T: Copy + Default + 'static>(v: &[A], f: impl Fn(A) -> T) -> Vec<T> {
-        let mut o = output::<T>(v.len());
-        for (o, &x) in o.iter_mut().zip(v) {
-            *o = f(x);
+        // SAFETY: the loop writes all v.len() elements.
+        unsafe {
+            output_filled(v.len(), |o| {
+                for (o, &x) in o.iter_mut().zip(v) {
+                    o.write(f(x));
+                }
+            })
         }
-        o
     }
     match (d, to) {
         (CpuData::F32(v), DType::F32) => CpuData::F32(each(v, |x| x)),
@@ -314,9 +366,19 @@ mod tests {
             assert!(w.iter().all(|&x| x == 0.0));
         });
         assert_eq!((a.reused, a.fresh), (1, 3));
+        // Trimmed to what the replay asked for: one f32 buffer of 1000.
+        a.reset_counts();
+        a.serve(|| {
+            drop(output::<f32>(1000));
+            recycle(CpuData::F32(vec![0.0; 1000]));
+            recycle(CpuData::F32(vec![0.0; 1000]));
+            recycle(CpuData::F64(vec![0.0; 7]));
+        });
+        a.trim();
+        assert_eq!((a.buffers(), a.bytes()), (1, 4000));
         // Outside a replay nothing is kept.
-        recycle(CpuData::F32(vec![1.0; 10]));
-        assert_eq!(a.buffers(), 0);
+        recycle(CpuData::F32(vec![1.0; 1000]));
+        assert_eq!(a.buffers(), 1);
     }
 
     #[test]

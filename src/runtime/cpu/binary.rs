@@ -4,7 +4,7 @@
 //! WGSL defines). Large arrays are split across cores.
 
 use super::CpuData;
-use super::arena::{give_back, output};
+use super::arena::{give_back, output, output_filled};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::binary::*;
@@ -112,17 +112,20 @@ fn zip<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + Syn
     let n = numel(shape);
     let (fa, fb) = (a.len() == n, b.len() == n);
     if fa && fb {
-        let mut out = output::<O>(n);
-        if n > PAR {
-            out.par_iter_mut()
-                .zip(a.par_iter().zip(b))
-                .for_each(|(o, (&p, &q))| *o = f(p, q));
-        } else {
-            out.iter_mut()
-                .zip(a.iter().zip(b))
-                .for_each(|(o, (&p, &q))| *o = f(p, q));
-        }
-        return out;
+        // SAFETY: a and b have n elements each, so the zips write all n.
+        return unsafe {
+            output_filled::<O>(n, |out| {
+                if n > PAR {
+                    out.par_iter_mut().zip(a.par_iter().zip(b)).for_each(|(o, (&p, &q))| {
+                        o.write(f(p, q));
+                    });
+                } else {
+                    out.iter_mut().zip(a.iter().zip(b)).for_each(|(o, (&p, &q))| {
+                        o.write(f(p, q));
+                    });
+                }
+            })
+        };
     }
     // The other operand repeats: as a row (its shape ends the output's) or
     // as a column (each value over a run; a single value is a column of one).

@@ -2,7 +2,7 @@
 //! [`UnaryOp::derivative`] (for `UnaryGrad`) element by element.
 
 use super::CpuData;
-use super::arena::output;
+use super::arena::output_filled;
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
@@ -11,29 +11,43 @@ use crate::core::op::unary::*;
 use crate::core::op::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
     #[inline(always)]
     fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
-        let mut out = output(x.len());
-        let each = |(o, ((&v, &r), &g)): (&mut F, ((&F, &F), &F))| *o = g * d(v, r);
-        if x.len() > 1 << 16 {
-            out.par_iter_mut().zip(x.par_iter().zip(y).zip(dy)).for_each(each);
-        } else {
-            out.iter_mut().zip(x.iter().zip(y).zip(dy)).for_each(each);
+        let each = |(o, ((&v, &r), &g)): (&mut MaybeUninit<F>, ((&F, &F), &F))| {
+            o.write(g * d(v, r));
+        };
+        // SAFETY: the three operands have the output's length (infer), so
+        // the zips write every element.
+        unsafe {
+            output_filled(x.len(), |out| {
+                if x.len() > 1 << 16 {
+                    out.par_iter_mut().zip(x.par_iter().zip(y).zip(dy)).for_each(each);
+                } else {
+                    out.iter_mut().zip(x.iter().zip(y).zip(dy)).for_each(each);
+                }
+            })
         }
-        out
     }
     /// Large arrays use every core.
     #[inline(always)]
     fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
-        let mut out = output(v.len());
-        if v.len() > 1 << 16 {
-            out.par_iter_mut().zip(v).for_each(|(o, &e)| *o = f(e));
-        } else {
-            out.iter_mut().zip(v).for_each(|(o, &e)| *o = f(e));
+        // SAFETY: the zips write every element of an output as long as v.
+        unsafe {
+            output_filled(v.len(), |out| {
+                if v.len() > 1 << 16 {
+                    out.par_iter_mut().zip(v).for_each(|(o, &e)| {
+                        o.write(f(e));
+                    });
+                } else {
+                    out.iter_mut().zip(v).for_each(|(o, &e)| {
+                        o.write(f(e));
+                    });
+                }
+            })
         }
-        out
     }
     Ok(match (op, x[0].cpu_data()) {
         (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(v, |e| k.apply(e)))),
