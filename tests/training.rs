@@ -13,7 +13,10 @@ use wgflow::nn::losses::{
     SparseCategoricalCrossentropy,
 };
 use wgflow::nn::metrics::{Accuracy, Mean, Metric, SparseCategoricalAccuracy};
-use wgflow::nn::optimizers::{Adam, AdamW, CosineDecay, ExponentialDecay, LearningRateSchedule, RMSprop, SGD};
+use wgflow::nn::optimizers::{
+    Adam, AdamW, CosineDecay, ExponentialDecay, InverseTimeDecay, LearningRateSchedule, PiecewiseConstantDecay,
+    PolynomialDecay, RMSprop, SGD,
+};
 use wgflow::nn::{Activation, FitArgs, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, GradientTape, Tensor, Variable, ops, stop_gradient};
 
@@ -337,6 +340,114 @@ fn optimizers_follow_keras_formulas() {
     let v = Variable::new(t(&[0.0, 0.0], &[2]), "v");
     let w = step(&mut sched, &v, 2);
     assert!(close(&w, &[-0.75, 1.5], 1e-6), "{w:?}");
+}
+
+/// Every schedule gives Keras 3's rates (tests/python/schedules.py) at
+/// steps 0 to 40, on the host and on every device (the form a
+/// LossScaleOptimizer evaluates); bad piecewise arguments are typed errors.
+#[test]
+fn schedules_match_keras() {
+    let exp = ExponentialDecay {
+        initial_learning_rate: 0.1,
+        decay_steps: 7,
+        decay_rate: 0.6,
+        staircase: false,
+    };
+    let inv = InverseTimeDecay {
+        initial_learning_rate: 0.1,
+        decay_steps: 4,
+        decay_rate: 0.5,
+        staircase: false,
+    };
+    let poly = PolynomialDecay {
+        initial_learning_rate: 0.1,
+        decay_steps: 25,
+        end_learning_rate: 0.001,
+        power: 2.0,
+        cycle: false,
+    };
+    let ours: Vec<(&str, Box<dyn LearningRateSchedule>)> = vec![
+        ("exponential", Box::new(exp.clone())),
+        (
+            "exponential_staircase",
+            Box::new(ExponentialDecay { staircase: true, ..exp }),
+        ),
+        (
+            "cosine",
+            Box::new(CosineDecay {
+                initial_learning_rate: 0.1,
+                decay_steps: 30,
+                alpha: 0.2,
+            }),
+        ),
+        (
+            "piecewise",
+            Box::new(PiecewiseConstantDecay::new(vec![5, 12, 30], vec![0.1, 0.05, 0.01, 0.002]).unwrap()),
+        ),
+        ("polynomial", Box::new(poly.clone())),
+        (
+            "polynomial_cycle",
+            Box::new(PolynomialDecay {
+                decay_steps: 9,
+                end_learning_rate: 0.01,
+                power: 0.5,
+                cycle: true,
+                ..poly
+            }),
+        ),
+        ("inverse_time", Box::new(inv.clone())),
+        (
+            "inverse_time_staircase",
+            Box::new(InverseTimeDecay { staircase: true, ..inv }),
+        ),
+    ];
+    assert!(PiecewiseConstantDecay::new(vec![5, 3], vec![0.1, 0.2, 0.3]).is_err());
+    let e = PiecewiseConstantDecay::new(vec![5], vec![0.1]).unwrap_err();
+    assert!(e.to_string().contains("PiecewiseConstantDecay"), "{e}");
+    let Some(python) = python() else { return };
+    let out = py(&python, "schedules.py", &[]);
+    let keras: Vec<serde_json::Value> = out
+        .lines()
+        .filter(|l| l.starts_with('{'))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(keras.len(), ours.len(), "{out}");
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for (name, s) in &ours {
+        let want: Vec<f64> = keras
+            .iter()
+            .find(|k| k["name"] == *name)
+            .unwrap_or_else(|| panic!("{name} missing from {out}"))["lr"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let host: Vec<f64> = (0..want.len() as u64).map(|k| s.lr(k)).collect();
+        for (k, (h, w)) in host.iter().zip(&want).enumerate() {
+            assert!(
+                (h - w).abs() <= 1e-6 * w.abs().max(1e-3),
+                "{name} step {k}: host {h}, Keras {w}"
+            );
+        }
+        for d in &devices {
+            let steps: Vec<f32> = (0..want.len()).map(|k| k as f32).collect();
+            let st = Tensor::from_vec(steps, &[want.len()], d).unwrap();
+            let got = s
+                .lr_on_device(&st)
+                .expect("built-in schedules run on the device")
+                .unwrap();
+            let got = got.to_vec::<f32>().unwrap();
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                let g = *g as f64;
+                assert!(
+                    (g - w).abs() <= 1e-5 * w.abs().max(1e-3),
+                    "{d} {name} step {k}: {g}, Keras {w}"
+                );
+            }
+        }
+    }
 }
 
 #[test]

@@ -71,8 +71,9 @@ impl LearningRateSchedule for ExponentialDecay {
                 .exp()?
                 .mul_scalar(self.initial_learning_rate)
         };
-        // ln of a negative rate is NaN: such a schedule stays on the host.
-        (self.decay_rate >= 0.0).then(rate)
+        // ln of a rate of 0 or below is not finite (0^0 would be NaN, not
+        // 1): such a schedule stays on the host.
+        (self.decay_rate > 0.0).then(rate)
     }
 }
 
@@ -106,6 +107,153 @@ impl LearningRateSchedule for CosineDecay {
                 .mul_scalar(0.5)?;
             cos.mul_scalar(1.0 - self.alpha)?
                 .add_scalar(self.alpha)?
+                .mul_scalar(self.initial_learning_rate)
+        };
+        Some(rate())
+    }
+}
+
+/// `keras.optimizers.schedules.PiecewiseConstantDecay`: `values[0]` up to
+/// and including step `boundaries[0]`, `values[1]` up to `boundaries[1]`,
+/// and so on; `values` has one more entry than `boundaries`.
+#[derive(Clone, Debug)]
+pub struct PiecewiseConstantDecay {
+    boundaries: Vec<u64>,
+    values: Vec<f64>,
+}
+
+impl PiecewiseConstantDecay {
+    /// The schedule, or [`Error::Arg`] when `values` does not have one more
+    /// entry than `boundaries` or the boundaries do not increase.
+    pub fn new(boundaries: Vec<u64>, values: Vec<f64>) -> Result<PiecewiseConstantDecay> {
+        if values.len() != boundaries.len() + 1 {
+            return Err(Error::arg(
+                "PiecewiseConstantDecay",
+                format!(
+                    "{} values for {} boundaries: there must be one more value than boundaries",
+                    values.len(),
+                    boundaries.len()
+                ),
+            ));
+        }
+        if boundaries.windows(2).any(|w| w[1] <= w[0]) {
+            return Err(Error::arg(
+                "PiecewiseConstantDecay",
+                format!("boundaries {boundaries:?} must increase"),
+            ));
+        }
+        Ok(PiecewiseConstantDecay { boundaries, values })
+    }
+}
+
+impl LearningRateSchedule for PiecewiseConstantDecay {
+    fn lr(&self, step: u64) -> f64 {
+        let past = self.boundaries.iter().filter(|&&b| step > b).count();
+        self.values[past]
+    }
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        // values[0] plus each step up in value whose boundary lies behind.
+        let rate = || -> Result<Tensor> {
+            let mut r = step.mul_scalar(0.0)?.add_scalar(self.values[0])?;
+            for (i, &b) in self.boundaries.iter().enumerate() {
+                let past = step.greater(&step.scalar_like(b as f64)?)?.cast(DType::F32)?;
+                r = r.add(&past.mul_scalar(self.values[i + 1] - self.values[i])?)?;
+            }
+            Ok(r)
+        };
+        // Boundaries past f32's exact integers would compare inexactly.
+        let exact = self.boundaries.iter().all(|&b| b < 1 << 24);
+        let finite = self.values.iter().all(|v| v.is_finite());
+        (exact && finite).then(rate)
+    }
+}
+
+/// `keras.optimizers.schedules.PolynomialDecay`: from
+/// `initial_learning_rate` to `end_learning_rate` over `decay_steps` along
+/// `(1 - step / decay_steps)^power`; with `cycle`, `decay_steps` grows to
+/// the next multiple past the step instead of the rate staying at the end.
+#[derive(Clone, Debug)]
+pub struct PolynomialDecay {
+    /// The rate at step 0.
+    pub initial_learning_rate: f64,
+    /// Steps to decay over.
+    pub decay_steps: u64,
+    /// The rate after `decay_steps` (Keras: 0.0001).
+    pub end_learning_rate: f64,
+    /// The polynomial's power (Keras: 1.0).
+    pub power: f64,
+    /// Restart the decay past `decay_steps` (Keras: false).
+    pub cycle: bool,
+}
+
+impl LearningRateSchedule for PolynomialDecay {
+    fn lr(&self, step: u64) -> f64 {
+        let n = self.decay_steps.max(1) as f64;
+        let s = step as f64;
+        let (s, n) = if self.cycle {
+            // Keras: a multiplier of 1 at step 0.
+            let k = if step == 0 { 1.0 } else { (s / n).ceil() };
+            (s, n * k)
+        } else {
+            (s.min(n), n)
+        };
+        let (a, b) = (self.initial_learning_rate, self.end_learning_rate);
+        (a - b) * (1.0 - s / n).powf(self.power) + b
+    }
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        let rate = || -> Result<Tensor> {
+            let n = self.decay_steps.max(1) as f64;
+            let frac = if self.cycle {
+                // ceil(s / n) with 1 at step 0: max(ceil(s / n), 1).
+                let k = step.div_scalar(n)?.ceil()?;
+                let k = k.maximum(&k.scalar_like(1.0)?)?;
+                step.div(&k.mul_scalar(n)?)?
+            } else {
+                step.minimum(&step.scalar_like(n)?)?.div_scalar(n)?
+            };
+            let (a, b) = (self.initial_learning_rate, self.end_learning_rate);
+            frac.neg()?
+                .add_scalar(1.0)?
+                .pow_scalar(self.power)?
+                .mul_scalar(a - b)?
+                .add_scalar(b)
+        };
+        Some(rate())
+    }
+}
+
+/// `keras.optimizers.schedules.InverseTimeDecay`:
+/// lr0 / (1 + decay_rate * step / decay_steps), the quotient floored with
+/// `staircase`.
+#[derive(Clone, Debug)]
+pub struct InverseTimeDecay {
+    /// The rate at step 0.
+    pub initial_learning_rate: f64,
+    /// Steps per unit of decay.
+    pub decay_steps: u64,
+    /// How fast the rate falls.
+    pub decay_rate: f64,
+    /// Decay in discrete jumps every `decay_steps` (Keras: false).
+    pub staircase: bool,
+}
+
+impl LearningRateSchedule for InverseTimeDecay {
+    fn lr(&self, step: u64) -> f64 {
+        let mut p = step as f64 / self.decay_steps.max(1) as f64;
+        if self.staircase {
+            p = p.floor();
+        }
+        self.initial_learning_rate / (1.0 + self.decay_rate * p)
+    }
+    fn lr_on_device(&self, step: &Tensor) -> Option<Result<Tensor>> {
+        let rate = || -> Result<Tensor> {
+            let mut p = step.div_scalar(self.decay_steps.max(1) as f64)?;
+            if self.staircase {
+                p = p.floor()?;
+            }
+            p.mul_scalar(self.decay_rate)?
+                .add_scalar(1.0)?
+                .reciprocal()?
                 .mul_scalar(self.initial_learning_rate)
         };
         Some(rate())
