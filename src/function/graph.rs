@@ -97,7 +97,9 @@ pub struct Graph {
     plan: MemPlan,
     /// A graph on the CPU device: its recycled host buffers (the CPU's
     /// memory plan, made by the replays themselves).
-    arena: Option<Arena>,
+    /// (A mutex so that a replay, which borrows the graph, can hold it, and
+    /// a panic inside one leaves it in place.)
+    arena: Option<std::sync::Mutex<Arena>>,
     /// Kernel launches of one replay (counted on the first).
     launches: u64,
 }
@@ -227,7 +229,7 @@ impl Graph {
             g.plan = MemPlan::Off;
         }
         if devices.iter().all(|d| **d == Device::Cpu) {
-            g.arena = Some(Arena::default());
+            g.arena = Some(std::sync::Mutex::new(Arena::default()));
         }
         g.stats = GraphStats {
             traced_ops,
@@ -303,6 +305,7 @@ impl Graph {
     /// between replays, and `unshared_bytes` every result of that replay.
     pub fn memory_plan(&self) -> Option<PlanStats> {
         if let Some(a) = &self.arena {
+            let a = a.lock().unwrap_or_else(|p| p.into_inner());
             return (self.runs > 0).then(|| PlanStats {
                 values: a.reused,
                 buffers: a.buffers(),
@@ -390,9 +393,9 @@ impl Graph {
                 }
             }
         }
-        let mut arena = self.arena.take();
-        let ran = match &mut arena {
+        let ran = match &self.arena {
             Some(a) => {
+                let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
                 a.reset_counts();
                 let ran = a.serve(|| self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready));
                 a.trim();
@@ -400,7 +403,6 @@ impl Graph {
             }
             None => self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready),
         };
-        self.arena = arena;
         let out = ran?;
         let recorded = ctx.recorded();
         if observe {
@@ -559,9 +561,7 @@ impl Graph {
 /// Drops a result; on the CPU device its buffer, when nothing else holds
 /// it, goes to the arena of the graph running on this thread.
 fn release(t: Tensor) {
-    if let Some(d) = t.into_host_data() {
-        crate::runtime::cpu::arena::recycle(d);
-    }
+    t.recycle();
 }
 
 /// A trace's recording as a [`GraphDef`] and what it refers to here.

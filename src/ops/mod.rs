@@ -149,10 +149,15 @@ impl Op {
         let refs: Vec<&Tensor> = up.iter().collect();
         let out_dtype = if dtype == DType::F16 { DType::F32 } else { dtype };
         let out = self.run_native(&refs, shape, out_dtype, device, ctx)?;
+        // The f32 temporaries go back to a replaying graph's arena (the
+        // inputs' own handles are shared, so they stay).
+        up.into_iter().for_each(Tensor::recycle);
         if dtype != DType::F16 {
             return Ok(out);
         }
-        out.iter().map(|t| cast_raw(t, DType::F16)).collect()
+        let half = out.iter().map(|t| cast_raw(t, DType::F16)).collect();
+        out.into_iter().for_each(Tensor::recycle);
+        half
     }
 
     /// How far the GPU result may be from the CPU reference for these inputs.

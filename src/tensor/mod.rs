@@ -87,6 +87,14 @@ impl Tensor {
         }
     }
 
+    /// Drops this handle; when it was the last one to host values, they go
+    /// to the arena of the graph replaying on this thread, if any.
+    pub(crate) fn recycle(self) {
+        if let Some(d) = self.into_host_data() {
+            crate::runtime::cpu::arena::recycle(d);
+        }
+    }
+
     /// Host data placed on `device`; `data.len()` must equal the shape's size.
     pub fn from_data(data: CpuData, shape: &[usize], device: &Device) -> Result<Tensor> {
         if data.len() != numel(shape) {

@@ -9,7 +9,9 @@
 //! for the same outputs in the same order, so from the second replay on
 //! its results come from the buffers the previous replays left. Kernels
 //! ask through [`output`] (every element will be written) or [`zeros`]
-//! (they accumulate); outside a replay both simply allocate. Scratch
+//! (they accumulate); outside a replay both simply allocate. (An eager op
+//! that runs on the replaying thread meanwhile, say in a callback that
+//! reads an output, is served and recycled by the arena too.) Scratch
 //! memory inside a kernel comes from [`with_scratch`], one buffer per
 //! thread, kept between calls.
 
@@ -72,7 +74,7 @@ impl Arena {
 
     /// Bytes of the buffers held for reuse.
     pub(crate) fn bytes(&self) -> u64 {
-        let each = |(k, v): (&(DType, usize), &Vec<CpuData>)| (k.0.size() * k.1 * v.len()) as u64;
+        let each = |(k, v): (&(DType, usize), &Vec<CpuData>)| (host_size(k.0) * k.1 * v.len()) as u64;
         self.free.iter().map(each).sum()
     }
 
@@ -96,7 +98,7 @@ impl Arena {
 
     fn take<T: 'static>(&mut self, n: usize) -> Option<Vec<T>> {
         let dtype = dtype_of::<T>()?;
-        self.served_bytes += (n * dtype.size()) as u64;
+        self.served_bytes += (n * host_size(dtype)) as u64;
         *self.demand.entry((dtype, n)).or_default() += 1;
         let got = self
             .free
@@ -216,6 +218,11 @@ pub(crate) fn with_scratch_unzeroed<T: Copy + Default + 'static, R>(n: usize, f:
     scratch(n, false, f)
 }
 
+/// Scratch buffers larger than this go back to the allocator after the
+/// call instead of staying with their thread (a one-off large reduction
+/// must not pin its size on every worker for the life of the process).
+const SCRATCH_KEPT: usize = 16 << 20;
+
 fn scratch<T: Copy + Default + 'static, R>(n: usize, zero: bool, f: impl FnOnce(&mut [T]) -> R) -> R {
     use std::any::TypeId;
     thread_local! {
@@ -235,7 +242,13 @@ fn scratch<T: Copy + Default + 'static, R>(n: usize, zero: bool, f: impl FnOnce(
     if buf.len() < n {
         buf.resize(n, T::default());
     }
+    if !zero {
+        poison_first(&mut buf, n);
+    }
     let r = f(&mut buf[..n]);
+    if buf.capacity().saturating_mul(size_of::<T>()) > SCRATCH_KEPT {
+        return r;
+    }
     SCRATCH.with(|s| {
         let mut s = s.borrow_mut();
         let stack = s
@@ -291,6 +304,32 @@ fn poison(mut d: CpuData) -> CpuData {
         }
     }
     d
+}
+
+/// Bytes of one element in host memory (a bool is one byte here, a word on
+/// a GPU).
+fn host_size(dtype: DType) -> usize {
+    match dtype {
+        DType::Bool => 1,
+        d => d.size(),
+    }
+}
+
+/// [`poison`] for the first `n` values of a scratch buffer of any element
+/// type (debug builds only).
+fn poison_first<T: 'static>(v: &mut Vec<T>, n: usize) {
+    if cfg!(debug_assertions) {
+        let v = v as &mut dyn Any;
+        if let Some(v) = v.downcast_mut::<Vec<f32>>() {
+            v[..n].fill(f32::NAN);
+        } else if let Some(v) = v.downcast_mut::<Vec<f64>>() {
+            v[..n].fill(f64::NAN);
+        } else if let Some(v) = v.downcast_mut::<Vec<f16>>() {
+            v[..n].fill(f16::NAN);
+        } else if let Some(v) = v.downcast_mut::<Vec<i32>>() {
+            v[..n].fill(i32::MIN);
+        }
+    }
 }
 
 /// The dtype whose host vectors hold `T`.
@@ -389,8 +428,16 @@ mod tests {
         });
         with_scratch_unzeroed::<i32, _>(4, |s| {
             assert_eq!(s.as_ptr(), p);
-            assert_eq!(s, [5; 4]);
+            // Debug builds poison it, so that a caller that reads before
+            // writing shows in the tests.
+            let want = if cfg!(debug_assertions) { i32::MIN } else { 5 };
+            assert_eq!(s, [want; 4]);
         });
+        // A buffer over the cap is not kept.
+        let big = SCRATCH_KEPT / 4 + 1;
+        let p = with_scratch_unzeroed::<f32, _>(big, |s| s.as_ptr() as usize);
+        let q = with_scratch_unzeroed::<f32, _>(16, |s| s.as_ptr() as usize);
+        assert_ne!(p, q);
     }
 
     #[test]

@@ -195,6 +195,7 @@ impl CpuData {
 
     /// Every element as f64 into `out` (as long as this).
     pub(crate) fn write_f64(&self, out: &mut [f64]) {
+        debug_assert_eq!(out.len(), self.len(), "write_f64 into a buffer of another length");
         fn each<A: Copy>(v: &[A], out: &mut [f64], f: impl Fn(A) -> f64) {
             for (o, &x) in out.iter_mut().zip(v) {
                 *o = f(x);
@@ -413,8 +414,7 @@ unsafe fn gemm_crate<T: Gemm + 'static>(
         // in another order than its matrix kernels: a request served alone
         // would then differ in the last bits from the same request served
         // in a batch. Two rows (the second zero) take the matrix path.
-        let mut a2 = vec![T::ZERO; 2 * k];
-        let mut c2 = vec![T::ZERO; 2 * n];
+        let (mut a2, mut c2) = (arena::zeros::<T>(2 * k), arena::zeros::<T>(2 * n));
         for j in 0..k {
             // SAFETY: row 0 of A, inside the caller's allocation.
             a2[j] = unsafe { *a.offset(j as isize * csa) };
@@ -445,6 +445,8 @@ unsafe fn gemm_crate<T: Gemm + 'static>(
             // SAFETY: row 0 of C, as above.
             unsafe { *c.offset(j as isize * csc) = v };
         }
+        arena::give_back(a2);
+        arena::give_back(c2);
         return;
     }
     // The crate packs its operands into memory it allocates per call (it

@@ -133,15 +133,17 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], dtype: DType) -> Resul
             let outer: usize = sh[..lo].iter().product();
             let inner: usize = sh[hi + 1..].iter().product();
             // Accumulated in this thread's f64 scratch, then rounded once.
-            let block = |out: &mut [f64]| {
-                match a.cpu_data() {
-                    CpuData::F32(v) => contiguous_block(v, *o, (outer, r, inner), out),
-                    CpuData::F64(v) => contiguous_block(v, *o, (outer, r, inner), out),
-                    _ => return None,
-                }
-                Some(from_f64(dtype, out))
+            let done = match a.cpu_data() {
+                CpuData::F32(v) => Some(with_scratch(outer * inner, |out: &mut [f64]| {
+                    contiguous_block(v, *o, (outer, r, inner), out);
+                    from_f64(dtype, out)
+                })),
+                CpuData::F64(v) => Some(with_scratch(outer * inner, |out: &mut [f64]| {
+                    contiguous_block(v, *o, (outer, r, inner), out);
+                    from_f64(dtype, out)
+                })),
+                _ => None,
             };
-            let done = with_scratch(outer * inner, block);
             if let Some(d) = done {
                 return Ok(d);
             }
