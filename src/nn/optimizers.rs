@@ -123,7 +123,7 @@ pub struct PiecewiseConstantDecay {
 }
 
 impl PiecewiseConstantDecay {
-    /// The schedule, or [`Error::Arg`] when `values` does not have one more
+    /// The schedule, or [`Error::InvalidArgument`] when `values` does not have one more
     /// entry than `boundaries` or the boundaries do not increase.
     pub fn new(boundaries: Vec<u64>, values: Vec<f64>) -> Result<PiecewiseConstantDecay> {
         if values.len() != boundaries.len() + 1 {
