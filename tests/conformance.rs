@@ -57,7 +57,7 @@ fn unary() {
     }
 }
 
-const SHAPE_PAIRS: [(&[usize], &[usize]); 17] = [
+const SHAPE_PAIRS: [(&[usize], &[usize]); 19] = [
     (&[5], &[2, 3, 5]),
     (&[1, 4], &[3, 4]),
     (&[3, 4], &[3, 4]),
@@ -78,6 +78,10 @@ const SHAPE_PAIRS: [(&[usize], &[usize]); 17] = [
     (&[2, 3, 5], &[1]),
     (&[1, 3, 1], &[2, 3, 4]),
     (&[3, 0], &[3, 1]),
+    // Broadcasts over several workgroups, 4 elements per invocation with a
+    // partial last run: a row of 7 and a column of 1031 values.
+    (&[1031, 7], &[7]),
+    (&[1031, 1], &[1031, 7]),
 ];
 
 #[test]

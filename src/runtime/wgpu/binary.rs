@@ -113,6 +113,13 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         ),
         _ => unreachable!(),
     };
+    // `binary` takes BINARY_RUN (4) elements per invocation in the
+    // broadcast modes 2 to 5 (shaders/binary.wgsl).
+    let per = if entry == "binary" && (2..=5).contains(&mode) {
+        4
+    } else {
+        1
+    };
     g.launch(&Launch {
         kernel: &BINARY,
         entry,
@@ -120,7 +127,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         consts: &[("OP", code as f64), ("MODE", mode as f64)],
         params: ParamBlock::of(&params),
         bufs: &bufs,
-        groups: grid(n, 256),
+        groups: grid(n.div_ceil(per), 256),
     })?;
     Ok(y)
 }
