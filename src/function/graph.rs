@@ -397,11 +397,11 @@ impl Graph {
             Some(a) => {
                 let mut a = a.lock().unwrap_or_else(|p| p.into_inner());
                 a.reset_counts();
-                let ran = a.serve(|| self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready));
+                let ran = a.serve(|| self.run_nodes(&mut vals, &mut root, observe, &ctx, &out_at, ready));
                 a.trim();
                 ran
             }
-            None => self.finish(&mut vals, &mut root, observe, &ctx, &out_at, ready),
+            None => self.run_nodes(&mut vals, &mut root, observe, &ctx, &out_at, ready),
         };
         let out = ran?;
         let recorded = ctx.recorded();
@@ -413,35 +413,10 @@ impl Graph {
         Ok(out)
     }
 
-    /// Runs the nodes, assigns the variables and gives the outputs; every
-    /// other result, and a variable's old value, is released (on the CPU
-    /// device, to the graph's arena).
-    fn finish(
-        &self,
-        vals: &mut [Option<Tensor>],
-        root: &mut [usize],
-        observe: bool,
-        ctx: &ExecContext,
-        out_at: &[Vec<usize>],
-        ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
-    ) -> Result<Vec<Tensor>> {
-        self.run_nodes(vals, root, observe, ctx, out_at, ready)?;
-        for (var, v) in &self.assigns {
-            release(var.replace_raw(vals[*v].clone().expect("assigned values are computed")));
-        }
-        let out = self
-            .outputs
-            .iter()
-            .map(|v| vals[*v].clone().expect("outputs are computed"))
-            .collect();
-        for t in vals.iter_mut().filter_map(Option::take) {
-            release(t);
-        }
-        Ok(out)
-    }
-
-    /// Runs every node on `vals` (sources filled in), dropping results
-    /// after their last use; with `observe`, notes which results are views.
+    /// Runs every node on `vals` (sources filled in), assigns the variables
+    /// and gives the outputs. Results are released after their last use,
+    /// the rest and a variable's old value at the end (on the CPU device,
+    /// to the graph's arena); with `observe`, notes which results are views.
     fn run_nodes(
         &self,
         vals: &mut [Option<Tensor>],
@@ -450,7 +425,7 @@ impl Graph {
         ctx: &ExecContext,
         out_at: &[Vec<usize>],
         ready: &mut dyn FnMut(usize, &Tensor) -> Result<()>,
-    ) -> Result<()> {
+    ) -> Result<Vec<Tensor>> {
         let runs = self.runs;
         for (i, node) in self.nodes.iter().enumerate() {
             let take = |v: &usize| vals[*v].clone().expect("graph values are computed before use");
@@ -495,12 +470,22 @@ impl Graph {
             for &v in node.inputs().iter().chain(&outputs) {
                 if self.last_use[v] == i {
                     if let Some(t) = vals[v].take() {
-                        release(t);
+                        t.recycle();
                     }
                 }
             }
         }
-        Ok(())
+        for (var, v) in &self.assigns {
+            var.replace_raw(vals[*v].clone().expect("assigned values are computed"))
+                .recycle();
+        }
+        let out = self
+            .outputs
+            .iter()
+            .map(|v| vals[*v].clone().expect("outputs are computed"))
+            .collect();
+        vals.iter_mut().filter_map(Option::take).for_each(Tensor::recycle);
+        Ok(out)
     }
 
     /// Bytes of value `v` as a buffer holds them.
@@ -556,12 +541,6 @@ impl Graph {
             params,
         }))
     }
-}
-
-/// Drops a result; on the CPU device its buffer, when nothing else holds
-/// it, goes to the arena of the graph running on this thread.
-fn release(t: Tensor) {
-    t.recycle();
 }
 
 /// A trace's recording as a [`GraphDef`] and what it refers to here.

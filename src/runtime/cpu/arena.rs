@@ -105,7 +105,8 @@ impl Arena {
             .get_mut(&(dtype, n))
             .and_then(Vec::pop)
             .map(poison)
-            .and_then(|d| unwrap::<T>(d).ok());
+            .and_then(|d| unwrap::<T>(d).ok())
+            .filter(|v| v.len() == n);
         match got {
             Some(_) => self.reused += 1,
             None => self.fresh += 1,
