@@ -103,6 +103,11 @@ run)
         for v in tiled wide cooperative cooperative_wide; do
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v $b/kernels matmul
         done
+        # The same kernels built without wgpu's runtime checks (the default
+        # run above times both builds of each where it tunes).
+        for v in wide cooperative_wide; do
+            step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v WGFLOW_GEMM_CHECKS=off $b/kernels matmul
+        done
         step 40 python3 benches/torch_matmul.py
         # The GEMM kernels' conformance first, the rest of it later.
         step 90 $b/conformance matmul conv cooperative --test-threads=8

@@ -14,7 +14,9 @@ use wgflow::ops::conv::Conv2d;
 use wgflow::ops::pool::Pool2d;
 use wgflow::ops::reduce::ReduceOp;
 use wgflow::ops::unary::UnaryOp;
-use wgflow::runtime::wgpu::{GemmVariant, force_cpu_style_kernels, force_gemm_variant, pretend_cooperative_matrix};
+use wgflow::runtime::wgpu::{
+    GemmChecks, GemmVariant, force_cpu_style_kernels, force_gemm_checks, force_gemm_variant, pretend_cooperative_matrix,
+};
 use wgflow::{DType, Padding, Tensor};
 
 const FLOATS: [DType; 2] = [DType::F32, DType::F16];
@@ -670,6 +672,35 @@ fn matmul() {
         }
     }
     force_gemm_variant(GemmVariant::Auto);
+}
+
+/// Every GEMM kernel again, built without wgpu's runtime checks (what
+/// `WGFLOW_GEMM_CHECKS=off` runs, and autotuning times on Vulkan GPUs).
+#[test]
+fn matmul_unchecked() {
+    force_gemm_checks(GemmChecks::Off);
+    for v in [
+        GemmVariant::Tiled,
+        GemmVariant::Wide,
+        GemmVariant::Register,
+        GemmVariant::Subgroup,
+        GemmVariant::Cooperative,
+        GemmVariant::CooperativeWide,
+    ] {
+        let (mut s, dts) = forced_gemm("matmul unchecked", v);
+        matmul_cases(&mut s, dts);
+    }
+    force_gemm_variant(GemmVariant::Auto);
+    // The plan names the unchecked build.
+    for d in gpus() {
+        let a = randn(&[8, 8], 1, DType::F32).to_device(&d).unwrap();
+        let args = [a.clone(), a];
+        let mut t = wgflow::function::Traced::new("unchecked");
+        t.call(&args, |x| Ok(vec![x[0].matmul(&x[1])?])).unwrap();
+        let plan = t.graph(&args).unwrap().describe();
+        assert!(plan.contains("_unchecked::"), "{d}: {plan}");
+    }
+    force_gemm_checks(GemmChecks::Auto);
 }
 
 /// Forces GEMM kernel `v` for `op`'s cases: the suite and the dtypes to

@@ -226,6 +226,11 @@ fn bad_selections_are_errors_listing_the_valid_devices() {
     let (_, _, error, _) = probe(&[("WGFLOW_GEMM", "fastest")]);
     let e = error.expect("bad GEMM kernel");
     assert!(e.contains("WGFLOW_GEMM") && e.contains("cooperative"), "{e}");
+    let (_, _, error, _) = probe(&[("WGFLOW_GEMM_CHECKS", "never")]);
+    let e = error.expect("bad GEMM checks");
+    assert!(e.contains("WGFLOW_GEMM_CHECKS") && e.contains("auto, on, off"), "{e}");
+    let (_, _, error, _) = probe(&[("WGFLOW_GEMM_CHECKS", "off")]);
+    assert_eq!(error, None);
     let (_, _, error, _) = probe(&[("WGFLOW_DETERMINISTIC_OPS", "yes")]);
     let e = error.expect("bad determinism flag");
     assert!(e.contains("WGFLOW_DETERMINISTIC_OPS") && e.contains("true"), "{e}");
@@ -355,7 +360,12 @@ fn gemms_are_autotuned_unless_forced_or_deterministic() {
             let tuned = plan.contains("(autotuned: ");
             assert_eq!(tuned, tunes && choice, "{env:?}: {plan}");
             if tuned {
-                assert_eq!(plan.matches(" ms").count(), 2, "{plan}");
+                // Two kernels, and on Vulkan each also built without
+                // wgpu's runtime checks (GemmChecks::Auto).
+                let builds = if p.backend == "Vulkan" { 2 } else { 1 };
+                assert_eq!(plan.matches(" ms").count(), 2 * builds, "{plan}");
+                let times = plan.split("(autotuned: ").nth(1).unwrap_or_default();
+                assert_eq!(times.matches(" unchecked ").count(), 2 * (builds - 1), "{plan}");
             }
             assert!(!plan.contains("on first run"), "{plan}");
         }

@@ -190,6 +190,7 @@ fn generated_kernel(src: String) -> Result<Arc<Kernel>> {
         types: &[KType::F32],
         params: &[],
         enables: &[],
+        checked: true,
     });
     k.validate(KType::F32)?;
     cache.made += 1;

@@ -331,6 +331,15 @@ impl Settings {
                 ),
             ));
         }
+        if let Some(v) = var("WGFLOW_GEMM_CHECKS").filter(|v| super::wgpu::GemmChecks::parse(v).is_none()) {
+            return Err(Error::arg(
+                "WGFLOW_GEMM_CHECKS",
+                format!(
+                    "{v:?} is not a setting; valid values: [{}]",
+                    super::wgpu::GemmChecks::NAMES
+                ),
+            ));
+        }
         Ok(Settings {
             visible: var("WGFLOW_VISIBLE_DEVICES"),
             default: var("WGFLOW_DEVICE"),

@@ -35,6 +35,7 @@
 //! (`cpu/conv.rs`).
 
 use super::memory::GpuBuf;
+use super::tune::Choice;
 use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, grid, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -219,7 +220,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
         }
         Ok(())
     };
-    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], |e, eager| {
+    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], dst, |e, eager| {
         run(eager, e == "gemm_coop")
     })? {
         Some(entry) => run(gd, entry == "gemm_coop")?,
@@ -239,6 +240,7 @@ fn tuned(
     op: &'static str,
     dtype: DType,
     dims: [usize; 4],
+    out: &GpuBuf,
     run: impl Fn(&'static str, &Gpu) -> Result<()>,
 ) -> Result<Option<&'static str>> {
     if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims)) {
@@ -246,11 +248,14 @@ fn tuned(
     }
     let mut candidates = Vec::new();
     if gd.gemm_coop(dtype, op)? {
-        candidates.push("gemm_coop");
+        candidates.push(Choice::checked("gemm_coop"));
     }
-    candidates.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
+    candidates.push(Choice::checked(
+        super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0,
+    ));
     let class = implicit_class(op, dtype, dims);
-    Ok(super::tune::pick(gd, class, &candidates, run)?.map(|t| t.entry))
+    let run = |c: Choice, eager: &Gpu| run(c.entry, eager);
+    Ok(super::tune::pick(gd, class, &candidates, (out, dtype), run)?.map(|t| t.choice.entry))
 }
 
 /// The shape class of an implicit GEMM of `dims` (m, n, k, batch).

@@ -40,8 +40,8 @@
 //! (the `gemm` crate) in [`crate::runtime::cpu`] (`cpu/matmul.rs`).
 
 use super::memory::GpuBuf;
-use super::tune::{self, GemmClass, Tuned};
-use super::{Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
+use super::tune::{self, Choice, GemmClass, Tuned};
+use super::{GemmChecks, Gpu, GpuDevice, KType, Kernel, Launch, ParamBlock, ParamsLayout, chunks, ktype};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::matmul::*;
@@ -49,58 +49,82 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static MATMUL: Kernel = Kernel::new(
-    "matmul",
-    &[
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/matmul.wgsl"),
-    ],
-    &[KType::F32, KType::F16],
-    &[ParamsLayout::of::<MatmulParams>()],
-);
+const GEMM_SRC: [&str; 2] = [
+    include_str!("../../../shaders/gemm.wgsl"),
+    include_str!("../../../shaders/matmul.wgsl"),
+];
+const SG_SRC: [&str; 3] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/matmul_subgroup.wgsl"),
+];
+const COOP_SRC: [&str; 3] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/gemm_coop.wgsl"),
+];
+const COOP_WIDE_SRC: [&str; 3] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/gemm_coop_wide.wgsl"),
+];
+const BOTH: &[KType] = &[KType::F32, KType::F16];
+const MATMUL_PARAMS: &[ParamsLayout] = &[ParamsLayout::of::<MatmulParams>()];
+const COOP: &[&str] = &["wgpu_cooperative_matrix"];
+
+pub static MATMUL: Kernel = Kernel::new("matmul", &GEMM_SRC, BOTH, MATMUL_PARAMS);
 
 /// MATMUL plus `matmul_sg`, which needs `Features::SUBGROUP`: a module of
 /// its own so that adapters without subgroups never compile it.
-pub static MATMUL_SG: Kernel = Kernel::new(
-    "matmul_subgroup",
-    &[
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/matmul.wgsl"),
-        include_str!("../../../shaders/matmul_subgroup.wgsl"),
-    ],
-    &[KType::F32, KType::F16],
-    &[ParamsLayout::of::<MatmulParams>()],
-);
+pub static MATMUL_SG: Kernel = Kernel::new("matmul_subgroup", &SG_SRC, BOTH, MATMUL_PARAMS);
 
 /// MATMUL's operand functions with the tensor-core entry point `gemm_coop`
 /// (f16 only): a module of its own so that adapters without
 /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` never compile it.
-pub static MATMUL_COOP: Kernel = Kernel::enabling(
-    "matmul_coop",
-    &[
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/matmul.wgsl"),
-        include_str!("../../../shaders/gemm_coop.wgsl"),
-    ],
-    &[KType::F16],
-    &[ParamsLayout::of::<MatmulParams>()],
-    &["wgpu_cooperative_matrix"],
-);
+pub static MATMUL_COOP: Kernel = Kernel::enabling("matmul_coop", &COOP_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
 
 /// MATMUL's operand functions with the 128x128-tile tensor-core entry
 /// point `gemm_coop_wide` (f16 only; see
 /// [`GemmVariant::CooperativeWide`](super::GemmVariant::CooperativeWide)).
-pub static MATMUL_COOP_WIDE: Kernel = Kernel::enabling(
-    "matmul_coop_wide",
-    &[
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/matmul.wgsl"),
-        include_str!("../../../shaders/gemm_coop_wide.wgsl"),
-    ],
+pub static MATMUL_COOP_WIDE: Kernel =
+    Kernel::enabling("matmul_coop_wide", &COOP_WIDE_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
+
+// The same four built without wgpu's runtime checks (see
+// `Kernel::checked` and `GemmChecks`).
+static MATMUL_UNCHECKED: Kernel = Kernel::unchecked("matmul_unchecked", &GEMM_SRC, BOTH, MATMUL_PARAMS, &[]);
+static MATMUL_SG_UNCHECKED: Kernel = Kernel::unchecked("matmul_subgroup_unchecked", &SG_SRC, BOTH, MATMUL_PARAMS, &[]);
+static MATMUL_COOP_UNCHECKED: Kernel =
+    Kernel::unchecked("matmul_coop_unchecked", &COOP_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
+static MATMUL_COOP_WIDE_UNCHECKED: Kernel = Kernel::unchecked(
+    "matmul_coop_wide_unchecked",
+    &COOP_WIDE_SRC,
     &[KType::F16],
-    &[ParamsLayout::of::<MatmulParams>()],
-    &["wgpu_cooperative_matrix"],
+    MATMUL_PARAMS,
+    COOP,
 );
+
+/// The kernel (module) that holds `c`'s entry point, checked or not.
+fn module(c: Choice) -> &'static Kernel {
+    match (c.entry, c.unchecked) {
+        ("matmul_sg", false) => &MATMUL_SG,
+        ("matmul_sg", true) => &MATMUL_SG_UNCHECKED,
+        ("gemm_coop", false) => &MATMUL_COOP,
+        ("gemm_coop", true) => &MATMUL_COOP_UNCHECKED,
+        ("gemm_coop_wide" | "gemm_coop_direct", false) => &MATMUL_COOP_WIDE,
+        ("gemm_coop_wide" | "gemm_coop_direct", true) => &MATMUL_COOP_WIDE_UNCHECKED,
+        (_, false) => &MATMUL,
+        (_, true) => &MATMUL_UNCHECKED,
+    }
+}
+
+/// `entry` as an untuned product runs it: unchecked only where
+/// `WGFLOW_GEMM_CHECKS=off` (or a test) says so.
+fn untuned(entry: &'static str) -> Choice {
+    Choice {
+        entry,
+        unchecked: super::gemm_checks() == GemmChecks::Off,
+    }
+}
 
 /// Products with int8 weights (`Op::MatMulInt8`, and `Op::Conv2dInt8`'s
 /// patch matrices): the GEMM core's `gemm` with matmul_int8.wgsl's
@@ -245,13 +269,13 @@ impl GemmLaunch<'_> {
             return Ok(());
         }
         if let Some(t) = self.tuned(g, dtype)? {
-            return self.run(g, dtype, t.entry);
+            return self.run(g, dtype, t.choice);
         }
         g.with_coop(dtype, "matmul", |coop| {
             if coop {
-                self.run(g, dtype, coop_entry(g, self.direct())?)
+                self.run(g, dtype, untuned(coop_entry(g, self.direct())?))
             } else {
-                self.run(g, dtype, plain_entry(g, self.m, self.n, self.batch)?)
+                self.run(g, dtype, untuned(plain_entry(g, self.m, self.n, self.batch)?))
             }
         })
     }
@@ -261,14 +285,16 @@ impl GemmLaunch<'_> {
         if !tune::tunable(g.gemm_forced(), tune::flops([self.m, self.n, self.k, self.batch])) {
             return Ok(None);
         }
-        let run = |e, eager: &Gpu| self.run(eager, dtype, e);
-        tune::pick(g, self.class(dtype), &candidates(g, dtype, self.direct())?, run)
+        let run = |c, eager: &Gpu| self.run(eager, dtype, c);
+        let candidates = candidates(g, dtype, self.direct())?;
+        tune::pick(g, self.class(dtype), &candidates, (self.c, dtype), run)
     }
 
-    /// Runs the product on `entry`'s kernel.
-    fn run(&self, g: &Gpu, dtype: DType, entry: &'static str) -> Result<()> {
+    /// Runs the product on `choice`'s kernel.
+    fn run(&self, g: &Gpu, dtype: DType, choice: Choice) -> Result<()> {
+        let entry = choice.entry;
         if !matches!(entry, "matmul_sg" | "matmul_reg") {
-            return self.dispatch(g, dtype, entry, false, 0);
+            return self.dispatch(g, dtype, choice, false, 0);
         }
         // The register kernels spread columns over SIMD lanes, 64 or 128 per
         // workgroup: for a narrow C they compute C^T = B^T A^T instead.
@@ -288,10 +314,10 @@ impl GemmLaunch<'_> {
                 sc: self.m * self.n,
                 ..t
             };
-            plan.dispatch(g, dtype, entry, flip, kc)?;
+            plan.dispatch(g, dtype, choice, flip, kc)?;
             return super::reduce::sum_slices(g, &part, self.c, splits, self.m * self.n, dtype);
         }
-        t.dispatch(g, dtype, entry, flip, 0)
+        t.dispatch(g, dtype, choice, flip, 0)
     }
 
     /// Whether this product can run `gemm_coop_direct` (see [`direct`]).
@@ -349,14 +375,15 @@ impl GemmLaunch<'_> {
         }
     }
 
-    fn dispatch(&self, g: &Gpu, dtype: DType, entry: &'static str, tc: bool, kc: usize) -> Result<()> {
+    fn dispatch(&self, g: &Gpu, dtype: DType, choice: Choice, tc: bool, kc: usize) -> Result<()> {
         // Shape classes keep direct and other products apart, so this is
-        // only a guard: gemm_coop_direct reads every tile unchecked.
-        let entry = if entry == "gemm_coop_direct" && !self.direct() {
+        // only a guard: gemm_coop_direct reads every tile unguarded.
+        let entry = if choice.entry == "gemm_coop_direct" && !self.direct() {
             "gemm_coop_wide"
         } else {
-            entry
+            choice.entry
         };
+        let kernel = module(Choice { entry, ..choice });
         let (vec_a, vec_b) = self.vec_flags();
         let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
@@ -401,12 +428,7 @@ impl GemmLaunch<'_> {
                 ty0: u(y0),
             };
             g.launch(&Launch {
-                kernel: match entry {
-                    "matmul_sg" => &MATMUL_SG,
-                    "gemm_coop" => &MATMUL_COOP,
-                    "gemm_coop_wide" | "gemm_coop_direct" => &MATMUL_COOP_WIDE,
-                    _ => &MATMUL,
-                },
+                kernel,
                 entry,
                 ty: ktype(dtype),
                 consts: &[],
@@ -474,8 +496,10 @@ fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'stat
 
 /// The kernels a strided GEMM of `dtype` can run on `g`, for autotuning:
 /// `gemm_coop` where it would run by default, then the tiled kernels on
-/// GPUs or the register kernels on CPU adapters.
-pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Vec<&'static str>> {
+/// GPUs or the register kernels on CPU adapters; each built with wgpu's
+/// runtime checks and, on Vulkan (where the driver's robust buffer access
+/// guards storage buffers), also without them, as [`GemmChecks`] says.
+pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Vec<Choice>> {
     let mut c = Vec::new();
     if g.gemm_coop(dtype, "matmul")? {
         c.push("gemm_coop");
@@ -490,7 +514,16 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
     } else {
         c.push("matmul_reg");
     }
-    Ok(c)
+    let both = g.info.backend == wgpu::Backend::Vulkan;
+    let builds: &[bool] = match super::gemm_checks() {
+        GemmChecks::On => &[false],
+        GemmChecks::Off => &[true],
+        GemmChecks::Auto if both => &[false, true],
+        GemmChecks::Auto => &[false],
+    };
+    Ok(c.into_iter()
+        .flat_map(|entry| builds.iter().map(move |&unchecked| Choice { entry, unchecked }))
+        .collect())
 }
 
 /// The GEMM kernel `op` (a matmul or a float convolution) with inputs of
@@ -509,28 +542,24 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             t,
             vec_flags([m, n, k], t, ld, s),
         );
-        let (entry, detail) = match g.tuner.get(&class) {
-            Some(tuned) => (Some(tuned.entry), tuned.describe()),
+        let (choice, detail) = match g.tuner.get(&class) {
+            Some(tuned) => (Some(tuned.choice), tuned.describe()),
             None => {
-                let entry = gemm_entry(g, [m, n, batch], direct, dtype).ok();
+                let choice = gemm_entry(g, [m, n, batch], direct, dtype).ok().map(untuned);
                 let pending = match candidates(g, dtype, direct) {
                     Ok(c) if c.len() > 1 && tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch])) => {
                         " (autotuned on first run)"
                     }
                     _ => "",
                 };
-                (
-                    entry,
-                    format!("{}{pending}", entry.unwrap_or("error: forced kernel unavailable")),
-                )
+                let detail = match choice {
+                    Some(c) => format!("{c}{pending}"),
+                    None => "error: forced kernel unavailable".to_string(),
+                };
+                (choice, detail)
             }
         };
-        let kernel = match entry {
-            Some("gemm_coop") => "matmul_coop",
-            Some("gemm_coop_wide" | "gemm_coop_direct") => "matmul_coop_wide",
-            Some("matmul_sg") => "matmul_subgroup",
-            _ => "matmul",
-        };
+        let kernel = choice.map_or("matmul", |c| module(c).name.as_ref());
         (kernel, detail)
     };
     match op {
@@ -562,7 +591,11 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             let (_, [gm, gn, k], splits) = super::conv::implicit_gemm(op, &geom);
             let class = super::conv::implicit_class(op.name(), dtype, [gm, gn, k, geom.g * splits]);
             if let Some(t) = g.tuner.get(&class) {
-                let kernel = if t.entry == "gemm_coop" { "conv_coop" } else { "conv" };
+                let kernel = if t.choice.entry == "gemm_coop" {
+                    "conv_coop"
+                } else {
+                    "conv"
+                };
                 return Some(format!("{kernel}::{}", t.describe()));
             }
             Some(match g.gemm_coop(dtype, op.name()) {

@@ -184,6 +184,13 @@ pub struct Kernel {
     /// WGSL `enable` directives beyond the type prelude's (they must come
     /// before every declaration): `"wgpu_cooperative_matrix"`.
     pub enables: &'static [&'static str],
+    /// Whether wgpu adds its runtime checks (index clamps on workgroup and
+    /// function arrays, loop counters that bound every loop). `false` only
+    /// for GEMM kernels whose indexes are in range by construction and whose
+    /// loops end: their inner loops then compile as written (see
+    /// [`GemmChecks`]). Storage buffers stay guarded by the driver's robust
+    /// buffer access either way.
+    pub checked: bool,
 }
 
 impl Kernel {
@@ -213,6 +220,28 @@ impl Kernel {
             types,
             params,
             enables,
+            checked: true,
+        }
+    }
+
+    /// A GEMM kernel built without wgpu's runtime checks (see
+    /// [`Kernel::checked`]): the unchecked twin of a checked kernel of the
+    /// same sources.
+    pub(crate) const fn unchecked(
+        name: &'static str,
+        sources: &'static [&'static str],
+        types: &'static [KType],
+        params: &'static [ParamsLayout],
+        enables: &'static [&'static str],
+    ) -> Kernel {
+        Kernel {
+            name: Cow::Borrowed(name),
+            sources,
+            generated: None,
+            types,
+            params,
+            enables,
+            checked: false,
         }
     }
 
@@ -320,6 +349,41 @@ pub enum GemmVariant {
     /// what `Auto` picks for f16 matmuls there, autotuned against the
     /// others for large ones.
     CooperativeWide,
+}
+
+/// Whether GEMM kernels run with wgpu's runtime checks (see
+/// [`Kernel::checked`]): `WGFLOW_GEMM_CHECKS`.
+///
+/// Without them, naga leaves out the clamp on every workgroup-array index
+/// and the counter it adds to every loop, which keep a driver from
+/// unrolling the inner loops of a GEMM as written. Storage buffers stay
+/// guarded by the driver's robust buffer access either way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmChecks {
+    /// On Vulkan adapters autotuning times each GEMM kernel both ways and
+    /// keeps the faster (on llvmpipe the unchecked `matmul_sg` is about
+    /// 1.3x faster); products that are not tuned (small ones, forced
+    /// kernels, op determinism) and other backends run checked.
+    Auto,
+    /// Every GEMM kernel checked.
+    On,
+    /// Every GEMM kernel that has an unchecked build runs it.
+    Off,
+}
+
+impl GemmChecks {
+    /// The values [`GemmChecks::parse`] takes, for messages.
+    pub const NAMES: &'static str = "auto, on, off";
+
+    /// Parses `WGFLOW_GEMM_CHECKS`'s values (see [`GemmChecks::NAMES`]).
+    pub fn parse(s: &str) -> Option<GemmChecks> {
+        Some(match s.trim().to_ascii_lowercase().as_str() {
+            "" | "auto" => GemmChecks::Auto,
+            "on" | "1" | "true" => GemmChecks::On,
+            "off" | "0" | "false" => GemmChecks::Off,
+            _ => return None,
+        })
+    }
 }
 
 impl GemmVariant {
@@ -475,6 +539,7 @@ impl Gpu<'_> {
 
 thread_local! {
     static GEMM_OVERRIDE: std::cell::Cell<GemmVariant> = const { std::cell::Cell::new(GemmVariant::Auto) };
+    static CHECKS_OVERRIDE: std::cell::Cell<GemmChecks> = const { std::cell::Cell::new(GemmChecks::Auto) };
     static STYLE_OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     static PRETEND_COOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
@@ -521,6 +586,29 @@ static GEMM_ENV: std::sync::LazyLock<GemmVariant> = std::sync::LazyLock::new(|| 
 pub fn force_gemm_variant(v: GemmVariant) {
     GEMM_OVERRIDE.with(|c| c.set(v));
 }
+
+/// Forces GEMM kernels launched from this thread to run with wgpu's runtime
+/// checks (`On`) or without (`Off`); `Auto` leaves it to `WGFLOW_GEMM_CHECKS`
+/// and autotuning. Tests use it to prove both builds.
+#[cfg(feature = "testing")]
+pub fn force_gemm_checks(v: GemmChecks) {
+    CHECKS_OVERRIDE.with(|c| c.set(v));
+}
+
+/// The GEMM checks forced for this thread, else by `WGFLOW_GEMM_CHECKS`,
+/// else `Auto`.
+pub(crate) fn gemm_checks() -> GemmChecks {
+    match CHECKS_OVERRIDE.with(|c| c.get()) {
+        GemmChecks::Auto => *CHECKS_ENV,
+        v => v,
+    }
+}
+
+/// `WGFLOW_GEMM_CHECKS`, read once (`config` turns an unknown value into an
+/// error at the first device lookup).
+static CHECKS_ENV: std::sync::LazyLock<GemmChecks> = std::sync::LazyLock::new(|| {
+    GemmChecks::parse(&std::env::var("WGFLOW_GEMM_CHECKS").unwrap_or_default()).unwrap_or(GemmChecks::Auto)
+});
 
 /// Turns the upload staging ring off (`false`: every upload goes through
 /// wgpu's `write_buffer`) or back on, for the whole process: benchmarks
@@ -1221,10 +1309,24 @@ impl GpuDevice {
             immediate_size: 0,
         });
         // The module naga already parsed and validated goes to wgpu as IR.
-        let sm = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(&name),
             source: wgpu::ShaderSource::Naga(std::borrow::Cow::Owned(module)),
-        });
+        };
+        let sm = if l.kernel.checked {
+            self.device.create_shader_module(desc)
+        } else {
+            let mut checks = wgpu::ShaderRuntimeChecks::checked();
+            checks.bounds_checks = false;
+            checks.force_loop_bounding = false;
+            // SAFETY: only the GEMM kernels are built unchecked
+            // (`Kernel::unchecked`): every workgroup- and function-array
+            // index in them is in range by construction (tile offsets
+            // below the tile's size), and every loop counts up to a bound
+            // it reaches (k or a constant, both far below u32::MAX). Storage
+            // buffers keep the driver's robust buffer access.
+            unsafe { self.device.create_shader_module_trusted(desc, checks) }
+        };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
             label: Some(&name),
             layout: Some(&pl),

@@ -11,13 +11,22 @@
 //! since then every process must pick the same kernel: different kernels
 //! sum in different orders, so the last bits of a result may differ.
 //!
+//! A candidate is an entry point built with wgpu's runtime checks or,
+//! on Vulkan, also without them ([`super::GemmChecks`]).
+//!
 //! The candidates run on the product's own operands and output (each
-//! writes all of it, the chosen one last), outside any graph recording,
+//! writes all of it, and the caller then launches the choice), outside any graph recording,
 //! after the device has finished earlier work; each is timed with the
 //! wall clock around a submission it waits for, the best of a few runs,
 //! a run repeating the launch until it lasts about 2 ms (so that on a fast
 //! GPU the kernels, not the submission, decide).
+//!
+//! Before it is timed, each candidate's result is compared with the
+//! reference candidate's (the plain tiled or register kernel, checked):
+//! one that disagrees beyond rounding is left out with a warning, so that
+//! a kernel a driver miscompiles never becomes a class's choice.
 
+use super::memory::GpuBuf;
 use super::{ExecContext, Gpu, GpuDevice};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -101,22 +110,51 @@ impl GemmClass {
     }
 }
 
+/// A GEMM kernel a product can run: an entry point, built with wgpu's
+/// runtime checks or without them (see [`super::Kernel::checked`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Choice {
+    pub entry: &'static str,
+    pub unchecked: bool,
+}
+
+impl Choice {
+    /// `entry`, checked.
+    pub(crate) fn checked(entry: &'static str) -> Choice {
+        Choice {
+            entry,
+            unchecked: false,
+        }
+    }
+}
+
+impl std::fmt::Display for Choice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.entry)?;
+        if self.unchecked {
+            f.write_str(" unchecked")?;
+        }
+        Ok(())
+    }
+}
+
 /// A class's choice and what each candidate took (best run, seconds).
 #[derive(Clone, Debug)]
 pub(crate) struct Tuned {
-    pub entry: &'static str,
-    pub times: Vec<(&'static str, f64)>,
+    pub choice: Choice,
+    pub times: Vec<(Choice, f64)>,
 }
 
 impl Tuned {
-    /// `"matmul_wide (autotuned: gemm 3.10 ms, matmul_wide 2.20 ms)"`.
+    /// `"matmul_wide (autotuned: gemm 3.10 ms, matmul_wide 2.20 ms)"`; an
+    /// unchecked build reads `"matmul_wide unchecked"`.
     pub(crate) fn describe(&self) -> String {
         let times: Vec<String> = self
             .times
             .iter()
             .map(|(e, s)| format!("{e} {:.3} ms", s * 1e3))
             .collect();
-        format!("{} (autotuned: {})", self.entry, times.join(", "))
+        format!("{} (autotuned: {})", self.choice, times.join(", "))
     }
 }
 
@@ -158,18 +196,21 @@ pub(crate) fn tunable(forced: bool, flops: u64) -> bool {
 }
 
 /// The kernel for `class` on `g`: the cached choice, else each candidate
-/// timed through `run(entry, eager)`, which launches it on the product's
-/// own buffers through `eager`, a `Gpu` outside the caller's graph
-/// recording (whose launches then stay as they would be untuned); `None`
-/// with fewer than two candidates. A candidate that fails to build or run is left out, and a
-/// cooperative-matrix kernel that fails to build is dropped on the device
-/// (as [`GpuDevice::with_coop`] does); `None` when none runs, so that the
+/// timed through `run(choice, eager)`, which launches it on the product's
+/// own buffers (its output `out`, of `dtype`) through `eager`, a `Gpu`
+/// outside the caller's graph recording (whose launches then stay as they
+/// would be untuned); `None` with fewer than two candidates. A candidate
+/// that fails to build or run, or whose result disagrees with the
+/// reference's ([`reference`]), is left out, and a cooperative-matrix
+/// kernel that fails to build is dropped on the device (as
+/// [`GpuDevice::with_coop`] does); `None` when none runs, so that the
 /// heuristic's kernel reports the error.
 pub(crate) fn pick(
     g: &Gpu,
     class: GemmClass,
-    candidates: &[&'static str],
-    run: impl Fn(&'static str, &Gpu) -> Result<()>,
+    candidates: &[Choice],
+    (out, dtype): (&GpuBuf, DType),
+    run: impl Fn(Choice, &Gpu) -> Result<()>,
 ) -> Result<Option<Arc<Tuned>>> {
     if candidates.len() < 2 {
         return Ok(None);
@@ -180,22 +221,48 @@ pub(crate) fn pick(
     }
     let ctx = ExecContext::eager();
     let eager = Gpu { dev, ctx: &ctx };
-    let run = |e| run(e, &eager);
+    let run = |c| run(c, &eager);
     // Earlier work stays out of the timings.
     dev.synchronize()?;
+    // The reference runs first: the others' results are compared with it.
+    let mut order = candidates.to_vec();
+    order.swap(0, reference(candidates));
+    let mut expected: Option<Vec<f32>> = None;
     let mut alive = Vec::new();
-    for &e in candidates {
+    for c in order {
         // The first run builds the pipeline: untimed.
-        match run(e).and_then(|_| dev.synchronize()) {
-            Ok(()) => alive.push((e, f64::INFINITY)),
-            Err(Error::ShaderCompilation { kernel, msg }) if e == "gemm_coop" => {
+        match run(c).and_then(|_| dev.synchronize()) {
+            Ok(()) => {}
+            Err(Error::ShaderCompilation { kernel, msg }) if c.entry == "gemm_coop" => {
                 dev.drop_coop(&kernel, &msg);
+                continue;
             }
-            Err(Error::ShaderCompilation { kernel, msg }) if matches!(e, "gemm_coop_wide" | "gemm_coop_direct") => {
+            Err(Error::ShaderCompilation { kernel, msg })
+                if matches!(c.entry, "gemm_coop_wide" | "gemm_coop_direct") =>
+            {
                 dev.drop_coop_wide(&kernel, &msg);
+                continue;
             }
-            Err(err) => log::debug!("{}: {e} left out of tuning {class:?}: {err}", dev.label),
+            Err(err) => {
+                log::debug!("{}: {c} left out of tuning {class:?}: {err}", dev.label);
+                continue;
+            }
         }
+        let got = read_floats(dev, out, dtype)?;
+        match &expected {
+            None => expected = Some(got),
+            Some(want) => {
+                if let Err(why) = agrees(want, &got, dtype) {
+                    log::warn!(
+                        "{}: GEMM kernel {c} disagrees with {} on {class:?} ({why}): left out",
+                        dev.label,
+                        alive.first().map_or(c, |&(r, _)| r)
+                    );
+                    continue;
+                }
+            }
+        }
+        alive.push((c, f64::INFINITY));
     }
     let Some(&(first, _)) = alive.first() else {
         return Ok(None);
@@ -203,18 +270,18 @@ pub(crate) fn pick(
     // A run of a fast product on a fast GPU is mostly submission and the
     // wait: time several launches in one submission so that the kernels
     // decide (as many as make the fastest candidate's run about 2 ms).
-    let time = |e: &'static str, reps: usize| -> Result<f64> {
+    let time = |c: Choice, reps: usize| -> Result<f64> {
         let t0 = Instant::now();
         for _ in 0..reps {
-            run(e)?;
+            run(c)?;
         }
         dev.synchronize()?;
         Ok(t0.elapsed().as_secs_f64() / reps as f64)
     };
     let mut reps = 1;
     for r in 0..RUNS {
-        for (e, best) in alive.iter_mut() {
-            *best = best.min(time(e, reps)?);
+        for (c, best) in alive.iter_mut() {
+            *best = best.min(time(*c, reps)?);
         }
         let fastest = alive.iter().map(|&(_, t)| t).fold(f64::INFINITY, f64::min);
         if r == 0 {
@@ -228,11 +295,96 @@ pub(crate) fn pick(
             }
         }
     }
-    let entry = alive
+    let choice = alive
         .iter()
         .min_by(|a, b| a.1.total_cmp(&b.1))
-        .map_or(first, |&(e, _)| e);
-    let tuned = Tuned { entry, times: alive };
+        .map_or(first, |&(c, _)| c);
+    let tuned = Tuned { choice, times: alive };
     log::debug!("{}: {class:?} -> {}", dev.label, tuned.describe());
     Ok(Some(dev.tuner.put(class, tuned)))
+}
+
+/// The candidate the others are checked against: the plain tiled kernel
+/// (`gemm`) or the register kernel, checked, where listed, else the first.
+fn reference(candidates: &[Choice]) -> usize {
+    candidates
+        .iter()
+        .position(|c| !c.unchecked && matches!(c.entry, "gemm" | "matmul_reg"))
+        .unwrap_or(0)
+}
+
+/// `out` read back as f32s (f16 widened).
+fn read_floats(dev: &GpuDevice, out: &GpuBuf, dtype: DType) -> Result<Vec<f32>> {
+    let bytes = dev.finish_read(dev.start_read(&[out], &[])?)?.pop().unwrap_or_default();
+    Ok(match dtype {
+        DType::F16 => bytes
+            .chunks_exact(2)
+            .map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32())
+            .collect(),
+        _ => bytes
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect(),
+    })
+}
+
+/// Whether `got` matches `want` up to the rounding two GEMM kernels that
+/// sum in different orders may differ by: within 1e-3 (f32) or 1e-2 (f16)
+/// of the largest finite |want|, and non-finite exactly where `want` is
+/// (NaNs anywhere where `want` has one). Else what differs, for the warning.
+fn agrees(want: &[f32], got: &[f32], dtype: DType) -> std::result::Result<(), String> {
+    if want.len() != got.len() {
+        return Err(format!("{} values against {}", got.len(), want.len()));
+    }
+    let scale = want.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let tol = scale * if dtype == DType::F16 { 1e-2 } else { 1e-3 };
+    for (i, (&w, &x)) in want.iter().zip(got).enumerate() {
+        let ok = if w.is_nan() {
+            true
+        } else if w.is_finite() {
+            (x - w).abs() <= tol
+        } else {
+            x == w
+        };
+        if !ok {
+            return Err(format!(
+                "element {i}: {x} where the reference gives {w}, largest |value| {scale}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn candidates_agree_up_to_rounding_only() {
+        let want = [1.0, -200.0, 0.0, f32::NAN, f32::INFINITY];
+        // Different summation orders: within 1e-3 of the largest |value|.
+        assert!(agrees(&want, &[1.1, -200.1, 0.15, 7.0, f32::INFINITY], DType::F32).is_ok());
+        // A wrong element, a non-finite one where the reference is finite,
+        // a wrong infinity, a short result.
+        for got in [
+            [1.0, -200.0, 0.3, 0.0, f32::INFINITY],
+            [f32::NAN, -200.0, 0.0, 0.0, f32::INFINITY],
+            [1.0, -200.0, 0.0, 0.0, f32::NEG_INFINITY],
+        ] {
+            assert!(agrees(&want, &got, DType::F32).is_err(), "{got:?}");
+        }
+        assert!(agrees(&want, &want[..4], DType::F32).is_err());
+        // f16 results round once more: 1e-2 of the largest |value|.
+        assert!(agrees(&[100.0, 1.0], &[100.5, 1.9], DType::F16).is_ok());
+        assert!(agrees(&[100.0, 1.0], &[100.0, 2.1], DType::F16).is_err());
+        // All zeros: any garbage shows.
+        assert!(agrees(&[0.0, 0.0], &[0.0, 1e-30], DType::F32).is_err());
+        assert_eq!(reference(&[Choice::checked("gemm_coop"), Choice::checked("gemm")]), 1);
+        let un = Choice {
+            entry: "gemm",
+            unchecked: true,
+        };
+        assert_eq!(reference(&[un, Choice::checked("matmul_wide")]), 0);
+        assert_eq!(un.to_string(), "gemm unchecked");
+    }
 }
