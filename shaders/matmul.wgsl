@@ -357,6 +357,15 @@ fn wide_put_b(idx: u32, v: vec4<f32>) {
     }
 }
 
+// One 4x4 block's step of k: c[i] += a[i] * v (constant indices only, so
+// the block stays in registers).
+fn wide_fma(c: ptr<function, array<vec4<f32>, 4>>, a: vec4<f32>, v: vec4<f32>) {
+    (*c)[0] += a.x * v;
+    (*c)[1] += a.y * v;
+    (*c)[2] += a.z * v;
+    (*c)[3] += a.w * v;
+}
+
 @compute @workgroup_size(16, 16)
 fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
     let b = wid.z + p.b0;
@@ -382,22 +391,10 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
             let a1 = wa[k * 32u + 16u + lid.y];
             let v0 = wb[k * 32u + lid.x];
             let v1 = wb[k * 32u + 16u + lid.x];
-            c00[0] += a0.x * v0;
-            c00[1] += a0.y * v0;
-            c00[2] += a0.z * v0;
-            c00[3] += a0.w * v0;
-            c01[0] += a0.x * v1;
-            c01[1] += a0.y * v1;
-            c01[2] += a0.z * v1;
-            c01[3] += a0.w * v1;
-            c10[0] += a1.x * v0;
-            c10[1] += a1.y * v0;
-            c10[2] += a1.z * v0;
-            c10[3] += a1.w * v0;
-            c11[0] += a1.x * v1;
-            c11[1] += a1.y * v1;
-            c11[2] += a1.z * v1;
-            c11[3] += a1.w * v1;
+            wide_fma(&c00, a0, v0);
+            wide_fma(&c01, a0, v1);
+            wide_fma(&c10, a1, v0);
+            wide_fma(&c11, a1, v1);
         }
         workgroupBarrier();
     }

@@ -637,6 +637,7 @@ fn matmul() {
     for v in [
         GemmVariant::Tiled,
         GemmVariant::Wide,
+        GemmVariant::WideDouble,
         GemmVariant::Register,
         GemmVariant::Subgroup,
         GemmVariant::Cooperative,
@@ -682,6 +683,7 @@ fn matmul_unchecked() {
     for v in [
         GemmVariant::Tiled,
         GemmVariant::Wide,
+        GemmVariant::WideDouble,
         GemmVariant::Register,
         GemmVariant::Subgroup,
         GemmVariant::Cooperative,
@@ -713,6 +715,19 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
     let mut dts: &[DType] = &FLOATS;
     match v {
         GemmVariant::Subgroup => s.gpus = subgroup8_gpus(),
+        // Adapters with less than 32 KiB of workgroup memory say so.
+        GemmVariant::WideDouble => {
+            s.gpus.retain(|d| {
+                let a = randn(&[2, 2], 1, DType::F32).to_device(d).unwrap();
+                match a.matmul(&a) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        assert!(e.to_string().contains("lacks workgroups"), "{d}: {e}");
+                        false
+                    }
+                }
+            });
+        }
         GemmVariant::Cooperative | GemmVariant::CooperativeWide => {
             s.gpus = coop_gpus();
             dts = &[DType::F16];

@@ -68,7 +68,8 @@ impl PhysicalDevice {
                 "matmul_reg: register blocks (matmul, convolutions' patch matrices)"
             }
         } else {
-            "gemm: 64x64 tiles, or matmul_wide: 128x128 tiles (untuned: for matmuls of >= 256 tiles), autotuned"
+            "gemm: 64x64 tiles, or matmul_wide: 128x128 tiles (untuned: for matmuls of >= 256 tiles), \
+             autotuned with matmul_wide_db (double-buffered) where workgroups hold 32 KiB"
         };
         match physical()
             .adapters

@@ -53,6 +53,11 @@ const GEMM_SRC: [&str; 2] = [
     include_str!("../../../shaders/gemm.wgsl"),
     include_str!("../../../shaders/matmul.wgsl"),
 ];
+const WIDE_DB_SRC: [&str; 3] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/matmul_wide_db.wgsl"),
+];
 const SG_SRC: [&str; 3] = [
     GEMM_SRC[0],
     GEMM_SRC[1],
@@ -78,6 +83,11 @@ pub static MATMUL: Kernel = Kernel::new("matmul", &GEMM_SRC, BOTH, MATMUL_PARAMS
 /// its own so that adapters without subgroups never compile it.
 pub static MATMUL_SG: Kernel = Kernel::new("matmul_subgroup", &SG_SRC, BOTH, MATMUL_PARAMS);
 
+/// MATMUL plus `matmul_wide_db` (see
+/// [`GemmVariant::WideDouble`](super::GemmVariant::WideDouble)), a module
+/// of its own so that its 32 KiB of workgroup memory count for it alone.
+pub static MATMUL_WIDE_DB: Kernel = Kernel::new("matmul_wide_db", &WIDE_DB_SRC, BOTH, MATMUL_PARAMS);
+
 /// MATMUL's operand functions with the tensor-core entry point `gemm_coop`
 /// (f16 only): a module of its own so that adapters without
 /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` never compile it.
@@ -89,9 +99,11 @@ pub static MATMUL_COOP: Kernel = Kernel::enabling("matmul_coop", &COOP_SRC, &[KT
 pub static MATMUL_COOP_WIDE: Kernel =
     Kernel::enabling("matmul_coop_wide", &COOP_WIDE_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
 
-// The same four built without wgpu's runtime checks (see
+// The same five built without wgpu's runtime checks (see
 // `Kernel::checked` and `GemmChecks`).
 static MATMUL_UNCHECKED: Kernel = Kernel::unchecked("matmul_unchecked", &GEMM_SRC, BOTH, MATMUL_PARAMS, &[]);
+static MATMUL_WIDE_DB_UNCHECKED: Kernel =
+    Kernel::unchecked("matmul_wide_db_unchecked", &WIDE_DB_SRC, BOTH, MATMUL_PARAMS, &[]);
 static MATMUL_SG_UNCHECKED: Kernel = Kernel::unchecked("matmul_subgroup_unchecked", &SG_SRC, BOTH, MATMUL_PARAMS, &[]);
 static MATMUL_COOP_UNCHECKED: Kernel =
     Kernel::unchecked("matmul_coop_unchecked", &COOP_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
@@ -106,6 +118,8 @@ static MATMUL_COOP_WIDE_UNCHECKED: Kernel = Kernel::unchecked(
 /// The kernel (module) that holds `c`'s entry point, checked or not.
 fn module(c: Choice) -> &'static Kernel {
     match (c.entry, c.unchecked) {
+        ("matmul_wide_db", false) => &MATMUL_WIDE_DB,
+        ("matmul_wide_db", true) => &MATMUL_WIDE_DB_UNCHECKED,
         ("matmul_sg", false) => &MATMUL_SG,
         ("matmul_sg", true) => &MATMUL_SG_UNCHECKED,
         ("gemm_coop", false) => &MATMUL_COOP,
@@ -395,7 +409,10 @@ impl GemmLaunch<'_> {
         // piece's first tile, and the batch offset, to `workgroup_id`).
         let tiles = if register {
             reg_grid(entry, self.m, self.n)
-        } else if matches!(entry, "matmul_wide" | "gemm_coop_wide" | "gemm_coop_direct") {
+        } else if matches!(
+            entry,
+            "matmul_wide" | "matmul_wide_db" | "gemm_coop_wide" | "gemm_coop_direct"
+        ) {
             [self.n.div_ceil(128), self.m.div_ceil(128)]
         } else {
             // gemm and gemm_coop: 64x64 tiles.
@@ -487,6 +504,10 @@ fn class_op(dtype: DType, direct: bool) -> &'static str {
 
 /// [`gemm_entry`] among the kernels without cooperative matrices.
 fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'static str> {
+    if super::gemm_override() == super::GemmVariant::WideDouble {
+        g.gemm_wide_double()?;
+        return Ok("matmul_wide_db");
+    }
     if !g.gemm_register() {
         let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
         return Ok(if g.gemm_wide(tiles) { "matmul_wide" } else { "gemm" });
@@ -509,6 +530,9 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
     }
     if !g.cpu_adapter() {
         c.extend(["gemm", "matmul_wide"]);
+        if g.gemm_wide_double()? {
+            c.push("matmul_wide_db");
+        }
     } else if g.subgroup8 {
         c.extend(["matmul_sg", "matmul_reg"]);
     } else {
@@ -766,8 +790,9 @@ mod tests {
     /// only a device that runs the kernel would show it).
     #[test]
     fn each_entry_gets_its_bindings() {
-        let kernels: [(&Kernel, KType, &[&str]); 4] = [
+        let kernels: [(&Kernel, KType, &[&str]); 5] = [
             (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
+            (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db"]),
             (&MATMUL_SG, KType::F32, &["matmul_sg"]),
             (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP_WIDE, KType::F16, &["gemm_coop_wide", "gemm_coop_direct"]),

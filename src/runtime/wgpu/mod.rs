@@ -334,6 +334,12 @@ pub enum GemmVariant {
     /// 128x128 workgroup-memory tiles (matmul only; convolutions use `Tiled`):
     /// what GPUs use for products with enough tiles to fill them.
     Wide,
+    /// `Wide` with its workgroup tiles double-buffered (one barrier per step
+    /// of k; shaders/matmul_wide_db.wgsl), for adapters whose workgroups
+    /// hold 256 invocations and 32 KiB of workgroup memory: matmul only
+    /// (convolutions use `Tiled`), autotuned against the others on GPUs
+    /// for large products. Forced on an adapter without the room, an error.
+    WideDouble,
     /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl, 64x64
     /// tiles): f16 operands with f32 sums, on adapters with
     /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing a 16x16x16
@@ -388,7 +394,7 @@ impl GemmChecks {
 
 impl GemmVariant {
     /// The values [`GemmVariant::parse`] takes, for messages.
-    pub const NAMES: &'static str = "auto, tiled, wide, register, subgroup, cooperative, cooperative_wide";
+    pub const NAMES: &'static str = "auto, tiled, wide, wide_double, register, subgroup, cooperative, cooperative_wide";
 
     /// Parses `WGFLOW_GEMM`'s values (see [`GemmVariant::NAMES`]).
     pub fn parse(s: &str) -> Option<GemmVariant> {
@@ -398,6 +404,7 @@ impl GemmVariant {
             "register" => GemmVariant::Register,
             "subgroup" => GemmVariant::Subgroup,
             "wide" => GemmVariant::Wide,
+            "wide_double" | "wide_db" => GemmVariant::WideDouble,
             "cooperative" | "coop" => GemmVariant::Cooperative,
             "cooperative_wide" | "coop_wide" => GemmVariant::CooperativeWide,
             _ => return None,
@@ -1102,6 +1109,27 @@ impl GpuDevice {
         }
     }
 
+    /// Whether `matmul_wide_db` can run here (workgroups of 256 invocations
+    /// with 32 KiB of workgroup memory); forced where it cannot, an error
+    /// naming what is missing.
+    pub(crate) fn gemm_wide_double(&self) -> Result<bool> {
+        let l = &self.limits;
+        let fits = l.max_compute_invocations_per_workgroup >= 256
+            && l.max_compute_workgroup_size_x >= 16
+            && l.max_compute_workgroup_size_y >= 16
+            && l.max_compute_workgroup_storage_size >= 32 << 10;
+        if !fits && gemm_override() == GemmVariant::WideDouble {
+            return Err(Error::InvalidArgument {
+                op: "matmul",
+                msg: format!(
+                    "GemmVariant::WideDouble forced, but {} lacks workgroups of 256 invocations with 32 KiB of workgroup memory",
+                    self.label_name()
+                ),
+            });
+        }
+        Ok(fits)
+    }
+
     /// Whether a tiled matmul of `tiles` 128x128 output tiles uses the wide kernel.
     pub(crate) fn gemm_wide(&self, tiles: usize) -> bool {
         match gemm_override() {
@@ -1682,7 +1710,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 17] {
+pub fn kernels() -> [&'static Kernel; 18] {
     [
         &optim::OPTIM,
         &unary::UNARY,
@@ -1692,6 +1720,7 @@ pub fn kernels() -> [&'static Kernel; 17] {
         &layout::DEQUANT,
         &matmul::MATMUL,
         &matmul::MATMUL_SG,
+        &matmul::MATMUL_WIDE_DB,
         &matmul::MATMUL_COOP,
         &matmul::MATMUL_COOP_WIDE,
         &conv::CONV_COOP,
