@@ -378,6 +378,37 @@ fn gemms_are_autotuned_unless_forced_or_deterministic() {
     }
 }
 
+/// Tuning a product whose output is over 32 MiB compares only the two ends
+/// of each candidate's result with the reference's: the product still
+/// gets the CPU's result, and its plan shows the tuned choice.
+#[test]
+fn tuning_a_product_with_a_large_output() {
+    // 4100 x 2100 f32 outputs (34 MB) from k = 16: 2^28.04 flops.
+    let a = randn(&[4100, 16], 5, DType::F32);
+    let b = randn(&[16, 2100], 6, DType::F32);
+    let want = a.matmul(&b).unwrap().to_vec::<f32>().unwrap();
+    for d in gpus() {
+        let args = [a.to_device(&d).unwrap(), b.to_device(&d).unwrap()];
+        let mut t = wgflow::function::Traced::new("large");
+        let got = t.call(&args, |x| Ok(vec![x[0].matmul(&x[1])?])).unwrap();
+        let got = got[0].to_vec::<f32>().unwrap();
+        assert_eq!(got.len(), want.len());
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| (g - w).abs() / (1.0 + w.abs()))
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{d}: off by {worst}");
+        let plan = t.graph(&args).unwrap().describe();
+        let line = plan.lines().find(|l| l.contains("matmul [")).unwrap_or_default();
+        let n = config::physical_of(d.to_string()["gpu:".len()..].parse().unwrap()).unwrap();
+        // CPU adapters without 8-lane subgroups have one kernel (and one
+        // build off Vulkan): nothing to choose.
+        let choice = n.adapter_type != "Cpu" || n.subgroup_size == Some(8) || n.backend == "Vulkan";
+        assert_eq!(line.contains("(autotuned: "), choice, "{d}: {line}");
+    }
+}
+
 /// Child: as if every adapter had cooperative matrices, an autotuned f16
 /// matmul on every GPU with f16 arithmetic: llvmpipe cannot build
 /// `gemm_coop`, so tuning leaves it out and drops it on the device (an

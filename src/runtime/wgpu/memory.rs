@@ -104,10 +104,16 @@ impl GpuBuf {
     /// own them (dropping it frees nothing): a compiled graph's memory plan
     /// hands these out while it keeps the allocation.
     pub(crate) fn view(&self, size: u64) -> GpuBuf {
-        debug_assert!(size <= self.size);
+        self.range(0, size)
+    }
+
+    /// Bytes `from .. from + size` of this allocation, as a handle that does
+    /// not own them (see [`GpuBuf::view`]).
+    pub(crate) fn range(&self, from: u64, size: u64) -> GpuBuf {
+        debug_assert!(from.saturating_add(size) <= self.size);
         GpuBuf {
             buffer: self.buffer.clone(),
-            offset: self.offset,
+            offset: self.offset + from,
             size,
             kind: Kind::Fixed,
             pool: None,
