@@ -71,6 +71,13 @@ impl PhysicalDevice {
             "gemm: 64x64 tiles, or matmul_wide: 128x128 tiles (untuned: for matmuls of >= 256 tiles), \
              autotuned with matmul_wide_db (double-buffered) where workgroups hold 32 KiB"
         };
+        use crate::runtime::wgpu::GemmChecks;
+        let checks = match (crate::runtime::wgpu::gemm_checks(), self.backend == "Vulkan") {
+            (GemmChecks::Off, _) => "; matmul kernels built without wgpu's runtime checks",
+            (GemmChecks::Auto, true) => "; each matmul kernel tuned with and without wgpu's runtime checks",
+            _ => "",
+        };
+        let base = format!("{base}{checks}");
         match physical()
             .adapters
             .get(i)

@@ -602,9 +602,9 @@ pub fn force_gemm_checks(v: GemmChecks) {
     CHECKS_OVERRIDE.with(|c| c.set(v));
 }
 
-/// The GEMM checks forced for this thread, else by `WGFLOW_GEMM_CHECKS`,
-/// else `Auto`.
-pub(crate) fn gemm_checks() -> GemmChecks {
+/// The GEMM checks in force for this thread: forced for it, else by
+/// `WGFLOW_GEMM_CHECKS`, else `Auto`.
+pub fn gemm_checks() -> GemmChecks {
     match CHECKS_OVERRIDE.with(|c| c.get()) {
         GemmChecks::Auto => *CHECKS_ENV,
         v => v,
