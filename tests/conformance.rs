@@ -676,9 +676,9 @@ fn matmul() {
 }
 
 /// Every GEMM kernel again, built without wgpu's runtime checks (what
-/// `WGFLOW_GEMM_CHECKS=off` runs, and autotuning times on Vulkan GPUs).
+/// `WGFLOW_GEMM_CHECKS=off` runs, and autotuning times on Vulkan).
 #[test]
-fn matmul_unchecked() {
+fn gemm_unchecked() {
     force_gemm_checks(GemmChecks::Off);
     for v in [
         GemmVariant::Tiled,
@@ -691,6 +691,17 @@ fn matmul_unchecked() {
     ] {
         let (mut s, dts) = forced_gemm("matmul unchecked", v);
         matmul_cases(&mut s, dts);
+    }
+    // Convolutions: the implicit GEMM (tiled, cooperative) and the patch
+    // matrices' GEMMs (register, subgroup).
+    for v in [
+        GemmVariant::Tiled,
+        GemmVariant::Register,
+        GemmVariant::Subgroup,
+        GemmVariant::Cooperative,
+    ] {
+        let (mut s, dts) = forced_gemm("conv2d unchecked", v);
+        conv2d_cases(&mut s, dts);
     }
     force_gemm_variant(GemmVariant::Auto);
     // The plan names the unchecked build.

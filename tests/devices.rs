@@ -352,23 +352,29 @@ fn gemms_are_autotuned_unless_forced_or_deterministic() {
         assert_eq!(plans.len(), 2 * gpus.len(), "{out}");
         let each = gpus.iter().flat_map(|p| [(p, "matmul"), (p, "conv2d")]);
         for (plan, (p, op)) in plans.iter().zip(each) {
-            // A CPU adapter without 8-lane subgroups has one kernel: nothing
-            // to tune; a GPU has one for f32 convolutions (implicit GEMM).
+            // The kernels: on CPU adapters matmul_reg, and matmul_sg where
+            // subgroups have 8 lanes (convolutions use them on patch
+            // matrices); on GPUs gemm and matmul_wide, and matmul_wide_db
+            // where workgroups hold 32 KiB, for matmuls and the implicit
+            // GEMM alone for f32 convolutions. On Vulkan each is also built
+            // without wgpu's runtime checks (GemmChecks::Auto).
+            let cpu = p.adapter_type == "Cpu";
             let sg = p.subgroup_size == Some(8);
-            let choice = if p.adapter_type == "Cpu" { sg } else { op == "matmul" };
+            let builds = if p.backend == "Vulkan" { 2 } else { 1 };
+            let times = plan.split("(autotuned: ").nth(1).unwrap_or_default();
+            let db = times.contains("matmul_wide_db ");
+            assert!(!(db && (cpu || op != "matmul")), "{plan}");
+            let kernels = match (cpu, op) {
+                (true, _) => 1 + sg as usize,
+                (false, "matmul") => 2 + db as usize,
+                (false, _) => 1,
+            };
             assert!(plan.contains(op), "{plan}");
             let tuned = plan.contains("(autotuned: ");
-            assert_eq!(tuned, tunes && choice, "{env:?}: {plan}");
+            assert_eq!(tuned, tunes && kernels * builds > 1, "{env:?}: {plan}");
             if tuned {
-                // Two kernels, and on Vulkan each also built without
-                // wgpu's runtime checks (GemmChecks::Auto).
-                let builds = if p.backend == "Vulkan" { 2 } else { 1 };
-                let times = plan.split("(autotuned: ").nth(1).unwrap_or_default();
-                // GPUs with 32 KiB of workgroup memory add matmul_wide_db.
-                let db = times.contains("matmul_wide_db ");
-                assert!(!(db && p.adapter_type == "Cpu"), "{plan}");
-                assert_eq!(plan.matches(" ms").count(), (2 + db as usize) * builds, "{plan}");
-                assert_eq!(times.matches(" unchecked ").count(), 2 * (builds - 1), "{plan}");
+                assert_eq!(plan.matches(" ms").count(), kernels * builds, "{plan}");
+                assert_eq!(times.matches(" unchecked ").count(), kernels * (builds - 1), "{plan}");
             }
             assert!(!plan.contains("on first run"), "{plan}");
         }

@@ -73,8 +73,8 @@ impl PhysicalDevice {
         };
         use crate::runtime::wgpu::GemmChecks;
         let checks = match (crate::runtime::wgpu::gemm_checks(), self.backend == "Vulkan") {
-            (GemmChecks::Off, _) => "; matmul kernels built without wgpu's runtime checks",
-            (GemmChecks::Auto, true) => "; each matmul kernel tuned with and without wgpu's runtime checks",
+            (GemmChecks::Off, _) => "; GEMM kernels built without wgpu's runtime checks",
+            (GemmChecks::Auto, true) => "; each GEMM kernel tuned with and without wgpu's runtime checks",
             _ => "",
         };
         let base = format!("{base}{checks}");

@@ -44,35 +44,48 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-pub static CONV: Kernel = Kernel::new(
-    "conv",
-    &[
-        include_str!("../../../shaders/common.wgsl"),
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/gemm_scalar.wgsl"),
-        include_str!("../../../shaders/conv_patch.wgsl"),
-        include_str!("../../../shaders/conv.wgsl"),
-    ],
-    &[KType::F32, KType::F16],
-    &[ParamsLayout::of::<ConvParams>()],
-);
+const CONV_SRC: [&str; 5] = [
+    include_str!("../../../shaders/common.wgsl"),
+    include_str!("../../../shaders/gemm.wgsl"),
+    include_str!("../../../shaders/gemm_scalar.wgsl"),
+    include_str!("../../../shaders/conv_patch.wgsl"),
+    include_str!("../../../shaders/conv.wgsl"),
+];
+const CONV_COOP_SRC: [&str; 6] = [
+    CONV_SRC[0],
+    CONV_SRC[1],
+    CONV_SRC[2],
+    CONV_SRC[3],
+    CONV_SRC[4],
+    include_str!("../../../shaders/gemm_coop.wgsl"),
+];
+const CONV_PARAMS: &[ParamsLayout] = &[ParamsLayout::of::<ConvParams>()];
+const COOP: &[&str] = &["wgpu_cooperative_matrix"];
+
+pub static CONV: Kernel = Kernel::new("conv", &CONV_SRC, &[KType::F32, KType::F16], CONV_PARAMS);
 
 /// CONV's implicit GEMM on cooperative matrices: entry `gemm_coop`
 /// (shaders/gemm_coop.wgsl), f16 only, for adapters that have them.
-pub static CONV_COOP: Kernel = Kernel::enabling(
-    "conv_coop",
-    &[
-        include_str!("../../../shaders/common.wgsl"),
-        include_str!("../../../shaders/gemm.wgsl"),
-        include_str!("../../../shaders/gemm_scalar.wgsl"),
-        include_str!("../../../shaders/conv_patch.wgsl"),
-        include_str!("../../../shaders/conv.wgsl"),
-        include_str!("../../../shaders/gemm_coop.wgsl"),
-    ],
-    &[KType::F16],
-    &[ParamsLayout::of::<ConvParams>()],
-    &["wgpu_cooperative_matrix"],
-);
+pub static CONV_COOP: Kernel = Kernel::enabling("conv_coop", &CONV_COOP_SRC, &[KType::F16], CONV_PARAMS, COOP);
+
+// The implicit GEMMs built without wgpu's runtime checks (see
+// `Kernel::checked`): their workgroup-array indexes are gemm.wgsl's and
+// gemm_coop.wgsl's, in range by construction, and every loop ends.
+static CONV_UNCHECKED: Kernel =
+    Kernel::unchecked("conv_unchecked", &CONV_SRC, &[KType::F32, KType::F16], CONV_PARAMS, &[]);
+static CONV_COOP_UNCHECKED: Kernel =
+    Kernel::unchecked("conv_coop_unchecked", &CONV_COOP_SRC, &[KType::F16], CONV_PARAMS, COOP);
+
+/// The module of an implicit GEMM's `choice` (`gemm_coop` or the tiled
+/// entry), checked or not.
+pub(crate) fn implicit_module(c: Choice) -> &'static Kernel {
+    match (c.entry == "gemm_coop", c.unchecked) {
+        (false, false) => &CONV,
+        (false, true) => &CONV_UNCHECKED,
+        (true, false) => &CONV_COOP,
+        (true, true) => &CONV_COOP_UNCHECKED,
+    }
+}
 
 /// The forward convolution with an int8 filter (`Op::Conv2dInt8`) as an
 /// implicit GEMM: conv.wgsl's patches with conv_int8.wgsl's filter, whose
@@ -187,14 +200,14 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let run = |gd: &Gpu, coop: bool| -> Result<()> {
-        let (kernel, entry, tiles) = if coop {
+    let run = |gd: &Gpu, coop: bool, unchecked: bool| -> Result<()> {
+        let (entry, tiles) = if coop {
             // 64x64 tiles, like gemm's.
-            (&CONV_COOP, "gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
+            ("gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
         } else {
-            let (entry, tiles) = super::matmul::gemm_grid(gd, gm, gn, batches);
-            (&CONV, entry, tiles)
+            super::matmul::gemm_grid(gd, gm, gn, batches)
         };
+        let kernel = implicit_module(Choice { entry, unchecked });
         for ([x0, y0, b0], groups) in chunks(tiles) {
             let u = |v: usize| v as u32;
             gd.launch(&Launch {
@@ -220,11 +233,14 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
         }
         Ok(())
     };
-    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], dst, |e, eager| {
-        run(eager, e == "gemm_coop")
+    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], dst, |c, eager| {
+        run(eager, c.entry == "gemm_coop", c.unchecked)
     })? {
-        Some(entry) => run(gd, entry == "gemm_coop")?,
-        None => gd.with_coop(dtype, op.name(), |coop| run(gd, coop))?,
+        Some(c) => run(gd, c.entry == "gemm_coop", c.unchecked)?,
+        None => {
+            let unchecked = super::gemm_checks() == super::GemmChecks::Off;
+            gd.with_coop(dtype, op.name(), |coop| run(gd, coop, unchecked))?
+        }
     }
     if let Some(p) = &partial {
         super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
@@ -232,30 +248,29 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     Ok(y)
 }
 
-/// The autotuned kernel (`gemm_coop` or the tiled one) of an implicit
-/// GEMM of `dims` (m, n, k, batch), where there is a choice to tune (see
-/// `tune`); `run(entry, eager)` launches it on the eager `Gpu` it is given.
+/// The autotuned kernel (`gemm_coop` or the tiled one, each in the builds
+/// [`super::matmul::builds`] lists) of an implicit GEMM of `dims` (m, n,
+/// k, batch), where there is a choice to tune (see `tune`);
+/// `run(choice, eager)` launches it on the eager `Gpu` it is given.
 fn tuned(
     gd: &Gpu,
     op: &'static str,
     dtype: DType,
     dims: [usize; 4],
     out: &GpuBuf,
-    run: impl Fn(&'static str, &Gpu) -> Result<()>,
-) -> Result<Option<&'static str>> {
+    run: impl Fn(Choice, &Gpu) -> Result<()>,
+) -> Result<Option<Choice>> {
     if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims)) {
         return Ok(None);
     }
-    let mut candidates = Vec::new();
+    let mut entries = Vec::new();
     if gd.gemm_coop(dtype, op)? {
-        candidates.push(Choice::checked("gemm_coop"));
+        entries.push("gemm_coop");
     }
-    candidates.push(Choice::checked(
-        super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0,
-    ));
+    entries.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
+    let candidates = super::matmul::builds(gd, entries);
     let class = implicit_class(op, dtype, dims);
-    let run = |c: Choice, eager: &Gpu| run(c.entry, eager);
-    Ok(super::tune::pick(gd, class, &candidates, (out, dtype), run)?.map(|t| t.choice.entry))
+    Ok(super::tune::pick(gd, class, &candidates, (out, dtype), run)?.map(|t| t.choice))
 }
 
 /// The shape class of an implicit GEMM of `dims` (m, n, k, batch).

@@ -538,6 +538,13 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
     } else {
         c.push("matmul_reg");
     }
+    Ok(builds(g, c))
+}
+
+/// Each of `entries` as the GEMM builds to tune on `g`: checked, and on
+/// Vulkan (where the driver's robust buffer access guards storage
+/// buffers) also unchecked, unless [`GemmChecks`] fixes one.
+pub(crate) fn builds(g: &GpuDevice, entries: Vec<&'static str>) -> Vec<Choice> {
     let both = g.info.backend == wgpu::Backend::Vulkan;
     let builds: &[bool] = match super::gemm_checks() {
         GemmChecks::On => &[false],
@@ -545,9 +552,10 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
         GemmChecks::Auto if both => &[false, true],
         GemmChecks::Auto => &[false],
     };
-    Ok(c.into_iter()
+    entries
+        .into_iter()
         .flat_map(|entry| builds.iter().map(move |&unchecked| Choice { entry, unchecked }))
-        .collect())
+        .collect()
 }
 
 /// The GEMM kernel `op` (a matmul or a float convolution) with inputs of
@@ -615,18 +623,19 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             let (_, [gm, gn, k], splits) = super::conv::implicit_gemm(op, &geom);
             let class = super::conv::implicit_class(op.name(), dtype, [gm, gn, k, geom.g * splits]);
             if let Some(t) = g.tuner.get(&class) {
-                let kernel = if t.choice.entry == "gemm_coop" {
-                    "conv_coop"
-                } else {
-                    "conv"
-                };
-                return Some(format!("{kernel}::{}", t.describe()));
+                return Some(format!(
+                    "{}::{}",
+                    super::conv::implicit_module(t.choice).name,
+                    t.describe()
+                ));
             }
-            Some(match g.gemm_coop(dtype, op.name()) {
-                Err(_) => "error: forced kernel unavailable".to_string(),
-                Ok(true) => "conv_coop::gemm_coop".to_string(),
-                Ok(false) => format!("conv::{}", gemm_grid(g, 64, 64, 1).0),
-            })
+            let entry = match g.gemm_coop(dtype, op.name()) {
+                Err(_) => return Some("error: forced kernel unavailable".to_string()),
+                Ok(true) => "gemm_coop",
+                Ok(false) => gemm_grid(g, 64, 64, 1).0,
+            };
+            let c = untuned(entry);
+            Some(format!("{}::{c}", super::conv::implicit_module(c).name))
         }
         _ => None,
     }

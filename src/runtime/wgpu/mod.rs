@@ -373,7 +373,8 @@ pub enum GemmChecks {
     Auto,
     /// Every GEMM kernel checked.
     On,
-    /// Every GEMM kernel that has an unchecked build runs it.
+    /// Every GEMM kernel (matmul's, the convolutions' implicit GEMMs) runs
+    /// its unchecked build, on every backend.
     Off,
 }
 

@@ -233,12 +233,13 @@ pub(crate) fn pick(
         // The first run builds the pipeline: untimed.
         match run(c).and_then(|_| dev.synchronize()) {
             Ok(()) => {}
-            Err(Error::ShaderCompilation { kernel, msg }) if c.entry == "gemm_coop" => {
+            // An unchecked build that fails is only left out (below).
+            Err(Error::ShaderCompilation { kernel, msg }) if c.entry == "gemm_coop" && !c.unchecked => {
                 dev.drop_coop(&kernel, &msg);
                 continue;
             }
             Err(Error::ShaderCompilation { kernel, msg })
-                if matches!(c.entry, "gemm_coop_wide" | "gemm_coop_direct") =>
+                if matches!(c.entry, "gemm_coop_wide" | "gemm_coop_direct") && !c.unchecked =>
             {
                 dev.drop_coop_wide(&kernel, &msg);
                 continue;
