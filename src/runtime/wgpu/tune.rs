@@ -118,16 +118,6 @@ pub(crate) struct Choice {
     pub unchecked: bool,
 }
 
-impl Choice {
-    /// `entry`, checked.
-    pub(crate) fn checked(entry: &'static str) -> Choice {
-        Choice {
-            entry,
-            unchecked: false,
-        }
-    }
-}
-
 impl std::fmt::Display for Choice {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.entry)?;
@@ -405,12 +395,16 @@ mod tests {
         assert!(agrees(&[100.0, 1.0], &[100.0, 2.1], DType::F16).is_err());
         // All zeros: any garbage shows.
         assert!(agrees(&[0.0, 0.0], &[0.0, 1e-30], DType::F32).is_err());
-        assert_eq!(reference(&[Choice::checked("gemm_coop"), Choice::checked("gemm")]), 1);
+        let checked = |entry| Choice {
+            entry,
+            unchecked: false,
+        };
+        assert_eq!(reference(&[checked("gemm_coop"), checked("gemm")]), 1);
         let un = Choice {
             entry: "gemm",
             unchecked: true,
         };
-        assert_eq!(reference(&[un, Choice::checked("matmul_wide")]), 0);
+        assert_eq!(reference(&[un, checked("matmul_wide")]), 0);
         assert_eq!(un.to_string(), "gemm unchecked");
     }
 }
