@@ -73,7 +73,7 @@ impl PhysicalDevice {
         };
         use crate::runtime::wgpu::GemmChecks;
         let checks = match (crate::runtime::wgpu::gemm_checks(), self.backend == "Vulkan") {
-            (GemmChecks::Off, _) => "; GEMM kernels built without wgpu's runtime checks",
+            (GemmChecks::Off, true) => "; GEMM kernels built without wgpu's runtime checks",
             (GemmChecks::Auto, true) => "; each GEMM kernel tuned with and without wgpu's runtime checks",
             _ => "",
         };

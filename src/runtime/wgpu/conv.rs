@@ -238,7 +238,7 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     })? {
         Some(c) => run(gd, c.entry == "gemm_coop", c.unchecked)?,
         None => {
-            let unchecked = super::gemm_checks() == super::GemmChecks::Off;
+            let unchecked = super::gemm_checks() == super::GemmChecks::Off && gd.unchecked_gemm();
             gd.with_coop(dtype, op.name(), |coop| run(gd, coop, unchecked))?
         }
     }

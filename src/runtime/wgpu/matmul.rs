@@ -131,12 +131,13 @@ fn module(c: Choice) -> &'static Kernel {
     }
 }
 
-/// `entry` as an untuned product runs it: unchecked only where
-/// `WGFLOW_GEMM_CHECKS=off` (or a test) says so.
-fn untuned(entry: &'static str) -> Choice {
+/// `entry` as an untuned product runs it on `g`: unchecked only where
+/// `WGFLOW_GEMM_CHECKS=off` (or a test) says so and `g` allows it
+/// ([`GpuDevice::unchecked_gemm`]).
+fn untuned(g: &GpuDevice, entry: &'static str) -> Choice {
     Choice {
         entry,
-        unchecked: super::gemm_checks() == GemmChecks::Off,
+        unchecked: super::gemm_checks() == GemmChecks::Off && g.unchecked_gemm(),
     }
 }
 
@@ -287,9 +288,9 @@ impl GemmLaunch<'_> {
         }
         g.with_coop(dtype, "matmul", |coop| {
             if coop {
-                self.run(g, dtype, untuned(coop_entry(g, self.direct())?))
+                self.run(g, dtype, untuned(g, coop_entry(g, self.direct())?))
             } else {
-                self.run(g, dtype, untuned(plain_entry(g, self.m, self.n, self.batch)?))
+                self.run(g, dtype, untuned(g, plain_entry(g, self.m, self.n, self.batch)?))
             }
         })
     }
@@ -541,16 +542,15 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
     Ok(builds(g, c))
 }
 
-/// Each of `entries` as the GEMM builds to tune on `g`: checked, and on
-/// Vulkan (where the driver's robust buffer access guards storage
-/// buffers) also unchecked, unless [`GemmChecks`] fixes one.
+/// Each of `entries` as the GEMM builds to tune on `g`: checked, and
+/// where `g` allows it ([`GpuDevice::unchecked_gemm`]) also unchecked,
+/// unless [`GemmChecks`] fixes one.
 pub(crate) fn builds(g: &GpuDevice, entries: Vec<&'static str>) -> Vec<Choice> {
-    let both = g.info.backend == wgpu::Backend::Vulkan;
     let builds: &[bool] = match super::gemm_checks() {
+        _ if !g.unchecked_gemm() => &[false],
         GemmChecks::On => &[false],
         GemmChecks::Off => &[true],
-        GemmChecks::Auto if both => &[false, true],
-        GemmChecks::Auto => &[false],
+        GemmChecks::Auto => &[false, true],
     };
     entries
         .into_iter()
@@ -577,7 +577,7 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
         let (choice, detail) = match g.tuner.get(&class) {
             Some(tuned) => (Some(tuned.choice), tuned.describe()),
             None => {
-                let choice = gemm_entry(g, [m, n, batch], direct, dtype).ok().map(untuned);
+                let choice = gemm_entry(g, [m, n, batch], direct, dtype).ok().map(|e| untuned(g, e));
                 let pending = match candidates(g, dtype, direct) {
                     Ok(c) if c.len() > 1 && tune::tunable(g.gemm_forced(), tune::flops([m, n, k, batch])) => {
                         " (autotuned on first run)"
@@ -634,7 +634,7 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
                 Ok(true) => "gemm_coop",
                 Ok(false) => gemm_grid(g, 64, 64, 1).0,
             };
-            let c = untuned(entry);
+            let c = untuned(g, entry);
             Some(format!("{}::{c}", super::conv::implicit_module(c).name))
         }
         _ => None,

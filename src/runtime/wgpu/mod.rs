@@ -185,12 +185,13 @@ pub struct Kernel {
     /// before every declaration): `"wgpu_cooperative_matrix"`.
     pub enables: &'static [&'static str],
     /// Whether wgpu adds its runtime checks (index clamps on workgroup and
-    /// function arrays, loop counters that bound every loop). `false` only
-    /// for GEMM kernels whose indexes are in range by construction and whose
-    /// loops end: their inner loops then compile as written (see
-    /// [`GemmChecks`]). Storage buffers stay guarded by the driver's robust
-    /// buffer access either way.
-    pub checked: bool,
+    /// function arrays and storage buffers, loop counters that bound every
+    /// loop). `false` only for GEMM kernels whose indexes are in range by
+    /// construction (storage reads guarded or clamped in the kernel) and
+    /// whose loops end: their inner loops then compile as written (see
+    /// [`GemmChecks`]); they run only on Vulkan, where the driver's robust
+    /// buffer access adds a guard of its own.
+    pub(crate) checked: bool,
 }
 
 impl Kernel {
@@ -360,11 +361,13 @@ pub enum GemmVariant {
 /// Whether GEMM kernels run with wgpu's runtime checks (see
 /// [`Kernel::checked`]): `WGFLOW_GEMM_CHECKS`.
 ///
-/// Without them, naga leaves out the clamp on every workgroup-array index
-/// and the counter it adds to every loop, which keep a driver from
-/// unrolling the inner loops of a GEMM as written. Storage buffers stay
-/// guarded by the driver's robust buffer access either way.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Without them, naga leaves out the clamp on every array index and the
+/// counter it adds to every loop, which keep a driver from compiling the
+/// inner loops of a GEMM as written. The kernels guard or clamp their own
+/// storage reads; unchecked builds run only on Vulkan (whose bindings stay
+/// under 4 GiB and whose drivers add robust buffer access), elsewhere
+/// every setting means checked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmChecks {
     /// On Vulkan adapters autotuning times each GEMM kernel both ways and
     /// keeps the faster (on llvmpipe the unchecked `matmul_sg` is about
@@ -374,7 +377,7 @@ pub enum GemmChecks {
     /// Every GEMM kernel checked.
     On,
     /// Every GEMM kernel (matmul's, the convolutions' implicit GEMMs) runs
-    /// its unchecked build, on every backend.
+    /// its unchecked build, on Vulkan.
     Off,
 }
 
@@ -958,6 +961,14 @@ impl GpuDevice {
         self.info.device_type == wgpu::DeviceType::Cpu
     }
 
+    /// Whether GEMM kernels may run their builds without wgpu's runtime
+    /// checks here: on Vulkan only, whose storage bindings are under 4 GiB
+    /// (so every k a kernel loops to fits its u32 counters) and whose
+    /// drivers add robust buffer access to the kernels' own guards.
+    pub(crate) fn unchecked_gemm(&self) -> bool {
+        self.info.backend == wgpu::Backend::Vulkan
+    }
+
     /// Whether kernels launched now take their CPU-adapter variant.
     pub(crate) fn cpu_style(&self) -> bool {
         STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
@@ -1349,11 +1360,15 @@ impl GpuDevice {
             checks.bounds_checks = false;
             checks.force_loop_bounding = false;
             // SAFETY: only the GEMM kernels are built unchecked
-            // (`Kernel::unchecked`): every workgroup- and function-array
-            // index in them is in range by construction (tile offsets
-            // below the tile's size), and every loop counts up to a bound
-            // it reaches (k or a constant, both far below u32::MAX). Storage
-            // buffers keep the driver's robust buffer access.
+            // (`Kernel::unchecked`), and they run so only on Vulkan
+            // (`GpuDevice::unchecked_gemm`). Every workgroup- and
+            // function-array index in them is in range by construction
+            // (tile offsets below the tile's size; the cooperative kernels'
+            // subgroup ids below 4 or 8, as they launch only where
+            // subgroups have 32 invocations), their storage reads are
+            // guarded or clamped, and every loop counts up to a bound it
+            // reaches: k or a constant, k below 2^31 as Vulkan's bindings
+            // stay under 4 GiB. The driver's robust buffer access stays.
             unsafe { self.device.create_shader_module_trusted(desc, checks) }
         };
         let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {

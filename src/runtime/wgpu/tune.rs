@@ -22,7 +22,8 @@
 //! GPU the kernels, not the submission, decide).
 //!
 //! Before it is timed, each candidate's result is compared with the
-//! reference candidate's (the plain tiled or register kernel, checked):
+//! reference's (the plain tiled or register kernel's checked build, run
+//! first even where only unchecked builds are tuned):
 //! one that disagrees beyond rounding is left out with a warning, so that
 //! a kernel a driver miscompiles never becomes a class's choice.
 
@@ -86,6 +87,9 @@ pub(crate) struct GemmClass {
     tb: bool,
     vec_a: bool,
     vec_b: bool,
+    /// The builds tuned ([`super::GemmChecks`]): a class tuned with both
+    /// is not the choice where one is forced.
+    checks: super::GemmChecks,
 }
 
 impl GemmClass {
@@ -106,6 +110,7 @@ impl GemmClass {
             tb,
             vec_a,
             vec_b,
+            checks: super::gemm_checks(),
         }
     }
 }
@@ -214,24 +219,44 @@ pub(crate) fn pick(
     let run = |c| run(c, &eager);
     // Earlier work stays out of the timings.
     dev.synchronize()?;
-    // The reference runs first: the others' results are compared with it.
-    let mut order = candidates.to_vec();
-    order.swap(0, reference(candidates));
+    // The reference runs first, and the others' results must match its
+    // (it is timed only where it is a candidate itself).
+    let Some(reference) = reference(candidates) else {
+        return Ok(None);
+    };
+    let mut order = vec![(reference, candidates.contains(&reference))];
+    order.extend(candidates.iter().filter(|&&c| c != reference).map(|&c| (c, true)));
     let mut expected: Option<Vec<f32>> = None;
+    // Entries whose cooperative-matrix module the device dropped.
+    let mut dropped: Vec<&'static str> = Vec::new();
     let mut alive = Vec::new();
-    for c in order {
+    for (c, timed) in order {
+        if dropped.contains(&c.entry) {
+            continue;
+        }
         // The first run builds the pipeline: untimed.
         match run(c).and_then(|_| dev.synchronize()) {
             Ok(()) => {}
+            // Without the reference nothing is verified: nothing is chosen,
+            // and the heuristic's kernel runs (and reports what failed).
+            Err(err) if expected.is_none() => {
+                log::debug!(
+                    "{}: tuning {class:?} abandoned, its reference {c} failed: {err}",
+                    dev.label
+                );
+                return Ok(None);
+            }
             // An unchecked build that fails is only left out (below).
             Err(Error::ShaderCompilation { kernel, msg }) if c.entry == "gemm_coop" && !c.unchecked => {
                 dev.drop_coop(&kernel, &msg);
+                dropped.push(c.entry);
                 continue;
             }
             Err(Error::ShaderCompilation { kernel, msg })
                 if matches!(c.entry, "gemm_coop_wide" | "gemm_coop_direct") && !c.unchecked =>
             {
                 dev.drop_coop_wide(&kernel, &msg);
+                dropped.extend(["gemm_coop_wide", "gemm_coop_direct"]);
                 continue;
             }
             Err(err) => {
@@ -256,16 +281,19 @@ pub(crate) fn pick(
             Some(want) => {
                 if let Err(why) = agrees(want, &got, dtype) {
                     log::warn!(
-                        "{}: GEMM kernel {c} disagrees with {} on {class:?} ({why}): left out",
-                        dev.label,
-                        alive.first().map_or(c, |&(r, _)| r)
+                        "{}: GEMM kernel {c} disagrees with {reference} on {class:?} ({why}): left out",
+                        dev.label
                     );
                     continue;
                 }
             }
         }
-        alive.push((c, f64::INFINITY));
+        if timed {
+            alive.push((c, f64::INFINITY));
+        }
     }
+    // An unchecked build that ran before its module was dropped goes too.
+    alive.retain(|(c, _)| !dropped.contains(&c.entry));
     let Some(&(first, _)) = alive.first() else {
         return Ok(None);
     };
@@ -306,13 +334,17 @@ pub(crate) fn pick(
     Ok(Some(dev.tuner.put(class, tuned)))
 }
 
-/// The candidate the others are checked against: the plain tiled kernel
-/// (`gemm`) or the register kernel, checked, where listed, else the first.
-fn reference(candidates: &[Choice]) -> usize {
+/// What the candidates are checked against: the checked build of the
+/// plain kernel among them (the tiled `gemm` or a register kernel), which
+/// is conformance-proven on every adapter; `None` where there is none.
+fn reference(candidates: &[Choice]) -> Option<Choice> {
     candidates
         .iter()
-        .position(|c| !c.unchecked && matches!(c.entry, "gemm" | "matmul_reg"))
-        .unwrap_or(0)
+        .find(|c| matches!(c.entry, "gemm" | "gemm_reg" | "matmul_reg"))
+        .map(|c| Choice {
+            entry: c.entry,
+            unchecked: false,
+        })
 }
 
 /// The bytes of a candidate's result that are compared: all of an output
@@ -346,13 +378,23 @@ fn read_floats(dev: &GpuDevice, out: &GpuBuf, dtype: DType) -> Result<Vec<f32>> 
 
 /// Whether `got` matches `want` up to the rounding two GEMM kernels that
 /// sum in different orders may differ by: within 1e-3 (f32) or 1e-2 (f16)
-/// of the largest finite |want|, and non-finite exactly where `want` is
-/// (NaNs anywhere where `want` has one). Else what differs, for the warning.
+/// of the largest finite |want|, the same infinities where `want` has
+/// them, and anything where `want` has a NaN. Else what differs, for the
+/// warning. (The last f16 value may be the padding of an odd count, which
+/// no kernel writes: it does not set the scale.)
 fn agrees(want: &[f32], got: &[f32], dtype: DType) -> std::result::Result<(), String> {
     if want.len() != got.len() {
         return Err(format!("{} values against {}", got.len(), want.len()));
     }
-    let scale = want.iter().filter(|v| v.is_finite()).fold(0f32, |m, v| m.max(v.abs()));
+    let scaled = if dtype == DType::F16 {
+        want.len().saturating_sub(1)
+    } else {
+        want.len()
+    };
+    let scale = want[..scaled]
+        .iter()
+        .filter(|v| v.is_finite())
+        .fold(0f32, |m, v| m.max(v.abs()));
     let tol = scale * if dtype == DType::F16 { 1e-2 } else { 1e-3 };
     for (i, (&w, &x)) in want.iter().zip(got).enumerate() {
         let ok = if w.is_nan() {
@@ -399,12 +441,19 @@ mod tests {
             entry,
             unchecked: false,
         };
-        assert_eq!(reference(&[checked("gemm_coop"), checked("gemm")]), 1);
-        let un = Choice {
-            entry: "gemm",
-            unchecked: true,
-        };
-        assert_eq!(reference(&[un, checked("matmul_wide")]), 0);
-        assert_eq!(un.to_string(), "gemm unchecked");
+        let un = |entry| Choice { entry, unchecked: true };
+        assert_eq!(
+            reference(&[checked("gemm_coop"), checked("gemm")]),
+            Some(checked("gemm"))
+        );
+        // Where only unchecked builds are tuned (WGFLOW_GEMM_CHECKS=off),
+        // the reference is still the checked one.
+        assert_eq!(reference(&[un("gemm_coop"), un("gemm")]), Some(checked("gemm")));
+        assert_eq!(
+            reference(&[un("matmul_sg"), un("matmul_reg")]),
+            Some(checked("matmul_reg"))
+        );
+        assert_eq!(reference(&[checked("gemm_coop")]), None);
+        assert_eq!(un("gemm").to_string(), "gemm unchecked");
     }
 }
