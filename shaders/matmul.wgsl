@@ -398,8 +398,12 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
         }
         workgroupBarrier();
     }
-    let m = m0 + lid.y * 4u;
-    let n = n0 + lid.x * 4u;
+    wide_store(b, m0 + lid.y * 4u, n0 + lid.x * 4u, c00, c01, c10, c11);
+}
+
+// Stores an invocation's four 4x4 blocks of a 128x128 tile, 64 rows and
+// columns apart, from (m, n).
+fn wide_store(b: u32, m: u32, n: u32, c00: array<vec4<f32>, 4>, c01: array<vec4<f32>, 4>, c10: array<vec4<f32>, 4>, c11: array<vec4<f32>, 4>) {
     store_block(b, m, n, c00);
     store_block(b, m, n + 64u, c01);
     store_block(b, m + 64u, n, c10);

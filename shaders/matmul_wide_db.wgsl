@@ -81,10 +81,5 @@ fn matmul_wide_db(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         }
         workgroupBarrier();
     }
-    let m = m0 + lid.y * 4u;
-    let n = n0 + lid.x * 4u;
-    store_block(b, m, n, c00);
-    store_block(b, m, n + 64u, c01);
-    store_block(b, m + 64u, n, c10);
-    store_block(b, m + 64u, n + 64u, c11);
+    wide_store(b, m0 + lid.y * 4u, n0 + lid.x * 4u, c00, c01, c10, c11);
 }

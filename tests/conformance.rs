@@ -630,19 +630,31 @@ fn softmax() {
     s.check_err(Op::Softmax { axis: 0, log: false }, &[randint(&[3], 0, 3, 1)]);
 }
 
+/// The GEMM kernels a matmul can be forced to (each proven where it runs).
+const MATMUL_KERNELS: [GemmVariant; 7] = [
+    GemmVariant::Tiled,
+    GemmVariant::Wide,
+    GemmVariant::WideDouble,
+    GemmVariant::Register,
+    GemmVariant::Subgroup,
+    GemmVariant::Cooperative,
+    GemmVariant::CooperativeWide,
+];
+
+/// The GEMM kernels of convolutions: the implicit GEMM (tiled,
+/// cooperative) and the patch matrices' GEMMs (register, subgroup).
+const CONV_KERNELS: [GemmVariant; 4] = [
+    GemmVariant::Tiled,
+    GemmVariant::Register,
+    GemmVariant::Subgroup,
+    GemmVariant::Cooperative,
+];
+
 #[test]
 fn matmul() {
     // Every GEMM kernel on every adapter that can run it: the tiled ones
     // GPUs use and the register-blocked ones CPU adapters use.
-    for v in [
-        GemmVariant::Tiled,
-        GemmVariant::Wide,
-        GemmVariant::WideDouble,
-        GemmVariant::Register,
-        GemmVariant::Subgroup,
-        GemmVariant::Cooperative,
-        GemmVariant::CooperativeWide,
-    ] {
+    for v in MATMUL_KERNELS {
         let (mut s, dts) = forced_gemm("matmul", v);
         matmul_cases(&mut s, dts);
     }
@@ -680,26 +692,11 @@ fn matmul() {
 #[test]
 fn gemm_unchecked() {
     force_gemm_checks(GemmChecks::Off);
-    for v in [
-        GemmVariant::Tiled,
-        GemmVariant::Wide,
-        GemmVariant::WideDouble,
-        GemmVariant::Register,
-        GemmVariant::Subgroup,
-        GemmVariant::Cooperative,
-        GemmVariant::CooperativeWide,
-    ] {
+    for v in MATMUL_KERNELS {
         let (mut s, dts) = forced_gemm("matmul unchecked", v);
         matmul_cases(&mut s, dts);
     }
-    // Convolutions: the implicit GEMM (tiled, cooperative) and the patch
-    // matrices' GEMMs (register, subgroup).
-    for v in [
-        GemmVariant::Tiled,
-        GemmVariant::Register,
-        GemmVariant::Subgroup,
-        GemmVariant::Cooperative,
-    ] {
+    for v in CONV_KERNELS {
         let (mut s, dts) = forced_gemm("conv2d unchecked", v);
         conv2d_cases(&mut s, dts);
     }
@@ -883,12 +880,7 @@ fn conv(strides: [usize; 2], padding: Padding, dilations: [usize; 2], groups: us
 #[test]
 fn conv2d() {
     // Patch matrices through the register and subgroup matmuls on CPU-style paths.
-    for v in [
-        GemmVariant::Tiled,
-        GemmVariant::Register,
-        GemmVariant::Subgroup,
-        GemmVariant::Cooperative,
-    ] {
+    for v in CONV_KERNELS {
         let (mut s, dts) = forced_gemm("conv2d", v);
         conv2d_cases(&mut s, dts);
     }

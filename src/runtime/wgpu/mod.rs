@@ -214,15 +214,7 @@ impl Kernel {
         params: &'static [ParamsLayout],
         enables: &'static [&'static str],
     ) -> Kernel {
-        Kernel {
-            name: Cow::Borrowed(name),
-            sources,
-            generated: None,
-            types,
-            params,
-            enables,
-            checked: true,
-        }
+        Kernel::unchecked(name, sources, types, params, enables).with_checks()
     }
 
     /// A GEMM kernel built without wgpu's runtime checks (see
@@ -244,6 +236,11 @@ impl Kernel {
             enables,
             checked: false,
         }
+    }
+
+    const fn with_checks(mut self) -> Kernel {
+        self.checked = true;
+        self
     }
 
     /// The full WGSL of the `ty` variant: the `enables`, the type prelude,
