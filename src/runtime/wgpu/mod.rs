@@ -355,8 +355,8 @@ pub enum GemmVariant {
     CooperativeWide,
 }
 
-/// Whether GEMM kernels run with wgpu's runtime checks (see
-/// [`Kernel::checked`]): `WGFLOW_GEMM_CHECKS`.
+/// Whether GEMM kernels run with wgpu's runtime checks:
+/// `WGFLOW_GEMM_CHECKS`.
 ///
 /// Without them, naga leaves out the clamp on every array index and the
 /// counter it adds to every loop, which keep a driver from compiling the
