@@ -322,31 +322,35 @@ impl Settings {
             None => None,
             Some(v) => Some(parse_logical(&v)?),
         };
-        if let Some(v) = var("WGFLOW_DETERMINISTIC_OPS").filter(|v| super::wgpu::tune::parse_flag(v).is_none()) {
-            return Err(Error::arg(
-                "WGFLOW_DETERMINISTIC_OPS",
-                format!("{v:?} is not a boolean; valid values: [1, true, 0, false]"),
-            ));
-        }
         // Read where GEMMs launch; checked here so that a typo fails the
         // first device lookup instead of passing unnoticed.
-        if let Some(v) = var("WGFLOW_GEMM").filter(|v| super::wgpu::GemmVariant::parse(v).is_none()) {
-            return Err(Error::arg(
+        let settings: [(&str, fn(&str) -> bool, &str, &str); 3] = [
+            (
+                "WGFLOW_DETERMINISTIC_OPS",
+                |v| super::wgpu::tune::parse_flag(v).is_some(),
+                "a boolean",
+                "1, true, 0, false",
+            ),
+            (
                 "WGFLOW_GEMM",
-                format!(
-                    "{v:?} is not a GEMM kernel; valid values: [{}]",
-                    super::wgpu::GemmVariant::NAMES
-                ),
-            ));
-        }
-        if let Some(v) = var("WGFLOW_GEMM_CHECKS").filter(|v| super::wgpu::GemmChecks::parse(v).is_none()) {
-            return Err(Error::arg(
+                |v| super::wgpu::GemmVariant::parse(v).is_some(),
+                "a GEMM kernel",
+                super::wgpu::GemmVariant::NAMES,
+            ),
+            (
                 "WGFLOW_GEMM_CHECKS",
-                format!(
-                    "{v:?} is not a setting; valid values: [{}]",
-                    super::wgpu::GemmChecks::NAMES
-                ),
-            ));
+                |v| super::wgpu::GemmChecks::parse(v).is_some(),
+                "a setting",
+                super::wgpu::GemmChecks::NAMES,
+            ),
+        ];
+        for (name, valid, what, names) in settings {
+            if let Some(v) = var(name).filter(|v| !valid(v)) {
+                return Err(Error::arg(
+                    name,
+                    format!("{v:?} is not {what}; valid values: [{names}]"),
+                ));
+            }
         }
         Ok(Settings {
             visible: var("WGFLOW_VISIBLE_DEVICES"),
