@@ -324,7 +324,9 @@ impl Settings {
         };
         // Read where GEMMs launch; checked here so that a typo fails the
         // first device lookup instead of passing unnoticed.
-        let settings: [(&str, fn(&str) -> bool, &str, &str); 3] = [
+        // (variable, whether a value is valid, what it must be, valid values)
+        type Setting = (&'static str, fn(&str) -> bool, &'static str, &'static str);
+        let settings: [Setting; 3] = [
             (
                 "WGFLOW_DETERMINISTIC_OPS",
                 |v| super::wgpu::tune::parse_flag(v).is_some(),
