@@ -5,7 +5,8 @@
 //!         [--train-size N] [--run-eagerly] [--export-dir DIR] [--save-keras FILE.keras]
 //!         [--strategy one|mirrored|multi-worker] [--devices gpu:0,gpu:1] [--seed N]
 //!         [--dropout RATE] [--optimizer adam|sgd] [--learning-rate X]
-//!         [--steps-per-epoch N] [--backup-dir DIR] [--mixed-precision]
+//!         [--steps-per-epoch N] [--backup-dir DIR]
+//!         [--mixed-precision[=mixed_float16|mixed_bfloat16]]
 //!
 //! `--strategy mirrored` trains one replica per device of `--devices`
 //! (default: every visible GPU, else the CPU) with `MirroredStrategy`;
@@ -101,9 +102,17 @@ struct Args {
     #[arg(long, value_name = "N")]
     steps_per_epoch: Option<usize>,
     /// Keras mixed precision: the "mixed_float16" policy (layers compute in
-    /// f16, variables stay f32, dynamic loss scaling).
-    #[arg(long)]
-    mixed_precision: bool,
+    /// f16, variables stay f32, dynamic loss scaling), or with
+    /// `=mixed_bfloat16` that policy (bf16 compute, no loss scaling).
+    #[arg(
+        long,
+        value_name = "POLICY",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "mixed_float16",
+        value_parser = ["mixed_float16", "mixed_bfloat16"]
+    )]
+    mixed_precision: Option<String>,
     /// Keras' BackupAndRestore: back up after every epoch to DIR, and resume
     /// an interrupted run from it (deleted when training completes).
     #[arg(long, value_name = "DIR")]
@@ -169,8 +178,8 @@ enum Dist {
 }
 
 fn run(args: Args) -> wgflow::Result<()> {
-    if args.mixed_precision {
-        wgflow::nn::mixed_precision::set_global_policy("mixed_float16")?;
+    if let Some(p) = &args.mixed_precision {
+        wgflow::nn::mixed_precision::set_global_policy(p)?;
     }
     let names: Vec<&str> = args.devices.iter().map(String::as_str).collect();
     let dist = match args.strategy {
@@ -212,7 +221,10 @@ fn run(args: Args) -> wgflow::Result<()> {
         Dist::One => say!(
             "Training on {device} ({}){}",
             device.name(),
-            if args.mixed_precision { ", mixed_float16" } else { "" }
+            args.mixed_precision
+                .as_ref()
+                .map(|p| format!(", {p}"))
+                .unwrap_or_default()
         ),
         Dist::Mirrored(s) => say!(
             "Training with MirroredStrategy on {} replicas: {}",

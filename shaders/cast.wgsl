@@ -1,7 +1,7 @@
-// dtype conversion. Buffers are raw 32-bit words so that f16 data can be
-// read and written as packed pairs on adapters without SHADER_F16; each
-// invocation converts elements 2i and 2i+1. Codes (p.src, p.dst): 0 f32,
-// 1 f16, 2 i32, 3 bool.
+// dtype conversion. Buffers are raw 32-bit words so that f16 and bf16 data
+// can be read and written as packed pairs (WGSL has no bf16, and f16 only
+// with SHADER_F16); each invocation converts elements 2i and 2i+1. Codes
+// (p.src, p.dst): 0 f32, 1 f16, 2 i32, 3 bool, 4 bf16.
 
 struct Params {
     n: u32,
@@ -25,6 +25,10 @@ fn load(j: u32) -> f32 {
         case 3u: {
             return select(0.0, 1.0, src[j] != 0u);
         }
+        case 4u: {
+            // A bf16 is the upper half of the f32 with the same bits.
+            return bitcast<f32>(((src[j >> 1u] >> ((j & 1u) * 16u)) & 0xffffu) << 16u);
+        }
         default: {
             return bitcast<f32>(src[j]);
         }
@@ -42,6 +46,16 @@ fn f16_bits(x: f32) -> u32 {
         return s | 0x7c00u;
     }
     return pack2x16float(vec2<f32>(x, 0.0)) & 0xffffu;
+}
+
+// x rounded to bf16 (to nearest, ties to even), as bits; NaN stays NaN
+// (quieted, sign kept), as Rust's half::bf16, the CPU reference's.
+fn bf16_bits(x: f32) -> u32 {
+    let u = bitcast<u32>(x);
+    if (f32_is_nan(x)) {
+        return ((u >> 16u) | 0x40u) & 0xffffu;
+    }
+    return (u + 0x7fffu + ((u >> 16u) & 1u)) >> 16u;
 }
 
 fn store(j: u32, x: f32) {
@@ -83,6 +97,8 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
     if (p.dst == 1u) {
         dst[i] = f16_bits(a) | (f16_bits(b) << 16u);
+    } else if (p.dst == 4u) {
+        dst[i] = bf16_bits(a) | (bf16_bits(b) << 16u);
     } else {
         store(j, a);
         if (has2) {

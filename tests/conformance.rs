@@ -1,9 +1,9 @@
 //! Conformance: every op, GPU against the CPU reference, on every adapter,
 //! on seeded inputs of awkward shapes (size 1, odd, prime, not multiples of
-//! the tile, zero-size dimensions, broadcasting), in f32 and f16, plus the
+//! the tile, zero-size dimensions, broadcasting), in f32, f16 and bf16, plus the
 //! error inputs of every op on both devices. Tolerances are the ops' own
 //! (`Op::tolerance`): |gpu - cpu| <= atol + rtol * |cpu|, with atol growing
-//! as sqrt(K) for reductions of length K, and loosened for f16.
+//! as sqrt(K) for reductions of length K, and loosened for f16 and bf16.
 //! Run with `--nocapture` to see the case counts.
 
 mod common;
@@ -19,7 +19,7 @@ use wgflow::runtime::wgpu::{
 };
 use wgflow::{DType, Padding, Tensor};
 
-const FLOATS: [DType; 2] = [DType::F32, DType::F16];
+const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
 #[test]
 fn unary() {
@@ -166,7 +166,7 @@ fn binary() {
         (&[], &[5], &[5]),
     ];
     for (j, (c, a, b)) in triples.iter().enumerate() {
-        for dt in [DType::F32, DType::F16, DType::I32] {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::I32] {
             let x = if dt == DType::I32 {
                 randint(a, -5, 5, j as u64)
             } else {
@@ -197,7 +197,7 @@ fn binary() {
 #[test]
 fn layout() {
     let mut s = Suite::new("layout");
-    let all = [DType::F32, DType::F16, DType::I32, DType::Bool];
+    let all = [DType::F32, DType::F16, DType::BF16, DType::I32, DType::Bool];
     let make = |sh: &[usize], dt: DType, seed: u64| match dt {
         DType::I32 => randint(sh, -100, 100, seed),
         DType::Bool => randbool(sh, seed),
@@ -258,7 +258,7 @@ fn layout() {
             &[x.clone(), Tensor::from_vec(vec![-1], &[1], &cpu()).unwrap()],
         );
     }
-    for dt in [DType::F32, DType::F16, DType::I32] {
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I32] {
         // Out-of-range and negative indices give rows of `off`, as in TF.
         s.check(
             Op::OneHot {
@@ -552,7 +552,7 @@ fn reduce_cases(s: &mut Suite) {
         let axes: Vec<usize> = axes.map(|a| a.to_vec()).unwrap_or_else(|| (0..sh.len()).collect());
         for op in ops {
             for keepdims in [false, true] {
-                for dt in [DType::F32, DType::F16, DType::I32] {
+                for dt in [DType::F32, DType::F16, DType::BF16, DType::I32] {
                     let x = match (dt, op) {
                         (DType::I32, _) => randint(sh, -3, 4, i as u64),
                         // Products of many values stay finite near 1.
@@ -1056,7 +1056,7 @@ fn gradient_kernels() {
             ],
         );
     }
-    for dt in [DType::F32, DType::F16, DType::I32] {
+    for dt in [DType::F32, DType::F16, DType::BF16, DType::I32] {
         let x = if dt == DType::I32 {
             randint(&[2, 3], -5, 5, 1)
         } else {
@@ -1334,6 +1334,134 @@ const ARITH: [BinaryOp; 8] = [
     BinaryOp::SquaredDifference,
 ];
 
+/// Fills and seeded random tensors of every dtype are the same on every
+/// device, and eager ops with a scalar (which fill it first) agree: a fill
+/// of a 16-bit dtype that the device computes in f32 (bf16 everywhere, f16
+/// without `SHADER_F16`) is written in its own dtype.
+#[test]
+fn creation() {
+    use wgflow::ops;
+    let bits = |t: &Tensor| t.to_f64_vec().unwrap();
+    for g in gpus() {
+        for dt in [DType::F32, DType::F16, DType::BF16, DType::I32, DType::Bool] {
+            for (sh, v) in [
+                (&[] as &[usize], 1.0 / 3.0),
+                (&[0, 2], 2.0),
+                (&[7], -65519.0),
+                (&[3, 5], 3e38),
+            ] {
+                let want = ops::full(sh, v, dt, &cpu()).unwrap();
+                let got = ops::full(sh, v, dt, &g).unwrap();
+                assert_eq!((got.dtype(), got.shape()), (dt, sh), "fill on {g}");
+                assert_eq!(bits(&got), bits(&want), "fill {v} as {dt} on {g}");
+            }
+            let e = ops::full(&[2], 1.0, dt, &g).unwrap().cast(DType::F64).unwrap_err();
+            assert!(e.to_string().contains("float64"), "{e}");
+            if dt.is_float() {
+                let want = ops::random_normal(&[4, 9], 0.5, 2.0, dt, 7, &cpu()).unwrap();
+                let got = ops::random_normal(&[4, 9], 0.5, 2.0, dt, 7, &g).unwrap();
+                assert_eq!(bits(&got), bits(&want), "random_normal {dt} on {g}");
+                let x = randn(&[5], 3, dt);
+                let want = bits(&x.mul_scalar(1.0 / 3.0).unwrap().add_scalar(0.25).unwrap());
+                let gx = x.to_device(&g).unwrap();
+                let got = bits(&gx.mul_scalar(1.0 / 3.0).unwrap().add_scalar(0.25).unwrap());
+                assert_close(
+                    &got.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    &want.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                    2e-2,
+                    &format!("x / 3 + 0.25 in {dt} on {g}"),
+                );
+            }
+        }
+    }
+}
+
+/// Rounding to bf16 on every device, bit for bit against the CPU's
+/// `half::bf16` (round to nearest, ties to even): ties both ways, values
+/// one f32 ulp either side of a tie, the largest finite bf16 and values
+/// that round past it to infinity, f32 subnormals, NaN with either sign.
+#[test]
+fn bf16_rounding() {
+    let mut s = Suite::new("bf16 rounding");
+    let tie = |base: f32, k: i32| base + (k as f32) * base * 2f32.powi(-8);
+    let next = |x: f32, d: i32| f32::from_bits((x.to_bits() as i64 + d as i64) as u32);
+    let max = half::bf16::MAX.to_f32();
+    let mut v = vec![
+        0.0,
+        -0.0,
+        1.0,
+        tie(1.0, 1),
+        tie(1.0, 3),
+        tie(-1.0, 1),
+        tie(-1.0, 3),
+        next(tie(1.0, 1), 1),
+        next(tie(1.0, 1), -1),
+        tie(3.0e-3, 5),
+        max,
+        next(max, 1),
+        next(f32::MAX, 0),
+        f32::MIN,
+        f32::from_bits(1),
+        f32::from_bits(0x8000_8000),
+        f32::MIN_POSITIVE,
+        INF,
+        -INF,
+        NAN,
+        -NAN,
+        65520.0,
+        1.0e30,
+        -7.3e-39,
+    ];
+    // A bf16 tie halfway to the next bf16 of every exponent of an f16.
+    for e in -14..16 {
+        v.push(tie(2f32.powi(e), 1));
+        v.push(tie(-(2f32.powi(e)), 3));
+    }
+    let n = v.len();
+    let x = Tensor::from_vec(v.clone(), &[n], &cpu()).unwrap();
+    s.check(Op::Cast(DType::BF16), &[x.clone()]);
+    let want: Vec<u16> = v.iter().map(|&f| half::bf16::from_f32(f).to_bits()).collect();
+    let bits = |t: &Tensor| -> Vec<u16> {
+        let h = t.cast(DType::BF16).unwrap().to_vec::<half::bf16>().unwrap();
+        h.iter().map(|b| b.to_bits()).collect()
+    };
+    assert_eq!(bits(&x), want, "the CPU reference rounds as half::bf16");
+    for g in &s.gpus {
+        let got = bits(&x.to_device(g).unwrap());
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            // NaN payloads may differ; NaN-ness and sign may not.
+            let nan = |u: u16| u & 0x7fff > 0x7f80;
+            assert!(
+                a == b || (nan(*a) && nan(*b) && a >> 15 == b >> 15),
+                "cast {} to bf16 on {g}: {a:#06x}, want {b:#06x}",
+                v[i]
+            );
+        }
+    }
+    // int32 rounds through f32, as TensorFlow's Cast does (2^24 + 2^16 + 1
+    // is 2^24 + 2^17 rounded once, 2^24 rounded twice).
+    let ints = Tensor::from_vec(
+        vec![16842753, -16842753, i32::MAX, i32::MIN, 0, -1, 257, 16777217],
+        &[8],
+        &cpu(),
+    )
+    .unwrap();
+    s.check(Op::Cast(DType::BF16), &[ints.clone()]);
+    let wide = ints
+        .cast(DType::BF16)
+        .unwrap()
+        .cast(DType::F32)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    assert_eq!(wide[0], 16777216.0, "int32 to bf16 rounds through f32");
+    // And back: bf16 widens exactly, to f32 and to f16's nearest.
+    let h = x.cast(DType::BF16).unwrap();
+    for to in [DType::F32, DType::F16, DType::I32, DType::Bool] {
+        s.check(Op::Cast(to), &[h.clone()]);
+    }
+}
+
 #[test]
 fn special_values() {
     let mut s = Suite::new("special values");
@@ -1391,7 +1519,7 @@ fn special_values() {
         .unwrap()
         .cast(dt)
         .unwrap();
-        for to in [DType::F32, DType::F16, DType::I32, DType::Bool] {
+        for to in [DType::F32, DType::F16, DType::BF16, DType::I32, DType::Bool] {
             check_special(&mut s, Op::Cast(to), &[x.clone()]);
         }
         // Reductions: rows with NaN, infinities of both signs, zeros of
@@ -1716,7 +1844,11 @@ fn tensorflow_special_values() {
                     Tensor::from_vec(v.clone(), sh, &cpu()).unwrap().cast(dt).unwrap()
                 })
                 .collect();
-            let rtol = if dt == DType::F16 { 2e-3 } else { 1e-6 };
+            let rtol = match dt {
+                DType::F16 => 2e-3,
+                DType::BF16 => 8e-3,
+                _ => 1e-6,
+            };
             for d in &devs {
                 let dx: Vec<Tensor> = x.iter().map(|t| t.to_device(d).unwrap()).collect();
                 let refs: Vec<&Tensor> = dx.iter().collect();

@@ -393,6 +393,50 @@ fn rest_api_answers_as_tf_serving_does() {
 
 /// Two models from a config file: `specific` versions, a label, the CNN's
 /// softmax within 1e-5 of wgflow's own prediction, several inputs by name.
+/// A SavedModel whose signature takes and returns `DT_BFLOAT16`: the
+/// metadata says so, and REST requests give the bf16 results (values
+/// rounded to bf16 on the way in, as TF Serving converts JSON numbers).
+#[test]
+fn bfloat16_signatures_are_served() {
+    let base = tmp("bf16");
+    let d = Device::Cpu;
+    let va = Variable::new(
+        Tensor::from_vec(vec![half::bf16::from_f32(0.5)], &[1, 1], &d).unwrap(),
+        "a",
+    );
+    let vb = Variable::new(
+        Tensor::from_vec(vec![half::bf16::from_f32(2.0)], &[1], &d).unwrap(),
+        "b",
+    );
+    let spec = TensorSpec::new(&[None, Some(1)], DType::BF16).named("x");
+    let f = ConcreteFunction::trace("half_plus_two", &[spec], &d, |x: &[Tensor]| {
+        Ok(vec![x[0].matmul(&va.value())?.add(&vb.value())?])
+    })
+    .unwrap()
+    .with_output_names(&["y"])
+    .unwrap();
+    saved_model::save_functions(base.join("1"), &[("serving_default", &f)], &SaveOptions::default()).unwrap();
+    let s = Server::start(
+        "bf16",
+        &[
+            "--model_name=hp2".into(),
+            format!("--model_base_path={}", base.display()),
+        ],
+        Some("hp2"),
+    );
+    let (c, b) = s.http("GET", "/v1/models/hp2/metadata", "");
+    assert_eq!(c, 200, "{b}");
+    assert_eq!(b.matches("DT_BFLOAT16").count(), 2, "input and output: {b}");
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/hp2:predict",
+        r#"{"instances": [[1.0], [3.0], [1.00390625]]}"#,
+    );
+    assert_eq!(c, 200, "{b}");
+    // 1.00390625 is halfway between two bf16s and rounds to even (1.0).
+    assert_eq!(floats(parse(&b).get("predictions").unwrap()), vec![2.5, 3.5, 2.5]);
+}
+
 #[test]
 fn model_config_file_versions_and_labels() {
     let root = tmp("config");

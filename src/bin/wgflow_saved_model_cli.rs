@@ -239,6 +239,7 @@ fn to_tensor(a: &NpyArray, want: DType, device: &wgflow::Device, path: &Path) ->
     let data = match want {
         DType::F32 => CpuData::F32(floats.iter().map(|&x| x as f32).collect()),
         DType::F16 => CpuData::F16(floats.iter().map(|&x| half::f16::from_f64(x)).collect()),
+        DType::BF16 => CpuData::BF16(floats.iter().map(|&x| half::bf16::from_f64(x)).collect()),
         DType::F64 => CpuData::F64(floats),
         DType::Bool => CpuData::Bool(floats.iter().map(|&x| x != 0.0).collect()),
         DType::I32 => {
@@ -268,6 +269,8 @@ fn to_npy(t: &Tensor) -> Result<NpyArray> {
         CpuData::F32(v) => NpyData::F32(v),
         CpuData::F16(v) => NpyData::F16(v),
         CpuData::F64(v) => NpyData::F64(v),
+        // NumPy has no bfloat16: written widened to float32 (exact).
+        CpuData::BF16(v) => NpyData::F32(v.iter().map(|x| x.to_f32()).collect()),
         CpuData::I32(v) => NpyData::I32(v),
         CpuData::Bool(v) => NpyData::Bool(v),
     };
@@ -286,6 +289,7 @@ fn format_tensor(t: &Tensor) -> Result<String> {
             let f: Vec<f64> = match other {
                 CpuData::F32(v) => v.iter().map(|&x| x as f64).collect(),
                 CpuData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
+                CpuData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
                 CpuData::F64(v) => v,
                 _ => vec![],
             };

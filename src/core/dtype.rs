@@ -1,6 +1,6 @@
 //! Element types (`tf.dtypes`). GPU storage: f32, i32 and masks as 32-bit
-//! words, f16 as 16-bit halves; f64 exists only on the CPU reference (it is
-//! what finite-difference gradient checks run in).
+//! words, f16 and bf16 as 16-bit halves; f64 exists only on the CPU
+//! reference (it is what finite-difference gradient checks run in).
 //!
 //! Part of [`crate::core`]. Every [`crate::Tensor`] has one [`DType`]; the
 //! [`Element`] trait maps Rust scalars onto them for
@@ -8,7 +8,7 @@
 //! [`Tensor::to_vec`](crate::Tensor::to_vec). Ops never promote: operands of
 //! a binary op must share a dtype, and `ops::layout::cast` converts.
 
-use half::f16;
+use half::{bf16, f16};
 use std::fmt;
 
 /// The element type of a tensor, as `tf.DType`.
@@ -21,6 +21,10 @@ pub enum DType {
     F16,
     /// `tf.float64`: CPU device only (WGSL has no f64).
     F64,
+    /// `tf.bfloat16`: stored as 16-bit brain floats (f32's exponent, 8 bits
+    /// of significand) on every device; computed in f32 and rounded to
+    /// nearest even, as TensorFlow's CPU kernels do (WGSL has no bf16).
+    BF16,
     /// `tf.int32`: indices, labels and integer arithmetic (wrapping).
     I32,
     /// Boolean mask; comparisons produce it, `where_` consumes it.
@@ -28,28 +32,34 @@ pub enum DType {
 }
 
 impl DType {
-    /// TensorFlow's name: `"float32"`, `"float16"`, `"float64"`, `"int32"`,
-    /// `"bool"` (also what `Display` prints).
+    /// TensorFlow's name: `"float32"`, `"float16"`, `"float64"`,
+    /// `"bfloat16"`, `"int32"`, `"bool"` (also what `Display` prints).
     pub fn name(self) -> &'static str {
         match self {
             DType::F32 => "float32",
             DType::F16 => "float16",
             DType::F64 => "float64",
+            DType::BF16 => "bfloat16",
             DType::I32 => "int32",
             DType::Bool => "bool",
         }
     }
-    /// Whether this is F32, F16 or F64: the dtypes that carry gradients and
-    /// that math ops such as `exp` accept.
+    /// Whether this is F32, F16, F64 or BF16: the dtypes that carry
+    /// gradients and that math ops such as `exp` accept.
     pub fn is_float(self) -> bool {
-        matches!(self, DType::F32 | DType::F16 | DType::F64)
+        matches!(self, DType::F32 | DType::F16 | DType::F64 | DType::BF16)
+    }
+    /// Whether this is a 16-bit float (F16 or BF16): kept as halves, and
+    /// computed in f32 where the device has no arithmetic for it.
+    pub fn is_half(self) -> bool {
+        matches!(self, DType::F16 | DType::BF16)
     }
     /// Bytes per element in device storage.
     pub fn size(self) -> usize {
         match self {
-            DType::F16 => 2,
+            DType::F16 | DType::BF16 => 2,
             DType::F64 => 8,
-            _ => 4,
+            DType::F32 | DType::I32 | DType::Bool => 4,
         }
     }
 }
@@ -62,7 +72,7 @@ impl fmt::Display for DType {
 
 /// Rust types a tensor can be built from and read back into.
 ///
-/// Implemented for `f32`, `half::f16`, `f64`, `i32` and `bool`.
+/// Implemented for `f32`, `half::f16`, `half::bf16`, `f64`, `i32` and `bool`.
 pub trait Element: Copy + Send + Sync + 'static + fmt::Debug {
     /// The dtype of a tensor holding this type.
     const DTYPE: DType;
@@ -89,5 +99,9 @@ macro_rules! element {
 element!(f32, DType::F32, |x: f32| x as f64, |v: f64| v as f32);
 element!(f64, DType::F64, |x: f64| x, |v: f64| v);
 element!(f16, DType::F16, |x: f16| x.to_f64(), f16::from_f64);
+// Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
+element!(bf16, DType::BF16, |x: bf16| x.to_f64(), |v: f64| bf16::from_f32(
+    v as f32
+));
 element!(i32, DType::I32, |x: i32| x as f64, |v: f64| v as i32);
 element!(bool, DType::Bool, |x: bool| x as u8 as f64, |v: f64| v != 0.0);

@@ -1,8 +1,8 @@
 //! A function's compute precision changed after tracing (TF-TRT's
 //! `precision_mode='FP16'`): every f32 value the graph computes becomes
-//! f16, its f32 inputs, variables and constants are cast to f16 where they
-//! enter, and its outputs are cast back to f32, so callers see the same
-//! signature. Matmuls and convolutions of f16 operands accumulate in f32;
+//! f16 (or bf16), its f32 inputs, variables and constants are cast to it
+//! where they enter, and its outputs are cast back to f32, so callers see
+//! the same signature. bf16 ops compute in f32 and round on every device. Matmuls and convolutions of f16 operands accumulate in f32;
 //! on an adapter without `SHADER_F16` the f16 kernels compute in f32 and
 //! round to f16.
 
@@ -13,17 +13,17 @@ use crate::core::error::{Error, Result};
 use crate::core::op::Op;
 
 impl ConcreteFunction {
-    /// The function computing in `dtype` (`F16`, or `F32` for itself);
+    /// The function computing in `dtype` (`F16`, `BF16`, or `F32` for itself);
     /// inputs and outputs keep their dtypes. Functions that assign
     /// variables (training steps) are refused.
     pub fn with_compute_dtype(&self, dtype: DType) -> Result<ConcreteFunction> {
         let def = match dtype {
             DType::F32 => self.def().clone(),
-            DType::F16 => to_half(self.def(), self.name())?,
+            DType::F16 | DType::BF16 => to_half(self.def(), self.name(), dtype)?,
             d => {
                 return Err(Error::arg(
                     "with_compute_dtype",
-                    format!("{d}: a function computes in f16 or f32"),
+                    format!("{d}: a function computes in f16, bf16 or f32"),
                 ));
             }
         };
@@ -49,7 +49,8 @@ fn cast_node(from: usize, to: usize, dtype: DType) -> NodeDef {
     }
 }
 
-fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
+/// `src` computing in `half` (F16 or BF16) where it computed in f32.
+fn to_half(src: &GraphDef, name: &str, half: DType) -> Result<GraphDef> {
     if !src.assigns.is_empty() {
         return Err(Error::arg(
             "with_compute_dtype",
@@ -60,7 +61,7 @@ fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
     let fed: Vec<usize> = def.feeds.iter().map(|(v, _)| *v).collect();
     for (i, v) in def.values.iter_mut().enumerate() {
         if v.dtype == DType::F32 && !fed.contains(&i) {
-            v.dtype = DType::F16;
+            v.dtype = half;
         }
     }
     // Every f32 feed enters through a cast.
@@ -74,9 +75,9 @@ fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
         let h = def.values.len();
         def.values.push(ValueDef {
             shape: val.shape.clone(),
-            dtype: DType::F16,
+            dtype: half,
         });
-        nodes.push(cast_node(*v, h, DType::F16));
+        nodes.push(cast_node(*v, h, half));
         remap[*v] = h;
     }
     for n in &src.nodes {
@@ -84,10 +85,10 @@ fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
         for i in n.inputs.iter_mut() {
             *i = remap.get(*i).copied().unwrap_or(*i);
         }
-        let out_half = n.outputs.first().and_then(|&o| def.values.get(o)).map(|v| v.dtype) == Some(DType::F16);
+        let out_half = n.outputs.first().and_then(|&o| def.values.get(o)).map(|v| v.dtype) == Some(half);
         match &mut n.op {
             Op::Cast(d) | Op::Fill { dtype: d, .. } | Op::OneHot { dtype: d, .. } if *d == DType::F32 && out_half => {
-                *d = DType::F16;
+                *d = half;
             }
             _ => {}
         }
@@ -102,7 +103,7 @@ fn to_half(src: &GraphDef, name: &str) -> Result<GraphDef> {
                 format!("{name}: an output out of range"),
             ));
         };
-        if val.dtype == DType::F16 && src.values.get(o).is_none_or(|v| v.dtype == DType::F32) {
+        if val.dtype == half && src.values.get(o).is_none_or(|v| v.dtype == DType::F32) {
             let f = def.values.len();
             def.values.push(ValueDef {
                 shape: val.shape.clone(),

@@ -36,6 +36,7 @@ fn st_dtype(d: DType) -> Dtype {
         DType::F32 => Dtype::F32,
         DType::F16 => Dtype::F16,
         DType::F64 => Dtype::F64,
+        DType::BF16 => Dtype::BF16,
         DType::I32 => Dtype::I32,
         DType::Bool => Dtype::BOOL,
     }
@@ -197,6 +198,7 @@ impl Checkpoint {
                 Dtype::F32 => DType::F32,
                 Dtype::F16 => DType::F16,
                 Dtype::F64 => DType::F64,
+                Dtype::BF16 => DType::BF16,
                 Dtype::I32 => DType::I32,
                 Dtype::BOOL => DType::Bool,
                 d => return Err(bad(format!("tensor {name} has unsupported dtype {d:?}"))),

@@ -9,6 +9,12 @@
 //! a [`crate::nn::optimizers::LossScaleOptimizer`] under that policy (Keras'
 //! `auto_scale_loss`). f16 runs on every adapter: where the adapter lacks
 //! `SHADER_F16` the kernels compute in f32 and round to f16.
+//!
+//! `"mixed_bfloat16"` does the same in bf16, without loss scaling (bf16 has
+//! f32's range, so gradients do not underflow; Keras does not scale either).
+//! bf16 values are stored as halves and every op computes in f32 and rounds
+//! its result to bf16 (WGSL has no bf16 type): it halves the memory of
+//! activations, not their arithmetic.
 
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -24,7 +30,8 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// `Policy(name)`: `"float32"`, `"float16"` or `"mixed_float16"`.
+    /// `Policy(name)`: `"float32"`, `"float16"`, `"mixed_float16"`,
+    /// `"bfloat16"` or `"mixed_bfloat16"`.
     ///
     /// Returns [`Error::InvalidArgument`] for any other name, listing these.
     pub fn new(name: &str) -> Result<Policy> {
@@ -36,16 +43,18 @@ impl Policy {
                 variable: DType::F16,
             }),
             "mixed_float16" => Ok(Policy::mixed_float16()),
-            "mixed_bfloat16" | "bfloat16" => Err(Error::arg(
-                "mixed_precision.Policy",
-                format!(
-                    "policy {name:?} is not supported: wgflow has no bfloat16 dtype yet; \
-                     use \"mixed_float16\" (f16 compute, f32 variables) instead"
-                ),
-            )),
+            "bfloat16" => Ok(Policy {
+                name: "bfloat16",
+                compute: DType::BF16,
+                variable: DType::BF16,
+            }),
+            "mixed_bfloat16" => Ok(Policy::mixed_bfloat16()),
             _ => Err(Error::arg(
                 "mixed_precision.Policy",
-                format!("unknown policy {name:?}: use \"float32\", \"float16\" or \"mixed_float16\""),
+                format!(
+                    "unknown policy {name:?}: use \"float32\", \"float16\", \"mixed_float16\", \
+                     \"bfloat16\" or \"mixed_bfloat16\""
+                ),
             )),
         }
     }
@@ -64,6 +73,15 @@ impl Policy {
         Policy {
             name: "mixed_float16",
             compute: DType::F16,
+            variable: DType::F32,
+        }
+    }
+
+    /// `"mixed_bfloat16"`: compute in bf16, variables in f32.
+    pub fn mixed_bfloat16() -> Policy {
+        Policy {
+            name: "mixed_bfloat16",
+            compute: DType::BF16,
             variable: DType::F32,
         }
     }

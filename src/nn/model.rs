@@ -855,9 +855,9 @@ impl Model for Sequential {
         for l in self.layers.iter_mut() {
             h = l.call(&h, training)?;
         }
-        // Under a float16 policy the last layer computes in f16; the model's
-        // output (and so the loss) is f32.
-        if h.dtype() == DType::F16 {
+        // Under a float16 or bfloat16 policy the last layer computes in 16
+        // bits; the model's output (and so the loss) is f32.
+        if h.dtype().is_half() {
             h = h.cast(DType::F32)?;
         }
         Ok(h)

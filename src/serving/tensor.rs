@@ -356,6 +356,11 @@ impl HostTensor {
                 &self.shape,
                 device,
             ),
+            HostData::F32(v) if self.dtype == dt::BFLOAT16 => Tensor::from_data(
+                CpuData::BF16(v.iter().map(|&x| half::bf16::from_f32(x)).collect()),
+                &self.shape,
+                device,
+            ),
             HostData::F32(v) => Tensor::from_slice(v, &self.shape, device),
             HostData::F64(v) => Tensor::from_slice(v, &self.shape, device),
             HostData::I64(v) => {
@@ -389,6 +394,7 @@ impl HostTensor {
             DType::F32 => dt::FLOAT,
             DType::F16 => dt::HALF,
             DType::F64 => dt::DOUBLE,
+            DType::BF16 => dt::BFLOAT16,
             DType::I32 => dt::INT32,
             DType::Bool => dt::BOOL,
         };
@@ -396,6 +402,7 @@ impl HostTensor {
             CpuData::F32(v) => HostData::F32(v),
             CpuData::F16(v) => HostData::F32(v.iter().map(|h| h.to_f32()).collect()),
             CpuData::F64(v) => HostData::F64(v),
+            CpuData::BF16(v) => HostData::F32(v.iter().map(|h| h.to_f32()).collect()),
             CpuData::I32(v) => HostData::I64(v.into_iter().map(i64::from).collect()),
             CpuData::Bool(v) => HostData::Bool(v),
         };

@@ -88,6 +88,7 @@ fn elem_type(d: DType) -> i32 {
         DType::F32 => elem::FLOAT,
         DType::F16 => elem::FLOAT16,
         DType::F64 => elem::DOUBLE,
+        DType::BF16 => elem::BFLOAT16,
         DType::I32 => elem::INT32,
         DType::Bool => elem::BOOL,
     }
@@ -207,6 +208,7 @@ impl Builder {
     fn scalar(&mut self, v: f64, dtype: DType) -> String {
         let raw = match dtype {
             DType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
+            DType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
             DType::F64 => v.to_le_bytes().to_vec(),
             DType::I32 => (v as i32).to_le_bytes().to_vec(),
             DType::Bool => vec![u8::from(v != 0.0)],
@@ -224,6 +226,14 @@ impl Builder {
 fn model(f: &ConcreteFunction, opset: i64) -> Result<ModelProto> {
     let ir = ir_version(opset)?;
     let def = f.def();
+    // ONNX's Conv, Gemm, pooling and most other ops of opsets 13 to 17 do
+    // not take bfloat16: such a file would fail onnx.checker.
+    if def.values.iter().any(|v| v.dtype == DType::BF16) {
+        return Err(Error::Unimplemented {
+            what: "ONNX export of a function computing in bfloat16".into(),
+            msg: "the operators of opsets 13 to 17 do not take bfloat16; export the model under the float32 or mixed_float16 policy".into(),
+        });
+    }
     let mut b = Builder {
         nodes: Vec::new(),
         inits: Vec::new(),
@@ -627,6 +637,7 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
             let raw = match dtype {
                 DType::F32 => (*value as f32).to_le_bytes().to_vec(),
                 DType::F16 => half::f16::from_f64(*value).to_le_bytes().to_vec(),
+                DType::BF16 => half::bf16::from_f64(*value).to_le_bytes().to_vec(),
                 DType::F64 => value.to_le_bytes().to_vec(),
                 DType::I32 => (*value as i32).to_le_bytes().to_vec(),
                 DType::Bool => vec![u8::from(*value != 0.0)],

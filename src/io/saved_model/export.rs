@@ -30,6 +30,7 @@ pub(crate) fn tf_dtype(d: DType) -> i32 {
         DType::F32 => dt::FLOAT,
         DType::F16 => dt::HALF,
         DType::F64 => dt::DOUBLE,
+        DType::BF16 => dt::BFLOAT16,
         DType::I32 => dt::INT32,
         DType::Bool => dt::BOOL,
     }
@@ -41,6 +42,7 @@ pub(crate) fn tensor_bytes(t: &Tensor) -> Result<Vec<u8>> {
         CpuData::F32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuData::F16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuData::F64(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        CpuData::BF16(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuData::I32(v) => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
         CpuData::Bool(v) => v.iter().map(|&b| b as u8).collect(),
     })
@@ -169,6 +171,7 @@ impl Builder {
         let content = match dtype {
             DType::F32 => (value as f32).to_le_bytes().to_vec(),
             DType::F16 => half::f16::from_f64(value).to_le_bytes().to_vec(),
+            DType::BF16 => half::bf16::from_f64(value).to_le_bytes().to_vec(),
             DType::F64 => value.to_le_bytes().to_vec(),
             DType::I32 => (value as i32).to_le_bytes().to_vec(),
             DType::Bool => vec![(value != 0.0) as u8],

@@ -400,6 +400,7 @@ fn wg_dtype(t: i32) -> Option<DType> {
     Some(match t {
         dt::FLOAT => DType::F32,
         dt::HALF => DType::F16,
+        dt::BFLOAT16 => DType::BF16,
         dt::DOUBLE => DType::F64,
         dt::INT32 | dt::INT64 => DType::I32,
         dt::BOOL => DType::Bool,
@@ -652,6 +653,7 @@ impl Host {
     fn upload(&self, device: &Device, node: &str) -> Result<Tensor> {
         let data = match (&self.data, self.dtype) {
             (HostData::F(v), dt::HALF) => CpuData::F16(v.iter().map(|&x| half::f16::from_f64(x)).collect()),
+            (HostData::F(v), dt::BFLOAT16) => CpuData::BF16(v.iter().map(|&x| half::bf16::from_f64(x)).collect()),
             (HostData::F(v), dt::DOUBLE) => CpuData::F64(v.clone()),
             (HostData::F(v), _) => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
             (HostData::I(v), _) => CpuData::I32(
@@ -1132,6 +1134,14 @@ fn bundle_tensor(t: &BundleTensor, key: &str, device: &Device) -> Result<Tensor>
             CpuData::F16(
                 raw.chunks_exact(2)
                     .map(|c| half::f16::from_le_bytes([c[0], c[1]]))
+                    .collect(),
+            )
+        }
+        dt::BFLOAT16 => {
+            need(2)?;
+            CpuData::BF16(
+                raw.chunks_exact(2)
+                    .map(|c| half::bf16::from_le_bytes([c[0], c[1]]))
                     .collect(),
             )
         }

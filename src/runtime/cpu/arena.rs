@@ -17,7 +17,7 @@
 
 use super::CpuData;
 use crate::core::dtype::DType;
-use half::f16;
+use half::{bf16, f16};
 use std::any::Any;
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -199,6 +199,8 @@ pub(crate) fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
     match dtype {
         DType::F32 => CpuData::F32(each(v, |x| x as f32)),
         DType::F16 => CpuData::F16(each(v, f16::from_f64)),
+        // Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
+        DType::BF16 => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         DType::F64 => CpuData::F64(each(v, |x| x)),
         DType::I32 => CpuData::I32(each(v, |x| x as i32)),
         DType::Bool => CpuData::Bool(each(v, |x| x != 0.0)),
@@ -262,6 +264,100 @@ fn scratch<T: Copy + Default + 'static, R>(n: usize, zero: bool, f: impl FnOnce(
     r
 }
 
+/// f32 to f16 (to nearest, ties to even) in an [`output`] buffer, eight at
+/// a time with the CPU's F16C instructions where it has them (a scalar
+/// conversion tests for them per element: a mixed_float16 step spent
+/// most of its time there).
+fn to_f16(v: &[f32]) -> Vec<f16> {
+    // SAFETY: both paths write all v.len() elements.
+    unsafe {
+        output_filled(v.len(), |o| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+                return f16c::to_f16(v, o);
+            }
+            for (o, &x) in o.iter_mut().zip(v) {
+                o.write(f16::from_f32(x));
+            }
+        })
+    }
+}
+
+/// f16 to f32 (exact), as [`to_f16`].
+fn from_f16(v: &[f16]) -> Vec<f32> {
+    // SAFETY: both paths write all v.len() elements.
+    unsafe {
+        output_filled(v.len(), |o| {
+            #[cfg(target_arch = "x86_64")]
+            if std::is_x86_feature_detected!("f16c") && std::is_x86_feature_detected!("avx") {
+                return f16c::from_f16(v, o);
+            }
+            for (o, &x) in o.iter_mut().zip(v) {
+                o.write(x.to_f32());
+            }
+        })
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod f16c {
+    use half::f16;
+    use std::arch::x86_64::*;
+    use std::mem::MaybeUninit;
+
+    /// Round to nearest even (`_MM_FROUND_TO_NEAREST_INT`, not MXCSR's mode).
+    const NEAREST: i32 = 0x00;
+
+    /// # Safety
+    /// The CPU has AVX and F16C; `o` is as long as `v`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn to_f16(v: &[f32], o: &mut [MaybeUninit<f16>]) {
+        let n = v.len().min(o.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: elements i..i + 8 are inside both slices; unaligned
+            // loads and stores; f16 is 16 bits.
+            unsafe {
+                let x = _mm256_loadu_ps(v.as_ptr().add(i));
+                let h = _mm256_cvtps_ph::<NEAREST>(x);
+                _mm_storeu_si128(o.as_mut_ptr().add(i).cast::<__m128i>(), h);
+            }
+            i += 8;
+        }
+        for j in i..n {
+            o[j].write(f16::from_f32(v[j]));
+        }
+    }
+
+    /// # Safety
+    /// The CPU has AVX and F16C; `o` is as long as `v`.
+    #[target_feature(enable = "avx,f16c")]
+    pub(super) unsafe fn from_f16(v: &[f16], o: &mut [MaybeUninit<f32>]) {
+        let n = v.len().min(o.len());
+        let mut i = 0;
+        while i + 8 <= n {
+            // SAFETY: as in to_f16.
+            unsafe {
+                let h = _mm_loadu_si128(v.as_ptr().add(i).cast::<__m128i>());
+                _mm256_storeu_ps(o.as_mut_ptr().add(i).cast::<f32>(), _mm256_cvtph_ps(h));
+            }
+            i += 8;
+        }
+        for j in i..n {
+            o[j].write(v[j].to_f32());
+        }
+    }
+}
+
+/// `x` rounded to bf16 (to nearest, ties to even; NaN quieted, sign
+/// kept), as `bf16::from_f32` but with a select instead of a branch.
+fn bf16_nearest(x: f32) -> bf16 {
+    let b = x.to_bits();
+    let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
+    let nan = ((b >> 16) | 0x40) as u16;
+    bf16::from_bits(if b & 0x7fff_ffff > 0x7f80_0000 { nan } else { rounded })
+}
+
 /// `d` as `to` ([`CpuData::cast`]) in an [`output`] buffer.
 pub(crate) fn cast(d: &CpuData, to: DType) -> CpuData {
     fn each<A: Copy, T: Copy + Default + 'static>(v: &[A], f: impl Fn(A) -> T) -> Vec<T> {
@@ -277,13 +373,18 @@ pub(crate) fn cast(d: &CpuData, to: DType) -> CpuData {
     match (d, to) {
         (CpuData::F32(v), DType::F32) => CpuData::F32(each(v, |x| x)),
         (CpuData::F16(v), DType::F16) => CpuData::F16(each(v, |x| x)),
+        (CpuData::BF16(v), DType::BF16) => CpuData::BF16(each(v, |x| x)),
         (CpuData::F64(v), DType::F64) => CpuData::F64(each(v, |x| x)),
         (CpuData::I32(v), DType::I32) => CpuData::I32(each(v, |x| x)),
         (CpuData::Bool(v), DType::Bool) => CpuData::Bool(each(v, |x| x)),
-        (CpuData::F16(v), DType::F32) => CpuData::F32(each(v, f16::to_f32)),
-        (CpuData::F32(v), DType::F16) => CpuData::F16(each(v, f16::from_f32)),
+        (CpuData::F16(v), DType::F32) => CpuData::F32(from_f16(v)),
+        (CpuData::F32(v), DType::F16) => CpuData::F16(to_f16(v)),
         (CpuData::I32(v), DType::F16) => CpuData::F16(each(v, |x| f16::from_f32(x as f32))),
         (CpuData::I32(v), DType::F32) => CpuData::F32(each(v, |x| x as f32)),
+        // Bit operations without branches, so that the loops vectorize.
+        (CpuData::BF16(v), DType::F32) => CpuData::F32(each(v, |x| f32::from_bits(u32::from(x.to_bits()) << 16))),
+        (CpuData::F32(v), DType::BF16) => CpuData::BF16(each(v, bf16_nearest)),
+        (CpuData::I32(v), DType::BF16) => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         _ => with_scratch(d.len(), |w: &mut [f64]| {
             d.write_f64(w);
             from_f64(to, w)
@@ -299,6 +400,7 @@ fn poison(mut d: CpuData) -> CpuData {
         match &mut d {
             CpuData::F32(v) => v.fill(f32::NAN),
             CpuData::F16(v) => v.fill(f16::NAN),
+            CpuData::BF16(v) => v.fill(bf16::NAN),
             CpuData::F64(v) => v.fill(f64::NAN),
             CpuData::I32(v) => v.fill(i32::MIN),
             CpuData::Bool(v) => v.fill(true),
@@ -327,6 +429,8 @@ fn poison_first<T: 'static>(v: &mut Vec<T>, n: usize) {
             v[..n].fill(f64::NAN);
         } else if let Some(v) = v.downcast_mut::<Vec<f16>>() {
             v[..n].fill(f16::NAN);
+        } else if let Some(v) = v.downcast_mut::<Vec<bf16>>() {
+            v[..n].fill(bf16::NAN);
         } else if let Some(v) = v.downcast_mut::<Vec<i32>>() {
             v[..n].fill(i32::MIN);
         }
@@ -339,6 +443,7 @@ fn dtype_of<T: 'static>() -> Option<DType> {
     [
         (std::any::TypeId::of::<f32>(), DType::F32),
         (std::any::TypeId::of::<f16>(), DType::F16),
+        (std::any::TypeId::of::<bf16>(), DType::BF16),
         (std::any::TypeId::of::<f64>(), DType::F64),
         (std::any::TypeId::of::<i32>(), DType::I32),
         (std::any::TypeId::of::<bool>(), DType::Bool),
@@ -358,6 +463,7 @@ fn wrap<T: 'static>(v: Vec<T>) -> Option<CpuData> {
     match dtype_of::<T>()? {
         DType::F32 => cast(v).map(CpuData::F32),
         DType::F16 => cast(v).map(CpuData::F16),
+        DType::BF16 => cast(v).map(CpuData::BF16),
         DType::F64 => cast(v).map(CpuData::F64),
         DType::I32 => cast(v).map(CpuData::I32),
         DType::Bool => cast(v).map(CpuData::Bool),
@@ -381,6 +487,7 @@ fn unwrap<T: 'static>(d: CpuData) -> Result<Vec<T>, CpuData> {
         CpuData::F32(v) => cast(v).map_err(CpuData::F32),
         CpuData::F16(v) => cast(v).map_err(CpuData::F16),
         CpuData::F64(v) => cast(v).map_err(CpuData::F64),
+        CpuData::BF16(v) => cast(v).map_err(CpuData::BF16),
         CpuData::I32(v) => cast(v).map_err(CpuData::I32),
         CpuData::Bool(v) => cast(v).map_err(CpuData::Bool),
     }

@@ -6,7 +6,7 @@ use super::CpuData;
 use crate::core::dtype::Element;
 use crate::core::op::*;
 use crate::core::shape::*;
-use half::f16;
+use half::{bf16, f16};
 use std::any::Any;
 
 pub(crate) fn to_cpu_data<T: Element>(data: Vec<T>) -> CpuData {
@@ -23,13 +23,17 @@ pub(crate) fn to_cpu_data<T: Element>(data: Vec<T>) -> CpuData {
         Ok(v) => return CpuData::F16(*v),
         Err(a) => a,
     };
+    let any = match any.downcast::<Vec<bf16>>() {
+        Ok(v) => return CpuData::BF16(*v),
+        Err(a) => a,
+    };
     let any = match any.downcast::<Vec<i32>>() {
         Ok(v) => return CpuData::I32(*v),
         Err(a) => a,
     };
     match any.downcast::<Vec<bool>>() {
         Ok(v) => CpuData::Bool(*v),
-        Err(_) => unreachable!("Element is implemented only for f32, f64, f16, i32, bool"),
+        Err(_) => unreachable!("Element is implemented only for f32, f64, f16, bf16, i32, bool"),
     }
 }
 
@@ -38,6 +42,7 @@ pub(crate) fn from_cpu_data<T: Element>(d: CpuData) -> Vec<T> {
         CpuData::F32(v) => Box::new(v),
         CpuData::F16(v) => Box::new(v),
         CpuData::F64(v) => Box::new(v),
+        CpuData::BF16(v) => Box::new(v),
         CpuData::I32(v) => Box::new(v),
         CpuData::Bool(v) => Box::new(v),
     };

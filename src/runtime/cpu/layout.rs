@@ -83,6 +83,7 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], dtype: DType) -> Result
                 DType::F32 => joined!(F32),
                 DType::F16 => joined!(F16),
                 DType::F64 => joined!(F64),
+                DType::BF16 => joined!(BF16),
                 DType::I32 => joined!(I32),
                 DType::Bool => joined!(Bool),
             })

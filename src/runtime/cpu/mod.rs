@@ -30,7 +30,7 @@ use crate::core::error::Result;
 use crate::core::float::Float;
 use crate::core::op::{Family, Op};
 use crate::core::shape::numel;
-use half::f16;
+use half::{bf16, f16};
 use std::sync::Arc;
 
 /// Reserves room for `n` more elements in `v`, or `Error::OutOfMemory` on
@@ -122,6 +122,8 @@ pub enum CpuData {
     F16(Vec<f16>),
     /// [`DType::F64`] values.
     F64(Vec<f64>),
+    /// [`DType::BF16`] values.
+    BF16(Vec<bf16>),
     /// [`DType::I32`] values.
     I32(Vec<i32>),
     /// [`DType::Bool`] values.
@@ -136,6 +138,7 @@ macro_rules! map_data {
             $crate::runtime::cpu::CpuData::F32($v) => $crate::runtime::cpu::CpuData::F32($e),
             $crate::runtime::cpu::CpuData::F16($v) => $crate::runtime::cpu::CpuData::F16($e),
             $crate::runtime::cpu::CpuData::F64($v) => $crate::runtime::cpu::CpuData::F64($e),
+            $crate::runtime::cpu::CpuData::BF16($v) => $crate::runtime::cpu::CpuData::BF16($e),
             $crate::runtime::cpu::CpuData::I32($v) => $crate::runtime::cpu::CpuData::I32($e),
             $crate::runtime::cpu::CpuData::Bool($v) => $crate::runtime::cpu::CpuData::Bool($e),
         }
@@ -150,6 +153,7 @@ impl CpuData {
             CpuData::F32(_) => DType::F32,
             CpuData::F16(_) => DType::F16,
             CpuData::F64(_) => DType::F64,
+            CpuData::BF16(_) => DType::BF16,
             CpuData::I32(_) => DType::I32,
             CpuData::Bool(_) => DType::Bool,
         }
@@ -161,6 +165,7 @@ impl CpuData {
             CpuData::F32(v) => v.len(),
             CpuData::F16(v) => v.len(),
             CpuData::F64(v) => v.len(),
+            CpuData::BF16(v) => v.len(),
             CpuData::I32(v) => v.len(),
             CpuData::Bool(v) => v.len(),
         }
@@ -177,6 +182,7 @@ impl CpuData {
             DType::F32 => CpuData::F32(vec![0.0; n]),
             DType::F16 => CpuData::F16(vec![f16::ZERO; n]),
             DType::F64 => CpuData::F64(vec![0.0; n]),
+            DType::BF16 => CpuData::BF16(vec![bf16::ZERO; n]),
             DType::I32 => CpuData::I32(vec![0; n]),
             DType::Bool => CpuData::Bool(vec![false; n]),
         }
@@ -188,6 +194,7 @@ impl CpuData {
             CpuData::F32(v) => v.iter().map(|&x| x as f64).collect(),
             CpuData::F16(v) => v.iter().map(|x| x.to_f64()).collect(),
             CpuData::F64(v) => v.clone(),
+            CpuData::BF16(v) => v.iter().map(|x| x.to_f64()).collect(),
             CpuData::I32(v) => v.iter().map(|&x| x as f64).collect(),
             CpuData::Bool(v) => v.iter().map(|&x| x as u8 as f64).collect(),
         }
@@ -205,6 +212,7 @@ impl CpuData {
             CpuData::F32(v) => each(v, out, |x| x as f64),
             CpuData::F16(v) => each(v, out, |x| x.to_f64()),
             CpuData::F64(v) => each(v, out, |x| x),
+            CpuData::BF16(v) => each(v, out, |x| x.to_f64()),
             CpuData::I32(v) => each(v, out, |x| x as f64),
             CpuData::Bool(v) => each(v, out, |x| x as u8 as f64),
         }
@@ -215,12 +223,14 @@ impl CpuData {
         arena::from_f64(dtype, v)
     }
 
-    /// Device layout: 32-bit words for f32/i32/bool, packed halves for f16.
+    /// Device layout: 32-bit words for f32/i32/bool, packed halves for f16
+    /// and bf16.
     pub fn to_bytes(&self) -> Vec<u8> {
         match self {
             CpuData::F32(v) => bytemuck::cast_slice(v).to_vec(),
             CpuData::F16(v) => bytemuck::cast_slice(v).to_vec(),
             CpuData::F64(v) => bytemuck::cast_slice(v).to_vec(),
+            CpuData::BF16(v) => bytemuck::cast_slice(v).to_vec(),
             CpuData::I32(v) => bytemuck::cast_slice(v).to_vec(),
             CpuData::Bool(v) => v.iter().flat_map(|&b| (b as u32).to_le_bytes()).collect(),
         }
@@ -235,6 +245,7 @@ impl CpuData {
             DType::F32 => CpuData::F32(bytemuck::pod_collect_to_vec(b)),
             DType::F16 => CpuData::F16(bytemuck::pod_collect_to_vec(b)),
             DType::F64 => CpuData::F64(bytemuck::pod_collect_to_vec(b)),
+            DType::BF16 => CpuData::BF16(bytemuck::pod_collect_to_vec(b)),
             DType::I32 => CpuData::I32(bytemuck::pod_collect_to_vec(b)),
             DType::Bool => CpuData::Bool(b.chunks_exact(4).map(|w| w != [0, 0, 0, 0]).collect()),
         }

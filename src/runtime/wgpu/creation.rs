@@ -4,8 +4,8 @@
 //! A fill is the `fill` entry of the layout kernel (shaders/layout.wgsl),
 //! one invocation per element, 256 per workgroup, writing the value's bits
 //! as 32-bit words or, for f16, halves. On adapters without `SHADER_F16`
-//! packed halves cannot be written one by one, so an f16 fill is built on
-//! the host and uploaded instead.
+//! packed halves cannot be written one by one, so an f16 fill (and every
+//! bf16 fill) is built on the host and uploaded instead.
 //!
 //! Random tensors (`Op::Random`) run no kernel: their values come from the
 //! host's counter-based generator in [`crate::core::op::creation`], so a
@@ -23,8 +23,9 @@ use crate::runtime::cpu::CpuData;
 
 /// `n` copies of `value` in new GPU memory.
 pub(crate) fn fill_gpu(g: &Gpu, n: usize, value: f64, dtype: DType) -> Result<GpuBuf> {
-    if dtype == DType::F16 && !g.f16 {
-        // Packed halves cannot be written one by one without f16 support.
+    if (dtype == DType::F16 && !g.f16) || dtype == DType::BF16 {
+        // Packed halves cannot be written one by one without f16 support
+        // (bf16 has none anywhere).
         return g.upload("fill", &CpuData::from_f64(dtype, &vec![value; n]).to_bytes());
     }
     let out = g.alloc("fill", (n * dtype.size()) as u64)?;

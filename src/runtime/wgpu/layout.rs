@@ -14,8 +14,9 @@
 //!   thread's slot), which the next readback turns into the
 //!   `InvalidArgument` the CPU reference gives at once.
 //! * `cast` (common.wgsl and cast.wgsl), u32 only: buffers are read as raw
-//!   words so that f16 is converted as packed pairs even on adapters
-//!   without `SHADER_F16`; one invocation per two elements.
+//!   words so that f16 and bf16 are converted as packed pairs (bf16 has no
+//!   WGSL type, f16 none without `SHADER_F16`); one invocation per two
+//!   elements. Every other op on bf16 runs on f32 casts (see `ops::run`).
 //!
 //! `GatherGrad` runs the `reduce` kernel's `gather_grad` entry. Strides are
 //! collapsed before launch; more than 8 non-contiguous dimensions is a
@@ -196,6 +197,7 @@ fn cast_code(d: DType) -> u32 {
         DType::F16 => 1,
         DType::I32 => 2,
         DType::Bool => 3,
+        DType::BF16 => 4,
         DType::F64 => unreachable!("float64 never reaches a GPU kernel"),
     }
 }

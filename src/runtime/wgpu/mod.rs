@@ -1747,9 +1747,11 @@ pub fn kernels() -> [&'static Kernel; 18] {
 }
 
 /// Kernel element type for arithmetic on `dtype` (booleans are 0/1 words).
+/// f64 and bf16 never reach an arithmetic kernel: f64 stays on the CPU, and
+/// `ops::run` computes bf16 on f32 casts.
 pub(crate) fn ktype(dtype: DType) -> KType {
     match dtype {
-        DType::F32 | DType::F64 => KType::F32,
+        DType::F32 | DType::F64 | DType::BF16 => KType::F32,
         DType::F16 => KType::F16,
         DType::I32 => KType::I32,
         DType::Bool => KType::U32,

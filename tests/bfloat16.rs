@@ -1,0 +1,168 @@
+//! `tf.bfloat16` tensors: values in and out, casts, checkpoints, and
+//! `mixed_bfloat16` models in the files TensorFlow and Keras read (a
+//! SavedModel and a `.keras` file, checked with the real tools in the venv
+//! `.ci/run` creates; ONNX and TensorFlow Lite files, whose operators take
+//! no bf16, are typed errors). The ops themselves are proven against the CPU
+//! reference on every adapter in `tests/conformance.rs` (bf16 is one of
+//! its float dtypes).
+
+mod common;
+use common::*;
+use half::bf16;
+use wgflow::io::checkpoint::Checkpoint;
+use wgflow::io::saved_model;
+use wgflow::lite::Converter;
+use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2D};
+use wgflow::nn::mixed_precision::Policy;
+use wgflow::nn::{Activation, Model, Sequential, load_model_on, set_random_seed};
+use wgflow::{DType, Device, Error, Tensor, Variable};
+
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpus());
+    d
+}
+
+/// Values enter and leave every device unchanged as bf16, widen exactly,
+/// and an op on bf16 operands gives bf16 rounded from f32's result.
+#[test]
+fn values_casts_and_ops() {
+    let v: Vec<bf16> = [1.0f32, -2.5, 3.0e38, 1.0e-40, 0.0, -0.0, f32::INFINITY, 0.1]
+        .iter()
+        .map(|&x| bf16::from_f32(x))
+        .collect();
+    for d in devices() {
+        let t = Tensor::from_vec(v.clone(), &[2, 4], &d).unwrap();
+        assert_eq!(t.dtype(), DType::BF16);
+        let back = t.to_vec::<bf16>().unwrap();
+        assert_eq!(
+            back.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            v.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "{d}"
+        );
+        let wide = t.cast(DType::F32).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(wide, v.iter().map(|x| x.to_f32()).collect::<Vec<_>>(), "{d}");
+        assert!(t.to_vec::<f32>().is_err(), "{d}: reading bf16 as f32 is a dtype error");
+        let a = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d)
+            .unwrap()
+            .cast(DType::BF16)
+            .unwrap();
+        let b = a.mul_scalar(1.0 / 3.0).unwrap().add(&a).unwrap();
+        assert_eq!(b.dtype(), DType::BF16);
+        let want: Vec<f32> = [1.0f32, 2.0, 3.0]
+            .iter()
+            .map(|&x| bf16::from_f32(bf16::from_f32(x * (1.0 / 3.0)).to_f32() + x).to_f32())
+            .collect();
+        assert_eq!(b.cast(DType::F32).unwrap().to_vec::<f32>().unwrap(), want, "{d}");
+        let e = Tensor::from_vec(Vec::<bf16>::new(), &[0, 3], &d).unwrap();
+        assert_eq!(e.exp().unwrap().shape(), &[0, 3]);
+        assert!(a.add(&a.cast(DType::F32).unwrap()).is_err(), "{d}: no promotion");
+    }
+}
+
+/// A bf16 variable is saved as safetensors' BF16 and restored bit for bit.
+#[test]
+fn checkpoints_keep_bf16_variables() {
+    let tmp = TempDir::new("bf16-ckpt");
+    let d = Device::Cpu;
+    let v = Variable::new(uniform(&[3, 5], -4.0, 4.0, 3, DType::BF16).to_device(&d).unwrap(), "w");
+    let path = tmp.join("c.safetensors");
+    Checkpoint::new()
+        .track("m", vec![("w".to_string(), v.clone())])
+        .save(&path, 1, None)
+        .unwrap();
+    let bytes = std::fs::read(&path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, view) = st.tensors().into_iter().find(|(n, _)| n.ends_with("w")).unwrap();
+    assert_eq!(view.dtype(), safetensors::Dtype::BF16);
+    let w = Variable::new(Tensor::zeros(&[3, 5], DType::BF16, &d).unwrap(), "w");
+    Checkpoint::new()
+        .track("m", vec![("w".to_string(), w.clone())])
+        .restore(&path, None)
+        .unwrap();
+    let bits = |v: &Variable| -> Vec<u16> {
+        v.value()
+            .to_vec::<bf16>()
+            .unwrap()
+            .iter()
+            .map(|x| x.to_bits())
+            .collect()
+    };
+    assert_eq!(bits(&w), bits(&v));
+}
+
+fn mixed_cnn(d: &Device) -> Sequential {
+    set_random_seed(21);
+    let p = Policy::mixed_bfloat16();
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu).dtype(p.clone()))
+        .add(BatchNormalization::new())
+        .add(MaxPooling2D::new([2, 2]))
+        .add(Flatten::new())
+        .add(Dense::new(10).dtype(p));
+    m.build(&[8, 8, 1], d).unwrap();
+    randomize_moving_stats(&m, d);
+    m
+}
+
+/// A mixed_bfloat16 model exported as a SavedModel and saved as a `.keras`
+/// file: wgflow loads both back (the layers keep their policy), and
+/// TensorFlow and Keras run them and predict what wgflow predicts, within
+/// bf16 rounding.
+#[test]
+fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
+    let tmp = TempDir::new("bf16-files");
+    let d = Device::Cpu;
+    let mut m = mixed_cnn(&d);
+    let x = uniform(&[5, 8, 8, 1], 0.0, 1.0, 4, DType::F32);
+    let want = m.predict(&x, 32).unwrap();
+    assert_eq!(want.dtype(), DType::F32);
+    let want = want.to_vec::<f32>().unwrap();
+    let scale = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let close = |got: &[f32], what: &str| assert_close(got, &want, 2e-2 * scale + 1e-3, what);
+
+    m.export(tmp.join("export")).unwrap();
+    let mut loaded = saved_model::load_with(&tmp.join("export"), &["serve"], &d).unwrap();
+    let f = loaded.signature("serving_default").unwrap();
+    assert!(
+        f.def().values.iter().any(|v| v.dtype == DType::BF16),
+        "no bf16 values in the exported graph"
+    );
+    let key = f.inputs()[0].name.clone().unwrap();
+    let out = loaded.call("serving_default", &[(key.as_str(), x.clone())]).unwrap();
+    close(&out[0].1.to_vec::<f32>().unwrap(), "the SavedModel in wgflow");
+
+    m.save(tmp.join("m.keras")).unwrap();
+    let k = load_model_on(tmp.join("m.keras"), &d).unwrap();
+    for i in [0, 4] {
+        let c = k.layers()[i].keras_config().unwrap().to_string();
+        assert!(c.contains("\"mixed_bfloat16\""), "layer {i} lost its policy: {c}");
+    }
+
+    // ONNX's operators of opsets 13 to 17 and TensorFlow Lite's builtins
+    // take no bf16: typed errors, no file.
+    let e = wgflow::onnx::export(&mut m, tmp.join("m.onnx"), 17).unwrap_err();
+    assert!(
+        matches!(e, Error::Unimplemented { .. }) && e.to_string().contains("bfloat16"),
+        "{e}"
+    );
+    assert!(!tmp.join("m.onnx").exists());
+    let e = Converter::from_keras_model(&mut m)
+        .and_then(|mut c| c.convert_to(&tmp.join("m.tflite")))
+        .unwrap_err();
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
+    assert!(!tmp.join("m.tflite").exists());
+
+    if let Some(python) = python() {
+        save_npy(&tmp.join("x.npy"), &x);
+        let out = py(&python, "check_bfloat16.py", &[&*tmp]);
+        assert!(out.contains("OK"), "{out}");
+        assert!(out.contains("POLICY Conv2D mixed_bfloat16"), "{out}");
+        assert!(out.contains("POLICY Dense mixed_bfloat16"), "{out}");
+        assert!(out.contains("OUTPUT float32"), "{out}");
+        let types = out.lines().find(|l| l.starts_with("GRAPH TYPES")).unwrap_or_default();
+        assert!(types.contains("bfloat16"), "TensorFlow's graph computes in bf16: {out}");
+        close(&load_npy(&tmp.join("tf.npy")).1, "TensorFlow on wgflow's SavedModel");
+        close(&load_npy(&tmp.join("keras.npy")).1, "Keras on wgflow's .keras file");
+    }
+}
