@@ -192,6 +192,15 @@ fn main() {
                 ("eager maximum, scalar", Box::new(|| drop(x.maximum(&half).unwrap()))),
                 ("eager add, row broadcast", Box::new(|| drop(m.add(&row).unwrap()))),
                 ("eager add, column broadcast", Box::new(|| drop(m.add(&col).unwrap()))),
+                ("eager greater, same shape", Box::new(|| drop(x.greater(&y).unwrap()))),
+                (
+                    "eager greater, row broadcast",
+                    Box::new(|| drop(m.greater(&row).unwrap())),
+                ),
+                (
+                    "eager greater, column broadcast",
+                    Box::new(|| drop(m.greater(&col).unwrap())),
+                ),
                 (
                     "eager chain mul add exp max min (5 ops)",
                     Box::new(|| {

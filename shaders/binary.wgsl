@@ -77,49 +77,76 @@ fn offsets(i: u32) -> vec3<u32> {
     return o;
 }
 
-// Elements per invocation of `binary`: 4 for the row and column
+// Elements per invocation of `binary` and `cmp`: 4 for the row and column
 // broadcasts, which then divide by the period once per 4 elements and
 // step the quotient and remainder after (a u32 division per element made
 // them 1.4x slower than `exp` on llvmpipe, which has no vector division);
 // 1 otherwise. The host dispatches ceil(n / BINARY_RUN) invocations.
 const BINARY_RUN: u32 = 4u;
 
+// Whether MODE is a row or column broadcast (run of BINARY_RUN elements).
+fn runs() -> bool {
+    return MODE >= 2u && MODE <= 5u;
+}
+
+// The run of elements an invocation of `binary` or `cmp` writes in the
+// broadcast modes: len of them from i, whose quotient and remainder by the
+// period are q and r.
+struct Walk {
+    i: u32,
+    len: u32,
+    q: u32,
+    r: u32,
+}
+
+fn walk(idx: u32) -> Walk {
+    // Below n, and n < 2^32, so i0 + 3 does not wrap.
+    if (idx >= (p.n + BINARY_RUN - 1u) / BINARY_RUN) {
+        return Walk(0u, 0u, 0u, 0u);
+    }
+    let i0 = idx * BINARY_RUN;
+    return Walk(i0, min(BINARY_RUN, p.n - i0), i0 / p.period, i0 % p.period);
+}
+
+// Offsets in a and b of the walk's current element: row broadcasts read
+// b (or a) at r, column broadcasts at q.
+fn walk_offsets(w: Walk) -> vec2<u32> {
+    switch MODE {
+        case 3u: {
+            return vec2<u32>(w.r, w.i);
+        }
+        case 4u: {
+            return vec2<u32>(w.i, w.q);
+        }
+        case 5u: {
+            return vec2<u32>(w.q, w.i);
+        }
+        default: {
+            return vec2<u32>(w.i, w.r);
+        }
+    }
+}
+
+fn walk_next(w: Walk) -> Walk {
+    var n = w;
+    n.i += 1u;
+    n.r += 1u;
+    if (n.r == p.period) {
+        n.r = 0u;
+        n.q += 1u;
+    }
+    return n;
+}
+
 @compute @workgroup_size(256)
 fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let idx = linear_index(gid, nwg);
-    if (MODE >= 2u && MODE <= 5u) {
-        // Below n, and n < 2^32, so i0 + 3 does not wrap.
-        if (idx >= (p.n + BINARY_RUN - 1u) / BINARY_RUN) {
-            return;
-        }
-        let i0 = idx * BINARY_RUN;
-        var q = i0 / p.period;
-        var r = i0 % p.period;
-        for (var j = 0u; j < BINARY_RUN; j++) {
-            let i = i0 + j;
-            if (i >= p.n) {
-                return;
-            }
-            // Row broadcasts read b (or a) at r, column broadcasts at q.
-            var o = vec2<u32>(i, r);
-            switch MODE {
-                case 3u: {
-                    o = vec2<u32>(r, i);
-                }
-                case 4u: {
-                    o = vec2<u32>(i, q);
-                }
-                case 5u: {
-                    o = vec2<u32>(q, i);
-                }
-                default: {}
-            }
-            out[i] = binary_apply(OP, a[o.x], b[o.y]);
-            r += 1u;
-            if (r == p.period) {
-                r = 0u;
-                q += 1u;
-            }
+    if (runs()) {
+        var w = walk(idx);
+        for (var j = 0u; j < w.len; j++) {
+            let o = walk_offsets(w);
+            out[w.i] = binary_apply(OP, a[o.x], b[o.y]);
+            w = walk_next(w);
         }
         return;
     }
@@ -132,12 +159,21 @@ fn binary(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(256)
 fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if (i >= p.n) {
+    let idx = linear_index(gid, nwg);
+    if (runs()) {
+        var w = walk(idx);
+        for (var j = 0u; j < w.len; j++) {
+            let o = walk_offsets(w);
+            mask[w.i] = select(0u, 1u, compare_apply(OP, a[o.x], b[o.y]));
+            w = walk_next(w);
+        }
         return;
     }
-    let o = offsets(i);
-    mask[i] = select(0u, 1u, compare_apply(OP, a[o.x], b[o.y]));
+    if (idx >= p.n) {
+        return;
+    }
+    let o = offsets(idx);
+    mask[idx] = select(0u, 1u, compare_apply(OP, a[o.x], b[o.y]));
 }
 
 // out = cond ? a : b

@@ -9,13 +9,14 @@
 mod common;
 use common::*;
 use half::bf16;
+use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::io::checkpoint::Checkpoint;
 use wgflow::io::saved_model;
 use wgflow::lite::Converter;
 use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Flatten, MaxPooling2D};
 use wgflow::nn::mixed_precision::Policy;
 use wgflow::nn::{Activation, Model, Sequential, load_model_on, set_random_seed};
-use wgflow::{DType, Device, Error, Tensor, Variable};
+use wgflow::{DType, Device, Error, Tensor, Variable, ops};
 
 fn devices() -> Vec<Device> {
     let mut d = vec![Device::Cpu];
@@ -49,9 +50,11 @@ fn values_casts_and_ops() {
             .unwrap();
         let b = a.mul_scalar(1.0 / 3.0).unwrap().add(&a).unwrap();
         assert_eq!(b.dtype(), DType::BF16);
+        // The scalar is bf16 too: 1/3 rounds to 0.333984375 first.
+        let third = bf16::from_f32(1.0 / 3.0).to_f32();
         let want: Vec<f32> = [1.0f32, 2.0, 3.0]
             .iter()
-            .map(|&x| bf16::from_f32(bf16::from_f32(x * (1.0 / 3.0)).to_f32() + x).to_f32())
+            .map(|&x| bf16::from_f32(bf16::from_f32(x * third).to_f32() + x).to_f32())
             .collect();
         assert_eq!(b.cast(DType::F32).unwrap().to_vec::<f32>().unwrap(), want, "{d}");
         let e = Tensor::from_vec(Vec::<bf16>::new(), &[0, 3], &d).unwrap();
@@ -165,4 +168,46 @@ fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
         close(&load_npy(&tmp.join("tf.npy")).1, "TensorFlow on wgflow's SavedModel");
         close(&load_npy(&tmp.join("keras.npy")).1, "Keras on wgflow's .keras file");
     }
+}
+
+/// A function converted to compute in bf16 (`with_compute_dtype`, as
+/// `saved_model::convert_precision` does): its random op draws bf16 too, its
+/// output stays f32 and agrees with the f32 function's within bf16
+/// rounding, on every device; a function with int8 weights is refused.
+#[test]
+fn functions_converted_to_compute_in_bf16() {
+    for d in devices() {
+        let spec = TensorSpec::new(&[Some(4), Some(3)], DType::F32).named("x");
+        let dd = d.clone();
+        let f = ConcreteFunction::trace("noisy", &[spec], &d, move |x: &[Tensor]| {
+            let noise = ops::random_normal(&[4, 3], 0.0, 1.0, DType::F32, 5, &dd)?;
+            Ok(vec![x[0].add(&noise)?.mul_scalar(2.0)?])
+        })
+        .unwrap();
+        let mut h = f.with_compute_dtype(DType::BF16).unwrap();
+        assert!(h.def().values.iter().any(|v| v.dtype == DType::BF16), "{d}");
+        let mut f = f;
+        let x = uniform(&[4, 3], -1.0, 1.0, 9, DType::F32).to_device(&d).unwrap();
+        let want = f.call(std::slice::from_ref(&x)).unwrap().remove(0);
+        let got = h.call(std::slice::from_ref(&x)).unwrap().remove(0);
+        assert_eq!(got.dtype(), DType::F32, "{d}");
+        let (got, want) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+        for (g, w) in got.iter().zip(&want) {
+            assert!(
+                g.is_finite() && (g - w).abs() <= 0.02 * w.abs() + 0.02,
+                "{d}: {g} vs {w}"
+            );
+        }
+    }
+    let d = Device::Cpu;
+    let spec = TensorSpec::new(&[Some(2), Some(64)], DType::F32).named("x");
+    let w = Variable::new(uniform(&[64, 32], -1.0, 1.0, 2, DType::F32), "w");
+    let f = ConcreteFunction::trace("dense", &[spec], &d, move |x: &[Tensor]| {
+        Ok(vec![x[0].matmul(&w.value())?])
+    })
+    .unwrap()
+    .with_int8_weights(16)
+    .unwrap();
+    let e = f.with_compute_dtype(DType::BF16).unwrap_err();
+    assert!(e.to_string().contains("int8"), "{e}");
 }

@@ -391,8 +391,6 @@ fn rest_api_answers_as_tf_serving_does() {
     assert_eq!((c, floats(parse(&b).get("outputs").unwrap())), (200, vec![3.0]));
 }
 
-/// Two models from a config file: `specific` versions, a label, the CNN's
-/// softmax within 1e-5 of wgflow's own prediction, several inputs by name.
 /// A SavedModel whose signature takes and returns `DT_BFLOAT16`: the
 /// metadata says so, and REST requests give the bf16 results (values
 /// rounded to bf16 on the way in, as TF Serving converts JSON numbers).
@@ -437,6 +435,8 @@ fn bfloat16_signatures_are_served() {
     assert_eq!(floats(parse(&b).get("predictions").unwrap()), vec![2.5, 3.5, 2.5]);
 }
 
+/// Two models from a config file: `specific` versions, a label, the CNN's
+/// softmax within 1e-5 of wgflow's own prediction, several inputs by name.
 #[test]
 fn model_config_file_versions_and_labels() {
     let root = tmp("config");

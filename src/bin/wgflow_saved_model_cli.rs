@@ -238,8 +238,8 @@ fn to_tensor(a: &NpyArray, want: DType, device: &wgflow::Device, path: &Path) ->
     };
     let data = match want {
         DType::F32 => CpuData::F32(floats.iter().map(|&x| x as f32).collect()),
-        DType::F16 => CpuData::F16(floats.iter().map(|&x| half::f16::from_f64(x)).collect()),
-        DType::BF16 => CpuData::BF16(floats.iter().map(|&x| half::bf16::from_f64(x)).collect()),
+        DType::F16 => CpuData::F16(floats.iter().map(|&x| half::f16::from_f32(x as f32)).collect()),
+        DType::BF16 => CpuData::BF16(floats.iter().map(|&x| half::bf16::from_f32(x as f32)).collect()),
         DType::F64 => CpuData::F64(floats),
         DType::Bool => CpuData::Bool(floats.iter().map(|&x| x != 0.0).collect()),
         DType::I32 => {

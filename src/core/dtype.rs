@@ -98,8 +98,9 @@ macro_rules! element {
 }
 element!(f32, DType::F32, |x: f32| x as f64, |v: f64| v as f32);
 element!(f64, DType::F64, |x: f64| x, |v: f64| v);
-element!(f16, DType::F16, |x: f16| x.to_f64(), f16::from_f64);
-// Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
+// 16-bit floats round through f32, as TensorFlow converts (Eigen's
+// half(double) and bfloat16(double); half's from_f64 may round otherwise).
+element!(f16, DType::F16, |x: f16| x.to_f64(), |v: f64| f16::from_f32(v as f32));
 element!(bf16, DType::BF16, |x: bf16| x.to_f64(), |v: f64| bf16::from_f32(
     v as f32
 ));

@@ -284,7 +284,13 @@ impl Graph {
                     }) = first
                     {
                         let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.values[i].shape.as_slice()).collect();
-                        if let Some(k) = g.gemm_kernel(op, &shapes, *dtype) {
+                        // 16-bit floats without arithmetic here run in f32 (`Op::run`).
+                        let runs_in = match *dtype {
+                            DType::BF16 => DType::F32,
+                            DType::F16 if !g.f16 => DType::F32,
+                            d => d,
+                        };
+                        if let Some(k) = g.gemm_kernel(op, &shapes, runs_in) {
                             what += &format!(" [{k}]");
                         }
                     }

@@ -57,6 +57,20 @@ fn to_half(src: &GraphDef, name: &str, half: DType) -> Result<GraphDef> {
             format!("{name} assigns variables: only inference functions change precision"),
         ));
     }
+    // The int8 kernels take and give f32 whatever the graph around them.
+    if let Some(n) = src
+        .nodes
+        .iter()
+        .find(|n| matches!(n.op, Op::MatMulInt8 | Op::Conv2dInt8(..) | Op::DequantizeInt8 { .. }))
+    {
+        return Err(Error::arg(
+            "with_compute_dtype",
+            format!(
+                "{name} has int8 weights ({}): convert the f32 function to {half} instead",
+                n.op.name()
+            ),
+        ));
+    }
     let mut def = src.clone();
     let fed: Vec<usize> = def.feeds.iter().map(|(v, _)| *v).collect();
     for (i, v) in def.values.iter_mut().enumerate() {
@@ -90,6 +104,7 @@ fn to_half(src: &GraphDef, name: &str, half: DType) -> Result<GraphDef> {
             Op::Cast(d) | Op::Fill { dtype: d, .. } | Op::OneHot { dtype: d, .. } if *d == DType::F32 && out_half => {
                 *d = half;
             }
+            Op::Random(r) if r.dtype == DType::F32 && out_half => r.dtype = half,
             _ => {}
         }
         nodes.push(n);

@@ -212,7 +212,7 @@ impl Core {
                         continue 'sig;
                     }
                     let data = match info.dtype {
-                        dt::FLOAT | dt::HALF => HostData::F32(vec![0.0; n_el]),
+                        dt::FLOAT | dt::HALF | dt::BFLOAT16 => HostData::F32(vec![0.0; n_el]),
                         dt::DOUBLE => HostData::F64(vec![0.0; n_el]),
                         dt::BOOL => HostData::Bool(vec![false; n_el]),
                         dt::INT32 | dt::INT64 => HostData::I64(vec![0; n_el]),

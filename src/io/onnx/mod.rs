@@ -207,8 +207,8 @@ impl Builder {
     /// A scalar of `dtype` (a float type: the value rounds to it).
     fn scalar(&mut self, v: f64, dtype: DType) -> String {
         let raw = match dtype {
-            DType::F16 => half::f16::from_f64(v).to_le_bytes().to_vec(),
-            DType::BF16 => half::bf16::from_f64(v).to_le_bytes().to_vec(),
+            DType::F16 => half::f16::from_f32(v as f32).to_le_bytes().to_vec(),
+            DType::BF16 => half::bf16::from_f32(v as f32).to_le_bytes().to_vec(),
             DType::F64 => v.to_le_bytes().to_vec(),
             DType::I32 => (v as i32).to_le_bytes().to_vec(),
             DType::Bool => vec![u8::from(v != 0.0)],
@@ -636,8 +636,8 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
             let s = shape_input(b, shape, dims, args)?;
             let raw = match dtype {
                 DType::F32 => (*value as f32).to_le_bytes().to_vec(),
-                DType::F16 => half::f16::from_f64(*value).to_le_bytes().to_vec(),
-                DType::BF16 => half::bf16::from_f64(*value).to_le_bytes().to_vec(),
+                DType::F16 => half::f16::from_f32(*value as f32).to_le_bytes().to_vec(),
+                DType::BF16 => half::bf16::from_f32(*value as f32).to_le_bytes().to_vec(),
                 DType::F64 => value.to_le_bytes().to_vec(),
                 DType::I32 => (*value as i32).to_le_bytes().to_vec(),
                 DType::Bool => vec![u8::from(*value != 0.0)],

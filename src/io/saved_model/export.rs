@@ -170,8 +170,8 @@ impl Builder {
     fn const_scalar(&mut self, base: &str, value: f64, dtype: DType) -> String {
         let content = match dtype {
             DType::F32 => (value as f32).to_le_bytes().to_vec(),
-            DType::F16 => half::f16::from_f64(value).to_le_bytes().to_vec(),
-            DType::BF16 => half::bf16::from_f64(value).to_le_bytes().to_vec(),
+            DType::F16 => half::f16::from_f32(value as f32).to_le_bytes().to_vec(),
+            DType::BF16 => half::bf16::from_f32(value as f32).to_le_bytes().to_vec(),
             DType::F64 => value.to_le_bytes().to_vec(),
             DType::I32 => (value as i32).to_le_bytes().to_vec(),
             DType::Bool => vec![(value != 0.0) as u8],

@@ -652,8 +652,10 @@ impl Host {
     /// The host data as a tensor on `device`.
     fn upload(&self, device: &Device, node: &str) -> Result<Tensor> {
         let data = match (&self.data, self.dtype) {
-            (HostData::F(v), dt::HALF) => CpuData::F16(v.iter().map(|&x| half::f16::from_f64(x)).collect()),
-            (HostData::F(v), dt::BFLOAT16) => CpuData::BF16(v.iter().map(|&x| half::bf16::from_f64(x)).collect()),
+            (HostData::F(v), dt::HALF) => CpuData::F16(v.iter().map(|&x| half::f16::from_f32(x as f32)).collect()),
+            (HostData::F(v), dt::BFLOAT16) => {
+                CpuData::BF16(v.iter().map(|&x| half::bf16::from_f32(x as f32)).collect())
+            }
             (HostData::F(v), dt::DOUBLE) => CpuData::F64(v.clone()),
             (HostData::F(v), _) => CpuData::F32(v.iter().map(|&x| x as f32).collect()),
             (HostData::I(v), _) => CpuData::I32(
@@ -1614,6 +1616,12 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         }
         "Cast" => {
             let to = attr_type(node, "DstT").unwrap_or(dt::FLOAT);
+            if attr_b(node, "Truncate") == Some(true) && matches!(to, dt::HALF | dt::BFLOAT16) {
+                return Err(unimpl(format!(
+                    "Cast to {} with Truncate=true (rounding toward zero)",
+                    dt::name(to)
+                )));
+            }
             if let Val::H(h) = arg(&x, 0, node)? {
                 if matches!(to, dt::INT32 | dt::INT64) {
                     return one(Val::H(Host::ints(to, h.shape.clone(), h.as_ints("Cast")?)));

@@ -198,7 +198,8 @@ pub(crate) fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
     }
     match dtype {
         DType::F32 => CpuData::F32(each(v, |x| x as f32)),
-        DType::F16 => CpuData::F16(each(v, f16::from_f64)),
+        // Through f32 (as the GPU fill, and Eigen's half(double)).
+        DType::F16 => CpuData::F16(each(v, |x| f16::from_f32(x as f32))),
         // Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
         DType::BF16 => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         DType::F64 => CpuData::F64(each(v, |x| x)),

@@ -113,9 +113,9 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         ),
         _ => unreachable!(),
     };
-    // `binary` takes BINARY_RUN (4) elements per invocation in the
-    // broadcast modes 2 to 5 (shaders/binary.wgsl).
-    let per = if entry == "binary" && (2..=5).contains(&mode) {
+    // `binary` and `cmp` take BINARY_RUN (4) elements per invocation in
+    // the broadcast modes 2 to 5 (shaders/binary.wgsl).
+    let per = if entry != "where_" && (2..=5).contains(&mode) {
         4
     } else {
         1
