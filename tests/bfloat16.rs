@@ -211,3 +211,37 @@ fn functions_converted_to_compute_in_bf16() {
     let e = f.with_compute_dtype(DType::BF16).unwrap_err();
     assert!(e.to_string().contains("int8"), "{e}");
 }
+
+/// TensorFlow's own bf16 SavedModels: a graph that casts to bf16 and
+/// computes in it loads and gives TensorFlow's answers bit for bit; a
+/// `Cast` with `Truncate=true` (rounding toward zero, which wgflow does not
+/// do) is a typed error, not a silently different answer.
+#[test]
+fn tensorflow_bf16_saved_models() {
+    let Some(python) = python() else { return };
+    let tmp = TempDir::new("bf16-tf");
+    // Halfway and near-halfway values, where the two roundings differ.
+    let x = Tensor::from_vec(vec![1.00390625f32, 1.01171875, -2.3, 1e-3, 70000.0], &[5], &Device::Cpu).unwrap();
+    save_npy(&tmp.join("x.npy"), &x);
+    let out = py(&python, "make_bf16_casts.py", &[&*tmp]);
+    assert!(out.contains("OK"), "{out}");
+    let want: Vec<f32> = out
+        .lines()
+        .find_map(|l| l.strip_prefix("ROUND "))
+        .unwrap_or_else(|| panic!("{out}"))
+        .split_whitespace()
+        .map(|v| v.parse().unwrap())
+        .collect();
+    for d in devices() {
+        let mut m = saved_model::load_with(&tmp.join("round"), &["serve"], &d).unwrap();
+        let got = m.call("serving_default", &[("x", x.to_device(&d).unwrap())]).unwrap();
+        assert_eq!(got[0].1.to_vec::<f32>().unwrap(), want, "{d}");
+        let e = saved_model::load_with(&tmp.join("truncate"), &["serve"], &d)
+            .and_then(|mut m| m.call("serving_default", &[("x", x.to_device(&d).unwrap())]))
+            .unwrap_err();
+        assert!(
+            matches!(e, Error::Unimplemented { .. }) && e.to_string().contains("Truncate"),
+            "{d}: {e}"
+        );
+    }
+}
