@@ -284,12 +284,7 @@ impl Graph {
                     }) = first
                     {
                         let shapes: Vec<&[usize]> = inputs.iter().map(|&i| self.values[i].shape.as_slice()).collect();
-                        // 16-bit floats without arithmetic here run in f32 (`Op::run`).
-                        let runs_in = match *dtype {
-                            DType::BF16 => DType::F32,
-                            DType::F16 if !g.f16 => DType::F32,
-                            d => d,
-                        };
+                        let runs_in = first.map_or(*dtype, |v| v.device.computes_in(*dtype));
                         if let Some(k) = g.gemm_kernel(op, &shapes, runs_in) {
                             what += &format!(" [{k}]");
                         }

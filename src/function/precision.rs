@@ -2,9 +2,10 @@
 //! `precision_mode='FP16'`): every f32 value the graph computes becomes
 //! f16 (or bf16), its f32 inputs, variables and constants are cast to it
 //! where they enter, and its outputs are cast back to f32, so callers see
-//! the same signature. bf16 ops compute in f32 and round on every device. Matmuls and convolutions of f16 operands accumulate in f32;
-//! on an adapter without `SHADER_F16` the f16 kernels compute in f32 and
-//! round to f16.
+//! the same signature. Matmuls and convolutions of f16 operands accumulate
+//! in f32; on an adapter without `SHADER_F16` the f16 kernels compute in
+//! f32 and round to f16, and bf16 ops compute in f32 and round on every
+//! device.
 
 use super::def::{Feed, GraphDef, NodeDef, ValueDef};
 use super::symbolic::ConcreteFunction;

@@ -140,7 +140,7 @@ impl Op {
                 format!("float64 exists only on the CPU device, not on {device}"),
             ));
         }
-        let widen = |d: DType| d == DType::BF16 || (d == DType::F16 && !device.f16_arithmetic());
+        let widen = |d: DType| device.computes_in(d) != d;
         // Creation ops write their attribute's dtype directly (halves are
         // built on the host where the device cannot write them).
         let native = matches!(self, Op::Cast(_) | Op::Reshape(_) | Op::StopGradient)

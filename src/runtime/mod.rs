@@ -174,6 +174,15 @@ impl Device {
             Device::Gpu(g) => g.f16,
         }
     }
+    /// The dtype kernels compute `dtype` in here: f32 for bf16 everywhere
+    /// (WGSL has no bf16) and for f16 without f16 arithmetic; else `dtype`.
+    pub fn computes_in(&self, dtype: DType) -> DType {
+        match dtype {
+            DType::BF16 => DType::F32,
+            DType::F16 if !self.f16_arithmetic() => DType::F32,
+            d => d,
+        }
+    }
     /// Whether f16 GEMMs may run on cooperative matrices (tensor cores)
     /// here: the adapter has them and its driver built the kernel.
     pub fn cooperative_matrix(&self) -> bool {
