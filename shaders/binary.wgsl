@@ -176,6 +176,90 @@ fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
     mask[idx] = select(0u, 1u, compare_apply(OP, a[o.x], b[o.y]));
 }
 
+// `binary` and `cmp` four elements per invocation through vec4 views,
+// where n is a multiple of 4 and, in the broadcast modes 2 to 5, so is the
+// period: then every vec4 of the output reads one vec4 of each operand, or
+// one value of it broadcast (read through the scalar views a and b, whose
+// length need not be a multiple of 4). llvmpipe gathers each lane's
+// storage load one element at a time, so a load of four costs about what
+// a load of one does.
+// Bindings 1 a, 2 b, 6 a, 7 b (as vec4s), 8 out (T), 9 mask out (u32).
+@group(0) @binding(6) var<storage, read> a4: array<vec4<T>>;
+@group(0) @binding(7) var<storage, read> b4: array<vec4<T>>;
+@group(0) @binding(8) var<storage, read_write> out4: array<vec4<T>>;
+@group(0) @binding(9) var<storage, read_write> mask4: array<vec4<u32>>;
+
+// The operands of output vec4 j.
+struct Pair4 {
+    a: vec4<T>,
+    b: vec4<T>,
+}
+
+fn operands4(j: u32) -> Pair4 {
+    // Vec4s per period.
+    let q = p.period / 4u;
+    switch MODE {
+        case 2u: {
+            return Pair4(a4[j], b4[j % q]);
+        }
+        case 3u: {
+            return Pair4(a4[j % q], b4[j]);
+        }
+        case 4u: {
+            return Pair4(a4[j], vec4<T>(b[j / q]));
+        }
+        case 5u: {
+            return Pair4(vec4<T>(a[j / q]), b4[j]);
+        }
+        case 6u: {
+            return Pair4(a4[j], vec4<T>(b[0]));
+        }
+        case 7u: {
+            return Pair4(vec4<T>(a[0]), b4[j]);
+        }
+        default: {
+            return Pair4(a4[j], b4[j]);
+        }
+    }
+}
+
+fn binary_vec4(a: vec4<T>, b: vec4<T>) -> vec4<T> {
+    return vec4<T>(
+        binary_apply(OP, a.x, b.x),
+        binary_apply(OP, a.y, b.y),
+        binary_apply(OP, a.z, b.z),
+        binary_apply(OP, a.w, b.w),
+    );
+}
+
+fn compare_vec4(a: vec4<T>, b: vec4<T>) -> vec4<u32> {
+    let c = vec4<bool>(
+        compare_apply(OP, a.x, b.x),
+        compare_apply(OP, a.y, b.y),
+        compare_apply(OP, a.z, b.z),
+        compare_apply(OP, a.w, b.w),
+    );
+    return select(vec4<u32>(0u), vec4<u32>(1u), c);
+}
+
+@compute @workgroup_size(256)
+fn binary4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 4u) {
+        let o = operands4(j);
+        out4[j] = binary_vec4(o.a, o.b);
+    }
+}
+
+@compute @workgroup_size(256)
+fn cmp4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 4u) {
+        let o = operands4(j);
+        mask4[j] = compare_vec4(o.a, o.b);
+    }
+}
+
 // out = cond ? a : b
 @compute @workgroup_size(256)
 fn where_(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

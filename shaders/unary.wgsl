@@ -29,6 +29,30 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     }
 }
 
+// Four elements per invocation, where n is a multiple of 4: the same math
+// through vec4 views of x and y. llvmpipe gathers each lane's storage load
+// one element at a time, so a load of four costs about what a load of one
+// does (exp on 4M f32: 17 ms against 22.5 on lavapipe). Bindings 5 x, 6 y.
+@group(0) @binding(5) var<storage, read> x4: array<vec4<T>>;
+@group(0) @binding(6) var<storage, read_write> y4: array<vec4<T>>;
+
+fn apply4(v: vec4<f32>) -> vec4<T> {
+    return vec4<T>(vec4<f32>(
+        unary_apply(OP, v.x, p.alpha),
+        unary_apply(OP, v.y, p.alpha),
+        unary_apply(OP, v.z, p.alpha),
+        unary_apply(OP, v.w, p.alpha),
+    ));
+}
+
+@compute @workgroup_size(256)
+fn main4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i < p.n / 4u) {
+        y4[i] = apply4(vec4<f32>(x4[i]));
+    }
+}
+
 // Gradient: dx = dy * f'(x), with y = f(x) at hand where f' is cheaper
 // through it. Bindings 1 x, 2 dx (out), 3 y, 4 dy.
 @group(0) @binding(3) var<storage, read> fy: array<T>;
@@ -39,5 +63,28 @@ fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     let i = linear_index(gid, nwg);
     if (i < p.n) {
         y[i] = T(f32(dy[i]) * unary_deriv(p.op, f32(x[i]), f32(fy[i]), p.alpha));
+    }
+}
+
+// The gradient four elements per invocation (n a multiple of 4).
+// Bindings 5 x, 6 dx (out), 7 y, 8 dy.
+@group(0) @binding(7) var<storage, read> fy4: array<vec4<T>>;
+@group(0) @binding(8) var<storage, read> dy4: array<vec4<T>>;
+
+fn deriv4(v: vec4<f32>, r: vec4<f32>, g: vec4<f32>) -> vec4<T> {
+    let d = vec4<f32>(
+        unary_deriv(p.op, v.x, r.x, p.alpha),
+        unary_deriv(p.op, v.y, r.y, p.alpha),
+        unary_deriv(p.op, v.z, r.z, p.alpha),
+        unary_deriv(p.op, v.w, r.w, p.alpha),
+    );
+    return vec4<T>(g * d);
+}
+
+@compute @workgroup_size(256)
+fn grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i < p.n / 4u) {
+        y4[i] = deriv4(vec4<f32>(x4[i]), vec4<f32>(fy4[i]), vec4<f32>(dy4[i]));
     }
 }

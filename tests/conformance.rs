@@ -21,10 +21,43 @@ use wgflow::{DType, Padding, Tensor};
 
 const FLOATS: [DType; 3] = [DType::F32, DType::F16, DType::BF16];
 
+/// Runs `cases` with each family of elementwise kernels on every adapter:
+/// the GPU kernels (vec4 views where the length allows) and the
+/// CPU-adapter ones (vec4<u64> views, eight 32-bit elements per
+/// invocation, where the adapter has 64-bit integers).
+fn both_styles(name: &str, cases: fn(&mut Suite)) {
+    for cpu_style in [false, true] {
+        force_cpu_style_kernels(Some(cpu_style));
+        let style = if cpu_style {
+            "CPU-adapter kernels"
+        } else {
+            "GPU kernels"
+        };
+        cases(&mut Suite::new(&format!("{name}, {style}")));
+    }
+    force_cpu_style_kernels(None);
+}
+
 #[test]
 fn unary() {
-    let mut s = Suite::new("unary");
-    let shapes: [&[usize]; 6] = [&[], &[1], &[7], &[3, 5], &[0, 4], &[257]];
+    both_styles("unary", unary_cases);
+}
+
+fn unary_cases(s: &mut Suite) {
+    // Lengths of multiples of 8 and 4 take the kernels' vector views
+    // (1040: several workgroups of 8 elements per invocation).
+    let shapes: [&[usize]; 10] = [
+        &[],
+        &[1],
+        &[7],
+        &[3, 5],
+        &[0, 4],
+        &[257],
+        &[8],
+        &[3, 4],
+        &[20],
+        &[2, 520],
+    ];
     for (i, op) in UnaryOp::ALL.iter().enumerate() {
         for (j, sh) in shapes.iter().enumerate() {
             for dt in FLOATS {
@@ -59,7 +92,7 @@ fn unary() {
     }
 }
 
-const SHAPE_PAIRS: [(&[usize], &[usize]); 19] = [
+const SHAPE_PAIRS: [(&[usize], &[usize]); 30] = [
     (&[5], &[2, 3, 5]),
     (&[1, 4], &[3, 4]),
     (&[3, 4], &[3, 4]),
@@ -84,11 +117,29 @@ const SHAPE_PAIRS: [(&[usize], &[usize]); 19] = [
     // partial last run: a row of 7 and a column of 1031 values.
     (&[1031, 7], &[7]),
     (&[1031, 1], &[1031, 7]),
+    // Vector views, eight (lengths of multiples of 8) or four elements per
+    // invocation, in every fast mode: same shapes, rows and columns whose
+    // period is a multiple of 8 or only of 4, columns and single values
+    // shorter than a vector, over several workgroups.
+    (&[16], &[16]),
+    (&[24, 8], &[8]),
+    (&[8], &[6, 8]),
+    (&[6, 8], &[6, 1]),
+    (&[3, 1], &[3, 16]),
+    (&[40], &[]),
+    (&[1], &[2, 4]),
+    (&[6, 12], &[12]),
+    (&[5, 4], &[5, 1]),
+    (&[2, 6], &[1, 6]),
+    (&[1031, 8], &[8]),
 ];
 
 #[test]
 fn binary() {
-    let mut s = Suite::new("binary");
+    both_styles("binary", binary_cases);
+}
+
+fn binary_cases(s: &mut Suite) {
     let arith = [
         BinaryOp::Add,
         BinaryOp::Sub,
@@ -1187,6 +1238,12 @@ fn special(dt: DType, large: bool) -> Tensor {
     Tensor::from_vec(v, &[n], &cpu()).unwrap().cast(dt).unwrap()
 }
 
+/// `t` (one dimension) repeated 8 times.
+fn times8(t: &Tensor) -> Tensor {
+    let n = t.shape()[0];
+    t.broadcast_to(&[8, n]).unwrap().reshape(&[8 * n as isize]).unwrap()
+}
+
 /// Operands for binary ops: every pair of these, through broadcasting.
 const PAIRS: [f32; 16] = [
     NAN,
@@ -1484,12 +1541,38 @@ fn special_values() {
             Op::UnaryGrad(op),
             &[x.clone(), y, special(DType::F32, large).abs().unwrap()],
         );
+        // The same values through the kernels' vector views, 8 copies of
+        // each (a length of a multiple of 8), with both kernel families.
+        for cpu_style in [false, true] {
+            force_cpu_style_kernels(Some(cpu_style));
+            for dt in FLOATS {
+                check_special(&mut s, Op::Unary(op), &[times8(&special(dt, large))]);
+            }
+            let x = times8(&special(DType::F32, large));
+            let y = wgflow::ops::apply(Op::Unary(op), &[&x]).unwrap();
+            s.check(Op::UnaryGrad(op), &[x.clone(), y, x.abs().unwrap()]);
+        }
+        force_cpu_style_kernels(None);
     }
     for dt in FLOATS {
         let [a, b] = pairs(dt);
         for op in ARITH {
             check_special(&mut s, Op::Binary(op), &[a.clone(), b.clone()]);
         }
+        // Every pair through the vector views: the same shape (mode 0) and
+        // a column (mode 4), with both kernel families.
+        let n = PAIRS.len();
+        let (af, bf) = (a.broadcast_to(&[n, n]).unwrap(), b.broadcast_to(&[n, n]).unwrap());
+        for cpu_style in [false, true] {
+            force_cpu_style_kernels(Some(cpu_style));
+            for op in ARITH {
+                check_special(&mut s, Op::Binary(op), &[af.clone(), bf.clone()]);
+                check_special(&mut s, Op::Binary(op), &[a.clone(), bf.clone()]);
+            }
+            s.check(Op::Compare(CmpOp::Less), &[af.clone(), bf.clone()]);
+            s.check(Op::Compare(CmpOp::NotEqual), &[af.clone(), b.clone()]);
+        }
+        force_cpu_style_kernels(None);
         for op in [
             CmpOp::Equal,
             CmpOp::NotEqual,
@@ -1666,6 +1749,34 @@ fn special_values_fused() {
     for op in ARITH {
         check_fused(Op::Binary(op), &[a.clone(), b.clone()]);
     }
+    // Through the eight-wide generated kernels of CPU adapters (lengths of
+    // multiples of 8) and the plain ones, with each leaf kind: laid out as
+    // the output, a row of 16 (read as vectors) or of 12 (not), a column,
+    // a single value.
+    let n = PAIRS.len();
+    let (af, bf) = (a.broadcast_to(&[n, n]).unwrap(), b.broadcast_to(&[n, n]).unwrap());
+    let row12 = Tensor::from_vec(PAIRS[..12].to_vec(), &[12], &cpu()).unwrap();
+    let by12 = Tensor::from_vec(PAIRS[4..].repeat(6), &[6, 12], &cpu()).unwrap();
+    let one = Tensor::from_vec(vec![-2.0f32], &[], &cpu()).unwrap();
+    for cpu_style in [false, true] {
+        force_cpu_style_kernels(Some(cpu_style));
+        for op in UnaryOp::ALL.into_iter().filter(|u| !matches!(u, UnaryOp::LeakyRelu(_))) {
+            let large = !matches!(op, UnaryOp::Sin | UnaryOp::Cos);
+            check_fused(Op::Unary(op), &[times8(&special(DType::F32, large))]);
+        }
+        for op in ARITH {
+            for x in [
+                [af.clone(), bf.clone()],
+                [af.clone(), b.clone()],
+                [a.clone(), bf.clone()],
+                [by12.clone(), row12.clone()],
+                [one.clone(), bf.clone()],
+            ] {
+                check_fused(Op::Binary(op), &x);
+            }
+        }
+    }
+    force_cpu_style_kernels(None);
     let mut long = vec![0.5f32; 3000];
     long[1777] = NAN;
     long[5] = INF;

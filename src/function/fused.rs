@@ -16,7 +16,9 @@
 //! output has the reduced shape (the domain with the reduced axes dropped).
 //! The GPU reduces a block with one invocation per output when outputs are
 //! many and blocks short, and with one workgroup per output (a tree in
-//! workgroup memory) otherwise.
+//! workgroup memory) otherwise. Without a reduction, CPU adapters with
+//! 64-bit integers run an eight-wide form (`Fused::source_wide`) that reads
+//! and writes eight elements per invocation as a vec4<u64>.
 
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -110,6 +112,17 @@ pub(crate) struct Fused {
     /// Graph ops this kernel replaces.
     pub covered: usize,
     kernel: OnceLock<Arc<Kernel>>,
+    kernel_wide: OnceLock<Arc<Kernel>>,
+}
+
+/// Where generated code evaluates ops: at a domain index `i` (`pre`), at an
+/// output index `o` (`post`), or inside `elem` of the eight-wide entry,
+/// where leaves read as vectors arrive as the arguments `x{k}`.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    Pre,
+    Post,
+    Wide,
 }
 
 /// A bit-exact f32 literal.
@@ -171,7 +184,7 @@ static KERNELS: LazyLock<Mutex<KernelCache>> = LazyLock::new(|| {
 
 /// The kernel of generated source `src`, from the cache or new (checked by
 /// naga now, so a bad generated kernel is an error here).
-fn generated_kernel(src: String) -> Result<Arc<Kernel>> {
+fn generated_kernel(src: String, wide: bool) -> Result<Arc<Kernel>> {
     let mut cache = KERNELS.lock().unwrap_or_else(|p| p.into_inner());
     cache.tick += 1;
     let tick = cache.tick;
@@ -181,11 +194,20 @@ fn generated_kernel(src: String) -> Result<Arc<Kernel>> {
     }
     let k = Arc::new(Kernel {
         name: Cow::Owned(format!("fused_{}", cache.made)),
-        sources: &[
-            include_str!("../../shaders/common.wgsl"),
-            include_str!("../../shaders/elementwise.wgsl"),
-            include_str!("../../shaders/optimizer_rules.wgsl"),
-        ],
+        sources: if wide {
+            &[
+                include_str!("../../shaders/common.wgsl"),
+                include_str!("../../shaders/elementwise.wgsl"),
+                include_str!("../../shaders/optimizer_rules.wgsl"),
+                include_str!("../../shaders/wide.wgsl"),
+            ]
+        } else {
+            &[
+                include_str!("../../shaders/common.wgsl"),
+                include_str!("../../shaders/elementwise.wgsl"),
+                include_str!("../../shaders/optimizer_rules.wgsl"),
+            ]
+        },
         generated: Some(Arc::from(src.as_str())),
         types: &[KType::F32],
         params: &[],
@@ -227,6 +249,7 @@ impl Fused {
             outs,
             covered,
             kernel: OnceLock::new(),
+            kernel_wide: OnceLock::new(),
         }
     }
 
@@ -301,9 +324,24 @@ impl Fused {
         }
     }
 
-    fn expr(&self, a: &Arg, post: bool) -> String {
+    /// The vec4<u64> the eight-wide entry reads of leaf `k` for elements
+    /// 8j..8j+7, if it reads the leaf as vectors: laid out as the domain,
+    /// or a row whose period is a multiple of 8.
+    fn wide_load(&self, k: usize) -> Option<String> {
+        let ls = &self.leaves[k];
+        let n = numel(&self.shape);
+        if numel(ls) == n {
+            return Some(format!("l{k}[j]"));
+        }
+        let core: Vec<usize> = ls.iter().copied().skip_while(|&d| d == 1).collect();
+        let period = numel(&core);
+        (numel(ls) > 1 && self.shape.ends_with(&core) && period % 8 == 0).then(|| format!("l{k}[j % {}u]", period / 8))
+    }
+
+    fn expr(&self, a: &Arg, at: Place) -> String {
         match *a {
-            Arg::Leaf(k) if post => self.load_post(k),
+            Arg::Leaf(k) if at == Place::Post => self.load_post(k),
+            Arg::Leaf(k) if at == Place::Wide && self.wide_load(k).is_some() => format!("x{k}"),
             Arg::Leaf(k) => self.load_pre(k),
             Arg::Pre(t) => format!("t{t}"),
             Arg::Red(r) => format!("r{r}"),
@@ -313,9 +351,9 @@ impl Fused {
     }
 
     /// `let` lines evaluating `ops` (prefix t for pre, q for post).
-    fn lines(&self, ops: &[FOp], post: bool, s: &mut String) {
-        let e = |a: &Arg| self.expr(a, post);
-        let p = if post { "q" } else { "t" };
+    fn lines(&self, ops: &[FOp], at: Place, s: &mut String) {
+        let e = |a: &Arg| self.expr(a, at);
+        let p = if at == Place::Post { "q" } else { "t" };
         for (t, op) in ops.iter().enumerate() {
             let rhs = match op {
                 FOp::Const(c) => lit(*c),
@@ -346,6 +384,90 @@ impl Fused {
         }
     }
 
+    /// Whether the kernel can run eight elements per invocation through
+    /// vec4<u64> views (`source_wide`): elementwise only, over a multiple
+    /// of 8 elements.
+    fn can_be_wide(&self) -> bool {
+        self.reduce.is_none()
+            && numel(&self.shape) % 8 == 0
+            && !self.pre.iter().any(|op| matches!(op, FOp::Update { .. }))
+    }
+
+    /// The eight-wide kernel for CPU adapters with 64-bit integers
+    /// (shaders/wide.wgsl): entry `main` evaluates elements 8j..8j+7,
+    /// reading leaves laid out as the domain (or rows of a multiple of 8)
+    /// as one vec4<u64> each and writing each output as one. The ops run
+    /// in `elem`, once per element, as in `source`'s kernel.
+    pub(crate) fn source_wide(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "// Generated by a compiled graph, 8 elements per invocation: {}.",
+            self.describe()
+        );
+        let nl = self.leaves.len();
+        let wide: Vec<Option<String>> = (0..nl).map(|k| self.wide_load(k)).collect();
+        for (k, w) in wide.iter().enumerate() {
+            let ty = if w.is_some() { "vec4<u64>" } else { "T" };
+            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<{ty}>;", k + 1);
+        }
+        for j in 0..self.outs.len() {
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({}) var<storage, read_write> o{j}: array<vec4<u64>>;",
+                nl + 1 + j
+            );
+        }
+        let fields: Vec<String> = (0..self.outs.len()).map(|j| format!("v{j}: f32")).collect();
+        let _ = writeln!(s, "\nstruct Out {{\n    {},\n}}\n", fields.join(",\n    "));
+        let args: Vec<String> = std::iter::once("i: u32".to_string())
+            .chain((0..nl).filter(|&k| wide[k].is_some()).map(|k| format!("x{k}: f32")))
+            .collect();
+        let _ = writeln!(s, "fn elem({}) -> Out {{", args.join(", "));
+        self.lines(&self.pre, Place::Wide, &mut s);
+        let vals: Vec<String> = self.outs.iter().map(|a| self.expr(a, Place::Wide)).collect();
+        let _ = writeln!(s, "    return Out({});\n}}", vals.join(", "));
+        let _ = writeln!(
+            s,
+            "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
+             @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let j = linear_index(gid, nwg);"
+        );
+        let _ = writeln!(
+            s,
+            "    if (j >= {}u) {{\n        return;\n    }}",
+            numel(&self.shape) / 8
+        );
+        for (k, w) in wide.iter().enumerate() {
+            if let Some(w) = w {
+                let _ = writeln!(s, "    let w{k} = unpack8({w});");
+            }
+        }
+        const LANES: [&str; 8] = ["lo.x", "lo.y", "lo.z", "lo.w", "hi.x", "hi.y", "hi.z", "hi.w"];
+        for (c, lane) in LANES.iter().enumerate() {
+            let xs: Vec<String> = std::iter::once(format!("8u * j + {c}u"))
+                .chain((0..nl).filter(|&k| wide[k].is_some()).map(|k| format!("w{k}.{lane}")))
+                .collect();
+            let _ = writeln!(s, "    let e{c} = elem({});", xs.join(", "));
+        }
+        for j in 0..self.outs.len() {
+            let v = |c: usize| format!("e{c}.v{j}");
+            let _ = writeln!(
+                s,
+                "    o{j}[j] = pack8(Eight(vec4<f32>({}, {}, {}, {}), vec4<f32>({}, {}, {}, {})));",
+                v(0),
+                v(1),
+                v(2),
+                v(3),
+                v(4),
+                v(5),
+                v(6),
+                v(7)
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
     pub(crate) fn source(&self) -> String {
         let mut s = String::new();
         let _ = writeln!(s, "// Generated by a compiled graph: {}.", self.describe());
@@ -365,9 +487,9 @@ impl Fused {
         let Some(r) = &self.reduce else {
             let _ = writeln!(s, "\n{head}\n    let i = linear_index(gid, nwg);");
             let _ = writeln!(s, "    if (i >= {}u) {{\n        return;\n    }}", numel(&self.shape));
-            self.lines(&self.pre, false, &mut s);
+            self.lines(&self.pre, Place::Pre, &mut s);
             for (j, a) in self.outs.iter().enumerate() {
-                let _ = writeln!(s, "    o{j}[i] = T({});", self.expr(a, false));
+                let _ = writeln!(s, "    o{j}[i] = T({});", self.expr(a, Place::Pre));
             }
             s.push_str("}\n");
             return s;
@@ -378,15 +500,15 @@ impl Fused {
         let fields: Vec<String> = (0..nr).map(|j| format!("v{j}: f32")).collect();
         let _ = writeln!(s, "\nstruct Pre {{\n    {},\n}}\n", fields.join(",\n    "));
         let _ = writeln!(s, "fn pre(i: u32) -> Pre {{");
-        self.lines(&self.pre, false, &mut s);
-        let vals: Vec<String> = r.reds.iter().map(|(_, a)| self.expr(a, false)).collect();
+        self.lines(&self.pre, Place::Pre, &mut s);
+        let vals: Vec<String> = r.reds.iter().map(|(_, a)| self.expr(a, Place::Pre)).collect();
         let _ = writeln!(s, "    return Pre({});\n}}\n", vals.join(", "));
         // post(o, r...): finish output element o.
         let rs: Vec<String> = (0..nr).map(|j| format!("r{j}: f32")).collect();
         let _ = writeln!(s, "fn post(o: u32, {}) {{", rs.join(", "));
-        self.lines(&self.post, true, &mut s);
+        self.lines(&self.post, Place::Post, &mut s);
         for (j, a) in self.outs.iter().enumerate() {
-            let _ = writeln!(s, "    o{j}[o] = T({});", self.expr(a, true));
+            let _ = writeln!(s, "    o{j}[o] = T({});", self.expr(a, Place::Post));
         }
         s.push_str("}\n\n");
         let comb = |j: usize, a: &str, b: &str| match r.reds[j].0 {
@@ -469,14 +591,17 @@ impl Fused {
         s
     }
 
-    /// The generated kernel (built once; identical sources share one
-    /// while it stays in the cache of generated kernels).
-    fn kernel(&self) -> Result<Arc<Kernel>> {
-        if let Some(k) = self.kernel.get() {
+    /// The generated kernel, or with `wide` its eight-wide form (each
+    /// built once; identical sources share one while it stays in the cache
+    /// of generated kernels).
+    fn kernel(&self, wide: bool) -> Result<Arc<Kernel>> {
+        let cell = if wide { &self.kernel_wide } else { &self.kernel };
+        if let Some(k) = cell.get() {
             return Ok(k.clone());
         }
-        let k = generated_kernel(self.source())?;
-        let _ = self.kernel.set(k.clone());
+        let src = if wide { self.source_wide() } else { self.source() };
+        let k = generated_kernel(src, wide)?;
+        let _ = cell.set(k.clone());
         Ok(k)
     }
 
@@ -500,7 +625,6 @@ impl Fused {
                 .map(|(v, s)| Tensor::from_cpu(CpuData::F32(v), s.clone()))
                 .collect()),
             Device::Gpu(g) => {
-                let k = self.kernel()?;
                 let mut planned = planned.into_iter();
                 let mut ys: Vec<GpuBuf> = shapes
                     .iter()
@@ -511,8 +635,14 @@ impl Fused {
                     .collect::<Result<_>>()?;
                 let mut bufs: Vec<&GpuBuf> = x.iter().map(|t| t.gpu_buf()).collect();
                 bufs.extend(ys.iter());
+                // Eight elements per invocation where the adapter wants
+                // them and every view starts on a vec4<u64>.
+                let wide = self.can_be_wide() && g.wide_elementwise() && bufs.iter().all(|b| b.offset % 32 == 0);
+                let k = self.kernel(wide)?;
                 let groups = if self.per_workgroup() {
                     fold(n)
+                } else if wide {
+                    grid(n / 8, WG as u32)
                 } else {
                     grid(n, WG as u32)
                 };
@@ -901,17 +1031,17 @@ mod tests {
     #[test]
     fn generated_kernels_are_cached_and_bounded() {
         let src = |i: usize| format!("@compute @workgroup_size(1)\nfn main() {{\n    let x = {i}u;\n}}\n");
-        let first = generated_kernel(src(1_000_000)).unwrap();
-        assert!(Arc::ptr_eq(&first, &generated_kernel(src(1_000_000)).unwrap()));
+        let first = generated_kernel(src(1_000_000), false).unwrap();
+        assert!(Arc::ptr_eq(&first, &generated_kernel(src(1_000_000), false).unwrap()));
         let mut names = std::collections::HashSet::new();
         for i in 0..KERNEL_CACHE + 20 {
-            let k = generated_kernel(src(i)).unwrap();
+            let k = generated_kernel(src(i), false).unwrap();
             assert!(names.insert(k.name.to_string()), "name {} reused", k.name);
         }
         assert!(KERNELS.lock().unwrap().kernels.len() <= KERNEL_CACHE);
         // Evicted, but alive while held, and a new one for its source gets a new name.
         assert!(first.validate(KType::F32).is_ok());
-        let again = generated_kernel(src(1_000_000)).unwrap();
+        let again = generated_kernel(src(1_000_000), false).unwrap();
         assert!(!Arc::ptr_eq(&first, &again) && again.name != first.name);
     }
 }

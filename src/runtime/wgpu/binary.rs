@@ -3,18 +3,21 @@
 //! `Op::Where`).
 //!
 //! One kernel, `binary` (shaders/common.wgsl, elementwise.wgsl and
-//! binary.wgsl, built for f32, f16, i32 and u32), with three entry points:
+//! binary.wgsl, built for f32, f16, i32 and u32), with entry points
 //! `binary` (the op code selects the arithmetic), `cmp` (compiled for the
 //! operands' type, writes a u32 mask) and `where_` (the condition is bound
-//! last). One invocation per output element, 256 per workgroup.
+//! last), and `binary4` / `cmp4`, which take four elements per invocation
+//! through vec4 views where the layout allows. 256 invocations per
+//! workgroup.
 //!
 //! Each operand's strides over the output (0 on broadcast dimensions) are
 //! computed here and adjacent dimensions collapsed, so that at most 8
 //! non-contiguous dimensions reach the shader; more is a shape error. The
 //! `mode` field lets the kernel skip index math: 0 when every operand is laid
 //! out like the output, 2 / 3 when one is and the other repeats with period
-//! `period` (a bias over the last dimensions), 1 otherwise. The same plan
-//! serves every adapter.
+//! `period` (a bias over the last dimensions), 4 / 5 when each value of the
+//! other repeats `period` times (a column), 6 / 7 when the other is one
+//! value, 1 otherwise. The same plan serves every adapter.
 //!
 //! Shape and dtype rules are in `ops::binary`, the op codes in
 //! [`crate::core::op::binary`], the reference kernels in
@@ -37,6 +40,22 @@ pub static BINARY: Kernel = Kernel::new(
         include_str!("../../../shaders/binary.wgsl"),
     ],
     &[KType::F32, KType::F16, KType::I32, KType::U32],
+    &[ParamsLayout::of::<BinaryParams>()],
+);
+
+/// `BINARY`'s `binary` and `cmp` eight elements per invocation through
+/// vec4<u64> views (shaders/wide.wgsl, binary_wide.wgsl), for 32-bit
+/// element types on CPU adapters with 64-bit integers.
+pub static BINARY_WIDE: Kernel = Kernel::new(
+    "binary_wide",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/elementwise.wgsl"),
+        include_str!("../../../shaders/binary.wgsl"),
+        include_str!("../../../shaders/wide.wgsl"),
+        include_str!("../../../shaders/binary_wide.wgsl"),
+    ],
+    &[KType::F32, KType::I32, KType::U32],
     &[ParamsLayout::of::<BinaryParams>()],
 );
 
@@ -103,25 +122,56 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         ..BinaryParams::default()
     };
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    let (entry, ty, bufs): (&'static str, KType, Vec<&GpuBuf>) = match op {
-        Op::Binary(_) => ("binary", ktype(dtype), vec![x[0].gpu_buf(), x[1].gpu_buf(), &y]),
-        Op::Compare(_) => ("cmp", ktype(x[0].dtype()), vec![x[0].gpu_buf(), x[1].gpu_buf(), &y]),
-        Op::Where => (
+    // Eight or four elements per invocation through vec4<u64> or vec4
+    // views (`binary8`, `binary4`, `cmp8`, `cmp4`) where every such vector
+    // of the output reads one vector or one value of each operand; else
+    // `binary` and `cmp` take runs of BINARY_RUN (4) elements in the
+    // broadcast modes 2 to 5, one element otherwise (shaders/binary.wgsl).
+    let (a, b) = (x[0].gpu_buf(), x[1].gpu_buf());
+    let per = match op {
+        Op::Where => 1,
+        _ if mode == 1 => 1,
+        _ => {
+            let per = super::unary::elements_per_invocation(g, n, x[0].dtype(), &[a, b, &y]);
+            if (2..=5).contains(&mode) && period % per != 0 {
+                // A period of a multiple of 4 (not 8) still loads vec4s.
+                if per == 8 && period % 4 == 0 { 4 } else { 1 }
+            } else {
+                per
+            }
+        }
+    };
+    // The vector views: of the operands, but where one is broadcast value
+    // by value (modes 4 to 7) its view is not read, and may be shorter
+    // than one vector, so the other operand stands in for it.
+    let a_vec = if matches!(mode, 5 | 7) { b } else { a };
+    let b_vec = if matches!(mode, 4 | 6) { a } else { b };
+    let wide = [a, b, a_vec, b_vec, &y];
+    let (kernel, entry, bufs): (&Kernel, &'static str, Vec<&GpuBuf>) = match (op, per) {
+        (Op::Binary(_), 8) => (&BINARY_WIDE, "binary8", wide.to_vec()),
+        (Op::Binary(_), 4) => (&BINARY, "binary4", wide.to_vec()),
+        (Op::Binary(_), _) => (&BINARY, "binary", vec![a, b, &y]),
+        (Op::Compare(_), 8) => (&BINARY_WIDE, "cmp8", wide.to_vec()),
+        (Op::Compare(_), 4) => (&BINARY, "cmp4", wide.to_vec()),
+        (Op::Compare(_), _) => (&BINARY, "cmp", vec![a, b, &y]),
+        (Op::Where, _) => (
+            &BINARY,
             "where_",
-            ktype(dtype),
             vec![x[1].gpu_buf(), x[2].gpu_buf(), &y, x[0].gpu_buf()],
         ),
         _ => unreachable!(),
     };
-    // `binary` and `cmp` take BINARY_RUN (4) elements per invocation in
-    // the broadcast modes 2 to 5 (shaders/binary.wgsl).
-    let per = if entry != "where_" && (2..=5).contains(&mode) {
+    let ty = match op {
+        Op::Compare(_) => ktype(x[0].dtype()),
+        _ => ktype(dtype),
+    };
+    let per = if per == 1 && entry != "where_" && (2..=5).contains(&mode) {
         4
     } else {
-        1
+        per
     };
     g.launch(&Launch {
-        kernel: &BINARY,
+        kernel,
         entry,
         ty,
         consts: &[("OP", code as f64), ("MODE", mode as f64)],

@@ -279,10 +279,13 @@ impl Kernel {
         if ty == KType::F16 {
             caps |= naga::valid::Capabilities::SHADER_FLOAT16;
         }
-        // Subgroup operations and cooperative matrices validate everywhere;
-        // only adapters with `Features::SUBGROUP` (and
-        // `EXPERIMENTAL_COOPERATIVE_MATRIX`) are given the kernels that use them.
-        caps |= naga::valid::Capabilities::SUBGROUP | naga::valid::Capabilities::COOPERATIVE_MATRIX;
+        // Subgroup operations, cooperative matrices and 64-bit integers
+        // validate everywhere; only adapters with `Features::SUBGROUP` (and
+        // `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_INT64`) are given the
+        // kernels that use them.
+        caps |= naga::valid::Capabilities::SUBGROUP
+            | naga::valid::Capabilities::COOPERATIVE_MATRIX
+            | naga::valid::Capabilities::SHADER_INT64;
         naga::valid::Validator::new(naga::valid::ValidationFlags::all(), caps)
             .subgroup_stages(naga::valid::ShaderStages::COMPUTE)
             .subgroup_operations(naga::valid::SubgroupOperationSet::all())
@@ -699,6 +702,8 @@ pub struct GpuDevice {
     pub(crate) f16: bool,
     /// `SUBGROUP` is enabled and every subgroup has 8 invocations.
     pub(crate) subgroup8: bool,
+    /// `SHADER_INT64` is enabled (the elementwise kernels' wide entries).
+    pub(crate) int64: bool,
     /// Why `gemm_coop` cannot run here (`None`: it can).
     pub(crate) coop_missing: Option<String>,
     /// Why `gemm_coop` failed to build here, once it has.
@@ -805,10 +810,11 @@ impl GpuDevice {
         let f16 = adapter.features().contains(wgpu::Features::SHADER_F16);
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
         let subgroup8 = subgroups && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
+        let int64 = adapter.features().contains(wgpu::Features::SHADER_INT64);
         let mut coop_missing = coop_missing(adapter, &info);
         let limits = adapter.limits();
         let open = |coop: bool| {
-            let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP;
+            let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
             if coop {
                 wanted |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
             }
@@ -888,6 +894,7 @@ impl GpuDevice {
             limits,
             f16,
             subgroup8,
+            int64,
             coop_missing,
             coop_failed: Mutex::new(None),
             coop_wide_failed: Mutex::new(None),
@@ -969,6 +976,13 @@ impl GpuDevice {
     /// Whether kernels launched now take their CPU-adapter variant.
     pub(crate) fn cpu_style(&self) -> bool {
         STYLE_OVERRIDE.with(|c| c.get()).unwrap_or_else(|| self.cpu_adapter())
+    }
+
+    /// Whether elementwise kernels launched now on 32-bit elements may take
+    /// eight per invocation through vec4<u64> views (shaders/wide.wgsl):
+    /// CPU-adapter kernels where 64-bit integers are enabled.
+    pub(crate) fn wide_elementwise(&self) -> bool {
+        self.int64 && self.cpu_style()
     }
 
     /// Whether a GEMM of `dtype` for `op` launched now uses cooperative
@@ -1723,11 +1737,13 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 18] {
+pub fn kernels() -> [&'static Kernel; 20] {
     [
         &optim::OPTIM,
         &unary::UNARY,
+        &unary::UNARY_WIDE,
         &binary::BINARY,
+        &binary::BINARY_WIDE,
         &layout::LAYOUT,
         &layout::CAST,
         &layout::DEQUANT,

@@ -8,7 +8,8 @@
 //! derivatives are cheaper. `main`'s op code is an override constant (a
 //! pipeline per op: llvmpipe runs a switch on a uniform through every case);
 //! `grad`'s is a uniform (see shaders/unary.wgsl for why), as is
-//! `leaky_relu`'s `alpha`. One invocation per element, 256 per
+//! `leaky_relu`'s `alpha`. One invocation per element, or per four through
+//! vec4 views (`main4`, `grad4`) where the count is a multiple of 4; 256 per
 //! workgroup, the same on every adapter.
 //!
 //! Shape and gradient rules are in `ops::unary`, the op codes and
@@ -34,6 +35,22 @@ pub static UNARY: Kernel = Kernel::new(
     &[ParamsLayout::of::<UnaryParams>()],
 );
 
+/// `UNARY`'s entries eight f32 elements per invocation through vec4<u64>
+/// views (shaders/wide.wgsl, unary_wide.wgsl), for CPU adapters with
+/// 64-bit integers.
+pub static UNARY_WIDE: Kernel = Kernel::new(
+    "unary_wide",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/elementwise.wgsl"),
+        include_str!("../../../shaders/unary.wgsl"),
+        include_str!("../../../shaders/wide.wgsl"),
+        include_str!("../../../shaders/unary_wide.wgsl"),
+    ],
+    &[KType::F32],
+    &[ParamsLayout::of::<UnaryParams>()],
+);
+
 params! {
     /// shaders/unary.wgsl's `Params`.
     pub struct UnaryParams = "Params" {
@@ -51,16 +68,28 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     let n = crate::core::shape::numel(out);
     let y = g.alloc(u.name(), (n * dtype.size()) as u64)?;
     let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
-    let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
-        Op::Unary(_) => ("main", vec![x[0].gpu_buf(), &y]),
-        _ => ("grad", vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()]),
+    // Eight or four elements per invocation through vec4<u64> or vec4
+    // views where n and the buffers' offsets allow.
+    let bufs: Vec<&GpuBuf> = match op {
+        Op::Unary(_) => vec![x[0].gpu_buf(), &y],
+        _ => vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()],
+    };
+    let per = elements_per_invocation(g, n, dtype, &bufs);
+    let kernel = if per == 8 { &UNARY_WIDE } else { &UNARY };
+    let entry = match (op, per) {
+        (Op::Unary(_), 8) => "main8",
+        (Op::Unary(_), 4) => "main4",
+        (Op::Unary(_), _) => "main",
+        (_, 8) => "grad8",
+        (_, 4) => "grad4",
+        _ => "grad",
     };
     let op_const = [("OP", u.code() as f64)];
     g.launch(&Launch {
-        kernel: &UNARY,
+        kernel,
         entry,
         ty: ktype(dtype),
-        consts: if entry == "main" { &op_const } else { &[] },
+        consts: if matches!(op, Op::Unary(_)) { &op_const } else { &[] },
         params: ParamBlock::of(&UnaryParams {
             n: n as u32,
             alpha,
@@ -68,7 +97,24 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
             _p: 0,
         }),
         bufs: &bufs,
-        groups: grid(n, 256),
+        groups: grid(n / per, 256),
     })?;
     Ok(y)
+}
+
+/// Elements per invocation of an elementwise kernel over `n` elements of
+/// `dtype` in `bufs` (each laid out like the output): 8 through vec4<u64>
+/// views for 32-bit types where `Gpu::wide_elementwise` allows, 4 through
+/// vec4 views, 1 otherwise. A view needs n a multiple of its width and
+/// every binding to start on a boundary of its vector's size (32 or at
+/// most 16 bytes).
+pub(crate) fn elements_per_invocation(g: &Gpu, n: usize, dtype: DType, bufs: &[&GpuBuf]) -> usize {
+    let aligned = |to: u64| bufs.iter().all(|b| b.offset % to == 0);
+    if n % 8 == 0 && dtype.size() == 4 && g.wide_elementwise() && aligned(32) {
+        8
+    } else if n % 4 == 0 && aligned(16) {
+        4
+    } else {
+        1
+    }
 }

@@ -1,0 +1,61 @@
+// `binary4` and `cmp4` eight elements per invocation through vec4<u64>
+// views (shaders/wide.wgsl), for 32-bit element types on CPU adapters:
+// where n is a multiple of 8 and, in the broadcast modes 2 to 5, so is the
+// period. Bindings 1 a, 2 b (broadcast values), 10 a, 11 b, 12 out,
+// 13 mask out (as vec4<u64>s).
+
+@group(0) @binding(10) var<storage, read> aw: array<vec4<u64>>;
+@group(0) @binding(11) var<storage, read> bw: array<vec4<u64>>;
+@group(0) @binding(12) var<storage, read_write> outw: array<vec4<u64>>;
+@group(0) @binding(13) var<storage, read_write> maskw: array<vec4<u64>>;
+
+struct Pair8 {
+    a: Eight,
+    b: Eight,
+}
+
+fn operands8(j: u32) -> Pair8 {
+    // Words of 8 elements per period.
+    let q = p.period / 8u;
+    switch MODE {
+        case 2u: {
+            return Pair8(unpack8(aw[j]), unpack8(bw[j % q]));
+        }
+        case 3u: {
+            return Pair8(unpack8(aw[j % q]), unpack8(bw[j]));
+        }
+        case 4u: {
+            return Pair8(unpack8(aw[j]), splat8(b[j / q]));
+        }
+        case 5u: {
+            return Pair8(splat8(a[j / q]), unpack8(bw[j]));
+        }
+        case 6u: {
+            return Pair8(unpack8(aw[j]), splat8(b[0]));
+        }
+        case 7u: {
+            return Pair8(splat8(a[0]), unpack8(bw[j]));
+        }
+        default: {
+            return Pair8(unpack8(aw[j]), unpack8(bw[j]));
+        }
+    }
+}
+
+@compute @workgroup_size(256)
+fn binary8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 8u) {
+        let o = operands8(j);
+        outw[j] = pack8(Eight(binary_vec4(o.a.lo, o.b.lo), binary_vec4(o.a.hi, o.b.hi)));
+    }
+}
+
+@compute @workgroup_size(256)
+fn cmp8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 8u) {
+        let o = operands8(j);
+        maskw[j] = pack_words(compare_vec4(o.a.lo, o.b.lo), compare_vec4(o.a.hi, o.b.hi));
+    }
+}
