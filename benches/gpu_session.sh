@@ -14,7 +14,8 @@
 # unpacks the loader and the binaries, then, most wanted first, each step
 # cut to what is left of a time budget (WGFLOW_GPU_BUDGET seconds, 540 by
 # default): the adapters and GEMM kernels, the matmul bench (each kernel
-# forced at 4096^3 too) and PyTorch's (benches/torch_matmul.py), the
+# forced at 4096^3 too) and PyTorch's (benches/torch_matmul.py), eager
+# elementwise ops and PyTorch's (benches/torch_elementwise.py), the
 # conformance suite (every kernel against the CPU device, the cooperative
 # ones forced where the adapter has them), the training bench in f32 and
 # mixed precision and PyTorch's (benches/torch_training.py), the MNIST
@@ -109,6 +110,13 @@ run)
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v WGFLOW_GEMM_CHECKS=off $b/kernels matmul
         done
         step 40 python3 benches/torch_matmul.py
+        # Eager elementwise ops (vec4 loads on GPUs) at the bench's 4M
+        # elements and at 256M, where bandwidth, not launches, sets the
+        # time; PyTorch's same ops beside them.
+        step 30 $b/kernels eager
+        step 40 env WGFLOW_BENCH_ELEMENTS=268435456 $b/kernels eager
+        step 30 python3 benches/torch_elementwise.py
+        step 30 python3 benches/torch_elementwise.py 268435456
         # The GEMM kernels' conformance first, the rest of it later.
         step 90 $b/conformance matmul conv cooperative --test-threads=8
         step 60 $b/training

@@ -151,7 +151,18 @@ fn main() {
                 },
             );
         }
-        let n = if b.quick { 1 << 20 } else { 1 << 22 };
+        // WGFLOW_BENCH_ELEMENTS: elements of the elementwise benches (a
+        // multiple of 1024; on a fast GPU 4M are a few microseconds, below
+        // the cost of a launch and a sync, so its bandwidth needs more).
+        let n = match std::env::var("WGFLOW_BENCH_ELEMENTS")
+            .ok()
+            .and_then(|v| v.parse::<usize>().ok())
+        {
+            Some(n) if n >= 1024 && n % 1024 == 0 => n,
+            Some(_) => panic!("WGFLOW_BENCH_ELEMENTS: a multiple of 1024"),
+            None if b.quick => 1 << 20,
+            None => 1 << 22,
+        };
         let x = rand(&[n], DType::F32, 6, d);
         let y = rand(&[n], DType::F32, 7, d);
         // gelu(x * y + x) - y: four kernels, each reading and writing n floats.
@@ -179,30 +190,45 @@ fn main() {
                 },
                 d,
             );
+            // Bytes each case must move, in units of n f32s (GB/s printed).
+            let gbs = |streams: usize, secs: f64| (4 * streams * n) as f64 / secs / 1e9;
             println!(
-                "{:<8} {:<44} {:>10.3} ms",
+                "{:<8} {:<44} {:>10.3} ms {:>8.2}x exp {:>9.2} GB/s",
                 d.to_string(),
                 format!("eager exp {n}"),
-                exp * 1e3
+                exp * 1e3,
+                1.0,
+                gbs(2, exp)
             );
-            type Case<'a> = (&'static str, Box<dyn Fn() + 'a>);
+            type Case<'a> = (&'static str, usize, Box<dyn Fn() + 'a>);
             let cases: Vec<Case> = vec![
-                ("eager mul, same shape", Box::new(|| drop(x.mul(&y).unwrap()))),
-                ("eager mul, scalar", Box::new(|| drop(x.mul(&half).unwrap()))),
-                ("eager maximum, scalar", Box::new(|| drop(x.maximum(&half).unwrap()))),
-                ("eager add, row broadcast", Box::new(|| drop(m.add(&row).unwrap()))),
-                ("eager add, column broadcast", Box::new(|| drop(m.add(&col).unwrap()))),
-                ("eager greater, same shape", Box::new(|| drop(x.greater(&y).unwrap()))),
+                ("eager mul, same shape", 3, Box::new(|| drop(x.mul(&y).unwrap()))),
+                ("eager mul, scalar", 2, Box::new(|| drop(x.mul(&half).unwrap()))),
+                ("eager maximum, scalar", 2, Box::new(|| drop(x.maximum(&half).unwrap()))),
+                ("eager add, row broadcast", 2, Box::new(|| drop(m.add(&row).unwrap()))),
+                (
+                    "eager add, column broadcast",
+                    2,
+                    Box::new(|| drop(m.add(&col).unwrap())),
+                ),
+                (
+                    "eager greater, same shape",
+                    3,
+                    Box::new(|| drop(x.greater(&y).unwrap())),
+                ),
                 (
                     "eager greater, row broadcast",
+                    2,
                     Box::new(|| drop(m.greater(&row).unwrap())),
                 ),
                 (
                     "eager greater, column broadcast",
+                    2,
                     Box::new(|| drop(m.greater(&col).unwrap())),
                 ),
                 (
                     "eager chain mul add exp max min (5 ops)",
+                    12,
                     Box::new(|| {
                         drop(
                             x.mul(&y)
@@ -219,14 +245,15 @@ fn main() {
                     }),
                 ),
             ];
-            for (name, f) in cases {
+            for (name, streams, f) in cases {
                 let t = median_secs(&f, d);
                 println!(
-                    "{:<8} {:<44} {:>10.3} ms {:>8.2}x exp",
+                    "{:<8} {:<44} {:>10.3} ms {:>8.2}x exp {:>9.2} GB/s",
                     d.to_string(),
                     name,
                     t * 1e3,
-                    t / exp
+                    t / exp,
+                    gbs(streams, t)
                 );
             }
         }

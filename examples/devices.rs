@@ -17,6 +17,7 @@ fn main() {
         println!("  {d}");
         // Which GEMM kernels matmul and the convolutions use there.
         println!("      GEMM: {}", d.gemm_kernels());
+        println!("      elementwise: {}", d.elementwise_kernels());
     }
     let logical = match config::list_logical_devices() {
         Ok(l) => l,

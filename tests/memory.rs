@@ -130,6 +130,32 @@ fn child_no_growth() {
     let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[3], &d).unwrap();
     assert_eq!(x.mul(&x).unwrap().to_vec::<f32>().unwrap(), vec![1.0, 4.0, 9.0]);
     drop(big);
+    // Elementwise kernels on tensors carved at whatever offsets the slab
+    // gives (a one-element tensor before each shifts the next), with both
+    // kernel families: vector views where the offsets allow, else one
+    // element per invocation; the CPU device's values either way.
+    let mut shifts = Vec::new();
+    for (i, n) in [1usize, 3, 8, 5, 16, 7, 24, 40].into_iter().enumerate() {
+        shifts.push(Tensor::zeros(&[1], DType::F32, &d).unwrap());
+        let v: Vec<f32> = (0..n).map(|k| (k as f32 - 3.0) * 0.5 + i as f32).collect();
+        let f = |x: &Tensor| {
+            x.mul(x)?
+                .add(x)?
+                .sub_scalar(4.0)?
+                .relu()?
+                .maximum(&x.scalar_like(0.25)?)
+        };
+        let want = f(&Tensor::from_vec(v.clone(), &[n], &Device::Cpu).unwrap()).unwrap();
+        let x = Tensor::from_vec(v, &[n], &d).unwrap();
+        for cpu_style in [false, true] {
+            wgflow::runtime::wgpu::force_cpu_style_kernels(Some(cpu_style));
+            assert_eq!(
+                f(&x).unwrap().to_vec::<f32>().unwrap(),
+                want.to_vec::<f32>().unwrap(),
+                "length {n}, CPU-adapter kernels {cpu_style}"
+            );
+        }
+    }
     println!("DONE ok");
 }
 

@@ -18,7 +18,7 @@
 //! many and blocks short, and with one workgroup per output (a tree in
 //! workgroup memory) otherwise. Without a reduction, CPU adapters with
 //! 64-bit integers run an eight-wide form (`Fused::source_wide`) that reads
-//! and writes eight elements per invocation as a vec4<u64>.
+//! and writes eight elements per invocation as a `vec4<u64>`.
 
 use crate::core::dtype::DType;
 use crate::core::error::Result;
@@ -324,7 +324,7 @@ impl Fused {
         }
     }
 
-    /// The vec4<u64> the eight-wide entry reads of leaf `k` for elements
+    /// The `vec4<u64>` the eight-wide entry reads of leaf `k` for elements
     /// 8j..8j+7, if it reads the leaf as vectors: laid out as the domain,
     /// or a row whose period is a multiple of 8.
     fn wide_load(&self, k: usize) -> Option<String> {
@@ -385,7 +385,7 @@ impl Fused {
     }
 
     /// Whether the kernel can run eight elements per invocation through
-    /// vec4<u64> views (`source_wide`): elementwise only, over a multiple
+    /// `vec4<u64>` views (`source_wide`): elementwise only, over a multiple
     /// of 8 elements.
     fn can_be_wide(&self) -> bool {
         self.reduce.is_none()
@@ -396,7 +396,7 @@ impl Fused {
     /// The eight-wide kernel for CPU adapters with 64-bit integers
     /// (shaders/wide.wgsl): entry `main` evaluates elements 8j..8j+7,
     /// reading leaves laid out as the domain (or rows of a multiple of 8)
-    /// as one vec4<u64> each and writing each output as one. The ops run
+    /// as one `vec4<u64>` each and writing each output as one. The ops run
     /// in `elem`, once per element, as in `source`'s kernel.
     pub(crate) fn source_wide(&self) -> String {
         let mut s = String::new();

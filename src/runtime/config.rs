@@ -91,6 +91,25 @@ impl PhysicalDevice {
         }
     }
 
+    /// How the elementwise kernels (unary, binary, comparisons, a compiled
+    /// graph's generated kernels) read and write their elements here.
+    pub fn elementwise_kernels(&self) -> String {
+        let Some(i) = self.index else {
+            return "loops specialized per op, compiled to SIMD, split over threads (rayon)".into();
+        };
+        let int64 = physical()
+            .adapters
+            .get(i)
+            .is_some_and(|a| a.features().contains(wgpu::Features::SHADER_INT64));
+        if self.adapter_type == "Cpu" && int64 {
+            "8 32-bit elements per invocation as vec4<u64> (64-bit integers halve llvmpipe's loads), \
+             else 4 as vec4s, where lengths allow"
+                .into()
+        } else {
+            "4 elements per invocation as vec4s, where lengths allow".into()
+        }
+    }
+
     /// `/physical_device:GPU:0`, as TensorFlow names it.
     pub fn tf_name(&self) -> String {
         match self.index {

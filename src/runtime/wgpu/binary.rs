@@ -44,7 +44,7 @@ pub static BINARY: Kernel = Kernel::new(
 );
 
 /// `BINARY`'s `binary` and `cmp` eight elements per invocation through
-/// vec4<u64> views (shaders/wide.wgsl, binary_wide.wgsl), for 32-bit
+/// `vec4<u64>` views (shaders/wide.wgsl, binary_wide.wgsl), for 32-bit
 /// element types on CPU adapters with 64-bit integers.
 pub static BINARY_WIDE: Kernel = Kernel::new(
     "binary_wide",

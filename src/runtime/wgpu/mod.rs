@@ -979,7 +979,7 @@ impl GpuDevice {
     }
 
     /// Whether elementwise kernels launched now on 32-bit elements may take
-    /// eight per invocation through vec4<u64> views (shaders/wide.wgsl):
+    /// eight per invocation through `vec4<u64>` views (shaders/wide.wgsl):
     /// CPU-adapter kernels where 64-bit integers are enabled.
     pub(crate) fn wide_elementwise(&self) -> bool {
         self.int64 && self.cpu_style()

@@ -35,7 +35,7 @@ pub static UNARY: Kernel = Kernel::new(
     &[ParamsLayout::of::<UnaryParams>()],
 );
 
-/// `UNARY`'s entries eight f32 elements per invocation through vec4<u64>
+/// `UNARY`'s entries eight f32 elements per invocation through `vec4<u64>`
 /// views (shaders/wide.wgsl, unary_wide.wgsl), for CPU adapters with
 /// 64-bit integers.
 pub static UNARY_WIDE: Kernel = Kernel::new(
@@ -103,7 +103,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
 }
 
 /// Elements per invocation of an elementwise kernel over `n` elements of
-/// `dtype` in `bufs` (each laid out like the output): 8 through vec4<u64>
+/// `dtype` in `bufs` (each laid out like the output): 8 through `vec4<u64>`
 /// views for 32-bit types where `Gpu::wide_elementwise` allows, 4 through
 /// vec4 views, 1 otherwise. A view needs n a multiple of its width and
 /// every binding to start on a boundary of its vector's size (32 or at
