@@ -125,7 +125,7 @@ fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
     let close = |got: &[f32], what: &str| assert_close(got, &want, 2e-2 * scale + 1e-3, what);
 
     m.export(tmp.join("export")).unwrap();
-    let mut loaded = saved_model::load_with(&tmp.join("export"), &["serve"], &d).unwrap();
+    let mut loaded = saved_model::load_with(tmp.join("export"), &["serve"], &d).unwrap();
     let f = loaded.signature("serving_default").unwrap();
     assert!(
         f.def().values.iter().any(|v| v.dtype == DType::BF16),
@@ -151,7 +151,7 @@ fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
     );
     assert!(!tmp.join("m.onnx").exists());
     let e = Converter::from_keras_model(&mut m)
-        .and_then(|mut c| c.convert_to(&tmp.join("m.tflite")))
+        .and_then(|mut c| c.convert_to(tmp.join("m.tflite")))
         .unwrap_err();
     assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
     assert!(!tmp.join("m.tflite").exists());
@@ -221,7 +221,12 @@ fn tensorflow_bf16_saved_models() {
     let Some(python) = python() else { return };
     let tmp = TempDir::new("bf16-tf");
     // Halfway and near-halfway values, where the two roundings differ.
-    let x = Tensor::from_vec(vec![1.00390625f32, 1.01171875, -2.3, 1e-3, 70000.0], &[5], &Device::Cpu).unwrap();
+    let x = Tensor::from_vec(
+        vec![1.003_906_3_f32, 1.011_718_8, -2.3, 1e-3, 70000.0],
+        &[5],
+        &Device::Cpu,
+    )
+    .unwrap();
     save_npy(&tmp.join("x.npy"), &x);
     let out = py(&python, "make_bf16_casts.py", &[&*tmp]);
     assert!(out.contains("OK"), "{out}");
@@ -233,10 +238,10 @@ fn tensorflow_bf16_saved_models() {
         .map(|v| v.parse().unwrap())
         .collect();
     for d in devices() {
-        let mut m = saved_model::load_with(&tmp.join("round"), &["serve"], &d).unwrap();
+        let mut m = saved_model::load_with(tmp.join("round"), &["serve"], &d).unwrap();
         let got = m.call("serving_default", &[("x", x.to_device(&d).unwrap())]).unwrap();
         assert_eq!(got[0].1.to_vec::<f32>().unwrap(), want, "{d}");
-        let e = saved_model::load_with(&tmp.join("truncate"), &["serve"], &d)
+        let e = saved_model::load_with(tmp.join("truncate"), &["serve"], &d)
             .and_then(|mut m| m.call("serving_default", &[("x", x.to_device(&d).unwrap())]))
             .unwrap_err();
         assert!(

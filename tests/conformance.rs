@@ -33,7 +33,7 @@ fn both_styles(name: &str, cases: fn(&mut Suite)) {
         } else {
             "GPU kernels"
         };
-        cases(&mut Suite::new(&format!("{name}, {style}")));
+        cases(&mut Suite::new(format!("{name}, {style}")));
     }
     force_cpu_style_kernels(None);
 }

@@ -480,9 +480,8 @@ impl<M: Model> Mirrored<M> {
                 ),
             ));
         }
-        match self.replicas[0].compiled() {
-            None => return Err(Error::arg(OP, "compile the mirrored model before fit")),
-            Some(_) => {}
+        if self.replicas[0].compiled().is_none() {
+            return Err(Error::arg(OP, "compile the mirrored model before fit"));
         }
         let (ds, epoch) = epoch_batches(x, y, &args)?;
         let vars = self.replicas[0].named_variables();

@@ -1694,7 +1694,7 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
                     ));
                 }
                 groups = s[2];
-                let out = s[2].checked_mul(s[3]).unwrap_or(usize::MAX);
+                let out = s[2].saturating_mul(s[3]);
                 w = reshape(&w, &[s[0] as i64, s[1] as i64, 1, out as i64], node)?;
             }
             let conv = Conv2d {

@@ -132,13 +132,13 @@ fn zip<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + Syn
     let row = |sh: &[usize], t: &[A]| !t.is_empty() && shape.ends_with(without_leading_ones(sh));
     let column = |sh: &[usize], t: &[A]| n > 0 && !t.is_empty() && is_column(sh, shape);
     if fa && row(bsh, b) {
-        return repeat(a, b, Repeat::Row, |p, q| f(p, q));
+        return repeat(a, b, Repeat::Row, &f);
     }
     if fb && row(ash, a) {
         return repeat(b, a, Repeat::Row, |q, p| f(p, q));
     }
     if fa && column(bsh, b) {
-        return repeat(a, b, Repeat::Column, |p, q| f(p, q));
+        return repeat(a, b, Repeat::Column, &f);
     }
     if fb && column(ash, a) {
         return repeat(b, a, Repeat::Column, |q, p| f(p, q));

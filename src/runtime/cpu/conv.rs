@@ -512,7 +512,7 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
             let mut df = zeros::<F>(size);
             for part in partial.chunks(size) {
                 for (d, &v) in df.iter_mut().zip(part) {
-                    *d = *d + v;
+                    *d += v;
                 }
             }
             give_back(partial);

@@ -131,7 +131,7 @@ impl<F: Float> Window<'_, F> {
                         }
                     }
                 }
-                pos = pos + F::ONE;
+                pos += F::ONE;
             }
         }
         match dy {
@@ -156,7 +156,7 @@ impl<F: Float> Window<'_, F> {
                                 g[t] / self.count
                             };
                         }
-                        pos = pos + F::ONE;
+                        pos += F::ONE;
                     }
                 }
             }
