@@ -270,3 +270,16 @@ fn where_(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     let o = offsets(i);
     out[i] = select(b[o.y], a[o.x], cond[o.z] != 0u);
 }
+
+// `where_` four elements per invocation where every operand is laid out
+// like the output (mode 0) and n is a multiple of 4.
+// Bindings 6 a, 7 b, 8 out, 14 condition (as vec4s).
+@group(0) @binding(14) var<storage, read> cond4: array<vec4<u32>>;
+
+@compute @workgroup_size(256)
+fn where4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 4u) {
+        out4[j] = select(b4[j], a4[j], cond4[j] != vec4<u32>(0u));
+    }
+}

@@ -59,3 +59,19 @@ fn cmp8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
         maskw[j] = pack_words(compare_vec4(o.a.lo, o.b.lo), compare_vec4(o.a.hi, o.b.hi));
     }
 }
+
+// `where4` eight elements per invocation. Bindings 10 a, 11 b, 12 out,
+// 15 condition (as vec4<u64>s).
+@group(0) @binding(15) var<storage, read> condw: array<vec4<u64>>;
+
+@compute @workgroup_size(256)
+fn where8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_index(gid, nwg);
+    if (j < p.n / 8u) {
+        let a8 = unpack8(aw[j]);
+        let b8 = unpack8(bw[j]);
+        let c = unpack_words(condw[j]);
+        let z = vec4<u32>(0u);
+        outw[j] = pack8(Eight(select(b8.lo, a8.lo, c[0] != z), select(b8.hi, a8.hi, c[1] != z)));
+    }
+}

@@ -209,12 +209,16 @@ fn binary_cases(s: &mut Suite) {
             &[randn(&[2], 1, DType::F32), randn(&[3], 2, DType::F32)],
         );
     }
-    let triples: [(&[usize], &[usize], &[usize]); 5] = [
+    // The same shapes take vector views: 8 per invocation (16, 1040) or 4 (12, 20).
+    let triples: [(&[usize], &[usize], &[usize]); 8] = [
         (&[3, 4], &[3, 4], &[3, 4]),
         (&[4], &[3, 4], &[1]),
         (&[3, 1], &[1, 4], &[3, 4]),
         (&[0, 2], &[2], &[2]),
         (&[], &[5], &[5]),
+        (&[2, 8], &[2, 8], &[2, 8]),
+        (&[5, 4], &[5, 4], &[5, 4]),
+        (&[1040], &[1040], &[1040]),
     ];
     for (j, (c, a, b)) in triples.iter().enumerate() {
         for dt in [DType::F32, DType::F16, DType::BF16, DType::I32] {
@@ -1571,6 +1575,8 @@ fn special_values() {
             }
             s.check(Op::Compare(CmpOp::Less), &[af.clone(), bf.clone()]);
             s.check(Op::Compare(CmpOp::NotEqual), &[af.clone(), b.clone()]);
+            let c = af.not_equal(&bf).unwrap();
+            check_special(&mut s, Op::Where, &[c, af.clone(), bf.clone()]);
         }
         force_cpu_style_kernels(None);
         for op in [

@@ -6,9 +6,9 @@
 //! binary.wgsl, built for f32, f16, i32 and u32), with entry points
 //! `binary` (the op code selects the arithmetic), `cmp` (compiled for the
 //! operands' type, writes a u32 mask) and `where_` (the condition is bound
-//! last), and `binary4` / `cmp4`, which take four elements per invocation
-//! through vec4 views where the layout allows. 256 invocations per
-//! workgroup.
+//! last), and `binary4` / `cmp4` / `where4`, which take four elements per
+//! invocation through vec4 views where the layout allows (and their
+//! eight-wide forms in `BINARY_WIDE`). 256 invocations per workgroup.
 //!
 //! Each operand's strides over the output (0 on broadcast dimensions) are
 //! computed here and adjacent dimensions collapsed, so that at most 8
@@ -123,13 +123,18 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     };
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     // Eight or four elements per invocation through vec4<u64> or vec4
-    // views (`binary8`, `binary4`, `cmp8`, `cmp4`) where every such vector
+    // views (`binary8`, `binary4`, `cmp8`, `cmp4`, `where8`, `where4`) where every such vector
     // of the output reads one vector or one value of each operand; else
     // `binary` and `cmp` take runs of BINARY_RUN (4) elements in the
     // broadcast modes 2 to 5, one element otherwise (shaders/binary.wgsl).
     let (a, b) = (x[0].gpu_buf(), x[1].gpu_buf());
     let per = match op {
-        Op::Where => 1,
+        // `where4` and `where8` when all three are laid out like the output.
+        Op::Where if mode != 0 => 1,
+        Op::Where => {
+            let bufs = [x[0].gpu_buf(), x[1].gpu_buf(), x[2].gpu_buf(), &y];
+            super::unary::elements_per_invocation(g, n, dtype, &bufs)
+        }
         _ if mode == 1 => 1,
         _ => {
             let per = super::unary::elements_per_invocation(g, n, x[0].dtype(), &[a, b, &y]);
@@ -154,18 +159,23 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         (Op::Compare(_), 8) => (&BINARY_WIDE, "cmp8", wide.to_vec()),
         (Op::Compare(_), 4) => (&BINARY, "cmp4", wide.to_vec()),
         (Op::Compare(_), _) => (&BINARY, "cmp", vec![a, b, &y]),
-        (Op::Where, _) => (
-            &BINARY,
-            "where_",
-            vec![x[1].gpu_buf(), x[2].gpu_buf(), &y, x[0].gpu_buf()],
-        ),
+        // The condition binds last (bindings 5, 14 and 15).
+        (Op::Where, _) => {
+            let entry = match per {
+                8 => "where8",
+                4 => "where4",
+                _ => "where_",
+            };
+            let kernel = if per == 8 { &BINARY_WIDE } else { &BINARY };
+            (kernel, entry, vec![x[1].gpu_buf(), x[2].gpu_buf(), &y, x[0].gpu_buf()])
+        }
         _ => unreachable!(),
     };
     let ty = match op {
         Op::Compare(_) => ktype(x[0].dtype()),
         _ => ktype(dtype),
     };
-    let per = if per == 1 && entry != "where_" && (2..=5).contains(&mode) {
+    let per = if per == 1 && !matches!(op, Op::Where) && (2..=5).contains(&mode) {
         4
     } else {
         per
