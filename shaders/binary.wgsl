@@ -180,9 +180,9 @@ fn cmp(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 // where n is a multiple of 4 and, in the broadcast modes 2 to 5, so is the
 // period: then every vec4 of the output reads one vec4 of each operand, or
 // one value of it broadcast (read through the scalar views a and b, whose
-// length need not be a multiple of 4). llvmpipe gathers each lane's
-// storage load one element at a time, so a load of four costs about what
-// a load of one does.
+// length need not be a multiple of 4). GPUs load 16 bytes per
+// instruction; llvmpipe loops over the lanes for every storage access, and
+// four elements share one loop.
 // Bindings 1 a, 2 b, 6 a, 7 b (as vec4s), 8 out (T), 9 mask out (u32).
 @group(0) @binding(6) var<storage, read> a4: array<vec4<T>>;
 @group(0) @binding(7) var<storage, read> b4: array<vec4<T>>;

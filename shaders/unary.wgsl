@@ -30,9 +30,10 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 }
 
 // Four elements per invocation, where n is a multiple of 4: the same math
-// through vec4 views of x and y. llvmpipe gathers each lane's storage load
-// one element at a time, so a load of four costs about what a load of one
-// does (exp on 4M f32: 17 ms against 22.5 on lavapipe). Bindings 5 x, 6 y.
+// through vec4 views of x and y. GPUs load 16 bytes per instruction; on
+// llvmpipe, which loops over the lanes for every storage access, four
+// elements share one loop (exp on 4M f32: 17 ms against 22.5 on lavapipe).
+// Bindings 5 x, 6 y.
 @group(0) @binding(5) var<storage, read> x4: array<vec4<T>>;
 @group(0) @binding(6) var<storage, read_write> y4: array<vec4<T>>;
 

@@ -123,10 +123,11 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     };
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     // Eight or four elements per invocation through vec4<u64> or vec4
-    // views (`binary8`, `binary4`, `cmp8`, `cmp4`, `where8`, `where4`) where every such vector
-    // of the output reads one vector or one value of each operand; else
-    // `binary` and `cmp` take runs of BINARY_RUN (4) elements in the
-    // broadcast modes 2 to 5, one element otherwise (shaders/binary.wgsl).
+    // views (`binary8`, `binary4`, `cmp8`, `cmp4`, `where8`, `where4`)
+    // where every such vector of the output reads one vector or one value
+    // of each operand; else `binary` and `cmp` take runs of BINARY_RUN (4)
+    // elements in the broadcast modes 2 to 5, one element otherwise
+    // (shaders/binary.wgsl).
     let (a, b) = (x[0].gpu_buf(), x[1].gpu_buf());
     let per = match op {
         // `where4` and `where8` when all three are laid out like the output.
