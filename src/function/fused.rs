@@ -637,7 +637,7 @@ impl Fused {
                 bufs.extend(ys.iter());
                 // Eight elements per invocation where the adapter wants
                 // them and every view starts on a vec4<u64>.
-                let wide = self.can_be_wide() && g.wide_elementwise() && bufs.iter().all(|b| b.offset % 32 == 0);
+                let wide = self.can_be_wide() && g.elements_per_invocation(n, DType::F32, &bufs) == 8;
                 let k = self.kernel(wide)?;
                 let groups = if self.per_workgroup() {
                     fold(n)

@@ -134,11 +134,11 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Where if mode != 0 => 1,
         Op::Where => {
             let bufs = [x[0].gpu_buf(), x[1].gpu_buf(), x[2].gpu_buf(), &y];
-            super::unary::elements_per_invocation(g, n, dtype, &bufs)
+            g.elements_per_invocation(n, dtype, &bufs)
         }
         _ if mode == 1 => 1,
         _ => {
-            let per = super::unary::elements_per_invocation(g, n, x[0].dtype(), &[a, b, &y]);
+            let per = g.elements_per_invocation(n, x[0].dtype(), &[a, b, &y]);
             if (2..=5).contains(&mode) && period % per != 0 {
                 // A period of a multiple of 4 (not 8) still loads vec4s.
                 if per == 8 && period % 4 == 0 { 4 } else { 1 }

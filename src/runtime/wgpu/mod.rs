@@ -985,6 +985,23 @@ impl GpuDevice {
         self.int64 && self.cpu_style()
     }
 
+    /// Elements per invocation of an elementwise kernel over `n` elements
+    /// of `dtype` in `bufs` (each laid out like the output): 8 through
+    /// `vec4<u64>` views for 32-bit types where [`Self::wide_elementwise`]
+    /// allows, 4 through vec4 views, 1 otherwise. A view needs n a multiple
+    /// of its width and every binding to start on a boundary of its
+    /// vector's size (32 or at most 16 bytes).
+    pub(crate) fn elements_per_invocation(&self, n: usize, dtype: DType, bufs: &[&GpuBuf]) -> usize {
+        let aligned = |to: u64| bufs.iter().all(|b| b.offset % to == 0);
+        if n % 8 == 0 && dtype.size() == 4 && self.wide_elementwise() && aligned(32) {
+            8
+        } else if n % 4 == 0 && aligned(16) {
+            4
+        } else {
+            1
+        }
+    }
+
     /// Whether a GEMM of `dtype` for `op` launched now uses cooperative
     /// matrices (`gemm_coop`, or for matmuls `gemm_coop_wide`): by default
     /// for f16 where the adapter can. Forced where the adapter

@@ -74,7 +74,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         Op::Unary(_) => vec![x[0].gpu_buf(), &y],
         _ => vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()],
     };
-    let per = elements_per_invocation(g, n, dtype, &bufs);
+    let per = g.elements_per_invocation(n, dtype, &bufs);
     let kernel = if per == 8 { &UNARY_WIDE } else { &UNARY };
     let entry = match (op, per) {
         (Op::Unary(_), 8) => "main8",
@@ -100,21 +100,4 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         groups: grid(n / per, 256),
     })?;
     Ok(y)
-}
-
-/// Elements per invocation of an elementwise kernel over `n` elements of
-/// `dtype` in `bufs` (each laid out like the output): 8 through `vec4<u64>`
-/// views for 32-bit types where `Gpu::wide_elementwise` allows, 4 through
-/// vec4 views, 1 otherwise. A view needs n a multiple of its width and
-/// every binding to start on a boundary of its vector's size (32 or at
-/// most 16 bytes).
-pub(crate) fn elements_per_invocation(g: &Gpu, n: usize, dtype: DType, bufs: &[&GpuBuf]) -> usize {
-    let aligned = |to: u64| bufs.iter().all(|b| b.offset % to == 0);
-    if n % 8 == 0 && dtype.size() == 4 && g.wide_elementwise() && aligned(32) {
-        8
-    } else if n % 4 == 0 && aligned(16) {
-        4
-    } else {
-        1
-    }
 }
