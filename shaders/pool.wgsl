@@ -6,6 +6,9 @@
 // pooling propagates NaN as TF's does. Math in f32.
 //
 // Bindings: 1 x, 2 y (output, or dx for the gradient), 3 dy.
+//
+// `total` counts the invocations' elements: y's for `forward` and
+// `backward`, dy's for `backward_windows`.
 
 struct Params {
     n: u32,
@@ -118,4 +121,32 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
         }
     }
     y[i] = T(acc);
+}
+
+// Max pooling's gradient where windows do not overlap (each stride at least
+// its window): one invocation per window writes dy at the window's first
+// maximum and 0 at its other positions, so x is read once instead of once
+// per position of the gather in `backward`. The host zeroes dx first where
+// some input positions lie in no window.
+@compute @workgroup_size(256)
+fn backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let c = i % p.c;
+    let ow = (i / p.c) % p.ow;
+    let oh = (i / (p.c * p.ow)) % p.oh;
+    let n = i / (p.c * p.ow * p.oh);
+    let r = window(oh, ow);
+    if (r.x >= r.y || r.z >= r.w) {
+        return;
+    }
+    let best = argmax(n, c, r);
+    let g = dy[i];
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            y[at(n, ih, iw, c)] = select(T(0.0), g, ih * i32(p.w) + iw == best);
+        }
+    }
 }

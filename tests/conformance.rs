@@ -1024,6 +1024,12 @@ fn pool() {
         left: 1,
         right: 2,
     };
+    let ex2 = Padding::Explicit {
+        top: 1,
+        bottom: 0,
+        left: 1,
+        right: 1,
+    };
     let cases = [
         ([1, 4, 4, 1], [2, 2], [2, 2], Padding::Valid),
         ([2, 5, 7, 3], [2, 2], [2, 2], Padding::Same),
@@ -1035,6 +1041,13 @@ fn pool() {
         // Channels in blocks of 16, 4 and 1 on the CPU device.
         ([2, 5, 6, 21], [2, 3], [2, 1], Padding::Same),
         ([0, 4, 4, 2], [2, 2], [2, 2], Padding::Same),
+        // Windows that do not overlap (max pooling's gradient then writes
+        // each window's positions): covering the input, leaving its last
+        // row and column out, and with gaps between windows.
+        ([2, 11, 11, 3], [2, 2], [2, 2], Padding::Valid),
+        ([1, 11, 9, 2], [2, 3], [2, 3], Padding::Same),
+        ([2, 7, 8, 2], [2, 1], [3, 2], Padding::Valid),
+        ([1, 5, 5, 2], [2, 2], [2, 2], ex2),
     ];
     for (i, (xs, k, st, pad)) in cases.iter().enumerate() {
         for max in [true, false] {
@@ -1061,6 +1074,24 @@ fn pool() {
     };
     let x = randint(&[1, 5, 5, 2], 0, 2, 3).cast(DType::F32).unwrap();
     s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 4, 4, 2], 4, DType::F32)]);
+    // And where windows do not overlap.
+    let q = Pool2d {
+        strides: [2, 2],
+        ..p.clone()
+    };
+    let x = randint(&[2, 6, 5, 3], 0, 2, 5).cast(DType::F32).unwrap();
+    s.check(Op::PoolGrad(q.clone()), &[x, randn(&[2, 3, 2, 3], 6, DType::F32)]);
+    // NaN is a window's maximum (the first NaN takes the gradient), on both
+    // gradient paths.
+    let v: Vec<f32> = randn(&[72], 7, DType::F32).to_vec::<f32>().unwrap();
+    let v: Vec<f32> = v
+        .iter()
+        .enumerate()
+        .map(|(i, &e)| if i % 7 == 3 || i % 11 == 5 { f32::NAN } else { e })
+        .collect();
+    let x = Tensor::from_vec(v, &[1, 6, 6, 2], &cpu()).unwrap();
+    s.check(Op::PoolGrad(q), &[x.clone(), randn(&[1, 3, 3, 2], 8, DType::F32)]);
+    s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 5, 5, 2], 9, DType::F32)]);
     let x = randn(&[1, 4, 4, 1], 1, DType::F32);
     s.check_err(Op::Pool(p.clone()), &[randn(&[4, 4, 1], 1, DType::F32)]);
     s.check_err(

@@ -5,7 +5,9 @@
 //! f16). Entry `forward` computes one output element per invocation;
 //! `backward` one input-gradient element per invocation, gathering from the
 //! output windows that cover it (no atomics, so the result does not depend
-//! on scheduling). Max pooling's gradient goes to the first maximum of each
+//! on scheduling); where max pooling's windows do not overlap,
+//! `backward_windows` takes one window per invocation instead and writes
+//! each of its positions, reading x once. Max pooling's gradient goes to the first maximum of each
 //! window, as TensorFlow's. Output size and padding come from
 //! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
 //! adapter.
@@ -84,8 +86,36 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         unreachable!()
     };
     let n = numel(out);
+    let [oh, ow, pt, pl] = p.geom(x[0].shape())?;
+    let s = x[0].shape();
+    // Max pooling's gradient over windows that do not overlap: one
+    // invocation per window (`backward_windows`), on zeros where some
+    // input positions are in no window.
+    let windows = matches!(op, Op::PoolGrad(_)) && p.max && (0..2).all(|d| p.strides[d] >= p.ksize[d]);
+    if windows {
+        let covered = |d: usize, o: usize, pad: usize| p.strides[d] == p.ksize[d] && o * p.strides[d] >= s[d + 1] + pad;
+        let y = if covered(0, oh, pt) && covered(1, ow, pl) {
+            g.alloc(op.name(), (n * dtype.size()) as u64)?
+        } else {
+            super::creation::fill_gpu(g, n, 0.0, dtype)?
+        };
+        let windows = x[1].numel();
+        if windows == 0 {
+            return Ok(y);
+        }
+        g.launch(&Launch {
+            kernel: &POOL,
+            entry: "backward_windows",
+            ty: ktype(dtype),
+            consts: &[],
+            params: ParamBlock::of(&PoolParams::of(p, s, windows)?),
+            bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf()],
+            groups: grid(windows, 256),
+        })?;
+        return Ok(y);
+    }
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    let params = PoolParams::of(p, x[0].shape(), n)?;
+    let params = PoolParams::of(p, s, n)?;
     let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
         Op::Pool(_) => ("forward", vec![x[0].gpu_buf(), &y]),
         _ => ("backward", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()]),
