@@ -865,3 +865,56 @@ fn the_plan_names_each_gemm_kernel() {
         eprintln!("{d}:\n{plan}");
     }
 }
+
+/// Pooling gradients in a replayed graph, where outputs are recycled
+/// buffers that still hold earlier results: windows that tile the input
+/// (written, not zeroed first), that leave its last row and column out or
+/// have gaps (zeroed first), and that overlap (added up). Each call's
+/// gradients equal the eager ones.
+#[test]
+fn pooling_gradients_replay_like_eager() {
+    use wgflow::Padding;
+    use wgflow::ops::pool::{Pool2d, pool2d_grad};
+    let geoms: [([usize; 4], [usize; 2], [usize; 2], Padding); 4] = [
+        ([2, 6, 8, 3], [2, 2], [2, 2], Padding::Valid),
+        ([2, 7, 7, 3], [2, 2], [2, 2], Padding::Valid),
+        ([2, 7, 8, 3], [2, 1], [3, 2], Padding::Valid),
+        ([2, 7, 7, 3], [3, 3], [2, 2], Padding::Same),
+    ];
+    for d in devices() {
+        for (shape, ksize, strides, padding) in geoms {
+            for max in [true, false] {
+                let p = Pool2d {
+                    max,
+                    ksize,
+                    strides,
+                    padding,
+                };
+                let body = |a: &[Tensor]| -> Result<Vec<Tensor>> {
+                    let y = if max {
+                        ops::pool::max_pool2d(&a[0], ksize, strides, padding)?
+                    } else {
+                        ops::pool::avg_pool2d(&a[0], ksize, strides, padding)?
+                    };
+                    // dy from x, so that every call's differs.
+                    let dy = y.mul_scalar(3.0)?.add_scalar(1.0)?;
+                    // An input-shaped intermediate from a kernel no
+                    // fusion absorbs, dead before the gradient: the memory
+                    // plan may hand its (nonzero) buffer to the gradient.
+                    let t = ops::pool::avg_pool2d(&a[0].add_scalar(2.0)?, [1, 1], [1, 1], Padding::Valid)?;
+                    let s = t.sum(None, false)?;
+                    Ok(vec![pool2d_grad(&a[0], &dy, &p)?, s])
+                };
+                let mut traced = |a: &[Tensor]| body(a);
+                let mut f = function(&mut traced);
+                for seed in 0..3 {
+                    let x = ops::random_normal(&shape, 0.0, 1.0, DType::F32, seed, &d).unwrap();
+                    let want = body(std::slice::from_ref(&x)).unwrap();
+                    let got = f.call(std::slice::from_ref(&x)).unwrap();
+                    let what = format!("{d} {} {shape:?} {ksize:?}/{strides:?} call {seed}", p.grad_name());
+                    assert_close(&got[0], &want[0], 1e-6, &what);
+                }
+            }
+        }
+    }
+}

@@ -81,4 +81,24 @@ impl Pool2d {
         }
         Ok([h.out, w.out, h.pad_before, w.pad_before])
     }
+
+    /// Whether no two windows overlap (each stride at least its window), so
+    /// that each input position has at most one window: max pooling's
+    /// gradient can then be written window by window.
+    pub(crate) fn disjoint(&self) -> bool {
+        (0..2).all(|d| self.strides[d] >= self.ksize[d])
+    }
+
+    /// Whether the windows tile an input [n, h, w, c] with `geom`
+    /// ([`Pool2d::geom`]) exactly: each input position in exactly one
+    /// window, so a gradient written window by window writes every element.
+    pub(crate) fn tiles(&self, x: &[usize], geom: [usize; 4]) -> bool {
+        let [oh, ow, pt, pl] = geom;
+        // Windows step by their size from -pad (greater than -size), so
+        // they cover [0, h) once reaching h.
+        let covers = |d: usize, o: usize, pad: usize| {
+            self.strides[d] == self.ksize[d] && o.saturating_mul(self.strides[d]) >= x[d + 1].saturating_add(pad)
+        };
+        x.len() == 4 && covers(0, oh, pt) && covers(1, ow, pl)
+    }
 }

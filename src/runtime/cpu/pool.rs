@@ -4,7 +4,7 @@
 //! each window.
 
 use super::CpuData;
-use super::arena::zeros;
+use super::arena::{output, zeros};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::float::Float;
@@ -36,7 +36,16 @@ fn pool_impl<F: Float, const MAX: bool>(
 ) -> Vec<F> {
     let (n, h, w, c) = (s[0], s[1], s[2], s[3]);
     let [oh, ow, pt, pl] = geom;
-    let mut y = zeros::<F>(n_out);
+    // Gradients of windows that do not overlap are written, not added:
+    // each input position takes at most one window's. Where the windows
+    // also tile the input, every position is written, so the output need
+    // not be zeroed first (a recycled buffer in a graph replay).
+    let assign = dy.is_some() && p.disjoint();
+    let mut y = if assign && p.tiles(s, geom) {
+        output::<F>(n_out)
+    } else {
+        zeros::<F>(n_out)
+    };
     if n_out == 0 {
         return y;
     }
@@ -57,6 +66,7 @@ fn pool_impl<F: Float, const MAX: bool>(
                     rows,
                     cols,
                     count: F::of(((rows.1 - rows.0) * (cols.1 - cols.0)) as f64),
+                    assign,
                 };
                 // dy is indexed over the whole batch, y per batch entry.
                 let (o, out) = match dy {
@@ -88,6 +98,9 @@ struct Window<'a, F> {
     cols: (usize, usize),
     /// The positions in the window.
     count: F,
+    /// The gradient's values replace y's (windows do not overlap) rather
+    /// than add to them.
+    assign: bool,
 }
 
 impl<F: Float> Window<'_, F> {
@@ -150,11 +163,12 @@ impl<F: Float> Window<'_, F> {
                     for iw in self.cols.0..self.cols.1 {
                         let out = &mut y[at(ih, iw)..][..L];
                         for t in 0..L {
-                            out[t] += if MAX {
+                            let v = if MAX {
                                 F::select(arg[t] == pos, g[t], F::ZERO)
                             } else {
                                 g[t] / self.count
                             };
+                            out[t] = if self.assign { v } else { out[t] + v };
                         }
                         pos += F::ONE;
                     }

@@ -86,15 +86,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         unreachable!()
     };
     let n = numel(out);
-    let [oh, ow, pt, pl] = p.geom(x[0].shape())?;
     let s = x[0].shape();
     // Max pooling's gradient over windows that do not overlap: one
     // invocation per window (`backward_windows`), on zeros where some
     // input positions are in no window.
-    let windows = matches!(op, Op::PoolGrad(_)) && p.max && (0..2).all(|d| p.strides[d] >= p.ksize[d]);
-    if windows {
-        let covered = |d: usize, o: usize, pad: usize| p.strides[d] == p.ksize[d] && o * p.strides[d] >= s[d + 1] + pad;
-        let y = if covered(0, oh, pt) && covered(1, ow, pl) {
+    if matches!(op, Op::PoolGrad(_)) && p.max && p.disjoint() {
+        let y = if p.tiles(s, p.geom(s)?) {
             g.alloc(op.name(), (n * dtype.size()) as u64)?
         } else {
             super::creation::fill_gpu(g, n, 0.0, dtype)?
