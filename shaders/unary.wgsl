@@ -1,14 +1,21 @@
 // Elementwise unary math, y = f(x). OP selects f (codes in ops/unary.rs);
 // it is an override constant, so each op is its own pipeline and the
 // compiler sees straight-line code (llvmpipe runs a switch on a uniform
-// through every case, a few times slower). The gradient entry takes the op
-// as the uniform p.op instead: with a constant derivative in sight (sign's
-// 0) llvmpipe folds dy * 0 to 0, where IEEE (and TensorFlow) give NaN for a
+// through every case, a few times slower). The gradient entries take OP
+// too, except where UNIFORM_GRAD is set: they then take the op as the
+// uniform p.op, since with a constant derivative in sight (sign's 0)
+// llvmpipe folds dy * 0 to 0, where IEEE (and TensorFlow) give NaN for a
 // NaN or infinite dy.
 // Storage is T; the math runs in f32, as Eigen does for half transcendental
 // functions, and rounds once on store.
 
 override OP: u32 = 0u;
+override UNIFORM_GRAD: bool = true;
+
+// The op of the gradient entries.
+fn grad_op() -> u32 {
+    return select(OP, p.op, UNIFORM_GRAD);
+}
 
 struct Params {
     n: u32,
@@ -63,7 +70,7 @@ fn main4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        y[i] = T(f32(dy[i]) * unary_deriv(p.op, f32(x[i]), f32(fy[i]), p.alpha));
+        y[i] = T(f32(dy[i]) * unary_deriv(grad_op(), f32(x[i]), f32(fy[i]), p.alpha));
     }
 }
 
@@ -74,10 +81,10 @@ fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 fn deriv4(v: vec4<f32>, r: vec4<f32>, g: vec4<f32>) -> vec4<T> {
     let d = vec4<f32>(
-        unary_deriv(p.op, v.x, r.x, p.alpha),
-        unary_deriv(p.op, v.y, r.y, p.alpha),
-        unary_deriv(p.op, v.z, r.z, p.alpha),
-        unary_deriv(p.op, v.w, r.w, p.alpha),
+        unary_deriv(grad_op(), v.x, r.x, p.alpha),
+        unary_deriv(grad_op(), v.y, r.y, p.alpha),
+        unary_deriv(grad_op(), v.z, r.z, p.alpha),
+        unary_deriv(grad_op(), v.w, r.w, p.alpha),
     );
     return vec4<T>(g * d);
 }

@@ -113,6 +113,13 @@ impl UnaryOp {
             .unwrap() as u32
     }
 
+    /// Whether the derivative is 0 wherever it is defined (sign, floor,
+    /// ceil, round): the gradient is then dy * 0, NaN for a NaN or
+    /// infinite dy.
+    pub(crate) fn zero_derivative(self) -> bool {
+        matches!(self, UnaryOp::Sign | UnaryOp::Floor | UnaryOp::Ceil | UnaryOp::Round)
+    }
+
     /// The TensorFlow-style name (`"exp"`, `"leaky_relu"`), used in errors.
     pub fn name(self) -> &'static str {
         match self {

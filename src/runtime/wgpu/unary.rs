@@ -84,12 +84,22 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         (_, 4) => "grad4",
         _ => "grad",
     };
-    let op_const = [("OP", u.code() as f64)];
+    // The op as a constant, so that each op's kernel is straight-line code;
+    // gradients of zero derivatives take it as a uniform instead, where a
+    // compiler would fold dy * 0 to 0 (shaders/unary.wgsl).
+    let op_const = [
+        ("OP", u.code() as f64),
+        ("UNIFORM_GRAD", u.zero_derivative() as u32 as f64),
+    ];
     g.launch(&Launch {
         kernel,
         entry,
         ty: ktype(dtype),
-        consts: if matches!(op, Op::Unary(_)) { &op_const } else { &[] },
+        consts: if matches!(op, Op::Unary(_)) {
+            &op_const[..1]
+        } else {
+            &op_const
+        },
         params: ParamBlock::of(&UnaryParams {
             n: n as u32,
             alpha,
