@@ -1,10 +1,16 @@
 // dtype conversion. Buffers are raw 32-bit words so that f16 and bf16 data
 // can be read and written as packed pairs (WGSL has no bf16, and f16 only
 // with SHADER_F16); each invocation converts elements 2i and 2i+1. Codes
-// (p.src, p.dst): 0 f32, 1 f16, 2 i32, 3 bool, 4 bf16.
+// (SRC, DST): 0 f32, 1 f16, 2 i32, 3 bool, 4 bf16. They are override
+// constants, so each conversion is its own pipeline of straight-line code
+// (llvmpipe runs a switch on a uniform through every case).
+
+override SRC: u32 = 0u;
+override DST: u32 = 0u;
 
 struct Params {
     n: u32,
+    // SRC and DST again, not read here.
     src: u32,
     dst: u32,
     _p: u32,
@@ -15,7 +21,7 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> dst: array<u32>;
 
 fn load(j: u32) -> f32 {
-    switch p.src {
+    switch SRC {
         case 1u: {
             return unpack2x16float(src[j >> 1u])[j & 1u];
         }
@@ -59,7 +65,7 @@ fn bf16_bits(x: f32) -> u32 {
 }
 
 fn store(j: u32, x: f32) {
-    switch p.dst {
+    switch DST {
         case 2u: {
             // Truncate toward zero, NaN to 0, out-of-range values and
             // infinities saturate (as Rust's `as`, the CPU reference's).
@@ -95,9 +101,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     if (has2) {
         b = load(j + 1u);
     }
-    if (p.dst == 1u) {
+    if (DST == 1u) {
         dst[i] = f16_bits(a) | (f16_bits(b) << 16u);
-    } else if (p.dst == 4u) {
+    } else if (DST == 4u) {
         dst[i] = bf16_bits(a) | (bf16_bits(b) << 16u);
     } else {
         store(j, a);

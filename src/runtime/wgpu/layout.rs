@@ -219,7 +219,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 kernel: &CAST,
                 entry: "main",
                 ty: KType::U32,
-                consts: &[],
+                consts: &[("SRC", cast_code(a.dtype()) as f64), ("DST", cast_code(*to) as f64)],
                 params: ParamBlock::of(&CastParams {
                     n: n as u32,
                     src: cast_code(a.dtype()),
