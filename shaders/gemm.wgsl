@@ -58,15 +58,26 @@ fn gemm(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 }
 
 fn store_block(b: u32, m: u32, n: u32, acc: array<vec4<f32>, 4>) {
+    store_row(b, m, n, acc[0]);
+    store_row(b, m + 1u, n, acc[1]);
+    store_row(b, m + 2u, n, acc[2]);
+    store_row(b, m + 3u, n, acc[3]);
+}
+
+fn store_row(b: u32, m: u32, n: u32, v: vec4<f32>) {
     let dims = gemm_dims();
-    for (var i = 0u; i < 4u; i++) {
-        if (m + i >= dims.x) {
-            break;
+    if (m < dims.x) {
+        if (n < dims.y) {
+            store_c(b, m, n, v.x);
         }
-        for (var j = 0u; j < 4u; j++) {
-            if (n + j < dims.y) {
-                store_c(b, m + i, n + j, acc[i][j]);
-            }
+        if (n + 1u < dims.y) {
+            store_c(b, m, n + 1u, v.y);
+        }
+        if (n + 2u < dims.y) {
+            store_c(b, m, n + 2u, v.z);
+        }
+        if (n + 3u < dims.y) {
+            store_c(b, m, n + 3u, v.w);
         }
     }
 }

@@ -158,12 +158,10 @@ fn b4_at(b: u32, k: u32, n: u32) -> vec4<f32> {
     return vec4<f32>(b_at(b, k, n), b_at(b, k, n + 1u), b_at(b, k, n + 2u), b_at(b, k, n + 3u));
 }
 
+// One store whichever way C is laid out: a CPU adapter runs both sides of
+// a branch, each store a loop over the lanes.
 fn store_c(b: u32, m: u32, n: u32, v: f32) {
-    if (p.tc != 0u) {
-        c[b * p.sc + n * p.ldc + m] = T(v);
-    } else {
-        c[b * p.sc + m * p.ldc + n] = T(v);
-    }
+    c[b * p.sc + select(m * p.ldc + n, n * p.ldc + m, p.tc != 0u)] = T(v);
 }
 
 
