@@ -70,11 +70,8 @@ fn b_at(b: u32, k: u32, n: u32) -> f32 {
     if (k >= p.k || n >= p.n) {
         return 0.0;
     }
-    let base = b * p.sb;
-    if (p.tb != 0u) {
-        return f32(bm[base + n * p.ldb + k]);
-    }
-    return f32(bm[base + k * p.ldb + n]);
+    // One load whichever way B is laid out (see store_c).
+    return f32(bm[b * p.sb + select(k * p.ldb + n, n * p.ldb + k, p.tb != 0u)]);
 }
 
 fn load_tiles(b: u32, m0: u32, n0: u32, k0: u32, t: u32) {
