@@ -41,6 +41,11 @@ fn window(oh: u32, ow: u32) -> vec4<i32> {
     return vec4<i32>(max(h0, 0), min(h0 + i32(p.kh), i32(p.h)), max(w0, 0), min(w0 + i32(p.kw), i32(p.w)));
 }
 
+// Output element i as (n, oh, ow, c).
+fn output_at(i: u32) -> vec4<u32> {
+    return vec4<u32>(i / (p.c * p.ow * p.oh), (i / (p.c * p.ow)) % p.oh, (i / p.c) % p.ow, i % p.c);
+}
+
 fn at(n: u32, ih: i32, iw: i32, c: u32) -> u32 {
     return ((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + c;
 }
@@ -67,11 +72,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.total) {
         return;
     }
-    let c = i % p.c;
-    let ow = (i / p.c) % p.ow;
-    let oh = (i / (p.c * p.ow)) % p.oh;
-    let n = i / (p.c * p.ow * p.oh);
-    let r = window(oh, ow);
+    let o = output_at(i);
+    let n = o.x;
+    let c = o.w;
+    let r = window(o.y, o.z);
     var acc = f32(x[at(n, r.x, r.z, c)]);
     if (p.max == 0u) {
         acc = 0.0;
@@ -134,11 +138,10 @@ fn backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (i >= p.total) {
         return;
     }
-    let c = i % p.c;
-    let ow = (i / p.c) % p.ow;
-    let oh = (i / (p.c * p.ow)) % p.oh;
-    let n = i / (p.c * p.ow * p.oh);
-    let r = window(oh, ow);
+    let o = output_at(i);
+    let n = o.x;
+    let c = o.w;
+    let r = window(o.y, o.z);
     if (r.x >= r.y || r.z >= r.w) {
         return;
     }
