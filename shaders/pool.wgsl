@@ -149,7 +149,9 @@ fn backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     let g = dy[i];
     for (var ih = r.x; ih < r.y; ih++) {
         for (var iw = r.z; iw < r.w; iw++) {
-            y[at(n, ih, iw, c)] = select(T(0.0), g, ih * i32(p.w) + iw == best);
+            // A dy of -0 lands as +0, the sum 0 + dy of the other kernels
+            // (and TensorFlow's).
+            y[at(n, ih, iw, c)] = select(T(0.0), g, ih * i32(p.w) + iw == best && g != T(0.0));
         }
     }
 }

@@ -1090,8 +1090,39 @@ fn pool() {
         .map(|(i, &e)| if i % 7 == 3 || i % 11 == 5 { f32::NAN } else { e })
         .collect();
     let x = Tensor::from_vec(v, &[1, 6, 6, 2], &cpu()).unwrap();
-    s.check(Op::PoolGrad(q), &[x.clone(), randn(&[1, 3, 3, 2], 8, DType::F32)]);
+    s.check(
+        Op::PoolGrad(q.clone()),
+        &[x.clone(), randn(&[1, 3, 3, 2], 8, DType::F32)],
+    );
     s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 5, 5, 2], 9, DType::F32)]);
+    // A dy of -0 gives +0 (0 + dy, as TensorFlow sums) on every device, on
+    // both gradient paths and for average pooling.
+    let x = randn(&[1, 6, 6, 2], 10, DType::F32);
+    for q in [
+        q.clone(),
+        p.clone(),
+        Pool2d {
+            max: false,
+            ..q.clone()
+        },
+    ] {
+        let y = wgflow::ops::apply(Op::Pool(q.clone()), &[&x]).unwrap();
+        let dy = y.mul_scalar(0.0).unwrap().abs().unwrap().neg().unwrap();
+        for d in std::iter::once(cpu()).chain(gpus()) {
+            let dx = wgflow::ops::apply(
+                Op::PoolGrad(q.clone()),
+                &[&x.to_device(&d).unwrap(), &dy.to_device(&d).unwrap()],
+            )
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+            assert!(
+                dx.iter().all(|v| v.to_bits() == 0),
+                "{} on {d}: a dy of -0 must give +0, got {dx:?}",
+                q.grad_name()
+            );
+        }
+    }
     let x = randn(&[1, 4, 4, 1], 1, DType::F32);
     s.check_err(Op::Pool(p.clone()), &[randn(&[4, 4, 1], 1, DType::F32)]);
     s.check_err(

@@ -168,7 +168,9 @@ impl<F: Float> Window<'_, F> {
                             } else {
                                 g[t] / self.count
                             };
-                            out[t] = if self.assign { v } else { out[t] + v };
+                            // 0 + v when assigning, so that a dy of -0
+                            // gives +0 as the sum does (and TensorFlow).
+                            out[t] = if self.assign { F::ZERO + v } else { out[t] + v };
                         }
                         pos += F::ONE;
                     }

@@ -7,8 +7,8 @@
 //! output windows that cover it (no atomics, so the result does not depend
 //! on scheduling); where max pooling's windows do not overlap,
 //! `backward_windows` takes one window per invocation instead and writes
-//! each of its positions, reading x once. Max pooling's gradient goes to the first maximum of each
-//! window, as TensorFlow's. Output size and padding come from
+//! each of its positions, reading x once. Max pooling's gradient goes to
+//! the first maximum of each window, as TensorFlow's. Output size and padding come from
 //! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
 //! adapter.
 //!
