@@ -21,16 +21,21 @@ use std::time::{Duration, Instant};
 use wgflow::ops::{self, conv, softmax};
 use wgflow::{DType, Device, Padding, Tensor};
 
-fn median_secs(mut f: impl FnMut(), dev: &Device) -> f64 {
-    f();
+fn median_secs<R>(mut f: impl FnMut() -> R, dev: &Device) -> f64 {
+    let r = f();
     dev.synchronize().unwrap();
+    drop(r);
     let mut runs = Vec::new();
     let start = Instant::now();
     while runs.len() < 3 || (start.elapsed() < Duration::from_secs(1) && runs.len() < 50) {
         let t = Instant::now();
-        f();
+        // The result is held until the sync: a GPU computes eager
+        // elementwise results that are dropped unread at no cost at all
+        // (runtime::wgpu::fusion), so a bench must keep what it times.
+        let r = f();
         dev.synchronize().unwrap();
         runs.push(t.elapsed().as_secs_f64());
+        drop(r);
     }
     runs.sort_by(|a, b| a.partial_cmp(b).unwrap());
     runs[runs.len() / 2]
@@ -60,7 +65,7 @@ struct Bench {
 }
 
 impl Bench {
-    fn run(&self, name: &str, dev: &Device, work: f64, unit: &str, f: impl FnMut()) {
+    fn run<R>(&self, name: &str, dev: &Device, work: f64, unit: &str, f: impl FnMut() -> R) {
         if self.filter.as_ref().is_some_and(|p| !name.contains(p.as_str())) {
             return;
         }
@@ -171,9 +176,7 @@ fn main() {
             d,
             (4 * 3 * 4 * n) as f64,
             "GB/s",
-            || {
-                x.mul(&y).unwrap().add(&x).unwrap().gelu().unwrap().sub(&y).unwrap();
-            },
+            || x.mul(&y).unwrap().add(&x).unwrap().gelu().unwrap().sub(&y).unwrap(),
         );
         // Eager binary ops against `exp` on the same tensor: each reads what
         // it must and writes n floats, so on a memory-bound device each
@@ -184,12 +187,7 @@ fn main() {
             let row = rand(&[1024], DType::F32, 12, d);
             let col = rand(&[rows, 1], DType::F32, 13, d);
             let half = x.scalar_like(0.5).unwrap();
-            let exp = median_secs(
-                || {
-                    x.exp().unwrap();
-                },
-                d,
-            );
+            let exp = median_secs(|| x.exp().unwrap(), d);
             // Bytes each case must move, in units of n f32s (GB/s printed).
             let gbs = |streams: usize, secs: f64| (4 * streams * n) as f64 / secs / 1e9;
             println!(
@@ -200,48 +198,34 @@ fn main() {
                 1.0,
                 gbs(2, exp)
             );
-            type Case<'a> = (&'static str, usize, Box<dyn Fn() + 'a>);
+            type Case<'a> = (&'static str, usize, Box<dyn Fn() -> Tensor + 'a>);
             let cases: Vec<Case> = vec![
-                ("eager mul, same shape", 3, Box::new(|| drop(x.mul(&y).unwrap()))),
-                ("eager mul, scalar", 2, Box::new(|| drop(x.mul(&half).unwrap()))),
-                ("eager maximum, scalar", 2, Box::new(|| drop(x.maximum(&half).unwrap()))),
-                ("eager add, row broadcast", 2, Box::new(|| drop(m.add(&row).unwrap()))),
-                (
-                    "eager add, column broadcast",
-                    2,
-                    Box::new(|| drop(m.add(&col).unwrap())),
-                ),
-                (
-                    "eager greater, same shape",
-                    3,
-                    Box::new(|| drop(x.greater(&y).unwrap())),
-                ),
-                (
-                    "eager greater, row broadcast",
-                    2,
-                    Box::new(|| drop(m.greater(&row).unwrap())),
-                ),
+                ("eager mul, same shape", 3, Box::new(|| x.mul(&y).unwrap())),
+                ("eager mul, scalar", 2, Box::new(|| x.mul(&half).unwrap())),
+                ("eager maximum, scalar", 2, Box::new(|| x.maximum(&half).unwrap())),
+                ("eager add, row broadcast", 2, Box::new(|| m.add(&row).unwrap())),
+                ("eager add, column broadcast", 2, Box::new(|| m.add(&col).unwrap())),
+                ("eager greater, same shape", 3, Box::new(|| x.greater(&y).unwrap())),
+                ("eager greater, row broadcast", 2, Box::new(|| m.greater(&row).unwrap())),
                 (
                     "eager greater, column broadcast",
                     2,
-                    Box::new(|| drop(m.greater(&col).unwrap())),
+                    Box::new(|| m.greater(&col).unwrap()),
                 ),
                 (
                     "eager chain mul add exp max min (5 ops)",
                     12,
                     Box::new(|| {
-                        drop(
-                            x.mul(&y)
-                                .unwrap()
-                                .add(&x)
-                                .unwrap()
-                                .exp()
-                                .unwrap()
-                                .maximum(&half)
-                                .unwrap()
-                                .minimum(&x.scalar_like(2.0).unwrap())
-                                .unwrap(),
-                        )
+                        x.mul(&y)
+                            .unwrap()
+                            .add(&x)
+                            .unwrap()
+                            .exp()
+                            .unwrap()
+                            .maximum(&half)
+                            .unwrap()
+                            .minimum(&x.scalar_like(2.0).unwrap())
+                            .unwrap()
                     }),
                 ),
             ];

@@ -32,14 +32,14 @@ use crate::ops::unary::UnaryOp;
 use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
 use crate::runtime::cpu::arena::{output, with_scratch_unzeroed};
+use crate::runtime::wgpu::generated::generated_kernel;
 use crate::runtime::wgpu::memory::GpuBuf;
 use crate::runtime::wgpu::{KType, Kernel, Launch, ParamBlock, fold, grid};
 use crate::tensor::Tensor;
 use rayon::prelude::*;
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::fmt::Write;
-use std::sync::{Arc, LazyLock, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 
 /// An operand inside a fused kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -161,75 +161,6 @@ impl Drop for Tiles {
         }
     }
 }
-/// Generated kernels kept for reuse by later graphs with the same source.
-const KERNEL_CACHE: usize = 256;
-
-/// The generated kernels by source, with the tick of their last use.
-/// Past [`KERNEL_CACHE`] entries the least recently used one is dropped;
-/// graphs that hold it keep it alive, and the devices drop its pipelines
-/// once no one does. Names are never reused.
-struct KernelCache {
-    kernels: HashMap<String, (Arc<Kernel>, u64)>,
-    tick: u64,
-    made: u64,
-}
-
-static KERNELS: LazyLock<Mutex<KernelCache>> = LazyLock::new(|| {
-    Mutex::new(KernelCache {
-        kernels: HashMap::new(),
-        tick: 0,
-        made: 0,
-    })
-});
-
-/// The kernel of generated source `src`, from the cache or new (checked by
-/// naga now, so a bad generated kernel is an error here).
-fn generated_kernel(src: String, wide: bool) -> Result<Arc<Kernel>> {
-    let mut cache = KERNELS.lock().unwrap_or_else(|p| p.into_inner());
-    cache.tick += 1;
-    let tick = cache.tick;
-    if let Some((k, used)) = cache.kernels.get_mut(&src) {
-        *used = tick;
-        return Ok(k.clone());
-    }
-    let k = Arc::new(Kernel {
-        name: Cow::Owned(format!("fused_{}", cache.made)),
-        sources: if wide {
-            &[
-                include_str!("../../shaders/common.wgsl"),
-                include_str!("../../shaders/elementwise.wgsl"),
-                include_str!("../../shaders/optimizer_rules.wgsl"),
-                include_str!("../../shaders/wide.wgsl"),
-            ]
-        } else {
-            &[
-                include_str!("../../shaders/common.wgsl"),
-                include_str!("../../shaders/elementwise.wgsl"),
-                include_str!("../../shaders/optimizer_rules.wgsl"),
-            ]
-        },
-        generated: Some(Arc::from(src.as_str())),
-        types: &[KType::F32],
-        params: &[],
-        enables: &[],
-        checked: true,
-    });
-    k.validate(KType::F32)?;
-    cache.made += 1;
-    if cache.kernels.len() >= KERNEL_CACHE {
-        let oldest = cache
-            .kernels
-            .iter()
-            .min_by_key(|(_, (_, used))| *used)
-            .map(|(s, _)| s.clone());
-        if let Some(s) = oldest {
-            cache.kernels.remove(&s);
-        }
-    }
-    cache.kernels.insert(src, (k.clone(), tick));
-    Ok(k)
-}
-
 impl Fused {
     pub(crate) fn new(
         shape: Vec<usize>,
@@ -600,7 +531,21 @@ impl Fused {
             return Ok(k.clone());
         }
         let src = if wide { self.source_wide() } else { self.source() };
-        let k = generated_kernel(src, wide)?;
+        let sources: &'static [&'static str] = if wide {
+            &[
+                include_str!("../../shaders/common.wgsl"),
+                include_str!("../../shaders/elementwise.wgsl"),
+                include_str!("../../shaders/optimizer_rules.wgsl"),
+                include_str!("../../shaders/wide.wgsl"),
+            ]
+        } else {
+            &[
+                include_str!("../../shaders/common.wgsl"),
+                include_str!("../../shaders/elementwise.wgsl"),
+                include_str!("../../shaders/optimizer_rules.wgsl"),
+            ]
+        };
+        let k = generated_kernel("fused", src, sources)?;
         let _ = cell.set(k.clone());
         Ok(k)
     }
@@ -1021,27 +966,5 @@ fn pick<'a>(a: &Arg, leaves: &'a [Cow<[f32]>], pre: &'a [f32], n: usize) -> &'a 
         Arg::Leaf(k) => &leaves[k],
         Arg::Pre(t) => &pre[t * n..(t + 1) * n],
         _ => unreachable!("pre ops read leaves and pre ops"),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_kernels_are_cached_and_bounded() {
-        let src = |i: usize| format!("@compute @workgroup_size(1)\nfn main() {{\n    let x = {i}u;\n}}\n");
-        let first = generated_kernel(src(1_000_000), false).unwrap();
-        assert!(Arc::ptr_eq(&first, &generated_kernel(src(1_000_000), false).unwrap()));
-        let mut names = std::collections::HashSet::new();
-        for i in 0..KERNEL_CACHE + 20 {
-            let k = generated_kernel(src(i), false).unwrap();
-            assert!(names.insert(k.name.to_string()), "name {} reused", k.name);
-        }
-        assert!(KERNELS.lock().unwrap().kernels.len() <= KERNEL_CACHE);
-        // Evicted, but alive while held, and a new one for its source gets a new name.
-        assert!(first.validate(KType::F32).is_ok());
-        let again = generated_kernel(src(1_000_000), false).unwrap();
-        assert!(!Arc::ptr_eq(&first, &again) && again.name != first.name);
     }
 }

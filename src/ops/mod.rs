@@ -343,7 +343,9 @@ pub(crate) fn exec_multi(op: Op, x: &[&Tensor]) -> Result<Vec<Tensor>> {
             op.run(x, &shape, dtype, &device, &ExecContext::eager())
         })?
     } else {
-        op.run(x, &shape, dtype, &device, &ExecContext::eager())?
+        // Elementwise ops may wait to be fused with the next ones (the
+        // profile times each op alone).
+        op.run(x, &shape, dtype, &device, &ExecContext::lazy())?
     };
     if device.is_gpu() && cross_check_enabled() {
         observe::internal_reads(|| cross_check(&op, x, &out))?;

@@ -79,6 +79,13 @@ params! {
 }
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let y = g.alloc(op.name(), (numel(out) * dtype.size()) as u64)?;
+    encode(op, g, x, out, dtype, &y)?;
+    Ok(y)
+}
+
+/// Encodes `op` writing `y` (allocated for `out`).
+pub(crate) fn encode(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType, y: &GpuBuf) -> Result<()> {
     let n = numel(out);
     let contiguous = strides(out);
     // Operand strides over the output in the kernel's order: a, b, condition.
@@ -121,7 +128,6 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         sc: dims8(&st[2]),
         ..BinaryParams::default()
     };
-    let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
     // Eight or four elements per invocation through vec4<u64> or vec4
     // views (`binary8`, `binary4`, `cmp8`, `cmp4`, `where8`, `where4`)
     // where every such vector of the output reads one vector or one value
@@ -133,12 +139,12 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         // `where4` and `where8` when all three are laid out like the output.
         Op::Where if mode != 0 => 1,
         Op::Where => {
-            let bufs = [x[0].gpu_buf(), x[1].gpu_buf(), x[2].gpu_buf(), &y];
+            let bufs = [x[0].gpu_buf(), x[1].gpu_buf(), x[2].gpu_buf(), y];
             g.elements_per_invocation(n, dtype, &bufs)
         }
         _ if mode == 1 => 1,
         _ => {
-            let per = g.elements_per_invocation(n, x[0].dtype(), &[a, b, &y]);
+            let per = g.elements_per_invocation(n, x[0].dtype(), &[a, b, y]);
             if (2..=5).contains(&mode) && period % per != 0 {
                 // A period of a multiple of 4 (not 8) still loads vec4s.
                 if per == 8 && period % 4 == 0 { 4 } else { 1 }
@@ -152,14 +158,14 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     // than one vector, so the other operand stands in for it.
     let a_vec = if matches!(mode, 5 | 7) { b } else { a };
     let b_vec = if matches!(mode, 4 | 6) { a } else { b };
-    let wide = [a, b, a_vec, b_vec, &y];
+    let wide = [a, b, a_vec, b_vec, y];
     let (kernel, entry, bufs): (&Kernel, &'static str, Vec<&GpuBuf>) = match (op, per) {
         (Op::Binary(_), 8) => (&BINARY_WIDE, "binary8", wide.to_vec()),
         (Op::Binary(_), 4) => (&BINARY, "binary4", wide.to_vec()),
-        (Op::Binary(_), _) => (&BINARY, "binary", vec![a, b, &y]),
+        (Op::Binary(_), _) => (&BINARY, "binary", vec![a, b, y]),
         (Op::Compare(_), 8) => (&BINARY_WIDE, "cmp8", wide.to_vec()),
         (Op::Compare(_), 4) => (&BINARY, "cmp4", wide.to_vec()),
-        (Op::Compare(_), _) => (&BINARY, "cmp", vec![a, b, &y]),
+        (Op::Compare(_), _) => (&BINARY, "cmp", vec![a, b, y]),
         // The condition binds last (bindings 5, 14 and 15).
         (Op::Where, _) => {
             let entry = match per {
@@ -168,7 +174,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
                 _ => "where_",
             };
             let kernel = if per == 8 { &BINARY_WIDE } else { &BINARY };
-            (kernel, entry, vec![x[1].gpu_buf(), x[2].gpu_buf(), &y, x[0].gpu_buf()])
+            (kernel, entry, vec![x[1].gpu_buf(), x[2].gpu_buf(), y, x[0].gpu_buf()])
         }
         _ => unreachable!(),
     };
@@ -189,8 +195,7 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         params: ParamBlock::of(&params),
         bufs: &bufs,
         groups: grid(n.div_ceil(per), 256),
-    })?;
-    Ok(y)
+    })
 }
 
 /// The shader's fast mode for operands with strides `st` over `out` (see

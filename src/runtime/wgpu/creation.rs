@@ -21,11 +21,16 @@ use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::runtime::cpu::CpuData;
 
+/// Bytes up to which a fill is built on the host and copied in.
+const SMALL_FILL: usize = 64;
+
 /// `n` copies of `value` in new GPU memory.
 pub(crate) fn fill_gpu(g: &Gpu, n: usize, value: f64, dtype: DType) -> Result<GpuBuf> {
-    if (dtype == DType::F16 && !g.f16) || dtype == DType::BF16 {
-        // Packed halves cannot be written one by one without f16 support
-        // (bf16 has none anywhere).
+    // Packed halves cannot be written one by one without f16 support
+    // (bf16 has none anywhere). A few values (a scalar operand) are copied
+    // in, which unlike a launch lets waiting elementwise ops keep waiting
+    // for the ones that read them (see `fusion`).
+    if (dtype == DType::F16 && !g.f16) || dtype == DType::BF16 || n * dtype.size() <= SMALL_FILL {
         return g.upload("fill", &CpuData::from_f64(dtype, &vec![value; n]).to_bytes());
     }
     let out = g.alloc("fill", (n * dtype.size()) as u64)?;

@@ -8,6 +8,10 @@
 //! one `write_buffer` per batch; each dispatch binds its 256-byte window with
 //! a dynamic offset, so parameter upload costs no buffer creation.
 //!
+//! A user's eager elementwise f32 ops do not enter the pass at once: they
+//! wait in the device's list and are fused when anything else touches the
+//! stream (see [`fusion`]).
+//!
 //! Bind-group layouts are not written by hand: they come from naga's
 //! reflection of the entry point (which globals it uses, uniform or storage,
 //! read-only or not), so a shader and its layout cannot disagree.
@@ -45,6 +49,8 @@ pub mod memory;
 mod binary;
 mod conv;
 mod creation;
+mod fusion;
+pub(crate) mod generated;
 mod layout;
 mod matmul;
 mod optim;
@@ -446,6 +452,8 @@ enum ParamMode {
 pub struct ExecContext {
     planned: RefCell<Vec<GpuBuf>>,
     params: RefCell<ParamMode>,
+    /// Elementwise ops may wait to be fused with the next ones (see `fusion`).
+    defer: bool,
 }
 
 impl ExecContext {
@@ -454,6 +462,16 @@ impl ExecContext {
         ExecContext {
             planned: RefCell::new(Vec::new()),
             params: RefCell::new(ParamMode::Off),
+            defer: false,
+        }
+    }
+
+    /// A user's eager op: elementwise f32 ops on a GPU may wait to be
+    /// fused with the ops that follow (see `runtime::wgpu::fusion`).
+    pub fn lazy() -> ExecContext {
+        ExecContext {
+            defer: true,
+            ..ExecContext::eager()
         }
     }
 
@@ -733,6 +751,10 @@ pub struct GpuDevice {
     bind_groups_made: AtomicU64,
     params_copied: AtomicU64,
     pub(crate) reads: AtomicU64,
+    /// Elementwise ops waiting to be encoded (see `fusion`).
+    waiting: Mutex<fusion::Waiting>,
+    /// Held while a thread encodes the waiting ops.
+    flushing: Mutex<()>,
 }
 
 struct Source {
@@ -921,6 +943,8 @@ impl GpuDevice {
             bind_groups_made: AtomicU64::new(0),
             params_copied: AtomicU64::new(0),
             reads: AtomicU64::new(0),
+            waiting: Mutex::new(fusion::Waiting::default()),
+            flushing: Mutex::new(()),
         })
     }
 
@@ -1206,6 +1230,15 @@ impl GpuDevice {
     }
 
     pub(crate) fn memory_info(&self) -> MemoryInfo {
+        // Waiting ops hold the results dropped since: encoded, they free
+        // them, as a dropped tensor's memory is free in TensorFlow. An
+        // error is the next submission's to report.
+        if let Err(e) = self.flush_deferred() {
+            self.errors
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(e.to_string());
+        }
         self.pool.lock().unwrap_or_else(|p| p.into_inner()).info()
     }
 
@@ -1237,7 +1270,13 @@ impl GpuDevice {
                 limit: self.max_binding(),
             });
         }
-        Pool::alloc_with(&self.pool, bytes, &self.empty, false, &|| self.settle()).map_err(|e| match e {
+        let alloc = || Pool::alloc_with(&self.pool, bytes, &self.empty, false, &|| self.settle());
+        let got = match alloc() {
+            // Waiting ops hold buffers that may be freed unwritten.
+            Err(Error::OutOfMemory { .. }) if self.flush_deferred_freed()? => alloc(),
+            got => got,
+        };
+        got.map_err(|e| match e {
             Error::TooLargeForBinding { bytes, limit, .. } => Error::TooLargeForBinding { op, bytes, limit },
             e => e,
         })
@@ -1433,6 +1472,7 @@ impl GpuDevice {
     /// A launch whose parameters are bound from `graph` (buffer, offset) when given.
     fn launch_with(&self, l: &Launch, graph: Option<(Arc<GraphParams>, u32)>) -> Result<()> {
         self.check_alive()?;
+        self.flush_deferred()?;
         if l.groups.contains(&0) {
             return Ok(());
         }
@@ -1600,6 +1640,7 @@ impl GpuDevice {
     /// which every batch is done (memory freed in those batches can be
     /// destroyed). Errors of the work stay for the readbacks to report.
     fn settle(&self) -> Result<u64> {
+        self.flush_deferred()?;
         let done = {
             let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
             self.submit_locked(&mut s, true)
@@ -1634,6 +1675,7 @@ impl GpuDevice {
     /// it first if they would not fit: a graph replay then never straddles two
     /// submissions, and every batch holds the same whole replays.
     pub(crate) fn reserve(&self, launches: usize) -> Result<()> {
+        self.flush_deferred()?;
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         if launches as u64 <= SLOTS && s.slots + launches as u64 > SLOTS {
             self.flush_locked(&mut s)?;
@@ -1643,6 +1685,7 @@ impl GpuDevice {
 
     /// Submits the pending batch without waiting for it.
     pub(crate) fn flush(&self) -> Result<()> {
+        self.flush_deferred()?;
         let mut s = self.stream.lock().unwrap_or_else(|p| p.into_inner());
         self.flush_locked(&mut s)
     }
@@ -1793,6 +1836,9 @@ pub(crate) fn ktype(dtype: DType) -> KType {
 
 impl Backend for GpuDevice {
     fn run(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, ctx: &ExecContext) -> Result<Vec<Storage>> {
+        if self.deferrable(op, x, shape, dtype, ctx) {
+            return Ok(vec![self.defer(op, x, shape)?]);
+        }
         let g = &Gpu { dev: self, ctx };
         let inputs = || {
             x.iter().filter_map(|o| match o.storage {

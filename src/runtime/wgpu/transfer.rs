@@ -168,6 +168,7 @@ impl GpuDevice {
     /// waits for that submission alone.
     pub(crate) fn start_read(&self, bufs: &[&GpuBuf], status: &[Arc<StatusRecord>]) -> Result<PendingRead> {
         self.check_alive()?;
+        self.flush_deferred()?;
         // The values' own records decide whether the read fails; `status`
         // is only read along (their records stay for the reads of theirs).
         let mut own: Vec<Arc<StatusRecord>> = Vec::new();

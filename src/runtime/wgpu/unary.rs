@@ -62,17 +62,23 @@ params! {
 }
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
+    let y = g.alloc(op.name(), (crate::core::shape::numel(out) * dtype.size()) as u64)?;
+    encode(op, g, x, out, dtype, &y)?;
+    Ok(y)
+}
+
+/// Encodes `op` writing `y` (allocated for `out`).
+pub(crate) fn encode(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType, y: &GpuBuf) -> Result<()> {
     let (Op::Unary(u) | Op::UnaryGrad(u)) = *op else {
         unreachable!()
     };
     let n = crate::core::shape::numel(out);
-    let y = g.alloc(u.name(), (n * dtype.size()) as u64)?;
     let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
     // Eight or four elements per invocation through vec4<u64> or vec4
     // views where n and the buffers' offsets allow.
     let bufs: Vec<&GpuBuf> = match op {
-        Op::Unary(_) => vec![x[0].gpu_buf(), &y],
-        _ => vec![x[0].gpu_buf(), &y, x[1].gpu_buf(), x[2].gpu_buf()],
+        Op::Unary(_) => vec![x[0].gpu_buf(), y],
+        _ => vec![x[0].gpu_buf(), y, x[1].gpu_buf(), x[2].gpu_buf()],
     };
     let per = g.elements_per_invocation(n, dtype, &bufs);
     let kernel = if per == 8 { &UNARY_WIDE } else { &UNARY };
@@ -108,6 +114,5 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         }),
         bufs: &bufs,
         groups: grid(n / per, 256),
-    })?;
-    Ok(y)
+    })
 }

@@ -1,0 +1,471 @@
+//! Eager fusion: elementwise f32 ops launched one by one from user code
+//! wait in a per-device list instead of being encoded at once, and run as
+//! few kernels as possible when something else needs the GPU (Burn's lazy
+//! fusion, within one device's stream).
+//!
+//! An op waits when it is `Op::Unary` or `Op::Binary` on f32 whose every
+//! operand is laid out like the output or is one value, called through
+//! `ops::exec` (not from a compiled graph's run, whose kernels are already
+//! fused and whose memory is planned). Its output buffer is allocated at
+//! once, so the tensor exists and owns its memory as before; only the
+//! kernel waits. Whatever else touches the device first encodes the list
+//! (`GpuDevice::flush_deferred`): any other launch, a read, a submit, a
+//! wait, a settle of the pool; so the GPU sees every op in program order.
+//!
+//! At a flush, a waiting op's result is written only if someone still
+//! holds it: a tensor, a tape, a later waiting op that is not fused with
+//! it. Results no one holds (the intermediates of `x * y + x` once the
+//! statement ends) are never written, and a result no one holds and no one
+//! reads is never computed. The list is split into runs of ops whose
+//! buffers fit one kernel's bindings; a run of one op launches that op's own
+//! kernel, a longer run one generated kernel that reads each leaf once,
+//! evaluates the run per element in registers (the same `unary_apply` and
+//! `binary_apply` as the ops' kernels) and writes the results held. The
+//! generated kernels take n as a uniform, so one pipeline serves every
+//! length; CPU adapters with 64-bit integers get the eight-wide form
+//! (shaders/wide.wgsl) where n is a multiple of 8.
+//!
+//! `WGFLOW_EAGER_FUSION=0` turns this off (each op is encoded when called).
+
+use super::memory::GpuBuf;
+use super::{ExecContext, Gpu, GpuDevice, KType, Launch, ParamBlock, binary, grid, unary};
+use crate::core::dtype::DType;
+use crate::core::error::Result;
+use crate::core::op::Op;
+use crate::core::shape::numel;
+use crate::runtime::{Operand, Storage};
+use std::cell::Cell;
+use std::fmt::Write;
+use std::sync::Arc;
+
+/// Ops a list holds before the next one flushes it.
+const MAX_WAITING: usize = 16;
+/// Buffers a generated kernel binds at most (leaves and results).
+const MAX_BINDINGS: usize = 16;
+
+params! {
+    /// The generated kernels' `Params`.
+    pub struct FusionParams = "Params" {
+        n: u32,
+        _p0: u32,
+        _p1: u32,
+        _p2: u32,
+    }
+}
+
+/// One waiting op: its operands (storage and shape), its output's shape and buffer.
+pub(crate) struct Node {
+    op: Op,
+    x: Vec<(Storage, Vec<usize>)>,
+    shape: Vec<usize>,
+    out: Arc<GpuBuf>,
+}
+
+/// The ops waiting on a device, in the order they were called.
+#[derive(Default)]
+pub(crate) struct Waiting {
+    nodes: Vec<Node>,
+}
+
+thread_local! {
+    /// This thread is encoding a list: the launches it makes must not flush.
+    static FLUSHING: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Clears `FLUSHING` however the encoding ends.
+struct Flushing;
+
+impl Drop for Flushing {
+    fn drop(&mut self) {
+        FLUSHING.with(|f| f.set(false));
+    }
+}
+
+fn enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("WGFLOW_EAGER_FUSION").map_or(true, |v| v != "0"))
+}
+
+fn buf_of(s: &Storage) -> Option<&Arc<GpuBuf>> {
+    match s {
+        Storage::Gpu(b) => Some(b),
+        Storage::Cpu(_) => None,
+    }
+}
+
+/// Where a waiting op's operand comes from.
+#[derive(Clone, Copy, PartialEq)]
+enum Src {
+    /// Operand k of the op itself: a buffer no waiting op writes.
+    Buf(usize),
+    /// The result of waiting op j.
+    Node(usize),
+}
+
+impl GpuDevice {
+    /// Whether `op` on `x` may wait (see the module docs).
+    pub(super) fn deferrable(&self, op: &Op, x: &[Operand], shape: &[usize], dtype: DType, ctx: &ExecContext) -> bool {
+        let n = numel(shape);
+        ctx.defer
+            && enabled()
+            && matches!(op, Op::Unary(_) | Op::Binary(_))
+            && dtype == DType::F32
+            && n > 0
+            && x.iter().all(|o| {
+                o.dtype == DType::F32 && matches!(o.storage, Storage::Gpu(_)) && (o.numel() == n || o.numel() == 1)
+            })
+    }
+
+    /// Allocates `op`'s output and puts the op on the waiting list.
+    pub(super) fn defer(&self, op: &Op, x: &[Operand], shape: &[usize]) -> Result<Storage> {
+        let n = numel(shape);
+        let mut y = self.alloc(op.name(), (n * DType::F32.size()) as u64)?;
+        self.depend(&mut y, x.iter().filter_map(|o| buf_of(o.storage).map(|b| &**b)))?;
+        let out = Arc::new(y);
+        let node = Node {
+            op: op.clone(),
+            x: x.iter().map(|o| (o.storage.clone(), o.shape.to_vec())).collect(),
+            shape: shape.to_vec(),
+            out: out.clone(),
+        };
+        // Pushed under the lock that finds room, however threads interleave.
+        loop {
+            {
+                let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+                if w.nodes.len() < MAX_WAITING {
+                    w.nodes.push(node);
+                    break;
+                }
+            }
+            self.flush_deferred()?;
+        }
+        Ok(Storage::Gpu(out))
+    }
+
+    /// Encodes the waiting ops (see the module docs); a no-op inside the
+    /// encoding itself.
+    pub(crate) fn flush_deferred(&self) -> Result<()> {
+        if FLUSHING.with(|f| f.get()) {
+            return Ok(());
+        }
+        // One flush at a time: another thread's launch waits for this
+        // list to be encoded before its own kernel.
+        let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
+        let nodes = std::mem::take(&mut self.waiting.lock().unwrap_or_else(|p| p.into_inner()).nodes);
+        if nodes.is_empty() {
+            return Ok(());
+        }
+        FLUSHING.with(|f| f.set(true));
+        let _reset = Flushing;
+        // By length: an op reads operands of its own length or of one
+        // element, so the one-element ops go first, and ops of other
+        // lengths never read each other. The list order holds within each.
+        let mut groups: Vec<Vec<Node>> = Vec::new();
+        for node in nodes {
+            let n = numel(&node.shape);
+            match groups.iter_mut().find(|g| numel(&g[0].shape) == n) {
+                Some(g) => g.push(node),
+                None => groups.push(vec![node]),
+            }
+        }
+        groups.sort_by_key(|g| numel(&g[0].shape) != 1);
+        for g in &groups {
+            self.encode_waiting(g)?;
+        }
+        Ok(())
+        // `groups` drops here: results no one holds go back to the pool unwritten.
+    }
+
+    /// Flushes the waiting ops, if any (not from inside a flush); whether
+    /// there were some, whose unwritten results are now free.
+    pub(super) fn flush_deferred_freed(&self) -> Result<bool> {
+        let any =
+            !FLUSHING.with(|f| f.get()) && !self.waiting.lock().unwrap_or_else(|p| p.into_inner()).nodes.is_empty();
+        if any {
+            self.flush_deferred()?;
+        }
+        Ok(any)
+    }
+
+    fn encode_waiting(&self, nodes: &[Node]) -> Result<()> {
+        // Each operand's source, by buffer identity.
+        let srcs: Vec<Vec<Src>> = nodes
+            .iter()
+            .enumerate()
+            .map(|(i, node)| {
+                node.x
+                    .iter()
+                    .enumerate()
+                    .map(|(k, (s, _))| {
+                        let b = buf_of(s);
+                        nodes[..i]
+                            .iter()
+                            .rposition(|m| b.is_some_and(|b| Arc::ptr_eq(b, &m.out)))
+                            .map_or(Src::Buf(k), Src::Node)
+                    })
+                    .collect()
+            })
+            .collect();
+        // Held outside this group: more references than the group's own
+        // (the node's, and one per operand naming it); another group's
+        // operand counts as outside, so what it reads is written.
+        let held: Vec<bool> = nodes
+            .iter()
+            .map(|node| {
+                let inside = 1 + nodes
+                    .iter()
+                    .flat_map(|m| &m.x)
+                    .filter(|(s, _)| buf_of(s).is_some_and(|b| Arc::ptr_eq(b, &node.out)))
+                    .count();
+                Arc::strong_count(&node.out) > inside
+            })
+            .collect();
+        let limit = MAX_BINDINGS.min(self.limits.max_storage_buffers_per_shader_stage as usize);
+        let mut s = 0;
+        while s < nodes.len() {
+            let mut e = s + 1;
+            while e < nodes.len() && Run::new(nodes, &srcs, &held, s, e + 1).bindings() <= limit {
+                e += 1;
+            }
+            let run = Run::new(nodes, &srcs, &held, s, e);
+            if !run.outs.is_empty() {
+                if e - s == 1 {
+                    self.encode_one(&nodes[s])?;
+                } else if let Err(err) = self.encode_run(nodes, &srcs, &run) {
+                    // A generated kernel the driver refuses: the ops' own
+                    // kernels, every result written.
+                    log::warn!("{}: eager fusion falls back to one kernel per op: {err}", self.label);
+                    for node in &nodes[s..e] {
+                        self.encode_one(node)?;
+                    }
+                }
+            }
+            s = e;
+        }
+        Ok(())
+    }
+
+    /// One op through its own kernel, into its allocated output.
+    fn encode_one(&self, node: &Node) -> Result<()> {
+        let ctx = ExecContext::eager();
+        let g = &Gpu { dev: self, ctx: &ctx };
+        let x: Vec<Operand> = node
+            .x
+            .iter()
+            .map(|(s, shape)| Operand {
+                storage: s,
+                shape,
+                dtype: DType::F32,
+            })
+            .collect();
+        match node.op {
+            Op::Unary(_) => unary::encode(&node.op, g, &x, &node.shape, DType::F32, &node.out),
+            _ => binary::encode(&node.op, g, &x, &node.shape, DType::F32, &node.out),
+        }
+    }
+
+    /// A run of ops as one generated kernel.
+    fn encode_run(&self, nodes: &[Node], srcs: &[Vec<Src>], run: &Run) -> Result<()> {
+        let n = numel(&nodes[run.s].shape);
+        let full: Vec<&GpuBuf> = run
+            .leaves
+            .iter()
+            .filter(|l| !l.scalar)
+            .map(|l| &*l.buf)
+            .chain(run.outs.iter().map(|&i| &*nodes[i].out))
+            .collect();
+        let wide = self.elements_per_invocation(n, DType::F32, &full) == 8;
+        let src = run.source(nodes, srcs, wide);
+        let sources: &'static [&'static str] = if wide {
+            &[
+                include_str!("../../../shaders/common.wgsl"),
+                include_str!("../../../shaders/elementwise.wgsl"),
+                include_str!("../../../shaders/wide.wgsl"),
+            ]
+        } else {
+            &[
+                include_str!("../../../shaders/common.wgsl"),
+                include_str!("../../../shaders/elementwise.wgsl"),
+            ]
+        };
+        let kernel = super::generated::generated_kernel("eager_fused", src, sources)?;
+        let bufs: Vec<&GpuBuf> = run
+            .leaves
+            .iter()
+            .map(|l| &*l.buf)
+            .chain(run.outs.iter().map(|&i| &*nodes[i].out))
+            .collect();
+        self.launch(&Launch {
+            kernel: &kernel,
+            entry: "main",
+            ty: KType::F32,
+            consts: &[],
+            params: ParamBlock::of(&FusionParams {
+                n: n as u32,
+                ..FusionParams::default()
+            }),
+            bufs: &bufs,
+            groups: grid(if wide { n / 8 } else { n }, 256),
+        })
+    }
+}
+
+/// A leaf of a run: a buffer it reads, whole or as one value.
+struct Leaf {
+    buf: Arc<GpuBuf>,
+    scalar: bool,
+}
+
+/// Waiting ops s..e as one kernel: the buffers it reads and the results it
+/// writes (those held outside the list or read by a later run).
+struct Run {
+    s: usize,
+    e: usize,
+    leaves: Vec<Leaf>,
+    outs: Vec<usize>,
+}
+
+impl Run {
+    fn new(nodes: &[Node], srcs: &[Vec<Src>], held: &[bool], s: usize, e: usize) -> Run {
+        let n = numel(&nodes[s].shape);
+        let mut leaves: Vec<Leaf> = Vec::new();
+        for i in s..e {
+            for src in &srcs[i] {
+                let (buf, scalar) = match *src {
+                    Src::Node(j) if j >= s => continue,
+                    Src::Node(j) => (&nodes[j].out, n == 1),
+                    Src::Buf(k) => {
+                        let (st, shape) = &nodes[i].x[k];
+                        let Some(b) = buf_of(st) else { continue };
+                        (b, numel(shape) == 1)
+                    }
+                };
+                if !leaves.iter().any(|l| Arc::ptr_eq(&l.buf, buf)) {
+                    leaves.push(Leaf {
+                        buf: buf.clone(),
+                        scalar,
+                    });
+                }
+            }
+        }
+        let read_later = |i: usize| srcs[e..].iter().flatten().any(|&src| src == Src::Node(i));
+        let outs = (s..e).filter(|&i| held[i] || read_later(i)).collect();
+        Run { s, e, leaves, outs }
+    }
+
+    fn bindings(&self) -> usize {
+        self.leaves.len() + self.outs.len()
+    }
+
+    /// Index of the leaf holding `buf`.
+    fn leaf(&self, buf: &Arc<GpuBuf>) -> usize {
+        self.leaves.iter().position(|l| Arc::ptr_eq(&l.buf, buf)).unwrap_or(0)
+    }
+
+    /// The kernel: `elem` evaluates the run for one element from the
+    /// values of the whole leaves (`x{k}`; single values are read in
+    /// place), `main` calls it for one element per invocation, or with
+    /// `wide` for eight, read and written as `vec4<u64>`s.
+    fn source(&self, nodes: &[Node], srcs: &[Vec<Src>], wide: bool) -> String {
+        let mut s = String::new();
+        let names: Vec<&str> = nodes[self.s..self.e].iter().map(|m| m.op.name()).collect();
+        let _ = writeln!(s, "// Eager ops fused at a flush: {}.", names.join(" "));
+        let _ = writeln!(
+            s,
+            "struct Params {{\n    n: u32,\n    _p0: u32,\n    _p1: u32,\n    _p2: u32,\n}}\n\
+             @group(0) @binding(0) var<uniform> p: Params;"
+        );
+        let nl = self.leaves.len();
+        let vec = if wide { "vec4<u64>" } else { "f32" };
+        for (k, l) in self.leaves.iter().enumerate() {
+            let ty = if l.scalar { "f32" } else { vec };
+            let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<{ty}>;", k + 1);
+        }
+        for j in 0..self.outs.len() {
+            let _ = writeln!(
+                s,
+                "@group(0) @binding({}) var<storage, read_write> o{j}: array<{vec}>;",
+                nl + 1 + j
+            );
+        }
+        let fields: Vec<String> = (0..self.outs.len()).map(|j| format!("v{j}: f32")).collect();
+        let _ = writeln!(s, "\nstruct Out {{\n    {},\n}}\n", fields.join(",\n    "));
+        let whole: Vec<usize> = (0..nl).filter(|&k| !self.leaves[k].scalar).collect();
+        let args: Vec<String> = whole.iter().map(|k| format!("x{k}: f32")).collect();
+        let _ = writeln!(s, "fn elem({}) -> Out {{", args.join(", "));
+        for i in self.s..self.e {
+            let arg = |k: usize| match srcs[i][k] {
+                Src::Node(j) if j >= self.s => format!("t{j}"),
+                Src::Node(j) => self.value(self.leaf(&nodes[j].out)),
+                Src::Buf(k) => match buf_of(&nodes[i].x[k].0) {
+                    Some(b) => self.value(self.leaf(b)),
+                    None => "0.0".into(),
+                },
+            };
+            let rhs = match nodes[i].op {
+                Op::Unary(u) => {
+                    let alpha = if let crate::core::op::unary::UnaryOp::LeakyRelu(a) = u {
+                        a
+                    } else {
+                        0.0
+                    };
+                    format!(
+                        "unary_apply({}u, {}, bitcast<f32>({}u))",
+                        u.code(),
+                        arg(0),
+                        alpha.to_bits()
+                    )
+                }
+                Op::Binary(b) => format!("binary_apply({}u, {}, {})", b as u32, arg(0), arg(1)),
+                _ => "0.0".into(),
+            };
+            let _ = writeln!(s, "    let t{i} = {rhs};");
+        }
+        let vals: Vec<String> = self.outs.iter().map(|i| format!("t{i}")).collect();
+        let _ = writeln!(s, "    return Out({});\n}}", vals.join(", "));
+        let _ = writeln!(
+            s,
+            "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
+             @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let j = linear_index(gid, nwg);"
+        );
+        if !wide {
+            let xs: Vec<String> = whole.iter().map(|k| format!("l{k}[j]")).collect();
+            let _ = writeln!(s, "    if (j >= p.n) {{\n        return;\n    }}");
+            let _ = writeln!(s, "    let e = elem({});", xs.join(", "));
+            for j in 0..self.outs.len() {
+                let _ = writeln!(s, "    o{j}[j] = e.v{j};");
+            }
+            s.push_str("}\n");
+            return s;
+        }
+        let _ = writeln!(s, "    if (j >= p.n / 8u) {{\n        return;\n    }}");
+        for k in &whole {
+            let _ = writeln!(s, "    let w{k} = unpack8(l{k}[j]);");
+        }
+        const LANES: [&str; 8] = ["lo.x", "lo.y", "lo.z", "lo.w", "hi.x", "hi.y", "hi.z", "hi.w"];
+        for (c, lane) in LANES.iter().enumerate() {
+            let xs: Vec<String> = whole.iter().map(|k| format!("w{k}.{lane}")).collect();
+            let _ = writeln!(s, "    let e{c} = elem({});", xs.join(", "));
+        }
+        for j in 0..self.outs.len() {
+            let v: Vec<String> = (0..8).map(|c| format!("e{c}.v{j}")).collect();
+            let _ = writeln!(
+                s,
+                "    o{j}[j] = pack8(Eight(vec4<f32>({}), vec4<f32>({})));",
+                v[..4].join(", "),
+                v[4..].join(", ")
+            );
+        }
+        s.push_str("}\n");
+        s
+    }
+
+    /// The WGSL value of leaf `k` inside `elem`.
+    fn value(&self, k: usize) -> String {
+        if self.leaves[k].scalar {
+            format!("l{k}[0]")
+        } else {
+            format!("x{k}")
+        }
+    }
+}

@@ -1,0 +1,402 @@
+//! Eager fusion on every GPU adapter: elementwise f32 ops called one by one
+//! wait and run as generated kernels when something needs the device
+//! (runtime::wgpu::fusion). Random programs of waiting ops, with results
+//! held, dropped, read in the middle and consumed by other kernels, must
+//! give the CPU device's values; intermediates no one holds must cost no
+//! launch; special values must pass through both generated forms.
+
+mod common;
+
+use common::*;
+use wgflow::nn::optimizers::Adam;
+use wgflow::ops::binary::BinaryOp;
+use wgflow::ops::unary::UnaryOp;
+use wgflow::ops::{self, Op};
+use wgflow::runtime::wgpu::force_cpu_style_kernels;
+use wgflow::{DType, Device, GradientTape, Tensor, Variable};
+
+/// Tests that count a device's launches run alone (write); the others
+/// share it (read).
+static LAUNCHES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn shared() -> std::sync::RwLockReadGuard<'static, ()> {
+    LAUNCHES.read().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A small deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    fn chance(&mut self, p: f64) -> bool {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64 <= p
+    }
+}
+
+/// Continuous ops only: the devices' transcendental functions differ in
+/// the last bits, which a discontinuity could turn into different values.
+const UNARY: [UnaryOp; 10] = [
+    UnaryOp::Tanh,
+    UnaryOp::Sin,
+    UnaryOp::Sigmoid,
+    UnaryOp::Relu,
+    UnaryOp::Neg,
+    UnaryOp::Abs,
+    UnaryOp::Exp,
+    UnaryOp::Gelu,
+    UnaryOp::Softplus,
+    UnaryOp::LeakyRelu(0.3),
+];
+const BINARY: [BinaryOp; 6] = [
+    BinaryOp::Add,
+    BinaryOp::Sub,
+    BinaryOp::Mul,
+    BinaryOp::Maximum,
+    BinaryOp::Minimum,
+    BinaryOp::SquaredDifference,
+];
+
+fn close(got: &Tensor, want: &Tensor, what: &str) {
+    assert_eq!(got.shape(), want.shape(), "{what}");
+    let (g, w) = (got.to_vec::<f32>().unwrap(), want.to_vec::<f32>().unwrap());
+    for (i, (a, b)) in g.iter().zip(&w).enumerate() {
+        let ok = (a.is_nan() && b.is_nan()) || a == b || (a - b).abs() <= 1e-4 + 1e-4 * b.abs();
+        assert!(ok, "{what}: element {i}: {a} against the CPU device's {b}");
+    }
+}
+
+/// One random program on `d` and on the CPU device, op by op; returns
+/// how many values it compared.
+fn program(d: &Device, n: usize, seed: u64) -> usize {
+    let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
+    let leaf = |shape: &[usize], s: u64| uniform(shape, -2.0, 2.0, s, DType::F32);
+    let host: Vec<Tensor> = vec![
+        leaf(&[n], seed),
+        leaf(&[n], seed + 1),
+        leaf(&[n], seed + 2),
+        leaf(&[], seed + 3),
+        leaf(&[1], seed + 4),
+    ];
+    // (on d, on the CPU, a label): leaves first, then results.
+    let mut pool: Vec<(Tensor, Tensor, String)> = host
+        .iter()
+        .enumerate()
+        .map(|(k, t)| (t.to_device(d).unwrap(), t.clone(), format!("leaf {k}")))
+        .collect();
+    let mut compared = 0;
+    for step in 0..14 {
+        // Mostly recent results, so that chains form.
+        let pick = |rng: &mut Rng| {
+            if pool.len() > 5 && rng.chance(0.7) {
+                pool.len() - 1 - rng.below(3.min(pool.len() - 5))
+            } else {
+                rng.below(pool.len())
+            }
+        };
+        let op = if rng.chance(0.45) {
+            Op::Unary(UNARY[rng.below(UNARY.len())])
+        } else {
+            Op::Binary(BINARY[rng.below(BINARY.len())])
+        };
+        let args: Vec<usize> = (0..if matches!(op, Op::Unary(_)) { 1 } else { 2 })
+            .map(|_| pick(&mut rng))
+            .collect();
+        let on_d: Vec<&Tensor> = args.iter().map(|&i| &pool[i].0).collect();
+        let on_cpu: Vec<&Tensor> = args.iter().map(|&i| &pool[i].1).collect();
+        let got = ops::apply(op.clone(), &on_d).unwrap();
+        let want = ops::apply(op.clone(), &on_cpu).unwrap();
+        let label = format!("step {step} {} of {:?}", op.name(), args);
+        pool.push((got, want, label));
+        // Drop a result now and then: unless a later op reads it, no one
+        // holds it, and it is never written.
+        if pool.len() > 6 && rng.chance(0.35) {
+            let i = 5 + rng.below(pool.len() - 6);
+            pool.remove(i);
+        }
+        // Read one in the middle now and then (a flush with ops waiting).
+        if rng.chance(0.15) {
+            let i = rng.below(pool.len());
+            close(&pool[i].0, &pool[i].1, &format!("{d} n={n} seed={seed}: {}", pool[i].2));
+            compared += 1;
+        }
+        // Hand one to a kernel that does not wait (a reduction).
+        if rng.chance(0.1) {
+            let i = rng.below(pool.len());
+            let (g, w) = (pool[i].0.sum(None, false).unwrap(), pool[i].1.sum(None, false).unwrap());
+            let (g, w) = (g.item().unwrap(), w.item().unwrap());
+            assert!(
+                (g - w).abs() <= 1e-3 * (1.0 + w.abs()) * (n as f64).sqrt(),
+                "{d} n={n} seed={seed}: sum of {}: {g} against {w}",
+                pool[i].2
+            );
+        }
+    }
+    for (g, w, label) in &pool {
+        close(g, w, &format!("{d} n={n} seed={seed}: {label}"));
+        compared += 1;
+    }
+    compared
+}
+
+#[test]
+fn random_programs_match_the_cpu_device() {
+    let _shared = shared();
+    for d in gpus() {
+        // Both kernel families: the eight-wide one of CPU adapters and the
+        // one element per invocation of GPUs.
+        for cpu_style in [true, false] {
+            force_cpu_style_kernels(Some(cpu_style));
+            let mut compared = 0;
+            // 1 (every operand one value), odd, a multiple of 8, a prime.
+            for n in [1, 7, 8, 40, 1031, 4096] {
+                for seed in 0..6 {
+                    compared += program(&d, n, 1000 * n as u64 + seed);
+                }
+            }
+            force_cpu_style_kernels(None);
+            assert!(compared > 100, "{d}: compared {compared} values");
+        }
+    }
+}
+
+/// The chain: x * y + x, exp, then the bounds; all but the result die.
+fn chain(x: &Tensor, y: &Tensor, lo: &Tensor, hi: &Tensor) -> Tensor {
+    x.mul(y)
+        .unwrap()
+        .add(x)
+        .unwrap()
+        .exp()
+        .unwrap()
+        .maximum(lo)
+        .unwrap()
+        .minimum(hi)
+        .unwrap()
+}
+
+#[test]
+fn a_chain_is_one_launch_and_dead_results_none() {
+    let _alone = LAUNCHES.write().unwrap_or_else(|p| p.into_inner());
+    for d in gpus() {
+        for n in [4096, 1031] {
+            let host = [
+                uniform(&[n], -1.0, 1.0, 1, DType::F32),
+                uniform(&[n], -1.0, 1.0, 2, DType::F32),
+            ];
+            let x = host[0].to_device(&d).unwrap();
+            let y = host[1].to_device(&d).unwrap();
+            let lo = Tensor::scalar(0.5f32, &d).unwrap();
+            let hi = Tensor::scalar(2.0f32, &d).unwrap();
+            d.synchronize().unwrap();
+            let before = d.counters().dispatches;
+            let out = chain(&x, &y, &lo, &hi);
+            let got = out.to_vec::<f32>().unwrap();
+            assert_eq!(d.counters().dispatches - before, 1, "{d} n={n}: one generated kernel");
+            let want = chain(
+                &host[0],
+                &host[1],
+                &Tensor::scalar(0.5f32, &cpu()).unwrap(),
+                &Tensor::scalar(2.0f32, &cpu()).unwrap(),
+            );
+            close(&out, &want, &format!("{d} n={n}: chain"));
+            assert_eq!(got.len(), n);
+
+            // A result dropped unread is never computed.
+            let before = d.counters().dispatches;
+            drop(chain(&x, &y, &lo, &hi));
+            drop(x.exp().unwrap());
+            d.synchronize().unwrap();
+            assert_eq!(
+                d.counters().dispatches,
+                before,
+                "{d} n={n}: dead results launch nothing"
+            );
+
+            // Held intermediates are written by the same kernel.
+            let before = d.counters().dispatches;
+            let a = x.mul(&y).unwrap();
+            let b = a.add(&x).unwrap().exp().unwrap();
+            let c = b.maximum(&lo).unwrap();
+            drop(b);
+            close(&a, &host[0].mul(&host[1]).unwrap(), &format!("{d}: held a"));
+            assert_eq!(d.counters().dispatches - before, 1, "{d} n={n}: a and c in one kernel");
+            let want_c = host[0]
+                .mul(&host[1])
+                .unwrap()
+                .add(&host[0])
+                .unwrap()
+                .exp()
+                .unwrap()
+                .maximum(&Tensor::scalar(0.5f32, &cpu()).unwrap())
+                .unwrap();
+            close(&c, &want_c, &format!("{d}: held c"));
+        }
+    }
+}
+
+#[test]
+fn other_kernels_read_waiting_results_in_order() {
+    let _shared = shared();
+    for d in gpus() {
+        let host = uniform(&[6, 8], -1.0, 1.0, 3, DType::F32);
+        let x = host.to_device(&d).unwrap();
+        // A matmul, a softmax and a reshape read results still waiting.
+        let h = x.mul(&x).unwrap().add(&x).unwrap();
+        let p = h.matmul(&h.transpose(&[1, 0]).unwrap()).unwrap();
+        let s = h.tanh().unwrap().reshape(&[48]).unwrap().softmax(-1).unwrap();
+        let hh = host.mul(&host).unwrap().add(&host).unwrap();
+        close(
+            &p,
+            &hh.matmul(&hh.transpose(&[1, 0]).unwrap()).unwrap(),
+            &format!("{d}: matmul"),
+        );
+        close(
+            &s,
+            &hh.tanh().unwrap().reshape(&[48]).unwrap().softmax(-1).unwrap(),
+            &format!("{d}: softmax"),
+        );
+        // Adam's step after a waiting op read the variable: the op sees
+        // the old value, the variable the new one.
+        let v = Variable::new(x.clone(), "v");
+        let before = v.value().mul(&x).unwrap();
+        let g = x.add(&x).unwrap();
+        Adam::new(0.1)
+            .apply_gradients(&[Some(g)], std::slice::from_ref(&v))
+            .unwrap();
+        close(
+            &before,
+            &host.mul(&host).unwrap(),
+            &format!("{d}: read before the step"),
+        );
+        let vc = Variable::new(host.clone(), "v");
+        Adam::new(0.1)
+            .apply_gradients(&[Some(host.add(&host).unwrap())], std::slice::from_ref(&vc))
+            .unwrap();
+        close(&v.value(), &vc.value(), &format!("{d}: the step"));
+    }
+}
+
+#[test]
+fn gradients_through_waiting_ops() {
+    let _shared = shared();
+    for d in gpus() {
+        let host = uniform(&[1031], -1.0, 1.0, 4, DType::F32);
+        let run = |dev: &Device| {
+            let x = Variable::new(host.to_device(dev).unwrap(), "x");
+            let tape = GradientTape::new();
+            let xv = x.value();
+            let y = xv
+                .mul(&xv)
+                .unwrap()
+                .add(&xv)
+                .unwrap()
+                .sigmoid()
+                .unwrap()
+                .mul(&xv)
+                .unwrap();
+            let loss = y.sum(None, false).unwrap();
+            tape.gradient(&loss, &[&x]).unwrap().remove(0).unwrap()
+        };
+        close(&run(&d), &run(&cpu()), &format!("{d}: gradient"));
+    }
+}
+
+#[test]
+fn special_values_through_generated_kernels() {
+    let _shared = shared();
+    let specials = [
+        f32::NAN,
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        0.0,
+        -0.0,
+        1.0,
+        -1.0,
+        f32::MIN_POSITIVE,
+    ];
+    for d in gpus() {
+        for cpu_style in [true, false] {
+            force_cpu_style_kernels(Some(cpu_style));
+            // 64 values (both forms) and 63 (one per invocation).
+            for n in [64, 63] {
+                let a: Vec<f32> = (0..n).map(|i| specials[i % 8]).collect();
+                let b: Vec<f32> = (0..n).map(|i| specials[(i / 8) % 8]).collect();
+                let run = |dev: &Device| {
+                    let a = Tensor::from_vec(a.clone(), &[n], dev).unwrap();
+                    let b = Tensor::from_vec(b.clone(), &[n], dev).unwrap();
+                    let m = Tensor::scalar(-1.0f32, dev).unwrap();
+                    let t = a.mul(&b).unwrap().mul(&m).unwrap();
+                    let u = t.maximum(&a).unwrap().sub(&b).unwrap().exp().unwrap();
+                    let v = a.minimum(&b).unwrap().add(&t).unwrap().relu().unwrap();
+                    [t, u, v].map(|t| t.to_vec::<f32>().unwrap())
+                };
+                let (got, want) = (run(&d), run(&cpu()));
+                for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                    for (i, (x, y)) in g.iter().zip(w).enumerate() {
+                        // NaN as NaN, infinities and zeros to the sign, the rest
+                        // to the devices' exp (last bits).
+                        let same = (x.is_nan() && y.is_nan())
+                            || x.to_bits() == y.to_bits()
+                            || (x.is_finite() && *y != 0.0 && (x - y).abs() <= 1e-6 * y.abs());
+                        assert!(same, "{d} n={n}: result {k} element {i}: {x:?} against {y:?}");
+                    }
+                }
+            }
+            force_cpu_style_kernels(None);
+        }
+    }
+}
+
+#[test]
+fn threads_sharing_a_device() {
+    let _shared = shared();
+    for d in gpus() {
+        let host = uniform(&[4096], -1.0, 1.0, 5, DType::F32);
+        let want = host.mul(&host).unwrap().tanh().unwrap().add(&host).unwrap();
+        std::thread::scope(|s| {
+            for k in 0..3 {
+                let (d, host, want) = (&d, &host, &want);
+                s.spawn(move || {
+                    let x = host.to_device(d).unwrap();
+                    for _ in 0..20 {
+                        let y = x.mul(&x).unwrap().tanh().unwrap().add(&x).unwrap();
+                        close(&y, want, &format!("{d}: thread {k}"));
+                    }
+                });
+            }
+        });
+    }
+}
+
+#[test]
+fn long_chains_split_where_bindings_run_out() {
+    let _shared = shared();
+    for d in gpus() {
+        for n in [4096, 1031] {
+            let host: Vec<Tensor> = (0..24).map(|k| uniform(&[n], -1.0, 1.0, 50 + k, DType::F32)).collect();
+            let on_d: Vec<Tensor> = host.iter().map(|t| t.to_device(&d).unwrap()).collect();
+            // One new leaf per op: a list of 16 waiting ops binds 17
+            // leaves, so it is cut inside, and the ops after the cut read
+            // the value before it, which no one else holds.
+            let sum = |ts: &[Tensor]| {
+                let mut t = ts[0].clone();
+                for (k, u) in ts[1..].iter().enumerate() {
+                    t = if k % 2 == 0 {
+                        t.mul(u).unwrap()
+                    } else {
+                        t.add(u).unwrap()
+                    };
+                }
+                t
+            };
+            close(&sum(&on_d), &sum(&host), &format!("{d} n={n}: 24 leaves"));
+        }
+    }
+}
