@@ -400,3 +400,42 @@ fn long_chains_split_where_bindings_run_out() {
         }
     }
 }
+
+/// Child: a chain whose waiting results would pass a 64 MiB limit if
+/// they were all kept: an allocation that finds no room encodes the list,
+/// and the results no one holds make room.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_chain_over_the_limit() {
+    let d = Device::gpu(0).expect("gpu:0");
+    let n = 2 << 20; // 8 MiB of f32
+    let host = uniform(&[n], -1.0, 1.0, 9, DType::F32);
+    let x = host.to_device(&d).unwrap();
+    let step = |t: Tensor, x: &Tensor| t.mul(x).unwrap().tanh().unwrap().add(x).unwrap();
+    let (mut t, mut w) = (x.clone(), host.clone());
+    // 15 ops: 120 MiB of results, 8 MiB held at a time.
+    for _ in 0..5 {
+        t = step(t, &x);
+        w = step(w, &host);
+    }
+    close(&t, &w, &format!("{d}: chain over the limit"));
+    println!("DONE ok");
+}
+
+#[test]
+fn waiting_results_never_cause_out_of_memory() {
+    if gpus().is_empty() {
+        return;
+    }
+    for growth in ["true", "false"] {
+        let (ok, out, err) = run_child(
+            "child_chain_over_the_limit",
+            &[
+                ("WGFLOW_MEMORY_LIMIT_MB", "64"),
+                ("WGFLOW_FORCE_GPU_ALLOW_GROWTH", growth),
+            ],
+        );
+        assert!(ok, "growth {growth}:\n{out}\n{err}");
+        assert_eq!(tagged(&out, "DONE"), vec!["ok"], "growth {growth}");
+    }
+}
