@@ -150,8 +150,9 @@ fn program(d: &Device, n: usize, seed: u64) -> usize {
 fn random_programs_match_the_cpu_device() {
     let _shared = shared();
     for d in gpus() {
-        // Both kernel families: the eight-wide one of CPU adapters and the
-        // one element per invocation of GPUs.
+        // Both kernel families: the CPU adapters' (eight elements per
+        // invocation) and the GPUs' (four); lengths that are not multiples
+        // of 4 take one.
         for cpu_style in [true, false] {
             force_cpu_style_kernels(Some(cpu_style));
             let mut compared = 0;
@@ -324,7 +325,7 @@ fn special_values_through_generated_kernels() {
     for d in gpus() {
         for cpu_style in [true, false] {
             force_cpu_style_kernels(Some(cpu_style));
-            // 64 values (both forms) and 63 (one per invocation).
+            // 64 values (eight or four per invocation) and 63 (one).
             for n in [64, 63] {
                 let a: Vec<f32> = (0..n).map(|i| specials[i % 8]).collect();
                 let b: Vec<f32> = (0..n).map(|i| specials[(i / 8) % 8]).collect();

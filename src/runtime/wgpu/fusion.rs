@@ -22,8 +22,9 @@
 //! evaluates the run per element in registers (the same `unary_apply` and
 //! `binary_apply` as the ops' kernels) and writes the results held. The
 //! generated kernels take n as a uniform, so one pipeline serves every
-//! length; CPU adapters with 64-bit integers get the eight-wide form
-//! (shaders/wide.wgsl) where n is a multiple of 8.
+//! length. Where n and the buffers' offsets allow, an invocation takes
+//! four elements as vec4s, or on CPU adapters with 64-bit integers eight
+//! as a `vec4<u64>` (shaders/wide.wgsl), as the ops' own kernels do.
 //!
 //! `WGFLOW_EAGER_FUSION=0` turns this off (each op is encoded when called).
 
@@ -274,9 +275,9 @@ impl GpuDevice {
             .map(|l| &*l.buf)
             .chain(run.outs.iter().map(|&i| &*nodes[i].out))
             .collect();
-        let wide = self.elements_per_invocation(n, DType::F32, &full) == 8;
-        let src = run.source(nodes, srcs, wide);
-        let sources: &'static [&'static str] = if wide {
+        let per = self.elements_per_invocation(n, DType::F32, &full);
+        let src = run.source(nodes, srcs, per);
+        let sources: &'static [&'static str] = if per == 8 {
             &[
                 include_str!("../../../shaders/common.wgsl"),
                 include_str!("../../../shaders/elementwise.wgsl"),
@@ -305,7 +306,7 @@ impl GpuDevice {
                 ..FusionParams::default()
             }),
             bufs: &bufs,
-            groups: grid(if wide { n / 8 } else { n }, 256),
+            groups: grid(n / per, 256),
         })
     }
 }
@@ -365,8 +366,9 @@ impl Run {
     /// The kernel: `elem` evaluates the run for one element from the
     /// values of the whole leaves (`x{k}`; single values are read in
     /// place), `main` calls it for one element per invocation, or with
-    /// `wide` for eight, read and written as `vec4<u64>`s.
-    fn source(&self, nodes: &[Node], srcs: &[Vec<Src>], wide: bool) -> String {
+    /// `per` of 4 for four, read and written as vec4s, or 8 for eight, as
+    /// `vec4<u64>`s (shaders/wide.wgsl).
+    fn source(&self, nodes: &[Node], srcs: &[Vec<Src>], per: usize) -> String {
         let mut s = String::new();
         let names: Vec<&str> = nodes[self.s..self.e].iter().map(|m| m.op.name()).collect();
         let _ = writeln!(s, "// Eager ops fused at a flush: {}.", names.join(" "));
@@ -376,7 +378,11 @@ impl Run {
              @group(0) @binding(0) var<uniform> p: Params;"
         );
         let nl = self.leaves.len();
-        let vec = if wide { "vec4<u64>" } else { "f32" };
+        let vec = match per {
+            8 => "vec4<u64>",
+            4 => "vec4<f32>",
+            _ => "f32",
+        };
         for (k, l) in self.leaves.iter().enumerate() {
             let ty = if l.scalar { "f32" } else { vec };
             let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<{ty}>;", k + 1);
@@ -428,7 +434,7 @@ impl Run {
             "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
              @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let j = linear_index(gid, nwg);"
         );
-        if !wide {
+        if per == 1 {
             let xs: Vec<String> = whole.iter().map(|k| format!("l{k}[j]")).collect();
             let _ = writeln!(s, "    if (j >= p.n) {{\n        return;\n    }}");
             let _ = writeln!(s, "    let e = elem({});", xs.join(", "));
@@ -438,23 +444,37 @@ impl Run {
             s.push_str("}\n");
             return s;
         }
-        let _ = writeln!(s, "    if (j >= p.n / 8u) {{\n        return;\n    }}");
+        let _ = writeln!(s, "    if (j >= p.n / {per}u) {{\n        return;\n    }}");
         for k in &whole {
-            let _ = writeln!(s, "    let w{k} = unpack8(l{k}[j]);");
+            let load = if per == 8 {
+                format!("unpack8(l{k}[j])")
+            } else {
+                format!("l{k}[j]")
+            };
+            let _ = writeln!(s, "    let w{k} = {load};");
         }
         const LANES: [&str; 8] = ["lo.x", "lo.y", "lo.z", "lo.w", "hi.x", "hi.y", "hi.z", "hi.w"];
-        for (c, lane) in LANES.iter().enumerate() {
+        let lanes = if per == 8 {
+            &LANES[..]
+        } else {
+            &["x", "y", "z", "w"][..]
+        };
+        for (c, lane) in lanes.iter().enumerate() {
             let xs: Vec<String> = whole.iter().map(|k| format!("w{k}.{lane}")).collect();
             let _ = writeln!(s, "    let e{c} = elem({});", xs.join(", "));
         }
         for j in 0..self.outs.len() {
-            let v: Vec<String> = (0..8).map(|c| format!("e{c}.v{j}")).collect();
-            let _ = writeln!(
-                s,
-                "    o{j}[j] = pack8(Eight(vec4<f32>({}), vec4<f32>({})));",
-                v[..4].join(", "),
-                v[4..].join(", ")
-            );
+            let v: Vec<String> = (0..per).map(|c| format!("e{c}.v{j}")).collect();
+            let store = if per == 8 {
+                format!(
+                    "pack8(Eight(vec4<f32>({}), vec4<f32>({})))",
+                    v[..4].join(", "),
+                    v[4..].join(", ")
+                )
+            } else {
+                format!("vec4<f32>({})", v.join(", "))
+            };
+            let _ = writeln!(s, "    o{j}[j] = {store};");
         }
         s.push_str("}\n");
         s
