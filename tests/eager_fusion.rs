@@ -42,10 +42,11 @@ impl Rng {
 }
 
 /// Continuous ops only: the devices' transcendental functions differ in
-/// the last bits, which a discontinuity could turn into different values.
+/// the last bits, which a discontinuity could turn into different values
+/// (and no periodic ones, where those bits of a large argument matter).
 const UNARY: [UnaryOp; 10] = [
     UnaryOp::Tanh,
-    UnaryOp::Sin,
+    UnaryOp::Softsign,
     UnaryOp::Sigmoid,
     UnaryOp::Relu,
     UnaryOp::Neg,
@@ -73,17 +74,26 @@ fn close(got: &Tensor, want: &Tensor, what: &str) {
     }
 }
 
-/// One random program on `d` and on the CPU device, op by op; returns
-/// how many values it compared.
-fn program(d: &Device, n: usize, seed: u64) -> usize {
+/// Leaves of a program: three tensors of the full shape, a row, a
+/// column, and two single values.
+const LEAVES: usize = 7;
+
+/// One random program over `[r, c]` on `d` and on the CPU device, op by
+/// op; returns how many values it compared. Its values have the shapes
+/// of its leaves and of their broadcasts: `[r, c]`, rows, columns and
+/// single values, so lists hold ops of several lengths.
+fn program(d: &Device, (r, c): (usize, usize), seed: u64) -> usize {
+    let n = r * c;
     let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
     let leaf = |shape: &[usize], s: u64| uniform(shape, -2.0, 2.0, s, DType::F32);
     let host: Vec<Tensor> = vec![
-        leaf(&[n], seed),
-        leaf(&[n], seed + 1),
-        leaf(&[n], seed + 2),
-        leaf(&[], seed + 3),
-        leaf(&[1], seed + 4),
+        leaf(&[r, c], seed),
+        leaf(&[r, c], seed + 1),
+        leaf(&[r, c], seed + 2),
+        leaf(&[c], seed + 3),
+        leaf(&[r, 1], seed + 4),
+        leaf(&[], seed + 5),
+        leaf(&[1], seed + 6),
     ];
     // (on d, on the CPU, a label): leaves first, then results.
     let mut pool: Vec<(Tensor, Tensor, String)> = host
@@ -95,8 +105,8 @@ fn program(d: &Device, n: usize, seed: u64) -> usize {
     for step in 0..14 {
         // Mostly recent results, so that chains form.
         let pick = |rng: &mut Rng| {
-            if pool.len() > 5 && rng.chance(0.7) {
-                pool.len() - 1 - rng.below(3.min(pool.len() - 5))
+            if pool.len() > LEAVES && rng.chance(0.7) {
+                pool.len() - 1 - rng.below(3.min(pool.len() - LEAVES))
             } else {
                 rng.below(pool.len())
             }
@@ -117,14 +127,18 @@ fn program(d: &Device, n: usize, seed: u64) -> usize {
         pool.push((got, want, label));
         // Drop a result now and then: unless a later op reads it, no one
         // holds it, and it is never written.
-        if pool.len() > 6 && rng.chance(0.35) {
-            let i = 5 + rng.below(pool.len() - 6);
+        if pool.len() > LEAVES + 1 && rng.chance(0.35) {
+            let i = LEAVES + rng.below(pool.len() - LEAVES - 1);
             pool.remove(i);
         }
         // Read one in the middle now and then (a flush with ops waiting).
         if rng.chance(0.15) {
             let i = rng.below(pool.len());
-            close(&pool[i].0, &pool[i].1, &format!("{d} n={n} seed={seed}: {}", pool[i].2));
+            close(
+                &pool[i].0,
+                &pool[i].1,
+                &format!("{d} [{r}, {c}] seed={seed}: {}", pool[i].2),
+            );
             compared += 1;
         }
         // Hand one to a kernel that does not wait (a reduction).
@@ -134,13 +148,13 @@ fn program(d: &Device, n: usize, seed: u64) -> usize {
             let (g, w) = (g.item().unwrap(), w.item().unwrap());
             assert!(
                 (g - w).abs() <= 1e-3 * (1.0 + w.abs()) * (n as f64).sqrt(),
-                "{d} n={n} seed={seed}: sum of {}: {g} against {w}",
+                "{d} [{r}, {c}] seed={seed}: sum of {}: {g} against {w}",
                 pool[i].2
             );
         }
     }
     for (g, w, label) in &pool {
-        close(g, w, &format!("{d} n={n} seed={seed}: {label}"));
+        close(g, w, &format!("{d} [{r}, {c}] seed={seed}: {label}"));
         compared += 1;
     }
     compared
@@ -156,10 +170,11 @@ fn random_programs_match_the_cpu_device() {
         for cpu_style in [true, false] {
             force_cpu_style_kernels(Some(cpu_style));
             let mut compared = 0;
-            // 1 (every operand one value), odd, a multiple of 8, a prime.
-            for n in [1, 7, 8, 40, 1031, 4096] {
-                for seed in 0..6 {
-                    compared += program(&d, n, 1000 * n as u64 + seed);
+            // One element; odd and prime lengths; rows of periods 8 (read
+            // as vectors), 12 and 6 (element by element) and 1; columns.
+            for shape in [(1, 1), (1, 7), (7, 6), (5, 8), (8, 12), (1031, 1), (3, 1031), (64, 64)] {
+                for seed in 0..5 {
+                    compared += program(&d, shape, 1000 * (shape.0 * shape.1) as u64 + seed);
                 }
             }
             force_cpu_style_kernels(None);

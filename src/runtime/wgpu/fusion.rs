@@ -33,6 +33,8 @@ use super::{ExecContext, Gpu, GpuDevice, KType, Launch, ParamBlock, binary, grid
 use crate::core::dtype::DType;
 use crate::core::error::Result;
 use crate::core::op::Op;
+use crate::core::op::binary::{is_column, without_leading_ones};
+use crate::core::op::unary::UnaryOp;
 use crate::core::shape::numel;
 use crate::runtime::{Operand, Storage};
 use std::cell::Cell;
@@ -113,7 +115,7 @@ impl GpuDevice {
             && dtype == DType::F32
             && n > 0
             && x.iter().all(|o| {
-                o.dtype == DType::F32 && matches!(o.storage, Storage::Gpu(_)) && (o.numel() == n || o.numel() == 1)
+                o.dtype == DType::F32 && matches!(o.storage, Storage::Gpu(_)) && Kind::of(o.shape, shape).is_some()
             })
     }
 
@@ -271,12 +273,22 @@ impl GpuDevice {
         let full: Vec<&GpuBuf> = run
             .leaves
             .iter()
-            .filter(|l| !l.scalar)
+            .filter(|l| l.kind == Kind::Full)
             .map(|l| &*l.buf)
             .chain(run.outs.iter().map(|&i| &*nodes[i].out))
             .collect();
         let per = self.elements_per_invocation(n, DType::F32, &full);
-        let src = run.source(nodes, srcs, per);
+        // Rows load as vectors where their period and offset allow.
+        let vector: Vec<bool> = run
+            .leaves
+            .iter()
+            .map(|l| match l.kind {
+                Kind::Full => per > 1,
+                Kind::Row(p) => per > 1 && p % per == 0 && l.buf.offset % (4 * per as u64) == 0,
+                Kind::Scalar | Kind::Col(_) => false,
+            })
+            .collect();
+        let src = run.source(nodes, srcs, per, &vector);
         let sources: &'static [&'static str] = if per == 8 {
             &[
                 include_str!("../../../shaders/common.wgsl"),
@@ -311,10 +323,43 @@ impl GpuDevice {
     }
 }
 
-/// A leaf of a run: a buffer it reads, whole or as one value.
+/// How a run reads a leaf at element i of its output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Kind {
+    /// Laid out like the output: element i.
+    Full,
+    /// One value: element 0.
+    Scalar,
+    /// A row repeating with period p (a bias): element i % p.
+    Row(usize),
+    /// Each value repeated q times (a column): element i / q.
+    Col(usize),
+}
+
+impl Kind {
+    /// How an operand of `shape` broadcasts over `out`, if a run can read it.
+    fn of(shape: &[usize], out: &[usize]) -> Option<Kind> {
+        let (m, n) = (numel(shape), numel(out));
+        if m == n {
+            Some(Kind::Full)
+        } else if m == 1 {
+            Some(Kind::Scalar)
+        } else if m == 0 {
+            None
+        } else if !shape.is_empty() && out.ends_with(without_leading_ones(shape)) {
+            Some(Kind::Row(m))
+        } else if is_column(shape, out) {
+            Some(Kind::Col(n / m))
+        } else {
+            None
+        }
+    }
+}
+
+/// A leaf of a run: a buffer it reads, and how.
 struct Leaf {
     buf: Arc<GpuBuf>,
-    scalar: bool,
+    kind: Kind,
 }
 
 /// Waiting ops s..e as one kernel: the buffers it reads and the results it
@@ -328,24 +373,14 @@ struct Run {
 
 impl Run {
     fn new(nodes: &[Node], srcs: &[Vec<Src>], held: &[bool], s: usize, e: usize) -> Run {
-        let n = numel(&nodes[s].shape);
         let mut leaves: Vec<Leaf> = Vec::new();
         for i in s..e {
-            for src in &srcs[i] {
-                let (buf, scalar) = match *src {
-                    Src::Node(j) if j >= s => continue,
-                    Src::Node(j) => (&nodes[j].out, n == 1),
-                    Src::Buf(k) => {
-                        let (st, shape) = &nodes[i].x[k];
-                        let Some(b) = buf_of(st) else { continue };
-                        (b, numel(shape) == 1)
-                    }
+            for k in 0..srcs[i].len() {
+                let Some((buf, kind)) = Run::operand(nodes, srcs, s, i, k) else {
+                    continue;
                 };
-                if !leaves.iter().any(|l| Arc::ptr_eq(&l.buf, buf)) {
-                    leaves.push(Leaf {
-                        buf: buf.clone(),
-                        scalar,
-                    });
+                if !leaves.iter().any(|l| Arc::ptr_eq(&l.buf, buf) && l.kind == kind) {
+                    leaves.push(Leaf { buf: buf.clone(), kind });
                 }
             }
         }
@@ -358,17 +393,39 @@ impl Run {
         self.leaves.len() + self.outs.len()
     }
 
-    /// Index of the leaf holding `buf`.
-    fn leaf(&self, buf: &Arc<GpuBuf>) -> usize {
-        self.leaves.iter().position(|l| Arc::ptr_eq(&l.buf, buf)).unwrap_or(0)
+    /// The leaf that operand k of op i reads in a run starting at s, and
+    /// how; `None` for a result of the run itself.
+    fn operand<'a>(
+        nodes: &'a [Node],
+        srcs: &[Vec<Src>],
+        s: usize,
+        i: usize,
+        k: usize,
+    ) -> Option<(&'a Arc<GpuBuf>, Kind)> {
+        let (st, shape) = &nodes[i].x[k];
+        let kind = Kind::of(shape, &nodes[i].shape)?;
+        match srcs[i][k] {
+            Src::Node(j) if j >= s => None,
+            Src::Node(j) => Some((&nodes[j].out, kind)),
+            Src::Buf(_) => buf_of(st).map(|b| (b, kind)),
+        }
     }
 
-    /// The kernel: `elem` evaluates the run for one element from the
-    /// values of the whole leaves (`x{k}`; single values are read in
-    /// place), `main` calls it for one element per invocation, or with
-    /// `per` of 4 for four, read and written as vec4s, or 8 for eight, as
-    /// `vec4<u64>`s (shaders/wide.wgsl).
-    fn source(&self, nodes: &[Node], srcs: &[Vec<Src>], per: usize) -> String {
+    /// Index of the leaf holding `buf` read as `kind`.
+    fn leaf(&self, buf: &Arc<GpuBuf>, kind: Kind) -> usize {
+        self.leaves
+            .iter()
+            .position(|l| Arc::ptr_eq(&l.buf, buf) && l.kind == kind)
+            .unwrap_or(0)
+    }
+
+    /// The kernel. `elem` evaluates the run at element `i` from the values
+    /// of the leaves read as vectors (`x{k}`; the others it reads itself),
+    /// `main` calls it for `per` elements: one, four read and written as
+    /// vec4s, or eight as `vec4<u64>`s (shaders/wide.wgsl). `vector[k]`:
+    /// leaf k is read as vectors (laid out like the output, or a row whose
+    /// period is a multiple of `per`).
+    fn source(&self, nodes: &[Node], srcs: &[Vec<Src>], per: usize, vector: &[bool]) -> String {
         let mut s = String::new();
         let names: Vec<&str> = nodes[self.s..self.e].iter().map(|m| m.op.name()).collect();
         let _ = writeln!(s, "// Eager ops fused at a flush: {}.", names.join(" "));
@@ -383,8 +440,8 @@ impl Run {
             4 => "vec4<f32>",
             _ => "f32",
         };
-        for (k, l) in self.leaves.iter().enumerate() {
-            let ty = if l.scalar { "f32" } else { vec };
+        for k in 0..nl {
+            let ty = if vector[k] { vec } else { "f32" };
             let _ = writeln!(s, "@group(0) @binding({}) var<storage, read> l{k}: array<{ty}>;", k + 1);
         }
         for j in 0..self.outs.len() {
@@ -396,25 +453,22 @@ impl Run {
         }
         let fields: Vec<String> = (0..self.outs.len()).map(|j| format!("v{j}: f32")).collect();
         let _ = writeln!(s, "\nstruct Out {{\n    {},\n}}\n", fields.join(",\n    "));
-        let whole: Vec<usize> = (0..nl).filter(|&k| !self.leaves[k].scalar).collect();
-        let args: Vec<String> = whole.iter().map(|k| format!("x{k}: f32")).collect();
+        let vectors: Vec<usize> = (0..nl).filter(|&k| vector[k]).collect();
+        let args: Vec<String> = std::iter::once("i: u32".to_string())
+            .chain(vectors.iter().map(|k| format!("x{k}: f32")))
+            .collect();
         let _ = writeln!(s, "fn elem({}) -> Out {{", args.join(", "));
         for i in self.s..self.e {
-            let arg = |k: usize| match srcs[i][k] {
-                Src::Node(j) if j >= self.s => format!("t{j}"),
-                Src::Node(j) => self.value(self.leaf(&nodes[j].out)),
-                Src::Buf(k) => match buf_of(&nodes[i].x[k].0) {
-                    Some(b) => self.value(self.leaf(b)),
-                    None => "0.0".into(),
+            let arg = |k: usize| match Run::operand(nodes, srcs, self.s, i, k) {
+                Some((buf, kind)) => self.value(self.leaf(buf, kind), vector),
+                None => match srcs[i][k] {
+                    Src::Node(j) => format!("t{j}"),
+                    Src::Buf(_) => "0.0".into(),
                 },
             };
             let rhs = match nodes[i].op {
                 Op::Unary(u) => {
-                    let alpha = if let crate::core::op::unary::UnaryOp::LeakyRelu(a) = u {
-                        a
-                    } else {
-                        0.0
-                    };
+                    let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
                     format!(
                         "unary_apply({}u, {}, bitcast<f32>({}u))",
                         u.code(),
@@ -434,9 +488,11 @@ impl Run {
             "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
              @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let j = linear_index(gid, nwg);"
         );
+        let _ = writeln!(s, "    if (j >= p.n / {per}u) {{\n        return;\n    }}");
         if per == 1 {
-            let xs: Vec<String> = whole.iter().map(|k| format!("l{k}[j]")).collect();
-            let _ = writeln!(s, "    if (j >= p.n) {{\n        return;\n    }}");
+            let xs: Vec<String> = std::iter::once("j".to_string())
+                .chain(vectors.iter().map(|k| format!("l{k}[j]")))
+                .collect();
             let _ = writeln!(s, "    let e = elem({});", xs.join(", "));
             for j in 0..self.outs.len() {
                 let _ = writeln!(s, "    o{j}[j] = e.v{j};");
@@ -444,12 +500,16 @@ impl Run {
             s.push_str("}\n");
             return s;
         }
-        let _ = writeln!(s, "    if (j >= p.n / {per}u) {{\n        return;\n    }}");
-        for k in &whole {
+        for &k in &vectors {
+            // A row's vectors repeat every period / per.
+            let at = match self.leaves[k].kind {
+                Kind::Row(p) => format!("j % {}u", p / per),
+                _ => "j".into(),
+            };
             let load = if per == 8 {
-                format!("unpack8(l{k}[j])")
+                format!("unpack8(l{k}[{at}])")
             } else {
-                format!("l{k}[j]")
+                format!("l{k}[{at}]")
             };
             let _ = writeln!(s, "    let w{k} = {load};");
         }
@@ -460,7 +520,9 @@ impl Run {
             &["x", "y", "z", "w"][..]
         };
         for (c, lane) in lanes.iter().enumerate() {
-            let xs: Vec<String> = whole.iter().map(|k| format!("w{k}.{lane}")).collect();
+            let xs: Vec<String> = std::iter::once(format!("{per}u * j + {c}u"))
+                .chain(vectors.iter().map(|k| format!("w{k}.{lane}")))
+                .collect();
             let _ = writeln!(s, "    let e{c} = elem({});", xs.join(", "));
         }
         for j in 0..self.outs.len() {
@@ -480,12 +542,16 @@ impl Run {
         s
     }
 
-    /// The WGSL value of leaf `k` inside `elem`.
-    fn value(&self, k: usize) -> String {
-        if self.leaves[k].scalar {
-            format!("l{k}[0]")
-        } else {
-            format!("x{k}")
+    /// The WGSL value of leaf `k` inside `elem`, at element `i`.
+    fn value(&self, k: usize, vector: &[bool]) -> String {
+        if vector[k] {
+            return format!("x{k}");
+        }
+        match self.leaves[k].kind {
+            Kind::Full => format!("l{k}[i]"),
+            Kind::Scalar => format!("l{k}[0]"),
+            Kind::Row(p) => format!("l{k}[i % {p}u]"),
+            Kind::Col(q) => format!("l{k}[i / {q}u]"),
         }
     }
 }
