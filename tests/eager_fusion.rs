@@ -455,3 +455,29 @@ fn waiting_results_never_cause_out_of_memory() {
         assert_eq!(tagged(&out, "DONE"), vec!["ok"], "growth {growth}");
     }
 }
+
+/// Child: prints the launches of the chain.
+#[test]
+#[ignore = "run by the other tests in a child process"]
+fn child_chain_launches() {
+    let d = Device::gpu(0).expect("gpu:0");
+    let x = uniform(&[4096], -1.0, 1.0, 1, DType::F32).to_device(&d).unwrap();
+    let (lo, hi) = (Tensor::scalar(0.5f32, &d).unwrap(), Tensor::scalar(2.0f32, &d).unwrap());
+    d.synchronize().unwrap();
+    let before = d.counters().dispatches;
+    let out = chain(&x, &x, &lo, &hi);
+    out.to_vec::<f32>().unwrap();
+    println!("LAUNCHES {}", d.counters().dispatches - before);
+}
+
+#[test]
+fn wgflow_eager_fusion_0_turns_it_off() {
+    if gpus().is_empty() {
+        return;
+    }
+    for (value, launches) in [("0", "5"), ("1", "1")] {
+        let (ok, out, err) = run_child("child_chain_launches", &[("WGFLOW_EAGER_FUSION", value)]);
+        assert!(ok, "{out}\n{err}");
+        assert_eq!(tagged(&out, "LAUNCHES"), vec![launches], "WGFLOW_EAGER_FUSION={value}");
+    }
+}

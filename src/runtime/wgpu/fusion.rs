@@ -4,7 +4,8 @@
 //! fusion, within one device's stream).
 //!
 //! An op waits when it is `Op::Unary` or `Op::Binary` on f32 whose every
-//! operand is laid out like the output or is one value, called through
+//! operand is laid out like the output, is one value, or repeats along it
+//! as a row (a bias) or a column, called through
 //! `ops::exec` (not from a compiled graph's run, whose kernels are already
 //! fused and whose memory is planned). Its output buffer is allocated at
 //! once, so the tensor exists and owns its memory as before; only the
