@@ -300,6 +300,28 @@ fn other_kernels_read_waiting_results_in_order() {
 }
 
 #[test]
+fn shorter_results_are_computed_before_the_ops_that_broadcast_them() {
+    let _shared = shared();
+    for d in gpus() {
+        let host = [
+            uniform(&[3, 8], 0.5, 2.0, 6, DType::F32),
+            uniform(&[8], 0.5, 2.0, 7, DType::F32),
+            uniform(&[3, 1], 0.5, 2.0, 8, DType::F32),
+        ];
+        // A full-length op waits first, then a row and a column are
+        // computed, then full-length ops read them.
+        let run = |x: &[Tensor]| {
+            let a = x[0].mul(&x[0]).unwrap();
+            let row = x[1].sub_scalar(1.0).unwrap();
+            let col = x[2].exp().unwrap();
+            a.pow(&row).unwrap().mul(&col).unwrap()
+        };
+        let on_d: Vec<Tensor> = host.iter().map(|t| t.to_device(&d).unwrap()).collect();
+        close(&run(&on_d), &run(&host), &format!("{d}: row and column computed first"));
+    }
+}
+
+#[test]
 fn gradients_through_waiting_ops() {
     let _shared = shared();
     for d in gpus() {

@@ -161,9 +161,10 @@ impl GpuDevice {
         }
         FLUSHING.with(|f| f.set(true));
         let _reset = Flushing;
-        // By length: an op reads operands of its own length or of one
-        // element, so the one-element ops go first, and ops of other
-        // lengths never read each other. The list order holds within each.
+        // By length, shortest first: an op reads operands no longer than
+        // its result (its own length, a row, a column, one value), so what
+        // it reads of another group is computed before it. The list order
+        // holds within each group.
         let mut groups: Vec<Vec<Node>> = Vec::new();
         for node in nodes {
             let n = numel(&node.shape);
@@ -172,7 +173,7 @@ impl GpuDevice {
                 None => groups.push(vec![node]),
             }
         }
-        groups.sort_by_key(|g| numel(&g[0].shape) != 1);
+        groups.sort_by_key(|g| numel(&g[0].shape));
         for g in &groups {
             self.encode_waiting(g)?;
         }
