@@ -10,7 +10,7 @@
 //!
 //! A user's eager elementwise f32 ops do not enter the pass at once: they
 //! wait in the device's list and are fused when anything else touches the
-//! stream (see [`fusion`]).
+//! stream (see `fusion.rs`).
 //!
 //! Bind-group layouts are not written by hand: they come from naga's
 //! reflection of the entry point (which globals it uses, uniform or storage,
