@@ -103,9 +103,15 @@ fn program(d: &Device, (r, c): (usize, usize), seed: u64) -> usize {
         .collect();
     let mut compared = 0;
     for step in 0..14 {
-        // Mostly recent results, so that chains form.
+        // Mostly recent results, so that chains form; often a value
+        // shorter than the full shape (a row, a column, one value, or a
+        // result of those), so that lists hold ops of several lengths
+        // and full-length ops read shorter results still waiting.
         let pick = |rng: &mut Rng| {
-            if pool.len() > LEAVES && rng.chance(0.7) {
+            let short: Vec<usize> = (0..pool.len()).filter(|&i| pool[i].0.numel() < n).collect();
+            if !short.is_empty() && rng.chance(0.3) {
+                short[short.len() - 1 - rng.below(2.min(short.len()))]
+            } else if pool.len() > LEAVES && rng.chance(0.7) {
                 pool.len() - 1 - rng.below(3.min(pool.len() - LEAVES))
             } else {
                 rng.below(pool.len())
