@@ -65,12 +65,6 @@ pub(crate) struct Node {
     out: Arc<GpuBuf>,
 }
 
-/// The ops waiting on a device, in the order they were called.
-#[derive(Default)]
-pub(crate) struct Waiting {
-    nodes: Vec<Node>,
-}
-
 thread_local! {
     /// This thread is encoding a list: the launches it makes must not flush.
     static FLUSHING: Cell<bool> = const { Cell::new(false) };
@@ -100,8 +94,8 @@ fn buf_of(s: &Storage) -> Option<&Arc<GpuBuf>> {
 /// Where a waiting op's operand comes from.
 #[derive(Clone, Copy, PartialEq)]
 enum Src {
-    /// Operand k of the op itself: a buffer no waiting op writes.
-    Buf(usize),
+    /// A buffer no waiting op of the group writes.
+    Buf,
     /// The result of waiting op j.
     Node(usize),
 }
@@ -136,8 +130,8 @@ impl GpuDevice {
         loop {
             {
                 let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
-                if w.nodes.len() < MAX_WAITING {
-                    w.nodes.push(node);
+                if w.len() < MAX_WAITING {
+                    w.push(node);
                     break;
                 }
             }
@@ -155,7 +149,7 @@ impl GpuDevice {
         // One flush at a time: another thread's launch waits for this
         // list to be encoded before its own kernel.
         let _one = self.flushing.lock().unwrap_or_else(|p| p.into_inner());
-        let nodes = std::mem::take(&mut self.waiting.lock().unwrap_or_else(|p| p.into_inner()).nodes);
+        let nodes = std::mem::take(&mut *self.waiting.lock().unwrap_or_else(|p| p.into_inner()));
         if nodes.is_empty() {
             return Ok(());
         }
@@ -184,8 +178,7 @@ impl GpuDevice {
     /// Flushes the waiting ops, if any (not from inside a flush); whether
     /// there were some, whose unwritten results are now free.
     pub(super) fn flush_deferred_freed(&self) -> Result<bool> {
-        let any =
-            !FLUSHING.with(|f| f.get()) && !self.waiting.lock().unwrap_or_else(|p| p.into_inner()).nodes.is_empty();
+        let any = !FLUSHING.with(|f| f.get()) && !self.waiting.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
         if any {
             self.flush_deferred()?;
         }
@@ -200,13 +193,12 @@ impl GpuDevice {
             .map(|(i, node)| {
                 node.x
                     .iter()
-                    .enumerate()
-                    .map(|(k, (s, _))| {
+                    .map(|(s, _)| {
                         let b = buf_of(s);
                         nodes[..i]
                             .iter()
                             .rposition(|m| b.is_some_and(|b| Arc::ptr_eq(b, &m.out)))
-                            .map_or(Src::Buf(k), Src::Node)
+                            .map_or(Src::Buf, Src::Node)
                     })
                     .collect()
             })
@@ -409,7 +401,7 @@ impl Run {
         match srcs[i][k] {
             Src::Node(j) if j >= s => None,
             Src::Node(j) => Some((&nodes[j].out, kind)),
-            Src::Buf(_) => buf_of(st).map(|b| (b, kind)),
+            Src::Buf => buf_of(st).map(|b| (b, kind)),
         }
     }
 
@@ -465,7 +457,7 @@ impl Run {
                 Some((buf, kind)) => self.value(self.leaf(buf, kind), vector),
                 None => match srcs[i][k] {
                     Src::Node(j) => format!("t{j}"),
-                    Src::Buf(_) => "0.0".into(),
+                    Src::Buf => "0.0".into(),
                 },
             };
             let rhs = match nodes[i].op {

@@ -751,8 +751,9 @@ pub struct GpuDevice {
     bind_groups_made: AtomicU64,
     params_copied: AtomicU64,
     pub(crate) reads: AtomicU64,
-    /// Elementwise ops waiting to be encoded (see `fusion`).
-    waiting: Mutex<fusion::Waiting>,
+    /// Elementwise ops waiting to be encoded, in the order they were
+    /// called (see `fusion`).
+    waiting: Mutex<Vec<fusion::Node>>,
     /// Held while a thread encodes the waiting ops.
     flushing: Mutex<()>,
 }
@@ -943,7 +944,7 @@ impl GpuDevice {
             bind_groups_made: AtomicU64::new(0),
             params_copied: AtomicU64::new(0),
             reads: AtomicU64::new(0),
-            waiting: Mutex::new(fusion::Waiting::default()),
+            waiting: Mutex::new(Vec::new()),
             flushing: Mutex::new(()),
         })
     }
