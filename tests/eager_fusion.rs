@@ -509,3 +509,54 @@ fn wgflow_eager_fusion_0_turns_it_off() {
         assert_eq!(tagged(&out, "LAUNCHES"), vec![launches], "WGFLOW_EAGER_FUSION={value}");
     }
 }
+
+#[test]
+fn a_flush_cut_short_is_reported_and_redone() {
+    // Alone: another thread's launch would flush this thread's list
+    // without the injected failure.
+    let _alone = LAUNCHES.write().unwrap_or_else(|p| p.into_inner());
+    for d in gpus() {
+        let host = [
+            uniform(&[5, 7], -1.0, 1.0, 11, DType::F32),
+            uniform(&[7], -1.0, 1.0, 12, DType::F32),
+            uniform(&[5, 1], -1.0, 1.0, 13, DType::F32),
+        ];
+        // Three groups (a column, a row, full length); the full-length
+        // group is one generated kernel: three launches in all.
+        let run = |x: &[Tensor]| -> Vec<Tensor> {
+            let col = x[2].neg().unwrap();
+            let row = x[1].exp().unwrap();
+            let a = x[0].mul(&x[0]).unwrap();
+            let b = a.add(&row).unwrap().mul(&col).unwrap();
+            let c = b.mul_scalar(0.5).unwrap();
+            vec![col, row, a, b, c]
+        };
+        let want = run(&host);
+        let on_d: Vec<Tensor> = host.iter().map(|t| t.to_device(&d).unwrap()).collect();
+        d.synchronize().unwrap();
+        for n in 0..4 {
+            let got = run(&on_d);
+            let before = d.counters().dispatches;
+            wgflow::runtime::wgpu::fail_launch_after(Some(n));
+            let first = d.synchronize();
+            wgflow::runtime::wgpu::fail_launch_after(None);
+            let launched = d.counters().dispatches - before;
+            match n {
+                // A per-op kernel refused: reported, the rest redone later.
+                0 | 1 => assert!(first.is_err(), "{d} n={n}: the failure is reported"),
+                // The generated kernel refused: the ops' own kernels instead.
+                2 => {
+                    assert!(first.is_ok(), "{d}: fallback: {first:?}");
+                    assert!(launched > 3, "{d}: fallback launches per op ({launched})");
+                }
+                _ => assert!(
+                    first.is_ok() && launched == 3,
+                    "{d}: no failure: {launched} launches, {first:?}"
+                ),
+            }
+            for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                close(g, w, &format!("{d} n={n}: result {k} after a failed flush"));
+            }
+        }
+    }
+}

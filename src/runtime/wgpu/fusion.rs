@@ -27,12 +27,17 @@
 //! four elements as vec4s, or on CPU adapters with 64-bit integers eight
 //! as a `vec4<u64>` (shaders/wide.wgsl), as the ops' own kernels do.
 //!
+//! A flush cut short by an error (a kernel refused, a submission failing)
+//! returns the error to the call that flushed and puts the ops not yet
+//! encoded back at the head of the list: the next flush encodes them, so a
+//! tensor never holds a result that was silently left unwritten.
+//!
 //! `WGFLOW_EAGER_FUSION=0` turns this off (each op is encoded when called).
 
 use super::memory::GpuBuf;
 use super::{ExecContext, Gpu, GpuDevice, KType, Launch, ParamBlock, binary, grid, unary};
 use crate::core::dtype::DType;
-use crate::core::error::Result;
+use crate::core::error::{Error, Result};
 use crate::core::op::Op;
 use crate::core::op::binary::{is_column, without_leading_ones};
 use crate::core::op::unary::UnaryOp;
@@ -168,8 +173,24 @@ impl GpuDevice {
             }
         }
         groups.sort_by_key(|g| numel(&g[0].shape));
-        for g in &groups {
-            self.encode_waiting(g)?;
+        let failed = groups
+            .iter()
+            .enumerate()
+            .find_map(|(i, g)| self.encode_waiting(g).err().map(|(err, k)| (err, i, k)));
+        if let Some((err, i, k)) = failed {
+            // The ops not encoded wait again, ahead of any pushed since, so
+            // that no result stays unwritten behind a tensor: the next flush
+            // retries them (what they read of the ops encoded was written).
+            let rest: Vec<Node> = groups
+                .into_iter()
+                .skip(i)
+                .enumerate()
+                .flat_map(|(j, g)| g.into_iter().skip(if j == 0 { k } else { 0 }))
+                .collect();
+            let mut w = self.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            let pushed = std::mem::replace(&mut *w, rest);
+            w.extend(pushed);
+            return Err(err);
         }
         Ok(())
         // `groups` drops here: results no one holds go back to the pool unwritten.
@@ -185,7 +206,8 @@ impl GpuDevice {
         Ok(any)
     }
 
-    fn encode_waiting(&self, nodes: &[Node]) -> Result<()> {
+    /// Encodes one group; on an error, also the index of the first op not encoded.
+    fn encode_waiting(&self, nodes: &[Node]) -> std::result::Result<(), (Error, usize)> {
         // Each operand's source, by buffer identity.
         let srcs: Vec<Vec<Src>> = nodes
             .iter()
@@ -227,13 +249,13 @@ impl GpuDevice {
             let run = Run::new(nodes, &srcs, &held, s, e);
             if !run.outs.is_empty() {
                 if e - s == 1 {
-                    self.encode_one(&nodes[s])?;
+                    self.encode_one(&nodes[s]).map_err(|err| (err, s))?;
                 } else if let Err(err) = self.encode_run(nodes, &srcs, &run) {
                     // A generated kernel the driver refuses: the ops' own
                     // kernels, every result written.
                     log::warn!("{}: eager fusion falls back to one kernel per op: {err}", self.label);
-                    for node in &nodes[s..e] {
-                        self.encode_one(node)?;
+                    for (i, node) in nodes.iter().enumerate().take(e).skip(s) {
+                        self.encode_one(node).map_err(|err| (err, i))?;
                     }
                 }
             }

@@ -571,6 +571,33 @@ thread_local! {
     static CHECKS_OVERRIDE: std::cell::Cell<GemmChecks> = const { std::cell::Cell::new(GemmChecks::Auto) };
     static STYLE_OVERRIDE: std::cell::Cell<Option<bool>> = const { std::cell::Cell::new(None) };
     static PRETEND_COOP: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    static FAIL_AFTER: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Makes the launch from this thread after the next `n` fail, once (`None`
+/// cancels), as a refusing driver would: tests use it to prove that work
+/// cut short is reported or redone, never left half-done in silence.
+#[cfg(feature = "testing")]
+pub fn fail_launch_after(n: Option<u64>) {
+    FAIL_AFTER.with(|c| c.set(n));
+}
+
+/// The injected failure of `fail_launch_after`, if this launch is the one.
+fn injected_failure(device: &str) -> Result<()> {
+    FAIL_AFTER.with(|c| match c.get() {
+        Some(0) => {
+            c.set(None);
+            Err(Error::Gpu {
+                device: device.to_string(),
+                msg: "launch failed (injected by fail_launch_after)".into(),
+            })
+        }
+        Some(n) => {
+            c.set(Some(n - 1));
+            Ok(())
+        }
+        None => Ok(()),
+    })
 }
 
 /// Makes GEMMs launched from this thread take `gemm_coop` as if every
@@ -1474,6 +1501,7 @@ impl GpuDevice {
     fn launch_with(&self, l: &Launch, graph: Option<(Arc<GraphParams>, u32)>) -> Result<()> {
         self.check_alive()?;
         self.flush_deferred()?;
+        injected_failure(&self.label)?;
         if l.groups.contains(&0) {
             return Ok(());
         }
