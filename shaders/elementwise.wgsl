@@ -60,6 +60,17 @@ fn sigmoid(v: f32) -> f32 {
     return 1.0 / (1.0 + f32_exp(-v));
 }
 
+// Generated kernels pass every operand of an op through `opaque`, with a
+// zero the compiler cannot know (the grid's z count less one: 1 in every
+// launch, see gpu::grid) times a salt unique to the use. Each op then
+// computes what its own kernel computes from operands read from memory:
+// compilers' algebra that assumes finite values (x - x = 0, x * 0 = 0,
+// x / x = 1) does not fold away TensorFlow's NaN, and no FMA contracts
+// two ops into one rounding.
+fn opaque(v: f32, zero: u32) -> f32 {
+    return bitcast<f32>(bitcast<u32>(v) ^ zero);
+}
+
 // NaN in gives NaN out for every op (relu and sign included, as in
 // TensorFlow); the other special values are handled per op.
 fn unary_apply(op: u32, v: f32, alpha: f32) -> f32 {

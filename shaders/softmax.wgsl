@@ -1,7 +1,8 @@
 // Softmax and log-softmax of x viewed as [rows, r, inner] along the middle
 // axis (max-subtracted), and sparse softmax cross-entropy from logits [n, c].
-// `*_rows` entries: one workgroup per row (inner == 1); `softmax_cols`: one
-// invocation per (row, inner) pair. Math in f32.
+// `*_rows` entries: one workgroup per row (inner == 1); `*_cols`: one
+// invocation per (row, inner) pair, for CPU adapters, where barriers cost
+// more than a serial loop. Math in f32.
 //
 // Bindings: 1 x, 2 y, 3 labels (i32), 4 device status (status.wgsl).
 
@@ -147,6 +148,56 @@ fn xent_grad_rows(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         report(label, p.r);
     }
     for (var k = lid.x; k < p.r; k += 256u) {
+        let sm = exp(f32(x[base + k]) - ms.x) / ms.y;
+        y[base + k] = T(sm - select(0.0, 1.0, i32(k) == label));
+    }
+}
+
+// (max, sum of exp(x - max)) of row `base`, by one invocation.
+fn row_stats_serial(base: u32) -> vec2<f32> {
+    var m = f32(x[base]);
+    for (var k = 1u; k < p.r; k++) {
+        m = max(m, f32(x[base + k]));
+    }
+    var s = 0.0;
+    for (var k = 0u; k < p.r; k++) {
+        s += exp(f32(x[base + k]) - m);
+    }
+    return vec2<f32>(m, s);
+}
+
+// xent_rows, one invocation per row.
+@compute @workgroup_size(256)
+fn xent_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_index(gid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.r;
+    let ms = row_stats_serial(base);
+    let label = labels[row];
+    if (label < 0 || u32(label) >= p.r) {
+        report(label, p.r);
+        y[row] = T(0.0);
+    } else {
+        y[row] = T(log(ms.y) + ms.x - f32(x[base + u32(label)]));
+    }
+}
+
+// xent_grad_rows, one invocation per row.
+@compute @workgroup_size(256)
+fn xent_grad_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let row = linear_index(gid, nwg);
+    if (row >= p.rows) {
+        return;
+    }
+    let base = row * p.r;
+    let ms = row_stats_serial(base);
+    let label = labels[row];
+    if (label < 0 || u32(label) >= p.r) {
+        report(label, p.r);
+    }
+    for (var k = 0u; k < p.r; k++) {
         let sm = exp(f32(x[base + k]) - ms.x) / ms.y;
         y[base + k] = T(sm - select(0.0, 1.0, i32(k) == label));
     }

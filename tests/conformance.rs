@@ -649,7 +649,10 @@ fn reduce_cases(s: &mut Suite) {
 
 #[test]
 fn softmax() {
-    let mut s = Suite::new("softmax");
+    both_styles("softmax", softmax_cases);
+}
+
+fn softmax_cases(s: &mut Suite) {
     let cases: [(&[usize], usize); 6] = [
         (&[5], 0),
         (&[3, 7], 1),

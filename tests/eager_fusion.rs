@@ -560,3 +560,60 @@ fn a_flush_cut_short_is_reported_and_redone() {
         }
     }
 }
+
+/// Programs whose ops a compiler's finite-value algebra would fold or
+/// contract once they sit in one kernel.
+fn foldable(x: &Tensor, y: &Tensor, z: &Tensor) -> Vec<Tensor> {
+    let e = x.exp().unwrap();
+    vec![
+        x.sub(x).unwrap(),
+        e.sub(&e).unwrap().mul(x).unwrap(),
+        x.mul(x).unwrap().sub(&x.mul(x).unwrap()).unwrap(),
+        x.mul_scalar(0.0).unwrap().add_scalar(1.0).unwrap(),
+        x.div(x).unwrap().mul(y).unwrap(),
+        x.leaky_relu(0.0).unwrap().add(y).unwrap(),
+        x.add(y).unwrap().sub(y).unwrap(),
+        // a * b + c in two roundings, as two kernels give (no FMA).
+        x.mul(y).unwrap().add(z).unwrap(),
+    ]
+}
+
+#[test]
+fn generated_kernels_do_not_fold_special_values() {
+    let _shared = shared();
+    let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0, 2e38, -3e38];
+    for d in gpus() {
+        for cpu_style in [true, false] {
+            force_cpu_style_kernels(Some(cpu_style));
+            for n in [64, 63] {
+                let col = |k: usize| -> Vec<f32> { (0..n).map(|i| specials[(i / k) % 8]).collect() };
+                let (a, b, c) = (col(1), col(8), col(64));
+                let on = |dev: &Device| [&a, &b, &c].map(|v| Tensor::from_vec(v.clone(), &[n], dev).unwrap());
+                let [x, y, z] = on(&d);
+                let eager = foldable(&x, &y, &z);
+                let mut f = wgflow::function(|t: &[Tensor]| Ok(foldable(&t[0], &t[1], &t[2])));
+                for _ in 0..4 {
+                    f.call(&[x.clone(), y.clone(), z.clone()]).unwrap();
+                }
+                let traced = f.call(&[x.clone(), y.clone(), z.clone()]).unwrap();
+                let [xc, yc, zc] = on(&cpu());
+                let want = foldable(&xc, &yc, &zc);
+                for (how, got) in [("eager", &eager), ("traced", &traced)] {
+                    for (k, (g, w)) in got.iter().zip(&want).enumerate() {
+                        let (g, w) = (g.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap());
+                        for (i, (p, q)) in g.iter().zip(&w).enumerate() {
+                            assert!(
+                                (p.is_nan() && q.is_nan()) || p.to_bits() == q.to_bits(),
+                                "{d} {how} n={n}: program {k} element {i} ({}, {}, {}): {p:?} against {q:?}",
+                                a[i],
+                                b[i],
+                                c[i]
+                            );
+                        }
+                    }
+                }
+            }
+            force_cpu_style_kernels(None);
+        }
+    }
+}

@@ -151,6 +151,16 @@ fn cases() -> Vec<(&'static str, Vec<Vec<usize>>, Body, usize)> {
 
 #[test]
 fn fused_kernels_match_the_cpu_reference() {
+    // Both kernel families: reductions take a workgroup per output on a
+    // GPU, an invocation per output on CPU adapters (but the longest).
+    for cpu_style in [false, true] {
+        wgflow::runtime::wgpu::force_cpu_style_kernels(Some(cpu_style));
+        fused_cases_match();
+    }
+    wgflow::runtime::wgpu::force_cpu_style_kernels(None);
+}
+
+fn fused_cases_match() {
     for (ci, (name, shapes, body, min_fused)) in cases().into_iter().enumerate() {
         let inputs = |seed: u64| -> Vec<Tensor> {
             shapes

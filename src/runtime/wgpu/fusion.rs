@@ -34,6 +34,7 @@
 //!
 //! `WGFLOW_EAGER_FUSION=0` turns this off (each op is encoded when called).
 
+use super::generated::{ZERO_DECL, ZERO_SET, opaque};
 use super::memory::GpuBuf;
 use super::{ExecContext, Gpu, GpuDevice, KType, Launch, ParamBlock, binary, grid, unary};
 use crate::core::dtype::DType;
@@ -473,26 +474,33 @@ impl Run {
         let args: Vec<String> = std::iter::once("i: u32".to_string())
             .chain(vectors.iter().map(|k| format!("x{k}: f32")))
             .collect();
-        let _ = writeln!(s, "fn elem({}) -> Out {{", args.join(", "));
+        let _ = writeln!(s, "{ZERO_DECL}\nfn elem({}) -> Out {{", args.join(", "));
+        let mut salt = 0;
         for i in self.s..self.e {
-            let arg = |k: usize| match Run::operand(nodes, srcs, self.s, i, k) {
-                Some((buf, kind)) => self.value(self.leaf(buf, kind), vector),
-                None => match srcs[i][k] {
-                    Src::Node(j) => format!("t{j}"),
-                    Src::Buf => "0.0".into(),
-                },
+            // Each operand opaque, as in the op's own kernel (which reads it).
+            let mut arg = |k: usize| {
+                let v = match Run::operand(nodes, srcs, self.s, i, k) {
+                    Some((buf, kind)) => self.value(self.leaf(buf, kind), vector),
+                    None => match srcs[i][k] {
+                        Src::Node(j) => format!("t{j}"),
+                        Src::Buf => "0.0".into(),
+                    },
+                };
+                salt += 1;
+                opaque(&v, salt)
             };
             let rhs = match nodes[i].op {
                 Op::Unary(u) => {
                     let alpha = if let UnaryOp::LeakyRelu(a) = u { a } else { 0.0 };
-                    format!(
-                        "unary_apply({}u, {}, bitcast<f32>({}u))",
-                        u.code(),
-                        arg(0),
-                        alpha.to_bits()
-                    )
+                    let x = arg(0);
+                    salt += 1;
+                    let alpha = opaque(&format!("bitcast<f32>({}u)", alpha.to_bits()), salt);
+                    format!("unary_apply({}u, {x}, {alpha})", u.code())
                 }
-                Op::Binary(b) => format!("binary_apply({}u, {}, {})", b as u32, arg(0), arg(1)),
+                Op::Binary(b) => {
+                    let (x, y) = (arg(0), arg(1));
+                    format!("binary_apply({}u, {x}, {y})", b as u32)
+                }
                 _ => "0.0".into(),
             };
             let _ = writeln!(s, "    let t{i} = {rhs};");
@@ -502,7 +510,7 @@ impl Run {
         let _ = writeln!(
             s,
             "\n@compute @workgroup_size(256)\nfn main(@builtin(global_invocation_id) gid: vec3<u32>, \
-             @builtin(num_workgroups) nwg: vec3<u32>) {{\n    let j = linear_index(gid, nwg);"
+             @builtin(num_workgroups) nwg: vec3<u32>) {{\n{ZERO_SET}\n    let j = linear_index(gid, nwg);"
         );
         let _ = writeln!(s, "    if (j >= p.n / {per}u) {{\n        return;\n    }}");
         if per == 1 {

@@ -11,6 +11,19 @@ use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
 
+/// A generated kernel's opaque zero (`opaque` in shaders/elementwise.wgsl),
+/// declared once at module scope; [`ZERO_SET`] sets it first thing in `main`.
+pub(crate) const ZERO_DECL: &str = "var<private> zero: u32;";
+/// Sets `zero` from the grid (z is 1 in every launch of a generated kernel).
+pub(crate) const ZERO_SET: &str = "    zero = nwg.z - 1u;";
+
+/// WGSL of operand `v` hidden from the compiler's algebra; `salt` (from 1)
+/// must differ between the uses in one kernel, or a compiler could merge
+/// two equal expressions and fold again.
+pub(crate) fn opaque(v: &str, salt: usize) -> String {
+    format!("opaque({v}, zero * {salt}u)")
+}
+
 /// Generated kernels kept for reuse by later graphs and flushes with the same source.
 pub(crate) const KERNEL_CACHE: usize = 256;
 
