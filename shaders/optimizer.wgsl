@@ -1,57 +1,21 @@
 // Optimizer steps, one invocation per element: each reads the variable,
 // its gradient and slots, and writes the new variable and slots (to new
-// buffers), with the rules of optimizer_rules.wgsl. The gradient is first scaled by min(1, clip / norm)
-// when clipping is on (flags bit 0); norm[0] holds the gradient's L2 norm.
-// Formulas follow Keras 3. The learning rate and Adam's bias-corrected
-// rate come from a buffer, not the uniform, because they change every step
-// and a traced graph replays the same launch.
+// buffers), with the rules of optimizer_rules.wgsl; parameters, the
+// learning rate and clipping in optimizer_params.wgsl.
 //
 // Bindings: 1 var, 2 grad, 3 slot a, 4 slot b, 5 norm, 6 var out,
 // 7 slot a out, 8 slot b out, 9 hyper = [lr, alpha].
 
-struct Params {
-    n: u32,
-    flags: u32,
-    _p0: u32,
-    _p1: u32,
-    _lr: f32,
-    // sgd: momentum; adam: beta1; rmsprop: rho
-    c1: f32,
-    // adam: beta2; rmsprop: momentum
-    c2: f32,
-    eps: f32,
-    _alpha: f32,
-    weight_decay: f32,
-    clip: f32,
-    _p2: u32,
-}
-
-@group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> var_in: array<T>;
 @group(0) @binding(2) var<storage, read> grad: array<T>;
 @group(0) @binding(3) var<storage, read> a_in: array<T>;
 @group(0) @binding(4) var<storage, read> b_in: array<T>;
-@group(0) @binding(5) var<storage, read> norm: array<f32>;
 @group(0) @binding(6) var<storage, read_write> var_out: array<T>;
 @group(0) @binding(7) var<storage, read_write> a_out: array<T>;
 @group(0) @binding(8) var<storage, read_write> b_out: array<T>;
-@group(0) @binding(9) var<storage, read> hyper: array<f32>;
-
-fn lr() -> f32 {
-    return hyper[0];
-}
-
-// Adam: lr * sqrt(1 - beta2^t) / (1 - beta1^t)
-fn alpha() -> f32 {
-    return hyper[1];
-}
 
 fn g_at(i: u32) -> f32 {
-    let g = f32(grad[i]);
-    if ((p.flags & 1u) != 0u) {
-        return clip_grad(g, norm[0], p.clip);
-    }
-    return g;
+    return clip_if(f32(grad[i]));
 }
 
 @compute @workgroup_size(256)

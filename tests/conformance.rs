@@ -1218,8 +1218,11 @@ fn gradient_kernels() {
 
 #[test]
 fn optimizer_kernels() {
+    both_styles("optimizers", optimizer_cases);
+}
+
+fn optimizer_cases(s: &mut Suite) {
     use wgflow::ops::optim::{Rule, Update};
-    let mut s = Suite::new("optimizers");
     let rules = [
         Rule::Sgd {
             momentum: 0.0,
@@ -1259,7 +1262,8 @@ fn optimizer_kernels() {
     for (i, rule) in rules.into_iter().enumerate() {
         for clip in [None, Some(0.5f32)] {
             let u = Update { rule, clip };
-            for sh in [&[1usize] as &[usize], &[7], &[3, 129]] {
+            // 64 and 120: eight per invocation on CPU adapters.
+            for sh in [&[1usize] as &[usize], &[7], &[3, 129], &[64], &[5, 24]] {
                 for dt in FLOATS {
                     let seed = i as u64 * 10;
                     let mut x = vec![randn(sh, seed, dt), randn(sh, seed + 1, dt)];

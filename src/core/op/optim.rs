@@ -162,4 +162,15 @@ impl Update {
             Rule::RmsProp { .. } => "rmsprop_momentum",
         }
     }
+
+    /// `entry`'s eight-wide twin (shaders/optimizer_wide.wgsl).
+    pub(crate) fn wide_entry(&self) -> &'static str {
+        match self.entry() {
+            "sgd" => "sgd8",
+            "sgd_momentum" => "sgd_momentum8",
+            "adam" => "adam8",
+            "rmsprop" => "rmsprop8",
+            _ => "rmsprop_momentum8",
+        }
+    }
 }

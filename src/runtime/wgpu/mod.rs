@@ -1826,9 +1826,10 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 20] {
+pub fn kernels() -> [&'static Kernel; 21] {
     [
         &optim::OPTIM,
+        &optim::OPTIM_WIDE,
         &unary::UNARY,
         &unary::UNARY_WIDE,
         &binary::BINARY,

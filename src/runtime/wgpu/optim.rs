@@ -13,7 +13,9 @@
 //! clipping on (Keras' `clipnorm`), the gradient's L2 norm is bound too and
 //! the gradient is scaled by `min(1, clip / norm)`; without it the gradient
 //! stands in for that binding. One invocation per element, 256 per
-//! workgroup, on every adapter.
+//! workgroup; on CPU adapters with 64-bit integers eight per invocation
+//! through `vec4<u64>` views where n and the offsets allow (`optimizer_wide`,
+//! entries named with an 8: the same rules lane by lane).
 //!
 //! `nn::optimizers` builds the `Update`s; the rules' attributes and
 //! Keras' formulas are in [`crate::core::op::optim`], the op in
@@ -32,9 +34,25 @@ pub static OPTIM: Kernel = Kernel::new(
     &[
         include_str!("../../../shaders/common.wgsl"),
         include_str!("../../../shaders/optimizer_rules.wgsl"),
+        include_str!("../../../shaders/optimizer_params.wgsl"),
         include_str!("../../../shaders/optimizer.wgsl"),
     ],
     &[KType::F32, KType::F16],
+    &[ParamsLayout::of::<OptimParams>()],
+);
+
+/// `OPTIM`'s entries eight f32 elements per invocation (shaders/wide.wgsl,
+/// optimizer_wide.wgsl), for CPU adapters with 64-bit integers.
+pub static OPTIM_WIDE: Kernel = Kernel::new(
+    "optimizer_wide",
+    &[
+        include_str!("../../../shaders/common.wgsl"),
+        include_str!("../../../shaders/optimizer_rules.wgsl"),
+        include_str!("../../../shaders/optimizer_params.wgsl"),
+        include_str!("../../../shaders/wide.wgsl"),
+        include_str!("../../../shaders/optimizer_wide.wgsl"),
+    ],
+    &[KType::F32],
     &[ParamsLayout::of::<OptimParams>()],
 );
 
@@ -102,14 +120,28 @@ pub(crate) fn gpu(u: &Update, g: &Gpu, x: &[Operand], dtype: DType) -> Result<Ve
     });
     bufs.extend(outs.iter());
     bufs.push(x[2 + k].gpu_buf());
+    // Eight per invocation where n and the views (all but the norm and
+    // the rates, read as f32) allow.
+    let views: Vec<&GpuBuf> = bufs
+        .iter()
+        .enumerate()
+        .filter(|&(i, _)| i != 2 + k && i != bufs.len() - 1)
+        .map(|(_, b)| *b)
+        .collect();
+    let wide = dtype == DType::F32 && g.elements_per_invocation(n, dtype, &views) == 8;
+    let (kernel, entry, per) = if wide {
+        (&OPTIM_WIDE, u.wide_entry(), 8)
+    } else {
+        (&OPTIM, u.entry(), 1)
+    };
     g.launch(&Launch {
-        kernel: &OPTIM,
-        entry: u.entry(),
+        kernel,
+        entry,
         ty: ktype(dtype),
         consts: &[],
         params: ParamBlock::of(&OptimParams::of(u, n)),
         bufs: &bufs,
-        groups: grid(n, 256),
+        groups: grid(n / per, 256),
     })?;
     Ok(outs)
 }
