@@ -1769,9 +1769,14 @@ fn special_values() {
             &[rows.clone()],
         );
         // Cross-entropy with infinite and NaN logits.
+        // (A workgroup per row, and an invocation per row as on CPU adapters.)
         let labels = Tensor::from_vec(vec![0, 1, 2, 3, 0, 1, 2], &[7], &cpu()).unwrap();
-        s.check(Op::SparseXent, &[rows.clone(), labels.clone()]);
-        s.check(Op::SparseXentGrad, &[rows.clone(), labels]);
+        for cpu_style in [false, true] {
+            force_cpu_style_kernels(Some(cpu_style));
+            s.check(Op::SparseXent, &[rows.clone(), labels.clone()]);
+            s.check(Op::SparseXentGrad, &[rows.clone(), labels.clone()]);
+        }
+        force_cpu_style_kernels(None);
         // Optimizer steps with special gradients.
         for rule in [
             wgflow::ops::optim::Rule::Sgd {
@@ -1788,13 +1793,18 @@ fn special_values() {
             let u = wgflow::ops::optim::Update { rule, clip: None };
             // (Not the large values: the CPU reference steps in f64, where
             // g * g does not overflow as it does in f32.)
-            let n = 15;
-            let mut x = vec![randn(&[n], 1, dt), special(dt, false)];
-            for k in 0..u.slots() {
-                x.push(uniform(&[n], 0.0, 0.5, 2 + k as u64, dt));
+            // 15 values, and 16 (eight per invocation on CPU adapters).
+            let specials = special(dt, false);
+            let one = Tensor::from_vec(vec![1.0f32], &[1], &cpu()).unwrap().cast(dt).unwrap();
+            for g in [specials.clone(), wgflow::ops::layout::concat(&[&specials, &one], 0).unwrap()] {
+                let n = g.shape()[0];
+                let mut x = vec![randn(&[n], 1, dt), g];
+                for k in 0..u.slots() {
+                    x.push(uniform(&[n], 0.0, 0.5, 2 + k as u64, dt));
+                }
+                x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
+                s.check(Op::Optimizer(u), &x);
             }
-            x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
-            s.check(Op::Optimizer(u), &x);
         }
         // Products with NaN and infinities.
         let w = Tensor::from_vec(vec![1.0f32, 0.5, -1.0, 2.0, 0.0, 1.0, 1.0, -2.0], &[4, 2], &cpu())

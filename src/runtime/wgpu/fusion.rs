@@ -253,7 +253,11 @@ impl GpuDevice {
                     self.encode_one(&nodes[s]).map_err(|err| (err, s))?;
                 } else if let Err(err) = self.encode_run(nodes, &srcs, &run) {
                     // A generated kernel the driver refuses: the ops' own
-                    // kernels, every result written.
+                    // kernels, every result written. Any other error (a
+                    // failed submission, a lost device) is the flush's.
+                    if !matches!(err, Error::ShaderCompilation { .. }) {
+                        return Err((err, s));
+                    }
                     log::warn!("{}: eager fusion falls back to one kernel per op: {err}", self.label);
                     for (i, node) in nodes.iter().enumerate().take(e).skip(s) {
                         self.encode_one(node).map_err(|err| (err, i))?;

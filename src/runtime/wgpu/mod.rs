@@ -575,21 +575,22 @@ thread_local! {
 }
 
 /// Makes the launch from this thread after the next `n` fail, once (`None`
-/// cancels), as a refusing driver would: tests use it to prove that work
-/// cut short is reported or redone, never left half-done in silence.
+/// cancels), as a driver refusing its kernel would (`ShaderCompilation`):
+/// tests use it to prove that work cut short is reported or redone, never
+/// left half-done in silence.
 #[cfg(feature = "testing")]
 pub fn fail_launch_after(n: Option<u64>) {
     FAIL_AFTER.with(|c| c.set(n));
 }
 
 /// The injected failure of `fail_launch_after`, if this launch is the one.
-fn injected_failure(device: &str) -> Result<()> {
+fn injected_failure(kernel: &str) -> Result<()> {
     FAIL_AFTER.with(|c| match c.get() {
         Some(0) => {
             c.set(None);
-            Err(Error::Gpu {
-                device: device.to_string(),
-                msg: "launch failed (injected by fail_launch_after)".into(),
+            Err(Error::ShaderCompilation {
+                kernel: kernel.to_string(),
+                msg: "refused (injected by fail_launch_after)".into(),
             })
         }
         Some(n) => {
@@ -1501,7 +1502,7 @@ impl GpuDevice {
     fn launch_with(&self, l: &Launch, graph: Option<(Arc<GraphParams>, u32)>) -> Result<()> {
         self.check_alive()?;
         self.flush_deferred()?;
-        injected_failure(&self.label)?;
+        injected_failure(&l.kernel.name)?;
         if l.groups.contains(&0) {
             return Ok(());
         }
