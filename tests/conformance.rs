@@ -1796,14 +1796,21 @@ fn special_values() {
             // 15 values, and 16 (eight per invocation on CPU adapters).
             let specials = special(dt, false);
             let one = Tensor::from_vec(vec![1.0f32], &[1], &cpu()).unwrap().cast(dt).unwrap();
-            for g in [specials.clone(), wgflow::ops::layout::concat(&[&specials, &one], 0).unwrap()] {
+            for g in [
+                specials.clone(),
+                wgflow::ops::layout::concat(&[&specials, &one], 0).unwrap(),
+            ] {
                 let n = g.shape()[0];
                 let mut x = vec![randn(&[n], 1, dt), g];
                 for k in 0..u.slots() {
                     x.push(uniform(&[n], 0.0, 0.5, 2 + k as u64, dt));
                 }
                 x.push(Tensor::from_vec(vec![0.01f32, 3e-3], &[2], &cpu()).unwrap());
-                s.check(Op::Optimizer(u), &x);
+                for cpu_style in [false, true] {
+                    force_cpu_style_kernels(Some(cpu_style));
+                    s.check(Op::Optimizer(u), &x);
+                }
+                force_cpu_style_kernels(None);
             }
         }
         // Products with NaN and infinities.

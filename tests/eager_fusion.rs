@@ -515,26 +515,28 @@ fn a_flush_cut_short_is_reported_and_redone() {
     // Alone: another thread's launch would flush this thread's list
     // without the injected failure.
     let _alone = LAUNCHES.write().unwrap_or_else(|p| p.into_inner());
+    // Three groups (a column, a row, full length); the full-length group
+    // is one generated kernel: three launches in all.
+    let run = |x: &[Tensor]| -> Vec<Tensor> {
+        let col = x[2].neg().unwrap();
+        let row = x[1].exp().unwrap();
+        let a = x[0].mul(&x[0]).unwrap();
+        let b = a.add(&row).unwrap().mul(&col).unwrap();
+        let c = b.mul_scalar(0.5).unwrap();
+        vec![col, row, a, b, c]
+    };
     for d in gpus() {
-        let host = [
-            uniform(&[5, 7], -1.0, 1.0, 11, DType::F32),
-            uniform(&[7], -1.0, 1.0, 12, DType::F32),
-            uniform(&[5, 1], -1.0, 1.0, 13, DType::F32),
-        ];
-        // Three groups (a column, a row, full length); the full-length
-        // group is one generated kernel: three launches in all.
-        let run = |x: &[Tensor]| -> Vec<Tensor> {
-            let col = x[2].neg().unwrap();
-            let row = x[1].exp().unwrap();
-            let a = x[0].mul(&x[0]).unwrap();
-            let b = a.add(&row).unwrap().mul(&col).unwrap();
-            let c = b.mul_scalar(0.5).unwrap();
-            vec![col, row, a, b, c]
-        };
-        let want = run(&host);
-        let on_d: Vec<Tensor> = host.iter().map(|t| t.to_device(&d).unwrap()).collect();
-        d.synchronize().unwrap();
         for n in 0..4 {
+            // New values each time: the pool's recycled buffers must not
+            // hold the right answer already.
+            let host = [
+                uniform(&[5, 7], -1.0, 1.0, 11 + 3 * n, DType::F32),
+                uniform(&[7], -1.0, 1.0, 12 + 3 * n, DType::F32),
+                uniform(&[5, 1], -1.0, 1.0, 13 + 3 * n, DType::F32),
+            ];
+            let want = run(&host);
+            let on_d: Vec<Tensor> = host.iter().map(|t| t.to_device(&d).unwrap()).collect();
+            d.synchronize().unwrap();
             let got = run(&on_d);
             let before = d.counters().dispatches;
             wgflow::runtime::wgpu::fail_launch_after(Some(n));
@@ -580,14 +582,19 @@ fn foldable(x: &Tensor, y: &Tensor, z: &Tensor) -> Vec<Tensor> {
 
 #[test]
 fn generated_kernels_do_not_fold_special_values() {
-    let _shared = shared();
+    // Alone: another thread's launch would flush this thread's waiting
+    // ops with its own kernel family.
+    let _alone = LAUNCHES.write().unwrap_or_else(|p| p.into_inner());
     let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, 0.0, -0.0, 1.0, 2e38, -3e38];
     for d in gpus() {
         for cpu_style in [true, false] {
             force_cpu_style_kernels(Some(cpu_style));
             for n in [64, 63] {
-                let col = |k: usize| -> Vec<f32> { (0..n).map(|i| specials[(i / k) % 8]).collect() };
-                let (a, b, c) = (col(1), col(8), col(64));
+                let col = |f: fn(usize) -> usize| -> Vec<f32> { (0..n).map(|i| specials[f(i) % 8]).collect() };
+                let (mut a, mut b, mut c) = (col(|i| i), col(|i| i / 8), col(|i| i * 3 + i / 8));
+                // x * y + z rounds twice: 2^-11, where an FMA gives 2^-11 + 2^-24.
+                let e = 1.0 + 2f32.powi(-12);
+                (a[5], b[5], c[5]) = (e, e, -1.0);
                 let on = |dev: &Device| [&a, &b, &c].map(|v| Tensor::from_vec(v.clone(), &[n], dev).unwrap());
                 let [x, y, z] = on(&d);
                 let eager = foldable(&x, &y, &z);
@@ -596,6 +603,8 @@ fn generated_kernels_do_not_fold_special_values() {
                     f.call(&[x.clone(), y.clone(), z.clone()]).unwrap();
                 }
                 let traced = f.call(&[x.clone(), y.clone(), z.clone()]).unwrap();
+                let graph = f.graph(&[x.clone(), y.clone(), z.clone()]).unwrap();
+                assert!(graph.stats().fused_kernels >= 1, "{d}: the traced programs fuse");
                 let [xc, yc, zc] = on(&cpu());
                 let want = foldable(&xc, &yc, &zc);
                 for (how, got) in [("eager", &eager), ("traced", &traced)] {

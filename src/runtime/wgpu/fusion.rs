@@ -30,7 +30,11 @@
 //! A flush cut short by an error (a kernel refused, a submission failing)
 //! returns the error to the call that flushed and puts the ops not yet
 //! encoded back at the head of the list: the next flush encodes them, so a
-//! tensor never holds a result that was silently left unwritten.
+//! tensor never holds a result that was silently left unwritten. An error
+//! that comes back every time (a per-op kernel the driver always refuses)
+//! thus fails every later use of the device, as an error does TensorFlow's
+//! async eager executor, rather than let a wrong value through. A refused
+//! generated kernel is not such an error: its ops run their own kernels.
 //!
 //! `WGFLOW_EAGER_FUSION=0` turns this off (each op is encoded when called).
 
