@@ -38,52 +38,95 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
 }
 
 // Explicit patch matrices, for adapters where the GEMM kernel wants plain
-// strided operands (gemm_reg): cols[g][(n, oh, ow)][(kh, kw, ci)].
+// strided operands (gemm_reg): cols[g][(n, oh, ow)][(kh, kw, ci)]. One
+// invocation per row (g, pixel): the window is placed once and its taps
+// are counted off, since an integer division by a uniform costs a CPU
+// adapter one scalar instruction per lane (per element, the old form's
+// divisions took three quarters of llvmpipe's convolution time).
 @compute @workgroup_size(256)
 fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    let kg = p.kh * p.kw * p.cg;
+    let r = linear_index(gid, nwg);
     let pixels = p.n * p.oh * p.ow;
-    if (i >= kg * pixels * (p.c / p.cg)) {
+    if (r >= pixels * (p.c / p.cg)) {
         return;
     }
-    let tap = i % kg;
-    let pix = (i / kg) % pixels;
-    let g = i / (kg * pixels);
-    dst[i] = T(x_patch(g, pix, tap));
+    let pix = r % pixels;
+    let g = r / pixels;
+    let ow = pix % p.ow;
+    let oh = (pix / p.ow) % p.oh;
+    let n = pix / (p.ow * p.oh);
+    let ih0 = i32(oh * p.sh) - i32(p.pt);
+    let iw0 = i32(ow * p.sw) - i32(p.pl);
+    var t = r * (p.kh * p.kw * p.cg);
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let ih = ih0 + i32(kh * p.dh);
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let iw = iw0 + i32(kw * p.dw);
+            if (ih >= 0 && iw >= 0 && u32(ih) < p.h && u32(iw) < p.w) {
+                let base = ((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + g * p.cg;
+                for (var ci = 0u; ci < p.cg; ci++) {
+                    dst[t + ci] = src[base + ci];
+                }
+            } else {
+                for (var ci = 0u; ci < p.cg; ci++) {
+                    dst[t + ci] = T(0.0);
+                }
+            }
+            t += p.cg;
+        }
+    }
+}
+
+// The output position along one axis whose tap lands on input position
+// `at` (at = out * stride + tap * dilation - pad), or -1 where none does.
+fn source_of(at: i32, stride: u32, out: u32) -> i32 {
+    if (at < 0) {
+        return -1;
+    }
+    var o = u32(at);
+    // Stride 1 (uniform: no lane diverges) needs no division.
+    if (stride != 1u) {
+        if (o % stride != 0u) {
+            return -1;
+        }
+        o = o / stride;
+    }
+    return select(-1, i32(o), o < out);
 }
 
 // dx[n, ih, iw, g*cg + ci] = sum over the taps whose window covers (ih, iw)
-// of cols[g][(n, oh, ow)][(kh, kw, ci)]: the adjoint of im2col.
+// of cols[g][(n, oh, ow)][(kh, kw, ci)]: the adjoint of im2col. One
+// invocation per (input pixel, group), its channels in turn.
 @compute @workgroup_size(256)
 fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = linear_index(gid, nwg);
-    if (i >= p.n * p.h * p.w * p.c) {
+    let r = linear_index(gid, nwg);
+    let groups = p.c / p.cg;
+    if (r >= p.n * p.h * p.w * groups) {
         return;
     }
-    let c = i % p.c;
-    let iw = (i / p.c) % p.w;
-    let ih = (i / (p.c * p.w)) % p.h;
-    let n = i / (p.c * p.w * p.h);
-    let g = c / p.cg;
-    let ci = c % p.cg;
+    let g = r % groups;
+    let px = r / groups;
+    let iw = px % p.w;
+    let ih = (px / p.w) % p.h;
+    let n = px / (p.w * p.h);
     let kg = p.kh * p.kw * p.cg;
-    let pixels = p.n * p.oh * p.ow;
-    var acc = 0.0;
-    for (var kh = 0u; kh < p.kh; kh++) {
-        let th = i32(ih + p.pt) - i32(kh * p.dh);
-        if (th < 0 || u32(th) % p.sh != 0u || u32(th) / p.sh >= p.oh) {
-            continue;
-        }
-        let oh = u32(th) / p.sh;
-        for (var kw = 0u; kw < p.kw; kw++) {
-            let tw = i32(iw + p.pl) - i32(kw * p.dw);
-            if (tw < 0 || u32(tw) % p.sw != 0u || u32(tw) / p.sw >= p.ow) {
+    let rows = (g * p.n + n) * p.oh;
+    for (var ci = 0u; ci < p.cg; ci++) {
+        var acc = 0.0;
+        for (var kh = 0u; kh < p.kh; kh++) {
+            let oh = source_of(i32(ih + p.pt) - i32(kh * p.dh), p.sh, p.oh);
+            if (oh < 0) {
                 continue;
             }
-            let pix = (n * p.oh + oh) * p.ow + u32(tw) / p.sw;
-            acc += f32(src[(g * pixels + pix) * kg + (kh * p.kw + kw) * p.cg + ci]);
+            for (var kw = 0u; kw < p.kw; kw++) {
+                let ow = source_of(i32(iw + p.pl) - i32(kw * p.dw), p.sw, p.ow);
+                if (ow < 0) {
+                    continue;
+                }
+                let row = (rows + u32(oh)) * p.ow + u32(ow);
+                acc += f32(src[row * kg + (kh * p.kw + kw) * p.cg + ci]);
+            }
         }
+        dst[px * p.c + g * p.cg + ci] = T(acc);
     }
-    dst[i] = T(acc);
 }

@@ -286,6 +286,7 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
     let kg = g.kh * g.kw * g.cg;
     let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;
     let p = ConvParams::of(g);
+    // im2col: an invocation per patch row; col2im: per input pixel and group.
     let launch = |entry: &'static str, n: usize, bufs: &[&GpuBuf]| {
         gd.launch(&Launch {
             kernel: &CONV,
@@ -323,15 +324,15 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
     };
     match op {
         Op::Conv2d(_) => {
-            launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
+            launch("im2col", g.g * pix, &[x[0].gpu_buf(), &cols])?;
             gemm(&cols, x[1].gpu_buf(), &y)?;
         }
         Op::Conv2dInputGrad(..) => {
             gemm(x[0].gpu_buf(), x[1].gpu_buf(), &cols)?;
-            launch("col2im", n_out, &[&cols, &y])?;
+            launch("col2im", g.n * g.h * g.w * g.g, &[&cols, &y])?;
         }
         _ => {
-            launch("im2col", g.g * pix * kg, &[x[0].gpu_buf(), &cols])?;
+            launch("im2col", g.g * pix, &[x[0].gpu_buf(), &cols])?;
             gemm(&cols, x[1].gpu_buf(), &y)?;
         }
     }
@@ -399,7 +400,7 @@ fn gpu_int8(op: &Op, gd: &Gpu, x: &[Operand], fs: &[usize], out: &[usize]) -> Re
             consts: &[],
             params: ParamBlock::of(&ConvParams::of(&g)),
             bufs: &[x[0].gpu_buf(), &cols],
-            groups: grid(g.g * pix * kg, 256),
+            groups: grid(g.g * pix, 256),
         })?;
         super::matmul::Int8Gemm {
             a: &cols,
