@@ -105,3 +105,55 @@ fn matmul_sg(
     store_block(b, m + 8u, n + 4u, array<vec4<f32>, 4>(c[17], c[19], c[21], c[23]));
     store_block(b, m + 12u, n + 4u, array<vec4<f32>, 4>(c[25], c[27], c[29], c[31]));
 }
+
+// For products at most 16 columns wide (a filter gradient's [taps, output
+// channels] over a long sum): matmul_sg's 64-column block would leave
+// three of its four column groups computing clamped columns. Here a
+// workgroup (one subgroup of 8 lanes) is 16 rows x 16 columns: each lane
+// holds rows sid and 8 + sid across all 16 columns; per k it loads its two
+// elements of A and two of B (columns 2 sid and 2 sid + 1) and takes the
+// other fourteen of B by broadcast: 4 loads feed 32 FMAs.
+// Grid: x = ceil(N / 16), y = ceil(M / 16), z = batches (or split-K slices).
+fn narrow_step(c: ptr<function, array<vec4<f32>, 8>>, x0: f32, x1: f32, y0: f32, y1: f32) {
+    let v0 = vec4<f32>(subgroupBroadcast(y0, 0u), subgroupBroadcast(y1, 0u), subgroupBroadcast(y0, 1u), subgroupBroadcast(y1, 1u));
+    let v1 = vec4<f32>(subgroupBroadcast(y0, 2u), subgroupBroadcast(y1, 2u), subgroupBroadcast(y0, 3u), subgroupBroadcast(y1, 3u));
+    let v2 = vec4<f32>(subgroupBroadcast(y0, 4u), subgroupBroadcast(y1, 4u), subgroupBroadcast(y0, 5u), subgroupBroadcast(y1, 5u));
+    let v3 = vec4<f32>(subgroupBroadcast(y0, 6u), subgroupBroadcast(y1, 6u), subgroupBroadcast(y0, 7u), subgroupBroadcast(y1, 7u));
+    (*c)[0] += x0 * v0;
+    (*c)[1] += x0 * v1;
+    (*c)[2] += x0 * v2;
+    (*c)[3] += x0 * v3;
+    (*c)[4] += x1 * v0;
+    (*c)[5] += x1 * v1;
+    (*c)[6] += x1 * v2;
+    (*c)[7] += x1 * v3;
+}
+
+@compute @workgroup_size(8, 1)
+fn matmul_sg_narrow(
+    @builtin(workgroup_id) wid: vec3<u32>,
+    @builtin(subgroup_invocation_id) sid: u32,
+) {
+    let b = wid.z + p.b0;
+    let m = (wid.y + p.ty0) * 16u;
+    let n = (wid.x + p.tx0) * 16u;
+    let rg = reg_range(b);
+    let ra = rg.abase + min(m + sid, p.m - 1u) * p.am;
+    let rb = rg.abase + min(m + 8u + sid, p.m - 1u) * p.am;
+    let cb0 = rg.bbase + min(n + 2u * sid, p.n - 1u) * p.bn;
+    let cb1 = rg.bbase + min(n + 2u * sid + 1u, p.n - 1u) * p.bn;
+    var c: array<vec4<f32>, 8>;
+    for (var k = rg.k0; k < rg.k1; k++) {
+        let ka = k * p.ak;
+        let kb = k * p.bk;
+        narrow_step(&c, f32(a[ra + ka]), f32(a[rb + ka]), f32(bm[cb0 + kb]), f32(bm[cb1 + kb]));
+    }
+    store_row(b, m + sid, n, c[0]);
+    store_row(b, m + sid, n + 4u, c[1]);
+    store_row(b, m + sid, n + 8u, c[2]);
+    store_row(b, m + sid, n + 12u, c[3]);
+    store_row(b, m + 8u + sid, n, c[4]);
+    store_row(b, m + 8u + sid, n + 4u, c[5]);
+    store_row(b, m + 8u + sid, n + 8u, c[6]);
+    store_row(b, m + 8u + sid, n + 12u, c[7]);
+}

@@ -15,7 +15,8 @@
 //!   `matmul_sg` (16x64 blocks) where subgroups have 8 lanes, else
 //!   `matmul_reg` (4x128 blocks). For a narrow output (fewer than 64
 //!   columns and more rows than columns) they compute `C^T = B^T A^T`
-//!   instead, and a single product whose grid would be under 32 workgroups
+//!   instead; what is still at most 16 columns wide runs `matmul_sg`'s
+//!   16x16 form (`matmul_sg_narrow`); and a single product whose grid would be under 32 workgroups
 //!   with `K >= 4096` splits the sum into up to 64 slices added by
 //!   `reduce::sum_slices`;
 //! * f16 on adapters with cooperative matrices (tensor cores): the modules
@@ -120,8 +121,8 @@ fn module(c: Choice) -> &'static Kernel {
     match (c.entry, c.unchecked) {
         ("matmul_wide_db", false) => &MATMUL_WIDE_DB,
         ("matmul_wide_db", true) => &MATMUL_WIDE_DB_UNCHECKED,
-        ("matmul_sg", false) => &MATMUL_SG,
-        ("matmul_sg", true) => &MATMUL_SG_UNCHECKED,
+        ("matmul_sg" | "matmul_sg_narrow", false) => &MATMUL_SG,
+        ("matmul_sg" | "matmul_sg_narrow", true) => &MATMUL_SG_UNCHECKED,
         ("gemm_coop", false) => &MATMUL_COOP,
         ("gemm_coop", true) => &MATMUL_COOP_UNCHECKED,
         ("gemm_coop_wide" | "gemm_coop_direct", false) => &MATMUL_COOP_WIDE,
@@ -315,6 +316,11 @@ impl GemmLaunch<'_> {
         // workgroup: for a narrow C they compute C^T = B^T A^T instead.
         let flip = self.n < 64 && self.m > self.n;
         let t = if flip { self.transposed() } else { self.clone_plan() };
+        let choice = Choice {
+            entry: register_form(entry, self.m, self.n),
+            ..choice
+        };
+        let entry = choice.entry;
         // A small C with a long sum runs on too few workgroups: split the
         // sum over batch entries and add the slices (single products only).
         let groups = reg_grid(entry, t.m, t.n).iter().product::<usize>();
@@ -403,7 +409,7 @@ impl GemmLaunch<'_> {
         let (am, ak) = if self.ta { (1, self.lda) } else { (self.lda, 1) };
         let (bk, bn) = if self.tb { (1, self.ldb) } else { (self.ldb, 1) };
         // The register kernel reads A as scalars: no a4 view.
-        let register = entry == "matmul_reg" || entry == "matmul_sg";
+        let register = matches!(entry, "matmul_reg" | "matmul_sg" | "matmul_sg_narrow");
         let bufs = bound(entry, self.a, self.b, self.c);
         // Tiles along n and m: the grid, split into launches that stay
         // within the workgroup limit per dimension (the kernels add the
@@ -592,6 +598,10 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             }
         };
         let kernel = choice.map_or("matmul", |c| module(c).name.as_ref());
+        let detail = match choice.map(|c| register_form(c.entry, m, n)) {
+            Some("matmul_sg_narrow") => format!("{detail}, in its 16-column form matmul_sg_narrow"),
+            _ => detail,
+        };
         (kernel, detail)
     };
     match op {
@@ -662,15 +672,29 @@ fn bound<T: Copy>(entry: &str, a: T, b: T, c: T) -> Vec<T> {
     match entry {
         "matmul_reg" | "matmul_sg" => vec![a, b, c, b],
         // gemm_coop reads through a_at / b_at only, gemm_coop_direct its
-        // fragments straight from a and b.
-        "gemm_coop" | "gemm_coop_direct" => vec![a, b, c],
+        // fragments straight from a and b; matmul_sg_narrow reads B as scalars.
+        "gemm_coop" | "gemm_coop_direct" | "matmul_sg_narrow" => vec![a, b, c],
         _ => vec![a, b, c, a, b],
+    }
+}
+
+/// The form a register kernel takes for an m x n product: `matmul_sg`'s
+/// 16-column form where the output, after `run`'s flip to `C^T` for narrow
+/// outputs, is still at most 16 columns wide.
+fn register_form(entry: &'static str, m: usize, n: usize) -> &'static str {
+    let cols = if n < 64 && m > n { m } else { n };
+    if entry == "matmul_sg" && cols <= 16 {
+        "matmul_sg_narrow"
+    } else {
+        entry
     }
 }
 
 /// Workgroups along n and m of a register-path matmul kernel.
 fn reg_grid(entry: &str, m: usize, n: usize) -> [usize; 2] {
-    if entry == "matmul_sg" {
+    if entry == "matmul_sg_narrow" {
+        [n.div_ceil(16), m.div_ceil(16)]
+    } else if entry == "matmul_sg" {
         [n.div_ceil(64), m.div_ceil(16)]
     } else {
         [n.div_ceil(128), m.div_ceil(4)]
@@ -802,7 +826,7 @@ mod tests {
         let kernels: [(&Kernel, KType, &[&str]); 5] = [
             (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
             (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db"]),
-            (&MATMUL_SG, KType::F32, &["matmul_sg"]),
+            (&MATMUL_SG, KType::F32, &["matmul_sg", "matmul_sg_narrow"]),
             (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP_WIDE, KType::F16, &["gemm_coop_wide", "gemm_coop_direct"]),
         ];
