@@ -165,12 +165,12 @@ impl Update {
 
     /// `entry`'s eight-wide twin (shaders/optimizer_wide.wgsl).
     pub(crate) fn wide_entry(&self) -> &'static str {
-        match self.entry() {
-            "sgd" => "sgd8",
-            "sgd_momentum" => "sgd_momentum8",
-            "adam" => "adam8",
-            "rmsprop" => "rmsprop8",
-            _ => "rmsprop_momentum8",
+        match self.rule {
+            Rule::Sgd { momentum, .. } if momentum == 0.0 => "sgd8",
+            Rule::Sgd { .. } => "sgd_momentum8",
+            Rule::Adam { .. } => "adam8",
+            Rule::RmsProp { momentum, .. } if momentum == 0.0 => "rmsprop8",
+            Rule::RmsProp { .. } => "rmsprop_momentum8",
         }
     }
 }
