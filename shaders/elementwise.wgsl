@@ -25,6 +25,22 @@ fn f32_log(v: f32) -> f32 {
     return select(r, f32_nan(v), v < 0.0);
 }
 
+// expm1 and log1p: exp(v) - 1 and log(1 + v) lose digits near 0 (1 + v
+// rounds: softplus(-20) came out 0 instead of 2.06e-9), so their series
+// there, in Horner form so that -0 stays -0. The terms kept leave under
+// 2e-8 relative error at the switch points.
+fn f32_expm1(v: f32) -> f32 {
+    let s = v * (1.0 + v * (1.0 / 2.0 + v * (1.0 / 6.0 + v * (1.0 / 24.0 + v * (1.0 / 120.0
+        + v * (1.0 / 720.0 + v * (1.0 / 5040.0 + v * (1.0 / 40320.0 + v / 362880.0))))))));
+    return select(f32_exp(v) - 1.0, s, abs(v) < 0.5);
+}
+
+fn f32_log1p(v: f32) -> f32 {
+    let s = v * (1.0 - v * (1.0 / 2.0 - v * (1.0 / 3.0 - v * (1.0 / 4.0 - v * (1.0 / 5.0 - v * (1.0 / 6.0
+        - v * (1.0 / 7.0 - v * (1.0 / 8.0 - v * (1.0 / 9.0 - v * (1.0 / 10.0 - v / 11.0))))))))));
+    return select(f32_log(1.0 + v), s, abs(v) < 0.25);
+}
+
 // Some drivers compute tanh through exp and return NaN for large |v|
 // (and lose the digits and the sign of zero near 0: the series there).
 fn tanh_safe(v: f32) -> f32 {
@@ -78,18 +94,14 @@ fn unary_apply(op: u32, v: f32, alpha: f32) -> f32 {
 }
 
 fn unary_finite(op: u32, v: f32, alpha: f32) -> f32 {
-    // -inf, where x * f(x) -> 0 (gelu, its tanh form, silu): their limit.
-    let neg_inf = f32_is_inf(v) && v < 0.0;
     switch op {
         case 0u: { return -v; }
         case 1u: { return abs(v); }
         case 2u: { return select(select(v, -1.0, v < 0.0), 1.0, v > 0.0); }
         case 3u: { return f32_exp(v); }
-        // expm1 and log1p: the plain formulas lose digits near 0, so use the
-        // first terms of the series there (factored, so that -0 stays -0).
-        case 4u: { return select(f32_exp(v) - 1.0, v * (1.0 + v * (0.5 + v / 6.0)), abs(v) < 1e-3); }
+        case 4u: { return f32_expm1(v); }
         case 5u: { return f32_log(v); }
-        case 6u: { return select(f32_log(1.0 + v), v * (1.0 - v * (0.5 - v / 3.0)), abs(v) < 1e-3); }
+        case 6u: { return f32_log1p(v); }
         case 7u: { return select(select(sqrt(v), f32_nan(v), v < 0.0), v, v == 0.0 || (f32_is_inf(v) && v > 0.0)); }
         case 8u: {
             let r = select(select(inverseSqrt(v), f32_nan(v), v < 0.0), 0.0, f32_is_inf(v) && v > 0.0);
@@ -105,13 +117,13 @@ fn unary_finite(op: u32, v: f32, alpha: f32) -> f32 {
         case 16u: { return clamp(v, 0.0, 6.0); }
         case 17u: { return select(f32_exp(v) - 1.0, v, v > 0.0); }
         case 18u: { return 1.0507009873554805 * select(1.6732632423543772 * (f32_exp(v) - 1.0), v, v > 0.0); }
-        case 19u: { return max(v, 0.0) + log(1.0 + f32_exp(-abs(v))); }
+        case 19u: { return max(v, 0.0) + f32_log1p(f32_exp(-abs(v))); }
         case 20u: { return select(v / (1.0 + abs(v)), sign(v), f32_is_inf(v)); }
-        case 21u: { return select(0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476)), 0.0, neg_inf); }
+        case 21u: { return 0.5 * v * (1.0 + erf_approx(v * 0.7071067811865476)); }
         case 22u: {
-            return select(0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v))), 0.0, neg_inf);
+            return 0.5 * v * (1.0 + tanh_safe(0.7978845608028654 * (v + 0.044715 * v * v * v)));
         }
-        case 23u: { return select(v * sigmoid(v), 0.0, neg_inf); }
+        case 23u: { return v * sigmoid(v); }
         case 24u: { return floor(v); }
         case 25u: { return ceil(v); }
         case 26u: { return round(v); }
@@ -139,8 +151,8 @@ fn unary_deriv(op: u32, v: f32, r: f32, alpha: f32) -> f32 {
         case 14u: { return r * (1.0 - r); }
         case 15u: { return select(0.0, 1.0, v > 0.0); }
         case 16u: { return select(0.0, 1.0, v > 0.0 && v < 6.0); }
-        case 17u: { return select(r + 1.0, 1.0, v > 0.0); }
-        case 18u: { return select(r + 1.0507009873554805 * 1.6732632423543772, 1.0507009873554805, v > 0.0); }
+        case 17u: { return select(1.0, r + 1.0, r < 0.0); }
+        case 18u: { return select(1.0507009873554805, r + 1.0507009873554805 * 1.6732632423543772, r < 0.0); }
         case 19u: { return sigmoid(v); }
         case 20u: { return 1.0 / ((1.0 + abs(v)) * (1.0 + abs(v))); }
         case 21u: {

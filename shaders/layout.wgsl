@@ -89,6 +89,21 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     dst[i] = src[(o * gp.d + u32(k)) * gp.inner + b];
 }
 
+// TensorFlow refuses an integer division by zero (code 3) and a negative
+// integer power (4): a pass over the divisor or exponent (idx, sp.a
+// values) reports one such value in status record sp.c (code sp.b).
+@compute @workgroup_size(256)
+fn int_check(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= sp.a) {
+        return;
+    }
+    let v = idx[i];
+    if ((sp.b == 3u && v == 0) || (sp.b == 4u && v < 0)) {
+        report_status(sp.c, sp.b, v, 0u);
+    }
+}
+
 // dst[r, j] = on if idx[r] == j else off (a = n, b = depth, c = on bits,
 // d = off bits); indices outside [0, depth) give a row of `off`, as in TF.
 @compute @workgroup_size(256)

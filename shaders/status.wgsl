@@ -2,7 +2,8 @@
 // StatusRecord in src/runtime/wgpu/memory.rs): four words per launch's
 // record, [code, value, limit, 0], `slot` the record's index in the bound
 // chunk. The first report in a record wins. Codes: 1 an index out of range
-// (gather), 2 a label out of range (sparse cross-entropy).
+// (gather), 2 a label out of range (sparse cross-entropy), 3 an integer
+// division by zero, 4 a negative integer power (int_check).
 
 @group(0) @binding(4) var<storage, read_write> status: array<atomic<u32>>;
 

@@ -161,12 +161,25 @@ fn binary_cases(s: &mut Suite) {
                 };
                 s.check(Op::Binary(*op), &[x, y]);
             }
-            // int32, with zero divisors (x / 0 = x) and negative exponents.
-            let (lo, hi) = if *op == BinaryOp::Pow { (-3, 6) } else { (-50, 50) };
-            s.check(
-                Op::Binary(*op),
-                &[randint(a, -9, 10, seed), randint(b, lo, hi, seed + 2)],
-            );
+            // int32: divisors other than zero, exponents from zero up (both
+            // refused below, as TensorFlow refuses them).
+            let (lo, hi) = if *op == BinaryOp::Pow { (0, 6) } else { (-50, 50) };
+            let y = randint(b, lo, hi, seed + 2);
+            let y = y
+                .equal(&y.zeros_like().unwrap())
+                .unwrap()
+                .where_(&y.ones_like().unwrap(), &y)
+                .unwrap();
+            s.check(Op::Binary(*op), &[randint(a, -9, 10, seed), y]);
+        }
+        if matches!(op, BinaryOp::Div | BinaryOp::Pow) {
+            let bad = if *op == BinaryOp::Div { 0 } else { -1 };
+            let y = Tensor::from_vec(vec![2, bad, 3], &[3], &cpu()).unwrap();
+            s.check_err(Op::Binary(*op), &[randint(&[4, 3], -9, 10, 5), y]);
+            let y = Tensor::from_vec(vec![bad], &[], &cpu()).unwrap();
+            s.check_err(Op::Binary(*op), &[randint(&[5], -9, 10, 6), y.clone()]);
+            // Nothing is divided when the result is empty (TensorFlow too).
+            s.check(Op::Binary(*op), &[randint(&[0, 3], -9, 10, 7), y]);
         }
         s.check_err(
             Op::Binary(*op),
@@ -1895,8 +1908,7 @@ fn special_values_fused() {
 /// Choices TensorFlow leaves open, pinned here as documented: NaN -> int32
 /// is 0 and out-of-range values saturate (Rust's `as`; TF's x86 kernel
 /// gives INT_MIN, C leaves it undefined); argmax and argmin return the
-/// first NaN (NumPy's rule); gelu, gelu_tanh and silu at -inf give their
-/// limit 0 (TF computes -inf * 0 = NaN there).
+/// first NaN (NumPy's rule).
 #[test]
 fn tensorflow_special_values() {
     let u = |op: UnaryOp, x: &[f32], want: &[f64]| (Op::Unary(op), vec![x.to_vec()], want.to_vec());
@@ -1952,25 +1964,53 @@ fn tensorflow_special_values() {
         u(UnaryOp::Relu, &[NAN, -INF, INF], &[nan, 0.0, inf]),
         u(UnaryOp::Relu6, &[NAN, -INF, INF], &[nan, 0.0, 6.0]),
         u(UnaryOp::Erf, &[INF, -INF, -0.0, NAN], &[1.0, -1.0, -0.0, nan]),
-        u(UnaryOp::Gelu, &[INF, -INF, NAN], &[inf, 0.0, nan]),
-        u(UnaryOp::GeluTanh, &[INF, -INF], &[inf, 0.0]),
-        u(UnaryOp::Silu, &[INF, -INF], &[inf, 0.0]),
-        u(UnaryOp::Softplus, &[INF, -INF, NAN], &[inf, 0.0, nan]),
+        u(UnaryOp::Gelu, &[INF, -INF, NAN, -30.0], &[inf, nan, nan, -0.0]),
+        u(UnaryOp::GeluTanh, &[INF, -INF, -30.0], &[inf, nan, -0.0]),
+        u(UnaryOp::Silu, &[INF, -INF], &[inf, nan]),
+        u(
+            UnaryOp::Softplus,
+            &[INF, -INF, NAN, -9.0],
+            &[inf, 0.0, nan, 0.00012340218972325883],
+        ),
         u(UnaryOp::Sigmoid, &[INF, -INF, NAN], &[1.0, 0.0, nan]),
         u(UnaryOp::Tanh, &[INF, -INF, -0.0, NAN], &[1.0, -1.0, -0.0, nan]),
         u(UnaryOp::Exp, &[INF, -INF, NAN], &[inf, 0.0, nan]),
-        u(UnaryOp::Expm1, &[INF, -INF, -0.0], &[inf, -1.0, -0.0]),
+        u(
+            UnaryOp::Expm1,
+            &[INF, -INF, -0.0, 0.01, -0.3],
+            &[inf, -1.0, -0.0, 0.010050167084168058, -0.2591817793182821],
+        ),
         u(
             UnaryOp::Log,
             &[0.0, -0.0, -1.0, INF, -INF, NAN],
             &[-inf, -inf, nan, inf, nan, nan],
         ),
-        u(UnaryOp::Log1p, &[-1.0, -2.0, INF, -0.0], &[-inf, nan, inf, -0.0]),
+        u(
+            UnaryOp::Log1p,
+            &[-1.0, -2.0, INF, -0.0, 0.01, -0.2],
+            &[-inf, nan, inf, -0.0, 0.009950330853168083, -0.2231435513142097],
+        ),
         u(UnaryOp::Sqrt, &[-0.0, -1.0, INF, -INF], &[-0.0, nan, inf, nan]),
         u(UnaryOp::Rsqrt, &[0.0, -0.0, INF, -1.0], &[inf, -inf, 0.0, nan]),
         u(UnaryOp::Reciprocal, &[-0.0, 0.0, INF, -INF], &[-inf, inf, 0.0, -0.0]),
         u(UnaryOp::Elu, &[-INF, INF], &[-1.0, inf]),
         u(UnaryOp::Selu, &[-INF, INF], &[-1.7580993408473766, inf]),
+        // EluGrad and SeluGrad branch on the output: 0 and NaN take the
+        // linear side (inputs x, f(x), dy).
+        (
+            Op::UnaryGrad(UnaryOp::Elu),
+            vec![
+                vec![0.0, NAN, -1.0],
+                vec![0.0, NAN, -0.63212055882],
+                vec![1.0, 1.0, 1.0],
+            ],
+            vec![1.0, 1.0, 0.36787944117],
+        ),
+        (
+            Op::UnaryGrad(UnaryOp::Selu),
+            vec![vec![0.0, NAN], vec![0.0, NAN], vec![1.0, 1.0]],
+            vec![1.0507009873554805, 1.0507009873554805],
+        ),
         u(UnaryOp::Softsign, &[INF, -INF, -0.0], &[1.0, -1.0, -0.0]),
         u(UnaryOp::Floor, &[INF, -INF, -0.0, NAN], &[inf, -inf, -0.0, nan]),
         u(UnaryOp::Ceil, &[INF, -INF, -0.5], &[inf, -inf, -0.0]),

@@ -265,6 +265,21 @@ fn cases() -> Vec<Case> {
             }));
         }
     }
+    // Rows with no zero, one zero and two zeros: each element's gradient
+    // is the product of the others (TensorFlow's [6, 0, 0] for [0, 2, 3]).
+    let zeros = Tensor::from_vec(
+        vec![0.0f64, 2.0, 3.0, 0.0, 0.0, 4.0, 1.5, -2.0, 3.0, 0.5, 0.0, -1.0],
+        &[4, 3],
+        &Device::Cpu,
+    )
+    .unwrap();
+    for axes in [vec![1isize], vec![0], vec![0, 1]] {
+        v.push(case(
+            &format!("reduce_prod with zeros {axes:?}"),
+            vec![zeros.clone()],
+            move |x| reduce::reduce_prod(&x[0], Some(&axes), false),
+        ));
+    }
     v.push(case("softmax", vec![r64(&[3, 5], 60)], |x| softmax::softmax(&x[0], -1)));
     v.push(case("softmax axis 0", vec![r64(&[3, 5], 61)], |x| {
         softmax::softmax(&x[0], 0)

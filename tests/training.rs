@@ -260,6 +260,38 @@ fn losses_match_their_formulas() {
         .item()
         .unwrap();
     assert!((scce_p - cce).abs() < 1e-5);
+    // Probabilities from a softmax or sigmoid activation keep their logits,
+    // as Keras 3's `_keras_logits`: a confident wrong answer costs its full
+    // 60 (or 30), not the clipped -log(1e-7) = 16.1 (Keras gives 60 and 30).
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for d in &devices {
+        let sure = t(&[30.0, -30.0], &[1, 2]).to_device(d).unwrap();
+        let p = Activation::Softmax.apply(&sure).unwrap();
+        let one = Tensor::from_vec(vec![1], &[1], &Device::Cpu).unwrap();
+        let l = SparseCategoricalCrossentropy::new(false)
+            .call(&one, &p)
+            .unwrap()
+            .item()
+            .unwrap();
+        assert!((l - 60.0).abs() < 1e-3, "{d}: {l}");
+        let hot = t(&[0.0, 1.0], &[1, 2]).to_device(d).unwrap();
+        let l = CategoricalCrossentropy::new(false)
+            .call(&hot, &p)
+            .unwrap()
+            .item()
+            .unwrap();
+        assert!((l - 60.0).abs() < 1e-3, "{d}: {l}");
+        let s = Activation::Sigmoid
+            .apply(&t(&[-30.0], &[1, 1]).to_device(d).unwrap())
+            .unwrap();
+        let l = BinaryCrossentropy::new(false)
+            .call(&t(&[1.0], &[1, 1]), &s)
+            .unwrap()
+            .item()
+            .unwrap();
+        assert!((l - 30.0).abs() < 1e-3, "{d}: {l}");
+    }
     // Errors: shapes, and labels out of range on every device.
     assert!(matches!(
         MeanSquaredError.call(&y, &t(&[1.0], &[1])),
@@ -345,6 +377,44 @@ fn optimizers_follow_keras_formulas() {
 /// Every schedule gives Keras 3's rates (tests/python/schedules.py) at
 /// steps 0 to 40, on the host and on every device (the form a
 /// LossScaleOptimizer evaluates); bad piecewise arguments are typed errors.
+/// A Keras optimizer config comes back with its clipnorm; options wgflow
+/// lacks are refused by name, never dropped.
+#[test]
+fn keras_optimizer_configs_keep_or_refuse_every_option() {
+    use wgflow::nn::optimizers::Optimizer;
+    let adam: Optimizer = Adam::new(0.01).clipnorm(1.5).into();
+    let c = adam.keras_config();
+    let back = Optimizer::from_keras_config(&c).unwrap();
+    assert_eq!(back.keras_config(), c);
+    assert_eq!(c["config"]["clipnorm"], 1.5);
+    // What Keras 3 writes for a plain Adam loads.
+    let plain: serde_json::Value = serde_json::from_str(
+        r#"{"class_name": "Adam", "config": {"learning_rate": 0.001, "weight_decay": null, "clipnorm": null,
+        "global_clipnorm": null, "clipvalue": null, "use_ema": false, "ema_momentum": 0.99,
+        "ema_overwrite_frequency": null, "loss_scale_factor": null, "gradient_accumulation_steps": null,
+        "beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-07, "amsgrad": false}}"#,
+    )
+    .unwrap();
+    Optimizer::from_keras_config(&plain).unwrap();
+    for (key, value) in [
+        ("amsgrad", serde_json::json!(true)),
+        ("clipvalue", serde_json::json!(0.5)),
+        ("weight_decay", serde_json::json!(0.01)),
+        (
+            "learning_rate",
+            serde_json::json!({"class_name": "ExponentialDecay", "config": {}}),
+        ),
+    ] {
+        let mut c = plain.clone();
+        c["config"][key] = value;
+        let e = Optimizer::from_keras_config(&c).err().expect(key).to_string();
+        assert!(
+            e.contains(if key == "learning_rate" { "schedule" } else { key }),
+            "{key}: {e}"
+        );
+    }
+}
+
 #[test]
 fn schedules_match_keras() {
     let exp = ExponentialDecay {
@@ -470,6 +540,20 @@ fn metrics_accumulate_and_reset() {
     let mut e = Accuracy::exact();
     e.update_state(&t(&[1.0, 2.0], &[2]), &t(&[1.0, 3.0], &[2])).unwrap();
     assert_eq!(e.result().unwrap(), 0.5);
+    // Keras' rules: a soft label is compared as given (0.7 is a miss),
+    // labels [n] meet predictions [n, 1] row by row, and a float label
+    // between classes matches none.
+    let mut b = Accuracy::binary(0.5);
+    b.update_state(&t(&[0.7, 1.0], &[2]), &t(&[0.9, 0.9], &[2])).unwrap();
+    assert_eq!(b.result().unwrap(), 0.5);
+    let mut b = Accuracy::binary(0.5);
+    b.update_state(&t(&[1.0, 0.0, 1.0], &[3]), &t(&[0.9, 0.2, 0.1], &[3, 1]))
+        .unwrap();
+    assert!((b.result().unwrap() - 2.0 / 3.0).abs() < 1e-9);
+    let mut a = SparseCategoricalAccuracy::new();
+    a.update_state(&t(&[1.5, 0.0], &[2]), &t(&[0.1, 0.9, 0.8, 0.2], &[2, 2]))
+        .unwrap();
+    assert_eq!(a.result().unwrap(), 0.5);
 }
 
 /// A learnable toy task: the class is which of 4 features is largest.
@@ -524,6 +608,47 @@ fn fit_converges_on_every_device() {
         assert_eq!(logs[0].0, "loss");
         let p = m.predict(&vx, 100).unwrap();
         assert_eq!(p.shape(), &[256, 4]);
+    }
+}
+
+/// Keras weights each batch's loss by its size: with a learning rate of 0
+/// the epoch's loss over 100 samples in batches of 32 (the last holds 4)
+/// is the loss of all 100 at once, on every device, eager and traced.
+#[test]
+fn the_epoch_loss_is_weighted_by_batch_size() {
+    let (x, y) = toy(100, 3);
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for d in devices {
+        for eager in [false, true] {
+            let mut m = mlp(6, &d);
+            m.compile(
+                SGD::new(0.0),
+                SparseCategoricalCrossentropy::new(true),
+                SparseCategoricalAccuracy::new(),
+            );
+            m.set_run_eagerly(eager).unwrap();
+            let h = m
+                .fit(
+                    &x,
+                    &y,
+                    FitArgs {
+                        batch_size: 32,
+                        epochs: 1,
+                        shuffle: false,
+                        device: Some(d.clone()),
+                        verbose: false,
+                        ..FitArgs::default()
+                    },
+                )
+                .unwrap();
+            let got = h.get("loss").unwrap()[0];
+            let want = m.evaluate(&x, &y, 100).unwrap()[0].1;
+            assert!(
+                (got - want).abs() <= 1e-5 * want.abs(),
+                "{d} eager {eager}: epoch loss {got}, all at once {want}"
+            );
+        }
     }
 }
 

@@ -96,9 +96,11 @@ impl Activation {
             Activation::Linear => Ok(x.clone()),
             Activation::Relu => x.relu(),
             Activation::Relu6 => x.relu6(),
-            Activation::Sigmoid => x.sigmoid(),
+            // Keras keeps the scores of these two on their output, so that
+            // a cross-entropy loss computes from them exactly.
+            Activation::Sigmoid => Ok(x.sigmoid()?.with_logits(x)),
             Activation::Tanh => x.tanh(),
-            Activation::Softmax => softmax::softmax(x, -1),
+            Activation::Softmax => Ok(softmax::softmax(x, -1)?.with_logits(x)),
             Activation::Gelu => x.gelu(),
             Activation::Elu => x.elu(),
             Activation::Selu => x.selu(),

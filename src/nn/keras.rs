@@ -206,7 +206,7 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     let h5 = entry("model.weights.h5")?;
     let (mut model, classes) = model_from_config(path, &config, device)?;
     if let Some(c) = config.get("compile_config").filter(|c| !c.is_null()) {
-        compile_from(&mut model, &c["optimizer"], &c["loss"], &c["metrics"]).map_err(|e| bad(path, e))?;
+        compile_from(&mut model, &c["optimizer"], &c["loss"], &c["metrics"]).unwrap_or_else(|e| uncompiled(path, &e));
     }
     let file = open_h5(h5).map_err(|e| h5_err(path, e))?;
     let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
@@ -475,7 +475,8 @@ fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
     let (mut model, _) = model_from_config(path, &config, device)?;
     if let Some(t) = root.get("training_config").and_then(|a| a.as_str()) {
         let t: Value = serde_json::from_str(t).map_err(|e| bad(path, format!("training_config is not JSON: {e}")))?;
-        compile_from(&mut model, &t["optimizer_config"], &t["loss"], &t["metrics"]).map_err(|e| bad(path, e))?;
+        compile_from(&mut model, &t["optimizer_config"], &t["loss"], &t["metrics"])
+            .unwrap_or_else(|e| uncompiled(path, &e));
     }
     let weights = file
         .group("model_weights")
@@ -616,6 +617,13 @@ const KNOWN_METRICS: [&str; 5] = [
     "categorical_accuracy",
     "binary_accuracy",
 ];
+
+/// A compile config wgflow cannot follow (an optimizer option or loss it
+/// lacks) leaves the model loaded, weights and all, but not compiled: it
+/// predicts, and `fit` asks for a `compile` first.
+fn uncompiled(path: &Path, e: &str) {
+    log::warn!("{}: loaded without its training config: {e}", path.display());
+}
 
 /// Compiles `model` as a Keras `compile_config` says: the optimizer (class
 /// and options), the loss (a name or `{class_name, config: {from_logits}}`)

@@ -117,9 +117,9 @@ impl Loss for BinaryCrossentropy {
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         same_shape(self.name(), y_true, y_pred)?;
         let z = as_pred_dtype(y_true, y_pred)?;
-        let l = if self.from_logits {
+        let scores = scores_of(y_pred, self.from_logits)?;
+        let l = if let Some(x) = &scores {
             // max(x, 0) - x z + log(1 + exp(-|x|)), stable for any x
-            let x = y_pred;
             x.relu()?.sub(&x.mul(&z)?)?.add(&x.abs()?.neg()?.exp()?.log1p()?)?
         } else {
             let p = clip(y_pred)?;
@@ -127,6 +127,26 @@ impl Loss for BinaryCrossentropy {
             z.mul(&p.log()?)?.add(&one.sub(&z)?.mul(&one.sub(&p)?.log()?)?)?.neg()?
         };
         l.mean(None, false)
+    }
+}
+
+/// The logits behind `y_pred`: itself with `from_logits`, else those a
+/// softmax or sigmoid activation recorded on it (Keras 3 does the same
+/// through `_keras_logits`, so saturated probabilities still train), in
+/// `y_pred`'s dtype; `None` means probabilities.
+fn scores_of(y_pred: &Tensor, from_logits: bool) -> Result<Option<Tensor>> {
+    if from_logits {
+        return Ok(Some(y_pred.clone()));
+    }
+    match y_pred.logits() {
+        Some(l) if l.shape() == y_pred.shape() && l.device() == y_pred.device() => {
+            Ok(Some(if l.dtype() == y_pred.dtype() {
+                l.clone()
+            } else {
+                l.cast(y_pred.dtype())?
+            }))
+        }
+        _ => Ok(None),
     }
 }
 
@@ -160,8 +180,8 @@ impl Loss for CategoricalCrossentropy {
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         same_shape(self.name(), y_true, y_pred)?;
         let z = as_pred_dtype(y_true, y_pred)?;
-        let logp = if self.from_logits {
-            softmax::log_softmax(y_pred, -1)?
+        let logp = if let Some(x) = scores_of(y_pred, self.from_logits)? {
+            softmax::log_softmax(&x, -1)?
         } else {
             // Keras normalizes the probabilities before clipping.
             let p = y_pred.div(&y_pred.sum(Some(&[-1]), true)?)?;
@@ -222,10 +242,9 @@ impl Loss for SparseCategoricalCrossentropy {
         };
         // From probabilities TF takes log(clip(p)) as logits; softmax then
         // renormalizes them.
-        let logits = if self.from_logits {
-            y_pred.clone()
-        } else {
-            clip(y_pred)?.log()?
+        let logits = match scores_of(y_pred, self.from_logits)? {
+            Some(x) => x,
+            None => clip(y_pred)?.log()?,
         };
         softmax::sparse_softmax_cross_entropy_with_logits(&labels, &logits)?.mean(None, false)
     }

@@ -251,6 +251,25 @@ metrics_tuple!(A, B);
 metrics_tuple!(A, B, C);
 metrics_tuple!(A, B, C, D);
 
+/// Keras' `squeeze_or_expand_to_same_rank`: labels `[n]` against
+/// predictions `[n, 1]` (or the reverse) meet as `[n, 1]`, not broadcast
+/// to `[n, n]`.
+fn same_rank(t: &Tensor, p: &Tensor) -> Result<(Tensor, Tensor)> {
+    let expand = |x: &Tensor| -> Result<Tensor> {
+        let mut sh: Vec<isize> = x.shape().iter().map(|&d| d as isize).collect();
+        sh.push(1);
+        x.reshape(&sh)
+    };
+    let (rt, rp) = (t.rank(), p.rank());
+    if rt == rp + 1 && t.shape().last() == Some(&1) {
+        return Ok((t.clone(), expand(p)?));
+    }
+    if rp == rt + 1 && p.shape().last() == Some(&1) {
+        return Ok((expand(t)?, p.clone()));
+    }
+    Ok((t.clone(), p.clone()))
+}
+
 impl Metric for Accuracy {
     fn name(&self) -> &str {
         &self.name
@@ -259,17 +278,19 @@ impl Metric for Accuracy {
         crate::autodiff::without_recording(|| {
             let t = y_true.to_device(y_pred.device())?;
             let hits = match self.kind {
-                Kind::Exact => t.cast(y_pred.dtype())?.equal(y_pred)?,
+                Kind::Exact => {
+                    let (t, p) = same_rank(&t, y_pred)?;
+                    t.cast(p.dtype())?.equal(&p)?
+                }
+                // Keras compares y_true as given with the 0/1 predictions,
+                // so a soft label of 0.7 is a miss whatever the prediction.
                 Kind::Binary(th) => {
-                    y_pred
-                        .greater(&y_pred.scalar_like(th)?)?
-                        .equal(
-                            &t.cast(DType::F32)?
-                                .greater(&ops::full(&[], 0.5, DType::F32, t.device())?)?,
-                        )?
+                    let (t, p) = same_rank(&t, y_pred)?;
+                    let p = p.greater(&p.scalar_like(th)?)?.cast(DType::F32)?;
+                    t.cast(DType::F32)?.equal(&p)?
                 }
                 Kind::SparseCategorical => {
-                    let l = t.reshape(&[-1])?.cast(DType::I32)?;
+                    let l = t.reshape(&[-1])?;
                     if y_pred.rank() != 2 || l.numel() != y_pred.shape()[0] {
                         return Err(Error::shape(
                             "sparse_categorical_accuracy",
@@ -277,7 +298,9 @@ impl Metric for Accuracy {
                             "needs labels [batch] and scores [batch, classes]",
                         ));
                     }
-                    y_pred.argmax(-1)?.equal(&l)?
+                    // As Keras, the class index meets the label as a float:
+                    // a label of 1.5 matches no class.
+                    y_pred.argmax(-1)?.cast(DType::F32)?.equal(&l.cast(DType::F32)?)?
                 }
                 Kind::Categorical => y_pred.argmax(-1)?.equal(&t.argmax(-1)?)?,
             };

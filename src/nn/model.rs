@@ -307,7 +307,10 @@ pub trait Model {
             drop(tape);
             c.optimizer.apply_gradients(&grads, &vars)?;
             without_recording(|| -> Result<()> {
-                c.loss_tracker.update(&loss)?;
+                // Keras weights each batch's loss by its size, so a short
+                // last batch counts for what it holds.
+                let n = x.shape().first().copied().unwrap_or(1);
+                c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
                 for m in c.metrics.iter_mut() {
                     m.update_state(y, &pred)?;
                 }
@@ -858,7 +861,11 @@ impl Model for Sequential {
         // Under a float16 or bfloat16 policy the last layer computes in 16
         // bits; the model's output (and so the loss) is f32.
         if h.dtype().is_half() {
+            let logits = h.logits().cloned();
             h = h.cast(DType::F32)?;
+            if let Some(l) = logits {
+                h = h.with_logits(&l);
+            }
         }
         Ok(h)
     }

@@ -734,6 +734,36 @@ impl Optimizer {
             v => (v["class_name"].as_str().unwrap_or_default(), v["config"].clone()),
         };
         let f = |k: &str, d: f64| c.get(k).and_then(serde_json::Value::as_f64).unwrap_or(d);
+        // Options wgflow lacks are refused rather than dropped, so a loaded
+        // model never trains differently from the one saved.
+        let set = |k: &str| {
+            c.get(k)
+                .is_some_and(|v| !v.is_null() && v != &serde_json::Value::Bool(false))
+        };
+        let lacking = |what: String| Error::Unimplemented {
+            what: format!("Keras optimizer {class:?} with {what}"),
+            msg: "wgflow's optimizers have clipnorm, not this option".into(),
+        };
+        if c.get("learning_rate").is_some_and(|v| !v.is_null() && !v.is_number()) {
+            return Err(lacking("a learning-rate schedule in its config".into()));
+        }
+        for k in [
+            "amsgrad",
+            "centered",
+            "use_ema",
+            "global_clipnorm",
+            "clipvalue",
+            "gradient_accumulation_steps",
+            "loss_scale_factor",
+        ] {
+            if set(k) {
+                return Err(lacking(format!("{k} = {}", c[k])));
+            }
+        }
+        let decay = c.get("weight_decay").and_then(serde_json::Value::as_f64).unwrap_or(0.0);
+        if !class.eq_ignore_ascii_case("adamw") && decay != 0.0 {
+            return Err(lacking(format!("weight_decay = {decay}")));
+        }
         let lr = f("learning_rate", 0.001);
         let opt: Optimizer = match class.to_lowercase().as_str() {
             "sgd" => SGD::new(f("learning_rate", 0.01))
@@ -761,6 +791,8 @@ impl Optimizer {
                 });
             }
         };
+        let mut opt = opt;
+        opt.clipnorm = c.get("clipnorm").and_then(serde_json::Value::as_f64);
         Ok(opt)
     }
 

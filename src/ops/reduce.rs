@@ -75,7 +75,7 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 
 /// Gradient rules. Sum and mean spread dy back over the reduced axes; max
 /// and min share it equally among the elements equal to the result (as TF);
-/// prod uses y / x, so it is undefined where an input is zero.
+/// prod gives each element the product of the others, zeros included.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
     let a = x[0];
     let Op::Reduce { op: r, axes, .. } = op else {
@@ -98,7 +98,21 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
             let count = mask.sum(Some(&axes.iter().map(|&d| d as isize).collect::<Vec<_>>()), true)?;
             g.mul(&mask)?.div(&count.broadcast_to(a.shape())?)?
         }
-        ReduceOp::Prod => g.mul(&up(y)?)?.div(a)?,
+        ReduceOp::Prod => {
+            // y / x is 0 / 0 at a zero. With p the product of the nonzero
+            // elements: no zero in the slice, p / x; one zero, p at it and
+            // 0 elsewhere; more, 0 everywhere.
+            let axes: Vec<isize> = axes.iter().map(|&d| d as isize).collect();
+            let zero = super::binary::equal(a, &a.scalar_like(0.0)?)?;
+            let safe = zero.where_(&a.scalar_like(1.0)?, a)?;
+            let p = up(&safe.prod(Some(&axes), true)?)?;
+            let zeros = up(&zero.cast(a.dtype())?.sum(Some(&axes), true)?)?;
+            let none = super::binary::equal(&zeros, &a.scalar_like(0.0)?)?;
+            let one = super::binary::equal(&zeros, &a.scalar_like(1.0)?)?;
+            let at_zero = zero.where_(&p, &a.scalar_like(0.0)?)?;
+            let others = none.where_(&p.div(&safe)?, &one.where_(&at_zero, &a.scalar_like(0.0)?)?)?;
+            g.mul(&others)?
+        }
     };
     Ok(vec![Some(dx)])
 }

@@ -30,6 +30,10 @@ pub(crate) struct Inner {
     pub(crate) dtype: DType,
     pub(crate) device: Device,
     pub(crate) storage: Storage,
+    /// The scores a softmax or sigmoid activation made this tensor from
+    /// (Keras' `_keras_logits`): cross-entropy losses use them instead of
+    /// the clipped probabilities.
+    pub(crate) logits: std::sync::OnceLock<Tensor>,
 }
 
 /// An immutable n-d array of one [`DType`] on one [`Device`], as
@@ -64,7 +68,19 @@ impl Tensor {
             dtype,
             device,
             storage,
+            logits: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Records the logits this tensor was computed from (see `Inner::logits`).
+    pub(crate) fn with_logits(self, logits: &Tensor) -> Tensor {
+        let _ = self.0.logits.set(logits.clone());
+        self
+    }
+
+    /// The logits recorded by [`Tensor::with_logits`], if any.
+    pub(crate) fn logits(&self) -> Option<&Tensor> {
+        self.0.logits.get()
     }
 
     pub(crate) fn from_cpu(data: CpuData, shape: Vec<usize>) -> Tensor {

@@ -3,8 +3,9 @@
 //! and their per-element reference semantics.
 //!
 //! Operands must share a dtype, as in TensorFlow (no implicit promotion).
-//! Integer arithmetic wraps on overflow and `x / 0` gives `x`, which is what
-//! WGSL defines; integer division truncates toward zero.
+//! Integer arithmetic wraps on overflow and integer division truncates
+//! toward zero; as in TensorFlow, an integer division by zero and a
+//! negative integer power are errors ([`int_error`]), on every device.
 //!
 //! Part of [`crate::core::op`]; the public functions (`add`, `equal`, …) and
 //! the gradient rules are in `ops::binary`.
@@ -20,9 +21,10 @@ pub enum BinaryOp {
     Sub,
     /// `a * b`.
     Mul,
-    /// `a / b`: IEEE for floats; for int32, truncating, with `a / 0 = a`.
+    /// `a / b`: IEEE for floats; for integers, truncating, and a zero
+    /// divisor is an error.
     Div,
-    /// `a^b`; for int32, a negative exponent gives 0 unless `|a| = 1`.
+    /// `a^b`; for int32, a negative exponent is an error.
     Pow,
     /// The larger element.
     Maximum,
@@ -144,7 +146,28 @@ impl BinaryOp {
     }
 }
 
-/// Integer power as the i32 shader prelude computes it.
+/// TensorFlow's refusals of integer arithmetic: status code 3 (a zero
+/// divisor) and 4 (a negative exponent), as the GPU's `int_check` reports
+/// them (shaders/layout.wgsl) and the CPU finds them.
+pub(crate) fn int_error(code: u32) -> crate::core::error::Error {
+    match code {
+        3 => crate::core::error::Error::arg("div", "Integer division by zero"),
+        _ => crate::core::error::Error::arg("pow", "Integers to negative integer powers are not allowed"),
+    }
+}
+
+/// The status code of `op` on integer operands whose divisor or exponent
+/// holds `bad`, where TensorFlow refuses it.
+pub(crate) fn int_check(op: BinaryOp) -> Option<(u32, fn(i32) -> bool)> {
+    match op {
+        BinaryOp::Div => Some((3, |v| v == 0)),
+        BinaryOp::Pow => Some((4, |v| v < 0)),
+        _ => None,
+    }
+}
+
+/// Integer power as the i32 shader prelude computes it (a negative
+/// exponent never reaches it: see [`int_check`]).
 pub(crate) fn ipow(a: i32, b: i32) -> i32 {
     if b < 0 {
         return match a {

@@ -217,16 +217,18 @@ impl UnaryOp {
             UnaryOp::Sigmoid => r * (one - r),
             UnaryOp::Relu => step(v > zero),
             UnaryOp::Relu6 => step(v > zero && v < F::of(6.0)),
+            // TensorFlow's EluGrad and SeluGrad branch on the output, so
+            // 0 and NaN take the linear side.
             UnaryOp::Elu => {
-                if v > zero {
-                    one
-                } else {
+                if r < zero {
                     r + one
+                } else {
+                    one
                 }
             }
             UnaryOp::Selu => {
                 let s = F::of(1.0507009873554805);
-                if v > zero { s } else { r + s * F::of(1.6732632423543772) }
+                if r < zero { r + s * F::of(1.6732632423543772) } else { s }
             }
             UnaryOp::Softplus => sigmoid(v),
             UnaryOp::Softsign => one / ((one + v.abs()) * (one + v.abs())),
@@ -259,8 +261,8 @@ impl UnaryOp {
 
     /// The CPU reference of one element: TensorFlow's values, special
     /// ones included. NaN gives NaN for every op (relu and sign too);
-    /// x f(x) forms at -inf (gelu, gelu_tanh, silu) give their limit 0
-    /// rather than -inf * 0.
+    /// x f(x) forms at -inf (gelu, gelu_tanh, silu) give -inf * 0 = NaN,
+    /// as TensorFlow's own formulas do.
     #[inline(always)]
     pub fn apply<F: Float>(self, v: F) -> F {
         let one = F::ONE;
@@ -268,10 +270,6 @@ impl UnaryOp {
         let sigmoid = |v: F| one / (one + (-v).exp());
         if v.is_nan() {
             return v;
-        }
-        let neg_inf = v == F::NEG_INFINITY;
-        if neg_inf && matches!(self, UnaryOp::Gelu | UnaryOp::GeluTanh | UnaryOp::Silu) {
-            return zero;
         }
         match self {
             UnaryOp::Neg => -v,

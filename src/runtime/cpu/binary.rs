@@ -176,14 +176,22 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
                     out,
                     |p, q| o.float(p, q),
                 )),
-                (CpuData::I32(a), CpuData::I32(b)) => CpuData::I32(zip(
-                    a,
-                    b,
-                    (x[0].shape(), x[1].shape()),
-                    (&st[0], &st[1]),
-                    out,
-                    |p, q| o.int(p, q),
-                )),
+                (CpuData::I32(a), CpuData::I32(b)) => {
+                    if let Some((code, bad)) = crate::core::op::binary::int_check(o)
+                        && numel(out) > 0
+                        && b.iter().any(|&v| bad(v))
+                    {
+                        return Err(crate::core::op::binary::int_error(code));
+                    }
+                    CpuData::I32(zip(
+                        a,
+                        b,
+                        (x[0].shape(), x[1].shape()),
+                        (&st[0], &st[1]),
+                        out,
+                        |p, q| o.int(p, q),
+                    ))
+                }
                 (CpuData::Bool(a), CpuData::Bool(b)) => CpuData::Bool(zip(
                     a,
                     b,

@@ -79,7 +79,14 @@ params! {
 }
 
 pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
-    let y = g.alloc(op.name(), (numel(out) * dtype.size()) as u64)?;
+    let mut y = g.alloc(op.name(), (numel(out) * dtype.size()) as u64)?;
+    if let Op::Binary(b) = op
+        && let Some((code, _)) = crate::core::op::binary::int_check(*b)
+        && dtype == DType::I32
+        && numel(out) > 0
+    {
+        y.depend_on(&check_ints(g, x[1], code)?);
+    }
     encode(op, g, x, out, dtype, &y)?;
     Ok(y)
 }
@@ -196,6 +203,30 @@ pub(crate) fn encode(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DTyp
         bufs: &bufs,
         groups: grid(n.div_ceil(per), 256),
     })
+}
+
+/// Reports a zero divisor or negative exponent among `b`'s values, where
+/// TensorFlow refuses the op, in a status record for the result to carry
+/// (read back with it); shaders/layout.wgsl's `int_check`.
+fn check_ints(g: &Gpu, b: Operand, code: u32) -> Result<std::sync::Arc<super::memory::StatusRecord>> {
+    let rec = g.status_record()?;
+    let m = b.numel();
+    let params = super::layout::SmallParams {
+        a: m as u32,
+        b: code,
+        c: rec.index,
+        ..Default::default()
+    };
+    g.launch(&Launch {
+        kernel: &super::layout::LAYOUT,
+        entry: "int_check",
+        ty: KType::U32,
+        consts: &[],
+        params: ParamBlock::of(&params),
+        bufs: &[b.gpu_buf(), &rec.buf],
+        groups: grid(m, 256),
+    })?;
+    Ok(rec)
 }
 
 /// The shader's fast mode for operands with strides `st` over `out` (see

@@ -1772,6 +1772,7 @@ fn status_error(s: [u32; 4]) -> Error {
     match s[0] {
         1 => crate::core::op::layout::index_error(value, s[2]),
         2 => crate::core::op::softmax::label_error(value, s[2]),
+        3 | 4 => crate::core::op::binary::int_error(s[0]),
         c => Error::Gpu {
             device: String::new(),
             msg: format!("unknown kernel status code {c}"),
