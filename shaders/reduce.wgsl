@@ -41,15 +41,27 @@ var<workgroup> sv: array<Acc, 256>;
 var<workgroup> si: array<u32, 256>;
 var<workgroup> sh: array<u32, 256>;
 
-// Whether (v, i) replaces the current (a, j) for arg ops: strictly better,
-// or equal with a smaller index (first occurrence wins). NaN is better
-// than any number, for argmax and argmin alike (as NumPy's; reduce_max and
-// reduce_min give NaN for the same rows).
+// Whether (v, i) replaces the current (a, j) for arg ops: TensorFlow's
+// (Eigen's) scan from (the type's lowest value, index 0), in an order-free
+// form. An element counts only if it beats that start (so NaN, -inf and
+// the lowest value itself never win for argmax); a counted one beats an
+// uncounted one, the better value wins, and ties (and uncounted pairs)
+// go to the smaller index, which makes a row with none counted give 0.
+fn counts(v: Acc) -> bool {
+    if (OP == 5u) {
+        return v > acc_lowest();
+    }
+    return v < acc_highest();
+}
+
 fn wins(v: Acc, i: u32, a: Acc, j: u32) -> bool {
-    let vn = acc_is_nan(v);
-    let an = acc_is_nan(a);
-    if (vn || an) {
-        return vn && (!an || i < j);
+    let vc = counts(v);
+    let ac = counts(a);
+    if (vc != ac) {
+        return vc;
+    }
+    if (!vc) {
+        return i < j;
     }
     if (OP == 5u) {
         return v > a || (v == a && i < j);

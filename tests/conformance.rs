@@ -1907,8 +1907,7 @@ fn special_values_fused() {
 /// in f32 and f16, eagerly and (where the op fuses) in a generated kernel.
 /// Choices TensorFlow leaves open, pinned here as documented: NaN -> int32
 /// is 0 and out-of-range values saturate (Rust's `as`; TF's x86 kernel
-/// gives INT_MIN, C leaves it undefined); argmax and argmin return the
-/// first NaN (NumPy's rule).
+/// gives INT_MIN, C leaves it undefined).
 #[test]
 fn tensorflow_special_values() {
     let u = |op: UnaryOp, x: &[f32], want: &[f64]| (Op::Unary(op), vec![x.to_vec()], want.to_vec());
@@ -2056,15 +2055,27 @@ fn tensorflow_special_values() {
             vec![vec![INF, -INF]],
             vec![nan],
         ),
+        // argmax and argmin skip NaN; a row of NaN and -inf gives 0 for
+        // argmax (TensorFlow's scan starts from the lowest value at 0).
         (
             Op::ArgReduce { max: true, axis: 0 },
             vec![vec![1.0, NAN, 3.0, NAN]],
-            vec![1.0],
+            vec![2.0],
         ),
         (
             Op::ArgReduce { max: false, axis: 0 },
             vec![vec![1.0, -3.0, NAN]],
-            vec![2.0],
+            vec![1.0],
+        ),
+        (
+            Op::ArgReduce { max: true, axis: 1 },
+            vec![vec![NAN, -INF, NAN, NAN, 1.0, INF, NAN, INF, NAN, NAN, NAN, NAN]],
+            vec![0.0, 2.0, 1.0, 0.0],
+        ),
+        (
+            Op::ArgReduce { max: false, axis: 1 },
+            vec![vec![NAN, -INF, NAN, NAN, 1.0, INF, NAN, INF, NAN, NAN, NAN, NAN]],
+            vec![1.0, 1.0, 0.0, 0.0],
         ),
         (
             Op::Pool(Pool2d {
@@ -2088,6 +2099,8 @@ fn tensorflow_special_values() {
                     // Pooling reads [1, 2, 4, 1]: windows [1 nan; -1 -2] and [3 2; -3 -4].
                     let sh: &[usize] = if matches!(op, Op::Pool(_)) {
                         &[1, 2, 4, 1]
+                    } else if matches!(op, Op::ArgReduce { axis: 1, .. }) {
+                        &[4, 3]
                     } else {
                         &[v.len()]
                     };

@@ -22,3 +22,13 @@ fn t_is_nan(v: T) -> bool {
 fn acc_is_nan(v: Acc) -> bool {
     return f32_is_nan(v);
 }
+
+// The most extreme finite values of the element type, as the accumulator
+// (`NumTraits<T>::lowest()` and `highest()`: TensorFlow's argmax and
+// argmin start from them).
+fn acc_lowest() -> Acc {
+    return -3.4028234663852886e38;
+}
+fn acc_highest() -> Acc {
+    return 3.4028234663852886e38;
+}

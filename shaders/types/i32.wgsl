@@ -43,3 +43,13 @@ fn t_is_nan(v: T) -> bool {
 fn acc_is_nan(v: Acc) -> bool {
     return false;
 }
+
+// The most extreme finite values of the element type, as the accumulator
+// (`NumTraits<T>::lowest()` and `highest()`: TensorFlow's argmax and
+// argmin start from them).
+fn acc_lowest() -> Acc {
+    return bitcast<i32>(0x80000000u);
+}
+fn acc_highest() -> Acc {
+    return 2147483647;
+}

@@ -29,3 +29,13 @@ fn t_is_nan(v: T) -> bool {
 fn acc_is_nan(v: Acc) -> bool {
     return false;
 }
+
+// The most extreme finite values of the element type, as the accumulator
+// (`NumTraits<T>::lowest()` and `highest()`: TensorFlow's argmax and
+// argmin start from them).
+fn acc_lowest() -> Acc {
+    return 0u;
+}
+fn acc_highest() -> Acc {
+    return 0xffffffffu;
+}

@@ -155,17 +155,17 @@ pub fn reduce_prod(x: &Tensor, axes: Option<&[isize]>, keepdims: bool) -> Result
     reduce(x, ReduceOp::Prod, axes, keepdims)
 }
 
-/// `tf.argmax(x, axis)` as int32. Ties give the first index; a slice with
-/// NaN gives the index of its first NaN (NumPy's rule, on every device;
-/// `reduce_max` gives NaN for the same slice).
+/// `tf.argmax(x, axis)` as int32, with TensorFlow's rule on every device:
+/// ties give the first index, NaN is skipped, and a slice with nothing
+/// above the dtype's lowest value (all NaN or -inf) gives 0.
 /// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmax(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmax", axis, x.rank())?;
     exec(Op::ArgReduce { max: true, axis }, &[x])
 }
 
-/// `tf.argmin(x, axis)` as int32; a slice with NaN gives the index of its
-/// first NaN, as [`argmax`] does.
+/// `tf.argmin(x, axis)` as int32; NaN is skipped as [`argmax`] does, and a
+/// slice with nothing below the dtype's highest value gives 0.
 /// [`Error::InvalidArgument`] when the axis is empty.
 pub fn argmin(x: &Tensor, axis: isize) -> Result<Tensor> {
     let axis = shape::axis("argmin", axis, x.rank())?;

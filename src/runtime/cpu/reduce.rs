@@ -14,7 +14,19 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 
-fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
+/// The most extreme finite value of `dtype` (`NumTraits<T>::highest()`):
+/// TensorFlow's argmax starts from its negation at index 0, argmin from it.
+fn highest(dtype: DType) -> f64 {
+    match dtype {
+        DType::F16 => 65504.0,
+        DType::BF16 => 3.3895313892515355e38,
+        DType::F32 => f32::MAX as f64,
+        DType::I32 => i32::MAX as f64,
+        _ => f64::MAX,
+    }
+}
+
+fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op, from: DType) -> Vec<f64> {
     (0..rows)
         .map(|i| {
             let row = &v[i * r..(i + 1) * r];
@@ -26,16 +38,19 @@ fn rows_f64(v: &[f64], rows: usize, r: usize, op: &Op) -> Vec<f64> {
                     ReduceOp::Min => row.iter().copied().fold(f64::INFINITY, min_nan),
                     ReduceOp::Prod => row.iter().product(),
                 },
-                // The first NaN wins, for argmax and argmin alike (as NumPy's).
+                // TensorFlow's (Eigen's) scan: from (the lowest value, index
+                // 0) for argmax, each strictly larger element replaces the
+                // best, so NaN never wins, ties go to the first, and a row
+                // of NaN or -inf gives 0 (argmin alike, mirrored).
                 Op::ArgReduce { max, .. } => {
-                    let mut best = 0;
+                    let h = highest(from);
+                    let (mut best, mut at) = (if *max { -h } else { h }, 0);
                     for (k, &e) in row.iter().enumerate() {
-                        let b = row[best];
-                        if !b.is_nan() && (e.is_nan() || (*max && e > b) || (!*max && e < b)) {
-                            best = k;
+                        if (*max && e > best) || (!*max && e < best) {
+                            (best, at) = (e, k);
                         }
                     }
-                    best as f64
+                    at as f64
                 }
                 _ => unreachable!(),
             }
@@ -194,5 +209,5 @@ fn rows_of(op: &Op, from: DType, dtype: DType, v: &[f64], (rows, r): (usize, usi
             return CpuData::I32(res);
         }
     }
-    CpuData::from_f64(dtype, &rows_f64(v, rows, r, op))
+    CpuData::from_f64(dtype, &rows_f64(v, rows, r, op, from))
 }
