@@ -316,6 +316,43 @@ fn broken_files_are_typed_errors() {
         let e = load_err(&p, &d);
         assert!(e.to_string().contains(want), "{tag}: {e}");
     }
+    // A training config wgflow cannot follow (an optimizer option or a
+    // loss option it lacks) loads the model uncompiled, weights intact.
+    let mut compiled = mlp(&d);
+    compiled.compile(
+        Adam::new(1e-3),
+        SparseCategoricalCrossentropy::new(true),
+        SparseCategoricalAccuracy::new(),
+    );
+    let cgood = dir.join("compiled.keras");
+    compiled.save(&cgood).unwrap();
+    let x = Tensor::from_vec((0..784).map(|i| (i % 7) as f32 / 7.0).collect(), &[1, 28, 28, 1], &d).unwrap();
+    let want = compiled.predict(&x, 1).unwrap().to_vec::<f32>().unwrap();
+    let edits: Vec<(&str, Edit)> = vec![
+        (
+            "amsgrad",
+            Box::new(|v| v["compile_config"]["optimizer"]["config"]["amsgrad"] = true.into()),
+        ),
+        (
+            "smoothing",
+            Box::new(|v| v["compile_config"]["loss"]["config"]["label_smoothing"] = 0.1.into()),
+        ),
+    ];
+    for (tag, f) in edits {
+        let p = dir.join(format!("{tag}.keras"));
+        rezip(&cgood, &p, |name, b| {
+            if name != "config.json" {
+                return Some(b);
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            assert!(v["compile_config"].is_object(), "{v}");
+            f(&mut v);
+            Some(v.to_string().into_bytes())
+        });
+        let mut m = load_model_on(&p, &d).unwrap();
+        assert!(m.compiled_ref().is_none(), "{tag}: compiled anyway");
+        assert_eq!(m.predict(&x, 1).unwrap().to_vec::<f32>().unwrap(), want, "{tag}");
+    }
     let p = dir.join("no-weights.keras");
     rezip(&good, &p, |name, b| (name != "model.weights.h5").then_some(b));
     let e = load_err(&p, &d);

@@ -644,6 +644,27 @@ fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Val
         ),
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
+    // Options that change the loss, at other than Keras' defaults, are
+    // refused rather than dropped.
+    let lc = &loss["config"];
+    let defaults = [
+        ("label_smoothing", json!(0.0)),
+        ("reduction", json!("sum_over_batch_size")),
+        ("reduction", json!("auto")),
+        ("axis", json!(-1)),
+        ("ignore_class", Value::Null),
+    ];
+    let fine = |k: &str, v: &Value| {
+        v.is_null()
+            || defaults
+                .iter()
+                .any(|(dk, d)| *dk == k && (v == d || (v.is_number() && v.as_f64() == d.as_f64())))
+    };
+    for (k, _) in &defaults {
+        if let Some(v) = lc.get(*k).filter(|v| !fine(k, v)) {
+            return Err(format!("compile_config: loss {name:?} with {k} = {v} is not supported"));
+        }
+    }
     let kind = match name.as_str() {
         "sparse_categorical_crossentropy" => 's',
         "categorical_crossentropy" => 'c',
