@@ -38,6 +38,9 @@ fn cnn(d: &Device) -> Sequential {
         )
         .add(AveragePooling2D::new([2, 2]).padding("same").unwrap())
         .add(Conv2D::new(8, [1, 1]).activation(Activation::Swish))
+        // SAME with dilations: ONNX Runtime takes no auto_pad there, so the
+        // padding is written out (4x4 here).
+        .add(Conv2D::new(8, [3, 3]).dilation_rate([2, 2]).padding("same").unwrap())
         .add(GlobalAveragePooling2D::new())
         .add(Dropout::new(0.5))
         .add(Dense::new(10).activation(Activation::Softmax));

@@ -570,7 +570,38 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
                 aints("dilations", &as_i64(&c.dilations)),
                 ai("group", c.groups as i64),
             ];
-            pads(c.padding, &mut at);
+            // ONNX Runtime refuses auto_pad SAME with dilations, so a
+            // convolution's SAME padding is written out, split as
+            // TensorFlow splits it (the spatial sizes are known).
+            // Height and width: NHWC input's dims 1 and 2, HWIO filter's 0 and 1.
+            let spatial = |v: usize, at: usize| -> Option<Vec<usize>> {
+                let sh = &def.values.get(*node.inputs.get(v)?)?.shape;
+                Some(vec![(*sh.get(at)?)?, (*sh.get(at + 1)?)?])
+            };
+            match (c.padding, spatial(0, 1), spatial(1, 0)) {
+                (Padding::Same, Some(hw), Some(k)) => {
+                    let mut p = [0usize; 4];
+                    for d in 0..2 {
+                        let out = hw[d].div_ceil(c.strides[d]);
+                        let eff = (k[d] - 1) * c.dilations[d] + 1;
+                        let total = ((out.max(1) - 1) * c.strides[d] + eff).saturating_sub(hw[d]);
+                        p[d] = total / 2;
+                        p[d + 2] = total - total / 2;
+                    }
+                    at.push(aints("pads", &as_i64(&p)));
+                }
+                (Padding::Same, ..) if c.dilations != [1, 1] => {
+                    return Err(Error::Unimplemented {
+                        what: format!(
+                            "ONNX export of {} with SAME padding, dilations {:?} and unknown spatial sizes",
+                            op.name(),
+                            c.dilations
+                        ),
+                        msg: "ONNX Runtime takes no auto_pad with dilations".into(),
+                    });
+                }
+                _ => pads(c.padding, &mut at),
+            }
             let y = b.node("Conv", vec![xi, w], at);
             b.transpose(y, &TO_NHWC)
         }
@@ -667,32 +698,26 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
 
 /// An elementwise op: its ONNX op, or a short composition.
 fn unary(b: &mut Builder, u: UnaryOp, x: String, t: DType) -> String {
-    let direct = match u {
-        UnaryOp::Neg => Some("Neg"),
-        UnaryOp::Abs => Some("Abs"),
-        UnaryOp::Sign => Some("Sign"),
-        UnaryOp::Exp => Some("Exp"),
-        UnaryOp::Log => Some("Log"),
-        UnaryOp::Sqrt => Some("Sqrt"),
-        UnaryOp::Reciprocal => Some("Reciprocal"),
-        UnaryOp::Sin => Some("Sin"),
-        UnaryOp::Cos => Some("Cos"),
-        UnaryOp::Tanh => Some("Tanh"),
-        UnaryOp::Sigmoid => Some("Sigmoid"),
-        UnaryOp::Relu => Some("Relu"),
-        UnaryOp::Selu => Some("Selu"),
-        UnaryOp::Softplus => Some("Softplus"),
-        UnaryOp::Softsign => Some("Softsign"),
-        UnaryOp::Floor => Some("Floor"),
-        UnaryOp::Ceil => Some("Ceil"),
-        UnaryOp::Round => Some("Round"),
-        UnaryOp::Erf => Some("Erf"),
-        _ => None,
-    };
-    if let Some(name) = direct {
-        return b.node(name, vec![x], vec![]);
-    }
     match u {
+        UnaryOp::Neg => b.node("Neg", vec![x], vec![]),
+        UnaryOp::Abs => b.node("Abs", vec![x], vec![]),
+        UnaryOp::Sign => b.node("Sign", vec![x], vec![]),
+        UnaryOp::Exp => b.node("Exp", vec![x], vec![]),
+        UnaryOp::Log => b.node("Log", vec![x], vec![]),
+        UnaryOp::Sqrt => b.node("Sqrt", vec![x], vec![]),
+        UnaryOp::Reciprocal => b.node("Reciprocal", vec![x], vec![]),
+        UnaryOp::Sin => b.node("Sin", vec![x], vec![]),
+        UnaryOp::Cos => b.node("Cos", vec![x], vec![]),
+        UnaryOp::Tanh => b.node("Tanh", vec![x], vec![]),
+        UnaryOp::Sigmoid => b.node("Sigmoid", vec![x], vec![]),
+        UnaryOp::Relu => b.node("Relu", vec![x], vec![]),
+        UnaryOp::Selu => b.node("Selu", vec![x], vec![]),
+        UnaryOp::Softplus => b.node("Softplus", vec![x], vec![]),
+        UnaryOp::Softsign => b.node("Softsign", vec![x], vec![]),
+        UnaryOp::Floor => b.node("Floor", vec![x], vec![]),
+        UnaryOp::Ceil => b.node("Ceil", vec![x], vec![]),
+        UnaryOp::Round => b.node("Round", vec![x], vec![]),
+        UnaryOp::Erf => b.node("Erf", vec![x], vec![]),
         UnaryOp::Elu => b.node("Elu", vec![x], vec![af("alpha", 1.0)]),
         UnaryOp::LeakyRelu(a) => b.node("LeakyRelu", vec![x], vec![af("alpha", a)]),
         UnaryOp::Relu6 => {
@@ -730,8 +755,8 @@ fn unary(b: &mut Builder, u: UnaryOp, x: String, t: DType) -> String {
             let h = b.node("Mul", vec![x, half], vec![]);
             b.node("Mul", vec![h, s], vec![])
         }
-        _ => {
-            // GeluTanh: x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
+        UnaryOp::GeluTanh => {
+            // x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))
             let x2 = b.node("Mul", vec![x.clone(), x.clone()], vec![]);
             let x3 = b.node("Mul", vec![x2, x.clone()], vec![]);
             let c = b.scalar(0.044715, t);
