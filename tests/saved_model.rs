@@ -45,6 +45,26 @@ fn cnn(device: &Device) -> Sequential {
     m
 }
 
+/// Grouped and depthwise convolutions (with dilation): exported as Split,
+/// one Conv2D per group and ConcatV2.
+fn grouped(device: &Device) -> Sequential {
+    set_random_seed(4);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(4, [3, 3]).strides([2, 2]).activation(Activation::Relu))
+        .add(Conv2D::new(8, [3, 3]).groups(2).padding("same").unwrap())
+        .add(
+            Conv2D::new(8, [3, 3])
+                .groups(8)
+                .dilation_rate([2, 2])
+                .padding("same")
+                .unwrap(),
+        )
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], device).unwrap();
+    m
+}
+
 fn mlp(device: &Device) -> Sequential {
     set_random_seed(4);
     let mut m = Sequential::new()
@@ -144,7 +164,7 @@ fn loaded_signature_rejects_bad_inputs() {
 fn tensorflow_loads_wgflow_exports() {
     let Some(python) = python() else { return };
     let d = Device::Cpu;
-    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("grouped", grouped(&d))] {
         let dir = tmp(&format!("tf-{name}"));
         let export = dir.join("model");
         model.export(&export).unwrap();

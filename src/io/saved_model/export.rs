@@ -903,18 +903,9 @@ fn convert(
             }
         }
         Op::Conv2d(c) => {
-            if c.groups != 1 {
-                return Err(unimplemented(
-                    "a grouped convolution".into(),
-                    format!(
-                        "{key}: groups = {}; TensorFlow's CPU kernels have no grouped Conv2D",
-                        c.groups
-                    ),
-                ));
-            }
             let (pad, explicit) = tf_padding(c.padding);
             let mut attrs = vec![
-                tt,
+                tt.clone(),
                 ("strides", a_ints(&[1, c.strides[0] as i64, c.strides[1] as i64, 1])),
                 (
                     "dilations",
@@ -926,7 +917,44 @@ fn convert(
             if !explicit.is_empty() {
                 attrs.push(("explicit_paddings", a_ints(&explicit)));
             }
-            simple(b, "Conv2D", x.to_vec(), attrs)
+            if c.groups == 1 {
+                return Ok(simple(b, "Conv2D", x.to_vec(), attrs));
+            }
+            // Groups (depthwise included) as TensorFlow's graph spells
+            // them everywhere: the input's channels and the filter's
+            // outputs split into `groups` parts, one Conv2D per part
+            // (TensorFlow's CPU kernel of a grouped Conv2D needs XLA), the
+            // results concatenated. Group i's outputs are channels
+            // [i og, (i + 1) og), as wgflow's.
+            let g = c.groups as i64;
+            let axis = b.const_i32(&format!("{base}/split_dim"), &[3], &[]);
+            let split = |b: &mut Builder, what: &str, v: String| {
+                b.add(
+                    &format!("{base}/split_{what}"),
+                    "Split",
+                    vec![axis.clone(), v],
+                    vec![tt.clone(), ("num_split", a_i(g))],
+                )
+            };
+            let xs = split(b, "input", first(0));
+            let ws = split(b, "filter", first(1));
+            let mut parts: Vec<String> = (0..g)
+                .map(|i| {
+                    b.add(
+                        &format!("{base}/group_{i}"),
+                        "Conv2D",
+                        vec![format!("{xs}:{i}"), format!("{ws}:{i}")],
+                        attrs.clone(),
+                    )
+                })
+                .collect();
+            parts.push(b.const_i32(&format!("{base}/concat_axis"), &[3], &[]));
+            simple(
+                b,
+                "ConcatV2",
+                parts,
+                vec![tt, ("N", a_i(g)), ("Tidx", a_type(dt::INT32))],
+            )
         }
         Op::Pool(p) => {
             let (pad, explicit) = tf_padding(p.padding);
