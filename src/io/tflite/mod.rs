@@ -591,7 +591,10 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 } else {
                     (code::SOFTMAX, Opts::Softmax)
                 };
-                b.op(c, if int8 { 2 } else { 1 }, vec![x], vec![y], o);
+                // TFLite registers ELU at version 1 only (its kernel takes
+                // int8 there too).
+                let version = if int8 && c != code::ELU { 2 } else { 1 };
+                b.op(c, version, vec![x], vec![y], o);
             }
             Kind::Reduce { mean, axes, keep } => {
                 let ax: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
@@ -615,20 +618,27 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 b.op(c, if int8 { 2 } else { 1 }, vec![x, z], vec![y], o);
             }
             Kind::Unary(u) => {
-                let c = match u {
-                    UnaryOp::Relu => code::RELU,
-                    UnaryOp::Relu6 => code::RELU6,
-                    UnaryOp::Tanh => code::TANH,
-                    UnaryOp::Sigmoid => code::LOGISTIC,
+                let (c, o) = match u {
+                    UnaryOp::Relu => (code::RELU, Opts::None),
+                    UnaryOp::Relu6 => (code::RELU6, Opts::None),
+                    UnaryOp::Tanh => (code::TANH, Opts::None),
+                    UnaryOp::Sigmoid => (code::LOGISTIC, Opts::None),
+                    UnaryOp::Elu => (code::ELU, Opts::None),
+                    UnaryOp::Gelu => (code::GELU, Opts::Gelu(false)),
+                    UnaryOp::GeluTanh => (code::GELU, Opts::Gelu(true)),
+                    UnaryOp::LeakyRelu(a) => (code::LEAKY_RELU, Opts::LeakyRelu(*a)),
                     _ if int8 => {
                         return Err(unsupported(
                             "exp",
                             "EXP has no int8 kernel in TFLite; convert without a representative dataset",
                         ));
                     }
-                    _ => code::EXP,
+                    _ => (code::EXP, Opts::None),
                 };
-                b.op(c, if int8 { 2 } else { 1 }, vec![x], vec![y], Opts::None);
+                // TFLite registers ELU at version 1 only (its kernel takes
+                // int8 there too).
+                let version = if int8 && c != code::ELU { 2 } else { 1 };
+                b.op(c, version, vec![x], vec![y], o);
             }
         }
         if act != Act::None

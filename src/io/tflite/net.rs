@@ -533,14 +533,22 @@ impl Net {
                 }
                 Kind::Binary(*b)
             }
-            Op::Unary(u @ (UnaryOp::Relu | UnaryOp::Relu6 | UnaryOp::Tanh | UnaryOp::Sigmoid | UnaryOp::Exp)) => {
-                Kind::Unary(*u)
-            }
+            Op::Unary(
+                u @ (UnaryOp::Relu
+                | UnaryOp::Relu6
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Exp
+                | UnaryOp::Elu
+                | UnaryOp::Gelu
+                | UnaryOp::GeluTanh
+                | UnaryOp::LeakyRelu(_)),
+            ) => Kind::Unary(*u),
             _ => {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, ADD, SUB, MUL, RELU, RELU6, TANH, LOGISTIC and EXP",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, ADD, SUB, MUL, RELU, RELU6, TANH, LOGISTIC, EXP, ELU, GELU and LEAKY_RELU",
                 ));
             }
         })

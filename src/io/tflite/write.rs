@@ -74,6 +74,9 @@ pub(crate) enum Opts {
     Add(Act),
     Sub(Act),
     Mul(Act),
+    LeakyRelu(f32),
+    /// GELU's `approximate` (the tanh form).
+    Gelu(bool),
     Dequantize,
     Quantize,
 }
@@ -127,6 +130,9 @@ pub(crate) mod code {
     pub const LOG_SOFTMAX: i32 = 50;
     pub const SUM: i32 = 74;
     pub const QUANTIZE: i32 = 114;
+    pub const LEAKY_RELU: i32 = 98;
+    pub const ELU: i32 = 111;
+    pub const GELU: i32 = 150;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
@@ -194,6 +200,14 @@ fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
         Opts::Sub(act) => {
             b.push_slot_always::<i8>(slot(0), act as i8);
             28
+        }
+        Opts::LeakyRelu(alpha) => {
+            b.push_slot_always::<f32>(slot(0), alpha);
+            75
+        }
+        Opts::Gelu(approximate) => {
+            b.push_slot_always::<bool>(slot(0), approximate);
+            116
         }
         Opts::Dequantize => 38,
         Opts::Quantize => 89,
