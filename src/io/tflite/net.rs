@@ -281,6 +281,9 @@ impl Net {
                         }
                         .tensor()?
                     }
+                    // Weights a mixed policy casts to 16 bits stay f32,
+                    // as the activations do (see the casts below).
+                    Op::Cast(DType::F16 | DType::BF16) if ts.len() == 1 && ts[0].dtype() == DType::F32 => ts[0].clone(),
                     op => crate::ops::apply(op.clone(), &refs)?,
                 };
                 let id = net.push(Value {
@@ -300,10 +303,17 @@ impl Net {
             let single = uses.get(node.inputs.first().copied().unwrap_or(usize::MAX)).copied() == Some(1);
             let out = match &node.op {
                 Op::StopGradient => Some(x[0]),
-                Op::Cast(DType::F32) if out_def.dtype == DType::F32 && net.values[x[0]].konst.is_none() => {
-                    // A cast from f32 to f32 (a policy's no-op).
+                Op::Cast(to @ (DType::F32 | DType::F16 | DType::BF16)) => {
+                    // A mixed-precision policy's casts between f32 and 16-bit
+                    // floats: the TFLite model computes in f32 throughout
+                    // (its float16 mode is the converter's, for weights).
                     let from = node.inputs.first().and_then(|&v| def.values.get(v)).map(|d| d.dtype);
-                    if from == Some(DType::F32) { Some(x[0]) } else { None }
+                    let half = |d: DType| matches!(d, DType::F32 | DType::F16 | DType::BF16);
+                    if from.is_some_and(half) && half(*to) {
+                        Some(x[0])
+                    } else {
+                        None
+                    }
                 }
                 Op::Binary(b) if matches!(b, BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul) => {
                     net.fold_binary(*b, &x, &node.inputs, &uses)?
