@@ -5,6 +5,10 @@
 //! variables, the MNIST CNN of the SavedModel tests) and by TensorFlow in
 //! the Python check.
 
+// Proving `Send` for futures that hold the model manager walks wgpu's
+// types deeper than the default limit (as in the library, src/lib.rs).
+#![recursion_limit = "256"]
+
 mod common;
 use common::*;
 use std::io::{Read, Write};
@@ -991,4 +995,399 @@ fn batch_queue_limits() {
         error_of(refused),
         "The batch scheduling queue to which this task was submitted is full"
     );
+}
+
+// ------------------------------------------------------------------------
+// gRPC in process: TF Serving's services called through `GrpcApi`, with
+// gRPC's framing (and gzip) written here, so that tonic's decoding limits
+// and the handlers are what a client meets.
+
+mod inproc {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use prost::Message;
+    use tonic::codegen::Service;
+    use wgflow::io::saved_model::proto::{TensorProto, TensorShapeProto, dt};
+    use wgflow::serving::config::{ModelConfig, VersionPolicy};
+    use wgflow::serving::grpc::{GrpcApi, pb};
+    use wgflow::serving::manager::Manager;
+    use wgflow::serving::{App, Options};
+
+    pub const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
+    pub const METADATA: &str = "/tensorflow.serving.PredictionService/GetModelMetadata";
+    pub const STATUS: &str = "/tensorflow.serving.ModelService/GetModelStatus";
+
+    /// A manager serving half_plus_two versions 1 and 2 as `hpt`.
+    pub fn manager(name: &str) -> Arc<Manager> {
+        let base = tmp(name);
+        half_plus_two(&base.join("1"), 0.5, 2.0);
+        half_plus_two(&base.join("2"), 0.5, 2.0);
+        let m = Arc::new(Manager::new(
+            vec![ModelConfig {
+                name: "hpt".into(),
+                base_path: base,
+                policy: VersionPolicy::All,
+                labels: Default::default(),
+            }],
+            Device::Cpu,
+            None,
+            false,
+        ));
+        m.poll();
+        m
+    }
+
+    pub fn app(manager: &Arc<Manager>, max_request_bytes: usize) -> Arc<App> {
+        let o = Options {
+            max_request_bytes,
+            ..Options::default()
+        };
+        Arc::new(App::new(Arc::clone(manager), o, None))
+    }
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// One framed message, gzip-compressed when `gzip`.
+    pub fn frame(payload: &[u8], gzip: bool) -> Vec<u8> {
+        let body = if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(payload).unwrap();
+            e.finish().unwrap()
+        } else {
+            payload.to_vec()
+        };
+        let mut out = vec![u8::from(gzip)];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A unary call with a raw request body: the answer, or (code, message).
+    pub fn call_raw<R: Message + Default>(
+        rt: &tokio::runtime::Runtime,
+        app: &Arc<App>,
+        path: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> Result<R, (i32, String)> {
+        let mut b = tonic::codegen::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if gzip {
+            b = b.header("grpc-encoding", "gzip");
+        }
+        let req = b.body(Full::new(Bytes::from(body))).unwrap();
+        let mut svc = GrpcApi(Arc::clone(app));
+        rt.block_on(async move {
+            let resp = svc.call(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let collected = body.collect().await.unwrap();
+            let trailers = collected.trailers().cloned();
+            let data = collected.to_bytes();
+            let status = tonic::Status::from_header_map(&parts.headers)
+                .or_else(|| trailers.as_ref().and_then(tonic::Status::from_header_map))
+                .expect("a grpc-status");
+            if status.code() != tonic::Code::Ok {
+                return Err((status.code() as i32, status.message().to_string()));
+            }
+            assert!(data.len() >= 5, "no message in {data:?}");
+            Ok(R::decode(&data[5..]).unwrap())
+        })
+    }
+
+    pub fn call<Q: Message, R: Message + Default>(
+        rt: &tokio::runtime::Runtime,
+        app: &Arc<App>,
+        path: &str,
+        msg: &Q,
+    ) -> Result<R, (i32, String)> {
+        call_raw(rt, app, path, frame(&msg.encode_to_vec(), false), false)
+    }
+
+    pub fn spec(name: &str) -> Option<pb::ModelSpec> {
+        Some(pb::ModelSpec {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn floats(dims: &[usize], values: Vec<f32>) -> TensorProto {
+        TensorProto {
+            dtype: dt::FLOAT,
+            tensor_shape: Some(TensorShapeProto::from_dims(
+                &dims.iter().map(|&d| Some(d)).collect::<Vec<_>>(),
+            )),
+            float_val: values,
+            ..Default::default()
+        }
+    }
+
+    pub fn predict_x(x: TensorProto) -> pb::PredictRequest {
+        pb::PredictRequest {
+            model_spec: spec("hpt"),
+            inputs: [("x".to_string(), x)].into_iter().collect(),
+            output_filter: vec![],
+        }
+    }
+}
+
+const INVALID_ARGUMENT: i32 = 3;
+const NOT_FOUND: i32 = 5;
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+/// gRPC Predict checks the input names against the signature before any
+/// tensor is decoded, charges what it decodes to one budget, and bounds
+/// shapes: a request of a few bytes cannot make the server allocate
+/// gigabytes, and the errors name what is wrong without quoting it at
+/// length.
+#[test]
+fn grpc_predict_checks_names_and_sizes_before_decoding() {
+    use inproc::*;
+    use wgflow::io::saved_model::proto::{TensorProto, TensorShapeProto, dt};
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-bomb");
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    let ok: pb::PredictResponse = call(&rt, &app, PREDICT, &predict_x(floats(&[2, 1], vec![1.0, 2.0]))).unwrap();
+    assert_eq!(ok.outputs["y"].float_val, vec![2.5, 3.0]);
+
+    // 1000 inputs of 60M floats each, from one value apiece (240 GB decoded).
+    let t0 = Instant::now();
+    let mut junk = predict_x(floats(&[2, 1], vec![1.0, 2.0]));
+    junk.inputs.clear();
+    for i in 0..1000 {
+        junk.inputs.insert(format!("junk{i}"), floats(&[60_000_000], vec![1.0]));
+    }
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &junk).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.starts_with("input size does not match signature: 1000!=1 len({")
+            && msg.contains("Missing but required: {x}."),
+        "{msg}"
+    );
+    assert!(msg.len() < 4000, "{} bytes", msg.len());
+    // Right count, wrong name.
+    let mut wrong = predict_x(floats(&[60_000_000], vec![1.0]));
+    wrong.inputs = [("z".to_string(), floats(&[60_000_000], vec![1.0]))]
+        .into_iter()
+        .collect();
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &wrong).unwrap_err();
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            INVALID_ARGUMENT,
+            "input tensor alias not found in signature: z. Inputs expected to be in the set {x}."
+        )
+    );
+    // The right name, 80 MB once decoded: over the 64 MiB budget.
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[20_000_000, 1], vec![1.0])))
+            .unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(
+        msg.contains("input 'x'") && msg.contains("--rest_api_max_request_bytes"),
+        "{msg}"
+    );
+    // A 1 MB string repeated over a large shape.
+    let strings = TensorProto {
+        dtype: dt::STRING,
+        tensor_shape: Some(TensorShapeProto::from_dims(&[Some(100_000), Some(1)])),
+        string_val: vec![vec![b'x'; 1 << 20]],
+        ..Default::default()
+    };
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(strings)).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    // A zero dimension beside huge ones; more dimensions than TensorFlow's 254.
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[0, 1 << 62, 4], vec![]))).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("shape [0,4611686018427387904,4] is too large"), "{msg}");
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[1; 300], vec![1.0]))).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("300 dimensions") && msg.len() < 300, "{msg}");
+    // Duplicate output aliases.
+    let mut dup = predict_x(floats(&[1, 1], vec![1.0]));
+    dup.output_filter = vec!["y".into(), "y".into()];
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &dup).unwrap_err();
+    assert_eq!(
+        (code, msg.as_str()),
+        (INVALID_ARGUMENT, "duplicate output tensor alias: y")
+    );
+    dup.output_filter = vec!["y".into()];
+    let r: pb::PredictResponse = call(&rt, &app, PREDICT, &dup).unwrap();
+    assert_eq!(r.outputs["y"].float_val, vec![2.5]);
+    // Still serving.
+    let ok: pb::PredictResponse = call(&rt, &app, PREDICT, &predict_x(floats(&[1, 1], vec![4.0]))).unwrap();
+    assert_eq!(ok.outputs["y"].float_val, vec![4.0]);
+}
+
+/// ModelSpec details as TF Serving reads them.
+#[test]
+fn grpc_model_spec_as_tf_serving_reads_it() {
+    use inproc::*;
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-spec");
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    let status = |spec: Option<pb::ModelSpec>| {
+        call::<_, pb::GetModelStatusResponse>(&rt, &app, STATUS, &pb::GetModelStatusRequest { model_spec: spec })
+    };
+    let with = |name: &str, version: Option<i64>, label: Option<&str>| {
+        Some(pb::ModelSpec {
+            name: name.into(),
+            version: version.map(|value| pb::Int64Value { value }),
+            version_label: label.map(String::from),
+            ..Default::default()
+        })
+    };
+    let versions = |r: pb::GetModelStatusResponse| r.model_version_status.iter().map(|v| v.version).collect::<Vec<_>>();
+    assert_eq!(versions(status(with("hpt", None, None)).unwrap()), vec![2, 1]);
+    // GetModelStatusWithModelSpec looks at the version only.
+    assert_eq!(versions(status(with("hpt", None, Some("nope"))).unwrap()), vec![2, 1]);
+    assert_eq!(versions(status(with("hpt", Some(1), None)).unwrap()), vec![1]);
+    assert_eq!(
+        status(with("hpt", Some(-1), None)).unwrap_err(),
+        (NOT_FOUND, "Could not find version -1 of model hpt".into())
+    );
+    assert_eq!(
+        status(with("x", Some(3), None)).unwrap_err(),
+        (NOT_FOUND, "Could not find version 3 of model x".into())
+    );
+    assert_eq!(
+        status(with("", None, None)).unwrap_err(),
+        (NOT_FOUND, "Could not find any versions of model ".into())
+    );
+    assert_eq!(
+        status(None).unwrap_err(),
+        (INVALID_ARGUMENT, "Missing ModelSpec".into())
+    );
+    // Predict and GetModelMetadata look a servable up by name.
+    let mut req = predict_x(floats(&[1, 1], vec![1.0]));
+    req.model_spec = with("", None, None);
+    assert_eq!(
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &req).unwrap_err(),
+        (INVALID_ARGUMENT, "ModelSpec has no name specified.".into())
+    );
+    req.model_spec = with("hpt", Some(-1), None);
+    assert_eq!(
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &req).unwrap_err(),
+        (NOT_FOUND, "Servable not found for request: Specific(hpt, -1)".into())
+    );
+    req.model_spec = with("hpt", Some(1), None);
+    let r: pb::PredictResponse = call(&rt, &app, PREDICT, &req).unwrap();
+    assert_eq!(r.model_spec.and_then(|s| s.version).map(|v| v.value), Some(1));
+    let meta = pb::GetModelMetadataRequest {
+        model_spec: with("", None, None),
+        metadata_field: vec!["signature_def".into()],
+    };
+    assert_eq!(
+        call::<_, pb::GetModelMetadataResponse>(&rt, &app, METADATA, &meta).unwrap_err(),
+        (INVALID_ARGUMENT, "ModelSpec has no name specified.".into())
+    );
+}
+
+/// What concerns one request alone is checked before it is batched (int64
+/// values the devices cannot hold, output aliases given twice), so that it
+/// never fails a merged batch.
+#[test]
+fn requests_are_checked_alone_before_batching() {
+    use wgflow::io::saved_model::proto::{SignatureDef, TensorInfo, TensorShapeProto, dt};
+    use wgflow::serving::servable::{Named, check_inputs, check_output_filter};
+    use wgflow::serving::status::Code;
+    use wgflow::serving::tensor::{HostData, HostTensor};
+
+    let info = |dtype| TensorInfo {
+        dtype,
+        tensor_shape: Some(TensorShapeProto::from_dims(&[None])),
+        ..Default::default()
+    };
+    let sig = SignatureDef {
+        inputs: [("ids".to_string(), info(dt::INT64))].into_iter().collect(),
+        outputs: [("y".to_string(), info(dt::FLOAT))].into_iter().collect(),
+        method_name: "tensorflow/serving/predict".into(),
+    };
+    let ids = |v: Vec<i64>| -> Named {
+        vec![(
+            "ids".into(),
+            HostTensor {
+                dtype: dt::INT64,
+                shape: vec![v.len()],
+                data: HostData::I64(v),
+            },
+        )]
+    };
+    assert!(check_inputs("serving_default", &sig, &ids(vec![1, -5])).is_ok());
+    let e = check_inputs("serving_default", &sig, &ids(vec![1, 3_000_000_000])).unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert!(
+        e.message.contains("input 'ids'") && e.message.contains("3000000000"),
+        "{e}"
+    );
+    assert_eq!(
+        check_output_filter(&sig, &["y".into(), "y".into()])
+            .unwrap_err()
+            .message,
+        "duplicate output tensor alias: y"
+    );
+}
+
+/// REST: error quotes are bounded, an instance with a key given twice is
+/// refused (one instance, one prediction), and GetModelStatus ignores a
+/// label as TF Serving's does.
+#[test]
+fn rest_quotes_duplicate_keys_and_label_status() {
+    let base = tmp("rest2");
+    half_plus_two(&base.join("1"), 0.5, 2.0);
+    let s = Server::start(
+        "rest2",
+        &[
+            "--model_name=hpt".into(),
+            format!("--model_base_path={}", base.display()),
+        ],
+        Some("hpt"),
+    );
+    // A 2.4 MB nest of 200 000 arrays: pretty-printed whole it would be ~10 MB.
+    let body = format!("[{}]", vec!["[[[[1]]]]"; 200_000].join(","));
+    let (c, b) = s.http("POST", "/v1/models/hpt:predict", &body);
+    assert_eq!(c, 400);
+    let e = error_of(&b);
+    assert!(
+        e.starts_with("JSON Value: [") && e.ends_with("Is not object"),
+        "{}",
+        &e[..100]
+    );
+    assert!(b.len() < 10_000, "{} bytes", b.len());
+    // One instance, its key twice.
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/hpt:predict",
+        r#"{"instances": [{"x": [1.0], "x": [2.0]}]}"#,
+    );
+    assert_eq!(c, 400, "{b}");
+    let e = error_of(&b);
+    assert!(e.contains("element: 0 key: x") && e.contains("more than once"), "{e}");
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/hpt:predict",
+        r#"{"instances": [{"x": [1.0]}, {"x": [2.0]}]}"#,
+    );
+    assert_eq!(
+        (c, floats(parse(&b).get("predictions").unwrap())),
+        (200, vec![2.5, 3.0])
+    );
+    // Status through a label: every version, as TF Serving answers.
+    let (c, b) = s.http("GET", "/v1/models/hpt/labels/whatever", "");
+    assert_eq!(c, 200, "{b}");
+    assert!(b.contains(r#""version":"1","state":"AVAILABLE""#), "{b}");
 }

@@ -7,9 +7,9 @@
 
 use super::manager::{VersionStatus, Want};
 use super::metrics;
-use super::servable::Named;
+use super::servable::{Named, check_input_names};
 use super::status::{Code, Status};
-use super::tensor::HostTensor;
+use super::tensor::{Budget, HostTensor};
 use super::{App, Shutdown};
 use crate::io::saved_model::proto::{SignatureDef, TensorProto};
 use prost::Message;
@@ -126,27 +126,34 @@ pub mod pb {
     }
 }
 
+/// The version a `ModelSpec` asks for (TF Serving's
+/// `ServableRequestFromModelSpec`: a version as given, negative ones too).
 fn want(spec: &pb::ModelSpec) -> Want {
     match (&spec.version, &spec.version_label) {
-        (Some(v), _) => Want::Version(v.value.max(0) as u64),
+        (Some(v), _) => Want::Version(v.value),
         (None, Some(l)) if !l.is_empty() => Want::Label(l.clone()),
         _ => Want::Latest,
     }
 }
 
-fn spec_of(req: Option<&pb::ModelSpec>) -> Result<pb::ModelSpec, Status> {
-    let spec = req.cloned().ok_or_else(|| Status::invalid("Missing ModelSpec"))?;
+fn spec_of(req: Option<&pb::ModelSpec>) -> Result<&pb::ModelSpec, Status> {
+    req.ok_or_else(|| Status::invalid("Missing ModelSpec"))
+}
+
+/// A servable is looked up by name: TF Serving's `ServableRequestFromModelSpec`.
+fn named(spec: &pb::ModelSpec) -> Result<(), Status> {
     if spec.name.is_empty() {
-        return Err(Status::invalid("Missing ModelSpec name"));
+        return Err(Status::invalid("ModelSpec has no name specified."));
     }
-    Ok(spec)
+    Ok(())
 }
 
 fn predict(app: &App, req: pb::PredictRequest) -> (String, Result<pb::PredictResponse, Status>) {
     let name = req.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let run = || -> Result<pb::PredictResponse, Status> {
         let spec = spec_of(req.model_spec.as_ref())?;
-        let s = app.manager.resolve(&spec.name, &want(&spec))?;
+        named(spec)?;
+        let s = app.manager.resolve(&spec.name, &want(spec))?;
         let key = if spec.signature_name.is_empty() {
             super::rest::DEFAULT_SIGNATURE.to_string()
         } else {
@@ -158,10 +165,14 @@ fn predict(app: &App, req: pb::PredictRequest) -> (String, Result<pb::PredictRes
                 format!("Serving signature key \"{key}\" not found."),
             ));
         }
-        let max = app.options.max_request_bytes;
+        // The names first: nothing is decoded for a request that cannot
+        // run, and what is decoded is charged to one budget.
+        let sig = s.core.signature(&key)?;
+        check_input_names(sig, req.inputs.keys())?;
+        let mut budget = Budget::new(app.options.max_request_bytes);
         let mut inputs: Named = Vec::with_capacity(req.inputs.len());
         for (n, p) in &req.inputs {
-            inputs.push((n.clone(), HostTensor::from_proto(p, n, max)?));
+            inputs.push((n.clone(), HostTensor::from_proto(p, n, &mut budget)?));
         }
         let outputs = s.predict(&key, inputs, &req.output_filter)?;
         Ok(pb::PredictResponse {
@@ -191,7 +202,8 @@ fn metadata(app: &App, req: pb::GetModelMetadataRequest) -> (String, Result<pb::
         if let Some(f) = req.metadata_field.iter().find(|f| *f != "signature_def") {
             return Err(Status::invalid(format!("Metadata field {f} is not supported")));
         }
-        let s = app.manager.resolve(&spec.name, &want(&spec))?;
+        named(spec)?;
+        let s = app.manager.resolve(&spec.name, &want(spec))?;
         let map = pb::SignatureDefMap {
             signature_def: s
                 .core
@@ -226,8 +238,10 @@ fn metadata(app: &App, req: pb::GetModelMetadataRequest) -> (String, Result<pb::
 fn model_status(app: &App, req: pb::GetModelStatusRequest) -> (String, Result<pb::GetModelStatusResponse, Status>) {
     let name = req.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let run = || -> Result<pb::GetModelStatusResponse, Status> {
+        // TF Serving's GetModelStatusWithModelSpec: no name check (an empty
+        // name finds no versions), and a version_label is not looked at.
         let spec = spec_of(req.model_spec.as_ref())?;
-        let vs = app.manager.status(&spec.name, &want(&spec))?;
+        let vs = app.manager.status(&spec.name, &want(spec))?;
         Ok(pb::GetModelStatusResponse {
             model_version_status: vs
                 .iter()

@@ -117,6 +117,17 @@ pub struct App {
     pub monitoring: Option<MonitoringConfig>,
 }
 
+impl App {
+    /// The shared state of a server with these models and flags.
+    pub fn new(manager: Arc<Manager>, options: Options, monitoring: Option<MonitoringConfig>) -> App {
+        App {
+            manager,
+            options,
+            monitoring,
+        }
+    }
+}
+
 /// Set to `true` once when the server is to stop.
 pub type Shutdown = tokio::sync::watch::Receiver<bool>;
 
@@ -224,11 +235,7 @@ pub fn run(options: Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let app = Arc::new(App {
-        manager: Arc::clone(&manager),
-        options: options.clone(),
-        monitoring,
-    });
+    let app = Arc::new(App::new(Arc::clone(&manager), options.clone(), monitoring));
     let result = rt.block_on(serve(app));
     stop.store(true, Ordering::SeqCst);
     let _ = poller.join();
