@@ -1342,6 +1342,103 @@ fn requests_are_checked_alone_before_batching() {
     );
 }
 
+/// Batches that fail or panic: no request sees another's error or values,
+/// and the batch thread keeps serving.
+#[test]
+fn batches_isolate_requests_and_survive_panics() {
+    use wgflow::io::saved_model::proto::dt;
+    use wgflow::serving::batch::{BatchTarget, Batcher};
+    use wgflow::serving::config::BatchingParameters;
+    use wgflow::serving::servable::Named;
+    use wgflow::serving::status::Status;
+    use wgflow::serving::tensor::{HostData, HostTensor};
+
+    /// Echoes `x` as `y`; fails on 13 (quoting every value), panics on 66.
+    struct Echo;
+    impl BatchTarget for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn run(&self, _: &str, inputs: Named, _: &[String]) -> Result<Named, Status> {
+            let (_, x) = &inputs[0];
+            let HostData::F32(v) = &x.data else {
+                return Err(Status::invalid("not floats"));
+            };
+            if v.contains(&66.0) {
+                panic!("a bug in the model call");
+            }
+            if v.contains(&13.0) {
+                return Err(Status::invalid(format!("bad values {v:?}")));
+            }
+            Ok(vec![("y".into(), x.clone())])
+        }
+    }
+    let target: Arc<dyn BatchTarget> = Arc::new(Echo);
+    let params = BatchingParameters {
+        max_batch_size: 2,
+        batch_timeout_micros: 2_000_000,
+        max_enqueued_batches: 10,
+        num_batch_threads: 1,
+        allowed_batch_sizes: vec![],
+        pad_variable_length_inputs: false,
+    };
+    let batcher = Arc::new(Batcher::new(Arc::downgrade(&target), params));
+    let x = |v: f32| -> Named {
+        vec![(
+            "x".into(),
+            HostTensor {
+                dtype: dt::FLOAT,
+                shape: vec![1, 1],
+                data: HostData::F32(vec![v]),
+            },
+        )]
+    };
+    // Two requests submitted together (one batch: max_batch_size 2),
+    // answered within 20 s or reported as hanging.
+    let pair = |a: f32, b: f32| -> Vec<Option<Result<Named, Status>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, v) in [a, b].into_iter().enumerate() {
+            let (b, tx, input) = (Arc::clone(&batcher), tx.clone(), x(v));
+            std::thread::spawn(move || {
+                let _ = tx.send((i, b.submit("serving_default", input, &[])));
+            });
+        }
+        let mut out = vec![None, None];
+        let t0 = Instant::now();
+        while out.iter().any(Option::is_none) {
+            let left = Duration::from_secs(20).saturating_sub(t0.elapsed());
+            match rx.recv_timeout(left) {
+                Ok((i, r)) => out[i] = Some(r),
+                Err(_) => break,
+            }
+        }
+        out
+    };
+    let y = |r: &Option<Result<Named, Status>>| match r {
+        Some(Ok(n)) => match &n[0].1.data {
+            HostData::F32(v) => Ok(v.clone()),
+            other => Err(format!("{other:?}")),
+        },
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("no answer (hanging)".into()),
+    };
+    let r = pair(1.0, 13.0);
+    assert_eq!(y(&r[0]), Ok(vec![1.0]), "the good request of a failed batch");
+    let bad = y(&r[1]).unwrap_err();
+    assert!(
+        bad.contains("13") && !bad.contains("1.0,") && !bad.contains("[1.0"),
+        "{bad}"
+    );
+    let r = pair(66.0, 2.0);
+    for a in &r {
+        let e = y(a).unwrap_err();
+        assert!(e.starts_with("INTERNAL") && e.contains("panicked"), "{e}");
+    }
+    // The batch thread survived.
+    let r = pair(3.0, 4.0);
+    assert_eq!((y(&r[0]), y(&r[1])), (Ok(vec![3.0]), Ok(vec![4.0])));
+}
+
 /// REST: error quotes are bounded, an instance with a key given twice is
 /// refused (one instance, one prediction), and GetModelStatus ignores a
 /// label as TF Serving's does.

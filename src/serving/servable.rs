@@ -68,7 +68,9 @@ impl Servable {
         if warmup {
             core.warm_up(&sizes);
         }
-        let batcher = batching.map(|p| Batcher::new(Arc::downgrade(&core), p.clone()));
+        let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
+        let target: std::sync::Weak<dyn super::batch::BatchTarget> = weak;
+        let batcher = batching.map(|p| Batcher::new(target, p.clone()));
         Ok(Servable { core, batcher })
     }
 
@@ -205,6 +207,17 @@ fn check_input_tensors(key: &str, sig: &SignatureDef, inputs: &Named) -> Result<
         t.check_device_values(n)?;
     }
     Ok(())
+}
+
+/// What a batch runs on: [`Core`], or a stand-in in tests.
+impl super::batch::BatchTarget for Core {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, signature: &str, inputs: Named, filter: &[String]) -> Result<Named, Status> {
+        Core::run(self, signature, inputs, filter)
+    }
 }
 
 impl Core {
