@@ -1232,6 +1232,33 @@ fn grpc_predict_checks_names_and_sizes_before_decoding() {
     assert_eq!(ok.outputs["y"].float_val, vec![4.0]);
 }
 
+/// Messages over the limit get gRPC's RESOURCE_EXHAUSTED (TF Serving's C
+/// core answers so), gzip-compressed requests are read, and a compressed
+/// message that inflates past the limit is refused while it inflates.
+#[test]
+fn grpc_message_limit_and_gzip() {
+    use inproc::*;
+    use prost::Message;
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-limit");
+    let small = app(&m, 100_000);
+    let rt = runtime();
+    let big = predict_x(floats(&[50_000, 1], vec![1.0; 50_000]));
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &small, PREDICT, &big).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(msg.starts_with("Received message larger than max (200"), "{msg}");
+    // gzip: the same request as before, compressed.
+    let req = predict_x(floats(&[3, 1], vec![1.0, 2.0, 5.0]));
+    let r: pb::PredictResponse = call_raw(&rt, &small, PREDICT, frame(&req.encode_to_vec(), true), true).unwrap();
+    assert_eq!(r.outputs["y"].float_val, vec![2.5, 3.0, 4.5]);
+    // 200 kB of zeros compress to a few hundred bytes: refused inflated.
+    let zeros = predict_x(floats(&[50_000, 1], vec![0.0; 50_000]));
+    let body = frame(&zeros.encode_to_vec(), true);
+    assert!(body.len() < 10_000, "{}", body.len());
+    let (code, msg) = call_raw::<pb::PredictResponse>(&rt, &small, PREDICT, body, true).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+}
+
 /// ModelSpec details as TF Serving reads them.
 #[test]
 fn grpc_model_spec_as_tf_serving_reads_it() {

@@ -309,6 +309,31 @@ fn unimplemented() -> http::Response<tonic::body::Body> {
     r
 }
 
+/// A message over the size limit: tonic answers OUT_OF_RANGE; gRPC's C core
+/// (TF Serving's) answers RESOURCE_EXHAUSTED "Received message larger than
+/// max (N vs. M)".
+fn too_large(r: &mut http::Response<tonic::body::Body>, max: usize) {
+    let Some(s) = tonic::Status::from_header_map(r.headers()) else {
+        return;
+    };
+    if s.code() != tonic::Code::OutOfRange || !s.message().starts_with("Error, decoded message length too large") {
+        return;
+    }
+    // "... found {len} bytes, the limit is: {limit} bytes"
+    let found = s
+        .message()
+        .split("found ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let status = tonic::Status::resource_exhausted(format!(
+        "Received message larger than max ({found} vs. {max}); wgflow_model_server's limit is \
+         --rest_api_max_request_bytes"
+    ));
+    *r = status.into_http();
+}
+
 async fn unary<Q, R, B>(
     app: Arc<App>,
     api: &'static str,
@@ -321,10 +346,15 @@ where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
+    // The limit bounds gzip-compressed messages once inflated, too (tonic
+    // stops inflating there: RESOURCE_EXHAUSTED).
     let max = app.options.max_request_bytes;
     let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<R, Q>::default())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .apply_max_message_size_config(Some(max), Some(usize::MAX));
-    grpc.unary(Unary { app, api, f }, req).await
+    let mut r = grpc.unary(Unary { app, api, f }, req).await;
+    too_large(&mut r, max);
+    r
 }
 
 /// Both of TF Serving's gRPC services, routed by method path.
