@@ -1324,6 +1324,33 @@ fn grpc_model_spec_as_tf_serving_reads_it() {
     );
 }
 
+/// The REST bodies in flight are bounded in bytes: four bodies of the
+/// flag's size take the whole share (4 x 64 MiB), a fifth waits for one
+/// to finish.
+#[test]
+fn rest_bodies_in_flight_are_bounded() {
+    use inproc::*;
+    let m = Arc::new(wgflow::serving::manager::Manager::new(
+        Vec::new(),
+        Device::Cpu,
+        None,
+        false,
+    ));
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(app.body_permits(64 << 20).await.unwrap());
+        }
+        let wait = tokio::time::timeout(Duration::from_millis(200), app.body_permits(1 << 20)).await;
+        assert!(wait.is_err(), "a fifth large body got memory");
+        held.pop();
+        let got = tokio::time::timeout(Duration::from_secs(5), app.body_permits(64 << 20)).await;
+        assert!(matches!(got, Ok(Some(_))));
+    });
+}
+
 /// What concerns one request alone is checked before it is batched (int64
 /// values the devices cannot hold, output aliases given twice), so that it
 /// never fails a merged batch.
@@ -1514,4 +1541,74 @@ fn rest_quotes_duplicate_keys_and_label_status() {
     let (c, b) = s.http("GET", "/v1/models/hpt/labels/whatever", "");
     assert_eq!(c, 200, "{b}");
     assert!(b.contains(r#""version":"1","state":"AVAILABLE""#), "{b}");
+}
+
+/// REST bodies with `Content-Encoding: gzip` are read and bounded once
+/// inflated; models that do not exist do not become metric labels.
+#[test]
+fn rest_gzip_and_metrics() {
+    let base = tmp("rest3");
+    half_plus_two(&base.join("1"), 0.5, 2.0);
+    let monitoring = base.join("monitoring.config");
+    std::fs::write(&monitoring, "prometheus_config { enable: true, path: \"/metrics\" }").unwrap();
+    let s = Server::start(
+        "rest3",
+        &[
+            "--model_name=hpt".into(),
+            format!("--model_base_path={}", base.display()),
+            "--rest_api_max_request_bytes=3000000".into(),
+            format!("--monitoring_config_file={}", monitoring.display()),
+        ],
+        Some("hpt"),
+    );
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let post = |body: &[u8], encoding: &str| -> (u16, String) {
+        let mut c = TcpStream::connect(("127.0.0.1", s.rest)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "POST /v1/models/hpt:predict HTTP/1.1\r\nHost: x\r\nContent-Encoding: {encoding}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body).unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    };
+    let (c, b) = post(&gz(br#"{"instances": [[1.0], [2.0]]}"#), "gzip");
+    assert_eq!(
+        (c, floats(parse(&b).get("predictions").unwrap())),
+        (200, vec![2.5, 3.0])
+    );
+    let mut bomb = b"{\"instances\": [[1.0]], \"pad\": \"".to_vec();
+    bomb.extend(std::iter::repeat_n(b'a', 10_000_000));
+    bomb.extend_from_slice(b"\"}");
+    let (c, b) = post(&gz(&bomb), "gzip");
+    assert_eq!(c, 413, "{b}");
+    let (c, b) = post(b"garbage", "gzip");
+    assert_eq!(c, 400, "{b}");
+    let (c, b) = post(br#"{"instances": [[1.0]]}"#, "br");
+    assert_eq!(c, 415, "{b}");
+    assert!(error_of(&b).contains("Content-Encoding: br"), "{b}");
+    // Names of models that do not exist are not kept in the metrics.
+    for i in 0..20 {
+        let (c, _) = s.http(
+            "POST",
+            &format!("/v1/models/nosuch{i}:predict"),
+            r#"{"instances": [[1.0]]}"#,
+        );
+        assert_eq!(c, 404);
+    }
+    let (c, m) = s.http("GET", "/metrics", "");
+    assert_eq!(c, 200);
+    assert!(!m.contains("nosuch"), "{m}");
+    assert!(m.contains(r#"request_count{model_name="hpt",status="OK"}"#), "{m}");
+    assert!(m.contains(r#"request_count{model_name="",status="NOT_FOUND"}"#), "{m}");
 }

@@ -278,6 +278,7 @@ impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Un
 
     fn call(&mut self, request: tonic::Request<Q>) -> Self::Future {
         let (app, api, f) = (Arc::clone(&self.app), self.api, self.f);
+        let app2 = Arc::clone(&app);
         Box::pin(async move {
             let t0 = Instant::now();
             let msg = request.into_inner();
@@ -289,7 +290,8 @@ impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Un
                 ),
             };
             let code = res.as_ref().map_or_else(|e| e.code.name(), |_| Code::Ok.name());
-            metrics::global().request(&model, api, "GRPC", code, t0.elapsed().as_secs_f64() * 1e6);
+            let model = app2.metrics_model(&model);
+            metrics::global().request(model, api, "GRPC", code, t0.elapsed().as_secs_f64() * 1e6);
             res.map(tonic::Response::new).map_err(to_tonic)
         })
     }

@@ -162,6 +162,11 @@ impl Manager {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `name` is a configured model.
+    pub fn knows(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
     /// The servable a request names, or TF Serving's NOT_FOUND.
     pub fn resolve(&self, name: &str, want: &Want) -> Result<Arc<Servable>, Status> {
         let models = self.read();
