@@ -5,6 +5,10 @@
 //! variables, the MNIST CNN of the SavedModel tests) and by TensorFlow in
 //! the Python check.
 
+// Proving `Send` for futures that hold the model manager walks wgpu's
+// types deeper than the default limit (as in the library, src/lib.rs).
+#![recursion_limit = "256"]
+
 mod common;
 use common::*;
 use std::io::{Read, Write};
@@ -991,4 +995,620 @@ fn batch_queue_limits() {
         error_of(refused),
         "The batch scheduling queue to which this task was submitted is full"
     );
+}
+
+// ------------------------------------------------------------------------
+// gRPC in process: TF Serving's services called through `GrpcApi`, with
+// gRPC's framing (and gzip) written here, so that tonic's decoding limits
+// and the handlers are what a client meets.
+
+mod inproc {
+    use super::*;
+    use http_body_util::{BodyExt, Full};
+    use hyper::body::Bytes;
+    use prost::Message;
+    use tonic::codegen::Service;
+    use wgflow::io::saved_model::proto::{TensorProto, TensorShapeProto, dt};
+    use wgflow::serving::config::{ModelConfig, VersionPolicy};
+    use wgflow::serving::grpc::{GrpcApi, pb};
+    use wgflow::serving::manager::Manager;
+    use wgflow::serving::{App, Options};
+
+    pub const PREDICT: &str = "/tensorflow.serving.PredictionService/Predict";
+    pub const METADATA: &str = "/tensorflow.serving.PredictionService/GetModelMetadata";
+    pub const STATUS: &str = "/tensorflow.serving.ModelService/GetModelStatus";
+
+    /// A manager serving half_plus_two versions 1 and 2 as `hpt`.
+    pub fn manager(name: &str) -> Arc<Manager> {
+        let base = tmp(name);
+        half_plus_two(&base.join("1"), 0.5, 2.0);
+        half_plus_two(&base.join("2"), 0.5, 2.0);
+        let m = Arc::new(Manager::new(
+            vec![ModelConfig {
+                name: "hpt".into(),
+                base_path: base,
+                policy: VersionPolicy::All,
+                labels: Default::default(),
+            }],
+            Device::Cpu,
+            None,
+            false,
+        ));
+        m.poll();
+        m
+    }
+
+    pub fn app(manager: &Arc<Manager>, max_request_bytes: usize) -> Arc<App> {
+        let o = Options {
+            max_request_bytes,
+            ..Options::default()
+        };
+        Arc::new(App::new(Arc::clone(manager), o, None))
+    }
+
+    pub fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    }
+
+    /// One framed message, gzip-compressed when `gzip`.
+    pub fn frame(payload: &[u8], gzip: bool) -> Vec<u8> {
+        let body = if gzip {
+            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            e.write_all(payload).unwrap();
+            e.finish().unwrap()
+        } else {
+            payload.to_vec()
+        };
+        let mut out = vec![u8::from(gzip)];
+        out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        out.extend_from_slice(&body);
+        out
+    }
+
+    /// A unary call with a raw request body: the answer, or (code, message).
+    pub fn call_raw<R: Message + Default>(
+        rt: &tokio::runtime::Runtime,
+        app: &Arc<App>,
+        path: &str,
+        body: Vec<u8>,
+        gzip: bool,
+    ) -> Result<R, (i32, String)> {
+        let mut b = tonic::codegen::http::Request::builder()
+            .method("POST")
+            .uri(format!("http://localhost{path}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers");
+        if gzip {
+            b = b.header("grpc-encoding", "gzip");
+        }
+        let req = b.body(Full::new(Bytes::from(body))).unwrap();
+        let mut svc = GrpcApi(Arc::clone(app));
+        rt.block_on(async move {
+            let resp = svc.call(req).await.unwrap();
+            let (parts, body) = resp.into_parts();
+            let collected = body.collect().await.unwrap();
+            let trailers = collected.trailers().cloned();
+            let data = collected.to_bytes();
+            let status = tonic::Status::from_header_map(&parts.headers)
+                .or_else(|| trailers.as_ref().and_then(tonic::Status::from_header_map))
+                .expect("a grpc-status");
+            if status.code() != tonic::Code::Ok {
+                return Err((status.code() as i32, status.message().to_string()));
+            }
+            assert!(data.len() >= 5, "no message in {data:?}");
+            Ok(R::decode(&data[5..]).unwrap())
+        })
+    }
+
+    pub fn call<Q: Message, R: Message + Default>(
+        rt: &tokio::runtime::Runtime,
+        app: &Arc<App>,
+        path: &str,
+        msg: &Q,
+    ) -> Result<R, (i32, String)> {
+        call_raw(rt, app, path, frame(&msg.encode_to_vec(), false), false)
+    }
+
+    pub fn spec(name: &str) -> Option<pb::ModelSpec> {
+        Some(pb::ModelSpec {
+            name: name.into(),
+            ..Default::default()
+        })
+    }
+
+    pub fn floats(dims: &[usize], values: Vec<f32>) -> TensorProto {
+        TensorProto {
+            dtype: dt::FLOAT,
+            tensor_shape: Some(TensorShapeProto::from_dims(
+                &dims.iter().map(|&d| Some(d)).collect::<Vec<_>>(),
+            )),
+            float_val: values,
+            ..Default::default()
+        }
+    }
+
+    pub fn predict_x(x: TensorProto) -> pb::PredictRequest {
+        pb::PredictRequest {
+            model_spec: spec("hpt"),
+            inputs: [("x".to_string(), x)].into_iter().collect(),
+            output_filter: vec![],
+        }
+    }
+}
+
+const INVALID_ARGUMENT: i32 = 3;
+const NOT_FOUND: i32 = 5;
+const RESOURCE_EXHAUSTED: i32 = 8;
+
+/// gRPC Predict checks the input names against the signature before any
+/// tensor is decoded, charges what it decodes to one budget, and bounds
+/// shapes: a request of a few bytes cannot make the server allocate
+/// gigabytes, and the errors name what is wrong without quoting it at
+/// length.
+#[test]
+fn grpc_predict_checks_names_and_sizes_before_decoding() {
+    use inproc::*;
+    use wgflow::io::saved_model::proto::{TensorProto, TensorShapeProto, dt};
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-bomb");
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    let ok: pb::PredictResponse = call(&rt, &app, PREDICT, &predict_x(floats(&[2, 1], vec![1.0, 2.0]))).unwrap();
+    assert_eq!(ok.outputs["y"].float_val, vec![2.5, 3.0]);
+
+    // 1000 inputs of 60M floats each, from one value apiece (240 GB decoded).
+    let t0 = Instant::now();
+    let mut junk = predict_x(floats(&[2, 1], vec![1.0, 2.0]));
+    junk.inputs.clear();
+    for i in 0..1000 {
+        junk.inputs.insert(format!("junk{i}"), floats(&[60_000_000], vec![1.0]));
+    }
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &junk).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(
+        msg.starts_with("input size does not match signature: 1000!=1 len({")
+            && msg.contains("Missing but required: {x}."),
+        "{msg}"
+    );
+    assert!(msg.len() < 4000, "{} bytes", msg.len());
+    // Right count, wrong name.
+    let mut wrong = predict_x(floats(&[60_000_000], vec![1.0]));
+    wrong.inputs = [("z".to_string(), floats(&[60_000_000], vec![1.0]))]
+        .into_iter()
+        .collect();
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &wrong).unwrap_err();
+    assert_eq!(
+        (code, msg.as_str()),
+        (
+            INVALID_ARGUMENT,
+            "input tensor alias not found in signature: z. Inputs expected to be in the set {x}."
+        )
+    );
+    // The right name, 80 MB once decoded: over the 64 MiB budget.
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[20_000_000, 1], vec![1.0])))
+            .unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(
+        msg.contains("input 'x'") && msg.contains("--rest_api_max_request_bytes"),
+        "{msg}"
+    );
+    // A 1 MB string repeated over a large shape.
+    let strings = TensorProto {
+        dtype: dt::STRING,
+        tensor_shape: Some(TensorShapeProto::from_dims(&[Some(100_000), Some(1)])),
+        string_val: vec![vec![b'x'; 1 << 20]],
+        ..Default::default()
+    };
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(strings)).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(t0.elapsed() < Duration::from_secs(20), "{:?}", t0.elapsed());
+    // A zero dimension beside huge ones; more dimensions than TensorFlow's 254.
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[0, 1 << 62, 4], vec![]))).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("shape [0,4611686018427387904,4] is too large"), "{msg}");
+    let (code, msg) =
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &predict_x(floats(&[1; 300], vec![1.0]))).unwrap_err();
+    assert_eq!(code, INVALID_ARGUMENT, "{msg}");
+    assert!(msg.contains("300 dimensions") && msg.len() < 300, "{msg}");
+    // Duplicate output aliases.
+    let mut dup = predict_x(floats(&[1, 1], vec![1.0]));
+    dup.output_filter = vec!["y".into(), "y".into()];
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &dup).unwrap_err();
+    assert_eq!(
+        (code, msg.as_str()),
+        (INVALID_ARGUMENT, "duplicate output tensor alias: y")
+    );
+    dup.output_filter = vec!["y".into()];
+    let r: pb::PredictResponse = call(&rt, &app, PREDICT, &dup).unwrap();
+    assert_eq!(r.outputs["y"].float_val, vec![2.5]);
+    // Still serving.
+    let ok: pb::PredictResponse = call(&rt, &app, PREDICT, &predict_x(floats(&[1, 1], vec![4.0]))).unwrap();
+    assert_eq!(ok.outputs["y"].float_val, vec![4.0]);
+}
+
+/// Messages over the limit get gRPC's RESOURCE_EXHAUSTED (TF Serving's C
+/// core answers so), gzip-compressed requests are read, and a compressed
+/// message that inflates past the limit is refused while it inflates.
+#[test]
+fn grpc_message_limit_and_gzip() {
+    use inproc::*;
+    use prost::Message;
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-limit");
+    let small = app(&m, 100_000);
+    let rt = runtime();
+    let big = predict_x(floats(&[50_000, 1], vec![1.0; 50_000]));
+    let (code, msg) = call::<_, pb::PredictResponse>(&rt, &small, PREDICT, &big).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+    assert!(msg.starts_with("Received message larger than max (200"), "{msg}");
+    // gzip: the same request as before, compressed.
+    let req = predict_x(floats(&[3, 1], vec![1.0, 2.0, 5.0]));
+    let r: pb::PredictResponse = call_raw(&rt, &small, PREDICT, frame(&req.encode_to_vec(), true), true).unwrap();
+    assert_eq!(r.outputs["y"].float_val, vec![2.5, 3.0, 4.5]);
+    // 200 kB of zeros compress to a few hundred bytes: refused inflated.
+    let zeros = predict_x(floats(&[50_000, 1], vec![0.0; 50_000]));
+    let body = frame(&zeros.encode_to_vec(), true);
+    assert!(body.len() < 10_000, "{}", body.len());
+    let (code, msg) = call_raw::<pb::PredictResponse>(&rt, &small, PREDICT, body, true).unwrap_err();
+    assert_eq!(code, RESOURCE_EXHAUSTED, "{msg}");
+}
+
+/// ModelSpec details as TF Serving reads them.
+#[test]
+fn grpc_model_spec_as_tf_serving_reads_it() {
+    use inproc::*;
+    use wgflow::serving::grpc::pb;
+    let m = manager("grpc-spec");
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    let status = |spec: Option<pb::ModelSpec>| {
+        call::<_, pb::GetModelStatusResponse>(&rt, &app, STATUS, &pb::GetModelStatusRequest { model_spec: spec })
+    };
+    let with = |name: &str, version: Option<i64>, label: Option<&str>| {
+        Some(pb::ModelSpec {
+            name: name.into(),
+            version: version.map(|value| pb::Int64Value { value }),
+            version_label: label.map(String::from),
+            ..Default::default()
+        })
+    };
+    let versions = |r: pb::GetModelStatusResponse| r.model_version_status.iter().map(|v| v.version).collect::<Vec<_>>();
+    assert_eq!(versions(status(with("hpt", None, None)).unwrap()), vec![2, 1]);
+    // GetModelStatusWithModelSpec looks at the version only.
+    assert_eq!(versions(status(with("hpt", None, Some("nope"))).unwrap()), vec![2, 1]);
+    assert_eq!(versions(status(with("hpt", Some(1), None)).unwrap()), vec![1]);
+    assert_eq!(
+        status(with("hpt", Some(-1), None)).unwrap_err(),
+        (NOT_FOUND, "Could not find version -1 of model hpt".into())
+    );
+    assert_eq!(
+        status(with("x", Some(3), None)).unwrap_err(),
+        (NOT_FOUND, "Could not find version 3 of model x".into())
+    );
+    assert_eq!(
+        status(with("", None, None)).unwrap_err(),
+        (NOT_FOUND, "Could not find any versions of model ".into())
+    );
+    assert_eq!(
+        status(None).unwrap_err(),
+        (INVALID_ARGUMENT, "Missing ModelSpec".into())
+    );
+    // Predict and GetModelMetadata look a servable up by name.
+    let mut req = predict_x(floats(&[1, 1], vec![1.0]));
+    req.model_spec = with("", None, None);
+    assert_eq!(
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &req).unwrap_err(),
+        (INVALID_ARGUMENT, "ModelSpec has no name specified.".into())
+    );
+    req.model_spec = with("hpt", Some(-1), None);
+    assert_eq!(
+        call::<_, pb::PredictResponse>(&rt, &app, PREDICT, &req).unwrap_err(),
+        (NOT_FOUND, "Servable not found for request: Specific(hpt, -1)".into())
+    );
+    req.model_spec = with("hpt", Some(1), None);
+    let r: pb::PredictResponse = call(&rt, &app, PREDICT, &req).unwrap();
+    assert_eq!(r.model_spec.and_then(|s| s.version).map(|v| v.value), Some(1));
+    let meta = pb::GetModelMetadataRequest {
+        model_spec: with("", None, None),
+        metadata_field: vec!["signature_def".into()],
+    };
+    assert_eq!(
+        call::<_, pb::GetModelMetadataResponse>(&rt, &app, METADATA, &meta).unwrap_err(),
+        (INVALID_ARGUMENT, "ModelSpec has no name specified.".into())
+    );
+}
+
+/// The REST bodies in flight are bounded in bytes: four bodies of the
+/// flag's size take the whole share (4 x 64 MiB), a fifth waits for one
+/// to finish.
+#[test]
+fn rest_bodies_in_flight_are_bounded() {
+    use inproc::*;
+    let m = Arc::new(wgflow::serving::manager::Manager::new(
+        Vec::new(),
+        Device::Cpu,
+        None,
+        false,
+    ));
+    let app = app(&m, 64 << 20);
+    let rt = runtime();
+    rt.block_on(async {
+        let mut held = Vec::new();
+        for _ in 0..4 {
+            held.push(app.body_permits(64 << 20).await.unwrap());
+        }
+        let wait = tokio::time::timeout(Duration::from_millis(200), app.body_permits(1 << 20)).await;
+        assert!(wait.is_err(), "a fifth large body got memory");
+        held.pop();
+        let got = tokio::time::timeout(Duration::from_secs(5), app.body_permits(64 << 20)).await;
+        assert!(matches!(got, Ok(Some(_))));
+    });
+}
+
+/// What concerns one request alone is checked before it is batched (int64
+/// values the devices cannot hold, output aliases given twice), so that it
+/// never fails a merged batch.
+#[test]
+fn requests_are_checked_alone_before_batching() {
+    use wgflow::io::saved_model::proto::{SignatureDef, TensorInfo, TensorShapeProto, dt};
+    use wgflow::serving::servable::{Named, check_inputs, check_output_filter};
+    use wgflow::serving::status::Code;
+    use wgflow::serving::tensor::{HostData, HostTensor};
+
+    let info = |dtype| TensorInfo {
+        dtype,
+        tensor_shape: Some(TensorShapeProto::from_dims(&[None])),
+        ..Default::default()
+    };
+    let sig = SignatureDef {
+        inputs: [("ids".to_string(), info(dt::INT64))].into_iter().collect(),
+        outputs: [("y".to_string(), info(dt::FLOAT))].into_iter().collect(),
+        method_name: "tensorflow/serving/predict".into(),
+    };
+    let ids = |v: Vec<i64>| -> Named {
+        vec![(
+            "ids".into(),
+            HostTensor {
+                dtype: dt::INT64,
+                shape: vec![v.len()],
+                data: HostData::I64(v),
+            },
+        )]
+    };
+    assert!(check_inputs("serving_default", &sig, &ids(vec![1, -5])).is_ok());
+    let e = check_inputs("serving_default", &sig, &ids(vec![1, 3_000_000_000])).unwrap_err();
+    assert_eq!(e.code, Code::InvalidArgument);
+    assert!(
+        e.message.contains("input 'ids'") && e.message.contains("3000000000"),
+        "{e}"
+    );
+    assert_eq!(
+        check_output_filter(&sig, &["y".into(), "y".into()])
+            .unwrap_err()
+            .message,
+        "duplicate output tensor alias: y"
+    );
+}
+
+/// Batches that fail or panic: no request sees another's error or values,
+/// and the batch thread keeps serving.
+#[test]
+fn batches_isolate_requests_and_survive_panics() {
+    use wgflow::io::saved_model::proto::dt;
+    use wgflow::serving::batch::{BatchTarget, Batcher};
+    use wgflow::serving::config::BatchingParameters;
+    use wgflow::serving::servable::Named;
+    use wgflow::serving::status::Status;
+    use wgflow::serving::tensor::{HostData, HostTensor};
+
+    /// Echoes `x` as `y`; fails on 13 (quoting every value), panics on 66.
+    struct Echo;
+    impl BatchTarget for Echo {
+        fn name(&self) -> &str {
+            "echo"
+        }
+        fn run(&self, _: &str, inputs: Named, _: &[String]) -> Result<Named, Status> {
+            let (_, x) = &inputs[0];
+            let HostData::F32(v) = &x.data else {
+                return Err(Status::invalid("not floats"));
+            };
+            if v.contains(&66.0) {
+                panic!("a bug in the model call");
+            }
+            if v.contains(&13.0) {
+                return Err(Status::invalid(format!("bad values {v:?}")));
+            }
+            Ok(vec![("y".into(), x.clone())])
+        }
+    }
+    let target: Arc<dyn BatchTarget> = Arc::new(Echo);
+    let params = BatchingParameters {
+        max_batch_size: 2,
+        batch_timeout_micros: 2_000_000,
+        max_enqueued_batches: 10,
+        num_batch_threads: 1,
+        allowed_batch_sizes: vec![],
+        pad_variable_length_inputs: false,
+    };
+    let batcher = Arc::new(Batcher::new(Arc::downgrade(&target), params));
+    let x = |v: f32| -> Named {
+        vec![(
+            "x".into(),
+            HostTensor {
+                dtype: dt::FLOAT,
+                shape: vec![1, 1],
+                data: HostData::F32(vec![v]),
+            },
+        )]
+    };
+    // Two requests submitted together (one batch: max_batch_size 2),
+    // answered within 20 s or reported as hanging.
+    let pair = |a: f32, b: f32| -> Vec<Option<Result<Named, Status>>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        for (i, v) in [a, b].into_iter().enumerate() {
+            let (b, tx, input) = (Arc::clone(&batcher), tx.clone(), x(v));
+            std::thread::spawn(move || {
+                let _ = tx.send((i, b.submit("serving_default", input, &[])));
+            });
+        }
+        let mut out = vec![None, None];
+        let t0 = Instant::now();
+        while out.iter().any(Option::is_none) {
+            let left = Duration::from_secs(20).saturating_sub(t0.elapsed());
+            match rx.recv_timeout(left) {
+                Ok((i, r)) => out[i] = Some(r),
+                Err(_) => break,
+            }
+        }
+        out
+    };
+    let y = |r: &Option<Result<Named, Status>>| match r {
+        Some(Ok(n)) => match &n[0].1.data {
+            HostData::F32(v) => Ok(v.clone()),
+            other => Err(format!("{other:?}")),
+        },
+        Some(Err(e)) => Err(e.to_string()),
+        None => Err("no answer (hanging)".into()),
+    };
+    let r = pair(1.0, 13.0);
+    assert_eq!(y(&r[0]), Ok(vec![1.0]), "the good request of a failed batch");
+    let bad = y(&r[1]).unwrap_err();
+    assert!(
+        bad.contains("13") && !bad.contains("1.0,") && !bad.contains("[1.0"),
+        "{bad}"
+    );
+    let r = pair(66.0, 2.0);
+    for a in &r {
+        let e = y(a).unwrap_err();
+        assert!(e.starts_with("INTERNAL") && e.contains("panicked"), "{e}");
+    }
+    // The batch thread survived.
+    let r = pair(3.0, 4.0);
+    assert_eq!((y(&r[0]), y(&r[1])), (Ok(vec![3.0]), Ok(vec![4.0])));
+}
+
+/// REST: error quotes are bounded, an instance with a key given twice is
+/// refused (one instance, one prediction), and GetModelStatus ignores a
+/// label as TF Serving's does.
+#[test]
+fn rest_quotes_duplicate_keys_and_label_status() {
+    let base = tmp("rest2");
+    half_plus_two(&base.join("1"), 0.5, 2.0);
+    let s = Server::start(
+        "rest2",
+        &[
+            "--model_name=hpt".into(),
+            format!("--model_base_path={}", base.display()),
+        ],
+        Some("hpt"),
+    );
+    // A 2.4 MB nest of 200 000 arrays: pretty-printed whole it would be ~10 MB.
+    let body = format!("[{}]", vec!["[[[[1]]]]"; 200_000].join(","));
+    let (c, b) = s.http("POST", "/v1/models/hpt:predict", &body);
+    assert_eq!(c, 400);
+    let e = error_of(&b);
+    assert!(
+        e.starts_with("JSON Value: [") && e.ends_with("Is not object"),
+        "{}",
+        &e[..100]
+    );
+    assert!(b.len() < 10_000, "{} bytes", b.len());
+    // One instance, its key twice.
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/hpt:predict",
+        r#"{"instances": [{"x": [1.0], "x": [2.0]}]}"#,
+    );
+    assert_eq!(c, 400, "{b}");
+    let e = error_of(&b);
+    assert!(e.contains("element: 0 key: x") && e.contains("more than once"), "{e}");
+    let (c, b) = s.http(
+        "POST",
+        "/v1/models/hpt:predict",
+        r#"{"instances": [{"x": [1.0]}, {"x": [2.0]}]}"#,
+    );
+    assert_eq!(
+        (c, floats(parse(&b).get("predictions").unwrap())),
+        (200, vec![2.5, 3.0])
+    );
+    // Status through a label: every version, as TF Serving answers.
+    let (c, b) = s.http("GET", "/v1/models/hpt/labels/whatever", "");
+    assert_eq!(c, 200, "{b}");
+    assert!(b.contains(r#""version":"1","state":"AVAILABLE""#), "{b}");
+}
+
+/// REST bodies with `Content-Encoding: gzip` are read and bounded once
+/// inflated; models that do not exist do not become metric labels.
+#[test]
+fn rest_gzip_and_metrics() {
+    let base = tmp("rest3");
+    half_plus_two(&base.join("1"), 0.5, 2.0);
+    let monitoring = base.join("monitoring.config");
+    std::fs::write(&monitoring, "prometheus_config { enable: true, path: \"/metrics\" }").unwrap();
+    let s = Server::start(
+        "rest3",
+        &[
+            "--model_name=hpt".into(),
+            format!("--model_base_path={}", base.display()),
+            "--rest_api_max_request_bytes=3000000".into(),
+            format!("--monitoring_config_file={}", monitoring.display()),
+        ],
+        Some("hpt"),
+    );
+    let gz = |data: &[u8]| {
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    };
+    let post = |body: &[u8], encoding: &str| -> (u16, String) {
+        let mut c = TcpStream::connect(("127.0.0.1", s.rest)).unwrap();
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        let head = format!(
+            "POST /v1/models/hpt:predict HTTP/1.1\r\nHost: x\r\nContent-Encoding: {encoding}\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).unwrap();
+        c.write_all(body).unwrap();
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).unwrap();
+        let text = String::from_utf8_lossy(&out).into_owned();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        (head.split(' ').nth(1).unwrap().parse().unwrap(), body.to_string())
+    };
+    let (c, b) = post(&gz(br#"{"instances": [[1.0], [2.0]]}"#), "gzip");
+    assert_eq!(
+        (c, floats(parse(&b).get("predictions").unwrap())),
+        (200, vec![2.5, 3.0])
+    );
+    let mut bomb = b"{\"instances\": [[1.0]], \"pad\": \"".to_vec();
+    bomb.extend(std::iter::repeat_n(b'a', 10_000_000));
+    bomb.extend_from_slice(b"\"}");
+    let (c, b) = post(&gz(&bomb), "gzip");
+    assert_eq!(c, 413, "{b}");
+    let (c, b) = post(b"garbage", "gzip");
+    assert_eq!(c, 400, "{b}");
+    let (c, b) = post(br#"{"instances": [[1.0]]}"#, "br");
+    assert_eq!(c, 415, "{b}");
+    assert!(error_of(&b).contains("Content-Encoding: br"), "{b}");
+    // Names of models that do not exist are not kept in the metrics.
+    for i in 0..20 {
+        let (c, _) = s.http(
+            "POST",
+            &format!("/v1/models/nosuch{i}:predict"),
+            r#"{"instances": [[1.0]]}"#,
+        );
+        assert_eq!(c, 404);
+    }
+    let (c, m) = s.http("GET", "/metrics", "");
+    assert_eq!(c, 200);
+    assert!(!m.contains("nosuch"), "{m}");
+    assert!(m.contains(r#"request_count{model_name="hpt",status="OK"}"#), "{m}");
+    assert!(m.contains(r#"request_count{model_name="",status="NOT_FOUND"}"#), "{m}");
 }

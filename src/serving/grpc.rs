@@ -7,9 +7,9 @@
 
 use super::manager::{VersionStatus, Want};
 use super::metrics;
-use super::servable::Named;
+use super::servable::{Named, check_input_names};
 use super::status::{Code, Status};
-use super::tensor::HostTensor;
+use super::tensor::{Budget, HostTensor};
 use super::{App, Shutdown};
 use crate::io::saved_model::proto::{SignatureDef, TensorProto};
 use prost::Message;
@@ -126,27 +126,34 @@ pub mod pb {
     }
 }
 
+/// The version a `ModelSpec` asks for (TF Serving's
+/// `ServableRequestFromModelSpec`: a version as given, negative ones too).
 fn want(spec: &pb::ModelSpec) -> Want {
     match (&spec.version, &spec.version_label) {
-        (Some(v), _) => Want::Version(v.value.max(0) as u64),
+        (Some(v), _) => Want::Version(v.value),
         (None, Some(l)) if !l.is_empty() => Want::Label(l.clone()),
         _ => Want::Latest,
     }
 }
 
-fn spec_of(req: Option<&pb::ModelSpec>) -> Result<pb::ModelSpec, Status> {
-    let spec = req.cloned().ok_or_else(|| Status::invalid("Missing ModelSpec"))?;
+fn spec_of(req: Option<&pb::ModelSpec>) -> Result<&pb::ModelSpec, Status> {
+    req.ok_or_else(|| Status::invalid("Missing ModelSpec"))
+}
+
+/// A servable is looked up by name: TF Serving's `ServableRequestFromModelSpec`.
+fn named(spec: &pb::ModelSpec) -> Result<(), Status> {
     if spec.name.is_empty() {
-        return Err(Status::invalid("Missing ModelSpec name"));
+        return Err(Status::invalid("ModelSpec has no name specified."));
     }
-    Ok(spec)
+    Ok(())
 }
 
 fn predict(app: &App, req: pb::PredictRequest) -> (String, Result<pb::PredictResponse, Status>) {
     let name = req.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let run = || -> Result<pb::PredictResponse, Status> {
         let spec = spec_of(req.model_spec.as_ref())?;
-        let s = app.manager.resolve(&spec.name, &want(&spec))?;
+        named(spec)?;
+        let s = app.manager.resolve(&spec.name, &want(spec))?;
         let key = if spec.signature_name.is_empty() {
             super::rest::DEFAULT_SIGNATURE.to_string()
         } else {
@@ -158,10 +165,14 @@ fn predict(app: &App, req: pb::PredictRequest) -> (String, Result<pb::PredictRes
                 format!("Serving signature key \"{key}\" not found."),
             ));
         }
-        let max = app.options.max_request_bytes;
+        // The names first: nothing is decoded for a request that cannot
+        // run, and what is decoded is charged to one budget.
+        let sig = s.core.signature(&key)?;
+        check_input_names(sig, req.inputs.keys())?;
+        let mut budget = Budget::new(app.options.max_request_bytes);
         let mut inputs: Named = Vec::with_capacity(req.inputs.len());
         for (n, p) in &req.inputs {
-            inputs.push((n.clone(), HostTensor::from_proto(p, n, max)?));
+            inputs.push((n.clone(), HostTensor::from_proto(p, n, &mut budget)?));
         }
         let outputs = s.predict(&key, inputs, &req.output_filter)?;
         Ok(pb::PredictResponse {
@@ -191,7 +202,8 @@ fn metadata(app: &App, req: pb::GetModelMetadataRequest) -> (String, Result<pb::
         if let Some(f) = req.metadata_field.iter().find(|f| *f != "signature_def") {
             return Err(Status::invalid(format!("Metadata field {f} is not supported")));
         }
-        let s = app.manager.resolve(&spec.name, &want(&spec))?;
+        named(spec)?;
+        let s = app.manager.resolve(&spec.name, &want(spec))?;
         let map = pb::SignatureDefMap {
             signature_def: s
                 .core
@@ -226,8 +238,10 @@ fn metadata(app: &App, req: pb::GetModelMetadataRequest) -> (String, Result<pb::
 fn model_status(app: &App, req: pb::GetModelStatusRequest) -> (String, Result<pb::GetModelStatusResponse, Status>) {
     let name = req.model_spec.as_ref().map(|s| s.name.clone()).unwrap_or_default();
     let run = || -> Result<pb::GetModelStatusResponse, Status> {
+        // TF Serving's GetModelStatusWithModelSpec: no name check (an empty
+        // name finds no versions), and a version_label is not looked at.
         let spec = spec_of(req.model_spec.as_ref())?;
-        let vs = app.manager.status(&spec.name, &want(&spec))?;
+        let vs = app.manager.status(&spec.name, &want(spec))?;
         Ok(pb::GetModelStatusResponse {
             model_version_status: vs
                 .iter()
@@ -264,6 +278,7 @@ impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Un
 
     fn call(&mut self, request: tonic::Request<Q>) -> Self::Future {
         let (app, api, f) = (Arc::clone(&self.app), self.api, self.f);
+        let app2 = Arc::clone(&app);
         Box::pin(async move {
             let t0 = Instant::now();
             let msg = request.into_inner();
@@ -275,7 +290,8 @@ impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Un
                 ),
             };
             let code = res.as_ref().map_or_else(|e| e.code.name(), |_| Code::Ok.name());
-            metrics::global().request(&model, api, "GRPC", code, t0.elapsed().as_secs_f64() * 1e6);
+            let model = app2.metrics_model(&model);
+            metrics::global().request(model, api, "GRPC", code, t0.elapsed().as_secs_f64() * 1e6);
             res.map(tonic::Response::new).map_err(to_tonic)
         })
     }
@@ -295,6 +311,31 @@ fn unimplemented() -> http::Response<tonic::body::Body> {
     r
 }
 
+/// A message over the size limit: tonic answers OUT_OF_RANGE; gRPC's C core
+/// (TF Serving's) answers RESOURCE_EXHAUSTED "Received message larger than
+/// max (N vs. M)".
+fn too_large(r: &mut http::Response<tonic::body::Body>, max: usize) {
+    let Some(s) = tonic::Status::from_header_map(r.headers()) else {
+        return;
+    };
+    if s.code() != tonic::Code::OutOfRange || !s.message().starts_with("Error, decoded message length too large") {
+        return;
+    }
+    // "... found {len} bytes, the limit is: {limit} bytes"
+    let found = s
+        .message()
+        .split("found ")
+        .nth(1)
+        .and_then(|t| t.split(' ').next())
+        .unwrap_or("?")
+        .to_string();
+    let status = tonic::Status::resource_exhausted(format!(
+        "Received message larger than max ({found} vs. {max}); wgflow_model_server's limit is \
+         --rest_api_max_request_bytes"
+    ));
+    *r = status.into_http();
+}
+
 async fn unary<Q, R, B>(
     app: Arc<App>,
     api: &'static str,
@@ -307,10 +348,15 @@ where
     B: Body + Send + 'static,
     B::Error: Into<StdError> + Send + 'static,
 {
+    // The limit bounds gzip-compressed messages once inflated, too (tonic
+    // stops inflating there: RESOURCE_EXHAUSTED).
     let max = app.options.max_request_bytes;
     let mut grpc = tonic::server::Grpc::new(tonic_prost::ProstCodec::<R, Q>::default())
+        .accept_compressed(tonic::codec::CompressionEncoding::Gzip)
         .apply_max_message_size_config(Some(max), Some(usize::MAX));
-    grpc.unary(Unary { app, api, f }, req).await
+    let mut r = grpc.unary(Unary { app, api, f }, req).await;
+    too_large(&mut r, max);
+    r
 }
 
 /// Both of TF Serving's gRPC services, routed by method path.

@@ -1,5 +1,6 @@
 //! The REST API on a socket (hyper, HTTP/1.1): body size and time limits,
-//! CORS, the Prometheus page, graceful shutdown. The API itself is
+//! gzip bodies, a bound on the bodies in flight together, CORS, the
+//! Prometheus page, graceful shutdown. The API itself is
 //! `rest::handle`, run on the blocking pool so that a long model call
 //! never stalls the connections.
 
@@ -8,7 +9,7 @@ use super::rest::{self, Reply};
 use super::status::{Code, Status};
 use super::{App, Shutdown};
 use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::{Body as _, Bytes, Incoming};
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::convert::Infallible;
@@ -73,79 +74,171 @@ async fn serve(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Full<By
         .get(hyper::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let too_big = || {
-        rest::error(
+    let gzip = match content_encoding(&req) {
+        Ok(g) => g,
+        Err(r) => return Ok(finish(&app, t0, r, cors)),
+    };
+    if declared.is_some_and(|n| n > max as u64) {
+        return Ok(finish(&app, t0, too_big(max), cors));
+    }
+    // Bodies in flight are bounded in bytes (what a body may still grow
+    // to once read, or inflated): a request waits for its share, within
+    // its deadline.
+    let weight = match (gzip, req.body().size_hint().exact()) {
+        (false, Some(n)) => usize::try_from(n).unwrap_or(max).min(max),
+        _ => max,
+    };
+    let permit = match tokio::time::timeout(timeout, app.body_permits(weight)).await {
+        Ok(Some(p)) => p,
+        Ok(None) => {
+            let s = Status::new(Code::Unavailable, "the server is shutting down");
+            return Ok(finish(&app, t0, rest::error(&s, "", "unknown"), cors));
+        }
+        Err(_) => {
+            let s = Status::new(
+                Code::DeadlineExceeded,
+                format!(
+                    "Timed out after {} ms waiting for the memory to read the request body (other large \
+                     requests in flight)",
+                    timeout.as_millis()
+                ),
+            );
+            return Ok(finish(&app, t0, rest::error(&s, "", "unknown"), cors));
+        }
+    };
+    let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+    let reply = match tokio::time::timeout(left, Limited::new(req.into_body(), max).collect()).await {
+        Err(_) => rest::error(
             &Status::new(
-                Code::ResourceExhausted,
-                format!("Request body is larger than the limit of {max} bytes (--rest_api_max_request_bytes)"),
+                Code::DeadlineExceeded,
+                format!("Timed out after {} ms reading the request body", timeout.as_millis()),
             ),
             "",
             "unknown",
-        )
-    };
-    let reply = if declared.is_some_and(|n| n > max as u64) {
-        let mut r = too_big();
-        r.status = 413;
-        r
-    } else {
-        match tokio::time::timeout(timeout, Limited::new(req.into_body(), max).collect()).await {
-            Err(_) => rest::error(
-                &Status::new(
-                    Code::DeadlineExceeded,
-                    format!("Timed out after {} ms reading the request body", timeout.as_millis()),
-                ),
-                "",
-                "unknown",
-            ),
-            Ok(Err(e)) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
-                    let mut r = too_big();
-                    r.status = 413;
-                    r
-                } else {
-                    rest::error(
-                        &Status::invalid(format!("Error reading the request body: {e}")),
-                        "",
-                        "unknown",
-                    )
-                }
+        ),
+        Ok(Err(e)) => {
+            if e.downcast_ref::<http_body_util::LengthLimitError>().is_some() {
+                too_big(max)
+            } else {
+                rest::error(
+                    &Status::invalid(format!("Error reading the request body: {e}")),
+                    "",
+                    "unknown",
+                )
             }
-            Ok(Ok(body)) => {
-                let body = body.to_bytes();
-                let a = Arc::clone(&app);
-                let (m, p) = (method.clone(), path.clone());
-                let work = tokio::task::spawn_blocking(move || rest::handle(&a.manager, &m, &p, &body));
-                let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
-                match tokio::time::timeout(left, work).await {
-                    Err(_) => rest::error(
-                        &Status::new(
-                            Code::DeadlineExceeded,
-                            format!(
-                                "Deadline exceeded: the request took longer than {} ms",
-                                timeout.as_millis()
-                            ),
-                        ),
-                        "",
-                        "unknown",
-                    ),
-                    Ok(Err(e)) => rest::error(
-                        &Status::new(Code::Internal, format!("the request failed: {e}")),
-                        "",
-                        "unknown",
-                    ),
-                    Ok(Ok(r)) => r,
+        }
+        Ok(Ok(body)) => {
+            let body = body.to_bytes();
+            let a = Arc::clone(&app);
+            let (m, p) = (method.clone(), path.clone());
+            let work = tokio::task::spawn_blocking(move || {
+                // Held until the parsed request is dropped.
+                let _permit = permit;
+                if gzip {
+                    match inflate(&body, max) {
+                        Ok(plain) => rest::handle(&a.manager, &m, &p, &plain),
+                        Err(r) => r,
+                    }
+                } else {
+                    rest::handle(&a.manager, &m, &p, &body)
                 }
+            });
+            let left = timeout.saturating_sub(t0.elapsed()).max(Duration::from_millis(1));
+            match tokio::time::timeout(left, work).await {
+                Err(_) => rest::error(
+                    &Status::new(
+                        Code::DeadlineExceeded,
+                        format!(
+                            "Deadline exceeded: the request took longer than {} ms",
+                            timeout.as_millis()
+                        ),
+                    ),
+                    "",
+                    "unknown",
+                ),
+                Ok(Err(e)) => rest::error(
+                    &Status::new(Code::Internal, format!("the request failed: {e}")),
+                    "",
+                    "unknown",
+                ),
+                Ok(Ok(r)) => r,
             }
         }
     };
+    Ok(finish(&app, t0, reply, cors))
+}
+
+/// Records the request's metrics and writes the reply.
+fn finish(app: &App, t0: Instant, reply: Reply, cors: bool) -> Response<Full<Bytes>> {
     metrics::global().request(
-        &reply.model,
+        app.metrics_model(&reply.model),
         reply.api,
         "REST",
         reply.code,
         t0.elapsed().as_secs_f64() * 1e6,
     );
-    Ok(respond(&reply, cors))
+    respond(&reply, cors)
+}
+
+/// 413 with TF Serving's error body.
+fn too_big(max: usize) -> Reply {
+    let mut r = rest::error(
+        &Status::new(
+            Code::ResourceExhausted,
+            format!("Request body is larger than the limit of {max} bytes (--rest_api_max_request_bytes)"),
+        ),
+        "",
+        "unknown",
+    );
+    r.status = 413;
+    r
+}
+
+/// Whether the body is gzip-compressed (`Content-Encoding: gzip`); other
+/// encodings than `identity` are refused with 415.
+fn content_encoding(req: &Request<Incoming>) -> Result<bool, Reply> {
+    let mut gzip = false;
+    for v in req.headers().get_all(hyper::header::CONTENT_ENCODING) {
+        for e in v.to_str().unwrap_or("?").split(',').map(str::trim) {
+            let is_gzip = e.eq_ignore_ascii_case("gzip") || e.eq_ignore_ascii_case("x-gzip");
+            if is_gzip && !gzip {
+                gzip = true;
+            } else if !(e.is_empty() || e.eq_ignore_ascii_case("identity")) {
+                let mut r = rest::error(
+                    &Status::invalid(format!(
+                        "Unsupported Content-Encoding: {} (gzip, once, and identity are read)",
+                        super::status::clip(e, 64)
+                    )),
+                    "",
+                    "unknown",
+                );
+                r.status = 415;
+                return Err(r);
+            }
+        }
+    }
+    Ok(gzip)
+}
+
+/// A gzip body inflated, at most `max` bytes of it (413 past that).
+fn inflate(body: &[u8], max: usize) -> Result<Vec<u8>, Reply> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    let limit = u64::try_from(max).unwrap_or(u64::MAX).saturating_add(1);
+    match flate2::read::MultiGzDecoder::new(body)
+        .take(limit)
+        .read_to_end(&mut out)
+    {
+        Ok(_) if out.len() > max => Err(too_big(max)),
+        Ok(_) => Ok(out),
+        Err(e) => Err(rest::error(
+            &Status::invalid(format!(
+                "Failed to decompress the request body (Content-Encoding: gzip): {e}"
+            )),
+            "",
+            "unknown",
+        )),
+    }
 }
 
 /// Serves the REST API on `listener` until `shutdown`, then lets the open

@@ -430,10 +430,38 @@ pub fn type_name(v: &Json) -> &'static str {
     }
 }
 
+/// The most bytes of a value quoted in an error message ([`pretty`]); the
+/// quote ends in `...` where it was cut.
+pub const MAX_QUOTE: usize = 4 << 10;
+
 /// A value as RapidJSON's `PrettyWriter` writes it (4-space indent), as
-/// TF Serving quotes values in its messages.
+/// TF Serving quotes values in its messages, cut after [`MAX_QUOTE`] bytes
+/// (a 50 MB body would otherwise be quoted as gigabytes of indentation).
 pub fn pretty(v: &Json) -> String {
-    fn go(out: &mut String, v: &Json, indent: usize) {
+    pretty_limited(v, MAX_QUOTE)
+}
+
+/// [`pretty`] with a budget of `limit` bytes: the text is cut there and
+/// `...` appended; the writer stops as soon as the budget is spent.
+pub fn pretty_limited(v: &Json, limit: usize) -> String {
+    /// A string literal of at most about `room` bytes of `s`.
+    fn str_within(out: &mut String, s: &str, limit: usize) {
+        let room = limit.saturating_sub(out.len()).saturating_add(1);
+        if s.len() <= room {
+            write_str(out, s);
+        } else {
+            let mut end = room;
+            while !s.is_char_boundary(end) {
+                end -= 1;
+            }
+            write_str(out, &s[..end]);
+        }
+    }
+    /// Writes `v`; `false` once the budget is spent.
+    fn go(out: &mut String, v: &Json, indent: usize, limit: usize) -> bool {
+        if out.len() > limit {
+            return false;
+        }
         let pad = |out: &mut String, n: usize| out.extend(std::iter::repeat_n(' ', n));
         match v {
             Json::Arr(items) if !items.is_empty() => {
@@ -443,7 +471,9 @@ pub fn pretty(v: &Json) -> String {
                         out.push_str(",\n");
                     }
                     pad(out, indent + 4);
-                    go(out, x, indent + 4);
+                    if !go(out, x, indent + 4, limit) {
+                        return false;
+                    }
                 }
                 out.push('\n');
                 pad(out, indent);
@@ -456,19 +486,30 @@ pub fn pretty(v: &Json) -> String {
                         out.push_str(",\n");
                     }
                     pad(out, indent + 4);
-                    write_str(out, k);
+                    str_within(out, k, limit);
                     out.push_str(": ");
-                    go(out, x, indent + 4);
+                    if !go(out, x, indent + 4, limit) {
+                        return false;
+                    }
                 }
                 out.push('\n');
                 pad(out, indent);
                 out.push('}');
             }
+            Json::Str(s) => str_within(out, s, limit),
             other => write(out, other),
         }
+        out.len() <= limit
     }
     let mut out = String::new();
-    go(&mut out, v, 0);
+    if !go(&mut out, v, 0, limit) || out.len() > limit {
+        let mut end = limit.min(out.len());
+        while !out.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.truncate(end);
+        out.push_str("...");
+    }
     out
 }
 
@@ -546,6 +587,20 @@ mod tests {
             pretty(&parse(b"{\"a\": [1, 2.5], \"b\": {}}").unwrap()),
             "{\n    \"a\": [\n        1,\n        2.5\n    ],\n    \"b\": {}\n}"
         );
+    }
+
+    #[test]
+    fn quotes_are_bounded() {
+        // A 2 MB nest would pretty-print to far more (indentation per level).
+        let nest = format!("{}1{}", "[".repeat(100), "]".repeat(100));
+        let body = format!("[{}]", vec![nest.as_str(); 10_000].join(","));
+        let v = parse(body.as_bytes()).unwrap();
+        let q = pretty(&v);
+        assert!(q.len() <= MAX_QUOTE + 3 && q.ends_with("..."), "{}", q.len());
+        let long = Json::Str("\u{e9}".repeat(10_000));
+        let q = pretty_limited(&long, 101);
+        assert!(q.len() <= 104 && q.starts_with("\"\u{e9}") && q.ends_with("..."), "{q}");
+        assert_eq!(pretty_limited(&parse(b"[1, 2]").unwrap(), 100), "[\n    1,\n    2\n]");
     }
 
     #[test]

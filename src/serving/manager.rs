@@ -83,8 +83,8 @@ pub struct VersionStatus {
 pub enum Want {
     /// The newest available.
     Latest,
-    /// This one.
-    Version(u64),
+    /// This one (as a request gives it: negative versions find nothing).
+    Version(i64),
     /// The one a label names.
     Label(String),
 }
@@ -162,6 +162,11 @@ impl Manager {
         self.models.write().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Whether `name` is a configured model.
+    pub fn knows(&self, name: &str) -> bool {
+        self.read().contains_key(name)
+    }
+
     /// The servable a request names, or TF Serving's NOT_FOUND.
     pub fn resolve(&self, name: &str, want: &Want) -> Result<Arc<Servable>, Status> {
         let models = self.read();
@@ -180,7 +185,8 @@ impl Manager {
                 .find(|(_, s)| s.state == State::Available)
                 .map(|(v, _)| *v)
                 .ok_or_else(|| Status::not_found(format!("Servable not found for request: Latest({name})")))?,
-            Want::Version(v) => *v,
+            Want::Version(v) => u64::try_from(*v)
+                .map_err(|_| Status::not_found(format!("Servable not found for request: Specific({name}, {v})")))?,
             Want::Label(l) => *m
                 .config
                 .labels
@@ -194,38 +200,30 @@ impl Manager {
             .ok_or_else(|| Status::not_found(format!("Servable not found for request: Specific({name}, {version})")))
     }
 
-    /// `GetModelStatus`: every version known, newest first; or one.
+    /// `GetModelStatus` (TF Serving's `GetModelStatusWithModelSpec`): one
+    /// version when the request gives a version, else every version known,
+    /// newest first (a label is not looked at there).
     pub fn status(&self, name: &str, want: &Want) -> Result<Vec<VersionStatus>, Status> {
         let models = self.read();
-        let m = models
-            .get(name)
-            .filter(|m| !m.versions.is_empty())
-            .ok_or_else(|| Status::not_found(format!("Could not find any versions of model {name}")))?;
-        let one = match want {
-            Want::Latest => None,
-            Want::Version(v) => Some(*v),
-            Want::Label(l) => Some(
-                *m.config
-                    .labels
-                    .get(l)
-                    .ok_or_else(|| Status::invalid(format!("Unrecognized servable version label: {l}")))?,
-            ),
+        let m = models.get(name);
+        let report = |v: &u64, s: &Slot| VersionStatus {
+            version: *v,
+            state: s.state,
+            status: s.status.clone(),
         };
+        if let Want::Version(v) = want {
+            return u64::try_from(*v)
+                .ok()
+                .and_then(|u| m.and_then(|m| m.versions.get_key_value(&u)))
+                .map(|(u, s)| vec![report(u, s)])
+                .ok_or_else(|| Status::not_found(format!("Could not find version {v} of model {name}")));
+        }
         let all: Vec<VersionStatus> = m
-            .versions
-            .iter()
-            .rev()
-            .filter(|(v, _)| one.is_none_or(|o| o == **v))
-            .map(|(v, s)| VersionStatus {
-                version: *v,
-                state: s.state,
-                status: s.status.clone(),
-            })
-            .collect();
+            .map(|m| m.versions.iter().rev().map(|(v, s)| report(v, s)).collect())
+            .unwrap_or_default();
         if all.is_empty() {
             return Err(Status::not_found(format!(
-                "Could not find version {} of model {name}",
-                one.unwrap_or(0)
+                "Could not find any versions of model {name}"
             )));
         }
         Ok(all)

@@ -59,6 +59,10 @@ struct Inner {
     loads: BTreeMap<(String, String), u64>,
 }
 
+/// The model label of requests for models that are not configured (and of
+/// requests that name none).
+pub const UNKNOWN_MODEL: &str = "";
+
 /// The process' counters.
 #[derive(Default)]
 pub struct Metrics {

@@ -60,7 +60,9 @@ pub struct Options {
     /// Send CORS headers (Access-Control-Allow-Origin: *) and answer OPTIONS preflights.
     #[arg(long = "rest_api_enable_cors_support", num_args = 0..=1, default_missing_value = "true", default_value_t = false, action = clap::ArgAction::Set)]
     pub rest_api_enable_cors_support: bool,
-    /// Largest request body (REST) or message (gRPC) accepted, in bytes (wgflow's flag; 413 past it).
+    /// Largest request body (REST, after gzip) or message (gRPC, after gzip) accepted, in bytes, and
+    /// the most a gRPC request's tensors may take once decoded (wgflow's flag; 413 / RESOURCE_EXHAUSTED
+    /// past it).
     #[arg(long = "rest_api_max_request_bytes", default_value_t = 64 << 20)]
     pub max_request_bytes: usize,
     /// The model's name in URLs and ModelSpecs (with --model_base_path).
@@ -115,6 +117,53 @@ pub struct App {
     pub options: Options,
     /// Prometheus, when configured.
     pub monitoring: Option<MonitoringConfig>,
+    /// REST bodies in flight, in KiB (see [`App::body_permits`]).
+    bodies: Arc<tokio::sync::Semaphore>,
+}
+
+impl App {
+    /// The shared state of a server with these models and flags.
+    pub fn new(manager: Arc<Manager>, options: Options, monitoring: Option<MonitoringConfig>) -> App {
+        let units = body_units(options.max_request_bytes.saturating_mul(4).max(MIN_BODIES_IN_FLIGHT));
+        App {
+            manager,
+            options,
+            monitoring,
+            bodies: Arc::new(tokio::sync::Semaphore::new(units as usize)),
+        }
+    }
+
+    /// A share of the REST bodies in flight for a body of up to `bytes`
+    /// (at most `--rest_api_max_request_bytes`): together they may take 4 x
+    /// the flag (at least 64 MiB), so that many large bodies read and
+    /// parsed at once cannot exhaust the memory; a request waits for its
+    /// share. `None` once the semaphore is closed.
+    pub async fn body_permits(&self, bytes: usize) -> Option<tokio::sync::OwnedSemaphorePermit> {
+        let want = body_units(bytes.min(self.options.max_request_bytes)).max(1);
+        Arc::clone(&self.bodies).acquire_many_owned(want).await.ok()
+    }
+
+    /// The model label of a request's metrics: its model's name when the
+    /// model is configured, else [`metrics::UNKNOWN_MODEL`] (names chosen by
+    /// clients would grow the metrics without bound).
+    pub(crate) fn metrics_model<'a>(&self, model: &'a str) -> &'a str {
+        if self.manager.knows(model) {
+            model
+        } else {
+            metrics::UNKNOWN_MODEL
+        }
+    }
+}
+
+/// The least the REST bodies in flight may take together.
+const MIN_BODIES_IN_FLIGHT: usize = 64 << 20;
+
+/// `bytes` in KiB, rounded up, in what a semaphore counts.
+fn body_units(bytes: usize) -> u32 {
+    let kib = bytes.div_ceil(1024);
+    u32::try_from(kib)
+        .unwrap_or(u32::MAX)
+        .min(u32::try_from(tokio::sync::Semaphore::MAX_PERMITS).unwrap_or(u32::MAX))
 }
 
 /// Set to `true` once when the server is to stop.
@@ -224,11 +273,7 @@ pub fn run(options: Options) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    let app = Arc::new(App {
-        manager: Arc::clone(&manager),
-        options: options.clone(),
-        monitoring,
-    });
+    let app = Arc::new(App::new(Arc::clone(&manager), options.clone(), monitoring));
     let result = rt.block_on(serve(app));
     stop.store(true, Ordering::SeqCst);
     let _ = poller.join();

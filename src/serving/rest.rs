@@ -330,11 +330,10 @@ fn add_instance(
             )));
         }
         if first.shape != t.shape {
-            let show = |s: &[usize]| format!("[{}]", s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(","));
             return Err(Status::invalid(format!(
                 "Expecting shape {} but got: {}",
-                show(&first.shape),
-                show(&t.shape)
+                tensor::show_dims(&first.shape),
+                tensor::show_dims(&t.shape)
             )));
         }
     }
@@ -365,6 +364,17 @@ fn from_instances(sig: &SignatureDef, items: &[Json]) -> Result<Named, Status> {
                 )));
             }
             let Json::Obj(members) = item else { continue };
+            // A key given twice would add a second row for one instance
+            // (TF Serving appends both values too, and then fails to parse
+            // the tensor): refused, naming the key.
+            let mut seen = std::collections::BTreeSet::new();
+            if let Some((k, _)) = members.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+                return Err(Status::invalid(format!(
+                    "Failed to process element: {i} key: {} of 'instances' list. Error: the key is given more than \
+                     once in the object",
+                    super::status::clip(k, 256)
+                )));
+            }
             for (k, v) in members {
                 add_instance(sig, k, v, &mut parts).map_err(|e| {
                     Status::invalid(format!(

@@ -5,11 +5,11 @@
 use super::batch::Batcher;
 use super::config::BatchingParameters;
 use super::status::{Code, Status};
-use super::tensor::{HostData, HostTensor, dtype_name};
+use super::tensor::{HostData, HostTensor, dtype_name, show_dims};
 use crate::io::saved_model::proto::{SignatureDef, dt};
 use crate::io::saved_model::{self, Loaded};
 use crate::runtime::Device;
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -68,18 +68,155 @@ impl Servable {
         if warmup {
             core.warm_up(&sizes);
         }
-        let batcher = batching.map(|p| Batcher::new(Arc::downgrade(&core), p.clone()));
+        let weak: std::sync::Weak<Core> = Arc::downgrade(&core);
+        let target: std::sync::Weak<dyn super::batch::BatchTarget> = weak;
+        let batcher = batching.map(|p| Batcher::new(target, p.clone()));
         Ok(Servable { core, batcher })
     }
 
-    /// Runs signature `key`; through the batcher when there is one.
+    /// Runs signature `key`; through the batcher when there is one. Every
+    /// check that concerns this request alone is made here, before it can
+    /// share a device batch with others (whose errors it must not see).
     pub fn predict(&self, key: &str, inputs: Named, filter: &[String]) -> Result<Named, Status> {
         let sig = self.core.signature(key)?;
-        let inputs = self.core.check_inputs(key, sig, inputs)?;
+        check_input_names(sig, inputs.iter().map(|(n, _)| n))?;
+        check_output_filter(sig, filter)?;
+        check_input_tensors(key, sig, &inputs)?;
         match &self.batcher {
             Some(b) => b.submit(key, inputs, filter),
             None => self.core.run(key, inputs, filter),
         }
+    }
+}
+
+/// At most this many names, and about this many bytes of them, are listed
+/// in a message.
+const LISTED: (usize, usize) = (64, 1024);
+
+/// `names` joined with `,` for a message, cut after [`LISTED`].
+fn join<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    let mut out = String::new();
+    for (i, n) in names.enumerate() {
+        if i >= LISTED.0 || out.len() >= LISTED.1 {
+            out.push_str(",...");
+            break;
+        }
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(&super::status::clip(n, 256));
+    }
+    out
+}
+
+/// A request's input names against the signature's, before any tensor is
+/// decoded (TF Serving's `VerifyRequestInputsSize` and alias check).
+pub fn check_input_names<'a>(sig: &SignatureDef, names: impl Iterator<Item = &'a String>) -> Result<(), Status> {
+    let want: BTreeSet<&String> = sig.inputs.keys().collect();
+    let mut got: BTreeSet<&String> = BTreeSet::new();
+    let mut count = 0usize;
+    for n in names {
+        count += 1;
+        if !got.insert(n) {
+            return Err(Status::invalid(format!(
+                "input '{}' is given twice",
+                super::status::clip(n, 256)
+            )));
+        }
+    }
+    if count != want.len() {
+        return Err(Status::invalid(format!(
+            "input size does not match signature: {count}!={} len({{{}}}) != len({{{}}}). Sent extra: {{{}}}. \
+             Missing but required: {{{}}}.",
+            want.len(),
+            join(got.iter().copied()),
+            join(want.iter().copied()),
+            join(got.difference(&want).copied()),
+            join(want.difference(&got).copied()),
+        )));
+    }
+    if let Some(extra) = got.difference(&want).next() {
+        return Err(Status::invalid(format!(
+            "input tensor alias not found in signature: {}. Inputs expected to be in the set {{{}}}.",
+            super::status::clip(extra, 256),
+            join(want.iter().copied())
+        )));
+    }
+    Ok(())
+}
+
+/// `output_filter` against the signature (TF Serving's messages).
+pub fn check_output_filter(sig: &SignatureDef, filter: &[String]) -> Result<(), Status> {
+    let mut seen = BTreeSet::new();
+    for f in filter {
+        if !sig.outputs.contains_key(f) {
+            return Err(Status::invalid(format!(
+                "output tensor alias not found in signature: {} Outputs expected to be in the set {{{}}}.",
+                super::status::clip(f, 256),
+                join(sig.outputs.keys().collect::<BTreeSet<_>>().into_iter())
+            )));
+        }
+        if !seen.insert(f) {
+            return Err(Status::invalid(format!("duplicate output tensor alias: {f}")));
+        }
+    }
+    Ok(())
+}
+
+/// Inputs must be exactly the signature's, each of its dtype and shape,
+/// with values wgflow's devices hold (TF Serving's `PreProcessPrediction`
+/// and session messages).
+pub fn check_inputs(key: &str, sig: &SignatureDef, inputs: &Named) -> Result<(), Status> {
+    check_input_names(sig, inputs.iter().map(|(n, _)| n))?;
+    check_input_tensors(key, sig, inputs)
+}
+
+/// Each input's dtype, shape and values, once the names are known to match.
+fn check_input_tensors(key: &str, sig: &SignatureDef, inputs: &Named) -> Result<(), Status> {
+    for (n, t) in inputs {
+        let info = sig
+            .inputs
+            .get(n)
+            .ok_or_else(|| Status::invalid(format!("input tensor alias not found in signature: {n}")))?;
+        // The argument's place among the inputs in name order.
+        let i = sig.inputs.keys().filter(|k| *k < n).count();
+        if info.dtype != t.dtype {
+            return Err(Status::invalid(format!(
+                "Expects arg[{i}] to be {} but {} is provided",
+                dtype_name(info.dtype),
+                dtype_name(t.dtype)
+            )));
+        }
+        if let Some(shape) = info.tensor_shape.as_ref().filter(|s| !s.unknown_rank) {
+            let ok = shape.dim.len() == t.shape.len()
+                && shape
+                    .dim
+                    .iter()
+                    .zip(&t.shape)
+                    .all(|(d, &s)| d.size < 0 || u64::try_from(d.size).ok() == u64::try_from(s).ok());
+            if !ok {
+                let want: Vec<i64> = shape.dim.iter().map(|d| d.size).collect();
+                return Err(Status::invalid(format!(
+                    "input '{n}' of signature '{key}' has shape {}, which does not fit the signature's {} \
+                     (-1: any size)",
+                    show_dims(&t.shape),
+                    show_dims(&want)
+                )));
+            }
+        }
+        t.check_device_values(n)?;
+    }
+    Ok(())
+}
+
+/// What a batch runs on: [`Core`], or a stand-in in tests.
+impl super::batch::BatchTarget for Core {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn run(&self, signature: &str, inputs: Named, filter: &[String]) -> Result<Named, Status> {
+        Core::run(self, signature, inputs, filter)
     }
 }
 
@@ -91,77 +228,12 @@ impl Core {
             .ok_or_else(|| Status::invalid(format!("Serving signature name: \"{key}\" not found in signature def")))
     }
 
-    /// Inputs must be exactly the signature's, each of its dtype
-    /// (TF Serving's `PreProcessPrediction` messages).
-    pub fn check_inputs(&self, key: &str, sig: &SignatureDef, inputs: Named) -> Result<Named, Status> {
-        let want: std::collections::BTreeSet<&String> = sig.inputs.keys().collect();
-        let got: std::collections::BTreeSet<&String> = inputs.iter().map(|(n, _)| n).collect();
-        let join = |s: &mut dyn Iterator<Item = &&String>| s.map(|x| x.as_str()).collect::<Vec<_>>().join(",");
-        if got.len() != inputs.len() {
-            return Err(Status::invalid(format!("signature '{key}': an input is given twice")));
-        }
-        if got.len() != want.len() {
-            return Err(Status::invalid(format!(
-                "input size does not match signature: {}!={} len({{{}}}) != len({{{}}}). Sent extra: {{{}}}. \
-                 Missing but required: {{{}}}.",
-                got.len(),
-                want.len(),
-                join(&mut got.iter()),
-                join(&mut want.iter()),
-                join(&mut got.difference(&want)),
-                join(&mut want.difference(&got)),
-            )));
-        }
-        if let Some(extra) = got.difference(&want).next() {
-            return Err(Status::invalid(format!(
-                "input tensor alias not found in signature: {extra}. Inputs expected to be in the set {{{}}}.",
-                join(&mut want.iter())
-            )));
-        }
-        let order: Vec<&String> = want.into_iter().collect();
-        for (n, t) in &inputs {
-            let i = order.iter().position(|o| *o == n).unwrap_or(0);
-            let info = &sig.inputs[n];
-            if info.dtype != t.dtype {
-                return Err(Status::invalid(format!(
-                    "Expects arg[{i}] to be {} but {} is provided",
-                    dtype_name(info.dtype),
-                    dtype_name(t.dtype)
-                )));
-            }
-            if let Some(shape) = info.tensor_shape.as_ref().filter(|s| !s.unknown_rank) {
-                let ok = shape.dim.len() == t.shape.len()
-                    && shape
-                        .dim
-                        .iter()
-                        .zip(&t.shape)
-                        .all(|(d, &s)| d.size < 0 || d.size as usize == s);
-                if !ok {
-                    let want: Vec<String> = shape.dim.iter().map(|d| d.size.to_string()).collect();
-                    let got: Vec<String> = t.shape.iter().map(|d| d.to_string()).collect();
-                    return Err(Status::invalid(format!(
-                        "input '{n}' of signature '{key}' has shape [{}], which does not fit the signature's [{}] \
-                         (-1: any size)",
-                        got.join(","),
-                        want.join(",")
-                    )));
-                }
-            }
-        }
-        Ok(inputs)
-    }
-
-    /// Calls the function and reads the outputs back, filtered.
+    /// Calls the function and reads the outputs back, filtered. The
+    /// request checks ([`check_inputs`], [`check_output_filter`]) are made
+    /// before, on each request alone.
     pub fn run(&self, key: &str, inputs: Named, filter: &[String]) -> Result<Named, Status> {
         let sig = self.signature(key)?;
-        for f in filter {
-            if !sig.outputs.contains_key(f) {
-                return Err(Status::invalid(format!(
-                    "output tensor alias not found in signature: {f} Outputs expected to be in the set {{{}}}.",
-                    sig.outputs.keys().cloned().collect::<Vec<_>>().join(",")
-                )));
-            }
-        }
+        check_output_filter(sig, filter)?;
         // A poisoned lock means a request panicked inside the runtime; the
         // loaded model is still intact (calls do not mutate it partially).
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());

@@ -78,13 +78,32 @@ pub struct Status {
     pub message: String,
 }
 
+/// The longest message a status carries (bytes); longer ones are cut and
+/// end in `...`, so that no error quotes a request back at length (gRPC
+/// sends the message in a header).
+pub const MAX_MESSAGE: usize = 8 << 10;
+
+/// `s` cut to at most `max` bytes (at a character boundary), `...` appended
+/// where it was cut.
+pub fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return std::borrow::Cow::Borrowed(s);
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    std::borrow::Cow::Owned(format!("{}...", &s[..end]))
+}
+
 impl Status {
-    /// A status with `code`.
+    /// A status with `code`; the message is cut at [`MAX_MESSAGE`] bytes.
     pub fn new(code: Code, message: impl Into<String>) -> Status {
-        Status {
-            code,
-            message: message.into(),
+        let mut message = message.into();
+        if message.len() > MAX_MESSAGE {
+            message = clip(&message, MAX_MESSAGE).into_owned();
         }
+        Status { code, message }
     }
 
     /// `INVALID_ARGUMENT`.

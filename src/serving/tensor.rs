@@ -4,7 +4,7 @@
 //! Batching concatenates and splits them here, before the device sees them.
 
 use super::json::{self, Json};
-use super::status::Status;
+use super::status::{self, Code, Status};
 use crate::core::dtype::DType;
 use crate::core::error::Result as WgResult;
 use crate::io::saved_model::proto::{TensorProto, TensorShapeProto, dt};
@@ -49,13 +49,20 @@ impl HostData {
         }
     }
 
+    /// Appends `other[lo..hi]` (nothing where the range is out of bounds
+    /// or the kinds differ; callers check shapes first).
     fn extend_range(&mut self, other: &HostData, lo: usize, hi: usize) {
+        fn ext<T: Clone>(a: &mut Vec<T>, b: &[T], lo: usize, hi: usize) {
+            if let Some(part) = b.get(lo..hi) {
+                a.extend_from_slice(part);
+            }
+        }
         match (self, other) {
-            (HostData::F32(a), HostData::F32(b)) => a.extend_from_slice(&b[lo..hi]),
-            (HostData::F64(a), HostData::F64(b)) => a.extend_from_slice(&b[lo..hi]),
-            (HostData::I64(a), HostData::I64(b)) => a.extend_from_slice(&b[lo..hi]),
-            (HostData::Bool(a), HostData::Bool(b)) => a.extend_from_slice(&b[lo..hi]),
-            (HostData::Bytes(a), HostData::Bytes(b)) => a.extend_from_slice(&b[lo..hi]),
+            (HostData::F32(a), HostData::F32(b)) => ext(a, b, lo, hi),
+            (HostData::F64(a), HostData::F64(b)) => ext(a, b, lo, hi),
+            (HostData::I64(a), HostData::I64(b)) => ext(a, b, lo, hi),
+            (HostData::Bool(a), HostData::Bool(b)) => ext(a, b, lo, hi),
+            (HostData::Bytes(a), HostData::Bytes(b)) => ext(a, b, lo, hi),
             _ => {}
         }
     }
@@ -70,6 +77,80 @@ pub struct HostTensor {
     pub shape: Vec<usize>,
     /// Row-major values.
     pub data: HostData,
+}
+
+/// Most dimensions a request tensor may have (TensorFlow's
+/// `TensorShape::MaxDimensions()`).
+pub const MAX_RANK: usize = 254;
+
+/// Dimensions as `[a,b,c]` for a message: at most 16 of them, then
+/// `,...` and how many there are.
+pub fn show_dims<T: std::fmt::Display>(dims: &[T]) -> String {
+    use std::fmt::Write as _;
+    const SHOWN: usize = 16;
+    let mut s = String::from("[");
+    for (i, d) in dims.iter().take(SHOWN).enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        let _ = write!(s, "{d}");
+    }
+    if dims.len() > SHOWN {
+        let _ = write!(s, ",... ({} dimensions)", dims.len());
+    }
+    s.push(']');
+    s
+}
+
+/// The host memory a request's tensors may take once decoded, shared by
+/// all of its inputs: a `TensorProto` of 10 bytes may declare a shape of
+/// billions of elements (its last value repeats), so each input is charged
+/// before anything is allocated.
+#[derive(Debug, Clone)]
+pub struct Budget {
+    limit: usize,
+    used: usize,
+}
+
+impl Budget {
+    /// A budget of `limit` bytes (`--rest_api_max_request_bytes`).
+    pub fn new(limit: usize) -> Budget {
+        Budget { limit, used: 0 }
+    }
+
+    /// The whole budget, in bytes.
+    pub fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Bytes charged so far.
+    pub fn used(&self) -> usize {
+        self.used
+    }
+
+    /// Charges `bytes` (`None`: more than a `usize` holds) for input `name`.
+    fn take(&mut self, name: &str, elements: usize, bytes: Option<usize>) -> Result<(), Status> {
+        match bytes
+            .and_then(|b| self.used.checked_add(b))
+            .filter(|&t| t <= self.limit)
+        {
+            Some(total) => {
+                self.used = total;
+                Ok(())
+            }
+            None => Err(Status::new(
+                Code::ResourceExhausted,
+                format!(
+                    "input '{name}': its {elements} elements need {} bytes once decoded; with the {} bytes of the \
+                     inputs before it that is more than the request's limit of {} bytes \
+                     (--rest_api_max_request_bytes)",
+                    bytes.map_or_else(|| "more than 2^64".to_string(), |b| b.to_string()),
+                    self.used,
+                    self.limit
+                ),
+            )),
+        }
+    }
 }
 
 /// The TensorFlow dtype's name as TF Serving's messages print it (`float`).
@@ -316,10 +397,10 @@ impl HostTensor {
     pub fn rows(&self, lo: usize, hi: usize) -> HostTensor {
         let row: usize = self.shape.iter().skip(1).product();
         let mut data = self.data.empty_like();
-        data.extend_range(&self.data, lo * row, hi * row);
+        data.extend_range(&self.data, lo.saturating_mul(row), hi.saturating_mul(row));
         let mut shape = self.shape.clone();
         if let Some(s) = shape.first_mut() {
-            *s = hi - lo;
+            *s = hi.saturating_sub(lo);
         }
         HostTensor {
             dtype: self.dtype,
@@ -366,11 +447,12 @@ impl HostTensor {
             HostData::I64(v) => {
                 let mut w = Vec::with_capacity(v.len());
                 for &x in v {
-                    // wgflow holds int64 tensors as int32.
+                    // wgflow holds int64 tensors as int32. Requests are
+                    // checked before they are batched (`check_device_values`);
+                    // this message quotes no value, as the tensor may hold
+                    // several requests' rows.
                     w.push(i32::try_from(x).map_err(|_| {
-                        Status::invalid(format!(
-                            "value {x} does not fit the int32 that wgflow computes int64 in"
-                        ))
+                        Status::invalid("an integer value does not fit the int32 that wgflow computes int64 in")
                     })?);
                 }
                 Tensor::from_data(CpuData::I32(w), &self.shape, device)
@@ -384,6 +466,29 @@ impl HostTensor {
             }
         };
         t.map_err(Status::from)
+    }
+
+    /// The checks [`HostTensor::to_device`] makes on the values, made on one
+    /// request's tensor before it is batched with others: integers must fit
+    /// the int32 that wgflow computes int64 in, and strings are not
+    /// computed on wgflow's devices.
+    pub fn check_device_values(&self, name: &str) -> Result<(), Status> {
+        match &self.data {
+            HostData::I64(v) => match v.iter().position(|x| i32::try_from(*x).is_err()) {
+                Some(i) => Err(Status::invalid(format!(
+                    "input '{}': {} value {} (element {i}) does not fit the int32 that wgflow computes int64 in",
+                    status::clip(name, 256),
+                    dtype_name(self.dtype),
+                    v[i]
+                ))),
+                None => Ok(()),
+            },
+            HostData::Bytes(_) => Err(Status::new(
+                Code::Unimplemented,
+                "string tensors cannot be computed on wgflow devices",
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Reads a result back, labelled with the signature's dtype `t` (or the
@@ -427,31 +532,36 @@ impl HostTensor {
                     if i > 0 {
                         out.push(',');
                     }
-                    self.write_nest(out, rest, lo + i * stride, bytes_b64);
+                    self.write_nest(out, rest, lo.saturating_add(i.saturating_mul(stride)), bytes_b64);
                 }
                 out.push(']');
             }
         }
     }
 
+    /// Element `i` as JSON (`null` past the data, which a well-formed
+    /// tensor never reaches).
     fn write_elem(&self, out: &mut String, i: usize, bytes_b64: bool) {
         use std::fmt::Write as _;
-        match &self.data {
-            HostData::F32(v) => json::write_f32(out, v[i]),
-            HostData::F64(v) => json::write_f64(out, v[i]),
-            HostData::I64(v) => {
-                let _ = write!(out, "{}", v[i]);
-            }
-            HostData::Bool(v) => out.push_str(if v[i] { "true" } else { "false" }),
-            HostData::Bytes(v) => {
+        let written = match &self.data {
+            HostData::F32(v) => v.get(i).map(|&x| json::write_f32(out, x)),
+            HostData::F64(v) => v.get(i).map(|&x| json::write_f64(out, x)),
+            HostData::I64(v) => v.get(i).map(|x| {
+                let _ = write!(out, "{x}");
+            }),
+            HostData::Bool(v) => v.get(i).map(|&x| out.push_str(if x { "true" } else { "false" })),
+            HostData::Bytes(v) => v.get(i).map(|x| {
                 if bytes_b64 {
                     out.push_str("{\"b64\":");
-                    json::write_str(out, &base64::engine::general_purpose::STANDARD.encode(&v[i]));
+                    json::write_str(out, &base64::engine::general_purpose::STANDARD.encode(x));
                     out.push('}');
                 } else {
-                    json::write_str(out, &String::from_utf8_lossy(&v[i]));
+                    json::write_str(out, &String::from_utf8_lossy(x));
                 }
-            }
+            }),
+        };
+        if written.is_none() {
+            out.push_str("null");
         }
     }
 
@@ -463,7 +573,12 @@ impl HostTensor {
     /// Row `r` as JSON (the row form: one instance).
     pub fn write_row_json(&self, out: &mut String, r: usize, name: &str) {
         let stride: usize = self.shape.iter().skip(1).product();
-        self.write_nest(out, &self.shape[1..], r * stride, name.ends_with("_bytes"));
+        self.write_nest(
+            out,
+            self.shape.get(1..).unwrap_or(&[]),
+            r.saturating_mul(stride),
+            name.ends_with("_bytes"),
+        );
     }
 
     /// A `TensorProto` with the values in the typed repeated fields, as TF
@@ -495,47 +610,100 @@ impl HostTensor {
 
     /// A request's `TensorProto`: `tensor_content` or the typed fields
     /// (fewer values than elements repeat the last, as TensorFlow reads it).
-    pub fn from_proto(p: &TensorProto, name: &str, max_elems: usize) -> Result<HostTensor, Status> {
+    /// The shape is checked (at most [`MAX_RANK`] dimensions, no negative
+    /// sizes, its dimensions with zeros counted as ones multiplying to at
+    /// most the budget's limit) and the decoded size charged to `budget`
+    /// before anything is allocated.
+    pub fn from_proto(p: &TensorProto, name: &str, budget: &mut Budget) -> Result<HostTensor, Status> {
+        let name = status::clip(name, 256);
         let bad = |m: String| Status::invalid(format!("input '{name}': {m}"));
-        let shape_proto = p.tensor_shape.clone().unwrap_or_default();
-        if shape_proto.unknown_rank {
+        // Bytes per element on the host (`HostData`), and in tensor_content.
+        let (width, raw_width) = match p.dtype {
+            dt::FLOAT => (4, 4),
+            dt::HALF | dt::BFLOAT16 => (4, 2),
+            dt::DOUBLE => (8, 8),
+            dt::INT64 => (8, 8),
+            dt::INT32 => (8, 4),
+            dt::INT16 => (8, 2),
+            dt::INT8 | dt::UINT8 => (8, 1),
+            dt::BOOL => (1, 1),
+            dt::STRING => (std::mem::size_of::<Vec<u8>>(), 0),
+            t => return Err(bad(format!("{} is not a served dtype", dt::name(t)))),
+        };
+        let dims: &[_] = p.tensor_shape.as_ref().map_or(&[], |s| s.dim.as_slice());
+        if p.tensor_shape.as_ref().is_some_and(|s| s.unknown_rank) {
             return Err(bad("a tensor of unknown rank".into()));
         }
-        let mut shape = Vec::with_capacity(shape_proto.dim.len());
-        for d in &shape_proto.dim {
-            shape.push(usize::try_from(d.size).map_err(|_| bad(format!("dimension {} is negative", d.size)))?);
-        }
-        let n = shape
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
-            .filter(|&n| n <= max_elems)
-            .ok_or_else(|| bad(format!("shape {shape:?} has more than {max_elems} elements")))?;
-        let raw = &p.tensor_content;
-        let width = match p.dtype {
-            dt::FLOAT | dt::INT32 => 4,
-            dt::DOUBLE | dt::INT64 => 8,
-            dt::HALF | dt::BFLOAT16 | dt::INT16 => 2,
-            dt::INT8 | dt::UINT8 | dt::BOOL => 1,
-            _ => 0,
-        };
-        if !raw.is_empty() && raw.len() != n.saturating_mul(width) {
+        if dims.len() > MAX_RANK {
             return Err(bad(format!(
-                "tensor_content has {} bytes for {n} elements of {}",
-                raw.len(),
-                dtype_name(p.dtype)
+                "a shape of {} dimensions; TensorFlow allows at most {MAX_RANK}",
+                dims.len()
             )));
         }
-        fn fill<T: Clone>(mut v: Vec<T>, n: usize, what: &str) -> Result<Vec<T>, String> {
+        let sizes: Vec<i64> = dims.iter().map(|d| d.size).collect();
+        let mut shape = Vec::with_capacity(dims.len());
+        for &d in &sizes {
+            shape.push(
+                usize::try_from(d).map_err(|_| bad(format!("shape {} has a negative dimension", show_dims(&sizes))))?,
+            );
+        }
+        // Zero-sized tensors too: the sizes of their other dimensions feed
+        // strides and row sizes later.
+        let limit = budget.limit();
+        let span = shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d.max(1)));
+        let n = match (span, shape.iter().try_fold(1usize, |a, &d| a.checked_mul(d))) {
+            (Some(span), Some(n)) if span <= limit => n,
+            _ => {
+                return Err(bad(format!(
+                    "shape {} is too large: its dimensions (zeros counted as ones) multiply to more than {limit}",
+                    show_dims(&shape)
+                )));
+            }
+        };
+        let raw = &p.tensor_content;
+        if !raw.is_empty() && (raw_width == 0 || Some(raw.len()) != n.checked_mul(raw_width)) {
+            return Err(bad(if raw_width == 0 {
+                "tensor_content is not read for string tensors; send string_val".into()
+            } else {
+                format!(
+                    "tensor_content has {} bytes for {n} elements of {}",
+                    raw.len(),
+                    dtype_name(p.dtype)
+                )
+            }));
+        }
+        let bytes = if p.dtype == dt::STRING {
+            let vals = &p.string_val;
+            let given = vals.iter().try_fold(0usize, |a, v| a.checked_add(v.len()));
+            let repeated = n
+                .checked_sub(vals.len())
+                .and_then(|k| k.checked_mul(vals.last().map_or(0, |v| v.len())));
+            match (given, repeated) {
+                (Some(g), Some(r)) => g.checked_add(r).and_then(|b| b.checked_add(n.checked_mul(width)?)),
+                // More values than elements: `fill` says so below.
+                (Some(g), None) if vals.len() > n => Some(g),
+                _ => None,
+            }
+        } else {
+            n.checked_mul(width)
+        };
+        budget.take(&name, n, bytes)?;
+        /// `v`, its last value repeated up to `n` elements.
+        fn fill<T: Clone>(v: &[T], n: usize, what: &str) -> Result<Vec<T>, String> {
             if v.len() > n {
                 return Err(format!("{} values for {n} elements", v.len()));
             }
-            if v.len() < n {
-                match v.last().cloned() {
-                    Some(last) => v.resize(n, last),
-                    None => return Err(format!("no {what} values for {n} elements")),
-                }
-            }
-            Ok(v)
+            let Some(last) = v.last() else {
+                return if n == 0 {
+                    Ok(Vec::new())
+                } else {
+                    Err(format!("no {what} values for {n} elements"))
+                };
+            };
+            let mut out = Vec::with_capacity(n);
+            out.extend_from_slice(v);
+            out.resize(n, last.clone());
+            Ok(out)
         }
         let data = match p.dtype {
             dt::FLOAT if !raw.is_empty() => HostData::F32(
@@ -543,12 +711,12 @@ impl HostTensor {
                     .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
                     .collect(),
             ),
-            dt::FLOAT => HostData::F32(fill(p.float_val.clone(), n, "float_val").map_err(bad)?),
+            dt::FLOAT => HostData::F32(fill(&p.float_val, n, "float_val").map_err(bad)?),
             dt::HALF | dt::BFLOAT16 => {
                 let bits: Vec<u16> = if !raw.is_empty() {
                     raw.chunks_exact(2).map(|c| u16::from_le_bytes([c[0], c[1]])).collect()
                 } else {
-                    fill(p.half_val.clone(), n, "half_val")
+                    fill(&p.half_val, n, "half_val")
                         .map_err(bad)?
                         .into_iter()
                         .map(|x| x as u16)
@@ -571,13 +739,13 @@ impl HostTensor {
                     .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect(),
             ),
-            dt::DOUBLE => HostData::F64(fill(p.double_val.clone(), n, "double_val").map_err(bad)?),
+            dt::DOUBLE => HostData::F64(fill(&p.double_val, n, "double_val").map_err(bad)?),
             dt::INT64 if !raw.is_empty() => HostData::I64(
                 raw.chunks_exact(8)
                     .map(|c| i64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
                     .collect(),
             ),
-            dt::INT64 => HostData::I64(fill(p.int64_val.clone(), n, "int64_val").map_err(bad)?),
+            dt::INT64 => HostData::I64(fill(&p.int64_val, n, "int64_val").map_err(bad)?),
             dt::INT32 if !raw.is_empty() => HostData::I64(
                 raw.chunks_exact(4)
                     .map(|c| i32::from_le_bytes([c[0], c[1], c[2], c[3]]) as i64)
@@ -592,15 +760,15 @@ impl HostTensor {
             dt::UINT8 if !raw.is_empty() => HostData::I64(raw.iter().map(|&b| b as i64).collect()),
             dt::INT32 | dt::INT16 | dt::INT8 | dt::UINT8 => {
                 let (lo, hi) = int_range(p.dtype).unwrap_or((i64::MIN, i64::MAX));
-                let v = fill(p.int_val.clone(), n, "int_val").map_err(bad)?;
-                if let Some(x) = v.iter().find(|&&x| !(lo..=hi).contains(&(x as i64))) {
+                if let Some(x) = p.int_val.iter().find(|&&x| !(lo..=hi).contains(&(x as i64))) {
                     return Err(bad(format!("{x} is out of range for {}", dtype_name(p.dtype))));
                 }
+                let v = fill(&p.int_val, n, "int_val").map_err(bad)?;
                 HostData::I64(v.into_iter().map(i64::from).collect())
             }
             dt::BOOL if !raw.is_empty() => HostData::Bool(raw.iter().map(|&b| b != 0).collect()),
-            dt::BOOL => HostData::Bool(fill(p.bool_val.clone(), n, "bool_val").map_err(bad)?),
-            dt::STRING => HostData::Bytes(fill(p.string_val.clone(), n, "string_val").map_err(bad)?),
+            dt::BOOL => HostData::Bool(fill(&p.bool_val, n, "bool_val").map_err(bad)?),
+            dt::STRING => HostData::Bytes(fill(&p.string_val, n, "string_val").map_err(bad)?),
             t => return Err(bad(format!("{} is not a served dtype", dt::name(t)))),
         };
         Ok(HostTensor {
@@ -647,7 +815,8 @@ mod tests {
             shape: vec![2, 3],
             data: HostData::F32(vec![1., 2., 3., 4., 5., 6.]),
         };
-        assert_eq!(HostTensor::from_proto(&t.to_proto(), "x", 1 << 20).unwrap(), t);
+        let budget = || Budget::new(1 << 20);
+        assert_eq!(HostTensor::from_proto(&t.to_proto(), "x", &mut budget()).unwrap(), t);
         let s = HostTensor::stack(&[t.clone(), t.rows(1, 2)], true).unwrap();
         assert_eq!(s.shape, vec![3, 3]);
         assert_eq!(s.rows(2, 3), t.rows(1, 2));
@@ -655,10 +824,62 @@ mod tests {
         let mut p = t.to_proto();
         p.float_val.truncate(1);
         assert_eq!(
-            HostTensor::from_proto(&p, "x", 1 << 20).unwrap().data,
+            HostTensor::from_proto(&p, "x", &mut budget()).unwrap().data,
             HostData::F32(vec![1.0; 6])
         );
         p.tensor_shape = Some(TensorShapeProto::from_dims(&[Some(1 << 40), Some(1 << 40)]));
-        assert!(HostTensor::from_proto(&p, "x", 1 << 20).is_err());
+        assert!(HostTensor::from_proto(&p, "x", &mut budget()).is_err());
+    }
+
+    #[test]
+    fn proto_shapes_and_sizes_are_checked_before_decoding() {
+        use crate::io::saved_model::proto::dt;
+        let proto = |dtype, dims: &[i64]| TensorProto {
+            dtype,
+            tensor_shape: Some(TensorShapeProto::from_dims(
+                &dims.iter().map(|&d| usize::try_from(d).ok()).collect::<Vec<_>>(),
+            )),
+            ..Default::default()
+        };
+        // 60M floats from one value: refused before anything is allocated.
+        let mut p = proto(dt::FLOAT, &[60_000_000]);
+        p.float_val = vec![1.0];
+        let e = HostTensor::from_proto(&p, "junk", &mut Budget::new(64 << 20)).unwrap_err();
+        assert_eq!(e.code, Code::ResourceExhausted, "{e}");
+        assert!(
+            e.message.contains("input 'junk'") && e.message.contains("240000000 bytes"),
+            "{e}"
+        );
+        // The budget is shared: two inputs of 3 MB each do not fit in 5 MB.
+        let mut p = proto(dt::FLOAT, &[750_000]);
+        p.float_val = vec![1.0];
+        let mut b = Budget::new(5 << 20);
+        assert!(HostTensor::from_proto(&p, "a", &mut b).is_ok());
+        assert_eq!(b.used(), 3_000_000);
+        assert_eq!(
+            HostTensor::from_proto(&p, "b", &mut b).unwrap_err().code,
+            Code::ResourceExhausted
+        );
+        // A 1 MB string repeated a million times.
+        let mut p = proto(dt::STRING, &[1_000_000]);
+        p.string_val = vec![vec![b'x'; 1 << 20]];
+        let e = HostTensor::from_proto(&p, "s", &mut Budget::new(64 << 20)).unwrap_err();
+        assert_eq!(e.code, Code::ResourceExhausted, "{e}");
+        // A zero dimension does not hide the others.
+        let mut p = proto(dt::FLOAT, &[0, 1 << 62, 4]);
+        let e = HostTensor::from_proto(&p, "z", &mut Budget::new(64 << 20)).unwrap_err();
+        assert_eq!(e.code, Code::InvalidArgument);
+        assert!(e.message.contains("[0,4611686018427387904,4] is too large"), "{e}");
+        p.tensor_shape = Some(TensorShapeProto::from_dims(&[Some(0), Some(1000), Some(4)]));
+        let t = HostTensor::from_proto(&p, "z", &mut Budget::new(64 << 20)).unwrap();
+        assert_eq!((t.shape.as_slice(), t.numel()), (&[0, 1000, 4][..], 0));
+        // Rank 255, quoted briefly.
+        let p = proto(dt::FLOAT, &[1; 255]);
+        let e = HostTensor::from_proto(&p, "r", &mut Budget::new(64 << 20)).unwrap_err();
+        assert!(e.message.contains("255 dimensions"), "{e}");
+        let p = proto(dt::FLOAT, &[-1; 200]);
+        let e = HostTensor::from_proto(&p, "r", &mut Budget::new(64 << 20)).unwrap_err();
+        assert!(e.message.contains("(200 dimensions)") && e.message.len() < 200, "{e}");
+        assert_eq!(show_dims(&[1, 2, 3]), "[1,2,3]");
     }
 }
