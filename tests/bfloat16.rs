@@ -142,19 +142,19 @@ fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
         assert!(c.contains("\"mixed_bfloat16\""), "layer {i} lost its policy: {c}");
     }
 
-    // ONNX's operators of opsets 13 to 17 and TensorFlow Lite's builtins
-    // take no bf16: typed errors, no file.
+    // ONNX's operators of opsets 13 to 17 take no bf16: a typed error, no
+    // file. The TFLite converter drops a policy's casts and writes an f32
+    // model (TFLite's builtins take no bf16 either).
     let e = wgflow::onnx::export(&mut m, tmp.join("m.onnx"), 17).unwrap_err();
     assert!(
         matches!(e, Error::Unimplemented { .. }) && e.to_string().contains("bfloat16"),
         "{e}"
     );
     assert!(!tmp.join("m.onnx").exists());
-    let e = Converter::from_keras_model(&mut m)
+    Converter::from_keras_model(&mut m)
         .and_then(|mut c| c.convert_to(tmp.join("m.tflite")))
-        .unwrap_err();
-    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
-    assert!(!tmp.join("m.tflite").exists());
+        .unwrap();
+    assert!(tmp.join("m.tflite").exists());
 
     if let Some(python) = python() {
         save_npy(&tmp.join("x.npy"), &x);
