@@ -299,7 +299,10 @@ impl Net {
             }
             let single = uses.get(node.inputs.first().copied().unwrap_or(usize::MAX)).copied() == Some(1);
             let out = match &node.op {
+                // A reduction over no axes changes nothing (TFLite's empty
+                // axes would reduce every axis).
                 Op::StopGradient => Some(x[0]),
+                Op::Reduce { axes, .. } if axes.is_empty() => Some(x[0]),
                 Op::Cast(DType::F32) if out_def.dtype == DType::F32 && net.values[x[0]].konst.is_none() => {
                     // A cast from f32 to f32 (a policy's no-op).
                     let from = node.inputs.first().and_then(|&v| def.values.get(v)).map(|d| d.dtype);
@@ -514,11 +517,10 @@ impl Net {
                 axes,
                 keepdims,
             } => {
-                let axes = if axes.is_empty() {
-                    (0..rank).collect()
-                } else {
-                    axes.clone()
-                };
+                if axes.is_empty() {
+                    return Err(Error::arg(OP, "a reduction over no axes reached the lowering"));
+                }
+                let axes = axes.clone();
                 Kind::Reduce {
                     mean: *r == ReduceOp::Mean,
                     axes,
