@@ -3,13 +3,14 @@ SavedModel import, each with inputs and TensorFlow's outputs.
 Usage: make_import_cases.py DIR
 Writes DIR/<case>/ (the SavedModel) and DIR/<case>.<name>.npy (inputs `in*`,
 TensorFlow's outputs `out*`), for the cases:
-- shape_data: shape values used as data (x / tf.shape(x)[0], tf.size,
-  tf.shape(x)[0] // 2), called with batches of 4 and 9;
+- shape_data: shape values used as data (x / tf.shape(x)[0], tf.size),
+  called with batches of 4 and 9;
 - assign_add: v.assign_add(reduce_sum(x)) then v.read_value(), called twice;
 - scatter: v.scatter_add(...) (an op wgflow does not implement);
 - float_pack: tf.stack and tf.concat of float constants;
-- int_math: integer Div / FloorDiv / FloorMod of negative constants, and
-  FloorDiv / FloorMod of tensors (int and float);
+- int_math: integer Div / FloorDiv / FloorMod of negative constants,
+  FloorDiv / FloorMod of tensors (int and float), tf.shape(x)[1] // 2 in a
+  reshape and tf.shape(x)[0] // 2 as data;
 - fused_bn_half: FusedBatchNormV3 with T=half, U=float (as mixed_float16);
 - grouped_conv: a grouped Conv2D (filter in-channels = channels / 2)."""
 import os
@@ -38,7 +39,6 @@ class ShapeData(tf.Module):
         return {
             "mean_rows": x / tf.cast(n, tf.float32),
             "size": x * tf.cast(tf.size(x), tf.float32),
-            "half": x + tf.cast(n // 2, tf.float32),
         }
 
 
@@ -128,6 +128,7 @@ class IntMath(tf.Module):
             "kdivneg": tf.math.floordiv(k, -4),
             "fdiv": tf.math.floordiv(x, 0.75),
             "fmod": tf.math.floormod(x, 0.75),
+            "rows_half": x + tf.cast(tf.shape(x)[0] // 2, tf.float32),
         }
 
 
