@@ -836,6 +836,36 @@ fn hostile_graphs_are_typed_errors() {
     let e = load(&dir).unwrap_err();
     assert!(e.to_string().contains("squeeze dim[1]"), "{e}");
 
+    // The batch size doubled 8 times, used as data: more arithmetic than
+    // the import follows per call, so an error naming the node that reads
+    // it (not the stand-in batch's value at every batch).
+    let mut ss = node("n", "StridedSlice", &["s", "b", "e", "st"], vec![]);
+    ss.attr.insert("shrink_axis_mask".into(), attr(Value::I(1)));
+    let mut nodes = vec![
+        placeholder.clone(),
+        node("s", "Shape", &["x"], vec![]),
+        int_const("b", &[0]),
+        int_const("e", &[1]),
+        int_const("st", &[1]),
+        ss,
+    ];
+    let mut last = "n".to_string();
+    for i in 0..8 {
+        let next = format!("d{i}");
+        nodes.push(node(&next, "AddV2", &[&last, &last], vec![]));
+        last = next;
+    }
+    nodes.push(node("c", "Cast", &[&last], vec![("DstT", Value::Type(dt::FLOAT))]));
+    nodes.push(node("y", "AddV2", &["x", "c"], vec![]));
+    let dir = write("shape-arithmetic-as-data", nodes, vec![], "y:0");
+    match load(&dir).unwrap_err() {
+        Error::Unimplemented { what, msg } => {
+            assert!(what.contains("dimensions"), "{what}");
+            assert!(msg.contains("node 'c' (Cast)"), "{msg}");
+        }
+        e => panic!("expected Unimplemented, got {e}"),
+    }
+
     // An int64 constant past 2^53 keeps its exact value (and, past int32,
     // is Unimplemented naming it).
     let dir = write(

@@ -980,8 +980,9 @@ fn is_mutating(op: &str) -> bool {
         "LookupTableRemove",
     ];
     const EXACT: &[&str] = &["CountUpTo", "ResourceCountUpTo", "DestroyResourceOp"];
-    // ScatterNd builds a new tensor: it changes nothing.
-    op != "ScatterNd" && (PREFIXES.iter().any(|p| op.starts_with(p)) || EXACT.contains(&op))
+    // ScatterNd and ScatterNdNonAliasingAdd build a new tensor: they change nothing.
+    let functional = op == "ScatterNd" || op.starts_with("ScatterNdNonAliasing");
+    !functional && (PREFIXES.iter().any(|p| op.starts_with(p)) || EXACT.contains(&op))
 }
 
 /// Elements a constant may expand to from fewer stored values (TF repeats
@@ -1469,10 +1470,9 @@ impl<'a> Ctx<'a> {
                 return Err(Error::Unimplemented {
                     what: "a value computed from the input's unknown dimensions, used as data".into(),
                     msg: format!(
-                        "{} reads it as {} at one size and as another at the next: wgflow would fix it at the \
-                         size traced",
-                        x.0,
-                        if x.0 == y.0 { "a constant" } else { "constants" }
+                        "{} reads a constant that differs between the sizes traced: the graph would keep one \
+                         size's value at every size",
+                        x.0
                     ),
                 });
             }
