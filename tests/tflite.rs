@@ -339,7 +339,7 @@ fn reductions_over_no_axes_stay_identities() {
         Ok(vec![r.add(&c)?])
     };
     let x = uniform(&[4, 3], -1.0, 1.0, 8, DType::F32);
-    let want = body(&[x.clone()]).unwrap()[0].to_vec::<f32>().unwrap();
+    let want = body(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f32>().unwrap();
     let f = ConcreteFunction::trace("no_axes", &[spec], &d, body).unwrap();
     let file = dir.join("no_axes.tflite");
     Converter::from_concrete_function(f).convert_to(&file).unwrap();

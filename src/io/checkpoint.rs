@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 const FORMAT: &str = "wgflow-checkpoint-1";
 
+/// A tensor of a file being restored: dtype, shape, bytes.
+type Found = (DType, Vec<usize>, Vec<u8>);
+
 /// A set of named variables to save and restore together (`tf.train.Checkpoint`).
 #[derive(Clone, Default)]
 pub struct Checkpoint {
@@ -185,7 +188,7 @@ impl Checkpoint {
             loss_scale,
         };
         // Check every tensor of the file against its CRC first.
-        let mut found: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+        let mut found: BTreeMap<String, Found> = BTreeMap::new();
         for (name, view) in st.tensors() {
             let want = meta
                 .get(&format!("crc32c/{name}"))
@@ -239,7 +242,7 @@ impl Checkpoint {
             let names = opt.slot_names();
             let used = &names[..opt.slot_count().min(names.len())];
             for (n, v) in &self.vars {
-                let stored: Vec<Option<&(DType, Vec<usize>, Vec<u8>)>> =
+                let stored: Vec<Option<&Found>> =
                     used.iter().map(|s| found.get(&format!("optimizer/{n}/{s}"))).collect();
                 if stored.iter().all(Option::is_none) {
                     continue;
