@@ -270,3 +270,81 @@ fn concurrent_saves_to_one_path_all_succeed_and_never_tear_the_file() {
         .collect();
     assert!(left.is_empty(), "temporary files left: {left:?}");
 }
+
+/// Rewrites the checkpoint at `from` into `to`, tensor by tensor: `edit`
+/// drops one (`None`) or changes its dtype; the metadata (CRCs) is kept.
+fn rewrite(
+    from: &std::path::Path,
+    to: &std::path::Path,
+    edit: impl Fn(&str, safetensors::Dtype) -> Option<safetensors::Dtype>,
+) {
+    use safetensors::SafeTensors;
+    use safetensors::tensor::TensorView;
+    let bytes = std::fs::read(from).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    let meta = header.metadata().clone();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let views: Vec<(String, TensorView)> = st
+        .tensors()
+        .into_iter()
+        .filter_map(|(n, v)| {
+            let dtype = edit(&n, v.dtype())?;
+            Some((n, TensorView::new(dtype, v.shape().to_vec(), v.data()).unwrap()))
+        })
+        .collect();
+    std::fs::write(to, safetensors::tensor::serialize(views, meta).unwrap()).unwrap();
+}
+
+/// The values of every slot of `m`'s optimizer, variable by variable.
+fn slot_values(m: &mut Sequential) -> Vec<Vec<f32>> {
+    let vars = m.variables();
+    let opt = &m.compiled().as_ref().unwrap().optimizer;
+    vars.iter()
+        .flat_map(|v| opt.existing_slots(v).unwrap().to_vec())
+        .map(|s| s.value().to_vec::<f32>().unwrap())
+        .collect()
+}
+
+/// Optimizer slots pair with the optimizer's by name: a file with Adam's
+/// `v` but not its `m` is an error (not `v` restored as `m`), and so is a
+/// slot of another dtype; nothing is assigned.
+#[test]
+fn optimizer_slots_pair_by_name_and_dtype() {
+    let d = dir("slots");
+    let mut a = model(7);
+    train_a_bit(&mut a, 2);
+    let full = d.join("full.safetensors");
+    ckpt(&a)
+        .save(&full, 2, Some(&a.compiled().as_ref().unwrap().optimizer))
+        .unwrap();
+    let mut b = model(8);
+    train_a_bit(&mut b, 1);
+    let before = values(&b);
+    let slots_before = slot_values(&mut b);
+    let restore = |path: &std::path::Path, b: &mut Sequential| {
+        let names = ckpt(b);
+        let opt = &mut b.compiled().as_mut().unwrap().optimizer;
+        names.restore(path, Some(opt))
+    };
+    let no_m = d.join("no-m.safetensors");
+    rewrite(&full, &no_m, |n, dt| (!n.ends_with("/m")).then_some(dt));
+    expect_io_error(restore(&no_m, &mut b), "/m is missing");
+    let int_v = d.join("int-v.safetensors");
+    rewrite(&full, &int_v, |n, dt| {
+        Some(if n.ends_with("/v") { safetensors::Dtype::I32 } else { dt })
+    });
+    expect_io_error(restore(&int_v, &mut b), "in the file, not float32");
+    assert_eq!(values(&b), before, "a failed restore assigned a variable");
+    assert_eq!(slot_values(&mut b), slots_before, "a failed restore assigned a slot");
+    // Without any slots of a variable: the variables restore, the slots
+    // stay (a fresh optimizer state), as before.
+    let no_slots = d.join("no-slots.safetensors");
+    rewrite(&full, &no_slots, |n, dt| (!n.starts_with("optimizer/")).then_some(dt));
+    restore(&no_slots, &mut b).unwrap();
+    assert_eq!(values(&b), values(&a));
+    // The full file restores every slot.
+    restore(&full, &mut b).unwrap();
+    train_a_bit(&mut a, 1);
+    train_a_bit(&mut b, 1);
+    assert_eq!(values(&a), values(&b));
+}

@@ -659,3 +659,32 @@ fn event_writer_survives_odd_inputs() {
         }
     }
 }
+
+/// `.npy` headers whose shapes NumPy refuses ("array is too big": the
+/// product of the non-zero dimensions times the item size past isize::MAX)
+/// are errors, even when a zero dimension leaves no elements.
+#[test]
+fn npy_shapes_numpy_refuses_are_errors() {
+    use wgflow::io::npy;
+    let file = |shape: &str| {
+        let header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+        let mut b = b"\x93NUMPY\x01\x00".to_vec();
+        let padded = format!("{header}\n");
+        b.extend_from_slice(&(padded.len() as u16).to_le_bytes());
+        b.extend_from_slice(padded.as_bytes());
+        b
+    };
+    for shape in [
+        "(0, 18446744073709551615)",
+        "(0, 4294967296, 4294967296)",
+        "(3, 0, 1152921504606846976)",
+    ] {
+        let e = no_panic(shape, || npy::parse(&file(shape))).unwrap_err();
+        assert!(e.to_string().contains("array is too big"), "{shape}: {e}");
+    }
+    // NumPy makes these (empty) arrays.
+    for shape in ["(0, 1152921504606846975)", "(0,)", "(5, 0, 7)"] {
+        let a = no_panic(shape, || npy::parse(&file(shape))).unwrap();
+        assert!(a.data.is_empty(), "{shape}");
+    }
+}

@@ -264,6 +264,108 @@ fn rezip(from: &Path, to: &Path, edit: impl Fn(&str, Vec<u8>) -> Option<Vec<u8>>
     zout.finish().unwrap();
 }
 
+/// Sets the uncompressed size that `name`'s local and central headers
+/// declare in the zip `bytes`.
+fn patch_declared_size(bytes: &mut [u8], name: &str, size: u32) {
+    let mut patched = 0;
+    for i in 0..bytes.len().saturating_sub(46) {
+        let (sig, name_at, size_at) = match &bytes[i..i + 4] {
+            b"PK\x03\x04" => (i, 30, 22),
+            b"PK\x01\x02" => (i, 46, 24),
+            _ => continue,
+        };
+        let len_at = if name_at == 30 { sig + 26 } else { sig + 28 };
+        let len = u16::from_le_bytes([bytes[len_at], bytes[len_at + 1]]) as usize;
+        if bytes.get(sig + name_at..sig + name_at + len) == Some(name.as_bytes()) {
+            bytes[sig + size_at..sig + size_at + 4].copy_from_slice(&size.to_le_bytes());
+            patched += 1;
+        }
+    }
+    assert_eq!(patched, 2, "{name}: headers found");
+}
+
+/// A `.keras` entry that inflates past what its header declares (a zip
+/// bomb), or declares more than wgflow reads, is an error before it is
+/// read into memory.
+#[test]
+fn zip_bombs_are_refused() {
+    let d = Device::Cpu;
+    let dir = tmp("bomb");
+    let good = dir.join("good.keras");
+    mlp(&d).save(&good).unwrap();
+    // config.json followed by 8 MiB of spaces (still JSON), deflated to a
+    // few KiB, with a header that declares its first 200 bytes.
+    let p = dir.join("bomb.keras");
+    rezip(&good, &p, |name, mut b| {
+        if name == "config.json" {
+            b.resize(b.len() + (8 << 20), b' ');
+        }
+        Some(b)
+    });
+    assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20);
+    let mut bytes = std::fs::read(&p).unwrap();
+    patch_declared_size(&mut bytes, "config.json", 200);
+    std::fs::write(&p, &bytes).unwrap();
+    let e = load_err(&p, &d);
+    assert!(e.to_string().contains("config.json"), "{e}");
+    // Declaring 4 GiB - 1 for config.json: refused before reading.
+    patch_declared_size(&mut bytes, "config.json", u32::MAX);
+    std::fs::write(&p, &bytes).unwrap();
+    let e = load_err(&p, &d);
+    assert!(e.to_string().contains("declares 4294967295 bytes"), "{e}");
+}
+
+/// A BatchNormalization axis is checked against its input's rank: `[1]`
+/// after a Dense (as Keras 2's legacy files write it) is the last axis and
+/// loads; `[3]` or `[2]` there is an error, not a silent last-axis norm.
+#[test]
+fn batch_norm_axis_must_be_the_last_of_its_input() {
+    let d = Device::Cpu;
+    let dir = tmp("bn-axis");
+    set_random_seed(5);
+    let mut m = Sequential::new()
+        .add(Flatten::new())
+        .add(Dense::new(8).activation(Activation::Relu))
+        .add(BatchNormalization::new())
+        .add(Dense::new(3));
+    m.build(&[4, 4, 1], &d).unwrap();
+    let good = dir.join("good.keras");
+    m.save(&good).unwrap();
+    let x = uniform(&[5, 4, 4, 1], 0.0, 1.0, 1, DType::F32);
+    let want = m.predict(&x, 8).unwrap().to_vec::<f32>().unwrap();
+    for (axis, ok) in [
+        (serde_json::json!([1]), true),
+        (serde_json::json!(1), true),
+        (serde_json::json!(-1), true),
+        (serde_json::json!([3]), false),
+        (serde_json::json!([2]), false),
+        (serde_json::json!([1, 2]), false),
+    ] {
+        let p = dir.join("edited.keras");
+        rezip(&good, &p, |name, b| {
+            if name != "config.json" {
+                return Some(b);
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            for l in v["config"]["layers"].as_array_mut().unwrap() {
+                if l["class_name"] == "BatchNormalization" {
+                    l["config"]["axis"] = axis.clone();
+                }
+            }
+            Some(v.to_string().into_bytes())
+        });
+        match load_model_on(&p, &d) {
+            Ok(mut back) if ok => {
+                let got = back.predict(&x, 8).unwrap().to_vec::<f32>().unwrap();
+                assert_close(&got, &want, 1e-6, &format!("axis {axis}"));
+            }
+            Err(e) if !ok => assert!(e.to_string().contains("axis"), "{axis}: {e}"),
+            Ok(_) => panic!("axis {axis} after a Dense loaded"),
+            Err(e) => panic!("axis {axis} after a Dense: {e}"),
+        }
+    }
+}
+
 #[test]
 fn broken_files_are_typed_errors() {
     let d = Device::Cpu;

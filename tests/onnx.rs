@@ -138,3 +138,39 @@ fn unsupported_ops_and_opsets_are_typed_errors() {
     assert!(e.to_string().contains("random"), "{e}");
     assert!(!dir.join("noisy.onnx").exists(), "a failed export left a file");
 }
+
+/// A reduction over no axes changes nothing (as in TensorFlow and wgflow):
+/// ONNX Runtime keeps the shape and values, where ONNX's empty axes would
+/// reduce every axis.
+#[test]
+fn reductions_over_no_axes_stay_identities() {
+    use wgflow::ops::{Op, reduce::ReduceOp};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let dir = tmp("no-axes");
+    let spec = TensorSpec::new(&[None, Some(3)], DType::F32).named("x");
+    let body = |x: &[wgflow::Tensor]| -> wgflow::Result<Vec<wgflow::Tensor>> {
+        let mut outs = Vec::new();
+        for op in [ReduceOp::Sum, ReduceOp::Mean, ReduceOp::Max] {
+            outs.push(ops::apply(
+                Op::Reduce {
+                    op,
+                    axes: vec![],
+                    keepdims: false,
+                },
+                &[&x[0]],
+            )?);
+        }
+        Ok(vec![outs[0].add(&outs[1])?.add(&outs[2])?.mul_scalar(2.0)?])
+    };
+    let f = ConcreteFunction::trace("no_axes", &[spec], &d, body).unwrap();
+    let path = dir.join("no_axes.onnx");
+    wgflow::onnx::export_function(&f, &path, 17).unwrap();
+    let x = uniform(&[5, 3], -1.0, 1.0, 4, DType::F32);
+    save_npy(&dir.join("x5.npy"), &x);
+    let want = body(&[x]).unwrap()[0].to_vec::<f32>().unwrap();
+    py(&python, "check_onnx.py", &[&path, &dir, std::path::Path::new("5")]);
+    let (shape, got) = load_npy(&dir.join("ort5.npy"));
+    assert_eq!(shape, vec![5, 3]);
+    assert_close(&got, &want, 1e-5, "reductions over no axes in ONNX Runtime");
+}

@@ -603,6 +603,7 @@ fn hostile_graphs_are_typed_errors() {
             )],
         )],
         ret: HashMap::from([("out".to_string(), "again:output:0".to_string())]),
+        ..Default::default()
     };
     let call = node(
         "call",
@@ -637,6 +638,491 @@ fn hostile_graphs_are_typed_errors() {
         vec![],
         "y:0",
     );
-    // Reshape [b, 3] to [b]: an error about the shapes, not a crash.
-    assert!(load(&dir).is_err());
+    // Reshape [b, 3] to [b]: an error about the shapes, not a crash,
+    // naming the node.
+    let e = load(&dir).unwrap_err();
+    assert!(e.to_string().contains("node 'r' (Reshape)"), "{e}");
+
+    // A Fill of 2^60 elements: out of memory (ResourceExhausted), naming
+    // the node, not a capacity overflow.
+    let dir = write(
+        "fill-2-60",
+        vec![
+            placeholder.clone(),
+            int_const("dims", &[1 << 30, 1 << 30]),
+            node(
+                "v",
+                "Const",
+                &[],
+                vec![
+                    ("dtype", Value::Type(dt::FLOAT)),
+                    (
+                        "value",
+                        Value::Tensor(proto::TensorProto {
+                            dtype: dt::FLOAT,
+                            tensor_shape: Some(shape(&[])),
+                            float_val: vec![1.0],
+                            ..Default::default()
+                        }),
+                    ),
+                ],
+            ),
+            node("huge/fill", "Fill", &["dims", "v"], vec![]),
+            node("y", "AddV2", &["x", "huge/fill"], vec![]),
+        ],
+        vec![],
+        "y:0",
+    );
+    match load(&dir).unwrap_err() {
+        e @ Error::OutOfMemory { .. } => assert!(e.to_string().contains("huge/fill"), "{e}"),
+        e => panic!("expected OutOfMemory, got {e}"),
+    }
+    // A Fill of 2^29 elements (2 GiB) that the host might hold: past the
+    // budget of what one signature's constants and fills may expand to.
+    let dir = write(
+        "fill-budget",
+        vec![
+            placeholder.clone(),
+            int_const("dims", &[1 << 14, 1 << 15]),
+            node(
+                "v",
+                "Const",
+                &[],
+                vec![
+                    ("dtype", Value::Type(dt::FLOAT)),
+                    (
+                        "value",
+                        Value::Tensor(proto::TensorProto {
+                            dtype: dt::FLOAT,
+                            tensor_shape: Some(shape(&[])),
+                            float_val: vec![1.0],
+                            ..Default::default()
+                        }),
+                    ),
+                ],
+            ),
+            node("big/fill", "Fill", &["dims", "v"], vec![]),
+            node("y", "AddV2", &["x", "big/fill"], vec![]),
+        ],
+        vec![],
+        "y:0",
+    );
+    match load(&dir).unwrap_err() {
+        e @ Error::OutOfMemory { .. } => assert!(e.to_string().contains("node 'big/fill' (Fill)"), "{e}"),
+        e => panic!("expected OutOfMemory, got {e}"),
+    }
+
+    // f0 .. f40, each calling the next twice: 2^40 calls if inlined.
+    let call_node = |name: &str, f: &str, inputs: &[&str]| {
+        node(
+            name,
+            "PartitionedCall",
+            inputs,
+            vec![(
+                "f",
+                Value::Func(proto::NameAttrList {
+                    name: f.into(),
+                    attr: HashMap::new(),
+                }),
+            )],
+        )
+    };
+    let arg_def = |n: &str| proto::ArgDef {
+        name: n.into(),
+        r#type: dt::FLOAT,
+    };
+    let mut library = Vec::new();
+    for i in 0..=40 {
+        let (nodes, ret) = if i == 40 {
+            (vec![node("r", "Relu", &["a"], vec![])], "r:y:0".to_string())
+        } else {
+            let next = format!("f{}", i + 1);
+            (
+                vec![
+                    call_node("c0", &next, &["a"]),
+                    call_node("c1", &next, &["a"]),
+                    node("s", "AddV2", &["c0:output:0", "c1:output:0"], vec![]),
+                ],
+                "s:z:0".to_string(),
+            )
+        };
+        library.push(proto::FunctionDef {
+            signature: Some(proto::OpDef {
+                name: format!("f{i}"),
+                input_arg: vec![arg_def("a")],
+                output_arg: vec![arg_def("out")],
+            }),
+            node_def: nodes,
+            ret: HashMap::from([("out".to_string(), ret)]),
+            ..Default::default()
+        });
+    }
+    let dir = write(
+        "fan-out",
+        vec![placeholder.clone(), call_node("call", "f0", &["x"])],
+        library,
+        "call:0",
+    );
+    let started = std::time::Instant::now();
+    let e = load(&dir).unwrap_err();
+    assert!(e.to_string().contains("function 'f"), "{e}");
+    assert!(e.to_string().contains("inlined"), "{e}");
+    assert!(started.elapsed().as_secs() < 60, "took {:?}", started.elapsed());
+
+    // Strides on the batch dimension: Unimplemented naming the attribute.
+    let filter = node(
+        "w",
+        "Const",
+        &[],
+        vec![
+            ("dtype", Value::Type(dt::FLOAT)),
+            (
+                "value",
+                Value::Tensor(proto::TensorProto {
+                    dtype: dt::FLOAT,
+                    tensor_shape: Some(shape(&[1, 1, 3, 3])),
+                    float_val: vec![1.0],
+                    ..Default::default()
+                }),
+            ),
+        ],
+    );
+    let shape4 = int_const("s4", &[-1, 1, 1, 3]);
+    for (attr_name, v) in [("strides", [2i64, 1, 1, 1]), ("dilations", [1, 1, 1, 2])] {
+        let mut conv = node(
+            "conv",
+            "Conv2D",
+            &["x4", "w"],
+            vec![("padding", Value::S(b"VALID".to_vec()))],
+        );
+        conv.attr.insert(
+            attr_name.to_string(),
+            attr(Value::List(proto::ListValue {
+                i: v.to_vec(),
+                ..Default::default()
+            })),
+        );
+        let dir = write(
+            &format!("conv-{attr_name}"),
+            vec![
+                placeholder.clone(),
+                shape4.clone(),
+                node("x4", "Reshape", &["x", "s4"], vec![]),
+                filter.clone(),
+                conv,
+                node("y", "Reshape", &["conv", "s2"], vec![]),
+                int_const("s2", &[-1, 3]),
+            ],
+            vec![],
+            "y:0",
+        );
+        match load(&dir).unwrap_err() {
+            Error::Unimplemented { what, msg } => {
+                assert!(what.contains(attr_name), "{what}");
+                assert!(msg.contains("node 'conv'"), "{msg}");
+            }
+            e => panic!("expected Unimplemented for {attr_name}, got {e}"),
+        }
+    }
+
+    // StridedSlice of one index past the dimension, and Squeeze of a
+    // dimension that is not 1: errors as in TensorFlow.
+    let mut ss = node("ss", "StridedSlice", &["x", "b", "e", "st"], vec![]);
+    ss.attr.insert("shrink_axis_mask".into(), attr(Value::I(2)));
+    let dir = write(
+        "shrink-out-of-range",
+        vec![
+            placeholder.clone(),
+            int_const("b", &[0, -10]),
+            int_const("e", &[0, -9]),
+            int_const("st", &[1, 1]),
+            ss,
+        ],
+        vec![],
+        "ss:0",
+    );
+    let e = load(&dir).unwrap_err();
+    assert!(e.to_string().contains("out of bounds"), "{e}");
+    assert!(e.to_string().contains("node 'ss'"), "{e}");
+    let mut sq = node("sq", "Squeeze", &["x"], vec![]);
+    sq.attr.insert(
+        "squeeze_dims".into(),
+        attr(Value::List(proto::ListValue {
+            i: vec![1],
+            ..Default::default()
+        })),
+    );
+    let dir = write("squeeze-3", vec![placeholder.clone(), sq], vec![], "sq:0");
+    let e = load(&dir).unwrap_err();
+    assert!(e.to_string().contains("squeeze dim[1]"), "{e}");
+
+    // The batch size doubled 8 times, used as data: more arithmetic than
+    // the import follows per call, so an error naming the node that reads
+    // it (not the stand-in batch's value at every batch).
+    let mut ss = node("n", "StridedSlice", &["s", "b", "e", "st"], vec![]);
+    ss.attr.insert("shrink_axis_mask".into(), attr(Value::I(1)));
+    let mut nodes = vec![
+        placeholder.clone(),
+        node("s", "Shape", &["x"], vec![]),
+        int_const("b", &[0]),
+        int_const("e", &[1]),
+        int_const("st", &[1]),
+        ss,
+    ];
+    let mut last = "n".to_string();
+    for i in 0..8 {
+        let next = format!("d{i}");
+        nodes.push(node(&next, "AddV2", &[&last, &last], vec![]));
+        last = next;
+    }
+    nodes.push(node("c", "Cast", &[&last], vec![("DstT", Value::Type(dt::FLOAT))]));
+    nodes.push(node("y", "AddV2", &["x", "c"], vec![]));
+    let dir = write("shape-arithmetic-as-data", nodes, vec![], "y:0");
+    match load(&dir).unwrap_err() {
+        Error::Unimplemented { what, msg } => {
+            assert!(what.contains("dimensions"), "{what}");
+            assert!(msg.contains("node 'c' (Cast)"), "{msg}");
+        }
+        e => panic!("expected Unimplemented, got {e}"),
+    }
+
+    // An int64 constant past 2^53 keeps its exact value (and, past int32,
+    // is Unimplemented naming it).
+    let dir = write(
+        "int64-exact",
+        vec![
+            placeholder.clone(),
+            node(
+                "big",
+                "Const",
+                &[],
+                vec![
+                    ("dtype", Value::Type(dt::INT64)),
+                    (
+                        "value",
+                        Value::Tensor(proto::TensorProto {
+                            dtype: dt::INT64,
+                            tensor_shape: Some(shape(&[])),
+                            int64_val: vec![(1 << 53) + 1],
+                            ..Default::default()
+                        }),
+                    ),
+                ],
+            ),
+            node("c", "Cast", &["big"], vec![("DstT", Value::Type(dt::FLOAT))]),
+            node("y", "AddV2", &["x", "c"], vec![]),
+        ],
+        vec![],
+        "y:0",
+    );
+    let e = load(&dir).unwrap_err();
+    assert!(e.to_string().contains("9007199254740993"), "{e}");
+}
+
+/// TensorFlow SavedModels for the import's corner cases
+/// (tests/python/make_import_cases.py), made once per test run.
+fn tf_cases() -> Option<PathBuf> {
+    static DIR: std::sync::OnceLock<Option<PathBuf>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| {
+        let python = python()?;
+        let dir = tmp("tf-cases");
+        py(&python, "make_import_cases.py", &[&dir]);
+        Some(dir)
+    })
+    .clone()
+}
+
+/// A `.npy` file as a tensor on `d` (float16, float32 and int32 arrays).
+fn npy_tensor(path: &Path, d: &Device) -> Tensor {
+    use wgflow::io::npy::{self, NpyData};
+    let a = npy::read(path).unwrap();
+    match a.data {
+        NpyData::F32(v) => Tensor::from_vec(v, &a.shape, d).unwrap(),
+        NpyData::I32(v) => Tensor::from_vec(v, &a.shape, d).unwrap(),
+        NpyData::F16(v) => {
+            let f: Vec<f32> = v.iter().map(|x| x.to_f32()).collect();
+            Tensor::from_vec(f, &a.shape, d).unwrap().cast(DType::F16).unwrap()
+        }
+        other => panic!("{}: unexpected dtype {}", path.display(), other.descr()),
+    }
+}
+
+/// Outputs as f32 values by name.
+fn outputs(out: Vec<(String, Tensor)>) -> std::collections::BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    out.into_iter()
+        .map(|(k, t)| {
+            let v = t.cast(DType::F32).unwrap().to_vec::<f32>().unwrap();
+            (k, (t.shape().to_vec(), v))
+        })
+        .collect()
+}
+
+/// `x / tf.cast(tf.shape(x)[0], tf.float32)` and `tf.size(x)` used as
+/// data: each call computes them from its own batch, not from the size the
+/// signature was traced at (`tf.shape(x)[0] // 2` is in
+/// `integer_division_follows_tensorflow`).
+#[test]
+fn shape_values_used_as_data_follow_each_call() {
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("shape_data"), &["serve"], &d).unwrap();
+        for b in [4, 9] {
+            let x = npy_tensor(&dir.join(format!("shape_data.in{b}.npy")), &d);
+            let got = outputs(l.call("serving_default", &[("x", x)]).unwrap());
+            for k in ["mean_rows", "size"] {
+                let (_, want) = load_npy(&dir.join(format!("shape_data.out{b}_{k}.npy")));
+                assert_close(&got[k].1, &want, 1e-5, &format!("{k} at batch {b} on {d}"));
+            }
+        }
+    }
+}
+
+/// Rust closures traced for unknown dimensions: a value computed on the
+/// host from a stand-in size is refused, not frozen into the graph.
+#[test]
+fn host_values_from_unknown_dimensions_are_refused() {
+    use wgflow::function::{ConcreteFunction, TensorSpec};
+    let d = Device::Cpu;
+    let spec = TensorSpec::new(&[None, Some(3)], DType::F32);
+    let e = ConcreteFunction::trace("mean_rows", &[spec], &d, |x| {
+        let n = Tensor::from_vec(vec![x[0].shape()[0] as f32], &[], &Device::Cpu)?;
+        Ok(vec![x[0].div(&n)?])
+    })
+    .unwrap_err();
+    assert!(e.to_string().contains("captured constant"), "{e}");
+}
+
+/// `v.assign_add(reduce_sum(x)); return v.read_value() * 2`: the read sees
+/// the assignment, and the variable keeps it from call to call, as in
+/// TensorFlow. An assignment wgflow lacks (ResourceScatterAdd) is an
+/// Unimplemented error naming it, not a stale read.
+#[test]
+fn assignments_before_reads_take_effect() {
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("assign_add"), &["serve"], &d).unwrap();
+        for i in [1, 2] {
+            let x = npy_tensor(&dir.join(format!("assign_add.in{i}.npy")), &d);
+            let got = outputs(l.call("serving_default", &[("x", x)]).unwrap());
+            let (_, want) = load_npy(&dir.join(format!("assign_add.out{i}.npy")));
+            assert_close(&got["v"].1, &want, 1e-5, &format!("call {i} on {d}"));
+        }
+    }
+    match saved_model::load_with(dir.join("scatter"), &["serve"], &Device::Cpu).unwrap_err() {
+        Error::Unimplemented { what, msg } => {
+            assert!(what.contains("ResourceScatterAdd"), "{what}");
+            assert!(msg.contains("node 'ResourceScatterAdd'"), "{msg}");
+        }
+        e => panic!("expected Unimplemented, got {e}"),
+    }
+}
+
+/// `tf.stack` and `tf.concat` of float constants keep their values.
+#[test]
+fn packed_float_constants_stay_float() {
+    let Some(dir) = tf_cases() else { return };
+    let d = Device::Cpu;
+    let mut l = saved_model::load_with(dir.join("float_pack"), &["serve"], &d).unwrap();
+    let x = npy_tensor(&dir.join("float_pack.in.npy"), &d);
+    let got = outputs(l.call("serving_default", &[("x", x)]).unwrap());
+    for k in ["stack", "concat"] {
+        let (_, want) = load_npy(&dir.join(format!("float_pack.out_{k}.npy")));
+        assert_close(&got[k].1, &want, 1e-6, k);
+    }
+}
+
+/// Integer division as TensorFlow defines it: Div and TruncateDiv truncate,
+/// FloorDiv floors, FloorMod takes the divisor's sign; on host constants,
+/// in shape arithmetic (`tf.shape(x)[1] // 2`) and on tensors.
+#[test]
+fn integer_division_follows_tensorflow() {
+    use wgflow::io::npy::{self, NpyData};
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("int_math"), &["serve"], &d).unwrap();
+        let x = npy_tensor(&dir.join("int_math.in_x.npy"), &d);
+        let k = npy_tensor(&dir.join("int_math.in_k.npy"), &d);
+        let out = l.call("serving_default", &[("x", x), ("k", k)]).unwrap();
+        for (name, t) in out {
+            let want = npy::read(dir.join(format!("int_math.out_{name}.npy"))).unwrap();
+            assert_eq!(t.shape(), want.shape.as_slice(), "{name} on {d}");
+            match want.data {
+                NpyData::I32(w) => assert_eq!(t.to_vec::<i32>().unwrap(), w, "{name} on {d}"),
+                NpyData::F32(w) => assert_close(&t.to_vec::<f32>().unwrap(), &w, 1e-5, &format!("{name} on {d}")),
+                other => panic!("{name}: {}", other.descr()),
+            }
+        }
+    }
+}
+
+/// FusedBatchNormV3 with T=half and U=float, as mixed_float16 models have.
+#[test]
+fn fused_batch_norm_of_half_with_float_statistics() {
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("fused_bn_half"), &["serve"], &d).unwrap();
+        let x = npy_tensor(&dir.join("fused_bn_half.in.npy"), &d);
+        let out = l.call("serving_default", &[("x", x)]).unwrap();
+        assert_eq!(out[0].1.dtype(), DType::F16);
+        let got = outputs(out);
+        let want = npy_tensor(&dir.join("fused_bn_half.out.npy"), &Device::Cpu)
+            .cast(DType::F32)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        assert_close(&got["y"].1, &want, 1e-2, &format!("half batch norm on {d}"));
+    }
+}
+
+/// A Conv2D whose filter has fewer input channels than the input is a
+/// grouped convolution.
+#[test]
+fn grouped_conv2d_imports_with_its_groups() {
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("grouped_conv"), &["serve"], &d).unwrap();
+        let x = npy_tensor(&dir.join("grouped_conv.in.npy"), &d);
+        let got = outputs(l.call("serving_default", &[("x", x)]).unwrap());
+        let (shape, want) = load_npy(&dir.join("grouped_conv.out.npy"));
+        assert_eq!(got["y"].0, shape);
+        assert_close(&got["y"].1, &want, 1e-4, &format!("grouped conv on {d}"));
+    }
+}
+
+/// wgflow loads its own exports of broadcast_to, slice, one_hot and pad.
+#[test]
+fn exports_of_layout_ops_load_back() {
+    use wgflow::function::{ConcreteFunction, TensorSpec};
+    use wgflow::ops::{self, Op};
+    let d = Device::Cpu;
+    let specs = [
+        TensorSpec::new(&[Some(2), Some(3)], DType::F32).named("x"),
+        TensorSpec::new(&[Some(4)], DType::I32).named("k"),
+    ];
+    let body = |a: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+        let b = a[0].slice(&[0, 0], &[1, 3])?.broadcast_to(&[4, 3])?;
+        let s = a[0].slice(&[1, 1], &[1, 2])?;
+        let h = ops::layout::one_hot(&a[1], 5, 2.0, -1.0, DType::F32)?;
+        let p = ops::apply(
+            Op::Pad {
+                before: vec![1, 2],
+                shape: vec![4, 6],
+            },
+            &[&a[0]],
+        )?;
+        Ok(vec![b, s, h, p])
+    };
+    let f = ConcreteFunction::trace("layout", &specs, &d, body).unwrap();
+    let dir = tmp("layout-ops");
+    saved_model::save_functions(&dir, &[("serving_default", &f)], &SaveOptions::default()).unwrap();
+    let mut l = saved_model::load_with(&dir, &["serve"], &d).unwrap();
+    let x = uniform(&[2, 3], -1.0, 1.0, 3, DType::F32);
+    let k = Tensor::from_vec(vec![0i32, 4, 2, 7], &[4], &d).unwrap();
+    let want = body(&[x.clone(), k.clone()]).unwrap();
+    let got = l.call("serving_default", &[("x", x), ("k", k)]).unwrap();
+    assert_eq!(got.len(), 4);
+    for ((name, g), w) in got.iter().zip(&want) {
+        assert_eq!(g.shape(), w.shape(), "{name}");
+        assert_eq!(g.to_vec::<f32>().unwrap(), w.to_vec::<f32>().unwrap(), "{name}");
+    }
 }

@@ -358,3 +358,39 @@ fn the_command_line_refuses_bad_flags_and_files() {
     assert!(ok, "{text}");
     assert!(out.exists());
 }
+
+/// A reduction over no axes changes nothing (as in TensorFlow and wgflow):
+/// the converted file keeps the shape and values, where TFLite's empty
+/// axes would reduce every axis.
+#[test]
+fn reductions_over_no_axes_stay_identities() {
+    use wgflow::ops::{self, Op, reduce::ReduceOp};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let tmp = TempDir::new("tflite-no-axes");
+    let dir: &Path = &tmp;
+    let spec = TensorSpec::new(&[Some(4), Some(3)], DType::F32).named("x");
+    let c = Tensor::from_vec(vec![0.5f32, -1.0, 2.0], &[3], &d).unwrap();
+    let body = move |x: &[Tensor]| -> wgflow::Result<Vec<Tensor>> {
+        let r = ops::apply(
+            Op::Reduce {
+                op: ReduceOp::Sum,
+                axes: vec![],
+                keepdims: false,
+            },
+            &[&x[0]],
+        )?;
+        Ok(vec![r.add(&c)?])
+    };
+    let x = uniform(&[4, 3], -1.0, 1.0, 8, DType::F32);
+    let want = body(std::slice::from_ref(&x)).unwrap()[0].to_vec::<f32>().unwrap();
+    let f = ConcreteFunction::trace("no_axes", &[spec], &d, body).unwrap();
+    let file = dir.join("no_axes.tflite");
+    Converter::from_concrete_function(f).convert_to(&file).unwrap();
+    let x_path = dir.join("x.npy");
+    save_npy(&x_path, &x);
+    py(&python, "tflite_files.py", &[Path::new("predict"), &x_path, &file]);
+    let (shape, got) = load_npy(&PathBuf::from(format!("{}.npy", file.display())));
+    assert_eq!(shape, vec![4, 3]);
+    assert_close(&got, &want, 1e-6, "a sum over no axes in the interpreter");
+}

@@ -196,8 +196,10 @@ impl ConcreteFunction {
         let def = if unknown.is_empty() {
             da
         } else {
-            let (db, _) = trace_def(&standins(&sb)?, &mut f)?;
-            generalize(name, da, &db, &sa, &sb)?
+            let (db, bind_b) = trace_def(&standins(&sb)?, &mut f)?;
+            let def = generalize(name, da, &db, &sa, &sb)?;
+            same_captures(name, &bind.captures, &bind_b.captures)?;
+            def
         };
         let outputs = (0..def.outputs.len()).map(|i| format!("output_{i}")).collect();
         let hosts = bind
@@ -554,6 +556,30 @@ fn resolve(op: &Op, dims: &[Dim], args: &[Tensor], inputs: &[&Tensor]) -> Result
     }
     op.with_shape_attr(out)
         .ok_or_else(|| Error::arg(name, "the op has no shape attribute to compute"))
+}
+
+/// Checks that the two traces captured the same constants, values and all:
+/// a constant computed on the host from a stand-in size (`x / x.shape()[0]
+/// as f32`) would keep that size's value in the graph at every size.
+fn same_captures(name: &str, a: &[Tensor], b: &[Tensor]) -> Result<()> {
+    for (i, (x, y)) in a.iter().zip(b).enumerate() {
+        if x.id() == y.id() {
+            continue;
+        }
+        if x.to_data()?.to_bytes() != y.to_data()?.to_bytes() {
+            return Err(Error::arg(
+                "function",
+                format!(
+                    "{name}: the traced graph depends on the unknown dimensions (captured constant {i}, {} {:?}, \
+                     has other values at another size); a value computed on the host from a dimension would \
+                     keep the traced size's value at every size: compute it with tensor ops",
+                    x.dtype(),
+                    x.shape()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The graph of two traces whose unknown dimensions had the stand-in sizes

@@ -25,6 +25,9 @@ use std::path::{Path, PathBuf};
 
 const FORMAT: &str = "wgflow-checkpoint-1";
 
+/// A tensor of a file being restored: dtype, shape, bytes.
+type Found = (DType, Vec<usize>, Vec<u8>);
+
 /// A set of named variables to save and restore together (`tf.train.Checkpoint`).
 #[derive(Clone, Default)]
 pub struct Checkpoint {
@@ -147,7 +150,7 @@ impl Checkpoint {
     /// Returns [`Error::Io`] for an unreadable or non-wgflow file, a CRC
     /// mismatch, a missing or extra variable, or a dtype or shape that
     /// differs from the model's. On any error nothing is assigned.
-    pub fn restore(&self, path: &Path, optimizer: Option<&mut dyn OptimizerState>) -> Result<Meta> {
+    pub fn restore(&self, path: &Path, mut optimizer: Option<&mut dyn OptimizerState>) -> Result<Meta> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
         let bad = |msg: String| Error::format(path, msg);
         let (_, header) =
@@ -185,7 +188,7 @@ impl Checkpoint {
             loss_scale,
         };
         // Check every tensor of the file against its CRC first.
-        let mut found: BTreeMap<String, (DType, Vec<usize>, Vec<u8>)> = BTreeMap::new();
+        let mut found: BTreeMap<String, Found> = BTreeMap::new();
         for (name, view) in st.tensors() {
             let want = meta
                 .get(&format!("crc32c/{name}"))
@@ -231,37 +234,71 @@ impl Checkpoint {
                 "the file has variable {extra} that this model lacks: the checkpoint is from another model"
             )));
         }
+        // Slots pair with the optimizer's by name: all of a variable's
+        // slots, or none of them (a fresh optimizer state), each of the
+        // variable's shape and dtype.
         let mut slot_plan: Vec<(Variable, Vec<Tensor>)> = Vec::new();
         if let Some(opt) = optimizer.as_deref() {
+            let names = opt.slot_names();
+            let used = &names[..opt.slot_count().min(names.len())];
             for (n, v) in &self.vars {
-                let mut ts = Vec::new();
-                for s in opt.slot_names() {
-                    if let Some((dt, shape, data)) = found.get(&format!("optimizer/{n}/{s}")) {
-                        if *shape != v.shape() {
-                            return Err(bad(format!(
-                                "optimizer slot {n}/{s} has shape {shape:?}, not {:?}",
-                                v.shape()
-                            )));
-                        }
-                        ts.push(Tensor::from_data(from_bytes(*dt, shape, data), shape, &v.device())?.cast(v.dtype())?);
+                let stored: Vec<Option<&Found>> =
+                    used.iter().map(|s| found.get(&format!("optimizer/{n}/{s}"))).collect();
+                if stored.iter().all(Option::is_none) {
+                    continue;
+                }
+                let mut ts = Vec::with_capacity(used.len());
+                for (s, entry) in used.iter().zip(stored) {
+                    let Some((dt, shape, data)) = entry else {
+                        let have: Vec<&str> = used
+                            .iter()
+                            .filter(|s| found.contains_key(&format!("optimizer/{n}/{s}")))
+                            .copied()
+                            .collect();
+                        return Err(bad(format!(
+                            "optimizer slot {n}/{s} is missing while the file has {n}'s slots [{}]: the optimizer \
+                             needs all of [{}] or none",
+                            have.join(", "),
+                            used.join(", ")
+                        )));
+                    };
+                    if *shape != v.shape() || *dt != v.dtype() {
+                        return Err(bad(format!(
+                            "optimizer slot {n}/{s} is {dt} {shape:?} in the file, not {} {:?} as its variable",
+                            v.dtype(),
+                            v.shape()
+                        )));
                     }
+                    ts.push(Tensor::from_data(from_bytes(*dt, shape, data), shape, &v.device())?);
                 }
-                if !ts.is_empty() {
-                    slot_plan.push((v.clone(), ts));
+                slot_plan.push((v.clone(), ts));
+            }
+        }
+        // The optimizer's slots (made where it has none yet), checked
+        // against the plan before anything is assigned.
+        let mut slot_assigns: Vec<(Variable, Tensor)> = Vec::new();
+        if let Some(opt) = optimizer.as_deref_mut() {
+            for (v, ts) in slot_plan {
+                let slots = opt.slots_of(&v)?;
+                if slots.len() != ts.len() {
+                    return Err(bad(format!(
+                        "the optimizer has {} slots for {}, not the {} of its slot_count",
+                        slots.len(),
+                        v.name(),
+                        ts.len()
+                    )));
                 }
+                slot_assigns.extend(slots.into_iter().zip(ts));
             }
         }
         // Everything checked: assign.
         for (v, t) in plan {
             v.assign(&t)?;
         }
+        for (s, t) in slot_assigns {
+            s.assign(&t)?;
+        }
         if let Some(opt) = optimizer {
-            for (v, ts) in slot_plan {
-                let slots = opt.slots_of(&v)?;
-                for (s, t) in slots.iter().zip(ts) {
-                    s.assign(&t)?;
-                }
-            }
             if let Some(it) = info.optimizer_iterations {
                 opt.set_iterations(it);
             }
@@ -282,6 +319,11 @@ pub trait OptimizerState {
     fn set_iterations(&mut self, n: u64);
     /// Slot names, in the order `slots_of` returns them.
     fn slot_names(&self) -> &'static [&'static str];
+    /// How many slots each variable has: the first `slot_count` of
+    /// `slot_names` (SGD without momentum has none).
+    fn slot_count(&self) -> usize {
+        self.slot_names().len()
+    }
     /// Existing slots of `var`, if the optimizer has stepped it.
     fn existing_slots(&self, var: &Variable) -> Option<&[Variable]>;
     /// The slots of `var` (created zero if missing).

@@ -103,6 +103,16 @@ impl NpyData {
         }
     }
 
+    /// Bytes per element.
+    fn itemsize(&self) -> usize {
+        match self {
+            NpyData::I8(_) | NpyData::U8(_) | NpyData::Bool(_) => 1,
+            NpyData::F16(_) | NpyData::I16(_) | NpyData::U16(_) => 2,
+            NpyData::F32(_) | NpyData::I32(_) | NpyData::U32(_) => 4,
+            NpyData::F64(_) | NpyData::I64(_) | NpyData::U64(_) => 8,
+        }
+    }
+
     /// The elements' bytes, little-endian.
     fn to_le_bytes(&self) -> Vec<u8> {
         fn le<T: Copy, const N: usize>(v: &[T], f: impl Fn(T) -> [u8; N]) -> Vec<u8> {
@@ -135,7 +145,7 @@ impl NpyArray {
     }
 
     fn check(&self, op: &'static str) -> Result<()> {
-        if num_elements(&self.shape) != Some(self.data.len()) {
+        if num_elements(&self.shape, self.data.itemsize()) != Some(self.data.len()) {
             return Err(Error::arg(
                 op,
                 format!(
@@ -157,11 +167,16 @@ const ALIGN: usize = 64;
 /// (`GROWTH_AXIS_MAX_DIGITS`).
 const GROWTH_AXIS_MAX_DIGITS: usize = 21;
 
-fn num_elements(shape: &[usize]) -> Option<usize> {
-    if shape.contains(&0) {
-        return Some(0);
+/// The number of elements of `shape`, under NumPy's rule for arrays of
+/// `itemsize`-byte elements: every dimension, and the product of the
+/// non-zero ones times the item size, must fit in `isize` ("array is too
+/// big"), even when a zero dimension makes the array empty.
+fn num_elements(shape: &[usize], itemsize: usize) -> Option<usize> {
+    let mut bytes = itemsize.max(1);
+    for &d in shape.iter().filter(|&&d| d != 0) {
+        bytes = bytes.checked_mul(d).filter(|&b| b <= isize::MAX as usize)?;
     }
-    shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d))
+    Some(if shape.contains(&0) { 0 } else { bytes / itemsize.max(1) })
 }
 
 /// Reads the `.npy` file at `path` (`np.load`).
@@ -511,12 +526,16 @@ fn parse_file(path: &Path, bytes: &[u8]) -> Result<NpyArray> {
     let (descr, fortran, shape) = Lexer { b: header, pos: 0 }.header().map_err(bad)?;
     let dtype = parse_descr(&descr).map_err(bad)?;
     let data = &bytes[data_start..];
-    let need = num_elements(&shape).and_then(|n| n.checked_mul(dtype.size));
-    if need != Some(data.len()) {
+    let Some(n) = num_elements(&shape, dtype.size) else {
         return Err(bad(format!(
-            "data has {} bytes, shape {shape:?} of '{descr}' needs {}",
+            "array is too big: shape {shape:?} of '{descr}' needs more than isize::MAX bytes"
+        )));
+    };
+    let need = n * dtype.size;
+    if need != data.len() {
+        return Err(bad(format!(
+            "data has {} bytes, shape {shape:?} of '{descr}' needs {need}",
             data.len(),
-            need.map_or_else(|| "more than usize::MAX".to_string(), |n| n.to_string())
         )));
     }
     fn decode<T: Copy + Default, const N: usize>(
@@ -667,8 +686,8 @@ mod tests {
         let h = "{'descr': '?', 'fortran_order': False, 'shape': (1L, 2L), }";
         let a = parse(&file(1, h, &[0, 1])).unwrap();
         assert_eq!((a.shape, a.data), (vec![1, 2], NpyData::Bool(vec![false, true])));
-        // Zero-size with a huge other dimension.
-        let h = "{'descr': '<f8', 'fortran_order': True, 'shape': (0, 18446744073709551615), }";
+        // Zero-size with other dimensions that fit.
+        let h = "{'descr': '<f8', 'fortran_order': True, 'shape': (0, 1152921504606846975), }";
         assert_eq!(parse(&file(1, h, &[])).unwrap().data, NpyData::F64(vec![]));
     }
 
@@ -681,7 +700,16 @@ mod tests {
         assert!(msg(&file(1, h, &[0; 40])).contains("data has 40 bytes, shape [3, 4] of '<f4' needs 48"));
         assert!(msg(&file(1, h, &[0; 52])).contains("needs 48"));
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (99999999999, 99999999999, 9999999999), }";
-        assert!(msg(&file(1, h, &[])).contains("more than usize::MAX"));
+        assert!(msg(&file(1, h, &[])).contains("array is too big"));
+        // NumPy refuses these too, although a 0 leaves no elements.
+        for shape in [
+            "(0, 18446744073709551615)",
+            "(0, 4294967296, 4294967296)",
+            "(3, 0, 1152921504606846976)",
+        ] {
+            let h = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+            assert!(msg(&file(1, &h, &[])).contains("array is too big"), "{shape}");
+        }
         let h = "{'descr': '<f4', 'fortran_order': False, 'shape': (999999999999999999999999,), }";
         assert!(msg(&file(1, h, &[])).contains("overflows"));
         let h = "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,), }";
@@ -722,7 +750,7 @@ mod tests {
                 }
                 if let Ok(got) = parse(&c) {
                     // A flip in the data or the padding changes at most the values.
-                    assert_eq!(got.data.len(), num_elements(&got.shape).unwrap());
+                    assert_eq!(got.data.len(), num_elements(&got.shape, got.data.itemsize()).unwrap());
                 }
             }
         }

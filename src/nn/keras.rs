@@ -182,6 +182,11 @@ pub fn load_model(path: impl AsRef<Path>) -> Result<Sequential> {
     load_model_on(path, &crate::runtime::config::default_device()?)
 }
 
+/// Most bytes a `.keras` file's `config.json` may declare.
+const MAX_CONFIG_BYTES: u64 = 64 << 20;
+/// Most bytes a `.keras` file's `model.weights.h5` may declare.
+const MAX_WEIGHTS_BYTES: u64 = 16 << 30;
+
 /// [`load_model`] with the weights on `device`.
 pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequential> {
     let path = path.as_ref();
@@ -192,18 +197,50 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     }
     let file = std::fs::File::open(path).map_err(|e| crate::io::io_err(path, e))?;
     let mut zip = zip::ZipArchive::new(file).map_err(|e| bad(path, format!("not a Keras zip archive: {e}")))?;
-    let mut entry = |name: &str| -> Result<Vec<u8>> {
-        let mut f = zip
+    // An entry is read up to the size its header declares, which must be
+    // sane for what it holds (a zip bomb declares little and inflates to
+    // much, or declares terabytes).
+    let mut entry = |name: &str, max: u64| -> Result<Vec<u8>> {
+        let f = zip
             .by_name(name)
             .map_err(|e| bad(path, format!("no {name} in the archive ({e})")))?;
+        let declared = f.size();
+        if declared > max {
+            return Err(bad(
+                path,
+                format!("{name} declares {declared} bytes, more than the {max} wgflow reads for it"),
+            ));
+        }
         let mut out = Vec::new();
-        f.read_to_end(&mut out)
+        out.try_reserve_exact(declared as usize).map_err(|_| {
+            bad(
+                path,
+                format!("{name} declares {declared} bytes, which do not fit in memory"),
+            )
+        })?;
+        f.take(declared.saturating_add(1))
+            .read_to_end(&mut out)
             .map_err(|e| bad(path, format!("{name} cannot be read: {e}")))?;
+        if out.len() as u64 > declared {
+            return Err(bad(
+                path,
+                format!("{name} inflates to more than the {declared} bytes its header declares"),
+            ));
+        }
+        if (out.len() as u64) < declared {
+            return Err(bad(
+                path,
+                format!(
+                    "{name} holds {} bytes, not the {declared} its header declares",
+                    out.len()
+                ),
+            ));
+        }
         Ok(out)
     };
-    let config: Value = serde_json::from_slice(&entry("config.json")?)
+    let config: Value = serde_json::from_slice(&entry("config.json", MAX_CONFIG_BYTES)?)
         .map_err(|e| bad(path, format!("config.json is not JSON: {e}")))?;
-    let h5 = entry("model.weights.h5")?;
+    let h5 = entry("model.weights.h5", MAX_WEIGHTS_BYTES)?;
     let (mut model, classes) = model_from_config(path, &config, device)?;
     if let Some(c) = config.get("compile_config").filter(|c| !c.is_null()) {
         compile_from(&mut model, &c["optimizer"], &c["loss"], &c["metrics"]).unwrap_or_else(|e| uncompiled(path, &e));
@@ -374,6 +411,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
     let mut input: Option<Vec<usize>> = None;
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut classes: Vec<String> = Vec::new();
+    let mut bn_axes: Vec<Option<i64>> = Vec::new();
     for lc in layer_cfgs {
         let class = lc["class_name"]
             .as_str()
@@ -390,6 +428,11 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         }
         layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
         classes.push(class.to_string());
+        bn_axes.push(if class == "BatchNormalization" {
+            bn_axis(c.get("axis")).map_err(|e| bad(path, e))?
+        } else {
+            None
+        });
     }
     let input = input
         .or_else(|| shape_of(cfg.get("build_input_shape"), true))
@@ -400,6 +443,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
                 "the model config gives no input shape (no InputLayer, no build_input_shape)",
             )
         })?;
+    check_bn_axes(&layers, &bn_axes, &input).map_err(|e| bad(path, e))?;
     let mut model = Sequential::from_layers(layers);
     model.build(&input, device)?;
     Ok((model, classes))
@@ -872,6 +916,42 @@ impl<'a> Opts<'a> {
     }
 }
 
+/// The one axis a BatchNormalization config names (`-1`, `3`, `[1]`, ...);
+/// `None` when it names none (the last). Anything else is an error holding
+/// the value.
+fn bn_axis(v: Option<&Value>) -> std::result::Result<Option<i64>, String> {
+    let one = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::Array(a)) if a.len() == 1 => &a[0],
+        Some(v) => v,
+    };
+    one.as_i64()
+        .map(Some)
+        .ok_or_else(|| v.map(Value::to_string).unwrap_or_default())
+}
+
+/// Each BatchNormalization layer's axis must be the last of its input
+/// (`-1`, or `rank - 1`: `[1]` after a Dense, `[3]` after a Conv2D, as
+/// Keras 2 writes them); `input` is one example's shape.
+fn check_bn_axes(layers: &[Box<dyn Layer>], axes: &[Option<i64>], input: &[usize]) -> std::result::Result<(), String> {
+    let mut shape = input.to_vec();
+    for (layer, axis) in layers.iter().zip(axes) {
+        let rank = shape.len() as i64 + 1;
+        if let Some(a) = *axis {
+            if a != -1 && a != rank - 1 {
+                return Err(format!(
+                    "layer {} (BatchNormalization): axis {a} of a rank-{rank} input: wgflow normalizes the last \
+                     axis ({} or -1)",
+                    layer.name(),
+                    rank - 1
+                ));
+            }
+        }
+        shape = layer.output_shape(&shape).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
 /// A wgflow layer from a Keras class name and config.
 fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Layer>, String> {
     let mut o = Opts::new(class, c);
@@ -935,11 +1015,9 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             Box::new(Dropout::new(o.f64("rate", 0.5)?))
         }
         "BatchNormalization" => {
-            match o.get("axis") {
-                None => {}
-                Some(v) if *v == json!(-1) || *v == json!([-1]) || *v == json!(3) || *v == json!([3]) => {}
-                Some(v) => return Err(o.err("axis", format!("{v}: wgflow normalizes the last axis"))),
-            }
+            // One axis; whether it is the last one is checked against the
+            // input's rank once the shapes are known (`check_bn_axes`).
+            bn_axis(o.get("axis")).map_err(|v| o.err("axis", format!("{v}: wgflow normalizes the last axis")))?;
             let mut l = BatchNormalization::new()
                 .momentum(o.f64("momentum", 0.99)?)
                 .epsilon(o.f64("epsilon", 1e-3)?);

@@ -1065,6 +1065,9 @@ impl crate::io::checkpoint::OptimizerState for Optimizer {
     fn slot_names(&self) -> &'static [&'static str] {
         Optimizer::slot_names(self)
     }
+    fn slot_count(&self) -> usize {
+        Optimizer::slot_count(self)
+    }
     fn existing_slots(&self, var: &Variable) -> Option<&[Variable]> {
         Optimizer::existing_slots(self, var)
     }

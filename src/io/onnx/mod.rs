@@ -615,13 +615,12 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
             let y = b.node(if p.max { "MaxPool" } else { "AveragePool" }, vec![xi], at);
             b.transpose(y, &TO_NHWC)
         }
+        // No axes: nothing is reduced (wgflow's and TF's meaning; ONNX's
+        // empty axes would reduce them all).
+        Op::Reduce { axes, .. } if axes.is_empty() => b.node("Identity", vec![first()], vec![]),
         Op::Reduce { op: r, axes, keepdims } => {
             let rank = ranks.first().copied().unwrap_or(0);
-            let axes: Vec<usize> = if axes.is_empty() {
-                (0..rank).collect()
-            } else {
-                axes.clone()
-            };
+            let axes: Vec<usize> = axes.clone();
             if *r == ReduceOp::Mean && rank == 4 && axes == [1, 2] {
                 // Keras' GlobalAveragePooling2D.
                 let xi = b.transpose(first(), &TO_NCHW);

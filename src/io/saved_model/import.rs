@@ -3,14 +3,29 @@
 //! A signature is evaluated from its outputs back: each `NodeDef` reached is
 //! mapped to wgflow ops (`MatMul`, `Conv2D`, `FusedBatchNormV3`, ... — see
 //! `eval_op` for the list), function calls (`StatefulPartitionedCall`,
-//! `PartitionedCall`) are inlined from the graph's function library, and
-//! control inputs (`^node`) are not followed, so training-only nodes
-//! (savers, initializers, optimizer slots) are never reached. Shape
-//! arithmetic (`Shape`, `StridedSlice`, `Pack`, constants) is computed on
-//! the host. The evaluation runs inside [`ConcreteFunction::trace`], which
-//! turns what depends on the batch into symbolic shape attributes; so an op
-//! wgflow lacks is an [`Error::Unimplemented`] naming the op and the node at
-//! load time.
+//! `PartitionedCall`) are inlined from the graph's function library (at
+//! most [`MAX_INLINED_NODES`] body nodes per run: calls that fan out grow
+//! exponentially). A control input (`^node`) is followed only when what it
+//! waits on changes a variable (`AssignAddVariableOp` before the
+//! `ReadVariableOp` that must see it, a function's control outputs):
+//! `AssignVariableOp`, `AssignAddVariableOp` and `AssignSubVariableOp`
+//! assign, as a traced graph does at the end of each call; any other
+//! variable update is an [`Error::Unimplemented`] naming it, never a stale
+//! read. Training-only nodes (savers, initializers, optimizer slots) are
+//! never reached.
+//!
+//! Shape arithmetic (`Shape`, `StridedSlice`, `Pack`, integer `FloorDiv`,
+//! constants) is computed on the host with TensorFlow's integer semantics.
+//! The evaluation runs inside [`ConcreteFunction::trace`], on stand-in sizes
+//! for unknown dimensions, which turns what depends on the batch into
+//! symbolic shape attributes. A shape value used as data (`x /
+//! tf.cast(tf.shape(x)[0], tf.float32)`) keeps how it follows from the
+//! dimensions ([`Sym`]) and is computed by ops at every call; a constant
+//! that still differs between the two stand-in runs is an error naming the
+//! node that reads it. An op wgflow lacks is an [`Error::Unimplemented`]
+//! naming the op and the node at load time, and every error of an op names
+//! its node. What constants with repeated values and `Fill`s expand to is
+//! capped per run ([`MAX_HOST_EXPANSION`], then `Error::OutOfMemory`).
 //!
 //! Variables: a TF2 SavedModel captures `VarHandleOp`s whose checkpoint
 //! keys come from its object graph (`bound_inputs` of the called function
@@ -29,8 +44,10 @@ use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
 use crate::tensor::{Tensor, Variable};
 use prost::Message;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 
 const OP: &str = "saved_model.load";
@@ -271,6 +288,10 @@ fn new_ctx<'a>(dir: &Path, meta: &'a MetaGraphDef, device: &Device) -> Result<Ct
         trainable: HashMap::new(),
         vars: BTreeMap::new(),
         device: device.clone(),
+        cx: OpCx::new(device),
+        logs: Vec::new(),
+        inlined: 0,
+        fn_mutates: HashMap::new(),
     };
     ctx.map_variables(meta)?;
     Ok(ctx)
@@ -321,17 +342,24 @@ fn trace_sig(ctx: &mut Ctx, key: &str, sig: &proto::SignatureDef, ranks: Option<
     }
     let out_refs: Vec<String> = outs.iter().map(|(_, i)| i.name.clone()).collect();
     let out_names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
-    ConcreteFunction::trace(key, &specs, &device, |args| {
+    ctx.logs.clear();
+    let traced = ConcreteFunction::trace(key, &specs, &device, |args| {
         ctx.run_signature(&placeholders, args, &out_refs)
-    })
-    .map_err(|e| match e {
-        Error::Unimplemented { what, msg } => Error::Unimplemented {
-            what,
-            msg: format!("{msg} (signature '{key}' of {})", dir.display()),
-        },
-        e => e,
-    })?
-    .with_output_names(&out_names)
+    });
+    // A constant that differs between the two runs names its node, more
+    // precisely than the trace's own check.
+    let checked = ctx.check_traces();
+    ctx.logs.clear();
+    checked
+        .and(traced)
+        .map_err(|e| match e {
+            Error::Unimplemented { what, msg } => Error::Unimplemented {
+                what,
+                msg: format!("{msg} (signature '{key}' of {})", dir.display()),
+            },
+            e => e,
+        })?
+        .with_output_names(&out_names)
 }
 
 fn load_impl(dir: &Path, tags: &[&str], device: &Device, partial: bool) -> Result<Loaded> {
@@ -460,6 +488,95 @@ struct Host {
     dtype: i32,
     shape: Vec<usize>,
     data: HostData,
+    /// For integer data computed from shapes (`Shape`, `Size` and the
+    /// arithmetic on them): how each element follows from the dimensions
+    /// of the trace's tensors. `None` for constants.
+    sym: Option<Vec<Sym>>,
+}
+
+/// How an integer host element follows from tensors' dimensions. The
+/// trace runs on stand-in sizes for unknown dimensions (see
+/// [`ConcreteFunction::trace`]), so a shape value that becomes data
+/// (`x / tf.cast(tf.shape(x)[0], tf.float32)`) is computed by ops at
+/// every call ([`Host::upload`]), never captured with the stand-in's value.
+#[derive(Clone, Debug)]
+enum Sym {
+    Const(i64),
+    /// Dimension `axis` of the tensor.
+    Dim(Tensor, usize),
+    /// Integer arithmetic (a host op's name) on two elements; the count of
+    /// leaves below, capped (see [`MAX_SYM_LEAVES`]).
+    Bin(&'static str, Rc<Sym>, Rc<Sym>, usize),
+    /// Follows from dimensions by more arithmetic than is tracked.
+    Opaque,
+}
+
+/// Leaves a [`Sym`] expression may have before it becomes [`Sym::Opaque`].
+const MAX_SYM_LEAVES: usize = 64;
+
+impl Sym {
+    fn leaves(&self) -> usize {
+        match self {
+            Sym::Bin(_, _, _, n) => *n,
+            _ => 1,
+        }
+    }
+
+    fn is_const(&self) -> bool {
+        matches!(self, Sym::Const(_))
+    }
+
+    /// `a op b`, where `op` is one of the integer host ops of [`int_op`].
+    fn bin(op: &str, a: Sym, b: Sym) -> Sym {
+        let Some(op) = INT_OPS.iter().copied().find(|&o| o == op) else {
+            return Sym::Opaque;
+        };
+        if matches!(a, Sym::Opaque) || matches!(b, Sym::Opaque) {
+            return Sym::Opaque;
+        }
+        let n = a.leaves().saturating_add(b.leaves());
+        if n > MAX_SYM_LEAVES {
+            return Sym::Opaque;
+        }
+        Sym::Bin(op, Rc::new(a), Rc::new(b), n)
+    }
+
+    /// The element as an int32 scalar computed by ops: a dimension of `t`
+    /// as the sum of a fill of that length, whose size a traced graph
+    /// re-derives at every call.
+    fn tensor(&self, device: &Device, at: &str) -> Result<Tensor> {
+        match self {
+            Sym::Const(c) => {
+                let c = i32::try_from(*c).map_err(|_| Error::Unimplemented {
+                    what: format!("the int64 value {c}"),
+                    msg: format!("{at}: wgflow computes integers in int32"),
+                })?;
+                crate::ops::full(&[], c as f64, DType::I32, device)
+            }
+            Sym::Dim(t, axis) => {
+                let d = t.shape().get(*axis).copied().unwrap_or(1);
+                let ones = crate::ops::full(&[d], 1.0, DType::I32, device)?;
+                crate::ops::apply(
+                    Op::Reduce {
+                        op: ReduceOp::Sum,
+                        axes: vec![0],
+                        keepdims: false,
+                    },
+                    &[&ones],
+                )
+            }
+            Sym::Bin(op, a, b, _) => {
+                let (a, b) = (a.tensor(device, at)?, b.tensor(device, at)?);
+                tensor_binary(op, &a, &b)?.ok_or_else(|| unimpl(format!("integer {op} of tensors")))
+            }
+            Sym::Opaque => Err(Error::Unimplemented {
+                what:
+                    "a value computed from the input's dimensions by more arithmetic than wgflow tracks, used as data"
+                        .into(),
+                msg: format!("{at}: its value would be fixed at the size traced, not the size of each call"),
+            }),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -476,7 +593,57 @@ impl Host {
             dtype,
             shape,
             data: HostData::I(v),
+            sym: None,
         }
+    }
+
+    /// Integers with how each follows from dimensions, where any does.
+    fn ints_sym(dtype: i32, shape: Vec<usize>, v: Vec<i64>, sym: Option<Vec<Sym>>) -> Host {
+        let sym = sym.filter(|s| s.len() == v.len() && s.iter().any(|e| !e.is_const()));
+        Host {
+            sym,
+            ..Host::ints(dtype, shape, v)
+        }
+    }
+
+    fn is_int(&self) -> bool {
+        matches!(self.data, HostData::I(_))
+    }
+
+    /// Element `i` as a [`Sym`] (a single value broadcasts).
+    fn sym_at(&self, i: usize) -> Sym {
+        let i = if self.numel() == 1 { 0 } else { i };
+        if let Some(e) = self.sym.as_ref().and_then(|s| s.get(i)) {
+            return e.clone();
+        }
+        match &self.data {
+            HostData::I(v) => v.get(i).map_or(Sym::Opaque, |&c| Sym::Const(c)),
+            _ => Sym::Opaque,
+        }
+    }
+
+    fn numel(&self) -> usize {
+        match &self.data {
+            HostData::F(v) => v.len(),
+            HostData::I(v) => v.len(),
+            HostData::B(v) => v.len(),
+            HostData::S(v) => v.len(),
+        }
+    }
+
+    /// A hash of dtype, shape and values (to tell two traces' constants apart).
+    fn fingerprint(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        self.dtype.hash(&mut h);
+        self.shape.hash(&mut h);
+        match &self.data {
+            HostData::F(v) => v.iter().for_each(|x| x.to_bits().hash(&mut h)),
+            HostData::I(v) => v.hash(&mut h),
+            HostData::B(v) => v.hash(&mut h),
+            HostData::S(v) => v.hash(&mut h),
+        }
+        h.finish()
     }
 
     fn as_ints(&self, what: &str) -> Result<Vec<i64>> {
@@ -488,8 +655,9 @@ impl Host {
         }
     }
 
-    /// A constant of the graph.
-    fn from_proto(t: &TensorProto, node: &str) -> Result<Host> {
+    /// A constant of the graph; what repeated values expand to is taken
+    /// from the load's budget.
+    fn from_proto(t: &TensorProto, node: &str, cx: &OpCx) -> Result<Host> {
         let shape: Vec<usize> = match t.tensor_shape.as_ref().and_then(|s| s.dims()) {
             Some(d) => d
                 .into_iter()
@@ -499,7 +667,7 @@ impl Host {
         };
         let n = crate::core::shape::checked_numel(OP, &shape, 1)?;
         let raw = &t.tensor_content;
-        let fill = |mut v: Vec<f64>| -> Result<Vec<f64>> {
+        fn fill<T: Clone + Default>(mut v: Vec<T>, n: usize, node: &str, cx: &OpCx) -> Result<Vec<T>> {
             // Repeated fields hold the values, the last one repeated to fill (TF's rule).
             if v.len() == n {
                 return Ok(v);
@@ -517,10 +685,17 @@ impl Host {
                     format!("node '{node}': a constant of {n} elements given by {} values", v.len()),
                 ));
             }
-            let last = v.last().copied().unwrap_or(0.0);
+            cx.expand(n, size_of::<T>(), node, "Const")?;
+            let last = v.last().cloned().unwrap_or_default();
+            v.try_reserve_exact(n - v.len()).map_err(|_| Error::OutOfMemory {
+                device: format!("the host (node '{node}', a constant of {n} elements)"),
+                requested: (n.saturating_mul(size_of::<T>())) as u64,
+                in_use: 0,
+                limit: 0,
+            })?;
             v.resize(n, last);
             Ok(v)
-        };
+        }
         let check_len = |size: usize| -> Result<()> {
             if raw.len() != n.saturating_mul(size) {
                 return Err(Error::arg(
@@ -561,19 +736,25 @@ impl Host {
                     }
                 } else {
                     match t.dtype {
-                        dt::FLOAT => fill(t.float_val.iter().map(|&x| x as f64).collect())?,
-                        dt::DOUBLE => fill(t.double_val.clone())?,
+                        dt::FLOAT => fill(t.float_val.iter().map(|&x| x as f64).collect(), n, node, cx)?,
+                        dt::DOUBLE => fill(t.double_val.clone(), n, node, cx)?,
                         dt::HALF => fill(
                             t.half_val
                                 .iter()
                                 .map(|&x| half::f16::from_bits(x as u16).to_f64())
                                 .collect(),
+                            n,
+                            node,
+                            cx,
                         )?,
                         _ => fill(
                             t.half_val
                                 .iter()
                                 .map(|&x| half::bf16::from_bits(x as u16).to_f64())
                                 .collect(),
+                            n,
+                            node,
+                            cx,
                         )?,
                     }
                 };
@@ -610,15 +791,10 @@ impl Host {
                         }
                     }
                 } else if t.dtype == dt::INT64 {
-                    fill(t.int64_val.iter().map(|&x| x as f64).collect())?
-                        .into_iter()
-                        .map(|x| x as i64)
-                        .collect()
+                    // Exactly: through f64, values past 2^53 would round.
+                    fill(t.int64_val.clone(), n, node, cx)?
                 } else {
-                    fill(t.int_val.iter().map(|&x| x as f64).collect())?
-                        .into_iter()
-                        .map(|x| x as i64)
-                        .collect()
+                    fill(t.int_val.iter().map(|&x| x as i64).collect(), n, node, cx)?
                 };
                 HostData::I(v)
             }
@@ -627,10 +803,7 @@ impl Host {
                     check_len(1)?;
                     raw.iter().map(|&b| b != 0).collect()
                 } else {
-                    fill(t.bool_val.iter().map(|&b| b as u8 as f64).collect())?
-                        .into_iter()
-                        .map(|x| x != 0.0)
-                        .collect()
+                    fill(t.bool_val.clone(), n, node, cx)?
                 };
                 HostData::B(v)
             }
@@ -646,11 +819,26 @@ impl Host {
             dtype: t.dtype,
             shape,
             data,
+            sym: None,
         })
     }
 
-    /// The host data as a tensor on `device`.
-    fn upload(&self, device: &Device, node: &str) -> Result<Tensor> {
+    /// The host data as a tensor on `cx`'s device, read by `at` (`node 'x'
+    /// (Op)`). Elements computed from dimensions are computed by ops (see
+    /// [`Sym`]); the rest is a constant, logged for [`Ctx::check_traces`].
+    fn upload(&self, cx: &OpCx, at: &str) -> Result<Tensor> {
+        let device = &cx.device;
+        if let Some(sym) = self.sym.as_ref().filter(|s| s.iter().any(|e| !e.is_const())) {
+            let mut elems = Vec::with_capacity(sym.len());
+            for e in sym {
+                elems.push(crate::ops::layout::reshape(&e.tensor(device, at)?, &[1])?);
+            }
+            let refs: Vec<&Tensor> = elems.iter().collect();
+            let flat = crate::ops::layout::concat(&refs, 0)?;
+            let shape: Vec<isize> = self.shape.iter().map(|&d| d as isize).collect();
+            return crate::ops::layout::reshape(&flat, &shape);
+        }
+        cx.uploads.borrow_mut().push((at.to_string(), self.fingerprint()));
         let data = match (&self.data, self.dtype) {
             (HostData::F(v), dt::HALF) => CpuData::F16(v.iter().map(|&x| half::f16::from_f32(x as f32)).collect()),
             (HostData::F(v), dt::BFLOAT16) => {
@@ -663,7 +851,7 @@ impl Host {
                     .map(|&x| {
                         i32::try_from(x).map_err(|_| Error::Unimplemented {
                             what: format!("the int64 value {x}"),
-                            msg: format!("node '{node}': wgflow computes integers in int32"),
+                            msg: format!("{at}: wgflow computes integers in int32"),
                         })
                     })
                     .collect::<Result<_>>()?,
@@ -672,7 +860,7 @@ impl Host {
             (HostData::S(_), _) => {
                 return Err(Error::Unimplemented {
                     what: "string tensors".into(),
-                    msg: format!("node '{node}'"),
+                    msg: at.to_string(),
                 });
             }
         };
@@ -692,6 +880,61 @@ struct Ctx<'a> {
     trainable: HashMap<String, bool>,
     vars: BTreeMap<String, Variable>,
     device: Device,
+    cx: OpCx,
+    /// Per run of the signature (a trace runs it twice, on two stand-in
+    /// sizes): the host values uploaded as constants, by the node reading
+    /// them (see [`Ctx::check_traces`]).
+    logs: Vec<Vec<(String, u64)>>,
+    /// Function body nodes inlined in this run (see [`MAX_INLINED_NODES`]).
+    inlined: usize,
+    /// Whether a function (or one it calls) changes a variable.
+    fn_mutates: HashMap<String, bool>,
+}
+
+/// What evaluating one op needs of the load besides the node: the device,
+/// the budget of elements that a few bytes of the file may expand to
+/// (repeated constant values, `Fill`), and the log of host values uploaded
+/// as constants.
+struct OpCx {
+    device: Device,
+    expand_left: Cell<usize>,
+    uploads: RefCell<Vec<(String, u64)>>,
+}
+
+impl OpCx {
+    fn new(device: &Device) -> OpCx {
+        OpCx {
+            device: device.clone(),
+            expand_left: Cell::new(MAX_HOST_EXPANSION),
+            uploads: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// A new run: the budget full, the log empty.
+    fn reset(&self) {
+        self.expand_left.set(MAX_HOST_EXPANSION);
+        self.uploads.borrow_mut().clear();
+    }
+
+    /// Takes `n` elements of `elem` bytes from the budget, or
+    /// `Error::OutOfMemory` (TF's `ResourceExhausted`) naming the node.
+    fn expand(&self, n: usize, elem: usize, node: &str, op: &str) -> Result<()> {
+        let left = self.expand_left.get();
+        if n > left {
+            let bytes = |k: usize| k.saturating_mul(elem) as u64;
+            return Err(Error::OutOfMemory {
+                device: format!(
+                    "the host (saved_model.load: node '{node}' ({op}) expands to {n} elements; the constants \
+                     and fills of one signature may expand to {MAX_HOST_EXPANSION} elements in all)"
+                ),
+                requested: bytes(n),
+                in_use: bytes(MAX_HOST_EXPANSION - left),
+                limit: bytes(MAX_HOST_EXPANSION),
+            });
+        }
+        self.expand_left.set(left - n);
+        Ok(())
+    }
 }
 
 /// One graph or function body being evaluated.
@@ -704,9 +947,43 @@ struct Scope<'a> {
     memo: HashMap<&'a str, Vec<Val>>,
     /// Function calls open above this scope (recursion guard).
     depth: usize,
+    /// Whether evaluating a node would change a variable (see
+    /// [`Ctx::mutates`]).
+    mutating: HashMap<&'a str, bool>,
 }
 
 const MAX_CALL_DEPTH: usize = 64;
+
+/// Function body nodes one run of a signature may inline: calls that fan
+/// out (each function calling the next twice) grow exponentially.
+const MAX_INLINED_NODES: usize = 1 << 20;
+
+/// Elements that the constants with repeated values and the `Fill`s of one
+/// run of a signature may expand to, in all (1 GiB of float32).
+const MAX_HOST_EXPANSION: usize = 1 << 28;
+
+/// Ops that change a variable (or another resource): reached through a
+/// control input, they must run before the node that waits on them.
+fn is_mutating(op: &str) -> bool {
+    const PREFIXES: &[&str] = &[
+        "Assign",
+        "ResourceApply",
+        "ResourceSparseApply",
+        "Apply",
+        "SparseApply",
+        "ResourceScatter",
+        "Scatter",
+        "ResourceStridedSliceAssign",
+        "StridedSliceAssign",
+        "LookupTableInsert",
+        "LookupTableImport",
+        "LookupTableRemove",
+    ];
+    const EXACT: &[&str] = &["CountUpTo", "ResourceCountUpTo", "DestroyResourceOp"];
+    // ScatterNd and ScatterNdNonAliasingAdd build a new tensor: they change nothing.
+    let functional = op == "ScatterNd" || op.starts_with("ScatterNdNonAliasing");
+    !functional && (PREFIXES.iter().any(|p| op.starts_with(p)) || EXACT.contains(&op))
+}
 
 /// Elements a constant may expand to from fewer stored values (TF repeats
 /// the last one); larger constants must store every value.
@@ -855,6 +1132,20 @@ impl<'a> Ctx<'a> {
 
     /// One signature: the placeholders bound to `args`, the outputs evaluated.
     fn run_signature(&mut self, placeholders: &[String], args: &[Tensor], outs: &[String]) -> Result<Vec<Tensor>> {
+        self.cx.reset();
+        self.inlined = 0;
+        let out = self.run_signature_inner(placeholders, args, outs);
+        let log = std::mem::take(&mut *self.cx.uploads.borrow_mut());
+        self.logs.push(log);
+        out
+    }
+
+    fn run_signature_inner(
+        &mut self,
+        placeholders: &[String],
+        args: &[Tensor],
+        outs: &[String],
+    ) -> Result<Vec<Tensor>> {
         let main: HashMap<&'a str, &'a NodeDef> = self.main.clone();
         let mut scope = Scope {
             nodes: main,
@@ -862,6 +1153,7 @@ impl<'a> Ctx<'a> {
             args: HashMap::new(),
             memo: HashMap::new(),
             depth: 0,
+            mutating: HashMap::new(),
         };
         for (p, a) in placeholders.iter().zip(args) {
             let Some((&name, _)) = self.main.get_key_value(p.as_str()) else {
@@ -877,7 +1169,7 @@ impl<'a> Ctx<'a> {
             .zip(outs)
             .map(|(v, name)| match v {
                 Val::T(t) => Ok(t),
-                Val::H(h) => h.upload(&self.device, name),
+                Val::H(h) => h.upload(&self.cx, &format!("output '{name}'")),
                 _ => Err(Error::arg(OP, format!("output '{name}' is not a tensor"))),
             })
             .collect()
@@ -906,8 +1198,15 @@ impl<'a> Ctx<'a> {
                 }
                 let node = scope.nodes[top];
                 let mut pending = None;
-                for inp in node.input.iter().filter(|i| !i.starts_with('^')) {
-                    let (dep, _, _) = parse_ref(inp, scope.in_function)?;
+                for inp in &node.input {
+                    // A control input (`^node`) runs first when it changes
+                    // a variable; others (savers, initializers, NoOps over
+                    // reads) are not needed for the values.
+                    let (control, r) = match inp.strip_prefix('^') {
+                        Some(r) => (true, r),
+                        None => (false, inp.as_str()),
+                    };
+                    let (dep, _, _) = parse_ref(r, scope.in_function)?;
                     if scope.args.contains_key(dep) {
                         continue;
                     }
@@ -917,10 +1216,11 @@ impl<'a> Ctx<'a> {
                             format!("node '{}' reads '{inp}', which names no node", node.name),
                         ));
                     };
-                    if !scope.memo.contains_key(dep) {
-                        pending = Some(dep);
-                        break;
+                    if scope.memo.contains_key(dep) || (control && !self.mutates(scope, dep)) {
+                        continue;
                     }
+                    pending = Some(dep);
+                    break;
                 }
                 match pending {
                     Some(dep) => {
@@ -950,6 +1250,78 @@ impl<'a> Ctx<'a> {
         refs.iter().map(|r| lookup(scope, r)).collect()
     }
 
+    /// Whether evaluating node `start` of `scope` (its data and control
+    /// inputs, the functions it calls) would change a variable.
+    fn mutates(&mut self, scope: &mut Scope<'a>, start: &'a str) -> bool {
+        if let Some(&m) = scope.mutating.get(start) {
+            return m;
+        }
+        let dep_of = |inp: &str| -> String {
+            let r = inp.strip_prefix('^').unwrap_or(inp);
+            r.split(':').next().unwrap_or_default().to_string()
+        };
+        // Depth first, each node decided after its inputs; a cycle's back
+        // edge counts as not mutating (evaluation reports the cycle).
+        let mut stack: Vec<(&'a str, bool)> = vec![(start, false)];
+        let mut entered: HashSet<&'a str> = HashSet::new();
+        while let Some((name, inputs_done)) = stack.pop() {
+            if scope.mutating.contains_key(name) {
+                continue;
+            }
+            let Some(&node) = scope.nodes.get(name) else {
+                continue;
+            };
+            if !inputs_done {
+                if !entered.insert(name) {
+                    continue;
+                }
+                stack.push((name, true));
+                for inp in &node.input {
+                    if let Some((&d, _)) = scope.nodes.get_key_value(dep_of(inp).as_str()) {
+                        if !scope.mutating.contains_key(d) && !entered.contains(d) {
+                            stack.push((d, false));
+                        }
+                    }
+                }
+                continue;
+            }
+            let mut m = is_mutating(&node.op);
+            if !m && matches!(node.op.as_str(), "StatefulPartitionedCall" | "PartitionedCall") {
+                m = func_attr(node).is_some_and(|f| self.function_mutates(f, 0));
+            }
+            m = m
+                || node
+                    .input
+                    .iter()
+                    .any(|inp| scope.mutating.get(dep_of(inp).as_str()) == Some(&true));
+            scope.mutating.insert(name, m);
+        }
+        scope.mutating.get(start).copied().unwrap_or(false)
+    }
+
+    /// Whether function `name` (or one it calls) has an op that changes a
+    /// variable: TensorFlow runs every such op of a called function.
+    fn function_mutates(&mut self, name: &str, depth: usize) -> bool {
+        if let Some(&m) = self.fn_mutates.get(name) {
+            return m;
+        }
+        let Some(f) = self.functions.get(name).copied() else {
+            return false;
+        };
+        if depth > MAX_CALL_DEPTH {
+            return false;
+        }
+        // A recursive call meets `false` here; the call depth limit reports it.
+        self.fn_mutates.insert(name.to_string(), false);
+        let m = f.node_def.iter().any(|n| {
+            is_mutating(&n.op)
+                || (matches!(n.op.as_str(), "StatefulPartitionedCall" | "PartitionedCall")
+                    && func_attr(n).is_some_and(|g| self.function_mutates(g, depth + 1)))
+        });
+        self.fn_mutates.insert(name.to_string(), m);
+        m
+    }
+
     /// Inlines a call of function `name`.
     fn call(&mut self, name: &str, inputs: Vec<Val>, depth: usize, node: &NodeDef) -> Result<Vec<Val>> {
         if depth >= MAX_CALL_DEPTH {
@@ -973,6 +1345,17 @@ impl<'a> Ctx<'a> {
                 format!("function '{name}' has no signature"),
             )
         })?;
+        self.inlined = self.inlined.saturating_add(f.node_def.len());
+        if self.inlined > MAX_INLINED_NODES {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "node '{}' calls function '{name}', past {MAX_INLINED_NODES} function nodes inlined for one \
+                     signature (functions that call others several times grow exponentially)",
+                    node.name
+                ),
+            ));
+        }
         if sig.input_arg.len() != inputs.len() {
             return Err(Error::format(
                 &self.dir.join("saved_model.pb"),
@@ -990,6 +1373,7 @@ impl<'a> Ctx<'a> {
             args: sig.input_arg.iter().map(|a| a.name.as_str()).zip(inputs).collect(),
             memo: HashMap::new(),
             depth: depth + 1,
+            mutating: HashMap::new(),
         };
         let refs = sig
             .output_arg
@@ -1003,7 +1387,24 @@ impl<'a> Ctx<'a> {
                 })
             })
             .collect::<Result<Vec<String>>>()?;
-        self.eval(&mut scope, &refs)
+        let out = self.eval(&mut scope, &refs)?;
+        // The function's side effects that no output waits on (TF runs its
+        // control outputs with every call).
+        let mut effects: Vec<&'a String> = f.control_ret.values().collect();
+        effects.sort();
+        let mut run = Vec::new();
+        for e in effects {
+            let node = parse_ref(e, true)?.0;
+            if let Some((&n, _)) = scope.nodes.get_key_value(node) {
+                if self.mutates(&mut scope, n) {
+                    run.push(n.to_string());
+                }
+            }
+        }
+        if !run.is_empty() {
+            self.eval(&mut scope, &run)?;
+        }
+        Ok(out)
     }
 
     fn eval_node(&mut self, node: &'a NodeDef, x: Vec<Val>, depth: usize) -> Result<Vec<Val>> {
@@ -1026,14 +1427,104 @@ impl<'a> Ctx<'a> {
                     format!("node '{}': ReadVariableOp needs a variable handle", node.name),
                 )),
             },
-            _ => eval_op(node, x, &self.device).map_err(|e| match e {
-                Error::Unimplemented { what, msg } if msg.is_empty() => Error::Unimplemented {
-                    what,
-                    msg: format!("node '{}'", node.name),
-                },
-                e => e,
-            }),
+            "AssignVariableOp" | "AssignAddVariableOp" | "AssignSubVariableOp" => {
+                let var = match x.first() {
+                    Some(Val::R(v)) => v.clone(),
+                    _ => {
+                        return Err(Error::arg(
+                            OP,
+                            format!("node '{}': {} needs a variable handle", node.name, node.op),
+                        ));
+                    }
+                };
+                let value = tensor(arg(&x, 1, node)?, &self.cx, node)?;
+                let new = match node.op.as_str() {
+                    "AssignVariableOp" => value,
+                    op => {
+                        let b = if op == "AssignAddVariableOp" {
+                            BinaryOp::Add
+                        } else {
+                            BinaryOp::Sub
+                        };
+                        crate::ops::apply(Op::Binary(b), &[&var.value(), &value]).map_err(|e| at_node(e, node))?
+                    }
+                };
+                var.assign(&new).map_err(|e| at_node(e, node))?;
+                Ok(vec![Val::Nothing])
+            }
+            _ => eval_op(node, x, &self.cx).map_err(|e| at_node(e, node)),
         }
+    }
+
+    /// After a trace: where the two runs on different stand-in sizes
+    /// uploaded different constants, a value computed from the unknown
+    /// dimensions became data without being computed per call. An error
+    /// naming the first node that read one (the traced graph would compute
+    /// with the stand-in's value at every size).
+    fn check_traces(&self) -> Result<()> {
+        let [a, b] = self.logs.as_slice() else {
+            return Ok(());
+        };
+        for (x, y) in a.iter().zip(b) {
+            if x != y {
+                return Err(Error::Unimplemented {
+                    what: "a value computed from the input's unknown dimensions, used as data".into(),
+                    msg: format!(
+                        "{} reads a constant that differs between the sizes traced: the graph would keep one \
+                         size's value at every size",
+                        x.0
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `e` with the TF node and op it came from (once).
+fn at_node(e: Error, node: &NodeDef) -> Error {
+    let tag = format!("node '{}' ({})", node.name, node.op);
+    let named = format!("node '{}'", node.name);
+    let add = |msg: String| {
+        if msg.contains(&named) {
+            msg
+        } else if msg.is_empty() {
+            tag.clone()
+        } else {
+            format!("{tag}: {msg}")
+        }
+    };
+    match e {
+        Error::Unimplemented { what, msg } => Error::Unimplemented { what, msg: add(msg) },
+        Error::Shape { op, shapes, msg } => Error::Shape {
+            op,
+            shapes,
+            msg: add(msg),
+        },
+        Error::DType { op, got, msg } => Error::DType { op, got, msg: add(msg) },
+        Error::InvalidArgument { op, msg } => Error::InvalidArgument { op, msg: add(msg) },
+        Error::ReadInTrace { op, msg } => Error::ReadInTrace { op, msg: add(msg) },
+        Error::Io { path, msg, source } => Error::Io {
+            path,
+            msg: add(msg),
+            source,
+        },
+        Error::OutOfMemory {
+            device,
+            requested,
+            in_use,
+            limit,
+        } => Error::OutOfMemory {
+            device: if device.contains(&named) {
+                device
+            } else {
+                format!("{device} ({tag})")
+            },
+            requested,
+            in_use,
+            limit,
+        },
+        e => e,
     }
 }
 
@@ -1184,10 +1675,10 @@ fn unimpl(what: String) -> Error {
     }
 }
 
-fn tensor(v: &Val, device: &Device, node: &NodeDef) -> Result<Tensor> {
+fn tensor(v: &Val, cx: &OpCx, node: &NodeDef) -> Result<Tensor> {
     match v {
         Val::T(t) => Ok(t.clone()),
-        Val::H(h) => h.upload(device, &node.name),
+        Val::H(h) => h.upload(cx, &format!("node '{}' ({})", node.name, node.op)),
         Val::R(var) => Ok(var.value()),
         Val::Nothing => Err(Error::arg(
             OP,
@@ -1255,14 +1746,27 @@ fn padding(node: &NodeDef) -> Result<Padding> {
         Some("SAME") => Ok(Padding::Same),
         Some("VALID") => Ok(Padding::Valid),
         Some("EXPLICIT") => {
+            // NHWC: [batch before, after, top, bottom, left, right, channel before, after].
             let p = attr_ints(node, "explicit_paddings").unwrap_or_default();
-            let u = |i: usize| p.get(i).and_then(|&x| usize::try_from(x).ok()).unwrap_or(0);
-            Ok(Padding::Explicit {
-                top: u(2),
-                bottom: u(3),
-                left: u(4),
-                right: u(5),
-            })
+            let u: Vec<usize> = p.iter().filter_map(|&x| usize::try_from(x).ok()).collect();
+            match u.as_slice() {
+                [0, 0, top, bottom, left, right, 0, 0] => Ok(Padding::Explicit {
+                    top: *top,
+                    bottom: *bottom,
+                    left: *left,
+                    right: *right,
+                }),
+                _ if u.len() == 8 && p.len() == 8 => Err(unimpl(format!(
+                    "explicit_paddings {p:?} (padding of the batch or channel dimension)"
+                ))),
+                _ => Err(Error::arg(
+                    OP,
+                    format!(
+                        "node '{}': explicit_paddings {p:?} is not 8 non-negative values",
+                        node.name
+                    ),
+                )),
+            }
         }
         other => Err(unimpl(format!("padding {other:?}"))),
     }
@@ -1275,12 +1779,17 @@ fn nhwc(node: &NodeDef) -> Result<()> {
     }
 }
 
-/// `[1, h, w, 1]` → `[h, w]`.
+/// `[1, h, w, 1]` → `[h, w]`. A batch or channel entry other than 1 is
+/// Unimplemented (as in TensorFlow's kernels), naming the attribute.
 fn hw(node: &NodeDef, name: &str, default: usize) -> Result<[usize; 2]> {
     let v = attr_ints(node, name).unwrap_or_else(|| vec![1, default as i64, default as i64, 1]);
     let get = |i: usize| v.get(i).and_then(|&x| usize::try_from(x).ok()).filter(|&x| x > 0);
-    match (get(1), get(2), v.len()) {
-        (Some(h), Some(w), 4) => Ok([h, w]),
+    match (get(0), get(1), get(2), get(3), v.len()) {
+        (Some(1), Some(h), Some(w), Some(1), 4) => Ok([h, w]),
+        (Some(_), Some(_), Some(_), Some(_), 4) => Err(unimpl(format!(
+            "{} {name} {v:?}: an entry other than 1 for the batch or channel dimension (NHWC)",
+            node.op
+        ))),
         _ => Err(Error::arg(OP, format!("node '{}': bad {name} {v:?}", node.name))),
     }
 }
@@ -1322,7 +1831,7 @@ fn binary(op: &str) -> Option<BinaryOp> {
         "Add" | "AddV2" | "BiasAdd" => BinaryOp::Add,
         "Sub" => BinaryOp::Sub,
         "Mul" => BinaryOp::Mul,
-        "RealDiv" | "Div" | "TruncateDiv" => BinaryOp::Div,
+        "RealDiv" | "Div" => BinaryOp::Div,
         "Pow" => BinaryOp::Pow,
         "Maximum" => BinaryOp::Maximum,
         "Minimum" => BinaryOp::Minimum,
@@ -1357,52 +1866,136 @@ fn reshape(t: &Tensor, shape: &[i64], node: &NodeDef) -> Result<Tensor> {
     crate::ops::layout::reshape(t, &s)
 }
 
-/// Host arithmetic for shape computations (same shapes or a scalar side).
+/// The integer ops computed on the host for shape arithmetic.
+const INT_OPS: [&str; 12] = [
+    "Add",
+    "AddV2",
+    "Sub",
+    "Mul",
+    "Div",
+    "TruncateDiv",
+    "FloorDiv",
+    "FloorMod",
+    "TruncateMod",
+    "Mod",
+    "Maximum",
+    "Minimum",
+];
+
+/// TensorFlow's integer `op` on `p` and `q`; `None` where it overflows or
+/// divides by zero. `Div` and `TruncateDiv` truncate toward zero (-7 / 2 =
+/// -3), `FloorDiv` floors (7 // -2 = -4), `FloorMod` takes the divisor's
+/// sign (7 % -2 = -1), `TruncateMod` the dividend's.
+fn int_op(op: &str, p: i64, q: i64) -> Option<i64> {
+    let floor_adjust = |r: i64| r != 0 && ((r < 0) != (q < 0));
+    match op {
+        "Add" | "AddV2" => p.checked_add(q),
+        "Sub" => p.checked_sub(q),
+        "Mul" => p.checked_mul(q),
+        "Div" | "TruncateDiv" => p.checked_div(q),
+        "FloorDiv" => {
+            let d = p.checked_div(q)?;
+            if floor_adjust(p.checked_rem(q)?) {
+                d.checked_sub(1)
+            } else {
+                Some(d)
+            }
+        }
+        "FloorMod" => {
+            let r = p.checked_rem(q)?;
+            if floor_adjust(r) { r.checked_add(q) } else { Some(r) }
+        }
+        "TruncateMod" | "Mod" => p.checked_rem(q),
+        "Maximum" => Some(p.max(q)),
+        "Minimum" => Some(p.min(q)),
+        _ => None,
+    }
+}
+
+/// Host arithmetic for shape computations: integer operands of the same
+/// shape, or one a single value. `None` where it does not apply (the
+/// operands then go to the device).
 fn host_binary(op: &str, a: &Host, b: &Host, node: &NodeDef) -> Result<Option<Host>> {
+    if !INT_OPS.contains(&op) {
+        return Ok(None);
+    }
     let (HostData::I(x), HostData::I(y)) = (&a.data, &b.data) else {
         return Ok(None);
     };
-    // Same lengths, or one side a single value broadcast over the other.
-    let n = match (x.len(), y.len()) {
-        (p, q) if p == q => p,
-        (1, q) => q,
-        (p, 1) => p,
-        _ => return Ok(None),
+    // Same shapes, or one side a single value of no higher rank.
+    let shape = if a.shape == b.shape || (y.len() == 1 && b.shape.len() <= a.shape.len()) {
+        a.shape.clone()
+    } else if x.len() == 1 && a.shape.len() <= b.shape.len() {
+        b.shape.clone()
+    } else {
+        return Ok(None);
     };
+    let n = x.len().max(y.len());
     let get = |v: &[i64], i: usize| v.get(if v.len() == 1 { 0 } else { i }).copied().unwrap_or(0);
-    let f = |p: i64, q: i64| -> Option<i64> {
-        match op {
-            "Add" | "AddV2" => p.checked_add(q),
-            "Sub" => p.checked_sub(q),
-            "Mul" => p.checked_mul(q),
-            "FloorDiv" | "Div" => (q != 0).then(|| p.div_euclid(q)),
-            "Maximum" => Some(p.max(q)),
-            "Minimum" => Some(p.min(q)),
-            _ => None,
-        }
-    };
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
-        match f(get(x, i), get(y, i)) {
-            Some(v) => out.push(v),
-            None => {
-                return if ["Add", "AddV2", "Sub", "Mul", "FloorDiv", "Div", "Maximum", "Minimum"].contains(&op) {
-                    Err(Error::arg(
-                        OP,
-                        format!("node '{}': integer {op} overflows or divides by 0", node.name),
-                    ))
-                } else {
-                    Ok(None)
-                };
-            }
-        }
+        let (p, q) = (get(x, i), get(y, i));
+        out.push(int_op(op, p, q).ok_or_else(|| {
+            Error::arg(
+                OP,
+                format!(
+                    "node '{}': integer {op} of {p} and {q} overflows or divides by 0",
+                    node.name
+                ),
+            )
+        })?);
     }
-    let shape = if x.len() >= y.len() {
-        a.shape.clone()
+    let sym =
+        (a.sym.is_some() || b.sym.is_some()).then(|| (0..n).map(|i| Sym::bin(op, a.sym_at(i), b.sym_at(i))).collect());
+    Ok(Some(Host::ints_sym(a.dtype, shape, out, sym)))
+}
+
+/// TensorFlow's binary ops that wgflow composes from its own (floor and
+/// truncating division and remainder) or maps to one `BinaryOp`, on
+/// tensors of one dtype; `None` for other ops.
+fn tensor_binary(op: &str, a: &Tensor, b: &Tensor) -> Result<Option<Tensor>> {
+    use crate::ops::apply as ap;
+    let bin = |o: BinaryOp, x: &Tensor, y: &Tensor| ap(Op::Binary(o), &[x, y]);
+    let cmp = |o: CmpOp, x: &Tensor, y: &Tensor| ap(Op::Compare(o), &[x, y]);
+    let un = |o: UnaryOp, x: &Tensor| ap(Op::Unary(o), &[x]);
+    let float = a.dtype().is_float();
+    if !matches!(op, "FloorDiv" | "FloorMod" | "TruncateDiv" | "TruncateMod" | "Mod") {
+        return match binary(op) {
+            Some(o) => Ok(Some(bin(o, a, b)?)),
+            None => Ok(None),
+        };
+    }
+    if a.dtype() == DType::Bool {
+        return Err(Error::dtype("saved_model.load", &[a.dtype()], format!("{op} of bool")));
+    }
+    let zero = crate::ops::full(&[], 0.0, a.dtype(), a.device())?;
+    let one = crate::ops::full(&[], 1.0, a.dtype(), a.device())?;
+    // Truncating quotient: int32 division truncates; floats round toward 0.
+    let q = bin(BinaryOp::Div, a, b)?;
+    let q = if float {
+        let neg = cmp(CmpOp::Less, &q, &zero)?;
+        ap(Op::Where, &[&neg, &un(UnaryOp::Ceil, &q)?, &un(UnaryOp::Floor, &q)?])?
     } else {
-        b.shape.clone()
+        q
     };
-    Ok(Some(Host::ints(a.dtype, shape, out)))
+    let r = bin(BinaryOp::Sub, a, &bin(BinaryOp::Mul, &q, b)?)?;
+    // Floor where the remainder is non-zero with the divisor's other sign.
+    let adjust = || -> Result<Tensor> {
+        let nz = cmp(CmpOp::NotEqual, &r, &zero)?;
+        let signs = bin(
+            BinaryOp::LogicalXor,
+            &cmp(CmpOp::Less, &r, &zero)?,
+            &cmp(CmpOp::Less, b, &zero)?,
+        )?;
+        bin(BinaryOp::LogicalAnd, &nz, &signs)
+    };
+    Ok(Some(match op {
+        "TruncateDiv" => q,
+        "TruncateMod" | "Mod" => r,
+        "FloorDiv" if float => un(UnaryOp::Floor, &bin(BinaryOp::Div, a, b)?)?,
+        "FloorDiv" => ap(Op::Where, &[&adjust()?, &bin(BinaryOp::Sub, &q, &one)?, &q])?,
+        _ => ap(Op::Where, &[&adjust()?, &bin(BinaryOp::Add, &r, b)?, &r])?,
+    }))
 }
 
 /// `StridedSlice` of host data along its first axis (shape vectors).
@@ -1422,7 +2015,10 @@ fn host_strided_slice(h: &Host, begin: &[i64], end: &[i64], strides: &[i64], nod
         if i < 0 || i >= len {
             return Err(Error::arg(
                 OP,
-                format!("node '{}': index {} out of range {len}", node.name, begin[0]),
+                format!(
+                    "node '{}': slice index {} of dimension 0 out of bounds (size {len})",
+                    node.name, begin[0]
+                ),
             ));
         }
         vec![i as usize]
@@ -1458,18 +2054,24 @@ fn host_strided_slice(h: &Host, begin: &[i64], end: &[i64], strides: &[i64], nod
         }
     };
     let shrink = masks("shrink_axis_mask") & 1 == 1;
+    let sym = h
+        .sym
+        .as_ref()
+        .map(|s| idx.iter().filter_map(|&i| s.get(i).cloned()).collect());
     Ok(Host {
         dtype: h.dtype,
         shape: if shrink { vec![] } else { vec![idx.len()] },
         data,
+        sym,
     })
 }
 
 /// The TensorFlow op of `node` on wgflow's ops.
-fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
+fn eval_op(node: &NodeDef, x: Vec<Val>, cx: &OpCx) -> Result<Vec<Val>> {
+    let device = &cx.device;
     let op = node.op.as_str();
     let one = |v: Val| Ok(vec![v]);
-    let t = |i: usize| -> Result<Tensor> { tensor(arg(&x, i, node)?, device, node) };
+    let t = |i: usize| -> Result<Tensor> { tensor(arg(&x, i, node)?, cx, node) };
     if let Some(u) = unary(op, node) {
         let a = t(0)?;
         return one(apply(Op::Unary(u), &[&a])?);
@@ -1478,7 +2080,7 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         let (a, b) = (t(0)?, t(1)?);
         return one(apply(Op::Compare(c), &[&a, &b])?);
     }
-    if let Some(bop) = binary(op) {
+    if binary(op).is_some() || INT_OPS.contains(&op) {
         if let (Val::H(a), Val::H(b)) = (arg(&x, 0, node)?, arg(&x, 1, node)?) {
             if let Some(h) = host_binary(op, a, b, node)? {
                 return one(Val::H(h));
@@ -1488,7 +2090,10 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             nhwc(node)?;
         }
         let (a, b) = (t(0)?, t(1)?);
-        return one(apply(Op::Binary(bop), &[&a, &b])?);
+        return match tensor_binary(op, &a, &b)? {
+            Some(y) => one(Val::T(y)),
+            None => Err(unimpl(format!("op '{op}'"))),
+        };
     }
     match op {
         "Identity" | "StopGradient" | "Snapshot" | "PreventGradient" | "EnsureShape" | "CheckNumerics" => {
@@ -1497,7 +2102,7 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         "IdentityN" => Ok(x),
         "NoOp" => Ok(vec![Val::Nothing]),
         "Const" => match attr(node, "value") {
-            Some(Value::Tensor(tp)) => one(Val::H(Host::from_proto(tp, &node.name)?)),
+            Some(Value::Tensor(tp)) => one(Val::H(Host::from_proto(tp, &node.name, cx)?)),
             _ => Err(Error::format(
                 Path::new("saved_model.pb"),
                 format!("Const node '{}' has no value", node.name),
@@ -1509,11 +2114,30 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         )),
         "PlaceholderWithDefault" => one(arg(&x, 0, node)?.clone()),
         "Shape" | "Size" | "Rank" => {
-            let s = shape_of(arg(&x, 0, node)?, node)?;
+            let v = arg(&x, 0, node)?;
+            let s = shape_of(v, node)?;
             let dtype = attr_type(node, "out_type").unwrap_or(dt::INT32);
+            // A tensor's dimensions may be a trace's stand-ins: keep how
+            // they follow from it (a variable's or a constant's are fixed).
+            let dims: Option<Vec<Sym>> = match v {
+                Val::T(t) => Some((0..s.len()).map(|i| Sym::Dim(t.clone(), i)).collect()),
+                _ => None,
+            };
+            let ints = |v: &[usize]| -> Result<Vec<i64>> {
+                v.iter()
+                    .map(|&d| i64::try_from(d).map_err(|_| Error::arg(OP, format!("dimension {d} overflows"))))
+                    .collect()
+            };
             let h = match op {
-                "Shape" => Host::ints(dtype, vec![s.len()], s.iter().map(|&d| d as i64).collect()),
-                "Size" => Host::ints(dtype, vec![], vec![s.iter().product::<usize>() as i64]),
+                "Shape" => Host::ints_sym(dtype, vec![s.len()], ints(&s)?, dims),
+                "Size" => {
+                    let n = s
+                        .iter()
+                        .try_fold(1usize, |a, &d| a.checked_mul(d))
+                        .ok_or_else(|| Error::arg(OP, format!("the size of {s:?} overflows")))?;
+                    let sym = dims.map(|d| vec![d.into_iter().fold(Sym::Const(1), |acc, e| Sym::bin("Mul", acc, e))]);
+                    Host::ints_sym(dtype, vec![], ints(&[n])?, sym)
+                }
                 _ => Host::ints(dt::INT32, vec![], vec![s.len() as i64]),
             };
             one(Val::H(h))
@@ -1525,27 +2149,31 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             match arg(&x, 0, node)? {
                 Val::H(h) => one(Val::H(host_strided_slice(h, &b, &e, &s, node)?)),
                 v => {
-                    let v = tensor(v, device, node)?;
+                    let v = tensor(v, cx, node)?;
                     one(Val::T(tensor_strided_slice(&v, &b, &e, &s, node)?))
                 }
             }
         }
         "Pack" => {
             let axis = attr_i(node, "axis").unwrap_or(0);
-            if x.iter().all(|v| matches!(v, Val::H(_))) && axis == 0 {
+            // Integer scalars stay on the host (shape vectors); other
+            // values (floats) are packed by ops in their own dtype.
+            let host_ints = x
+                .iter()
+                .all(|v| matches!(v, Val::H(h) if h.is_int() && h.shape.is_empty()));
+            if host_ints && axis == 0 && !x.is_empty() {
                 let mut out = Vec::new();
+                let mut sym = Vec::new();
                 let mut dtype = dt::INT32;
                 for v in &x {
                     let h = host(v, node, "packed value")?;
-                    if !h.shape.is_empty() {
-                        return Err(unimpl("Pack of host values that are not scalars".into()));
-                    }
                     dtype = h.dtype;
                     out.extend(h.as_ints("Pack")?);
+                    sym.push(h.sym_at(0));
                 }
-                return one(Val::H(Host::ints(dtype, vec![out.len()], out)));
+                return one(Val::H(Host::ints_sym(dtype, vec![out.len()], out, Some(sym))));
             }
-            let ts = x.iter().map(|v| tensor(v, device, node)).collect::<Result<Vec<_>>>()?;
+            let ts = x.iter().map(|v| tensor(v, cx, node)).collect::<Result<Vec<_>>>()?;
             let first = ts
                 .first()
                 .ok_or_else(|| Error::arg(OP, format!("node '{}': Pack of nothing", node.name)))?;
@@ -1564,25 +2192,33 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             let (vals, axis) = x.split_at(x.len().saturating_sub(1));
             let axis = host(arg(axis, 0, node)?, node, "concat axis")?.as_ints("axis")?;
             let axis = *axis.first().unwrap_or(&0);
-            if vals.iter().all(|v| matches!(v, Val::H(h) if h.shape.len() == 1)) {
+            let host_ints = vals
+                .iter()
+                .all(|v| matches!(v, Val::H(h) if h.is_int() && h.shape.len() == 1));
+            if host_ints && !vals.is_empty() && matches!(axis, 0 | -1) {
                 let mut out = Vec::new();
+                let mut sym = Vec::new();
                 let mut dtype = dt::INT32;
                 for v in vals {
                     let h = host(v, node, "concat value")?;
                     dtype = h.dtype;
-                    out.extend(h.as_ints("ConcatV2")?);
+                    let ints = h.as_ints("ConcatV2")?;
+                    sym.extend((0..ints.len()).map(|i| h.sym_at(i)));
+                    out.extend(ints);
                 }
-                return one(Val::H(Host::ints(dtype, vec![out.len()], out)));
+                return one(Val::H(Host::ints_sym(dtype, vec![out.len()], out, Some(sym))));
             }
-            let ts = vals
-                .iter()
-                .map(|v| tensor(v, device, node))
-                .collect::<Result<Vec<_>>>()?;
+            let ts = vals.iter().map(|v| tensor(v, cx, node)).collect::<Result<Vec<_>>>()?;
             let refs: Vec<&Tensor> = ts.iter().collect();
             one(Val::T(crate::ops::layout::concat(&refs, axis as isize)?))
         }
         "Reshape" => {
             let s = host(arg(&x, 1, node)?, node, "target shape")?.as_ints("shape")?;
+            if let Val::H(h) = arg(&x, 0, node)? {
+                if h.is_int() {
+                    return one(Val::H(host_reshape(h, &s, node)?));
+                }
+            }
             one(Val::T(reshape(&t(0)?, &s, node)?))
         }
         "Squeeze" => {
@@ -1592,6 +2228,19 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
                 .iter()
                 .map(|&d| norm_axis(d, a.rank(), node))
                 .collect::<Result<_>>()?;
+            for &ax in &axes {
+                if a.shape()[ax] != 1 {
+                    return Err(Error::arg(
+                        OP,
+                        format!(
+                            "node '{}': can not squeeze dim[{ax}], expected a dimension of 1, got {} (shape {:?})",
+                            node.name,
+                            a.shape()[ax],
+                            a.shape()
+                        ),
+                    ));
+                }
+            }
             let s: Vec<i64> = a
                 .shape()
                 .iter()
@@ -1602,12 +2251,18 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             one(Val::T(reshape(&a, &s, node)?))
         }
         "ExpandDims" => {
-            let a = t(0)?;
             let d = host(arg(&x, 1, node)?, node, "axis")?.as_ints("axis")?;
-            let ax = norm_axis(*d.first().unwrap_or(&0), a.rank() + 1, node)?;
-            let mut s: Vec<i64> = a.shape().iter().map(|&d| d as i64).collect();
+            let v = arg(&x, 0, node)?;
+            let shape = shape_of(v, node)?;
+            let ax = norm_axis(*d.first().unwrap_or(&0), shape.len() + 1, node)?;
+            let mut s: Vec<i64> = shape.iter().map(|&d| d as i64).collect();
             s.insert(ax, 1);
-            one(Val::T(reshape(&a, &s, node)?))
+            if let Val::H(h) = v {
+                if h.is_int() {
+                    return one(Val::H(host_reshape(h, &s, node)?));
+                }
+            }
+            one(Val::T(reshape(&t(0)?, &s, node)?))
         }
         "Transpose" => {
             let p = host(arg(&x, 1, node)?, node, "permutation")?.as_ints("perm")?;
@@ -1623,8 +2278,9 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
                 )));
             }
             if let Val::H(h) = arg(&x, 0, node)? {
-                if matches!(to, dt::INT32 | dt::INT64) {
-                    return one(Val::H(Host::ints(to, h.shape.clone(), h.as_ints("Cast")?)));
+                if matches!(to, dt::INT32 | dt::INT64) && !matches!(h.data, HostData::S(_)) {
+                    let sym = h.sym.clone().filter(|_| h.is_int());
+                    return one(Val::H(Host::ints_sym(to, h.shape.clone(), h.as_ints("Cast")?, sym)));
                 }
             }
             let d = wg_dtype(to).ok_or_else(|| unimpl(format!("Cast to {}", dt::name(to))))?;
@@ -1639,14 +2295,107 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
                 HostData::B(b) => b.first().copied().unwrap_or(false) as u8 as f64,
                 HostData::S(_) => return Err(unimpl("Fill with strings".into())),
             };
-            let shape: Vec<usize> = dims.iter().map(|&d| usize::try_from(d).unwrap_or(usize::MAX)).collect();
+            let shape = dims_of(&dims, node)?;
             let dtype = wg_dtype(v.dtype).ok_or_else(|| unimpl(format!("Fill of {}", dt::name(v.dtype))))?;
+            let n = crate::core::shape::checked_numel(OP, &shape, dtype.size())?;
+            cx.expand(n, dtype.size(), &node.name, op)?;
             one(Val::T(crate::ops::full(&shape, value, dtype, device)?))
         }
         "ZerosLike" | "OnesLike" => {
             let a = t(0)?;
             let v = if op == "ZerosLike" { 0.0 } else { 1.0 };
             one(Val::T(crate::ops::full(a.shape(), v, a.dtype(), device)?))
+        }
+        "BroadcastTo" => {
+            let s = host(arg(&x, 1, node)?, node, "broadcast shape")?.as_ints("shape")?;
+            let shape = dims_of(&s, node)?;
+            one(Val::T(crate::ops::layout::broadcast_to(&t(0)?, &shape)?))
+        }
+        "Slice" => {
+            let a = t(0)?;
+            let b = host(arg(&x, 1, node)?, node, "slice begin")?.as_ints("begin")?;
+            let s = host(arg(&x, 2, node)?, node, "slice size")?.as_ints("size")?;
+            let (begin, size) = slice_bounds(a.shape(), &b, &s, node)?;
+            one(Val::T(crate::ops::layout::slice(&a, &begin, &size)?))
+        }
+        "OneHot" => {
+            let idx = t(0)?;
+            let depth = host(arg(&x, 1, node)?, node, "one_hot depth")?.as_ints("depth")?;
+            let depth = match depth.as_slice() {
+                [d] => usize::try_from(*d)
+                    .map_err(|_| Error::arg(OP, format!("node '{}': depth {d} is negative", node.name)))?,
+                _ => return Err(Error::arg(OP, format!("node '{}': depth must be a scalar", node.name))),
+            };
+            let scalar = |i: usize, what: &str| -> Result<f64> {
+                let h = host(arg(&x, i, node)?, node, what)?;
+                match &h.data {
+                    HostData::F(v) if v.len() == 1 => Ok(v[0]),
+                    HostData::I(v) if v.len() == 1 => Ok(v[0] as f64),
+                    HostData::B(v) if v.len() == 1 => Ok(v[0] as u8 as f64),
+                    _ => Err(Error::arg(OP, format!("node '{}': {what} must be a scalar", node.name))),
+                }
+            };
+            let (on, off) = (scalar(2, "on_value")?, scalar(3, "off_value")?);
+            let axis = attr_i(node, "axis").unwrap_or(-1);
+            if axis != -1 && axis != idx.rank() as i64 {
+                return Err(unimpl(format!("OneHot with axis {axis} (only the last axis)")));
+            }
+            let to = attr_type(node, "T").unwrap_or(dt::FLOAT);
+            let dtype = wg_dtype(to).ok_or_else(|| unimpl(format!("OneHot of {}", dt::name(to))))?;
+            if idx.dtype() != DType::I32 {
+                return Err(unimpl(format!("OneHot of {} indices", idx.dtype())));
+            }
+            one(apply(Op::OneHot { depth, on, off, dtype }, &[&idx])?)
+        }
+        "Pad" | "PadV2" => {
+            let a = t(0)?;
+            let p = host(arg(&x, 1, node)?, node, "paddings")?.as_ints("paddings")?;
+            if op == "PadV2" {
+                let c = host(arg(&x, 2, node)?, node, "constant_values")?;
+                let zero = match &c.data {
+                    HostData::F(v) => v.iter().all(|&x| x == 0.0),
+                    HostData::I(v) => v.iter().all(|&x| x == 0),
+                    HostData::B(v) => v.iter().all(|&x| !x),
+                    HostData::S(_) => false,
+                };
+                if !zero {
+                    return Err(unimpl("PadV2 with a constant other than 0".into()));
+                }
+            }
+            let rank = a.rank();
+            if p.len() != rank.saturating_mul(2) {
+                return Err(Error::arg(
+                    OP,
+                    format!(
+                        "node '{}': paddings {p:?} must be [{rank}, 2] for an input of shape {:?}",
+                        node.name,
+                        a.shape()
+                    ),
+                ));
+            }
+            let mut before = Vec::with_capacity(rank);
+            let mut shape = Vec::with_capacity(rank);
+            for (i, &d) in a.shape().iter().enumerate() {
+                let (lo, hi) = (p[2 * i], p[2 * i + 1]);
+                let (lo, hi) = match (usize::try_from(lo), usize::try_from(hi)) {
+                    (Ok(lo), Ok(hi)) => (lo, hi),
+                    _ => {
+                        return Err(Error::arg(
+                            OP,
+                            format!("node '{}': paddings {p:?} must not be negative", node.name),
+                        ));
+                    }
+                };
+                let out = d
+                    .checked_add(lo)
+                    .and_then(|s| s.checked_add(hi))
+                    .ok_or_else(|| Error::arg(OP, format!("node '{}': paddings {p:?} overflow", node.name)))?;
+                before.push(lo);
+                shape.push(out);
+            }
+            let n = crate::core::shape::checked_numel(OP, &shape, a.dtype().size())?;
+            cx.expand(n.saturating_sub(a.numel()), a.dtype().size(), &node.name, op)?;
+            one(apply(Op::Pad { before, shape }, &[&a])?)
         }
         "Select" | "SelectV2" => {
             let (c, a, b) = (t(0)?, t(1)?, t(2)?);
@@ -1683,20 +2432,47 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         "Conv2D" | "DepthwiseConv2dNative" => {
             nhwc(node)?;
             let (a, mut w) = (t(0)?, t(1)?);
-            let mut groups = 1;
-            if op == "DepthwiseConv2dNative" {
-                let s = w.shape().to_vec();
-                if s.len() != 4 {
+            let s = w.shape().to_vec();
+            if s.len() != 4 || a.rank() != 4 {
+                return Err(Error::shape(
+                    OP,
+                    &[a.shape(), &s],
+                    format!("node '{}': input and filter must be rank 4", node.name),
+                ));
+            }
+            let groups = if op == "DepthwiseConv2dNative" {
+                let out = s[2]
+                    .checked_mul(s[3])
+                    .ok_or_else(|| Error::shape(OP, &[&s], format!("node '{}': filter too large", node.name)))?;
+                w = reshape(&w, &[s[0] as i64, s[1] as i64, 1, out as i64], node)?;
+                s[2]
+            } else {
+                // A filter of fewer input channels than the input: a grouped
+                // convolution (TF's Conv2D with groups = in / filter in).
+                let (cin, fin) = (a.shape()[3], s[2]);
+                if fin == 0 || cin % fin != 0 {
                     return Err(Error::shape(
                         OP,
-                        &[&s],
-                        format!("node '{}': depthwise filter must be rank 4", node.name),
+                        &[a.shape(), &s],
+                        format!(
+                            "node '{}': the input's {cin} channels are not a multiple of the filter's {fin} input channels",
+                            node.name
+                        ),
                     ));
                 }
-                groups = s[2];
-                let out = s[2].saturating_mul(s[3]);
-                w = reshape(&w, &[s[0] as i64, s[1] as i64, 1, out as i64], node)?;
-            }
+                let groups = cin / fin;
+                if groups > 1 && s[3] % groups != 0 {
+                    return Err(Error::shape(
+                        OP,
+                        &[a.shape(), &s],
+                        format!(
+                            "node '{}': the filter's {} output channels are not a multiple of the {groups} groups",
+                            node.name, s[3]
+                        ),
+                    ));
+                }
+                groups
+            };
             let conv = Conv2d {
                 strides: hw(node, "strides", 1)?,
                 padding: padding(node)?,
@@ -1719,15 +2495,18 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             let keep = attr_b(node, "keep_dims").unwrap_or(false);
             let axes = host(arg(&x, 1, node)?, node, "reduction axes")?.as_ints("axes")?;
             if let (Val::H(h), "Prod" | "Sum", false) = (arg(&x, 0, node)?, op, keep) {
-                if h.shape.len() == 1 {
+                if h.shape.len() == 1 && matches!(axes.as_slice(), [0] | [-1]) {
                     if let HostData::I(v) = &h.data {
-                        let r = if op == "Prod" {
-                            v.iter().try_fold(1i64, |a, &b| a.checked_mul(b))
-                        } else {
-                            v.iter().try_fold(0i64, |a, &b| a.checked_add(b))
-                        };
-                        let r = r.ok_or_else(|| Error::arg(OP, format!("node '{}': overflow", node.name)))?;
-                        return one(Val::H(Host::ints(h.dtype, vec![], vec![r])));
+                        let (f, init) = if op == "Prod" { ("Mul", 1) } else { ("Add", 0) };
+                        let r = v
+                            .iter()
+                            .try_fold(init, |a, &b| int_op(f, a, b))
+                            .ok_or_else(|| Error::arg(OP, format!("node '{}': overflow", node.name)))?;
+                        let sym = h
+                            .sym
+                            .as_ref()
+                            .map(|s| vec![s.iter().cloned().fold(Sym::Const(init), |a, e| Sym::bin(f, a, e))]);
+                        return one(Val::H(Host::ints_sym(h.dtype, vec![], vec![r], sym)));
                     }
                 }
             }
@@ -1782,7 +2561,15 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             if attr_b(node, "is_training").unwrap_or(true) {
                 return Err(unimpl(format!("{op} with is_training=true (a training graph)")));
             }
-            let (a, scale, offset, mean, var) = (t(0)?, t(1)?, t(2)?, t(3)?, t(4)?);
+            let (x0, scale, offset, mean, var) = (t(0)?, t(1)?, t(2)?, t(3)?, t(4)?);
+            // T=half with U=float (mixed precision): computed in U, the
+            // result cast back to T, as TensorFlow's kernel does.
+            let u = scale.dtype();
+            let a = if x0.dtype() == u {
+                x0.clone()
+            } else {
+                crate::ops::apply(Op::Cast(u), &[&x0])?
+            };
             let eps = attr_f(node, "epsilon").unwrap_or(1e-4) as f64;
             // y = (x - mean) * scale / sqrt(var + eps) + offset
             let e = crate::ops::full(&[], eps, var.dtype(), device)?;
@@ -1792,6 +2579,11 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             let c = crate::ops::apply(Op::Binary(BinaryOp::Sub), &[&a, &mean])?;
             let y = crate::ops::apply(Op::Binary(BinaryOp::Mul), &[&c, &k])?;
             let y = crate::ops::apply(Op::Binary(BinaryOp::Add), &[&y, &offset])?;
+            let y = if y.dtype() == x0.dtype() {
+                y
+            } else {
+                crate::ops::apply(Op::Cast(x0.dtype()), &[&y])?
+            };
             Ok(vec![
                 Val::T(y),
                 Val::T(mean.clone()),
@@ -1804,7 +2596,7 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
         "GatherV2" | "ResourceGather" => {
             let params = match arg(&x, 0, node)? {
                 Val::R(v) => v.value(),
-                v => tensor(v, device, node)?,
+                v => tensor(v, cx, node)?,
             };
             let idx = t(1)?;
             let axis = if op == "GatherV2" {
@@ -1825,6 +2617,84 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, device: &Device) -> Result<Vec<Val>> {
             msg: String::new(),
         }),
     }
+}
+
+/// Non-negative dimensions from host integers.
+fn dims_of(v: &[i64], node: &NodeDef) -> Result<Vec<usize>> {
+    v.iter()
+        .map(|&d| {
+            usize::try_from(d).map_err(|_| Error::arg(OP, format!("node '{}': negative dimension in {v:?}", node.name)))
+        })
+        .collect()
+}
+
+/// Host integers in a new shape (one entry may be -1).
+fn host_reshape(h: &Host, shape: &[i64], node: &NodeDef) -> Result<Host> {
+    let n = h.numel();
+    let bad = || {
+        Error::arg(
+            OP,
+            format!("node '{}': cannot reshape {n} values to {shape:?}", node.name),
+        )
+    };
+    let known = shape
+        .iter()
+        .filter(|&&d| d != -1)
+        .try_fold(1usize, |a, &d| usize::try_from(d).ok().and_then(|d| a.checked_mul(d)))
+        .ok_or_else(bad)?;
+    let infer = shape.iter().filter(|&&d| d == -1).count();
+    let dims: Vec<usize> = match infer {
+        0 if known == n => shape.iter().map(|&d| d as usize).collect(),
+        1 if known != 0 && n % known == 0 => shape
+            .iter()
+            .map(|&d| if d == -1 { n / known } else { d as usize })
+            .collect(),
+        _ => return Err(bad()),
+    };
+    Ok(Host {
+        shape: dims,
+        ..h.clone()
+    })
+}
+
+/// `Slice`'s begin and size (-1: to the end) checked against `shape`, as
+/// TensorFlow checks them.
+fn slice_bounds(shape: &[usize], begin: &[i64], size: &[i64], node: &NodeDef) -> Result<(Vec<usize>, Vec<usize>)> {
+    if begin.len() != shape.len() || size.len() != shape.len() {
+        return Err(Error::arg(
+            OP,
+            format!(
+                "node '{}': begin {begin:?} and size {size:?} must have one entry per dimension of {shape:?}",
+                node.name
+            ),
+        ));
+    }
+    let mut b = Vec::with_capacity(shape.len());
+    let mut s = Vec::with_capacity(shape.len());
+    for (i, &d) in shape.iter().enumerate() {
+        let lo = usize::try_from(begin[i]).ok().filter(|&lo| lo <= d);
+        let n = match (lo, size[i]) {
+            (Some(lo), -1) => Some(d - lo),
+            (Some(lo), n) => usize::try_from(n).ok().filter(|&n| n <= d - lo),
+            _ => None,
+        };
+        match (lo, n) {
+            (Some(lo), Some(n)) => {
+                b.push(lo);
+                s.push(n);
+            }
+            _ => {
+                return Err(Error::arg(
+                    OP,
+                    format!(
+                        "node '{}': expected begin {} and size {} in [0, {d}] for dimension {i} of {shape:?}",
+                        node.name, begin[i], size[i]
+                    ),
+                ));
+            }
+        }
+    }
+    Ok((b, s))
 }
 
 /// `StridedSlice` of a tensor with unit strides and no ellipsis or new axes.
@@ -1849,19 +2719,27 @@ fn tensor_strided_slice(x: &Tensor, begin: &[i64], end: &[i64], strides: &[i64],
             out_shape.push(d);
             continue;
         }
+        if m("shrink_axis_mask") & bit != 0 {
+            // One index, which must exist (TF: "slice index ... out of bounds").
+            let at = norm(begin[i]);
+            if at < 0 || at >= d {
+                return Err(Error::arg(
+                    OP,
+                    format!(
+                        "node '{}': slice index {} of dimension {i} out of bounds (shape {shape:?})",
+                        node.name, begin[i]
+                    ),
+                ));
+            }
+            b.push(at as usize);
+            size.push(1);
+            continue;
+        }
         let lo = if m("begin_mask") & bit != 0 {
             0
         } else {
             norm(begin[i]).clamp(0, d)
         };
-        if m("shrink_axis_mask") & bit != 0 {
-            if lo >= d {
-                return Err(Error::arg(OP, format!("node '{}': index out of range", node.name)));
-            }
-            b.push(lo as usize);
-            size.push(1);
-            continue;
-        }
         let hi = if m("end_mask") & bit != 0 {
             d
         } else {

@@ -338,6 +338,10 @@ pub struct FunctionDef {
     pub node_def: Vec<NodeDef>,
     #[prost(map = "string, string", tag = "4")]
     pub ret: HashMap<String, String>,
+    /// Control outputs: the nodes (by name) that run with every call
+    /// although no output depends on them (a variable's assignment).
+    #[prost(map = "string, string", tag = "6")]
+    pub control_ret: HashMap<String, String>,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -302,7 +302,10 @@ impl Net {
             }
             let single = uses.get(node.inputs.first().copied().unwrap_or(usize::MAX)).copied() == Some(1);
             let out = match &node.op {
+                // A reduction over no axes changes nothing (TFLite's empty
+                // axes would reduce every axis).
                 Op::StopGradient => Some(x[0]),
+                Op::Reduce { axes, .. } if axes.is_empty() => Some(x[0]),
                 Op::Cast(to @ (DType::F32 | DType::F16 | DType::BF16)) => {
                     // A mixed-precision policy's casts between f32 and 16-bit
                     // floats: the TFLite model computes in f32 throughout
@@ -524,11 +527,10 @@ impl Net {
                 axes,
                 keepdims,
             } => {
-                let axes = if axes.is_empty() {
-                    (0..rank).collect()
-                } else {
-                    axes.clone()
-                };
+                if axes.is_empty() {
+                    return Err(Error::arg(OP, "a reduction over no axes reached the lowering"));
+                }
+                let axes = axes.clone();
                 Kind::Reduce {
                     mean: *r == ReduceOp::Mean,
                     axes,

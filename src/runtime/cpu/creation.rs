@@ -3,7 +3,8 @@
 //! the conversions between Rust vectors and [`super::CpuData`].
 
 use super::CpuData;
-use crate::core::dtype::Element;
+use crate::core::dtype::{DType, Element};
+use crate::core::error::Result;
 use crate::core::op::*;
 use crate::core::shape::*;
 use half::{bf16, f16};
@@ -49,11 +50,40 @@ pub(crate) fn from_cpu_data<T: Element>(d: CpuData) -> Vec<T> {
     *b.downcast::<Vec<T>>().expect("dtype checked by the caller")
 }
 
-/// The values of a creation op (no inputs).
-pub(crate) fn cpu(op: &Op) -> CpuData {
+/// The values of a creation op (no inputs). Memory is reserved fallibly:
+/// a fill the host cannot hold is `Error::OutOfMemory`, not an abort (a
+/// few bytes of a model file can ask for any shape).
+pub(crate) fn cpu(op: &Op) -> Result<CpuData> {
     match op {
-        Op::Fill { shape, value, dtype } => CpuData::from_f64(*dtype, &vec![*value; numel(shape)]),
-        Op::Random(r) => CpuData::from_f64(r.dtype, &r.values()),
+        Op::Fill { shape, value, dtype } => fill(*dtype, numel(shape), *value),
+        Op::Random(r) => {
+            // The values are drawn in f64 first.
+            let mut probe: Vec<f64> = Vec::new();
+            super::reserve(&mut probe, numel(&r.shape), "random")?;
+            drop(probe);
+            Ok(CpuData::from_f64(r.dtype, &r.values()))
+        }
         _ => unreachable!("not a creation op"),
     }
+}
+
+/// `n` copies of `value` converted to `dtype` (as `CpuData::from_f64`
+/// converts), without an f64 vector in between.
+fn fill(dtype: DType, n: usize, value: f64) -> Result<CpuData> {
+    fn filled<T: Clone>(n: usize, x: &[T]) -> Result<Vec<T>> {
+        let mut v = Vec::new();
+        super::reserve(&mut v, n, "fill")?;
+        if let Some(x) = x.first() {
+            v.resize(n, x.clone());
+        }
+        Ok(v)
+    }
+    Ok(match CpuData::from_f64(dtype, &[value]) {
+        CpuData::F32(x) => CpuData::F32(filled(n, &x)?),
+        CpuData::F16(x) => CpuData::F16(filled(n, &x)?),
+        CpuData::F64(x) => CpuData::F64(filled(n, &x)?),
+        CpuData::BF16(x) => CpuData::BF16(filled(n, &x)?),
+        CpuData::I32(x) => CpuData::I32(filled(n, &x)?),
+        CpuData::Bool(x) => CpuData::Bool(filled(n, &x)?),
+    })
 }

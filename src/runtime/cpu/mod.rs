@@ -99,7 +99,7 @@ pub(crate) fn run(op: &Op, x: &[Operand], shape: &[usize], dtype: DType) -> Resu
         Family::Pool => one(pool::cpu(op, x, shape, dtype)?),
         Family::Reduce => one(reduce::cpu(op, x, shape, dtype)?),
         Family::Softmax => one(softmax::cpu(op, x, shape, dtype)?),
-        Family::Creation => one(creation::cpu(op)),
+        Family::Creation => one(creation::cpu(op)?),
         Family::Optim => {
             let Op::Optimizer(u) = op else { unreachable!() };
             Ok(optim::cpu(u, x, dtype)
