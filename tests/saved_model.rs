@@ -84,7 +84,7 @@ fn images(n: usize, seed: u64) -> Tensor {
 #[test]
 fn export_and_load_round_trip_on_every_device() {
     for d in devices() {
-        for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+        for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("grouped", grouped(&d))] {
             let dir = tmp(&format!("rt-{name}-{}", d.to_string().replace(':', "")));
             model.export(&dir).unwrap();
             assert!(dir.join("saved_model.pb").is_file());

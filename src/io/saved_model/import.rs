@@ -2188,6 +2188,37 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, cx: &OpCx) -> Result<Vec<Val>> {
             let refs: Vec<&Tensor> = expanded.iter().collect();
             one(Val::T(crate::ops::layout::concat(&refs, ax as isize)?))
         }
+        // Split(split_dim, value): `num_split` equal parts along the axis
+        // (wgflow's own export of grouped convolutions writes it).
+        "Split" => {
+            let axis = host(arg(&x, 0, node)?, node, "split dimension")?.as_ints("split_dim")?;
+            let v = t(1)?;
+            let rank = v.rank() as i64;
+            let axis = *axis.first().unwrap_or(&0);
+            let d = if axis < 0 { axis + rank } else { axis };
+            let n = attr_i(node, "num_split").unwrap_or(1);
+            if d < 0 || d >= rank || n < 1 || v.shape()[d as usize] % n as usize != 0 {
+                return Err(Error::arg(
+                    "Split",
+                    format!(
+                        "{}: cannot split shape {:?} into {n} equal parts along axis {axis}",
+                        node.name,
+                        v.shape()
+                    ),
+                ));
+            }
+            let (d, n) = (d as usize, n as usize);
+            let part = v.shape()[d] / n;
+            let mut size = v.shape().to_vec();
+            size[d] = part;
+            (0..n)
+                .map(|i| {
+                    let mut begin = vec![0; size.len()];
+                    begin[d] = i * part;
+                    Ok(Val::T(v.slice(&begin, &size)?))
+                })
+                .collect()
+        }
         "ConcatV2" => {
             let (vals, axis) = x.split_at(x.len().saturating_sub(1));
             let axis = host(arg(axis, 0, node)?, node, "concat axis")?.as_ints("axis")?;
