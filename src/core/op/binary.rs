@@ -5,7 +5,7 @@
 //! Operands must share a dtype, as in TensorFlow (no implicit promotion).
 //! Integer arithmetic wraps on overflow and integer division truncates
 //! toward zero; as in TensorFlow, an integer division by zero and a
-//! negative integer power are errors ([`int_error`]), on every device.
+//! negative integer power are errors (`int_error`), on every device.
 //!
 //! Part of [`crate::core::op`]; the public functions (`add`, `equal`, …) and
 //! the gradient rules are in `ops::binary`.
