@@ -645,28 +645,32 @@ fn hostile_graphs_are_typed_errors() {
 
     // A Fill of 2^60 elements: out of memory (ResourceExhausted), naming
     // the node, not a capacity overflow.
+    // A scalar 1.0 for the fills below.
+    let one = || {
+        node(
+            "v",
+            "Const",
+            &[],
+            vec![
+                ("dtype", Value::Type(dt::FLOAT)),
+                (
+                    "value",
+                    Value::Tensor(proto::TensorProto {
+                        dtype: dt::FLOAT,
+                        tensor_shape: Some(shape(&[])),
+                        float_val: vec![1.0],
+                        ..Default::default()
+                    }),
+                ),
+            ],
+        )
+    };
     let dir = write(
         "fill-2-60",
         vec![
             placeholder.clone(),
             int_const("dims", &[1 << 30, 1 << 30]),
-            node(
-                "v",
-                "Const",
-                &[],
-                vec![
-                    ("dtype", Value::Type(dt::FLOAT)),
-                    (
-                        "value",
-                        Value::Tensor(proto::TensorProto {
-                            dtype: dt::FLOAT,
-                            tensor_shape: Some(shape(&[])),
-                            float_val: vec![1.0],
-                            ..Default::default()
-                        }),
-                    ),
-                ],
-            ),
+            one(),
             node("huge/fill", "Fill", &["dims", "v"], vec![]),
             node("y", "AddV2", &["x", "huge/fill"], vec![]),
         ],
@@ -684,23 +688,7 @@ fn hostile_graphs_are_typed_errors() {
         vec![
             placeholder.clone(),
             int_const("dims", &[1 << 14, 1 << 15]),
-            node(
-                "v",
-                "Const",
-                &[],
-                vec![
-                    ("dtype", Value::Type(dt::FLOAT)),
-                    (
-                        "value",
-                        Value::Tensor(proto::TensorProto {
-                            dtype: dt::FLOAT,
-                            tensor_shape: Some(shape(&[])),
-                            float_val: vec![1.0],
-                            ..Default::default()
-                        }),
-                    ),
-                ],
-            ),
+            one(),
             node("big/fill", "Fill", &["dims", "v"], vec![]),
             node("y", "AddV2", &["x", "big/fill"], vec![]),
         ],
