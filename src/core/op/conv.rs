@@ -61,6 +61,16 @@ pub struct Dim {
     pub pad_before: usize,
 }
 
+/// TensorFlow's SAME padding of one spatial dimension: the output size
+/// and the total padding (`total / 2` goes before, the rest after). Sizes
+/// come checked (`stride` and `k` at least 1).
+pub(crate) fn same_padding(input: usize, k: usize, stride: usize, dilation: usize) -> (usize, usize) {
+    let eff = k.saturating_sub(1) * dilation + 1;
+    let out = input.div_ceil(stride.max(1));
+    let total = ((out.max(1) - 1) * stride + eff).saturating_sub(input);
+    (out, total)
+}
+
 /// TensorFlow's output size and leading padding for one spatial dimension:
 /// an input of `input` pixels, a window of `k` taps, `stride`, `dilation`,
 /// explicit `(before, after)` padding or `same`. With `same`, `pad` is
@@ -77,8 +87,7 @@ pub fn out_dim(
 ) -> Result<Dim> {
     let eff = (k - 1) * dilation + 1;
     if same {
-        let out = input.div_ceil(stride);
-        let total = ((out.max(1) - 1) * stride + eff).saturating_sub(input);
+        let (out, total) = same_padding(input, k, stride, dilation);
         return Ok(Dim {
             out,
             pad_before: total / 2,

@@ -582,9 +582,7 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
                 (Padding::Same, Some(hw), Some(k)) => {
                     let mut p = [0usize; 4];
                     for d in 0..2 {
-                        let out = hw[d].div_ceil(c.strides[d]);
-                        let eff = (k[d] - 1) * c.dilations[d] + 1;
-                        let total = ((out.max(1) - 1) * c.strides[d] + eff).saturating_sub(hw[d]);
+                        let (_, total) = crate::core::op::conv::same_padding(hw[d], k[d], c.strides[d], c.dilations[d]);
                         p[d] = total / 2;
                         p[d + 2] = total - total / 2;
                     }
