@@ -67,14 +67,12 @@ fn bf16_bits(x: f32) -> u32 {
 fn store(j: u32, x: f32) {
     switch DST {
         case 2u: {
-            // Truncate toward zero, NaN to 0, out-of-range values and
-            // infinities saturate (as Rust's `as`, the CPU reference's).
-            var v = 0;
-            if (!f32_is_nan(x)) {
-                v = i32(max(trunc(x), -2147483648.0));
-                if (x >= 2147483648.0) {
-                    v = 2147483647;
-                }
+            // Truncate toward zero; NaN, infinities and out-of-range
+            // values give i32's minimum, as TensorFlow's x86 kernel (the
+            // hardware's conversion) does.
+            var v = -2147483647 - 1;
+            if (!f32_is_nan(x) && x >= -2147483648.0 && x < 2147483648.0) {
+                v = i32(trunc(x));
             }
             dst[j] = bitcast<u32>(v);
         }

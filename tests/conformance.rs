@@ -1905,9 +1905,8 @@ fn special_values_fused() {
 
 /// Values TensorFlow 2 gives (C's, IEEE 754's), on the CPU and every GPU,
 /// in f32 and f16, eagerly and (where the op fuses) in a generated kernel.
-/// Choices TensorFlow leaves open, pinned here as documented: NaN -> int32
-/// is 0 and out-of-range values saturate (Rust's `as`; TF's x86 kernel
-/// gives INT_MIN, C leaves it undefined).
+/// Where C leaves a conversion undefined (NaN, infinities and out-of-range
+/// floats to int32), TensorFlow's x86 kernel gives INT_MIN; so does wgflow.
 #[test]
 fn tensorflow_special_values() {
     let u = |op: UnaryOp, x: &[f32], want: &[f64]| (Op::Unary(op), vec![x.to_vec()], want.to_vec());
@@ -2025,8 +2024,19 @@ fn tensorflow_special_values() {
         ),
         (
             Op::Cast(DType::I32),
-            vec![vec![NAN, INF, -INF, 3e9, -3e9, -2.7, 2.7]],
-            vec![0.0, 2147483647.0, -2147483648.0, 2147483647.0, -2147483648.0, -2.0, 2.0],
+            vec![vec![NAN, INF, -INF, 3e9, -3e9, -2.7, 2.7, -2147483648.0, 65504.0, -0.0]],
+            vec![
+                -2147483648.0,
+                -2147483648.0,
+                -2147483648.0,
+                -2147483648.0,
+                -2147483648.0,
+                -2.0,
+                2.0,
+                -2147483648.0,
+                65504.0,
+                0.0,
+            ],
         ),
         (
             Op::Reduce {

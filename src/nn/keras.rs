@@ -639,28 +639,236 @@ fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
     crate::io::write_atomic(path, &bytes)
 }
 
-/// Keras' `compile_config`: optimizer, loss and the metrics Keras knows
-/// by name.
+/// Keras' `compile_config`: optimizer, loss and the metrics that have a
+/// Keras form.
 fn compile_config(c: &super::model::Compiled) -> Value {
-    let metrics: Vec<Value> = c
-        .metrics
-        .iter()
-        .map(|m| m.name().to_string())
-        .filter(|n| KNOWN_METRICS.contains(&n.as_str()))
-        .map(Value::from)
-        .collect();
+    let metrics: Vec<Value> = c.metrics.iter().filter_map(|m| m.keras_config()).collect();
     json!({"optimizer": c.optimizer.keras_config(), "loss": c.loss.keras_config(), "loss_weights": null,
         "metrics": metrics, "weighted_metrics": null, "run_eagerly": c.run_eagerly, "steps_per_execution": 1,
         "jit_compile": false})
 }
 
-const KNOWN_METRICS: [&str; 5] = [
-    "accuracy",
-    "acc",
-    "sparse_categorical_accuracy",
-    "categorical_accuracy",
-    "binary_accuracy",
-];
+/// Keras' aliases of loss functions, as their function names.
+fn canonical(name: &str) -> &str {
+    match name {
+        "mse" | "MSE" => "mean_squared_error",
+        "mae" | "MAE" => "mean_absolute_error",
+        "mape" | "MAPE" => "mean_absolute_percentage_error",
+        "msle" | "MSLE" => "mean_squared_logarithmic_error",
+        "bce" | "BCE" => "binary_crossentropy",
+        "kld" | "KLD" | "kullback_leibler_divergence" => "kl_divergence",
+        "huber_loss" => "huber",
+        "logcosh" | "log_cosh_error" => "log_cosh",
+        n => n,
+    }
+}
+
+/// The loss function behind a metric name Keras resolves in `compile`
+/// (`"mse"`, `"binary_crossentropy"`, ...), as its function name.
+pub(crate) fn metric_loss(name: &str) -> Option<&'static str> {
+    const WRAPPED: [&str; 13] = [
+        "mean_squared_error",
+        "mean_absolute_error",
+        "mean_absolute_percentage_error",
+        "mean_squared_logarithmic_error",
+        "log_cosh",
+        "kl_divergence",
+        "poisson",
+        "hinge",
+        "squared_hinge",
+        "categorical_hinge",
+        "binary_crossentropy",
+        "categorical_crossentropy",
+        "sparse_categorical_crossentropy",
+    ];
+    // Keras' metric names: the classes' snake_case names and a few aliases
+    // ("logcosh" and "kld" are loss names only).
+    let n = match name {
+        "logcosh" | "log_cosh" | "kld" | "KLD" | "kullback_leibler_divergence" | "huber_loss" => return None,
+        n => canonical(n),
+    };
+    WRAPPED.iter().copied().find(|&w| w == n)
+}
+
+/// Whether Keras' `compile(metrics=[name])` resolves `name` to the metric
+/// wgflow reports under it.
+pub(crate) fn metric_by_name(name: &str) -> bool {
+    matches!(
+        name,
+        "accuracy"
+            | "acc"
+            | "binary_accuracy"
+            | "categorical_accuracy"
+            | "sparse_categorical_accuracy"
+            | "root_mean_squared_error"
+            | "auc"
+            | "precision"
+            | "recall"
+    ) || metric_loss(name).is_some()
+}
+
+/// Keras' metric class computing the mean of a loss function.
+pub(crate) fn metric_class(loss: &str) -> Option<&'static str> {
+    Some(match loss {
+        "mean_squared_error" => "MeanSquaredError",
+        "mean_absolute_error" => "MeanAbsoluteError",
+        "mean_absolute_percentage_error" => "MeanAbsolutePercentageError",
+        "mean_squared_logarithmic_error" => "MeanSquaredLogarithmicError",
+        "log_cosh" => "LogCoshError",
+        "kl_divergence" => "KLDivergence",
+        "poisson" => "Poisson",
+        "hinge" => "Hinge",
+        "squared_hinge" => "SquaredHinge",
+        "categorical_hinge" => "CategoricalHinge",
+        "binary_crossentropy" => "BinaryCrossentropy",
+        "categorical_crossentropy" => "CategoricalCrossentropy",
+        "sparse_categorical_crossentropy" => "SparseCategoricalCrossentropy",
+        _ => return None,
+    })
+}
+
+/// A Keras loss (a name or `{class_name, config}`) as a wgflow loss.
+/// Options that change the loss and that wgflow lacks (a non-mean
+/// reduction, `ignore_class`, another axis) are refused rather than dropped.
+fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses::Loss>, String> {
+    use super::losses::*;
+    let num = |k: &str, d: f64| -> std::result::Result<f64, String> {
+        match c.get(k) {
+            None | Some(Value::Null) => Ok(d),
+            Some(v) => v
+                .as_f64()
+                .ok_or_else(|| format!("loss {name:?}: {k} = {v} is not a number")),
+        }
+    };
+    let logits = c.get("from_logits").and_then(Value::as_bool).unwrap_or(false);
+    let refuse = |k: &str, v: &Value| Err(format!("loss {name:?} with {k} = {v} is not supported"));
+    if let Some(r) = c.get("reduction").filter(|r| !r.is_null())
+        && !matches!(r.as_str(), Some("sum_over_batch_size" | "auto"))
+    {
+        return refuse("reduction", r);
+    }
+    if let Some(v) = c.get("ignore_class").filter(|v| !v.is_null()) {
+        return refuse("ignore_class", v);
+    }
+    let n = canonical(name);
+    if n != "cosine_similarity"
+        && let Some(v) = c.get("axis").filter(|v| !v.is_null() && v.as_i64() != Some(-1))
+    {
+        return refuse("axis", v);
+    }
+    let smooth = num("label_smoothing", 0.0)?;
+    if smooth != 0.0 && !matches!(n, "binary_crossentropy" | "categorical_crossentropy") {
+        return refuse("label_smoothing", &smooth.into());
+    }
+    Ok(match n {
+        "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy::new(logits)),
+        "categorical_crossentropy" => Box::new(CategoricalCrossentropy::new(logits).label_smoothing(smooth)),
+        "binary_crossentropy" => Box::new(BinaryCrossentropy::new(logits).label_smoothing(smooth)),
+        "mean_squared_error" => Box::new(MeanSquaredError),
+        "mean_absolute_error" => Box::new(MeanAbsoluteError),
+        "mean_absolute_percentage_error" => Box::new(MeanAbsolutePercentageError),
+        "mean_squared_logarithmic_error" => Box::new(MeanSquaredLogarithmicError),
+        "huber" => Box::new(Huber {
+            delta: num("delta", 1.0)?,
+        }),
+        "log_cosh" => Box::new(LogCosh),
+        "kl_divergence" => Box::new(KLDivergence),
+        "poisson" => Box::new(Poisson),
+        "hinge" => Box::new(Hinge),
+        "squared_hinge" => Box::new(SquaredHinge),
+        "categorical_hinge" => Box::new(CategoricalHinge),
+        "cosine_similarity" => Box::new(CosineSimilarity {
+            axis: c.get("axis").and_then(Value::as_i64).unwrap_or(-1),
+        }),
+        other => return Err(format!("loss {other:?} has no wgflow loss")),
+    })
+}
+
+/// A Keras metric (a name or `{class_name, config}`) as a wgflow metric;
+/// `kind` is the loss's ('s'parse, 'c'ategorical, 'b'inary) for
+/// "accuracy". `Err` says why it is left out.
+fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metrics::Metric>, String> {
+    use super::metrics::*;
+    let (n, c) = match m {
+        Value::String(s) => (s.clone(), Value::Null),
+        Value::Object(o) => (
+            snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
+            m["config"].clone(),
+        ),
+        v => return Err(format!("{v} is not a metric")),
+    };
+    // Keras names a metric by the string given, else by its config.
+    let label = match m {
+        Value::String(s) => s.clone(),
+        _ => c["name"].as_str().map_or_else(|| n.clone(), str::to_string),
+    };
+    let set = |k: &str| c.get(k).filter(|v| !v.is_null());
+    let lacks = |k: &str| format!("{k} = {} is not supported", c[k]);
+    let m: Box<dyn Metric> = match (n.as_str(), kind) {
+        ("accuracy" | "acc", 's') | ("sparse_categorical_accuracy", _) => {
+            Box::new(SparseCategoricalAccuracy::new().named(&label))
+        }
+        ("accuracy" | "acc", 'c') | ("categorical_accuracy", _) => Box::new(CategoricalAccuracy::new().named(&label)),
+        ("accuracy" | "acc", 'b') | ("binary_accuracy", _) => {
+            Box::new(Accuracy::binary(set("threshold").and_then(Value::as_f64).unwrap_or(0.5)).named(&label))
+        }
+        ("root_mean_squared_error", _) => Box::new(RootMeanSquaredError::new().named(&label)),
+        ("precision" | "recall", _) => {
+            if set("top_k").is_some() {
+                return Err(lacks("top_k"));
+            }
+            let t = match set("thresholds") {
+                None => 0.5,
+                Some(Value::Array(a)) if a.len() == 1 => a[0].as_f64().ok_or_else(|| lacks("thresholds"))?,
+                Some(v) => v.as_f64().ok_or_else(|| lacks("thresholds"))?,
+            };
+            let p = if n == "recall" { Recall::new() } else { Precision::new() };
+            let p = p.threshold(t).named(&label);
+            match set("class_id") {
+                None => Box::new(p),
+                Some(v) => Box::new(p.class_id(v.as_u64().ok_or_else(|| lacks("class_id"))? as usize)),
+            }
+        }
+        ("auc", _) => {
+            for k in ["thresholds", "label_weights", "num_labels"] {
+                if set(k).is_some() {
+                    return Err(lacks(k));
+                }
+            }
+            if set("multi_label").and_then(Value::as_bool) == Some(true) {
+                return Err(lacks("multi_label"));
+            }
+            let curve = match set("curve").and_then(Value::as_str) {
+                None | Some("ROC") => Curve::Roc,
+                Some("PR") => Curve::Pr,
+                Some(_) => return Err(lacks("curve")),
+            };
+            let summation = match set("summation_method").and_then(Value::as_str) {
+                None | Some("interpolation") => Summation::Interpolation,
+                Some("minoring") => Summation::Minoring,
+                Some("majoring") => Summation::Majoring,
+                Some(_) => return Err(lacks("summation_method")),
+            };
+            let nt = match set("num_thresholds") {
+                None => 200,
+                Some(v) => v.as_u64().filter(|&n| n > 1).ok_or_else(|| lacks("num_thresholds"))? as usize,
+            };
+            Box::new(
+                AUC::new()
+                    .num_thresholds(nt)
+                    .curve(curve)
+                    .summation(summation)
+                    .from_logits(set("from_logits").and_then(Value::as_bool).unwrap_or(false))
+                    .named(&label),
+            )
+        }
+        (name, _) => {
+            let f = metric_loss(name).ok_or_else(|| "wgflow has no such metric".to_string())?;
+            Box::new(MeanMetricWrapper::new(&label, loss_from(f, &c)?))
+        }
+    };
+    Ok(m)
+}
 
 /// A compile config wgflow cannot follow (an optimizer option or loss it
 /// lacks) leaves the model loaded, weights and all, but not compiled: it
@@ -670,77 +878,32 @@ fn uncompiled(path: &Path, e: &str) {
 }
 
 /// Compiles `model` as a Keras `compile_config` says: the optimizer (class
-/// and options), the loss (a name or `{class_name, config: {from_logits}}`)
-/// and the accuracy metrics (others are skipped with a notice: they change
-/// no weight).
+/// and options), the loss (a name or `{class_name, config}`) and the
+/// metrics (those wgflow lacks are skipped with a notice: they change no
+/// weight).
 fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Value) -> std::result::Result<(), String> {
-    use super::losses::{
-        BinaryCrossentropy, CategoricalCrossentropy, MeanAbsoluteError, MeanSquaredError, SparseCategoricalCrossentropy,
-    };
-    use super::metrics::{BinaryAccuracy, CategoricalAccuracy, Metric, SparseCategoricalAccuracy};
     use super::model::Model;
     let optimizer = super::optimizers::Optimizer::from_keras_config(opt).map_err(|e| e.to_string())?;
-    let (name, from_logits) = match loss {
-        Value::String(s) => (s.clone(), false),
-        Value::Object(o) => (
-            snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
-            loss["config"]["from_logits"].as_bool().unwrap_or(false),
-        ),
+    let name = match loss {
+        Value::String(s) => s.clone(),
+        Value::Object(o) => snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
-    // Options that change the loss, at other than Keras' defaults, are
-    // refused rather than dropped.
-    let lc = &loss["config"];
-    let defaults = [
-        ("label_smoothing", json!(0.0)),
-        ("reduction", json!("sum_over_batch_size")),
-        ("reduction", json!("auto")),
-        ("axis", json!(-1)),
-        ("ignore_class", Value::Null),
-    ];
-    let fine = |k: &str, v: &Value| {
-        v.is_null()
-            || defaults
-                .iter()
-                .any(|(dk, d)| *dk == k && (v == d || (v.is_number() && v.as_f64() == d.as_f64())))
-    };
-    for (k, _) in &defaults {
-        if let Some(v) = lc.get(*k).filter(|v| !fine(k, v)) {
-            return Err(format!("compile_config: loss {name:?} with {k} = {v} is not supported"));
-        }
-    }
-    let kind = match name.as_str() {
+    let loss = loss_from(&name, &loss["config"]).map_err(|e| format!("compile_config: {e}"))?;
+    let kind = match canonical(&name) {
         "sparse_categorical_crossentropy" => 's',
         "categorical_crossentropy" => 'c',
         "binary_crossentropy" => 'b',
         _ => 'o',
     };
-    let mut ms: Vec<Box<dyn Metric>> = Vec::new();
+    let mut ms: Vec<Box<dyn super::metrics::Metric>> = Vec::new();
     for m in metrics.as_array().map(Vec::as_slice).unwrap_or_default() {
-        let n = match m {
-            Value::String(s) => s.clone(),
-            Value::Object(o) => snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
-            _ => String::new(),
-        };
-        match (n.as_str(), kind) {
-            ("accuracy" | "acc", 's') | ("sparse_categorical_accuracy", _) => {
-                ms.push(Box::new(SparseCategoricalAccuracy::new()))
-            }
-            ("accuracy" | "acc", 'c') | ("categorical_accuracy", _) => ms.push(Box::new(CategoricalAccuracy::new())),
-            ("accuracy" | "acc", 'b') | ("binary_accuracy", _) => ms.push(Box::new(BinaryAccuracy::new())),
-            _ => log::warn!("Keras metric {n:?} has no wgflow metric; compiled without it"),
+        match metric_from(m, kind) {
+            Ok(m) => ms.push(m),
+            Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
         }
     }
-    match name.as_str() {
-        "sparse_categorical_crossentropy" => {
-            model.compile(optimizer, SparseCategoricalCrossentropy::new(from_logits), ms)
-        }
-        "categorical_crossentropy" => model.compile(optimizer, CategoricalCrossentropy::new(from_logits), ms),
-        "binary_crossentropy" => model.compile(optimizer, BinaryCrossentropy::new(from_logits), ms),
-        "mean_squared_error" | "mse" => model.compile(optimizer, MeanSquaredError, ms),
-        "mean_absolute_error" | "mae" => model.compile(optimizer, MeanAbsoluteError, ms),
-        other => return Err(format!("compile_config: loss {other:?} has no wgflow loss")),
-    }
+    model.compile(optimizer, loss, ms);
     Ok(())
 }
 

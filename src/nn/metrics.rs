@@ -7,6 +7,7 @@
 //! reports them after the loss of [`crate::nn::losses`] and hands them to
 //! [`crate::nn::callbacks`].
 
+use super::losses::{Loss, same_rank};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::ops;
@@ -27,6 +28,12 @@ pub trait Metric: Send {
     fn result(&self) -> Result<f64>;
     /// Starts over (at the beginning of each epoch and `evaluate`).
     fn reset_state(&mut self);
+    /// The metric as a Keras `compile_config` entry (a name Keras resolves
+    /// or a `{class_name, config}` object); `None` leaves it out of saved
+    /// files.
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        None
+    }
 }
 
 /// Running sum and count of per-example values, as two f32 variables (as
@@ -43,20 +50,30 @@ impl Totals {
         let v = values.cast(DType::F32)?;
         let s = v.sum(None, false)?;
         let n = ops::full(&[], v.numel() as f64, DType::F32, s.device())?;
-        let (total, count) = match &self.state {
-            Some(st) => st,
-            None => {
-                let zero = || ops::zeros(&[], DType::F32, s.device());
-                let st = (
-                    Variable::with_trainable(zero()?, "total", false),
-                    Variable::with_trainable(zero()?, "count", false),
-                );
-                self.state.insert(st)
-            }
-        };
+        let (total, count) = self.vars(s.device())?;
         let dev = total.device();
         total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
         count.assign(&count.value().add(&n.to_device(&dev)?)?)
+    }
+    /// Adds `n` values whose mean is the scalar `m`.
+    fn add_mean(&mut self, m: &Tensor, n: usize) -> Result<()> {
+        let total = m.cast(DType::F32)?.mul_scalar(n as f64)?;
+        let (t, c) = self.vars(total.device())?;
+        let dev = t.device();
+        t.assign(&t.value().add(&total.to_device(&dev)?)?)?;
+        let n = ops::full(&[], n as f64, DType::F32, &dev)?;
+        c.assign(&c.value().add(&n)?)
+    }
+    fn vars(&mut self, device: &crate::runtime::Device) -> Result<&(Variable, Variable)> {
+        if self.state.is_none() {
+            let zero = || ops::zeros(&[], DType::F32, device);
+            let st = (
+                Variable::with_trainable(zero()?, "total", false),
+                Variable::with_trainable(zero()?, "count", false),
+            );
+            self.state = Some(st);
+        }
+        self.state.as_ref().ok_or_else(|| Error::arg("metric", "no state"))
     }
     fn mean(&self) -> Result<f64> {
         match &self.state {
@@ -192,6 +209,9 @@ macro_rules! accuracy_type {
             fn reset_state(&mut self) {
                 self.0.reset_state()
             }
+            fn keras_config(&self) -> Option<serde_json::Value> {
+                self.0.keras_config()
+            }
         }
     };
 }
@@ -251,28 +271,31 @@ metrics_tuple!(A, B);
 metrics_tuple!(A, B, C);
 metrics_tuple!(A, B, C, D);
 
-/// Keras' `squeeze_or_expand_to_same_rank`: labels `[n]` against
-/// predictions `[n, 1]` (or the reverse) meet as `[n, 1]`, not broadcast
-/// to `[n, n]`.
-fn same_rank(t: &Tensor, p: &Tensor) -> Result<(Tensor, Tensor)> {
-    let expand = |x: &Tensor| -> Result<Tensor> {
-        let mut sh: Vec<isize> = x.shape().iter().map(|&d| d as isize).collect();
-        sh.push(1);
-        x.reshape(&sh)
-    };
-    let (rt, rp) = (t.rank(), p.rank());
-    if rt == rp + 1 && t.shape().last() == Some(&1) {
-        return Ok((t.clone(), expand(p)?));
-    }
-    if rp == rt + 1 && p.shape().last() == Some(&1) {
-        return Ok((expand(t)?, p.clone()));
-    }
-    Ok((t.clone(), p.clone()))
-}
-
 impl Metric for Accuracy {
     fn name(&self) -> &str {
         &self.name
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        let class = match self.kind {
+            Kind::Exact => "Accuracy",
+            Kind::Binary(_) => "BinaryAccuracy",
+            Kind::SparseCategorical => "SparseCategoricalAccuracy",
+            Kind::Categorical => "CategoricalAccuracy",
+        };
+        let default = match self.kind {
+            Kind::Binary(t) => t == 0.5,
+            _ => true,
+        };
+        if default && super::keras::metric_by_name(&self.name) {
+            return Some(self.name.clone().into());
+        }
+        let mut config = serde_json::json!({"name": self.name, "dtype": "float32"});
+        if let Kind::Binary(t) = self.kind {
+            config["threshold"] = t.into();
+        }
+        Some(
+            serde_json::json!({"module": "keras.metrics", "class_name": class, "config": config, "registered_name": null}),
+        )
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
         crate::autodiff::without_recording(|| {
@@ -313,4 +336,515 @@ impl Metric for Accuracy {
     fn reset_state(&mut self) {
         self.totals.reset();
     }
+}
+
+/// `keras.metrics.MeanMetricWrapper`: the mean over examples of a loss
+/// function, as the regression and probabilistic metrics of Keras are
+/// (`mean_squared_error`, `mae`, `binary_crossentropy`, ...).
+pub struct MeanMetricWrapper {
+    name: String,
+    loss: Box<dyn Loss>,
+    totals: Totals,
+}
+
+impl MeanMetricWrapper {
+    /// The mean of `loss` over every example seen, reported as `name`.
+    pub fn new(name: &str, loss: impl Loss + 'static) -> MeanMetricWrapper {
+        MeanMetricWrapper {
+            name: name.into(),
+            loss: Box::new(loss),
+            totals: Totals::default(),
+        }
+    }
+}
+
+impl Metric for MeanMetricWrapper {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let m = self.loss.call(y_true, y_pred)?;
+            let n = y_pred.shape().first().copied().unwrap_or(1);
+            self.totals.add_mean(&m, n)
+        })
+    }
+    fn result(&self) -> Result<f64> {
+        self.totals.mean()
+    }
+    fn reset_state(&mut self) {
+        self.totals.reset();
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        if super::keras::metric_by_name(&self.name) {
+            return Some(self.name.clone().into());
+        }
+        // Keras' metric class of the same function, with the loss's options.
+        let class = super::keras::metric_class(self.loss.name())?;
+        let mut config = match self.loss.keras_config() {
+            serde_json::Value::Object(o) => o.get("config").cloned().unwrap_or_default(),
+            _ => serde_json::json!({}),
+        };
+        if let Some(c) = config.as_object_mut() {
+            c.remove("reduction");
+        }
+        config["name"] = self.name.clone().into();
+        config["dtype"] = "float32".into();
+        Some(
+            serde_json::json!({"module": "keras.metrics", "class_name": class, "config": config, "registered_name": null}),
+        )
+    }
+}
+
+/// `keras.metrics.RootMeanSquaredError`: the square root of the mean
+/// squared error over every element seen.
+pub struct RootMeanSquaredError {
+    name: String,
+    totals: Totals,
+}
+
+impl RootMeanSquaredError {
+    /// `RootMeanSquaredError()`, reported as `root_mean_squared_error`.
+    pub fn new() -> RootMeanSquaredError {
+        RootMeanSquaredError {
+            name: "root_mean_squared_error".into(),
+            totals: Totals::default(),
+        }
+    }
+    /// Renames the metric (how it shows in logs and History).
+    pub fn named(self, name: &str) -> RootMeanSquaredError {
+        RootMeanSquaredError {
+            name: name.into(),
+            ..self
+        }
+    }
+}
+
+impl Default for RootMeanSquaredError {
+    fn default() -> Self {
+        RootMeanSquaredError::new()
+    }
+}
+
+impl Metric for RootMeanSquaredError {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let (t, p) = same_rank(&y_true.to_device(y_pred.device())?, y_pred)?;
+            let e = p.cast(DType::F32)?.squared_difference(&t.cast(DType::F32)?)?;
+            self.totals.add(&e)
+        })
+    }
+    fn result(&self) -> Result<f64> {
+        Ok(self.totals.mean()?.sqrt())
+    }
+    fn reset_state(&mut self) {
+        self.totals.reset();
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        Some(if self.name == "root_mean_squared_error" {
+            self.name.clone().into()
+        } else {
+            serde_json::json!({"module": "keras.metrics", "class_name": "RootMeanSquaredError",
+                "config": {"name": self.name, "dtype": "float32"}, "registered_name": null})
+        })
+    }
+}
+
+/// Counts of a binary classification at several thresholds, kept on the
+/// device: true and false positives per threshold, and the positive and
+/// negative labels seen. Keras flattens every prediction into one list
+/// (`multi_label=False`); a label is positive when it is nonzero.
+#[derive(Default)]
+struct Confusion {
+    state: Option<[Variable; 4]>,
+}
+
+/// How predictions are set against the thresholds.
+#[derive(Clone, Debug, PartialEq)]
+enum Cut {
+    /// `y_pred > t` for each `t` (Precision and Recall).
+    Above(Vec<f64>),
+    /// Keras' bucketed form for `n` evenly spaced thresholds in
+    /// \[-eps, 1 + eps\] (AUC): predictions clipped to \[0, 1\], bucket
+    /// `max(ceil(p (n - 1)) - 1, 0)`, counted at every threshold up to it.
+    Even(usize),
+}
+
+impl Cut {
+    fn len(&self) -> usize {
+        match self {
+            Cut::Above(t) => t.len(),
+            Cut::Even(n) => *n,
+        }
+    }
+}
+
+impl Confusion {
+    /// Adds a batch: `p` and `y` flat f32 `[n, 1]`.
+    fn add(&mut self, cut: &Cut, y: &Tensor, p: &Tensor) -> Result<()> {
+        let dev = p.device().clone();
+        let k = cut.len();
+        let (above, p) = match cut {
+            Cut::Above(ts) => {
+                let ts: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
+                (Tensor::from_slice(&ts, &[1, k], &dev)?, p.clone())
+            }
+            Cut::Even(n) => {
+                let p = p.maximum(&p.scalar_like(0.0)?)?.minimum(&p.scalar_like(1.0)?)?;
+                let bucket = p.mul_scalar(*n as f64 - 1.0)?.ceil()?.add_scalar(-1.0)?.relu()?;
+                let idx = ops::arange(0.0, *n as f64, 1.0, DType::F32, &dev)?.reshape(&[1, *n as isize])?;
+                // bucket >= idx  <=>  idx - 1 < bucket, kept as "> threshold".
+                (idx.add_scalar(-0.5)?, bucket)
+            }
+        };
+        let hit = p.greater(&above)?.cast(DType::F32)?;
+        let tp = hit.mul(y)?.sum(Some(&[0]), false)?;
+        let fp = hit.sum(Some(&[0]), false)?.sub(&tp)?;
+        let pos = y.sum(None, false)?;
+        let all = ops::full(&[], y.numel() as f64, DType::F32, &dev)?;
+        if self.state.is_none() {
+            let z = |s: &[usize]| -> Result<Variable> {
+                Ok(Variable::with_trainable(
+                    ops::zeros(s, DType::F32, &dev)?,
+                    "confusion",
+                    false,
+                ))
+            };
+            self.state = Some([z(&[k])?, z(&[k])?, z(&[])?, z(&[])?]);
+        }
+        let vars = self.state.as_ref().ok_or_else(|| Error::arg("metric", "no state"))?;
+        for (v, d) in vars.iter().zip([tp, fp, pos, all]) {
+            v.assign(&v.value().add(&d.to_device(&v.device())?)?)?;
+        }
+        Ok(())
+    }
+
+    /// (tp, fp, fn, tn) per threshold, read back.
+    fn counts(&self, k: usize) -> Result<[Vec<f64>; 4]> {
+        let Some([tp, fp, pos, all]) = &self.state else {
+            return Ok([vec![0.0; k], vec![0.0; k], vec![0.0; k], vec![0.0; k]]);
+        };
+        let (tp, fp) = (tp.value().to_f64_vec()?, fp.value().to_f64_vec()?);
+        let (pos, all) = (pos.value().item()?, all.value().item()?);
+        let fneg = tp.iter().map(|t| pos - t).collect();
+        let tneg = fp.iter().map(|f| all - pos - f).collect();
+        Ok([tp, fp, fneg, tneg])
+    }
+
+    fn reset(&mut self) {
+        if let Some(vars) = &self.state {
+            for v in vars {
+                if let Ok(z) = ops::zeros(v.value().shape(), DType::F32, &v.device()) {
+                    let _ = v.assign(&z);
+                }
+            }
+        }
+    }
+}
+
+/// Labels and predictions of a confusion metric as flat f32 `[n, 1]`
+/// columns: the labels as 0/1 (nonzero is positive), `class_id` picking
+/// one column of `[.., classes]`.
+fn flat_pair(
+    name: &'static str,
+    y_true: &Tensor,
+    y_pred: &Tensor,
+    class_id: Option<usize>,
+) -> Result<(Tensor, Tensor)> {
+    let t = y_true.to_device(y_pred.device())?;
+    let (t, p) = same_rank(&t, y_pred)?;
+    let (t, p) = match class_id {
+        Some(c) => {
+            let classes = p.shape().last().copied().unwrap_or(0);
+            if t.shape() != p.shape() || c >= classes {
+                return Err(Error::shape(
+                    name,
+                    &[t.shape(), p.shape()],
+                    format!("class_id {c} needs y_true and y_pred of the same shape [.., classes > {c}]"),
+                ));
+            }
+            let pick = |x: &Tensor| -> Result<Tensor> {
+                let r = x.rank().saturating_sub(1);
+                let mut begin = vec![0usize; x.rank()];
+                let mut size = x.shape().to_vec();
+                begin[r] = c;
+                size[r] = 1;
+                x.slice(&begin, &size)
+            };
+            (pick(&t)?, pick(&p)?)
+        }
+        None => (t, p),
+    };
+    if t.numel() != p.numel() {
+        return Err(Error::shape(
+            name,
+            &[t.shape(), p.shape()],
+            "y_true and y_pred must have the same number of values",
+        ));
+    }
+    let y = t.cast(DType::Bool)?.cast(DType::F32)?.reshape(&[-1, 1])?;
+    Ok((y, p.cast(DType::F32)?.reshape(&[-1, 1])?))
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { 0.0 } else { a / b }
+}
+
+/// `keras.metrics.Precision` and `keras.metrics.Recall`: of the
+/// predictions above `threshold` (0.5), the fraction whose label is
+/// positive (precision), or of the positive labels, the fraction predicted
+/// above it (recall); 0 before any positive.
+pub struct Precision {
+    name: String,
+    recall: bool,
+    threshold: f64,
+    class_id: Option<usize>,
+    counts: Confusion,
+}
+
+/// `keras.metrics.Recall`: a [`Precision`] that reports recall.
+pub struct Recall;
+
+impl Recall {
+    /// `Recall()`: threshold 0.5, reported as `recall`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> Precision {
+        Precision {
+            name: "recall".into(),
+            recall: true,
+            ..Precision::new()
+        }
+    }
+}
+
+impl Precision {
+    /// `Precision()`: threshold 0.5, reported as `precision`.
+    pub fn new() -> Precision {
+        Precision {
+            name: "precision".into(),
+            recall: false,
+            threshold: 0.5,
+            class_id: None,
+            counts: Confusion::default(),
+        }
+    }
+    /// `thresholds=t`: a prediction above `t` counts as positive.
+    pub fn threshold(self, t: f64) -> Precision {
+        Precision { threshold: t, ..self }
+    }
+    /// `class_id=c`: only column `c` of `[.., classes]` labels and predictions.
+    pub fn class_id(self, c: usize) -> Precision {
+        Precision {
+            class_id: Some(c),
+            ..self
+        }
+    }
+    /// Renames the metric (how it shows in logs and History).
+    pub fn named(self, name: &str) -> Precision {
+        Precision {
+            name: name.into(),
+            ..self
+        }
+    }
+}
+
+impl Default for Precision {
+    fn default() -> Self {
+        Precision::new()
+    }
+}
+
+impl Metric for Precision {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let op = if self.recall { "recall" } else { "precision" };
+            let (y, p) = flat_pair(op, y_true, y_pred, self.class_id)?;
+            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p)
+        })
+    }
+    fn result(&self) -> Result<f64> {
+        let [tp, fp, fneg, _] = self.counts.counts(1)?;
+        Ok(if self.recall {
+            ratio(tp[0], tp[0] + fneg[0])
+        } else {
+            ratio(tp[0], tp[0] + fp[0])
+        })
+    }
+    fn reset_state(&mut self) {
+        self.counts.reset();
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        let class = if self.recall { "Recall" } else { "Precision" };
+        let mut config = serde_json::json!({"name": self.name, "dtype": "float32", "top_k": null,
+            "class_id": self.class_id, "thresholds": self.threshold});
+        if self.threshold == 0.5 {
+            config["thresholds"] = serde_json::Value::Null;
+        }
+        Some(
+            serde_json::json!({"module": "keras.metrics", "class_name": class, "config": config, "registered_name": null}),
+        )
+    }
+}
+
+/// Which curve [`AUC`] measures the area under.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Curve {
+    /// Recall against the false positive rate (Keras' default).
+    #[default]
+    Roc,
+    /// Precision against recall.
+    Pr,
+}
+
+/// How [`AUC`] sums the area between thresholds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Summation {
+    /// Trapezoids (for PR, Davis and Goadrich's interpolation); Keras' default.
+    #[default]
+    Interpolation,
+    /// Rectangles under the curve.
+    Minoring,
+    /// Rectangles over the curve.
+    Majoring,
+}
+
+/// `keras.metrics.AUC`: the area under the ROC (or precision-recall)
+/// curve, from counts at `num_thresholds` (200) evenly spaced thresholds,
+/// as Keras computes it. Predictions are probabilities (or logits with
+/// `from_logits`); labels are positive when nonzero.
+pub struct AUC {
+    name: String,
+    num_thresholds: usize,
+    curve: Curve,
+    summation: Summation,
+    from_logits: bool,
+    counts: Confusion,
+}
+
+impl AUC {
+    /// `AUC()`: ROC, 200 thresholds, interpolation, reported as `auc`.
+    pub fn new() -> AUC {
+        AUC {
+            name: "auc".into(),
+            num_thresholds: 200,
+            curve: Curve::Roc,
+            summation: Summation::Interpolation,
+            from_logits: false,
+            counts: Confusion::default(),
+        }
+    }
+    /// `num_thresholds=n`; at least 2 (fewer are taken as 2).
+    pub fn num_thresholds(self, n: usize) -> AUC {
+        AUC {
+            num_thresholds: n.max(2),
+            ..self
+        }
+    }
+    /// `curve="ROC"` or `"PR"`.
+    pub fn curve(self, curve: Curve) -> AUC {
+        AUC { curve, ..self }
+    }
+    /// `summation_method=...`.
+    pub fn summation(self, summation: Summation) -> AUC {
+        AUC { summation, ..self }
+    }
+    /// `from_logits=true`: predictions pass through a sigmoid first.
+    pub fn from_logits(self, from_logits: bool) -> AUC {
+        AUC { from_logits, ..self }
+    }
+    /// Renames the metric (how it shows in logs and History).
+    pub fn named(self, name: &str) -> AUC {
+        AUC {
+            name: name.into(),
+            ..self
+        }
+    }
+}
+
+impl Default for AUC {
+    fn default() -> Self {
+        AUC::new()
+    }
+}
+
+impl Metric for AUC {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let (y, p) = flat_pair("auc", y_true, y_pred, None)?;
+            let p = if self.from_logits { p.sigmoid()? } else { p };
+            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p)
+        })
+    }
+    fn result(&self) -> Result<f64> {
+        let n = self.num_thresholds;
+        let [tp, fp, fneg, tneg] = self.counts.counts(n)?;
+        if self.curve == Curve::Pr && self.summation == Summation::Interpolation {
+            return Ok(pr_auc(&tp, &fp, &fneg));
+        }
+        let recall: Vec<f64> = (0..n).map(|i| ratio(tp[i], tp[i] + fneg[i])).collect();
+        let (x, y): (Vec<f64>, Vec<f64>) = match self.curve {
+            Curve::Roc => ((0..n).map(|i| ratio(fp[i], fp[i] + tneg[i])).collect(), recall),
+            Curve::Pr => (recall, (0..n).map(|i| ratio(tp[i], tp[i] + fp[i])).collect()),
+        };
+        Ok((0..n - 1)
+            .map(|i| {
+                let h = match self.summation {
+                    Summation::Interpolation => (y[i] + y[i + 1]) / 2.0,
+                    Summation::Minoring => y[i].min(y[i + 1]),
+                    Summation::Majoring => y[i].max(y[i + 1]),
+                };
+                (x[i] - x[i + 1]) * h
+            })
+            .sum())
+    }
+    fn reset_state(&mut self) {
+        self.counts.reset();
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        let curve = if self.curve == Curve::Roc { "ROC" } else { "PR" };
+        let summation = match self.summation {
+            Summation::Interpolation => "interpolation",
+            Summation::Minoring => "minoring",
+            Summation::Majoring => "majoring",
+        };
+        Some(
+            serde_json::json!({"module": "keras.metrics", "class_name": "AUC", "config": {
+            "name": self.name, "dtype": "float32", "num_thresholds": self.num_thresholds, "curve": curve,
+            "summation_method": summation, "multi_label": false, "num_labels": null, "label_weights": null,
+            "from_logits": self.from_logits}, "registered_name": null}),
+        )
+    }
+}
+
+/// The area under the precision-recall curve with Keras' interpolation
+/// (Davis and Goadrich 2006: precision varies with the number of
+/// predicted positives between thresholds).
+fn pr_auc(tp: &[f64], fp: &[f64], fneg: &[f64]) -> f64 {
+    let p: Vec<f64> = tp.iter().zip(fp).map(|(a, b)| a + b).collect();
+    (0..tp.len().saturating_sub(1))
+        .map(|i| {
+            let dtp = tp[i] - tp[i + 1];
+            let dp = p[i] - p[i + 1];
+            let slope = ratio(dtp, dp.max(0.0));
+            let intercept = tp[i + 1] - slope * p[i + 1];
+            let safe = if p[i] > 0.0 && p[i + 1] > 0.0 {
+                ratio(p[i], p[i + 1].max(0.0))
+            } else {
+                1.0
+            };
+            ratio(
+                slope * (dtp + intercept * safe.ln()),
+                (tp[i + 1] + fneg[i + 1]).max(0.0),
+            )
+        })
+        .sum()
 }

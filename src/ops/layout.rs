@@ -292,10 +292,9 @@ pub fn pack_int8(q: &[i8], rows: usize, cols: usize) -> Result<Vec<i32>> {
     Ok(out)
 }
 
-/// `tf.cast`. Floats to int32 truncate toward zero; NaN gives 0 and values
-/// beyond int32's range (infinities included) saturate to `i32::MIN` or
-/// `i32::MAX`, on every device (TensorFlow leaves these to C's undefined
-/// conversion; its x86 kernel gives `i32::MIN`). Floats to bool: nonzero
+/// `tf.cast`. Floats to int32 truncate toward zero; NaN, infinities and
+/// values beyond int32's range give `i32::MIN` on every device, as
+/// TensorFlow's x86 kernel does (C leaves these undefined). Floats to bool: nonzero
 /// is true, NaN included. Floats to float16 round to nearest even, past
 /// its range to infinity.
 pub fn cast(x: &Tensor, dtype: DType) -> Result<Tensor> {

@@ -125,7 +125,7 @@ impl Update {
         };
         let [a, b] = s;
         match self.rule {
-            Rule::Sgd { momentum, .. } if momentum == 0.0 => format!("sgd_step({w}, {g}, {lr})"),
+            Rule::Sgd { momentum: 0.0, .. } => format!("sgd_step({w}, {g}, {lr})"),
             Rule::Sgd { momentum, nesterov } => {
                 format!("sgd_momentum_step({w}, {g}, {a}, {lr}, {}, {nesterov})", lit(momentum))
             }
@@ -141,7 +141,7 @@ impl Update {
                 lit(eps),
                 lit(weight_decay)
             ),
-            Rule::RmsProp { rho, momentum, eps } if momentum == 0.0 => {
+            Rule::RmsProp { rho, momentum: 0.0, eps } => {
                 format!("rmsprop_step({w}, {g}, {a}, {lr}, {}, {})", lit(rho), lit(eps))
             }
             Rule::RmsProp { rho, momentum, eps } => format!(
@@ -155,10 +155,10 @@ impl Update {
 
     pub(crate) fn entry(&self) -> &'static str {
         match self.rule {
-            Rule::Sgd { momentum, .. } if momentum == 0.0 => "sgd",
+            Rule::Sgd { momentum: 0.0, .. } => "sgd",
             Rule::Sgd { .. } => "sgd_momentum",
             Rule::Adam { .. } => "adam",
-            Rule::RmsProp { momentum, .. } if momentum == 0.0 => "rmsprop",
+            Rule::RmsProp { momentum: 0.0, .. } => "rmsprop",
             Rule::RmsProp { .. } => "rmsprop_momentum",
         }
     }
@@ -166,10 +166,10 @@ impl Update {
     /// `entry`'s eight-wide twin (shaders/optimizer_wide.wgsl).
     pub(crate) fn wide_entry(&self) -> &'static str {
         match self.rule {
-            Rule::Sgd { momentum, .. } if momentum == 0.0 => "sgd8",
+            Rule::Sgd { momentum: 0.0, .. } => "sgd8",
             Rule::Sgd { .. } => "sgd_momentum8",
             Rule::Adam { .. } => "adam8",
-            Rule::RmsProp { momentum, .. } if momentum == 0.0 => "rmsprop8",
+            Rule::RmsProp { momentum: 0.0, .. } => "rmsprop8",
             Rule::RmsProp { .. } => "rmsprop_momentum8",
         }
     }

@@ -629,11 +629,25 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                     UnaryOp::LeakyRelu(a) => (code::LEAKY_RELU, Opts::LeakyRelu(*a)),
                     _ if int8 => {
                         return Err(unsupported(
-                            "exp",
-                            "EXP has no int8 kernel in TFLite; convert without a representative dataset",
+                            u.name(),
+                            &format!(
+                                "wgflow writes it in float only ('{}'); convert without a representative dataset",
+                                net.values[n.out].name
+                            ),
                         ));
                     }
-                    _ => (code::EXP, Opts::None),
+                    UnaryOp::Exp => (code::EXP, Opts::None),
+                    UnaryOp::Abs => (code::ABS, Opts::None),
+                    UnaryOp::Neg => (code::NEG, Opts::None),
+                    UnaryOp::Log => (code::LOG, Opts::None),
+                    UnaryOp::Sqrt => (code::SQRT, Opts::None),
+                    UnaryOp::Rsqrt => (code::RSQRT, Opts::None),
+                    UnaryOp::Square => (code::SQUARE, Opts::None),
+                    UnaryOp::Sin => (code::SIN, Opts::None),
+                    UnaryOp::Cos => (code::COS, Opts::None),
+                    UnaryOp::Floor => (code::FLOOR, Opts::None),
+                    UnaryOp::Ceil => (code::CEIL, Opts::None),
+                    other => return Err(unsupported(other.name(), "no TFLite operator")),
                 };
                 // TFLite registers ELU at version 1 only (its kernel takes
                 // int8 there too).

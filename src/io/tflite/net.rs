@@ -300,6 +300,10 @@ impl Net {
                     "an op without inputs whose shape follows the batch",
                 ));
             }
+            if let Op::Unary(u @ (UnaryOp::Silu | UnaryOp::Selu | UnaryOp::Softplus)) = node.op {
+                map[o] = Some(net.spell_out(u, x[0], &name, &out_def.shape));
+                continue;
+            }
             let single = uses.get(node.inputs.first().copied().unwrap_or(usize::MAX)).copied() == Some(1);
             let out = match &node.op {
                 // A reduction over no axes changes nothing (TFLite's empty
@@ -370,6 +374,65 @@ impl Net {
             net.outputs.push(id);
         }
         Ok(net)
+    }
+
+    /// An activation TFLite has no operator for, written with its ops as
+    /// TensorFlow's converter does: silu = x * sigmoid(x); selu =
+    /// s a elu(x) + s (1 - a) relu(x); softplus = relu(x) + log(1 +
+    /// exp(-|x|)), which never overflows. Returns the result's value.
+    fn spell_out(&mut self, u: UnaryOp, x: usize, name: &str, shape: &[Option<usize>]) -> usize {
+        let step = |net: &mut Net, kind: Kind, inputs: Vec<usize>| {
+            let out = net.push(Value {
+                name: format!("{name}/{}", net.nodes.len()),
+                shape: shape.to_vec(),
+                konst: None,
+            });
+            net.nodes.push(Node {
+                kind,
+                inputs,
+                act: Act::None,
+                out,
+            });
+            out
+        };
+        let scalar = |net: &mut Net, v: f64| {
+            net.push(Value {
+                name: format!("{name}/const_{}", net.values.len()),
+                shape: Vec::new(),
+                konst: Some(Arr {
+                    shape: Vec::new(),
+                    data: vec![v as f32],
+                    dtype: DType::F32,
+                }),
+            })
+        };
+        let (mul, add) = (Kind::Binary(BinaryOp::Mul), Kind::Binary(BinaryOp::Add));
+        match u {
+            UnaryOp::Selu => {
+                let (a, s) = (1.6732632423543772, 1.0507009873554805);
+                let e = step(self, Kind::Unary(UnaryOp::Elu), vec![x]);
+                let c = scalar(self, s * a);
+                let e = step(self, mul.clone(), vec![e, c]);
+                let r = step(self, Kind::Unary(UnaryOp::Relu), vec![x]);
+                let c = scalar(self, s * (1.0 - a));
+                let r = step(self, mul, vec![r, c]);
+                step(self, add, vec![e, r])
+            }
+            UnaryOp::Softplus => {
+                let t = step(self, Kind::Unary(UnaryOp::Abs), vec![x]);
+                let t = step(self, Kind::Unary(UnaryOp::Neg), vec![t]);
+                let t = step(self, Kind::Unary(UnaryOp::Exp), vec![t]);
+                let one = scalar(self, 1.0);
+                let t = step(self, add.clone(), vec![t, one]);
+                let t = step(self, Kind::Unary(UnaryOp::Log), vec![t]);
+                let r = step(self, Kind::Unary(UnaryOp::Relu), vec![x]);
+                step(self, add, vec![r, t])
+            }
+            _ => {
+                let s = step(self, Kind::Unary(UnaryOp::Sigmoid), vec![x]);
+                step(self, mul, vec![x, s])
+            }
+        }
     }
 
     fn push(&mut self, v: Value) -> usize {
@@ -554,13 +617,23 @@ impl Net {
                 | UnaryOp::Elu
                 | UnaryOp::Gelu
                 | UnaryOp::GeluTanh
-                | UnaryOp::LeakyRelu(_)),
+                | UnaryOp::LeakyRelu(_)
+                | UnaryOp::Abs
+                | UnaryOp::Neg
+                | UnaryOp::Log
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Square
+                | UnaryOp::Sin
+                | UnaryOp::Cos
+                | UnaryOp::Floor
+                | UnaryOp::Ceil),
             ) => Kind::Unary(*u),
             _ => {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, ADD, SUB, MUL, RELU, RELU6, TANH, LOGISTIC, EXP, ELU, GELU and LEAKY_RELU",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, ADD, SUB, MUL, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
                 ));
             }
         })

@@ -133,6 +133,16 @@ pub(crate) mod code {
     pub const LEAKY_RELU: i32 = 98;
     pub const ELU: i32 = 111;
     pub const GELU: i32 = 150;
+    pub const FLOOR: i32 = 8;
+    pub const NEG: i32 = 59;
+    pub const SIN: i32 = 66;
+    pub const LOG: i32 = 73;
+    pub const SQRT: i32 = 75;
+    pub const RSQRT: i32 = 76;
+    pub const SQUARE: i32 = 92;
+    pub const ABS: i32 = 101;
+    pub const CEIL: i32 = 104;
+    pub const COS: i32 = 108;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {

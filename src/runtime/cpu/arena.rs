@@ -203,7 +203,7 @@ pub(crate) fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
         // Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
         DType::BF16 => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         DType::F64 => CpuData::F64(each(v, |x| x)),
-        DType::I32 => CpuData::I32(each(v, |x| x as i32)),
+        DType::I32 => CpuData::I32(each(v, to_i32)),
         DType::Bool => CpuData::Bool(each(v, |x| x != 0.0)),
     }
 }
@@ -357,6 +357,18 @@ fn bf16_nearest(x: f32) -> bf16 {
     let rounded = (b.wrapping_add(0x7fff + ((b >> 16) & 1)) >> 16) as u16;
     let nan = ((b >> 16) | 0x40) as u16;
     bf16::from_bits(if b & 0x7fff_ffff > 0x7f80_0000 { nan } else { rounded })
+}
+
+/// A float as TensorFlow's x86 kernel converts it to int32: truncated
+/// toward zero; NaN, infinities and values beyond int32 give `i32::MIN`
+/// (the hardware's "integer indefinite").
+fn to_i32(x: f64) -> i32 {
+    let t = x.trunc();
+    if (-2147483648.0..2147483648.0).contains(&t) {
+        t as i32
+    } else {
+        i32::MIN
+    }
 }
 
 /// `d` as `to` ([`CpuData::cast`]) in an [`output`] buffer.

@@ -252,7 +252,8 @@ impl CpuData {
     }
 
     /// Conversion between dtypes with TensorFlow's rules: float to int
-    /// truncates toward zero (NaN gives 0), anything to bool is `!= 0`.
+    /// truncates toward zero (NaN, infinities and out-of-range values give
+    /// `i32::MIN`, as TF's x86 kernel), anything to bool is `!= 0`.
     pub fn cast(&self, to: DType) -> CpuData {
         if self.dtype() == to {
             return self.clone();

@@ -1,0 +1,37 @@
+"""Keras' own values for losses and metrics, from the configs wgflow writes.
+
+usage: keras_losses.py SPEC.json DIR
+SPEC is a list of {"what": "loss" | "metric", "config": <a Keras config>,
+"y_true": [npy names], "y_pred": [npy names]}: a loss is called on the
+first pair; a metric is updated with every pair in turn. Prints one JSON
+list of floats.
+"""
+import json
+import os
+import sys
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+import numpy as np  # noqa: E402
+import keras  # noqa: E402
+
+spec = json.load(open(sys.argv[1]))
+base = sys.argv[2]
+out = []
+for case in spec:
+    yt = [np.load(os.path.join(base, f)) for f in case["y_true"]]
+    yp = [np.load(os.path.join(base, f)) for f in case["y_pred"]]
+    if case["what"] == "loss":
+        fn = keras.losses.get(case["config"])
+        # As compile does: a function is wrapped, which squeezes or expands
+        # a trailing 1 and takes the mean over examples.
+        if not isinstance(fn, keras.losses.Loss):
+            from keras.src.losses.losses import LossFunctionWrapper
+
+            fn = LossFunctionWrapper(fn)
+        out.append(float(fn(yt[0], yp[0])))
+    else:
+        m = keras.metrics.get(case["config"])
+        for a, b in zip(yt, yp):
+            m.update_state(a, b)
+        out.append(float(m.result()))
+print(json.dumps(out))
