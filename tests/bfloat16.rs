@@ -162,6 +162,10 @@ fn mixed_bfloat16_models_in_tensorflow_and_keras_files() {
         assert!(out.contains("OK"), "{out}");
         assert!(out.contains("POLICY Conv2D mixed_bfloat16"), "{out}");
         assert!(out.contains("POLICY Dense mixed_bfloat16"), "{out}");
+        // Layers without a policy of their own compute as the layer before.
+        for class in ["BatchNormalization", "MaxPooling2D", "Flatten"] {
+            assert!(out.contains(&format!("POLICY {class} mixed_bfloat16")), "{out}");
+        }
         assert!(out.contains("OUTPUT float32"), "{out}");
         let types = out.lines().find(|l| l.starts_with("GRAPH TYPES")).unwrap_or_default();
         assert!(types.contains("bfloat16"), "TensorFlow's graph computes in bf16: {out}");

@@ -141,6 +141,7 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
             weights.add_group(og);
         }
     }
+    carry_policies(&mut layers);
     let mut root_vars = weights.create_group("vars");
     root_vars.set_attr(
         "name",
@@ -593,6 +594,7 @@ fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
     for l in model.layers() {
         layers.push(json!({"class_name": l.kind(), "config": l.keras_config()?}));
     }
+    carry_policies(&mut layers);
     let name = model.model_name();
     let config = json!({"class_name": "Sequential", "config": {"name": name, "trainable": true, "layers": layers,
         "build_input_shape": batch_shape(input)}});
@@ -637,6 +639,29 @@ fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
     f.add_group(mw.finish());
     let bytes = f.finish().map_err(|e| bad(path, e))?;
     crate::io::write_atomic(path, &bytes)
+}
+
+/// Layers without a dtype policy of their own (pooling, `Flatten`,
+/// `Dropout`, `BatchNormalization`, `Activation`) compute in wgflow in the
+/// dtype of their input: in Keras, that is the policy of the layer before
+/// them (`mixed_float16` after a mixed `Conv2D`), which they are written
+/// with.
+fn carry_policies(layers: &mut [Value]) {
+    let mut current = Value::from("float32");
+    for l in layers.iter_mut() {
+        let class = l["class_name"].as_str().unwrap_or_default().to_string();
+        if class == "InputLayer" {
+            continue;
+        }
+        let Some(name) = l.pointer_mut("/config/dtype/config/name") else {
+            continue;
+        };
+        if matches!(class.as_str(), "Dense" | "Conv2D") {
+            current = name.clone();
+        } else {
+            *name = current.clone();
+        }
+    }
 }
 
 /// Keras' `compile_config`: optimizer, loss and the metrics that have a

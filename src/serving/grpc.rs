@@ -272,7 +272,7 @@ struct Unary<Q, R> {
     f: Handler<Q, R>,
 }
 
-impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Unary<Q, R> {
+impl<Q: Message + Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Unary<Q, R> {
     type Response = R;
     type Future = BoxFuture<tonic::Response<R>, tonic::Status>;
 
@@ -282,7 +282,20 @@ impl<Q: Send + 'static, R: Send + 'static> tonic::server::UnaryService<Q> for Un
         Box::pin(async move {
             let t0 = Instant::now();
             let msg = request.into_inner();
-            let (model, res) = match tokio::task::spawn_blocking(move || f(&app, msg)).await {
+            // Decoding a message into tensors takes about its size again:
+            // messages being decoded and run share the budget of REST
+            // bodies in flight, so that many large ones at once wait
+            // rather than exhaust the memory.
+            let Some(permit) = app.body_permits(msg.encoded_len()).await else {
+                return Err(tonic::Status::unavailable("the server is shutting down"));
+            };
+            let (model, res) = match tokio::task::spawn_blocking(move || {
+                let r = f(&app, msg);
+                drop(permit);
+                r
+            })
+            .await
+            {
                 Ok(r) => r,
                 Err(e) => (
                     String::new(),
@@ -400,7 +413,9 @@ where
 /// Serves both services on `listener` until `shutdown`; open calls finish.
 pub async fn run(listener: tokio::net::TcpListener, app: Arc<App>, mut shutdown: Shutdown) -> Result<(), String> {
     let incoming = tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+    // Bounded streams per connection (gRPC's C core allows 100 too).
     tonic::transport::Server::builder()
+        .max_concurrent_streams(Some(100))
         .serve_with_incoming_shutdown(GrpcApi(app), incoming, async move {
             let _ = shutdown.changed().await;
         })

@@ -141,7 +141,11 @@ impl Update {
                 lit(eps),
                 lit(weight_decay)
             ),
-            Rule::RmsProp { rho, momentum: 0.0, eps } => {
+            Rule::RmsProp {
+                rho,
+                momentum: 0.0,
+                eps,
+            } => {
                 format!("rmsprop_step({w}, {g}, {a}, {lr}, {}, {})", lit(rho), lit(eps))
             }
             Rule::RmsProp { rho, momentum, eps } => format!(
