@@ -599,7 +599,8 @@ fn corrupted_files_never_panic() {
 fn losses_and_metrics_match_keras() {
     use wgflow::nn::losses::*;
     use wgflow::nn::metrics::{
-        AUC, Curve, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError, Summation,
+        AUC, Curve, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError, SparseTopKCategoricalAccuracy,
+        Summation, TopKCategoricalAccuracy,
     };
     let Some(python) = python() else { return };
     let dir = tmp("losses");
@@ -648,6 +649,37 @@ fn losses_and_metrics_match_keras() {
             randint(&[13], 0, 2, s + 13).cast(DType::F32).unwrap(),
         );
         put(format!("bcol_p{b}"), uniform(&[13, 1], 0.0, 1.0, s + 14, DType::F32));
+        // Ties, infinities, NaN and labels out of range, for in_top_k.
+        let cpu = Device::Cpu;
+        let tie = vec![
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+            f32::INFINITY,
+            0.0,
+            0.0,
+            0.0,
+            f32::NAN,
+            1.0,
+            0.0,
+            0.0,
+            0.0,
+            5.0,
+            3.0,
+            2.0,
+            0.0,
+            1.0,
+            2.0,
+            3.0,
+            0.0,
+            1.0,
+            2.0,
+            3.0,
+        ];
+        put(format!("tie_p{b}"), Tensor::from_vec(tie, &[6, 4], &cpu).unwrap());
+        let labels = vec![2.0f32, 0.0, 1.0, 3.0, 9.0, -1.0];
+        put(format!("tie_t{b}"), Tensor::from_vec(labels, &[6], &cpu).unwrap());
     }
     let losses: Vec<(Box<dyn Loss>, &str)> = vec![
         (Box::new(MeanSquaredError), "reg"),
@@ -731,6 +763,20 @@ fn losses_and_metrics_match_keras() {
         (Box::new(|| Box::new(AUC::new().summation(Summation::Minoring))), "bin"),
         (Box::new(|| Box::new(AUC::new().from_logits(true))), "bin_logit"),
         (Box::new(|| Box::new(AUC::new())), "bcol"),
+        (
+            Box::new(|| Box::new(TopKCategoricalAccuracy::new().k(2))),
+            "onehot_prob",
+        ),
+        (Box::new(|| Box::new(TopKCategoricalAccuracy::new())), "onehot_prob"),
+        (
+            Box::new(|| Box::new(SparseTopKCategoricalAccuracy::new().k(3))),
+            "sparse_reg",
+        ),
+        (
+            Box::new(|| Box::new(SparseTopKCategoricalAccuracy::new().k(1).named("top1"))),
+            "sparse_prob",
+        ),
+        (Box::new(|| Box::new(SparseTopKCategoricalAccuracy::new().k(2))), "tie"),
     ];
     let mut spec = Vec::new();
     for (l, set) in &losses {
@@ -806,10 +852,17 @@ fn keras_compile_configs_with_other_losses_and_metrics() {
             serde_json::json!({"module": "keras.losses", "class_name": "Huber", "config": {"name": "huber_loss", "reduction": "sum_over_batch_size", "delta": 2.5}}),
             serde_json::json!(["mse", {"module": "keras.metrics", "class_name": "AUC", "config": {"name": "my_auc", "num_thresholds": 50, "curve": "PR"}},
                 "precision", {"class_name": "Recall", "config": {"name": "r", "thresholds": [0.7], "class_id": 3}},
-                "root_mean_squared_error", "top_k_categorical_accuracy"]),
+                "root_mean_squared_error", "top_k_categorical_accuracy", {"class_name": "F1Score", "config": {}}]),
             Some((
                 "huber",
-                vec!["mse", "my_auc", "precision", "r", "root_mean_squared_error"],
+                vec![
+                    "mse",
+                    "my_auc",
+                    "precision",
+                    "r",
+                    "root_mean_squared_error",
+                    "top_k_categorical_accuracy",
+                ],
             )),
         ),
         (

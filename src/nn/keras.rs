@@ -726,6 +726,8 @@ pub(crate) fn metric_by_name(name: &str) -> bool {
             | "categorical_accuracy"
             | "sparse_categorical_accuracy"
             | "root_mean_squared_error"
+            | "top_k_categorical_accuracy"
+            | "sparse_top_k_categorical_accuracy"
             | "auc"
             | "precision"
             | "recall"
@@ -838,6 +840,21 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
             Box::new(Accuracy::binary(set("threshold").and_then(Value::as_f64).unwrap_or(0.5)).named(&label))
         }
         ("root_mean_squared_error", _) => Box::new(RootMeanSquaredError::new().named(&label)),
+        ("top_k_categorical_accuracy" | "sparse_top_k_categorical_accuracy", _) => {
+            if set("from_sorted_ids").and_then(Value::as_bool) == Some(true) {
+                return Err(lacks("from_sorted_ids"));
+            }
+            let k = match set("k") {
+                None => 5,
+                Some(v) => v.as_u64().ok_or_else(|| lacks("k"))? as usize,
+            };
+            let m = if n.starts_with("sparse") {
+                SparseTopKCategoricalAccuracy::new()
+            } else {
+                TopKCategoricalAccuracy::new()
+            };
+            Box::new(m.k(k).named(&label))
+        }
         ("precision" | "recall", _) => {
             if set("top_k").is_some() {
                 return Err(lacks("top_k"));

@@ -848,3 +848,137 @@ fn pr_auc(tp: &[f64], fp: &[f64], fneg: &[f64]) -> f64 {
         })
         .sum()
 }
+
+/// `keras.metrics.SparseTopKCategoricalAccuracy` and
+/// `TopKCategoricalAccuracy`: the fraction of examples whose class is
+/// among the `k` (5) highest scores. As TensorFlow's `in_top_k`, ties at
+/// the boundary count as in, and a class outside \[0, classes) or a row
+/// with a non-finite score is a miss.
+pub struct TopKCategoricalAccuracy {
+    name: String,
+    k: usize,
+    sparse: bool,
+    totals: Totals,
+}
+
+/// `keras.metrics.SparseTopKCategoricalAccuracy`: a
+/// [`TopKCategoricalAccuracy`] of integer labels.
+pub struct SparseTopKCategoricalAccuracy;
+
+impl SparseTopKCategoricalAccuracy {
+    /// `SparseTopKCategoricalAccuracy(k=5)`, reported as
+    /// `sparse_top_k_categorical_accuracy`.
+    #[allow(clippy::new_ret_no_self)]
+    pub fn new() -> TopKCategoricalAccuracy {
+        TopKCategoricalAccuracy {
+            name: "sparse_top_k_categorical_accuracy".into(),
+            sparse: true,
+            ..TopKCategoricalAccuracy::new()
+        }
+    }
+}
+
+impl TopKCategoricalAccuracy {
+    /// `TopKCategoricalAccuracy(k=5)` of one-hot labels, reported as
+    /// `top_k_categorical_accuracy`.
+    pub fn new() -> TopKCategoricalAccuracy {
+        TopKCategoricalAccuracy {
+            name: "top_k_categorical_accuracy".into(),
+            k: 5,
+            sparse: false,
+            totals: Totals::default(),
+        }
+    }
+    /// `k=...`: how many of the highest scores count.
+    pub fn k(self, k: usize) -> TopKCategoricalAccuracy {
+        TopKCategoricalAccuracy { k, ..self }
+    }
+    /// Renames the metric (how it shows in logs and History).
+    pub fn named(self, name: &str) -> TopKCategoricalAccuracy {
+        TopKCategoricalAccuracy {
+            name: name.into(),
+            ..self
+        }
+    }
+}
+
+impl Default for TopKCategoricalAccuracy {
+    fn default() -> Self {
+        TopKCategoricalAccuracy::new()
+    }
+}
+
+impl Metric for TopKCategoricalAccuracy {
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let op = if self.sparse {
+                "sparse_top_k_categorical_accuracy"
+            } else {
+                "top_k_categorical_accuracy"
+            };
+            let t = y_true.to_device(y_pred.device())?;
+            let classes = y_pred.shape().last().copied().unwrap_or(0);
+            let p = y_pred.cast(DType::F32)?.reshape(&[-1, classes as isize])?;
+            // Keras takes labels as int32 (1.7 is class 1).
+            let label = if self.sparse {
+                t.reshape(&[-1])?.cast(DType::I32)?
+            } else {
+                t.reshape(&[-1, classes as isize])?.argmax(-1)?
+            };
+            if y_pred.rank() == 0 || label.numel() != p.shape()[0] {
+                return Err(Error::shape(
+                    op,
+                    &[t.shape(), y_pred.shape()],
+                    "needs labels for each row of scores [.., classes]",
+                ));
+            }
+            // The label's score, picked without multiplying (0 * inf is NaN).
+            let label = label.cast(DType::F32)?.reshape(&[-1, 1])?;
+            let idx = ops::arange(0.0, classes as f64, 1.0, DType::F32, p.device())?.reshape(&[1, -1])?;
+            let mine = label.equal(&idx)?;
+            let score = mine.where_(&p, &p.zeros_like()?)?.sum(Some(&[-1]), true)?;
+            let above = p.greater(&score)?.cast(DType::F32)?.sum(Some(&[-1]), true)?;
+            let valid = label
+                .greater_equal(&label.scalar_like(0.0)?)?
+                .logical_and(&label.less(&label.scalar_like(classes as f64)?)?)?;
+            // TF's kernel cannot say for a row with any non-finite score.
+            let finite = p
+                .abs()?
+                .less(&p.scalar_like(f64::INFINITY)?)?
+                .cast(DType::F32)?
+                .min(Some(&[-1]), true)?
+                .greater(&score.scalar_like(0.0)?)?;
+            let hit = above
+                .less(&above.scalar_like(self.k as f64)?)?
+                .logical_and(&valid)?
+                .logical_and(&finite)?;
+            self.totals.add(&hit)
+        })
+    }
+    fn result(&self) -> Result<f64> {
+        self.totals.mean()
+    }
+    fn reset_state(&mut self) {
+        self.totals.reset();
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        let class = if self.sparse {
+            "SparseTopKCategoricalAccuracy"
+        } else {
+            "TopKCategoricalAccuracy"
+        };
+        let default = if self.sparse {
+            "sparse_top_k_categorical_accuracy"
+        } else {
+            "top_k_categorical_accuracy"
+        };
+        if self.k == 5 && self.name == default {
+            return Some(self.name.clone().into());
+        }
+        Some(serde_json::json!({"module": "keras.metrics", "class_name": class,
+            "config": {"name": self.name, "dtype": "float32", "k": self.k}, "registered_name": null}))
+    }
+}

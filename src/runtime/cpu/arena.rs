@@ -203,7 +203,7 @@ pub(crate) fn from_f64(dtype: DType, v: &[f64]) -> CpuData {
         // Through f32, as TensorFlow converts (Eigen's bfloat16(double)).
         DType::BF16 => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         DType::F64 => CpuData::F64(each(v, |x| x)),
-        DType::I32 => CpuData::I32(each(v, to_i32)),
+        DType::I32 => CpuData::I32(each(v, |x| x as i32)),
         DType::Bool => CpuData::Bool(each(v, |x| x != 0.0)),
     }
 }
@@ -400,7 +400,10 @@ pub(crate) fn cast(d: &CpuData, to: DType) -> CpuData {
         (CpuData::I32(v), DType::BF16) => CpuData::BF16(each(v, |x| bf16_nearest(x as f32))),
         _ => with_scratch(d.len(), |w: &mut [f64]| {
             d.write_f64(w);
-            from_f64(to, w)
+            match to {
+                DType::I32 => CpuData::I32(each(w, to_i32)),
+                _ => from_f64(to, w),
+            }
         }),
     }
 }
