@@ -9,7 +9,8 @@ use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use wgflow::nn::layers::{
-    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -62,6 +63,22 @@ fn mlp(d: &Device) -> Sequential {
     m
 }
 
+/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
+fn extra(d: &Device) -> Sequential {
+    set_random_seed(7);
+    let mut m = Sequential::new()
+        .add(Rescaling::new(2.0, -1.0))
+        .add(Reshape::new(&[14, 56, 1]))
+        .add(Conv2D::new(4, [3, 3]))
+        .add(ActivationLayer::new(Activation::Relu6))
+        .add(GlobalMaxPooling2D::new())
+        .add(Reshape::new(&[2, -1]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
 fn run(python: &Path, args: &[&str]) -> String {
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
@@ -79,7 +96,16 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
     assert!(matches!(e, Error::Unimplemented { .. }), "{e:?}");
     assert!(e.to_string().contains("not only the layer before it"), "{e}");
     for d in devices() {
-        for file in ["cnn.keras", "mlp.keras", "cnn.h5", "mlp.h5", "fcnn.keras", "fcnn.h5"] {
+        for file in [
+            "cnn.keras",
+            "mlp.keras",
+            "cnn.h5",
+            "mlp.h5",
+            "fcnn.keras",
+            "fcnn.h5",
+            "extra.keras",
+            "extra.h5",
+        ] {
             let name = file.split('.').next().unwrap();
             let mut m = load_model_on(dir.join(file), &d).unwrap();
             // 1e-5 on the CPU device; GPUs compute GELU and sums their own way.
@@ -150,7 +176,7 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
     let dir = tmp("to-keras");
     let d = Device::Cpu;
     let mut wants = Vec::new();
-    for (name, mut m) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+    for (name, mut m) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra(&d))] {
         if name == "cnn" {
             m.compile(
                 Adam::new(1e-3),
@@ -187,6 +213,8 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
             "mlp.keras",
             "cnn.h5",
             "mlp.h5",
+            "extra.keras",
+            "extra.h5",
         ],
     );
     assert!(out.contains("OK"), "{out}");

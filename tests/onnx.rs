@@ -9,7 +9,8 @@ use common::*;
 use std::path::PathBuf;
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::nn::layers::{
-    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D,
+    MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, ops};
@@ -49,6 +50,21 @@ fn cnn(d: &Device) -> Sequential {
     m
 }
 
+/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
+fn extra(d: &Device) -> Sequential {
+    set_random_seed(9);
+    let mut m = Sequential::new()
+        .add(Rescaling::new(2.0, -1.0))
+        .add(Reshape::new(&[14, 56, 1]))
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
+        .add(GlobalMaxPooling2D::new())
+        .add(Reshape::new(&[2, -1]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
 fn mlp(d: &Device) -> Sequential {
     set_random_seed(8);
     let mut m = Sequential::new()
@@ -64,7 +80,7 @@ fn mlp(d: &Device) -> Sequential {
 fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
     let Some(python) = python() else { return };
     let d = Device::Cpu;
-    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d))] {
+    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra(&d))] {
         for opset in [13, 17] {
             let dir = tmp(&format!("{name}-{opset}"));
             let file = dir.join("model.onnx");
@@ -94,6 +110,16 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
                     "'Transpose'",
                     "'Erf'",
                     "'Softmax'",
+                    "'Gemm'",
+                ]
+            } else if name == "extra" {
+                vec![
+                    "'Mul'",
+                    "'Add'",
+                    "'Conv'",
+                    "'Clip'",
+                    "'ReduceMax'",
+                    "'Reshape'",
                     "'Gemm'",
                 ]
             } else {

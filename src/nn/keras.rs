@@ -26,7 +26,7 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    Layer, MaxPooling2D,
+    GlobalMaxPooling2D, Layer, MaxPooling2D, Rescaling, Reshape,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -1206,10 +1206,30 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 )
             }
         }
-        "GlobalAveragePooling2D" => {
+        "GlobalAveragePooling2D" | "GlobalMaxPooling2D" => {
             o.fixed("data_format", json!("channels_last"))?;
             o.fixed("keepdims", json!(false))?;
-            Box::new(GlobalAveragePooling2D::new())
+            if class == "GlobalMaxPooling2D" {
+                Box::new(GlobalMaxPooling2D::new())
+            } else {
+                Box::new(GlobalAveragePooling2D::new())
+            }
+        }
+        "Reshape" => {
+            let shape = o
+                .get("target_shape")
+                .and_then(Value::as_array)
+                .and_then(|a| {
+                    a.iter()
+                        .map(|d| d.as_i64().map(|d| d as isize))
+                        .collect::<Option<Vec<_>>>()
+                })
+                .ok_or_else(|| o.err("target_shape", "is not a list of integers"))?;
+            Box::new(Reshape::new(&shape))
+        }
+        "Rescaling" => {
+            let (scale, offset) = (o.f64("scale", 1.0)?, o.f64("offset", 0.0)?);
+            Box::new(Rescaling::new(scale, offset))
         }
         "Flatten" => {
             o.fixed("data_format", json!("channels_last"))?;
@@ -1236,10 +1256,13 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "Activation" => Box::new(ActivationLayer::new(o.activation()?)),
         "ReLU" => {
-            o.fixed("max_value", Value::Null)?;
             o.fixed("negative_slope", json!(0.0))?;
             o.fixed("threshold", json!(0.0))?;
-            Box::new(ActivationLayer::new(Activation::Relu))
+            match o.get("max_value").map(Value::as_f64) {
+                None => Box::new(ActivationLayer::new(Activation::Relu)),
+                Some(Some(6.0)) => Box::new(ActivationLayer::new(Activation::Relu6)),
+                Some(v) => return Err(o.err("max_value", format!("{v:?} is not supported (only null or 6)"))),
+            }
         }
         "Softmax" => {
             o.fixed("axis", json!(-1))?;

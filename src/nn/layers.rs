@@ -668,28 +668,38 @@ impl<const MAX: bool> Layer for Pooling2D<MAX> {
     }
 }
 
-/// `keras.layers.GlobalAveragePooling2D`: mean over height and width.
-pub struct GlobalAveragePooling2D {
+/// `keras.layers.GlobalAveragePooling2D` and `GlobalMaxPooling2D`: the mean
+/// (or maximum) over height and width, `[batch, h, w, c]` to `[batch, c]`
+/// (Keras' `keepdims=False`).
+pub struct GlobalPooling2D<const MAX: bool> {
     name: String,
 }
 
-impl GlobalAveragePooling2D {
-    /// `GlobalAveragePooling2D()`: `[batch, h, w, c]` to `[batch, c]`
-    /// (Keras' `keepdims=False`).
+/// `keras.layers.GlobalAveragePooling2D`: mean over height and width.
+pub type GlobalAveragePooling2D = GlobalPooling2D<false>;
+/// `keras.layers.GlobalMaxPooling2D`: maximum over height and width.
+pub type GlobalMaxPooling2D = GlobalPooling2D<true>;
+
+impl<const MAX: bool> GlobalPooling2D<MAX> {
+    /// `GlobalAveragePooling2D()` / `GlobalMaxPooling2D()`.
     pub fn new() -> Self {
-        GlobalAveragePooling2D {
-            name: unique_name("global_average_pooling2d"),
+        GlobalPooling2D {
+            name: unique_name(if MAX {
+                "global_max_pooling2d"
+            } else {
+                "global_average_pooling2d"
+            }),
         }
     }
 }
 
-impl Default for GlobalAveragePooling2D {
+impl<const MAX: bool> Default for GlobalPooling2D<MAX> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl Layer for GlobalAveragePooling2D {
+impl<const MAX: bool> Layer for GlobalPooling2D<MAX> {
     fn keras_config(&self) -> Result<serde_json::Value> {
         let mut m = base_config(&self.name, "float32");
         m.insert("data_format".into(), "channels_last".into());
@@ -700,12 +710,16 @@ impl Layer for GlobalAveragePooling2D {
         &self.name
     }
     fn kind(&self) -> &'static str {
-        "GlobalAveragePooling2D"
+        if MAX {
+            "GlobalMaxPooling2D"
+        } else {
+            "GlobalAveragePooling2D"
+        }
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         if s.len() != 3 {
             return Err(Error::shape(
-                "GlobalAveragePooling2D",
+                self.kind(),
                 &[s],
                 "expects examples [height, width, channels]",
             ));
@@ -715,12 +729,143 @@ impl Layer for GlobalAveragePooling2D {
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         if x.rank() != 4 {
             return Err(Error::shape(
-                "GlobalAveragePooling2D",
+                self.kind(),
                 &[x.shape()],
                 "expects [batch, height, width, channels]",
             ));
         }
-        x.mean(Some(&[1, 2]), false)
+        if MAX {
+            x.max(Some(&[1, 2]), false)
+        } else {
+            x.mean(Some(&[1, 2]), false)
+        }
+    }
+}
+
+/// `keras.layers.Reshape`: each example to `target_shape` (one entry may be
+/// -1, inferred), the batch axis kept.
+pub struct Reshape {
+    name: String,
+    /// The shape of one example; at most one -1.
+    pub target_shape: Vec<isize>,
+}
+
+impl Reshape {
+    /// `Reshape(target_shape)`.
+    pub fn new(target_shape: &[isize]) -> Reshape {
+        Reshape {
+            name: unique_name("reshape"),
+            target_shape: target_shape.to_vec(),
+        }
+    }
+}
+
+impl Layer for Reshape {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("target_shape".into(), serde_json::json!(self.target_shape));
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Reshape"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let n: usize = s.iter().product();
+        let bad = || {
+            Error::shape(
+                "Reshape",
+                &[s],
+                format!("examples of {n} values cannot take the shape {:?}", self.target_shape),
+            )
+        };
+        let holes = self.target_shape.iter().filter(|&&d| d == -1).count();
+        if holes > 1 || self.target_shape.iter().any(|&d| d < -1) {
+            return Err(bad());
+        }
+        let known = self
+            .target_shape
+            .iter()
+            .filter(|&&d| d >= 0)
+            .try_fold(1usize, |a, &d| a.checked_mul(d as usize))
+            .ok_or_else(bad)?;
+        let out: Vec<usize> = if holes == 1 {
+            if known == 0 || n % known != 0 {
+                return Err(bad());
+            }
+            self.target_shape
+                .iter()
+                .map(|&d| if d < 0 { n / known } else { d as usize })
+                .collect()
+        } else {
+            self.target_shape.iter().map(|&d| d as usize).collect()
+        };
+        if out.iter().product::<usize>() != n {
+            return Err(bad());
+        }
+        Ok(out)
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let Some((&batch, example)) = x.shape().split_first() else {
+            return Err(Error::shape("Reshape", &[x.shape()], "needs a batch axis"));
+        };
+        let mut shape = vec![batch as isize];
+        shape.extend(self.output_shape(example)?.iter().map(|&d| d as isize));
+        x.reshape(&shape)
+    }
+}
+
+/// `keras.layers.Rescaling`: `x * scale + offset`, in the input's dtype
+/// (integer inputs become f32, as Keras casts them to its compute dtype).
+pub struct Rescaling {
+    name: String,
+    /// The factor.
+    pub scale: f64,
+    /// Added after scaling.
+    pub offset: f64,
+}
+
+impl Rescaling {
+    /// `Rescaling(scale, offset)` (Keras' default offset is 0).
+    pub fn new(scale: f64, offset: f64) -> Rescaling {
+        Rescaling {
+            name: unique_name("rescaling"),
+            scale,
+            offset,
+        }
+    }
+}
+
+impl Layer for Rescaling {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("scale".into(), self.scale.into());
+        m.insert("offset".into(), self.offset.into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Rescaling"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(s.to_vec())
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let x = if x.dtype().is_float() {
+            x.clone()
+        } else {
+            x.cast(DType::F32)?
+        };
+        let y = x.mul_scalar(self.scale)?;
+        if self.offset == 0.0 {
+            Ok(y)
+        } else {
+            y.add_scalar(self.offset)
+        }
     }
 }
 

@@ -37,6 +37,7 @@ use self::write::{Act, FModel, FOp, FTensor, Opts, Quant, TType, code};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::core::op::binary::BinaryOp;
+use crate::core::op::reduce::ReduceOp;
 use crate::core::op::unary::UnaryOp;
 use crate::function::ConcreteFunction;
 use crate::io::saved_model::{self, Exportable, Loaded};
@@ -440,11 +441,14 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
             b.tensor[v] = Some(t);
         }
     }
-    // Pooling and reshapes keep their input's int8 parameters, as TFLite's
-    // kernels require.
+    // Pooling, reshapes and maxima keep their input's int8 parameters, as
+    // TFLite's kernels require.
     let mut same_as_input: Vec<Option<usize>> = vec![None; net.values.len()];
     for n in &net.nodes {
-        if matches!(n.kind, Kind::Pool { .. } | Kind::Reshape(_)) {
+        if matches!(
+            n.kind,
+            Kind::Pool { .. } | Kind::Reshape(_) | Kind::Reduce { op: ReduceOp::Max, .. }
+        ) {
             same_as_input[n.out] = Some(n.inputs[0]);
         }
     }
@@ -596,10 +600,14 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 let version = if int8 && c != code::ELU { 2 } else { 1 };
                 b.op(c, version, vec![x], vec![y], o);
             }
-            Kind::Reduce { mean, axes, keep } => {
+            Kind::Reduce { op, axes, keep } => {
                 let ax: Vec<i64> = axes.iter().map(|&a| a as i64).collect();
                 let a = b.const_i32(&format!("{}/axes", net.values[n.out].name), &ax);
-                let c = if *mean { code::MEAN } else { code::SUM };
+                let c = match op {
+                    ReduceOp::Mean => code::MEAN,
+                    ReduceOp::Max => code::REDUCE_MAX,
+                    _ => code::SUM,
+                };
                 b.op(
                     c,
                     if int8 { 2 } else { 1 },

@@ -93,7 +93,7 @@ pub(crate) enum Kind {
         log: bool,
     },
     Reduce {
-        mean: bool,
+        op: ReduceOp,
         axes: Vec<usize>,
         keep: bool,
     },
@@ -586,7 +586,7 @@ impl Net {
             }
             Op::Softmax { axis, log } if *axis + 1 == rank => Kind::Softmax { log: *log },
             Op::Reduce {
-                op: r @ (ReduceOp::Mean | ReduceOp::Sum),
+                op: r @ (ReduceOp::Mean | ReduceOp::Sum | ReduceOp::Max),
                 axes,
                 keepdims,
             } => {
@@ -595,7 +595,7 @@ impl Net {
                 }
                 let axes = axes.clone();
                 Kind::Reduce {
-                    mean: *r == ReduceOp::Mean,
+                    op: *r,
                     axes,
                     keep: *keepdims,
                 }
@@ -633,7 +633,7 @@ impl Net {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, ADD, SUB, MUL, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, ADD, SUB, MUL, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
                 ));
             }
         })
@@ -753,8 +753,8 @@ impl Net {
                     },
                     &[&x],
                 )?,
-                Kind::Reduce { mean, axes, keep } => {
-                    let op = if *mean { ReduceOp::Mean } else { ReduceOp::Sum };
+                Kind::Reduce { op, axes, keep } => {
+                    let op = *op;
                     apply(
                         Op::Reduce {
                             op,

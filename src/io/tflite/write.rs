@@ -143,6 +143,7 @@ pub(crate) mod code {
     pub const ABS: i32 = 101;
     pub const CEIL: i32 = 104;
     pub const COS: i32 = 108;
+    pub const REDUCE_MAX: i32 = 82;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
