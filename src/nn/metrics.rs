@@ -181,13 +181,19 @@ impl Accuracy {
 
 /// Defines a Keras accuracy class as a named [`Accuracy`].
 macro_rules! accuracy_type {
-    ($(#[$doc:meta])* $name:ident($($arg:ident: $t:ty),*) => $make:expr) => {
+    ($(#[$doc:meta])* $name:ident() => $make:expr) => {
         $(#[$doc])*
         pub struct $name(Accuracy);
 
+        impl Default for $name {
+            fn default() -> Self {
+                $name($make)
+            }
+        }
+
         impl $name {
             /// The metric with Keras' defaults.
-            pub fn new($($arg: $t),*) -> $name {
+            pub fn new() -> $name {
                 $name($make)
             }
             /// Renames the metric (how it shows in logs and History).
