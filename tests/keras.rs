@@ -10,7 +10,7 @@ use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use wgflow::nn::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, MaxPooling2D, Rescaling, Reshape,
+    GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -72,6 +72,7 @@ fn extra(d: &Device) -> Sequential {
         .add(Conv2D::new(4, [3, 3]))
         .add(ActivationLayer::new(Activation::Relu6))
         .add(GlobalMaxPooling2D::new())
+        .add(LeakyReLU::new(0.2))
         .add(Reshape::new(&[2, -1]))
         .add(Flatten::new())
         .add(Dense::new(10));

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::nn::layers::{
     AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D,
-    MaxPooling2D, Rescaling, Reshape,
+    LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, ops};
@@ -58,6 +58,7 @@ fn extra(d: &Device) -> Sequential {
         .add(Reshape::new(&[14, 56, 1]))
         .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
         .add(GlobalMaxPooling2D::new())
+        .add(LeakyReLU::new(0.2))
         .add(Reshape::new(&[2, -1]))
         .add(Flatten::new())
         .add(Dense::new(10));
@@ -119,6 +120,7 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
                     "'Conv'",
                     "'Clip'",
                     "'ReduceMax'",
+                    "'LeakyRelu'",
                     "'Reshape'",
                     "'Gemm'",
                 ]

@@ -15,7 +15,7 @@ use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::layers::{
     AveragePooling2D, BatchNormalization, Conv2D, Dense, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D,
-    MaxPooling2D, Rescaling, Reshape,
+    LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor};
@@ -167,6 +167,7 @@ fn extra(d: &Device) -> Sequential {
         .add(Reshape::new(&[14, 56, 1]))
         .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
         .add(GlobalMaxPooling2D::new())
+        .add(LeakyReLU::new(0.2))
         .add(Reshape::new(&[2, -1]))
         .add(Flatten::new())
         .add(Dense::new(10));

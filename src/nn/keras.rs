@@ -26,7 +26,7 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, MaxPooling2D, Rescaling, Reshape,
+    GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -1263,6 +1263,19 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 Some(Some(6.0)) => Box::new(ActivationLayer::new(Activation::Relu6)),
                 Some(v) => return Err(o.err("max_value", format!("{v:?} is not supported (only null or 6)"))),
             }
+        }
+        "LeakyReLU" => {
+            // Keras 2 files call the slope alpha.
+            let slope = match o.get("alpha") {
+                Some(v) => v
+                    .as_f64()
+                    .ok_or_else(|| o.err("alpha", format!("{v} is not a number")))?,
+                None => o.f64("negative_slope", 0.3)?,
+            };
+            if !(slope >= 0.0) {
+                return Err(o.err("negative_slope", format!("{slope} is negative")));
+            }
+            Box::new(LeakyReLU::new(slope))
         }
         "Softmax" => {
             o.fixed("axis", json!(-1))?;

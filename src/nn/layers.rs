@@ -742,6 +742,55 @@ impl<const MAX: bool> Layer for GlobalPooling2D<MAX> {
     }
 }
 
+/// `keras.layers.LeakyReLU`: `x` above 0, `negative_slope * x` below.
+pub struct LeakyReLU {
+    name: String,
+    /// The slope below 0 (Keras' default 0.3).
+    pub negative_slope: f64,
+}
+
+impl LeakyReLU {
+    /// `LeakyReLU(negative_slope)`.
+    pub fn new(negative_slope: f64) -> LeakyReLU {
+        LeakyReLU {
+            name: unique_name("leaky_re_lu"),
+            negative_slope,
+        }
+    }
+}
+
+impl Default for LeakyReLU {
+    fn default() -> Self {
+        LeakyReLU::new(0.3)
+    }
+}
+
+impl Layer for LeakyReLU {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("negative_slope".into(), self.negative_slope.into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "LeakyReLU"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        Ok(s.to_vec())
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if !(self.negative_slope >= 0.0) {
+            return Err(Error::arg(
+                "LeakyReLU",
+                format!("negative_slope must be 0 or more, got {}", self.negative_slope),
+            ));
+        }
+        x.leaky_relu(self.negative_slope as f32)
+    }
+}
+
 /// `keras.layers.Reshape`: each example to `target_shape` (one entry may be
 /// -1, inferred), the batch axis kept.
 pub struct Reshape {

@@ -48,6 +48,7 @@ if mode == "make":
                 layers.Conv2D(4, 3),
                 layers.ReLU(max_value=6.0),
                 layers.GlobalMaxPooling2D(),
+                layers.LeakyReLU(0.2),
                 layers.Reshape((2, -1)),
                 layers.Flatten(),
                 layers.Dense(10),
