@@ -9,8 +9,8 @@ use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use wgflow::nn::layers::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -71,6 +71,13 @@ fn extra(d: &Device) -> Sequential {
         .add(Reshape::new(&[14, 56, 1]))
         .add(Conv2D::new(4, [3, 3]))
         .add(ActivationLayer::new(Activation::Relu6))
+        .add(
+            DepthwiseConv2D::new([3, 3])
+                .depth_multiplier(2)
+                .strides([2, 2])
+                .padding("same")
+                .unwrap(),
+        )
         .add(GlobalMaxPooling2D::new())
         .add(LeakyReLU::new(0.2))
         .add(Reshape::new(&[2, -1]))

@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::layers::{
-    AveragePooling2D, BatchNormalization, Conv2D, Dense, Flatten, GlobalAveragePooling2D, GlobalMaxPooling2D,
-    LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalAveragePooling2D,
+    GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor};
@@ -166,6 +166,13 @@ fn extra(d: &Device) -> Sequential {
         .add(Rescaling::new(2.0, -1.0))
         .add(Reshape::new(&[14, 56, 1]))
         .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
+        .add(
+            DepthwiseConv2D::new([3, 3])
+                .depth_multiplier(2)
+                .strides([2, 2])
+                .padding("same")
+                .unwrap(),
+        )
         .add(GlobalMaxPooling2D::new())
         .add(LeakyReLU::new(0.2))
         .add(Reshape::new(&[2, -1]))

@@ -25,8 +25,8 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -656,7 +656,7 @@ fn carry_policies(layers: &mut [Value]) {
         let Some(name) = l.pointer_mut("/config/dtype/config/name") else {
             continue;
         };
-        if matches!(class.as_str(), "Dense" | "Conv2D") {
+        if matches!(class.as_str(), "Dense" | "Conv2D" | "DepthwiseConv2D") {
             current = name.clone();
         } else {
             *name = current.clone();
@@ -1183,6 +1183,23 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 .use_bias(o.bool("use_bias", true)?)
                 .dtype(o.policy()?);
             o.fixed("lora_rank", Value::Null)?;
+            Box::new(l)
+        }
+        "DepthwiseConv2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let padding = o.padding()?;
+            let l = DepthwiseConv2D::new(o.pair("kernel_size", None)?)
+                .strides(o.pair("strides", Some([1, 1]))?)
+                .padding(padding)
+                .map_err(|e| e.to_string())?
+                .depth_multiplier(o.usize("depth_multiplier", Some(1))?)
+                .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            o.fixed("depthwise_regularizer", Value::Null)?;
+            o.fixed("depthwise_constraint", Value::Null)?;
+            o.known.push("depthwise_initializer");
             Box::new(l)
         }
         "MaxPooling2D" | "AveragePooling2D" => {

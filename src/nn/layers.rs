@@ -569,6 +569,205 @@ impl Layer for Conv2D {
     }
 }
 
+/// `keras.layers.DepthwiseConv2D`: each input channel convolved with its own
+/// `depth_multiplier` filters (output channel `c * multiplier + m`).
+///
+/// Weights: `depthwise_kernel` `[kh, kw, channels, depth_multiplier]` (as
+/// Keras keeps it) and `bias` `[channels * depth_multiplier]`.
+pub struct DepthwiseConv2D {
+    name: String,
+    /// Window `[height, width]`.
+    pub kernel_size: [usize; 2],
+    /// Step of the window `[height, width]` (`[1, 1]`).
+    pub strides: [usize; 2],
+    /// `Valid` (the default) or `Same`.
+    pub padding: Padding,
+    /// Filters per input channel (1).
+    pub depth_multiplier: usize,
+    /// Spacing of the kernel taps `[height, width]` (`[1, 1]`).
+    pub dilation_rate: [usize; 2],
+    /// Applied to the output (`Linear` by default).
+    pub activation: Activation,
+    /// Whether a bias is added (true).
+    pub use_bias: bool,
+    /// Initializer of the kernel (`GlorotUniform`).
+    pub depthwise_initializer: Initializer,
+    /// The dtype policy (the global one when the layer was created).
+    pub policy: Policy,
+    kernel: Option<Variable>,
+    bias: Option<Variable>,
+}
+
+impl DepthwiseConv2D {
+    /// `DepthwiseConv2D(kernel_size)` with Keras' defaults.
+    pub fn new(kernel_size: [usize; 2]) -> DepthwiseConv2D {
+        DepthwiseConv2D {
+            name: unique_name("depthwise_conv2d"),
+            kernel_size,
+            strides: [1, 1],
+            padding: Padding::Valid,
+            depth_multiplier: 1,
+            dilation_rate: [1, 1],
+            activation: Activation::Linear,
+            use_bias: true,
+            depthwise_initializer: Initializer::GlorotUniform,
+            policy: global_policy(),
+            kernel: None,
+            bias: None,
+        }
+    }
+    /// `strides=`.
+    pub fn strides(mut self, s: [usize; 2]) -> Self {
+        self.strides = s;
+        self
+    }
+    /// `padding=`: "same" or "valid".
+    ///
+    /// Returns [`Error::InvalidArgument`] for any other string.
+    pub fn padding(mut self, p: &str) -> Result<Self> {
+        self.padding = padding_of(p)?;
+        Ok(self)
+    }
+    /// `depth_multiplier=`.
+    pub fn depth_multiplier(mut self, m: usize) -> Self {
+        self.depth_multiplier = m;
+        self
+    }
+    /// `dilation_rate=`.
+    pub fn dilation_rate(mut self, d: [usize; 2]) -> Self {
+        self.dilation_rate = d;
+        self
+    }
+    /// `activation=`.
+    pub fn activation(mut self, a: Activation) -> Self {
+        self.activation = a;
+        self
+    }
+    /// `use_bias=`.
+    pub fn use_bias(mut self, b: bool) -> Self {
+        self.use_bias = b;
+        self
+    }
+    /// `dtype=`: the layer's dtype policy.
+    pub fn dtype(mut self, p: Policy) -> Self {
+        self.policy = p;
+        self
+    }
+    fn geometry(&self, channels: usize) -> conv::Conv2d {
+        conv::Conv2d {
+            strides: self.strides,
+            padding: self.padding,
+            dilations: self.dilation_rate,
+            groups: channels,
+        }
+    }
+}
+
+impl Layer for DepthwiseConv2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, &policy_name(&self.policy));
+        m.insert("kernel_size".into(), serde_json::json!(self.kernel_size));
+        m.insert("strides".into(), serde_json::json!(self.strides));
+        m.insert("padding".into(), padding_name(self.padding, &self.name)?.into());
+        m.insert("depth_multiplier".into(), self.depth_multiplier.into());
+        m.insert("data_format".into(), "channels_last".into());
+        m.insert("dilation_rate".into(), serde_json::json!(self.dilation_rate));
+        kernel_config(
+            &mut m,
+            self.activation,
+            self.use_bias,
+            &self.depthwise_initializer,
+            &Initializer::Zeros,
+        );
+        // Keras names the kernel's options after the depthwise kernel.
+        for k in ["initializer", "regularizer", "constraint"] {
+            if let Some(v) = m.remove(&format!("kernel_{k}")) {
+                m.insert(format!("depthwise_{k}"), v);
+            }
+        }
+        m.insert("activity_regularizer".into(), serde_json::Value::Null);
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "DepthwiseConv2D"
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        if input_shape.len() != 3 || self.depth_multiplier == 0 {
+            return Err(Error::shape(
+                "DepthwiseConv2D",
+                &[input_shape],
+                format!(
+                    "expects examples [height, width, channels] and a depth_multiplier of 1 or more (got {})",
+                    self.depth_multiplier
+                ),
+            ));
+        }
+        let c = input_shape[2];
+        let out = c
+            .checked_mul(self.depth_multiplier)
+            .ok_or_else(|| Error::shape("DepthwiseConv2D", &[input_shape], "too many output channels"))?;
+        let ks = [self.kernel_size[0], self.kernel_size[1], c, self.depth_multiplier];
+        let vt = self.policy.variable_dtype();
+        let k = self.depthwise_initializer.init(&ks, vt, device)?;
+        self.kernel = Some(Variable::new(k, &format!("{}/depthwise_kernel", self.name)));
+        if self.use_bias {
+            let b = Initializer::Zeros.init(&[out], vt, device)?;
+            self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.kernel.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        if s.len() != 3 {
+            return Err(Error::shape(
+                "DepthwiseConv2D",
+                &[s],
+                "expects examples [height, width, channels]",
+            ));
+        }
+        let (h, w) =
+            self.geometry(s[2])
+                .dims("DepthwiseConv2D", s[0], s[1], self.kernel_size[0], self.kernel_size[1])?;
+        let out = s[2]
+            .checked_mul(self.depth_multiplier)
+            .ok_or_else(|| Error::shape("DepthwiseConv2D", &[s], "too many output channels"))?;
+        Ok(vec![h.out, w.out, out])
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "DepthwiseConv2D",
+                &[x.shape()],
+                format!("layer {} expects inputs [batch, height, width, channels]", self.name),
+            ));
+        }
+        ensure_built(self, x, 4)?;
+        let dt = self.policy.compute_dtype();
+        let x = &self.policy.autocast(x, &self.name)?;
+        let k = in_dtype(weight(&self.kernel, &self.name, "depthwise_kernel")?.value(), dt)?;
+        let mut y = conv::depthwise_conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
+        if let Some(b) = &self.bias {
+            y = y.add(&in_dtype(b.value(), dt)?)?;
+        }
+        self.activation.apply(&y)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        if let Some(k) = &self.kernel {
+            w.push(("depthwise_kernel", k.clone()));
+        }
+        if let Some(b) = &self.bias {
+            w.push(("bias", b.clone()));
+        }
+        w
+    }
+}
+
 // ---- pooling ---------------------------------------------------------------
 
 /// `keras.layers.MaxPooling2D` (`MAX = true`) and `AveragePooling2D`

@@ -920,6 +920,28 @@ fn convert(
             if c.groups == 1 {
                 return Ok(simple(b, "Conv2D", x.to_vec(), attrs));
             }
+            // A depthwise convolution (one input channel per group) is
+            // TensorFlow's DepthwiseConv2dNative, its filter [kh, kw, c, m]
+            // (TF's CPU kernel takes no dilation: those go the grouped way).
+            let filter = node
+                .inputs
+                .get(1)
+                .and_then(|&v| def.values.get(v))
+                .map(|d| d.shape.as_slice());
+            if let Some(&[Some(kh), Some(kw), Some(1), Some(out)]) = filter
+                && c.dilations == [1, 1]
+                && out % c.groups == 0
+            {
+                let dims = [kh, kw, c.groups, out / c.groups];
+                let shape = b.const_vec(&format!("{base}/depthwise_filter_shape"), &dims)?;
+                let w = b.add(
+                    &format!("{base}/depthwise_filter"),
+                    "Reshape",
+                    vec![first(1), shape],
+                    vec![tt.clone(), ("Tshape", a_type(dt::INT32))],
+                );
+                return Ok(simple(b, "DepthwiseConv2dNative", vec![first(0), w], attrs));
+            }
             // Groups (depthwise included) as TensorFlow's graph spells
             // them everywhere: the input's channels and the filter's
             // outputs split into `groups` parts, one Conv2D per part
