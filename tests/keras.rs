@@ -650,6 +650,11 @@ fn losses_and_metrics_match_keras() {
         let s = 100 * b;
         put(format!("reg_t{b}"), randn(&[13, 5], s + 1, DType::F32));
         put(format!("reg_p{b}"), randn(&[13, 5], s + 2, DType::F32));
+        // The same predictions with a trailing axis of 1 (Keras squeezes it).
+        put(
+            format!("reg3_p{b}"),
+            randn(&[13, 5], s + 2, DType::F32).reshape(&[13, 5, 1]).unwrap(),
+        );
         put(format!("pos_t{b}"), uniform(&[13, 5], 0.0, 3.0, s + 3, DType::F32));
         put(format!("pos_p{b}"), uniform(&[13, 5], 0.01, 3.0, s + 4, DType::F32));
         let soft = |seed| uniform(&[13, 5], 0.0, 1.0, seed, DType::F32).softmax(-1).unwrap();
@@ -729,6 +734,8 @@ fn losses_and_metrics_match_keras() {
         (Box::new(LogCosh), "reg"),
         (Box::new(CosineSimilarity::default()), "reg"),
         (Box::new(CosineSimilarity { axis: 0 }), "reg"),
+        (Box::new(CosineSimilarity::default()), "reg_reg3"),
+        (Box::new(KLDivergence), "reg_reg3"),
         (Box::new(Poisson), "pos"),
         (Box::new(KLDivergence), "prob"),
         (Box::new(CategoricalCrossentropy::new(false)), "prob"),
@@ -780,7 +787,18 @@ fn losses_and_metrics_match_keras() {
             Box::new(|| Box::new(MeanMetricWrapper::new("xent", BinaryCrossentropy::new(true)))),
             "bin_logit",
         ),
+        // A Keras name with other options is written as its class.
+        (
+            Box::new(|| {
+                Box::new(MeanMetricWrapper::new(
+                    "binary_crossentropy",
+                    BinaryCrossentropy::new(true),
+                ))
+            }),
+            "bin_logit",
+        ),
         (Box::new(|| Box::new(RootMeanSquaredError::new())), "reg"),
+        (Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::exact())), "bin"),
         (Box::new(|| Box::new(Precision::new())), "bin"),
         (Box::new(|| Box::new(Recall::new())), "bin"),
         (
@@ -854,9 +872,15 @@ fn losses_and_metrics_match_keras() {
                     .unwrap();
             }
             got.push((m.name().to_string(), m.result().unwrap()));
-            // reset_state starts over.
+            // reset_state starts over; an empty batch adds nothing.
             m.reset_state();
             assert_eq!(m.result().unwrap(), 0.0, "{} after reset", m.name());
+            if set.contains("reg") && !set.contains('_') {
+                let e = Tensor::from_vec(Vec::<f32>::new(), &[0, 5], &d).unwrap();
+                m.update_state(&e, &e).unwrap();
+                let r = m.result().unwrap();
+                assert_eq!(r, 0.0, "{} after an empty batch", m.name());
+            }
         }
         for (i, ((name, g), w)) in got.iter().zip(&want).enumerate() {
             assert!(
@@ -910,6 +934,21 @@ fn keras_compile_configs_with_other_losses_and_metrics() {
             serde_json::json!("log_cosh"),
             serde_json::json!([]),
             Some(("log_cosh", vec![])),
+        ),
+        // Functions as Keras serializes them; a metric Keras would refuse
+        // and one past wgflow's limits are left out.
+        (
+            serde_json::json!({"class_name": "function", "config": "huber"}),
+            serde_json::json!([{"class_name": "function", "config": "mae"}, "AUC",
+                {"class_name": "Precision", "config": {"thresholds": 1.5}},
+                {"class_name": "AUC", "config": {"num_thresholds": 1000000000}},
+                {"class_name": "Accuracy", "config": {"name": "exact"}}]),
+            Some(("huber", vec!["mae", "AUC", "exact"])),
+        ),
+        (
+            serde_json::json!({"class_name": "BinaryCrossentropy", "config": {"label_smoothing": 1.5}}),
+            serde_json::json!([]),
+            None,
         ),
         (
             serde_json::json!({"class_name": "Huber", "config": {"reduction": "sum"}}),

@@ -715,25 +715,6 @@ pub(crate) fn metric_loss(name: &str) -> Option<&'static str> {
     WRAPPED.iter().copied().find(|&w| w == n)
 }
 
-/// Whether Keras' `compile(metrics=[name])` resolves `name` to the metric
-/// wgflow reports under it.
-pub(crate) fn metric_by_name(name: &str) -> bool {
-    matches!(
-        name,
-        "accuracy"
-            | "acc"
-            | "binary_accuracy"
-            | "categorical_accuracy"
-            | "sparse_categorical_accuracy"
-            | "root_mean_squared_error"
-            | "top_k_categorical_accuracy"
-            | "sparse_top_k_categorical_accuracy"
-            | "auc"
-            | "precision"
-            | "recall"
-    ) || metric_loss(name).is_some()
-}
-
 /// Keras' metric class computing the mean of a loss function.
 pub(crate) fn metric_class(loss: &str) -> Option<&'static str> {
     Some(match loss {
@@ -784,8 +765,10 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
         return refuse("axis", v);
     }
     let smooth = num("label_smoothing", 0.0)?;
-    if smooth != 0.0 && !matches!(n, "binary_crossentropy" | "categorical_crossentropy") {
-        return refuse("label_smoothing", &smooth.into());
+    if smooth != 0.0 && !matches!(n, "binary_crossentropy" | "categorical_crossentropy")
+        || !(0.0..=1.0).contains(&smooth)
+    {
+        return refuse("label_smoothing", &c["label_smoothing"]);
     }
     Ok(match n {
         "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy::new(logits)),
@@ -815,18 +798,26 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
 /// `kind` is the loss's ('s'parse, 'c'ategorical, 'b'inary) for
 /// "accuracy". `Err` says why it is left out.
 fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metrics::Metric>, String> {
-    use super::metrics::*;
+    use super::metrics::{MAX_THRESHOLDS, *};
+    let class = m.get("class_name").and_then(Value::as_str);
     let (n, c) = match m {
-        Value::String(s) => (s.clone(), Value::Null),
-        Value::Object(o) => (
-            snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
-            m["config"].clone(),
-        ),
+        Value::String(s) => (snake(s), Value::Null),
+        // A metric function: {"class_name": "function", "config": "mae"}.
+        Value::Object(_) if class == Some("function") => {
+            (m["config"].as_str().unwrap_or_default().to_string(), Value::Null)
+        }
+        // keras.metrics.Accuracy: exact match, not the auto-picked "accuracy".
+        Value::Object(_) if class == Some("Accuracy") => {
+            let label = m["config"]["name"].as_str().unwrap_or("accuracy");
+            return Ok(Box::new(Accuracy::exact().named(label)));
+        }
+        Value::Object(_) => (snake(class.unwrap_or_default()), m["config"].clone()),
         v => return Err(format!("{v} is not a metric")),
     };
     // Keras names a metric by the string given, else by its config.
     let label = match m {
         Value::String(s) => s.clone(),
+        _ if class == Some("function") => n.clone(),
         _ => c["name"].as_str().map_or_else(|| n.clone(), str::to_string),
     };
     let set = |k: &str| c.get(k).filter(|v| !v.is_null());
@@ -860,10 +851,14 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
                 return Err(lacks("top_k"));
             }
             let t = match set("thresholds") {
-                None => 0.5,
-                Some(Value::Array(a)) if a.len() == 1 => a[0].as_f64().ok_or_else(|| lacks("thresholds"))?,
-                Some(v) => v.as_f64().ok_or_else(|| lacks("thresholds"))?,
+                None => Some(0.5),
+                Some(Value::Array(a)) if a.len() == 1 => a[0].as_f64(),
+                Some(v) => v.as_f64(),
             };
+            // Keras refuses thresholds outside [0, 1] too.
+            let t = t
+                .filter(|t| (0.0..=1.0).contains(t))
+                .ok_or_else(|| lacks("thresholds"))?;
             let p = if n == "recall" { Recall::new() } else { Precision::new() };
             let p = p.threshold(t).named(&label);
             match set("class_id") {
@@ -893,7 +888,10 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
             };
             let nt = match set("num_thresholds") {
                 None => 200,
-                Some(v) => v.as_u64().filter(|&n| n > 1).ok_or_else(|| lacks("num_thresholds"))? as usize,
+                Some(v) => v
+                    .as_u64()
+                    .filter(|&n| (2..=MAX_THRESHOLDS as u64).contains(&n))
+                    .ok_or_else(|| lacks("num_thresholds"))? as usize,
             };
             Box::new(
                 AUC::new()
@@ -926,12 +924,20 @@ fn uncompiled(path: &Path, e: &str) {
 fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Value) -> std::result::Result<(), String> {
     use super::model::Model;
     let optimizer = super::optimizers::Optimizer::from_keras_config(opt).map_err(|e| e.to_string())?;
-    let name = match loss {
-        Value::String(s) => s.clone(),
-        Value::Object(o) => snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
+    let (name, config) = match loss {
+        Value::String(s) => (s.clone(), &Value::Null),
+        // keras.losses.huber (a function) is {"class_name": "function", "config": "huber"}.
+        Value::Object(o) if o.get("class_name").and_then(Value::as_str) == Some("function") => (
+            o.get("config").and_then(Value::as_str).unwrap_or_default().to_string(),
+            &Value::Null,
+        ),
+        Value::Object(o) => (
+            snake(o.get("class_name").and_then(Value::as_str).unwrap_or_default()),
+            &loss["config"],
+        ),
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
-    let loss = loss_from(&name, &loss["config"]).map_err(|e| format!("compile_config: {e}"))?;
+    let loss = loss_from(&name, config).map_err(|e| format!("compile_config: {e}"))?;
     let kind = match canonical(&name) {
         "sparse_categorical_crossentropy" => 's',
         "categorical_crossentropy" => 'c',

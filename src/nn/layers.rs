@@ -1021,7 +1021,10 @@ impl Layer for Reshape {
         "Reshape"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        let n: usize = s.iter().product();
+        let n = s
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .ok_or_else(|| Error::shape("Reshape", &[s], "the example has more values than fit in memory"))?;
         let bad = || {
             Error::shape(
                 "Reshape",

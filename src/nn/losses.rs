@@ -69,21 +69,34 @@ impl Loss for Box<dyn Loss> {
 /// Probabilities are clipped to [EPS, 1 - EPS] before logarithms, as Keras does.
 const EPS: f64 = 1e-7;
 
-/// Keras' `squeeze_or_expand_to_same_rank`: labels `[n]` against
-/// predictions `[n, 1]` (or the reverse) meet as `[n, 1]`, not broadcast
-/// to `[n, n]`.
+/// Keras' `squeeze_or_expand_to_same_rank`: where one side has one more
+/// axis, of size 1, it is squeezed, unless the other side has rank 1, which
+/// is expanded instead (labels `[n]` against predictions `[n, 1]` meet as
+/// `[n, 1]`, not broadcast to `[n, n]`).
 pub(crate) fn same_rank(t: &Tensor, p: &Tensor) -> Result<(Tensor, Tensor)> {
     let expand = |x: &Tensor| -> Result<Tensor> {
-        let mut sh: Vec<isize> = x.shape().iter().map(|&d| d as isize).collect();
+        let mut sh = dims(x);
         sh.push(1);
         x.reshape(&sh)
     };
+    let squeeze = |x: &Tensor| -> Result<Tensor> {
+        let sh = dims(x);
+        x.reshape(&sh[..sh.len().saturating_sub(1)])
+    };
     let (rt, rp) = (t.rank(), p.rank());
     if rt == rp + 1 && t.shape().last() == Some(&1) {
-        return Ok((t.clone(), expand(p)?));
+        return Ok(if rp == 1 {
+            (t.clone(), expand(p)?)
+        } else {
+            (squeeze(t)?, p.clone())
+        });
     }
     if rp == rt + 1 && p.shape().last() == Some(&1) {
-        return Ok((expand(t)?, p.clone()));
+        return Ok(if rt == 1 {
+            (expand(t)?, p.clone())
+        } else {
+            (t.clone(), squeeze(p)?)
+        });
     }
     Ok((t.clone(), p.clone()))
 }
@@ -516,13 +529,13 @@ pairwise_loss!(
 );
 
 /// Keras' `convert_binary_labels_to_hinge`: labels that are all 0 or 1
-/// become -1 or 1; others stay. Decided on the device (no readback):
-/// `y + b (y - 1)` with `b` 1 when every label is 0 or 1.
+/// become -1 or 1; others stay. Decided on the device (no readback).
 fn hinge_labels(t: &Tensor) -> Result<Tensor> {
     let binary = t
         .equal(&t.zeros_like()?)?
         .logical_or(&t.equal(&t.ones_like()?)?)?
         .cast(t.dtype())?
-        .min(None, false)?;
-    t.add(&t.add_scalar(-1.0)?.mul(&binary)?)
+        .min(None, false)?
+        .greater(&t.scalar_like(0.5)?)?;
+    binary.where_(&t.mul_scalar(2.0)?.add_scalar(-1.0)?, t)
 }

@@ -288,11 +288,16 @@ impl Metric for Accuracy {
             Kind::SparseCategorical => "SparseCategoricalAccuracy",
             Kind::Categorical => "CategoricalAccuracy",
         };
-        let default = match self.kind {
-            Kind::Binary(t) => t == 0.5,
-            _ => true,
+        // A name only where Keras resolves it to this very metric ("accuracy"
+        // picks its kind from the data; exact match needs the class).
+        let by_name = match (self.kind, self.name.as_str()) {
+            (Kind::Exact, _) => false,
+            (Kind::Binary(t), "binary_accuracy" | "accuracy" | "acc") => t == 0.5,
+            (Kind::SparseCategorical, "sparse_categorical_accuracy" | "accuracy" | "acc") => true,
+            (Kind::Categorical, "categorical_accuracy" | "accuracy" | "acc") => true,
+            _ => false,
         };
-        if default && super::keras::metric_by_name(&self.name) {
+        if by_name {
             return Some(self.name.clone().into());
         }
         let mut config = serde_json::json!({"name": self.name, "dtype": "float32"});
@@ -370,6 +375,10 @@ impl Metric for MeanMetricWrapper {
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
         crate::autodiff::without_recording(|| {
+            // An empty batch adds nothing (its mean would be NaN).
+            if y_pred.numel() == 0 {
+                return Ok(());
+            }
             let m = self.loss.call(y_true, y_pred)?;
             let n = y_pred.shape().first().copied().unwrap_or(1);
             self.totals.add_mean(&m, n)
@@ -382,15 +391,19 @@ impl Metric for MeanMetricWrapper {
         self.totals.reset();
     }
     fn keras_config(&self) -> Option<serde_json::Value> {
-        if super::keras::metric_by_name(&self.name) {
+        let loss = self.loss.keras_config();
+        // The name alone where Keras resolves it to this loss, options at
+        // their defaults.
+        if super::keras::metric_loss(&self.name) == Some(self.loss.name()) && loss.is_string() {
             return Some(self.name.clone().into());
         }
         // Keras' metric class of the same function, with the loss's options.
         let class = super::keras::metric_class(self.loss.name())?;
-        let mut config = match self.loss.keras_config() {
-            serde_json::Value::Object(o) => o.get("config").cloned().unwrap_or_default(),
-            _ => serde_json::json!({}),
-        };
+        let mut config = match loss {
+            serde_json::Value::Object(o) => o.get("config").cloned().filter(|c| c.is_object()),
+            _ => None,
+        }
+        .unwrap_or_else(|| serde_json::json!({}));
         if let Some(c) = config.as_object_mut() {
             c.remove("reduction");
         }
@@ -468,6 +481,9 @@ struct Confusion {
     state: Option<[Variable; 4]>,
 }
 
+/// The most thresholds [`AUC`] counts at.
+pub const MAX_THRESHOLDS: usize = 1 << 16;
+
 /// How predictions are set against the thresholds.
 #[derive(Clone, Debug, PartialEq)]
 enum Cut {
@@ -493,6 +509,16 @@ impl Confusion {
     fn add(&mut self, cut: &Cut, y: &Tensor, p: &Tensor) -> Result<()> {
         let dev = p.device().clone();
         let k = cut.len();
+        // Predictions meet every threshold at once: [n, k] values.
+        if k > MAX_THRESHOLDS || p.numel().saturating_mul(k) > 1 << 28 {
+            return Err(Error::arg(
+                "confusion_matrix",
+                format!(
+                    "{} predictions at {k} thresholds are too many at once (at most {MAX_THRESHOLDS} thresholds, 2^28 pairs); update in smaller batches",
+                    p.numel()
+                ),
+            ));
+        }
         let (above, p) = match cut {
             Cut::Above(ts) => {
                 let ts: Vec<f32> = ts.iter().map(|&t| t as f32).collect();
@@ -534,6 +560,9 @@ impl Confusion {
             return Ok([vec![0.0; k], vec![0.0; k], vec![0.0; k], vec![0.0; k]]);
         };
         let (tp, fp) = (tp.value().to_f64_vec()?, fp.value().to_f64_vec()?);
+        if tp.len() != k || fp.len() != k {
+            return Err(Error::arg("confusion_matrix", "the counts do not match the thresholds"));
+        }
         let (pos, all) = (pos.value().item()?, all.value().item()?);
         let fneg = tp.iter().map(|t| pos - t).collect();
         let tneg = fp.iter().map(|f| all - pos - f).collect();
@@ -565,7 +594,7 @@ fn flat_pair(
     let (t, p) = match class_id {
         Some(c) => {
             let classes = p.shape().last().copied().unwrap_or(0);
-            if t.shape() != p.shape() || c >= classes {
+            if t.shape() != p.shape() || p.rank() < 2 || c >= classes {
                 return Err(Error::shape(
                     name,
                     &[t.shape(), p.shape()],
@@ -670,6 +699,9 @@ impl Metric for Precision {
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
         crate::autodiff::without_recording(|| {
             let op = if self.recall { "recall" } else { "precision" };
+            if !(0.0..=1.0).contains(&self.threshold) {
+                return Err(Error::arg(op, format!("threshold {} is not in [0, 1]", self.threshold)));
+            }
             let (y, p) = flat_pair(op, y_true, y_pred, self.class_id)?;
             self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p)
         })
@@ -745,10 +777,13 @@ impl AUC {
             counts: Confusion::default(),
         }
     }
-    /// `num_thresholds=n`; at least 2 (fewer are taken as 2).
+    /// `num_thresholds=n`; at least 2 (fewer are taken as 2), at most
+    /// [`MAX_THRESHOLDS`] (more are an error at the first update). Starts
+    /// the counts over.
     pub fn num_thresholds(self, n: usize) -> AUC {
         AUC {
             num_thresholds: n.max(2),
+            counts: Confusion::default(),
             ..self
         }
     }

@@ -265,6 +265,9 @@ fn to_tonic(s: Status) -> tonic::Status {
 
 type Handler<Q, R> = fn(&App, Q) -> (String, Result<R, Status>);
 
+/// Messages below this many bytes take no share of the in-flight budget.
+const SMALL_MESSAGE: usize = 64 << 10;
+
 /// One unary method: runs its handler on the blocking pool.
 struct Unary<Q, R> {
     app: Arc<App>,
@@ -283,11 +286,26 @@ impl<Q: Message + Send + 'static, R: Send + 'static> tonic::server::UnaryService
             let t0 = Instant::now();
             let msg = request.into_inner();
             // Decoding a message into tensors takes about its size again:
-            // messages being decoded and run share the budget of REST
-            // bodies in flight, so that many large ones at once wait
-            // rather than exhaust the memory.
-            let Some(permit) = app.body_permits(msg.encoded_len()).await else {
-                return Err(tonic::Status::unavailable("the server is shutting down"));
+            // large messages being decoded and run share the budget of REST
+            // bodies in flight, so that many at once wait (as long as a REST
+            // request may) rather than exhaust the memory. Small ones
+            // (metadata and status requests among them) never queue behind
+            // them.
+            let len = msg.encoded_len();
+            let permit = if len < SMALL_MESSAGE {
+                None
+            } else {
+                let wait = std::time::Duration::from_millis(app.options.rest_api_timeout_in_ms.max(1));
+                match tokio::time::timeout(wait, app.body_permits(len)).await {
+                    Ok(Some(p)) => Some(p),
+                    Ok(None) => return Err(tonic::Status::unavailable("the server is shutting down")),
+                    Err(_) => {
+                        return Err(tonic::Status::resource_exhausted(format!(
+                            "the server is busy: a {len}-byte message waited {} ms for memory",
+                            wait.as_millis()
+                        )));
+                    }
+                }
             };
             let (model, res) = match tokio::task::spawn_blocking(move || {
                 let r = f(&app, msg);

@@ -606,7 +606,8 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 let c = match op {
                     ReduceOp::Mean => code::MEAN,
                     ReduceOp::Max => code::REDUCE_MAX,
-                    _ => code::SUM,
+                    ReduceOp::Sum => code::SUM,
+                    other => return Err(unsupported(other.name(), "no TFLite reduction written")),
                 };
                 b.op(
                     c,
