@@ -9,8 +9,7 @@ use common::*;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use wgflow::nn::layers::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
 };
 use wgflow::nn::losses::SparseCategoricalCrossentropy;
 use wgflow::nn::metrics::SparseCategoricalAccuracy;
@@ -58,30 +57,6 @@ fn mlp(d: &Device) -> Sequential {
     let mut m = Sequential::new()
         .add(Flatten::new())
         .add(Dense::new(32).activation(Activation::Relu))
-        .add(Dense::new(10));
-    m.build(&[28, 28, 1], d).unwrap();
-    m
-}
-
-/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
-fn extra(d: &Device) -> Sequential {
-    set_random_seed(7);
-    let mut m = Sequential::new()
-        .add(Rescaling::new(2.0, -1.0))
-        .add(Reshape::new(&[14, 56, 1]))
-        .add(Conv2D::new(4, [3, 3]))
-        .add(ActivationLayer::new(Activation::Relu6))
-        .add(
-            DepthwiseConv2D::new([3, 3])
-                .depth_multiplier(2)
-                .strides([2, 2])
-                .padding("same")
-                .unwrap(),
-        )
-        .add(GlobalMaxPooling2D::new())
-        .add(LeakyReLU::new(0.2))
-        .add(Reshape::new(&[2, -1]))
-        .add(Flatten::new())
         .add(Dense::new(10));
     m.build(&[28, 28, 1], d).unwrap();
     m
@@ -184,7 +159,7 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
     let dir = tmp("to-keras");
     let d = Device::Cpu;
     let mut wants = Vec::new();
-    for (name, mut m) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra(&d))] {
+    for (name, mut m) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra_layers(&d, 7))] {
         if name == "cnn" {
             m.compile(
                 Adam::new(1e-3),

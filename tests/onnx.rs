@@ -9,8 +9,7 @@ use common::*;
 use std::path::PathBuf;
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::nn::layers::{
-    AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Dropout, Flatten, GlobalAveragePooling2D, MaxPooling2D,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, ops};
@@ -50,29 +49,6 @@ fn cnn(d: &Device) -> Sequential {
     m
 }
 
-/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
-fn extra(d: &Device) -> Sequential {
-    set_random_seed(9);
-    let mut m = Sequential::new()
-        .add(Rescaling::new(2.0, -1.0))
-        .add(Reshape::new(&[14, 56, 1]))
-        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
-        .add(
-            DepthwiseConv2D::new([3, 3])
-                .depth_multiplier(2)
-                .strides([2, 2])
-                .padding("same")
-                .unwrap(),
-        )
-        .add(GlobalMaxPooling2D::new())
-        .add(LeakyReLU::new(0.2))
-        .add(Reshape::new(&[2, -1]))
-        .add(Flatten::new())
-        .add(Dense::new(10));
-    m.build(&[28, 28, 1], d).unwrap();
-    m
-}
-
 fn mlp(d: &Device) -> Sequential {
     set_random_seed(8);
     let mut m = Sequential::new()
@@ -88,7 +64,7 @@ fn mlp(d: &Device) -> Sequential {
 fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
     let Some(python) = python() else { return };
     let d = Device::Cpu;
-    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra(&d))] {
+    for (name, mut model) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra_layers(&d, 9))] {
         for opset in [13, 17] {
             let dir = tmp(&format!("{name}-{opset}"));
             let file = dir.join("model.onnx");

@@ -8,10 +8,7 @@ use common::*;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use wgflow::io::saved_model::{self, SaveOptions};
-use wgflow::nn::layers::{
-    BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten, GlobalMaxPooling2D, LeakyReLU, MaxPooling2D,
-    Rescaling, Reshape,
-};
+use wgflow::nn::layers::{BatchNormalization, Conv2D, Dense, Dropout, Flatten, MaxPooling2D};
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor};
 
@@ -45,29 +42,6 @@ fn cnn(device: &Device) -> Sequential {
         .add(Dense::new(10).activation(Activation::Softmax));
     m.build(&[28, 28, 1], device).unwrap();
     randomize_moving_stats(&m, device);
-    m
-}
-
-/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
-fn extra(d: &Device) -> Sequential {
-    set_random_seed(19);
-    let mut m = Sequential::new()
-        .add(Rescaling::new(2.0, -1.0))
-        .add(Reshape::new(&[14, 56, 1]))
-        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
-        .add(
-            DepthwiseConv2D::new([3, 3])
-                .depth_multiplier(2)
-                .strides([2, 2])
-                .padding("same")
-                .unwrap(),
-        )
-        .add(GlobalMaxPooling2D::new())
-        .add(LeakyReLU::new(0.2))
-        .add(Reshape::new(&[2, -1]))
-        .add(Flatten::new())
-        .add(Dense::new(10));
-    m.build(&[28, 28, 1], d).unwrap();
     m
 }
 
@@ -194,7 +168,7 @@ fn tensorflow_loads_wgflow_exports() {
         ("cnn", cnn(&d)),
         ("mlp", mlp(&d)),
         ("grouped", grouped(&d)),
-        ("extra", extra(&d)),
+        ("extra", extra_layers(&d, 19)),
     ] {
         let dir = tmp(&format!("tf-{name}"));
         let export = dir.join("model");

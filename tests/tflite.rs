@@ -14,8 +14,7 @@ use std::path::{Path, PathBuf};
 use wgflow::function::{ConcreteFunction, TensorSpec};
 use wgflow::lite::{Converter, OpsSet, Optimize};
 use wgflow::nn::layers::{
-    AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalAveragePooling2D,
-    GlobalMaxPooling2D, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    AveragePooling2D, BatchNormalization, Conv2D, Dense, Flatten, GlobalAveragePooling2D, MaxPooling2D,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
 use wgflow::{DType, Device, Error, Tensor};
@@ -159,29 +158,6 @@ fn cnn(d: &Device) -> Sequential {
     m
 }
 
-/// Layers beyond the CNN's: Rescaling, Reshape, relu6, GlobalMaxPooling2D.
-fn extra(d: &Device) -> Sequential {
-    set_random_seed(17);
-    let mut m = Sequential::new()
-        .add(Rescaling::new(2.0, -1.0))
-        .add(Reshape::new(&[14, 56, 1]))
-        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
-        .add(
-            DepthwiseConv2D::new([3, 3])
-                .depth_multiplier(2)
-                .strides([2, 2])
-                .padding("same")
-                .unwrap(),
-        )
-        .add(GlobalMaxPooling2D::new())
-        .add(LeakyReLU::new(0.2))
-        .add(Reshape::new(&[2, -1]))
-        .add(Flatten::new())
-        .add(Dense::new(10));
-    m.build(&[28, 28, 1], d).unwrap();
-    m
-}
-
 fn mlp(d: &Device) -> Sequential {
     set_random_seed(12);
     let mut m = Sequential::new()
@@ -275,7 +251,7 @@ fn wgflow_models_predict_the_same_in_the_interpreter() {
     for (name, mut model) in [
         ("cnn", cnn(&d)),
         ("mlp", mlp(&d)),
-        ("extra", extra(&d)),
+        ("extra", extra_layers(&d, 17)),
         ("acts", acts(&d)),
         ("mixed", mixed(&d)),
         ("spelled", spelled(&d)),

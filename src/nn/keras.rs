@@ -1295,7 +1295,7 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                     .ok_or_else(|| o.err("alpha", format!("{v} is not a number")))?,
                 None => o.f64("negative_slope", 0.3)?,
             };
-            if !(slope >= 0.0) {
+            if slope.is_nan() || slope < 0.0 {
                 return Err(o.err("negative_slope", format!("{slope} is negative")));
             }
             Box::new(LeakyReLU::new(slope))

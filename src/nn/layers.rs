@@ -345,14 +345,7 @@ impl Layer for Dense {
         self.activation.apply(&y)
     }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
-        let mut w = Vec::new();
-        if let Some(k) = &self.kernel {
-            w.push(("kernel", k.clone()));
-        }
-        if let Some(b) = &self.bias {
-            w.push(("bias", b.clone()));
-        }
-        w
+        kernel_and_bias(("kernel", &self.kernel), &self.bias)
     }
 }
 
@@ -548,24 +541,20 @@ impl Layer for Conv2D {
             ));
         }
         ensure_built(self, x, 4)?;
-        let dt = self.policy.compute_dtype();
-        let x = &self.policy.autocast(x, &self.name)?;
-        let k = in_dtype(weight(&self.kernel, &self.name, "kernel")?.value(), dt)?;
-        let mut y = conv::conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
-        if let Some(b) = &self.bias {
-            y = y.add(&in_dtype(b.value(), dt)?)?;
-        }
-        self.activation.apply(&y)
+        let (s, p, d) = (self.strides, self.padding, self.dilation_rate);
+        let kernel = ("kernel", &self.kernel);
+        conv_forward(
+            x,
+            &self.policy,
+            &self.name,
+            kernel,
+            &self.bias,
+            self.activation,
+            |x, k| conv::conv2d(x, k, s, p, d),
+        )
     }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
-        let mut w = Vec::new();
-        if let Some(k) = &self.kernel {
-            w.push(("kernel", k.clone()));
-        }
-        if let Some(b) = &self.bias {
-            w.push(("bias", b.clone()));
-        }
-        w
+        kernel_and_bias(("kernel", &self.kernel), &self.bias)
     }
 }
 
@@ -747,25 +736,57 @@ impl Layer for DepthwiseConv2D {
             ));
         }
         ensure_built(self, x, 4)?;
-        let dt = self.policy.compute_dtype();
-        let x = &self.policy.autocast(x, &self.name)?;
-        let k = in_dtype(weight(&self.kernel, &self.name, "depthwise_kernel")?.value(), dt)?;
-        let mut y = conv::depthwise_conv2d(x, &k, self.strides, self.padding, self.dilation_rate)?;
-        if let Some(b) = &self.bias {
-            y = y.add(&in_dtype(b.value(), dt)?)?;
-        }
-        self.activation.apply(&y)
+        let (s, p, d) = (self.strides, self.padding, self.dilation_rate);
+        let kernel = ("depthwise_kernel", &self.kernel);
+        conv_forward(
+            x,
+            &self.policy,
+            &self.name,
+            kernel,
+            &self.bias,
+            self.activation,
+            |x, k| conv::depthwise_conv2d(x, k, s, p, d),
+        )
     }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
-        let mut w = Vec::new();
-        if let Some(k) = &self.kernel {
-            w.push(("depthwise_kernel", k.clone()));
-        }
-        if let Some(b) = &self.bias {
-            w.push(("bias", b.clone()));
-        }
-        w
+        kernel_and_bias(("depthwise_kernel", &self.kernel), &self.bias)
     }
+}
+
+/// A convolution layer's forward pass: `x` cast to the policy's compute
+/// dtype, `conv` with the kernel in it, the bias, the activation.
+fn conv_forward(
+    x: &Tensor,
+    policy: &Policy,
+    name: &str,
+    (kernel_name, kernel): (&'static str, &Option<Variable>),
+    bias: &Option<Variable>,
+    activation: Activation,
+    conv: impl FnOnce(&Tensor, &Tensor) -> Result<Tensor>,
+) -> Result<Tensor> {
+    let dt = policy.compute_dtype();
+    let x = &policy.autocast(x, name)?;
+    let k = in_dtype(weight(kernel, name, kernel_name)?.value(), dt)?;
+    let mut y = conv(x, &k)?;
+    if let Some(b) = bias {
+        y = y.add(&in_dtype(b.value(), dt)?)?;
+    }
+    activation.apply(&y)
+}
+
+/// A kernel and an optional bias, as [`Layer::weights`] lists them.
+fn kernel_and_bias(
+    (kernel_name, kernel): (&'static str, &Option<Variable>),
+    bias: &Option<Variable>,
+) -> Vec<(&'static str, Variable)> {
+    let mut w = Vec::new();
+    if let Some(k) = kernel {
+        w.push((kernel_name, k.clone()));
+    }
+    if let Some(b) = bias {
+        w.push(("bias", b.clone()));
+    }
+    w
 }
 
 // ---- pooling ---------------------------------------------------------------
@@ -980,7 +1001,7 @@ impl Layer for LeakyReLU {
         Ok(s.to_vec())
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        if !(self.negative_slope >= 0.0) {
+        if self.negative_slope.is_nan() || self.negative_slope < 0.0 {
             return Err(Error::arg(
                 "LeakyReLU",
                 format!("negative_slope must be 0 or more, got {}", self.negative_slope),

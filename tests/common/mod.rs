@@ -355,3 +355,32 @@ pub fn wgflow_convert(args: &[&str]) -> (bool, String) {
     assert_ne!(out.status.code(), Some(101), "wgflow_convert panicked: {text}");
     (out.status.success(), text)
 }
+
+/// A model of the Keras layers beyond the test CNNs' (Rescaling, Reshape,
+/// relu6, DepthwiseConv2D, GlobalMaxPooling2D, LeakyReLU), built for
+/// 28x28x1 examples: the same layers tests/python/keras_files.py gives Keras.
+pub fn extra_layers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::layers::{
+        Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalMaxPooling2D, LeakyReLU, Rescaling, Reshape,
+    };
+    use wgflow::nn::{Activation, Sequential};
+    wgflow::nn::set_random_seed(seed);
+    let mut m = Sequential::new()
+        .add(Rescaling::new(2.0, -1.0))
+        .add(Reshape::new(&[14, 56, 1]))
+        .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
+        .add(
+            DepthwiseConv2D::new([3, 3])
+                .depth_multiplier(2)
+                .strides([2, 2])
+                .padding("same")
+                .expect("same padding"),
+        )
+        .add(GlobalMaxPooling2D::new())
+        .add(LeakyReLU::new(0.2))
+        .add(Reshape::new(&[2, -1]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).expect("build");
+    m
+}
