@@ -88,6 +88,8 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
             "fcnn.h5",
             "extra.keras",
             "extra.h5",
+            "lnmlp.keras",
+            "lnmlp.h5",
         ] {
             let name = file.split('.').next().unwrap();
             let mut m = load_model_on(dir.join(file), &d).unwrap();
@@ -159,7 +161,12 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
     let dir = tmp("to-keras");
     let d = Device::Cpu;
     let mut wants = Vec::new();
-    for (name, mut m) in [("cnn", cnn(&d)), ("mlp", mlp(&d)), ("extra", extra_layers(&d, 7))] {
+    for (name, mut m) in [
+        ("cnn", cnn(&d)),
+        ("mlp", mlp(&d)),
+        ("extra", extra_layers(&d, 7)),
+        ("lnmlp", layer_norm_mlp(&d, 23)),
+    ] {
         if name == "cnn" {
             m.compile(
                 Adam::new(1e-3),
@@ -198,6 +205,8 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
             "mlp.h5",
             "extra.keras",
             "extra.h5",
+            "lnmlp.keras",
+            "lnmlp.h5",
         ],
     );
     assert!(out.contains("OK"), "{out}");

@@ -169,6 +169,7 @@ fn tensorflow_loads_wgflow_exports() {
         ("mlp", mlp(&d)),
         ("grouped", grouped(&d)),
         ("extra", extra_layers(&d, 19)),
+        ("lnmlp", layer_norm_mlp(&d, 29)),
     ] {
         let dir = tmp(&format!("tf-{name}"));
         let export = dir.join("model");

@@ -26,7 +26,7 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -429,7 +429,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         }
         layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
         classes.push(class.to_string());
-        bn_axes.push(if class == "BatchNormalization" {
+        bn_axes.push(if matches!(class, "BatchNormalization" | "LayerNormalization") {
             bn_axis(c.get("axis")).map_err(|e| bad(path, e))?
         } else {
             None
@@ -1151,9 +1151,9 @@ fn check_bn_axes(layers: &[Box<dyn Layer>], axes: &[Option<i64>], input: &[usize
         if let Some(a) = *axis {
             if a != -1 && a != rank - 1 {
                 return Err(format!(
-                    "layer {} (BatchNormalization): axis {a} of a rank-{rank} input: wgflow normalizes the last \
-                     axis ({} or -1)",
+                    "layer {} ({}): axis {a} of a rank-{rank} input: wgflow normalizes the last axis ({} or -1)",
                     layer.name(),
+                    layer.kind(),
                     rank - 1
                 ));
             }
@@ -1275,6 +1275,16 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 o.fixed(k, json!(false))?;
             }
             o.known.extend(["renorm_clipping", "renorm_momentum"]);
+            Box::new(l)
+        }
+        "LayerNormalization" => {
+            // As for BatchNormalization, the axis is checked against the
+            // input's rank once the shapes are known.
+            bn_axis(o.get("axis")).map_err(|v| o.err("axis", format!("{v}: wgflow normalizes the last axis")))?;
+            let mut l = LayerNormalization::new().epsilon(o.f64("epsilon", 1e-3)?);
+            l.center = o.bool("center", true)?;
+            l.scale = o.bool("scale", true)?;
+            o.fixed("rms_scaling", json!(false))?;
             Box::new(l)
         }
         "Activation" => Box::new(ActivationLayer::new(o.activation()?)),

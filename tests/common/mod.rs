@@ -384,3 +384,23 @@ pub fn extra_layers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     m.build(&[28, 28, 1], d).expect("build");
     m
 }
+
+/// An MLP with LayerNormalization (epsilon 1e-2, gamma and beta away from
+/// 1 and 0) between its Dense layers, for 28x28x1 examples: the layers
+/// tests/python/keras_files.py gives Keras as "lnmlp".
+pub fn layer_norm_mlp(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::layers::{Dense, Flatten, LayerNormalization};
+    wgflow::nn::set_random_seed(seed);
+    let mut m = wgflow::nn::Sequential::new()
+        .add(Flatten::new())
+        .add(Dense::new(16))
+        .add(LayerNormalization::new().epsilon(1e-2))
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).expect("build");
+    for (name, v) in m.layers()[2].weights() {
+        let base = if name == "gamma" { 1.0 } else { 0.0 };
+        let w = uniform(&[16], base - 0.5, base + 0.5, seed + 1, DType::F32);
+        v.assign(&w.to_device(d).expect("device")).expect("assign");
+    }
+    m
+}

@@ -40,6 +40,15 @@ if mode == "make":
                 layers.Dense(10),
             ]
         ),
+        "lnmlp": keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Flatten(),
+                layers.Dense(16),
+                layers.LayerNormalization(epsilon=1e-2),
+                layers.Dense(10),
+            ]
+        ),
         "extra": keras.Sequential(
             [
                 keras.Input((28, 28, 1)),

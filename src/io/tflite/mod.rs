@@ -622,7 +622,14 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 let (c, o) = match op {
                     BinaryOp::Add => (code::ADD, Opts::Add(act)),
                     BinaryOp::Sub => (code::SUB, Opts::Sub(act)),
-                    _ => (code::MUL, Opts::Mul(act)),
+                    BinaryOp::Mul => (code::MUL, Opts::Mul(act)),
+                    BinaryOp::SquaredDifference if !int8 && act == Act::None => (code::SQUARED_DIFFERENCE, Opts::None),
+                    other => {
+                        return Err(unsupported(
+                            other.name(),
+                            &format!("wgflow writes it in float only ('{}')", net.values[n.out].name),
+                        ));
+                    }
                 };
                 b.op(c, if int8 { 2 } else { 1 }, vec![x, z], vec![y], o);
             }

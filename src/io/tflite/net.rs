@@ -600,7 +600,7 @@ impl Net {
                     keep: *keepdims,
                 }
             }
-            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul)) => {
+            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::SquaredDifference)) => {
                 if x.iter()
                     .any(|&v| self.values[v].konst.as_ref().is_some_and(|a| a.dtype != DType::F32))
                 {
@@ -633,7 +633,7 @@ impl Net {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, ADD, SUB, MUL, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, ADD, SUB, MUL, SQUARED_DIFFERENCE, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
                 ));
             }
         })

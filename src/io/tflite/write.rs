@@ -144,6 +144,7 @@ pub(crate) mod code {
     pub const CEIL: i32 = 104;
     pub const COS: i32 = 108;
     pub const REDUCE_MAX: i32 = 82;
+    pub const SQUARED_DIFFERENCE: i32 = 99;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
