@@ -425,7 +425,34 @@ fn broken_files_are_typed_errors() {
             Box::new(|v| v["config"]["layers"][1]["config"]["data_format"] = "channels_first".into()),
             "data_format",
         ),
+        (
+            "huge",
+            Box::new(|v| v["config"]["layers"][2]["config"]["units"] = (1u64 << 40).into()),
+            "out of memory",
+        ),
+        (
+            "reshape",
+            Box::new(|v| {
+                v["config"]["layers"][1] =
+                    serde_json::json!({"class_name": "Reshape", "config": {"name": "r", "target_shape": [-1, -1]}})
+            }),
+            "cannot take the shape",
+        ),
+        (
+            "kernel",
+            Box::new(|v| {
+                v["config"]["layers"][1] = serde_json::json!({"class_name": "DepthwiseConv2D",
+                    "config": {"name": "dw", "kernel_size": [2147483648u64, 2147483648u64], "depth_multiplier": 4}})
+            }),
+            "DepthwiseConv2D",
+        ),
     ];
+    // Kernels too large to allocate: a typed error, no overflow on the way.
+    use wgflow::nn::Layer;
+    let e = wgflow::nn::layers::DepthwiseConv2D::new([1 << 31, 1 << 31])
+        .build(&[8, 8, 4], &d)
+        .unwrap_err();
+    assert!(e.to_string().contains("fit in memory"), "{e}");
     for (tag, f, want) in cases {
         let p = dir.join(format!("{tag}.keras"));
         rezip(&good, &p, |name, b| {

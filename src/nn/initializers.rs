@@ -75,8 +75,14 @@ pub fn fans(shape: &[usize]) -> (usize, usize) {
         0 => (1, 1),
         1 => (shape[0], shape[0]),
         _ => {
-            let receptive: usize = shape[..shape.len() - 2].iter().product();
-            (shape[shape.len() - 2] * receptive, shape[shape.len() - 1] * receptive)
+            // Saturating: a shape this large fails to allocate, with an error.
+            let receptive = shape[..shape.len() - 2]
+                .iter()
+                .fold(1usize, |a, &d| a.saturating_mul(d));
+            (
+                shape[shape.len() - 2].saturating_mul(receptive),
+                shape[shape.len() - 1].saturating_mul(receptive),
+            )
         }
     }
 }
@@ -91,7 +97,7 @@ impl Initializer {
         let (fan_in, fan_out) = fans(shape);
         match *self {
             Initializer::GlorotUniform => {
-                let l = (6.0 / (fan_in + fan_out).max(1) as f64).sqrt();
+                let l = (6.0 / fan_in.saturating_add(fan_out).max(1) as f64).sqrt();
                 ops::random_uniform(shape, -l, l, dtype, next_seed(), device)
             }
             Initializer::HeNormal => {
