@@ -794,10 +794,9 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
     })
 }
 
-/// A Keras metric (a name or `{class_name, config}`) as a wgflow metric;
-/// `kind` is the loss's ('s'parse, 'c'ategorical, 'b'inary) for
-/// "accuracy". `Err` says why it is left out.
-fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metrics::Metric>, String> {
+/// A Keras metric (a name or `{class_name, config}`) as a wgflow metric.
+/// `Err` says why it is left out.
+fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>, String> {
     use super::metrics::{MAX_THRESHOLDS, *};
     let class = m.get("class_name").and_then(Value::as_str);
     let (n, c) = match m {
@@ -822,16 +821,16 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
     };
     let set = |k: &str| c.get(k).filter(|v| !v.is_null());
     let lacks = |k: &str| format!("{k} = {} is not supported", c[k]);
-    let m: Box<dyn Metric> = match (n.as_str(), kind) {
-        ("accuracy" | "acc", 's') | ("sparse_categorical_accuracy", _) => {
-            Box::new(SparseCategoricalAccuracy::new().named(&label))
-        }
-        ("accuracy" | "acc", 'c') | ("categorical_accuracy", _) => Box::new(CategoricalAccuracy::new().named(&label)),
-        ("accuracy" | "acc", 'b') | ("binary_accuracy", _) => {
+    let m: Box<dyn Metric> = match n.as_str() {
+        // Keras picks the accuracy by the shapes of labels and predictions.
+        "accuracy" | "acc" => Box::new(Accuracy::auto().named(&label)),
+        "sparse_categorical_accuracy" => Box::new(SparseCategoricalAccuracy::new().named(&label)),
+        "categorical_accuracy" => Box::new(CategoricalAccuracy::new().named(&label)),
+        "binary_accuracy" => {
             Box::new(Accuracy::binary(set("threshold").and_then(Value::as_f64).unwrap_or(0.5)).named(&label))
         }
-        ("root_mean_squared_error", _) => Box::new(RootMeanSquaredError::new().named(&label)),
-        ("top_k_categorical_accuracy" | "sparse_top_k_categorical_accuracy", _) => {
+        "root_mean_squared_error" => Box::new(RootMeanSquaredError::new().named(&label)),
+        "top_k_categorical_accuracy" | "sparse_top_k_categorical_accuracy" => {
             if set("from_sorted_ids").and_then(Value::as_bool) == Some(true) {
                 return Err(lacks("from_sorted_ids"));
             }
@@ -846,7 +845,7 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
             };
             Box::new(m.k(k).named(&label))
         }
-        ("precision" | "recall", _) => {
+        "precision" | "recall" => {
             if set("top_k").is_some() {
                 return Err(lacks("top_k"));
             }
@@ -866,7 +865,7 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
                 Some(v) => Box::new(p.class_id(v.as_u64().ok_or_else(|| lacks("class_id"))? as usize)),
             }
         }
-        ("auc", _) => {
+        "auc" => {
             for k in ["thresholds", "label_weights", "num_labels"] {
                 if set(k).is_some() {
                     return Err(lacks(k));
@@ -902,7 +901,7 @@ fn metric_from(m: &Value, kind: char) -> std::result::Result<Box<dyn super::metr
                     .named(&label),
             )
         }
-        (name, _) => {
+        name => {
             let f = metric_loss(name).ok_or_else(|| "wgflow has no such metric".to_string())?;
             Box::new(MeanMetricWrapper::new(&label, loss_from(f, &c)?))
         }
@@ -938,15 +937,9 @@ fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Val
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
     let loss = loss_from(&name, config).map_err(|e| format!("compile_config: {e}"))?;
-    let kind = match canonical(&name) {
-        "sparse_categorical_crossentropy" => 's',
-        "categorical_crossentropy" => 'c',
-        "binary_crossentropy" => 'b',
-        _ => 'o',
-    };
     let mut ms: Vec<Box<dyn super::metrics::Metric>> = Vec::new();
     for m in metrics.as_array().map(Vec::as_slice).unwrap_or_default() {
-        match metric_from(m, kind) {
+        match metric_from(m) {
             Ok(m) => ms.push(m),
             Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
         }

@@ -135,6 +135,8 @@ impl Metric for Mean {
 
 #[derive(Clone, Copy)]
 enum Kind {
+    /// Keras' "accuracy": binary, sparse or categorical by the shapes.
+    Auto,
     Exact,
     Binary(f64),
     SparseCategorical,
@@ -155,6 +157,14 @@ impl Accuracy {
             kind,
             totals: Totals::default(),
         }
+    }
+    /// `metrics=["accuracy"]` in Keras' `compile`: binary accuracy where
+    /// predictions have a last axis of 1, sparse categorical where labels
+    /// have fewer axes (or a last axis of 1 against several classes),
+    /// categorical otherwise; decided by each batch's shapes, as Keras
+    /// decides by the first.
+    pub fn auto() -> Accuracy {
+        Accuracy::new("accuracy", Kind::Auto)
     }
     /// `keras.metrics.Accuracy`: y_pred == y_true elementwise.
     pub fn exact() -> Accuracy {
@@ -283,6 +293,7 @@ impl Metric for Accuracy {
     }
     fn keras_config(&self) -> Option<serde_json::Value> {
         let class = match self.kind {
+            Kind::Auto => return matches!(self.name.as_str(), "accuracy" | "acc").then(|| self.name.clone().into()),
             Kind::Exact => "Accuracy",
             Kind::Binary(_) => "BinaryAccuracy",
             Kind::SparseCategorical => "SparseCategoricalAccuracy",
@@ -291,7 +302,7 @@ impl Metric for Accuracy {
         // A name only where Keras resolves it to this very metric ("accuracy"
         // picks its kind from the data; exact match needs the class).
         let by_name = match (self.kind, self.name.as_str()) {
-            (Kind::Exact, _) => false,
+            (Kind::Exact | Kind::Auto, _) => false,
             (Kind::Binary(t), "binary_accuracy" | "accuracy" | "acc") => t == 0.5,
             (Kind::SparseCategorical, "sparse_categorical_accuracy" | "accuracy" | "acc") => true,
             (Kind::Categorical, "categorical_accuracy" | "accuracy" | "acc") => true,
@@ -311,7 +322,21 @@ impl Metric for Accuracy {
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
         crate::autodiff::without_recording(|| {
             let t = y_true.to_device(y_pred.device())?;
-            let hits = match self.kind {
+            let kind = match self.kind {
+                // compile_utils.is_binary_or_sparse_categorical
+                Kind::Auto => {
+                    let (tl, pl) = (t.shape().last().copied(), y_pred.shape().last().copied());
+                    if pl == Some(1) {
+                        Kind::Binary(0.5)
+                    } else if t.rank() < y_pred.rank() || tl == Some(1) && pl.is_some_and(|p| p > 1) {
+                        Kind::SparseCategorical
+                    } else {
+                        Kind::Categorical
+                    }
+                }
+                k => k,
+            };
+            let hits = match kind {
                 Kind::Exact => {
                     let (t, p) = same_rank(&t, y_pred)?;
                     t.cast(p.dtype())?.equal(&p)?
@@ -336,7 +361,7 @@ impl Metric for Accuracy {
                     // a label of 1.5 matches no class.
                     y_pred.argmax(-1)?.cast(DType::F32)?.equal(&l.cast(DType::F32)?)?
                 }
-                Kind::Categorical => y_pred.argmax(-1)?.equal(&t.argmax(-1)?)?,
+                Kind::Categorical | Kind::Auto => y_pred.argmax(-1)?.equal(&t.argmax(-1)?)?,
             };
             self.totals.add(&hits)
         })
