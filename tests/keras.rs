@@ -811,8 +811,14 @@ fn losses_and_metrics_match_keras() {
         (Box::new(|| Box::new(RootMeanSquaredError::new())), "reg"),
         (Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::exact())), "bin"),
         (Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::auto())), "bcol"),
-        (Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::auto())), "sparse_prob"),
-        (Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::auto())), "onehot_prob"),
+        (
+            Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::auto())),
+            "sparse_prob",
+        ),
+        (
+            Box::new(|| Box::new(wgflow::nn::metrics::Accuracy::auto())),
+            "onehot_prob",
+        ),
         (Box::new(|| Box::new(Precision::new())), "bin"),
         (Box::new(|| Box::new(Recall::new())), "bin"),
         (

@@ -27,6 +27,7 @@ use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
     GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
+    SeparableConv2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -656,7 +657,10 @@ fn carry_policies(layers: &mut [Value]) {
         let Some(name) = l.pointer_mut("/config/dtype/config/name") else {
             continue;
         };
-        if matches!(class.as_str(), "Dense" | "Conv2D" | "DepthwiseConv2D") {
+        if matches!(
+            class.as_str(),
+            "Dense" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D"
+        ) {
             current = name.clone();
         } else {
             *name = current.clone();
@@ -1182,6 +1186,29 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 .use_bias(o.bool("use_bias", true)?)
                 .dtype(o.policy()?);
             o.fixed("lora_rank", Value::Null)?;
+            Box::new(l)
+        }
+        "SeparableConv2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let padding = o.padding()?;
+            let l = SeparableConv2D::new(o.usize("filters", None)?, o.pair("kernel_size", None)?)
+                .strides(o.pair("strides", Some([1, 1]))?)
+                .padding(padding)
+                .map_err(|e| e.to_string())?
+                .depth_multiplier(o.usize("depth_multiplier", Some(1))?)
+                .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            for k in [
+                "depthwise_regularizer",
+                "depthwise_constraint",
+                "pointwise_regularizer",
+                "pointwise_constraint",
+            ] {
+                o.fixed(k, Value::Null)?;
+            }
+            o.known.extend(["depthwise_initializer", "pointwise_initializer"]);
             Box::new(l)
         }
         "DepthwiseConv2D" => {

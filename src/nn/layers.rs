@@ -753,6 +753,168 @@ impl Layer for DepthwiseConv2D {
     }
 }
 
+/// `keras.layers.SeparableConv2D`: a [`DepthwiseConv2D`] (its strides,
+/// padding, dilation and `depth_multiplier`) followed by a 1x1 convolution
+/// to `filters` channels, then the bias and the activation, as
+/// `tf.nn.separable_conv2d`.
+///
+/// Weights: `depthwise_kernel` `[kh, kw, channels, depth_multiplier]`,
+/// `pointwise_kernel` `[1, 1, channels * depth_multiplier, filters]` and
+/// `bias` `[filters]`.
+pub struct SeparableConv2D {
+    depthwise: DepthwiseConv2D,
+    /// Output channels.
+    pub filters: usize,
+    /// Applied to the output (`Linear` by default).
+    pub activation: Activation,
+    /// Whether a bias is added (true).
+    pub use_bias: bool,
+    pointwise: Option<Variable>,
+    bias: Option<Variable>,
+}
+
+impl SeparableConv2D {
+    /// `SeparableConv2D(filters, kernel_size)` with Keras' defaults.
+    pub fn new(filters: usize, kernel_size: [usize; 2]) -> SeparableConv2D {
+        let mut depthwise = DepthwiseConv2D::new(kernel_size).use_bias(false);
+        depthwise.name = unique_name("separable_conv2d");
+        SeparableConv2D {
+            depthwise,
+            filters,
+            activation: Activation::Linear,
+            use_bias: true,
+            pointwise: None,
+            bias: None,
+        }
+    }
+    /// `strides=` (of the depthwise step).
+    pub fn strides(self, s: [usize; 2]) -> Self {
+        SeparableConv2D {
+            depthwise: self.depthwise.strides(s),
+            ..self
+        }
+    }
+    /// `padding=`: "same" or "valid".
+    ///
+    /// Returns [`Error::InvalidArgument`] for any other string.
+    pub fn padding(self, p: &str) -> Result<Self> {
+        Ok(SeparableConv2D {
+            depthwise: self.depthwise.padding(p)?,
+            ..self
+        })
+    }
+    /// `depth_multiplier=`.
+    pub fn depth_multiplier(self, m: usize) -> Self {
+        SeparableConv2D {
+            depthwise: self.depthwise.depth_multiplier(m),
+            ..self
+        }
+    }
+    /// `dilation_rate=`.
+    pub fn dilation_rate(self, d: [usize; 2]) -> Self {
+        SeparableConv2D {
+            depthwise: self.depthwise.dilation_rate(d),
+            ..self
+        }
+    }
+    /// `activation=`.
+    pub fn activation(self, activation: Activation) -> Self {
+        SeparableConv2D { activation, ..self }
+    }
+    /// `use_bias=`.
+    pub fn use_bias(self, use_bias: bool) -> Self {
+        SeparableConv2D { use_bias, ..self }
+    }
+    /// `dtype=`: the layer's dtype policy.
+    pub fn dtype(self, p: Policy) -> Self {
+        SeparableConv2D {
+            depthwise: self.depthwise.dtype(p),
+            ..self
+        }
+    }
+}
+
+impl Layer for SeparableConv2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = match self.depthwise.keras_config()? {
+            serde_json::Value::Object(m) => m,
+            _ => serde_json::Map::new(),
+        };
+        m.insert("filters".into(), self.filters.into());
+        m.insert("activation".into(), self.activation.name().into());
+        m.insert("use_bias".into(), self.use_bias.into());
+        m.insert(
+            "pointwise_initializer".into(),
+            initializer_config(&Initializer::GlorotUniform),
+        );
+        m.insert("pointwise_regularizer".into(), serde_json::Value::Null);
+        m.insert("pointwise_constraint".into(), serde_json::Value::Null);
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.depthwise.name
+    }
+    fn kind(&self) -> &'static str {
+        "SeparableConv2D"
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        self.depthwise.build(input_shape, device)?;
+        let mid = self.depthwise.output_shape(input_shape)?[2];
+        let vt = self.depthwise.policy.variable_dtype();
+        let name = &self.depthwise.name;
+        let k = Initializer::GlorotUniform.init(&[1, 1, mid, self.filters], vt, device)?;
+        self.pointwise = Some(Variable::new(k, &format!("{name}/pointwise_kernel")));
+        if self.use_bias {
+            let b = Initializer::Zeros.init(&[self.filters], vt, device)?;
+            self.bias = Some(Variable::new(b, &format!("{name}/bias")));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.depthwise.built() && self.pointwise.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let mut out = self.depthwise.output_shape(s)?;
+        out[2] = self.filters;
+        Ok(out)
+    }
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "SeparableConv2D",
+                &[x.shape()],
+                format!(
+                    "layer {} expects inputs [batch, height, width, channels]",
+                    self.depthwise.name
+                ),
+            ));
+        }
+        ensure_built(self, x, 4)?;
+        let SeparableConv2D {
+            depthwise,
+            pointwise,
+            bias,
+            activation,
+            ..
+        } = self;
+        let (policy, name) = (depthwise.policy.clone(), depthwise.name.clone());
+        conv_forward(
+            x,
+            &policy,
+            &name,
+            ("pointwise_kernel", pointwise),
+            bias,
+            *activation,
+            |x, k| conv::conv2d(&depthwise.call(x, training)?, k, [1, 1], Padding::Valid, [1, 1]),
+        )
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = self.depthwise.weights();
+        w.extend(kernel_and_bias(("pointwise_kernel", &self.pointwise), &self.bias));
+        w
+    }
+}
+
 /// A convolution layer's forward pass: `x` cast to the policy's compute
 /// dtype, `conv` with the kernel in it, the bias, the activation.
 fn conv_forward(

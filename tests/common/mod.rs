@@ -357,11 +357,11 @@ pub fn wgflow_convert(args: &[&str]) -> (bool, String) {
 }
 
 /// A model of the Keras layers beyond the test CNNs' (Rescaling, Reshape,
-/// relu6, DepthwiseConv2D, GlobalMaxPooling2D, LeakyReLU), built for
+/// relu6, DepthwiseConv2D, SeparableConv2D, GlobalMaxPooling2D, LeakyReLU), built for
 /// 28x28x1 examples: the same layers tests/python/keras_files.py gives Keras.
 pub fn extra_layers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     use wgflow::nn::layers::{
-        Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalMaxPooling2D, LeakyReLU, Rescaling, Reshape,
+        Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalMaxPooling2D, LeakyReLU, Rescaling, Reshape, SeparableConv2D,
     };
     use wgflow::nn::{Activation, Sequential};
     wgflow::nn::set_random_seed(seed);
@@ -375,6 +375,13 @@ pub fn extra_layers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
                 .strides([2, 2])
                 .padding("same")
                 .expect("same padding"),
+        )
+        .add(
+            SeparableConv2D::new(6, [3, 3])
+                .padding("same")
+                .expect("same padding")
+                .depth_multiplier(2)
+                .activation(Activation::Relu),
         )
         .add(GlobalMaxPooling2D::new())
         .add(LeakyReLU::new(0.2))

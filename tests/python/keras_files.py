@@ -57,6 +57,7 @@ if mode == "make":
                 layers.Conv2D(4, 3),
                 layers.ReLU(max_value=6.0),
                 layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", strides=2),
+                layers.SeparableConv2D(6, 3, padding="same", activation="relu", depth_multiplier=2),
                 layers.GlobalMaxPooling2D(),
                 layers.LeakyReLU(0.2),
                 layers.Reshape((2, -1)),
