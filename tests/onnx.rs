@@ -103,6 +103,7 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
                 ]
             } else if name == "extra" {
                 vec![
+                    "'Pad'",
                     "'Mul'",
                     "'Add'",
                     "'Conv'",

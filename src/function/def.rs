@@ -78,6 +78,31 @@ pub enum Dim {
     },
 }
 
+/// The (before, after) amounts of a pad whose output is `shape` (`dims`
+/// where it follows the call) and whose input is `input`, per dimension:
+/// known sizes, or a dimension that follows an argument and is not padded.
+/// `None` where they cannot be known when exporting.
+pub(crate) fn pad_amounts(
+    before: &[usize],
+    shape: &[usize],
+    input: &[Option<usize>],
+    dims: Option<&[Dim]>,
+) -> Option<Vec<(usize, usize)>> {
+    if input.len() != before.len() || shape.len() != before.len() {
+        return None;
+    }
+    (0..before.len())
+        .map(|d| match dims.and_then(|ds| ds.get(d)) {
+            Some(Dim::Arg { .. }) => (before[d] == 0).then_some((0, 0)),
+            Some(Dim::Infer) => None,
+            _ => {
+                let after = shape[d].checked_sub(before[d])?.checked_sub(input[d]?)?;
+                Some((before[d], after))
+            }
+        })
+        .collect()
+}
+
 /// Where a value that no op computes comes from at each call.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Feed {

@@ -29,6 +29,7 @@ mod precision;
 mod symbolic;
 pub(crate) mod trace;
 
+pub(crate) use def::pad_amounts;
 pub use def::{Dim, Feed, GraphDef, NodeDef, ValueDef, VariableDef};
 pub use graph::{Graph, GraphStats, PlanStats};
 pub use symbolic::{ConcreteFunction, TensorSpec};

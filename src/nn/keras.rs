@@ -27,7 +27,7 @@ use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
     GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
-    SeparableConv2D,
+    SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -1257,6 +1257,33 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             } else {
                 Box::new(GlobalAveragePooling2D::new())
             }
+        }
+        "ZeroPadding2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            // An int, (symmetric height, symmetric width), or ((top, bottom), (left, right)).
+            let given = o.get("padding");
+            let bad = || o.err("padding", "is not an int, a pair or a pair of pairs");
+            let n = |v: &Value| v.as_u64().map(|v| v as usize);
+            let p = match given {
+                None => [[1, 1], [1, 1]],
+                Some(v) => match v {
+                    Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
+                        (Value::Array(h), Value::Array(w)) if h.len() == 2 && w.len() == 2 => [
+                            [n(&h[0]).ok_or_else(bad)?, n(&h[1]).ok_or_else(bad)?],
+                            [n(&w[0]).ok_or_else(bad)?, n(&w[1]).ok_or_else(bad)?],
+                        ],
+                        (h, w) => {
+                            let (h, w) = (n(h).ok_or_else(bad)?, n(w).ok_or_else(bad)?);
+                            [[h, h], [w, w]]
+                        }
+                    },
+                    v => {
+                        let k = n(v).ok_or_else(bad)?;
+                        [[k, k], [k, k]]
+                    }
+                },
+            };
+            Box::new(ZeroPadding2D::new(p))
         }
         "Reshape" => {
             let shape = o

@@ -1251,6 +1251,66 @@ impl Layer for Reshape {
     }
 }
 
+/// `keras.layers.ZeroPadding2D`: zero rows above and below, zero columns
+/// left and right of each example `[height, width, channels]`.
+pub struct ZeroPadding2D {
+    name: String,
+    /// `[[top, bottom], [left, right]]`.
+    pub padding: [[usize; 2]; 2],
+}
+
+impl ZeroPadding2D {
+    /// `ZeroPadding2D(padding=((top, bottom), (left, right)))`.
+    pub fn new(padding: [[usize; 2]; 2]) -> ZeroPadding2D {
+        ZeroPadding2D {
+            name: unique_name("zero_padding2d"),
+            padding,
+        }
+    }
+}
+
+impl Layer for ZeroPadding2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("padding".into(), serde_json::json!(self.padding));
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "ZeroPadding2D"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let [[t, b], [l, r]] = self.padding;
+        match s {
+            &[h, w, c] => h
+                .checked_add(t)
+                .and_then(|h| h.checked_add(b))
+                .zip(w.checked_add(l).and_then(|w| w.checked_add(r)))
+                .map(|(h, w)| vec![h, w, c])
+                .ok_or_else(|| Error::shape("ZeroPadding2D", &[s], "the padded size overflows")),
+            _ => Err(Error::shape(
+                "ZeroPadding2D",
+                &[s],
+                "expects examples [height, width, channels]",
+            )),
+        }
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        if x.rank() != 4 {
+            return Err(Error::shape(
+                "ZeroPadding2D",
+                &[x.shape()],
+                "expects [batch, height, width, channels]",
+            ));
+        }
+        let [[t, b], [l, r]] = self.padding;
+        ops::layout::pad(x, &[(0, 0), (t, b), (l, r), (0, 0)])
+    }
+}
+
 /// `keras.layers.Rescaling`: `x * scale + offset`, in the input's dtype
 /// (integer inputs become f32, as Keras casts them to its compute dtype).
 pub struct Rescaling {

@@ -345,6 +345,31 @@ pub fn broadcast_to(x: &Tensor, shape: &[usize]) -> Result<Tensor> {
     exec(Op::BroadcastTo(shape.to_vec()), &[x])
 }
 
+/// `tf.pad(x, paddings)` with zeros: `(before, after)` per dimension.
+pub fn pad(x: &Tensor, paddings: &[(usize, usize)]) -> Result<Tensor> {
+    let shape = x
+        .shape()
+        .iter()
+        .zip(paddings)
+        .map(|(&d, &(b, a))| d.checked_add(b)?.checked_add(a))
+        .collect::<Option<Vec<usize>>>()
+        .filter(|s| paddings.len() == x.rank() && s.len() == x.rank())
+        .ok_or_else(|| {
+            Error::shape(
+                "pad",
+                &[x.shape()],
+                format!("paddings {paddings:?} do not fit a rank-{} tensor", x.rank()),
+            )
+        })?;
+    exec(
+        Op::Pad {
+            before: paddings.iter().map(|p| p.0).collect(),
+            shape,
+        },
+        &[x],
+    )
+}
+
 /// `tf.slice(x, begin, size)`.
 pub fn slice(x: &Tensor, begin: &[usize], size: &[usize]) -> Result<Tensor> {
     exec(

@@ -357,17 +357,20 @@ pub fn wgflow_convert(args: &[&str]) -> (bool, String) {
 }
 
 /// A model of the Keras layers beyond the test CNNs' (Rescaling, Reshape,
-/// relu6, DepthwiseConv2D, SeparableConv2D, GlobalMaxPooling2D, LeakyReLU), built for
+/// ZeroPadding2D, relu6, DepthwiseConv2D, SeparableConv2D,
+/// GlobalMaxPooling2D, LeakyReLU), built for
 /// 28x28x1 examples: the same layers tests/python/keras_files.py gives Keras.
 pub fn extra_layers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     use wgflow::nn::layers::{
         Conv2D, Dense, DepthwiseConv2D, Flatten, GlobalMaxPooling2D, LeakyReLU, Rescaling, Reshape, SeparableConv2D,
+        ZeroPadding2D,
     };
     use wgflow::nn::{Activation, Sequential};
     wgflow::nn::set_random_seed(seed);
     let mut m = Sequential::new()
         .add(Rescaling::new(2.0, -1.0))
         .add(Reshape::new(&[14, 56, 1]))
+        .add(ZeroPadding2D::new([[1, 2], [0, 1]]))
         .add(Conv2D::new(4, [3, 3]).activation(Activation::Relu6))
         .add(
             DepthwiseConv2D::new([3, 3])

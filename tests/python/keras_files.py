@@ -54,6 +54,7 @@ if mode == "make":
                 keras.Input((28, 28, 1)),
                 layers.Rescaling(2.0, offset=-1.0),
                 layers.Reshape((14, 56, 1)),
+                layers.ZeroPadding2D(((1, 2), (0, 1))),
                 layers.Conv2D(4, 3),
                 layers.ReLU(max_value=6.0),
                 layers.DepthwiseConv2D(3, depth_multiplier=2, padding="same", strides=2),

@@ -528,16 +528,14 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
             b.node("OneHot", vec![first(), d, values], vec![ai("axis", -1)])
         }
         Op::Pad { before, shape } => {
-            let input = node
-                .inputs
-                .first()
-                .and_then(|&v| def.values[v].concrete())
-                .filter(|_| dims.is_none())
+            let input = node.inputs.first().map_or(&[][..], |&v| def.values[v].shape.as_slice());
+            let amounts = crate::function::pad_amounts(before, shape, input, dims)
                 .ok_or_else(|| unsupported("pad", "a pad of an unknown size"))?;
-            let mut p: Vec<i64> = before.iter().map(|&v| v as i64).collect();
-            for ((&bf, &out), &inp) in before.iter().zip(shape).zip(&input) {
-                p.push(out.saturating_sub(bf).saturating_sub(inp) as i64);
-            }
+            let p: Vec<i64> = amounts
+                .iter()
+                .map(|a| a.0 as i64)
+                .chain(amounts.iter().map(|a| a.1 as i64))
+                .collect();
             let p = b.i64s("pads", &p);
             b.node("Pad", vec![first(), p], vec![])
         }

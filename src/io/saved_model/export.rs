@@ -1063,24 +1063,15 @@ fn convert(
             )
         }
         Op::Pad { before, shape } => {
-            let input = node
-                .inputs
-                .first()
-                .and_then(|&v| def.values[v].concrete())
-                .filter(|_| dims.is_none())
-                .ok_or_else(|| {
-                    unimplemented(
-                        "a pad of unknown size".into(),
-                        format!("{key}: pad needs known shapes to export"),
-                    )
-                })?;
-            let mut pads = Vec::new();
-            for ((&bf, &out), &inp) in before.iter().zip(shape).zip(&input) {
-                let after = out.checked_sub(bf).and_then(|r| r.checked_sub(inp)).unwrap_or(0);
-                pads.push(bf as i32);
-                pads.push(after as i32);
-            }
-            let p = b.const_i32(&format!("{base}/paddings"), &pads, &[input.len(), 2]);
+            let input = node.inputs.first().map_or(&[][..], |&v| def.values[v].shape.as_slice());
+            let amounts = crate::function::pad_amounts(before, shape, input, dims).ok_or_else(|| {
+                unimplemented(
+                    "a pad of unknown size".into(),
+                    format!("{key}: pad needs known amounts to export"),
+                )
+            })?;
+            let pads: Vec<i32> = amounts.iter().flat_map(|&(b, a)| [b as i32, a as i32]).collect();
+            let p = b.const_i32(&format!("{base}/paddings"), &pads, &[amounts.len(), 2]);
             simple(b, "Pad", vec![first(0), p], vec![tt, ("Tpaddings", a_type(dt::INT32))])
         }
         _ => return Err(none()),

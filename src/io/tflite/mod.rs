@@ -278,6 +278,13 @@ impl Builder<'_> {
         self.add_tensor(name, TType::I32, &[Some(v.len())], b, None)
     }
 
+    /// An int32 constant `[rows, v.len() / rows]`.
+    fn const_i32_matrix(&mut self, name: &str, v: &[i64], rows: usize) -> i32 {
+        let data = v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect();
+        let b = self.buffer(data);
+        self.add_tensor(name, TType::I32, &[Some(rows), Some(v.len() / rows.max(1))], b, None)
+    }
+
     /// A float constant as f32 (or f16 + DEQUANTIZE in `Float16` mode).
     fn const_f32(&mut self, v: usize) -> Result<i32> {
         if let Some(t) = self.tensor[v] {
@@ -441,13 +448,13 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
             b.tensor[v] = Some(t);
         }
     }
-    // Pooling, reshapes and maxima keep their input's int8 parameters, as
-    // TFLite's kernels require.
+    // Pooling, reshapes, pads and maxima keep their input's int8
+    // parameters, as TFLite's kernels require.
     let mut same_as_input: Vec<Option<usize>> = vec![None; net.values.len()];
     for n in &net.nodes {
         if matches!(
             n.kind,
-            Kind::Pool { .. } | Kind::Reshape(_) | Kind::Reduce { op: ReduceOp::Max, .. }
+            Kind::Pool { .. } | Kind::Reshape(_) | Kind::Pad(_) | Kind::Reduce { op: ReduceOp::Max, .. }
         ) {
             same_as_input[n.out] = Some(n.inputs[0]);
         }
@@ -632,6 +639,11 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                     }
                 };
                 b.op(c, if int8 { 2 } else { 1 }, vec![x, z], vec![y], o);
+            }
+            Kind::Pad(amounts) => {
+                let p: Vec<i64> = amounts.iter().flat_map(|&(b, a)| [b as i64, a as i64]).collect();
+                let pt = b.const_i32_matrix(&format!("{}/paddings", net.values[n.out].name), &p, amounts.len());
+                b.op(code::PAD, if int8 { 2 } else { 1 }, vec![x, pt], vec![y], Opts::None);
             }
             Kind::Unary(u) => {
                 let (c, o) = match u {

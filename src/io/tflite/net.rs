@@ -99,6 +99,8 @@ pub(crate) enum Kind {
     },
     Binary(BinaryOp),
     Unary(UnaryOp),
+    /// Zeros (before, after) each dimension.
+    Pad(Vec<(usize, usize)>),
 }
 
 #[derive(Clone, Debug)]
@@ -608,6 +610,12 @@ impl Net {
                 }
                 Kind::Binary(*b)
             }
+            Op::Pad { before, shape } => {
+                let amounts =
+                    crate::function::pad_amounts(before, shape, &self.values[x[0]].shape, node.dims.as_deref())
+                        .ok_or_else(|| unsupported(name, "a pad of an unknown size"))?;
+                Kind::Pad(amounts)
+            }
             Op::Unary(
                 u @ (UnaryOp::Relu
                 | UnaryOp::Relu6
@@ -633,7 +641,7 @@ impl Net {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, ADD, SUB, MUL, SQUARED_DIFFERENCE, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, PAD, ADD, SUB, MUL, SQUARED_DIFFERENCE, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
                 ));
             }
         })
@@ -766,6 +774,11 @@ impl Net {
                 }
                 Kind::Binary(b) => apply(Op::Binary(*b), &[&x, &get(&vals, n.inputs[1])?])?,
                 Kind::Unary(u) => apply(Op::Unary(*u), &[&x])?,
+                Kind::Pad(amounts) => {
+                    let before = amounts.iter().map(|a| a.0).collect();
+                    let shape = x.shape().iter().zip(amounts).map(|(&d, a)| d + a.0 + a.1).collect();
+                    apply(Op::Pad { before, shape }, &[&x])?
+                }
             };
             let act = match n.act {
                 Act::None => None,

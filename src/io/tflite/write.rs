@@ -145,6 +145,7 @@ pub(crate) mod code {
     pub const COS: i32 = 108;
     pub const REDUCE_MAX: i32 = 82;
     pub const SQUARED_DIFFERENCE: i32 = 99;
+    pub const PAD: i32 = 34;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
