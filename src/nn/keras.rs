@@ -1188,45 +1188,33 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             o.fixed("lora_rank", Value::Null)?;
             Box::new(l)
         }
-        "SeparableConv2D" => {
+        "DepthwiseConv2D" | "SeparableConv2D" => {
             o.fixed("data_format", json!("channels_last"))?;
             let padding = o.padding()?;
-            let l = SeparableConv2D::new(o.usize("filters", None)?, o.pair("kernel_size", None)?)
+            let dw = DepthwiseConv2D::new(o.pair("kernel_size", None)?)
                 .strides(o.pair("strides", Some([1, 1]))?)
                 .padding(padding)
                 .map_err(|e| e.to_string())?
                 .depth_multiplier(o.usize("depth_multiplier", Some(1))?)
                 .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
-                .activation(o.activation()?)
-                .use_bias(o.bool("use_bias", true)?)
                 .dtype(o.policy()?);
-            for k in [
-                "depthwise_regularizer",
-                "depthwise_constraint",
-                "pointwise_regularizer",
-                "pointwise_constraint",
-            ] {
-                o.fixed(k, Value::Null)?;
-            }
-            o.known.extend(["depthwise_initializer", "pointwise_initializer"]);
-            Box::new(l)
-        }
-        "DepthwiseConv2D" => {
-            o.fixed("data_format", json!("channels_last"))?;
-            let padding = o.padding()?;
-            let l = DepthwiseConv2D::new(o.pair("kernel_size", None)?)
-                .strides(o.pair("strides", Some([1, 1]))?)
-                .padding(padding)
-                .map_err(|e| e.to_string())?
-                .depth_multiplier(o.usize("depth_multiplier", Some(1))?)
-                .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
-                .activation(o.activation()?)
-                .use_bias(o.bool("use_bias", true)?)
-                .dtype(o.policy()?);
+            let (activation, use_bias) = (o.activation()?, o.bool("use_bias", true)?);
             o.fixed("depthwise_regularizer", Value::Null)?;
             o.fixed("depthwise_constraint", Value::Null)?;
             o.known.push("depthwise_initializer");
-            Box::new(l)
+            if class == "SeparableConv2D" {
+                o.fixed("pointwise_regularizer", Value::Null)?;
+                o.fixed("pointwise_constraint", Value::Null)?;
+                o.known.push("pointwise_initializer");
+                let filters = o.usize("filters", None)?;
+                Box::new(
+                    SeparableConv2D::around(filters, dw)
+                        .activation(activation)
+                        .use_bias(use_bias),
+                )
+            } else {
+                Box::new(dw.activation(activation).use_bias(use_bias))
+            }
         }
         "MaxPooling2D" | "AveragePooling2D" => {
             o.fixed("data_format", json!("channels_last"))?;

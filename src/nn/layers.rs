@@ -174,6 +174,19 @@ fn ensure_built(layer: &mut dyn Layer, x: &Tensor, min_rank: usize) -> Result<()
     Ok(())
 }
 
+/// [`ensure_built`] for a layer over images: inputs must be
+/// `[batch, height, width, channels]`.
+fn ensure_built_nhwc(layer: &mut dyn Layer, x: &Tensor) -> Result<()> {
+    if x.rank() != 4 {
+        return Err(Error::shape(
+            layer.kind(),
+            &[x.shape()],
+            format!("layer {} expects inputs [batch, height, width, channels]", layer.name()),
+        ));
+    }
+    ensure_built(layer, x, 4)
+}
+
 /// `t` in `dt` (cast when it differs; the cast's gradient goes back in
 /// `t`'s dtype).
 fn in_dtype(t: Tensor, dt: DType) -> Result<Tensor> {
@@ -533,14 +546,7 @@ impl Layer for Conv2D {
         Ok(vec![h.out, w.out, self.filters])
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        if x.rank() != 4 {
-            return Err(Error::shape(
-                "Conv2D",
-                &[x.shape()],
-                format!("layer {} expects inputs [batch, height, width, channels]", self.name),
-            ));
-        }
-        ensure_built(self, x, 4)?;
+        ensure_built_nhwc(self, x)?;
         let (s, p, d) = (self.strides, self.padding, self.dilation_rate);
         let kernel = ("kernel", &self.kernel);
         conv_forward(
@@ -728,14 +734,7 @@ impl Layer for DepthwiseConv2D {
         Ok(vec![h.out, w.out, out])
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        if x.rank() != 4 {
-            return Err(Error::shape(
-                "DepthwiseConv2D",
-                &[x.shape()],
-                format!("layer {} expects inputs [batch, height, width, channels]", self.name),
-            ));
-        }
-        ensure_built(self, x, 4)?;
+        ensure_built_nhwc(self, x)?;
         let (s, p, d) = (self.strides, self.padding, self.dilation_rate);
         let kernel = ("depthwise_kernel", &self.kernel);
         conv_forward(
@@ -776,8 +775,14 @@ pub struct SeparableConv2D {
 impl SeparableConv2D {
     /// `SeparableConv2D(filters, kernel_size)` with Keras' defaults.
     pub fn new(filters: usize, kernel_size: [usize; 2]) -> SeparableConv2D {
-        let mut depthwise = DepthwiseConv2D::new(kernel_size).use_bias(false);
+        SeparableConv2D::around(filters, DepthwiseConv2D::new(kernel_size))
+    }
+    /// The layer whose depthwise step is `depthwise` (its geometry and
+    /// policy; its bias and activation are dropped for the layer's own).
+    pub(crate) fn around(filters: usize, mut depthwise: DepthwiseConv2D) -> SeparableConv2D {
         depthwise.name = unique_name("separable_conv2d");
+        depthwise.use_bias = false;
+        depthwise.activation = Activation::Linear;
         SeparableConv2D {
             depthwise,
             filters,
@@ -879,17 +884,7 @@ impl Layer for SeparableConv2D {
         Ok(out)
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
-        if x.rank() != 4 {
-            return Err(Error::shape(
-                "SeparableConv2D",
-                &[x.shape()],
-                format!(
-                    "layer {} expects inputs [batch, height, width, channels]",
-                    self.depthwise.name
-                ),
-            ));
-        }
-        ensure_built(self, x, 4)?;
+        ensure_built_nhwc(self, x)?;
         let SeparableConv2D {
             depthwise,
             pointwise,
