@@ -92,7 +92,7 @@ fn unary_cases(s: &mut Suite) {
     }
 }
 
-const SHAPE_PAIRS: [(&[usize], &[usize]); 30] = [
+const SHAPE_PAIRS: [(&[usize], &[usize]); 33] = [
     (&[5], &[2, 3, 5]),
     (&[1, 4], &[3, 4]),
     (&[3, 4], &[3, 4]),
@@ -132,6 +132,12 @@ const SHAPE_PAIRS: [(&[usize], &[usize]); 30] = [
     (&[5, 4], &[5, 1]),
     (&[2, 6], &[1, 6]),
     (&[1031, 8], &[8]),
+    // Rows read as words serve several output rows each (`binary8_rows`):
+    // row counts not a multiple of that run, rows of several words, the
+    // row on either side.
+    (&[17, 40], &[40]),
+    (&[16], &[9, 16]),
+    (&[3, 5, 24], &[5, 24]),
 ];
 
 #[test]

@@ -58,7 +58,7 @@ impl PhysicalDevice {
     /// matrices where they are not used.
     pub fn gemm_kernels(&self) -> String {
         let Some(i) = self.index else {
-            return "the gemm crate (AVX2/AVX-512/NEON kernels chosen at run time)".into();
+            return "the gemm crate (AVX2+FMA or NEON kernels chosen at run time; its AVX-512 ones need a nightly compiler)".into();
         };
         let base = if self.adapter_type == "Cpu" {
             if self.subgroup_size == Some(8) {

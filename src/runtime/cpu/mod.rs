@@ -380,8 +380,9 @@ pub trait Gemm: Float {
     }
 }
 
-/// C = A·B + beta·C through the `gemm` crate (runtime-detected AVX2 /
-/// AVX-512 / NEON kernels), on the calling thread: [`Gemm::par_gemm`]
+/// C = A·B + beta·C through the `gemm` crate (runtime-detected AVX2+FMA
+/// or NEON kernels; its AVX-512 kernels need its `nightly` feature), on
+/// the calling thread: [`Gemm::par_gemm`]
 /// does the splitting. beta is 0 or 1 in every caller; with 0, C is not
 /// read (it may hold anything, NaN included).
 ///

@@ -59,6 +59,10 @@ pub static BINARY_WIDE: Kernel = Kernel::new(
     &[ParamsLayout::of::<BinaryParams>()],
 );
 
+/// Rows per invocation of `binary8_rows` and `cmp8_rows` (the override
+/// ROWS of shaders/binary_wide.wgsl).
+const ROW_RUN: usize = 8;
+
 params! {
     /// shaders/binary.wgsl's `Params`; shape and strides as WGSL's
     /// `array<vec4<u32>, 2>` (rank <= 8).
@@ -194,14 +198,36 @@ pub(crate) fn encode(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DTyp
     } else {
         per
     };
+    let mut invocations = n.div_ceil(per);
+    // A row's eight-wide words each serve ROW_RUN rows (`binary8_rows`).
+    // They read only the vector views.
+    let (entry, bufs) = match entry {
+        "binary8" | "cmp8" if matches!(mode, 2 | 3) => {
+            let words = period / 8;
+            invocations = words * (n / period).div_ceil(ROW_RUN);
+            let entry = if entry == "binary8" {
+                "binary8_rows"
+            } else {
+                "cmp8_rows"
+            };
+            (entry, vec![a, b, y])
+        }
+        e => (e, bufs),
+    };
+    let consts = [("OP", code as f64), ("MODE", mode as f64)];
+    let rows_consts = [consts[0], consts[1], ("ROWS", ROW_RUN as f64)];
     g.launch(&Launch {
         kernel,
         entry,
         ty,
-        consts: &[("OP", code as f64), ("MODE", mode as f64)],
+        consts: if entry.ends_with("_rows") {
+            &rows_consts[..]
+        } else {
+            &consts[..]
+        },
         params: ParamBlock::of(&params),
         bufs: &bufs,
-        groups: grid(n.div_ceil(per), 256),
+        groups: grid(invocations, 256),
     })
 }
 
