@@ -70,7 +70,7 @@ fn main4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n) {
-        y[i] = T(f32(dy[i]) * unary_deriv(grad_op(), f32(x[i]), f32(fy[i]), p.alpha));
+        y[i] = T(f32(dy[i]) * opaque(unary_deriv(grad_op(), f32(x[i]), f32(fy[i]), p.alpha), nwg.z - 1u));
     }
 }
 
@@ -79,12 +79,16 @@ fn grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 @group(0) @binding(7) var<storage, read> fy4: array<vec4<T>>;
 @group(0) @binding(8) var<storage, read> dy4: array<vec4<T>>;
 
-fn deriv4(v: vec4<f32>, r: vec4<f32>, g: vec4<f32>) -> vec4<T> {
+// `zero` (the grid's z count less one) hides the derivative from the
+// compiler, as `opaque` does in generated kernels: a derivative it could
+// see is 0 or 1 (relu's, a step's) lets NIR's inexact algebra turn dy * 0
+// into 0 (Mesa 25+ does), where TensorFlow's NaN or infinite dy gives NaN.
+fn deriv4(v: vec4<f32>, r: vec4<f32>, g: vec4<f32>, zero: u32) -> vec4<T> {
     let d = vec4<f32>(
-        unary_deriv(grad_op(), v.x, r.x, p.alpha),
-        unary_deriv(grad_op(), v.y, r.y, p.alpha),
-        unary_deriv(grad_op(), v.z, r.z, p.alpha),
-        unary_deriv(grad_op(), v.w, r.w, p.alpha),
+        opaque(unary_deriv(grad_op(), v.x, r.x, p.alpha), zero),
+        opaque(unary_deriv(grad_op(), v.y, r.y, p.alpha), zero),
+        opaque(unary_deriv(grad_op(), v.z, r.z, p.alpha), zero),
+        opaque(unary_deriv(grad_op(), v.w, r.w, p.alpha), zero),
     );
     return vec4<T>(g * d);
 }
@@ -93,6 +97,6 @@ fn deriv4(v: vec4<f32>, r: vec4<f32>, g: vec4<f32>) -> vec4<T> {
 fn grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_index(gid, nwg);
     if (i < p.n / 4u) {
-        y4[i] = deriv4(vec4<f32>(x4[i]), vec4<f32>(fy4[i]), vec4<f32>(dy4[i]));
+        y4[i] = deriv4(vec4<f32>(x4[i]), vec4<f32>(fy4[i]), vec4<f32>(dy4[i]), nwg.z - 1u);
     }
 }

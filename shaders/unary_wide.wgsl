@@ -23,6 +23,7 @@ fn grad8(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
         let v = unpack8(xw[i]);
         let r = unpack8(fyw[i]);
         let g = unpack8(dyw[i]);
-        yw[i] = pack8(Eight(deriv4(v.lo, r.lo, g.lo), deriv4(v.hi, r.hi, g.hi)));
+        let zero = nwg.z - 1u;
+        yw[i] = pack8(Eight(deriv4(v.lo, r.lo, g.lo, zero), deriv4(v.hi, r.hi, g.hi, zero)));
     }
 }
