@@ -745,8 +745,12 @@ fn matmul() {
     // Cooperative matrices forced where they cannot run: an error naming
     // what is missing, for every dtype; where they can, f32 products take
     // the tiled kernel.
-    let with = coop_gpus();
     for v in [GemmVariant::Cooperative, GemmVariant::CooperativeWide] {
+        let with = if v == GemmVariant::Cooperative {
+            coop_gpus()
+        } else {
+            coop_wide_gpus()
+        };
         force_gemm_variant(v);
         for d in gpus() {
             let a = randn(&[4, 4], 1, DType::F32).to_device(&d).unwrap();
@@ -816,8 +820,13 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
                 }
             });
         }
-        GemmVariant::Cooperative | GemmVariant::CooperativeWide => {
+        GemmVariant::Cooperative => {
             s.gpus = coop_gpus();
+            dts = &[DType::F16];
+        }
+        // 16x16x16 cooperative matrices only.
+        GemmVariant::CooperativeWide => {
+            s.gpus = coop_wide_gpus();
             dts = &[DType::F16];
         }
         _ => {}

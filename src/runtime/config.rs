@@ -78,16 +78,23 @@ impl PhysicalDevice {
             _ => "",
         };
         let base = format!("{base}{checks}");
-        match physical()
-            .adapters
-            .get(i)
-            .and_then(|a| crate::runtime::wgpu::coop_missing(a, &a.get_info()))
-        {
-            None => format!(
+        let Some(a) = physical().adapters.get(i) else {
+            return base;
+        };
+        match crate::runtime::wgpu::coop_fragment(a, &a.get_info()) {
+            Ok(16) => format!(
                 "f16: cooperative matrices (16x16x16 f16 x f16 + f32): matmuls gemm_coop_wide (128x128 tiles; \
                  gemm_coop where workgroups are smaller), convolutions gemm_coop, autotuned against the others; f32: {base}"
             ),
-            Some(m) => format!("{base}; no cooperative matrices (needs {m})"),
+            Ok(_) if self.backend == "Metal" => format!(
+                "{base}; f16 on cooperative matrices (8x8x8 f16 x f16 + f32: gemm_coop, 64x64 tiles, \
+                 16 subgroups) only with WGFLOW_GEMM=cooperative: not yet proven on an Apple GPU"
+            ),
+            Ok(_) => format!(
+                "f16: cooperative matrices (8x8x8 f16 x f16 + f32): matmuls and convolutions gemm_coop \
+                 (64x64 tiles, 16 subgroups), autotuned against the others; f32: {base}"
+            ),
+            Err(m) => format!("{base}; no cooperative matrices (needs {m})"),
         }
     }
 

@@ -227,11 +227,22 @@ pub fn subgroup8_gpus() -> Vec<Device> {
 }
 
 /// The visible GPUs whose adapters run the cooperative-matrix GEMM
-/// (`EXPERIMENTAL_COOPERATIVE_MATRIX` with 16x16x16 f16 configurations).
+/// (`EXPERIMENTAL_COOPERATIVE_MATRIX` with 16x16x16 or 8x8x8 f16
+/// configurations).
 pub fn coop_gpus() -> Vec<Device> {
     gpus()
         .into_iter()
         .filter(|d| matches!(d, Device::Gpu(g) if g.cooperative_matrix()))
+        .collect()
+}
+
+/// The [`coop_gpus`] with 16x16x16 cooperative matrices, which
+/// `GemmVariant::CooperativeWide` needs.
+#[allow(dead_code)]
+pub fn coop_wide_gpus() -> Vec<Device> {
+    gpus()
+        .into_iter()
+        .filter(|d| matches!(d, Device::Gpu(g) if g.cooperative_matrix_side() == Some(16)))
         .collect()
 }
 

@@ -59,6 +59,14 @@ const CONV_COOP_SRC: [&str; 6] = [
     CONV_SRC[4],
     include_str!("../../../shaders/gemm_coop.wgsl"),
 ];
+const CONV_COOP8_SRC: [&str; 6] = [
+    CONV_SRC[0],
+    CONV_SRC[1],
+    CONV_SRC[2],
+    CONV_SRC[3],
+    CONV_SRC[4],
+    include_str!("../../../shaders/gemm_coop8.wgsl"),
+];
 const CONV_PARAMS: &[ParamsLayout] = &[ParamsLayout::of::<ConvParams>()];
 const COOP: &[&str] = &["wgpu_cooperative_matrix"];
 
@@ -67,6 +75,18 @@ pub static CONV: Kernel = Kernel::new("conv", &CONV_SRC, &[KType::F32, KType::F1
 /// CONV's implicit GEMM on cooperative matrices: entry `gemm_coop`
 /// (shaders/gemm_coop.wgsl), f16 only, for adapters that have them.
 pub static CONV_COOP: Kernel = Kernel::enabling("conv_coop", &CONV_COOP_SRC, &[KType::F16], CONV_PARAMS, COOP);
+
+/// CONV_COOP's twin on 8x8x8 cooperative matrices (gemm_coop8.wgsl),
+/// built in its place where the device's are (`GpuDevice::coop8`).
+pub(crate) static CONV_COOP8: Kernel =
+    Kernel::enabling("conv_coop8", &CONV_COOP8_SRC, &[KType::F16], CONV_PARAMS, COOP);
+pub(crate) static CONV_COOP8_UNCHECKED: Kernel = Kernel::unchecked(
+    "conv_coop8_unchecked",
+    &CONV_COOP8_SRC,
+    &[KType::F16],
+    CONV_PARAMS,
+    COOP,
+);
 
 // The implicit GEMMs built without wgpu's runtime checks (see
 // `Kernel::checked`): their workgroup-array indexes are gemm.wgsl's and

@@ -69,6 +69,11 @@ const COOP_SRC: [&str; 3] = [
     GEMM_SRC[1],
     include_str!("../../../shaders/gemm_coop.wgsl"),
 ];
+const COOP8_SRC: [&str; 3] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/gemm_coop8.wgsl"),
+];
 const COOP_WIDE_SRC: [&str; 3] = [
     GEMM_SRC[0],
     GEMM_SRC[1],
@@ -93,6 +98,13 @@ pub static MATMUL_WIDE_DB: Kernel = Kernel::new("matmul_wide_db", &WIDE_DB_SRC, 
 /// (f16 only): a module of its own so that adapters without
 /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` never compile it.
 pub static MATMUL_COOP: Kernel = Kernel::enabling("matmul_coop", &COOP_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
+
+/// MATMUL_COOP's twin on 8x8x8 cooperative matrices (gemm_coop8.wgsl),
+/// built in its place where the device's are (`GpuDevice::coop8`).
+pub(crate) static MATMUL_COOP8: Kernel =
+    Kernel::enabling("matmul_coop8", &COOP8_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
+pub(crate) static MATMUL_COOP8_UNCHECKED: Kernel =
+    Kernel::unchecked("matmul_coop8_unchecked", &COOP8_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
 
 /// MATMUL's operand functions with the 128x128-tile tensor-core entry
 /// point `gemm_coop_wide` (f16 only; see
@@ -823,11 +835,12 @@ mod tests {
     /// only a device that runs the kernel would show it).
     #[test]
     fn each_entry_gets_its_bindings() {
-        let kernels: [(&Kernel, KType, &[&str]); 5] = [
+        let kernels: [(&Kernel, KType, &[&str]); 6] = [
             (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
             (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db"]),
             (&MATMUL_SG, KType::F32, &["matmul_sg", "matmul_sg_narrow"]),
             (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
+            (&MATMUL_COOP8, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP_WIDE, KType::F16, &["gemm_coop_wide", "gemm_coop_direct"]),
         ];
         for (k, t, entries) in kernels {

@@ -351,16 +351,20 @@ pub enum GemmVariant {
     /// tiles): f16 operands with f32 sums, on adapters with
     /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing a 16x16x16
     /// configuration of f16 operands with f32 sums, and 32-invocation
-    /// subgroups. `Auto` picks it for f16 convolutions there (and for f16
-    /// matmuls where `CooperativeWide` cannot run), autotuned against the
-    /// others for large ones. Forced, other dtypes take `Tiled`; on an
-    /// adapter without them it is an error naming what is missing.
+    /// subgroups; or its twin shaders/gemm_coop8.wgsl where the adapter
+    /// lists 8x8x8 (Apple GPUs through Metal, lavapipe from Mesa 25.1),
+    /// with workgroups of 16 subgroups of its one size. `Auto` picks it for
+    /// f16 convolutions there (and for f16 matmuls where `CooperativeWide`
+    /// cannot run), autotuned against the others for large ones; on Metal
+    /// only when forced, until proven on an Apple GPU. Forced, other
+    /// dtypes take `Tiled`; on an adapter without them it is an error
+    /// naming what is missing.
     Cooperative,
     /// `Cooperative` with 128x128 tiles (shaders/gemm_coop_wide.wgsl;
-    /// matmul only, convolutions use `Cooperative`), for adapters that also
-    /// hold 256 invocations and 28 KiB of workgroup memory per workgroup:
-    /// what `Auto` picks for f16 matmuls there, autotuned against the
-    /// others for large ones.
+    /// matmul only, convolutions use `Cooperative`), for adapters with
+    /// 16x16x16 cooperative matrices that also hold 256 invocations and 28
+    /// KiB of workgroup memory per workgroup: what `Auto` picks for f16
+    /// matmuls there, autotuned against the others for large ones.
     CooperativeWide,
 }
 
@@ -752,6 +756,10 @@ pub struct GpuDevice {
     pub(crate) int64: bool,
     /// Why `gemm_coop` cannot run here (`None`: it can).
     pub(crate) coop_missing: Option<String>,
+    /// The cooperative matrices here are 8x8x8: `gemm_coop` launches build
+    /// its twin (`matmul_coop8`, `conv_coop8`) with 16 subgroups per
+    /// workgroup, and `gemm_coop_wide` (16x16x16) does not run.
+    pub(crate) coop8: bool,
     /// Why `gemm_coop` failed to build here, once it has.
     coop_failed: Mutex<Option<String>>,
     /// Why `gemm_coop_wide` failed to build here, once it has (matmuls
@@ -826,32 +834,68 @@ pub(crate) struct GpuOptions {
     pub limit: Option<u64>,
 }
 
-/// Why an adapter cannot run `gemm_coop`, or `None` when it can: it
-/// needs `EXPERIMENTAL_COOPERATIVE_MATRIX` with a 16x16x16 f16 x f16 + f32
-/// configuration, `SHADER_F16`, and `SUBGROUP` with 32 invocations per
-/// subgroup (the kernel gives each of its four subgroups a quadrant).
+/// Why an adapter cannot run `gemm_coop`, or `None` when it can (see
+/// [`coop_fragment`]).
 pub(crate) fn coop_missing(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> Option<String> {
+    coop_fragment(adapter, info).err()
+}
+
+/// The side of the cooperative matrices `gemm_coop` runs on here, or why
+/// it cannot run. It needs `EXPERIMENTAL_COOPERATIVE_MATRIX`, `SHADER_F16`
+/// and `SUBGROUP` with one subgroup size, and then either 16x16x16 f16 x
+/// f16 + f32 with 32-invocation subgroups (shaders/gemm_coop.wgsl gives
+/// each of four subgroups a quadrant; NVIDIA's tensor cores), or 8x8x8
+/// with workgroups of 16 subgroups (its twin gemm_coop8.wgsl: Apple's
+/// simdgroup matrices, lavapipe from Mesa 25.1).
+pub(crate) fn coop_fragment(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -> std::result::Result<u32, String> {
     use wgpu::{CooperativeScalarType as S, Features as F};
     let f = adapter.features();
     if !f.contains(F::EXPERIMENTAL_COOPERATIVE_MATRIX) {
-        return Some("Features::EXPERIMENTAL_COOPERATIVE_MATRIX".into());
+        return Err("Features::EXPERIMENTAL_COOPERATIVE_MATRIX".into());
     }
     if !f.contains(F::SHADER_F16) {
-        return Some("Features::SHADER_F16".into());
+        return Err("Features::SHADER_F16".into());
     }
-    if !f.contains(F::SUBGROUP) || info.subgroup_min_size != 32 || info.subgroup_max_size != 32 {
-        return Some(format!(
-            "Features::SUBGROUP with 32-invocation subgroups (it has {}..={})",
-            info.subgroup_min_size, info.subgroup_max_size
+    let (lo, hi) = (info.subgroup_min_size, info.subgroup_max_size);
+    if !f.contains(F::SUBGROUP) || lo != hi || lo == 0 {
+        return Err(format!(
+            "Features::SUBGROUP with one subgroup size (it has {lo}..={hi})"
         ));
     }
-    let fits = |p: &wgpu::CooperativeMatrixProperties| {
-        (p.m_size, p.n_size, p.k_size) == (16, 16, 16) && p.ab_type == S::F16 && p.cr_type == S::F32
+    let listed = adapter.cooperative_matrix_properties();
+    let fits = |side: u32| {
+        listed
+            .iter()
+            .any(|p| (p.m_size, p.n_size, p.k_size) == (side, side, side) && p.ab_type == S::F16 && p.cr_type == S::F32)
     };
-    if !adapter.cooperative_matrix_properties().iter().any(fits) {
-        return Some("a 16x16x16 f16 x f16 + f32 cooperative-matrix configuration".into());
+    if fits(16) && lo == 32 {
+        return Ok(16);
     }
-    None
+    let limits = adapter.limits();
+    let wg = lo.saturating_mul(16);
+    let wide_enough = wg <= limits.max_compute_invocations_per_workgroup && wg <= limits.max_compute_workgroup_size_x;
+    if fits(8) && wide_enough {
+        return Ok(8);
+    }
+    Err(if fits(16) && !fits(8) {
+        format!("Features::SUBGROUP with 32-invocation subgroups (it has {lo}) for its 16x16x16 cooperative matrices")
+    } else if fits(8) {
+        format!("workgroups of 16 subgroups ({wg} invocations) for its 8x8x8 cooperative matrices")
+    } else {
+        "a 16x16x16 or 8x8x8 f16 x f16 + f32 cooperative-matrix configuration".into()
+    })
+}
+
+/// The 8x8x8 twin of a module holding `gemm_coop` (see
+/// [`GpuDevice::coop8`]).
+fn coop8_twin(kernel: &str) -> Option<&'static Kernel> {
+    Some(match kernel {
+        "matmul_coop" => &matmul::MATMUL_COOP8,
+        "matmul_coop_unchecked" => &matmul::MATMUL_COOP8_UNCHECKED,
+        "conv_coop" => &conv::CONV_COOP8,
+        "conv_coop_unchecked" => &conv::CONV_COOP8_UNCHECKED,
+        _ => return None,
+    })
 }
 
 impl GpuDevice {
@@ -862,7 +906,9 @@ impl GpuDevice {
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP);
         let subgroup8 = subgroups && info.subgroup_min_size == 8 && info.subgroup_max_size == 8;
         let int64 = adapter.features().contains(wgpu::Features::SHADER_INT64);
-        let mut coop_missing = coop_missing(adapter, &info);
+        let fragment = coop_fragment(adapter, &info);
+        let mut coop_missing = fragment.as_ref().err().cloned();
+        let coop8 = fragment == Ok(8);
         let limits = adapter.limits();
         let open = |coop: bool| {
             let mut wanted = wgpu::Features::SHADER_F16 | wgpu::Features::SUBGROUP | wgpu::Features::SHADER_INT64;
@@ -947,6 +993,7 @@ impl GpuDevice {
             subgroup8,
             int64,
             coop_missing,
+            coop8,
             coop_failed: Mutex::new(None),
             coop_wide_failed: Mutex::new(None),
             tuner: tune::Tuner::default(),
@@ -1064,7 +1111,11 @@ impl GpuDevice {
         let forced = coop_forced();
         let failed = self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
         let missing = self.coop_missing.as_ref().filter(|_| !PRETEND_COOP.with(|c| c.get()));
-        match missing.or(failed.as_ref()) {
+        // The wide kernel forced where matrices are 8x8x8: refused for
+        // every dtype, as any forced kernel that cannot run.
+        let narrow = (self.coop8 && gemm_override() == GemmVariant::CooperativeWide)
+            .then(|| "16x16x16 cooperative matrices (it has 8x8x8)".to_string());
+        match missing.or(failed.as_ref()).or(narrow.as_ref()) {
             Some(m) if forced => Err(Error::InvalidArgument {
                 op,
                 msg: format!(
@@ -1074,8 +1125,18 @@ impl GpuDevice {
                 ),
             }),
             Some(_) => Ok(false),
-            None => Ok(dtype == DType::F16 && (forced || gemm_override() == GemmVariant::Auto)),
+            None => {
+                Ok(dtype == DType::F16 && (forced || (gemm_override() == GemmVariant::Auto && !self.coop_opt_in())))
+            }
         }
+    }
+
+    /// `gemm_coop8` on Metal (Apple's simdgroup matrices) runs only when
+    /// forced (`WGFLOW_GEMM=cooperative`) until the conformance suite has
+    /// passed on an Apple GPU: its SPIR-V path is proven on lavapipe, but
+    /// naga's Metal output of cooperative matrices is not proven here.
+    fn coop_opt_in(&self) -> bool {
+        self.coop8 && self.info.backend == wgpu::Backend::Metal
     }
 
     /// Whether `gemm_coop_wide` can run where `gemm_coop` does: workgroups
@@ -1083,7 +1144,9 @@ impl GpuDevice {
     /// cannot, it is an error.
     pub(crate) fn gemm_coop_wide(&self) -> Result<bool> {
         let l = &self.limits;
-        let missing = if l.max_compute_invocations_per_workgroup < 256
+        let missing = if self.coop8 {
+            Some("16x16x16 cooperative matrices (it has 8x8x8)".to_string())
+        } else if l.max_compute_invocations_per_workgroup < 256
             || l.max_compute_workgroup_size_x < 256
             || l.max_compute_workgroup_storage_size < 28 << 10
         {
@@ -1161,11 +1224,20 @@ impl GpuDevice {
         gemm_override() != GemmVariant::Auto
     }
 
-    /// Whether f16 GEMMs run on cooperative matrices (tensor cores) here
-    /// by default: the adapter lists them (see [`GemmVariant::Cooperative`])
-    /// and the device was opened with them.
+    /// Whether f16 GEMMs can run on cooperative matrices (tensor cores)
+    /// here: the adapter lists them (see [`GemmVariant::Cooperative`]) and
+    /// the device was opened with them. They do by default, except the
+    /// 8x8x8 ones of Metal, which run only when forced until proven on an
+    /// Apple GPU.
     pub fn cooperative_matrix(&self) -> bool {
         self.coop_missing.is_none() && self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
+    }
+
+    /// The side of the cooperative matrices f16 GEMMs run on here (16:
+    /// 16x16x16, which `GemmVariant::CooperativeWide` needs; 8: 8x8x8),
+    /// `None` where [`cooperative_matrix`](Self::cooperative_matrix) is false.
+    pub fn cooperative_matrix_side(&self) -> Option<u32> {
+        self.cooperative_matrix().then_some(if self.coop8 { 8 } else { 16 })
     }
 
     /// The GEMM kernel (`kernel::entry`) a matmul or float convolution with
@@ -1346,6 +1418,17 @@ impl GpuDevice {
     }
 
     fn pipeline(&self, l: &Launch) -> Result<Arc<Pipeline>> {
+        if self.coop8
+            && let Some(twin) = coop8_twin(&l.kernel.name)
+        {
+            let mut consts = l.consts.to_vec();
+            consts.push(("WG", f64::from(16 * self.info.subgroup_min_size)));
+            return self.pipeline(&Launch {
+                kernel: twin,
+                consts: &consts,
+                ..*l
+            });
+        }
         let key = PipelineKey {
             kernel: l.kernel.name.clone(),
             entry: l.entry,
@@ -1461,7 +1544,8 @@ impl GpuDevice {
             // function-array index in them is in range by construction
             // (tile offsets below the tile's size; the cooperative kernels'
             // subgroup ids below 4 or 8, as they launch only where
-            // subgroups have 32 invocations), their storage reads are
+            // subgroups have 32 invocations, or 16 in gemm_coop8's
+            // workgroups of 16 subgroups), their storage reads are
             // guarded or clamped, and every loop counts up to a bound it
             // reaches: k or a constant, k below 2^31 as Vulkan's bindings
             // stay under 4 GiB. The driver's robust buffer access stays.
@@ -1828,7 +1912,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 21] {
+pub fn kernels() -> [&'static Kernel; 23] {
     [
         &optim::OPTIM,
         &optim::OPTIM_WIDE,
@@ -1845,6 +1929,8 @@ pub fn kernels() -> [&'static Kernel; 21] {
         &matmul::MATMUL_COOP,
         &matmul::MATMUL_COOP_WIDE,
         &conv::CONV_COOP,
+        &matmul::MATMUL_COOP8,
+        &conv::CONV_COOP8,
         &matmul::MATMUL_INT8,
         &conv::CONV,
         &conv::CONV_INT8,
