@@ -5,30 +5,9 @@
 // adapters with `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` that list
 // 16x16x16 f16 x f16 + f32 and whose subgroups have 32 invocations.
 //
-// A workgroup of 128 invocations (four subgroups) owns a 64x64 tile of C;
-// subgroup s holds the 32x32 quadrant (s / 2, s % 2) as four 16x16 f32
-// accumulators. K advances 32 at a time: every invocation copies its share
-// of the A and B tiles into workgroup memory through matmul.wgsl's a_at /
-// b_at (zero outside the matrices, so edge tiles need no special case),
-// then each subgroup multiplies its fragments. The accumulators go back
-// through workgroup memory 16 rows at a time, so that only elements inside
-// C are written. Rows in workgroup memory are padded by 16 bytes so that
-// the 16 rows of a fragment fall in different banks (unpadded, B's rows
-// were 128 bytes apart and all in one bank). Workgroup memory:
-// 5 + 4.5 + 4.25 KiB.
-
-const CM = 64u;
-const CN = 64u;
-const CK = 32u;
-// Padded row lengths of ca, cb and cc (multiples of 16 bytes, as
-// cooperative loads and stores want).
-const CKP = 40u;
-const CNP = 72u;
-const CCP = 68u;
-
-var<workgroup> ca: array<f16, 2560>; // A tile [CM][CKP]
-var<workgroup> cb: array<f16, 2304>; // B tile [CK][CNP]
-var<workgroup> cc: array<f32, 1088>; // 16 rows of a C tile [16][CCP]
+// A workgroup of 128 invocations (four subgroups) owns a 64x64 tile of C
+// (gemm_coop_tile.wgsl: staging and write-back); subgroup s holds the
+// 32x32 quadrant (s / 2, s % 2) as four 16x16 f32 accumulators.
 
 @compute @workgroup_size(128)
 fn gemm_coop(
@@ -50,10 +29,7 @@ fn gemm_coop(
     var c10 = coop_mat16x16<f32, C>();
     var c11 = coop_mat16x16<f32, C>();
     for (var k0 = 0u; k0 < dims.z; k0 += CK) {
-        for (var i = t; i < CM * CK; i += 128u) {
-            ca[(i / CK) * CKP + i % CK] = f16(a_at(b, m0 + i / CK, k0 + i % CK));
-            cb[(i / CN) * CNP + i % CN] = f16(b_at(b, k0 + i / CN, n0 + i % CN));
-        }
+        coop_stage(b, m0, n0, k0, t, 128u);
         workgroupBarrier();
         for (var kk = 0u; kk < CK; kk += 16u) {
             let a0 = coopLoadT<coop_mat16x16<f16, A>>(&ca[qm * CKP + kk], CKP);
@@ -81,13 +57,7 @@ fn gemm_coop(
             }
         }
         workgroupBarrier();
-        for (var i = t; i < 16u * CN; i += 128u) {
-            let m = m0 + r * 16u + i / CN;
-            let n = n0 + i % CN;
-            if (m < dims.x && n < dims.y) {
-                store_c(b, m, n, cc[(i / CN) * CCP + i % CN]);
-            }
-        }
+        coop_write(b, m0, n0, r, t, 128u);
         workgroupBarrier();
     }
 }

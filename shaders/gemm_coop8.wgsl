@@ -6,21 +6,10 @@
 //
 // A workgroup of 16 subgroups, whatever their size: the host sets WG to 16
 // times the adapter's one subgroup size. Subgroup s holds the 16x16 block
-// (s / 4, s % 4) of the 64x64 tile as four 8x8 f32 accumulators. K
-// advances 32 at a time through workgroup memory as in gemm_coop.
+// (s / 4, s % 4) of the 64x64 tile (gemm_coop_tile.wgsl) as four 8x8 f32
+// accumulators.
 
 override WG: u32 = 128u;
-
-const CM = 64u;
-const CN = 64u;
-const CK = 32u;
-const CKP = 40u;
-const CNP = 72u;
-const CCP = 68u;
-
-var<workgroup> ca: array<f16, 2560>; // A tile [CM][CKP]
-var<workgroup> cb: array<f16, 2304>; // B tile [CK][CNP]
-var<workgroup> cc: array<f32, 1088>; // 16 rows of a C tile [16][CCP]
 
 @compute @workgroup_size(WG)
 fn gemm_coop(
@@ -41,10 +30,7 @@ fn gemm_coop(
     var c10 = coop_mat8x8<f32, C>();
     var c11 = coop_mat8x8<f32, C>();
     for (var k0 = 0u; k0 < dims.z; k0 += CK) {
-        for (var i = t; i < CM * CK; i += WG) {
-            ca[(i / CK) * CKP + i % CK] = f16(a_at(b, m0 + i / CK, k0 + i % CK));
-            cb[(i / CN) * CNP + i % CN] = f16(b_at(b, k0 + i / CN, n0 + i % CN));
-        }
+        coop_stage(b, m0, n0, k0, t, WG);
         workgroupBarrier();
         for (var kk = 0u; kk < CK; kk += 8u) {
             let a0 = coopLoadT<coop_mat8x8<f16, A>>(&ca[qm * CKP + kk], CKP);
@@ -68,13 +54,7 @@ fn gemm_coop(
             coopStoreT(c11, &cc[8u * CCP + qn + 8u], CCP);
         }
         workgroupBarrier();
-        for (var i = t; i < 16u * CN; i += WG) {
-            let m = m0 + r * 16u + i / CN;
-            let n = n0 + i % CN;
-            if (m < dims.x && n < dims.y) {
-                store_c(b, m, n, cc[(i / CN) * CCP + i % CN]);
-            }
-        }
+        coop_write(b, m0, n0, r, t, WG);
         workgroupBarrier();
     }
 }

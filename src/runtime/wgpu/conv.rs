@@ -51,20 +51,22 @@ const CONV_SRC: [&str; 5] = [
     include_str!("../../../shaders/conv_patch.wgsl"),
     include_str!("../../../shaders/conv.wgsl"),
 ];
-const CONV_COOP_SRC: [&str; 6] = [
+const CONV_COOP_SRC: [&str; 7] = [
     CONV_SRC[0],
     CONV_SRC[1],
     CONV_SRC[2],
     CONV_SRC[3],
     CONV_SRC[4],
+    include_str!("../../../shaders/gemm_coop_tile.wgsl"),
     include_str!("../../../shaders/gemm_coop.wgsl"),
 ];
-const CONV_COOP8_SRC: [&str; 6] = [
+const CONV_COOP8_SRC: [&str; 7] = [
     CONV_SRC[0],
     CONV_SRC[1],
     CONV_SRC[2],
     CONV_SRC[3],
     CONV_SRC[4],
+    include_str!("../../../shaders/gemm_coop_tile.wgsl"),
     include_str!("../../../shaders/gemm_coop8.wgsl"),
 ];
 const CONV_PARAMS: &[ParamsLayout] = &[ParamsLayout::of::<ConvParams>()];
@@ -90,7 +92,7 @@ pub(crate) static CONV_COOP8_UNCHECKED: Kernel = Kernel::unchecked(
 
 // The implicit GEMMs built without wgpu's runtime checks (see
 // `Kernel::checked`): their workgroup-array indexes are gemm.wgsl's and
-// gemm_coop.wgsl's, in range by construction, and every loop ends.
+// gemm_coop_tile.wgsl's, in range by construction, and every loop ends.
 static CONV_UNCHECKED: Kernel =
     Kernel::unchecked("conv_unchecked", &CONV_SRC, &[KType::F32, KType::F16], CONV_PARAMS, &[]);
 static CONV_COOP_UNCHECKED: Kernel =

@@ -64,14 +64,16 @@ const SG_SRC: [&str; 3] = [
     GEMM_SRC[1],
     include_str!("../../../shaders/matmul_subgroup.wgsl"),
 ];
-const COOP_SRC: [&str; 3] = [
+const COOP_SRC: [&str; 4] = [
     GEMM_SRC[0],
     GEMM_SRC[1],
+    include_str!("../../../shaders/gemm_coop_tile.wgsl"),
     include_str!("../../../shaders/gemm_coop.wgsl"),
 ];
-const COOP8_SRC: [&str; 3] = [
+const COOP8_SRC: [&str; 4] = [
     GEMM_SRC[0],
     GEMM_SRC[1],
+    include_str!("../../../shaders/gemm_coop_tile.wgsl"),
     include_str!("../../../shaders/gemm_coop8.wgsl"),
 ];
 const COOP_WIDE_SRC: [&str; 3] = [
