@@ -81,14 +81,20 @@ impl PhysicalDevice {
         let Some(a) = physical().adapters.get(i) else {
             return base;
         };
-        match crate::runtime::wgpu::coop_fragment(a, &a.get_info()) {
+        let info = a.get_info();
+        match crate::runtime::wgpu::coop_fragment(a, &info) {
+            Ok(side) if crate::runtime::wgpu::coop_opt_in(&info, side == 8) => format!(
+                "{base}; f16 on cooperative matrices ({side}x{side}x{side} f16 x f16 + f32: gemm_coop) only with \
+                 WGFLOW_GEMM=cooperative: {}",
+                if self.adapter_type == "Cpu" {
+                    "this CPU adapter emulates them, slower than the other kernels"
+                } else {
+                    "not yet proven on an Apple GPU"
+                }
+            ),
             Ok(16) => format!(
                 "f16: cooperative matrices (16x16x16 f16 x f16 + f32): matmuls gemm_coop_wide (128x128 tiles; \
                  gemm_coop where workgroups are smaller), convolutions gemm_coop, autotuned against the others; f32: {base}"
-            ),
-            Ok(_) if self.backend == "Metal" => format!(
-                "{base}; f16 on cooperative matrices (8x8x8 f16 x f16 + f32: gemm_coop, 64x64 tiles, \
-                 16 subgroups) only with WGFLOW_GEMM=cooperative: not yet proven on an Apple GPU"
             ),
             Ok(_) => format!(
                 "f16: cooperative matrices (8x8x8 f16 x f16 + f32): matmuls and convolutions gemm_coop \

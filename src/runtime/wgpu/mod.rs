@@ -355,8 +355,9 @@ pub enum GemmVariant {
     /// lists 8x8x8 (Apple GPUs through Metal, lavapipe from Mesa 25.1),
     /// with workgroups of 16 subgroups of its one size. `Auto` picks it for
     /// f16 convolutions there (and for f16 matmuls where `CooperativeWide`
-    /// cannot run), autotuned against the others for large ones; on Metal
-    /// only when forced, until proven on an Apple GPU. Forced, other
+    /// cannot run), autotuned against the others for large ones; on CPU
+    /// adapters (which emulate them) and for gemm_coop8 on Metal (until
+    /// proven on an Apple GPU) only when forced. Forced, other
     /// dtypes take `Tiled`; on an adapter without them it is an error
     /// naming what is missing.
     Cooperative,
@@ -886,6 +887,12 @@ pub(crate) fn coop_fragment(adapter: &wgpu::Adapter, info: &wgpu::AdapterInfo) -
     })
 }
 
+/// Whether cooperative matrices (`coop8`: 8x8x8 ones) run only when forced
+/// on this adapter (see `GpuDevice::coop_opt_in`).
+pub(crate) fn coop_opt_in(info: &wgpu::AdapterInfo, coop8: bool) -> bool {
+    info.device_type == wgpu::DeviceType::Cpu || (coop8 && info.backend == wgpu::Backend::Metal)
+}
+
 /// The 8x8x8 twin of a module holding `gemm_coop` (see
 /// [`GpuDevice::coop8`]).
 fn coop8_twin(kernel: &str) -> Option<&'static Kernel> {
@@ -1110,7 +1117,8 @@ impl GpuDevice {
     pub(crate) fn gemm_coop(&self, dtype: DType, op: &'static str) -> Result<bool> {
         let forced = coop_forced();
         let failed = self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        let missing = self.coop_missing.as_ref().filter(|_| !PRETEND_COOP.with(|c| c.get()));
+        let pretend = PRETEND_COOP.with(|c| c.get());
+        let missing = self.coop_missing.as_ref().filter(|_| !pretend);
         // The wide kernel forced where matrices are 8x8x8: refused for
         // every dtype, as any forced kernel that cannot run.
         let narrow = (self.coop8 && gemm_override() == GemmVariant::CooperativeWide)
@@ -1126,17 +1134,20 @@ impl GpuDevice {
             }),
             Some(_) => Ok(false),
             None => {
-                Ok(dtype == DType::F16 && (forced || (gemm_override() == GemmVariant::Auto && !self.coop_opt_in())))
+                let by_default = gemm_override() == GemmVariant::Auto && (pretend || !self.coop_opt_in());
+                Ok(dtype == DType::F16 && (forced || by_default))
             }
         }
     }
 
-    /// `gemm_coop8` on Metal (Apple's simdgroup matrices) runs only when
-    /// forced (`WGFLOW_GEMM=cooperative`) until the conformance suite has
-    /// passed on an Apple GPU: its SPIR-V path is proven on lavapipe, but
-    /// naga's Metal output of cooperative matrices is not proven here.
+    /// Cooperative matrices that run only when forced
+    /// (`WGFLOW_GEMM=cooperative`): `gemm_coop8` on Metal (Apple's simdgroup
+    /// matrices) until the conformance suite has passed on an Apple GPU
+    /// (its SPIR-V path is proven on lavapipe, naga's Metal output is not),
+    /// and any on a CPU adapter, which emulates them: lavapipe 26 ran a
+    /// 512^3 f16 matmul 4x slower on them than on `matmul_sg`.
     fn coop_opt_in(&self) -> bool {
-        self.coop8 && self.info.backend == wgpu::Backend::Metal
+        coop_opt_in(&self.info, self.coop8)
     }
 
     /// Whether `gemm_coop_wide` can run where `gemm_coop` does: workgroups
@@ -1226,9 +1237,10 @@ impl GpuDevice {
 
     /// Whether f16 GEMMs can run on cooperative matrices (tensor cores)
     /// here: the adapter lists them (see [`GemmVariant::Cooperative`]) and
-    /// the device was opened with them. They do by default, except the
-    /// 8x8x8 ones of Metal, which run only when forced until proven on an
-    /// Apple GPU.
+    /// the device was opened with them. They do by default, except on CPU
+    /// adapters (emulated, slower than the other kernels) and the 8x8x8
+    /// ones of Metal (not yet proven on an Apple GPU), where they run only
+    /// when forced.
     pub fn cooperative_matrix(&self) -> bool {
         self.coop_missing.is_none() && self.coop_failed.lock().unwrap_or_else(|p| p.into_inner()).is_none()
     }
