@@ -69,6 +69,9 @@ pub trait Float:
     fn max(self, o: Self) -> Self;
     /// The smaller value; a NaN operand yields the other one (IEEE `minNum`).
     fn min(self, o: Self) -> Self;
+    /// `self * a + b` rounded once: one instruction only inside a function
+    /// compiled with the `fma` target feature (elsewhere a library call).
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// `if c { a } else { b }` through bit masks: where the data decides
     /// `c`, a branch mispredicts about every other element, which costs far
     /// more than the masking.
@@ -158,6 +161,10 @@ macro_rules! float_impl {
             #[inline]
             fn min(self, o: Self) -> Self {
                 <$t>::min(self, o)
+            }
+            #[inline(always)]
+            fn mul_add(self, a: Self, b: Self) -> Self {
+                <$t>::mul_add(self, a, b)
             }
         }
     };

@@ -156,7 +156,7 @@ const WG_MIN_LEN: usize = 64;
 const CPU_WG_MIN_LEN: usize = 16384;
 const WG: usize = 256;
 /// Domain elements the CPU evaluates per chunk.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 16384;
 
 /// What the CPU twin's chunks share: per leaf, whether the domain reads
 /// it, and a scalar's or repeating row's values tiled (with the row's
@@ -714,10 +714,20 @@ impl Fused {
             }
             let part = |(c, dst): (usize, Vec<&mut [f32]>)| {
                 let cl = CHUNK.min(n - c * CHUNK);
+                // An output that is a pre op's value is written there by
+                // the op (the first output of each op), not copied after.
+                let mut direct: Vec<Option<&mut [f32]>> = self.pre.iter().map(|_| None).collect();
+                let mut copied = Vec::new();
+                for (a, d) in self.outs.iter().zip(dst) {
+                    match *a {
+                        Arg::Pre(t) if direct[t].is_none() && d.len() == cl => direct[t] = Some(d),
+                        _ => copied.push((a, d)),
+                    }
+                }
                 with_scratch_unzeroed(self.pre.len() * cl, |pre: &mut [f32]| {
-                    let leaves = self.pre_chunk(&data, &tiles, c * CHUNK, cl, pre);
-                    for (a, d) in self.outs.iter().zip(dst) {
-                        let src = pick(a, &leaves, pre, cl);
+                    let leaves = self.pre_chunk(&data, &tiles, (c * CHUNK, cl), pre, &mut direct);
+                    for (a, d) in copied {
+                        let src = pick(a, &leaves, pre, &direct, cl);
                         let (head, tail) = d.split_at_mut(src.len().min(d.len()));
                         head.copy_from_slice(&src[..head.len()]);
                         // Never taken (a piece is as long as its chunk's values),
@@ -754,20 +764,24 @@ impl Fused {
             for c in gi * per..((gi + 1) * per).min(chunks) {
                 let (start, cl) = (c * CHUNK, CHUNK.min(n - c * CHUNK));
                 with_scratch_unzeroed(self.pre.len() * cl, |pre: &mut [f32]| {
-                    let leaves = self.pre_chunk(&data, &tiles, start, cl, pre);
+                    let leaves = self.pre_chunk(&data, &tiles, (start, cl), pre, &mut []);
                     for (j, (op, a)) in r.reds.iter().enumerate() {
-                        let vals = pick(a, &leaves, pre, cl);
+                        let vals = pick(a, &leaves, pre, &[], cl);
                         let acc = &mut acc[j];
                         // Output index of domain index i: (i / (len inner)) inner
                         // + i % inner. Taken in segments: a run of the inner
                         // axis (consecutive outputs) or, with no inner axis, a
                         // run of the reduced axis (one output), so that the
                         // loops below have no index arithmetic per element.
+                        // (q, rem): block and offset in it of domain index
+                        // start + i, and c = rem % inner, advanced per
+                        // segment without dividing.
+                        let block = len * inner;
+                        let (mut q, mut rem) = (start / block, start % block);
+                        let mut c = rem % inner;
                         let mut i = 0;
                         while i < vals.len() {
-                            let at = start + i;
-                            let (q, rem) = (at / (len * inner), at % (len * inner));
-                            let seg = if inner == 1 { len - rem } else { inner - rem % inner }.min(vals.len() - i);
+                            let seg = if inner == 1 { len - rem } else { inner - c }.min(vals.len() - i);
                             let v = &vals[i..i + seg];
                             if inner == 1 {
                                 let a = &mut acc[q];
@@ -777,7 +791,7 @@ impl Fused {
                                     _ => v.iter().fold(*a, |a, &v| a + v as f64),
                                 };
                             } else {
-                                let o = q * inner + rem % inner;
+                                let o = q * inner + c;
                                 let a = &mut acc[o..o + seg];
                                 match op {
                                     ReduceOp::Max => a.iter_mut().zip(v).for_each(|(a, &v)| *a = max_nan(*a, v as f64)),
@@ -786,6 +800,14 @@ impl Fused {
                                 }
                             }
                             i += seg;
+                            rem += seg;
+                            c += seg;
+                            if c == inner {
+                                c = 0;
+                            }
+                            if rem == block {
+                                (q, rem) = (q + 1, 0);
+                            }
                         }
                     }
                 });
@@ -859,14 +881,15 @@ impl Fused {
     }
 
     /// Leaf values over domain indices [start, start + n), and the pre ops'
-    /// values there into `pre` (op t at `[t n, (t + 1) n)`).
+    /// values there: op t's into `direct[t]` where that holds a slice (an
+    /// output's piece), else into `pre` at `[t n, (t + 1) n)`.
     fn pre_chunk<'a>(
         &self,
         data: &[&'a [f32]],
         tiles: &'a Tiles,
-        start: usize,
-        n: usize,
+        (start, n): (usize, usize),
         pre: &mut [f32],
+        direct: &mut [Option<&mut [f32]>],
     ) -> Vec<Cow<'a, [f32]>> {
         let leaves: Vec<Cow<[f32]>> = (0..self.leaves.len())
             .map(|k| {
@@ -880,8 +903,12 @@ impl Fused {
         for (t, op) in self.pre.iter().enumerate() {
             // Op t reads leaves and the ops before it, and writes its own piece.
             let (done, rest) = pre.split_at_mut(t * n);
-            let out = &mut rest[..n];
-            let get = |a: &Arg| pick(a, &leaves, done, n);
+            let (before, from) = direct.split_at_mut(t.min(direct.len()));
+            let out = match from.first_mut() {
+                Some(Some(d)) => &mut d[..n],
+                _ => &mut rest[..n],
+            };
+            let get = |a: &Arg| pick(a, &leaves, done, before, n);
             match op {
                 FOp::Const(c) => out.fill(*c),
                 FOp::Unary(u, a) => with_unary!(*u, |k| out.iter_mut().zip(get(a)).for_each(|(o, &v)| *o = k.apply(v))),
@@ -996,10 +1023,19 @@ impl Fused {
 
 /// The values of a leaf or pre operand over a chunk of `n` (pre op t's at
 /// `[t n, (t + 1) n)` of `pre`).
-fn pick<'a>(a: &Arg, leaves: &'a [Cow<[f32]>], pre: &'a [f32], n: usize) -> &'a [f32] {
+fn pick<'a>(
+    a: &Arg,
+    leaves: &'a [Cow<[f32]>],
+    pre: &'a [f32],
+    direct: &'a [Option<&mut [f32]>],
+    n: usize,
+) -> &'a [f32] {
     match *a {
         Arg::Leaf(k) => &leaves[k],
-        Arg::Pre(t) => &pre[t * n..(t + 1) * n],
+        Arg::Pre(t) => match direct.get(t) {
+            Some(Some(d)) => &d[..n],
+            _ => &pre[t * n..(t + 1) * n],
+        },
         _ => unreachable!("pre ops read leaves and pre ops"),
     }
 }

@@ -436,7 +436,7 @@ impl Graph {
                 MemPlan::On(p) => p.slot_of[o].map(|s| p.bufs[s].view(self.bytes(o))),
                 _ => None,
             };
-            let out = match node {
+            let run = || match node {
                 Node::Op { op, .. } => {
                     let refs: Vec<&Tensor> = x.iter().collect();
                     let first = &self.values[outputs[0]];
@@ -447,13 +447,22 @@ impl Graph {
                     };
                     let views: Vec<GpuBuf> = outputs.iter().filter_map(|&o| planned(o)).collect();
                     ctx.offer(views);
-                    op.run(&refs, &first.shape, first.dtype, &first.device, ctx)?
+                    op.run(&refs, &first.shape, first.dtype, &first.device, ctx)
                 }
                 Node::Fused { kernel, .. } => {
                     let shapes: Vec<Vec<usize>> = outputs.iter().map(|&o| self.values[o].shape.clone()).collect();
                     let views = outputs.iter().map(|&o| planned(o)).collect();
-                    kernel.run(&x, &shapes, &self.values[outputs[0]].device, views)?
+                    kernel.run(&x, &shapes, &self.values[outputs[0]].device, views)
                 }
+            };
+            let out = if crate::ops::profile::enabled() {
+                let name = match node {
+                    Node::Op { op, .. } => op.name().to_string(),
+                    Node::Fused { kernel, .. } => format!("fused[{}]", kernel.describe()),
+                };
+                crate::ops::profile::time(&name, &self.values[outputs[0]].device, run)?
+            } else {
+                run()?
             };
             for (&o, t) in outputs.iter().zip(out) {
                 if observe {

@@ -2,8 +2,9 @@
 //! device to finish it, so the times are real but the run is slower than an
 //! unprofiled one; use it to find which ops dominate.
 //!
-//! Timing wraps the eager ops of [`crate::ops`]; replays of a compiled
-//! `function::Graph` are not broken down.
+//! Timing wraps the eager ops of [`crate::ops`] and each node of a
+//! compiled `function::Graph`'s replays (a fused kernel under
+//! `fused[...]`, its ops in order).
 
 use crate::core::error::Result;
 use crate::runtime::Device;
@@ -11,7 +12,7 @@ use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 use std::time::Instant;
 
-static TABLE: Mutex<Option<HashMap<&'static str, (u64, f64)>>> = Mutex::new(None);
+static TABLE: Mutex<Option<HashMap<String, (u64, f64)>>> = Mutex::new(None);
 
 /// Whether `WGFLOW_PROFILE=1` was set (read once, at the first op).
 pub fn enabled() -> bool {
@@ -19,14 +20,18 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("WGFLOW_PROFILE").is_ok_and(|v| v == "1"))
 }
 
-pub(crate) fn time<T>(name: &'static str, device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn time<T>(name: &str, device: &Device, f: impl FnOnce() -> Result<T>) -> Result<T> {
     device.synchronize()?;
     let t = Instant::now();
     let r = f()?;
     device.synchronize()?;
     let s = t.elapsed().as_secs_f64();
     let mut g = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let e = g.get_or_insert_with(HashMap::new).entry(name).or_insert((0, 0.0));
+    let t = g.get_or_insert_with(HashMap::new);
+    let e = match t.get_mut(name) {
+        Some(e) => e,
+        None => t.entry(name.to_string()).or_insert((0, 0.0)),
+    };
     e.0 += 1;
     e.1 += s;
     Ok(r)

@@ -81,25 +81,28 @@ impl Random {
     }
 
     pub(crate) fn values(&self) -> Vec<f64> {
-        let n = numel(&self.shape) as u64;
+        (0..numel(&self.shape) as u64).map(|i| self.value(i)).collect()
+    }
+
+    /// Value `i` of the tensor (row-major), a pure function of (seed, i),
+    /// so that any piece can be drawn on its own.
+    #[inline]
+    pub(crate) fn value(&self, i: u64) -> f64 {
         let seed = self.seed;
         match self.dist {
-            Distribution::Uniform { minval, maxval } => {
-                (0..n).map(|i| minval + (maxval - minval) * unit(seed, i)).collect()
-            }
-            Distribution::Normal { mean, stddev } => (0..n).map(|i| mean + stddev * normal_at(seed, i)).collect(),
-            Distribution::TruncatedNormal { mean, stddev } => (0..n)
-                .map(|i| {
-                    let mut k = i;
-                    loop {
-                        let z = normal_at(seed, k);
-                        if z.abs() <= 2.0 {
-                            return mean + stddev * z;
-                        }
-                        k += n.max(1);
+            Distribution::Uniform { minval, maxval } => minval + (maxval - minval) * unit(seed, i),
+            Distribution::Normal { mean, stddev } => mean + stddev * normal_at(seed, i),
+            Distribution::TruncatedNormal { mean, stddev } => {
+                let n = (numel(&self.shape) as u64).max(1);
+                let mut k = i;
+                loop {
+                    let z = normal_at(seed, k);
+                    if z.abs() <= 2.0 {
+                        return mean + stddev * z;
                     }
-                })
-                .collect(),
+                    k += n;
+                }
+            }
         }
     }
 }

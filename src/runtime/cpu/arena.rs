@@ -164,6 +164,13 @@ pub(crate) unsafe fn output_filled<T: Copy + Default + 'static>(
         }
         None => {
             let mut v = Vec::with_capacity(n);
+            if cfg!(debug_assertions) {
+                // All ones: NaN as a float, so that an element `fill`
+                // missed shows in tests, as a recycled buffer's poison.
+                // SAFETY: the n elements lie inside the capacity; any bytes
+                // are a valid MaybeUninit.
+                unsafe { std::ptr::write_bytes(v.as_mut_ptr(), 0xFF, n) };
+            }
             fill(&mut v.spare_capacity_mut()[..n]);
             // SAFETY: `fill` wrote all n elements (the caller's promise).
             unsafe { v.set_len(n) };

@@ -12,6 +12,7 @@ use crate::core::op::*;
 use crate::core::shape::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Arrays above this size are processed on all cores.
 const PAR: usize = 1 << 16;
@@ -38,7 +39,6 @@ fn repeat<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + 
 ) -> Vec<O> {
     const TASK: usize = 1 << 15;
     let n = full.len();
-    let mut out = output::<O>(n);
     // A single value is a column of one: one segment per task.
     let how = if small.len() == 1 { Repeat::Column } else { how };
     let k = match how {
@@ -59,7 +59,7 @@ fn repeat<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + 
         _ => Vec::new(),
     };
     let rep: &[A] = if tiled.is_empty() { small } else { &tiled };
-    let run = |(t, (o, c)): (usize, (&mut [O], &[A]))| {
+    let run = |(t, (o, c)): (usize, (&mut [MaybeUninit<O>], &[A]))| {
         let start = t * TASK;
         let mut i = 0;
         while i < o.len() {
@@ -70,7 +70,7 @@ fn repeat<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + 
                     let end = (i + rep.len() - off).min(o.len());
                     let (o, c) = (&mut o[i..end], &c[i..end]);
                     for ((o, &p), &q) in o.iter_mut().zip(c).zip(&rep[off..]) {
-                        *o = g(p, q);
+                        o.write(g(p, q));
                     }
                     i = end;
                 }
@@ -79,21 +79,28 @@ fn repeat<A: Copy + Default + Send + Sync + 'static, O: Copy + Default + Send + 
                     let (o, c) = (&mut o[i..end], &c[i..end]);
                     let q = small[at / k];
                     for (o, &p) in o.iter_mut().zip(c) {
-                        *o = g(p, q);
+                        o.write(g(p, q));
                     }
                     i = end;
                 }
             }
         }
     };
-    if n > PAR {
-        out.par_chunks_mut(TASK)
-            .zip(full.par_chunks(TASK))
-            .enumerate()
-            .for_each(run);
-    } else {
-        out.chunks_mut(TASK).zip(full.chunks(TASK)).enumerate().for_each(run);
-    }
+    // SAFETY: each task's segments run from its first element to its last
+    // (`end` > `i`: `rep` is longer than `off`, and a column's run ends
+    // past `at`), writing every one.
+    let out = unsafe {
+        output_filled(n, |out| {
+            if n > PAR {
+                out.par_chunks_mut(TASK)
+                    .zip(full.par_chunks(TASK))
+                    .enumerate()
+                    .for_each(run);
+            } else {
+                out.chunks_mut(TASK).zip(full.chunks(TASK)).enumerate().for_each(run);
+            }
+        })
+    };
     give_back(tiled);
     out
 }

@@ -3,14 +3,16 @@
 //! ([`super::Gemm`]), batch entries in parallel. The geometry (padding,
 //! dilation, groups) is [`crate::core::op::conv`]'s.
 
-use super::arena::{give_back, with_scratch_unzeroed, zeros};
+use super::arena::{give_back, output_filled, with_scratch_unzeroed, zeros};
 use super::{CpuData, Gemm};
 use crate::core::dtype::DType;
 use crate::core::error::Result;
+use crate::core::float::Float;
 use crate::core::op::conv::*;
 use crate::core::op::*;
 use crate::runtime::Operand;
 use rayon::prelude::*;
+use std::mem::MaybeUninit;
 
 /// Batch entries per block: each block's patch matrix fills about 1 MiB
 /// (it stays in cache between im2col and the GEMM), and the blocks come in
@@ -23,6 +25,16 @@ fn block<F>(g: &Geom) -> usize {
         .fold(1usize, usize::saturating_mul);
     let blocks = bytes.div_ceil(1 << 20).max(1).next_multiple_of(threads);
     g.n.div_ceil(blocks).max(1)
+}
+
+/// Batch entries per block of the direct filter gradient, which reads its
+/// block's output gradient once per filter row: blocks of about 256 KiB
+/// of it, so that the rereads come from the core's L2 cache.
+fn direct_block<F>(g: &Geom) -> usize {
+    let per = [g.oh, g.ow, g.o, size_of::<F>()]
+        .into_iter()
+        .fold(1usize, usize::saturating_mul);
+    ((256 << 10) / per.max(1)).clamp(1, g.n.max(1))
 }
 
 /// Whether some tap of some output position falls in the padding.
@@ -118,41 +130,111 @@ fn at(g: &Geom, gi: usize, ow: usize, kw: usize) -> usize {
 /// count, so the accumulators live in registers across all taps.
 const LANES: usize = 16;
 
+/// The instruction sets the direct loops are compiled for: each variant
+/// is the same generic body, compiled with its target features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Isa {
+    /// Whatever the build targets (SSE2 on x86-64): separate multiplies
+    /// and adds.
+    Plain,
+    /// AVX2 with FMA: two 8-lane accumulators per pixel. (AVX-512 ran
+    /// these loops no faster on a Xeon: they are bound by loads.)
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
+}
+
+impl Isa {
+    /// The widest variant this CPU runs.
+    fn best() -> Isa {
+        *Isa::supported().last().unwrap_or(&Isa::Plain)
+    }
+
+    /// Every variant this CPU runs, narrowest first.
+    fn supported() -> &'static [Isa] {
+        static SUPPORTED: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
+        SUPPORTED.get_or_init(|| {
+            #[allow(unused_mut)]
+            let mut v = vec![Isa::Plain];
+            #[cfg(target_arch = "x86_64")]
+            if super::has_avx2_fma() {
+                v.push(Isa::Avx2);
+            }
+            v
+        })
+    }
+}
+
+/// `c + a * b`, rounded once where the variant has FMA.
+#[inline(always)]
+fn madd<F: Float, const FMA: bool>(a: F, b: F, c: F) -> F {
+    if FMA { a.mul_add(b, c) } else { c + a * b }
+}
+
+/// Generates `$name`, which runs `$body` compiled for the given [`Isa`].
+macro_rules! variants {
+    ($name:ident, $body:ident, ($($arg:ident: $ty:ty),*)) => {
+        #[allow(clippy::too_many_arguments)]
+        fn $name<F: Gemm>(isa: Isa, $($arg: $ty),*) {
+            /// # Safety
+            /// The CPU has AVX2 and FMA.
+            #[cfg(target_arch = "x86_64")]
+            #[target_feature(enable = "avx2,fma")]
+            unsafe fn avx2<F: Gemm>($($arg: $ty),*) {
+                $body::<F, true>($($arg),*)
+            }
+            match isa {
+                Isa::Plain => $body::<F, false>($($arg),*),
+                // SAFETY: `Isa::supported` lists the variant only where the
+                // CPU has its features.
+                #[cfg(target_arch = "x86_64")]
+                Isa::Avx2 => unsafe { avx2::<F>($($arg),*) },
+            }
+        }
+    };
+}
+
+variants!(direct, direct_body, (x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [MaybeUninit<F>]));
+
 /// Direct convolution of a block (`y` holds its rows) for group `gi`: per
 /// output pixel and block of [`LANES`] output channels, every tap inside
 /// the input scales filter rows into register accumulators, stored once
 /// (tap bounds worked out per row and column, not per element).
-fn direct<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { direct_avx2(x, f, g, gi, n0, nb, y) };
-    }
-    direct_body(x, f, g, gi, n0, nb, y)
-}
-
-/// [`direct_body`] compiled for AVX2: its accumulators then fill two
-/// 8-lane registers instead of four SSE ones.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn direct_avx2<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
-    direct_body(x, f, g, gi, n0, nb, y)
-}
-
 #[inline(always)]
-fn direct_body<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, y: &mut [F]) {
+fn direct_body<F: Gemm, const FMA: bool>(
+    x: &[F],
+    f: &[F],
+    g: &Geom,
+    gi: usize,
+    n0: usize,
+    nb: usize,
+    y: &mut [MaybeUninit<F>],
+) {
     let (og, o) = (g.og, g.o);
     let cols: Vec<(usize, usize)> = (0..g.kw).map(|kw| inside(g, kw)).collect();
     // (first filter row of the tap row, input row offset) of the taps rows
     // inside the input, for the current output row.
     let mut rows: Vec<(usize, usize)> = Vec::with_capacity(g.kh);
+    // Every (tap, channel) of those rows as (input offset from the first
+    // column's window, filter row offset): the interior's one loop.
+    let mut taps: Vec<(usize, usize)> = Vec::with_capacity(g.kh * g.kw * g.cg);
     for n in 0..nb {
         for oh in 0..g.oh {
             rows.clear();
+            taps.clear();
             for kh in 0..g.kh {
                 let ih = (oh * g.sh + kh * g.dh) as isize - g.pt as isize;
                 if ih >= 0 && (ih as usize) < g.h {
-                    rows.push((kh * g.kw, ((n0 + n) * g.h + ih as usize) * g.w * g.c));
+                    let xrow = ((n0 + n) * g.h + ih as usize) * g.w * g.c;
+                    rows.push((kh * g.kw, xrow));
+                    for kw in 0..g.kw {
+                        for c in 0..g.cg {
+                            // Column kw * dw - pl of the row: the window of
+                            // output column 0, which may start in the
+                            // padding (only offset by interior columns).
+                            let at = (xrow + kw * g.dw * g.c + gi * g.cg + c).wrapping_sub(g.pl * g.c);
+                            taps.push((at, ((kh * g.kw + kw) * g.cg + c) * o));
+                        }
+                    }
                 }
             }
             let yrow = &mut y[(n * g.oh + oh) * g.ow * o..][..g.ow * o];
@@ -168,11 +250,12 @@ fn direct_body<F: Gemm>(x: &[F], f: &[F], g: &Geom, gi: usize, n0: usize, nb: us
                     fcol: gi * og + j0,
                     rows: &rows,
                     cols: &cols,
+                    taps: &taps,
                 };
                 j0 += match og - j0 {
-                    l if l >= LANES => r.pixels::<LANES>(yrow),
-                    l if l >= 4 => r.pixels::<4>(yrow),
-                    _ => r.pixels::<1>(yrow),
+                    l if l >= LANES => r.pixels::<LANES, FMA>(yrow),
+                    l if l >= 4 => r.pixels::<4, FMA>(yrow),
+                    _ => r.pixels::<1, FMA>(yrow),
                 };
             }
         }
@@ -191,13 +274,16 @@ struct Row<'a, F> {
     rows: &'a [(usize, usize)],
     /// Per horizontal tap, the output columns that read inside the input.
     cols: &'a [(usize, usize)],
+    /// (input offset for output column 0, filter offset) of every tap
+    /// and channel of `rows`.
+    taps: &'a [(usize, usize)],
 }
 
 impl<F: Gemm> Row<'_, F> {
     /// Output channels `fcol..fcol + L` of every pixel of the row into
     /// `yrow`; returns `L`.
     #[inline(always)]
-    fn pixels<const L: usize>(&self, yrow: &mut [F]) -> usize {
+    fn pixels<const L: usize, const FMA: bool>(&self, yrow: &mut [MaybeUninit<F>]) -> usize {
         let g = self.g;
         // Columns whose every tap is inside the input go [`PIXELS`] at a
         // time: independent sums, so the adds do not wait on each other.
@@ -206,13 +292,17 @@ impl<F: Gemm> Row<'_, F> {
         let mut ow = 0;
         while ow < g.ow {
             if ow >= lo && ow + PIXELS <= hi {
-                let acc = self.sums::<L, PIXELS>(ow, false);
+                let acc = self.interior::<L, PIXELS, FMA>(ow);
                 for (p, acc) in acc.iter().enumerate() {
                     self.store(yrow, ow + p, acc);
                 }
                 ow += PIXELS;
+            } else if ow >= lo && ow < hi {
+                let [acc] = self.interior::<L, 1, FMA>(ow);
+                self.store(yrow, ow, &acc);
+                ow += 1;
             } else {
-                let [acc] = self.sums::<L, 1>(ow, true);
+                let acc = self.edge::<L, FMA>(ow);
                 self.store(yrow, ow, &acc);
                 ow += 1;
             }
@@ -220,27 +310,47 @@ impl<F: Gemm> Row<'_, F> {
         L
     }
 
-    /// The sums of pixels `ow..ow + P` (`edge`: skipping taps outside the
-    /// input, else all taps are inside).
+    /// The sums of pixels `ow..ow + P`, all of whose taps are inside the
+    /// input.
     #[inline(always)]
-    fn sums<const L: usize, const P: usize>(&self, ow: usize, edge: bool) -> [[F; L]; P] {
-        let (g, cg, o) = (self.g, self.g.cg, self.g.o);
+    fn interior<const L: usize, const P: usize, const FMA: bool>(&self, ow: usize) -> [[F; L]; P] {
+        let g = self.g;
         let step = g.sw * g.c;
+        let f = &self.f[self.fcol..];
         let mut acc = [[F::ZERO; L]; P];
+        for &(at, w) in self.taps {
+            let w = &f[w..][..L];
+            // The P pixels' inputs, as one slice: the compiler then sees
+            // every read is inside it.
+            let xs = &self.x[at.wrapping_add(ow * step)..][..(P - 1) * step + 1];
+            for (p, acc) in acc.iter_mut().enumerate() {
+                let v = xs[p * step];
+                for t in 0..L {
+                    acc[t] = madd::<F, FMA>(v, w[t], acc[t]);
+                }
+            }
+        }
+        acc
+    }
+
+    /// The sums of pixel `ow`, some of whose taps may lie outside the
+    /// input (skipped).
+    #[inline(always)]
+    fn edge<const L: usize, const FMA: bool>(&self, ow: usize) -> [F; L] {
+        let (g, cg, o) = (self.g, self.g.cg, self.g.o);
+        let mut acc = [F::ZERO; L];
         for &(tap0, xrow) in self.rows {
             for (kw, &(lo, hi)) in self.cols.iter().enumerate() {
-                if edge && (ow < lo || ow >= hi) {
+                if ow < lo || ow >= hi {
                     continue;
                 }
                 let src = xrow + at(g, self.gi, ow, kw);
                 let w0 = (tap0 + kw) * cg * o + self.fcol;
                 for c in 0..cg {
                     let w = &self.f[w0 + c * o..][..L];
-                    for (p, acc) in acc.iter_mut().enumerate() {
-                        let v = self.x[src + p * step + c];
-                        for t in 0..L {
-                            acc[t] += v * w[t];
-                        }
+                    let v = self.x[src + c];
+                    for t in 0..L {
+                        acc[t] = madd::<F, FMA>(v, w[t], acc[t]);
                     }
                 }
             }
@@ -249,38 +359,33 @@ impl<F: Gemm> Row<'_, F> {
     }
 
     #[inline(always)]
-    fn store<const L: usize>(&self, yrow: &mut [F], ow: usize, acc: &[F; L]) {
-        if let Ok(out) = <&mut [F; L]>::try_from(&mut yrow[ow * self.g.o + self.fcol..][..L]) {
-            *out = *acc;
+    fn store<const L: usize>(&self, yrow: &mut [MaybeUninit<F>], ow: usize, acc: &[F; L]) {
+        for (o, &v) in yrow[ow * self.g.o + self.fcol..][..L].iter_mut().zip(acc) {
+            o.write(v);
         }
     }
 }
 
-/// Output pixels per block of the direct convolution's interior.
+/// Output pixels per block of the direct loops: with [`LANES`] channels,
+/// eight independent 8-lane sums (FMA latency times its throughput).
 const PIXELS: usize = 4;
+
+variants!(direct_filter, direct_filter_body, (x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]));
 
 /// Direct filter gradient of a block for group `gi`, added into `df`
 /// ([k, o]): per filter row (tap, channel) and block of output channels,
 /// the input values at that tap scale output-gradient pixels into
 /// accumulators, added once.
-fn direct_filter<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
-    #[cfg(target_arch = "x86_64")]
-    if std::is_x86_feature_detected!("avx2") {
-        // SAFETY: the CPU has AVX2 (checked just above).
-        return unsafe { direct_filter_avx2(x, dy, g, gi, n0, nb, df) };
-    }
-    direct_filter_body(x, dy, g, gi, n0, nb, df)
-}
-
-/// [`direct_filter_body`] compiled for AVX2.
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2")]
-unsafe fn direct_filter_avx2<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
-    direct_filter_body(x, dy, g, gi, n0, nb, df)
-}
-
 #[inline(always)]
-fn direct_filter_body<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize, nb: usize, df: &mut [F]) {
+fn direct_filter_body<F: Gemm, const FMA: bool>(
+    x: &[F],
+    dy: &[F],
+    g: &Geom,
+    gi: usize,
+    n0: usize,
+    nb: usize,
+    df: &mut [F],
+) {
     let (cg, og, o) = (g.cg, g.og, g.o);
     for kh in 0..g.kh {
         for kw in 0..g.kw {
@@ -301,9 +406,9 @@ fn direct_filter_body<F: Gemm>(x: &[F], dy: &[F], g: &Geom, gi: usize, n0: usize
                 while j0 < og {
                     let d = &mut df[(tap * cg + c) * o + gi * og + j0..];
                     j0 += match og - j0 {
-                        l if l >= LANES => t.sums::<LANES>(gi * og + j0, d),
-                        l if l >= 4 => t.sums::<4>(gi * og + j0, d),
-                        _ => t.sums::<1>(gi * og + j0, d),
+                        l if l >= LANES => t.sums::<LANES, PIXELS, FMA>(gi * og + j0, d),
+                        l if l >= 4 => t.sums::<4, PIXELS, FMA>(gi * og + j0, d),
+                        _ => t.sums::<1, PIXELS, FMA>(gi * og + j0, d),
                     };
                 }
             }
@@ -328,12 +433,12 @@ struct FilterTap<'a, F> {
 impl<F: Gemm> FilterTap<'_, F> {
     /// Output channels `j..j + L`, added into `d[..L]`; returns `L`.
     #[inline(always)]
-    fn sums<const L: usize>(&self, j: usize, d: &mut [F]) -> usize {
+    fn sums<const L: usize, const P: usize, const FMA: bool>(&self, j: usize, d: &mut [F]) -> usize {
         let (g, o) = (self.g, self.g.o);
         let (lo, hi) = inside(g, self.kw);
-        // [`PIXELS`] sums over alternating columns, so the adds do not
-        // wait on each other; combined in a fixed order at the end.
-        let mut acc = [[F::ZERO; L]; PIXELS];
+        // `P` sums over alternating columns, so the adds do not wait on
+        // each other; combined in a fixed order at the end.
+        let mut acc = [[F::ZERO; L]; P];
         for n in 0..self.nb {
             for oh in 0..g.oh {
                 let ih = (oh * g.sh + self.kh * g.dh) as isize - g.pt as isize;
@@ -343,21 +448,21 @@ impl<F: Gemm> FilterTap<'_, F> {
                 let xrow = ((self.n0 + n) * g.h + ih as usize) * g.w * g.c + self.c;
                 let row = (n * g.oh + oh) * g.ow;
                 let mut ow = lo;
-                while ow + PIXELS <= hi {
+                while ow + P <= hi {
                     for (p, acc) in acc.iter_mut().enumerate() {
                         let v = self.x[xrow + at(g, self.gi, ow + p, self.kw)];
                         let e = &self.dy[(row + ow + p) * o + j..][..L];
                         for t in 0..L {
-                            acc[t] += v * e[t];
+                            acc[t] = madd::<F, FMA>(v, e[t], acc[t]);
                         }
                     }
-                    ow += PIXELS;
+                    ow += P;
                 }
                 for (p, ow) in (ow..hi).enumerate() {
                     let v = self.x[xrow + at(g, self.gi, ow, self.kw)];
                     let e = &self.dy[(row + ow) * o + j..][..L];
                     for t in 0..L {
-                        acc[p][t] += v * e[t];
+                        acc[p][t] = madd::<F, FMA>(v, e[t], acc[p][t]);
                     }
                 }
             }
@@ -377,56 +482,62 @@ impl<F: Gemm> FilterTap<'_, F> {
 /// its own rows of the output (the filter gradient sums per-block partial
 /// results in block order, so the result does not depend on scheduling).
 fn conv_cpu<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F]) -> Vec<F> {
-    conv_with(op, g, p, q, DIRECT)
+    conv_with(op, g, p, q, DIRECT, Isa::best())
 }
 
-/// [`conv_cpu`] with the longest patch that runs direct (tests force each
-/// path with it).
-fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) -> Vec<F> {
+/// [`conv_cpu`] with the longest patch that runs direct and the direct
+/// loops' variant (tests force each path with them).
+fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize, isa: Isa) -> Vec<F> {
     let k = g.kh * g.kw * g.cg;
     let o = g.o as isize;
     let nb = block::<F>(g);
     let rows = nb * g.oh * g.ow;
     match op {
         Op::Conv2d(_) => {
-            let mut y = zeros::<F>(g.n * g.oh * g.ow * g.o);
-            if y.is_empty() {
-                return y;
+            let n = g.n * g.oh * g.ow * g.o;
+            if n == 0 {
+                return zeros::<F>(0);
             }
-            y.par_chunks_mut(rows * g.o).enumerate().for_each(|(b, yb)| {
-                let m = yb.len() / g.o;
-                if k <= direct_max {
-                    for gi in 0..g.g {
-                        direct(p, q, g, gi, b * nb, m / (g.oh * g.ow), yb);
-                    }
-                    return;
-                }
-                with_scratch_unzeroed(m * k, |cols: &mut [F]| {
-                    for gi in 0..g.g {
-                        im2col(p, g, gi, b * nb, m / (g.oh * g.ow), cols);
-                        // SAFETY: cols is [m, k], f is [k, o] read at column
-                        // offset gi*og, yb is [m, o] written at the same offset.
-                        unsafe {
-                            F::gemm(
-                                m,
-                                k,
-                                g.og,
-                                cols.as_ptr(),
-                                k as isize,
-                                1,
-                                q.as_ptr().add(gi * g.og),
-                                o,
-                                1,
-                                F::ZERO,
-                                yb.as_mut_ptr().add(gi * g.og),
-                                o,
-                                1,
-                            );
+            let fill = |y: &mut [MaybeUninit<F>]| {
+                y.par_chunks_mut(rows * g.o).enumerate().for_each(|(b, yb)| {
+                    let m = yb.len() / g.o;
+                    if k <= direct_max {
+                        for gi in 0..g.g {
+                            direct(isa, p, q, g, gi, b * nb, m / (g.oh * g.ow), yb);
                         }
+                        return;
                     }
-                });
-            });
-            y
+                    with_scratch_unzeroed(m * k, |cols: &mut [F]| {
+                        for gi in 0..g.g {
+                            im2col(p, g, gi, b * nb, m / (g.oh * g.ow), cols);
+                            // SAFETY: cols is [m, k], f is [k, o] read at column
+                            // offset gi*og, yb is [m, o] written at the same offset
+                            // (MaybeUninit<F> has F's layout).
+                            unsafe {
+                                F::gemm(
+                                    m,
+                                    k,
+                                    g.og,
+                                    cols.as_ptr(),
+                                    k as isize,
+                                    1,
+                                    q.as_ptr().add(gi * g.og),
+                                    o,
+                                    1,
+                                    F::ZERO,
+                                    yb.as_mut_ptr().add(gi * g.og).cast::<F>(),
+                                    o,
+                                    1,
+                                );
+                            }
+                        }
+                    });
+                })
+            };
+            // SAFETY: every block writes all its rows' columns, each group
+            // its own: the direct loops store every pixel and channel, the
+            // GEMM (beta 0) every element of C without reading it.
+            unsafe { output_filled(n, fill) }
         }
         Op::Conv2dInputGrad(..) => {
             // p = dy [n*oh*ow, o], q = f [k, o]
@@ -473,14 +584,21 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize) ->
             if size == 0 || g.n * g.oh * g.ow == 0 {
                 return zeros::<F>(size);
             }
+            let direct = k <= direct_max;
+            let (nb, rows) = if direct {
+                let nb = direct_block::<F>(g);
+                (nb, nb * g.oh * g.ow)
+            } else {
+                (nb, rows)
+            };
             let mut partial = zeros::<F>(g.n.div_ceil(nb) * size);
             partial.par_chunks_mut(size).enumerate().for_each(|(b, df)| {
                 let n = nb.min(g.n - b * nb);
                 let m = n * g.oh * g.ow;
                 let dy = &q[b * rows * g.o..];
-                if k <= direct_max {
+                if direct {
                     for gi in 0..g.g {
-                        direct_filter(p, dy, g, gi, b * nb, n, df);
+                        direct_filter(isa, p, dy, g, gi, b * nb, n, df);
                     }
                     return;
                 }
@@ -565,7 +683,7 @@ mod tests {
                 })
                 .collect()
         };
-        let cases: [([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2]); 7] = [
+        let cases: [([usize; 4], [usize; 4], [usize; 2], Padding, [usize; 2]); 9] = [
             ([3, 7, 5, 1], [3, 3, 1, 4], [1, 1], Padding::Valid, [1, 1]),
             ([2, 6, 9, 2], [2, 3, 2, 3], [2, 1], Padding::Same, [1, 1]),
             (
@@ -585,6 +703,21 @@ mod tests {
             ([3, 13, 3, 1], [5, 1, 1, 1], [3, 1], Padding::Same, [1, 1]),
             // More output channels than one accumulator block holds.
             ([2, 6, 5, 2], [3, 3, 2, 37], [1, 1], Padding::Same, [1, 1]),
+            // Rows of several interior pixel blocks and a remainder, a
+            // block of 16 channels and one of 4.
+            ([2, 4, 19, 3], [3, 3, 3, 20], [1, 1], Padding::Same, [1, 1]),
+            (
+                [1, 5, 23, 2],
+                [2, 3, 2, 5],
+                [1, 2],
+                Padding::Explicit {
+                    top: 1,
+                    bottom: 0,
+                    left: 2,
+                    right: 1,
+                },
+                [1, 2],
+            ),
         ];
         for (xs, fs, strides, padding, dilations) in cases {
             let a = Conv2d {
@@ -601,13 +734,16 @@ mod tests {
                 (Op::Conv2d(a.clone()), &x, &f),
                 (Op::Conv2dFilterGrad(a.clone(), fs.to_vec()), &x, &dy),
             ] {
-                let (direct, gemm) = (conv_with(&op, &g, p, q, usize::MAX), conv_with(&op, &g, p, q, 0));
-                assert_eq!(direct.len(), gemm.len());
-                for (i, (d, m)) in direct.iter().zip(&gemm).enumerate() {
-                    assert!(
-                        (d - m).abs() <= 1e-9 * (1.0 + m.abs()),
-                        "{op:?} {xs:?} {fs:?} at {i}: {d} vs {m}"
-                    );
+                let gemm = conv_with(&op, &g, p, q, 0, Isa::Plain);
+                for &isa in Isa::supported() {
+                    let direct = conv_with(&op, &g, p, q, usize::MAX, isa);
+                    assert_eq!(direct.len(), gemm.len());
+                    for (i, (d, m)) in direct.iter().zip(&gemm).enumerate() {
+                        assert!(
+                            (d - m).abs() <= 1e-9 * (1.0 + m.abs()),
+                            "{op:?} {isa:?} {xs:?} {fs:?} at {i}: {d} vs {m}"
+                        );
+                    }
                 }
             }
         }

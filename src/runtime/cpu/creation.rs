@@ -8,6 +8,7 @@ use crate::core::error::Result;
 use crate::core::op::*;
 use crate::core::shape::*;
 use half::{bf16, f16};
+use rayon::prelude::*;
 use std::any::Any;
 
 pub(crate) fn to_cpu_data<T: Element>(data: Vec<T>) -> CpuData {
@@ -56,6 +57,25 @@ pub(crate) fn from_cpu_data<T: Element>(d: CpuData) -> Vec<T> {
 pub(crate) fn cpu(op: &Op) -> Result<CpuData> {
     match op {
         Op::Fill { shape, value, dtype } => fill(*dtype, numel(shape), *value),
+        Op::Random(r) if r.dtype == DType::F32 => {
+            // Drawn in pieces on every core, each value rounded from f64
+            // as `CpuData::from_f64` rounds.
+            let n = numel(&r.shape);
+            let mut v: Vec<f32> = Vec::new();
+            super::reserve(&mut v, n, "random")?;
+            const PIECE: usize = 1 << 14;
+            v.spare_capacity_mut()[..n]
+                .par_chunks_mut(PIECE)
+                .enumerate()
+                .for_each(|(c, piece)| {
+                    for (j, o) in piece.iter_mut().enumerate() {
+                        o.write(r.value((c * PIECE + j) as u64) as f32);
+                    }
+                });
+            // SAFETY: the pieces cover all n elements, each written.
+            unsafe { v.set_len(n) };
+            Ok(CpuData::F32(v))
+        }
         Op::Random(r) => {
             // The values are drawn in f64 first.
             let mut probe: Vec<f64> = Vec::new();

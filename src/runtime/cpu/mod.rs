@@ -284,6 +284,15 @@ pub fn in_gemm_crate() -> bool {
     IN_GEMM_CRATE.with(|f| f.get())
 }
 
+/// Whether the CPU has AVX2 and FMA, for which hot loops have variants
+/// compiled (`#[target_feature]`) beside the baseline build's SSE2 ones.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx2_fma() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
+}
+
 /// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
 /// strides for every operand.
 pub trait Gemm: Float {
