@@ -415,6 +415,11 @@ macro_rules! with_unary {
                 const $k: UnaryOp = UnaryOp::Exp;
                 $body
             }
+            UnaryOp::Sigmoid => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Sigmoid;
+                $body
+            }
             UnaryOp::Sqrt => {
                 #[allow(non_upper_case_globals)]
                 const $k: UnaryOp = UnaryOp::Sqrt;

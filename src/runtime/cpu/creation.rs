@@ -60,20 +60,20 @@ pub(crate) fn cpu(op: &Op) -> Result<CpuData> {
         Op::Random(r) if r.dtype == DType::F32 => {
             // Drawn in pieces on every core, each value rounded from f64
             // as `CpuData::from_f64` rounds.
+            // A graph replay's arena serves the output.
             let n = numel(&r.shape);
-            let mut v: Vec<f32> = Vec::new();
-            super::reserve(&mut v, n, "random")?;
+            super::probe(n, "random")?;
             const PIECE: usize = 1 << 14;
-            v.spare_capacity_mut()[..n]
-                .par_chunks_mut(PIECE)
-                .enumerate()
-                .for_each(|(c, piece)| {
-                    for (j, o) in piece.iter_mut().enumerate() {
-                        o.write(r.value((c * PIECE + j) as u64) as f32);
-                    }
-                });
             // SAFETY: the pieces cover all n elements, each written.
-            unsafe { v.set_len(n) };
+            let v = unsafe {
+                super::arena::output_filled(n, |o| {
+                    o.par_chunks_mut(PIECE).enumerate().for_each(|(c, piece)| {
+                        for (j, o) in piece.iter_mut().enumerate() {
+                            o.write(r.value((c * PIECE + j) as u64) as f32);
+                        }
+                    })
+                })
+            };
             Ok(CpuData::F32(v))
         }
         Op::Random(r) => {

@@ -13,41 +13,60 @@ use crate::runtime::Operand;
 use rayon::prelude::*;
 use std::mem::MaybeUninit;
 
-pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
+/// Elements per task of the parallel loops.
+const PIECE: usize = 1 << 14;
+
+/// `out[i] = f(a[i], b[i], c[i])` over one piece, compiled for AVX2 and FMA
+/// where the CPU has them (the closures inline into it: twice the lanes
+/// for arithmetic-bound ops such as `exp`).
+#[inline(always)]
+fn piece<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &(impl Fn(F, F, F) -> F + Sync)) {
     #[inline(always)]
-    fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
-        let each = |(o, ((&v, &r), &g)): (&mut MaybeUninit<F>, ((&F, &F), &F))| {
-            o.write(g * d(v, r));
-        };
-        // SAFETY: the three operands have the output's length (infer), so
-        // the zips write every element.
-        unsafe {
-            output_filled(x.len(), |out| {
-                if x.len() > 1 << 16 {
-                    out.par_iter_mut().zip(x.par_iter().zip(y).zip(dy)).for_each(each);
-                } else {
-                    out.iter_mut().zip(x.iter().zip(y).zip(dy)).for_each(each);
-                }
-            })
+    fn body<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &impl Fn(F, F, F) -> F) {
+        for (o, ((&a, &b), &c)) in out.iter_mut().zip(a.iter().zip(b).zip(c)) {
+            o.write(f(a, b, c));
         }
     }
-    /// Large arrays use every core.
-    #[inline(always)]
+    /// # Safety
+    /// The CPU has AVX2 and FMA.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &impl Fn(F, F, F) -> F) {
+        body(out, a, b, c, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx2_fma() {
+        // SAFETY: checked just above.
+        return unsafe { avx2(out, a, b, c, f) };
+    }
+    body(out, a, b, c, f)
+}
+
+/// `f(a[i], b[i], c[i])` for every i (b and c as long as a; a unary op
+/// passes its operand thrice), large arrays on every core.
+fn map3<F: Float>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> F + Sync + Send) -> Vec<F> {
+    // SAFETY: b and c are as long as a (infer), so the pieces zip whole and
+    // write every element.
+    unsafe {
+        output_filled(a.len(), |out| {
+            if a.len() > 1 << 16 {
+                out.par_chunks_mut(PIECE)
+                    .zip(a.par_chunks(PIECE).zip(b.par_chunks(PIECE)).zip(c.par_chunks(PIECE)))
+                    .for_each(|(o, ((a, b), c))| piece(o, a, b, c, &f));
+            } else {
+                piece(out, a, b, c, &f);
+            }
+        })
+    }
+}
+
+pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
+    fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
+        map3(x, y, dy, move |v, r, g| g * d(v, r))
+    }
+    /// The op on every element (the operand passed thrice: one loop form).
     fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
-        // SAFETY: the zips write every element of an output as long as v.
-        unsafe {
-            output_filled(v.len(), |out| {
-                if v.len() > 1 << 16 {
-                    out.par_iter_mut().zip(v).for_each(|(o, &e)| {
-                        o.write(f(e));
-                    });
-                } else {
-                    out.iter_mut().zip(v).for_each(|(o, &e)| {
-                        o.write(f(e));
-                    });
-                }
-            })
-        }
+        map3(v, v, v, move |e, _, _| f(e))
     }
     Ok(match (op, x[0].cpu_data()) {
         (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(v, |e| k.apply(e)))),
