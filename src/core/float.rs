@@ -172,11 +172,14 @@ macro_rules! float_impl {
 float_impl!(f32, u32, exp_f32);
 float_impl!(f64, u64, f64::exp);
 
-/// e^x in f32 without a library call, so that loops over it vectorize: the
-/// Cephes polynomial TensorFlow's CPU kernels use (Eigen's `pexp`), within
-/// 1 ulp of the correctly rounded value (tested against f64 `exp`), with
+/// e^x in f32 without a library call, so that loops over it vectorize:
+/// Cephes' range reduction and polynomial (as in Eigen's `pexp`, behind
+/// TensorFlow's CPU kernels), within 1 ulp of the correctly rounded value
+/// (tested against f64 `exp`), with
 /// IEEE results at the edges: +inf past 88.72, 0 (through denormals)
 /// below -103.97, NaN for NaN.
+// The constants as Cephes publishes them (some round to shorter f32s).
+#[allow(clippy::excessive_precision)]
 #[inline(always)]
 pub fn exp_f32(x: f32) -> f32 {
     // exp(x) = 2^n e^r with n = round(x / ln 2), |r| <= ln 2 / 2. The
@@ -243,7 +246,7 @@ mod tests {
 
     /// `exp_f32` against f64's `exp` rounded to f32: within 1 ulp over the
     /// whole range where the result is finite and nonzero, denormals
-    /// included, on a dense sweep and on every exponent's bit patterns.
+    /// included: a sweep in steps of 1/1024 and every 97th bit pattern.
     #[test]
     fn exp_f32_is_within_one_ulp() {
         let mut worst = (0u32, 0.0f32);

@@ -801,9 +801,11 @@ impl Fused {
                             }
                             i += seg;
                             rem += seg;
-                            c += seg;
-                            if c == inner {
-                                c = 0;
+                            if inner > 1 {
+                                c += seg;
+                                if c == inner {
+                                    c = 0;
+                                }
                             }
                             if rem == block {
                                 (q, rem) = (q + 1, 0);
@@ -1021,8 +1023,9 @@ impl Fused {
     }
 }
 
-/// The values of a leaf or pre operand over a chunk of `n` (pre op t's at
-/// `[t n, (t + 1) n)` of `pre`).
+/// The values of a leaf or pre operand over a chunk of `n`: pre op t's in
+/// `direct[t]` where that holds its output's piece, else at
+/// `[t n, (t + 1) n)` of `pre`.
 fn pick<'a>(
     a: &Arg,
     leaves: &'a [Cow<[f32]>],

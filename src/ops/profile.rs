@@ -27,10 +27,10 @@ pub(crate) fn time<T>(name: &str, device: &Device, f: impl FnOnce() -> Result<T>
     device.synchronize()?;
     let s = t.elapsed().as_secs_f64();
     let mut g = TABLE.lock().unwrap_or_else(|p| p.into_inner());
-    let t = g.get_or_insert_with(HashMap::new);
-    let e = match t.get_mut(name) {
+    let table = g.get_or_insert_with(HashMap::new);
+    let e = match table.get_mut(name) {
         Some(e) => e,
-        None => t.entry(name.to_string()).or_insert((0, 0.0)),
+        None => table.entry(name.to_string()).or_insert((0, 0.0)),
     };
     e.0 += 1;
     e.1 += s;

@@ -151,16 +151,11 @@ impl Isa {
 
     /// Every variant this CPU runs, narrowest first.
     fn supported() -> &'static [Isa] {
-        static SUPPORTED: std::sync::OnceLock<Vec<Isa>> = std::sync::OnceLock::new();
-        SUPPORTED.get_or_init(|| {
-            #[allow(unused_mut)]
-            let mut v = vec![Isa::Plain];
-            #[cfg(target_arch = "x86_64")]
-            if super::has_avx2_fma() {
-                v.push(Isa::Avx2);
-            }
-            v
-        })
+        #[cfg(target_arch = "x86_64")]
+        if super::has_avx2_fma() {
+            return &[Isa::Plain, Isa::Avx2];
+        }
+        &[Isa::Plain]
     }
 }
 
@@ -406,9 +401,9 @@ fn direct_filter_body<F: Gemm, const FMA: bool>(
                 while j0 < og {
                     let d = &mut df[(tap * cg + c) * o + gi * og + j0..];
                     j0 += match og - j0 {
-                        l if l >= LANES => t.sums::<LANES, PIXELS, FMA>(gi * og + j0, d),
-                        l if l >= 4 => t.sums::<4, PIXELS, FMA>(gi * og + j0, d),
-                        _ => t.sums::<1, PIXELS, FMA>(gi * og + j0, d),
+                        l if l >= LANES => t.sums::<LANES, FMA>(gi * og + j0, d),
+                        l if l >= 4 => t.sums::<4, FMA>(gi * og + j0, d),
+                        _ => t.sums::<1, FMA>(gi * og + j0, d),
                     };
                 }
             }
@@ -433,12 +428,12 @@ struct FilterTap<'a, F> {
 impl<F: Gemm> FilterTap<'_, F> {
     /// Output channels `j..j + L`, added into `d[..L]`; returns `L`.
     #[inline(always)]
-    fn sums<const L: usize, const P: usize, const FMA: bool>(&self, j: usize, d: &mut [F]) -> usize {
+    fn sums<const L: usize, const FMA: bool>(&self, j: usize, d: &mut [F]) -> usize {
         let (g, o) = (self.g, self.g.o);
         let (lo, hi) = inside(g, self.kw);
-        // `P` sums over alternating columns, so the adds do not wait on
-        // each other; combined in a fixed order at the end.
-        let mut acc = [[F::ZERO; L]; P];
+        // [`PIXELS`] sums over alternating columns, so the adds do not
+        // wait on each other; combined in a fixed order at the end.
+        let mut acc = [[F::ZERO; L]; PIXELS];
         for n in 0..self.nb {
             for oh in 0..g.oh {
                 let ih = (oh * g.sh + self.kh * g.dh) as isize - g.pt as isize;
@@ -448,7 +443,7 @@ impl<F: Gemm> FilterTap<'_, F> {
                 let xrow = ((self.n0 + n) * g.h + ih as usize) * g.w * g.c + self.c;
                 let row = (n * g.oh + oh) * g.ow;
                 let mut ow = lo;
-                while ow + P <= hi {
+                while ow + PIXELS <= hi {
                     for (p, acc) in acc.iter_mut().enumerate() {
                         let v = self.x[xrow + at(g, self.gi, ow + p, self.kw)];
                         let e = &self.dy[(row + ow + p) * o + j..][..L];
@@ -456,7 +451,7 @@ impl<F: Gemm> FilterTap<'_, F> {
                             acc[t] = madd::<F, FMA>(v, e[t], acc[t]);
                         }
                     }
-                    ow += P;
+                    ow += PIXELS;
                 }
                 for (p, ow) in (ow..hi).enumerate() {
                     let v = self.x[xrow + at(g, self.gi, ow, self.kw)];
@@ -585,12 +580,8 @@ fn conv_with<F: Gemm>(op: &Op, g: &Geom, p: &[F], q: &[F], direct_max: usize, is
                 return zeros::<F>(size);
             }
             let direct = k <= direct_max;
-            let (nb, rows) = if direct {
-                let nb = direct_block::<F>(g);
-                (nb, nb * g.oh * g.ow)
-            } else {
-                (nb, rows)
-            };
+            let nb = if direct { direct_block::<F>(g) } else { nb };
+            let rows = nb * g.oh * g.ow;
             let mut partial = zeros::<F>(g.n.div_ceil(nb) * size);
             partial.par_chunks_mut(size).enumerate().for_each(|(b, df)| {
                 let n = nb.min(g.n - b * nb);

@@ -59,8 +59,8 @@ pub(crate) fn cpu(op: &Op) -> Result<CpuData> {
         Op::Fill { shape, value, dtype } => fill(*dtype, numel(shape), *value),
         Op::Random(r) if r.dtype == DType::F32 => {
             // Drawn in pieces on every core, each value rounded from f64
-            // as `CpuData::from_f64` rounds.
-            // A graph replay's arena serves the output.
+            // as `CpuData::from_f64` rounds, into an output a graph
+            // replay's arena serves.
             let n = numel(&r.shape);
             super::probe(n, "random")?;
             const PIECE: usize = 1 << 14;
