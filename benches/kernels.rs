@@ -8,7 +8,7 @@
 //!     WGFLOW_BENCH_QUICK=1 cargo bench ...     # smaller sizes, fewer runs
 //!     WGFLOW_BENCH_SIZES=1024,4096 cargo bench --bench kernels -- matmul
 //!                                              # matmul sizes to run
-//!     WGFLOW_BENCH_GEMM=tiled|wide|...|cooperative_wide ... # force a GEMM kernel (as WGFLOW_GEMM)
+//!     WGFLOW_BENCH_GEMM=tiled|wide|...|cooperative_staged ... # force a GEMM kernel (as WGFLOW_GEMM)
 //!     WGFLOW_BENCH_DEVICES=gpu:0 cargo bench ... # only these devices
 //!
 //! Each case runs once to warm up (pipeline compilation), then repeats until

@@ -708,7 +708,7 @@ fn softmax_cases(s: &mut Suite) {
 }
 
 /// The GEMM kernels a matmul can be forced to (each proven where it runs).
-const MATMUL_KERNELS: [GemmVariant; 7] = [
+const MATMUL_KERNELS: [GemmVariant; 8] = [
     GemmVariant::Tiled,
     GemmVariant::Wide,
     GemmVariant::WideDouble,
@@ -716,6 +716,7 @@ const MATMUL_KERNELS: [GemmVariant; 7] = [
     GemmVariant::Subgroup,
     GemmVariant::Cooperative,
     GemmVariant::CooperativeWide,
+    GemmVariant::CooperativeStaged,
 ];
 
 /// The GEMM kernels of convolutions: the implicit GEMM (tiled,
@@ -827,6 +828,22 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
         // 16x16x16 cooperative matrices only.
         GemmVariant::CooperativeWide => {
             s.gpus = coop_wide_gpus();
+            dts = &[DType::F16];
+        }
+        // Cooperative matrices with subgroups of the size its builds
+        // need; the others say what they lack.
+        GemmVariant::CooperativeStaged => {
+            s.gpus = coop_gpus();
+            s.gpus.retain(|d| {
+                let a = randn(&[2, 2], 1, DType::F16).to_device(d).unwrap();
+                match a.matmul(&a) {
+                    Ok(_) => true,
+                    Err(e) => {
+                        assert!(e.to_string().contains("lacks"), "{d}: {e}");
+                        false
+                    }
+                }
+            });
             dts = &[DType::F16];
         }
         _ => {}

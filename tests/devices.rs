@@ -266,6 +266,7 @@ fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
     for (kernel, lacked) in [
         ("cooperative", "EXPERIMENTAL_COOPERATIVE_MATRIX"),
         ("cooperative_wide", "EXPERIMENTAL_COOPERATIVE_MATRIX"),
+        ("cooperative_staged", "EXPERIMENTAL_COOPERATIVE_MATRIX"),
         ("tiled", ""),
     ] {
         let (ok, out, err) = run_child("child_gemm", &[("WGFLOW_GEMM", kernel)]);

@@ -224,8 +224,8 @@ fn every_kernel_variant_translates_to_spirv() {
         }
     }
     assert_eq!(
-        coop, 3,
-        "matmul_coop, matmul_coop_wide and conv_coop multiply cooperative matrices"
+        coop, 5,
+        "matmul_coop, matmul_coop_wide, both matmul_coop_staged builds and conv_coop multiply cooperative matrices"
     );
     eprintln!("translated {n} kernel variants");
 }

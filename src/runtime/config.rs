@@ -94,7 +94,8 @@ impl PhysicalDevice {
             ),
             Ok(16) => format!(
                 "f16: cooperative matrices (16x16x16 f16 x f16 + f32): matmuls gemm_coop_wide (128x128 tiles; \
-                 gemm_coop where workgroups are smaller), convolutions gemm_coop, autotuned against the others; f32: {base}"
+                 gemm_coop where workgroups are smaller) or gemm_coop_staged (128x128 tiles staged as vectors, \
+                 where workgroups hold 44 KiB), convolutions gemm_coop, autotuned against the others; f32: {base}"
             ),
             Ok(_) => format!(
                 "f16: cooperative matrices (8x8x8 f16 x f16 + f32): matmuls and convolutions gemm_coop \

@@ -23,7 +23,9 @@
 //!   `matmul_coop_wide` (`gemm_coop_wide`, 128x128 tiles, and its
 //!   `gemm_coop_direct` for products whose every tile lies inside the
 //!   operands) and, where workgroups are too small for it, `matmul_coop`
-//!   (`gemm_coop`, 64x64 tiles).
+//!   (`gemm_coop`, 64x64 tiles); autotuning also times
+//!   `matmul_coop_staged` (`gemm_coop_staged`: tiles staged through
+//!   workgroup memory as vectors).
 //!
 //! Under `Auto`, products of at least `tune::MIN_FLOPS` where the device
 //! has more than one kernel ([`candidates`]) take the one `tune` timed
@@ -81,6 +83,18 @@ const COOP_WIDE_SRC: [&str; 3] = [
     GEMM_SRC[1],
     include_str!("../../../shaders/gemm_coop_wide.wgsl"),
 ];
+const COOP_STAGED_SRC: [&str; 4] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/coop_frag16.wgsl"),
+    include_str!("../../../shaders/gemm_coop_staged.wgsl"),
+];
+const COOP_STAGED8_SRC: [&str; 4] = [
+    GEMM_SRC[0],
+    GEMM_SRC[1],
+    include_str!("../../../shaders/coop_frag8.wgsl"),
+    include_str!("../../../shaders/gemm_coop_staged.wgsl"),
+];
 const BOTH: &[KType] = &[KType::F32, KType::F16];
 const MATMUL_PARAMS: &[ParamsLayout] = &[ParamsLayout::of::<MatmulParams>()];
 const COOP: &[&str] = &["wgpu_cooperative_matrix"];
@@ -114,7 +128,35 @@ pub(crate) static MATMUL_COOP8_UNCHECKED: Kernel =
 pub static MATMUL_COOP_WIDE: Kernel =
     Kernel::enabling("matmul_coop_wide", &COOP_WIDE_SRC, &[KType::F16], MATMUL_PARAMS, COOP);
 
-// The same five built without wgpu's runtime checks (see
+/// MATMUL's operand functions with the tensor-core entry point
+/// `gemm_coop_staged` on 16x16x16 matrices (f16 only; see
+/// [`GemmVariant::CooperativeStaged`](super::GemmVariant::CooperativeStaged)).
+pub static MATMUL_COOP_STAGED: Kernel = Kernel::enabling(
+    "matmul_coop_staged",
+    &COOP_STAGED_SRC,
+    &[KType::F16],
+    MATMUL_PARAMS,
+    COOP,
+);
+
+/// MATMUL_COOP_STAGED's twin on 8x8x8 matrices (the same kernel with
+/// coop_frag8.wgsl's prelude), built in its place where the device's are.
+pub(crate) static MATMUL_COOP_STAGED8: Kernel = Kernel::enabling(
+    "matmul_coop_staged8",
+    &COOP_STAGED8_SRC,
+    &[KType::F16],
+    MATMUL_PARAMS,
+    COOP,
+);
+pub(crate) static MATMUL_COOP_STAGED8_UNCHECKED: Kernel = Kernel::unchecked(
+    "matmul_coop_staged8_unchecked",
+    &COOP_STAGED8_SRC,
+    &[KType::F16],
+    MATMUL_PARAMS,
+    COOP,
+);
+
+// The same six built without wgpu's runtime checks (see
 // `Kernel::checked` and `GemmChecks`).
 static MATMUL_UNCHECKED: Kernel = Kernel::unchecked("matmul_unchecked", &GEMM_SRC, BOTH, MATMUL_PARAMS, &[]);
 static MATMUL_WIDE_DB_UNCHECKED: Kernel =
@@ -125,6 +167,14 @@ static MATMUL_COOP_UNCHECKED: Kernel =
 static MATMUL_COOP_WIDE_UNCHECKED: Kernel = Kernel::unchecked(
     "matmul_coop_wide_unchecked",
     &COOP_WIDE_SRC,
+    &[KType::F16],
+    MATMUL_PARAMS,
+    COOP,
+);
+
+static MATMUL_COOP_STAGED_UNCHECKED: Kernel = Kernel::unchecked(
+    "matmul_coop_staged_unchecked",
+    &COOP_STAGED_SRC,
     &[KType::F16],
     MATMUL_PARAMS,
     COOP,
@@ -141,6 +191,8 @@ fn module(c: Choice) -> &'static Kernel {
         ("gemm_coop", true) => &MATMUL_COOP_UNCHECKED,
         ("gemm_coop_wide" | "gemm_coop_direct", false) => &MATMUL_COOP_WIDE,
         ("gemm_coop_wide" | "gemm_coop_direct", true) => &MATMUL_COOP_WIDE_UNCHECKED,
+        ("gemm_coop_staged", false) => &MATMUL_COOP_STAGED,
+        ("gemm_coop_staged", true) => &MATMUL_COOP_STAGED_UNCHECKED,
         (_, false) => &MATMUL,
         (_, true) => &MATMUL_UNCHECKED,
     }
@@ -430,6 +482,10 @@ impl GemmLaunch<'_> {
         // piece's first tile, and the batch offset, to `workgroup_id`).
         let tiles = if register {
             reg_grid(entry, self.m, self.n)
+        } else if entry == "gemm_coop_staged" {
+            // Eight fragments a side: 128 on 16x16x16 matrices, 64 on 8x8x8.
+            let side = if g.coop8 { 64 } else { 128 };
+            [self.n.div_ceil(side), self.m.div_ceil(side)]
         } else if matches!(
             entry,
             "matmul_wide" | "matmul_wide_db" | "gemm_coop_wide" | "gemm_coop_direct"
@@ -497,6 +553,10 @@ pub(crate) fn gemm_entry(g: &GpuDevice, [m, n, batch]: [usize; 3], direct: bool,
 /// run, else the wide one, as `gemm_coop_direct` for `direct` products (on
 /// the H200 they beat `gemm_coop` 2.5x to 7x from 1024^3 up).
 fn coop_entry(g: &GpuDevice, direct: bool) -> Result<&'static str> {
+    if super::gemm_override() == super::GemmVariant::CooperativeStaged {
+        g.gemm_coop_staged()?;
+        return Ok("gemm_coop_staged");
+    }
     if super::gemm_override() != super::GemmVariant::Cooperative && g.gemm_coop_wide()? {
         return Ok(if direct { "gemm_coop_direct" } else { "gemm_coop_wide" });
     }
@@ -547,6 +607,9 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
         c.push("gemm_coop");
         if g.gemm_coop_wide()? {
             c.push(if direct { "gemm_coop_direct" } else { "gemm_coop_wide" });
+        }
+        if g.gemm_coop_staged()? {
+            c.push("gemm_coop_staged");
         }
     }
     if !g.cpu_adapter() {
@@ -837,13 +900,15 @@ mod tests {
     /// only a device that runs the kernel would show it).
     #[test]
     fn each_entry_gets_its_bindings() {
-        let kernels: [(&Kernel, KType, &[&str]); 6] = [
+        let kernels: [(&Kernel, KType, &[&str]); 8] = [
             (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
             (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db"]),
             (&MATMUL_SG, KType::F32, &["matmul_sg", "matmul_sg_narrow"]),
             (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP8, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP_WIDE, KType::F16, &["gemm_coop_wide", "gemm_coop_direct"]),
+            (&MATMUL_COOP_STAGED, KType::F16, &["gemm_coop_staged"]),
+            (&MATMUL_COOP_STAGED8, KType::F16, &["gemm_coop_staged"]),
         ];
         for (k, t, entries) in kernels {
             let (module, info) = k.validate(t).unwrap();

@@ -367,6 +367,14 @@ pub enum GemmVariant {
     /// KiB of workgroup memory per workgroup: what `Auto` picks for f16
     /// matmuls there, autotuned against the others for large ones.
     CooperativeWide,
+    /// `Cooperative` with 128x128 tiles staged through double-buffered
+    /// workgroup memory as vectors (shaders/gemm_coop_staged.wgsl; matmul
+    /// only, convolutions use `Cooperative`), for adapters with 16x16x16
+    /// cooperative matrices and 32-invocation subgroups whose workgroups
+    /// hold 44 KiB of workgroup memory, or 8x8x8 ones with 8-invocation
+    /// subgroups (64x64 tiles; lavapipe): `Auto` times it against the
+    /// others for large f16 matmuls.
+    CooperativeStaged,
 }
 
 /// Whether GEMM kernels run with wgpu's runtime checks:
@@ -409,7 +417,8 @@ impl GemmChecks {
 
 impl GemmVariant {
     /// The values [`GemmVariant::parse`] takes, for messages.
-    pub const NAMES: &'static str = "auto, tiled, wide, wide_double, register, subgroup, cooperative, cooperative_wide";
+    pub const NAMES: &'static str =
+        "auto, tiled, wide, wide_double, register, subgroup, cooperative, cooperative_wide, cooperative_staged";
 
     /// Parses `WGFLOW_GEMM`'s values (see [`GemmVariant::NAMES`]).
     pub fn parse(s: &str) -> Option<GemmVariant> {
@@ -422,6 +431,7 @@ impl GemmVariant {
             "wide_double" | "wide_db" => GemmVariant::WideDouble,
             "cooperative" | "coop" => GemmVariant::Cooperative,
             "cooperative_wide" | "coop_wide" => GemmVariant::CooperativeWide,
+            "cooperative_staged" | "coop_staged" => GemmVariant::CooperativeStaged,
             _ => return None,
         })
     }
@@ -633,7 +643,10 @@ fn gemm_override() -> GemmVariant {
 
 /// Whether a cooperative-matrix GEMM kernel is forced.
 fn coop_forced() -> bool {
-    matches!(gemm_override(), GemmVariant::Cooperative | GemmVariant::CooperativeWide)
+    matches!(
+        gemm_override(),
+        GemmVariant::Cooperative | GemmVariant::CooperativeWide | GemmVariant::CooperativeStaged
+    )
 }
 
 /// `WGFLOW_GEMM`, read once (`config` turns an unknown value into an error
@@ -901,6 +914,8 @@ fn coop8_twin(kernel: &str) -> Option<&'static Kernel> {
         "matmul_coop_unchecked" => &matmul::MATMUL_COOP8_UNCHECKED,
         "conv_coop" => &conv::CONV_COOP8,
         "conv_coop_unchecked" => &conv::CONV_COOP8_UNCHECKED,
+        "matmul_coop_staged" => &matmul::MATMUL_COOP_STAGED8,
+        "matmul_coop_staged_unchecked" => &matmul::MATMUL_COOP_STAGED8_UNCHECKED,
         _ => return None,
     })
 }
@@ -1178,6 +1193,37 @@ impl GpuDevice {
         }
     }
 
+    /// Whether `gemm_coop_staged` can run where `gemm_coop` does: four
+    /// subgroups per workgroup (32 invocations each on 16x16x16 matrices,
+    /// 8 on 8x8x8 ones) and the workgroup memory of two buffers of each
+    /// tile. Forced where it cannot, it is an error.
+    pub(crate) fn gemm_coop_staged(&self) -> Result<bool> {
+        let (lanes, bytes) = if self.coop8 { (8, 13 << 10) } else { (32, 44 << 10) };
+        let l = &self.limits;
+        let missing = if self.info.subgroup_min_size != lanes {
+            Some(format!(
+                "{lanes}-invocation subgroups for its {} cooperative matrices (it has {})",
+                if self.coop8 { "8x8x8" } else { "16x16x16" },
+                self.info.subgroup_min_size
+            ))
+        } else if l.max_compute_workgroup_storage_size < bytes {
+            Some(format!("{} KiB of workgroup memory per workgroup", bytes >> 10))
+        } else {
+            None
+        };
+        match missing {
+            Some(m) if gemm_override() == GemmVariant::CooperativeStaged => Err(Error::InvalidArgument {
+                op: "matmul",
+                msg: format!(
+                    "GemmVariant::CooperativeStaged forced, but {} lacks {m}",
+                    self.label_name()
+                ),
+            }),
+            Some(_) => Ok(false),
+            None => Ok(true),
+        }
+    }
+
     /// Drops `gemm_coop_wide` on this device for good, with a warning:
     /// `kernel` failed to build with `msg`. Matmuls take `gemm_coop`.
     pub(crate) fn drop_coop_wide(&self, kernel: &str, msg: &str) {
@@ -1434,7 +1480,10 @@ impl GpuDevice {
             && let Some(twin) = coop8_twin(&l.kernel.name)
         {
             let mut consts = l.consts.to_vec();
-            consts.push(("WG", f64::from(16 * self.info.subgroup_min_size)));
+            // gemm_coop8's workgroup size (gemm_coop_staged's is fixed).
+            if l.entry == "gemm_coop" {
+                consts.push(("WG", f64::from(16 * self.info.subgroup_min_size)));
+            }
             return self.pipeline(&Launch {
                 kernel: twin,
                 consts: &consts,
@@ -1924,7 +1973,7 @@ pub(crate) fn chunks(groups: [usize; 3]) -> impl Iterator<Item = ([usize; 3], [u
 
 /// Every WGSL kernel family, for validation and tooling.
 #[cfg(feature = "testing")]
-pub fn kernels() -> [&'static Kernel; 23] {
+pub fn kernels() -> [&'static Kernel; 25] {
     [
         &optim::OPTIM,
         &optim::OPTIM_WIDE,
@@ -1940,6 +1989,8 @@ pub fn kernels() -> [&'static Kernel; 23] {
         &matmul::MATMUL_WIDE_DB,
         &matmul::MATMUL_COOP,
         &matmul::MATMUL_COOP_WIDE,
+        &matmul::MATMUL_COOP_STAGED,
+        &matmul::MATMUL_COOP_STAGED8,
         &conv::CONV_COOP,
         &matmul::MATMUL_COOP8,
         &conv::CONV_COOP8,
