@@ -101,12 +101,12 @@ run)
         # Matmul: the default choice (autotuned) for f32 and f16, then each
         # kernel forced at 4096^3 for the side-by-side ratios.
         step 60 env WGFLOW_BENCH_SIZES=1024,2048,4096 $b/kernels matmul
-        for v in cooperative_staged cooperative_wide tiled wide wide_double cooperative; do
+        for v in cooperative_staged cooperative_wide wide_warp wide_double_warp tiled wide wide_double cooperative; do
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v $b/kernels matmul
         done
         # The same kernels built without wgpu's runtime checks (the default
         # run above times both builds of each where it tunes).
-        for v in cooperative_staged wide wide_double cooperative_wide; do
+        for v in cooperative_staged wide_warp wide_double_warp wide wide_double cooperative_wide; do
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v WGFLOW_GEMM_CHECKS=off $b/kernels matmul
         done
         step 40 python3 benches/torch_matmul.py

@@ -363,10 +363,37 @@ fn wide_fma(c: ptr<function, array<vec4<f32>, 4>>, a: vec4<f32>, v: vec4<f32>) {
 
 @compute @workgroup_size(16, 16)
 fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    wide_tile(wid, lid.y * 16u + lid.x, lid.y, lid.x);
+}
+
+// matmul_wide with each subgroup of 32 invocations on a 4x8 block of the
+// 16x16 invocation grid (`warp_yx`) instead of two rows of 16: a step of
+// k then reads 4 distinct vec4s of A and 8 of B per subgroup (64 and 128
+// bytes) instead of 2 and 16 (256 bytes of B), fewer workgroup-memory
+// wavefronts for the same FMAs, as SIMT GEMMs lay out warp tiles (CUTLASS's
+// 4x8 lanes per warp).
+@compute @workgroup_size(16, 16)
+fn matmul_wide_warp(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let yx = warp_yx(t);
+    wide_tile(wid, t, yx.x, yx.y);
+}
+
+// The invocation-grid row and column of invocation t in the 4x8-per-32
+// layout: subgroup w = t / 32 of 8 takes rows (w / 2) * 4 .. + 4 and
+// columns (w % 2) * 8 .. + 8.
+fn warp_yx(t: u32) -> vec2<u32> {
+    let w = t / 32u;
+    let l = t % 32u;
+    return vec2<u32>((w / 2u) * 4u + l / 8u, (w % 2u) * 8u + l % 8u);
+}
+
+// Workgroup `wid`'s 128x128 tile: invocation t loads its share of the
+// operands and holds the four 4x4 blocks at invocation-grid row ty and
+// column tx.
+fn wide_tile(wid: vec3<u32>, t: u32, ty: u32, tx: u32) {
     let b = wid.z + p.b0;
     let m0 = (wid.y + p.ty0) * 128u;
     let n0 = (wid.x + p.tx0) * 128u;
-    let t = lid.y * 16u + lid.x;
     var c00: array<vec4<f32>, 4>;
     var c01: array<vec4<f32>, 4>;
     var c10: array<vec4<f32>, 4>;
@@ -382,10 +409,10 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
             next = wide_load(b, m0, n0, k0 + 16u, t);
         }
         for (var k = 0u; k < 16u; k++) {
-            let a0 = wa[k * 32u + lid.y];
-            let a1 = wa[k * 32u + 16u + lid.y];
-            let v0 = wb[k * 32u + lid.x];
-            let v1 = wb[k * 32u + 16u + lid.x];
+            let a0 = wa[k * 32u + ty];
+            let a1 = wa[k * 32u + 16u + ty];
+            let v0 = wb[k * 32u + tx];
+            let v1 = wb[k * 32u + 16u + tx];
             wide_fma(&c00, a0, v0);
             wide_fma(&c01, a0, v1);
             wide_fma(&c10, a1, v0);
@@ -393,7 +420,7 @@ fn matmul_wide(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_
         }
         workgroupBarrier();
     }
-    wide_store(b, m0 + lid.y * 4u, n0 + lid.x * 4u, c00, c01, c10, c11);
+    wide_store(b, m0 + ty * 4u, n0 + tx * 4u, c00, c01, c10, c11);
 }
 
 // Stores an invocation's four 4x4 blocks of a 128x128 tile, 64 rows and

@@ -46,10 +46,21 @@ fn db_put(base: u32, t: u32, v: WideLoad) {
 
 @compute @workgroup_size(16, 16)
 fn matmul_wide_db(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>) {
+    db_tile(wid, lid.y * 16u + lid.x, lid.y, lid.x);
+}
+
+// matmul_wide_db with matmul_wide_warp's 4x8 invocations per subgroup.
+@compute @workgroup_size(16, 16)
+fn matmul_wide_db_warp(@builtin(local_invocation_index) t: u32, @builtin(workgroup_id) wid: vec3<u32>) {
+    let yx = warp_yx(t);
+    db_tile(wid, t, yx.x, yx.y);
+}
+
+// matmul.wgsl's wide_tile, double-buffered.
+fn db_tile(wid: vec3<u32>, t: u32, ty: u32, tx: u32) {
     let b = wid.z + p.b0;
     let m0 = (wid.y + p.ty0) * 128u;
     let n0 = (wid.x + p.tx0) * 128u;
-    let t = lid.y * 16u + lid.x;
     var c00: array<vec4<f32>, 4>;
     var c01: array<vec4<f32>, 4>;
     var c10: array<vec4<f32>, 4>;
@@ -66,10 +77,10 @@ fn matmul_wide_db(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         }
         for (var k = 0u; k < 16u; k++) {
             let r = base + k * 32u;
-            let a0 = da[r + lid.y];
-            let a1 = da[r + 16u + lid.y];
-            let v0 = db[r + lid.x];
-            let v1 = db[r + 16u + lid.x];
+            let a0 = da[r + ty];
+            let a1 = da[r + 16u + ty];
+            let v0 = db[r + tx];
+            let v1 = db[r + 16u + tx];
             wide_fma(&c00, a0, v0);
             wide_fma(&c01, a0, v1);
             wide_fma(&c10, a1, v0);
@@ -81,5 +92,5 @@ fn matmul_wide_db(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgro
         }
         workgroupBarrier();
     }
-    wide_store(b, m0 + lid.y * 4u, n0 + lid.x * 4u, c00, c01, c10, c11);
+    wide_store(b, m0 + ty * 4u, n0 + tx * 4u, c00, c01, c10, c11);
 }

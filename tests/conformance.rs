@@ -708,10 +708,12 @@ fn softmax_cases(s: &mut Suite) {
 }
 
 /// The GEMM kernels a matmul can be forced to (each proven where it runs).
-const MATMUL_KERNELS: [GemmVariant; 8] = [
+const MATMUL_KERNELS: [GemmVariant; 10] = [
     GemmVariant::Tiled,
     GemmVariant::Wide,
     GemmVariant::WideDouble,
+    GemmVariant::WideWarp,
+    GemmVariant::WideDoubleWarp,
     GemmVariant::Register,
     GemmVariant::Subgroup,
     GemmVariant::Cooperative,
@@ -809,7 +811,7 @@ fn forced_gemm(op: &str, v: GemmVariant) -> (Suite, &'static [DType]) {
     match v {
         GemmVariant::Subgroup => s.gpus = subgroup8_gpus(),
         // Adapters with less than 32 KiB of workgroup memory say so.
-        GemmVariant::WideDouble => {
+        GemmVariant::WideDouble | GemmVariant::WideDoubleWarp => {
             s.gpus.retain(|d| {
                 let a = randn(&[2, 2], 1, DType::F32).to_device(d).unwrap();
                 match a.matmul(&a) {

@@ -69,7 +69,8 @@ impl PhysicalDevice {
             }
         } else {
             "gemm: 64x64 tiles, or matmul_wide: 128x128 tiles (untuned: for matmuls of >= 256 tiles), \
-             autotuned with matmul_wide_db (double-buffered) where workgroups hold 32 KiB"
+             autotuned with matmul_wide_warp (4x8 invocations per subgroup) and matmul_wide_db[_warp] \
+             (double-buffered) where workgroups hold 32 KiB"
         };
         use crate::runtime::wgpu::GemmChecks;
         let checks = match (crate::runtime::wgpu::gemm_checks(), self.backend == "Vulkan") {

@@ -183,8 +183,8 @@ static MATMUL_COOP_STAGED_UNCHECKED: Kernel = Kernel::unchecked(
 /// The kernel (module) that holds `c`'s entry point, checked or not.
 fn module(c: Choice) -> &'static Kernel {
     match (c.entry, c.unchecked) {
-        ("matmul_wide_db", false) => &MATMUL_WIDE_DB,
-        ("matmul_wide_db", true) => &MATMUL_WIDE_DB_UNCHECKED,
+        ("matmul_wide_db" | "matmul_wide_db_warp", false) => &MATMUL_WIDE_DB,
+        ("matmul_wide_db" | "matmul_wide_db_warp", true) => &MATMUL_WIDE_DB_UNCHECKED,
         ("matmul_sg" | "matmul_sg_narrow", false) => &MATMUL_SG,
         ("matmul_sg" | "matmul_sg_narrow", true) => &MATMUL_SG_UNCHECKED,
         ("gemm_coop", false) => &MATMUL_COOP,
@@ -488,7 +488,12 @@ impl GemmLaunch<'_> {
             [self.n.div_ceil(side), self.m.div_ceil(side)]
         } else if matches!(
             entry,
-            "matmul_wide" | "matmul_wide_db" | "gemm_coop_wide" | "gemm_coop_direct"
+            "matmul_wide"
+                | "matmul_wide_warp"
+                | "matmul_wide_db"
+                | "matmul_wide_db_warp"
+                | "gemm_coop_wide"
+                | "gemm_coop_direct"
         ) {
             [self.n.div_ceil(128), self.m.div_ceil(128)]
         } else {
@@ -585,9 +590,15 @@ fn class_op(dtype: DType, direct: bool) -> &'static str {
 
 /// [`gemm_entry`] among the kernels without cooperative matrices.
 fn plain_entry(g: &GpuDevice, m: usize, n: usize, batch: usize) -> Result<&'static str> {
-    if super::gemm_override() == super::GemmVariant::WideDouble {
-        g.gemm_wide_double()?;
-        return Ok("matmul_wide_db");
+    use super::GemmVariant::*;
+    match super::gemm_override() {
+        WideDouble | WideDoubleWarp => {
+            g.gemm_wide_double()?;
+            let warp = super::gemm_override() == WideDoubleWarp;
+            return Ok(if warp { "matmul_wide_db_warp" } else { "matmul_wide_db" });
+        }
+        WideWarp => return Ok("matmul_wide_warp"),
+        _ => {}
     }
     if !g.gemm_register() {
         let tiles = m.div_ceil(128) * n.div_ceil(128) * batch;
@@ -613,9 +624,9 @@ pub(crate) fn candidates(g: &GpuDevice, dtype: DType, direct: bool) -> Result<Ve
         }
     }
     if !g.cpu_adapter() {
-        c.extend(["gemm", "matmul_wide"]);
+        c.extend(["gemm", "matmul_wide", "matmul_wide_warp"]);
         if g.gemm_wide_double()? {
-            c.push("matmul_wide_db");
+            c.extend(["matmul_wide_db", "matmul_wide_db_warp"]);
         }
     } else if g.subgroup8 {
         c.extend(["matmul_sg", "matmul_reg"]);
@@ -901,8 +912,12 @@ mod tests {
     #[test]
     fn each_entry_gets_its_bindings() {
         let kernels: [(&Kernel, KType, &[&str]); 8] = [
-            (&MATMUL, KType::F32, &["gemm", "matmul_wide", "matmul_reg"]),
-            (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db"]),
+            (
+                &MATMUL,
+                KType::F32,
+                &["gemm", "matmul_wide", "matmul_wide_warp", "matmul_reg"],
+            ),
+            (&MATMUL_WIDE_DB, KType::F32, &["matmul_wide_db", "matmul_wide_db_warp"]),
             (&MATMUL_SG, KType::F32, &["matmul_sg", "matmul_sg_narrow"]),
             (&MATMUL_COOP, KType::F16, &["gemm_coop"]),
             (&MATMUL_COOP8, KType::F16, &["gemm_coop"]),

@@ -347,6 +347,13 @@ pub enum GemmVariant {
     /// (convolutions use `Tiled`), autotuned against the others on GPUs
     /// for large products. Forced on an adapter without the room, an error.
     WideDouble,
+    /// `Wide` with each subgroup of 32 invocations on a 4x8 block of its
+    /// 16x16 invocations (`matmul_wide_warp`): fewer workgroup-memory reads
+    /// per step of k where subgroups have 32 lanes; autotuned against the
+    /// others on GPUs for large products.
+    WideWarp,
+    /// `WideDouble` with `WideWarp`'s layout (`matmul_wide_db_warp`).
+    WideDoubleWarp,
     /// Cooperative matrices (tensor cores; shaders/gemm_coop.wgsl, 64x64
     /// tiles): f16 operands with f32 sums, on adapters with
     /// `Features::EXPERIMENTAL_COOPERATIVE_MATRIX` listing a 16x16x16
@@ -417,8 +424,8 @@ impl GemmChecks {
 
 impl GemmVariant {
     /// The values [`GemmVariant::parse`] takes, for messages.
-    pub const NAMES: &'static str =
-        "auto, tiled, wide, wide_double, register, subgroup, cooperative, cooperative_wide, cooperative_staged";
+    pub const NAMES: &'static str = "auto, tiled, wide, wide_double, wide_warp, wide_double_warp, register, subgroup, cooperative, \
+         cooperative_wide, cooperative_staged";
 
     /// Parses `WGFLOW_GEMM`'s values (see [`GemmVariant::NAMES`]).
     pub fn parse(s: &str) -> Option<GemmVariant> {
@@ -429,6 +436,8 @@ impl GemmVariant {
             "subgroup" => GemmVariant::Subgroup,
             "wide" => GemmVariant::Wide,
             "wide_double" | "wide_db" => GemmVariant::WideDouble,
+            "wide_warp" => GemmVariant::WideWarp,
+            "wide_double_warp" | "wide_db_warp" => GemmVariant::WideDoubleWarp,
             "cooperative" | "coop" => GemmVariant::Cooperative,
             "cooperative_wide" | "coop_wide" => GemmVariant::CooperativeWide,
             "cooperative_staged" | "coop_staged" => GemmVariant::CooperativeStaged,
@@ -1341,11 +1350,12 @@ impl GpuDevice {
             && l.max_compute_workgroup_size_x >= 16
             && l.max_compute_workgroup_size_y >= 16
             && l.max_compute_workgroup_storage_size >= 32 << 10;
-        if !fits && gemm_override() == GemmVariant::WideDouble {
+        let v = gemm_override();
+        if !fits && matches!(v, GemmVariant::WideDouble | GemmVariant::WideDoubleWarp) {
             return Err(Error::InvalidArgument {
                 op: "matmul",
                 msg: format!(
-                    "GemmVariant::WideDouble forced, but {} lacks workgroups of 256 invocations with 32 KiB of workgroup memory",
+                    "GemmVariant::{v:?} forced, but {} lacks workgroups of 256 invocations with 32 KiB of workgroup memory",
                     self.label_name()
                 ),
             });
