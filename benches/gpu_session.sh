@@ -98,18 +98,22 @@ run)
         date -u
         step 20 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
         step 30 $b/devices
-        # Matmul: the default choice (autotuned) for f32 and f16, then each
-        # kernel forced at 4096^3 for the side-by-side ratios.
+        # Matmul: the default choice (autotuned; the bench prints every
+        # candidate's time under each line, both builds of each) for f32
+        # and f16, then the newest kernels and the previous defaults forced
+        # at 4096^3 for the side-by-side ratios.
         step 60 env WGFLOW_BENCH_SIZES=1024,2048,4096 $b/kernels matmul
-        for v in cooperative_staged cooperative_wide wide_warp wide_double_warp tiled wide wide_double cooperative; do
+        for v in cooperative_staged wide_warp wide_double_warp cooperative_wide wide; do
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v $b/kernels matmul
         done
-        # The same kernels built without wgpu's runtime checks (the default
-        # run above times both builds of each where it tunes).
-        for v in cooperative_staged wide_warp wide_double_warp wide wide_double cooperative_wide; do
+        # The same built without wgpu's runtime checks.
+        for v in cooperative_staged wide_warp; do
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v WGFLOW_GEMM_CHECKS=off $b/kernels matmul
         done
         step 40 python3 benches/torch_matmul.py
+        # The GEMM kernels' conformance (each forced against the CPU
+        # device) first, the rest of the suite later.
+        step 90 $b/conformance matmul conv cooperative --test-threads=8
         # Eager elementwise ops (vec4 loads on GPUs) at the bench's 4M
         # elements and at 256M, where bandwidth, not launches, sets the
         # time; PyTorch's same ops beside them.
@@ -117,8 +121,6 @@ run)
         step 40 env WGFLOW_BENCH_ELEMENTS=268435456 $b/kernels eager
         step 30 python3 benches/torch_elementwise.py
         step 30 python3 benches/torch_elementwise.py 268435456
-        # The GEMM kernels' conformance first, the rest of it later.
-        step 90 $b/conformance matmul conv cooperative --test-threads=8
         step 60 $b/training
         step 60 $b/training --mixed
         step 200 python3 benches/torch_training.py
