@@ -1616,7 +1616,8 @@ impl GpuDevice {
             // (tile offsets below the tile's size; the cooperative kernels'
             // subgroup ids below 4 or 8, as they launch only where
             // subgroups have 32 invocations, or 16 in gemm_coop8's
-            // workgroups of 16 subgroups), their storage reads are
+            // workgroups of 16 subgroups, and gemm_coop_staged only where
+            // its workgroup holds four subgroups), their storage reads are
             // guarded or clamped, and every loop counts up to a bound it
             // reaches: k or a constant, k below 2^31 as Vulkan's bindings
             // stay under 4 GiB. The driver's robust buffer access stays.
