@@ -43,12 +43,61 @@ fn pool_cpu<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4], xv: &[F], dy: O
         // SAFETY: with `every`, the windows cover every output position
         // (the pooling writes each output, a tiling gradient each input).
         unsafe { output_filled(n_out, fill) }
+    } else if assign {
+        // Disjoint windows that leave positions out (an odd size, a
+        // stride past the window): only those are zeroed, the windows
+        // write the rest.
+        let covered = uncovered_zeroed(p, s, geom);
+        let fill = |y: &mut [MaybeUninit<F>]| {
+            covered(y);
+            fill(y)
+        };
+        // SAFETY: `covered` writes every position no window holds, the
+        // gradient (assigning) every position a window holds.
+        unsafe { output_filled(n_out, fill) }
     } else {
         let mut y = zeros::<F>(n_out);
         // SAFETY: MaybeUninit<F> has F's layout, and y's values are
         // initialized (zeros), which the kernel adds onto.
         fill(unsafe { std::slice::from_raw_parts_mut(y.as_mut_ptr().cast::<MaybeUninit<F>>(), y.len()) });
         y
+    }
+}
+
+/// A function that zeroes the input positions of `y` ([n, h, w, c]) that
+/// no window of `p` holds. The windows are the products of their row and
+/// column ranges, so a position is held when its row and its column are.
+fn uncovered_zeroed<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4]) -> impl Fn(&mut [MaybeUninit<F>]) {
+    let (h, w, c) = (s[1], s[2], s[3]);
+    let [oh, ow, pt, pl] = geom;
+    let held = |len: usize, outs: usize, k: usize, st: usize, pad: usize| {
+        let mut v = vec![false; len];
+        for o in 0..outs {
+            let s0 = (o * st) as isize - pad as isize;
+            let (lo, hi) = (s0.max(0) as usize, ((s0 + k as isize).min(len as isize)).max(0) as usize);
+            for e in v.iter_mut().take(hi).skip(lo) {
+                *e = true;
+            }
+        }
+        v
+    };
+    let rows = held(h, oh, p.ksize[0], p.strides[0], pt);
+    let cols = held(w, ow, p.ksize[1], p.strides[1], pl);
+    move |y: &mut [MaybeUninit<F>]| {
+        if h * w * c == 0 {
+            return;
+        }
+        y.par_chunks_mut(h * w * c).for_each(|yb| {
+            for (ih, row) in yb.chunks_mut(w * c).enumerate() {
+                for (iw, px) in row.chunks_mut(c).enumerate() {
+                    if !(rows[ih] && cols[iw]) {
+                        for e in px {
+                            e.write(F::ZERO);
+                        }
+                    }
+                }
+            }
+        });
     }
 }
 
