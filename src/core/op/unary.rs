@@ -430,6 +430,46 @@ macro_rules! with_unary {
                 const $k: UnaryOp = UnaryOp::Abs;
                 $body
             }
+            UnaryOp::Tanh => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Tanh;
+                $body
+            }
+            UnaryOp::Log => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Log;
+                $body
+            }
+            UnaryOp::Log1p => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Log1p;
+                $body
+            }
+            UnaryOp::Expm1 => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Expm1;
+                $body
+            }
+            UnaryOp::GeluTanh => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::GeluTanh;
+                $body
+            }
+            UnaryOp::Silu => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Silu;
+                $body
+            }
+            UnaryOp::Softplus => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Softplus;
+                $body
+            }
+            UnaryOp::Elu => {
+                #[allow(non_upper_case_globals)]
+                const $k: UnaryOp = UnaryOp::Elu;
+                $body
+            }
             $k => $body,
         }
     };

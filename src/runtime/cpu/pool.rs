@@ -74,7 +74,10 @@ fn uncovered_zeroed<F: Float>(p: &Pool2d, s: &[usize], geom: [usize; 4]) -> impl
         let mut v = vec![false; len];
         for o in 0..outs {
             let s0 = (o * st) as isize - pad as isize;
-            let (lo, hi) = (s0.max(0) as usize, ((s0 + k as isize).min(len as isize)).max(0) as usize);
+            let (lo, hi) = (
+                s0.max(0) as usize,
+                ((s0 + k as isize).min(len as isize)).max(0) as usize,
+            );
             for e in v.iter_mut().take(hi).skip(lo) {
                 *e = true;
             }

@@ -61,19 +61,44 @@ fn map3<F: Float>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> F + Sync + S
 }
 
 pub(crate) fn cpu(op: &Op, x: &[Operand], _out: &[usize], _dtype: DType) -> Result<CpuData> {
+    // The closures are always inlined: LLVM's size threshold would leave
+    // a large op's (softplus: exp and ln1p) a call per element, which
+    // neither vectorizes nor gets the AVX2 build.
     fn grad<F: Float>(x: &[F], y: &[F], dy: &[F], d: impl Fn(F, F) -> F + Sync + Send) -> Vec<F> {
-        map3(x, y, dy, move |v, r, g| g * d(v, r))
+        map3(
+            x,
+            y,
+            dy,
+            #[inline(always)]
+            move |v, r, g| g * d(v, r),
+        )
     }
     /// The op on every element (the operand passed thrice: one loop form).
     fn map<F: Float>(v: &[F], f: impl Fn(F) -> F + Sync + Send) -> Vec<F> {
-        map3(v, v, v, move |e, _, _| f(e))
+        map3(
+            v,
+            v,
+            v,
+            #[inline(always)]
+            move |e, _, _| f(e),
+        )
     }
     Ok(match (op, x[0].cpu_data()) {
-        (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(v, |e| k.apply(e)))),
+        (Op::Unary(u), CpuData::F32(v)) => with_unary!(*u, |k| CpuData::F32(map(
+            v,
+            #[inline(always)]
+            |e| k.apply(e)
+        ))),
         (Op::Unary(u), CpuData::F64(v)) => CpuData::F64(map(v, |e| u.apply(e))),
         (Op::UnaryGrad(u), d) => match (d, x[1].cpu_data(), x[2].cpu_data()) {
             (CpuData::F32(a), CpuData::F32(b), CpuData::F32(c)) => {
-                with_unary!(*u, |k| CpuData::F32(grad(a, b, c, |v, r| k.derivative(v, r))))
+                with_unary!(*u, |k| CpuData::F32(grad(
+                    a,
+                    b,
+                    c,
+                    #[inline(always)]
+                    |v, r| k.derivative(v, r)
+                )))
             }
             (CpuData::F64(a), CpuData::F64(b), CpuData::F64(c)) => {
                 CpuData::F64(grad(a, b, c, |v, r| u.derivative(v, r)))
