@@ -223,6 +223,7 @@ impl CmpOp {
             CmpOp::GreaterEqual => "greater_equal",
         }
     }
+    #[inline(always)]
     pub(crate) fn apply<T: PartialOrd>(self, x: T, y: T) -> bool {
         match self {
             CmpOp::Equal => x == y,
@@ -234,6 +235,47 @@ impl CmpOp {
         }
     }
 }
+
+/// Evaluates `$body` with `$k` bound to `$c` as a constant, one variant
+/// per comparison, so that the per-element `match` in [`CmpOp::apply`]
+/// folds away and the CPU kernels' loops vectorize.
+macro_rules! with_cmp {
+    ($c:expr, |$k:ident| $body:expr) => {
+        match $c {
+            CmpOp::Equal => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::Equal;
+                $body
+            }
+            CmpOp::NotEqual => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::NotEqual;
+                $body
+            }
+            CmpOp::Less => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::Less;
+                $body
+            }
+            CmpOp::LessEqual => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::LessEqual;
+                $body
+            }
+            CmpOp::Greater => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::Greater;
+                $body
+            }
+            CmpOp::GreaterEqual => {
+                #[allow(non_upper_case_globals)]
+                const $k: CmpOp = CmpOp::GreaterEqual;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_cmp;
 
 /// Evaluates `$body` with `$k` bound to `$b` as a constant (a `const`,
 /// which closures do not capture, so it survives rayon's layers) variant for the
