@@ -288,7 +288,7 @@ pub fn ln1p_f32(x: f32) -> f32 {
 /// interpolant (its `ptanh` for floats) up to 0.625, and 1 - 2 / (e^2|x| +
 /// 1) beyond, which keeps 1 - tanh² (the gradient) accurate toward ±1.
 /// Within 3 ulp (tested against f64 `tanh`); ±0 and NaN stay, ±1 from ±10.
-#[allow(clippy::excessive_precision)]
+#[allow(clippy::excessive_precision, clippy::manual_clamp)]
 #[inline(always)]
 pub fn tanh_f32(x: f32) -> f32 {
     // Comparisons, not `clamp`: NaN passes through them. tanh(±10)
