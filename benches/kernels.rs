@@ -201,12 +201,14 @@ fn main() {
             type Case<'a> = (&'static str, usize, Box<dyn Fn() -> Tensor + 'a>);
             let cases: Vec<Case> = vec![
                 // Unary ops beside exp: vectorized polynomials on the CPU
-                // device (tanh and gelu_tanh take three forms and a division).
+                // device (tanh and gelu_tanh take three forms and a division, gelu
+                // two forms of erf).
                 ("eager tanh", 2, Box::new(|| x.tanh().unwrap())),
                 ("eager log", 2, Box::new(|| x.log().unwrap())),
                 ("eager expm1", 2, Box::new(|| x.expm1().unwrap())),
                 ("eager softplus", 2, Box::new(|| x.softplus().unwrap())),
                 ("eager gelu_tanh", 2, Box::new(|| x.gelu_tanh().unwrap())),
+                ("eager gelu", 2, Box::new(|| x.gelu().unwrap())),
                 ("eager mul, same shape", 3, Box::new(|| x.mul(&y).unwrap())),
                 ("eager mul, scalar", 2, Box::new(|| x.mul(&half).unwrap())),
                 ("eager maximum, scalar", 2, Box::new(|| x.maximum(&half).unwrap())),

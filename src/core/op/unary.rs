@@ -233,11 +233,10 @@ impl UnaryOp {
             UnaryOp::Softplus => sigmoid(v),
             UnaryOp::Softsign => one / ((one + v.abs()) * (one + v.abs())),
             UnaryOp::Gelu => {
-                let x = v.f64();
-                F::of(
-                    0.5 * (1.0 + erf_f64(x * std::f64::consts::FRAC_1_SQRT_2))
-                        + x * (-0.5 * x * x).exp() / (2.0 * std::f64::consts::PI).sqrt(),
-                )
+                let cdf = F::of(0.5) * (one + (v * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf());
+                // x φ(x); for |x| past ~13, e^(-x²/2) is 0 and NaN stays NaN.
+                let pdf = (F::of(-0.5) * v * v).exp() * F::of(0.398_942_280_401_432_7);
+                cdf + v * pdf
             }
             UnaryOp::GeluTanh => {
                 let c = F::of(0.7978845608028654);
@@ -322,7 +321,7 @@ impl UnaryOp {
                     v / (one + v.abs())
                 }
             }
-            UnaryOp::Gelu => F::of(0.5) * v * (one + F::of(erf_f64(v.f64() * std::f64::consts::FRAC_1_SQRT_2))),
+            UnaryOp::Gelu => F::of(0.5) * v * (one + (v * F::of(std::f64::consts::FRAC_1_SQRT_2)).erf()),
             UnaryOp::GeluTanh => {
                 let c = F::of(0.7978845608028654);
                 F::of(0.5) * v * (one + (c * (v + F::of(0.044715) * v * v * v)).tanh())
@@ -331,7 +330,7 @@ impl UnaryOp {
             UnaryOp::Floor => v.floor(),
             UnaryOp::Ceil => v.ceil(),
             UnaryOp::Round => v.round_even(),
-            UnaryOp::Erf => F::of(erf_f64(v.f64())),
+            UnaryOp::Erf => v.erf(),
             UnaryOp::LeakyRelu(a) => {
                 if v > zero {
                     v
@@ -343,50 +342,6 @@ impl UnaryOp {
     }
 }
 
-/// erf to about 1e-15: Taylor series near 0, Lentz's continued fraction for erfc beyond.
-pub fn erf_f64(x: f64) -> f64 {
-    if x.is_nan() {
-        return x;
-    }
-    if x.is_infinite() {
-        return x.signum();
-    }
-    let a = x.abs();
-    let r = if a < 2.5 {
-        let mut term = a;
-        let mut sum = a;
-        let x2 = a * a;
-        let mut n = 0.0;
-        while term.abs() > 1e-17 * sum.abs() {
-            n += 1.0;
-            term *= -x2 / n;
-            sum += term / (2.0 * n + 1.0);
-        }
-        sum * 2.0 / std::f64::consts::PI.sqrt()
-    } else {
-        // erfc(a) = exp(-a^2)/sqrt(pi) * 1/(a + (1/2)/(a + 1/(a + (3/2)/(a + ...))))
-        let mut f = a;
-        let tiny = 1e-300;
-        let mut c = a;
-        let mut d = 0.0;
-        for k in 1..200 {
-            let ak = k as f64 / 2.0;
-            d = a + ak * d;
-            d = if d.abs() < tiny { tiny } else { d };
-            c = a + ak / c;
-            c = if c.abs() < tiny { tiny } else { c };
-            d = 1.0 / d;
-            let delta = c * d;
-            f *= delta;
-            if (delta - 1.0).abs() < 1e-16 {
-                break;
-            }
-        }
-        1.0 - (-a * a).exp() / std::f64::consts::PI.sqrt() / f
-    };
-    if x.is_sign_negative() { -r } else { r }
-}
-
 /// Evaluates `$body` with `$k` bound to `$u` as a constant (a `const`,
 /// which closures do not capture, so it survives rayon's layers) variant for the
 /// ops training runs most, so that the per-element `match` in
@@ -394,82 +349,18 @@ pub fn erf_f64(x: f64) -> f64 {
 /// the rest keep the runtime dispatch.
 macro_rules! with_unary {
     ($u:expr, |$k:ident| $body:expr) => {
+        $crate::core::op::unary::with_unary!(@ $u, $k, $body, [
+            Relu, Neg, Square, Exp, Sigmoid, Sqrt, Abs, Tanh, Log, Log1p, Expm1,
+            Gelu, GeluTanh, Erf, Silu, Softplus, Elu
+        ])
+    };
+    (@ $u:expr, $k:ident, $body:expr, [$($v:ident),*]) => {
         match $u {
-            UnaryOp::Relu => {
+            $(UnaryOp::$v => {
                 #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Relu;
+                const $k: UnaryOp = UnaryOp::$v;
                 $body
-            }
-            UnaryOp::Neg => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Neg;
-                $body
-            }
-            UnaryOp::Square => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Square;
-                $body
-            }
-            UnaryOp::Exp => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Exp;
-                $body
-            }
-            UnaryOp::Sigmoid => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Sigmoid;
-                $body
-            }
-            UnaryOp::Sqrt => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Sqrt;
-                $body
-            }
-            UnaryOp::Abs => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Abs;
-                $body
-            }
-            UnaryOp::Tanh => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Tanh;
-                $body
-            }
-            UnaryOp::Log => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Log;
-                $body
-            }
-            UnaryOp::Log1p => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Log1p;
-                $body
-            }
-            UnaryOp::Expm1 => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Expm1;
-                $body
-            }
-            UnaryOp::GeluTanh => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::GeluTanh;
-                $body
-            }
-            UnaryOp::Silu => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Silu;
-                $body
-            }
-            UnaryOp::Softplus => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Softplus;
-                $body
-            }
-            UnaryOp::Elu => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::Elu;
-                $body
-            }
+            })*
             $k => $body,
         }
     };

@@ -157,6 +157,10 @@ impl Tuned {
 #[derive(Default)]
 pub(crate) struct Tuner {
     classes: std::sync::Mutex<HashMap<GemmClass, Arc<Tuned>>>,
+    /// Candidates whose pipeline failed to build here, by op and dtype:
+    /// left out of every later class rather than built again (a driver's
+    /// refusal costs a compilation each time).
+    broken: std::sync::Mutex<Vec<(&'static str, DType, Choice)>>,
 }
 
 impl Tuner {
@@ -175,6 +179,16 @@ impl Tuner {
             .unwrap_or_else(|p| p.into_inner())
             .insert(class, t.clone());
         t
+    }
+
+    fn broken(&self, class: &GemmClass, c: Choice) -> bool {
+        let broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        broken.contains(&(class.op, class.dtype, c))
+    }
+
+    fn mark_broken(&self, class: &GemmClass, c: Choice) {
+        let mut broken = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        broken.push((class.op, class.dtype, c));
     }
 }
 
@@ -196,7 +210,8 @@ pub(crate) fn tunable(forced: bool, flops: u64) -> bool {
 /// outside the caller's graph recording (whose launches then stay as they
 /// would be untuned); `None` with fewer than two candidates. A candidate
 /// that fails to build or run, or whose result disagrees with the
-/// reference's ([`reference`]), is left out, and a cooperative-matrix
+/// reference's ([`reference`]), is left out (one that fails to build, from
+/// every later class of its op and dtype too), and a cooperative-matrix
 /// kernel that fails to build is dropped on the device (as
 /// [`GpuDevice::with_coop`] does); `None` when none runs, so that the
 /// heuristic's kernel reports the error.
@@ -231,7 +246,7 @@ pub(crate) fn pick(
     let mut dropped: Vec<&'static str> = Vec::new();
     let mut alive = Vec::new();
     for (c, timed) in order {
-        if dropped.contains(&c.entry) {
+        if dropped.contains(&c.entry) || dev.tuner.broken(&class, c) {
             continue;
         }
         // The first run builds the pipeline: untimed.
@@ -261,6 +276,9 @@ pub(crate) fn pick(
             }
             Err(err) => {
                 log::debug!("{}: {c} left out of tuning {class:?}: {err}", dev.label);
+                if matches!(err, Error::ShaderCompilation { .. }) {
+                    dev.tuner.mark_broken(&class, c);
+                }
                 continue;
             }
         }
