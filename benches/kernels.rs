@@ -44,13 +44,18 @@ fn median_secs<R>(mut f: impl FnMut() -> R, dev: &Device) -> f64 {
 /// The kernel `x @ y` ran on (after the autotuner's choice, with its
 /// candidates' times), as `Graph::describe` names it.
 fn kernel_of(x: &Tensor, y: &Tensor) -> String {
-    let mut t = wgflow::function::Traced::new("matmul");
-    let args = [x.clone(), y.clone()];
-    if let Err(e) = t.call(&args, |a| Ok(vec![a[0].matmul(&a[1])?])) {
+    plan_of("matmul", &[x.clone(), y.clone()], |a| a[0].matmul(&a[1]))
+}
+
+/// What `Graph::describe` says of the `op` node of `f` traced on `args`:
+/// its kernel or plan, with the autotuner's times.
+fn plan_of(op: &str, args: &[Tensor], f: impl Fn(&[Tensor]) -> wgflow::Result<Tensor>) -> String {
+    let mut t = wgflow::function::Traced::new(op);
+    if let Err(e) = t.call(args, |a| Ok(vec![f(a)?])) {
         return e.to_string();
     }
-    let plan = t.graph(&args).map(|g| g.describe()).unwrap_or_default();
-    let line = plan.lines().find(|l| l.contains("matmul [")).unwrap_or("?");
+    let plan = t.graph(args).map(|g| g.describe()).unwrap_or_default();
+    let line = plan.lines().find(|l| l.contains(&format!("{op} ["))).unwrap_or("?");
     let kernel = line.split_once(" [").map_or(line, |(_, k)| k);
     kernel.rsplit_once("] ->").map_or(kernel, |(k, _)| k).to_string()
 }
@@ -122,38 +127,44 @@ fn main() {
                 }
             }
         }
-        // A CNN layer as the MNIST example has it, and a wider one.
-        for (nb, h, c, o) in [(128usize, 14usize, 32usize, 64usize), (32, 32, 64, 64)] {
-            let x = rand(&[nb, h, h, c], DType::F32, 3, d);
-            let f = rand(&[3, 3, c, o], DType::F32, 4, d);
+        // A CNN layer as the MNIST example has it, and a wider one; in f16
+        // too on GPUs (mixed precision), with the plan each forward
+        // convolution took (the autotuner weighs the implicit GEMM against
+        // patch matrices and the matmul's kernels).
+        let f16 = d.is_gpu() && d.f16_arithmetic();
+        for (dt, (nb, h, c, o)) in [DType::F32, DType::F16]
+            .into_iter()
+            .filter(|&dt| dt == DType::F32 || f16)
+            .flat_map(|dt| [(128usize, 14usize, 32usize, 64usize), (32, 32, 64, 64)].map(|l| (dt, l)))
+        {
+            let x = rand(&[nb, h, h, c], dt, 3, d);
+            let f = rand(&[3, 3, c, o], dt, 4, d);
             let flops = 2.0 * (nb * h * h * o * 9 * c) as f64;
+            let suffix = if dt == DType::F16 { " f16" } else { "" };
+            let name = format!("conv2d {nb}x{h}x{h}x{c} 3x3x{o} same{suffix}");
+            let fwd = |a: &[Tensor]| conv::conv2d(&a[0], &a[1], [1, 1], Padding::Same, [1, 1]);
+            b.run(&name, d, flops, "GFLOP/s", || fwd(&[x.clone(), f.clone()]).unwrap());
+            if d.is_gpu() && b.filter.as_ref().is_none_or(|p| name.contains(p.as_str())) {
+                println!(
+                    "         {:<44} {}",
+                    "",
+                    plan_of("conv2d", &[x.clone(), f.clone()], fwd)
+                );
+            }
+            let dy = rand(&[nb, h, h, o], dt, 5, d);
             b.run(
-                &format!("conv2d {nb}x{h}x{h}x{c} 3x3x{o} same"),
+                &format!("conv2d filter grad {nb}x{h}x{h}x{c}{suffix}"),
                 d,
                 flops,
                 "GFLOP/s",
-                || {
-                    conv::conv2d(&x, &f, [1, 1], Padding::Same, [1, 1]).unwrap();
-                },
+                || conv::conv2d_backprop_filter(&x, &[3, 3, c, o], &dy, [1, 1], Padding::Same, [1, 1]).unwrap(),
             );
-            let dy = rand(&[nb, h, h, o], DType::F32, 5, d);
             b.run(
-                &format!("conv2d filter grad {nb}x{h}x{h}x{c}"),
+                &format!("conv2d input grad {nb}x{h}x{h}x{c}{suffix}"),
                 d,
                 flops,
                 "GFLOP/s",
-                || {
-                    conv::conv2d_backprop_filter(&x, &[3, 3, c, o], &dy, [1, 1], Padding::Same, [1, 1]).unwrap();
-                },
-            );
-            b.run(
-                &format!("conv2d input grad {nb}x{h}x{h}x{c}"),
-                d,
-                flops,
-                "GFLOP/s",
-                || {
-                    conv::conv2d_backprop_input(&[nb, h, h, c], &f, &dy, [1, 1], Padding::Same, [1, 1]).unwrap();
-                },
+                || conv::conv2d_backprop_input(&[nb, h, h, c], &f, &dy, [1, 1], Padding::Same, [1, 1]).unwrap(),
             );
         }
         // WGFLOW_BENCH_ELEMENTS: elements of the elementwise benches (a

@@ -307,14 +307,20 @@ fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
 }
 
 /// Child: a traced 512^3 matmul (2^28 flops, the smallest product that
-/// is autotuned) on every GPU: its plan, and whether the traced, eager and
-/// CPU results agree (`WGFLOW_TEST_CALL_DETERMINISM=1` first calls
-/// `config::enable_op_determinism`).
+/// is autotuned) and a convolution of as many on every GPU: their plans,
+/// and whether the traced, eager and CPU results agree
+/// (`WGFLOW_TEST_CALL_DETERMINISM=1` first calls
+/// `config::enable_op_determinism`; `WGFLOW_TEST_GPU_STYLE=1` has CPU
+/// adapters run the GPUs' kernels, so that convolutions tune their plans
+/// there too).
 #[test]
 #[ignore = "run by the other tests in a child process"]
 fn child_autotune() {
     if std::env::var("WGFLOW_TEST_CALL_DETERMINISM").as_deref() == Ok("1") {
         config::enable_op_determinism();
+    }
+    if std::env::var("WGFLOW_TEST_GPU_STYLE").as_deref() == Ok("1") {
+        wgflow::runtime::wgpu::force_cpu_style_kernels(Some(false));
     }
     println!("DETERMINISM {}", config::is_op_determinism_enabled());
     let a = randn(&[512, 512], 1, DType::F32);
@@ -361,13 +367,15 @@ fn gemms_are_autotuned_unless_forced_or_deterministic() {
         gpus_or_skip();
         return;
     }
-    let runs: [(&[(&str, &str)], bool); 4] = [
+    let runs: [(&[(&str, &str)], bool); 5] = [
         (&[], true),
         (&[("WGFLOW_DETERMINISTIC_OPS", "1")], false),
         (&[("WGFLOW_TEST_CALL_DETERMINISM", "1")], false),
         (&[("WGFLOW_GEMM", "register")], false),
+        (&[("WGFLOW_TEST_GPU_STYLE", "1")], true),
     ];
     for (env, tunes) in runs {
+        let gpu_style = env.iter().any(|(k, _)| *k == "WGFLOW_TEST_GPU_STYLE");
         let (ok, out, err) = run_child("child_autotune", env);
         assert!(ok, "{env:?}: {out}\n{err}");
         let deterministic = env.iter().any(|(k, _)| k.contains("DETERMINIS"));
@@ -378,27 +386,34 @@ fn gemms_are_autotuned_unless_forced_or_deterministic() {
         for (plan, (p, op)) in plans.iter().zip(each) {
             // The kernels: on CPU adapters matmul_reg, and matmul_sg where
             // subgroups have 8 lanes (convolutions use them on patch
-            // matrices); on GPUs gemm and matmul_wide, and matmul_wide_db
-            // where workgroups hold 32 KiB, for matmuls and the implicit
-            // GEMM alone for f32 convolutions. On Vulkan each is also built
-            // without wgpu's runtime checks (GemmChecks::Auto).
+            // matrices, untuned); on GPUs gemm and matmul_wide, and
+            // matmul_wide_db where workgroups hold 32 KiB, for matmuls, and
+            // for f32 convolutions the implicit GEMM against the im2col plan
+            // (whose own GEMM is tuned as a matmul). On Vulkan each kernel
+            // is also built without wgpu's runtime checks (GemmChecks::Auto);
+            // the im2col plan is one candidate.
             let cpu = p.adapter_type == "Cpu";
             let sg = p.subgroup_size == Some(8);
             let builds = if p.backend == "Vulkan" { 2 } else { 1 };
-            let times = plan.split("(autotuned: ").nth(1).unwrap_or_default();
+            let conv_plans = op == "conv2d" && !(cpu && !gpu_style);
+            // A convolution's own candidates follow "; plan " where the
+            // line first describes the im2col plan's GEMM.
+            let own = plan.rsplit("; plan ").next().unwrap_or_default();
+            let times = own.split("(autotuned: ").nth(1).unwrap_or_default();
             let db = times.contains("matmul_wide_db ");
             assert!(!(db && (cpu || op != "matmul")), "{plan}");
-            let kernels = match (cpu, op) {
-                (true, _) => 1 + sg as usize,
-                (false, "matmul") => 2 + db as usize,
-                (false, _) => 1,
+            let (kernels, plans) = match (cpu, op) {
+                _ if conv_plans => (1, 1),
+                (true, _) => (1 + sg as usize, 0),
+                (false, _) => (2 + db as usize, 0),
             };
             assert!(plan.contains(op), "{plan}");
-            let tuned = plan.contains("(autotuned: ");
-            assert_eq!(tuned, tunes && kernels * builds > 1, "{env:?}: {plan}");
+            let tuned = own.contains("(autotuned: ");
+            assert_eq!(tuned, tunes && kernels * builds + plans > 1, "{env:?}: {plan}");
             if tuned {
-                assert_eq!(plan.matches(" ms").count(), kernels * builds, "{plan}");
+                assert_eq!(times.matches(" ms").count(), kernels * builds + plans, "{plan}");
                 assert_eq!(times.matches(" unchecked ").count(), kernels * (builds - 1), "{plan}");
+                assert_eq!(times.contains("im2col "), conv_plans, "{plan}");
             }
             assert!(!plan.contains("on first run"), "{plan}");
         }

@@ -236,86 +236,25 @@ impl CmpOp {
     }
 }
 
-/// Evaluates `$body` with `$k` bound to `$c` as a constant, one variant
-/// per comparison, so that the per-element `match` in [`CmpOp::apply`]
-/// folds away and the CPU kernels' loops vectorize.
+/// [`with_const!`](crate::core::op::with_const) for every comparison, so
+/// that [`CmpOp::apply`]'s `match` folds away.
 macro_rules! with_cmp {
     ($c:expr, |$k:ident| $body:expr) => {
-        match $c {
-            CmpOp::Equal => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::Equal;
-                $body
-            }
-            CmpOp::NotEqual => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::NotEqual;
-                $body
-            }
-            CmpOp::Less => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::Less;
-                $body
-            }
-            CmpOp::LessEqual => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::LessEqual;
-                $body
-            }
-            CmpOp::Greater => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::Greater;
-                $body
-            }
-            CmpOp::GreaterEqual => {
-                #[allow(non_upper_case_globals)]
-                const $k: CmpOp = CmpOp::GreaterEqual;
-                $body
-            }
-        }
+        $crate::core::op::with_const!(
+            CmpOp,
+            $c,
+            |$k| $body,
+            [Equal, NotEqual, Less, LessEqual, Greater, GreaterEqual]
+        )
     };
 }
 pub(crate) use with_cmp;
 
-/// Evaluates `$body` with `$k` bound to `$b` as a constant (a `const`,
-/// which closures do not capture, so it survives rayon's layers) variant for the
-/// arithmetic ops, so that the per-element `match` in [`BinaryOp::float`]
-/// folds away and the loop vectorizes; the rest keep the runtime dispatch.
+/// [`with_const!`](crate::core::op::with_const) for the arithmetic ops, so
+/// that [`BinaryOp::float`]'s `match` folds away for them.
 macro_rules! with_binary {
     ($b:expr, |$k:ident| $body:expr) => {
-        match $b {
-            BinaryOp::Add => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Add;
-                $body
-            }
-            BinaryOp::Sub => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Sub;
-                $body
-            }
-            BinaryOp::Mul => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Mul;
-                $body
-            }
-            BinaryOp::Div => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Div;
-                $body
-            }
-            BinaryOp::Maximum => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Maximum;
-                $body
-            }
-            BinaryOp::Minimum => {
-                #[allow(non_upper_case_globals)]
-                const $k: BinaryOp = BinaryOp::Minimum;
-                $body
-            }
-            $k => $body,
-        }
+        $crate::core::op::with_const!(BinaryOp, $b, |$k| $body, [Add, Sub, Mul, Div, Maximum, Minimum])
     };
 }
 pub(crate) use with_binary;

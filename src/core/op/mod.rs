@@ -24,6 +24,26 @@ pub mod reduce;
 pub mod softmax;
 pub mod unary;
 
+/// Evaluates `$body` with `$k` bound to `$v` as a constant (a `const`,
+/// which closures do not capture, so it survives rayon's layers) for each
+/// listed variant of `$ty`, so that the per-element `match` of an op's
+/// rule on it folds away and the CPU kernels' loops vectorize; other
+/// variants bind `$k` to the value and keep the runtime dispatch.
+macro_rules! with_const {
+    ($ty:ident, $v:expr, |$k:ident| $body:expr, [$($var:ident),* $(,)?]) => {
+        match $v {
+            $($ty::$var => {
+                #[allow(non_upper_case_globals)]
+                const $k: $ty = $ty::$var;
+                $body
+            })*
+            #[allow(unreachable_patterns)]
+            $k => $body,
+        }
+    };
+}
+pub(crate) use with_const;
+
 pub use binary::{BinaryOp, CmpOp};
 pub use conv::{Conv2d, Padding};
 pub use creation::{Distribution, Random};

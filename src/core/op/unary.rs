@@ -342,27 +342,20 @@ impl UnaryOp {
     }
 }
 
-/// Evaluates `$body` with `$k` bound to `$u` as a constant (a `const`,
-/// which closures do not capture, so it survives rayon's layers) variant for the
-/// ops training runs most, so that the per-element `match` in
-/// [`UnaryOp::apply`] / [`UnaryOp::derivative`] folds away and the loop vectorizes;
-/// the rest keep the runtime dispatch.
+/// [`with_const!`](crate::core::op::with_const) for the ops training runs
+/// most, so that [`UnaryOp::apply`]'s and [`UnaryOp::derivative`]'s
+/// `match` folds away for them.
 macro_rules! with_unary {
     ($u:expr, |$k:ident| $body:expr) => {
-        $crate::core::op::unary::with_unary!(@ $u, $k, $body, [
-            Relu, Neg, Square, Exp, Sigmoid, Sqrt, Abs, Tanh, Log, Log1p, Expm1,
-            Gelu, GeluTanh, Erf, Silu, Softplus, Elu
-        ])
-    };
-    (@ $u:expr, $k:ident, $body:expr, [$($v:ident),*]) => {
-        match $u {
-            $(UnaryOp::$v => {
-                #[allow(non_upper_case_globals)]
-                const $k: UnaryOp = UnaryOp::$v;
-                $body
-            })*
-            $k => $body,
-        }
+        $crate::core::op::with_const!(
+            UnaryOp,
+            $u,
+            |$k| $body,
+            [
+                Relu, Neg, Square, Exp, Sigmoid, Sqrt, Abs, Tanh, Log, Log1p, Expm1, Gelu, GeluTanh, Erf, Silu,
+                Softplus, Elu
+            ]
+        )
     };
 }
 pub(crate) use with_unary;

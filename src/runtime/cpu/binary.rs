@@ -211,32 +211,17 @@ pub(crate) fn cpu(op: &Op, x: &[Operand], out: &[usize], _dtype: DType) -> Resul
             }
         }
         Op::Compare(c) => {
-            let c = *c;
-            CpuData::Bool(match (data[0], data[1]) {
-                // One loop per comparison: the runtime match per element
-                // kept it scalar (3x `mul`'s time).
-                (CpuData::F32(a), CpuData::F32(b)) => crate::core::op::binary::with_cmp!(c, |k| {
-                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
-                        k.apply(p, q)
-                    })
-                }),
-                (CpuData::F64(a), CpuData::F64(b)) => {
-                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
-                        c.apply(p, q)
-                    })
-                }
-                (CpuData::I32(a), CpuData::I32(b)) => {
-                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
-                        c.apply(p, q)
-                    })
-                }
-                (CpuData::Bool(a), CpuData::Bool(b)) => {
-                    zip(a, b, (x[0].shape(), x[1].shape()), (&st[0], &st[1]), out, |p, q| {
-                        c.apply(p, q)
-                    })
-                }
+            let shapes = (x[0].shape(), x[1].shape());
+            let st = (&st[0][..], &st[1][..]);
+            // One loop per comparison and type: a runtime match per element
+            // kept it scalar (3x `mul`'s time).
+            CpuData::Bool(crate::core::op::binary::with_cmp!(*c, |k| match (data[0], data[1]) {
+                (CpuData::F32(a), CpuData::F32(b)) => zip(a, b, shapes, st, out, |p, q| k.apply(p, q)),
+                (CpuData::F64(a), CpuData::F64(b)) => zip(a, b, shapes, st, out, |p, q| k.apply(p, q)),
+                (CpuData::I32(a), CpuData::I32(b)) => zip(a, b, shapes, st, out, |p, q| k.apply(p, q)),
+                (CpuData::Bool(a), CpuData::Bool(b)) => zip(a, b, shapes, st, out, |p, q| k.apply(p, q)),
                 _ => unreachable!(),
-            })
+            }))
         }
         Op::Where => {
             let CpuData::Bool(m) = data[0] else { unreachable!() };

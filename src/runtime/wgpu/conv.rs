@@ -21,6 +21,13 @@
 //!   GEMM into patches summed back by `col2im`. Used only while the patch
 //!   matrix fits in one binding; otherwise the implicit plan runs.
 //!
+//! On GPUs, a convolution large enough to be autotuned (see `tune`) times
+//! both plans, as cuDNN's algorithm search does: the implicit GEMM's
+//! kernels and, where the patch matrix fits, the im2col plan, whose GEMMs
+//! are tuned as matmuls and so reach the matmul's kernels (the wide and
+//! cooperative ones); the fastest that agrees with the reference is kept
+//! for the shape class.
+//!
 //! Where cooperative matrices are on (f16 on adapters that have them, see
 //! [`GemmVariant::Cooperative`](super::GemmVariant::Cooperative)), the
 //! implicit plan runs gemm_coop.wgsl's `gemm_coop` over the same loaders
@@ -188,14 +195,47 @@ impl ConvParams {
     }
 }
 
-/// Whether a float convolution of geometry `g` runs as explicit patch
-/// matrices and strided GEMMs (register-path adapters, while the patch
-/// matrix fits one binding) rather than as an implicit GEMM.
-pub(crate) fn im2col_plan(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
+/// Whether the patch matrix of a float convolution of geometry `g` fits
+/// one binding, so that it can run as explicit patch matrices and strided
+/// GEMMs.
+pub(crate) fn cols_fit(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
     let cols_bytes = [g.g, g.n, g.oh, g.ow, g.kh, g.kw, g.cg, dtype.size()]
         .into_iter()
         .fold(1u64, |a, v| a.saturating_mul(v as u64));
-    gd.gemm_register() && cols_bytes <= gd.max_binding()
+    cols_bytes <= gd.max_binding()
+}
+
+/// Whether a float convolution of geometry `g` runs as explicit patch
+/// matrices and strided GEMMs without being tuned: on register-path
+/// adapters, while the patch matrix fits one binding. (Elsewhere that plan
+/// is one of the autotuner's candidates.)
+pub(crate) fn im2col_plan(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
+    gd.conv_im2col() && cols_fit(gd, g, dtype)
+}
+
+/// The autotuner's name for the im2col plan among the implicit GEMM's
+/// entries (`conv::im2col + matmul::...`).
+pub(crate) const IM2COL: &str = "im2col";
+
+/// What a convolution whose tuned class chose `t` runs: its choice, or,
+/// where that is the im2col plan and this convolution's patch matrix does
+/// not fit (`fits` false; the class is shared by sizes on either side),
+/// the fastest implicit GEMM timed.
+pub(crate) fn tuned_choice(t: &super::tune::Tuned, fits: bool) -> Choice {
+    if t.choice.entry != IM2COL || fits {
+        return t.choice;
+    }
+    t.times
+        .iter()
+        .filter(|(c, _)| c.entry != IM2COL)
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(
+            Choice {
+                entry: "gemm",
+                unchecked: false,
+            },
+            |&(c, _)| c,
+        )
 }
 
 pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType) -> Result<GpuBuf> {
@@ -209,12 +249,14 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     if n_out == 0 || pix == 0 || kg == 0 {
         return super::creation::fill_gpu(gd, n_out, 0.0, dtype);
     }
-    if im2col_plan(gd, &g, dtype) {
-        return gpu_im2col(op, gd, x, &g, n_out, dtype);
+    let fits = cols_fit(gd, &g, dtype);
+    let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
+    if fits && gd.conv_im2col() {
+        gpu_im2col(op, gd, x, &g, dtype, &y)?;
+        return Ok(y);
     }
     let (mode, [gm, gn, ktotal], splits) = implicit_gemm(op, &g);
     let kc = ktotal.div_ceil(splits);
-    let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
     let partial = if splits > 1 {
         Some(gd.alloc(op.name(), (splits * n_out * dtype.size()) as u64)?)
     } else {
@@ -222,7 +264,8 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     };
     let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    let run = |gd: &Gpu, coop: bool, unchecked: bool| -> Result<()> {
+    // The implicit GEMM, into `y` (through the slices' sum where split).
+    let implicit = |gd: &Gpu, coop: bool, unchecked: bool| -> Result<()> {
         let (entry, tiles) = if coop {
             // 64x64 tiles, like gemm's.
             ("gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
@@ -253,35 +296,43 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
                 groups,
             })?;
         }
+        if let Some(p) = &partial {
+            super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
+        }
         Ok(())
     };
-    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], dst, |c, eager| {
-        run(eager, c.entry == "gemm_coop", c.unchecked)
+    let run = |gd: &Gpu, c: Choice| match c.entry {
+        IM2COL => gpu_im2col(op, gd, x, &g, dtype, &y),
+        entry => implicit(gd, entry == "gemm_coop", c.unchecked),
+    };
+    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], fits, &y, |c, eager| {
+        run(eager, c)
     })? {
-        Some(c) => run(gd, c.entry == "gemm_coop", c.unchecked)?,
+        Some(t) => run(gd, tuned_choice(&t, fits))?,
         None => {
             let unchecked = super::gemm_checks() == super::GemmChecks::Off && gd.unchecked_gemm();
-            gd.with_coop(dtype, op.name(), |coop| run(gd, coop, unchecked))?
+            gd.with_coop(dtype, op.name(), |coop| implicit(gd, coop, unchecked))?
         }
-    }
-    if let Some(p) = &partial {
-        super::reduce::sum_slices(gd, p, &y, splits, n_out, dtype)?;
     }
     Ok(y)
 }
 
-/// The autotuned kernel (`gemm_coop` or the tiled one, each in the builds
-/// [`super::matmul::builds`] lists) of an implicit GEMM of `dims` (m, n,
-/// k, batch), where there is a choice to tune (see `tune`);
-/// `run(choice, eager)` launches it on the eager `Gpu` it is given.
+/// The autotuned plan of a convolution whose implicit GEMM has `dims` (m,
+/// n, k, batch), where there is a choice to tune (see `tune`): the
+/// implicit GEMM on `gemm_coop` or the tiled kernel (each in the builds
+/// [`super::matmul::builds`] lists), or, where the patch matrix `fits`,
+/// the im2col plan, whose strided GEMMs are tuned as matmuls (so that they
+/// reach the matmul's kernels, cooperative ones included).
+/// `run(choice, eager)` runs one into `out` on the eager `Gpu` it is given.
 fn tuned(
     gd: &Gpu,
     op: &'static str,
     dtype: DType,
     dims: [usize; 4],
+    fits: bool,
     out: &GpuBuf,
     run: impl Fn(Choice, &Gpu) -> Result<()>,
-) -> Result<Option<Choice>> {
+) -> Result<Option<std::sync::Arc<super::tune::Tuned>>> {
     if !super::tune::tunable(gd.gemm_forced(), super::tune::flops(dims)) {
         return Ok(None);
     }
@@ -290,9 +341,15 @@ fn tuned(
         entries.push("gemm_coop");
     }
     entries.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
-    let candidates = super::matmul::builds(gd, entries);
+    let mut candidates = super::matmul::builds(gd, entries);
+    if fits {
+        candidates.push(Choice {
+            entry: IM2COL,
+            unchecked: false,
+        });
+    }
     let class = implicit_class(op, dtype, dims);
-    Ok(super::tune::pick(gd, class, &candidates, (out, dtype), run)?.map(|t| t.choice))
+    super::tune::pick(gd, class, &candidates, (out, dtype), run)
 }
 
 /// The shape class of an implicit GEMM of `dims` (m, n, k, batch).
@@ -301,9 +358,10 @@ pub(crate) fn implicit_class(op: &'static str, dtype: DType, dims: [usize; 4]) -
 }
 
 /// Convolutions as explicit patch matrices and strided GEMMs, one batch
-/// entry per group: the plan for CPU adapters, whose GEMM kernel is fastest
-/// on plain strided operands.
-fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: DType) -> Result<GpuBuf> {
+/// entry per group, into `y`: the plan for CPU adapters, whose GEMM kernel
+/// is fastest on plain strided operands, and one the autotuner times on
+/// GPUs.
+fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, dtype: DType, y: &GpuBuf) -> Result<()> {
     let pix = g.n * g.oh * g.ow;
     let kg = g.kh * g.kw * g.cg;
     let cols = gd.alloc(op.name(), (g.g * pix * kg * dtype.size()) as u64)?;
@@ -320,7 +378,6 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
             groups: grid(n, 256),
         })
     };
-    let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
     let plan = im2col_gemm(op, g);
     // One GEMM per group: C_g = A_g x B_g with the given strides.
     let gemm = |a: &GpuBuf, b: &GpuBuf, c: &GpuBuf| {
@@ -345,20 +402,15 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, n_out: usize, dtype: D
         .launch(gd, dtype)
     };
     match op {
-        Op::Conv2d(_) => {
-            launch("im2col", g.g * pix, &[x[0].gpu_buf(), &cols])?;
-            gemm(&cols, x[1].gpu_buf(), &y)?;
-        }
         Op::Conv2dInputGrad(..) => {
             gemm(x[0].gpu_buf(), x[1].gpu_buf(), &cols)?;
-            launch("col2im", g.n * g.h * g.w * g.g, &[&cols, &y])?;
+            launch("col2im", g.n * g.h * g.w * g.g, &[&cols, y])
         }
         _ => {
             launch("im2col", g.g * pix, &[x[0].gpu_buf(), &cols])?;
-            gemm(&cols, x[1].gpu_buf(), &y)?;
+            gemm(&cols, x[1].gpu_buf(), y)
         }
     }
-    Ok(y)
 }
 
 /// The strided GEMM per group of an im2col plan: (m, n, k), transposes,

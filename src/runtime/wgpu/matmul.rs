@@ -712,20 +712,30 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
         }
         Op::Conv2d(_) | Op::Conv2dInputGrad(..) | Op::Conv2dFilterGrad(..) => {
             let geom = crate::core::op::conv::geom_of(op, &[shapes.first()?, shapes.get(1)?]).ok()?;
-            if super::conv::im2col_plan(g, &geom, dtype) {
-                // Patch matrices and strided GEMMs.
+            // Patch matrices and strided GEMMs.
+            let im2col = || {
                 let ([m, n, k], t, [lda, ldb, _], [sa, sb, _]) = super::conv::im2col_gemm(op, &geom);
-                let (_, detail) = strided([m, n, k, geom.g], t, [lda, ldb], [sa, sb]);
-                return Some(format!("conv::im2col + matmul::{detail}"));
+                strided([m, n, k, geom.g], t, [lda, ldb], [sa, sb]).1
+            };
+            if super::conv::im2col_plan(g, &geom, dtype) {
+                return Some(format!("conv::im2col + matmul::{}", im2col()));
             }
             let (_, [gm, gn, k], splits) = super::conv::implicit_gemm(op, &geom);
             let class = super::conv::implicit_class(op.name(), dtype, [gm, gn, k, geom.g * splits]);
             if let Some(t) = g.tuner.get(&class) {
-                return Some(format!(
-                    "{}::{}",
-                    super::conv::implicit_module(t.choice).name,
-                    t.describe()
-                ));
+                let fits = super::conv::cols_fit(g, &geom, dtype);
+                let module = |c| &super::conv::implicit_module(c).name;
+                return Some(match super::conv::tuned_choice(&t, fits) {
+                    c if c.entry == super::conv::IM2COL => {
+                        format!("conv::im2col + matmul::{}; plan {}", im2col(), t.describe())
+                    }
+                    c if c == t.choice => format!("{}::{}", module(c), t.describe()),
+                    c => format!(
+                        "{}::{c} (its patch matrix too large for the class's choice: {})",
+                        module(c),
+                        t.describe()
+                    ),
+                });
             }
             let entry = match g.gemm_coop(dtype, op.name()) {
                 Err(_) => return Some("error: forced kernel unavailable".to_string()),

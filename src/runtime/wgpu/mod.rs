@@ -1326,6 +1326,18 @@ impl GpuDevice {
         }
     }
 
+    /// Whether convolutions take the im2col plan without tuning (patch
+    /// matrices and the register kernels' strided GEMMs, see `conv.rs`):
+    /// where the register path is on, with CPU-adapter kernels (which
+    /// `force_cpu_style_kernels` can turn off, so that a CPU adapter runs
+    /// and tunes the GPUs' plans).
+    pub(crate) fn conv_im2col(&self) -> bool {
+        match gemm_override() {
+            GemmVariant::Auto => self.cpu_style(),
+            v => v == GemmVariant::Register || v == GemmVariant::Subgroup,
+        }
+    }
+
     /// Whether a register-path matmul uses the subgroup kernel; forcing it
     /// on an adapter without 8-lane subgroups is an error, not a fallback.
     pub(crate) fn gemm_subgroup(&self) -> Result<bool> {
