@@ -31,6 +31,7 @@ use crate::ops::reduce::ReduceOp;
 use crate::ops::unary::UnaryOp;
 use crate::runtime::Device;
 use crate::runtime::cpu::CpuData;
+use crate::runtime::cpu::apply3;
 use crate::runtime::cpu::arena::{output, with_scratch_unzeroed};
 use crate::runtime::wgpu::generated::{ZERO_DECL, ZERO_SET, generated_kernel, opaque};
 use crate::runtime::wgpu::memory::GpuBuf;
@@ -912,21 +913,41 @@ impl Fused {
             };
             let get = |a: &Arg| pick(a, &leaves, done, before, n);
             match op {
+                // The loops take the unary kernels' AVX2 build where the
+                // CPU has it, as the eager ops do.
                 FOp::Const(c) => out.fill(*c),
-                FOp::Unary(u, a) => with_unary!(*u, |k| out.iter_mut().zip(get(a)).for_each(|(o, &v)| *o = k.apply(v))),
+                FOp::Unary(u, a) => {
+                    let a = get(a);
+                    with_unary!(*u, |k| apply3(
+                        out,
+                        a,
+                        a,
+                        a,
+                        #[inline(always)]
+                        |v, _, _| k.apply(v)
+                    ))
+                }
                 FOp::UnaryGrad(u, xa, ya, da) => {
                     let (xs, ys, ds) = (get(xa), get(ya), get(da));
-                    with_unary!(*u, |k| out
-                        .iter_mut()
-                        .zip(xs.iter().zip(ys).zip(ds))
-                        .for_each(|(o, ((&x, &y), &d))| *o = d * k.derivative(x, y)))
+                    with_unary!(*u, |k| apply3(
+                        out,
+                        xs,
+                        ys,
+                        ds,
+                        #[inline(always)]
+                        |x, y, d| d * k.derivative(x, y)
+                    ))
                 }
                 FOp::Binary(b, p, q) => {
                     let (ps, qs) = (get(p), get(q));
-                    with_binary!(*b, |k| out
-                        .iter_mut()
-                        .zip(ps.iter().zip(qs))
-                        .for_each(|(o, (&p, &q))| *o = k.float_op(p, q)))
+                    with_binary!(*b, |k| apply3(
+                        out,
+                        ps,
+                        qs,
+                        qs,
+                        #[inline(always)]
+                        |p, q, _| k.float_op(p, q)
+                    ))
                 }
                 FOp::Update { .. } => unreachable!("updates are post ops"),
             }

@@ -23,6 +23,7 @@ mod softmax;
 mod unary;
 
 pub(crate) use creation::{from_cpu_data, to_cpu_data};
+pub(crate) use unary::apply3;
 
 use super::{Operand, Storage};
 use crate::core::dtype::DType;

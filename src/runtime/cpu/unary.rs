@@ -42,6 +42,17 @@ fn piece<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &(i
     body(out, a, b, c, f)
 }
 
+/// `out[i] = f(a[i], b[i], c[i])` over the shortest of them, on this
+/// thread, in [`piece`]'s AVX2 build where the CPU has it (the fused
+/// kernels' CPU twin evaluates its ops with it; `f` should be
+/// `#[inline(always)]`).
+pub(crate) fn apply3<F: Float>(out: &mut [F], a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> F + Sync) {
+    // SAFETY: MaybeUninit<F> has F's layout, and `piece` only writes
+    // initialized values through the view.
+    let out = unsafe { &mut *(out as *mut [F] as *mut [MaybeUninit<F>]) };
+    piece(out, a, b, c, &f);
+}
+
 /// `f(a[i], b[i], c[i])` for every i (b and c as long as a; a unary op
 /// passes its operand thrice), large arrays on every core.
 fn map3<F: Float>(a: &[F], b: &[F], c: &[F], f: impl Fn(F, F, F) -> F + Sync + Send) -> Vec<F> {
