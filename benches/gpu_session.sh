@@ -14,7 +14,8 @@
 # unpacks the loader and the binaries, then, most wanted first, each step
 # cut to what is left of a time budget (WGFLOW_GPU_BUDGET seconds, 540 by
 # default): the adapters and GEMM kernels, the matmul bench (each kernel
-# forced at 4096^3 too) and PyTorch's (benches/torch_matmul.py), eager
+# forced at 4096^3 too) and PyTorch's (benches/torch_matmul.py), the
+# convolution bench (f32 and f16, with each plan's times), eager
 # elementwise ops and PyTorch's (benches/torch_elementwise.py), the
 # conformance suite (every kernel against the CPU device, the cooperative
 # ones forced where the adapter has them), the training bench in f32 and
@@ -111,6 +112,9 @@ run)
             step 30 env WGFLOW_BENCH_SIZES=4096 WGFLOW_BENCH_GEMM=$v WGFLOW_GEMM_CHECKS=off $b/kernels matmul
         done
         step 40 python3 benches/torch_matmul.py
+        # The CNN layers in f32 and f16, each forward convolution's plan
+        # (implicit GEMM against patch matrices on the matmul's kernels).
+        step 40 $b/kernels conv2d
         # The GEMM kernels' conformance (each forced against the CPU
         # device) first, the rest of the suite later.
         step 90 $b/conformance matmul conv cooperative --test-threads=8
