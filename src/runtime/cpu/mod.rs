@@ -294,6 +294,14 @@ pub(crate) fn has_avx2_fma() -> bool {
     *HAS.get_or_init(|| std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma"))
 }
 
+/// Whether the CPU has AVX-512F besides AVX2 and FMA.
+#[cfg(target_arch = "x86_64")]
+pub(crate) fn has_avx512() -> bool {
+    use std::sync::OnceLock;
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| has_avx2_fma() && std::arch::is_x86_feature_detected!("avx512f"))
+}
+
 /// Strided GEMM for the CPU reference: C = A·B + beta·C with row and column
 /// strides for every operand.
 pub trait Gemm: Float {

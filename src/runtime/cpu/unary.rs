@@ -34,6 +34,18 @@ fn piece<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &(i
     unsafe fn avx2<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &impl Fn(F, F, F) -> F) {
         body(out, a, b, c, f)
     }
+    /// # Safety
+    /// The CPU has AVX-512F (and AVX2 and FMA).
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<F: Float>(out: &mut [MaybeUninit<F>], a: &[F], b: &[F], c: &[F], f: &impl Fn(F, F, F) -> F) {
+        body(out, a, b, c, f)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if super::has_avx512() {
+        // SAFETY: checked just above.
+        return unsafe { avx512(out, a, b, c, f) };
+    }
     #[cfg(target_arch = "x86_64")]
     if super::has_avx2_fma() {
         // SAFETY: checked just above.
