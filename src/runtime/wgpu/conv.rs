@@ -23,10 +23,10 @@
 //!
 //! On GPUs, a convolution large enough to be autotuned (see `tune`) times
 //! both plans, as cuDNN's algorithm search does: the implicit GEMM's
-//! kernels and, where the patch matrix fits, the im2col plan, whose GEMMs
-//! are tuned as matmuls and so reach the matmul's kernels (the wide and
-//! cooperative ones); the fastest that agrees with the reference is kept
-//! for the shape class.
+//! kernels and, where the patch matrix fits one binding and 1 GiB, the
+//! im2col plan, whose GEMMs are tuned as matmuls and so reach the matmul's
+//! kernels (the wide and cooperative ones); the fastest that agrees with
+//! the reference is kept for the shape class.
 //!
 //! Where cooperative matrices are on (f16 on adapters that have them, see
 //! [`GemmVariant::Cooperative`](super::GemmVariant::Cooperative)), the
@@ -199,10 +199,25 @@ impl ConvParams {
 /// one binding, so that it can run as explicit patch matrices and strided
 /// GEMMs.
 pub(crate) fn cols_fit(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
-    let cols_bytes = [g.g, g.n, g.oh, g.ow, g.kh, g.kw, g.cg, dtype.size()]
+    cols_bytes(g, dtype) <= gd.max_binding()
+}
+
+/// The bytes of a convolution's patch matrices (saturating).
+fn cols_bytes(g: &Geom, dtype: DType) -> u64 {
+    [g.g, g.n, g.oh, g.ow, g.kh, g.kw, g.cg, dtype.size()]
         .into_iter()
-        .fold(1u64, |a, v| a.saturating_mul(v as u64));
-    cols_bytes <= gd.max_binding()
+        .fold(1u64, |a, v| a.saturating_mul(v as u64))
+}
+
+/// The most scratch memory the autotuner lets the im2col plan take on
+/// GPUs (TensorFlow bounds cuDNN's algorithm workspaces the same way):
+/// beyond it, the implicit GEMM runs without one.
+const WORKSPACE: u64 = 1 << 30;
+
+/// Whether the autotuner times the im2col plan for a convolution of
+/// geometry `g`: its patch matrix fits one binding and [`WORKSPACE`].
+pub(crate) fn im2col_candidate(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
+    cols_fit(gd, g, dtype) && cols_bytes(g, dtype) <= WORKSPACE
 }
 
 /// Whether a float convolution of geometry `g` runs as explicit patch
@@ -218,11 +233,11 @@ pub(crate) fn im2col_plan(gd: &GpuDevice, g: &Geom, dtype: DType) -> bool {
 pub(crate) const IM2COL: &str = "im2col";
 
 /// What a convolution whose tuned class chose `t` runs: its choice, or,
-/// where that is the im2col plan and this convolution's patch matrix does
-/// not fit (`fits` false; the class is shared by sizes on either side),
-/// the fastest implicit GEMM timed.
-pub(crate) fn tuned_choice(t: &super::tune::Tuned, fits: bool) -> Choice {
-    if t.choice.entry != IM2COL || fits {
+/// where that is the im2col plan and this convolution cannot take it
+/// (`candidate` false, see [`im2col_candidate`]; the class is shared by
+/// sizes on either side), the fastest implicit GEMM timed.
+pub(crate) fn tuned_choice(t: &super::tune::Tuned, candidate: bool) -> Choice {
+    if t.choice.entry != IM2COL || candidate {
         return t.choice;
     }
     t.times
@@ -249,9 +264,8 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     if n_out == 0 || pix == 0 || kg == 0 {
         return super::creation::fill_gpu(gd, n_out, 0.0, dtype);
     }
-    let fits = cols_fit(gd, &g, dtype);
     let y = gd.alloc(op.name(), (n_out * dtype.size()) as u64)?;
-    if fits && gd.conv_im2col() {
+    if im2col_plan(gd, &g, dtype) {
         gpu_im2col(op, gd, x, &g, dtype, &y)?;
         return Ok(y);
     }
@@ -305,10 +319,17 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
         IM2COL => gpu_im2col(op, gd, x, &g, dtype, &y),
         entry => implicit(gd, entry == "gemm_coop", c.unchecked),
     };
-    match tuned(gd, op.name(), dtype, [gm, gn, ktotal, batches], fits, &y, |c, eager| {
-        run(eager, c)
-    })? {
-        Some(t) => run(gd, tuned_choice(&t, fits))?,
+    let candidate = im2col_candidate(gd, &g, dtype);
+    match tuned(
+        gd,
+        op.name(),
+        dtype,
+        [gm, gn, ktotal, batches],
+        candidate,
+        &y,
+        |c, eager| run(eager, c),
+    )? {
+        Some(t) => run(gd, tuned_choice(&t, candidate))?,
         None => {
             let unchecked = super::gemm_checks() == super::GemmChecks::Off && gd.unchecked_gemm();
             gd.with_coop(dtype, op.name(), |coop| implicit(gd, coop, unchecked))?
@@ -320,8 +341,8 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
 /// The autotuned plan of a convolution whose implicit GEMM has `dims` (m,
 /// n, k, batch), where there is a choice to tune (see `tune`): the
 /// implicit GEMM on `gemm_coop` or the tiled kernel (each in the builds
-/// [`super::matmul::builds`] lists), or, where the patch matrix `fits`,
-/// the im2col plan, whose strided GEMMs are tuned as matmuls (so that they
+/// [`super::matmul::builds`] lists), or, where it is a `candidate` (see
+/// [`im2col_candidate`]), the im2col plan, whose strided GEMMs are tuned as matmuls (so that they
 /// reach the matmul's kernels, cooperative ones included).
 /// `run(choice, eager)` runs one into `out` on the eager `Gpu` it is given.
 fn tuned(
@@ -329,7 +350,7 @@ fn tuned(
     op: &'static str,
     dtype: DType,
     dims: [usize; 4],
-    fits: bool,
+    candidate: bool,
     out: &GpuBuf,
     run: impl Fn(Choice, &Gpu) -> Result<()>,
 ) -> Result<Option<std::sync::Arc<super::tune::Tuned>>> {
@@ -342,7 +363,7 @@ fn tuned(
     }
     entries.push(super::matmul::gemm_grid(gd, dims[0], dims[1], dims[3]).0);
     let mut candidates = super::matmul::builds(gd, entries);
-    if fits {
+    if candidate {
         candidates.push(Choice {
             entry: IM2COL,
             unchecked: false,

@@ -723,9 +723,9 @@ pub(crate) fn gemm_kernel(g: &GpuDevice, op: &Op, shapes: &[&[usize]], dtype: DT
             let (_, [gm, gn, k], splits) = super::conv::implicit_gemm(op, &geom);
             let class = super::conv::implicit_class(op.name(), dtype, [gm, gn, k, geom.g * splits]);
             if let Some(t) = g.tuner.get(&class) {
-                let fits = super::conv::cols_fit(g, &geom, dtype);
+                let candidate = super::conv::im2col_candidate(g, &geom, dtype);
                 let module = |c| &super::conv::implicit_module(c).name;
-                return Some(match super::conv::tuned_choice(&t, fits) {
+                return Some(match super::conv::tuned_choice(&t, candidate) {
                     c if c.entry == super::conv::IM2COL => {
                         format!("conv::im2col + matmul::{}; plan {}", im2col(), t.describe())
                     }
