@@ -271,15 +271,16 @@ pub(crate) fn gpu(op: &Op, gd: &Gpu, x: &[Operand], out: &[usize], dtype: DType)
     }
     let (mode, [gm, gn, ktotal], splits) = implicit_gemm(op, &g);
     let kc = ktotal.div_ceil(splits);
-    let partial = if splits > 1 {
-        Some(gd.alloc(op.name(), (splits * n_out * dtype.size()) as u64)?)
-    } else {
-        None
-    };
-    let dst = partial.as_ref().unwrap_or(&y);
     let batches = g.g * splits;
-    // The implicit GEMM, into `y` (through the slices' sum where split).
+    // The implicit GEMM, into `y` (through the slices' sum where split;
+    // the slices' buffer only for this plan, from the pool).
     let implicit = |gd: &Gpu, coop: bool, unchecked: bool| -> Result<()> {
+        let partial = if splits > 1 {
+            Some(gd.alloc(op.name(), (splits * n_out * dtype.size()) as u64)?)
+        } else {
+            None
+        };
+        let dst = partial.as_ref().unwrap_or(&y);
         let (entry, tiles) = if coop {
             // 64x64 tiles, like gemm's.
             ("gemm_coop", [gn.div_ceil(64), gm.div_ceil(64), batches])
