@@ -35,7 +35,10 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 /// dx = dy * f'(x), one fused kernel.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
     match op {
-        Op::Unary(u) => Ok(vec![Some(exec(Op::UnaryGrad(*u), &[x[0], y, dy])?)]),
+        Op::Unary(u) => {
+            let v = if u.grad_from_output() { y } else { x[0] };
+            Ok(vec![Some(exec(Op::UnaryGrad(*u), &[v, y, dy])?)])
+        }
         // The rule's own gradient would need f''; it is not provided.
         _ => Err(Error::arg(
             op.name(),

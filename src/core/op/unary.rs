@@ -190,6 +190,30 @@ impl UnaryOp {
         }
     }
 
+    /// Whether f'(v) is unchanged when the output stands in for the input
+    /// (`derivative(r, r) == derivative(v, r)` for every v): the gradient
+    /// then reads f(x) only, as TensorFlow's `ReluGrad`, `TanhGrad` and
+    /// `SigmoidGrad` do. A traced step then neither keeps nor recomputes
+    /// the pre-activation (a convolution's bias add) for the backward pass.
+    pub fn grad_from_output(self) -> bool {
+        // relu and relu6 test v > 0 (and v < 6), which their outputs pass
+        // exactly when their inputs do; NaN fails both.
+        matches!(
+            self,
+            UnaryOp::Exp
+                | UnaryOp::Expm1
+                | UnaryOp::Sqrt
+                | UnaryOp::Rsqrt
+                | UnaryOp::Reciprocal
+                | UnaryOp::Tanh
+                | UnaryOp::Sigmoid
+                | UnaryOp::Relu
+                | UnaryOp::Relu6
+                | UnaryOp::Elu
+                | UnaryOp::Selu
+        )
+    }
+
     /// f'(v) given r = f(v): the CPU reference of the gradient rule.
     // Always inlined: with a constant op (`with_unary!`) the match folds
     // and the CPU kernels' loops vectorize.
@@ -359,3 +383,37 @@ macro_rules! with_unary {
     };
 }
 pub(crate) use with_unary;
+
+#[cfg(test)]
+mod tests {
+    use super::UnaryOp;
+
+    /// `grad_from_output` holds: the rule gives the same value when the
+    /// output stands in for the input, special values included.
+    #[test]
+    fn output_stands_in_for_input() {
+        let mut vals = vec![
+            f32::NAN,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            0.0,
+            -0.0,
+            6.0,
+            -6.0,
+            1e-30,
+            -1e-30,
+            88.0,
+        ];
+        vals.extend((0..2000).map(|i| (i as f32 - 1000.0) * 0.0137));
+        for op in UnaryOp::ALL.into_iter().filter(|u| u.grad_from_output()) {
+            for &v in &vals {
+                let r = op.apply(v);
+                let (a, b) = (op.derivative(v, r), op.derivative(r, r));
+                assert!(
+                    a.to_bits() == b.to_bits() || a.is_nan() && b.is_nan(),
+                    "{op:?} at {v}: {a} vs {b}"
+                );
+            }
+        }
+    }
+}
