@@ -130,3 +130,83 @@ fn col2im(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         dst[px * p.c + g * p.cg + ci] = T(acc);
     }
 }
+
+// col2im through vec4 views, where a group's channels come in fours (the
+// host checks cg % 4 and the bindings' alignment): one invocation per
+// output vec4, so consecutive invocations read consecutive vec4s of one
+// patch row and take the same taps. Bindings 4 cols and 5 dx as vec4s.
+@group(0) @binding(4) var<storage, read> src4: array<vec4<T>>;
+@group(0) @binding(5) var<storage, read_write> dst4: array<vec4<T>>;
+
+@compute @workgroup_size(256)
+fn col2im4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    let c4 = p.c / 4u;
+    if (r >= p.n * p.h * p.w * c4) {
+        return;
+    }
+    // r = px c/4 + (g cg + 4 q) / 4: vec4 q of group g's channels.
+    let px = r / c4;
+    let ch = (r % c4) * 4u;
+    let g = ch / p.cg;
+    let ci = ch % p.cg;
+    let iw = px % p.w;
+    let ih = (px / p.w) % p.h;
+    let n = px / (p.w * p.h);
+    let kg = p.kh * p.kw * p.cg;
+    let rows = (g * p.n + n) * p.oh;
+    var acc = vec4<f32>();
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let oh = source_of(i32(ih + p.pt) - i32(kh * p.dh), p.sh, p.oh);
+        if (oh < 0) {
+            continue;
+        }
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let ow = source_of(i32(iw + p.pl) - i32(kw * p.dw), p.sw, p.ow);
+            if (ow < 0) {
+                continue;
+            }
+            let row = (rows + u32(oh)) * p.ow + u32(ow);
+            acc += vec4<f32>(src4[(row * kg + (kh * p.kw + kw) * p.cg + ci) / 4u]);
+        }
+    }
+    dst4[r] = vec4<T>(acc);
+}
+
+// im2col through the vec4 views (src4 the input, dst4 the patch matrix),
+// where a group's channels come in fours: one invocation per row, as
+// im2col, copying a tap's channels a vec4 at a time.
+@compute @workgroup_size(256)
+fn im2col4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_index(gid, nwg);
+    let pixels = p.n * p.oh * p.ow;
+    if (r >= pixels * (p.c / p.cg)) {
+        return;
+    }
+    let pix = r % pixels;
+    let g = r / pixels;
+    let ow = pix % p.ow;
+    let oh = (pix / p.ow) % p.oh;
+    let n = pix / (p.ow * p.oh);
+    let ih0 = i32(oh * p.sh) - i32(p.pt);
+    let iw0 = i32(ow * p.sw) - i32(p.pl);
+    let cg4 = p.cg / 4u;
+    var t = r * (p.kh * p.kw * cg4);
+    for (var kh = 0u; kh < p.kh; kh++) {
+        let ih = ih0 + i32(kh * p.dh);
+        for (var kw = 0u; kw < p.kw; kw++) {
+            let iw = iw0 + i32(kw * p.dw);
+            if (ih >= 0 && iw >= 0 && u32(ih) < p.h && u32(iw) < p.w) {
+                let base = (((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + g * p.cg) / 4u;
+                for (var q = 0u; q < cg4; q++) {
+                    dst4[t + q] = src4[base + q];
+                }
+            } else {
+                for (var q = 0u; q < cg4; q++) {
+                    dst4[t + q] = vec4<T>();
+                }
+            }
+            t += cg4;
+        }
+    }
+}

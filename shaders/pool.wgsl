@@ -155,3 +155,81 @@ fn backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
         }
     }
 }
+
+// `forward` and `backward_windows` four channels at a time through vec4
+// views, where the channels come in fours (the host checks c % 4 and the
+// bindings' alignment): a quarter of the loads, stores and index
+// arithmetic. `total` counts vec4s. Bindings 4 x, 5 y (or dx), 6 dy.
+@group(0) @binding(4) var<storage, read> x4: array<vec4<T>>;
+@group(0) @binding(5) var<storage, read_write> y4: array<vec4<T>>;
+@group(0) @binding(6) var<storage, read> dy4: array<vec4<T>>;
+
+fn nan4(v: vec4<f32>) -> vec4<bool> {
+    return (bitcast<vec4<u32>>(v) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u);
+}
+
+fn x_at4(n: u32, ih: i32, iw: i32, c: u32) -> vec4<f32> {
+    return vec4<f32>(x4[at(n, ih, iw, c) / 4u]);
+}
+
+@compute @workgroup_size(256)
+fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let o = output_at(i * 4u);
+    let n = o.x;
+    let c = o.w;
+    let r = window(o.y, o.z);
+    var acc = x_at4(n, r.x, r.z, c);
+    if (p.max == 0u) {
+        acc = vec4<f32>();
+    }
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let v = x_at4(n, ih, iw, c);
+            // f32_max_nan lane by lane: the first NaN wins.
+            let m = select(select(max(acc, v), v, nan4(v)), acc, nan4(acc));
+            acc = select(acc + v, m, p.max != 0u);
+        }
+    }
+    if (p.max == 0u) {
+        acc = acc / f32((r.y - r.x) * (r.w - r.z));
+    }
+    y4[i] = vec4<T>(acc);
+}
+
+@compute @workgroup_size(256)
+fn backward_windows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let o = output_at(i * 4u);
+    let n = o.x;
+    let c = o.w;
+    let r = window(o.y, o.z);
+    if (r.x >= r.y || r.z >= r.w) {
+        return;
+    }
+    // `argmax` lane by lane.
+    var m = x_at4(n, r.x, r.z, c);
+    var best = vec4<i32>(r.x * i32(p.w) + r.z);
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let v = x_at4(n, ih, iw, c);
+            let take = !nan4(m) & ((v > m) | nan4(v));
+            m = select(m, v, take);
+            best = select(best, vec4<i32>(ih * i32(p.w) + iw), take);
+        }
+    }
+    let g = dy4[i];
+    let live = g != vec4<T>();
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let here = best == vec4<i32>(ih * i32(p.w) + iw);
+            y4[at(n, ih, iw, c) / 4u] = select(vec4<T>(), g, here & live);
+        }
+    }
+}

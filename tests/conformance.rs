@@ -1012,6 +1012,10 @@ fn conv2d_cases(s: &mut Suite, dts: &[DType]) {
         ([3, 5, 5, 5], [1, 1], 5, conv([1, 1], Padding::Valid, [1, 1], 5)),
         ([1, 28, 28, 1], [3, 3], 8, conv([1, 1], Padding::Same, [1, 1], 1)),
         ([4, 14, 14, 8], [3, 3], 16, conv([1, 1], Padding::Same, [1, 1], 1)),
+        // Groups of 4 and 8 channels (vec4 patch matrices on CPU adapters)
+        // with dilation, explicit padding and strides.
+        ([2, 7, 6, 8], [3, 3], 6, conv([1, 1], ex, [2, 1], 2)),
+        ([1, 9, 7, 24], [2, 3], 9, conv([2, 3], Padding::Valid, [1, 1], 3)),
         // Short patches (direct loops on the CPU device) with output
         // channels in blocks of 16, 4 and 1.
         ([2, 9, 8, 2], [3, 3], 21, conv([1, 1], Padding::Same, [1, 1], 1)),
@@ -1098,6 +1102,11 @@ fn pool() {
         ([1, 11, 9, 2], [2, 3], [2, 3], Padding::Same),
         ([2, 7, 8, 2], [2, 1], [3, 2], Padding::Valid),
         ([1, 5, 5, 2], [2, 2], [2, 2], ex2),
+        // Channels in fours (the GPUs' vec4 entries): windows clipped by
+        // padding, with gaps between them, and overlapping.
+        ([1, 5, 5, 8], [2, 2], [2, 2], ex2),
+        ([2, 7, 8, 4], [2, 1], [3, 2], Padding::Valid),
+        ([2, 5, 7, 12], [3, 3], [2, 2], Padding::Same),
     ];
     for (i, (xs, k, st, pad)) in cases.iter().enumerate() {
         for max in [true, false] {
@@ -1129,33 +1138,42 @@ fn pool() {
         strides: [2, 2],
         ..p.clone()
     };
-    let x = randint(&[2, 6, 5, 3], 0, 2, 5).cast(DType::F32).unwrap();
-    s.check(Op::PoolGrad(q.clone()), &[x, randn(&[2, 3, 2, 3], 6, DType::F32)]);
+    // Channels in fours too (the GPUs' vec4 entries).
+    for c in [3, 4] {
+        let x = randint(&[2, 6, 5, c], 0, 2, 5).cast(DType::F32).unwrap();
+        s.check(Op::PoolGrad(q.clone()), &[x, randn(&[2, 3, 2, c], 6, DType::F32)]);
+    }
     // NaN is a window's maximum (the first NaN takes the gradient), on both
-    // gradient paths.
-    let v: Vec<f32> = randn(&[72], 7, DType::F32).to_vec::<f32>().unwrap();
-    let v: Vec<f32> = v
-        .iter()
-        .enumerate()
-        .map(|(i, &e)| if i % 7 == 3 || i % 11 == 5 { f32::NAN } else { e })
-        .collect();
-    let x = Tensor::from_vec(v, &[1, 6, 6, 2], &cpu()).unwrap();
-    s.check(
-        Op::PoolGrad(q.clone()),
-        &[x.clone(), randn(&[1, 3, 3, 2], 8, DType::F32)],
-    );
-    s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 5, 5, 2], 9, DType::F32)]);
+    // gradient paths, and in the pooling.
+    for c in [2, 4] {
+        let v: Vec<f32> = randn(&[36 * c], 7, DType::F32).to_vec::<f32>().unwrap();
+        let v: Vec<f32> = v
+            .iter()
+            .enumerate()
+            .map(|(i, &e)| if i % 7 == 3 || i % 11 == 5 { f32::NAN } else { e })
+            .collect();
+        let x = Tensor::from_vec(v, &[1, 6, 6, c], &cpu()).unwrap();
+        s.check(Op::Pool(q.clone()), &[x.clone()]);
+        s.check(
+            Op::PoolGrad(q.clone()),
+            &[x.clone(), randn(&[1, 3, 3, c], 8, DType::F32)],
+        );
+        s.check(Op::PoolGrad(p.clone()), &[x, randn(&[1, 5, 5, c], 9, DType::F32)]);
+    }
     // A dy of -0 gives +0 (0 + dy, as TensorFlow sums) on every device, on
     // both gradient paths and for average pooling.
-    let x = randn(&[1, 6, 6, 2], 10, DType::F32);
-    for q in [
-        q.clone(),
-        p.clone(),
-        Pool2d {
-            max: false,
-            ..q.clone()
-        },
-    ] {
+    for (c, q) in [2, 4].into_iter().flat_map(|c| {
+        [
+            q.clone(),
+            p.clone(),
+            Pool2d {
+                max: false,
+                ..q.clone()
+            },
+        ]
+        .map(|q| (c, q))
+    }) {
+        let x = randn(&[1, 6, 6, c], 10, DType::F32);
         let y = wgflow::ops::apply(Op::Pool(q.clone()), &[&x]).unwrap();
         let dy = y.mul_scalar(0.0).unwrap().abs().unwrap().neg().unwrap();
         for d in std::iter::once(cpu()).chain(gpus()) {

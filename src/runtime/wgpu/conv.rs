@@ -423,13 +423,25 @@ fn gpu_im2col(op: &Op, gd: &Gpu, x: &[Operand], g: &Geom, dtype: DType, y: &GpuB
         }
         .launch(gd, dtype)
     };
+    let quad = (4 * dtype.size()) as u64;
     match op {
         Op::Conv2dInputGrad(..) => {
             gemm(x[0].gpu_buf(), x[1].gpu_buf(), &cols)?;
-            launch("col2im", g.n * g.h * g.w * g.g, &[&cols, y])
+            // Channels in fours: vec4 loads, a quarter of the loads and
+            // of the tap arithmetic (per vec4, not per channel).
+            if g.cg % 4 == 0 && cols.offset % quad == 0 && y.offset % quad == 0 {
+                launch("col2im4", g.n * g.h * g.w * g.c / 4, &[&cols, y])
+            } else {
+                launch("col2im", g.n * g.h * g.w * g.g, &[&cols, y])
+            }
         }
         _ => {
-            launch("im2col", g.g * pix, &[x[0].gpu_buf(), &cols])?;
+            let src = x[0].gpu_buf();
+            if g.cg % 4 == 0 && cols.offset % quad == 0 && src.offset % quad == 0 {
+                launch("im2col4", g.g * pix, &[src, &cols])?;
+            } else {
+                launch("im2col", g.g * pix, &[src, &cols])?;
+            }
             gemm(&cols, x[1].gpu_buf(), y)
         }
     }

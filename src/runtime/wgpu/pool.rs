@@ -7,7 +7,9 @@
 //! output windows that cover it (no atomics, so the result does not depend
 //! on scheduling); where max pooling's windows do not overlap,
 //! `backward_windows` takes one window per invocation instead and writes
-//! each of its positions, reading x once. Max pooling's gradient goes to
+//! each of its positions, reading x once. Where the channels come in
+//! fours, `forward4` and `backward_windows4` take four at a time through
+//! vec4 views. Max pooling's gradient goes to
 //! the first maximum of each window, as TensorFlow's. Output size and padding come from
 //! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
 //! adapter.
@@ -100,31 +102,44 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
         if windows == 0 {
             return Ok(y);
         }
+        let bufs = [x[0].gpu_buf(), &y, x[1].gpu_buf()];
+        let (entry, total) = if quads(s, dtype, &bufs) {
+            ("backward_windows4", windows / 4)
+        } else {
+            ("backward_windows", windows)
+        };
         g.launch(&Launch {
             kernel: &POOL,
-            entry: "backward_windows",
+            entry,
             ty: ktype(dtype),
             consts: &[],
-            params: ParamBlock::of(&PoolParams::of(p, s, windows)?),
-            bufs: &[x[0].gpu_buf(), &y, x[1].gpu_buf()],
-            groups: grid(windows, 256),
+            params: ParamBlock::of(&PoolParams::of(p, s, total)?),
+            bufs: &bufs,
+            groups: grid(total, 256),
         })?;
         return Ok(y);
     }
     let y = g.alloc(op.name(), (n * dtype.size()) as u64)?;
-    let params = PoolParams::of(p, s, n)?;
-    let (entry, bufs): (&'static str, Vec<&GpuBuf>) = match op {
-        Op::Pool(_) => ("forward", vec![x[0].gpu_buf(), &y]),
-        _ => ("backward", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()]),
+    let (entry, bufs, total): (&'static str, Vec<&GpuBuf>, usize) = match op {
+        Op::Pool(_) if quads(s, dtype, &[x[0].gpu_buf(), &y]) => ("forward4", vec![x[0].gpu_buf(), &y], n / 4),
+        Op::Pool(_) => ("forward", vec![x[0].gpu_buf(), &y], n),
+        _ => ("backward", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()], n),
     };
     g.launch(&Launch {
         kernel: &POOL,
         entry,
         ty: ktype(dtype),
         consts: &[],
-        params: ParamBlock::of(&params),
+        params: ParamBlock::of(&PoolParams::of(p, s, total)?),
         bufs: &bufs,
-        groups: grid(n, 256),
+        groups: grid(total, 256),
     })?;
     Ok(y)
+}
+
+/// Whether a pooling over input shape `s` can take its vec4 entries:
+/// channels in fours and every binding on a vec4 boundary.
+fn quads(s: &[usize], dtype: DType, bufs: &[&GpuBuf]) -> bool {
+    let quad = (4 * dtype.size()) as u64;
+    s[3] % 4 == 0 && bufs.iter().all(|b| b.offset % quad == 0)
 }
