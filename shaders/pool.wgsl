@@ -213,7 +213,19 @@ fn backward_windows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     if (r.x >= r.y || r.z >= r.w) {
         return;
     }
-    // `argmax` lane by lane.
+    let best = argmax4(n, c, r);
+    let g = dy4[i];
+    let live = g != vec4<T>();
+    for (var ih = r.x; ih < r.y; ih++) {
+        for (var iw = r.z; iw < r.w; iw++) {
+            let here = best == vec4<i32>(ih * i32(p.w) + iw);
+            y4[at(n, ih, iw, c) / 4u] = select(vec4<T>(), g, here & live);
+        }
+    }
+}
+
+// `argmax` lane by lane: the first maximum of each of four channels.
+fn argmax4(n: u32, c: u32, r: vec4<i32>) -> vec4<i32> {
     var m = x_at4(n, r.x, r.z, c);
     var best = vec4<i32>(r.x * i32(p.w) + r.z);
     for (var ih = r.x; ih < r.y; ih++) {
@@ -224,12 +236,39 @@ fn backward_windows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
             best = select(best, vec4<i32>(ih * i32(p.w) + iw), take);
         }
     }
-    let g = dy4[i];
-    let live = g != vec4<T>();
-    for (var ih = r.x; ih < r.y; ih++) {
-        for (var iw = r.z; iw < r.w; iw++) {
-            let here = best == vec4<i32>(ih * i32(p.w) + iw);
-            y4[at(n, ih, iw, c) / 4u] = select(vec4<T>(), g, here & live);
+    return best;
+}
+
+// `backward` four channels at a time (`total` counts dx's vec4s).
+@compute @workgroup_size(256)
+fn backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_index(gid, nwg);
+    if (i >= p.total) {
+        return;
+    }
+    let e = i * 4u;
+    let c = e % p.c;
+    let iw = i32((e / p.c) % p.w);
+    let ih = i32((e / (p.c * p.w)) % p.h);
+    let n = e / (p.c * p.w * p.h);
+    let th = ih + i32(p.pt);
+    let tw = iw + i32(p.pl);
+    let oh_lo = max((th - i32(p.kh) + i32(p.sh)) / i32(p.sh), 0);
+    let oh_hi = min(th / i32(p.sh), i32(p.oh) - 1);
+    let ow_lo = max((tw - i32(p.kw) + i32(p.sw)) / i32(p.sw), 0);
+    let ow_hi = min(tw / i32(p.sw), i32(p.ow) - 1);
+    let here = vec4<i32>(ih * i32(p.w) + iw);
+    var acc = vec4<f32>();
+    for (var oh = oh_lo; oh <= oh_hi; oh++) {
+        for (var ow = ow_lo; ow <= ow_hi; ow++) {
+            let r = window(u32(oh), u32(ow));
+            let g = vec4<f32>(dy4[(((n * p.oh + u32(oh)) * p.ow + u32(ow)) * p.c + c) / 4u]);
+            if (p.max != 0u) {
+                acc += select(vec4<f32>(), g, argmax4(n, c, r) == here);
+            } else {
+                acc += g / f32((r.y - r.x) * (r.w - r.z));
+            }
         }
     }
+    y4[i] = vec4<T>(acc);
 }

@@ -8,8 +8,8 @@
 //! on scheduling); where max pooling's windows do not overlap,
 //! `backward_windows` takes one window per invocation instead and writes
 //! each of its positions, reading x once. Where the channels come in
-//! fours, `forward4` and `backward_windows4` take four at a time through
-//! vec4 views. Max pooling's gradient goes to
+//! fours, `forward4`, `backward4` and `backward_windows4` take four at a
+//! time through vec4 views. Max pooling's gradient goes to
 //! the first maximum of each window, as TensorFlow's. Output size and padding come from
 //! `Pool2d::geom`; the grid is 256 invocations per workgroup on every
 //! adapter.
@@ -123,6 +123,9 @@ pub(crate) fn gpu(op: &Op, g: &Gpu, x: &[Operand], out: &[usize], dtype: DType) 
     let (entry, bufs, total): (&'static str, Vec<&GpuBuf>, usize) = match op {
         Op::Pool(_) if quads(s, dtype, &[x[0].gpu_buf(), &y]) => ("forward4", vec![x[0].gpu_buf(), &y], n / 4),
         Op::Pool(_) => ("forward", vec![x[0].gpu_buf(), &y], n),
+        _ if quads(s, dtype, &[x[0].gpu_buf(), &y, x[1].gpu_buf()]) => {
+            ("backward4", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()], n / 4)
+        }
         _ => ("backward", vec![x[0].gpu_buf(), &y, x[1].gpu_buf()], n),
     };
     g.launch(&Launch {
