@@ -251,6 +251,9 @@ fn child_gemm() {
             Err(e) => println!("GEMM {d} ERROR {e}"),
         }
     }
+    for p in usable_gpus() {
+        println!("KERNELS {}", p.gemm_kernels());
+    }
 }
 
 /// `WGFLOW_GEMM=cooperative` runs f16 products on cooperative matrices
@@ -271,8 +274,21 @@ fn forcing_a_gemm_kernel_the_adapter_lacks_is_an_error() {
     ] {
         let (ok, out, err) = run_child("child_gemm", &[("WGFLOW_GEMM", kernel)]);
         assert!(ok, "{out}\n{err}");
-        let lines = tagged(&out, "GEMM");
+        // (Not `tagged`: the KERNELS lines say "GEMM " too.)
+        let lines: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.find("GEMM gpu:").map(|i| l[i + 5..].trim()))
+            .collect();
         assert_eq!(lines.len(), gpus.len(), "{out}");
+        // `devices` says what is forced, and where it cannot run.
+        for (line, p) in tagged(&out, "KERNELS").iter().zip(&gpus) {
+            let forced = format!("forced by WGFLOW_GEMM={kernel}");
+            assert!(line.contains(&forced), "{line}");
+            if !lacked.is_empty() && !p.cooperative_matrix {
+                assert!(line.contains("fail here") && line.contains(lacked), "{line}");
+            }
+        }
+        assert_eq!(tagged(&out, "KERNELS").len(), gpus.len(), "{out}");
         for (line, p) in lines.iter().zip(&gpus) {
             let needs = p.gemm_kernels();
             // 8x8x8 cooperative matrices run gemm_coop, not the wide kernel.

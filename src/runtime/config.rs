@@ -58,8 +58,30 @@ impl PhysicalDevice {
     /// matrices where they are not used.
     pub fn gemm_kernels(&self) -> String {
         let Some(i) = self.index else {
-            return "the gemm crate (AVX2+FMA or NEON kernels chosen at run time; its AVX-512 ones need a nightly compiler)".into();
+            return "the gemm crate (AVX-512, AVX2+FMA or NEON kernels chosen at run time)".into();
         };
+        let by_default = self.default_gemm_kernels(i);
+        let Some(v) = crate::runtime::wgpu::forced_gemm() else {
+            return by_default;
+        };
+        use crate::runtime::wgpu::GemmVariant as V;
+        let coop = matches!(v, V::Cooperative | V::CooperativeWide | V::CooperativeStaged);
+        let missing = physical()
+            .adapters
+            .get(i)
+            .and_then(|a| crate::runtime::wgpu::coop_missing(a, &a.get_info()));
+        match missing {
+            Some(m) if coop => format!(
+                "forced by WGFLOW_GEMM={}: f16 matmuls and convolutions fail here (needs {m}), other dtypes \
+                 take tiled; unforced: {by_default}",
+                v.name()
+            ),
+            _ => format!("forced by WGFLOW_GEMM={}; unforced: {by_default}", v.name()),
+        }
+    }
+
+    /// [`Self::gemm_kernels`] without a forced variant, for adapter `i`.
+    fn default_gemm_kernels(&self, i: usize) -> String {
         let base = if self.adapter_type == "Cpu" {
             if self.subgroup_size == Some(8) {
                 "matmul_sg: register blocks sharing A through subgroups, or matmul_reg: register blocks, \

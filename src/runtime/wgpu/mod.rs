@@ -444,6 +444,28 @@ impl GemmVariant {
             _ => return None,
         })
     }
+
+    /// The name `WGFLOW_GEMM` gives the variant.
+    pub fn name(self) -> &'static str {
+        match self {
+            GemmVariant::Auto => "auto",
+            GemmVariant::Tiled => "tiled",
+            GemmVariant::Register => "register",
+            GemmVariant::Subgroup => "subgroup",
+            GemmVariant::Wide => "wide",
+            GemmVariant::WideDouble => "wide_double",
+            GemmVariant::WideWarp => "wide_warp",
+            GemmVariant::WideDoubleWarp => "wide_double_warp",
+            GemmVariant::Cooperative => "cooperative",
+            GemmVariant::CooperativeWide => "cooperative_wide",
+            GemmVariant::CooperativeStaged => "cooperative_staged",
+        }
+    }
+}
+
+/// The GEMM variant forced for this thread or by `WGFLOW_GEMM`, if any.
+pub(crate) fn forced_gemm() -> Option<GemmVariant> {
+    Some(gemm_override()).filter(|&v| v != GemmVariant::Auto)
 }
 
 /// The uniform parameters of a compiled graph's launches, in launch order,
