@@ -37,6 +37,22 @@ fn store_c(b: u32, m: u32, n: u32, v: f32) {
     }
 }
 
+// Patch row r (group g, pixel (n, oh, ow)): its group, batch entry and the
+// input position of its window's first tap.
+struct PatchRow {
+    g: u32,
+    n: u32,
+    ih0: i32,
+    iw0: i32,
+}
+
+fn patch_row(r: u32, pixels: u32) -> PatchRow {
+    let pix = r % pixels;
+    let ow = pix % p.ow;
+    let oh = (pix / p.ow) % p.oh;
+    return PatchRow(r / pixels, pix / (p.ow * p.oh), i32(oh * p.sh) - i32(p.pt), i32(ow * p.sw) - i32(p.pl));
+}
+
 // Explicit patch matrices, for adapters where the GEMM kernel wants plain
 // strided operands (gemm_reg): cols[g][(n, oh, ow)][(kh, kw, ci)]. One
 // invocation per row (g, pixel): the window is placed once and its taps
@@ -50,13 +66,11 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
     if (r >= pixels * (p.c / p.cg)) {
         return;
     }
-    let pix = r % pixels;
-    let g = r / pixels;
-    let ow = pix % p.ow;
-    let oh = (pix / p.ow) % p.oh;
-    let n = pix / (p.ow * p.oh);
-    let ih0 = i32(oh * p.sh) - i32(p.pt);
-    let iw0 = i32(ow * p.sw) - i32(p.pl);
+    let pr = patch_row(r, pixels);
+    let g = pr.g;
+    let n = pr.n;
+    let ih0 = pr.ih0;
+    let iw0 = pr.iw0;
     var t = r * (p.kh * p.kw * p.cg);
     for (var kh = 0u; kh < p.kh; kh++) {
         let ih = ih0 + i32(kh * p.dh);
@@ -183,13 +197,11 @@ fn im2col4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (r >= pixels * (p.c / p.cg)) {
         return;
     }
-    let pix = r % pixels;
-    let g = r / pixels;
-    let ow = pix % p.ow;
-    let oh = (pix / p.ow) % p.oh;
-    let n = pix / (p.ow * p.oh);
-    let ih0 = i32(oh * p.sh) - i32(p.pt);
-    let iw0 = i32(ow * p.sw) - i32(p.pl);
+    let pr = patch_row(r, pixels);
+    let g = pr.g;
+    let n = pr.n;
+    let ih0 = pr.ih0;
+    let iw0 = pr.iw0;
     let cg4 = p.cg / 4u;
     var t = r * (p.kh * p.kw * cg4);
     for (var kh = 0u; kh < p.kh; kh++) {

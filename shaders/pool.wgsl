@@ -46,6 +46,43 @@ fn output_at(i: u32) -> vec4<u32> {
     return vec4<u32>(i / (p.c * p.ow * p.oh), (i / (p.c * p.ow)) % p.oh, (i / p.c) % p.ow, i % p.c);
 }
 
+// The window of output element e: its batch entry, channel and rows and
+// columns (`window`).
+struct OutWindow {
+    n: u32,
+    c: u32,
+    r: vec4<i32>,
+}
+
+fn output_window(e: u32) -> OutWindow {
+    let o = output_at(e);
+    return OutWindow(o.x, o.w, window(o.y, o.z));
+}
+
+// Input element e as (n, ih, iw, c), and the outputs whose windows cover
+// it: rows [lo.x, hi.x] and columns [lo.y, hi.y] (oh sh - pt <= ih < oh sh
+// - pt + kh, and the same for columns).
+struct Covering {
+    n: u32,
+    ih: i32,
+    iw: i32,
+    c: u32,
+    lo: vec2<i32>,
+    hi: vec2<i32>,
+}
+
+fn covering(e: u32) -> Covering {
+    let c = e % p.c;
+    let iw = i32((e / p.c) % p.w);
+    let ih = i32((e / (p.c * p.w)) % p.h);
+    let n = e / (p.c * p.w * p.h);
+    let th = ih + i32(p.pt);
+    let tw = iw + i32(p.pl);
+    let lo = vec2<i32>(max((th - i32(p.kh) + i32(p.sh)) / i32(p.sh), 0), max((tw - i32(p.kw) + i32(p.sw)) / i32(p.sw), 0));
+    let hi = vec2<i32>(min(th / i32(p.sh), i32(p.oh) - 1), min(tw / i32(p.sw), i32(p.ow) - 1));
+    return Covering(n, ih, iw, c, lo, hi);
+}
+
 fn at(n: u32, ih: i32, iw: i32, c: u32) -> u32 {
     return ((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + c;
 }
@@ -72,10 +109,10 @@ fn forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     if (i >= p.total) {
         return;
     }
-    let o = output_at(i);
-    let n = o.x;
-    let c = o.w;
-    let r = window(o.y, o.z);
+    let win = output_window(i);
+    let n = win.n;
+    let c = win.c;
+    let r = win.r;
     var acc = f32(x[at(n, r.x, r.z, c)]);
     if (p.max == 0u) {
         acc = 0.0;
@@ -99,20 +136,14 @@ fn backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (i >= p.total) {
         return;
     }
-    let c = i % p.c;
-    let iw = i32((i / p.c) % p.w);
-    let ih = i32((i / (p.c * p.w)) % p.h);
-    let n = i / (p.c * p.w * p.h);
-    // Outputs whose window covers ih: oh*sh - pt <= ih < oh*sh - pt + kh.
-    let th = ih + i32(p.pt);
-    let tw = iw + i32(p.pl);
-    let oh_lo = max((th - i32(p.kh) + i32(p.sh)) / i32(p.sh), 0);
-    let oh_hi = min(th / i32(p.sh), i32(p.oh) - 1);
-    let ow_lo = max((tw - i32(p.kw) + i32(p.sw)) / i32(p.sw), 0);
-    let ow_hi = min(tw / i32(p.sw), i32(p.ow) - 1);
+    let cv = covering(i);
+    let n = cv.n;
+    let c = cv.c;
+    let ih = cv.ih;
+    let iw = cv.iw;
     var acc = 0.0;
-    for (var oh = oh_lo; oh <= oh_hi; oh++) {
-        for (var ow = ow_lo; ow <= ow_hi; ow++) {
+    for (var oh = cv.lo.x; oh <= cv.hi.x; oh++) {
+        for (var ow = cv.lo.y; ow <= cv.hi.y; ow++) {
             let r = window(u32(oh), u32(ow));
             let g = f32(dy[((n * p.oh + u32(oh)) * p.ow + u32(ow)) * p.c + c]);
             if (p.max != 0u) {
@@ -138,10 +169,10 @@ fn backward_windows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
     if (i >= p.total) {
         return;
     }
-    let o = output_at(i);
-    let n = o.x;
-    let c = o.w;
-    let r = window(o.y, o.z);
+    let win = output_window(i);
+    let n = win.n;
+    let c = win.c;
+    let r = win.r;
     if (r.x >= r.y || r.z >= r.w) {
         return;
     }
@@ -178,10 +209,10 @@ fn forward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     if (i >= p.total) {
         return;
     }
-    let o = output_at(i * 4u);
-    let n = o.x;
-    let c = o.w;
-    let r = window(o.y, o.z);
+    let win = output_window(i * 4u);
+    let n = win.n;
+    let c = win.c;
+    let r = win.r;
     var acc = x_at4(n, r.x, r.z, c);
     if (p.max == 0u) {
         acc = vec4<f32>();
@@ -206,10 +237,10 @@ fn backward_windows4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num
     if (i >= p.total) {
         return;
     }
-    let o = output_at(i * 4u);
-    let n = o.x;
-    let c = o.w;
-    let r = window(o.y, o.z);
+    let win = output_window(i * 4u);
+    let n = win.n;
+    let c = win.c;
+    let r = win.r;
     if (r.x >= r.y || r.z >= r.w) {
         return;
     }
@@ -246,21 +277,13 @@ fn backward4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     if (i >= p.total) {
         return;
     }
-    let e = i * 4u;
-    let c = e % p.c;
-    let iw = i32((e / p.c) % p.w);
-    let ih = i32((e / (p.c * p.w)) % p.h);
-    let n = e / (p.c * p.w * p.h);
-    let th = ih + i32(p.pt);
-    let tw = iw + i32(p.pl);
-    let oh_lo = max((th - i32(p.kh) + i32(p.sh)) / i32(p.sh), 0);
-    let oh_hi = min(th / i32(p.sh), i32(p.oh) - 1);
-    let ow_lo = max((tw - i32(p.kw) + i32(p.sw)) / i32(p.sw), 0);
-    let ow_hi = min(tw / i32(p.sw), i32(p.ow) - 1);
-    let here = vec4<i32>(ih * i32(p.w) + iw);
+    let cv = covering(i * 4u);
+    let n = cv.n;
+    let c = cv.c;
+    let here = vec4<i32>(cv.ih * i32(p.w) + cv.iw);
     var acc = vec4<f32>();
-    for (var oh = oh_lo; oh <= oh_hi; oh++) {
-        for (var ow = ow_lo; ow <= ow_hi; ow++) {
+    for (var oh = cv.lo.x; oh <= cv.hi.x; oh++) {
+        for (var ow = cv.lo.y; ow <= cv.hi.y; ow++) {
             let r = window(u32(oh), u32(ow));
             let g = vec4<f32>(dy4[(((n * p.oh + u32(oh)) * p.ow + u32(ow)) * p.c + c) / 4u]);
             if (p.max != 0u) {
