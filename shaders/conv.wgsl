@@ -46,6 +46,11 @@ struct PatchRow {
     iw0: i32,
 }
 
+// Whether input position (ih, iw) lies inside the input (not padding).
+fn in_input(ih: i32, iw: i32) -> bool {
+    return ih >= 0 && iw >= 0 && u32(ih) < p.h && u32(iw) < p.w;
+}
+
 fn patch_row(r: u32, pixels: u32) -> PatchRow {
     let pix = r % pixels;
     let ow = pix % p.ow;
@@ -67,17 +72,13 @@ fn im2col(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
         return;
     }
     let pr = patch_row(r, pixels);
-    let g = pr.g;
-    let n = pr.n;
-    let ih0 = pr.ih0;
-    let iw0 = pr.iw0;
     var t = r * (p.kh * p.kw * p.cg);
     for (var kh = 0u; kh < p.kh; kh++) {
-        let ih = ih0 + i32(kh * p.dh);
+        let ih = pr.ih0 + i32(kh * p.dh);
         for (var kw = 0u; kw < p.kw; kw++) {
-            let iw = iw0 + i32(kw * p.dw);
-            if (ih >= 0 && iw >= 0 && u32(ih) < p.h && u32(iw) < p.w) {
-                let base = ((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + g * p.cg;
+            let iw = pr.iw0 + i32(kw * p.dw);
+            if (in_input(ih, iw)) {
+                let base = ((pr.n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + pr.g * p.cg;
                 for (var ci = 0u; ci < p.cg; ci++) {
                     dst[t + ci] = src[base + ci];
                 }
@@ -198,18 +199,14 @@ fn im2col4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
         return;
     }
     let pr = patch_row(r, pixels);
-    let g = pr.g;
-    let n = pr.n;
-    let ih0 = pr.ih0;
-    let iw0 = pr.iw0;
     let cg4 = p.cg / 4u;
     var t = r * (p.kh * p.kw * cg4);
     for (var kh = 0u; kh < p.kh; kh++) {
-        let ih = ih0 + i32(kh * p.dh);
+        let ih = pr.ih0 + i32(kh * p.dh);
         for (var kw = 0u; kw < p.kw; kw++) {
-            let iw = iw0 + i32(kw * p.dw);
-            if (ih >= 0 && iw >= 0 && u32(ih) < p.h && u32(iw) < p.w) {
-                let base = (((n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + g * p.cg) / 4u;
+            let iw = pr.iw0 + i32(kw * p.dw);
+            if (in_input(ih, iw)) {
+                let base = (((pr.n * p.h + u32(ih)) * p.w + u32(iw)) * p.c + pr.g * p.cg) / 4u;
                 for (var q = 0u; q < cg4; q++) {
                     dst4[t + q] = src4[base + q];
                 }
