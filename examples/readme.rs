@@ -191,6 +191,25 @@ fn multi_worker(images: &Tensor, labels: &Tensor) -> wgflow::Result<()> {
     Ok(())
 }
 
+/// "Sample and class weights, and Keras' loss reductions".
+#[rustfmt::skip]
+fn weighted(model: &mut Sequential, x_train: &Tensor, y_train: &Tensor, w: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::FitArgs;
+    let (x_test, y_test, w_test) = (x_train, y_train, w);
+    use std::collections::HashMap;
+    use wgflow::nn::losses::{Loss, MeanSquaredError, Reduction};
+
+    // keras: fit(x, y, class_weight={0: 1.0, 1: 5.0})
+    let args = FitArgs { class_weight: Some(HashMap::from([(0, 1.0), (1, 5.0)])), ..FitArgs::default() };
+    // keras: fit(x, y, sample_weight=w), one weight per example
+    let args = FitArgs { sample_weight: Some(w.clone()), ..FitArgs::default() };
+    model.fit(&x_train, &y_train, args)?;
+    let logs = model.evaluate_weighted(&x_test, &y_test, &w_test, 32)?;
+    // keras: MeanSquaredError(reduction="sum")
+    model.compile(Adam::new(1e-3), MeanSquaredError.with_reduction(Reduction::Sum), ());
+    Ok(())
+}
+
 fn main() -> wgflow::Result<()> {
     let dev = config::default_device()?;
     // 28x28 images and labels for the Keras snippet.
@@ -205,6 +224,10 @@ fn main() -> wgflow::Result<()> {
     let ys = ops::random_normal(&[8, 4], 0.0, 1.0, DType::F32, 3, &dev)?;
     model.call(&xs, false)?;
     custom_step(&mut model, &mut optimizer, &xs, &ys)?;
+    let mut regression = Sequential::new().add(Dense::new(4));
+    regression.compile(Adam::new(1e-2), wgflow::nn::losses::MeanSquaredError, ());
+    let w = ops::random_uniform(&[8], 0.0, 2.0, DType::F32, 4, &dev)?;
+    weighted(&mut regression, &xs, &ys, &w)?;
 
     tensors_and_ops::run()?;
 

@@ -135,6 +135,71 @@ fn two_replicas_match_one_device_with_the_global_batch() {
     }
 }
 
+/// Sample weights (zeros among them) and each reduction split across
+/// replicas train as one device does with the global batch, the last
+/// batch short; a loss left unreduced is a typed error.
+#[test]
+fn weighted_steps_split_across_replicas_match_one_device() {
+    use wgflow::nn::losses::{Loss, Reduction};
+    let pairs = pairs();
+    if pairs.is_empty() {
+        println!("SKIPPED: no GPU (WGFLOW_ALLOW_NO_GPU)");
+        return;
+    }
+    let rows = 2 * 2 * B + 3;
+    let (x, y) = data(rows);
+    let mut w = uniform(&[rows], 0.0, 2.0, 9, DType::F32).to_vec::<f32>().unwrap();
+    w[1] = 0.0;
+    w[2 * B + 1] = 0.0;
+    let w = Tensor::from_vec(w, &[rows], &Device::Cpu).unwrap();
+    let weighted = |w: &Tensor| FitArgs {
+        sample_weight: Some(w.clone()),
+        epochs: 2,
+        ..args(2 * B)
+    };
+    for p in pairs {
+        let devs: Vec<&str> = p.iter().map(String::as_str).collect();
+        for r in [
+            Reduction::SumOverBatchSize,
+            Reduction::Sum,
+            Reduction::MeanWithSampleWeight,
+        ] {
+            let loss = || SparseCategoricalCrossentropy::new(true).with_reduction(r);
+            let strategy = MirroredStrategy::new(&devs).unwrap();
+            let mut mirrored = strategy.scope(mlp).unwrap();
+            let d0 = strategy.devices()[0].clone();
+            let mut single = mlp(&d0).unwrap();
+            mirrored.compile(SGD::new(0.05), loss(), ());
+            single.compile(SGD::new(0.05), loss(), ());
+            let hm = mirrored.fit(&x, &y, weighted(&w)).unwrap();
+            let mut a = weighted(&w);
+            a.device = Some(d0.clone());
+            let hs = single.fit(&x, &y, a).unwrap();
+            for (lm, ls) in hm.get("loss").unwrap().iter().zip(hs.get("loss").unwrap()) {
+                assert!(
+                    (lm - ls).abs() <= 1e-4 * ls.abs().max(1.0),
+                    "{devs:?} {r:?}: loss {lm} vs {ls}"
+                );
+            }
+            for (a, b) in weights(&mirrored.replicas()[0]).iter().zip(&weights(&single)) {
+                for (p, q) in a.iter().zip(b) {
+                    assert!(
+                        (p - q).abs() <= 1e-5 + 1e-4 * q.abs(),
+                        "{devs:?} {r:?}: weight {p} vs {q}"
+                    );
+                }
+            }
+        }
+        let strategy = MirroredStrategy::new(&devs).unwrap();
+        let mut mirrored = strategy.scope(mlp).unwrap();
+        let none = SparseCategoricalCrossentropy::new(true).with_reduction(Reduction::None);
+        assert_eq!(none.reduction(), Reduction::None);
+        mirrored.compile(SGD::new(0.05), none, ());
+        let e = mirrored.fit(&x, &y, weighted(&w)).unwrap_err();
+        assert!(e.to_string().contains("reduction"), "{e}");
+    }
+}
+
 /// Child: the comparison on two logical GPUs of one adapter.
 #[test]
 #[ignore = "run by the other tests in a child process"]

@@ -229,6 +229,124 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
     }
 }
 
+/// Text models: Keras-trained `Embedding` with 1-D global pooling load in
+/// wgflow and predict the same on every device (float token ids, and a
+/// model whose input is int32), train on, and wgflow's own load in Keras
+/// and predict the same; indices out of range and masking are typed errors.
+#[test]
+fn keras_text_models_with_embeddings_both_ways() {
+    use wgflow::nn::layers::{Embedding, GlobalAveragePooling1D};
+    let Some(python) = python() else { return };
+    let dir = tmp("text");
+    let out = run(&python, &["text", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    for d in devices() {
+        for file in ["text.keras", "text.h5", "textmax.keras", "textmax.h5"] {
+            let name = file.split('.').next().unwrap();
+            let mut m = load_model_on(dir.join(file), &d).unwrap();
+            let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
+            assert_eq!(kinds[0], "Embedding", "{file}");
+            for b in [1usize, 7, 64] {
+                let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let (_, want) = load_npy(&dir.join(format!("keras_{name}_{b}.npy")));
+                let x = Tensor::from_vec(x, &shape, &d).unwrap();
+                // Float ids and int32 ids alike.
+                for x in [x.clone(), x.cast(DType::I32).unwrap()] {
+                    let got = m.predict(&x, 32).unwrap();
+                    assert_eq!(got.shape(), &[b, 10]);
+                    let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+                    assert_close(
+                        &got.to_vec::<f32>().unwrap(),
+                        &want,
+                        tol,
+                        &format!("{file} on {d}, batch {b}"),
+                    );
+                }
+            }
+            // Training goes on, the embeddings among the weights it moves.
+            let x = randint(&[64, 12], 0, 50, 7);
+            let y = randint(&[64], 0, 10, 8);
+            let before = m.layers()[0].weights()[0].1.value().to_vec::<f32>().unwrap();
+            let args = FitArgs {
+                batch_size: 16,
+                epochs: 5,
+                verbose: false,
+                device: Some(d.clone()),
+                ..FitArgs::default()
+            };
+            let h = m.fit(&x, &y, args).unwrap();
+            let l = h.get("loss").unwrap();
+            assert!(l[4] < l[0], "{file} on {d}: loss {l:?}");
+            let after = m.layers()[0].weights()[0].1.value().to_vec::<f32>().unwrap();
+            assert_ne!(before, after, "{file} on {d}: the embeddings did not train");
+            // An id past the table is an error, not a silent row.
+            let bad = Tensor::from_vec(vec![3.0f32; 11].into_iter().chain([50.0]).collect(), &[1, 12], &d).unwrap();
+            let e = m.predict(&bad, 1).and_then(|p| p.to_vec::<f32>()).unwrap_err();
+            assert!(e.to_string().contains("gather"), "{file} on {d}: {e}");
+        }
+    }
+    // Masking is not built: a typed error naming the option.
+    let masked = dir.join("masked.keras");
+    rezip(&dir.join("text.keras"), &masked, |name, b| {
+        if name != "config.json" {
+            return Some(b);
+        }
+        let s = String::from_utf8(b)
+            .unwrap()
+            .replace("\"mask_zero\": false", "\"mask_zero\": true");
+        assert!(s.contains("\"mask_zero\": true"));
+        Some(s.into_bytes())
+    });
+    let e = load_err(&masked, &Device::Cpu);
+    assert!(e.to_string().contains("mask_zero"), "{e}");
+    // wgflow's text model in Keras.
+    let d = Device::Cpu;
+    set_random_seed(3);
+    let mut m = Sequential::new()
+        .add(Embedding::new(50, 8))
+        .add(GlobalAveragePooling1D::new())
+        .add(Dense::new(10));
+    m.build(&[12], &d).unwrap();
+    m.compile(
+        Adam::new(1e-2),
+        SparseCategoricalCrossentropy::new(true),
+        SparseCategoricalAccuracy::new(),
+    );
+    let args = FitArgs {
+        batch_size: 16,
+        epochs: 2,
+        verbose: false,
+        ..FitArgs::default()
+    };
+    m.fit(&randint(&[64, 12], 0, 50, 9), &randint(&[64], 0, 10, 10), args)
+        .unwrap();
+    m.save(dir.join("wg_text.keras")).unwrap();
+    m.save(dir.join("wg_text.h5")).unwrap();
+    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_text.keras", "wg_text.h5"]);
+    assert!(out.contains("OK"), "{out}");
+    assert!(
+        out.contains("wg_text.keras ['Embedding', 'GlobalAveragePooling1D', 'Dense']"),
+        "{out}"
+    );
+    for b in [1usize, 7, 64] {
+        let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+        let want = m
+            .predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 64)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for ext in ["keras", "h5"] {
+            let (_, got) = load_npy(&dir.join(format!("kload_wg_text_{ext}_{b}.npy")));
+            assert_close(
+                &got,
+                &want,
+                1e-5,
+                &format!("Keras on wgflow's text model .{ext}, batch {b}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn round_trip_in_wgflow_keeps_every_weight() {
     let d = Device::Cpu;
@@ -912,6 +1030,123 @@ fn losses_and_metrics_match_keras() {
     }
 }
 
+/// Every reduction, with and without sample weights (`[n]`, `[n, 1]`,
+/// zeros and negative weights among them), gives Keras' values: the
+/// reduced loss, or with `none` the weighted values themselves.
+#[test]
+fn weighted_losses_and_reductions_match_keras() {
+    use wgflow::nn::losses::*;
+    let Some(python) = python() else { return };
+    let dir = tmp("weighted-losses");
+    let mut data = std::collections::HashMap::new();
+    let mut put = |name: &str, t: Tensor| {
+        save_npy(&dir.join(format!("{name}.npy")), &t.cast(DType::F32).unwrap());
+        data.insert(name.to_string(), t);
+    };
+    put("reg_t", randn(&[11, 4], 1, DType::F32));
+    put("reg_p", randn(&[11, 4], 2, DType::F32));
+    put("col_t", randn(&[11], 3, DType::F32));
+    put("col_p", randn(&[11, 1], 4, DType::F32));
+    put("flat_t", randn(&[11], 5, DType::F32));
+    put("flat_p", randn(&[11], 6, DType::F32));
+    let labels = randint(&[11], 0, 4, 7);
+    put(
+        "onehot_t",
+        wgflow::ops::layout::one_hot(&labels, 4, 1.0, 0.0, DType::F32).unwrap(),
+    );
+    put("sparse_t", labels);
+    put("logit_p", randn(&[11, 4], 8, DType::F32).mul_scalar(2.0).unwrap());
+    put("bin_t", randint(&[11, 4], 0, 2, 9).cast(DType::F32).unwrap());
+    put("prob_p", uniform(&[11, 4], 0.0, 1.0, 10, DType::F32));
+    let mut w = uniform(&[11], 0.0, 3.0, 11, DType::F32).to_vec::<f32>().unwrap();
+    w[2] = 0.0;
+    w[5] = -0.5;
+    put("w", Tensor::from_vec(w.clone(), &[11], &Device::Cpu).unwrap());
+    put("wcol", Tensor::from_vec(w, &[11, 1], &Device::Cpu).unwrap());
+    put("zero", Tensor::zeros(&[11], DType::F32, &Device::Cpu).unwrap());
+    type MakeLoss = fn() -> Box<dyn Loss>;
+    let losses: Vec<(MakeLoss, &str, &str)> = vec![
+        (|| Box::new(MeanSquaredError), "reg_t", "reg_p"),
+        (|| Box::new(MeanSquaredError), "col_t", "col_p"),
+        (|| Box::new(MeanSquaredError), "flat_t", "flat_p"),
+        (|| Box::new(MeanAbsoluteError), "reg_t", "reg_p"),
+        (|| Box::new(Huber { delta: 0.5 }), "reg_t", "reg_p"),
+        (|| Box::new(LogCosh), "reg_t", "reg_p"),
+        (|| Box::new(CosineSimilarity::default()), "reg_t", "reg_p"),
+        (
+            || Box::new(SparseCategoricalCrossentropy::new(true)),
+            "sparse_t",
+            "logit_p",
+        ),
+        (|| Box::new(CategoricalCrossentropy::new(true)), "onehot_t", "logit_p"),
+        (|| Box::new(BinaryCrossentropy::new(false)), "bin_t", "prob_p"),
+        (|| Box::new(Hinge), "bin_t", "logit_p"),
+        (|| Box::new(KLDivergence), "onehot_t", "prob_p"),
+    ];
+    let reductions = [
+        Reduction::SumOverBatchSize,
+        Reduction::Sum,
+        Reduction::Mean,
+        Reduction::MeanWithSampleWeight,
+        Reduction::None,
+    ];
+    let mut spec = Vec::new();
+    let mut cases = Vec::new();
+    for (make, t, p) in &losses {
+        for r in reductions {
+            for sw in [None, Some("w"), Some("wcol"), Some("zero")] {
+                let l = make().with_reduction(r);
+                spec.push(serde_json::json!({"what": "loss", "config": l.keras_config(),
+                    "y_true": [format!("{t}.npy")], "y_pred": [format!("{p}.npy")],
+                    "sample_weight": sw.map(|s| format!("{s}.npy")), "flat": true}));
+                cases.push((l, *t, *p, sw));
+            }
+        }
+    }
+    let spec_path = dir.join("spec.json");
+    std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
+    let out = py(&python, "keras_losses.py", &[&spec_path, &dir]);
+    let want: Vec<Vec<f64>> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    assert_eq!(want.len(), cases.len());
+    for d in devices() {
+        let get = |name: &str| data[name].to_device(&d).unwrap();
+        for (i, ((l, t, p, sw), w)) in cases.iter().zip(&want).enumerate() {
+            let weight = sw.map(get);
+            let v = l.call_weighted(&get(t), &get(p), weight.as_ref()).unwrap();
+            let got = v.to_f64_vec().unwrap();
+            assert_eq!(
+                got.len(),
+                w.len(),
+                "case {i} ({}) on {d}: shape {:?}",
+                spec[i]["config"],
+                v.shape()
+            );
+            for (g, w) in got.iter().zip(w) {
+                assert!(
+                    (g - w).abs() <= 2e-5 + 2e-4 * w.abs(),
+                    "case {i} ({} on {t}/{p}, weights {sw:?}) on {d}: wgflow {g}, Keras {w}",
+                    spec[i]["config"]
+                );
+            }
+        }
+        // Weights that do not broadcast to the values name the loss.
+        let bad = Tensor::ones(&[5], DType::F32, &d).unwrap();
+        let e = MeanSquaredError
+            .call_weighted(&get("reg_t"), &get("reg_p"), Some(&bad))
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::Shape {
+                    op: "mean_squared_error",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+}
+
 /// Keras files compiled with the losses and metrics wgflow has come back
 /// compiled with them (options included); metrics wgflow lacks are
 /// skipped, and a loss option it lacks leaves the model uncompiled.
@@ -973,6 +1208,17 @@ fn keras_compile_configs_with_other_losses_and_metrics() {
         (
             serde_json::json!({"class_name": "Huber", "config": {"reduction": "sum"}}),
             serde_json::json!([]),
+            Some(("huber", vec![])),
+        ),
+        // Keras writes reduction=None as null.
+        (
+            serde_json::json!({"class_name": "MeanSquaredError", "config": {"reduction": null}}),
+            serde_json::json!([]),
+            Some(("mean_squared_error", vec![])),
+        ),
+        (
+            serde_json::json!({"class_name": "MeanSquaredError", "config": {"reduction": "max"}}),
+            serde_json::json!([]),
             None,
         ),
         (
@@ -1026,6 +1272,13 @@ fn keras_compile_configs_with_other_losses_and_metrics() {
                         "{l}"
                     );
                 }
+                use wgflow::nn::losses::Reduction;
+                let want_reduction = match loss.get("config").and_then(|c| c.get("reduction")) {
+                    Some(serde_json::Value::Null) => Reduction::None,
+                    Some(r) if r == "sum" => Reduction::Sum,
+                    _ => Reduction::SumOverBatchSize,
+                };
+                assert_eq!(c.loss.reduction(), want_reduction, "case {i}");
                 // It saves and loads back the same.
                 let again = dir.join(format!("again{i}.keras"));
                 m.save(&again).unwrap();

@@ -158,6 +158,39 @@ fn unsupported_ops_and_opsets_are_typed_errors() {
     assert!(!dir.join("noisy.onnx").exists(), "a failed export left a file");
 }
 
+/// A text model (`Embedding` as Cast and Gather, 1-D pooling) in ONNX
+/// Runtime, at both opsets.
+#[test]
+fn onnx_runtime_runs_text_models() {
+    use wgflow::nn::layers::{Embedding, GlobalAveragePooling1D};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    wgflow::nn::set_random_seed(5);
+    let mut model = Sequential::new()
+        .add(Embedding::new(30, 4))
+        .add(GlobalAveragePooling1D::new())
+        .add(Dense::new(10));
+    model.build(&[7], &d).unwrap();
+    for opset in [13, 17] {
+        let dir = tmp(&format!("text-{opset}"));
+        let file = dir.join("model.onnx");
+        wgflow::onnx::export(&mut model, &file, opset).unwrap();
+        let x = randint(&[5, 7], 0, 30, 3).cast(DType::F32).unwrap();
+        save_npy(&dir.join("x5.npy"), &x);
+        let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+        let out = py(&python, "check_onnx.py", &[&file, &dir, std::path::Path::new("5")]);
+        assert!(out.contains("'Gather'"), "{out}");
+        let (shape, got) = load_npy(&dir.join("ort5.npy"));
+        assert_eq!(shape, vec![5, 10]);
+        assert_close(
+            &got,
+            &want,
+            1e-5,
+            &format!("ONNX Runtime on a text model, opset {opset}"),
+        );
+    }
+}
+
 /// A reduction over no axes changes nothing (as in TensorFlow and wgflow):
 /// ONNX Runtime keeps the shape and values, where ONNX's empty axes would
 /// reduce every axis.

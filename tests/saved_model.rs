@@ -198,6 +198,41 @@ fn tensorflow_loads_wgflow_exports() {
     }
 }
 
+/// A text model (`Embedding`, 1-D pooling) exports too: TensorFlow runs it
+/// on float token ids and gets wgflow's predictions.
+#[test]
+fn tensorflow_runs_wgflow_text_models() {
+    use wgflow::nn::layers::{Embedding, GlobalMaxPooling1D};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    set_random_seed(4);
+    let mut model = Sequential::new()
+        .add(Embedding::new(40, 6))
+        .add(GlobalMaxPooling1D::new())
+        .add(Dense::new(10));
+    model.build(&[9], &d).unwrap();
+    let dir = tmp("tf-text");
+    let export = dir.join("model");
+    model.export(&export).unwrap();
+    for b in [1usize, 7, 64] {
+        let x = randint(&[b, 9], 0, 40, b as u64).cast(DType::F32).unwrap();
+        save_npy(&dir.join(format!("x{b}.npy")), &x);
+        save_npy(&dir.join(format!("want{b}.npy")), &model.call(&x, false).unwrap());
+    }
+    let out = py(&python, "check_wgflow_export.py", &[&export, &dir]);
+    assert!(out.contains("shape: (-1, 9)"), "{out}");
+    for b in [1, 7, 64] {
+        let (_, got) = load_npy(&dir.join(format!("tf{b}.npy")));
+        let (_, want) = load_npy(&dir.join(format!("want{b}.npy")));
+        assert_close(
+            &got,
+            &want,
+            1e-5,
+            &format!("TensorFlow on wgflow's text model, batch {b}"),
+        );
+    }
+}
+
 /// Keras 3's `model.export` of a CNN with batch normalization, trained a
 /// few steps in Python, loads in wgflow and predicts what Keras predicts,
 /// on the CPU device and on every GPU; so does a `tf.Module` saved with

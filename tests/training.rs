@@ -193,6 +193,50 @@ fn layers_compute_and_reject_wrong_inputs() {
     assert!(Dropout::new(1.5).call(&ones, true).is_err());
 }
 
+/// `Embedding` picks rows (float ids truncated as Keras casts them),
+/// returns them in its policy's compute dtype, and refuses what it cannot
+/// index; its gradient adds up the rows a batch used.
+#[test]
+fn embeddings_pick_rows_and_add_up_their_gradients() {
+    use wgflow::nn::Initializer;
+    use wgflow::nn::layers::Embedding;
+    use wgflow::nn::mixed_precision::Policy;
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for d in devices {
+        let table: Vec<f32> = (0..12).map(|v| v as f32).collect();
+        let mut e = Embedding::new(4, 3).embeddings_initializer(Initializer::Zeros);
+        e.build(&[2], &d).unwrap();
+        e.weights()[0]
+            .1
+            .assign(&Tensor::from_vec(table, &[4, 3], &d).unwrap())
+            .unwrap();
+        let ids = Tensor::from_vec(vec![3.7f32, 0.0, 1.2, 3.0], &[2, 2], &d).unwrap();
+        let tape = GradientTape::new();
+        let y = e.call(&ids, true).unwrap();
+        assert_eq!(y.shape(), &[2, 2, 3]);
+        assert_eq!(
+            y.to_vec::<f32>().unwrap(),
+            [9., 10., 11., 0., 1., 2., 3., 4., 5., 9., 10., 11.],
+            "{d}"
+        );
+        let w = e.weights()[0].1.clone();
+        let g = tape.gradient(&y.sum(None, false).unwrap(), &[&w]).unwrap();
+        let g = g[0].as_ref().unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(g, [1., 1., 1., 1., 1., 1., 0., 0., 0., 2., 2., 2.], "{d}");
+        let flags = Tensor::from_vec(vec![true, false], &[2], &d).unwrap();
+        assert!(matches!(e.call(&flags, false).unwrap_err(), Error::DType { .. }));
+        let e4 = Tensor::from_vec(vec![4i32], &[1], &d).unwrap();
+        let err = e.call(&e4, false).and_then(|t| t.to_vec::<f32>()).unwrap_err();
+        assert!(err.to_string().contains("gather"), "{d}: {err}");
+        let mut mixed = Embedding::new(4, 3).dtype(Policy::new("mixed_float16").unwrap());
+        let y = mixed.call(&ids, false).unwrap();
+        assert_eq!((y.dtype(), mixed.weights()[0].1.dtype()), (DType::F16, DType::F32));
+        let mut empty = Embedding::new(0, 3);
+        assert!(empty.call(&ids, false).is_err());
+    }
+}
+
 #[test]
 fn batch_normalization_modes() {
     let d = Device::Cpu;
@@ -650,6 +694,167 @@ fn the_epoch_loss_is_weighted_by_batch_size() {
             );
         }
     }
+}
+
+/// `fit` and `evaluate` with sample weights give Keras 3's logged losses
+/// for each reduction (from tests/python's run of the same model: a
+/// Dense(1) of ones, learning rate 0, batches of 3 and 2, squared errors
+/// 0, 9, 36, 81, 144 weighted 1, 2, 0, 1, 3), on every device, eager and
+/// traced.
+#[test]
+fn sample_weights_and_reductions_give_keras_epoch_losses() {
+    use wgflow::nn::losses::Reduction;
+    let x = t(&[0., 1., 2., 3., 4., 5., 6., 7., 8., 9.], &[5, 2]);
+    let y = t(&[1., 2., 3., 4., 5.], &[5]);
+    let w = t(&[1., 2., 0., 1., 3.], &[5]);
+    let mut devices = gpus();
+    devices.push(Device::Cpu);
+    for d in devices {
+        for eager in [false, true] {
+            for (r, want) in [
+                (Reduction::SumOverBatchSize, 106.2),
+                (Reduction::Sum, 216.0),
+                (Reduction::MeanWithSampleWeight, 54.9),
+                (Reduction::None, 106.2),
+            ] {
+                let mut m = Sequential::new().add(Dense::new(1).kernel_initializer(wgflow::nn::Initializer::Ones));
+                m.build(&[2], &d).unwrap();
+                m.compile(SGD::new(0.0), MeanSquaredError.with_reduction(r), ());
+                m.set_run_eagerly(eager).unwrap();
+                let args = FitArgs {
+                    batch_size: 3,
+                    shuffle: false,
+                    verbose: false,
+                    sample_weight: Some(w.clone()),
+                    ..FitArgs::default()
+                };
+                let got = m.fit(&x, &y, args).unwrap().get("loss").unwrap()[0];
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "{d} eager {eager} {r:?}: fit loss {got}, Keras {want}"
+                );
+                let got = m.evaluate_weighted(&x, &y, &w, 3).unwrap()[0].1;
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "{d} eager {eager} {r:?}: evaluate {got}, Keras {want}"
+                );
+            }
+        }
+    }
+}
+
+/// `class_weight` trains as the sample weights Keras derives from it
+/// (the label, or a one-hot row's argmax; 1 for classes not listed), and
+/// a dataset's `(x, y, sample_weight)` elements train as `fit`'s own.
+#[test]
+fn class_weights_are_sample_weights_of_each_label() {
+    let (x, y) = toy(60, 4);
+    let labels = y.to_vec::<i32>().unwrap();
+    let cw = std::collections::HashMap::from([(0usize, 3.0), (2, 0.25), (7, 9.0)]);
+    let sw: Vec<f32> = labels
+        .iter()
+        .map(|&l| cw.get(&(l as usize)).map_or(1.0, |&v| v as f32))
+        .collect();
+    let sw = t(&sw, &[60]);
+    let onehot = ops::layout::one_hot(&y, 4, 1.0, 0.0, DType::F32).unwrap();
+    let args = |sample: Option<Tensor>, class: Option<std::collections::HashMap<usize, f64>>| FitArgs {
+        batch_size: 16,
+        epochs: 2,
+        shuffle: false,
+        verbose: false,
+        device: Some(Device::Cpu),
+        sample_weight: sample,
+        class_weight: class,
+        ..FitArgs::default()
+    };
+    let train = |onehot_labels: bool, a: FitArgs| {
+        let mut m = mlp(8, &Device::Cpu);
+        if onehot_labels {
+            m.compile(SGD::new(0.1), CategoricalCrossentropy::new(true), ());
+            m.fit(&x, &onehot, a).unwrap();
+        } else {
+            m.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), ());
+            m.fit(&x, &y, a).unwrap();
+        }
+        m.trainable_variables()
+            .iter()
+            .map(|v| v.value().to_vec::<f32>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    let by_sample = train(false, args(Some(sw.clone()), None));
+    let unweighted = train(false, args(None, None));
+    assert_ne!(by_sample, unweighted, "the weights changed nothing");
+    for onehot_labels in [false, true] {
+        let by_class = train(onehot_labels, args(None, Some(cw.clone())));
+        for (a, b) in by_class.iter().zip(&by_sample) {
+            assert!(
+                close(a, b, 1e-5),
+                "one-hot {onehot_labels}: class weights differ from sample weights"
+            );
+        }
+    }
+    // The same weights carried by a dataset's elements.
+    let ds = wgflow::data::Dataset::from_tensor_slices(&[x.clone(), y.clone(), sw.clone()])
+        .unwrap()
+        .batch(16, false)
+        .unwrap();
+    let mut m = mlp(8, &Device::Cpu);
+    m.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), ());
+    m.fit_dataset(&ds, args(None, None)).unwrap();
+    let from_ds: Vec<Vec<f32>> = m
+        .trainable_variables()
+        .iter()
+        .map(|v| v.value().to_vec::<f32>().unwrap())
+        .collect();
+    for (a, b) in from_ds.iter().zip(&by_sample) {
+        assert!(close(a, b, 1e-5), "dataset weights differ from fit's");
+    }
+    // And class weights applied to a dataset's (x, y) elements.
+    let ds2 = wgflow::data::Dataset::from_tensor_slices(&[x.clone(), y.clone()])
+        .unwrap()
+        .batch(16, false)
+        .unwrap();
+    let mut m = mlp(8, &Device::Cpu);
+    m.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), ());
+    m.fit_dataset(&ds2, args(None, Some(cw.clone()))).unwrap();
+    let from_ds: Vec<Vec<f32>> = m
+        .trainable_variables()
+        .iter()
+        .map(|v| v.value().to_vec::<f32>().unwrap())
+        .collect();
+    for (a, b) in from_ds.iter().zip(&by_sample) {
+        assert!(close(a, b, 1e-5), "dataset class weights differ from fit's");
+    }
+    // Misuse is a typed error.
+    let mut m = mlp(8, &Device::Cpu);
+    m.compile(SGD::new(0.1), SparseCategoricalCrossentropy::new(true), ());
+    let e = m.fit(&x, &y, args(Some(sw.clone()), Some(cw.clone()))).unwrap_err();
+    assert!(e.to_string().contains("class_weight and sample_weight"), "{e}");
+    let e = m.fit(&x, &y, args(Some(t(&[1.0; 59], &[59])), None)).unwrap_err();
+    assert!(matches!(e, Error::Shape { op: "fit", .. }), "{e}");
+    let e = m.fit_dataset(&ds, args(None, Some(cw.clone()))).unwrap_err();
+    assert!(e.to_string().contains("class_weight and sample_weight"), "{e}");
+    let e = m.fit_dataset(&ds2, args(Some(sw.clone()), None)).unwrap_err();
+    assert!(e.to_string().contains("(x, y, sample_weight)"), "{e}");
+    let e = m.evaluate_weighted(&x, &y, &t(&[1.0; 3], &[3]), 8).unwrap_err();
+    assert!(matches!(e, Error::Shape { .. }), "{e}");
+    // A custom loss without per-example values cannot take weights.
+    struct Custom;
+    impl Loss for Custom {
+        fn name(&self) -> &'static str {
+            "custom"
+        }
+        fn call(&self, t: &Tensor, p: &Tensor) -> wgflow::Result<Tensor> {
+            MeanSquaredError.call(t, p)
+        }
+    }
+    let yf = y.cast(DType::F32).unwrap().reshape(&[60, 1]).unwrap();
+    let mut m = Sequential::new().add(Dense::new(1));
+    m.build(&[4], &Device::Cpu).unwrap();
+    m.compile(SGD::new(0.1), Custom, ());
+    m.fit(&x, &yf, args(None, None)).unwrap();
+    let e = m.fit(&x, &yf, args(Some(sw), None)).unwrap_err();
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
 }
 
 #[test]

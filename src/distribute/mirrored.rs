@@ -9,6 +9,7 @@ use super::{OP, flat_host, host_sum, read_back_all, rows, split_range, unflat};
 use crate::autodiff::{GradientTape, without_recording};
 use crate::core::error::{Error, Result};
 use crate::function::Traced;
+use crate::nn::losses::Reduction;
 use crate::nn::model::{Compiled, FitArgs, FitTarget, History, Logs, Model, epoch_batches, fit_loop};
 use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
@@ -260,11 +261,45 @@ impl<M: Model> Mirrored<M> {
         c: &Compiled,
         x: &Tensor,
         y: &Tensor,
+        w: Option<&Tensor>,
         n: usize,
         g: usize,
         loss_scale: f32,
     ) -> Result<Vec<Part>> {
         let (offset, total) = self.span();
+        let reduction = c.loss.reduction();
+        if reduction == Reduction::None {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the loss {:?} has reduction \"none\": a distributed step needs a scalar loss",
+                    c.loss.name()
+                ),
+            ));
+        }
+        // What each replica's loss is multiplied by so that the replicas'
+        // losses (and gradients) sum to the global batch's.
+        let weight_sum = |lo: usize, hi: usize| -> Result<f64> {
+            match w {
+                Some(w) => Ok(rows(w, lo, hi)?.to_f64_vec()?.iter().sum()),
+                None => Ok((hi - lo) as f64),
+            }
+        };
+        let total_weight = weight_sum(0, n)?;
+        let share = |lo: usize, hi: usize| -> Result<f64> {
+            Ok(match reduction {
+                Reduction::Sum => 1.0,
+                Reduction::MeanWithSampleWeight if w.is_some() => {
+                    // divide_no_nan: weights summing to 0 give a loss of 0.
+                    if total_weight == 0.0 {
+                        0.0
+                    } else {
+                        weight_sum(lo, hi)? / total_weight
+                    }
+                }
+                _ => (hi - lo) as f64 / n as f64,
+            })
+        };
         let mut parts = Vec::new();
         for i in 0..self.replicas.len() {
             let (lo, hi) = split_range(n, total, offset + i);
@@ -284,13 +319,13 @@ impl<M: Model> Mirrored<M> {
             let d = &self.devices[i];
             let xi = rows(x, lo, hi)?.to_device(d)?;
             let yi = rows(y, lo, hi)?.to_device(d)?;
-            let scale = Tensor::scalar((hi - lo) as f32 / n as f32 * loss_scale, d)?;
+            let scale = Tensor::scalar(share(lo, hi)? as f32 * loss_scale, d)?;
             let model = &mut self.replicas[i];
             let loss_fn = &c.loss;
             let mut step = |b: &[Tensor]| -> Result<Vec<Tensor>> {
                 let tape = GradientTape::new();
                 let pred = model.call(&b[0], true)?;
-                let loss = loss_fn.call(&b[1], &pred)?.mul(&b[2])?;
+                let loss = loss_fn.call_weighted(&b[1], &pred, b.get(3))?.mul(&b[2])?;
                 let vars = model.trainable_variables();
                 let refs: Vec<&Variable> = vars.iter().collect();
                 let grads = tape.gradient(&loss, &refs)?;
@@ -304,7 +339,10 @@ impl<M: Model> Mirrored<M> {
                 }
                 Ok(out)
             };
-            let args = [xi, yi, scale];
+            let mut args = vec![xi, yi, scale];
+            if let Some(w) = w {
+                args.push(rows(w, lo, hi)?.to_device(d)?);
+            }
             // Outputs 2.. are the gradients.
             let mut buckets = Buckets::new(self.pack);
             let mut ready = |k: usize, t: &Tensor| if k >= 2 { buckets.ready(k, t) } else { Ok(()) };
@@ -377,7 +415,7 @@ impl<M: Model> Mirrored<M> {
     /// One global batch: per-replica gradients, the host sum (and the sum
     /// across workers), one update on replica 0, weights copied to the
     /// other local replicas. Returns the global loss (on replica 0's device).
-    fn train_batch(&mut self, x: &Tensor, y: &Tensor) -> Result<Tensor> {
+    fn train_batch(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Tensor> {
         let n = x.shape().first().copied().unwrap_or(0);
         if n == 0 {
             return Err(Error::arg(OP, "an empty batch"));
@@ -386,21 +424,21 @@ impl<M: Model> Mirrored<M> {
             .compiled()
             .take()
             .ok_or_else(|| Error::arg(OP, "compile the mirrored model before fit"))?;
-        let result = self.step_with(&mut c, x, y, n);
+        let result = self.step_with(&mut c, x, y, w, n);
         *self.replicas[0].compiled() = Some(c);
         let loss = result?;
         self.broadcast(true, false)?;
         Ok(loss)
     }
 
-    fn step_with(&mut self, c: &mut Compiled, x: &Tensor, y: &Tensor, n: usize) -> Result<Tensor> {
+    fn step_with(&mut self, c: &mut Compiled, x: &Tensor, y: &Tensor, w: Option<&Tensor>, n: usize) -> Result<Tensor> {
         let vars0 = self.replicas[0].trainable_variables();
         let shapes: Vec<Vec<usize>> = vars0.iter().map(|v| v.shape()).collect();
         let g: usize = shapes.iter().map(|s| s.iter().product::<usize>()).sum();
         // One scale for every replica and worker: each worker's optimizer
         // sees the same summed gradients, so their scales move together.
         let loss_scale = c.optimizer.loss_scale()?.unwrap_or(1.0) as f32;
-        let local = self.local_parts(c, x, y, n, g, loss_scale);
+        let local = self.local_parts(c, x, y, w, n, g, loss_scale);
         let cross = self.others().cloned();
         let Some(pred_shape) = self.agree_pred_shape(&local)? else {
             self.agreed_error = cross.is_some();
@@ -454,7 +492,8 @@ impl<M: Model> Mirrored<M> {
         let pred = Tensor::from_slice(&buf[g + 2..], &pshape, d0)?;
         let y0 = y.to_device(d0)?;
         without_recording(|| -> Result<()> {
-            c.loss_tracker.update(&loss)?;
+            // Weighted by the batch size, as one model's step does.
+            c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
             for m in c.metrics.iter_mut() {
                 m.update_state(&y0, &pred)?;
             }
@@ -640,10 +679,14 @@ impl<M: Model> FitTarget for Fitting<'_, M> {
     }
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
         match batch.as_slice() {
-            [x, y] => self.m.train_batch(x, y),
+            [x, y] => self.m.train_batch(x, y, None),
+            [x, y, w] => self.m.train_batch(x, y, Some(w)),
             _ => Err(Error::arg(
                 OP,
-                format!("dataset elements need (x, y), got {} tensors", batch.len()),
+                format!(
+                    "dataset elements need (x, y) or (x, y, sample_weight), got {} tensors",
+                    batch.len()
+                ),
             )),
         }
     }

@@ -25,9 +25,9 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Flatten,
-    GlobalAveragePooling2D, GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling2D, Rescaling, Reshape,
-    SeparableConv2D, ZeroPadding2D,
+    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization,
+    LeakyReLU, MaxPooling2D, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -659,7 +659,7 @@ fn carry_policies(layers: &mut [Value]) {
         };
         if matches!(
             class.as_str(),
-            "Dense" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D"
+            "Dense" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D" | "Embedding"
         ) {
             current = name.clone();
         } else {
@@ -740,8 +740,8 @@ pub(crate) fn metric_class(loss: &str) -> Option<&'static str> {
 }
 
 /// A Keras loss (a name or `{class_name, config}`) as a wgflow loss.
-/// Options that change the loss and that wgflow lacks (a non-mean
-/// reduction, `ignore_class`, another axis) are refused rather than dropped.
+/// Options that change the loss and that wgflow lacks (`ignore_class`,
+/// another axis) are refused rather than dropped.
 fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses::Loss>, String> {
     use super::losses::*;
     let num = |k: &str, d: f64| -> std::result::Result<f64, String> {
@@ -754,11 +754,15 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
     };
     let logits = c.get("from_logits").and_then(Value::as_bool).unwrap_or(false);
     let refuse = |k: &str, v: &Value| Err(format!("loss {name:?} with {k} = {v} is not supported"));
-    if let Some(r) = c.get("reduction").filter(|r| !r.is_null())
-        && !matches!(r.as_str(), Some("sum_over_batch_size" | "auto"))
-    {
-        return refuse("reduction", r);
-    }
+    // A missing key is the default; `null` is Keras' `reduction=None`.
+    let reduction = match c.get("reduction") {
+        None => Reduction::SumOverBatchSize,
+        Some(r) if r.is_null() || r.is_string() => match Reduction::from_keras(r.as_str()) {
+            Ok(r) => r,
+            Err(_) => return refuse("reduction", r),
+        },
+        Some(r) => return refuse("reduction", r),
+    };
     if let Some(v) = c.get("ignore_class").filter(|v| !v.is_null()) {
         return refuse("ignore_class", v);
     }
@@ -774,7 +778,7 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
     {
         return refuse("label_smoothing", &c["label_smoothing"]);
     }
-    Ok(match n {
+    let loss: Box<dyn Loss> = match n {
         "sparse_categorical_crossentropy" => Box::new(SparseCategoricalCrossentropy::new(logits)),
         "categorical_crossentropy" => Box::new(CategoricalCrossentropy::new(logits).label_smoothing(smooth)),
         "binary_crossentropy" => Box::new(BinaryCrossentropy::new(logits).label_smoothing(smooth)),
@@ -795,6 +799,11 @@ fn loss_from(name: &str, c: &Value) -> std::result::Result<Box<dyn super::losses
             axis: c.get("axis").and_then(Value::as_i64).unwrap_or(-1),
         }),
         other => return Err(format!("loss {other:?} has no wgflow loss")),
+    };
+    Ok(if reduction == Reduction::SumOverBatchSize {
+        loss
+    } else {
+        Box::new(loss.with_reduction(reduction))
     })
 }
 
@@ -1108,6 +1117,7 @@ impl<'a> Opts<'a> {
             "gamma_initializer",
             "moving_mean_initializer",
             "moving_variance_initializer",
+            "embeddings_initializer",
             "seed",
         ] {
             self.known.push(k);
@@ -1348,6 +1358,26 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         "Softmax" => {
             o.fixed("axis", json!(-1))?;
             Box::new(ActivationLayer::new(Activation::Softmax))
+        }
+        "Embedding" => {
+            o.fixed("mask_zero", json!(false))?;
+            o.fixed("embeddings_regularizer", Value::Null)?;
+            o.fixed("embeddings_constraint", Value::Null)?;
+            o.fixed("quantization_config", Value::Null)?;
+            o.fixed("lora_rank", Value::Null)?;
+            // Keras 2's input_length only states the input shape.
+            o.get("input_length");
+            let l = Embedding::new(o.usize("input_dim", None)?, o.usize("output_dim", None)?).dtype(o.policy()?);
+            Box::new(l)
+        }
+        "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.fixed("keepdims", json!(false))?;
+            if class == "GlobalMaxPooling1D" {
+                Box::new(GlobalMaxPooling1D::new())
+            } else {
+                Box::new(GlobalAveragePooling1D::new())
+            }
         }
         _ => return Err(format!("layer class {class:?} has no wgflow layer")),
     };

@@ -1,7 +1,9 @@
-//! Keras losses (`keras.losses`). Each returns the mean over the batch
-//! (Keras' `sum_over_batch_size` reduction) as a scalar tensor, built from
-//! differentiable ops ([`crate::ops`]) so a
-//! [`GradientTape`](crate::autodiff::GradientTape) can take its gradient.
+//! Keras losses (`keras.losses`). Each gives one value per example
+//! ([`Loss::values`], Keras' loss functions) and reduces them, times any
+//! sample weights, as its [`Reduction`] says: by default the mean over the
+//! batch (Keras' `sum_over_batch_size`), a scalar tensor. They are built
+//! from differentiable ops ([`crate::ops`]) so a
+//! [`GradientTape`](crate::autodiff::GradientTape) can take their gradient.
 //!
 //! [`crate::nn::model::Model::compile`] takes one; the matching accuracy is
 //! in [`crate::nn::metrics`]. With `from_logits = true` the model's last
@@ -13,21 +15,241 @@ use crate::core::error::{Error, Result};
 use crate::ops::softmax;
 use crate::tensor::Tensor;
 
+/// Keras' `reduction=`: how a loss turns its per-example values, each
+/// multiplied by its sample weight, into the loss.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Reduction {
+    /// `"sum_over_batch_size"` (Keras' default): the sum divided by the
+    /// number of values (0 when there are none).
+    #[default]
+    SumOverBatchSize,
+    /// `"sum"`: the sum.
+    Sum,
+    /// `"mean"`: Keras 3's other name for `sum_over_batch_size`.
+    Mean,
+    /// `"mean_with_sample_weight"`: the sum divided by the sum of the
+    /// sample weights (0 where they sum to 0), by the number of values
+    /// when there are none.
+    MeanWithSampleWeight,
+    /// `"none"` (Keras' `reduction=None`): the weighted values themselves.
+    /// Training with it takes the gradient of their sum and reports their
+    /// mean, as Keras on TensorFlow does.
+    None,
+}
+
+impl Reduction {
+    /// The name Keras gives it in a loss config (`None` is written as `"none"`).
+    pub fn keras_name(self) -> &'static str {
+        match self {
+            Reduction::SumOverBatchSize => "sum_over_batch_size",
+            Reduction::Sum => "sum",
+            Reduction::Mean => "mean",
+            Reduction::MeanWithSampleWeight => "mean_with_sample_weight",
+            Reduction::None => "none",
+        }
+    }
+
+    /// The reduction a Keras config names (`null` is `None`, as Keras reads
+    /// it; Keras 2's `"auto"` is the default).
+    ///
+    /// Returns [`Error::InvalidArgument`] for another name.
+    pub fn from_keras(name: Option<&str>) -> Result<Reduction> {
+        Ok(match name {
+            None | Some("none") => Reduction::None,
+            Some("sum_over_batch_size" | "auto") => Reduction::SumOverBatchSize,
+            Some("sum") => Reduction::Sum,
+            Some("mean") => Reduction::Mean,
+            Some("mean_with_sample_weight") => Reduction::MeanWithSampleWeight,
+            Some(other) => {
+                return Err(Error::arg(
+                    "Loss",
+                    format!(
+                        "reduction {other:?} is not one of sum_over_batch_size, sum, mean, mean_with_sample_weight, none"
+                    ),
+                ));
+            }
+        })
+    }
+}
+
 /// `keras.losses.Loss`: a scalar to minimize from labels and predictions.
-/// Implement it for a custom loss; `Send` so a compiled model can move
-/// between threads.
+/// `Send` so a compiled model can move between threads.
+///
+/// A custom loss implements [`Loss::values`] (one value per example; then
+/// reductions and sample weights work as for the built-in ones) or only
+/// [`Loss::call`] (then it cannot take sample weights).
 pub trait Loss: Send {
     /// The Keras function name ("mean_squared_error", ...).
     fn name(&self) -> &'static str;
-    /// `loss(y_true, y_pred)`: the batch mean as a scalar on `y_pred`'s
-    /// device (`y_true` is moved there and cast to its dtype).
+    /// Keras' loss function (`keras.losses.mean_squared_error`, ...): the
+    /// unreduced, unweighted values, one per example for most losses
+    /// (`y_pred`'s shape without its last axis), on `y_pred`'s device.
+    ///
+    /// Returns [`Error::Shape`] when the two do not fit together, and
+    /// [`Error::Unimplemented`] for a custom loss that defines only `call`.
+    fn values(&self, _y_true: &Tensor, _y_pred: &Tensor) -> Result<Tensor> {
+        Err(Error::Unimplemented {
+            what: format!("per-example values of the loss {:?}", self.name()),
+            msg: "a custom loss that implements only Loss::call cannot take sample weights or another reduction; implement Loss::values".into(),
+        })
+    }
+    /// How [`Loss::call`] reduces the values
+    /// ([`Reduction::SumOverBatchSize`] unless set by [`Loss::with_reduction`]).
+    fn reduction(&self) -> Reduction {
+        Reduction::SumOverBatchSize
+    }
+    /// `loss(y_true, y_pred)`: the values reduced by [`Loss::reduction`]
+    /// (by default the batch mean as a scalar) on `y_pred`'s device
+    /// (`y_true` is moved there and cast to its dtype).
     ///
     /// Returns [`Error::Shape`] when the two do not fit together.
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor>;
+    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        reduce_weighted(self.name(), &self.values(y_true, y_pred)?, None, self.reduction())
+    }
+    /// `loss(y_true, y_pred, sample_weight)`: each value times its weight
+    /// before the reduction, as Keras' `reduce_weighted_values` does (a
+    /// trailing axis of 1 on either side is squeezed or expanded, then the
+    /// weights broadcast: `[batch]` weights one value per example).
+    ///
+    /// Returns [`Error::Shape`] when the weights do not broadcast to the
+    /// values, and the errors of [`Loss::values`].
+    fn call_weighted(&self, y_true: &Tensor, y_pred: &Tensor, sample_weight: Option<&Tensor>) -> Result<Tensor> {
+        match sample_weight {
+            None => self.call(y_true, y_pred),
+            Some(w) => reduce_weighted(self.name(), &self.values(y_true, y_pred)?, Some(w), self.reduction()),
+        }
+    }
+    /// The loss with another reduction: Keras'
+    /// `MeanSquaredError(reduction="sum")` is
+    /// `MeanSquaredError.with_reduction(Reduction::Sum)`.
+    fn with_reduction(self, reduction: Reduction) -> Reduced<Self>
+    where
+        Self: Sized,
+    {
+        Reduced { loss: self, reduction }
+    }
     /// The loss as a Keras `compile_config` entry: its name, or an object
     /// where an option (`from_logits`) differs from the name's default.
     fn keras_config(&self) -> serde_json::Value {
         self.name().into()
+    }
+}
+
+/// Keras' `reduce_weighted_values`: `values` times `sample_weight` (after
+/// squeezing or expanding a trailing 1 to the same rank), reduced by
+/// `reduction`. A scalar is returned as it is, as Keras does. `op` names
+/// the loss in errors.
+///
+/// Returns [`Error::Shape`] when the weights do not broadcast to the values.
+pub fn reduce_weighted(
+    op: &'static str,
+    values: &Tensor,
+    sample_weight: Option<&Tensor>,
+    reduction: Reduction,
+) -> Result<Tensor> {
+    let (values, weight) = match sample_weight {
+        None => (values.clone(), None),
+        Some(w) => {
+            let w = w.to_device(values.device())?.cast(values.dtype())?;
+            let (v, w) = same_rank(values, &w)?;
+            if crate::core::shape::broadcast(op, v.shape(), w.shape()).is_err() {
+                return Err(Error::shape(
+                    op,
+                    &[values.shape(), w.shape()],
+                    "sample_weight does not broadcast to the loss's per-example values",
+                ));
+            }
+            (v.mul(&w)?, Some(w))
+        }
+    };
+    if reduction == Reduction::None || values.rank() == 0 {
+        return Ok(values);
+    }
+    let count = || -> Result<Tensor> {
+        if values.numel() == 0 {
+            values.sum(None, false)
+        } else {
+            values.mean(None, false)
+        }
+    };
+    match (reduction, weight) {
+        (Reduction::Sum, _) => values.sum(None, false),
+        (Reduction::MeanWithSampleWeight, Some(w)) => {
+            // divide_no_nan, with a divisor that keeps the gradient finite.
+            let total = w.sum(None, false)?;
+            let zero = total.equal(&total.zeros_like()?)?;
+            let safe = zero.where_(&total.ones_like()?, &total)?;
+            zero.where_(&total.zeros_like()?, &values.sum(None, false)?.div(&safe)?)
+        }
+        _ => count(),
+    }
+}
+
+/// A loss with another [`Reduction`]: what [`Loss::with_reduction`] makes.
+#[derive(Clone, Copy, Debug)]
+pub struct Reduced<L> {
+    /// The loss whose values are reduced.
+    pub loss: L,
+    /// How they are reduced.
+    pub reduction: Reduction,
+}
+
+impl<L: Loss> Loss for Reduced<L> {
+    fn name(&self) -> &'static str {
+        self.loss.name()
+    }
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        self.loss.values(y_true, y_pred)
+    }
+    fn reduction(&self) -> Reduction {
+        self.reduction
+    }
+    fn keras_config(&self) -> serde_json::Value {
+        let mut c = self.loss.keras_config();
+        if self.reduction == Reduction::SumOverBatchSize {
+            return c;
+        }
+        if let Some(name) = c.as_str()
+            && let Some(class) = class_of(name)
+        {
+            c = loss_config(class, name, &[], false);
+        }
+        if let Some(config) = c.get_mut("config").and_then(serde_json::Value::as_object_mut) {
+            config.insert("reduction".into(), self.reduction.keras_name().into());
+        }
+        c
+    }
+}
+
+/// The Keras class of a built-in loss's function name.
+fn class_of(name: &str) -> Option<&'static str> {
+    Some(match name {
+        "mean_squared_error" => "MeanSquaredError",
+        "mean_absolute_error" => "MeanAbsoluteError",
+        "mean_absolute_percentage_error" => "MeanAbsolutePercentageError",
+        "mean_squared_logarithmic_error" => "MeanSquaredLogarithmicError",
+        "huber" => "Huber",
+        "log_cosh" => "LogCosh",
+        "kl_divergence" => "KLDivergence",
+        "poisson" => "Poisson",
+        "hinge" => "Hinge",
+        "squared_hinge" => "SquaredHinge",
+        "categorical_hinge" => "CategoricalHinge",
+        "cosine_similarity" => "CosineSimilarity",
+        "binary_crossentropy" => "BinaryCrossentropy",
+        "categorical_crossentropy" => "CategoricalCrossentropy",
+        "sparse_categorical_crossentropy" => "SparseCategoricalCrossentropy",
+        _ => return None,
+    })
+}
+
+/// The mean over the last axis, as Keras' elementwise losses take it (a
+/// scalar stays as it is).
+fn mean_last(x: Tensor) -> Result<Tensor> {
+    if x.rank() == 0 {
+        Ok(x)
+    } else {
+        x.mean(Some(&[-1]), false)
     }
 }
 
@@ -58,8 +280,17 @@ impl Loss for Box<dyn Loss> {
     fn name(&self) -> &'static str {
         (**self).name()
     }
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+        (**self).values(y_true, y_pred)
+    }
+    fn reduction(&self) -> Reduction {
+        (**self).reduction()
+    }
     fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         (**self).call(y_true, y_pred)
+    }
+    fn call_weighted(&self, y_true: &Tensor, y_pred: &Tensor, sample_weight: Option<&Tensor>) -> Result<Tensor> {
+        (**self).call_weighted(y_true, y_pred, sample_weight)
     }
     fn keras_config(&self) -> serde_json::Value {
         (**self).keras_config()
@@ -132,9 +363,9 @@ impl Loss for MeanSquaredError {
     fn name(&self) -> &'static str {
         "mean_squared_error"
     }
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         let (t, p) = paired(self.name(), y_true, y_pred)?;
-        t.squared_difference(&p)?.mean(None, false)
+        mean_last(t.squared_difference(&p)?)
     }
 }
 
@@ -147,9 +378,9 @@ impl Loss for MeanAbsoluteError {
     fn name(&self) -> &'static str {
         "mean_absolute_error"
     }
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         let (t, p) = paired(self.name(), y_true, y_pred)?;
-        t.sub(&p)?.abs()?.mean(None, false)
+        mean_last(t.sub(&p)?.abs()?)
     }
 }
 
@@ -194,7 +425,7 @@ impl Loss for BinaryCrossentropy {
             self.label_smoothing,
         )
     }
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         smoothing(self.name(), self.label_smoothing)?;
         let scores = scores_of(y_pred, self.from_logits)?;
         let (z, y_pred) = paired(self.name(), y_true, y_pred)?;
@@ -214,7 +445,7 @@ impl Loss for BinaryCrossentropy {
             let one = p.ones_like()?;
             z.mul(&p.log()?)?.add(&one.sub(&z)?.mul(&one.sub(&p)?.log()?)?)?.neg()?
         };
-        l.mean(None, false)
+        mean_last(l)
     }
 }
 
@@ -292,7 +523,7 @@ impl Loss for CategoricalCrossentropy {
             self.label_smoothing,
         )
     }
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         smoothing(self.name(), self.label_smoothing)?;
         if y_true.shape() != y_pred.shape() || y_pred.rank() == 0 {
             return Err(Error::shape(
@@ -316,7 +547,7 @@ impl Loss for CategoricalCrossentropy {
             let p = y_pred.div(&y_pred.sum(Some(&[-1]), true)?)?;
             clip(&p)?.log()?
         };
-        z.mul(&logp)?.sum(Some(&[-1]), false)?.neg()?.mean(None, false)
+        z.mul(&logp)?.sum(Some(&[-1]), false)?.neg()
     }
 }
 
@@ -349,7 +580,7 @@ impl Loss for SparseCategoricalCrossentropy {
             0.0,
         )
     }
-    fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+    fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
         if y_pred.rank() != 2 || (y_true.rank() != 1 && !(y_true.rank() == 2 && y_true.shape()[1] == 1)) {
             return Err(Error::shape(
                 self.name(),
@@ -376,14 +607,14 @@ impl Loss for SparseCategoricalCrossentropy {
             Some(x) => x,
             None => clip(y_pred)?.log()?,
         };
-        softmax::sparse_softmax_cross_entropy_with_logits(&labels, &logits)?.mean(None, false)
+        softmax::sparse_softmax_cross_entropy_with_logits(&labels, &logits)
     }
 }
 
 /// The Keras losses of one value per example from `y_true` and `y_pred`
 /// of the same shape (after Keras' trailing-1 squeeze or expand): `f`
-/// gives the per-element or per-example terms, whose batch mean is the
-/// loss. Each keeps its options and writes them to its Keras config.
+/// gives the per-example values (elementwise terms are averaged over the
+/// last axis, as Keras' functions do). Each keeps its options and writes them to its Keras config.
 macro_rules! pairwise_loss {
     (@def $(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
@@ -419,11 +650,11 @@ macro_rules! pairwise_loss {
                 let defaults = true $($(&& self.$opt == $def)*)?;
                 loss_config($class, $fname, &options, defaults)
             }
-            fn call(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
+            fn values(&self, y_true: &Tensor, y_pred: &Tensor) -> Result<Tensor> {
                 let ($yt, $yp) = paired(self.name(), y_true, y_pred)?;
                 let $s = self;
                 let per: Tensor = $body;
-                per.mean(None, false)
+                Ok(per)
             }
         }
     };
@@ -438,7 +669,7 @@ pairwise_loss!(
         let near = a.less_equal(&a.scalar_like(s.delta)?)?;
         let quad = e.square()?.mul_scalar(0.5)?;
         let lin = a.mul_scalar(s.delta)?.add_scalar(-0.5 * s.delta * s.delta)?;
-        near.where_(&quad, &lin)?
+        mean_last(near.where_(&quad, &lin)?)?
     }
 );
 
@@ -447,7 +678,7 @@ pairwise_loss!(
     /// `x + softplus(-2x) - log 2` so that it never overflows.
     LogCosh, "LogCosh", "log_cosh", |_s, t, p| {
         let x = p.sub(&t)?;
-        x.add(&x.mul_scalar(-2.0)?.softplus()?)?.add_scalar(-std::f64::consts::LN_2)?
+        mean_last(x.add(&x.mul_scalar(-2.0)?.softplus()?)?.add_scalar(-std::f64::consts::LN_2)?)?
     }
 );
 
@@ -456,7 +687,7 @@ pairwise_loss!(
     /// `(log(max(y_pred, eps) + 1) - log(max(y_true, eps) + 1))^2`.
     MeanSquaredLogarithmicError, "MeanSquaredLogarithmicError", "mean_squared_logarithmic_error", |_s, t, p| {
         let l = |x: &Tensor| x.maximum(&x.scalar_like(EPS)?)?.add_scalar(1.0)?.log();
-        l(&p)?.squared_difference(&l(&t)?)?
+        mean_last(l(&p)?.squared_difference(&l(&t)?)?)?
     }
 );
 
@@ -465,7 +696,7 @@ pairwise_loss!(
     /// `100 |y_true - y_pred| / max(|y_true|, eps)`.
     MeanAbsolutePercentageError, "MeanAbsolutePercentageError", "mean_absolute_percentage_error", |_s, t, p| {
         let a = t.abs()?;
-        t.sub(&p)?.div(&a.maximum(&a.scalar_like(EPS)?)?)?.abs()?.mul_scalar(100.0)?
+        mean_last(t.sub(&p)?.div(&a.maximum(&a.scalar_like(EPS)?)?)?.abs()?.mul_scalar(100.0)?)?
     }
 );
 
@@ -482,7 +713,7 @@ pairwise_loss!(
 pairwise_loss!(
     /// `keras.losses.Poisson`: `y_pred - y_true log(y_pred + eps)`.
     Poisson, "Poisson", "poisson", |_s, t, p| {
-        p.sub(&t.mul(&p.add_scalar(EPS)?.log()?)?)?
+        mean_last(p.sub(&t.mul(&p.add_scalar(EPS)?.log()?)?)?)?
     }
 );
 
@@ -491,7 +722,7 @@ pairwise_loss!(
     /// (labels that are all 0 or 1 become -1 or 1, as Keras does).
     Hinge, "Hinge", "hinge", |_s, t, p| {
         let t = hinge_labels(&t)?;
-        t.mul(&p)?.neg()?.add_scalar(1.0)?.relu()?
+        mean_last(t.mul(&p)?.neg()?.add_scalar(1.0)?.relu()?)?
     }
 );
 
@@ -500,7 +731,7 @@ pairwise_loss!(
     /// for [`Hinge`].
     SquaredHinge, "SquaredHinge", "squared_hinge", |_s, t, p| {
         let t = hinge_labels(&t)?;
-        t.mul(&p)?.neg()?.add_scalar(1.0)?.relu()?.square()?
+        mean_last(t.mul(&p)?.neg()?.add_scalar(1.0)?.relu()?.square()?)?
     }
 );
 

@@ -110,6 +110,17 @@ pub struct FitArgs {
     /// Keras' `steps_per_epoch`: end each epoch after this many batches
     /// (`None`: when the data runs out).
     pub steps_per_epoch: Option<usize>,
+    /// Keras' `sample_weight`: one weight per example (`[n]`, or a shape
+    /// that broadcasts to the loss's per-example values, first axis `n`);
+    /// each example's loss is multiplied by it before the loss's
+    /// reduction. Metrics stay unweighted, as Keras' `metrics` are.
+    /// [`Model::fit`] only; a dataset's elements carry their weights as
+    /// `(x, y, sample_weight)`.
+    pub sample_weight: Option<Tensor>,
+    /// Keras' `class_weight`: the weight of each example's class (its label,
+    /// or the argmax of a one-hot label), 1 for a class not listed. Not
+    /// together with `sample_weight`.
+    pub class_weight: Option<std::collections::HashMap<usize, f64>>,
 }
 
 impl Default for FitArgs {
@@ -125,6 +136,8 @@ impl Default for FitArgs {
             verbose: true,
             device: None,
             steps_per_epoch: None,
+            sample_weight: None,
+            class_weight: None,
         }
     }
 }
@@ -295,33 +308,23 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let mut c = self.compiled().take().ok_or_else(not_compiled)?;
-        let r = (|| {
-            let tape = GradientTape::new();
-            let pred = self.call(x, true)?;
-            let loss = c.loss.call(y, &pred)?;
-            let scaled = c.optimizer.scale_loss(&loss)?;
-            let vars = self.trainable_variables();
-            let refs: Vec<&Variable> = vars.iter().collect();
-            let grads = tape.gradient(&scaled, &refs)?;
-            drop(tape);
-            c.optimizer.apply_gradients(&grads, &vars)?;
-            without_recording(|| -> Result<()> {
-                // Keras weights each batch's loss by its size, so a short
-                // last batch counts for what it holds.
-                let n = x.shape().first().copied().unwrap_or(1);
-                c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
-                for m in c.metrics.iter_mut() {
-                    m.update_state(y, &pred)?;
-                }
-                Ok(())
-            })?;
-            Ok(loss)
-        })();
-        *self.compiled() = Some(c);
-        r
+        weighted_train_step(self, x, y, None)
     }
 
+    /// [`Model::train_step`] with sample weights, which `fit` calls where
+    /// there are weights (`FitArgs::sample_weight` or `class_weight`, or
+    /// dataset elements `(x, y, sample_weight)`); without weights it is
+    /// `train_step`. A model that overrides `train_step` and trains with
+    /// weights overrides this too.
+    fn train_step_weighted(&mut self, x: &Tensor, y: &Tensor, sample_weight: Option<&Tensor>) -> Result<Tensor>
+    where
+        Self: Sized,
+    {
+        match sample_weight {
+            None => self.train_step(x, y),
+            Some(w) => weighted_train_step(self, x, y, Some(w)),
+        }
+    }
     /// `model.fit(x, y, batch_size, epochs, validation_data, shuffle, callbacks)`:
     /// trains on `x` and `y` (matching first dimensions) and returns the
     /// per-epoch logs.
@@ -378,7 +381,40 @@ pub trait Model {
     where
         Self: Sized,
     {
+        self.evaluate_weighted_on(x, y, None, batch_size, device)
+    }
+
+    /// `model.evaluate(x, y, batch_size, sample_weight=w)`: each example's
+    /// loss multiplied by its weight before the loss's reduction (metrics
+    /// unweighted, as Keras' `metrics`).
+    ///
+    /// Returns [`Error::Shape`] if `sample_weight`'s first axis is not `x`'s,
+    /// and the errors of [`Model::evaluate`].
+    fn evaluate_weighted(&mut self, x: &Tensor, y: &Tensor, sample_weight: &Tensor, batch_size: usize) -> Result<Logs>
+    where
+        Self: Sized,
+    {
+        let d = self.device()?;
+        self.evaluate_weighted_on(x, y, Some(sample_weight), batch_size, &d)
+    }
+
+    /// [`Model::evaluate_weighted`] on `device`, weights optional.
+    fn evaluate_weighted_on(
+        &mut self,
+        x: &Tensor,
+        y: &Tensor,
+        sample_weight: Option<&Tensor>,
+        batch_size: usize,
+        device: &Device,
+    ) -> Result<Logs>
+    where
+        Self: Sized,
+    {
         let eager = self.run_eagerly();
+        let mut data = vec![x.clone(), y.clone()];
+        if let Some(w) = sample_weight {
+            data.push(weights_for(x, w)?);
+        }
         let mut c = self.compiled().take().ok_or_else(not_compiled)?;
         let r = (|| {
             let Compiled {
@@ -392,16 +428,15 @@ pub trait Model {
             for m in metrics.iter_mut() {
                 m.reset_state();
             }
-            let ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?.batch(batch_size, false)?;
+            let ds = Dataset::from_tensor_slices(&data)?.batch(batch_size, false)?;
             (|| -> Result<Logs> {
                 for b in ds.iter()? {
-                    let b = b?;
-                    let args = [b[0].to_device(device)?, b[1].to_device(device)?];
+                    let args = b?.iter().map(|t| t.to_device(device)).collect::<Result<Vec<_>>>()?;
                     let mut step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
                         without_recording(|| {
                             let (bx, by) = (&a[0], &a[1]);
                             let pred = self.call(bx, false)?;
-                            let l = loss_fn.call(by, &pred)?;
+                            let (l, _) = scalar_loss(loss_fn.call_weighted(by, &pred, a.get(2))?)?;
                             // The batch mean weighted by the batch size.
                             loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
                             for m in metrics.iter_mut() {
@@ -504,6 +539,87 @@ pub trait Model {
     }
 }
 
+/// The default training step, weighted by `sample_weight` where given.
+/// A loss with [`Reduction::None`](super::losses::Reduction::None) trains on
+/// the sum of its values and reports their mean, as Keras does.
+fn weighted_train_step<M: Model>(m: &mut M, x: &Tensor, y: &Tensor, sample_weight: Option<&Tensor>) -> Result<Tensor> {
+    let mut c = m.compiled().take().ok_or_else(not_compiled)?;
+    let r = (|| {
+        let tape = GradientTape::new();
+        let pred = m.call(x, true)?;
+        let (loss, objective) = scalar_loss(c.loss.call_weighted(y, &pred, sample_weight)?)?;
+        let scaled = c.optimizer.scale_loss(&objective)?;
+        let vars = m.trainable_variables();
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let grads = tape.gradient(&scaled, &refs)?;
+        drop(tape);
+        c.optimizer.apply_gradients(&grads, &vars)?;
+        without_recording(|| -> Result<()> {
+            // Keras weights each batch's loss by its size, so a short
+            // last batch counts for what it holds.
+            let n = x.shape().first().copied().unwrap_or(1);
+            c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
+            for m in c.metrics.iter_mut() {
+                m.update_state(y, &pred)?;
+            }
+            Ok(())
+        })?;
+        Ok(loss)
+    })();
+    *m.compiled() = Some(c);
+    r
+}
+
+/// A loss value as (what is reported, what is minimized): the same scalar,
+/// or for unreduced values their mean and their sum.
+fn scalar_loss(l: Tensor) -> Result<(Tensor, Tensor)> {
+    if l.rank() == 0 {
+        return Ok((l.clone(), l));
+    }
+    let sum = l.sum(None, false)?;
+    let mean = if l.numel() == 0 {
+        sum.clone()
+    } else {
+        l.mean(None, false)?
+    };
+    Ok((mean, sum))
+}
+
+/// Keras' `class_weight_to_sample_weights`: each example's weight is its
+/// class's (1 for a class `weights` does not list); the class is the
+/// rounded label, or the argmax of a one-hot row.
+pub(crate) fn class_sample_weights(y: &Tensor, weights: &std::collections::HashMap<usize, f64>) -> Result<Tensor> {
+    let shape = y.shape().to_vec();
+    let labels = match shape.as_slice() {
+        [] => {
+            return Err(Error::shape(
+                "fit",
+                &[&shape],
+                "class_weight needs labels with a batch axis",
+            ));
+        }
+        [_] | [_, 1] => y.to_f64_vec()?,
+        [_, _] => y.argmax(-1)?.to_f64_vec()?,
+        _ => {
+            return Err(Error::shape(
+                "fit",
+                &[&shape],
+                "class_weight needs labels [n], [n, 1] or one-hot [n, classes]",
+            ));
+        }
+    };
+    let w: Vec<f32> = labels
+        .iter()
+        .map(|&l| {
+            let l = l.round();
+            // Classes are non-negative; other labels (and NaN) weigh 1.
+            let class = (l >= 0.0 && l <= u32::MAX as f64).then_some(l as usize);
+            class.and_then(|k| weights.get(&k)).map_or(1.0, |&v| v as f32)
+        })
+        .collect();
+    Tensor::from_vec(w, &[labels.len()], &Device::Cpu)
+}
+
 fn with_commas(n: usize) -> String {
     let s = n.to_string();
     let mut out = String::new();
@@ -532,7 +648,14 @@ fn logs_of(c: &Option<Compiled>) -> Result<Logs> {
 pub(crate) fn epoch_batches(x: &Tensor, y: &Tensor, args: &FitArgs) -> Result<(Dataset, Arc<AtomicU64>)> {
     let n = x.shape().first().copied().unwrap_or(0);
     let epoch = Arc::new(AtomicU64::new(0));
-    let mut ds = Dataset::from_tensor_slices(&[x.clone(), y.clone()])?;
+    let mut data = vec![x.clone(), y.clone()];
+    match (&args.sample_weight, &args.class_weight) {
+        (Some(_), Some(_)) => return Err(both_weights()),
+        (Some(w), None) => data.push(weights_for(x, w)?),
+        (None, Some(cw)) => data.push(class_sample_weights(y, cw)?),
+        (None, None) => {}
+    }
+    let mut ds = Dataset::from_tensor_slices(&data)?;
     if args.shuffle {
         ds = ds.shuffle_for_epoch(n.max(1), args.seed, epoch.clone());
     }
@@ -551,8 +674,12 @@ fn fit_model<M: Model>(m: &mut M, ds: &Dataset, args: FitArgs, epoch: Option<Arc
         None => m.device()?,
     };
     let dev = device.clone();
+    let mut ds = ds.clone();
+    // fit(x, y) has weighted its own examples already.
+    if epoch.is_none() {
+        ds = weighted_elements(ds, &args)?;
+    }
     let ds = ds
-        .clone()
         .map(move |e| e.iter().map(|t| t.to_device(&dev)).collect())
         .prefetch(2);
     let mut traced = std::mem::replace(
@@ -572,6 +699,29 @@ fn fit_model<M: Model>(m: &mut M, ds: &Dataset, args: FitArgs, epoch: Option<Arc
         c.train_function = traced;
     }
     history
+}
+
+/// A dataset's elements with `args.class_weight`'s weights appended
+/// (elements that carry weights of their own are then an error);
+/// `args.sample_weight` is for `fit(x, y)` only.
+pub(crate) fn weighted_elements(ds: Dataset, args: &FitArgs) -> Result<Dataset> {
+    if args.sample_weight.is_some() {
+        return Err(Error::arg(
+            "fit",
+            "sample_weight is for fit(x, y); a dataset's elements carry their weights as (x, y, sample_weight)",
+        ));
+    }
+    let Some(cw) = args.class_weight.clone() else {
+        return Ok(ds);
+    };
+    Ok(ds.map(move |mut e| {
+        if e.len() != 2 {
+            return Err(both_weights());
+        }
+        let w = class_sample_weights(&e[1], &cw)?;
+        e.push(w);
+        Ok(e)
+    }))
 }
 
 /// What [`fit_loop`] trains: one model ([`Model::fit_dataset`]) or a
@@ -622,19 +772,22 @@ impl<M: Model> FitTarget for One<'_, M> {
         self.model.compiled()
     }
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
-        if batch.len() != 2 {
+        if !matches!(batch.len(), 2 | 3) {
             return Err(Error::arg(
                 "fit",
-                format!("dataset elements need (x, y), got {} tensors", batch.len()),
+                format!(
+                    "dataset elements need (x, y) or (x, y, sample_weight), got {} tensors",
+                    batch.len()
+                ),
             ));
         }
         let m = &mut *self.model;
         if m.run_eagerly() {
-            m.train_step(&batch[0], &batch[1])
+            m.train_step_weighted(&batch[0], &batch[1], batch.get(2))
         } else {
             Ok(self
                 .traced
-                .call(&batch, |b| Ok(vec![m.train_step(&b[0], &b[1])?]))?
+                .call(&batch, |b| Ok(vec![m.train_step_weighted(&b[0], &b[1], b.get(2))?]))?
                 .remove(0))
         }
     }
@@ -729,6 +882,26 @@ pub(crate) fn fit_loop<T: FitTarget>(
         cb.on_train_end(&mut ctx)?;
     }
     Ok(history)
+}
+
+fn both_weights() -> Error {
+    Error::arg("fit", "class_weight and sample_weight cannot be set at the same time")
+}
+
+/// Sample weights checked against `x`'s examples, as f32.
+fn weights_for(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if w.rank() == 0 || w.shape()[0] != x.shape().first().copied().unwrap_or(0) {
+        return Err(Error::shape(
+            "fit",
+            &[x.shape(), w.shape()],
+            "sample_weight needs one weight per example of x (first axes equal)",
+        ));
+    }
+    if w.dtype() == crate::core::dtype::DType::F32 {
+        Ok(w.clone())
+    } else {
+        w.cast(crate::core::dtype::DType::F32)
+    }
 }
 
 fn not_compiled() -> Error {

@@ -2,6 +2,8 @@
 
     python keras_files.py make DIR    # Keras-trained CNN and MLP as DIR/{cnn,mlp}.{keras,h5},
                                       # inputs DIR/x{1,7,64}.npy, predictions DIR/keras_{name}_{b}.npy
+    python keras_files.py text DIR    # Keras-trained text models (Embedding) as DIR/{text,textmax}.{keras,h5},
+                                      # token inputs DIR/x{1,7,64}.npy, predictions as for make
     python keras_files.py load DIR FILE...  # keras.models.load_model(DIR/FILE) on x{b}.npy
                                             # -> DIR/kload_{FILE with . as _}_{b}.npy
 """
@@ -82,6 +84,41 @@ if mode == "make":
     for b, x in xs.items():
         np.save(f"{out}/x{b}.npy", x)
     x = rng.random((64, 28, 28, 1), dtype=np.float32)
+    y = rng.integers(0, 10, (64,))
+    for name, m in models.items():
+        m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        m.save(f"{out}/{name}.keras")
+        m.save(f"{out}/{name}.h5")
+        for b, xb in xs.items():
+            np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
+    print("OK")
+elif mode == "text":
+    keras.utils.set_random_seed(0)
+    models = {
+        "text": keras.Sequential(
+            [
+                keras.Input((12,)),
+                layers.Embedding(50, 8),
+                layers.GlobalAveragePooling1D(),
+                layers.Dense(16, activation="relu"),
+                layers.Dense(10),
+            ]
+        ),
+        "textmax": keras.Sequential(
+            [
+                keras.Input((12,), dtype="int32"),
+                layers.Embedding(50, 6),
+                layers.GlobalMaxPooling1D(),
+                layers.Dense(10, activation="softmax"),
+            ]
+        ),
+    }
+    rng = np.random.default_rng(1)
+    xs = {b: rng.integers(0, 50, (b, 12)).astype(np.float32) for b in BATCHES}
+    for b, x in xs.items():
+        np.save(f"{out}/x{b}.npy", x)
+    x = rng.integers(0, 50, (64, 12)).astype(np.float32)
     y = rng.integers(0, 10, (64,))
     for name, m in models.items():
         m.compile(optimizer="adam", loss="sparse_categorical_crossentropy", metrics=["accuracy"])

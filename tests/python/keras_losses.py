@@ -3,8 +3,9 @@
 usage: keras_losses.py SPEC.json DIR
 SPEC is a list of {"what": "loss" | "metric", "config": <a Keras config>,
 "y_true": [npy names], "y_pred": [npy names]}: a loss is called on the
-first pair; a metric is updated with every pair in turn. Prints one JSON
-list of floats.
+first pair (with "sample_weight": an npy name, weighted by it); a metric is
+updated with every pair in turn. Prints one JSON list: floats, or for a
+case with "flat": true the loss's values as a flat list.
 """
 import json
 import os
@@ -28,7 +29,13 @@ for case in spec:
             from keras.src.losses.losses import LossFunctionWrapper
 
             fn = LossFunctionWrapper(fn)
-        out.append(float(fn(yt[0], yp[0])))
+        sw = case.get("sample_weight")
+        sw = None if sw is None else np.load(os.path.join(base, sw))
+        v = fn(yt[0], yp[0], sample_weight=sw)
+        if case.get("flat"):
+            out.append(np.asarray(v, dtype="float64").reshape(-1).tolist())
+        else:
+            out.append(float(v))
     else:
         # As compile resolves it ("accuracy" by the shapes of the data).
         from keras.src.trainers.compile_utils import get_metric

@@ -24,6 +24,9 @@ use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+mod sequence;
+pub use sequence::Embedding;
+
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
 /// for the whole process, as Keras' global name scope.
 pub fn unique_name(base: &str) -> String {
@@ -1045,38 +1048,56 @@ impl<const MAX: bool> Layer for Pooling2D<MAX> {
     }
 }
 
-/// `keras.layers.GlobalAveragePooling2D` and `GlobalMaxPooling2D`: the mean
-/// (or maximum) over height and width, `[batch, h, w, c]` to `[batch, c]`
-/// (Keras' `keepdims=False`).
-pub struct GlobalPooling2D<const MAX: bool> {
+/// Keras' global poolings: the mean (or maximum) over the `D` spatial
+/// axes, `[batch, steps, features]` (D = 1) or `[batch, height, width,
+/// channels]` (D = 2) to `[batch, channels]` (Keras' `keepdims=False`,
+/// channels last, no mask).
+pub struct GlobalPooling<const MAX: bool, const D: usize> {
     name: String,
 }
 
+/// `keras.layers.GlobalAveragePooling2D` and `GlobalMaxPooling2D`.
+pub type GlobalPooling2D<const MAX: bool> = GlobalPooling<MAX, 2>;
 /// `keras.layers.GlobalAveragePooling2D`: mean over height and width.
-pub type GlobalAveragePooling2D = GlobalPooling2D<false>;
+pub type GlobalAveragePooling2D = GlobalPooling<false, 2>;
 /// `keras.layers.GlobalMaxPooling2D`: maximum over height and width.
-pub type GlobalMaxPooling2D = GlobalPooling2D<true>;
+pub type GlobalMaxPooling2D = GlobalPooling<true, 2>;
+/// `keras.layers.GlobalAveragePooling1D` and `GlobalMaxPooling1D`.
+pub type GlobalPooling1D<const MAX: bool> = GlobalPooling<MAX, 1>;
+/// `keras.layers.GlobalAveragePooling1D`: mean over the steps.
+pub type GlobalAveragePooling1D = GlobalPooling<false, 1>;
+/// `keras.layers.GlobalMaxPooling1D`: maximum over the steps.
+pub type GlobalMaxPooling1D = GlobalPooling<true, 1>;
 
-impl<const MAX: bool> GlobalPooling2D<MAX> {
-    /// `GlobalAveragePooling2D()` / `GlobalMaxPooling2D()`.
+impl<const MAX: bool, const D: usize> GlobalPooling<MAX, D> {
+    /// `GlobalAveragePooling2D()`, `GlobalMaxPooling1D()`, ...
     pub fn new() -> Self {
-        GlobalPooling2D {
-            name: unique_name(if MAX {
-                "global_max_pooling2d"
-            } else {
-                "global_average_pooling2d"
-            }),
+        let base = if MAX {
+            "global_max_pooling"
+        } else {
+            "global_average_pooling"
+        };
+        GlobalPooling {
+            name: unique_name(&format!("{base}{D}d")),
+        }
+    }
+    /// What one example holds, for errors.
+    fn example() -> &'static str {
+        if D == 1 {
+            "[steps, features]"
+        } else {
+            "[height, width, channels]"
         }
     }
 }
 
-impl<const MAX: bool> Default for GlobalPooling2D<MAX> {
+impl<const MAX: bool, const D: usize> Default for GlobalPooling<MAX, D> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<const MAX: bool> Layer for GlobalPooling2D<MAX> {
+impl<const MAX: bool, const D: usize> Layer for GlobalPooling<MAX, D> {
     fn keras_config(&self) -> Result<serde_json::Value> {
         let mut m = base_config(&self.name, "float32");
         m.insert("data_format".into(), "channels_last".into());
@@ -1087,34 +1108,36 @@ impl<const MAX: bool> Layer for GlobalPooling2D<MAX> {
         &self.name
     }
     fn kind(&self) -> &'static str {
-        if MAX {
-            "GlobalMaxPooling2D"
-        } else {
-            "GlobalAveragePooling2D"
+        match (MAX, D) {
+            (false, 1) => "GlobalAveragePooling1D",
+            (true, 1) => "GlobalMaxPooling1D",
+            (false, _) => "GlobalAveragePooling2D",
+            (true, _) => "GlobalMaxPooling2D",
         }
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        if s.len() != 3 {
-            return Err(Error::shape(
+        match s {
+            [.., c] if s.len() == D + 1 => Ok(vec![*c]),
+            _ => Err(Error::shape(
                 self.kind(),
                 &[s],
-                "expects examples [height, width, channels]",
-            ));
+                format!("expects examples {}", Self::example()),
+            )),
         }
-        Ok(vec![s[2]])
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        if x.rank() != 4 {
+        if x.rank() != D + 2 {
             return Err(Error::shape(
                 self.kind(),
                 &[x.shape()],
-                "expects [batch, height, width, channels]",
+                format!("expects [batch, {}", &Self::example()[1..]),
             ));
         }
+        let axes: Vec<isize> = (1..=D as isize).collect();
         if MAX {
-            x.max(Some(&[1, 2]), false)
+            x.max(Some(&axes), false)
         } else {
-            x.mean(Some(&[1, 2]), false)
+            x.mean(Some(&axes), false)
         }
     }
 }
