@@ -197,7 +197,8 @@ fn weighted(model: &mut Sequential, x_train: &Tensor, y_train: &Tensor, w: &Tens
     use wgflow::nn::FitArgs;
     let (x_test, y_test, w_test) = (x_train, y_train, w);
     use std::collections::HashMap;
-    use wgflow::nn::losses::{Loss, MeanSquaredError, Reduction};
+    use wgflow::nn::losses::{Loss, MeanAbsoluteError, MeanSquaredError, Reduction};
+    use wgflow::nn::metrics::MeanMetricWrapper;
 
     // keras: fit(x, y, class_weight={0: 1.0, 1: 5.0})
     let args = FitArgs { class_weight: Some(HashMap::from([(0, 1.0), (1, 5.0)])), ..FitArgs::default() };
@@ -205,6 +206,8 @@ fn weighted(model: &mut Sequential, x_train: &Tensor, y_train: &Tensor, w: &Tens
     let args = FitArgs { sample_weight: Some(w.clone()), ..FitArgs::default() };
     model.fit(&x_train, &y_train, args)?;
     let logs = model.evaluate_weighted(&x_test, &y_test, &w_test, 32)?;
+    // keras: compile(..., weighted_metrics=["mae"])
+    model.set_weighted_metrics(MeanMetricWrapper::new("mae", MeanAbsoluteError))?;
     // keras: MeanSquaredError(reduction="sum")
     model.compile(Adam::new(1e-3), MeanSquaredError.with_reduction(Reduction::Sum), ());
     Ok(())

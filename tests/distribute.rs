@@ -171,15 +171,19 @@ fn weighted_steps_split_across_replicas_match_one_device() {
             let mut single = mlp(&d0).unwrap();
             mirrored.compile(SGD::new(0.05), loss(), ());
             single.compile(SGD::new(0.05), loss(), ());
+            mirrored.set_weighted_metrics(SparseCategoricalAccuracy::new()).unwrap();
+            single.set_weighted_metrics(SparseCategoricalAccuracy::new()).unwrap();
             let hm = mirrored.fit(&x, &y, weighted(&w)).unwrap();
             let mut a = weighted(&w);
             a.device = Some(d0.clone());
             let hs = single.fit(&x, &y, a).unwrap();
-            for (lm, ls) in hm.get("loss").unwrap().iter().zip(hs.get("loss").unwrap()) {
-                assert!(
-                    (lm - ls).abs() <= 1e-4 * ls.abs().max(1.0),
-                    "{devs:?} {r:?}: loss {lm} vs {ls}"
-                );
+            for k in ["loss", "sparse_categorical_accuracy"] {
+                for (lm, ls) in hm.get(k).unwrap().iter().zip(hs.get(k).unwrap()) {
+                    assert!(
+                        (lm - ls).abs() <= 1e-4 * ls.abs().max(1.0),
+                        "{devs:?} {r:?}: {k} {lm} vs {ls}"
+                    );
+                }
             }
             for (a, b) in weights(&mirrored.replicas()[0]).iter().zip(&weights(&single)) {
                 for (p, q) in a.iter().zip(b) {

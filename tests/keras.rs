@@ -1103,11 +1103,75 @@ fn weighted_losses_and_reductions_match_keras() {
             }
         }
     }
+    // Weighted metrics: the same weights, one batch each.
+    use wgflow::nn::metrics::{
+        AUC, Accuracy, Curve, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError,
+        SparseTopKCategoricalAccuracy,
+    };
+    type MakeMetric = fn() -> Box<dyn Metric>;
+    let metrics: Vec<(MakeMetric, &str, &str)> = vec![
+        (|| Box::new(Accuracy::auto()), "sparse_t", "logit_p"),
+        (|| Box::new(Accuracy::auto()), "onehot_t", "logit_p"),
+        (|| Box::new(Accuracy::binary(0.5)), "bin_t", "prob_p"),
+        (|| Box::new(Accuracy::auto()), "col_t", "col_p"),
+        (
+            || Box::new(MeanMetricWrapper::new("mse", MeanSquaredError)),
+            "reg_t",
+            "reg_p",
+        ),
+        (
+            || Box::new(MeanMetricWrapper::new("xent", BinaryCrossentropy::new(true))),
+            "bin_t",
+            "logit_p",
+        ),
+        (|| Box::new(RootMeanSquaredError::new()), "reg_t", "reg_p"),
+        (|| Box::new(RootMeanSquaredError::new()), "col_t", "col_p"),
+        (|| Box::new(Precision::new()), "bin_t", "prob_p"),
+        (|| Box::new(Recall::new().class_id(2)), "bin_t", "prob_p"),
+        (|| Box::new(AUC::new()), "bin_t", "prob_p"),
+        (|| Box::new(AUC::new().curve(Curve::Pr)), "bin_t", "prob_p"),
+        (
+            || Box::new(SparseTopKCategoricalAccuracy::new().k(2)),
+            "sparse_t",
+            "logit_p",
+        ),
+    ];
+    let mut metric_cases = Vec::new();
+    for (make, t, p) in &metrics {
+        for sw in ["w", "wcol", "zero"] {
+            let config = make().keras_config().unwrap();
+            spec.push(serde_json::json!({"what": "metric", "config": config,
+                "y_true": [format!("{t}.npy")], "y_pred": [format!("{p}.npy")],
+                "sample_weight": format!("{sw}.npy"), "flat": true}));
+            metric_cases.push((*make, *t, *p, sw));
+        }
+    }
     let spec_path = dir.join("spec.json");
     std::fs::write(&spec_path, serde_json::to_string(&spec).unwrap()).unwrap();
     let out = py(&python, "keras_losses.py", &[&spec_path, &dir]);
     let want: Vec<Vec<f64>> = serde_json::from_str(out.lines().last().unwrap()).unwrap();
-    assert_eq!(want.len(), cases.len());
+    assert_eq!(want.len(), cases.len() + metric_cases.len());
+    for d in devices() {
+        let get = |name: &str| data[name].to_device(&d).unwrap();
+        for (i, ((make, t, p, sw), w)) in metric_cases.iter().zip(&want[cases.len()..]).enumerate() {
+            let mut m = make();
+            m.update_state_weighted(&get(t), &get(p), Some(&get(sw))).unwrap();
+            let got = m.result().unwrap();
+            assert!(
+                (got - w[0]).abs() <= 2e-5 + 2e-4 * w[0].abs(),
+                "weighted metric {} ({t}/{p}, weights {sw}) on {d}: wgflow {got}, Keras {}",
+                spec[cases.len() + i]["config"],
+                w[0]
+            );
+        }
+        // Weights that do not broadcast name the metric.
+        let mut m = Accuracy::auto();
+        let bad = Tensor::ones(&[5], DType::F32, &d).unwrap();
+        let e = m
+            .update_state_weighted(&get("sparse_t"), &get("logit_p"), Some(&bad))
+            .unwrap_err();
+        assert!(matches!(e, Error::Shape { .. }), "{e}");
+    }
     for d in devices() {
         let get = |name: &str| data[name].to_device(&d).unwrap();
         for (i, ((l, t, p, sw), w)) in cases.iter().zip(&want).enumerate() {

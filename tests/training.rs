@@ -726,9 +726,18 @@ fn sample_weights_and_reductions_give_keras_epoch_losses() {
                     shuffle: false,
                     verbose: false,
                     sample_weight: Some(w.clone()),
+                    validation_data: Some((x.clone(), y.clone())),
+                    validation_sample_weight: Some(w.clone()),
                     ..FitArgs::default()
                 };
-                let got = m.fit(&x, &y, args).unwrap().get("loss").unwrap()[0];
+                let h = m.fit(&x, &y, args).unwrap();
+                // Validation runs in batches of 3 as well, weighted alike.
+                let got = h.get("val_loss").unwrap()[0];
+                assert!(
+                    (got - want).abs() < 1e-4,
+                    "{d} eager {eager} {r:?}: val_loss {got}, Keras {want}"
+                );
+                let got = h.get("loss").unwrap()[0];
                 assert!(
                     (got - want).abs() < 1e-4,
                     "{d} eager {eager} {r:?}: fit loss {got}, Keras {want}"
@@ -741,6 +750,107 @@ fn sample_weights_and_reductions_give_keras_epoch_losses() {
             }
         }
     }
+}
+
+/// Keras' `weighted_metrics`: updated with the batch's sample weights,
+/// reported after the plain metrics (`weighted_` before a name already
+/// taken), in fit, evaluate and validation, and kept by Keras files.
+#[test]
+fn weighted_metrics_take_the_sample_weights() {
+    let (x, y) = toy(30, 5);
+    let mut w = ops::random_uniform(&[30], 0.0, 2.0, DType::F32, 6, &Device::Cpu)
+        .unwrap()
+        .to_vec::<f32>()
+        .unwrap();
+    w[..7].fill(0.0);
+    let w = t(&w, &[30]);
+    let mut m = mlp(3, &Device::Cpu);
+    m.compile(
+        SGD::new(0.0),
+        SparseCategoricalCrossentropy::new(true),
+        SparseCategoricalAccuracy::new(),
+    );
+    m.set_weighted_metrics((SparseCategoricalAccuracy::new(), Accuracy::auto()))
+        .unwrap();
+    let args = FitArgs {
+        batch_size: 8,
+        shuffle: false,
+        verbose: false,
+        sample_weight: Some(w.clone()),
+        validation_data: Some((x.clone(), y.clone())),
+        validation_sample_weight: Some(w.clone()),
+        ..FitArgs::default()
+    };
+    let h = m.fit(&x, &y, args).unwrap();
+    let names: Vec<&str> = h.history.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "loss",
+            "sparse_categorical_accuracy",
+            "weighted_sparse_categorical_accuracy",
+            "accuracy",
+            "val_loss",
+            "val_sparse_categorical_accuracy",
+            "val_weighted_sparse_categorical_accuracy",
+            "val_accuracy"
+        ]
+    );
+    // The learning rate is 0: every batch sees the same model.
+    let pred = m.predict(&x, 30).unwrap();
+    let mut plain = SparseCategoricalAccuracy::new();
+    plain.update_state(&y, &pred).unwrap();
+    let mut weighted = SparseCategoricalAccuracy::new();
+    weighted.update_state_weighted(&y, &pred, Some(&w)).unwrap();
+    let (p, q) = (plain.result().unwrap(), weighted.result().unwrap());
+    assert_ne!(p, q, "the weights changed nothing");
+    let get = |k: &str| h.get(k).unwrap()[0];
+    for (k, want) in [
+        ("sparse_categorical_accuracy", p),
+        ("weighted_sparse_categorical_accuracy", q),
+        ("accuracy", q),
+        ("val_sparse_categorical_accuracy", p),
+        ("val_weighted_sparse_categorical_accuracy", q),
+    ] {
+        assert!((get(k) - want).abs() < 1e-6, "{k}: {} vs {want}", get(k));
+    }
+    // Without weights the weighted metrics count every example once.
+    let logs = m.evaluate(&x, &y, 8).unwrap();
+    assert!((logs[2].1 - p).abs() < 1e-6, "{logs:?}");
+    // Keras files keep them.
+    let dir = std::env::temp_dir().join(format!("wgflow-weighted-metrics-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for file in ["m.keras", "m.h5"] {
+        m.save(dir.join(file)).unwrap();
+        let back = wgflow::nn::load_model(dir.join(file)).unwrap();
+        let c = back.compiled_ref().unwrap();
+        let names: Vec<&str> = c.weighted_metrics.iter().map(|m| m.name()).collect();
+        assert_eq!(names, ["sparse_categorical_accuracy", "accuracy"], "{file}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    // A metric without a weighted form is a typed error once weights come.
+    struct Plain;
+    impl Metric for Plain {
+        fn name(&self) -> &str {
+            "plain"
+        }
+        fn update_state(&mut self, _: &Tensor, _: &Tensor) -> wgflow::Result<()> {
+            Ok(())
+        }
+        fn result(&self) -> wgflow::Result<f64> {
+            Ok(0.0)
+        }
+        fn reset_state(&mut self) {}
+    }
+    let boxed: Vec<Box<dyn Metric>> = vec![Box::new(Plain)];
+    m.set_weighted_metrics(boxed).unwrap();
+    let args = FitArgs {
+        verbose: false,
+        sample_weight: Some(w),
+        ..FitArgs::default()
+    };
+    let e = m.fit(&x, &y, args).unwrap_err();
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
 }
 
 /// `class_weight` trains as the sample weights Keras derives from it

@@ -10,7 +10,7 @@ use crate::autodiff::{GradientTape, without_recording};
 use crate::core::error::{Error, Result};
 use crate::function::Traced;
 use crate::nn::losses::Reduction;
-use crate::nn::model::{Compiled, FitArgs, FitTarget, History, Logs, Model, epoch_batches, fit_loop};
+use crate::nn::model::{Compiled, FitArgs, FitTarget, History, Logs, Model, epoch_batches, fit_loop, update_metrics};
 use crate::runtime::Device;
 use crate::tensor::{Tensor, Variable};
 use std::sync::Arc;
@@ -97,6 +97,13 @@ impl<M: Model> Mirrored<M> {
         for g in &mut self.grad_steps {
             *g = Traced::new("replica_grad_step");
         }
+    }
+
+    /// Keras' `weighted_metrics` (see [`Model::set_weighted_metrics`]).
+    ///
+    /// Returns [`Error::InvalidArgument`] before `compile`.
+    pub fn set_weighted_metrics(&mut self, metrics: impl Into<crate::nn::metrics::Metrics>) -> Result<()> {
+        self.replicas[0].set_weighted_metrics(metrics)
     }
 
     /// Keras' `run_eagerly`: run the replica steps op by op.
@@ -494,10 +501,8 @@ impl<M: Model> Mirrored<M> {
         without_recording(|| -> Result<()> {
             // Weighted by the batch size, as one model's step does.
             c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
-            for m in c.metrics.iter_mut() {
-                m.update_state(&y0, &pred)?;
-            }
-            Ok(())
+            let w0 = w.map(|w| w.to_device(d0)).transpose()?;
+            update_metrics(&mut c.metrics, &mut c.weighted_metrics, &y0, &pred, w0.as_ref())
         })?;
         Ok(loss)
     }
@@ -564,6 +569,13 @@ impl<M: Model> Mirrored<M> {
     pub fn evaluate(&mut self, x: &Tensor, y: &Tensor, batch_size: usize) -> Result<Logs> {
         self.sync_on_read()?;
         self.replicas[0].evaluate(x, y, batch_size)
+    }
+
+    /// `model.evaluate(x, y, batch_size, sample_weight=w)` on replica 0
+    /// (see [`Model::evaluate_weighted`]).
+    pub fn evaluate_weighted(&mut self, x: &Tensor, y: &Tensor, w: &Tensor, batch_size: usize) -> Result<Logs> {
+        self.sync_on_read()?;
+        self.replicas[0].evaluate_weighted(x, y, w, batch_size)
     }
 
     /// `model.predict(x, batch_size)`: each batch split across this
@@ -690,8 +702,11 @@ impl<M: Model> FitTarget for Fitting<'_, M> {
             )),
         }
     }
-    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
-        self.m.evaluate(x, y, self.batch_size)
+    fn validate(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Logs> {
+        match w {
+            None => self.m.evaluate(x, y, self.batch_size),
+            Some(w) => self.m.evaluate_weighted(x, y, w, self.batch_size),
+        }
     }
     fn restored(&mut self, initial_epoch: Option<usize>) -> Result<()> {
         if let Some(c) = self.m.others().cloned() {

@@ -245,7 +245,7 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     let h5 = entry("model.weights.h5", MAX_WEIGHTS_BYTES)?;
     let (mut model, classes) = model_from_config(path, &config, device)?;
     if let Some(c) = config.get("compile_config").filter(|c| !c.is_null()) {
-        compile_from(&mut model, &c["optimizer"], &c["loss"], &c["metrics"]).unwrap_or_else(|e| uncompiled(path, &e));
+        compile_from(&mut model, c, &c["optimizer"]).unwrap_or_else(|e| uncompiled(path, &e));
     }
     let file = open_h5(h5).map_err(|e| h5_err(path, e))?;
     let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
@@ -521,8 +521,7 @@ fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
     let (mut model, _) = model_from_config(path, &config, device)?;
     if let Some(t) = root.get("training_config").and_then(|a| a.as_str()) {
         let t: Value = serde_json::from_str(t).map_err(|e| bad(path, format!("training_config is not JSON: {e}")))?;
-        compile_from(&mut model, &t["optimizer_config"], &t["loss"], &t["metrics"])
-            .unwrap_or_else(|e| uncompiled(path, &e));
+        compile_from(&mut model, &t, &t["optimizer_config"]).unwrap_or_else(|e| uncompiled(path, &e));
     }
     let weights = file
         .group("model_weights")
@@ -672,8 +671,14 @@ fn carry_policies(layers: &mut [Value]) {
 /// Keras form.
 fn compile_config(c: &super::model::Compiled) -> Value {
     let metrics: Vec<Value> = c.metrics.iter().filter_map(|m| m.keras_config()).collect();
+    let weighted: Vec<Value> = c.weighted_metrics.iter().filter_map(|m| m.keras_config()).collect();
+    let weighted = if weighted.is_empty() {
+        Value::Null
+    } else {
+        weighted.into()
+    };
     json!({"optimizer": c.optimizer.keras_config(), "loss": c.loss.keras_config(), "loss_weights": null,
-        "metrics": metrics, "weighted_metrics": null, "run_eagerly": c.run_eagerly, "steps_per_execution": 1,
+        "metrics": metrics, "weighted_metrics": weighted, "run_eagerly": c.run_eagerly, "steps_per_execution": 1,
         "jit_compile": false})
 }
 
@@ -933,8 +938,12 @@ fn uncompiled(path: &Path, e: &str) {
 /// and options), the loss (a name or `{class_name, config}`) and the
 /// metrics (those wgflow lacks are skipped with a notice: they change no
 /// weight).
-fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Value) -> std::result::Result<(), String> {
+/// Compiles `model` as a `compile_config` (or legacy `training_config`,
+/// whose optimizer is `opt`) says: optimizer, loss, metrics and weighted
+/// metrics.
+fn compile_from(model: &mut Sequential, c: &Value, opt: &Value) -> std::result::Result<(), String> {
     use super::model::Model;
+    let loss = &c["loss"];
     let optimizer = super::optimizers::Optimizer::from_keras_config(opt).map_err(|e| e.to_string())?;
     let (name, config) = match loss {
         Value::String(s) => (s.clone(), &Value::Null),
@@ -950,15 +959,20 @@ fn compile_from(model: &mut Sequential, opt: &Value, loss: &Value, metrics: &Val
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
     let loss = loss_from(&name, config).map_err(|e| format!("compile_config: {e}"))?;
-    let mut ms: Vec<Box<dyn super::metrics::Metric>> = Vec::new();
-    for m in metrics.as_array().map(Vec::as_slice).unwrap_or_default() {
-        match metric_from(m) {
-            Ok(m) => ms.push(m),
-            Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
+    let metrics_of = |list: &Value| -> Vec<Box<dyn super::metrics::Metric>> {
+        let mut ms = Vec::new();
+        for m in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+            match metric_from(m) {
+                Ok(m) => ms.push(m),
+                Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
+            }
         }
-    }
-    model.compile(optimizer, loss, ms);
-    Ok(())
+        ms
+    };
+    model.compile(optimizer, loss, metrics_of(&c["metrics"]));
+    model
+        .set_weighted_metrics(metrics_of(&c["weighted_metrics"]))
+        .map_err(|e| e.to_string())
 }
 
 /// Opens HDF5 bytes, refusing a file shorter than its superblock says (a

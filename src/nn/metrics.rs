@@ -23,6 +23,28 @@ pub trait Metric: Send {
     ///
     /// Returns [`Error::Shape`] when `y_true` and `y_pred` do not fit together.
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()>;
+    /// `update_state(y_true, y_pred, sample_weight)`: each example counts
+    /// by its weight, as in Keras' weighted metrics (`[batch]` weights, or
+    /// weights that broadcast to the metric's values); without weights it
+    /// is [`Metric::update_state`].
+    ///
+    /// Returns [`Error::Unimplemented`] for a metric with no weighted form
+    /// (a custom one that does not implement this), and
+    /// [`Error::Shape`] when the weights do not fit the values.
+    fn update_state_weighted(
+        &mut self,
+        y_true: &Tensor,
+        y_pred: &Tensor,
+        sample_weight: Option<&Tensor>,
+    ) -> Result<()> {
+        match sample_weight {
+            None => self.update_state(y_true, y_pred),
+            Some(_) => Err(Error::Unimplemented {
+                what: format!("sample weights for the metric {:?}", self.name()),
+                msg: "the metric does not implement Metric::update_state_weighted".into(),
+            }),
+        }
+    }
     /// The value so far (0 before any update); reads the state back, which
     /// waits for the device.
     fn result(&self) -> Result<f64>;
@@ -50,6 +72,45 @@ impl Totals {
         let v = values.cast(DType::F32)?;
         let s = v.sum(None, false)?;
         let n = ops::full(&[], v.numel() as f64, DType::F32, s.device())?;
+        let (total, count) = self.vars(s.device())?;
+        let dev = total.device();
+        total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
+        count.assign(&count.value().add(&n.to_device(&dev)?)?)
+    }
+    /// Adds `values` weighted as Keras' `Mean` does: the values averaged
+    /// down to the weights' rank, each multiplied by its weight, the count
+    /// growing by the weights' sum (weights of rank > 1 averaged per
+    /// example). `op` names the metric in errors.
+    fn add_weighted(&mut self, op: &'static str, values: &Tensor, weight: Option<&Tensor>) -> Result<()> {
+        let Some(w) = weight else {
+            return self.add(values);
+        };
+        let v = values.cast(DType::F32)?;
+        let w = w.to_device(v.device())?.cast(DType::F32)?;
+        let (mut v, w) = same_rank(&v, &w)?;
+        let (wr, vr) = (w.rank(), v.rank());
+        if vr > wr {
+            let axes: Vec<isize> = (wr as isize..vr as isize).collect();
+            v = v.mean(Some(&axes), false)?;
+        }
+        if crate::core::shape::broadcast(op, v.shape(), w.shape()).ok().as_deref() != Some(v.shape()) {
+            return Err(Error::shape(
+                op,
+                &[values.shape(), w.shape()],
+                "sample_weight does not broadcast to the metric's values",
+            ));
+        }
+        let w = w.broadcast_to(v.shape())?;
+        let per_example = |x: Tensor| -> Result<Tensor> {
+            if x.rank() > 1 {
+                let axes: Vec<isize> = (1..x.rank() as isize).collect();
+                x.mean(Some(&axes), false)?.sum(None, false)
+            } else {
+                x.sum(None, false)
+            }
+        };
+        let s = per_example(v.mul(&w)?)?;
+        let n = per_example(w)?;
         let (total, count) = self.vars(s.device())?;
         let dev = total.device();
         total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
@@ -124,6 +185,9 @@ impl Metric for Mean {
     /// For `Mean` the "prediction" is the value to average; `y_true` is ignored.
     fn update_state(&mut self, _y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
         self.update(y_pred)
+    }
+    fn update_state_weighted(&mut self, _y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        crate::autodiff::without_recording(|| self.totals.add_weighted("mean", y_pred, w))
     }
     fn result(&self) -> Result<f64> {
         self.totals.mean()
@@ -218,6 +282,9 @@ macro_rules! accuracy_type {
             }
             fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
                 self.0.update_state(y_true, y_pred)
+            }
+            fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+                self.0.update_state_weighted(y_true, y_pred, w)
             }
             fn result(&self) -> Result<f64> {
                 self.0.result()
@@ -320,6 +387,9 @@ impl Metric for Accuracy {
         )
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        self.update_state_weighted(y_true, y_pred, None)
+    }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
             let t = y_true.to_device(y_pred.device())?;
             let kind = match self.kind {
@@ -363,7 +433,7 @@ impl Metric for Accuracy {
                 }
                 Kind::Categorical | Kind::Auto => y_pred.argmax(-1)?.equal(&t.argmax(-1)?)?,
             };
-            self.totals.add(&hits)
+            self.totals.add_weighted("accuracy", &hits, w)
         })
     }
     fn result(&self) -> Result<f64> {
@@ -407,6 +477,19 @@ impl Metric for MeanMetricWrapper {
             let m = self.loss.call(y_true, y_pred)?;
             let n = y_pred.shape().first().copied().unwrap_or(1);
             self.totals.add_mean(&m, n)
+        })
+    }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        let Some(w) = w else {
+            return self.update_state(y_true, y_pred);
+        };
+        crate::autodiff::without_recording(|| {
+            if y_pred.numel() == 0 {
+                return Ok(());
+            }
+            // Keras' wrapper averages the loss function's per-example values.
+            let values = self.loss.values(y_true, y_pred)?;
+            self.totals.add_weighted(self.loss.name(), &values, Some(w))
         })
     }
     fn result(&self) -> Result<f64> {
@@ -481,6 +564,13 @@ impl Metric for RootMeanSquaredError {
             self.totals.add(&e)
         })
     }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let (t, p) = same_rank(&y_true.to_device(y_pred.device())?, y_pred)?;
+            let e = p.cast(DType::F32)?.squared_difference(&t.cast(DType::F32)?)?;
+            self.totals.add_weighted("root_mean_squared_error", &e, w)
+        })
+    }
     fn result(&self) -> Result<f64> {
         Ok(self.totals.mean()?.sqrt())
     }
@@ -530,8 +620,8 @@ impl Cut {
 }
 
 impl Confusion {
-    /// Adds a batch: `p` and `y` flat f32 `[n, 1]`.
-    fn add(&mut self, cut: &Cut, y: &Tensor, p: &Tensor) -> Result<()> {
+    /// Adds a batch: `p`, `y` and the weights `w` (1 when `None`) flat f32 `[n, 1]`.
+    fn add(&mut self, cut: &Cut, y: &Tensor, p: &Tensor, w: Option<&Tensor>) -> Result<()> {
         let dev = p.device().clone();
         let k = cut.len();
         // Predictions meet every threshold at once: [n, k] values.
@@ -557,11 +647,16 @@ impl Confusion {
                 (idx.add_scalar(-0.5)?, bucket)
             }
         };
-        let hit = p.greater(&above)?.cast(DType::F32)?;
+        let mut hit = p.greater(&above)?.cast(DType::F32)?;
+        let (pos, all) = match w {
+            Some(w) => {
+                hit = hit.mul(w)?;
+                (y.mul(w)?.sum(None, false)?, w.sum(None, false)?)
+            }
+            None => (y.sum(None, false)?, ops::full(&[], y.numel() as f64, DType::F32, &dev)?),
+        };
         let tp = hit.mul(y)?.sum(Some(&[0]), false)?;
         let fp = hit.sum(Some(&[0]), false)?.sub(&tp)?;
-        let pos = y.sum(None, false)?;
-        let all = ops::full(&[], y.numel() as f64, DType::F32, &dev)?;
         if self.state.is_none() {
             let z = |s: &[usize]| -> Result<Variable> {
                 Ok(Variable::with_trainable(
@@ -614,8 +709,33 @@ fn flat_pair(
     y_pred: &Tensor,
     class_id: Option<usize>,
 ) -> Result<(Tensor, Tensor)> {
+    let (y, p, _) = flat_weighted(name, y_true, y_pred, class_id, None)?;
+    Ok((y, p))
+}
+
+/// [`flat_pair`] with the sample weights as Keras' confusion metrics take
+/// them: one per example (or of the labels' shape), broadcast to the
+/// predictions (after `class_id`), flattened alike.
+fn flat_weighted(
+    name: &'static str,
+    y_true: &Tensor,
+    y_pred: &Tensor,
+    class_id: Option<usize>,
+    weight: Option<&Tensor>,
+) -> Result<(Tensor, Tensor, Option<Tensor>)> {
     let t = y_true.to_device(y_pred.device())?;
     let (t, p) = same_rank(&t, y_pred)?;
+    // Keras gives the weights a trailing axis, squeezed again when that
+    // leaves them one axis above the labels.
+    let weight = match weight {
+        Some(w) => {
+            let w = w.to_device(p.device())?.cast(DType::F32)?;
+            let mut sh: Vec<isize> = w.shape().iter().map(|&d| d as isize).collect();
+            sh.push(1);
+            Some(if sh.len() == t.rank() + 1 { w } else { w.reshape(&sh)? })
+        }
+        None => None,
+    };
     let (t, p) = match class_id {
         Some(c) => {
             let classes = p.shape().last().copied().unwrap_or(0);
@@ -646,7 +766,24 @@ fn flat_pair(
         ));
     }
     let y = t.cast(DType::Bool)?.cast(DType::F32)?.reshape(&[-1, 1])?;
-    Ok((y, p.cast(DType::F32)?.reshape(&[-1, 1])?))
+    let weight = match weight {
+        Some(w) => {
+            if crate::core::shape::broadcast(name, p.shape(), w.shape())
+                .ok()
+                .as_deref()
+                != Some(p.shape())
+            {
+                return Err(Error::shape(
+                    name,
+                    &[w.shape(), p.shape()],
+                    "sample_weight does not broadcast to the predictions",
+                ));
+            }
+            Some(w.broadcast_to(p.shape())?.reshape(&[-1, 1])?)
+        }
+        None => None,
+    };
+    Ok((y, p.cast(DType::F32)?.reshape(&[-1, 1])?, weight))
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -728,7 +865,17 @@ impl Metric for Precision {
                 return Err(Error::arg(op, format!("threshold {} is not in [0, 1]", self.threshold)));
             }
             let (y, p) = flat_pair(op, y_true, y_pred, self.class_id)?;
-            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p)
+            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p, None)
+        })
+    }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let op = if self.recall { "recall" } else { "precision" };
+            if !(0.0..=1.0).contains(&self.threshold) {
+                return Err(Error::arg(op, format!("threshold {} is not in [0, 1]", self.threshold)));
+            }
+            let (y, p, w) = flat_weighted(op, y_true, y_pred, self.class_id, w)?;
+            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p, w.as_ref())
         })
     }
     fn result(&self) -> Result<f64> {
@@ -847,7 +994,14 @@ impl Metric for AUC {
         crate::autodiff::without_recording(|| {
             let (y, p) = flat_pair("auc", y_true, y_pred, None)?;
             let p = if self.from_logits { p.sigmoid()? } else { p };
-            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p)
+            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p, None)
+        })
+    }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
+        crate::autodiff::without_recording(|| {
+            let (y, p, w) = flat_weighted("auc", y_true, y_pred, None, w)?;
+            let p = if self.from_logits { p.sigmoid()? } else { p };
+            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p, w.as_ref())
         })
     }
     fn result(&self) -> Result<f64> {
@@ -979,6 +1133,9 @@ impl Metric for TopKCategoricalAccuracy {
         &self.name
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
+        self.update_state_weighted(y_true, y_pred, None)
+    }
+    fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
             let op = if self.sparse {
                 "sparse_top_k_categorical_accuracy"
@@ -1021,7 +1178,12 @@ impl Metric for TopKCategoricalAccuracy {
                 .less(&above.scalar_like(self.k as f64)?)?
                 .logical_and(&valid)?
                 .logical_and(&finite)?;
-            self.totals.add(&hit)
+            // One hit per row of scores, each weighted by its example.
+            let rows: Vec<isize> = y_pred.shape()[..y_pred.rank() - 1]
+                .iter()
+                .map(|&d| d as isize)
+                .collect();
+            self.totals.add_weighted(op, &hit.reshape(&rows)?, w)
         })
     }
     fn result(&self) -> Result<f64> {

@@ -34,8 +34,13 @@ pub struct Compiled {
     pub optimizer: Optimizer,
     /// The loss `train_step` minimizes and `evaluate` reports as "loss".
     pub loss: Box<dyn Loss>,
-    /// Metrics reported after "loss", in the order given to `compile`.
+    /// Metrics reported after "loss", in the order given to `compile`;
+    /// sample weights do not reach them (Keras' `metrics`).
     pub metrics: Vec<Box<dyn Metric>>,
+    /// Keras' `weighted_metrics`, reported after `metrics`: updated with the
+    /// batch's sample weights (see [`Model::set_weighted_metrics`]). A name
+    /// taken by one of `metrics` is reported as `weighted_<name>`.
+    pub weighted_metrics: Vec<Box<dyn Metric>>,
     /// Keras' `run_eagerly`: `fit`, `evaluate` and `predict` run their steps
     /// op by op instead of tracing them once and replaying the graph.
     pub run_eagerly: bool,
@@ -97,6 +102,9 @@ pub struct FitArgs {
     pub initial_epoch: usize,
     /// (x, y) evaluated at the end of every epoch ("val_" metrics).
     pub validation_data: Option<(Tensor, Tensor)>,
+    /// Weights of the validation examples (Keras' third element of
+    /// `validation_data`): the "val_loss" is weighted by them.
+    pub validation_sample_weight: Option<Tensor>,
     /// Reshuffle the examples every epoch (true). [`Model::fit`] only.
     pub shuffle: bool,
     /// Seed of the shuffle order (0), so that runs repeat exactly.
@@ -130,6 +138,7 @@ impl Default for FitArgs {
             epochs: 1,
             initial_epoch: 0,
             validation_data: None,
+            validation_sample_weight: None,
             shuffle: true,
             seed: 0,
             callbacks: Vec::new(),
@@ -278,6 +287,7 @@ pub trait Model {
             optimizer,
             loss: Box::new(loss),
             metrics: metrics.into().0,
+            weighted_metrics: Vec::new(),
             run_eagerly: false,
             loss_tracker: Mean::new("loss"),
             train_function: Traced::new("train_step"),
@@ -285,6 +295,24 @@ pub trait Model {
             predict_function: Traced::new("predict_step"),
             test_loss: Mean::new("loss"),
         });
+    }
+
+    /// Keras' `compile(..., weighted_metrics=[...])`, after
+    /// [`Model::compile`]: metrics updated with the sample weights of each
+    /// batch (`FitArgs::sample_weight` or `class_weight`, a dataset's
+    /// `(x, y, sample_weight)`, [`Model::evaluate_weighted`]); without
+    /// weights they count every example once.
+    ///
+    /// Returns [`Error::InvalidArgument`] if the model is not compiled.
+    fn set_weighted_metrics(&mut self, metrics: impl Into<Metrics>) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let c = self.compiled().as_mut().ok_or_else(not_compiled)?;
+        c.weighted_metrics = metrics.into().0;
+        c.train_function = Traced::new("train_step");
+        c.test_function = Traced::new("test_step");
+        Ok(())
     }
 
     /// `model.run_eagerly = on`: with `true`, `fit`, `evaluate` and `predict`
@@ -420,14 +448,13 @@ pub trait Model {
             let Compiled {
                 loss: loss_fn,
                 metrics,
+                weighted_metrics: weighted,
                 test_function: traced,
                 test_loss: loss,
                 ..
             } = &mut c;
             loss.reset_state();
-            for m in metrics.iter_mut() {
-                m.reset_state();
-            }
+            reset_metrics(metrics, weighted);
             let ds = Dataset::from_tensor_slices(&data)?.batch(batch_size, false)?;
             (|| -> Result<Logs> {
                 for b in ds.iter()? {
@@ -439,9 +466,7 @@ pub trait Model {
                             let (l, _) = scalar_loss(loss_fn.call_weighted(by, &pred, a.get(2))?)?;
                             // The batch mean weighted by the batch size.
                             loss.update(&l.broadcast_to(&[bx.shape()[0]])?)?;
-                            for m in metrics.iter_mut() {
-                                m.update_state(by, &pred)?;
-                            }
+                            update_metrics(metrics, weighted, by, &pred, a.get(2))?;
                             Ok(Vec::new())
                         })
                     };
@@ -452,9 +477,7 @@ pub trait Model {
                     }
                 }
                 let mut logs = vec![("loss".to_string(), loss.result()?)];
-                for m in metrics.iter() {
-                    logs.push((m.name().to_string(), m.result()?));
-                }
+                logs.extend(metric_logs(metrics, weighted)?);
                 Ok(logs)
             })()
         })();
@@ -559,10 +582,7 @@ fn weighted_train_step<M: Model>(m: &mut M, x: &Tensor, y: &Tensor, sample_weigh
             // last batch counts for what it holds.
             let n = x.shape().first().copied().unwrap_or(1);
             c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
-            for m in c.metrics.iter_mut() {
-                m.update_state(y, &pred)?;
-            }
-            Ok(())
+            update_metrics(&mut c.metrics, &mut c.weighted_metrics, y, &pred, sample_weight)
         })?;
         Ok(loss)
     })();
@@ -636,8 +656,62 @@ fn with_commas(n: usize) -> String {
 fn logs_of(c: &Option<Compiled>) -> Result<Logs> {
     let c = c.as_ref().ok_or_else(not_compiled)?;
     let mut logs = vec![("loss".to_string(), c.loss_tracker.result()?)];
-    for m in &c.metrics {
-        logs.push((m.name().to_string(), m.result()?));
+    logs.extend(metric_logs(&c.metrics, &c.weighted_metrics)?);
+    Ok(logs)
+}
+
+/// Starts every metric over.
+pub(crate) fn reset_metrics(metrics: &mut [Box<dyn Metric>], weighted: &mut [Box<dyn Metric>]) {
+    for m in metrics.iter_mut().chain(weighted.iter_mut()) {
+        m.reset_state();
+    }
+}
+
+/// One batch into the metrics: the weighted ones with `sample_weight`.
+pub(crate) fn update_metrics(
+    metrics: &mut [Box<dyn Metric>],
+    weighted: &mut [Box<dyn Metric>],
+    y: &Tensor,
+    pred: &Tensor,
+    sample_weight: Option<&Tensor>,
+) -> Result<()> {
+    for m in metrics.iter_mut() {
+        m.update_state(y, pred)?;
+    }
+    for m in weighted.iter_mut() {
+        m.update_state_weighted(y, pred, sample_weight)?;
+    }
+    Ok(())
+}
+
+/// The metrics' results under Keras' names: a weighted metric whose name
+/// is taken is `weighted_<name>` (then `_1`, `_2`, ... as Keras counts).
+fn metric_logs(metrics: &[Box<dyn Metric>], weighted: &[Box<dyn Metric>]) -> Result<Logs> {
+    let mut logs: Logs = Vec::new();
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut unique = |name: String| -> String {
+        match seen.get_mut(&name) {
+            None => {
+                seen.insert(name.clone(), 1);
+                name
+            }
+            Some(k) => {
+                *k += 1;
+                format!("{name}_{}", *k - 1)
+            }
+        }
+    };
+    for m in metrics {
+        logs.push((unique(m.name().to_string()), m.result()?));
+    }
+    for m in weighted {
+        let name = m.name().to_string();
+        let name = if logs.iter().any(|(n, _)| *n == name) {
+            unique(format!("weighted_{name}"))
+        } else {
+            unique(name)
+        };
+        logs.push((name, m.result()?));
     }
     Ok(logs)
 }
@@ -733,7 +807,7 @@ pub(crate) trait FitTarget {
     /// One training step on a dataset element; returns the loss.
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor>;
     /// The validation logs of one epoch.
-    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs>;
+    fn validate(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Logs>;
     /// After the restore callbacks, with the epoch they resume at (every
     /// worker calls it, restored or not).
     fn restored(&mut self, _initial_epoch: Option<usize>) -> Result<()> {
@@ -791,8 +865,8 @@ impl<M: Model> FitTarget for One<'_, M> {
                 .remove(0))
         }
     }
-    fn validate(&mut self, x: &Tensor, y: &Tensor) -> Result<Logs> {
-        self.model.evaluate_on(x, y, self.batch_size, &self.device)
+    fn validate(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Logs> {
+        self.model.evaluate_weighted_on(x, y, w, self.batch_size, &self.device)
     }
 }
 
@@ -835,9 +909,7 @@ pub(crate) fn fit_loop<T: FitTarget>(
         }
         let c = target.compiled().as_mut().ok_or_else(not_compiled)?;
         c.loss_tracker.reset_state();
-        for m in c.metrics.iter_mut() {
-            m.reset_state();
-        }
+        reset_metrics(&mut c.metrics, &mut c.weighted_metrics);
         let mut progress = Progress::new(total, verbose);
         let mut steps = 0;
         target.begin_epoch(epoch);
@@ -862,7 +934,7 @@ pub(crate) fn fit_loop<T: FitTarget>(
         }
         let mut logs = logs_of(target.compiled())?;
         if let Some((vx, vy)) = &args.validation_data {
-            let val = target.validate(vx, vy)?;
+            let val = target.validate(vx, vy, args.validation_sample_weight.as_ref())?;
             logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
         }
         progress.finish(steps, &logs);

@@ -4,7 +4,7 @@ usage: keras_losses.py SPEC.json DIR
 SPEC is a list of {"what": "loss" | "metric", "config": <a Keras config>,
 "y_true": [npy names], "y_pred": [npy names]}: a loss is called on the
 first pair (with "sample_weight": an npy name, weighted by it); a metric is
-updated with every pair in turn. Prints one JSON list: floats, or for a
+updated with every pair in turn (weighted by "sample_weight" likewise). Prints one JSON list: floats, or for a
 case with "flat": true the loss's values as a flat list.
 """
 import json
@@ -41,7 +41,12 @@ for case in spec:
         from keras.src.trainers.compile_utils import get_metric
 
         m = get_metric(case["config"], yt[0], yp[0])
-        for a, b in zip(yt, yp):
-            m.update_state(a, b)
-        out.append(float(m.result()))
+        sws = case.get("sample_weight") or [None] * len(yt)
+        if isinstance(sws, str):
+            sws = [sws] * len(yt)
+        for a, b, sw in zip(yt, yp, sws):
+            sw = None if sw is None else np.load(os.path.join(base, sw))
+            m.update_state(a, b, sample_weight=sw)
+        r = float(m.result())
+        out.append([r] if case.get("flat") else r)
 print(json.dumps(out))
