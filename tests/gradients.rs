@@ -113,7 +113,19 @@ fn cases() -> Vec<Case> {
                 t.add(&s).unwrap().mul_scalar(1.5).unwrap()
             }
         };
-        v.push(case(u.name(), vec![x], move |x| ops::unary::unary(&x[0], u)));
+        v.push(case(u.name(), vec![x.clone()], move |x| ops::unary::unary(&x[0], u)));
+        // Second derivatives: the gradient of sum(f(x) x) as a function of
+        // x, whose rule reads x through f' and as its upstream gradient.
+        v.push(case(&format!("d/dx {}", u.name()), vec![x], move |x| {
+            let tape = GradientTape::new();
+            tape.watch(&x[0]);
+            let l = ops::unary::unary(&x[0], u)?.mul(&x[0])?.sum(None, false)?;
+            let g = tape.gradient_wrt(&l, &[&x[0]])?.remove(0);
+            g.ok_or_else(|| wgflow::Error::InvalidArgument {
+                op: "test",
+                msg: "no gradient".into(),
+            })
+        }));
     }
     let bops = [
         binary::BinaryOp::Add,

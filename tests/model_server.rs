@@ -32,8 +32,22 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// A free loopback port no test of this process was given before (a
+/// server may not have bound its ports yet when the next one asks).
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    // Held until a fresh port comes, so the OS offers another each time.
+    let mut held = Vec::new();
+    loop {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = l.local_addr().unwrap().port();
+        held.push(l);
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// y = a x + b as TF Serving's half_plus_two: input `x` [-1, 1], output `y`.

@@ -39,12 +39,92 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
             let v = if u.grad_from_output() { y } else { x[0] };
             Ok(vec![Some(exec(Op::UnaryGrad(*u), &[v, y, dy])?)])
         }
-        // The rule's own gradient would need f''; it is not provided.
-        _ => Err(Error::arg(
-            op.name(),
-            "second derivatives of elementwise ops are not implemented",
-        )),
+        // The rule dy * f'(v) as a function of its inputs [v, y, dy]: linear
+        // in dy; through v it needs f'' (v may be the output y, which then
+        // carries the gradient on to x).
+        Op::UnaryGrad(u) => {
+            let (v, fy, dy_in) = (x[0], x[1], x[2]);
+            let d_dy = exec(Op::UnaryGrad(*u), &[v, fy, dy])?;
+            let d_v = match second(*u, v)? {
+                Some(s) => Some(s.mul(dy_in)?.mul(dy)?),
+                None => None,
+            };
+            Ok(vec![d_v, None, Some(d_dy)])
+        }
+        _ => Err(Error::arg(op.name(), "not an elementwise op")),
     }
+}
+
+/// The derivative, with respect to `v`, of the gradient rule's f'(v) (v is
+/// the output where [`UnaryOp::grad_from_output`]: then of f' written in
+/// the output); `None` where it is 0.
+fn second(u: UnaryOp, v: &Tensor) -> Result<Option<Tensor>> {
+    let sigmoid_slope = |s: &Tensor| -> Result<Tensor> { s.mul(&s.neg()?.add_scalar(1.0)?) };
+    // φ(v), the standard normal density.
+    let pdf =
+        |v: &Tensor| -> Result<Tensor> { v.square()?.mul_scalar(-0.5)?.exp()?.mul_scalar(0.398_942_280_401_432_7) };
+    Ok(Some(match u {
+        UnaryOp::Neg
+        | UnaryOp::Abs
+        | UnaryOp::Sign
+        | UnaryOp::Floor
+        | UnaryOp::Ceil
+        | UnaryOp::Round
+        | UnaryOp::Relu
+        | UnaryOp::Relu6
+        | UnaryOp::LeakyRelu(_) => return Ok(None),
+        // f' = y and y + 1.
+        UnaryOp::Exp | UnaryOp::Expm1 => v.ones_like()?,
+        // f' = 1/x and 1/(1 + x).
+        UnaryOp::Log => v.square()?.reciprocal()?.neg()?,
+        UnaryOp::Log1p => v.add_scalar(1.0)?.square()?.reciprocal()?.neg()?,
+        // f' = 0.5 / y, -0.5 y^3, -y^2 (y the output).
+        UnaryOp::Sqrt => v.square()?.reciprocal()?.mul_scalar(-0.5)?,
+        UnaryOp::Rsqrt => v.square()?.mul_scalar(-1.5)?,
+        UnaryOp::Reciprocal => v.mul_scalar(-2.0)?,
+        UnaryOp::Square => v.ones_like()?.mul_scalar(2.0)?,
+        UnaryOp::Sin => v.sin()?.neg()?,
+        UnaryOp::Cos => v.cos()?.neg()?,
+        // f' = 1 - y^2 and y (1 - y).
+        UnaryOp::Tanh => v.mul_scalar(-2.0)?,
+        UnaryOp::Sigmoid => v.mul_scalar(-2.0)?.add_scalar(1.0)?,
+        // f' = y + const below 0 (on the output), a constant above.
+        UnaryOp::Elu | UnaryOp::Selu => v.less(&v.zeros_like()?)?.cast(v.dtype())?,
+        UnaryOp::Softplus => sigmoid_slope(&v.sigmoid()?)?,
+        // f' = (1 + |x|)^-2.
+        UnaryOp::Softsign => v
+            .sign()?
+            .mul_scalar(-2.0)?
+            .div(&v.abs()?.add_scalar(1.0)?.pow_scalar(3.0)?)?,
+        // f' = Φ + x φ, f'' = φ (2 - x^2).
+        UnaryOp::Gelu => pdf(v)?.mul(&v.square()?.neg()?.add_scalar(2.0)?)?,
+        UnaryOp::GeluTanh => {
+            // t = tanh(c (x + a x^3)); f' = (1 + t) / 2 + x t' / 2 with
+            // t' = (1 - t^2) u', u' = c (1 + 3 a x^2); f'' = t' + x t'' / 2.
+            let (c, a) = (0.797_884_560_802_865_4, 0.044715);
+            let x2 = v.square()?;
+            let t = v.add(&v.mul(&x2)?.mul_scalar(a)?)?.mul_scalar(c)?.tanh()?;
+            let sech2 = t.square()?.neg()?.add_scalar(1.0)?;
+            let du = x2.mul_scalar(3.0 * a)?.add_scalar(1.0)?.mul_scalar(c)?;
+            let dt = sech2.mul(&du)?;
+            let ddu = v.mul_scalar(6.0 * a * c)?;
+            let ddt = t.mul(&dt)?.mul(&du)?.mul_scalar(-2.0)?.add(&sech2.mul(&ddu)?)?;
+            dt.add(&v.mul(&ddt)?.mul_scalar(0.5)?)?
+        }
+        // f' = σ (1 + x (1 - σ)), f'' = σ (1 - σ) (2 + x (1 - 2σ)).
+        UnaryOp::Silu => {
+            let s = v.sigmoid()?;
+            let k = s.mul_scalar(-2.0)?.add_scalar(1.0)?.mul(v)?.add_scalar(2.0)?;
+            sigmoid_slope(&s)?.mul(&k)?
+        }
+        // f' = 2/√π e^(-x^2), f'' = -2 x f'.
+        UnaryOp::Erf => v
+            .square()?
+            .neg()?
+            .exp()?
+            .mul(v)?
+            .mul_scalar(-4.0 / std::f64::consts::PI.sqrt())?,
+    }))
 }
 
 pub(crate) fn tolerance(op: &Op) -> Tol {

@@ -72,17 +72,26 @@ def expect(cond, msg):
 # ---------------------------------------------------------------- servers
 
 
+HANDED_OUT = set()
+
+
 def free_ports(n):
-    """n distinct free loopback ports (bound to port 0 together, then released)."""
-    socks = []
+    """n free loopback ports, distinct and never handed out before: a server
+    started earlier may not have bound its ports yet, and the OS can offer
+    a released port again. Every socket is held until the ports are chosen."""
+    held, out = [], []
     try:
-        for _ in range(n):
+        while len(out) < n:
             s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
+            held.append(s)
+            port = s.getsockname()[1]
+            if port not in HANDED_OUT:
+                HANDED_OUT.add(port)
+                out.append(port)
+        return out
     finally:
-        for s in socks:
+        for s in held:
             s.close()
 
 
