@@ -305,6 +305,42 @@ fn cases() -> Vec<Case> {
         vec![labels, r64(&[3, 5], 63)],
         |x| softmax::sparse_softmax_cross_entropy_with_logits(&x[0], &x[1]),
     ));
+    // A gradient penalty (WGAN-GP): the norm of a two-layer network's input
+    // gradient, differentiated with respect to its weights.
+    v.push(case(
+        "gradient penalty through dense layers",
+        vec![r64(&[4, 3], 68), r64(&[3, 5], 69), r64(&[5, 1], 70)],
+        |x| {
+            let tape = GradientTape::new();
+            tape.watch(&x[0]);
+            let h = x[0].matmul(&x[1])?.tanh()?.matmul(&x[2])?.softplus()?;
+            let g = tape.gradient_wrt(&h.sum(None, false)?, &[&x[0]])?.remove(0);
+            let g = g.ok_or_else(|| wgflow::Error::InvalidArgument {
+                op: "test",
+                msg: "no gradient".into(),
+            })?;
+            g.square()?.sum(Some(&[1]), false)?.sqrt()?.add_scalar(-1.0)?.square()
+        },
+    ));
+    // Its second derivative: the gradient rule's own gradient, with the
+    // logits also scaling the upstream gradient.
+    let labels = Tensor::from_vec(vec![2, 0, 3], &[3], &Device::Cpu).unwrap();
+    v.push(case(
+        "d/dz sparse_softmax_cross_entropy",
+        vec![labels, r64(&[3, 5], 67)],
+        |x| {
+            let tape = GradientTape::new();
+            tape.watch(&x[1]);
+            let l = softmax::sparse_softmax_cross_entropy_with_logits(&x[0], &x[1])?
+                .mul(&x[1].sum(Some(&[-1]), false)?)?
+                .sum(None, false)?;
+            let g = tape.gradient_wrt(&l, &[&x[1]])?.remove(0);
+            g.ok_or_else(|| wgflow::Error::InvalidArgument {
+                op: "test",
+                msg: "no gradient".into(),
+            })
+        },
+    ));
     v.push(case(
         "chain: dense + relu + mean",
         vec![r64(&[4, 3], 64), r64(&[3, 2], 65), r64(&[2], 66)],

@@ -49,7 +49,8 @@ pub(crate) fn infer(op: &Op, x: &[&Tensor]) -> Result<(Vec<usize>, DType)> {
 }
 
 /// Gradient rules: softmax dx = y (dy - sum(dy y)), log-softmax
-/// dx = dy - exp(y) sum(dy), cross-entropy d logits = (softmax - onehot) dy.
+/// dx = dy - exp(y) sum(dy), cross-entropy d logits = (softmax - onehot) dy,
+/// and that rule's own (second derivatives) through the softmax's.
 pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Vec<Option<Tensor>>> {
     match op {
         Op::Softmax { axis, log } => {
@@ -65,10 +66,14 @@ pub(crate) fn grad(op: &Op, x: &[&Tensor], y: &Tensor, dy: &Tensor) -> Result<Ve
             let g = exec(Op::SparseXentGrad, &[x[0], x[1]])?;
             Ok(vec![Some(g.mul(&dy.expand_dims(-1)?)?), None])
         }
-        _ => Err(Error::arg(
-            op.name(),
-            "the second derivative of the cross-entropy is not implemented",
-        )),
+        // softmax(z) - onehot(labels): the one-hot is constant, so the
+        // softmax's rule; none for the labels.
+        Op::SparseXentGrad => {
+            let p = softmax(x[0], -1)?;
+            let dz = p.mul(&dy.sub(&dy.mul(&p)?.sum(Some(&[-1]), true)?)?)?;
+            Ok(vec![Some(dz), None])
+        }
+        _ => Err(Error::arg(op.name(), "not a softmax op")),
     }
 }
 
