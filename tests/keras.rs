@@ -235,13 +235,22 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
 /// and predict the same; indices out of range and masking are typed errors.
 #[test]
 fn keras_text_models_with_embeddings_both_ways() {
-    use wgflow::nn::layers::{Embedding, GlobalAveragePooling1D};
+    use wgflow::nn::layers::{
+        AveragePooling1D, Conv1D, Embedding, GlobalAveragePooling1D, GlobalMaxPooling1D, MaxPooling1D,
+    };
     let Some(python) = python() else { return };
     let dir = tmp("text");
     let out = run(&python, &["text", dir.to_str().unwrap()]);
     assert!(out.contains("OK"), "{out}");
     for d in devices() {
-        for file in ["text.keras", "text.h5", "textmax.keras", "textmax.h5"] {
+        for file in [
+            "text.keras",
+            "text.h5",
+            "textmax.keras",
+            "textmax.h5",
+            "textcnn.keras",
+            "textcnn.h5",
+        ] {
             let name = file.split('.').next().unwrap();
             let mut m = load_model_on(dir.join(file), &d).unwrap();
             let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
@@ -322,27 +331,46 @@ fn keras_text_models_with_embeddings_both_ways() {
         .unwrap();
     m.save(dir.join("wg_text.keras")).unwrap();
     m.save(dir.join("wg_text.h5")).unwrap();
-    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_text.keras", "wg_text.h5"]);
+    let mut cnn = Sequential::new()
+        .add(Embedding::new(50, 8))
+        .add(
+            Conv1D::new(6, 3)
+                .padding("causal")
+                .unwrap()
+                .dilation_rate(2)
+                .activation(Activation::Relu),
+        )
+        .add(MaxPooling1D::new(2))
+        .add(Conv1D::new(5, 2).strides(2).padding("same").unwrap())
+        .add(AveragePooling1D::new(2).strides(1).padding("same").unwrap())
+        .add(GlobalMaxPooling1D::new())
+        .add(Dense::new(10));
+    cnn.build(&[12], &d).unwrap();
+    cnn.save(dir.join("wg_textcnn.keras")).unwrap();
+    cnn.save(dir.join("wg_textcnn.h5")).unwrap();
+    let files = ["wg_text.keras", "wg_text.h5", "wg_textcnn.keras", "wg_textcnn.h5"];
+    let mut args = vec!["load", dir.to_str().unwrap()];
+    args.extend(files);
+    let out = run(&python, &args);
     assert!(out.contains("OK"), "{out}");
     assert!(
         out.contains("wg_text.keras ['Embedding', 'GlobalAveragePooling1D', 'Dense']"),
         "{out}"
     );
-    for b in [1usize, 7, 64] {
-        let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
-        let want = m
-            .predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 64)
-            .unwrap()
-            .to_vec::<f32>()
-            .unwrap();
-        for ext in ["keras", "h5"] {
-            let (_, got) = load_npy(&dir.join(format!("kload_wg_text_{ext}_{b}.npy")));
-            assert_close(
-                &got,
-                &want,
-                1e-5,
-                &format!("Keras on wgflow's text model .{ext}, batch {b}"),
-            );
+    let layers = "['Embedding', 'Conv1D', 'MaxPooling1D', 'Conv1D', 'AveragePooling1D', 'GlobalMaxPooling1D', 'Dense']";
+    assert!(out.contains(&format!("wg_textcnn.keras {layers}")), "{out}");
+    for (name, model) in [("wg_text", &mut m), ("wg_textcnn", &mut cnn)] {
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+            let want = model
+                .predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 64)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for ext in ["keras", "h5"] {
+                let (_, got) = load_npy(&dir.join(format!("kload_{name}_{ext}_{b}.npy")));
+                assert_close(&got, &want, 1e-5, &format!("Keras on {name}.{ext}, batch {b}"));
+            }
         }
     }
 }

@@ -158,16 +158,23 @@ fn unsupported_ops_and_opsets_are_typed_errors() {
     assert!(!dir.join("noisy.onnx").exists(), "a failed export left a file");
 }
 
-/// A text model (`Embedding` as Cast and Gather, 1-D pooling) in ONNX
-/// Runtime, at both opsets.
+/// A text model (`Embedding` as Cast and Gather, a causal `Conv1D`, 1-D
+/// pooling) in ONNX Runtime, at both opsets.
 #[test]
 fn onnx_runtime_runs_text_models() {
-    use wgflow::nn::layers::{Embedding, GlobalAveragePooling1D};
+    use wgflow::nn::layers::{Conv1D, Embedding, GlobalAveragePooling1D, MaxPooling1D};
     let Some(python) = python() else { return };
     let d = Device::Cpu;
     wgflow::nn::set_random_seed(5);
     let mut model = Sequential::new()
         .add(Embedding::new(30, 4))
+        .add(
+            Conv1D::new(5, 3)
+                .padding("causal")
+                .unwrap()
+                .activation(wgflow::nn::Activation::Relu),
+        )
+        .add(MaxPooling1D::new(2).padding("same").unwrap())
         .add(GlobalAveragePooling1D::new())
         .add(Dense::new(10));
     model.build(&[7], &d).unwrap();

@@ -198,16 +198,18 @@ fn tensorflow_loads_wgflow_exports() {
     }
 }
 
-/// A text model (`Embedding`, 1-D pooling) exports too: TensorFlow runs it
-/// on float token ids and gets wgflow's predictions.
+/// A text model (`Embedding`, `Conv1D`, 1-D pooling) exports too:
+/// TensorFlow runs it on float token ids and gets wgflow's predictions.
 #[test]
 fn tensorflow_runs_wgflow_text_models() {
-    use wgflow::nn::layers::{Embedding, GlobalMaxPooling1D};
+    use wgflow::nn::layers::{AveragePooling1D, Conv1D, Embedding, GlobalMaxPooling1D};
     let Some(python) = python() else { return };
     let d = Device::Cpu;
     set_random_seed(4);
     let mut model = Sequential::new()
         .add(Embedding::new(40, 6))
+        .add(Conv1D::new(4, 2).strides(2).padding("same").unwrap())
+        .add(AveragePooling1D::new(2).padding("same").unwrap())
         .add(GlobalMaxPooling1D::new())
         .add(Dense::new(10));
     model.build(&[9], &d).unwrap();

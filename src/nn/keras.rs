@@ -25,9 +25,10 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling2D, BatchNormalization, Conv2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten,
-    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, Layer, LayerNormalization,
-    LeakyReLU, MaxPooling2D, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense, DepthwiseConv2D,
+    Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
+    GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D, Rescaling, Reshape,
+    SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -658,7 +659,7 @@ fn carry_policies(layers: &mut [Value]) {
         };
         if matches!(
             class.as_str(),
-            "Dense" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D" | "Embedding"
+            "Dense" | "Conv1D" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D" | "Embedding"
         ) {
             current = name.clone();
         } else {
@@ -1071,6 +1072,19 @@ impl<'a> Opts<'a> {
         }
     }
 
+    /// A 1-D size: a count or a list of one.
+    fn single(&mut self, key: &'static str, default: Option<usize>) -> std::result::Result<usize, String> {
+        match self.get(key) {
+            Some(Value::Number(n)) => Ok(n.as_u64().ok_or_else(|| self.err(key, "not a count"))? as usize),
+            Some(Value::Array(a)) if a.len() == 1 => a[0]
+                .as_u64()
+                .map(|v| v as usize)
+                .ok_or_else(|| self.err(key, "not a count")),
+            Some(v) => Err(self.err(key, format!("{v} is not a count or a list of one"))),
+            None => default.ok_or_else(|| self.err(key, "missing")),
+        }
+    }
+
     fn f64(&mut self, key: &'static str, default: f64) -> std::result::Result<f64, String> {
         match self.get(key) {
             Some(v) => v.as_f64().ok_or_else(|| self.err(key, format!("{v} is not a number"))),
@@ -1372,6 +1386,42 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         "Softmax" => {
             o.fixed("axis", json!(-1))?;
             Box::new(ActivationLayer::new(Activation::Softmax))
+        }
+        "Conv1D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.fixed("groups", json!(1))?;
+            let padding = o.str("padding", "valid")?;
+            let l = Conv1D::new(o.usize("filters", None)?, o.single("kernel_size", None)?)
+                .strides(o.single("strides", Some(1))?)
+                .padding(padding)
+                .map_err(|e| o.err("padding", e))?
+                .dilation_rate(o.single("dilation_rate", Some(1))?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            o.fixed("lora_rank", Value::Null)?;
+            Box::new(l)
+        }
+        "MaxPooling1D" | "AveragePooling1D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let size = o.single("pool_size", Some(2))?;
+            let strides = o.single("strides", Some(size))?;
+            let padding = o.padding()?;
+            if class == "MaxPooling1D" {
+                Box::new(
+                    MaxPooling1D::new(size)
+                        .strides(strides)
+                        .padding(padding)
+                        .map_err(|e| e.to_string())?,
+                )
+            } else {
+                Box::new(
+                    AveragePooling1D::new(size)
+                        .strides(strides)
+                        .padding(padding)
+                        .map_err(|e| e.to_string())?,
+                )
+            }
         }
         "Embedding" => {
             o.fixed("mask_zero", json!(false))?;

@@ -2,7 +2,7 @@
 
     python keras_files.py make DIR    # Keras-trained CNN and MLP as DIR/{cnn,mlp}.{keras,h5},
                                       # inputs DIR/x{1,7,64}.npy, predictions DIR/keras_{name}_{b}.npy
-    python keras_files.py text DIR    # Keras-trained text models (Embedding) as DIR/{text,textmax}.{keras,h5},
+    python keras_files.py text DIR    # Keras-trained text models (Embedding) as DIR/{text,textmax,textcnn}.{keras,h5},
                                       # token inputs DIR/x{1,7,64}.npy, predictions as for make
     python keras_files.py load DIR FILE...  # keras.models.load_model(DIR/FILE) on x{b}.npy
                                             # -> DIR/kload_{FILE with . as _}_{b}.npy
@@ -111,6 +111,18 @@ elif mode == "text":
                 layers.Embedding(50, 6),
                 layers.GlobalMaxPooling1D(),
                 layers.Dense(10, activation="softmax"),
+            ]
+        ),
+        "textcnn": keras.Sequential(
+            [
+                keras.Input((12,)),
+                layers.Embedding(50, 8),
+                layers.Conv1D(6, 3, padding="causal", dilation_rate=2, activation="relu"),
+                layers.MaxPooling1D(2),
+                layers.Conv1D(5, 2, strides=2, padding="same"),
+                layers.AveragePooling1D(2, strides=1, padding="same"),
+                layers.GlobalMaxPooling1D(),
+                layers.Dense(10),
             ]
         ),
     }

@@ -25,7 +25,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 mod sequence;
-pub use sequence::Embedding;
+pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
 /// for the whole process, as Keras' global name scope.
@@ -152,6 +152,38 @@ fn kernel_config(
     ] {
         m.insert(k.into(), serde_json::Value::Null);
     }
+}
+
+/// The shape options of a convolution's Keras config (lists of one or two).
+struct ConvShape {
+    filters: usize,
+    kernel_size: serde_json::Value,
+    strides: serde_json::Value,
+    padding: &'static str,
+    dilation_rate: serde_json::Value,
+    groups: usize,
+}
+
+/// The Keras config of a convolution layer (Conv1D, Conv2D).
+fn conv_config(
+    name: &str,
+    policy: &Policy,
+    shape: ConvShape,
+    activation: Activation,
+    use_bias: bool,
+    (kernel, bias): (&Initializer, &Initializer),
+) -> serde_json::Value {
+    let mut m = base_config(name, &policy_name(policy));
+    m.insert("filters".into(), shape.filters.into());
+    m.insert("kernel_size".into(), shape.kernel_size);
+    m.insert("strides".into(), shape.strides);
+    m.insert("padding".into(), shape.padding.into());
+    m.insert("data_format".into(), "channels_last".into());
+    m.insert("dilation_rate".into(), shape.dilation_rate);
+    m.insert("groups".into(), shape.groups.into());
+    kernel_config(&mut m, activation, use_bias, kernel, bias);
+    m.insert("activity_regularizer".into(), serde_json::Value::Null);
+    m.into()
 }
 
 fn policy_name(p: &Policy) -> String {
@@ -475,23 +507,23 @@ impl Conv2D {
 
 impl Layer for Conv2D {
     fn keras_config(&self) -> Result<serde_json::Value> {
-        let mut m = base_config(&self.name, &policy_name(&self.policy));
-        m.insert("filters".into(), self.filters.into());
-        m.insert("kernel_size".into(), serde_json::json!(self.kernel_size));
-        m.insert("strides".into(), serde_json::json!(self.strides));
-        m.insert("padding".into(), padding_name(self.padding, &self.name)?.into());
-        m.insert("data_format".into(), "channels_last".into());
-        m.insert("dilation_rate".into(), serde_json::json!(self.dilation_rate));
-        m.insert("groups".into(), self.groups.into());
-        kernel_config(
-            &mut m,
+        let shape = ConvShape {
+            filters: self.filters,
+            kernel_size: serde_json::json!(self.kernel_size),
+            strides: serde_json::json!(self.strides),
+            padding: padding_name(self.padding, &self.name)?,
+            dilation_rate: serde_json::json!(self.dilation_rate),
+            groups: self.groups,
+        };
+        let inits = (&self.kernel_initializer, &self.bias_initializer);
+        Ok(conv_config(
+            &self.name,
+            &self.policy,
+            shape,
             self.activation,
             self.use_bias,
-            &self.kernel_initializer,
-            &self.bias_initializer,
-        );
-        m.insert("activity_regularizer".into(), serde_json::Value::Null);
-        Ok(m.into())
+            inits,
+        ))
     }
     fn name(&self) -> &str {
         &self.name
