@@ -434,3 +434,59 @@ fn reductions_over_no_axes_stay_identities() {
     assert_eq!(shape, vec![4, 3]);
     assert_close(&got, &want, 1e-6, "a sum over no axes in the interpreter");
 }
+
+/// Models over sequences of floats (`Conv1D` with causal and same
+/// padding, 1-D pooling) convert and predict the same in the interpreter;
+/// a text model's `Embedding` (a gather) is a typed error naming it.
+#[test]
+fn sequence_models_convert() {
+    use wgflow::nn::layers::{AveragePooling1D, Conv1D, Embedding, GlobalAveragePooling1D, MaxPooling1D};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let tmp = TempDir::new("tflite-sequences");
+    let dir: &Path = &tmp;
+    wgflow::nn::set_random_seed(8);
+    let mut model = Sequential::new()
+        .add(
+            Conv1D::new(4, 3)
+                .padding("causal")
+                .unwrap()
+                .activation(Activation::Relu),
+        )
+        .add(MaxPooling1D::new(2))
+        .add(Conv1D::new(6, 2).strides(2).padding("same").unwrap())
+        .add(AveragePooling1D::new(2).strides(1).padding("same").unwrap())
+        .add(GlobalAveragePooling1D::new())
+        .add(Dense::new(10));
+    model.build(&[12, 3], &d).unwrap();
+    let x = uniform(&[5, 12, 3], -1.0, 1.0, 9, DType::F32);
+    let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+    let x_path = dir.join("x.npy");
+    save_npy(&x_path, &x);
+    let mut files = Vec::new();
+    for kind in ["none", "float16"] {
+        let mut c = Converter::from_keras_model(&mut model).unwrap();
+        settings(&mut c, kind, &x);
+        let file = dir.join(format!("seq_{kind}.tflite"));
+        c.convert_to(&file).unwrap();
+        files.push((kind, file));
+    }
+    let mut args: Vec<&Path> = vec![Path::new("predict"), &x_path];
+    args.extend(files.iter().map(|(_, f)| f.as_path()));
+    py(&python, "tflite_files.py", &args);
+    for (kind, file) in &files {
+        let (shape, got) = load_npy(&PathBuf::from(format!("{}.npy", file.display())));
+        assert_eq!(shape, vec![5, 10]);
+        let tol = if *kind == "none" { 1e-5 } else { 1e-2 };
+        assert_close(&got, &want, tol, &format!("a Conv1D model ({kind}) in the interpreter"));
+    }
+    let mut text = Sequential::new()
+        .add(Embedding::new(20, 4))
+        .add(GlobalAveragePooling1D::new())
+        .add(Dense::new(3));
+    text.build(&[6], &d).unwrap();
+    let e = Converter::from_keras_model(&mut text)
+        .and_then(|mut c| c.convert())
+        .unwrap_err();
+    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
+}
