@@ -62,6 +62,28 @@ fn mlp(d: &Device) -> Sequential {
     m
 }
 
+/// Group and RMS normalization between a convolution and dense layers,
+/// their weights away from the initial ones and zeros.
+fn norms(d: &Device, seed: u64) -> Sequential {
+    use wgflow::nn::layers::{GroupNormalization, RMSNormalization};
+    set_random_seed(seed);
+    let mut m = Sequential::new()
+        .add(Conv2D::new(8, [3, 3]).strides([2, 2]))
+        .add(GroupNormalization::new(4).epsilon(1e-2))
+        .add(Flatten::new())
+        .add(Dense::new(16))
+        .add(RMSNormalization::new().epsilon(1e-3))
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    for i in [1, 4] {
+        for (k, (_, v)) in m.layers()[i].weights().into_iter().enumerate() {
+            let w = uniform(&v.shape(), 0.5, 1.5, seed + (i * 10 + k) as u64, DType::F32);
+            v.assign(&w.to_device(d).unwrap()).unwrap();
+        }
+    }
+    m
+}
+
 fn run(python: &Path, args: &[&str]) -> String {
     let paths: Vec<PathBuf> = args.iter().map(PathBuf::from).collect();
     let refs: Vec<&Path> = paths.iter().map(PathBuf::as_path).collect();
@@ -90,6 +112,8 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
             "extra.h5",
             "lnmlp.keras",
             "lnmlp.h5",
+            "norms.keras",
+            "norms.h5",
         ] {
             let name = file.split('.').next().unwrap();
             let mut m = load_model_on(dir.join(file), &d).unwrap();
@@ -166,6 +190,7 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
         ("mlp", mlp(&d)),
         ("extra", extra_layers(&d, 7)),
         ("lnmlp", layer_norm_mlp(&d, 23)),
+        ("norms", norms(&d, 29)),
     ] {
         if name == "cnn" {
             m.compile(
@@ -207,6 +232,8 @@ fn wgflow_models_load_in_keras_and_predict_the_same() {
             "extra.h5",
             "lnmlp.keras",
             "lnmlp.h5",
+            "norms.keras",
+            "norms.h5",
         ],
     );
     assert!(out.contains("OK"), "{out}");

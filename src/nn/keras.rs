@@ -27,8 +27,8 @@ use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense, DepthwiseConv2D,
     Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
-    GlobalMaxPooling2D, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D, Rescaling, Reshape,
-    SeparableConv2D, ZeroPadding2D,
+    GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D,
+    RMSNormalization, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -1165,6 +1165,15 @@ impl<'a> Opts<'a> {
 /// The one axis a BatchNormalization config names (`-1`, `3`, `[1]`, ...);
 /// `None` when it names none (the last). Anything else is an error holding
 /// the value.
+/// An `axis` option that must be the last axis: -1 or [-1].
+fn last_axis(o: &mut Opts) -> std::result::Result<(), String> {
+    match bn_axis(o.get("axis")) {
+        Ok(None | Some(-1)) => Ok(()),
+        Ok(Some(a)) => Err(o.err("axis", format!("{a}: wgflow normalizes the last axis (-1)"))),
+        Err(v) => Err(o.err("axis", format!("{v} is not an axis"))),
+    }
+}
+
 fn bn_axis(v: Option<&Value>) -> std::result::Result<Option<i64>, String> {
     let one = match v {
         None | Some(Value::Null) => return Ok(None),
@@ -1359,6 +1368,17 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             l.scale = o.bool("scale", true)?;
             o.fixed("rms_scaling", json!(false))?;
             Box::new(l)
+        }
+        "GroupNormalization" => {
+            last_axis(&mut o)?;
+            let mut l = GroupNormalization::new(o.usize("groups", Some(32))?).epsilon(o.f64("epsilon", 1e-3)?);
+            l.center = o.bool("center", true)?;
+            l.scale = o.bool("scale", true)?;
+            Box::new(l)
+        }
+        "RMSNormalization" => {
+            last_axis(&mut o)?;
+            Box::new(RMSNormalization::new().epsilon(o.f64("epsilon", 1e-6)?))
         }
         "Activation" => Box::new(ActivationLayer::new(o.activation()?)),
         "ReLU" => {

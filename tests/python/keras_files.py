@@ -42,6 +42,17 @@ if mode == "make":
                 layers.Dense(10),
             ]
         ),
+        "norms": keras.Sequential(
+            [
+                keras.Input((28, 28, 1)),
+                layers.Conv2D(8, 3, strides=2),
+                layers.GroupNormalization(groups=4, epsilon=1e-2),
+                layers.Flatten(),
+                layers.Dense(16),
+                layers.RMSNormalization(epsilon=1e-3),
+                layers.Dense(10),
+            ]
+        ),
         "lnmlp": keras.Sequential(
             [
                 keras.Input((28, 28, 1)),

@@ -24,7 +24,9 @@ use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+mod norm;
 mod sequence;
+pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
@@ -1678,132 +1680,6 @@ impl Layer for BatchNormalization {
             if let Some(v) = v {
                 w.push((n, v.clone()));
             }
-        }
-        w
-    }
-}
-
-/// `keras.layers.LayerNormalization` over the last axis: each example's
-/// features to mean 0 and variance 1 (`epsilon` 1e-3 added to the
-/// variance), then scaled by `gamma` and shifted by `beta`, as Keras
-/// computes it (in f32 for 16-bit inputs, the result in the input's dtype).
-///
-/// Weights, both `[features]` and trainable: `gamma` (with `scale`) and
-/// `beta` (with `center`).
-pub struct LayerNormalization {
-    name: String,
-    /// Added to the variance (1e-3).
-    pub epsilon: f64,
-    /// Whether `beta` is added (true).
-    pub center: bool,
-    /// Whether `gamma` multiplies (true).
-    pub scale: bool,
-    gamma: Option<Variable>,
-    beta: Option<Variable>,
-}
-
-impl LayerNormalization {
-    /// `LayerNormalization()` with Keras' defaults.
-    pub fn new() -> LayerNormalization {
-        LayerNormalization {
-            name: unique_name("layer_normalization"),
-            epsilon: 1e-3,
-            center: true,
-            scale: true,
-            gamma: None,
-            beta: None,
-        }
-    }
-    /// `epsilon=`.
-    pub fn epsilon(self, epsilon: f64) -> Self {
-        LayerNormalization { epsilon, ..self }
-    }
-}
-
-impl Default for LayerNormalization {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Layer for LayerNormalization {
-    fn keras_config(&self) -> Result<serde_json::Value> {
-        let mut m = base_config(&self.name, "float32");
-        m.insert("axis".into(), serde_json::json!([-1]));
-        m.insert("epsilon".into(), self.epsilon.into());
-        m.insert("center".into(), self.center.into());
-        m.insert("scale".into(), self.scale.into());
-        m.insert("rms_scaling".into(), false.into());
-        m.insert("beta_initializer".into(), initializer_config(&Initializer::Zeros));
-        m.insert("gamma_initializer".into(), initializer_config(&Initializer::Ones));
-        for k in [
-            "beta_regularizer",
-            "gamma_regularizer",
-            "beta_constraint",
-            "gamma_constraint",
-        ] {
-            m.insert(k.into(), serde_json::Value::Null);
-        }
-        Ok(m.into())
-    }
-    fn name(&self) -> &str {
-        &self.name
-    }
-    fn kind(&self) -> &'static str {
-        "LayerNormalization"
-    }
-    fn build(&mut self, s: &[usize], device: &Device) -> Result<()> {
-        let Some(&c) = s.last() else {
-            return Err(Error::shape("LayerNormalization", &[s], "needs a feature axis"));
-        };
-        let var = |init: Initializer, w: &str| -> Result<Variable> {
-            Ok(Variable::new(
-                init.init(&[c], DType::F32, device)?,
-                &format!("{}/{w}", self.name),
-            ))
-        };
-        self.gamma = if self.scale {
-            Some(var(Initializer::Ones, "gamma")?)
-        } else {
-            None
-        };
-        self.beta = if self.center {
-            Some(var(Initializer::Zeros, "beta")?)
-        } else {
-            None
-        };
-        Ok(())
-    }
-    fn built(&self) -> bool {
-        (self.gamma.is_some() || !self.scale) && (self.beta.is_some() || !self.center)
-    }
-    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        Ok(s.to_vec())
-    }
-    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        ensure_built(self, x, 2)?;
-        let dt = x.dtype();
-        // Keras computes in at least f32.
-        let xf = in_dtype(x.clone(), if dt == DType::F64 { dt } else { DType::F32 })?;
-        let mean = xf.mean(Some(&[-1]), true)?;
-        let var = xf.squared_difference(&mean)?.mean(Some(&[-1]), true)?;
-        let mut inv = var.add_scalar(self.epsilon)?.rsqrt()?;
-        if let Some(g) = &self.gamma {
-            inv = inv.mul(&in_dtype(g.value(), xf.dtype())?)?;
-        }
-        let mut shift = mean.neg()?.mul(&inv)?;
-        if let Some(b) = &self.beta {
-            shift = shift.add(&in_dtype(b.value(), xf.dtype())?)?;
-        }
-        in_dtype(xf.mul(&inv)?.add(&shift)?, dt)
-    }
-    fn weights(&self) -> Vec<(&'static str, Variable)> {
-        let mut w = Vec::new();
-        if let Some(g) = &self.gamma {
-            w.push(("gamma", g.clone()));
-        }
-        if let Some(b) = &self.beta {
-            w.push(("beta", b.clone()));
         }
         w
     }
