@@ -942,6 +942,10 @@ fn class_weights_are_sample_weights_of_each_label() {
     assert!(e.to_string().contains("class_weight and sample_weight"), "{e}");
     let e = m.fit(&x, &y, args(Some(t(&[1.0; 59], &[59])), None)).unwrap_err();
     assert!(matches!(e, Error::Shape { op: "fit", .. }), "{e}");
+    let mut orphan = args(None, None);
+    orphan.validation_sample_weight = Some(sw.clone());
+    let e = m.fit(&x, &y, orphan).unwrap_err();
+    assert!(e.to_string().contains("without validation_data"), "{e}");
     let e = m.fit_dataset(&ds, args(None, Some(cw.clone()))).unwrap_err();
     assert!(e.to_string().contains("class_weight and sample_weight"), "{e}");
     let e = m.fit_dataset(&ds2, args(Some(sw.clone()), None)).unwrap_err();

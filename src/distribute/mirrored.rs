@@ -285,25 +285,21 @@ impl<M: Model> Mirrored<M> {
             ));
         }
         // What each replica's loss is multiplied by so that the replicas'
-        // losses (and gradients) sum to the global batch's.
-        let weight_sum = |lo: usize, hi: usize| -> Result<f64> {
-            match w {
-                Some(w) => Ok(rows(w, lo, hi)?.to_f64_vec()?.iter().sum()),
-                None => Ok((hi - lo) as f64),
-            }
+        // losses (and gradients) sum to the global batch's: its share of
+        // the examples, or with mean_with_sample_weight of the weights
+        // (read back only then).
+        let weight_sum =
+            |w: &Tensor, lo: usize, hi: usize| -> Result<f64> { Ok(rows(w, lo, hi)?.to_f64_vec()?.iter().sum()) };
+        let by_weight = match w {
+            Some(w) if reduction == Reduction::MeanWithSampleWeight => Some((w, weight_sum(w, 0, n)?)),
+            _ => None,
         };
-        let total_weight = weight_sum(0, n)?;
         let share = |lo: usize, hi: usize| -> Result<f64> {
-            Ok(match reduction {
-                Reduction::Sum => 1.0,
-                Reduction::MeanWithSampleWeight if w.is_some() => {
-                    // divide_no_nan: weights summing to 0 give a loss of 0.
-                    if total_weight == 0.0 {
-                        0.0
-                    } else {
-                        weight_sum(lo, hi)? / total_weight
-                    }
-                }
+            Ok(match (reduction, by_weight) {
+                (Reduction::Sum, _) => 1.0,
+                // divide_no_nan: weights summing to 0 give a loss of 0.
+                (_, Some((_, total))) if total == 0.0 => 0.0,
+                (_, Some((w, total))) => weight_sum(w, lo, hi)? / total,
                 _ => (hi - lo) as f64 / n as f64,
             })
         };

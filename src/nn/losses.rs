@@ -165,13 +165,6 @@ pub fn reduce_weighted(
     if reduction == Reduction::None || values.rank() == 0 {
         return Ok(values);
     }
-    let count = || -> Result<Tensor> {
-        if values.numel() == 0 {
-            values.sum(None, false)
-        } else {
-            values.mean(None, false)
-        }
-    };
     match (reduction, weight) {
         (Reduction::Sum, _) => values.sum(None, false),
         (Reduction::MeanWithSampleWeight, Some(w)) => {
@@ -181,7 +174,9 @@ pub fn reduce_weighted(
             let safe = zero.where_(&total.ones_like()?, &total)?;
             zero.where_(&total.zeros_like()?, &values.sum(None, false)?.div(&safe)?)
         }
-        _ => count(),
+        // The sum over the count, 0 for no values (divide_no_nan).
+        _ if values.numel() == 0 => values.sum(None, false),
+        _ => values.mean(None, false),
     }
 }
 

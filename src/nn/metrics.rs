@@ -72,6 +72,10 @@ impl Totals {
         let v = values.cast(DType::F32)?;
         let s = v.sum(None, false)?;
         let n = ops::full(&[], v.numel() as f64, DType::F32, s.device())?;
+        self.accumulate(&s, &n)
+    }
+    /// Adds the scalars `s` to the total and `n` to the count.
+    fn accumulate(&mut self, s: &Tensor, n: &Tensor) -> Result<()> {
         let (total, count) = self.vars(s.device())?;
         let dev = total.device();
         total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
@@ -109,12 +113,7 @@ impl Totals {
                 x.sum(None, false)
             }
         };
-        let s = per_example(v.mul(&w)?)?;
-        let n = per_example(w)?;
-        let (total, count) = self.vars(s.device())?;
-        let dev = total.device();
-        total.assign(&total.value().add(&s.to_device(&dev)?)?)?;
-        count.assign(&count.value().add(&n.to_device(&dev)?)?)
+        self.accumulate(&per_example(v.mul(&w)?)?, &per_example(w)?)
     }
     /// Adds `n` values whose mean is the scalar `m`.
     fn add_mean(&mut self, m: &Tensor, n: usize) -> Result<()> {
@@ -558,11 +557,7 @@ impl Metric for RootMeanSquaredError {
         &self.name
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
-        crate::autodiff::without_recording(|| {
-            let (t, p) = same_rank(&y_true.to_device(y_pred.device())?, y_pred)?;
-            let e = p.cast(DType::F32)?.squared_difference(&t.cast(DType::F32)?)?;
-            self.totals.add(&e)
-        })
+        self.update_state_weighted(y_true, y_pred, None)
     }
     fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
@@ -700,22 +695,11 @@ impl Confusion {
     }
 }
 
-/// Labels and predictions of a confusion metric as flat f32 `[n, 1]`
-/// columns: the labels as 0/1 (nonzero is positive), `class_id` picking
-/// one column of `[.., classes]`.
-fn flat_pair(
-    name: &'static str,
-    y_true: &Tensor,
-    y_pred: &Tensor,
-    class_id: Option<usize>,
-) -> Result<(Tensor, Tensor)> {
-    let (y, p, _) = flat_weighted(name, y_true, y_pred, class_id, None)?;
-    Ok((y, p))
-}
-
-/// [`flat_pair`] with the sample weights as Keras' confusion metrics take
-/// them: one per example (or of the labels' shape), broadcast to the
-/// predictions (after `class_id`), flattened alike.
+/// Labels, predictions and sample weights of a confusion metric as flat
+/// f32 `[n, 1]` columns: the labels as 0/1 (nonzero is positive),
+/// `class_id` picking one column of `[.., classes]`, the weights as Keras'
+/// confusion metrics take them (one per example, or of the labels' shape)
+/// broadcast to the predictions after `class_id`.
 fn flat_weighted(
     name: &'static str,
     y_true: &Tensor,
@@ -859,14 +843,7 @@ impl Metric for Precision {
         &self.name
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
-        crate::autodiff::without_recording(|| {
-            let op = if self.recall { "recall" } else { "precision" };
-            if !(0.0..=1.0).contains(&self.threshold) {
-                return Err(Error::arg(op, format!("threshold {} is not in [0, 1]", self.threshold)));
-            }
-            let (y, p) = flat_pair(op, y_true, y_pred, self.class_id)?;
-            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p, None)
-        })
+        self.update_state_weighted(y_true, y_pred, None)
     }
     fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
@@ -991,11 +968,7 @@ impl Metric for AUC {
         &self.name
     }
     fn update_state(&mut self, y_true: &Tensor, y_pred: &Tensor) -> Result<()> {
-        crate::autodiff::without_recording(|| {
-            let (y, p) = flat_pair("auc", y_true, y_pred, None)?;
-            let p = if self.from_logits { p.sigmoid()? } else { p };
-            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p, None)
-        })
+        self.update_state_weighted(y_true, y_pred, None)
     }
     fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
@@ -1179,7 +1152,7 @@ impl Metric for TopKCategoricalAccuracy {
                 .logical_and(&valid)?
                 .logical_and(&finite)?;
             // One hit per row of scores, each weighted by its example.
-            let rows: Vec<isize> = y_pred.shape()[..y_pred.rank() - 1]
+            let rows: Vec<isize> = y_pred.shape()[..y_pred.rank().saturating_sub(1)]
                 .iter()
                 .map(|&d| d as isize)
                 .collect();

@@ -879,6 +879,12 @@ pub(crate) fn fit_loop<T: FitTarget>(
     mut args: FitArgs,
     vars: Vec<(String, Variable)>,
 ) -> Result<History> {
+    if args.validation_sample_weight.is_some() && args.validation_data.is_none() {
+        return Err(Error::arg(
+            "fit",
+            "validation_sample_weight is set without validation_data",
+        ));
+    }
     let mut history = History::default();
     let mut callbacks = std::mem::take(&mut args.callbacks);
     let mut ctx = TrainContext {
