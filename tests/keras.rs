@@ -96,10 +96,14 @@ fn keras_trained_models_load_in_wgflow_and_predict_the_same() {
     let dir = tmp("from-keras");
     let out = run(&python, &["make", dir.to_str().unwrap()]);
     assert!(out.contains("OK"), "{out}");
-    // A functional model that is not a chain: a typed error naming the layer.
-    let e = load_err(&dir.join("residual.keras"), &Device::Cpu);
-    assert!(matches!(e, Error::Unimplemented { .. }), "{e:?}");
-    assert!(e.to_string().contains("not only the layer before it"), "{e}");
+    // A functional model that is not a chain loads as its graph (checked
+    // against Keras' predictions in keras_functional_models_both_ways).
+    let mut r = load_model_on(dir.join("residual.keras"), &Device::Cpu).unwrap();
+    assert!(r.is_functional());
+    let kinds: Vec<&str> = r.layers().iter().map(|l| l.kind()).collect();
+    assert_eq!(kinds, ["Flatten", "Dense", "Dense", "Add"]);
+    let x = uniform(&[3, 28, 28, 1], 0.0, 1.0, 1, DType::F32);
+    assert_eq!(r.predict(&x, 2).unwrap().shape(), &[3, 16]);
     for d in devices() {
         for file in [
             "cnn.keras",
@@ -1411,4 +1415,173 @@ fn keras_compile_configs_with_other_losses_and_metrics() {
             }
         }
     }
+}
+
+/// wgflow's version of keras_files.py's "branches" model: a layer shared at
+/// two depths, every merge layer, a concatenation with the input.
+fn branches(d: &Device) -> Sequential {
+    use wgflow::nn::Functional;
+    use wgflow::nn::layers::{Add, Average, Concatenate, Maximum, Minimum, Multiply, Subtract};
+    set_random_seed(21);
+    let mut f = Functional::new();
+    let v = f.input(&[6]).unwrap();
+    let a = f.call(Dense::new(8).activation(Activation::Relu), &[v]).unwrap();
+    let shared = f.layer(Dense::new(8).activation(Activation::Tanh));
+    let b = f.apply(shared, &[a]).unwrap();
+    let c = f.apply(shared, &[b]).unwrap();
+    let s = f.call(Add::new(), &[a, b, c]).unwrap();
+    let dd = f.call(Subtract::new(), &[s, c]).unwrap();
+    let e = f.call(Multiply::new(), &[dd, b]).unwrap();
+    let g = f.call(Average::new(), &[e, a, s]).unwrap();
+    let g = f.call(Maximum::new(), &[g, c]).unwrap();
+    let k = f.call(Minimum::new(), &[g, s]).unwrap();
+    let side = f.call(Dense::new(3), &[v]).unwrap();
+    let k = f.call(Concatenate::new(1), &[k, v, side]).unwrap();
+    let y = f.call(Dense::new(4).activation(Activation::Softmax), &[k]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[6], d).unwrap();
+    m
+}
+
+/// A residual CNN: two convolutions and a batch normalization beside a
+/// skip connection, then a concatenated 1x1 branch.
+fn resnet(d: &Device) -> Sequential {
+    use wgflow::nn::Functional;
+    use wgflow::nn::layers::{ActivationLayer, Add, Concatenate};
+    set_random_seed(22);
+    let mut f = Functional::new();
+    let x = f.input(&[8, 8, 3]).unwrap();
+    let same = |c: usize, k: usize| Conv2D::new(c, [k, k]).padding("same").unwrap();
+    let h = f.call(same(8, 3).activation(Activation::Relu), &[x]).unwrap();
+    let r = f.call(same(8, 3).activation(Activation::Relu), &[h]).unwrap();
+    let r = f.call(BatchNormalization::new(), &[r]).unwrap();
+    let r = f.call(same(8, 3), &[r]).unwrap();
+    let h = f.call(Add::new(), &[h, r]).unwrap();
+    let h = f.call(ActivationLayer::new(Activation::Relu), &[h]).unwrap();
+    let h = f.call(MaxPooling2D::new([2, 2]), &[h]).unwrap();
+    let side = f
+        .call(Conv2D::new(4, [1, 1]).activation(Activation::Tanh), &[h])
+        .unwrap();
+    let h = f.call(Concatenate::new(-1), &[h, side]).unwrap();
+    let h = f.call(GlobalAveragePooling2D::new(), &[h]).unwrap();
+    let y = f.call(Dense::new(10), &[h]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[8, 8, 3], d).unwrap();
+    randomize_moving_stats(&m, d);
+    m
+}
+
+/// Functional models (branches, every merge layer, shared layers) both
+/// ways: Keras-trained ones load in wgflow, predict what Keras predicts and
+/// train on; wgflow's load in Keras with every weight in place.
+#[test]
+fn keras_functional_models_both_ways() {
+    let Some(python) = python() else { return };
+    let dir = tmp("graph");
+    let out = run(&python, &["graph", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    let keras_layers = |name: &str| {
+        let line = out
+            .lines()
+            .find(|l| l.starts_with(&format!("{name} [")))
+            .unwrap_or_else(|| panic!("{out}"));
+        line[name.len() + 1..].to_string()
+    };
+    let listed = |m: &Sequential| {
+        let mut kinds = vec!["'InputLayer'".to_string()];
+        kinds.extend(m.layers().iter().map(|l| format!("'{}'", l.kind())));
+        format!("[{}]", kinds.join(", "))
+    };
+    for d in devices() {
+        for (name, prefix, classes) in [("resnet", "x", 10usize), ("branches", "xv", 4)] {
+            for ext in ["keras", "h5"] {
+                let file = format!("{name}.{ext}");
+                let mut m = load_model_on(dir.join(&file), &d).unwrap();
+                assert!(m.is_functional(), "{file}");
+                assert_eq!(listed(&m), keras_layers(name), "{file}: layers in Keras' order");
+                assert!(m.summary().contains("Connected to"), "{}", m.summary());
+                for b in [1usize, 7, 64] {
+                    let (shape, x) = load_npy(&dir.join(format!("{prefix}{b}.npy")));
+                    let (_, want) = load_npy(&dir.join(format!("keras_{name}_{b}.npy")));
+                    let got = m.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+                    assert_eq!(got.shape(), &[b, classes]);
+                    let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+                    assert_close(
+                        &got.to_vec::<f32>().unwrap(),
+                        &want,
+                        tol,
+                        &format!("{file} on {d}, batch {b}"),
+                    );
+                }
+                // The compile config came along: training goes on.
+                let (shape, x) = load_npy(&dir.join(format!("{prefix}64.npy")));
+                let x = Tensor::from_vec(x, &shape, &d).unwrap();
+                let y = randint(&[64], 0, classes as i32, 5);
+                let args = FitArgs {
+                    batch_size: 16,
+                    epochs: 6,
+                    verbose: false,
+                    device: Some(d.clone()),
+                    ..FitArgs::default()
+                };
+                let l = m.fit(&x, &y, args).unwrap().get("loss").unwrap().to_vec();
+                assert!(l[5] < l[0], "{file} on {d}: loss {l:?}");
+            }
+        }
+    }
+    // Several inputs: a typed error, not a different model.
+    let e = load_err(&dir.join("two_inputs.keras"), &Device::Cpu);
+    assert!(e.to_string().contains("inputs"), "{e}");
+
+    // wgflow's functional models in Keras, and back in wgflow.
+    let d = Device::Cpu;
+    let mut models = [("wg_branches", "xv", branches(&d)), ("wg_resnet", "x", resnet(&d))];
+    models[0].2.compile(
+        Adam::new(1e-2),
+        wgflow::nn::losses::SparseCategoricalCrossentropy::new(false),
+        SparseCategoricalAccuracy::new(),
+    );
+    let (shape, x) = load_npy(&dir.join("xv64.npy"));
+    let x = Tensor::from_vec(x, &shape, &d).unwrap();
+    let args = FitArgs {
+        batch_size: 16,
+        epochs: 2,
+        verbose: false,
+        ..FitArgs::default()
+    };
+    models[0].2.fit(&x, &randint(&[64], 0, 4, 6), args).unwrap();
+    let mut files = Vec::new();
+    for (name, prefix, m) in &models {
+        for ext in ["keras", "h5"] {
+            m.save(dir.join(format!("{name}.{ext}"))).unwrap();
+            files.push(format!("{name}.{ext}:{prefix}"));
+        }
+    }
+    let mut args = vec!["load", dir.to_str().unwrap()];
+    args.extend(files.iter().map(String::as_str));
+    let out = run(&python, &args);
+    assert!(out.contains("OK"), "{out}");
+    for (name, prefix, m) in &mut models {
+        assert!(out.contains(&format!("{name}.keras {}", listed(m))), "{out}");
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("{prefix}{b}.npy")));
+            let want = m
+                .predict(&Tensor::from_vec(x.clone(), &shape, &d).unwrap(), 64)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for ext in ["keras", "h5"] {
+                let (_, got) = load_npy(&dir.join(format!("kload_{name}_{ext}_{b}.npy")));
+                assert_close(&got, &want, 1e-5, &format!("Keras on {name}.{ext}, batch {b}"));
+                let mut back = load_model_on(dir.join(format!("{name}.{ext}")), &d).unwrap();
+                let again = back
+                    .predict(&Tensor::from_vec(x.clone(), &shape, &d).unwrap(), 64)
+                    .unwrap()
+                    .to_vec::<f32>()
+                    .unwrap();
+                assert_eq!(again, want, "{name}.{ext} back in wgflow, batch {b}");
+            }
+        }
+    }
+    assert!(out.contains("wg_branches.keras compiled Adam"), "{out}");
 }

@@ -69,6 +69,8 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
         ("mlp", mlp(&d)),
         ("extra", extra_layers(&d, 9)),
         ("lnmlp", layer_norm_mlp(&d, 31)),
+        ("residual", residual(&d, 45)),
+        ("merges", merges(&d, 46)),
     ] {
         for opset in [13, 17] {
             let dir = tmp(&format!("{name}-{opset}"));
@@ -112,6 +114,12 @@ fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
                     "'LeakyRelu'",
                     "'Reshape'",
                     "'Gemm'",
+                ]
+            } else if name == "residual" {
+                vec!["'Conv'", "'Add'", "'MaxPool'", "'Gemm'"]
+            } else if name == "merges" {
+                vec![
+                    "'Conv'", "'Add'", "'Sub'", "'Mul'", "'Div'", "'Max'", "'Min'", "'Concat'", "'Gemm'",
                 ]
             } else if name == "lnmlp" {
                 vec!["'ReduceMean'", "'Sub'", "'Mul'", "'Add'", "'Gemm'"]

@@ -170,6 +170,8 @@ fn tensorflow_loads_wgflow_exports() {
         ("grouped", grouped(&d)),
         ("extra", extra_layers(&d, 19)),
         ("lnmlp", layer_norm_mlp(&d, 29)),
+        ("residual", residual(&d, 43)),
+        ("merges", merges(&d, 44)),
     ] {
         let dir = tmp(&format!("tf-{name}"));
         let export = dir.join("model");

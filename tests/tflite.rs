@@ -257,6 +257,8 @@ fn wgflow_models_predict_the_same_in_the_interpreter() {
         ("mixed", mixed(&d)),
         ("spelled", spelled(&d)),
         ("softplus", softplus(&d)),
+        ("residual", residual(&d, 41)),
+        ("merges", merges(&d, 42)),
     ] {
         let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
         let sm = dir.join(format!("{name}_sm"));
@@ -280,7 +282,9 @@ fn wgflow_models_predict_the_same_in_the_interpreter() {
                 settings(&mut c, kind, &rep);
                 // softplus and layer normalization use ops wgflow writes in
                 // float only.
-                if matches!(name, "softplus" | "lnmlp") && kind == "int8" {
+                // (So do the maximum, minimum, mean and concatenation of
+                // the merge layers.)
+                if matches!(name, "softplus" | "lnmlp" | "merges") && kind == "int8" {
                     let e = c.convert().unwrap_err();
                     assert!(
                         matches!(e, Error::Unimplemented { .. })

@@ -1218,3 +1218,73 @@ fn uncompiled_and_malformed_training_inputs_are_errors() {
         .is_err()
     );
 }
+
+/// A functional model with branches, every merge layer and a shared layer
+/// trains to the same weights eagerly and traced, on the CPU and on every
+/// GPU; a layer called twice gets the gradient of both calls.
+#[test]
+fn functional_models_train_the_same_everywhere() {
+    use wgflow::nn::Functional;
+    // y = w * (w * x): dy/dw = 2 w x through the two calls.
+    let mut f = Functional::new();
+    let x = f.input(&[1]).unwrap();
+    let shared = f.layer(Dense::new(1).use_bias(false));
+    let h = f.apply(shared, &[x]).unwrap();
+    let y = f.apply(shared, &[h]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[1], &Device::Cpu).unwrap();
+    let w = m.trainable_variables();
+    assert_eq!(w.len(), 1, "one kernel for both calls");
+    w[0].assign(&t(&[1.5], &[1, 1])).unwrap();
+    let tape = GradientTape::new();
+    let out = m.call(&t(&[2.0], &[1, 1]), true).unwrap();
+    assert_eq!(out.to_vec::<f32>().unwrap(), [4.5]);
+    let g = tape.gradient(&out, &[&w[0]]).unwrap();
+    assert_eq!(g[0].as_ref().unwrap().to_vec::<f32>().unwrap(), [6.0]);
+
+    let x = uniform(&[24, 28, 28, 1], 0.0, 1.0, 3, DType::F32);
+    let y = randint(&[24], 0, 10, 4);
+    let train = |d: &Device, eager: bool| {
+        let mut m = merges(d, 47);
+        m.compile(
+            SGD::new(0.05).momentum(0.9),
+            SparseCategoricalCrossentropy::new(true),
+            vec![],
+        );
+        m.set_run_eagerly(eager).unwrap();
+        let args = FitArgs {
+            batch_size: 8,
+            epochs: 2,
+            shuffle: false,
+            verbose: false,
+            device: Some(d.clone()),
+            ..FitArgs::default()
+        };
+        let h = m.fit(&x, &y, args).unwrap();
+        let loss = h.get("loss").unwrap().to_vec();
+        let ws: Vec<Vec<f32>> = m
+            .variables()
+            .iter()
+            .map(|v| v.value().to_vec::<f32>().unwrap())
+            .collect();
+        (loss, ws)
+    };
+    let (loss, want) = train(&Device::Cpu, true);
+    assert!(loss.iter().all(|l| l.is_finite()), "{loss:?}");
+    let mut runs = vec![(Device::Cpu, false)];
+    runs.extend(gpus().into_iter().flat_map(|g| [(g.clone(), true), (g, false)]));
+    for (d, eager) in runs {
+        let (l, ws) = train(&d, eager);
+        assert!(
+            close(
+                &l.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                &loss.iter().map(|&v| v as f32).collect::<Vec<_>>(),
+                1e-3
+            ),
+            "{d} eager={eager}: {l:?} against {loss:?}"
+        );
+        for (got, w) in ws.iter().zip(&want) {
+            assert!(close(got, w, 1e-3), "{d} eager={eager}: weights differ");
+        }
+    }
+}

@@ -9,7 +9,8 @@
 //! `<i>` Keras' weight order: kernel, bias; gamma, beta, moving mean,
 //! moving variance). [`save`] writes what `keras.models.load_model` reads;
 //! [`load_model`] reads what Keras' `model.save("m.keras")` writes, as a
-//! [`Sequential`] (from a Sequential model or a functional chain) with the
+//! [`Sequential`] (from a Sequential model, or a functional one as its graph:
+//! branches, merge layers, shared layers) with the
 //! same weights, ready to `predict` or `compile`
 //! and `fit` (a `compile_config` / `training_config` in the file compiles
 //! it: optimizer, loss, accuracy metrics). HDF5 through `hdf5-pure` and the
@@ -27,11 +28,12 @@ use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense, DepthwiseConv2D,
     Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
-    GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D,
-    RMSNormalization, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
+    GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge,
+    MergeOp, RMSNormalization, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
+use super::topology::{Node, Topology};
 use crate::core::error::{Error, Result};
 use crate::runtime::Device;
 use crate::tensor::Tensor;
@@ -104,30 +106,30 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
             ));
         }
     }
-    let mut layers = vec![json!({
-        "module": "keras.layers", "class_name": "InputLayer", "registered_name": null,
-        "config": {"batch_shape": batch_shape(&input), "dtype": "float32", "sparse": false,
-                   "ragged": false, "name": "input_layer", "optional": false}
-    })];
-    let mut shape = input.clone();
-    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    let mut layers = layer_entries(model, &input, false)?;
+    let functional = model.topology().is_some();
+    let mut classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    if functional {
+        // A functional model's InputLayer is one of its layers, first.
+        classes.insert(0, "InputLayer");
+    }
+    let mut keys = keys(&classes);
+    if functional {
+        keys.remove(0);
+    }
     let mut weights = hdf5_pure::FileBuilder::new();
     let mut group = weights.create_group("layers");
-    for ((layer, key), class) in model.layers().iter().zip(keys(&classes)).zip(&classes) {
-        let mut entry = json!({
-            "module": "keras.layers", "class_name": class, "registered_name": null,
-            "config": layer.keras_config()?,
-        });
-        let ws = layer.weights();
-        if !ws.is_empty() || *class == "Flatten" {
-            entry["build_config"] = json!({"input_shape": batch_shape(&shape)});
-        }
-        layers.push(entry);
-        shape = layer.output_shape(&shape)?;
+    if functional {
+        let mut lg = group.create_group("input_layer");
+        let vars = lg.create_group("vars").finish();
+        lg.add_group(vars);
+        group.add_group(lg.finish());
+    }
+    for (layer, key) in model.layers().iter().zip(keys) {
         let mut lg = group.create_group(&key);
         let mut vars = lg.create_group("vars");
         vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(layer.name().to_string()));
-        for (i, (_, v)) in ws.iter().enumerate() {
+        for (i, (_, v)) in layer.weights().iter().enumerate() {
             let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
             let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
             vars.create_dataset(&i.to_string())
@@ -143,7 +145,7 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
             weights.add_group(og);
         }
     }
-    carry_policies(&mut layers);
+    carry_policies(&mut layers, &policy_sources(model));
     let mut root_vars = weights.create_group("vars");
     root_vars.set_attr(
         "name",
@@ -151,15 +153,24 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     );
     weights.add_group(root_vars.finish());
     let h5 = weights.finish().map_err(|e| h5_err(path, e))?;
-    let config = json!({
-        "module": "keras", "class_name": "Sequential", "registered_name": null,
-        "config": {
-            "name": model.model_name(), "trainable": true,
-            "dtype": {"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null},
-            "layers": layers, "build_input_shape": batch_shape(&input),
-        },
-        "build_config": {"input_shape": batch_shape(&input)},
-    });
+    let dtype =
+        json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null});
+    let config = match model_graph_refs(model)? {
+        Some((inputs, outputs)) => json!({
+            "module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+            "config": {"name": model.model_name(), "trainable": true, "layers": layers,
+                       "input_layers": inputs, "output_layers": outputs},
+            "build_config": {"input_shape": null},
+        }),
+        None => json!({
+            "module": "keras", "class_name": "Sequential", "registered_name": null,
+            "config": {
+                "name": model.model_name(), "trainable": true, "dtype": dtype,
+                "layers": layers, "build_input_shape": batch_shape(&input),
+            },
+            "build_config": {"input_shape": batch_shape(&input)},
+        }),
+    };
     let mut config = config;
     if let Some(c) = model.compiled_ref() {
         config["compile_config"] = compile_config(c);
@@ -244,13 +255,12 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
     let config: Value = serde_json::from_slice(&entry("config.json", MAX_CONFIG_BYTES)?)
         .map_err(|e| bad(path, format!("config.json is not JSON: {e}")))?;
     let h5 = entry("model.weights.h5", MAX_WEIGHTS_BYTES)?;
-    let (mut model, classes) = model_from_config(path, &config, device)?;
+    let (mut model, keys) = model_from_config(path, &config, device)?;
     if let Some(c) = config.get("compile_config").filter(|c| !c.is_null()) {
         compile_from(&mut model, c, &c["optimizer"]).unwrap_or_else(|e| uncompiled(path, &e));
     }
     let file = open_h5(h5).map_err(|e| h5_err(path, e))?;
-    let class_refs: Vec<&str> = classes.iter().map(String::as_str).collect();
-    for (layer, key) in model.layers().iter().zip(keys(&class_refs)) {
+    for (layer, key) in model.layers().iter().zip(keys) {
         let ws = layer.weights();
         if ws.is_empty() {
             continue;
@@ -387,50 +397,51 @@ fn restore_optimizer(model: &mut Sequential, file: &hdf5_pure::File) {
     }
 }
 
-/// The Sequential model a Keras config describes, built on `device`, and
-/// its layers' class names (without the InputLayer).
+/// The model a Keras config describes (a Sequential model, or a
+/// functional one as a graph), built on `device`, and the weight-group key
+/// of each of its layers in a `.keras` file.
 fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Sequential, Vec<String>)> {
     let class = config["class_name"].as_str().unwrap_or_default();
     let cfg = &config["config"];
-    match class {
-        "Sequential" => {}
-        "Functional" | "Model" => check_chain(cfg).map_err(|msg| Error::Unimplemented {
-            what: "a functional Keras model that is not a chain of layers".into(),
-            msg: format!("{}: {msg}", path.display()),
-        })?,
+    let functional = match class {
+        "Sequential" => false,
+        "Functional" | "Model" => true,
         _ => {
             return Err(Error::Unimplemented {
                 what: format!("Keras model class {class:?}"),
-                msg: format!(
-                    "{}: wgflow loads Sequential models and functional chains",
-                    path.display()
-                ),
+                msg: format!("{}: wgflow loads Sequential and functional models", path.display()),
             });
         }
-    }
+    };
     let layer_cfgs = cfg["layers"]
         .as_array()
         .ok_or_else(|| bad(path, "the model config has no layer list"))?;
     let mut input: Option<Vec<usize>> = None;
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
-    let mut classes: Vec<String> = Vec::new();
+    let mut classes: Vec<&str> = Vec::new();
     let mut bn_axes: Vec<Option<i64>> = Vec::new();
     for lc in layer_cfgs {
         let class = lc["class_name"]
             .as_str()
             .ok_or_else(|| bad(path, "a layer without a class_name"))?;
         let c = &lc["config"];
+        classes.push(class);
         if class == "InputLayer" {
+            if input.is_some() {
+                return Err(Error::Unimplemented {
+                    what: "a Keras model with several inputs".into(),
+                    msg: format!("{}: wgflow's models take one input tensor", path.display()),
+                });
+            }
             input = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
                 .or_else(|| shape_of(c.get("shape"), false));
             continue;
         }
         // Keras 2 puts the input shape on the first layer.
-        if input.is_none() {
+        if input.is_none() && !functional {
             input = shape_of(c.get("batch_input_shape"), true);
         }
         layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
-        classes.push(class.to_string());
         bn_axes.push(if matches!(class, "BatchNormalization" | "LayerNormalization") {
             bn_axis(c.get("axis")).map_err(|e| bad(path, e))?
         } else {
@@ -446,38 +457,247 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
                 "the model config gives no input shape (no InputLayer, no build_input_shape)",
             )
         })?;
-    check_bn_axes(&layers, &bn_axes, &input).map_err(|e| bad(path, e))?;
-    let mut model = Sequential::from_layers(layers);
+    // Keras 3 numbers a Sequential model's weight groups without its
+    // InputLayer, a functional model's with it.
+    let all_keys = keys(&classes);
+    let keys: Vec<String> = classes
+        .iter()
+        .zip(all_keys)
+        .filter(|(c, _)| **c != "InputLayer")
+        .map(|(_, k)| k)
+        .collect();
+    let keys = if functional {
+        keys
+    } else {
+        let mine: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
+        self::keys(&mine)
+    };
+    let (mut model, first_inputs) = if functional {
+        let names: Vec<&str> = layer_cfgs
+            .iter()
+            .map(|l| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or_default())
+            .collect();
+        let graph = graph_from_config(cfg, &names, &classes, &layers, &input).map_err(|e| bad(path, e))?;
+        let firsts = (0..layers.len())
+            .map(|l| {
+                graph
+                    .nodes_of(l)
+                    .next()
+                    .and_then(|(_, n)| n.inputs.first())
+                    .and_then(|&j| graph.nodes.get(j))
+                    .map(|n| n.shape.clone())
+            })
+            .collect::<Vec<_>>();
+        let name = cfg["name"].as_str().unwrap_or("functional");
+        (Sequential::from_topology(name, layers, graph), firsts)
+    } else {
+        let mut firsts = Vec::new();
+        let mut shape = input.clone();
+        for l in &layers {
+            firsts.push(Some(shape.clone()));
+            shape = l.output_shape(&shape).map_err(|e| bad(path, e))?;
+        }
+        (Sequential::from_layers(layers), firsts)
+    };
+    check_bn_axes(model.layers(), &bn_axes, &first_inputs).map_err(|e| bad(path, e))?;
     model.build(&input, device)?;
-    Ok((model, classes))
+    Ok((model, keys))
 }
 
-/// A functional model's layers each take the one before (one input, one
-/// output, no shared or merged layers): a chain wgflow runs as Sequential.
-fn check_chain(cfg: &Value) -> std::result::Result<(), String> {
-    let layers = cfg["layers"].as_array().ok_or("no layer list")?;
-    let mut prev: Option<&str> = None;
-    for l in layers {
-        let name = l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or("?");
-        let nodes = l["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
-        let from: Vec<&str> = nodes
+/// A reference to a layer call's output in a Keras config: the layer's
+/// name, the call's index among that layer's calls, the output's index.
+type TensorRef = (String, usize, usize);
+
+/// `["dense", 0, 0]`.
+fn tensor_ref(v: &Value) -> std::result::Result<TensorRef, String> {
+    match v.as_array().map(Vec::as_slice) {
+        Some([name, node, tensor, ..]) => match (name.as_str(), node.as_u64(), tensor.as_u64()) {
+            (Some(n), Some(k), Some(t)) => Ok((n.to_string(), k as usize, t as usize)),
+            _ => Err(format!("{v} is not a tensor reference [layer, node, tensor]")),
+        },
+        _ => Err(format!("{v} is not a tensor reference [layer, node, tensor]")),
+    }
+}
+
+/// The tensors of a model's `input_layers` / `output_layers`: one
+/// reference, or a list of them.
+fn tensor_refs(v: &Value) -> std::result::Result<Vec<TensorRef>, String> {
+    match v.as_array() {
+        Some(a) if a.first().is_some_and(Value::is_string) => Ok(vec![tensor_ref(v)?]),
+        Some(a) => a.iter().map(tensor_ref).collect(),
+        None => Err(format!("{v} is not a list of tensor references")),
+    }
+}
+
+/// The input references of one call (`inbound_nodes` entry): Keras 3's
+/// `{"args": [tensor or [tensors]], "kwargs": {}}` or Keras 2's list of
+/// `[layer, node, tensor, kwargs]`.
+fn node_inputs(layer: &str, node: &Value) -> std::result::Result<Vec<TensorRef>, String> {
+    let no_kwargs = |k: &Value| match k {
+        Value::Null => Ok(()),
+        Value::Object(m) => match m.iter().find(|(_, v)| !v.is_null()) {
+            None => Ok(()),
+            Some((k, v)) => Err(format!(
+                "layer {layer} is called with {k}={v}, which wgflow does not support"
+            )),
+        },
+        v => Err(format!("layer {layer}: call arguments {v} are not an object")),
+    };
+    if let Some(list) = node.as_array() {
+        return list
             .iter()
-            .flat_map(|n| {
-                let args = n["args"].as_array().map(Vec::as_slice).unwrap_or_default();
-                args.iter()
-                    .map(|a| a["config"]["keras_history"][0].as_str().unwrap_or("?"))
+            .map(|e| {
+                if let Some(k) = e.get(3) {
+                    no_kwargs(k)?;
+                }
+                tensor_ref(e)
             })
             .collect();
-        let ok = match prev {
-            None => from.is_empty(),
-            Some(p) => nodes.len() == 1 && from == [p],
-        };
-        if !ok {
-            return Err(format!("layer {name} takes {from:?}, not only the layer before it"));
-        }
-        prev = Some(name);
     }
-    Ok(())
+    no_kwargs(&node["kwargs"])?;
+    let args = node["args"]
+        .as_array()
+        .ok_or_else(|| format!("layer {layer}: a call without args"))?;
+    let [first] = args.as_slice() else {
+        return Err(format!(
+            "layer {layer} is called with {} positional arguments; wgflow takes one (a tensor or a list)",
+            args.len()
+        ));
+    };
+    let keras_tensor = |t: &Value| {
+        if t["class_name"] != "__keras_tensor__" {
+            return Err(format!("layer {layer}: argument {t} is not a tensor"));
+        }
+        tensor_ref(&t["config"]["keras_history"])
+    };
+    match first {
+        Value::Array(ts) => ts.iter().map(keras_tensor).collect(),
+        t => Ok(vec![keras_tensor(t)?]),
+    }
+}
+
+/// A functional model's graph from its config, as Keras'
+/// `functional_from_config` makes it: each layer's calls made in order,
+/// layers in config order, repeating until every call's inputs exist.
+fn graph_from_config(
+    cfg: &Value,
+    names: &[&str],
+    classes: &[&str],
+    layers: &[Box<dyn Layer>],
+    input: &[usize],
+) -> std::result::Result<Topology, String> {
+    use std::collections::{HashMap, VecDeque};
+    // Config entry -> index among the layers (None: the InputLayer).
+    let mut index = Vec::with_capacity(names.len());
+    let mut next = 0;
+    for c in classes {
+        if *c == "InputLayer" {
+            index.push(None);
+        } else {
+            index.push(Some(next));
+            next += 1;
+        }
+    }
+    let mut nodes_of: HashMap<&str, Vec<usize>> = HashMap::new();
+    let mut nodes = Vec::new();
+    let mut pending: Vec<VecDeque<Vec<TensorRef>>> = Vec::with_capacity(names.len());
+    let layer_cfgs = cfg["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    for (i, lc) in layer_cfgs.iter().enumerate() {
+        if nodes_of.contains_key(names[i]) {
+            return Err(format!("two layers are named {:?}", names[i]));
+        }
+        nodes_of.insert(names[i], Vec::new());
+        let calls = lc["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+        if index[i].is_none() {
+            nodes_of.insert(names[i], vec![nodes.len()]);
+            nodes.push(Node {
+                layer: None,
+                inputs: Vec::new(),
+                shape: input.to_vec(),
+            });
+            pending.push(VecDeque::new());
+            continue;
+        }
+        if calls.is_empty() {
+            return Err(format!("layer {} is never called in the model's graph", names[i]));
+        }
+        pending.push(
+            calls
+                .iter()
+                .map(|n| node_inputs(names[i], n))
+                .collect::<std::result::Result<_, _>>()?,
+        );
+    }
+    loop {
+        let mut progress = false;
+        for i in 0..pending.len() {
+            while let Some(refs) = pending[i].front() {
+                let mut inputs = Vec::with_capacity(refs.len());
+                for (name, node, tensor) in refs {
+                    let made = nodes_of.get(name.as_str()).ok_or_else(|| {
+                        format!(
+                            "layer {} takes the output of {name:?}, which is not in the model",
+                            names[i]
+                        )
+                    })?;
+                    if *tensor != 0 {
+                        return Err(format!(
+                            "layer {} takes output {tensor} of {name}: wgflow's layers have one output",
+                            names[i]
+                        ));
+                    }
+                    match made.get(*node) {
+                        Some(&n) => inputs.push(n),
+                        None => break,
+                    }
+                }
+                if inputs.len() < refs.len() {
+                    break;
+                }
+                let l = index[i].ok_or("an InputLayer with calls")?;
+                let shapes: Vec<Vec<usize>> = inputs.iter().map(|&j: &usize| nodes[j].shape.clone()).collect();
+                let layer = layers.get(l).ok_or("a layer index out of range")?;
+                let shape = layer.output_shape_many(&shapes).map_err(|e| e.to_string())?;
+                if let Some(v) = nodes_of.get_mut(names[i]) {
+                    v.push(nodes.len());
+                }
+                nodes.push(Node {
+                    layer: Some(l),
+                    inputs,
+                    shape,
+                });
+                pending[i].pop_front();
+                progress = true;
+            }
+        }
+        if pending.iter().all(VecDeque::is_empty) {
+            break;
+        }
+        if !progress {
+            return Err("the graph has a loop or a call whose inputs never exist".into());
+        }
+    }
+    let refs_in = tensor_refs(&cfg["input_layers"])?;
+    let refs_out = tensor_refs(&cfg["output_layers"])?;
+    if refs_in.len() != 1 || refs_out.len() != 1 {
+        return Err(format!(
+            "a model of {} inputs and {} outputs: wgflow's models take one input and give one output",
+            refs_in.len(),
+            refs_out.len()
+        ));
+    }
+    let (out_name, out_node, out_tensor) = &refs_out[0];
+    let output = nodes_of
+        .get(out_name.as_str())
+        .and_then(|v| v.get(*out_node))
+        .copied()
+        .filter(|_| *out_tensor == 0)
+        .ok_or_else(|| format!("the output {:?} is not a call in the graph", refs_out[0]))?;
+    let (in_name, ..) = &refs_in[0];
+    if classes.get(names.iter().position(|n| n == in_name).unwrap_or(usize::MAX)) != Some(&"InputLayer") {
+        return Err(format!("the input {in_name:?} is not the model's InputLayer"));
+    }
+    Ok(Topology { nodes, output })
 }
 
 /// Copies a stored weight into `var`, checking its shape.
@@ -590,15 +810,15 @@ fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
 /// `model.save("m.h5")` writes; layers without weights are left out of
 /// `layer_names`, as Keras' reader allows).
 fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
-    let mut layers = vec![json!({"class_name": "InputLayer",
-        "config": {"batch_shape": batch_shape(input), "dtype": "float32", "sparse": false, "ragged": false, "name": "input_layer"}})];
-    for l in model.layers() {
-        layers.push(json!({"class_name": l.kind(), "config": l.keras_config()?}));
-    }
-    carry_policies(&mut layers);
+    let mut layers = layer_entries(model, input, true)?;
+    carry_policies(&mut layers, &policy_sources(model));
     let name = model.model_name();
-    let config = json!({"class_name": "Sequential", "config": {"name": name, "trainable": true, "layers": layers,
-        "build_input_shape": batch_shape(input)}});
+    let config = match model_graph_refs(model)? {
+        Some((inputs, outputs)) => json!({"class_name": "Functional", "config": {"name": name, "trainable": true,
+            "layers": layers, "input_layers": inputs, "output_layers": outputs}}),
+        None => json!({"class_name": "Sequential", "config": {"name": name, "trainable": true, "layers": layers,
+            "build_input_shape": batch_shape(input)}}),
+    };
     use hdf5_pure::AttrValue as A;
     let mut f = hdf5_pure::FileBuilder::new();
     f.set_attr("model_config", A::VarLenAsciiString(config.to_string()));
@@ -646,26 +866,156 @@ fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
 /// `Dropout`, `BatchNormalization`, `Activation`) compute in wgflow in the
 /// dtype of their input: in Keras, that is the policy of the layer before
 /// them (`mixed_float16` after a mixed `Conv2D`), which they are written
-/// with.
-fn carry_policies(layers: &mut [Value]) {
-    let mut current = Value::from("float32");
-    for l in layers.iter_mut() {
+/// with. `sources[i]` is the entry whose output entry `i` takes first.
+fn carry_policies(layers: &mut [Value], sources: &[Option<usize>]) {
+    let mut carried: Vec<Value> = Vec::with_capacity(layers.len());
+    for (i, l) in layers.iter_mut().enumerate() {
         let class = l["class_name"].as_str().unwrap_or_default().to_string();
-        if class == "InputLayer" {
-            continue;
-        }
+        let from = sources
+            .get(i)
+            .copied()
+            .flatten()
+            .and_then(|j| carried.get(j).cloned())
+            .unwrap_or_else(|| Value::from("float32"));
         let Some(name) = l.pointer_mut("/config/dtype/config/name") else {
+            carried.push(Value::from("float32"));
             continue;
         };
         if matches!(
             class.as_str(),
-            "Dense" | "Conv1D" | "Conv2D" | "DepthwiseConv2D" | "SeparableConv2D" | "Embedding"
+            "Dense"
+                | "Conv1D"
+                | "Conv2D"
+                | "DepthwiseConv2D"
+                | "SeparableConv2D"
+                | "Embedding"
+                | "Add"
+                | "Subtract"
+                | "Multiply"
+                | "Average"
+                | "Maximum"
+                | "Minimum"
+                | "Concatenate"
         ) {
-            current = name.clone();
+            carried.push(name.clone());
         } else {
-            *name = current.clone();
+            *name = from.clone();
+            carried.push(from);
         }
     }
+}
+
+/// For each config entry of the model (the InputLayer first), the entry
+/// whose output it takes first.
+fn policy_sources(model: &Sequential) -> Vec<Option<usize>> {
+    let n = model.layers().len();
+    let Some(g) = model.topology() else {
+        return (0..=n).map(|i| i.checked_sub(1)).collect();
+    };
+    let mut out = vec![None];
+    for l in 0..n {
+        let src = g
+            .nodes_of(l)
+            .next()
+            .and_then(|(_, node)| node.inputs.first())
+            .and_then(|&j| g.nodes.get(j))
+            .map(|p| p.layer.map_or(0, |pl| pl + 1));
+        out.push(src);
+    }
+    out
+}
+
+/// A Keras tensor reference in a call's arguments.
+fn keras_tensor(name: &str, node: usize, shape: &[usize]) -> Value {
+    json!({"class_name": "__keras_tensor__",
+           "config": {"shape": batch_shape(shape), "dtype": "float32", "keras_history": [name, node, 0]}})
+}
+
+/// The config entries of the model's layers, the InputLayer first: the
+/// `.keras` form (`legacy`: the `.h5` form, without modules); for a
+/// functional model each with its name and calls (`inbound_nodes`).
+fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Vec<Value>> {
+    let g = model.topology();
+    let mut input_cfg = json!({"batch_shape": batch_shape(input), "dtype": "float32", "sparse": false,
+                               "ragged": false, "name": "input_layer"});
+    if !legacy {
+        input_cfg["optional"] = false.into();
+    }
+    let mut first = json!({"class_name": "InputLayer", "config": input_cfg});
+    if !legacy {
+        first["module"] = "keras.layers".into();
+        first["registered_name"] = Value::Null;
+    }
+    if g.is_some() {
+        first["name"] = "input_layer".into();
+        first["inbound_nodes"] = json!([]);
+    }
+    let mut out = vec![first];
+    let names: Vec<String> = model.layers().iter().map(|l| l.name().to_string()).collect();
+    let mut shape = input.to_vec();
+    for (i, layer) in model.layers().iter().enumerate() {
+        let mut entry = json!({"class_name": layer.kind(), "config": layer.keras_config()?});
+        if !legacy {
+            entry["module"] = "keras.layers".into();
+            entry["registered_name"] = Value::Null;
+        }
+        match g {
+            None => {
+                if !legacy && (!layer.weights().is_empty() || layer.kind() == "Flatten") {
+                    entry["build_config"] = json!({"input_shape": batch_shape(&shape)});
+                }
+                shape = layer.output_shape(&shape)?;
+            }
+            Some(g) => {
+                let mut calls = Vec::new();
+                let mut built = Value::Null;
+                for (_, node) in g.nodes_of(i) {
+                    let mut args = Vec::new();
+                    for &j in &node.inputs {
+                        let (from, k) = g.history(j, &names, "input_layer")?;
+                        let s = g.nodes.get(j).map(|n| n.shape.as_slice()).unwrap_or_default();
+                        args.push(keras_tensor(from, k, s));
+                    }
+                    let shapes: Vec<Value> = node
+                        .inputs
+                        .iter()
+                        .filter_map(|&j| g.nodes.get(j))
+                        .map(|n| batch_shape(&n.shape))
+                        .collect();
+                    let merge = layer.takes_list();
+                    if built.is_null() {
+                        built = if merge {
+                            Value::Array(shapes)
+                        } else {
+                            shapes.into_iter().next().unwrap_or_default()
+                        };
+                    }
+                    let arg = if merge {
+                        Value::Array(args)
+                    } else {
+                        args.into_iter().next().unwrap_or_default()
+                    };
+                    calls.push(json!({"args": [arg], "kwargs": {}}));
+                }
+                if !legacy {
+                    entry["build_config"] = json!({"input_shape": built});
+                }
+                entry["name"] = layer.name().into();
+                entry["inbound_nodes"] = Value::Array(calls);
+            }
+        }
+        out.push(entry);
+    }
+    Ok(out)
+}
+
+/// A functional model's `input_layers` and `output_layers`; `None` for a
+/// Sequential one.
+fn model_graph_refs(model: &Sequential) -> Result<Option<(Value, Value)>> {
+    let Some(g) = model.topology() else { return Ok(None) };
+    let names: Vec<String> = model.layers().iter().map(|l| l.name().to_string()).collect();
+    let (out, k) = g.history(g.output, &names, "input_layer")?;
+    Ok(Some((json!(["input_layer", 0, 0]), json!([out, k, 0]))))
 }
 
 /// Keras' `compile_config`: optimizer, loss and the metrics that have a
@@ -1187,22 +1537,26 @@ fn bn_axis(v: Option<&Value>) -> std::result::Result<Option<i64>, String> {
 
 /// Each BatchNormalization layer's axis must be the last of its input
 /// (`-1`, or `rank - 1`: `[1]` after a Dense, `[3]` after a Conv2D, as
-/// Keras 2 writes them); `input` is one example's shape.
-fn check_bn_axes(layers: &[Box<dyn Layer>], axes: &[Option<i64>], input: &[usize]) -> std::result::Result<(), String> {
-    let mut shape = input.to_vec();
-    for (layer, axis) in layers.iter().zip(axes) {
+/// Keras 2 writes them); `inputs` is each layer's first input's shape per
+/// example.
+fn check_bn_axes(
+    layers: &[Box<dyn Layer>],
+    axes: &[Option<i64>],
+    inputs: &[Option<Vec<usize>>],
+) -> std::result::Result<(), String> {
+    for ((layer, axis), shape) in layers.iter().zip(axes).zip(inputs) {
+        let (Some(a), Some(shape)) = (*axis, shape) else {
+            continue;
+        };
         let rank = shape.len() as i64 + 1;
-        if let Some(a) = *axis {
-            if a != -1 && a != rank - 1 {
-                return Err(format!(
-                    "layer {} ({}): axis {a} of a rank-{rank} input: wgflow normalizes the last axis ({} or -1)",
-                    layer.name(),
-                    layer.kind(),
-                    rank - 1
-                ));
-            }
+        if a != -1 && a != rank - 1 {
+            return Err(format!(
+                "layer {} ({}): axis {a} of a rank-{rank} input: wgflow normalizes the last axis ({} or -1)",
+                layer.name(),
+                layer.kind(),
+                rank - 1
+            ));
         }
-        shape = layer.output_shape(&shape).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
@@ -1335,6 +1689,22 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         "Rescaling" => {
             let (scale, offset) = (o.f64("scale", 1.0)?, o.f64("offset", 0.0)?);
             Box::new(Rescaling::new(scale, offset))
+        }
+        "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" | "Concatenate" => {
+            let op = match class {
+                "Add" => MergeOp::Add,
+                "Subtract" => MergeOp::Subtract,
+                "Multiply" => MergeOp::Multiply,
+                "Average" => MergeOp::Average,
+                "Maximum" => MergeOp::Maximum,
+                "Minimum" => MergeOp::Minimum,
+                _ => MergeOp::Concatenate(o.get("axis").map_or(Ok(-1), |v| {
+                    v.as_i64()
+                        .map(|a| a as isize)
+                        .ok_or_else(|| o.err("axis", format!("{v} is not an axis")))
+                })?),
+            };
+            Box::new(Merge::new(op).dtype(o.policy()?))
         }
         "Flatten" => {
             o.fixed("data_format", json!("channels_last"))?;
@@ -1500,5 +1870,73 @@ mod tests {
             super::keys(&["Dense", "Flatten", "Dense", "Dense"]),
             ["dense", "flatten", "dense_1", "dense_2"]
         );
+    }
+
+    /// Keras 2's functional configs (`Model`, `batch_input_shape`, calls
+    /// as lists of `[layer, node, tensor, kwargs]`) load as the graph they
+    /// describe; calls wgflow cannot make are errors naming the layer.
+    #[test]
+    fn keras2_functional_configs() {
+        use crate::nn::model::Model;
+        use crate::runtime::Device;
+        use crate::tensor::Tensor;
+        use serde_json::json;
+        let dense = |name: &str, act: &str, from: serde_json::Value| {
+            json!({"name": name, "class_name": "Dense", "inbound_nodes": from,
+                   "config": {"name": name, "trainable": true, "dtype": "float32", "units": 2,
+                              "activation": act, "use_bias": true}})
+        };
+        let config = |add_from: serde_json::Value| {
+            json!({"class_name": "Model", "config": {"name": "model", "layers": [
+                {"name": "input_1", "class_name": "InputLayer", "inbound_nodes": [],
+                 "config": {"batch_input_shape": [null, 3], "dtype": "float32", "sparse": false, "name": "input_1"}},
+                dense("dense", "relu", json!([[["input_1", 0, 0, {}]]])),
+                dense("dense_1", "linear", json!([[["input_1", 0, 0, {}]]])),
+                {"name": "add", "class_name": "Add", "inbound_nodes": add_from,
+                 "config": {"name": "add", "trainable": true, "dtype": "float32"}},
+            ], "input_layers": [["input_1", 0, 0]], "output_layers": [["add", 0, 0]]}})
+        };
+        let path = std::path::Path::new("m.h5");
+        let d = Device::Cpu;
+        let good = config(json!([[["dense", 0, 0, {}], ["dense_1", 0, 0, {}]]]));
+        let (mut m, keys) = super::model_from_config(path, &good, &d).unwrap();
+        assert!(m.is_functional());
+        assert_eq!(keys, ["dense", "dense_1", "add"]);
+        for (l, k) in [
+            (0, [1.0f32, -1.0, 2.0, 0.5, -3.0, 1.0]),
+            (1, [0.5, 0.5, 1.0, -1.0, 2.0, 0.0]),
+        ] {
+            let ws = m.layers()[l].weights();
+            ws[0]
+                .1
+                .assign(&Tensor::from_vec(k.to_vec(), &[3, 2], &d).unwrap())
+                .unwrap();
+            ws[1]
+                .1
+                .assign(&Tensor::from_vec(vec![0.1f32, -0.2], &[2], &d).unwrap())
+                .unwrap();
+        }
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0], &[1, 3], &d).unwrap();
+        let y = m.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+        // relu([1+4-9, -1+1+3] + b) + ([0.5+2+6, 0.5-2+0] + b)
+        let want = [0.0f32 + 8.5 + 0.1, (3.0f32 - 0.2) + (-1.5 - 0.2)];
+        for (g, w) in y.iter().zip(want) {
+            assert!((g - w).abs() < 1e-5, "{y:?} against {want:?}");
+        }
+        for (from, what) in [
+            (
+                json!([[["dense", 0, 0, {"training": true}], ["dense_1", 0, 0, {}]]]),
+                "training",
+            ),
+            (json!([[["dense", 0, 1, {}], ["dense_1", 0, 0, {}]]]), "output 1"),
+            (json!([[["dense", 1, 0, {}], ["dense_1", 0, 0, {}]]]), "loop"),
+            (json!([[["nowhere", 0, 0, {}]]]), "not in the model"),
+            (json!([]), "never called"),
+        ] {
+            let Err(e) = super::model_from_config(path, &config(from), &d) else {
+                panic!("{what}: loaded")
+            };
+            assert!(e.to_string().contains(what), "{what}: {e}");
+        }
     }
 }

@@ -1,4 +1,5 @@
-//! Keras for wgflow: layers, models (`Sequential` and custom), losses,
+//! Keras for wgflow: layers, models (`Sequential`, functional graphs from
+//! [`Functional`], and custom ones), losses,
 //! optimizers, metrics, callbacks, `fit`. Names and defaults follow Keras;
 //! layouts follow TF's `channels_last` (NHWC activations, HWIO kernels).
 //!
@@ -21,6 +22,7 @@
 
 pub mod activations;
 pub mod callbacks;
+pub mod functional;
 pub mod initializers;
 pub mod keras;
 pub mod layers;
@@ -31,8 +33,10 @@ pub mod model;
 pub mod optimizers;
 pub mod progress;
 pub mod pruning;
+mod topology;
 
 pub use activations::Activation;
+pub use functional::{Functional, KerasTensor, LayerId};
 pub use initializers::{Initializer, set_random_seed};
 pub use keras::{load_model, load_model_on};
 pub use layers::Layer;

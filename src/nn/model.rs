@@ -15,6 +15,7 @@ use super::losses::Loss;
 use super::metrics::{Mean, Metric, Metrics};
 use super::optimizers::Optimizer;
 use super::progress::Progress;
+use super::topology::Topology;
 use crate::autodiff::{GradientTape, without_recording};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
@@ -526,29 +527,64 @@ pub trait Model {
         layout::concat(&outs.iter().collect::<Vec<_>>(), 0)
     }
 
-    /// Keras' `summary()` table: layers, output shapes, parameter counts.
+    /// For a functional model, each layer of `summary_layers` with the
+    /// output shape of its first call and the tensors its calls take
+    /// (`dense[0][0]`); `None` for other models.
+    fn summary_connections(&self) -> Option<Vec<(Vec<usize>, Vec<String>)>> {
+        None
+    }
+
+    /// Keras' `summary()` table: layers, output shapes, parameter counts
+    /// (and for a functional model, what each layer is connected to).
     fn summary(&self) -> String {
         let (layers, input) = self.summary_layers();
+        let graph = self.summary_connections();
         let mut out = format!("Model: \"{}\"\n", self.name());
-        let line = "_".repeat(65);
-        let dline = "=".repeat(65);
+        let width = if graph.is_some() { 90 } else { 65 };
+        let line = "_".repeat(width);
+        let dline = "=".repeat(width);
+        let shown = |s: Option<&[usize]>| match s {
+            Some(s) => format!(
+                "(None, {})",
+                s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+            ),
+            None => "?".into(),
+        };
         out += &format!(
-            "{line}\n {:<28}{:<26}{:<10}\n{dline}\n",
-            "Layer (type)", "Output Shape", "Param #"
+            "{line}\n {:<28}{:<26}{:<10}{}\n{dline}\n",
+            "Layer (type)",
+            "Output Shape",
+            "Param #",
+            if graph.is_some() { "Connected to" } else { "" }
         );
-        let mut shape = input;
-        for l in &layers {
-            let next = shape.as_ref().and_then(|s| l.output_shape(s).ok());
-            let shown = match &next {
-                Some(s) => format!(
-                    "(None, {})",
-                    s.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
-                ),
-                None => "?".into(),
-            };
-            let name = format!("{} ({})", l.name(), l.kind());
-            out += &format!(" {name:<28}{shown:<26}{:<10}\n", with_commas(count_params(*l)));
-            shape = next;
+        if let Some(graph) = &graph {
+            out += &format!(
+                " {:<28}{:<26}{:<10}-\n",
+                "input_layer (InputLayer)",
+                shown(input.as_deref()),
+                0
+            );
+            for (l, (shape, from)) in layers.iter().zip(graph) {
+                let name = format!("{} ({})", l.name(), l.kind());
+                out += &format!(
+                    " {name:<28}{:<26}{:<10}{}\n",
+                    shown(Some(shape)),
+                    with_commas(count_params(*l)),
+                    from.join(", ")
+                );
+            }
+        } else {
+            let mut shape = input;
+            for l in &layers {
+                let next = shape.as_ref().and_then(|s| l.output_shape(s).ok());
+                let name = format!("{} ({})", l.name(), l.kind());
+                out += &format!(
+                    " {name:<28}{:<26}{:<10}\n",
+                    shown(next.as_deref()),
+                    with_commas(count_params(*l))
+                );
+                shape = next;
+            }
         }
         let all: usize = self.variables().iter().map(|v| v.numel()).sum();
         let trainable: usize = self.trainable_variables().iter().map(|v| v.numel()).sum();
@@ -989,12 +1025,16 @@ fn not_compiled() -> Error {
     )
 }
 
-/// `keras.Sequential`: layers applied in order.
+/// `keras.Sequential`: layers applied in order; or, built by
+/// [`super::Functional`] or loaded from a Keras file of a functional model,
+/// Keras' functional `Model`: a graph of layer calls with branches, merges
+/// and shared layers (Keras 3's `Sequential` is itself a functional model).
 pub struct Sequential {
     name: String,
     layers: Vec<Box<dyn Layer>>,
     input_shape: Option<Vec<usize>>,
     compiled: Option<Compiled>,
+    graph: Option<Topology>,
 }
 
 impl Sequential {
@@ -1010,18 +1050,52 @@ impl Sequential {
             layers,
             input_shape: None,
             compiled: None,
+            graph: None,
         }
     }
 
+    /// A functional model of `layers` (in Keras' order) and their calls.
+    pub(crate) fn from_topology(name: &str, layers: Vec<Box<dyn Layer>>, graph: Topology) -> Sequential {
+        Sequential {
+            name: name.to_string(),
+            layers,
+            input_shape: Some(graph.input_shape().to_vec()),
+            compiled: None,
+            graph: Some(graph),
+        }
+    }
+
+    /// The graph of a functional model; `None` for a plain stack.
+    pub(crate) fn topology(&self) -> Option<&Topology> {
+        self.graph.as_ref()
+    }
+
+    /// Whether the model is a functional graph (Keras' `Functional`) rather
+    /// than a stack of layers.
+    pub fn is_functional(&self) -> bool {
+        self.graph.is_some()
+    }
+
     /// The model with `layer` appended: `Sequential::new().add(Dense::new(10))`.
+    /// On a functional model the layer takes the model's output.
     pub fn add(mut self, layer: impl Layer + 'static) -> Sequential {
-        self.layers.push(Box::new(layer));
+        self.push(layer);
         self
     }
 
     /// Appends `layer` (`model.add(layer)` on a model held by reference).
     pub fn push(&mut self, layer: impl Layer + 'static) {
         self.layers.push(Box::new(layer));
+        if let Some(g) = &mut self.graph {
+            // The shape is worked out again (with its error) by `build`.
+            let last = self.layers.len() - 1;
+            let shape = g
+                .nodes
+                .get(g.output)
+                .and_then(|n| self.layers[last].output_shape(&n.shape).ok())
+                .unwrap_or_default();
+            g.push(last, shape);
+        }
     }
 
     /// `model.layers`, in call order.
@@ -1047,7 +1121,21 @@ impl Sequential {
     }
 
     /// Creates every weight for examples of `input_shape` (batch excluded) on `device`.
+    ///
+    /// Returns [`Error::Shape`] when a layer cannot take what reaches it, or
+    /// (for a functional model) `input_shape` is not the model's.
     pub fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        if let Some(g) = &mut self.graph {
+            if input_shape != g.input_shape() {
+                return Err(Error::shape(
+                    "Model.build",
+                    &[input_shape, g.input_shape()],
+                    format!("functional model {} takes examples of its Input's shape", self.name),
+                ));
+            }
+            g.refresh_shapes(&self.layers)?;
+            return g.build(&mut self.layers, device);
+        }
         let mut s = input_shape.to_vec();
         for l in self.layers.iter_mut() {
             if !l.built() {
@@ -1105,10 +1193,16 @@ impl Model for Sequential {
         if self.input_shape.is_none() && x.rank() >= 1 {
             self.input_shape = Some(x.shape()[1..].to_vec());
         }
-        let mut h = x.clone();
-        for l in self.layers.iter_mut() {
-            h = l.call(&h, training)?;
-        }
+        let mut h = match &self.graph {
+            Some(g) => g.call(&mut self.layers, x, training)?,
+            None => {
+                let mut h = x.clone();
+                for l in self.layers.iter_mut() {
+                    h = l.call(&h, training)?;
+                }
+                h
+            }
+        };
         // Under a float16 or bfloat16 policy the last layer computes in 16
         // bits; the model's output (and so the loss) is f32.
         if h.dtype().is_half() {
@@ -1144,6 +1238,29 @@ impl Model for Sequential {
             self.layers.iter().map(|l| l.as_ref()).collect(),
             self.input_shape.clone(),
         )
+    }
+
+    fn summary_connections(&self) -> Option<Vec<(Vec<usize>, Vec<String>)>> {
+        let g = self.graph.as_ref()?;
+        let names: Vec<String> = self.layers.iter().map(|l| l.name().to_string()).collect();
+        let rows = (0..self.layers.len())
+            .map(|l| {
+                let mut shape = Vec::new();
+                let mut from = Vec::new();
+                for (k, (_, n)) in g.nodes_of(l).enumerate() {
+                    if k == 0 {
+                        shape = n.shape.clone();
+                    }
+                    for &j in &n.inputs {
+                        if let Ok((name, node)) = g.history(j, &names, "input_layer") {
+                            from.push(format!("{name}[{node}][0]"));
+                        }
+                    }
+                }
+                (shape, from)
+            })
+            .collect();
+        Some(rows)
     }
 }
 

@@ -425,3 +425,64 @@ pub fn layer_norm_mlp(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     }
     m
 }
+
+/// A functional CNN with a residual connection (a convolution's output
+/// used twice, an `Add` of two activations): MNIST-shaped in, 10 out.
+pub fn residual(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::layers::{Add, Conv2D, Dense, GlobalAveragePooling2D, MaxPooling2D};
+    use wgflow::nn::{Activation, Functional};
+    wgflow::nn::set_random_seed(seed);
+    let mut f = Functional::new();
+    let x = f.input(&[28, 28, 1]).unwrap();
+    let h = f
+        .call(
+            Conv2D::new(4, [3, 3]).strides([2, 2]).activation(Activation::Relu),
+            &[x],
+        )
+        .unwrap();
+    let r = f
+        .call(
+            Conv2D::new(4, [3, 3])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Relu),
+            &[h],
+        )
+        .unwrap();
+    let h = f.call(Add::new(), &[h, r]).unwrap();
+    let h = f.call(MaxPooling2D::new([2, 2]), &[h]).unwrap();
+    let h = f.call(GlobalAveragePooling2D::new(), &[h]).unwrap();
+    let y = f.call(Dense::new(10), &[h]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
+/// A functional CNN through every merge layer (add, subtract, multiply,
+/// average, maximum, minimum, a channel concatenation) and a layer shared
+/// by two calls: MNIST-shaped in, 10 out.
+pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::Functional;
+    use wgflow::nn::layers::{
+        Add, Average, Concatenate, Conv2D, Dense, GlobalAveragePooling2D, Maximum, Minimum, Multiply, Subtract,
+    };
+    wgflow::nn::set_random_seed(seed);
+    let mut f = Functional::new();
+    let x = f.input(&[28, 28, 1]).unwrap();
+    let h = f.call(Conv2D::new(4, [3, 3]).strides([3, 3]), &[x]).unwrap();
+    let shared = f.layer(Conv2D::new(4, [3, 3]).padding("same").unwrap());
+    let r = f.apply(shared, &[h]).unwrap();
+    let r2 = f.apply(shared, &[r]).unwrap();
+    let a = f.call(Add::new(), &[h, r]).unwrap();
+    let hi = f.call(Maximum::new(), &[a, r2]).unwrap();
+    let lo = f.call(Minimum::new(), &[a, h]).unwrap();
+    let p = f.call(Multiply::new(), &[hi, lo]).unwrap();
+    let av = f.call(Average::new(), &[p, a, r2]).unwrap();
+    let s = f.call(Subtract::new(), &[av, hi]).unwrap();
+    let c = f.call(Concatenate::new(-1), &[s, h, r2]).unwrap();
+    let g = f.call(GlobalAveragePooling2D::new(), &[c]).unwrap();
+    let y = f.call(Dense::new(10), &[g]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}

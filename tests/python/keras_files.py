@@ -4,8 +4,11 @@
                                       # inputs DIR/x{1,7,64}.npy, predictions DIR/keras_{name}_{b}.npy
     python keras_files.py text DIR    # Keras-trained text models (Embedding) as DIR/{text,textmax,textcnn}.{keras,h5},
                                       # token inputs DIR/x{1,7,64}.npy, predictions as for make
-    python keras_files.py load DIR FILE...  # keras.models.load_model(DIR/FILE) on x{b}.npy
-                                            # -> DIR/kload_{FILE with . as _}_{b}.npy
+    python keras_files.py graph DIR   # Keras-trained functional models (residual CNN, branches, merges,
+                                      # shared layers) as DIR/{resnet,branches}.{keras,h5}, inputs
+                                      # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
+    python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
+                                            # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy
 """
 import os
 import sys
@@ -151,8 +154,58 @@ elif mode == "text":
         for b, xb in xs.items():
             np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
     print("OK")
+elif mode == "graph":
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = layers.Conv2D(8, 3, padding="same", activation="relu")(inp)
+    r = layers.Conv2D(8, 3, padding="same", activation="relu")(h)
+    r = layers.BatchNormalization()(r)
+    r = layers.Conv2D(8, 3, padding="same")(r)
+    h = layers.Add()([h, r])
+    h = layers.Activation("relu")(h)
+    h = layers.MaxPooling2D(2)(h)
+    side = layers.Conv2D(4, 1, activation="tanh")(h)
+    h = layers.Concatenate()([h, side])
+    h = layers.GlobalAveragePooling2D()(h)
+    resnet = keras.Model(inp, layers.Dense(10)(h))
+    v = keras.Input((6,))
+    a = layers.Dense(8, activation="relu")(v)
+    shared = layers.Dense(8, activation="tanh")
+    b = shared(a)
+    c = shared(b)  # the same weights at two depths
+    s = layers.Add()([a, b, c])
+    d = layers.Subtract()([s, c])
+    e = layers.Multiply()([d, b])
+    f = layers.Average()([e, a, s])
+    g = layers.Maximum()([f, c])
+    k = layers.Minimum()([g, s])
+    k = layers.Concatenate(axis=1)([k, v, layers.Dense(3)(v)])
+    branches = keras.Model(v, layers.Dense(4, activation="softmax")(k))
+    i1, i2 = keras.Input((3,)), keras.Input((3,))
+    keras.Model([i1, i2], layers.Add()([i1, i2])).save(f"{out}/two_inputs.keras")
+    rng = np.random.default_rng(1)
+    for b in BATCHES:
+        np.save(f"{out}/x{b}.npy", rng.standard_normal((b, 8, 8, 3)).astype(np.float32))
+        np.save(f"{out}/xv{b}.npy", rng.standard_normal((b, 6)).astype(np.float32))
+    data = {
+        "resnet": (rng.standard_normal((64, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, (64,)), "x"),
+        "branches": (rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 4, (64,)), "xv"),
+    }
+    for name, m in [("resnet", resnet), ("branches", branches)]:
+        x, y, prefix = data[name]
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name == "resnet"), metrics=["accuracy"])
+        m.fit(x, y, batch_size=16, epochs=2, verbose=0)
+        m.save(f"{out}/{name}.keras")
+        m.save(f"{out}/{name}.h5")
+        print(name, [type(l).__name__ for l in m.layers])
+        for b in BATCHES:
+            xb = np.load(f"{out}/{prefix}{b}.npy")
+            np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
+    print("OK")
 elif mode == "load":
-    for file in sys.argv[3:]:
+    for arg in sys.argv[3:]:
+        file, _, prefix = arg.partition(":")
+        prefix = prefix or "x"
         m = keras.models.load_model(f"{out}/{file}")
         print(file, [type(l).__name__ for l in m.layers])
         opt = getattr(m, "optimizer", None)
@@ -161,6 +214,6 @@ elif mode == "load":
             print(file, "iterations", int(opt.iterations.numpy()))
         tag = file.replace(".", "_")
         for b in BATCHES:
-            x = np.load(f"{out}/x{b}.npy")
+            x = np.load(f"{out}/{prefix}{b}.npy")
             np.save(f"{out}/kload_{tag}_{b}.npy", m.predict(x, verbose=0))
     print("OK")

@@ -631,6 +631,9 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                     BinaryOp::Sub => (code::SUB, Opts::Sub(act)),
                     BinaryOp::Mul => (code::MUL, Opts::Mul(act)),
                     BinaryOp::SquaredDifference if !int8 && act == Act::None => (code::SQUARED_DIFFERENCE, Opts::None),
+                    BinaryOp::Div if !int8 => (code::DIV, Opts::Div(act)),
+                    BinaryOp::Maximum if !int8 && act == Act::None => (code::MAXIMUM, Opts::MaxMin),
+                    BinaryOp::Minimum if !int8 && act == Act::None => (code::MINIMUM, Opts::MaxMin),
                     other => {
                         return Err(unsupported(
                             other.name(),
@@ -639,6 +642,22 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                     }
                 };
                 b.op(c, if int8 { 2 } else { 1 }, vec![x, z], vec![y], o);
+            }
+            Kind::Concat(axis) => {
+                if int8 {
+                    // TFLite's int8 kernel needs every input on the output's
+                    // scale, which calibration does not give.
+                    return Err(unsupported(
+                        "concat",
+                        &format!("wgflow writes it in float only ('{}')", net.values[n.out].name),
+                    ));
+                }
+                let mut xs = vec![x];
+                for &v in &n.inputs[1..] {
+                    xs.push(b.operand(v)?);
+                }
+                let axis = i32::try_from(*axis).map_err(|_| unsupported("concat", "an axis past i32"))?;
+                b.op(code::CONCATENATION, 1, xs, vec![y], Opts::Concat { axis, act });
             }
             Kind::Pad(amounts) => {
                 let p: Vec<i64> = amounts.iter().flat_map(|&(b, a)| [b as i64, a as i64]).collect();

@@ -101,6 +101,8 @@ pub(crate) enum Kind {
     Unary(UnaryOp),
     /// Zeros (before, after) each dimension.
     Pad(Vec<(usize, usize)>),
+    /// Every input joined along the axis.
+    Concat(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -602,7 +604,23 @@ impl Net {
                     keep: *keepdims,
                 }
             }
-            Op::Binary(b @ (BinaryOp::Add | BinaryOp::Sub | BinaryOp::Mul | BinaryOp::SquaredDifference)) => {
+            Op::Concat { axis } => {
+                if x.iter()
+                    .any(|&v| self.values[v].konst.as_ref().is_some_and(|a| a.dtype != DType::F32))
+                {
+                    return Err(unsupported(name, "a non-f32 operand"));
+                }
+                Kind::Concat(*axis)
+            }
+            Op::Binary(
+                b @ (BinaryOp::Add
+                | BinaryOp::Sub
+                | BinaryOp::Mul
+                | BinaryOp::Div
+                | BinaryOp::Maximum
+                | BinaryOp::Minimum
+                | BinaryOp::SquaredDifference),
+            ) => {
                 if x.iter()
                     .any(|&v| self.values[v].konst.as_ref().is_some_and(|a| a.dtype != DType::F32))
                 {
@@ -773,6 +791,11 @@ impl Net {
                     )?
                 }
                 Kind::Binary(b) => apply(Op::Binary(*b), &[&x, &get(&vals, n.inputs[1])?])?,
+                Kind::Concat(axis) => {
+                    let xs: Vec<Tensor> = n.inputs.iter().map(|&v| get(&vals, v)).collect::<Result<_>>()?;
+                    let refs: Vec<&Tensor> = xs.iter().collect();
+                    apply(Op::Concat { axis: *axis }, &refs)?
+                }
                 Kind::Unary(u) => apply(Op::Unary(*u), &[&x])?,
                 Kind::Pad(amounts) => {
                     let before = amounts.iter().map(|a| a.0).collect();

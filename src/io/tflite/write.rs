@@ -74,6 +74,13 @@ pub(crate) enum Opts {
     Add(Act),
     Sub(Act),
     Mul(Act),
+    Div(Act),
+    /// MAXIMUM and MINIMUM (an options table without fields).
+    MaxMin,
+    Concat {
+        axis: i32,
+        act: Act,
+    },
     LeakyRelu(f32),
     /// GELU's `approximate` (the tanh form).
     Gelu(bool),
@@ -146,6 +153,10 @@ pub(crate) mod code {
     pub const REDUCE_MAX: i32 = 82;
     pub const SQUARED_DIFFERENCE: i32 = 99;
     pub const PAD: i32 = 34;
+    pub const CONCATENATION: i32 = 2;
+    pub const DIV: i32 = 42;
+    pub const MAXIMUM: i32 = 55;
+    pub const MINIMUM: i32 = 57;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
@@ -213,6 +224,16 @@ fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
         Opts::Sub(act) => {
             b.push_slot_always::<i8>(slot(0), act as i8);
             28
+        }
+        Opts::Div(act) => {
+            b.push_slot_always::<i8>(slot(0), act as i8);
+            29
+        }
+        Opts::MaxMin => 39,
+        Opts::Concat { axis, act } => {
+            b.push_slot_always::<i32>(slot(0), axis);
+            b.push_slot_always::<i8>(slot(1), act as i8);
+            10
         }
         Opts::LeakyRelu(alpha) => {
             b.push_slot_always::<f32>(slot(0), alpha);

@@ -24,8 +24,10 @@ use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+mod merge;
 mod norm;
 mod sequence;
+pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 
@@ -71,6 +73,47 @@ pub trait Layer: Send {
     /// Returns [`Error::Shape`] when `x` does not fit the layer (or no
     /// longer fits the shape it was built for).
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor>;
+    /// The forward pass on a list of inputs, as a functional model calls a
+    /// layer: merge layers ([`Merge`]) take several, every other layer
+    /// exactly one (its [`Layer::call`]).
+    ///
+    /// Returns [`Error::Shape`] for a count of inputs the layer cannot take.
+    fn call_many(&mut self, xs: &[Tensor], training: bool) -> Result<Tensor> {
+        match xs {
+            [x] => self.call(x, training),
+            _ => Err(Error::shape(
+                "Layer",
+                &xs.iter().map(|x| x.shape()).collect::<Vec<_>>(),
+                format!(
+                    "layer {} ({}) takes one input, {} given",
+                    self.name(),
+                    self.kind(),
+                    xs.len()
+                ),
+            )),
+        }
+    }
+    /// Whether the layer takes a list of inputs (a merge layer), which
+    /// Keras files write as a list even when it holds one tensor.
+    fn takes_list(&self) -> bool {
+        false
+    }
+    /// [`Layer::output_shape`] for a list of inputs (see [`Layer::call_many`]).
+    fn output_shape_many(&self, shapes: &[Vec<usize>]) -> Result<Vec<usize>> {
+        match shapes {
+            [s] => self.output_shape(s),
+            _ => Err(Error::shape(
+                "Layer",
+                &shapes.iter().map(Vec::as_slice).collect::<Vec<_>>(),
+                format!(
+                    "layer {} ({}) takes one input, {} given",
+                    self.name(),
+                    self.kind(),
+                    shapes.len()
+                ),
+            )),
+        }
+    }
     /// Weights with their short names ("kernel", "bias", "moving_mean", ...).
     fn weights(&self) -> Vec<(&'static str, Variable)> {
         Vec::new()
