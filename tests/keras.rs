@@ -1585,3 +1585,90 @@ fn keras_functional_models_both_ways() {
     }
     assert!(out.contains("wg_branches.keras compiled Adam"), "{out}");
 }
+
+/// Recurrent layers both ways: Keras-trained LSTM, GRU (both reset forms)
+/// and SimpleRNN models, forwards and backwards, load in wgflow, predict
+/// what Keras predicts and train on; wgflow's load in Keras.
+#[test]
+fn keras_recurrent_models_both_ways() {
+    use wgflow::nn::layers::{GRU, LSTM, SimpleRNN};
+    let Some(python) = python() else { return };
+    let dir = tmp("rnn");
+    let out = run(&python, &["rnn", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    for d in devices() {
+        for file in ["lstm.keras", "lstm.h5", "gru.keras", "gru.h5"] {
+            let name = file.split('.').next().unwrap();
+            let mut m = load_model_on(dir.join(file), &d).unwrap();
+            for b in [1usize, 7, 64] {
+                let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let (_, want) = load_npy(&dir.join(format!("keras_{name}_{b}.npy")));
+                let got = m.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+                assert_eq!(got.shape(), &[b, 4]);
+                let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+                assert_close(
+                    &got.to_vec::<f32>().unwrap(),
+                    &want,
+                    tol,
+                    &format!("{file} on {d}, batch {b}"),
+                );
+            }
+            if !matches!(file, "lstm.keras" | "gru.h5") {
+                continue;
+            }
+            let (shape, x) = load_npy(&dir.join("x64.npy"));
+            let x = Tensor::from_vec(x, &shape, &d).unwrap();
+            let args = FitArgs {
+                batch_size: 16,
+                epochs: 5,
+                verbose: false,
+                device: Some(d.clone()),
+                ..FitArgs::default()
+            };
+            let l = m
+                .fit(&x, &randint(&[64], 0, 4, 5), args)
+                .unwrap()
+                .get("loss")
+                .unwrap()
+                .to_vec();
+            assert!(l[4] < l[0], "{file} on {d}: loss {l:?}");
+        }
+    }
+    // wgflow's recurrent model in Keras.
+    let d = Device::Cpu;
+    set_random_seed(31);
+    let mut m = Sequential::new()
+        .add(LSTM::new(6).return_sequences(true).go_backwards(true))
+        .add(GRU::new(5).return_sequences(true))
+        .add(
+            GRU::new(4)
+                .reset_after(false)
+                .return_sequences(true)
+                .activation(Activation::Relu),
+        )
+        .add(SimpleRNN::new(3).go_backwards(true))
+        .add(Dense::new(4));
+    m.build(&[7, 3], &d).unwrap();
+    // Biases away from their initial zeros and ones.
+    for (n, v) in m.named_variables() {
+        if n.ends_with("bias") {
+            v.assign(&uniform(&v.shape(), -0.5, 0.5, 3, DType::F32)).unwrap();
+        }
+    }
+    m.save(dir.join("wg_rnn.keras")).unwrap();
+    m.save(dir.join("wg_rnn.h5")).unwrap();
+    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_rnn.keras", "wg_rnn.h5"]);
+    assert!(out.contains("['LSTM', 'GRU', 'GRU', 'SimpleRNN', 'Dense']"), "{out}");
+    for b in [1usize, 7, 64] {
+        let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+        let want = m
+            .predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 64)
+            .unwrap()
+            .to_vec::<f32>()
+            .unwrap();
+        for ext in ["keras", "h5"] {
+            let (_, got) = load_npy(&dir.join(format!("kload_wg_rnn_{ext}_{b}.npy")));
+            assert_close(&got, &want, 1e-5, &format!("Keras on wg_rnn.{ext}, batch {b}"));
+        }
+    }
+}

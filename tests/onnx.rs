@@ -206,6 +206,34 @@ fn onnx_runtime_runs_text_models() {
     }
 }
 
+/// A recurrent model (LSTM backwards over every step, GRU) in ONNX
+/// Runtime, at both opsets: the cells unrolled into Gather, MatMul and the
+/// activations.
+#[test]
+fn onnx_runtime_runs_recurrent_models() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let mut model = recurrent(&d, 7);
+    for opset in [13, 17] {
+        let dir = tmp(&format!("rnn-{opset}"));
+        let file = dir.join("model.onnx");
+        wgflow::onnx::export(&mut model, &file, opset).unwrap();
+        let x = uniform(&[5, 7, 3], -2.0, 2.0, 3, DType::F32);
+        save_npy(&dir.join("x5.npy"), &x);
+        let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
+        let out = py(&python, "check_onnx.py", &[&file, &dir, std::path::Path::new("5")]);
+        assert!(out.contains("'Gather'") && out.contains("'Sigmoid'"), "{out}");
+        let (shape, got) = load_npy(&dir.join("ort5.npy"));
+        assert_eq!(shape, vec![5, 10]);
+        assert_close(
+            &got,
+            &want,
+            1e-5,
+            &format!("ONNX Runtime on a recurrent model, opset {opset}"),
+        );
+    }
+}
+
 /// A reduction over no axes changes nothing (as in TensorFlow and wgflow):
 /// ONNX Runtime keeps the shape and values, where ONNX's empty axes would
 /// reduce every axis.

@@ -237,6 +237,35 @@ fn tensorflow_runs_wgflow_text_models() {
     }
 }
 
+/// A recurrent model (LSTM backwards over every step, GRU) exports too:
+/// TensorFlow runs the unrolled cells and gets wgflow's predictions.
+#[test]
+fn tensorflow_runs_wgflow_recurrent_models() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let mut model = recurrent(&d, 6);
+    let dir = tmp("tf-rnn");
+    let export = dir.join("model");
+    model.export(&export).unwrap();
+    for b in [1usize, 7, 64] {
+        let x = uniform(&[b, 7, 3], -2.0, 2.0, b as u64, DType::F32);
+        save_npy(&dir.join(format!("x{b}.npy")), &x);
+        save_npy(&dir.join(format!("want{b}.npy")), &model.call(&x, false).unwrap());
+    }
+    let out = py(&python, "check_wgflow_export.py", &[&export, &dir]);
+    assert!(out.contains("shape: (-1, 7, 3)"), "{out}");
+    for b in [1, 7, 64] {
+        let (_, got) = load_npy(&dir.join(format!("tf{b}.npy")));
+        let (_, want) = load_npy(&dir.join(format!("want{b}.npy")));
+        assert_close(
+            &got,
+            &want,
+            1e-5,
+            &format!("TensorFlow on wgflow's recurrent model, batch {b}"),
+        );
+    }
+}
+
 /// Keras 3's `model.export` of a CNN with batch normalization, trained a
 /// few steps in Python, loads in wgflow and predicts what Keras predicts,
 /// on the CPU device and on every GPU; so does a `tf.Module` saved with

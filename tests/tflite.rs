@@ -17,7 +17,7 @@ use wgflow::nn::layers::{
     AveragePooling2D, BatchNormalization, Conv2D, Dense, Flatten, GlobalAveragePooling2D, MaxPooling2D,
 };
 use wgflow::nn::{Activation, Model, Sequential, set_random_seed};
-use wgflow::{DType, Device, Error, Tensor};
+use wgflow::{DType, Device, Error, Tensor, ops};
 
 const KINDS: [&str; 4] = ["none", "default", "float16", "int8"];
 
@@ -484,13 +484,50 @@ fn sequence_models_convert() {
         let tol = if *kind == "none" { 1e-5 } else { 1e-2 };
         assert_close(&got, &want, tol, &format!("a Conv1D model ({kind}) in the interpreter"));
     }
+    // A text model (float ids cast to int32, a GATHER of the table) and a
+    // recurrent one (its cells unrolled, a GATHER per step) convert in
+    // float and float16; in int8 they are typed errors.
     let mut text = Sequential::new()
         .add(Embedding::new(20, 4))
         .add(GlobalAveragePooling1D::new())
         .add(Dense::new(3));
     text.build(&[6], &d).unwrap();
-    let e = Converter::from_keras_model(&mut text)
-        .and_then(|mut c| c.convert())
-        .unwrap_err();
-    assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
+    let ids = ops::random_uniform(&[5, 6], 0.0, 19.99, DType::F32, 4, &d).unwrap();
+    let mut rnn = recurrent(&d, 9);
+    let seq = uniform(&[5, 7, 3], -2.0, 2.0, 10, DType::F32);
+    let mut cases = Vec::new();
+    for (name, model, x) in [("text", &mut text, &ids), ("rnn", &mut rnn, &seq)] {
+        let want = model.call(x, false).unwrap().to_vec::<f32>().unwrap();
+        let x_path = dir.join(format!("{name}_x.npy"));
+        save_npy(&x_path, x);
+        let mut files = Vec::new();
+        for kind in ["none", "float16", "int8"] {
+            let mut c = Converter::from_keras_model(&mut *model).unwrap();
+            settings(&mut c, kind, x);
+            if kind == "int8" {
+                let e = c.convert().unwrap_err();
+                assert!(matches!(e, Error::Unimplemented { .. }), "{e}");
+                continue;
+            }
+            let file = dir.join(format!("{name}_{kind}.tflite"));
+            c.convert_to(&file).unwrap();
+            files.push((kind, file));
+        }
+        cases.push((name, x_path, files, want));
+    }
+    for (name, x_path, files, want) in &cases {
+        let mut args: Vec<&Path> = vec![Path::new("predict"), x_path];
+        args.extend(files.iter().map(|(_, f)| f.as_path()));
+        py(&python, "tflite_files.py", &args);
+        for (kind, file) in files {
+            let (_, got) = load_npy(&PathBuf::from(format!("{}.npy", file.display())));
+            let tol = if *kind == "none" { 1e-5 } else { 1e-2 };
+            assert_close(
+                &got,
+                want,
+                tol,
+                &format!("the {name} model ({kind}) in the interpreter"),
+            );
+        }
+    }
 }

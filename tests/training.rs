@@ -1288,3 +1288,71 @@ fn functional_models_train_the_same_everywhere() {
         }
     }
 }
+
+/// The recurrent layers' gradients (through every unrolled step, both
+/// directions, every output) match central differences of their forward
+/// pass, for every weight element.
+#[test]
+fn recurrent_gradients_match_finite_differences() {
+    use wgflow::nn::layers::{Cell, Recurrent};
+    let d = Device::Cpu;
+    let x = uniform(&[2, 3, 2], -1.0, 1.0, 5, DType::F32);
+    for (cell, reset_after, backwards) in [
+        (Cell::Simple, true, true),
+        (Cell::Lstm, true, false),
+        (Cell::Lstm, true, true),
+        (Cell::Gru, true, false),
+        (Cell::Gru, false, true),
+    ] {
+        set_random_seed(8);
+        let mut l = Recurrent::new(cell, 2)
+            .return_sequences(true)
+            .go_backwards(backwards)
+            .reset_after(reset_after);
+        l.build(&[3, 2], &d).unwrap();
+        for (n, v) in l.weights() {
+            if n == "bias" {
+                v.assign(&uniform(&v.shape(), -0.5, 0.5, 6, DType::F32)).unwrap();
+            }
+        }
+        let w = uniform(&[2, 3, 2], -1.0, 1.0, 7, DType::F32);
+        let mut loss = |l: &mut Recurrent| -> f64 {
+            l.call(&x, true)
+                .unwrap()
+                .mul(&w)
+                .unwrap()
+                .sum(None, false)
+                .unwrap()
+                .item()
+                .unwrap()
+        };
+        let vars: Vec<Variable> = l.weights().into_iter().map(|(_, v)| v).collect();
+        let tape = GradientTape::new();
+        let y = l.call(&x, true).unwrap().mul(&w).unwrap().sum(None, false).unwrap();
+        let refs: Vec<&Variable> = vars.iter().collect();
+        let grads = tape.gradient(&y, &refs).unwrap();
+        drop(tape);
+        for (v, g) in vars.iter().zip(grads) {
+            let g = g.unwrap().to_vec::<f32>().unwrap();
+            let base = v.value().to_vec::<f32>().unwrap();
+            let h = 1e-2f32;
+            for i in 0..base.len() {
+                let mut at = |dx: f32| {
+                    let mut b = base.clone();
+                    b[i] += dx;
+                    v.assign(&Tensor::from_vec(b, &v.shape(), &d).unwrap()).unwrap();
+                    loss(&mut l)
+                };
+                let num = ((at(h) - at(-h)) / (2.0 * h as f64)) as f32;
+                v.assign(&Tensor::from_vec(base.clone(), &v.shape(), &d).unwrap())
+                    .unwrap();
+                assert!(
+                    (num - g[i]).abs() <= 2e-3 + 2e-3 * num.abs(),
+                    "{cell:?} reset_after={reset_after} backwards={backwards}: d/d{}[{i}] analytic {} numeric {num}",
+                    v.name(),
+                    g[i]
+                );
+            }
+        }
+    }
+}

@@ -26,10 +26,10 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Conv1D, Conv2D, Dense, DepthwiseConv2D,
-    Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Cell, Conv1D, Conv2D, Dense,
+    DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
     GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge,
-    MergeOp, RMSNormalization, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
+    MergeOp, RMSNormalization, Recurrent, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -127,7 +127,12 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     }
     for (layer, key) in model.layers().iter().zip(keys) {
         let mut lg = group.create_group(&key);
-        let mut vars = lg.create_group("vars");
+        let sub = layer.keras_vars().strip_suffix("/vars").filter(|s| !s.is_empty());
+        let mut inner = sub.map(|s| lg.create_group(s));
+        let mut vars = match &mut inner {
+            Some(g) => g.create_group("vars"),
+            None => lg.create_group("vars"),
+        };
         vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(layer.name().to_string()));
         for (i, (_, v)) in layer.weights().iter().enumerate() {
             let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
@@ -136,7 +141,16 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
                 .with_f32_data(&data)
                 .with_shape(&dims);
         }
-        lg.add_group(vars.finish());
+        match inner {
+            Some(mut g) => {
+                g.add_group(vars.finish());
+                lg.add_group(g.finish());
+                // The layer's own (empty) variables, beside its cell's.
+                let own = lg.create_group("vars").finish();
+                lg.add_group(own);
+            }
+            None => lg.add_group(vars.finish()),
+        }
         group.add_group(lg.finish());
     }
     weights.add_group(group.finish());
@@ -265,7 +279,7 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
         if ws.is_empty() {
             continue;
         }
-        let group = format!("layers/{key}/vars");
+        let group = format!("layers/{key}/{}", layer.keras_vars());
         let vars = file
             .group(&group)
             .map_err(|_| h5_err(path, format!("no {group} for layer {}", layer.name())))?;
@@ -1689,6 +1703,43 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         "Rescaling" => {
             let (scale, offset) = (o.f64("scale", 1.0)?, o.f64("offset", 0.0)?);
             Box::new(Rescaling::new(scale, offset))
+        }
+        "LSTM" | "GRU" | "SimpleRNN" => {
+            let cell = match class {
+                "LSTM" => Cell::Lstm,
+                "GRU" => Cell::Gru,
+                _ => Cell::Simple,
+            };
+            let mut l = Recurrent::new(cell, o.usize("units", None)?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .return_sequences(o.bool("return_sequences", false)?)
+                .go_backwards(o.bool("go_backwards", false)?)
+                .dtype(o.policy()?);
+            if cell != Cell::Simple {
+                let name = o.str("recurrent_activation", "sigmoid")?;
+                l = l.recurrent_activation(Activation::from_name(name).map_err(|e| o.err("recurrent_activation", e))?);
+            }
+            if cell == Cell::Gru {
+                l = l.reset_after(o.bool("reset_after", true)?);
+            }
+            o.fixed("return_state", json!(false))?;
+            o.fixed("stateful", json!(false))?;
+            o.fixed("dropout", json!(0.0))?;
+            o.fixed("recurrent_dropout", json!(0.0))?;
+            o.fixed("time_major", json!(false))?;
+            for k in [
+                "recurrent_initializer",
+                "unit_forget_bias",
+                "unroll",
+                "zero_output_for_mask",
+                "implementation",
+                "use_cudnn",
+            ] {
+                // How the loop runs or starts, not what it computes.
+                o.known.push(k);
+            }
+            Box::new(l)
         }
         "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" | "Concatenate" => {
             let op = match class {

@@ -486,3 +486,24 @@ pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     m.build(&[28, 28, 1], d).unwrap();
     m
 }
+
+/// A recurrent model over `[7, 3]` sequences: an LSTM (every step, run
+/// backwards), a GRU, a dense layer of 10; biases away from their initial
+/// values.
+pub fn recurrent(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::Model;
+    use wgflow::nn::layers::{Dense, GRU, LSTM};
+    wgflow::nn::set_random_seed(seed);
+    let mut m = wgflow::nn::Sequential::new()
+        .add(LSTM::new(6).return_sequences(true).go_backwards(true))
+        .add(GRU::new(5))
+        .add(Dense::new(10));
+    m.build(&[7, 3], d).unwrap();
+    for (n, v) in m.named_variables() {
+        if n.ends_with("bias") {
+            let t = uniform(&v.shape(), -0.5, 0.5, seed, DType::F32).to_device(d).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+    m
+}

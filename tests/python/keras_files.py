@@ -7,6 +7,8 @@
     python keras_files.py graph DIR   # Keras-trained functional models (residual CNN, branches, merges,
                                       # shared layers) as DIR/{resnet,branches}.{keras,h5}, inputs
                                       # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
+    python keras_files.py rnn DIR     # Keras-trained recurrent models (LSTM, GRU, SimpleRNN) as
+                                      # DIR/{lstm,gru}.{keras,h5}, inputs DIR/x{b}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
                                             # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy
 """
@@ -201,6 +203,41 @@ elif mode == "graph":
         for b in BATCHES:
             xb = np.load(f"{out}/{prefix}{b}.npy")
             np.save(f"{out}/keras_{name}_{b}.npy", m.predict(xb, verbose=0))
+    print("OK")
+elif mode == "rnn":
+    keras.utils.set_random_seed(0)
+    models = {
+        "lstm": keras.Sequential(
+            [
+                keras.Input((7, 3)),
+                layers.LSTM(8, return_sequences=True),
+                layers.GRU(6, go_backwards=True),
+                layers.Dense(4),
+            ]
+        ),
+        "gru": keras.Sequential(
+            [
+                keras.Input((7, 3)),
+                layers.GRU(5, reset_after=False, return_sequences=True),
+                layers.SimpleRNN(4, activation="relu", go_backwards=True, return_sequences=True),
+                layers.LSTM(3, use_bias=False, return_sequences=True, go_backwards=True),
+                layers.Flatten(),
+                layers.Dense(4, activation="softmax"),
+            ]
+        ),
+    }
+    rng = np.random.default_rng(2)
+    for b in BATCHES:
+        np.save(f"{out}/x{b}.npy", rng.standard_normal((b, 7, 3)).astype(np.float32))
+    x = rng.standard_normal((64, 7, 3)).astype(np.float32)
+    y = rng.integers(0, 4, (64,))
+    for name, m in models.items():
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name == "lstm"))
+        m.fit(x, y, batch_size=16, epochs=3, verbose=0)
+        m.save(f"{out}/{name}.keras")
+        m.save(f"{out}/{name}.h5")
+        for b in BATCHES:
+            np.save(f"{out}/keras_{name}_{b}.npy", m.predict(np.load(f"{out}/x{b}.npy"), verbose=0))
     print("OK")
 elif mode == "load":
     for arg in sys.argv[3:]:

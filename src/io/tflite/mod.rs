@@ -344,6 +344,17 @@ impl Builder<'_> {
         t
     }
 
+    /// The int32 tensor of value `v` (a cast's output).
+    fn int_tensor(&mut self, v: usize) -> i32 {
+        if let Some(t) = self.tensor[v] {
+            return t;
+        }
+        let val = &self.net.values[v];
+        let t = self.add_tensor(&val.name.clone(), TType::I32, &val.shape.clone(), 0, None);
+        self.tensor[v] = Some(t);
+        t
+    }
+
     /// The int8 parameters of `v` (`Int8` mode).
     fn qparams(&self, v: usize) -> Result<Quant> {
         let r = self
@@ -471,7 +482,21 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
             None
         };
         let in_scale = b.tensor_scale(x);
-        let y = b.activation(n.out, out_q);
+        if int8 && matches!(n.kind, Kind::Gather(_) | Kind::CastI32) {
+            return Err(unsupported(
+                if matches!(n.kind, Kind::CastI32) {
+                    "cast"
+                } else {
+                    "gather"
+                },
+                &format!("wgflow writes it in float only ('{}')", net.values[n.out].name),
+            ));
+        }
+        let y = if matches!(n.kind, Kind::CastI32) {
+            b.int_tensor(n.out)
+        } else {
+            b.activation(n.out, out_q)
+        };
         let act = n.act;
         match &n.kind {
             Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc => {
@@ -643,6 +668,12 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                 };
                 b.op(c, if int8 { 2 } else { 1 }, vec![x, z], vec![y], o);
             }
+            Kind::Gather(axis) => {
+                let idx = b.operand(n.inputs[1])?;
+                let axis = i32::try_from(*axis).map_err(|_| unsupported("gather", "an axis past i32"))?;
+                b.op(code::GATHER, 1, vec![x, idx], vec![y], Opts::Gather { axis });
+            }
+            Kind::CastI32 => b.op(code::CAST, 1, vec![x], vec![y], Opts::None),
             Kind::Concat(axis) => {
                 if int8 {
                     // TFLite's int8 kernel needs every input on the output's

@@ -103,6 +103,10 @@ pub(crate) enum Kind {
     Pad(Vec<(usize, usize)>),
     /// Every input joined along the axis.
     Concat(usize),
+    /// inputs: params, int32 indices.
+    Gather(usize),
+    /// Float to int32, truncating (an Embedding's float ids).
+    CastI32,
 }
 
 #[derive(Clone, Debug)]
@@ -604,6 +608,13 @@ impl Net {
                     keep: *keepdims,
                 }
             }
+            Op::Gather { axis } => {
+                if self.values[x[0]].konst.as_ref().is_some_and(|a| a.dtype != DType::F32) {
+                    return Err(unsupported(name, "a non-f32 table"));
+                }
+                Kind::Gather(*axis)
+            }
+            Op::Cast(DType::I32) => Kind::CastI32,
             Op::Concat { axis } => {
                 if x.iter()
                     .any(|&v| self.values[v].konst.as_ref().is_some_and(|a| a.dtype != DType::F32))
@@ -791,6 +802,8 @@ impl Net {
                     )?
                 }
                 Kind::Binary(b) => apply(Op::Binary(*b), &[&x, &get(&vals, n.inputs[1])?])?,
+                Kind::Gather(axis) => apply(Op::Gather { axis: *axis }, &[&x, &get(&vals, n.inputs[1])?])?,
+                Kind::CastI32 => apply(Op::Cast(DType::I32), &[&x])?,
                 Kind::Concat(axis) => {
                     let xs: Vec<Tensor> = n.inputs.iter().map(|&v| get(&vals, v)).collect::<Result<_>>()?;
                     let refs: Vec<&Tensor> = xs.iter().collect();

@@ -81,6 +81,9 @@ pub(crate) enum Opts {
         axis: i32,
         act: Act,
     },
+    Gather {
+        axis: i32,
+    },
     LeakyRelu(f32),
     /// GELU's `approximate` (the tanh form).
     Gelu(bool),
@@ -154,6 +157,8 @@ pub(crate) mod code {
     pub const SQUARED_DIFFERENCE: i32 = 99;
     pub const PAD: i32 = 34;
     pub const CONCATENATION: i32 = 2;
+    pub const GATHER: i32 = 36;
+    pub const CAST: i32 = 53;
     pub const DIV: i32 = 42;
     pub const MAXIMUM: i32 = 55;
     pub const MINIMUM: i32 = 57;
@@ -230,6 +235,10 @@ fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
             29
         }
         Opts::MaxMin => 39,
+        Opts::Gather { axis } => {
+            b.push_slot_always::<i32>(slot(0), axis);
+            23
+        }
         Opts::Concat { axis, act } => {
             b.push_slot_always::<i32>(slot(0), axis);
             b.push_slot_always::<i8>(slot(1), act as i8);

@@ -26,9 +26,11 @@ use std::sync::Mutex;
 
 mod merge;
 mod norm;
+mod recurrent;
 mod sequence;
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
+pub use recurrent::{Cell, GRU, LSTM, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
@@ -113,6 +115,11 @@ pub trait Layer: Send {
                 ),
             )),
         }
+    }
+    /// Where a `.keras` file keeps the layer's weights inside its group:
+    /// `vars`, or `cell/vars` for a recurrent layer (Keras saves its cell).
+    fn keras_vars(&self) -> &'static str {
+        "vars"
     }
     /// Weights with their short names ("kernel", "bias", "moving_mean", ...).
     fn weights(&self) -> Vec<(&'static str, Variable)> {

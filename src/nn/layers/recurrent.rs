@@ -1,0 +1,543 @@
+//! Recurrent layers: `SimpleRNN`, `LSTM` and `GRU` over `[batch, time,
+//! features]`, as Keras 3's cells compute them, unrolled over the time
+//! steps into ops of [`crate::ops`] (so gradients come from the tape and a
+//! traced step or an export holds one copy of the cell per step).
+//!
+//! The input projection `x @ kernel + bias` of every step is one matmul per
+//! gate before the loop; each step then adds `h @ recurrent_kernel`. The
+//! first step starts from zero state without reading it (no tensor whose
+//! size follows the batch is created, so exports keep the batch unknown).
+
+use super::{Layer, base_config, in_dtype, initializer_config, policy_name, unique_name, weight};
+use crate::core::dtype::DType;
+use crate::core::error::{Error, Result};
+use crate::nn::activations::Activation;
+use crate::nn::initializers::Initializer;
+use crate::nn::mixed_precision::{Policy, global_policy};
+use crate::ops::layout;
+use crate::runtime::Device;
+use crate::tensor::{Tensor, Variable};
+
+/// Which cell a [`Recurrent`] layer runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cell {
+    /// `keras.layers.SimpleRNN`: `h = act(x W + h U + b)`.
+    Simple,
+    /// `keras.layers.LSTM`: gates i, f, c, o (Keras' order in the kernels).
+    Lstm,
+    /// `keras.layers.GRU`: gates z, r, h (Keras' order in the kernels).
+    Gru,
+}
+
+impl Cell {
+    fn gates(self) -> usize {
+        match self {
+            Cell::Simple => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+    fn class(self) -> &'static str {
+        match self {
+            Cell::Simple => "SimpleRNN",
+            Cell::Lstm => "LSTM",
+            Cell::Gru => "GRU",
+        }
+    }
+    fn base(self) -> &'static str {
+        match self {
+            Cell::Simple => "simple_rnn",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+}
+
+/// A recurrent layer ([`SimpleRNN`], [`LSTM`], [`GRU`]): `[batch, time,
+/// features]` to the last output `[batch, units]`, or every output
+/// `[batch, time, units]` with `return_sequences`. Keras' defaults: `tanh`
+/// activation, `sigmoid` recurrent activation, a bias, glorot-uniform
+/// kernels, orthogonal recurrent kernels, the LSTM's forget-gate bias
+/// starting at 1, the GRU's `reset_after`.
+///
+/// Not built: masking, dropout and recurrent dropout, `return_state`,
+/// `stateful`, bidirectional wrappers.
+pub struct Recurrent {
+    name: String,
+    cell: Cell,
+    /// Size of the state and of each output.
+    pub units: usize,
+    /// The output's activation (`tanh`).
+    pub activation: Activation,
+    /// The gates' activation (`sigmoid`; SimpleRNN has none).
+    pub recurrent_activation: Activation,
+    /// Whether the cell adds biases.
+    pub use_bias: bool,
+    /// Every step's output rather than the last.
+    pub return_sequences: bool,
+    /// Runs over the time steps last to first (outputs in that order).
+    pub go_backwards: bool,
+    /// GRU only: the reset gate multiplies `h U + b` (Keras 3's and
+    /// cuDNN's form, the default) rather than `h` before the product.
+    pub reset_after: bool,
+    /// The dtype policy (the global one when the layer was created).
+    pub policy: Policy,
+    kernel: Option<Variable>,
+    recurrent_kernel: Option<Variable>,
+    bias: Option<Variable>,
+}
+
+macro_rules! rnn_classes {
+    ($($class:ident => $cell:ident: $doc:literal),*) => {$(
+        #[doc = concat!("`keras.layers.", stringify!($class), "`: ", $doc, " `", stringify!($class), "::new(units)` makes the [`Recurrent`] layer.")]
+        pub struct $class;
+        impl $class {
+            #[doc = concat!("`", stringify!($class), "(units)` with Keras' defaults.")]
+            #[allow(clippy::new_ret_no_self)]
+            pub fn new(units: usize) -> Recurrent {
+                Recurrent::new(Cell::$cell, units)
+            }
+        }
+    )*};
+}
+
+rnn_classes!(
+    SimpleRNN => Simple: "a fully connected recurrence, `h = tanh(x W + h U + b)`.",
+    LSTM => Lstm: "long short-term memory.",
+    GRU => Gru: "a gated recurrent unit."
+);
+
+impl Recurrent {
+    /// A layer of `cell` with `units` units and Keras' defaults.
+    pub fn new(cell: Cell, units: usize) -> Recurrent {
+        Recurrent {
+            name: unique_name(cell.base()),
+            cell,
+            units,
+            activation: Activation::Tanh,
+            recurrent_activation: Activation::Sigmoid,
+            use_bias: true,
+            return_sequences: false,
+            go_backwards: false,
+            reset_after: true,
+            policy: global_policy(),
+            kernel: None,
+            recurrent_kernel: None,
+            bias: None,
+        }
+    }
+    /// `activation=`.
+    pub fn activation(mut self, a: Activation) -> Recurrent {
+        self.activation = a;
+        self
+    }
+    /// `recurrent_activation=` (LSTM and GRU).
+    pub fn recurrent_activation(mut self, a: Activation) -> Recurrent {
+        self.recurrent_activation = a;
+        self
+    }
+    /// `use_bias=`.
+    pub fn use_bias(mut self, b: bool) -> Recurrent {
+        self.use_bias = b;
+        self
+    }
+    /// `return_sequences=`.
+    pub fn return_sequences(mut self, on: bool) -> Recurrent {
+        self.return_sequences = on;
+        self
+    }
+    /// `go_backwards=`.
+    pub fn go_backwards(mut self, on: bool) -> Recurrent {
+        self.go_backwards = on;
+        self
+    }
+    /// `reset_after=` (GRU).
+    pub fn reset_after(mut self, on: bool) -> Recurrent {
+        self.reset_after = on;
+        self
+    }
+    /// `dtype=`: the layer's dtype policy.
+    pub fn dtype(mut self, p: Policy) -> Recurrent {
+        self.policy = p;
+        self
+    }
+    /// Which cell the layer runs.
+    pub fn cell(&self) -> Cell {
+        self.cell
+    }
+
+    fn err(&self, shapes: &[&[usize]], msg: impl std::fmt::Display) -> Error {
+        Error::shape(self.cell.class(), shapes, format!("layer {}: {msg}", self.name))
+    }
+
+    /// The bias's shape: the GRU's `reset_after` keeps an input and a
+    /// recurrent bias, `[2, 3 units]`.
+    fn bias_shape(&self) -> Vec<usize> {
+        let n = self.cell.gates() * self.units;
+        if self.cell == Cell::Gru && self.reset_after {
+            vec![2, n]
+        } else {
+            vec![n]
+        }
+    }
+
+    /// Columns `[g units, (g + 1) units)` of a `[rows, gates units]` matrix.
+    fn gate(&self, m: &Tensor, g: usize) -> Result<Tensor> {
+        let rows = m.shape()[0];
+        m.slice(&[0, g * self.units], &[rows, self.units])
+    }
+
+    /// The bias of gate `g`: row `row` of a GRU's `[2, 3 units]` bias.
+    fn gate_bias(&self, b: &Tensor, row: usize, g: usize) -> Result<Tensor> {
+        let u = self.units;
+        if b.rank() == 2 {
+            b.slice(&[row, g * u], &[1, u])?.reshape(&[u as isize])
+        } else {
+            b.slice(&[g * u], &[u])
+        }
+    }
+}
+
+/// Keras' `Orthogonal` initializer for `[rows, cols]`: the Q of a random
+/// normal matrix's QR (with R's diagonal positive), transposed when rows <
+/// cols, times `gain`.
+pub(crate) fn orthogonal(shape: &[usize], gain: f64, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
+    let Some((&cols, lead)) = shape.split_last() else {
+        return Err(Error::arg("Orthogonal", "needs a shape of at least two dimensions"));
+    };
+    if lead.is_empty() {
+        return Err(Error::arg("Orthogonal", "needs a shape of at least two dimensions"));
+    }
+    let rows: usize = lead.iter().product();
+    let (n, k) = (rows.max(cols), rows.min(cols));
+    let a = crate::ops::random_normal(&[n, k], 0.0, 1.0, DType::F64, seed, &Device::Cpu)?.to_vec::<f64>()?;
+    // Modified Gram-Schmidt over the k columns: the Q with R's diagonal
+    // positive, which is what Keras' sign correction of QR gives.
+    let mut q = a;
+    for j in 0..k {
+        for p in 0..j {
+            let dot: f64 = (0..n).map(|i| q[i * k + p] * q[i * k + j]).sum();
+            for i in 0..n {
+                q[i * k + j] -= dot * q[i * k + p];
+            }
+        }
+        let norm = (0..n).map(|i| q[i * k + j] * q[i * k + j]).sum::<f64>().sqrt();
+        let norm = if norm > 0.0 { norm } else { 1.0 };
+        for i in 0..n {
+            q[i * k + j] /= norm;
+        }
+    }
+    // [n, k] is [rows, cols] when rows >= cols, else its transpose.
+    let data: Vec<f32> = if rows >= cols {
+        q.iter().map(|&v| (gain * v) as f32).collect()
+    } else {
+        (0..rows)
+            .flat_map(|r| (0..cols).map(move |c| (r, c)))
+            .map(|(r, c)| (gain * q[c * k + r]) as f32)
+            .collect()
+    };
+    Tensor::from_vec(data, shape, device)?.cast(dtype)
+}
+
+impl Layer for Recurrent {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, &policy_name(&self.policy));
+        m.insert("return_sequences".into(), self.return_sequences.into());
+        m.insert("return_state".into(), false.into());
+        m.insert("go_backwards".into(), self.go_backwards.into());
+        m.insert("stateful".into(), false.into());
+        m.insert("unroll".into(), false.into());
+        m.insert("zero_output_for_mask".into(), false.into());
+        m.insert("units".into(), self.units.into());
+        m.insert("activation".into(), self.activation.name().into());
+        if self.cell != Cell::Simple {
+            m.insert("recurrent_activation".into(), self.recurrent_activation.name().into());
+        }
+        m.insert("use_bias".into(), self.use_bias.into());
+        m.insert(
+            "kernel_initializer".into(),
+            initializer_config(&Initializer::GlorotUniform),
+        );
+        m.insert(
+            "recurrent_initializer".into(),
+            serde_json::json!({"module": "keras.initializers", "class_name": "Orthogonal",
+                               "config": {"seed": null, "gain": 1.0}, "registered_name": null}),
+        );
+        m.insert("bias_initializer".into(), initializer_config(&Initializer::Zeros));
+        if self.cell == Cell::Lstm {
+            m.insert("unit_forget_bias".into(), true.into());
+        }
+        for k in [
+            "kernel_regularizer",
+            "recurrent_regularizer",
+            "bias_regularizer",
+            "activity_regularizer",
+            "kernel_constraint",
+            "recurrent_constraint",
+            "bias_constraint",
+            "seed",
+        ] {
+            m.insert(k.into(), serde_json::Value::Null);
+        }
+        m.insert("dropout".into(), 0.0.into());
+        m.insert("recurrent_dropout".into(), 0.0.into());
+        if self.cell == Cell::Gru {
+            m.insert("reset_after".into(), self.reset_after.into());
+        }
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        self.cell.class()
+    }
+    fn keras_vars(&self) -> &'static str {
+        "cell/vars"
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        let [_, features] = input_shape else {
+            return Err(self.err(&[input_shape], "takes examples [time, features]"));
+        };
+        if self.units == 0 {
+            return Err(Error::arg(
+                self.cell.class(),
+                format!("layer {}: units must be positive", self.name),
+            ));
+        }
+        if (self.cell != Cell::Simple && self.recurrent_activation == Activation::Softmax)
+            || self.activation == Activation::Softmax
+        {
+            return Err(Error::arg(
+                self.cell.class(),
+                format!(
+                    "layer {}: a softmax activation inside a recurrent cell is not built",
+                    self.name
+                ),
+            ));
+        }
+        let vt = self.policy.variable_dtype();
+        let n = self.cell.gates() * self.units;
+        let k = Initializer::GlorotUniform.init(&[*features, n], vt, device)?;
+        self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
+        let seed = crate::nn::initializers::next_seed();
+        // Keras draws one orthogonal matrix for the whole recurrent kernel.
+        let r = orthogonal(&[self.units, n], 1.0, seed, vt, device)?;
+        self.recurrent_kernel = Some(Variable::new(r, &format!("{}/recurrent_kernel", self.name)));
+        if self.use_bias {
+            let mut b = vec![0.0f32; self.bias_shape().iter().product()];
+            if self.cell == Cell::Lstm {
+                // unit_forget_bias: the forget gate starts open.
+                for v in &mut b[self.units..2 * self.units] {
+                    *v = 1.0;
+                }
+            }
+            let b = Tensor::from_vec(b, &self.bias_shape(), device)?.cast(vt)?;
+            self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
+        }
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.kernel.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        match s {
+            [time, _] if self.return_sequences => Ok(vec![*time, self.units]),
+            [_, _] => Ok(vec![self.units]),
+            _ => Err(self.err(&[s], "takes examples [time, features]")),
+        }
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let &[batch, time, features] = x.shape() else {
+            return Err(self.err(&[x.shape()], "takes inputs [batch, time, features]"));
+        };
+        if time == 0 {
+            return Err(self.err(&[x.shape()], "needs at least one time step"));
+        }
+        if !self.built() {
+            self.build(&x.shape()[1..], x.device())?;
+        }
+        let dt = self.policy.compute_dtype();
+        let x = self.policy.autocast(x, &self.name)?;
+        let k = in_dtype(weight(&self.kernel, &self.name, "kernel")?.value(), dt)?;
+        let rk = in_dtype(
+            weight(&self.recurrent_kernel, &self.name, "recurrent_kernel")?.value(),
+            dt,
+        )?;
+        if k.shape()[0] != features {
+            return Err(self.err(
+                &[x.shape(), k.shape()],
+                format!("was built for {} features", k.shape()[0]),
+            ));
+        }
+        let b = match &self.bias {
+            Some(b) => Some(in_dtype(b.value(), dt)?),
+            None => None,
+        };
+        let u = self.units;
+        let gates = self.cell.gates();
+        // Each gate's input projection for every step: [batch, time, units].
+        let flat = x.reshape(&[-1, features as isize])?;
+        let mut xw = Vec::with_capacity(gates);
+        for g in 0..gates {
+            let mut p = flat.matmul(&self.gate(&k, g)?)?;
+            if let Some(b) = &b {
+                p = p.add(&self.gate_bias(b, 0, g)?)?;
+            }
+            xw.push(p.reshape(&[batch as isize, time as isize, u as isize])?);
+        }
+        let rks: Vec<Tensor> = (0..gates).map(|g| self.gate(&rk, g)).collect::<Result<_>>()?;
+        // The GRU's recurrent bias (reset_after).
+        let rb: Option<Vec<Tensor>> = match &b {
+            Some(b) if b.rank() == 2 => Some((0..gates).map(|g| self.gate_bias(b, 1, g)).collect::<Result<_>>()?),
+            _ => None,
+        };
+        let (ra, act) = (self.recurrent_activation, self.activation);
+        let mut h: Option<Tensor> = None;
+        let mut c: Option<Tensor> = None;
+        let mut outs = Vec::with_capacity(if self.return_sequences { time } else { 1 });
+        for step in 0..time {
+            let t = if self.go_backwards { time - 1 - step } else { step };
+            let at = Tensor::from_vec(vec![t as i32], &[], x.device())?;
+            let xt: Vec<Tensor> = xw.iter().map(|p| p.gather(&at, 1)).collect::<Result<_>>()?;
+            // x_t's gate plus h @ U_g (nothing at the first step: h = 0).
+            let pre = |g: usize, h: &Option<Tensor>| -> Result<Tensor> {
+                match h {
+                    Some(h) => xt[g].add(&h.matmul(&rks[g])?),
+                    None => Ok(xt[g].clone()),
+                }
+            };
+            let next = match self.cell {
+                Cell::Simple => act.apply(&pre(0, &h)?)?,
+                Cell::Lstm => {
+                    let i = ra.apply(&pre(0, &h)?)?;
+                    let f = ra.apply(&pre(1, &h)?)?;
+                    let g = act.apply(&pre(2, &h)?)?;
+                    let o = ra.apply(&pre(3, &h)?)?;
+                    let ig = i.mul(&g)?;
+                    let cn = match &c {
+                        Some(c) => f.mul(c)?.add(&ig)?,
+                        None => ig,
+                    };
+                    let hn = o.mul(&act.apply(&cn)?)?;
+                    c = Some(cn);
+                    hn
+                }
+                Cell::Gru => {
+                    // h @ U for z and r (and for h when reset_after), plus the
+                    // recurrent bias; at the first step only the bias.
+                    let inner = |g: usize| -> Result<Option<Tensor>> {
+                        let m = match &h {
+                            Some(h) => Some(h.matmul(&rks[g])?),
+                            None => None,
+                        };
+                        Ok(match (m, rb.as_ref().map(|r| &r[g])) {
+                            (Some(m), Some(r)) => Some(m.add(r)?),
+                            (Some(m), None) => Some(m),
+                            (None, Some(r)) => Some(r.clone()),
+                            (None, None) => None,
+                        })
+                    };
+                    let with = |x: &Tensor, r: Option<Tensor>| -> Result<Tensor> {
+                        match r {
+                            Some(r) => x.add(&r),
+                            None => Ok(x.clone()),
+                        }
+                    };
+                    let z = ra.apply(&with(&xt[0], inner(0)?)?)?;
+                    let r = ra.apply(&with(&xt[1], inner(1)?)?)?;
+                    let rh = if self.reset_after {
+                        match inner(2)? {
+                            Some(m) => Some(r.mul(&m)?),
+                            None => None,
+                        }
+                    } else {
+                        match &h {
+                            Some(h) => Some(r.mul(h)?.matmul(&rks[2])?),
+                            None => None,
+                        }
+                    };
+                    let hh = act.apply(&with(&xt[2], rh)?)?;
+                    // h = z * h + (1 - z) * hh
+                    let keep = z.mul_scalar(-1.0)?.add_scalar(1.0)?.mul(&hh)?;
+                    match &h {
+                        Some(h) => z.mul(h)?.add(&keep)?,
+                        None => keep,
+                    }
+                }
+            };
+            if self.return_sequences {
+                outs.push(next.clone());
+            }
+            h = Some(next);
+        }
+        if self.return_sequences {
+            let refs: Vec<&Tensor> = outs.iter().collect();
+            return layout::stack(&refs, 1);
+        }
+        h.ok_or_else(|| self.err(&[x.shape()], "needs at least one time step"))
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        if let Some(k) = &self.kernel {
+            w.push(("kernel", k.clone()));
+        }
+        if let Some(r) = &self.recurrent_kernel {
+            w.push(("recurrent_kernel", r.clone()));
+        }
+        if let Some(b) = &self.bias {
+            w.push(("bias", b.clone()));
+        }
+        w
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn orthogonal_is_orthogonal() {
+        for shape in [[5usize, 5], [3, 8], [8, 3]] {
+            let q = orthogonal(&shape, 1.0, 7, DType::F32, &Device::Cpu)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            let (r, c) = (shape[0], shape[1]);
+            // The smaller side's vectors are orthonormal.
+            let (n, k, at): (usize, usize, Box<dyn Fn(usize, usize) -> f32>) = if r >= c {
+                (r, c, Box::new(|i, j| q[i * c + j]))
+            } else {
+                (c, r, Box::new(|i, j| q[j * c + i]))
+            };
+            for a in 0..k {
+                for b in 0..k {
+                    let dot: f32 = (0..n).map(|i| at(i, a) * at(i, b)).sum();
+                    let want = if a == b { 1.0 } else { 0.0 };
+                    assert!((dot - want).abs() < 1e-5, "{shape:?}: {a}.{b} = {dot}");
+                }
+            }
+        }
+    }
+
+    /// Odd inputs: one step, an empty batch, the wrong feature count, no
+    /// steps, a rank other than 3; each a result or a typed error.
+    #[test]
+    fn odd_inputs() {
+        let d = Device::Cpu;
+        for cell in [Cell::Simple, Cell::Lstm, Cell::Gru] {
+            let mut l = Recurrent::new(cell, 3).return_sequences(true);
+            let one = Tensor::from_vec(vec![0.5f32, -1.0], &[1, 1, 2], &d).unwrap();
+            assert_eq!(l.call(&one, false).unwrap().shape(), &[1, 1, 3]);
+            match l.call(&Tensor::zeros(&[0, 4, 2], DType::F32, &d).unwrap(), false) {
+                Ok(y) => assert_eq!(y.shape(), &[0, 4, 3]),
+                Err(e) => assert!(matches!(e, Error::Shape { .. } | Error::InvalidArgument { .. }), "{e}"),
+            }
+            for bad in [vec![2, 4, 5], vec![2, 0, 2], vec![2, 2]] {
+                let x = Tensor::zeros(&bad, DType::F32, &d).unwrap();
+                let e = l.call(&x, false).unwrap_err();
+                assert!(matches!(e, Error::Shape { .. }), "{bad:?}: {e}");
+            }
+        }
+    }
+}
