@@ -259,7 +259,28 @@ fn main() -> wgflow::Result<()> {
     mirrored(&x, &y)?;
     multi_worker(&x, &y)?;
     mixed(&dev)?;
+    functional(&x)?;
     println!("every README snippet ran on {dev}");
+    Ok(())
+}
+
+/// "Functional models".
+#[rustfmt::skip]
+fn functional(x: &Tensor) -> wgflow::Result<()> {
+use wgflow::nn::layers::{Add, Conv2D, Dense, GlobalAveragePooling2D};
+use wgflow::nn::{Activation, Functional};
+
+let mut f = Functional::new();
+let x = f.input(&[28, 28, 1])?;                                       // keras.Input((28, 28, 1))
+let h = f.call(Conv2D::new(8, [3, 3]).activation(Activation::Relu), &[x])?;
+let r = f.call(Conv2D::new(8, [3, 3]).padding("same")?, &[h])?;
+let h = f.call(Add::new(), &[h, r])?;                                 // a residual connection
+let shared = f.layer(Dense::new(16).activation(Activation::Relu));    // one Dense, ...
+let g = f.call(GlobalAveragePooling2D::new(), &[h])?;
+let a = f.apply(shared, &[g])?;
+let b = f.apply(shared, &[a])?;                                       // ... called twice
+let y = f.call(Dense::new(10), &[b])?;
+let mut model = f.build(y)?;                                          // keras.Model(x, y)
     Ok(())
 }
 

@@ -26,17 +26,18 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Cell, Conv1D, Conv2D, Dense,
-    DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D,
-    GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge,
-    MergeOp, RMSNormalization, Recurrent, Rescaling, Reshape, SeparableConv2D, ZeroPadding2D,
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, Conv1D, Conv2D,
+    Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
+    GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D,
+    MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, RMSNormalization, Recurrent, Rescaling, Reshape,
+    SeparableConv2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
 use super::topology::{Node, Topology};
 use crate::core::error::{Error, Result};
 use crate::runtime::Device;
-use crate::tensor::Tensor;
+use crate::tensor::{Tensor, Variable};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::path::Path;
@@ -88,6 +89,36 @@ fn batch_shape(shape: &[usize]) -> Value {
     Value::Array(v)
 }
 
+/// Writes `weights` (datasets `0`, `1`, ...) into `g` at `path` (`vars`,
+/// `cell/vars`, `forward_layer/cell/vars`), each level above the last
+/// with an empty `vars` of its own, as Keras writes them.
+fn put_vars(g: &mut hdf5_pure::GroupBuilder, path: &str, name: &str, weights: &[Variable]) -> Result<()> {
+    match path.split_once('/') {
+        None => {
+            let mut vars = g.create_group(path);
+            vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(name.to_string()));
+            for (i, v) in weights.iter().enumerate() {
+                let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
+                let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+                vars.create_dataset(&i.to_string())
+                    .with_f32_data(&data)
+                    .with_shape(&dims);
+            }
+            g.add_group(vars.finish());
+        }
+        Some((head, rest)) => {
+            let mut sub = g.create_group(head);
+            put_vars(&mut sub, rest, name, weights)?;
+            if rest != "vars" {
+                let own = sub.create_group("vars").finish();
+                sub.add_group(own);
+            }
+            g.add_group(sub.finish());
+        }
+    }
+    Ok(())
+}
+
 /// `model.save("m.keras")`: the model's config and weights as a Keras 3
 /// file (written whole to a temporary file, then renamed).
 pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
@@ -127,29 +158,19 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     }
     for (layer, key) in model.layers().iter().zip(keys) {
         let mut lg = group.create_group(&key);
-        let sub = layer.keras_vars().strip_suffix("/vars").filter(|s| !s.is_empty());
-        let mut inner = sub.map(|s| lg.create_group(s));
-        let mut vars = match &mut inner {
-            Some(g) => g.create_group("vars"),
-            None => lg.create_group("vars"),
-        };
-        vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(layer.name().to_string()));
-        for (i, (_, v)) in layer.weights().iter().enumerate() {
-            let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
-            let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
-            vars.create_dataset(&i.to_string())
-                .with_f32_data(&data)
-                .with_shape(&dims);
+        let ws: Vec<Variable> = layer.weights().into_iter().map(|(_, v)| v).collect();
+        let runs = layer.keras_var_groups();
+        let mut at = 0;
+        for (sub, n) in &runs {
+            let part = ws
+                .get(at..at + n)
+                .ok_or_else(|| bad(path, format!("layer {} lists more weights than it has", layer.name())))?;
+            put_vars(&mut lg, sub, layer.name(), part)?;
+            at += n;
         }
-        match inner {
-            Some(mut g) => {
-                g.add_group(vars.finish());
-                lg.add_group(g.finish());
-                // The layer's own (empty) variables, beside its cell's.
-                let own = lg.create_group("vars").finish();
-                lg.add_group(own);
-            }
-            None => lg.add_group(vars.finish()),
+        if !runs.iter().any(|(p, _)| *p == "vars") {
+            let own = lg.create_group("vars").finish();
+            lg.add_group(own);
         }
         group.add_group(lg.finish());
     }
@@ -279,27 +300,33 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
         if ws.is_empty() {
             continue;
         }
-        let group = format!("layers/{key}/{}", layer.keras_vars());
-        let vars = file
-            .group(&group)
-            .map_err(|_| h5_err(path, format!("no {group} for layer {}", layer.name())))?;
-        let stored = vars.datasets().map_err(|e| h5_err(path, e))?.len();
-        if stored != ws.len() {
-            return Err(h5_err(
-                path,
-                format!(
-                    "layer {} ({group}) has {stored} weights, the config makes {}",
-                    layer.name(),
-                    ws.len()
-                ),
-            ));
-        }
-        for (i, (wname, var)) in ws.iter().enumerate() {
-            let what = format!("{group}/{i} (the {wname} of layer {})", layer.name());
-            let ds = vars
-                .dataset(&i.to_string())
-                .map_err(|_| h5_err(path, format!("no {what}")))?;
-            assign(path, &ds, var, &what, device)?;
+        let mut at = 0;
+        for (sub, n) in layer.keras_var_groups() {
+            let group = format!("layers/{key}/{sub}");
+            let vars = file
+                .group(&group)
+                .map_err(|_| h5_err(path, format!("no {group} for layer {}", layer.name())))?;
+            let stored = vars.datasets().map_err(|e| h5_err(path, e))?.len();
+            if stored != n {
+                return Err(h5_err(
+                    path,
+                    format!(
+                        "layer {} ({group}) has {stored} weights, the config makes {n}",
+                        layer.name()
+                    ),
+                ));
+            }
+            for i in 0..n {
+                let (wname, var) = ws
+                    .get(at + i)
+                    .ok_or_else(|| h5_err(path, format!("layer {} lists more weights than it has", layer.name())))?;
+                let what = format!("{group}/{i} (the {wname} of layer {})", layer.name());
+                let ds = vars
+                    .dataset(&i.to_string())
+                    .map_err(|_| h5_err(path, format!("no {what}")))?;
+                assign(path, &ds, var, &what, device)?;
+            }
+            at += n;
         }
     }
     restore_optimizer(&mut model, &file);
@@ -903,6 +930,10 @@ fn carry_policies(layers: &mut [Value], sources: &[Option<usize>]) {
                 | "DepthwiseConv2D"
                 | "SeparableConv2D"
                 | "Embedding"
+                | "LSTM"
+                | "GRU"
+                | "SimpleRNN"
+                | "Bidirectional"
                 | "Add"
                 | "Subtract"
                 | "Multiply"
@@ -1575,6 +1606,45 @@ fn check_bn_axes(
     Ok(())
 }
 
+/// A recurrent layer from its Keras options (LSTM, GRU, SimpleRNN).
+fn recurrent_options(class: &str, o: &mut Opts) -> std::result::Result<Recurrent, String> {
+    let cell = match class {
+        "LSTM" => Cell::Lstm,
+        "GRU" => Cell::Gru,
+        _ => Cell::Simple,
+    };
+    let mut l = Recurrent::new(cell, o.usize("units", None)?)
+        .activation(o.activation()?)
+        .use_bias(o.bool("use_bias", true)?)
+        .return_sequences(o.bool("return_sequences", false)?)
+        .go_backwards(o.bool("go_backwards", false)?)
+        .dtype(o.policy()?);
+    if cell != Cell::Simple {
+        let name = o.str("recurrent_activation", "sigmoid")?;
+        l = l.recurrent_activation(Activation::from_name(name).map_err(|e| o.err("recurrent_activation", e))?);
+    }
+    if cell == Cell::Gru {
+        l = l.reset_after(o.bool("reset_after", true)?);
+    }
+    o.fixed("return_state", json!(false))?;
+    o.fixed("stateful", json!(false))?;
+    o.fixed("dropout", json!(0.0))?;
+    o.fixed("recurrent_dropout", json!(0.0))?;
+    o.fixed("time_major", json!(false))?;
+    for k in [
+        "recurrent_initializer",
+        "unit_forget_bias",
+        "unroll",
+        "zero_output_for_mask",
+        "implementation",
+        "use_cudnn",
+    ] {
+        // How the loop runs or starts, not what it computes.
+        o.known.push(k);
+    }
+    Ok(l)
+}
+
 /// A wgflow layer from a Keras class name and config.
 fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Layer>, String> {
     let mut o = Opts::new(class, c);
@@ -1704,42 +1774,37 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             let (scale, offset) = (o.f64("scale", 1.0)?, o.f64("offset", 0.0)?);
             Box::new(Rescaling::new(scale, offset))
         }
-        "LSTM" | "GRU" | "SimpleRNN" => {
-            let cell = match class {
-                "LSTM" => Cell::Lstm,
-                "GRU" => Cell::Gru,
-                _ => Cell::Simple,
+        "LSTM" | "GRU" | "SimpleRNN" => Box::new(recurrent_options(class, &mut o)?),
+        "Bidirectional" => {
+            let inner = |v: &Value| -> std::result::Result<Recurrent, String> {
+                let class = v["class_name"].as_str().unwrap_or_default();
+                if !matches!(class, "LSTM" | "GRU" | "SimpleRNN") {
+                    return Err(format!(
+                        "Bidirectional over a {class:?} layer is not supported (LSTM, GRU, SimpleRNN)"
+                    ));
+                }
+                let mut io = Opts::new(class, &v["config"]);
+                let l = recurrent_options(class, &mut io)?;
+                io.finish()?;
+                Ok(l)
             };
-            let mut l = Recurrent::new(cell, o.usize("units", None)?)
-                .activation(o.activation()?)
-                .use_bias(o.bool("use_bias", true)?)
-                .return_sequences(o.bool("return_sequences", false)?)
-                .go_backwards(o.bool("go_backwards", false)?)
-                .dtype(o.policy()?);
-            if cell != Cell::Simple {
-                let name = o.str("recurrent_activation", "sigmoid")?;
-                l = l.recurrent_activation(Activation::from_name(name).map_err(|e| o.err("recurrent_activation", e))?);
+            let layer = o.get("layer").ok_or_else(|| o.err("layer", "missing"))?;
+            let mut l = Bidirectional::new(inner(layer)?);
+            if let Some(b) = o.get("backward_layer") {
+                l = l.backward_layer(inner(b)?).map_err(|e| o.err("backward_layer", e))?;
             }
-            if cell == Cell::Gru {
-                l = l.reset_after(o.bool("reset_after", true)?);
-            }
-            o.fixed("return_state", json!(false))?;
-            o.fixed("stateful", json!(false))?;
-            o.fixed("dropout", json!(0.0))?;
-            o.fixed("recurrent_dropout", json!(0.0))?;
-            o.fixed("time_major", json!(false))?;
-            for k in [
-                "recurrent_initializer",
-                "unit_forget_bias",
-                "unroll",
-                "zero_output_for_mask",
-                "implementation",
-                "use_cudnn",
-            ] {
-                // How the loop runs or starts, not what it computes.
-                o.known.push(k);
-            }
-            Box::new(l)
+            o.known.push("merge_mode");
+            let mode = match o.c.get("merge_mode") {
+                None => RnnMerge::Concat,
+                Some(Value::String(m)) => RnnMerge::from_name(m).map_err(|e| o.err("merge_mode", e))?,
+                Some(v) => {
+                    return Err(o.err(
+                        "merge_mode",
+                        format!("{v}: a list of both directions' outputs is not supported"),
+                    ));
+                }
+            };
+            Box::new(l.merge_mode(mode).dtype(o.policy()?))
         }
         "Add" | "Subtract" | "Multiply" | "Average" | "Maximum" | "Minimum" | "Concatenate" => {
             let op = match class {

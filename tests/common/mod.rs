@@ -488,15 +488,15 @@ pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
 }
 
 /// A recurrent model over `[7, 3]` sequences: an LSTM (every step, run
-/// backwards), a GRU, a dense layer of 10; biases away from their initial
-/// values.
+/// backwards), a bidirectional GRU (the mean of both directions), a dense
+/// layer of 10; biases away from their initial values.
 pub fn recurrent(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     use wgflow::nn::Model;
-    use wgflow::nn::layers::{Dense, GRU, LSTM};
+    use wgflow::nn::layers::{Bidirectional, Dense, GRU, LSTM, MergeMode};
     wgflow::nn::set_random_seed(seed);
     let mut m = wgflow::nn::Sequential::new()
         .add(LSTM::new(6).return_sequences(true).go_backwards(true))
-        .add(GRU::new(5))
+        .add(Bidirectional::new(GRU::new(5)).merge_mode(MergeMode::Ave))
         .add(Dense::new(10));
     m.build(&[7, 3], d).unwrap();
     for (n, v) in m.named_variables() {

@@ -8,7 +8,7 @@
                                       # shared layers) as DIR/{resnet,branches}.{keras,h5}, inputs
                                       # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
     python keras_files.py rnn DIR     # Keras-trained recurrent models (LSTM, GRU, SimpleRNN) as
-                                      # DIR/{lstm,gru}.{keras,h5}, inputs DIR/x{b}.npy
+                                      # DIR/{lstm,gru,bidi}.{keras,h5}, inputs DIR/x{b}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
                                             # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy
 """
@@ -225,6 +225,16 @@ elif mode == "rnn":
                 layers.Dense(4, activation="softmax"),
             ]
         ),
+        "bidi": keras.Sequential(
+            [
+                keras.Input((7, 3)),
+                layers.Bidirectional(layers.LSTM(4, return_sequences=True)),
+                layers.Bidirectional(layers.SimpleRNN(3, return_sequences=True), merge_mode="mul"),
+                layers.Bidirectional(layers.GRU(3, return_sequences=True), merge_mode="ave"),
+                layers.Bidirectional(layers.GRU(2, reset_after=False), merge_mode="sum"),
+                layers.Dense(4),
+            ]
+        ),
     }
     rng = np.random.default_rng(2)
     for b in BATCHES:
@@ -232,7 +242,7 @@ elif mode == "rnn":
     x = rng.standard_normal((64, 7, 3)).astype(np.float32)
     y = rng.integers(0, 4, (64,))
     for name, m in models.items():
-        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name == "lstm"))
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name != "gru"))
         m.fit(x, y, batch_size=16, epochs=3, verbose=0)
         m.save(f"{out}/{name}.keras")
         m.save(f"{out}/{name}.h5")

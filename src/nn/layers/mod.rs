@@ -30,7 +30,7 @@ mod recurrent;
 mod sequence;
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
-pub use recurrent::{Cell, GRU, LSTM, Recurrent, SimpleRNN};
+pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
@@ -116,10 +116,12 @@ pub trait Layer: Send {
             )),
         }
     }
-    /// Where a `.keras` file keeps the layer's weights inside its group:
-    /// `vars`, or `cell/vars` for a recurrent layer (Keras saves its cell).
-    fn keras_vars(&self) -> &'static str {
-        "vars"
+    /// Where a `.keras` file keeps the layer's weights inside its group, in
+    /// the order of [`Layer::weights`]: (path, count) runs, `[("vars",
+    /// n)]` for most layers, `cell/vars` for a recurrent layer (Keras saves
+    /// its cell), one run per direction for a bidirectional one.
+    fn keras_var_groups(&self) -> Vec<(&'static str, usize)> {
+        vec![("vars", self.weights().len())]
     }
     /// Weights with their short names ("kernel", "bias", "moving_mean", ...).
     fn weights(&self) -> Vec<(&'static str, Variable)> {

@@ -166,6 +166,26 @@ impl Recurrent {
         self.cell
     }
 
+    /// An unbuilt layer of the same options named `name`, running the
+    /// other way when `flip`.
+    fn sibling(&self, name: String, flip: bool) -> Recurrent {
+        Recurrent {
+            name,
+            cell: self.cell,
+            units: self.units,
+            activation: self.activation,
+            recurrent_activation: self.recurrent_activation,
+            use_bias: self.use_bias,
+            return_sequences: self.return_sequences,
+            go_backwards: self.go_backwards ^ flip,
+            reset_after: self.reset_after,
+            policy: self.policy.clone(),
+            kernel: None,
+            recurrent_kernel: None,
+            bias: None,
+        }
+    }
+
     fn err(&self, shapes: &[&[usize]], msg: impl std::fmt::Display) -> Error {
         Error::shape(self.cell.class(), shapes, format!("layer {}: {msg}", self.name))
     }
@@ -292,8 +312,8 @@ impl Layer for Recurrent {
     fn kind(&self) -> &'static str {
         self.cell.class()
     }
-    fn keras_vars(&self) -> &'static str {
-        "cell/vars"
+    fn keras_var_groups(&self) -> Vec<(&'static str, usize)> {
+        vec![("cell/vars", self.weights().len())]
     }
     fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
         let [_, features] = input_shape else {
@@ -348,6 +368,28 @@ impl Layer for Recurrent {
         }
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        self.run(x, false)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        let mut w = Vec::new();
+        if let Some(k) = &self.kernel {
+            w.push(("kernel", k.clone()));
+        }
+        if let Some(r) = &self.recurrent_kernel {
+            w.push(("recurrent_kernel", r.clone()));
+        }
+        if let Some(b) = &self.bias {
+            w.push(("bias", b.clone()));
+        }
+        w
+    }
+}
+
+impl Recurrent {
+    /// The forward pass; with `flip`, every step's outputs are stacked in
+    /// time order even when the layer runs backwards (a bidirectional
+    /// layer's backward half, which Keras flips back).
+    fn run(&mut self, x: &Tensor, flip: bool) -> Result<Tensor> {
         let &[batch, time, features] = x.shape() else {
             return Err(self.err(&[x.shape()], "takes inputs [batch, time, features]"));
         };
@@ -472,22 +514,214 @@ impl Layer for Recurrent {
             h = Some(next);
         }
         if self.return_sequences {
+            if flip {
+                outs.reverse();
+            }
             let refs: Vec<&Tensor> = outs.iter().collect();
             return layout::stack(&refs, 1);
         }
         h.ok_or_else(|| self.err(&[x.shape()], "needs at least one time step"))
     }
+}
+
+/// How a [`Bidirectional`] layer joins its two directions (Keras'
+/// `merge_mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MergeMode {
+    /// `"concat"`: side by side on the last axis (the default).
+    Concat,
+    /// `"sum"`.
+    Sum,
+    /// `"mul"`.
+    Mul,
+    /// `"ave"`: the mean of the two.
+    Ave,
+}
+
+impl MergeMode {
+    /// Keras' name.
+    pub fn name(self) -> &'static str {
+        match self {
+            MergeMode::Concat => "concat",
+            MergeMode::Sum => "sum",
+            MergeMode::Mul => "mul",
+            MergeMode::Ave => "ave",
+        }
+    }
+    /// The mode Keras names `name`.
+    ///
+    /// Returns [`Error::InvalidArgument`] naming the valid modes otherwise.
+    pub fn from_name(name: &str) -> Result<MergeMode> {
+        Ok(match name {
+            "concat" => MergeMode::Concat,
+            "sum" => MergeMode::Sum,
+            "mul" => MergeMode::Mul,
+            "ave" => MergeMode::Ave,
+            _ => {
+                return Err(Error::arg(
+                    "Bidirectional",
+                    format!("merge_mode {name:?} is not one of concat, sum, mul, ave"),
+                ));
+            }
+        })
+    }
+}
+
+/// `keras.layers.Bidirectional`: a recurrent layer run forwards and a copy
+/// run backwards over the same input, joined by [`MergeMode`]; with
+/// `return_sequences`, the backward outputs are put back in time order
+/// first, as Keras does. Weights: the forward layer's, then the backward
+/// one's (`forward_kernel`, ..., `backward_bias`).
+pub struct Bidirectional {
+    name: String,
+    forward: Recurrent,
+    backward: Recurrent,
+    merge_mode: MergeMode,
+    policy: Policy,
+}
+
+impl Bidirectional {
+    /// `Bidirectional(layer)`: `layer` runs forwards (named `forward_...`)
+    /// and an unbuilt copy with `go_backwards` flipped backwards.
+    pub fn new(layer: Recurrent) -> Bidirectional {
+        let base = layer.name.clone();
+        let backward = layer.sibling(format!("backward_{base}"), true);
+        let mut forward = layer;
+        forward.name = format!("forward_{base}");
+        Bidirectional {
+            name: unique_name("bidirectional"),
+            forward,
+            backward,
+            merge_mode: MergeMode::Concat,
+            policy: global_policy(),
+        }
+    }
+    /// `merge_mode=`.
+    pub fn merge_mode(mut self, m: MergeMode) -> Bidirectional {
+        self.merge_mode = m;
+        self
+    }
+    /// `backward_layer=`: the layer to run backwards, of the same class
+    /// and `return_sequences`, its `go_backwards` the other way.
+    ///
+    /// Returns [`Error::InvalidArgument`] for a layer that does not pair.
+    pub fn backward_layer(mut self, layer: Recurrent) -> Result<Bidirectional> {
+        if layer.cell != self.forward.cell
+            || layer.return_sequences != self.forward.return_sequences
+            || layer.go_backwards == self.forward.go_backwards
+        {
+            return Err(Error::arg(
+                "Bidirectional",
+                format!(
+                    "layer {}: the backward layer must be a {} with the same return_sequences and go_backwards the other way",
+                    self.name,
+                    self.forward.cell.class()
+                ),
+            ));
+        }
+        self.backward = layer;
+        Ok(self)
+    }
+    /// `dtype=`: the wrapper's dtype policy (each direction computes in
+    /// its own layer's).
+    pub fn dtype(mut self, p: Policy) -> Bidirectional {
+        self.policy = p;
+        self
+    }
+    /// The layer run forwards.
+    pub fn forward(&self) -> &Recurrent {
+        &self.forward
+    }
+    /// The layer run backwards.
+    pub fn backward(&self) -> &Recurrent {
+        &self.backward
+    }
+}
+
+fn sub_config(l: &Recurrent) -> Result<serde_json::Value> {
+    Ok(
+        serde_json::json!({"module": "keras.layers", "class_name": l.kind(), "config": l.keras_config()?,
+                          "registered_name": null}),
+    )
+}
+
+impl Layer for Bidirectional {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, &policy_name(&self.policy));
+        m.insert("merge_mode".into(), self.merge_mode.name().into());
+        m.insert("layer".into(), sub_config(&self.forward)?);
+        m.insert("backward_layer".into(), sub_config(&self.backward)?);
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> &'static str {
+        "Bidirectional"
+    }
+    fn keras_var_groups(&self) -> Vec<(&'static str, usize)> {
+        vec![
+            ("forward_layer/cell/vars", self.forward.weights().len()),
+            ("backward_layer/cell/vars", self.backward.weights().len()),
+        ]
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        self.forward.build(input_shape, device)?;
+        self.backward.build(input_shape, device)
+    }
+    fn built(&self) -> bool {
+        self.forward.built() && self.backward.built()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let mut f = self.forward.output_shape(s)?;
+        let b = self.backward.output_shape(s)?;
+        let same = f == b;
+        match (self.merge_mode, f.last_mut(), b.last()) {
+            (MergeMode::Concat, Some(a), Some(&c)) => *a += c,
+            _ if same => {}
+            _ => {
+                return Err(Error::shape(
+                    "Bidirectional",
+                    &[&f, &b],
+                    format!("layer {}: the two directions' outputs cannot be merged", self.name),
+                ));
+            }
+        }
+        Ok(f)
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let y = self.forward.run(x, false)?;
+        let r = self.backward.run(x, true)?;
+        match self.merge_mode {
+            MergeMode::Concat => layout::concat(&[&y, &r], -1),
+            MergeMode::Sum => y.add(&r),
+            MergeMode::Mul => y.mul(&r),
+            MergeMode::Ave => y.add(&r)?.div_scalar(2.0),
+        }
+    }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
-        let mut w = Vec::new();
-        if let Some(k) = &self.kernel {
-            w.push(("kernel", k.clone()));
-        }
-        if let Some(r) = &self.recurrent_kernel {
-            w.push(("recurrent_kernel", r.clone()));
-        }
-        if let Some(b) = &self.bias {
-            w.push(("bias", b.clone()));
-        }
+        let names = |dir: &str, w: &str| -> &'static str {
+            match (dir, w) {
+                ("forward", "kernel") => "forward_kernel",
+                ("forward", "recurrent_kernel") => "forward_recurrent_kernel",
+                ("forward", _) => "forward_bias",
+                (_, "kernel") => "backward_kernel",
+                (_, "recurrent_kernel") => "backward_recurrent_kernel",
+                _ => "backward_bias",
+            }
+        };
+        let mut w: Vec<(&'static str, Variable)> = self
+            .forward
+            .weights()
+            .into_iter()
+            .map(|(n, v)| (names("forward", n), v))
+            .collect();
+        w.extend(
+            self.backward
+                .weights()
+                .into_iter()
+                .map(|(n, v)| (names("backward", n), v)),
+        );
         w
     }
 }
