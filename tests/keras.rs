@@ -1680,3 +1680,63 @@ fn keras_recurrent_models_both_ways() {
         }
     }
 }
+
+/// An optimizer's state goes both ways in `.keras` files, RMSprop's too
+/// (its slots grouped by kind, where Adam's go variable by variable): a
+/// step after a load gives the same weights in Keras and in wgflow.
+#[test]
+fn optimizer_state_resumes_in_keras_and_back() {
+    use wgflow::nn::optimizers::{Optimizer, RMSprop, SGD};
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let dir = tmp("resume");
+    let x = uniform(&[16, 28, 28, 1], 0.0, 1.0, 3, DType::F32);
+    let y = randint(&[16], 0, 10, 4);
+    save_npy(&dir.join("x.npy"), &x);
+    save_npy(&dir.join("y.npy"), &y.cast(DType::F32).unwrap());
+    let optimizers: Vec<(&str, Optimizer)> = vec![
+        ("rmsprop_momentum", RMSprop::new(1e-2).momentum(0.9).into()),
+        ("rmsprop", RMSprop::new(1e-2).rho(0.8).into()),
+        ("adam", Adam::new(1e-2).into()),
+        ("sgd", SGD::new(0.1).momentum(0.9).into()),
+    ];
+    for (name, opt) in optimizers {
+        let mut m = mlp(&d);
+        m.compile(opt, SparseCategoricalCrossentropy::new(true), ());
+        for _ in 0..3 {
+            m.train_step(&x, &y).unwrap();
+        }
+        let file = format!("{name}.keras");
+        m.save(dir.join(&file)).unwrap();
+        let out = run(&python, &["resume", dir.to_str().unwrap(), &file, "x.npy", "y.npy"]);
+        assert!(out.contains("OK") && out.contains("optimizer"), "{out}");
+        assert!(
+            out.contains(" 3\n") || out.contains(" 3\r"),
+            "{name}: the step count: {out}"
+        );
+        // One step after the load: Keras from wgflow's file, wgflow from its own.
+        let mut back = load_model_on(dir.join(&file), &d).unwrap();
+        back.train_step(&x, &y).unwrap();
+        let check = |m: &Sequential, tag: &str| {
+            for (i, v) in m.variables().iter().enumerate() {
+                let (_, want) = load_npy(&dir.join(format!("{tag}_{i}.npy")));
+                assert_close(
+                    &v.value().to_vec::<f32>().unwrap(),
+                    &want,
+                    1e-5,
+                    &format!("{name}: {tag} weight {i}"),
+                );
+            }
+        };
+        check(&back, "resume1");
+        // And a second step from the file Keras wrote after its first.
+        let mut again = load_model_on(dir.join("resumed.keras"), &d).unwrap();
+        assert_eq!(
+            again.compiled_ref().map(|c| c.optimizer.iterations()),
+            Some(4),
+            "{name}"
+        );
+        again.train_step(&x, &y).unwrap();
+        check(&again, "resume2");
+    }
+}

@@ -15,7 +15,7 @@
 //! and `fit` (a `compile_config` / `training_config` in the file compiles
 //! it: optimizer, loss, accuracy metrics). HDF5 through `hdf5-pure` and the
 //! zip through `zip`: no C library to install. A `.keras` file also
-//! carries the optimizer's step count and, for Adam, AdamW and SGD, its
+//! carries the optimizer's step count and, for Adam, AdamW, SGD and RMSprop, its
 //! slots (`optimizer/vars`), both ways; elsewhere a loaded model starts a
 //! fresh optimizer, as Keras does when they are missing.
 //!
@@ -343,7 +343,7 @@ fn optimizer_group(
     file: &mut hdf5_pure::FileBuilder,
 ) -> Result<Option<hdf5_pure::FinishedGroup>> {
     let opt = &c.optimizer;
-    if !matches!(opt.name(), "Adam" | "AdamW" | "SGD") || opt.is_loss_scaled() {
+    if !matches!(opt.name(), "Adam" | "AdamW" | "SGD" | "RMSprop") || opt.is_loss_scaled() {
         return Ok(None);
     }
     let mut g = file.create_group("optimizer");
@@ -355,8 +355,8 @@ fn optimizer_group(
     vars.create_dataset("1")
         .with_f32_data(&[opt.learning_rate() as f32])
         .with_shape(&[]);
-    let mut i = 2;
     let per = opt.slot_count();
+    let mut all = Vec::new();
     for (_, v) in model
         .layers()
         .iter()
@@ -371,13 +371,29 @@ fn optimizer_group(
             None => vec![vec![0.0; v.numel()]; per],
         };
         let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
-        for s in slots {
-            vars.create_dataset(&i.to_string()).with_f32_data(&s).with_shape(&dims);
-            i += 1;
-        }
+        all.push((dims, slots));
+    }
+    let mut i = 2;
+    for (var, slot) in slot_order(opt.name(), all.len(), per) {
+        let (dims, slots) = &all[var];
+        let s = slots.get(slot).map(Vec::as_slice).unwrap_or_default();
+        vars.create_dataset(&i.to_string()).with_f32_data(s).with_shape(dims);
+        i += 1;
     }
     g.add_group(vars.finish());
     Ok(Some(g.finish()))
+}
+
+/// The order of a Keras optimizer's slot variables after its step count
+/// and learning rate, as (trainable variable, slot) pairs: Adam's and
+/// SGD's slots each variable's in turn; RMSprop's all velocities, then all
+/// momentums (it adds them one kind at a time).
+fn slot_order(optimizer: &str, vars: usize, per: usize) -> Vec<(usize, usize)> {
+    if optimizer == "RMSprop" {
+        (0..per).flat_map(|s| (0..vars).map(move |v| (v, s))).collect()
+    } else {
+        (0..vars).flat_map(|v| (0..per).map(move |s| (v, s))).collect()
+    }
 }
 
 /// Restores the step count and slots a Keras file holds into the model's
@@ -408,8 +424,10 @@ fn restore_optimizer(model: &mut Sequential, file: &hdf5_pure::File) {
             .and_then(|d| d.read_i64())
             .map_err(|e| e.to_string())?;
         let mut at = 2;
-        for v in &trainable {
-            for s in opt.slots_of(v).map_err(|e| e.to_string())? {
+        for (vi, si) in slot_order(opt.name(), trainable.len(), per) {
+            let v = &trainable[vi];
+            let slots = opt.slots_of(v).map_err(|e| e.to_string())?;
+            if let Some(s) = slots.get(si) {
                 let d = vars.dataset(&at.to_string()).map_err(|e| e.to_string())?;
                 let dims: Vec<usize> = d
                     .shape()

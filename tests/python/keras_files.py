@@ -9,6 +9,8 @@
                                       # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
     python keras_files.py rnn DIR     # Keras-trained recurrent models (LSTM, GRU, SimpleRNN) as
                                       # DIR/{lstm,gru,bidi}.{keras,h5}, inputs DIR/x{b}.npy
+    python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
+                                      # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
                                             # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy
 """
@@ -248,6 +250,19 @@ elif mode == "rnn":
         m.save(f"{out}/{name}.h5")
         for b in BATCHES:
             np.save(f"{out}/keras_{name}_{b}.npy", m.predict(np.load(f"{out}/x{b}.npy"), verbose=0))
+    print("OK")
+elif mode == "resume":
+    file, xf, yf = sys.argv[3:6]
+    m = keras.models.load_model(f"{out}/{file}")
+    x, y = np.load(f"{out}/{xf}"), np.load(f"{out}/{yf}")
+    print("optimizer", type(m.optimizer).__name__, int(m.optimizer.iterations.numpy()))
+    m.train_on_batch(x, y)
+    for i, w in enumerate(m.weights):
+        np.save(f"{out}/resume1_{i}.npy", np.asarray(w))
+    m.save(f"{out}/resumed.keras")
+    m.train_on_batch(x, y)
+    for i, w in enumerate(m.weights):
+        np.save(f"{out}/resume2_{i}.npy", np.asarray(w))
     print("OK")
 elif mode == "load":
     for arg in sys.argv[3:]:
