@@ -1463,6 +1463,7 @@ fn resnet(d: &Device) -> Sequential {
         .call(Conv2D::new(4, [1, 1]).activation(Activation::Tanh), &[h])
         .unwrap();
     let h = f.call(Concatenate::new(-1), &[h, side]).unwrap();
+    let h = f.call(wgflow::nn::layers::UpSampling2D::new([1, 2]), &[h]).unwrap();
     let h = f.call(GlobalAveragePooling2D::new(), &[h]).unwrap();
     let y = f.call(Dense::new(10), &[h]).unwrap();
     let mut m = f.build(y).unwrap();
@@ -1528,6 +1529,34 @@ fn keras_functional_models_both_ways() {
                 assert!(l[5] < l[0], "{file} on {d}: loss {l:?}");
             }
         }
+    }
+    // Keras accepts a functional config's layers in any order and numbers
+    // the weights in its own: a shuffled list loads with every weight in
+    // place.
+    for name in ["branches", "resnet"] {
+        let shuffled = dir.join(format!("{name}_shuffled.keras"));
+        rezip(&dir.join(format!("{name}.keras")), &shuffled, |file, b| {
+            if file != "config.json" {
+                return Some(b);
+            }
+            let mut v: serde_json::Value = serde_json::from_slice(&b).unwrap();
+            let layers = v["config"]["layers"].as_array_mut().unwrap();
+            layers.reverse();
+            Some(v.to_string().into_bytes())
+        });
+        let prefix = if name == "resnet" { "x" } else { "xv" };
+        let mut m = load_model_on(&shuffled, &Device::Cpu).unwrap();
+        let (shape, x) = load_npy(&dir.join(format!("{prefix}7.npy")));
+        let (_, want) = load_npy(&dir.join(format!("keras_{name}_7.npy")));
+        let got = m
+            .predict(&Tensor::from_vec(x, &shape, &Device::Cpu).unwrap(), 7)
+            .unwrap();
+        assert_close(
+            &got.to_vec::<f32>().unwrap(),
+            &want,
+            1e-5,
+            &format!("{name} with its layers reversed"),
+        );
     }
     // Several inputs: a typed error, not a different model.
     let e = load_err(&dir.join("two_inputs.keras"), &Device::Cpu);

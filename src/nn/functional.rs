@@ -173,57 +173,79 @@ impl Functional {
     /// two of its layers share a name (names identify layers in files).
     pub fn build(self, output: KerasTensor) -> Result<Sequential> {
         self.shape(output)?;
-        if self.nodes.first().is_none_or(|n| n.layer.is_some()) {
-            return Err(Error::arg(OP, "the graph has no input: call Functional::input first"));
-        }
-        let (keep, order) = keras_order(&self.nodes, output.node);
-        // New indices: kept nodes in the order they were made, layers in
-        // Keras' order.
-        let mut node_at = vec![usize::MAX; self.nodes.len()];
-        let mut nodes = Vec::new();
-        let mut layer_at = vec![usize::MAX; self.layers.len()];
-        for (new, &old) in order.iter().enumerate() {
-            layer_at[old] = new;
-        }
-        for (i, n) in self.nodes.iter().enumerate() {
-            if !keep[i] {
-                continue;
-            }
-            node_at[i] = nodes.len();
-            nodes.push(Node {
-                layer: n.layer.map(|l| layer_at[l]),
-                inputs: n.inputs.iter().map(|&j| node_at[j]).collect(),
-                shape: n.shape.clone(),
-            });
-        }
-        let mut slots: Vec<Option<Box<dyn Layer>>> = self.layers.into_iter().map(Some).collect();
-        let mut layers = Vec::with_capacity(order.len());
-        for &old in &order {
-            layers.push(slots[old].take().ok_or_else(|| missing(old))?);
-        }
-        let mut names = std::collections::HashSet::new();
-        for l in &layers {
-            if !names.insert(l.name().to_string()) || l.name() == "input_layer" {
-                return Err(Error::arg(
-                    OP,
-                    format!(
-                        "the name {:?} is used by two layers of the model: names must be unique",
-                        l.name()
-                    ),
-                ));
-            }
-        }
         let name = if self.name.is_empty() {
             unique_name("functional")
         } else {
             self.name
         };
-        let topo = Topology {
-            output: node_at[output.node],
-            nodes,
-        };
-        Ok(Sequential::from_topology(&name, layers, topo))
+        Ok(assemble(&name, self.layers, self.nodes, output.node)?.0)
     }
+}
+
+/// The functional model of `layers` and their calls `nodes` (node 0 the
+/// input), from the input to node `output`: layers put in Keras' order,
+/// calls that do not lead to the output left out. Also gives, for each
+/// layer of the model, its index in `layers`.
+///
+/// Returns [`Error::InvalidArgument`] when the graph has no input, or two
+/// of its layers share a name (names identify layers in files).
+pub(crate) fn assemble(
+    name: &str,
+    layers: Vec<Box<dyn Layer>>,
+    all: Vec<Node>,
+    output: usize,
+) -> Result<(Sequential, Vec<usize>)> {
+    if all.first().is_none_or(|n| n.layer.is_some()) || output >= all.len() {
+        return Err(Error::arg(OP, "the graph has no input: call Functional::input first"));
+    }
+    let (keep, order) = keras_order(&all, output);
+    // New indices: kept nodes in the order they were made, layers in
+    // Keras' order.
+    let mut node_at = vec![usize::MAX; all.len()];
+    let mut nodes = Vec::new();
+    let mut layer_at = vec![usize::MAX; layers.len()];
+    for (new, &old) in order.iter().enumerate() {
+        if let Some(slot) = layer_at.get_mut(old) {
+            *slot = new;
+        }
+    }
+    for (i, n) in all.iter().enumerate() {
+        if !keep[i] {
+            continue;
+        }
+        node_at[i] = nodes.len();
+        nodes.push(Node {
+            layer: n.layer.map(|l| layer_at.get(l).copied().unwrap_or(usize::MAX)),
+            inputs: n
+                .inputs
+                .iter()
+                .map(|&j| node_at.get(j).copied().unwrap_or(usize::MAX))
+                .collect(),
+            shape: n.shape.clone(),
+        });
+    }
+    let mut slots: Vec<Option<Box<dyn Layer>>> = layers.into_iter().map(Some).collect();
+    let mut kept = Vec::with_capacity(order.len());
+    for &old in &order {
+        kept.push(slots.get_mut(old).and_then(Option::take).ok_or_else(|| missing(old))?);
+    }
+    let mut names = std::collections::HashSet::new();
+    for l in &kept {
+        if !names.insert(l.name().to_string()) || l.name() == "input_layer" {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the name {:?} is used by two layers of the model: names must be unique",
+                    l.name()
+                ),
+            ));
+        }
+    }
+    let topo = Topology {
+        output: node_at[output],
+        nodes,
+    };
+    Ok((Sequential::from_topology(name, kept, topo), order))
 }
 
 /// Which nodes lead to `output`, and the order of the layers among them as
@@ -232,7 +254,7 @@ impl Functional {
 /// first meets each layer. Keras numbers a file's weight groups in this
 /// order, so a model written here loads in Keras with each weight in
 /// place.
-fn keras_order(nodes: &[Node], output: usize) -> (Vec<bool>, Vec<usize>) {
+pub(crate) fn keras_order(nodes: &[Node], output: usize) -> (Vec<bool>, Vec<usize>) {
     let n = nodes.len();
     let mut finished = vec![false; n];
     let mut post = Vec::new();

@@ -30,7 +30,7 @@ use super::layers::{
     Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
     GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D,
     MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, RMSNormalization, Recurrent, Rescaling, Reshape,
-    SeparableConv2D, ZeroPadding2D,
+    SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -516,22 +516,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
                 "the model config gives no input shape (no InputLayer, no build_input_shape)",
             )
         })?;
-    // Keras 3 numbers a Sequential model's weight groups without its
-    // InputLayer, a functional model's with it.
-    let all_keys = keys(&classes);
-    let keys: Vec<String> = classes
-        .iter()
-        .zip(all_keys)
-        .filter(|(c, _)| **c != "InputLayer")
-        .map(|(_, k)| k)
-        .collect();
-    let keys = if functional {
-        keys
-    } else {
-        let mine: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
-        self::keys(&mine)
-    };
-    let (mut model, first_inputs) = if functional {
+    let (model, keys) = if functional {
         let names: Vec<&str> = layer_cfgs
             .iter()
             .map(|l| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or_default())
@@ -547,18 +532,31 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
                     .map(|n| n.shape.clone())
             })
             .collect::<Vec<_>>();
+        check_bn_axes(&layers, &bn_axes, &firsts).map_err(|e| bad(path, e))?;
+        // Keras rebuilds the graph and numbers the weight groups in its
+        // order (the InputLayer first), whatever the order of the list.
+        let layer_classes: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
         let name = cfg["name"].as_str().unwrap_or("functional");
-        (Sequential::from_topology(name, layers, graph), firsts)
+        let (model, order) = super::functional::assemble(name, layers, graph.nodes, graph.output)?;
+        let mut ordered = vec!["InputLayer"];
+        ordered.extend(order.iter().map(|&i| layer_classes.get(i).copied().unwrap_or_default()));
+        let mut keys = keys(&ordered);
+        keys.remove(0);
+        (model, keys)
     } else {
+        // Keras 3 numbers a Sequential model's weight groups without its
+        // InputLayer.
+        let mine: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
         let mut firsts = Vec::new();
         let mut shape = input.clone();
         for l in &layers {
             firsts.push(Some(shape.clone()));
             shape = l.output_shape(&shape).map_err(|e| bad(path, e))?;
         }
-        (Sequential::from_layers(layers), firsts)
+        check_bn_axes(&layers, &bn_axes, &firsts).map_err(|e| bad(path, e))?;
+        (Sequential::from_layers(layers), keys(&mine))
     };
-    check_bn_axes(model.layers(), &bn_axes, &first_inputs).map_err(|e| bad(path, e))?;
+    let mut model = model;
     model.build(&input, device)?;
     Ok((model, keys))
 }
@@ -1631,8 +1629,10 @@ fn recurrent_options(class: &str, o: &mut Opts) -> std::result::Result<Recurrent
         "GRU" => Cell::Gru,
         _ => Cell::Simple,
     };
+    let act = o.str("activation", "tanh")?;
+    let act = Activation::from_name(act).map_err(|e| o.err("activation", e))?;
     let mut l = Recurrent::new(cell, o.usize("units", None)?)
-        .activation(o.activation()?)
+        .activation(act)
         .use_bias(o.bool("use_bias", true)?)
         .return_sequences(o.bool("return_sequences", false)?)
         .go_backwards(o.bool("go_backwards", false)?)
@@ -1646,8 +1646,17 @@ fn recurrent_options(class: &str, o: &mut Opts) -> std::result::Result<Recurrent
     }
     o.fixed("return_state", json!(false))?;
     o.fixed("stateful", json!(false))?;
-    o.fixed("dropout", json!(0.0))?;
-    o.fixed("recurrent_dropout", json!(0.0))?;
+    for k in ["dropout", "recurrent_dropout"] {
+        let rate = o.f64(k, 0.0)?;
+        if rate != 0.0 {
+            return Err(o.err(
+                k,
+                format!("{rate} is not supported (only 0): dropout inside the cell is not built"),
+            ));
+        }
+    }
+    // The weights come from the file: no orthogonal draw.
+    l.orthogonal_init = false;
     o.fixed("time_major", json!(false))?;
     for k in [
         "recurrent_initializer",
@@ -1748,6 +1757,11 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             } else {
                 Box::new(GlobalAveragePooling2D::new())
             }
+        }
+        "UpSampling2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.fixed("interpolation", json!("nearest"))?;
+            Box::new(UpSampling2D::new(o.pair("size", Some([2, 2]))?))
         }
         "ZeroPadding2D" => {
             o.fixed("data_format", json!("channels_last"))?;
@@ -2072,5 +2086,59 @@ mod tests {
             };
             assert!(e.to_string().contains(what), "{what}: {e}");
         }
+    }
+
+    /// Recurrent configs a hostile or hand-written file may hold: huge unit
+    /// counts are typed errors, an integer dropout of 0 is 0, a missing
+    /// activation is Keras' tanh, a bidirectional pair running the same way
+    /// is refused.
+    #[test]
+    fn recurrent_configs() {
+        use crate::core::error::Error;
+        use crate::runtime::Device;
+        use serde_json::json;
+        let path = std::path::Path::new("m.keras");
+        let d = Device::Cpu;
+        let model = |layer: serde_json::Value| {
+            json!({"class_name": "Sequential", "config": {"name": "s", "layers": [
+                {"class_name": "InputLayer", "config": {"batch_shape": [null, 4, 3]}},
+                layer,
+            ]}})
+        };
+        let lstm = |extra: serde_json::Value| {
+            let mut c = json!({"name": "lstm", "units": 2});
+            if let (Some(c), Some(e)) = (c.as_object_mut(), extra.as_object()) {
+                c.extend(e.clone());
+            }
+            json!({"class_name": "LSTM", "config": c})
+        };
+        for units in [1u64 << 62, u64::MAX >> 1] {
+            let Err(e) = super::model_from_config(path, &model(lstm(json!({"units": units}))), &d) else {
+                panic!("{units} units loaded")
+            };
+            assert!(
+                matches!(
+                    e,
+                    Error::InvalidArgument { .. } | Error::OutOfMemory { .. } | Error::Shape { .. }
+                ),
+                "{e}"
+            );
+        }
+        let (m, _) = super::model_from_config(path, &model(lstm(json!({"dropout": 0}))), &d).unwrap();
+        let Some(l) = m.layers().first() else {
+            panic!("no layer")
+        };
+        let cfg = l.keras_config().unwrap();
+        assert_eq!(cfg["activation"], "tanh", "{cfg}");
+        let Err(e) = super::model_from_config(path, &model(lstm(json!({"dropout": 0.5}))), &d) else {
+            panic!("dropout 0.5 loaded")
+        };
+        assert!(e.to_string().contains("dropout"), "{e}");
+        let bi = json!({"class_name": "Bidirectional", "config": {"name": "b",
+            "layer": lstm(json!({"go_backwards": true}))}});
+        let Err(e) = super::model_from_config(path, &model(bi), &d) else {
+            panic!("a pair running the same way loaded")
+        };
+        assert!(e.to_string().contains("go_backwards"), "{e}");
     }
 }

@@ -459,8 +459,8 @@ pub fn residual(d: &Device, seed: u64) -> wgflow::nn::Sequential {
 }
 
 /// A functional CNN through every merge layer (add, subtract, multiply,
-/// average, maximum, minimum, a channel concatenation) and a layer shared
-/// by two calls: MNIST-shaped in, 10 out.
+/// average, maximum, minimum, a channel concatenation), a layer shared by
+/// two calls and an upsampling: MNIST-shaped in, 10 out.
 pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     use wgflow::nn::Functional;
     use wgflow::nn::layers::{
@@ -480,6 +480,8 @@ pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     let av = f.call(Average::new(), &[p, a, r2]).unwrap();
     let s = f.call(Subtract::new(), &[av, hi]).unwrap();
     let c = f.call(Concatenate::new(-1), &[s, h, r2]).unwrap();
+    let c = f.call(wgflow::nn::layers::UpSampling2D::new([2, 3]), &[c]).unwrap();
+    let c = f.call(Conv2D::new(4, [3, 3]).strides([2, 2]), &[c]).unwrap();
     let g = f.call(GlobalAveragePooling2D::new(), &[c]).unwrap();
     let y = f.call(Dense::new(10), &[g]).unwrap();
     let mut m = f.build(y).unwrap();

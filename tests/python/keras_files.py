@@ -170,6 +170,8 @@ elif mode == "graph":
     h = layers.MaxPooling2D(2)(h)
     side = layers.Conv2D(4, 1, activation="tanh")(h)
     h = layers.Concatenate()([h, side])
+    h = layers.UpSampling2D((2, 1))(h)
+    h = layers.Conv2D(4, 3, strides=2)(h)
     h = layers.GlobalAveragePooling2D()(h)
     resnet = keras.Model(inp, layers.Dense(10)(h))
     v = keras.Input((6,))

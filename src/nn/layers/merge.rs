@@ -221,6 +221,10 @@ impl Layer for Merge {
     fn call_many(&mut self, xs: &[Tensor], _training: bool) -> Result<Tensor> {
         let shapes: Vec<Vec<usize>> = xs.iter().map(|x| x.shape().to_vec()).collect();
         self.merged_shape(&shapes)?;
+        // The batch does not broadcast, as Keras' merge layers check.
+        if shapes.iter().any(|s| s.first() != shapes[0].first()) {
+            return Err(self.err(&shapes, "inputs must have the same batch size"));
+        }
         let xs: Vec<Tensor> = xs
             .iter()
             .map(|x| self.policy.autocast(x, &self.name))

@@ -28,10 +28,12 @@ mod merge;
 mod norm;
 mod recurrent;
 mod sequence;
+mod spatial;
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
 pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
+pub use spatial::UpSampling2D;
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
 /// for the whole process, as Keras' global name scope.

@@ -82,6 +82,9 @@ pub struct Recurrent {
     pub reset_after: bool,
     /// The dtype policy (the global one when the layer was created).
     pub policy: Policy,
+    /// Whether `build` draws the recurrent kernel orthogonal (Keras'
+    /// default) or leaves it zero (a layer whose weights come from a file).
+    pub(crate) orthogonal_init: bool,
     kernel: Option<Variable>,
     recurrent_kernel: Option<Variable>,
     bias: Option<Variable>,
@@ -121,6 +124,7 @@ impl Recurrent {
             go_backwards: false,
             reset_after: true,
             policy: global_policy(),
+            orthogonal_init: true,
             kernel: None,
             recurrent_kernel: None,
             bias: None,
@@ -180,6 +184,7 @@ impl Recurrent {
             go_backwards: self.go_backwards ^ flip,
             reset_after: self.reset_after,
             policy: self.policy.clone(),
+            orthogonal_init: self.orthogonal_init,
             kernel: None,
             recurrent_kernel: None,
             bias: None,
@@ -193,7 +198,7 @@ impl Recurrent {
     /// The bias's shape: the GRU's `reset_after` keeps an input and a
     /// recurrent bias, `[2, 3 units]`.
     fn bias_shape(&self) -> Vec<usize> {
-        let n = self.cell.gates() * self.units;
+        let n = self.cell.gates().saturating_mul(self.units);
         if self.cell == Cell::Gru && self.reset_after {
             vec![2, n]
         } else {
@@ -222,40 +227,41 @@ impl Recurrent {
 /// normal matrix's QR (with R's diagonal positive), transposed when rows <
 /// cols, times `gain`.
 pub(crate) fn orthogonal(shape: &[usize], gain: f64, seed: u64, dtype: DType, device: &Device) -> Result<Tensor> {
-    let Some((&cols, lead)) = shape.split_last() else {
+    let Some((&width, lead)) = shape.split_last() else {
         return Err(Error::arg("Orthogonal", "needs a shape of at least two dimensions"));
     };
     if lead.is_empty() {
         return Err(Error::arg("Orthogonal", "needs a shape of at least two dimensions"));
     }
     let rows: usize = lead.iter().product();
-    let (n, k) = (rows.max(cols), rows.min(cols));
+    let (n, k) = (rows.max(width), rows.min(width));
     let a = crate::ops::random_normal(&[n, k], 0.0, 1.0, DType::F64, seed, &Device::Cpu)?.to_vec::<f64>()?;
-    // Modified Gram-Schmidt over the k columns: the Q with R's diagonal
-    // positive, which is what Keras' sign correction of QR gives.
-    let mut q = a;
+    // Modified Gram-Schmidt over the k columns, each contiguous: the Q
+    // with R's diagonal positive, which is what Keras' sign correction of
+    // QR gives.
+    let mut q: Vec<Vec<f64>> = (0..k).map(|j| (0..n).map(|i| a[i * k + j]).collect()).collect();
     for j in 0..k {
-        for p in 0..j {
-            let dot: f64 = (0..n).map(|i| q[i * k + p] * q[i * k + j]).sum();
-            for i in 0..n {
-                q[i * k + j] -= dot * q[i * k + p];
+        let (done, rest) = q.split_at_mut(j);
+        let c = &mut rest[0];
+        for p in done.iter() {
+            let dot: f64 = p.iter().zip(c.iter()).map(|(a, b)| a * b).sum();
+            for (v, w) in c.iter_mut().zip(p) {
+                *v -= dot * w;
             }
         }
-        let norm = (0..n).map(|i| q[i * k + j] * q[i * k + j]).sum::<f64>().sqrt();
+        let norm = c.iter().map(|v| v * v).sum::<f64>().sqrt();
         let norm = if norm > 0.0 { norm } else { 1.0 };
-        for i in 0..n {
-            q[i * k + j] /= norm;
+        for v in c.iter_mut() {
+            *v /= norm;
         }
     }
-    // [n, k] is [rows, cols] when rows >= cols, else its transpose.
-    let data: Vec<f32> = if rows >= cols {
-        q.iter().map(|&v| (gain * v) as f32).collect()
-    } else {
-        (0..rows)
-            .flat_map(|r| (0..cols).map(move |c| (r, c)))
-            .map(|(r, c)| (gain * q[c * k + r]) as f32)
-            .collect()
-    };
+    // Q is [n, k] (Q[i][j] = q[j][i]): the result when rows >= width,
+    // else its transpose.
+    let at = |r: usize, c: usize| if rows >= width { q[c][r] } else { q[r][c] };
+    let data: Vec<f32> = (0..rows)
+        .flat_map(|r| (0..width).map(move |c| (r, c)))
+        .map(|(r, c)| (gain * at(r, c)) as f32)
+        .collect();
     Tensor::from_vec(data, shape, device)?.cast(dtype)
 }
 
@@ -337,22 +343,35 @@ impl Layer for Recurrent {
             ));
         }
         let vt = self.policy.variable_dtype();
-        let n = self.cell.gates() * self.units;
+        let n = self.cell.gates().checked_mul(self.units).ok_or_else(|| {
+            Error::arg(
+                self.cell.class(),
+                format!("layer {}: {} units do not fit in memory", self.name, self.units),
+            )
+        })?;
         let k = Initializer::GlorotUniform.init(&[*features, n], vt, device)?;
         self.kernel = Some(Variable::new(k, &format!("{}/kernel", self.name)));
         let seed = crate::nn::initializers::next_seed();
         // Keras draws one orthogonal matrix for the whole recurrent kernel.
-        let r = orthogonal(&[self.units, n], 1.0, seed, vt, device)?;
+        let r = if self.orthogonal_init {
+            orthogonal(&[self.units, n], 1.0, seed, vt, device)?
+        } else {
+            crate::ops::zeros(&[self.units, n], vt, device)?
+        };
         self.recurrent_kernel = Some(Variable::new(r, &format!("{}/recurrent_kernel", self.name)));
         if self.use_bias {
-            let mut b = vec![0.0f32; self.bias_shape().iter().product()];
-            if self.cell == Cell::Lstm {
+            let b = if self.cell == Cell::Lstm {
                 // unit_forget_bias: the forget gate starts open.
-                for v in &mut b[self.units..2 * self.units] {
-                    *v = 1.0;
-                }
-            }
-            let b = Tensor::from_vec(b, &self.bias_shape(), device)?.cast(vt)?;
+                let u = self.units;
+                let parts = [
+                    crate::ops::zeros(&[u], vt, device)?,
+                    crate::ops::ones(&[u], vt, device)?,
+                    crate::ops::zeros(&[2 * u], vt, device)?,
+                ];
+                layout::concat(&[&parts[0], &parts[1], &parts[2]], 0)?
+            } else {
+                crate::ops::zeros(&self.bias_shape(), vt, device)?
+            };
             self.bias = Some(Variable::new(b, &format!("{}/bias", self.name)));
         }
         Ok(())
@@ -582,10 +601,14 @@ pub struct Bidirectional {
 
 impl Bidirectional {
     /// `Bidirectional(layer)`: `layer` runs forwards (named `forward_...`)
-    /// and an unbuilt copy with `go_backwards` flipped backwards.
+    /// and an unbuilt copy backwards (`go_backwards=true`; a `layer` that
+    /// runs backwards itself needs a [`Bidirectional::backward_layer`],
+    /// else `build` is an error, as in Keras).
     pub fn new(layer: Recurrent) -> Bidirectional {
         let base = layer.name.clone();
-        let backward = layer.sibling(format!("backward_{base}"), true);
+        // Keras' copy runs backwards (go_backwards=True), whatever the layer does.
+        let mut backward = layer.sibling(format!("backward_{base}"), false);
+        backward.go_backwards = true;
         let mut forward = layer;
         forward.name = format!("forward_{base}");
         Bidirectional {
@@ -666,8 +689,22 @@ impl Layer for Bidirectional {
         ]
     }
     fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
-        self.forward.build(input_shape, device)?;
-        self.backward.build(input_shape, device)
+        if self.forward.go_backwards == self.backward.go_backwards {
+            return Err(Error::arg(
+                "Bidirectional",
+                format!(
+                    "layer {}: the forward and backward layers both have go_backwards={}; Keras requires them to differ",
+                    self.name, self.forward.go_backwards
+                ),
+            ));
+        }
+        if !self.forward.built() {
+            self.forward.build(input_shape, device)?;
+        }
+        if !self.backward.built() {
+            self.backward.build(input_shape, device)?;
+        }
+        Ok(())
     }
     fn built(&self) -> bool {
         self.forward.built() && self.backward.built()
@@ -677,7 +714,15 @@ impl Layer for Bidirectional {
         let b = self.backward.output_shape(s)?;
         let same = f == b;
         match (self.merge_mode, f.last_mut(), b.last()) {
-            (MergeMode::Concat, Some(a), Some(&c)) => *a += c,
+            (MergeMode::Concat, Some(a), Some(&c)) => {
+                *a = a.checked_add(c).ok_or_else(|| {
+                    Error::shape(
+                        "Bidirectional",
+                        &[s],
+                        format!("layer {}: the joined size overflows", self.name),
+                    )
+                })?
+            }
             _ if same => {}
             _ => {
                 return Err(Error::shape(
@@ -690,8 +735,15 @@ impl Layer for Bidirectional {
         Ok(f)
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
-        let y = self.forward.run(x, false)?;
-        let r = self.backward.run(x, true)?;
+        if !self.built() {
+            if x.rank() < 1 {
+                return Err(Error::shape("Bidirectional", &[x.shape()], "needs a batch axis"));
+            }
+            self.build(&x.shape()[1..], x.device())?;
+        }
+        // Both directions in the wrapper's compute dtype, as Keras casts them.
+        let y = self.policy.autocast(&self.forward.run(x, false)?, &self.name)?;
+        let r = self.policy.autocast(&self.backward.run(x, true)?, &self.name)?;
         match self.merge_mode {
             MergeMode::Concat => layout::concat(&[&y, &r], -1),
             MergeMode::Sum => y.add(&r),
