@@ -1316,7 +1316,7 @@ fn recurrent_gradients_match_finite_differences() {
             }
         }
         let w = uniform(&[2, 3, 2], -1.0, 1.0, 7, DType::F32);
-        let mut loss = |l: &mut Recurrent| -> f64 {
+        let loss = |l: &mut Recurrent| -> f64 {
             l.call(&x, true)
                 .unwrap()
                 .mul(&w)
