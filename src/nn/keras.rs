@@ -83,6 +83,18 @@ fn keys(classes: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The weight-group key of each layer (`classes`, the InputLayer left
+/// out): a functional model's InputLayer is one of its layers, first, and
+/// takes part in the numbering; a Sequential model's does not.
+fn layer_keys(classes: &[&str], functional: bool) -> Vec<String> {
+    if !functional {
+        return keys(classes);
+    }
+    let mut all = vec!["InputLayer"];
+    all.extend_from_slice(classes);
+    keys(&all).split_off(1)
+}
+
 fn batch_shape(shape: &[usize]) -> Value {
     let mut v = vec![Value::Null];
     v.extend(shape.iter().map(|&d| Value::from(d)));
@@ -139,15 +151,8 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     }
     let mut layers = layer_entries(model, &input, false)?;
     let functional = model.topology().is_some();
-    let mut classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
-    if functional {
-        // A functional model's InputLayer is one of its layers, first.
-        classes.insert(0, "InputLayer");
-    }
-    let mut keys = keys(&classes);
-    if functional {
-        keys.remove(0);
-    }
+    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    let keys = layer_keys(&classes, functional);
     let mut weights = hdf5_pure::FileBuilder::new();
     let mut group = weights.create_group("layers");
     if functional {
@@ -516,7 +521,8 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
                 "the model config gives no input shape (no InputLayer, no build_input_shape)",
             )
         })?;
-    let (model, keys) = if functional {
+    let layer_classes: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
+    let (mut model, keys) = if functional {
         let names: Vec<&str> = layer_cfgs
             .iter()
             .map(|l| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or_default())
@@ -535,18 +541,14 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         check_bn_axes(&layers, &bn_axes, &firsts).map_err(|e| bad(path, e))?;
         // Keras rebuilds the graph and numbers the weight groups in its
         // order (the InputLayer first), whatever the order of the list.
-        let layer_classes: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
         let name = cfg["name"].as_str().unwrap_or("functional");
         let (model, order) = super::functional::assemble(name, layers, graph.nodes, graph.output)?;
-        let mut ordered = vec!["InputLayer"];
-        ordered.extend(order.iter().map(|&i| layer_classes.get(i).copied().unwrap_or_default()));
-        let mut keys = keys(&ordered);
-        keys.remove(0);
-        (model, keys)
+        let ordered: Vec<&str> = order
+            .iter()
+            .map(|&i| layer_classes.get(i).copied().unwrap_or_default())
+            .collect();
+        (model, layer_keys(&ordered, true))
     } else {
-        // Keras 3 numbers a Sequential model's weight groups without its
-        // InputLayer.
-        let mine: Vec<&str> = classes.iter().copied().filter(|c| *c != "InputLayer").collect();
         let mut firsts = Vec::new();
         let mut shape = input.clone();
         for l in &layers {
@@ -554,9 +556,8 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
             shape = l.output_shape(&shape).map_err(|e| bad(path, e))?;
         }
         check_bn_axes(&layers, &bn_axes, &firsts).map_err(|e| bad(path, e))?;
-        (Sequential::from_layers(layers), keys(&mine))
+        (Sequential::from_layers(layers), layer_keys(&layer_classes, false))
     };
-    let mut model = model;
     model.build(&input, device)?;
     Ok((model, keys))
 }

@@ -253,3 +253,72 @@ impl Layer for Merge {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Device;
+
+    fn t(v: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    /// Each op's values (with a broadcast dimension of 1 and NaN), and
+    /// every shape it refuses: a typed error naming the layer.
+    #[test]
+    fn values_and_refusals() {
+        let a = t(&[1.0, -2.0, f32::NAN, 4.0], &[2, 2]);
+        let b = t(&[3.0, 0.5], &[2, 1]);
+        let cases: [(Merge, Vec<f32>); 6] = [
+            (Add::new(), vec![4.0, 1.0, f32::NAN, 4.5]),
+            (Subtract::new(), vec![-2.0, -5.0, f32::NAN, 3.5]),
+            (Multiply::new(), vec![3.0, -6.0, f32::NAN, 2.0]),
+            (Average::new(), vec![2.0, 0.5, f32::NAN, 2.25]),
+            (Maximum::new(), vec![3.0, 3.0, f32::NAN, 4.0]),
+            (Minimum::new(), vec![1.0, -2.0, f32::NAN, 0.5]),
+        ];
+        for (mut m, want) in cases {
+            let got = m
+                .call_many(&[a.clone(), b.clone()], false)
+                .unwrap()
+                .to_vec::<f32>()
+                .unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    g == w || (g.is_nan() && w.is_nan()),
+                    "{}: {got:?} against {want:?}",
+                    m.kind()
+                );
+            }
+        }
+        let mut c = Concatenate::new(-1);
+        let got = c.call_many(&[a.clone(), b.clone()], false).unwrap();
+        assert_eq!(got.shape(), &[2, 3]);
+        assert_eq!(c.output_shape_many(&[vec![2], vec![1]]).unwrap(), [3]);
+        let shape_err = |r: Result<Tensor>| matches!(r, Err(Error::Shape { .. }));
+        // One tensor rather than a list; a batch that differs; ranks that
+        // differ; dimensions that do not broadcast; Subtract of three; the
+        // batch axis or an axis past the rank for Concatenate; no inputs.
+        assert!(shape_err(Add::new().call(&a, false)));
+        assert!(shape_err(
+            Add::new().call_many(&[a.clone(), t(&[1.0, 2.0], &[1, 2])], false)
+        ));
+        assert!(shape_err(
+            Add::new().call_many(&[a.clone(), t(&[1.0, 2.0], &[2])], false)
+        ));
+        assert!(shape_err(
+            Add::new().call_many(&[a.clone(), t(&[1.0; 6], &[2, 3])], false)
+        ));
+        assert!(shape_err(
+            Subtract::new().call_many(&[a.clone(), a.clone(), a.clone()], false)
+        ));
+        assert!(shape_err(Concatenate::new(0).call_many(&[a.clone(), a.clone()], false)));
+        assert!(shape_err(Concatenate::new(2).call_many(&[a.clone(), a.clone()], false)));
+        assert!(shape_err(
+            Concatenate::new(-1).call_many(&[a.clone(), t(&[1.0; 3], &[3, 1])], false)
+        ));
+        assert!(shape_err(Add::new().call_many(&[], false)));
+        let e = Maximum::new().output_shape(&[2]).unwrap_err();
+        assert!(e.to_string().contains("Maximum"), "{e}");
+    }
+}

@@ -170,9 +170,9 @@ impl Recurrent {
         self.cell
     }
 
-    /// An unbuilt layer of the same options named `name`, running the
-    /// other way when `flip`.
-    fn sibling(&self, name: String, flip: bool) -> Recurrent {
+    /// An unbuilt layer of the same options named `name`, running
+    /// backwards (Keras' backward copy in a bidirectional layer).
+    fn backward_copy(&self, name: String) -> Recurrent {
         Recurrent {
             name,
             cell: self.cell,
@@ -181,7 +181,7 @@ impl Recurrent {
             recurrent_activation: self.recurrent_activation,
             use_bias: self.use_bias,
             return_sequences: self.return_sequences,
-            go_backwards: self.go_backwards ^ flip,
+            go_backwards: true,
             reset_after: self.reset_after,
             policy: self.policy.clone(),
             orthogonal_init: self.orthogonal_init,
@@ -607,8 +607,7 @@ impl Bidirectional {
     pub fn new(layer: Recurrent) -> Bidirectional {
         let base = layer.name.clone();
         // Keras' copy runs backwards (go_backwards=True), whatever the layer does.
-        let mut backward = layer.sibling(format!("backward_{base}"), false);
-        backward.go_backwards = true;
+        let backward = layer.backward_copy(format!("backward_{base}"));
         let mut forward = layer;
         forward.name = format!("forward_{base}");
         Bidirectional {
@@ -825,5 +824,41 @@ mod tests {
                 assert!(matches!(e, Error::Shape { .. }), "{bad:?}: {e}");
             }
         }
+    }
+
+    /// A bidirectional layer's shapes per merge mode, and the pairs it
+    /// refuses: another cell or return_sequences as the backward layer,
+    /// two layers running the same way.
+    #[test]
+    fn bidirectional_shapes_and_refusals() {
+        let d = Device::Cpu;
+        let x = Tensor::from_vec((0..24).map(|v| v as f32 / 24.0).collect(), &[2, 4, 3], &d).unwrap();
+        for (mode, last) in [
+            (MergeMode::Concat, 6),
+            (MergeMode::Sum, 3),
+            (MergeMode::Mul, 3),
+            (MergeMode::Ave, 3),
+        ] {
+            let mut b = Bidirectional::new(GRU::new(3).return_sequences(true)).merge_mode(mode);
+            assert_eq!(b.output_shape(&[4, 3]).unwrap(), [4, last]);
+            assert_eq!(b.call(&x, false).unwrap().shape(), &[2, 4, last]);
+            assert_eq!(b.weights().len(), 6);
+        }
+        let b = Bidirectional::new(LSTM::new(2));
+        assert!(matches!(
+            b.backward_layer(GRU::new(2).go_backwards(true)),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let b = Bidirectional::new(LSTM::new(2));
+        let seq = LSTM::new(2).go_backwards(true).return_sequences(true);
+        assert!(matches!(b.backward_layer(seq), Err(Error::InvalidArgument { .. })));
+        let mut b = Bidirectional::new(LSTM::new(2).go_backwards(true));
+        assert!(matches!(b.call(&x, false), Err(Error::InvalidArgument { .. })));
+        assert!(matches!(
+            MergeMode::from_name("max"),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut huge = Recurrent::new(Cell::Lstm, usize::MAX / 2);
+        assert!(huge.build(&[4, 3], &d).is_err());
     }
 }

@@ -76,3 +76,37 @@ impl Layer for UpSampling2D {
             .reshape(&[-1, d(out[0]), d(out[1]), d(c)])
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Device;
+
+    #[test]
+    fn repeats_pixels_and_refuses_bad_sizes() {
+        let d = Device::Cpu;
+        let x = Tensor::from_vec(vec![1.0f32, f32::NAN, -0.0, 4.0], &[1, 2, 1, 2], &d).unwrap();
+        let y = UpSampling2D::new([2, 3]).call(&x, false).unwrap();
+        assert_eq!(y.shape(), &[1, 4, 3, 2]);
+        let v = y.to_vec::<f32>().unwrap();
+        // Rows 0-1 repeat pixel (0, 0), rows 2-3 pixel (1, 0), channels kept.
+        for r in 0..4 {
+            for c in 0..3 {
+                let at = (r * 3 + c) * 2;
+                let (a, b) = if r < 2 { (1.0, f32::NAN) } else { (-0.0, 4.0) };
+                assert_eq!(v[at].to_bits(), (a as f32).to_bits(), "{v:?}");
+                assert!(v[at + 1] == b || (b.is_nan() && v[at + 1].is_nan()), "{v:?}");
+            }
+        }
+        assert!(matches!(
+            UpSampling2D::new([0, 2]).call(&x, false),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let flat = Tensor::from_vec(vec![1.0f32; 4], &[2, 2], &d).unwrap();
+        assert!(matches!(
+            UpSampling2D::new([2, 2]).call(&flat, false),
+            Err(Error::Shape { .. })
+        ));
+        assert!(UpSampling2D::new([usize::MAX, 2]).output_shape(&[2, 2, 1]).is_err());
+    }
+}
