@@ -266,7 +266,7 @@ fn main() -> wgflow::Result<()> {
 
 /// "Functional models".
 #[rustfmt::skip]
-fn functional(x: &Tensor) -> wgflow::Result<()> {
+fn functional(images: &Tensor) -> wgflow::Result<()> {
 use wgflow::nn::layers::{Add, Conv2D, Dense, GlobalAveragePooling2D};
 use wgflow::nn::{Activation, Functional};
 
@@ -281,6 +281,8 @@ let a = f.apply(shared, &[g])?;
 let b = f.apply(shared, &[a])?;                                       // ... called twice
 let y = f.call(Dense::new(10), &[b])?;
 let mut model = f.build(y)?;                                          // keras.Model(x, y)
+    model.build(&[28, 28, 1], images.device())?;
+    println!("{}", model.summary());
     Ok(())
 }
 
