@@ -1494,7 +1494,7 @@ fn keras_functional_models_both_ways() {
         format!("[{}]", kinds.join(", "))
     };
     for d in devices() {
-        for (name, prefix, classes) in [("resnet", "x", 10usize), ("branches", "xv", 4)] {
+        for (name, prefix, classes) in [("resnet", "x", 10usize), ("branches", "xv", 4), ("unet", "x", 5)] {
             for ext in ["keras", "h5"] {
                 let file = format!("{name}.{ext}");
                 let mut m = load_model_on(dir.join(&file), &d).unwrap();
@@ -1533,7 +1533,7 @@ fn keras_functional_models_both_ways() {
     // Keras accepts a functional config's layers in any order and numbers
     // the weights in its own: a shuffled list loads with every weight in
     // place.
-    for name in ["branches", "resnet"] {
+    for name in ["branches", "resnet", "unet"] {
         let shuffled = dir.join(format!("{name}_shuffled.keras"));
         rezip(&dir.join(format!("{name}.keras")), &shuffled, |file, b| {
             if file != "config.json" {
@@ -1544,7 +1544,7 @@ fn keras_functional_models_both_ways() {
             layers.reverse();
             Some(v.to_string().into_bytes())
         });
-        let prefix = if name == "resnet" { "x" } else { "xv" };
+        let prefix = if name == "branches" { "xv" } else { "x" };
         let mut m = load_model_on(&shuffled, &Device::Cpu).unwrap();
         let (shape, x) = load_npy(&dir.join(format!("{prefix}7.npy")));
         let (_, want) = load_npy(&dir.join(format!("keras_{name}_7.npy")));
@@ -1564,7 +1564,15 @@ fn keras_functional_models_both_ways() {
 
     // wgflow's functional models in Keras, and back in wgflow.
     let d = Device::Cpu;
-    let mut models = [("wg_branches", "xv", branches(&d)), ("wg_resnet", "x", resnet(&d))];
+    let mut models = [
+        ("wg_branches", "xv", branches(&d)),
+        ("wg_resnet", "x", resnet(&d)),
+        ("wg_decoder", "xm", decoder(&d, 51)),
+    ];
+    for b in [1usize, 7, 64] {
+        let x = uniform(&[b, 28, 28, 1], 0.0, 1.0, 70 + b as u64, DType::F32);
+        save_npy(&dir.join(format!("xm{b}.npy")), &x);
+    }
     models[0].2.compile(
         Adam::new(1e-2),
         wgflow::nn::losses::SparseCategoricalCrossentropy::new(false),

@@ -172,6 +172,7 @@ fn tensorflow_loads_wgflow_exports() {
         ("lnmlp", layer_norm_mlp(&d, 29)),
         ("residual", residual(&d, 43)),
         ("merges", merges(&d, 44)),
+        ("decoder", decoder(&d, 49)),
     ] {
         let dir = tmp(&format!("tf-{name}"));
         let export = dir.join("model");
@@ -1034,6 +1035,28 @@ fn shape_values_used_as_data_follow_each_call() {
             for k in ["mean_rows", "size"] {
                 let (_, want) = load_npy(&dir.join(format!("shape_data.out{b}_{k}.npy")));
                 assert_close(&got[k].1, &want, 1e-5, &format!("{k} at batch {b} on {d}"));
+            }
+        }
+    }
+}
+
+/// `tf.nn.conv2d_transpose` (Keras' Conv2DTranspose) imports as
+/// Conv2DBackpropInput with its output size from `tf.shape`: SAME with a
+/// stride, VALID dilated with a column the forward convolution leaves
+/// unread, each batch its own size.
+#[test]
+fn transposed_convolutions_import() {
+    let Some(dir) = tf_cases() else { return };
+    for d in devices() {
+        let mut l = saved_model::load_with(dir.join("conv_transpose"), &["serve"], &d).unwrap();
+        for b in [2, 3] {
+            let x = npy_tensor(&dir.join(format!("conv_transpose.in{b}.npy")), &d);
+            let got = outputs(l.call("serving_default", &[("x", x)]).unwrap());
+            for (k, shape) in [("y", [b, 10, 12, 4]), ("z", [b, 14, 25, 2])] {
+                let (want_shape, want) = load_npy(&dir.join(format!("conv_transpose.out{b}_{k}.npy")));
+                assert_eq!(got[k].0, shape);
+                assert_eq!(want_shape, shape);
+                assert_close(&got[k].1, &want, 1e-4, &format!("{k} at batch {b} on {d}"));
             }
         }
     }

@@ -193,6 +193,40 @@ fn spelled(d: &Device) -> Sequential {
     m
 }
 
+/// Transposed convolutions (TRANSPOSE_CONV, its output shape following
+/// the batch): same padding with a stride and a relu after it, valid with
+/// output_padding, a bias folded in; a dilated one is refused.
+fn upconv(d: &Device) -> Sequential {
+    use wgflow::nn::layers::Conv2DTranspose;
+    set_random_seed(18);
+    let mut m = Sequential::new()
+        .add(
+            Conv2D::new(4, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Relu),
+        )
+        .add(
+            Conv2DTranspose::new(3, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Relu),
+        )
+        .add(Conv2DTranspose::new(2, [3, 2]).strides([2, 2]).output_padding([1, 0]))
+        .add(Flatten::new())
+        .add(Dense::new(10));
+    m.build(&[28, 28, 1], d).unwrap();
+    for (n, v) in m.named_variables() {
+        if n.ends_with("bias") {
+            let t = uniform(&v.shape(), -0.3, 0.3, 19, DType::F32).to_device(d).unwrap();
+            v.assign(&t).unwrap();
+        }
+    }
+    m
+}
+
 /// softplus as relu(x) + log(1 + exp(-|x|)): float modes only (EXP has
 /// no int8 kernel).
 fn softplus(d: &Device) -> Sequential {
@@ -259,6 +293,7 @@ fn wgflow_models_predict_the_same_in_the_interpreter() {
         ("softplus", softplus(&d)),
         ("residual", residual(&d, 41)),
         ("merges", merges(&d, 42)),
+        ("upconv", upconv(&d)),
     ] {
         let want = model.call(&x, false).unwrap().to_vec::<f32>().unwrap();
         let sm = dir.join(format!("{name}_sm"));
@@ -299,6 +334,16 @@ fn wgflow_models_predict_the_same_in_the_interpreter() {
             }
         }
     }
+    // TFLite's TRANSPOSE_CONV has no dilation: a typed error naming it.
+    let mut dilated = decoder(&d, 53);
+    let e = Converter::from_keras_model(&mut dilated)
+        .unwrap()
+        .convert()
+        .unwrap_err();
+    assert!(
+        matches!(e, Error::Unimplemented { .. }) && e.to_string().contains("dilation"),
+        "{e}"
+    );
     let x_path = dir.join("x.npy");
     let mut args: Vec<&Path> = vec![Path::new("predict"), &x_path];
     args.extend(cases.iter().map(|c| c.3.as_path()));

@@ -27,10 +27,10 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, Conv1D, Conv2D,
-    Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D, GlobalAveragePooling2D,
-    GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization, LeakyReLU, MaxPooling1D,
-    MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, RMSNormalization, Recurrent, Rescaling, Reshape,
-    SeparableConv2D, UpSampling2D, ZeroPadding2D,
+    Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+    GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization,
+    LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, RMSNormalization, Recurrent,
+    Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -944,6 +944,7 @@ fn carry_policies(layers: &mut [Value], sources: &[Option<usize>]) {
             "Dense"
                 | "Conv1D"
                 | "Conv2D"
+                | "Conv2DTranspose"
                 | "DepthwiseConv2D"
                 | "SeparableConv2D"
                 | "Embedding"
@@ -1701,6 +1702,25 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             o.fixed("lora_rank", Value::Null)?;
             Box::new(l)
         }
+        "Conv2DTranspose" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let padding = o.padding()?;
+            let mut l = Conv2DTranspose::new(o.usize("filters", None)?, o.pair("kernel_size", None)?)
+                .strides(o.pair("strides", Some([1, 1]))?)
+                .padding(padding)
+                .map_err(|e| e.to_string())?
+                .dilation_rate(o.pair("dilation_rate", Some([1, 1]))?)
+                .activation(o.activation()?)
+                .use_bias(o.bool("use_bias", true)?)
+                .dtype(o.policy()?);
+            if o.c.get("output_padding").is_some_and(|v| !v.is_null()) {
+                l = l.output_padding(o.pair("output_padding", None)?);
+            }
+            o.known.push("output_padding");
+            // Keras 2 wrote `groups: 1` for every convolution.
+            o.fixed("groups", json!(1))?;
+            Box::new(l)
+        }
         "DepthwiseConv2D" | "SeparableConv2D" => {
             o.fixed("data_format", json!("channels_last"))?;
             let padding = o.padding()?;
@@ -2007,6 +2027,7 @@ mod tests {
     fn snake_case_matches_keras() {
         for (c, s) in [
             ("Conv2D", "conv2d"),
+            ("Conv2DTranspose", "conv2d_transpose"),
             ("BatchNormalization", "batch_normalization"),
             ("MaxPooling2D", "max_pooling2d"),
             ("GlobalAveragePooling2D", "global_average_pooling2d"),

@@ -489,6 +489,59 @@ pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     m
 }
 
+/// A functional encoder-decoder (a small U-Net): strided convolutions
+/// down, transposed convolutions up (same padding; valid with
+/// output_padding; dilated), a skip connection by concatenation, then a
+/// dense layer over every pixel: MNIST-shaped in, 10 out.
+pub fn decoder(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::Functional;
+    use wgflow::nn::Activation;
+    use wgflow::nn::layers::{Concatenate, Conv2D, Conv2DTranspose, Dense, Flatten};
+    wgflow::nn::set_random_seed(seed);
+    let mut f = Functional::new();
+    let x = f.input(&[28, 28, 1]).unwrap();
+    let e1 = f
+        .call(
+            Conv2D::new(4, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Relu),
+            &[x],
+        )
+        .unwrap();
+    let e2 = f
+        .call(
+            Conv2D::new(6, [3, 3])
+                .strides([2, 2])
+                .padding("same")
+                .unwrap()
+                .activation(Activation::Relu),
+            &[e1],
+        )
+        .unwrap();
+    let up = Conv2DTranspose::new(4, [3, 3])
+        .strides([2, 2])
+        .padding("same")
+        .unwrap()
+        .activation(Activation::Relu);
+    let u = f.call(up, &[e2]).unwrap();
+    let h = f.call(Concatenate::new(-1), &[u, e1]).unwrap();
+    let valid = Conv2DTranspose::new(3, [3, 2]).strides([2, 2]).output_padding([1, 0]);
+    let h = f.call(valid, &[h]).unwrap();
+    let dilated = Conv2DTranspose::new(2, [3, 3])
+        .dilation_rate([2, 2])
+        .padding("same")
+        .unwrap()
+        .activation(Activation::Tanh);
+    let h = f.call(dilated, &[h]).unwrap();
+    let h = f.call(Flatten::new(), &[h]).unwrap();
+    let y = f.call(Dense::new(10), &[h]).unwrap();
+    let mut m = f.build(y).unwrap();
+    m.build(&[28, 28, 1], d).unwrap();
+    m
+}
+
 /// A recurrent model over `[7, 3]` sequences: an LSTM (every step, run
 /// backwards), a bidirectional GRU (the mean of both directions), a dense
 /// layer of 10; biases away from their initial values.

@@ -5,7 +5,8 @@
     python keras_files.py text DIR    # Keras-trained text models (Embedding) as DIR/{text,textmax,textcnn}.{keras,h5},
                                       # token inputs DIR/x{1,7,64}.npy, predictions as for make
     python keras_files.py graph DIR   # Keras-trained functional models (residual CNN, branches, merges,
-                                      # shared layers) as DIR/{resnet,branches}.{keras,h5}, inputs
+                                      # shared layers, a transposed-convolution decoder) as
+                                      # DIR/{resnet,branches,unet}.{keras,h5}, inputs
                                       # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
     python keras_files.py rnn DIR     # Keras-trained recurrent models (LSTM, GRU, SimpleRNN) as
                                       # DIR/{lstm,gru,bidi}.{keras,h5}, inputs DIR/x{b}.npy
@@ -187,6 +188,18 @@ elif mode == "graph":
     k = layers.Minimum()([g, s])
     k = layers.Concatenate(axis=1)([k, v, layers.Dense(3)(v)])
     branches = keras.Model(v, layers.Dense(4, activation="softmax")(k))
+    # An encoder-decoder: transposed convolutions (same with strides, valid
+    # with output_padding, dilated, a window smaller than its stride) and
+    # a skip connection; a dense layer reads every pixel.
+    e1 = layers.Conv2D(6, 3, padding="same", activation="relu")(inp)
+    e2 = layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(e1)
+    u = layers.Conv2DTranspose(6, 3, strides=2, padding="same", activation="relu")(e2)
+    h = layers.Concatenate()([u, e1])
+    h = layers.Conv2DTranspose(4, 2)(h)
+    h = layers.Conv2DTranspose(3, 3, strides=2, output_padding=1, use_bias=False)(h)
+    h = layers.Conv2DTranspose(3, 3, dilation_rate=2, padding="same", activation="tanh")(h)
+    h = layers.Conv2DTranspose(2, (1, 3), strides=(3, 2))(h)
+    unet = keras.Model(inp, layers.Dense(5)(layers.Flatten()(h)))
     i1, i2 = keras.Input((3,)), keras.Input((3,))
     keras.Model([i1, i2], layers.Add()([i1, i2])).save(f"{out}/two_inputs.keras")
     rng = np.random.default_rng(1)
@@ -196,10 +209,11 @@ elif mode == "graph":
     data = {
         "resnet": (rng.standard_normal((64, 8, 8, 3)).astype(np.float32), rng.integers(0, 10, (64,)), "x"),
         "branches": (rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 4, (64,)), "xv"),
+        "unet": (rng.standard_normal((64, 8, 8, 3)).astype(np.float32), rng.integers(0, 5, (64,)), "x"),
     }
-    for name, m in [("resnet", resnet), ("branches", branches)]:
+    for name, m in [("resnet", resnet), ("branches", branches), ("unet", unet)]:
         x, y, prefix = data[name]
-        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name == "resnet"), metrics=["accuracy"])
+        m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name != "branches"), metrics=["accuracy"])
         m.fit(x, y, batch_size=16, epochs=2, verbose=0)
         m.save(f"{out}/{name}.keras")
         m.save(f"{out}/{name}.h5")

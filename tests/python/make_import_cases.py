@@ -12,7 +12,10 @@ TensorFlow's outputs `out*`), for the cases:
   FloorDiv / FloorMod of tensors (int and float), tf.shape(x)[1] // 2 in a
   reshape and tf.shape(x)[0] // 2 as data;
 - fused_bn_half: FusedBatchNormV3 with T=half, U=float (as mixed_float16);
-- grouped_conv: a grouped Conv2D (filter in-channels = channels / 2)."""
+- grouped_conv: a grouped Conv2D (filter in-channels = channels / 2);
+- conv_transpose: tf.nn.conv2d_transpose (Conv2DBackpropInput) with the
+  batch from tf.shape, SAME with stride 2, then VALID dilated with a
+  leftover column, called with batches of 2 and 3."""
 import os
 import sys
 
@@ -191,4 +194,29 @@ ys = [
     for g in range(2)
 ]
 npy("grouped_conv", "out", np.concatenate(ys, axis=-1))
+
+
+class ConvTranspose(tf.Module):
+    def __init__(self):
+        # [kh, kw, out, in]
+        self.w1 = tf.Variable(rng.standard_normal((3, 3, 4, 5)).astype(np.float32))
+        self.w2 = tf.Variable(rng.standard_normal((3, 2, 2, 4)).astype(np.float32))
+
+    @tf.function(input_signature=[tf.TensorSpec([None, 5, 6, 5], tf.float32)])
+    def __call__(self, x):
+        n = tf.shape(x)[0]
+        y = tf.nn.conv2d_transpose(x, self.w1, tf.stack([n, 10, 12, 4]), 2, "SAME")
+        z = tf.nn.conv2d_transpose(
+            tf.nn.relu(y), self.w2, tf.stack([n, 14, 25, 2]), [1, 2], "VALID", dilations=[2, 1]
+        )
+        return {"y": y, "z": z}
+
+
+m = ConvTranspose()
+save("conv_transpose", m, m.__call__)
+for b in [2, 3]:
+    x = rng.standard_normal((b, 5, 6, 5)).astype(np.float32)
+    npy("conv_transpose", f"in{b}", x)
+    for k, v in m(x).items():
+        npy("conv_transpose", f"out{b}_{k}", v.numpy())
 print("ok")

@@ -601,6 +601,67 @@ fn convert(b: &mut Builder, node: &NodeDef, x: &[String], def: &GraphDef, args: 
             let y = b.node("Conv", vec![xi, w], at);
             b.transpose(y, &TO_NHWC)
         }
+        // A transposed convolution (Keras' Conv2DTranspose): ONNX's
+        // ConvTranspose indexes as TensorFlow's input gradient does, and its
+        // weight [C, M / group, kh, kw] is the forward filter transposed as
+        // a Conv's. The forward padding and the rows the forward
+        // convolution left unread become `pads` and `output_padding`.
+        Op::Conv2dInputGrad(c, xs) => {
+            let shape = |v: usize, at: usize| -> Option<[usize; 2]> {
+                let sh = &def.values.get(*node.inputs.get(v)?)?.shape;
+                Some([(*sh.get(at)?)?, (*sh.get(at + 1)?)?])
+            };
+            let (Some(oh), Some(k), Some(&h), Some(&w)) = (shape(0, 1), shape(1, 0), xs.get(1), xs.get(2)) else {
+                return Err(unsupported(op.name(), "unknown spatial sizes"));
+            };
+            let out = [h, w];
+            let mut p = [0usize; 4];
+            let mut extra = [0usize; 2];
+            for d in 0..2 {
+                let keff = k[d].saturating_sub(1).saturating_mul(c.dilations[d]).saturating_add(1);
+                let (before, after) = match c.padding {
+                    Padding::Same => {
+                        let (_, total) =
+                            crate::core::op::conv::same_padding(out[d], k[d], c.strides[d], c.dilations[d]);
+                        (total / 2, total - total / 2)
+                    }
+                    Padding::Valid => (0, 0),
+                    Padding::Explicit {
+                        top,
+                        bottom,
+                        left,
+                        right,
+                    } => {
+                        if d == 0 {
+                            (top, bottom)
+                        } else {
+                            (left, right)
+                        }
+                    }
+                };
+                // The shapes were checked when the op ran: the padded
+                // input covers every window.
+                let span = oh[d]
+                    .saturating_sub(1)
+                    .saturating_mul(c.strides[d])
+                    .saturating_add(keff);
+                extra[d] = out[d].saturating_add(before).saturating_add(after).saturating_sub(span);
+                p[d] = before;
+                p[d + 2] = after;
+            }
+            let xi = b.transpose(first(), &TO_NCHW);
+            let wt = b.transpose(x.get(1).cloned().unwrap_or_default(), &[3, 2, 0, 1]);
+            let at = vec![
+                aints("strides", &as_i64(&c.strides)),
+                aints("dilations", &as_i64(&c.dilations)),
+                aints("kernel_shape", &as_i64(&k)),
+                ai("group", c.groups as i64),
+                aints("pads", &as_i64(&p)),
+                aints("output_padding", &as_i64(&extra)),
+            ];
+            let y = b.node("ConvTranspose", vec![xi, wt], at);
+            b.transpose(y, &TO_NHWC)
+        }
         Op::Pool(p) => {
             let xi = b.transpose(first(), &TO_NCHW);
             let mut at = vec![

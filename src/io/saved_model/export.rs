@@ -978,6 +978,33 @@ fn convert(
                 vec![tt, ("N", a_i(g)), ("Tidx", a_type(dt::INT32))],
             )
         }
+        // A transposed convolution (Keras' Conv2DTranspose), as
+        // `tf.nn.conv2d_transpose` writes it: the input's sizes first, then
+        // the filter, then the output gradient.
+        Op::Conv2dInputGrad(c, xs) => {
+            if c.groups != 1 {
+                return Err(unimplemented(
+                    "a grouped conv2d_backprop_input".into(),
+                    format!("{key}: TensorFlow's Conv2DBackpropInput takes one group"),
+                ));
+            }
+            let (pad, explicit) = tf_padding(c.padding);
+            let sizes = shape_tensor(b, &base, xs, dims, args)?;
+            let mut attrs = vec![
+                tt,
+                ("strides", a_ints(&[1, c.strides[0] as i64, c.strides[1] as i64, 1])),
+                (
+                    "dilations",
+                    a_ints(&[1, c.dilations[0] as i64, c.dilations[1] as i64, 1]),
+                ),
+                ("padding", a_s(pad)),
+                ("data_format", a_s("NHWC")),
+            ];
+            if !explicit.is_empty() {
+                attrs.push(("explicit_paddings", a_ints(&explicit)));
+            }
+            simple(b, "Conv2DBackpropInput", vec![sizes, first(1), first(0)], attrs)
+        }
         Op::Pool(p) => {
             let (pad, explicit) = tf_padding(p.padding);
             if !explicit.is_empty() {

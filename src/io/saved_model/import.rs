@@ -2512,6 +2512,35 @@ fn eval_op(node: &NodeDef, x: Vec<Val>, cx: &OpCx) -> Result<Vec<Val>> {
             };
             one(apply(Op::Conv2d(conv), &[&a, &w])?)
         }
+        // `tf.nn.conv2d_transpose` (Keras' Conv2DTranspose): the input's
+        // sizes, the filter, the output gradient.
+        "Conv2DBackpropInput" => {
+            nhwc(node)?;
+            let sizes = host(arg(&x, 0, node)?, node, "input sizes")?.as_ints("input_sizes")?;
+            let sizes = dims_of(&sizes, node)?;
+            let (w, dy) = (t(1)?, t(2)?);
+            let fin = w.shape().get(2).copied().unwrap_or(0);
+            let groups = match sizes.get(3) {
+                Some(&c) if sizes.len() == 4 && fin > 0 && c % fin == 0 => c / fin,
+                _ => {
+                    return Err(Error::shape(
+                        OP,
+                        &[&sizes, w.shape()],
+                        format!(
+                            "node '{}': input sizes must be [batch, height, width, channels], channels a multiple of the filter's in-channels",
+                            node.name
+                        ),
+                    ));
+                }
+            };
+            let conv = Conv2d {
+                strides: hw(node, "strides", 1)?,
+                padding: padding(node)?,
+                dilations: hw(node, "dilations", 1)?,
+                groups,
+            };
+            one(apply(Op::Conv2dInputGrad(conv, sizes), &[&dy, &w])?)
+        }
         "MaxPool" | "AvgPool" => {
             nhwc(node)?;
             let p = Pool2d {

@@ -224,6 +224,7 @@ fn fits_i32(net: &Net) -> Result<()> {
             Kind::Conv { stride, dil, .. } => [stride.as_slice(), dil].concat(),
             Kind::Depthwise { stride, dil, mult, .. } => [stride.as_slice(), dil, &[*mult]].concat(),
             Kind::Pool { stride, size, .. } => [stride.as_slice(), size].concat(),
+            Kind::TransposeConv { stride, out, .. } => [stride.as_slice(), out].concat(),
             Kind::Reshape(d) => d.iter().map(|&x| x.unsigned_abs() as usize).collect(),
             _ => Vec::new(),
         };
@@ -276,6 +277,27 @@ impl Builder<'_> {
         let data = v.iter().flat_map(|&x| (x as i32).to_le_bytes()).collect();
         let b = self.buffer(data);
         self.add_tensor(name, TType::I32, &[Some(v.len())], b, None)
+    }
+
+    /// A transposed convolution's output shape `[batch, out...]` as an int32
+    /// tensor: a constant where the batch of value `v` (tensor `x`) is
+    /// known, else `shape(x) * [1, 0, 0, 0] + [0, out...]`, so the batch
+    /// follows the input as TensorFlow's converter has it.
+    fn output_shape(&mut self, v: usize, x: i32, out: [usize; 3], name: &str) -> i32 {
+        let rest = out.map(|d| d as i64);
+        if let Some(Some(n)) = self.net.values[v].shape.first() {
+            return self.const_i32(&format!("{name}/output_shape"), &[*n as i64, rest[0], rest[1], rest[2]]);
+        }
+        let four = [Some(4)];
+        let shape = self.add_tensor(&format!("{name}/input_shape"), TType::I32, &four, 0, None);
+        self.op(code::SHAPE, 1, vec![x], vec![shape], Opts::Shape);
+        let keep = self.const_i32(&format!("{name}/batch_mask"), &[1, 0, 0, 0]);
+        let batch = self.add_tensor(&format!("{name}/batch"), TType::I32, &four, 0, None);
+        self.op(code::MUL, 1, vec![shape, keep], vec![batch], Opts::Mul(Act::None));
+        let sizes = self.const_i32(&format!("{name}/sizes"), &[0, rest[0], rest[1], rest[2]]);
+        let full = self.add_tensor(&format!("{name}/output_shape"), TType::I32, &four, 0, None);
+        self.op(code::ADD, 1, vec![batch, sizes], vec![full], Opts::Add(Act::None));
+        full
     }
 
     /// An int32 constant `[rows, v.len() / rows]`.
@@ -499,8 +521,9 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
         };
         let act = n.act;
         match &n.kind {
-            Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc => {
+            Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc | Kind::TransposeConv { .. } => {
                 let depthwise = matches!(n.kind, Kind::Depthwise { .. });
+                let transpose = matches!(n.kind, Kind::TransposeConv { .. });
                 let dim = if depthwise { 3 } else { 0 };
                 let numel = net.values[n.inputs[1]].konst.as_ref().map_or(0, |a| a.data.len());
                 let (w, b_t, hybrid) = match mode {
@@ -528,12 +551,27 @@ fn build(net: &Net, mode: Mode, ranges: Option<&Ranges>) -> Result<FModel> {
                         let bt = b.add_tensor(&name, TType::I32, &[Some(bias.data.len())], buf, Some(quant));
                         (w, bt, false)
                     }
-                    Mode::Dynamic if numel >= 1024 => {
+                    // TRANSPOSE_CONV's hybrid form is not written: its
+                    // weights stay f32.
+                    Mode::Dynamic if numel >= 1024 && !transpose => {
                         let (w, _) = b.const_i8(n.inputs[1], dim)?;
                         (w, b.const_f32(n.inputs[2])?, true)
                     }
                     _ => (b.const_f32(n.inputs[1])?, b.const_f32(n.inputs[2])?, false),
                 };
+                if let Kind::TransposeConv { same, stride, out } = &n.kind {
+                    if act != Act::None {
+                        return Err(Error::arg(OP, "an activation fused into a transposed convolution"));
+                    }
+                    let shape = b.output_shape(n.inputs[0], x, *out, &net.values[n.out].name);
+                    let opts = Opts::TransposeConv {
+                        same: *same,
+                        stride: *stride,
+                    };
+                    // Version 3: the bias input.
+                    b.op(code::TRANSPOSE_CONV, 3, vec![shape, w, x, b_t], vec![y], opts);
+                    continue;
+                }
                 let (code, version, opts) = match (&n.kind, mode, hybrid) {
                     (Kind::Conv { same, stride, dil }, _, h) => {
                         let v = if h {

@@ -81,6 +81,14 @@ pub(crate) enum Kind {
     },
     /// inputs: x, weights [out, in], bias.
     Fc,
+    /// A transposed convolution (TRANSPOSE_CONV): inputs x, filter
+    /// (OHWI: output channels first), bias; `out` is the output's
+    /// [height, width, channels] (its batch is the input's).
+    TransposeConv {
+        same: bool,
+        stride: [usize; 2],
+        out: [usize; 3],
+    },
     Pool {
         max: bool,
         same: bool,
@@ -356,7 +364,9 @@ impl Net {
             });
             let kind = net.kind(node, &x, id)?;
             let inputs = match &kind {
-                Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc => net.weights(&kind, node, &x)?,
+                Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc | Kind::TransposeConv { .. } => {
+                    net.weights(&kind, node, &x)?
+                }
                 _ => x.clone(),
             };
             net.nodes.push(Node {
@@ -479,7 +489,12 @@ impl Net {
         }
         let Some(p) = self.producer(v) else { return Ok(None) };
         let node = &self.nodes[p];
-        if node.act != Act::None || !matches!(node.kind, Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc) {
+        if node.act != Act::None
+            || !matches!(
+                node.kind,
+                Kind::Conv { .. } | Kind::Depthwise { .. } | Kind::Fc | Kind::TransposeConv { .. }
+            )
+        {
             return Ok(None);
         }
         let Some(cv) = self.values[c].konst.clone() else {
@@ -557,6 +572,31 @@ impl Net {
                             c.groups
                         ),
                     ));
+                }
+            }
+            Op::Conv2dInputGrad(c, xs) => {
+                if self.values[x[1]].konst.is_none() {
+                    return Err(unsupported(name, "a filter that is not a constant"));
+                }
+                if c.groups != 1 || c.dilations != [1, 1] {
+                    return Err(unsupported(
+                        name,
+                        &format!(
+                            "{} groups, dilations {:?}: TFLite's TRANSPOSE_CONV takes one group and no dilation",
+                            c.groups, c.dilations
+                        ),
+                    ));
+                }
+                let &[_, h, w, ch] = xs.as_slice() else {
+                    return Err(unsupported(
+                        name,
+                        "an output that is not [batch, height, width, channels]",
+                    ));
+                };
+                Kind::TransposeConv {
+                    same: same(c.padding, name)?,
+                    stride: c.strides,
+                    out: [h, w, ch],
                 }
             }
             Op::MatMul { ta: false, tb } => {
@@ -670,7 +710,7 @@ impl Net {
                 let _ = out;
                 return Err(unsupported(
                     name,
-                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, PAD, ADD, SUB, MUL, SQUARED_DIFFERENCE, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
+                    "wgflow writes CONV_2D, DEPTHWISE_CONV_2D, TRANSPOSE_CONV, FULLY_CONNECTED, pooling, RESHAPE, SOFTMAX, MEAN, SUM, REDUCE_MAX, PAD, ADD, SUB, MUL, SQUARED_DIFFERENCE, the activations relu, relu6, tanh, sigmoid, elu, selu, gelu, leaky_relu, silu and softplus, and EXP, LOG, ABS, NEG, SQRT, RSQRT, SQUARE, SIN, COS, FLOOR and CEIL",
                 ));
             }
         })
@@ -686,6 +726,8 @@ impl Net {
         let (w, channels) = match (kind, &node.op) {
             (Kind::Conv { .. }, _) => (permute(&w, &[3, 0, 1, 2])?, w.shape[3]),
             (Kind::Depthwise { .. }, _) => (permute(&w, &[2, 0, 1, 3])?, w.shape[3]),
+            // [kh, kw, out, in] -> [out, kh, kw, in]
+            (Kind::TransposeConv { .. }, _) => (permute(&w, &[2, 0, 1, 3])?, w.shape[2]),
             (_, Op::MatMul { tb: true, .. }) => (w.clone(), w.shape[0]),
             _ => (permute(&w, &[1, 0])?, w.shape[1]),
         };
@@ -752,6 +794,19 @@ impl Net {
                         }),
                         &[&x, &w],
                     )?;
+                    apply(Op::Binary(BinaryOp::Add), &[&y, &get(&vals, n.inputs[2])?])?
+                }
+                Kind::TransposeConv { same, stride, out } => {
+                    let w = apply(Op::Permute(vec![1, 2, 0, 3]), &[&get(&vals, n.inputs[1])?])?;
+                    let padding = if *same { Padding::Same } else { Padding::Valid };
+                    let c = Conv2d {
+                        strides: *stride,
+                        padding,
+                        dilations: [1, 1],
+                        groups: 1,
+                    };
+                    let full = vec![x.shape().first().copied().unwrap_or(0), out[0], out[1], out[2]];
+                    let y = apply(Op::Conv2dInputGrad(c, full), &[&x, &w])?;
                     apply(Op::Binary(BinaryOp::Add), &[&y, &get(&vals, n.inputs[2])?])?
                 }
                 Kind::Fc => {

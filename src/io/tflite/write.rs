@@ -89,6 +89,11 @@ pub(crate) enum Opts {
     Gelu(bool),
     Dequantize,
     Quantize,
+    TransposeConv {
+        same: bool,
+        stride: [usize; 2],
+    },
+    Shape,
 }
 
 pub(crate) struct FOp {
@@ -162,6 +167,8 @@ pub(crate) mod code {
     pub const DIV: i32 = 42;
     pub const MAXIMUM: i32 = 55;
     pub const MINIMUM: i32 = 57;
+    pub const TRANSPOSE_CONV: i32 = 67;
+    pub const SHAPE: i32 = 77;
 }
 
 fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
@@ -251,6 +258,17 @@ fn options(b: &mut FlatBufferBuilder, o: &Opts) -> Option<(u8, Table)> {
         Opts::Gelu(approximate) => {
             b.push_slot_always::<bool>(slot(0), approximate);
             116
+        }
+        Opts::TransposeConv { same, stride } => {
+            b.push_slot_always::<i8>(slot(0), pad(same));
+            b.push_slot_always::<i32>(slot(1), stride[1] as i32);
+            b.push_slot_always::<i32>(slot(2), stride[0] as i32);
+            49
+        }
+        Opts::Shape => {
+            // out_type: INT32
+            b.push_slot_always::<i8>(slot(0), TType::I32 as i8);
+            55
         }
         Opts::Dequantize => 38,
         Opts::Quantize => 89,

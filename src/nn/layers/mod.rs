@@ -29,11 +29,13 @@ mod norm;
 mod recurrent;
 mod sequence;
 mod spatial;
+mod transpose;
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
 pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 pub use spatial::UpSampling2D;
+pub use transpose::Conv2DTranspose;
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
 /// for the whole process, as Keras' global name scope.
