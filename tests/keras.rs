@@ -1558,9 +1558,41 @@ fn keras_functional_models_both_ways() {
             &format!("{name} with its layers reversed"),
         );
     }
-    // Several inputs: a typed error, not a different model.
-    let e = load_err(&dir.join("two_inputs.keras"), &Device::Cpu);
-    assert!(e.to_string().contains("inputs"), "{e}");
+    // Several inputs and outputs, in Keras' order (the model takes `meta`
+    // first): each output as Keras predicts it; `call` with one tensor is
+    // an error that says what to use.
+    for d in devices() {
+        for ext in ["keras", "h5"] {
+            let file = format!("multi.{ext}");
+            let mut m = load_model_on(dir.join(&file), &d).unwrap();
+            assert_eq!(m.input_names(), ["meta", "image"], "{file}");
+            for b in [1usize, 7, 64] {
+                let (sv, xv) = load_npy(&dir.join(format!("xv{b}.npy")));
+                let (sx, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let xs = [
+                    Tensor::from_vec(xv, &sv, &d).unwrap(),
+                    Tensor::from_vec(x, &sx, &d).unwrap(),
+                ];
+                let got = m.predict_many(&xs, 32).unwrap();
+                assert_eq!(got.len(), 2);
+                for (k, g) in got.iter().enumerate() {
+                    let (shape, want) = load_npy(&dir.join(format!("keras_multi_{b}_{k}.npy")));
+                    assert_eq!(g.shape(), shape.as_slice());
+                    let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+                    assert_close(
+                        &g.to_vec::<f32>().unwrap(),
+                        &want,
+                        tol,
+                        &format!("{file} output {k} on {d}, batch {b}"),
+                    );
+                }
+                let e = m.call(&xs[0], false).unwrap_err();
+                assert!(e.to_string().contains("call_many"), "{e}");
+                let e = m.predict_many(&xs[..1], 8).unwrap_err();
+                assert!(e.to_string().contains("2 inputs"), "{e}");
+            }
+        }
+    }
 
     // wgflow's functional models in Keras, and back in wgflow.
     let d = Device::Cpu;
@@ -1621,6 +1653,55 @@ fn keras_functional_models_both_ways() {
         }
     }
     assert!(out.contains("wg_branches.keras compiled Adam"), "{out}");
+
+    // wgflow's model of two inputs and two outputs in Keras, both formats.
+    let mut multi = two_towers(&d, 54);
+    let mut feeds = Vec::new();
+    for b in [1usize, 7, 64] {
+        let img = uniform(&[b, 28, 28, 1], 0.0, 1.0, 80 + b as u64, DType::F32);
+        let meta = uniform(&[b, 6], -1.0, 1.0, 90 + b as u64, DType::F32);
+        save_npy(&dir.join(format!("ximage{b}.npy")), &img);
+        save_npy(&dir.join(format!("xmeta{b}.npy")), &meta);
+        feeds.push((b, vec![meta, img]));
+    }
+    for ext in ["keras", "h5"] {
+        multi.save(dir.join(format!("wg_multi.{ext}"))).unwrap();
+    }
+    let out = run(
+        &python,
+        &[
+            "load",
+            dir.to_str().unwrap(),
+            "wg_multi.keras:xmeta+ximage",
+            "wg_multi.h5:xmeta+ximage",
+        ],
+    );
+    assert!(out.contains("OK"), "{out}");
+    for (b, xs) in &feeds {
+        let want = multi.predict_many(xs, 64).unwrap();
+        for ext in ["keras", "h5"] {
+            for (k, w) in want.iter().enumerate() {
+                let (shape, got) = load_npy(&dir.join(format!("kload_wg_multi_{ext}_{b}_{k}.npy")));
+                assert_eq!(shape, w.shape());
+                assert_close(
+                    &got,
+                    &w.to_vec::<f32>().unwrap(),
+                    1e-5,
+                    &format!("Keras on wg_multi.{ext} output {k}, batch {b}"),
+                );
+            }
+            let mut back = load_model_on(dir.join(format!("wg_multi.{ext}")), &d).unwrap();
+            assert_eq!(back.input_names(), ["meta", "image"]);
+            let again = back.predict_many(xs, 64).unwrap();
+            for (a, w) in again.iter().zip(&want) {
+                assert_eq!(
+                    a.to_vec::<f32>().unwrap(),
+                    w.to_vec::<f32>().unwrap(),
+                    "wg_multi.{ext} back in wgflow"
+                );
+            }
+        }
+    }
 }
 
 /// Recurrent layers both ways: Keras-trained LSTM, GRU (both reset forms)

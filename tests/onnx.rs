@@ -60,6 +60,44 @@ fn mlp(d: &Device) -> Sequential {
     m
 }
 
+/// A model of two inputs and two outputs: ONNX inputs named as its
+/// `Input`s, in the model's order, and both outputs as wgflow computes them.
+#[test]
+fn onnx_runtime_runs_models_of_several_inputs_and_outputs() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let mut model = two_towers(&d, 56);
+    let dir = tmp("multi-17");
+    let file = dir.join("model.onnx");
+    wgflow::onnx::export(&mut model, &file, 17).unwrap();
+    let mut wants = Vec::new();
+    for b in [1usize, 7, 64] {
+        let meta = uniform(&[b, 6], -1.0, 1.0, 50 + b as u64, DType::F32);
+        let image = uniform(&[b, 28, 28, 1], 0.0, 1.0, 60 + b as u64, DType::F32);
+        save_npy(&dir.join(format!("x{b}_meta.npy")), &meta);
+        save_npy(&dir.join(format!("x{b}_image.npy")), &image);
+        wants.push((b, model.call_many(&[meta, image], false).unwrap()));
+    }
+    let bs = [PathBuf::from("1"), PathBuf::from("7"), PathBuf::from("64")];
+    let mut args: Vec<&std::path::Path> = vec![&file, &dir];
+    args.extend(bs.iter().map(PathBuf::as_path));
+    let out = py(&python, "check_onnx.py", &args);
+    assert!(out.contains("OK"), "{out}");
+    assert!(out.contains("inputs ['meta', 'image']"), "{out}");
+    for (b, want) in &wants {
+        for (k, w) in want.iter().enumerate() {
+            let (shape, got) = load_npy(&dir.join(format!("ort{b}_{k}.npy")));
+            assert_eq!(shape, w.shape());
+            assert_close(
+                &got,
+                &w.to_vec::<f32>().unwrap(),
+                1e-4,
+                &format!("output {k}, batch {b}"),
+            );
+        }
+    }
+}
+
 #[test]
 fn onnx_runtime_matches_wgflow_at_opsets_13_and_17() {
     let Some(python) = python() else { return };

@@ -201,6 +201,52 @@ fn tensorflow_loads_wgflow_exports() {
     }
 }
 
+/// A functional model of two inputs and two outputs exports with its
+/// inputs named as its `Input`s (in the model's order) and outputs
+/// `output_0`, `output_1`: TensorFlow computes what wgflow does, and
+/// wgflow's own import of the export too.
+#[test]
+fn tensorflow_runs_models_of_several_inputs_and_outputs() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let mut model = two_towers(&d, 55);
+    let dir = tmp("tf-multi");
+    let export = dir.join("model");
+    model.export(&export).unwrap();
+    let mut wants = Vec::new();
+    for b in [1usize, 7, 64] {
+        let meta = uniform(&[b, 6], -1.0, 1.0, 30 + b as u64, DType::F32);
+        let image = images(b, 40 + b as u64);
+        save_npy(&dir.join(format!("x{b}_meta.npy")), &meta);
+        save_npy(&dir.join(format!("x{b}_image.npy")), &image);
+        let want = model.call_many(&[meta.clone(), image.clone()], false).unwrap();
+        wants.push((b, meta, image, want));
+    }
+    let out = py(&python, "check_wgflow_export.py", &[&export, &dir]);
+    assert!(out.contains("inputs['meta']"), "{out}");
+    assert!(out.contains("inputs['image']"), "{out}");
+    assert!(out.contains("outputs['output_1']"), "{out}");
+    let mut back = saved_model::load_with(&export, &["serve"], &d).unwrap();
+    for (b, meta, image, want) in &wants {
+        let theirs = back
+            .call("serving_default", &[("meta", meta.clone()), ("image", image.clone())])
+            .unwrap();
+        for (k, w) in want.iter().enumerate() {
+            let (shape, got) = load_npy(&dir.join(format!("tf{b}_output_{k}.npy")));
+            assert_eq!(shape, w.shape());
+            let w = w.to_vec::<f32>().unwrap();
+            assert_close(&got, &w, 1e-4, &format!("TensorFlow output {k}, batch {b}"));
+            let (_, mine) = theirs.iter().find(|(n, _)| *n == format!("output_{k}")).unwrap();
+            assert_close(
+                &mine.to_vec::<f32>().unwrap(),
+                &w,
+                1e-5,
+                &format!("wgflow's import, output {k}"),
+            );
+        }
+    }
+}
+
 /// A text model (`Embedding`, `Conv1D`, 1-D pooling) exports too:
 /// TensorFlow runs it on float token ids and gets wgflow's predictions.
 #[test]

@@ -140,6 +140,30 @@ impl ConcreteFunction {
         name: &str,
         inputs: &[TensorSpec],
         device: &Device,
+        f: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<ConcreteFunction> {
+        ConcreteFunction::trace_with(name, inputs, device, false, f)
+    }
+
+    /// [`ConcreteFunction::trace`] for inputs that share their first
+    /// dimension (a model's inputs share the batch): each unknown first
+    /// dimension takes the same stand-in sizes, so ops that join inputs
+    /// (a concatenation of two towers) trace, and shape attributes that
+    /// follow the batch follow the first input's.
+    pub fn trace_batched(
+        name: &str,
+        inputs: &[TensorSpec],
+        device: &Device,
+        f: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+    ) -> Result<ConcreteFunction> {
+        ConcreteFunction::trace_with(name, inputs, device, true, f)
+    }
+
+    fn trace_with(
+        name: &str,
+        inputs: &[TensorSpec],
+        device: &Device,
+        shared_batch: bool,
         mut f: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
     ) -> Result<ConcreteFunction> {
         let unknown: Vec<(usize, usize)> = inputs
@@ -178,6 +202,10 @@ impl ConcreteFunction {
                         .enumerate()
                         .map(|(a, d)| match d {
                             Some(d) => *d,
+                            // The batch: the first unknown first dimension's sizes.
+                            None if shared_batch && a == 0 => {
+                                unknown.iter().position(|&(_, b)| b == 0).map_or(1, |k| table[k])
+                            }
                             None => unknown.iter().position(|&u| u == (i, a)).map_or(1, |k| table[k]),
                         })
                         .collect()

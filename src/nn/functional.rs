@@ -19,8 +19,9 @@
 //! # Ok::<(), wgflow::Error>(())
 //! ```
 //!
-//! One input and one output: a model of several is an `Unimplemented`
-//! error, as [`crate::nn::Model::call`] takes one tensor.
+//! A model may take several inputs and give several outputs
+//! ([`Functional::build_multi`]); such a model runs with
+//! [`crate::nn::Model::call_many`] and [`crate::nn::Model::predict_many`].
 
 use super::layers::{Layer, unique_name};
 use super::model::Sequential;
@@ -54,6 +55,8 @@ pub struct Functional {
     owner: u64,
     layers: Vec<Box<dyn Layer>>,
     nodes: Vec<Node>,
+    /// The input nodes, in the order they were made, and their names.
+    inputs: Vec<(usize, String)>,
 }
 
 impl Default for Functional {
@@ -72,6 +75,7 @@ impl Functional {
             owner: OWNERS.fetch_add(1, Ordering::Relaxed),
             layers: Vec::new(),
             nodes: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 
@@ -81,24 +85,35 @@ impl Functional {
         self
     }
 
-    /// `keras.Input(shape)`: the model's input, examples of `shape` (batch
-    /// excluded).
-    ///
-    /// Returns [`Error::Unimplemented`] for a second input.
+    /// `keras.Input(shape)`: an input of the model, examples of `shape`
+    /// (batch excluded), named `input_layer`, `input_layer_1`, ... in the
+    /// order the inputs are made, which is the order the model takes them.
     pub fn input(&mut self, shape: &[usize]) -> Result<KerasTensor> {
-        if !self.nodes.is_empty() {
-            return Err(Error::Unimplemented {
-                what: "a functional model with several inputs".into(),
-                msg: "wgflow's models take one input tensor".into(),
-            });
+        let name = match self.inputs.len() {
+            0 => "input_layer".to_string(),
+            n => format!("input_layer_{n}"),
+        };
+        self.input_named(shape, &name)
+    }
+
+    /// `keras.Input(shape, name=name)`: [`Functional::input`] with a name
+    /// (the model's signature names its inputs so).
+    ///
+    /// Returns [`Error::InvalidArgument`] for an empty name or one already
+    /// given to an input.
+    pub fn input_named(&mut self, shape: &[usize], name: &str) -> Result<KerasTensor> {
+        if name.is_empty() || self.inputs.iter().any(|(_, n)| n == name) {
+            return Err(Error::arg(OP, format!("input name {name:?} is empty or already used")));
         }
         self.nodes.push(Node {
             layer: None,
             inputs: Vec::new(),
             shape: shape.to_vec(),
         });
+        let node = self.nodes.len() - 1;
+        self.inputs.push((node, name.to_string()));
         Ok(KerasTensor {
-            node: 0,
+            node,
             owner: self.owner,
         })
     }
@@ -172,33 +187,95 @@ impl Functional {
     /// Returns [`Error::InvalidArgument`] when the graph has no input, or
     /// two of its layers share a name (names identify layers in files).
     pub fn build(self, output: KerasTensor) -> Result<Sequential> {
-        self.shape(output)?;
+        let inputs: Vec<KerasTensor> = self
+            .inputs
+            .iter()
+            .map(|&(node, _)| KerasTensor {
+                node,
+                owner: self.owner,
+            })
+            .collect();
+        self.build_multi(&inputs, &[output])
+    }
+
+    /// `keras.Model(inputs=[...], outputs=[...])`: the model from `inputs`
+    /// (each made by [`Functional::input`], in the order the model takes
+    /// them) to `outputs`, as [`Functional::build`].
+    ///
+    /// Returns [`Error::InvalidArgument`] for no inputs or outputs, an
+    /// input listed twice or that is not an `Input`, an output that does
+    /// not follow from the inputs, or two layers of one name.
+    pub fn build_multi(self, inputs: &[KerasTensor], outputs: &[KerasTensor]) -> Result<Sequential> {
+        for t in inputs.iter().chain(outputs) {
+            self.shape(*t)?;
+        }
+        let mut named = Vec::with_capacity(inputs.len());
+        for t in inputs {
+            let name = self
+                .inputs
+                .iter()
+                .find(|(n, _)| *n == t.node)
+                .map(|(_, name)| name.clone())
+                .ok_or_else(|| Error::arg(OP, "a model input is not an Input of the graph"))?;
+            if named.iter().any(|(n, _)| *n == t.node) {
+                return Err(Error::arg(OP, format!("input {name:?} is listed twice")));
+            }
+            named.push((t.node, name));
+        }
         let name = if self.name.is_empty() {
             unique_name("functional")
         } else {
             self.name
         };
-        Ok(assemble(&name, self.layers, self.nodes, output.node)?.0)
+        let outs: Vec<usize> = outputs.iter().map(|t| t.node).collect();
+        Ok(assemble(&name, self.layers, self.nodes, &named, &outs)?.0)
     }
 }
 
-/// The functional model of `layers` and their calls `nodes` (node 0 the
-/// input), from the input to node `output`: layers put in Keras' order,
-/// calls that do not lead to the output left out. Also gives, for each
-/// layer of the model, its index in `layers`.
+/// The functional model of `layers` and their calls `nodes`, from the
+/// input nodes `inputs` (with their names, in the model's order) to the
+/// nodes `outputs`: layers put in Keras' order, calls that do not lead to
+/// an output left out. Also gives, for each layer of the model, its index
+/// in `layers`.
 ///
-/// Returns [`Error::InvalidArgument`] when the graph has no input, or two
-/// of its layers share a name (names identify layers in files).
+/// Returns [`Error::InvalidArgument`] when the graph has no input or no
+/// output, an output needs an input that is not listed, or two of its
+/// layers share a name (names identify layers in files).
 pub(crate) fn assemble(
     name: &str,
     layers: Vec<Box<dyn Layer>>,
     all: Vec<Node>,
-    output: usize,
+    inputs: &[(usize, String)],
+    outputs: &[usize],
 ) -> Result<(Sequential, Vec<usize>)> {
-    if all.first().is_none_or(|n| n.layer.is_some()) || output >= all.len() {
+    if inputs.is_empty()
+        || inputs
+            .iter()
+            .any(|(i, _)| all.get(*i).is_none_or(|n| n.layer.is_some()))
+    {
         return Err(Error::arg(OP, "the graph has no input: call Functional::input first"));
     }
-    let (keep, order) = keras_order(&all, output);
+    if outputs.is_empty() || outputs.iter().any(|&o| o >= all.len()) {
+        return Err(Error::arg(OP, "the model has no output in the graph"));
+    }
+    let (mut keep, order) = keras_order(&all, outputs);
+    for (i, n) in all.iter().enumerate() {
+        if keep[i] && n.layer.is_none() && !inputs.iter().any(|(j, _)| *j == i) {
+            return Err(Error::arg(
+                OP,
+                "an output depends on an Input that is not among the model's inputs",
+            ));
+        }
+    }
+    for (i, _) in inputs {
+        keep[*i] = true;
+    }
+    let mut names = std::collections::HashSet::new();
+    for (_, n) in inputs {
+        if !names.insert(n.clone()) {
+            return Err(Error::arg(OP, format!("two inputs are named {n:?}")));
+        }
+    }
     // New indices: kept nodes in the order they were made, layers in
     // Keras' order.
     let mut node_at = vec![usize::MAX; all.len()];
@@ -229,9 +306,8 @@ pub(crate) fn assemble(
     for &old in &order {
         kept.push(slots.get_mut(old).and_then(Option::take).ok_or_else(|| missing(old))?);
     }
-    let mut names = std::collections::HashSet::new();
     for l in &kept {
-        if !names.insert(l.name().to_string()) || l.name() == "input_layer" {
+        if !names.insert(l.name().to_string()) {
             return Err(Error::arg(
                 OP,
                 format!(
@@ -241,8 +317,12 @@ pub(crate) fn assemble(
             ));
         }
     }
+    // An input no output needs is kept (Keras keeps it too): the model
+    // still takes it.
     let topo = Topology {
-        output: node_at[output],
+        inputs: inputs.iter().map(|(i, _)| node_at[*i]).collect(),
+        input_names: inputs.iter().map(|(_, n)| n.clone()).collect(),
+        outputs: outputs.iter().map(|&o| node_at[o]).collect(),
         nodes,
     };
     Ok((Sequential::from_topology(name, kept, topo), order))
@@ -254,13 +334,14 @@ pub(crate) fn assemble(
 /// first meets each layer. Keras numbers a file's weight groups in this
 /// order, so a model written here loads in Keras with each weight in
 /// place.
-pub(crate) fn keras_order(nodes: &[Node], output: usize) -> (Vec<bool>, Vec<usize>) {
+pub(crate) fn keras_order(nodes: &[Node], outputs: &[usize]) -> (Vec<bool>, Vec<usize>) {
     let n = nodes.len();
     let mut finished = vec![false; n];
     let mut post = Vec::new();
     let mut first_seen: Vec<(Option<usize>, usize)> = Vec::new();
-    // An explicit stack: (node, next input to visit).
-    let mut stack = vec![(output, 0usize)];
+    // An explicit stack: (node, next input to visit); the outputs walked
+    // in order, as Keras' `_build_map` does.
+    let mut stack: Vec<(usize, usize)> = outputs.iter().rev().map(|&o| (o, 0)).collect();
     while let Some(top) = stack.len().checked_sub(1) {
         let (i, next) = stack[top];
         if next == 0 {
@@ -353,12 +434,84 @@ mod tests {
             f.call(Dense::new(2), &[y]),
             Err(Error::InvalidArgument { .. })
         ));
-        assert!(matches!(f.input(&[3]), Err(Error::Unimplemented { .. })));
         assert!(matches!(f.call(Dense::new(2), &[x, x]), Err(Error::Shape { .. })));
         let z = f.call(Dense::new(5), &[x]).unwrap();
         assert!(matches!(f.call(Add::new(), &[x, z]), Err(Error::Shape { .. })));
         assert!(matches!(f.call(Concatenate::new(0), &[x, z]), Err(Error::Shape { .. })));
         let id = f.layer(Dense::new(2));
         assert!(matches!(g.apply(id, &[y]), Err(Error::InvalidArgument { .. })));
+    }
+
+    /// Several inputs and outputs: the model takes its inputs in the order
+    /// `build_multi` lists them and checks each; what cannot be a model is
+    /// an error.
+    #[test]
+    fn several_inputs_and_outputs() {
+        use crate::nn::model::Model;
+        use crate::runtime::Device;
+        let d = Device::Cpu;
+        let t = |v: Vec<f32>, s: &[usize]| crate::tensor::Tensor::from_vec(v, s, &d).unwrap();
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        let b = f.input_named(&[3], "b").unwrap();
+        assert!(matches!(f.input_named(&[3], "b"), Err(Error::InvalidArgument { .. })));
+        let c = f.call(Concatenate::new(-1), &[a, b]).unwrap();
+        let sum = f.call(Add::new(), &[b, b]).unwrap();
+        let mut m = f.build_multi(&[b, a], &[c, sum, c]).unwrap();
+        assert_eq!(m.input_names(), ["b", "input_layer"]);
+        let ys = m
+            .call_many(&[t(vec![1.0, 2.0, 3.0], &[1, 3]), t(vec![4.0, 5.0], &[1, 2])], false)
+            .unwrap();
+        assert_eq!(ys.len(), 3);
+        assert_eq!(ys[0].to_vec::<f32>().unwrap(), [4.0, 5.0, 1.0, 2.0, 3.0]);
+        assert_eq!(ys[1].to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
+        assert_eq!(ys[2].to_vec::<f32>().unwrap(), ys[0].to_vec::<f32>().unwrap());
+        // Swapped inputs, a missing one, one tensor through `call`.
+        let swapped = [t(vec![4.0, 5.0], &[1, 2]), t(vec![1.0, 2.0, 3.0], &[1, 3])];
+        assert!(matches!(m.call_many(&swapped, false), Err(Error::Shape { .. })));
+        assert!(matches!(
+            m.call_many(&swapped[..1], false),
+            Err(Error::InvalidArgument { .. })
+        ));
+        assert!(matches!(m.call(&swapped[0], false), Err(Error::InvalidArgument { .. })));
+        assert!(m.summary().contains("b (InputLayer)"), "{}", m.summary());
+        // A layer added after the outputs has no one output to take.
+        m.push(Dense::new(1));
+        assert!(matches!(
+            m.call_many(&swapped, false),
+            Err(Error::InvalidArgument { .. })
+        ));
+
+        // An output that needs an input the model does not list; an input
+        // listed twice; a layer output given as an input.
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        let b = f.input(&[2]).unwrap();
+        let s = f.call(Add::new(), &[a, b]).unwrap();
+        assert!(matches!(f.build_multi(&[a], &[s]), Err(Error::InvalidArgument { .. })));
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        let h = f.call(Dense::new(2), &[a]).unwrap();
+        assert!(matches!(
+            f.build_multi(&[a, a], &[h]),
+            Err(Error::InvalidArgument { .. })
+        ));
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        let h = f.call(Dense::new(2), &[a]).unwrap();
+        assert!(matches!(f.build_multi(&[h], &[h]), Err(Error::InvalidArgument { .. })));
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        assert!(matches!(f.build_multi(&[a], &[]), Err(Error::InvalidArgument { .. })));
+        // An input no output needs stays an input of the model.
+        let mut f = Functional::new();
+        let a = f.input(&[2]).unwrap();
+        let unused = f.input(&[4]).unwrap();
+        let h = f.call(Dense::new(1), &[a]).unwrap();
+        let mut m = f.build_multi(&[a, unused], &[h]).unwrap();
+        let ys = m
+            .call_many(&[t(vec![1.0, 2.0], &[1, 2]), t(vec![0.0; 4], &[1, 4])], false)
+            .unwrap();
+        assert_eq!(ys[0].shape(), &[1, 1]);
     }
 }

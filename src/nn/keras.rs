@@ -155,8 +155,14 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     let keys = layer_keys(&classes, functional);
     let mut weights = hdf5_pure::FileBuilder::new();
     let mut group = weights.create_group("layers");
-    if functional {
-        let mut lg = group.create_group("input_layer");
+    // Keras keys its InputLayers' (empty) groups as it keys any class.
+    for k in 0..model.topology().map_or(0, |g| g.inputs.len()) {
+        let key = if k == 0 {
+            "input_layer".to_string()
+        } else {
+            format!("input_layer_{k}")
+        };
+        let mut lg = group.create_group(&key);
         let vars = lg.create_group("vars").finish();
         lg.add_group(vars);
         group.add_group(lg.finish());
@@ -481,6 +487,8 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         .as_array()
         .ok_or_else(|| bad(path, "the model config has no layer list"))?;
     let mut input: Option<Vec<usize>> = None;
+    // Each InputLayer's shape, by config entry (a functional model may have several).
+    let mut input_shapes: Vec<Option<Vec<usize>>> = Vec::new();
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut classes: Vec<&str> = Vec::new();
     let mut bn_axes: Vec<Option<i64>> = Vec::new();
@@ -491,16 +499,22 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         let c = &lc["config"];
         classes.push(class);
         if class == "InputLayer" {
-            if input.is_some() {
-                return Err(Error::Unimplemented {
-                    what: "a Keras model with several inputs".into(),
-                    msg: format!("{}: wgflow's models take one input tensor", path.display()),
-                });
+            if input.is_some() && !functional {
+                return Err(bad(path, "a Sequential model with two InputLayers"));
             }
-            input = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
+            let shape = shape_of(c.get("batch_shape").or(c.get("batch_input_shape")), true)
                 .or_else(|| shape_of(c.get("shape"), false));
+            if functional && shape.is_none() {
+                let name = lc["name"].as_str().or(c["name"].as_str()).unwrap_or("?");
+                return Err(bad(path, format!("InputLayer {name} has no shape")));
+            }
+            if input.is_none() {
+                input = shape.clone();
+            }
+            input_shapes.push(shape);
             continue;
         }
+        input_shapes.push(None);
         // Keras 2 puts the input shape on the first layer.
         if input.is_none() && !functional {
             input = shape_of(c.get("batch_input_shape"), true);
@@ -527,7 +541,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
             .iter()
             .map(|l| l["name"].as_str().or(l["config"]["name"].as_str()).unwrap_or_default())
             .collect();
-        let graph = graph_from_config(cfg, &names, &classes, &layers, &input).map_err(|e| bad(path, e))?;
+        let graph = graph_from_config(cfg, &names, &classes, &layers, &input_shapes).map_err(|e| bad(path, e))?;
         let firsts = (0..layers.len())
             .map(|l| {
                 graph
@@ -542,7 +556,8 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         // Keras rebuilds the graph and numbers the weight groups in its
         // order (the InputLayer first), whatever the order of the list.
         let name = cfg["name"].as_str().unwrap_or("functional");
-        let (model, order) = super::functional::assemble(name, layers, graph.nodes, graph.output)?;
+        let inputs: Vec<(usize, String)> = graph.inputs.iter().copied().zip(graph.input_names).collect();
+        let (model, order) = super::functional::assemble(name, layers, graph.nodes, &inputs, &graph.outputs)?;
         let ordered: Vec<&str> = order
             .iter()
             .map(|&i| layer_classes.get(i).copied().unwrap_or_default())
@@ -558,7 +573,10 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         check_bn_axes(&layers, &bn_axes, &firsts).map_err(|e| bad(path, e))?;
         (Sequential::from_layers(layers), layer_keys(&layer_classes, false))
     };
-    model.build(&input, device)?;
+    match model.topology().map(|g| g.input_shapes()) {
+        Some(shapes) => model.build_many(&shapes, device)?,
+        None => model.build(&input, device)?,
+    }
     Ok((model, keys))
 }
 
@@ -642,7 +660,7 @@ fn graph_from_config(
     names: &[&str],
     classes: &[&str],
     layers: &[Box<dyn Layer>],
-    input: &[usize],
+    input_shapes: &[Option<Vec<usize>>],
 ) -> std::result::Result<Topology, String> {
     use std::collections::{HashMap, VecDeque};
     // Config entry -> index among the layers (None: the InputLayer).
@@ -668,10 +686,15 @@ fn graph_from_config(
         let calls = lc["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
         if index[i].is_none() {
             nodes_of.insert(names[i], vec![nodes.len()]);
+            let shape = input_shapes
+                .get(i)
+                .cloned()
+                .flatten()
+                .ok_or("an InputLayer without a shape")?;
             nodes.push(Node {
                 layer: None,
                 inputs: Vec::new(),
-                shape: input.to_vec(),
+                shape,
             });
             pending.push(VecDeque::new());
             continue;
@@ -737,25 +760,39 @@ fn graph_from_config(
     }
     let refs_in = tensor_refs(&cfg["input_layers"])?;
     let refs_out = tensor_refs(&cfg["output_layers"])?;
-    if refs_in.len() != 1 || refs_out.len() != 1 {
-        return Err(format!(
-            "a model of {} inputs and {} outputs: wgflow's models take one input and give one output",
-            refs_in.len(),
-            refs_out.len()
-        ));
+    if refs_in.is_empty() || refs_out.is_empty() {
+        return Err("the model lists no inputs or no outputs".into());
     }
-    let (out_name, out_node, out_tensor) = &refs_out[0];
-    let output = nodes_of
-        .get(out_name.as_str())
-        .and_then(|v| v.get(*out_node))
-        .copied()
-        .filter(|_| *out_tensor == 0)
-        .ok_or_else(|| format!("the output {:?} is not a call in the graph", refs_out[0]))?;
-    let (in_name, ..) = &refs_in[0];
-    if classes.get(names.iter().position(|n| n == in_name).unwrap_or(usize::MAX)) != Some(&"InputLayer") {
-        return Err(format!("the input {in_name:?} is not the model's InputLayer"));
+    let mut outputs = Vec::with_capacity(refs_out.len());
+    for r in &refs_out {
+        let (out_name, out_node, out_tensor) = r;
+        let o = nodes_of
+            .get(out_name.as_str())
+            .and_then(|v| v.get(*out_node))
+            .copied()
+            .filter(|_| *out_tensor == 0)
+            .ok_or_else(|| format!("the output {r:?} is not a call in the graph"))?;
+        outputs.push(o);
     }
-    Ok(Topology { nodes, output })
+    let mut inputs = Vec::with_capacity(refs_in.len());
+    let mut input_names = Vec::with_capacity(refs_in.len());
+    for (in_name, ..) in &refs_in {
+        let at = names.iter().position(|n| n == in_name).unwrap_or(usize::MAX);
+        let node = nodes_of.get(in_name.as_str()).and_then(|v| v.first()).copied();
+        match (classes.get(at), node) {
+            (Some(&"InputLayer"), Some(n)) if !inputs.contains(&n) => {
+                inputs.push(n);
+                input_names.push(in_name.clone());
+            }
+            _ => return Err(format!("the input {in_name:?} is not one of the model's InputLayers")),
+        }
+    }
+    Ok(Topology {
+        nodes,
+        inputs,
+        input_names,
+        outputs,
+    })
 }
 
 /// Copies a stored weight into `var`, checking its shape.
@@ -975,14 +1012,18 @@ fn policy_sources(model: &Sequential) -> Vec<Option<usize>> {
     let Some(g) = model.topology() else {
         return (0..=n).map(|i| i.checked_sub(1)).collect();
     };
-    let mut out = vec![None];
+    // Entries: the InputLayers, then the layers.
+    let k = g.inputs.len();
+    let mut out = vec![None; k];
     for l in 0..n {
         let src = g
             .nodes_of(l)
             .next()
             .and_then(|(_, node)| node.inputs.first())
-            .and_then(|&j| g.nodes.get(j))
-            .map(|p| p.layer.map_or(0, |pl| pl + 1));
+            .and_then(|&j| match g.nodes.get(j)?.layer {
+                Some(pl) => Some(k + pl),
+                None => g.inputs.iter().position(|&i| i == j),
+            });
         out.push(src);
     }
     out
@@ -999,21 +1040,28 @@ fn keras_tensor(name: &str, node: usize, shape: &[usize]) -> Value {
 /// functional model each with its name and calls (`inbound_nodes`).
 fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Vec<Value>> {
     let g = model.topology();
-    let mut input_cfg = json!({"batch_shape": batch_shape(input), "dtype": "float32", "sparse": false,
-                               "ragged": false, "name": "input_layer"});
-    if !legacy {
-        input_cfg["optional"] = false.into();
+    let inputs: Vec<(String, Vec<usize>)> = match g {
+        Some(g) => g.input_names.iter().cloned().zip(g.input_shapes()).collect(),
+        None => vec![("input_layer".to_string(), input.to_vec())],
+    };
+    let mut out = Vec::new();
+    for (name, shape) in &inputs {
+        let mut input_cfg = json!({"batch_shape": batch_shape(shape), "dtype": "float32", "sparse": false,
+                                   "ragged": false, "name": name});
+        if !legacy {
+            input_cfg["optional"] = false.into();
+        }
+        let mut entry = json!({"class_name": "InputLayer", "config": input_cfg});
+        if !legacy {
+            entry["module"] = "keras.layers".into();
+            entry["registered_name"] = Value::Null;
+        }
+        if g.is_some() {
+            entry["name"] = name.as_str().into();
+            entry["inbound_nodes"] = json!([]);
+        }
+        out.push(entry);
     }
-    let mut first = json!({"class_name": "InputLayer", "config": input_cfg});
-    if !legacy {
-        first["module"] = "keras.layers".into();
-        first["registered_name"] = Value::Null;
-    }
-    if g.is_some() {
-        first["name"] = "input_layer".into();
-        first["inbound_nodes"] = json!([]);
-    }
-    let mut out = vec![first];
     let names: Vec<String> = model.layers().iter().map(|l| l.name().to_string()).collect();
     let mut shape = input.to_vec();
     for (i, layer) in model.layers().iter().enumerate() {
@@ -1035,7 +1083,7 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
                 for (_, node) in g.nodes_of(i) {
                     let mut args = Vec::new();
                     for &j in &node.inputs {
-                        let (from, k) = g.history(j, &names, "input_layer")?;
+                        let (from, k) = g.history(j, &names)?;
                         let s = g.nodes.get(j).map(|n| n.shape.as_slice()).unwrap_or_default();
                         args.push(keras_tensor(from, k, s));
                     }
@@ -1077,8 +1125,19 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
 fn model_graph_refs(model: &Sequential) -> Result<Option<(Value, Value)>> {
     let Some(g) = model.topology() else { return Ok(None) };
     let names: Vec<String> = model.layers().iter().map(|l| l.name().to_string()).collect();
-    let (out, k) = g.history(g.output, &names, "input_layer")?;
-    Ok(Some((json!(["input_layer", 0, 0]), json!([out, k, 0]))))
+    let refs = |nodes: &[usize]| -> Result<Value> {
+        let mut all = Vec::with_capacity(nodes.len());
+        for &i in nodes {
+            let (name, k) = g.history(i, &names)?;
+            all.push(json!([name, k, 0]));
+        }
+        // One tensor is written as itself, several as a list.
+        Ok(match <[Value; 1]>::try_from(all) {
+            Ok([one]) => one,
+            Err(all) => Value::Array(all),
+        })
+    };
+    Ok(Some((refs(&g.inputs)?, refs(&g.outputs)?)))
 }
 
 /// Keras' `compile_config`: optimizer, loss and the metrics that have a

@@ -195,27 +195,65 @@ pub trait Model {
         (Vec::new(), None)
     }
 
+    /// The forward pass of a model of several inputs or outputs (a
+    /// functional one from [`crate::nn::Functional::build_multi`]): one
+    /// tensor per input in, one per output out, in the model's order. For
+    /// a model of one input and one output it is [`Model::call`].
+    ///
+    /// Returns [`Error::InvalidArgument`] for a count of tensors other than
+    /// the model's inputs, and the errors of the layers.
+    fn call_many(&mut self, xs: &[Tensor], training: bool) -> Result<Vec<Tensor>> {
+        match xs {
+            [x] => Ok(vec![self.call(x, training)?]),
+            _ => Err(Error::arg(
+                "Model.call",
+                format!("model {} takes one input, {} given", self.name(), xs.len()),
+            )),
+        }
+    }
+
+    /// The per-example shape of each input, once known (built or called):
+    /// one for most models.
+    fn input_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        let (_, input) = self.summary_layers();
+        input.map(|s| vec![s])
+    }
+
+    /// The names the serving signature gives the inputs: `inputs` for a
+    /// model of one input, else the names of its `Input`s.
+    fn input_names(&self) -> Vec<String> {
+        vec!["inputs".into()]
+    }
+
     /// The inference pass (`training=false`) as a function of one input
     /// `inputs` whose batch dimension is unknown, its output `output_0`:
     /// what [`Model::export`] writes as the `serving_default` signature.
-    /// The model must be built (or called once) so its input shape is known.
+    /// A model of several inputs takes them by their [`Model::input_names`]
+    /// and gives `output_0`, `output_1`, ... The model must be built (or
+    /// called once) so its input shapes are known.
     fn serving_function(&mut self) -> Result<ConcreteFunction>
     where
         Self: Sized,
     {
-        let (_, input) = self.summary_layers();
-        let input = input.ok_or_else(|| {
+        let inputs = self.input_shapes().ok_or_else(|| {
             Error::arg(
                 "Model.export",
                 "the model's input shape is unknown: build it (model.build) or call it once first",
             )
         })?;
-        let mut shape = vec![None];
-        shape.extend(input.iter().map(|&d| Some(d)));
-        let spec = TensorSpec::new(&shape, crate::core::dtype::DType::F32).named("inputs");
+        let names = self.input_names();
+        let specs: Vec<TensorSpec> = inputs
+            .iter()
+            .zip(&names)
+            .map(|(input, name)| {
+                let mut shape = vec![None];
+                shape.extend(input.iter().map(|&d| Some(d)));
+                TensorSpec::new(&shape, crate::core::dtype::DType::F32).named(name)
+            })
+            .collect();
         let device = self.device()?;
         let name = self.name();
-        ConcreteFunction::trace(&name, &[spec], &device, |x| Ok(vec![self.call(&x[0], false)?]))
+        ConcreteFunction::trace_batched(&name, &specs, &device, |x| self.call_many(x, false))
     }
 
     /// Keras' `model.export(dir)`: the model's inference pass as a
@@ -527,6 +565,51 @@ pub trait Model {
         layout::concat(&outs.iter().collect::<Vec<_>>(), 0)
     }
 
+    /// `model.predict([x1, x2, ...])` for a model of several inputs or
+    /// outputs: one tensor per input (matching first dimensions), one per
+    /// output, each batch by batch in inference mode and concatenated.
+    /// For a model of one input and one output it is [`Model::predict`].
+    ///
+    /// Returns [`Error::InvalidArgument`] if the inputs have no rows or
+    /// differing row counts, or `batch_size` is 0.
+    fn predict_many(&mut self, xs: &[Tensor], batch_size: usize) -> Result<Vec<Tensor>>
+    where
+        Self: Sized,
+    {
+        let device = self.device()?;
+        let eager = self.run_eagerly();
+        let ds = Dataset::from_tensor_slices(xs)?.batch(batch_size, false)?;
+        let mut traced = match self.compiled().as_mut() {
+            Some(c) => std::mem::replace(&mut c.predict_function, Traced::new("predict_step")),
+            None => Traced::new("predict_step"),
+        };
+        let mut outs: Vec<Vec<Tensor>> = Vec::new();
+        let r = (|| -> Result<()> {
+            for b in ds.iter()? {
+                let bx = b?.iter().map(|t| t.to_device(&device)).collect::<Result<Vec<_>>>()?;
+                let mut step = |a: &[Tensor]| -> Result<Vec<Tensor>> { without_recording(|| self.call_many(a, false)) };
+                let ys = if eager { step(&bx)? } else { traced.call(&bx, step)? };
+                if outs.is_empty() {
+                    outs = ys.iter().map(|_| Vec::new()).collect();
+                }
+                for (o, y) in outs.iter_mut().zip(ys) {
+                    o.push(y);
+                }
+            }
+            Ok(())
+        })();
+        if let Some(c) = self.compiled().as_mut() {
+            c.predict_function = traced;
+        }
+        r?;
+        if outs.is_empty() {
+            return Err(Error::arg("predict", "no input rows"));
+        }
+        outs.iter()
+            .map(|o| layout::concat(&o.iter().collect::<Vec<_>>(), 0))
+            .collect()
+    }
+
     /// For a functional model, each layer of `summary_layers` with the
     /// output shape of its first call and the tensors its calls take
     /// (`dense[0][0]`); `None` for other models.
@@ -558,12 +641,21 @@ pub trait Model {
             if graph.is_some() { "Connected to" } else { "" }
         );
         if let Some(graph) = &graph {
-            out += &format!(
-                " {:<28}{:<26}{:<10}-\n",
-                "input_layer (InputLayer)",
-                shown(input.as_deref()),
-                0
-            );
+            let mut names = self.input_names();
+            if names.len() == 1 {
+                names = vec!["input_layer".into()];
+            }
+            let shapes = self
+                .input_shapes()
+                .unwrap_or_else(|| vec![input.clone().unwrap_or_default()]);
+            for (name, shape) in names.iter().zip(&shapes) {
+                out += &format!(
+                    " {:<28}{:<26}{:<10}-\n",
+                    format!("{name} (InputLayer)"),
+                    shown(Some(shape)),
+                    0
+                );
+            }
             for (l, (shape, from)) in layers.iter().zip(graph) {
                 let name = format!("{} ({})", l.name(), l.kind());
                 out += &format!(
@@ -1035,6 +1127,8 @@ pub struct Sequential {
     input_shape: Option<Vec<usize>>,
     compiled: Option<Compiled>,
     graph: Option<Topology>,
+    /// Why a layer could not be added (see [`Sequential::push`]).
+    broken: Option<String>,
 }
 
 impl Sequential {
@@ -1051,6 +1145,7 @@ impl Sequential {
             input_shape: None,
             compiled: None,
             graph: None,
+            broken: None,
         }
     }
 
@@ -1062,6 +1157,7 @@ impl Sequential {
             input_shape: Some(graph.input_shape().to_vec()),
             compiled: None,
             graph: Some(graph),
+            broken: None,
         }
     }
 
@@ -1084,17 +1180,35 @@ impl Sequential {
     }
 
     /// Appends `layer` (`model.add(layer)` on a model held by reference).
+    ///
+    /// On a functional model of several outputs the layer has no one
+    /// output to take: it is not added, and the model's next `build`,
+    /// `call` or `save` says so.
     pub fn push(&mut self, layer: impl Layer + 'static) {
-        self.layers.push(Box::new(layer));
         if let Some(g) = &mut self.graph {
             // The shape is worked out again (with its error) by `build`.
-            let last = self.layers.len() - 1;
-            let shape = g
-                .nodes
-                .get(g.output)
-                .and_then(|n| self.layers[last].output_shape(&n.shape).ok())
-                .unwrap_or_default();
-            g.push(last, shape);
+            let last = self.layers.len();
+            let shape = match g.outputs.as_slice() {
+                [o] => g
+                    .nodes
+                    .get(*o)
+                    .and_then(|n| layer.output_shape(&n.shape).ok())
+                    .unwrap_or_default(),
+                _ => Vec::new(),
+            };
+            if let Err(e) = g.push(last, shape) {
+                self.broken = Some(e.to_string());
+                return;
+            }
+        }
+        self.layers.push(Box::new(layer));
+    }
+
+    /// The error of an earlier `push` that could not add its layer.
+    fn check_pushed(&self) -> Result<()> {
+        match &self.broken {
+            Some(e) => Err(Error::arg("Model", e.clone())),
+            None => Ok(()),
         }
     }
 
@@ -1125,7 +1239,18 @@ impl Sequential {
     /// Returns [`Error::Shape`] when a layer cannot take what reaches it, or
     /// (for a functional model) `input_shape` is not the model's.
     pub fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        self.check_pushed()?;
         if let Some(g) = &mut self.graph {
+            if g.inputs.len() != 1 {
+                return Err(Error::arg(
+                    "Model.build",
+                    format!(
+                        "functional model {} takes {} inputs: build it with build_many",
+                        self.name,
+                        g.inputs.len()
+                    ),
+                ));
+            }
             if input_shape != g.input_shape() {
                 return Err(Error::shape(
                     "Model.build",
@@ -1147,7 +1272,43 @@ impl Sequential {
         Ok(())
     }
 
-    /// The per-example input shape the model was built for, if built.
+    /// [`Sequential::build`] for a functional model of several inputs:
+    /// `input_shapes` must be its `Input`s' shapes, in order.
+    ///
+    /// Returns [`Error::Shape`] when they are not.
+    pub fn build_many(&mut self, input_shapes: &[Vec<usize>], device: &Device) -> Result<()> {
+        self.check_pushed()?;
+        match &mut self.graph {
+            Some(g) => {
+                if input_shapes != g.input_shapes().as_slice() {
+                    let want = g.input_shapes();
+                    let mut all: Vec<&[usize]> = input_shapes.iter().map(Vec::as_slice).collect();
+                    all.extend(want.iter().map(Vec::as_slice));
+                    return Err(Error::shape(
+                        "Model.build",
+                        &all,
+                        format!("functional model {} takes examples of its Inputs' shapes", self.name),
+                    ));
+                }
+                g.refresh_shapes(&self.layers)?;
+                g.build(&mut self.layers, device)
+            }
+            None => match input_shapes {
+                [s] => self.build(s, device),
+                _ => Err(Error::arg(
+                    "Model.build",
+                    format!(
+                        "model {} takes one input, {} shapes given",
+                        self.name,
+                        input_shapes.len()
+                    ),
+                )),
+            },
+        }
+    }
+
+    /// The per-example input shape the model was built for, if built (the
+    /// first input's, for a model of several).
     pub fn input_shape(&self) -> Option<&[usize]> {
         self.input_shape.as_deref()
     }
@@ -1188,31 +1349,79 @@ impl Default for Sequential {
     }
 }
 
+/// Under a float16 or bfloat16 policy the last layer computes in 16 bits;
+/// the model's output (and so the loss) is f32.
+fn f32_output(h: Tensor) -> Result<Tensor> {
+    if !h.dtype().is_half() {
+        return Ok(h);
+    }
+    let logits = h.logits().cloned();
+    let h = h.cast(DType::F32)?;
+    Ok(match logits {
+        Some(l) => h.with_logits(&l),
+        None => h,
+    })
+}
+
 impl Model for Sequential {
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
-        if self.input_shape.is_none() && x.rank() >= 1 {
+        self.check_pushed()?;
+        if let Some(g) = &self.graph
+            && (g.inputs.len() != 1 || g.outputs.len() != 1)
+        {
+            return Err(Error::arg(
+                "Model.call",
+                format!(
+                    "functional model {} takes {} inputs and gives {} outputs: use call_many and predict_many",
+                    self.name,
+                    g.inputs.len(),
+                    g.outputs.len()
+                ),
+            ));
+        }
+        let mut out = self.call_many(std::slice::from_ref(x), training)?;
+        out.pop()
+            .ok_or_else(|| Error::arg("Model.call", "the model gave no output"))
+    }
+
+    fn call_many(&mut self, xs: &[Tensor], training: bool) -> Result<Vec<Tensor>> {
+        self.check_pushed()?;
+        if let (None, [x]) = (&self.input_shape, xs)
+            && x.rank() >= 1
+        {
             self.input_shape = Some(x.shape()[1..].to_vec());
         }
-        let mut h = match &self.graph {
-            Some(g) => g.call(&mut self.layers, x, training)?,
+        let hs = match &self.graph {
+            Some(g) => g.call(&mut self.layers, xs, training)?,
             None => {
+                let [x] = xs else {
+                    return Err(Error::arg(
+                        "Model.call",
+                        format!("model {} takes one input, {} given", self.name, xs.len()),
+                    ));
+                };
                 let mut h = x.clone();
                 for l in self.layers.iter_mut() {
                     h = l.call(&h, training)?;
                 }
-                h
+                vec![h]
             }
         };
-        // Under a float16 or bfloat16 policy the last layer computes in 16
-        // bits; the model's output (and so the loss) is f32.
-        if h.dtype().is_half() {
-            let logits = h.logits().cloned();
-            h = h.cast(DType::F32)?;
-            if let Some(l) = logits {
-                h = h.with_logits(&l);
-            }
+        hs.into_iter().map(f32_output).collect()
+    }
+
+    fn input_shapes(&self) -> Option<Vec<Vec<usize>>> {
+        match &self.graph {
+            Some(g) => Some(g.input_shapes()),
+            None => self.input_shape.clone().map(|s| vec![s]),
         }
-        Ok(h)
+    }
+
+    fn input_names(&self) -> Vec<String> {
+        match &self.graph {
+            Some(g) if g.inputs.len() > 1 => g.input_names.clone(),
+            _ => vec!["inputs".into()],
+        }
     }
 
     fn named_variables(&self) -> Vec<(String, Variable)> {
@@ -1252,7 +1461,7 @@ impl Model for Sequential {
                         shape = n.shape.clone();
                     }
                     for &j in &n.inputs {
-                        if let Ok((name, node)) = g.history(j, &names, "input_layer") {
+                        if let Ok((name, node)) = g.history(j, &names) {
                             from.push(format!("{name}[{node}][0]"));
                         }
                     }

@@ -20,41 +20,90 @@ pub(crate) struct Node {
 }
 
 /// A functional model's graph: nodes in the order they were made (each
-/// after its inputs; node 0 the input) and the output node.
+/// after its inputs), the input nodes (layer `None`) in the order the
+/// model takes them, with their Keras names, and the output nodes in the
+/// order it gives them.
 #[derive(Clone, Debug)]
 pub(crate) struct Topology {
     pub nodes: Vec<Node>,
-    pub output: usize,
+    pub inputs: Vec<usize>,
+    pub input_names: Vec<String>,
+    pub outputs: Vec<usize>,
 }
 
 impl Topology {
-    /// The input's shape per example.
+    /// The first input's shape per example.
     pub fn input_shape(&self) -> &[usize] {
-        self.nodes.first().map(|n| n.shape.as_slice()).unwrap_or(&[])
+        self.inputs
+            .first()
+            .and_then(|&i| self.nodes.get(i))
+            .map(|n| n.shape.as_slice())
+            .unwrap_or(&[])
     }
 
-    /// For each node, the last node that reads it (the output: past the end).
+    /// Every input's shape per example, in order.
+    pub fn input_shapes(&self) -> Vec<Vec<usize>> {
+        self.inputs
+            .iter()
+            .map(|&i| self.nodes.get(i).map(|n| n.shape.clone()).unwrap_or_default())
+            .collect()
+    }
+
+    /// For each node, the last node that reads it (an output: past the end).
     fn last_use(&self) -> Vec<usize> {
         let mut last = vec![0; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             for &j in &n.inputs {
-                last[j] = i;
+                if let Some(l) = last.get_mut(j) {
+                    *l = i;
+                }
             }
         }
-        if let Some(l) = last.get_mut(self.output) {
-            *l = usize::MAX;
+        for &o in &self.outputs {
+            if let Some(l) = last.get_mut(o) {
+                *l = usize::MAX;
+            }
         }
         last
     }
 
-    /// Runs the graph on `x` through `layers`, each value freed after its
-    /// last reader.
-    pub fn call(&self, layers: &mut [Box<dyn Layer>], x: &Tensor, training: bool) -> Result<Tensor> {
+    /// Runs the graph on `xs` (one tensor per input) through `layers`,
+    /// each value freed after its last reader; the outputs in order.
+    ///
+    /// Returns [`Error::InvalidArgument`] for a count of tensors other
+    /// than the inputs'.
+    pub fn call(&self, layers: &mut [Box<dyn Layer>], xs: &[Tensor], training: bool) -> Result<Vec<Tensor>> {
+        if xs.len() != self.inputs.len() {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "the model takes {} inputs ({}), {} given",
+                    self.inputs.len(),
+                    self.input_names.join(", "),
+                    xs.len()
+                ),
+            ));
+        }
         let last = self.last_use();
         let mut vals: Vec<Option<Tensor>> = vec![None; self.nodes.len()];
         for (i, n) in self.nodes.iter().enumerate() {
             let v = match n.layer {
-                None => x.clone(),
+                None => {
+                    let k = self.inputs.iter().position(|&j| j == i).ok_or_else(|| missing(i))?;
+                    let (x, shape) = (&xs[k], &n.shape);
+                    if x.rank() != shape.len() + 1 || x.shape()[1..] != shape[..] {
+                        return Err(Error::shape(
+                            OP,
+                            &[x.shape(), shape],
+                            format!(
+                                "input {} takes [batch, {}]",
+                                self.input_names.get(k).map_or("?", String::as_str),
+                                shape.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ")
+                            ),
+                        ));
+                    }
+                    x.clone()
+                }
                 Some(l) => {
                     let xs: Vec<Tensor> = n
                         .inputs
@@ -72,9 +121,11 @@ impl Topology {
                 }
             }
         }
-        vals.get_mut(self.output)
-            .and_then(Option::take)
-            .ok_or_else(|| missing(self.output))
+        // An output listed twice is the same tensor twice.
+        self.outputs
+            .iter()
+            .map(|&o| vals.get(o).and_then(Option::clone).ok_or_else(|| missing(o)))
+            .collect()
     }
 
     /// Builds every layer from the shape of its first call.
@@ -109,14 +160,26 @@ impl Topology {
     }
 
     /// Appends a call of `layer` on the output (`Sequential::add` on a
-    /// functional model).
-    pub fn push(&mut self, layer: usize, shape: Vec<usize>) {
+    /// functional model of one output).
+    ///
+    /// Returns [`Error::InvalidArgument`] for a model of several outputs.
+    pub fn push(&mut self, layer: usize, shape: Vec<usize>) -> Result<()> {
+        let &[out] = self.outputs.as_slice() else {
+            return Err(Error::arg(
+                OP,
+                format!(
+                    "a layer added to a model of {} outputs has no one output to take",
+                    self.outputs.len()
+                ),
+            ));
+        };
         self.nodes.push(Node {
             layer: Some(layer),
-            inputs: vec![self.output],
+            inputs: vec![out],
             shape,
         });
-        self.output = self.nodes.len() - 1;
+        self.outputs = vec![self.nodes.len() - 1];
+        Ok(())
     }
 
     /// The nodes of `layer`, in the order they were made (Keras' node
@@ -129,11 +192,14 @@ impl Topology {
     }
 
     /// Keras' reference to the output of node `i`: the layer's name (or
-    /// `input`'s) and the node's index among that layer's nodes.
-    pub fn history<'a>(&self, i: usize, names: &'a [String], input: &'a str) -> Result<(&'a str, usize)> {
+    /// its InputLayer's) and the node's index among that layer's nodes.
+    pub fn history<'a>(&'a self, i: usize, names: &'a [String]) -> Result<(&'a str, usize)> {
         let n = self.nodes.get(i).ok_or_else(|| missing(i))?;
         match n.layer {
-            None => Ok((input, 0)),
+            None => {
+                let k = self.inputs.iter().position(|&j| j == i).ok_or_else(|| missing(i))?;
+                Ok((self.input_names.get(k).ok_or_else(|| missing(i))?.as_str(), 0))
+            }
             Some(l) => {
                 let k = self.nodes[..i].iter().filter(|m| m.layer == Some(l)).count();
                 Ok((names.get(l).ok_or_else(|| missing(l))?.as_str(), k))

@@ -494,8 +494,8 @@ pub fn merges(d: &Device, seed: u64) -> wgflow::nn::Sequential {
 /// output_padding; dilated), a skip connection by concatenation, then a
 /// dense layer over every pixel: MNIST-shaped in, 10 out.
 pub fn decoder(d: &Device, seed: u64) -> wgflow::nn::Sequential {
-    use wgflow::nn::Functional;
     use wgflow::nn::Activation;
+    use wgflow::nn::Functional;
     use wgflow::nn::layers::{Concatenate, Conv2D, Conv2DTranspose, Dense, Flatten};
     wgflow::nn::set_random_seed(seed);
     let mut f = Functional::new();
@@ -540,6 +540,34 @@ pub fn decoder(d: &Device, seed: u64) -> wgflow::nn::Sequential {
     let mut m = f.build(y).unwrap();
     m.build(&[28, 28, 1], d).unwrap();
     m
+}
+
+/// A functional model of two inputs and two outputs: an image tower
+/// (`image`, `[28, 28, 1]`) and a dense one (`meta`, `[6]`), joined for a
+/// 10-way output; a second output of one unit from the dense tower alone.
+/// The model takes `meta` first, though `image` was made first.
+pub fn two_towers(d: &Device, seed: u64) -> wgflow::nn::Sequential {
+    use wgflow::nn::Activation;
+    use wgflow::nn::Functional;
+    use wgflow::nn::layers::{Concatenate, Conv2D, Dense, GlobalAveragePooling2D};
+    wgflow::nn::set_random_seed(seed);
+    let mut f = Functional::new();
+    let image = f.input_named(&[28, 28, 1], "image").unwrap();
+    let meta = f.input_named(&[6], "meta").unwrap();
+    let h = f
+        .call(
+            Conv2D::new(4, [3, 3]).strides([2, 2]).activation(Activation::Relu),
+            &[image],
+        )
+        .unwrap();
+    let h = f.call(GlobalAveragePooling2D::new(), &[h]).unwrap();
+    let m = f.call(Dense::new(5).activation(Activation::Tanh), &[meta]).unwrap();
+    let c = f.call(Concatenate::new(-1), &[h, m]).unwrap();
+    let cls = f.call(Dense::new(10), &[c]).unwrap();
+    let reg = f.call(Dense::new(1), &[m]).unwrap();
+    let mut model = f.build_multi(&[meta, image], &[cls, reg]).unwrap();
+    model.build_many(&[vec![6], vec![28, 28, 1]], d).unwrap();
+    model
 }
 
 /// A recurrent model over `[7, 3]` sequences: an LSTM (every step, run

@@ -1,5 +1,6 @@
 """Loads a wgflow export with TensorFlow: runs serving_default on x{1,7,64}.npy
-(writing tf{b}.npy), prints `saved_model_cli show --all` and the bundle's
+(or x{b}_{input}.npy per input of a model of several), writing tf{b}.npy
+(output_0) and tf{b}_{output}.npy for every output, prints `saved_model_cli show --all` and the bundle's
 variables (tf.train.list_variables). Usage: check_wgflow_export.py EXPORT WORKDIR"""
 import os
 import subprocess
@@ -11,11 +12,17 @@ import tensorflow as tf
 export, work = sys.argv[1], sys.argv[2]
 loaded = tf.saved_model.load(export)
 sig = loaded.signatures["serving_default"]
-(key,) = sig.structured_input_signature[1].keys()
+keys = sorted(sig.structured_input_signature[1].keys())
 for b in (1, 7, 64):
-    x = np.load(os.path.join(work, f"x{b}.npy"))
-    out = sig(**{key: tf.constant(x)})
+    # One input reads x{b}.npy; several read x{b}_{name}.npy each.
+    if len(keys) == 1:
+        feeds = {keys[0]: np.load(os.path.join(work, f"x{b}.npy"))}
+    else:
+        feeds = {k: np.load(os.path.join(work, f"x{b}_{k}.npy")) for k in keys}
+    out = sig(**{k: tf.constant(v) for k, v in feeds.items()})
     np.save(os.path.join(work, f"tf{b}.npy"), out["output_0"].numpy())
+    for k, v in out.items():
+        np.save(os.path.join(work, f"tf{b}_{k}.npy"), v.numpy())
 cli = os.path.join(os.path.dirname(sys.executable), "saved_model_cli")
 show = subprocess.run([cli, "show", "--dir", export, "--all"], capture_output=True, text=True, check=True)
 print(show.stdout)

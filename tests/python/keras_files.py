@@ -13,7 +13,9 @@
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
-                                            # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy
+                                            # (x by default) -> DIR/kload_{FILE with . as _}_{b}.npy;
+                                            # PREFIX a+b feeds two inputs, several outputs go to
+                                            # kload_..._{b}_{k}.npy
 """
 import os
 import sys
@@ -200,8 +202,15 @@ elif mode == "graph":
     h = layers.Conv2DTranspose(3, 3, dilation_rate=2, padding="same", activation="tanh")(h)
     h = layers.Conv2DTranspose(2, (1, 3), strides=(3, 2))(h)
     unet = keras.Model(inp, layers.Dense(5)(layers.Flatten()(h)))
-    i1, i2 = keras.Input((3,)), keras.Input((3,))
-    keras.Model([i1, i2], layers.Add()([i1, i2])).save(f"{out}/two_inputs.keras")
+    # Two inputs (the meta input first in the model's list, made second),
+    # two outputs, one of them from one branch only.
+    img = keras.Input((8, 8, 3), name="image")
+    meta = keras.Input((6,), name="meta")
+    h = layers.Conv2D(4, 3, activation="relu")(img)
+    h = layers.GlobalAveragePooling2D()(h)
+    mb = layers.Dense(5, activation="tanh")(meta)
+    c = layers.Concatenate()([h, mb])
+    multi = keras.Model([meta, img], [layers.Dense(4, activation="softmax")(c), layers.Dense(1)(mb)])
     rng = np.random.default_rng(1)
     for b in BATCHES:
         np.save(f"{out}/x{b}.npy", rng.standard_normal((b, 8, 8, 3)).astype(np.float32))
@@ -211,6 +220,16 @@ elif mode == "graph":
         "branches": (rng.standard_normal((64, 6)).astype(np.float32), rng.integers(0, 4, (64,)), "xv"),
         "unet": (rng.standard_normal((64, 8, 8, 3)).astype(np.float32), rng.integers(0, 5, (64,)), "x"),
     }
+    xm, ym = rng.standard_normal((64, 6)).astype(np.float32), rng.standard_normal((64, 1)).astype(np.float32)
+    multi.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"], loss_weights=[1.0, 0.5])
+    multi.fit([xm, data["resnet"][0]], [data["resnet"][1] % 4, ym], batch_size=16, epochs=2, verbose=0)
+    multi.save(f"{out}/multi.keras")
+    multi.save(f"{out}/multi.h5")
+    print("multi", [type(l).__name__ for l in multi.layers])
+    for b in BATCHES:
+        ys = multi.predict([np.load(f"{out}/xv{b}.npy"), np.load(f"{out}/x{b}.npy")], verbose=0)
+        for k, y in enumerate(ys):
+            np.save(f"{out}/keras_multi_{b}_{k}.npy", y)
     for name, m in [("resnet", resnet), ("branches", branches), ("unet", unet)]:
         x, y, prefix = data[name]
         m.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=name != "branches"), metrics=["accuracy"])
@@ -292,6 +311,12 @@ elif mode == "load":
             print(file, "iterations", int(opt.iterations.numpy()))
         tag = file.replace(".", "_")
         for b in BATCHES:
-            x = np.load(f"{out}/{prefix}{b}.npy")
-            np.save(f"{out}/kload_{tag}_{b}.npy", m.predict(x, verbose=0))
+            # PREFIX a+b: a model of several inputs, fed a{b}.npy and b{b}.npy.
+            xs = [np.load(f"{out}/{p}{b}.npy") for p in prefix.split("+")]
+            y = m.predict(xs if len(xs) > 1 else xs[0], verbose=0)
+            if isinstance(y, (list, tuple)):
+                for k, yk in enumerate(y):
+                    np.save(f"{out}/kload_{tag}_{b}_{k}.npy", yk)
+            else:
+                np.save(f"{out}/kload_{tag}_{b}.npy", y)
     print("OK")

@@ -343,9 +343,17 @@ fn trace_sig(ctx: &mut Ctx, key: &str, sig: &proto::SignatureDef, ranks: Option<
     let out_refs: Vec<String> = outs.iter().map(|(_, i)| i.name.clone()).collect();
     let out_names: Vec<&str> = outs.iter().map(|(n, _)| n.as_str()).collect();
     ctx.logs.clear();
-    let traced = ConcreteFunction::trace(key, &specs, &device, |args| {
+    let mut traced = ConcreteFunction::trace(key, &specs, &device, |args| {
         ctx.run_signature(&placeholders, args, &out_refs)
     });
+    // Inputs that meet in the graph (two towers joined) share their batch:
+    // traced again with one stand-in batch for all of them.
+    if traced.is_err() && specs.iter().filter(|s| s.shape.first() == Some(&None)).count() > 1 {
+        ctx.logs.clear();
+        traced = ConcreteFunction::trace_batched(key, &specs, &device, |args| {
+            ctx.run_signature(&placeholders, args, &out_refs)
+        });
+    }
     // A constant that differs between the two runs names its node, more
     // precisely than the trace's own check.
     let checked = ctx.check_traces();
