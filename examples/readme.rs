@@ -260,6 +260,7 @@ fn main() -> wgflow::Result<()> {
     multi_worker(&x, &y)?;
     mixed(&dev)?;
     functional(&x)?;
+    several_outputs(&x, &y)?;
     println!("every README snippet ran on {dev}");
     Ok(())
 }
@@ -301,5 +302,38 @@ fn mixed(dev: &wgflow::Device) -> wgflow::Result<()> {
     model.compile(Adam::new(1e-3), SparseCategoricalCrossentropy::new(true), ()); // wrapped in LossScaleOptimizer
     mixed_precision::set_global_policy("float32")?;
     assert!(model.compiled().as_ref().is_some_and(|c| c.optimizer.is_loss_scaled()));
+    Ok(())
+}
+
+/// "Functional models": several inputs and outputs.
+#[rustfmt::skip]
+fn several_outputs(images: &Tensor, labels: &Tensor) -> wgflow::Result<()> {
+    use wgflow::nn::layers::{Concatenate, Dense, Flatten};
+    use wgflow::nn::losses::{MeanSquaredError, SparseCategoricalCrossentropy};
+    use wgflow::nn::metrics::{Metrics, SparseCategoricalAccuracy};
+    use wgflow::nn::{FitArgs, Functional};
+    let dev = images.device();
+    let n = images.shape()[0];
+    let mut f = Functional::new();
+    let img = f.input_named(&[28, 28, 1], "image")?;
+    let m = f.input_named(&[6], "meta")?;
+    let h = f.call(Flatten::new(), &[img])?;
+    let h = f.call(Concatenate::new(-1), &[h, m])?;
+    let class = f.call(Dense::new(10), &[h])?;
+    let value = f.call(Dense::new(1), &[m])?;
+    let mut model = f.build_multi(&[m, img], &[class, value])?;
+    let meta = ops::random_normal(&[n, 6], 0.0, 1.0, DType::F32, 7, dev)?;
+    let targets = ops::random_normal(&[n, 1], 0.0, 1.0, DType::F32, 8, dev)?;
+    let (images, labels) = (images.clone(), labels.clone());
+model.compile_outputs(
+    Adam::new(1e-3),
+    vec![Box::new(SparseCategoricalCrossentropy::new(true)), Box::new(MeanSquaredError)],
+    &[1.0, 0.5],                                                      // loss_weights
+    vec![Metrics(vec![Box::new(SparseCategoricalAccuracy::new())]), Metrics(vec![])],
+)?;
+let (xs, ys) = ([meta, images], [labels, targets]);                 // in the model's order
+let history = model.fit_many(&xs, &ys, FitArgs::default())?;
+let logs = model.evaluate_many(&xs, &ys, 32)?;
+    println!("{:?} {logs:?}", history.get("loss"));
     Ok(())
 }

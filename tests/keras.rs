@@ -1593,6 +1593,50 @@ fn keras_functional_models_both_ways() {
             }
         }
     }
+    // The file's compile (a loss and metrics per output, loss weights)
+    // came along: evaluate_many reports what Keras' evaluate does, and
+    // fit_many trains on.
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("multi_eval "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let keras_eval: serde_json::Value = serde_json::from_str(&line["multi_eval ".len()..]).unwrap();
+    let data = |n: &str, d: &Device| {
+        let (shape, v) = load_npy(&dir.join(format!("{n}.npy")));
+        Tensor::from_vec(v, &shape, d).unwrap()
+    };
+    for d in devices() {
+        let mut m = load_model_on(dir.join("multi.keras"), &d).unwrap();
+        let xs = [data("mx", &d), data("mimg", &d)];
+        let ys = [data("my0", &d), data("my1", &d)];
+        let logs = m.evaluate_many(&xs, &ys, 64).unwrap();
+        let keys: Vec<&str> = logs.iter().map(|(k, _)| k.as_str()).collect();
+        let want = keras_eval.as_object().unwrap();
+        assert_eq!(keys.len(), want.len(), "{keys:?} against {want:?}");
+        for (k, v) in &logs {
+            let w = want
+                .get(k)
+                .and_then(serde_json::Value::as_f64)
+                .unwrap_or_else(|| panic!("{k} not in {want:?}"));
+            assert!(
+                (v - w).abs() <= 1e-4 * (1.0 + w.abs()),
+                "{k} on {d}: {v} against Keras' {w}"
+            );
+        }
+        let args = FitArgs {
+            batch_size: 16,
+            epochs: 4,
+            verbose: false,
+            device: Some(d.clone()),
+            ..FitArgs::default()
+        };
+        let h = m.fit_many(&xs, &ys, args).unwrap();
+        let l = h.get("loss").unwrap();
+        assert!(l[3] < l[0], "{l:?}");
+        for (k, _) in &logs {
+            assert!(h.get(k).is_some(), "{k} missing from the history");
+        }
+    }
 
     // wgflow's functional models in Keras, and back in wgflow.
     let d = Device::Cpu;

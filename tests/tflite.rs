@@ -272,6 +272,48 @@ fn settings(c: &mut Converter, kind: &str, rep: &Tensor) {
     }
 }
 
+/// A model of two inputs and two outputs converts (float and float16):
+/// the interpreter's signature takes the inputs by name and gives both
+/// outputs as wgflow computes them.
+#[test]
+fn models_of_several_inputs_and_outputs_convert() {
+    let Some(python) = python() else { return };
+    let d = Device::Cpu;
+    let tmp = TempDir::new("tflite-multi");
+    let dir: &Path = &tmp;
+    let mut model = two_towers(&d, 60);
+    let meta = uniform(&[5, 6], -1.0, 1.0, 61, DType::F32);
+    let image = uniform(&[5, 28, 28, 1], 0.0, 1.0, 62, DType::F32);
+    save_npy(&dir.join("meta.npy"), &meta);
+    save_npy(&dir.join("image.npy"), &image);
+    let want = model.call_many(&[meta, image], false).unwrap();
+    for kind in ["none", "float16"] {
+        let mut c = Converter::from_keras_model(&mut model).unwrap();
+        if kind == "float16" {
+            c.optimizations = vec![Optimize::Default];
+            c.target_spec.supported_types = vec![DType::F16];
+        }
+        let file = dir.join(format!("multi_{kind}.tflite"));
+        c.convert_to(&file).unwrap();
+        let feeds = [
+            format!("meta={}", dir.join("meta.npy").display()),
+            format!("image={}", dir.join("image.npy").display()),
+        ];
+        let args: Vec<&Path> = vec![Path::new("multi"), &file, Path::new(&feeds[0]), Path::new(&feeds[1])];
+        let out = py(&python, "tflite_files.py", &args);
+        assert!(
+            out.contains("inputs ['image', 'meta'] outputs ['output_0', 'output_1']"),
+            "{out}"
+        );
+        for (k, w) in want.iter().enumerate() {
+            let (shape, got) = load_npy(&PathBuf::from(format!("{}.output_{k}.npy", file.display())));
+            assert_eq!(shape, w.shape());
+            let tol = if kind == "none" { 1e-5 } else { 1e-2 };
+            assert_close(&got, &w.to_vec::<f32>().unwrap(), tol, &format!("{kind} output {k}"));
+        }
+    }
+}
+
 #[test]
 fn wgflow_models_predict_the_same_in_the_interpreter() {
     let Some(python) = python() else { return };

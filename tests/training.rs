@@ -1388,6 +1388,125 @@ fn transposed_convolutions_match_finite_differences() {
     }
 }
 
+/// A model of two inputs and two outputs trains with one loss per output
+/// and their weights: eagerly and traced, on the CPU and every GPU, to the
+/// same weights; the reported loss is the weighted sum of the outputs'
+/// losses; counts that do not fit the model are errors.
+#[test]
+fn models_of_several_outputs_train_the_same_everywhere() {
+    use wgflow::nn::metrics::{MeanMetricWrapper, Metrics};
+    let meta = uniform(&[24, 6], -1.0, 1.0, 13, DType::F32);
+    let image = uniform(&[24, 28, 28, 1], 0.0, 1.0, 14, DType::F32);
+    let cls = randint(&[24], 0, 10, 15);
+    let reg = uniform(&[24, 1], -1.0, 1.0, 16, DType::F32);
+    let compile = |m: &mut Sequential| {
+        m.compile_outputs(
+            Adam::new(1e-2),
+            vec![
+                Box::new(SparseCategoricalCrossentropy::new(true)),
+                Box::new(MeanSquaredError),
+            ],
+            &[1.0, 0.25],
+            vec![
+                Metrics(vec![Box::new(SparseCategoricalAccuracy::new())]),
+                Metrics(vec![Box::new(MeanMetricWrapper::new("mae", MeanAbsoluteError))]),
+            ],
+        )
+        .unwrap();
+    };
+    let train = |d: &Device, eager: bool| {
+        let mut m = two_towers(d, 57);
+        compile(&mut m);
+        m.set_run_eagerly(eager).unwrap();
+        let args = FitArgs {
+            batch_size: 8,
+            epochs: 3,
+            shuffle: false,
+            verbose: false,
+            device: Some(d.clone()),
+            ..FitArgs::default()
+        };
+        let h = m
+            .fit_many(&[meta.clone(), image.clone()], &[cls.clone(), reg.clone()], args)
+            .unwrap();
+        let ws: Vec<Vec<f32>> = m
+            .variables()
+            .iter()
+            .map(|v| v.value().to_vec::<f32>().unwrap())
+            .collect();
+        (h, ws, m)
+    };
+    let (h, want, mut m) = train(&Device::Cpu, true);
+    let names = m.output_names();
+    let loss = h.get("loss").unwrap().to_vec();
+    assert!(loss[2] < loss[0], "{loss:?}");
+    for n in &names {
+        assert!(h.get(&format!("{n}_loss")).is_some(), "{:?}", h.history);
+    }
+    assert!(
+        h.get(&format!("{}_sparse_categorical_accuracy", names[0])).is_some(),
+        "{:?}",
+        h.history
+    );
+    // The reported loss is the weighted sum of the outputs' losses.
+    let logs = m
+        .evaluate_many(&[meta.clone(), image.clone()], &[cls.clone(), reg.clone()], 24)
+        .unwrap();
+    let get = |k: &str| logs.iter().find(|(n, _)| n == k).map(|(_, v)| *v).unwrap();
+    let (l0, l1) = (get(&format!("{}_loss", names[0])), get(&format!("{}_loss", names[1])));
+    assert!((get("loss") - (l0 + 0.25 * l1)).abs() < 1e-5, "{logs:?}");
+    let mut runs = vec![(Device::Cpu, false)];
+    runs.extend(gpus().into_iter().flat_map(|g| [(g.clone(), true), (g, false)]));
+    for (d, eager) in runs {
+        let (hd, ws, _) = train(&d, eager);
+        let (a, b): (Vec<f32>, Vec<f32>) = hd
+            .get("loss")
+            .unwrap()
+            .iter()
+            .zip(&loss)
+            .map(|(&a, &b)| (a as f32, b as f32))
+            .unzip();
+        assert!(close(&a, &b, 1e-3), "{d} eager={eager}: {a:?} against {b:?}");
+        for (got, w) in ws.iter().zip(&want) {
+            assert!(close(got, w, 1e-3), "{d} eager={eager}: weights differ");
+        }
+    }
+    // Counts that do not fit, options for one output.
+    let mut m = two_towers(&Device::Cpu, 58);
+    let e = m
+        .compile_outputs(Adam::new(1e-2), vec![Box::new(MeanSquaredError)], &[], vec![])
+        .unwrap_err();
+    assert!(e.to_string().contains("2 outputs"), "{e}");
+    compile(&mut m);
+    let quiet = || FitArgs {
+        verbose: false,
+        ..FitArgs::default()
+    };
+    assert!(
+        m.fit_many(&[meta.clone()], &[cls.clone(), reg.clone()], quiet())
+            .is_err()
+    );
+    assert!(
+        m.fit_many(&[meta.clone(), image.clone()], &[cls.clone()], quiet())
+            .is_err()
+    );
+    let mut cw = std::collections::HashMap::new();
+    cw.insert(0usize, 2.0);
+    let args = FitArgs {
+        class_weight: Some(cw),
+        ..quiet()
+    };
+    assert!(
+        m.fit_many(&[meta.clone(), image.clone()], &[cls.clone(), reg.clone()], args)
+            .is_err()
+    );
+    // Compiled with one loss, a model of two outputs cannot fit.
+    let mut one = two_towers(&Device::Cpu, 59);
+    one.compile(Adam::new(1e-2), MeanSquaredError, ());
+    let e = one.fit_many(&[meta.clone(), image], &[cls, reg], quiet()).unwrap_err();
+    assert!(e.to_string().contains("compile_outputs"), "{e}");
+}
+
 /// The recurrent layers' gradients (through every unrolled step, both
 /// directions, every output) match central differences of their forward
 /// pass, for every weight element.

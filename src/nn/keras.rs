@@ -519,7 +519,12 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         if input.is_none() && !functional {
             input = shape_of(c.get("batch_input_shape"), true);
         }
-        layers.push(layer_from_config(class, c).map_err(|e| bad(path, e))?);
+        let mut layer = layer_from_config(class, c).map_err(|e| bad(path, e))?;
+        // The layer keeps the file's name (its weights are named after it).
+        if let Some(name) = lc["name"].as_str().or(c["name"].as_str()).filter(|n| !n.is_empty()) {
+            layer.set_name(name);
+        }
+        layers.push(layer);
         bn_axes.push(if matches!(class, "BatchNormalization" | "LayerNormalization") {
             bn_axis(c.get("axis")).map_err(|e| bad(path, e))?
         } else {
@@ -1143,6 +1148,26 @@ fn model_graph_refs(model: &Sequential) -> Result<Option<(Value, Value)>> {
 /// Keras' `compile_config`: optimizer, loss and the metrics that have a
 /// Keras form.
 fn compile_config(c: &super::model::Compiled) -> Value {
+    if !c.heads.is_empty() {
+        // A model of several outputs: lists, one entry per output.
+        let losses: Vec<Value> = c
+            .heads
+            .iter()
+            .map(|h| match &h.loss {
+                Some(l) => l.keras_config(),
+                None => c.loss.keras_config(),
+            })
+            .collect();
+        let weights: Vec<f64> = c.heads.iter().map(|h| h.weight).collect();
+        let metrics: Vec<Value> = c
+            .heads
+            .iter()
+            .map(|h| Value::Array(h.metrics.iter().filter_map(|m| m.keras_config()).collect()))
+            .collect();
+        return json!({"optimizer": c.optimizer.keras_config(), "loss": losses, "loss_weights": weights,
+            "metrics": metrics, "weighted_metrics": null, "run_eagerly": c.run_eagerly, "steps_per_execution": 1,
+            "jit_compile": false});
+    }
     let metrics: Vec<Value> = c.metrics.iter().filter_map(|m| m.keras_config()).collect();
     let weighted: Vec<Value> = c.weighted_metrics.iter().filter_map(|m| m.keras_config()).collect();
     let weighted = if weighted.is_empty() {
@@ -1416,8 +1441,46 @@ fn uncompiled(path: &Path, e: &str) {
 /// metrics.
 fn compile_from(model: &mut Sequential, c: &Value, opt: &Value) -> std::result::Result<(), String> {
     use super::model::Model;
-    let loss = &c["loss"];
     let optimizer = super::optimizers::Optimizer::from_keras_config(opt).map_err(|e| e.to_string())?;
+    let metrics_of = |list: &Value| -> Vec<Box<dyn super::metrics::Metric>> {
+        let mut ms = Vec::new();
+        for m in list.as_array().map(Vec::as_slice).unwrap_or_default() {
+            match metric_from(m) {
+                Ok(m) => ms.push(m),
+                Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
+            }
+        }
+        ms
+    };
+    // A model of several outputs: one loss (and weight, and metric list) each.
+    if let Value::Array(losses) = &c["loss"] {
+        let losses = losses
+            .iter()
+            .map(loss_entry)
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let weights: Vec<f64> = c["loss_weights"]
+            .as_array()
+            .map(|w| w.iter().map(|v| v.as_f64().unwrap_or(1.0)).collect())
+            .unwrap_or_default();
+        let metrics: Vec<super::metrics::Metrics> = match c["metrics"].as_array() {
+            Some(lists) if lists.iter().all(Value::is_array) => {
+                lists.iter().map(|l| super::metrics::Metrics(metrics_of(l))).collect()
+            }
+            _ => Vec::new(),
+        };
+        return model
+            .compile_outputs(optimizer, losses, &weights, metrics)
+            .map_err(|e| e.to_string());
+    }
+    let loss = loss_entry(&c["loss"])?;
+    model.compile(optimizer, loss, metrics_of(&c["metrics"]));
+    model
+        .set_weighted_metrics(metrics_of(&c["weighted_metrics"]))
+        .map_err(|e| e.to_string())
+}
+
+/// One loss of a `compile_config`: a name, a function or a class config.
+fn loss_entry(loss: &Value) -> std::result::Result<Box<dyn super::losses::Loss>, String> {
     let (name, config) = match loss {
         Value::String(s) => (s.clone(), &Value::Null),
         // keras.losses.huber (a function) is {"class_name": "function", "config": "huber"}.
@@ -1431,21 +1494,7 @@ fn compile_from(model: &mut Sequential, c: &Value, opt: &Value) -> std::result::
         ),
         v => return Err(format!("compile_config: loss {v} is not supported")),
     };
-    let loss = loss_from(&name, config).map_err(|e| format!("compile_config: {e}"))?;
-    let metrics_of = |list: &Value| -> Vec<Box<dyn super::metrics::Metric>> {
-        let mut ms = Vec::new();
-        for m in list.as_array().map(Vec::as_slice).unwrap_or_default() {
-            match metric_from(m) {
-                Ok(m) => ms.push(m),
-                Err(e) => log::warn!("Keras metric {m} has no wgflow metric ({e}); compiled without it"),
-            }
-        }
-        ms
-    };
-    model.compile(optimizer, loss, metrics_of(&c["metrics"]));
-    model
-        .set_weighted_metrics(metrics_of(&c["weighted_metrics"]))
-        .map_err(|e| e.to_string())
+    loss_from(&name, config).map_err(|e| format!("compile_config: {e}"))
 }
 
 /// Opens HDF5 bytes, refusing a file shorter than its superblock says (a

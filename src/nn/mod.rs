@@ -23,6 +23,7 @@
 pub mod activations;
 pub mod callbacks;
 pub mod functional;
+pub mod heads;
 pub mod initializers;
 pub mod keras;
 pub mod layers;

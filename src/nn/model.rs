@@ -57,6 +57,10 @@ pub struct Compiled {
     pub(crate) predict_function: Traced,
     /// The loss mean `evaluate` accumulates (the test step updates it).
     pub(crate) test_loss: Mean,
+    /// For a model compiled with [`Model::compile_outputs`]: each
+    /// output's loss, weight and metrics (the first output's loss is
+    /// `loss`); empty for a model of one output.
+    pub heads: Vec<super::heads::Head>,
 }
 
 /// Metric names and values, in display order ("loss" first, then the
@@ -333,7 +337,72 @@ pub trait Model {
             test_function: Traced::new("test_step"),
             predict_function: Traced::new("predict_step"),
             test_loss: Mean::new("loss"),
+            heads: Vec::new(),
         });
+    }
+
+    /// The outputs' names in the logs of a model of several outputs (the
+    /// layers that make them, as Keras names them); `output_0` for a
+    /// model of one.
+    fn output_names(&self) -> Vec<String> {
+        vec!["output_0".into()]
+    }
+
+    /// Keras' `compile(optimizer, loss=[...], loss_weights=[...],
+    /// metrics=[[...], ...])` for a model of several outputs: one loss per
+    /// output (in [`Model::output_names`]' order), their weights (empty:
+    /// all 1) and each output's metrics (empty: none). `fit_many` then
+    /// minimizes the weighted sum of the losses, reported as "loss", with
+    /// each output's own loss as "<output>_loss" and its metrics as
+    /// "<output>_<metric>".
+    ///
+    /// Returns [`Error::InvalidArgument`] when the lists do not have one
+    /// entry per output.
+    fn compile_outputs(
+        &mut self,
+        optimizer: impl Into<Optimizer>,
+        losses: Vec<Box<dyn Loss>>,
+        loss_weights: &[f64],
+        metrics: Vec<Metrics>,
+    ) -> Result<()>
+    where
+        Self: Sized,
+    {
+        let names = self.output_names();
+        let n = names.len();
+        let bad = |what: &str, got: usize| {
+            Error::arg(
+                "Model.compile",
+                format!("the model has {n} outputs ({}): {got} {what} given", names.join(", ")),
+            )
+        };
+        if losses.len() != n {
+            return Err(bad("losses", losses.len()));
+        }
+        if !loss_weights.is_empty() && loss_weights.len() != n {
+            return Err(bad("loss weights", loss_weights.len()));
+        }
+        if !metrics.is_empty() && metrics.len() != n {
+            return Err(bad("metric lists", metrics.len()));
+        }
+        let mut losses = losses.into_iter();
+        let first = losses.next().ok_or_else(|| bad("losses", 0))?;
+        let mut metrics = metrics.into_iter();
+        let heads = names
+            .iter()
+            .enumerate()
+            .map(|(k, name)| {
+                let loss = if k == 0 { None } else { losses.next() };
+                let weight = loss_weights.get(k).copied().unwrap_or(1.0);
+                let ms = metrics.next().map(|m| m.0).unwrap_or_default();
+                super::heads::Head::new(name.clone(), loss, weight, ms)
+            })
+            .collect();
+        self.compile(optimizer, first, ());
+        if let Some(c) = self.compiled().as_mut() {
+            c.heads = heads;
+        }
+        Ok(())
     }
 
     /// Keras' `compile(..., weighted_metrics=[...])`, after
@@ -404,7 +473,80 @@ pub trait Model {
         Self: Sized,
     {
         let (ds, epoch) = epoch_batches(x, y, &args)?;
-        fit_model(self, &ds, args, Some(epoch))
+        fit_model(self, &ds, args, Some(epoch), (1, 1))
+    }
+
+    /// `model.fit([x1, ...], [y1, ...])` for a model of several inputs or
+    /// outputs: one tensor per input and one target per output (all with
+    /// the same first dimension). A model of several outputs is compiled
+    /// with [`Model::compile_outputs`]. `sample_weight` weighs every
+    /// output's loss; `class_weight` and `validation_data` are for models
+    /// of one input and one output (evaluate with [`Model::evaluate_many`]).
+    ///
+    /// Returns [`Error::InvalidArgument`] for counts that do not match the
+    /// model, and the errors of [`Model::fit`].
+    fn fit_many(&mut self, xs: &[Tensor], ys: &[Tensor], args: FitArgs) -> Result<History>
+    where
+        Self: Sized,
+    {
+        if args.class_weight.is_some() || args.validation_data.is_some() {
+            return Err(Error::arg(
+                "fit",
+                "class_weight and validation_data take one input and one output: for a model of several, evaluate with evaluate_many",
+            ));
+        }
+        let split = self.check_split(xs.len(), ys.len())?;
+        let (ds, epoch) = epoch_batches_many(xs, ys, &args)?;
+        fit_model(self, &ds, args, Some(epoch), split)
+    }
+
+    /// `model.evaluate([x1, ...], [y1, ...])` for a model of several
+    /// inputs or outputs: "loss" (the weighted sum), then each output's
+    /// loss and metrics as `fit_many` reports them.
+    ///
+    /// Returns [`Error::InvalidArgument`] for counts that do not match the
+    /// model or if it is not compiled.
+    fn evaluate_many(&mut self, xs: &[Tensor], ys: &[Tensor], batch_size: usize) -> Result<Logs>
+    where
+        Self: Sized,
+    {
+        self.check_split(xs.len(), ys.len())?;
+        let d = self.device()?;
+        super::heads::evaluate(self, xs, ys, batch_size, &d)
+    }
+
+    /// The training step of a model of several inputs or outputs (what
+    /// `fit_many` runs): the weighted sum of the outputs' losses minimized,
+    /// each output's loss and metrics tracked.
+    fn train_step_many(&mut self, xs: &[Tensor], ys: &[Tensor], sample_weight: Option<&Tensor>) -> Result<Tensor>
+    where
+        Self: Sized,
+    {
+        super::heads::train_step(self, xs, ys, sample_weight)
+    }
+
+    /// Checks `inputs` and `outputs` against the model and its compile.
+    fn check_split(&mut self, inputs: usize, outputs: usize) -> Result<(usize, usize)>
+    where
+        Self: Sized,
+    {
+        let want_in = self.input_names().len();
+        let heads = self.compiled().as_ref().ok_or_else(not_compiled)?.heads.len().max(1);
+        let want_out = self.output_names().len();
+        if inputs != want_in || outputs != want_out || heads != want_out {
+            return Err(Error::arg(
+                "fit",
+                format!(
+                    "the model takes {want_in} inputs and gives {want_out} outputs (compiled for {heads}); {inputs} inputs and {outputs} targets given{}",
+                    if heads != want_out {
+                        ": compile it with compile_outputs"
+                    } else {
+                        ""
+                    }
+                ),
+            ));
+        }
+        Ok((inputs, outputs))
     }
 
     /// `model.fit(dataset, ...)`: the dataset yields (x, y) batches, moved to
@@ -417,7 +559,7 @@ pub trait Model {
     where
         Self: Sized,
     {
-        fit_model(self, ds, args, None)
+        fit_model(self, ds, args, None, (1, 1))
     }
 
     /// The loss and metrics accumulated so far in this epoch.
@@ -720,7 +862,7 @@ fn weighted_train_step<M: Model>(m: &mut M, x: &Tensor, y: &Tensor, sample_weigh
 
 /// A loss value as (what is reported, what is minimized): the same scalar,
 /// or for unreduced values their mean and their sum.
-fn scalar_loss(l: Tensor) -> Result<(Tensor, Tensor)> {
+pub(crate) fn scalar_loss(l: Tensor) -> Result<(Tensor, Tensor)> {
     if l.rank() == 0 {
         return Ok((l.clone(), l));
     }
@@ -785,6 +927,7 @@ fn logs_of(c: &Option<Compiled>) -> Result<Logs> {
     let c = c.as_ref().ok_or_else(not_compiled)?;
     let mut logs = vec![("loss".to_string(), c.loss_tracker.result()?)];
     logs.extend(metric_logs(&c.metrics, &c.weighted_metrics)?);
+    logs.extend(super::heads::logs(c)?);
     Ok(logs)
 }
 
@@ -848,9 +991,19 @@ fn metric_logs(metrics: &[Box<dyn Metric>], weighted: &[Box<dyn Metric>]) -> Res
 /// `args.shuffle`) in the order of the epoch the returned counter holds:
 /// what `fit(x, y)` iterates.
 pub(crate) fn epoch_batches(x: &Tensor, y: &Tensor, args: &FitArgs) -> Result<(Dataset, Arc<AtomicU64>)> {
+    epoch_batches_many(std::slice::from_ref(x), std::slice::from_ref(y), args)
+}
+
+/// [`epoch_batches`] of several inputs and targets: elements `(x1, ...,
+/// y1, ..., [sample_weight])`.
+fn epoch_batches_many(xs: &[Tensor], ys: &[Tensor], args: &FitArgs) -> Result<(Dataset, Arc<AtomicU64>)> {
+    let (Some(x), Some(y)) = (xs.first(), ys.first()) else {
+        return Err(Error::arg("fit", "no inputs or no targets"));
+    };
     let n = x.shape().first().copied().unwrap_or(0);
     let epoch = Arc::new(AtomicU64::new(0));
-    let mut data = vec![x.clone(), y.clone()];
+    let mut data = xs.to_vec();
+    data.extend(ys.iter().cloned());
     match (&args.sample_weight, &args.class_weight) {
         (Some(_), Some(_)) => return Err(both_weights()),
         (Some(w), None) => data.push(weights_for(x, w)?),
@@ -866,7 +1019,13 @@ pub(crate) fn epoch_batches(x: &Tensor, y: &Tensor, args: &FitArgs) -> Result<(D
 
 /// [`Model::fit_dataset`], with the epoch counter of [`epoch_batches`] when
 /// the data is `fit`'s own.
-fn fit_model<M: Model>(m: &mut M, ds: &Dataset, args: FitArgs, epoch: Option<Arc<AtomicU64>>) -> Result<History> {
+fn fit_model<M: Model>(
+    m: &mut M,
+    ds: &Dataset,
+    args: FitArgs,
+    epoch: Option<Arc<AtomicU64>>,
+    split: (usize, usize),
+) -> Result<History> {
     if m.compiled().is_none() {
         return Err(not_compiled());
     }
@@ -895,6 +1054,7 @@ fn fit_model<M: Model>(m: &mut M, ds: &Dataset, args: FitArgs, epoch: Option<Arc
         device,
         batch_size: args.batch_size,
         epoch,
+        split,
     };
     let history = fit_loop(&mut target, &ds, args, vars);
     if let Some(c) = m.compiled().as_mut() {
@@ -962,6 +1122,9 @@ struct One<'a, M: Model> {
     batch_size: usize,
     /// The shuffle's epoch, when the data is `fit`'s own.
     epoch: Option<Arc<AtomicU64>>,
+    /// How many of an element's tensors are inputs and targets ((1, 1)
+    /// but for `fit_many`).
+    split: (usize, usize),
 }
 
 impl<M: Model> FitTarget for One<'_, M> {
@@ -974,6 +1137,29 @@ impl<M: Model> FitTarget for One<'_, M> {
         self.model.compiled()
     }
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
+        let (ni, no) = self.split;
+        if (ni, no) != (1, 1) {
+            if batch.len() != ni + no && batch.len() != ni + no + 1 {
+                return Err(Error::arg(
+                    "fit",
+                    format!(
+                        "elements need {ni} inputs, {no} targets and maybe sample weights, got {} tensors",
+                        batch.len()
+                    ),
+                ));
+            }
+            let m = &mut *self.model;
+            let run = |m: &mut M, b: &[Tensor]| {
+                let (xs, rest) = b.split_at(ni);
+                let (ys, w) = rest.split_at(no);
+                m.train_step_many(xs, ys, w.first())
+            };
+            return if m.run_eagerly() {
+                run(m, &batch)
+            } else {
+                Ok(self.traced.call(&batch, |b| Ok(vec![run(m, b)?]))?.remove(0))
+            };
+        }
         if !matches!(batch.len(), 2 | 3) {
             return Err(Error::arg(
                 "fit",
@@ -1044,6 +1230,7 @@ pub(crate) fn fit_loop<T: FitTarget>(
         let c = target.compiled().as_mut().ok_or_else(not_compiled)?;
         c.loss_tracker.reset_state();
         reset_metrics(&mut c.metrics, &mut c.weighted_metrics);
+        super::heads::reset(c);
         let mut progress = Progress::new(total, verbose);
         let mut steps = 0;
         target.begin_epoch(epoch);
@@ -1110,7 +1297,7 @@ fn weights_for(x: &Tensor, w: &Tensor) -> Result<Tensor> {
     }
 }
 
-fn not_compiled() -> Error {
+pub(crate) fn not_compiled() -> Error {
     Error::arg(
         "fit",
         "the model must be compiled first: call model.compile(optimizer, loss, metrics)",
@@ -1414,6 +1601,23 @@ impl Model for Sequential {
         match &self.graph {
             Some(g) => Some(g.input_shapes()),
             None => self.input_shape.clone().map(|s| vec![s]),
+        }
+    }
+
+    fn output_names(&self) -> Vec<String> {
+        match &self.graph {
+            Some(g) if g.outputs.len() > 1 => g
+                .outputs
+                .iter()
+                .map(|&o| {
+                    g.nodes
+                        .get(o)
+                        .and_then(|n| n.layer)
+                        .and_then(|l| self.layers.get(l))
+                        .map_or_else(|| format!("output_{o}"), |l| l.name().to_string())
+                })
+                .collect(),
+            _ => vec!["output_0".into()],
         }
     }
 

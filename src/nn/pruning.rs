@@ -355,6 +355,9 @@ impl Layer for PruneLowMagnitude {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "PruneLowMagnitude"
     }

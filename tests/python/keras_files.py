@@ -17,6 +17,7 @@
                                             # PREFIX a+b feeds two inputs, several outputs go to
                                             # kload_..._{b}_{k}.npy
 """
+import json
 import os
 import sys
 
@@ -221,8 +222,19 @@ elif mode == "graph":
         "unet": (rng.standard_normal((64, 8, 8, 3)).astype(np.float32), rng.integers(0, 5, (64,)), "x"),
     }
     xm, ym = rng.standard_normal((64, 6)).astype(np.float32), rng.standard_normal((64, 1)).astype(np.float32)
-    multi.compile(optimizer="adam", loss=["sparse_categorical_crossentropy", "mse"], loss_weights=[1.0, 0.5])
-    multi.fit([xm, data["resnet"][0]], [data["resnet"][1] % 4, ym], batch_size=16, epochs=2, verbose=0)
+    multi.compile(
+        optimizer="adam",
+        loss=["sparse_categorical_crossentropy", "mse"],
+        loss_weights=[1.0, 0.5],
+        metrics=[["sparse_categorical_accuracy"], ["mae"]],
+    )
+    yc = (data["resnet"][1] % 4).astype(np.float32)
+    multi.fit([xm, data["resnet"][0]], [yc, ym], batch_size=16, epochs=2, verbose=0)
+    # What evaluate reports on the training data, for wgflow's evaluate_many.
+    for name, a in [("mx", xm), ("mimg", data["resnet"][0]), ("my0", yc), ("my1", ym)]:
+        np.save(f"{out}/{name}.npy", a)
+    ev = multi.evaluate([xm, data["resnet"][0]], [yc, ym], batch_size=64, return_dict=True, verbose=0)
+    print("multi_eval", json.dumps({k: float(v) for k, v in ev.items()}))
     multi.save(f"{out}/multi.keras")
     multi.save(f"{out}/multi.h5")
     print("multi", [type(l).__name__ for l in multi.layers])

@@ -9,6 +9,8 @@
                   and per-channel scale counts.
   predict X F...  runs each .tflite F through its serving_default signature
                   on X and saves the output as F.npy.
+  multi F NAME=X...  runs F's serving_default with input NAME fed the .npy X
+                  (each input), saving output K as F.K.npy.
 """
 import json
 import os
@@ -110,6 +112,19 @@ def main():
         x = np.load(sys.argv[2])
         for path in sys.argv[3:]:
             np.save(path + ".npy", run(path, x))
+        print("OK")
+    elif cmd == "multi":
+        path = sys.argv[2]
+        feeds = {}
+        for arg in sys.argv[3:]:
+            name, _, x = arg.partition("=")
+            feeds[name] = np.load(x).astype(np.float32)
+        it = interpreter(path)
+        sig = it.get_signature_list()["serving_default"]
+        print("inputs", sorted(sig["inputs"]), "outputs", sorted(sig["outputs"]))
+        out = it.get_signature_runner("serving_default")(**feeds)
+        for k, v in out.items():
+            np.save(f"{path}.{k}.npy", v)
         print("OK")
     else:
         raise SystemExit(f"unknown command {cmd}")

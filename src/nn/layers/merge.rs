@@ -198,6 +198,9 @@ impl Layer for Merge {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         self.op.class()
     }

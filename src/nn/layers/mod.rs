@@ -57,6 +57,10 @@ pub fn unique_name(base: &str) -> String {
 pub trait Layer: Send {
     /// The unique instance name ("dense_1"), the prefix of its weights' names.
     fn name(&self) -> &str;
+    /// Renames the layer; before `build`, its weights take the new name
+    /// (how a Keras file's layers keep theirs). A layer that does not
+    /// implement it (a custom one) keeps its name.
+    fn set_name(&mut self, _name: &str) {}
     /// The Keras class name, for `summary()`.
     fn kind(&self) -> &'static str;
     /// Creates the weights for examples of `input_shape` (batch excluded);
@@ -389,6 +393,9 @@ impl Layer for Dense {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Dense"
     }
@@ -586,6 +593,9 @@ impl Layer for Conv2D {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Conv2D"
     }
@@ -778,6 +788,9 @@ impl Layer for DepthwiseConv2D {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "DepthwiseConv2D"
@@ -1106,6 +1119,9 @@ impl<const MAX: bool> Layer for Pooling2D<MAX> {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         if self.max { "MaxPooling2D" } else { "AveragePooling2D" }
     }
@@ -1197,6 +1213,9 @@ impl<const MAX: bool, const D: usize> Layer for GlobalPooling<MAX, D> {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         match (MAX, D) {
             (false, 1) => "GlobalAveragePooling1D",
@@ -1264,6 +1283,9 @@ impl Layer for LeakyReLU {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "LeakyReLU"
     }
@@ -1307,6 +1329,9 @@ impl Layer for Reshape {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "Reshape"
@@ -1387,6 +1412,9 @@ impl Layer for ZeroPadding2D {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "ZeroPadding2D"
     }
@@ -1450,6 +1478,9 @@ impl Layer for Rescaling {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Rescaling"
     }
@@ -1501,6 +1532,9 @@ impl Layer for Flatten {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Flatten"
     }
@@ -1547,6 +1581,9 @@ impl Layer for Dropout {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "Dropout"
@@ -1648,6 +1685,9 @@ impl Layer for BatchNormalization {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "BatchNormalization"
@@ -1767,6 +1807,9 @@ impl Layer for ActivationLayer {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "Activation"

@@ -145,6 +145,9 @@ impl Layer for LayerNormalization {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "LayerNormalization"
     }
@@ -234,6 +237,9 @@ impl Layer for GroupNormalization {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "GroupNormalization"
     }
@@ -318,6 +324,9 @@ impl Layer for RMSNormalization {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "RMSNormalization"

@@ -315,6 +315,9 @@ impl Layer for Recurrent {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         self.cell.class()
     }
@@ -677,6 +680,9 @@ impl Layer for Bidirectional {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         "Bidirectional"

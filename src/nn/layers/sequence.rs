@@ -85,6 +85,9 @@ impl Layer for Embedding {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Embedding"
     }
@@ -329,6 +332,9 @@ impl Layer for Conv1D {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Conv1D"
     }
@@ -460,6 +466,9 @@ impl<const MAX: bool> Layer for Pooling1D<MAX> {
     }
     fn name(&self) -> &str {
         &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
     }
     fn kind(&self) -> &'static str {
         Self::kind_name()

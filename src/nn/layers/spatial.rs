@@ -37,6 +37,9 @@ impl Layer for UpSampling2D {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "UpSampling2D"
     }

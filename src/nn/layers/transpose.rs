@@ -162,6 +162,9 @@ impl Layer for Conv2DTranspose {
     fn name(&self) -> &str {
         &self.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "Conv2DTranspose"
     }
