@@ -1500,6 +1500,28 @@ fn models_of_several_outputs_train_the_same_everywhere() {
         m.fit_many(&[meta.clone(), image.clone()], &[cls.clone(), reg.clone()], args)
             .is_err()
     );
+    // One output compiled with lists: its weight scales the loss, its
+    // metrics keep their own names.
+    let mut single = Sequential::new().add(Dense::new(1));
+    single.build(&[6], &Device::Cpu).unwrap();
+    single
+        .compile_outputs(
+            Adam::new(1e-2),
+            vec![Box::new(MeanSquaredError)],
+            &[2.0],
+            vec![Metrics(vec![Box::new(MeanMetricWrapper::new(
+                "mae",
+                MeanAbsoluteError,
+            ))])],
+        )
+        .unwrap();
+    let h = single.fit(&meta, &reg, quiet()).unwrap();
+    assert!(h.get("mae").is_some(), "{:?}", h.history);
+    let logs = single.evaluate(&meta, &reg, 24).unwrap();
+    let pred = single.predict(&meta, 24).unwrap();
+    let mse = MeanSquaredError.call(&reg, &pred).unwrap().item().unwrap();
+    assert!((logs[0].1 - 2.0 * mse).abs() < 1e-5, "{logs:?} against 2 x {mse}");
+    assert_eq!(logs[1].0, "mae");
     // Compiled with one loss, a model of two outputs cannot fit.
     let mut one = two_towers(&Device::Cpu, 59);
     one.compile(Adam::new(1e-2), MeanSquaredError, ());

@@ -466,6 +466,10 @@ mod tests {
         assert_eq!(ys[0].to_vec::<f32>().unwrap(), [4.0, 5.0, 1.0, 2.0, 3.0]);
         assert_eq!(ys[1].to_vec::<f32>().unwrap(), [2.0, 4.0, 6.0]);
         assert_eq!(ys[2].to_vec::<f32>().unwrap(), ys[0].to_vec::<f32>().unwrap());
+        // An output listed twice is named twice, numbered as tf.keras did.
+        let names = m.output_names();
+        assert_eq!(names[0].clone() + "_1", names[2], "{names:?}");
+        assert_ne!(names[0], names[1]);
         // Swapped inputs, a missing one, one tensor through `call`.
         let swapped = [t(vec![4.0, 5.0], &[1, 2]), t(vec![1.0, 2.0, 3.0], &[1, 3])];
         assert!(matches!(m.call_many(&swapped, false), Err(Error::Shape { .. })));

@@ -84,13 +84,18 @@ fn total_loss(
     Ok((l, o, parts))
 }
 
-/// Each output's loss and metrics updated with one batch of `n` examples.
-fn track(c: &mut Compiled, ys: &[Tensor], preds: &[Tensor], parts: &[Tensor], n: usize) -> Result<()> {
+/// Each output's loss and metrics updated with one batch of `n` examples
+/// (weights `w`).
+fn track(
+    c: &mut Compiled,
+    ys: &[Tensor],
+    preds: &[Tensor],
+    parts: &[Tensor],
+    n: usize,
+    w: Option<&Tensor>,
+) -> Result<()> {
     if c.heads.is_empty() {
-        for m in c.metrics.iter_mut() {
-            m.update_state(&ys[0], &preds[0])?;
-        }
-        return Ok(());
+        return super::model::update_metrics(&mut c.metrics, &mut c.weighted_metrics, &ys[0], &preds[0], w);
     }
     for (((h, y), p), l) in c.heads.iter_mut().zip(ys).zip(preds).zip(parts) {
         h.tracker.update(&l.broadcast_to(&[n])?)?;
@@ -111,8 +116,17 @@ pub(crate) fn reset(c: &mut Compiled) {
     }
 }
 
-/// The outputs' logs: every "<output>_loss", then every "<output>_<metric>".
+/// The outputs' logs: every "<output>_loss", then every "<output>_<metric>";
+/// for one output, its metrics under their own names (as Keras logs a
+/// model of one output compiled with lists).
 pub(crate) fn logs(c: &Compiled) -> Result<Logs> {
+    if let [h] = c.heads.as_slice() {
+        return h
+            .metrics
+            .iter()
+            .map(|m| Ok((m.name().to_string(), m.result()?)))
+            .collect();
+    }
     let mut logs = Vec::new();
     for h in &c.heads {
         logs.push((format!("{}_loss", h.name), h.tracker.result()?));
@@ -142,7 +156,7 @@ pub(crate) fn train_step<M: Model>(m: &mut M, xs: &[Tensor], ys: &[Tensor], w: O
         without_recording(|| -> Result<()> {
             let n = xs.first().and_then(|x| x.shape().first()).copied().unwrap_or(1);
             c.loss_tracker.update(&loss.broadcast_to(&[n])?)?;
-            track(&mut c, ys, &preds, &parts, n)
+            track(&mut c, ys, &preds, &parts, n, w)
         })?;
         Ok(loss)
     })();
@@ -156,33 +170,34 @@ pub(crate) fn evaluate<M: Model>(
     m: &mut M,
     xs: &[Tensor],
     ys: &[Tensor],
+    w: Option<&Tensor>,
     batch_size: usize,
     device: &Device,
 ) -> Result<Logs> {
     let eager = m.run_eagerly();
-    let ni = xs.len();
+    let (ni, no) = (xs.len(), ys.len());
     let mut data = xs.to_vec();
     data.extend(ys.iter().cloned());
+    data.extend(w.cloned());
     let mut c = m.compiled().take().ok_or_else(not_compiled)?;
     let r = (|| {
         c.test_loss.reset_state();
         reset(&mut c);
-        for metric in c.metrics.iter_mut() {
-            metric.reset_state();
-        }
-        let mut traced = std::mem::replace(&mut c.test_function, crate::function::Traced::new("test_step"));
+        super::model::reset_metrics(&mut c.metrics, &mut c.weighted_metrics);
+        let mut traced = std::mem::replace(&mut c.test_many_function, crate::function::Traced::new("test_step"));
         let ds = Dataset::from_tensor_slices(&data)?.batch(batch_size, false)?;
         let run = (|| -> Result<()> {
             for b in ds.iter()? {
                 let args = b?.iter().map(|t| t.to_device(device)).collect::<Result<Vec<_>>>()?;
                 let mut step = |a: &[Tensor]| -> Result<Vec<Tensor>> {
                     without_recording(|| {
-                        let (bx, by) = a.split_at(ni);
+                        let (bx, rest) = a.split_at(ni);
+                        let (by, bw) = rest.split_at(no.min(rest.len()));
                         let preds = m.call_many(bx, false)?;
-                        let (l, _, parts) = total_loss(&c, by, &preds, None)?;
+                        let (l, _, parts) = total_loss(&c, by, &preds, bw.first())?;
                         let n = bx.first().and_then(|x| x.shape().first()).copied().unwrap_or(1);
                         c.test_loss.update(&l.broadcast_to(&[n])?)?;
-                        track(&mut c, by, &preds, &parts, n)?;
+                        track(&mut c, by, &preds, &parts, n, bw.first())?;
                         Ok(Vec::new())
                     })
                 };
@@ -194,7 +209,7 @@ pub(crate) fn evaluate<M: Model>(
             }
             Ok(())
         })();
-        c.test_function = traced;
+        c.test_many_function = traced;
         run?;
         let mut logs = vec![("loss".to_string(), c.test_loss.result()?)];
         logs.extend(logs_of_metrics(&c)?);
@@ -207,11 +222,7 @@ pub(crate) fn evaluate<M: Model>(
 /// The metrics of a model of one output (no heads), or the heads' logs.
 fn logs_of_metrics(c: &Compiled) -> Result<Logs> {
     if c.heads.is_empty() {
-        return c
-            .metrics
-            .iter()
-            .map(|m| Ok((m.name().to_string(), m.result()?)))
-            .collect();
+        return super::model::metric_logs(&c.metrics, &c.weighted_metrics);
     }
     logs(c)
 }

@@ -523,6 +523,7 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         // The layer keeps the file's name (its weights are named after it).
         if let Some(name) = lc["name"].as_str().or(c["name"].as_str()).filter(|n| !n.is_empty()) {
             layer.set_name(name);
+            super::layers::reserve_name(name);
         }
         layers.push(layer);
         bn_axes.push(if matches!(class, "BatchNormalization" | "LayerNormalization") {
@@ -1452,22 +1453,55 @@ fn compile_from(model: &mut Sequential, c: &Value, opt: &Value) -> std::result::
         }
         ms
     };
-    // A model of several outputs: one loss (and weight, and metric list) each.
-    if let Value::Array(losses) = &c["loss"] {
-        let losses = losses
+    // A model of several outputs: one loss (and weight, and metric list)
+    // each, as lists in the outputs' order or dicts keyed by their names.
+    let outputs = model.output_names();
+    let by_output = |v: &Value, what: &str| -> std::result::Result<Vec<Value>, String> {
+        match v {
+            Value::Array(a) => Ok(a.clone()),
+            Value::Object(o) => outputs
+                .iter()
+                .map(|n| {
+                    o.get(n)
+                        .cloned()
+                        .ok_or_else(|| format!("compile_config: {what} has no entry for output {n}"))
+                })
+                .collect(),
+            v => Err(format!("compile_config: {what} {v} is not a list or a dict by output")),
+        }
+    };
+    let loss = &c["loss"];
+    let per_output_loss = loss.is_array() || (loss.is_object() && loss.get("class_name").is_none());
+    if per_output_loss {
+        let losses = by_output(loss, "loss")?
             .iter()
             .map(loss_entry)
             .collect::<std::result::Result<Vec<_>, _>>()?;
-        let weights: Vec<f64> = c["loss_weights"]
-            .as_array()
-            .map(|w| w.iter().map(|v| v.as_f64().unwrap_or(1.0)).collect())
-            .unwrap_or_default();
-        let metrics: Vec<super::metrics::Metrics> = match c["metrics"].as_array() {
-            Some(lists) if lists.iter().all(Value::is_array) => {
-                lists.iter().map(|l| super::metrics::Metrics(metrics_of(l))).collect()
-            }
-            _ => Vec::new(),
+        let weights = match &c["loss_weights"] {
+            Value::Null => Vec::new(),
+            v => by_output(v, "loss_weights")?
+                .iter()
+                .map(|w| {
+                    w.as_f64()
+                        .ok_or_else(|| format!("compile_config: loss weight {w} is not a number"))
+                })
+                .collect::<std::result::Result<Vec<f64>, _>>()?,
         };
+        let metrics: Vec<super::metrics::Metrics> = match &c["metrics"] {
+            Value::Null => Vec::new(),
+            v => by_output(v, "metrics")?
+                .iter()
+                .map(|l| match l {
+                    Value::Null => Ok(super::metrics::Metrics(Vec::new())),
+                    Value::Array(_) => Ok(super::metrics::Metrics(metrics_of(l))),
+                    // One metric for the output, not in a list.
+                    m => Ok(super::metrics::Metrics(metrics_of(&Value::Array(vec![m.clone()])))),
+                })
+                .collect::<std::result::Result<Vec<_>, String>>()?,
+        };
+        if !c["weighted_metrics"].is_null() && c["weighted_metrics"].as_array().is_none_or(|a| !a.is_empty()) {
+            return Err("compile_config: weighted_metrics with a loss per output are not supported".into());
+        }
         return model
             .compile_outputs(optimizer, losses, &weights, metrics)
             .map_err(|e| e.to_string());

@@ -61,6 +61,9 @@ pub struct Compiled {
     /// output's loss, weight and metrics (the first output's loss is
     /// `loss`); empty for a model of one output.
     pub heads: Vec<super::heads::Head>,
+    /// The traced step of `evaluate_many` (and of `evaluate` on a model
+    /// with `heads`), apart from `test_function`, whose step differs.
+    pub(crate) test_many_function: Traced,
 }
 
 /// Metric names and values, in display order ("loss" first, then the
@@ -338,6 +341,7 @@ pub trait Model {
             predict_function: Traced::new("predict_step"),
             test_loss: Mean::new("loss"),
             heads: Vec::new(),
+            test_many_function: Traced::new("test_step"),
         });
     }
 
@@ -417,9 +421,16 @@ pub trait Model {
         Self: Sized,
     {
         let c = self.compiled().as_mut().ok_or_else(not_compiled)?;
+        if !c.heads.is_empty() {
+            return Err(Error::arg(
+                "Model.compile",
+                "weighted_metrics are for models compiled with compile, not compile_outputs: give each output its metrics",
+            ));
+        }
         c.weighted_metrics = metrics.into().0;
         c.train_function = Traced::new("train_step");
         c.test_function = Traced::new("test_step");
+        c.test_many_function = Traced::new("test_step");
         Ok(())
     }
 
@@ -512,7 +523,7 @@ pub trait Model {
     {
         self.check_split(xs.len(), ys.len())?;
         let d = self.device()?;
-        super::heads::evaluate(self, xs, ys, batch_size, &d)
+        super::heads::evaluate(self, xs, ys, None, batch_size, &d)
     }
 
     /// The training step of a model of several inputs or outputs (what
@@ -619,6 +630,11 @@ pub trait Model {
     where
         Self: Sized,
     {
+        if self.compiled().as_ref().is_some_and(|c| !c.heads.is_empty()) {
+            let w = sample_weight.map(|w| weights_for(x, w)).transpose()?;
+            let (xs, ys) = (std::slice::from_ref(x), std::slice::from_ref(y));
+            return super::heads::evaluate(self, xs, ys, w.as_ref(), batch_size, device);
+        }
         let eager = self.run_eagerly();
         let mut data = vec![x.clone(), y.clone()];
         if let Some(w) = sample_weight {
@@ -957,7 +973,7 @@ pub(crate) fn update_metrics(
 
 /// The metrics' results under Keras' names: a weighted metric whose name
 /// is taken is `weighted_<name>` (then `_1`, `_2`, ... as Keras counts).
-fn metric_logs(metrics: &[Box<dyn Metric>], weighted: &[Box<dyn Metric>]) -> Result<Logs> {
+pub(crate) fn metric_logs(metrics: &[Box<dyn Metric>], weighted: &[Box<dyn Metric>]) -> Result<Logs> {
     let mut logs: Logs = Vec::new();
     let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     let mut unique = |name: String| -> String {
@@ -1138,7 +1154,8 @@ impl<M: Model> FitTarget for One<'_, M> {
     }
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor> {
         let (ni, no) = self.split;
-        if (ni, no) != (1, 1) {
+        let heads = self.model.compiled().as_ref().is_some_and(|c| !c.heads.is_empty());
+        if (ni, no) != (1, 1) || heads {
             if batch.len() != ni + no && batch.len() != ni + no + 1 {
                 return Err(Error::arg(
                     "fit",
@@ -1605,20 +1622,32 @@ impl Model for Sequential {
     }
 
     fn output_names(&self) -> Vec<String> {
-        match &self.graph {
-            Some(g) if g.outputs.len() > 1 => g
-                .outputs
-                .iter()
-                .map(|&o| {
-                    g.nodes
-                        .get(o)
-                        .and_then(|n| n.layer)
-                        .and_then(|l| self.layers.get(l))
-                        .map_or_else(|| format!("output_{o}"), |l| l.name().to_string())
-                })
-                .collect(),
-            _ => vec!["output_0".into()],
-        }
+        let Some(g) = self.graph.as_ref().filter(|g| g.outputs.len() > 1) else {
+            return vec!["output_0".into()];
+        };
+        // The layer making each output (an input passed through: the
+        // input's name); a name given twice gets `_1`, `_2`, ... as
+        // tf.keras numbered them.
+        let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        g.outputs
+            .iter()
+            .enumerate()
+            .map(|(k, &o)| {
+                let node = g.nodes.get(o);
+                let base = match node.and_then(|n| n.layer) {
+                    Some(l) => self.layers.get(l).map(|l| l.name().to_string()),
+                    None => g
+                        .inputs
+                        .iter()
+                        .position(|&i| i == o)
+                        .and_then(|i| g.input_names.get(i).cloned()),
+                }
+                .unwrap_or_else(|| format!("output_{k}"));
+                let n = seen.entry(base.clone()).or_insert(0);
+                *n += 1;
+                if *n == 1 { base } else { format!("{base}_{}", *n - 1) }
+            })
+            .collect()
     }
 
     fn input_names(&self) -> Vec<String> {

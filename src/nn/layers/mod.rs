@@ -40,16 +40,39 @@ pub use transpose::Conv2DTranspose;
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
 /// for the whole process, as Keras' global name scope.
 pub fn unique_name(base: &str) -> String {
+    static_counts(|counts| {
+        let n = counts.entry(base.to_string()).or_insert(0);
+        let name = if *n == 0 {
+            base.to_string()
+        } else {
+            format!("{base}_{n}")
+        };
+        *n += 1;
+        name
+    })
+}
+
+/// The process-wide name counters of [`unique_name`].
+fn static_counts<T>(f: impl FnOnce(&mut HashMap<String, usize>) -> T) -> T {
     static COUNTS: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
     let mut g = COUNTS.lock().unwrap_or_else(|p| p.into_inner());
-    let n = g.get_or_insert_with(HashMap::new).entry(base.to_string()).or_insert(0);
-    let name = if *n == 0 {
-        base.to_string()
-    } else {
-        format!("{base}_{n}")
+    f(g.get_or_insert_with(HashMap::new))
+}
+
+/// Marks `name` (a layer name read from a file: `dense_7`) as taken, so
+/// that [`unique_name`] does not give it again in this process.
+pub(crate) fn reserve_name(name: &str) {
+    let (base, next) = match name.rsplit_once('_') {
+        Some((b, d)) if !d.is_empty() && d.bytes().all(|c| c.is_ascii_digit()) => match d.parse::<usize>() {
+            Ok(n) => (b, n.saturating_add(1)),
+            Err(_) => return,
+        },
+        _ => (name, 1),
     };
-    *n += 1;
-    name
+    static_counts(|counts| {
+        let n = counts.entry(base.to_string()).or_insert(0);
+        *n = (*n).max(next);
+    });
 }
 
 /// `keras.layers.Layer`: a callable with lazily created weights. Implement
@@ -965,6 +988,9 @@ impl Layer for SeparableConv2D {
     fn name(&self) -> &str {
         &self.depthwise.name
     }
+    fn set_name(&mut self, name: &str) {
+        self.depthwise.name = name.to_string();
+    }
     fn kind(&self) -> &'static str {
         "SeparableConv2D"
     }
@@ -1819,5 +1845,19 @@ impl Layer for ActivationLayer {
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         self.activation.apply(x)
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    /// A name read from a file is not given again.
+    #[test]
+    fn reserved_names_are_skipped() {
+        super::reserve_name("wgflow_test_layer_5");
+        assert_eq!(super::unique_name("wgflow_test_layer"), "wgflow_test_layer_6");
+        super::reserve_name("wgflow_test_other");
+        assert_eq!(super::unique_name("wgflow_test_other"), "wgflow_test_other_1");
+        super::reserve_name("wgflow_test_big_99999999999999999999999");
+        assert_eq!(super::unique_name("wgflow_test_big"), "wgflow_test_big");
     }
 }
