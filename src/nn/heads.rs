@@ -1,8 +1,8 @@
 //! Training a model of several outputs (Keras' `compile(loss=[...],
 //! loss_weights=[...], metrics=[[...], [...]])`): each output has its
 //! loss, weight and metrics; the step minimizes the weighted sum and
-//! reports it as "loss", each output's own loss as "<output>_loss" and its
-//! metrics as "<output>_<metric>", as Keras names them.
+//! reports it as "loss", each output's own loss as `<output>_loss` and its
+//! metrics as `<output>_<metric>`, as Keras names them.
 
 use super::losses::Loss;
 use super::metrics::{Mean, Metric};
@@ -116,7 +116,7 @@ pub(crate) fn reset(c: &mut Compiled) {
     }
 }
 
-/// The outputs' logs: every "<output>_loss", then every "<output>_<metric>";
+/// The outputs' logs: every `<output>_loss`, then every `<output>_<metric>`;
 /// for one output, its metrics under their own names (as Keras logs a
 /// model of one output compiled with lists).
 pub(crate) fn logs(c: &Compiled) -> Result<Logs> {

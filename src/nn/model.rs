@@ -357,8 +357,8 @@ pub trait Model {
     /// output (in [`Model::output_names`]' order), their weights (empty:
     /// all 1) and each output's metrics (empty: none). `fit_many` then
     /// minimizes the weighted sum of the losses, reported as "loss", with
-    /// each output's own loss as "<output>_loss" and its metrics as
-    /// "<output>_<metric>".
+    /// each output's own loss as `<output>_loss` and its metrics as
+    /// `<output>_<metric>`.
     ///
     /// Returns [`Error::InvalidArgument`] when the lists do not have one
     /// entry per output.
