@@ -1438,6 +1438,20 @@ fn models_of_several_outputs_train_the_same_everywhere() {
     };
     let (h, want, mut m) = train(&Device::Cpu, true);
     let names = m.output_names();
+    // Validation data of several tensors: "val_" logs of every output.
+    let args = FitArgs {
+        epochs: 1,
+        verbose: false,
+        validation_data_many: Some((vec![meta.clone(), image.clone()], vec![cls.clone(), reg.clone()])),
+        ..FitArgs::default()
+    };
+    let hv = m
+        .fit_many(&[meta.clone(), image.clone()], &[cls.clone(), reg.clone()], args)
+        .unwrap();
+    for n in &names {
+        assert!(hv.get(&format!("val_{n}_loss")).is_some(), "{:?}", hv.history);
+    }
+    assert!(hv.get("val_loss").is_some());
     let loss = h.get("loss").unwrap().to_vec();
     assert!(loss[2] < loss[0], "{loss:?}");
     for n in &names {

@@ -110,6 +110,10 @@ pub struct FitArgs {
     pub initial_epoch: usize,
     /// (x, y) evaluated at the end of every epoch ("val_" metrics).
     pub validation_data: Option<(Tensor, Tensor)>,
+    /// `validation_data=([x1, ...], [y1, ...])` for [`Model::fit_many`]:
+    /// one tensor per input and one target per output, evaluated at the
+    /// end of every epoch as [`Model::evaluate_many`] does ("val_" logs).
+    pub validation_data_many: Option<(Vec<Tensor>, Vec<Tensor>)>,
     /// Weights of the validation examples (Keras' third element of
     /// `validation_data`): the "val_loss" is weighted by them.
     pub validation_sample_weight: Option<Tensor>,
@@ -146,6 +150,7 @@ impl Default for FitArgs {
             epochs: 1,
             initial_epoch: 0,
             validation_data: None,
+            validation_data_many: None,
             validation_sample_weight: None,
             shuffle: true,
             seed: 0,
@@ -491,8 +496,9 @@ pub trait Model {
     /// outputs: one tensor per input and one target per output (all with
     /// the same first dimension). A model of several outputs is compiled
     /// with [`Model::compile_outputs`]. `sample_weight` weighs every
-    /// output's loss; `class_weight` and `validation_data` are for models
-    /// of one input and one output (evaluate with [`Model::evaluate_many`]).
+    /// output's loss; validation data of several tensors is
+    /// `FitArgs::validation_data_many`; `class_weight` is for models of
+    /// one input and one output.
     ///
     /// Returns [`Error::InvalidArgument`] for counts that do not match the
     /// model, and the errors of [`Model::fit`].
@@ -503,8 +509,11 @@ pub trait Model {
         if args.class_weight.is_some() || args.validation_data.is_some() {
             return Err(Error::arg(
                 "fit",
-                "class_weight and validation_data take one input and one output: for a model of several, evaluate with evaluate_many",
+                "class_weight and validation_data take one input and one output: for a model of several, give validation_data_many",
             ));
+        }
+        if let Some((vx, vy)) = &args.validation_data_many {
+            self.check_split(vx.len(), vy.len())?;
         }
         let split = self.check_split(xs.len(), ys.len())?;
         let (ds, epoch) = epoch_batches_many(xs, ys, &args)?;
@@ -1112,6 +1121,14 @@ pub(crate) trait FitTarget {
     fn step(&mut self, batch: Vec<Tensor>) -> Result<Tensor>;
     /// The validation logs of one epoch.
     fn validate(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Logs>;
+    /// The validation logs of one epoch of a model of several inputs or
+    /// outputs (`FitArgs::validation_data_many`).
+    fn validate_many(&mut self, _xs: &[Tensor], _ys: &[Tensor]) -> Result<Logs> {
+        Err(Error::arg(
+            "fit",
+            "validation_data_many is for Model::fit_many on one device",
+        ))
+    }
     /// After the restore callbacks, with the epoch they resume at (every
     /// worker calls it, restored or not).
     fn restored(&mut self, _initial_epoch: Option<usize>) -> Result<()> {
@@ -1199,6 +1216,9 @@ impl<M: Model> FitTarget for One<'_, M> {
     fn validate(&mut self, x: &Tensor, y: &Tensor, w: Option<&Tensor>) -> Result<Logs> {
         self.model.evaluate_weighted_on(x, y, w, self.batch_size, &self.device)
     }
+    fn validate_many(&mut self, xs: &[Tensor], ys: &[Tensor]) -> Result<Logs> {
+        super::heads::evaluate(&mut *self.model, xs, ys, None, self.batch_size, &self.device)
+    }
 }
 
 /// The epochs of `fit` around a step: the callbacks (begin, restore, batch
@@ -1273,6 +1293,10 @@ pub(crate) fn fit_loop<T: FitTarget>(
         let mut logs = logs_of(target.compiled())?;
         if let Some((vx, vy)) = &args.validation_data {
             let val = target.validate(vx, vy, args.validation_sample_weight.as_ref())?;
+            logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
+        }
+        if let Some((vx, vy)) = &args.validation_data_many {
+            let val = target.validate_many(vx, vy)?;
             logs.extend(val.into_iter().map(|(k, v)| (format!("val_{k}"), v)));
         }
         progress.finish(steps, &logs);
