@@ -823,8 +823,8 @@ fn corrupted_files_never_panic() {
 fn losses_and_metrics_match_keras() {
     use wgflow::nn::losses::*;
     use wgflow::nn::metrics::{
-        AUC, Curve, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError, SparseTopKCategoricalAccuracy,
-        Summation, TopKCategoricalAccuracy,
+        AUC, Average, Curve, F1Score, FBetaScore, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError,
+        SparseTopKCategoricalAccuracy, Summation, TopKCategoricalAccuracy,
     };
     let Some(python) = python() else { return };
     let dir = tmp("losses");
@@ -1028,6 +1028,21 @@ fn losses_and_metrics_match_keras() {
             "sparse_prob",
         ),
         (Box::new(|| Box::new(SparseTopKCategoricalAccuracy::new().k(2))), "tie"),
+        (Box::new(|| Box::new(F1Score::new(Average::Macro))), "onehot_prob"),
+        (Box::new(|| Box::new(F1Score::new(Average::Micro))), "onehot_prob"),
+        (Box::new(|| Box::new(F1Score::new(Average::Weighted))), "onehot_reg"),
+        (
+            Box::new(|| Box::new(F1Score::new(Average::Macro).threshold(0.4))),
+            "bin",
+        ),
+        (
+            Box::new(|| Box::new(FBetaScore::new(Average::Weighted, 2.0).threshold(0.5))),
+            "bin",
+        ),
+        (
+            Box::new(|| Box::new(FBetaScore::new(Average::Micro, 0.5))),
+            "onehot_prob",
+        ),
     ];
     let mut spec = Vec::new();
     for (l, set) in &losses {

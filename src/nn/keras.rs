@@ -1382,6 +1382,26 @@ fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>
                 Some(v) => Box::new(p.class_id(v.as_u64().ok_or_else(|| lacks("class_id"))? as usize)),
             }
         }
+        "f1_score" | "f_beta_score" | "fbeta_score" => {
+            let average = match set("average").and_then(Value::as_str) {
+                Some(a) => Average::from_name(a).ok_or_else(|| lacks("average"))?,
+                // A score per class is not one number.
+                None => return Err(lacks("average")),
+            };
+            let beta = match (n.as_str(), set("beta")) {
+                ("f1_score", _) | (_, None) => 1.0,
+                (_, Some(v)) => v.as_f64().filter(|b| *b > 0.0).ok_or_else(|| lacks("beta"))?,
+            };
+            let mut f = FBetaScore::new(average, beta).named(&label);
+            if let Some(t) = set("threshold") {
+                f = f.threshold(
+                    t.as_f64()
+                        .filter(|t| *t > 0.0 && *t <= 1.0)
+                        .ok_or_else(|| lacks("threshold"))?,
+                );
+            }
+            Box::new(f)
+        }
         "auc" => {
             for k in ["thresholds", "label_weights", "num_labels"] {
                 if set(k).is_some() {

@@ -7,6 +7,9 @@
 //! reports them after the loss of [`crate::nn::losses`] and hands them to
 //! [`crate::nn::callbacks`].
 
+mod fscore;
+pub use fscore::{Average, F1Score, FBetaScore};
+
 use super::losses::{Loss, same_rank};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
