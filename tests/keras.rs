@@ -823,8 +823,8 @@ fn corrupted_files_never_panic() {
 fn losses_and_metrics_match_keras() {
     use wgflow::nn::losses::*;
     use wgflow::nn::metrics::{
-        AUC, Average, Curve, F1Score, FBetaScore, MeanMetricWrapper, Metric, Precision, Recall, RootMeanSquaredError,
-        SparseTopKCategoricalAccuracy, Summation, TopKCategoricalAccuracy,
+        AUC, Average, Curve, F1Score, FBetaScore, IoU, MeanMetricWrapper, Metric, Precision, Recall,
+        RootMeanSquaredError, SparseTopKCategoricalAccuracy, Summation, TopKCategoricalAccuracy,
     };
     let Some(python) = python() else { return };
     let dir = tmp("losses");
@@ -1043,6 +1043,17 @@ fn losses_and_metrics_match_keras() {
             Box::new(|| Box::new(FBetaScore::new(Average::Micro, 0.5))),
             "onehot_prob",
         ),
+        (Box::new(|| Box::new(IoU::mean(5).sparse_y_pred(false))), "sparse_prob"),
+        (
+            Box::new(|| Box::new(IoU::new(5, &[1, 3]).sparse_y_true(false).sparse_y_pred(false))),
+            "onehot_prob",
+        ),
+        (
+            Box::new(|| Box::new(IoU::mean(4).ignore_class(2).sparse_y_pred(false))),
+            "tie",
+        ),
+        (Box::new(|| Box::new(IoU::binary(&[0, 1], 0.5))), "bin"),
+        (Box::new(|| Box::new(IoU::binary(&[1], 0.3))), "bcol"),
     ];
     let mut spec = Vec::new();
     for (l, set) in &losses {

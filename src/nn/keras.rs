@@ -1382,6 +1382,52 @@ fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>
                 Some(v) => Box::new(p.class_id(v.as_u64().ok_or_else(|| lacks("class_id"))? as usize)),
             }
         }
+        "mean_io_u" | "io_u" | "binary_io_u" => {
+            if set("axis").is_some_and(|a| a.as_i64() != Some(-1)) {
+                return Err(lacks("axis"));
+            }
+            let ids = |v: Option<&Value>| -> std::result::Result<Vec<usize>, String> {
+                v.and_then(Value::as_array)
+                    .ok_or_else(|| lacks("target_class_ids"))?
+                    .iter()
+                    .map(|c| c.as_u64().map(|c| c as usize).ok_or_else(|| lacks("target_class_ids")))
+                    .collect()
+            };
+            let classes = || -> std::result::Result<usize, String> {
+                set("num_classes")
+                    .and_then(Value::as_u64)
+                    .map(|n| n as usize)
+                    .filter(|&n| (1..=MAX_CLASSES).contains(&n))
+                    .ok_or_else(|| lacks("num_classes"))
+            };
+            let mut m = match n.as_str() {
+                "binary_io_u" => {
+                    let ids = match set("target_class_ids") {
+                        None => vec![0, 1],
+                        v => ids(v)?,
+                    };
+                    let t = match set("threshold") {
+                        None => 0.5,
+                        Some(v) => v.as_f64().ok_or_else(|| lacks("threshold"))?,
+                    };
+                    IoU::binary(&ids, t)
+                }
+                "mean_io_u" => IoU::mean(classes()?),
+                _ => IoU::new(classes()?, &ids(set("target_class_ids"))?),
+            };
+            if let Some(v) = set("ignore_class") {
+                m = m.ignore_class(v.as_i64().ok_or_else(|| lacks("ignore_class"))?);
+            }
+            for (k, f) in [
+                ("sparse_y_true", IoU::sparse_y_true as fn(IoU, bool) -> IoU),
+                ("sparse_y_pred", IoU::sparse_y_pred),
+            ] {
+                if let Some(v) = set(k) {
+                    m = f(m, v.as_bool().ok_or_else(|| lacks(k))?);
+                }
+            }
+            Box::new(m.named(&label))
+        }
         "f1_score" | "f_beta_score" | "fbeta_score" => {
             let average = match set("average").and_then(Value::as_str) {
                 Some(a) => Average::from_name(a).ok_or_else(|| lacks("average"))?,

@@ -8,7 +8,9 @@
 //! [`crate::nn::callbacks`].
 
 mod fscore;
+mod iou;
 pub use fscore::{Average, F1Score, FBetaScore};
+pub use iou::{IoU, MAX_CLASSES};
 
 use super::losses::{Loss, same_rank};
 use crate::core::dtype::DType;
