@@ -178,11 +178,12 @@ impl Functional {
             .ok_or_else(|| missing(t.node))
     }
 
-    /// `keras.Model(inputs, outputs)`: the model from the input to
-    /// `output`. Layers and calls that do not lead to `output` are left
-    /// out, as Keras does; `model.layers()` is in Keras' order (by depth
-    /// from the input, then by first use from the output), the order of
-    /// the weights in Keras files.
+    /// `keras.Model(inputs, outputs)`: the model from every `Input` made
+    /// (in the order they were made; [`Functional::build_multi`] lists
+    /// them) to `output`. Layers and calls that do not lead to `output`
+    /// are left out, as Keras does; `model.layers()` is in Keras' order (by
+    /// depth from the input, then by first use from the output), the order
+    /// of the weights in Keras files.
     ///
     /// Returns [`Error::InvalidArgument`] when the graph has no input, or
     /// two of its layers share a name (names identify layers in files).
