@@ -1003,6 +1003,13 @@ fn losses_and_metrics_match_keras() {
             "bin",
         ),
         (Box::new(|| Box::new(Recall::new().class_id(2))), "bin"),
+        (Box::new(|| Box::new(Precision::new().top_k(2))), "onehot_prob"),
+        (
+            Box::new(|| Box::new(Recall::new().top_k(1).threshold(0.1).named("r1"))),
+            "onehot_prob",
+        ),
+        (Box::new(|| Box::new(Precision::new().top_k(2).class_id(1))), "bin"),
+        (Box::new(|| Box::new(Precision::new().top_k(1).threshold(0.0))), "bin"),
         (Box::new(|| Box::new(Precision::new())), "bcol"),
         (Box::new(|| Box::new(AUC::new())), "bin"),
         (Box::new(|| Box::new(AUC::new().num_thresholds(7))), "bin"),

@@ -1363,20 +1363,23 @@ fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>
             Box::new(m.k(k).named(&label))
         }
         "precision" | "recall" => {
-            if set("top_k").is_some() {
-                return Err(lacks("top_k"));
-            }
             let t = match set("thresholds") {
-                None => Some(0.5),
-                Some(Value::Array(a)) if a.len() == 1 => a[0].as_f64(),
-                Some(v) => v.as_f64(),
+                None => None,
+                Some(Value::Array(a)) if a.len() == 1 => Some(a[0].as_f64()),
+                Some(v) => Some(v.as_f64()),
             };
-            // Keras refuses thresholds outside [0, 1] too.
-            let t = t
-                .filter(|t| (0.0..=1.0).contains(t))
-                .ok_or_else(|| lacks("thresholds"))?;
             let p = if n == "recall" { Recall::new() } else { Precision::new() };
-            let p = p.threshold(t).named(&label);
+            let mut p = p.named(&label);
+            if let Some(t) = t {
+                // Keras refuses thresholds outside [0, 1] too.
+                p = p.threshold(
+                    t.filter(|t| (0.0..=1.0).contains(t))
+                        .ok_or_else(|| lacks("thresholds"))?,
+                );
+            }
+            if let Some(k) = set("top_k") {
+                p = p.top_k(k.as_u64().filter(|&k| k > 0).ok_or_else(|| lacks("top_k"))? as usize);
+            }
             match set("class_id") {
                 None => Box::new(p),
                 Some(v) => Box::new(p.class_id(v.as_u64().ok_or_else(|| lacks("class_id"))? as usize)),

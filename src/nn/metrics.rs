@@ -775,6 +775,36 @@ fn flat_weighted(
     Ok((y, p.cast(DType::F32)?.reshape(&[-1, 1])?, weight))
 }
 
+/// Keras' `_filter_top_k`: each row's `k` highest predictions kept, the
+/// others set to -1e10 (ties go to the lower index, as `tf.math.top_k`).
+fn filter_top_k(op: &'static str, x: &Tensor, k: usize) -> Result<Tensor> {
+    let Some(&c) = x.shape().last() else {
+        return Err(Error::shape(op, &[x.shape()], "top_k needs predictions [.., classes]"));
+    };
+    if k == 0 {
+        return Err(Error::arg(op, "top_k must be at least 1"));
+    }
+    let rows = x.numel() / c.max(1);
+    if rows.saturating_mul(c).saturating_mul(c) > 1 << 28 {
+        return Err(Error::arg(
+            op,
+            format!("top_k over {c} classes of {rows} rows is too many pairs at once; update in smaller batches"),
+        ));
+    }
+    let x = x.cast(DType::F32)?;
+    let dev = x.device().clone();
+    let (xi, xj) = (x.reshape(&[-1, c as isize, 1])?, x.reshape(&[-1, 1, c as isize])?);
+    // rank(i) = #{j: x_j > x_i} + #{j < i: x_j == x_i}
+    let before: Vec<f32> = (0..c * c).map(|n| if n % c < n / c { 1.0 } else { 0.0 }).collect();
+    let before = Tensor::from_vec(before, &[1, c, c], &dev)?;
+    let above = xj.greater(&xi)?.cast(DType::F32)?;
+    let tied = xj.equal(&xi)?.cast(DType::F32)?.mul(&before)?;
+    let rank = above.add(&tied)?.sum(Some(&[-1]), false)?.reshape(&[-1])?;
+    let shape: Vec<isize> = x.shape().iter().map(|&d| d as isize).collect();
+    let keep = rank.scalar_like(k as f64)?.greater(&rank)?.reshape(&shape)?;
+    keep.where_(&x, &x.scalar_like(-1e10)?)
+}
+
 fn ratio(a: f64, b: f64) -> f64 {
     if b == 0.0 { 0.0 } else { a / b }
 }
@@ -786,8 +816,10 @@ fn ratio(a: f64, b: f64) -> f64 {
 pub struct Precision {
     name: String,
     recall: bool,
-    threshold: f64,
+    /// `None`: Keras' default, 0.5, or with `top_k` every kept prediction.
+    threshold: Option<f64>,
     class_id: Option<usize>,
+    top_k: Option<usize>,
     counts: Confusion,
 }
 
@@ -812,14 +844,24 @@ impl Precision {
         Precision {
             name: "precision".into(),
             recall: false,
-            threshold: 0.5,
+            threshold: None,
             class_id: None,
+            top_k: None,
             counts: Confusion::default(),
         }
     }
+    /// `top_k=k`: only each row's `k` highest predictions can count as
+    /// positive (ties go to the lower class, as `tf.math.top_k`), before
+    /// `class_id` and the threshold apply.
+    pub fn top_k(self, k: usize) -> Precision {
+        Precision { top_k: Some(k), ..self }
+    }
     /// `thresholds=t`: a prediction above `t` counts as positive.
     pub fn threshold(self, t: f64) -> Precision {
-        Precision { threshold: t, ..self }
+        Precision {
+            threshold: Some(t),
+            ..self
+        }
     }
     /// `class_id=c`: only column `c` of `[.., classes]` labels and predictions.
     pub fn class_id(self, c: usize) -> Precision {
@@ -853,11 +895,28 @@ impl Metric for Precision {
     fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
             let op = if self.recall { "recall" } else { "precision" };
-            if !(0.0..=1.0).contains(&self.threshold) {
-                return Err(Error::arg(op, format!("threshold {} is not in [0, 1]", self.threshold)));
+            // Keras' default: 0.5, or with top_k its NEG_INF (every kept
+            // prediction is positive).
+            let threshold = match (self.threshold, self.top_k) {
+                (Some(t), _) => t,
+                (None, None) => 0.5,
+                (None, Some(_)) => -1e10,
+            };
+            if let Some(t) = self.threshold
+                && !(0.0..=1.0).contains(&t)
+            {
+                return Err(Error::arg(op, format!("threshold {t} is not in [0, 1]")));
             }
+            let top;
+            let y_pred = match self.top_k {
+                Some(k) => {
+                    top = filter_top_k(op, y_pred, k)?;
+                    &top
+                }
+                None => y_pred,
+            };
             let (y, p, w) = flat_weighted(op, y_true, y_pred, self.class_id, w)?;
-            self.counts.add(&Cut::Above(vec![self.threshold]), &y, &p, w.as_ref())
+            self.counts.add(&Cut::Above(vec![threshold]), &y, &p, w.as_ref())
         })
     }
     fn result(&self) -> Result<f64> {
@@ -873,9 +932,9 @@ impl Metric for Precision {
     }
     fn keras_config(&self) -> Option<serde_json::Value> {
         let class = if self.recall { "Recall" } else { "Precision" };
-        let mut config = serde_json::json!({"name": self.name, "dtype": "float32", "top_k": null,
+        let mut config = serde_json::json!({"name": self.name, "dtype": "float32", "top_k": self.top_k,
             "class_id": self.class_id, "thresholds": self.threshold});
-        if self.threshold == 0.5 {
+        if self.threshold == Some(0.5) && self.top_k.is_none() {
             config["thresholds"] = serde_json::Value::Null;
         }
         Some(
@@ -1186,5 +1245,26 @@ impl Metric for TopKCategoricalAccuracy {
         }
         Some(serde_json::json!({"module": "keras.metrics", "class_name": class,
             "config": {"name": self.name, "dtype": "float32", "k": self.k}, "registered_name": null}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Device;
+
+    /// Ties at the k-th place go to the lower class, as `tf.math.top_k`.
+    #[test]
+    fn top_k_keeps_the_lower_of_tied_classes() {
+        let d = Device::Cpu;
+        let x = Tensor::from_vec(vec![0.2f32, 0.5, 0.5, 0.9, 0.1, 0.9], &[2, 3], &d).unwrap();
+        let y = filter_top_k("precision", &x, 1).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(y, [-1e10, 0.5, -1e10, 0.9, -1e10, -1e10]);
+        assert!(filter_top_k("precision", &x, 0).is_err());
+        let mut p = Precision::new().top_k(2);
+        let t = Tensor::from_vec(vec![0.0f32, 1.0, 0.0, 0.0, 0.0, 1.0], &[2, 3], &d).unwrap();
+        p.update_state(&t, &x).unwrap();
+        // Kept: (1, 2) and (0, 2), every kept one positive: 2 of 4 right.
+        assert_eq!(p.result().unwrap(), 0.5);
     }
 }
