@@ -1020,6 +1020,18 @@ fn losses_and_metrics_match_keras() {
         ),
         (Box::new(|| Box::new(AUC::new().summation(Summation::Minoring))), "bin"),
         (Box::new(|| Box::new(AUC::new().from_logits(true))), "bin_logit"),
+        (Box::new(|| Box::new(AUC::new().multi_label(true))), "bin"),
+        (
+            Box::new(|| {
+                Box::new(
+                    AUC::new()
+                        .multi_label(true)
+                        .curve(Curve::Pr)
+                        .label_weights(&[1.0, 0.5, 2.0]),
+                )
+            }),
+            "bin",
+        ),
         (Box::new(|| Box::new(AUC::new())), "bcol"),
         (
             Box::new(|| Box::new(TopKCategoricalAccuracy::new().k(2))),

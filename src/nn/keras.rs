@@ -1452,14 +1452,21 @@ fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>
             Box::new(f)
         }
         "auc" => {
-            for k in ["thresholds", "label_weights", "num_labels"] {
-                if set(k).is_some() {
-                    return Err(lacks(k));
-                }
+            if set("thresholds").is_some() {
+                return Err(lacks("thresholds"));
             }
-            if set("multi_label").and_then(Value::as_bool) == Some(true) {
-                return Err(lacks("multi_label"));
-            }
+            let multi = set("multi_label").and_then(Value::as_bool) == Some(true);
+            let label_weights = match set("label_weights") {
+                None => None,
+                Some(v) if multi => Some(
+                    v.as_array()
+                        .ok_or_else(|| lacks("label_weights"))?
+                        .iter()
+                        .map(|w| w.as_f64().filter(|w| *w >= 0.0).ok_or_else(|| lacks("label_weights")))
+                        .collect::<std::result::Result<Vec<f64>, String>>()?,
+                ),
+                Some(_) => return Err(lacks("label_weights")),
+            };
             let curve = match set("curve").and_then(Value::as_str) {
                 None | Some("ROC") => Curve::Roc,
                 Some("PR") => Curve::Pr,
@@ -1478,14 +1485,17 @@ fn metric_from(m: &Value) -> std::result::Result<Box<dyn super::metrics::Metric>
                     .filter(|&n| (2..=MAX_THRESHOLDS as u64).contains(&n))
                     .ok_or_else(|| lacks("num_thresholds"))? as usize,
             };
-            Box::new(
-                AUC::new()
-                    .num_thresholds(nt)
-                    .curve(curve)
-                    .summation(summation)
-                    .from_logits(set("from_logits").and_then(Value::as_bool).unwrap_or(false))
-                    .named(&label),
-            )
+            let mut auc = AUC::new()
+                .num_thresholds(nt)
+                .curve(curve)
+                .summation(summation)
+                .from_logits(set("from_logits").and_then(Value::as_bool).unwrap_or(false))
+                .multi_label(multi)
+                .named(&label);
+            if let Some(lw) = label_weights {
+                auc = auc.label_weights(&lw);
+            }
+            Box::new(auc)
         }
         name => {
             let f = metric_loss(name).ok_or_else(|| "wgflow has no such metric".to_string())?;

@@ -976,6 +976,11 @@ pub struct AUC {
     summation: Summation,
     from_logits: bool,
     counts: Confusion,
+    /// `multi_label`: one curve per column of `[.., labels]` data, their
+    /// areas averaged (weighted by `label_weights` where given).
+    multi_label: bool,
+    label_weights: Option<Vec<f64>>,
+    per_label: Vec<Confusion>,
 }
 
 impl AUC {
@@ -988,6 +993,26 @@ impl AUC {
             summation: Summation::Interpolation,
             from_logits: false,
             counts: Confusion::default(),
+            multi_label: false,
+            label_weights: None,
+            per_label: Vec::new(),
+        }
+    }
+    /// `multi_label=true`: labels and predictions `[.., labels]`, one
+    /// curve per label, the AUC their mean. Starts the counts over.
+    pub fn multi_label(self, on: bool) -> AUC {
+        AUC {
+            multi_label: on,
+            per_label: Vec::new(),
+            ..self
+        }
+    }
+    /// `label_weights=[...]` (with `multi_label`): the labels' areas
+    /// averaged with these weights (one per label, not all zero).
+    pub fn label_weights(self, w: &[f64]) -> AUC {
+        AUC {
+            label_weights: Some(w.to_vec()),
+            ..self
         }
     }
     /// `num_thresholds=n`; at least 2 (fewer are taken as 2), at most
@@ -997,6 +1022,7 @@ impl AUC {
         AUC {
             num_thresholds: n.max(2),
             counts: Confusion::default(),
+            per_label: Vec::new(),
             ..self
         }
     }
@@ -1036,14 +1062,83 @@ impl Metric for AUC {
     }
     fn update_state_weighted(&mut self, y_true: &Tensor, y_pred: &Tensor, w: Option<&Tensor>) -> Result<()> {
         crate::autodiff::without_recording(|| {
-            let (y, p, w) = flat_weighted("auc", y_true, y_pred, None, w)?;
-            let p = if self.from_logits { p.sigmoid()? } else { p };
-            self.counts.add(&Cut::Even(self.num_thresholds), &y, &p, w.as_ref())
+            let cut = Cut::Even(self.num_thresholds);
+            if !self.multi_label {
+                if self.label_weights.is_some() {
+                    return Err(Error::Unimplemented {
+                        what: "AUC label_weights without multi_label".into(),
+                        msg: "wgflow weighs labels only in multi-label AUC".into(),
+                    });
+                }
+                let (y, p, w) = flat_weighted("auc", y_true, y_pred, None, w)?;
+                let p = if self.from_logits { p.sigmoid()? } else { p };
+                return self.counts.add(&cut, &y, &p, w.as_ref());
+            }
+            let labels = match y_pred.shape() {
+                [_, .., l] if y_pred.rank() >= 2 => *l,
+                s => {
+                    return Err(Error::shape(
+                        "auc",
+                        &[y_true.shape(), s],
+                        "multi-label AUC takes [.., labels] data",
+                    ));
+                }
+            };
+            if self.per_label.is_empty() {
+                self.per_label = (0..labels).map(|_| Confusion::default()).collect();
+            }
+            if self.per_label.len() != labels || self.label_weights.as_ref().is_some_and(|lw| lw.len() != labels) {
+                return Err(Error::shape(
+                    "auc",
+                    &[y_true.shape(), y_pred.shape()],
+                    format!(
+                        "{labels} labels, where the metric has {} (and label_weights {:?})",
+                        self.per_label.len(),
+                        self.label_weights
+                    ),
+                ));
+            }
+            for (j, counts) in self.per_label.iter_mut().enumerate() {
+                let (y, p, w) = flat_weighted("auc", y_true, y_pred, Some(j), w)?;
+                let p = if self.from_logits { p.sigmoid()? } else { p };
+                counts.add(&cut, &y, &p, w.as_ref())?;
+            }
+            Ok(())
         })
     }
     fn result(&self) -> Result<f64> {
+        if !self.multi_label {
+            return self.area(&self.counts);
+        }
+        if self.per_label.is_empty() {
+            return Ok(0.0);
+        }
+        let areas = self
+            .per_label
+            .iter()
+            .map(|c| self.area(c))
+            .collect::<Result<Vec<f64>>>()?;
+        Ok(match &self.label_weights {
+            None => areas.iter().sum::<f64>() / areas.len() as f64,
+            Some(lw) => ratio(areas.iter().zip(lw).map(|(a, w)| a * w).sum(), lw.iter().sum()),
+        })
+    }
+    fn reset_state(&mut self) {
+        self.counts.reset();
+        for c in self.per_label.iter_mut() {
+            c.reset();
+        }
+    }
+    fn keras_config(&self) -> Option<serde_json::Value> {
+        self.config()
+    }
+}
+
+impl AUC {
+    /// The area under the curve of one set of counts.
+    fn area(&self, counts: &Confusion) -> Result<f64> {
         let n = self.num_thresholds;
-        let [tp, fp, fneg, tneg] = self.counts.counts(n)?;
+        let [tp, fp, fneg, tneg] = counts.counts(n)?;
         if self.curve == Curve::Pr && self.summation == Summation::Interpolation {
             return Ok(pr_auc(&tp, &fp, &fneg));
         }
@@ -1063,10 +1158,8 @@ impl Metric for AUC {
             })
             .sum())
     }
-    fn reset_state(&mut self) {
-        self.counts.reset();
-    }
-    fn keras_config(&self) -> Option<serde_json::Value> {
+
+    fn config(&self) -> Option<serde_json::Value> {
         let curve = if self.curve == Curve::Roc { "ROC" } else { "PR" };
         let summation = match self.summation {
             Summation::Interpolation => "interpolation",
@@ -1076,7 +1169,9 @@ impl Metric for AUC {
         Some(
             serde_json::json!({"module": "keras.metrics", "class_name": "AUC", "config": {
             "name": self.name, "dtype": "float32", "num_thresholds": self.num_thresholds, "curve": curve,
-            "summation_method": summation, "multi_label": false, "num_labels": null, "label_weights": null,
+            "summation_method": summation, "multi_label": self.multi_label,
+            "num_labels": (self.multi_label && !self.per_label.is_empty()).then_some(self.per_label.len()),
+            "label_weights": self.label_weights,
             "from_logits": self.from_logits}, "registered_name": null}),
         )
     }
