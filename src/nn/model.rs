@@ -700,36 +700,14 @@ pub trait Model {
     where
         Self: Sized,
     {
-        let device = self.device()?;
-        let eager = self.run_eagerly();
-        let ds = Dataset::from_tensor_slices(std::slice::from_ref(x))?.batch(batch_size, false)?;
-        let mut traced = match self.compiled().as_mut() {
-            Some(c) => std::mem::replace(&mut c.predict_function, Traced::new("predict_step")),
-            None => Traced::new("predict_step"),
-        };
-        let mut outs = Vec::new();
-        let r = (|| -> Result<()> {
-            for b in ds.iter()? {
-                let bx = b?[0].to_device(&device)?;
-                let mut step =
-                    |a: &[Tensor]| -> Result<Vec<Tensor>> { without_recording(|| Ok(vec![self.call(&a[0], false)?])) };
-                let y = if eager {
-                    step(std::slice::from_ref(&bx))?
-                } else {
-                    traced.call(std::slice::from_ref(&bx), step)?
-                };
-                outs.extend(y);
-            }
-            Ok(())
-        })();
-        if let Some(c) = self.compiled().as_mut() {
-            c.predict_function = traced;
+        let mut outs = self.predict_many(std::slice::from_ref(x), batch_size)?;
+        match outs.len() {
+            1 => outs.pop().ok_or_else(|| Error::arg("predict", "no output")),
+            n => Err(Error::arg(
+                "predict",
+                format!("model {} gives {n} outputs: use predict_many", self.name()),
+            )),
         }
-        r?;
-        if outs.is_empty() {
-            return Err(Error::arg("predict", "no input rows"));
-        }
-        layout::concat(&outs.iter().collect::<Vec<_>>(), 0)
     }
 
     /// `model.predict([x1, x2, ...])` for a model of several inputs or
