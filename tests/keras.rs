@@ -1947,3 +1947,71 @@ fn optimizer_state_resumes_in_keras_and_back() {
         check(&again, "resume2");
     }
 }
+
+/// `keras.applications` models (random weights, small inputs) load and
+/// compute what Keras computes: MobileNet (`keepdims` pooling),
+/// MobileNetV3Small (operations on tensors such as `x + 3`, `hard_silu`,
+/// `training=False` calls), EfficientNetB0 (an adapted `Normalization`,
+/// `Dropout` with `noise_shape`). A model of those layers and operations
+/// (with `Cropping2D`, fixed-statistics `Normalization` and more Keras
+/// activations) goes both ways.
+#[test]
+fn keras_applications_and_operations_on_tensors() {
+    let Some(python) = python() else { return };
+    let dir = tmp("apps");
+    let out = run(&python, &["apps", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    for d in devices() {
+        for name in ["mobilenet", "mobilenet_v3", "efficientnet"] {
+            let mut m = load_model_on(dir.join(format!("{name}.keras")), &d).unwrap();
+            let (shape, x) = load_npy(&dir.join(format!("{name}_x.npy")));
+            let (want_shape, want) = load_npy(&dir.join(format!("keras_{name}.npy")));
+            let got = m.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 2).unwrap();
+            assert_eq!(got.shape(), want_shape.as_slice(), "{name}");
+            // Hundreds of layers: a looser bound than one layer's.
+            let tol = if d.is_gpu() { 5e-4 } else { 1e-4 };
+            assert_close(&got.to_vec::<f32>().unwrap(), &want, tol, &format!("{name} on {d}"));
+        }
+        let mut m = load_model_on(dir.join("ops.keras"), &d).unwrap();
+        let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
+        for k in [
+            "Subtract",
+            "Multiply",
+            "Maximum",
+            "Divide",
+            "Normalization",
+            "Cropping2D",
+        ] {
+            assert!(kinds.contains(&k), "{k} in {kinds:?}");
+        }
+        let mut xs = Vec::new();
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
+            let x = Tensor::from_vec(x, &shape, &d).unwrap();
+            let got = m.predict(&x, 32).unwrap();
+            assert_eq!(got.shape(), &[b, 4]);
+            let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+            assert_close(
+                &got.to_vec::<f32>().unwrap(),
+                &want,
+                tol,
+                &format!("ops.keras on {d}, batch {b}"),
+            );
+            xs.push(x);
+        }
+        if !d.is_gpu() {
+            m.save(dir.join("wg_ops.keras")).unwrap();
+            let mut back = load_model_on(dir.join("wg_ops.keras"), &d).unwrap();
+            let again = back.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap();
+            assert_eq!(again, m.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap());
+        }
+    }
+    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_ops.keras"]);
+    assert!(out.contains("OK"), "{out}");
+    for b in [1usize, 7, 64] {
+        let (_, got) = load_npy(&dir.join(format!("kload_wg_ops_keras_{b}.npy")));
+        let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
+        assert_close(&got, &want, 1e-5, &format!("wgflow's ops.keras in Keras, batch {b}"));
+    }
+}

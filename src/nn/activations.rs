@@ -37,6 +37,25 @@ pub enum Activation {
     Softplus,
     /// `swish` (also `silu`): `x * sigmoid(x)`.
     Swish,
+    /// `hard_sigmoid`: `relu6(x + 3) / 6`, as Keras computes it.
+    HardSigmoid,
+    /// `hard_silu` (also `hard_swish`): `x * hard_sigmoid(x)`.
+    HardSilu,
+    /// `mish`: `x * tanh(softplus(x))`.
+    Mish,
+    /// `softsign`: `x / (1 + |x|)`.
+    Softsign,
+    /// `exponential`: `exp(x)`.
+    Exponential,
+    /// `leaky_relu` with Keras' activation default `negative_slope=0.2`.
+    LeakyRelu,
+    /// `log_softmax` over the last axis.
+    LogSoftmax,
+}
+
+/// Keras' `relu6(x + 3) / 6`, composed of ops that every export format has.
+fn hard_sigmoid(x: &Tensor) -> Result<Tensor> {
+    x.add_scalar(3.0)?.relu6()?.div_scalar(6.0)
 }
 
 impl Activation {
@@ -58,11 +77,18 @@ impl Activation {
             "selu" => Activation::Selu,
             "softplus" => Activation::Softplus,
             "swish" | "silu" => Activation::Swish,
+            "hard_sigmoid" => Activation::HardSigmoid,
+            "hard_silu" | "hard_swish" => Activation::HardSilu,
+            "mish" => Activation::Mish,
+            "softsign" => Activation::Softsign,
+            "exponential" => Activation::Exponential,
+            "leaky_relu" => Activation::LeakyRelu,
+            "log_softmax" => Activation::LogSoftmax,
             _ => {
                 return Err(Error::arg(
                     "Activation",
                     format!(
-                        "unknown activation {name:?}; known: linear relu relu6 sigmoid tanh softmax gelu elu selu softplus swish"
+                        "unknown activation {name:?}; known: linear relu relu6 sigmoid tanh softmax gelu elu selu softplus swish hard_sigmoid hard_silu mish softsign exponential leaky_relu log_softmax"
                     ),
                 ));
             }
@@ -84,6 +110,13 @@ impl Activation {
             Activation::Selu => "selu",
             Activation::Softplus => "softplus",
             Activation::Swish => "swish",
+            Activation::HardSigmoid => "hard_sigmoid",
+            Activation::HardSilu => "hard_silu",
+            Activation::Mish => "mish",
+            Activation::Softsign => "softsign",
+            Activation::Exponential => "exponential",
+            Activation::LeakyRelu => "leaky_relu",
+            Activation::LogSoftmax => "log_softmax",
         }
     }
 
@@ -106,6 +139,13 @@ impl Activation {
             Activation::Selu => x.selu(),
             Activation::Softplus => x.softplus(),
             Activation::Swish => x.silu(),
+            Activation::HardSigmoid => hard_sigmoid(x),
+            Activation::HardSilu => x.mul(&hard_sigmoid(x)?),
+            Activation::Mish => x.mul(&x.softplus()?.tanh()?),
+            Activation::Softsign => x.softsign(),
+            Activation::Exponential => x.exp(),
+            Activation::LeakyRelu => x.leaky_relu(0.2),
+            Activation::LogSoftmax => x.log_softmax(-1),
         }
     }
 }

@@ -109,6 +109,7 @@ impl Functional {
             layer: None,
             inputs: Vec::new(),
             shape: shape.to_vec(),
+            training: None,
         });
         let node = self.nodes.len() - 1;
         self.inputs.push((node, name.to_string()));
@@ -152,6 +153,7 @@ impl Functional {
             layer: Some(layer.index),
             inputs: inputs.iter().map(|t| t.node).collect(),
             shape,
+            training: None,
         });
         Ok(KerasTensor {
             node: self.nodes.len() - 1,
@@ -300,6 +302,7 @@ pub(crate) fn assemble(
                 .map(|&j| node_at.get(j).copied().unwrap_or(usize::MAX))
                 .collect(),
             shape: n.shape.clone(),
+            training: n.training,
         });
     }
     let mut slots: Vec<Option<Box<dyn Layer>>> = layers.into_iter().map(Some).collect();

@@ -27,10 +27,10 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, Conv1D, Conv2D,
-    Conv2DTranspose, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
+    Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
     GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization,
-    LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, RMSNormalization, Recurrent,
-    Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
+    LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, Normalization, NumpyOp,
+    OpLayer, Operand, RMSNormalization, Recurrent, Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::Sequential;
@@ -101,6 +101,27 @@ fn batch_shape(shape: &[usize]) -> Value {
     Value::Array(v)
 }
 
+/// A weight's dataset: f32, or int64 for an integer weight (as Keras
+/// keeps `Normalization`'s `count`).
+fn put_weight(ds: &mut hdf5_pure::DatasetBuilder, v: &Variable) -> Result<()> {
+    use crate::core::dtype::DType;
+    let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
+    if v.dtype().is_float() {
+        let data = v.value().cast(DType::F32)?.to_vec::<f32>()?;
+        ds.with_f32_data(&data).with_shape(&dims);
+    } else {
+        let data: Vec<i64> = v
+            .value()
+            .cast(DType::I32)?
+            .to_vec::<i32>()?
+            .into_iter()
+            .map(i64::from)
+            .collect();
+        ds.with_i64_data(&data).with_shape(&dims);
+    }
+    Ok(())
+}
+
 /// Writes `weights` (datasets `0`, `1`, ...) into `g` at `path` (`vars`,
 /// `cell/vars`, `forward_layer/cell/vars`), each level above the last
 /// with an empty `vars` of its own, as Keras writes them.
@@ -110,11 +131,7 @@ fn put_vars(g: &mut hdf5_pure::GroupBuilder, path: &str, name: &str, weights: &[
             let mut vars = g.create_group(path);
             vars.set_attr("name", hdf5_pure::AttrValue::VarLenString(name.to_string()));
             for (i, v) in weights.iter().enumerate() {
-                let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
-                let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
-                vars.create_dataset(&i.to_string())
-                    .with_f32_data(&data)
-                    .with_shape(&dims);
+                put_weight(vars.create_dataset(&i.to_string()), v)?;
             }
             g.add_group(vars.finish());
         }
@@ -519,7 +536,11 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         if input.is_none() && !functional {
             input = shape_of(c.get("batch_input_shape"), true);
         }
-        let mut layer = layer_from_config(class, c).map_err(|e| bad(path, e))?;
+        let mut layer = if is_op(lc) {
+            op_from_config(class, lc).map_err(|e| bad(path, e))?
+        } else {
+            layer_from_config(class, c).map_err(|e| bad(path, e))?
+        };
         // The layer keeps the file's name (its weights are named after it).
         if let Some(name) = lc["name"].as_str().or(c["name"].as_str()).filter(|n| !n.is_empty()) {
             layer.set_name(name);
@@ -613,49 +634,126 @@ fn tensor_refs(v: &Value) -> std::result::Result<Vec<TensorRef>, String> {
 
 /// The input references of one call (`inbound_nodes` entry): Keras 3's
 /// `{"args": [tensor or [tensors]], "kwargs": {}}` or Keras 2's list of
-/// `[layer, node, tensor, kwargs]`.
-fn node_inputs(layer: &str, node: &Value) -> std::result::Result<Vec<TensorRef>, String> {
-    let no_kwargs = |k: &Value| match k {
+/// `[layer, node, tensor, kwargs]`; and the call's `training=` if it fixes
+/// one (`base(x, training=False)`), its only keyword wgflow takes.
+fn node_inputs(layer: &str, node: &Value, op: bool) -> std::result::Result<(Vec<TensorRef>, Option<bool>), String> {
+    let mut training = None;
+    let mut kwargs = |k: &Value| match k {
         Value::Null => Ok(()),
-        Value::Object(m) => match m.iter().find(|(_, v)| !v.is_null()) {
-            None => Ok(()),
-            Some((k, v)) => Err(format!(
-                "layer {layer} is called with {k}={v}, which wgflow does not support"
-            )),
-        },
+        Value::Object(m) => {
+            for (k, v) in m.iter().filter(|(_, v)| !v.is_null()) {
+                match (k.as_str(), v) {
+                    ("training", Value::Bool(b)) => training = Some(*b),
+                    _ => {
+                        return Err(format!(
+                            "layer {layer} is called with {k}={v}, which wgflow does not support"
+                        ));
+                    }
+                }
+            }
+            Ok(())
+        }
         v => Err(format!("layer {layer}: call arguments {v} are not an object")),
     };
     if let Some(list) = node.as_array() {
-        return list
+        let refs = list
             .iter()
             .map(|e| {
                 if let Some(k) = e.get(3) {
-                    no_kwargs(k)?;
+                    kwargs(k)?;
                 }
                 tensor_ref(e)
             })
-            .collect();
+            .collect::<std::result::Result<_, String>>()?;
+        return Ok((refs, training));
     }
-    no_kwargs(&node["kwargs"])?;
+    kwargs(&node["kwargs"])?;
     let args = node["args"]
         .as_array()
         .ok_or_else(|| format!("layer {layer}: a call without args"))?;
-    let [first] = args.as_slice() else {
-        return Err(format!(
-            "layer {layer} is called with {} positional arguments; wgflow takes one (a tensor or a list)",
-            args.len()
-        ));
-    };
     let keras_tensor = |t: &Value| {
         if t["class_name"] != "__keras_tensor__" {
             return Err(format!("layer {layer}: argument {t} is not a tensor"));
         }
         tensor_ref(&t["config"]["keras_history"])
     };
-    match first {
-        Value::Array(ts) => ts.iter().map(keras_tensor).collect(),
-        t => Ok(vec![keras_tensor(t)?]),
+    if op {
+        // An operation's tensors; its numbers are in the layer (`op_operands`).
+        let refs = args
+            .iter()
+            .filter(|a| !a.is_number())
+            .map(keras_tensor)
+            .collect::<std::result::Result<_, _>>()?;
+        return Ok((refs, training));
     }
+    let [first] = args.as_slice() else {
+        return Err(format!(
+            "layer {layer} is called with {} positional arguments; wgflow takes one (a tensor or a list)",
+            args.len()
+        ));
+    };
+    let refs = match first {
+        Value::Array(ts) => ts.iter().map(keras_tensor).collect::<std::result::Result<_, _>>()?,
+        t => vec![keras_tensor(t)?],
+    };
+    Ok((refs, training))
+}
+
+/// Whether a config entry is an operation on tensors (`x + 3` in a
+/// functional model), a `keras.src.ops` class.
+fn is_op(lc: &Value) -> bool {
+    lc["module"].as_str().is_some_and(|m| m.starts_with("keras.src.ops"))
+}
+
+/// One call's operands: tensors and numbers, in order.
+fn op_operands(layer: &str, node: &Value) -> std::result::Result<Vec<Operand>, String> {
+    if node["kwargs"]
+        .as_object()
+        .is_some_and(|k| k.values().any(|v| !v.is_null()))
+    {
+        return Err(format!(
+            "operation {layer} is called with keyword arguments {}",
+            node["kwargs"]
+        ));
+    }
+    let args = node["args"]
+        .as_array()
+        .ok_or_else(|| format!("operation {layer}: a call without args"))?;
+    args.iter()
+        .map(|a| match a {
+            Value::Number(n) => n
+                .as_f64()
+                .map(Operand::Scalar)
+                .ok_or_else(|| format!("operation {layer}: {n} is not a number wgflow takes")),
+            t if t["class_name"] == "__keras_tensor__" => Ok(Operand::Tensor),
+            v => Err(format!(
+                "operation {layer}: argument {v} is neither a tensor nor a number"
+            )),
+        })
+        .collect()
+}
+
+/// An operation of a functional model (a `keras.src.ops.numpy` class) as
+/// an [`OpLayer`], its numbers from its calls (the same in every call).
+fn op_from_config(class: &str, lc: &Value) -> std::result::Result<Box<dyn Layer>, String> {
+    let module = lc["module"].as_str().unwrap_or_default();
+    let name = lc["name"].as_str().or(lc["config"]["name"].as_str()).unwrap_or("?");
+    let op = NumpyOp::from_class(class)
+        .filter(|_| module == "keras.src.ops.numpy")
+        .ok_or_else(|| format!("operation {name}: {module}.{class} has no wgflow layer"))?;
+    let calls = lc["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let first = calls
+        .first()
+        .ok_or_else(|| format!("operation {name} is never called"))?;
+    let operands = op_operands(name, first)?;
+    for c in &calls[1..] {
+        if op_operands(name, c)? != operands {
+            return Err(format!(
+                "operation {name} is called with different numbers in its calls"
+            ));
+        }
+    }
+    Ok(Box::new(OpLayer::new(op, operands).map_err(|e| e.to_string())?))
 }
 
 /// A functional model's graph from its config, as Keras'
@@ -682,7 +780,7 @@ fn graph_from_config(
     }
     let mut nodes_of: HashMap<&str, Vec<usize>> = HashMap::new();
     let mut nodes = Vec::new();
-    let mut pending: Vec<VecDeque<Vec<TensorRef>>> = Vec::with_capacity(names.len());
+    let mut pending: Vec<VecDeque<(Vec<TensorRef>, Option<bool>)>> = Vec::with_capacity(names.len());
     let layer_cfgs = cfg["layers"].as_array().map(Vec::as_slice).unwrap_or_default();
     for (i, lc) in layer_cfgs.iter().enumerate() {
         if nodes_of.contains_key(names[i]) {
@@ -701,6 +799,7 @@ fn graph_from_config(
                 layer: None,
                 inputs: Vec::new(),
                 shape,
+                training: None,
             });
             pending.push(VecDeque::new());
             continue;
@@ -711,14 +810,14 @@ fn graph_from_config(
         pending.push(
             calls
                 .iter()
-                .map(|n| node_inputs(names[i], n))
+                .map(|n| node_inputs(names[i], n, is_op(lc)))
                 .collect::<std::result::Result<_, _>>()?,
         );
     }
     loop {
         let mut progress = false;
         for i in 0..pending.len() {
-            while let Some(refs) = pending[i].front() {
+            while let Some((refs, training)) = pending[i].front() {
                 let mut inputs = Vec::with_capacity(refs.len());
                 for (name, node, tensor) in refs {
                     let made = nodes_of.get(name.as_str()).ok_or_else(|| {
@@ -752,6 +851,7 @@ fn graph_from_config(
                     layer: Some(l),
                     inputs,
                     shape,
+                    training: *training,
                 });
                 pending[i].pop_front();
                 progress = true;
@@ -947,9 +1047,7 @@ fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
         let mut outer = lg.create_group(name);
         let mut inner = outer.create_group(l.name());
         for (w, v) in &ws {
-            let data = v.value().cast(crate::core::dtype::DType::F32)?.to_vec::<f32>()?;
-            let dims: Vec<u64> = v.shape().iter().map(|&d| d as u64).collect();
-            inner.create_dataset(w).with_f32_data(&data).with_shape(&dims);
+            put_weight(inner.create_dataset(w), v)?;
         }
         outer.add_group(inner.finish());
         lg.add_group(outer.finish());
@@ -1072,9 +1170,10 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
     let mut shape = input.to_vec();
     for (i, layer) in model.layers().iter().enumerate() {
         let mut entry = json!({"class_name": layer.kind(), "config": layer.keras_config()?});
-        if !legacy {
-            entry["module"] = "keras.layers".into();
-            entry["registered_name"] = Value::Null;
+        let (module, registered) = layer.keras_module();
+        if !legacy || module != "keras.layers" {
+            entry["module"] = module.into();
+            entry["registered_name"] = registered.into();
         }
         match g {
             None => {
@@ -1107,14 +1206,19 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
                             shapes.into_iter().next().unwrap_or_default()
                         };
                     }
-                    let arg = if merge {
-                        Value::Array(args)
-                    } else {
-                        args.into_iter().next().unwrap_or_default()
+                    let args = match layer.keras_call_args(args.clone()) {
+                        Some(all) => all,
+                        None if merge => vec![Value::Array(args)],
+                        None => vec![args.into_iter().next().unwrap_or_default()],
                     };
-                    calls.push(json!({"args": [arg], "kwargs": {}}));
+                    let kwargs = match node.training {
+                        Some(t) => json!({"training": t}),
+                        None => json!({}),
+                    };
+                    calls.push(json!({"args": args, "kwargs": kwargs}));
                 }
-                if !legacy {
+                // Operations (`keras.src.ops`) are not layers: nothing to build.
+                if !legacy && module == "keras.layers" {
                     entry["build_config"] = json!({"input_shape": built});
                 }
                 entry["name"] = layer.name().into();
@@ -1643,6 +1747,29 @@ fn shape_of(v: Option<&Value>, batch: bool) -> Option<Vec<usize>> {
     dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()
 }
 
+/// `ZeroPadding2D`'s `padding` and `Cropping2D`'s `cropping`: an int,
+/// (symmetric height, symmetric width), or ((top, bottom), (left, right)).
+fn pad_pairs(given: Option<&Value>, default: [[usize; 2]; 2]) -> std::result::Result<[[usize; 2]; 2], String> {
+    let bad = || "is not an int, a pair or a pair of pairs".to_string();
+    let n = |v: &Value| v.as_u64().map(|v| v as usize).ok_or_else(bad);
+    Ok(match given {
+        None => default,
+        Some(Value::Array(a)) if a.len() == 2 => match (&a[0], &a[1]) {
+            (Value::Array(h), Value::Array(w)) if h.len() == 2 && w.len() == 2 => {
+                [[n(&h[0])?, n(&h[1])?], [n(&w[0])?, n(&w[1])?]]
+            }
+            (h, w) => {
+                let (h, w) = (n(h)?, n(w)?);
+                [[h, h], [w, w]]
+            }
+        },
+        Some(v) => {
+            let k = n(v)?;
+            [[k, k], [k, k]]
+        }
+    })
+}
+
 /// A layer's options, read with the keys it knows; unknown options set to
 /// anything but `null` are errors.
 struct Opts<'a> {
@@ -1993,11 +2120,11 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "GlobalAveragePooling2D" | "GlobalMaxPooling2D" => {
             o.fixed("data_format", json!("channels_last"))?;
-            o.fixed("keepdims", json!(false))?;
+            let keep = o.bool("keepdims", false)?;
             if class == "GlobalMaxPooling2D" {
-                Box::new(GlobalMaxPooling2D::new())
+                Box::new(GlobalMaxPooling2D::new().keepdims(keep))
             } else {
-                Box::new(GlobalAveragePooling2D::new())
+                Box::new(GlobalAveragePooling2D::new().keepdims(keep))
             }
         }
         "UpSampling2D" => {
@@ -2007,31 +2134,57 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "ZeroPadding2D" => {
             o.fixed("data_format", json!("channels_last"))?;
-            // An int, (symmetric height, symmetric width), or ((top, bottom), (left, right)).
             let given = o.get("padding");
-            let bad = || o.err("padding", "is not an int, a pair or a pair of pairs");
-            let n = |v: &Value| v.as_u64().map(|v| v as usize);
-            let p = match given {
-                None => [[1, 1], [1, 1]],
-                Some(v) => match v {
-                    Value::Array(a) if a.len() == 2 => match (&a[0], &a[1]) {
-                        (Value::Array(h), Value::Array(w)) if h.len() == 2 && w.len() == 2 => [
-                            [n(&h[0]).ok_or_else(bad)?, n(&h[1]).ok_or_else(bad)?],
-                            [n(&w[0]).ok_or_else(bad)?, n(&w[1]).ok_or_else(bad)?],
-                        ],
-                        (h, w) => {
-                            let (h, w) = (n(h).ok_or_else(bad)?, n(w).ok_or_else(bad)?);
-                            [[h, h], [w, w]]
-                        }
-                    },
-                    v => {
-                        let k = n(v).ok_or_else(bad)?;
-                        [[k, k], [k, k]]
-                    }
-                },
-            };
+            let p = pad_pairs(given, [[1, 1], [1, 1]]).map_err(|e| o.err("padding", e))?;
             Box::new(ZeroPadding2D::new(p))
         }
+        "Cropping2D" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            let given = o.get("cropping");
+            Box::new(Cropping2D::new(
+                pad_pairs(given, [[0, 0], [0, 0]]).map_err(|e| o.err("cropping", e))?,
+            ))
+        }
+        "Normalization" => {
+            let axis = match o.get("axis") {
+                None => Vec::new(),
+                Some(Value::Array(a)) => a
+                    .iter()
+                    .map(|v| v.as_i64().map(|v| v as isize))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| o.err("axis", "is not a list of axes"))?,
+                Some(v) => vec![v.as_i64().ok_or_else(|| o.err("axis", format!("{v} is not an axis")))? as isize],
+            };
+            let mut l = Normalization::new().axis(&axis).invert(o.bool("invert", false)?);
+            let floats = |v: &Value| -> Option<Vec<f32>> {
+                let mut out = Vec::new();
+                fn walk(v: &Value, out: &mut Vec<f32>) -> Option<()> {
+                    match v {
+                        Value::Array(a) => a.iter().try_for_each(|e| walk(e, out)),
+                        v => {
+                            out.push(v.as_f64()? as f32);
+                            Some(())
+                        }
+                    }
+                }
+                walk(v, &mut out)?;
+                Some(out)
+            };
+            match (o.get("mean"), o.get("variance")) {
+                (None, None) => {}
+                (Some(m), Some(v)) => {
+                    let m = floats(m).ok_or_else(|| o.err("mean", "is not numbers"))?;
+                    let v = floats(v).ok_or_else(|| o.err("variance", "is not numbers"))?;
+                    l = l.with_stats(m, v);
+                }
+                _ => return Err(o.err("mean", "mean and variance come together")),
+            }
+            Box::new(l)
+        }
+        "LayerScale" => Box::new(LayerScale::new(
+            o.f64("init_values", 1e-6)?,
+            o.usize("projection_dim", None)?,
+        )),
         "Reshape" => {
             let shape = o
                 .get("target_shape")
@@ -2101,8 +2254,28 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             Box::new(Flatten::new())
         }
         "Dropout" => {
-            o.fixed("noise_shape", Value::Null)?;
-            Box::new(Dropout::new(o.f64("rate", 0.5)?))
+            let mut l = Dropout::new(o.f64("rate", 0.5)?);
+            match o.get("noise_shape") {
+                None | Some(Value::Null) => {}
+                Some(v) => {
+                    let dims = v
+                        .as_array()
+                        .and_then(|a| {
+                            a.iter()
+                                .map(|d| {
+                                    if d.is_null() {
+                                        Some(None)
+                                    } else {
+                                        d.as_u64().map(|d| Some(d as usize))
+                                    }
+                                })
+                                .collect::<Option<Vec<_>>>()
+                        })
+                        .ok_or_else(|| o.err("noise_shape", format!("{v} is not a list of sizes or nulls")))?;
+                    l = l.noise_shape(dims);
+                }
+            }
+            Box::new(l)
         }
         "BatchNormalization" => {
             // One axis; whether it is the last one is checked against the
@@ -2216,11 +2389,11 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "GlobalAveragePooling1D" | "GlobalMaxPooling1D" => {
             o.fixed("data_format", json!("channels_last"))?;
-            o.fixed("keepdims", json!(false))?;
+            let keep = o.bool("keepdims", false)?;
             if class == "GlobalMaxPooling1D" {
-                Box::new(GlobalMaxPooling1D::new())
+                Box::new(GlobalMaxPooling1D::new().keepdims(keep))
             } else {
-                Box::new(GlobalAveragePooling1D::new())
+                Box::new(GlobalAveragePooling1D::new().keepdims(keep))
             }
         }
         _ => return Err(format!("layer class {class:?} has no wgflow layer")),

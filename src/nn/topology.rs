@@ -17,6 +17,9 @@ pub(crate) struct Node {
     pub inputs: Vec<usize>,
     /// The output's shape per example.
     pub shape: Vec<usize>,
+    /// The call's own `training=` (Keras' `base(x, training=False)`),
+    /// which overrides the model's.
+    pub training: Option<bool>,
 }
 
 /// A functional model's graph: nodes in the order they were made (each
@@ -111,7 +114,7 @@ impl Topology {
                         .map(|&j| vals[j].clone().ok_or_else(|| missing(j)))
                         .collect::<Result<_>>()?;
                     let layer = layers.get_mut(l).ok_or_else(|| missing(i))?;
-                    layer.call_many(&xs, training)?
+                    layer.call_many(&xs, n.training.unwrap_or(training))?
                 }
             };
             vals[i] = Some(v);
@@ -177,6 +180,7 @@ impl Topology {
             layer: Some(layer),
             inputs: vec![out],
             shape,
+            training: None,
         });
         self.outputs = vec![self.nodes.len() - 1];
         Ok(())

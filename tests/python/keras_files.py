@@ -10,6 +10,11 @@
                                       # DIR/x{b}.npy (resnet) and DIR/xv{b}.npy (branches)
     python keras_files.py rnn DIR     # Keras-trained recurrent models (LSTM, GRU, SimpleRNN) as
                                       # DIR/{lstm,gru,bidi}.{keras,h5}, inputs DIR/x{b}.npy
+    python keras_files.py apps DIR    # keras.applications (MobileNet, MobileNetV3Small, EfficientNetB0) with
+                                      # random weights as DIR/{name}.keras, inputs DIR/{name}_x.npy, features
+                                      # DIR/keras_{name}.npy; and a model of the layers and operations they use
+                                      # (ops on tensors, Normalization, Cropping2D, training=False calls, ...)
+                                      # as DIR/ops.{keras,h5}, inputs DIR/x{b}.npy, predictions DIR/keras_ops_{b}.npy
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -298,6 +303,76 @@ elif mode == "rnn":
         for b in BATCHES:
             np.save(f"{out}/keras_{name}_{b}.npy", m.predict(np.load(f"{out}/x{b}.npy"), verbose=0))
     print("OK")
+elif mode == "apps":
+    from keras import applications as A, ops
+
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(1)
+
+    def randomize(m):
+        # Keras' fresh weights leave batch normalization an identity;
+        # random statistics and weights test every layer's arithmetic.
+        new = []
+        for v in m.weights:
+            w = np.asarray(v.numpy())
+            if w.dtype.kind in "iu":
+                new.append(w)
+            elif "variance" in v.path:
+                new.append(rng.uniform(0.5, 1.5, w.shape).astype(w.dtype))
+            else:
+                new.append((w + rng.normal(0, 0.05, w.shape)).astype(w.dtype))
+        m.set_weights(new)
+
+    apps = {
+        "mobilenet": lambda: A.MobileNet(weights=None, input_shape=(32, 32, 3), alpha=0.25,
+                                         include_top=True, classes=5, classifier_activation=None),
+        "mobilenet_v3": lambda: A.MobileNetV3Small(weights=None, input_shape=(32, 32, 3), alpha=0.75,
+                                                   include_top=False, pooling="avg"),
+        "efficientnet": lambda: A.EfficientNetB0(weights=None, input_shape=(32, 32, 3),
+                                                 include_top=False, pooling="avg"),
+    }
+    for name, make in apps.items():
+        m = make()
+        randomize(m)
+        m.save(f"{out}/{name}.keras")
+        x = rng.uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+        np.save(f"{out}/{name}_x.npy", x)
+        np.save(f"{out}/keras_{name}.npy", np.asarray(m(x, training=False)))
+        print(name, len(m.layers))
+
+    # The layers and operations those models use, small, both ways.
+    inp = keras.Input((9, 9, 3), name="pixels")
+    norm = layers.Normalization(axis=-1)
+    norm.adapt(rng.normal(2.0, 3.0, (64, 9, 9, 3)).astype("float32"))
+    fixed = layers.Normalization(mean=[1.0, -1.0, 0.5], variance=[4.0, 0.25, 1.0])
+    h = fixed(norm(inp))
+    h = layers.Cropping2D(((1, 0), (2, 1)))(h)
+    h = layers.Conv2D(6, 3, activation="hard_silu", name="conv")(h)
+    h = 1.0 - h * 0.5
+    h = layers.Activation("mish")(h)
+    g = layers.GlobalAveragePooling2D(keepdims=True)(h)
+    g = layers.Dense(6, activation="hard_sigmoid")(g)
+    h = ops.multiply(h, g)
+    h = layers.Dropout(0.3, noise_shape=(None, 1, 1, 6))(h)
+    h = layers.BatchNormalization()(h, training=False)
+    h = layers.Activation("softsign")(h + 2)
+    h = layers.GlobalMaxPooling2D()(h)
+    y = layers.Dense(4, activation="log_softmax")(ops.maximum(h, 0.1) / 2)
+    m = keras.Model(inp, y, name="ops")
+    randomize(m)
+    # Saved first: an adapted Normalization reads its new variables only
+    # when loaded (finalize_state). Keras cannot load operations from
+    # legacy .h5 files, so the model is a .keras file only.
+    m.save(f"{out}/ops.keras")
+    m = keras.models.load_model(f"{out}/ops.keras")
+    for b in BATCHES:
+        x = rng.normal(1.0, 2.0, (b, 9, 9, 3)).astype("float32")
+        np.save(f"{out}/x{b}.npy", x)
+        np.save(f"{out}/keras_ops_{b}.npy", np.asarray(m.predict(x, verbose=0)))
+    print("ops", [l.__class__.__name__ for l in m.layers])
+    print("OK")
+
 elif mode == "resume":
     file, xf, yf = sys.argv[3:6]
     m = keras.models.load_model(f"{out}/{file}")

@@ -26,15 +26,17 @@ use std::sync::Mutex;
 
 mod merge;
 mod norm;
+mod op;
 mod recurrent;
 mod sequence;
 mod spatial;
 mod transpose;
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
-pub use norm::{GroupNormalization, LayerNormalization, RMSNormalization};
+pub use norm::{GroupNormalization, LayerNormalization, LayerScale, Normalization, RMSNormalization};
+pub use op::{NumpyOp, OpLayer, Operand};
 pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
-pub use spatial::UpSampling2D;
+pub use spatial::{Cropping2D, UpSampling2D};
 pub use transpose::Conv2DTranspose;
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name
@@ -166,6 +168,17 @@ pub trait Layer: Send {
             what: format!("layer {} ({}) in a Keras file", self.name(), self.kind()),
             msg: "the layer has no Keras config".into(),
         })
+    }
+    /// The Keras module and registered name its config entry names (for
+    /// classes outside `keras.layers`, such as `keras.src.ops.numpy`'s).
+    fn keras_module(&self) -> (&'static str, Option<&'static str>) {
+        ("keras.layers", None)
+    }
+    /// A call's positional arguments in a Keras config, given its input
+    /// tensors' references; `None`: one argument, the tensor (or the list,
+    /// for a layer that [takes a list](Layer::takes_list)).
+    fn keras_call_args(&self, _tensors: Vec<serde_json::Value>) -> Option<Vec<serde_json::Value>> {
+        None
     }
     /// For a wrapper layer ([`crate::nn::pruning::PruneLowMagnitude`]): the
     /// layer it wraps, taken out (what `strip_pruning` puts in its place);
@@ -1186,6 +1199,8 @@ impl<const MAX: bool> Layer for Pooling2D<MAX> {
 /// channels last, no mask).
 pub struct GlobalPooling<const MAX: bool, const D: usize> {
     name: String,
+    /// Keras' `keepdims`: the pooled axes stay, of size 1.
+    pub keepdims: bool,
 }
 
 /// `keras.layers.GlobalAveragePooling2D` and `GlobalMaxPooling2D`.
@@ -1211,7 +1226,14 @@ impl<const MAX: bool, const D: usize> GlobalPooling<MAX, D> {
         };
         GlobalPooling {
             name: unique_name(&format!("{base}{D}d")),
+            keepdims: false,
         }
+    }
+    /// `keepdims=True`: outputs `[batch, 1, 1, channels]` (2D) or
+    /// `[batch, 1, channels]` (1D).
+    pub fn keepdims(mut self, keepdims: bool) -> Self {
+        self.keepdims = keepdims;
+        self
     }
     /// What one example holds, for errors.
     fn example() -> &'static str {
@@ -1233,7 +1255,7 @@ impl<const MAX: bool, const D: usize> Layer for GlobalPooling<MAX, D> {
     fn keras_config(&self) -> Result<serde_json::Value> {
         let mut m = base_config(&self.name, "float32");
         m.insert("data_format".into(), "channels_last".into());
-        m.insert("keepdims".into(), false.into());
+        m.insert("keepdims".into(), self.keepdims.into());
         Ok(m.into())
     }
     fn name(&self) -> &str {
@@ -1252,6 +1274,7 @@ impl<const MAX: bool, const D: usize> Layer for GlobalPooling<MAX, D> {
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
         match s {
+            [.., c] if s.len() == D + 1 && self.keepdims => Ok([vec![1; D], vec![*c]].concat()),
             [.., c] if s.len() == D + 1 => Ok(vec![*c]),
             _ => Err(Error::shape(
                 self.kind(),
@@ -1270,9 +1293,9 @@ impl<const MAX: bool, const D: usize> Layer for GlobalPooling<MAX, D> {
         }
         let axes: Vec<isize> = (1..=D as isize).collect();
         if MAX {
-            x.max(Some(&axes), false)
+            x.max(Some(&axes), self.keepdims)
         } else {
-            x.mean(Some(&axes), false)
+            x.mean(Some(&axes), self.keepdims)
         }
     }
 }
@@ -1584,6 +1607,10 @@ pub struct Dropout {
     name: String,
     /// Fraction of the inputs to drop, in `[0, 1)`.
     pub rate: f64,
+    /// Keras' `noise_shape`: the shape of the keep mask, batch first, each
+    /// entry the input's size (`None`) or 1 (one draw shared along that
+    /// axis, as EfficientNet drops whole examples).
+    pub noise_shape: Option<Vec<Option<usize>>>,
 }
 
 impl Dropout {
@@ -1593,7 +1620,37 @@ impl Dropout {
         Dropout {
             name: unique_name("dropout"),
             rate,
+            noise_shape: None,
         }
+    }
+    /// `Dropout(rate, noise_shape=...)`; checked against each input.
+    pub fn noise_shape(mut self, shape: Vec<Option<usize>>) -> Dropout {
+        self.noise_shape = Some(shape);
+        self
+    }
+    /// The keep mask's shape for an input of `shape`.
+    fn mask_shape(&self, shape: &[usize]) -> Result<Vec<usize>> {
+        let Some(ns) = &self.noise_shape else {
+            return Ok(shape.to_vec());
+        };
+        let bad = || {
+            Error::shape(
+                "Dropout",
+                &[shape],
+                format!("layer {}: noise_shape {ns:?} does not fit the input", self.name),
+            )
+        };
+        if ns.len() != shape.len() {
+            return Err(bad());
+        }
+        ns.iter()
+            .zip(shape)
+            .map(|(n, &d)| match *n {
+                None => Ok(d),
+                Some(n) if n == d || n == 1 => Ok(n),
+                Some(_) => Err(bad()),
+            })
+            .collect()
     }
 }
 
@@ -1602,7 +1659,7 @@ impl Layer for Dropout {
         let mut m = base_config(&self.name, "float32");
         m.insert("rate".into(), self.rate.into());
         m.insert("seed".into(), serde_json::Value::Null);
-        m.insert("noise_shape".into(), serde_json::Value::Null);
+        m.insert("noise_shape".into(), serde_json::json!(self.noise_shape));
         Ok(m.into())
     }
     fn name(&self) -> &str {
@@ -1628,10 +1685,11 @@ impl Layer for Dropout {
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         self.build(&[], x.device())?;
+        let mask = self.mask_shape(x.shape())?;
         if !training || self.rate == 0.0 {
             return Ok(x.clone());
         }
-        let u = ops::random_uniform(x.shape(), 0.0, 1.0, x.dtype(), next_seed(), x.device())?;
+        let u = ops::random_uniform(&mask, 0.0, 1.0, x.dtype(), next_seed(), x.device())?;
         let keep = u.greater_equal(&u.scalar_like(self.rate)?)?.cast(x.dtype())?;
         x.mul(&keep)?.div_scalar(1.0 - self.rate)
     }

@@ -1,9 +1,10 @@
 //! Normalizations over the features of each example: `LayerNormalization`,
 //! `GroupNormalization` and `RMSNormalization` (batch normalization is in
-//! the parent module). Each computes in at least f32, as Keras does, and
+//! the parent module); the preprocessing `Normalization` with fixed
+//! statistics, and `LayerScale`, ConvNeXt's learned scale per feature. Each computes in at least f32, as Keras does, and
 //! returns the input's dtype.
 
-use super::{Layer, base_config, ensure_built, in_dtype, initializer_config, unique_name};
+use super::{Layer, base_config, ensure_built, in_dtype, initializer_config, unique_name, weight};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::nn::initializers::Initializer;
@@ -360,5 +361,360 @@ impl Layer for RMSNormalization {
     }
     fn weights(&self) -> Vec<(&'static str, Variable)> {
         self.scale.iter().map(|s| ("scale", s.clone())).collect()
+    }
+}
+
+/// `keras.layers.Normalization`: `(x - mean) / max(sqrt(variance), 1e-7)`
+/// with statistics per position of the kept axes (the last by default),
+/// fixed in the config or taken from data by [`Normalization::adapt`];
+/// with `invert`, `mean + x * max(sqrt(variance), 1e-7)`.
+///
+/// Without fixed statistics the weights are `mean`, `variance` and
+/// `count` (not trainable), as Keras saves them.
+pub struct Normalization {
+    name: String,
+    /// Kept axes of the input, batch axis 0 (Keras' `axis`; `[-1]` by
+    /// default, empty for one mean and variance over everything).
+    pub axis: Vec<isize>,
+    /// Whether the layer undoes the normalization.
+    pub invert: bool,
+    /// Statistics from the config (row-major over the kept axes, or one
+    /// value for all).
+    fixed: Option<(Vec<f32>, Vec<f32>)>,
+    /// The statistics: variables, or constants made from `fixed`.
+    mean: Option<Variable>,
+    variance: Option<Variable>,
+    count: Option<Variable>,
+    /// The example shape the layer was built for.
+    shape: Option<Vec<usize>>,
+}
+
+/// Keras' `backend.epsilon()`, the floor of the standard deviation.
+const NORM_EPSILON: f64 = 1e-7;
+
+impl Normalization {
+    /// `Normalization(axis=-1)`: statistics come from [`Normalization::adapt`].
+    pub fn new() -> Normalization {
+        Normalization {
+            name: unique_name("normalization"),
+            axis: vec![-1],
+            invert: false,
+            fixed: None,
+            mean: None,
+            variance: None,
+            count: None,
+            shape: None,
+        }
+    }
+    /// `axis=`: the kept axes, counted with the batch as axis 0.
+    pub fn axis(mut self, axis: &[isize]) -> Self {
+        self.axis = axis.to_vec();
+        self
+    }
+    /// `mean=`, `variance=`: fixed statistics, one value per position of
+    /// the kept axes (row-major), or one value for all.
+    pub fn with_stats(mut self, mean: Vec<f32>, variance: Vec<f32>) -> Self {
+        self.fixed = Some((mean, variance));
+        self
+    }
+    /// `invert=True`.
+    pub fn invert(mut self, invert: bool) -> Self {
+        self.invert = invert;
+        self
+    }
+    fn shape_err(&self, s: &[usize], msg: impl std::fmt::Display) -> Error {
+        Error::shape("Normalization", &[s], format!("layer {}: {msg}", self.name))
+    }
+    /// The kept example axes (batch excluded) for examples of shape `s`.
+    fn kept(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let full = s.len() as isize + 1;
+        let mut kept = Vec::new();
+        for &a in &self.axis {
+            let k = if a < 0 { a + full } else { a };
+            if k <= 0 || k >= full {
+                return Err(self.shape_err(
+                    s,
+                    format!("axis {a} is not an axis of the examples (the batch is axis 0)"),
+                ));
+            }
+            let k = (k - 1) as usize;
+            if !kept.contains(&k) {
+                kept.push(k);
+            }
+        }
+        kept.sort_unstable();
+        Ok(kept)
+    }
+    /// `[1, ...]`: the kept axes' sizes, 1 elsewhere.
+    fn broadcast_shape(&self, s: &[usize]) -> Result<Vec<isize>> {
+        let mut b = vec![1isize; s.len() + 1];
+        for k in self.kept(s)? {
+            b[k + 1] = s[k] as isize;
+        }
+        Ok(b)
+    }
+    /// Keras' `adapt(data)`: the mean and (biased) variance of `data`
+    /// (`[samples, ...]`) over every axis but the kept ones; builds the
+    /// layer for `data`'s examples first if needed.
+    pub fn adapt(&mut self, data: &Tensor) -> Result<()> {
+        if self.fixed.is_some() {
+            return Err(Error::arg(
+                "Normalization",
+                format!(
+                    "layer {} has fixed statistics; adapt takes a layer without them",
+                    self.name
+                ),
+            ));
+        }
+        if data.rank() < 2 || data.shape()[0] == 0 {
+            return Err(self.shape_err(data.shape(), "adapt needs [samples, ...] with at least one sample"));
+        }
+        ensure_built(self, data, 2)?;
+        let s = &data.shape()[1..];
+        if self.shape.as_deref() != Some(s) {
+            return Err(self.shape_err(s, format!("the layer was built for examples {:?}", self.shape)));
+        }
+        let kept = self.kept(s)?;
+        let x = wide(data)?;
+        let reduce: Vec<isize> = (0..=s.len())
+            .filter(|&a| a == 0 || !kept.contains(&(a - 1)))
+            .map(|a| a as isize)
+            .collect();
+        let mean = x.mean(Some(&reduce), true)?;
+        let var = x.sub(&mean)?.square()?.mean(Some(&reduce), false)?;
+        let n: usize = kept.iter().map(|&k| s[k]).product();
+        let flat = |t: &Tensor| -> Result<Tensor> { t.reshape(&[n as isize])?.cast(DType::F32) };
+        weight(&self.mean, &self.name, "mean")?.assign(&flat(&mean)?)?;
+        weight(&self.variance, &self.name, "variance")?.assign(&flat(&var)?)?;
+        let samples = data.numel() / n.max(1);
+        let c = Tensor::full(&[], samples as f64, DType::I32, data.device())?;
+        weight(&self.count, &self.name, "count")?.assign(&c)
+    }
+}
+
+impl Default for Normalization {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layer for Normalization {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("axis".into(), serde_json::json!(self.axis));
+        m.insert("invert".into(), self.invert.into());
+        let (mean, var) = match &self.fixed {
+            Some((m, v)) => (serde_json::json!(m), serde_json::json!(v)),
+            None => (serde_json::Value::Null, serde_json::Value::Null),
+        };
+        m.insert("mean".into(), mean);
+        m.insert("variance".into(), var);
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        "Normalization"
+    }
+    fn build(&mut self, s: &[usize], device: &Device) -> Result<()> {
+        let kept = self.kept(s)?;
+        let n: usize = kept.iter().map(|&k| s[k]).product();
+        let kept_shape: Vec<usize> = kept.iter().map(|&k| s[k]).collect();
+        let var = |data: Vec<f32>, w: &str| -> Result<Variable> {
+            Ok(Variable::with_trainable(
+                Tensor::from_vec(data, &kept_shape, device)?,
+                &format!("{}/{w}", self.name),
+                false,
+            ))
+        };
+        match &self.fixed {
+            Some((m, v)) => {
+                let spread = |x: &[f32], what: &str| -> Result<Vec<f32>> {
+                    match x.len() {
+                        1 => Ok(vec![x[0]; n]),
+                        l if l == n => Ok(x.to_vec()),
+                        l => Err(self.shape_err(
+                            s,
+                            format!("{what} has {l} values; the kept axes {:?} hold {n}", self.axis),
+                        )),
+                    }
+                };
+                let (m, v) = (
+                    var(spread(m, "mean")?, "mean")?,
+                    var(spread(v, "variance")?, "variance")?,
+                );
+                self.mean = Some(m);
+                self.variance = Some(v);
+            }
+            None => {
+                self.mean = Some(var(vec![0.0; n], "mean")?);
+                self.variance = Some(var(vec![1.0; n], "variance")?);
+                let c = Tensor::full(&[], 0.0, DType::I32, device)?;
+                self.count = Some(Variable::with_trainable(c, &format!("{}/count", self.name), false));
+            }
+        }
+        self.shape = Some(s.to_vec());
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.shape.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        self.kept(s)?;
+        Ok(s.to_vec())
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        if self.fixed.is_some() {
+            return Vec::new();
+        }
+        [
+            ("mean", &self.mean),
+            ("variance", &self.variance),
+            ("count", &self.count),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.clone().map(|v| (n, v)))
+        .collect()
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        ensure_built(self, x, 1)?;
+        let s = &x.shape()[1..];
+        if self.shape.as_deref() != Some(s) {
+            return Err(self.shape_err(s, format!("the layer was built for examples {:?}", self.shape)));
+        }
+        let x = if x.dtype().is_float() {
+            x.clone()
+        } else {
+            x.cast(DType::F32)?
+        };
+        let b = self.broadcast_shape(s)?;
+        let stat = |v: &Option<Variable>, w: &str| -> Result<Tensor> {
+            in_dtype(weight(v, &self.name, w)?.value(), x.dtype())?.reshape(&b)
+        };
+        let (mean, var) = (stat(&self.mean, "mean")?, stat(&self.variance, "variance")?);
+        let std = var.sqrt()?.maximum(&var.scalar_like(NORM_EPSILON)?)?;
+        if self.invert {
+            mean.add(&x.mul(&std)?)
+        } else {
+            x.sub(&mean)?.div(&std)
+        }
+    }
+}
+
+/// `keras.applications.convnext.LayerScale`: `x * gamma`, one trainable
+/// `gamma` per feature of the last axis, initialized to `init_values`.
+pub struct LayerScale {
+    name: String,
+    /// `gamma`'s initial value.
+    pub init_values: f64,
+    /// The features of the last axis.
+    pub projection_dim: usize,
+    gamma: Option<Variable>,
+}
+
+impl LayerScale {
+    /// `LayerScale(init_values, projection_dim)`.
+    pub fn new(init_values: f64, projection_dim: usize) -> LayerScale {
+        LayerScale {
+            name: unique_name("layer_scale"),
+            init_values,
+            projection_dim,
+            gamma: None,
+        }
+    }
+}
+
+impl Layer for LayerScale {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("init_values".into(), self.init_values.into());
+        m.insert("projection_dim".into(), self.projection_dim.into());
+        Ok(m.into())
+    }
+    fn keras_module(&self) -> (&'static str, Option<&'static str>) {
+        ("keras.src.applications.convnext", Some("LayerScale"))
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        "LayerScale"
+    }
+    fn build(&mut self, s: &[usize], device: &Device) -> Result<()> {
+        self.output_shape(s)?;
+        self.gamma = Some(feature_weight(
+            &self.name,
+            "gamma",
+            Initializer::Constant(self.init_values),
+            self.projection_dim,
+            device,
+        )?);
+        Ok(())
+    }
+    fn built(&self) -> bool {
+        self.gamma.is_some()
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        match s.last() {
+            Some(&c) if c == self.projection_dim => Ok(s.to_vec()),
+            _ => Err(Error::shape(
+                "LayerScale",
+                &[s],
+                format!(
+                    "layer {}: the last axis must be projection_dim {}",
+                    self.name, self.projection_dim
+                ),
+            )),
+        }
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        self.gamma.clone().map(|g| ("gamma", g)).into_iter().collect()
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        ensure_built(self, x, 2)?;
+        self.output_shape(&x.shape()[1..])?;
+        x.mul(&in_dtype(weight(&self.gamma, &self.name, "gamma")?.value(), x.dtype())?)
+    }
+}
+
+#[cfg(test)]
+mod preprocessing_tests {
+    use super::*;
+
+    #[test]
+    fn normalization_adapts_inverts_and_refuses_bad_statistics() {
+        let d = Device::cpu();
+        let data = Tensor::from_vec(vec![1.0f32, 10.0, 3.0, 30.0], &[2, 2], &d).unwrap();
+        let mut n = Normalization::new();
+        n.adapt(&data).unwrap();
+        let y = n.call(&data, false).unwrap().to_vec::<f32>().unwrap();
+        assert_eq!(y, [-1.0, -1.0, 1.0, 1.0]);
+        assert_eq!(n.weights().len(), 3);
+        let mut inv = Normalization::new()
+            .with_stats(vec![2.0, 20.0], vec![1.0, 100.0])
+            .invert(true);
+        let back = inv
+            .call(&Tensor::from_vec(vec![-1.0f32, -1.0], &[1, 2], &d).unwrap(), false)
+            .unwrap();
+        assert_eq!(back.to_vec::<f32>().unwrap(), [1.0, 10.0]);
+        assert!(inv.weights().is_empty(), "fixed statistics are not weights");
+        // A zero variance divides by Keras' epsilon, not by zero.
+        let mut flat = Normalization::new().with_stats(vec![0.0], vec![0.0]);
+        let y = flat
+            .call(&Tensor::from_vec(vec![1e-7f32], &[1, 1], &d).unwrap(), false)
+            .unwrap();
+        assert!((y.to_vec::<f32>().unwrap()[0] - 1.0).abs() < 1e-6);
+        let mut wrong = Normalization::new().with_stats(vec![0.0; 3], vec![1.0; 3]);
+        assert!(matches!(wrong.call(&data, false), Err(Error::Shape { .. })));
+        let mut batch_axis = Normalization::new().axis(&[0]);
+        assert!(matches!(batch_axis.call(&data, false), Err(Error::Shape { .. })));
+        assert!(inv.adapt(&data).is_err(), "fixed statistics do not adapt");
     }
 }

@@ -2,6 +2,7 @@
 //! interpolation. Written as a broadcast product with a block of ones
 //! between two reshapes, so the batch stays unknown in exports and the
 //! gradient (the sum over each block) comes from the product's rule.
+//! `Cropping2D`: a slice of each image.
 
 use super::{Layer, base_config, unique_name};
 use crate::core::error::{Error, Result};
@@ -80,6 +81,77 @@ impl Layer for UpSampling2D {
     }
 }
 
+/// `keras.layers.Cropping2D(cropping)`: rows cut from the top and bottom,
+/// columns from the left and right of each `[height, width, channels]`
+/// image.
+pub struct Cropping2D {
+    name: String,
+    /// `[[top, bottom], [left, right]]`.
+    pub cropping: [[usize; 2]; 2],
+}
+
+impl Cropping2D {
+    /// `Cropping2D(cropping=((top, bottom), (left, right)))`.
+    pub fn new(cropping: [[usize; 2]; 2]) -> Cropping2D {
+        Cropping2D {
+            name: unique_name("cropping2d"),
+            cropping,
+        }
+    }
+}
+
+impl Layer for Cropping2D {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("cropping".into(), serde_json::json!(self.cropping));
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        "Cropping2D"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        let [[t, b], [l, r]] = self.cropping;
+        let &[h, w, c] = s else {
+            return Err(Error::shape(
+                "Cropping2D",
+                &[s],
+                "expects examples [height, width, channels]",
+            ));
+        };
+        // Keras refuses a crop that leaves nothing.
+        match (t.checked_add(b).filter(|&k| k < h), l.checked_add(r).filter(|&k| k < w)) {
+            (Some(v), Some(u)) => Ok(vec![h - v, w - u, c]),
+            _ => Err(Error::shape(
+                "Cropping2D",
+                &[s],
+                format!(
+                    "layer {}: cropping {:?} leaves no rows or columns",
+                    self.name, self.cropping
+                ),
+            )),
+        }
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let &[n, h, w, c] = x.shape() else {
+            return Err(Error::shape(
+                "Cropping2D",
+                &[x.shape()],
+                "expects [batch, height, width, channels]",
+            ));
+        };
+        let out = self.output_shape(&[h, w, c])?;
+        let [[t, _], [l, _]] = self.cropping;
+        x.slice(&[0, t, l, 0], &[n, out[0], out[1], c])
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -111,5 +183,25 @@ mod tests {
             Err(Error::Shape { .. })
         ));
         assert!(UpSampling2D::new([usize::MAX, 2]).output_shape(&[2, 2, 1]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod cropping_tests {
+    use super::*;
+    use crate::runtime::Device;
+
+    #[test]
+    fn cropping_cuts_each_side_and_refuses_to_leave_nothing() {
+        let d = Device::cpu();
+        let x = Tensor::from_vec((0..12).map(|v| v as f32).collect(), &[1, 3, 4, 1], &d).unwrap();
+        let mut c = Cropping2D::new([[1, 0], [1, 2]]);
+        let y = c.call(&x, false).unwrap();
+        assert_eq!(y.shape(), &[1, 2, 1, 1]);
+        assert_eq!(y.to_vec::<f32>().unwrap(), [5.0, 9.0]);
+        let mut all = Cropping2D::new([[2, 1], [0, 0]]);
+        assert!(matches!(all.call(&x, false), Err(Error::Shape { .. })));
+        let mut huge = Cropping2D::new([[usize::MAX, 1], [0, 0]]);
+        assert!(matches!(huge.call(&x, false), Err(Error::Shape { .. })));
     }
 }
