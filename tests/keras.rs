@@ -2015,3 +2015,145 @@ fn keras_applications_and_operations_on_tensors() {
         assert_close(&got, &want, 1e-5, &format!("wgflow's ops.keras in Keras, batch {b}"));
     }
 }
+
+/// Transfer learning as Keras does it: a functional model over a frozen
+/// Sequential base (`base.trainable = False`, called with
+/// `training=False`) and a functional block, fitted in Keras, loads nested
+/// in wgflow, predicts the same, trains on without touching the base, and
+/// goes back to Keras. A nested model built in Rust goes to Keras too;
+/// legacy `.h5` files refuse nested models with a typed error.
+#[test]
+fn nested_models_and_frozen_layers_both_ways() {
+    use wgflow::nn::layers::{Add, Layer};
+    use wgflow::nn::{Functional, ModelLayer};
+    let Some(python) = python() else { return };
+    let dir = tmp("transfer");
+    let out = run(&python, &["transfer", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    for d in devices() {
+        let mut m = load_model_on(dir.join("transfer.keras"), &d).unwrap();
+        let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
+        assert_eq!(kinds, ["Sequential", "Functional", "GlobalAveragePooling2D", "Dense"]);
+        assert!(!m.layers()[0].trainable(), "the base is frozen");
+        assert!(m.layers()[1].trainable());
+        let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_transfer_{b}.npy")));
+            let got = m.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+            assert_close(
+                &got.to_vec::<f32>().unwrap(),
+                &want,
+                tol,
+                &format!("transfer.keras on {d}, batch {b}"),
+            );
+        }
+        // Keras' Adam state covers the block and the head only.
+        assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8));
+        assert_eq!(m.trainable_variables().len(), 4);
+        let base: Vec<Vec<f32>> = m.layers()[0]
+            .weights()
+            .iter()
+            .map(|(_, v)| v.value().to_vec::<f32>().unwrap())
+            .collect();
+        assert_eq!(base.len(), 6, "kernel, bias, gamma, beta and the two moving statistics");
+        let head = m.layers()[3].weights()[0].1.value().to_vec::<f32>().unwrap();
+        let (xs, x) = load_npy(&dir.join("xt.npy"));
+        let (ys, y) = load_npy(&dir.join("y.npy"));
+        let args = FitArgs {
+            batch_size: 16,
+            epochs: 2,
+            verbose: false,
+            ..FitArgs::default()
+        };
+        m.fit(
+            &Tensor::from_vec(x, &xs, &d).unwrap(),
+            &Tensor::from_vec(y, &ys, &d).unwrap().cast(DType::I32).unwrap(),
+            args,
+        )
+        .unwrap();
+        let after: Vec<Vec<f32>> = m.layers()[0]
+            .weights()
+            .iter()
+            .map(|(_, v)| v.value().to_vec::<f32>().unwrap())
+            .collect();
+        assert_eq!(
+            base, after,
+            "training moved the frozen base (batch statistics included)"
+        );
+        assert_ne!(head, m.layers()[3].weights()[0].1.value().to_vec::<f32>().unwrap());
+        let err = m.save(dir.join("nested.h5")).unwrap_err();
+        assert!(matches!(err, Error::Unimplemented { .. }), "{err}");
+        assert!(!dir.join("nested.h5").exists(), "nothing half-written");
+        if !d.is_gpu() {
+            // Exports see through the nesting: variables by path, one graph.
+            let sm = dir.join("sm");
+            m.export(&sm).unwrap();
+            let mut loaded = wgflow::saved_model::load_with(&sm, &["serve"], &d).unwrap();
+            let (shape, x) = load_npy(&dir.join("x7.npy"));
+            let x = Tensor::from_vec(x, &shape, &d).unwrap();
+            let want = m.predict(&x, 32).unwrap().to_vec::<f32>().unwrap();
+            let got = loaded.call("serving_default", &[("inputs", x)]).unwrap();
+            assert_close(
+                &got[0].1.to_vec::<f32>().unwrap(),
+                &want,
+                1e-5,
+                "the nested model's SavedModel",
+            );
+            m.save(dir.join("wg_transfer.keras")).unwrap();
+            for b in [1usize, 7, 64] {
+                let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let p = m.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+                save_npy(&dir.join(format!("wg_transfer_{b}.npy")), &p);
+            }
+        }
+    }
+    // A nested model built in Rust: a Sequential base under a functional head.
+    set_random_seed(5);
+    let mut base = Sequential::new()
+        .add(Conv2D::new(3, [3, 3]).activation(Activation::Relu))
+        .add(BatchNormalization::new());
+    base.build(&[8, 8, 3], &Device::Cpu).unwrap();
+    randomize_moving_stats(&base, &Device::Cpu);
+    let mut inner = ModelLayer::new(base);
+    inner.set_name("rust_base");
+    inner.set_trainable(false).unwrap();
+    let mut f = Functional::new();
+    let x = f.input(&[8, 8, 3]).unwrap();
+    let b = f.layer(inner);
+    let h = f.apply_training(b, &[x], false).unwrap();
+    let r = f.call(Conv2D::new(3, [1, 1]).padding("same").unwrap(), &[h]).unwrap();
+    let h = f.call(Add::new(), &[h, r]).unwrap();
+    let h = f.call(GlobalAveragePooling2D::new(), &[h]).unwrap();
+    let y = f.call(Dense::new(2), &[h]).unwrap();
+    let mut rust = f.build(y).unwrap();
+    rust.build(&[8, 8, 3], &Device::Cpu).unwrap();
+    assert_eq!(rust.trainable_variables().len(), 4);
+    rust.save(dir.join("wg_rust.keras")).unwrap();
+    let back = load_model_on(dir.join("wg_rust.keras"), &Device::Cpu).unwrap();
+    assert!(!back.layers()[0].trainable());
+    for b in [1usize, 7, 64] {
+        let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+        let p = rust
+            .predict(&Tensor::from_vec(x, &shape, &Device::Cpu).unwrap(), 32)
+            .unwrap();
+        save_npy(&dir.join(format!("wg_rust_{b}.npy")), &p);
+    }
+    let out = run(
+        &python,
+        &["load", dir.to_str().unwrap(), "wg_transfer.keras", "wg_rust.keras"],
+    );
+    assert!(out.contains("OK"), "{out}");
+    for name in ["transfer", "rust"] {
+        for b in [1usize, 7, 64] {
+            let (_, got) = load_npy(&dir.join(format!("kload_wg_{name}_keras_{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("wg_{name}_{b}.npy")));
+            assert_close(
+                &got,
+                &want,
+                1e-5,
+                &format!("wgflow's nested {name} in Keras, batch {b}"),
+            );
+        }
+    }
+}

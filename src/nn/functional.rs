@@ -141,6 +141,20 @@ impl Functional {
     /// shapes, [`Error::InvalidArgument`] for a tensor or layer of another
     /// graph.
     pub fn apply(&mut self, layer: LayerId, inputs: &[KerasTensor]) -> Result<KerasTensor> {
+        self.apply_node(layer, inputs, None)
+    }
+
+    /// [`Functional::apply`] with the call's own `training=` (Keras'
+    /// `base(x, training=False)`): that call runs in inference (or
+    /// training) mode whatever mode the model runs in, as transfer learning
+    /// keeps a frozen base's batch normalization on its moving statistics.
+    ///
+    /// Errors as [`Functional::apply`].
+    pub fn apply_training(&mut self, layer: LayerId, inputs: &[KerasTensor], training: bool) -> Result<KerasTensor> {
+        self.apply_node(layer, inputs, Some(training))
+    }
+
+    fn apply_node(&mut self, layer: LayerId, inputs: &[KerasTensor], training: Option<bool>) -> Result<KerasTensor> {
         if layer.owner != self.owner || layer.index >= self.layers.len() {
             return Err(Error::arg(OP, "the layer was added to another Functional graph"));
         }
@@ -153,7 +167,7 @@ impl Functional {
             layer: Some(layer.index),
             inputs: inputs.iter().map(|t| t.node).collect(),
             shape,
-            training: None,
+            training,
         });
         Ok(KerasTensor {
             node: self.nodes.len() - 1,

@@ -33,7 +33,7 @@ use super::layers::{
     OpLayer, Operand, RMSNormalization, Recurrent, Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
-use super::model::Sequential;
+use super::model::{ModelLayer, Sequential};
 use super::topology::{Node, Topology};
 use crate::core::error::{Error, Result};
 use crate::runtime::Device;
@@ -148,6 +148,101 @@ fn put_vars(g: &mut hdf5_pure::GroupBuilder, path: &str, name: &str, weights: &[
     Ok(())
 }
 
+/// A model's entry in a Keras config (`class_name`, `config` with its
+/// layers, `build_config`): the whole file's, or a nested model's.
+pub(crate) fn model_entry(model: &Sequential, input: &[usize]) -> Result<Value> {
+    let mut layers = layer_entries(model, input, false)?;
+    carry_policies(&mut layers, &policy_sources(model));
+    let dtype =
+        json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null});
+    let trainable = model.layers().iter().all(|l| l.trainable());
+    Ok(match model_graph_refs(model)? {
+        Some((inputs, outputs)) => json!({
+            "module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
+            "config": {"name": model.model_name(), "trainable": trainable, "layers": layers,
+                       "input_layers": inputs, "output_layers": outputs},
+            "build_config": {"input_shape": null},
+        }),
+        None => json!({
+            "module": "keras", "class_name": "Sequential", "registered_name": null,
+            "config": {
+                "name": model.model_name(), "trainable": trainable, "dtype": dtype,
+                "layers": layers, "build_input_shape": batch_shape(input),
+            },
+            "build_config": {"input_shape": batch_shape(input)},
+        }),
+    })
+}
+
+/// Nested models go in `.keras` files only: the legacy `.h5` format keeps
+/// its weights by layer name, one level deep.
+fn refuse_nested_h5(path: &Path, model: &Sequential) -> Result<()> {
+    match model.layers().iter().find(|l| nested(l.as_ref()).is_some()) {
+        Some(l) => Err(Error::Unimplemented {
+            what: format!("the nested model {} in a legacy .h5 file", l.name()),
+            msg: format!(
+                "{}: save and load models that hold models as .keras files",
+                path.display()
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The model inside a layer, for a model used as a layer.
+fn nested(layer: &dyn Layer) -> Option<&ModelLayer> {
+    layer.as_any().and_then(|a| a.downcast_ref::<ModelLayer>())
+}
+
+/// The weight groups of a model's layers under `group` (`layers/`): its
+/// InputLayers' empty ones, then each layer's `vars`, a nested model's
+/// layers under its own `layers/`.
+fn write_layers(group: &mut hdf5_pure::GroupBuilder, model: &Sequential, path: &Path) -> Result<()> {
+    let functional = model.topology().is_some();
+    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    let keys = layer_keys(&classes, functional);
+    // Keras keys its InputLayers' (empty) groups as it keys any class.
+    for k in 0..model.topology().map_or(0, |g| g.inputs.len()) {
+        let key = if k == 0 {
+            "input_layer".to_string()
+        } else {
+            format!("input_layer_{k}")
+        };
+        let mut lg = group.create_group(&key);
+        let vars = lg.create_group("vars").finish();
+        lg.add_group(vars);
+        group.add_group(lg.finish());
+    }
+    for (layer, key) in model.layers().iter().zip(keys) {
+        let mut lg = group.create_group(&key);
+        if let Some(inner) = nested(layer.as_ref()) {
+            let mut sub = lg.create_group("layers");
+            write_layers(&mut sub, inner.model(), path)?;
+            lg.add_group(sub.finish());
+            let own = lg.create_group("vars").finish();
+            lg.add_group(own);
+            group.add_group(lg.finish());
+            continue;
+        }
+        let ws: Vec<Variable> = layer.weights().into_iter().map(|(_, v)| v).collect();
+        let runs = layer.keras_var_groups();
+        let mut at = 0;
+        for (sub, n) in &runs {
+            let part = ws
+                .get(at..at + n)
+                .ok_or_else(|| bad(path, format!("layer {} lists more weights than it has", layer.name())))?;
+            put_vars(&mut lg, sub, layer.name(), part)?;
+            at += n;
+        }
+        if !runs.iter().any(|(p, _)| *p == "vars") {
+            let own = lg.create_group("vars").finish();
+            lg.add_group(own);
+        }
+        group.add_group(lg.finish());
+    }
+    Ok(())
+}
+
 /// `model.save("m.keras")`: the model's config and weights as a Keras 3
 /// file (written whole to a temporary file, then renamed).
 pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
@@ -166,49 +261,15 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
             ));
         }
     }
-    let mut layers = layer_entries(model, &input, false)?;
-    let functional = model.topology().is_some();
-    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
-    let keys = layer_keys(&classes, functional);
     let mut weights = hdf5_pure::FileBuilder::new();
     let mut group = weights.create_group("layers");
-    // Keras keys its InputLayers' (empty) groups as it keys any class.
-    for k in 0..model.topology().map_or(0, |g| g.inputs.len()) {
-        let key = if k == 0 {
-            "input_layer".to_string()
-        } else {
-            format!("input_layer_{k}")
-        };
-        let mut lg = group.create_group(&key);
-        let vars = lg.create_group("vars").finish();
-        lg.add_group(vars);
-        group.add_group(lg.finish());
-    }
-    for (layer, key) in model.layers().iter().zip(keys) {
-        let mut lg = group.create_group(&key);
-        let ws: Vec<Variable> = layer.weights().into_iter().map(|(_, v)| v).collect();
-        let runs = layer.keras_var_groups();
-        let mut at = 0;
-        for (sub, n) in &runs {
-            let part = ws
-                .get(at..at + n)
-                .ok_or_else(|| bad(path, format!("layer {} lists more weights than it has", layer.name())))?;
-            put_vars(&mut lg, sub, layer.name(), part)?;
-            at += n;
-        }
-        if !runs.iter().any(|(p, _)| *p == "vars") {
-            let own = lg.create_group("vars").finish();
-            lg.add_group(own);
-        }
-        group.add_group(lg.finish());
-    }
+    write_layers(&mut group, model, path)?;
     weights.add_group(group.finish());
     if let Some(c) = model.compiled_ref() {
         if let Some(og) = optimizer_group(model, c, &mut weights)? {
             weights.add_group(og);
         }
     }
-    carry_policies(&mut layers, &policy_sources(model));
     let mut root_vars = weights.create_group("vars");
     root_vars.set_attr(
         "name",
@@ -216,24 +277,7 @@ pub fn save(model: &Sequential, path: impl AsRef<Path>) -> Result<()> {
     );
     weights.add_group(root_vars.finish());
     let h5 = weights.finish().map_err(|e| h5_err(path, e))?;
-    let dtype =
-        json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null});
-    let config = match model_graph_refs(model)? {
-        Some((inputs, outputs)) => json!({
-            "module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
-            "config": {"name": model.model_name(), "trainable": true, "layers": layers,
-                       "input_layers": inputs, "output_layers": outputs},
-            "build_config": {"input_shape": null},
-        }),
-        None => json!({
-            "module": "keras", "class_name": "Sequential", "registered_name": null,
-            "config": {
-                "name": model.model_name(), "trainable": true, "dtype": dtype,
-                "layers": layers, "build_input_shape": batch_shape(&input),
-            },
-            "build_config": {"input_shape": batch_shape(&input)},
-        }),
-    };
+    let config = model_entry(model, &input)?;
     let mut config = config;
     if let Some(c) = model.compiled_ref() {
         config["compile_config"] = compile_config(c);
@@ -323,14 +367,42 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
         compile_from(&mut model, c, &c["optimizer"]).unwrap_or_else(|e| uncompiled(path, &e));
     }
     let file = open_h5(h5).map_err(|e| h5_err(path, e))?;
-    for (layer, key) in model.layers().iter().zip(keys) {
+    read_layers(path, &file, "", model.layers(), &keys, device)?;
+    restore_optimizer(&mut model, &file);
+    Ok(model)
+}
+
+/// Reads the weights of `layers` (weight-group keys `keys`) from a
+/// `.keras` file's `model.weights.h5`, under `prefix` (a nested model's
+/// `layers/<key>/`).
+fn read_layers(
+    path: &Path,
+    file: &hdf5_pure::File,
+    prefix: &str,
+    layers: &[Box<dyn Layer>],
+    keys: &[String],
+    device: &Device,
+) -> Result<()> {
+    for (layer, key) in layers.iter().zip(keys) {
+        if let Some(inner) = nested(layer.as_ref()) {
+            let inner_keys = match &inner.keras_keys {
+                Some(k) => k.clone(),
+                None => {
+                    let classes: Vec<&str> = inner.model().layers().iter().map(|l| l.kind()).collect();
+                    layer_keys(&classes, inner.model().is_functional())
+                }
+            };
+            let prefix = format!("{prefix}layers/{key}/");
+            read_layers(path, file, &prefix, inner.model().layers(), &inner_keys, device)?;
+            continue;
+        }
         let ws = layer.weights();
         if ws.is_empty() {
             continue;
         }
         let mut at = 0;
         for (sub, n) in layer.keras_var_groups() {
-            let group = format!("layers/{key}/{sub}");
+            let group = format!("{prefix}layers/{key}/{sub}");
             let vars = file
                 .group(&group)
                 .map_err(|_| h5_err(path, format!("no {group} for layer {}", layer.name())))?;
@@ -357,8 +429,7 @@ pub fn load_model_on(path: impl AsRef<Path>, device: &Device) -> Result<Sequenti
             at += n;
         }
     }
-    restore_optimizer(&mut model, &file);
-    Ok(model)
+    Ok(())
 }
 
 /// Keras' optimizer variables (`optimizer/vars`: the step count, the
@@ -509,6 +580,8 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
     let mut layers: Vec<Box<dyn Layer>> = Vec::new();
     let mut classes: Vec<&str> = Vec::new();
     let mut bn_axes: Vec<Option<i64>> = Vec::new();
+    // Layers the config freezes (`"trainable": false`), by name.
+    let mut frozen: Vec<String> = Vec::new();
     for lc in layer_cfgs {
         let class = lc["class_name"]
             .as_str()
@@ -538,6 +611,12 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         }
         let mut layer = if is_op(lc) {
             op_from_config(class, lc).map_err(|e| bad(path, e))?
+        } else if matches!(class, "Sequential" | "Functional" | "Model") {
+            // A model used as a layer: built here, with its own keys.
+            let (inner, keys) = model_from_config(path, lc, device)?;
+            let mut l = ModelLayer::new(inner);
+            l.keras_keys = Some(keys);
+            Box::new(l)
         } else {
             layer_from_config(class, c).map_err(|e| bad(path, e))?
         };
@@ -545,6 +624,9 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
         if let Some(name) = lc["name"].as_str().or(c["name"].as_str()).filter(|n| !n.is_empty()) {
             layer.set_name(name);
             super::layers::reserve_name(name);
+        }
+        if c.get("trainable") == Some(&Value::Bool(false)) {
+            frozen.push(layer.name().to_string());
         }
         layers.push(layer);
         bn_axes.push(if matches!(class, "BatchNormalization" | "LayerNormalization") {
@@ -603,6 +685,14 @@ fn model_from_config(path: &Path, config: &Value, device: &Device) -> Result<(Se
     match model.topology().map(|g| g.input_shapes()) {
         Some(shapes) => model.build_many(&shapes, device)?,
         None => model.build(&input, device)?,
+    }
+    for l in model.layers_mut() {
+        if frozen.iter().any(|n| n == l.name()) {
+            l.set_trainable(false)?;
+        }
+    }
+    if cfg.get("trainable") == Some(&Value::Bool(false)) {
+        model.set_trainable(false)?;
     }
     Ok((model, keys))
 }
@@ -941,6 +1031,7 @@ fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
     let config: Value =
         serde_json::from_str(config).map_err(|e| bad(path, format!("model_config is not JSON: {e}")))?;
     let (mut model, _) = model_from_config(path, &config, device)?;
+    refuse_nested_h5(path, &model)?;
     if let Some(t) = root.get("training_config").and_then(|a| a.as_str()) {
         let t: Value = serde_json::from_str(t).map_err(|e| bad(path, format!("training_config is not JSON: {e}")))?;
         compile_from(&mut model, &t, &t["optimizer_config"]).unwrap_or_else(|e| uncompiled(path, &e));
@@ -1011,6 +1102,7 @@ fn load_h5(path: &Path, device: &Device) -> Result<Sequential> {
 /// `model.save("m.h5")` writes; layers without weights are left out of
 /// `layer_names`, as Keras' reader allows).
 fn save_h5(model: &Sequential, path: &Path, input: &[usize]) -> Result<()> {
+    refuse_nested_h5(path, model)?;
     let mut layers = layer_entries(model, input, true)?;
     carry_policies(&mut layers, &policy_sources(model));
     let name = model.model_name();
@@ -1170,6 +1262,9 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
     let mut shape = input.to_vec();
     for (i, layer) in model.layers().iter().enumerate() {
         let mut entry = json!({"class_name": layer.kind(), "config": layer.keras_config()?});
+        if let Some(t) = entry["config"].get_mut("trainable") {
+            *t = layer.trainable().into();
+        }
         let (module, registered) = layer.keras_module();
         if !legacy || module != "keras.layers" {
             entry["module"] = module.into();

@@ -41,4 +41,4 @@ pub use functional::{Functional, KerasTensor, LayerId};
 pub use initializers::{Initializer, set_random_seed};
 pub use keras::{load_model, load_model_on};
 pub use layers::Layer;
-pub use model::{Compiled, FitArgs, History, Logs, Model, Sequential};
+pub use model::{Compiled, FitArgs, History, Logs, Model, ModelLayer, Sequential};

@@ -290,7 +290,7 @@ pub trait Model {
         layers
             .iter()
             .flat_map(|l| {
-                l.weights()
+                l.weight_paths()
                     .into_iter()
                     .map(|(w, v)| (format!("{}/{w}", l.name()), v))
                     .collect::<Vec<_>>()
@@ -1513,6 +1513,15 @@ impl Sequential {
         }
     }
 
+    /// Keras' `model.trainable = False` (or `True`): [`Layer::set_trainable`]
+    /// on every layer (which must be built). Compile again afterwards.
+    pub fn set_trainable(&mut self, trainable: bool) -> Result<()> {
+        for l in self.layers.iter_mut() {
+            l.set_trainable(trainable)?;
+        }
+        Ok(())
+    }
+
     /// The per-example input shape the model was built for, if built (the
     /// first input's, for a model of several).
     pub fn input_shape(&self) -> Option<&[usize]> {
@@ -1534,6 +1543,147 @@ impl Sequential {
     /// read (see [`crate::nn::keras`]).
     pub fn save(&self, path: impl AsRef<std::path::Path>) -> Result<()> {
         super::keras::save(self, path)
+    }
+}
+
+/// A model used as a layer (Keras: a `Sequential` or functional model
+/// called inside another model, such as a pretrained base under a new
+/// head): one input, one output, its layers' weights as its own.
+///
+/// `layer.set_trainable(false)` freezes the whole model (Keras' `base.trainable
+/// = False`), and a call with `training=false` (a functional model's
+/// `Functional::apply_training`) keeps its batch normalization on moving
+/// statistics. Keras files keep it nested both ways (`.keras` only: the
+/// legacy `.h5` format is refused for nested models).
+pub struct ModelLayer {
+    model: Sequential,
+    /// The weight-group keys of the model's layers in the Keras file it
+    /// was loaded from (which can differ from what their kinds give:
+    /// a Keras `ReLU` is an `Activation` here).
+    pub(crate) keras_keys: Option<Vec<String>>,
+}
+
+impl ModelLayer {
+    /// `model` as a layer.
+    pub fn new(model: Sequential) -> ModelLayer {
+        ModelLayer {
+            model,
+            keras_keys: None,
+        }
+    }
+    /// The model inside.
+    pub fn model(&self) -> &Sequential {
+        &self.model
+    }
+    /// The model inside, to change it.
+    pub fn model_mut(&mut self) -> &mut Sequential {
+        &mut self.model
+    }
+    /// Takes the model out.
+    pub fn into_inner(self) -> Sequential {
+        self.model
+    }
+}
+
+impl Layer for ModelLayer {
+    fn name(&self) -> &str {
+        &self.model.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.model.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        if self.model.is_functional() {
+            "Functional"
+        } else {
+            "Sequential"
+        }
+    }
+    fn build(&mut self, input_shape: &[usize], device: &Device) -> Result<()> {
+        self.model.build(input_shape, device)
+    }
+    fn built(&self) -> bool {
+        self.model.input_shape.is_some() && self.model.layers.iter().all(|l| l.built())
+    }
+    fn output_shape(&self, input_shape: &[usize]) -> Result<Vec<usize>> {
+        self.model.check_pushed()?;
+        match &self.model.graph {
+            Some(g) => {
+                let (&[_], &[out]) = (g.inputs.as_slice(), g.outputs.as_slice()) else {
+                    return Err(Error::arg(
+                        "ModelLayer",
+                        format!(
+                            "model {} takes {} inputs and gives {} outputs; as a layer it takes one and gives one",
+                            self.model.name,
+                            g.inputs.len(),
+                            g.outputs.len()
+                        ),
+                    ));
+                };
+                if input_shape != g.input_shape() {
+                    return Err(Error::shape(
+                        "ModelLayer",
+                        &[input_shape, g.input_shape()],
+                        format!("model {} takes examples of its Input's shape", self.model.name),
+                    ));
+                }
+                Ok(g.nodes.get(out).map(|n| n.shape.clone()).unwrap_or_default())
+            }
+            None => {
+                let mut s = input_shape.to_vec();
+                for l in &self.model.layers {
+                    s = l.output_shape(&s)?;
+                }
+                Ok(s)
+            }
+        }
+    }
+    fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
+        Model::call(&mut self.model, x, training)
+    }
+    fn weights(&self) -> Vec<(&'static str, Variable)> {
+        self.model.layers.iter().flat_map(|l| l.weights()).collect()
+    }
+    fn weight_paths(&self) -> Vec<(String, Variable)> {
+        self.model
+            .layers
+            .iter()
+            .flat_map(|l| {
+                l.weight_paths()
+                    .into_iter()
+                    .map(|(p, v)| (format!("{}/{p}", l.name()), v))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+    fn set_trainable(&mut self, trainable: bool) -> Result<()> {
+        for l in self.model.layers.iter_mut() {
+            l.set_trainable(trainable)?;
+        }
+        Ok(())
+    }
+    fn trainable(&self) -> bool {
+        self.model.layers.iter().all(|l| l.trainable())
+    }
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let input = self.model.input_shape.clone().ok_or_else(|| {
+            Error::arg(
+                "ModelLayer",
+                format!("model {} is not built: its input shape is unknown", self.model.name),
+            )
+        })?;
+        let mut entry = super::keras::model_entry(&self.model, &input)?;
+        Ok(entry["config"].take())
+    }
+    fn keras_module(&self) -> (&'static str, Option<&'static str>) {
+        if self.model.is_functional() {
+            ("keras.src.models.functional", Some("Functional"))
+        } else {
+            ("keras", None)
+        }
+    }
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        Some(self)
     }
 }
 
@@ -1662,7 +1812,7 @@ impl Model for Sequential {
     fn named_variables(&self) -> Vec<(String, Variable)> {
         let mut v = Vec::new();
         for (i, l) in self.layers.iter().enumerate() {
-            for (n, var) in l.weights() {
+            for (n, var) in l.weight_paths() {
                 v.push((format!("layers/{i}/{n}"), var));
             }
         }

@@ -13,13 +13,16 @@ use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::runtime::Device;
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 struct Inner {
     id: u64,
     name: String,
     trainable: bool,
+    /// Set by a layer made not trainable (Keras' `layer.trainable =
+    /// False`): a trainable variable that is frozen is not trained.
+    frozen: AtomicBool,
     value: RwLock<Tensor>,
 }
 
@@ -46,6 +49,7 @@ impl Variable {
             id: ID.fetch_add(1, Ordering::Relaxed),
             name: name.to_string(),
             trainable,
+            frozen: AtomicBool::new(false),
             value: RwLock::new(value.detached()),
         }))
     }
@@ -59,9 +63,20 @@ impl Variable {
         &self.0.name
     }
     /// Whether tapes watch the variable when it is read with
-    /// [`value`](Variable::value).
+    /// [`value`](Variable::value): created trainable and not frozen.
     pub fn trainable(&self) -> bool {
-        self.0.trainable
+        self.0.trainable && !self.frozen()
+    }
+    /// Whether a layer froze the variable ([`Variable::set_frozen`]).
+    pub fn frozen(&self) -> bool {
+        self.0.frozen.load(Ordering::Relaxed)
+    }
+    /// Freezes the variable (or thaws it), as Keras' `layer.trainable =
+    /// False` does to a layer's weights: a frozen variable is neither
+    /// watched nor trained. Shared by every handle; models compiled before
+    /// keep their traced steps until compiled again, as in Keras.
+    pub fn set_frozen(&self, frozen: bool) {
+        self.0.frozen.store(frozen, Ordering::Relaxed);
     }
 
     /// The current value (`read_value`); active tapes watch it when the

@@ -15,6 +15,9 @@
                                       # DIR/keras_{name}.npy; and a model of the layers and operations they use
                                       # (ops on tensors, Normalization, Cropping2D, training=False calls, ...)
                                       # as DIR/ops.{keras,h5}, inputs DIR/x{b}.npy, predictions DIR/keras_ops_{b}.npy
+    python keras_files.py transfer DIR  # a functional model over a frozen Sequential base called with
+                                      # training=False and a functional block, fitted, as DIR/transfer.keras;
+                                      # inputs DIR/x{b}.npy, labels DIR/y.npy, predictions DIR/keras_transfer_{b}.npy
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -371,6 +374,47 @@ elif mode == "apps":
         np.save(f"{out}/x{b}.npy", x)
         np.save(f"{out}/keras_ops_{b}.npy", np.asarray(m.predict(x, verbose=0)))
     print("ops", [l.__class__.__name__ for l in m.layers])
+    print("OK")
+
+elif mode == "transfer":
+    os.makedirs(out, exist_ok=True)
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(2)
+    base = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            layers.Conv2D(4, 3, name="base_conv"),
+            layers.BatchNormalization(name="base_bn"),
+            layers.ReLU(name="base_relu"),
+        ],
+        name="base",
+    )
+    bx = rng.normal(0, 1, (64, 8, 8, 3)).astype("float32")
+    base.layers[1].moving_mean.assign(rng.normal(0, 0.3, 4).astype("float32"))
+    base.layers[1].moving_variance.assign(rng.uniform(0.5, 2.0, 4).astype("float32"))
+    fin = keras.Input((6, 6, 4))
+    fout = layers.Add()([fin, layers.Conv2D(4, 1, activation="tanh")(fin)])
+    block = keras.Model(fin, fout, name="block")
+    base.trainable = False
+    inp = keras.Input((8, 8, 3), name="img")
+    h = base(inp, training=False)
+    h = block(h)
+    h = layers.GlobalAveragePooling2D()(h)
+    m = keras.Model(inp, layers.Dense(3, name="head")(h), name="transfer")
+    m.compile(
+        optimizer=keras.optimizers.Adam(1e-2),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    y = rng.integers(0, 3, (64,)).astype("int32")
+    m.fit(bx, y, epochs=2, batch_size=16, verbose=0)
+    m.save(f"{out}/transfer.keras")
+    np.save(f"{out}/xt.npy", bx)
+    np.save(f"{out}/y.npy", y.astype("float32"))
+    for b in BATCHES:
+        x = rng.normal(0, 1, (b, 8, 8, 3)).astype("float32")
+        np.save(f"{out}/x{b}.npy", x)
+        np.save(f"{out}/keras_transfer_{b}.npy", np.asarray(m.predict(x, verbose=0)))
+    print("base trainable", base.trainable, [type(l).__name__ for l in m.layers])
     print("OK")
 
 elif mode == "resume":

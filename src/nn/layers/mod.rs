@@ -160,6 +160,43 @@ pub trait Layer: Send {
     fn weights(&self) -> Vec<(&'static str, Variable)> {
         Vec::new()
     }
+    /// Weights with paths unique within the layer: the short names, or
+    /// for a layer made of layers ([`crate::nn::ModelLayer`]) each inner
+    /// layer's name and short name (`conv2d/kernel`).
+    fn weight_paths(&self) -> Vec<(String, Variable)> {
+        self.weights().into_iter().map(|(n, v)| (n.to_string(), v)).collect()
+    }
+    /// Keras' `layer.trainable`: false once [`Layer::set_trainable`] froze
+    /// its weights.
+    fn trainable(&self) -> bool {
+        !self.weights().iter().any(|(_, v)| v.frozen())
+    }
+    /// Keras' `layer.trainable = False` (or `True`): freezes every weight
+    /// of the built layer, so no gradient reaches them and no optimizer
+    /// moves them (and a frozen `BatchNormalization` normalizes with its
+    /// moving statistics, in training too, as in Keras). Compile the model
+    /// again afterwards, as Keras asks.
+    ///
+    /// Returns [`Error::InvalidArgument`] for a layer not built yet (its
+    /// weights do not exist).
+    fn set_trainable(&mut self, trainable: bool) -> Result<()> {
+        if !self.built() {
+            return Err(Error::arg(
+                "Layer.trainable",
+                format!("layer {} is not built: build it before freezing it", self.name()),
+            ));
+        }
+        for (_, v) in self.weights() {
+            v.set_frozen(!trainable);
+        }
+        Ok(())
+    }
+    /// The layer as `Any`, for the layers that other modules look into
+    /// (a model used as a layer, [`crate::nn::ModelLayer`]); `None` for
+    /// the others.
+    fn as_any(&self) -> Option<&dyn std::any::Any> {
+        None
+    }
     /// Keras' `layer.get_config()` (the options, not the weights), for Keras
     /// model files; the class name is [`Layer::kind`]. Layers Keras has no
     /// class for (custom ones) are an `Unimplemented` error.
@@ -1806,6 +1843,8 @@ impl Layer for BatchNormalization {
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         ensure_built(self, x, 2)?;
+        // A frozen layer normalizes with its moving statistics (Keras 3).
+        let training = training && self.trainable();
         // f16 inputs are normalized in f32 (as Keras does) and returned as f16.
         let input_dtype = x.dtype();
         let x = &in_dtype(x.clone(), DType::F32)?;
