@@ -261,6 +261,7 @@ fn main() -> wgflow::Result<()> {
     mixed(&dev)?;
     functional(&x)?;
     several_outputs(&x, &y)?;
+    transfer(&dev)?;
     println!("every README snippet ran on {dev}");
     Ok(())
 }
@@ -335,5 +336,33 @@ let (xs, ys) = ([meta, images], [labels, targets]);                 // in the mo
 let history = model.fit_many(&xs, &ys, FitArgs::default())?;
 let logs = model.evaluate_many(&xs, &ys, 32)?;
     println!("{:?} {logs:?}", history.get("loss"));
+    Ok(())
+}
+
+/// "Nested models, frozen layers and keras.applications".
+#[rustfmt::skip]
+fn transfer(dev: &wgflow::Device) -> wgflow::Result<()> {
+    use wgflow::nn::layers::Conv2D;
+    use wgflow::nn::losses::SparseCategoricalCrossentropy;
+    let mut trained = Sequential::new().add(Conv2D::new(4, [3, 3]).activation(wgflow::nn::Activation::Relu));
+    trained.build(&[32, 32, 3], dev)?;
+    trained.save("base.keras")?;
+use wgflow::nn::{Functional, Layer, ModelLayer};
+use wgflow::nn::layers::{Dense, GlobalAveragePooling2D};
+
+let mut base = ModelLayer::new(wgflow::nn::load_model("base.keras")?); // a trained Sequential or functional model
+base.set_trainable(false)?;                                           // base.trainable = False
+let mut f = Functional::new();
+let x = f.input(&[32, 32, 3])?;
+let b = f.layer(base);
+let h = f.apply_training(b, &[x], false)?;                            // base(x, training=False)
+let h = f.call(GlobalAveragePooling2D::new(), &[h])?;
+let y = f.call(Dense::new(5), &[h])?;
+let mut model = f.build(y)?;                                          // compile and fit train the head only
+    model.compile(Adam::new(1e-2), SparseCategoricalCrossentropy::new(true), ());
+    let images = ops::random_normal(&[8, 32, 32, 3], 0.0, 1.0, DType::F32, 9, dev)?;
+    let labels = Tensor::from_vec((0..8).map(|i| i % 5).collect::<Vec<i32>>(), &[8], dev)?;
+    model.fit(&images, &labels, wgflow::nn::FitArgs { verbose: false, ..Default::default() })?;
+    assert_eq!(model.trainable_variables().len(), 2, "only the head trains");
     Ok(())
 }

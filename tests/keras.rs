@@ -2048,6 +2048,19 @@ fn nested_models_and_frozen_layers_both_ways() {
                 &format!("transfer.keras on {d}, batch {b}"),
             );
         }
+        let mut stacked = load_model_on(dir.join("stacked.keras"), &d).unwrap();
+        assert!(!stacked.is_functional() && stacked.layers()[0].kind() == "Sequential");
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_stacked_{b}.npy")));
+            let got = stacked.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+            assert_close(
+                &got.to_vec::<f32>().unwrap(),
+                &want,
+                tol,
+                &format!("stacked.keras on {d}, batch {b}"),
+            );
+        }
         // Keras' Adam state covers the block and the head only.
         assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8));
         assert_eq!(m.trainable_variables().len(), 4);

@@ -17,7 +17,8 @@
                                       # as DIR/ops.{keras,h5}, inputs DIR/x{b}.npy, predictions DIR/keras_ops_{b}.npy
     python keras_files.py transfer DIR  # a functional model over a frozen Sequential base called with
                                       # training=False and a functional block, fitted, as DIR/transfer.keras;
-                                      # inputs DIR/x{b}.npy, labels DIR/y.npy, predictions DIR/keras_transfer_{b}.npy
+                                      # inputs DIR/x{b}.npy, labels DIR/y.npy, predictions DIR/keras_transfer_{b}.npy;
+                                      # the base in a Sequential model as DIR/stacked.keras (keras_stacked_{b}.npy)
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -414,6 +415,11 @@ elif mode == "transfer":
         x = rng.normal(0, 1, (b, 8, 8, 3)).astype("float32")
         np.save(f"{out}/x{b}.npy", x)
         np.save(f"{out}/keras_transfer_{b}.npy", np.asarray(m.predict(x, verbose=0)))
+    # keras.Sequential([base, ...]): the same base nested in a Sequential model.
+    seq = keras.Sequential([keras.Input((8, 8, 3)), base, layers.Flatten(), layers.Dense(2)], name="stacked")
+    seq.save(f"{out}/stacked.keras")
+    for b in BATCHES:
+        np.save(f"{out}/keras_stacked_{b}.npy", np.asarray(seq.predict(np.load(f"{out}/x{b}.npy"), verbose=0)))
     print("base trainable", base.trainable, [type(l).__name__ for l in m.layers])
     print("OK")
 
