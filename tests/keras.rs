@@ -1972,47 +1972,49 @@ fn keras_applications_and_operations_on_tensors() {
             let tol = if d.is_gpu() { 5e-4 } else { 1e-4 };
             assert_close(&got.to_vec::<f32>().unwrap(), &want, tol, &format!("{name} on {d}"));
         }
-        let mut m = load_model_on(dir.join("ops.keras"), &d).unwrap();
-        let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
-        for k in [
-            "Subtract",
-            "Multiply",
-            "Maximum",
-            "Divide",
-            "Normalization",
-            "Cropping2D",
-        ] {
-            assert!(kinds.contains(&k), "{k} in {kinds:?}");
-        }
-        let mut xs = Vec::new();
-        for b in [1usize, 7, 64] {
-            let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
-            let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
-            let x = Tensor::from_vec(x, &shape, &d).unwrap();
-            let got = m.predict(&x, 32).unwrap();
-            assert_eq!(got.shape(), &[b, 4]);
-            let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
-            assert_close(
-                &got.to_vec::<f32>().unwrap(),
-                &want,
-                tol,
-                &format!("ops.keras on {d}, batch {b}"),
-            );
-            xs.push(x);
-        }
-        if !d.is_gpu() {
-            m.save(dir.join("wg_ops.keras")).unwrap();
-            let mut back = load_model_on(dir.join("wg_ops.keras"), &d).unwrap();
-            let again = back.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap();
-            assert_eq!(again, m.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap());
+        for ext in ["keras", "h5"] {
+            let mut m = load_model_on(dir.join(format!("ops.{ext}")), &d).unwrap();
+            let kinds: Vec<&str> = m.layers().iter().map(|l| l.kind()).collect();
+            for k in [
+                "Subtract",
+                "Multiply",
+                "Maximum",
+                "Divide",
+                "Normalization",
+                "Cropping2D",
+            ] {
+                assert!(kinds.contains(&k), "{k} in {kinds:?}");
+            }
+            let mut xs = Vec::new();
+            for b in [1usize, 7, 64] {
+                let (shape, x) = load_npy(&dir.join(format!("x{b}.npy")));
+                let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
+                let x = Tensor::from_vec(x, &shape, &d).unwrap();
+                let got = m.predict(&x, 32).unwrap();
+                assert_eq!(got.shape(), &[b, 4]);
+                let tol = if d.is_gpu() { 1e-4 } else { 1e-5 };
+                let what = format!("ops.{ext} on {d}, batch {b}");
+                assert_close(&got.to_vec::<f32>().unwrap(), &want, tol, &what);
+                xs.push(x);
+            }
+            if !d.is_gpu() {
+                let file = dir.join(format!("wg_ops.{ext}"));
+                m.save(&file).unwrap();
+                let mut back = load_model_on(&file, &d).unwrap();
+                let again = back.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap();
+                assert_eq!(again, m.predict(&xs[1], 32).unwrap().to_vec::<f32>().unwrap());
+            }
         }
     }
-    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_ops.keras"]);
+    // wgflow writes the operations' module in .h5 files too, so Keras loads both.
+    let out = run(&python, &["load", dir.to_str().unwrap(), "wg_ops.keras", "wg_ops.h5"]);
     assert!(out.contains("OK"), "{out}");
-    for b in [1usize, 7, 64] {
-        let (_, got) = load_npy(&dir.join(format!("kload_wg_ops_keras_{b}.npy")));
-        let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
-        assert_close(&got, &want, 1e-5, &format!("wgflow's ops.keras in Keras, batch {b}"));
+    for ext in ["keras", "h5"] {
+        for b in [1usize, 7, 64] {
+            let (_, got) = load_npy(&dir.join(format!("kload_wg_ops_{ext}_{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_ops_{b}.npy")));
+            assert_close(&got, &want, 1e-5, &format!("wgflow's ops.{ext} in Keras, batch {b}"));
+        }
     }
 }
 
@@ -2060,6 +2062,21 @@ fn nested_models_and_frozen_layers_both_ways() {
                 tol,
                 &format!("stacked.keras on {d}, batch {b}"),
             );
+        }
+        let mut ends = load_model_on(dir.join("ends.keras"), &d).unwrap();
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("xv{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_ends_{b}.npy")));
+            let got = ends.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+            assert_close(
+                &got.to_vec::<f32>().unwrap(),
+                &want,
+                tol,
+                &format!("ends.keras on {d}, batch {b}"),
+            );
+        }
+        if !d.is_gpu() {
+            ends.save(dir.join("wg_ends.keras")).unwrap();
         }
         // Keras' Adam state covers the block and the head only.
         assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8));
@@ -2154,9 +2171,20 @@ fn nested_models_and_frozen_layers_both_ways() {
     }
     let out = run(
         &python,
-        &["load", dir.to_str().unwrap(), "wg_transfer.keras", "wg_rust.keras"],
+        &[
+            "load",
+            dir.to_str().unwrap(),
+            "wg_transfer.keras",
+            "wg_rust.keras",
+            "wg_ends.keras:xv",
+        ],
     );
     assert!(out.contains("OK"), "{out}");
+    for b in [1usize, 7, 64] {
+        let (_, got) = load_npy(&dir.join(format!("kload_wg_ends_keras_{b}.npy")));
+        let (_, want) = load_npy(&dir.join(format!("keras_ends_{b}.npy")));
+        assert_close(&got, &want, 1e-5, &format!("wgflow's ends.keras in Keras, batch {b}"));
+    }
     for name in ["transfer", "rust"] {
         for b in [1usize, 7, 64] {
             let (_, got) = load_npy(&dir.join(format!("kload_wg_{name}_keras_{b}.npy")));

@@ -231,7 +231,14 @@ impl<M: Model> Mirrored<M> {
         let per: Vec<Vec<Variable>> = self
             .replicas
             .iter()
-            .map(|m| m.variables().into_iter().filter(|v| !v.trainable()).collect())
+            .map(|m| {
+                // Statistics the replicas keep apart (frozen weights and
+                // integer counts stay as they are everywhere).
+                m.variables()
+                    .into_iter()
+                    .filter(|v| !v.trainable() && !v.frozen() && v.dtype().is_float())
+                    .collect()
+            })
             .collect();
         if per[0].is_empty() {
             return Ok(());

@@ -145,9 +145,11 @@ impl Functional {
     }
 
     /// [`Functional::apply`] with the call's own `training=` (Keras'
-    /// `base(x, training=False)`): that call runs in inference (or
-    /// training) mode whatever mode the model runs in, as transfer learning
-    /// keeps a frozen base's batch normalization on its moving statistics.
+    /// `base(x, training=False)`), which Keras files keep. As in Keras 3,
+    /// `fit`, `evaluate` and `predict` run every call in their own mode
+    /// (keras-team/keras#20285): to keep a base's batch normalization on
+    /// its moving statistics while the rest trains, freeze the base
+    /// ([`crate::nn::Layer::set_trainable`]).
     ///
     /// Errors as [`Functional::apply`].
     pub fn apply_training(&mut self, layer: LayerId, inputs: &[KerasTensor], training: bool) -> Result<KerasTensor> {

@@ -155,7 +155,11 @@ pub(crate) fn model_entry(model: &Sequential, input: &[usize]) -> Result<Value> 
     carry_policies(&mut layers, &policy_sources(model));
     let dtype =
         json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null});
-    let trainable = model.layers().iter().all(|l| l.trainable());
+    let trainable = model
+        .layers()
+        .iter()
+        .filter(|l| !l.weights().is_empty())
+        .all(|l| l.trainable());
     Ok(match model_graph_refs(model)? {
         Some((inputs, outputs)) => json!({
             "module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
@@ -790,9 +794,23 @@ fn node_inputs(layer: &str, node: &Value, op: bool) -> std::result::Result<(Vec<
 }
 
 /// Whether a config entry is an operation on tensors (`x + 3` in a
-/// functional model), a `keras.src.ops` class.
+/// functional model), a `keras.src.ops` class. Keras writes legacy `.h5`
+/// configs without modules: there an operation is a class no layer has
+/// (`TrueDivide`), or one a merge layer shares (`Multiply`) called with
+/// other than the one list a merge layer takes.
 fn is_op(lc: &Value) -> bool {
-    lc["module"].as_str().is_some_and(|m| m.starts_with("keras.src.ops"))
+    if let Some(m) = lc["module"].as_str() {
+        return m.starts_with("keras.src.ops");
+    }
+    let class = lc["class_name"].as_str().unwrap_or_default();
+    if NumpyOp::from_class(class).is_none() {
+        return false;
+    }
+    if !matches!(class, "Add" | "Subtract" | "Multiply" | "Maximum" | "Minimum") {
+        return true;
+    }
+    let args = lc["inbound_nodes"][0]["args"].as_array();
+    args.is_some_and(|a| !matches!(a.as_slice(), [Value::Array(_)]))
 }
 
 /// One call's operands: tensors and numbers, in order.
@@ -826,10 +844,11 @@ fn op_operands(layer: &str, node: &Value) -> std::result::Result<Vec<Operand>, S
 /// An operation of a functional model (a `keras.src.ops.numpy` class) as
 /// an [`OpLayer`], its numbers from its calls (the same in every call).
 fn op_from_config(class: &str, lc: &Value) -> std::result::Result<Box<dyn Layer>, String> {
+    // Legacy .h5 configs have no modules.
     let module = lc["module"].as_str().unwrap_or_default();
     let name = lc["name"].as_str().or(lc["config"]["name"].as_str()).unwrap_or("?");
     let op = NumpyOp::from_class(class)
-        .filter(|_| module == "keras.src.ops.numpy")
+        .filter(|_| module.is_empty() || module == "keras.src.ops.numpy")
         .ok_or_else(|| format!("operation {name}: {module}.{class} has no wgflow layer"))?;
     let calls = lc["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
     let first = calls
@@ -962,9 +981,17 @@ fn graph_from_config(
     let mut outputs = Vec::with_capacity(refs_out.len());
     for r in &refs_out {
         let (out_name, out_node, out_tensor) = r;
+        // Keras numbers a nested functional model's calls from 1 here (its
+        // node 0 is its own making), and from 0 in the calls' arguments.
+        let at = names.iter().position(|n| n == out_name).unwrap_or(usize::MAX);
+        let out_node = match classes.get(at) {
+            Some(&("Functional" | "Model")) => out_node.checked_sub(1),
+            _ => Some(*out_node),
+        };
         let o = nodes_of
             .get(out_name.as_str())
-            .and_then(|v| v.get(*out_node))
+            .zip(out_node)
+            .and_then(|(v, k)| v.get(k))
             .copied()
             .filter(|_| *out_tensor == 0)
             .ok_or_else(|| format!("the output {r:?} is not a call in the graph"))?;
@@ -1307,8 +1334,9 @@ fn layer_entries(model: &Sequential, input: &[usize], legacy: bool) -> Result<Ve
                         None => vec![args.into_iter().next().unwrap_or_default()],
                     };
                     let kwargs = match node.training {
-                        Some(t) => json!({"training": t}),
-                        None => json!({}),
+                        // Operations take no training= in Keras.
+                        Some(t) if !module.starts_with("keras.src.ops") => json!({"training": t}),
+                        _ => json!({}),
                     };
                     calls.push(json!({"args": args, "kwargs": kwargs}));
                 }
@@ -1334,7 +1362,15 @@ fn model_graph_refs(model: &Sequential) -> Result<Option<(Value, Value)>> {
         let mut all = Vec::with_capacity(nodes.len());
         for &i in nodes {
             let (name, k) = g.history(i, &names)?;
-            all.push(json!([name, k, 0]));
+            // A nested functional model's calls count from 1 here, as Keras
+            // writes them (see `graph_from_config`).
+            let functional = g
+                .nodes
+                .get(i)
+                .and_then(|n| n.layer)
+                .and_then(|l| model.layers().get(l))
+                .is_some_and(|l| l.kind() == "Functional");
+            all.push(json!([name, if functional { k + 1 } else { k }, 0]));
         }
         // One tensor is written as itself, several as a list.
         Ok(match <[Value; 1]>::try_from(all) {
@@ -2242,7 +2278,7 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "Normalization" => {
             let axis = match o.get("axis") {
-                None => Vec::new(),
+                None => vec![-1],
                 Some(Value::Array(a)) => a
                     .iter()
                     .map(|v| v.as_i64().map(|v| v as isize))
@@ -2584,8 +2620,8 @@ mod tests {
         }
         for (from, what) in [
             (
-                json!([[["dense", 0, 0, {"training": true}], ["dense_1", 0, 0, {}]]]),
-                "training",
+                json!([[["dense", 0, 0, {"scale": 2.0}], ["dense_1", 0, 0, {}]]]),
+                "scale",
             ),
             (json!([[["dense", 0, 1, {}], ["dense_1", 0, 0, {}]]]), "output 1"),
             (json!([[["dense", 1, 0, {}], ["dense_1", 0, 0, {}]]]), "loop"),

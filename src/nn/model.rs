@@ -1551,9 +1551,8 @@ impl Sequential {
 /// head): one input, one output, its layers' weights as its own.
 ///
 /// `layer.set_trainable(false)` freezes the whole model (Keras' `base.trainable
-/// = False`), and a call with `training=false` (a functional model's
-/// `Functional::apply_training`) keeps its batch normalization on moving
-/// statistics. Keras files keep it nested both ways (`.keras` only: the
+/// = False`), its batch normalization included (moving statistics, in
+/// training too). Keras files keep it nested both ways (`.keras` only: the
 /// legacy `.h5` format is refused for nested models).
 pub struct ModelLayer {
     model: Sequential,
@@ -1662,8 +1661,14 @@ impl Layer for ModelLayer {
         }
         Ok(())
     }
+    /// Whether every layer with weights is trainable (layers without
+    /// weights have nothing to freeze).
     fn trainable(&self) -> bool {
-        self.model.layers.iter().all(|l| l.trainable())
+        self.model
+            .layers
+            .iter()
+            .filter(|l| !l.weights().is_empty())
+            .all(|l| l.trainable())
     }
     fn keras_config(&self) -> Result<serde_json::Value> {
         let input = self.model.input_shape.clone().ok_or_else(|| {

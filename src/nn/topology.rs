@@ -17,8 +17,10 @@ pub(crate) struct Node {
     pub inputs: Vec<usize>,
     /// The output's shape per example.
     pub shape: Vec<usize>,
-    /// The call's own `training=` (Keras' `base(x, training=False)`),
-    /// which overrides the model's.
+    /// The call's own `training=` (Keras' `base(x, training=False)`), kept
+    /// for Keras files. As in Keras 3, the mode the model runs in (fit
+    /// trains, evaluate and predict infer) overrides it, so the graph does
+    /// not read it.
     pub training: Option<bool>,
 }
 
@@ -114,7 +116,7 @@ impl Topology {
                         .map(|&j| vals[j].clone().ok_or_else(|| missing(j)))
                         .collect::<Result<_>>()?;
                     let layer = layers.get_mut(l).ok_or_else(|| missing(i))?;
-                    layer.call_many(&xs, n.training.unwrap_or(training))?
+                    layer.call_many(&xs, training)?
                 }
             };
             vals[i] = Some(v);

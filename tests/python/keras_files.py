@@ -18,7 +18,9 @@
     python keras_files.py transfer DIR  # a functional model over a frozen Sequential base called with
                                       # training=False and a functional block, fitted, as DIR/transfer.keras;
                                       # inputs DIR/x{b}.npy, labels DIR/y.npy, predictions DIR/keras_transfer_{b}.npy;
-                                      # the base in a Sequential model as DIR/stacked.keras (keras_stacked_{b}.npy)
+                                      # the base in a Sequential model as DIR/stacked.keras (keras_stacked_{b}.npy);
+                                      # a model ending in a nested functional one as DIR/ends.keras
+                                      # (inputs DIR/xv{b}.npy, predictions DIR/keras_ends_{b}.npy)
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -366,10 +368,11 @@ elif mode == "apps":
     m = keras.Model(inp, y, name="ops")
     randomize(m)
     # Saved first: an adapted Normalization reads its new variables only
-    # when loaded (finalize_state). Keras cannot load operations from
-    # legacy .h5 files, so the model is a .keras file only.
+    # when loaded (finalize_state). Keras writes the operations to .h5
+    # files without their module (and cannot load them back itself).
     m.save(f"{out}/ops.keras")
     m = keras.models.load_model(f"{out}/ops.keras")
+    m.save(f"{out}/ops.h5")
     for b in BATCHES:
         x = rng.normal(1.0, 2.0, (b, 9, 9, 3)).astype("float32")
         np.save(f"{out}/x{b}.npy", x)
@@ -420,6 +423,17 @@ elif mode == "transfer":
     seq.save(f"{out}/stacked.keras")
     for b in BATCHES:
         np.save(f"{out}/keras_stacked_{b}.npy", np.asarray(seq.predict(np.load(f"{out}/x{b}.npy"), verbose=0)))
+    # A model whose output is a nested functional model's (Keras numbers
+    # that call from 1 in output_layers).
+    tin = keras.Input((5,))
+    tail = keras.Model(tin, layers.Dense(2, activation="tanh")(tin), name="tail")
+    vin = keras.Input((3,), name="v")
+    ends = keras.Model(vin, tail(layers.Dense(5)(vin)), name="ends")
+    ends.save(f"{out}/ends.keras")
+    for b in BATCHES:
+        v = rng.normal(0, 1, (b, 3)).astype("float32")
+        np.save(f"{out}/xv{b}.npy", v)
+        np.save(f"{out}/keras_ends_{b}.npy", np.asarray(ends.predict(v, verbose=0)))
     print("base trainable", base.trainable, [type(l).__name__ for l in m.layers])
     print("OK")
 

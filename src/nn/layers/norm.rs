@@ -445,6 +445,12 @@ impl Normalization {
         kept.sort_unstable();
         Ok(kept)
     }
+    /// How many statistics the kept axes of examples `s` hold.
+    fn stats_len(&self, s: &[usize], kept: &[usize]) -> Result<usize> {
+        kept.iter()
+            .try_fold(1usize, |n, &k| n.checked_mul(s[k]))
+            .ok_or_else(|| self.shape_err(s, "the kept axes hold more statistics than fit in memory"))
+    }
     /// `[1, ...]`: the kept axes' sizes, 1 elsewhere.
     fn broadcast_shape(&self, s: &[usize]) -> Result<Vec<isize>> {
         let mut b = vec![1isize; s.len() + 1];
@@ -482,8 +488,9 @@ impl Normalization {
             .collect();
         let mean = x.mean(Some(&reduce), true)?;
         let var = x.sub(&mean)?.square()?.mean(Some(&reduce), false)?;
-        let n: usize = kept.iter().map(|&k| s[k]).product();
-        let flat = |t: &Tensor| -> Result<Tensor> { t.reshape(&[n as isize])?.cast(DType::F32) };
+        let n = self.stats_len(s, &kept)?;
+        let kept_shape: Vec<isize> = kept.iter().map(|&k| s[k] as isize).collect();
+        let flat = |t: &Tensor| -> Result<Tensor> { t.reshape(&kept_shape)?.cast(DType::F32) };
         weight(&self.mean, &self.name, "mean")?.assign(&flat(&mean)?)?;
         weight(&self.variance, &self.name, "variance")?.assign(&flat(&var)?)?;
         let samples = data.numel() / n.max(1);
@@ -522,39 +529,31 @@ impl Layer for Normalization {
     }
     fn build(&mut self, s: &[usize], device: &Device) -> Result<()> {
         let kept = self.kept(s)?;
-        let n: usize = kept.iter().map(|&k| s[k]).product();
+        let n = self.stats_len(s, &kept)?;
         let kept_shape: Vec<usize> = kept.iter().map(|&k| s[k]).collect();
-        let var = |data: Vec<f32>, w: &str| -> Result<Variable> {
-            Ok(Variable::with_trainable(
-                Tensor::from_vec(data, &kept_shape, device)?,
-                &format!("{}/{w}", self.name),
-                false,
-            ))
+        let var = |t: Tensor, w: &str| Variable::with_trainable(t, &format!("{}/{w}", self.name), false);
+        // One value for all is filled on the device, not spelled out here.
+        let stat = |x: &[f32], what: &str| -> Result<Tensor> {
+            match x {
+                [one] => Tensor::full(&kept_shape, f64::from(*one), DType::F32, device),
+                x if x.len() == n => Tensor::from_vec(x.to_vec(), &kept_shape, device),
+                x => Err(self.shape_err(
+                    s,
+                    format!("{what} has {} values; the kept axes {:?} hold {n}", x.len(), self.axis),
+                )),
+            }
         };
         match &self.fixed {
             Some((m, v)) => {
-                let spread = |x: &[f32], what: &str| -> Result<Vec<f32>> {
-                    match x.len() {
-                        1 => Ok(vec![x[0]; n]),
-                        l if l == n => Ok(x.to_vec()),
-                        l => Err(self.shape_err(
-                            s,
-                            format!("{what} has {l} values; the kept axes {:?} hold {n}", self.axis),
-                        )),
-                    }
-                };
-                let (m, v) = (
-                    var(spread(m, "mean")?, "mean")?,
-                    var(spread(v, "variance")?, "variance")?,
-                );
+                let (m, v) = (var(stat(m, "mean")?, "mean"), var(stat(v, "variance")?, "variance"));
                 self.mean = Some(m);
                 self.variance = Some(v);
             }
             None => {
-                self.mean = Some(var(vec![0.0; n], "mean")?);
-                self.variance = Some(var(vec![1.0; n], "variance")?);
-                let c = Tensor::full(&[], 0.0, DType::I32, device)?;
-                self.count = Some(Variable::with_trainable(c, &format!("{}/count", self.name), false));
+                let (m, v) = (stat(&[0.0], "mean")?, stat(&[1.0], "variance")?);
+                self.mean = Some(var(m, "mean"));
+                self.variance = Some(var(v, "variance"));
+                self.count = Some(var(Tensor::full(&[], 0.0, DType::I32, device)?, "count"));
             }
         }
         self.shape = Some(s.to_vec());

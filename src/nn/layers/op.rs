@@ -212,6 +212,27 @@ impl Layer for OpLayer {
             let shapes: Vec<&[usize]> = xs.iter().map(|x| x.shape()).collect();
             return Err(Error::shape(self.op.class(), &shapes, self.count_err(xs.len())));
         }
+        // Keras promotes integer tensors to floats for true division, the
+        // transcendental functions, a fractional number or a float tensor.
+        let float = xs.iter().find(|x| x.dtype().is_float()).map(|x| x.dtype());
+        let fractional = self
+            .operands
+            .iter()
+            .any(|o| matches!(o, Operand::Scalar(v) if v.fract() != 0.0 || !v.is_finite()));
+        let promote = float.is_some()
+            || fractional
+            || matches!(self.op, NumpyOp::Divide | NumpyOp::Sqrt | NumpyOp::Log | NumpyOp::Exp);
+        let target = float.unwrap_or(crate::core::dtype::DType::F32);
+        let xs: Vec<Tensor> = xs
+            .iter()
+            .map(|x| {
+                if promote && !x.dtype().is_float() {
+                    x.cast(target)
+                } else {
+                    Ok(x.clone())
+                }
+            })
+            .collect::<Result<_>>()?;
         let like = &xs[0];
         let mut next = xs.iter();
         let mut args = Vec::with_capacity(self.operands.len());
@@ -272,5 +293,29 @@ mod tests {
         assert!(mul.output_shape_many(&[vec![3], vec![2, 3]]).is_err());
         assert!(OpLayer::new(NumpyOp::Add, vec![Operand::Scalar(1.0), Operand::Scalar(2.0)]).is_err());
         assert!(OpLayer::new(NumpyOp::Exp, vec![Operand::Tensor, Operand::Tensor]).is_err());
+    }
+}
+
+#[cfg(test)]
+mod promotion_tests {
+    use super::*;
+    use crate::core::dtype::DType;
+    use crate::runtime::Device;
+
+    #[test]
+    fn integer_tensors_become_floats_as_in_keras() {
+        let d = Device::cpu();
+        let x = Tensor::from_vec(vec![1i32, 2, 255], &[1, 3], &d).unwrap();
+        let mut scale = OpLayer::new(NumpyOp::Divide, vec![Operand::Tensor, Operand::Scalar(255.0)]).unwrap();
+        let y = scale.call(&x, false).unwrap();
+        assert_eq!(y.dtype(), DType::F32);
+        assert_eq!(y.to_vec::<f32>().unwrap(), [1.0 / 255.0, 2.0 / 255.0, 1.0]);
+        let mut half = OpLayer::new(NumpyOp::Multiply, vec![Operand::Tensor, Operand::Scalar(0.5)]).unwrap();
+        assert_eq!(
+            half.call(&x, false).unwrap().to_vec::<f32>().unwrap(),
+            [0.5, 1.0, 127.5]
+        );
+        let mut plus = OpLayer::new(NumpyOp::Add, vec![Operand::Tensor, Operand::Scalar(1.0)]).unwrap();
+        assert_eq!(plus.call(&x, false).unwrap().dtype(), DType::I32, "int + int stays int");
     }
 }
