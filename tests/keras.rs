@@ -2078,6 +2078,38 @@ fn nested_models_and_frozen_layers_both_ways() {
         if !d.is_gpu() {
             ends.save(dir.join("wg_ends.keras")).unwrap();
         }
+        // Augmentation is the identity in inference, its layers kept nested.
+        let mut tut = load_model_on(dir.join("tutorial.keras"), &d).unwrap();
+        let aug = tut.layers()[0]
+            .as_any()
+            .and_then(|a| a.downcast_ref::<ModelLayer>())
+            .unwrap();
+        let kinds: Vec<&str> = aug.model().layers().iter().map(|l| l.kind()).collect();
+        assert_eq!(
+            kinds,
+            [
+                "RandomFlip",
+                "RandomRotation",
+                "RandomZoom",
+                "RandomTranslation",
+                "RandomContrast",
+                "RandomBrightness"
+            ]
+        );
+        for b in [1usize, 7, 64] {
+            let (shape, x) = load_npy(&dir.join(format!("xa{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_tutorial_{b}.npy")));
+            let got = tut.predict(&Tensor::from_vec(x, &shape, &d).unwrap(), 32).unwrap();
+            assert_close(
+                &got.to_vec::<f32>().unwrap(),
+                &want,
+                tol,
+                &format!("tutorial.keras on {d}, batch {b}"),
+            );
+        }
+        if !d.is_gpu() {
+            tut.save(dir.join("wg_tutorial.keras")).unwrap();
+        }
         // Keras' Adam state covers the block and the head only.
         assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8));
         assert_eq!(m.trainable_variables().len(), 4);
@@ -2177,13 +2209,16 @@ fn nested_models_and_frozen_layers_both_ways() {
             "wg_transfer.keras",
             "wg_rust.keras",
             "wg_ends.keras:xv",
+            "wg_tutorial.keras:xa",
         ],
     );
     assert!(out.contains("OK"), "{out}");
-    for b in [1usize, 7, 64] {
-        let (_, got) = load_npy(&dir.join(format!("kload_wg_ends_keras_{b}.npy")));
-        let (_, want) = load_npy(&dir.join(format!("keras_ends_{b}.npy")));
-        assert_close(&got, &want, 1e-5, &format!("wgflow's ends.keras in Keras, batch {b}"));
+    for name in ["ends", "tutorial"] {
+        for b in [1usize, 7, 64] {
+            let (_, got) = load_npy(&dir.join(format!("kload_wg_{name}_keras_{b}.npy")));
+            let (_, want) = load_npy(&dir.join(format!("keras_{name}_{b}.npy")));
+            assert_close(&got, &want, 1e-4, &format!("wgflow's {name}.keras in Keras, batch {b}"));
+        }
     }
     for name in ["transfer", "rust"] {
         for b in [1usize, 7, 64] {

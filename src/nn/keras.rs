@@ -27,10 +27,11 @@
 use super::activations::Activation;
 use super::layers::{
     ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, Conv1D, Conv2D,
-    Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, GlobalAveragePooling1D,
-    GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer, LayerNormalization,
-    LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp, Normalization, NumpyOp,
-    OpLayer, Operand, RMSNormalization, Recurrent, Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
+    Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, FlipMode, Geometric,
+    GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer,
+    LayerNormalization, LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp,
+    Normalization, NumpyOp, OpLayer, Operand, RMSNormalization, RandomBrightness, RandomContrast, RandomFlip,
+    RandomGeometric, Recurrent, Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::{ModelLayer, Sequential};
@@ -1878,6 +1879,25 @@ fn shape_of(v: Option<&Value>, batch: bool) -> Option<Vec<usize>> {
     dims.iter().map(|d| d.as_u64().map(|d| d as usize)).collect()
 }
 
+/// An augmentation's factor: a pair `[lower, upper]`, or a number `f`
+/// read as `(low * |f|, |f|)`.
+fn factor_pair(v: Option<&Value>, low: f64) -> std::result::Result<(f64, f64), String> {
+    let num = |v: &Value| v.as_f64().filter(|f| f.is_finite());
+    match v {
+        None => Err("missing".into()),
+        Some(Value::Array(a)) => match a.as_slice() {
+            [l, u] => match (num(l), num(u)) {
+                (Some(l), Some(u)) => Ok((l.min(u), l.max(u))),
+                _ => Err(format!("{a:?} is not two numbers")),
+            },
+            _ => Err(format!("{a:?} is not a pair")),
+        },
+        Some(v) => num(v)
+            .map(|f| (low * f.abs(), f.abs()))
+            .ok_or_else(|| format!("{v} is not a number or a pair")),
+    }
+}
+
 /// `ZeroPadding2D`'s `padding` and `Cropping2D`'s `cropping`: an int,
 /// (symmetric height, symmetric width), or ((top, bottom), (left, right)).
 fn pad_pairs(given: Option<&Value>, default: [[usize; 2]; 2]) -> std::result::Result<[[usize; 2]; 2], String> {
@@ -2310,6 +2330,56 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
                 }
                 _ => return Err(o.err("mean", "mean and variance come together")),
             }
+            Box::new(l)
+        }
+        "RandomFlip" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.get("seed");
+            let mode = o.str("mode", "horizontal_and_vertical")?;
+            Box::new(RandomFlip::new(
+                FlipMode::from_name(mode).map_err(|e| o.err("mode", e))?,
+            ))
+        }
+        "RandomBrightness" | "RandomContrast" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.get("seed");
+            // A number f is (-f, f) for brightness and, as Keras 3.15 keeps
+            // it, (0, f) for contrast.
+            let low = if class == "RandomBrightness" { -1.0 } else { 0.0 };
+            let factor = factor_pair(o.get("factor"), low).map_err(|e| o.err("factor", e))?;
+            let range = match o.get("value_range") {
+                None => (0.0, 255.0),
+                Some(v) => factor_pair(Some(v), 1.0).map_err(|e| o.err("value_range", e))?,
+            };
+            if class == "RandomBrightness" {
+                Box::new(RandomBrightness::with_range(factor, range))
+            } else {
+                Box::new(RandomContrast::new(factor, range))
+            }
+        }
+        "RandomRotation" | "RandomZoom" | "RandomTranslation" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.get("seed");
+            let kind = match class {
+                "RandomRotation" => Geometric::Rotation {
+                    factor: factor_pair(o.get("factor"), -1.0).map_err(|e| o.err("factor", e))?,
+                },
+                "RandomZoom" => Geometric::Zoom {
+                    height: factor_pair(o.get("height_factor"), -1.0).map_err(|e| o.err("height_factor", e))?,
+                    width: match o.get("width_factor") {
+                        None => None,
+                        Some(v) => Some(factor_pair(Some(v), -1.0).map_err(|e| o.err("width_factor", e))?),
+                    },
+                },
+                _ => Geometric::Translation {
+                    height: factor_pair(o.get("height_factor"), -1.0).map_err(|e| o.err("height_factor", e))?,
+                    width: factor_pair(o.get("width_factor"), -1.0).map_err(|e| o.err("width_factor", e))?,
+                },
+            };
+            let mut l = RandomGeometric::new(kind);
+            l.fill_mode = o.str("fill_mode", "reflect")?.to_string();
+            l.interpolation = o.str("interpolation", "bilinear")?.to_string();
+            l.fill_value = o.f64("fill_value", 0.0)?;
             Box::new(l)
         }
         "LayerScale" => Box::new(LayerScale::new(

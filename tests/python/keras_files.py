@@ -20,7 +20,8 @@
                                       # inputs DIR/x{b}.npy, labels DIR/y.npy, predictions DIR/keras_transfer_{b}.npy;
                                       # the base in a Sequential model as DIR/stacked.keras (keras_stacked_{b}.npy);
                                       # a model ending in a nested functional one as DIR/ends.keras
-                                      # (inputs DIR/xv{b}.npy, predictions DIR/keras_ends_{b}.npy)
+                                      # (inputs DIR/xv{b}.npy, predictions DIR/keras_ends_{b}.npy); a model with an
+                                      # augmentation Sequential as DIR/tutorial.keras (DIR/xa{b}.npy, keras_tutorial_{b}.npy)
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -434,6 +435,35 @@ elif mode == "transfer":
         v = rng.normal(0, 1, (b, 3)).astype("float32")
         np.save(f"{out}/xv{b}.npy", v)
         np.save(f"{out}/keras_ends_{b}.npy", np.asarray(ends.predict(v, verbose=0)))
+    # The image tutorial's model: an augmentation Sequential inside.
+    augment = keras.Sequential(
+        [
+            layers.RandomFlip("horizontal"),
+            layers.RandomRotation(0.1),
+            layers.RandomZoom(0.1),
+            layers.RandomTranslation(0.1, 0.2),
+            layers.RandomContrast(0.2),
+            layers.RandomBrightness(0.2),
+        ],
+        name="augment",
+    )
+    tut = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            augment,
+            layers.Rescaling(1.0 / 255),
+            layers.Conv2D(4, 3, activation="relu"),
+            layers.Flatten(),
+            layers.Dense(3),
+        ],
+        name="tutorial",
+    )
+    tut.compile(optimizer="adam", loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    tut.fit(bx * 50 + 128, y, epochs=1, batch_size=16, verbose=0)
+    tut.save(f"{out}/tutorial.keras")
+    for b in BATCHES:
+        np.save(f"{out}/xa{b}.npy", np.load(f"{out}/x{b}.npy") * 50 + 128)
+        np.save(f"{out}/keras_tutorial_{b}.npy", np.asarray(tut.predict(np.load(f"{out}/xa{b}.npy"), verbose=0)))
     print("base trainable", base.trainable, [type(l).__name__ for l in m.layers])
     print("OK")
 

@@ -24,6 +24,7 @@ use crate::tensor::{Tensor, Variable};
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+mod augment;
 mod merge;
 mod norm;
 mod op;
@@ -31,6 +32,7 @@ mod recurrent;
 mod sequence;
 mod spatial;
 mod transpose;
+pub use augment::{FlipMode, Geometric, RandomBrightness, RandomContrast, RandomFlip, RandomGeometric};
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, LayerScale, Normalization, RMSNormalization};
 pub use op::{NumpyOp, OpLayer, Operand};
