@@ -2110,6 +2110,22 @@ fn nested_models_and_frozen_layers_both_ways() {
         if !d.is_gpu() {
             tut.save(dir.join("wg_tutorial.keras")).unwrap();
         }
+        // Training draws every augmentation, traced as eagerly.
+        let (xs64, x64) = load_npy(&dir.join("xa64.npy"));
+        let (ys, y) = load_npy(&dir.join("y.npy"));
+        let h = tut
+            .fit(
+                &Tensor::from_vec(x64, &xs64, &d).unwrap(),
+                &Tensor::from_vec(y, &ys, &d).unwrap().cast(DType::I32).unwrap(),
+                FitArgs {
+                    batch_size: 16,
+                    epochs: 2,
+                    verbose: false,
+                    ..FitArgs::default()
+                },
+            )
+            .unwrap();
+        assert!(h.get("loss").unwrap().iter().all(|l| l.is_finite()), "{:?}", h.history);
         // Keras' Adam state covers the block and the head only.
         assert_eq!(m.compiled_ref().map(|c| c.optimizer.iterations()), Some(8));
         assert_eq!(m.trainable_variables().len(), 4);
@@ -2230,6 +2246,35 @@ fn nested_models_and_frozen_layers_both_ways() {
                 1e-5,
                 &format!("wgflow's nested {name} in Keras, batch {b}"),
             );
+        }
+    }
+}
+
+/// `ops::image::affine_transform` computes what Keras' (TensorFlow's
+/// `ImageProjectiveTransformV3`) does: rotations, scales, shifts past the
+/// edges by several periods and projective rows, for every fill mode and
+/// both interpolations, on every device.
+#[test]
+fn affine_transform_matches_keras() {
+    use wgflow::ops::image::{FillMode, affine_transform};
+    let Some(python) = python() else { return };
+    let dir = tmp("affine");
+    let out = run(&python, &["affine", dir.to_str().unwrap()]);
+    assert!(out.contains("OK"), "{out}");
+    let (is, images) = load_npy(&dir.join("images.npy"));
+    let (ts, transforms) = load_npy(&dir.join("transforms.npy"));
+    for d in devices() {
+        let x = Tensor::from_vec(images.clone(), &is, &d).unwrap();
+        let t = Tensor::from_vec(transforms.clone(), &ts, &d).unwrap();
+        for fill in ["reflect", "wrap", "constant", "nearest"] {
+            for (interp, bilinear) in [("bilinear", true), ("nearest", false)] {
+                let (_, want) = load_npy(&dir.join(format!("affine_{fill}_{interp}.npy")));
+                let mode = FillMode::from_name(fill).unwrap();
+                let got = affine_transform(&x, &t, bilinear, mode, 0.5).unwrap();
+                assert_eq!(got.shape(), x.shape());
+                let what = format!("{fill} {interp} on {d}");
+                assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-4, &what);
+            }
         }
     }
 }

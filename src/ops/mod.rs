@@ -24,6 +24,7 @@
 pub mod binary;
 pub mod conv;
 pub mod creation;
+pub mod image;
 pub mod layout;
 pub mod matmul;
 pub mod optim;

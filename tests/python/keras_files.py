@@ -22,6 +22,8 @@
                                       # a model ending in a nested functional one as DIR/ends.keras
                                       # (inputs DIR/xv{b}.npy, predictions DIR/keras_ends_{b}.npy); a model with an
                                       # augmentation Sequential as DIR/tutorial.keras (DIR/xa{b}.npy, keras_tutorial_{b}.npy)
+    python keras_files.py affine DIR  # keras.ops.image.affine_transform on DIR/images.npy and DIR/transforms.npy for
+                                      # every fill mode and interpolation -> DIR/affine_{mode}_{interpolation}.npy
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -465,6 +467,31 @@ elif mode == "transfer":
         np.save(f"{out}/xa{b}.npy", np.load(f"{out}/x{b}.npy") * 50 + 128)
         np.save(f"{out}/keras_tutorial_{b}.npy", np.asarray(tut.predict(np.load(f"{out}/xa{b}.npy"), verbose=0)))
     print("base trainable", base.trainable, [type(l).__name__ for l in m.layers])
+    print("OK")
+
+elif mode == "affine":
+    from keras import ops
+
+    os.makedirs(out, exist_ok=True)
+    rng = np.random.default_rng(3)
+    images = rng.normal(0, 1, (6, 5, 7, 2)).astype("float32")
+    th = np.deg2rad(np.array([0.0, 17.0, -140.0, 90.0, 33.0, 200.0]))
+    cx, cy = 3.0, 2.0
+    t = []
+    for i, a in enumerate(th):
+        s_ = [1.0, 1.3, 0.6, 1.0, 2.5, 0.9][i]
+        a0, a1 = s_ * np.cos(a), -s_ * np.sin(a)
+        b0, b1 = s_ * np.sin(a), s_ * np.cos(a)
+        tx, ty = [0.0, 1.7, -9.3, 23.5, -0.4, 12.0][i], [0.0, -2.2, 4.1, -17.0, 0.3, -30.5][i]
+        c0, c1 = [0.0, 0.0, 0.01, 0.0, -0.05, 0.02][i], [0.0, 0.0, -0.02, 0.0, 0.03, 0.0][i]
+        t.append([a0, a1, cx - cx * a0 - cy * a1 + tx, b0, b1, cy - cx * b0 - cy * b1 + ty, c0, c1])
+    t = np.array(t, "float32")
+    np.save(f"{out}/images.npy", images)
+    np.save(f"{out}/transforms.npy", t)
+    for fill in ["reflect", "wrap", "constant", "nearest"]:
+        for interp in ["bilinear", "nearest"]:
+            y = ops.image.affine_transform(images, t, interpolation=interp, fill_mode=fill, fill_value=0.5)
+            np.save(f"{out}/affine_{fill}_{interp}.npy", np.asarray(y))
     print("OK")
 
 elif mode == "resume":

@@ -4,15 +4,16 @@
 //! Their draws are device random ops, as `Dropout`'s, so traced training
 //! steps draw afresh like eager ones.
 //!
-//! The geometric ones (rotation, zoom, translation) resample images through
-//! an affine map; that sampler is not built, so they train only as a typed
-//! error (inference, `evaluate` and `predict` work).
+//! The geometric ones (rotation, zoom, translation) resample each image
+//! through a random affine map ([`crate::ops::image::affine_transform`]),
+//! with Keras' matrices, fill modes and interpolations.
 
 use super::{Layer, base_config, unique_name};
 use crate::core::dtype::DType;
 use crate::core::error::{Error, Result};
 use crate::nn::initializers::next_seed;
 use crate::ops;
+use crate::ops::image::{FillMode, affine_transform};
 use crate::tensor::Tensor;
 
 /// Images `[batch, height, width, channels]` in a float dtype (integers
@@ -286,8 +287,10 @@ pub enum Geometric {
 }
 
 /// `keras.layers.RandomRotation`, `RandomZoom` and `RandomTranslation`: the
-/// identity in inference; training through them is a typed error (the
-/// affine resampler is not built).
+/// identity in inference; in training each image turns (by `factor` of a
+/// full turn), zooms (`1 + factor`: above 1 zooms out) or shifts (`factor`
+/// of its size), read through `fill_mode` (`reflect`, `wrap`, `constant`,
+/// `nearest`) with `bilinear` or `nearest` interpolation.
 pub struct RandomGeometric {
     name: String,
     /// What the layer draws.
@@ -361,15 +364,65 @@ impl Layer for RandomGeometric {
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         let x = images(&self.name, self.kind(), x)?;
-        if training {
-            return Err(Error::Unimplemented {
-                what: format!("training through layer {} ({})", self.name, self.kind()),
-                msg: "the affine resampler of Keras' geometric augmentations is not built; \
-                      it is the identity in inference (evaluate, predict)"
-                    .into(),
-            });
+        let fill = FillMode::from_name(&self.fill_mode)
+            .map_err(|e| Error::arg(self.kind(), format!("layer {}: {e}", self.name)))?;
+        let bilinear = match self.interpolation.as_str() {
+            "bilinear" => true,
+            "nearest" => false,
+            i => {
+                return Err(Error::arg(
+                    self.kind(),
+                    format!("layer {}: interpolation {i:?} is not bilinear or nearest", self.name),
+                ));
+            }
+        };
+        if !training {
+            return Ok(x);
         }
-        Ok(x)
+        let &[n, h, w, _] = x.shape() else { return Ok(x) };
+        let dev = x.device();
+        let draw = |(lo, hi): (f64, f64)| ops::random_uniform(&[n], lo, hi, DType::F32, next_seed(), dev);
+        let zeros = Tensor::full(&[n], 0.0, DType::F32, dev)?;
+        let ones = Tensor::full(&[n], 1.0, DType::F32, dev)?;
+        let (cx, cy) = ((w as f64 - 1.0) / 2.0, (h as f64 - 1.0) / 2.0);
+        // Each row maps an output pixel to the input point it reads, as
+        // Keras builds it for ImageProjectiveTransformV3.
+        let rows: [Tensor; 6] = match self.kind {
+            Geometric::Rotation { factor } => {
+                let deg = draw((factor.0 * 360.0, factor.1 * 360.0))?;
+                let rad = deg.mul_scalar(std::f64::consts::PI / 180.0)?;
+                let (cos, sin) = (rad.cos()?, rad.sin()?);
+                let a1 = sin.neg()?;
+                let a2 = cos.mul_scalar(-cx)?.sub(&a1.mul_scalar(cy)?)?.add_scalar(cx)?;
+                let b2 = sin.mul_scalar(-cx)?.sub(&cos.mul_scalar(cy)?)?.add_scalar(cy)?;
+                [cos.clone(), a1, a2, sin, cos, b2]
+            }
+            Geometric::Zoom { height, width } => {
+                let zy = draw((1.0 + height.0, 1.0 + height.1))?;
+                let zx = match width {
+                    Some(wf) => draw((1.0 + wf.0, 1.0 + wf.1))?,
+                    None => zy.clone(),
+                };
+                let a2 = zx.neg()?.add_scalar(1.0)?.mul_scalar(cx)?;
+                let b2 = zy.neg()?.add_scalar(1.0)?.mul_scalar(cy)?;
+                [zx, zeros.clone(), a2, zeros.clone(), zy, b2]
+            }
+            Geometric::Translation { height, width } => {
+                let ty = draw(height)?.mul_scalar(h as f64)?;
+                let tx = draw(width)?.mul_scalar(w as f64)?;
+                [
+                    ones.clone(),
+                    zeros.clone(),
+                    tx.neg()?,
+                    zeros.clone(),
+                    ones.clone(),
+                    ty.neg()?,
+                ]
+            }
+        };
+        let [r0, r1, r2, r3, r4, r5] = &rows;
+        let t = ops::layout::stack(&[r0, r1, r2, r3, r4, r5, &zeros, &zeros], 1)?;
+        affine_transform(&x, &t, bilinear, fill, self.fill_value)
     }
 }
 
@@ -426,10 +479,34 @@ mod tests {
             "{y:?}"
         );
         let mut rot = RandomGeometric::new(Geometric::Rotation { factor: (-0.1, 0.1) });
-        assert!(matches!(rot.call(&x, true), Err(Error::Unimplemented { .. })));
         assert_eq!(
             rot.call(&x, false).unwrap().to_vec::<f32>().unwrap(),
             x.to_vec::<f32>().unwrap()
         );
+        // A half turn of a 2x3 image reverses it (reflect never reads outside).
+        let mut half = RandomGeometric::new(Geometric::Rotation { factor: (0.5, 0.5) });
+        let y = half.call(&x, true).unwrap().to_vec::<f32>().unwrap();
+        let xs = x.to_vec::<f32>().unwrap();
+        for b in 0..2 {
+            let rev: Vec<f32> = xs[b * 6..b * 6 + 6].iter().rev().copied().collect();
+            for (g, w) in y[b * 6..b * 6 + 6].iter().zip(&rev) {
+                assert!((g - w).abs() < 1e-3, "{y:?}");
+            }
+        }
+        // A shift by a whole image width reads only the constant fill.
+        let mut shift = RandomGeometric::new(Geometric::Translation {
+            height: (0.0, 0.0),
+            width: (1.0, 1.0),
+        });
+        shift.fill_mode = "constant".into();
+        shift.fill_value = 7.0;
+        let y = shift.call(&x, true).unwrap().to_vec::<f32>().unwrap();
+        assert!(y.iter().all(|&v| v == 7.0), "{y:?}");
+        let mut bad = RandomGeometric::new(Geometric::Zoom {
+            height: (0.1, 0.2),
+            width: None,
+        });
+        bad.fill_mode = "mirror".into();
+        assert!(matches!(bad.call(&x, false), Err(Error::InvalidArgument { .. })));
     }
 }
