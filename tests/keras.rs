@@ -2256,6 +2256,7 @@ fn nested_models_and_frozen_layers_both_ways() {
 /// both interpolations, on every device.
 #[test]
 fn affine_transform_matches_keras() {
+    use wgflow::nn::layers::{Layer, Resizing};
     use wgflow::ops::image::{FillMode, affine_transform};
     let Some(python) = python() else { return };
     let dir = tmp("affine");
@@ -2274,6 +2275,22 @@ fn affine_transform_matches_keras() {
                 assert_eq!(got.shape(), x.shape());
                 let what = format!("{fill} {interp} on {d}");
                 assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-4, &what);
+            }
+        }
+        for (oh, ow) in [(3usize, 4usize), (11, 13), (5, 7), (1, 1), (8, 2)] {
+            for (interp, bilinear) in [("bilinear", true), ("nearest", false)] {
+                let (_, want) = load_npy(&dir.join(format!("resize_{oh}x{ow}_{interp}.npy")));
+                let got = wgflow::ops::image::resize(&x, [oh, ow], bilinear).unwrap();
+                assert_eq!(got.shape(), &[6, oh, ow, 2]);
+                let what = format!("resize to {oh}x{ow}, {interp}, on {d}");
+                assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-5, &what);
+                let (_, want) = load_npy(&dir.join(format!("crop_{oh}x{ow}_{interp}.npy")));
+                let mut layer = Resizing::new(oh, ow);
+                layer.bilinear = bilinear;
+                layer.crop_to_aspect_ratio = true;
+                let got = layer.call(&x, false).unwrap();
+                let what = format!("Resizing({oh}, {ow}, crop_to_aspect_ratio), {interp}, on {d}");
+                assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-5, &what);
             }
         }
     }

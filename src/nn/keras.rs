@@ -31,7 +31,7 @@ use super::layers::{
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer,
     LayerNormalization, LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp,
     Normalization, NumpyOp, OpLayer, Operand, RMSNormalization, RandomBrightness, RandomContrast, RandomFlip,
-    RandomGeometric, Recurrent, Rescaling, Reshape, SeparableConv2D, UpSampling2D, ZeroPadding2D,
+    RandomGeometric, Recurrent, Rescaling, Reshape, Resizing, SeparableConv2D, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::{ModelLayer, Sequential};
@@ -2380,6 +2380,22 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             l.fill_mode = o.str("fill_mode", "reflect")?.to_string();
             l.interpolation = o.str("interpolation", "bilinear")?.to_string();
             l.fill_value = o.f64("fill_value", 0.0)?;
+            Box::new(l)
+        }
+        "Resizing" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            o.fixed("antialias", json!(false))?;
+            o.fixed("pad_to_aspect_ratio", json!(false))?;
+            // Only pad_to_aspect_ratio fills.
+            o.get("fill_mode");
+            o.get("fill_value");
+            let mut l = Resizing::new(o.usize("height", None)?, o.usize("width", None)?);
+            l.bilinear = match o.str("interpolation", "bilinear")? {
+                "bilinear" => true,
+                "nearest" => false,
+                i => return Err(o.err("interpolation", format!("{i:?} is not supported (bilinear, nearest)"))),
+            };
+            l.crop_to_aspect_ratio = o.bool("crop_to_aspect_ratio", false)?;
             Box::new(l)
         }
         "LayerScale" => Box::new(LayerScale::new(

@@ -198,3 +198,80 @@ pub fn affine_transform(
         .reshape(&[n as isize, h as isize, w as isize, 1])?
         .where_(&out, &fill)
 }
+
+/// For each of `out` positions along an axis of `len`: the lower and upper
+/// source index and the weight of the upper (`tf.image.resize`'s
+/// half-pixel centers; nearest: one index, weight 0).
+fn resize_axis(len: usize, out: usize, bilinear: bool) -> Result<(Vec<i32>, Vec<i32>, Vec<f32>)> {
+    let top = i32::try_from(len.saturating_sub(1)).map_err(|_| Error::arg("resize", "the image is too large"))?;
+    let scale = len as f32 / out as f32;
+    let (mut lo, mut hi, mut t) = (
+        Vec::with_capacity(out),
+        Vec::with_capacity(out),
+        Vec::with_capacity(out),
+    );
+    for i in 0..out {
+        if bilinear {
+            let at = (i as f32 + 0.5) * scale - 0.5;
+            let f = at.floor();
+            lo.push((f as i32).clamp(0, top));
+            hi.push((at.ceil() as i32).clamp(0, top));
+            t.push(at - f);
+        } else {
+            let at = ((i as f32 + 0.5) * scale).floor() as i32;
+            lo.push(at.clamp(0, top));
+            hi.push(at.clamp(0, top));
+            t.push(0.0);
+        }
+    }
+    Ok((lo, hi, t))
+}
+
+/// `tf.image.resize(images, [height, width], "bilinear" | "nearest")`
+/// (no antialiasing; TensorFlow's `ResizeBilinear` and
+/// `ResizeNearestNeighbor` with half-pixel centers, whose arithmetic it
+/// follows) for float images `[batch, height, width, channels]`, as
+/// gathers of constant indices along each axis.
+///
+/// Returns [`Error::Shape`] for other shapes or an empty size and
+/// [`Error::InvalidArgument`] for integer images.
+pub fn resize(images: &Tensor, size: [usize; 2], bilinear: bool) -> Result<Tensor> {
+    const OP: &str = "resize";
+    let &[_, h, w, _] = images.shape() else {
+        return Err(Error::shape(
+            OP,
+            &[images.shape()],
+            "expects images [batch, height, width, channels]",
+        ));
+    };
+    let [oh, ow] = size;
+    if oh == 0 || ow == 0 || h == 0 || w == 0 {
+        return Err(Error::shape(
+            OP,
+            &[images.shape(), &size],
+            "images and sizes must have at least one row and one column",
+        ));
+    }
+    if !images.dtype().is_float() {
+        return Err(Error::arg(
+            OP,
+            format!("images must be floats, not {:?}", images.dtype()),
+        ));
+    }
+    let dev = images.device();
+    let along = |x: &Tensor, axis: usize, len: usize, out: usize| -> Result<Tensor> {
+        let (lo, hi, t) = resize_axis(len, out, bilinear)?;
+        let lower = x.gather(&Tensor::from_vec(lo, &[out], dev)?, axis as isize)?;
+        if !bilinear {
+            return Ok(lower);
+        }
+        let upper = x.gather(&Tensor::from_vec(hi, &[out], dev)?, axis as isize)?;
+        let mut shape = [1usize; 4];
+        shape[axis] = out;
+        let t = Tensor::from_vec(t, &shape, dev)?.cast(x.dtype())?;
+        // lower + (upper - lower) * t, in TensorFlow's order.
+        lower.add(&upper.sub(&lower)?.mul(&t)?)
+    };
+    let across = along(images, 2, w, ow)?;
+    along(&across, 1, h, oh)
+}

@@ -23,7 +23,9 @@
                                       # (inputs DIR/xv{b}.npy, predictions DIR/keras_ends_{b}.npy); a model with an
                                       # augmentation Sequential as DIR/tutorial.keras (DIR/xa{b}.npy, keras_tutorial_{b}.npy)
     python keras_files.py affine DIR  # keras.ops.image.affine_transform on DIR/images.npy and DIR/transforms.npy for
-                                      # every fill mode and interpolation -> DIR/affine_{mode}_{interpolation}.npy
+                                      # every fill mode and interpolation -> DIR/affine_{mode}_{interpolation}.npy;
+                                      # keras.ops.image.resize and Resizing(crop_to_aspect_ratio=True) to several sizes
+                                      # -> DIR/{resize,crop}_{h}x{w}_{interpolation}.npy
     python keras_files.py resume DIR FILE X Y  # load DIR/FILE, train_on_batch(X, Y) -> DIR/resume1_{i}.npy
                                       # (model.weights), save DIR/resumed.keras, one more step -> resume2_{i}.npy
     python keras_files.py load DIR FILE[:PREFIX]...  # keras.models.load_model(DIR/FILE) on PREFIX{b}.npy
@@ -492,6 +494,12 @@ elif mode == "affine":
         for interp in ["bilinear", "nearest"]:
             y = ops.image.affine_transform(images, t, interpolation=interp, fill_mode=fill, fill_value=0.5)
             np.save(f"{out}/affine_{fill}_{interp}.npy", np.asarray(y))
+    for oh, ow in [(3, 4), (11, 13), (5, 7), (1, 1), (8, 2)]:
+        for interp in ["bilinear", "nearest"]:
+            y = ops.image.resize(images, (oh, ow), interpolation=interp)
+            np.save(f"{out}/resize_{oh}x{ow}_{interp}.npy", np.asarray(y))
+            y = layers.Resizing(oh, ow, interpolation=interp, crop_to_aspect_ratio=True)(images)
+            np.save(f"{out}/crop_{oh}x{ow}_{interp}.npy", np.asarray(y))
     print("OK")
 
 elif mode == "resume":

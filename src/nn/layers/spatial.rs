@@ -205,3 +205,108 @@ mod cropping_tests {
         assert!(matches!(huge.call(&x, false), Err(Error::Shape { .. })));
     }
 }
+
+/// `keras.layers.Resizing(height, width, interpolation)`: each image
+/// resized as `tf.image.resize` does (`bilinear` or `nearest`, no
+/// antialiasing), after a centered crop to the target's aspect ratio with
+/// `crop_to_aspect_ratio`. Integer images come out as f32.
+pub struct Resizing {
+    name: String,
+    /// Output rows and columns.
+    pub size: [usize; 2],
+    /// `bilinear` (true) or `nearest`.
+    pub bilinear: bool,
+    /// Crop to the target's aspect ratio first (Keras' `crop_to_aspect_ratio`).
+    pub crop_to_aspect_ratio: bool,
+}
+
+impl Resizing {
+    /// `Resizing(height, width)` with bilinear interpolation.
+    pub fn new(height: usize, width: usize) -> Resizing {
+        Resizing {
+            name: unique_name("resizing"),
+            size: [height, width],
+            bilinear: true,
+            crop_to_aspect_ratio: false,
+        }
+    }
+    /// The crop Keras makes for `crop_to_aspect_ratio`: (top, left, rows, columns).
+    fn crop(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
+        if !self.crop_to_aspect_ratio {
+            return (0, 0, h, w);
+        }
+        let [th, tw] = self.size;
+        // As Keras' TensorFlow backend computes it, in f32 and truncated.
+        let ch = ((w as f32 * th as f32 / tw as f32) as usize).clamp(1, h.max(1));
+        let cw = ((h as f32 * tw as f32 / th as f32) as usize).clamp(1, w.max(1));
+        (
+            ((h - ch) as f32 / 2.0) as usize,
+            ((w - cw) as f32 / 2.0) as usize,
+            ch,
+            cw,
+        )
+    }
+}
+
+impl Layer for Resizing {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("height".into(), self.size[0].into());
+        m.insert("width".into(), self.size[1].into());
+        let i = if self.bilinear { "bilinear" } else { "nearest" };
+        m.insert("interpolation".into(), i.into());
+        m.insert("crop_to_aspect_ratio".into(), self.crop_to_aspect_ratio.into());
+        m.insert("pad_to_aspect_ratio".into(), false.into());
+        m.insert("fill_mode".into(), "constant".into());
+        m.insert("fill_value".into(), 0.0.into());
+        m.insert("antialias".into(), false.into());
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        "Resizing"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        match s {
+            &[h, w, c] if h > 0 && w > 0 && self.size[0] > 0 && self.size[1] > 0 => {
+                Ok(vec![self.size[0], self.size[1], c])
+            }
+            _ => Err(Error::shape(
+                "Resizing",
+                &[s, &self.size],
+                format!(
+                    "layer {} expects examples [height, width, channels] and a size of at least 1x1",
+                    self.name
+                ),
+            )),
+        }
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        let &[n, h, w, c] = x.shape() else {
+            return Err(Error::shape(
+                "Resizing",
+                &[x.shape()],
+                "expects [batch, height, width, channels]",
+            ));
+        };
+        self.output_shape(&[h, w, c])?;
+        let x = if x.dtype().is_float() {
+            x.clone()
+        } else {
+            x.cast(crate::core::dtype::DType::F32)?
+        };
+        let (top, left, ch, cw) = self.crop(h, w);
+        let x = if (ch, cw) == (h, w) {
+            x
+        } else {
+            x.slice(&[0, top, left, 0], &[n, ch, cw, c])?
+        };
+        crate::ops::image::resize(&x, self.size, self.bilinear)
+    }
+}
