@@ -30,8 +30,8 @@ use super::layers::{
     Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, FlipMode, Geometric,
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer,
     LayerNormalization, LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp,
-    Normalization, NumpyOp, OpLayer, Operand, RMSNormalization, RandomBrightness, RandomContrast, RandomFlip,
-    RandomGeometric, Recurrent, Rescaling, Reshape, Resizing, SeparableConv2D, UpSampling2D, ZeroPadding2D,
+    Normalization, OpLayer, Operand, RMSNormalization, RandomBrightness, RandomContrast, RandomFlip, RandomGeometric,
+    Recurrent, Rescaling, Reshape, Resizing, SeparableConv2D, TensorOp, UpSampling2D, ZeroPadding2D,
 };
 use super::mixed_precision::Policy;
 use super::model::{ModelLayer, Sequential};
@@ -796,22 +796,15 @@ fn node_inputs(layer: &str, node: &Value, op: bool) -> std::result::Result<(Vec<
 
 /// Whether a config entry is an operation on tensors (`x + 3` in a
 /// functional model), a `keras.src.ops` class. Keras writes legacy `.h5`
-/// configs without modules: there an operation is a class no layer has
-/// (`TrueDivide`), or one a merge layer shares (`Multiply`) called with
-/// other than the one list a merge layer takes.
+/// configs without modules: there an operation is an operation's class
+/// whose config lacks what every layer's has (`trainable`), which tells
+/// `Multiply` the operation from `Multiply` the merge layer.
 fn is_op(lc: &Value) -> bool {
     if let Some(m) = lc["module"].as_str() {
         return m.starts_with("keras.src.ops");
     }
     let class = lc["class_name"].as_str().unwrap_or_default();
-    if NumpyOp::from_class(class).is_none() {
-        return false;
-    }
-    if !matches!(class, "Add" | "Subtract" | "Multiply" | "Maximum" | "Minimum") {
-        return true;
-    }
-    let args = lc["inbound_nodes"][0]["args"].as_array();
-    args.is_some_and(|a| !matches!(a.as_slice(), [Value::Array(_)]))
+    lc["config"].get("trainable").is_none() && TensorOp::from_keras("", class, &lc["config"]).is_ok()
 }
 
 /// One call's operands: tensors and numbers, in order.
@@ -848,9 +841,7 @@ fn op_from_config(class: &str, lc: &Value) -> std::result::Result<Box<dyn Layer>
     // Legacy .h5 configs have no modules.
     let module = lc["module"].as_str().unwrap_or_default();
     let name = lc["name"].as_str().or(lc["config"]["name"].as_str()).unwrap_or("?");
-    let op = NumpyOp::from_class(class)
-        .filter(|_| module.is_empty() || module == "keras.src.ops.numpy")
-        .ok_or_else(|| format!("operation {name}: {module}.{class} has no wgflow layer"))?;
+    let op = TensorOp::from_keras(module, class, &lc["config"]).map_err(|e| format!("operation {name}: {e}"))?;
     let calls = lc["inbound_nodes"].as_array().map(Vec::as_slice).unwrap_or_default();
     let first = calls
         .first()

@@ -368,8 +368,11 @@ elif mode == "apps":
     h = layers.Dropout(0.3, noise_shape=(None, 1, 1, 6))(h)
     h = layers.BatchNormalization()(h, training=False)
     h = layers.Activation("softsign")(h + 2)
+    h = ops.relu(h) + ops.sigmoid(h) * ops.tanh(h) + ops.leaky_relu(h, negative_slope=0.1)
+    h = h + ops.gelu(h, approximate=False) + ops.elu(h) + ops.hard_silu(h) - ops.exp(-ops.square(h))
     h = layers.GlobalMaxPooling2D()(h)
     y = layers.Dense(4, activation="log_softmax")(ops.maximum(h, 0.1) / 2)
+    y = ops.softmax(y * 2.0)
     m = keras.Model(inp, y, name="ops")
     randomize(m)
     # Saved first: an adapted Normalization reads its new variables only

@@ -35,7 +35,7 @@ mod transpose;
 pub use augment::{FlipMode, Geometric, RandomBrightness, RandomContrast, RandomFlip, RandomGeometric};
 pub use merge::{Add, Average, Concatenate, Maximum, Merge, MergeOp, Minimum, Multiply, Subtract};
 pub use norm::{GroupNormalization, LayerNormalization, LayerScale, Normalization, RMSNormalization};
-pub use op::{NumpyOp, OpLayer, Operand};
+pub use op::{OpLayer, Operand, TensorOp, Unary};
 pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
 pub use spatial::{Cropping2D, Resizing, UpSampling2D};

@@ -1,17 +1,19 @@
 //! Operations called on tensors in a Keras 3 functional model (`x + 3`,
-//! `keras.ops.multiply(x, y)`, `1 - x`): Keras records each as a node of
-//! the model, a class of `keras.src.ops.numpy` whose scalar operands sit in
-//! the call's arguments, not in its config. [`OpLayer`] is such a node:
+//! `keras.ops.multiply(x, y)`, `1 - x`, `keras.ops.relu(x)`): Keras records
+//! each as a node of the model, a class of `keras.src.ops.numpy` or
+//! `keras.src.ops.nn` whose scalar operands sit in the call's arguments,
+//! not in its config. [`OpLayer`] is such a node:
 //! tensors where the call had tensors, constants where it had numbers.
 
 use super::{Layer, unique_name};
 use crate::core::error::{Error, Result};
+use crate::nn::activations::Activation;
 use crate::tensor::Tensor;
 
-/// The operations [`OpLayer`] computes, by their `keras.src.ops.numpy`
-/// class.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NumpyOp {
+/// The operations [`OpLayer`] computes, by their Keras class
+/// (`keras.src.ops.numpy` or `keras.src.ops.nn`).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum TensorOp {
     /// `Add`: `a + b`.
     Add,
     /// `Subtract`: `a - b`.
@@ -26,9 +28,17 @@ pub enum NumpyOp {
     Minimum,
     /// `Power`: `a ^ b`.
     Power,
-    /// `Negative`: `-a`.
+    /// A function of one tensor (`Exp`, `Relu`, `Softmax`, ...).
+    Unary(Unary),
+}
+
+/// The functions of one tensor [`TensorOp::Unary`] covers, with the
+/// parameters Keras keeps in their configs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Unary {
+    /// `Negative`.
     Negative,
-    /// `Absolute`: `|a|`.
+    /// `Absolute`.
     Absolute,
     /// `Exp`.
     Exp,
@@ -38,69 +48,252 @@ pub enum NumpyOp {
     Sqrt,
     /// `Square`.
     Square,
+    /// `Tanh`.
+    Tanh,
+    /// `Sign`.
+    Sign,
+    /// `Floor`.
+    Floor,
+    /// `Ceil`.
+    Ceil,
+    /// `Reciprocal`.
+    Reciprocal,
+    /// `Sin`.
+    Sin,
+    /// `Cos`.
+    Cos,
+    /// `Log1p`.
+    Log1p,
+    /// `Expm1`.
+    Expm1,
+    /// `Relu` (`keras.src.ops.nn`, as the rest below).
+    Relu,
+    /// `Relu6`.
+    Relu6,
+    /// `Sigmoid`.
+    Sigmoid,
+    /// `Softplus`.
+    Softplus,
+    /// `Softsign`.
+    Softsign,
+    /// `Silu`.
+    Silu,
+    /// `HardSigmoid`.
+    HardSigmoid,
+    /// `HardSilu`.
+    HardSilu,
+    /// `Selu`.
+    Selu,
+    /// `Elu` with `alpha=1.0`.
+    Elu,
+    /// `LeakyRelu(negative_slope)`.
+    LeakyRelu(f64),
+    /// `Gelu(approximate)`.
+    Gelu(bool),
+    /// `Softmax(axis=-1)`.
+    Softmax,
+    /// `LogSoftmax(axis=-1)`.
+    LogSoftmax,
 }
 
-impl NumpyOp {
-    /// The op of a `keras.src.ops.numpy` class name.
-    pub fn from_class(class: &str) -> Option<NumpyOp> {
-        Some(match class {
-            "Add" => NumpyOp::Add,
-            "Subtract" => NumpyOp::Subtract,
-            "Multiply" => NumpyOp::Multiply,
-            "Divide" | "TrueDivide" => NumpyOp::Divide,
-            "Maximum" => NumpyOp::Maximum,
-            "Minimum" => NumpyOp::Minimum,
-            "Power" => NumpyOp::Power,
-            "Negative" => NumpyOp::Negative,
-            "Absolute" | "Abs" => NumpyOp::Absolute,
-            "Exp" => NumpyOp::Exp,
-            "Log" => NumpyOp::Log,
-            "Sqrt" => NumpyOp::Sqrt,
-            "Square" => NumpyOp::Square,
-            _ => return None,
-        })
+const NUMPY: &str = "keras.src.ops.numpy";
+const NN: &str = "keras.src.ops.nn";
+
+impl TensorOp {
+    /// The op of a Keras operation: its module, class and config (whose
+    /// parameters must be ones wgflow computes).
+    pub fn from_keras(module: &str, class: &str, config: &serde_json::Value) -> std::result::Result<TensorOp, String> {
+        use Unary as U;
+        let numpy = module.is_empty() || module == NUMPY;
+        let nn = module.is_empty() || module == NN;
+        let param = |k: &str| config.get(k).filter(|v| !v.is_null());
+        let known: &[&str] = match class {
+            "Softmax" | "LogSoftmax" => &["axis"],
+            "Elu" => &["alpha"],
+            "LeakyRelu" => &["negative_slope"],
+            "Gelu" => &["approximate"],
+            _ => &[],
+        };
+        if let Some((k, v)) = config.as_object().and_then(|o| {
+            o.iter()
+                .find(|(k, v)| k.as_str() != "name" && !v.is_null() && !known.contains(&k.as_str()))
+        }) {
+            return Err(format!("operation {class} has {k}={v}, which wgflow does not take"));
+        }
+        let op = match class {
+            "Add" if numpy => TensorOp::Add,
+            "Subtract" if numpy => TensorOp::Subtract,
+            "Multiply" if numpy => TensorOp::Multiply,
+            "Divide" | "TrueDivide" if numpy => TensorOp::Divide,
+            "Maximum" if numpy => TensorOp::Maximum,
+            "Minimum" if numpy => TensorOp::Minimum,
+            "Power" if numpy => TensorOp::Power,
+            _ => TensorOp::Unary(match class {
+                "Negative" if numpy => U::Negative,
+                "Absolute" | "Abs" if numpy => U::Absolute,
+                "Exp" if numpy => U::Exp,
+                "Log" if numpy => U::Log,
+                "Sqrt" if numpy => U::Sqrt,
+                "Square" if numpy => U::Square,
+                "Tanh" if numpy => U::Tanh,
+                "Sign" if numpy => U::Sign,
+                "Floor" if numpy => U::Floor,
+                "Ceil" if numpy => U::Ceil,
+                "Reciprocal" if numpy => U::Reciprocal,
+                "Sin" if numpy => U::Sin,
+                "Cos" if numpy => U::Cos,
+                "Log1p" if numpy => U::Log1p,
+                "Expm1" if numpy => U::Expm1,
+                "Relu" if nn => U::Relu,
+                "Relu6" if nn => U::Relu6,
+                "Sigmoid" if nn => U::Sigmoid,
+                "Softplus" if nn => U::Softplus,
+                "Softsign" if nn => U::Softsign,
+                "Silu" if nn => U::Silu,
+                "HardSigmoid" if nn => U::HardSigmoid,
+                "HardSilu" if nn => U::HardSilu,
+                "Selu" if nn => U::Selu,
+                "Elu" if nn => match param("alpha").map(|a| a.as_f64()) {
+                    None | Some(Some(1.0)) => U::Elu,
+                    Some(a) => return Err(format!("operation Elu with alpha={a:?}: wgflow's elu has alpha 1")),
+                },
+                "LeakyRelu" if nn => match param("negative_slope").map(|a| a.as_f64()) {
+                    None => U::LeakyRelu(0.2),
+                    Some(Some(s)) if s.is_finite() => U::LeakyRelu(s),
+                    Some(s) => return Err(format!("operation LeakyRelu with negative_slope={s:?}")),
+                },
+                "Gelu" if nn => match param("approximate").map(|a| a.as_bool()) {
+                    None => U::Gelu(true),
+                    Some(Some(b)) => U::Gelu(b),
+                    Some(a) => return Err(format!("operation Gelu with approximate={a:?}")),
+                },
+                "Softmax" | "LogSoftmax" if nn => match param("axis").map(|a| a.as_i64()) {
+                    None | Some(Some(-1)) if class == "Softmax" => U::Softmax,
+                    None | Some(Some(-1)) => U::LogSoftmax,
+                    Some(a) => return Err(format!("operation {class} over axis {a:?}: wgflow takes the last (-1)")),
+                },
+                _ => return Err(format!("{module}.{class} has no wgflow layer")),
+            }),
+        };
+        Ok(op)
     }
     /// The class name Keras writes.
     pub fn class(self) -> &'static str {
+        use Unary as U;
         match self {
-            NumpyOp::Add => "Add",
-            NumpyOp::Subtract => "Subtract",
-            NumpyOp::Multiply => "Multiply",
-            NumpyOp::Divide => "Divide",
-            NumpyOp::Maximum => "Maximum",
-            NumpyOp::Minimum => "Minimum",
-            NumpyOp::Power => "Power",
-            NumpyOp::Negative => "Negative",
-            NumpyOp::Absolute => "Absolute",
-            NumpyOp::Exp => "Exp",
-            NumpyOp::Log => "Log",
-            NumpyOp::Sqrt => "Sqrt",
-            NumpyOp::Square => "Square",
+            TensorOp::Add => "Add",
+            TensorOp::Subtract => "Subtract",
+            TensorOp::Multiply => "Multiply",
+            TensorOp::Divide => "Divide",
+            TensorOp::Maximum => "Maximum",
+            TensorOp::Minimum => "Minimum",
+            TensorOp::Power => "Power",
+            TensorOp::Unary(u) => match u {
+                U::Negative => "Negative",
+                U::Absolute => "Absolute",
+                U::Exp => "Exp",
+                U::Log => "Log",
+                U::Sqrt => "Sqrt",
+                U::Square => "Square",
+                U::Tanh => "Tanh",
+                U::Sign => "Sign",
+                U::Floor => "Floor",
+                U::Ceil => "Ceil",
+                U::Reciprocal => "Reciprocal",
+                U::Sin => "Sin",
+                U::Cos => "Cos",
+                U::Log1p => "Log1p",
+                U::Expm1 => "Expm1",
+                U::Relu => "Relu",
+                U::Relu6 => "Relu6",
+                U::Sigmoid => "Sigmoid",
+                U::Softplus => "Softplus",
+                U::Softsign => "Softsign",
+                U::Silu => "Silu",
+                U::HardSigmoid => "HardSigmoid",
+                U::HardSilu => "HardSilu",
+                U::Selu => "Selu",
+                U::Elu => "Elu",
+                U::LeakyRelu(_) => "LeakyRelu",
+                U::Gelu(_) => "Gelu",
+                U::Softmax => "Softmax",
+                U::LogSoftmax => "LogSoftmax",
+            },
         }
+    }
+    /// The Keras module of the class.
+    pub fn module(self) -> &'static str {
+        use Unary as U;
+        match self {
+            TensorOp::Unary(
+                U::Relu
+                | U::Relu6
+                | U::Sigmoid
+                | U::Softplus
+                | U::Softsign
+                | U::Silu
+                | U::HardSigmoid
+                | U::HardSilu
+                | U::Selu
+                | U::Elu
+                | U::LeakyRelu(_)
+                | U::Gelu(_)
+                | U::Softmax
+                | U::LogSoftmax,
+            ) => NN,
+            _ => NUMPY,
+        }
+    }
+    /// The parameters Keras keeps in the operation's config.
+    fn params(self) -> serde_json::Map<String, serde_json::Value> {
+        let mut m = serde_json::Map::new();
+        match self {
+            TensorOp::Unary(Unary::Softmax | Unary::LogSoftmax) => {
+                m.insert("axis".into(), (-1).into());
+            }
+            TensorOp::Unary(Unary::Elu) => {
+                m.insert("alpha".into(), 1.0.into());
+            }
+            TensorOp::Unary(Unary::LeakyRelu(s)) => {
+                m.insert("negative_slope".into(), s.into());
+            }
+            TensorOp::Unary(Unary::Gelu(a)) => {
+                m.insert("approximate".into(), a.into());
+            }
+            _ => {}
+        }
+        m
     }
     /// How many operands the op takes.
     pub fn arity(self) -> usize {
         match self {
-            NumpyOp::Negative | NumpyOp::Absolute | NumpyOp::Exp | NumpyOp::Log | NumpyOp::Sqrt | NumpyOp::Square => 1,
+            TensorOp::Unary(_) => 1,
             _ => 2,
         }
     }
-    fn snake(self) -> &'static str {
+    /// Whether integer tensors become floats (true division and every
+    /// function but the exact ones).
+    fn promotes(self) -> bool {
+        use Unary as U;
         match self {
-            NumpyOp::Add => "add",
-            NumpyOp::Subtract => "subtract",
-            NumpyOp::Multiply => "multiply",
-            NumpyOp::Divide => "divide",
-            NumpyOp::Maximum => "maximum",
-            NumpyOp::Minimum => "minimum",
-            NumpyOp::Power => "power",
-            NumpyOp::Negative => "negative",
-            NumpyOp::Absolute => "absolute",
-            NumpyOp::Exp => "exp",
-            NumpyOp::Log => "log",
-            NumpyOp::Sqrt => "sqrt",
-            NumpyOp::Square => "square",
+            TensorOp::Divide => true,
+            TensorOp::Unary(u) => !matches!(
+                u,
+                U::Negative | U::Absolute | U::Square | U::Sign | U::Floor | U::Ceil | U::Relu | U::Relu6
+            ),
+            _ => false,
         }
+    }
+    fn snake(self) -> String {
+        let c = self.class();
+        let mut out = String::new();
+        for (i, ch) in c.chars().enumerate() {
+            if ch.is_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.extend(ch.to_lowercase());
+        }
+        out
     }
 }
 
@@ -113,12 +306,12 @@ pub enum Operand {
     Scalar(f64),
 }
 
-/// A `keras.src.ops.numpy` operation as a layer of a functional model: the
-/// op and its operands (at least one a tensor).
+/// A Keras operation (`keras.src.ops.numpy` or `.nn`) as a layer of a
+/// functional model: the op and its operands (at least one a tensor).
 pub struct OpLayer {
     name: String,
     /// The operation.
-    pub op: NumpyOp,
+    pub op: TensorOp,
     /// The operands in the call's order.
     pub operands: Vec<Operand>,
 }
@@ -126,7 +319,7 @@ pub struct OpLayer {
 impl OpLayer {
     /// `op(operands...)`; errors when the count does not fit the op or no
     /// operand is a tensor.
-    pub fn new(op: NumpyOp, operands: Vec<Operand>) -> Result<OpLayer> {
+    pub fn new(op: TensorOp, operands: Vec<Operand>) -> Result<OpLayer> {
         if operands.len() != op.arity() || !operands.contains(&Operand::Tensor) {
             return Err(Error::arg(
                 "OpLayer",
@@ -138,7 +331,7 @@ impl OpLayer {
             ));
         }
         Ok(OpLayer {
-            name: unique_name(op.snake()),
+            name: unique_name(&op.snake()),
             op,
             operands,
         })
@@ -158,10 +351,12 @@ impl OpLayer {
 
 impl Layer for OpLayer {
     fn keras_config(&self) -> Result<serde_json::Value> {
-        Ok(serde_json::json!({"name": self.name}))
+        let mut m = self.op.params();
+        m.insert("name".into(), self.name.clone().into());
+        Ok(m.into())
     }
     fn keras_module(&self) -> (&'static str, Option<&'static str>) {
-        ("keras.src.ops.numpy", Some(self.op.class()))
+        (self.op.module(), Some(self.op.class()))
     }
     fn keras_call_args(&self, tensors: Vec<serde_json::Value>) -> Option<Vec<serde_json::Value>> {
         let mut t = tensors.into_iter();
@@ -219,9 +414,7 @@ impl Layer for OpLayer {
             .operands
             .iter()
             .any(|o| matches!(o, Operand::Scalar(v) if v.fract() != 0.0 || !v.is_finite()));
-        let promote = float.is_some()
-            || fractional
-            || matches!(self.op, NumpyOp::Divide | NumpyOp::Sqrt | NumpyOp::Log | NumpyOp::Exp);
+        let promote = float.is_some() || fractional || self.op.promotes();
         let target = float.unwrap_or(crate::core::dtype::DType::F32);
         let xs: Vec<Tensor> = xs
             .iter()
@@ -246,19 +439,48 @@ impl Layer for OpLayer {
             });
         }
         match (self.op, args.as_slice()) {
-            (NumpyOp::Add, [a, b]) => a.add(b),
-            (NumpyOp::Subtract, [a, b]) => a.sub(b),
-            (NumpyOp::Multiply, [a, b]) => a.mul(b),
-            (NumpyOp::Divide, [a, b]) => a.div(b),
-            (NumpyOp::Maximum, [a, b]) => a.maximum(b),
-            (NumpyOp::Minimum, [a, b]) => a.minimum(b),
-            (NumpyOp::Power, [a, b]) => a.pow(b),
-            (NumpyOp::Negative, [a]) => a.neg(),
-            (NumpyOp::Absolute, [a]) => a.abs(),
-            (NumpyOp::Exp, [a]) => a.exp(),
-            (NumpyOp::Log, [a]) => a.log(),
-            (NumpyOp::Sqrt, [a]) => a.sqrt(),
-            (NumpyOp::Square, [a]) => a.square(),
+            (TensorOp::Add, [a, b]) => a.add(b),
+            (TensorOp::Subtract, [a, b]) => a.sub(b),
+            (TensorOp::Multiply, [a, b]) => a.mul(b),
+            (TensorOp::Divide, [a, b]) => a.div(b),
+            (TensorOp::Maximum, [a, b]) => a.maximum(b),
+            (TensorOp::Minimum, [a, b]) => a.minimum(b),
+            (TensorOp::Power, [a, b]) => a.pow(b),
+            (TensorOp::Unary(u), [a]) => {
+                use Unary as U;
+                match u {
+                    U::Negative => a.neg(),
+                    U::Absolute => a.abs(),
+                    U::Exp => a.exp(),
+                    U::Log => a.log(),
+                    U::Sqrt => a.sqrt(),
+                    U::Square => a.square(),
+                    U::Tanh => a.tanh(),
+                    U::Sign => a.sign(),
+                    U::Floor => a.floor(),
+                    U::Ceil => a.ceil(),
+                    U::Reciprocal => a.reciprocal(),
+                    U::Sin => a.sin(),
+                    U::Cos => a.cos(),
+                    U::Log1p => a.log1p(),
+                    U::Expm1 => a.expm1(),
+                    U::Relu => a.relu(),
+                    U::Relu6 => a.relu6(),
+                    U::Sigmoid => a.sigmoid(),
+                    U::Softplus => a.softplus(),
+                    U::Softsign => a.softsign(),
+                    U::Silu => a.silu(),
+                    U::HardSigmoid => Activation::HardSigmoid.apply(a),
+                    U::HardSilu => Activation::HardSilu.apply(a),
+                    U::Selu => a.selu(),
+                    U::Elu => a.elu(),
+                    U::LeakyRelu(s) => a.leaky_relu(s as f32),
+                    U::Gelu(true) => a.gelu_tanh(),
+                    U::Gelu(false) => a.gelu(),
+                    U::Softmax => Activation::Softmax.apply(a),
+                    U::LogSoftmax => a.log_softmax(-1),
+                }
+            }
             _ => Err(Error::arg("OpLayer", self.count_err(xs.len()))),
         }
     }
@@ -273,14 +495,14 @@ mod tests {
     fn operands_take_tensors_and_numbers_in_order() {
         let d = Device::cpu();
         let x = Tensor::from_vec(vec![1.0f32, 2.0, 4.0], &[1, 3], &d).unwrap();
-        let mut rsub = OpLayer::new(NumpyOp::Subtract, vec![Operand::Scalar(1.0), Operand::Tensor]).unwrap();
+        let mut rsub = OpLayer::new(TensorOp::Subtract, vec![Operand::Scalar(1.0), Operand::Tensor]).unwrap();
         assert_eq!(
             rsub.call(&x, false).unwrap().to_vec::<f32>().unwrap(),
             [0.0, -1.0, -3.0]
         );
-        let mut div = OpLayer::new(NumpyOp::Divide, vec![Operand::Tensor, Operand::Scalar(2.0)]).unwrap();
+        let mut div = OpLayer::new(TensorOp::Divide, vec![Operand::Tensor, Operand::Scalar(2.0)]).unwrap();
         assert_eq!(div.call(&x, false).unwrap().to_vec::<f32>().unwrap(), [0.5, 1.0, 2.0]);
-        let mut mul = OpLayer::new(NumpyOp::Multiply, vec![Operand::Tensor, Operand::Tensor]).unwrap();
+        let mut mul = OpLayer::new(TensorOp::Multiply, vec![Operand::Tensor, Operand::Tensor]).unwrap();
         assert_eq!(
             mul.call_many(&[x.clone(), x.clone()], false)
                 .unwrap()
@@ -291,8 +513,8 @@ mod tests {
         // Counts that do not fit are errors, not guesses.
         assert!(mul.call(&x, false).is_err());
         assert!(mul.output_shape_many(&[vec![3], vec![2, 3]]).is_err());
-        assert!(OpLayer::new(NumpyOp::Add, vec![Operand::Scalar(1.0), Operand::Scalar(2.0)]).is_err());
-        assert!(OpLayer::new(NumpyOp::Exp, vec![Operand::Tensor, Operand::Tensor]).is_err());
+        assert!(OpLayer::new(TensorOp::Add, vec![Operand::Scalar(1.0), Operand::Scalar(2.0)]).is_err());
+        assert!(OpLayer::new(TensorOp::Unary(Unary::Exp), vec![Operand::Tensor, Operand::Tensor]).is_err());
     }
 }
 
@@ -306,16 +528,16 @@ mod promotion_tests {
     fn integer_tensors_become_floats_as_in_keras() {
         let d = Device::cpu();
         let x = Tensor::from_vec(vec![1i32, 2, 255], &[1, 3], &d).unwrap();
-        let mut scale = OpLayer::new(NumpyOp::Divide, vec![Operand::Tensor, Operand::Scalar(255.0)]).unwrap();
+        let mut scale = OpLayer::new(TensorOp::Divide, vec![Operand::Tensor, Operand::Scalar(255.0)]).unwrap();
         let y = scale.call(&x, false).unwrap();
         assert_eq!(y.dtype(), DType::F32);
         assert_eq!(y.to_vec::<f32>().unwrap(), [1.0 / 255.0, 2.0 / 255.0, 1.0]);
-        let mut half = OpLayer::new(NumpyOp::Multiply, vec![Operand::Tensor, Operand::Scalar(0.5)]).unwrap();
+        let mut half = OpLayer::new(TensorOp::Multiply, vec![Operand::Tensor, Operand::Scalar(0.5)]).unwrap();
         assert_eq!(
             half.call(&x, false).unwrap().to_vec::<f32>().unwrap(),
             [0.5, 1.0, 127.5]
         );
-        let mut plus = OpLayer::new(NumpyOp::Add, vec![Operand::Tensor, Operand::Scalar(1.0)]).unwrap();
+        let mut plus = OpLayer::new(TensorOp::Add, vec![Operand::Tensor, Operand::Scalar(1.0)]).unwrap();
         assert_eq!(plus.call(&x, false).unwrap().dtype(), DType::I32, "int + int stays int");
     }
 }
