@@ -1889,6 +1889,17 @@ fn factor_pair(v: Option<&Value>, low: f64) -> std::result::Result<(f64, f64), S
     }
 }
 
+/// [`factor_pair`] within `[min, max]`, Keras' bounds for the layer
+/// (`min` itself excluded when `open`).
+fn bounded(v: Option<&Value>, low: f64, (min, max, open): (f64, f64, bool)) -> std::result::Result<(f64, f64), String> {
+    let (l, u) = factor_pair(v, low)?;
+    let below = |x: f64| if open { x <= min } else { x < min };
+    if below(l) || u > max {
+        return Err(format!("({l}, {u}) is outside [{min}, {max}]"));
+    }
+    Ok((l, u))
+}
+
 /// `ZeroPadding2D`'s `padding` and `Cropping2D`'s `cropping`: an int,
 /// (symmetric height, symmetric width), or ((top, bottom), (left, right)).
 fn pad_pairs(given: Option<&Value>, default: [[usize; 2]; 2]) -> std::result::Result<[[usize; 2]; 2], String> {
@@ -2337,10 +2348,11 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             // A number f is (-f, f) for brightness and, as Keras 3.15 keeps
             // it, (0, f) for contrast.
             let low = if class == "RandomBrightness" { -1.0 } else { 0.0 };
-            let factor = factor_pair(o.get("factor"), low).map_err(|e| o.err("factor", e))?;
+            let factor = bounded(o.get("factor"), low, (low, 1.0, false)).map_err(|e| o.err("factor", e))?;
             let range = match o.get("value_range") {
                 None => (0.0, 255.0),
-                Some(v) => factor_pair(Some(v), 1.0).map_err(|e| o.err("value_range", e))?,
+                Some(v) if v.is_array() => factor_pair(Some(v), 1.0).map_err(|e| o.err("value_range", e))?,
+                Some(v) => return Err(o.err("value_range", format!("{v} is not a pair"))),
             };
             if class == "RandomBrightness" {
                 Box::new(RandomBrightness::with_range(factor, range))
@@ -2349,22 +2361,25 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             }
         }
         "RandomRotation" | "RandomZoom" | "RandomTranslation" => {
+            // Keras' bounds: a zoom factor above -1 (a positive scale).
+            const ZOOM: (f64, f64, bool) = (-1.0, 1.0, true);
+            const SHIFT: (f64, f64, bool) = (-1.0, 1.0, false);
             o.fixed("data_format", json!("channels_last"))?;
             o.get("seed");
             let kind = match class {
                 "RandomRotation" => Geometric::Rotation {
-                    factor: factor_pair(o.get("factor"), -1.0).map_err(|e| o.err("factor", e))?,
+                    factor: bounded(o.get("factor"), -1.0, (-1.0, 1.0, false)).map_err(|e| o.err("factor", e))?,
                 },
                 "RandomZoom" => Geometric::Zoom {
-                    height: factor_pair(o.get("height_factor"), -1.0).map_err(|e| o.err("height_factor", e))?,
+                    height: bounded(o.get("height_factor"), -1.0, ZOOM).map_err(|e| o.err("height_factor", e))?,
                     width: match o.get("width_factor") {
                         None => None,
-                        Some(v) => Some(factor_pair(Some(v), -1.0).map_err(|e| o.err("width_factor", e))?),
+                        Some(v) => Some(bounded(Some(v), -1.0, ZOOM).map_err(|e| o.err("width_factor", e))?),
                     },
                 },
                 _ => Geometric::Translation {
-                    height: factor_pair(o.get("height_factor"), -1.0).map_err(|e| o.err("height_factor", e))?,
-                    width: factor_pair(o.get("width_factor"), -1.0).map_err(|e| o.err("width_factor", e))?,
+                    height: bounded(o.get("height_factor"), -1.0, SHIFT).map_err(|e| o.err("height_factor", e))?,
+                    width: bounded(o.get("width_factor"), -1.0, SHIFT).map_err(|e| o.err("width_factor", e))?,
                 },
             };
             let mut l = RandomGeometric::new(kind);

@@ -147,7 +147,6 @@ pub fn affine_transform(
         v.greater_equal(&v.scalar_like(0.0)?)?
             .logical_and(&v.less_equal(&v.scalar_like(len as f64 - 1.0)?)?)
     };
-    // A zero projection is a point at infinity: the fill value.
     // A zero projection is a point at infinity: the fill value. Other
     // points outside the image (`Constant` only) read the fill value
     // corner by corner, as TensorFlow 2.21 does.
@@ -162,6 +161,9 @@ pub fn affine_transform(
     // The pixel at integer coordinates (yi, xi), or the fill value outside.
     let read = |yi: &Tensor, xi: &Tensor| -> Result<Tensor> {
         let ok = inside(yi, h)?.logical_and(&inside(xi, w)?)?;
+        // Coordinates that read the fill value (NaN among them) index pixel 0.
+        let zero = yi.scalar_like(0.0)?;
+        let (yi, xi) = (&ok.where_(yi, &zero)?, &ok.where_(xi, &zero)?);
         let clampi = |v: &Tensor, len: usize| -> Result<Tensor> {
             v.maximum(&v.scalar_like(0.0)?)?
                 .minimum(&v.scalar_like(len as f64 - 1.0)?)?
@@ -203,13 +205,20 @@ pub fn affine_transform(
 /// source index and the weight of the upper (`tf.image.resize`'s
 /// half-pixel centers; nearest: one index, weight 0).
 fn resize_axis(len: usize, out: usize, bilinear: bool) -> Result<(Vec<i32>, Vec<i32>, Vec<f32>)> {
-    let top = i32::try_from(len.saturating_sub(1)).map_err(|_| Error::arg("resize", "the image is too large"))?;
+    let too_large = |what: &str| Error::arg("resize", format!("{what} is more than int32 indices reach"));
+    let top = i32::try_from(len.saturating_sub(1)).map_err(|_| too_large("the image"))?;
+    i32::try_from(out).map_err(|_| too_large("the size"))?;
     let scale = len as f32 / out as f32;
-    let (mut lo, mut hi, mut t) = (
-        Vec::with_capacity(out),
-        Vec::with_capacity(out),
-        Vec::with_capacity(out),
-    );
+    let (mut lo, mut hi, mut t) = (Vec::new(), Vec::new(), Vec::new());
+    let oom = |_| Error::OutOfMemory {
+        device: "cpu".into(),
+        requested: (out as u64).saturating_mul(4),
+        in_use: 0,
+        limit: 0,
+    };
+    lo.try_reserve_exact(out).map_err(oom)?;
+    hi.try_reserve_exact(out).map_err(oom)?;
+    t.try_reserve_exact(out).map_err(oom)?;
     for i in 0..out {
         if bilinear {
             let at = (i as f32 + 0.5) * scale - 0.5;
@@ -274,4 +283,28 @@ pub fn resize(images: &Tensor, size: [usize; 2], bilinear: bool) -> Result<Tenso
     };
     let across = along(images, 2, w, ow)?;
     along(&across, 1, h, oh)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::Device;
+
+    #[test]
+    fn nan_points_and_huge_sizes_are_values_or_errors() {
+        let d = Device::cpu();
+        let x = Tensor::from_vec(vec![1.0f32, 2.0, 3.0, 4.0], &[1, 2, 2, 1], &d).unwrap();
+        let t = Tensor::from_vec(vec![f32::NAN, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0], &[1, 8], &d).unwrap();
+        // TensorFlow: NaN when bilinear, the fill value when nearest.
+        let y = affine_transform(&x, &t, true, FillMode::Reflect, 7.0).unwrap();
+        assert!(y.to_vec::<f32>().unwrap().iter().all(|v| v.is_nan()));
+        let y = affine_transform(&x, &t, false, FillMode::Constant, 7.0).unwrap();
+        assert_eq!(y.to_vec::<f32>().unwrap(), [7.0; 4]);
+        let inf = Tensor::from_vec(vec![1.0f32, 0.0, f32::INFINITY, 0.0, 1.0, 0.0, 0.0, 0.0], &[1, 8], &d).unwrap();
+        assert!(affine_transform(&x, &inf, true, FillMode::Wrap, 0.0).is_ok());
+        assert!(resize(&x, [1, 1 << 40], true).is_err());
+        assert!(resize(&x, [0, 3], true).is_err());
+        let ints = Tensor::from_vec(vec![1i32, 2, 3, 4], &[1, 2, 2, 1], &d).unwrap();
+        assert!(resize(&ints, [3, 3], false).is_err());
+    }
 }

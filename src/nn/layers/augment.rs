@@ -16,8 +16,8 @@ use crate::ops;
 use crate::ops::image::{FillMode, affine_transform};
 use crate::tensor::Tensor;
 
-/// Images `[batch, height, width, channels]` in a float dtype (integers
-/// become f32, Keras' compute dtype).
+/// Images `[batch, height, width, channels]` in f32, the layers' compute
+/// dtype in Keras (integers and 16-bit floats are cast).
 fn images(layer: &str, kind: &'static str, x: &Tensor) -> Result<Tensor> {
     if x.rank() != 4 {
         return Err(Error::shape(
@@ -26,11 +26,23 @@ fn images(layer: &str, kind: &'static str, x: &Tensor) -> Result<Tensor> {
             format!("layer {layer} expects images [batch, height, width, channels]"),
         ));
     }
-    if x.dtype().is_float() {
+    if x.dtype() == DType::F32 {
         Ok(x.clone())
     } else {
         x.cast(DType::F32)
     }
+}
+
+/// The output of one example `[height, width, channels]`: the same.
+fn example(layer: &str, kind: &'static str, s: &[usize]) -> Result<Vec<usize>> {
+    if s.len() != 3 {
+        return Err(Error::shape(
+            kind,
+            &[s],
+            format!("layer {layer} expects examples [height, width, channels]"),
+        ));
+    }
+    Ok(s.to_vec())
 }
 
 /// One uniform draw per example, `[batch, 1, 1, 1]`, in `x`'s dtype.
@@ -116,7 +128,7 @@ impl Layer for RandomFlip {
         "RandomFlip"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        Ok(s.to_vec())
+        example(&self.name, self.kind(), s)
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         let x = images(&self.name, "RandomFlip", x)?;
@@ -183,7 +195,7 @@ impl Layer for RandomBrightness {
         "RandomBrightness"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        Ok(s.to_vec())
+        example(&self.name, self.kind(), s)
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         let x = images(&self.name, "RandomBrightness", x)?;
@@ -243,7 +255,7 @@ impl Layer for RandomContrast {
         "RandomContrast"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        Ok(s.to_vec())
+        example(&self.name, self.kind(), s)
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         let x = images(&self.name, "RandomContrast", x)?;
@@ -360,7 +372,7 @@ impl Layer for RandomGeometric {
         }
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        Ok(s.to_vec())
+        example(&self.name, self.kind(), s)
     }
     fn call(&mut self, x: &Tensor, training: bool) -> Result<Tensor> {
         let x = images(&self.name, self.kind(), x)?;

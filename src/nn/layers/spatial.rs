@@ -209,7 +209,8 @@ mod cropping_tests {
 /// `keras.layers.Resizing(height, width, interpolation)`: each image
 /// resized as `tf.image.resize` does (`bilinear` or `nearest`, no
 /// antialiasing), after a centered crop to the target's aspect ratio with
-/// `crop_to_aspect_ratio`. Integer images come out as f32.
+/// `crop_to_aspect_ratio`, in f32 (integer images are rounded back to
+/// their dtype, as Keras does).
 pub struct Resizing {
     name: String,
     /// Output rows and columns.
@@ -296,17 +297,21 @@ impl Layer for Resizing {
             ));
         };
         self.output_shape(&[h, w, c])?;
-        let x = if x.dtype().is_float() {
+        use crate::core::dtype::DType;
+        // Keras resizes in f32 and rounds integer images back to their dtype.
+        let dt = x.dtype();
+        let xf = if dt == DType::F32 {
             x.clone()
         } else {
-            x.cast(crate::core::dtype::DType::F32)?
+            x.cast(DType::F32)?
         };
         let (top, left, ch, cw) = self.crop(h, w);
-        let x = if (ch, cw) == (h, w) {
-            x
+        let xf = if (ch, cw) == (h, w) {
+            xf
         } else {
-            x.slice(&[0, top, left, 0], &[n, ch, cw, c])?
+            xf.slice(&[0, top, left, 0], &[n, ch, cw, c])?
         };
-        crate::ops::image::resize(&x, self.size, self.bilinear)
+        let y = crate::ops::image::resize(&xf, self.size, self.bilinear)?;
+        if dt.is_float() { Ok(y) } else { y.round()?.cast(dt) }
     }
 }
