@@ -147,6 +147,17 @@ impl Layer for RandomFlip {
     }
 }
 
+/// The Keras config of a layer that changes pixel values by a random
+/// `factor` within `value_range`.
+fn value_config(name: &str, factor: (f64, f64), value_range: (f64, f64)) -> serde_json::Value {
+    let mut m = base_config(name, "float32");
+    m.insert("factor".into(), serde_json::json!([factor.0, factor.1]));
+    m.insert("value_range".into(), serde_json::json!([value_range.0, value_range.1]));
+    m.insert("seed".into(), serde_json::Value::Null);
+    m.insert("data_format".into(), "channels_last".into());
+    m.into()
+}
+
 /// `keras.layers.RandomBrightness(factor, value_range)`: in training, each
 /// image gets `delta * (high - low)` added, `delta` uniform in `factor`,
 /// then is clipped to `value_range`.
@@ -175,15 +186,7 @@ impl RandomBrightness {
 
 impl Layer for RandomBrightness {
     fn keras_config(&self) -> Result<serde_json::Value> {
-        let mut m = base_config(&self.name, "float32");
-        m.insert("factor".into(), serde_json::json!([self.factor.0, self.factor.1]));
-        m.insert(
-            "value_range".into(),
-            serde_json::json!([self.value_range.0, self.value_range.1]),
-        );
-        m.insert("seed".into(), serde_json::Value::Null);
-        m.insert("data_format".into(), "channels_last".into());
-        Ok(m.into())
+        Ok(value_config(&self.name, self.factor, self.value_range))
     }
     fn name(&self) -> &str {
         &self.name
@@ -235,15 +238,7 @@ impl RandomContrast {
 
 impl Layer for RandomContrast {
     fn keras_config(&self) -> Result<serde_json::Value> {
-        let mut m = base_config(&self.name, "float32");
-        m.insert("factor".into(), serde_json::json!([self.factor.0, self.factor.1]));
-        m.insert(
-            "value_range".into(),
-            serde_json::json!([self.value_range.0, self.value_range.1]),
-        );
-        m.insert("seed".into(), serde_json::Value::Null);
-        m.insert("data_format".into(), "channels_last".into());
-        Ok(m.into())
+        Ok(value_config(&self.name, self.factor, self.value_range))
     }
     fn name(&self) -> &str {
         &self.name
