@@ -2261,7 +2261,7 @@ fn nested_models_and_frozen_layers_both_ways() {
 /// both interpolations, on every device.
 #[test]
 fn affine_transform_matches_keras() {
-    use wgflow::nn::layers::{Layer, Resizing};
+    use wgflow::nn::layers::{CenterCrop, Layer, Resizing};
     use wgflow::ops::image::{FillMode, affine_transform};
     let Some(python) = python() else { return };
     let dir = tmp("affine");
@@ -2282,7 +2282,7 @@ fn affine_transform_matches_keras() {
                 assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-4, &what);
             }
         }
-        for (oh, ow) in [(3usize, 4usize), (11, 13), (5, 7), (1, 1), (8, 2)] {
+        for (oh, ow) in [(3usize, 4usize), (11, 13), (5, 7), (1, 1), (8, 2), (5, 9), (2, 7)] {
             for (interp, bilinear) in [("bilinear", true), ("nearest", false)] {
                 let (_, want) = load_npy(&dir.join(format!("resize_{oh}x{ow}_{interp}.npy")));
                 let got = wgflow::ops::image::resize(&x, [oh, ow], bilinear).unwrap();
@@ -2297,6 +2297,11 @@ fn affine_transform_matches_keras() {
                 let what = format!("Resizing({oh}, {ow}, crop_to_aspect_ratio), {interp}, on {d}");
                 assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-5, &what);
             }
+            let (_, want) = load_npy(&dir.join(format!("center_{oh}x{ow}.npy")));
+            let got = CenterCrop::new(oh, ow).call(&x, false).unwrap();
+            assert_eq!(got.shape(), &[6, oh, ow, 2]);
+            let what = format!("CenterCrop({oh}, {ow}) on {d}");
+            assert_close(&got.to_vec::<f32>().unwrap(), &want, 1e-5, &what);
         }
     }
 }

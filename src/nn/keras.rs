@@ -26,8 +26,8 @@
 
 use super::activations::Activation;
 use super::layers::{
-    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, Conv1D, Conv2D,
-    Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, FlipMode, Geometric,
+    ActivationLayer, AveragePooling1D, AveragePooling2D, BatchNormalization, Bidirectional, Cell, CenterCrop, Conv1D,
+    Conv2D, Conv2DTranspose, Cropping2D, Dense, DepthwiseConv2D, Dropout, Embedding, Flatten, FlipMode, Geometric,
     GlobalAveragePooling1D, GlobalAveragePooling2D, GlobalMaxPooling1D, GlobalMaxPooling2D, GroupNormalization, Layer,
     LayerNormalization, LayerScale, LeakyReLU, MaxPooling1D, MaxPooling2D, Merge, MergeMode as RnnMerge, MergeOp,
     Normalization, OpLayer, Operand, RMSNormalization, RandomBrightness, RandomContrast, RandomFlip, RandomGeometric,
@@ -2387,6 +2387,10 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
             l.interpolation = o.str("interpolation", "bilinear")?.to_string();
             l.fill_value = o.f64("fill_value", 0.0)?;
             Box::new(l)
+        }
+        "CenterCrop" => {
+            o.fixed("data_format", json!("channels_last"))?;
+            Box::new(CenterCrop::new(o.usize("height", None)?, o.usize("width", None)?))
         }
         "Resizing" => {
             o.fixed("data_format", json!("channels_last"))?;

@@ -497,12 +497,14 @@ elif mode == "affine":
         for interp in ["bilinear", "nearest"]:
             y = ops.image.affine_transform(images, t, interpolation=interp, fill_mode=fill, fill_value=0.5)
             np.save(f"{out}/affine_{fill}_{interp}.npy", np.asarray(y))
-    for oh, ow in [(3, 4), (11, 13), (5, 7), (1, 1), (8, 2)]:
+    for oh, ow in [(3, 4), (11, 13), (5, 7), (1, 1), (8, 2), (5, 9), (2, 7)]:
         for interp in ["bilinear", "nearest"]:
             y = ops.image.resize(images, (oh, ow), interpolation=interp)
             np.save(f"{out}/resize_{oh}x{ow}_{interp}.npy", np.asarray(y))
             y = layers.Resizing(oh, ow, interpolation=interp, crop_to_aspect_ratio=True)(images)
             np.save(f"{out}/crop_{oh}x{ow}_{interp}.npy", np.asarray(y))
+        y = layers.CenterCrop(oh, ow)(images)
+        np.save(f"{out}/center_{oh}x{ow}.npy", np.asarray(y))
     print("OK")
 
 elif mode == "resume":

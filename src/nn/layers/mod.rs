@@ -38,7 +38,7 @@ pub use norm::{GroupNormalization, LayerNormalization, LayerScale, Normalization
 pub use op::{OpLayer, Operand, TensorOp, Unary};
 pub use recurrent::{Bidirectional, Cell, GRU, LSTM, MergeMode, Recurrent, SimpleRNN};
 pub use sequence::{AveragePooling1D, Conv1D, Embedding, MaxPooling1D, Padding1D, Pooling1D};
-pub use spatial::{Cropping2D, Resizing, UpSampling2D};
+pub use spatial::{CenterCrop, Cropping2D, Resizing, UpSampling2D};
 pub use transpose::Conv2DTranspose;
 
 /// Keras-style unique names: "dense", "dense_1", ... Counted per base name

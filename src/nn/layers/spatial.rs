@@ -315,3 +315,83 @@ impl Layer for Resizing {
         if dt.is_float() { Ok(y) } else { y.round()?.cast(dt) }
     }
 }
+
+/// `keras.layers.CenterCrop(height, width)`: the centered `height x width`
+/// window of each image (in f32, Keras' compute dtype); an image smaller
+/// than that in either direction is cropped to the target's aspect ratio
+/// and resized bilinearly, as Keras' `smart_resize` does.
+pub struct CenterCrop {
+    name: String,
+    /// Output rows and columns.
+    pub size: [usize; 2],
+}
+
+impl CenterCrop {
+    /// `CenterCrop(height, width)`.
+    pub fn new(height: usize, width: usize) -> CenterCrop {
+        CenterCrop {
+            name: unique_name("center_crop"),
+            size: [height, width],
+        }
+    }
+}
+
+impl Layer for CenterCrop {
+    fn keras_config(&self) -> Result<serde_json::Value> {
+        let mut m = base_config(&self.name, "float32");
+        m.insert("height".into(), self.size[0].into());
+        m.insert("width".into(), self.size[1].into());
+        m.insert("data_format".into(), "channels_last".into());
+        Ok(m.into())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn set_name(&mut self, name: &str) {
+        self.name = name.to_string();
+    }
+    fn kind(&self) -> &'static str {
+        "CenterCrop"
+    }
+    fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
+        match s {
+            &[h, w, c] if h > 0 && w > 0 && self.size[0] > 0 && self.size[1] > 0 => {
+                Ok(vec![self.size[0], self.size[1], c])
+            }
+            _ => Err(Error::shape(
+                "CenterCrop",
+                &[s, &self.size],
+                format!(
+                    "layer {} expects examples [height, width, channels] and a size of at least 1x1",
+                    self.name
+                ),
+            )),
+        }
+    }
+    fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
+        use crate::core::dtype::DType;
+        let &[n, h, w, c] = x.shape() else {
+            return Err(Error::shape(
+                "CenterCrop",
+                &[x.shape()],
+                "expects [batch, height, width, channels]",
+            ));
+        };
+        self.output_shape(&[h, w, c])?;
+        let x = if x.dtype() == DType::F32 {
+            x.clone()
+        } else {
+            x.cast(DType::F32)?
+        };
+        let [th, tw] = self.size;
+        if h >= th && w >= tw {
+            return x.slice(&[0, (h - th) / 2, (w - tw) / 2, 0], &[n, th, tw, c]);
+        }
+        // smart_resize: the largest centered window of the target's aspect
+        // ratio (in f64, as Keras computes it for known shapes), resized.
+        let ch = ((w as f64 * th as f64 / tw as f64) as usize).clamp(1, h);
+        let cw = ((h as f64 * tw as f64 / th as f64) as usize).clamp(1, w);
+        let window = x.slice(&[0, (h - ch) / 2, (w - cw) / 2, 0], &[n, ch, cw, c])?;
+        crate::ops::image::resize(&window, self.size, true)
+    }
+}
