@@ -96,6 +96,13 @@ fn layer_keys(classes: &[&str], functional: bool) -> Vec<String> {
     keys(&all).split_off(1)
 }
 
+/// The weight-group keys Keras gives a model's layers, from their kinds
+/// (what wgflow writes them as).
+fn kind_keys(model: &Sequential) -> Vec<String> {
+    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
+    layer_keys(&classes, model.is_functional())
+}
+
 fn batch_shape(shape: &[usize]) -> Value {
     let mut v = vec![Value::Null];
     v.extend(shape.iter().map(|&d| Value::from(d)));
@@ -156,11 +163,7 @@ pub(crate) fn model_entry(model: &Sequential, input: &[usize]) -> Result<Value> 
     carry_policies(&mut layers, &policy_sources(model));
     let dtype =
         json!({"module": "keras", "class_name": "DTypePolicy", "config": {"name": "float32"}, "registered_name": null});
-    let trainable = model
-        .layers()
-        .iter()
-        .filter(|l| !l.weights().is_empty())
-        .all(|l| l.trainable());
+    let trainable = model.trainable();
     Ok(match model_graph_refs(model)? {
         Some((inputs, outputs)) => json!({
             "module": "keras.src.models.functional", "class_name": "Functional", "registered_name": "Functional",
@@ -203,9 +206,7 @@ fn nested(layer: &dyn Layer) -> Option<&ModelLayer> {
 /// InputLayers' empty ones, then each layer's `vars`, a nested model's
 /// layers under its own `layers/`.
 fn write_layers(group: &mut hdf5_pure::GroupBuilder, model: &Sequential, path: &Path) -> Result<()> {
-    let functional = model.topology().is_some();
-    let classes: Vec<&str> = model.layers().iter().map(|l| l.kind()).collect();
-    let keys = layer_keys(&classes, functional);
+    let keys = kind_keys(model);
     // Keras keys its InputLayers' (empty) groups as it keys any class.
     for k in 0..model.topology().map_or(0, |g| g.inputs.len()) {
         let key = if k == 0 {
@@ -392,10 +393,7 @@ fn read_layers(
         if let Some(inner) = nested(layer.as_ref()) {
             let inner_keys = match &inner.keras_keys {
                 Some(k) => k.clone(),
-                None => {
-                    let classes: Vec<&str> = inner.model().layers().iter().map(|l| l.kind()).collect();
-                    layer_keys(&classes, inner.model().is_functional())
-                }
+                None => kind_keys(inner.model()),
             };
             let prefix = format!("{prefix}layers/{key}/");
             read_layers(path, file, &prefix, inner.model().layers(), &inner_keys, device)?;
@@ -2482,25 +2480,20 @@ fn layer_from_config(class: &str, c: &Value) -> std::result::Result<Box<dyn Laye
         }
         "Dropout" => {
             let mut l = Dropout::new(o.f64("rate", 0.5)?);
-            match o.get("noise_shape") {
-                None | Some(Value::Null) => {}
-                Some(v) => {
-                    let dims = v
-                        .as_array()
-                        .and_then(|a| {
-                            a.iter()
-                                .map(|d| {
-                                    if d.is_null() {
-                                        Some(None)
-                                    } else {
-                                        d.as_u64().map(|d| Some(d as usize))
-                                    }
-                                })
-                                .collect::<Option<Vec<_>>>()
-                        })
-                        .ok_or_else(|| o.err("noise_shape", format!("{v} is not a list of sizes or nulls")))?;
-                    l = l.noise_shape(dims);
-                }
+            // A list of sizes, null for the input's own.
+            if let Some(v) = o.get("noise_shape") {
+                let size = |d: &Value| {
+                    if d.is_null() {
+                        Some(None)
+                    } else {
+                        d.as_u64().map(|d| Some(d as usize))
+                    }
+                };
+                let dims = v
+                    .as_array()
+                    .and_then(|a| a.iter().map(size).collect::<Option<Vec<_>>>())
+                    .ok_or_else(|| o.err("noise_shape", format!("{v} is not a list of sizes or nulls")))?;
+                l = l.noise_shape(dims);
             }
             Box::new(l)
         }

@@ -1522,6 +1522,15 @@ impl Sequential {
         Ok(())
     }
 
+    /// Keras' `model.trainable`: whether every layer with weights is
+    /// trainable (layers without weights have nothing to freeze).
+    pub fn trainable(&self) -> bool {
+        self.layers
+            .iter()
+            .filter(|l| !l.weights().is_empty())
+            .all(|l| l.trainable())
+    }
+
     /// The per-example input shape the model was built for, if built (the
     /// first input's, for a model of several).
     pub fn input_shape(&self) -> Option<&[usize]> {
@@ -1656,19 +1665,10 @@ impl Layer for ModelLayer {
             .collect()
     }
     fn set_trainable(&mut self, trainable: bool) -> Result<()> {
-        for l in self.model.layers.iter_mut() {
-            l.set_trainable(trainable)?;
-        }
-        Ok(())
+        self.model.set_trainable(trainable)
     }
-    /// Whether every layer with weights is trainable (layers without
-    /// weights have nothing to freeze).
     fn trainable(&self) -> bool {
-        self.model
-            .layers
-            .iter()
-            .filter(|l| !l.weights().is_empty())
-            .all(|l| l.trainable())
+        self.model.trainable()
     }
     fn keras_config(&self) -> Result<serde_json::Value> {
         let input = self.model.input_shape.clone().ok_or_else(|| {

@@ -231,21 +231,35 @@ impl Resizing {
             crop_to_aspect_ratio: false,
         }
     }
-    /// The crop Keras makes for `crop_to_aspect_ratio`: (top, left, rows, columns).
-    fn crop(&self, h: usize, w: usize) -> (usize, usize, usize, usize) {
-        if !self.crop_to_aspect_ratio {
-            return (0, 0, h, w);
+}
+
+/// The largest centered window of `size`'s aspect ratio in an `h x w`
+/// image: (top, left, rows, columns). The ratio is truncated from f32 as
+/// Keras' TensorFlow backend computes it for `Resizing` (`narrow`), else
+/// from f64 as `smart_resize` does for known shapes.
+fn aspect_window(h: usize, w: usize, [th, tw]: [usize; 2], narrow: bool) -> (usize, usize, usize, usize) {
+    let ratio = |a: usize, b: usize, c: usize| {
+        if narrow {
+            (a as f32 * b as f32 / c as f32) as usize
+        } else {
+            (a as f64 * b as f64 / c as f64) as usize
         }
-        let [th, tw] = self.size;
-        // As Keras' TensorFlow backend computes it, in f32 and truncated.
-        let ch = ((w as f32 * th as f32 / tw as f32) as usize).clamp(1, h.max(1));
-        let cw = ((h as f32 * tw as f32 / th as f32) as usize).clamp(1, w.max(1));
-        (
-            ((h - ch) as f32 / 2.0) as usize,
-            ((w - cw) as f32 / 2.0) as usize,
-            ch,
-            cw,
-        )
+    };
+    let ch = ratio(w, th, tw).clamp(1, h.max(1));
+    let cw = ratio(h, tw, th).clamp(1, w.max(1));
+    ((h - ch) / 2, (w - cw) / 2, ch, cw)
+}
+
+/// The output example of a layer that resizes `[height, width, channels]`
+/// images to `size`.
+fn resized(kind: &'static str, layer: &str, size: [usize; 2], s: &[usize]) -> Result<Vec<usize>> {
+    match s {
+        &[h, w, c] if h > 0 && w > 0 && size[0] > 0 && size[1] > 0 => Ok(vec![size[0], size[1], c]),
+        _ => Err(Error::shape(
+            kind,
+            &[s, &size],
+            format!("layer {layer} expects examples [height, width, channels] and a size of at least 1x1"),
+        )),
     }
 }
 
@@ -274,19 +288,7 @@ impl Layer for Resizing {
         "Resizing"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        match s {
-            &[h, w, c] if h > 0 && w > 0 && self.size[0] > 0 && self.size[1] > 0 => {
-                Ok(vec![self.size[0], self.size[1], c])
-            }
-            _ => Err(Error::shape(
-                "Resizing",
-                &[s, &self.size],
-                format!(
-                    "layer {} expects examples [height, width, channels] and a size of at least 1x1",
-                    self.name
-                ),
-            )),
-        }
+        resized(self.kind(), &self.name, self.size, s)
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         let &[n, h, w, c] = x.shape() else {
@@ -305,7 +307,11 @@ impl Layer for Resizing {
         } else {
             x.cast(DType::F32)?
         };
-        let (top, left, ch, cw) = self.crop(h, w);
+        let (top, left, ch, cw) = if self.crop_to_aspect_ratio {
+            aspect_window(h, w, self.size, true)
+        } else {
+            (0, 0, h, w)
+        };
         let xf = if (ch, cw) == (h, w) {
             xf
         } else {
@@ -354,19 +360,7 @@ impl Layer for CenterCrop {
         "CenterCrop"
     }
     fn output_shape(&self, s: &[usize]) -> Result<Vec<usize>> {
-        match s {
-            &[h, w, c] if h > 0 && w > 0 && self.size[0] > 0 && self.size[1] > 0 => {
-                Ok(vec![self.size[0], self.size[1], c])
-            }
-            _ => Err(Error::shape(
-                "CenterCrop",
-                &[s, &self.size],
-                format!(
-                    "layer {} expects examples [height, width, channels] and a size of at least 1x1",
-                    self.name
-                ),
-            )),
-        }
+        resized(self.kind(), &self.name, self.size, s)
     }
     fn call(&mut self, x: &Tensor, _training: bool) -> Result<Tensor> {
         use crate::core::dtype::DType;
@@ -387,11 +381,9 @@ impl Layer for CenterCrop {
         if h >= th && w >= tw {
             return x.slice(&[0, (h - th) / 2, (w - tw) / 2, 0], &[n, th, tw, c]);
         }
-        // smart_resize: the largest centered window of the target's aspect
-        // ratio (in f64, as Keras computes it for known shapes), resized.
-        let ch = ((w as f64 * th as f64 / tw as f64) as usize).clamp(1, h);
-        let cw = ((h as f64 * tw as f64 / th as f64) as usize).clamp(1, w);
-        let window = x.slice(&[0, (h - ch) / 2, (w - cw) / 2, 0], &[n, ch, cw, c])?;
+        // smart_resize: the window of the target's aspect ratio, resized.
+        let (top, left, ch, cw) = aspect_window(h, w, self.size, false);
+        let window = x.slice(&[0, top, left, 0], &[n, ch, cw, c])?;
         crate::ops::image::resize(&window, self.size, true)
     }
 }
